@@ -1,0 +1,40 @@
+// Error checks that throw. The library never exits: it throws ddpm::Error carrying the failed
+// expression, the file and the line, so tests can see a failure and apps print one line at
+// main. CUDA_CHECK / CUBLAS_CHECK / CUDNN_CHECK live in engine/cuda_check.h (they need the
+// CUDA headers); this file is plain C++.
+#pragma once
+
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+namespace ddpm {
+
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// "file:line: what (expr)" -- one line, the form every check uses.
+[[noreturn]] void throw_error(const char* file, int line, const std::string& what,
+                              const char* expr);
+
+}  // namespace ddpm
+
+// CHECK(cond, msg): msg is anything that streams, e.g. CHECK(c % g == 0, "C=" << c << " ...").
+#define CHECK(cond, msg)                                                       \
+  do {                                                                         \
+    if (!(cond)) {                                                             \
+      std::ostringstream ddpm_check_os_;                                       \
+      ddpm_check_os_ << msg;                                                   \
+      ::ddpm::throw_error(__FILE__, __LINE__, ddpm_check_os_.str(), #cond);    \
+    }                                                                          \
+  } while (0)
+
+// THROW_ERROR(msg): an unconditional error with the same form.
+#define THROW_ERROR(msg)                                                              \
+  do {                                                                         \
+    std::ostringstream ddpm_check_os_;                                         \
+    ddpm_check_os_ << msg;                                                     \
+    ::ddpm::throw_error(__FILE__, __LINE__, ddpm_check_os_.str(), nullptr);    \
+  } while (0)

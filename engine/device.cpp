@@ -1,0 +1,144 @@
+#include "engine/device.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <sstream>
+
+#include "engine/check.h"
+
+#if DDPM_WITH_CUDA
+#include "engine/cuda_allocator.h"
+#include "engine/cuda_check.h"
+#endif
+
+namespace ddpm {
+
+const char* device_name(Device d) { return d == Device::CPU ? "cpu" : "cuda"; }
+
+namespace {
+
+// Host blocks are 64-byte aligned: a cache line, and enough for any SIMD load.
+constexpr size_t kHostAlignment = 64;
+
+#if DDPM_WITH_CUDA
+struct CudaProbe {
+  bool ok = false;
+  std::string reason;
+  std::string description;
+};
+
+const CudaProbe& probe() {
+  static const CudaProbe result = [] {
+    CudaProbe p;
+    int count = 0;
+    cudaError_t status = cudaGetDeviceCount(&count);
+    if (status != cudaSuccess) {
+      (void)cudaGetLastError();
+      p.reason = std::string("no CUDA device: ") + cudaGetErrorString(status);
+      return p;
+    }
+    if (count == 0) {
+      p.reason = "no CUDA device: cudaGetDeviceCount returned 0";
+      return p;
+    }
+    cudaDeviceProp prop{};
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    std::ostringstream os;
+    os << prop.name << " (sm_" << prop.major << prop.minor << ", " << prop.multiProcessorCount
+       << " SMs, " << static_cast<double>(prop.totalGlobalMem) / (1 << 30) << " GiB)";
+    p.ok = true;
+    p.description = os.str();
+    return p;
+  }();
+  return result;
+}
+#endif
+
+void require_cuda(const char* what) {
+  CHECK(cuda_available(), what << " needs a CUDA device: " << cuda_unavailable_reason());
+}
+
+}  // namespace
+
+bool cuda_available() {
+#if DDPM_WITH_CUDA
+  return probe().ok;
+#else
+  return false;
+#endif
+}
+
+std::string cuda_unavailable_reason() {
+#if DDPM_WITH_CUDA
+  return probe().ok ? std::string() : probe().reason;
+#else
+  return "built without CUDA (nvcc was not found at configure time)";
+#endif
+}
+
+std::string cuda_device_description() {
+#if DDPM_WITH_CUDA
+  return probe().ok ? probe().description : probe().reason;
+#else
+  return cuda_unavailable_reason();
+#endif
+}
+
+void* device_alloc(Device d, size_t bytes) {
+  if (d == Device::CPU) {
+    const size_t size = (bytes + kHostAlignment - 1) / kHostAlignment * kHostAlignment;
+    void* p = std::aligned_alloc(kHostAlignment, size == 0 ? kHostAlignment : size);
+    CHECK(p != nullptr, "host allocation of " << bytes << " bytes failed");
+    return p;
+  }
+  require_cuda("allocating a CUDA tensor");
+#if DDPM_WITH_CUDA
+  return CudaCachingAllocator::instance().allocate(bytes);
+#else
+  return nullptr;
+#endif
+}
+
+void device_free(Device d, void* ptr, size_t /*bytes*/) {
+  if (d == Device::CPU) {
+    std::free(ptr);
+    return;
+  }
+#if DDPM_WITH_CUDA
+  CudaCachingAllocator::instance().release(ptr);
+#endif
+}
+
+void device_copy(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes) {
+  if (bytes == 0) return;
+  if (dst_dev == Device::CPU && src_dev == Device::CPU) {
+    std::memcpy(dst, src, bytes);
+    return;
+  }
+  require_cuda("a copy to or from a CUDA tensor");
+#if DDPM_WITH_CUDA
+  // cudaMemcpy is ordered after earlier work on the default stream and, for device-to-host,
+  // returns when the data is on the host.
+  CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault));
+#endif
+}
+
+void device_zero(void* ptr, Device d, size_t bytes) {
+  if (bytes == 0) return;
+  if (d == Device::CPU) {
+    std::memset(ptr, 0, bytes);
+    return;
+  }
+#if DDPM_WITH_CUDA
+  CUDA_CHECK(cudaMemsetAsync(ptr, 0, bytes, 0));
+#endif
+}
+
+void device_synchronize(Device d) {
+  if (d == Device::CPU) return;
+#if DDPM_WITH_CUDA
+  CUDA_CHECK(cudaDeviceSynchronize());
+#endif
+}
+
+}  // namespace ddpm

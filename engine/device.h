@@ -1,0 +1,31 @@
+// Where a tensor's bytes live, and the few primitives the engine needs on each device:
+// allocate, free, copy, zero, synchronise. On the GPU, memory comes from a caching allocator
+// (engine/cuda_allocator.h) so a training step makes no cudaMalloc/cudaFree once warm.
+// In a CPU-only build (no DDPM_WITH_CUDA), every CUDA request fails with a clear message.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+namespace ddpm {
+
+enum class Device { CPU, CUDA };
+
+const char* device_name(Device d);
+
+// True when the build has CUDA and a usable GPU is present (queried once, then cached).
+bool cuda_available();
+// Why cuda_available() is false ("built without CUDA", "no CUDA device: ..."), for skips.
+std::string cuda_unavailable_reason();
+// One line naming the GPU: "NVIDIA H100 80GB HBM3 (sm_90, 132 SMs, 79.1 GiB)".
+std::string cuda_device_description();
+
+void* device_alloc(Device d, size_t bytes);
+void device_free(Device d, void* ptr, size_t bytes);
+// Copies between any two devices (host<->device, device<->device, host<->host).
+void device_copy(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes);
+void device_zero(void* ptr, Device d, size_t bytes);
+// Waits for all queued GPU work (no-op on the CPU).
+void device_synchronize(Device d);
+
+}  // namespace ddpm

@@ -1,0 +1,76 @@
+// The engine's ops: each entry checks shapes, dtypes and devices (errors name the op and the
+// offending tensor), runs the kernel for the tensors' device and dtype (CPU: f32 or f64;
+// CUDA: f32), and, when an input requires grad and the tape is on, records its backward rule.
+// Layouts: images NHWC, tokens (B, L, C), linear weights (in, out), conv weights
+// (KH, KW, Cin, Cout). Implementations: engine/ops/<family>.cpp; kernels: kernels/cpu and
+// kernels/cuda files of the same family name.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "engine/autograd.h"
+#include "engine/tensor.h"
+
+namespace ddpm {
+
+// ---- elementwise (engine/ops/elementwise.cpp) ----
+Tensor add(const Tensor& a, const Tensor& b);          // same shapes
+Tensor mul(const Tensor& a, const Tensor& b);          // same shapes
+Tensor scale(const Tensor& x, double s);               // s * x
+// x (N, ..., C) + v with v (C) broadcast over all other axes, or v (N, C) broadcast over the
+// axes between the first and the last (a per-sample vector, e.g. a time embedding).
+Tensor broadcast_add(const Tensor& x, const Tensor& v);
+Tensor silu(const Tensor& x);                          // x * sigmoid(x)
+// dst += alpha * src, outside the tape (gradient accumulation, optimiser helpers).
+void accumulate(const Tensor& dst, const Tensor& src, double alpha = 1.0);
+
+// ---- linear (engine/ops/linear.cpp) ----
+// x (..., K), w (K, N), b (N) or undefined -> (..., N)
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b);
+
+// ---- conv2d (engine/ops/conv2d.cpp) ----
+struct Conv2dParams {
+  int stride = 1;
+  int pad_top = 0, pad_left = 0, pad_bottom = 0, pad_right = 0;
+  // 'same' padding for an odd kernel at stride 1: k/2 on every side.
+  static Conv2dParams same(int k) { return {1, k / 2, k / 2, k / 2, k / 2}; }
+  // TensorFlow 'SAME' for a 3x3 stride-2 conv on an even map: 0 before, 1 after (the DDPM
+  // reference downsampler).
+  static Conv2dParams downsample() { return {2, 0, 0, 1, 1}; }
+};
+// x (N, H, W, Cin), w (KH, KW, Cin, Cout), b (Cout) or undefined -> (N, OH, OW, Cout)
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p);
+
+// ---- group norm (engine/ops/group_norm.cpp) ----
+// x (N, ..., C) normalised over each sample's groups of C/groups channels; gamma, beta (C).
+Tensor group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int64_t groups,
+                  double eps = 1e-6);
+
+// ---- data movement (engine/ops/resample.cpp) ----
+Tensor upsample_nearest2x(const Tensor& x);            // (N, H, W, C) -> (N, 2H, 2W, C)
+Tensor concat(const std::vector<Tensor>& xs);          // along the last (channel) axis
+std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes);  // last axis
+Tensor reshape(const Tensor& x, const Shape& shape);   // a view, recorded for autograd
+
+// ---- attention (engine/ops/attention.cpp) ----
+// Multi-head self-attention: qkv (B, L, 3C) packed [q | k | v] -> (B, L, C); C % heads == 0.
+Tensor attention(const Tensor& qkv, int64_t heads);
+
+// ---- reductions and loss (engine/ops/reduce.cpp) ----
+Tensor sum(const Tensor& x);                           // -> scalar
+Tensor mean(const Tensor& x);                          // -> scalar
+Tensor mse(const Tensor& pred, const Tensor& target);  // mean squared error -> scalar
+
+// ---- generated values (engine/ops/random.cpp) ----
+// Standard normals / uniforms in [0,1) from Philox: element i is a pure function of
+// (seed, stream, i), identical on CPU and CUDA. f32.
+Tensor randn(const Shape& shape, uint64_t seed, uint64_t stream, Device device = Device::CPU);
+Tensor rand_uniform(const Shape& shape, uint64_t seed, uint64_t stream,
+                    Device device = Device::CPU);
+// Inverted dropout with a mask regenerated from (seed, stream); p in [0, 1).
+Tensor dropout(const Tensor& x, double p, uint64_t seed, uint64_t stream);
+// t (N) timesteps (f32 or f64) -> (N, dim) sinusoidal embedding; no gradient.
+Tensor timestep_embedding(const Tensor& t, int64_t dim);
+
+}  // namespace ddpm

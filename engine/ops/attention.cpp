@@ -1,0 +1,42 @@
+// Op entry: multi-head self-attention over packed qkv (B, L, 3C).
+#include "engine/ops.h"
+#include "engine/ops/op_util.h"
+#include "kernels/cpu/attention.h"
+
+namespace ddpm {
+
+using detail::dispatch_cpu;
+
+Tensor attention(const Tensor& qkv, int64_t heads) {
+  detail::check_float("attention", "qkv", qkv);
+  detail::check_ndim("attention", "qkv", qkv, 3);
+  AttentionShape s;
+  s.b = qkv.shape()[0];
+  s.l = qkv.shape()[1];
+  s.heads = heads;
+  CHECK(qkv.shape()[2] % 3 == 0,
+        "op 'attention': qkv " << qkv.describe() << " must be (B, L, 3C)");
+  s.c = qkv.shape()[2] / 3;
+  CHECK(heads >= 1 && s.c % heads == 0, "op 'attention': " << s.c << " channels cannot be split "
+                                                            << "into " << heads << " heads");
+  Tensor out = Tensor::empty(Shape{s.b, s.l, s.c}, qkv.dtype(), qkv.device());
+  Tensor lse = Tensor::empty(Shape{s.b, heads, s.l}, qkv.dtype(), qkv.device());
+  dispatch_cpu("attention", qkv, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::attention_forward<T>(s, qkv.data<T>(), out.data<T>(), lse.data<T>());
+  });
+  if (should_record({qkv})) {
+    tape().record("attention", {out}, [s, qkv, lse, gq = grad_ref(qkv)](
+                                          const std::vector<Tensor>& g) {
+      Tensor dqkv = grad_buffer(gq);
+      dispatch_cpu("attention backward", qkv, [&](auto tag) {
+        using T = decltype(tag);
+        cpu::attention_backward<T>(s, qkv.data<T>(), lse.data<T>(), g[0].data<T>(),
+                                   dqkv.data<T>());
+      });
+    });
+  }
+  return out;
+}
+
+}  // namespace ddpm

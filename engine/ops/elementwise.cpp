@@ -1,0 +1,130 @@
+// Op entries: add, mul, scale, broadcast_add, silu, accumulate.
+#include "engine/ops.h"
+#include "engine/ops/op_util.h"
+#include "kernels/cpu/elementwise.h"
+
+namespace ddpm {
+
+using detail::dispatch_cpu;
+
+void accumulate(const Tensor& dst, const Tensor& src, double alpha) {
+  detail::check_same("accumulate", "dst", dst, "src", src);
+  dispatch_cpu("accumulate", dst, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::axpy<T>(dst.numel(), static_cast<T>(alpha), src.data<T>(), dst.data<T>());
+  });
+}
+
+Tensor add(const Tensor& a, const Tensor& b) {
+  detail::check_same("add", "a", a, "b", b);
+  Tensor y = Tensor::empty(a.shape(), a.dtype(), a.device());
+  dispatch_cpu("add", a, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::add_forward<T>(a.numel(), a.data<T>(), b.data<T>(), y.data<T>());
+  });
+  if (should_record({a, b})) {
+    tape().record("add", {y}, [ga = grad_ref(a), gb = grad_ref(b)](const std::vector<Tensor>& g) {
+      if (ga) accumulate(grad_buffer(ga), g[0]);
+      if (gb) accumulate(grad_buffer(gb), g[0]);
+    });
+  }
+  return y;
+}
+
+Tensor mul(const Tensor& a, const Tensor& b) {
+  detail::check_same("mul", "a", a, "b", b);
+  Tensor y = Tensor::empty(a.shape(), a.dtype(), a.device());
+  dispatch_cpu("mul", a, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::mul_forward<T>(a.numel(), a.data<T>(), b.data<T>(), y.data<T>());
+  });
+  if (should_record({a, b})) {
+    tape().record("mul", {y}, [a, b, ga = grad_ref(a), gb = grad_ref(b)](
+                                  const std::vector<Tensor>& g) {
+      dispatch_cpu("mul backward", a, [&](auto tag) {
+        using T = decltype(tag);
+        if (ga) cpu::mul_accumulate<T>(a.numel(), g[0].data<T>(), b.data<T>(),
+                                       grad_buffer(ga).data<T>());
+        if (gb) cpu::mul_accumulate<T>(a.numel(), g[0].data<T>(), a.data<T>(),
+                                       grad_buffer(gb).data<T>());
+      });
+    });
+  }
+  return y;
+}
+
+Tensor scale(const Tensor& x, double s) {
+  detail::check_float("scale", "x", x);
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  dispatch_cpu("scale", x, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::scale_forward<T>(x.numel(), static_cast<T>(s), x.data<T>(), y.data<T>());
+  });
+  if (should_record({x})) {
+    tape().record("scale", {y}, [s, gx = grad_ref(x)](const std::vector<Tensor>& g) {
+      accumulate(grad_buffer(gx), g[0], s);
+    });
+  }
+  return y;
+}
+
+Tensor broadcast_add(const Tensor& x, const Tensor& v) {
+  detail::check_float("broadcast_add", "x", x);
+  detail::check_compatible("broadcast_add", "v", v, "x", x);
+  const Shape& xs = x.shape();
+  CHECK(xs.ndim() >= 2, "op 'broadcast_add': x must have at least 2 dimensions, got "
+                            << x.describe());
+  BroadcastShape s;
+  s.n = xs[0];
+  s.c = xs.last();
+  s.s = xs.numel() / (s.n * s.c == 0 ? 1 : s.n * s.c);
+  if (v.shape() == Shape{s.c}) {
+    s.per_sample = false;
+  } else if (v.shape() == Shape{s.n, s.c}) {
+    s.per_sample = true;
+  } else {
+    THROW_ERROR("op 'broadcast_add': v " << v.describe() << " must be (C) = (" << s.c
+                                  << ") or (N, C) = (" << s.n << ", " << s.c << ") for x "
+                                  << x.describe());
+  }
+  Tensor y = Tensor::empty(xs, x.dtype(), x.device());
+  dispatch_cpu("broadcast_add", x, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::broadcast_add_forward<T>(s, x.data<T>(), v.data<T>(), y.data<T>());
+  });
+  if (should_record({x, v})) {
+    tape().record("broadcast_add", {y}, [s, gx = grad_ref(x), gv = grad_ref(v)](
+                                            const std::vector<Tensor>& g) {
+      if (gx) accumulate(grad_buffer(gx), g[0]);
+      if (gv) {
+        Tensor dv = grad_buffer(gv);
+        dispatch_cpu("broadcast_add backward", dv, [&](auto tag) {
+          using T = decltype(tag);
+          cpu::broadcast_add_backward<T>(s, g[0].data<T>(), dv.data<T>());
+        });
+      }
+    });
+  }
+  return y;
+}
+
+Tensor silu(const Tensor& x) {
+  detail::check_float("silu", "x", x);
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  dispatch_cpu("silu", x, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::silu_forward<T>(x.numel(), x.data<T>(), y.data<T>());
+  });
+  if (should_record({x})) {
+    tape().record("silu", {y}, [x, gx = grad_ref(x)](const std::vector<Tensor>& g) {
+      Tensor dx = grad_buffer(gx);
+      dispatch_cpu("silu backward", x, [&](auto tag) {
+        using T = decltype(tag);
+        cpu::silu_backward<T>(x.numel(), x.data<T>(), g[0].data<T>(), dx.data<T>());
+      });
+    });
+  }
+  return y;
+}
+
+}  // namespace ddpm

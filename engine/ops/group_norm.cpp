@@ -1,0 +1,57 @@
+// Op entry: group norm with affine over NHWC (or any (N, ..., C)) tensors.
+#include "engine/ops.h"
+#include "engine/ops/op_util.h"
+#include "kernels/cpu/group_norm.h"
+
+namespace ddpm {
+
+using detail::dispatch_cpu;
+using detail::ptr_or_null;
+
+Tensor group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int64_t groups,
+                  double eps) {
+  detail::check_float("group_norm", "x", x);
+  CHECK(x.shape().ndim() >= 2,
+        "op 'group_norm': x must be (N, ..., C), got " << x.describe());
+  detail::check_compatible("group_norm", "gamma", gamma, "x", x);
+  detail::check_compatible("group_norm", "beta", beta, "x", x);
+  GroupNormShape s;
+  s.n = x.shape()[0];
+  s.c = x.shape().last();
+  s.s = s.n * s.c == 0 ? 0 : x.numel() / (s.n * s.c);
+  s.groups = groups;
+  s.eps = static_cast<float>(eps);
+  CHECK(groups >= 1 && s.c % groups == 0,
+        "op 'group_norm': " << s.c << " channels cannot be split into " << groups
+                            << " equal groups (x " << x.describe() << ")");
+  CHECK(eps > 0, "op 'group_norm': eps must be > 0, got " << eps);
+  CHECK(gamma.shape() == Shape{s.c} && beta.shape() == Shape{s.c},
+        "op 'group_norm': gamma " << gamma.describe() << " and beta " << beta.describe()
+                                  << " must be (" << s.c << ")");
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  Tensor mean = Tensor::empty(Shape{s.n, groups}, x.dtype(), x.device());
+  Tensor rstd = Tensor::empty(Shape{s.n, groups}, x.dtype(), x.device());
+  dispatch_cpu("group_norm", x, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::group_norm_forward<T>(s, x.data<T>(), gamma.data<T>(), beta.data<T>(), y.data<T>(),
+                               mean.data<T>(), rstd.data<T>());
+  });
+  if (should_record({x, gamma, beta})) {
+    tape().record("group_norm", {y},
+                  [s, x, gamma, mean, rstd, gx = grad_ref(x), gg = grad_ref(gamma),
+                   gb = grad_ref(beta)](const std::vector<Tensor>& g) {
+                    Tensor dx = detail::grad_or_null(gx), dgamma = detail::grad_or_null(gg),
+                           dbeta = detail::grad_or_null(gb);
+                    dispatch_cpu("group_norm backward", x, [&](auto tag) {
+                      using T = decltype(tag);
+                      cpu::group_norm_backward<T>(s, x.data<T>(), gamma.data<T>(),
+                                                  mean.data<T>(), rstd.data<T>(), g[0].data<T>(),
+                                                  ptr_or_null<T>(dx), ptr_or_null<T>(dgamma),
+                                                  ptr_or_null<T>(dbeta));
+                    });
+                  });
+  }
+  return y;
+}
+
+}  // namespace ddpm

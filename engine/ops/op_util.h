@@ -1,0 +1,44 @@
+// Helpers the op entries share: argument checks that name the op and the tensor, and the
+// dispatch from a tensor's device and dtype to a typed kernel call.
+#pragma once
+
+#include <vector>
+
+#include "engine/autograd.h"
+#include "engine/tensor.h"
+
+namespace ddpm::detail {
+
+// x must be defined and hold f32 or f64.
+void check_float(const char* op, const char* name, const Tensor& x);
+// a and b: same shape, dtype and device.
+void check_same(const char* op, const char* a_name, const Tensor& a, const char* b_name,
+                const Tensor& b);
+// x: same dtype and device as ref (shape free).
+void check_compatible(const char* op, const char* name, const Tensor& x, const char* ref_name,
+                      const Tensor& ref);
+void check_ndim(const char* op, const char* name, const Tensor& x, int ndim);
+
+// Calls f(T{}) with T = float or double for a CPU tensor. CUDA kernels arrive with the CUDA
+// issues; until an op has one, a CUDA tensor fails here naming the op.
+template <class F>
+void dispatch_cpu(const char* op, const Tensor& x, F&& f) {
+  CHECK(x.device() == Device::CPU,
+        "op '" << op << "' has no CUDA kernel yet; got " << x.describe());
+  switch (x.dtype()) {
+    case DType::F32: f(float{}); break;
+    case DType::F64: f(double{}); break;
+    default: THROW_ERROR("op '" << op << "' supports f32 and f64, got " << x.describe());
+  }
+}
+
+// A typed pointer to t's data, or null when t is undefined (optional inputs and grads).
+template <class T>
+T* ptr_or_null(const Tensor& t) {
+  return t.defined() ? t.data<T>() : nullptr;
+}
+
+// The gradient buffer of a slot, or an undefined tensor when that input needs no gradient.
+inline Tensor grad_or_null(const GradRef& slot) { return slot ? grad_buffer(slot) : Tensor(); }
+
+}  // namespace ddpm::detail

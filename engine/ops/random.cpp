@@ -1,0 +1,78 @@
+// Op entries: randn, rand_uniform, dropout, timestep_embedding.
+#include "engine/ops.h"
+#include "engine/ops/op_util.h"
+#include "kernels/cpu/random.h"
+
+#if DDPM_WITH_CUDA
+#include "kernels/cuda/random.cuh"
+#endif
+
+namespace ddpm {
+
+using detail::dispatch_cpu;
+
+namespace {
+
+Tensor philox_fill(const Shape& shape, uint64_t seed, uint64_t stream, Device device,
+                   bool normal) {
+  Tensor y = Tensor::empty(shape, DType::F32, device);
+  if (device == Device::CUDA) {
+#if DDPM_WITH_CUDA
+    (normal ? cuda::normal_fill : cuda::uniform_fill)(y.numel(), seed, stream, y.data<float>(),
+                                                      nullptr);
+#endif
+  } else {
+    (normal ? cpu::normal_fill : cpu::uniform_fill)(y.numel(), seed, stream, y.data<float>());
+  }
+  return y;
+}
+
+}  // namespace
+
+Tensor randn(const Shape& shape, uint64_t seed, uint64_t stream, Device device) {
+  return philox_fill(shape, seed, stream, device, true);
+}
+
+Tensor rand_uniform(const Shape& shape, uint64_t seed, uint64_t stream, Device device) {
+  return philox_fill(shape, seed, stream, device, false);
+}
+
+Tensor dropout(const Tensor& x, double p, uint64_t seed, uint64_t stream) {
+  detail::check_float("dropout", "x", x);
+  CHECK(p >= 0.0 && p < 1.0, "op 'dropout': p must be in [0, 1), got " << p);
+  const float pf = static_cast<float>(p);
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  dispatch_cpu("dropout", x, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::dropout_forward<T>(x.numel(), pf, seed, stream, x.data<T>(), y.data<T>());
+  });
+  if (should_record({x})) {
+    tape().record("dropout", {y}, [pf, seed, stream, gx = grad_ref(x)](
+                                      const std::vector<Tensor>& g) {
+      Tensor dx = grad_buffer(gx);
+      dispatch_cpu("dropout backward", dx, [&](auto tag) {
+        using T = decltype(tag);
+        cpu::dropout_backward<T>(dx.numel(), pf, seed, stream, g[0].data<T>(), dx.data<T>());
+      });
+    });
+  }
+  return y;
+}
+
+Tensor timestep_embedding(const Tensor& t, int64_t dim) {
+  detail::check_float("timestep_embedding", "t", t);
+  detail::check_ndim("timestep_embedding", "t", t, 1);
+  CHECK(dim >= 4 && dim % 2 == 0,
+        "op 'timestep_embedding': dim must be even and >= 4, got " << dim);
+  Tensor y = Tensor::empty(Shape{t.shape()[0], dim}, t.dtype(), t.device());
+  dispatch_cpu("timestep_embedding", t, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::timestep_embedding<T>(t.shape()[0], dim, t.data<T>(), y.data<T>());
+  });
+  // Timesteps are data, not learned: there is no backward rule. If t requires grad the
+  // node is recorded without one, and backward fails naming this op.
+  if (should_record({t})) tape().record("timestep_embedding", {y}, nullptr);
+  return y;
+}
+
+}  // namespace ddpm

@@ -1,0 +1,63 @@
+// Op entries: sum, mean, mse (all to a scalar).
+#include "engine/ops.h"
+#include "engine/ops/op_util.h"
+#include "kernels/cpu/reduce.h"
+
+namespace ddpm {
+
+using detail::dispatch_cpu;
+using detail::ptr_or_null;
+
+namespace {
+
+Tensor scaled_sum(const char* op, const Tensor& x, double scale) {
+  detail::check_float(op, "x", x);
+  CHECK(x.numel() > 0, "op '" << op << "': x " << x.describe() << " is empty");
+  Tensor y = Tensor::empty(Shape{}, x.dtype(), x.device());
+  dispatch_cpu(op, x, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::sum_forward<T>(x.numel(), static_cast<T>(scale), x.data<T>(), y.data<T>());
+  });
+  if (should_record({x})) {
+    tape().record(op, {y}, [op, scale, gx = grad_ref(x)](const std::vector<Tensor>& g) {
+      Tensor dx = grad_buffer(gx);
+      dispatch_cpu(op, dx, [&](auto tag) {
+        using T = decltype(tag);
+        cpu::sum_backward<T>(dx.numel(), static_cast<T>(scale), g[0].data<T>(), dx.data<T>());
+      });
+    });
+  }
+  return y;
+}
+
+}  // namespace
+
+Tensor sum(const Tensor& x) { return scaled_sum("sum", x, 1.0); }
+
+Tensor mean(const Tensor& x) {
+  return scaled_sum("mean", x, x.defined() ? 1.0 / static_cast<double>(x.numel()) : 1.0);
+}
+
+Tensor mse(const Tensor& pred, const Tensor& target) {
+  detail::check_same("mse", "pred", pred, "target", target);
+  CHECK(pred.numel() > 0, "op 'mse': pred " << pred.describe() << " is empty");
+  Tensor y = Tensor::empty(Shape{}, pred.dtype(), pred.device());
+  dispatch_cpu("mse", pred, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::mse_forward<T>(pred.numel(), pred.data<T>(), target.data<T>(), y.data<T>());
+  });
+  if (should_record({pred, target})) {
+    tape().record("mse", {y}, [pred, target, gp = grad_ref(pred), gt = grad_ref(target)](
+                                  const std::vector<Tensor>& g) {
+      Tensor dp = detail::grad_or_null(gp), dt = detail::grad_or_null(gt);
+      dispatch_cpu("mse backward", pred, [&](auto tag) {
+        using T = decltype(tag);
+        cpu::mse_backward<T>(pred.numel(), pred.data<T>(), target.data<T>(), g[0].data<T>(),
+                             ptr_or_null<T>(dp), ptr_or_null<T>(dt));
+      });
+    });
+  }
+  return y;
+}
+
+}  // namespace ddpm

@@ -1,0 +1,130 @@
+// Op entries: upsample_nearest2x, concat, split (channel axis), reshape.
+#include <numeric>
+
+#include "engine/ops.h"
+#include "engine/ops/op_util.h"
+#include "kernels/cpu/resample.h"
+
+namespace ddpm {
+
+using detail::dispatch_cpu;
+
+Tensor upsample_nearest2x(const Tensor& x) {
+  detail::check_float("upsample_nearest2x", "x", x);
+  detail::check_ndim("upsample_nearest2x", "x", x, 4);
+  const UpsampleShape s{x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]};
+  Tensor y = Tensor::empty(Shape{s.n, 2 * s.h, 2 * s.w, s.c}, x.dtype(), x.device());
+  dispatch_cpu("upsample_nearest2x", x, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::upsample_nearest2x_forward<T>(s, x.data<T>(), y.data<T>());
+  });
+  if (should_record({x})) {
+    tape().record("upsample_nearest2x", {y}, [s, gx = grad_ref(x)](const std::vector<Tensor>& g) {
+      Tensor dx = grad_buffer(gx);
+      dispatch_cpu("upsample_nearest2x backward", dx, [&](auto tag) {
+        using T = decltype(tag);
+        cpu::upsample_nearest2x_backward<T>(s, g[0].data<T>(), dx.data<T>());
+      });
+    });
+  }
+  return y;
+}
+
+namespace {
+
+// Copies (accumulate = false) or adds (true) the (rows, cols) block of src at column offset
+// src_col into dst at column offset dst_col; both are (rows, their last dimension).
+void move_columns(const Tensor& src, int64_t src_col, const Tensor& dst, int64_t dst_col,
+                  int64_t cols, bool accumulate_into_dst) {
+  const SliceShape s{src.shape().rows(), cols, src.shape().last(), dst.shape().last()};
+  dispatch_cpu("concat/split", src, [&](auto tag) {
+    using T = decltype(tag);
+    const T* from = src.data<T>() + src_col;
+    T* to = dst.data<T>() + dst_col;
+    if (accumulate_into_dst) {
+      cpu::slice_accumulate<T>(s, from, to);
+    } else {
+      cpu::slice_copy<T>(s, from, to);
+    }
+  });
+}
+
+}  // namespace
+
+Tensor concat(const std::vector<Tensor>& xs) {
+  CHECK(!xs.empty(), "op 'concat': no inputs");
+  detail::check_float("concat", "xs[0]", xs[0]);
+  int64_t total = 0;
+  for (size_t i = 0; i < xs.size(); ++i) {
+    detail::check_compatible("concat", "input", xs[i], "xs[0]", xs[0]);
+    CHECK(xs[i].shape().ndim() >= 1 && xs[i].shape().ndim() == xs[0].shape().ndim() &&
+              xs[i].shape().with_last(1) == xs[0].shape().with_last(1),
+          "op 'concat': input " << i << " " << xs[i].describe()
+                                << " differs from input 0 " << xs[0].describe()
+                                << " in a dimension other than the last");
+    total += xs[i].shape().last();
+  }
+  Tensor y = Tensor::empty(xs[0].shape().with_last(total), xs[0].dtype(), xs[0].device());
+  std::vector<int64_t> offsets;
+  int64_t col = 0;
+  for (const Tensor& x : xs) {
+    offsets.push_back(col);
+    move_columns(x, 0, y, col, x.shape().last(), false);
+    col += x.shape().last();
+  }
+  bool record = false;
+  std::vector<GradRef> grads;
+  for (const Tensor& x : xs) {
+    record = record || should_record({x});
+    grads.push_back(grad_ref(x));
+  }
+  if (record) {
+    tape().record("concat", {y}, [grads, offsets](const std::vector<Tensor>& g) {
+      for (size_t i = 0; i < grads.size(); ++i) {
+        if (!grads[i]) continue;
+        Tensor dx = grad_buffer(grads[i]);
+        move_columns(g[0], offsets[i], dx, 0, dx.shape().last(), true);
+      }
+    });
+  }
+  return y;
+}
+
+std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes) {
+  detail::check_float("split", "x", x);
+  const int64_t total = std::accumulate(sizes.begin(), sizes.end(), int64_t{0});
+  CHECK(x.shape().ndim() >= 1 && total == x.shape().last(),
+        "op 'split': sizes add up to " << total << " but x " << x.describe()
+                                       << " has last dimension " << x.shape().last());
+  std::vector<Tensor> outs;
+  std::vector<int64_t> offsets;
+  int64_t col = 0;
+  for (int64_t size : sizes) {
+    CHECK(size > 0, "op 'split': sizes must be > 0, got " << size);
+    Tensor y = Tensor::empty(x.shape().with_last(size), x.dtype(), x.device());
+    move_columns(x, col, y, 0, size, false);
+    outs.push_back(y);
+    offsets.push_back(col);
+    col += size;
+  }
+  if (should_record({x})) {
+    tape().record("split", outs, [offsets, gx = grad_ref(x)](const std::vector<Tensor>& g) {
+      Tensor dx = grad_buffer(gx);
+      for (size_t i = 0; i < g.size(); ++i)
+        move_columns(g[i], 0, dx, offsets[i], g[i].shape().last(), true);
+    });
+  }
+  return outs;
+}
+
+Tensor reshape(const Tensor& x, const Shape& shape) {
+  Tensor y = x.view(shape);
+  if (should_record({x})) {
+    tape().record("reshape", {y}, [gx = grad_ref(x)](const std::vector<Tensor>& g) {
+      accumulate(grad_buffer(gx), g[0].view(gx->shape));
+    });
+  }
+  return y;
+}
+
+}  // namespace ddpm

@@ -1,0 +1,30 @@
+// CPU reference kernels for the elementwise family: add, mul, scale, axpy, the per-channel /
+// per-sample broadcast add, and SiLU. Forward kernels overwrite their output; backward
+// kernels ACCUMULATE (+=) into gradients, the tape's convention.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/shapes.h"
+
+namespace ddpm::cpu {
+
+template <class T> void add_forward(int64_t n, const T* a, const T* b, T* y);  // y = a + b
+template <class T> void mul_forward(int64_t n, const T* a, const T* b, T* y);  // y = a * b
+template <class T> void scale_forward(int64_t n, T s, const T* x, T* y);       // y = s x
+template <class T> void axpy(int64_t n, T alpha, const T* x, T* y);           // y += alpha x
+template <class T> void mul_accumulate(int64_t n, const T* a, const T* b, T* y);  // y += a * b
+
+// y = x + broadcast(v); dv += sum of dy over the broadcast axes (dx is dy: use axpy).
+template <class T>
+void broadcast_add_forward(const BroadcastShape& s, const T* x /* (N,S,C) */,
+                           const T* v /* (C) or (N,C) */, T* y /* (N,S,C) */);
+template <class T>
+void broadcast_add_backward(const BroadcastShape& s, const T* dy /* (N,S,C) */,
+                            T* dv /* (C) or (N,C) */);
+
+// SiLU: y = x sigmoid(x); dx += dy sigmoid(x) (1 + x (1 - sigmoid(x))).
+template <class T> void silu_forward(int64_t n, const T* x, T* y);
+template <class T> void silu_backward(int64_t n, const T* x, const T* dy, T* dx);
+
+}  // namespace ddpm::cpu

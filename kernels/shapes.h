@@ -1,0 +1,62 @@
+// Shape structs shared by the CPU reference kernels (kernels/cpu) and the CUDA kernels
+// (kernels/cuda): one struct per op family, plain integers only, so a kernel's signature
+// reads the same on both paths (less the stream). Layouts are given beside each field.
+#pragma once
+
+#include <cstdint>
+
+namespace ddpm {
+
+// y (N, S, C) = x (N, S, C) + v, with v (C) broadcast over N and S (per_sample = false),
+// or v (N, C) broadcast over S (per_sample = true: e.g. a time embedding per image).
+struct BroadcastShape {
+  int64_t n = 0, s = 0, c = 0;
+  bool per_sample = false;
+};
+
+// y (M, N) = x (M, K) w (K, N) + b (N)
+struct LinearShape {
+  int64_t m = 0, k = 0, n = 0;
+};
+
+// y (N, OH, OW, Cout) = conv(x (N, H, W, Cin), w (KH, KW, Cin, Cout)) + b (Cout).
+// Padding is per side: TensorFlow 'SAME' for a stride-2 3x3 on an even map pads 0 before and
+// 1 after, which the DDPM reference downsampler uses.
+struct Conv2dShape {
+  int64_t n = 0, h = 0, w = 0, c_in = 0, c_out = 0;
+  int kh = 3, kw = 3, stride = 1;
+  int pad_top = 1, pad_left = 1, pad_bottom = 1, pad_right = 1;
+  int64_t out_h() const { return (h + pad_top + pad_bottom - kh) / stride + 1; }
+  int64_t out_w() const { return (w + pad_left + pad_right - kw) / stride + 1; }
+};
+
+// Group norm over x (N, S, C), S = H*W, C split into `groups` groups of C/groups channels.
+// Statistics mean, rstd are (N, groups); gamma, beta are (C).
+struct GroupNormShape {
+  int64_t n = 0, s = 0, c = 0;
+  int64_t groups = 32;
+  float eps = 1e-6f;
+  int64_t channels_per_group() const { return c / groups; }
+};
+
+// Nearest-neighbour 2x: x (N, H, W, C) -> y (N, 2H, 2W, C).
+struct UpsampleShape {
+  int64_t n = 0, h = 0, w = 0, c = 0;
+};
+
+// A (rows, cols) block copied between two row-major matrices with row strides src_ld and
+// dst_ld: the core of channel concat and split on NHWC tensors.
+struct SliceShape {
+  int64_t rows = 0, cols = 0, src_ld = 0, dst_ld = 0;
+};
+
+// Self-attention over tokens: qkv (B, L, 3C) packed [q | k | v], each C split into `heads`
+// heads of C/heads channels; out (B, L, C); lse (B, heads, L) the log-sum-exp of each
+// scaled score row, saved for the backward pass.
+struct AttentionShape {
+  int64_t b = 0, l = 0, c = 0;
+  int64_t heads = 1;
+  int64_t head_dim() const { return c / heads; }
+};
+
+}  // namespace ddpm

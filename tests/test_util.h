@@ -1,0 +1,38 @@
+// Shared helpers for the test suites: reproducible random tensors and guards against
+// passes that compute nothing (all-zero or non-finite results).
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "engine/ops.h"
+#include "engine/tensor.h"
+
+namespace ddpm::test {
+
+// A tensor of Philox normals times `scale`, converted to dtype (f32 or f64), on the CPU.
+inline Tensor random_tensor(const Shape& shape, uint64_t stream, DType dtype = DType::F64,
+                            double scale = 1.0) {
+  Tensor t = randn(shape, /*seed=*/1234, stream).to(dtype);
+  return scale == 1.0 ? t : ddpm::scale(t, scale);
+}
+
+// Values of a CPU tensor as doubles, whatever its float dtype.
+inline std::vector<double> values(const Tensor& t) {
+  Tensor d = t.to(Device::CPU).to(DType::F64);
+  return d.to_vector<double>();
+}
+
+// Fails unless every value is finite and at least one is non-zero.
+inline void expect_finite_nonzero(const Tensor& t, const char* what) {
+  double norm = 0;
+  for (double v : values(t)) {
+    ASSERT_TRUE(std::isfinite(v)) << what << " has a non-finite value";
+    norm += v * v;
+  }
+  EXPECT_GT(norm, 0.0) << what << " is all zeros";
+}
+
+}  // namespace ddpm::test
