@@ -1,1 +1,116 @@
+// Tape semantics: accumulation, missing backward rules, no-grad scopes, release of saved
+// tensors, and misuse errors.
 #include <gtest/gtest.h>
+
+#include "engine/ops.h"
+#include "tests/test_util.h"
+
+namespace ddpm {
+namespace {
+
+using test::expect_error;
+
+Tensor leaf(std::vector<double> v) {
+  Tensor t = Tensor::from_vector<double>(Shape{static_cast<int64_t>(v.size())}, v);
+  t.set_requires_grad(true);
+  return t;
+}
+
+TEST(Autograd, TensorUsedTwiceAccumulates) {
+  Tensor x = leaf({1.0, -2.0, 3.0});
+  backward(sum(add(x, x)));  // d/dx sum(2x) = 2
+  EXPECT_EQ(x.grad().to_vector<double>(), (std::vector<double>{2, 2, 2}));
+  backward(sum(mul(x, x)));  // grads accumulate across backward calls: 2 + 2x
+  EXPECT_EQ(x.grad().to_vector<double>(), (std::vector<double>{4, -2, 8}));
+  x.zero_grad();
+  EXPECT_FALSE(x.grad().defined());
+}
+
+TEST(Autograd, ChainRuleThroughSeveralOps) {
+  Tensor x = leaf({0.5, 2.0});
+  Tensor y = leaf({3.0, -1.0});
+  // L = sum(scale(x*y, 3) + y) -> dL/dx = 3y, dL/dy = 3x + 1
+  backward(sum(add(scale(mul(x, y), 3.0), y)));
+  EXPECT_EQ(x.grad().to_vector<double>(), (std::vector<double>{9, -3}));
+  EXPECT_EQ(y.grad().to_vector<double>(), (std::vector<double>{2.5, 7}));
+}
+
+TEST(Autograd, OnlyInputsThatRequireGradGetOne) {
+  Tensor x = leaf({1.0, 2.0});
+  Tensor c = Tensor::from_vector<double>(Shape{2}, {5.0, 6.0});
+  backward(sum(mul(x, c)));
+  EXPECT_EQ(x.grad().to_vector<double>(), (std::vector<double>{5, 6}));
+  EXPECT_FALSE(c.requires_grad());
+  EXPECT_FALSE(c.grad().defined());
+}
+
+TEST(Autograd, MissingBackwardRuleNamesTheOp) {
+  Tensor t = leaf({1.0, 2.0});
+  Tensor emb = timestep_embedding(t, 4);
+  expect_error([&] { backward(sum(emb)); }, {"timestep_embedding", "no backward rule"});
+  EXPECT_EQ(tape().size(), 0u) << "a failed backward must not leave nodes behind";
+}
+
+TEST(Autograd, NoGradScopeRecordsNothing) {
+  Tensor x = leaf({1.0, 2.0});
+  tape().clear();
+  Tensor y;
+  {
+    NoGradGuard no_grad;
+    y = silu(mul(x, x));
+    EXPECT_EQ(tape().size(), 0u);
+    EXPECT_FALSE(y.requires_grad());
+  }
+  EXPECT_TRUE(tape().enabled());
+  Tensor z = silu(x);
+  EXPECT_EQ(tape().size(), 1u);
+  EXPECT_TRUE(z.requires_grad());
+  expect_error([&] { backward(sum(y)); }, {"does not require grad"});
+  tape().clear();
+}
+
+TEST(Autograd, SavedTensorsAreFreedAfterBackward) {
+  Tensor x = leaf({1.0, 2.0, 3.0});
+  std::weak_ptr<TensorImpl> saved;
+  Tensor loss;
+  {
+    Tensor h = silu(x);     // mul saves h (twice) for its backward
+    saved = h.impl_ptr();
+    loss = sum(mul(h, h));
+  }
+  EXPECT_FALSE(saved.expired()) << "the tape holds what mul's backward needs";
+  const size_t recorded = tape().size();
+  EXPECT_EQ(recorded, 3u);
+  backward(loss);
+  EXPECT_TRUE(saved.expired()) << "backward must release saved tensors";
+  EXPECT_EQ(tape().size(), 0u);
+  x.zero_grad();
+}
+
+TEST(Autograd, OutputsNotSavedByAnyRuleAreNotKeptAlive) {
+  // add saves nothing: its output's storage may go as soon as the caller drops it, even
+  // though the tape still needs a place for its gradient.
+  Tensor x = leaf({1.0, 2.0});
+  std::weak_ptr<Storage> storage;
+  Tensor loss;
+  {
+    Tensor h = add(x, x);
+    storage = h.impl().storage;
+    loss = sum(h);
+  }
+  EXPECT_TRUE(storage.expired());
+  backward(loss);
+  EXPECT_EQ(x.grad().to_vector<double>(), (std::vector<double>{2, 2}));
+}
+
+TEST(Autograd, ExplicitSeedForNonScalarRoot) {
+  Tensor x = leaf({1.0, 2.0});
+  Tensor y = scale(x, 3.0);
+  expect_error([&] { tape().backward(y); }, {"needs an explicit seed"});
+  Tensor y2 = scale(x, 3.0);
+  tape().backward(y2, Tensor::from_vector<double>(Shape{2}, {1.0, 10.0}));
+  EXPECT_EQ(x.grad().to_vector<double>(), (std::vector<double>{3, 30}));
+}
+
+}  // namespace
+}  // namespace ddpm

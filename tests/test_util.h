@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <initializer_list>
+#include <string>
 #include <vector>
 
 #include "engine/ops.h"
@@ -33,6 +35,19 @@ inline void expect_finite_nonzero(const Tensor& t, const char* what) {
     norm += v * v;
   }
   EXPECT_GT(norm, 0.0) << what << " is all zeros";
+}
+
+// Runs `f` and expects a ddpm::Error whose message contains every one of `parts`.
+template <class F>
+void expect_error(F&& f, std::initializer_list<const char*> parts) {
+  try {
+    f();
+    ADD_FAILURE() << "expected an error";
+  } catch (const Error& e) {
+    for (const char* p : parts)
+      EXPECT_NE(std::string(e.what()).find(p), std::string::npos)
+          << "message '" << e.what() << "' lacks '" << p << "'";
+  }
 }
 
 }  // namespace ddpm::test
