@@ -1,8 +1,38 @@
 #include "engine/parameters.h"
 
+#include "engine/ops.h"
+
 namespace ddpm {
 
-Tensor ParameterStore::add(const std::string& name, const Shape& shape) {
+namespace {
+
+// Philox stream of parameter i's initial values: a range no other use of the seed touches.
+constexpr uint64_t kInitStreamBase = 0x1417000000000000ull;
+
+void initialise(const Tensor& p, const Init& init, uint64_t seed, size_t index) {
+  NoGradGuard no_grad;
+  Tensor values;
+  switch (init.kind) {
+    case Init::Kind::Zeros: return;  // the buffer is already zero
+    case Init::Kind::Constant:
+      values = Tensor::full(p.shape(), init.value, DType::F32);
+      break;
+    case Init::Kind::Uniform:  // U(-b, b) = b (2u - 1)
+      values = scale(add(scale(rand_uniform(p.shape(), seed, kInitStreamBase + index), 2.0),
+                         Tensor::full(p.shape(), -1.0)),
+                     init.value);
+      break;
+    case Init::Kind::Normal:
+      values = scale(randn(p.shape(), seed, kInitStreamBase + index), init.value);
+      break;
+  }
+  Tensor converted = values.to(p.dtype());
+  Tensor(p).copy_from(converted);
+}
+
+}  // namespace
+
+Tensor ParameterStore::add(const std::string& name, const Shape& shape, Init init) {
   CHECK(!finalized(), "ParameterStore::add('" << name << "') after finalize()");
   for (const Tensor& p : params_)
     CHECK(p.name() != name, "parameter name '" << name << "' is used twice");
@@ -12,10 +42,11 @@ Tensor ParameterStore::add(const std::string& name, const Shape& shape) {
   impl->is_parameter = true;
   Tensor t(impl);
   params_.push_back(t);
+  inits_.push_back(init);
   return t;
 }
 
-void ParameterStore::finalize(Device device, DType dtype) {
+void ParameterStore::finalize(Device device, DType dtype, uint64_t seed) {
   CHECK(!finalized(), "ParameterStore::finalize() called twice");
   int64_t total = 0;
   for (const Tensor& p : params_) {
@@ -39,6 +70,7 @@ void ParameterStore::finalize(Device device, DType dtype) {
     g->device = device;
     params_[i].set_requires_grad(true);
     p.grad_slot->grad = g;
+    initialise(params_[i], inits_[i], seed, i);
   }
 }
 

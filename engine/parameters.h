@@ -16,13 +16,26 @@
 
 namespace ddpm {
 
+// How finalize() fills a parameter. Random draws are Philox streams keyed by the model seed
+// and the parameter's index, so an initialisation is reproducible and the same on any device.
+struct Init {
+  enum class Kind { Zeros, Constant, Uniform, Normal };
+  Kind kind = Kind::Zeros;
+  double value = 0;  // Constant: the value; Uniform: the bound b of U(-b, b); Normal: the std
+  static Init zeros() { return {Kind::Zeros, 0}; }
+  static Init constant(double v) { return {Kind::Constant, v}; }
+  static Init uniform(double bound) { return {Kind::Uniform, bound}; }
+  static Init normal(double std) { return {Kind::Normal, std}; }
+};
+
 class ParameterStore {
  public:
   static constexpr int64_t kAlignElems = 64;  // 256 bytes of f32
 
   // A new parameter (requires grad). Names must be unique; storage arrives with finalize().
-  Tensor add(const std::string& name, const Shape& shape);
-  void finalize(Device device, DType dtype = DType::F32);
+  Tensor add(const std::string& name, const Shape& shape, Init init = Init::zeros());
+  // Allocates both buffers and initialises every parameter from `seed`.
+  void finalize(Device device, DType dtype = DType::F32, uint64_t seed = 0);
   bool finalized() const { return data_.defined(); }
 
   const std::vector<Tensor>& parameters() const { return params_; }
@@ -35,6 +48,7 @@ class ParameterStore {
 
  private:
   std::vector<Tensor> params_;
+  std::vector<Init> inits_;
   std::vector<int64_t> offsets_;
   Tensor data_, grad_;
 };
