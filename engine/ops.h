@@ -22,6 +22,10 @@ Tensor scale(const Tensor& x, double s);               // s * x
 // axes between the first and the last (a per-sample vector, e.g. a time embedding).
 Tensor broadcast_add(const Tensor& x, const Tensor& v);
 Tensor silu(const Tensor& x);                          // x * sigmoid(x)
+Tensor clamp(const Tensor& x, double lo, double hi);   // min(max(x, lo), hi)
+// out[n] = a[n] x[n] + b[n] y[n] with a, b (N) per-sample coefficients (constants: they
+// may not require grad) and x, y (N, ...). Gradients flow to x and y.
+Tensor per_sample_axpby(const Tensor& a, const Tensor& x, const Tensor& b, const Tensor& y);
 // dst += alpha * src, outside the tape (gradient accumulation, optimiser helpers).
 void accumulate(const Tensor& dst, const Tensor& src, double alpha = 1.0);
 
@@ -61,6 +65,8 @@ Tensor attention(const Tensor& qkv, int64_t heads);
 Tensor sum(const Tensor& x);                           // -> scalar
 Tensor mean(const Tensor& x);                          // -> scalar
 Tensor mse(const Tensor& pred, const Tensor& target);  // mean squared error -> scalar
+// (N, ...) x 2 -> (N): each sample's mean squared error
+Tensor mse_per_sample(const Tensor& pred, const Tensor& target);
 
 // ---- generated values (engine/ops/random.cpp) ----
 // Standard normals / uniforms in [0,1) from Philox: element i is a pure function of

@@ -27,7 +27,7 @@ void initialise(const Tensor& p, const Init& init, uint64_t seed, size_t index) 
       break;
   }
   Tensor converted = values.to(p.dtype());
-  Tensor(p).copy_from(converted);
+  p.copy_from(converted);
 }
 
 }  // namespace

@@ -92,6 +92,7 @@ Tensor Tensor::to(Device target) const {
 }
 
 Tensor Tensor::to(DType target) const {
+  if (target == dtype()) return *this;
   CHECK(device() == Device::CPU, "dtype conversion runs on the CPU; got " << describe());
   Tensor t = empty(shape(), target, Device::CPU);
   for (int64_t i = 0; i < numel(); ++i)
@@ -117,14 +118,14 @@ Tensor Tensor::view(const Shape& new_shape) const {
   return Tensor(std::move(impl));
 }
 
-void Tensor::copy_from(const Tensor& src) {
+void Tensor::copy_from(const Tensor& src) const {
   CHECK(src.shape() == shape() && src.dtype() == dtype(),
         "copy_from: destination " << describe() << " and source " << src.describe()
                                   << " differ in shape or dtype");
   device_copy(raw(), device(), src.raw(), src.device(), nbytes());
 }
 
-void Tensor::zero() { device_zero(raw(), device(), nbytes()); }
+void Tensor::zero() const { device_zero(raw(), device(), nbytes()); }
 
 Tensor& Tensor::set_requires_grad(bool on) {
   TensorImpl& t = impl();

@@ -97,12 +97,13 @@ class Tensor {
 
   // ---- copies and views ----
   Tensor to(Device device) const;           // a copy on `device` (a handle to *this if same)
-  Tensor to(DType dtype) const;             // a converted copy (same device; CPU only)
+  Tensor to(DType dtype) const;             // a converted copy (CPU only; *this if same)
   Tensor clone() const;                     // a deep copy, no autograd history
   Tensor view(const Shape& shape) const;    // same storage, new shape (no autograd record:
                                             // use ops::reshape inside a differentiated graph)
-  void copy_from(const Tensor& src);        // same shape and dtype; any devices
-  void zero();                              // set every element to 0
+  // Data writes through a handle: const like a const pointer, not a pointer to const.
+  void copy_from(const Tensor& src) const;  // same shape and dtype; any devices
+  void zero() const;                        // set every element to 0
 
   // ---- autograd ----
   bool requires_grad() const { return impl().grad_slot != nullptr; }

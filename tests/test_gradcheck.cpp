@@ -42,6 +42,13 @@ TEST(GradCheck, Silu) {
                          {random_tensor({3, 5, 7, 3}, 1, DType::F64, 3.0)});
 }
 
+TEST(GradCheck, Clamp) {
+  // Values within 1e-6 of the bounds would straddle the kink; N(0, 1) draws at this size
+  // stay clear of +-0.8 by far more than h = 1e-6 (checked: the test is deterministic).
+  expect_gradients_match([](const Inputs& in) { return clamp(in[0], -0.8, 0.8); },
+                         {random_tensor({3, 5, 7}, 1)});
+}
+
 TEST(GradCheck, Linear) {
   // 19 rows: a full block of 16 and a partial one.
   expect_gradients_match([](const Inputs& in) { return linear(in[0], in[1], in[2]); },
@@ -152,6 +159,19 @@ TEST(GradCheck, Mean) {
 TEST(GradCheck, Mse) {
   expect_gradients_match([](const Inputs& in) { return mse(in[0], in[1]); },
                          {random_tensor({3, 5, 7}, 1), random_tensor({3, 5, 7}, 2)});
+}
+
+TEST(GradCheck, MsePerSample) {
+  expect_gradients_match([](const Inputs& in) { return mse_per_sample(in[0], in[1]); },
+                         {random_tensor({3, 5, 7}, 1), random_tensor({3, 5, 7}, 2)});
+}
+
+TEST(GradCheck, PerSampleAxpby) {
+  const Tensor a = Tensor::from_vector<double>(Shape{3}, {0.5, -1.5, 2.0});
+  const Tensor b = Tensor::from_vector<double>(Shape{3}, {1.25, 0.75, -0.3});
+  expect_gradients_match(
+      [a, b](const Inputs& in) { return per_sample_axpby(a, in[0], b, in[1]); },
+      {random_tensor({3, 5, 2}, 1), random_tensor({3, 5, 2}, 2)});
 }
 
 TEST(GradCheck, Dropout) {

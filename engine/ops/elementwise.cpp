@@ -108,6 +108,60 @@ Tensor broadcast_add(const Tensor& x, const Tensor& v) {
   return y;
 }
 
+Tensor per_sample_axpby(const Tensor& a, const Tensor& x, const Tensor& b, const Tensor& y) {
+  detail::check_same("per_sample_axpby", "x", x, "y", y);
+  CHECK(x.shape().ndim() >= 1, "op 'per_sample_axpby': x must be (N, ...), got " << x.describe());
+  const int64_t n = x.shape()[0], inner = n == 0 ? 0 : x.numel() / n;
+  for (const Tensor* c : {&a, &b}) {
+    detail::check_compatible("per_sample_axpby", "coefficient", *c, "x", x);
+    CHECK(c->shape() == Shape{n}, "op 'per_sample_axpby': coefficient " << c->describe()
+                                                                        << " must be (" << n << ")");
+    CHECK(!c->requires_grad(), "op 'per_sample_axpby': coefficients are constants; "
+                                   << c->describe() << " requires grad");
+  }
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
+  dispatch_cpu("per_sample_axpby", x, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::per_sample_axpby_forward<T>(n, inner, a.data<T>(), x.data<T>(), b.data<T>(),
+                                     y.data<T>(), out.data<T>());
+  });
+  if (should_record({x, y})) {
+    tape().record("per_sample_axpby", {out}, [n, inner, a, b, gx = grad_ref(x),
+                                              gy = grad_ref(y)](const std::vector<Tensor>& g) {
+      dispatch_cpu("per_sample_axpby backward", a, [&](auto tag) {
+        using T = decltype(tag);
+        if (gx) cpu::per_sample_scale_accumulate<T>(n, inner, a.data<T>(), g[0].data<T>(),
+                                                    grad_buffer(gx).data<T>());
+        if (gy) cpu::per_sample_scale_accumulate<T>(n, inner, b.data<T>(), g[0].data<T>(),
+                                                    grad_buffer(gy).data<T>());
+      });
+    });
+  }
+  return out;
+}
+
+Tensor clamp(const Tensor& x, double lo, double hi) {
+  detail::check_float("clamp", "x", x);
+  CHECK(lo <= hi, "op 'clamp': lo " << lo << " > hi " << hi);
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  dispatch_cpu("clamp", x, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::clamp_forward<T>(x.numel(), static_cast<T>(lo), static_cast<T>(hi), x.data<T>(),
+                          y.data<T>());
+  });
+  if (should_record({x})) {
+    tape().record("clamp", {y}, [x, lo, hi, gx = grad_ref(x)](const std::vector<Tensor>& g) {
+      Tensor dx = grad_buffer(gx);
+      dispatch_cpu("clamp backward", x, [&](auto tag) {
+        using T = decltype(tag);
+        cpu::clamp_backward<T>(x.numel(), static_cast<T>(lo), static_cast<T>(hi), x.data<T>(),
+                               g[0].data<T>(), dx.data<T>());
+      });
+    });
+  }
+  return y;
+}
+
 Tensor silu(const Tensor& x) {
   detail::check_float("silu", "x", x);
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());

@@ -60,4 +60,28 @@ Tensor mse(const Tensor& pred, const Tensor& target) {
   return y;
 }
 
+Tensor mse_per_sample(const Tensor& pred, const Tensor& target) {
+  detail::check_same("mse_per_sample", "pred", pred, "target", target);
+  CHECK(pred.shape().ndim() >= 1 && pred.numel() > 0,
+        "op 'mse_per_sample': pred must be a non-empty (N, ...), got " << pred.describe());
+  const int64_t n = pred.shape()[0], inner = pred.numel() / n;
+  Tensor y = Tensor::empty(Shape{n}, pred.dtype(), pred.device());
+  dispatch_cpu("mse_per_sample", pred, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::mse_per_sample_forward<T>(n, inner, pred.data<T>(), target.data<T>(), y.data<T>());
+  });
+  if (should_record({pred, target})) {
+    tape().record("mse_per_sample", {y}, [n, inner, pred, target, gp = grad_ref(pred),
+                                          gt = grad_ref(target)](const std::vector<Tensor>& g) {
+      Tensor dp = detail::grad_or_null(gp), dt = detail::grad_or_null(gt);
+      dispatch_cpu("mse_per_sample backward", pred, [&](auto tag) {
+        using T = decltype(tag);
+        cpu::mse_per_sample_backward<T>(n, inner, pred.data<T>(), target.data<T>(),
+                                        g[0].data<T>(), ptr_or_null<T>(dp), ptr_or_null<T>(dt));
+      });
+    });
+  }
+  return y;
+}
+
 }  // namespace ddpm

@@ -67,6 +67,39 @@ void broadcast_add_backward(const BroadcastShape& s, const T* dy, T* dv) {
 }
 
 template <class T>
+void per_sample_axpby_forward(int64_t n, int64_t inner, const T* a, const T* x, const T* b,
+                              const T* y, T* out) {
+#pragma omp parallel for schedule(static)
+  for (int64_t s = 0; s < n; ++s) {
+    const T as = a[s], bs = b[s];
+#pragma omp simd
+    for (int64_t i = s * inner; i < (s + 1) * inner; ++i) out[i] = as * x[i] + bs * y[i];
+  }
+}
+
+template <class T>
+void per_sample_scale_accumulate(int64_t n, int64_t inner, const T* a, const T* dout, T* dx) {
+#pragma omp parallel for schedule(static)
+  for (int64_t s = 0; s < n; ++s) {
+    const T as = a[s];
+#pragma omp simd
+    for (int64_t i = s * inner; i < (s + 1) * inner; ++i) dx[i] += as * dout[i];
+  }
+}
+
+template <class T>
+void clamp_forward(int64_t n, T lo, T hi, const T* x, T* y) {
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] < lo ? lo : (x[i] > hi ? hi : x[i]);
+}
+
+template <class T>
+void clamp_backward(int64_t n, T lo, T hi, const T* x, const T* dy, T* dx) {
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; ++i) dx[i] += (x[i] > lo && x[i] < hi) ? dy[i] : T(0);
+}
+
+template <class T>
 void silu_forward(int64_t n, const T* x, T* y) {
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) y[i] = x[i] / (T(1) + std::exp(-x[i]));
@@ -89,6 +122,11 @@ void silu_backward(int64_t n, const T* x, const T* dy, T* dx) {
   template void mul_accumulate<T>(int64_t, const T*, const T*, T*);                 \
   template void broadcast_add_forward<T>(const BroadcastShape&, const T*, const T*, T*); \
   template void broadcast_add_backward<T>(const BroadcastShape&, const T*, T*);     \
+  template void per_sample_axpby_forward<T>(int64_t, int64_t, const T*, const T*, const T*, \
+                                            const T*, T*);                                \
+  template void per_sample_scale_accumulate<T>(int64_t, int64_t, const T*, const T*, T*);  \
+  template void clamp_forward<T>(int64_t, T, T, const T*, T*);                      \
+  template void clamp_backward<T>(int64_t, T, T, const T*, const T*, T*);           \
   template void silu_forward<T>(int64_t, const T*, T*);                             \
   template void silu_backward<T>(int64_t, const T*, const T*, T*);
 INSTANTIATE(float)

@@ -23,6 +23,19 @@ template <class T>
 void broadcast_add_backward(const BroadcastShape& s, const T* dy /* (N,S,C) */,
                             T* dv /* (C) or (N,C) */);
 
+// Per-sample linear combination: out[n, i] = a[n] x[n, i] + b[n] y[n, i], a and b (N), x, y
+// and out (N, inner). Every DDPM conversion (x_t from x0 and eps, x0 from x_t and eps, v,
+// ...) is one of these. Backward: dx[n, i] += a[n] dout[n, i] (likewise for y with b).
+template <class T>
+void per_sample_axpby_forward(int64_t n, int64_t inner, const T* a, const T* x, const T* b,
+                              const T* y, T* out);
+template <class T>
+void per_sample_scale_accumulate(int64_t n, int64_t inner, const T* a, const T* dout, T* dx);
+
+// Clamp to [lo, hi]; backward passes dy where lo < x < hi.
+template <class T> void clamp_forward(int64_t n, T lo, T hi, const T* x, T* y);
+template <class T> void clamp_backward(int64_t n, T lo, T hi, const T* x, const T* dy, T* dx);
+
 // SiLU: y = x sigmoid(x); dx += dy sigmoid(x) (1 + x (1 - sigmoid(x))).
 template <class T> void silu_forward(int64_t n, const T* x, T* y);
 template <class T> void silu_backward(int64_t n, const T* x, const T* dy, T* dx);

@@ -37,11 +37,40 @@ void mse_backward(int64_t n, const T* pred, const T* target, const T* dy, T* dpr
   }
 }
 
+template <class T>
+void mse_per_sample_forward(int64_t n, int64_t inner, const T* pred, const T* target, T* y) {
+#pragma omp parallel for schedule(static)
+  for (int64_t s = 0; s < n; ++s) {
+    double acc = 0;
+    for (int64_t i = s * inner; i < (s + 1) * inner; ++i) {
+      const double d = static_cast<double>(pred[i]) - target[i];
+      acc += d * d;
+    }
+    y[s] = static_cast<T>(acc / static_cast<double>(inner));
+  }
+}
+
+template <class T>
+void mse_per_sample_backward(int64_t n, int64_t inner, const T* pred, const T* target,
+                             const T* dy, T* dpred, T* dtarget) {
+#pragma omp parallel for schedule(static)
+  for (int64_t s = 0; s < n; ++s) {
+    const T k = T(2) / static_cast<T>(inner) * dy[s];
+    for (int64_t i = s * inner; i < (s + 1) * inner; ++i) {
+      const T g = k * (pred[i] - target[i]);
+      if (dpred) dpred[i] += g;
+      if (dtarget) dtarget[i] -= g;
+    }
+  }
+}
+
 #define INSTANTIATE(T)                                                          \
   template void sum_forward<T>(int64_t, T, const T*, T*);                       \
   template void sum_backward<T>(int64_t, T, const T*, T*);                      \
   template void mse_forward<T>(int64_t, const T*, const T*, T*);                \
-  template void mse_backward<T>(int64_t, const T*, const T*, const T*, T*, T*);
+  template void mse_backward<T>(int64_t, const T*, const T*, const T*, T*, T*);       \
+  template void mse_per_sample_forward<T>(int64_t, int64_t, const T*, const T*, T*); \
+  template void mse_per_sample_backward<T>(int64_t, int64_t, const T*, const T*, const T*, T*, T*);
 INSTANTIATE(float)
 INSTANTIATE(double)
 

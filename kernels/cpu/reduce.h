@@ -17,4 +17,13 @@ template <class T> void mse_forward(int64_t n, const T* pred, const T* target, T
 template <class T>
 void mse_backward(int64_t n, const T* pred, const T* target, const T* dy, T* dpred, T* dtarget);
 
+// Per-sample mean squared error: y[n] = mean_i (pred[n, i] - target[n, i])^2, inner = the
+// number of values per sample. Backward: g = 2 (pred - target) / inner * dy[n].
+template <class T>
+void mse_per_sample_forward(int64_t n, int64_t inner, const T* pred, const T* target,
+                            T* y /* (N) */);
+template <class T>
+void mse_per_sample_backward(int64_t n, int64_t inner, const T* pred, const T* target,
+                             const T* dy /* (N) */, T* dpred, T* dtarget);
+
 }  // namespace ddpm::cpu

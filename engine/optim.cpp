@@ -1,0 +1,89 @@
+#include "engine/optim.h"
+
+#include <cmath>
+
+#include "engine/ops.h"
+#include "kernels/cpu/optim.h"
+
+namespace ddpm {
+
+namespace {
+
+void require_cpu_f32(const char* what, const ParameterStore& store) {
+  CHECK(store.finalized(), what << ": the parameter store is not finalized");
+  const Tensor flat = store.flat_data();
+  CHECK(flat.dtype() == DType::F32, what << " runs on f32 parameters, got " << flat.describe());
+  CHECK(flat.device() == Device::CPU, what << " has no CUDA kernel yet; got " << flat.describe());
+}
+
+}  // namespace
+
+AdamW::AdamW(const ParameterStore& store, const AdamWConfig& config)
+    : store_(store), config_(config) {
+  require_cpu_f32("AdamW", store);
+  CHECK(config.lr > 0, "AdamW: lr must be > 0, got " << config.lr);
+  CHECK(config.beta1 >= 0 && config.beta1 < 1 && config.beta2 >= 0 && config.beta2 < 1,
+        "AdamW: betas must be in [0, 1), got " << config.beta1 << ", " << config.beta2);
+  CHECK(config.eps > 0, "AdamW: eps must be > 0, got " << config.eps);
+  const Tensor flat = store.flat_data();
+  m_ = Tensor::zeros(flat.shape(), flat.dtype(), flat.device());
+  v_ = Tensor::zeros(flat.shape(), flat.dtype(), flat.device());
+}
+
+void AdamW::step(double lr) {
+  ++t_;
+  cpu::AdamWParams p;
+  p.lr = static_cast<float>(lr);
+  p.beta1 = static_cast<float>(config_.beta1);
+  p.beta2 = static_cast<float>(config_.beta2);
+  p.eps = static_cast<float>(config_.eps);
+  p.weight_decay = static_cast<float>(config_.weight_decay);
+  p.bias_correction1 = static_cast<float>(1.0 - std::pow(config_.beta1, static_cast<double>(t_)));
+  p.bias_correction2 = static_cast<float>(1.0 - std::pow(config_.beta2, static_cast<double>(t_)));
+  const Tensor flat = store_.flat_data();
+  cpu::adamw_step(flat.numel(), p, flat.data<float>(), store_.flat_grad().data<float>(),
+                  m_.data<float>(), v_.data<float>());
+}
+
+double clip_grad_norm(const ParameterStore& store, double max_norm) {
+  require_cpu_f32("clip_grad_norm", store);
+  const Tensor grad = store.flat_grad();
+  const double norm = std::sqrt(cpu::sum_of_squares(grad.numel(), grad.data<float>()));
+  if (max_norm > 0 && norm > max_norm) {
+    NoGradGuard no_grad;
+    grad.copy_from(scale(grad, max_norm / norm));
+  }
+  return norm;
+}
+
+Ema::Ema(const ParameterStore& store, double decay)
+    : store_(store), decay_(decay), shadow_(store.flat_data().clone()) {
+  require_cpu_f32("Ema", store);
+  CHECK(decay >= 0 && decay < 1, "EMA decay must be in [0, 1), got " << decay);
+}
+
+void Ema::update() {
+  const Tensor flat = store_.flat_data();
+  cpu::ema_update(flat.numel(), static_cast<float>(decay_), flat.data<float>(),
+                  shadow_.data<float>());
+}
+
+void load_flat(const ParameterStore& store, const Tensor& src) {
+  store.flat_data().copy_from(src);
+}
+
+double learning_rate(int64_t step, double base, int64_t warmup, int64_t total, LrDecay decay) {
+  if (warmup > 0 && step < warmup) return base * static_cast<double>(step + 1) / warmup;
+  if (decay == LrDecay::Constant || total <= warmup) return base;
+  const double progress =
+      std::min(1.0, static_cast<double>(step - warmup) / static_cast<double>(total - warmup));
+  return base * 0.5 * (1.0 + std::cos(M_PI * progress));
+}
+
+LrDecay parse_lr_decay(const std::string& name) {
+  if (name == "constant") return LrDecay::Constant;
+  if (name == "cosine") return LrDecay::Cosine;
+  THROW_ERROR("unknown learning-rate decay '" << name << "' (expected constant or cosine)");
+}
+
+}  // namespace ddpm

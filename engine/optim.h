@@ -1,0 +1,63 @@
+// Optimisation on the flat parameter buffer: AdamW, gradient clipping by global norm, an
+// exponential moving average of the weights, and the learning-rate schedule. Each update is
+// one kernel over the whole buffer (DESIGN.md: parameters in one flat buffer).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "engine/parameters.h"
+
+namespace ddpm {
+
+struct AdamWConfig {
+  double lr = 2e-4;
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  double weight_decay = 0.0;  // decoupled (AdamW); 0 gives Adam
+};
+
+class AdamW {
+ public:
+  AdamW(const ParameterStore& store, const AdamWConfig& config);
+  // One update with learning rate `lr` (the schedule's value for this step).
+  void step(double lr);
+  int64_t steps_taken() const { return t_; }
+  // Optimiser state, for checkpoints: first and second moments (flat, like the parameters).
+  Tensor first_moment() const { return m_; }
+  Tensor second_moment() const { return v_; }
+  void set_steps_taken(int64_t t) { t_ = t; }
+
+ private:
+  const ParameterStore& store_;
+  AdamWConfig config_;
+  Tensor m_, v_;
+  int64_t t_ = 0;
+};
+
+// Returns the global L2 norm of all gradients; if it exceeds max_norm (> 0), scales every
+// gradient by max_norm / norm (one pass). max_norm <= 0: measure only.
+double clip_grad_norm(const ParameterStore& store, double max_norm);
+
+// The EMA weights: a second flat buffer, updated after each optimiser step.
+class Ema {
+ public:
+  Ema(const ParameterStore& store, double decay);
+  void update();
+  Tensor weights() const { return shadow_; }  // flat, same layout as the parameters
+  double decay() const { return decay_; }
+
+ private:
+  const ParameterStore& store_;
+  double decay_;
+  Tensor shadow_;
+};
+
+// Copies `src` (a flat buffer of the store's layout) into the parameters, and back.
+void load_flat(const ParameterStore& store, const Tensor& src);
+
+// Linear warmup over `warmup` steps to `base`, then constant or cosine decay to 0 at `total`.
+enum class LrDecay { Constant, Cosine };
+double learning_rate(int64_t step, double base, int64_t warmup, int64_t total, LrDecay decay);
+LrDecay parse_lr_decay(const std::string& name);  // "constant" | "cosine"
+
+}  // namespace ddpm

@@ -1,0 +1,56 @@
+// Reverse samplers: from noise to data with a trained denoiser.
+//
+// Both run on a subsequence tau_0 < ... < tau_{K-1} of the T training timesteps (K = T:
+// every step), through the respaced schedule (models/ddpm/schedule.h: respace), and call the
+// denoiser with the ORIGINAL timesteps tau_i.
+//
+// DDPM ancestral (Ho et al. 2020), for i = K-1 .. 0:
+//   x0_hat = x0 from the prediction (clipped to [-1, 1] if asked)
+//   mean   = coef1_i x0_hat + coef2_i x        (the posterior mean)
+//   x      = mean + sigma_i z  (no noise at i = 0)
+//   sigma_i^2 = beta_tilde_i (fixed_small) or beta_i (fixed_large; at i = 0 unused)
+// DDIM (Song et al. 2021), with eps_hat implied by x and x0_hat:
+//   sigma_i = eta sqrt((1 - abar_prev) / (1 - abar)) sqrt(1 - abar / abar_prev)
+//   x = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev - sigma_i^2) eps_hat + sigma_i z
+// eta = 0 is deterministic; eta = 1 matches DDPM with fixed_small.
+// Noise: x_{K} ~ Philox(seed, stream kStartStream), z at step i ~ Philox(seed, kStepStream + i).
+// Everything is engine ops under a NoGradGuard, so the same code samples on CPU or GPU.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "engine/ops.h"
+#include "models/ddpm/parameterization.h"
+#include "models/ddpm/schedule.h"
+
+namespace ddpm {
+
+// The network: prediction (in the configured target) for x_t at original timesteps t.
+using Denoiser = std::function<Tensor(const Tensor& x_t, const std::vector<int>& t)>;
+
+enum class SamplerKind { Ddpm, Ddim };
+SamplerKind parse_sampler_kind(const std::string& name);  // "ddpm" | "ddim"
+
+struct SamplerConfig {
+  SamplerKind kind = SamplerKind::Ddpm;
+  int steps = 0;            // K; 0 = all T
+  double eta = 0.0;         // DDIM only
+  bool fixed_large = true;  // DDPM only: sigma^2 = beta (else beta_tilde)
+  bool clip_x0 = true;      // clip the predicted x0 to [-1, 1] (images; off for 2-D data)
+  Target target = Target::Epsilon;
+  std::vector<int> record;  // loop indices i at which to keep the predicted x0
+};
+
+struct SampleResult {
+  Tensor x0;                                   // the samples
+  std::vector<std::pair<int, Tensor>> progress;  // (timestep tau_i, predicted x0) as recorded
+};
+
+// `start`: the initial noise x_T, or undefined to draw it from (seed, kStartStream).
+SampleResult sample(const Schedule& schedule, const Denoiser& denoiser, const SamplerConfig& c,
+                    const Shape& shape, uint64_t seed, Device device, const Tensor& start = {});
+
+}  // namespace ddpm

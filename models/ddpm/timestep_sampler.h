@@ -1,0 +1,56 @@
+// How a training batch picks its timesteps.
+//
+//   uniform     t ~ U{0..T-1}
+//   stratified  [0, T) cut into N equal strata, one t drawn in each, then shuffled: the batch
+//               covers the whole range every step (lower-variance estimate of the same mean)
+//   importance  loss-aware (Nichol & Dhariwal 2021): keep the last `history` losses of each
+//               t; once every t has its history, p_t ~ sqrt(E[L_t^2]), mixed with a uniform
+//               share (p = (1-u) p + u/T, u = 0.001); until then uniform. Each sample carries
+//               the weight 1 / (T p_t), so the weighted loss stays an unbiased estimate of the
+//               uniform-t objective.
+// Draws come from Philox (seed, stream), so a step's timesteps are reproducible. The
+// importance history is state: it goes into checkpoints (state() / load_state()).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace ddpm {
+
+enum class TimestepSamplerKind { Uniform, Stratified, Importance };
+TimestepSamplerKind parse_timestep_sampler(const std::string& name);
+const char* timestep_sampler_name(TimestepSamplerKind kind);
+
+struct TimestepBatch {
+  std::vector<int> t;
+  std::vector<double> weights;  // 1 except for importance sampling
+};
+
+class TimestepSampler {
+ public:
+  TimestepSampler(TimestepSamplerKind kind, int T, int history = 10, double uniform_share = 0.001);
+
+  TimestepBatch sample(int n, uint64_t seed, uint64_t stream) const;
+  // Record the per-sample losses of a batch (importance sampling's history; no-op otherwise).
+  void update(const std::vector<int>& t, const std::vector<double>& losses);
+
+  bool warmed_up() const;                 // every t has a full history
+  std::vector<double> probabilities() const;  // the current p_t (uniform before warm-up)
+  TimestepSamplerKind kind() const { return kind_; }
+
+  nlohmann::json state() const;
+  void load_state(const nlohmann::json& state);  // errors name what does not match
+
+ private:
+  TimestepSamplerKind kind_;
+  int T_, history_;
+  double uniform_share_;
+  std::vector<double> losses_;  // (T, history) ring buffers
+  std::vector<int> counts_;     // values written per t (capped at history)
+  std::vector<int> next_;       // ring position per t
+};
+
+}  // namespace ddpm
