@@ -55,6 +55,19 @@ TEST(Schedule, CosineMatchesIndependentValues) {
   expect_error([] { parse_schedule_kind("quadratic"); }, {"unknown schedule 'quadratic'"});
 }
 
+TEST(Schedule, TableHasEveryColumnAndRow) {
+  const Schedule s = make_schedule({ScheduleKind::Linear, 10});
+  const std::string csv = schedule_table(s, false);
+  EXPECT_EQ(csv.substr(0, csv.find('\n')),
+            "t,beta,alpha_bar,alpha_bar_prev,posterior_variance,snr,log_snr,vlb_weight");
+  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 11);
+  const nlohmann::json rows = nlohmann::json::parse(schedule_table(s, true));
+  ASSERT_EQ(rows.size(), 10u);
+  EXPECT_EQ(rows[9]["t"], 9);
+  EXPECT_DOUBLE_EQ(rows[9]["alpha_bar"].get<double>(), s.alpha_bar[9]);
+  EXPECT_DOUBLE_EQ(rows[3]["vlb_weight"].get<double>(), s.vlb_weight[3]);
+}
+
 TEST(Schedule, RespacingKeepsAlphaBar) {
   const Schedule s = make_schedule({ScheduleKind::Cosine, 1000});
   const std::vector<int> tau = even_timesteps(1000, 50);

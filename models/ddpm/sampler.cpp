@@ -19,6 +19,7 @@ SampleResult sample(const Schedule& schedule, const Denoiser& denoiser, const Sa
                     const Shape& shape, uint64_t seed, Device device, const Tensor& start) {
   NoGradGuard no_grad;
   CHECK(c.eta >= 0, "sampler: eta must be >= 0, got " << c.eta);
+  CHECK(c.clip_range > 0, "sampler: clip_range must be > 0, got " << c.clip_range);
   const std::vector<int> tau = even_timesteps(schedule.T, c.steps == 0 ? schedule.T : c.steps);
   const Schedule rs = respace(schedule, tau);
   const int64_t n = shape[0];
@@ -32,7 +33,7 @@ SampleResult sample(const Schedule& schedule, const Denoiser& denoiser, const Sa
     lv.signal.assign(n, rs.sqrt_alpha_bar[i]);
     lv.noise.assign(n, rs.sqrt_one_minus_alpha_bar[i]);
     Tensor x0 = x0_from(c.target, lv, x, pred);
-    if (c.clip_x0) x0 = clamp(x0, -1.0, 1.0);
+    if (c.clip_x0) x0 = clamp(x0, -c.clip_range, c.clip_range);
     for (int r : c.record)
       if (r == i) result.progress.emplace_back(tau[i], x0.clone());
 

@@ -5,7 +5,9 @@
 // denoiser with the ORIGINAL timesteps tau_i.
 //
 // DDPM ancestral (Ho et al. 2020), for i = K-1 .. 0:
-//   x0_hat = x0 from the prediction (clipped to [-1, 1] if asked)
+//   x0_hat = x0 from the prediction (clipped to [-r, r] if asked: images use r = 1. Without
+//            it, an epsilon model at the cosine schedule's last steps, where sqrt(abar)
+//            ~ 5e-5, turns a small eps error into a huge x0 and the sample diverges)
 //   mean   = coef1_i x0_hat + coef2_i x        (the posterior mean)
 //   x      = mean + sigma_i z  (no noise at i = 0)
 //   sigma_i^2 = beta_tilde_i (fixed_small) or beta_i (fixed_large; at i = 0 unused)
@@ -39,7 +41,8 @@ struct SamplerConfig {
   int steps = 0;            // K; 0 = all T
   double eta = 0.0;         // DDIM only
   bool fixed_large = true;  // DDPM only: sigma^2 = beta (else beta_tilde)
-  bool clip_x0 = true;      // clip the predicted x0 to [-1, 1] (images; off for 2-D data)
+  bool clip_x0 = true;      // clip the predicted x0 to [-clip_range, clip_range]
+  double clip_range = 1.0;  // 1 for images in [-1, 1]; the data's extent for 2-D data
   Target target = Target::Epsilon;
   std::vector<int> record;  // loop indices i at which to keep the predicted x0
 };

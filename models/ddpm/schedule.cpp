@@ -2,6 +2,9 @@
 
 #include <cmath>
 #include <limits>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
 
 #include "engine/check.h"
 
@@ -96,6 +99,33 @@ Schedule respace(const Schedule& base, const std::vector<int>& timesteps) {
     last = t;
   }
   return from_betas(beta);
+}
+
+std::string schedule_table(const Schedule& s, bool json) {
+  const char* names[] = {"t", "beta", "alpha_bar", "alpha_bar_prev", "posterior_variance",
+                         "snr", "log_snr", "vlb_weight"};
+  const std::vector<double>* columns[] = {&s.beta, &s.alpha_bar, &s.alpha_bar_prev,
+                                          &s.posterior_variance, &s.snr, &s.log_snr,
+                                          &s.vlb_weight};
+  if (json) {
+    nlohmann::json rows = nlohmann::json::array();
+    for (int t = 0; t < s.T; ++t) {
+      nlohmann::json row = {{"t", t}};
+      for (int k = 0; k < 7; ++k) row[names[k + 1]] = (*columns[k])[t];
+      rows.push_back(row);
+    }
+    return rows.dump(1) + "\n";
+  }
+  std::ostringstream os;
+  os.precision(17);
+  for (int k = 0; k < 8; ++k) os << (k ? "," : "") << names[k];
+  os << "\n";
+  for (int t = 0; t < s.T; ++t) {
+    os << t;
+    for (int k = 0; k < 7; ++k) os << "," << (*columns[k])[t];
+    os << "\n";
+  }
+  return os.str();
 }
 
 std::vector<int> even_timesteps(int T, int K) {

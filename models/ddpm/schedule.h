@@ -59,6 +59,11 @@ Schedule make_schedule(const ScheduleConfig& config);
 // [0, T)) and recomputes beta_i = 1 - abar[tau_i] / abar[tau_{i-1}].
 Schedule respace(const Schedule& base, const std::vector<int>& timesteps);
 
+// The table a user plots: one row per t with t, beta, alpha_bar, alpha_bar_prev,
+// posterior_variance, snr, log_snr, vlb_weight; as CSV (header line) or as a JSON array of
+// objects. Values printed with 17 significant digits (exact doubles).
+std::string schedule_table(const Schedule& schedule, bool json);
+
 // K timesteps spread evenly over [0, T): round(i (T-1) / (K-1)), i = 0..K-1 (K = 1: {T-1}).
 std::vector<int> even_timesteps(int T, int K);
 

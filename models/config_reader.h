@@ -1,0 +1,53 @@
+// Reading a JSON run configuration with errors that name the key. Every typed getter checks
+// the value's type and range; finish() fails on any key nobody asked for (a typo must not
+// silently fall back to a default). Nested objects get readers of their own.
+//
+//   ConfigReader r(json, "configs/moons.json");
+//   int steps = r.integer("steps", 3000, 1, 10'000'000);
+//   std::string s = r.choice("schedule", "linear", {"linear", "cosine"});
+//   r.finish();
+#pragma once
+
+#include <initializer_list>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace ddpm {
+
+class ConfigReader {
+ public:
+  ConfigReader(nlohmann::json object, std::string context);
+
+  double number(const std::string& key, double fallback, double lo, double hi);
+  int64_t integer(const std::string& key, int64_t fallback, int64_t lo, int64_t hi);
+  bool boolean(const std::string& key, bool fallback);
+  std::string string(const std::string& key, const std::string& fallback);
+  std::string choice(const std::string& key, const std::string& fallback,
+                     std::initializer_list<const char*> options);
+  std::vector<int64_t> integers(const std::string& key, const std::vector<int64_t>& fallback,
+                                int64_t lo, int64_t hi);
+  bool has(const std::string& key) const { return json_.contains(key); }
+  void finish() const;  // errors on keys never read
+
+  const nlohmann::json& json() const { return json_; }
+
+ private:
+  const nlohmann::json* get(const std::string& key);
+  [[noreturn]] void bad(const std::string& key, const std::string& why) const;
+
+  nlohmann::json json_;
+  std::string context_;
+  std::set<std::string> read_;
+};
+
+// Loads a JSON object from a file; errors name the file (and the parse position).
+nlohmann::json load_json_file(const std::string& path);
+// Applies "--set key=value" overrides: the value is parsed as JSON when it is JSON
+// (numbers, true/false, [..]) and taken as a string otherwise; a dotted key descends into
+// objects. Errors name the override.
+void apply_override(nlohmann::json& config, const std::string& assignment);
+
+}  // namespace ddpm

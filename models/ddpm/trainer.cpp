@@ -1,0 +1,101 @@
+#include "models/ddpm/trainer.h"
+
+#include <cmath>
+
+namespace ddpm {
+
+TrainerConfig read_trainer_config(ConfigReader& r, const TrainerConfig& d) {
+  TrainerConfig c = d;
+  c.schedule.kind = parse_schedule_kind(
+      r.choice("schedule", schedule_kind_name(d.schedule.kind), {"linear", "cosine"}));
+  c.schedule.T = static_cast<int>(r.integer("T", d.schedule.T, 2, 100000));
+  c.schedule.beta_start = r.number("beta_start", d.schedule.beta_start, 1e-8, 0.5);
+  c.schedule.beta_end = r.number("beta_end", d.schedule.beta_end, 1e-8, 0.999);
+  c.target = parse_target(r.choice("target", target_name(d.target), {"epsilon", "x0", "v"}));
+  c.loss.kind =
+      parse_loss_kind(r.choice("loss", loss_kind_name(d.loss.kind), {"simple", "vlb", "hybrid"}));
+  c.loss.hybrid_lambda = r.number("hybrid_lambda", d.loss.hybrid_lambda, 0, 1e6);
+  c.loss.vlb_clamp = r.number("vlb_clamp", d.loss.vlb_clamp, 0, 1e12);
+  c.timestep_sampler = parse_timestep_sampler(
+      r.choice("timestep_sampler", timestep_sampler_name(d.timestep_sampler),
+               {"uniform", "stratified", "importance"}));
+  c.adam.lr = r.number("lr", d.adam.lr, 1e-12, 10);
+  c.adam.beta1 = r.number("beta1", d.adam.beta1, 0, 0.999999);
+  c.adam.beta2 = r.number("beta2", d.adam.beta2, 0, 0.999999999);
+  c.adam.eps = r.number("adam_eps", d.adam.eps, 1e-20, 1);
+  c.adam.weight_decay = r.number("weight_decay", d.adam.weight_decay, 0, 10);
+  c.warmup = r.integer("warmup", d.warmup, 0, 1'000'000'000);
+  c.lr_decay = parse_lr_decay(r.choice(
+      "lr_decay", d.lr_decay == LrDecay::Constant ? "constant" : "cosine", {"constant", "cosine"}));
+  c.steps = r.integer("steps", d.steps, 1, 1'000'000'000);
+  c.grad_clip = r.number("grad_clip", d.grad_clip, 0, 1e12);
+  c.ema_decay = r.number("ema_decay", d.ema_decay, 0, 0.99999999);
+  c.seed = static_cast<uint64_t>(r.integer("seed", static_cast<int64_t>(d.seed), 0, INT64_MAX));
+  return c;
+}
+
+SamplerConfig read_sampler_config(ConfigReader& r, const SamplerConfig& d) {
+  SamplerConfig c = d;
+  c.kind = parse_sampler_kind(
+      r.choice("sampler", d.kind == SamplerKind::Ddpm ? "ddpm" : "ddim", {"ddpm", "ddim"}));
+  c.steps = static_cast<int>(r.integer("sample_steps", d.steps, 0, 100000));
+  c.eta = r.number("eta", d.eta, 0, 10);
+  c.fixed_large = r.choice("variance", d.fixed_large ? "fixed_large" : "fixed_small",
+                           {"fixed_large", "fixed_small"}) == "fixed_large";
+  c.clip_x0 = r.boolean("clip_x0", d.clip_x0);
+  c.clip_range = r.number("clip_range", d.clip_range, 1e-6, 1e6);
+  return c;
+}
+
+DiffusionTrainer::DiffusionTrainer(ParameterStore& store, const TrainerConfig& config)
+    : store_(store),
+      config_(config),
+      schedule_(make_schedule(config.schedule)),
+      weights_(loss_weights(schedule_, config.target, config.loss)),
+      timesteps_(config.timestep_sampler, config.schedule.T),
+      optimizer_(store, config.adam) {
+  if (config.ema_decay > 0) ema_.emplace(store, config.ema_decay);
+  for (int t = 0; t < schedule_.T; ++t)
+    CHECK(std::isfinite(weights_[t]), "loss weight at t=" << t << " is not finite (set "
+                                                          << "vlb_clamp, or use fixed_large)");
+}
+
+void DiffusionTrainer::set_step_index(int64_t step) {
+  CHECK(step >= 0, "step index must be >= 0");
+  step_ = step;
+}
+
+LossResult DiffusionTrainer::batch_loss(const Denoiser& model, const Tensor& x0, int64_t step,
+                                        TimestepBatch* timesteps_out) const {
+  const int64_t n = x0.shape()[0];
+  const uint64_t s = static_cast<uint64_t>(step);
+  TimestepBatch tb = timesteps_.sample(static_cast<int>(n), config_.seed, kTimestepStream + s);
+  const NoiseLevels lv = NoiseLevels::at(schedule_, tb.t);
+  const Tensor eps = randn(x0.shape(), config_.seed, kNoiseStream + s, x0.device()).to(x0.dtype());
+  const Tensor x_t = make_x_t(lv, x0, eps);
+  const Tensor target = target_from(config_.target, lv, x0, eps);
+  LossResult r = diffusion_loss(model(x_t, tb.t), target, tb.t, weights_,
+                                config_.timestep_sampler == TimestepSamplerKind::Importance
+                                    ? tb.weights
+                                    : std::vector<double>{});
+  if (timesteps_out) *timesteps_out = std::move(tb);
+  return r;
+}
+
+StepStats DiffusionTrainer::step(const Denoiser& model, const Tensor& x0) {
+  StepStats st;
+  store_.zero_grad();
+  TimestepBatch tb;
+  LossResult r = batch_loss(model, x0, step_, &tb);
+  st.loss = r.loss.item();
+  backward(r.loss);
+  st.grad_norm = clip_grad_norm(store_, config_.grad_clip);
+  st.lr = learning_rate(step_, config_.adam.lr, config_.warmup, config_.steps, config_.lr_decay);
+  optimizer_.step(st.lr);
+  if (ema_) ema_->update();
+  timesteps_.update(tb.t, r.per_sample);
+  ++step_;
+  return st;
+}
+
+}  // namespace ddpm

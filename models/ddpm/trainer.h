@@ -1,0 +1,84 @@
+// The DDPM training step, shared by every model: draw timesteps, draw noise, corrupt, predict,
+// weight the loss, backpropagate, clip, update, average.
+//
+//   t      ~ timestep sampler (Philox stream kTimestepStream + step)
+//   eps    ~ N(0, I)          (Philox stream kNoiseStream + step; element i of the batch)
+//   x_t    = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps
+//   loss   = mean_n  w_t(n) * importance(n) * mse(model(x_t, t), target(x0, eps))
+//   g      = clip(grad, grad_clip) by global norm; AdamW step at the scheduled lr; EMA update
+// Every random draw is a pure function of (seed, stream, index), so a run is reproducible
+// and a resumed run continues exactly.
+#pragma once
+
+#include <memory>
+#include <optional>
+
+#include "engine/optim.h"
+#include "engine/parameters.h"
+#include "models/config_reader.h"
+#include "models/ddpm/losses.h"
+#include "models/ddpm/sampler.h"
+#include "models/ddpm/schedule.h"
+#include "models/ddpm/timestep_sampler.h"
+
+namespace ddpm {
+
+struct TrainerConfig {
+  ScheduleConfig schedule;
+  Target target = Target::Epsilon;
+  LossConfig loss;
+  TimestepSamplerKind timestep_sampler = TimestepSamplerKind::Uniform;
+  AdamWConfig adam;
+  int64_t warmup = 0;
+  LrDecay lr_decay = LrDecay::Constant;
+  int64_t steps = 1000;
+  double grad_clip = 1.0;  // <= 0: no clipping
+  double ema_decay = 0.0;  // 0: no EMA
+  uint64_t seed = 0;
+};
+
+// Reads the recipe keys (schedule, T, beta_start, beta_end, target, loss, hybrid_lambda,
+// vlb_clamp, timestep_sampler, lr, beta1, beta2, adam_eps, weight_decay, warmup, lr_decay,
+// steps, grad_clip, ema_decay, seed) with the given defaults.
+TrainerConfig read_trainer_config(ConfigReader& r, const TrainerConfig& defaults);
+// Reads the sampling keys (sampler, sample_steps, eta, variance, clip_x0, clip_range).
+SamplerConfig read_sampler_config(ConfigReader& r, const SamplerConfig& defaults);
+
+struct StepStats {
+  double loss = 0, grad_norm = 0, lr = 0;
+};
+
+class DiffusionTrainer {
+ public:
+  static constexpr uint64_t kTimestepStream = 0x7100000000000000ull;
+  static constexpr uint64_t kNoiseStream = 0x7200000000000000ull;
+
+  DiffusionTrainer(ParameterStore& store, const TrainerConfig& config);
+
+  // One optimiser step on the batch x0 (N, ...). The model maps (x_t, t) to its prediction.
+  StepStats step(const Denoiser& model, const Tensor& x0);
+
+  // The loss of one batch at step `step` (no update): the forward half of step().
+  LossResult batch_loss(const Denoiser& model, const Tensor& x0, int64_t step,
+                        TimestepBatch* timesteps_out = nullptr) const;
+
+  int64_t step_index() const { return step_; }
+  void set_step_index(int64_t step);
+  const Schedule& schedule() const { return schedule_; }
+  const TrainerConfig& config() const { return config_; }
+  AdamW& optimizer() { return optimizer_; }
+  Ema* ema() { return ema_ ? &*ema_ : nullptr; }
+  TimestepSampler& timestep_sampler() { return timesteps_; }
+
+ private:
+  ParameterStore& store_;
+  TrainerConfig config_;
+  Schedule schedule_;
+  std::vector<double> weights_;
+  TimestepSampler timesteps_;
+  AdamW optimizer_;
+  std::optional<Ema> ema_;
+  int64_t step_ = 0;
+};
+
+}  // namespace ddpm
