@@ -5,13 +5,19 @@
 #include <exception>
 #include <iostream>
 #include <string>
+#include <algorithm>
+#include <cmath>
 
 #include "apps/args.h"
 #include "engine/device.h"
 #include "models/config_reader.h"
 #include "models/ddpm/schedule.h"
 #include "models/toy/sine_fit.h"
+#include "models/toy/mlp_denoiser.h"
 #include "models/toy/toy_train.h"
+#include "models/unet/image_train.h"
+
+#include <unistd.h>
 
 namespace ddpm::app {
 namespace {
@@ -19,8 +25,13 @@ namespace {
 void usage() {
   std::puts(
       "usage: ddpm <command> [options]\n"
-      "  train --config FILE [--set key=value ...]\n"
+      "  train --config FILE [--set key=value ...] [--resume CKPT]\n"
       "                         train the model a config describes (configs/*.json)\n"
+      "  sample --ckpt FILE --out FILE.png [--n N] [--sampler ddpm|ddim] [--steps K]\n"
+      "         [--eta E] [--ema|--no-ema] [--seed S] [--progressive] [--interpolate]\n"
+      "                         draw samples from a checkpoint as a PNG grid\n"
+      "  info (--ckpt FILE | --config FILE)\n"
+      "                         the config, parameter count and step of a run\n"
       "  schedule [--schedule linear|cosine] [--T N] [--format csv|json]\n"
       "                         print a noise schedule's tables, one row per t\n"
       "  device                 describe the CUDA device (or why there is none)\n"
@@ -58,12 +69,51 @@ int cmd_schedule(const Args& args) {
   return 0;
 }
 
+std::string format_seconds(double s) {
+  char buf[32];
+  const long long t = static_cast<long long>(s);
+  std::snprintf(buf, sizeof buf, "%lld:%02lld:%02lld", t / 3600, t / 60 % 60, t % 60);
+  return buf;
+}
+
+int train_unet(const nlohmann::json& config, const std::string& path, const Args& args) {
+  const ImageTrainConfig c = read_image_train_config(config, path);
+  {
+    ParameterStore probe;
+    UNet net(probe, c.unet);
+    std::printf("training the U-Net (%lld parameters) on %s data, %s: %lld steps of batch %lld\n",
+                static_cast<long long>(probe.count()), c.dataset.c_str(),
+                device_name(c.device), static_cast<long long>(c.trainer.steps),
+                static_cast<long long>(c.batch_size));
+  }
+  const bool tty = isatty(fileno(stdout));
+  const TrainSummary s = train_images(c, args.get("resume", ""), [&](const TrainProgress& p) {
+    char quality[48] = "";
+    if (p.quality >= 0) std::snprintf(quality, sizeof quality, "  quality %.0f%%", 100 * p.quality);
+    std::printf("%sstep %lld/%lld  loss %.4f  grad %.3f  lr %.2e  %.1f img/s  eta %s%s%s",
+                tty ? "\r" : "", static_cast<long long>(p.step), static_cast<long long>(p.total),
+                p.stats.loss, p.stats.grad_norm, p.stats.lr, p.images_per_second,
+                format_seconds(p.eta_seconds).c_str(), quality, tty ? "   " : "\n");
+    std::fflush(stdout);
+  });
+  if (tty) std::printf("\n");
+  std::printf("loss %.4f -> %.4f", s.first_loss, s.final_loss);
+  if (s.untrained_quality >= 0)
+    std::printf("; quality (valid samples) %.0f%% untrained -> %.0f%% trained", 100 * s.untrained_quality,
+                100 * s.final_quality);
+  std::printf("\nsamples: %s\nlog: %s\ncheckpoint: %s\n", s.samples_path.c_str(),
+              s.log_path.c_str(), s.last_checkpoint.c_str());
+  return 0;
+}
+
 int cmd_train(const Args& args) {
   const std::string path = args.require("config");
   nlohmann::json config = load_json_file(path);
   for (const std::string& s : args.all("set")) apply_override(config, s);
-  CHECK(config.is_object() && config.contains("model"),
-        path << ": needs a \"model\" key (mlp2d)");
+  CHECK(config.is_object() && config.contains("model") && config["model"].is_string(),
+        path << ": needs a \"model\" key (unet or mlp2d)");
+  if (config["model"] == "unet") return train_unet(config, path, args);
+  CHECK(!args.has("resume"), "--resume is for U-Net runs");
   const ToyConfig toy = read_toy_config(config, path);
   std::printf("training %s on %s: %lld steps, target %s, %s schedule, %s loss\n",
               "mlp2d", toy.dataset.c_str(), static_cast<long long>(toy.trainer.steps),
@@ -83,6 +133,100 @@ int cmd_train(const Args& args) {
   return 0;
 }
 
+int cmd_info(const Args& args) {
+  CHECK(args.has("ckpt") != args.has("config"), "info needs exactly one of --ckpt or --config");
+  nlohmann::json config;
+  std::string source;
+  int64_t step = -1;
+  if (args.has("ckpt")) {
+    source = args.get("ckpt", "");
+    const CheckpointInfo info = read_checkpoint_info(source);
+    config = info.config;
+    step = info.step;
+  } else {
+    source = args.get("config", "");
+    config = load_json_file(source);
+  }
+  std::printf("%s\nconfig: %s\n", source.c_str(), config.dump(2).c_str());
+  CHECK(config.is_object() && config.contains("model"), source << ": the config has no \"model\"");
+  int64_t count = 0;
+  if (config["model"] == "unet") {
+    const ImageTrainConfig c = read_image_train_config(config, source);
+    ParameterStore store;
+    UNet net(store, c.unet);
+    count = store.count();
+  } else {
+    const ToyConfig c = read_toy_config(config, source);
+    ParameterStore store;
+    MlpDenoiser net(store, 2, c.hidden, c.layers, c.time_embed_dim, c.input_embed_dim);
+    count = store.count();
+  }
+  std::printf("parameters: %lld\n", static_cast<long long>(count));
+  if (step >= 0) std::printf("step: %lld\n", static_cast<long long>(step));
+  return 0;
+}
+
+int cmd_sample(const Args& args) {
+  const std::string ckpt = args.require("ckpt"), out = args.require("out");
+  CHECK(!(args.has("ema") && args.has("no-ema")), "give --ema or --no-ema, not both");
+  const CheckpointInfo info = read_checkpoint_info(ckpt);
+  ImageTrainConfig c = read_image_train_config(info.config, ckpt + " (stored config)");
+  ImageRun run(c, /*with_data=*/false);
+  run.load_checkpoint(ckpt);
+  SamplerConfig sc = c.sampler;
+  if (args.has("sampler")) sc.kind = parse_sampler_kind(args.get("sampler", ""));
+  sc.steps = static_cast<int>(args.integer("steps", sc.steps, 0, c.trainer.schedule.T));
+  sc.eta = args.number("eta", sc.eta);
+  const int64_t n = args.integer("n", 64, 1, 100000);
+  const uint64_t seed = static_cast<uint64_t>(args.integer("seed", 0, 0, INT64_MAX));
+  const bool ema = !args.has("no-ema");
+  if (args.has("progressive")) {
+    const int K = sc.steps == 0 ? c.trainer.schedule.T : sc.steps;
+    for (int k = 0; k < 10; ++k) sc.record.push_back(K - 1 - k * (K - 1) / 9);
+    const SampleResult r = run.sample(n, seed, sc, ema);
+    std::vector<Tensor> strips;  // row i: sample i's predicted x0 at the recorded steps
+    std::vector<float> grid;
+    const int64_t s = c.unet.image_size, px = s * s * 3;
+    for (int64_t i = 0; i < n; ++i)
+      for (const auto& [t, x0] : r.progress) {
+        const std::vector<float> v = x0.to(Device::CPU).to_vector<float>();
+        grid.insert(grid.end(), v.begin() + i * px, v.begin() + (i + 1) * px);
+      }
+    write_image_grid(out, Tensor::from_vector(Shape{n * 10, s, s, 3}, grid), 10);
+    std::printf("wrote %s: %lld rows of predicted x0 at 10 steps, t = %d .. %d\n", out.c_str(),
+                static_cast<long long>(n), r.progress.front().first, r.progress.back().first);
+  } else if (args.has("interpolate")) {
+    // Spherical interpolation between two noises, decoded with deterministic DDIM.
+    sc.kind = SamplerKind::Ddim;
+    sc.eta = 0;
+    const int64_t s = c.unet.image_size, px = s * s * 3;
+    const std::vector<float> a = randn(Shape{1, s, s, 3}, seed, 1).to_vector<float>();
+    const std::vector<float> b = randn(Shape{1, s, s, 3}, seed, 2).to_vector<float>();
+    double dot = 0, na = 0, nb = 0;
+    for (int64_t i = 0; i < px; ++i) {
+      dot += double(a[i]) * b[i];
+      na += double(a[i]) * a[i];
+      nb += double(b[i]) * b[i];
+    }
+    const double theta = std::acos(std::clamp(dot / std::sqrt(na * nb), -1.0, 1.0));
+    std::vector<float> z;
+    for (int64_t k = 0; k < n; ++k) {
+      const double f = n == 1 ? 0 : double(k) / (n - 1);
+      const double wa = std::sin((1 - f) * theta) / std::sin(theta), wb = std::sin(f * theta) / std::sin(theta);
+      for (int64_t i = 0; i < px; ++i) z.push_back(static_cast<float>(wa * a[i] + wb * b[i]));
+    }
+    const Tensor start = Tensor::from_vector(Shape{n, s, s, 3}, z).to(c.device);
+    write_image_grid(out, run.sample(n, seed, sc, ema, start).x0, n);
+    std::printf("wrote %s: %lld images along a slerp between two noises\n", out.c_str(),
+                static_cast<long long>(n));
+  } else {
+    write_image_grid(out, run.sample(n, seed, sc, ema).x0, 8);
+    std::printf("wrote %s: %lld samples (%s weights, step %lld)\n", out.c_str(),
+                static_cast<long long>(n), ema ? "EMA" : "raw", static_cast<long long>(info.step));
+  }
+  return 0;
+}
+
 }  // namespace
 }  // namespace ddpm::app
 
@@ -99,7 +243,11 @@ int main(int argc, char** argv) {
     if (cmd == "device") return cmd_device();
     if (cmd == "demo") return cmd_demo(Args(n, rest, {"steps"}, {}));
     if (cmd == "schedule") return cmd_schedule(Args(n, rest, {"schedule", "T", "format"}, {}));
-    if (cmd == "train") return cmd_train(Args(n, rest, {"config"}, {}, {"set"}));
+    if (cmd == "train") return cmd_train(Args(n, rest, {"config", "resume"}, {}, {"set"}));
+    if (cmd == "info") return cmd_info(Args(n, rest, {"ckpt", "config"}, {}));
+    if (cmd == "sample")
+      return cmd_sample(Args(n, rest, {"ckpt", "out", "n", "sampler", "steps", "eta", "seed"},
+                             {"ema", "no-ema", "progressive", "interpolate"}));
     std::fprintf(stderr, "ddpm: unknown command '%s' (see ddpm --help)\n", cmd.c_str());
     return 2;
   } catch (const std::exception& e) {

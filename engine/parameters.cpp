@@ -55,21 +55,15 @@ void ParameterStore::finalize(Device device, DType dtype, uint64_t seed) {
   }
   data_ = Tensor::zeros(Shape{total}, dtype, device);
   grad_ = Tensor::zeros(Shape{total}, dtype, device);
-  const size_t elem = dtype_size(dtype);
   for (size_t i = 0; i < params_.size(); ++i) {
     TensorImpl& p = params_[i].impl();
-    p.storage = data_.impl().storage;
-    p.offset = static_cast<size_t>(offsets_[i]) * elem;
+    const Tensor data_window = data_.window(offsets_[i], p.shape);
+    p.storage = data_window.impl().storage;
+    p.offset = data_window.impl().offset;
     p.dtype = dtype;
     p.device = device;
-    auto g = std::make_shared<TensorImpl>();
-    g->storage = grad_.impl().storage;
-    g->offset = p.offset;
-    g->shape = p.shape;
-    g->dtype = dtype;
-    g->device = device;
     params_[i].set_requires_grad(true);
-    p.grad_slot->grad = g;
+    p.grad_slot->grad = grad_.window(offsets_[i], p.shape).impl_ptr();
     initialise(params_[i], inits_[i], seed, i);
   }
 }

@@ -118,6 +118,16 @@ Tensor Tensor::view(const Shape& new_shape) const {
   return Tensor(std::move(impl));
 }
 
+Tensor Tensor::window(int64_t offset, const Shape& shape) const {
+  CHECK(offset >= 0 && offset + shape.numel() <= numel(),
+        "window of " << shape.str() << " at element " << offset << " does not fit in "
+                     << describe());
+  Tensor t = view(Shape{numel()});
+  t.impl().offset += static_cast<size_t>(offset) * dtype_size(dtype());
+  t.impl().shape = shape;
+  return t;
+}
+
 void Tensor::copy_from(const Tensor& src) const {
   CHECK(src.shape() == shape() && src.dtype() == dtype(),
         "copy_from: destination " << describe() << " and source " << src.describe()

@@ -101,6 +101,9 @@ class Tensor {
   Tensor clone() const;                     // a deep copy, no autograd history
   Tensor view(const Shape& shape) const;    // same storage, new shape (no autograd record:
                                             // use ops::reshape inside a differentiated graph)
+  // A view of `shape` starting `offset` elements into this tensor's data (e.g. one
+  // parameter's window on a flat buffer). No autograd record.
+  Tensor window(int64_t offset, const Shape& shape) const;
   // Data writes through a handle: const like a const pointer, not a pointer to const.
   void copy_from(const Tensor& src) const;  // same shape and dtype; any devices
   void zero() const;                        // set every element to 0

@@ -1,0 +1,79 @@
+#include "models/data/image_dataset.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "engine/philox.h"
+#include "engine/png.h"
+
+namespace ddpm {
+
+namespace {
+constexpr uint64_t kShuffleStream = 0xB000000000000000ull, kFlipStream = 0xB100;
+}  // namespace
+
+ImageBatcher::ImageBatcher(std::shared_ptr<const ImageDataset> data, int64_t batch, uint64_t seed,
+                           bool random_flip)
+    : data_(std::move(data)), batch_(batch), seed_(seed), flip_(random_flip) {
+  CHECK(data_ && data_->size() > 0, "image batcher: empty dataset");
+  CHECK(batch >= 1, "image batcher: batch must be >= 1, got " << batch);
+}
+
+const std::vector<int64_t>& ImageBatcher::permutation(int64_t epoch) {
+  if (epoch == cached_epoch_) return perm_;
+  const int64_t n = data_->size();
+  perm_.resize(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) perm_[i] = i;
+  for (int64_t i = n - 1; i > 0; --i) {
+    const int64_t j = std::min<int64_t>(
+        i, static_cast<int64_t>(philox_uniform(seed_, kShuffleStream + epoch, i) * (i + 1)));
+    std::swap(perm_[i], perm_[j]);
+  }
+  cached_epoch_ = epoch;
+  return perm_;
+}
+
+Tensor ImageBatcher::batch(int64_t step) {
+  const int64_t h = data_->height(), w = data_->width(), n = data_->size();
+  std::vector<uint8_t> img(static_cast<size_t>(h * w * 3));
+  std::vector<float> out(static_cast<size_t>(batch_ * h * w * 3));
+  for (int64_t j = 0; j < batch_; ++j) {
+    const int64_t g = step * batch_ + j;
+    data_->get(permutation(g / n)[g % n], img.data());
+    const bool mirror = flip_ && philox_uniform(seed_, kFlipStream, g) < 0.5f;
+    float* dst = out.data() + j * h * w * 3;
+    for (int64_t y = 0; y < h; ++y)
+      for (int64_t x = 0; x < w; ++x)
+        for (int c = 0; c < 3; ++c)
+          dst[(y * w + x) * 3 + c] =
+              img[(y * w + (mirror ? w - 1 - x : x)) * 3 + c] / 127.5f - 1.0f;
+  }
+  return Tensor::from_vector(Shape{batch_, h, w, 3}, out);
+}
+
+std::vector<uint8_t> to_bytes(const Tensor& images) {
+  const std::vector<float> v = images.to(Device::CPU).to(DType::F32).to_vector<float>();
+  std::vector<uint8_t> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i)
+    out[i] = static_cast<uint8_t>(std::lround(std::clamp((v[i] + 1.0f) * 127.5f, 0.0f, 255.0f)));
+  return out;
+}
+
+void write_image_grid(const std::string& path, const Tensor& images, int64_t cols) {
+  CHECK(images.shape().ndim() == 4 && images.shape()[3] == 3,
+        "image grid: need (N, H, W, 3) images, got " << images.describe());
+  const int64_t n = images.shape()[0], h = images.shape()[1], w = images.shape()[2];
+  cols = std::max<int64_t>(1, std::min(cols, n));
+  const int64_t rows = (n + cols - 1) / cols, border = 2;
+  const int64_t gw = cols * (w + border) + border, gh = rows * (h + border) + border;
+  const std::vector<uint8_t> px = to_bytes(images);
+  std::vector<uint8_t> grid(static_cast<size_t>(gw * gh * 3), 255);
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t ox = border + (i % cols) * (w + border), oy = border + (i / cols) * (h + border);
+    for (int64_t y = 0; y < h; ++y)
+      std::copy_n(&px[((i * h + y) * w) * 3], w * 3, &grid[((oy + y) * gw + ox) * 3]);
+  }
+  write_png(path, static_cast<int>(gw), static_cast<int>(gh), grid);
+}
+
+}  // namespace ddpm

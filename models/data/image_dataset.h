@@ -1,0 +1,51 @@
+// Image datasets as the trainer sees them: N images of (H, W, 3) uint8, read by index, and a
+// batcher that turns a step number into a batch, so a resumed run draws exactly the batches
+// the uninterrupted run would have.
+//
+// Batch of step s: the global sample positions g = s*B .. s*B+B-1; epoch e = g / N; the
+// image is perm_e(g mod N), where perm_e is a Fisher-Yates shuffle keyed by (seed, e); with
+// random_flip, it is mirrored left-right when Philox(seed, flip stream, g) < 0.5. Pixels map
+// to [-1, 1] as u8 / 127.5 - 1. Output NHWC f32.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "engine/tensor.h"
+
+namespace ddpm {
+
+class ImageDataset {
+ public:
+  virtual ~ImageDataset() = default;
+  virtual int64_t size() const = 0;
+  virtual int64_t height() const = 0;
+  virtual int64_t width() const = 0;
+  // Writes image i as (H, W, 3) bytes.
+  virtual void get(int64_t i, uint8_t* out) const = 0;
+};
+
+class ImageBatcher {
+ public:
+  ImageBatcher(std::shared_ptr<const ImageDataset> data, int64_t batch, uint64_t seed,
+               bool random_flip);
+  Tensor batch(int64_t step);  // (B, H, W, 3) f32 in [-1, 1]
+
+ private:
+  const std::vector<int64_t>& permutation(int64_t epoch);
+
+  std::shared_ptr<const ImageDataset> data_;
+  int64_t batch_;
+  uint64_t seed_;
+  bool flip_;
+  int64_t cached_epoch_ = -1;
+  std::vector<int64_t> perm_;
+};
+
+// NHWC f32 in [-1, 1] -> RGB bytes (clamped, rounded).
+std::vector<uint8_t> to_bytes(const Tensor& images);
+// A grid of images (N, H, W, 3) in [-1, 1], `cols` per row with a 2-pixel border, as PNG.
+void write_image_grid(const std::string& path, const Tensor& images, int64_t cols);
+
+}  // namespace ddpm

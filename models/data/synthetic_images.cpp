@@ -1,0 +1,88 @@
+#include "models/data/synthetic_images.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "engine/philox.h"
+
+namespace ddpm {
+
+namespace {
+constexpr uint64_t kImageStream = 0x1A000000000000ull;
+constexpr double kMaxRoughness = 6.0;   // data: < 2.5 measured; uniform noise: ~85
+constexpr double kMinContrast = 60.0;   // data: >= 80 by construction (saturated vs bg)
+}  // namespace
+
+void SyntheticImages::get(int64_t i, uint8_t* out) const {
+  CHECK(i >= 0 && i < size_, "synthetic image " << i << " outside [0, " << size_ << ")");
+  auto u = [&](int k) { return philox_uniform(seed_, kImageStream + static_cast<uint64_t>(i), k); };
+  double top[3], bottom[3], shape[3];
+  for (int c = 0; c < 3; ++c) {
+    top[c] = 40 + 120 * u(c);  // muted backgrounds in [40, 160]
+    bottom[c] = 40 + 120 * u(3 + c);
+  }
+  // A saturated shape colour: one channel high, one low, one anywhere; always >= 80 from
+  // any background colour in at least one channel.
+  const int hi = std::min(2, static_cast<int>(u(6) * 3)), lo = (hi + 1 + (u(7) < 0.5 ? 0 : 1)) % 3;
+  for (int c = 0; c < 3; ++c) shape[c] = 255 * u(8 + c);
+  shape[hi] = 245;
+  shape[lo] = 10;
+  const bool disc = u(11) < 0.5;
+  const double half = 4 + 3 * u(12);  // the disc's radius, or half the square's side
+  const double cx = half + (32 - 2 * half) * u(13), cy = half + (32 - 2 * half) * u(14);
+  for (int y = 0; y < 32; ++y)
+    for (int x = 0; x < 32; ++x) {
+      const double dx = x + 0.5 - cx, dy = y + 0.5 - cy;
+      const bool inside = disc ? dx * dx + dy * dy <= half * half
+                               : std::fabs(dx) <= half && std::fabs(dy) <= half;
+      for (int c = 0; c < 3; ++c) {
+        const double bg = top[c] + (bottom[c] - top[c]) * y / 31.0;
+        out[(y * 32 + x) * 3 + c] = static_cast<uint8_t>(std::lround(inside ? shape[c] : bg));
+      }
+    }
+}
+
+ImageValidity check_synthetic_image(const uint8_t* p) {
+  ImageValidity v;
+  std::vector<double> diffs;
+  for (int y = 0; y < 32; ++y)
+    for (int x = 0; x < 32; ++x)
+      for (int c = 0; c < 3; ++c) {
+        const int here = p[(y * 32 + x) * 3 + c];
+        if (x + 1 < 32) diffs.push_back(std::abs(here - p[(y * 32 + x + 1) * 3 + c]));
+        if (y + 1 < 32) diffs.push_back(std::abs(here - p[((y + 1) * 32 + x) * 3 + c]));
+      }
+  std::sort(diffs.begin(), diffs.end());
+  const size_t keep = diffs.size() * 9 / 10;
+  for (size_t i = 0; i < keep; ++i) v.roughness += diffs[i] / keep;
+  for (int y = 0; y < 32; ++y) {
+    double median[3];
+    for (int c = 0; c < 3; ++c) {
+      std::vector<int> row(32);
+      for (int x = 0; x < 32; ++x) row[x] = p[(y * 32 + x) * 3 + c];
+      std::nth_element(row.begin(), row.begin() + 16, row.end());
+      median[c] = row[16];
+    }
+    for (int x = 0; x < 32; ++x) {
+      double d = 0;
+      for (int c = 0; c < 3; ++c) d = std::max(d, std::fabs(p[(y * 32 + x) * 3 + c] - median[c]));
+      v.contrast = std::max(v.contrast, d);
+    }
+  }
+  v.valid = v.roughness <= kMaxRoughness && v.contrast >= kMinContrast;
+  return v;
+}
+
+double synthetic_quality(const Tensor& images) {
+  CHECK(images.shape().ndim() == 4 && images.shape()[1] == 32 && images.shape()[2] == 32 &&
+            images.shape()[3] == 3,
+        "synthetic quality: need (N, 32, 32, 3) images, got " << images.describe());
+  const std::vector<uint8_t> px = to_bytes(images);
+  const int64_t n = images.shape()[0];
+  int64_t valid = 0;
+  for (int64_t i = 0; i < n; ++i) valid += check_synthetic_image(&px[i * 3072]).valid;
+  return static_cast<double>(valid) / static_cast<double>(n);
+}
+
+}  // namespace ddpm

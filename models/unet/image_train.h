@@ -1,0 +1,100 @@
+// Training the U-Net on images, with checkpoints that resume exactly.
+//
+// Config (configs/tiny.json, configs/cifar10_ddpm.json): "model": "unet", the U-Net keys
+// (models/unet/unet.h), the recipe keys (models/ddpm/trainer.h), the sampling keys, and
+//   dataset "synthetic" | "cifar10", data_dir, classes, synthetic_size, random_flip,
+//   batch_size, n_samples, log_every, sample_every, ckpt_every, keep_checkpoints, out_dir,
+//   device "cpu" | "cuda".
+// Outputs under out_dir: metrics.jsonl (one JSON line per logged step), samples/step_N.png
+// and samples/final.png (EMA weights when EMA is on), ckpt/step_N.safetensors (the last
+// keep_checkpoints of them).
+//
+// A checkpoint (safetensors) holds "model.<name>" and "ema.<name>" for every parameter,
+// "optim.m" and "optim.v" (the flat AdamW moments), and metadata: format, step, the config
+// (JSON), the timestep sampler's state. Every random draw of step s is a pure function of
+// (seed, s), so the step number is the whole RNG position: N steps, save, resume, N more
+// steps gives bitwise the weights of 2N steps straight.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "models/data/image_dataset.h"
+#include "models/ddpm/trainer.h"
+#include "models/unet/unet.h"
+
+namespace ddpm {
+
+struct ImageTrainConfig {
+  UNetConfig unet;
+  TrainerConfig trainer;
+  SamplerConfig sampler;
+  std::string dataset = "synthetic", data_dir;
+  std::vector<int64_t> classes;
+  int64_t synthetic_size = 50000;
+  bool random_flip = true;
+  int64_t batch_size = 128, n_samples = 16, log_every = 10, sample_every = 0, ckpt_every = 0;
+  int64_t keep_checkpoints = 3;
+  std::string out_dir = "runs/unet";
+  Device device = Device::CPU;
+  nlohmann::json json;  // the config as read (with overrides), stored in checkpoints
+};
+
+// Errors name the context (file) and key; unknown keys are errors.
+ImageTrainConfig read_image_train_config(const nlohmann::json& json, const std::string& context);
+
+// The model, its parameters, the trainer state and the data of one run.
+class ImageRun {
+ public:
+  explicit ImageRun(const ImageTrainConfig& config, bool with_data = true);
+  StepStats step();
+  int64_t step_index() const { return trainer_->step_index(); }
+
+  void save_checkpoint(const std::string& path) const;
+  void load_checkpoint(const std::string& path);  // resumes: weights, EMA, moments, step, sampler
+
+  // Samples with the current weights, or the EMA weights (restored afterwards).
+  SampleResult sample(int64_t n, uint64_t seed, const SamplerConfig& sc, bool use_ema,
+                      const Tensor& start = {});
+  Denoiser denoiser() const;
+  ParameterStore& store() { return store_; }
+  const ImageTrainConfig& config() const { return config_; }
+  DiffusionTrainer& trainer() { return *trainer_; }
+
+ private:
+  ImageTrainConfig config_;
+  ParameterStore store_;
+  std::unique_ptr<UNet> unet_;
+  std::unique_ptr<DiffusionTrainer> trainer_;
+  std::unique_ptr<ImageBatcher> batcher_;
+};
+
+// The config stored in a checkpoint, and the checkpoint's step (for `ddpm info`/`sample`).
+struct CheckpointInfo {
+  nlohmann::json config;
+  int64_t step = 0;
+  int64_t tensors = 0;
+};
+CheckpointInfo read_checkpoint_info(const std::string& path);
+
+struct TrainProgress {
+  int64_t step = 0, total = 0;
+  StepStats stats;
+  double images_per_second = 0, eta_seconds = 0, quality = -1;  // quality < 0: not measured
+};
+
+// The whole job: train (from scratch or `resume` a checkpoint), log, checkpoint, sample.
+// `report` is called every log_every steps and at the end. Returns the final quality figure
+// (synthetic data) or -1, and writes `first_quality` (untrained) when not resuming.
+struct TrainSummary {
+  double first_loss = 0, final_loss = 0;
+  double untrained_quality = -1, final_quality = -1;
+  std::string samples_path, log_path, last_checkpoint;
+};
+TrainSummary train_images(const ImageTrainConfig& config, const std::string& resume,
+                          const std::function<void(const TrainProgress&)>& report);
+
+}  // namespace ddpm

@@ -1,0 +1,114 @@
+// The U-Net: parameter count against the reference, the reference's zero initialisation,
+// gradients of the whole network against finite differences, and config validation.
+#include <gtest/gtest.h>
+
+#include "models/config_reader.h"
+#include "models/unet/unet.h"
+#include "tests/gradcheck.h"
+#include "tests/test_util.h"
+
+namespace ddpm {
+namespace {
+
+using test::expect_error;
+
+UNetConfig config_from_file(const std::string& name) {
+  nlohmann::json j = load_json_file(std::string(DDPM_SOURCE_DIR) + "/configs/" + name);
+  ConfigReader r(j, name);
+  return read_unet_config(r, UNetConfig{});
+}
+
+int64_t parameter_count(const UNetConfig& c) {
+  ParameterStore store;
+  UNet net(store, c);
+  return store.count();
+}
+
+// The DDPM CIFAR-10 U-Net has 35,746,307 parameters. Derivation (ch = 128, temb = 512):
+//   time embedding   128*512+512 + 512*512+512                                   = 328,704
+//   conv_in          3*3*3*128 + 128                                              =   3,584
+//   a ResBlock(cin -> cout) has GN(cin) 2cin, conv 9 cin cout + cout, temb proj 512 cout +
+//   cout, GN(cout) 2cout, conv 9 cout^2 + cout, and cin cout + cout for a 1x1 skip if
+//   cin != cout; an attention block on C has GN 2C and four C x C layers with bias (q, k, v,
+//   proj) = 4(C^2 + C); downsample/upsample convs 9 C^2 + C.
+// Summed over the down path (8 ResBlocks, 2 attention blocks at 16x16, 3 downsamples), the
+// middle (2 ResBlocks, 1 attention), the up path (12 ResBlocks on concatenated skips,
+// 3 attention blocks, 3 upsamples) and GN + conv_out (256 + 3*3*128*3 + 3), this is the
+// figure an independent count of diffusion_tf/models/unet.py gives, and the 35.7M the
+// paper reports.
+TEST(UNet, CifarConfigHasTheReferenceParameterCount) {
+  EXPECT_EQ(parameter_count(config_from_file("cifar10_ddpm.json")), 35746307);
+  EXPECT_EQ(parameter_count(config_from_file("tiny.json")), 177427);
+}
+
+TEST(UNet, ZeroInitialisedWhereTheReferenceIs) {
+  ParameterStore store;
+  UNet net(store, config_from_file("tiny.json"));
+  store.finalize(Device::CPU, DType::F32, 3);
+  int zero = 0;
+  for (const Tensor& p : store.parameters()) {
+    const std::string& n = p.name();
+    const bool attention_proj = n.find("attn") != std::string::npos &&
+                                n.size() > 7 && n.substr(n.size() - 7) == ".proj.w";
+    const bool should_be_zero =
+        n == "conv_out.w" || n.find("conv2.w") != std::string::npos || attention_proj;
+    const std::vector<float> v = p.to_vector<float>();
+    const bool all_zero = std::all_of(v.begin(), v.end(), [](float x) { return x == 0.0f; });
+    if (should_be_zero) {
+      EXPECT_TRUE(all_zero) << n;
+      ++zero;
+    } else if (n.size() > 2 && n.substr(n.size() - 2) == ".w") {
+      EXPECT_FALSE(all_zero) << n << " should be randomly initialised";
+    }
+  }
+  // tiny: conv_out + 7 ResBlocks' conv2 + 5 attention projections
+  EXPECT_EQ(zero, 13);
+  // Hence the untrained network predicts exactly 0.
+  const Tensor out = net.forward(test::random_tensor({2, 32, 32, 3}, 1, DType::F32), {5, 900}, {});
+  for (float v : out.to_vector<float>()) ASSERT_EQ(v, 0.0f);
+  tape().clear();
+}
+
+// A U-Net small enough for finite differences: 8x8 images, 4 base channels, two levels,
+// attention at 4x4 with 2 heads, dropout on (its mask is fixed by (seed, step)). Every
+// parameter is re-drawn at random so no zero-initialised layer hides a gradient.
+TEST(UNet, GradientsMatchFiniteDifferences) {
+  UNetConfig c;
+  c.image_size = 8;
+  c.base_channels = 4;
+  c.channel_mult = {1, 2};
+  c.num_res_blocks = 1;
+  c.attention_resolutions = {4};
+  c.attention_heads = 2;
+  c.groups = 2;
+  c.dropout = 0.2;
+  ParameterStore store;
+  UNet net(store, c);
+  store.finalize(Device::CPU, DType::F64, 1);
+  uint64_t stream = 100;
+  for (const Tensor& p : store.parameters())
+    p.copy_from(test::random_tensor(p.shape(), stream++, DType::F64, 0.4));
+  const ForwardMode mode{true, 7, 3};
+  std::vector<Tensor> inputs = {test::random_tensor({2, 8, 8, 3}, 1)};
+  for (const char* name : {"conv_in.w", "temb.dense0.w", "down.1.attn0.qkv.w", "mid.res1.norm1.gamma",
+                           "up.0.res1.skip.w", "conv_out.b"})
+    inputs.push_back(store.find(name));
+  test::expect_gradients_match(
+      [&](const std::vector<Tensor>& in) { return net.forward(in[0], {3, 700}, mode); }, inputs);
+}
+
+TEST(UNet, ConfigErrorsNameTheKey) {
+  auto read = [](const std::string& override_) {
+    nlohmann::json j = load_json_file(std::string(DDPM_SOURCE_DIR) + "/configs/tiny.json");
+    apply_override(j, override_);
+    ConfigReader r(j, "tiny.json");
+    return read_unet_config(r, UNetConfig{});
+  };
+  expect_error([&] { read("groups=5"); }, {"key 'groups'", "16 channels", "5 groups"});
+  expect_error([&] { read("image_size=31"); }, {"key 'image_size'", "31", "halve"});
+  expect_error([&] { read("channel_mult=[1, \"2\"]"); }, {"key 'channel_mult'"});
+  expect_error([&] { read("attention_heads=3"); }, {"key 'attention_heads'", "3 heads"});
+}
+
+}  // namespace
+}  // namespace ddpm
