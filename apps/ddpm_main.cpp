@@ -88,8 +88,10 @@ int train_unet(const nlohmann::json& config, const std::string& path, const Args
   }
   const bool tty = isatty(fileno(stdout));
   const TrainSummary s = train_images(c, args.get("resume", ""), [&](const TrainProgress& p) {
-    char quality[48] = "";
-    if (p.quality >= 0) std::snprintf(quality, sizeof quality, "  quality %.0f%%", 100 * p.quality);
+    char quality[64] = "";
+    if (p.quality >= 0)
+      std::snprintf(quality, sizeof quality, "  valid %.0f%%  roughness %.1f", 100 * p.quality,
+                    p.roughness);
     std::printf("%sstep %lld/%lld  loss %.4f  grad %.3f  lr %.2e  %.1f img/s  eta %s%s%s",
                 tty ? "\r" : "", static_cast<long long>(p.step), static_cast<long long>(p.total),
                 p.stats.loss, p.stats.grad_norm, p.stats.lr, p.images_per_second,
@@ -99,8 +101,10 @@ int train_unet(const nlohmann::json& config, const std::string& path, const Args
   if (tty) std::printf("\n");
   std::printf("loss %.4f -> %.4f", s.first_loss, s.final_loss);
   if (s.untrained_quality >= 0)
-    std::printf("; quality (valid samples) %.0f%% untrained -> %.0f%% trained", 100 * s.untrained_quality,
-                100 * s.final_quality);
+    std::printf("\nsample quality, untrained -> trained: valid %.0f%% -> %.0f%%, roughness %.1f -> "
+                "%.1f (the data: 100%% valid, roughness ~2)",
+                100 * s.untrained_quality, 100 * s.final_quality, s.untrained_roughness,
+                s.final_roughness);
   std::printf("\nsamples: %s\nlog: %s\ncheckpoint: %s\n", s.samples_path.c_str(),
               s.log_path.c_str(), s.last_checkpoint.c_str());
   return 0;

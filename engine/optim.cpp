@@ -56,16 +56,16 @@ double clip_grad_norm(const ParameterStore& store, double max_norm) {
   return norm;
 }
 
-Ema::Ema(const ParameterStore& store, double decay)
-    : store_(store), decay_(decay), shadow_(store.flat_data().clone()) {
+Ema::Ema(const ParameterStore& store, double decay, bool warmup)
+    : store_(store), decay_(decay), warmup_(warmup), shadow_(store.flat_data().clone()) {
   require_cpu_f32("Ema", store);
   CHECK(decay >= 0 && decay < 1, "EMA decay must be in [0, 1), got " << decay);
 }
 
-void Ema::update() {
+void Ema::update(int64_t k) {
+  const double d = warmup_ ? std::min(decay_, (1.0 + k) / (10.0 + k)) : decay_;
   const Tensor flat = store_.flat_data();
-  cpu::ema_update(flat.numel(), static_cast<float>(decay_), flat.data<float>(),
-                  shadow_.data<float>());
+  cpu::ema_update(flat.numel(), static_cast<float>(d), flat.data<float>(), shadow_.data<float>());
 }
 
 void load_flat(const ParameterStore& store, const Tensor& src) {

@@ -38,17 +38,20 @@ class AdamW {
 // gradient by max_norm / norm (one pass). max_norm <= 0: measure only.
 double clip_grad_norm(const ParameterStore& store, double max_norm);
 
-// The EMA weights: a second flat buffer, updated after each optimiser step.
+// The EMA weights: a second flat buffer, updated after each optimiser step. With warmup, the
+// decay at update k (0-based) is min(decay, (1 + k) / (10 + k)), so a short run's average
+// is not dominated by the initial weights (0.99^60 = 0.55 of them after 60 steps otherwise).
 class Ema {
  public:
-  Ema(const ParameterStore& store, double decay);
-  void update();
+  Ema(const ParameterStore& store, double decay, bool warmup = false);
+  void update(int64_t k);  // k: the index of this update (the optimiser step)
   Tensor weights() const { return shadow_; }  // flat, same layout as the parameters
   double decay() const { return decay_; }
 
  private:
   const ParameterStore& store_;
   double decay_;
+  bool warmup_;
   Tensor shadow_;
 };
 

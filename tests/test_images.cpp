@@ -1,1 +1,146 @@
+// Image data: the CIFAR-10 binary loader on files the test writes (valid, truncated, empty,
+// missing, corrupt), the synthetic dataset and its validity check, the batcher.
 #include <gtest/gtest.h>
+
+#include <cstdio>
+#include <set>
+
+#include "engine/file_io.h"
+#include "models/data/cifar10.h"
+#include "models/data/synthetic_images.h"
+#include "tests/test_util.h"
+
+namespace ddpm {
+namespace {
+
+using test::expect_error;
+
+// A CIFAR-10 record: label, then R, G, B planes; pixel p of channel c = (label*7 + c*50 + p) % 256.
+std::vector<uint8_t> record(uint8_t label) {
+  std::vector<uint8_t> r(3073);
+  r[0] = label;
+  for (int c = 0; c < 3; ++c)
+    for (int p = 0; p < 1024; ++p) r[1 + c * 1024 + p] = static_cast<uint8_t>((label * 7 + c * 50 + p) % 256);
+  return r;
+}
+
+std::string write_records(const std::string& name, const std::vector<uint8_t>& labels,
+                          size_t drop_bytes = 0) {
+  std::vector<uint8_t> bytes;
+  for (uint8_t l : labels) {
+    const std::vector<uint8_t> r = record(l);
+    bytes.insert(bytes.end(), r.begin(), r.end());
+  }
+  bytes.resize(bytes.size() - drop_bytes);
+  const std::string path = ::testing::TempDir() + "/" + name;
+  write_file_atomic(path, bytes.data(), bytes.size());
+  return path;
+}
+
+TEST(Cifar10, LoadsRecordsAsNhwc) {
+  const std::string f = write_records("ok.bin", {3, 9, 0});
+  const Cifar10 d = Cifar10::load_files({f}, {});
+  ASSERT_EQ(d.size(), 3);
+  EXPECT_EQ(d.label(1), 9);
+  std::vector<uint8_t> img(3072);
+  d.get(1, img.data());
+  // pixel p = 37 (row 1, column 5): channels interleaved
+  for (int c = 0; c < 3; ++c) EXPECT_EQ(img[37 * 3 + c], (9 * 7 + c * 50 + 37) % 256);
+  const Cifar10 only = Cifar10::load_files({f}, {0, 3});
+  EXPECT_EQ(only.size(), 2);
+  EXPECT_EQ(only.label(0), 3);
+  EXPECT_EQ(only.label(1), 0);
+}
+
+TEST(Cifar10, BadFilesAreClearErrors) {
+  const std::string truncated = write_records("truncated.bin", {1, 2}, 100);
+  expect_error([&] { Cifar10::load_files({truncated}, {}); },
+               {"truncated.bin", "6046 bytes", "not a multiple", "3073"});
+  const std::string empty = write_records("empty.bin", {});
+  expect_error([&] { Cifar10::load_files({empty}, {}); }, {"empty.bin", "is empty"});
+  expect_error([&] { Cifar10::load(::testing::TempDir() + "/nowhere", true, {}); },
+               {"cannot open", "nowhere/data_batch_1.bin"});
+  std::vector<uint8_t> bad = record(4);
+  bad[0] = 200;
+  const std::string corrupt = ::testing::TempDir() + "/corrupt.bin";
+  write_file_atomic(corrupt, bad.data(), bad.size());
+  expect_error([&] { Cifar10::load_files({corrupt}, {}); }, {"corrupt.bin", "record 0", "label 200"});
+  const std::string ok = write_records("ok2.bin", {1});
+  expect_error([&] { Cifar10::load_files({ok}, {7}); }, {"no images left"});
+  expect_error([&] { Cifar10::load_files({ok}, {12}); }, {"12 is not a class"});
+}
+
+TEST(SyntheticImages, DeterministicAndValidByTheirOwnCheck) {
+  const SyntheticImages a(1000, 5), b(1000, 5), c(1000, 6);
+  std::vector<uint8_t> x(3072), y(3072), z(3072);
+  double worst_roughness = 0, least_contrast = 1e9;
+  for (int64_t i = 0; i < 500; ++i) {
+    a.get(i, x.data());
+    b.get(i, y.data());
+    ASSERT_EQ(x, y);
+    const ImageValidity v = check_synthetic_image(x.data());
+    EXPECT_TRUE(v.valid) << "image " << i << ": roughness " << v.roughness << ", contrast " << v.contrast;
+    worst_roughness = std::max(worst_roughness, v.roughness);
+    least_contrast = std::min(least_contrast, v.contrast);
+  }
+  c.get(0, z.data());
+  EXPECT_NE(x, z) << "another seed, another set";
+  // The thresholds (6 and 60) sit well clear of the data.
+  EXPECT_LT(worst_roughness, 3.0);
+  EXPECT_GT(least_contrast, 80.0);
+}
+
+TEST(SyntheticImages, NoiseAndBlankImagesAreInvalid) {
+  const Tensor noise = test::random_tensor({20, 32, 32, 3}, 3, DType::F32, 0.5);
+  const SampleQuality q = synthetic_quality(noise);
+  EXPECT_EQ(q.valid_fraction, 0.0);
+  EXPECT_GT(q.mean_roughness, 20.0);
+  EXPECT_EQ(synthetic_quality(Tensor::zeros(Shape{4, 32, 32, 3})).valid_fraction, 0.0)
+      << "no shape: no contrast";
+  // Real data through the same float path scores 100%, and is smooth.
+  ImageBatcher batcher(std::make_shared<SyntheticImages>(100, 1), 50, 1, true);
+  const SampleQuality d = synthetic_quality(batcher.batch(0));
+  EXPECT_EQ(d.valid_fraction, 1.0);
+  EXPECT_LT(d.mean_roughness, 3.0);
+}
+
+TEST(ImageBatcher, EpochsVisitEveryImageOnceAndAreReproducible) {
+  // 12 images whose first pixel encodes the index; batches of 4: an epoch is 3 steps.
+  class Indexed : public ImageDataset {
+   public:
+    int64_t size() const override { return 12; }
+    int64_t height() const override { return 2; }
+    int64_t width() const override { return 2; }
+    void get(int64_t i, uint8_t* out) const override {
+      for (int k = 0; k < 12; ++k) out[k] = static_cast<uint8_t>(k < 3 ? 10 * i : 255 - k);
+    }
+  };
+  auto data = std::make_shared<Indexed>();
+  ImageBatcher a(data, 4, 9, false), b(data, 4, 9, false);
+  for (int epoch = 0; epoch < 2; ++epoch) {
+    std::set<int> seen;
+    for (int s = 0; s < 3; ++s) {
+      const std::vector<float> v = a.batch(epoch * 3 + s).to_vector<float>();
+      for (int j = 0; j < 4; ++j) seen.insert(static_cast<int>(std::lround((v[j * 12] + 1) * 127.5 / 10)));
+    }
+    EXPECT_EQ(seen.size(), 12u) << "epoch " << epoch;
+  }
+  EXPECT_EQ(a.batch(4).to_vector<float>(), b.batch(4).to_vector<float>()) << "a step's batch is fixed";
+  EXPECT_NE(a.batch(0).to_vector<float>(), a.batch(3).to_vector<float>()) << "epochs reshuffle";
+  // Flip mirrors left-right: pixel (0, 1) channel 0 holds 255 - 3 = 252, so a mirrored image
+  // starts with 252 and an unmirrored one with 10 i <= 110.
+  ImageBatcher f(data, 12, 9, true);
+  const std::vector<float> v = f.batch(0).to_vector<float>();
+  int mirrored = 0;
+  for (int j = 0; j < 12; ++j) {
+    const long first = std::lround((v[j * 12] + 1) * 127.5);
+    ASSERT_TRUE(first == 252 || first <= 110);
+    mirrored += first == 252;
+    if (first == 252) EXPECT_EQ(std::lround((v[j * 12 + 3] + 1) * 127.5) % 10, 0);
+  }
+  EXPECT_GT(mirrored, 0);
+  EXPECT_LT(mirrored, 12);
+}
+
+}  // namespace
+}  // namespace ddpm

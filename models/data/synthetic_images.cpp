@@ -74,15 +74,19 @@ ImageValidity check_synthetic_image(const uint8_t* p) {
   return v;
 }
 
-double synthetic_quality(const Tensor& images) {
+SampleQuality synthetic_quality(const Tensor& images) {
   CHECK(images.shape().ndim() == 4 && images.shape()[1] == 32 && images.shape()[2] == 32 &&
             images.shape()[3] == 3,
         "synthetic quality: need (N, 32, 32, 3) images, got " << images.describe());
   const std::vector<uint8_t> px = to_bytes(images);
   const int64_t n = images.shape()[0];
-  int64_t valid = 0;
-  for (int64_t i = 0; i < n; ++i) valid += check_synthetic_image(&px[i * 3072]).valid;
-  return static_cast<double>(valid) / static_cast<double>(n);
+  SampleQuality q;
+  for (int64_t i = 0; i < n; ++i) {
+    const ImageValidity v = check_synthetic_image(&px[i * 3072]);
+    q.valid_fraction += v.valid ? 1.0 / n : 0.0;
+    q.mean_roughness += v.roughness / n;
+  }
+  return q;
 }
 
 }  // namespace ddpm

@@ -39,7 +39,12 @@ struct ImageValidity {
   bool valid = false;
 };
 ImageValidity check_synthetic_image(const uint8_t* rgb /* (32, 32, 3) */);
-// The fraction of images (N, 32, 32, 3) in [-1, 1] that pass the check.
-double synthetic_quality(const Tensor& images);
+// The quality figures of images (N, 32, 32, 3) in [-1, 1]: the fraction that pass the
+// check, and their mean roughness (a graded figure: ~2 for the data, ~85 for uniform noise,
+// so it shows progress long before samples become fully valid).
+struct SampleQuality {
+  double valid_fraction = 0, mean_roughness = 0;
+};
+SampleQuality synthetic_quality(const Tensor& images);
 
 }  // namespace ddpm

@@ -30,6 +30,7 @@ TrainerConfig read_trainer_config(ConfigReader& r, const TrainerConfig& d) {
   c.steps = r.integer("steps", d.steps, 1, 1'000'000'000);
   c.grad_clip = r.number("grad_clip", d.grad_clip, 0, 1e12);
   c.ema_decay = r.number("ema_decay", d.ema_decay, 0, 0.99999999);
+  c.ema_warmup = r.boolean("ema_warmup", d.ema_warmup);
   c.seed = static_cast<uint64_t>(r.integer("seed", static_cast<int64_t>(d.seed), 0, INT64_MAX));
   return c;
 }
@@ -54,7 +55,7 @@ DiffusionTrainer::DiffusionTrainer(ParameterStore& store, const TrainerConfig& c
       weights_(loss_weights(schedule_, config.target, config.loss)),
       timesteps_(config.timestep_sampler, config.schedule.T),
       optimizer_(store, config.adam) {
-  if (config.ema_decay > 0) ema_.emplace(store, config.ema_decay);
+  if (config.ema_decay > 0) ema_.emplace(store, config.ema_decay, config.ema_warmup);
   for (int t = 0; t < schedule_.T; ++t)
     CHECK(std::isfinite(weights_[t]), "loss weight at t=" << t << " is not finite (set "
                                                           << "vlb_clamp, or use fixed_large)");
@@ -92,7 +93,7 @@ StepStats DiffusionTrainer::step(const Denoiser& model, const Tensor& x0) {
   st.grad_norm = clip_grad_norm(store_, config_.grad_clip);
   st.lr = learning_rate(step_, config_.adam.lr, config_.warmup, config_.steps, config_.lr_decay);
   optimizer_.step(st.lr);
-  if (ema_) ema_->update();
+  if (ema_) ema_->update(step_);
   timesteps_.update(tb.t, r.per_sample);
   ++step_;
   return st;

@@ -34,12 +34,13 @@ struct TrainerConfig {
   int64_t steps = 1000;
   double grad_clip = 1.0;  // <= 0: no clipping
   double ema_decay = 0.0;  // 0: no EMA
+  bool ema_warmup = false;  // decay min(ema_decay, (1+k)/(10+k)) at step k
   uint64_t seed = 0;
 };
 
 // Reads the recipe keys (schedule, T, beta_start, beta_end, target, loss, hybrid_lambda,
 // vlb_clamp, timestep_sampler, lr, beta1, beta2, adam_eps, weight_decay, warmup, lr_decay,
-// steps, grad_clip, ema_decay, seed) with the given defaults.
+// steps, grad_clip, ema_decay, ema_warmup, seed) with the given defaults.
 TrainerConfig read_trainer_config(ConfigReader& r, const TrainerConfig& defaults);
 // Reads the sampling keys (sampler, sample_steps, eta, variance, clip_x0, clip_range).
 SamplerConfig read_sampler_config(ConfigReader& r, const SamplerConfig& defaults);

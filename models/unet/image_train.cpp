@@ -198,14 +198,20 @@ TrainSummary train_images(const ImageTrainConfig& c, const std::string& resume,
                                          : std::vector<uint8_t>{};
     log.assign(old.begin(), old.end());
   } else if (synthetic) {
-    summary.untrained_quality =
+    const SampleQuality q =
         synthetic_quality(run.sample(c.n_samples, sample_seed, c.sampler, false).x0);
+    summary.untrained_quality = q.valid_fraction;
+    summary.untrained_roughness = q.mean_roughness;
   }
-  auto write_samples = [&](const std::string& name) {
+  auto write_samples = [&](const std::string& name, TrainProgress& p) {
     const Tensor x = run.sample(c.n_samples, sample_seed, c.sampler, true).x0;
     summary.samples_path = c.out_dir + "/samples/" + name + ".png";
     write_image_grid(summary.samples_path, x, 8);
-    return synthetic ? synthetic_quality(x) : -1.0;
+    if (synthetic) {
+      const SampleQuality q = synthetic_quality(x);
+      p.quality = q.valid_fraction;
+      p.roughness = q.mean_roughness;
+    }
   };
   auto checkpoint = [&] {
     summary.last_checkpoint = c.out_dir + "/ckpt/" + step_name(run.step_index()) + ".safetensors";
@@ -230,21 +236,23 @@ TrainSummary train_images(const ImageTrainConfig& c, const std::string& resume,
     p.images_per_second = (p.step - first) * c.batch_size / std::max(secs, 1e-9);
     p.eta_seconds = (total - p.step) * c.batch_size / std::max(p.images_per_second, 1e-9);
     const bool last = p.step == total;
-    if (c.sample_every > 0 && (p.step % c.sample_every == 0 || last))
-      p.quality = write_samples(last ? "final" : step_name(p.step));
-    else if (last)
-      p.quality = write_samples("final");
+    if (last || (c.sample_every > 0 && p.step % c.sample_every == 0))
+      write_samples(last ? "final" : step_name(p.step), p);
     if (p.step % c.log_every == 0 || last) {
       nlohmann::json line = {{"step", p.step}, {"loss", p.stats.loss},
                              {"grad_norm", p.stats.grad_norm}, {"lr", p.stats.lr},
                              {"img_per_s", p.images_per_second}, {"time_s", secs}};
       if (p.quality >= 0) line["quality"] = p.quality;
+      if (p.roughness >= 0) line["roughness"] = p.roughness;
       log += line.dump() + "\n";
       write_file_atomic(summary.log_path, log);
       if (report) report(p);
     }
     if ((c.ckpt_every > 0 && p.step % c.ckpt_every == 0) || last) checkpoint();
-    if (last) summary.final_quality = p.quality;
+    if (last) {
+      summary.final_quality = p.quality;
+      summary.final_roughness = p.roughness;
+    }
   }
   const size_t tenth = std::max<size_t>(1, losses.size() / 10);
   for (size_t i = 0; i < std::min(tenth, losses.size()); ++i) {

@@ -83,15 +83,18 @@ CheckpointInfo read_checkpoint_info(const std::string& path);
 struct TrainProgress {
   int64_t step = 0, total = 0;
   StepStats stats;
-  double images_per_second = 0, eta_seconds = 0, quality = -1;  // quality < 0: not measured
+  double images_per_second = 0, eta_seconds = 0;
+  double quality = -1, roughness = -1;  // synthetic data only; < 0: not measured this step
 };
 
 // The whole job: train (from scratch or `resume` a checkpoint), log, checkpoint, sample.
-// `report` is called every log_every steps and at the end. Returns the final quality figure
-// (synthetic data) or -1, and writes `first_quality` (untrained) when not resuming.
+// `report` is called every log_every steps and at the end. On synthetic data the quality
+// figures of the samples are measured before training (when not resuming) and whenever
+// samples are written.
 struct TrainSummary {
   double first_loss = 0, final_loss = 0;
-  double untrained_quality = -1, final_quality = -1;
+  double untrained_quality = -1, final_quality = -1;      // valid fraction
+  double untrained_roughness = -1, final_roughness = -1;  // mean roughness (data ~2)
   std::string samples_path, log_path, last_checkpoint;
 };
 TrainSummary train_images(const ImageTrainConfig& config, const std::string& resume,
