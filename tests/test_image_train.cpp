@@ -103,9 +103,11 @@ TEST(ImageTrain, ConfigErrorsNameTheKey) {
   expect_error([&] { ImageRun run(c); }, {"/nonexistent/cifar/data_batch_1.bin"});
 }
 
-// configs/tiny.json, shortened: 60 steps of batch 8 on the synthetic data (~40 s on 2 cores).
-// Measured: the loss falls from 1.00 (the zero-initialised output predicts eps = 0) to
-// 0.36 over the last 6 steps; required: below half the start.
+// configs/tiny.json, shortened: 60 steps of batch 8 on the synthetic data (~35 s on 2 cores).
+// Measured: the loss falls from 1.00 (the zero-initialised output predicts eps = 0) to 0.23
+// (mean of the last 6 steps); required: below half the start. The samples' roughness (the
+// graded quality figure) falls from 112.8 to 107.6; required: at least 2% lower. (The full
+// 300-step tiny run measures 112.9 -> 48.8; the data itself is ~2.)
 TEST(ImageTrain, TinyConfigLearnsOnTheCpu) {
   const std::string out = ::testing::TempDir() + "/tiny_e2e";
   std::filesystem::remove_all(out);
@@ -123,7 +125,7 @@ TEST(ImageTrain, TinyConfigLearnsOnTheCpu) {
   EXPECT_LT(s.final_loss, 0.5 * s.first_loss);
   EXPECT_GE(s.untrained_quality, 0.0);
   EXPECT_GE(s.final_quality, 0.0);
-  printf("MEASURE roughness %.2f -> %.2f, valid %.2f -> %.2f, loss %.3f -> %.3f\n", s.untrained_roughness, s.final_roughness, s.untrained_quality, s.final_quality, s.first_loss, s.final_loss);
+  EXPECT_LT(s.final_roughness, 0.98 * s.untrained_roughness);
   EXPECT_TRUE(std::filesystem::exists(out + "/samples/final.png"));
   int ckpts = 0;
   for (const auto& e : std::filesystem::directory_iterator(out + "/ckpt")) ckpts += e.path().extension() == ".safetensors";

@@ -81,11 +81,13 @@ SampleQuality synthetic_quality(const Tensor& images) {
   const std::vector<uint8_t> px = to_bytes(images);
   const int64_t n = images.shape()[0];
   SampleQuality q;
+  int64_t valid = 0;
   for (int64_t i = 0; i < n; ++i) {
     const ImageValidity v = check_synthetic_image(&px[i * 3072]);
-    q.valid_fraction += v.valid ? 1.0 / n : 0.0;
-    q.mean_roughness += v.roughness / n;
+    valid += v.valid;
+    q.mean_roughness += v.roughness / static_cast<double>(n);
   }
+  q.valid_fraction = static_cast<double>(valid) / static_cast<double>(n);
   return q;
 }
 
