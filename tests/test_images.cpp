@@ -136,7 +136,9 @@ TEST(ImageBatcher, EpochsVisitEveryImageOnceAndAreReproducible) {
     const long first = std::lround((v[j * 12] + 1) * 127.5);
     ASSERT_TRUE(first == 252 || first <= 110);
     mirrored += first == 252;
-    if (first == 252) EXPECT_EQ(std::lround((v[j * 12 + 3] + 1) * 127.5) % 10, 0);
+    if (first == 252) {
+      EXPECT_EQ(std::lround((v[j * 12 + 3] + 1) * 127.5) % 10, 0);
+    }
   }
   EXPECT_GT(mirrored, 0);
   EXPECT_LT(mirrored, 12);

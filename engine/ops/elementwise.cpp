@@ -2,25 +2,31 @@
 #include "engine/ops.h"
 #include "engine/ops/op_util.h"
 #include "kernels/cpu/elementwise.h"
+#include "kernels/cuda/elementwise.cuh"
 
 namespace ddpm {
 
-using detail::dispatch_cpu;
+using detail::dispatch;
 
 void accumulate(const Tensor& dst, const Tensor& src, double alpha) {
   detail::check_same("accumulate", "dst", dst, "src", src);
-  dispatch_cpu("accumulate", dst, [&](auto tag) {
+  dispatch("accumulate", dst, [&](auto tag) {
     using T = decltype(tag);
     cpu::axpy<T>(dst.numel(), static_cast<T>(alpha), src.data<T>(), dst.data<T>());
+  }, [&] {
+    DDPM_CUDA_ONLY(cuda::axpy(dst.numel(), static_cast<float>(alpha), src.data<float>(),
+                              dst.data<float>()));
   });
 }
 
 Tensor add(const Tensor& a, const Tensor& b) {
   detail::check_same("add", "a", a, "b", b);
   Tensor y = Tensor::empty(a.shape(), a.dtype(), a.device());
-  dispatch_cpu("add", a, [&](auto tag) {
+  dispatch("add", a, [&](auto tag) {
     using T = decltype(tag);
     cpu::add_forward<T>(a.numel(), a.data<T>(), b.data<T>(), y.data<T>());
+  }, [&] {
+    DDPM_CUDA_ONLY(cuda::add_forward(a.numel(), a.data<float>(), b.data<float>(), y.data<float>()));
   });
   if (should_record({a, b})) {
     tape().record("add", {y}, [ga = grad_ref(a), gb = grad_ref(b)](const std::vector<Tensor>& g) {
@@ -34,19 +40,26 @@ Tensor add(const Tensor& a, const Tensor& b) {
 Tensor mul(const Tensor& a, const Tensor& b) {
   detail::check_same("mul", "a", a, "b", b);
   Tensor y = Tensor::empty(a.shape(), a.dtype(), a.device());
-  dispatch_cpu("mul", a, [&](auto tag) {
+  dispatch("mul", a, [&](auto tag) {
     using T = decltype(tag);
     cpu::mul_forward<T>(a.numel(), a.data<T>(), b.data<T>(), y.data<T>());
+  }, [&] {
+    DDPM_CUDA_ONLY(cuda::mul_forward(a.numel(), a.data<float>(), b.data<float>(), y.data<float>()));
   });
   if (should_record({a, b})) {
     tape().record("mul", {y}, [a, b, ga = grad_ref(a), gb = grad_ref(b)](
                                   const std::vector<Tensor>& g) {
-      dispatch_cpu("mul backward", a, [&](auto tag) {
+      dispatch("mul backward", a, [&](auto tag) {
         using T = decltype(tag);
         if (ga) cpu::mul_accumulate<T>(a.numel(), g[0].data<T>(), b.data<T>(),
                                        grad_buffer(ga).data<T>());
         if (gb) cpu::mul_accumulate<T>(a.numel(), g[0].data<T>(), a.data<T>(),
                                        grad_buffer(gb).data<T>());
+      }, [&] {
+        DDPM_CUDA_ONLY(if (ga) cuda::mul_accumulate(a.numel(), g[0].data<float>(), b.data<float>(),
+                                                    grad_buffer(ga).data<float>());
+                       if (gb) cuda::mul_accumulate(a.numel(), g[0].data<float>(), a.data<float>(),
+                                                    grad_buffer(gb).data<float>()));
       });
     });
   }
@@ -56,9 +69,12 @@ Tensor mul(const Tensor& a, const Tensor& b) {
 Tensor scale(const Tensor& x, double s) {
   detail::check_float("scale", "x", x);
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
-  dispatch_cpu("scale", x, [&](auto tag) {
+  dispatch("scale", x, [&](auto tag) {
     using T = decltype(tag);
     cpu::scale_forward<T>(x.numel(), static_cast<T>(s), x.data<T>(), y.data<T>());
+  }, [&] {
+    DDPM_CUDA_ONLY(cuda::scale_forward(x.numel(), static_cast<float>(s), x.data<float>(),
+                                       y.data<float>()));
   });
   if (should_record({x})) {
     tape().record("scale", {y}, [s, gx = grad_ref(x)](const std::vector<Tensor>& g) {
@@ -88,9 +104,11 @@ Tensor broadcast_add(const Tensor& x, const Tensor& v) {
                                   << x.describe());
   }
   Tensor y = Tensor::empty(xs, x.dtype(), x.device());
-  dispatch_cpu("broadcast_add", x, [&](auto tag) {
+  dispatch("broadcast_add", x, [&](auto tag) {
     using T = decltype(tag);
     cpu::broadcast_add_forward<T>(s, x.data<T>(), v.data<T>(), y.data<T>());
+  }, [&] {
+    DDPM_CUDA_ONLY(cuda::broadcast_add_forward(s, x.data<float>(), v.data<float>(), y.data<float>()));
   });
   if (should_record({x, v})) {
     tape().record("broadcast_add", {y}, [s, gx = grad_ref(x), gv = grad_ref(v)](
@@ -98,9 +116,11 @@ Tensor broadcast_add(const Tensor& x, const Tensor& v) {
       if (gx) accumulate(grad_buffer(gx), g[0]);
       if (gv) {
         Tensor dv = grad_buffer(gv);
-        dispatch_cpu("broadcast_add backward", dv, [&](auto tag) {
+        dispatch("broadcast_add backward", dv, [&](auto tag) {
           using T = decltype(tag);
           cpu::broadcast_add_backward<T>(s, g[0].data<T>(), dv.data<T>());
+        }, [&] {
+          DDPM_CUDA_ONLY(cuda::broadcast_add_backward(s, g[0].data<float>(), dv.data<float>()));
         });
       }
     });
@@ -120,20 +140,30 @@ Tensor per_sample_axpby(const Tensor& a, const Tensor& x, const Tensor& b, const
                                    << c->describe() << " requires grad");
   }
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
-  dispatch_cpu("per_sample_axpby", x, [&](auto tag) {
+  dispatch("per_sample_axpby", x, [&](auto tag) {
     using T = decltype(tag);
     cpu::per_sample_axpby_forward<T>(n, inner, a.data<T>(), x.data<T>(), b.data<T>(),
                                      y.data<T>(), out.data<T>());
+  }, [&] {
+    DDPM_CUDA_ONLY(cuda::per_sample_axpby_forward(n, inner, a.data<float>(), x.data<float>(),
+                                                  b.data<float>(), y.data<float>(),
+                                                  out.data<float>()));
   });
   if (should_record({x, y})) {
     tape().record("per_sample_axpby", {out}, [n, inner, a, b, gx = grad_ref(x),
                                               gy = grad_ref(y)](const std::vector<Tensor>& g) {
-      dispatch_cpu("per_sample_axpby backward", a, [&](auto tag) {
+      dispatch("per_sample_axpby backward", a, [&](auto tag) {
         using T = decltype(tag);
         if (gx) cpu::per_sample_scale_accumulate<T>(n, inner, a.data<T>(), g[0].data<T>(),
                                                     grad_buffer(gx).data<T>());
         if (gy) cpu::per_sample_scale_accumulate<T>(n, inner, b.data<T>(), g[0].data<T>(),
                                                     grad_buffer(gy).data<T>());
+      }, [&] {
+        DDPM_CUDA_ONLY(
+            if (gx) cuda::per_sample_scale_accumulate(n, inner, a.data<float>(), g[0].data<float>(),
+                                                      grad_buffer(gx).data<float>());
+            if (gy) cuda::per_sample_scale_accumulate(n, inner, b.data<float>(), g[0].data<float>(),
+                                                      grad_buffer(gy).data<float>()));
       });
     });
   }
@@ -144,18 +174,25 @@ Tensor clamp(const Tensor& x, double lo, double hi) {
   detail::check_float("clamp", "x", x);
   CHECK(lo <= hi, "op 'clamp': lo " << lo << " > hi " << hi);
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
-  dispatch_cpu("clamp", x, [&](auto tag) {
+  dispatch("clamp", x, [&](auto tag) {
     using T = decltype(tag);
     cpu::clamp_forward<T>(x.numel(), static_cast<T>(lo), static_cast<T>(hi), x.data<T>(),
                           y.data<T>());
+  }, [&] {
+    DDPM_CUDA_ONLY(cuda::clamp_forward(x.numel(), static_cast<float>(lo), static_cast<float>(hi),
+                                       x.data<float>(), y.data<float>()));
   });
   if (should_record({x})) {
     tape().record("clamp", {y}, [x, lo, hi, gx = grad_ref(x)](const std::vector<Tensor>& g) {
       Tensor dx = grad_buffer(gx);
-      dispatch_cpu("clamp backward", x, [&](auto tag) {
+      dispatch("clamp backward", x, [&](auto tag) {
         using T = decltype(tag);
         cpu::clamp_backward<T>(x.numel(), static_cast<T>(lo), static_cast<T>(hi), x.data<T>(),
                                g[0].data<T>(), dx.data<T>());
+      }, [&] {
+        DDPM_CUDA_ONLY(cuda::clamp_backward(x.numel(), static_cast<float>(lo),
+                                            static_cast<float>(hi), x.data<float>(),
+                                            g[0].data<float>(), dx.data<float>()));
       });
     });
   }
@@ -165,16 +202,19 @@ Tensor clamp(const Tensor& x, double lo, double hi) {
 Tensor silu(const Tensor& x) {
   detail::check_float("silu", "x", x);
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
-  dispatch_cpu("silu", x, [&](auto tag) {
+  dispatch("silu", x, [&](auto tag) {
     using T = decltype(tag);
     cpu::silu_forward<T>(x.numel(), x.data<T>(), y.data<T>());
-  });
+  }, [&] { DDPM_CUDA_ONLY(cuda::silu_forward(x.numel(), x.data<float>(), y.data<float>())); });
   if (should_record({x})) {
     tape().record("silu", {y}, [x, gx = grad_ref(x)](const std::vector<Tensor>& g) {
       Tensor dx = grad_buffer(gx);
-      dispatch_cpu("silu backward", x, [&](auto tag) {
+      dispatch("silu backward", x, [&](auto tag) {
         using T = decltype(tag);
         cpu::silu_backward<T>(x.numel(), x.data<T>(), g[0].data<T>(), dx.data<T>());
+      }, [&] {
+        DDPM_CUDA_ONLY(cuda::silu_backward(x.numel(), x.data<float>(), g[0].data<float>(),
+                                           dx.data<float>()));
       });
     });
   }

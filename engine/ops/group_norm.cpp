@@ -2,10 +2,11 @@
 #include "engine/ops.h"
 #include "engine/ops/op_util.h"
 #include "kernels/cpu/group_norm.h"
+#include "kernels/cuda/group_norm.cuh"
 
 namespace ddpm {
 
-using detail::dispatch_cpu;
+using detail::dispatch;
 using detail::ptr_or_null;
 
 Tensor group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int64_t groups,
@@ -31,10 +32,14 @@ Tensor group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int6
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   Tensor mean = Tensor::empty(Shape{s.n, groups}, x.dtype(), x.device());
   Tensor rstd = Tensor::empty(Shape{s.n, groups}, x.dtype(), x.device());
-  dispatch_cpu("group_norm", x, [&](auto tag) {
+  dispatch("group_norm", x, [&](auto tag) {
     using T = decltype(tag);
     cpu::group_norm_forward<T>(s, x.data<T>(), gamma.data<T>(), beta.data<T>(), y.data<T>(),
                                mean.data<T>(), rstd.data<T>());
+  }, [&] {
+    DDPM_CUDA_ONLY(cuda::group_norm_forward(s, x.data<float>(), gamma.data<float>(),
+                                            beta.data<float>(), y.data<float>(),
+                                            mean.data<float>(), rstd.data<float>()));
   });
   if (should_record({x, gamma, beta})) {
     tape().record("group_norm", {y},
@@ -42,12 +47,17 @@ Tensor group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int6
                    gb = grad_ref(beta)](const std::vector<Tensor>& g) {
                     Tensor dx = detail::grad_or_null(gx), dgamma = detail::grad_or_null(gg),
                            dbeta = detail::grad_or_null(gb);
-                    dispatch_cpu("group_norm backward", x, [&](auto tag) {
+                    dispatch("group_norm backward", x, [&](auto tag) {
                       using T = decltype(tag);
                       cpu::group_norm_backward<T>(s, x.data<T>(), gamma.data<T>(),
                                                   mean.data<T>(), rstd.data<T>(), g[0].data<T>(),
                                                   ptr_or_null<T>(dx), ptr_or_null<T>(dgamma),
                                                   ptr_or_null<T>(dbeta));
+                    }, [&] {
+                      DDPM_CUDA_ONLY(cuda::group_norm_backward(
+                          s, x.data<float>(), gamma.data<float>(), mean.data<float>(),
+                          rstd.data<float>(), g[0].data<float>(), ptr_or_null<float>(dx),
+                          ptr_or_null<float>(dgamma), ptr_or_null<float>(dbeta)));
                     });
                   });
   }

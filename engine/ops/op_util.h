@@ -7,6 +7,12 @@
 #include "engine/autograd.h"
 #include "engine/tensor.h"
 
+#if DDPM_WITH_CUDA
+#define DDPM_CUDA_ONLY(...) __VA_ARGS__
+#else
+#define DDPM_CUDA_ONLY(...) THROW_ERROR("built without CUDA")
+#endif
+
 namespace ddpm::detail {
 
 // x must be defined and hold f32 or f64.
@@ -30,6 +36,19 @@ void dispatch_cpu(const char* op, const Tensor& x, F&& f) {
     case DType::F64: f(double{}); break;
     default: THROW_ERROR("op '" << op << "' supports f32 and f64, got " << x.describe());
   }
+}
+
+// Calls cpu(T{}) for a CPU tensor (T = float or double), or cuda() for a CUDA tensor, which
+// must be f32. Op entries write the CUDA call inside DDPM_CUDA_ONLY(...) so a build without
+// CUDA still compiles (it can hold no CUDA tensor, so that branch never runs there).
+template <class Cpu, class Cuda>
+void dispatch(const char* op, const Tensor& x, Cpu&& cpu, Cuda&& cuda) {
+  if (x.device() == Device::CUDA) {
+    CHECK(x.dtype() == DType::F32, "op '" << op << "' on CUDA supports f32, got " << x.describe());
+    cuda();
+    return;
+  }
+  dispatch_cpu(op, x, cpu);
 }
 
 // A typed pointer to t's data, or null when t is undefined (optional inputs and grads).

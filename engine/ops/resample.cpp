@@ -4,26 +4,29 @@
 #include "engine/ops.h"
 #include "engine/ops/op_util.h"
 #include "kernels/cpu/resample.h"
+#include "kernels/cuda/resample.cuh"
 
 namespace ddpm {
 
-using detail::dispatch_cpu;
+using detail::dispatch;
 
 Tensor upsample_nearest2x(const Tensor& x) {
   detail::check_float("upsample_nearest2x", "x", x);
   detail::check_ndim("upsample_nearest2x", "x", x, 4);
   const UpsampleShape s{x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]};
   Tensor y = Tensor::empty(Shape{s.n, 2 * s.h, 2 * s.w, s.c}, x.dtype(), x.device());
-  dispatch_cpu("upsample_nearest2x", x, [&](auto tag) {
+  dispatch("upsample_nearest2x", x, [&](auto tag) {
     using T = decltype(tag);
     cpu::upsample_nearest2x_forward<T>(s, x.data<T>(), y.data<T>());
-  });
+  }, [&] { DDPM_CUDA_ONLY(cuda::upsample_nearest2x_forward(s, x.data<float>(), y.data<float>())); });
   if (should_record({x})) {
     tape().record("upsample_nearest2x", {y}, [s, gx = grad_ref(x)](const std::vector<Tensor>& g) {
       Tensor dx = grad_buffer(gx);
-      dispatch_cpu("upsample_nearest2x backward", dx, [&](auto tag) {
+      dispatch("upsample_nearest2x backward", dx, [&](auto tag) {
         using T = decltype(tag);
         cpu::upsample_nearest2x_backward<T>(s, g[0].data<T>(), dx.data<T>());
+      }, [&] {
+        DDPM_CUDA_ONLY(cuda::upsample_nearest2x_backward(s, g[0].data<float>(), dx.data<float>()));
       });
     });
   }
@@ -37,7 +40,7 @@ namespace {
 void move_columns(const Tensor& src, int64_t src_col, const Tensor& dst, int64_t dst_col,
                   int64_t cols, bool accumulate_into_dst) {
   const SliceShape s{src.shape().rows(), cols, src.shape().last(), dst.shape().last()};
-  dispatch_cpu("concat/split", src, [&](auto tag) {
+  dispatch("concat/split", src, [&](auto tag) {
     using T = decltype(tag);
     const T* from = src.data<T>() + src_col;
     T* to = dst.data<T>() + dst_col;
@@ -46,6 +49,11 @@ void move_columns(const Tensor& src, int64_t src_col, const Tensor& dst, int64_t
     } else {
       cpu::slice_copy<T>(s, from, to);
     }
+  }, [&] {
+    DDPM_CUDA_ONLY(const float* from = src.data<float>() + src_col;
+                   float* to = dst.data<float>() + dst_col;
+                   accumulate_into_dst ? cuda::slice_accumulate(s, from, to)
+                                       : cuda::slice_copy(s, from, to));
   });
 }
 

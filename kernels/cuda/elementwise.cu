@@ -1,0 +1,124 @@
+// The elementwise family on the GPU.
+//
+// Work mapping: one thread per element in a grid-stride loop (kThreads per block, grid from
+// grid_for). Every kernel here is memory-bound: it reads and writes each element once, so its
+// speed is bytes / bandwidth; the arithmetic (at most an exp) is free in comparison.
+// Broadcast-add backward sums dy over rows: one thread per output value walks its column
+// top to bottom, a fixed order, so the result is deterministic (no atomics).
+#include "engine/cuda_check.h"
+#include "kernels/cuda/elementwise.cuh"
+#include "kernels/cuda/launch.cuh"
+
+namespace ddpm::cuda {
+
+namespace {
+
+#define GRID_STRIDE(i, n) \
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); \
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+
+__global__ void add_kernel(int64_t n, const float* a, const float* b, float* y) {
+  GRID_STRIDE(i, n) y[i] = a[i] + b[i];
+}
+__global__ void mul_kernel(int64_t n, const float* a, const float* b, float* y) {
+  GRID_STRIDE(i, n) y[i] = a[i] * b[i];
+}
+__global__ void scale_kernel(int64_t n, float s, const float* x, float* y) {
+  GRID_STRIDE(i, n) y[i] = s * x[i];
+}
+__global__ void axpy_kernel(int64_t n, float alpha, const float* x, float* y) {
+  GRID_STRIDE(i, n) y[i] += alpha * x[i];
+}
+__global__ void mul_accumulate_kernel(int64_t n, const float* a, const float* b, float* y) {
+  GRID_STRIDE(i, n) y[i] += a[i] * b[i];
+}
+// x, y: (N, S, C); v: (C) or (N, C)
+__global__ void broadcast_add_kernel(BroadcastShape s, const float* x, const float* v, float* y) {
+  GRID_STRIDE(i, s.n * s.s * s.c) {
+    const int64_t c = i % s.c;
+    y[i] = x[i] + v[s.per_sample ? (i / (s.s * s.c)) * s.c + c : c];
+  }
+}
+// dv[vec, c] += sum over the rows of that vector of dy[row, c]
+__global__ void broadcast_add_backward_kernel(BroadcastShape s, const float* dy, float* dv) {
+  const int64_t vectors = s.per_sample ? s.n : 1, rows = s.per_sample ? s.s : s.n * s.s;
+  GRID_STRIDE(j, vectors * s.c) {
+    const int64_t vec = j / s.c, c = j % s.c;
+    const float* col = dy + vec * rows * s.c + c;
+    float acc = 0.0f;
+    for (int64_t r = 0; r < rows; ++r) acc += col[r * s.c];
+    dv[j] += acc;
+  }
+}
+__global__ void per_sample_axpby_kernel(int64_t n, int64_t inner, const float* a, const float* x,
+                                        const float* b, const float* y, float* out) {
+  GRID_STRIDE(i, n * inner) out[i] = a[i / inner] * x[i] + b[i / inner] * y[i];
+}
+__global__ void per_sample_scale_accumulate_kernel(int64_t n, int64_t inner, const float* a,
+                                                   const float* dout, float* dx) {
+  GRID_STRIDE(i, n * inner) dx[i] += a[i / inner] * dout[i];
+}
+__global__ void clamp_kernel(int64_t n, float lo, float hi, const float* x, float* y) {
+  GRID_STRIDE(i, n) y[i] = fminf(fmaxf(x[i], lo), hi);
+}
+__global__ void clamp_backward_kernel(int64_t n, float lo, float hi, const float* x,
+                                      const float* dy, float* dx) {
+  GRID_STRIDE(i, n) if (x[i] > lo && x[i] < hi) dx[i] += dy[i];
+}
+__global__ void silu_kernel(int64_t n, const float* x, float* y) {
+  GRID_STRIDE(i, n) y[i] = x[i] / (1.0f + expf(-x[i]));
+}
+__global__ void silu_backward_kernel(int64_t n, const float* x, const float* dy, float* dx) {
+  GRID_STRIDE(i, n) {
+    const float sig = 1.0f / (1.0f + expf(-x[i]));
+    dx[i] += dy[i] * sig * (1.0f + x[i] * (1.0f - sig));
+  }
+}
+
+#undef GRID_STRIDE
+
+}  // namespace
+
+#define LAUNCH(kernel, n, ...)                                         \
+  do {                                                                 \
+    if ((n) > 0) {                                                     \
+      kernel<<<grid_for(n), kThreads>>>(__VA_ARGS__);                  \
+      CUDA_CHECK_LAUNCH();                                             \
+    }                                                                  \
+  } while (0)
+
+void add_forward(int64_t n, const float* a, const float* b, float* y) { LAUNCH(add_kernel, n, n, a, b, y); }
+void mul_forward(int64_t n, const float* a, const float* b, float* y) { LAUNCH(mul_kernel, n, n, a, b, y); }
+void scale_forward(int64_t n, float s, const float* x, float* y) { LAUNCH(scale_kernel, n, n, s, x, y); }
+void axpy(int64_t n, float alpha, const float* x, float* y) { LAUNCH(axpy_kernel, n, n, alpha, x, y); }
+void mul_accumulate(int64_t n, const float* a, const float* b, float* y) {
+  LAUNCH(mul_accumulate_kernel, n, n, a, b, y);
+}
+void broadcast_add_forward(const BroadcastShape& s, const float* x, const float* v, float* y) {
+  LAUNCH(broadcast_add_kernel, s.n * s.s * s.c, s, x, v, y);
+}
+void broadcast_add_backward(const BroadcastShape& s, const float* dy, float* dv) {
+  LAUNCH(broadcast_add_backward_kernel, (s.per_sample ? s.n : 1) * s.c, s, dy, dv);
+}
+void per_sample_axpby_forward(int64_t n, int64_t inner, const float* a, const float* x,
+                              const float* b, const float* y, float* out) {
+  LAUNCH(per_sample_axpby_kernel, n * inner, n, inner, a, x, b, y, out);
+}
+void per_sample_scale_accumulate(int64_t n, int64_t inner, const float* a, const float* dout,
+                                 float* dx) {
+  LAUNCH(per_sample_scale_accumulate_kernel, n * inner, n, inner, a, dout, dx);
+}
+void clamp_forward(int64_t n, float lo, float hi, const float* x, float* y) {
+  LAUNCH(clamp_kernel, n, n, lo, hi, x, y);
+}
+void clamp_backward(int64_t n, float lo, float hi, const float* x, const float* dy, float* dx) {
+  LAUNCH(clamp_backward_kernel, n, n, lo, hi, x, dy, dx);
+}
+void silu_forward(int64_t n, const float* x, float* y) { LAUNCH(silu_kernel, n, n, x, y); }
+void silu_backward(int64_t n, const float* x, const float* dy, float* dx) {
+  LAUNCH(silu_backward_kernel, n, n, x, dy, dx);
+}
+
+#undef LAUNCH
+
+}  // namespace ddpm::cuda

@@ -1,0 +1,27 @@
+// CUDA kernels for the elementwise family, same contracts as kernels/cpu/elementwise.h
+// (f32 only; forward overwrites, backward accumulates). All launch on the default stream.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/shapes.h"
+
+namespace ddpm::cuda {
+
+void add_forward(int64_t n, const float* a, const float* b, float* y);
+void mul_forward(int64_t n, const float* a, const float* b, float* y);
+void scale_forward(int64_t n, float s, const float* x, float* y);
+void axpy(int64_t n, float alpha, const float* x, float* y);
+void mul_accumulate(int64_t n, const float* a, const float* b, float* y);
+void broadcast_add_forward(const BroadcastShape& s, const float* x, const float* v, float* y);
+void broadcast_add_backward(const BroadcastShape& s, const float* dy, float* dv);
+void per_sample_axpby_forward(int64_t n, int64_t inner, const float* a, const float* x,
+                              const float* b, const float* y, float* out);
+void per_sample_scale_accumulate(int64_t n, int64_t inner, const float* a, const float* dout,
+                                 float* dx);
+void clamp_forward(int64_t n, float lo, float hi, const float* x, float* y);
+void clamp_backward(int64_t n, float lo, float hi, const float* x, const float* dy, float* dx);
+void silu_forward(int64_t n, const float* x, float* y);
+void silu_backward(int64_t n, const float* x, const float* dy, float* dx);
+
+}  // namespace ddpm::cuda

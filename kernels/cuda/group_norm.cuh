@@ -1,0 +1,14 @@
+// CUDA group norm with affine; same contract as kernels/cpu/group_norm.h (f32).
+#pragma once
+
+#include "kernels/shapes.h"
+
+namespace ddpm::cuda {
+
+void group_norm_forward(const GroupNormShape& s, const float* x, const float* gamma,
+                        const float* beta, float* y, float* mean, float* rstd);
+void group_norm_backward(const GroupNormShape& s, const float* x, const float* gamma,
+                         const float* mean, const float* rstd, const float* dy, float* dx,
+                         float* dgamma, float* dbeta);
+
+}  // namespace ddpm::cuda

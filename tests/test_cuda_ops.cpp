@@ -1,0 +1,210 @@
+// Every op with a CUDA kernel, CUDA against the CPU reference: the same f32 inputs on both
+// devices, the forward outputs and the gradient of sum(f(x) * r) with respect to every input
+// compared element by element. Awkward shapes (odd maps, 65 channels, batch 3) and the
+// CIFAR-10 model's group-norm shapes. Sentinels around outputs catch out-of-bounds writes;
+// reductions are checked for determinism. Skips, saying why, without a GPU.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "engine/ops.h"
+#include "tests/gradcheck.h"
+#include "tests/test_util.h"
+
+#if DDPM_WITH_CUDA
+#include "kernels/cuda/elementwise.cuh"
+#include "kernels/cuda/group_norm.cuh"
+#include "kernels/cuda/resample.cuh"
+#endif
+
+namespace ddpm {
+namespace {
+
+using test::TensorFn;
+
+#define REQUIRE_GPU() \
+  if (!cuda_available()) GTEST_SKIP() << cuda_unavailable_reason()
+
+struct DeviceRun {
+  std::vector<float> out;
+  std::vector<std::vector<float>> grads;
+};
+
+DeviceRun run_on(Device d, const TensorFn& f, const std::vector<Tensor>& cpu_inputs) {
+  std::vector<Tensor> in;
+  for (const Tensor& x : cpu_inputs) {
+    Tensor copy = x.clone().to(d);
+    copy.set_requires_grad(true);
+    in.push_back(copy);
+  }
+  const Tensor y = f(in);
+  const Tensor r = test::random_tensor(y.shape(), 999, DType::F32).to(d);
+  backward(sum(mul(y, r)));
+  DeviceRun run;
+  run.out = y.to(Device::CPU).to_vector<float>();
+  for (const Tensor& x : in) run.grads.push_back(x.grad().to(Device::CPU).to_vector<float>());
+  return run;
+}
+
+// atol + rtol |cpu| per element; NaN/Inf fail; the CPU result must not be all zeros.
+void expect_close(const std::vector<float>& gpu, const std::vector<float>& cpu, double atol,
+                  double rtol, const std::string& what) {
+  ASSERT_EQ(gpu.size(), cpu.size()) << what;
+  double norm = 0;
+  int reported = 0;
+  for (size_t i = 0; i < cpu.size(); ++i) {
+    ASSERT_TRUE(std::isfinite(gpu[i])) << what << " element " << i << " is " << gpu[i];
+    norm += double(cpu[i]) * cpu[i];
+    if (std::fabs(gpu[i] - cpu[i]) > atol + rtol * std::fabs(cpu[i]) && reported++ < 5)
+      ADD_FAILURE() << what << " element " << i << ": cuda " << gpu[i] << " vs cpu " << cpu[i];
+  }
+  EXPECT_GT(norm, 0.0) << what << " is all zeros on the CPU: the comparison proves nothing";
+}
+
+void expect_devices_agree(const TensorFn& f, const std::vector<Tensor>& inputs, double atol,
+                          double rtol) {
+  const DeviceRun cpu = run_on(Device::CPU, f, inputs);
+  const DeviceRun gpu = run_on(Device::CUDA, f, inputs);
+  expect_close(gpu.out, cpu.out, atol, rtol, "output");
+  for (size_t k = 0; k < inputs.size(); ++k)
+    expect_close(gpu.grads[k], cpu.grads[k], atol, rtol, "gradient of input " + std::to_string(k));
+}
+
+Tensor rnd(const Shape& s, uint64_t stream, double scale = 1.0) {
+  return test::random_tensor(s, stream, DType::F32, scale);
+}
+
+// Elementwise ops differ only by expf vs std::exp (a few ulp): tight bounds.
+constexpr double kElemAtol = 1e-6, kElemRtol = 1e-5;
+
+TEST(CudaOps, ElementwiseFamily) {
+  REQUIRE_GPU();
+  const Shape s{3, 5, 7, 65};
+  expect_devices_agree([](const std::vector<Tensor>& in) { return add(in[0], in[1]); },
+                       {rnd(s, 1), rnd(s, 2)}, kElemAtol, kElemRtol);
+  expect_devices_agree([](const std::vector<Tensor>& in) { return mul(in[0], in[1]); },
+                       {rnd(s, 1), rnd(s, 2)}, kElemAtol, kElemRtol);
+  expect_devices_agree([](const std::vector<Tensor>& in) { return scale(in[0], -0.3); },
+                       {rnd(s, 1)}, kElemAtol, kElemRtol);
+  expect_devices_agree([](const std::vector<Tensor>& in) { return silu(in[0]); },
+                       {rnd(s, 1, 3.0)}, kElemAtol, kElemRtol);
+  expect_devices_agree([](const std::vector<Tensor>& in) { return clamp(in[0], -0.7, 0.9); },
+                       {rnd(s, 1)}, kElemAtol, kElemRtol);
+}
+
+TEST(CudaOps, BroadcastAndPerSample) {
+  REQUIRE_GPU();
+  // dv sums up to 3*5*7 = 105 values: float vs the CPU's float loop in another order.
+  expect_devices_agree([](const std::vector<Tensor>& in) { return broadcast_add(in[0], in[1]); },
+                       {rnd({3, 5, 7, 65}, 1), rnd({65}, 2)}, 1e-5, 1e-5);
+  expect_devices_agree([](const std::vector<Tensor>& in) { return broadcast_add(in[0], in[1]); },
+                       {rnd({3, 5, 7, 65}, 1), rnd({3, 65}, 2)}, 1e-5, 1e-5);
+  const Tensor a = Tensor::from_vector<float>(Shape{3}, {0.5f, -1.5f, 2.0f});
+  const Tensor b = Tensor::from_vector<float>(Shape{3}, {1.25f, 0.75f, -0.3f});
+  expect_devices_agree(
+      [&](const std::vector<Tensor>& in) {
+        return per_sample_axpby(a.to(in[0].device()), in[0], b.to(in[0].device()), in[1]);
+      },
+      {rnd({3, 5, 7, 3}, 1), rnd({3, 5, 7, 3}, 2)}, kElemAtol, kElemRtol);
+}
+
+TEST(CudaOps, UpsampleConcatSplit) {
+  REQUIRE_GPU();
+  expect_devices_agree([](const std::vector<Tensor>& in) { return upsample_nearest2x(in[0]); },
+                       {rnd({3, 5, 7, 65}, 1)}, kElemAtol, kElemRtol);
+  expect_devices_agree([](const std::vector<Tensor>& in) { return concat({in[0], in[1]}); },
+                       {rnd({3, 5, 7, 3}, 1), rnd({3, 5, 7, 65}, 2)}, kElemAtol, kElemRtol);
+  expect_devices_agree(
+      [](const std::vector<Tensor>& in) {
+        std::vector<Tensor> p = split(in[0], {5, 60});
+        return concat({scale(p[1], 2.0), p[0]});
+      },
+      {rnd({3, 5, 7, 65}, 1)}, kElemAtol, kElemRtol);
+}
+
+TEST(CudaOps, ReductionsAndMse) {
+  REQUIRE_GPU();
+  // 212,355 values: the CPU sums in double, the GPU in float trees; relative error of a
+  // float sum grows like sqrt(n) eps ~ 5e-5 in the worst case.
+  const Shape s{3, 33, 33, 65};
+  expect_devices_agree([](const std::vector<Tensor>& in) { return sum(in[0]); }, {rnd(s, 1)},
+                       1e-3, 1e-4);
+  expect_devices_agree([](const std::vector<Tensor>& in) { return mean(in[0]); }, {rnd(s, 1)},
+                       1e-6, 1e-4);
+  expect_devices_agree([](const std::vector<Tensor>& in) { return mse(in[0], in[1]); },
+                       {rnd(s, 1), rnd(s, 2)}, 1e-6, 1e-4);
+  expect_devices_agree([](const std::vector<Tensor>& in) { return mse_per_sample(in[0], in[1]); },
+                       {rnd(s, 1), rnd(s, 2)}, 1e-6, 1e-4);
+}
+
+TEST(CudaOps, ReductionsAreDeterministic) {
+  REQUIRE_GPU();
+  const Tensor x = rnd({3, 33, 33, 65}, 1).to(Device::CUDA);
+  const float a = static_cast<float>(sum(x).item()), b = static_cast<float>(sum(x).item());
+  EXPECT_EQ(a, b);
+}
+
+struct GnCase {
+  Shape x;
+  int64_t groups;
+};
+
+TEST(CudaOps, GroupNormAwkwardAndModelShapes) {
+  REQUIRE_GPU();
+  // Statistics in float (GPU) vs double (CPU), over up to 32*32*4 = 4096 values per group.
+  const GnCase cases[] = {{{3, 5, 7, 65}, 13},     {{3, 9, 9, 64}, 32},
+                          {{2, 32, 32, 128}, 32},  {{2, 16, 16, 256}, 32},
+                          {{2, 8, 8, 256}, 32},    {{2, 4, 4, 256}, 32},
+                          {{2, 32, 32, 384}, 32},  {{2, 16, 16, 512}, 32}};
+  uint64_t stream = 10;
+  for (const GnCase& c : cases) {
+    const int64_t ch = c.x[3];
+    const int64_t g = c.groups;
+    expect_devices_agree(
+        [g](const std::vector<Tensor>& in) { return group_norm(in[0], in[1], in[2], g, 1e-6); },
+        {rnd(c.x, stream, 2.0), rnd({ch}, stream + 1), rnd({ch}, stream + 2)}, 2e-4, 2e-4);
+    stream += 3;
+  }
+}
+
+#if DDPM_WITH_CUDA
+// Writes a kernel makes outside its output: the output sits between 64-float sentinels.
+TEST(CudaOps, KernelsStayInsideTheirOutput) {
+  REQUIRE_GPU();
+  constexpr int64_t kPad = 64;
+  constexpr float kSentinel = -12345.0f;
+  auto padded = [&](int64_t n) {
+    return Tensor::full(Shape{n + 2 * kPad}, kSentinel, DType::F32, Device::CUDA);
+  };
+  auto expect_sentinels = [&](const Tensor& buf, int64_t n, const char* what) {
+    const std::vector<float> v = buf.to_vector<float>();
+    for (int64_t i = 0; i < kPad; ++i) {
+      ASSERT_EQ(v[i], kSentinel) << what << " wrote before its output";
+      ASSERT_EQ(v[kPad + n + i], kSentinel) << what << " wrote past its output";
+    }
+  };
+  const Tensor x = rnd({3, 5, 7, 65}, 1).to(Device::CUDA);
+  const int64_t n = x.numel();
+  Tensor out = padded(n);
+  cuda::silu_forward(n, x.data<float>(), out.data<float>() + kPad);
+  expect_sentinels(out, n, "silu");
+  Tensor up = padded(4 * n);
+  cuda::upsample_nearest2x_forward(UpsampleShape{3, 5, 7, 65}, x.data<float>(), up.data<float>() + kPad);
+  expect_sentinels(up, 4 * n, "upsample");
+  const Tensor gamma = rnd({65}, 2).to(Device::CUDA), beta = rnd({65}, 3).to(Device::CUDA);
+  Tensor y = padded(n), mean = padded(3 * 13), rstd = padded(3 * 13);
+  GroupNormShape gs;
+  gs.n = 3;
+  gs.s = 35;
+  gs.c = 65;
+  gs.groups = 13;
+  cuda::group_norm_forward(gs, x.data<float>(), gamma.data<float>(), beta.data<float>(),
+                           y.data<float>() + kPad, mean.data<float>() + kPad, rstd.data<float>() + kPad);
+  expect_sentinels(y, n, "group_norm y");
+  expect_sentinels(mean, 39, "group_norm mean");
+  expect_sentinels(rstd, 39, "group_norm rstd");
+}
+#endif
+
+}  // namespace
+}  // namespace ddpm
