@@ -45,6 +45,11 @@ struct Conv2dParams {
 };
 // x (N, H, W, Cin), w (KH, KW, Cin, Cout), b (Cout) or undefined -> (N, OH, OW, Cout)
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p);
+// Which CUDA convolution kernel runs (kernels/cuda/conv2d.cu): the naive v1 or the tiled
+// implicit GEMM v2 (default). For tests and the benchmark; the CPU path has one reference.
+enum class ConvAlgorithm { Naive, Tiled };
+void set_conv_algorithm(ConvAlgorithm algo);
+ConvAlgorithm conv_algorithm();
 
 // ---- group norm (engine/ops/group_norm.cpp) ----
 // x (N, ..., C) normalised over each sample's groups of C/groups channels; gamma, beta (C).

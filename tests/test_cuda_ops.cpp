@@ -12,6 +12,7 @@
 #include "tests/test_util.h"
 
 #if DDPM_WITH_CUDA
+#include "kernels/cuda/conv2d.cuh"
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/group_norm.cuh"
 #include "kernels/cuda/resample.cuh"
@@ -167,6 +168,58 @@ TEST(CudaOps, GroupNormAwkwardAndModelShapes) {
   }
 }
 
+struct ConvCase {
+  Shape x;
+  int k;
+  int64_t c_out;
+  Conv2dParams p;
+};
+
+// Both CUDA convolution versions against the CPU reference: forward, dgrad, wgrad and the
+// bias gradient, on awkward shapes and every convolution shape of the CIFAR-10 U-Net (batch
+// 2: the batch only scales M). Float sums over up to K = 9*384 = 3456 (forward/dgrad) or
+// M = 2*32*32 = 2048 (wgrad) terms in different orders on the two devices: relative error
+// ~ sqrt(K) * 6e-8 ~ 4e-6 typical; bounds 2e-4 leave room for unlucky cancellation.
+TEST(CudaOps, Conv2dBothVersionsMatchTheCpu) {
+  REQUIRE_GPU();
+  const ConvCase cases[] = {
+      {{3, 5, 7, 3}, 3, 4, Conv2dParams::same(3)},
+      {{2, 6, 8, 3}, 3, 5, Conv2dParams::downsample()},
+      {{2, 9, 9, 65}, 3, 3, Conv2dParams{2, 1, 1, 1, 1}},
+      {{1, 5, 6, 9}, 3, 2, Conv2dParams{1, 0, 2, 1, 0}},
+      {{3, 5, 7, 65}, 1, 67, Conv2dParams{}},
+      // the CIFAR-10 U-Net's convolutions
+      {{2, 32, 32, 3}, 3, 128, Conv2dParams::same(3)},
+      {{2, 32, 32, 128}, 3, 128, Conv2dParams::same(3)},
+      {{2, 32, 32, 128}, 3, 128, Conv2dParams::downsample()},
+      {{2, 16, 16, 128}, 3, 256, Conv2dParams::same(3)},
+      {{2, 16, 16, 256}, 3, 256, Conv2dParams::same(3)},
+      {{2, 8, 8, 256}, 3, 256, Conv2dParams::same(3)},
+      {{2, 4, 4, 512}, 3, 256, Conv2dParams::same(3)},
+      {{2, 16, 16, 384}, 3, 256, Conv2dParams::same(3)},
+      {{2, 32, 32, 384}, 3, 128, Conv2dParams::same(3)},
+      {{2, 32, 32, 256}, 3, 128, Conv2dParams::same(3)},
+      {{2, 32, 32, 128}, 3, 3, Conv2dParams::same(3)},
+  };
+  for (ConvAlgorithm algo : {ConvAlgorithm::Naive, ConvAlgorithm::Tiled}) {
+    set_conv_algorithm(algo);
+    uint64_t stream = 100;
+    for (const ConvCase& c : cases) {
+      SCOPED_TRACE(c.x.str() + " k" + std::to_string(c.k) + " -> " + std::to_string(c.c_out) +
+                   (algo == ConvAlgorithm::Naive ? " naive" : " tiled"));
+      const Conv2dParams p = c.p;
+      const double wscale = 1.0 / std::sqrt(double(c.k * c.k * c.x[3]));
+      expect_devices_agree(
+          [p](const std::vector<Tensor>& in) { return conv2d(in[0], in[1], in[2], p); },
+          {rnd(c.x, stream), rnd({c.k, c.k, c.x[3], c.c_out}, stream + 1, wscale),
+           rnd({c.c_out}, stream + 2)},
+          2e-4, 2e-4);
+      stream += 3;
+    }
+  }
+  set_conv_algorithm(ConvAlgorithm::Tiled);
+}
+
 #if DDPM_WITH_CUDA
 // Writes a kernel makes outside its output: the output sits between 64-float sentinels.
 TEST(CudaOps, KernelsStayInsideTheirOutput) {
@@ -203,6 +256,23 @@ TEST(CudaOps, KernelsStayInsideTheirOutput) {
   expect_sentinels(y, n, "group_norm y");
   expect_sentinels(mean, 39, "group_norm mean");
   expect_sentinels(rstd, 39, "group_norm rstd");
+  for (cuda::ConvAlgo algo : {cuda::ConvAlgo::Naive, cuda::ConvAlgo::Tiled}) {
+    Conv2dShape cs;
+    cs.n = 3;
+    cs.h = 5;
+    cs.w = 7;
+    cs.c_in = 65;
+    cs.c_out = 67;
+    const Tensor w = rnd({3, 3, 65, 67}, 4).to(Device::CUDA);
+    Tensor y2 = padded(3 * 5 * 7 * 67), dw = padded(3 * 3 * 65 * 67), dx = padded(n);
+    cuda::conv2d_forward(cs, x.data<float>(), w.data<float>(), nullptr, y2.data<float>() + kPad, algo);
+    expect_sentinels(y2, 3 * 5 * 7 * 67, "conv2d forward");
+    const Tensor dy = rnd({3, 5, 7, 67}, 5).to(Device::CUDA);
+    cuda::conv2d_backward(cs, x.data<float>(), w.data<float>(), dy.data<float>(),
+                          dx.data<float>() + kPad, dw.data<float>() + kPad, nullptr, algo);
+    expect_sentinels(dx, n, "conv2d dgrad");
+    expect_sentinels(dw, 3 * 3 * 65 * 67, "conv2d wgrad");
+  }
 }
 #endif
 

@@ -2,11 +2,27 @@
 #include "engine/ops.h"
 #include "engine/ops/op_util.h"
 #include "kernels/cpu/conv2d.h"
+#include "kernels/cuda/conv2d.cuh"
 
 namespace ddpm {
 
-using detail::dispatch_cpu;
+using detail::dispatch;
 using detail::ptr_or_null;
+
+namespace {
+ConvAlgorithm g_algorithm = ConvAlgorithm::Tiled;
+}  // namespace
+
+void set_conv_algorithm(ConvAlgorithm algo) { g_algorithm = algo; }
+ConvAlgorithm conv_algorithm() { return g_algorithm; }
+
+#if DDPM_WITH_CUDA
+namespace {
+cuda::ConvAlgo cuda_algo() {
+  return g_algorithm == ConvAlgorithm::Naive ? cuda::ConvAlgo::Naive : cuda::ConvAlgo::Tiled;
+}
+}  // namespace
+#endif
 
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p) {
   detail::check_float("conv2d", "x", x);
@@ -41,19 +57,26 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dPar
           "op 'conv2d': b " << b.describe() << " must be (" << s.c_out << ")");
   }
   Tensor y = Tensor::empty(Shape{s.n, s.out_h(), s.out_w(), s.c_out}, x.dtype(), x.device());
-  dispatch_cpu("conv2d", x, [&](auto tag) {
+  dispatch("conv2d", x, [&](auto tag) {
     using T = decltype(tag);
     cpu::conv2d_forward<T>(s, x.data<T>(), w.data<T>(), ptr_or_null<T>(b), y.data<T>());
+  }, [&] {
+    DDPM_CUDA_ONLY(cuda::conv2d_forward(s, x.data<float>(), w.data<float>(), ptr_or_null<float>(b),
+                                        y.data<float>(), cuda_algo()));
   });
   if (should_record({x, w, b})) {
     tape().record("conv2d", {y}, [s, x, w, gx = grad_ref(x), gw = grad_ref(w),
                                   gb = grad_ref(b)](const std::vector<Tensor>& g) {
       Tensor dx = detail::grad_or_null(gx), dw = detail::grad_or_null(gw),
              db = detail::grad_or_null(gb);
-      dispatch_cpu("conv2d backward", x, [&](auto tag) {
+      dispatch("conv2d backward", x, [&](auto tag) {
         using T = decltype(tag);
         cpu::conv2d_backward<T>(s, x.data<T>(), w.data<T>(), g[0].data<T>(), ptr_or_null<T>(dx),
                                 ptr_or_null<T>(dw), ptr_or_null<T>(db));
+      }, [&] {
+        DDPM_CUDA_ONLY(cuda::conv2d_backward(s, x.data<float>(), w.data<float>(), g[0].data<float>(),
+                                             ptr_or_null<float>(dx), ptr_or_null<float>(dw),
+                                             ptr_or_null<float>(db), cuda_algo()));
       });
     });
   }

@@ -1,0 +1,206 @@
+// 2-D convolution on the GPU as implicit GEMM.
+//
+// A convolution is a matrix product whose operands are never materialised:
+//   forward  y (M x Cout)   = A (M x K)      * W (K x Cout)     M = N*OH*OW, K = KH*KW*Cin
+//            A[m, k] = x[n, oh*s - pt + kh, ow*s - pl + kw, ci]  (0 outside the image)
+//   dgrad    dx (M' x Cin)  = A' (M' x K')   * B' (K' x Cin)    M' = N*H*W,  K' = KH*KW*Cout
+//            A'[m', k'] = dy[n, oh, ow, co] where ih = oh*s - pt + kh (0 if no such oh)
+//            B'[k', ci] = w[kh, kw, ci, co]
+//   wgrad    dw (K x Cout)  = A^T (K x M)    * dy (M x Cout)
+// NHWC makes k = (kh, kw, ci) and (kh, kw, co) run over contiguous channels, and the weight
+// layout (KH, KW, Cin, Cout) makes W a plain row-major (K x Cout) matrix.
+//
+// So there is one GEMM kernel per version, parameterised by two "loaders" that compute an
+// operand element from its (row, col) index; the three passes differ only in their loaders.
+//   v1 naive: one thread per C element, a dot product over K through the loaders. Correct
+//             and readable; every operand element is re-read from global memory by every
+//             thread that needs it (no reuse), so it runs at a small fraction of peak.
+//   v2 tiled: a block computes a 64x64 tile of C with 256 threads, each owning a 4x4 grid
+//             of outputs (rows ty + 16i, columns tx + 16j: stores coalesce along tx). The
+//             K loop stages a 64x8 tile of A and an 8x64 tile of B in shared memory, so each
+//             loaded element is reused 64 times from shared memory and 4 times from
+//             registers. Loads coalesce: consecutive threads read consecutive k of A
+//             (channels) and consecutive columns of B.
+// Both sum each output in a fixed order (no split-K, no atomics): deterministic. Backward
+// passes accumulate (+=) into dx and dw, the tape's convention.
+// What limits v2: fp32 FMA throughput (no tensor cores), and the index arithmetic of the
+// gather, which a production kernel precomputes per tile; see docs for measured figures.
+#include "engine/cuda_check.h"
+#include "kernels/cuda/conv2d.cuh"
+#include "kernels/cuda/elementwise.cuh"
+#include "kernels/cuda/launch.cuh"
+
+namespace ddpm::cuda {
+
+namespace {
+
+// ---- loaders: operand element (row, col), called only for in-range indices ----
+
+// A[m, k] of the forward pass (also A^T of wgrad).
+struct Im2col {
+  Conv2dShape s;
+  int64_t oh_n, ow_n;
+  const float* x;  // (N, H, W, Cin)
+  __device__ float operator()(int64_t m, int64_t k) const {
+    const int64_t ci = k % s.c_in, tap = k / s.c_in, kw = tap % s.kw, kh = tap / s.kw;
+    const int64_t ow = m % ow_n, oh = (m / ow_n) % oh_n, n = m / (ow_n * oh_n);
+    const int64_t ih = oh * s.stride - s.pad_top + kh, iw = ow * s.stride - s.pad_left + kw;
+    if (ih < 0 || ih >= s.h || iw < 0 || iw >= s.w) return 0.0f;
+    return x[((n * s.h + ih) * s.w + iw) * s.c_in + ci];
+  }
+};
+
+// The transpose of a loader: (row, col) -> inner(col, row).
+template <class Inner>
+struct Transposed {
+  Inner inner;
+  __device__ float operator()(int64_t r, int64_t c) const { return inner(c, r); }
+};
+
+// A plain row-major matrix.
+struct Dense {
+  const float* p;
+  int64_t ld;
+  __device__ float operator()(int64_t r, int64_t c) const { return p[r * ld + c]; }
+};
+
+// A'[m', k'] of dgrad: the output gradient that input pixel m' received through tap k'.
+struct DgradA {
+  Conv2dShape s;
+  int64_t oh_n, ow_n;
+  const float* dy;  // (N, OH, OW, Cout)
+  __device__ float operator()(int64_t m, int64_t k) const {
+    const int64_t co = k % s.c_out, tap = k / s.c_out, kw = tap % s.kw, kh = tap / s.kw;
+    const int64_t iw = m % s.w, ih = (m / s.w) % s.h, n = m / (s.w * s.h);
+    const int64_t nh = ih + s.pad_top - kh, nw = iw + s.pad_left - kw;  // = oh*s, ow*s
+    if (nh < 0 || nw < 0 || nh % s.stride != 0 || nw % s.stride != 0) return 0.0f;
+    const int64_t oh = nh / s.stride, ow = nw / s.stride;
+    if (oh >= oh_n || ow >= ow_n) return 0.0f;
+    return dy[((n * oh_n + oh) * ow_n + ow) * s.c_out + co];
+  }
+};
+
+// B'[k', ci] of dgrad: w[kh, kw, ci, co] for k' = (kh, kw, co).
+struct DgradB {
+  Conv2dShape s;
+  const float* w;
+  __device__ float operator()(int64_t k, int64_t ci) const {
+    const int64_t co = k % s.c_out, tap = k / s.c_out;
+    return w[(tap * s.c_in + ci) * s.c_out + co];
+  }
+};
+
+// ---- v1: naive ----
+template <class LoadA, class LoadB>
+__global__ void gemm_naive(int64_t m, int64_t n, int64_t k, LoadA a, LoadB b, const float* bias,
+                           float* c, bool accumulate) {
+  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < m * n;
+       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t row = idx / n, col = idx % n;
+    float acc = 0.0f;
+    for (int64_t p = 0; p < k; ++p) acc += a(row, p) * b(p, col);
+    if (accumulate) {
+      c[idx] += acc;
+    } else {
+      c[idx] = acc + (bias ? bias[col] : 0.0f);
+    }
+  }
+}
+
+// ---- v2: shared-memory tiles ----
+constexpr int kTileM = 64, kTileN = 64, kTileK = 8;
+constexpr int kTileThreads = 256;             // 16 x 16
+constexpr int kMicro = 4;                     // outputs per thread per dimension
+static_assert(kTileM == 16 * kMicro && kTileN == 16 * kMicro, "16x16 threads x 4x4 outputs");
+static_assert(kTileM * kTileK == 2 * kTileThreads && kTileK * kTileN == 2 * kTileThreads,
+              "each thread stages two elements of each operand tile");
+
+template <class LoadA, class LoadB>
+__global__ void __launch_bounds__(kTileThreads)
+gemm_tiled(int64_t m, int64_t n, int64_t k, LoadA a, LoadB b, const float* bias, float* c,
+           bool accumulate) {
+  __shared__ float as[kTileK][kTileM];  // A tile, transposed: as[kk][row]
+  __shared__ float bs[kTileK][kTileN];
+  const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+  const int64_t row0 = static_cast<int64_t>(blockIdx.y) * kTileM;
+  const int64_t col0 = static_cast<int64_t>(blockIdx.x) * kTileN;
+  float acc[kMicro][kMicro] = {};
+  for (int64_t k0 = 0; k0 < k; k0 += kTileK) {
+    for (int r = 0; r < 2; ++r) {
+      const int e = threadIdx.x + r * kTileThreads;
+      const int ar = e / kTileK, ak = e % kTileK;  // consecutive threads: consecutive k
+      const int64_t gr = row0 + ar, gk = k0 + ak;
+      as[ak][ar] = (gr < m && gk < k) ? a(gr, gk) : 0.0f;
+      const int bk = e / kTileN, bc = e % kTileN;  // consecutive threads: consecutive columns
+      const int64_t gk2 = k0 + bk, gc = col0 + bc;
+      bs[bk][bc] = (gk2 < k && gc < n) ? b(gk2, gc) : 0.0f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < kTileK; ++kk) {
+      float av[kMicro], bv[kMicro];
+#pragma unroll
+      for (int i = 0; i < kMicro; ++i) av[i] = as[kk][ty + 16 * i];
+#pragma unroll
+      for (int j = 0; j < kMicro; ++j) bv[j] = bs[kk][tx + 16 * j];
+#pragma unroll
+      for (int i = 0; i < kMicro; ++i)
+#pragma unroll
+        for (int j = 0; j < kMicro; ++j) acc[i][j] += av[i] * bv[j];
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < kMicro; ++i) {
+    const int64_t r = row0 + ty + 16 * i;
+    if (r >= m) continue;
+#pragma unroll
+    for (int j = 0; j < kMicro; ++j) {
+      const int64_t col = col0 + tx + 16 * j;
+      if (col >= n) continue;
+      if (accumulate) {
+        c[r * n + col] += acc[i][j];
+      } else {
+        c[r * n + col] = acc[i][j] + (bias ? bias[col] : 0.0f);
+      }
+    }
+  }
+}
+
+template <class LoadA, class LoadB>
+void gemm(ConvAlgo algo, int64_t m, int64_t n, int64_t k, LoadA a, LoadB b, const float* bias,
+          float* c, bool accumulate) {
+  if (m == 0 || n == 0) return;
+  if (algo == ConvAlgo::Naive) {
+    gemm_naive<<<grid_for(m * n), kThreads>>>(m, n, k, a, b, bias, c, accumulate);
+  } else {
+    const dim3 grid(static_cast<unsigned>((n + kTileN - 1) / kTileN),
+                    static_cast<unsigned>((m + kTileM - 1) / kTileM));
+    gemm_tiled<<<grid, kTileThreads>>>(m, n, k, a, b, bias, c, accumulate);
+  }
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const float* b,
+                    float* y, ConvAlgo algo) {
+  const int64_t oh_n = s.out_h(), ow_n = s.out_w();
+  const int64_t m = s.n * oh_n * ow_n, k = static_cast<int64_t>(s.kh) * s.kw * s.c_in;
+  gemm(algo, m, s.c_out, k, Im2col{s, oh_n, ow_n, x}, Dense{w, s.c_out}, b, y, false);
+}
+
+void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const float* dy,
+                     float* dx, float* dw, float* db, ConvAlgo algo) {
+  const int64_t oh_n = s.out_h(), ow_n = s.out_w(), taps = static_cast<int64_t>(s.kh) * s.kw;
+  const int64_t m = s.n * oh_n * ow_n;
+  if (dx)
+    gemm(algo, s.n * s.h * s.w, s.c_in, taps * s.c_out, DgradA{s, oh_n, ow_n, dy}, DgradB{s, w},
+         nullptr, dx, true);
+  if (dw)
+    gemm(algo, taps * s.c_in, s.c_out, m, Transposed<Im2col>{Im2col{s, oh_n, ow_n, x}},
+         Dense{dy, s.c_out}, nullptr, dw, true);
+  if (db) broadcast_add_backward(BroadcastShape{1, m, s.c_out, false}, dy, db);
+}
+
+}  // namespace ddpm::cuda

@@ -1,0 +1,20 @@
+// CUDA 2-D convolution (NHWC, weights (KH, KW, Cin, Cout)), forward, dgrad and wgrad, same
+// contracts as kernels/cpu/conv2d.h (f32; forward overwrites y, backward accumulates).
+// Two versions side by side in conv2d.cu, selectable per call:
+//   Naive  v1: one thread per output value, a plain loop over the reduction
+//   Tiled  v2: implicit GEMM with 64x64 shared-memory tiles and 4x4 outputs per thread
+#pragma once
+
+#include "kernels/shapes.h"
+
+namespace ddpm::cuda {
+
+enum class ConvAlgo { Naive, Tiled };
+
+void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const float* b,
+                    float* y, ConvAlgo algo);
+// Any of dx, dw, db may be null. db uses the deterministic column sum of elementwise.cu.
+void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const float* dy,
+                     float* dx, float* dw, float* db, ConvAlgo algo);
+
+}  // namespace ddpm::cuda
