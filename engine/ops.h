@@ -55,6 +55,10 @@ ConvAlgorithm conv_algorithm();
 // x (N, ..., C) normalised over each sample's groups of C/groups channels; gamma, beta (C).
 Tensor group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int64_t groups,
                   double eps = 1e-6);
+// silu(group_norm(x)) in one pass (the normalised values are never stored); equal to the
+// two ops up to rounding.
+Tensor group_norm_silu(const Tensor& x, const Tensor& gamma, const Tensor& beta, int64_t groups,
+                       double eps = 1e-6);
 
 // ---- data movement (engine/ops/resample.cpp) ----
 Tensor upsample_nearest2x(const Tensor& x);            // (N, H, W, C) -> (N, 2H, 2W, C)

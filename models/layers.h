@@ -52,6 +52,8 @@ class GroupNorm {
   GroupNorm(ParameterStore& store, const std::string& name, int64_t channels, int64_t groups,
             double eps = 1e-6);
   Tensor operator()(const Tensor& x) const { return group_norm(x, gamma_, beta_, groups_, eps_); }
+  // silu(norm(x)), fused.
+  Tensor silu(const Tensor& x) const { return group_norm_silu(x, gamma_, beta_, groups_, eps_); }
 
  private:
   Tensor gamma_, beta_;

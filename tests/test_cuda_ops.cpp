@@ -164,6 +164,9 @@ TEST(CudaOps, GroupNormAwkwardAndModelShapes) {
     expect_devices_agree(
         [g](const std::vector<Tensor>& in) { return group_norm(in[0], in[1], in[2], g, 1e-6); },
         {rnd(c.x, stream, 2.0), rnd({ch}, stream + 1), rnd({ch}, stream + 2)}, 2e-4, 2e-4);
+    expect_devices_agree(
+        [g](const std::vector<Tensor>& in) { return group_norm_silu(in[0], in[1], in[2], g, 1e-6); },
+        {rnd(c.x, stream, 2.0), rnd({ch}, stream + 1), rnd({ch}, stream + 2)}, 2e-4, 2e-4);
     stream += 3;
   }
 }

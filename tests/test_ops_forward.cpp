@@ -159,6 +159,14 @@ TEST(OpsForward, GroupNormNormalisesEachGroup) {
                {"op 'group_norm'", "65 channels cannot be split into 32 equal groups"});
 }
 
+TEST(OpsForward, FusedGroupNormSiluEqualsTheTwoOps) {
+  const Tensor x = random_tensor(Shape{3, 5, 7, 12}, 1, DType::F64, 2.0);
+  const Tensor g = random_tensor(Shape{12}, 2), b = random_tensor(Shape{12}, 3);
+  expect_all_near(values(group_norm_silu(x, g, b, 4)), values(silu(group_norm(x, g, b, 4))), 1e-15,
+                  "fused gn+silu");
+  expect_error([&] { group_norm_silu(x, g, b, 5); }, {"op 'group_norm_silu'", "5 equal groups"});
+}
+
 TEST(OpsForward, UpsampleCopiesEachPixelFourTimes) {
   Tensor x = Tensor::from_vector<float>(Shape{1, 1, 2, 2}, {1, 2, 3, 4});  // 1x2 map, 2 ch
   EXPECT_EQ(upsample_nearest2x(x).to_vector<float>(),

@@ -1,4 +1,5 @@
-// Op entry: group norm with affine over NHWC (or any (N, ..., C)) tensors.
+// Op entries: group norm with affine, and the fused group norm + SiLU, over NHWC (or any
+// (N, ..., C)) tensors.
 #include "engine/ops.h"
 #include "engine/ops/op_util.h"
 #include "kernels/cpu/group_norm.h"
@@ -9,13 +10,15 @@ namespace ddpm {
 using detail::dispatch;
 using detail::ptr_or_null;
 
-Tensor group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int64_t groups,
-                  double eps) {
-  detail::check_float("group_norm", "x", x);
-  CHECK(x.shape().ndim() >= 2,
-        "op 'group_norm': x must be (N, ..., C), got " << x.describe());
-  detail::check_compatible("group_norm", "gamma", gamma, "x", x);
-  detail::check_compatible("group_norm", "beta", beta, "x", x);
+namespace {
+
+// The shared entry; `silu` selects the fused variant.
+Tensor group_norm_impl(const char* op, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                       int64_t groups, double eps, bool silu) {
+  detail::check_float(op, "x", x);
+  CHECK(x.shape().ndim() >= 2, "op '" << op << "': x must be (N, ..., C), got " << x.describe());
+  detail::check_compatible(op, "gamma", gamma, "x", x);
+  detail::check_compatible(op, "beta", beta, "x", x);
   GroupNormShape s;
   s.n = x.shape()[0];
   s.c = x.shape().last();
@@ -23,45 +26,65 @@ Tensor group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int6
   s.groups = groups;
   s.eps = static_cast<float>(eps);
   CHECK(groups >= 1 && s.c % groups == 0,
-        "op 'group_norm': " << s.c << " channels cannot be split into " << groups
-                            << " equal groups (x " << x.describe() << ")");
-  CHECK(eps > 0, "op 'group_norm': eps must be > 0, got " << eps);
+        "op '" << op << "': " << s.c << " channels cannot be split into " << groups
+               << " equal groups (x " << x.describe() << ")");
+  CHECK(eps > 0, "op '" << op << "': eps must be > 0, got " << eps);
   CHECK(gamma.shape() == Shape{s.c} && beta.shape() == Shape{s.c},
-        "op 'group_norm': gamma " << gamma.describe() << " and beta " << beta.describe()
-                                  << " must be (" << s.c << ")");
+        "op '" << op << "': gamma " << gamma.describe() << " and beta " << beta.describe()
+               << " must be (" << s.c << ")");
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   Tensor mean = Tensor::empty(Shape{s.n, groups}, x.dtype(), x.device());
   Tensor rstd = Tensor::empty(Shape{s.n, groups}, x.dtype(), x.device());
-  dispatch("group_norm", x, [&](auto tag) {
+  dispatch(op, x, [&](auto tag) {
     using T = decltype(tag);
-    cpu::group_norm_forward<T>(s, x.data<T>(), gamma.data<T>(), beta.data<T>(), y.data<T>(),
-                               mean.data<T>(), rstd.data<T>());
+    (silu ? cpu::group_norm_silu_forward<T> : cpu::group_norm_forward<T>)(
+        s, x.data<T>(), gamma.data<T>(), beta.data<T>(), y.data<T>(), mean.data<T>(),
+        rstd.data<T>());
   }, [&] {
-    DDPM_CUDA_ONLY(cuda::group_norm_forward(s, x.data<float>(), gamma.data<float>(),
-                                            beta.data<float>(), y.data<float>(),
-                                            mean.data<float>(), rstd.data<float>()));
+    DDPM_CUDA_ONLY((silu ? cuda::group_norm_silu_forward : cuda::group_norm_forward)(
+        s, x.data<float>(), gamma.data<float>(), beta.data<float>(), y.data<float>(),
+        mean.data<float>(), rstd.data<float>()));
   });
   if (should_record({x, gamma, beta})) {
-    tape().record("group_norm", {y},
-                  [s, x, gamma, mean, rstd, gx = grad_ref(x), gg = grad_ref(gamma),
-                   gb = grad_ref(beta)](const std::vector<Tensor>& g) {
-                    Tensor dx = detail::grad_or_null(gx), dgamma = detail::grad_or_null(gg),
-                           dbeta = detail::grad_or_null(gb);
-                    dispatch("group_norm backward", x, [&](auto tag) {
-                      using T = decltype(tag);
-                      cpu::group_norm_backward<T>(s, x.data<T>(), gamma.data<T>(),
-                                                  mean.data<T>(), rstd.data<T>(), g[0].data<T>(),
-                                                  ptr_or_null<T>(dx), ptr_or_null<T>(dgamma),
-                                                  ptr_or_null<T>(dbeta));
-                    }, [&] {
-                      DDPM_CUDA_ONLY(cuda::group_norm_backward(
-                          s, x.data<float>(), gamma.data<float>(), mean.data<float>(),
-                          rstd.data<float>(), g[0].data<float>(), ptr_or_null<float>(dx),
-                          ptr_or_null<float>(dgamma), ptr_or_null<float>(dbeta)));
-                    });
-                  });
+    tape().record(op, {y}, [op, silu, s, x, gamma, beta, mean, rstd, gx = grad_ref(x),
+                            gg = grad_ref(gamma), gb = grad_ref(beta)](const std::vector<Tensor>& g) {
+      Tensor dx = detail::grad_or_null(gx), dgamma = detail::grad_or_null(gg),
+             dbeta = detail::grad_or_null(gb);
+      // The fused op first turns dy into dh = dy * silu'(h), then runs group norm's rule.
+      Tensor dh = silu ? Tensor::empty(x.shape(), x.dtype(), x.device()) : g[0];
+      dispatch(op, x, [&](auto tag) {
+        using T = decltype(tag);
+        if (silu)
+          cpu::group_norm_silu_dh<T>(s, x.data<T>(), gamma.data<T>(), beta.data<T>(),
+                                     mean.data<T>(), rstd.data<T>(), g[0].data<T>(), dh.data<T>());
+        cpu::group_norm_backward<T>(s, x.data<T>(), gamma.data<T>(), mean.data<T>(),
+                                    rstd.data<T>(), dh.data<T>(), ptr_or_null<T>(dx),
+                                    ptr_or_null<T>(dgamma), ptr_or_null<T>(dbeta));
+      }, [&] {
+        DDPM_CUDA_ONLY(
+            if (silu) cuda::group_norm_silu_dh(s, x.data<float>(), gamma.data<float>(),
+                                               beta.data<float>(), mean.data<float>(),
+                                               rstd.data<float>(), g[0].data<float>(),
+                                               dh.data<float>());
+            cuda::group_norm_backward(s, x.data<float>(), gamma.data<float>(), mean.data<float>(),
+                                      rstd.data<float>(), dh.data<float>(), ptr_or_null<float>(dx),
+                                      ptr_or_null<float>(dgamma), ptr_or_null<float>(dbeta)));
+      });
+    });
   }
   return y;
+}
+
+}  // namespace
+
+Tensor group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int64_t groups,
+                  double eps) {
+  return group_norm_impl("group_norm", x, gamma, beta, groups, eps, false);
+}
+
+Tensor group_norm_silu(const Tensor& x, const Tensor& gamma, const Tensor& beta, int64_t groups,
+                       double eps) {
+  return group_norm_impl("group_norm_silu", x, gamma, beta, groups, eps, true);
 }
 
 }  // namespace ddpm

@@ -82,6 +82,39 @@ void group_norm_backward(const GroupNormShape& s, const T* x, const T* gamma, co
   }
 }
 
+template <class T>
+void group_norm_silu_forward(const GroupNormShape& s, const T* x, const T* gamma, const T* beta,
+                             T* y, T* mean, T* rstd) {
+  group_norm_forward<T>(s, x, gamma, beta, y, mean, rstd);
+  const int64_t n = s.n * s.s * s.c;
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) y[i] = y[i] / (T(1) + std::exp(-y[i]));
+}
+
+template <class T>
+void group_norm_silu_dh(const GroupNormShape& s, const T* x, const T* gamma, const T* beta,
+                        const T* mean, const T* rstd, const T* dy, T* dh) {
+  const int64_t cg = s.channels_per_group();
+#pragma omp parallel for schedule(static)
+  for (int64_t row = 0; row < s.n * s.s; ++row) {
+    const int64_t n = row / s.s;
+    for (int64_t c = 0; c < s.c; ++c) {
+      const int64_t i = row * s.c + c, g = n * s.groups + c / cg;
+      const T h = static_cast<T>((x[i] - mean[g]) * rstd[g]) * gamma[c] + beta[c];
+      const T sig = T(1) / (T(1) + std::exp(-h));
+      dh[i] = dy[i] * sig * (T(1) + h * (T(1) - sig));
+    }
+  }
+}
+
+#define INSTANTIATE_GN_SILU(T)                                                                 \
+  template void group_norm_silu_forward<T>(const GroupNormShape&, const T*, const T*, const T*, \
+                                           T*, T*, T*);                                        \
+  template void group_norm_silu_dh<T>(const GroupNormShape&, const T*, const T*, const T*,      \
+                                      const T*, const T*, const T*, T*);
+INSTANTIATE_GN_SILU(float)
+INSTANTIATE_GN_SILU(double)
+
 template void group_norm_forward<float>(const GroupNormShape&, const float*, const float*,
                                         const float*, float*, float*, float*);
 template void group_norm_forward<double>(const GroupNormShape&, const double*, const double*,

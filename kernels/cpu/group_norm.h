@@ -25,4 +25,16 @@ template <class T>
 void group_norm_backward(const GroupNormShape& s, const T* x, const T* gamma, const T* mean,
                          const T* rstd, const T* dy, T* dx, T* dgamma, T* dbeta);
 
+// The fused GroupNorm + SiLU that every U-Net block starts with:
+//   forward   y = silu(h), h = xhat * gamma + beta      (h is never stored)
+//   backward  dh = dy * silu'(h), h recomputed from x, mean, rstd, gamma, beta
+//             (group_norm_silu_dh), then group_norm_backward with dh.
+template <class T>
+void group_norm_silu_forward(const GroupNormShape& s, const T* x, const T* gamma, const T* beta,
+                             T* y, T* mean, T* rstd);
+// dh (N,S,C) = dy * silu'(h): overwrites dh.
+template <class T>
+void group_norm_silu_dh(const GroupNormShape& s, const T* x, const T* gamma, const T* beta,
+                        const T* mean, const T* rstd, const T* dy, T* dh);
+
 }  // namespace ddpm::cpu

@@ -19,6 +19,8 @@ namespace ddpm::cuda {
 
 namespace {
 
+// kSilu: write silu(h) instead of h (the fused GN + SiLU: h never goes to memory).
+template <bool kSilu>
 __global__ void group_norm_forward_kernel(GroupNormShape s, const float* x, const float* gamma,
                                           const float* beta, float* y, float* mean, float* rstd) {
   __shared__ float scratch[32];
@@ -41,7 +43,22 @@ __global__ void group_norm_forward_kernel(GroupNormShape s, const float* x, cons
   float* ys = y + n * s.s * s.c + c0;
   for (int64_t i = threadIdx.x; i < count; i += blockDim.x) {
     const int64_t off = (i / cg) * s.c + i % cg, c = c0 + i % cg;
-    ys[off] = (xs[off] - mu) * r * gamma[c] + beta[c];
+    const float h = (xs[off] - mu) * r * gamma[c] + beta[c];
+    ys[off] = kSilu ? h / (1.0f + expf(-h)) : h;
+  }
+}
+
+// dh = dy * silu'(h), h recomputed; one thread per element.
+__global__ void group_norm_silu_dh_kernel(GroupNormShape s, const float* x, const float* gamma,
+                                          const float* beta, const float* mean, const float* rstd,
+                                          const float* dy, float* dh) {
+  const int64_t cg = s.c / s.groups, total = s.n * s.s * s.c;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t c = i % s.c, g = (i / (s.s * s.c)) * s.groups + c / cg;
+    const float h = (x[i] - mean[g]) * rstd[g] * gamma[c] + beta[c];
+    const float sig = 1.0f / (1.0f + expf(-h));
+    dh[i] = dy[i] * sig * (1.0f + h * (1.0f - sig));
   }
 }
 
@@ -92,8 +109,25 @@ __global__ void group_norm_dparams_kernel(GroupNormShape s, const float* x, cons
 void group_norm_forward(const GroupNormShape& s, const float* x, const float* gamma,
                         const float* beta, float* y, float* mean, float* rstd) {
   if (s.n * s.groups == 0) return;
-  group_norm_forward_kernel<<<static_cast<unsigned>(s.n * s.groups), kThreads>>>(
+  group_norm_forward_kernel<false><<<static_cast<unsigned>(s.n * s.groups), kThreads>>>(
       s, x, gamma, beta, y, mean, rstd);
+  CUDA_CHECK_LAUNCH();
+}
+
+void group_norm_silu_forward(const GroupNormShape& s, const float* x, const float* gamma,
+                             const float* beta, float* y, float* mean, float* rstd) {
+  if (s.n * s.groups == 0) return;
+  group_norm_forward_kernel<true><<<static_cast<unsigned>(s.n * s.groups), kThreads>>>(
+      s, x, gamma, beta, y, mean, rstd);
+  CUDA_CHECK_LAUNCH();
+}
+
+void group_norm_silu_dh(const GroupNormShape& s, const float* x, const float* gamma,
+                        const float* beta, const float* mean, const float* rstd, const float* dy,
+                        float* dh) {
+  const int64_t total = s.n * s.s * s.c;
+  if (total == 0) return;
+  group_norm_silu_dh_kernel<<<grid_for(total), kThreads>>>(s, x, gamma, beta, mean, rstd, dy, dh);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -11,4 +11,12 @@ void group_norm_backward(const GroupNormShape& s, const float* x, const float* g
                          const float* mean, const float* rstd, const float* dy, float* dx,
                          float* dgamma, float* dbeta);
 
+// Fused GroupNorm + SiLU (see kernels/cpu/group_norm.h): y = silu(gn(x)); backward
+// dh = dy * silu'(h) with h recomputed, then group_norm_backward with dh.
+void group_norm_silu_forward(const GroupNormShape& s, const float* x, const float* gamma,
+                             const float* beta, float* y, float* mean, float* rstd);
+void group_norm_silu_dh(const GroupNormShape& s, const float* x, const float* gamma,
+                        const float* beta, const float* mean, const float* rstd, const float* dy,
+                        float* dh);
+
 }  // namespace ddpm::cuda

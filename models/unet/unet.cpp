@@ -28,9 +28,9 @@ class ResBlock {
   }
 
   Tensor operator()(const Tensor& x, const Tensor& temb_act, const ForwardMode& m) const {
-    Tensor h = conv1_(silu(norm1_(x)));
+    Tensor h = conv1_(norm1_.silu(x));
     h = broadcast_add(h, temb_proj_(temb_act));
-    h = silu(norm2_(h));
+    h = norm2_.silu(h);
     if (m.train && dropout_ > 0)
       h = dropout(h, dropout_, m.seed, kDropoutStream + m.step * 4096 + static_cast<uint64_t>(layer_));
     h = conv2_(h);
@@ -212,7 +212,7 @@ Tensor UNet::forward(const Tensor& x, const std::vector<int>& t, const ForwardMo
     }
     if (lv.has_resample) h = lv.resample(upsample_nearest2x(h));
   }
-  return b.conv_out(silu(b.norm_out(h)));
+  return b.conv_out(b.norm_out.silu(h));
 }
 
 }  // namespace ddpm
