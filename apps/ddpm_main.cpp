@@ -203,23 +203,9 @@ int cmd_sample(const Args& args) {
     // Spherical interpolation between two noises, decoded with deterministic DDIM.
     sc.kind = SamplerKind::Ddim;
     sc.eta = 0;
-    const int64_t s = c.unet.image_size, px = s * s * 3;
-    const std::vector<float> a = randn(Shape{1, s, s, 3}, seed, 1).to_vector<float>();
-    const std::vector<float> b = randn(Shape{1, s, s, 3}, seed, 2).to_vector<float>();
-    double dot = 0, na = 0, nb = 0;
-    for (int64_t i = 0; i < px; ++i) {
-      dot += double(a[i]) * b[i];
-      na += double(a[i]) * a[i];
-      nb += double(b[i]) * b[i];
-    }
-    const double theta = std::acos(std::clamp(dot / std::sqrt(na * nb), -1.0, 1.0));
-    std::vector<float> z;
-    for (int64_t k = 0; k < n; ++k) {
-      const double f = n == 1 ? 0 : double(k) / (n - 1);
-      const double wa = std::sin((1 - f) * theta) / std::sin(theta), wb = std::sin(f * theta) / std::sin(theta);
-      for (int64_t i = 0; i < px; ++i) z.push_back(static_cast<float>(wa * a[i] + wb * b[i]));
-    }
-    const Tensor start = Tensor::from_vector(Shape{n, s, s, 3}, z).to(c.device);
+    const int64_t s = c.unet.image_size;
+    const Tensor start = slerp(randn(Shape{1, s, s, 3}, seed, 1), randn(Shape{1, s, s, 3}, seed, 2), n)
+                             .to(c.device);
     write_image_grid(out, run.sample(n, seed, sc, ema, start).x0, n);
     std::printf("wrote %s: %lld images along a slerp between two noises\n", out.c_str(),
                 static_cast<long long>(n));

@@ -323,6 +323,24 @@ TEST(OracleSampling, RespacedDdimConverges) {
   EXPECT_LT(e250, e50 / 3);
 }
 
+TEST(Slerp, EndpointsAndNorm) {
+  const Tensor a = randn(Shape{1, 4, 4, 3}, 1, 1), b = randn(Shape{1, 4, 4, 3}, 1, 2);
+  const Tensor z = slerp(a, b, 5);
+  ASSERT_EQ(z.shape(), (Shape{5, 4, 4, 3}));
+  const std::vector<float> zv = z.to_vector<float>(), av = a.to_vector<float>(), bv = b.to_vector<float>();
+  for (size_t i = 0; i < av.size(); ++i) {
+    EXPECT_NEAR(zv[i], av[i], 1e-6);
+    EXPECT_NEAR(zv[4 * av.size() + i], bv[i], 1e-5);
+  }
+  // Between two vectors of similar norm the path keeps that norm (unlike a straight line).
+  auto norm = [&](size_t k) {
+    double s2 = 0;
+    for (size_t i = 0; i < av.size(); ++i) s2 += double(zv[k * av.size() + i]) * zv[k * av.size() + i];
+    return std::sqrt(s2);
+  };
+  EXPECT_NEAR(norm(2) / std::sqrt(norm(0) * norm(4)), 1.0, 0.05);
+}
+
 TEST(OracleSampling, DdimEtaZeroIsDeterministicAndRecordsProgress) {
   const Schedule s = make_schedule({ScheduleKind::Linear, 1000});
   const GaussianOracle oracle{&s, Target::Epsilon};

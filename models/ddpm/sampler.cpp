@@ -1,5 +1,6 @@
 #include "models/ddpm/sampler.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace ddpm {
@@ -57,6 +58,31 @@ SampleResult sample(const Schedule& schedule, const Denoiser& denoiser, const Sa
   }
   result.x0 = x;
   return result;
+}
+
+Tensor slerp(const Tensor& a, const Tensor& b, int64_t n) {
+  CHECK(a.shape() == b.shape() && a.shape()[0] == 1 && n >= 1,
+        "slerp: need two (1, ...) tensors of one shape and n >= 1, got " << a.describe() << ", "
+                                                                        << b.describe());
+  const std::vector<float> av = a.to(Device::CPU).to_vector<float>(),
+                           bv = b.to(Device::CPU).to_vector<float>();
+  double dot = 0, na = 0, nb = 0;
+  for (size_t i = 0; i < av.size(); ++i) {
+    dot += double(av[i]) * bv[i];
+    na += double(av[i]) * av[i];
+    nb += double(bv[i]) * bv[i];
+  }
+  const double theta = std::acos(std::clamp(dot / std::sqrt(na * nb), -1.0, 1.0));
+  std::vector<float> z;
+  for (int64_t k = 0; k < n; ++k) {
+    const double f = n == 1 ? 0.0 : double(k) / double(n - 1);
+    const double wa = theta < 1e-6 ? 1 - f : std::sin((1 - f) * theta) / std::sin(theta);
+    const double wb = theta < 1e-6 ? f : std::sin(f * theta) / std::sin(theta);
+    for (size_t i = 0; i < av.size(); ++i) z.push_back(static_cast<float>(wa * av[i] + wb * bv[i]));
+  }
+  std::vector<int64_t> dims = {n};
+  for (int d = 1; d < a.shape().ndim(); ++d) dims.push_back(a.shape()[d]);
+  return Tensor::from_vector(Shape(dims), z).to(a.device());
 }
 
 }  // namespace ddpm

@@ -56,4 +56,9 @@ struct SampleResult {
 SampleResult sample(const Schedule& schedule, const Denoiser& denoiser, const SamplerConfig& c,
                     const Shape& shape, uint64_t seed, Device device, const Tensor& start = {});
 
+// n noises along the great circle from a to b (spherical interpolation, as the DDPM paper
+// interpolates latents): z_k = sin((1-f) theta)/sin(theta) a + sin(f theta)/sin(theta) b,
+// f = k/(n-1), theta the angle between a and b. a and b: one sample each, (1, ...).
+Tensor slerp(const Tensor& a, const Tensor& b, int64_t n);
+
 }  // namespace ddpm
