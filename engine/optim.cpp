@@ -5,22 +5,27 @@
 #include "engine/ops.h"
 #include "kernels/cpu/optim.h"
 
+#if DDPM_WITH_CUDA
+#include "kernels/cuda/optim.cuh"
+#endif
+
 namespace ddpm {
 
 namespace {
 
-void require_cpu_f32(const char* what, const ParameterStore& store) {
+void require_f32(const char* what, const ParameterStore& store) {
   CHECK(store.finalized(), what << ": the parameter store is not finalized");
   const Tensor flat = store.flat_data();
   CHECK(flat.dtype() == DType::F32, what << " runs on f32 parameters, got " << flat.describe());
-  CHECK(flat.device() == Device::CPU, what << " has no CUDA kernel yet; got " << flat.describe());
 }
+
+bool on_gpu(const Tensor& t) { return t.device() == Device::CUDA; }
 
 }  // namespace
 
 AdamW::AdamW(const ParameterStore& store, const AdamWConfig& config)
     : store_(store), config_(config) {
-  require_cpu_f32("AdamW", store);
+  require_f32("AdamW", store);
   CHECK(config.lr > 0, "AdamW: lr must be > 0, got " << config.lr);
   CHECK(config.beta1 >= 0 && config.beta1 < 1 && config.beta2 >= 0 && config.beta2 < 1,
         "AdamW: betas must be in [0, 1), got " << config.beta1 << ", " << config.beta2);
@@ -32,7 +37,7 @@ AdamW::AdamW(const ParameterStore& store, const AdamWConfig& config)
 
 void AdamW::step(double lr) {
   ++t_;
-  cpu::AdamWParams p;
+  AdamWParams p;
   p.lr = static_cast<float>(lr);
   p.beta1 = static_cast<float>(config_.beta1);
   p.beta2 = static_cast<float>(config_.beta2);
@@ -41,14 +46,33 @@ void AdamW::step(double lr) {
   p.bias_correction1 = static_cast<float>(1.0 - std::pow(config_.beta1, static_cast<double>(t_)));
   p.bias_correction2 = static_cast<float>(1.0 - std::pow(config_.beta2, static_cast<double>(t_)));
   const Tensor flat = store_.flat_data();
-  cpu::adamw_step(flat.numel(), p, flat.data<float>(), store_.flat_grad().data<float>(),
-                  m_.data<float>(), v_.data<float>());
+  if (on_gpu(flat)) {
+#if DDPM_WITH_CUDA
+    cuda::adamw_step(flat.numel(), p, flat.data<float>(), store_.flat_grad().data<float>(),
+                     m_.data<float>(), v_.data<float>());
+#endif
+  } else {
+    cpu::adamw_step(flat.numel(), p, flat.data<float>(), store_.flat_grad().data<float>(),
+                    m_.data<float>(), v_.data<float>());
+  }
 }
 
 double clip_grad_norm(const ParameterStore& store, double max_norm) {
-  require_cpu_f32("clip_grad_norm", store);
+  require_f32("clip_grad_norm", store);
   const Tensor grad = store.flat_grad();
-  const double norm = std::sqrt(cpu::sum_of_squares(grad.numel(), grad.data<float>()));
+  double squares = 0;
+  if (on_gpu(grad)) {
+#if DDPM_WITH_CUDA
+    const Tensor scratch =
+        Tensor::empty(Shape{2 * (cuda::kSumOfSquaresWorkspace + 1)}, DType::F32, Device::CUDA);
+    double* ws = static_cast<double*>(scratch.raw());
+    cuda::sum_of_squares(grad.numel(), grad.data<float>(), ws, ws + cuda::kSumOfSquaresWorkspace);
+    device_copy(&squares, Device::CPU, ws + cuda::kSumOfSquaresWorkspace, Device::CUDA, sizeof(double));
+#endif
+  } else {
+    squares = cpu::sum_of_squares(grad.numel(), grad.data<float>());
+  }
+  const double norm = std::sqrt(squares);
   if (max_norm > 0 && norm > max_norm) {
     NoGradGuard no_grad;
     grad.copy_from(scale(grad, max_norm / norm));
@@ -58,14 +82,20 @@ double clip_grad_norm(const ParameterStore& store, double max_norm) {
 
 Ema::Ema(const ParameterStore& store, double decay, bool warmup)
     : store_(store), decay_(decay), warmup_(warmup), shadow_(store.flat_data().clone()) {
-  require_cpu_f32("Ema", store);
+  require_f32("Ema", store);
   CHECK(decay >= 0 && decay < 1, "EMA decay must be in [0, 1), got " << decay);
 }
 
 void Ema::update(int64_t k) {
   const double d = warmup_ ? std::min(decay_, (1.0 + k) / (10.0 + k)) : decay_;
   const Tensor flat = store_.flat_data();
-  cpu::ema_update(flat.numel(), static_cast<float>(d), flat.data<float>(), shadow_.data<float>());
+  if (on_gpu(flat)) {
+#if DDPM_WITH_CUDA
+    cuda::ema_update(flat.numel(), static_cast<float>(d), flat.data<float>(), shadow_.data<float>());
+#endif
+  } else {
+    cpu::ema_update(flat.numel(), static_cast<float>(d), flat.data<float>(), shadow_.data<float>());
+  }
 }
 
 void load_flat(const ParameterStore& store, const Tensor& src) {

@@ -59,4 +59,10 @@ struct AttentionShape {
   int64_t head_dim() const { return c / heads; }
 };
 
+// One AdamW step over a flat buffer (kernels/cpu/optim.h has the update rule).
+struct AdamWParams {
+  float lr = 2e-4f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.0f;
+  float bias_correction1 = 1.0f, bias_correction2 = 1.0f;  // 1 - beta^t for the step t
+};
+
 }  // namespace ddpm

@@ -6,8 +6,10 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <tuple>
 
 #include "engine/ops.h"
+#include "engine/optim.h"
 #include "tests/gradcheck.h"
 #include "tests/test_util.h"
 
@@ -143,6 +145,50 @@ TEST(CudaOps, ReductionsAreDeterministic) {
   const Tensor x = rnd({3, 33, 33, 65}, 1).to(Device::CUDA);
   const float a = static_cast<float>(sum(x).item()), b = static_cast<float>(sum(x).item());
   EXPECT_EQ(a, b);
+}
+
+TEST(CudaOps, DropoutMaskIsTheCpuMaskAndTimestepEmbedding) {
+  REQUIRE_GPU();
+  // The mask is the same Philox bits on both devices: outputs agree exactly.
+  expect_devices_agree([](const std::vector<Tensor>& in) { return dropout(in[0], 0.3, 7, 11); },
+                       {rnd({3, 5, 7, 65}, 1)}, 0.0, 1e-7);
+  const Tensor t = Tensor::from_vector<float>(Shape{4}, {0, 1, 500, 999});
+  const std::vector<float> cpu = timestep_embedding(t, 128).to_vector<float>();
+  const std::vector<float> gpu = timestep_embedding(t.to(Device::CUDA), 128).to_vector<float>();
+  // double sin/cos on both sides, rounded to float: equal up to one float ulp
+  for (size_t i = 0; i < cpu.size(); ++i) ASSERT_NEAR(gpu[i], cpu[i], 1.2e-7) << i;
+}
+
+// AdamW, EMA and clipping on the flat buffer: the same steps on both devices.
+TEST(CudaOps, OptimiserStepsMatchTheCpu) {
+  REQUIRE_GPU();
+  auto run = [](Device d) {
+    ParameterStore store;
+    store.add("a", Shape{1000}, Init::normal(1.0));
+    store.add("b", Shape{3, 65}, Init::uniform(0.5));
+    store.finalize(d, DType::F32, 5);
+    AdamWConfig c;
+    c.lr = 1e-2;
+    c.weight_decay = 0.1;
+    AdamW opt(store, c);
+    Ema ema(store, 0.9, true);
+    std::vector<double> norms;
+    for (int step = 0; step < 3; ++step) {
+      store.flat_grad().copy_from(randn(store.flat_grad().shape(), 9, step).to(d));
+      norms.push_back(clip_grad_norm(store, 20.0));
+      opt.step(1e-2);
+      ema.update(step);
+    }
+    return std::make_tuple(store.flat_data().to(Device::CPU).to_vector<float>(),
+                           ema.weights().to(Device::CPU).to_vector<float>(), norms);
+  };
+  const auto [p_cpu, e_cpu, n_cpu] = run(Device::CPU);
+  const auto [p_gpu, e_gpu, n_gpu] = run(Device::CUDA);
+  // Same float arithmetic per element (sqrtf and division are IEEE on both); only the
+  // compiler's contraction into FMA on the GPU may differ: a few ulp.
+  expect_close(p_gpu, p_cpu, 1e-6, 1e-5, "parameters after AdamW");
+  expect_close(e_gpu, e_cpu, 1e-6, 1e-5, "EMA weights");
+  for (size_t i = 0; i < n_cpu.size(); ++i) EXPECT_NEAR(n_gpu[i], n_cpu[i], 1e-9 * n_cpu[i]);
 }
 
 struct GnCase {

@@ -9,7 +9,7 @@
 
 namespace ddpm {
 
-using detail::dispatch_cpu;
+using detail::dispatch;
 
 namespace {
 
@@ -42,17 +42,22 @@ Tensor dropout(const Tensor& x, double p, uint64_t seed, uint64_t stream) {
   CHECK(p >= 0.0 && p < 1.0, "op 'dropout': p must be in [0, 1), got " << p);
   const float pf = static_cast<float>(p);
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
-  dispatch_cpu("dropout", x, [&](auto tag) {
+  dispatch("dropout", x, [&](auto tag) {
     using T = decltype(tag);
     cpu::dropout_forward<T>(x.numel(), pf, seed, stream, x.data<T>(), y.data<T>());
+  }, [&] {
+    DDPM_CUDA_ONLY(cuda::dropout_forward(x.numel(), pf, seed, stream, x.data<float>(), y.data<float>()));
   });
   if (should_record({x})) {
     tape().record("dropout", {y}, [pf, seed, stream, gx = grad_ref(x)](
                                       const std::vector<Tensor>& g) {
       Tensor dx = grad_buffer(gx);
-      dispatch_cpu("dropout backward", dx, [&](auto tag) {
+      dispatch("dropout backward", dx, [&](auto tag) {
         using T = decltype(tag);
         cpu::dropout_backward<T>(dx.numel(), pf, seed, stream, g[0].data<T>(), dx.data<T>());
+      }, [&] {
+        DDPM_CUDA_ONLY(cuda::dropout_backward(dx.numel(), pf, seed, stream, g[0].data<float>(),
+                                              dx.data<float>()));
       });
     });
   }
@@ -65,9 +70,11 @@ Tensor timestep_embedding(const Tensor& t, int64_t dim) {
   CHECK(dim >= 4 && dim % 2 == 0,
         "op 'timestep_embedding': dim must be even and >= 4, got " << dim);
   Tensor y = Tensor::empty(Shape{t.shape()[0], dim}, t.dtype(), t.device());
-  dispatch_cpu("timestep_embedding", t, [&](auto tag) {
+  dispatch("timestep_embedding", t, [&](auto tag) {
     using T = decltype(tag);
     cpu::timestep_embedding<T>(t.shape()[0], dim, t.data<T>(), y.data<T>());
+  }, [&] {
+    DDPM_CUDA_ONLY(cuda::timestep_embedding(t.shape()[0], dim, t.data<float>(), y.data<float>()));
   });
   // Timesteps are data, not learned: there is no backward rule. If t requires grad the
   // node is recorded without one, and backward fails naming this op.

@@ -10,12 +10,9 @@
 
 #include <cstdint>
 
-namespace ddpm::cpu {
+#include "kernels/shapes.h"
 
-struct AdamWParams {
-  float lr = 2e-4f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.0f;
-  float bias_correction1 = 1.0f, bias_correction2 = 1.0f;  // 1 - beta^t for the step t
-};
+namespace ddpm::cpu {
 
 void adamw_step(int64_t n, const AdamWParams& p, float* param, const float* grad, float* m,
                 float* v);

@@ -49,7 +49,58 @@ void launch_fill(int64_t n, uint64_t seed, uint64_t stream, float* y, cudaStream
   CUDA_CHECK_LAUNCH();
 }
 
+// Dropout: one thread per element; the keep decision is philox_uniform(seed, stream, i) >= p,
+// the same bits as the CPU reference, so masks agree exactly across devices.
+template <bool kBackward>
+__global__ void dropout_kernel(int64_t n, float p, uint64_t seed, uint64_t stream,
+                               const float* in, float* out) {
+  const float keep_scale = 1.0f / (1.0f - p);
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const bool keep = philox_uniform(seed, stream, static_cast<uint64_t>(i)) >= p;
+    if (kBackward) {
+      if (keep) out[i] += in[i] * keep_scale;
+    } else {
+      out[i] = keep ? in[i] * keep_scale : 0.0f;
+    }
+  }
+}
+
+// One thread per output value; double arguments as the CPU reference (the phase t * f
+// reaches ~1000 radians, where float would lose three digits).
+__global__ void timestep_embedding_kernel(int64_t n, int64_t dim, const float* t, float* y) {
+  const int64_t half = dim / 2;
+  const double step = log(10000.0) / static_cast<double>(half - 1);
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n * dim;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t b = i / dim, j = i % dim, f = j % half;
+    const double arg = static_cast<double>(t[b]) * exp(-step * static_cast<double>(f));
+    y[i] = static_cast<float>(j < half ? sin(arg) : cos(arg));
+  }
+}
+
 }  // namespace
+
+void dropout_forward(int64_t n, float p, uint64_t seed, uint64_t stream, const float* x, float* y) {
+  if (n == 0) return;
+  dropout_kernel<false><<<static_cast<unsigned>(std::min<int64_t>((n + kThreads - 1) / kThreads, kMaxBlocks)), kThreads>>>(
+      n, p, seed, stream, x, y);
+  CUDA_CHECK_LAUNCH();
+}
+
+void dropout_backward(int64_t n, float p, uint64_t seed, uint64_t stream, const float* dy, float* dx) {
+  if (n == 0) return;
+  dropout_kernel<true><<<static_cast<unsigned>(std::min<int64_t>((n + kThreads - 1) / kThreads, kMaxBlocks)), kThreads>>>(
+      n, p, seed, stream, dy, dx);
+  CUDA_CHECK_LAUNCH();
+}
+
+void timestep_embedding(int64_t n, int64_t dim, const float* t, float* y) {
+  if (n * dim == 0) return;
+  timestep_embedding_kernel<<<static_cast<unsigned>(std::min<int64_t>((n * dim + kThreads - 1) / kThreads, kMaxBlocks)), kThreads>>>(
+      n, dim, t, y);
+  CUDA_CHECK_LAUNCH();
+}
 
 void normal_fill(int64_t n, uint64_t seed, uint64_t stream, float* y, cudaStream_t cuda_stream) {
   launch_fill<true>(n, seed, stream, y, cuda_stream);

@@ -13,4 +13,10 @@ void normal_fill(int64_t n, uint64_t seed, uint64_t stream, float* y /* (n) */,
 void uniform_fill(int64_t n, uint64_t seed, uint64_t stream, float* y /* (n) */,
                   cudaStream_t cuda_stream);
 
+// Dropout with the mask regenerated from (seed, stream), as kernels/cpu/random.h.
+void dropout_forward(int64_t n, float p, uint64_t seed, uint64_t stream, const float* x, float* y);
+void dropout_backward(int64_t n, float p, uint64_t seed, uint64_t stream, const float* dy, float* dx);
+// Sinusoidal timestep embedding, t (N) -> y (N, dim), computed in double as the CPU does.
+void timestep_embedding(int64_t n, int64_t dim, const float* t, float* y);
+
 }  // namespace ddpm::cuda

@@ -1,0 +1,87 @@
+// The optimiser on the GPU: one launch per update over the whole flat parameter buffer
+// (DESIGN.md: parameters in one flat buffer), one thread per parameter in a grid-stride
+// loop. AdamW reads p, g, m, v and writes p, m, v: 28 bytes per parameter, memory-bound.
+// The global gradient norm is a sum of squares accumulated in double with the same
+// fixed-order two-stage tree as kernels/cuda/reduce.cu, so clipping is deterministic.
+#include "engine/cuda_check.h"
+#include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/optim.cuh"
+
+namespace ddpm::cuda {
+
+namespace {
+
+__global__ void adamw_kernel(int64_t n, AdamWParams p, float* param, const float* grad, float* m,
+                             float* v) {
+  const float step = p.lr / p.bias_correction1;
+  const float inv_sqrt_bc2 = 1.0f / sqrtf(p.bias_correction2);
+  const float decay = 1.0f - p.lr * p.weight_decay;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const float g = grad[i];
+    const float mi = p.beta1 * m[i] + (1.0f - p.beta1) * g;
+    const float vi = p.beta2 * v[i] + (1.0f - p.beta2) * g * g;
+    m[i] = mi;
+    v[i] = vi;
+    param[i] = param[i] * decay - step * mi / (sqrtf(vi) * inv_sqrt_bc2 + p.eps);
+  }
+}
+
+__global__ void ema_kernel(int64_t n, float decay, const float* param, float* ema) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    ema[i] = decay * ema[i] + (1.0f - decay) * param[i];
+}
+
+__device__ double block_sum_double(double v, double* scratch) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < static_cast<int>(blockDim.x >> 5) ? scratch[lane] : 0.0;
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__global__ void sum_squares_partial_kernel(int64_t n, const float* x, double* partials) {
+  __shared__ double scratch[32];
+  double acc = 0;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    acc += static_cast<double>(x[i]) * x[i];
+  acc = block_sum_double(acc, scratch);
+  if (threadIdx.x == 0) partials[blockIdx.x] = acc;
+}
+
+__global__ void sum_partials_kernel(int count, const double* partials, double* result) {
+  __shared__ double scratch[32];
+  double acc = 0;
+  for (int i = threadIdx.x; i < count; i += blockDim.x) acc += partials[i];
+  acc = block_sum_double(acc, scratch);
+  if (threadIdx.x == 0) *result = acc;
+}
+
+}  // namespace
+
+void adamw_step(int64_t n, const AdamWParams& p, float* param, const float* grad, float* m,
+                float* v) {
+  if (n == 0) return;
+  adamw_kernel<<<grid_for(n), kThreads>>>(n, p, param, grad, m, v);
+  CUDA_CHECK_LAUNCH();
+}
+
+void ema_update(int64_t n, float decay, const float* param, float* ema) {
+  if (n == 0) return;
+  ema_kernel<<<grid_for(n), kThreads>>>(n, decay, param, ema);
+  CUDA_CHECK_LAUNCH();
+}
+
+void sum_of_squares(int64_t n, const float* x, double* workspace, double* result) {
+  sum_squares_partial_kernel<<<kSumOfSquaresWorkspace, kThreads>>>(n, x, workspace);
+  CUDA_CHECK_LAUNCH();
+  sum_partials_kernel<<<1, kThreads>>>(kSumOfSquaresWorkspace, workspace, result);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace ddpm::cuda
