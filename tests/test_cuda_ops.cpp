@@ -111,6 +111,20 @@ TEST(CudaOps, BroadcastAndPerSample) {
       {rnd({3, 5, 7, 3}, 1), rnd({3, 5, 7, 3}, 2)}, kElemAtol, kElemRtol);
 }
 
+TEST(CudaOps, LinearThroughCublas) {
+  REQUIRE_GPU();
+  // K up to 512 terms per output: float sums in different orders.
+  expect_devices_agree([](const std::vector<Tensor>& in) { return linear(in[0], in[1], in[2]); },
+                       {rnd({19, 7}, 1), rnd({7, 5}, 2), rnd({5}, 3)}, 1e-5, 1e-5);
+  expect_devices_agree([](const std::vector<Tensor>& in) { return linear(in[0], in[1], Tensor()); },
+                       {rnd({3, 5, 7, 65}, 1), rnd({65, 67}, 2, 0.1)}, 1e-5, 1e-5);
+  // the time-embedding MLP and an attention qkv projection of the CIFAR model
+  expect_devices_agree([](const std::vector<Tensor>& in) { return linear(in[0], in[1], in[2]); },
+                       {rnd({128, 512}, 1), rnd({512, 512}, 2, 0.04), rnd({512}, 3)}, 2e-4, 2e-4);
+  expect_devices_agree([](const std::vector<Tensor>& in) { return linear(in[0], in[1], in[2]); },
+                       {rnd({4, 256, 256}, 1), rnd({256, 768}, 2, 0.06), rnd({768}, 3)}, 2e-4, 2e-4);
+}
+
 TEST(CudaOps, UpsampleConcatSplit) {
   REQUIRE_GPU();
   expect_devices_agree([](const std::vector<Tensor>& in) { return upsample_nearest2x(in[0]); },

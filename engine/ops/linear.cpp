@@ -2,10 +2,11 @@
 #include "engine/ops.h"
 #include "engine/ops/op_util.h"
 #include "kernels/cpu/linear.h"
+#include "kernels/cuda/linear.cuh"
 
 namespace ddpm {
 
-using detail::dispatch_cpu;
+using detail::dispatch;
 using detail::ptr_or_null;
 
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
@@ -22,19 +23,26 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
           "op 'linear': b " << b.describe() << " must be (" << s.n << ")");
   }
   Tensor y = Tensor::empty(x.shape().with_last(s.n), x.dtype(), x.device());
-  dispatch_cpu("linear", x, [&](auto tag) {
+  dispatch("linear", x, [&](auto tag) {
     using T = decltype(tag);
     cpu::linear_forward<T>(s, x.data<T>(), w.data<T>(), ptr_or_null<T>(b), y.data<T>());
+  }, [&] {
+    DDPM_CUDA_ONLY(cuda::linear_forward(s, x.data<float>(), w.data<float>(), ptr_or_null<float>(b),
+                                        y.data<float>()));
   });
   if (should_record({x, w, b})) {
     tape().record("linear", {y}, [s, x, w, gx = grad_ref(x), gw = grad_ref(w),
                                   gb = grad_ref(b)](const std::vector<Tensor>& g) {
       Tensor dx = detail::grad_or_null(gx), dw = detail::grad_or_null(gw),
              db = detail::grad_or_null(gb);
-      dispatch_cpu("linear backward", x, [&](auto tag) {
+      dispatch("linear backward", x, [&](auto tag) {
         using T = decltype(tag);
         cpu::linear_backward<T>(s, x.data<T>(), w.data<T>(), g[0].data<T>(), ptr_or_null<T>(dx),
                                 ptr_or_null<T>(dw), ptr_or_null<T>(db));
+      }, [&] {
+        DDPM_CUDA_ONLY(cuda::linear_backward(s, x.data<float>(), w.data<float>(), g[0].data<float>(),
+                                             ptr_or_null<float>(dx), ptr_or_null<float>(dw),
+                                             ptr_or_null<float>(db)));
       });
     });
   }
