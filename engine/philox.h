@@ -21,11 +21,7 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__CUDACC__)
-#define DDPM_HD __host__ __device__ __forceinline__
-#else
-#define DDPM_HD inline
-#endif
+#include "kernels/host_device.h"
 
 namespace ddpm {
 

@@ -5,6 +5,8 @@
 
 #include <cstdint>
 
+#include "kernels/host_device.h"
+
 namespace ddpm {
 
 // y (N, S, C) = x (N, S, C) + v, with v (C) broadcast over N and S (per_sample = false),
@@ -26,8 +28,8 @@ struct Conv2dShape {
   int64_t n = 0, h = 0, w = 0, c_in = 0, c_out = 0;
   int kh = 3, kw = 3, stride = 1;
   int pad_top = 1, pad_left = 1, pad_bottom = 1, pad_right = 1;
-  int64_t out_h() const { return (h + pad_top + pad_bottom - kh) / stride + 1; }
-  int64_t out_w() const { return (w + pad_left + pad_right - kw) / stride + 1; }
+  DDPM_HD int64_t out_h() const { return (h + pad_top + pad_bottom - kh) / stride + 1; }
+  DDPM_HD int64_t out_w() const { return (w + pad_left + pad_right - kw) / stride + 1; }
 };
 
 // Group norm over x (N, S, C), S = H*W, C split into `groups` groups of C/groups channels.
@@ -36,7 +38,7 @@ struct GroupNormShape {
   int64_t n = 0, s = 0, c = 0;
   int64_t groups = 32;
   float eps = 1e-6f;
-  int64_t channels_per_group() const { return c / groups; }
+  DDPM_HD int64_t channels_per_group() const { return c / groups; }
 };
 
 // Nearest-neighbour 2x: x (N, H, W, C) -> y (N, 2H, 2W, C).
@@ -56,7 +58,7 @@ struct SliceShape {
 struct AttentionShape {
   int64_t b = 0, l = 0, c = 0;
   int64_t heads = 1;
-  int64_t head_dim() const { return c / heads; }
+  DDPM_HD int64_t head_dim() const { return c / heads; }
 };
 
 // One AdamW step over a flat buffer (kernels/cpu/optim.h has the update rule).

@@ -125,6 +125,20 @@ TEST(CudaOps, LinearThroughCublas) {
                        {rnd({4, 256, 256}, 1), rnd({256, 768}, 2, 0.06), rnd({768}, 3)}, 2e-4, 2e-4);
 }
 
+TEST(CudaOps, AttentionStraightforwardVersion) {
+  REQUIRE_GPU();
+  // odd token counts, several heads, and the CIFAR model's 16x16 single-head case (L = 256,
+  // d = 256, batch 2). Softmax sums over up to 256 terms and d-long dot products: 1e-4.
+  expect_devices_agree([](const std::vector<Tensor>& in) { return attention(in[0], 1); },
+                       {rnd({2, 9, 18}, 1)}, 1e-4, 1e-4);
+  expect_devices_agree([](const std::vector<Tensor>& in) { return attention(in[0], 3); },
+                       {rnd({3, 7, 27}, 1)}, 1e-4, 1e-4);
+  expect_devices_agree([](const std::vector<Tensor>& in) { return attention(in[0], 1); },
+                       {rnd({2, 256, 768}, 1, 0.1)}, 1e-4, 1e-4);
+  expect_devices_agree([](const std::vector<Tensor>& in) { return attention(in[0], 4); },
+                       {rnd({2, 64, 3 * 128}, 2, 0.2)}, 1e-4, 1e-4);
+}
+
 TEST(CudaOps, UpsampleConcatSplit) {
   REQUIRE_GPU();
   expect_devices_agree([](const std::vector<Tensor>& in) { return upsample_nearest2x(in[0]); },

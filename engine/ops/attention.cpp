@@ -2,10 +2,11 @@
 #include "engine/ops.h"
 #include "engine/ops/op_util.h"
 #include "kernels/cpu/attention.h"
+#include "kernels/cuda/attention.cuh"
 
 namespace ddpm {
 
-using detail::dispatch_cpu;
+using detail::dispatch;
 
 Tensor attention(const Tensor& qkv, int64_t heads) {
   detail::check_float("attention", "qkv", qkv);
@@ -21,18 +22,29 @@ Tensor attention(const Tensor& qkv, int64_t heads) {
                                                             << "into " << heads << " heads");
   Tensor out = Tensor::empty(Shape{s.b, s.l, s.c}, qkv.dtype(), qkv.device());
   Tensor lse = Tensor::empty(Shape{s.b, heads, s.l}, qkv.dtype(), qkv.device());
-  dispatch_cpu("attention", qkv, [&](auto tag) {
+  dispatch("attention", qkv, [&](auto tag) {
     using T = decltype(tag);
     cpu::attention_forward<T>(s, qkv.data<T>(), out.data<T>(), lse.data<T>());
+  }, [&] {
+    DDPM_CUDA_ONLY(
+        const Tensor ws = Tensor::empty(Shape{s.b * heads * s.l * s.l}, DType::F32, Device::CUDA);
+        cuda::attention_forward(s, qkv.data<float>(), out.data<float>(), lse.data<float>(),
+                                ws.data<float>()));
   });
   if (should_record({qkv})) {
     tape().record("attention", {out}, [s, qkv, lse, gq = grad_ref(qkv)](
                                           const std::vector<Tensor>& g) {
       Tensor dqkv = grad_buffer(gq);
-      dispatch_cpu("attention backward", qkv, [&](auto tag) {
+      dispatch("attention backward", qkv, [&](auto tag) {
         using T = decltype(tag);
         cpu::attention_backward<T>(s, qkv.data<T>(), lse.data<T>(), g[0].data<T>(),
                                    dqkv.data<T>());
+      }, [&] {
+        DDPM_CUDA_ONLY(
+            const Tensor ws = Tensor::empty(Shape{2 * s.b * s.heads * s.l * s.l}, DType::F32,
+                                            Device::CUDA);
+            cuda::attention_backward(s, qkv.data<float>(), lse.data<float>(), g[0].data<float>(),
+                                     dqkv.data<float>(), ws.data<float>()));
       });
     });
   }
