@@ -105,6 +105,8 @@ int train_unet(const nlohmann::json& config, const std::string& path, const Args
                 "%.1f (the data: 100%% valid, roughness ~2)",
                 100 * s.untrained_quality, 100 * s.final_quality, s.untrained_roughness,
                 s.final_roughness);
+  if (c.device == Device::CUDA)
+    std::printf("\npeak device memory: %.1f MiB", static_cast<double>(cuda_peak_bytes_in_use()) / (1 << 20));
   std::printf("\nsamples: %s\nlog: %s\ncheckpoint: %s\n", s.samples_path.c_str(),
               s.log_path.c_str(), s.last_checkpoint.c_str());
   return 0;

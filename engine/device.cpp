@@ -134,6 +134,14 @@ void device_zero(void* ptr, Device d, size_t bytes) {
 #endif
 }
 
+size_t cuda_peak_bytes_in_use() {
+#if DDPM_WITH_CUDA
+  return CudaCachingAllocator::instance().stats().peak_bytes_in_use;
+#else
+  return 0;
+#endif
+}
+
 void device_synchronize(Device d) {
   if (d == Device::CPU) return;
 #if DDPM_WITH_CUDA

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# The GPU check: on a machine with a GPU, build for its architecture, run every test, run the
+# CUDA tests under compute-sanitizer, run the kernel benchmark and a short training benchmark
+# of the CIFAR-10 model, and write a report (JSON + Markdown) into OUT_DIR.
+#
+#   scripts/gpu-check.sh OUT_DIR [stage ...]     stages: build test sanitize bench train report
+#                                                (default: all, in that order)
+# Offline machines: run scripts/prepare-gpu-deps.sh where packages can be installed and bring
+# deps/ along; cuDNN is taken from the system or, failing that, from PyTorch's nvidia-cudnn
+# wheel. Stages can run in separate calls (each under a time limit): outputs accumulate in
+# OUT_DIR and the build in build-gpu/.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out="${1:?usage: scripts/gpu-check.sh OUT_DIR [stage ...]}"
+shift
+stages=("$@")
+[ ${#stages[@]} -gt 0 ] || stages=(build test sanitize bench train report)
+mkdir -p "$out"
+build=build-gpu
+
+run_build() {
+  local arch cudnn_args=() deps_args=()
+  arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d '.')
+  if [ ! -f /usr/include/cudnn.h ] && [ ! -f /usr/local/cuda/include/cudnn.h ]; then
+    local root
+    root=$(python3 -c "import nvidia.cudnn, os; print(os.path.dirname(nvidia.cudnn.__file__))" 2>/dev/null)
+    [ -n "$root" ] && cudnn_args=(-DCUDNN_ROOT="$root")
+  fi
+  [ -d deps ] && deps_args=(-DDDPM_DEPS_DIR="$PWD/deps")
+  echo "gpu-check: building for sm_$arch ${cudnn_args[*]:-} ${deps_args[*]:-}"
+  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$arch" \
+    "${cudnn_args[@]}" "${deps_args[@]}" > "$out/configure.log" 2>&1 &&
+    cmake --build "$build" -j "$(nproc)" > "$out/build.log" 2>&1
+  echo "build exit $?" | tee "$out/build.status"
+}
+
+run_tests() {
+  (cd "$build" && ctest --output-on-failure -j 4 > "../$out/ctest.log" 2>&1)
+  echo "ctest exit $?" | tee "$out/ctest.status"
+  grep -E "tests passed|tests failed" "$out/ctest.log"
+}
+
+run_sanitize() {
+  : > "$out/sanitizer.log"
+  for t in test_cuda_ops test_cuda_model test_cuda_scaffold test_philox; do
+    echo "== memcheck $t" >> "$out/sanitizer.log"
+    compute-sanitizer --tool memcheck --error-exitcode 1 "$build/tests/$t" >> "$out/sanitizer.log" 2>&1
+    echo "memcheck $t exit $?" | tee -a "$out/sanitizer.status"
+  done
+  # Shared memory and barriers: conv2d (tiles), group norm and reductions (block trees).
+  for tool in racecheck synccheck initcheck; do
+    echo "== $tool test_cuda_ops" >> "$out/sanitizer.log"
+    compute-sanitizer --tool "$tool" --error-exitcode 1 "$build/tests/test_cuda_ops" \
+      --gtest_filter='*Conv2d*:*GroupNorm*:*Reductions*:*Attention*' >> "$out/sanitizer.log" 2>&1
+    echo "$tool test_cuda_ops exit $?" | tee -a "$out/sanitizer.status"
+  done
+}
+
+run_bench() {
+  "$build/apps/kernel-bench" --json "$out/kernel-bench.json" > "$out/kernel-bench.txt" 2>&1
+  echo "kernel-bench exit $?" | tee "$out/bench.status"
+}
+
+run_train() {
+  "$build/apps/ddpm" train --config configs/cifar10_ddpm.json --set device=cuda --set steps=30 \
+    --set log_every=10 --set sample_every=0 --set ckpt_every=0 --set n_samples=8 \
+    --set sample_steps=10 --set sampler=ddim --set out_dir="$out/train-run" > "$out/train.log" 2>&1
+  echo "train exit $?" | tee "$out/train.status"
+}
+
+run_report() {
+  python3 - "$out" <<'PY'
+import json, os, sys, datetime
+out = sys.argv[1]
+def read(name):
+    p = os.path.join(out, name)
+    return open(p).read() if os.path.exists(p) else "(not run)"
+report = {"date": datetime.date.today().isoformat(),
+          "device": os.popen("nvidia-smi --query-gpu=name,driver_version --format=csv,noheader").read().strip(),
+          "build": read("build.status").strip(), "ctest": read("ctest.status").strip(),
+          "sanitizer": read("sanitizer.status").strip().splitlines(),
+          "bench": read("bench.status").strip(), "train": read("train.status").strip()}
+if os.path.exists(os.path.join(out, "kernel-bench.json")):
+    report["kernel_bench"] = json.load(open(os.path.join(out, "kernel-bench.json")))
+json.dump(report, open(os.path.join(out, "report.json"), "w"), indent=2)
+ctest_tail = "\n".join(l for l in read("ctest.log").splitlines() if "tests passed" in l or "Failed" in l or "***" in l)
+with open(os.path.join(out, "report.md"), "w") as f:
+    f.write(f"# GPU check, {report['date']}\n\ndevice: {report['device']}\n\n")
+    f.write(f"- build: {report['build']}\n- ctest: {report['ctest']}\n- bench: {report['bench']}\n- train: {report['train']}\n")
+    f.write("\n## Tests\n```\n" + ctest_tail + "\n```\n")
+    f.write("\n## compute-sanitizer\n```\n" + "\n".join(report["sanitizer"]) + "\n```\n")
+    f.write("\n## Kernel benchmark\n```\n" + read("kernel-bench.txt") + "\n```\n")
+    f.write("\n## Training benchmark (CIFAR-10 model, batch 128, 30 steps)\n```\n" + read("train.log") + "\n```\n")
+print(open(os.path.join(out, "report.md")).read()[:3000])
+PY
+}
+
+for s in "${stages[@]}"; do
+  case "$s" in
+    build) run_build ;;
+    test) run_tests ;;
+    sanitize) run_sanitize ;;
+    bench) run_bench ;;
+    train) run_train ;;
+    report) run_report ;;
+    *) echo "gpu-check: unknown stage '$s'"; exit 2 ;;
+  esac
+done
