@@ -28,7 +28,8 @@ void usage() {
       "  train --config FILE [--set key=value ...] [--resume CKPT]\n"
       "                         train the model a config describes (configs/*.json)\n"
       "  sample --ckpt FILE --out FILE.png [--n N] [--sampler ddpm|ddim] [--steps K]\n"
-      "         [--eta E] [--ema|--no-ema] [--seed S] [--progressive] [--interpolate]\n"
+      "         [--eta E] [--ema|--no-ema] [--seed S] [--device cpu|cuda] [--progressive]\n"
+      "         [--interpolate]\n"
       "                         draw samples from a checkpoint as a PNG grid\n"
       "  info (--ckpt FILE | --config FILE)\n"
       "                         the config, parameter count and step of a run\n"
@@ -177,6 +178,11 @@ int cmd_sample(const Args& args) {
   CHECK(!(args.has("ema") && args.has("no-ema")), "give --ema or --no-ema, not both");
   const CheckpointInfo info = read_checkpoint_info(ckpt);
   ImageTrainConfig c = read_image_train_config(info.config, ckpt + " (stored config)");
+  if (args.has("device")) {
+    const std::string d = args.get("device", "");
+    CHECK(d == "cpu" || d == "cuda", "option '--device' must be cpu or cuda, got '" << d << "'");
+    c.device = d == "cuda" ? Device::CUDA : Device::CPU;
+  }
   ImageRun run(c, /*with_data=*/false);
   run.load_checkpoint(ckpt);
   SamplerConfig sc = c.sampler;
@@ -238,7 +244,7 @@ int main(int argc, char** argv) {
     if (cmd == "train") return cmd_train(Args(n, rest, {"config", "resume"}, {}, {"set"}));
     if (cmd == "info") return cmd_info(Args(n, rest, {"ckpt", "config"}, {}));
     if (cmd == "sample")
-      return cmd_sample(Args(n, rest, {"ckpt", "out", "n", "sampler", "steps", "eta", "seed"},
+      return cmd_sample(Args(n, rest, {"ckpt", "out", "n", "sampler", "steps", "eta", "seed", "device"},
                              {"ema", "no-ema", "progressive", "interpolate"}));
     std::fprintf(stderr, "ddpm: unknown command '%s' (see ddpm --help)\n", cmd.c_str());
     return 2;
