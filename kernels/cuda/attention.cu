@@ -20,10 +20,6 @@ namespace ddpm::cuda {
 
 namespace {
 
-#define GRID_STRIDE(i, n) \
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); \
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-
 // Pointer to element (b, t) of part `part` (0 q, 1 k, 2 v) of head h in qkv (B, L, 3C).
 __device__ __forceinline__ int64_t qkv_index(const AttentionShape& s, int64_t b, int64_t t,
                                              int part, int64_t h) {
@@ -32,7 +28,7 @@ __device__ __forceinline__ int64_t qkv_index(const AttentionShape& s, int64_t b,
 
 __global__ void scores_kernel(AttentionShape s, const float* qkv, float scale, float* p) {
   const int64_t l = s.l, d = s.head_dim();
-  GRID_STRIDE(idx, s.b * s.heads * l * l) {
+  DDPM_GRID_STRIDE(idx, s.b * s.heads * l * l) {
     const int64_t j = idx % l, i = (idx / l) % l, bh = idx / (l * l);
     const int64_t b = bh / s.heads, h = bh % s.heads;
     const float* q = qkv + qkv_index(s, b, i, 0, h);
@@ -71,7 +67,7 @@ __global__ void softmax_rows_kernel(int64_t l, float* p, const float* lse_in, fl
 
 __global__ void output_kernel(AttentionShape s, const float* qkv, const float* p, float* out) {
   const int64_t l = s.l, d = s.head_dim();
-  GRID_STRIDE(idx, s.b * l * s.c) {
+  DDPM_GRID_STRIDE(idx, s.b * l * s.c) {
     const int64_t ch = idx % s.c, i = (idx / s.c) % l, b = idx / (s.c * l);
     const int64_t h = ch / d, c = ch % d;
     const float* prow = p + ((b * s.heads + h) * l + i) * l;
@@ -84,7 +80,7 @@ __global__ void output_kernel(AttentionShape s, const float* qkv, const float* p
 // dv[b, j, h*d + c] += sum_i P[i, j] dout[b, i, h*d + c]
 __global__ void dv_kernel(AttentionShape s, const float* p, const float* dout, float* dqkv) {
   const int64_t l = s.l, d = s.head_dim();
-  GRID_STRIDE(idx, s.b * l * s.c) {
+  DDPM_GRID_STRIDE(idx, s.b * l * s.c) {
     const int64_t ch = idx % s.c, j = (idx / s.c) % l, b = idx / (s.c * l);
     const int64_t h = ch / d, c = ch % d;
     const float* pbh = p + (b * s.heads + h) * l * l;
@@ -97,7 +93,7 @@ __global__ void dv_kernel(AttentionShape s, const float* p, const float* dout, f
 // dP[bh, i, j] = dout_i . v_j
 __global__ void dp_kernel(AttentionShape s, const float* qkv, const float* dout, float* dp) {
   const int64_t l = s.l, d = s.head_dim();
-  GRID_STRIDE(idx, s.b * s.heads * l * l) {
+  DDPM_GRID_STRIDE(idx, s.b * s.heads * l * l) {
     const int64_t j = idx % l, i = (idx / l) % l, bh = idx / (l * l);
     const int64_t b = bh / s.heads, h = bh % s.heads;
     const float* g = dout + (b * l + i) * s.c + h * d;
@@ -123,7 +119,7 @@ __global__ void ds_rows_kernel(int64_t l, float scale, const float* p, float* dp
 template <bool kKeys>
 __global__ void dqk_kernel(AttentionShape s, const float* qkv, const float* ds, float* dqkv) {
   const int64_t l = s.l, d = s.head_dim();
-  GRID_STRIDE(idx, s.b * l * s.c) {
+  DDPM_GRID_STRIDE(idx, s.b * l * s.c) {
     const int64_t ch = idx % s.c, t = (idx / s.c) % l, b = idx / (s.c * l);
     const int64_t h = ch / d, c = ch % d;
     const float* dsbh = ds + (b * s.heads + h) * l * l;
@@ -135,8 +131,6 @@ __global__ void dqk_kernel(AttentionShape s, const float* qkv, const float* ds, 
     dqkv[qkv_index(s, b, t, kKeys ? 1 : 0, h) + c] += acc;
   }
 }
-
-#undef GRID_STRIDE
 
 void probabilities(const AttentionShape& s, const float* qkv, const float* lse_in, float* lse_out,
                    float* p) {

@@ -94,8 +94,7 @@ struct DgradB {
 template <class LoadA, class LoadB>
 __global__ void gemm_naive(int64_t m, int64_t n, int64_t k, LoadA a, LoadB b, const float* bias,
                            float* c, bool accumulate) {
-  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < m * n;
-       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  DDPM_GRID_STRIDE(idx, m * n) {
     const int64_t row = idx / n, col = idx % n;
     float acc = 0.0f;
     for (int64_t p = 0; p < k; ++p) acc += a(row, p) * b(p, col);

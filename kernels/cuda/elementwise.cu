@@ -13,28 +13,24 @@ namespace ddpm::cuda {
 
 namespace {
 
-#define GRID_STRIDE(i, n) \
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); \
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-
 __global__ void add_kernel(int64_t n, const float* a, const float* b, float* y) {
-  GRID_STRIDE(i, n) y[i] = a[i] + b[i];
+  DDPM_GRID_STRIDE(i, n) y[i] = a[i] + b[i];
 }
 __global__ void mul_kernel(int64_t n, const float* a, const float* b, float* y) {
-  GRID_STRIDE(i, n) y[i] = a[i] * b[i];
+  DDPM_GRID_STRIDE(i, n) y[i] = a[i] * b[i];
 }
 __global__ void scale_kernel(int64_t n, float s, const float* x, float* y) {
-  GRID_STRIDE(i, n) y[i] = s * x[i];
+  DDPM_GRID_STRIDE(i, n) y[i] = s * x[i];
 }
 __global__ void axpy_kernel(int64_t n, float alpha, const float* x, float* y) {
-  GRID_STRIDE(i, n) y[i] += alpha * x[i];
+  DDPM_GRID_STRIDE(i, n) y[i] += alpha * x[i];
 }
 __global__ void mul_accumulate_kernel(int64_t n, const float* a, const float* b, float* y) {
-  GRID_STRIDE(i, n) y[i] += a[i] * b[i];
+  DDPM_GRID_STRIDE(i, n) y[i] += a[i] * b[i];
 }
 // x, y: (N, S, C); v: (C) or (N, C)
 __global__ void broadcast_add_kernel(BroadcastShape s, const float* x, const float* v, float* y) {
-  GRID_STRIDE(i, s.n * s.s * s.c) {
+  DDPM_GRID_STRIDE(i, s.n * s.s * s.c) {
     const int64_t c = i % s.c;
     y[i] = x[i] + v[s.per_sample ? (i / (s.s * s.c)) * s.c + c : c];
   }
@@ -42,7 +38,7 @@ __global__ void broadcast_add_kernel(BroadcastShape s, const float* x, const flo
 // dv[vec, c] += sum over the rows of that vector of dy[row, c]
 __global__ void broadcast_add_backward_kernel(BroadcastShape s, const float* dy, float* dv) {
   const int64_t vectors = s.per_sample ? s.n : 1, rows = s.per_sample ? s.s : s.n * s.s;
-  GRID_STRIDE(j, vectors * s.c) {
+  DDPM_GRID_STRIDE(j, vectors * s.c) {
     const int64_t vec = j / s.c, c = j % s.c;
     const float* col = dy + vec * rows * s.c + c;
     float acc = 0.0f;
@@ -52,30 +48,28 @@ __global__ void broadcast_add_backward_kernel(BroadcastShape s, const float* dy,
 }
 __global__ void per_sample_axpby_kernel(int64_t n, int64_t inner, const float* a, const float* x,
                                         const float* b, const float* y, float* out) {
-  GRID_STRIDE(i, n * inner) out[i] = a[i / inner] * x[i] + b[i / inner] * y[i];
+  DDPM_GRID_STRIDE(i, n * inner) out[i] = a[i / inner] * x[i] + b[i / inner] * y[i];
 }
 __global__ void per_sample_scale_accumulate_kernel(int64_t n, int64_t inner, const float* a,
                                                    const float* dout, float* dx) {
-  GRID_STRIDE(i, n * inner) dx[i] += a[i / inner] * dout[i];
+  DDPM_GRID_STRIDE(i, n * inner) dx[i] += a[i / inner] * dout[i];
 }
 __global__ void clamp_kernel(int64_t n, float lo, float hi, const float* x, float* y) {
-  GRID_STRIDE(i, n) y[i] = fminf(fmaxf(x[i], lo), hi);
+  DDPM_GRID_STRIDE(i, n) y[i] = fminf(fmaxf(x[i], lo), hi);
 }
 __global__ void clamp_backward_kernel(int64_t n, float lo, float hi, const float* x,
                                       const float* dy, float* dx) {
-  GRID_STRIDE(i, n) if (x[i] > lo && x[i] < hi) dx[i] += dy[i];
+  DDPM_GRID_STRIDE(i, n) if (x[i] > lo && x[i] < hi) dx[i] += dy[i];
 }
 __global__ void silu_kernel(int64_t n, const float* x, float* y) {
-  GRID_STRIDE(i, n) y[i] = x[i] / (1.0f + expf(-x[i]));
+  DDPM_GRID_STRIDE(i, n) y[i] = x[i] / (1.0f + expf(-x[i]));
 }
 __global__ void silu_backward_kernel(int64_t n, const float* x, const float* dy, float* dx) {
-  GRID_STRIDE(i, n) {
+  DDPM_GRID_STRIDE(i, n) {
     const float sig = 1.0f / (1.0f + expf(-x[i]));
     dx[i] += dy[i] * sig * (1.0f + x[i] * (1.0f - sig));
   }
 }
-
-#undef GRID_STRIDE
 
 }  // namespace
 

@@ -53,8 +53,7 @@ __global__ void group_norm_silu_dh_kernel(GroupNormShape s, const float* x, cons
                                           const float* beta, const float* mean, const float* rstd,
                                           const float* dy, float* dh) {
   const int64_t cg = s.c / s.groups, total = s.n * s.s * s.c;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  DDPM_GRID_STRIDE(i, total) {
     const int64_t c = i % s.c, g = (i / (s.s * s.c)) * s.groups + c / cg;
     const float h = (x[i] - mean[g]) * rstd[g] * gamma[c] + beta[c];
     const float sig = 1.0f / (1.0f + expf(-h));

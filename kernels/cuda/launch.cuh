@@ -21,6 +21,12 @@ inline unsigned grid_for(int64_t n) {
   return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>((n + kThreads - 1) / kThreads, 65535)));
 }
 
+// for (i = global thread index; i < n; i += total threads): the loop every elementwise
+// kernel uses, so any n runs on the grid grid_for() gives.
+#define DDPM_GRID_STRIDE(i, n)                                                              \
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); \
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+
 // Sum of v over the warp (every lane gets the result). Butterfly order: fixed, so the
 // result does not depend on timing.
 __device__ __forceinline__ float warp_sum(float v) {

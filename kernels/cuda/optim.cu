@@ -16,8 +16,7 @@ __global__ void adamw_kernel(int64_t n, AdamWParams p, float* param, const float
   const float step = p.lr / p.bias_correction1;
   const float inv_sqrt_bc2 = 1.0f / sqrtf(p.bias_correction2);
   const float decay = 1.0f - p.lr * p.weight_decay;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  DDPM_GRID_STRIDE(i, n) {
     const float g = grad[i];
     const float mi = p.beta1 * m[i] + (1.0f - p.beta1) * g;
     const float vi = p.beta2 * v[i] + (1.0f - p.beta2) * g * g;
@@ -28,8 +27,7 @@ __global__ void adamw_kernel(int64_t n, AdamWParams p, float* param, const float
 }
 
 __global__ void ema_kernel(int64_t n, float decay, const float* param, float* ema) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+  DDPM_GRID_STRIDE(i, n)
     ema[i] = decay * ema[i] + (1.0f - decay) * param[i];
 }
 
@@ -47,8 +45,7 @@ __device__ double block_sum_double(double v, double* scratch) {
 __global__ void sum_squares_partial_kernel(int64_t n, const float* x, double* partials) {
   __shared__ double scratch[32];
   double acc = 0;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+  DDPM_GRID_STRIDE(i, n)
     acc += static_cast<double>(x[i]) * x[i];
   acc = block_sum_double(acc, scratch);
   if (threadIdx.x == 0) partials[blockIdx.x] = acc;

@@ -2,30 +2,24 @@
 //
 // Work mapping: one thread per Philox block of four outputs (one philox4x32_10 call gives
 // four words, Box-Muller turns them into four normals), written as four scalar stores so any
-// n and any alignment work; a grid-stride loop covers n larger than the grid.
+// n and any alignment work; a grid-stride loop covers n larger than the grid (launch.cuh).
 // Limit: integer multiplies in the ten Philox rounds plus the log/sincos polynomials: this
 // is compute-light and store-bound for large n.
 #include <algorithm>
 
 #include "engine/cuda_check.h"
 #include "engine/philox.h"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/random.cuh"
 
 namespace ddpm::cuda {
 
 namespace {
 
-// 256 threads: a multiple of the warp size that keeps occupancy high for this
-// register-light kernel. 4096 blocks fill any current GPU (132 SMs x 8 resident blocks on an
-// H100) several times over; the grid-stride loop covers larger n.
-constexpr int kThreads = 256;
-constexpr int64_t kMaxBlocks = 4096;
-
 template <bool kNormal>
 __global__ void philox_fill_kernel(int64_t n, uint64_t seed, uint64_t stream, float* y) {
   const int64_t blocks4 = (n + 3) / 4;
-  for (int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; b < blocks4;
-       b += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  DDPM_GRID_STRIDE(b, blocks4) {
     float v[4];
     if (kNormal) {
       const Normal4 r = philox_normal4(seed, stream, static_cast<uint64_t>(b));
@@ -42,10 +36,8 @@ __global__ void philox_fill_kernel(int64_t n, uint64_t seed, uint64_t stream, fl
 template <bool kNormal>
 void launch_fill(int64_t n, uint64_t seed, uint64_t stream, float* y, cudaStream_t cuda_stream) {
   if (n == 0) return;
-  const int64_t blocks4 = (n + 3) / 4;
-  const int64_t grid = std::min<int64_t>((blocks4 + kThreads - 1) / kThreads, kMaxBlocks);
-  philox_fill_kernel<kNormal><<<static_cast<unsigned>(grid), kThreads, 0, cuda_stream>>>(
-      n, seed, stream, y);
+  philox_fill_kernel<kNormal><<<grid_for((n + 3) / 4), kThreads, 0, cuda_stream>>>(n, seed,
+                                                                                  stream, y);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -55,8 +47,7 @@ template <bool kBackward>
 __global__ void dropout_kernel(int64_t n, float p, uint64_t seed, uint64_t stream,
                                const float* in, float* out) {
   const float keep_scale = 1.0f / (1.0f - p);
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  DDPM_GRID_STRIDE(i, n) {
     const bool keep = philox_uniform(seed, stream, static_cast<uint64_t>(i)) >= p;
     if (kBackward) {
       if (keep) out[i] += in[i] * keep_scale;
@@ -71,8 +62,7 @@ __global__ void dropout_kernel(int64_t n, float p, uint64_t seed, uint64_t strea
 __global__ void timestep_embedding_kernel(int64_t n, int64_t dim, const float* t, float* y) {
   const int64_t half = dim / 2;
   const double step = log(10000.0) / static_cast<double>(half - 1);
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n * dim;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  DDPM_GRID_STRIDE(i, n * dim) {
     const int64_t b = i / dim, j = i % dim, f = j % half;
     const double arg = static_cast<double>(t[b]) * exp(-step * static_cast<double>(f));
     y[i] = static_cast<float>(j < half ? sin(arg) : cos(arg));
@@ -83,22 +73,19 @@ __global__ void timestep_embedding_kernel(int64_t n, int64_t dim, const float* t
 
 void dropout_forward(int64_t n, float p, uint64_t seed, uint64_t stream, const float* x, float* y) {
   if (n == 0) return;
-  dropout_kernel<false><<<static_cast<unsigned>(std::min<int64_t>((n + kThreads - 1) / kThreads, kMaxBlocks)), kThreads>>>(
-      n, p, seed, stream, x, y);
+  dropout_kernel<false><<<grid_for(n), kThreads>>>(n, p, seed, stream, x, y);
   CUDA_CHECK_LAUNCH();
 }
 
 void dropout_backward(int64_t n, float p, uint64_t seed, uint64_t stream, const float* dy, float* dx) {
   if (n == 0) return;
-  dropout_kernel<true><<<static_cast<unsigned>(std::min<int64_t>((n + kThreads - 1) / kThreads, kMaxBlocks)), kThreads>>>(
-      n, p, seed, stream, dy, dx);
+  dropout_kernel<true><<<grid_for(n), kThreads>>>(n, p, seed, stream, dy, dx);
   CUDA_CHECK_LAUNCH();
 }
 
 void timestep_embedding(int64_t n, int64_t dim, const float* t, float* y) {
   if (n * dim == 0) return;
-  timestep_embedding_kernel<<<static_cast<unsigned>(std::min<int64_t>((n * dim + kThreads - 1) / kThreads, kMaxBlocks)), kThreads>>>(
-      n, dim, t, y);
+  timestep_embedding_kernel<<<grid_for(n * dim), kThreads>>>(n, dim, t, y);
   CUDA_CHECK_LAUNCH();
 }
 

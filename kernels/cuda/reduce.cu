@@ -22,8 +22,7 @@ template <int kMode>
 __global__ void partial_sum_kernel(int64_t n, const float* x, const float* t, float* partials) {
   __shared__ float scratch[32];
   float acc = 0.0f;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  DDPM_GRID_STRIDE(i, n) {
     if (kMode == 0) {
       acc += x[i];
     } else {
@@ -45,8 +44,7 @@ __global__ void finish_sum_kernel(int count, float scale, const float* partials,
 
 __global__ void fill_accumulate_kernel(int64_t n, float scale, const float* dy, float* dx) {
   const float g = scale * dy[0];
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+  DDPM_GRID_STRIDE(i, n)
     dx[i] += g;
 }
 
@@ -54,8 +52,7 @@ __global__ void fill_accumulate_kernel(int64_t n, float scale, const float* dy, 
 __global__ void mse_backward_kernel(int64_t n, int64_t inner, float k, const float* pred,
                                     const float* target, const float* dy, float* dpred,
                                     float* dtarget) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  DDPM_GRID_STRIDE(i, n) {
     const float g = k * dy[i / inner] * (pred[i] - target[i]);
     if (dpred) dpred[i] += g;
     if (dtarget) dtarget[i] -= g;

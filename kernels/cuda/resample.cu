@@ -14,8 +14,7 @@ namespace {
 
 __global__ void upsample_kernel(UpsampleShape s, const float* x, float* y) {
   const int64_t ow_n = 2 * s.w, total = s.n * 2 * s.h * ow_n * s.c;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  DDPM_GRID_STRIDE(i, total) {
     const int64_t c = i % s.c, ow = (i / s.c) % ow_n, oh = (i / s.c / ow_n) % (2 * s.h),
                   n = i / s.c / ow_n / (2 * s.h);
     y[i] = x[((n * s.h + oh / 2) * s.w + ow / 2) * s.c + c];
@@ -24,8 +23,7 @@ __global__ void upsample_kernel(UpsampleShape s, const float* x, float* y) {
 
 __global__ void upsample_backward_kernel(UpsampleShape s, const float* dy, float* dx) {
   const int64_t ow_n = 2 * s.w, total = s.n * s.h * s.w * s.c;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  DDPM_GRID_STRIDE(i, total) {
     const int64_t c = i % s.c, iw = (i / s.c) % s.w, ih = (i / s.c / s.w) % s.h,
                   n = i / s.c / s.w / s.h;
     const float* g = dy + ((n * 2 * s.h + 2 * ih) * ow_n + 2 * iw) * s.c + c;
@@ -35,8 +33,7 @@ __global__ void upsample_backward_kernel(UpsampleShape s, const float* dy, float
 
 template <bool kAccumulate>
 __global__ void slice_kernel(SliceShape s, const float* src, float* dst) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < s.rows * s.cols;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  DDPM_GRID_STRIDE(i, s.rows * s.cols) {
     const int64_t r = i / s.cols, c = i % s.cols;
     if (kAccumulate) {
       dst[r * s.dst_ld + c] += src[r * s.src_ld + c];
