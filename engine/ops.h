@@ -69,6 +69,11 @@ Tensor reshape(const Tensor& x, const Shape& shape);   // a view, recorded for a
 // ---- attention (engine/ops/attention.cpp) ----
 // Multi-head self-attention: qkv (B, L, 3C) packed [q | k | v] -> (B, L, C); C % heads == 0.
 Tensor attention(const Tensor& qkv, int64_t heads);
+// Which CUDA attention runs (kernels/cuda/attention*.cu): the straightforward one (scores,
+// softmax, value product over an L x L workspace) or the fused online-softmax one (default).
+enum class AttentionAlgorithm { Straightforward, Fused };
+void set_attention_algorithm(AttentionAlgorithm algo);
+AttentionAlgorithm attention_algorithm();
 
 // ---- reductions and loss (engine/ops/reduce.cpp) ----
 Tensor sum(const Tensor& x);                           // -> scalar

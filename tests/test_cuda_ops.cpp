@@ -125,18 +125,60 @@ TEST(CudaOps, LinearThroughCublas) {
                        {rnd({4, 256, 256}, 1), rnd({256, 768}, 2, 0.06), rnd({768}, 3)}, 2e-4, 2e-4);
 }
 
+// Runs the test body with one CUDA attention version selected, restoring the default.
+class AttentionVersion {
+ public:
+  explicit AttentionVersion(AttentionAlgorithm a) : saved_(attention_algorithm()) {
+    set_attention_algorithm(a);
+  }
+  ~AttentionVersion() { set_attention_algorithm(saved_); }
+
+ private:
+  AttentionAlgorithm saved_;
+};
+
+// Both versions face the same shapes: odd token counts that leave partial tiles (7, 9, 37,
+// 70 tokens against the fused kernel's 16- and 32-row tiles), odd head dims (3, 5, 9: the
+// odd shared-memory stride path), several heads, and the CIFAR model's 16x16 single-head
+// case (L = 256, d = 256, batch 2). Softmax sums over up to 256 terms and d-long dot
+// products in a different order than the CPU: 1e-4.
+void expect_attention_matches_cpu() {
+  const auto attn = [](int64_t heads) {
+    return [heads](const std::vector<Tensor>& in) { return attention(in[0], heads); };
+  };
+  expect_devices_agree(attn(1), {rnd({2, 9, 18}, 1)}, 1e-4, 1e-4);
+  expect_devices_agree(attn(3), {rnd({3, 7, 27}, 1)}, 1e-4, 1e-4);
+  expect_devices_agree(attn(1), {rnd({2, 37, 15}, 3)}, 1e-4, 1e-4);
+  expect_devices_agree(attn(2), {rnd({1, 70, 3 * 18}, 4, 0.5)}, 1e-4, 1e-4);
+  expect_devices_agree(attn(1), {rnd({2, 256, 768}, 1, 0.1)}, 1e-4, 1e-4);
+  expect_devices_agree(attn(4), {rnd({2, 64, 3 * 128}, 2, 0.2)}, 1e-4, 1e-4);
+}
+
 TEST(CudaOps, AttentionStraightforwardVersion) {
   REQUIRE_GPU();
-  // odd token counts, several heads, and the CIFAR model's 16x16 single-head case (L = 256,
-  // d = 256, batch 2). Softmax sums over up to 256 terms and d-long dot products: 1e-4.
-  expect_devices_agree([](const std::vector<Tensor>& in) { return attention(in[0], 1); },
-                       {rnd({2, 9, 18}, 1)}, 1e-4, 1e-4);
-  expect_devices_agree([](const std::vector<Tensor>& in) { return attention(in[0], 3); },
-                       {rnd({3, 7, 27}, 1)}, 1e-4, 1e-4);
-  expect_devices_agree([](const std::vector<Tensor>& in) { return attention(in[0], 1); },
-                       {rnd({2, 256, 768}, 1, 0.1)}, 1e-4, 1e-4);
+  AttentionVersion version(AttentionAlgorithm::Straightforward);
+  expect_attention_matches_cpu();
+}
+
+TEST(CudaOps, AttentionFusedVersion) {
+  REQUIRE_GPU();
+  AttentionVersion version(AttentionAlgorithm::Fused);
+  expect_attention_matches_cpu();
+  // a 32x32 map with 4 heads of 32 channels: L = 1024, many key tiles per query tile
   expect_devices_agree([](const std::vector<Tensor>& in) { return attention(in[0], 4); },
-                       {rnd({2, 64, 3 * 128}, 2, 0.2)}, 1e-4, 1e-4);
+                       {rnd({1, 1024, 3 * 128}, 5, 0.2)}, 1e-4, 1e-4);
+}
+
+TEST(CudaOps, AttentionVersionsAreDeterministic) {
+  REQUIRE_GPU();
+  for (AttentionAlgorithm a : {AttentionAlgorithm::Straightforward, AttentionAlgorithm::Fused}) {
+    AttentionVersion version(a);
+    const auto f = [](const std::vector<Tensor>& in) { return attention(in[0], 2); };
+    const std::vector<Tensor> in = {rnd({3, 100, 3 * 64}, 6, 0.5)};
+    const DeviceRun first = run_on(Device::CUDA, f, in), second = run_on(Device::CUDA, f, in);
+    EXPECT_EQ(first.out, second.out);
+    EXPECT_EQ(first.grads[0], second.grads[0]);
+  }
 }
 
 TEST(CudaOps, UpsampleConcatSplit) {

@@ -1,4 +1,5 @@
-// Op entry: multi-head self-attention over packed qkv (B, L, 3C).
+// Op entry: multi-head self-attention over packed qkv (B, L, 3C). On CUDA, one of two
+// kernels (straightforward or fused, set_attention_algorithm); on the CPU, the reference.
 #include "engine/ops.h"
 #include "engine/ops/op_util.h"
 #include "kernels/cpu/attention.h"
@@ -7,6 +8,43 @@
 namespace ddpm {
 
 using detail::dispatch;
+
+namespace {
+AttentionAlgorithm g_algorithm = AttentionAlgorithm::Fused;
+}  // namespace
+
+void set_attention_algorithm(AttentionAlgorithm algo) { g_algorithm = algo; }
+AttentionAlgorithm attention_algorithm() { return g_algorithm; }
+
+namespace {
+
+#if DDPM_WITH_CUDA
+void cuda_forward(const AttentionShape& s, const Tensor& qkv, Tensor& out, Tensor& lse) {
+  if (g_algorithm == AttentionAlgorithm::Fused) {
+    cuda::attention_fused_forward(s, qkv.data<float>(), out.data<float>(), lse.data<float>());
+    return;
+  }
+  const Tensor ws = Tensor::empty(Shape{s.b * s.heads * s.l * s.l}, DType::F32, Device::CUDA);
+  cuda::attention_forward(s, qkv.data<float>(), out.data<float>(), lse.data<float>(),
+                          ws.data<float>());
+}
+
+// `out` is defined exactly when the forward ran the fused kernel (its backward needs it).
+void cuda_backward(const AttentionShape& s, const Tensor& qkv, const Tensor& out,
+                   const Tensor& lse, const Tensor& dout, Tensor& dqkv) {
+  if (out.defined()) {
+    const Tensor delta = Tensor::empty(Shape{s.b * s.heads * s.l}, DType::F32, Device::CUDA);
+    cuda::attention_fused_backward(s, qkv.data<float>(), out.data<float>(), lse.data<float>(),
+                                   dout.data<float>(), dqkv.data<float>(), delta.data<float>());
+    return;
+  }
+  const Tensor ws = Tensor::empty(Shape{2 * s.b * s.heads * s.l * s.l}, DType::F32, Device::CUDA);
+  cuda::attention_backward(s, qkv.data<float>(), lse.data<float>(), dout.data<float>(),
+                           dqkv.data<float>(), ws.data<float>());
+}
+#endif
+
+}  // namespace
 
 Tensor attention(const Tensor& qkv, int64_t heads) {
   detail::check_float("attention", "qkv", qkv);
@@ -25,27 +63,18 @@ Tensor attention(const Tensor& qkv, int64_t heads) {
   dispatch("attention", qkv, [&](auto tag) {
     using T = decltype(tag);
     cpu::attention_forward<T>(s, qkv.data<T>(), out.data<T>(), lse.data<T>());
-  }, [&] {
-    DDPM_CUDA_ONLY(
-        const Tensor ws = Tensor::empty(Shape{s.b * heads * s.l * s.l}, DType::F32, Device::CUDA);
-        cuda::attention_forward(s, qkv.data<float>(), out.data<float>(), lse.data<float>(),
-                                ws.data<float>()));
-  });
+  }, [&] { DDPM_CUDA_ONLY(cuda_forward(s, qkv, out, lse)); });
   if (should_record({qkv})) {
-    tape().record("attention", {out}, [s, qkv, lse, gq = grad_ref(qkv)](
+    const bool fused = qkv.device() == Device::CUDA && g_algorithm == AttentionAlgorithm::Fused;
+    const Tensor saved_out = fused ? out : Tensor();
+    tape().record("attention", {out}, [s, qkv, lse, saved_out, gq = grad_ref(qkv)](
                                           const std::vector<Tensor>& g) {
       Tensor dqkv = grad_buffer(gq);
       dispatch("attention backward", qkv, [&](auto tag) {
         using T = decltype(tag);
         cpu::attention_backward<T>(s, qkv.data<T>(), lse.data<T>(), g[0].data<T>(),
                                    dqkv.data<T>());
-      }, [&] {
-        DDPM_CUDA_ONLY(
-            const Tensor ws = Tensor::empty(Shape{2 * s.b * s.heads * s.l * s.l}, DType::F32,
-                                            Device::CUDA);
-            cuda::attention_backward(s, qkv.data<float>(), lse.data<float>(), g[0].data<float>(),
-                                     dqkv.data<float>(), ws.data<float>()));
-      });
+      }, [&] { DDPM_CUDA_ONLY(cuda_backward(s, qkv, saved_out, lse, g[0], dqkv)); });
     });
   }
   return out;
