@@ -43,7 +43,7 @@ void Tape::record(const std::string& op, const std::vector<Tensor>& outputs,
   nodes_.push_back(std::move(node));
 }
 
-void Tape::backward(const Tensor& root, const Tensor& seed) {
+void Tape::backward(const Tensor& root, const Tensor& seed, SeedUse use) {
   CHECK(root.requires_grad(),
         "backward: the root " << root.describe() << " does not require grad (was it computed "
                                  "inside a NoGradGuard, or from inputs that need no gradient?)");
@@ -51,7 +51,9 @@ void Tape::backward(const Tensor& root, const Tensor& seed) {
   if (seed.defined()) {
     CHECK(seed.shape() == root.shape() && seed.dtype() == root.dtype(),
           "backward: seed " << seed.describe() << " does not match root " << root.describe());
-    root_slot->grad = seed.clone().impl_ptr();
+    CHECK(seed.device() == root.device(),
+          "backward: seed " << seed.describe() << " is not on root's device " << root.describe());
+    root_slot->grad = (use == SeedUse::Adopt ? seed : seed.clone()).impl_ptr();
   } else {
     CHECK(root.numel() == 1, "backward: a root with " << root.numel()
                                                       << " elements needs an explicit seed");

@@ -42,8 +42,11 @@ class Tape {
   void record(const std::string& op, const std::vector<Tensor>& outputs, BackwardFn backward);
 
   // Reverse walk from `root`, seeded with `seed` (default: ones, for a one-element root).
-  // Clears the tape.
-  void backward(const Tensor& root, const Tensor& seed = Tensor());
+  // Clears the tape. With SeedUse::Adopt the seed's storage becomes root's gradient buffer
+  // (no copy; backward kernels may then accumulate into it): how a fused loss hands over
+  // the d(loss)/d(pred) it wrote in its forward pass without another pass over it.
+  enum class SeedUse { Copy, Adopt };
+  void backward(const Tensor& root, const Tensor& seed = Tensor(), SeedUse use = SeedUse::Copy);
 
  private:
   bool enabled_ = true;

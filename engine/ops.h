@@ -11,6 +11,7 @@
 
 #include "engine/autograd.h"
 #include "engine/tensor.h"
+#include "kernels/shapes.h"
 
 namespace ddpm {
 
@@ -92,5 +93,35 @@ Tensor rand_uniform(const Shape& shape, uint64_t seed, uint64_t stream,
 Tensor dropout(const Tensor& x, double p, uint64_t seed, uint64_t stream);
 // t (N) timesteps (f32 or f64) -> (N, dim) sinusoidal embedding; no gradient.
 Tensor timestep_embedding(const Tensor& t, int64_t dim);
+
+// ---- the fused diffusion loss (engine/ops/diffusion_loss.cpp) ----
+// What a fused corruption / loss needs besides the batch: the per-timestep tables (T),
+// f32 or f64 like the prediction, on the batch's device; the Philox position of eps (element
+// i of the batch = randn's element i at (noise_seed, noise_stream)); for a uint8 x0, the
+// random flip (sample j mirrored when philox_uniform(flip_seed, flip_stream, flip_first + j)
+// < 0.5, the image batcher's rule).
+struct DiffusionLossSpec {
+  DiffusionTarget target = DiffusionTarget::Epsilon;
+  Tensor sqrt_abar, sqrt_one_minus_abar, weight;  // (T)
+  uint64_t noise_seed = 0, noise_stream = 0;
+  bool flip = false;
+  uint64_t flip_seed = 0, flip_stream = 0, flip_first = 0;
+};
+// Timesteps as the (N) i32 tensor the ops take, each checked to be in [0, T).
+Tensor timestep_tensor(const std::vector<int>& t, int64_t T, Device device);
+// x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, eps drawn in the kernel and not stored.
+// x0 (N, ...) f32/f64, or (N, H, W, C) u8 decoded as u / 127.5 - 1 (then the result is the
+// tables' dtype); t (N) i32 on x0's device. Not recorded (x0 is data).
+Tensor diffusion_corrupt(const Tensor& x0, const Tensor& t, const DiffusionLossSpec& spec);
+struct FusedDiffusionLoss {
+  Tensor loss;        // scalar: sum_j w_t importance_j / N * mse_j
+  Tensor per_sample;  // (N): w_t * mse_j
+  Tensor dpred;       // d loss / d pred, same shape as pred
+};
+// The loss of pred against the target (eps | x0 | v) and its gradient in one pass; eps is
+// regenerated, not read. importance (N) or undefined for 1. Not recorded: hand dpred to
+// backward(pred, dpred) (the tape then adopts it as pred's gradient, no copy).
+FusedDiffusionLoss diffusion_loss_fused(const Tensor& pred, const Tensor& x0, const Tensor& t,
+                                        const Tensor& importance, const DiffusionLossSpec& spec);
 
 }  // namespace ddpm

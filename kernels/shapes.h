@@ -67,4 +67,31 @@ struct AdamWParams {
   float bias_correction1 = 1.0f, bias_correction2 = 1.0f;  // 1 - beta^t for the step t
 };
 
+// The fused diffusion loss (kernels/diffusion_loss_math.h has the per-element formulas).
+// A batch of n samples of dim elements each, NHWC images (h, w, c) when x0 is bytes with a
+// random flip (for f32 x0 only n and dim matter). eps element i of the batch (i over n * dim)
+// is philox_normal(noise_seed, noise_stream, i), the engine's randn at the same position;
+// sample j is mirrored left-right when philox_uniform(flip_seed, flip_stream, flip_first + j)
+// < 0.5, the image batcher's rule.
+enum class DiffusionTarget : int { Epsilon = 0, X0 = 1, V = 2 };
+struct DiffusionLossShape {
+  int64_t n = 0, dim = 0;
+  int64_t h = 0, w = 0, c = 0;  // image geometry, used by the flip only
+  DiffusionTarget target = DiffusionTarget::Epsilon;
+  uint64_t noise_seed = 0, noise_stream = 0;
+  bool flip = false;
+  uint64_t flip_seed = 0, flip_stream = 0, flip_first = 0;
+};
+
+// Per-timestep tables (T entries) and per-sample inputs of the fused loss, all on the
+// kernel's device. t[j] indexes the tables; importance is null for weight 1.
+template <class T>
+struct DiffusionLossTables {
+  const int32_t* t = nullptr;           // (n)
+  const T* sqrt_abar = nullptr;         // (T) sqrt(alpha_bar_t)
+  const T* sqrt_one_minus_abar = nullptr;  // (T) sqrt(1 - alpha_bar_t)
+  const T* weight = nullptr;            // (T) loss weight w_t (simple 1, vlb, hybrid)
+  const T* importance = nullptr;        // (n) importance-sampling weight, or null
+};
+
 }  // namespace ddpm

@@ -33,20 +33,36 @@ const std::vector<int64_t>& ImageBatcher::permutation(int64_t epoch) {
   return perm_;
 }
 
-Tensor ImageBatcher::batch(int64_t step) {
+ImageBatcher::Bytes ImageBatcher::batch_bytes(int64_t step) {
   const int64_t h = data_->height(), w = data_->width(), n = data_->size();
-  std::vector<uint8_t> img(static_cast<size_t>(h * w * 3));
-  std::vector<float> out(static_cast<size_t>(batch_ * h * w * 3));
+  std::vector<uint8_t> images(static_cast<size_t>(batch_ * h * w * 3));
   for (int64_t j = 0; j < batch_; ++j) {
     const int64_t g = step * batch_ + j;
-    data_->get(permutation(g / n)[g % n], img.data());
-    const bool mirror = flip_ && philox_uniform(seed_, kFlipStream, g) < 0.5f;
+    data_->get(permutation(g / n)[g % n], images.data() + j * h * w * 3);
+  }
+  Bytes b;
+  b.images = Tensor::from_vector(Shape{batch_, h, w, 3}, images);
+  b.flip = flip_;
+  b.flip_seed = seed_;
+  b.flip_stream = kFlipStream;
+  b.flip_first = static_cast<uint64_t>(step * batch_);
+  return b;
+}
+
+Tensor ImageBatcher::batch(int64_t step) {
+  const Bytes b = batch_bytes(step);
+  const int64_t h = data_->height(), w = data_->width();
+  const uint8_t* img = b.images.data<uint8_t>();
+  std::vector<float> out(static_cast<size_t>(batch_ * h * w * 3));
+  for (int64_t j = 0; j < batch_; ++j) {
+    const bool mirror = flip_ && philox_uniform(seed_, kFlipStream, b.flip_first + j) < 0.5f;
+    const uint8_t* src = img + j * h * w * 3;
     float* dst = out.data() + j * h * w * 3;
     for (int64_t y = 0; y < h; ++y)
       for (int64_t x = 0; x < w; ++x)
         for (int c = 0; c < 3; ++c)
           dst[(y * w + x) * 3 + c] =
-              img[(y * w + (mirror ? w - 1 - x : x)) * 3 + c] / 127.5f - 1.0f;
+              src[(y * w + (mirror ? w - 1 - x : x)) * 3 + c] / 127.5f - 1.0f;
   }
   return Tensor::from_vector(Shape{batch_, h, w, 3}, out);
 }

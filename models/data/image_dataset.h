@@ -31,6 +31,15 @@ class ImageBatcher {
   ImageBatcher(std::shared_ptr<const ImageDataset> data, int64_t batch, uint64_t seed,
                bool random_flip);
   Tensor batch(int64_t step);  // (B, H, W, 3) f32 in [-1, 1]
+  // The same batch as raw bytes, not yet flipped, with the flip rule: sample j is mirrored
+  // when philox_uniform(flip_seed, flip_stream, flip_first + j) < 0.5. The fused loss
+  // decodes bytes on the GPU: a quarter of the bytes to copy and read.
+  struct Bytes {
+    Tensor images;  // (B, H, W, 3) u8
+    bool flip = false;
+    uint64_t flip_seed = 0, flip_stream = 0, flip_first = 0;
+  };
+  Bytes batch_bytes(int64_t step);
 
  private:
   const std::vector<int64_t>& permutation(int64_t epoch);

@@ -32,6 +32,7 @@ TrainerConfig read_trainer_config(ConfigReader& r, const TrainerConfig& d) {
   c.ema_decay = r.number("ema_decay", d.ema_decay, 0, 0.99999999);
   c.ema_warmup = r.boolean("ema_warmup", d.ema_warmup);
   c.seed = static_cast<uint64_t>(r.integer("seed", static_cast<int64_t>(d.seed), 0, INT64_MAX));
+  c.fused_loss = r.boolean("fused_loss", d.fused_loss);
   return c;
 }
 
@@ -83,18 +84,83 @@ LossResult DiffusionTrainer::batch_loss(const Denoiser& model, const Tensor& x0,
   return r;
 }
 
-StepStats DiffusionTrainer::step(const Denoiser& model, const Tensor& x0) {
+DiffusionLossSpec DiffusionTrainer::fused_loss_spec(const TrainBatch& batch, int64_t step) const {
+  const Device device = batch.x0.device();
+  const DType dtype = batch.x0.dtype() == DType::U8 ? DType::F32 : batch.x0.dtype();
+  if (!table_weight_.defined() || table_weight_.device() != device ||
+      table_weight_.dtype() != dtype) {
+    const auto upload = [&](const std::vector<double>& v) {
+      return Tensor::from_vector<double>(Shape{static_cast<int64_t>(v.size())}, v)
+          .to(dtype)
+          .to(device);
+    };
+    table_sqrt_abar_ = upload(schedule_.sqrt_alpha_bar);
+    table_sqrt_one_minus_abar_ = upload(schedule_.sqrt_one_minus_alpha_bar);
+    table_weight_ = upload(weights_);
+  }
+  DiffusionLossSpec spec;
+  switch (config_.target) {
+    case Target::Epsilon: spec.target = DiffusionTarget::Epsilon; break;
+    case Target::X0: spec.target = DiffusionTarget::X0; break;
+    case Target::V: spec.target = DiffusionTarget::V; break;
+  }
+  spec.sqrt_abar = table_sqrt_abar_;
+  spec.sqrt_one_minus_abar = table_sqrt_one_minus_abar_;
+  spec.weight = table_weight_;
+  spec.noise_seed = config_.seed;
+  spec.noise_stream = kNoiseStream + static_cast<uint64_t>(step);
+  spec.flip = batch.flip;
+  spec.flip_seed = batch.flip_seed;
+  spec.flip_stream = batch.flip_stream;
+  spec.flip_first = batch.flip_first;
+  return spec;
+}
+
+double DiffusionTrainer::fused_loss_backward(const Denoiser& model, const TrainBatch& batch,
+                                             const TimestepBatch& tb,
+                                             std::vector<double>* per_sample) {
+  const DiffusionLossSpec spec = fused_loss_spec(batch, step_);
+  const Device device = batch.x0.device();
+  const Tensor t = timestep_tensor(tb.t, schedule_.T, device);
+  const Tensor x_t = diffusion_corrupt(batch.x0, t, spec);
+  const Tensor pred = model(x_t, tb.t);
+  Tensor importance;
+  if (config_.timestep_sampler == TimestepSamplerKind::Importance)
+    importance = Tensor::from_vector<double>(Shape{static_cast<int64_t>(tb.weights.size())},
+                                             tb.weights)
+                     .to(pred.dtype())
+                     .to(device);
+  const FusedDiffusionLoss f = diffusion_loss_fused(pred, batch.x0, t, importance, spec);
+  *per_sample = f.per_sample.to(Device::CPU).to(DType::F64).to_vector<double>();
+  const double loss = f.loss.item();
+  tape().backward(pred, f.dpred, Tape::SeedUse::Adopt);
+  return loss;
+}
+
+StepStats DiffusionTrainer::step(const Denoiser& model, const TrainBatch& batch) {
   StepStats st;
   store_.zero_grad();
   TimestepBatch tb;
-  LossResult r = batch_loss(model, x0, step_, &tb);
-  st.loss = r.loss.item();
-  backward(r.loss);
+  std::vector<double> per_sample;
+  if (config_.fused_loss) {
+    tb = timesteps_.sample(static_cast<int>(batch.x0.shape()[0]), config_.seed,
+                           kTimestepStream + static_cast<uint64_t>(step_));
+    st.loss = fused_loss_backward(model, batch, tb, &per_sample);
+  } else {
+    CHECK(batch.x0.dtype() != DType::U8,
+          "the unfused loss (\"fused_loss\": false) needs an f32/f64 batch, got "
+              << batch.x0.describe());
+    CHECK(!batch.flip, "the unfused loss takes batches already flipped");
+    LossResult r = batch_loss(model, batch.x0, step_, &tb);
+    st.loss = r.loss.item();
+    backward(r.loss);
+    per_sample = std::move(r.per_sample);
+  }
   st.grad_norm = clip_grad_norm(store_, config_.grad_clip);
   st.lr = learning_rate(step_, config_.adam.lr, config_.warmup, config_.steps, config_.lr_decay);
   optimizer_.step(st.lr);
   if (ema_) ema_->update(step_);
-  timesteps_.update(tb.t, r.per_sample);
+  timesteps_.update(tb.t, per_sample);
   ++step_;
   return st;
 }

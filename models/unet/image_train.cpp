@@ -92,7 +92,11 @@ StepStats ImageRun::step() {
   const Denoiser train_model = [net, seed, s](const Tensor& x, const std::vector<int>& t) {
     return net->forward(x, t, ForwardMode{true, seed, static_cast<uint64_t>(s)});
   };
-  return trainer_->step(train_model, batcher_->batch(s).to(config_.device));
+  if (!config_.trainer.fused_loss)
+    return trainer_->step(train_model, batcher_->batch(s).to(config_.device));
+  ImageBatcher::Bytes b = batcher_->batch_bytes(s);
+  return trainer_->step(train_model, TrainBatch{b.images.to(config_.device), b.flip, b.flip_seed,
+                                                b.flip_stream, b.flip_first});
 }
 
 void ImageRun::save_checkpoint(const std::string& path) const {

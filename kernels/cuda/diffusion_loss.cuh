@@ -1,0 +1,25 @@
+// CUDA fused diffusion loss: corruption, and loss + gradient in one pass, eps regenerated
+// from Philox (never stored). Same contract as kernels/cpu/diffusion_loss.h, f32 only;
+// x0 is f32 or the raw uint8 NHWC batch. All pointers on the device.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/shapes.h"
+
+namespace ddpm::cuda {
+
+// Chunks of each sample the loss kernel reduces separately; `partial` holds n x chunks floats.
+int64_t loss_chunks(const DiffusionLossShape& s);
+
+template <class X0>
+void diffusion_corrupt(const DiffusionLossShape& s, const DiffusionLossTables<float>& tab,
+                       const X0* x0 /* (n, dim) */, float* x_t /* (n, dim) */);
+
+// Writes dpred (n, dim), per_sample (n), loss (1); x0 may be null for the epsilon target.
+template <class X0>
+void diffusion_loss(const DiffusionLossShape& s, const DiffusionLossTables<float>& tab,
+                    const float* pred, const X0* x0, float* dpred, float* per_sample,
+                    float* loss, float* partial /* workspace (n, loss_chunks) */);
+
+}  // namespace ddpm::cuda
