@@ -18,6 +18,15 @@ const char* target_name(Target target) {
   return "?";
 }
 
+DiffusionTarget to_diffusion_target(Target target) {
+  switch (target) {
+    case Target::Epsilon: return DiffusionTarget::Epsilon;
+    case Target::X0: return DiffusionTarget::X0;
+    case Target::V: return DiffusionTarget::V;
+  }
+  THROW_ERROR("bad target");
+}
+
 NoiseLevels NoiseLevels::at(const Schedule& schedule, const std::vector<int>& t) {
   NoiseLevels lv;
   for (int ti : t) {

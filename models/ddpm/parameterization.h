@@ -22,6 +22,8 @@ namespace ddpm {
 enum class Target { Epsilon, X0, V };
 Target parse_target(const std::string& name);  // "epsilon" | "x0" | "v"
 const char* target_name(Target target);
+// The same choice as the fused loss kernels name it.
+DiffusionTarget to_diffusion_target(Target target);
 
 // sqrt(abar_t) and sqrt(1 - abar_t) for each sample of a batch.
 struct NoiseLevels {

@@ -99,11 +99,7 @@ DiffusionLossSpec DiffusionTrainer::fused_loss_spec(const TrainBatch& batch, int
     table_weight_ = upload(weights_);
   }
   DiffusionLossSpec spec;
-  switch (config_.target) {
-    case Target::Epsilon: spec.target = DiffusionTarget::Epsilon; break;
-    case Target::X0: spec.target = DiffusionTarget::X0; break;
-    case Target::V: spec.target = DiffusionTarget::V; break;
-  }
+  spec.target = to_diffusion_target(config_.target);
   spec.sqrt_abar = table_sqrt_abar_;
   spec.sqrt_one_minus_abar = table_sqrt_one_minus_abar_;
   spec.weight = table_weight_;
