@@ -20,8 +20,17 @@
     }                                                                                      \
   } while (0)
 
-// After a kernel launch: a bad configuration shows up in cudaGetLastError.
-#define CUDA_CHECK_LAUNCH() CUDA_CHECK(cudaGetLastError())
+namespace ddpm {
+void count_kernel_launch();  // engine/device.cpp: feeds device_work_counts()
+}  // namespace ddpm
+
+// After a kernel launch: a bad configuration shows up in cudaGetLastError. Every launch in
+// the engine goes through here, so it is also where launches are counted.
+#define CUDA_CHECK_LAUNCH()            \
+  do {                                 \
+    ::ddpm::count_kernel_launch();     \
+    CUDA_CHECK(cudaGetLastError());    \
+  } while (0)
 
 #define CUBLAS_CHECK(expr)                                                                 \
   do {                                                                                     \

@@ -1,5 +1,6 @@
 #include "engine/device.h"
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
@@ -9,6 +10,7 @@
 #if DDPM_WITH_CUDA
 #include "engine/cuda_allocator.h"
 #include "engine/cuda_check.h"
+#include <nvtx3/nvToolsExt.h>
 #endif
 
 namespace ddpm {
@@ -16,6 +18,8 @@ namespace ddpm {
 const char* device_name(Device d) { return d == Device::CPU ? "cpu" : "cuda"; }
 
 namespace {
+
+std::atomic<uint64_t> g_launches{0}, g_memsets{0}, g_copies{0};
 
 // Host blocks are 64-byte aligned: a cache line, and enough for any SIMD load.
 constexpr size_t kHostAlignment = 64;
@@ -120,6 +124,7 @@ void device_copy(void* dst, Device dst_dev, const void* src, Device src_dev, siz
   // cudaMemcpy is ordered after earlier work on the default stream and, for device-to-host,
   // returns when the data is on the host.
   CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault));
+  ++g_copies;
 #endif
 }
 
@@ -131,6 +136,25 @@ void device_zero(void* ptr, Device d, size_t bytes) {
   }
 #if DDPM_WITH_CUDA
   CUDA_CHECK(cudaMemsetAsync(ptr, 0, bytes, 0));
+  ++g_memsets;
+#endif
+}
+
+void count_kernel_launch() { ++g_launches; }
+
+DeviceWorkCounts device_work_counts() { return {g_launches.load(), g_memsets.load(), g_copies.load()}; }
+
+ProfileRange::ProfileRange(const char* name) {
+#if DDPM_WITH_CUDA
+  nvtxRangePushA(name);
+#else
+  (void)name;
+#endif
+}
+
+ProfileRange::~ProfileRange() {
+#if DDPM_WITH_CUDA
+  nvtxRangePop();
 #endif
 }
 

@@ -28,6 +28,24 @@ void device_zero(void* ptr, Device d, size_t bytes);
 // The most device memory the caching allocator has handed out at once (0 without CUDA).
 size_t cuda_peak_bytes_in_use();
 
+// GPU work the engine has issued since the start: kernel launches (every launch checked
+// with CUDA_CHECK_LAUNCH; cuBLAS / cuDNN calls are not seen), memsets, and host <-> device
+// copies. Benchmarks difference two readings to report launches per step.
+struct DeviceWorkCounts {
+  uint64_t launches = 0, memsets = 0, copies = 0;
+};
+DeviceWorkCounts device_work_counts();
+
+// An NVTX range (named span on the Nsight Systems / Compute timeline) for its lifetime;
+// nothing without CUDA.
+class ProfileRange {
+ public:
+  explicit ProfileRange(const char* name);
+  ~ProfileRange();
+  ProfileRange(const ProfileRange&) = delete;
+  ProfileRange& operator=(const ProfileRange&) = delete;
+};
+
 // Waits for all queued GPU work (no-op on the CPU).
 void device_synchronize(Device d);
 

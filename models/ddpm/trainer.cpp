@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "engine/device.h"
+
 namespace ddpm {
 
 TrainerConfig read_trainer_config(ConfigReader& r, const TrainerConfig& d) {
@@ -118,17 +120,29 @@ double DiffusionTrainer::fused_loss_backward(const Denoiser& model, const TrainB
   const DiffusionLossSpec spec = fused_loss_spec(batch, step_);
   const Device device = batch.x0.device();
   const Tensor t = timestep_tensor(tb.t, schedule_.T, device);
-  const Tensor x_t = diffusion_corrupt(batch.x0, t, spec);
-  const Tensor pred = model(x_t, tb.t);
+  Tensor x_t, pred;
+  {
+    ProfileRange range("diffusion corrupt (fused)");
+    x_t = diffusion_corrupt(batch.x0, t, spec);
+  }
+  {
+    ProfileRange range("model forward");
+    pred = model(x_t, tb.t);
+  }
   Tensor importance;
   if (config_.timestep_sampler == TimestepSamplerKind::Importance)
     importance = Tensor::from_vector<double>(Shape{static_cast<int64_t>(tb.weights.size())},
                                              tb.weights)
                      .to(pred.dtype())
                      .to(device);
-  const FusedDiffusionLoss f = diffusion_loss_fused(pred, batch.x0, t, importance, spec);
+  FusedDiffusionLoss f;
+  {
+    ProfileRange range("diffusion loss (fused)");
+    f = diffusion_loss_fused(pred, batch.x0, t, importance, spec);
+  }
   *per_sample = f.per_sample.to(Device::CPU).to(DType::F64).to_vector<double>();
   const double loss = f.loss.item();
+  ProfileRange range("backward");
   tape().backward(pred, f.dpred, Tape::SeedUse::Adopt);
   return loss;
 }
@@ -147,11 +161,13 @@ StepStats DiffusionTrainer::step(const Denoiser& model, const TrainBatch& batch)
           "the unfused loss (\"fused_loss\": false) needs an f32/f64 batch, got "
               << batch.x0.describe());
     CHECK(!batch.flip, "the unfused loss takes batches already flipped");
+    ProfileRange range("forward + loss + backward (unfused)");
     LossResult r = batch_loss(model, batch.x0, step_, &tb);
     st.loss = r.loss.item();
     backward(r.loss);
     per_sample = std::move(r.per_sample);
   }
+  ProfileRange range("clip + AdamW + EMA");
   st.grad_norm = clip_grad_norm(store_, config_.grad_clip);
   st.lr = learning_rate(step_, config_.adam.lr, config_.warmup, config_.steps, config_.lr_decay);
   optimizer_.step(st.lr);

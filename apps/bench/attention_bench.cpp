@@ -1,0 +1,98 @@
+// kernel-bench attention: the straightforward and the fused CUDA attention, forward and
+// backward, at the CIFAR-10 model's 16x16 attention (L = 256, one head of d = 256) and at a
+// 32x32 map with 4 heads (L = 1024, d = 32), next to a cuBLAS floor.
+//
+// FLOPs: forward 4 B H L^2 d (QK^T and PV); backward counted as 8 B H L^2 d (dV, dP, dQ, dK;
+// the recomputation of S is not counted, the usual convention), so TFLOP/s compare across
+// versions. The cuBLAS row times only the two forward GEMMs (strided-batched SGEMM, fp32
+// math, no softmax): a floor for any attention built from library GEMMs.
+#include <cublas_v2.h>
+
+#include <cstdio>
+
+#include "apps/bench/bench.h"
+#include "engine/cuda_check.h"
+#include "engine/ops.h"
+#include "kernels/cuda/attention.cuh"
+
+namespace ddpm::bench {
+
+namespace {
+
+// S = Q K^T and O = P V for every (batch, head) with cuBLAS on the packed layout. Row-major
+// X (ld) is column-major X^T, so S^T = K Q^T is gemm(T, N) on K and Q, and O^T = V^T P^T is
+// gemm(N, N) on V and P. One strided-batched call per head (heads are not one stride apart
+// from batch to batch).
+void cublas_floor(cublasHandle_t h, const AttentionShape& s, const float* qkv, float* p,
+                  float* out) {
+  const int l = static_cast<int>(s.l), d = static_cast<int>(s.head_dim());
+  const int ld_qkv = static_cast<int>(3 * s.c), ld_out = static_cast<int>(s.c);
+  const long long stride_qkv = static_cast<long long>(s.l) * 3 * s.c;
+  const long long stride_p = static_cast<long long>(s.l) * s.l;
+  const long long stride_out = static_cast<long long>(s.l) * s.c;
+  const float one = 1.0f, zero = 0.0f;
+  for (int64_t hd = 0; hd < s.heads; ++hd) {
+    const float* q = qkv + hd * d;
+    const float* k = qkv + s.c + hd * d;
+    const float* v = qkv + 2 * s.c + hd * d;
+    float* ph = p + hd * s.b * stride_p;
+    CUBLAS_CHECK(cublasSgemmStridedBatched(h, CUBLAS_OP_T, CUBLAS_OP_N, l, l, d, &one, k, ld_qkv,
+                                           stride_qkv, q, ld_qkv, stride_qkv, &zero, ph, l,
+                                           stride_p, static_cast<int>(s.b)));
+    CUBLAS_CHECK(cublasSgemmStridedBatched(h, CUBLAS_OP_N, CUBLAS_OP_N, d, l, l, &one, v, ld_qkv,
+                                           stride_qkv, ph, l, stride_p, &zero, out + hd * d,
+                                           ld_out, stride_out, static_cast<int>(s.b)));
+  }
+}
+
+}  // namespace
+
+void bench_attention(const Options& o, Timer& timer, Report& report) {
+  struct Case {
+    const char* name;
+    int64_t l, c, heads;
+  } cases[] = {{"16x16, 1 head", 256, 256, 1}, {"32x32, 4 heads", 1024, 128, 4}};
+  cublasHandle_t handle;
+  CUBLAS_CHECK(cublasCreate(&handle));
+  CUBLAS_CHECK(cublasSetMathMode(handle, CUBLAS_DEFAULT_MATH));
+  for (const Case& c : cases) {
+    AttentionShape s;
+    s.b = o.batch;
+    s.l = c.l;
+    s.c = c.c;
+    s.heads = c.heads;
+    char shape[96];
+    std::snprintf(shape, sizeof shape, "%s B%lld L%lld d%lld", c.name,
+                  static_cast<long long>(s.b), static_cast<long long>(s.l),
+                  static_cast<long long>(s.head_dim()));
+    const double fwd_flops = 4.0 * s.b * s.heads * s.l * s.l * s.head_dim();
+    const Tensor qkv = scale(randn(Shape{s.b, s.l, 3 * s.c}, 1, 5, Device::CUDA), 0.3);
+    const Tensor out = Tensor::empty(Shape{s.b, s.l, s.c}, DType::F32, Device::CUDA);
+    const Tensor dout = randn(out.shape(), 1, 6, Device::CUDA);
+    const Tensor dqkv = Tensor::zeros(qkv.shape(), DType::F32, Device::CUDA);
+    const Tensor lse = Tensor::empty(Shape{s.b, s.heads, s.l}, DType::F32, Device::CUDA);
+    const Tensor ws = Tensor::empty(Shape{2 * s.b * s.heads * s.l * s.l}, DType::F32, Device::CUDA);
+    const Tensor delta = Tensor::empty(Shape{s.b * s.heads * s.l}, DType::F32, Device::CUDA);
+    const float* q = qkv.data<float>();
+    report.add_flops("attention fwd", shape, "straightforward", timer.median_ms([&] {
+      cuda::attention_forward(s, q, out.data<float>(), lse.data<float>(), ws.data<float>());
+    }), fwd_flops);
+    report.add_flops("attention bwd", shape, "straightforward", timer.median_ms([&] {
+      cuda::attention_backward(s, q, lse.data<float>(), dout.data<float>(), dqkv.data<float>(),
+                               ws.data<float>());
+    }), 2 * fwd_flops);
+    report.add_flops("attention fwd", shape, "fused", timer.median_ms([&] {
+      cuda::attention_fused_forward(s, q, out.data<float>(), lse.data<float>());
+    }), fwd_flops);
+    report.add_flops("attention bwd", shape, "fused", timer.median_ms([&] {
+      cuda::attention_fused_backward(s, q, out.data<float>(), lse.data<float>(),
+                                     dout.data<float>(), dqkv.data<float>(), delta.data<float>());
+    }), 2 * fwd_flops);
+    report.add_flops("attention fwd", shape, "cuBLAS GEMMs only", timer.median_ms([&] {
+      cublas_floor(handle, s, q, ws.data<float>(), out.data<float>());
+    }), fwd_flops);
+  }
+  CUBLAS_CHECK(cublasDestroy(handle));
+}
+
+}  // namespace ddpm::bench

@@ -1,0 +1,93 @@
+#include "apps/bench/bench.h"
+
+#include <algorithm>
+#include <cstdio>
+
+#include "engine/cuda_check.h"
+
+namespace ddpm::bench {
+
+Peaks device_peaks() {
+  int dev = 0, clock_khz = 0, mem_clock_khz = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  cudaDeviceProp prop{};
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&clock_khz, cudaDevAttrClockRate, dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&mem_clock_khz, cudaDevAttrMemoryClockRate, dev));
+  // FP32 lanes per SM: 64 on sm_80 (A100), 128 on sm_86/89/90 and later.
+  const int lanes = (prop.major == 8 && prop.minor == 0) ? 64 : 128;
+  Peaks p;
+  p.name = prop.name;
+  p.fp32_tflops = 2.0 * prop.multiProcessorCount * lanes * clock_khz * 1e3 / 1e12;
+  p.bandwidth_gbs = 2.0 * mem_clock_khz * 1e3 * (prop.memoryBusWidth / 8) / 1e9;
+  p.l2_bytes = static_cast<size_t>(prop.l2CacheSize);
+  return p;
+}
+
+Timer::Timer(size_t l2_bytes) : flush_bytes_(2 * std::max<size_t>(l2_bytes, 1 << 20)) {
+  CUDA_CHECK(cudaMalloc(&flush_, flush_bytes_));
+  CUDA_CHECK(cudaEventCreate(&start_));
+  CUDA_CHECK(cudaEventCreate(&stop_));
+}
+
+Timer::~Timer() {
+  cudaFree(flush_);
+  cudaEventDestroy(start_);
+  cudaEventDestroy(stop_);
+}
+
+double Timer::median_ms(const std::function<void()>& fn, int warmup, int reps) {
+  for (int i = 0; i < warmup; ++i) fn();
+  std::vector<float> ms;
+  for (int i = 0; i < reps; ++i) {
+    CUDA_CHECK(cudaMemsetAsync(flush_, i, flush_bytes_, 0));
+    CUDA_CHECK(cudaEventRecord(start_, 0));
+    fn();
+    CUDA_CHECK(cudaEventRecord(stop_, 0));
+    CUDA_CHECK(cudaEventSynchronize(stop_));
+    float t = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&t, start_, stop_));
+    ms.push_back(t);
+  }
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+Row& Report::add_flops(const std::string& kernel, const std::string& shape,
+                       const std::string& variant, double ms, double flops) {
+  const double tflops = flops / ms / 1e9;
+  rows_.push_back({kernel, shape, variant, ms, tflops, tflops / peaks_.fp32_tflops, "TFLOP/s"});
+  return rows_.back();
+}
+
+Row& Report::add_bytes(const std::string& kernel, const std::string& shape,
+                       const std::string& variant, double ms, double bytes) {
+  const double gbs = bytes / ms / 1e6;
+  rows_.push_back({kernel, shape, variant, ms, gbs, gbs / peaks_.bandwidth_gbs, "GB/s"});
+  return rows_.back();
+}
+
+void Report::print() const {
+  std::printf("\n%-22s %-30s %-22s %10s %12s %8s\n", "kernel", "shape", "variant", "ms", "rate",
+              "peak");
+  for (const Row& r : rows_)
+    std::printf("%-22s %-30s %-22s %10.4f %8.2f %-7s %5.1f%%\n", r.kernel.c_str(),
+                r.shape.c_str(), r.variant.c_str(), r.ms, r.rate, r.unit, 100 * r.fraction);
+}
+
+nlohmann::json Report::json() const {
+  nlohmann::json out = {{"device", peaks_.name},
+                        {"fp32_peak_tflops", peaks_.fp32_tflops},
+                        {"bandwidth_peak_gbs", peaks_.bandwidth_gbs},
+                        {"rows", nlohmann::json::array()}};
+  for (const Row& r : rows_) {
+    nlohmann::json row = {{"kernel", r.kernel}, {"shape", r.shape}, {"variant", r.variant},
+                          {"ms", r.ms},         {"rate", r.rate},   {"unit", r.unit},
+                          {"fraction_of_peak", r.fraction}};
+    row.update(r.extra);
+    out["rows"].push_back(row);
+  }
+  return out;
+}
+
+}  // namespace ddpm::bench

@@ -1,0 +1,80 @@
+// Shared pieces of kernel-bench (apps/kernel_bench.cpp): the device's peaks, an L2-flushing
+// CUDA-event timer, and the report every section adds rows to.
+//
+// Method: each measurement runs a warm-up, then `reps` timed runs, each preceded by a write
+// of a buffer twice the L2 size so no run finds its data in L2; a run is timed with CUDA
+// events around the launch(es) alone (host work inside the timed function, e.g. the unfused
+// loss chain's syncs, counts too) and the median is reported. Peaks: SMs x clock x FP32
+// lanes per SM x 2, and memory clock x bus width x 2 (DDR), from the device's attributes.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace ddpm::bench {
+
+struct Peaks {
+  std::string name;
+  double fp32_tflops = 0, bandwidth_gbs = 0;
+  size_t l2_bytes = 0;
+};
+Peaks device_peaks();
+
+class Timer {
+ public:
+  explicit Timer(size_t l2_bytes);
+  ~Timer();
+  Timer(const Timer&) = delete;
+  Timer& operator=(const Timer&) = delete;
+  // Median milliseconds of `fn` over `reps` runs after `warmup` runs, L2 flushed before each.
+  double median_ms(const std::function<void()>& fn, int warmup = 3, int reps = 20);
+
+ private:
+  void* flush_ = nullptr;
+  size_t flush_bytes_;
+  cudaEvent_t start_, stop_;
+};
+
+struct Row {
+  std::string kernel, shape, variant;
+  double ms = 0, rate = 0, fraction = 0;  // rate: TFLOP/s or GB/s
+  const char* unit = "";
+  nlohmann::json extra = nlohmann::json::object();  // section-specific figures
+};
+
+// The rows of one run, printed as a table and written as JSON.
+class Report {
+ public:
+  explicit Report(const Peaks& peaks) : peaks_(peaks) {}
+  // flops / ms as TFLOP/s and the fraction of the fp32 peak.
+  Row& add_flops(const std::string& kernel, const std::string& shape, const std::string& variant,
+                 double ms, double flops);
+  // bytes / ms as GB/s and the fraction of peak bandwidth.
+  Row& add_bytes(const std::string& kernel, const std::string& shape, const std::string& variant,
+                 double ms, double bytes);
+  void print() const;
+  nlohmann::json json() const;
+  const Peaks& peaks() const { return peaks_; }
+
+ private:
+  Peaks peaks_;
+  std::vector<Row> rows_;
+};
+
+struct Options {
+  int64_t batch = 128;
+  bool skip_naive = false;
+};
+
+// The sections; each adds its rows.
+void bench_convolutions(const Options& o, Timer& timer, Report& report);
+void bench_memory_bound(const Options& o, Timer& timer, Report& report);
+void bench_attention(const Options& o, Timer& timer, Report& report);
+void bench_loss(const Options& o, Timer& timer, Report& report);
+
+}  // namespace ddpm::bench

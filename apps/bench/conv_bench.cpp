@@ -1,0 +1,154 @@
+// kernel-bench conv: both convolution versions at the CIFAR-10 model's 11 conv shapes,
+// forward / dgrad / wgrad, next to cuDNN fp32 (FMA math, no TF32), in TFLOP/s.
+#include <algorithm>
+#include <cstdio>
+
+#include <cudnn.h>
+
+#include "apps/bench/bench.h"
+#include "engine/cuda_check.h"
+#include "engine/ops.h"
+#include "kernels/cuda/conv2d.cuh"
+
+namespace ddpm::bench {
+
+namespace {
+
+// cuDNN's fp32 (FMA math, no TF32) convolution for the same problem. cuDNN's legacy API
+// takes symmetric padding only; the downsample's (0, 1) padding is timed as (1, 1), the
+// same work.
+struct CudnnConv {
+  cudnnHandle_t h;
+  cudnnTensorDescriptor_t x, y;
+  cudnnFilterDescriptor_t w;
+  cudnnConvolutionDescriptor_t conv;
+  cudnnConvolutionFwdAlgo_t fwd;
+  cudnnConvolutionBwdDataAlgo_t bwd_data;
+  cudnnConvolutionBwdFilterAlgo_t bwd_filter;
+  size_t ws_bytes = 0;
+  void* ws = nullptr;
+
+  CudnnConv(cudnnHandle_t handle, const Conv2dShape& s) : h(handle) {
+    CUDNN_CHECK(cudnnCreateTensorDescriptor(&x));
+    CUDNN_CHECK(cudnnCreateTensorDescriptor(&y));
+    CUDNN_CHECK(cudnnCreateFilterDescriptor(&w));
+    CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&conv));
+    CUDNN_CHECK(cudnnSetTensor4dDescriptor(x, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, (int)s.n,
+                                           (int)s.c_in, (int)s.h, (int)s.w));
+    CUDNN_CHECK(cudnnSetTensor4dDescriptor(y, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, (int)s.n,
+                                           (int)s.c_out, (int)s.out_h(), (int)s.out_w()));
+    CUDNN_CHECK(cudnnSetFilter4dDescriptor(w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC, (int)s.c_out,
+                                           (int)s.c_in, s.kh, s.kw));
+    const int pad = std::max(s.pad_top, s.pad_bottom);
+    CUDNN_CHECK(cudnnSetConvolution2dDescriptor(conv, pad, pad, s.stride, s.stride, 1, 1,
+                                                CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+    CUDNN_CHECK(cudnnSetConvolutionMathType(conv, CUDNN_FMA_MATH));
+    int n = 0;
+    cudnnConvolutionFwdAlgoPerf_t fp;
+    CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, x, w, conv, y, 1, &n, &fp));
+    fwd = fp.algo;
+    cudnnConvolutionBwdDataAlgoPerf_t dp;
+    CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, w, y, conv, x, 1, &n, &dp));
+    bwd_data = dp.algo;
+    cudnnConvolutionBwdFilterAlgoPerf_t wp;
+    CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, x, y, conv, w, 1, &n, &wp));
+    bwd_filter = wp.algo;
+    size_t a = 0, b = 0, c = 0;
+    CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(h, x, w, conv, y, fwd, &a));
+    CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(h, w, y, conv, x, bwd_data, &b));
+    CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(h, x, y, conv, w, bwd_filter, &c));
+    ws_bytes = std::max({a, b, c});
+    if (ws_bytes) CUDA_CHECK(cudaMalloc(&ws, ws_bytes));
+  }
+  ~CudnnConv() {
+    cudaFree(ws);
+    cudnnDestroyTensorDescriptor(x);
+    cudnnDestroyTensorDescriptor(y);
+    cudnnDestroyFilterDescriptor(w);
+    cudnnDestroyConvolutionDescriptor(conv);
+  }
+};
+
+struct ConvShape {
+  const char* name;
+  int64_t h, c_in, c_out;
+  Conv2dParams p;
+};
+
+}  // namespace
+
+void bench_convolutions(const Options& o, Timer& timer, Report& report) {
+  const int64_t batch = o.batch;
+  const bool skip_naive = o.skip_naive;
+  auto add_flops = [&](const std::string& k, const std::string& shape, const std::string& v,
+                       double ms, double flops) { report.add_flops(k, shape, v, ms, flops); };
+  cudnnHandle_t cudnn;
+  CUDNN_CHECK(cudnnCreate(&cudnn));
+  const ConvShape convs[] = {
+      {"conv_in", 32, 3, 128, Conv2dParams::same(3)},
+      {"res 32x32", 32, 128, 128, Conv2dParams::same(3)},
+      {"downsample", 32, 128, 128, Conv2dParams::downsample()},
+      {"res 16x16 in", 16, 128, 256, Conv2dParams::same(3)},
+      {"res 16x16", 16, 256, 256, Conv2dParams::same(3)},
+      {"res 8x8", 8, 256, 256, Conv2dParams::same(3)},
+      {"res 4x4", 4, 256, 256, Conv2dParams::same(3)},
+      {"up 4x4 concat", 4, 512, 256, Conv2dParams::same(3)},
+      {"up 16x16 concat", 16, 384, 256, Conv2dParams::same(3)},
+      {"up 32x32 concat", 32, 384, 128, Conv2dParams::same(3)},
+      {"conv_out", 32, 128, 3, Conv2dParams::same(3)},
+  };
+  for (const ConvShape& c : convs) {
+    Conv2dShape s;
+    s.n = batch;
+    s.h = s.w = c.h;
+    s.c_in = c.c_in;
+    s.c_out = c.c_out;
+    s.stride = c.p.stride;
+    s.pad_top = c.p.pad_top;
+    s.pad_left = c.p.pad_left;
+    s.pad_bottom = c.p.pad_bottom;
+    s.pad_right = c.p.pad_right;
+    const Tensor x = randn(Shape{s.n, s.h, s.w, s.c_in}, 1, 1, Device::CUDA);
+    const Tensor w = randn(Shape{3, 3, s.c_in, s.c_out}, 1, 2, Device::CUDA);
+    const Tensor y = Tensor::empty(Shape{s.n, s.out_h(), s.out_w(), s.c_out}, DType::F32, Device::CUDA);
+    const Tensor dx = Tensor::zeros(x.shape(), DType::F32, Device::CUDA);
+    const Tensor dw = Tensor::zeros(w.shape(), DType::F32, Device::CUDA);
+    const double flops = 2.0 * s.n * s.out_h() * s.out_w() * s.c_out * 9 * s.c_in;
+    char shape[96];
+    std::snprintf(shape, sizeof shape, "%s %lldx%lld %lld->%lld", c.name, (long long)c.h,
+                  (long long)c.h, (long long)c.c_in, (long long)c.c_out);
+    for (cuda::ConvAlgo algo : {cuda::ConvAlgo::Naive, cuda::ConvAlgo::Tiled}) {
+      if (algo == cuda::ConvAlgo::Naive && skip_naive) continue;
+      const char* v = algo == cuda::ConvAlgo::Naive ? "v1 naive" : "v2 tiled";
+      add_flops("conv2d fwd", shape, v, timer.median_ms([&] {
+        cuda::conv2d_forward(s, x.data<float>(), w.data<float>(), nullptr, y.data<float>(), algo);
+      }), flops);
+      add_flops("conv2d dgrad", shape, v, timer.median_ms([&] {
+        cuda::conv2d_backward(s, x.data<float>(), w.data<float>(), y.data<float>(),
+                              dx.data<float>(), nullptr, nullptr, algo);
+      }), flops);
+      add_flops("conv2d wgrad", shape, v, timer.median_ms([&] {
+        cuda::conv2d_backward(s, x.data<float>(), w.data<float>(), y.data<float>(), nullptr,
+                              dw.data<float>(), nullptr, algo);
+      }), flops);
+    }
+    CudnnConv cd(cudnn, s);
+    const float one = 1.0f, zero = 0.0f;
+    add_flops("conv2d fwd", shape, "cuDNN fp32", timer.median_ms([&] {
+      CUDNN_CHECK(cudnnConvolutionForward(cudnn, &one, cd.x, x.raw(), cd.w, w.raw(), cd.conv, cd.fwd,
+                                          cd.ws, cd.ws_bytes, &zero, cd.y, y.raw()));
+    }), flops);
+    add_flops("conv2d dgrad", shape, "cuDNN fp32", timer.median_ms([&] {
+      CUDNN_CHECK(cudnnConvolutionBackwardData(cudnn, &one, cd.w, w.raw(), cd.y, y.raw(), cd.conv,
+                                               cd.bwd_data, cd.ws, cd.ws_bytes, &zero, cd.x, dx.raw()));
+    }), flops);
+    add_flops("conv2d wgrad", shape, "cuDNN fp32", timer.median_ms([&] {
+      CUDNN_CHECK(cudnnConvolutionBackwardFilter(cudnn, &one, cd.x, x.raw(), cd.y, y.raw(), cd.conv,
+                                                 cd.bwd_filter, cd.ws, cd.ws_bytes, &zero, cd.w, dw.raw()));
+    }), flops);
+  }
+  CUDNN_CHECK(cudnnDestroy(cudnn));
+
+}
+
+}  // namespace ddpm::bench

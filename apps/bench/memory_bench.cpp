@@ -1,0 +1,57 @@
+// kernel-bench memory: the memory-bound kernels of the CIFAR-10 model's step (group norm,
+// SiLU, upsampling) in GB/s of the bytes they must move.
+#include <cstdio>
+
+#include "apps/bench/bench.h"
+#include "engine/ops.h"
+#include "kernels/cuda/elementwise.cuh"
+#include "kernels/cuda/group_norm.cuh"
+#include "kernels/cuda/resample.cuh"
+
+namespace ddpm::bench {
+
+void bench_memory_bound(const Options& o, Timer& timer, Report& report) {
+  const int64_t batch = o.batch;
+  auto add_bytes = [&](const std::string& k, const std::string& shape, const std::string& v,
+                       double ms, double bytes) { report.add_bytes(k, shape, v, ms, bytes); };
+  // Memory-bound kernels: group norm (read x, write y: 8 bytes/element forward; backward
+  // reads x, dy, writes dx: 12), SiLU (8 forward), upsample (4 in + 16 out per input value).
+  const struct {
+    int64_t h, c;
+  } maps[] = {{32, 128}, {16, 256}, {8, 256}, {32, 384}};
+  for (const auto& m : maps) {
+    const int64_t n = batch * m.h * m.h * m.c;
+    char shape[64];
+    std::snprintf(shape, sizeof shape, "%lldx%lldx%lld", (long long)m.h, (long long)m.h, (long long)m.c);
+    const Tensor x = randn(Shape{batch, m.h, m.h, m.c}, 1, 3, Device::CUDA);
+    const Tensor y = Tensor::empty(x.shape(), DType::F32, Device::CUDA);
+    const Tensor g = Tensor::full(Shape{m.c}, 1.0, DType::F32, Device::CUDA);
+    const Tensor mean = Tensor::empty(Shape{batch, 32}, DType::F32, Device::CUDA);
+    const Tensor rstd = Tensor::empty(Shape{batch, 32}, DType::F32, Device::CUDA);
+    GroupNormShape gs;
+    gs.n = batch;
+    gs.s = m.h * m.h;
+    gs.c = m.c;
+    add_bytes("group_norm fwd", shape, "block per group", timer.median_ms([&] {
+      cuda::group_norm_forward(gs, x.data<float>(), g.data<float>(), g.data<float>(), y.data<float>(),
+                               mean.data<float>(), rstd.data<float>());
+    }), 8.0 * n);
+    add_bytes("group_norm bwd (dx)", shape, "block per group", timer.median_ms([&] {
+      cuda::group_norm_backward(gs, x.data<float>(), g.data<float>(), mean.data<float>(),
+                                rstd.data<float>(), y.data<float>(), y.data<float>(), nullptr, nullptr);
+    }), 12.0 * n);
+    add_bytes("silu fwd", shape, "grid-stride", timer.median_ms([&] {
+      cuda::silu_forward(n, x.data<float>(), y.data<float>());
+    }), 8.0 * n);
+  }
+  {
+    const Tensor x = randn(Shape{batch, 16, 16, 256}, 1, 4, Device::CUDA);
+    const Tensor y = Tensor::empty(Shape{batch, 32, 32, 256}, DType::F32, Device::CUDA);
+    add_bytes("upsample 2x fwd", "16x16x256", "thread per output", timer.median_ms([&] {
+      cuda::upsample_nearest2x_forward(UpsampleShape{batch, 16, 16, 256}, x.data<float>(), y.data<float>());
+    }), 20.0 * x.numel());
+  }
+
+}
+
+}  // namespace ddpm::bench
