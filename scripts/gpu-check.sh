@@ -3,8 +3,10 @@
 # CUDA tests under compute-sanitizer, run the kernel benchmark and a short training benchmark
 # of the CIFAR-10 model, and write a report (JSON + Markdown) into OUT_DIR.
 #
-#   scripts/gpu-check.sh OUT_DIR [stage ...]     stages: build test sanitize bench train report
-#                                                (default: all, in that order)
+#   scripts/gpu-check.sh OUT_DIR [stage ...]     stages: build test sanitize bench profile
+#                                                train report (default: all, in that order)
+# profile: Nsight Compute (ncu, when installed) on the fused-loss section of kernel-bench,
+# the DRAM bytes each loss kernel really moved (docs/fused-loss.md explains the figures).
 # Offline machines: run scripts/prepare-gpu-deps.sh where packages can be installed and bring
 # deps/ along; cuDNN is taken from the system or, failing that, from PyTorch's nvidia-cudnn
 # wheel. Stages can run in separate calls (each under a time limit): outputs accumulate in
@@ -14,7 +16,7 @@ cd "$(dirname "$0")/.."
 out="${1:?usage: scripts/gpu-check.sh OUT_DIR [stage ...]}"
 shift
 stages=("$@")
-[ ${#stages[@]} -gt 0 ] || stages=(build test sanitize bench train report)
+[ ${#stages[@]} -gt 0 ] || stages=(build test sanitize bench profile train report)
 mkdir -p "$out"
 build=build-gpu
 
@@ -42,23 +44,43 @@ run_tests() {
 
 run_sanitize() {
   : > "$out/sanitizer.log"
-  for t in test_cuda_ops test_cuda_model test_cuda_scaffold test_philox; do
+  for t in test_cuda_ops test_cuda_model test_cuda_scaffold test_philox test_diffusion_loss; do
     echo "== memcheck $t" >> "$out/sanitizer.log"
     compute-sanitizer --tool memcheck --error-exitcode 1 "$build/tests/$t" >> "$out/sanitizer.log" 2>&1
     echo "memcheck $t exit $?" | tee -a "$out/sanitizer.status"
   done
-  # Shared memory and barriers: conv2d (tiles), group norm and reductions (block trees).
+  # Shared memory and barriers: conv2d (tiles), group norm and reductions (block trees),
+  # both attentions (tiles, online softmax), the fused loss (block trees).
   for tool in racecheck synccheck initcheck; do
     echo "== $tool test_cuda_ops" >> "$out/sanitizer.log"
     compute-sanitizer --tool "$tool" --error-exitcode 1 "$build/tests/test_cuda_ops" \
       --gtest_filter='*Conv2d*:*GroupNorm*:*Reductions*:*Attention*' >> "$out/sanitizer.log" 2>&1
     echo "$tool test_cuda_ops exit $?" | tee -a "$out/sanitizer.status"
+    echo "== $tool test_diffusion_loss" >> "$out/sanitizer.log"
+    compute-sanitizer --tool "$tool" --error-exitcode 1 "$build/tests/test_diffusion_loss" \
+      --gtest_filter='CudaDiffusionLoss.MatchesTheCpuReference' >> "$out/sanitizer.log" 2>&1
+    echo "$tool test_diffusion_loss exit $?" | tee -a "$out/sanitizer.status"
   done
 }
 
 run_bench() {
   "$build/apps/kernel-bench" --json "$out/kernel-bench.json" > "$out/kernel-bench.txt" 2>&1
   echo "kernel-bench exit $?" | tee "$out/bench.status"
+}
+
+run_profile() {
+  local ncu_bin
+  ncu_bin=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2> /dev/null)
+  if [ -z "$ncu_bin" ]; then
+    echo "profile: ncu not installed, skipped" | tee "$out/profile.status"
+    return
+  fi
+  # One launch of each loss kernel per NVTX range, hardware DRAM bytes and duration.
+  "$ncu_bin" --nvtx --nvtx-include "loss fused/" --nvtx-include "corrupt fused (f32 x0)/" \
+    --nvtx-include "corrupt fused (u8 x0, flip)/" --nvtx-include "loss unfused/" \
+    --launch-count 60 --metrics dram__bytes_read.sum,dram__bytes_write.sum,gpu__time_duration.sum \
+    --csv "$build/apps/kernel-bench" loss > "$out/ncu-loss.csv" 2> "$out/ncu-loss.log"
+  echo "ncu exit $?" | tee "$out/profile.status"
 }
 
 run_train() {
@@ -79,7 +101,8 @@ report = {"date": datetime.date.today().isoformat(),
           "device": os.popen("nvidia-smi --query-gpu=name,driver_version --format=csv,noheader").read().strip(),
           "build": read("build.status").strip(), "ctest": read("ctest.status").strip(),
           "sanitizer": read("sanitizer.status").strip().splitlines(),
-          "bench": read("bench.status").strip(), "train": read("train.status").strip()}
+          "bench": read("bench.status").strip(), "profile": read("profile.status").strip(),
+          "train": read("train.status").strip()}
 if os.path.exists(os.path.join(out, "kernel-bench.json")):
     report["kernel_bench"] = json.load(open(os.path.join(out, "kernel-bench.json")))
 json.dump(report, open(os.path.join(out, "report.json"), "w"), indent=2)
@@ -90,6 +113,7 @@ with open(os.path.join(out, "report.md"), "w") as f:
     f.write("\n## Tests\n```\n" + ctest_tail + "\n```\n")
     f.write("\n## compute-sanitizer\n```\n" + "\n".join(report["sanitizer"]) + "\n```\n")
     f.write("\n## Kernel benchmark\n```\n" + read("kernel-bench.txt") + "\n```\n")
+    f.write("\n## Nsight Compute on the loss kernels (DRAM bytes, duration)\n```\n" + read("ncu-loss.csv")[:20000] + "\n```\n")
     f.write("\n## Training benchmark (CIFAR-10 model, batch 128, 30 steps)\n```\n" + read("train.log") + "\n```\n")
 print(open(os.path.join(out, "report.md")).read()[:3000])
 PY
@@ -101,6 +125,7 @@ for s in "${stages[@]}"; do
     test) run_tests ;;
     sanitize) run_sanitize ;;
     bench) run_bench ;;
+    profile) run_profile ;;
     train) run_train ;;
     report) run_report ;;
     *) echo "gpu-check: unknown stage '$s'"; exit 2 ;;
