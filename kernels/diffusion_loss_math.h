@@ -7,48 +7,18 @@
 //   x_t    = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps
 //   target = eps | x0 | sqrt(abar_t) eps - sqrt(1 - abar_t) x0   (epsilon | x0 | v)
 //
-// nvcc contracts a * b + c into one fma by default and the host build does not
-// (-ffp-contract=off), so the products and sums here go through mul_rn / add_rn, which are
-// correctly rounded single operations on both sides: the CPU and the GPU then produce the
-// same bits for x_t and the target, and the unfused chain (separate products and sums on the
-// host) the same bits as the fused kernel on the CPU.
+// The products and sums go through mul_rn / add_rn (kernels/rounding.h), correctly rounded
+// single operations on both sides: the CPU and the GPU produce the same bits for x_t and the
+// target, and the same bits as the unfused chain's per_sample_axpby, which uses them too.
 #pragma once
 
 #include <cstdint>
 
 #include "engine/philox.h"
+#include "kernels/rounding.h"
 #include "kernels/shapes.h"
 
 namespace ddpm::diffusion {
-
-DDPM_HD float mul_rn(float a, float b) {
-#ifdef __CUDA_ARCH__
-  return __fmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-DDPM_HD float add_rn(float a, float b) {
-#ifdef __CUDA_ARCH__
-  return __fadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
-DDPM_HD double mul_rn(double a, double b) {
-#ifdef __CUDA_ARCH__
-  return __dmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-DDPM_HD double add_rn(double a, double b) {
-#ifdef __CUDA_ARCH__
-  return __dadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
 
 // Pixel byte to [-1, 1] exactly as the image batcher does it: b / 127.5f - 1.
 DDPM_HD float byte_to_unit(uint8_t b) {

@@ -8,6 +8,7 @@
 #include "engine/cuda_check.h"
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/launch.cuh"
+#include "kernels/rounding.h"
 
 namespace ddpm::cuda {
 
@@ -48,7 +49,8 @@ __global__ void broadcast_add_backward_kernel(BroadcastShape s, const float* dy,
 }
 __global__ void per_sample_axpby_kernel(int64_t n, int64_t inner, const float* a, const float* x,
                                         const float* b, const float* y, float* out) {
-  DDPM_GRID_STRIDE(i, n * inner) out[i] = a[i / inner] * x[i] + b[i / inner] * y[i];
+  // rounded like the CPU's a*x + b*y (no fma): x_t from make_x_t is the same bits on both
+  DDPM_GRID_STRIDE(i, n * inner) out[i] = add_rn(mul_rn(a[i / inner], x[i]), mul_rn(b[i / inner], y[i]));
 }
 __global__ void per_sample_scale_accumulate_kernel(int64_t n, int64_t inner, const float* a,
                                                    const float* dout, float* dx) {
