@@ -1,37 +1,30 @@
-// Correctly rounded float / double products and sums callable from host and device code.
+// Correctly rounded products and sums (float or double) callable from host and device code.
 // nvcc contracts a * b + c into one fma by default, the host build does not
 // (-ffp-contract=off); code whose CPU and GPU results must be the same bits (the diffusion
 // corruption and targets, per_sample_axpby) spells each operation with these instead.
 #pragma once
 
+#include <type_traits>
+
 #include "kernels/host_device.h"
 
 namespace ddpm {
 
-DDPM_HD float mul_rn(float a, float b) {
+template <class T>
+DDPM_HD T mul_rn(T a, T b) {
 #ifdef __CUDA_ARCH__
-  return __fmul_rn(a, b);
+  if constexpr (std::is_same_v<T, float>) return __fmul_rn(a, b);
+  else return __dmul_rn(a, b);
 #else
   return a * b;
 #endif
 }
-DDPM_HD float add_rn(float a, float b) {
+
+template <class T>
+DDPM_HD T add_rn(T a, T b) {
 #ifdef __CUDA_ARCH__
-  return __fadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
-DDPM_HD double mul_rn(double a, double b) {
-#ifdef __CUDA_ARCH__
-  return __dmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-DDPM_HD double add_rn(double a, double b) {
-#ifdef __CUDA_ARCH__
-  return __dadd_rn(a, b);
+  if constexpr (std::is_same_v<T, float>) return __fadd_rn(a, b);
+  else return __dadd_rn(a, b);
 #else
   return a + b;
 #endif
