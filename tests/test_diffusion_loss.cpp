@@ -248,6 +248,18 @@ TEST(DiffusionLoss, BytesDecodedAndFlippedInKernelMatchTheBatcher) {
   expect_bytes_match_floats(Device::CPU);
 }
 
+// Fixed-order sums only (no atomics, no thread-count-dependent order): the same bits twice.
+void expect_two_runs_identical(Device d) {
+  const Problem p({Target::V, LossKind::Hybrid, true}, Shape{16, 32, 32, 3}, DType::F32);
+  const Result a = fused(p, d), b = fused(p, d);
+  EXPECT_EQ(a.x_t, b.x_t);
+  EXPECT_EQ(a.per_sample, b.per_sample);
+  EXPECT_EQ(a.loss, b.loss);
+  EXPECT_EQ(a.grad, b.grad);
+}
+
+TEST(DiffusionLoss, TwoRunsGiveTheSameBits) { expect_two_runs_identical(Device::CPU); }
+
 TEST(DiffusionLoss, BadInputsNameTheProblem) {
   const Problem p({Target::V, LossKind::Simple, false}, Shape{2, 3, 3, 3}, DType::F32);
   const DiffusionLossSpec spec = p.spec(Device::CPU);
@@ -353,11 +365,7 @@ TEST(CudaDiffusionLoss, BytesDecodedAndFlippedInKernelMatchTheBatcher) {
 
 TEST(CudaDiffusionLoss, TwoRunsGiveTheSameBits) {
   REQUIRE_GPU();
-  const Problem p({Target::V, LossKind::Hybrid, true}, Shape{16, 32, 32, 3}, DType::F32);
-  const Result a = fused(p, Device::CUDA), b = fused(p, Device::CUDA);
-  EXPECT_EQ(a.per_sample, b.per_sample);
-  EXPECT_EQ(a.loss, b.loss);
-  EXPECT_EQ(a.grad, b.grad);
+  expect_two_runs_identical(Device::CUDA);
 }
 
 TEST(CudaDiffusionLoss, TrainerFusedAndUnfusedPathsAgree) {
