@@ -127,9 +127,12 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
         cuda::conv2d_backward(s, x.data<float>(), w.data<float>(), y.data<float>(),
                               dx.data<float>(), nullptr, nullptr, algo);
       }), flops);
+      // the engine's path: the tiled wgrad splits K over a workspace when it helps
+      const int64_t ws_floats = cuda::conv2d_backward_workspace(s, algo);
+      const Tensor ws = ws_floats ? Tensor::empty(Shape{ws_floats}, DType::F32, Device::CUDA) : Tensor();
       add_flops("conv2d wgrad", shape, v, timer.median_ms([&] {
         cuda::conv2d_backward(s, x.data<float>(), w.data<float>(), y.data<float>(), nullptr,
-                              dw.data<float>(), nullptr, algo);
+                              dw.data<float>(), nullptr, algo, ws.defined() ? ws.data<float>() : nullptr);
       }), flops);
     }
     CudnnConv cd(cudnn, s);

@@ -21,10 +21,18 @@
 //             loaded element is reused 64 times from shared memory and 4 times from
 //             registers. Loads coalesce: consecutive threads read consecutive k of A
 //             (channels) and consecutive columns of B.
-// Both sum each output in a fixed order (no split-K, no atomics): deterministic. Backward
-// passes accumulate (+=) into dx and dw, the tape's convention.
+//   split-K (v2, when the output tiles alone cannot fill the GPU): wgrad multiplies over
+//             K = N*OH*OW (16k-130k terms at batch 128) into an output of only
+//             (KH*KW*Cin) x Cout, e.g. 18 x 2 = 36 tiles of 64x64 for a 128-channel layer on
+//             a 132-SM H100. The K range is then cut into `splits` equal slices, blockIdx.z
+//             computes its slice's partial product into workspace[z] (m x n), and
+//             reduce_splits adds the slices to C in slice order.
+// All sum each output in a fixed order (split-K included: no atomics): deterministic.
+// Backward passes accumulate (+=) into dx and dw, the tape's convention.
 // What limits v2: fp32 FMA throughput (no tensor cores), and the index arithmetic of the
 // gather, which a production kernel precomputes per tile; see docs for measured figures.
+#include <algorithm>
+
 #include "engine/cuda_check.h"
 #include "kernels/cuda/conv2d.cuh"
 #include "kernels/cuda/elementwise.cuh"
@@ -114,25 +122,30 @@ static_assert(kTileM == 16 * kMicro && kTileN == 16 * kMicro, "16x16 threads x 4
 static_assert(kTileM * kTileK == 2 * kTileThreads && kTileK * kTileN == 2 * kTileThreads,
               "each thread stages two elements of each operand tile");
 
+// grid (n tiles, m tiles, splits): block z sums k in [z * k_slice, (z+1) * k_slice) and,
+// when splitting, writes (not adds) its partial tile to c + z * m * n.
 template <class LoadA, class LoadB>
 __global__ void __launch_bounds__(kTileThreads)
-gemm_tiled(int64_t m, int64_t n, int64_t k, LoadA a, LoadB b, const float* bias, float* c,
-           bool accumulate) {
+gemm_tiled(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB b,
+           const float* bias, float* c, bool accumulate) {
   __shared__ float as[kTileK][kTileM];  // A tile, transposed: as[kk][row]
   __shared__ float bs[kTileK][kTileN];
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
   const int64_t row0 = static_cast<int64_t>(blockIdx.y) * kTileM;
   const int64_t col0 = static_cast<int64_t>(blockIdx.x) * kTileN;
+  const int64_t k_begin = blockIdx.z * k_slice;
+  const int64_t k_end = k_begin + k_slice < k ? k_begin + k_slice : k;
+  if (gridDim.z > 1) c += blockIdx.z * m * n;
   float acc[kMicro][kMicro] = {};
-  for (int64_t k0 = 0; k0 < k; k0 += kTileK) {
+  for (int64_t k0 = k_begin; k0 < k_end; k0 += kTileK) {
     for (int r = 0; r < 2; ++r) {
       const int e = threadIdx.x + r * kTileThreads;
       const int ar = e / kTileK, ak = e % kTileK;  // consecutive threads: consecutive k
       const int64_t gr = row0 + ar, gk = k0 + ak;
-      as[ak][ar] = (gr < m && gk < k) ? a(gr, gk) : 0.0f;
+      as[ak][ar] = (gr < m && gk < k_end) ? a(gr, gk) : 0.0f;
       const int bk = e / kTileN, bc = e % kTileN;  // consecutive threads: consecutive columns
       const int64_t gk2 = k0 + bk, gc = col0 + bc;
-      bs[bk][bc] = (gk2 < k && gc < n) ? b(gk2, gc) : 0.0f;
+      bs[bk][bc] = (gk2 < k_end && gc < n) ? b(gk2, gc) : 0.0f;
     }
     __syncthreads();
 #pragma unroll
@@ -157,27 +170,72 @@ gemm_tiled(int64_t m, int64_t n, int64_t k, LoadA a, LoadB b, const float* bias,
     for (int j = 0; j < kMicro; ++j) {
       const int64_t col = col0 + tx + 16 * j;
       if (col >= n) continue;
-      if (accumulate) {
-        c[r * n + col] += acc[i][j];
-      } else {
+      if (gridDim.z > 1 || !accumulate) {
         c[r * n + col] = acc[i][j] + (bias ? bias[col] : 0.0f);
+      } else {
+        c[r * n + col] += acc[i][j];
       }
     }
   }
 }
 
+// c[i] (+)= sum over z of parts[z][i], z in order.
+__global__ void reduce_splits(int64_t mn, int splits, const float* parts, float* c,
+                              bool accumulate) {
+  DDPM_GRID_STRIDE(i, mn) {
+    float acc = 0.0f;
+    for (int z = 0; z < splits; ++z) acc += parts[z * mn + i];
+    c[i] = accumulate ? c[i] + acc : acc;
+  }
+}
+
+// Slices of K: enough blocks for two waves of the GPU, each slice at least kMinSlice long
+// (32 K steps, so a block's tile loads are amortised), at most kMaxSplits.
+constexpr int64_t kMinSlice = 256;
+constexpr int kMaxSplits = 32;
+
+int sm_count() {
+  static const int count = [] {
+    int dev = 0, sms = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    return sms;
+  }();
+  return count;
+}
+
+int64_t tiles(int64_t m, int64_t n) {
+  return ((m + kTileM - 1) / kTileM) * ((n + kTileN - 1) / kTileN);
+}
+
+int choose_splits(int64_t m, int64_t n, int64_t k) {
+  const int64_t want = (2 * sm_count() + tiles(m, n) - 1) / tiles(m, n);
+  const int64_t most = std::min<int64_t>(kMaxSplits, k / kMinSlice);
+  return static_cast<int>(std::max<int64_t>(1, std::min(want, most)));
+}
+
+// workspace: null (never split) or room for choose_splits(m, n, k) * m * n floats.
 template <class LoadA, class LoadB>
 void gemm(ConvAlgo algo, int64_t m, int64_t n, int64_t k, LoadA a, LoadB b, const float* bias,
-          float* c, bool accumulate) {
+          float* c, bool accumulate, float* workspace = nullptr) {
   if (m == 0 || n == 0) return;
   if (algo == ConvAlgo::Naive) {
     gemm_naive<<<grid_for(m * n), kThreads>>>(m, n, k, a, b, bias, c, accumulate);
-  } else {
-    const dim3 grid(static_cast<unsigned>((n + kTileN - 1) / kTileN),
-                    static_cast<unsigned>((m + kTileM - 1) / kTileM));
-    gemm_tiled<<<grid, kTileThreads>>>(m, n, k, a, b, bias, c, accumulate);
+    CUDA_CHECK_LAUNCH();
+    return;
   }
+  const int splits = workspace ? choose_splits(m, n, k) : 1;
+  // each slice a whole number of K steps
+  const int64_t k_slice = ((k + splits - 1) / splits + kTileK - 1) / kTileK * kTileK;
+  const dim3 grid(static_cast<unsigned>((n + kTileN - 1) / kTileN),
+                  static_cast<unsigned>((m + kTileM - 1) / kTileM), static_cast<unsigned>(splits));
+  gemm_tiled<<<grid, kTileThreads>>>(m, n, k, k_slice, a, b, splits > 1 ? nullptr : bias,
+                                     splits > 1 ? workspace : c, accumulate);
   CUDA_CHECK_LAUNCH();
+  if (splits > 1) {
+    reduce_splits<<<grid_for(m * n), kThreads>>>(m * n, splits, workspace, c, accumulate);
+    CUDA_CHECK_LAUNCH();
+  }
 }
 
 }  // namespace
@@ -189,8 +247,16 @@ void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const 
   gemm(algo, m, s.c_out, k, Im2col{s, oh_n, ow_n, x}, Dense{w, s.c_out}, b, y, false);
 }
 
+int64_t conv2d_backward_workspace(const Conv2dShape& s, ConvAlgo algo) {
+  if (algo != ConvAlgo::Tiled) return 0;
+  const int64_t m = static_cast<int64_t>(s.kh) * s.kw * s.c_in;  // wgrad's output rows
+  const int64_t k = s.n * s.out_h() * s.out_w();
+  const int splits = choose_splits(m, s.c_out, k);
+  return splits > 1 ? splits * m * s.c_out : 0;
+}
+
 void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const float* dy,
-                     float* dx, float* dw, float* db, ConvAlgo algo) {
+                     float* dx, float* dw, float* db, ConvAlgo algo, float* workspace) {
   const int64_t oh_n = s.out_h(), ow_n = s.out_w(), taps = static_cast<int64_t>(s.kh) * s.kw;
   const int64_t m = s.n * oh_n * ow_n;
   if (dx)
@@ -198,7 +264,7 @@ void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const
          nullptr, dx, true);
   if (dw)
     gemm(algo, taps * s.c_in, s.c_out, m, Transposed<Im2col>{Im2col{s, oh_n, ow_n, x}},
-         Dense{dy, s.c_out}, nullptr, dw, true);
+         Dense{dy, s.c_out}, nullptr, dw, true, workspace);
   if (db) broadcast_add_backward(BroadcastShape{1, m, s.c_out, false}, dy, db);
 }
 

@@ -2,7 +2,8 @@
 // contracts as kernels/cpu/conv2d.h (f32; forward overwrites y, backward accumulates).
 // Two versions side by side in conv2d.cu, selectable per call:
 //   Naive  v1: one thread per output value, a plain loop over the reduction
-//   Tiled  v2: implicit GEMM with 64x64 shared-memory tiles and 4x4 outputs per thread
+//   Tiled  v2: implicit GEMM with 64x64 shared-memory tiles and 4x4 outputs per thread,
+//              split-K for the weight gradient when a workspace is given
 #pragma once
 
 #include "kernels/shapes.h"
@@ -14,7 +15,10 @@ enum class ConvAlgo { Naive, Tiled };
 void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const float* b,
                     float* y, ConvAlgo algo);
 // Any of dx, dw, db may be null. db uses the deterministic column sum of elementwise.cu.
+// workspace: null, or conv2d_backward_workspace(s, algo) floats, which lets the tiled wgrad
+// split its long reduction over more blocks (deterministic split-K; conv2d.cu).
+int64_t conv2d_backward_workspace(const Conv2dShape& s, ConvAlgo algo);
 void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const float* dy,
-                     float* dx, float* dw, float* db, ConvAlgo algo);
+                     float* dx, float* dw, float* db, ConvAlgo algo, float* workspace = nullptr);
 
 }  // namespace ddpm::cuda
