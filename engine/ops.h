@@ -46,9 +46,10 @@ struct Conv2dParams {
 };
 // x (N, H, W, Cin), w (KH, KW, Cin, Cout), b (Cout) or undefined -> (N, OH, OW, Cout)
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p);
-// Which CUDA convolution kernel runs (kernels/cuda/conv2d.cu): the naive v1 or the tiled
-// implicit GEMM v2 (default). For tests and the benchmark; the CPU path has one reference.
-enum class ConvAlgorithm { Naive, Tiled };
+// Which CUDA convolution kernel runs (kernels/cuda/conv2d.cu): the naive v1, the tiled
+// implicit GEMM v2 in fp32 (default), or v3 on TF32 tensor cores (sm_80+; operands rounded
+// to 10-bit mantissas, as cuDNN does for fp32 by default). The CPU path has one reference.
+enum class ConvAlgorithm { Naive, Tiled, TensorCore };
 void set_conv_algorithm(ConvAlgorithm algo);
 ConvAlgorithm conv_algorithm();
 

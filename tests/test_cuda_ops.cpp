@@ -295,14 +295,10 @@ struct ConvCase {
   Conv2dParams p;
 };
 
-// Both CUDA convolution versions against the CPU reference: forward, dgrad, wgrad and the
-// bias gradient, on awkward shapes and every convolution shape of the CIFAR-10 U-Net (batch
-// 2: the batch only scales M). Float sums over up to K = 9*384 = 3456 (forward/dgrad) or
-// M = 2*32*32 = 2048 (wgrad) terms in different orders on the two devices: relative error
-// ~ sqrt(K) * 6e-8 ~ 4e-6 typical; bounds 2e-4 leave room for unlucky cancellation.
-TEST(CudaOps, Conv2dBothVersionsMatchTheCpu) {
-  REQUIRE_GPU();
-  const ConvCase cases[] = {
+// Awkward shapes and every convolution of the CIFAR-10 U-Net (batch 2: the batch only
+// scales M).
+std::vector<ConvCase> conv_cases() {
+  return {
       {{3, 5, 7, 3}, 3, 4, Conv2dParams::same(3)},
       {{2, 6, 8, 3}, 3, 5, Conv2dParams::downsample()},
       {{2, 9, 9, 65}, 3, 3, Conv2dParams{2, 1, 1, 1, 1}},
@@ -321,10 +317,19 @@ TEST(CudaOps, Conv2dBothVersionsMatchTheCpu) {
       {{2, 32, 32, 256}, 3, 128, Conv2dParams::same(3)},
       {{2, 32, 32, 128}, 3, 3, Conv2dParams::same(3)},
   };
+}
+
+// Both CUDA convolution versions against the CPU reference: forward, dgrad, wgrad and the
+// bias gradient, on awkward shapes and every convolution shape of the CIFAR-10 U-Net (batch
+// 2: the batch only scales M). Float sums over up to K = 9*384 = 3456 (forward/dgrad) or
+// M = 2*32*32 = 2048 (wgrad) terms in different orders on the two devices: relative error
+// ~ sqrt(K) * 6e-8 ~ 4e-6 typical; bounds 2e-4 leave room for unlucky cancellation.
+TEST(CudaOps, Conv2dBothVersionsMatchTheCpu) {
+  REQUIRE_GPU();
   for (ConvAlgorithm algo : {ConvAlgorithm::Naive, ConvAlgorithm::Tiled}) {
     set_conv_algorithm(algo);
     uint64_t stream = 100;
-    for (const ConvCase& c : cases) {
+    for (const ConvCase& c : conv_cases()) {
       SCOPED_TRACE(c.x.str() + " k" + std::to_string(c.k) + " -> " + std::to_string(c.c_out) +
                    (algo == ConvAlgorithm::Naive ? " naive" : " tiled"));
       const Conv2dParams p = c.p;
@@ -336,6 +341,49 @@ TEST(CudaOps, Conv2dBothVersionsMatchTheCpu) {
           2e-4, 2e-4);
       stream += 3;
     }
+  }
+  set_conv_algorithm(ConvAlgorithm::Tiled);
+}
+
+// |gpu - cpu| <= tol * rms(cpu) for every element: the bound for TF32, whose error scales
+// with the output's magnitude rather than each element's.
+void expect_close_to_rms(const std::vector<float>& gpu, const std::vector<float>& cpu,
+                         double tol, const std::string& what) {
+  ASSERT_EQ(gpu.size(), cpu.size()) << what;
+  double sq = 0;
+  for (float v : cpu) sq += double(v) * v;
+  const double rms = std::sqrt(sq / std::max<size_t>(1, cpu.size()));
+  ASSERT_GT(rms, 0.0) << what << " is all zeros on the CPU";
+  int reported = 0;
+  for (size_t i = 0; i < cpu.size(); ++i) {
+    ASSERT_TRUE(std::isfinite(gpu[i])) << what << " element " << i;
+    if (std::fabs(gpu[i] - cpu[i]) > tol * rms && reported++ < 5)
+      ADD_FAILURE() << what << " element " << i << ": cuda " << gpu[i] << " vs cpu " << cpu[i]
+                    << " (rms " << rms << ")";
+  }
+}
+
+// v3 (TF32 tensor cores) against the CPU reference on the same shapes. Each operand is
+// rounded to a 10-bit mantissa (relative 2^-11 = 4.9e-4), so each product is off by up to
+// ~1e-3 relative with random sign; over K terms the error is ~6e-4 of the output's rms
+// (the sum grows like sqrt(K) as the error does). 1e-2 of the rms is ~16 standard
+// deviations: a wrong index or a missed tile is off by the whole rms.
+TEST(CudaOps, Conv2dTensorCoreMatchesTheCpuWithinTf32Rounding) {
+  REQUIRE_GPU();
+  set_conv_algorithm(ConvAlgorithm::TensorCore);
+  uint64_t stream = 500;
+  for (const ConvCase& c : conv_cases()) {
+    SCOPED_TRACE(c.x.str() + " k" + std::to_string(c.k) + " -> " + std::to_string(c.c_out));
+    const Conv2dParams p = c.p;
+    const double wscale = 1.0 / std::sqrt(double(c.k * c.k * c.x[3]));
+    const std::vector<Tensor> in = {rnd(c.x, stream), rnd({c.k, c.k, c.x[3], c.c_out}, stream + 1, wscale),
+                                    rnd({c.c_out}, stream + 2)};
+    const auto f = [p](const std::vector<Tensor>& t) { return conv2d(t[0], t[1], t[2], p); };
+    const DeviceRun cpu = run_on(Device::CPU, f, in), gpu = run_on(Device::CUDA, f, in);
+    expect_close_to_rms(gpu.out, cpu.out, 1e-2, "output");
+    for (size_t k = 0; k < in.size(); ++k)
+      expect_close_to_rms(gpu.grads[k], cpu.grads[k], 1e-2, "gradient of input " + std::to_string(k));
+    stream += 3;
   }
   set_conv_algorithm(ConvAlgorithm::Tiled);
 }

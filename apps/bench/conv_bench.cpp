@@ -1,7 +1,9 @@
-// kernel-bench conv: both convolution versions at the CIFAR-10 model's 11 conv shapes,
-// forward / dgrad / wgrad, next to cuDNN fp32 (FMA math, no TF32), in TFLOP/s.
+// kernel-bench conv: the three convolution versions at the CIFAR-10 model's 11 conv shapes,
+// forward / dgrad / wgrad, next to cuDNN in fp32 (FMA math) and with TF32 tensor cores
+// allowed, in TFLOP/s.
 #include <algorithm>
 #include <cstdio>
+#include <utility>
 
 #include <cudnn.h>
 
@@ -14,7 +16,7 @@ namespace ddpm::bench {
 
 namespace {
 
-// cuDNN's fp32 (FMA math, no TF32) convolution for the same problem. cuDNN's legacy API
+// cuDNN's convolution for the same problem, in the given math mode. cuDNN's legacy API
 // takes symmetric padding only; the downsample's (0, 1) padding is timed as (1, 1), the
 // same work.
 struct CudnnConv {
@@ -28,7 +30,7 @@ struct CudnnConv {
   size_t ws_bytes = 0;
   void* ws = nullptr;
 
-  CudnnConv(cudnnHandle_t handle, const Conv2dShape& s) : h(handle) {
+  CudnnConv(cudnnHandle_t handle, const Conv2dShape& s, cudnnMathType_t math) : h(handle) {
     CUDNN_CHECK(cudnnCreateTensorDescriptor(&x));
     CUDNN_CHECK(cudnnCreateTensorDescriptor(&y));
     CUDNN_CHECK(cudnnCreateFilterDescriptor(&w));
@@ -42,7 +44,7 @@ struct CudnnConv {
     const int pad = std::max(s.pad_top, s.pad_bottom);
     CUDNN_CHECK(cudnnSetConvolution2dDescriptor(conv, pad, pad, s.stride, s.stride, 1, 1,
                                                 CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
-    CUDNN_CHECK(cudnnSetConvolutionMathType(conv, CUDNN_FMA_MATH));
+    CUDNN_CHECK(cudnnSetConvolutionMathType(conv, math));
     int n = 0;
     cudnnConvolutionFwdAlgoPerf_t fp;
     CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, x, w, conv, y, 1, &n, &fp));
@@ -117,9 +119,12 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
     char shape[96];
     std::snprintf(shape, sizeof shape, "%s %lldx%lld %lld->%lld", c.name, (long long)c.h,
                   (long long)c.h, (long long)c.c_in, (long long)c.c_out);
-    for (cuda::ConvAlgo algo : {cuda::ConvAlgo::Naive, cuda::ConvAlgo::Tiled}) {
+    for (cuda::ConvAlgo algo :
+         {cuda::ConvAlgo::Naive, cuda::ConvAlgo::Tiled, cuda::ConvAlgo::TensorCore}) {
       if (algo == cuda::ConvAlgo::Naive && skip_naive) continue;
-      const char* v = algo == cuda::ConvAlgo::Naive ? "v1 naive" : "v2 tiled";
+      const char* v = algo == cuda::ConvAlgo::Naive   ? "v1 naive"
+                      : algo == cuda::ConvAlgo::Tiled ? "v2 tiled"
+                                                      : "v3 TF32 tensor cores";
       add_flops("conv2d fwd", shape, v, timer.median_ms([&] {
         cuda::conv2d_forward(s, x.data<float>(), w.data<float>(), nullptr, y.data<float>(), algo);
       }), flops);
@@ -135,20 +140,27 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
                               dw.data<float>(), nullptr, algo, ws.defined() ? ws.data<float>() : nullptr);
       }), flops);
     }
-    CudnnConv cd(cudnn, s);
-    const float one = 1.0f, zero = 0.0f;
-    add_flops("conv2d fwd", shape, "cuDNN fp32", timer.median_ms([&] {
-      CUDNN_CHECK(cudnnConvolutionForward(cudnn, &one, cd.x, x.raw(), cd.w, w.raw(), cd.conv, cd.fwd,
-                                          cd.ws, cd.ws_bytes, &zero, cd.y, y.raw()));
-    }), flops);
-    add_flops("conv2d dgrad", shape, "cuDNN fp32", timer.median_ms([&] {
-      CUDNN_CHECK(cudnnConvolutionBackwardData(cudnn, &one, cd.w, w.raw(), cd.y, y.raw(), cd.conv,
-                                               cd.bwd_data, cd.ws, cd.ws_bytes, &zero, cd.x, dx.raw()));
-    }), flops);
-    add_flops("conv2d wgrad", shape, "cuDNN fp32", timer.median_ms([&] {
-      CUDNN_CHECK(cudnnConvolutionBackwardFilter(cudnn, &one, cd.x, x.raw(), cd.y, y.raw(), cd.conv,
-                                                 cd.bwd_filter, cd.ws, cd.ws_bytes, &zero, cd.w, dw.raw()));
-    }), flops);
+    // cuDNN in plain fp32 (FMA math: the comparison for v1/v2) and allowed TF32 tensor
+    // cores (CUDNN_TENSOR_OP_MATH: the comparison for v3, and PyTorch's default for fp32)
+    for (const auto& [math, name] : {std::pair{CUDNN_FMA_MATH, "cuDNN fp32"},
+                                     std::pair{CUDNN_TENSOR_OP_MATH, "cuDNN TF32"}}) {
+      CudnnConv cd(cudnn, s, math);
+      const float one = 1.0f, zero = 0.0f;
+      add_flops("conv2d fwd", shape, name, timer.median_ms([&] {
+        CUDNN_CHECK(cudnnConvolutionForward(cudnn, &one, cd.x, x.raw(), cd.w, w.raw(), cd.conv,
+                                            cd.fwd, cd.ws, cd.ws_bytes, &zero, cd.y, y.raw()));
+      }), flops);
+      add_flops("conv2d dgrad", shape, name, timer.median_ms([&] {
+        CUDNN_CHECK(cudnnConvolutionBackwardData(cudnn, &one, cd.w, w.raw(), cd.y, y.raw(),
+                                                 cd.conv, cd.bwd_data, cd.ws, cd.ws_bytes, &zero,
+                                                 cd.x, dx.raw()));
+      }), flops);
+      add_flops("conv2d wgrad", shape, name, timer.median_ms([&] {
+        CUDNN_CHECK(cudnnConvolutionBackwardFilter(cudnn, &one, cd.x, x.raw(), cd.y, y.raw(),
+                                                   cd.conv, cd.bwd_filter, cd.ws, cd.ws_bytes,
+                                                   &zero, cd.w, dw.raw()));
+      }), flops);
+    }
   }
   CUDNN_CHECK(cudnnDestroy(cudnn));
 

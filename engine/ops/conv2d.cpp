@@ -19,7 +19,11 @@ ConvAlgorithm conv_algorithm() { return g_algorithm; }
 #if DDPM_WITH_CUDA
 namespace {
 cuda::ConvAlgo cuda_algo() {
-  return g_algorithm == ConvAlgorithm::Naive ? cuda::ConvAlgo::Naive : cuda::ConvAlgo::Tiled;
+  switch (g_algorithm) {
+    case ConvAlgorithm::Naive: return cuda::ConvAlgo::Naive;
+    case ConvAlgorithm::TensorCore: return cuda::ConvAlgo::TensorCore;
+    default: return cuda::ConvAlgo::Tiled;
+  }
 }
 }  // namespace
 #endif

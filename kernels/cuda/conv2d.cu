@@ -21,7 +21,9 @@
 //             loaded element is reused 64 times from shared memory and 4 times from
 //             registers. Loads coalesce: consecutive threads read consecutive k of A
 //             (channels) and consecutive columns of B.
-//   split-K (v2, when the output tiles alone cannot fill the GPU): wgrad multiplies over
+//   v3 tensor cores: v2's tiling with the products on tensor cores in TF32 (WMMA), in
+//             conv2d_tensor_core.cuh; same loaders, same split-K; ~1e-3 relative rounding.
+//   split-K (v2 and v3, when the output tiles alone cannot fill the GPU): wgrad multiplies over
 //             K = N*OH*OW (16k-130k terms at batch 128) into an output of only
 //             (KH*KW*Cin) x Cout, e.g. 18 x 2 = 36 tiles of 64x64 for a 128-channel layer on
 //             a 132-SM H100. The K range is then cut into `splits` equal slices, blockIdx.z
@@ -35,6 +37,7 @@
 
 #include "engine/cuda_check.h"
 #include "kernels/cuda/conv2d.cuh"
+#include "kernels/cuda/conv2d_tensor_core.cuh"
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/launch.cuh"
 
@@ -119,6 +122,8 @@ constexpr int kTileM = 64, kTileN = 64, kTileK = 8;
 constexpr int kTileThreads = 256;             // 16 x 16
 constexpr int kMicro = 4;                     // outputs per thread per dimension
 static_assert(kTileM == 16 * kMicro && kTileN == 16 * kMicro, "16x16 threads x 4x4 outputs");
+static_assert(kTileM == kTcTile && kTileN == kTcTile && kTcK % kTileK == 0,
+              "v2 and v3 share the split-K planner");
 static_assert(kTileM * kTileK == 2 * kTileThreads && kTileK * kTileN == 2 * kTileThreads,
               "each thread stages two elements of each operand tile");
 
@@ -204,6 +209,17 @@ int sm_count() {
   return count;
 }
 
+int compute_capability() {
+  static const int cc = [] {
+    int dev = 0, major = 0, minor = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+    return 10 * major + minor;
+  }();
+  return cc;
+}
+
 int64_t tiles(int64_t m, int64_t n) {
   return ((m + kTileM - 1) / kTileM) * ((n + kTileN - 1) / kTileN);
 }
@@ -225,12 +241,19 @@ void gemm(ConvAlgo algo, int64_t m, int64_t n, int64_t k, LoadA a, LoadB b, cons
     return;
   }
   const int splits = workspace ? choose_splits(m, n, k) : 1;
-  // each slice a whole number of K steps
-  const int64_t k_slice = ((k + splits - 1) / splits + kTileK - 1) / kTileK * kTileK;
+  // each slice a whole number of K steps (kTcK is a multiple of kTileK)
+  const int64_t k_slice = ((k + splits - 1) / splits + kTcK - 1) / kTcK * kTcK;
   const dim3 grid(static_cast<unsigned>((n + kTileN - 1) / kTileN),
                   static_cast<unsigned>((m + kTileM - 1) / kTileM), static_cast<unsigned>(splits));
-  gemm_tiled<<<grid, kTileThreads>>>(m, n, k, k_slice, a, b, splits > 1 ? nullptr : bias,
-                                     splits > 1 ? workspace : c, accumulate);
+  const float* tile_bias = splits > 1 ? nullptr : bias;
+  float* out = splits > 1 ? workspace : c;
+  if (algo == ConvAlgo::TensorCore) {
+    CHECK(compute_capability() >= 80, "the tensor-core convolution (TF32) needs sm_80 or later, "
+                                      "this device is sm_" << compute_capability());
+    gemm_tensor_core<<<grid, kTcThreads>>>(m, n, k, k_slice, a, b, tile_bias, out, accumulate);
+  } else {
+    gemm_tiled<<<grid, kTileThreads>>>(m, n, k, k_slice, a, b, tile_bias, out, accumulate);
+  }
   CUDA_CHECK_LAUNCH();
   if (splits > 1) {
     reduce_splits<<<grid_for(m * n), kThreads>>>(m * n, splits, workspace, c, accumulate);
@@ -248,7 +271,7 @@ void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const 
 }
 
 int64_t conv2d_backward_workspace(const Conv2dShape& s, ConvAlgo algo) {
-  if (algo != ConvAlgo::Tiled) return 0;
+  if (algo == ConvAlgo::Naive) return 0;
   const int64_t m = static_cast<int64_t>(s.kh) * s.kw * s.c_in;  // wgrad's output rows
   const int64_t k = s.n * s.out_h() * s.out_w();
   const int splits = choose_splits(m, s.c_out, k);

@@ -4,13 +4,15 @@
 //   Naive  v1: one thread per output value, a plain loop over the reduction
 //   Tiled  v2: implicit GEMM with 64x64 shared-memory tiles and 4x4 outputs per thread,
 //              split-K for the weight gradient when a workspace is given
+//   TensorCore v3: v2's tiling with TF32 tensor-core products (WMMA; sm_80+), ~1e-3
+//              relative rounding like cuDNN's default fp32 convolutions
 #pragma once
 
 #include "kernels/shapes.h"
 
 namespace ddpm::cuda {
 
-enum class ConvAlgo { Naive, Tiled };
+enum class ConvAlgo { Naive, Tiled, TensorCore };
 
 void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const float* b,
                     float* y, ConvAlgo algo);

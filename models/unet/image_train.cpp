@@ -57,6 +57,13 @@ ImageTrainConfig read_image_train_config(const nlohmann::json& json, const std::
   c.keep_checkpoints = r.integer("keep_checkpoints", c.keep_checkpoints, 1, 1'000'000);
   c.out_dir = r.string("out_dir", c.out_dir);
   c.device = r.choice("device", "cpu", {"cpu", "cuda"}) == "cuda" ? Device::CUDA : Device::CPU;
+  const std::string conv = r.choice("cuda_conv", "tiled", {"tiled", "tensor_core", "naive"});
+  c.cuda_conv = conv == "naive"         ? ConvAlgorithm::Naive
+                : conv == "tensor_core" ? ConvAlgorithm::TensorCore
+                                        : ConvAlgorithm::Tiled;
+  c.cuda_attention = r.choice("cuda_attention", "fused", {"fused", "straightforward"}) == "fused"
+                         ? AttentionAlgorithm::Fused
+                         : AttentionAlgorithm::Straightforward;
   r.finish();
   CHECK(c.dataset != "cifar10" || !c.data_dir.empty(),
         context << ": key 'data_dir' is required with \"dataset\": \"cifar10\"");
@@ -69,6 +76,8 @@ ImageTrainConfig read_image_train_config(const nlohmann::json& json, const std::
 ImageRun::ImageRun(const ImageTrainConfig& c, bool with_data) : config_(c) {
   CHECK(c.device == Device::CPU || cuda_available(),
         "device \"cuda\" requested but " << cuda_unavailable_reason());
+  set_conv_algorithm(c.cuda_conv);  // process-wide: the kernels the CUDA ops run
+  set_attention_algorithm(c.cuda_attention);
   unet_ = std::make_unique<UNet>(store_, c.unet);
   store_.finalize(c.device, DType::F32, c.trainer.seed);
   trainer_ = std::make_unique<DiffusionTrainer>(store_, c.trainer);

@@ -4,7 +4,8 @@
 // (models/unet/unet.h), the recipe keys (models/ddpm/trainer.h), the sampling keys, and
 //   dataset "synthetic" | "cifar10", data_dir, classes, synthetic_size, random_flip,
 //   batch_size, n_samples, log_every, sample_every, ckpt_every, keep_checkpoints, out_dir,
-//   device "cpu" | "cuda".
+//   device "cpu" | "cuda", cuda_conv "tiled" (fp32, default) | "tensor_core" (TF32) | "naive",
+//   cuda_attention "fused" (default) | "straightforward".
 // Outputs under out_dir: metrics.jsonl (one JSON line per logged step), samples/step_N.png
 // and samples/final.png (EMA weights when EMA is on), ckpt/step_N.safetensors (the last
 // keep_checkpoints of them).
@@ -40,6 +41,8 @@ struct ImageTrainConfig {
   int64_t keep_checkpoints = 3;
   std::string out_dir = "runs/unet";
   Device device = Device::CPU;
+  ConvAlgorithm cuda_conv = ConvAlgorithm::Tiled;
+  AttentionAlgorithm cuda_attention = AttentionAlgorithm::Fused;
   nlohmann::json json;  // the config as read (with overrides), stored in checkpoints
 };
 
