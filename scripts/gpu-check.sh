@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check: on a machine with a GPU, build for its architecture, run every test, run the
 # CUDA tests under compute-sanitizer, run the kernel benchmark and a short training benchmark
-# of the CIFAR-10 model, and write a report (JSON + Markdown) into OUT_DIR.
+# of the CIFAR-10 model (and the same step in PyTorch when it is installed), and write a
+# report (JSON + Markdown) into OUT_DIR.
 #
 #   scripts/gpu-check.sh OUT_DIR [stage ...]     stages: build test sanitize bench profile
 #                                                train report (default: all, in that order)
@@ -83,11 +84,26 @@ run_profile() {
   echo "ncu exit $?" | tee "$out/profile.status"
 }
 
+# The CIFAR-10 model's training step at batch 128 on the engine, fp32 (default) and with the
+# TF32 tensor-core convolution, then the same step in PyTorch (scripts/pytorch_reference.py,
+# when torch is importable) in fp32 and TF32: the comparison the project is measured by.
 run_train() {
-  "$build/apps/ddpm" train --config configs/cifar10_ddpm.json --set device=cuda --set steps=30 \
-    --set log_every=10 --set sample_every=0 --set ckpt_every=0 --set n_samples=8 \
-    --set sample_steps=10 --set sampler=ddim --set out_dir="$out/train-run" > "$out/train.log" 2>&1
-  echo "train exit $?" | tee "$out/train.status"
+  local status=0
+  for conv in tiled tensor_core; do
+    "$build/apps/ddpm" train --config configs/cifar10_ddpm.json --set device=cuda --set steps=30 \
+      --set log_every=10 --set sample_every=0 --set ckpt_every=0 --set n_samples=8 \
+      --set sample_steps=10 --set sampler=ddim --set cuda_conv=$conv \
+      --set out_dir="$out/train-run-$conv" > "$out/train-$conv.log" 2>&1 || status=$?
+  done
+  cat "$out/train-tiled.log" "$out/train-tensor_core.log" > "$out/train.log"
+  echo "train exit $status" | tee "$out/train.status"
+  if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2> /dev/null; then
+    python3 scripts/pytorch_reference.py --json "$out/pytorch-fp32.json" > "$out/pytorch.log" 2>&1
+    python3 scripts/pytorch_reference.py --tf32 --json "$out/pytorch-tf32.json" >> "$out/pytorch.log" 2>&1
+    echo "pytorch exit $?" | tee -a "$out/train.status"
+  else
+    echo "pytorch: torch with CUDA not importable, skipped" | tee -a "$out/train.status"
+  fi
 }
 
 run_report() {
@@ -114,7 +130,8 @@ with open(os.path.join(out, "report.md"), "w") as f:
     f.write("\n## compute-sanitizer\n```\n" + "\n".join(report["sanitizer"]) + "\n```\n")
     f.write("\n## Kernel benchmark\n```\n" + read("kernel-bench.txt") + "\n```\n")
     f.write("\n## Nsight Compute on the loss kernels (DRAM bytes, duration)\n```\n" + read("ncu-loss.csv")[:20000] + "\n```\n")
-    f.write("\n## Training benchmark (CIFAR-10 model, batch 128, 30 steps)\n```\n" + read("train.log") + "\n```\n")
+    f.write("\n## Training benchmark (CIFAR-10 model, batch 128, 30 steps; fp32 tiled conv, then TF32 tensor cores)\n```\n" + read("train.log") + "\n```\n")
+    f.write("\n## PyTorch, same model and step (scripts/pytorch_reference.py; fp32, then TF32)\n```\n" + read("pytorch.log") + "\n```\n")
 print(open(os.path.join(out, "report.md")).read()[:3000])
 PY
 }
