@@ -2,6 +2,8 @@
 // missing, corrupt), the synthetic dataset and its validity check, the batcher.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <cstdio>
 #include <set>
 
@@ -73,21 +75,91 @@ TEST(Cifar10, BadFilesAreClearErrors) {
 TEST(SyntheticImages, DeterministicAndValidByTheirOwnCheck) {
   const SyntheticImages a(1000, 5), b(1000, 5), c(1000, 6);
   std::vector<uint8_t> x(3072), y(3072), z(3072);
-  double worst_roughness = 0, least_contrast = 1e9;
+  double worst_roughness = 0, least_contrast = 1e9, worst_halo = 0, worst_std = 0;
+  int64_t min_area = 1 << 20, max_area = 0;
   for (int64_t i = 0; i < 500; ++i) {
     a.get(i, x.data());
     b.get(i, y.data());
     ASSERT_EQ(x, y);
     const ImageValidity v = check_synthetic_image(x.data());
-    EXPECT_TRUE(v.valid) << "image " << i << ": roughness " << v.roughness << ", contrast " << v.contrast;
+    EXPECT_TRUE(v.valid) << "image " << i << ": roughness " << v.roughness << ", contrast "
+                         << v.contrast << ", area " << v.shape_area << ", largest piece "
+                         << v.largest_piece << ", colour std " << v.shape_colour_std
+                         << ", halo " << v.halo;
     worst_roughness = std::max(worst_roughness, v.roughness);
     least_contrast = std::min(least_contrast, v.contrast);
+    min_area = std::min(min_area, v.shape_area);
+    max_area = std::max(max_area, v.shape_area);
+    worst_halo = std::max(worst_halo, v.halo);
+    worst_std = std::max(worst_std, v.shape_colour_std);
   }
   c.get(0, z.data());
   EXPECT_NE(x, z) << "another seed, another set";
-  // The thresholds (6 and 60) sit well clear of the data.
+  // The thresholds sit clear of the data: roughness 6, contrast 60, area 30-260, colour
+  // std 12, halo 0.2.
   EXPECT_LT(worst_roughness, 3.0);
   EXPECT_GT(least_contrast, 80.0);
+  EXPECT_GE(min_area, 45);
+  EXPECT_LE(max_area, 230);
+  EXPECT_EQ(worst_halo, 0.0) << "the data's edges are sharp";
+  EXPECT_EQ(worst_std, 0.0) << "the data's shapes are one colour";
+}
+
+// 3x3 box blur, `passes` times (edges clamped).
+std::vector<uint8_t> blurred(std::vector<uint8_t> img, int passes) {
+  for (int k = 0; k < passes; ++k) {
+    const std::vector<uint8_t> src = img;
+    for (int y = 0; y < 32; ++y)
+      for (int x = 0; x < 32; ++x)
+        for (int c = 0; c < 3; ++c) {
+          int sum = 0;
+          for (int dy = -1; dy <= 1; ++dy)
+            for (int dx = -1; dx <= 1; ++dx) {
+              const int yy = std::clamp(y + dy, 0, 31), xx = std::clamp(x + dx, 0, 31);
+              sum += src[(yy * 32 + xx) * 3 + c];
+            }
+          img[(y * 32 + x) * 3 + c] = static_cast<uint8_t>((sum + 4) / 9);
+        }
+  }
+  return img;
+}
+
+// What the old check (roughness and contrast only) let through, seen on samples of a 60-step
+// model: soft blobs. A shape blurred once with a 3x3 box has a halo or a graded colour; two
+// shapes are two pieces.
+TEST(SyntheticImages, BlurredShapesAndTwoShapesAreInvalid) {
+  const SyntheticImages data(100, 5);
+  std::vector<uint8_t> img(3072), other(3072);
+  int blurred_valid = 0, doubled_valid = 0, pairs = 0;
+  for (int64_t i = 0; i < 50; ++i) {
+    data.get(i, img.data());
+    const std::vector<uint8_t> soft = blurred(img, 1);
+    EXPECT_LE(check_synthetic_image(soft.data()).roughness, 6.0) << "smooth enough for the old check";
+    blurred_valid += check_synthetic_image(soft.data()).valid;
+    // paste the shape of image i+50 (pixels off its row's background) into image i
+    data.get(i + 50, other.data());
+    std::vector<uint8_t> both = img;
+    int64_t overlap = 0, pasted = 0;
+    for (int y = 0; y < 32; ++y)
+      for (int x = 0; x < 32; ++x) {
+        const uint8_t* o = &other[(y * 32 + x) * 3];
+        const uint8_t* bg = &other[(y * 32 + (x < 16 ? 31 : 0)) * 3];
+        if (std::abs(o[0] - bg[0]) + std::abs(o[1] - bg[1]) + std::abs(o[2] - bg[2]) < 30) continue;
+        ++pasted;
+        for (int c = 0; c < 3; ++c) both[(y * 32 + x) * 3 + c] = o[c];
+      }
+    const ImageValidity one = check_synthetic_image(img.data());
+    const ImageValidity two = check_synthetic_image(both.data());
+    // count only pairs whose shapes do not touch (the area grew by the whole paste)
+    overlap = one.shape_area + pasted - two.shape_area;
+    if (overlap == 0 && two.largest_piece < 0.9) {
+      ++pairs;
+      doubled_valid += two.valid;
+    }
+  }
+  EXPECT_EQ(blurred_valid, 0);
+  EXPECT_GE(pairs, 10) << "the test needs separated pairs";
+  EXPECT_EQ(doubled_valid, 0);
 }
 
 TEST(SyntheticImages, NoiseAndBlankImagesAreInvalid) {
@@ -97,6 +169,7 @@ TEST(SyntheticImages, NoiseAndBlankImagesAreInvalid) {
   EXPECT_GT(q.mean_roughness, 20.0);
   EXPECT_EQ(synthetic_quality(Tensor::zeros(Shape{4, 32, 32, 3})).valid_fraction, 0.0)
       << "no shape: no contrast";
+  EXPECT_EQ(synthetic_quality(Tensor::full(Shape{4, 32, 32, 3}, 0.3)).valid_fraction, 0.0);
   // Real data through the same float path scores 100%, and is smooth.
   ImageBatcher batcher(std::make_shared<SyntheticImages>(100, 1), 50, 1, true);
   const SampleQuality d = synthetic_quality(batcher.batch(0));

@@ -12,6 +12,38 @@ namespace {
 constexpr uint64_t kImageStream = 0x1A000000000000ull;
 constexpr double kMaxRoughness = 6.0;   // data: < 2.5 measured; uniform noise: ~85
 constexpr double kMinContrast = 60.0;   // data: >= 80 by construction (saturated vs bg)
+constexpr double kShapeDistance = 40.0;  // data: shape pixels >= 80 from the background
+constexpr double kHaloDistance = 12.0;   // data: background pixels 0 from their row median
+constexpr int64_t kMinArea = 30, kMaxArea = 260;  // data: discs 50-154 px, squares 64-225
+constexpr double kMinLargestPiece = 0.9, kMaxColourStd = 12.0, kMaxHalo = 0.2;
+
+// Size of the largest 4-connected piece of `mask` (32x32).
+int64_t largest_piece(const std::vector<char>& mask) {
+  std::vector<char> seen(mask.size(), 0);
+  std::vector<int> stack;
+  int64_t best = 0;
+  for (int start = 0; start < 1024; ++start) {
+    if (!mask[start] || seen[start]) continue;
+    int64_t size = 0;
+    stack.assign(1, start);
+    seen[start] = 1;
+    while (!stack.empty()) {
+      const int i = stack.back();
+      stack.pop_back();
+      ++size;
+      const int x = i % 32, y = i / 32;
+      const int next[4] = {x > 0 ? i - 1 : -1, x < 31 ? i + 1 : -1, y > 0 ? i - 32 : -1,
+                           y < 31 ? i + 32 : -1};
+      for (int j : next)
+        if (j >= 0 && mask[j] && !seen[j]) {
+          seen[j] = 1;
+          stack.push_back(j);
+        }
+    }
+    best = std::max(best, size);
+  }
+  return best;
+}
 }  // namespace
 
 void SyntheticImages::get(int64_t i, uint8_t* out) const {
@@ -56,6 +88,10 @@ ImageValidity check_synthetic_image(const uint8_t* p) {
   std::sort(diffs.begin(), diffs.end());
   const size_t keep = diffs.size() * 9 / 10;
   for (size_t i = 0; i < keep; ++i) v.roughness += diffs[i] / keep;
+  std::vector<char> shape(1024, 0);
+  std::vector<double> dist(1024, 0.0);
+  int64_t halo = 0;
+  double sum[3] = {0, 0, 0}, sum_sq[3] = {0, 0, 0};
   for (int y = 0; y < 32; ++y) {
     double median[3];
     for (int c = 0; c < 3; ++c) {
@@ -68,9 +104,31 @@ ImageValidity check_synthetic_image(const uint8_t* p) {
       double d = 0;
       for (int c = 0; c < 3; ++c) d = std::max(d, std::fabs(p[(y * 32 + x) * 3 + c] - median[c]));
       v.contrast = std::max(v.contrast, d);
+      dist[y * 32 + x] = d;
+      if (d > kShapeDistance) {
+        shape[y * 32 + x] = 1;
+        ++v.shape_area;
+        for (int c = 0; c < 3; ++c) {
+          sum[c] += p[(y * 32 + x) * 3 + c];
+          sum_sq[c] += double(p[(y * 32 + x) * 3 + c]) * p[(y * 32 + x) * 3 + c];
+        }
+      }
     }
   }
-  v.valid = v.roughness <= kMaxRoughness && v.contrast >= kMinContrast;
+  // the soft edge: pixels between the background and half the shape's contrast (the data's
+  // shape pixels are all >= 0.59 of its largest distance: see the header)
+  for (double d : dist) halo += d > kHaloDistance && d < 0.5 * v.contrast;
+  if (v.shape_area > 0) {
+    const double a = static_cast<double>(v.shape_area);
+    v.largest_piece = static_cast<double>(largest_piece(shape)) / a;
+    for (int c = 0; c < 3; ++c)
+      v.shape_colour_std += std::sqrt(std::max(0.0, sum_sq[c] / a - (sum[c] / a) * (sum[c] / a))) / 3;
+    v.halo = static_cast<double>(halo) / a;
+  }
+  v.valid = v.roughness <= kMaxRoughness && v.contrast >= kMinContrast &&
+            v.shape_area >= kMinArea && v.shape_area <= kMaxArea &&
+            v.largest_piece >= kMinLargestPiece && v.shape_colour_std <= kMaxColourStd &&
+            v.halo <= kMaxHalo;
   return v;
 }
 
