@@ -52,9 +52,10 @@ run_sanitize() {
   done
   # Shared memory and barriers: conv2d (tiles), group norm and reductions (block trees),
   # both attentions (tiles, online softmax), the fused loss (block trees).
+  # These tools replay every shared-memory access: small shapes only (tests/test_cuda_ops.cpp).
   for tool in racecheck synccheck initcheck; do
     echo "== $tool test_cuda_ops" >> "$out/sanitizer.log"
-    compute-sanitizer --tool "$tool" --error-exitcode 1 "$build/tests/test_cuda_ops" \
+    DDPM_TEST_SMALL_SHAPES=1 compute-sanitizer --tool "$tool" --error-exitcode 1 "$build/tests/test_cuda_ops" \
       --gtest_filter='*Conv2d*:*GroupNorm*:*Reductions*:*Attention*' >> "$out/sanitizer.log" 2>&1
     echo "$tool test_cuda_ops exit $?" | tee -a "$out/sanitizer.status"
     echo "== $tool test_diffusion_loss" >> "$out/sanitizer.log"
