@@ -98,6 +98,12 @@ TEST(ImageTrain, ConfigErrorsNameTheKey) {
                {"key 'loss'", "simple, vlb, hybrid"});
   expect_error([] { read_image_train_config(tiny_json({"device=tpu"}), "tiny.json"); },
                {"key 'device'", "cpu, cuda"});
+  expect_error([] { read_image_train_config(tiny_json({"cuda_conv=fast"}), "tiny.json"); },
+               {"key 'cuda_conv'", "tiled, tensor_core, naive"});
+  expect_error([] { read_image_train_config(tiny_json({"cuda_attention=flash"}), "tiny.json"); },
+               {"key 'cuda_attention'", "fused, straightforward"});
+  expect_error([] { read_image_train_config(tiny_json({"fused_loss=\"yes\""}), "tiny.json"); },
+               {"fused_loss"});
   const ImageTrainConfig c = read_image_train_config(
       tiny_json({"dataset=cifar10", "data_dir=/nonexistent/cifar"}), "tiny.json");
   expect_error([&] { ImageRun run(c); }, {"/nonexistent/cifar/data_batch_1.bin"});
