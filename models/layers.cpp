@@ -12,7 +12,11 @@ Init fan_avg_uniform(int64_t fan_in, int64_t fan_out, double scale) {
 
 Linear::Linear(ParameterStore& store, const std::string& name, int64_t in, int64_t out,
                double init_scale)
-    : w_(store.add(name + ".w", Shape{in, out}, fan_avg_uniform(in, out, init_scale))),
+    : Linear(store, name, in, out, fan_avg_uniform(in, out, init_scale)) {}
+
+Linear::Linear(ParameterStore& store, const std::string& name, int64_t in, int64_t out,
+               Init weight_init)
+    : w_(store.add(name + ".w", Shape{in, out}, weight_init)),
       b_(store.add(name + ".b", Shape{out})) {}
 
 Conv2d::Conv2d(ParameterStore& store, const std::string& name, int64_t in, int64_t out, int k,

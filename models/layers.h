@@ -22,6 +22,8 @@ class Linear {
   Linear() = default;
   Linear(ParameterStore& store, const std::string& name, int64_t in, int64_t out,
          double init_scale = 1.0);
+  // With the weight's initialisation given, e.g. the fans of the layers it stands for.
+  Linear(ParameterStore& store, const std::string& name, int64_t in, int64_t out, Init weight_init);
   Tensor operator()(const Tensor& x) const { return linear(x, w_, b_); }
   const Tensor& weight() const { return w_; }
   const Tensor& bias() const { return b_; }

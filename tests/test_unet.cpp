@@ -97,6 +97,34 @@ TEST(UNet, GradientsMatchFiniteDifferences) {
       [&](const std::vector<Tensor>& in) { return net.forward(in[0], {3, 700}, mode); }, inputs);
 }
 
+// The reference builds q, k and v as three C -> C layers (variance_scaling fan_avg = C):
+// our packed (C, 3C) weight is uniform on +-sqrt(3 / C), not on the +-sqrt(3 / 2C) a
+// (C, 3C) layer's fan_avg of 2C would give (q, k, v 1/sqrt(2) too small).
+TEST(UNet, AttentionQkvIsInitialisedAsThreeSeparateLayers) {
+  UNetConfig c;
+  c.image_size = 8;
+  c.base_channels = 16;
+  c.channel_mult = {1};
+  c.num_res_blocks = 1;
+  c.attention_resolutions = {8};
+  c.groups = 4;
+  ParameterStore store;
+  UNet net(store, c);
+  store.finalize(Device::CPU, DType::F64, 3);
+  const std::vector<double> w = test::values(store.find("down.0.attn0.qkv.w"));
+  ASSERT_EQ(w.size(), 16u * 48u);
+  const double bound = std::sqrt(3.0 / 16.0);
+  double largest = 0, sq = 0;
+  for (double v : w) {
+    largest = std::max(largest, std::fabs(v));
+    sq += v * v;
+  }
+  EXPECT_LE(largest, bound);
+  EXPECT_GT(largest, 0.97 * bound);  // 768 uniform draws: the largest is within 1% of the bound
+  // variance of U(-b, b) is b^2 / 3 = 1 / C; 768 samples give it to ~5%
+  EXPECT_NEAR(sq / w.size(), 1.0 / 16.0, 0.15 / 16.0);
+}
+
 TEST(UNet, ConfigErrorsNameTheKey) {
   auto read = [](const std::string& override_) {
     nlohmann::json j = load_json_file(std::string(DDPM_SOURCE_DIR) + "/configs/tiny.json");

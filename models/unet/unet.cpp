@@ -53,7 +53,9 @@ class AttnBlock {
  public:
   AttnBlock(ParameterStore& s, const std::string& name, int64_t c, const UNetConfig& cfg)
       : norm_(s, name + ".norm", c, cfg.groups, cfg.norm_eps),
-        qkv_(s, name + ".qkv", c, 3 * c),
+        // q, k and v are three C -> C layers in the reference, each initialised with
+        // fan_avg = C; one packed C -> 3C layer must not average over 2C instead.
+        qkv_(s, name + ".qkv", c, 3 * c, fan_avg_uniform(c, c, 1.0)),
         proj_(s, name + ".proj", c, c, /*init_scale=*/0.0),
         heads_(cfg.attention_heads) {}
 
