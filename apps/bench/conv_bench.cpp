@@ -9,6 +9,7 @@
 
 #include "apps/bench/bench.h"
 #include "engine/cuda_check.h"
+#include "engine/cudnn_check.h"
 #include "engine/ops.h"
 #include "kernels/cuda/conv2d.cuh"
 
@@ -16,9 +17,20 @@ namespace ddpm::bench {
 
 namespace {
 
+// cuDNN's heuristics fill in up to the requested number of algorithms and give each a
+// status: an empty answer or a failed status must stop the benchmark, not time garbage.
+template <class Perf>
+void check_heuristic(int returned, const Perf& perf, const char* pass) {
+  CHECK(returned >= 1, "cuDNN returned no " << pass << " algorithm");
+  CHECK(perf.status == CUDNN_STATUS_SUCCESS,
+        "cuDNN's " << pass << " algorithm: " << cudnnGetErrorString(perf.status));
+}
+
 // cuDNN's convolution for the same problem, in the given math mode. cuDNN's legacy API
-// takes symmetric padding only; the downsample's (0, 1) padding is timed as (1, 1), the
-// same work.
+// pads symmetrically; an asymmetric padding (the TF-'SAME' downsample: 0 rows before, 1
+// after) is the symmetric part as padding and the rest as rows/columns of the input: cuDNN
+// then convolves an input of in_h x in_w (the caller's x padded at the bottom/right, pad
+// copy not timed), the same output and the same multiply-adds as ours.
 struct CudnnConv {
   cudnnHandle_t h;
   cudnnTensorDescriptor_t x, y;
@@ -29,31 +41,37 @@ struct CudnnConv {
   cudnnConvolutionBwdFilterAlgo_t bwd_filter;
   size_t ws_bytes = 0;
   void* ws = nullptr;
+  int64_t in_h = 0, in_w = 0;  // the input cuDNN convolves (padded when asymmetric)
 
   CudnnConv(cudnnHandle_t handle, const Conv2dShape& s, cudnnMathType_t math) : h(handle) {
+    const int pad_h = std::min(s.pad_top, s.pad_bottom), pad_w = std::min(s.pad_left, s.pad_right);
+    in_h = s.h + s.pad_top + s.pad_bottom - 2 * pad_h;
+    in_w = s.w + s.pad_left + s.pad_right - 2 * pad_w;
     CUDNN_CHECK(cudnnCreateTensorDescriptor(&x));
     CUDNN_CHECK(cudnnCreateTensorDescriptor(&y));
     CUDNN_CHECK(cudnnCreateFilterDescriptor(&w));
     CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&conv));
     CUDNN_CHECK(cudnnSetTensor4dDescriptor(x, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, (int)s.n,
-                                           (int)s.c_in, (int)s.h, (int)s.w));
+                                           (int)s.c_in, (int)in_h, (int)in_w));
     CUDNN_CHECK(cudnnSetTensor4dDescriptor(y, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, (int)s.n,
                                            (int)s.c_out, (int)s.out_h(), (int)s.out_w()));
     CUDNN_CHECK(cudnnSetFilter4dDescriptor(w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC, (int)s.c_out,
                                            (int)s.c_in, s.kh, s.kw));
-    const int pad = std::max(s.pad_top, s.pad_bottom);
-    CUDNN_CHECK(cudnnSetConvolution2dDescriptor(conv, pad, pad, s.stride, s.stride, 1, 1,
+    CUDNN_CHECK(cudnnSetConvolution2dDescriptor(conv, pad_h, pad_w, s.stride, s.stride, 1, 1,
                                                 CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
     CUDNN_CHECK(cudnnSetConvolutionMathType(conv, math));
     int n = 0;
     cudnnConvolutionFwdAlgoPerf_t fp;
     CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, x, w, conv, y, 1, &n, &fp));
+    check_heuristic(n, fp, "forward");
     fwd = fp.algo;
     cudnnConvolutionBwdDataAlgoPerf_t dp;
     CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, w, y, conv, x, 1, &n, &dp));
+    check_heuristic(n, dp, "backward-data");
     bwd_data = dp.algo;
     cudnnConvolutionBwdFilterAlgoPerf_t wp;
     CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, x, y, conv, w, 1, &n, &wp));
+    check_heuristic(n, wp, "backward-filter");
     bwd_filter = wp.algo;
     size_t a = 0, b = 0, c = 0;
     CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(h, x, w, conv, y, fwd, &a));
@@ -145,18 +163,22 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
     for (const auto& [math, name] : {std::pair{CUDNN_FMA_MATH, "cuDNN fp32"},
                                      std::pair{CUDNN_TENSOR_OP_MATH, "cuDNN TF32"}}) {
       CudnnConv cd(cudnn, s, math);
+      const bool padded = cd.in_h != s.h || cd.in_w != s.w;
+      const Tensor xc =
+          padded ? Tensor::zeros(Shape{s.n, cd.in_h, cd.in_w, s.c_in}, DType::F32, Device::CUDA) : x;
+      const Tensor dxc = padded ? Tensor::zeros(xc.shape(), DType::F32, Device::CUDA) : dx;
       const float one = 1.0f, zero = 0.0f;
       add_flops("conv2d fwd", shape, name, timer.median_ms([&] {
-        CUDNN_CHECK(cudnnConvolutionForward(cudnn, &one, cd.x, x.raw(), cd.w, w.raw(), cd.conv,
+        CUDNN_CHECK(cudnnConvolutionForward(cudnn, &one, cd.x, xc.raw(), cd.w, w.raw(), cd.conv,
                                             cd.fwd, cd.ws, cd.ws_bytes, &zero, cd.y, y.raw()));
       }), flops);
       add_flops("conv2d dgrad", shape, name, timer.median_ms([&] {
         CUDNN_CHECK(cudnnConvolutionBackwardData(cudnn, &one, cd.w, w.raw(), cd.y, y.raw(),
                                                  cd.conv, cd.bwd_data, cd.ws, cd.ws_bytes, &zero,
-                                                 cd.x, dx.raw()));
+                                                 cd.x, dxc.raw()));
       }), flops);
       add_flops("conv2d wgrad", shape, name, timer.median_ms([&] {
-        CUDNN_CHECK(cudnnConvolutionBackwardFilter(cudnn, &one, cd.x, x.raw(), cd.y, y.raw(),
+        CUDNN_CHECK(cudnnConvolutionBackwardFilter(cudnn, &one, cd.x, xc.raw(), cd.y, y.raw(),
                                                    cd.conv, cd.bwd_filter, cd.ws, cd.ws_bytes,
                                                    &zero, cd.w, dw.raw()));
       }), flops);
