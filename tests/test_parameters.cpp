@@ -28,6 +28,23 @@ TEST(Parameters, WindowsOnOneFlatBuffer) {
   expect_error([&] { store.find("layer.c"); }, {"no parameter named 'layer.c'"});
 }
 
+// Each window starts a multiple of 64 elements into a buffer that is itself aligned (host
+// blocks to 64 bytes, CUDA blocks to 256), so kernels may read any parameter or gradient
+// with 16-byte vector loads, cp.async or TMA: 64 bytes on the host, 256 on the GPU.
+TEST(Parameters, EveryWindowIsAlignedForVectorLoads) {
+  for (Device d : {Device::CPU, Device::CUDA}) {
+    if (d == Device::CUDA && !cuda_available()) continue;
+    ParameterStore store;
+    for (int64_t n : {1, 3, 15, 64, 65, 1000}) store.add("p" + std::to_string(n), Shape{n});
+    store.finalize(d);
+    const uintptr_t align = d == Device::CPU ? 64 : 256;
+    for (const Tensor& p : store.parameters()) {
+      EXPECT_EQ(reinterpret_cast<uintptr_t>(p.raw()) % align, 0u) << p.name() << " on " << device_name(d);
+      EXPECT_EQ(reinterpret_cast<uintptr_t>(p.grad().raw()) % align, 0u) << p.name() << " grad";
+    }
+  }
+}
+
 TEST(Parameters, GradientsLandInTheFlatGradBuffer) {
   ParameterStore store;
   Tensor w = store.add("w", Shape{2});
