@@ -1,11 +1,12 @@
-// CUDA_CHECK, CUBLAS_CHECK, CUDNN_CHECK: run a CUDA/cuBLAS/cuDNN call, and on failure throw
-// ddpm::Error naming the status, the expression, the file and the line. Include only from
-// code compiled with the CUDA toolkit (DDPM_WITH_CUDA).
+// CUDA_CHECK, CUBLAS_CHECK: run a CUDA/cuBLAS call, and on failure throw ddpm::Error naming
+// the status, the expression, the file and the line. Include only from code compiled with
+// the CUDA toolkit (DDPM_WITH_CUDA) or its CPU emulation (tests/cuda_emulation); cuDNN's
+// check is in engine/cudnn_check.h (cuDNN is a baseline, never emulated). Kernel launches
+// are checked by DDPM_LAUNCH (kernels/cuda/launch.cuh).
 #pragma once
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
-#include <cudnn.h>
 
 #include "engine/check.h"
 
@@ -20,18 +21,6 @@
     }                                                                                      \
   } while (0)
 
-namespace ddpm {
-void count_kernel_launch();  // engine/device.cpp: feeds device_work_counts()
-}  // namespace ddpm
-
-// After a kernel launch: a bad configuration shows up in cudaGetLastError. Every launch in
-// the engine goes through here, so it is also where launches are counted.
-#define CUDA_CHECK_LAUNCH()            \
-  do {                                 \
-    ::ddpm::count_kernel_launch();     \
-    CUDA_CHECK(cudaGetLastError());    \
-  } while (0)
-
 #define CUBLAS_CHECK(expr)                                                                 \
   do {                                                                                     \
     cublasStatus_t ddpm_status_ = (expr);                                                  \
@@ -39,16 +28,6 @@ void count_kernel_launch();  // engine/device.cpp: feeds device_work_counts()
       ::ddpm::throw_error(__FILE__, __LINE__,                                              \
                           std::string("cuBLAS error ") + cublasGetStatusName(ddpm_status_) + \
                               ": " + cublasGetStatusString(ddpm_status_),                  \
-                          #expr);                                                          \
-    }                                                                                      \
-  } while (0)
-
-#define CUDNN_CHECK(expr)                                                                  \
-  do {                                                                                     \
-    cudnnStatus_t ddpm_status_ = (expr);                                                   \
-    if (ddpm_status_ != CUDNN_STATUS_SUCCESS) {                                            \
-      ::ddpm::throw_error(__FILE__, __LINE__,                                              \
-                          std::string("cuDNN error: ") + cudnnGetErrorString(ddpm_status_), \
                           #expr);                                                          \
     }                                                                                      \
   } while (0)

@@ -14,6 +14,8 @@
 # OUT_DIR and the build in build-gpu/.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# A CUDA test that finds no usable device fails instead of skipping (tests/test_util.h).
+export DDPM_REQUIRE_GPU=1
 out="${1:?usage: scripts/gpu-check.sh OUT_DIR [stage ...]}"
 shift
 stages=("$@")

@@ -8,6 +8,7 @@
 
 #if DDPM_WITH_CUDA
 #include "engine/cuda_check.h"
+#include "engine/cudnn_check.h"
 #endif
 
 namespace ddpm {

@@ -16,6 +16,7 @@
 #include "tests/test_util.h"
 
 #if DDPM_WITH_CUDA
+#include "kernels/cuda/column_sum_plan.h"
 #include "kernels/cuda/conv2d.cuh"
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/group_norm.cuh"
@@ -26,15 +27,6 @@ namespace ddpm {
 namespace {
 
 using test::TensorFn;
-
-// Under compute-sanitizer's racecheck / initcheck (scripts/gpu-check.sh sets
-// DDPM_TEST_SMALL_SHAPES=1), which replay every shared-memory access, the model-sized cases
-// would take far beyond the check's time limit: only the awkward small shapes run there.
-// memcheck and the normal suite run everything.
-bool small_shapes_only() { return std::getenv("DDPM_TEST_SMALL_SHAPES") != nullptr; }
-
-#define REQUIRE_GPU() \
-  if (!cuda_available()) GTEST_SKIP() << cuda_unavailable_reason()
 
 struct DeviceRun {
   std::vector<float> out;
@@ -158,7 +150,7 @@ void expect_attention_matches_cpu() {
   expect_devices_agree(attn(3), {rnd({3, 7, 27}, 1)}, 1e-4, 1e-4);
   expect_devices_agree(attn(1), {rnd({2, 37, 15}, 3)}, 1e-4, 1e-4);
   expect_devices_agree(attn(2), {rnd({1, 70, 3 * 18}, 4, 0.5)}, 1e-4, 1e-4);
-  if (small_shapes_only()) return;
+  if (test::small_shapes_only()) return;
   expect_devices_agree(attn(1), {rnd({2, 256, 768}, 1, 0.1)}, 1e-4, 1e-4);
   expect_devices_agree(attn(4), {rnd({2, 64, 3 * 128}, 2, 0.2)}, 1e-4, 1e-4);
 }
@@ -173,7 +165,7 @@ TEST(CudaOps, AttentionFusedVersion) {
   REQUIRE_GPU();
   AttentionVersion version(AttentionAlgorithm::Fused);
   expect_attention_matches_cpu();
-  if (small_shapes_only()) return;
+  if (test::small_shapes_only()) return;
   // a 32x32 map with 4 heads of 32 channels: L = 1024, many key tiles per query tile
   expect_devices_agree([](const std::vector<Tensor>& in) { return attention(in[0], 4); },
                        {rnd({1, 1024, 3 * 128}, 5, 0.2)}, 1e-4, 1e-4);
@@ -283,8 +275,10 @@ TEST(CudaOps, GroupNormAwkwardAndModelShapes) {
                           {{2, 32, 32, 128}, 32},  {{2, 16, 16, 256}, 32},
                           {{2, 8, 8, 256}, 32},    {{2, 4, 4, 256}, 32},
                           {{2, 32, 32, 384}, 32},  {{2, 16, 16, 512}, 32}};
+  const size_t count = test::small_shapes_only() ? 2 : std::size(cases);  // the awkward ones
   uint64_t stream = 10;
-  for (const GnCase& c : cases) {
+  for (size_t i = 0; i < count; ++i) {
+    const GnCase& c = cases[i];
     const int64_t ch = c.x[3];
     const int64_t g = c.groups;
     expect_devices_agree(
@@ -326,7 +320,7 @@ std::vector<ConvCase> conv_cases() {
       {{2, 32, 32, 256}, 3, 128, Conv2dParams::same(3)},
       {{2, 32, 32, 128}, 3, 3, Conv2dParams::same(3)},
   };
-  if (small_shapes_only()) cases.resize(5);  // the awkward shapes above the model's
+  if (test::small_shapes_only()) cases.resize(5);  // the awkward shapes above the model's
   return cases;
 }
 
@@ -461,6 +455,57 @@ TEST(CudaOps, KernelsStayInsideTheirOutput) {
   }
 }
 
+// Bias gradients and group norm's dgamma/dbeta are column sums over N*H*W rows, split into
+// row chunks (column_sum.cuh). Against double sums on the CPU, with and without a workspace
+// (one chunk), on row counts that leave a partial chunk, and the same bits twice. Float sums
+// of up to 4,100 terms in different orders: 1e-5 of the sum of magnitudes.
+TEST(CudaOps, ColumnSumsOverManyRowsMatchTheCpu) {
+  REQUIRE_GPU();
+  const bool small = test::small_shapes_only();
+  const int64_t n = small ? 3 : 5, h = small ? 17 : 41, c = 65;  // rows 867 or 8405
+  const Tensor dy = rnd({n, h, h, c}, 1);
+  const std::vector<float> dyv = dy.to_vector<float>();
+  const Tensor dy_gpu = dy.to(Device::CUDA);
+  const int64_t rows = n * h * h;
+  std::vector<double> expect(c, 0.0), magnitude(c, 0.0);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < c; ++j) {
+      expect[j] += dyv[r * c + j];
+      magnitude[j] += std::fabs(dyv[r * c + j]);
+    }
+  const BroadcastShape bs{1, rows, c, false};
+  const int64_t ws_floats = cuda::broadcast_add_backward_workspace(bs);
+  ASSERT_GT(ws_floats, 0) << "rows this many should be split into chunks";
+  const Tensor ws = Tensor::empty(Shape{ws_floats}, DType::F32, Device::CUDA);
+  auto bias_grad = [&](bool with_workspace) {
+    Tensor db = padded(c, 0.0f);
+    cuda::broadcast_add_backward(bs, dy_gpu.data<float>(), db.data<float>() + kPad,
+                                 with_workspace ? ws.data<float>() : nullptr);
+    expect_sentinels(db, c, "bias gradient");
+    const std::vector<float> all = db.to(Device::CPU).to_vector<float>();
+    return std::vector<float>(all.begin() + kPad, all.begin() + kPad + c);
+  };
+  const std::vector<float> split = bias_grad(true), again = bias_grad(true), whole = bias_grad(false);
+  EXPECT_EQ(split, again);
+  for (int64_t j = 0; j < c; ++j) {
+    EXPECT_NEAR(split[j], expect[j], 1e-5 * magnitude[j]) << "column " << j;
+    EXPECT_NEAR(whole[j], expect[j], 1e-5 * magnitude[j]) << "column " << j;
+  }
+  // group norm: the same sums weighted by xhat, through the op on both devices
+  expect_devices_agree(
+      [](const std::vector<Tensor>& in) { return group_norm(in[0], in[1], in[2], 13, 1e-6); },
+      {rnd({n, h, h, c}, 2, 2.0), rnd({c}, 3), rnd({c}, 4)}, 2e-4, 2e-4);
+}
+
+// The plan gives a batch-128 CIFAR bias gradient (131,072 rows of 128) hundreds of blocks:
+// the first version ran it as 128 threads on one SM.
+TEST(CudaOps, ColumnSumsUseTheWholeGpu) {
+  const cuda::ColumnSumPlan p = cuda::plan_column_sums(1, 128 * 32 * 32, 128);
+  EXPECT_EQ(p.chunks, cuda::kMaxRowChunks);
+  EXPECT_GE(p.chunks * (128 / cuda::kColumnTile), 2 * 132) << "blocks for two waves of an H100";
+  EXPECT_EQ(p.chunks * p.chunk_rows >= p.rows && (p.chunks - 1) * p.chunk_rows < p.rows, true);
+}
+
 // The tiled and tensor-core wgrads with a workspace split their reduction (N*OH*OW = 8192
 // terms here; 512 with small shapes) into slices summed in slice order: the same values as
 // the unsplit kernel up to float summation order (1e-4 relative; TF32's rounding is the same
@@ -468,7 +513,7 @@ TEST(CudaOps, KernelsStayInsideTheirOutput) {
 // the same bits twice.
 TEST(CudaOps, Conv2dWgradSplitKMatchesUnsplit) {
   REQUIRE_GPU();
-  const bool small = small_shapes_only();
+  const bool small = test::small_shapes_only();
   const int64_t n = small ? 2 : 8, hw = small ? 16 : 32, ch = small ? 64 : 128;
   Conv2dShape cs;
   cs.n = n;
@@ -483,7 +528,9 @@ TEST(CudaOps, Conv2dWgradSplitKMatchesUnsplit) {
   for (cuda::ConvAlgo algo : {cuda::ConvAlgo::Tiled, cuda::ConvAlgo::TensorCore}) {
     SCOPED_TRACE(algo == cuda::ConvAlgo::Tiled ? "tiled" : "tensor cores");
     const int64_t ws_floats = cuda::conv2d_backward_workspace(cs, algo);
-    ASSERT_GT(ws_floats, 0) << "this shape should split (few output tiles, a long reduction)";
+    const int64_t bias_floats =
+        cuda::broadcast_add_backward_workspace(BroadcastShape{1, n * hw * hw, ch, false});
+    ASSERT_GT(ws_floats, bias_floats) << "this shape should split (few output tiles, a long reduction)";
     const Tensor ws = Tensor::empty(Shape{ws_floats}, DType::F32, Device::CUDA);
     auto wgrad = [&](bool split) {
       Tensor dw = padded(count, 0.0f);  // wgrad accumulates: start from zeros

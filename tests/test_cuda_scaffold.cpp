@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "engine/ops.h"
+#include "tests/test_util.h"
 
 #if DDPM_WITH_CUDA
 #include "engine/cuda_allocator.h"
@@ -21,7 +22,7 @@ TEST(CudaScaffold, DeviceQueryGivesAReasonOrADescription) {
 
 #if DDPM_WITH_CUDA
 TEST(CudaScaffold, CachingAllocatorReusesBlocks) {
-  if (!cuda_available()) GTEST_SKIP() << cuda_unavailable_reason();
+  REQUIRE_GPU();
   auto& alloc = CudaCachingAllocator::instance();
   // Warm up: one "training step" worth of allocations of assorted sizes.
   auto step = [] {

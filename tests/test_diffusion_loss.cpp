@@ -280,14 +280,17 @@ TEST(DiffusionLoss, BadInputsNameTheProblem) {
   test::expect_error([&] { diffusion_corrupt(p.x0, t, short_table); }, {"different lengths"});
 }
 
+// tiny.json at 8 channels (batch 2, attention at 8x8 under DDPM_TEST_SMALL_SHAPES).
 ImageTrainConfig tiny(bool fused_loss, const std::string& device, const std::string& sampler) {
   nlohmann::json j = load_json_file(std::string(DDPM_SOURCE_DIR) + "/configs/tiny.json");
-  for (const std::string& o :
-       std::vector<std::string>{"base_channels=8", "groups=4", "batch_size=4", "steps=4",
-                                "fused_loss=" + std::string(fused_loss ? "true" : "false"),
-                                "device=" + device, "timestep_sampler=" + sampler, "target=v",
-                                "loss=hybrid"})
-    apply_override(j, o);
+  std::vector<std::string> overrides{"base_channels=8", "groups=4", "batch_size=4", "steps=4",
+                                     "fused_loss=" + std::string(fused_loss ? "true" : "false"),
+                                     "device=" + device, "timestep_sampler=" + sampler,
+                                     "target=v", "loss=hybrid"};
+  if (test::small_shapes_only())
+    for (const char* o : {"batch_size=2", "channel_mult=[1,2,2]", "attention_resolutions=[8]"})
+      overrides.push_back(o);
+  for (const std::string& o : overrides) apply_override(j, o);
   return read_image_train_config(j, "tiny.json (test)");
 }
 
@@ -319,9 +322,6 @@ TEST(DiffusionLoss, UnfusedPathRejectsBytes) {
 }
 
 // ---- CUDA against the CPU reference ----
-
-#define REQUIRE_GPU() \
-  if (!cuda_available()) GTEST_SKIP() << cuda_unavailable_reason()
 
 // x_t and dpred: every operation is a single correctly rounded float op on both sides and eps
 // is bit-identical (engine/philox.h), so the same bits. per_sample and loss: float partial

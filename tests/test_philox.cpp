@@ -7,6 +7,7 @@
 
 #include "engine/ops.h"
 #include "engine/philox.h"
+#include "tests/test_util.h"
 
 namespace ddpm {
 namespace {
@@ -126,7 +127,7 @@ TEST(Philox, ReproducibleAndStreamsDiffer) {
 }
 
 TEST(Philox, CudaMatchesCpuBitForBit) {
-  if (!cuda_available()) GTEST_SKIP() << cuda_unavailable_reason();
+  REQUIRE_GPU();
   for (int64_t n : {1, 3, 4, 1001, 1 << 20}) {
     const std::vector<float> cpu = randn(Shape{n}, 77, 5).to_vector<float>();
     const std::vector<float> gpu = randn(Shape{n}, 77, 5, Device::CUDA).to_vector<float>();

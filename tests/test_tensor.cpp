@@ -88,7 +88,7 @@ TEST(Tensor, CudaWithoutDeviceIsAClearError) {
 }
 
 TEST(Tensor, RoundTripThroughCuda) {
-  if (!cuda_available()) GTEST_SKIP() << cuda_unavailable_reason();
+  REQUIRE_GPU();
   Tensor t = Tensor::from_vector<float>(Shape{3}, {1, 2, 3});
   Tensor d = t.to(Device::CUDA);
   EXPECT_EQ(d.device(), Device::CUDA);

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <initializer_list>
 #include <string>
 #include <vector>
@@ -12,7 +13,32 @@
 #include "engine/ops.h"
 #include "engine/tensor.h"
 
+// Skips a CUDA test, saying why, when no usable device is present -- unless
+// DDPM_REQUIRE_GPU=1 (set by scripts/gpu-check.sh and by the CPU emulation's tests), where a
+// missing or broken device is a failure: a GPU machine whose runtime cannot start must not
+// report 100% passed with every CUDA test skipped.
+#define REQUIRE_GPU()                                                                 \
+  do {                                                                                \
+    if (!::ddpm::cuda_available()) {                                                  \
+      if (::ddpm::test::gpu_required())                                               \
+        FAIL() << "DDPM_REQUIRE_GPU is set but " << ::ddpm::cuda_unavailable_reason(); \
+      GTEST_SKIP() << ::ddpm::cuda_unavailable_reason();                              \
+    }                                                                                 \
+  } while (0)
+
 namespace ddpm::test {
+
+// Under compute-sanitizer's racecheck / initcheck (scripts/gpu-check.sh) and under the CPU
+// emulation of CUDA (tests/cuda_emulation), which run every thread's every access one by
+// one, model-sized cases would take far beyond the time they have: DDPM_TEST_SMALL_SHAPES=1
+// keeps the CUDA suites to their awkward small shapes and smaller models. A GPU's normal
+// run and memcheck run everything.
+inline bool small_shapes_only() { return std::getenv("DDPM_TEST_SMALL_SHAPES") != nullptr; }
+
+inline bool gpu_required() {
+  const char* v = std::getenv("DDPM_REQUIRE_GPU");
+  return v != nullptr && std::string(v) != "0" && std::string(v) != "";
+}
 
 // A tensor of Philox normals times `scale`, converted to dtype (f32 or f64), on the CPU.
 inline Tensor random_tensor(const Shape& shape, uint64_t stream, DType dtype = DType::F64,

@@ -79,8 +79,8 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dPar
                                 ptr_or_null<T>(dw), ptr_or_null<T>(db));
       }, [&] {
         DDPM_CUDA_ONLY(
-            const int64_t ws_floats = dw.defined() ? cuda::conv2d_backward_workspace(s, cuda_algo()) : 0;
-            const Tensor ws = ws_floats ? Tensor::empty(Shape{ws_floats}, DType::F32, Device::CUDA) : Tensor();
+            const Tensor ws = detail::cuda_workspace(
+                dw.defined() || db.defined() ? cuda::conv2d_backward_workspace(s, cuda_algo()) : 0);
             cuda::conv2d_backward(s, x.data<float>(), w.data<float>(), g[0].data<float>(),
                                   ptr_or_null<float>(dx), ptr_or_null<float>(dw),
                                   ptr_or_null<float>(db), cuda_algo(), ptr_or_null<float>(ws)));

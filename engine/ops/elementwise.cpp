@@ -120,7 +120,10 @@ Tensor broadcast_add(const Tensor& x, const Tensor& v) {
           using T = decltype(tag);
           cpu::broadcast_add_backward<T>(s, g[0].data<T>(), dv.data<T>());
         }, [&] {
-          DDPM_CUDA_ONLY(cuda::broadcast_add_backward(s, g[0].data<float>(), dv.data<float>()));
+          DDPM_CUDA_ONLY(
+              const Tensor ws = detail::cuda_workspace(cuda::broadcast_add_backward_workspace(s));
+              cuda::broadcast_add_backward(s, g[0].data<float>(), dv.data<float>(),
+                                           detail::ptr_or_null<float>(ws)));
         });
       }
     });

@@ -66,9 +66,12 @@ Tensor group_norm_impl(const char* op, const Tensor& x, const Tensor& gamma, con
                                                beta.data<float>(), mean.data<float>(),
                                                rstd.data<float>(), g[0].data<float>(),
                                                dh.data<float>());
+            const Tensor ws = detail::cuda_workspace(
+                dgamma.defined() || dbeta.defined() ? cuda::group_norm_backward_workspace(s) : 0);
             cuda::group_norm_backward(s, x.data<float>(), gamma.data<float>(), mean.data<float>(),
                                       rstd.data<float>(), dh.data<float>(), ptr_or_null<float>(dx),
-                                      ptr_or_null<float>(dgamma), ptr_or_null<float>(dbeta)));
+                                      ptr_or_null<float>(dgamma), ptr_or_null<float>(dbeta),
+                                      ptr_or_null<float>(ws)));
       });
     });
   }

@@ -57,6 +57,12 @@ T* ptr_or_null(const Tensor& t) {
   return t.defined() ? t.data<T>() : nullptr;
 }
 
+// Scratch memory for a CUDA kernel (its *_workspace() size, in floats), or an undefined
+// tensor when it needs none. From the caching allocator: warm steps make no cudaMalloc.
+inline Tensor cuda_workspace(int64_t floats) {
+  return floats > 0 ? Tensor::empty(Shape{floats}, DType::F32, Device::CUDA) : Tensor();
+}
+
 // The gradient buffer of a slot, or an undefined tensor when that input needs no gradient.
 inline Tensor grad_or_null(const GradRef& slot) { return slot ? grad_buffer(slot) : Tensor(); }
 

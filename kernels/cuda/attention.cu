@@ -136,10 +136,8 @@ void probabilities(const AttentionShape& s, const float* qkv, const float* lse_i
                    float* p) {
   const float scale = 1.0f / sqrtf(static_cast<float>(s.head_dim()));
   const int64_t rows = s.b * s.heads * s.l;
-  scores_kernel<<<grid_for(rows * s.l), kThreads>>>(s, qkv, scale, p);
-  CUDA_CHECK_LAUNCH();
-  softmax_rows_kernel<<<static_cast<unsigned>(rows), kThreads>>>(s.l, p, lse_in, lse_out);
-  CUDA_CHECK_LAUNCH();
+  DDPM_LAUNCH(scores_kernel, grid_for(rows * s.l), kThreads)(s, qkv, scale, p);
+  DDPM_LAUNCH(softmax_rows_kernel, static_cast<unsigned>(rows), kThreads)(s.l, p, lse_in, lse_out);
 }
 
 }  // namespace
@@ -148,8 +146,7 @@ void attention_forward(const AttentionShape& s, const float* qkv, float* out, fl
                        float* workspace) {
   if (s.b * s.l == 0) return;
   probabilities(s, qkv, nullptr, lse, workspace);
-  output_kernel<<<grid_for(s.b * s.l * s.c), kThreads>>>(s, qkv, workspace, out);
-  CUDA_CHECK_LAUNCH();
+  DDPM_LAUNCH(output_kernel, grid_for(s.b * s.l * s.c), kThreads)(s, qkv, workspace, out);
 }
 
 void attention_backward(const AttentionShape& s, const float* qkv, const float* lse,
@@ -160,17 +157,12 @@ void attention_backward(const AttentionShape& s, const float* qkv, const float* 
   float* dp = workspace + rows * s.l;
   probabilities(s, qkv, lse, nullptr, p);
   const unsigned grid_tokens = grid_for(s.b * s.l * s.c);
-  dv_kernel<<<grid_tokens, kThreads>>>(s, p, dout, dqkv);
-  CUDA_CHECK_LAUNCH();
-  dp_kernel<<<grid_for(rows * s.l), kThreads>>>(s, qkv, dout, dp);
-  CUDA_CHECK_LAUNCH();
-  ds_rows_kernel<<<static_cast<unsigned>(rows), kThreads>>>(
+  DDPM_LAUNCH(dv_kernel, grid_tokens, kThreads)(s, p, dout, dqkv);
+  DDPM_LAUNCH(dp_kernel, grid_for(rows * s.l), kThreads)(s, qkv, dout, dp);
+  DDPM_LAUNCH(ds_rows_kernel, static_cast<unsigned>(rows), kThreads)(
       s.l, 1.0f / sqrtf(static_cast<float>(s.head_dim())), p, dp);
-  CUDA_CHECK_LAUNCH();
-  dqk_kernel<false><<<grid_tokens, kThreads>>>(s, qkv, dp, dqkv);
-  CUDA_CHECK_LAUNCH();
-  dqk_kernel<true><<<grid_tokens, kThreads>>>(s, qkv, dp, dqkv);
-  CUDA_CHECK_LAUNCH();
+  DDPM_LAUNCH(dqk_kernel<false>, grid_tokens, kThreads)(s, qkv, dp, dqkv);
+  DDPM_LAUNCH(dqk_kernel<true>, grid_tokens, kThreads)(s, qkv, dp, dqkv);
 }
 
 }  // namespace ddpm::cuda

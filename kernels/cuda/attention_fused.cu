@@ -82,7 +82,7 @@ __device__ __forceinline__ float warp_max(float v) {
 // grid (ceil(L / kBr), B * H), kThreads threads, forward_smem_bytes(d) of shared memory.
 __global__ void forward_kernel(AttentionShape s, float scale, const float* qkv, float* out,
                                float* lse) {
-  extern __shared__ float smem[];
+  DDPM_DYNAMIC_SHARED(float, smem);
   const int d = static_cast<int>(s.head_dim()), ld = d | 1;
   float* q = smem;              // [kBr][ld]   q rows, pre-multiplied by scale
   float* o = q + kBr * ld;      // [kBr][ld]   unnormalised output
@@ -145,7 +145,8 @@ __global__ void forward_kernel(AttentionShape s, float scale, const float* qkv, 
     const int r = e / d, c = e % d;
     out[(b * s.l + i0 + r) * s.c + h * d + c] = o[r * ld + c] / l[r];
   }
-  if (threadIdx.x < rows) lse[bh * s.l + i0 + threadIdx.x] = m[threadIdx.x] + logf(l[threadIdx.x]);
+  if (static_cast<int>(threadIdx.x) < rows)
+    lse[bh * s.l + i0 + threadIdx.x] = m[threadIdx.x] + logf(l[threadIdx.x]);
 }
 
 // delta[bh, i] = dout_i . out_i over head h's d channels; one warp per (b, h, i) row.
@@ -177,7 +178,7 @@ __device__ __forceinline__ ProbAndGrad prob_and_grad(const float* q, const float
 // grid (ceil(L / kTile), B * H): dq for one tile of query rows.
 __global__ void dq_kernel(AttentionShape s, float scale, const float* qkv, const float* lse,
                           const float* delta, const float* dout, float* dqkv) {
-  extern __shared__ float smem[];
+  DDPM_DYNAMIC_SHARED(float, smem);
   const int d = static_cast<int>(s.head_dim()), ld = d | 1;
   float* q = smem;                 // [kTile][ld]
   float* g = q + kTile * ld;       // [kTile][ld]  dout rows
@@ -195,7 +196,7 @@ __global__ void dq_kernel(AttentionShape s, float scale, const float* qkv, const
   load_rows(q, ld, kTile, qkv + qkv_row(s, b, i0, 0, h), token_stride, rows, d);
   load_rows(g, ld, kTile, dout + (b * s.l + i0) * s.c + h * d, s.c, rows, d);
   for (int e = threadIdx.x; e < kTile * ld; e += blockDim.x) dq[e] = 0.0f;
-  if (threadIdx.x < rows) {
+  if (static_cast<int>(threadIdx.x) < rows) {
     row_lse[threadIdx.x] = lse[bh * s.l + i0 + threadIdx.x];
     row_delta[threadIdx.x] = delta[bh * s.l + i0 + threadIdx.x];
   }
@@ -230,7 +231,7 @@ __global__ void dq_kernel(AttentionShape s, float scale, const float* qkv, const
 // grid (ceil(L / kTile), B * H): dk and dv for one tile of key rows.
 __global__ void dkv_kernel(AttentionShape s, float scale, const float* qkv, const float* lse,
                            const float* delta, const float* dout, float* dqkv) {
-  extern __shared__ float smem[];
+  DDPM_DYNAMIC_SHARED(float, smem);
   const int d = static_cast<int>(s.head_dim()), ld = d | 1;
   float* k = smem;                 // [kTile][ld]
   float* v = k + kTile * ld;       // [kTile][ld]
@@ -255,7 +256,7 @@ __global__ void dkv_kernel(AttentionShape s, float scale, const float* qkv, cons
     __syncthreads();  // the previous step's q, dout, P and dS are consumed
     load_rows(q, ld, kTile, qkv + qkv_row(s, b, i0, 0, h), token_stride, rows, d);
     load_rows(g, ld, kTile, dout + (b * s.l + i0) * s.c + h * d, s.c, rows, d);
-    if (threadIdx.x < rows) {
+    if (static_cast<int>(threadIdx.x) < rows) {
       row_lse[threadIdx.x] = lse[bh * s.l + i0 + threadIdx.x];
       row_delta[threadIdx.x] = delta[bh * s.l + i0 + threadIdx.x];
     }
@@ -334,8 +335,7 @@ void attention_fused_forward(const AttentionShape& s, const float* qkv, float* o
   if (s.b * s.l == 0) return;
   const size_t bytes = forward_smem_bytes(s);
   reserve_smem(forward_kernel, bytes, s, "forward");
-  forward_kernel<<<tiles_grid(s, kBr), kThreads, bytes>>>(s, softmax_scale(s), qkv, out, lse);
-  CUDA_CHECK_LAUNCH();
+  DDPM_LAUNCH(forward_kernel, tiles_grid(s, kBr), kThreads, bytes)(s, softmax_scale(s), qkv, out, lse);
 }
 
 void attention_fused_backward(const AttentionShape& s, const float* qkv, const float* out,
@@ -343,18 +343,15 @@ void attention_fused_backward(const AttentionShape& s, const float* qkv, const f
   if (s.b * s.l == 0) return;
   const int64_t rows = s.b * s.heads * s.l;
   constexpr int kRowsPerBlock = kThreads / 32;  // one warp per row
-  delta_kernel<<<static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock), kThreads>>>(
+  DDPM_LAUNCH(delta_kernel, static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock), kThreads)(
       s, out, dout, delta);
-  CUDA_CHECK_LAUNCH();
   const size_t dq_bytes = dq_smem_bytes(s), dkv_bytes = dkv_smem_bytes(s);
   reserve_smem(dq_kernel, dq_bytes, s, "backward (dq)");
   reserve_smem(dkv_kernel, dkv_bytes, s, "backward (dk, dv)");
-  dq_kernel<<<tiles_grid(s, kTile), kThreads, dq_bytes>>>(s, softmax_scale(s), qkv, lse, delta,
+  DDPM_LAUNCH(dq_kernel, tiles_grid(s, kTile), kThreads, dq_bytes)(s, softmax_scale(s), qkv, lse, delta,
                                                          dout, dqkv);
-  CUDA_CHECK_LAUNCH();
-  dkv_kernel<<<tiles_grid(s, kTile), kThreads, dkv_bytes>>>(s, softmax_scale(s), qkv, lse,
+  DDPM_LAUNCH(dkv_kernel, tiles_grid(s, kTile), kThreads, dkv_bytes)(s, softmax_scale(s), qkv, lse,
                                                            delta, dout, dqkv);
-  CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace ddpm::cuda

@@ -127,8 +127,10 @@ static_assert(kTileM == kTcTile && kTileN == kTcTile && kTcK % kTileK == 0,
 static_assert(kTileM * kTileK == 2 * kTileThreads && kTileK * kTileN == 2 * kTileThreads,
               "each thread stages two elements of each operand tile");
 
-// grid (n tiles, m tiles, splits): block z sums k in [z * k_slice, (z+1) * k_slice) and,
-// when splitting, writes (not adds) its partial tile to c + z * m * n.
+// grid (m tiles, n tiles, splits): M, the long side (N*OH*OW rows: 4.2M at 64x256x256), on
+// x, whose limit is 2^31 - 1 (y and z stop at 65,535). Block z sums k in
+// [z * k_slice, (z+1) * k_slice) and, when splitting, writes (not adds) its partial tile to
+// c + z * m * n.
 template <class LoadA, class LoadB>
 __global__ void __launch_bounds__(kTileThreads)
 gemm_tiled(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB b,
@@ -136,8 +138,8 @@ gemm_tiled(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB b,
   __shared__ float as[kTileK][kTileM];  // A tile, transposed: as[kk][row]
   __shared__ float bs[kTileK][kTileN];
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
-  const int64_t row0 = static_cast<int64_t>(blockIdx.y) * kTileM;
-  const int64_t col0 = static_cast<int64_t>(blockIdx.x) * kTileN;
+  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kTileM;
+  const int64_t col0 = static_cast<int64_t>(blockIdx.y) * kTileN;
   const int64_t k_begin = blockIdx.z * k_slice;
   const int64_t k_end = k_begin + k_slice < k ? k_begin + k_slice : k;
   if (gridDim.z > 1) c += blockIdx.z * m * n;
@@ -236,29 +238,38 @@ void gemm(ConvAlgo algo, int64_t m, int64_t n, int64_t k, LoadA a, LoadB b, cons
           float* c, bool accumulate, float* workspace = nullptr) {
   if (m == 0 || n == 0) return;
   if (algo == ConvAlgo::Naive) {
-    gemm_naive<<<grid_for(m * n), kThreads>>>(m, n, k, a, b, bias, c, accumulate);
-    CUDA_CHECK_LAUNCH();
+    DDPM_LAUNCH((gemm_naive<LoadA, LoadB>), grid_for(m * n), kThreads)(m, n, k, a, b, bias, c, accumulate);
     return;
   }
   const int splits = workspace ? choose_splits(m, n, k) : 1;
   // each slice a whole number of K steps (kTcK is a multiple of kTileK)
   const int64_t k_slice = ((k + splits - 1) / splits + kTcK - 1) / kTcK * kTcK;
-  const dim3 grid(static_cast<unsigned>((n + kTileN - 1) / kTileN),
-                  static_cast<unsigned>((m + kTileM - 1) / kTileM), static_cast<unsigned>(splits));
+  const dim3 grid(static_cast<unsigned>((m + kTileM - 1) / kTileM),
+                  static_cast<unsigned>((n + kTileN - 1) / kTileN), static_cast<unsigned>(splits));
   const float* tile_bias = splits > 1 ? nullptr : bias;
   float* out = splits > 1 ? workspace : c;
   if (algo == ConvAlgo::TensorCore) {
     CHECK(compute_capability() >= 80, "the tensor-core convolution (TF32) needs sm_80 or later, "
                                       "this device is sm_" << compute_capability());
-    gemm_tensor_core<<<grid, kTcThreads>>>(m, n, k, k_slice, a, b, tile_bias, out, accumulate);
+    DDPM_LAUNCH((gemm_tensor_core<LoadA, LoadB>), grid, kTcThreads)(m, n, k, k_slice, a, b, tile_bias, out, accumulate);
   } else {
-    gemm_tiled<<<grid, kTileThreads>>>(m, n, k, k_slice, a, b, tile_bias, out, accumulate);
+    DDPM_LAUNCH((gemm_tiled<LoadA, LoadB>), grid, kTileThreads)(m, n, k, k_slice, a, b, tile_bias, out, accumulate);
   }
-  CUDA_CHECK_LAUNCH();
   if (splits > 1) {
-    reduce_splits<<<grid_for(m * n), kThreads>>>(m * n, splits, workspace, c, accumulate);
-    CUDA_CHECK_LAUNCH();
+    DDPM_LAUNCH(reduce_splits, grid_for(m * n), kThreads)(m * n, splits, workspace, c, accumulate);
   }
+}
+
+int64_t split_k_workspace(const Conv2dShape& s, ConvAlgo algo) {
+  if (algo == ConvAlgo::Naive) return 0;
+  const int64_t m = static_cast<int64_t>(s.kh) * s.kw * s.c_in;  // wgrad's output rows
+  const int64_t k = s.n * s.out_h() * s.out_w();
+  const int splits = choose_splits(m, s.c_out, k);
+  return splits > 1 ? splits * m * s.c_out : 0;
+}
+
+BroadcastShape bias_rows(const Conv2dShape& s) {
+  return BroadcastShape{1, s.n * s.out_h() * s.out_w(), s.c_out, false};
 }
 
 }  // namespace
@@ -270,12 +281,9 @@ void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const 
   gemm(algo, m, s.c_out, k, Im2col{s, oh_n, ow_n, x}, Dense{w, s.c_out}, b, y, false);
 }
 
+// The wgrad's split-K slices (v2, v3), then the bias gradient's column sums.
 int64_t conv2d_backward_workspace(const Conv2dShape& s, ConvAlgo algo) {
-  if (algo == ConvAlgo::Naive) return 0;
-  const int64_t m = static_cast<int64_t>(s.kh) * s.kw * s.c_in;  // wgrad's output rows
-  const int64_t k = s.n * s.out_h() * s.out_w();
-  const int splits = choose_splits(m, s.c_out, k);
-  return splits > 1 ? splits * m * s.c_out : 0;
+  return split_k_workspace(s, algo) + broadcast_add_backward_workspace(bias_rows(s));
 }
 
 void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const float* dy,
@@ -285,10 +293,12 @@ void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const
   if (dx)
     gemm(algo, s.n * s.h * s.w, s.c_in, taps * s.c_out, DgradA{s, oh_n, ow_n, dy}, DgradB{s, w},
          nullptr, dx, true);
+  const int64_t split_floats = split_k_workspace(s, algo);
   if (dw)
     gemm(algo, taps * s.c_in, s.c_out, m, Transposed<Im2col>{Im2col{s, oh_n, ow_n, x}},
-         Dense{dy, s.c_out}, nullptr, dw, true, workspace);
-  if (db) broadcast_add_backward(BroadcastShape{1, m, s.c_out, false}, dy, db);
+         Dense{dy, s.c_out}, nullptr, dw, true, split_floats > 0 ? workspace : nullptr);
+  if (db)
+    broadcast_add_backward(bias_rows(s), dy, db, workspace ? workspace + split_floats : nullptr);
 }
 
 }  // namespace ddpm::cuda

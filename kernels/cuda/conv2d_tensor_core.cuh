@@ -23,6 +23,8 @@
 
 #include <mma.h>
 
+#include "kernels/cuda/launch.cuh"
+
 namespace ddpm::cuda {
 
 constexpr int kTcTile = 64;     // C tile, both dimensions (the split-K planner assumes 64)
@@ -35,14 +37,14 @@ template <class LoadA, class LoadB>
 __global__ void __launch_bounds__(kTcThreads)
 gemm_tensor_core(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB b,
                  const float* bias, float* c, bool accumulate) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#if DDPM_HAS_SM80_TENSOR_CORES
   using namespace nvcuda;
   __shared__ __align__(32) float as[kTcTile][kTcLdA];  // A tile, row-major (m, k)
   __shared__ __align__(32) float bs[kTcK][kTcLdB];     // B tile, row-major (k, n)
   __shared__ __align__(32) float cs[kTcTile][kTcLdB];  // C tile for the epilogue
   const int warp = threadIdx.x / 32, wm = warp / 2, wn = warp % 2;
-  const int64_t row0 = static_cast<int64_t>(blockIdx.y) * kTcTile;
-  const int64_t col0 = static_cast<int64_t>(blockIdx.x) * kTcTile;
+  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kTcTile;  // grid: (m, n, split) tiles
+  const int64_t col0 = static_cast<int64_t>(blockIdx.y) * kTcTile;
   const int64_t k_begin = blockIdx.z * k_slice;
   const int64_t k_end = k_begin + k_slice < k ? k_begin + k_slice : k;
   if (gridDim.z > 1) c += blockIdx.z * m * n;

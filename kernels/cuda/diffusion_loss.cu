@@ -2,7 +2,8 @@
 // batch, eps regenerated from Philox in registers and never stored. Contract and formulas:
 // kernels/cpu/diffusion_loss.h and kernels/diffusion_loss_math.h (shared with the CPU).
 //
-// Work mapping: grid (chunks, n): block (c, j) owns elements [c * kChunk, (c+1) * kChunk) of
+// Work mapping: a 1-D grid of n x chunks blocks (x only: its limit is 2^31 - 1, where y and
+// z stop at 65,535): block j * chunks + c owns elements [c * kChunk, (c+1) * kChunk) of
 // sample j, so every element's sample, timestep and coefficients are the block's constants.
 // kChunk = 4 elements per thread x 256 threads: one Philox call yields 4 normals, so with
 // dim % 4 == 0 a thread draws exactly its own 4 values from one call and moves them with one
@@ -64,13 +65,23 @@ __device__ __forceinline__ SampleCoefs coefs(const DiffusionLossShape& s,
   return c;
 }
 
-// grid (chunks, n): x_t = a x0 + b eps.
+// The sample and chunk a block of the 1-D grid owns.
+struct BlockPlace {
+  int64_t sample, chunk;
+};
+__device__ __forceinline__ BlockPlace block_place(const DiffusionLossShape& s) {
+  const int64_t chunks = (s.dim + kChunk - 1) / kChunk;
+  return {blockIdx.x / chunks, blockIdx.x % chunks};
+}
+
+// grid n x chunks: x_t = a x0 + b eps.
 template <class X0, bool kVec4>
 __global__ void corrupt_kernel(DiffusionLossShape s, DiffusionLossTables<float> tab,
                                const X0* x0, float* x_t) {
-  const int64_t j = blockIdx.y;
+  const BlockPlace place = block_place(s);
+  const int64_t j = place.sample;
   const SampleCoefs k = coefs(s, tab, j);
-  const int64_t base = static_cast<int64_t>(blockIdx.x) * kChunk;
+  const int64_t base = place.chunk * kChunk;
   float* out = x_t + j * s.dim;
   if (kVec4) {
     const int64_t i = base + threadIdx.x * kPerThread;
@@ -91,16 +102,17 @@ __global__ void corrupt_kernel(DiffusionLossShape s, DiffusionLossTables<float> 
   }
 }
 
-// grid (chunks, n): dpred = scale (pred - target), partial[j][chunk] = sum (pred - target)^2.
+// grid n x chunks: dpred = scale (pred - target), partial[j][chunk] = sum (pred - target)^2.
 template <class X0, bool kVec4>
 __global__ void loss_kernel(DiffusionLossShape s, DiffusionLossTables<float> tab,
                             const float* pred, const X0* x0, float* dpred, float* partial) {
   __shared__ float scratch[32];
-  const int64_t j = blockIdx.y;
+  const BlockPlace place = block_place(s);
+  const int64_t j = place.sample;
   const SampleCoefs k = coefs(s, tab, j);
   const float scale = grad_scale(k.batch_weight, s.dim);
   const bool needs_x0 = s.target != DiffusionTarget::Epsilon;
-  const int64_t base = static_cast<int64_t>(blockIdx.x) * kChunk;
+  const int64_t base = place.chunk * kChunk;
   const float* p = pred + j * s.dim;
   float* dp = dpred + j * s.dim;
   float sq = 0.0f;
@@ -132,7 +144,7 @@ __global__ void loss_kernel(DiffusionLossShape s, DiffusionLossTables<float> tab
     }
   }
   sq = block_sum(sq, scratch);
-  if (threadIdx.x == 0) partial[j * gridDim.x + blockIdx.x] = sq;
+  if (threadIdx.x == 0) partial[blockIdx.x] = sq;  // = partial[j][chunk]
 }
 
 // One block: per-sample sums over chunks in order, then the batch loss by a fixed tree.
@@ -159,7 +171,9 @@ bool vec4_ok(const DiffusionLossShape& s, const void* a, const void* b) {
 }
 
 dim3 chunk_grid(const DiffusionLossShape& s) {
-  return dim3(static_cast<unsigned>(loss_chunks(s)), static_cast<unsigned>(s.n));
+  CHECK(s.n * loss_chunks(s) <= 2147483647,
+        "diffusion loss: " << s.n << " samples of " << s.dim << " values need more blocks than a grid has");
+  return dim3(static_cast<unsigned>(s.n * loss_chunks(s)));
 }
 
 }  // namespace
@@ -171,10 +185,9 @@ void diffusion_corrupt(const DiffusionLossShape& s, const DiffusionLossTables<fl
                        const X0* x0, float* x_t) {
   if (s.n * s.dim == 0) return;
   if (vec4_ok(s, x_t, x_t))
-    corrupt_kernel<X0, true><<<chunk_grid(s), kThreads>>>(s, tab, x0, x_t);
+    DDPM_LAUNCH((corrupt_kernel<X0, true>), chunk_grid(s), kThreads)(s, tab, x0, x_t);
   else
-    corrupt_kernel<X0, false><<<chunk_grid(s), kThreads>>>(s, tab, x0, x_t);
-  CUDA_CHECK_LAUNCH();
+    DDPM_LAUNCH((corrupt_kernel<X0, false>), chunk_grid(s), kThreads)(s, tab, x0, x_t);
 }
 
 template <class X0>
@@ -183,13 +196,11 @@ void diffusion_loss(const DiffusionLossShape& s, const DiffusionLossTables<float
                     float* loss, float* partial) {
   if (s.n * s.dim == 0) return;
   if (vec4_ok(s, pred, dpred))
-    loss_kernel<X0, true><<<chunk_grid(s), kThreads>>>(s, tab, pred, x0, dpred, partial);
+    DDPM_LAUNCH((loss_kernel<X0, true>), chunk_grid(s), kThreads)(s, tab, pred, x0, dpred, partial);
   else
-    loss_kernel<X0, false><<<chunk_grid(s), kThreads>>>(s, tab, pred, x0, dpred, partial);
-  CUDA_CHECK_LAUNCH();
-  finish_kernel<<<1, kThreads>>>(s, tab, static_cast<int>(loss_chunks(s)), partial, per_sample,
+    DDPM_LAUNCH((loss_kernel<X0, false>), chunk_grid(s), kThreads)(s, tab, pred, x0, dpred, partial);
+  DDPM_LAUNCH(finish_kernel, 1, kThreads)(s, tab, static_cast<int>(loss_chunks(s)), partial, per_sample,
                                  loss);
-  CUDA_CHECK_LAUNCH();
 }
 
 template void diffusion_corrupt<float>(const DiffusionLossShape&,

@@ -3,9 +3,10 @@
 // Work mapping: one thread per element in a grid-stride loop (kThreads per block, grid from
 // grid_for). Every kernel here is memory-bound: it reads and writes each element once, so its
 // speed is bytes / bandwidth; the arithmetic (at most an exp) is free in comparison.
-// Broadcast-add backward sums dy over rows: one thread per output value walks its column
-// top to bottom, a fixed order, so the result is deterministic (no atomics).
+// Broadcast-add backward sums dy over rows: the two-stage column sums of column_sum.cuh
+// (parallel over row chunks, fixed order, no atomics).
 #include "engine/cuda_check.h"
+#include "kernels/cuda/column_sum.cuh"
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/rounding.h"
@@ -36,17 +37,20 @@ __global__ void broadcast_add_kernel(BroadcastShape s, const float* x, const flo
     y[i] = x[i] + v[s.per_sample ? (i / (s.s * s.c)) * s.c + c : c];
   }
 }
-// dv[vec, c] += sum over the rows of that vector of dy[row, c]
-__global__ void broadcast_add_backward_kernel(BroadcastShape s, const float* dy, float* dv) {
-  const int64_t vectors = s.per_sample ? s.n : 1, rows = s.per_sample ? s.s : s.n * s.s;
-  DDPM_GRID_STRIDE(j, vectors * s.c) {
-    const int64_t vec = j / s.c, c = j % s.c;
-    const float* col = dy + vec * rows * s.c + c;
-    float acc = 0.0f;
-    for (int64_t r = 0; r < rows; ++r) acc += col[r * s.c];
-    dv[j] += acc;
+// dy viewed as `vectors` matrices of (rows x C): one per sample when per_sample, else one.
+struct BroadcastRows {
+  int64_t rows, c;
+  const float* dy;  // (vectors, rows, C)
+  __device__ void operator()(int64_t vec, int64_t row, int64_t col, float* v) const {
+    v[0] = dy[(vec * rows + row) * c + col];
   }
+};
+
+ColumnSumPlan broadcast_plan(const BroadcastShape& s, bool with_workspace) {
+  return s.per_sample ? plan_column_sums(s.n, s.s, s.c, with_workspace)
+                      : plan_column_sums(1, s.n * s.s, s.c, with_workspace);
 }
+
 __global__ void per_sample_axpby_kernel(int64_t n, int64_t inner, const float* a, const float* x,
                                         const float* b, const float* y, float* out) {
   // rounded like the CPU's a*x + b*y (no fma): x_t from make_x_t is the same bits on both
@@ -75,12 +79,9 @@ __global__ void silu_backward_kernel(int64_t n, const float* x, const float* dy,
 
 }  // namespace
 
-#define LAUNCH(kernel, n, ...)                                         \
-  do {                                                                 \
-    if ((n) > 0) {                                                     \
-      kernel<<<grid_for(n), kThreads>>>(__VA_ARGS__);                  \
-      CUDA_CHECK_LAUNCH();                                             \
-    }                                                                  \
+#define LAUNCH(kernel, n, ...) \
+  do {                             \
+    if ((n) > 0) DDPM_LAUNCH(kernel, grid_for(n), kThreads)(__VA_ARGS__); \
   } while (0)
 
 void add_forward(int64_t n, const float* a, const float* b, float* y) { LAUNCH(add_kernel, n, n, a, b, y); }
@@ -93,8 +94,12 @@ void mul_accumulate(int64_t n, const float* a, const float* b, float* y) {
 void broadcast_add_forward(const BroadcastShape& s, const float* x, const float* v, float* y) {
   LAUNCH(broadcast_add_kernel, s.n * s.s * s.c, s, x, v, y);
 }
-void broadcast_add_backward(const BroadcastShape& s, const float* dy, float* dv) {
-  LAUNCH(broadcast_add_backward_kernel, (s.per_sample ? s.n : 1) * s.c, s, dy, dv);
+int64_t broadcast_add_backward_workspace(const BroadcastShape& s) {
+  return broadcast_plan(s, true).workspace_floats(1);
+}
+void broadcast_add_backward(const BroadcastShape& s, const float* dy, float* dv, float* workspace) {
+  const ColumnSumPlan p = broadcast_plan(s, workspace != nullptr);
+  column_sums<1>(p, BroadcastRows{p.rows, s.c, dy}, workspace, dv);
 }
 void per_sample_axpby_forward(int64_t n, int64_t inner, const float* a, const float* x,
                               const float* b, const float* y, float* out) {

@@ -14,7 +14,11 @@ void scale_forward(int64_t n, float s, const float* x, float* y);
 void axpy(int64_t n, float alpha, const float* x, float* y);
 void mul_accumulate(int64_t n, const float* a, const float* b, float* y);
 void broadcast_add_forward(const BroadcastShape& s, const float* x, const float* v, float* y);
-void broadcast_add_backward(const BroadcastShape& s, const float* dy, float* dv);
+// dv += dy summed over the broadcast rows. workspace: null (one pass per column, slow for
+// many rows) or broadcast_add_backward_workspace(s) floats (column_sum.cuh).
+int64_t broadcast_add_backward_workspace(const BroadcastShape& s);
+void broadcast_add_backward(const BroadcastShape& s, const float* dy, float* dv,
+                            float* workspace = nullptr);
 void per_sample_axpby_forward(int64_t n, int64_t inner, const float* a, const float* x,
                               const float* b, const float* y, float* out);
 void per_sample_scale_accumulate(int64_t n, int64_t inner, const float* a, const float* dout,

@@ -7,11 +7,11 @@
 //             passes over data that stays in L2 for CIFAR shapes: exact where one-pass
 //             E[x^2] - E[x]^2 loses digits); pass 3 writes y.
 //   backward  one block per (sample, group) sums g = dy*gamma and g*xhat, then writes
-//             dx += rstd (g - mean(g) - xhat mean(g xhat)); dgamma/dbeta: one thread per
-//             channel sums over (n, s) in a fixed order. Deterministic: no atomics.
-// Limits: memory-bound (3 reads + 1 write of x forward). The per-channel dgamma loop reads
-// with stride C and is the slow part for large N*S; a two-stage reduction is the next step.
+//             dx += rstd (g - mean(g) - xhat mean(g xhat)); dgamma/dbeta: the two-stage
+//             column sums of column_sum.cuh over the N*S rows. Deterministic: no atomics.
+// Limits: memory-bound (3 reads + 1 write of x forward).
 #include "engine/cuda_check.h"
+#include "kernels/cuda/column_sum.cuh"
 #include "kernels/cuda/group_norm.cuh"
 #include "kernels/cuda/launch.cuh"
 
@@ -84,23 +84,22 @@ __global__ void group_norm_dx_kernel(GroupNormShape s, const float* x, const flo
   }
 }
 
-__global__ void group_norm_dparams_kernel(GroupNormShape s, const float* x, const float* mean,
-                                          const float* rstd, const float* dy, float* dgamma,
-                                          float* dbeta) {
-  const int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (c >= s.c) return;
-  const int64_t g = c / (s.c / s.groups);
-  float sum_dy = 0.0f, sum_dy_xhat = 0.0f;
-  for (int64_t n = 0; n < s.n; ++n) {
-    const float mu = mean[n * s.groups + g], r = rstd[n * s.groups + g];
-    for (int64_t p = 0; p < s.s; ++p) {
-      const int64_t off = (n * s.s + p) * s.c + c;
-      sum_dy += dy[off];
-      sum_dy_xhat += dy[off] * (x[off] - mu) * r;
-    }
+// Element (row, c) of dgamma's and dbeta's sums over the N*S rows: dy xhat and dy.
+struct ParamGradTerms {
+  GroupNormShape s;
+  const float* x;  // (N, S, C)
+  const float* mean;
+  const float* rstd;  // (N, G)
+  const float* dy;    // (N, S, C)
+  __device__ void operator()(int64_t, int64_t row, int64_t c, float* v) const {
+    const int64_t g = (row / s.s) * s.groups + c / (s.c / s.groups), off = row * s.c + c;
+    v[0] = dy[off] * (x[off] - mean[g]) * rstd[g];
+    v[1] = dy[off];
   }
-  if (dgamma) dgamma[c] += sum_dy_xhat;
-  if (dbeta) dbeta[c] += sum_dy;
+};
+
+ColumnSumPlan param_grad_plan(const GroupNormShape& s, bool with_workspace) {
+  return plan_column_sums(1, s.n * s.s, s.c, with_workspace);
 }
 
 }  // namespace
@@ -108,17 +107,15 @@ __global__ void group_norm_dparams_kernel(GroupNormShape s, const float* x, cons
 void group_norm_forward(const GroupNormShape& s, const float* x, const float* gamma,
                         const float* beta, float* y, float* mean, float* rstd) {
   if (s.n * s.groups == 0) return;
-  group_norm_forward_kernel<false><<<static_cast<unsigned>(s.n * s.groups), kThreads>>>(
+  DDPM_LAUNCH(group_norm_forward_kernel<false>, static_cast<unsigned>(s.n * s.groups), kThreads)(
       s, x, gamma, beta, y, mean, rstd);
-  CUDA_CHECK_LAUNCH();
 }
 
 void group_norm_silu_forward(const GroupNormShape& s, const float* x, const float* gamma,
                              const float* beta, float* y, float* mean, float* rstd) {
   if (s.n * s.groups == 0) return;
-  group_norm_forward_kernel<true><<<static_cast<unsigned>(s.n * s.groups), kThreads>>>(
+  DDPM_LAUNCH(group_norm_forward_kernel<true>, static_cast<unsigned>(s.n * s.groups), kThreads)(
       s, x, gamma, beta, y, mean, rstd);
-  CUDA_CHECK_LAUNCH();
 }
 
 void group_norm_silu_dh(const GroupNormShape& s, const float* x, const float* gamma,
@@ -126,24 +123,24 @@ void group_norm_silu_dh(const GroupNormShape& s, const float* x, const float* ga
                         float* dh) {
   const int64_t total = s.n * s.s * s.c;
   if (total == 0) return;
-  group_norm_silu_dh_kernel<<<grid_for(total), kThreads>>>(s, x, gamma, beta, mean, rstd, dy, dh);
-  CUDA_CHECK_LAUNCH();
+  DDPM_LAUNCH(group_norm_silu_dh_kernel, grid_for(total), kThreads)(s, x, gamma, beta, mean, rstd, dy, dh);
+}
+
+int64_t group_norm_backward_workspace(const GroupNormShape& s) {
+  return param_grad_plan(s, true).workspace_floats(2);
 }
 
 void group_norm_backward(const GroupNormShape& s, const float* x, const float* gamma,
                          const float* mean, const float* rstd, const float* dy, float* dx,
-                         float* dgamma, float* dbeta) {
+                         float* dgamma, float* dbeta, float* workspace) {
   if (s.n * s.groups == 0) return;
   if (dx) {
-    group_norm_dx_kernel<<<static_cast<unsigned>(s.n * s.groups), kThreads>>>(s, x, gamma, mean,
+    DDPM_LAUNCH(group_norm_dx_kernel, static_cast<unsigned>(s.n * s.groups), kThreads)(s, x, gamma, mean,
                                                                               rstd, dy, dx);
-    CUDA_CHECK_LAUNCH();
   }
-  if (dgamma || dbeta) {
-    group_norm_dparams_kernel<<<static_cast<unsigned>((s.c + kThreads - 1) / kThreads), kThreads>>>(
-        s, x, mean, rstd, dy, dgamma, dbeta);
-    CUDA_CHECK_LAUNCH();
-  }
+  if (dgamma || dbeta)
+    column_sums<2>(param_grad_plan(s, workspace != nullptr), ParamGradTerms{s, x, mean, rstd, dy},
+                   workspace, dgamma, dbeta);
 }
 
 }  // namespace ddpm::cuda

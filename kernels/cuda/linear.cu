@@ -37,8 +37,12 @@ void linear_forward(const LinearShape& s, const float* x, const float* w, const 
   if (b) broadcast_add_forward(BroadcastShape{1, s.m, s.n, false}, y, b, y);
 }
 
+int64_t linear_backward_workspace(const LinearShape& s) {
+  return broadcast_add_backward_workspace(BroadcastShape{1, s.m, s.n, false});
+}
+
 void linear_backward(const LinearShape& s, const float* x, const float* w, const float* dy,
-                     float* dx, float* dw, float* db) {
+                     float* dx, float* dw, float* db, float* workspace) {
   if (s.m == 0 || s.n == 0) return;
   const float one = 1.0f;
   if (dx)
@@ -51,7 +55,7 @@ void linear_backward(const LinearShape& s, const float* x, const float* w, const
                              static_cast<int>(s.k), static_cast<int>(s.m), &one, dy,
                              static_cast<int>(s.n), x, static_cast<int>(s.k), &one, dw,
                              static_cast<int>(s.n)));
-  if (db) broadcast_add_backward(BroadcastShape{1, s.m, s.n, false}, dy, db);
+  if (db) broadcast_add_backward(BroadcastShape{1, s.m, s.n, false}, dy, db, workspace);
 }
 
 }  // namespace ddpm::cuda

@@ -64,21 +64,17 @@ __global__ void sum_partials_kernel(int count, const double* partials, double* r
 void adamw_step(int64_t n, const AdamWParams& p, float* param, const float* grad, float* m,
                 float* v) {
   if (n == 0) return;
-  adamw_kernel<<<grid_for(n), kThreads>>>(n, p, param, grad, m, v);
-  CUDA_CHECK_LAUNCH();
+  DDPM_LAUNCH(adamw_kernel, grid_for(n), kThreads)(n, p, param, grad, m, v);
 }
 
 void ema_update(int64_t n, float decay, const float* param, float* ema) {
   if (n == 0) return;
-  ema_kernel<<<grid_for(n), kThreads>>>(n, decay, param, ema);
-  CUDA_CHECK_LAUNCH();
+  DDPM_LAUNCH(ema_kernel, grid_for(n), kThreads)(n, decay, param, ema);
 }
 
 void sum_of_squares(int64_t n, const float* x, double* workspace, double* result) {
-  sum_squares_partial_kernel<<<kSumOfSquaresWorkspace, kThreads>>>(n, x, workspace);
-  CUDA_CHECK_LAUNCH();
-  sum_partials_kernel<<<1, kThreads>>>(kSumOfSquaresWorkspace, workspace, result);
-  CUDA_CHECK_LAUNCH();
+  DDPM_LAUNCH(sum_squares_partial_kernel, kSumOfSquaresWorkspace, kThreads)(n, x, workspace);
+  DDPM_LAUNCH(sum_partials_kernel, 1, kThreads)(kSumOfSquaresWorkspace, workspace, result);
 }
 
 }  // namespace ddpm::cuda

@@ -36,9 +36,8 @@ __global__ void philox_fill_kernel(int64_t n, uint64_t seed, uint64_t stream, fl
 template <bool kNormal>
 void launch_fill(int64_t n, uint64_t seed, uint64_t stream, float* y, cudaStream_t cuda_stream) {
   if (n == 0) return;
-  philox_fill_kernel<kNormal><<<grid_for((n + 3) / 4), kThreads, 0, cuda_stream>>>(n, seed,
+  DDPM_LAUNCH(philox_fill_kernel<kNormal>, grid_for((n + 3) / 4), kThreads, 0, cuda_stream)(n, seed,
                                                                                   stream, y);
-  CUDA_CHECK_LAUNCH();
 }
 
 // Dropout: one thread per element; the keep decision is philox_uniform(seed, stream, i) >= p,
@@ -73,20 +72,17 @@ __global__ void timestep_embedding_kernel(int64_t n, int64_t dim, const float* t
 
 void dropout_forward(int64_t n, float p, uint64_t seed, uint64_t stream, const float* x, float* y) {
   if (n == 0) return;
-  dropout_kernel<false><<<grid_for(n), kThreads>>>(n, p, seed, stream, x, y);
-  CUDA_CHECK_LAUNCH();
+  DDPM_LAUNCH(dropout_kernel<false>, grid_for(n), kThreads)(n, p, seed, stream, x, y);
 }
 
 void dropout_backward(int64_t n, float p, uint64_t seed, uint64_t stream, const float* dy, float* dx) {
   if (n == 0) return;
-  dropout_kernel<true><<<grid_for(n), kThreads>>>(n, p, seed, stream, dy, dx);
-  CUDA_CHECK_LAUNCH();
+  DDPM_LAUNCH(dropout_kernel<true>, grid_for(n), kThreads)(n, p, seed, stream, dy, dx);
 }
 
 void timestep_embedding(int64_t n, int64_t dim, const float* t, float* y) {
   if (n * dim == 0) return;
-  timestep_embedding_kernel<<<grid_for(n * dim), kThreads>>>(n, dim, t, y);
-  CUDA_CHECK_LAUNCH();
+  DDPM_LAUNCH(timestep_embedding_kernel, grid_for(n * dim), kThreads)(n, dim, t, y);
 }
 
 void normal_fill(int64_t n, uint64_t seed, uint64_t stream, float* y, cudaStream_t cuda_stream) {

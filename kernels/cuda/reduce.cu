@@ -75,10 +75,8 @@ __global__ void mse_per_sample_kernel(int64_t inner, const float* pred, const fl
 
 template <int kMode>
 void full_sum(int64_t n, float scale, const float* x, const float* t, float* y, float* partials) {
-  partial_sum_kernel<kMode><<<kPartials, kThreads>>>(n, x, t, partials);
-  CUDA_CHECK_LAUNCH();
-  finish_sum_kernel<<<1, kThreads>>>(kPartials, scale, partials, y);
-  CUDA_CHECK_LAUNCH();
+  DDPM_LAUNCH(partial_sum_kernel<kMode>, kPartials, kThreads)(n, x, t, partials);
+  DDPM_LAUNCH(finish_sum_kernel, 1, kThreads)(kPartials, scale, partials, y);
 }
 
 }  // namespace
@@ -89,8 +87,7 @@ void sum_forward(int64_t n, float scale, const float* x, float* y, float* worksp
 
 void sum_backward(int64_t n, float scale, const float* dy, float* dx) {
   if (n == 0) return;
-  fill_accumulate_kernel<<<grid_for(n), kThreads>>>(n, scale, dy, dx);
-  CUDA_CHECK_LAUNCH();
+  DDPM_LAUNCH(fill_accumulate_kernel, grid_for(n), kThreads)(n, scale, dy, dx);
 }
 
 void mse_forward(int64_t n, const float* pred, const float* target, float* y, float* workspace) {
@@ -100,25 +97,22 @@ void mse_forward(int64_t n, const float* pred, const float* target, float* y, fl
 void mse_backward(int64_t n, const float* pred, const float* target, const float* dy,
                   float* dpred, float* dtarget) {
   if (n == 0) return;
-  mse_backward_kernel<<<grid_for(n), kThreads>>>(n, n, 2.0f / static_cast<float>(n), pred,
+  DDPM_LAUNCH(mse_backward_kernel, grid_for(n), kThreads)(n, n, 2.0f / static_cast<float>(n), pred,
                                                  target, dy, dpred, dtarget);
-  CUDA_CHECK_LAUNCH();
 }
 
 void mse_per_sample_forward(int64_t n, int64_t inner, const float* pred, const float* target,
                             float* y) {
   if (n == 0) return;
-  mse_per_sample_kernel<<<static_cast<unsigned>(n), kThreads>>>(inner, pred, target, y);
-  CUDA_CHECK_LAUNCH();
+  DDPM_LAUNCH(mse_per_sample_kernel, static_cast<unsigned>(n), kThreads)(inner, pred, target, y);
 }
 
 void mse_per_sample_backward(int64_t n, int64_t inner, const float* pred, const float* target,
                              const float* dy, float* dpred, float* dtarget) {
   if (n * inner == 0) return;
-  mse_backward_kernel<<<grid_for(n * inner), kThreads>>>(n * inner, inner,
+  DDPM_LAUNCH(mse_backward_kernel, grid_for(n * inner), kThreads)(n * inner, inner,
                                                          2.0f / static_cast<float>(inner), pred,
                                                          target, dy, dpred, dtarget);
-  CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace ddpm::cuda

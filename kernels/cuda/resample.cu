@@ -48,27 +48,23 @@ __global__ void slice_kernel(SliceShape s, const float* src, float* dst) {
 void upsample_nearest2x_forward(const UpsampleShape& s, const float* x, float* y) {
   const int64_t total = s.n * 4 * s.h * s.w * s.c;
   if (total == 0) return;
-  upsample_kernel<<<grid_for(total), kThreads>>>(s, x, y);
-  CUDA_CHECK_LAUNCH();
+  DDPM_LAUNCH(upsample_kernel, grid_for(total), kThreads)(s, x, y);
 }
 
 void upsample_nearest2x_backward(const UpsampleShape& s, const float* dy, float* dx) {
   const int64_t total = s.n * s.h * s.w * s.c;
   if (total == 0) return;
-  upsample_backward_kernel<<<grid_for(total), kThreads>>>(s, dy, dx);
-  CUDA_CHECK_LAUNCH();
+  DDPM_LAUNCH(upsample_backward_kernel, grid_for(total), kThreads)(s, dy, dx);
 }
 
 void slice_copy(const SliceShape& s, const float* src, float* dst) {
   if (s.rows * s.cols == 0) return;
-  slice_kernel<false><<<grid_for(s.rows * s.cols), kThreads>>>(s, src, dst);
-  CUDA_CHECK_LAUNCH();
+  DDPM_LAUNCH(slice_kernel<false>, grid_for(s.rows * s.cols), kThreads)(s, src, dst);
 }
 
 void slice_accumulate(const SliceShape& s, const float* src, float* dst) {
   if (s.rows * s.cols == 0) return;
-  slice_kernel<true><<<grid_for(s.rows * s.cols), kThreads>>>(s, src, dst);
-  CUDA_CHECK_LAUNCH();
+  DDPM_LAUNCH(slice_kernel<true>, grid_for(s.rows * s.cols), kThreads)(s, src, dst);
 }
 
 }  // namespace ddpm::cuda

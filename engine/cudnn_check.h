@@ -1,0 +1,18 @@
+// CUDNN_CHECK: run a cuDNN call, and on failure throw ddpm::Error naming the status, the
+// expression, the file and the line. cuDNN is the baseline the tests and the benchmark
+// compare our kernels with; the engine itself never calls it.
+#pragma once
+
+#include <cudnn.h>
+
+#include "engine/check.h"
+
+#define CUDNN_CHECK(expr)                                                                  \
+  do {                                                                                     \
+    cudnnStatus_t ddpm_status_ = (expr);                                                   \
+    if (ddpm_status_ != CUDNN_STATUS_SUCCESS) {                                            \
+      ::ddpm::throw_error(__FILE__, __LINE__,                                              \
+                          std::string("cuDNN error: ") + cudnnGetErrorString(ddpm_status_), \
+                          #expr);                                                          \
+    }                                                                                      \
+  } while (0)

@@ -1,0 +1,515 @@
+// The block scheduler of the CUDA emulation.
+//
+// A grid runs one block at a time on the host thread that launched it. Each CUDA thread of
+// the block is a fiber (fiber.h): the scheduler resumes the ready ones in thread order, and
+// each runs until it reaches a barrier (or returns), then switches back. So thread 0 runs
+// up to its first __syncthreads before thread 1 starts: a kernel that reads shared memory
+// another thread has not written yet, because a barrier is missing, reads stale data here
+// every time (and ThreadSanitizer reports the race: switches carry no synchronisation, only
+// the barriers do). Static __shared__ arrays are one instance per kernel (builtins.h),
+// which is right because blocks do not overlap.
+//
+// Barriers:
+//   __syncthreads  counts arrivals; the last of the block's threads releases the others.
+//                  All must arrive at the same barrier (file and line) and none may have
+//                  returned: CUDA leaves both undefined, here they stop the kernel.
+//   warp barrier   the same over the active (not returned) lanes of one warp, for
+//                  __syncwarp, shuffles, votes and WMMA; all lanes must be in the same
+//                  intrinsic. Shuffle words go through two alternating slot arrays, so one
+//                  barrier per shuffle suffices.
+//   deadlock       when no thread can run (e.g. half a warp in a shuffle, the rest at
+//                  __syncthreads) the kernel stops with a message instead of hanging.
+// A trap (cuda_emu::trap, or a failed check above) marks the block aborted; every waiting
+// thread then resumes only to unwind (an exception), and the launch fails with the first
+// message, as a kernel that traps on a GPU fails its launch.
+//
+// Fault injection for the negative-control tests: DDPM_EMU_SKIP_BARRIERS=FILE[:LINE] turns
+// the __syncthreads calls of source files ending in FILE (at LINE only, if given) into no-ops.
+#include "tests/cuda_emulation/block.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <numeric>
+#include <sstream>
+#include <vector>
+
+#include "tests/cuda_emulation/fiber.h"
+
+namespace cuda_emu {
+namespace {
+
+struct KernelTrap {};    // unwinds the thread that stopped the kernel
+struct BlockAborted {};  // unwinds the other threads of the block
+
+enum class State { Ready, Waiting, Done };
+enum class WaitingFor { Nothing, Block, Warp };
+
+struct Block;
+
+struct Thread {
+  Fiber fiber;
+  Block* block = nullptr;
+  unsigned tid = 0, warp = 0, lane = 0;
+  uint3 index{0, 0, 0};
+  State state = State::Done;
+  WaitingFor waiting_for = WaitingFor::Nothing;
+};
+
+struct Warp {
+  unsigned active = 0;  // a bit per lane that has not returned
+  int arrived = 0;
+  uint64_t generation = 0;
+  const char* op = nullptr;
+  uint64_t slots[2][32] = {};  // alternating by generation
+  unsigned participants[2] = {};  // the active lanes when that generation's barrier released
+  char token = 0;              // ThreadSanitizer's synchronisation object for this warp
+};
+
+struct Block {
+  const GridSpec* spec = nullptr;
+  const std::function<void()>* body = nullptr;
+  std::vector<Thread*> threads;
+  uint3 index{0, 0, 0};
+  unsigned alive = 0;    // threads that have not returned from the kernel
+  unsigned arrived = 0;  // at the current __syncthreads
+  const char* file = nullptr;  // where the current __syncthreads is
+  int line = 0;
+  std::vector<Warp> warps;
+  std::unique_ptr<unsigned char[]> smem;
+  bool aborted = false;
+  std::string error;
+  char barrier_token = 0;  // ThreadSanitizer: __syncthreads
+  // ThreadSanitizer: launch -> block 0 -> block 1 -> ... -> host. The threads of block p
+  // start by acquiring order_tokens[p % 2] and end by releasing order_tokens[(p + 1) % 2],
+  // so each block comes after the one before (its shared memory is the same memory) while
+  // the threads of one block stay unordered with respect to each other.
+  char order_tokens[2] = {0, 0};
+  uint64_t position = 0;  // of the running block in the grid's order
+};
+
+thread_local Thread* t_current = nullptr;  // the CUDA thread running on this host thread
+
+Thread& current(const char* what) {
+  if (t_current == nullptr) {
+    std::fprintf(stderr, "cuda emulation: %s called outside a kernel\n", what);
+    std::abort();
+  }
+  return *t_current;
+}
+
+std::string where(const Thread& t) {
+  std::ostringstream os;
+  os << "kernel " << t.block->spec->kernel << ", block (" << t.block->index.x << ","
+     << t.block->index.y << "," << t.block->index.z << "), thread (" << t.index.x << ","
+     << t.index.y << "," << t.index.z << ")";
+  return os.str();
+}
+
+// Marks the block aborted with its first error; every waiting thread is woken to unwind.
+void abort_block(Block& b, const std::string& message) {
+  if (!b.aborted) {
+    b.aborted = true;
+    b.error = message;
+  }
+  for (Thread* t : b.threads)
+    if (t->state == State::Waiting) t->state = State::Ready;
+}
+
+[[noreturn]] void trap_thread(Thread& t, const std::string& message) {
+  abort_block(*t.block, where(t) + ": " + message);
+  throw KernelTrap{};
+}
+
+// The CUDA built-in variables are per host thread; the fiber that runs sets them.
+void enter(Thread& t) {
+  t_current = &t;
+  threadIdx = t.index;
+  blockIdx = t.block->index;
+  blockDim = t.block->spec->block;
+  gridDim = t.block->spec->grid;
+}
+
+// The next thread after t (in thread order, wrapping around) that can run, or null.
+Thread* next_ready(const Block& b, unsigned tid) {
+  const size_t n = b.threads.size();
+  for (size_t i = 1; i < n; ++i) {
+    Thread* t = b.threads[(tid + i) % n];
+    if (t->state == State::Ready) return t;
+  }
+  return nullptr;
+}
+
+// Hands the host thread to the next thread that can run; to the scheduler when none can.
+void switch_away(Thread& t, bool finished) {
+  Thread* next = next_ready(*t.block, t.tid);
+  if (next == nullptr && t.state == State::Ready) return;  // only t can run: it goes on
+  Fiber::switch_context(&t.fiber, next ? &next->fiber : nullptr, finished);
+}
+
+// The thread has arrived at a barrier (state Waiting, or already Ready if its arrival
+// released the barrier): it lets the others run until it is released, then unwinds if the
+// block was aborted meanwhile. `token`: what the barrier synchronises, for ThreadSanitizer.
+void wait_for_release(Thread& t, void* token) {
+  happens_before(token);
+  {
+    IgnoreAccesses ignore;
+    switch_away(t, false);
+  }
+  IgnoreAccesses ignore;
+  enter(t);
+  t.waiting_for = WaitingFor::Nothing;
+  if (t.block->aborted) throw BlockAborted{};
+  happens_after(token);
+}
+
+void release_block_barrier(Block& b) {
+  for (Thread* t : b.threads)
+    if (t->state == State::Waiting && t->waiting_for == WaitingFor::Block) t->state = State::Ready;
+  b.arrived = 0;
+  b.file = nullptr;
+}
+
+void release_warp_barrier(Block& b, unsigned w) {
+  for (unsigned lane = 0; lane < 32; ++lane) {
+    const unsigned tid = w * 32 + lane;
+    if (tid >= b.threads.size()) break;
+    Thread* t = b.threads[tid];
+    if (t->state == State::Waiting && t->waiting_for == WaitingFor::Warp) t->state = State::Ready;
+  }
+  Warp& warp = b.warps[w];
+  warp.participants[warp.generation & 1] = warp.active;
+  warp.arrived = 0;
+  ++warp.generation;
+}
+
+// Arrival at the warp barrier of intrinsic `op`; returns the generation arrived at.
+uint64_t warp_barrier(Thread& t, const char* op) {
+  Block& b = *t.block;
+  Warp& w = b.warps[t.warp];
+  const uint64_t generation = w.generation;
+  {
+    IgnoreAccesses ignore;
+    if (w.arrived == 0) {
+      w.op = op;
+    } else if (w.op != op && std::strcmp(w.op, op) != 0) {
+      trap_thread(t, "lanes of warp " + std::to_string(t.warp) + " meet in different intrinsics: " +
+                         w.op + " and " + op);
+    }
+    t.state = State::Waiting;
+    t.waiting_for = WaitingFor::Warp;
+    if (++w.arrived == __builtin_popcount(w.active)) release_warp_barrier(b, t.warp);
+  }
+  wait_for_release(t, &w.token);
+  return generation;
+}
+
+// The emulation runs a warp intrinsic over all active lanes of the warp: the mask must name
+// the caller and every lane that has not returned.
+void check_mask(Thread& t, unsigned mask, const char* op) {
+  const unsigned active = t.block->warps[t.warp].active;
+  if ((mask & (1u << t.lane)) == 0) trap_thread(t, std::string(op) + " with a mask that leaves out the calling lane");
+  if ((mask & active) != active) {
+    char text[160];
+    std::snprintf(text, sizeof text,
+                  "%s with mask 0x%08x while lanes 0x%08x are active (the emulation supports "
+                  "warp intrinsics over all active lanes)", op, mask, active);
+    trap_thread(t, text);
+  }
+}
+
+// DDPM_EMU_SKIP_BARRIERS=FILE[:LINE]
+struct SkipRule {
+  std::string file;
+  int line = 0;
+  bool active = false;
+};
+const SkipRule& skip_rule() {
+  static const SkipRule rule = [] {
+    SkipRule r;
+    const char* env = std::getenv("DDPM_EMU_SKIP_BARRIERS");
+    if (env == nullptr || *env == '\0') return r;
+    r.active = true;
+    r.file = env;
+    const size_t colon = r.file.rfind(':');
+    if (colon != std::string::npos) {
+      r.line = std::atoi(r.file.c_str() + colon + 1);
+      r.file.resize(colon);
+    }
+    std::fprintf(stderr, "cuda emulation: fault injected: __syncthreads in *%s%s%s skipped\n",
+                 r.file.c_str(), r.line ? ":" : "", r.line ? std::to_string(r.line).c_str() : "");
+    return r;
+  }();
+  return rule;
+}
+
+bool barrier_skipped(const char* file, int line) {
+  const SkipRule& r = skip_rule();
+  if (!r.active || (r.line != 0 && r.line != line)) return false;
+  const size_t n = std::strlen(file);
+  return n >= r.file.size() && std::strcmp(file + n - r.file.size(), r.file.c_str()) == 0;
+}
+
+// ---- walking the grid ---------------------------------------------------------------------
+
+// The order blocks run in: position i -> linear block index (DDPM_EMU_BLOCK_ORDER).
+class BlockOrder {
+ public:
+  explicit BlockOrder(uint64_t n) : n_(n) {
+    const char* env = std::getenv("DDPM_EMU_BLOCK_ORDER");
+    const std::string mode = env ? env : "forward";
+    if (mode == "reverse") {
+      kind_ = Kind::Reverse;
+    } else if (mode == "shuffled" && n_ > 1) {
+      kind_ = Kind::Shuffled;  // i -> (i * stride + 7) mod n, a bijection for stride coprime to n
+      stride_ = 0x9E3779B97F4A7C15ull % n_;
+      while (std::gcd(stride_, n_) != 1) ++stride_;
+    }
+  }
+  uint64_t operator[](uint64_t i) const {
+    switch (kind_) {
+      case Kind::Reverse: return n_ - 1 - i;
+      case Kind::Shuffled:
+        return static_cast<uint64_t>((static_cast<Wide>(i) * stride_ + 7) % n_);
+      default: return i;
+    }
+  }
+
+ private:
+  __extension__ typedef unsigned __int128 Wide;
+  enum class Kind { Forward, Reverse, Shuffled } kind_ = Kind::Forward;
+  uint64_t n_, stride_ = 1;
+};
+
+// The fibers of this host thread, kept between launches (up to 1024).
+std::vector<std::unique_ptr<Thread>>& thread_pool() {
+  thread_local std::vector<std::unique_ptr<Thread>> pool;
+  return pool;
+}
+
+// The body of every CUDA thread.
+void thread_main(void* p) {
+  Thread& t = *static_cast<Thread*>(p);
+  t.fiber.started();
+  Block& b = *t.block;
+  {
+    IgnoreAccesses ignore;
+    enter(t);
+  }
+  happens_after(&b.order_tokens[b.position % 2]);
+  try {
+    (*b.body)();
+  } catch (const KernelTrap&) {
+  } catch (const BlockAborted&) {
+  } catch (const std::exception& e) {
+    IgnoreAccesses ignore;
+    abort_block(b, where(t) + ": exception: " + e.what());
+  }
+  {
+    IgnoreAccesses ignore;
+    Warp& w = b.warps[t.warp];
+    --b.alive;
+    w.active &= ~(1u << t.lane);
+    if (!b.aborted) {
+      if (b.arrived > 0) {
+        abort_block(b, where(t) + ": returned while " + std::to_string(b.arrived) +
+                           " threads wait at __syncthreads " + b.file + ":" +
+                           std::to_string(b.line) + " (every thread of the block must reach it)");
+      } else if (w.arrived > 0 && w.arrived == __builtin_popcount(w.active)) {
+        release_warp_barrier(b, t.warp);
+      }
+    }
+    t.state = State::Done;
+    t_current = nullptr;
+  }
+  happens_before(&b.order_tokens[(b.position + 1) % 2]);
+  switch_away(t, true);  // outside IgnoreAccesses: its count belongs to this fiber, reused later
+  std::fprintf(stderr, "cuda emulation: a finished thread was resumed\n");
+  std::abort();
+}
+
+std::string describe_waits(const Block& b) {
+  std::ostringstream os;
+  os << b.alive << " threads wait";
+  if (b.arrived > 0) os << "; " << b.arrived << " at __syncthreads " << b.file << ":" << b.line;
+  for (size_t w = 0; w < b.warps.size(); ++w)
+    if (b.warps[w].arrived > 0)
+      os << "; " << b.warps[w].arrived << " lanes of warp " << w << " in " << b.warps[w].op;
+  return os.str();
+}
+
+// Runs one block to the end. The threads hand the host thread to each other at barriers
+// (switch_away); it comes back here only when none can run: all are done, or a deadlock.
+void run_block(Block& b) {
+  for (;;) {
+    auto ready = std::find_if(b.threads.begin(), b.threads.end(),
+                              [](const Thread* t) { return t->state == State::Ready; });
+    if (ready == b.threads.end()) {
+      auto waiting = std::find_if(b.threads.begin(), b.threads.end(),
+                                  [](const Thread* t) { return t->state != State::Done; });
+      if (waiting == b.threads.end()) return;
+      abort_block(b, where(**waiting) + ": deadlock: " + describe_waits(b));  // wakes them
+      continue;
+    }
+    Fiber::switch_context(nullptr, &(*ready)->fiber);
+  }
+}
+
+std::mutex g_launch_mutex;  // one grid at a time, like a single stream
+
+}  // namespace
+
+bool in_kernel() { return t_current != nullptr; }
+
+std::string run_grid(const GridSpec& spec, const std::function<void()>& body) {
+  std::lock_guard<std::mutex> launch_lock(g_launch_mutex);
+  const unsigned threads = spec.block.x * spec.block.y * spec.block.z;
+  const uint64_t blocks = uint64_t(spec.grid.x) * spec.grid.y * spec.grid.z;
+  if (threads == 0 || blocks == 0) return "";
+  // New fibers are created outside IgnoreAccesses: ThreadSanitizer's fibers start with the
+  // ignore state of the code that creates them.
+  auto& pool = thread_pool();
+  while (pool.size() < threads) pool.push_back(std::make_unique<Thread>());
+  IgnoreAccesses ignore;  // the scheduler's bookkeeping is invisible to ThreadSanitizer
+  skip_rule();            // read once here, before any kernel thread
+  Block b;
+  b.spec = &spec;
+  b.body = &body;
+  b.warps.resize((threads + 31) / 32);
+  if (spec.dynamic_smem > 0) b.smem.reset(new unsigned char[spec.dynamic_smem]);
+  for (unsigned tid = 0; tid < threads; ++tid) b.threads.push_back(pool[tid].get());
+  happens_before(&b.order_tokens[0]);  // the host's writes before the launch
+
+  const BlockOrder order(blocks);
+  for (b.position = 0; b.position < blocks && !b.aborted; ++b.position) {
+    const uint64_t linear = order[b.position];
+    b.index = uint3{static_cast<unsigned>(linear % spec.grid.x),
+                    static_cast<unsigned>(linear / spec.grid.x % spec.grid.y),
+                    static_cast<unsigned>(linear / (uint64_t(spec.grid.x) * spec.grid.y))};
+    b.alive = threads;
+    b.arrived = 0;
+    for (size_t w = 0; w < b.warps.size(); ++w) {
+      const unsigned lanes = std::min(32u, threads - static_cast<unsigned>(w) * 32u);
+      b.warps[w].active = lanes == 32 ? 0xffffffffu : (1u << lanes) - 1u;
+      b.warps[w].arrived = 0;
+    }
+    if (spec.dynamic_smem > 0) std::memset(b.smem.get(), 0xff, spec.dynamic_smem);
+    for (unsigned tid = 0; tid < threads; ++tid) {
+      Thread& t = *b.threads[tid];
+      t.block = &b;
+      t.tid = tid;
+      t.warp = tid / 32;
+      t.lane = tid % 32;
+      t.index = uint3{tid % spec.block.x, tid / spec.block.x % spec.block.y,
+                      tid / (spec.block.x * spec.block.y)};
+      t.state = State::Ready;
+      t.waiting_for = WaitingFor::Nothing;
+      t.fiber.reset(thread_main, &t);
+    }
+    run_block(b);
+  }
+  happens_after(&b.order_tokens[b.position % 2]);  // the blocks' writes, for the host
+  return b.error;
+}
+
+void* dynamic_shared_memory() { return current("dynamic shared memory").block->smem.get(); }
+
+void syncthreads(const char* file, int line) {
+  Thread& t = current("__syncthreads");
+  Block& b = *t.block;
+  {
+    IgnoreAccesses ignore;
+    if (barrier_skipped(file, line)) return;
+    if (b.aborted) throw BlockAborted{};
+    if (b.alive != b.threads.size())
+      trap_thread(t, "__syncthreads at " + std::string(file) + ":" + std::to_string(line) +
+                         " after " + std::to_string(b.threads.size() - b.alive) +
+                         " threads of the block returned (every thread of the block must reach it)");
+    if (b.arrived == 0) {
+      b.file = file;
+      b.line = line;
+    } else if (b.line != line || (b.file != file && std::strcmp(b.file, file) != 0)) {
+      trap_thread(t, "reached __syncthreads at " + std::string(file) + ":" + std::to_string(line) +
+                         " while " + std::to_string(b.arrived) + " threads wait at " + b.file +
+                         ":" + std::to_string(b.line) + " (divergent barriers)");
+    }
+    t.state = State::Waiting;
+    t.waiting_for = WaitingFor::Block;
+    if (++b.arrived == b.alive) release_block_barrier(b);
+  }
+  wait_for_release(t, &b.barrier_token);
+}
+
+const uint64_t* warp_collective_begin(const char* op, unsigned mask, uint64_t mine,
+                                      unsigned* participants) {
+  Thread& t = current(op);
+  Block& b = *t.block;
+  Warp& w = b.warps[t.warp];
+  {
+    IgnoreAccesses ignore;
+    if (b.aborted) throw BlockAborted{};
+    check_mask(t, mask, op);
+    w.slots[w.generation & 1][t.lane] = mine;
+  }
+  const uint64_t generation = warp_barrier(t, op);
+  if (participants != nullptr) *participants = w.participants[generation & 1];
+  return w.slots[generation & 1];
+}
+
+void warp_collective_end() {
+  Thread& t = current("a warp collective");
+  {
+    IgnoreAccesses ignore;
+    if (t.block->aborted) throw BlockAborted{};
+  }
+  warp_barrier(t, "the end of a warp collective");
+}
+
+void syncwarp(unsigned mask) {
+  Thread& t = current("__syncwarp");
+  {
+    IgnoreAccesses ignore;
+    if (t.block->aborted) throw BlockAborted{};
+    check_mask(t, mask, "__syncwarp");
+  }
+  warp_barrier(t, "__syncwarp");
+}
+
+uint64_t warp_shuffle(const char* op, unsigned mask, uint64_t mine, int source) {
+  unsigned active = 0;
+  const uint64_t* all = warp_collective_begin(op, mask, mine, &active);
+  IgnoreAccesses ignore;
+  if (source < 0 || source > 31 || (active & (1u << source)) == 0)
+    trap_thread(current(op), std::string(op) + " reads lane " + std::to_string(source) +
+                                 ", which is not active (the value is undefined in CUDA)");
+  return all[source];
+}
+
+unsigned warp_ballot(unsigned mask, bool predicate) {
+  unsigned active = 0;
+  const uint64_t* all = warp_collective_begin("__ballot_sync", mask, predicate ? 1 : 0, &active);
+  IgnoreAccesses ignore;
+  unsigned ballot = 0;
+  for (int lane = 0; lane < 32; ++lane)
+    if ((active & (1u << lane)) && all[lane]) ballot |= 1u << lane;
+  return ballot & mask;
+}
+
+unsigned warp_active_mask() {
+  Thread& t = current("__activemask");
+  IgnoreAccesses ignore;
+  return t.block->warps[t.warp].active;
+}
+
+int lane_id() { return static_cast<int>(current("a warp intrinsic").lane); }
+
+void trap(const char* message) {
+  Thread& t = current("trap");
+  IgnoreAccesses ignore;
+  trap_thread(t, message);
+}
+
+}  // namespace cuda_emu

@@ -1,0 +1,17 @@
+// main() of the emulated test executables, which always run the same way however they are
+// started (ctest, by hand, under gdb): on the emulated device, so a CUDA test may not skip
+// (DDPM_REQUIRE_GPU), with the small shapes (DDPM_TEST_SMALL_SHAPES), and with the
+// sanitizers stopping at the first report.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+
+extern "C" const char* __tsan_default_options() { return "halt_on_error=1"; }
+extern "C" const char* __ubsan_default_options() { return "print_stacktrace=1:halt_on_error=1"; }
+
+int main(int argc, char** argv) {
+  setenv("DDPM_REQUIRE_GPU", "1", /*overwrite=*/0);
+  setenv("DDPM_TEST_SMALL_SHAPES", "1", 0);
+  ::testing::InitGoogleTest(&argc, argv);
+  return RUN_ALL_TESTS();
+}

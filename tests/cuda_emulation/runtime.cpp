@@ -1,0 +1,357 @@
+// The emulated CUDA runtime API (runtime.h): device memory as registered host memory, the
+// device's attributes, the sticky-free "last error" of the real runtime, and the launch
+// configuration rules.
+#include "tests/cuda_emulation/runtime.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <vector>
+
+namespace cuda_emu {
+namespace {
+
+struct Allocation {
+  size_t bytes;
+  bool pinned_host;  // cudaMallocHost: host memory the device can also read
+};
+
+class Registry {
+ public:
+  static Registry& instance() {
+    static Registry* r = new Registry();  // never destroyed: frees may come during exit
+    return *r;
+  }
+  void add(void* p, size_t bytes, bool pinned) {
+    std::lock_guard<std::mutex> lock(mu_);
+    blocks_[reinterpret_cast<uintptr_t>(p)] = Allocation{bytes, pinned};
+    if (!pinned) device_bytes_ += bytes;
+  }
+  // Removes the block starting at p; false when p starts no block of that kind.
+  bool remove(void* p, bool pinned) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = blocks_.find(reinterpret_cast<uintptr_t>(p));
+    if (it == blocks_.end() || it->second.pinned_host != pinned) return false;
+    if (!pinned) device_bytes_ -= it->second.bytes;
+    blocks_.erase(it);
+    return true;
+  }
+  // The block holding [p, p + bytes), if any: 0 = none, 1 = device, 2 = pinned host.
+  int find(const void* p, size_t bytes) const {
+    const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = blocks_.upper_bound(a);
+    if (it == blocks_.begin()) return 0;
+    --it;
+    if (a + bytes > it->first + std::max<size_t>(it->second.bytes, 1)) return 0;
+    return it->second.pinned_host ? 2 : 1;
+  }
+  size_t device_bytes() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return device_bytes_;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::map<uintptr_t, Allocation> blocks_;
+  size_t device_bytes_ = 0;
+};
+
+struct LastError {
+  cudaError_t code = cudaSuccess;
+  std::string detail;  // of the most recent error raised here
+  cudaError_t detail_code = cudaSuccess;
+  std::string text;    // storage for cudaGetErrorString
+};
+thread_local LastError t_last;
+
+std::mutex g_attr_mutex;
+std::map<const void*, int> g_dynamic_smem_optin;  // kernel -> opted-in bytes
+
+std::atomic<int> g_dry_runs{0};
+
+cudaError_t fail(cudaError_t code, const std::string& detail) {
+  set_last_error(code, detail);
+  return code;
+}
+
+bool is_device(const void* p, size_t bytes) { return Registry::instance().find(p, bytes) == 1; }
+
+}  // namespace
+
+void set_last_error(cudaError_t error, const std::string& detail) {
+  t_last.code = error;
+  t_last.detail = detail;
+  t_last.detail_code = error;
+}
+
+bool device_accessible(const void* p, size_t bytes) { return Registry::instance().find(p, bytes) != 0; }
+
+std::string check_launch(const void* kernel, const GridSpec& s) {
+  const std::string k = s.kernel;
+  const uint64_t threads = uint64_t(s.block.x) * s.block.y * s.block.z;
+  if (threads == 0 || s.grid.x == 0 || s.grid.y == 0 || s.grid.z == 0)
+    return k + ": a grid or block dimension is 0";
+  if (threads > kMaxThreadsPerBlock || s.block.x > 1024 || s.block.y > 1024 || s.block.z > 64)
+    return k + ": block (" + std::to_string(s.block.x) + "," + std::to_string(s.block.y) + "," +
+           std::to_string(s.block.z) + ") = " + std::to_string(threads) +
+           " threads exceeds the device's 1024 per block (z at most 64)";
+  if (s.grid.x > 2147483647u) return k + ": grid.x " + std::to_string(s.grid.x) + " > 2^31 - 1";
+  if (s.grid.y > 65535) return k + ": grid.y " + std::to_string(s.grid.y) + " > 65535";
+  if (s.grid.z > 65535) return k + ": grid.z " + std::to_string(s.grid.z) + " > 65535";
+  if (s.dynamic_smem > kOptinSharedBytes)
+    return k + ": " + std::to_string(s.dynamic_smem) + " bytes of dynamic shared memory exceed "
+           "the device's " + std::to_string(kOptinSharedBytes);
+  if (s.dynamic_smem > kDefaultSharedBytes) {
+    std::lock_guard<std::mutex> lock(g_attr_mutex);
+    auto it = g_dynamic_smem_optin.find(kernel);
+    const int optin = it == g_dynamic_smem_optin.end() ? 0 : it->second;
+    if (s.dynamic_smem > static_cast<size_t>(optin))
+      return k + ": " + std::to_string(s.dynamic_smem) + " bytes of dynamic shared memory need "
+             "cudaFuncAttributeMaxDynamicSharedMemorySize (set: " + std::to_string(optin) + ")";
+  }
+  return "";
+}
+
+namespace {
+
+struct Profile {
+  std::mutex mu;
+  std::map<std::string, std::pair<double, uint64_t>> seconds_and_launches;
+  ~Profile() {
+    std::vector<std::pair<double, std::string>> rows;
+    double total = 0;
+    for (const auto& [name, v] : seconds_and_launches) {
+      rows.emplace_back(v.first, name + " (" + std::to_string(v.second) + " launches)");
+      total += v.first;
+    }
+    std::sort(rows.rbegin(), rows.rend());
+    std::fprintf(stderr, "cuda emulation profile: %.2f s in kernels\n", total);
+    for (size_t i = 0; i < rows.size() && i < 25; ++i)
+      std::fprintf(stderr, "  %8.3f s  %s\n", rows[i].first, rows[i].second.c_str());
+  }
+};
+
+Profile* profile() {
+  static Profile* p = [] {
+    const char* env = std::getenv("DDPM_EMU_PROFILE");
+    return env != nullptr && std::strcmp(env, "1") == 0 ? new Profile() : nullptr;
+  }();
+  return p;
+}
+
+struct PrintProfileAtExit {
+  ~PrintProfileAtExit() { delete profile(); }
+} g_print_profile_at_exit;
+
+}  // namespace
+
+std::string timed_run_grid(const GridSpec& spec, const std::function<void()>& body) {
+  Profile* p = profile();
+  if (p == nullptr) return run_grid(spec, body);
+  const auto start = std::chrono::steady_clock::now();
+  std::string result = run_grid(spec, body);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::lock_guard<std::mutex> lock(p->mu);
+  auto& entry = p->seconds_and_launches[spec.kernel];
+  entry.first += s;
+  ++entry.second;
+  return result;
+}
+
+ScopedDryRun::ScopedDryRun() { ++g_dry_runs; }
+ScopedDryRun::~ScopedDryRun() { --g_dry_runs; }
+bool dry_run() { return g_dry_runs.load() > 0; }
+
+}  // namespace cuda_emu
+
+using cuda_emu::fail;
+
+cudaError_t cudaGetDeviceCount(int* count) {
+  *count = 1;
+  return cudaSuccess;
+}
+cudaError_t cudaGetDevice(int* device) {
+  *device = 0;
+  return cudaSuccess;
+}
+cudaError_t cudaSetDevice(int device) {
+  return device == 0 ? cudaSuccess : fail(cudaErrorInvalidDevice, "only device 0 is emulated");
+}
+
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
+  if (device != 0) return fail(cudaErrorInvalidDevice, "only device 0 is emulated");
+  *prop = cudaDeviceProp{};
+  std::snprintf(prop->name, sizeof prop->name, "CUDA emulated on the CPU (tests/cuda_emulation)");
+  prop->totalGlobalMem = cuda_emu::kGlobalBytes;
+  prop->sharedMemPerBlock = cuda_emu::kDefaultSharedBytes;
+  prop->sharedMemPerBlockOptin = cuda_emu::kOptinSharedBytes;
+  prop->warpSize = 32;
+  prop->maxThreadsPerBlock = cuda_emu::kMaxThreadsPerBlock;
+  prop->major = 9;
+  prop->minor = 0;
+  prop->multiProcessorCount = cuda_emu::kSmCount;
+  return cudaSuccess;
+}
+
+cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
+  if (device != 0) return fail(cudaErrorInvalidDevice, "only device 0 is emulated");
+  switch (attr) {
+    case cudaDevAttrMaxThreadsPerBlock: *value = cuda_emu::kMaxThreadsPerBlock; break;
+    case cudaDevAttrMaxSharedMemoryPerBlock: *value = int(cuda_emu::kDefaultSharedBytes); break;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = int(cuda_emu::kOptinSharedBytes); break;
+    case cudaDevAttrMultiProcessorCount: *value = cuda_emu::kSmCount; break;
+    case cudaDevAttrComputeCapabilityMajor: *value = 9; break;
+    case cudaDevAttrComputeCapabilityMinor: *value = 0; break;
+    case cudaDevAttrClockRate: *value = 1980000; break;         // kHz, an H100 SXM's boost
+    case cudaDevAttrMemoryClockRate: *value = 2619000; break;   // kHz
+    case cudaDevAttrGlobalMemoryBusWidth: *value = 5120; break; // bits
+    default: return fail(cudaErrorInvalidValue, "attribute not emulated");
+  }
+  return cudaSuccess;
+}
+
+cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value) {
+  if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize)
+    return fail(cudaErrorInvalidValue, "function attribute not emulated");
+  if (value < 0 || static_cast<size_t>(value) > cuda_emu::kOptinSharedBytes)
+    return fail(cudaErrorInvalidValue, "cudaFuncAttributeMaxDynamicSharedMemorySize " +
+                                           std::to_string(value) + " exceeds the device's " +
+                                           std::to_string(cuda_emu::kOptinSharedBytes));
+  std::lock_guard<std::mutex> lock(cuda_emu::g_attr_mutex);
+  cuda_emu::g_dynamic_smem_optin[func] = value;
+  return cudaSuccess;
+}
+
+cudaError_t cudaMalloc(void** ptr, size_t bytes) {
+  *ptr = nullptr;
+  if (bytes == 0) return cudaSuccess;
+  if (cuda_emu::Registry::instance().device_bytes() + bytes > cuda_emu::kGlobalBytes)
+    return fail(cudaErrorMemoryAllocation, "the emulated device has " +
+                                               std::to_string(cuda_emu::kGlobalBytes) + " bytes");
+  if (posix_memalign(ptr, 256, bytes) != 0) {
+    *ptr = nullptr;
+    return fail(cudaErrorMemoryAllocation, "host memory for the emulated device ran out");
+  }
+  std::memset(*ptr, 0xff, bytes);  // uninitialised device memory reads as NaN
+  cuda_emu::Registry::instance().add(*ptr, bytes, false);
+  return cudaSuccess;
+}
+
+cudaError_t cudaFree(void* ptr) {
+  if (ptr == nullptr) return cudaSuccess;
+  if (!cuda_emu::Registry::instance().remove(ptr, false))
+    return fail(cudaErrorInvalidValue, "cudaFree of a pointer cudaMalloc did not return");
+  std::free(ptr);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMallocHost(void** ptr, size_t bytes) {
+  if (posix_memalign(ptr, 256, bytes == 0 ? 1 : bytes) != 0) {
+    *ptr = nullptr;
+    return fail(cudaErrorMemoryAllocation, "cudaMallocHost ran out of host memory");
+  }
+  cuda_emu::Registry::instance().add(*ptr, bytes, true);
+  return cudaSuccess;
+}
+
+cudaError_t cudaFreeHost(void* ptr) {
+  if (ptr == nullptr) return cudaSuccess;
+  if (!cuda_emu::Registry::instance().remove(ptr, true))
+    return fail(cudaErrorInvalidValue, "cudaFreeHost of a pointer cudaMallocHost did not return");
+  std::free(ptr);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+  if (bytes == 0) return cudaSuccess;
+  const bool dst_dev = cuda_emu::is_device(dst, bytes), src_dev = cuda_emu::is_device(src, bytes);
+  bool ok = true;
+  switch (kind) {
+    case cudaMemcpyHostToHost: ok = !dst_dev && !src_dev; break;
+    case cudaMemcpyHostToDevice: ok = dst_dev && !src_dev; break;
+    case cudaMemcpyDeviceToHost: ok = !dst_dev && src_dev; break;
+    case cudaMemcpyDeviceToDevice: ok = dst_dev && src_dev; break;
+    case cudaMemcpyDefault: break;
+  }
+  if (!ok)
+    return fail(cudaErrorInvalidValue,
+                "cudaMemcpy of " + std::to_string(bytes) + " bytes: the ranges do not match kind " +
+                    std::to_string(int(kind)) + " (destination " +
+                    (dst_dev ? "in" : "not in") + " one device allocation, source " +
+                    (src_dev ? "in" : "not in") + ")");
+  std::memcpy(dst, src, bytes);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
+                            cudaStream_t) {
+  return cudaMemcpy(dst, src, bytes, kind);
+}
+
+cudaError_t cudaMemset(void* ptr, int value, size_t bytes) {
+  if (bytes == 0) return cudaSuccess;
+  if (!cuda_emu::is_device(ptr, bytes))
+    return fail(cudaErrorInvalidValue, "cudaMemset of " + std::to_string(bytes) +
+                                           " bytes outside any device allocation");
+  std::memset(ptr, value, bytes);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemsetAsync(void* ptr, int value, size_t bytes, cudaStream_t) {
+  return cudaMemset(ptr, value, bytes);
+}
+
+cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+
+cudaError_t cudaGetLastError() {
+  const cudaError_t e = cuda_emu::t_last.code;
+  cuda_emu::t_last.code = cudaSuccess;
+  return e;
+}
+
+cudaError_t cudaPeekAtLastError() { return cuda_emu::t_last.code; }
+
+const char* cudaGetErrorName(cudaError_t error) {
+  switch (error) {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    case cudaErrorInvalidDevicePointer: return "cudaErrorInvalidDevicePointer";
+    case cudaErrorInvalidMemcpyDirection: return "cudaErrorInvalidMemcpyDirection";
+    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+    case cudaErrorIllegalAddress: return "cudaErrorIllegalAddress";
+    case cudaErrorLaunchOutOfResources: return "cudaErrorLaunchOutOfResources";
+    case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
+    case cudaErrorNotSupported: return "cudaErrorNotSupported";
+  }
+  return "cudaErrorUnknown";
+}
+
+const char* cudaGetErrorString(cudaError_t error) {
+  const char* generic = "unknown error";
+  switch (error) {
+    case cudaSuccess: generic = "no error"; break;
+    case cudaErrorInvalidValue: generic = "invalid argument"; break;
+    case cudaErrorMemoryAllocation: generic = "out of memory"; break;
+    case cudaErrorInvalidConfiguration: generic = "invalid configuration argument"; break;
+    case cudaErrorInvalidDevicePointer: generic = "invalid device pointer"; break;
+    case cudaErrorInvalidMemcpyDirection: generic = "invalid copy direction for memcpy"; break;
+    case cudaErrorInvalidDevice: generic = "invalid device ordinal"; break;
+    case cudaErrorIllegalAddress: generic = "an illegal memory access was encountered"; break;
+    case cudaErrorLaunchOutOfResources: generic = "too many resources requested for launch"; break;
+    case cudaErrorLaunchFailure: generic = "unspecified launch failure"; break;
+    case cudaErrorNotSupported: generic = "operation not supported"; break;
+  }
+  cuda_emu::LastError& last = cuda_emu::t_last;
+  if (error == cudaSuccess || error != last.detail_code) return generic;
+  last.text = std::string(generic) + " (emulation: " + last.detail + ")";
+  return last.text.c_str();
+}

@@ -1,0 +1,190 @@
+// The CUDA runtime API, emulated: the subset the engine calls, with the checks the real
+// runtime makes (and a few it cannot), on an emulated device that looks like an H100
+// (sm_90, 132 SMs, 48 KB of shared memory per block by default, 227 KB with the opt-in).
+//
+// Device memory is host memory from posix_memalign (256-byte aligned like cudaMalloc),
+// registered so that copies, memsets and kernel pointer arguments can be checked against it,
+// and filled with 0xff bytes (a NaN per float) when allocated: a kernel that reads memory
+// nobody wrote gets NaNs, as initcheck would report. What the emulation cannot see: host code
+// dereferencing a device pointer (it is host memory here; compute-sanitizer on a GPU catches
+// it), and anything that depends on real concurrency between blocks or streams (blocks run
+// one at a time, every call is synchronous).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#include "tests/cuda_emulation/block.h"
+#include "tests/cuda_emulation/builtins.h"
+
+enum cudaError_t {
+  cudaSuccess = 0,
+  cudaErrorInvalidValue = 1,
+  cudaErrorMemoryAllocation = 2,
+  cudaErrorInvalidConfiguration = 9,
+  cudaErrorInvalidDevicePointer = 17,
+  cudaErrorInvalidMemcpyDirection = 21,
+  cudaErrorInvalidDevice = 101,
+  cudaErrorIllegalAddress = 700,
+  cudaErrorLaunchOutOfResources = 701,
+  cudaErrorLaunchFailure = 719,
+  cudaErrorNotSupported = 801,
+};
+using cudaError = cudaError_t;
+
+enum cudaMemcpyKind {
+  cudaMemcpyHostToHost = 0,
+  cudaMemcpyHostToDevice = 1,
+  cudaMemcpyDeviceToHost = 2,
+  cudaMemcpyDeviceToDevice = 3,
+  cudaMemcpyDefault = 4,
+};
+
+enum cudaDeviceAttr {
+  cudaDevAttrMaxThreadsPerBlock = 1,
+  cudaDevAttrMaxSharedMemoryPerBlock = 8,
+  cudaDevAttrClockRate = 13,
+  cudaDevAttrMultiProcessorCount = 16,
+  cudaDevAttrMemoryClockRate = 36,
+  cudaDevAttrGlobalMemoryBusWidth = 37,
+  cudaDevAttrComputeCapabilityMajor = 75,
+  cudaDevAttrComputeCapabilityMinor = 76,
+  cudaDevAttrMaxSharedMemoryPerBlockOptin = 97,
+};
+
+enum cudaFuncAttribute {
+  cudaFuncAttributeMaxDynamicSharedMemorySize = 8,
+};
+
+struct CUstream_st;
+using cudaStream_t = CUstream_st*;
+
+struct cudaDeviceProp {
+  char name[256];
+  size_t totalGlobalMem;
+  size_t sharedMemPerBlock;
+  size_t sharedMemPerBlockOptin;
+  int warpSize;
+  int maxThreadsPerBlock;
+  int major, minor;
+  int multiProcessorCount;
+};
+
+cudaError_t cudaGetDeviceCount(int* count);
+cudaError_t cudaGetDevice(int* device);
+cudaError_t cudaSetDevice(int device);
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device);
+cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device);
+cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value);
+template <class... Params>
+cudaError_t cudaFuncSetAttribute(void (*func)(Params...), cudaFuncAttribute attr, int value) {
+  return cudaFuncSetAttribute(reinterpret_cast<const void*>(func), attr, value);
+}
+
+cudaError_t cudaMalloc(void** ptr, size_t bytes);
+template <class T>
+cudaError_t cudaMalloc(T** ptr, size_t bytes) {
+  return cudaMalloc(reinterpret_cast<void**>(ptr), bytes);
+}
+cudaError_t cudaFree(void* ptr);
+cudaError_t cudaMallocHost(void** ptr, size_t bytes);
+cudaError_t cudaFreeHost(void* ptr);
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind);
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
+                            cudaStream_t stream = nullptr);
+cudaError_t cudaMemset(void* ptr, int value, size_t bytes);
+cudaError_t cudaMemsetAsync(void* ptr, int value, size_t bytes, cudaStream_t stream = nullptr);
+cudaError_t cudaDeviceSynchronize();
+cudaError_t cudaStreamSynchronize(cudaStream_t stream);
+
+cudaError_t cudaGetLastError();
+cudaError_t cudaPeekAtLastError();
+const char* cudaGetErrorName(cudaError_t error);
+// The generic text of the code; for the most recent error the emulation raised, that text
+// followed by what exactly was wrong ("... (emulation: gemm_tiled: grid.y 70000 > 65535)").
+const char* cudaGetErrorString(cudaError_t error);
+
+namespace cuda_emu {
+
+// The emulated device's limits.
+constexpr int kSmCount = 132;
+constexpr int kMaxThreadsPerBlock = 1024;
+constexpr size_t kDefaultSharedBytes = 48 * 1024;
+constexpr size_t kOptinSharedBytes = 227 * 1024;
+constexpr size_t kGlobalBytes = size_t(16) << 30;
+
+// Sets the error cudaGetLastError returns next, with the detail cudaGetErrorString adds.
+void set_last_error(cudaError_t error, const std::string& detail);
+// True when [p, p + bytes) lies in one device allocation (or one cudaMallocHost block, which
+// a real device can read too).
+bool device_accessible(const void* p, size_t bytes);
+// "" when the launch configuration is valid, otherwise why not (the runtime's rules).
+std::string check_launch(const void* kernel, const GridSpec& spec);
+
+// While one is alive, launches are checked but not run (to test the launch configuration
+// of shapes too large to emulate).
+class ScopedDryRun {
+ public:
+  ScopedDryRun();
+  ~ScopedDryRun();
+  ScopedDryRun(const ScopedDryRun&) = delete;
+  ScopedDryRun& operator=(const ScopedDryRun&) = delete;
+};
+bool dry_run();
+
+// run_grid, and with DDPM_EMU_PROFILE=1 the time it took added to the kernel's total, printed
+// at exit (which kernels the emulation spends its time in).
+std::string timed_run_grid(const GridSpec& spec, const std::function<void()>& body);
+
+template <class T>
+std::string check_pointer_argument(const char* kernel, size_t index, const T& value) {
+  if constexpr (std::is_pointer_v<T>) {
+    if (value != nullptr && !device_accessible(value, 1))
+      return std::string(kernel) + ": argument " + std::to_string(index) +
+             " is a pointer to memory the device cannot read (host memory?)";
+  }
+  return "";
+}
+
+// kernel<<<grid, block, smem, stream>>>(args...): checks the configuration and the pointer
+// arguments, then runs the grid. Like the real launch it returns nothing; errors surface in
+// cudaGetLastError.
+template <class... Params, class... Args>
+void launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
+            cudaStream_t /*stream: every call is synchronous here*/, Args&&... args) {
+  const GridSpec spec{grid, block, smem, name};
+  if (in_kernel()) {
+    set_last_error(cudaErrorNotSupported, std::string(name) + ": launched from a kernel");
+    return;
+  }
+  const std::string config_error = check_launch(reinterpret_cast<const void*>(kernel), spec);
+  if (!config_error.empty()) {
+    set_last_error(config_error.find("shared memory") != std::string::npos
+                       ? cudaErrorInvalidValue
+                       : cudaErrorInvalidConfiguration,
+                   config_error);
+    return;
+  }
+  if (dry_run()) return;
+  const std::tuple<std::decay_t<Params>...> params(std::forward<Args>(args)...);
+  std::string pointer_error;
+  std::apply(
+      [&](const auto&... p) {
+        size_t index = 0;
+        ((pointer_error += pointer_error.empty() ? check_pointer_argument(name, index, p) : "", ++index), ...);
+      },
+      params);
+  if (!pointer_error.empty()) {
+    set_last_error(cudaErrorIllegalAddress, pointer_error);
+    return;
+  }
+  const std::string trap = timed_run_grid(
+      spec, [&] { std::apply([&](const auto&... p) { kernel(p...); }, params); });
+  if (!trap.empty()) set_last_error(cudaErrorLaunchFailure, trap);
+}
+
+}  // namespace cuda_emu

@@ -1,0 +1,403 @@
+// The CUDA emulation itself: barriers, warp intrinsics, atomics, dynamic shared memory, WMMA,
+// the runtime's launch and memory checks, and the traps for what CUDA leaves undefined. The
+// engine's kernels are tested under it by the CUDA suites (tests/test_cuda_ops.cpp, ...);
+// here small kernels written for the purpose pin down each emulated behaviour, so a failure
+// there can be told apart from a bug in the emulation.
+//
+// The DISABLED_ tests are fault injections: ctest runs them on purpose and requires the
+// sanitizer to report the fault (tests/cuda_emulation/CMakeLists.txt).
+#include <gtest/gtest.h>
+
+#include <mma.h>
+
+#include <cmath>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/launch.cuh"
+#include "tests/test_util.h"
+
+namespace {
+
+using ddpm::test::expect_error;
+
+// ---- device buffers ----
+
+template <class T>
+struct DeviceBuffer {
+  explicit DeviceBuffer(size_t n) : count(n) {
+    EXPECT_EQ(cudaMalloc(&ptr, n * sizeof(T)), cudaSuccess);
+  }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  ~DeviceBuffer() { cudaFree(ptr); }
+  std::vector<T> get() const {
+    std::vector<T> host(count);
+    EXPECT_EQ(cudaMemcpy(host.data(), ptr, count * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
+    return host;
+  }
+  void set(const std::vector<T>& host) {
+    ASSERT_EQ(host.size(), count);
+    ASSERT_EQ(cudaMemcpy(ptr, host.data(), count * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
+  }
+  T* ptr = nullptr;
+  size_t count;
+};
+
+// ---- barriers and shared memory ----
+
+// out[block][t] = the value thread (t + 1) % n wrote to shared memory before the barrier.
+__global__ void rotate_through_shared(int* out) {
+  __shared__ int slots[1024];
+  const int n = static_cast<int>(blockDim.x), t = static_cast<int>(threadIdx.x);
+  slots[t] = 1000 * static_cast<int>(blockIdx.x) + t;
+  __syncthreads();
+  out[blockIdx.x * n + t] = slots[(t + 1) % n];
+}
+
+TEST(Emulator, SyncthreadsOrdersSharedMemoryAcrossThreads) {
+  for (unsigned threads : {1u, 7u, 32u, 65u, 256u, 1024u}) {
+    DeviceBuffer<int> out(3 * threads);
+    DDPM_LAUNCH(rotate_through_shared, 3, threads)(out.ptr);
+    const std::vector<int> v = out.get();
+    for (unsigned b = 0; b < 3; ++b)
+      for (unsigned t = 0; t < threads; ++t)
+        ASSERT_EQ(v[b * threads + t], int(1000 * b + (t + 1) % threads)) << threads << " threads";
+  }
+}
+
+// 2-D and 3-D blocks linearise x fastest, as CUDA does (warps are consecutive linear ids).
+__global__ void record_indices(unsigned* out) {
+  const unsigned linear_block = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+  const unsigned threads = blockDim.x * blockDim.y * blockDim.z;
+  const unsigned tid = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+  out[linear_block * threads + tid] = linear_block * 10000 + tid;
+}
+
+TEST(Emulator, MultiDimensionalGridsAndBlocksCoverEveryThreadOnce) {
+  const dim3 grid(3, 2, 2), block(4, 3, 5);
+  const unsigned total = 12 * 60;
+  DeviceBuffer<unsigned> out(total);
+  DDPM_LAUNCH(record_indices, grid, block)(out.ptr);
+  const std::vector<unsigned> v = out.get();
+  for (unsigned i = 0; i < total; ++i) ASSERT_EQ(v[i], (i / 60) * 10000 + i % 60);
+}
+
+// Dynamic shared memory is exact-size and reads as 0xff bytes (a NaN) until written.
+__global__ void read_dynamic_shared(float* out) {
+  DDPM_DYNAMIC_SHARED(float, buffer);
+  out[threadIdx.x] = buffer[threadIdx.x];  // never written: the poison pattern
+  __syncthreads();
+  buffer[threadIdx.x] = 1.0f;
+}
+
+TEST(Emulator, DynamicSharedMemoryStartsAsNaNInEveryBlock) {
+  DeviceBuffer<float> out(64);
+  DDPM_LAUNCH(read_dynamic_shared, 2, 64, 64 * sizeof(float))(out.ptr);
+  for (float v : out.get()) EXPECT_TRUE(std::isnan(v));
+}
+
+// ---- warp intrinsics ----
+
+__global__ void shuffles(int* out) {
+  const int lane = static_cast<int>(threadIdx.x) & 31, t = static_cast<int>(threadIdx.x);
+  int* o = out + t * 6;
+  o[0] = __shfl_xor_sync(0xffffffffu, lane, 5);
+  o[1] = __shfl_down_sync(0xffffffffu, lane, 3, 16);
+  o[2] = __shfl_up_sync(0xffffffffu, lane, 2, 8);
+  o[3] = __shfl_sync(0xffffffffu, lane, 7, 16);
+  o[4] = static_cast<int>(__ballot_sync(0xffffffffu, lane % 3 == 0));
+  float sum = static_cast<float>(lane);
+  for (int offset = 16; offset > 0; offset >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+  o[5] = static_cast<int>(sum);
+}
+
+TEST(Emulator, ShufflesFollowCudaRulesIncludingWidth) {
+  DeviceBuffer<int> out(64 * 6);
+  DDPM_LAUNCH(shuffles, 1, 64)(out.ptr);
+  const std::vector<int> v = out.get();
+  unsigned ballot = 0;
+  for (int lane = 0; lane < 32; lane += 3) ballot |= 1u << lane;
+  for (int t = 0; t < 64; ++t) {
+    const int lane = t & 31, base16 = lane & ~15, base8 = lane & ~7;
+    const int* o = &v[t * 6];
+    EXPECT_EQ(o[0], lane ^ 5);
+    EXPECT_EQ(o[1], lane + 3 < base16 + 16 ? lane + 3 : lane);  // beyond the segment: own value
+    EXPECT_EQ(o[2], lane - 2 >= base8 ? lane - 2 : lane);
+    EXPECT_EQ(o[3], base16 + 7);
+    EXPECT_EQ(static_cast<unsigned>(o[4]), ballot);
+    EXPECT_EQ(o[5], 31 * 32 / 2);
+  }
+}
+
+// A partial last warp (blockDim 40: lanes 0..7 of warp 1) shuffles among the lanes it has.
+__global__ void partial_warp_sum(int* out) {
+  int v = 1;
+  for (int offset = 4; offset > 0; offset >>= 1) v += __shfl_down_sync(0xffffffffu, v, offset, 8);
+  out[threadIdx.x] = v;
+}
+
+TEST(Emulator, PartialWarpsShuffleAmongTheirLanes) {
+  DeviceBuffer<int> out(40);
+  DDPM_LAUNCH(partial_warp_sum, 1, 40)(out.ptr);
+  const std::vector<int> v = out.get();
+  EXPECT_EQ(v[0], 8);
+  EXPECT_EQ(v[32], 8);
+}
+
+// ---- atomics ----
+
+__global__ void atomics(float* fsum, int* isum, int* imax) {
+  atomicAdd(fsum, 0.5f);
+  atomicAdd(isum, 1);
+  atomicMax(imax, static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x));
+}
+
+TEST(Emulator, AtomicsFromEveryThreadOfEveryBlock) {
+  DeviceBuffer<float> f(1);
+  DeviceBuffer<int> i(1), m(1);
+  f.set({0.0f});
+  i.set({0});
+  m.set({-1});
+  DDPM_LAUNCH(atomics, 5, 96)(f.ptr, i.ptr, m.ptr);
+  EXPECT_EQ(f.get()[0], 240.0f);  // 480 halves: exact in float
+  EXPECT_EQ(i.get()[0], 480);
+  EXPECT_EQ(m.get()[0], 479);
+}
+
+// ---- the launch checks of the real runtime ----
+
+__global__ void nothing(float*) {}
+__global__ void big_shared(float* out) {
+  DDPM_DYNAMIC_SHARED(float, buffer);
+  buffer[threadIdx.x] = 2.0f;
+  __syncthreads();
+  out[threadIdx.x] = buffer[(threadIdx.x + 1) % blockDim.x];
+}
+
+TEST(Emulator, LaunchConfigurationsTheRuntimeRejectsThrowNamingTheKernel) {
+  DeviceBuffer<float> out(1024);
+  expect_error([&] { DDPM_LAUNCH(nothing, 1, 1025)(out.ptr); },
+               {"cudaErrorInvalidConfiguration", "nothing", "1025 threads", "test_emulator.cpp:"});
+  expect_error([&] { DDPM_LAUNCH(nothing, dim3(1, 65536), 32)(out.ptr); },
+               {"cudaErrorInvalidConfiguration", "grid.y 65536 > 65535"});
+  expect_error([&] { DDPM_LAUNCH(nothing, dim3(1, 1, 70000), 32)(out.ptr); }, {"grid.z 70000"});
+  expect_error([&] { DDPM_LAUNCH(nothing, dim3(1, 1, 1), dim3(1, 1, 65))(out.ptr); },
+               {"cudaErrorInvalidConfiguration"});
+  expect_error([&] { DDPM_LAUNCH(nothing, 0, 32)(out.ptr); }, {"dimension is 0"});
+  // dynamic shared memory over 48 KB needs the opt-in; over the device's 227 KB is refused
+  const size_t bytes = 64 * 1024;
+  expect_error([&] { DDPM_LAUNCH(big_shared, 1, 64, bytes)(out.ptr); },
+               {"cudaErrorInvalidValue", "cudaFuncAttributeMaxDynamicSharedMemorySize"});
+  ASSERT_EQ(cudaFuncSetAttribute(big_shared, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 static_cast<int>(bytes)),
+            cudaSuccess);
+  DDPM_LAUNCH(big_shared, 1, 64, bytes)(out.ptr);
+  EXPECT_EQ(out.get()[5], 2.0f);
+  expect_error([&] { DDPM_LAUNCH(big_shared, 1, 64, 228 * 1024)(out.ptr); },
+               {"exceed the device's"});
+  EXPECT_NE(cudaFuncSetAttribute(big_shared, cudaFuncAttributeMaxDynamicSharedMemorySize, 300000),
+            cudaSuccess);
+}
+
+// The caching allocator is single-stream (engine/cuda_allocator.h): launches elsewhere stop.
+TEST(Emulator, LaunchesOnAnotherStreamAreRefused) {
+  DeviceBuffer<float> out(32);
+  cudaStream_t other = reinterpret_cast<cudaStream_t>(uintptr_t{1});
+  expect_error([&] { DDPM_LAUNCH(nothing, 1, 32, 0, other)(out.ptr); },
+               {"non-default stream", "single-stream"});
+}
+
+TEST(Emulator, AHostPointerAsAKernelArgumentIsAnIllegalAddress) {
+  std::vector<float> host(4);
+  expect_error([&] { DDPM_LAUNCH(nothing, 1, 32)(host.data()); },
+               {"cudaErrorIllegalAddress", "argument 0", "host memory"});
+}
+
+TEST(Emulator, DryRunChecksTheConfigurationWithoutRunning) {
+  cuda_emu::ScopedDryRun dry;
+  DDPM_LAUNCH(nothing, dim3(1u << 30), 1024)(nullptr);  // would take days to emulate
+  expect_error([&] { DDPM_LAUNCH(nothing, dim3(1, 70000), 32)(nullptr); }, {"grid.y 70000"});
+}
+
+TEST(Emulator, MemoryCallsCheckTheirRanges) {
+  DeviceBuffer<float> d(8);
+  std::vector<float> h(16, 1.0f);
+  EXPECT_EQ(cudaMemcpy(d.ptr, h.data(), 8 * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
+  EXPECT_EQ(cudaMemcpy(d.ptr, h.data(), 9 * sizeof(float), cudaMemcpyHostToDevice),
+            cudaErrorInvalidValue);  // one float past the allocation
+  EXPECT_EQ(cudaMemcpy(h.data(), d.ptr, 4, cudaMemcpyHostToDevice), cudaErrorInvalidValue);
+  EXPECT_NE(std::string(cudaGetErrorString(cudaErrorInvalidValue)).find("destination not in"),
+            std::string::npos);
+  EXPECT_EQ(cudaMemset(d.ptr + 4, 0, 5 * sizeof(float)), cudaErrorInvalidValue);
+  EXPECT_EQ(cudaFree(h.data()), cudaErrorInvalidValue);
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidValue);
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);  // reading clears it
+  // fresh device memory is NaN, not zero
+  DeviceBuffer<float> fresh(3);
+  for (float v : fresh.get()) EXPECT_TRUE(std::isnan(v));
+}
+
+// ---- what CUDA leaves undefined stops the kernel with a message ----
+
+__global__ void divergent_barriers(float*) {
+  if (threadIdx.x < 16) {
+    __syncthreads();
+  } else {
+    __syncthreads();
+  }
+}
+__global__ void early_return_then_barrier(float*) {
+  if (threadIdx.x == 3) return;
+  __syncthreads();
+}
+__global__ void half_warp_shuffles(float* out) {
+  if (threadIdx.x < 16) {
+    out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1.0f, 1);
+  } else {
+    __syncthreads();
+  }
+}
+__global__ void shuffle_reads_exited_lane(float* out) {
+  if (threadIdx.x == 31) return;
+  out[threadIdx.x] = __shfl_down_sync(0xffffffffu, 1.0f, 1);
+}
+__global__ void traps(float*) {
+  if (threadIdx.x == 2) cuda_emu::trap("asked to");
+}
+
+TEST(Emulator, UndefinedSynchronisationStopsTheKernelWithAMessage) {
+  DeviceBuffer<float> out(64);
+  expect_error([&] { DDPM_LAUNCH(divergent_barriers, 1, 32)(out.ptr); },
+               {"cudaErrorLaunchFailure", "divergent barriers", "test_emulator.cpp"});
+  expect_error([&] { DDPM_LAUNCH(early_return_then_barrier, 1, 32)(out.ptr); },
+               {"every thread of the block must reach it"});
+  expect_error([&] { DDPM_LAUNCH(half_warp_shuffles, 1, 32)(out.ptr); }, {"deadlock"});
+  expect_error([&] { DDPM_LAUNCH(shuffle_reads_exited_lane, 1, 32)(out.ptr); },
+               {"reads lane 31, which is not active"});
+  expect_error([&] { DDPM_LAUNCH(traps, 2, 8)(out.ptr); },
+               {"kernel traps, block (0,0,0), thread (2,0,0): asked to"});
+  // the emulator is usable after each failure
+  DDPM_LAUNCH(rotate_through_shared, 1, 8)(reinterpret_cast<int*>(out.ptr));
+}
+
+// ---- WMMA ----
+
+using namespace nvcuda;
+
+// Every element of each fragment's matrix is held by exactly one (lane, index).
+template <class Map>
+void expect_map_covers_matrix_once() {
+  std::vector<int> seen(Map::kRows * Map::kCols, 0);
+  for (int lane = 0; lane < 32; ++lane)
+    for (int i = 0; i < Map::kCount; ++i) {
+      const auto c = Map::at(lane, i);
+      ASSERT_TRUE(c.row >= 0 && c.row < Map::kRows && c.col >= 0 && c.col < Map::kCols);
+      ++seen[c.row * Map::kCols + c.col];
+    }
+  for (int s : seen) EXPECT_EQ(s, 1);
+}
+
+TEST(Emulator, WmmaFragmentMapsCoverTheirMatrices) {
+  expect_map_covers_matrix_once<wmma::detail::Map<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32>>();
+  expect_map_covers_matrix_once<wmma::detail::Map<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32>>();
+  expect_map_covers_matrix_once<wmma::detail::Map<wmma::accumulator, 16, 16, 8, float>>();
+}
+
+// d (16x16, row-major, ld 20) = a (16x8 row-major, ld 12) b (8x16 col-major, ld 12) + 1
+__global__ void wmma_product(const float* a, const float* b, float* d) {
+  wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fa;
+  wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::col_major> fb;
+  wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc;
+  wmma::fill_fragment(acc, 1.0f);
+  wmma::load_matrix_sync(fa, a, 12);
+  wmma::load_matrix_sync(fb, b, 12);
+  for (int t = 0; t < fa.num_elements; ++t) fa.x[t] = wmma::__float_to_tf32(fa.x[t]);
+  for (int t = 0; t < fb.num_elements; ++t) fb.x[t] = wmma::__float_to_tf32(fb.x[t]);
+  wmma::mma_sync(acc, fa, fb, acc);
+  wmma::store_matrix_sync(d, acc, 20, wmma::mem_row_major);
+}
+
+TEST(Emulator, WmmaProductMatchesTheDefinitionInTf32) {
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<float> a(16 * 12), b(16 * 12);
+  for (float& v : a) v = dist(rng);
+  for (float& v : b) v = dist(rng);
+  DeviceBuffer<float> da(a.size()), db(b.size()), dd(16 * 20);
+  da.set(a);
+  db.set(b);
+  DDPM_LAUNCH(wmma_product, 1, 32)(da.ptr, db.ptr, dd.ptr);
+  const std::vector<float> d = dd.get();
+  double worst = 0;
+  for (int r = 0; r < 16; ++r)
+    for (int c = 0; c < 16; ++c) {
+      double exact = 1, tf32 = 1;
+      for (int k = 0; k < 8; ++k) {
+        exact += double(a[r * 12 + k]) * b[c * 12 + k];
+        tf32 += double(wmma::__float_to_tf32(a[r * 12 + k])) * wmma::__float_to_tf32(b[c * 12 + k]);
+      }
+      // TF32 products are exact in float; eight fp32 additions of sums below 16 in size
+      ASSERT_NEAR(d[r * 20 + c], tf32, 8 * 16 * 0x1p-24) << r << "," << c;
+      worst = std::max(worst, std::fabs(d[r * 20 + c] - exact));
+    }
+  // operands rounded to 10 mantissa bits: each product off by ~2^-11 relative
+  EXPECT_GT(worst, 1e-5) << "TF32 rounding left no trace: operands were not rounded";
+  EXPECT_LT(worst, 8 * 2 * 0x1p-11);
+}
+
+TEST(Emulator, TheTensorCoreIgnoresTheLow13BitsOfUnconvertedOperands) {
+  EXPECT_EQ(wmma::detail::tf32_operand(1.0f + 0x1p-12f), 1.0f);        // truncated
+  EXPECT_EQ(wmma::__float_to_tf32(1.0f + 0x1p-11f + 0x1p-12f), 1.0f + 0x1p-10f);  // rounded
+  EXPECT_EQ(wmma::__float_to_tf32(-(1.0f + 0x1p-11f)), -(1.0f + 0x1p-10f));  // tie: away from 0
+}
+
+__global__ void wmma_misaligned_load(const float* a) {
+  wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fa;
+  wmma::load_matrix_sync(fa, a + 1, 12);
+}
+__global__ void wmma_bad_ldm(const float* a) {
+  wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fa;
+  wmma::load_matrix_sync(fa, a, 10);
+}
+__global__ void wmma_lanes_disagree(const float* a) {
+  wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fa;
+  wmma::load_matrix_sync(fa, a + (threadIdx.x == 5 ? 8 : 0), 12);
+}
+
+TEST(Emulator, WmmaTrapsOnWhatThePtxIsaForbids) {
+  DeviceBuffer<float> a(16 * 12 + 8);
+  expect_error([&] { DDPM_LAUNCH(wmma_misaligned_load, 1, 32)(a.ptr); },
+               {"load_matrix_sync", "not 32-byte (256-bit) aligned"});
+  expect_error([&] { DDPM_LAUNCH(wmma_bad_ldm, 1, 32)(a.ptr); }, {"not a multiple of 16 bytes"});
+  expect_error([&] { DDPM_LAUNCH(wmma_lanes_disagree, 1, 32)(a.ptr); }, {"the warp must agree"});
+  expect_error([&] { DDPM_LAUNCH(wmma_product, 1, 16)(a.ptr, a.ptr, a.ptr); },
+               {"needs all 32 lanes"});
+}
+
+// ---- fault injection (run by ctest, which expects the sanitizer's report) ----
+
+// A real kernel handed an output one element too short: AddressSanitizer must report the
+// write past the end (the emulated device's buffers are exact-size host blocks).
+TEST(FaultInjection, DISABLED_OutputBufferOneElementShort) {
+  const ddpm::AttentionShape s{2, 9, 6, 1};
+  DeviceBuffer<float> qkv(2 * 9 * 18), out(2 * 9 * 6 - 1), lse(2 * 9);
+  qkv.set(std::vector<float>(qkv.count, 0.25f));
+  ddpm::cuda::attention_fused_forward(s, qkv.ptr, out.ptr, lse.ptr);
+}
+
+// Reading one float past the dynamic shared memory a launch asked for.
+__global__ void read_past_dynamic_shared(float* out) {
+  DDPM_DYNAMIC_SHARED(float, buffer);
+  buffer[threadIdx.x] = 1.0f;
+  __syncthreads();
+  out[threadIdx.x] = buffer[threadIdx.x + 1];  // off by one: thread 63 reads buffer[64]
+}
+
+TEST(FaultInjection, DISABLED_SharedMemoryIndexOffByOne) {
+  DeviceBuffer<float> out(64);
+  DDPM_LAUNCH(read_past_dynamic_shared, 1, 64, 64 * sizeof(float))(out.ptr);
+}
+
+}  // namespace
