@@ -41,7 +41,8 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
                                 ptr_or_null<T>(dw), ptr_or_null<T>(db));
       }, [&] {
         DDPM_CUDA_ONLY(
-            const Tensor ws = detail::cuda_workspace(db.defined() ? cuda::linear_backward_workspace(s) : 0);
+            const Tensor ws =
+                detail::cuda_workspace(db.defined() ? cuda::linear_backward_workspace(s) : 0);
             cuda::linear_backward(s, x.data<float>(), w.data<float>(), g[0].data<float>(),
                                   ptr_or_null<float>(dx), ptr_or_null<float>(dw),
                                   ptr_or_null<float>(db), ptr_or_null<float>(ws)));

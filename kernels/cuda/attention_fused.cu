@@ -335,7 +335,8 @@ void attention_fused_forward(const AttentionShape& s, const float* qkv, float* o
   if (s.b * s.l == 0) return;
   const size_t bytes = forward_smem_bytes(s);
   reserve_smem(forward_kernel, bytes, s, "forward");
-  DDPM_LAUNCH(forward_kernel, tiles_grid(s, kBr), kThreads, bytes)(s, softmax_scale(s), qkv, out, lse);
+  DDPM_LAUNCH(forward_kernel, tiles_grid(s, kBr), kThreads, bytes)(
+      s, softmax_scale(s), qkv, out, lse);
 }
 
 void attention_fused_backward(const AttentionShape& s, const float* qkv, const float* out,
@@ -343,12 +344,14 @@ void attention_fused_backward(const AttentionShape& s, const float* qkv, const f
   if (s.b * s.l == 0) return;
   const int64_t rows = s.b * s.heads * s.l;
   constexpr int kRowsPerBlock = kThreads / 32;  // one warp per row
-  DDPM_LAUNCH(delta_kernel, static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock), kThreads)(
+  const unsigned row_blocks = static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock);
+  DDPM_LAUNCH(delta_kernel, row_blocks, kThreads)(
       s, out, dout, delta);
   const size_t dq_bytes = dq_smem_bytes(s), dkv_bytes = dkv_smem_bytes(s);
   reserve_smem(dq_kernel, dq_bytes, s, "backward (dq)");
   reserve_smem(dkv_kernel, dkv_bytes, s, "backward (dk, dv)");
-  DDPM_LAUNCH(dq_kernel, tiles_grid(s, kTile), kThreads, dq_bytes)(s, softmax_scale(s), qkv, lse, delta,
+  DDPM_LAUNCH(dq_kernel, tiles_grid(s, kTile), kThreads, dq_bytes)(
+      s, softmax_scale(s), qkv, lse, delta,
                                                          dout, dqkv);
   DDPM_LAUNCH(dkv_kernel, tiles_grid(s, kTile), kThreads, dkv_bytes)(s, softmax_scale(s), qkv, lse,
                                                            delta, dout, dqkv);

@@ -34,7 +34,8 @@ column_partials_kernel(ColumnSumPlan p, Values values, float* partials, float* o
   const int tx = threadIdx.x % kColumnTile, ty = threadIdx.x / kColumnTile;
   const int64_t col = static_cast<int64_t>(blockIdx.x) * kColumnTile + tx;
   const int64_t chunk = blockIdx.y, vec = blockIdx.z;
-  const int64_t r0 = chunk * p.chunk_rows, r1 = r0 + p.chunk_rows < p.rows ? r0 + p.chunk_rows : p.rows;
+  const int64_t r0 = chunk * p.chunk_rows;
+  const int64_t r1 = r0 + p.chunk_rows < p.rows ? r0 + p.chunk_rows : p.rows;
   float acc[K] = {};
   if (col < p.cols) {
     for (int64_t r = r0 + ty; r < r1; r += kRowLanes) {

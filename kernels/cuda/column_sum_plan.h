@@ -7,10 +7,10 @@
 
 namespace ddpm::cuda {
 
-constexpr int kColumnTile = 32;  // a warp's worth of consecutive columns
-constexpr int kRowLanes = 8;     // 8 warps per block: 256 threads
-constexpr int kMaxRowChunks = 128;      // with 4 column tiles, 512 blocks: ~4 per SM of an H100
-constexpr int64_t kMinChunkRows = 64;   // 8 rows per thread at least, to amortise the tree
+constexpr int kColumnTile = 32;        // a warp's worth of consecutive columns
+constexpr int kRowLanes = 8;           // 8 warps per block: 256 threads
+constexpr int kMaxRowChunks = 128;     // with 4 column tiles, 512 blocks: ~4 per SM of an H100
+constexpr int64_t kMinChunkRows = 64;  // 8 rows per thread at least, to amortise the tree
 
 struct ColumnSumPlan {
   int64_t vectors = 1, rows = 0, cols = 0;

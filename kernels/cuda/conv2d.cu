@@ -238,7 +238,8 @@ void gemm(ConvAlgo algo, int64_t m, int64_t n, int64_t k, LoadA a, LoadB b, cons
           float* c, bool accumulate, float* workspace = nullptr) {
   if (m == 0 || n == 0) return;
   if (algo == ConvAlgo::Naive) {
-    DDPM_LAUNCH((gemm_naive<LoadA, LoadB>), grid_for(m * n), kThreads)(m, n, k, a, b, bias, c, accumulate);
+    DDPM_LAUNCH((gemm_naive<LoadA, LoadB>), grid_for(m * n), kThreads)(
+        m, n, k, a, b, bias, c, accumulate);
     return;
   }
   const int splits = workspace ? choose_splits(m, n, k) : 1;
@@ -251,9 +252,11 @@ void gemm(ConvAlgo algo, int64_t m, int64_t n, int64_t k, LoadA a, LoadB b, cons
   if (algo == ConvAlgo::TensorCore) {
     CHECK(compute_capability() >= 80, "the tensor-core convolution (TF32) needs sm_80 or later, "
                                       "this device is sm_" << compute_capability());
-    DDPM_LAUNCH((gemm_tensor_core<LoadA, LoadB>), grid, kTcThreads)(m, n, k, k_slice, a, b, tile_bias, out, accumulate);
+    DDPM_LAUNCH((gemm_tensor_core<LoadA, LoadB>), grid, kTcThreads)(
+        m, n, k, k_slice, a, b, tile_bias, out, accumulate);
   } else {
-    DDPM_LAUNCH((gemm_tiled<LoadA, LoadB>), grid, kTileThreads)(m, n, k, k_slice, a, b, tile_bias, out, accumulate);
+    DDPM_LAUNCH((gemm_tiled<LoadA, LoadB>), grid, kTileThreads)(
+        m, n, k, k_slice, a, b, tile_bias, out, accumulate);
   }
   if (splits > 1) {
     DDPM_LAUNCH(reduce_splits, grid_for(m * n), kThreads)(m * n, splits, workspace, c, accumulate);

@@ -172,7 +172,8 @@ bool vec4_ok(const DiffusionLossShape& s, const void* a, const void* b) {
 
 dim3 chunk_grid(const DiffusionLossShape& s) {
   CHECK(s.n * loss_chunks(s) <= 2147483647,
-        "diffusion loss: " << s.n << " samples of " << s.dim << " values need more blocks than a grid has");
+        "diffusion loss: " << s.n << " samples of " << s.dim
+                           << " values need more blocks than a grid has");
   return dim3(static_cast<unsigned>(s.n * loss_chunks(s)));
 }
 
@@ -198,8 +199,10 @@ void diffusion_loss(const DiffusionLossShape& s, const DiffusionLossTables<float
   if (vec4_ok(s, pred, dpred))
     DDPM_LAUNCH((loss_kernel<X0, true>), chunk_grid(s), kThreads)(s, tab, pred, x0, dpred, partial);
   else
-    DDPM_LAUNCH((loss_kernel<X0, false>), chunk_grid(s), kThreads)(s, tab, pred, x0, dpred, partial);
-  DDPM_LAUNCH(finish_kernel, 1, kThreads)(s, tab, static_cast<int>(loss_chunks(s)), partial, per_sample,
+    DDPM_LAUNCH((loss_kernel<X0, false>), chunk_grid(s), kThreads)(
+        s, tab, pred, x0, dpred, partial);
+  DDPM_LAUNCH(finish_kernel, 1, kThreads)(
+      s, tab, static_cast<int>(loss_chunks(s)), partial, per_sample,
                                  loss);
 }
 

@@ -123,7 +123,8 @@ void group_norm_silu_dh(const GroupNormShape& s, const float* x, const float* ga
                         float* dh) {
   const int64_t total = s.n * s.s * s.c;
   if (total == 0) return;
-  DDPM_LAUNCH(group_norm_silu_dh_kernel, grid_for(total), kThreads)(s, x, gamma, beta, mean, rstd, dy, dh);
+  DDPM_LAUNCH(group_norm_silu_dh_kernel, grid_for(total), kThreads)(
+      s, x, gamma, beta, mean, rstd, dy, dh);
 }
 
 int64_t group_norm_backward_workspace(const GroupNormShape& s) {
@@ -135,7 +136,8 @@ void group_norm_backward(const GroupNormShape& s, const float* x, const float* g
                          float* dgamma, float* dbeta, float* workspace) {
   if (s.n * s.groups == 0) return;
   if (dx) {
-    DDPM_LAUNCH(group_norm_dx_kernel, static_cast<unsigned>(s.n * s.groups), kThreads)(s, x, gamma, mean,
+    DDPM_LAUNCH(group_norm_dx_kernel, static_cast<unsigned>(s.n * s.groups), kThreads)(
+        s, x, gamma, mean,
                                                                               rstd, dy, dx);
   }
   if (dgamma || dbeta)

@@ -48,7 +48,8 @@ class KernelLaunch {
     CHECK(stream_ == nullptr, "launching " << name_ << " on a non-default stream: the caching "
                               "allocator is single-stream (engine/cuda_allocator.h)");
 #if DDPM_CUDA_EMULATION
-    cuda_emu::launch(name_, kernel_, grid_, block_, shared_bytes_, stream_, std::forward<Args>(args)...);
+    cuda_emu::launch(name_, kernel_, grid_, block_, shared_bytes_, stream_,
+                     std::forward<Args>(args)...);
 #else
     kernel_<<<grid_, block_, shared_bytes_, stream_>>>(std::forward<Args>(args)...);
 #endif
@@ -74,7 +75,8 @@ class KernelLaunch {
 // Dynamic shared memory of `type`, sized by the launch: extern __shared__ on a GPU, the
 // emulated block's exact-size buffer under the emulation.
 #if DDPM_CUDA_EMULATION
-#define DDPM_DYNAMIC_SHARED(type, name) type* name = static_cast<type*>(::cuda_emu::dynamic_shared_memory())
+#define DDPM_DYNAMIC_SHARED(type, name) \
+  type* name = static_cast<type*>(::cuda_emu::dynamic_shared_memory())
 #else
 #define DDPM_DYNAMIC_SHARED(type, name) extern __shared__ __align__(16) type name[]
 #endif

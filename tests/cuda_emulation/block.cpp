@@ -64,9 +64,9 @@ struct Warp {
   int arrived = 0;
   uint64_t generation = 0;
   const char* op = nullptr;
-  uint64_t slots[2][32] = {};  // alternating by generation
+  uint64_t slots[2][32] = {};     // alternating by generation
   unsigned participants[2] = {};  // the active lanes when that generation's barrier released
-  char token = 0;              // ThreadSanitizer's synchronisation object for this warp
+  char token = 0;                 // ThreadSanitizer's synchronisation object for this warp
 };
 
 struct Block {
@@ -74,8 +74,8 @@ struct Block {
   const std::function<void()>* body = nullptr;
   std::vector<Thread*> threads;
   uint3 index{0, 0, 0};
-  unsigned alive = 0;    // threads that have not returned from the kernel
-  unsigned arrived = 0;  // at the current __syncthreads
+  unsigned alive = 0;          // threads that have not returned from the kernel
+  unsigned arrived = 0;        // at the current __syncthreads
   const char* file = nullptr;  // where the current __syncthreads is
   int line = 0;
   std::vector<Warp> warps;
@@ -196,8 +196,8 @@ uint64_t warp_barrier(Thread& t, const char* op) {
     if (w.arrived == 0) {
       w.op = op;
     } else if (w.op != op && std::strcmp(w.op, op) != 0) {
-      trap_thread(t, "lanes of warp " + std::to_string(t.warp) + " meet in different intrinsics: " +
-                         w.op + " and " + op);
+      trap_thread(t, "lanes of warp " + std::to_string(t.warp) +
+                         " meet in different intrinsics: " + w.op + " and " + op);
     }
     t.state = State::Waiting;
     t.waiting_for = WaitingFor::Warp;
@@ -211,12 +211,14 @@ uint64_t warp_barrier(Thread& t, const char* op) {
 // the caller and every lane that has not returned.
 void check_mask(Thread& t, unsigned mask, const char* op) {
   const unsigned active = t.block->warps[t.warp].active;
-  if ((mask & (1u << t.lane)) == 0) trap_thread(t, std::string(op) + " with a mask that leaves out the calling lane");
+  if ((mask & (1u << t.lane)) == 0)
+    trap_thread(t, std::string(op) + " with a mask that leaves out the calling lane");
   if ((mask & active) != active) {
     char text[160];
     std::snprintf(text, sizeof text,
                   "%s with mask 0x%08x while lanes 0x%08x are active (the emulation supports "
-                  "warp intrinsics over all active lanes)", op, mask, active);
+                  "warp intrinsics over all active lanes)",
+                  op, mask, active);
     trap_thread(t, text);
   }
 }
@@ -271,10 +273,12 @@ class BlockOrder {
   }
   uint64_t operator[](uint64_t i) const {
     switch (kind_) {
-      case Kind::Reverse: return n_ - 1 - i;
+      case Kind::Reverse:
+        return n_ - 1 - i;
       case Kind::Shuffled:
         return static_cast<uint64_t>((static_cast<Wide>(i) * stride_ + 7) % n_);
-      default: return i;
+      default:
+        return i;
     }
   }
 
@@ -362,7 +366,9 @@ std::mutex g_launch_mutex;  // one grid at a time, like a single stream
 
 }  // namespace
 
-bool in_kernel() { return t_current != nullptr; }
+bool in_kernel() {
+  return t_current != nullptr;
+}
 
 std::string run_grid(const GridSpec& spec, const std::function<void()>& body) {
   std::lock_guard<std::mutex> launch_lock(g_launch_mutex);
@@ -415,7 +421,9 @@ std::string run_grid(const GridSpec& spec, const std::function<void()>& body) {
   return b.error;
 }
 
-void* dynamic_shared_memory() { return current("dynamic shared memory").block->smem.get(); }
+void* dynamic_shared_memory() {
+  return current("dynamic shared memory").block->smem.get();
+}
 
 void syncthreads(const char* file, int line) {
   Thread& t = current("__syncthreads");
@@ -425,9 +433,10 @@ void syncthreads(const char* file, int line) {
     if (barrier_skipped(file, line)) return;
     if (b.aborted) throw BlockAborted{};
     if (b.alive != b.threads.size())
-      trap_thread(t, "__syncthreads at " + std::string(file) + ":" + std::to_string(line) +
-                         " after " + std::to_string(b.threads.size() - b.alive) +
-                         " threads of the block returned (every thread of the block must reach it)");
+      trap_thread(t,
+                  "__syncthreads at " + std::string(file) + ":" + std::to_string(line) + " after " +
+                      std::to_string(b.threads.size() - b.alive) +
+                      " threads of the block returned (every thread of the block must reach it)");
     if (b.arrived == 0) {
       b.file = file;
       b.line = line;
@@ -504,7 +513,9 @@ unsigned warp_active_mask() {
   return t.block->warps[t.warp].active;
 }
 
-int lane_id() { return static_cast<int>(current("a warp intrinsic").lane); }
+int lane_id() {
+  return static_cast<int>(current("a warp intrinsic").lane);
+}
 
 void trap(const char* message) {
   Thread& t = current("trap");

@@ -54,10 +54,18 @@ struct alignas(16) int4 {
 struct alignas(16) uint4 {
   unsigned x, y, z, w;
 };
-inline float2 make_float2(float x, float y) { return {x, y}; }
-inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
-inline int4 make_int4(int x, int y, int z, int w) { return {x, y, z, w}; }
-inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return {x, y, z, w}; }
+inline float2 make_float2(float x, float y) {
+  return {x, y};
+}
+inline float4 make_float4(float x, float y, float z, float w) {
+  return {x, y, z, w};
+}
+inline int4 make_int4(int x, int y, int z, int w) {
+  return {x, y, z, w};
+}
+inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) {
+  return {x, y, z, w};
+}
 
 // Defined here (inline variables, constant-initialised): every file reads them directly.
 inline thread_local uint3 threadIdx{0, 0, 0};
@@ -99,38 +107,48 @@ T from_bits(uint64_t bits) {
   return v;
 }
 // First lane of the calling lane's `width`-wide segment.
-inline int segment_base(int width) { return lane_id() & ~(width - 1); }
+inline int segment_base(int width) {
+  return lane_id() & ~(width - 1);
+}
 
 }  // namespace cuda_emu
 
 #define __syncthreads() ::cuda_emu::syncthreads(__FILE__, __LINE__)
-inline void __syncwarp(unsigned mask = 0xffffffffu) { ::cuda_emu::syncwarp(mask); }
-inline unsigned __activemask() { return ::cuda_emu::warp_active_mask(); }
+inline void __syncwarp(unsigned mask = 0xffffffffu) {
+  ::cuda_emu::syncwarp(mask);
+}
+inline unsigned __activemask() {
+  return ::cuda_emu::warp_active_mask();
+}
 
 // Shuffles with CUDA's rules for width < 32: a lane reads within its segment; a source
 // beyond the segment (down, xor) or before it (up) gives the lane its own value.
 template <class T>
 T __shfl_sync(unsigned mask, T v, int source_lane, int width = warpSize) {
   const int source = cuda_emu::segment_base(width) + (source_lane & (width - 1));
-  return cuda_emu::from_bits<T>(cuda_emu::warp_shuffle("__shfl_sync", mask, cuda_emu::to_bits(v), source));
+  return cuda_emu::from_bits<T>(
+      cuda_emu::warp_shuffle("__shfl_sync", mask, cuda_emu::to_bits(v), source));
 }
 template <class T>
 T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = warpSize) {
   const int lane = cuda_emu::lane_id(), source = lane ^ lane_mask;
   const int stay = source >= cuda_emu::segment_base(width) + width ? lane : source;
-  return cuda_emu::from_bits<T>(cuda_emu::warp_shuffle("__shfl_xor_sync", mask, cuda_emu::to_bits(v), stay));
+  return cuda_emu::from_bits<T>(
+      cuda_emu::warp_shuffle("__shfl_xor_sync", mask, cuda_emu::to_bits(v), stay));
 }
 template <class T>
 T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = warpSize) {
   const int lane = cuda_emu::lane_id(), source = lane + static_cast<int>(delta);
   const int stay = source >= cuda_emu::segment_base(width) + width ? lane : source;
-  return cuda_emu::from_bits<T>(cuda_emu::warp_shuffle("__shfl_down_sync", mask, cuda_emu::to_bits(v), stay));
+  return cuda_emu::from_bits<T>(
+      cuda_emu::warp_shuffle("__shfl_down_sync", mask, cuda_emu::to_bits(v), stay));
 }
 template <class T>
 T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = warpSize) {
   const int lane = cuda_emu::lane_id(), source = lane - static_cast<int>(delta);
   const int stay = source < cuda_emu::segment_base(width) ? lane : source;
-  return cuda_emu::from_bits<T>(cuda_emu::warp_shuffle("__shfl_up_sync", mask, cuda_emu::to_bits(v), stay));
+  return cuda_emu::from_bits<T>(
+      cuda_emu::warp_shuffle("__shfl_up_sync", mask, cuda_emu::to_bits(v), stay));
 }
 inline unsigned __ballot_sync(unsigned mask, int predicate) {
   return cuda_emu::warp_ballot(mask, predicate != 0);
@@ -180,38 +198,72 @@ T atomicCAS(T* address, T compare, T v) {
 template <class T>
 T atomicMax(T* address, T v) {
   T old = __atomic_load_n(address, __ATOMIC_RELAXED);
-  while (old < v &&
-         !__atomic_compare_exchange_n(address, &old, v, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+  while (old < v && !__atomic_compare_exchange_n(address, &old, v, false, __ATOMIC_RELAXED,
+                                                 __ATOMIC_RELAXED)) {
   }
   return old;
 }
 template <class T>
 T atomicMin(T* address, T v) {
   T old = __atomic_load_n(address, __ATOMIC_RELAXED);
-  while (old > v &&
-         !__atomic_compare_exchange_n(address, &old, v, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+  while (old > v && !__atomic_compare_exchange_n(address, &old, v, false, __ATOMIC_RELAXED,
+                                                 __ATOMIC_RELAXED)) {
   }
   return old;
 }
 
 // ---- math the host library lacks --------------------------------------------------------
 
-inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
-inline float __expf(float x) { return std::exp(x); }
-inline float __logf(float x) { return std::log(x); }
-inline float __fdividef(float a, float b) { return a / b; }
-inline float __saturatef(float x) { return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x); }
+inline float rsqrtf(float x) {
+  return 1.0f / std::sqrt(x);
+}
+inline float __expf(float x) {
+  return std::exp(x);
+}
+inline float __logf(float x) {
+  return std::log(x);
+}
+inline float __fdividef(float a, float b) {
+  return a / b;
+}
+inline float __saturatef(float x) {
+  return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x);
+}
 // Correctly rounded single operations: the host compiles with -ffp-contract=off, so a plain
 // operator is already one rounding.
-inline float __fmul_rn(float a, float b) { return a * b; }
-inline float __fadd_rn(float a, float b) { return a + b; }
-inline float __fmaf_rn(float a, float b, float c) { return std::fma(a, b, c); }
-inline double __dmul_rn(double a, double b) { return a * b; }
-inline double __dadd_rn(double a, double b) { return a + b; }
-inline unsigned __float_as_uint(float f) { return cuda_emu::from_bits<unsigned>(cuda_emu::to_bits(f)); }
-inline float __uint_as_float(unsigned u) { return cuda_emu::from_bits<float>(u); }
-inline int __float_as_int(float f) { return cuda_emu::from_bits<int>(cuda_emu::to_bits(f)); }
-inline float __int_as_float(int i) { return cuda_emu::from_bits<float>(static_cast<uint32_t>(i)); }
-inline int __popc(unsigned x) { return __builtin_popcount(x); }
-inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz(static_cast<unsigned>(x)); }
-inline int __ffs(int x) { return __builtin_ffs(x); }
+inline float __fmul_rn(float a, float b) {
+  return a * b;
+}
+inline float __fadd_rn(float a, float b) {
+  return a + b;
+}
+inline float __fmaf_rn(float a, float b, float c) {
+  return std::fma(a, b, c);
+}
+inline double __dmul_rn(double a, double b) {
+  return a * b;
+}
+inline double __dadd_rn(double a, double b) {
+  return a + b;
+}
+inline unsigned __float_as_uint(float f) {
+  return cuda_emu::from_bits<unsigned>(cuda_emu::to_bits(f));
+}
+inline float __uint_as_float(unsigned u) {
+  return cuda_emu::from_bits<float>(u);
+}
+inline int __float_as_int(float f) {
+  return cuda_emu::from_bits<int>(cuda_emu::to_bits(f));
+}
+inline float __int_as_float(int i) {
+  return cuda_emu::from_bits<float>(static_cast<uint32_t>(i));
+}
+inline int __popc(unsigned x) {
+  return __builtin_popcount(x);
+}
+inline int __clz(int x) {
+  return x == 0 ? 32 : __builtin_clz(static_cast<unsigned>(x));
+}
+inline int __ffs(int x) {
+  return __builtin_ffs(x);
+}

@@ -6,8 +6,12 @@
 
 #include <cstdlib>
 
-extern "C" const char* __tsan_default_options() { return "halt_on_error=1"; }
-extern "C" const char* __ubsan_default_options() { return "print_stacktrace=1:halt_on_error=1"; }
+extern "C" const char* __tsan_default_options() {
+  return "halt_on_error=1";
+}
+extern "C" const char* __ubsan_default_options() {
+  return "print_stacktrace=1:halt_on_error=1";
+}
 
 int main(int argc, char** argv) {
   setenv("DDPM_REQUIRE_GPU", "1", /*overwrite=*/0);

@@ -66,7 +66,7 @@ struct LastError {
   cudaError_t code = cudaSuccess;
   std::string detail;  // of the most recent error raised here
   cudaError_t detail_code = cudaSuccess;
-  std::string text;    // storage for cudaGetErrorString
+  std::string text;  // storage for cudaGetErrorString
 };
 thread_local LastError t_last;
 
@@ -80,7 +80,9 @@ cudaError_t fail(cudaError_t code, const std::string& detail) {
   return code;
 }
 
-bool is_device(const void* p, size_t bytes) { return Registry::instance().find(p, bytes) == 1; }
+bool is_device(const void* p, size_t bytes) {
+  return Registry::instance().find(p, bytes) == 1;
+}
 
 }  // namespace
 
@@ -90,7 +92,9 @@ void set_last_error(cudaError_t error, const std::string& detail) {
   t_last.detail_code = error;
 }
 
-bool device_accessible(const void* p, size_t bytes) { return Registry::instance().find(p, bytes) != 0; }
+bool device_accessible(const void* p, size_t bytes) {
+  return Registry::instance().find(p, bytes) != 0;
+}
 
 std::string check_launch(const void* kernel, const GridSpec& s) {
   const std::string k = s.kernel;
@@ -105,15 +109,19 @@ std::string check_launch(const void* kernel, const GridSpec& s) {
   if (s.grid.y > 65535) return k + ": grid.y " + std::to_string(s.grid.y) + " > 65535";
   if (s.grid.z > 65535) return k + ": grid.z " + std::to_string(s.grid.z) + " > 65535";
   if (s.dynamic_smem > kOptinSharedBytes)
-    return k + ": " + std::to_string(s.dynamic_smem) + " bytes of dynamic shared memory exceed "
-           "the device's " + std::to_string(kOptinSharedBytes);
+    return k + ": " + std::to_string(s.dynamic_smem) +
+           " bytes of dynamic shared memory exceed "
+           "the device's " +
+           std::to_string(kOptinSharedBytes);
   if (s.dynamic_smem > kDefaultSharedBytes) {
     std::lock_guard<std::mutex> lock(g_attr_mutex);
     auto it = g_dynamic_smem_optin.find(kernel);
     const int optin = it == g_dynamic_smem_optin.end() ? 0 : it->second;
     if (s.dynamic_smem > static_cast<size_t>(optin))
-      return k + ": " + std::to_string(s.dynamic_smem) + " bytes of dynamic shared memory need "
-             "cudaFuncAttributeMaxDynamicSharedMemorySize (set: " + std::to_string(optin) + ")";
+      return k + ": " + std::to_string(s.dynamic_smem) +
+             " bytes of dynamic shared memory need "
+             "cudaFuncAttributeMaxDynamicSharedMemorySize (set: " +
+             std::to_string(optin) + ")";
   }
   return "";
 }
@@ -164,9 +172,15 @@ std::string timed_run_grid(const GridSpec& spec, const std::function<void()>& bo
   return result;
 }
 
-ScopedDryRun::ScopedDryRun() { ++g_dry_runs; }
-ScopedDryRun::~ScopedDryRun() { --g_dry_runs; }
-bool dry_run() { return g_dry_runs.load() > 0; }
+ScopedDryRun::ScopedDryRun() {
+  ++g_dry_runs;
+}
+ScopedDryRun::~ScopedDryRun() {
+  --g_dry_runs;
+}
+bool dry_run() {
+  return g_dry_runs.load() > 0;
+}
 
 }  // namespace cuda_emu
 
@@ -202,16 +216,35 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
 cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
   if (device != 0) return fail(cudaErrorInvalidDevice, "only device 0 is emulated");
   switch (attr) {
-    case cudaDevAttrMaxThreadsPerBlock: *value = cuda_emu::kMaxThreadsPerBlock; break;
-    case cudaDevAttrMaxSharedMemoryPerBlock: *value = int(cuda_emu::kDefaultSharedBytes); break;
-    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = int(cuda_emu::kOptinSharedBytes); break;
-    case cudaDevAttrMultiProcessorCount: *value = cuda_emu::kSmCount; break;
-    case cudaDevAttrComputeCapabilityMajor: *value = 9; break;
-    case cudaDevAttrComputeCapabilityMinor: *value = 0; break;
-    case cudaDevAttrClockRate: *value = 1980000; break;         // kHz, an H100 SXM's boost
-    case cudaDevAttrMemoryClockRate: *value = 2619000; break;   // kHz
-    case cudaDevAttrGlobalMemoryBusWidth: *value = 5120; break; // bits
-    default: return fail(cudaErrorInvalidValue, "attribute not emulated");
+    case cudaDevAttrMaxThreadsPerBlock:
+      *value = cuda_emu::kMaxThreadsPerBlock;
+      break;
+    case cudaDevAttrMaxSharedMemoryPerBlock:
+      *value = int(cuda_emu::kDefaultSharedBytes);
+      break;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin:
+      *value = int(cuda_emu::kOptinSharedBytes);
+      break;
+    case cudaDevAttrMultiProcessorCount:
+      *value = cuda_emu::kSmCount;
+      break;
+    case cudaDevAttrComputeCapabilityMajor:
+      *value = 9;
+      break;
+    case cudaDevAttrComputeCapabilityMinor:
+      *value = 0;
+      break;
+    case cudaDevAttrClockRate:
+      *value = 1980000;
+      break;  // kHz, an H100 SXM's boost
+    case cudaDevAttrMemoryClockRate:
+      *value = 2619000;
+      break;  // kHz
+    case cudaDevAttrGlobalMemoryBusWidth:
+      *value = 5120;
+      break;  // bits
+    default:
+      return fail(cudaErrorInvalidValue, "attribute not emulated");
   }
   return cudaSuccess;
 }
@@ -232,8 +265,8 @@ cudaError_t cudaMalloc(void** ptr, size_t bytes) {
   *ptr = nullptr;
   if (bytes == 0) return cudaSuccess;
   if (cuda_emu::Registry::instance().device_bytes() + bytes > cuda_emu::kGlobalBytes)
-    return fail(cudaErrorMemoryAllocation, "the emulated device has " +
-                                               std::to_string(cuda_emu::kGlobalBytes) + " bytes");
+    return fail(cudaErrorMemoryAllocation,
+                "the emulated device has " + std::to_string(cuda_emu::kGlobalBytes) + " bytes");
   if (posix_memalign(ptr, 256, bytes) != 0) {
     *ptr = nullptr;
     return fail(cudaErrorMemoryAllocation, "host memory for the emulated device ran out");
@@ -273,18 +306,26 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind 
   const bool dst_dev = cuda_emu::is_device(dst, bytes), src_dev = cuda_emu::is_device(src, bytes);
   bool ok = true;
   switch (kind) {
-    case cudaMemcpyHostToHost: ok = !dst_dev && !src_dev; break;
-    case cudaMemcpyHostToDevice: ok = dst_dev && !src_dev; break;
-    case cudaMemcpyDeviceToHost: ok = !dst_dev && src_dev; break;
-    case cudaMemcpyDeviceToDevice: ok = dst_dev && src_dev; break;
-    case cudaMemcpyDefault: break;
+    case cudaMemcpyHostToHost:
+      ok = !dst_dev && !src_dev;
+      break;
+    case cudaMemcpyHostToDevice:
+      ok = dst_dev && !src_dev;
+      break;
+    case cudaMemcpyDeviceToHost:
+      ok = !dst_dev && src_dev;
+      break;
+    case cudaMemcpyDeviceToDevice:
+      ok = dst_dev && src_dev;
+      break;
+    case cudaMemcpyDefault:
+      break;
   }
   if (!ok)
     return fail(cudaErrorInvalidValue,
                 "cudaMemcpy of " + std::to_string(bytes) + " bytes: the ranges do not match kind " +
-                    std::to_string(int(kind)) + " (destination " +
-                    (dst_dev ? "in" : "not in") + " one device allocation, source " +
-                    (src_dev ? "in" : "not in") + ")");
+                    std::to_string(int(kind)) + " (destination " + (dst_dev ? "in" : "not in") +
+                    " one device allocation, source " + (src_dev ? "in" : "not in") + ")");
   std::memcpy(dst, src, bytes);
   return cudaSuccess;
 }
@@ -297,8 +338,8 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
 cudaError_t cudaMemset(void* ptr, int value, size_t bytes) {
   if (bytes == 0) return cudaSuccess;
   if (!cuda_emu::is_device(ptr, bytes))
-    return fail(cudaErrorInvalidValue, "cudaMemset of " + std::to_string(bytes) +
-                                           " bytes outside any device allocation");
+    return fail(cudaErrorInvalidValue,
+                "cudaMemset of " + std::to_string(bytes) + " bytes outside any device allocation");
   std::memset(ptr, value, bytes);
   return cudaSuccess;
 }
@@ -307,8 +348,12 @@ cudaError_t cudaMemsetAsync(void* ptr, int value, size_t bytes, cudaStream_t) {
   return cudaMemset(ptr, value, bytes);
 }
 
-cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize() {
+  return cudaSuccess;
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t) {
+  return cudaSuccess;
+}
 
 cudaError_t cudaGetLastError() {
   const cudaError_t e = cuda_emu::t_last.code;
@@ -316,21 +361,34 @@ cudaError_t cudaGetLastError() {
   return e;
 }
 
-cudaError_t cudaPeekAtLastError() { return cuda_emu::t_last.code; }
+cudaError_t cudaPeekAtLastError() {
+  return cuda_emu::t_last.code;
+}
 
 const char* cudaGetErrorName(cudaError_t error) {
   switch (error) {
-    case cudaSuccess: return "cudaSuccess";
-    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
-    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
-    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
-    case cudaErrorInvalidDevicePointer: return "cudaErrorInvalidDevicePointer";
-    case cudaErrorInvalidMemcpyDirection: return "cudaErrorInvalidMemcpyDirection";
-    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
-    case cudaErrorIllegalAddress: return "cudaErrorIllegalAddress";
-    case cudaErrorLaunchOutOfResources: return "cudaErrorLaunchOutOfResources";
-    case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
-    case cudaErrorNotSupported: return "cudaErrorNotSupported";
+    case cudaSuccess:
+      return "cudaSuccess";
+    case cudaErrorInvalidValue:
+      return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation:
+      return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidConfiguration:
+      return "cudaErrorInvalidConfiguration";
+    case cudaErrorInvalidDevicePointer:
+      return "cudaErrorInvalidDevicePointer";
+    case cudaErrorInvalidMemcpyDirection:
+      return "cudaErrorInvalidMemcpyDirection";
+    case cudaErrorInvalidDevice:
+      return "cudaErrorInvalidDevice";
+    case cudaErrorIllegalAddress:
+      return "cudaErrorIllegalAddress";
+    case cudaErrorLaunchOutOfResources:
+      return "cudaErrorLaunchOutOfResources";
+    case cudaErrorLaunchFailure:
+      return "cudaErrorLaunchFailure";
+    case cudaErrorNotSupported:
+      return "cudaErrorNotSupported";
   }
   return "cudaErrorUnknown";
 }
@@ -338,17 +396,39 @@ const char* cudaGetErrorName(cudaError_t error) {
 const char* cudaGetErrorString(cudaError_t error) {
   const char* generic = "unknown error";
   switch (error) {
-    case cudaSuccess: generic = "no error"; break;
-    case cudaErrorInvalidValue: generic = "invalid argument"; break;
-    case cudaErrorMemoryAllocation: generic = "out of memory"; break;
-    case cudaErrorInvalidConfiguration: generic = "invalid configuration argument"; break;
-    case cudaErrorInvalidDevicePointer: generic = "invalid device pointer"; break;
-    case cudaErrorInvalidMemcpyDirection: generic = "invalid copy direction for memcpy"; break;
-    case cudaErrorInvalidDevice: generic = "invalid device ordinal"; break;
-    case cudaErrorIllegalAddress: generic = "an illegal memory access was encountered"; break;
-    case cudaErrorLaunchOutOfResources: generic = "too many resources requested for launch"; break;
-    case cudaErrorLaunchFailure: generic = "unspecified launch failure"; break;
-    case cudaErrorNotSupported: generic = "operation not supported"; break;
+    case cudaSuccess:
+      generic = "no error";
+      break;
+    case cudaErrorInvalidValue:
+      generic = "invalid argument";
+      break;
+    case cudaErrorMemoryAllocation:
+      generic = "out of memory";
+      break;
+    case cudaErrorInvalidConfiguration:
+      generic = "invalid configuration argument";
+      break;
+    case cudaErrorInvalidDevicePointer:
+      generic = "invalid device pointer";
+      break;
+    case cudaErrorInvalidMemcpyDirection:
+      generic = "invalid copy direction for memcpy";
+      break;
+    case cudaErrorInvalidDevice:
+      generic = "invalid device ordinal";
+      break;
+    case cudaErrorIllegalAddress:
+      generic = "an illegal memory access was encountered";
+      break;
+    case cudaErrorLaunchOutOfResources:
+      generic = "too many resources requested for launch";
+      break;
+    case cudaErrorLaunchFailure:
+      generic = "unspecified launch failure";
+      break;
+    case cudaErrorNotSupported:
+      generic = "operation not supported";
+      break;
   }
   cuda_emu::LastError& last = cuda_emu::t_last;
   if (error == cudaSuccess || error != last.detail_code) return generic;

@@ -175,15 +175,17 @@ void launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, 
   std::apply(
       [&](const auto&... p) {
         size_t index = 0;
-        ((pointer_error += pointer_error.empty() ? check_pointer_argument(name, index, p) : "", ++index), ...);
+        ((pointer_error += pointer_error.empty() ? check_pointer_argument(name, index, p) : "",
+          ++index),
+         ...);
       },
       params);
   if (!pointer_error.empty()) {
     set_last_error(cudaErrorIllegalAddress, pointer_error);
     return;
   }
-  const std::string trap = timed_run_grid(
-      spec, [&] { std::apply([&](const auto&... p) { kernel(p...); }, params); });
+  const std::string trap =
+      timed_run_grid(spec, [&] { std::apply([&](const auto&... p) { kernel(p...); }, params); });
   if (!trap.empty()) set_last_error(cudaErrorLaunchFailure, trap);
 }
 

@@ -300,9 +300,10 @@ void expect_map_covers_matrix_once() {
 }
 
 TEST(Emulator, WmmaFragmentMapsCoverTheirMatrices) {
-  expect_map_covers_matrix_once<wmma::detail::Map<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32>>();
-  expect_map_covers_matrix_once<wmma::detail::Map<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32>>();
-  expect_map_covers_matrix_once<wmma::detail::Map<wmma::accumulator, 16, 16, 8, float>>();
+  using wmma::detail::Map;
+  expect_map_covers_matrix_once<Map<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32>>();
+  expect_map_covers_matrix_once<Map<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32>>();
+  expect_map_covers_matrix_once<Map<wmma::accumulator, 16, 16, 8, float>>();
 }
 
 // d (16x16, row-major, ld 20) = a (16x8 row-major, ld 12) b (8x16 col-major, ld 12) + 1

@@ -23,9 +23,11 @@ TEST(LaunchLimits, ConvolutionsOfAMegapixelBatchFitTheGrid) {
   s.n = 64;
   s.h = s.w = 256;
   s.c_in = s.c_out = 128;
-  for (cuda::ConvAlgo algo : {cuda::ConvAlgo::Naive, cuda::ConvAlgo::Tiled, cuda::ConvAlgo::TensorCore}) {
+  for (cuda::ConvAlgo algo :
+       {cuda::ConvAlgo::Naive, cuda::ConvAlgo::Tiled, cuda::ConvAlgo::TensorCore}) {
     EXPECT_NO_THROW(cuda::conv2d_forward(s, kFake, kFake, kFake, kFake, algo));
-    EXPECT_NO_THROW(cuda::conv2d_backward(s, kFake, kFake, kFake, kFake, kFake, kFake, algo, kFake));
+    EXPECT_NO_THROW(
+        cuda::conv2d_backward(s, kFake, kFake, kFake, kFake, kFake, kFake, algo, kFake));
   }
 }
 
@@ -33,12 +35,12 @@ TEST(LaunchLimits, NormsAndBiasGradientsOfAMegapixelBatchFitTheGrid) {
   cuda_emu::ScopedDryRun dry;
   const GroupNormShape g{64, 256 * 256, 128, 32, 1e-6f};
   EXPECT_NO_THROW(cuda::group_norm_forward(g, kFake, kFake, kFake, kFake, kFake, kFake));
-  EXPECT_NO_THROW(cuda::group_norm_backward(g, kFake, kFake, kFake, kFake, kFake, kFake, kFake,
-                                            kFake, kFake));
-  EXPECT_NO_THROW(cuda::broadcast_add_backward(BroadcastShape{1, 64 * 256 * 256, 128, false},
-                                               kFake, kFake, kFake));
-  EXPECT_NO_THROW(cuda::broadcast_add_backward(BroadcastShape{64, 256 * 256, 512, true}, kFake,
+  EXPECT_NO_THROW(
+      cuda::group_norm_backward(g, kFake, kFake, kFake, kFake, kFake, kFake, kFake, kFake, kFake));
+  EXPECT_NO_THROW(cuda::broadcast_add_backward(BroadcastShape{1, 64 * 256 * 256, 128, false}, kFake,
                                                kFake, kFake));
+  EXPECT_NO_THROW(
+      cuda::broadcast_add_backward(BroadcastShape{64, 256 * 256, 512, true}, kFake, kFake, kFake));
 }
 
 // The fused loss's grid held the batch on y: 70,000 small samples, or a few huge ones.
@@ -60,12 +62,14 @@ TEST(LaunchLimits, TheFusedLossFitsAnyBatch) {
 // The one limit left is a stated one: batch x heads on the fused attention's grid.y.
 TEST(LaunchLimits, AttentionStatesItsBatchTimesHeadsLimit) {
   cuda_emu::ScopedDryRun dry;
-  EXPECT_NO_THROW(cuda::attention_fused_forward(AttentionShape{4096, 64, 256, 8}, kFake, kFake, kFake));
+  EXPECT_NO_THROW(
+      cuda::attention_fused_forward(AttentionShape{4096, 64, 256, 8}, kFake, kFake, kFake));
   try {
     cuda::attention_fused_forward(AttentionShape{70000, 4, 8, 1}, kFake, kFake, kFake);
     ADD_FAILURE() << "expected an error";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("exceeds the grid's y extent"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("exceeds the grid's y extent"), std::string::npos)
+        << e.what();
   }
 }
 

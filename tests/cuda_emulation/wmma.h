@@ -85,6 +85,12 @@ inline float tf32_operand(float x) {
   return x;
 }
 
+// Element c of a matrix in memory, row- or column-major with leading dimension ldm.
+template <class T>
+T& element(T* ptr, unsigned ldm, bool row_major, Coord c) {
+  return row_major ? ptr[c.row * ldm + c.col] : ptr[c.col * ldm + c.row];
+}
+
 // The checks of load/store_matrix_sync, as one warp collective.
 void check_matrix_access(const char* op, const void* ptr, unsigned ldm, size_t element_bytes);
 
@@ -121,10 +127,8 @@ void load_matrix_sync(fragment<Use, M, N, K, T, L>& f, const P* ptr, unsigned ld
   using Map = typename fragment<Use, M, N, K, T, L>::Map;
   detail::check_matrix_access("wmma::load_matrix_sync", ptr, ldm, sizeof(P));
   const int lane = cuda_emu::lane_id();
-  for (int i = 0; i < Map::kCount; ++i) {
-    const detail::Coord c = Map::at(lane, i);
-    f.x[i] = std::is_same_v<L, row_major> ? ptr[c.row * ldm + c.col] : ptr[c.col * ldm + c.row];
-  }
+  for (int i = 0; i < Map::kCount; ++i)
+    f.x[i] = detail::element(ptr, ldm, std::is_same_v<L, row_major>, Map::at(lane, i));
 }
 
 template <int M, int N, int K, class T>
@@ -133,10 +137,8 @@ void load_matrix_sync(fragment<accumulator, M, N, K, T>& f, const T* ptr, unsign
   using Map = typename fragment<accumulator, M, N, K, T>::Map;
   detail::check_matrix_access("wmma::load_matrix_sync", ptr, ldm, sizeof(T));
   const int lane = cuda_emu::lane_id();
-  for (int i = 0; i < Map::kCount; ++i) {
-    const detail::Coord c = Map::at(lane, i);
-    f.x[i] = layout == mem_row_major ? ptr[c.row * ldm + c.col] : ptr[c.col * ldm + c.row];
-  }
+  for (int i = 0; i < Map::kCount; ++i)
+    f.x[i] = detail::element(ptr, ldm, layout == mem_row_major, Map::at(lane, i));
 }
 
 template <int M, int N, int K, class T>
@@ -145,10 +147,8 @@ void store_matrix_sync(T* ptr, const fragment<accumulator, M, N, K, T>& f, unsig
   using Map = typename fragment<accumulator, M, N, K, T>::Map;
   detail::check_matrix_access("wmma::store_matrix_sync", ptr, ldm, sizeof(T));
   const int lane = cuda_emu::lane_id();
-  for (int i = 0; i < Map::kCount; ++i) {
-    const detail::Coord c = Map::at(lane, i);
-    (layout == mem_row_major ? ptr[c.row * ldm + c.col] : ptr[c.col * ldm + c.row]) = f.x[i];
-  }
+  for (int i = 0; i < Map::kCount; ++i)
+    detail::element(ptr, ldm, layout == mem_row_major, Map::at(lane, i)) = f.x[i];
 }
 
 // d = a b + c over the warp: every lane contributes its a and b elements, then computes its
@@ -167,7 +167,7 @@ void mma_sync(fragment<accumulator, M, N, K, TC>& d, const fragment<matrix_a, M,
   } mine{a.x, b.x};
   unsigned lanes = 0;
   const uint64_t* all = cuda_emu::warp_collective_begin("wmma::mma_sync", 0xffffffffu,
-                                                         cuda_emu::to_bits(&mine), &lanes);
+                                                        cuda_emu::to_bits(&mine), &lanes);
   if (lanes != 0xffffffffu) cuda_emu::trap("wmma::mma_sync needs all 32 lanes");
   float full_a[M][K], full_b[K][N];
   for (int lane = 0; lane < 32; ++lane) {
@@ -214,14 +214,17 @@ inline void check_matrix_access(const char* op, const void* ptr, unsigned ldm,
     std::snprintf(text, sizeof text, "pointer %p is not 32-byte (256-bit) aligned", ptr);
     problem = text;
   } else if (ldm * element_bytes % 16 != 0) {
-    std::snprintf(text, sizeof text, "leading dimension %u elements is not a multiple of 16 bytes", ldm);
+    std::snprintf(text, sizeof text, "leading dimension %u elements is not a multiple of 16 bytes",
+                  ldm);
     problem = text;
   } else {
     for (int lane = 0; lane < 32 && problem == nullptr; ++lane) {
       const Access* other = cuda_emu::from_bits<const Access*>(all[lane]);
       if (other->ptr != ptr || other->ldm != ldm) {
-        std::snprintf(text, sizeof text, "lane %d passes (%p, %u), this lane (%p, %u): the warp "
-                      "must agree", lane, other->ptr, other->ldm, ptr, ldm);
+        std::snprintf(text, sizeof text,
+                      "lane %d passes (%p, %u), this lane (%p, %u): the warp "
+                      "must agree",
+                      lane, other->ptr, other->ldm, ptr, ldm);
         problem = text;
       }
     }

@@ -2,5 +2,9 @@
 // timeline, so they do nothing.
 #pragma once
 
-inline int nvtxRangePushA(const char*) { return 0; }
-inline int nvtxRangePop() { return 0; }
+inline int nvtxRangePushA(const char*) {
+  return 0;
+}
+inline int nvtxRangePop() {
+  return 0;
+}
