@@ -6,7 +6,7 @@ void throw_error(const char* file, int line, const std::string& what, const char
   std::ostringstream os;
   os << file << ":" << line << ": " << what;
   if (expr != nullptr) os << " (check failed: " << expr << ")";
-  throw Error(os.str());
+  throw Error(os.str(), what);
 }
 
 }  // namespace ddpm

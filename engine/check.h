@@ -10,12 +10,21 @@
 
 namespace ddpm {
 
+// what() is "file:line: message (check failed: expr)", the whole story for a developer or
+// a test; message() is the message alone, which is what a person running `ddpm` is shown
+// (apps print the rest only with DDPM_ERROR_SOURCE=1).
 class Error : public std::runtime_error {
  public:
-  using std::runtime_error::runtime_error;
+  Error(const std::string& full, std::string message)
+      : std::runtime_error(full), message_(std::move(message)) {}
+  explicit Error(const std::string& message) : Error(message, message) {}
+  const std::string& message() const { return message_; }
+
+ private:
+  std::string message_;
 };
 
-// "file:line: what (expr)" -- one line, the form every check uses.
+// "file:line: what (check failed: expr)" -- one line, the form every check uses.
 [[noreturn]] void throw_error(const char* file, int line, const std::string& what,
                               const char* expr);
 

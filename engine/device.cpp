@@ -5,6 +5,8 @@
 #include <cstring>
 #include <sstream>
 
+#include <unistd.h>
+
 #include "engine/check.h"
 
 #if DDPM_WITH_CUDA
@@ -29,6 +31,7 @@ struct CudaProbe {
   bool ok = false;
   std::string reason;
   std::string description;
+  size_t memory = 0;
 };
 
 const CudaProbe& probe() {
@@ -52,6 +55,7 @@ const CudaProbe& probe() {
        << " SMs, " << static_cast<double>(prop.totalGlobalMem) / (1 << 30) << " GiB)";
     p.ok = true;
     p.description = os.str();
+    p.memory = prop.totalGlobalMem;
     return p;
   }();
   return result;
@@ -85,6 +89,18 @@ std::string cuda_device_description() {
   return probe().ok ? probe().description : probe().reason;
 #else
   return cuda_unavailable_reason();
+#endif
+}
+
+size_t device_memory_bytes(Device d) {
+  if (d == Device::CPU) {
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+    return pages > 0 && page > 0 ? static_cast<size_t>(pages) * static_cast<size_t>(page) : 0;
+  }
+#if DDPM_WITH_CUDA
+  return probe().ok ? probe().memory : 0;
+#else
+  return 0;
 #endif
 }
 

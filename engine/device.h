@@ -25,6 +25,8 @@ void device_free(Device d, void* ptr, size_t bytes);
 // Copies between any two devices (host<->device, device<->device, host<->host).
 void device_copy(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes);
 void device_zero(void* ptr, Device d, size_t bytes);
+// How much memory the device has: the host's physical memory, or the GPU's (0 when unknown).
+size_t device_memory_bytes(Device d);
 // The most device memory the caching allocator has handed out at once (0 without CUDA).
 size_t cuda_peak_bytes_in_use();
 

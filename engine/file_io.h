@@ -1,6 +1,7 @@
-// Files written so that nothing is ever half-written: the bytes go to "<path>.tmp", are
-// flushed and fsync'ed, and the temporary file is renamed over <path> (atomic on POSIX). A
-// crash leaves either the old file or the new one. Errors name the path.
+// Files written so that nothing is ever half-written: the bytes go to "<path>.tmp.<pid>.<n>"
+// (a name no other writer uses), are flushed and fsync'ed, and the temporary file is renamed
+// over <path> (atomic on POSIX). A crash leaves either the old file or the new one, and at
+// worst a temporary file (RunFolder removes those). Errors name the path.
 #pragma once
 
 #include <cstdint>

@@ -24,6 +24,12 @@ struct SafetensorsFile {
 void write_safetensors(const std::string& path,
                        const std::vector<std::pair<std::string, Tensor>>& tensors,
                        const std::map<std::string, std::string>& metadata);
+// Every structural problem is an error naming the file (and the tensor): the header length,
+// the JSON, dtypes, shapes (non-negative integers, no more elements than the file holds),
+// data_offsets (non-negative integers matching the shape) and the tiling of the data
+// section (no overlaps, no gaps).
 SafetensorsFile read_safetensors(const std::string& path);
+// The same from bytes in memory; `path` names them in errors.
+SafetensorsFile parse_safetensors(const std::vector<uint8_t>& bytes, const std::string& path);
 
 }  // namespace ddpm

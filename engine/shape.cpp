@@ -28,7 +28,8 @@ int64_t Shape::operator[](int i) const {
 
 int64_t Shape::numel() const {
   int64_t n = 1;
-  for (int i = 0; i < ndim_; ++i) n *= dims_[i];
+  for (int i = 0; i < ndim_; ++i)
+    CHECK(!__builtin_mul_overflow(n, dims_[i], &n), "shape " << str() << " has more than 2^63 elements");
   return n;
 }
 

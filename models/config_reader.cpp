@@ -1,6 +1,8 @@
 #include "models/config_reader.h"
 
+#include <cerrno>
 #include <cmath>
+#include <cstdlib>
 
 #include "engine/check.h"
 #include "engine/file_io.h"
@@ -22,67 +24,85 @@ const nlohmann::json* ConfigReader::get(const std::string& key) {
   return it == json_.end() ? nullptr : &*it;
 }
 
+template <class T>
+T ConfigReader::record(const std::string& key, const T& value, const T& fallback,
+                       std::string allowed) {
+  keys_.push_back(ConfigKey{key, nlohmann::json(value), nlohmann::json(fallback), std::move(allowed)});
+  return value;
+}
+
+nlohmann::json ConfigReader::resolved() const {
+  nlohmann::json out = nlohmann::json::object();
+  for (const ConfigKey& k : keys_) out[k.name] = k.value;
+  return out;
+}
+
+namespace {
+std::string range(const nlohmann::json& lo, const nlohmann::json& hi) {
+  return "[" + lo.dump() + ", " + hi.dump() + "]";
+}
+}  // namespace
+
 double ConfigReader::number(const std::string& key, double fallback, double lo, double hi) {
+  const std::string allowed = "a number in " + range(lo, hi);
   const nlohmann::json* v = get(key);
-  if (!v) return fallback;
-  if (!v->is_number()) bad(key, "must be a number, got " + v->dump());
+  if (!v) return record(key, fallback, fallback, allowed);
+  if (!v->is_number()) bad(key, "must be " + allowed + ", got " + json_text(*v));
   const double x = v->get<double>();
-  if (!std::isfinite(x) || x < lo || x > hi)
-    bad(key, "must be in [" + nlohmann::json(lo).dump() + ", " + nlohmann::json(hi).dump() +
-                 "], got " + v->dump());
-  return x;
+  if (!std::isfinite(x) || x < lo || x > hi) bad(key, "must be " + allowed + ", got " + json_text(*v));
+  return record(key, x, fallback, allowed);
 }
 
 int64_t ConfigReader::integer(const std::string& key, int64_t fallback, int64_t lo, int64_t hi) {
+  const std::string allowed = "an integer in " + range(lo, hi);
   const nlohmann::json* v = get(key);
-  if (!v) return fallback;
-  if (!v->is_number_integer()) bad(key, "must be an integer, got " + v->dump());
+  if (!v) return record(key, fallback, fallback, allowed);
+  if (!v->is_number_integer()) bad(key, "must be " + allowed + ", got " + json_text(*v));
   const int64_t x = v->get<int64_t>();
-  if (x < lo || x > hi)
-    bad(key, "must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " +
-                 v->dump());
-  return x;
+  if (x < lo || x > hi) bad(key, "must be " + allowed + ", got " + json_text(*v));
+  return record(key, x, fallback, allowed);
 }
 
 bool ConfigReader::boolean(const std::string& key, bool fallback) {
   const nlohmann::json* v = get(key);
-  if (!v) return fallback;
-  if (!v->is_boolean()) bad(key, "must be true or false, got " + v->dump());
-  return v->get<bool>();
+  if (!v) return record(key, fallback, fallback, "true or false");
+  if (!v->is_boolean()) bad(key, "must be true or false, got " + json_text(*v));
+  return record(key, v->get<bool>(), fallback, "true or false");
 }
 
 std::string ConfigReader::string(const std::string& key, const std::string& fallback) {
   const nlohmann::json* v = get(key);
-  if (!v) return fallback;
-  if (!v->is_string()) bad(key, "must be a string, got " + v->dump());
-  return v->get<std::string>();
+  if (!v) return record(key, fallback, fallback, "a string");
+  if (!v->is_string()) bad(key, "must be a string, got " + json_text(*v));
+  return record(key, v->get<std::string>(), fallback, "a string");
 }
 
 std::string ConfigReader::choice(const std::string& key, const std::string& fallback,
                                  std::initializer_list<const char*> options) {
-  const std::string s = string(key, fallback);
   std::string list;
-  for (const char* o : options) {
-    if (s == o) return s;
-    list += std::string(list.empty() ? "" : ", ") + o;
-  }
+  for (const char* o : options) list += std::string(list.empty() ? "" : ", ") + o;
+  const nlohmann::json* v = get(key);
+  const std::string s = v == nullptr ? fallback : v->is_string() ? v->get<std::string>() : "";
+  if (v != nullptr && !v->is_string()) bad(key, "must be one of " + list + ", got " + json_text(*v));
+  for (const char* o : options)
+    if (s == o) return record(key, s, fallback, "one of " + list);
   bad(key, "must be one of " + list + ", got \"" + s + "\"");
 }
 
 std::vector<int64_t> ConfigReader::integers(const std::string& key,
                                             const std::vector<int64_t>& fallback, int64_t lo,
                                             int64_t hi) {
+  const std::string allowed = "a list of integers in " + range(lo, hi);
   const nlohmann::json* v = get(key);
-  if (!v) return fallback;
-  if (!v->is_array()) bad(key, "must be a list of integers, got " + v->dump());
+  if (!v) return record(key, fallback, fallback, allowed);
+  if (!v->is_array()) bad(key, "must be " + allowed + ", got " + json_text(*v));
   std::vector<int64_t> out;
   for (const auto& e : *v) {
     if (!e.is_number_integer() || e.get<int64_t>() < lo || e.get<int64_t>() > hi)
-      bad(key, "must hold integers in [" + std::to_string(lo) + ", " + std::to_string(hi) +
-                   "], got " + v->dump());
+      bad(key, "must be " + allowed + ", got " + json_text(*v));
     out.push_back(e.get<int64_t>());
   }
-  return out;
+  return record(key, out, fallback, allowed);
 }
 
 void ConfigReader::finish() const {
@@ -97,6 +117,20 @@ nlohmann::json load_json_file(const std::string& path) {
   } catch (const nlohmann::json::parse_error& e) {
     THROW_ERROR("'" << path << "' is not valid JSON: " << e.what());
   }
+}
+
+std::string json_text(const nlohmann::json& v) {
+  return v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+int64_t parse_integer(const std::string& text, const std::string& what) {
+  size_t i = text[0] == '-' || text[0] == '+' ? 1 : 0;
+  bool digits = i < text.size();
+  for (size_t k = i; k < text.size(); ++k) digits = digits && text[k] >= '0' && text[k] <= '9';
+  errno = 0;
+  const long long v = digits ? std::strtoll(text.c_str(), nullptr, 10) : 0;
+  CHECK(digits && errno == 0, what << " must be a whole number, got '" << text << "'");
+  return v;
 }
 
 void apply_override(nlohmann::json& config, const std::string& assignment) {

@@ -17,6 +17,13 @@
 
 namespace ddpm {
 
+// A key as read: the value used (the config's, or the default), the default, what is allowed.
+struct ConfigKey {
+  std::string name;
+  nlohmann::json value, fallback;
+  std::string allowed;
+};
+
 class ConfigReader {
  public:
   ConfigReader(nlohmann::json object, std::string context);
@@ -33,15 +40,29 @@ class ConfigReader {
   void finish() const;  // errors on keys never read
 
   const nlohmann::json& json() const { return json_; }
+  // Every key read so far, in reading order, with its resolved value (`ddpm config`, the
+  // run's config.json, and comparing a resumed run's config with its checkpoint's).
+  const std::vector<ConfigKey>& keys() const { return keys_; }
+  nlohmann::json resolved() const;  // {key: value} of keys()
 
  private:
   const nlohmann::json* get(const std::string& key);
+  template <class T>
+  T record(const std::string& key, const T& value, const T& fallback, std::string allowed);
   [[noreturn]] void bad(const std::string& key, const std::string& why) const;
 
   nlohmann::json json_;
   std::string context_;
   std::set<std::string> read_;
+  std::vector<ConfigKey> keys_;
 };
+
+// A JSON value as text for a message; invalid UTF-8 (a corrupt file) is replaced, not thrown on.
+std::string json_text(const nlohmann::json& v);
+
+// A whole decimal integer: "12", "-3"; not "3.7", "1e3", "0x10", "" or out of int64's range.
+// Errors name `what`.
+int64_t parse_integer(const std::string& text, const std::string& what);
 
 // Loads a JSON object from a file; errors name the file (and the parse position).
 nlohmann::json load_json_file(const std::string& path);

@@ -123,7 +123,7 @@ TEST(ImageTrain, TinyConfigLearnsOnTheCpu) {
                  "keep_checkpoints=2", "log_every=10", "out_dir=" + out}),
       "tiny.json (test)");
   int reports = 0;
-  const TrainSummary s = train_images(c, "", [&](const TrainProgress& p) {
+  const TrainSummary s = train_images(c, TrainOptions{}, [&](const TrainProgress& p) {
     ++reports;
     EXPECT_GT(p.images_per_second, 0);
   });

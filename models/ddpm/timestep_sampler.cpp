@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "engine/check.h"
 #include "engine/philox.h"
@@ -110,21 +111,49 @@ nlohmann::json TimestepSampler::state() const {
           {"losses", losses_},                    {"counts", counts_}, {"next", next_}};
 }
 
-void TimestepSampler::load_state(const nlohmann::json& s) {
+namespace {
+
+// A JSON array of exactly `size` numbers each passing `ok`, or an error naming the field.
+template <class T, class Ok>
+std::vector<T> checked_array(const nlohmann::json& s, const char* field, size_t size, Ok ok,
+                             const std::string& context, const char* allowed) {
+  CHECK(s.contains(field) && s[field].is_array() && s[field].size() == size,
+        context << ": field '" << field << "' must be a list of " << size << " numbers");
+  std::vector<T> out;
+  out.reserve(size);
+  for (size_t i = 0; i < size; ++i) {
+    const nlohmann::json& v = s[field][i];
+    const bool typed = std::is_integral_v<T> ? v.is_number_integer() : v.is_number();
+    CHECK(typed && ok(v.get<T>()), context << ": field '" << field << "' entry " << i << " is "
+                                           << v.dump() << "; " << allowed);
+    out.push_back(v.get<T>());
+  }
+  return out;
+}
+
+}  // namespace
+
+void TimestepSampler::load_state(const nlohmann::json& s, const std::string& context) {
   CHECK(s.is_object() && s.contains("kind") && s.contains("T") && s.contains("history"),
-        "timestep sampler state: missing kind, T or history");
+        context << ": missing kind, T or history");
   CHECK(s["kind"] == timestep_sampler_name(kind_),
-        "timestep sampler state is for '" << s["kind"].dump() << "', this run uses '"
-                                          << timestep_sampler_name(kind_) << "'");
+        context << " is for '" << s["kind"].dump() << "', this run uses '"
+                << timestep_sampler_name(kind_) << "'");
   CHECK(s["T"] == T_ && s["history"] == history_,
-        "timestep sampler state has T=" << s["T"].dump() << ", history=" << s["history"].dump()
-                                        << "; this run has T=" << T_ << ", history=" << history_);
-  std::vector<double> losses = s.at("losses").get<std::vector<double>>();
-  std::vector<int> counts = s.at("counts").get<std::vector<int>>();
-  std::vector<int> next = s.at("next").get<std::vector<int>>();
-  CHECK(losses.size() == losses_.size() && counts.size() == counts_.size() &&
-            next.size() == next_.size(),
-        "timestep sampler state: table sizes do not match T=" << T_);
+        context << " has T=" << s["T"].dump() << ", history=" << s["history"].dump()
+                << "; this run has T=" << T_ << ", history=" << history_);
+  // Every field is checked before it is used: 'next' indexes the history, so a value out of
+  // range would write outside it (a crafted or corrupt checkpoint must not).
+  const int history = history_;
+  std::vector<double> losses = checked_array<double>(
+      s, "losses", losses_.size(), [](double v) { return std::isfinite(v) && v >= 0; }, context,
+      "losses must be finite and >= 0");
+  std::vector<int> counts = checked_array<int>(
+      s, "counts", counts_.size(), [history](int v) { return v >= 0 && v <= history; }, context,
+      ("counts must be in [0, " + std::to_string(history) + "]").c_str());
+  std::vector<int> next = checked_array<int>(
+      s, "next", next_.size(), [history](int v) { return v >= 0 && v < history; }, context,
+      ("positions must be in [0, " + std::to_string(history) + ")").c_str());
   losses_ = std::move(losses);
   counts_ = std::move(counts);
   next_ = std::move(next);

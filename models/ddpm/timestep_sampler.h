@@ -42,7 +42,10 @@ class TimestepSampler {
   TimestepSamplerKind kind() const { return kind_; }
 
   nlohmann::json state() const;
-  void load_state(const nlohmann::json& state);  // errors name what does not match
+  // Every field is validated (lengths, ranges, finiteness); errors start with `context`
+  // (e.g. the checkpoint's file) and name the field.
+  void load_state(const nlohmann::json& state,
+                  const std::string& context = "timestep sampler state");
 
  private:
   TimestepSamplerKind kind_;

@@ -35,6 +35,8 @@ TrainerConfig read_trainer_config(ConfigReader& r, const TrainerConfig& d) {
   c.ema_warmup = r.boolean("ema_warmup", d.ema_warmup);
   c.seed = static_cast<uint64_t>(r.integer("seed", static_cast<int64_t>(d.seed), 0, INT64_MAX));
   c.fused_loss = r.boolean("fused_loss", d.fused_loss);
+  c.skip_nonfinite =
+      r.choice("nonfinite", d.skip_nonfinite ? "skip" : "stop", {"stop", "skip"}) == "skip";
   return c;
 }
 
@@ -170,9 +172,12 @@ StepStats DiffusionTrainer::step(const Denoiser& model, const TrainBatch& batch)
   ProfileRange range("clip + AdamW + EMA");
   st.grad_norm = clip_grad_norm(store_, config_.grad_clip);
   st.lr = learning_rate(step_, config_.adam.lr, config_.warmup, config_.steps, config_.lr_decay);
-  optimizer_.step(st.lr);
-  if (ema_) ema_->update(step_);
-  timesteps_.update(tb.t, per_sample);
+  st.applied = std::isfinite(st.loss) && std::isfinite(st.grad_norm);
+  if (st.applied) {  // NaN/Inf never reaches the weights, the moments or the history
+    optimizer_.step(st.lr);
+    if (ema_) ema_->update(step_);
+    timesteps_.update(tb.t, per_sample);
+  }
   ++step_;
   return st;
 }

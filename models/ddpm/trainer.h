@@ -41,11 +41,15 @@ struct TrainerConfig {
   bool ema_warmup = false;  // decay min(ema_decay, (1+k)/(10+k)) at step k
   uint64_t seed = 0;
   bool fused_loss = true;
+  // A step whose loss or gradient norm is NaN or infinite is never applied (no AdamW, EMA or
+  // importance-history update); the caller then stops the run, or, with skip, goes on.
+  bool skip_nonfinite = false;
 };
 
 // Reads the recipe keys (schedule, T, beta_start, beta_end, target, loss, hybrid_lambda,
 // vlb_clamp, timestep_sampler, lr, beta1, beta2, adam_eps, weight_decay, warmup, lr_decay,
-// steps, grad_clip, ema_decay, ema_warmup, seed, fused_loss) with the given defaults.
+// steps, grad_clip, ema_decay, ema_warmup, seed, fused_loss, nonfinite) with the given
+// defaults.
 TrainerConfig read_trainer_config(ConfigReader& r, const TrainerConfig& defaults);
 // Reads the sampling keys (sampler, sample_steps, eta, variance, clip_x0, clip_range).
 SamplerConfig read_sampler_config(ConfigReader& r, const SamplerConfig& defaults);
@@ -61,6 +65,7 @@ struct TrainBatch {
 
 struct StepStats {
   double loss = 0, grad_norm = 0, lr = 0;
+  bool applied = true;  // false: the loss or gradient norm was not finite; nothing changed
 };
 
 class DiffusionTrainer {

@@ -6,6 +6,7 @@
 
 #include "engine/file_io.h"
 #include "engine/philox.h"
+#include "models/run_folder.h"
 #include "models/toy/datasets2d.h"
 #include "models/toy/metrics2d.h"
 #include "models/toy/mlp_denoiser.h"
@@ -50,6 +51,7 @@ ToyConfig read_toy_config(const nlohmann::json& json, const std::string& context
   c.sampler = read_sampler_config(r, s);
   c.sampler.target = c.trainer.target;
   r.finish();
+  c.keys = r.keys();
   return c;
 }
 
@@ -107,7 +109,7 @@ ToyResult train_toy(const ToyConfig& c, bool write_outputs,
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
   if (write_outputs) {
-    make_directories(c.out_dir);
+    const RunFolder folder(c.out_dir);  // a valid path, one writer at a time
     std::ostringstream csv;
     csv << "x,y\n";
     const std::vector<float> s = samples.x0.to_vector<float>();

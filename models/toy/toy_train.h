@@ -27,6 +27,7 @@ struct ToyConfig {
   std::string out_dir = "runs/moons";
   TrainerConfig trainer;
   SamplerConfig sampler;
+  std::vector<ConfigKey> keys;  // every key with its resolved value, default and range
 };
 
 // Errors name the file and key (unknown keys included).

@@ -2,13 +2,17 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <map>
+#include <set>
 
 #include "engine/file_io.h"
 #include "engine/safetensors.h"
 #include "models/data/cifar10.h"
 #include "models/data/synthetic_images.h"
+#include "models/run_folder.h"
 
 namespace ddpm {
 
@@ -22,6 +26,10 @@ std::shared_ptr<const ImageDataset> open_dataset(const ImageTrainConfig& c) {
     return std::make_shared<SyntheticImages>(c.synthetic_size, c.trainer.seed);
   std::vector<int> classes(c.classes.begin(), c.classes.end());
   return std::make_shared<Cifar10>(Cifar10::load(c.data_dir, true, classes));
+}
+
+std::string finite_or_name(double v) {
+  return std::isnan(v) ? "NaN" : std::isinf(v) ? (v > 0 ? "+Inf" : "-Inf") : std::to_string(v);
 }
 
 std::string step_name(int64_t step) {
@@ -65,11 +73,13 @@ ImageTrainConfig read_image_train_config(const nlohmann::json& json, const std::
                          ? AttentionAlgorithm::Fused
                          : AttentionAlgorithm::Straightforward;
   r.finish();
+  c.keys = r.keys();
   CHECK(c.dataset != "cifar10" || !c.data_dir.empty(),
         context << ": key 'data_dir' is required with \"dataset\": \"cifar10\"");
   CHECK(c.dataset != "synthetic" || c.unet.image_size == 32,
         context << ": key 'image_size' must be 32 for the synthetic dataset");
   CHECK(c.unet.in_channels == 3, context << ": key 'in_channels' must be 3 for RGB datasets");
+  CHECK(!c.out_dir.empty(), context << ": key 'out_dir' is empty: name the folder the run writes to");
   return c;
 }
 
@@ -79,6 +89,16 @@ ImageRun::ImageRun(const ImageTrainConfig& c, bool with_data) : config_(c) {
   set_conv_algorithm(c.cuda_conv);  // process-wide: the kernels the CUDA ops run
   set_attention_algorithm(c.cuda_attention);
   unet_ = std::make_unique<UNet>(store_, c.unet);
+  // Checked before anything is allocated: weights, gradients, the two AdamW moments, the EMA
+  // and the copy sampling with the EMA makes, 4 bytes each per parameter.
+  const double need = 6.0 * 4.0 * static_cast<double>(store_.count());
+  const size_t have = device_memory_bytes(c.device);
+  CHECK(have == 0 || need <= static_cast<double>(have),
+        "the model has " << store_.count() << " parameters (keys 'base_channels' "
+                         << c.unet.base_channels << ", 'channel_mult', 'num_res_blocks' "
+                         << c.unet.num_res_blocks << "): their weights, gradients, AdamW moments "
+                         << "and EMA need " << need / (1 << 30) << " GiB, the " << device_name(c.device)
+                         << " has " << static_cast<double>(have) / (1 << 30) << " GiB");
   store_.finalize(c.device, DType::F32, c.trainer.seed);
   trainer_ = std::make_unique<DiffusionTrainer>(store_, c.trainer);
   if (with_data)
@@ -124,6 +144,7 @@ void ImageRun::save_checkpoint(const std::string& path) const {
   write_safetensors(path, tensors,
                     {{"format", kFormat},
                      {"step", std::to_string(tr.step_index())},
+                     {"optimizer_steps", std::to_string(tr.optimizer().steps_taken())},
                      {"config", config_.json.dump()},
                      {"timestep_sampler", tr.timestep_sampler().state().dump()}});
 }
@@ -144,6 +165,10 @@ void ImageRun::load_checkpoint(const std::string& path) {
     CHECK(it->second.shape() == shape, "checkpoint '" << path << "': tensor '" << name << "' is "
                                                       << it->second.shape().str() << ", the model's is "
                                                       << shape.str());
+    const float* v = it->second.data<float>();
+    for (int64_t i = 0; i < shape.numel(); ++i)
+      CHECK(std::isfinite(v[i]), "checkpoint '" << path << "': tensor '" << name << "' element "
+                                                << i << " is " << finite_or_name(v[i]));
     return it->second;
   };
   for (const Tensor& p : store_.parameters()) p.copy_from(tensor("model." + p.name(), p.shape()));
@@ -158,10 +183,23 @@ void ImageRun::load_checkpoint(const std::string& path) {
   const Shape flat_shape = store_.flat_data().shape();
   tr.optimizer().first_moment().copy_from(tensor("optim.m", flat_shape));
   tr.optimizer().second_moment().copy_from(tensor("optim.v", flat_shape));
-  const int64_t step = std::stoll(meta("step"));
+  const int64_t step = parse_integer(meta("step"), "checkpoint '" + path + "': metadata 'step'");
+  CHECK(step >= 0, "checkpoint '" << path << "': metadata 'step' is " << step);
+  // Older checkpoints have no optimizer_steps: no step was skipped then.
+  const auto opt = f.metadata.find("optimizer_steps");
+  const int64_t optimizer_steps =
+      opt == f.metadata.end()
+          ? step
+          : parse_integer(opt->second, "checkpoint '" + path + "': metadata 'optimizer_steps'");
+  CHECK(optimizer_steps >= 0 && optimizer_steps <= step,
+        "checkpoint '" << path << "': metadata 'optimizer_steps' " << optimizer_steps
+                       << " is not in [0, step " << step << "]");
+  const nlohmann::json sampler = nlohmann::json::parse(meta("timestep_sampler"), nullptr, false);
+  CHECK(!sampler.is_discarded(),
+        "checkpoint '" << path << "': metadata 'timestep_sampler' is not valid JSON");
+  tr.timestep_sampler().load_state(sampler, "checkpoint '" + path + "': timestep sampler state");
   tr.set_step_index(step);
-  tr.optimizer().set_steps_taken(step);
-  tr.timestep_sampler().load_state(nlohmann::json::parse(meta("timestep_sampler")));
+  tr.optimizer().set_steps_taken(optimizer_steps);
 }
 
 SampleResult ImageRun::sample(int64_t n, uint64_t seed, const SamplerConfig& sc, bool use_ema,
@@ -186,31 +224,116 @@ CheckpointInfo read_checkpoint_info(const std::string& path) {
   auto it = f.metadata.find("config");
   CHECK(it != f.metadata.end(), "checkpoint '" << path << "' has no config in its metadata");
   info.config = nlohmann::json::parse(it->second, nullptr, false);
-  CHECK(!info.config.is_discarded(), "checkpoint '" << path << "': its config is not valid JSON");
+  CHECK(!info.config.is_discarded() && info.config.is_object(),
+        "checkpoint '" << path << "': its config is not a valid JSON object");
   auto st = f.metadata.find("step");
   CHECK(st != f.metadata.end(), "checkpoint '" << path << "' has no step in its metadata");
-  info.step = std::stoll(st->second);
+  info.step = parse_integer(st->second, "checkpoint '" + path + "': metadata 'step'");
   info.tensors = static_cast<int64_t>(f.tensors.size());
   return info;
 }
 
-TrainSummary train_images(const ImageTrainConfig& c, const std::string& resume,
+CheckpointInfo validate_checkpoint(const std::string& path) {
+  const CheckpointInfo info = read_checkpoint_info(path);
+  ImageTrainConfig c = read_image_train_config(info.config, path + " (stored config)");
+  c.device = Device::CPU;
+  ImageRun run(c, /*with_data=*/false);
+  run.load_checkpoint(path);
+  return info;
+}
+
+namespace {
+
+// Keys that describe the network: a checkpoint only loads into the same one.
+const std::set<std::string> kArchitectureKeys = {
+    "model", "image_size", "in_channels", "base_channels", "channel_mult",
+    "num_res_blocks", "attention_resolutions", "attention_heads", "groups"};
+// Keys a resumed run may change freely: how long, where, how often, on what device, how it
+// samples; none changes the weights a step computes.
+const std::set<std::string> kFreeKeys = {
+    "steps", "out_dir", "log_every", "sample_every", "ckpt_every", "keep_checkpoints",
+    "n_samples", "device", "cuda_conv", "cuda_attention", "data_dir", "sampler",
+    "sample_steps", "eta", "variance", "clip_x0", "clip_range", "nonfinite"};
+
+}  // namespace
+
+std::vector<ConfigChange> compare_for_resume(const ImageTrainConfig& stored,
+                                             const ImageTrainConfig& now,
+                                             const std::set<std::string>& named,
+                                             const std::string& checkpoint) {
+  std::map<std::string, nlohmann::json> before;
+  for (const ConfigKey& k : stored.keys) before[k.name] = k.value;
+  std::vector<ConfigChange> changes;
+  std::string architecture, recipe;
+  for (const ConfigKey& k : now.keys) {
+    auto it = before.find(k.name);
+    if (it == before.end() || it->second == k.value) continue;
+    changes.push_back({k.name, it->second, k.value});
+    const std::string change = k.name + " " + json_text(it->second) + " -> " + json_text(k.value);
+    if (kArchitectureKeys.count(k.name)) {
+      architecture += (architecture.empty() ? "" : ", ") + change;
+    } else if (!kFreeKeys.count(k.name) && !named.count(k.name)) {
+      recipe += (recipe.empty() ? "" : ", ") + change;
+    }
+  }
+  CHECK(architecture.empty(), "cannot resume '" << checkpoint << "': the model differs from its ("
+                                                << architecture << ")");
+  CHECK(recipe.empty(), "resuming '" << checkpoint << "' would change the recipe (" << recipe
+                                     << "); name each key with --set to change it on purpose");
+  return changes;
+}
+
+namespace {
+
+// The run's starting point: a fresh folder, or a checkpoint resumed (its config compared
+// with this one's, later checkpoints set aside).
+void start_run(ImageRun& run, RunFolder& folder, const TrainOptions& o, TrainSummary& summary) {
+  const ImageTrainConfig& c = run.config();
+  if (o.resume.empty()) {
+    const std::string earlier = folder.describe_run();
+    CHECK(earlier.empty() || o.overwrite,
+          "'" << folder.path() << "' already holds a run (" << earlier
+              << "): resume it with --resume latest, start over with --overwrite, or set "
+                 "another out_dir");
+    if (!earlier.empty()) {
+      folder.clear_run();
+      summary.notes.push_back("overwrote the earlier run in " + folder.path() + " (" + earlier + ")");
+    }
+    return;
+  }
+  const std::string path = o.resume == "latest" ? latest_checkpoint(folder.path()) : o.resume;
+  const CheckpointInfo info = read_checkpoint_info(path);
+  const ImageTrainConfig stored =
+      read_image_train_config(info.config, "checkpoint '" + path + "' (its config)");
+  for (const ConfigChange& ch : compare_for_resume(stored, c, o.named, path))
+    summary.notes.push_back("config change on resume: " + ch.key + " " + json_text(ch.from) +
+                            " -> " + json_text(ch.to));
+  CHECK(info.step < c.trainer.steps,
+        "checkpoint '" << path << "' is at step " << info.step << " and the config's 'steps' is "
+                       << c.trainer.steps << ": nothing to train (raise it, e.g. --set steps="
+                       << 2 * std::max<int64_t>(info.step, 1) << ")");
+  run.load_checkpoint(path);
+  for (const std::string& m : folder.set_aside_after(run.step_index()))
+    summary.notes.push_back("set aside (after the resumed step): " + m);
+  summary.notes.push_back("resumed " + path + " at step " + std::to_string(run.step_index()));
+}
+
+}  // namespace
+
+TrainSummary train_images(const ImageTrainConfig& c, const TrainOptions& o,
                           const std::function<void(const TrainProgress&)>& report) {
+  RunFolder folder(c.out_dir);
   ImageRun run(c);
   TrainSummary summary;
+  start_run(run, folder, o, summary);
+  nlohmann::json resolved = nlohmann::json::object();
+  for (const ConfigKey& k : c.keys) resolved[k.name] = k.value;
+  folder.write_config(resolved);
+
   const bool synthetic = c.dataset == "synthetic";
   const uint64_t sample_seed = c.trainer.seed + kSampleSeedOffset;
-  make_directories(c.out_dir + "/samples");
-  make_directories(c.out_dir + "/ckpt");
-  summary.log_path = c.out_dir + "/metrics.jsonl";
-  std::string log;
-  if (!resume.empty()) {
-    run.load_checkpoint(resume);
-    const std::vector<uint8_t> old = std::filesystem::exists(summary.log_path)
-                                         ? read_file(summary.log_path)
-                                         : std::vector<uint8_t>{};
-    log.assign(old.begin(), old.end());
-  } else if (synthetic) {
+  summary.log_path = folder.metrics_path();
+  if (o.resume.empty() && synthetic) {
     const SampleQuality q =
         synthetic_quality(run.sample(c.n_samples, sample_seed, c.sampler, false).x0);
     summary.untrained_quality = q.valid_fraction;
@@ -218,7 +341,7 @@ TrainSummary train_images(const ImageTrainConfig& c, const std::string& resume,
   }
   auto write_samples = [&](const std::string& name, TrainProgress& p) {
     const Tensor x = run.sample(c.n_samples, sample_seed, c.sampler, true).x0;
-    summary.samples_path = c.out_dir + "/samples/" + name + ".png";
+    summary.samples_path = folder.samples_dir() + "/" + name + ".png";
     write_image_grid(summary.samples_path, x, 8);
     if (synthetic) {
       const SampleQuality q = synthetic_quality(x);
@@ -227,46 +350,68 @@ TrainSummary train_images(const ImageTrainConfig& c, const std::string& resume,
     }
   };
   auto checkpoint = [&] {
-    summary.last_checkpoint = c.out_dir + "/ckpt/" + step_name(run.step_index()) + ".safetensors";
+    summary.last_checkpoint = folder.checkpoint_path(run.step_index());
     run.save_checkpoint(summary.last_checkpoint);
-    std::vector<std::string> all;
-    for (const auto& e : std::filesystem::directory_iterator(c.out_dir + "/ckpt"))
-      if (e.path().extension() == ".safetensors") all.push_back(e.path().string());
-    std::sort(all.begin(), all.end());
-    for (size_t i = 0; i + c.keep_checkpoints < all.size(); ++i) std::filesystem::remove(all[i]);
+    folder.keep_newest(c.keep_checkpoints);
   };
 
-  const auto start = std::chrono::steady_clock::now();
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  auto last_report = start;
   const int64_t first = run.step_index(), total = c.trainer.steps;
+  int64_t last_report_step = first;
   std::vector<double> losses;
   while (run.step_index() < total) {
     TrainProgress p;
     p.stats = run.step();
     p.step = run.step_index();
     p.total = total;
-    losses.push_back(p.stats.loss);
-    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    p.images_per_second = (p.step - first) * c.batch_size / std::max(secs, 1e-9);
-    p.eta_seconds = (total - p.step) * c.batch_size / std::max(p.images_per_second, 1e-9);
+    if (!p.stats.applied) {
+      ++summary.skipped_steps;
+      CHECK(c.trainer.skip_nonfinite,
+            "step " << p.step << ": the loss is " << finite_or_name(p.stats.loss)
+                    << " and the gradient norm " << finite_or_name(p.stats.grad_norm)
+                    << "; the update was not applied and the run stops ("
+                    << (summary.last_checkpoint.empty() ? "no checkpoint of this run yet"
+                                                        : "last checkpoint: " + summary.last_checkpoint)
+                    << "). Lower 'lr' or raise 'warmup', or set \"nonfinite\": \"skip\"");
+    } else {
+      losses.push_back(p.stats.loss);
+    }
+    const auto now = Clock::now();
+    const double secs = std::chrono::duration<double>(now - start).count();
+    const double interval = std::chrono::duration<double>(now - last_report).count();
+    p.images_per_second = (p.step - last_report_step) * c.batch_size / std::max(interval, 1e-9);
+    const double average = (p.step - first) * c.batch_size / std::max(secs, 1e-9);
+    p.eta_seconds = (total - p.step) * c.batch_size / std::max(average, 1e-9);
     const bool last = p.step == total;
+    const bool stopping = o.stop != nullptr && o.stop->load() && !last;
+    // The checkpoint comes first: whatever fails after it, the step is kept.
+    if ((c.ckpt_every > 0 && p.step % c.ckpt_every == 0) || last || stopping) checkpoint();
     if (last || (c.sample_every > 0 && p.step % c.sample_every == 0))
       write_samples(last ? "final" : step_name(p.step), p);
-    if (p.step % c.log_every == 0 || last) {
+    if (p.step % c.log_every == 0 || last || stopping) {
       nlohmann::json line = {{"step", p.step}, {"loss", p.stats.loss},
                              {"grad_norm", p.stats.grad_norm}, {"lr", p.stats.lr},
                              {"img_per_s", p.images_per_second}, {"time_s", secs}};
+      if (!p.stats.applied) line["skipped"] = true;
       if (p.quality >= 0) line["quality"] = p.quality;
       if (p.roughness >= 0) line["roughness"] = p.roughness;
-      log += line.dump() + "\n";
-      write_file_atomic(summary.log_path, log);
+      folder.append_metrics(line);
       if (report) report(p);
+      last_report = now;
+      last_report_step = p.step;
     }
-    if ((c.ckpt_every > 0 && p.step % c.ckpt_every == 0) || last) checkpoint();
     if (last) {
       summary.final_quality = p.quality;
       summary.final_roughness = p.roughness;
     }
+    if (stopping) {
+      summary.interrupted = true;
+      break;
+    }
   }
+  summary.steps_trained = run.step_index() - first;
   const size_t tenth = std::max<size_t>(1, losses.size() / 10);
   for (size_t i = 0; i < std::min(tenth, losses.size()); ++i) {
     summary.first_loss += losses[i] / tenth;

@@ -6,19 +6,24 @@
 //   batch_size, n_samples, log_every, sample_every, ckpt_every, keep_checkpoints, out_dir,
 //   device "cpu" | "cuda", cuda_conv "tiled" (fp32, default) | "tensor_core" (TF32) | "naive",
 //   cuda_attention "fused" (default) | "straightforward".
-// Outputs under out_dir: metrics.jsonl (one JSON line per logged step), samples/step_N.png
-// and samples/final.png (EMA weights when EMA is on), ckpt/step_N.safetensors (the last
+// Outputs under out_dir (models/run_folder.h has the folder's rules: one trainer at a time,
+// no new run over an old one, nothing lost on resume): config.json (the resolved config),
+// metrics.jsonl (one JSON line per logged step, appended), samples/step_N.png and
+// samples/final.png (EMA weights when EMA is on), ckpt/step_N.safetensors (the last
 // keep_checkpoints of them).
 //
 // A checkpoint (safetensors) holds "model.<name>" and "ema.<name>" for every parameter,
 // "optim.m" and "optim.v" (the flat AdamW moments), and metadata: format, step, the config
-// (JSON), the timestep sampler's state. Every random draw of step s is a pure function of
+// (JSON), the timestep sampler's state, the optimiser's step count (AdamW's bias correction;
+// it lags the step when non-finite steps were skipped). Every random draw of step s is a pure function of
 // (seed, s), so the step number is the whole RNG position: N steps, save, resume, N more
 // steps gives bitwise the weights of 2N steps straight.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <memory>
+#include <set>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -44,6 +49,7 @@ struct ImageTrainConfig {
   ConvAlgorithm cuda_conv = ConvAlgorithm::Tiled;
   AttentionAlgorithm cuda_attention = AttentionAlgorithm::Fused;
   nlohmann::json json;  // the config as read (with overrides), stored in checkpoints
+  std::vector<ConfigKey> keys;  // every key with its resolved value, default and range
 };
 
 // Errors name the context (file) and key; unknown keys are errors.
@@ -76,17 +82,37 @@ class ImageRun {
 };
 
 // The config stored in a checkpoint, and the checkpoint's step (for `ddpm info`/`sample`).
+// Errors name the file and what is wrong (no config, a config that is not valid JSON, a step
+// that is not a whole number).
 struct CheckpointInfo {
   nlohmann::json config;
   int64_t step = 0;
   int64_t tensors = 0;
 };
 CheckpointInfo read_checkpoint_info(const std::string& path);
+// read_checkpoint_info, then every tensor checked against the model its config describes
+// (`ddpm info --ckpt`): a checkpoint that passes loads.
+CheckpointInfo validate_checkpoint(const std::string& path);
+
+// A key whose value differs between a checkpoint's config and a resumed run's.
+struct ConfigChange {
+  std::string key;
+  nlohmann::json from, to;
+};
+// Resuming a checkpoint with a config `now`: architecture changes are errors; recipe
+// changes (lr, target, schedule, seed, batch_size, data, ...) are errors unless `named`
+// (the keys --set gave) holds them; run-length, logging, device and sampling keys may
+// change. Returns every change, for the run to print.
+std::vector<ConfigChange> compare_for_resume(const ImageTrainConfig& stored,
+                                             const ImageTrainConfig& now,
+                                             const std::set<std::string>& named,
+                                             const std::string& checkpoint);
 
 struct TrainProgress {
   int64_t step = 0, total = 0;
   StepStats stats;
-  double images_per_second = 0, eta_seconds = 0;
+  double images_per_second = 0;         // over the steps since the last report
+  double eta_seconds = 0;
   double quality = -1, roughness = -1;  // synthetic data only; < 0: not measured this step
 };
 
@@ -99,8 +125,23 @@ struct TrainSummary {
   double untrained_quality = -1, final_quality = -1;      // valid fraction
   double untrained_roughness = -1, final_roughness = -1;  // mean roughness (data ~2)
   std::string samples_path, log_path, last_checkpoint;
+  std::vector<std::string> notes;  // what the run did to the folder or the config, to print
+  int64_t steps_trained = 0, skipped_steps = 0;
+  bool interrupted = false;  // stopped by *stop: the checkpoint holds the last step
 };
-TrainSummary train_images(const ImageTrainConfig& config, const std::string& resume,
+
+struct TrainOptions {
+  std::string resume;              // a checkpoint, "latest" (newest in out_dir), or none
+  bool overwrite = false;          // start over in an out_dir that holds a run
+  std::set<std::string> named;     // keys --set gave: recipe changes allowed on resume
+  const std::atomic<bool>* stop = nullptr;  // when set: finish the step, checkpoint, return
+};
+
+// Errors before any training: a checkpoint whose step is already `steps` (nothing to do),
+// an out_dir in use or holding another run, a resume that changes the model. A non-finite
+// step stops the run with an error naming it (its update is not applied), unless
+// "nonfinite": "skip".
+TrainSummary train_images(const ImageTrainConfig& config, const TrainOptions& options,
                           const std::function<void(const TrainProgress&)>& report);
 
 }  // namespace ddpm

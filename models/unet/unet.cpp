@@ -115,6 +115,16 @@ UNetConfig read_unet_config(ConfigReader& r, const UNetConfig& d) {
           "key 'attention_heads': " << ch << " channels do not split into " << c.attention_heads
                                     << " heads");
   }
+  // A resolution no level has would silently add no attention at all.
+  std::string levels;
+  for (size_t i = 0; i < c.channel_mult.size(); ++i)
+    levels += (i ? ", " : "") + std::to_string(c.image_size >> i);
+  for (int64_t res : c.attention_resolutions) {
+    bool found = false;
+    for (size_t i = 0; i < c.channel_mult.size(); ++i) found |= (c.image_size >> i) == res;
+    CHECK(found, "key 'attention_resolutions': " << res << " is not the resolution of any level ("
+                                                 << levels << ")");
+  }
   return c;
 }
 

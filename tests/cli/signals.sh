@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# `ddpm train` and signals. SIGINT: the run finishes its step, writes a checkpoint, says how
+# to resume and exits 130; `--resume latest` then continues from that checkpoint. A second
+# SIGINT quits at once, without the first's checkpoint.
+#   tests/cli/signals.sh DDPM CONFIG WORKDIR
+set -u
+ddpm=$1 config=$2 work=$3
+rm -rf "$work" && mkdir -p "$work"
+fail() { echo "FAIL: $*"; for f in "$work"/*.log; do echo "== $f"; cat "$f"; done; exit 1; }
+run_args() {  # a run slow enough to be caught mid-step, long enough never to finish
+  echo --config "$config" --set out_dir="$1" --set steps=100000 --set batch_size=8 \
+    --set log_every=1 --set n_samples=2 --set sample_steps=2
+}
+wait_for_step() {
+  for _ in $(seq 1 1200); do
+    grep -q '"step"' "$1/metrics.jsonl" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  fail "no step logged in $1"
+}
+
+# one signal: a checkpoint, a message, exit 130, and a run that resumes
+"$ddpm" train $(run_args "$work/a") > "$work/a.log" 2>&1 &
+pid=$!
+wait_for_step "$work/a"
+kill -INT $pid
+wait $pid
+code=$?
+[ $code -eq 130 ] || fail "exit $code after SIGINT, expected 130"
+grep -q "resume with: ddpm train --config $config --resume $work/a/ckpt/step_" "$work/a.log" ||
+  fail "no resume hint"
+ckpt=$(ls "$work"/a/ckpt/step_*.safetensors | tail -1)
+step=$((10#$(basename "$ckpt" .safetensors | sed 's/step_//')))
+[ "$step" -ge 1 ] || fail "checkpoint step $step"
+"$ddpm" train $(run_args "$work/a") --set steps=$((step + 2)) --resume latest > "$work/resume.log" 2>&1 ||
+  fail "resume failed"
+grep -q "resumed .*step_.* at step $step" "$work/resume.log" || fail "did not resume at step $step"
+[ -f "$work/a/ckpt/$(printf 'step_%08d' $((step + 2))).safetensors" ] || fail "no final checkpoint"
+
+# two signals: the second ends the process at once
+"$ddpm" train $(run_args "$work/b") > "$work/b.log" 2>&1 &
+pid=$!
+wait_for_step "$work/b"
+kill -INT $pid
+sleep 0.01
+kill -INT $pid
+wait $pid
+code=$?
+[ $code -eq 130 ] || fail "exit $code after two SIGINTs, expected 130"
+grep -q "signal again to quit at once" "$work/b.log" || fail "the first signal said nothing"
+grep -q "interrupted after" "$work/b.log" && fail "the second signal did not quit at once"
+echo "PASS: SIGINT checkpoints and resumes at step $step; a second SIGINT quits at once"
