@@ -48,19 +48,19 @@ int run(int argc, char** argv) {
   const int64_t n = args.integer("n", 64, 1, 100000);
   const uint64_t seed = static_cast<uint64_t>(args.integer("seed", 0, 0, INT64_MAX));
   const bool ema = !args.has("no-ema");
-  const int64_t s = c.unet.image_size;
+  const int64_t s = c.unet.image_size, ch = c.unet.in_channels;
   if (args.has("progressive")) {
     const int K = sc.steps == 0 ? c.trainer.schedule.T : sc.steps;
     for (int k = 0; k < 10; ++k) sc.record.push_back(K - 1 - k * (K - 1) / 9);
     const SampleResult r = run.sample(n, seed, sc, ema);
     std::vector<float> grid;  // row i: sample i's predicted x0 at the recorded steps
-    const int64_t px = s * s * 3;
+    const int64_t px = s * s * ch;
     for (int64_t i = 0; i < n; ++i)
       for (const auto& [t, x0] : r.progress) {
         const std::vector<float> v = x0.to(Device::CPU).to_vector<float>();
         grid.insert(grid.end(), v.begin() + i * px, v.begin() + (i + 1) * px);
       }
-    write_image_grid(out, Tensor::from_vector(Shape{n * 10, s, s, 3}, grid), 10);
+    write_image_grid(out, Tensor::from_vector(Shape{n * 10, s, s, ch}, grid), 10);
     std::printf("wrote %s: %lld rows of predicted x0 at 10 steps, t = %d .. %d\n", out.c_str(),
                 static_cast<long long>(n), r.progress.front().first, r.progress.back().first);
   } else if (args.has("interpolate")) {
@@ -68,7 +68,7 @@ int run(int argc, char** argv) {
     sc.kind = SamplerKind::Ddim;
     sc.eta = 0;
     const Tensor start =
-        slerp(randn(Shape{1, s, s, 3}, seed, 1), randn(Shape{1, s, s, 3}, seed, 2), n).to(c.device);
+        slerp(randn(Shape{1, s, s, ch}, seed, 1), randn(Shape{1, s, s, ch}, seed, 2), n).to(c.device);
     write_image_grid(out, run.sample(n, seed, sc, ema, start).x0, n);
     std::printf("wrote %s: %lld images along a slerp between two noises\n", out.c_str(),
                 static_cast<long long>(n));

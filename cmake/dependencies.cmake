@@ -1,9 +1,11 @@
-# Third-party pieces: GoogleTest, nlohmann/json, OpenMP. Found on the system (Debian packages
-# libgtest-dev, nlohmann-json3-dev), or built from a folder prepared offline:
+# Third-party pieces: GoogleTest, nlohmann/json, OpenMP, zlib (reading the gzip'd IDX files
+# of Fashion-MNIST). Found on the system (Debian packages libgtest-dev, nlohmann-json3-dev,
+# zlib1g-dev), or, for the first two, built from a folder prepared offline:
 #   -DDDPM_DEPS_DIR=/path/with/googletest-src/and/json-include
 set(DDPM_DEPS_DIR "" CACHE PATH "Folder holding googletest/ sources and nlohmann/json headers")
 
 find_package(OpenMP REQUIRED)
+find_package(ZLIB REQUIRED)
 
 find_package(nlohmann_json 3.2 QUIET)
 if(NOT nlohmann_json_FOUND)

@@ -15,6 +15,16 @@
 
 namespace ddpm {
 
+// ---- which CPU kernels run (engine/ops/op_util.cpp) ----
+// f32 CPU tensors run the fast kernels of kernels/cpu_fast (oneDNN convolutions, OpenBLAS
+// GEMMs for linear layers and attention; the default when the build has them) or the
+// reference kernels of kernels/cpu, the ground truth every other path is tested against and
+// the only ones for f64. Process-wide, set once per run (config key cpu_kernels).
+enum class CpuKernels { Reference, Fast };
+bool cpu_fast_kernels_built();
+void set_cpu_kernels(CpuKernels k);  // Fast in a build without them: an error saying so
+CpuKernels cpu_kernels();
+
 // ---- elementwise (engine/ops/elementwise.cpp) ----
 Tensor add(const Tensor& a, const Tensor& b);          // same shapes
 Tensor mul(const Tensor& a, const Tensor& b);          // same shapes

@@ -119,6 +119,14 @@ nlohmann::json load_json_file(const std::string& path) {
   }
 }
 
+CpuKernels read_cpu_kernels(ConfigReader& r) {
+  const bool built = cpu_fast_kernels_built();
+  const std::string k = r.choice("cpu_kernels", built ? "fast" : "reference", {"fast", "reference"});
+  CHECK(k == "reference" || built, "key 'cpu_kernels': \"fast\" needs oneDNN and OpenBLAS, "
+                                   "which this build lacks (scripts/setup.sh installs them)");
+  return k == "fast" ? CpuKernels::Fast : CpuKernels::Reference;
+}
+
 std::string json_text(const nlohmann::json& v) {
   return v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }

@@ -15,6 +15,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/ops.h"
+
 namespace ddpm {
 
 // A key as read: the value used (the config's, or the default), the default, what is allowed.
@@ -56,6 +58,9 @@ class ConfigReader {
   std::set<std::string> read_;
   std::vector<ConfigKey> keys_;
 };
+
+// Key cpu_kernels: "fast" (kernels/cpu_fast; the default when built) or "reference".
+CpuKernels read_cpu_kernels(ConfigReader& r);
 
 // A JSON value as text for a message; invalid UTF-8 (a corrupt file) is replaced, not thrown on.
 std::string json_text(const nlohmann::json& v);

@@ -1,8 +1,10 @@
 // Op entry: multi-head self-attention over packed qkv (B, L, 3C). On CUDA, one of two
-// kernels (straightforward or fused, set_attention_algorithm); on the CPU, the reference.
+// kernels (straightforward or fused, set_attention_algorithm); on the CPU, the reference or
+// the fast one (set_cpu_kernels).
 #include "engine/ops.h"
 #include "engine/ops/op_util.h"
 #include "kernels/cpu/attention.h"
+#include "kernels/cpu_fast/attention.h"
 #include "kernels/cuda/attention.cuh"
 
 namespace ddpm {
@@ -63,6 +65,9 @@ Tensor attention(const Tensor& qkv, int64_t heads) {
   dispatch("attention", qkv, [&](auto tag) {
     using T = decltype(tag);
     cpu::attention_forward<T>(s, qkv.data<T>(), out.data<T>(), lse.data<T>());
+  }, [&] {
+    DDPM_CPU_FAST_ONLY(
+        cpu_fast::attention_forward(s, qkv.data<float>(), out.data<float>(), lse.data<float>()));
   }, [&] { DDPM_CUDA_ONLY(cuda_forward(s, qkv, out, lse)); });
   if (should_record({qkv})) {
     const bool fused = qkv.device() == Device::CUDA && g_algorithm == AttentionAlgorithm::Fused;
@@ -74,6 +79,9 @@ Tensor attention(const Tensor& qkv, int64_t heads) {
         using T = decltype(tag);
         cpu::attention_backward<T>(s, qkv.data<T>(), lse.data<T>(), g[0].data<T>(),
                                    dqkv.data<T>());
+      }, [&] {
+        DDPM_CPU_FAST_ONLY(cpu_fast::attention_backward(s, qkv.data<float>(), lse.data<float>(),
+                                                        g[0].data<float>(), dqkv.data<float>()));
       }, [&] { DDPM_CUDA_ONLY(cuda_backward(s, qkv, saved_out, lse, g[0], dqkv)); });
     });
   }

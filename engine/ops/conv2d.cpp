@@ -2,6 +2,7 @@
 #include "engine/ops.h"
 #include "engine/ops/op_util.h"
 #include "kernels/cpu/conv2d.h"
+#include "kernels/cpu_fast/conv2d.h"
 #include "kernels/cuda/conv2d.cuh"
 
 namespace ddpm {
@@ -65,6 +66,9 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dPar
     using T = decltype(tag);
     cpu::conv2d_forward<T>(s, x.data<T>(), w.data<T>(), ptr_or_null<T>(b), y.data<T>());
   }, [&] {
+    DDPM_CPU_FAST_ONLY(cpu_fast::conv2d_forward(s, x.data<float>(), w.data<float>(),
+                                                ptr_or_null<float>(b), y.data<float>()));
+  }, [&] {
     DDPM_CUDA_ONLY(cuda::conv2d_forward(s, x.data<float>(), w.data<float>(), ptr_or_null<float>(b),
                                         y.data<float>(), cuda_algo()));
   });
@@ -77,6 +81,10 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dPar
         using T = decltype(tag);
         cpu::conv2d_backward<T>(s, x.data<T>(), w.data<T>(), g[0].data<T>(), ptr_or_null<T>(dx),
                                 ptr_or_null<T>(dw), ptr_or_null<T>(db));
+      }, [&] {
+        DDPM_CPU_FAST_ONLY(cpu_fast::conv2d_backward(
+            s, x.data<float>(), w.data<float>(), g[0].data<float>(), ptr_or_null<float>(dx),
+            ptr_or_null<float>(dw), ptr_or_null<float>(db)));
       }, [&] {
         DDPM_CUDA_ONLY(
             const Tensor ws = detail::cuda_workspace(

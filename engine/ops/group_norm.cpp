@@ -3,6 +3,7 @@
 #include "engine/ops.h"
 #include "engine/ops/op_util.h"
 #include "kernels/cpu/group_norm.h"
+#include "kernels/cpu_fast/group_norm.h"
 #include "kernels/cuda/group_norm.cuh"
 
 namespace ddpm {
@@ -41,6 +42,10 @@ Tensor group_norm_impl(const char* op, const Tensor& x, const Tensor& gamma, con
         s, x.data<T>(), gamma.data<T>(), beta.data<T>(), y.data<T>(), mean.data<T>(),
         rstd.data<T>());
   }, [&] {
+    DDPM_CPU_FAST_ONLY((silu ? cpu_fast::group_norm_silu_forward : cpu_fast::group_norm_forward)(
+        s, x.data<float>(), gamma.data<float>(), beta.data<float>(), y.data<float>(),
+        mean.data<float>(), rstd.data<float>()));
+  }, [&] {
     DDPM_CUDA_ONLY((silu ? cuda::group_norm_silu_forward : cuda::group_norm_forward)(
         s, x.data<float>(), gamma.data<float>(), beta.data<float>(), y.data<float>(),
         mean.data<float>(), rstd.data<float>()));
@@ -60,6 +65,16 @@ Tensor group_norm_impl(const char* op, const Tensor& x, const Tensor& gamma, con
         cpu::group_norm_backward<T>(s, x.data<T>(), gamma.data<T>(), mean.data<T>(),
                                     rstd.data<T>(), dh.data<T>(), ptr_or_null<T>(dx),
                                     ptr_or_null<T>(dgamma), ptr_or_null<T>(dbeta));
+      }, [&] {
+        DDPM_CPU_FAST_ONLY(
+            if (silu) cpu_fast::group_norm_silu_dh(s, x.data<float>(), gamma.data<float>(),
+                                                   beta.data<float>(), mean.data<float>(),
+                                                   rstd.data<float>(), g[0].data<float>(),
+                                                   dh.data<float>());
+            cpu_fast::group_norm_backward(s, x.data<float>(), gamma.data<float>(),
+                                          mean.data<float>(), rstd.data<float>(),
+                                          dh.data<float>(), ptr_or_null<float>(dx),
+                                          ptr_or_null<float>(dgamma), ptr_or_null<float>(dbeta)));
       }, [&] {
         DDPM_CUDA_ONLY(
             if (silu) cuda::group_norm_silu_dh(s, x.data<float>(), gamma.data<float>(),

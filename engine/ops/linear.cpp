@@ -2,6 +2,7 @@
 #include "engine/ops.h"
 #include "engine/ops/op_util.h"
 #include "kernels/cpu/linear.h"
+#include "kernels/cpu_fast/linear.h"
 #include "kernels/cuda/linear.cuh"
 
 namespace ddpm {
@@ -27,6 +28,9 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
     using T = decltype(tag);
     cpu::linear_forward<T>(s, x.data<T>(), w.data<T>(), ptr_or_null<T>(b), y.data<T>());
   }, [&] {
+    DDPM_CPU_FAST_ONLY(cpu_fast::linear_forward(s, x.data<float>(), w.data<float>(),
+                                                ptr_or_null<float>(b), y.data<float>()));
+  }, [&] {
     DDPM_CUDA_ONLY(cuda::linear_forward(s, x.data<float>(), w.data<float>(), ptr_or_null<float>(b),
                                         y.data<float>()));
   });
@@ -39,6 +43,10 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
         using T = decltype(tag);
         cpu::linear_backward<T>(s, x.data<T>(), w.data<T>(), g[0].data<T>(), ptr_or_null<T>(dx),
                                 ptr_or_null<T>(dw), ptr_or_null<T>(db));
+      }, [&] {
+        DDPM_CPU_FAST_ONLY(cpu_fast::linear_backward(
+            s, x.data<float>(), w.data<float>(), g[0].data<float>(), ptr_or_null<float>(dx),
+            ptr_or_null<float>(dw), ptr_or_null<float>(db)));
       }, [&] {
         DDPM_CUDA_ONLY(
             const Tensor ws =

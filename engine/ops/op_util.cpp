@@ -1,5 +1,34 @@
 #include "engine/ops/op_util.h"
 
+namespace ddpm {
+
+namespace {
+#if DDPM_WITH_CPU_FAST
+CpuKernels g_cpu_kernels = CpuKernels::Fast;
+#else
+CpuKernels g_cpu_kernels = CpuKernels::Reference;
+#endif
+}  // namespace
+
+bool cpu_fast_kernels_built() {
+#if DDPM_WITH_CPU_FAST
+  return true;
+#else
+  return false;
+#endif
+}
+
+void set_cpu_kernels(CpuKernels k) {
+  CHECK(k == CpuKernels::Reference || cpu_fast_kernels_built(),
+        "the fast CPU kernels are not in this build (oneDNN and OpenBLAS were not found at "
+        "configure time; scripts/setup.sh installs them): use the reference kernels");
+  g_cpu_kernels = k;
+}
+
+CpuKernels cpu_kernels() { return g_cpu_kernels; }
+
+}  // namespace ddpm
+
 namespace ddpm::detail {
 
 void check_float(const char* op, const char* name, const Tensor& x) {

@@ -5,12 +5,18 @@
 #include <vector>
 
 #include "engine/autograd.h"
+#include "engine/ops.h"
 #include "engine/tensor.h"
 
 #if DDPM_WITH_CUDA
 #define DDPM_CUDA_ONLY(...) __VA_ARGS__
 #else
 #define DDPM_CUDA_ONLY(...) THROW_ERROR("built without CUDA")
+#endif
+#if DDPM_WITH_CPU_FAST
+#define DDPM_CPU_FAST_ONLY(...) __VA_ARGS__
+#else
+#define DDPM_CPU_FAST_ONLY(...) THROW_ERROR("built without the fast CPU kernels")
 #endif
 
 namespace ddpm::detail {
@@ -49,6 +55,18 @@ void dispatch(const char* op, const Tensor& x, Cpu&& cpu, Cuda&& cuda) {
     return;
   }
   dispatch_cpu(op, x, cpu);
+}
+
+// The same with the fast CPU kernels: fast() for an f32 CPU tensor when they are selected
+// (set_cpu_kernels), cpu(T{}) otherwise. The op entry names every kernel it can run in one
+// call: reference, fast, CUDA. Fast bodies are written inside DDPM_CPU_FAST_ONLY(...).
+template <class Cpu, class Fast, class Cuda>
+void dispatch(const char* op, const Tensor& x, Cpu&& cpu, Fast&& fast, Cuda&& cuda) {
+  if (x.device() == Device::CPU && x.dtype() == DType::F32 && cpu_kernels() == CpuKernels::Fast) {
+    fast();
+    return;
+  }
+  dispatch(op, x, cpu, cuda);
 }
 
 // A typed pointer to t's data, or null when t is undefined (optional inputs and grads).

@@ -34,14 +34,14 @@ const std::vector<int64_t>& ImageBatcher::permutation(int64_t epoch) {
 }
 
 ImageBatcher::Bytes ImageBatcher::batch_bytes(int64_t step) {
-  const int64_t h = data_->height(), w = data_->width(), n = data_->size();
-  std::vector<uint8_t> images(static_cast<size_t>(batch_ * h * w * 3));
+  const int64_t h = data_->height(), w = data_->width(), c = data_->channels(), n = data_->size();
+  std::vector<uint8_t> images(static_cast<size_t>(batch_ * h * w * c));
   for (int64_t j = 0; j < batch_; ++j) {
     const int64_t g = step * batch_ + j;
-    data_->get(permutation(g / n)[g % n], images.data() + j * h * w * 3);
+    data_->get(permutation(g / n)[g % n], images.data() + j * h * w * c);
   }
   Bytes b;
-  b.images = Tensor::from_vector(Shape{batch_, h, w, 3}, images);
+  b.images = Tensor::from_vector(Shape{batch_, h, w, c}, images);
   b.flip = flip_;
   b.flip_seed = seed_;
   b.flip_stream = kFlipStream;
@@ -51,20 +51,19 @@ ImageBatcher::Bytes ImageBatcher::batch_bytes(int64_t step) {
 
 Tensor ImageBatcher::batch(int64_t step) {
   const Bytes b = batch_bytes(step);
-  const int64_t h = data_->height(), w = data_->width();
+  const int64_t h = data_->height(), w = data_->width(), c = data_->channels();
   const uint8_t* img = b.images.data<uint8_t>();
-  std::vector<float> out(static_cast<size_t>(batch_ * h * w * 3));
+  std::vector<float> out(static_cast<size_t>(batch_ * h * w * c));
   for (int64_t j = 0; j < batch_; ++j) {
     const bool mirror = flip_ && philox_uniform(seed_, kFlipStream, b.flip_first + j) < 0.5f;
-    const uint8_t* src = img + j * h * w * 3;
-    float* dst = out.data() + j * h * w * 3;
+    const uint8_t* src = img + j * h * w * c;
+    float* dst = out.data() + j * h * w * c;
     for (int64_t y = 0; y < h; ++y)
       for (int64_t x = 0; x < w; ++x)
-        for (int c = 0; c < 3; ++c)
-          dst[(y * w + x) * 3 + c] =
-              src[(y * w + (mirror ? w - 1 - x : x)) * 3 + c] / 127.5f - 1.0f;
+        for (int64_t k = 0; k < c; ++k)
+          dst[(y * w + x) * c + k] = src[(y * w + (mirror ? w - 1 - x : x)) * c + k] / 127.5f - 1.0f;
   }
-  return Tensor::from_vector(Shape{batch_, h, w, 3}, out);
+  return Tensor::from_vector(Shape{batch_, h, w, c}, out);
 }
 
 std::vector<uint8_t> to_bytes(const Tensor& images) {
@@ -76,9 +75,10 @@ std::vector<uint8_t> to_bytes(const Tensor& images) {
 }
 
 void write_image_grid(const std::string& path, const Tensor& images, int64_t cols) {
-  CHECK(images.shape().ndim() == 4 && images.shape()[3] == 3,
-        "image grid: need (N, H, W, 3) images, got " << images.describe());
+  CHECK(images.shape().ndim() == 4 && (images.shape()[3] == 3 || images.shape()[3] == 1),
+        "image grid: need (N, H, W, 3) or (N, H, W, 1) images, got " << images.describe());
   const int64_t n = images.shape()[0], h = images.shape()[1], w = images.shape()[2];
+  const int64_t c = images.shape()[3];
   cols = std::max<int64_t>(1, std::min(cols, n));
   const int64_t rows = (n + cols - 1) / cols, border = 2;
   const int64_t gw = cols * (w + border) + border, gh = rows * (h + border) + border;
@@ -87,7 +87,9 @@ void write_image_grid(const std::string& path, const Tensor& images, int64_t col
   for (int64_t i = 0; i < n; ++i) {
     const int64_t ox = border + (i % cols) * (w + border), oy = border + (i / cols) * (h + border);
     for (int64_t y = 0; y < h; ++y)
-      std::copy_n(&px[((i * h + y) * w) * 3], w * 3, &grid[((oy + y) * gw + ox) * 3]);
+      for (int64_t x = 0; x < w; ++x)
+        for (int k = 0; k < 3; ++k)  // grey: the one channel in all three
+          grid[((oy + y) * gw + ox + x) * 3 + k] = px[((i * h + y) * w + x) * c + (c == 3 ? k : 0)];
   }
   write_png(path, static_cast<int>(gw), static_cast<int>(gh), grid);
 }

@@ -1,4 +1,5 @@
-// Image datasets as the trainer sees them: N images of (H, W, 3) uint8, read by index, and a
+// Image datasets as the trainer sees them: N images of (H, W, C) uint8 (C = 3, or 1 for
+// grey data), read by index, and a
 // batcher that turns a step number into a batch, so a resumed run draws exactly the batches
 // the uninterrupted run would have.
 //
@@ -22,7 +23,8 @@ class ImageDataset {
   virtual int64_t size() const = 0;
   virtual int64_t height() const = 0;
   virtual int64_t width() const = 0;
-  // Writes image i as (H, W, 3) bytes.
+  virtual int64_t channels() const { return 3; }
+  // Writes image i as (H, W, C) bytes.
   virtual void get(int64_t i, uint8_t* out) const = 0;
 };
 
@@ -30,12 +32,12 @@ class ImageBatcher {
  public:
   ImageBatcher(std::shared_ptr<const ImageDataset> data, int64_t batch, uint64_t seed,
                bool random_flip);
-  Tensor batch(int64_t step);  // (B, H, W, 3) f32 in [-1, 1]
+  Tensor batch(int64_t step);  // (B, H, W, C) f32 in [-1, 1]
   // The same batch as raw bytes, not yet flipped, with the flip rule: sample j is mirrored
   // when philox_uniform(flip_seed, flip_stream, flip_first + j) < 0.5. The fused loss
   // decodes bytes on the GPU: a quarter of the bytes to copy and read.
   struct Bytes {
-    Tensor images;  // (B, H, W, 3) u8
+    Tensor images;  // (B, H, W, C) u8
     bool flip = false;
     uint64_t flip_seed = 0, flip_stream = 0, flip_first = 0;
   };
@@ -52,9 +54,10 @@ class ImageBatcher {
   std::vector<int64_t> perm_;
 };
 
-// NHWC f32 in [-1, 1] -> RGB bytes (clamped, rounded).
+// NHWC f32 in [-1, 1] -> bytes (clamped, rounded).
 std::vector<uint8_t> to_bytes(const Tensor& images);
-// A grid of images (N, H, W, 3) in [-1, 1], `cols` per row with a 2-pixel border, as PNG.
+// A grid of images (N, H, W, C) in [-1, 1], C = 3 or 1 (grey), `cols` per row with a
+// 2-pixel border, as PNG.
 void write_image_grid(const std::string& path, const Tensor& images, int64_t cols);
 
 }  // namespace ddpm

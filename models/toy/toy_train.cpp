@@ -50,6 +50,7 @@ ToyConfig read_toy_config(const nlohmann::json& json, const std::string& context
   s.clip_range = 3.0;
   c.sampler = read_sampler_config(r, s);
   c.sampler.target = c.trainer.target;
+  c.cpu_kernels = read_cpu_kernels(r);
   r.finish();
   c.keys = r.keys();
   return c;
@@ -59,6 +60,7 @@ ToyResult train_toy(const ToyConfig& c, bool write_outputs,
                     const std::function<void(const std::string&)>& log) {
   const auto start = std::chrono::steady_clock::now();
   const uint64_t seed = c.trainer.seed;
+  set_cpu_kernels(c.cpu_kernels);
   ParameterStore store;
   const MlpDenoiser model(store, 2, c.hidden, c.layers, c.time_embed_dim, c.input_embed_dim);
   store.finalize(Device::CPU, DType::F32, seed);

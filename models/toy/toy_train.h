@@ -27,6 +27,7 @@ struct ToyConfig {
   std::string out_dir = "runs/moons";
   TrainerConfig trainer;
   SamplerConfig sampler;
+  CpuKernels cpu_kernels = cpu_fast_kernels_built() ? CpuKernels::Fast : CpuKernels::Reference;
   std::vector<ConfigKey> keys;  // every key with its resolved value, default and range
 };
 

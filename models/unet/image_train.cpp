@@ -11,6 +11,7 @@
 #include "engine/file_io.h"
 #include "engine/safetensors.h"
 #include "models/data/cifar10.h"
+#include "models/data/fashion_mnist.h"
 #include "models/data/synthetic_images.h"
 #include "models/run_folder.h"
 
@@ -24,6 +25,9 @@ constexpr uint64_t kSampleSeedOffset = 0x5A4D;  // sampling seed = run seed + th
 std::shared_ptr<const ImageDataset> open_dataset(const ImageTrainConfig& c) {
   if (c.dataset == "synthetic")
     return std::make_shared<SyntheticImages>(c.synthetic_size, c.trainer.seed);
+  if (c.dataset == "fashion_mnist")
+    return std::make_shared<FashionMnist>(FashionMnist::load(
+        c.data_dir, "train", c.unet.image_size, c.unet.in_channels, c.classes));
   std::vector<int> classes(c.classes.begin(), c.classes.end());
   return std::make_shared<Cifar10>(Cifar10::load(c.data_dir, true, classes));
 }
@@ -52,8 +56,8 @@ ImageTrainConfig read_image_train_config(const nlohmann::json& json, const std::
   c.trainer = read_trainer_config(r, d);
   c.sampler = read_sampler_config(r, SamplerConfig{});
   c.sampler.target = c.trainer.target;
-  c.dataset = r.choice("dataset", c.dataset, {"synthetic", "cifar10"});
-  c.data_dir = r.string("data_dir", c.data_dir);
+  c.dataset = r.choice("dataset", c.dataset, {"synthetic", "cifar10", "fashion_mnist"});
+  c.data_dir = r.string("data_dir", c.dataset == "fashion_mnist" ? FashionMnist::kDefaultDir : "");
   c.classes = r.integers("classes", c.classes, 0, 9);
   c.synthetic_size = r.integer("synthetic_size", c.synthetic_size, 1, 1'000'000'000);
   c.random_flip = r.boolean("random_flip", c.random_flip);
@@ -72,13 +76,24 @@ ImageTrainConfig read_image_train_config(const nlohmann::json& json, const std::
   c.cuda_attention = r.choice("cuda_attention", "fused", {"fused", "straightforward"}) == "fused"
                          ? AttentionAlgorithm::Fused
                          : AttentionAlgorithm::Straightforward;
+  c.cpu_kernels = read_cpu_kernels(r);
   r.finish();
   c.keys = r.keys();
   CHECK(c.dataset != "cifar10" || !c.data_dir.empty(),
         context << ": key 'data_dir' is required with \"dataset\": \"cifar10\"");
-  CHECK(c.dataset != "synthetic" || c.unet.image_size == 32,
-        context << ": key 'image_size' must be 32 for the synthetic dataset");
-  CHECK(c.unet.in_channels == 3, context << ": key 'in_channels' must be 3 for RGB datasets");
+  if (c.dataset == "fashion_mnist") {
+    CHECK(c.unet.image_size == 28 || c.unet.image_size == 32,
+          context << ": key 'image_size' must be 28 or 32 (padded) for fashion_mnist, got "
+                  << c.unet.image_size);
+    CHECK(c.unet.in_channels == 1 || c.unet.in_channels == 3,
+          context << ": key 'in_channels' must be 1 (grey) or 3 for fashion_mnist, got "
+                  << c.unet.in_channels);
+  } else {
+    CHECK(c.unet.image_size == 32, context << ": key 'image_size' must be 32 for the "
+                                           << c.dataset << " dataset, got " << c.unet.image_size);
+    CHECK(c.unet.in_channels == 3, context << ": key 'in_channels' must be 3 for the "
+                                           << c.dataset << " dataset, got " << c.unet.in_channels);
+  }
   CHECK(!c.out_dir.empty(), context << ": key 'out_dir' is empty: name the folder the run writes to");
   return c;
 }
@@ -86,8 +101,9 @@ ImageTrainConfig read_image_train_config(const nlohmann::json& json, const std::
 ImageRun::ImageRun(const ImageTrainConfig& c, bool with_data) : config_(c) {
   CHECK(c.device == Device::CPU || cuda_available(),
         "device \"cuda\" requested but " << cuda_unavailable_reason());
-  set_conv_algorithm(c.cuda_conv);  // process-wide: the kernels the CUDA ops run
+  set_conv_algorithm(c.cuda_conv);  // process-wide: the kernels the ops run
   set_attention_algorithm(c.cuda_attention);
+  set_cpu_kernels(c.cpu_kernels);
   unet_ = std::make_unique<UNet>(store_, c.unet);
   // Checked before anything is allocated: weights, gradients, the two AdamW moments, the EMA
   // and the copy sampling with the EMA makes, 4 bytes each per parameter.
@@ -252,7 +268,7 @@ const std::set<std::string> kArchitectureKeys = {
 // samples; none changes the weights a step computes.
 const std::set<std::string> kFreeKeys = {
     "steps", "out_dir", "log_every", "sample_every", "ckpt_every", "keep_checkpoints",
-    "n_samples", "device", "cuda_conv", "cuda_attention", "data_dir", "sampler",
+    "n_samples", "device", "cuda_conv", "cuda_attention", "cpu_kernels", "data_dir", "sampler",
     "sample_steps", "eta", "variance", "clip_x0", "clip_range", "nonfinite"};
 
 }  // namespace

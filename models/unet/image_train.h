@@ -48,6 +48,7 @@ struct ImageTrainConfig {
   Device device = Device::CPU;
   ConvAlgorithm cuda_conv = ConvAlgorithm::Tiled;
   AttentionAlgorithm cuda_attention = AttentionAlgorithm::Fused;
+  CpuKernels cpu_kernels = cpu_fast_kernels_built() ? CpuKernels::Fast : CpuKernels::Reference;
   nlohmann::json json;  // the config as read (with overrides), stored in checkpoints
   std::vector<ConfigKey> keys;  // every key with its resolved value, default and range
 };

@@ -1,0 +1,100 @@
+#include "kernels/cpu_fast/attention.h"
+
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace ddpm::cpu_fast {
+
+namespace {
+
+// S = scale q k^T for one head: (L x L) row-major in `out`.
+void scores(const AttentionShape& s, const float* q, const float* k, float scale, float* out) {
+  const int l = static_cast<int>(s.l), d = static_cast<int>(s.head_dim()), ld = static_cast<int>(3 * s.c);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, l, l, d, scale, q, ld, k, ld, 0.0f, out, l);
+}
+
+// Runs body(pair, S, dP) for every (batch, head) pair; S and dP are the thread's L x L buffers.
+template <class Body>
+void for_each_head(const AttentionShape& s, bool two_buffers, Body body) {
+  const int64_t pairs = s.b * s.heads, ll = s.l * s.l;
+  const bool across = pairs >= omp_get_max_threads();
+#pragma omp parallel if (across)
+  {
+    std::vector<float> buffers(static_cast<size_t>(ll * (two_buffers ? 2 : 1)));
+#pragma omp for schedule(static)
+    for (int64_t p = 0; p < pairs; ++p) body(p, buffers.data(), buffers.data() + ll);
+  }
+}
+
+}  // namespace
+
+void attention_forward(const AttentionShape& s, const float* qkv, float* out, float* lse) {
+  const int64_t l = s.l, c = s.c, d = s.head_dim();
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  for_each_head(s, false, [&](int64_t p, float* sc, float*) {
+    const int64_t b = p / s.heads, h = p % s.heads;
+    const float* q = qkv + b * l * 3 * c + h * d;
+    scores(s, q, q + c, scale, sc);
+    for (int64_t i = 0; i < l; ++i) {
+      float* row = sc + i * l;
+      float m = row[0];
+      for (int64_t j = 1; j < l; ++j) m = std::max(m, row[j]);
+      float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+      for (int64_t j = 0; j < l; ++j) {
+        row[j] = std::exp(row[j] - m);
+        sum += row[j];
+      }
+      const float inv = 1.0f / sum;
+#pragma omp simd
+      for (int64_t j = 0; j < l; ++j) row[j] *= inv;
+      lse[p * l + i] = m + std::log(sum);
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(l), static_cast<int>(d),
+                static_cast<int>(l), 1.0f, sc, static_cast<int>(l), q + 2 * c, static_cast<int>(3 * c),
+                0.0f, out + b * l * c + h * d, static_cast<int>(c));
+  });
+}
+
+void attention_backward(const AttentionShape& s, const float* qkv, const float* lse,
+                        const float* dout, float* dqkv) {
+  const int64_t l = s.l, c = s.c, d = s.head_dim();
+  const int il = static_cast<int>(l), id = static_cast<int>(d), ld = static_cast<int>(3 * c),
+            ic = static_cast<int>(c);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  for_each_head(s, true, [&](int64_t p, float* prob, float* dp) {
+    const int64_t b = p / s.heads, h = p % s.heads;
+    const float* q = qkv + b * l * 3 * c + h * d;
+    const float *k = q + c, *v = q + 2 * c, *g = dout + b * l * c + h * d;
+    float* dq = dqkv + b * l * 3 * c + h * d;
+    float *dk = dq + c, *dv = dq + 2 * c;
+    scores(s, q, k, scale, prob);
+    for (int64_t i = 0; i < l; ++i) {  // P from the saved log-sum-exp
+      float* row = prob + i * l;
+      const float row_lse = lse[p * l + i];
+#pragma omp simd
+      for (int64_t j = 0; j < l; ++j) row[j] = std::exp(row[j] - row_lse);
+    }
+    // dv += P^T dout;  dP = dout v^T
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, il, id, il, 1.0f, prob, il, g, ic, 1.0f, dv, ld);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, il, il, id, 1.0f, g, ic, v, ld, 0.0f, dp, il);
+    for (int64_t i = 0; i < l; ++i) {  // dS = P (dP - rowsum(P dP)) scale, over dP
+      const float* pr = prob + i * l;
+      float* dr = dp + i * l;
+      float delta = 0.0f;
+#pragma omp simd reduction(+ : delta)
+      for (int64_t j = 0; j < l; ++j) delta += pr[j] * dr[j];
+#pragma omp simd
+      for (int64_t j = 0; j < l; ++j) dr[j] = pr[j] * (dr[j] - delta) * scale;
+    }
+    // dq += dS k;  dk += dS^T q
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, il, id, il, 1.0f, dp, il, k, ld, 1.0f, dq, ld);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, il, id, il, 1.0f, dp, il, q, ld, 1.0f, dk, ld);
+  });
+}
+
+}  // namespace ddpm::cpu_fast

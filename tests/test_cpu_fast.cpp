@@ -1,0 +1,234 @@
+// The fast CPU kernels (kernels/cpu_fast: oneDNN convolutions, OpenBLAS linear layers and
+// attention products) against the reference kernels they stand beside: the same f32 inputs
+// through each, outputs and every gradient compared, on awkward shapes and the CIFAR-10
+// model's shapes; the whole tiny U-Net's step; determinism; f64 staying on the reference.
+// Skips, saying why, in a build without oneDNN and OpenBLAS.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "engine/ops.h"
+#include "models/unet/image_train.h"
+#include "tests/gradcheck.h"
+#include "tests/test_util.h"
+
+namespace ddpm {
+namespace {
+
+#define REQUIRE_FAST() \
+  if (!cpu_fast_kernels_built()) GTEST_SKIP() << "built without oneDNN and OpenBLAS"
+
+// Runs the test with one kind of CPU kernels, restoring the setting after.
+class Kernels {
+ public:
+  explicit Kernels(CpuKernels k) : saved_(cpu_kernels()) { set_cpu_kernels(k); }
+  ~Kernels() { set_cpu_kernels(saved_); }
+
+ private:
+  CpuKernels saved_;
+};
+
+struct KernelRun {
+  std::vector<float> out;
+  std::vector<std::vector<float>> grads;
+};
+
+KernelRun run(CpuKernels k, const test::TensorFn& f, const std::vector<Tensor>& inputs) {
+  Kernels use(k);
+  std::vector<Tensor> in;
+  for (const Tensor& x : inputs) {
+    Tensor c = x.clone();
+    c.set_requires_grad(true);
+    in.push_back(c);
+  }
+  const Tensor y = f(in);
+  backward(sum(mul(y, test::random_tensor(y.shape(), 999, DType::F32))));
+  KernelRun r{y.to_vector<float>(), {}};
+  for (const Tensor& x : in) r.grads.push_back(x.grad().to_vector<float>());
+  return r;
+}
+
+// |fast - ref| <= atol + rtol |ref|; the reference must not be all zeros.
+void expect_close(const std::vector<float>& fast, const std::vector<float>& ref, double atol,
+                  double rtol, const std::string& what) {
+  ASSERT_EQ(fast.size(), ref.size()) << what;
+  double norm = 0;
+  int reported = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    ASSERT_TRUE(std::isfinite(fast[i])) << what << " element " << i;
+    norm += double(ref[i]) * ref[i];
+    if (std::fabs(fast[i] - ref[i]) > atol + rtol * std::fabs(ref[i]) && reported++ < 5)
+      ADD_FAILURE() << what << " element " << i << ": fast " << fast[i] << " vs reference " << ref[i];
+  }
+  EXPECT_GT(norm, 0.0) << what << " is all zeros: the comparison proves nothing";
+}
+
+void expect_kernels_agree(const test::TensorFn& f, const std::vector<Tensor>& inputs, double atol,
+                          double rtol) {
+  const KernelRun ref = run(CpuKernels::Reference, f, inputs), fast = run(CpuKernels::Fast, f, inputs);
+  expect_close(fast.out, ref.out, atol, rtol, "output");
+  for (size_t k = 0; k < inputs.size(); ++k)
+    expect_close(fast.grads[k], ref.grads[k], atol, rtol, "gradient of input " + std::to_string(k));
+}
+
+Tensor rnd(const Shape& s, uint64_t stream, double scale = 1.0) {
+  return test::random_tensor(s, stream, DType::F32, scale);
+}
+
+struct ConvCase {
+  Shape x;
+  int k;
+  int64_t c_out;
+  Conv2dParams p;
+};
+
+// Float sums of up to K = 9 * 384 = 3456 terms (forward, dgrad) or N*H*W = 2048 (wgrad) in
+// different orders, one side with FMA: ~sqrt(K) 6e-8 relative typically; 2e-4 leaves room for
+// unlucky cancellation, and a wrong tap or channel is off by the whole value.
+TEST(CpuFast, ConvolutionsMatchTheReference) {
+  REQUIRE_FAST();
+  const ConvCase cases[] = {
+      {{3, 5, 7, 3}, 3, 4, Conv2dParams::same(3)},
+      {{2, 6, 8, 3}, 3, 5, Conv2dParams::downsample()},
+      {{2, 9, 9, 65}, 3, 3, Conv2dParams{2, 1, 1, 1, 1}},
+      {{1, 5, 6, 9}, 3, 2, Conv2dParams{1, 0, 2, 1, 0}},
+      {{3, 5, 7, 65}, 1, 67, Conv2dParams{}},
+      // the CIFAR-10 U-Net's convolutions, batch 2
+      {{2, 32, 32, 3}, 3, 128, Conv2dParams::same(3)},
+      {{2, 32, 32, 128}, 3, 128, Conv2dParams::downsample()},
+      {{2, 16, 16, 128}, 3, 256, Conv2dParams::same(3)},
+      {{2, 8, 8, 256}, 3, 256, Conv2dParams::same(3)},
+      {{2, 4, 4, 512}, 3, 256, Conv2dParams::same(3)},
+      {{2, 32, 32, 384}, 3, 128, Conv2dParams::same(3)},
+      {{2, 32, 32, 128}, 3, 3, Conv2dParams::same(3)},
+  };
+  uint64_t stream = 100;
+  for (const ConvCase& c : cases) {
+    SCOPED_TRACE(c.x.str() + " k" + std::to_string(c.k) + " -> " + std::to_string(c.c_out));
+    const Conv2dParams p = c.p;
+    const double wscale = 1.0 / std::sqrt(double(c.k * c.k * c.x[3]));
+    expect_kernels_agree(
+        [p](const std::vector<Tensor>& in) { return conv2d(in[0], in[1], in[2], p); },
+        {rnd(c.x, stream), rnd({c.k, c.k, c.x[3], c.c_out}, stream + 1, wscale),
+         rnd({c.c_out}, stream + 2)},
+        2e-4, 2e-4);
+    stream += 3;
+  }
+}
+
+TEST(CpuFast, LinearLayersMatchTheReference) {
+  REQUIRE_FAST();
+  const auto lin = [](const std::vector<Tensor>& in) { return linear(in[0], in[1], in[2]); };
+  expect_kernels_agree(lin, {rnd({19, 7}, 1), rnd({7, 5}, 2), rnd({5}, 3)}, 1e-5, 1e-5);
+  expect_kernels_agree([](const std::vector<Tensor>& in) { return linear(in[0], in[1], Tensor()); },
+                       {rnd({3, 5, 7, 65}, 1), rnd({65, 67}, 2, 0.1)}, 1e-5, 1e-5);
+  // the CIFAR model's time-embedding MLP and an attention projection: K up to 512
+  expect_kernels_agree(lin, {rnd({128, 512}, 1), rnd({512, 512}, 2, 0.04), rnd({512}, 3)}, 2e-4, 2e-4);
+  expect_kernels_agree(lin, {rnd({2, 256, 256}, 1), rnd({256, 768}, 2, 0.06), rnd({768}, 3)}, 2e-4, 2e-4);
+}
+
+// Softmax over up to 256 keys, d-long dot products, in another order: 1e-4 as on CUDA.
+TEST(CpuFast, AttentionMatchesTheReference) {
+  REQUIRE_FAST();
+  const auto attn = [](int64_t heads) {
+    return [heads](const std::vector<Tensor>& in) { return attention(in[0], heads); };
+  };
+  expect_kernels_agree(attn(1), {rnd({2, 9, 18}, 1)}, 1e-4, 1e-4);
+  expect_kernels_agree(attn(3), {rnd({3, 7, 27}, 1)}, 1e-4, 1e-4);
+  expect_kernels_agree(attn(2), {rnd({1, 70, 3 * 18}, 4, 0.5)}, 1e-4, 1e-4);
+  expect_kernels_agree(attn(1), {rnd({2, 256, 768}, 1, 0.1)}, 1e-4, 1e-4);
+  expect_kernels_agree(attn(4), {rnd({2, 64, 3 * 128}, 2, 0.2)}, 1e-4, 1e-4);
+}
+
+// Statistics in float (fast) vs double (reference) over up to 16*16*16 = 4096 values per
+// group, the CIFAR model's group shapes at batch 2 and awkward ones: 2e-4, as on CUDA.
+TEST(CpuFast, GroupNormMatchesTheReference) {
+  REQUIRE_FAST();
+  struct Case {
+    Shape x;
+    int64_t groups;
+  };
+  const Case cases[] = {{{3, 5, 7, 65}, 13}, {{3, 9, 9, 64}, 32}, {{2, 32, 32, 128}, 32},
+                        {{2, 16, 16, 256}, 32}, {{2, 4, 4, 512}, 32}, {{4, 28, 28, 32}, 8}};
+  uint64_t stream = 10;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.x.str());
+    const int64_t ch = c.x[3], g = c.groups;
+    const std::vector<Tensor> in = {rnd(c.x, stream, 2.0), rnd({ch}, stream + 1), rnd({ch}, stream + 2)};
+    expect_kernels_agree(
+        [g](const std::vector<Tensor>& t) { return group_norm(t[0], t[1], t[2], g, 1e-6); }, in,
+        2e-4, 2e-4);
+    expect_kernels_agree(
+        [g](const std::vector<Tensor>& t) { return group_norm_silu(t[0], t[1], t[2], g, 1e-6); },
+        in, 2e-4, 2e-4);
+    stream += 3;
+  }
+}
+
+// Same inputs, same thread count: the same bits (the resume tests rely on it).
+TEST(CpuFast, TheFastKernelsAreDeterministic) {
+  REQUIRE_FAST();
+  const auto f = [](const std::vector<Tensor>& in) {
+    const Tensor h = conv2d(in[0], in[1], in[2], Conv2dParams::same(3));
+    return attention(reshape(h, Shape{2, 16 * 16, 3 * 8}), 2);
+  };
+  const std::vector<Tensor> in = {rnd({2, 16, 16, 5}, 1), rnd({3, 3, 5, 24}, 2, 0.2), rnd({24}, 3)};
+  const KernelRun a = run(CpuKernels::Fast, f, in), b = run(CpuKernels::Fast, f, in);
+  EXPECT_EQ(a.out, b.out);
+  for (size_t k = 0; k < in.size(); ++k) EXPECT_EQ(a.grads[k], b.grads[k]) << "input " << k;
+}
+
+// f64 runs the reference whatever is selected: the gradient checks stay exact.
+TEST(CpuFast, DoublePrecisionAlwaysRunsTheReference) {
+  REQUIRE_FAST();
+  const Tensor x = test::random_tensor({2, 5, 5, 3}, 1), w = test::random_tensor({3, 3, 3, 4}, 2);
+  Tensor ref, fast;
+  {
+    Kernels use(CpuKernels::Reference);
+    ref = conv2d(x, w, Tensor(), Conv2dParams::same(3));
+  }
+  {
+    Kernels use(CpuKernels::Fast);
+    fast = conv2d(x, w, Tensor(), Conv2dParams::same(3));
+  }
+  EXPECT_EQ(test::values(ref), test::values(fast));
+}
+
+// One training step of configs/tiny.json at 8 channels from the same trained weights (two
+// reference steps, through a checkpoint), each path: the loss to 1e-5 relative, every
+// gradient to 1e-3 of the largest (each op's float differences compound through ~20 layers).
+TEST(CpuFast, ATinyUNetStepMatchesTheReference) {
+  REQUIRE_FAST();
+  nlohmann::json j = load_json_file(std::string(DDPM_SOURCE_DIR) + "/configs/tiny.json");
+  for (const char* o : {"base_channels=8", "groups=4", "batch_size=4", "dropout=0.1"})
+    apply_override(j, o);
+  auto config = [&](const char* kernels) {
+    nlohmann::json k = j;
+    apply_override(k, std::string("cpu_kernels=") + kernels);
+    return read_image_train_config(k, "tiny.json (test)");
+  };
+  const std::string ckpt = ::testing::TempDir() + "/cpu_fast_step.safetensors";
+  {
+    ImageRun r(config("reference"));
+    r.step();
+    r.step();  // trained weights: every gradient is non-zero
+    r.save_checkpoint(ckpt);
+  }
+  auto step = [&](const char* kernels) {
+    ImageRun r(config(kernels));
+    r.load_checkpoint(ckpt);
+    const double loss = r.step().loss;
+    return std::make_pair(loss, r.store().flat_grad().to_vector<float>());
+  };
+  const auto [ref_loss, ref_grad] = step("reference");
+  const auto [fast_loss, fast_grad] = step("fast");
+  EXPECT_NEAR(fast_loss, ref_loss, 1e-5 * ref_loss);
+  double scale = 0;
+  for (float g : ref_grad) scale = std::max(scale, double(std::fabs(g)));
+  ASSERT_GT(scale, 0.0);
+  for (size_t i = 0; i < ref_grad.size(); ++i)
+    ASSERT_NEAR(fast_grad[i], ref_grad[i], 1e-3 * scale) << "gradient " << i;
+}
+
+}  // namespace
+}  // namespace ddpm
