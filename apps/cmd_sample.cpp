@@ -1,11 +1,14 @@
-// `ddpm sample`: samples of a checkpoint as a PNG grid (plain, progressive, interpolated).
+// `ddpm sample`: samples of a checkpoint as a PNG grid (plain, progressive, interpolated),
+// or N of them exported for the FID tools (--format npz|png).
 #include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
 
+#include "apps/checkpoint_run.h"
 #include "apps/commands.h"
 #include "engine/ops.h"
+#include "models/data/image_export.h"
 #include "models/ddpm/sampler.h"
 #include "models/unet/image_train.h"
 
@@ -24,45 +27,54 @@ void check_output(const std::string& out) {
         "option '--out': the folder '" << dir.string() << "' is not writable");
 }
 
+// N samples in batches of B into the FID tools' format; batch b uses seed + b 2^32.
+void export_samples(ImageRun& run, const SamplerConfig& sc, int64_t n, int64_t batch,
+                    uint64_t seed, bool ema, ImageFormat format, const std::string& out) {
+  ImageWriter writer(out, format, n);  // checks the destination before any sampling
+  Progress bar("samples", n);
+  for (int64_t b = 0; writer.written() < n; ++b) {
+    const int64_t count = std::min(batch, n - writer.written());
+    writer.add(run.sample(count, seed + (static_cast<uint64_t>(b) << 32), sc, ema).x0);
+    bar.update(writer.written());
+  }
+  writer.finish();
+  std::printf("wrote %s: %lld samples, uint8 RGB (%s weights)\n", out.c_str(),
+              static_cast<long long>(n), ema ? "EMA" : "raw");
+}
+
 int run(int argc, char** argv) {
-  const Args args(argc, argv, {"ckpt", "out", "n", "sampler", "steps", "eta", "seed", "device"},
+  const Args args(argc, argv,
+                  {"ckpt", "out", "n", "sampler", "steps", "eta", "seed", "device", "format", "batch"},
                   {"ema", "no-ema", "progressive", "interpolate"});
-  const std::string ckpt = args.require("ckpt"), out = args.require("out");
+  const std::string out = args.require("out");
+  const std::string format = args.get("format", "grid");
   CHECK(!(args.has("ema") && args.has("no-ema")), "give --ema or --no-ema, not both");
   CHECK(!(args.has("progressive") && args.has("interpolate")),
         "give --progressive or --interpolate, not both");
-  check_output(out);
-  const CheckpointInfo info = read_checkpoint_info(ckpt);
-  ImageTrainConfig c = read_image_train_config(info.config, ckpt + " (stored config)");
-  if (args.has("device")) {
-    const std::string d = args.get("device", "");
-    CHECK(d == "cpu" || d == "cuda", "option '--device' must be cpu or cuda, got '" << d << "'");
-    c.device = d == "cuda" ? Device::CUDA : Device::CPU;
-  }
-  ImageRun run(c, /*with_data=*/false);
-  run.load_checkpoint(ckpt);
+  CHECK(format == "grid" || !(args.has("progressive") || args.has("interpolate")),
+        "--progressive and --interpolate write a grid; not with --format " << format);
+  if (format == "grid") check_output(out);
+  else parse_image_format(format);  // names a bad format before the checkpoint is read
+  CheckpointRun cr = open_checkpoint_run(args);
+  ImageRun& run = *cr.run;
+  const CheckpointInfo& info = cr.info;
+  const ImageTrainConfig& c = run.config();
   SamplerConfig sc = c.sampler;
   if (args.has("sampler")) sc.kind = parse_sampler_kind(args.get("sampler", ""));
   sc.steps = static_cast<int>(args.integer("steps", sc.steps, 0, c.trainer.schedule.T));
   sc.eta = args.number("eta", sc.eta);
-  const int64_t n = args.integer("n", 64, 1, 100000);
+  const int64_t n = args.integer("n", 64, 1, format == "grid" ? 100'000 : 10'000'000);
   const uint64_t seed = static_cast<uint64_t>(args.integer("seed", 0, 0, INT64_MAX));
   const bool ema = !args.has("no-ema");
   const int64_t s = c.unet.image_size, ch = c.unet.in_channels;
-  if (args.has("progressive")) {
-    const int K = sc.steps == 0 ? c.trainer.schedule.T : sc.steps;
-    for (int k = 0; k < 10; ++k) sc.record.push_back(K - 1 - k * (K - 1) / 9);
-    const SampleResult r = run.sample(n, seed, sc, ema);
-    std::vector<float> grid;  // row i: sample i's predicted x0 at the recorded steps
-    const int64_t px = s * s * ch;
-    for (int64_t i = 0; i < n; ++i)
-      for (const auto& [t, x0] : r.progress) {
-        const std::vector<float> v = x0.to(Device::CPU).to_vector<float>();
-        grid.insert(grid.end(), v.begin() + i * px, v.begin() + (i + 1) * px);
-      }
-    write_image_grid(out, Tensor::from_vector(Shape{n * 10, s, s, ch}, grid), 10);
+  if (format != "grid") {
+    export_samples(run, sc, n, args.integer("batch", 256, 1, 1'000'000), seed, ema,
+                   parse_image_format(format), out);
+  } else if (args.has("progressive")) {
+    std::vector<int> t;
+    write_image_grid(out, run.progressive(n, seed, sc, ema, &t), 10);
     std::printf("wrote %s: %lld rows of predicted x0 at 10 steps, t = %d .. %d\n", out.c_str(),
-                static_cast<long long>(n), r.progress.front().first, r.progress.back().first);
+                static_cast<long long>(n), t.front(), t.back());
   } else if (args.has("interpolate")) {
     // Spherical interpolation between two noises, decoded with deterministic DDIM.
     sc.kind = SamplerKind::Ddim;
@@ -87,11 +99,14 @@ const Command kSample = {
     "usage: ddpm sample --ckpt FILE --out FILE.png [--n N] [--sampler ddpm|ddim] [--steps K]\n"
     "                   [--eta E] [--ema|--no-ema] [--seed S] [--device cpu|cuda]\n"
     "                   [--progressive | --interpolate]\n"
+    "       ddpm sample --ckpt FILE --format npz|png --out FILE.npz|FOLDER --n N [--batch B] ...\n"
     "\n"
     "Draws N samples (default 64) from a checkpoint with its config's sampler, or the one\n"
     "given: --steps K respaces to K steps (0: all T), --eta is DDIM's noise. EMA weights by\n"
     "default. --progressive writes each sample's predicted x0 at 10 steps from noise to the\n"
-    "end; --interpolate decodes N noises along a slerp between two with deterministic DDIM.",
+    "end; --interpolate decodes N noises along a slerp between two with deterministic DDIM.\n"
+    "--format exports N samples (e.g. 50000) for the FID tools instead of a grid, B at a time\n"
+    "(default 256): npz (arr_0, uint8 N x H x W x 3) or a new folder of PNGs.",
     run};
 
 }  // namespace ddpm::app

@@ -47,7 +47,8 @@ std::set<std::string> named_keys(const Args& args) {
   return keys;
 }
 
-int train_unet(const nlohmann::json& config, const std::string& path, const Args& args) {
+int train_unet(const nlohmann::json& config, const std::string& path, const Args& args,
+               const std::string& command) {
   const ImageTrainConfig c = read_image_train_config(config, path);
   {
     ParameterStore probe;
@@ -61,14 +62,18 @@ int train_unet(const nlohmann::json& config, const std::string& path, const Args
   o.overwrite = args.has("overwrite");
   o.named = named_keys(args);
   o.stop = &g_stop;
+  o.command = command;
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
   const bool tty = isatty(fileno(stdout));
   const TrainSummary s = train_images(c, o, [&](const TrainProgress& p) {
-    char quality[64] = "";
+    char quality[96] = "";
     if (p.quality >= 0)
       std::snprintf(quality, sizeof quality, "  valid %.0f%%  roughness %.1f", 100 * p.quality,
                     p.roughness);
+    if (p.bits_per_dim >= 0)
+      std::snprintf(quality, sizeof quality, "  test %.3f +- %.3f bits/dim", p.bits_per_dim,
+                    p.bpd_standard_error);
     std::printf("%sstep %lld/%lld  loss %.4f  grad %.3f  lr %.2e  %.1f img/s  eta %s%s%s",
                 tty ? "\r" : "", static_cast<long long>(p.step), static_cast<long long>(p.total),
                 p.stats.loss, p.stats.grad_norm, p.stats.lr, p.images_per_second,
@@ -93,11 +98,19 @@ int train_unet(const nlohmann::json& config, const std::string& path, const Args
                 "%.1f (the data: 100%% valid, roughness ~2)",
                 100 * s.untrained_quality, 100 * s.final_quality, s.untrained_roughness,
                 s.final_roughness);
+  if (s.final_bits_per_dim >= 0)
+    std::printf("\nbits/dim on the test split: %.3f +- %.3f (the variational bound on %lld "
+                "images; %s)",
+                s.final_bits_per_dim, s.final_bpd_standard_error,
+                static_cast<long long>(c.eval_images),
+                c.eval_timesteps == 0
+                    ? "all T terms"
+                    : ("L_0 and " + std::to_string(c.eval_timesteps) + " stratified KL terms each").c_str());
   if (c.device == Device::CUDA)
     std::printf("\npeak device memory: %.1f MiB",
                 static_cast<double>(cuda_peak_bytes_in_use()) / (1 << 20));
-  std::printf("\nsamples: %s\nlog: %s\ncheckpoint: %s\n", s.samples_path.c_str(),
-              s.log_path.c_str(), s.last_checkpoint.c_str());
+  std::printf("\nsamples: %s\nlog: %s\ncheckpoint: %s\nreport: %s\n", s.samples_path.c_str(),
+              s.log_path.c_str(), s.last_checkpoint.c_str(), s.report_path.c_str());
   return 0;
 }
 
@@ -130,7 +143,9 @@ int run(int argc, char** argv) {
         path << ": needs a \"model\" key (unet or mlp2d)");
   CHECK(!(args.has("resume") && args.has("overwrite")),
         "--resume continues the run in out_dir and --overwrite replaces it: give one");
-  if (config["model"] == "unet") return train_unet(config, path, args);
+  std::string command = "ddpm train";
+  for (int i = 0; i < argc; ++i) command += std::string(" ") + argv[i];
+  if (config["model"] == "unet") return train_unet(config, path, args, command);
   CHECK(!args.has("resume") && !args.has("overwrite"), "--resume and --overwrite are for U-Net runs");
   return train_toy(config, path);
 }
@@ -142,11 +157,12 @@ const Command kTrain = {
     "usage: ddpm train --config FILE [--set key=value ...] [--resume CKPT|latest] [--overwrite]\n"
     "\n"
     "Trains the model a config describes (configs/*.json; `ddpm config --config FILE` lists\n"
-    "every key). A U-Net run writes to its out_dir: config.json, metrics.jsonl, samples/ and\n"
-    "ckpt/step_N.safetensors. A new run refuses an out_dir that holds a run; --overwrite\n"
-    "replaces it. --resume continues a checkpoint exactly (latest: the newest in out_dir);\n"
-    "checkpoints after it are moved to ckpt/abandoned/. On resume the model may not change,\n"
-    "and the recipe (lr, target, schedule, seed, ...) only for keys named with --set.\n"
+    "every key). A U-Net run writes to its out_dir: config.json, run.json, metrics.jsonl,\n"
+    "samples/, ckpt/step_N.safetensors and, at the end, report.html (see ddpm report).\n"
+    "A new run refuses an out_dir that holds a run; --overwrite replaces it. --resume\n"
+    "continues a checkpoint exactly (latest: the newest in out_dir); checkpoints after it are\n"
+    "moved to ckpt/abandoned/. On resume the model may not change, and the recipe (lr,\n"
+    "target, schedule, seed, ...) only for keys named with --set.\n"
     "Ctrl-C (SIGINT or SIGTERM) finishes the step, writes a checkpoint and says how to\n"
     "resume; a second one quits at once. A step whose loss is NaN or infinite stops the run\n"
     "before the update is applied (\"nonfinite\": \"skip\" goes on instead).",

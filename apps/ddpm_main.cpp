@@ -21,14 +21,17 @@
 namespace ddpm::app {
 namespace {
 
-const Command* const kCommands[] = {&kTrain, &kSample, &kInfo, &kConfig,
-                                    &kSchedule, &kDevice, &kDemo};
+const Command* const kCommands[] = {&kTrain, &kSample, &kEval,     &kExport, &kReport,
+                                    &kInfo,  &kConfig, &kSchedule, &kDevice, &kDemo};
 
 void usage(FILE* out) {
   std::fputs(
       "usage: ddpm <command> [options]      (ddpm <command> --help for its options)\n"
       "  train     train the model a config describes (configs/*.json)\n"
-      "  sample    draw samples from a checkpoint as a PNG grid\n"
+      "  sample    draw samples from a checkpoint: a PNG grid, or N exported for FID\n"
+      "  eval      a checkpoint's bits/dim on a data split (the variational bound)\n"
+      "  export    a data split as the FID tools read it (npz or PNGs)\n"
+      "  report    a run folder's training report as one HTML page\n"
       "  info      a config's or checkpoint's settings, parameter count and step\n"
       "  config    every key of a config: value, default, what is allowed\n"
       "  schedule  a noise schedule's tables, one row per t\n"

@@ -123,6 +123,8 @@ void RunFolder::clear_run() {
     if (e.path().extension() == ".png") fs::remove(e.path(), ec);
   fs::remove(metrics_path(), ec);
   fs::remove(dir_ + "/config.json", ec);
+  fs::remove(dir_ + "/run.json", ec);
+  fs::remove(dir_ + "/report.html", ec);
 }
 
 std::vector<std::string> RunFolder::set_aside_after(int64_t step) {

@@ -10,7 +10,8 @@
 //   - checkpoint retention keeps the newest steps of this timeline, by step number;
 //   - metrics.jsonl is appended to, a line per logged step, never rewritten.
 //
-//   out_dir/.lock  config.json  metrics.jsonl  samples/*.png  ckpt/step_NNNNNNNN.safetensors
+//   out_dir/.lock  config.json  run.json  metrics.jsonl  report.html  samples/*.png
+//   ckpt/step_NNNNNNNN.safetensors
 #pragma once
 
 #include <cstdint>
@@ -39,7 +40,8 @@ class RunFolder {
   std::vector<std::pair<int64_t, std::string>> checkpoints() const;
   // What of an earlier run is here (checkpoints, metrics): empty when nothing.
   std::string describe_run() const;
-  // Removes an earlier run's checkpoints, metrics, samples and config (--overwrite).
+  // Removes an earlier run's checkpoints, metrics, samples, config, run.json and report
+  // (--overwrite).
   void clear_run();
   // Resuming at `step`: later checkpoints and metrics lines are moved aside; returns what.
   std::vector<std::string> set_aside_after(int64_t step);

@@ -18,7 +18,18 @@ ms/step, img/s and peak allocated memory are printed and written as JSON.
 --tf32 lets cuDNN and cuBLAS use TF32 tensor cores (PyTorch's default for convolutions);
 without it the step is plain fp32, the engine's default precision (`cuda_conv: tiled`);
 compare --tf32 with `--set cuda_conv=tensor_core`. channels_last (NHWC) memory format, the
-engine's layout. Needs PyTorch with CUDA; not a dependency of the engine.
+engine's layout. Not a dependency of the engine.
+
+On the CPU (the side-by-side in docs/cpu-path.md), any image config of the engine:
+
+    python3 scripts/pytorch_reference.py --device cpu --threads 2 --config configs/tiny.json \
+        --batch 16 --expect-params 177155
+
+--config reads the model keys (base_channels, channel_mult, num_res_blocks,
+attention_resolutions, attention_heads, groups, dropout, image_size, in_channels), lr and
+ema_decay; --expect-params is the engine's count for it (`ddpm info --config FILE`). Timing
+on the CPU: wall clock over --steps steps after --warmup, at --threads intra-op threads
+(PyTorch 1.13's OpenMP pool, the same pool size the engine uses).
 """
 import argparse
 import json
@@ -33,8 +44,11 @@ import torch.nn.functional as F
 EXPECTED_PARAMETERS = 35_746_307
 
 
+GROUPS = 32  # set from --config
+
+
 def group_norm(c):
-    return nn.GroupNorm(32, c, eps=1e-6)
+    return nn.GroupNorm(GROUPS, c, eps=1e-6)
 
 
 class ResBlock(nn.Module):
@@ -54,9 +68,18 @@ class ResBlock(nn.Module):
         return self.skip(x) + h
 
 
+def attend(q, k, v):
+    """softmax(q k^T / sqrt(d)) v over [n, heads, tokens, d]; the fused kernel where this
+    PyTorch has one (2.0+), the two products and a softmax otherwise (1.13, Debian's)."""
+    if hasattr(F, "scaled_dot_product_attention"):
+        return F.scaled_dot_product_attention(q, k, v)
+    return torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1) @ v
+
+
 class Attention(nn.Module):
-    def __init__(self, c):
+    def __init__(self, c, heads=1):
         super().__init__()
+        self.heads = heads
         self.norm, self.qkv, self.proj = group_norm(c), nn.Linear(c, 3 * c), nn.Linear(c, c)
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
@@ -64,8 +87,9 @@ class Attention(nn.Module):
     def forward(self, x):
         n, c, h, w = x.shape
         tokens = self.norm(x).permute(0, 2, 3, 1).reshape(n, h * w, c)
-        q, k, v = self.qkv(tokens).chunk(3, dim=-1)
-        out = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])[:, 0]
+        split = lambda z: z.reshape(n, h * w, self.heads, c // self.heads).transpose(1, 2)
+        q, k, v = (split(z) for z in self.qkv(tokens).chunk(3, dim=-1))
+        out = attend(q, k, v).transpose(1, 2).reshape(n, h * w, c)
         return x + self.proj(out).reshape(n, h, w, c).permute(0, 3, 1, 2)
 
 
@@ -103,35 +127,37 @@ class Stage(nn.Module):
 
 
 class UNet(nn.Module):
-    def __init__(self, ch=128, mult=(1, 2, 2, 2), blocks=2, attn_res=(16,), dropout=0.1, size=32):
+    def __init__(self, ch=128, mult=(1, 2, 2, 2), blocks=2, attn_res=(16,), dropout=0.1, size=32,
+                 channels=3, heads=1):
         super().__init__()
         self.ch, temb = ch, 4 * ch
         self.temb0, self.temb1 = nn.Linear(ch, temb), nn.Linear(temb, temb)
-        self.conv_in = nn.Conv2d(3, ch, 3, padding=1)
+        self.conv_in = nn.Conv2d(channels, ch, 3, padding=1)
         # down: every stage's output is a skip (as conv_in's is)
         self.down, chans, c, res = nn.ModuleList(), [ch], ch, size
         for level, m in enumerate(mult):
             for _ in range(blocks):
                 block = ResBlock(c, ch * m, temb, dropout)
                 c = ch * m
-                self.down.append(Stage(block, Attention(c)) if res in attn_res else Stage(block))
+                self.down.append(Stage(block, Attention(c, heads)) if res in attn_res else Stage(block))
                 chans.append(c)
             if level != len(mult) - 1:
                 self.down.append(Stage(Downsample(c)))
                 chans.append(c)
                 res //= 2
-        self.mid = Stage(ResBlock(c, c, temb, dropout), Attention(c), ResBlock(c, c, temb, dropout))
+        self.mid = Stage(ResBlock(c, c, temb, dropout), Attention(c, heads),
+                         ResBlock(c, c, temb, dropout))
         # up: every ResBlock stage takes the latest skip; upsampling stages take none
         self.up = nn.ModuleList()
         for level, m in reversed(list(enumerate(mult))):
             for _ in range(blocks + 1):
                 block = ResBlock(c + chans.pop(), ch * m, temb, dropout)
                 c = ch * m
-                self.up.append(Stage(block, Attention(c)) if res in attn_res else Stage(block))
+                self.up.append(Stage(block, Attention(c, heads)) if res in attn_res else Stage(block))
             if level != 0:
                 self.up.append(Stage(Upsample(c)))
                 res *= 2
-        self.norm_out, self.conv_out = group_norm(c), nn.Conv2d(c, 3, 3, padding=1)
+        self.norm_out, self.conv_out = group_norm(c), nn.Conv2d(c, channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
@@ -156,32 +182,66 @@ class UNet(nn.Module):
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
+def model_from_config(path):
+    """The U-Net of an engine config file, and its recipe's lr and EMA decay."""
+    global GROUPS
+    with open(path) as f:
+        c = json.load(f)
+    GROUPS = c.get("groups", 32)
+    model = UNet(ch=c.get("base_channels", 128), mult=tuple(c.get("channel_mult", (1, 2, 2, 2))),
+                 blocks=c.get("num_res_blocks", 2), attn_res=tuple(c.get("attention_resolutions", (16,))),
+                 dropout=c.get("dropout", 0.1), size=c.get("image_size", 32),
+                 channels=c.get("in_channels", 3), heads=c.get("attention_heads", 1))
+    return model, c.get("lr", 2e-4), c.get("ema_decay", 0.9999), c.get("image_size", 32), \
+        c.get("in_channels", 3)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--tf32", action="store_true")
+    ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    ap.add_argument("--threads", type=int, help="CPU: intra-op threads")
+    ap.add_argument("--config", help="an engine config: its model, lr and EMA decay")
+    ap.add_argument("--expect-params", type=int, help="the engine's parameter count for --config")
+    ap.add_argument("--nchw", action="store_true",
+                    help="PyTorch's default layout instead of channels_last (on the CPU it can be faster)")
+    ap.add_argument("--sample-steps", type=int,
+                    help="time sampling instead: --batch images, this many DDIM steps (eta 0)")
     ap.add_argument("--json")
     a = ap.parse_args()
-    if not torch.cuda.is_available():
-        print("pytorch_reference: no CUDA device; nothing to measure")
+    cpu = a.device == "cpu"
+    if not cpu and not torch.cuda.is_available():
+        print("pytorch_reference: no CUDA device; nothing to measure (--device cpu times the CPU)")
         return 0
-    torch.backends.cudnn.allow_tf32 = a.tf32
-    torch.backends.cuda.matmul.allow_tf32 = a.tf32
-    torch.backends.cudnn.benchmark = True
-    dev = torch.device("cuda")
-    model = UNet().to(dev).to(memory_format=torch.channels_last)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    if not cpu:
+        torch.backends.cudnn.allow_tf32 = a.tf32
+        torch.backends.cuda.matmul.allow_tf32 = a.tf32
+        torch.backends.cudnn.benchmark = True
+    dev = torch.device(a.device)
+    torch.manual_seed(0)
+    if a.config:
+        model, lr, ema_decay, size, channels = model_from_config(a.config)
+        expected = a.expect_params
+    else:
+        model, lr, ema_decay, size, channels = UNet(), 2e-4, 0.9999, 32, 3
+        expected = EXPECTED_PARAMETERS
+    layout = torch.contiguous_format if a.nchw else torch.channels_last
+    model = model.to(dev).to(memory_format=layout)
     params = sum(p.numel() for p in model.parameters())
-    if params != EXPECTED_PARAMETERS:
-        print(f"pytorch_reference: {params} parameters, the engine's model has {EXPECTED_PARAMETERS}")
+    if expected is not None and params != expected:
+        print(f"pytorch_reference: {params} parameters, the engine's model has {expected}")
         return 1
     ema = [p.detach().clone() for p in model.parameters()]
-    opt = torch.optim.Adam(model.parameters(), lr=2e-4)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
     betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
     abar = torch.cumprod(1 - betas, 0).float().to(dev)
-    x0 = torch.rand(a.batch, 3, 32, 32, device=dev) * 2 - 1
-    x0 = x0.contiguous(memory_format=torch.channels_last)
+    x0 = torch.rand(a.batch, channels, size, size, device=dev) * 2 - 1
+    x0 = x0.contiguous(memory_format=layout)
 
     def step():
         t = torch.randint(0, 1000, (a.batch,), device=dev)
@@ -194,26 +254,52 @@ def main():
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         with torch.no_grad():
-            torch._foreach_mul_(ema, 0.9999)
-            torch._foreach_add_(ema, [p.detach() for p in model.parameters()], alpha=1e-4)
+            torch._foreach_mul_(ema, ema_decay)
+            torch._foreach_add_(ema, [p.detach() for p in model.parameters()], alpha=1 - ema_decay)
         return loss
 
+    def sample():
+        """DDIM (eta 0) from noise over sample_steps evenly spaced timesteps, x0 clipped."""
+        with torch.no_grad():
+            model.eval()
+            x = torch.randn_like(x0)
+            ts = torch.linspace(999, 0, a.sample_steps).long().tolist()
+            for i, t in enumerate(ts):
+                eps = model(x, torch.full((a.batch,), t, device=dev))
+                pred = ((x - (1 - abar[t]).sqrt() * eps) / abar[t].sqrt()).clamp(-1, 1)
+                prev = abar[ts[i + 1]] if i + 1 < len(ts) else torch.tensor(1.0, device=dev)
+                x = prev.sqrt() * pred + (1 - prev).sqrt() * eps
+            return x.abs().mean()
+
+    if a.sample_steps:
+        step = sample  # noqa: F811 -- the same timing loop, over whole samplings
     model.train()
     for _ in range(a.warmup):
         step()
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(a.steps):
-        loss = step()
-    stop.record()
-    torch.cuda.synchronize()
-    ms = start.elapsed_time(stop) / a.steps
-    result = {"framework": f"pytorch {torch.__version__}", "device": torch.cuda.get_device_name(),
-              "precision": "tf32" if a.tf32 else "fp32", "batch": a.batch, "parameters": params,
+    if cpu:
+        start = time.perf_counter()
+        for _ in range(a.steps):
+            loss = step()
+        ms = (time.perf_counter() - start) * 1000.0 / a.steps
+        device, peak = f"cpu ({torch.get_num_threads()} threads)", None
+    else:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(a.steps):
+            loss = step()
+        stop.record()
+        torch.cuda.synchronize()
+        ms = start.elapsed_time(stop) / a.steps
+        device, peak = torch.cuda.get_device_name(), torch.cuda.max_memory_allocated()
+    result = {"framework": f"pytorch {torch.__version__}", "device": device,
+              "config": a.config or "configs/cifar10_ddpm.json",
+              "precision": "tf32" if a.tf32 else "fp32", "layout": "NCHW" if a.nchw else "NHWC",
+              "batch": a.batch, "parameters": params,
+              "measured": f"sampling, {a.sample_steps} DDIM steps" if a.sample_steps else "training step",
               "ms_per_step": ms, "images_per_second": a.batch * 1000.0 / ms,
-              "peak_memory_bytes": torch.cuda.max_memory_allocated(), "last_loss": loss.item(),
+              "peak_memory_bytes": peak, "last_loss": loss.item(),
               "date": time.strftime("%Y-%m-%d")}
     print(json.dumps(result, indent=2))
     if a.json:

@@ -7,6 +7,8 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/cpu_fast/fast_exp.h"
+
 namespace ddpm::cpu_fast {
 
 namespace {
@@ -15,6 +17,18 @@ namespace {
 void scores(const AttentionShape& s, const float* q, const float* k, float scale, float* out) {
   const int l = static_cast<int>(s.l), d = static_cast<int>(s.head_dim()), ld = static_cast<int>(3 * s.c);
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, l, l, d, scale, q, ld, k, ld, 0.0f, out, l);
+}
+
+// row[j] = e^(row[j] - shift), j < n; returns their sum. Out of line so the loop vectorises
+// (inside the lambdas below GCC could not prove the row and the captured sizes apart).
+float exp_shifted(float* row, int64_t n, float shift) {
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t j = 0; j < n; ++j) {
+    row[j] = fast_exp(row[j] - shift);
+    sum += row[j];
+  }
+  return sum;
 }
 
 // Runs body(pair, S, dP) for every (batch, head) pair; S and dP are the thread's L x L buffers.
@@ -42,13 +56,9 @@ void attention_forward(const AttentionShape& s, const float* qkv, float* out, fl
     for (int64_t i = 0; i < l; ++i) {
       float* row = sc + i * l;
       float m = row[0];
+#pragma omp simd reduction(max : m)
       for (int64_t j = 1; j < l; ++j) m = std::max(m, row[j]);
-      float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-      for (int64_t j = 0; j < l; ++j) {
-        row[j] = std::exp(row[j] - m);
-        sum += row[j];
-      }
+      const float sum = exp_shifted(row, l, m);
       const float inv = 1.0f / sum;
 #pragma omp simd
       for (int64_t j = 0; j < l; ++j) row[j] *= inv;
@@ -73,12 +83,7 @@ void attention_backward(const AttentionShape& s, const float* qkv, const float* 
     float* dq = dqkv + b * l * 3 * c + h * d;
     float *dk = dq + c, *dv = dq + 2 * c;
     scores(s, q, k, scale, prob);
-    for (int64_t i = 0; i < l; ++i) {  // P from the saved log-sum-exp
-      float* row = prob + i * l;
-      const float row_lse = lse[p * l + i];
-#pragma omp simd
-      for (int64_t j = 0; j < l; ++j) row[j] = std::exp(row[j] - row_lse);
-    }
+    for (int64_t i = 0; i < l; ++i) exp_shifted(prob + i * l, l, lse[p * l + i]);  // P from the LSE
     // dv += P^T dout;  dP = dout v^T
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, il, id, il, 1.0f, prob, il, g, ic, 1.0f, dv, ld);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, il, il, id, 1.0f, g, ic, v, ld, 0.0f, dp, il);

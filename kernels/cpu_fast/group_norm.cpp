@@ -3,6 +3,8 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/cpu_fast/fast_exp.h"
+
 namespace ddpm::cpu_fast {
 
 namespace {
@@ -58,6 +60,20 @@ void normalise_coefficients(const GroupNormShape& s, const float* x, const float
   }
 }
 
+// dh = dy silu'(h), h = x a + b per channel, over `rows` pixel rows of `channels`. Its own
+// function so the loop vectorises (inlined in the parallel region GCC did not).
+void silu_grad_rows(const float* x, const float* dy, const float* a, const float* b,
+                    int64_t rows, int64_t channels, float* dh) {
+  for (int64_t p = 0; p < rows; ++p, x += channels, dy += channels, dh += channels) {
+#pragma omp simd
+    for (int64_t c = 0; c < channels; ++c) {
+      const float h = x[c] * a[c] + b[c];
+      const float sig = 1.0f / (1.0f + fast_exp(-h));
+      dh[c] = dy[c] * sig * (1.0f + h * (1.0f - sig));
+    }
+  }
+}
+
 template <bool kSilu>
 void forward(const GroupNormShape& s, const float* x, const float* gamma, const float* beta,
              float* y, float* mean, float* rstd) {
@@ -70,7 +86,7 @@ void forward(const GroupNormShape& s, const float* x, const float* gamma, const 
 #pragma omp simd
       for (int64_t c = 0; c < s.c; ++c) {
         const float h = x[row + c] * a[c] + b[c];
-        y[row + c] = kSilu ? h / (1.0f + std::exp(-h)) : h;
+        y[row + c] = kSilu ? h / (1.0f + fast_exp(-h)) : h;
       }
     }
   }
@@ -100,15 +116,8 @@ void group_norm_silu_dh(const GroupNormShape& s, const float* x, const float* ga
       a[c] = rstd[g] * gamma[c];
       b[c] = beta[c] - mean[g] * a[c];
     }
-    for (int64_t p = 0; p < s.s; ++p) {
-      const int64_t row = (n * s.s + p) * s.c;
-#pragma omp simd
-      for (int64_t c = 0; c < s.c; ++c) {
-        const float h = x[row + c] * a[c] + b[c];
-        const float sig = 1.0f / (1.0f + std::exp(-h));
-        dh[row + c] = dy[row + c] * sig * (1.0f + h * (1.0f - sig));
-      }
-    }
+    silu_grad_rows(x + n * s.s * s.c, dy + n * s.s * s.c, a.data(), b.data(), s.s, s.c,
+                   dh + n * s.s * s.c);
   }
 }
 

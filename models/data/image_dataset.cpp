@@ -66,6 +66,19 @@ Tensor ImageBatcher::batch(int64_t step) {
   return Tensor::from_vector(Shape{batch_, h, w, c}, out);
 }
 
+Tensor dataset_images(const ImageDataset& data, int64_t first, int64_t count) {
+  CHECK(first >= 0 && count >= 1 && first + count <= data.size(),
+        "images [" << first << ", " << first + count << ") of a dataset of " << data.size());
+  const int64_t px = data.height() * data.width() * data.channels();
+  std::vector<uint8_t> bytes(static_cast<size_t>(px));
+  std::vector<float> out(static_cast<size_t>(count * px));
+  for (int64_t i = 0; i < count; ++i) {
+    data.get(first + i, bytes.data());
+    for (int64_t k = 0; k < px; ++k) out[i * px + k] = bytes[k] / 127.5f - 1.0f;
+  }
+  return Tensor::from_vector(Shape{count, data.height(), data.width(), data.channels()}, out);
+}
+
 std::vector<uint8_t> to_bytes(const Tensor& images) {
   const std::vector<float> v = images.to(Device::CPU).to(DType::F32).to_vector<float>();
   std::vector<uint8_t> out(v.size());

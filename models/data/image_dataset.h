@@ -54,6 +54,10 @@ class ImageBatcher {
   std::vector<int64_t> perm_;
 };
 
+// Images [first, first + count) in order, (count, H, W, C) f32 in [-1, 1] (evaluation,
+// export).
+Tensor dataset_images(const ImageDataset& data, int64_t first, int64_t count);
+
 // NHWC f32 in [-1, 1] -> bytes (clamped, rounded).
 std::vector<uint8_t> to_bytes(const Tensor& images);
 // A grid of images (N, H, W, C) in [-1, 1], C = 3 or 1 (grey), `cols` per row with a

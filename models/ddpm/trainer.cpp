@@ -178,6 +178,8 @@ StepStats DiffusionTrainer::step(const Denoiser& model, const TrainBatch& batch)
     if (ema_) ema_->update(step_);
     timesteps_.update(tb.t, per_sample);
   }
+  st.timesteps = tb.t;
+  st.per_sample_loss = std::move(per_sample);
   ++step_;
   return st;
 }

@@ -66,6 +66,8 @@ struct TrainBatch {
 struct StepStats {
   double loss = 0, grad_norm = 0, lr = 0;
   bool applied = true;  // false: the loss or gradient norm was not finite; nothing changed
+  std::vector<int> timesteps;           // each sample's t
+  std::vector<double> per_sample_loss;  // and its loss (weighted as trained)
 };
 
 class DiffusionTrainer {

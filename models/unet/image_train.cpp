@@ -1,10 +1,16 @@
 #include "models/unet/image_train.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <ctime>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <set>
 
@@ -14,6 +20,7 @@
 #include "models/data/fashion_mnist.h"
 #include "models/data/synthetic_images.h"
 #include "models/run_folder.h"
+#include "models/run_report.h"
 
 namespace ddpm {
 
@@ -21,15 +28,33 @@ namespace {
 
 constexpr const char* kFormat = "ddpm-engine/1";
 constexpr uint64_t kSampleSeedOffset = 0x5A4D;  // sampling seed = run seed + this
+constexpr uint64_t kHeldOutSeed = 0x7E57;       // synthetic test split: run seed ^ this
 
-std::shared_ptr<const ImageDataset> open_dataset(const ImageTrainConfig& c) {
-  if (c.dataset == "synthetic")
-    return std::make_shared<SyntheticImages>(c.synthetic_size, c.trainer.seed);
-  if (c.dataset == "fashion_mnist")
-    return std::make_shared<FashionMnist>(FashionMnist::load(
-        c.data_dir, "train", c.unet.image_size, c.unet.in_channels, c.classes));
-  std::vector<int> classes(c.classes.begin(), c.classes.end());
-  return std::make_shared<Cifar10>(Cifar10::load(c.data_dir, true, classes));
+
+// What the run computes on: the GPU's description, or the CPU's model, threads and kernels.
+std::string describe_device(const ImageTrainConfig& c) {
+  if (c.device == Device::CUDA) return cuda_device_description();
+  std::string model = "unknown CPU";
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  for (std::string line; std::getline(cpuinfo, line);)
+    if (line.rfind("model name", 0) == 0 && line.find(':') != std::string::npos) {
+      model = line.substr(line.find(':') + 2);
+      break;
+    }
+#ifdef _OPENMP
+  const int threads = omp_get_max_threads();
+#else
+  const int threads = 1;  // built without OpenMP (the CUDA emulation's builds)
+#endif
+  return "CPU: " + model + ", " + std::to_string(threads) + " threads, " +
+         (c.cpu_kernels == CpuKernels::Fast ? "fast" : "reference") + " kernels";
+}
+
+std::string now_utc() {
+  const std::time_t t = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S UTC", std::gmtime(&t));
+  return buf;
 }
 
 std::string finite_or_name(double v) {
@@ -43,6 +68,18 @@ std::string step_name(int64_t step) {
 }
 
 }  // namespace
+
+std::shared_ptr<const ImageDataset> open_dataset(const ImageTrainConfig& c, const std::string& split) {
+  CHECK(split == "train" || split == "test", "unknown split '" << split << "' (expected train or test)");
+  if (c.dataset == "synthetic")  // the test split: the same generator with another seed
+    return std::make_shared<SyntheticImages>(c.synthetic_size,
+                                             split == "train" ? c.trainer.seed : c.trainer.seed ^ kHeldOutSeed);
+  if (c.dataset == "fashion_mnist")
+    return std::make_shared<FashionMnist>(FashionMnist::load(
+        c.data_dir, split, c.unet.image_size, c.unet.in_channels, c.classes));
+  std::vector<int> classes(c.classes.begin(), c.classes.end());
+  return std::make_shared<Cifar10>(Cifar10::load(c.data_dir, split == "train", classes));
+}
 
 ImageTrainConfig read_image_train_config(const nlohmann::json& json, const std::string& context) {
   ConfigReader r(json, context);
@@ -67,8 +104,13 @@ ImageTrainConfig read_image_train_config(const nlohmann::json& json, const std::
   c.sample_every = r.integer("sample_every", c.sample_every, 0, 1'000'000'000);
   c.ckpt_every = r.integer("ckpt_every", c.ckpt_every, 0, 1'000'000'000);
   c.keep_checkpoints = r.integer("keep_checkpoints", c.keep_checkpoints, 1, 1'000'000);
+  c.eval_every = r.integer("eval_every", c.eval_every, 0, 1'000'000'000);
+  c.eval_images = r.integer("eval_images", c.eval_images, 1, 1'000'000);
+  c.eval_timesteps = r.integer("eval_timesteps", c.eval_timesteps, 0, c.trainer.schedule.T - 1);
   c.out_dir = r.string("out_dir", c.out_dir);
-  c.device = r.choice("device", "cpu", {"cpu", "cuda"}) == "cuda" ? Device::CUDA : Device::CPU;
+  // "auto": the GPU when this machine has one (the main job's choice), else the CPU
+  const std::string device = r.choice("device", "cpu", {"cpu", "cuda", "auto"});
+  c.device = device == "cuda" || (device == "auto" && cuda_available()) ? Device::CUDA : Device::CPU;
   const std::string conv = r.choice("cuda_conv", "tiled", {"tiled", "tensor_core", "naive"});
   c.cuda_conv = conv == "naive"         ? ConvAlgorithm::Naive
                 : conv == "tensor_core" ? ConvAlgorithm::TensorCore
@@ -118,7 +160,7 @@ ImageRun::ImageRun(const ImageTrainConfig& c, bool with_data) : config_(c) {
   store_.finalize(c.device, DType::F32, c.trainer.seed);
   trainer_ = std::make_unique<DiffusionTrainer>(store_, c.trainer);
   if (with_data)
-    batcher_ = std::make_unique<ImageBatcher>(open_dataset(c), c.batch_size, c.trainer.seed,
+    batcher_ = std::make_unique<ImageBatcher>(open_dataset(c, "train"), c.batch_size, c.trainer.seed,
                                               c.random_flip);
 }
 
@@ -218,20 +260,71 @@ void ImageRun::load_checkpoint(const std::string& path) {
   tr.optimizer().set_steps_taken(optimizer_steps);
 }
 
-SampleResult ImageRun::sample(int64_t n, uint64_t seed, const SamplerConfig& sc, bool use_ema,
-                              const Tensor& start) {
+template <class F>
+auto ImageRun::with_weights(bool use_ema, F f) {
   Ema* ema = trainer_->ema();
   Tensor saved;
   if (use_ema && ema) {
     saved = store_.flat_data().clone();
     load_flat(store_, ema->weights());
   }
-  const int64_t s = config_.unet.image_size;
-  SampleResult r = ddpm::sample(trainer_->schedule(), denoiser(), sc,
-                                Shape{n, s, s, config_.unet.in_channels}, seed, config_.device,
-                                start);
+  auto result = f();
   if (saved.defined()) load_flat(store_, saved);
-  return r;
+  return result;
+}
+
+SampleResult ImageRun::sample(int64_t n, uint64_t seed, const SamplerConfig& sc, bool use_ema,
+                              const Tensor& start) {
+  const int64_t s = config_.unet.image_size;
+  return with_weights(use_ema, [&] {
+    return ddpm::sample(trainer_->schedule(), denoiser(), sc,
+                        Shape{n, s, s, config_.unet.in_channels}, seed, config_.device, start);
+  });
+}
+
+Tensor ImageRun::progressive(int64_t n, uint64_t seed, SamplerConfig sc, bool use_ema,
+                             std::vector<int>* timesteps) {
+  const int K = sc.steps == 0 ? config_.trainer.schedule.T : sc.steps;
+  sc.record.clear();
+  for (int k = 0; k < 10; ++k) sc.record.push_back(K - 1 - k * (K - 1) / 9);
+  const SampleResult r = sample(n, seed, sc, use_ema);
+  if (timesteps)
+    for (const auto& step_x0 : r.progress) timesteps->push_back(step_x0.first);
+  const int64_t s = config_.unet.image_size, ch = config_.unet.in_channels, px = s * s * ch;
+  std::vector<float> rows;  // row i: sample i's predicted x0 at the recorded steps
+  for (int64_t i = 0; i < n; ++i)
+    for (const auto& step_x0 : r.progress) {
+      const std::vector<float> v = step_x0.second.to(Device::CPU).to_vector<float>();
+      rows.insert(rows.end(), v.begin() + i * px, v.begin() + (i + 1) * px);
+    }
+  return Tensor::from_vector(Shape{n * 10, s, s, ch}, rows);
+}
+
+LikelihoodConfig ImageRun::likelihood_config() const {
+  LikelihoodConfig lc;
+  lc.target = config_.trainer.target;
+  lc.fixed_large = config_.sampler.fixed_large;
+  lc.clip_x0 = config_.sampler.clip_x0;
+  return lc;
+}
+
+LikelihoodResult ImageRun::likelihood(const ImageDataset& data, int64_t n,
+                                      const LikelihoodConfig& lc, bool use_ema,
+                                      const LikelihoodProgress& progress) {
+  CHECK(n >= 1 && n <= data.size(), "likelihood: " << n << " images asked of a split of " << data.size());
+  CHECK(data.height() == config_.unet.image_size && data.channels() == config_.unet.in_channels,
+        "likelihood: the split's images are " << data.height() << "x" << data.width() << "x"
+                                              << data.channels() << ", the model's "
+                                              << config_.unet.image_size << "x"
+                                              << config_.unet.image_size << "x"
+                                              << config_.unet.in_channels);
+  const Device device = config_.device;
+  return with_weights(use_ema, [&] {
+    return evaluate_likelihood(
+        trainer_->schedule(), denoiser(), lc, n,
+        [&](int64_t first, int64_t count) { return dataset_images(data, first, count).to(device); },
+        progress);
+  });
 }
 
 CheckpointInfo read_checkpoint_info(const std::string& path) {
@@ -269,7 +362,8 @@ const std::set<std::string> kArchitectureKeys = {
 const std::set<std::string> kFreeKeys = {
     "steps", "out_dir", "log_every", "sample_every", "ckpt_every", "keep_checkpoints",
     "n_samples", "device", "cuda_conv", "cuda_attention", "cpu_kernels", "data_dir", "sampler",
-    "sample_steps", "eta", "variance", "clip_x0", "clip_range", "nonfinite"};
+    "sample_steps", "eta", "variance", "clip_x0", "clip_range", "nonfinite", "eval_every",
+    "eval_images", "eval_timesteps"};
 
 }  // namespace
 
@@ -345,6 +439,12 @@ TrainSummary train_images(const ImageTrainConfig& c, const TrainOptions& o,
   nlohmann::json resolved = nlohmann::json::object();
   for (const ConfigKey& k : c.keys) resolved[k.name] = k.value;
   folder.write_config(resolved);
+  write_file_atomic(folder.path() + "/run.json",
+                    nlohmann::json{{"command", o.command},
+                                   {"device", describe_device(c)},
+                                   {"started", now_utc()},
+                                   {"resumed_from", o.resume}}
+                            .dump(2) + "\n");
 
   const bool synthetic = c.dataset == "synthetic";
   const uint64_t sample_seed = c.trainer.seed + kSampleSeedOffset;
@@ -365,6 +465,21 @@ TrainSummary train_images(const ImageTrainConfig& c, const TrainOptions& o,
       p.roughness = q.mean_roughness;
     }
   };
+  std::shared_ptr<const ImageDataset> test_split;  // opened at the first evaluation
+  auto evaluate = [&](TrainProgress& p) {
+    if (!test_split) test_split = open_dataset(c, "test");
+    LikelihoodConfig lc = run.likelihood_config();
+    lc.timesteps = static_cast<int>(c.eval_timesteps);
+    lc.seed = c.trainer.seed;  // the same images, times and noise at every evaluation
+    const LikelihoodResult r =
+        run.likelihood(*test_split, std::min(c.eval_images, test_split->size()), lc, true);
+    p.bits_per_dim = r.bits_per_dim;
+    p.bpd_standard_error = r.standard_error;
+  };
+  // the logged interval's loss per tenth of [0, T)
+  constexpr int kBuckets = 10;
+  std::vector<double> bucket_sum(kBuckets, 0.0);
+  std::vector<int64_t> bucket_count(kBuckets, 0);
   auto checkpoint = [&] {
     summary.last_checkpoint = folder.checkpoint_path(run.step_index());
     run.save_checkpoint(summary.last_checkpoint);
@@ -393,6 +508,11 @@ TrainSummary train_images(const ImageTrainConfig& c, const TrainOptions& o,
                     << "). Lower 'lr' or raise 'warmup', or set \"nonfinite\": \"skip\"");
     } else {
       losses.push_back(p.stats.loss);
+      for (size_t i = 0; i < p.stats.timesteps.size() && i < p.stats.per_sample_loss.size(); ++i) {
+        const int b = p.stats.timesteps[i] * kBuckets / c.trainer.schedule.T;
+        bucket_sum[b] += p.stats.per_sample_loss[i];
+        ++bucket_count[b];
+      }
     }
     const auto now = Clock::now();
     const double secs = std::chrono::duration<double>(now - start).count();
@@ -406,19 +526,33 @@ TrainSummary train_images(const ImageTrainConfig& c, const TrainOptions& o,
     if ((c.ckpt_every > 0 && p.step % c.ckpt_every == 0) || last || stopping) checkpoint();
     if (last || (c.sample_every > 0 && p.step % c.sample_every == 0))
       write_samples(last ? "final" : step_name(p.step), p);
-    if (p.step % c.log_every == 0 || last || stopping) {
+    if (c.eval_every > 0 && (p.step % c.eval_every == 0 || last)) evaluate(p);
+    if (p.step % c.log_every == 0 || last || stopping || p.bits_per_dim >= 0) {
       nlohmann::json line = {{"step", p.step}, {"loss", p.stats.loss},
                              {"grad_norm", p.stats.grad_norm}, {"lr", p.stats.lr},
                              {"img_per_s", p.images_per_second}, {"time_s", secs}};
       if (!p.stats.applied) line["skipped"] = true;
       if (p.quality >= 0) line["quality"] = p.quality;
       if (p.roughness >= 0) line["roughness"] = p.roughness;
+      nlohmann::json by_t = nlohmann::json::array();
+      for (int b = 0; b < kBuckets; ++b) {
+        by_t.push_back(bucket_count[b] ? nlohmann::json(bucket_sum[b] / bucket_count[b]) : nlohmann::json());
+        bucket_sum[b] = 0;
+        bucket_count[b] = 0;
+      }
+      line["loss_by_t"] = by_t;
+      if (p.bits_per_dim >= 0) {
+        line["bits_per_dim"] = p.bits_per_dim;
+        line["bpd_se"] = p.bpd_standard_error;
+      }
       folder.append_metrics(line);
       if (report) report(p);
       last_report = now;
       last_report_step = p.step;
     }
     if (last) {
+      summary.final_bits_per_dim = p.bits_per_dim;
+      summary.final_bpd_standard_error = p.bpd_standard_error;
       summary.final_quality = p.quality;
       summary.final_roughness = p.roughness;
     }
@@ -428,6 +562,10 @@ TrainSummary train_images(const ImageTrainConfig& c, const TrainOptions& o,
     }
   }
   summary.steps_trained = run.step_index() - first;
+  if (!summary.interrupted)  // the progressive-generation strip: 8 samples x 10 steps
+    write_image_grid(folder.samples_dir() + "/progressive.png",
+                     run.progressive(std::min<int64_t>(8, c.n_samples), sample_seed, c.sampler, true), 10);
+  summary.report_path = write_run_report(folder.path());
   const size_t tenth = std::max<size_t>(1, losses.size() / 10);
   for (size_t i = 0; i < std::min(tenth, losses.size()); ++i) {
     summary.first_loss += losses[i] / tenth;

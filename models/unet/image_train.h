@@ -2,14 +2,18 @@
 //
 // Config (configs/tiny.json, configs/cifar10_ddpm.json): "model": "unet", the U-Net keys
 // (models/unet/unet.h), the recipe keys (models/ddpm/trainer.h), the sampling keys, and
-//   dataset "synthetic" | "cifar10", data_dir, classes, synthetic_size, random_flip,
-//   batch_size, n_samples, log_every, sample_every, ckpt_every, keep_checkpoints, out_dir,
-//   device "cpu" | "cuda", cuda_conv "tiled" (fp32, default) | "tensor_core" (TF32) | "naive",
+//   dataset "synthetic" | "cifar10" | "fashion_mnist", data_dir, classes, synthetic_size,
+//   random_flip, batch_size, n_samples, log_every, sample_every, ckpt_every,
+//   keep_checkpoints, out_dir, device "cpu" | "cuda" | "auto" (the GPU when there is one),
+//   cpu_kernels "fast" | "reference", cuda_conv "tiled" (fp32, default) | "tensor_core" (TF32) | "naive",
 //   cuda_attention "fused" (default) | "straightforward".
 // Outputs under out_dir (models/run_folder.h has the folder's rules: one trainer at a time,
 // no new run over an old one, nothing lost on resume): config.json (the resolved config),
-// metrics.jsonl (one JSON line per logged step, appended), samples/step_N.png and
-// samples/final.png (EMA weights when EMA is on), ckpt/step_N.safetensors (the last
+// metrics.jsonl (one JSON line per logged step, appended: loss, its mean per tenth of the
+// timesteps (loss_by_t), grad_norm, lr, img/s, and bits_per_dim when evaluated), samples/step_N.png and
+// samples/final.png (EMA weights when EMA is on), samples/progressive.png (8 samples' predicted
+// x0 at 10 steps), run.json (command, device, start), report.html (models/run_report.h, at
+// the end), ckpt/step_N.safetensors (the last
 // keep_checkpoints of them).
 //
 // A checkpoint (safetensors) holds "model.<name>" and "ema.<name>" for every parameter,
@@ -29,6 +33,7 @@
 #include <nlohmann/json.hpp>
 
 #include "models/data/image_dataset.h"
+#include "models/ddpm/likelihood.h"
 #include "models/ddpm/trainer.h"
 #include "models/unet/unet.h"
 
@@ -44,6 +49,9 @@ struct ImageTrainConfig {
   bool random_flip = true;
   int64_t batch_size = 128, n_samples = 16, log_every = 10, sample_every = 0, ckpt_every = 0;
   int64_t keep_checkpoints = 3;
+  // bits/dim on the test split every eval_every steps and at the end (0: never), on its
+  // first eval_images images with eval_timesteps stratified terms each (0: all T)
+  int64_t eval_every = 0, eval_images = 256, eval_timesteps = 20;
   std::string out_dir = "runs/unet";
   Device device = Device::CPU;
   ConvAlgorithm cuda_conv = ConvAlgorithm::Tiled;
@@ -57,6 +65,10 @@ struct ImageTrainConfig {
 ImageTrainConfig read_image_train_config(const nlohmann::json& json, const std::string& context);
 
 // The model, its parameters, the trainer state and the data of one run.
+// The config's dataset, split "train" or "test" (synthetic: a held-out set drawn with
+// another seed).
+std::shared_ptr<const ImageDataset> open_dataset(const ImageTrainConfig& c, const std::string& split);
+
 class ImageRun {
  public:
   explicit ImageRun(const ImageTrainConfig& config, bool with_data = true);
@@ -70,11 +82,26 @@ class ImageRun {
   SampleResult sample(int64_t n, uint64_t seed, const SamplerConfig& sc, bool use_ema,
                       const Tensor& start = {});
   Denoiser denoiser() const;
+  // n samples' predicted x0 at 10 steps from noise to the end, (n * 10, H, W, C), sample i's
+  // row at 10 i .. 10 i + 9: the progressive-generation strip.
+  // timesteps: the 10 recorded t, first (noisiest) to last.
+  Tensor progressive(int64_t n, uint64_t seed, SamplerConfig sc, bool use_ema,
+                     std::vector<int>* timesteps = nullptr);
+  // The bound in bits/dim on the first n images of `data` (models/ddpm/likelihood.h), with
+  // the current or the EMA weights. likelihood_config(): the run's target, variance and
+  // clipping; the caller sets timesteps, batch and seed.
+  LikelihoodConfig likelihood_config() const;
+  LikelihoodResult likelihood(const ImageDataset& data, int64_t n, const LikelihoodConfig& lc,
+                              bool use_ema, const LikelihoodProgress& progress = {});
   ParameterStore& store() { return store_; }
   const ImageTrainConfig& config() const { return config_; }
   DiffusionTrainer& trainer() { return *trainer_; }
 
  private:
+  // f() with the EMA weights loaded (when use_ema and the run has EMA), restored after.
+  template <class F>
+  auto with_weights(bool use_ema, F f);
+
   ImageTrainConfig config_;
   ParameterStore store_;
   std::unique_ptr<UNet> unet_;
@@ -115,6 +142,7 @@ struct TrainProgress {
   double images_per_second = 0;         // over the steps since the last report
   double eta_seconds = 0;
   double quality = -1, roughness = -1;  // synthetic data only; < 0: not measured this step
+  double bits_per_dim = -1, bpd_standard_error = 0;  // < 0: not evaluated this step
 };
 
 // The whole job: train (from scratch or `resume` a checkpoint), log, checkpoint, sample.
@@ -125,7 +153,8 @@ struct TrainSummary {
   double first_loss = 0, final_loss = 0;
   double untrained_quality = -1, final_quality = -1;      // valid fraction
   double untrained_roughness = -1, final_roughness = -1;  // mean roughness (data ~2)
-  std::string samples_path, log_path, last_checkpoint;
+  double final_bits_per_dim = -1, final_bpd_standard_error = 0;  // when evaluated at the end
+  std::string samples_path, log_path, last_checkpoint, report_path;
   std::vector<std::string> notes;  // what the run did to the folder or the config, to print
   int64_t steps_trained = 0, skipped_steps = 0;
   bool interrupted = false;  // stopped by *stop: the checkpoint holds the last step
@@ -136,6 +165,7 @@ struct TrainOptions {
   bool overwrite = false;          // start over in an out_dir that holds a run
   std::set<std::string> named;     // keys --set gave: recipe changes allowed on resume
   const std::atomic<bool>* stop = nullptr;  // when set: finish the step, checkpoint, return
+  std::string command;             // the command line, recorded in out_dir/run.json
 };
 
 // Errors before any training: a checkpoint whose step is already `steps` (nothing to do),

@@ -1,0 +1,253 @@
+// cpu-bench: the CPU kernels, reference (kernels/cpu) and fast (kernels/cpu_fast: oneDNN,
+// OpenBLAS), timed op by op at the shapes of the models the CPU trains, plus the
+// convolution done as im2col + OpenBLAS SGEMM (the other way to hand a convolution to a
+// library), and whole training steps.
+//
+//   cpu-bench [ops] [step] [--threads N] [--reps N] [--json FILE]
+//             [--config tiny.json|fashion.json|cifar10_ddpm.json] [--kernels reference|fast]
+//
+// Method: per measurement, 2 warm-up runs, then the median of --reps (default 7) runs timed
+// with steady_clock; GFLOP/s = 2 x multiply-adds / time. Threads: OpenMP's pool (OpenBLAS and
+// oneDNN use it too), --threads or OMP_NUM_THREADS. Training steps: ImageRun::step() of the
+// configs below, median seconds per step after 2 warm-up steps. Figures, not tests: nothing
+// here asserts a speed.
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "engine/file_io.h"
+#include "engine/ops.h"
+#include "kernels/cpu/conv2d.h"
+#include "kernels/cpu/linear.h"
+#include "models/config_reader.h"
+#include "models/unet/image_train.h"
+
+#if DDPM_WITH_CPU_FAST
+#include <cblas.h>
+
+#include "kernels/cpu_fast/conv2d.h"
+#include "kernels/cpu_fast/linear.h"
+#endif
+
+namespace ddpm {
+namespace {
+
+struct Options {
+  int reps = 7;
+  std::string json;
+  std::string config;   // step: only this config of configs/ (default: all three)
+  std::string kernels;  // step: only "reference" or "fast" (default: both)
+};
+
+double median_seconds(const std::function<void()>& fn, int reps) {
+  for (int i = 0; i < 2; ++i) fn();
+  std::vector<double> t;
+  for (int i = 0; i < reps; ++i) {
+    const auto a = std::chrono::steady_clock::now();
+    fn();
+    t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - a).count());
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+nlohmann::json g_rows = nlohmann::json::array();
+
+// One printed and recorded measurement: GFLOP/s for an op (flops > 0), img/s for a step.
+void row(const std::string& op, const std::string& shape, const std::string& variant,
+         double seconds, double flops, int64_t images = 0) {
+  nlohmann::json r = {{"op", op}, {"shape", shape}, {"variant", variant}, {"ms", seconds * 1e3}};
+  std::printf("%-12s %-30s %-20s %10.3f ms", op.c_str(), shape.c_str(), variant.c_str(),
+              seconds * 1e3);
+  if (flops > 0) {
+    r["gflops"] = flops / seconds * 1e-9;
+    std::printf(" %9.1f GFLOP/s", flops / seconds * 1e-9);
+  }
+  if (images > 0) {
+    r["images_per_second"] = static_cast<double>(images) / seconds;
+    std::printf(" %9.1f img/s", static_cast<double>(images) / seconds);
+  }
+  std::printf("\n");
+  g_rows.push_back(r);
+}
+
+std::vector<float> randoms(int64_t n, uint64_t stream) {
+  return randn(Shape{n}, 7, stream).to_vector<float>();
+}
+
+#if DDPM_WITH_CPU_FAST
+// y = im2col(x) w + b: the column matrix (M x K) built in full, then one SGEMM.
+void conv_im2col_sgemm(const Conv2dShape& s, const float* x, const float* w, const float* b,
+                       float* y, std::vector<float>& cols) {
+  const int64_t oh = s.out_h(), ow = s.out_w(), m = s.n * oh * ow, k = s.kh * s.kw * s.c_in;
+  cols.resize(static_cast<size_t>(m * k));
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < m; ++r) {
+    const int64_t n = r / (oh * ow), yy = r / ow % oh, xx = r % ow;
+    float* dst = cols.data() + r * k;
+    for (int kh = 0; kh < s.kh; ++kh)
+      for (int kw = 0; kw < s.kw; ++kw, dst += s.c_in) {
+        const int64_t ih = yy * s.stride - s.pad_top + kh, iw = xx * s.stride - s.pad_left + kw;
+        if (ih < 0 || ih >= s.h || iw < 0 || iw >= s.w) {
+          std::fill(dst, dst + s.c_in, 0.0f);
+        } else {
+          std::copy_n(x + ((n * s.h + ih) * s.w + iw) * s.c_in, s.c_in, dst);
+        }
+      }
+  }
+  for (int64_t r = 0; r < m; ++r) std::copy_n(b, s.c_out, y + r * s.c_out);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(m),
+              static_cast<int>(s.c_out), static_cast<int>(k), 1.0f, cols.data(),
+              static_cast<int>(k), w, static_cast<int>(s.c_out), 1.0f, y, static_cast<int>(s.c_out));
+}
+#endif
+
+struct ConvCase {
+  const char* name;
+  int64_t n, h, c_in, c_out;
+};
+
+void bench_ops(const Options& o) {
+  // the tiny model's (batch 16), the Fashion-MNIST model's (batch 32) and the CIFAR-10
+  // model's (batch 4) 3x3 convolutions
+  const ConvCase convs[] = {{"tiny 32x32", 16, 32, 16, 16},  {"tiny 16x16", 16, 16, 32, 32},
+                            {"fashion 28x28", 32, 28, 32, 32}, {"fashion 14x14", 32, 14, 64, 64},
+                            {"cifar 32x32", 4, 32, 128, 128}, {"cifar 16x16", 4, 16, 256, 256}};
+  for (const ConvCase& c : convs) {
+    Conv2dShape s;
+    s.n = c.n;
+    s.h = s.w = c.h;
+    s.c_in = c.c_in;
+    s.c_out = c.c_out;
+    const int64_t xs = s.n * s.h * s.w * s.c_in, ws = 9 * s.c_in * s.c_out, ys = s.n * s.h * s.w * s.c_out;
+    const std::vector<float> x = randoms(xs, 1), w = randoms(ws, 2), b = randoms(s.c_out, 3),
+                             dy = randoms(ys, 4);
+    std::vector<float> y(ys), dx(xs), dw(ws), db(s.c_out);
+    const double flops = 2.0 * ys * 9 * s.c_in;
+    char shape[64];
+    std::snprintf(shape, sizeof shape, "%s n%lld %lld->%lld", c.name, (long long)c.n,
+                  (long long)c.c_in, (long long)c.c_out);
+    row("conv fwd", shape, "reference", median_seconds([&] {
+          cpu::conv2d_forward<float>(s, x.data(), w.data(), b.data(), y.data());
+        }, o.reps), flops);
+    row("conv dgrad", shape, "reference", median_seconds([&] {
+          cpu::conv2d_backward<float>(s, x.data(), w.data(), dy.data(), dx.data(), nullptr, nullptr);
+        }, o.reps), flops);
+    row("conv wgrad", shape, "reference", median_seconds([&] {
+          cpu::conv2d_backward<float>(s, x.data(), w.data(), dy.data(), nullptr, dw.data(), db.data());
+        }, o.reps), flops);
+#if DDPM_WITH_CPU_FAST
+    std::vector<float> cols;
+    row("conv fwd", shape, "im2col + OpenBLAS", median_seconds([&] {
+          conv_im2col_sgemm(s, x.data(), w.data(), b.data(), y.data(), cols);
+        }, o.reps), flops);
+    row("conv fwd", shape, "fast (oneDNN)", median_seconds([&] {
+          cpu_fast::conv2d_forward(s, x.data(), w.data(), b.data(), y.data());
+        }, o.reps), flops);
+    row("conv dgrad", shape, "fast (oneDNN)", median_seconds([&] {
+          cpu_fast::conv2d_backward(s, x.data(), w.data(), dy.data(), dx.data(), nullptr, nullptr);
+        }, o.reps), flops);
+    row("conv wgrad", shape, "fast (oneDNN)", median_seconds([&] {
+          cpu_fast::conv2d_backward(s, x.data(), w.data(), dy.data(), nullptr, dw.data(), db.data());
+        }, o.reps), flops);
+#endif
+  }
+  // linear: the CIFAR model's time-embedding MLP and an attention projection at 16x16
+  for (const LinearShape& s : {LinearShape{128, 512, 512}, LinearShape{4 * 256, 256, 768}}) {
+    const std::vector<float> x = randoms(s.m * s.k, 1), w = randoms(s.k * s.n, 2), b = randoms(s.n, 3);
+    std::vector<float> y(s.m * s.n);
+    char shape[64];
+    std::snprintf(shape, sizeof shape, "%lldx%lld * %lldx%lld", (long long)s.m, (long long)s.k,
+                  (long long)s.k, (long long)s.n);
+    const double flops = 2.0 * s.m * s.k * s.n;
+    row("linear fwd", shape, "reference", median_seconds([&] {
+          cpu::linear_forward<float>(s, x.data(), w.data(), b.data(), y.data());
+        }, o.reps), flops);
+#if DDPM_WITH_CPU_FAST
+    row("linear fwd", shape, "fast (OpenBLAS)", median_seconds([&] {
+          cpu_fast::linear_forward(s, x.data(), w.data(), b.data(), y.data());
+        }, o.reps), flops);
+#endif
+  }
+}
+
+void bench_steps(const Options& o) {
+  struct StepCase {
+    const char* config;
+    std::vector<std::string> overrides;
+    bool sample;
+  };
+  const std::string dir = std::string(DDPM_SOURCE_DIR) + "/configs/";
+  const StepCase cases[] = {{"tiny.json", {"batch_size=16"}, true},
+                            {"fashion.json", {"batch_size=32"}, true},
+                            {"cifar10_ddpm.json", {"batch_size=4"}, false}};
+  for (const StepCase& c : cases) {
+    if (!o.config.empty() && o.config != c.config) continue;
+    for (const char* kernels : {"reference", "fast"}) {
+      if (!std::strcmp(kernels, "fast") && !cpu_fast_kernels_built()) continue;
+      if (!o.kernels.empty() && o.kernels != kernels) continue;
+      nlohmann::json j = load_json_file(dir + c.config);
+      for (const std::string& s : c.overrides) apply_override(j, s);
+      apply_override(j, std::string("cpu_kernels=") + kernels);
+      apply_override(j, "device=cpu");
+      const ImageTrainConfig config = read_image_train_config(j, c.config);
+      ImageRun run(config);
+      const double secs = median_seconds([&] { run.step(); }, std::max(3, o.reps / 2));
+      char shape[64];
+      std::snprintf(shape, sizeof shape, "%s batch %lld", c.config, (long long)config.batch_size);
+      row("train step", shape, kernels, secs, 0, config.batch_size);
+      if (c.sample) {  // 16 images, 50 DDIM steps, the EMA weights: what a run ends with
+        SamplerConfig sc = config.sampler;
+        sc.kind = SamplerKind::Ddim;
+        sc.steps = 50;
+        const double s = median_seconds([&] { run.sample(16, 1, sc, true); }, 3);
+        row("sample", "16 images, 50 DDIM steps", kernels, s, 0, 16);
+      }
+    }
+  }
+}
+
+constexpr const char* kUsage =
+    "ops, step, --threads N, --reps N, --json FILE, --config tiny.json|fashion.json|"
+    "cifar10_ddpm.json, --kernels reference|fast";
+
+int run(int argc, char** argv) {
+  Options o;
+  bool ops = false, steps = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "ops") ops = true;
+    else if (a == "step") steps = true;
+    else if (a == "--threads" && i + 1 < argc) omp_set_num_threads(static_cast<int>(parse_integer(argv[++i], "--threads")));
+    else if (a == "--reps" && i + 1 < argc) o.reps = static_cast<int>(parse_integer(argv[++i], "--reps"));
+    else if (a == "--json" && i + 1 < argc) o.json = argv[++i];
+    else if (a == "--config" && i + 1 < argc) o.config = argv[++i];
+    else if (a == "--kernels" && i + 1 < argc) o.kernels = argv[++i];
+    else THROW_ERROR("unknown argument '" << a << "' (" << kUsage << ")");
+  }
+  if (!ops && !steps) ops = steps = true;
+  std::printf("cpu-bench: %d threads, fast kernels %s\n", omp_get_max_threads(),
+              cpu_fast_kernels_built() ? "built (oneDNN, OpenBLAS)" : "not built");
+  if (ops) bench_ops(o);
+  if (steps) bench_steps(o);
+  if (!o.json.empty()) write_file_atomic(o.json, g_rows.dump(2) + "\n");
+  return 0;
+}
+
+}  // namespace
+}  // namespace ddpm
+
+int main(int argc, char** argv) {
+  try {
+    return ddpm::run(argc, argv);
+  } catch (const ddpm::Error& e) {
+    std::fprintf(stderr, "cpu-bench: error: %s\n", e.message().c_str());
+    return 1;
+  }
+}
