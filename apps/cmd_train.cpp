@@ -8,6 +8,7 @@
 
 #include "apps/commands.h"
 #include "engine/device.h"
+#include "engine/distributed/world.h"
 #include "models/config_reader.h"
 #include "models/toy/toy_train.h"
 #include "models/unet/image_train.h"
@@ -50,14 +51,21 @@ std::set<std::string> named_keys(const Args& args) {
 int train_unet(const nlohmann::json& config, const std::string& path, const Args& args,
                const std::string& command) {
   const ImageTrainConfig c = read_image_train_config(config, path);
+  Collective& world = open_world(c.device);
+  const bool lead = world.rank() == 0;  // the one that prints; every rank trains
+  if (!lead) (void)!std::freopen("/dev/null", "w", stdout);
   {
     ParameterStore probe;
     UNet net(probe, c.unet);
     std::printf("training the U-Net (%lld parameters) on %s data, %s: %lld steps of batch %lld\n",
                 static_cast<long long>(probe.count()), c.dataset.c_str(), device_name(c.device),
                 static_cast<long long>(c.trainer.steps), static_cast<long long>(c.batch_size));
+    if (world.size() > 1)
+      std::printf("data-parallel: %s, shards of %lld samples\n", world.describe().c_str(),
+                  static_cast<long long>(c.micro_batch > 0 ? c.micro_batch : c.batch_size / world.size()));
   }
   TrainOptions o;
+  o.world = &world;
   o.resume = args.get("resume", "");
   o.overwrite = args.has("overwrite");
   o.named = named_keys(args);
@@ -165,7 +173,11 @@ const Command kTrain = {
     "target, schedule, seed, ...) only for keys named with --set.\n"
     "Ctrl-C (SIGINT or SIGTERM) finishes the step, writes a checkpoint and says how to\n"
     "resume; a second one quits at once. A step whose loss is NaN or infinite stops the run\n"
-    "before the update is applied (\"nonfinite\": \"skip\" goes on instead).",
+    "before the update is applied (\"nonfinite\": \"skip\" goes on instead).\n"
+    "Data-parallel: mpirun -np N ddpm train ... runs N ranks (one GPU each, or a share of the\n"
+    "cores); rank 0 prints and writes the folder. Each step's batch is cut into shards of\n"
+    "micro_batch samples (default batch_size / N); the same micro_batch gives the same bits\n"
+    "on any number of ranks (docs/distributed.md).",
     run};
 
 }  // namespace ddpm::app

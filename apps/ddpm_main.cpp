@@ -13,6 +13,7 @@
 
 #include "apps/commands.h"
 #include "engine/check.h"
+#include "engine/distributed/world.h"
 
 #ifndef DDPM_VERSION
 #define DDPM_VERSION "unknown"
@@ -54,8 +55,12 @@ bool wants_help(int argc, char** argv) {
   return false;
 }
 
+// Prints the error; in an MPI job of several ranks, then ends all of them (no rank is left
+// waiting for this one in a collective).
 int report(const std::string& message) {
   std::fprintf(stderr, "ddpm: error: %s\n", message.c_str());
+  std::fflush(stderr);
+  ddpm::abort_world(1);
   return 1;
 }
 

@@ -7,18 +7,14 @@
 #include "engine/file_io.h"
 #include "engine/safetensors.h"
 #include "models/unet/image_train.h"
+#include "tests/config_fixture.h"
 #include "tests/test_util.h"
 
 namespace ddpm {
 namespace {
 
 using test::expect_error;
-
-nlohmann::json tiny_json(std::initializer_list<std::string> overrides) {
-  nlohmann::json j = load_json_file(std::string(DDPM_SOURCE_DIR) + "/configs/tiny.json");
-  for (const std::string& o : overrides) apply_override(j, o);
-  return j;
-}
+using test::tiny_json;
 
 // An 8-channel variant for the resume tests: dropout, EMA and importance sampling all on, so
 // every piece of state a checkpoint must carry is exercised.

@@ -33,28 +33,32 @@ const std::vector<int64_t>& ImageBatcher::permutation(int64_t epoch) {
   return perm_;
 }
 
-ImageBatcher::Bytes ImageBatcher::batch_bytes(int64_t step) {
+ImageBatcher::Bytes ImageBatcher::batch_bytes(int64_t step, int64_t first, int64_t count) {
+  if (count < 0) count = batch_ - first;
+  CHECK(first >= 0 && count >= 1 && first + count <= batch_,
+        "samples [" << first << ", " << first + count << ") of a batch of " << batch_);
   const int64_t h = data_->height(), w = data_->width(), c = data_->channels(), n = data_->size();
-  std::vector<uint8_t> images(static_cast<size_t>(batch_ * h * w * c));
-  for (int64_t j = 0; j < batch_; ++j) {
-    const int64_t g = step * batch_ + j;
+  std::vector<uint8_t> images(static_cast<size_t>(count * h * w * c));
+  for (int64_t j = 0; j < count; ++j) {
+    const int64_t g = step * batch_ + first + j;
     data_->get(permutation(g / n)[g % n], images.data() + j * h * w * c);
   }
   Bytes b;
-  b.images = Tensor::from_vector(Shape{batch_, h, w, c}, images);
+  b.images = Tensor::from_vector(Shape{count, h, w, c}, images);
   b.flip = flip_;
   b.flip_seed = seed_;
   b.flip_stream = kFlipStream;
-  b.flip_first = static_cast<uint64_t>(step * batch_);
+  b.flip_first = static_cast<uint64_t>(step * batch_ + first);
   return b;
 }
 
-Tensor ImageBatcher::batch(int64_t step) {
-  const Bytes b = batch_bytes(step);
+Tensor ImageBatcher::batch(int64_t step, int64_t first, int64_t count) {
+  const Bytes b = batch_bytes(step, first, count);
+  count = b.images.shape()[0];
   const int64_t h = data_->height(), w = data_->width(), c = data_->channels();
   const uint8_t* img = b.images.data<uint8_t>();
-  std::vector<float> out(static_cast<size_t>(batch_ * h * w * c));
-  for (int64_t j = 0; j < batch_; ++j) {
+  std::vector<float> out(static_cast<size_t>(count * h * w * c));
+  for (int64_t j = 0; j < count; ++j) {
     const bool mirror = flip_ && philox_uniform(seed_, kFlipStream, b.flip_first + j) < 0.5f;
     const uint8_t* src = img + j * h * w * c;
     float* dst = out.data() + j * h * w * c;
@@ -63,7 +67,7 @@ Tensor ImageBatcher::batch(int64_t step) {
         for (int64_t k = 0; k < c; ++k)
           dst[(y * w + x) * c + k] = src[(y * w + (mirror ? w - 1 - x : x)) * c + k] / 127.5f - 1.0f;
   }
-  return Tensor::from_vector(Shape{batch_, h, w, c}, out);
+  return Tensor::from_vector(Shape{count, h, w, c}, out);
 }
 
 Tensor dataset_images(const ImageDataset& data, int64_t first, int64_t count) {

@@ -32,7 +32,9 @@ class ImageBatcher {
  public:
   ImageBatcher(std::shared_ptr<const ImageDataset> data, int64_t batch, uint64_t seed,
                bool random_flip);
-  Tensor batch(int64_t step);  // (B, H, W, C) f32 in [-1, 1]
+  // Samples [first, first + count) of step's batch (count < 0: to its end; a shard of a
+  // data-parallel step reads only its own), (count, H, W, C) f32 in [-1, 1].
+  Tensor batch(int64_t step, int64_t first = 0, int64_t count = -1);
   // The same batch as raw bytes, not yet flipped, with the flip rule: sample j is mirrored
   // when philox_uniform(flip_seed, flip_stream, flip_first + j) < 0.5. The fused loss
   // decodes bytes on the GPU: a quarter of the bytes to copy and read.
@@ -41,7 +43,7 @@ class ImageBatcher {
     bool flip = false;
     uint64_t flip_seed = 0, flip_stream = 0, flip_first = 0;
   };
-  Bytes batch_bytes(int64_t step);
+  Bytes batch_bytes(int64_t step, int64_t first = 0, int64_t count = -1);
 
  private:
   const std::vector<int64_t>& permutation(int64_t epoch);

@@ -71,24 +71,34 @@ void DiffusionTrainer::set_step_index(int64_t step) {
   step_ = step;
 }
 
+uint64_t DiffusionTrainer::noise_stream(int64_t step, int64_t shard) const {
+  return kNoiseStream + static_cast<uint64_t>(step) + (static_cast<uint64_t>(shard) << kShardShift);
+}
+
+LossResult DiffusionTrainer::unfused_loss(const Denoiser& model, const Tensor& x0,
+                                          const TimestepBatch& tb, uint64_t stream) const {
+  const NoiseLevels lv = NoiseLevels::at(schedule_, tb.t);
+  const Tensor eps = randn(x0.shape(), config_.seed, stream, x0.device()).to(x0.dtype());
+  const Tensor x_t = make_x_t(lv, x0, eps);
+  const Tensor target = target_from(config_.target, lv, x0, eps);
+  return diffusion_loss(model(x_t, tb.t), target, tb.t, weights_,
+                        config_.timestep_sampler == TimestepSamplerKind::Importance
+                            ? tb.weights
+                            : std::vector<double>{});
+}
+
 LossResult DiffusionTrainer::batch_loss(const Denoiser& model, const Tensor& x0, int64_t step,
                                         TimestepBatch* timesteps_out) const {
   const int64_t n = x0.shape()[0];
-  const uint64_t s = static_cast<uint64_t>(step);
-  TimestepBatch tb = timesteps_.sample(static_cast<int>(n), config_.seed, kTimestepStream + s);
-  const NoiseLevels lv = NoiseLevels::at(schedule_, tb.t);
-  const Tensor eps = randn(x0.shape(), config_.seed, kNoiseStream + s, x0.device()).to(x0.dtype());
-  const Tensor x_t = make_x_t(lv, x0, eps);
-  const Tensor target = target_from(config_.target, lv, x0, eps);
-  LossResult r = diffusion_loss(model(x_t, tb.t), target, tb.t, weights_,
-                                config_.timestep_sampler == TimestepSamplerKind::Importance
-                                    ? tb.weights
-                                    : std::vector<double>{});
+  TimestepBatch tb = timesteps_.sample(static_cast<int>(n), config_.seed,
+                                       kTimestepStream + static_cast<uint64_t>(step));
+  LossResult r = unfused_loss(model, x0, tb, noise_stream(step, 0));
   if (timesteps_out) *timesteps_out = std::move(tb);
   return r;
 }
 
-DiffusionLossSpec DiffusionTrainer::fused_loss_spec(const TrainBatch& batch, int64_t step) const {
+DiffusionLossSpec DiffusionTrainer::fused_loss_spec(const TrainBatch& batch, int64_t step,
+                                                    int64_t shard) const {
   const Device device = batch.x0.device();
   const DType dtype = batch.x0.dtype() == DType::U8 ? DType::F32 : batch.x0.dtype();
   if (!table_weight_.defined() || table_weight_.device() != device ||
@@ -108,7 +118,7 @@ DiffusionLossSpec DiffusionTrainer::fused_loss_spec(const TrainBatch& batch, int
   spec.sqrt_one_minus_abar = table_sqrt_one_minus_abar_;
   spec.weight = table_weight_;
   spec.noise_seed = config_.seed;
-  spec.noise_stream = kNoiseStream + static_cast<uint64_t>(step);
+  spec.noise_stream = noise_stream(step, shard);
   spec.flip = batch.flip;
   spec.flip_seed = batch.flip_seed;
   spec.flip_stream = batch.flip_stream;
@@ -117,9 +127,9 @@ DiffusionLossSpec DiffusionTrainer::fused_loss_spec(const TrainBatch& batch, int
 }
 
 double DiffusionTrainer::fused_loss_backward(const Denoiser& model, const TrainBatch& batch,
-                                             const TimestepBatch& tb,
+                                             const TimestepBatch& tb, int64_t shard,
                                              std::vector<double>* per_sample) {
-  const DiffusionLossSpec spec = fused_loss_spec(batch, step_);
+  const DiffusionLossSpec spec = fused_loss_spec(batch, step_, shard);
   const Device device = batch.x0.device();
   const Tensor t = timestep_tensor(tb.t, schedule_.T, device);
   Tensor x_t, pred;
@@ -149,26 +159,82 @@ double DiffusionTrainer::fused_loss_backward(const Denoiser& model, const TrainB
   return loss;
 }
 
+double DiffusionTrainer::loss_backward(const Denoiser& model, const TrainBatch& batch,
+                                       const TimestepBatch& tb, int64_t shard,
+                                       std::vector<double>* per_sample) {
+  if (config_.fused_loss) return fused_loss_backward(model, batch, tb, shard, per_sample);
+  CHECK(batch.x0.dtype() != DType::U8,
+        "the unfused loss (\"fused_loss\": false) needs an f32/f64 batch, got "
+            << batch.x0.describe());
+  CHECK(!batch.flip, "the unfused loss takes batches already flipped");
+  ProfileRange range("forward + loss + backward (unfused)");
+  LossResult r = unfused_loss(model, batch.x0, tb, noise_stream(step_, shard));
+  const double loss = r.loss.item();
+  backward(r.loss);
+  *per_sample = std::move(r.per_sample);
+  return loss;
+}
+
 StepStats DiffusionTrainer::step(const Denoiser& model, const TrainBatch& batch) {
   StepStats st;
   store_.zero_grad();
-  TimestepBatch tb;
+  const TimestepBatch tb = timesteps_.sample(static_cast<int>(batch.x0.shape()[0]), config_.seed,
+                                             kTimestepStream + static_cast<uint64_t>(step_));
   std::vector<double> per_sample;
-  if (config_.fused_loss) {
-    tb = timesteps_.sample(static_cast<int>(batch.x0.shape()[0]), config_.seed,
-                           kTimestepStream + static_cast<uint64_t>(step_));
-    st.loss = fused_loss_backward(model, batch, tb, &per_sample);
-  } else {
-    CHECK(batch.x0.dtype() != DType::U8,
-          "the unfused loss (\"fused_loss\": false) needs an f32/f64 batch, got "
-              << batch.x0.describe());
-    CHECK(!batch.flip, "the unfused loss takes batches already flipped");
-    ProfileRange range("forward + loss + backward (unfused)");
-    LossResult r = batch_loss(model, batch.x0, step_, &tb);
-    st.loss = r.loss.item();
-    backward(r.loss);
-    per_sample = std::move(r.per_sample);
+  st.loss = loss_backward(model, batch, tb, 0, &per_sample);
+  finish_step(st, tb, std::move(per_sample));
+  return st;
+}
+
+StepStats DiffusionTrainer::step_sharded(const ShardModel& model, const ShardData& data,
+                                         int64_t batch, int64_t shard_size, Collective& world) {
+  CHECK(shard_size >= 1 && batch >= shard_size && batch % shard_size == 0,
+        "a batch of " << batch << " cannot be cut into shards of " << shard_size);
+  const int64_t shards = batch / shard_size, ranks = world.size();
+  CHECK(shards <= kMaxShards, batch << " / " << shard_size << " = " << shards
+                                    << " shards per step; at most " << kMaxShards);
+  CHECK(shards % ranks == 0, shards << " shards per step cannot be shared by " << ranks
+                                    << " ranks (the shard count must be a multiple of the rank count)");
+  const TimestepBatch all = timesteps_.sample(static_cast<int>(batch), config_.seed,
+                                              kTimestepStream + static_cast<uint64_t>(step_));
+  // Per local shard: its gradient, and the record [loss, per-sample losses...] every rank gets.
+  std::vector<Tensor> grads;
+  std::vector<double> record;
+  const int64_t mine = shards / ranks;
+  for (int64_t m = world.rank() * mine; m < (world.rank() + 1) * mine; ++m) {
+    const Shard sh{m, m * shard_size, shard_size};
+    TimestepBatch tb;
+    tb.t.assign(all.t.begin() + sh.first, all.t.begin() + sh.first + sh.count);
+    tb.weights.assign(all.weights.begin() + sh.first, all.weights.begin() + sh.first + sh.count);
+    store_.zero_grad();
+    std::vector<double> per_sample;
+    record.push_back(loss_backward(model(sh), data(sh), tb, m, &per_sample));
+    CHECK(static_cast<int64_t>(per_sample.size()) == sh.count,
+          "shard " << m << ": " << per_sample.size() << " per-sample losses for " << sh.count);
+    record.insert(record.end(), per_sample.begin(), per_sample.end());
+    grads.push_back(store_.flat_grad().clone());
   }
+  {
+    ProfileRange range("gradient sum over shards and ranks");
+    world.sum_in_rank_order(grads, store_.flat_grad());
+    grads.clear();
+    if (shards > 1) store_.flat_grad().copy_from(scale(store_.flat_grad(), 1.0 / shards));
+  }
+  const std::vector<double> gathered = world.all_gather(record);
+  StepStats st;
+  std::vector<double> per_sample;
+  for (int64_t m = 0; m < shards; ++m) {
+    const auto at = gathered.begin() + m * (shard_size + 1);
+    st.loss += *at;
+    per_sample.insert(per_sample.end(), at + 1, at + 1 + shard_size);
+  }
+  st.loss /= static_cast<double>(shards);
+  finish_step(st, all, std::move(per_sample));
+  return st;
+}
+
+void DiffusionTrainer::finish_step(StepStats& st, const TimestepBatch& tb,
+                                   std::vector<double> per_sample) {
   ProfileRange range("clip + AdamW + EMA");
   st.grad_norm = clip_grad_norm(store_, config_.grad_clip);
   st.lr = learning_rate(step_, config_.adam.lr, config_.warmup, config_.steps, config_.lr_decay);
@@ -181,7 +247,6 @@ StepStats DiffusionTrainer::step(const Denoiser& model, const TrainBatch& batch)
   st.timesteps = tb.t;
   st.per_sample_loss = std::move(per_sample);
   ++step_;
-  return st;
 }
 
 }  // namespace ddpm

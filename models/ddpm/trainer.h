@@ -14,9 +14,11 @@
 // and a resumed run continues exactly.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 
+#include "engine/collective.h"
 #include "engine/optim.h"
 #include "engine/parameters.h"
 #include "models/config_reader.h"
@@ -70,16 +72,40 @@ struct StepStats {
   std::vector<double> per_sample_loss;  // and its loss (weighted as trained)
 };
 
+// One shard of a step's batch (data parallelism, gradient accumulation): shard `index`
+// holds the batch's samples [first, first + count).
+struct Shard {
+  int64_t index = 0, first = 0, count = 0;
+};
+using ShardData = std::function<TrainBatch(const Shard&)>;   // the shard's samples
+using ShardModel = std::function<Denoiser(const Shard&)>;    // its model (dropout keyed by it)
+
 class DiffusionTrainer {
  public:
   static constexpr uint64_t kTimestepStream = 0x7100000000000000ull;
   static constexpr uint64_t kNoiseStream = 0x7200000000000000ull;
+  // Shard m's noise is Philox stream kNoiseStream + step + m 2^32 (steps < 2^32): shard 0's
+  // is the unsharded step's, and each shard's is the same whichever rank computes it.
+  static constexpr int kShardShift = 32;
+  static constexpr int64_t kMaxShards = 1 << 14;  // also bounds the dropout streams (unet.cpp)
 
   DiffusionTrainer(ParameterStore& store, const TrainerConfig& config);
 
   // One optimiser step on the batch x0 (N, ...). The model maps (x_t, t) to its prediction.
   StepStats step(const Denoiser& model, const Tensor& x0) { return step(model, TrainBatch{x0}); }
   StepStats step(const Denoiser& model, const TrainBatch& batch);
+
+  // The step of a batch of `batch` samples cut into M = batch / shard_size shards, of which
+  // this rank of `world` computes shards [r M/W, (r+1) M/W) (W ranks):
+  //   g = (1/M) sum_m g_m    (g_m: the gradient of shard m's mean loss; the sum in shard
+  //                           order, engine/collective.h), loss = (1/M) sum_m loss_m
+  // Timesteps are drawn for the whole batch as step() draws them, then sliced; shard m's
+  // noise and dropout are keyed by m. So the bits depend on (batch, shard_size), not on W:
+  // 2 ranks of 1 shard each compute exactly what 1 rank of 2 shards computes. Every rank
+  // ends with the same weights, moments, EMA and importance history (per-sample losses are
+  // gathered in shard order). With M = 1 and W = 1 it is step() with one batch.
+  StepStats step_sharded(const ShardModel& model, const ShardData& data, int64_t batch,
+                         int64_t shard_size, Collective& world);
 
   // The loss of one batch at step `step` (no update), on the tape: the forward half of the
   // unfused step().
@@ -96,12 +122,23 @@ class DiffusionTrainer {
 
   // What the fused ops need at step `step` for this batch: tables on the batch's device in
   // the model's dtype, eps's Philox position, the flip rule.
-  DiffusionLossSpec fused_loss_spec(const TrainBatch& batch, int64_t step) const;
+  DiffusionLossSpec fused_loss_spec(const TrainBatch& batch, int64_t step,
+                                    int64_t shard = 0) const;
 
  private:
-  // Runs the loss and backward of one step; returns the loss and the per-sample losses.
+  uint64_t noise_stream(int64_t step, int64_t shard) const;
+  // The unfused chain's loss of x0 at timesteps tb with noise from `stream`, on the tape.
+  LossResult unfused_loss(const Denoiser& model, const Tensor& x0, const TimestepBatch& tb,
+                          uint64_t stream) const;
+  // The loss and backward of one batch (a whole step's, or one shard's) at timesteps tb;
+  // returns the loss and the per-sample losses. Gradients accumulate into the store.
+  double loss_backward(const Denoiser& model, const TrainBatch& batch, const TimestepBatch& tb,
+                       int64_t shard, std::vector<double>* per_sample);
   double fused_loss_backward(const Denoiser& model, const TrainBatch& batch,
-                             const TimestepBatch& tb, std::vector<double>* per_sample);
+                             const TimestepBatch& tb, int64_t shard,
+                             std::vector<double>* per_sample);
+  // Clip, AdamW, EMA and the importance history, once the gradient of the step is in place.
+  void finish_step(StepStats& st, const TimestepBatch& tb, std::vector<double> per_sample);
 
   ParameterStore& store_;
   TrainerConfig config_;

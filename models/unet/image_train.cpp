@@ -99,6 +99,10 @@ ImageTrainConfig read_image_train_config(const nlohmann::json& json, const std::
   c.synthetic_size = r.integer("synthetic_size", c.synthetic_size, 1, 1'000'000'000);
   c.random_flip = r.boolean("random_flip", c.random_flip);
   c.batch_size = r.integer("batch_size", c.batch_size, 1, 1'000'000);
+  c.micro_batch = r.integer("micro_batch", c.micro_batch, 0, c.batch_size);
+  CHECK(c.micro_batch == 0 || c.batch_size % c.micro_batch == 0,
+        context << ": 'micro_batch' " << c.micro_batch << " does not divide 'batch_size' "
+                << c.batch_size);
   c.n_samples = r.integer("n_samples", c.n_samples, 1, 100'000);
   c.log_every = r.integer("log_every", c.log_every, 1, 1'000'000'000);
   c.sample_every = r.integer("sample_every", c.sample_every, 0, 1'000'000'000);
@@ -171,15 +175,52 @@ Denoiser ImageRun::denoiser() const {
   };
 }
 
+void ImageRun::set_world(Collective* world) {
+  world_ = world;
+  const int64_t ranks = world ? world->size() : 1, shard = shard_size();
+  CHECK(config_.micro_batch > 0 || config_.batch_size % ranks == 0,
+        "'batch_size' " << config_.batch_size << " cannot be shared by " << ranks
+                        << " ranks: make it a multiple, or set 'micro_batch'");
+  CHECK((config_.batch_size / shard) % ranks == 0,
+        "'batch_size' " << config_.batch_size << " / 'micro_batch' " << shard << " = "
+                        << config_.batch_size / shard << " shards per step cannot be shared by "
+                        << ranks << " ranks (the shard count must be a multiple of it)");
+  CHECK(config_.batch_size / shard <= DiffusionTrainer::kMaxShards,
+        "'batch_size' / 'micro_batch' is " << config_.batch_size / shard << " shards per step, at most "
+                                           << DiffusionTrainer::kMaxShards);
+}
+
+int64_t ImageRun::shard_size() const {
+  if (config_.micro_batch > 0) return config_.micro_batch;
+  return std::max<int64_t>(1, config_.batch_size / (world_ ? world_->size() : 1));
+}
+
 StepStats ImageRun::step() {
   CHECK(batcher_, "ImageRun::step without data");
   const int64_t s = trainer_->step_index();
   const UNet* net = unet_.get();
   const uint64_t seed = config_.trainer.seed;
+  const Device device = config_.device;
+  const bool fused = config_.trainer.fused_loss;
+  if (world_ != nullptr || shard_size() < config_.batch_size) {
+    const ShardModel model = [net, seed, s](const Shard& sh) -> Denoiser {
+      const ForwardMode mode{true, seed, static_cast<uint64_t>(s), static_cast<uint64_t>(sh.index)};
+      return [net, mode](const Tensor& x, const std::vector<int>& t) { return net->forward(x, t, mode); };
+    };
+    ImageBatcher& batcher = *batcher_;
+    const ShardData data = [&batcher, s, device, fused](const Shard& sh) {
+      if (!fused) return TrainBatch{batcher.batch(s, sh.first, sh.count).to(device)};
+      ImageBatcher::Bytes b = batcher.batch_bytes(s, sh.first, sh.count);
+      return TrainBatch{b.images.to(device), b.flip, b.flip_seed, b.flip_stream, b.flip_first};
+    };
+    SingleProcess alone;
+    return trainer_->step_sharded(model, data, config_.batch_size, shard_size(),
+                                  world_ ? *world_ : alone);
+  }
   const Denoiser train_model = [net, seed, s](const Tensor& x, const std::vector<int>& t) {
     return net->forward(x, t, ForwardMode{true, seed, static_cast<uint64_t>(s)});
   };
-  if (!config_.trainer.fused_loss)
+  if (!fused)
     return trainer_->step(train_model, batcher_->batch(s).to(config_.device));
   ImageBatcher::Bytes b = batcher_->batch_bytes(s);
   return trainer_->step(train_model, TrainBatch{b.images.to(config_.device), b.flip, b.flip_seed,
@@ -397,7 +438,7 @@ namespace {
 
 // The run's starting point: a fresh folder, or a checkpoint resumed (its config compared
 // with this one's, later checkpoints set aside).
-void start_run(ImageRun& run, RunFolder& folder, const TrainOptions& o, TrainSummary& summary) {
+std::string start_run(ImageRun& run, RunFolder& folder, const TrainOptions& o, TrainSummary& summary) {
   const ImageTrainConfig& c = run.config();
   if (o.resume.empty()) {
     const std::string earlier = folder.describe_run();
@@ -409,7 +450,7 @@ void start_run(ImageRun& run, RunFolder& folder, const TrainOptions& o, TrainSum
       folder.clear_run();
       summary.notes.push_back("overwrote the earlier run in " + folder.path() + " (" + earlier + ")");
     }
-    return;
+    return "";
   }
   const std::string path = o.resume == "latest" ? latest_checkpoint(folder.path()) : o.resume;
   const CheckpointInfo info = read_checkpoint_info(path);
@@ -426,29 +467,94 @@ void start_run(ImageRun& run, RunFolder& folder, const TrainOptions& o, TrainSum
   for (const std::string& m : folder.set_aside_after(run.step_index()))
     summary.notes.push_back("set aside (after the resumed step): " + m);
   summary.notes.push_back("resumed " + path + " at step " + std::to_string(run.step_index()));
+  return path;
+}
+
+// Every rank must train the same recipe: the ranks' resolved configs compared key by key,
+// each difference named ("rank 1 has seed 1, rank 0 has 0"), the same error on every rank.
+void check_ranks_share_config(Collective& world, const nlohmann::json& resolved) {
+  const std::vector<std::string> all = world.all_gather_text(resolved.dump());
+  const nlohmann::json first = nlohmann::json::parse(all[0]);  // rank 0's, seen by every rank
+  std::string differences;
+  for (size_t r = 1; r < all.size(); ++r) {
+    const nlohmann::json other = nlohmann::json::parse(all[r]);
+    for (const auto& [key, value] : first.items()) {
+      const nlohmann::json theirs = other.contains(key) ? other[key] : nlohmann::json();
+      if (theirs != value)
+        differences += (differences.empty() ? "" : ", ") + ("rank " + std::to_string(r) + " has " +
+                       key + " " + json_text(theirs) + ", rank 0 has " + json_text(value));
+    }
+  }
+  CHECK(differences.empty(), "the " << world.size() << " ranks disagree on the resolved config ("
+                                    << differences
+                                    << "): every rank must be started with the same config");
+}
+
+// A signal reaches mpirun's ranks at different steps: they stop together, at the first
+// step after which any rank has been asked to.
+bool any_rank_asks_to_stop(const TrainOptions& o, Collective* world) {
+  const double mine = o.stop != nullptr && o.stop->load() ? 1.0 : 0.0;
+  if (world == nullptr || world->size() == 1) return mine > 0;
+  for (double v : world->all_gather({mine}))
+    if (v > 0) return true;
+  return false;
+}
+
+// Ranks other than 0: the same steps (and the same non-finite stop), no files.
+TrainSummary train_steps_only(ImageRun& run, const TrainOptions& o, Collective& world) {
+  TrainSummary summary;
+  const int64_t first = run.step_index(), total = run.config().trainer.steps;
+  while (run.step_index() < total) {
+    const StepStats st = run.step();
+    const bool stop = any_rank_asks_to_stop(o, &world);
+    if (!st.applied) {
+      ++summary.skipped_steps;
+      CHECK(run.config().trainer.skip_nonfinite,
+            "rank " << world.rank() << ", step " << run.step_index()
+                    << ": a non-finite loss or gradient norm (rank 0 says more)");
+    }
+    if (stop && run.step_index() < total) {
+      summary.interrupted = true;
+      break;
+    }
+  }
+  summary.steps_trained = run.step_index() - first;
+  return summary;
 }
 
 }  // namespace
 
 TrainSummary train_images(const ImageTrainConfig& c, const TrainOptions& o,
                           const std::function<void(const TrainProgress&)>& report) {
-  RunFolder folder(c.out_dir);
+  Collective* world = o.world;
+  const bool lead = world == nullptr || world->rank() == 0;  // writes the folder
+  const bool distributed = world != nullptr && world->size() > 1;
   ImageRun run(c);
-  TrainSummary summary;
-  start_run(run, folder, o, summary);
+  if (distributed) run.set_world(world);  // one process: the plain step, or shards in a row
   nlohmann::json resolved = nlohmann::json::object();
   for (const ConfigKey& k : c.keys) resolved[k.name] = k.value;
-  folder.write_config(resolved);
-  write_file_atomic(folder.path() + "/run.json",
+  if (distributed) check_ranks_share_config(*world, resolved);
+  std::unique_ptr<RunFolder> folder;
+  if (lead) folder = std::make_unique<RunFolder>(c.out_dir);
+  TrainSummary summary;
+  const std::string resumed = lead ? start_run(run, *folder, o, summary) : "";
+  if (distributed) {  // every rank continues from the checkpoint rank 0 resumed
+    const std::string path = world->broadcast_text(resumed);
+    if (!lead && !path.empty()) run.load_checkpoint(path);
+  }
+  if (!lead) return train_steps_only(run, o, *world);
+  folder->write_config(resolved);
+  write_file_atomic(folder->path() + "/run.json",
                     nlohmann::json{{"command", o.command},
                                    {"device", describe_device(c)},
+                                   {"ranks", world ? world->describe() : "1 process"},
                                    {"started", now_utc()},
                                    {"resumed_from", o.resume}}
                             .dump(2) + "\n");
 
   const bool synthetic = c.dataset == "synthetic";
   const uint64_t sample_seed = c.trainer.seed + kSampleSeedOffset;
-  summary.log_path = folder.metrics_path();
+  summary.log_path = folder->metrics_path();
   if (o.resume.empty() && synthetic) {
     const SampleQuality q =
         synthetic_quality(run.sample(c.n_samples, sample_seed, c.sampler, false).x0);
@@ -457,7 +563,7 @@ TrainSummary train_images(const ImageTrainConfig& c, const TrainOptions& o,
   }
   auto write_samples = [&](const std::string& name, TrainProgress& p) {
     const Tensor x = run.sample(c.n_samples, sample_seed, c.sampler, true).x0;
-    summary.samples_path = folder.samples_dir() + "/" + name + ".png";
+    summary.samples_path = folder->samples_dir() + "/" + name + ".png";
     write_image_grid(summary.samples_path, x, 8);
     if (synthetic) {
       const SampleQuality q = synthetic_quality(x);
@@ -481,9 +587,9 @@ TrainSummary train_images(const ImageTrainConfig& c, const TrainOptions& o,
   std::vector<double> bucket_sum(kBuckets, 0.0);
   std::vector<int64_t> bucket_count(kBuckets, 0);
   auto checkpoint = [&] {
-    summary.last_checkpoint = folder.checkpoint_path(run.step_index());
+    summary.last_checkpoint = folder->checkpoint_path(run.step_index());
     run.save_checkpoint(summary.last_checkpoint);
-    folder.keep_newest(c.keep_checkpoints);
+    folder->keep_newest(c.keep_checkpoints);
   };
 
   using Clock = std::chrono::steady_clock;
@@ -495,6 +601,7 @@ TrainSummary train_images(const ImageTrainConfig& c, const TrainOptions& o,
   while (run.step_index() < total) {
     TrainProgress p;
     p.stats = run.step();
+    const bool stop_asked = any_rank_asks_to_stop(o, world);
     p.step = run.step_index();
     p.total = total;
     if (!p.stats.applied) {
@@ -521,7 +628,7 @@ TrainSummary train_images(const ImageTrainConfig& c, const TrainOptions& o,
     const double average = (p.step - first) * c.batch_size / std::max(secs, 1e-9);
     p.eta_seconds = (total - p.step) * c.batch_size / std::max(average, 1e-9);
     const bool last = p.step == total;
-    const bool stopping = o.stop != nullptr && o.stop->load() && !last;
+    const bool stopping = stop_asked && !last;
     // The checkpoint comes first: whatever fails after it, the step is kept.
     if ((c.ckpt_every > 0 && p.step % c.ckpt_every == 0) || last || stopping) checkpoint();
     if (last || (c.sample_every > 0 && p.step % c.sample_every == 0))
@@ -545,7 +652,7 @@ TrainSummary train_images(const ImageTrainConfig& c, const TrainOptions& o,
         line["bits_per_dim"] = p.bits_per_dim;
         line["bpd_se"] = p.bpd_standard_error;
       }
-      folder.append_metrics(line);
+      folder->append_metrics(line);
       if (report) report(p);
       last_report = now;
       last_report_step = p.step;
@@ -563,9 +670,9 @@ TrainSummary train_images(const ImageTrainConfig& c, const TrainOptions& o,
   }
   summary.steps_trained = run.step_index() - first;
   if (!summary.interrupted)  // the progressive-generation strip: 8 samples x 10 steps
-    write_image_grid(folder.samples_dir() + "/progressive.png",
+    write_image_grid(folder->samples_dir() + "/progressive.png",
                      run.progressive(std::min<int64_t>(8, c.n_samples), sample_seed, c.sampler, true), 10);
-  summary.report_path = write_run_report(folder.path());
+  summary.report_path = write_run_report(folder->path());
   const size_t tenth = std::max<size_t>(1, losses.size() / 10);
   for (size_t i = 0; i < std::min(tenth, losses.size()); ++i) {
     summary.first_loss += losses[i] / tenth;

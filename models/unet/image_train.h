@@ -3,7 +3,9 @@
 // Config (configs/tiny.json, configs/cifar10_ddpm.json): "model": "unet", the U-Net keys
 // (models/unet/unet.h), the recipe keys (models/ddpm/trainer.h), the sampling keys, and
 //   dataset "synthetic" | "cifar10" | "fashion_mnist", data_dir, classes, synthetic_size,
-//   random_flip, batch_size, n_samples, log_every, sample_every, ckpt_every,
+//   random_flip, batch_size, micro_batch (samples per shard of a step: the unit of
+//   gradient accumulation and of data parallelism; 0: batch_size / ranks), n_samples,
+//   log_every, sample_every, ckpt_every,
 //   keep_checkpoints, out_dir, device "cpu" | "cuda" | "auto" (the GPU when there is one),
 //   cpu_kernels "fast" | "reference", cuda_conv "tiled" (fp32, default) | "tensor_core" (TF32) | "naive",
 //   cuda_attention "fused" (default) | "straightforward".
@@ -47,7 +49,7 @@ struct ImageTrainConfig {
   std::vector<int64_t> classes;
   int64_t synthetic_size = 50000;
   bool random_flip = true;
-  int64_t batch_size = 128, n_samples = 16, log_every = 10, sample_every = 0, ckpt_every = 0;
+  int64_t batch_size = 128, micro_batch = 0, n_samples = 16, log_every = 10, sample_every = 0, ckpt_every = 0;
   int64_t keep_checkpoints = 3;
   // bits/dim on the test split every eval_every steps and at the end (0: never), on its
   // first eval_images images with eval_timesteps stratified terms each (0: all T)
@@ -72,6 +74,11 @@ std::shared_ptr<const ImageDataset> open_dataset(const ImageTrainConfig& c, cons
 class ImageRun {
  public:
   explicit ImageRun(const ImageTrainConfig& config, bool with_data = true);
+  // Data-parallel training: this rank's share of each step, gradients summed over `world`
+  // (engine/collective.h). Checks that the step's shards divide among its ranks.
+  void set_world(Collective* world);
+  // Samples per shard: micro_batch, or batch_size / ranks.
+  int64_t shard_size() const;
   StepStats step();
   int64_t step_index() const { return trainer_->step_index(); }
 
@@ -107,6 +114,7 @@ class ImageRun {
   std::unique_ptr<UNet> unet_;
   std::unique_ptr<DiffusionTrainer> trainer_;
   std::unique_ptr<ImageBatcher> batcher_;
+  Collective* world_ = nullptr;  // none: one process
 };
 
 // The config stored in a checkpoint, and the checkpoint's step (for `ddpm info`/`sample`).
@@ -166,6 +174,9 @@ struct TrainOptions {
   std::set<std::string> named;     // keys --set gave: recipe changes allowed on resume
   const std::atomic<bool>* stop = nullptr;  // when set: finish the step, checkpoint, return
   std::string command;             // the command line, recorded in out_dir/run.json
+  // Data-parallel: rank 0 writes the folder (logs, samples, checkpoints, report) and the
+  // others only train; all read the same config and resume the checkpoint rank 0 names.
+  Collective* world = nullptr;
 };
 
 // Errors before any training: a checkpoint whose step is already `steps` (nothing to do),

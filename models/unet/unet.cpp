@@ -6,7 +6,8 @@ namespace ddpm {
 
 namespace {
 
-constexpr uint64_t kDropoutStream = 0xD7000000000000ull;  // + step * 4096 + layer
+// + step * 4096 + layer + shard * 2^42 (step < 2^30, shard < 2^14: below every other family)
+constexpr uint64_t kDropoutStream = 0xD7000000000000ull;
 
 bool contains(const std::vector<int64_t>& v, int64_t x) {
   return std::find(v.begin(), v.end(), x) != v.end();
@@ -32,7 +33,8 @@ class ResBlock {
     h = broadcast_add(h, temb_proj_(temb_act));
     h = norm2_.silu(h);
     if (m.train && dropout_ > 0)
-      h = dropout(h, dropout_, m.seed, kDropoutStream + m.step * 4096 + static_cast<uint64_t>(layer_));
+      h = dropout(h, dropout_, m.seed,
+                  kDropoutStream + m.step * 4096 + static_cast<uint64_t>(layer_) + (m.shard << 42));
     h = conv2_(h);
     return add(has_skip_ ? skip_(x) : x, h);
   }

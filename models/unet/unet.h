@@ -44,11 +44,13 @@ struct UNetConfig {
 UNetConfig read_unet_config(ConfigReader& r, const UNetConfig& defaults);
 
 // Training-time behaviour of a forward pass: dropout is on only when train is set, with its
-// mask a pure function of (seed, step, layer).
+// mask a pure function of (seed, step, shard, layer): shard m of a sharded step
+// (DiffusionTrainer::step_sharded) draws its own masks, whichever rank computes it.
 struct ForwardMode {
   bool train = false;
   uint64_t seed = 0;
   uint64_t step = 0;
+  uint64_t shard = 0;
 };
 
 class UNet {
