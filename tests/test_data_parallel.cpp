@@ -177,7 +177,7 @@ TEST(DataParallel, DisagreeingRanksFailWithTheMessage) {
 
 #if defined(DDPM_WITH_NCCL)
 TEST(DataParallel, NcclWorldOfOneMatchesTheLocalStep) {
-  if (!cuda_available()) GTEST_SKIP() << cuda_unavailable_reason();
+  REQUIRE_GPU();
   nlohmann::json j = tiny_json({"base_channels=8", "groups=4", "batch_size=8", "micro_batch=2",
                                 "steps=4", "dropout=0.1", "ema_decay=0.9", "T=4", "eval_timesteps=0", "sample_steps=0", "device=cuda"});
   const ImageTrainConfig c = read_image_train_config(j, "tiny.json (cuda)");
