@@ -39,6 +39,9 @@ Tensor clamp(const Tensor& x, double lo, double hi);   // min(max(x, lo), hi)
 Tensor per_sample_axpby(const Tensor& a, const Tensor& x, const Tensor& b, const Tensor& y);
 // dst += alpha * src, outside the tape (gradient accumulation, optimiser helpers).
 void accumulate(const Tensor& dst, const Tensor& src, double alpha = 1.0);
+// x *= s in place, outside the tape: scale()'s bits without a second buffer (gradient
+// clipping and averaging rescale the whole flat gradient).
+void scale_in_place(const Tensor& x, double s);
 
 // ---- linear (engine/ops/linear.cpp) ----
 // x (..., K), w (K, N), b (N) or undefined -> (..., N)

@@ -74,8 +74,7 @@ double clip_grad_norm(const ParameterStore& store, double max_norm) {
   }
   const double norm = std::sqrt(squares);
   if (max_norm > 0 && norm > max_norm) {
-    NoGradGuard no_grad;
-    grad.copy_from(scale(grad, max_norm / norm));
+    scale_in_place(grad, max_norm / norm);
   }
   return norm;
 }

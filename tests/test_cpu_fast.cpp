@@ -185,6 +185,26 @@ TEST(CpuFast, GroupNormMatchesTheReference) {
   }
 }
 
+// Dropout draws four mask bits per Philox block instead of one: the same mask as the
+// reference, so the forward is the same bits; the backward's dy / (1 - p) may be one FMA
+// (1 rounding instead of 2): within an ulp. Odd lengths exercise the last partial block.
+TEST(CpuFast, DropoutDrawsTheReferenceMask) {
+  REQUIRE_FAST();
+  for (const int64_t n : {2, 3, 4, 5, 1023, 4 * 16 * 16 * 256 + 1}) {
+    SCOPED_TRACE(n);
+    const Tensor x = rnd({n}, 40);
+    const auto f = [](const std::vector<Tensor>& t) { return dropout(t[0], 0.3, 7, 0xD7000000000123ull); };
+    const KernelRun ref = run(CpuKernels::Reference, f, {x}), fast = run(CpuKernels::Fast, f, {x});
+    EXPECT_EQ(fast.out, ref.out);
+    int64_t dropped = 0;
+    for (float v : ref.out) dropped += v == 0.0f;
+    if (n > 1000) {
+      EXPECT_NEAR(double(dropped) / n, 0.3, 0.02);  // the mask is a real draw
+    }
+    expect_close(fast.grads[0], ref.grads[0], 0, 2.4e-7, "dropout gradient");
+  }
+}
+
 // Same inputs, same thread count: the same bits (the resume tests rely on it).
 TEST(CpuFast, TheFastKernelsAreDeterministic) {
   REQUIRE_FAST();

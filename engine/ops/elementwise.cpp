@@ -66,6 +66,17 @@ Tensor mul(const Tensor& a, const Tensor& b) {
   return y;
 }
 
+void scale_in_place(const Tensor& x, double s) {
+  detail::check_float("scale_in_place", "x", x);
+  dispatch("scale_in_place", x, [&](auto tag) {  // y[i] = s x[i] reads before it writes
+    using T = decltype(tag);
+    cpu::scale_forward<T>(x.numel(), static_cast<T>(s), x.data<T>(), x.data<T>());
+  }, [&] {
+    DDPM_CUDA_ONLY(cuda::scale_forward(x.numel(), static_cast<float>(s), x.data<float>(),
+                                       x.data<float>()));
+  });
+}
+
 Tensor scale(const Tensor& x, double s) {
   detail::check_float("scale", "x", x);
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());

@@ -2,6 +2,7 @@
 #include "engine/ops.h"
 #include "engine/ops/op_util.h"
 #include "kernels/cpu/random.h"
+#include "kernels/cpu_fast/random.h"
 
 #if DDPM_WITH_CUDA
 #include "kernels/cuda/random.cuh"
@@ -46,6 +47,9 @@ Tensor dropout(const Tensor& x, double p, uint64_t seed, uint64_t stream) {
     using T = decltype(tag);
     cpu::dropout_forward<T>(x.numel(), pf, seed, stream, x.data<T>(), y.data<T>());
   }, [&] {
+    DDPM_CPU_FAST_ONLY(cpu_fast::dropout_forward(x.numel(), pf, seed, stream, x.data<float>(),
+                                                 y.data<float>()));
+  }, [&] {
     DDPM_CUDA_ONLY(cuda::dropout_forward(x.numel(), pf, seed, stream, x.data<float>(), y.data<float>()));
   });
   if (should_record({x})) {
@@ -55,6 +59,9 @@ Tensor dropout(const Tensor& x, double p, uint64_t seed, uint64_t stream) {
       dispatch("dropout backward", dx, [&](auto tag) {
         using T = decltype(tag);
         cpu::dropout_backward<T>(dx.numel(), pf, seed, stream, g[0].data<T>(), dx.data<T>());
+      }, [&] {
+        DDPM_CPU_FAST_ONLY(cpu_fast::dropout_backward(dx.numel(), pf, seed, stream,
+                                                      g[0].data<float>(), dx.data<float>()));
       }, [&] {
         DDPM_CUDA_ONLY(cuda::dropout_backward(dx.numel(), pf, seed, stream, g[0].data<float>(),
                                               dx.data<float>()));

@@ -218,7 +218,7 @@ StepStats DiffusionTrainer::step_sharded(const ShardModel& model, const ShardDat
     ProfileRange range("gradient sum over shards and ranks");
     world.sum_in_rank_order(grads, store_.flat_grad());
     grads.clear();
-    if (shards > 1) store_.flat_grad().copy_from(scale(store_.flat_grad(), 1.0 / shards));
+    if (shards > 1) scale_in_place(store_.flat_grad(), 1.0 / shards);
   }
   const std::vector<double> gathered = world.all_gather(record);
   StepStats st;
