@@ -4,7 +4,7 @@
 //   global batch; then
 //     sum_in_rank_order   the gradient sum over all shards, on every rank
 //     all_gather          each rank's per-sample losses, concatenated in rank order
-//     all_gather_text     agreement checks (config hash, parameter count) before step 1
+//     all_gather_text     agreement checks (the resolved configs) before step 1
 //     broadcast_text      rank 0's decision (which checkpoint to resume) to all
 //
 // sum_in_rank_order is a left fold over the shards in global order,
@@ -62,9 +62,5 @@ class SingleProcess : public Collective {
   std::string broadcast_text(const std::string& from_rank0) override { return from_rank0; }
   void barrier() override {}
 };
-
-// The same check on every rank: all ranks hold the same `value` of `what`, or every rank
-// fails with one message naming the ranks that differ (no rank waits forever for another).
-void check_ranks_agree(Collective& world, const std::string& what, const std::string& value);
 
 }  // namespace ddpm

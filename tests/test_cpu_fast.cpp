@@ -11,10 +11,14 @@
 #include "kernels/cpu_fast/fast_exp.h"
 #include "models/unet/image_train.h"
 #include "tests/gradcheck.h"
+#include "tests/conv_cases.h"
 #include "tests/test_util.h"
 
 namespace ddpm {
 namespace {
+
+using test::ConvCase;
+using test::conv_cases;
 
 #define REQUIRE_FAST() \
   if (!cpu_fast_kernels_built()) GTEST_SKIP() << "built without oneDNN and OpenBLAS"
@@ -76,16 +80,6 @@ Tensor rnd(const Shape& s, uint64_t stream, double scale = 1.0) {
   return test::random_tensor(s, stream, DType::F32, scale);
 }
 
-struct ConvCase {
-  Shape x;
-  int k;
-  int64_t c_out;
-  Conv2dParams p;
-};
-
-// Float sums of up to K = 9 * 384 = 3456 terms (forward, dgrad) or N*H*W = 2048 (wgrad) in
-// different orders, one side with FMA: ~sqrt(K) 6e-8 relative typically; 2e-4 leaves room for
-// unlucky cancellation, and a wrong tap or channel is off by the whole value.
 // The vectorisable exp of softmax and SiLU: within 2 ulp-ish (2.5e-7 relative) of the exact
 // value over the whole range it does not clamp, clamped outside it, NaN kept.
 TEST(CpuFast, FastExpIsAccurateOverTheFloatRange) {
@@ -105,25 +99,14 @@ TEST(CpuFast, FastExpIsAccurateOverTheFloatRange) {
   EXPECT_TRUE(std::isnan(cpu_fast::fast_exp(std::nanf(""))));
 }
 
+// The shared convolution cases (tests/conv_cases.h). Float sums of up to K = 9 * 384 = 3456
+// terms (forward, dgrad) or N*H*W = 2048 (wgrad) in different orders, one side with FMA:
+// ~sqrt(K) 6e-8 relative typically; 2e-4 leaves room for unlucky cancellation, and a wrong
+// tap or channel is off by the whole value.
 TEST(CpuFast, ConvolutionsMatchTheReference) {
   REQUIRE_FAST();
-  const ConvCase cases[] = {
-      {{3, 5, 7, 3}, 3, 4, Conv2dParams::same(3)},
-      {{2, 6, 8, 3}, 3, 5, Conv2dParams::downsample()},
-      {{2, 9, 9, 65}, 3, 3, Conv2dParams{2, 1, 1, 1, 1}},
-      {{1, 5, 6, 9}, 3, 2, Conv2dParams{1, 0, 2, 1, 0}},
-      {{3, 5, 7, 65}, 1, 67, Conv2dParams{}},
-      // the CIFAR-10 U-Net's convolutions, batch 2
-      {{2, 32, 32, 3}, 3, 128, Conv2dParams::same(3)},
-      {{2, 32, 32, 128}, 3, 128, Conv2dParams::downsample()},
-      {{2, 16, 16, 128}, 3, 256, Conv2dParams::same(3)},
-      {{2, 8, 8, 256}, 3, 256, Conv2dParams::same(3)},
-      {{2, 4, 4, 512}, 3, 256, Conv2dParams::same(3)},
-      {{2, 32, 32, 384}, 3, 128, Conv2dParams::same(3)},
-      {{2, 32, 32, 128}, 3, 3, Conv2dParams::same(3)},
-  };
   uint64_t stream = 100;
-  for (const ConvCase& c : cases) {
+  for (const ConvCase& c : conv_cases()) {
     SCOPED_TRACE(c.x.str() + " k" + std::to_string(c.k) + " -> " + std::to_string(c.c_out));
     const Conv2dParams p = c.p;
     const double wscale = 1.0 / std::sqrt(double(c.k * c.k * c.x[3]));

@@ -13,6 +13,7 @@
 #include "engine/ops.h"
 #include "engine/optim.h"
 #include "tests/gradcheck.h"
+#include "tests/conv_cases.h"
 #include "tests/test_util.h"
 
 #if DDPM_WITH_CUDA
@@ -25,6 +26,9 @@
 
 namespace ddpm {
 namespace {
+
+using test::ConvCase;
+using test::conv_cases;
 
 using test::TensorFn;
 
@@ -289,39 +293,6 @@ TEST(CudaOps, GroupNormAwkwardAndModelShapes) {
         {rnd(c.x, stream, 2.0), rnd({ch}, stream + 1), rnd({ch}, stream + 2)}, 2e-4, 2e-4);
     stream += 3;
   }
-}
-
-struct ConvCase {
-  Shape x;
-  int k;
-  int64_t c_out;
-  Conv2dParams p;
-};
-
-// Awkward shapes and every convolution of the CIFAR-10 U-Net (batch 2: the batch only
-// scales M).
-std::vector<ConvCase> conv_cases() {
-  std::vector<ConvCase> cases = {
-      {{3, 5, 7, 3}, 3, 4, Conv2dParams::same(3)},
-      {{2, 6, 8, 3}, 3, 5, Conv2dParams::downsample()},
-      {{2, 9, 9, 65}, 3, 3, Conv2dParams{2, 1, 1, 1, 1}},
-      {{1, 5, 6, 9}, 3, 2, Conv2dParams{1, 0, 2, 1, 0}},
-      {{3, 5, 7, 65}, 1, 67, Conv2dParams{}},
-      // the CIFAR-10 U-Net's convolutions
-      {{2, 32, 32, 3}, 3, 128, Conv2dParams::same(3)},
-      {{2, 32, 32, 128}, 3, 128, Conv2dParams::same(3)},
-      {{2, 32, 32, 128}, 3, 128, Conv2dParams::downsample()},
-      {{2, 16, 16, 128}, 3, 256, Conv2dParams::same(3)},
-      {{2, 16, 16, 256}, 3, 256, Conv2dParams::same(3)},
-      {{2, 8, 8, 256}, 3, 256, Conv2dParams::same(3)},
-      {{2, 4, 4, 512}, 3, 256, Conv2dParams::same(3)},
-      {{2, 16, 16, 384}, 3, 256, Conv2dParams::same(3)},
-      {{2, 32, 32, 384}, 3, 128, Conv2dParams::same(3)},
-      {{2, 32, 32, 256}, 3, 128, Conv2dParams::same(3)},
-      {{2, 32, 32, 128}, 3, 3, Conv2dParams::same(3)},
-  };
-  if (test::small_shapes_only()) cases.resize(5);  // the awkward shapes above the model's
-  return cases;
 }
 
 // Both CUDA convolution versions against the CPU reference: forward, dgrad, wgrad and the

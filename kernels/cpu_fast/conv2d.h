@@ -8,7 +8,7 @@
 // weights are reordered each call (they change every step; the reorder is one pass over
 // them, small beside the convolution). oneDNN overwrites its outputs, so the gradients land
 // in scratch buffers and are added to dx, dw, db. Primitives are created once per shape and
-// cached. Threads: oneDNN's OpenMP pool, the engine's (kernels/cpu_fast/threads.h).
+// cached. Threads: oneDNN's OpenMP pool, which is the engine's own (one pool for all).
 #pragma once
 
 #include "kernels/shapes.h"
