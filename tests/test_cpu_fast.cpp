@@ -53,19 +53,9 @@ KernelRun run(CpuKernels k, const test::TensorFn& f, const std::vector<Tensor>& 
   return r;
 }
 
-// |fast - ref| <= atol + rtol |ref|; the reference must not be all zeros.
 void expect_close(const std::vector<float>& fast, const std::vector<float>& ref, double atol,
                   double rtol, const std::string& what) {
-  ASSERT_EQ(fast.size(), ref.size()) << what;
-  double norm = 0;
-  int reported = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    ASSERT_TRUE(std::isfinite(fast[i])) << what << " element " << i;
-    norm += double(ref[i]) * ref[i];
-    if (std::fabs(fast[i] - ref[i]) > atol + rtol * std::fabs(ref[i]) && reported++ < 5)
-      ADD_FAILURE() << what << " element " << i << ": fast " << fast[i] << " vs reference " << ref[i];
-  }
-  EXPECT_GT(norm, 0.0) << what << " is all zeros: the comparison proves nothing";
+  test::expect_close(fast, ref, atol, rtol, what, "fast", "reference");
 }
 
 void expect_kernels_agree(const test::TensorFn& f, const std::vector<Tensor>& inputs, double atol,

@@ -65,16 +65,7 @@ std::vector<float> crop(const std::vector<float>& x, int64_t n, int64_t h, int64
 
 // Sums over up to K = 9*256 terms in different orders: bounds as in test_cuda_ops.cpp.
 void expect_close(const std::vector<float>& ours, const std::vector<float>& ref, const char* what) {
-  ASSERT_EQ(ours.size(), ref.size());
-  double norm = 0;
-  int bad = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    ASSERT_TRUE(std::isfinite(ours[i])) << what;
-    norm += double(ref[i]) * ref[i];
-    if (std::fabs(ours[i] - ref[i]) > 2e-4 + 2e-4 * std::fabs(ref[i]) && bad++ < 5)
-      ADD_FAILURE() << what << " element " << i << ": ours " << ours[i] << ", cuDNN " << ref[i];
-  }
-  EXPECT_GT(norm, 0.0) << what;
+  test::expect_close(ours, ref, 2e-4, 2e-4, what, "ours", "cuDNN");
 }
 
 TEST(CudaCudnn, ConvolutionsMatchCudnn) {

@@ -53,19 +53,10 @@ DeviceRun run_on(Device d, const TensorFn& f, const std::vector<Tensor>& cpu_inp
   return run;
 }
 
-// atol + rtol |cpu| per element; NaN/Inf fail; the CPU result must not be all zeros.
+
 void expect_close(const std::vector<float>& gpu, const std::vector<float>& cpu, double atol,
                   double rtol, const std::string& what) {
-  ASSERT_EQ(gpu.size(), cpu.size()) << what;
-  double norm = 0;
-  int reported = 0;
-  for (size_t i = 0; i < cpu.size(); ++i) {
-    ASSERT_TRUE(std::isfinite(gpu[i])) << what << " element " << i << " is " << gpu[i];
-    norm += double(cpu[i]) * cpu[i];
-    if (std::fabs(gpu[i] - cpu[i]) > atol + rtol * std::fabs(cpu[i]) && reported++ < 5)
-      ADD_FAILURE() << what << " element " << i << ": cuda " << gpu[i] << " vs cpu " << cpu[i];
-  }
-  EXPECT_GT(norm, 0.0) << what << " is all zeros on the CPU: the comparison proves nothing";
+  test::expect_close(gpu, cpu, atol, rtol, what, "cuda", "cpu");
 }
 
 void expect_devices_agree(const TensorFn& f, const std::vector<Tensor>& inputs, double atol,

@@ -63,6 +63,26 @@ inline void expect_finite_nonzero(const Tensor& t, const char* what) {
   EXPECT_GT(norm, 0.0) << what << " is all zeros";
 }
 
+// |got - want| <= atol + rtol |want| per element (the first 5 misses reported, each naming
+// the two sides: "cuda 0.5 vs cpu 0.25"); NaN/Inf in `got` fail; `want` must not be all
+// zeros, or the comparison proves nothing.
+inline void expect_close(const std::vector<float>& got, const std::vector<float>& want,
+                         double atol, double rtol, const std::string& what,
+                         const char* got_name, const char* want_name) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  double norm = 0;
+  int reported = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    ASSERT_TRUE(std::isfinite(got[i])) << what << " element " << i << " is " << got[i];
+    norm += double(want[i]) * want[i];
+    if (std::fabs(got[i] - want[i]) > atol + rtol * std::fabs(want[i]) && reported++ < 5)
+      ADD_FAILURE() << what << " element " << i << ": " << got_name << " " << got[i] << " vs "
+                    << want_name << " " << want[i];
+  }
+  EXPECT_GT(norm, 0.0) << what << " is all zeros (" << want_name
+                       << "): the comparison proves nothing";
+}
+
 // Runs `f` and expects a ddpm::Error whose message contains every one of `parts`.
 template <class F>
 void expect_error(F&& f, std::initializer_list<const char*> parts) {
