@@ -1,9 +1,7 @@
 #include "engine/dtype.h"
 
-#include <cmath>
-#include <cstring>
-
 #include "engine/check.h"
+#include "kernels/bf16.h"
 
 namespace ddpm {
 
@@ -29,19 +27,8 @@ const char* dtype_name(DType dt) {
   return "unknown";
 }
 
-bf16 float_to_bf16(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  if (std::isnan(f)) return bf16{static_cast<uint16_t>((u >> 16) | 0x40)};  // keep it a NaN
-  const uint32_t rounding = 0x7FFF + ((u >> 16) & 1);                      // nearest, ties to even
-  return bf16{static_cast<uint16_t>((u + rounding) >> 16)};
-}
+bf16 float_to_bf16(float f) { return bf16{bf16_bits_from_float(f)}; }
 
-float bf16_to_float(bf16 b) {
-  const uint32_t u = static_cast<uint32_t>(b.bits) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
+float bf16_to_float(bf16 b) { return float_from_bf16_bits(b.bits); }
 
 }  // namespace ddpm

@@ -25,6 +25,18 @@ bool cpu_fast_kernels_built();
 void set_cpu_kernels(CpuKernels k);  // Fast in a build without them: an error saying so
 CpuKernels cpu_kernels();
 
+// ---- the precision of matrix products (engine/ops/op_util.cpp) ----
+// F32: convolutions and linear layers multiply fp32 values (the default). BF16: their
+// operands (activations, weights and incoming gradients) are rounded to bf16 and the
+// products summed in fp32, as bf16 tensor cores and PyTorch's autocast compute; everything
+// else (norms, softmax, the loss, biases and their gradients, the optimiser) stays fp32.
+// The CPU paths round the same operands the same way, so bf16 is tested everywhere. On
+// CUDA, BF16 runs the convolutions on v4 (bf16 tensor cores) whatever set_conv_algorithm
+// says. f64 tensors ignore it (gradient checks). Process-wide, config key `precision`.
+enum class Precision { F32, BF16 };
+void set_precision(Precision p);
+Precision precision();
+
 // ---- elementwise (engine/ops/elementwise.cpp) ----
 Tensor add(const Tensor& a, const Tensor& b);          // same shapes
 Tensor mul(const Tensor& a, const Tensor& b);          // same shapes
@@ -57,14 +69,28 @@ struct Conv2dParams {
   // reference downsampler).
   static Conv2dParams downsample() { return {2, 0, 0, 1, 1}; }
 };
+// The kernels' description of a convolution of x (N, H, W, Cin) with w (KH, KW, Cin, Cout).
+Conv2dShape conv2d_shape(const Shape& x, const Shape& w, const Conv2dParams& p);
 // x (N, H, W, Cin), w (KH, KW, Cin, Cout), b (Cout) or undefined -> (N, OH, OW, Cout)
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p);
+// conv2d(x, w, b, p) + v[n] (broadcast over each sample's pixels) + r: the time-embedding
+// and residual adds of a ResBlock, fused into the convolution's epilogue on CUDA v4 (one
+// store instead of three passes); separate passes elsewhere, in that order. v (N, Cout) and
+// r (N, OH, OW, Cout) may each be undefined.
+Tensor conv2d_add(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p,
+                  const Tensor& v, const Tensor& r);
 // Which CUDA convolution kernel runs (kernels/cuda/conv2d.cu): the naive v1, the tiled
-// implicit GEMM v2 in fp32 (default), or v3 on TF32 tensor cores (sm_80+; operands rounded
-// to 10-bit mantissas, as cuDNN does for fp32 by default). The CPU path has one reference.
-enum class ConvAlgorithm { Naive, Tiled, TensorCore };
+// implicit GEMM v2 in fp32 (default), v3 on TF32 tensor cores (sm_80+; operands rounded
+// to 10-bit mantissas, as cuDNN does for fp32 by default), or v4 on bf16 tensor cores
+// (kernels/cuda/conv2d_bf16.cu; sm_80+; operands rounded to bf16, fp32 accumulation, as
+// under PyTorch's autocast). The CPU path has one reference.
+enum class ConvAlgorithm { Naive, Tiled, TensorCore, Bf16TensorCore };
 void set_conv_algorithm(ConvAlgorithm algo);
 ConvAlgorithm conv_algorithm();
+// v4's block shape per pass and size: by a heuristic (default), or timed on first use
+// (autotune, like torch.backends.cudnn.benchmark; prints its choices). Either way the same
+// bits. Config key cuda_autotune.
+void set_conv_autotune(bool on);
 
 // ---- group norm (engine/ops/group_norm.cpp) ----
 // x (N, ..., C) normalised over each sample's groups of C/groups channels; gamma, beta (C).

@@ -39,6 +39,11 @@ class Conv2d {
   Conv2d(ParameterStore& store, const std::string& name, int64_t in, int64_t out, int k,
          Conv2dParams params, double init_scale = 1.0);
   Tensor operator()(const Tensor& x) const { return conv2d(x, w_, b_, params_); }
+  // + v[n] (N, Cout) broadcast over each sample's pixels + r: conv2d_add (engine/ops.h),
+  // the adds fused into the convolution where the kernel can; either may be undefined.
+  Tensor operator()(const Tensor& x, const Tensor& v, const Tensor& r) const {
+    return conv2d_add(x, w_, b_, params_, v, r);
+  }
   const Tensor& weight() const { return w_; }
   const Tensor& bias() const { return b_; }
 

@@ -48,12 +48,13 @@ run_tests() {
 
 run_sanitize() {
   : > "$out/sanitizer.log"
-  for t in test_cuda_ops test_cuda_model test_cuda_scaffold test_philox test_diffusion_loss; do
+  for t in test_cuda_ops test_cuda_conv_bf16 test_cuda_model test_cuda_scaffold test_philox \
+      test_diffusion_loss; do
     echo "== memcheck $t" >> "$out/sanitizer.log"
     compute-sanitizer --tool memcheck --error-exitcode 1 "$build/tests/$t" >> "$out/sanitizer.log" 2>&1
     echo "memcheck $t exit $?" | tee -a "$out/sanitizer.status"
   done
-  # Shared memory and barriers: conv2d (tiles), group norm and reductions (block trees),
+  # Shared memory and barriers: conv2d (tiles; v4's cp.async pipeline), group norm and reductions (block trees),
   # both attentions (tiles, online softmax), the fused loss (block trees).
   # These tools replay every shared-memory access: small shapes only (tests/test_cuda_ops.cpp).
   for tool in racecheck synccheck initcheck; do
@@ -61,6 +62,10 @@ run_sanitize() {
     DDPM_TEST_SMALL_SHAPES=1 compute-sanitizer --tool "$tool" --error-exitcode 1 "$build/tests/test_cuda_ops" \
       --gtest_filter='*Conv2d*:*GroupNorm*:*Reductions*:*Attention*' >> "$out/sanitizer.log" 2>&1
     echo "$tool test_cuda_ops exit $?" | tee -a "$out/sanitizer.status"
+    echo "== $tool test_cuda_conv_bf16" >> "$out/sanitizer.log"
+    DDPM_TEST_SMALL_SHAPES=1 compute-sanitizer --tool "$tool" --error-exitcode 1 \
+      "$build/tests/test_cuda_conv_bf16" --gtest_filter='*MatchesTheCpu*' >> "$out/sanitizer.log" 2>&1
+    echo "$tool test_cuda_conv_bf16 exit $?" | tee -a "$out/sanitizer.status"
     echo "== $tool test_diffusion_loss" >> "$out/sanitizer.log"
     compute-sanitizer --tool "$tool" --error-exitcode 1 "$build/tests/test_diffusion_loss" \
       --gtest_filter='CudaDiffusionLoss.MatchesTheCpuReference' >> "$out/sanitizer.log" 2>&1
@@ -88,22 +93,27 @@ run_profile() {
   echo "ncu exit $?" | tee "$out/profile.status"
 }
 
-# The CIFAR-10 model's training step at batch 128 on the engine, fp32 (default) and with the
-# TF32 tensor-core convolution, then the same step in PyTorch (scripts/pytorch_reference.py,
-# when torch is importable) in fp32 and TF32: the comparison the project is measured by.
+# The CIFAR-10 model's training step at batch 128 on the engine, fp32 (default), with the
+# TF32 tensor-core convolution, and in bf16 (precision=bf16: the v4 convolution, block shapes
+# autotuned), then the same step in PyTorch (scripts/pytorch_reference.py, when torch is
+# importable) in fp32, TF32 and bf16 autocast: the comparison the project is measured by.
 run_train() {
   local status=0
-  for conv in tiled tensor_core; do
+  for variant in "tiled:fp32" "tensor_core:fp32" "tiled:bf16"; do
+    local conv=${variant%%:*} precision=${variant##*:}
     "$build/apps/ddpm" train --config configs/cifar10_ddpm.json --set device=cuda --set steps=30 \
       --set log_every=10 --set sample_every=0 --set ckpt_every=0 --set n_samples=8 \
       --set sample_steps=10 --set sampler=ddim --set cuda_conv=$conv \
-      --set out_dir="$out/train-run-$conv" > "$out/train-$conv.log" 2>&1 || status=$?
+      --set precision=$precision --set cuda_autotune=true \
+      --set out_dir="$out/train-run-$conv-$precision" > "$out/train-$conv-$precision.log" 2>&1 \
+      || status=$?
   done
-  cat "$out/train-tiled.log" "$out/train-tensor_core.log" > "$out/train.log"
+  cat "$out"/train-*.log > "$out/train.log"
   echo "train exit $status" | tee "$out/train.status"
   if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2> /dev/null; then
     python3 scripts/pytorch_reference.py --json "$out/pytorch-fp32.json" > "$out/pytorch.log" 2>&1
     python3 scripts/pytorch_reference.py --tf32 --json "$out/pytorch-tf32.json" >> "$out/pytorch.log" 2>&1
+    python3 scripts/pytorch_reference.py --bf16 --json "$out/pytorch-bf16.json" >> "$out/pytorch.log" 2>&1
     echo "pytorch exit $?" | tee -a "$out/train.status"
   else
     echo "pytorch: torch with CUDA not importable, skipped" | tee -a "$out/train.status"

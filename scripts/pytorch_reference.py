@@ -13,11 +13,13 @@ global-norm clipping at 1, Adam (lr 2e-4), EMA 0.9999, as the engine's step with
 configs/cifar10_ddpm.json. Timing: CUDA events over `--steps` steps after `--warmup` steps;
 ms/step, img/s and peak allocated memory are printed and written as JSON.
 
-    python3 scripts/pytorch_reference.py [--batch 128] [--steps 30] [--tf32] [--json OUT]
+    python3 scripts/pytorch_reference.py [--batch 128] [--steps 30] [--tf32] [--bf16] [--json OUT]
 
 --tf32 lets cuDNN and cuBLAS use TF32 tensor cores (PyTorch's default for convolutions);
 without it the step is plain fp32, the engine's default precision (`cuda_conv: tiled`);
-compare --tf32 with `--set cuda_conv=tensor_core`. channels_last (NHWC) memory format, the
+compare --tf32 with `--set cuda_conv=tensor_core`. --bf16 runs the forward and the loss under
+torch.autocast(dtype=torch.bfloat16), the standard mixed-precision recipe (fp32 weights and
+optimiser); compare it with `--set precision=bf16`. channels_last (NHWC) memory format, the
 engine's layout. Not a dependency of the engine.
 
 On the CPU (the side-by-side in docs/cpu-path.md), any image config of the engine:
@@ -202,6 +204,7 @@ def main():
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--tf32", action="store_true")
+    ap.add_argument("--bf16", action="store_true", help="autocast to bf16 (CUDA)")
     ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     ap.add_argument("--threads", type=int, help="CPU: intra-op threads")
     ap.add_argument("--config", help="an engine config: its model, lr and EMA decay")
@@ -213,6 +216,10 @@ def main():
     ap.add_argument("--json")
     a = ap.parse_args()
     cpu = a.device == "cpu"
+    if cpu and a.bf16:
+        print("pytorch_reference: --bf16 is for CUDA (PyTorch 1.13's CPU autocast cannot run this "
+              "model's group norm in bf16)")
+        return 1
     if not cpu and not torch.cuda.is_available():
         print("pytorch_reference: no CUDA device; nothing to measure (--device cpu times the CPU)")
         return 0
@@ -248,7 +255,8 @@ def main():
         eps = torch.randn_like(x0)
         s = abar[t].sqrt()[:, None, None, None]
         n = (1 - abar[t]).sqrt()[:, None, None, None]
-        loss = F.mse_loss(model(s * x0 + n * eps, t), eps)
+        with torch.autocast(device_type=a.device, dtype=torch.bfloat16, enabled=a.bf16):
+            loss = F.mse_loss(model(s * x0 + n * eps, t).float(), eps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -295,7 +303,7 @@ def main():
         device, peak = torch.cuda.get_device_name(), torch.cuda.max_memory_allocated()
     result = {"framework": f"pytorch {torch.__version__}", "device": device,
               "config": a.config or "configs/cifar10_ddpm.json",
-              "precision": "tf32" if a.tf32 else "fp32", "layout": "NCHW" if a.nchw else "NHWC",
+              "precision": "bf16 autocast" if a.bf16 else ("tf32" if a.tf32 else "fp32"), "layout": "NCHW" if a.nchw else "NHWC",
               "batch": a.batch, "parameters": params,
               "measured": f"sampling, {a.sample_steps} DDIM steps" if a.sample_steps else "training step",
               "ms_per_step": ms, "images_per_second": a.batch * 1000.0 / ms,

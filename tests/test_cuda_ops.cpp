@@ -312,22 +312,28 @@ TEST(CudaOps, Conv2dBothVersionsMatchTheCpu) {
   set_conv_algorithm(ConvAlgorithm::Tiled);
 }
 
-// |gpu - cpu| <= tol * rms(cpu) for every element: the bound for TF32, whose error scales
-// with the output's magnitude rather than each element's.
-void expect_close_to_rms(const std::vector<float>& gpu, const std::vector<float>& cpu,
-                         double tol, const std::string& what) {
-  ASSERT_EQ(gpu.size(), cpu.size()) << what;
-  double sq = 0;
-  for (float v : cpu) sq += double(v) * v;
-  const double rms = std::sqrt(sq / std::max<size_t>(1, cpu.size()));
-  ASSERT_GT(rms, 0.0) << what << " is all zeros on the CPU";
-  int reported = 0;
-  for (size_t i = 0; i < cpu.size(); ++i) {
-    ASSERT_TRUE(std::isfinite(gpu[i])) << what << " element " << i;
-    if (std::fabs(gpu[i] - cpu[i]) > tol * rms && reported++ < 5)
-      ADD_FAILURE() << what << " element " << i << ": cuda " << gpu[i] << " vs cpu " << cpu[i]
-                    << " (rms " << rms << ")";
+// conv2d_add (the convolution with a per-sample and a residual addend) on v1 and v2: the
+// adds run as separate passes after the GEMM, in the CPU's order; fp32 bounds as above.
+TEST(CudaOps, Conv2dAddMatchesTheCpu) {
+  REQUIRE_GPU();
+  for (ConvAlgorithm algo : {ConvAlgorithm::Naive, ConvAlgorithm::Tiled}) {
+    set_conv_algorithm(algo);
+    uint64_t stream = 300;
+    for (const ConvCase& c : conv_cases()) {
+      SCOPED_TRACE(c.x.str() + " k" + std::to_string(c.k) + " -> " + std::to_string(c.c_out));
+      const Conv2dParams p = c.p;
+      const Conv2dShape s = conv2d_shape(c.x, Shape{c.k, c.k, c.x[3], c.c_out}, p);
+      expect_devices_agree(
+          [p](const std::vector<Tensor>& in) { return conv2d_add(in[0], in[1], in[2], p, in[3], in[4]); },
+          {rnd(c.x, stream), rnd({c.k, c.k, c.x[3], c.c_out}, stream + 1, 0.1),
+           rnd({c.c_out}, stream + 2), rnd({s.n, s.c_out}, stream + 3),
+           rnd({s.n, s.out_h(), s.out_w(), s.c_out}, stream + 4)},
+          2e-4, 2e-4);
+      stream += 5;
+      if (algo == ConvAlgorithm::Naive) break;  // the adds are the same code for every GEMM
+    }
   }
+  set_conv_algorithm(ConvAlgorithm::Tiled);
 }
 
 // v3 (TF32 tensor cores) against the CPU reference on the same shapes. Each operand is
@@ -347,9 +353,9 @@ TEST(CudaOps, Conv2dTensorCoreMatchesTheCpuWithinTf32Rounding) {
                                     rnd({c.c_out}, stream + 2)};
     const auto f = [p](const std::vector<Tensor>& t) { return conv2d(t[0], t[1], t[2], p); };
     const DeviceRun cpu = run_on(Device::CPU, f, in), gpu = run_on(Device::CUDA, f, in);
-    expect_close_to_rms(gpu.out, cpu.out, 1e-2, "output");
+    test::expect_close_to_rms(gpu.out, cpu.out, 1e-2, "output");
     for (size_t k = 0; k < in.size(); ++k)
-      expect_close_to_rms(gpu.grads[k], cpu.grads[k], 1e-2, "gradient of input " + std::to_string(k));
+      test::expect_close_to_rms(gpu.grads[k], cpu.grads[k], 1e-2, "gradient of input " + std::to_string(k));
     stream += 3;
   }
   set_conv_algorithm(ConvAlgorithm::Tiled);
@@ -397,8 +403,8 @@ TEST(CudaOps, KernelsStayInsideTheirOutput) {
   expect_sentinels(y, n, "group_norm y");
   expect_sentinels(mean, 39, "group_norm mean");
   expect_sentinels(rstd, 39, "group_norm rstd");
-  for (cuda::ConvAlgo algo :
-       {cuda::ConvAlgo::Naive, cuda::ConvAlgo::Tiled, cuda::ConvAlgo::TensorCore}) {
+  for (cuda::ConvAlgo algo : {cuda::ConvAlgo::Naive, cuda::ConvAlgo::Tiled,
+                              cuda::ConvAlgo::TensorCore, cuda::ConvAlgo::Bf16TensorCore}) {
     Conv2dShape cs;
     cs.n = 3;
     cs.h = 5;
@@ -407,11 +413,16 @@ TEST(CudaOps, KernelsStayInsideTheirOutput) {
     cs.c_out = 67;
     const Tensor w = rnd({3, 3, 65, 67}, 4).to(Device::CUDA);
     Tensor y2 = padded(3 * 5 * 7 * 67), dw = padded(3 * 3 * 65 * 67), dx = padded(n);
-    cuda::conv2d_forward(cs, x.data<float>(), w.data<float>(), nullptr, y2.data<float>() + kPad, algo);
+    const int64_t ws_floats = std::max(cuda::conv2d_forward_workspace(cs, algo),
+                                       cuda::conv2d_backward_workspace(cs, algo));
+    const Tensor ws = Tensor::empty(Shape{std::max<int64_t>(1, ws_floats)}, DType::F32, Device::CUDA);
+    cuda::conv2d_forward(cs, x.data<float>(), w.data<float>(), nullptr, y2.data<float>() + kPad,
+                         algo, ws.data<float>());
     expect_sentinels(y2, 3 * 5 * 7 * 67, "conv2d forward");
     const Tensor dy = rnd({3, 5, 7, 67}, 5).to(Device::CUDA);
     cuda::conv2d_backward(cs, x.data<float>(), w.data<float>(), dy.data<float>(),
-                          dx.data<float>() + kPad, dw.data<float>() + kPad, nullptr, algo);
+                          dx.data<float>() + kPad, dw.data<float>() + kPad, nullptr, algo,
+                          ws.data<float>());
     expect_sentinels(dx, n, "conv2d dgrad");
     expect_sentinels(dw, 3 * 3 * 65 * 67, "conv2d wgrad");
   }

@@ -82,6 +82,18 @@ TEST_P(GradCheckConv2d, InputWeightBias) {
                           random_tensor({c.c_out}, 3)});
 }
 
+// conv2d_add: the per-sample addend v (N, Cout) and the residual r as well.
+TEST_P(GradCheckConv2d, WithPerSampleAndResidualAdds) {
+  const ConvCase c = GetParam();
+  const Conv2dParams p = c.params;
+  const Conv2dShape s = conv2d_shape(Shape{c.n, c.h, c.w, c.c_in}, Shape{c.k, c.k, c.c_in, c.c_out}, p);
+  expect_gradients_match(
+      [p](const Inputs& in) { return conv2d_add(in[0], in[1], in[2], p, in[3], in[4]); },
+      {random_tensor({c.n, c.h, c.w, c.c_in}, 1),
+       random_tensor({c.k, c.k, c.c_in, c.c_out}, 2, DType::F64, 0.3), random_tensor({c.c_out}, 3),
+       random_tensor({c.n, c.c_out}, 4), random_tensor({s.n, s.out_h(), s.out_w(), s.c_out}, 5)});
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Shapes, GradCheckConv2d,
     ::testing::Values(

@@ -274,3 +274,32 @@ TEST(OpsForward, DropoutMaskIsReproducibleAndScaled) {
 
 }  // namespace
 }  // namespace ddpm
+
+namespace ddpm {
+namespace {
+
+// conv2d_add is the three ops it fuses, in their order, bit for bit on the CPU (both kernel
+// sets, f32), and names a wrongly shaped addend.
+TEST(OpsForward, Conv2dAddIsConvThenPerSampleThenResidualAdd) {
+  const Conv2dParams p = Conv2dParams::same(3);
+  const Tensor x = random_tensor({3, 5, 7, 6}, 1, DType::F32);
+  const Tensor w = random_tensor({3, 3, 6, 4}, 2, DType::F32, 0.3);
+  const Tensor b = random_tensor({4}, 3, DType::F32), v = random_tensor({3, 4}, 4, DType::F32);
+  const Tensor r = random_tensor({3, 5, 7, 4}, 5, DType::F32);
+  for (CpuKernels k : {CpuKernels::Reference, CpuKernels::Fast}) {
+    if (k == CpuKernels::Fast && !cpu_fast_kernels_built()) continue;
+    set_cpu_kernels(k);
+    EXPECT_EQ(conv2d_add(x, w, b, p, v, r).to_vector<float>(),
+              add(broadcast_add(conv2d(x, w, b, p), v), r).to_vector<float>());
+    EXPECT_EQ(conv2d_add(x, w, b, p, Tensor(), r).to_vector<float>(),
+              add(r, conv2d(x, w, b, p)).to_vector<float>());
+  }
+  set_cpu_kernels(cpu_fast_kernels_built() ? CpuKernels::Fast : CpuKernels::Reference);
+  expect_error([&] { conv2d_add(x, w, b, p, random_tensor({3, 5}, 6, DType::F32), Tensor()); },
+               {"op 'conv2d'", "per-sample addend v", "(3, 4)"});
+  expect_error([&] { conv2d_add(x, w, b, p, Tensor(), random_tensor({3, 5, 7, 5}, 6, DType::F32)); },
+               {"op 'conv2d'", "residual r", "(3, 5, 7, 4)"});
+}
+
+}  // namespace
+}  // namespace ddpm

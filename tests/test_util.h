@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <initializer_list>
@@ -81,6 +82,25 @@ inline void expect_close(const std::vector<float>& got, const std::vector<float>
   }
   EXPECT_GT(norm, 0.0) << what << " is all zeros (" << want_name
                        << "): the comparison proves nothing";
+}
+
+// |got - want| <= tol * rms(want) for every element: the bound for reduced-precision
+// operands (TF32, bf16), whose error scales with the output's magnitude rather than each
+// element's.
+inline void expect_close_to_rms(const std::vector<float>& got, const std::vector<float>& want,
+                                double tol, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  double sq = 0;
+  for (float v : want) sq += double(v) * v;
+  const double rms = std::sqrt(sq / std::max<size_t>(1, want.size()));
+  ASSERT_GT(rms, 0.0) << what << " is all zeros: the comparison proves nothing";
+  int reported = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    ASSERT_TRUE(std::isfinite(got[i])) << what << " element " << i;
+    if (std::fabs(got[i] - want[i]) > tol * rms && reported++ < 5)
+      ADD_FAILURE() << what << " element " << i << ": " << got[i] << " vs " << want[i]
+                    << " (rms " << rms << ")";
+  }
 }
 
 // Runs `f` and expects a ddpm::Error whose message contains every one of `parts`.

@@ -1,8 +1,11 @@
-// kernel-bench conv: the three convolution versions at the CIFAR-10 model's 11 conv shapes,
-// forward / dgrad / wgrad, next to cuDNN in fp32 (FMA math) and with TF32 tensor cores
-// allowed, in TFLOP/s.
+// kernel-bench conv: the four convolution versions at the CIFAR-10 model's 11 conv shapes,
+// forward / dgrad / wgrad, next to cuDNN in fp32 (FMA math), with TF32 tensor cores allowed,
+// and in bf16 (bf16 tensors, fp32 accumulation), in TFLOP/s. v4 is timed as the engine runs
+// it on fp32 tensors: its conversions of the operands to bf16 are inside the time, while
+// cuDNN bf16 is given bf16 tensors (what an end-to-end bf16 engine would hand it).
 #include <algorithm>
 #include <cstdio>
+#include <memory>
 #include <utility>
 
 #include <cudnn.h>
@@ -43,7 +46,8 @@ struct CudnnConv {
   void* ws = nullptr;
   int64_t in_h = 0, in_w = 0;  // the input cuDNN convolves (padded when asymmetric)
 
-  CudnnConv(cudnnHandle_t handle, const Conv2dShape& s, cudnnMathType_t math) : h(handle) {
+  CudnnConv(cudnnHandle_t handle, const Conv2dShape& s, cudnnMathType_t math,
+            cudnnDataType_t data) : h(handle) {
     const int pad_h = std::min(s.pad_top, s.pad_bottom), pad_w = std::min(s.pad_left, s.pad_right);
     in_h = s.h + s.pad_top + s.pad_bottom - 2 * pad_h;
     in_w = s.w + s.pad_left + s.pad_right - 2 * pad_w;
@@ -51,11 +55,11 @@ struct CudnnConv {
     CUDNN_CHECK(cudnnCreateTensorDescriptor(&y));
     CUDNN_CHECK(cudnnCreateFilterDescriptor(&w));
     CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&conv));
-    CUDNN_CHECK(cudnnSetTensor4dDescriptor(x, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, (int)s.n,
+    CUDNN_CHECK(cudnnSetTensor4dDescriptor(x, CUDNN_TENSOR_NHWC, data, (int)s.n,
                                            (int)s.c_in, (int)in_h, (int)in_w));
-    CUDNN_CHECK(cudnnSetTensor4dDescriptor(y, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, (int)s.n,
+    CUDNN_CHECK(cudnnSetTensor4dDescriptor(y, CUDNN_TENSOR_NHWC, data, (int)s.n,
                                            (int)s.c_out, (int)s.out_h(), (int)s.out_w()));
-    CUDNN_CHECK(cudnnSetFilter4dDescriptor(w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC, (int)s.c_out,
+    CUDNN_CHECK(cudnnSetFilter4dDescriptor(w, data, CUDNN_TENSOR_NHWC, (int)s.c_out,
                                            (int)s.c_in, s.kh, s.kw));
     CUDNN_CHECK(cudnnSetConvolution2dDescriptor(conv, pad_h, pad_w, s.stride, s.stride, 1, 1,
                                                 CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
@@ -118,16 +122,8 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
       {"conv_out", 32, 128, 3, Conv2dParams::same(3)},
   };
   for (const ConvShape& c : convs) {
-    Conv2dShape s;
-    s.n = batch;
-    s.h = s.w = c.h;
-    s.c_in = c.c_in;
-    s.c_out = c.c_out;
-    s.stride = c.p.stride;
-    s.pad_top = c.p.pad_top;
-    s.pad_left = c.p.pad_left;
-    s.pad_bottom = c.p.pad_bottom;
-    s.pad_right = c.p.pad_right;
+    const Conv2dShape s =
+        conv2d_shape(Shape{batch, c.h, c.h, c.c_in}, Shape{3, 3, c.c_in, c.c_out}, c.p);
     const Tensor x = randn(Shape{s.n, s.h, s.w, s.c_in}, 1, 1, Device::CUDA);
     const Tensor w = randn(Shape{3, 3, s.c_in, s.c_out}, 1, 2, Device::CUDA);
     const Tensor y = Tensor::empty(Shape{s.n, s.out_h(), s.out_w(), s.c_out}, DType::F32, Device::CUDA);
@@ -137,50 +133,81 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
     char shape[96];
     std::snprintf(shape, sizeof shape, "%s %lldx%lld %lld->%lld", c.name, (long long)c.h,
                   (long long)c.h, (long long)c.c_in, (long long)c.c_out);
-    for (cuda::ConvAlgo algo :
-         {cuda::ConvAlgo::Naive, cuda::ConvAlgo::Tiled, cuda::ConvAlgo::TensorCore}) {
+    for (cuda::ConvAlgo algo : {cuda::ConvAlgo::Naive, cuda::ConvAlgo::Tiled,
+                                cuda::ConvAlgo::TensorCore, cuda::ConvAlgo::Bf16TensorCore}) {
       if (algo == cuda::ConvAlgo::Naive && skip_naive) continue;
-      const char* v = algo == cuda::ConvAlgo::Naive   ? "v1 naive"
-                      : algo == cuda::ConvAlgo::Tiled ? "v2 tiled"
-                                                      : "v3 TF32 tensor cores";
+      const char* v = algo == cuda::ConvAlgo::Naive        ? "v1 naive"
+                      : algo == cuda::ConvAlgo::Tiled      ? "v2 tiled"
+                      : algo == cuda::ConvAlgo::TensorCore ? "v3 TF32 tensor cores"
+                                                           : "v4 bf16 tensor cores";
+      // the engine's path: workspaces for v4's bf16 operands and for split-K
+      const int64_t ws_floats = std::max(cuda::conv2d_forward_workspace(s, algo),
+                                         cuda::conv2d_backward_workspace(s, algo));
+      const Tensor ws = ws_floats ? Tensor::empty(Shape{ws_floats}, DType::F32, Device::CUDA) : Tensor();
+      float* const wsp = ws.defined() ? ws.data<float>() : nullptr;
       add_flops("conv2d fwd", shape, v, timer.median_ms([&] {
-        cuda::conv2d_forward(s, x.data<float>(), w.data<float>(), nullptr, y.data<float>(), algo);
+        cuda::conv2d_forward(s, x.data<float>(), w.data<float>(), nullptr, y.data<float>(), algo,
+                             wsp);
       }), flops);
+      // dgrad without a workspace where the version can (v1-v3 use it for the wgrad only)
       add_flops("conv2d dgrad", shape, v, timer.median_ms([&] {
         cuda::conv2d_backward(s, x.data<float>(), w.data<float>(), y.data<float>(),
-                              dx.data<float>(), nullptr, nullptr, algo);
+                              dx.data<float>(), nullptr, nullptr, algo,
+                              algo == cuda::ConvAlgo::Bf16TensorCore ? wsp : nullptr);
       }), flops);
-      // the engine's path: the tiled wgrad splits K over a workspace when it helps
-      const int64_t ws_floats = cuda::conv2d_backward_workspace(s, algo);
-      const Tensor ws = ws_floats ? Tensor::empty(Shape{ws_floats}, DType::F32, Device::CUDA) : Tensor();
       add_flops("conv2d wgrad", shape, v, timer.median_ms([&] {
         cuda::conv2d_backward(s, x.data<float>(), w.data<float>(), y.data<float>(), nullptr,
-                              dw.data<float>(), nullptr, algo, ws.defined() ? ws.data<float>() : nullptr);
+                              dw.data<float>(), nullptr, algo, wsp);
       }), flops);
     }
     // cuDNN in plain fp32 (FMA math: the comparison for v1/v2) and allowed TF32 tensor
     // cores (CUDNN_TENSOR_OP_MATH: the comparison for v3, and PyTorch's default for fp32)
-    for (const auto& [math, name] : {std::pair{CUDNN_FMA_MATH, "cuDNN fp32"},
-                                     std::pair{CUDNN_TENSOR_OP_MATH, "cuDNN TF32"}}) {
-      CudnnConv cd(cudnn, s, math);
+    // and bf16 tensors with tensor cores (the comparison for v4, and PyTorch's autocast)
+    const Tensor x16 = x.to(Device::CPU).to(DType::BF16).to(Device::CUDA);
+    const Tensor w16 = w.to(Device::CPU).to(DType::BF16).to(Device::CUDA);
+    const Tensor y16 = y.to(Device::CPU).to(DType::BF16).to(Device::CUDA);
+    const Tensor dx16 = Tensor::zeros(x.shape(), DType::BF16, Device::CUDA);
+    const Tensor dw16 = Tensor::zeros(w.shape(), DType::BF16, Device::CUDA);
+    struct Baseline {
+      cudnnMathType_t math;
+      cudnnDataType_t data;
+      const char* name;
+    };
+    for (const Baseline& base : {Baseline{CUDNN_FMA_MATH, CUDNN_DATA_FLOAT, "cuDNN fp32"},
+                                 Baseline{CUDNN_TENSOR_OP_MATH, CUDNN_DATA_FLOAT, "cuDNN TF32"},
+                                 Baseline{CUDNN_TENSOR_OP_MATH, CUDNN_DATA_BFLOAT16, "cuDNN bf16"}}) {
+      const char* name = base.name;
+      const bool bf16 = base.data == CUDNN_DATA_BFLOAT16;
+      const DType dt = bf16 ? DType::BF16 : DType::F32;
+      std::unique_ptr<CudnnConv> made;
+      try {  // cuDNN may have no bf16 algorithm for a shape (3 channels): say so, go on
+        made = std::make_unique<CudnnConv>(cudnn, s, base.math, base.data);
+      } catch (const Error& e) {
+        std::printf("  %s: %s skipped: %s\n", shape, name, e.what());
+        continue;
+      }
+      const CudnnConv& cd = *made;
       const bool padded = cd.in_h != s.h || cd.in_w != s.w;
-      const Tensor xc =
-          padded ? Tensor::zeros(Shape{s.n, cd.in_h, cd.in_w, s.c_in}, DType::F32, Device::CUDA) : x;
-      const Tensor dxc = padded ? Tensor::zeros(xc.shape(), DType::F32, Device::CUDA) : dx;
+      const Tensor xc = padded ? Tensor::zeros(Shape{s.n, cd.in_h, cd.in_w, s.c_in}, dt, Device::CUDA)
+                               : (bf16 ? x16 : x);
+      const Tensor dxc = padded ? Tensor::zeros(xc.shape(), dt, Device::CUDA) : (bf16 ? dx16 : dx);
+      const Tensor& wc = bf16 ? w16 : w;
+      const Tensor& yc = bf16 ? y16 : y;
+      const Tensor& dwc = bf16 ? dw16 : dw;
       const float one = 1.0f, zero = 0.0f;
       add_flops("conv2d fwd", shape, name, timer.median_ms([&] {
-        CUDNN_CHECK(cudnnConvolutionForward(cudnn, &one, cd.x, xc.raw(), cd.w, w.raw(), cd.conv,
-                                            cd.fwd, cd.ws, cd.ws_bytes, &zero, cd.y, y.raw()));
+        CUDNN_CHECK(cudnnConvolutionForward(cudnn, &one, cd.x, xc.raw(), cd.w, wc.raw(), cd.conv,
+                                            cd.fwd, cd.ws, cd.ws_bytes, &zero, cd.y, yc.raw()));
       }), flops);
       add_flops("conv2d dgrad", shape, name, timer.median_ms([&] {
-        CUDNN_CHECK(cudnnConvolutionBackwardData(cudnn, &one, cd.w, w.raw(), cd.y, y.raw(),
+        CUDNN_CHECK(cudnnConvolutionBackwardData(cudnn, &one, cd.w, wc.raw(), cd.y, yc.raw(),
                                                  cd.conv, cd.bwd_data, cd.ws, cd.ws_bytes, &zero,
                                                  cd.x, dxc.raw()));
       }), flops);
       add_flops("conv2d wgrad", shape, name, timer.median_ms([&] {
-        CUDNN_CHECK(cudnnConvolutionBackwardFilter(cudnn, &one, cd.x, xc.raw(), cd.y, y.raw(),
+        CUDNN_CHECK(cudnnConvolutionBackwardFilter(cudnn, &one, cd.x, xc.raw(), cd.y, yc.raw(),
                                                    cd.conv, cd.bwd_filter, cd.ws, cd.ws_bytes,
-                                                   &zero, cd.w, dw.raw()));
+                                                   &zero, cd.w, dwc.raw()));
       }), flops);
     }
   }

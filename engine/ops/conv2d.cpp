@@ -2,8 +2,11 @@
 #include "engine/ops.h"
 #include "engine/ops/op_util.h"
 #include "kernels/cpu/conv2d.h"
+#include "kernels/cpu/elementwise.h"
 #include "kernels/cpu_fast/conv2d.h"
 #include "kernels/cuda/conv2d.cuh"
+#include "kernels/cuda/conv2d_bf16.cuh"
+#include "kernels/cuda/elementwise.cuh"
 
 namespace ddpm {
 
@@ -15,38 +18,70 @@ ConvAlgorithm g_algorithm = ConvAlgorithm::Tiled;
 }  // namespace
 
 void set_conv_algorithm(ConvAlgorithm algo) { g_algorithm = algo; }
+
+void set_conv_autotune(bool on) {
+#if DDPM_WITH_CUDA
+  cuda::set_conv2d_bf16_tiles(on ? cuda::Bf16Tiles::Autotune : cuda::Bf16Tiles::Heuristic);
+#else
+  (void)on;  // nothing to tune without CUDA
+#endif
+}
 ConvAlgorithm conv_algorithm() { return g_algorithm; }
 
 #if DDPM_WITH_CUDA
 namespace {
 cuda::ConvAlgo cuda_algo() {
+  if (precision() == Precision::BF16) return cuda::ConvAlgo::Bf16TensorCore;
   switch (g_algorithm) {
     case ConvAlgorithm::Naive: return cuda::ConvAlgo::Naive;
     case ConvAlgorithm::TensorCore: return cuda::ConvAlgo::TensorCore;
+    case ConvAlgorithm::Bf16TensorCore: return cuda::ConvAlgo::Bf16TensorCore;
     default: return cuda::ConvAlgo::Tiled;
   }
 }
 }  // namespace
 #endif
 
-Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p) {
-  detail::check_float("conv2d", "x", x);
-  detail::check_ndim("conv2d", "x", x, 4);
-  detail::check_compatible("conv2d", "w", w, "x", x);
-  detail::check_ndim("conv2d", "w", w, 4);
+Conv2dShape conv2d_shape(const Shape& x, const Shape& w, const Conv2dParams& p) {
   Conv2dShape s;
-  s.n = x.shape()[0];
-  s.h = x.shape()[1];
-  s.w = x.shape()[2];
-  s.c_in = x.shape()[3];
-  s.kh = static_cast<int>(w.shape()[0]);
-  s.kw = static_cast<int>(w.shape()[1]);
-  s.c_out = w.shape()[3];
+  s.n = x[0];
+  s.h = x[1];
+  s.w = x[2];
+  s.c_in = x[3];
+  s.kh = static_cast<int>(w[0]);
+  s.kw = static_cast<int>(w[1]);
+  s.c_out = w[3];
   s.stride = p.stride;
   s.pad_top = p.pad_top;
   s.pad_left = p.pad_left;
   s.pad_bottom = p.pad_bottom;
   s.pad_right = p.pad_right;
+  return s;
+}
+
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p) {
+  return conv2d_add(x, w, b, p, Tensor(), Tensor());
+}
+
+namespace {
+
+// y += v[n] broadcast over each sample's pixels, then y += r: the adds conv2d_add fuses,
+// as separate passes (the CPU kernels; v1-v3 do the same inside cuda::conv2d_forward).
+template <class T>
+void add_after(const BroadcastShape& bs, const Tensor& v, const Tensor& r, const Tensor& y) {
+  if (v.defined()) cpu::broadcast_add_forward<T>(bs, y.data<T>(), v.data<T>(), y.data<T>());
+  if (r.defined()) cpu::add_forward<T>(y.numel(), y.data<T>(), r.data<T>(), y.data<T>());
+}
+
+}  // namespace
+
+Tensor conv2d_add(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p,
+                  const Tensor& v, const Tensor& r) {
+  detail::check_float("conv2d", "x", x);
+  detail::check_ndim("conv2d", "x", x, 4);
+  detail::check_compatible("conv2d", "w", w, "x", x);
+  detail::check_ndim("conv2d", "w", w, 4);
+  const Conv2dShape s = conv2d_shape(x.shape(), w.shape(), p);
   CHECK(w.shape()[2] == s.c_in, "op 'conv2d': w " << w.describe() << " expects "
                                                   << w.shape()[2] << " input channels, x "
                                                   << x.describe() << " has " << s.c_in);
@@ -61,34 +96,89 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dPar
     CHECK(b.shape() == Shape{s.c_out},
           "op 'conv2d': b " << b.describe() << " must be (" << s.c_out << ")");
   }
-  Tensor y = Tensor::empty(Shape{s.n, s.out_h(), s.out_w(), s.c_out}, x.dtype(), x.device());
+  const Shape y_shape{s.n, s.out_h(), s.out_w(), s.c_out};
+  const BroadcastShape bs{s.n, s.out_h() * s.out_w(), s.c_out, true};
+  if (v.defined()) {
+    detail::check_compatible("conv2d", "v", v, "x", x);
+    CHECK(v.shape() == Shape({s.n, s.c_out}),
+          "op 'conv2d': the per-sample addend v " << v.describe() << " must be (" << s.n << ", "
+                                                  << s.c_out << ")");
+  }
+  if (r.defined()) {
+    detail::check_compatible("conv2d", "r", r, "x", x);
+    CHECK(r.shape() == y_shape, "op 'conv2d': the residual r " << r.describe() << " must be "
+                                                               << y_shape.str());
+  }
+  Tensor y = Tensor::empty(y_shape, x.dtype(), x.device());
+  // The CPU kernels get bf16-rounded operands under Precision::BF16; the CUDA v4 kernel
+  // rounds them itself (and adds v and r in its epilogue).
   dispatch("conv2d", x, [&](auto tag) {
     using T = decltype(tag);
-    cpu::conv2d_forward<T>(s, x.data<T>(), w.data<T>(), ptr_or_null<T>(b), y.data<T>());
+    const Tensor xo = detail::matmul_operand(x), wo = detail::matmul_operand(w);
+    cpu::conv2d_forward<T>(s, xo.data<T>(), wo.data<T>(), ptr_or_null<T>(b), y.data<T>());
+    add_after<T>(bs, v, r, y);
   }, [&] {
-    DDPM_CPU_FAST_ONLY(cpu_fast::conv2d_forward(s, x.data<float>(), w.data<float>(),
+    const Tensor xo = detail::matmul_operand(x), wo = detail::matmul_operand(w);
+    DDPM_CPU_FAST_ONLY(cpu_fast::conv2d_forward(s, xo.data<float>(), wo.data<float>(),
                                                 ptr_or_null<float>(b), y.data<float>()));
+    add_after<float>(bs, v, r, y);
   }, [&] {
-    DDPM_CUDA_ONLY(cuda::conv2d_forward(s, x.data<float>(), w.data<float>(), ptr_or_null<float>(b),
-                                        y.data<float>(), cuda_algo()));
+    DDPM_CUDA_ONLY(
+        const Tensor ws = detail::cuda_workspace(cuda::conv2d_forward_workspace(s, cuda_algo()));
+        cuda::conv2d_forward(s, x.data<float>(), w.data<float>(), ptr_or_null<float>(b),
+                             y.data<float>(), cuda_algo(), ptr_or_null<float>(ws),
+                             ptr_or_null<float>(v), ptr_or_null<float>(r)));
   });
-  if (should_record({x, w, b})) {
-    tape().record("conv2d", {y}, [s, x, w, gx = grad_ref(x), gw = grad_ref(w),
-                                  gb = grad_ref(b)](const std::vector<Tensor>& g) {
+  if (should_record({x, w, b, v, r})) {
+    tape().record("conv2d", {y}, [s, bs, x, w, gx = grad_ref(x), gw = grad_ref(w),
+                                  gb = grad_ref(b), gv = grad_ref(v),
+                                  gr = grad_ref(r)](const std::vector<Tensor>& g) {
+      if (gr) accumulate(grad_buffer(gr), g[0]);  // y = ... + r
+      if (gv) {                                   // y = ... + v[n]: per-sample column sums
+        Tensor dv = grad_buffer(gv);
+        dispatch("conv2d backward (v)", dv, [&](auto tag) {
+          using T = decltype(tag);
+          cpu::broadcast_add_backward<T>(bs, g[0].data<T>(), dv.data<T>());
+        }, [&] {
+          DDPM_CUDA_ONLY(
+              const Tensor ws = detail::cuda_workspace(cuda::broadcast_add_backward_workspace(bs));
+              cuda::broadcast_add_backward(bs, g[0].data<float>(), dv.data<float>(),
+                                           ptr_or_null<float>(ws)));
+        });
+      }
       Tensor dx = detail::grad_or_null(gx), dw = detail::grad_or_null(gw),
              db = detail::grad_or_null(gb);
+      if (!dx.defined() && !dw.defined() && !db.defined()) return;
+      // Under bf16 the data and weight gradients multiply rounded operands and the bias
+      // gradient sums the fp32 incoming gradient (what v4 does): two calls.
+      const bool split = detail::rounds_to_bf16(x) && x.device() == Device::CPU;
+      const Tensor xo = split ? detail::matmul_operand(x) : x;
+      const Tensor wo = split ? detail::matmul_operand(w) : w;
+      const Tensor go = split ? detail::matmul_operand(g[0]) : g[0];
+      const Tensor db_with_products = split ? Tensor() : db;
       dispatch("conv2d backward", x, [&](auto tag) {
         using T = decltype(tag);
-        cpu::conv2d_backward<T>(s, x.data<T>(), w.data<T>(), g[0].data<T>(), ptr_or_null<T>(dx),
-                                ptr_or_null<T>(dw), ptr_or_null<T>(db));
+        cpu::conv2d_backward<T>(s, xo.data<T>(), wo.data<T>(), go.data<T>(), ptr_or_null<T>(dx),
+                                ptr_or_null<T>(dw), ptr_or_null<T>(db_with_products));
+        if (split && db.defined())
+          cpu::conv2d_backward<T>(s, x.data<T>(), w.data<T>(), g[0].data<T>(), nullptr, nullptr,
+                                  db.data<T>());
       }, [&] {
-        DDPM_CPU_FAST_ONLY(cpu_fast::conv2d_backward(
-            s, x.data<float>(), w.data<float>(), g[0].data<float>(), ptr_or_null<float>(dx),
-            ptr_or_null<float>(dw), ptr_or_null<float>(db)));
+        DDPM_CPU_FAST_ONLY(
+            cpu_fast::conv2d_backward(s, xo.data<float>(), wo.data<float>(), go.data<float>(),
+                                      ptr_or_null<float>(dx), ptr_or_null<float>(dw),
+                                      ptr_or_null<float>(db_with_products));
+            // the reference's bias gradient: a column sum (oneDNN's comes with a wgrad)
+            if (split && db.defined()) cpu::conv2d_backward<float>(
+                s, x.data<float>(), w.data<float>(), g[0].data<float>(), nullptr, nullptr,
+                db.data<float>()));
       }, [&] {
         DDPM_CUDA_ONLY(
+            // v4 needs its workspace for every pass (the bf16 operand copies)
+            const bool workspace = dw.defined() || db.defined() ||
+                                   cuda_algo() == cuda::ConvAlgo::Bf16TensorCore;
             const Tensor ws = detail::cuda_workspace(
-                dw.defined() || db.defined() ? cuda::conv2d_backward_workspace(s, cuda_algo()) : 0);
+                workspace ? cuda::conv2d_backward_workspace(s, cuda_algo()) : 0);
             cuda::conv2d_backward(s, x.data<float>(), w.data<float>(), g[0].data<float>(),
                                   ptr_or_null<float>(dx), ptr_or_null<float>(dw),
                                   ptr_or_null<float>(db), cuda_algo(), ptr_or_null<float>(ws)));

@@ -24,37 +24,51 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
           "op 'linear': b " << b.describe() << " must be (" << s.n << ")");
   }
   Tensor y = Tensor::empty(x.shape().with_last(s.n), x.dtype(), x.device());
+  // Under Precision::BF16 every path multiplies bf16-rounded operands in fp32 (exact
+  // products, fp32 sums: the numbers of a bf16 GEMM; not yet its speed on CUDA).
+  const Tensor xo = detail::matmul_operand(x), wo = detail::matmul_operand(w);
   dispatch("linear", x, [&](auto tag) {
     using T = decltype(tag);
-    cpu::linear_forward<T>(s, x.data<T>(), w.data<T>(), ptr_or_null<T>(b), y.data<T>());
+    cpu::linear_forward<T>(s, xo.data<T>(), wo.data<T>(), ptr_or_null<T>(b), y.data<T>());
   }, [&] {
-    DDPM_CPU_FAST_ONLY(cpu_fast::linear_forward(s, x.data<float>(), w.data<float>(),
+    DDPM_CPU_FAST_ONLY(cpu_fast::linear_forward(s, xo.data<float>(), wo.data<float>(),
                                                 ptr_or_null<float>(b), y.data<float>()));
   }, [&] {
-    DDPM_CUDA_ONLY(cuda::linear_forward(s, x.data<float>(), w.data<float>(), ptr_or_null<float>(b),
-                                        y.data<float>()));
+    DDPM_CUDA_ONLY(cuda::linear_forward(s, xo.data<float>(), wo.data<float>(),
+                                        ptr_or_null<float>(b), y.data<float>()));
   });
   if (should_record({x, w, b})) {
     tape().record("linear", {y}, [s, x, w, gx = grad_ref(x), gw = grad_ref(w),
                                   gb = grad_ref(b)](const std::vector<Tensor>& g) {
       Tensor dx = detail::grad_or_null(gx), dw = detail::grad_or_null(gw),
              db = detail::grad_or_null(gb);
-      dispatch("linear backward", x, [&](auto tag) {
-        using T = decltype(tag);
-        cpu::linear_backward<T>(s, x.data<T>(), w.data<T>(), g[0].data<T>(), ptr_or_null<T>(dx),
-                                ptr_or_null<T>(dw), ptr_or_null<T>(db));
-      }, [&] {
-        DDPM_CPU_FAST_ONLY(cpu_fast::linear_backward(
-            s, x.data<float>(), w.data<float>(), g[0].data<float>(), ptr_or_null<float>(dx),
-            ptr_or_null<float>(dw), ptr_or_null<float>(db)));
-      }, [&] {
-        DDPM_CUDA_ONLY(
-            const Tensor ws =
-                detail::cuda_workspace(db.defined() ? cuda::linear_backward_workspace(s) : 0);
-            cuda::linear_backward(s, x.data<float>(), w.data<float>(), g[0].data<float>(),
-                                  ptr_or_null<float>(dx), ptr_or_null<float>(dw),
-                                  ptr_or_null<float>(db), ptr_or_null<float>(ws)));
-      });
+      // bf16: dx and dw from rounded operands, db from the fp32 incoming gradient
+      const bool split = detail::rounds_to_bf16(x);
+      const Tensor x_op = detail::matmul_operand(x), w_op = detail::matmul_operand(w),
+                   g_op = detail::matmul_operand(g[0]);
+      const Tensor db_with_products = split ? Tensor() : db;
+      auto run = [&](const Tensor& xa, const Tensor& wa, const Tensor& ga, const Tensor& dxa,
+                     const Tensor& dwa, const Tensor& dba) {
+        dispatch("linear backward", x, [&](auto tag) {
+          using T = decltype(tag);
+          cpu::linear_backward<T>(s, xa.data<T>(), wa.data<T>(), ga.data<T>(),
+                                  ptr_or_null<T>(dxa), ptr_or_null<T>(dwa), ptr_or_null<T>(dba));
+        }, [&] {
+          DDPM_CPU_FAST_ONLY(cpu_fast::linear_backward(
+              s, xa.data<float>(), wa.data<float>(), ga.data<float>(), ptr_or_null<float>(dxa),
+              ptr_or_null<float>(dwa), ptr_or_null<float>(dba)));
+        }, [&] {
+          DDPM_CUDA_ONLY(
+              const Tensor ws =
+                  detail::cuda_workspace(dba.defined() ? cuda::linear_backward_workspace(s) : 0);
+              cuda::linear_backward(s, xa.data<float>(), wa.data<float>(), ga.data<float>(),
+                                    ptr_or_null<float>(dxa), ptr_or_null<float>(dwa),
+                                    ptr_or_null<float>(dba), ptr_or_null<float>(ws)));
+        });
+      };
+      if (dx.defined() || dw.defined() || db_with_products.defined())
+        run(x_op, w_op, g_op, dx, dw, db_with_products);
+      if (split && db.defined()) run(x, w, g[0], Tensor(), Tensor(), db);
     });
   }
   return y;

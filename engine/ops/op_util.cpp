@@ -1,5 +1,10 @@
 #include "engine/ops/op_util.h"
 
+#include "kernels/bf16.h"
+#if DDPM_WITH_CUDA
+#include "kernels/cuda/elementwise.cuh"
+#endif
+
 namespace ddpm {
 
 namespace {
@@ -26,6 +31,13 @@ void set_cpu_kernels(CpuKernels k) {
 }
 
 CpuKernels cpu_kernels() { return g_cpu_kernels; }
+
+namespace {
+Precision g_precision = Precision::F32;
+}  // namespace
+
+void set_precision(Precision p) { g_precision = p; }
+Precision precision() { return g_precision; }
 
 }  // namespace ddpm
 
@@ -57,6 +69,23 @@ void check_compatible(const char* op, const char* name, const Tensor& x, const c
 void check_ndim(const char* op, const char* name, const Tensor& x, int ndim) {
   CHECK(x.shape().ndim() == ndim, "op '" << op << "': " << name << " must have " << ndim
                                          << " dimensions, got " << x.describe());
+}
+
+bool rounds_to_bf16(const Tensor& t) {
+  return precision() == Precision::BF16 && t.dtype() == DType::F32;
+}
+
+Tensor matmul_operand(const Tensor& t) {
+  if (!rounds_to_bf16(t)) return t;
+  Tensor r = Tensor::empty(t.shape(), DType::F32, t.device());
+  if (t.device() == Device::CUDA) {
+    DDPM_CUDA_ONLY(cuda::round_to_bf16(t.numel(), t.data<float>(), r.data<float>()));
+  } else {
+    const float* src = t.data<float>();
+    float* dst = r.data<float>();
+    for (int64_t i = 0; i < t.numel(); ++i) dst[i] = round_to_bf16(src[i]);
+  }
+  return r;
 }
 
 }  // namespace ddpm::detail

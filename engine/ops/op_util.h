@@ -81,6 +81,11 @@ inline Tensor cuda_workspace(int64_t floats) {
   return floats > 0 ? Tensor::empty(Shape{floats}, DType::F32, Device::CUDA) : Tensor();
 }
 
+// Under Precision::BF16, an f32 operand of a matrix product rounded to bf16 (a new tensor on
+// the same device); otherwise t itself.
+bool rounds_to_bf16(const Tensor& t);
+Tensor matmul_operand(const Tensor& t);
+
 // The gradient buffer of a slot, or an undefined tensor when that input needs no gradient.
 inline Tensor grad_or_null(const GradRef& slot) { return slot ? grad_buffer(slot) : Tensor(); }
 

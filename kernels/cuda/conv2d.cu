@@ -37,7 +37,9 @@
 
 #include "engine/cuda_check.h"
 #include "kernels/cuda/conv2d.cuh"
+#include "kernels/cuda/conv2d_bf16.cuh"
 #include "kernels/cuda/conv2d_tensor_core.cuh"
+#include "kernels/cuda/device_info.cuh"
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/launch.cuh"
 
@@ -201,35 +203,12 @@ __global__ void reduce_splits(int64_t mn, int splits, const float* parts, float*
 constexpr int64_t kMinSlice = 256;
 constexpr int kMaxSplits = 32;
 
-int sm_count() {
-  static const int count = [] {
-    int dev = 0, sms = 0;
-    CUDA_CHECK(cudaGetDevice(&dev));
-    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    return sms;
-  }();
-  return count;
-}
-
-int compute_capability() {
-  static const int cc = [] {
-    int dev = 0, major = 0, minor = 0;
-    CUDA_CHECK(cudaGetDevice(&dev));
-    CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-    CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
-    return 10 * major + minor;
-  }();
-  return cc;
-}
-
 int64_t tiles(int64_t m, int64_t n) {
   return ((m + kTileM - 1) / kTileM) * ((n + kTileN - 1) / kTileN);
 }
 
 int choose_splits(int64_t m, int64_t n, int64_t k) {
-  const int64_t want = (2 * sm_count() + tiles(m, n) - 1) / tiles(m, n);
-  const int64_t most = std::min<int64_t>(kMaxSplits, k / kMinSlice);
-  return static_cast<int>(std::max<int64_t>(1, std::min(want, most)));
+  return split_k_count(tiles(m, n), k, kMinSlice, kMaxSplits);
 }
 
 // workspace: null (never split) or room for choose_splits(m, n, k) * m * n floats.
@@ -275,22 +254,48 @@ BroadcastShape bias_rows(const Conv2dShape& s) {
   return BroadcastShape{1, s.n * s.out_h() * s.out_w(), s.c_out, false};
 }
 
+// db += column sums of dy, in the workspace after the GEMMs' `gemm_floats` (if any: a
+// pointer past the end of the workspace is never passed on).
+void bias_gradient(const Conv2dShape& s, const float* dy, float* db, float* workspace,
+                   int64_t gemm_floats) {
+  const bool room = workspace && broadcast_add_backward_workspace(bias_rows(s)) > 0;
+  broadcast_add_backward(bias_rows(s), dy, db, room ? workspace + gemm_floats : nullptr);
+}
+
 }  // namespace
 
+int64_t conv2d_forward_workspace(const Conv2dShape& s, ConvAlgo algo) {
+  return algo == ConvAlgo::Bf16TensorCore ? conv2d_bf16_forward_workspace(s) : 0;
+}
+
 void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const float* b,
-                    float* y, ConvAlgo algo) {
+                    float* y, ConvAlgo algo, float* workspace, const float* per_sample,
+                    const float* residual) {
+  if (algo == ConvAlgo::Bf16TensorCore)
+    return conv2d_bf16_forward(s, x, w, b, y, workspace, per_sample, residual);
   const int64_t oh_n = s.out_h(), ow_n = s.out_w();
   const int64_t m = s.n * oh_n * ow_n, k = static_cast<int64_t>(s.kh) * s.kw * s.c_in;
   gemm(algo, m, s.c_out, k, Im2col{s, oh_n, ow_n, x}, Dense{w, s.c_out}, b, y, false);
+  if (per_sample)
+    broadcast_add_forward(BroadcastShape{s.n, oh_n * ow_n, s.c_out, true}, y, per_sample, y);
+  if (residual) add_forward(m * s.c_out, y, residual, y);
 }
 
 // The wgrad's split-K slices (v2, v3), then the bias gradient's column sums.
+// v4: its bf16 operand copies and split-K planes instead.
 int64_t conv2d_backward_workspace(const Conv2dShape& s, ConvAlgo algo) {
-  return split_k_workspace(s, algo) + broadcast_add_backward_workspace(bias_rows(s));
+  const int64_t gemm = algo == ConvAlgo::Bf16TensorCore ? conv2d_bf16_backward_workspace(s)
+                                                        : split_k_workspace(s, algo);
+  return gemm + broadcast_add_backward_workspace(bias_rows(s));
 }
 
 void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const float* dy,
                      float* dx, float* dw, float* db, ConvAlgo algo, float* workspace) {
+  if (algo == ConvAlgo::Bf16TensorCore) {
+    conv2d_bf16_backward(s, x, w, dy, dx, dw, workspace);
+    if (db) bias_gradient(s, dy, db, workspace, conv2d_bf16_backward_workspace(s));
+    return;
+  }
   const int64_t oh_n = s.out_h(), ow_n = s.out_w(), taps = static_cast<int64_t>(s.kh) * s.kw;
   const int64_t m = s.n * oh_n * ow_n;
   if (dx)
@@ -300,8 +305,7 @@ void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const
   if (dw)
     gemm(algo, taps * s.c_in, s.c_out, m, Transposed<Im2col>{Im2col{s, oh_n, ow_n, x}},
          Dense{dy, s.c_out}, nullptr, dw, true, split_floats > 0 ? workspace : nullptr);
-  if (db)
-    broadcast_add_backward(bias_rows(s), dy, db, workspace ? workspace + split_floats : nullptr);
+  if (db) bias_gradient(s, dy, db, workspace, split_floats);
 }
 
 }  // namespace ddpm::cuda

@@ -6,19 +6,27 @@
 //              split-K for the weight gradient when a workspace is given
 //   TensorCore v3: v2's tiling with TF32 tensor-core products (WMMA; sm_80+), ~1e-3
 //              relative rounding like cuDNN's default fp32 convolutions
+//   Bf16TensorCore v4: bf16 mma.sync with a cp.async pipeline and ldmatrix (conv2d_bf16.cu;
+//              sm_80+): operands rounded to bf16 (2^-8 relative), fp32 accumulation
 #pragma once
 
 #include "kernels/shapes.h"
 
 namespace ddpm::cuda {
 
-enum class ConvAlgo { Naive, Tiled, TensorCore };
+enum class ConvAlgo { Naive, Tiled, TensorCore, Bf16TensorCore };
 
+// workspace: conv2d_forward_workspace(s, algo) floats (0 but for v4, whose bf16 operand
+// copies live there). y = conv + b + per_sample[n] + residual, each addend optional:
+// per_sample (N, Cout), residual (N, OH, OW, Cout); v4 adds them in its epilogue, v1-v3 in
+// separate passes.
+int64_t conv2d_forward_workspace(const Conv2dShape& s, ConvAlgo algo);
 void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const float* b,
-                    float* y, ConvAlgo algo);
+                    float* y, ConvAlgo algo, float* workspace = nullptr,
+                    const float* per_sample = nullptr, const float* residual = nullptr);
 // Any of dx, dw, db may be null. db uses the deterministic column sum of elementwise.cu.
 // workspace: null, or conv2d_backward_workspace(s, algo) floats, which lets the tiled wgrad
-// split its long reduction over more blocks (deterministic split-K; conv2d.cu).
+// split its long reduction over more blocks (deterministic split-K; conv2d.cu); v4 needs it.
 int64_t conv2d_backward_workspace(const Conv2dShape& s, ConvAlgo algo);
 void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const float* dy,
                      float* dx, float* dw, float* db, ConvAlgo algo, float* workspace = nullptr);

@@ -7,6 +7,7 @@
 // (parallel over row chunks, fixed order, no atomics).
 #include "engine/cuda_check.h"
 #include "kernels/cuda/column_sum.cuh"
+#include "kernels/bf16.h"
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/rounding.h"
@@ -70,6 +71,9 @@ __global__ void clamp_backward_kernel(int64_t n, float lo, float hi, const float
 __global__ void silu_kernel(int64_t n, const float* x, float* y) {
   DDPM_GRID_STRIDE(i, n) y[i] = x[i] / (1.0f + expf(-x[i]));
 }
+__global__ void round_to_bf16_kernel(int64_t n, const float* x, float* y) {
+  DDPM_GRID_STRIDE(i, n) y[i] = ::ddpm::round_to_bf16(x[i]);
+}
 __global__ void silu_backward_kernel(int64_t n, const float* x, const float* dy, float* dx) {
   DDPM_GRID_STRIDE(i, n) {
     const float sig = 1.0f / (1.0f + expf(-x[i]));
@@ -119,6 +123,7 @@ void silu_forward(int64_t n, const float* x, float* y) { LAUNCH(silu_kernel, n, 
 void silu_backward(int64_t n, const float* x, const float* dy, float* dx) {
   LAUNCH(silu_backward_kernel, n, n, x, dy, dx);
 }
+void round_to_bf16(int64_t n, const float* x, float* y) { LAUNCH(round_to_bf16_kernel, n, n, x, y); }
 
 #undef LAUNCH
 

@@ -27,5 +27,8 @@ void clamp_forward(int64_t n, float lo, float hi, const float* x, float* y);
 void clamp_backward(int64_t n, float lo, float hi, const float* x, const float* dy, float* dx);
 void silu_forward(int64_t n, const float* x, float* y);
 void silu_backward(int64_t n, const float* x, const float* dy, float* dx);
+// y = x rounded to the nearest bf16 value (kernels/bf16.h), kept as fp32: the operands of
+// bf16 matrix products (engine precision bf16).
+void round_to_bf16(int64_t n, const float* x, float* y);
 
 }  // namespace ddpm::cuda

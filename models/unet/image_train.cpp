@@ -115,10 +115,15 @@ ImageTrainConfig read_image_train_config(const nlohmann::json& json, const std::
   // "auto": the GPU when this machine has one (the main job's choice), else the CPU
   const std::string device = r.choice("device", "cpu", {"cpu", "cuda", "auto"});
   c.device = device == "cuda" || (device == "auto" && cuda_available()) ? Device::CUDA : Device::CPU;
-  const std::string conv = r.choice("cuda_conv", "tiled", {"tiled", "tensor_core", "naive"});
-  c.cuda_conv = conv == "naive"         ? ConvAlgorithm::Naive
-                : conv == "tensor_core" ? ConvAlgorithm::TensorCore
-                                        : ConvAlgorithm::Tiled;
+  const std::string conv =
+      r.choice("cuda_conv", "tiled", {"tiled", "tensor_core", "bf16_tensor_core", "naive"});
+  c.cuda_conv = conv == "naive"              ? ConvAlgorithm::Naive
+                : conv == "tensor_core"      ? ConvAlgorithm::TensorCore
+                : conv == "bf16_tensor_core" ? ConvAlgorithm::Bf16TensorCore
+                                             : ConvAlgorithm::Tiled;
+  c.cuda_autotune = r.boolean("cuda_autotune", c.cuda_autotune);
+  c.precision = r.choice("precision", "fp32", {"fp32", "bf16"}) == "bf16" ? Precision::BF16
+                                                                        : Precision::F32;
   c.cuda_attention = r.choice("cuda_attention", "fused", {"fused", "straightforward"}) == "fused"
                          ? AttentionAlgorithm::Fused
                          : AttentionAlgorithm::Straightforward;
@@ -148,6 +153,8 @@ ImageRun::ImageRun(const ImageTrainConfig& c, bool with_data) : config_(c) {
   CHECK(c.device == Device::CPU || cuda_available(),
         "device \"cuda\" requested but " << cuda_unavailable_reason());
   set_conv_algorithm(c.cuda_conv);  // process-wide: the kernels the ops run
+  set_precision(c.precision);
+  set_conv_autotune(c.cuda_autotune);
   set_attention_algorithm(c.cuda_attention);
   set_cpu_kernels(c.cpu_kernels);
   unet_ = std::make_unique<UNet>(store_, c.unet);
@@ -402,7 +409,7 @@ const std::set<std::string> kArchitectureKeys = {
 // samples; none changes the weights a step computes.
 const std::set<std::string> kFreeKeys = {
     "steps", "out_dir", "log_every", "sample_every", "ckpt_every", "keep_checkpoints",
-    "n_samples", "device", "cuda_conv", "cuda_attention", "cpu_kernels", "data_dir", "sampler",
+    "n_samples", "device", "cuda_conv", "cuda_autotune", "cuda_attention", "cpu_kernels", "data_dir", "sampler",
     "sample_steps", "eta", "variance", "clip_x0", "clip_range", "nonfinite", "eval_every",
     "eval_images", "eval_timesteps"};
 

@@ -7,7 +7,11 @@
 //   gradient accumulation and of data parallelism; 0: batch_size / ranks), n_samples,
 //   log_every, sample_every, ckpt_every,
 //   keep_checkpoints, out_dir, device "cpu" | "cuda" | "auto" (the GPU when there is one),
-//   cpu_kernels "fast" | "reference", cuda_conv "tiled" (fp32, default) | "tensor_core" (TF32) | "naive",
+//   cpu_kernels "fast" | "reference", cuda_conv "tiled" (fp32, default) | "tensor_core" (TF32) |
+//   "bf16_tensor_core" (v4: bf16 operands, fp32 accumulation) | "naive",
+//   precision "fp32" (default) | "bf16" (convolution and linear operands rounded to bf16,
+//   fp32 sums; on CUDA the convolutions then run on v4 whatever cuda_conv says),
+//   cuda_autotune (v4's block shapes timed per layer on first use; same results),
 //   cuda_attention "fused" (default) | "straightforward".
 // Outputs under out_dir (models/run_folder.h has the folder's rules: one trainer at a time,
 // no new run over an old one, nothing lost on resume): config.json (the resolved config),
@@ -57,6 +61,8 @@ struct ImageTrainConfig {
   std::string out_dir = "runs/unet";
   Device device = Device::CPU;
   ConvAlgorithm cuda_conv = ConvAlgorithm::Tiled;
+  Precision precision = Precision::F32;
+  bool cuda_autotune = false;
   AttentionAlgorithm cuda_attention = AttentionAlgorithm::Fused;
   CpuKernels cpu_kernels = cpu_fast_kernels_built() ? CpuKernels::Fast : CpuKernels::Reference;
   nlohmann::json json;  // the config as read (with overrides), stored in checkpoints

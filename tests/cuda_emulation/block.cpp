@@ -31,6 +31,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <numeric>
@@ -57,6 +58,8 @@ struct Thread {
   uint3 index{0, 0, 0};
   State state = State::Done;
   WaitingFor waiting_for = WaitingFor::Nothing;
+  std::vector<AsyncCopy> open_group;            // cp.async issued since the last commit
+  std::deque<std::vector<AsyncCopy>> committed;  // oldest first
 };
 
 struct Warp {
@@ -413,6 +416,8 @@ std::string run_grid(const GridSpec& spec, const std::function<void()>& body) {
                       tid / (spec.block.x * spec.block.y)};
       t.state = State::Ready;
       t.waiting_for = WaitingFor::Nothing;
+      t.open_group.clear();  // copies a thread of the previous block left in flight
+      t.committed.clear();
       t.fiber.reset(thread_main, &t);
     }
     run_block(b);
@@ -511,6 +516,26 @@ unsigned warp_active_mask() {
   Thread& t = current("__activemask");
   IgnoreAccesses ignore;
   return t.block->warps[t.warp].active;
+}
+
+void async_copy_issue(const AsyncCopy& copy) {
+  current("cp.async").open_group.push_back(copy);
+}
+
+void async_copy_commit() {
+  Thread& t = current("cp.async.commit_group");
+  t.committed.push_back(std::move(t.open_group));
+  t.open_group.clear();
+}
+
+std::vector<AsyncCopy> async_copy_wait(int newest_groups_left_pending) {
+  Thread& t = current("cp.async.wait_group");
+  std::vector<AsyncCopy> land;
+  while (t.committed.size() > static_cast<size_t>(std::max(0, newest_groups_left_pending))) {
+    land.insert(land.end(), t.committed.front().begin(), t.committed.front().end());
+    t.committed.pop_front();
+  }
+  return land;
 }
 
 int lane_id() {

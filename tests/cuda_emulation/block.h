@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "tests/cuda_emulation/builtins.h"
 
@@ -38,6 +39,20 @@ void* dynamic_shared_memory();
 const uint64_t* warp_collective_begin(const char* op, unsigned mask, uint64_t mine,
                                       unsigned* participants = nullptr);
 void warp_collective_end();
+
+// cp.async (tests/cuda_emulation/ptx.h): the calling thread's copies in flight. A copy joins
+// the open group when issued; commit closes the group; wait(n) hands back, oldest first, the
+// copies of every committed group but the newest n, which the caller then performs. So a
+// copy lands at the latest moment the hardware may complete it, and a kernel that reads a
+// pipeline stage before waiting for it reads stale data here. Cleared at each block start.
+struct AsyncCopy {
+  void* dst;
+  const void* src;
+  size_t bytes, src_bytes;  // src_bytes < bytes: the rest is zero-filled
+};
+void async_copy_issue(const AsyncCopy& copy);
+void async_copy_commit();
+std::vector<AsyncCopy> async_copy_wait(int newest_groups_left_pending);
 
 // True while the calling thread runs a kernel.
 bool in_kernel();

@@ -1,0 +1,766 @@
+// Convolution v4: implicit GEMM on bf16 tensor cores (mma.sync m16n8k16, fp32 accumulation),
+// written the way the fastest Ampere/Hopper GEMMs are (CUTLASS's multistage kernels, llm.c's
+// matmuls): operands staged by cp.async in a 3-stage shared-memory pipeline, read into
+// fragments by ldmatrix from XOR-swizzled tiles, gather offsets precomputed per tile.
+// The same three GEMMs as v1-v3 (kernels/cuda/conv2d.cu has the algebra):
+//
+//   pass     C (M x N)                  A (M x K)               B (K x N)
+//   forward  y  (N*OH*OW x Cout)        im2col(x)  K-major      w^T          K-major
+//   dgrad    dx (N*H*W x Cin)           gather(dy) K-major      w (per tap)  K-major
+//   wgrad    dw (KH*KW*Cin8 x Cout8)    im2col(x)^T MN-major    dy           MN-major
+//
+// "K-major" means consecutive k are consecutive in memory (channels, in NHWC), so a 16-byte
+// cp.async carries 8 consecutive k of one row; "MN-major" means consecutive rows are (the
+// wgrad's reduction runs over pixels, which are never contiguous in NHWC). Each operand's
+// shared tile keeps its global layout, and ldmatrix, plain or .trans, turns either into the
+// fragments mma.sync wants. So there is one kernel, parameterised by two loaders and an
+// epilogue; the passes differ only in those.
+//
+// bf16 operands. The engine's tensors are fp32, so each call first converts its operands
+// (conversion kernels below: rounded to nearest even, channels padded with zeros to a
+// multiple of 8 so that every 16-byte chunk is whole and aligned; the forward weights also
+// transposed to (Cout, KH*KW*Cin8), K-major). This is what PyTorch's autocast does at every
+// op; with bf16 activations end to end the conversions of x and dy disappear. Products of
+// two bf16 values are exact in fp32 and are summed in fp32, so the result equals an fp32
+// convolution of the rounded operands up to the order of the sums.
+//
+// Block: a 128x128 tile of C, 256 threads = 8 warps as 2 (m) x 4 (n), each warp 64x32 =
+// 4 x 4 mma tiles of 16x8 (64 fp32 accumulators per thread). K advances 32 per stage, two
+// mma k-steps. Per stage and operand the tile is 128 x 32 bf16 = 8 KB; 3 stages of A and B
+// = 48 KB of dynamic shared memory, the most a block may use without opting in, and two
+// blocks fit an SM's 64K registers (ptxas, sm_90: 122-126 registers, no spills). A 64x64
+// block of 4 warps (32x32 each) serves small outputs; a heuristic or a start-up autotuner
+// picks per pass and size (BlockShape below).
+//
+// Pipeline: stages 0 and 1 are requested before the loop; iteration kt waits until tile kt
+// has landed (cp.async.wait_group 1: one newer group may still be in flight), a
+// __syncthreads makes it visible to all warps and also proves every warp has finished
+// tile kt-1, whose stage then receives tile kt+2 while the warps multiply tile kt.
+//
+// Swizzle: ldmatrix reads 8 rows of 16 bytes at once; in a K-major tile rows are 64 bytes
+// apart, so rows r and r+2 would share banks (4-way conflict), and in an MN-major tile rows
+// are 256 bytes apart (8-way). Storing chunk c of row r at chunk c ^ f(r), with
+// f(r) = (r/2) % 4 for 4 chunks per row and r % 8 for 16, puts the 8 rows of every ldmatrix
+// (and every 8 consecutive cp.async chunks) in 8 different 16-byte bank groups.
+//
+// Gathers: each thread loads the same two rows (K-major) or the same 8 columns (MN-major)
+// of every stage, so what depends on the row (pixel coordinates, the image's base address)
+// is computed once per block, and what depends on k (tap, channel; or the pixel) is advanced
+// by 32 per stage with a carry: no division per element or per stage.
+//
+// Split-K (any pass, when the output tiles cannot fill the GPU and a workspace is given):
+// block z writes its slice's partial tile to a plane, and reduce_planes adds the planes in
+// order and applies the epilogue. Deterministic: fixed summation order everywhere.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "engine/cuda_check.h"
+#include "kernels/bf16.h"
+#include "kernels/cuda/conv2d_bf16.cuh"
+#include "kernels/cuda/device_info.cuh"
+#include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/ptx.cuh"
+
+namespace ddpm::cuda {
+
+namespace {
+
+using bf16_bits = uint16_t;
+
+constexpr int kBK = 32;     // K per stage: two mma k-steps of 16
+constexpr int kStages = 3;  // large tiles: 3 x 16 KB, the 48 KB a block gets without opting in
+constexpr int kChunk = 8;   // bf16 per 16-byte cp.async
+
+// The block tile and its warps. Large: 128x128, 8 warps of 64x32 (the most reuse per byte
+// of shared memory). Small: 64x64, 4 warps of 32x32, for the layers whose outputs make too
+// few large tiles to fill the GPU (the 8x8 and 4x4 maps: 2,048 rows at batch 128 are 16
+// large tiles per 128 channels against 132 SMs). Both give each thread two 16-byte chunks of
+// each operand per stage, and neither changes any output's summation order.
+template <int kM, int kN, int kWarpsM, int kWarpsN>
+struct BlockShape {
+  static constexpr int kBM = kM, kBN = kN;
+  static constexpr int kThreads = 32 * kWarpsM * kWarpsN;
+  static constexpr int kWarpM = kM / kWarpsM, kWarpN = kN / kWarpsN;
+  static constexpr int kMTiles = kWarpM / 16, kNTiles = kWarpN / 8;  // mma tiles per warp
+  static constexpr int kWarpsAlongN = kWarpsN;
+  static constexpr size_t kSmemBytes = kStages * (kM + kN) * kBK * 2;
+  static_assert(kWarpN % 16 == 0, "B fragments come in pairs of n-tiles");
+};
+using LargeTiles = BlockShape<128, 128, 2, 4>;
+using SmallTiles = BlockShape<64, 64, 2, 2>;
+
+int64_t round_up8(int64_t c) { return (c + 7) / 8 * 8; }
+
+// ---- shared-memory tiles ----------------------------------------------------------------
+
+// One operand's tile of one stage: K-major (kMN rows of kBK) or MN-major (kBK rows of kMN),
+// in 16-byte chunks stored at chunk ^ f(row).
+template <bool kKMajor, int kMN, int kThreads>
+struct Tile {
+  static constexpr bool kIsKMajor = kKMajor;
+  static constexpr int kRows = kKMajor ? kMN : kBK;
+  static constexpr int kChunksPerRow = (kKMajor ? kBK : kMN) / kChunk;
+  static constexpr int kElements = kRows * kChunksPerRow * kChunk;
+  static constexpr int kChunksPerThread = kRows * kChunksPerRow / kThreads;
+  static_assert(kChunksPerRow == 4 || kChunksPerRow % 8 == 0, "the swizzles below");
+  static_assert(kChunksPerThread == 2, "the loaders hold two chunks per thread");
+
+  __device__ static int offset(int row, int chunk) {  // in elements
+    const int f = kChunksPerRow == 4 ? (row >> 1) & 3 : row & 7;
+    return (row * kChunksPerRow + (chunk ^ f)) * kChunk;
+  }
+  // This thread's j-th chunk of the tile: consecutive threads take consecutive chunks of a
+  // row, so a warp's cp.async covers whole rows (coalesced global reads).
+  __device__ static int row_of(int tid, int j) { return (tid + j * kThreads) / kChunksPerRow; }
+  __device__ static int chunk_of(int tid, int j) { return (tid + j * kThreads) % kChunksPerRow; }
+};
+
+// A fragment of A (16 x 16 at rows m0, k kk) for mma: matrices (m 0-7, k 0-7), (8-15, 0-7),
+// (0-7, 8-15), (8-15, 8-15) in r[0..3] (ptx.cuh).
+template <class T>
+__device__ void load_a_fragment(const bf16_bits* tile, int m0, int kk, int lane,
+                                uint32_t (&r)[4]) {
+  const int q = lane / 8, i = lane % 8;
+  if constexpr (T::kIsKMajor) {  // rows are m
+    ptx::ldmatrix_x4(r, tile + T::offset(m0 + lane % 16, (kk + 8 * (lane / 16)) / kChunk));
+  } else {  // rows are k; matrix q at m + 8 (q & 1), k + 8 (q >> 1)
+    ptx::ldmatrix_x4_trans(r, tile + T::offset(kk + 8 * (q >> 1) + i, (m0 + 8 * (q & 1)) / kChunk));
+  }
+}
+
+// Fragments of B for two n-tiles (k 16 x n 16 at n0, kk): r[0..1] the first's b[0..1],
+// r[2..3] the second's; matrix q at n + 8 (q >> 1), k + 8 (q & 1).
+template <class T>
+__device__ void load_b_fragments(const bf16_bits* tile, int n0, int kk, int lane,
+                                 uint32_t (&r)[4]) {
+  const int q = lane / 8, i = lane % 8;
+  if constexpr (T::kIsKMajor) {  // rows are n
+    ptx::ldmatrix_x4(r, tile + T::offset(n0 + 8 * (q >> 1) + i, (kk + 8 * (q & 1)) / kChunk));
+  } else {  // rows are k
+    ptx::ldmatrix_x4_trans(r, tile + T::offset(kk + 8 * (q & 1) + i, (n0 + 8 * (q >> 1)) / kChunk));
+  }
+}
+
+// ---- loaders: where each of a thread's two chunks comes from, stage after stage ----------
+// K-major loaders: the thread's chunks are rows mn[0], mn[1] at one k; MN-major loaders: one
+// column chunk mn at rows k[0], k[1]. chunk() gives the source of chunk j for the current
+// stage, or null for zeros (outside the image, the matrix or the K slice); advance() moves
+// every chunk 32 along k.
+
+// k = (kh, kw, c) over KH x KW x C8 with c fastest: advanced with a carry.
+struct TapChannel {
+  int kh = 0, kw = 0, c = 0;
+  int64_t k = 0;
+  __device__ void start(int64_t k0, int c8, int kw_n) {
+    k = k0;
+    c = static_cast<int>(k0 % c8);
+    const int tap = static_cast<int>(k0 / c8);
+    kh = tap / kw_n;
+    kw = tap % kw_n;
+  }
+  __device__ void advance(int c8, int kw_n) {
+    k += kBK;
+    c += kBK;
+    while (c >= c8) {
+      c -= c8;
+      if (++kw == kw_n) {
+        kw = 0;
+        ++kh;
+      }
+    }
+  }
+};
+
+// Forward A: im2col(x8)[m = (n, oh, ow)][k = (kh, kw, ci)], x8 (N, H, W, Cin8).
+struct ForwardA {
+  static constexpr bool kKMajor = true;
+  Conv2dShape s;
+  int64_t oh_n, ow_n, m;
+  int c8;
+  const bf16_bits* x8;
+  struct State {
+    const bf16_bits* image[2];  // null: the row is past M
+    int ih0[2], iw0[2];
+    TapChannel k;
+  };
+  __device__ State start(const int64_t (&row)[2], int64_t k0) const {
+    State st;
+    for (int j = 0; j < 2; ++j) {
+      st.image[j] = nullptr;
+      if (row[j] >= m) continue;
+      const int64_t ow = row[j] % ow_n, oh = row[j] / ow_n % oh_n, n = row[j] / (ow_n * oh_n);
+      st.ih0[j] = static_cast<int>(oh * s.stride - s.pad_top);
+      st.iw0[j] = static_cast<int>(ow * s.stride - s.pad_left);
+      st.image[j] = x8 + n * s.h * s.w * c8;
+    }
+    st.k.start(k0, c8, s.kw);
+    return st;
+  }
+  __device__ const bf16_bits* chunk(const State& st, int j, int64_t k_end) const {
+    if (st.image[j] == nullptr || st.k.k >= k_end) return nullptr;
+    const int ih = st.ih0[j] + st.k.kh, iw = st.iw0[j] + st.k.kw;
+    if (ih < 0 || ih >= s.h || iw < 0 || iw >= s.w) return nullptr;
+    return st.image[j] + (static_cast<int64_t>(ih) * s.w + iw) * c8 + st.k.c;
+  }
+  __device__ void advance(State& st) const { st.k.advance(c8, s.kw); }
+  __device__ const bf16_bits* base() const { return x8; }
+};
+
+// Forward B as (Cout rows) x (K) K-major: w8t (Cout, KH*KW*Cin8).
+struct ForwardB {
+  static constexpr bool kKMajor = true;
+  int64_t rows, k;
+  const bf16_bits* w8t;
+  struct State {
+    const bf16_bits* row[2];
+    int64_t k;
+  };
+  __device__ State start(const int64_t (&r)[2], int64_t k0) const {
+    return State{{r[0] < rows ? w8t + r[0] * k : nullptr, r[1] < rows ? w8t + r[1] * k : nullptr},
+                 k0};
+  }
+  __device__ const bf16_bits* chunk(const State& st, int j, int64_t k_end) const {
+    return st.row[j] && st.k < k_end ? st.row[j] + st.k : nullptr;
+  }
+  __device__ void advance(State& st) const { st.k += kBK; }
+  __device__ const bf16_bits* base() const { return w8t; }
+};
+
+// Dgrad A: the output gradient input pixel m = (n, ih, iw) received through tap (kh, kw),
+// channel co: dy8[n, oh, ow, co] where oh * stride = ih + pad_top - kh (zero if no such oh).
+struct DgradA {
+  static constexpr bool kKMajor = true;
+  Conv2dShape s;
+  int64_t oh_n, ow_n, m;
+  int c8;  // Cout8
+  const bf16_bits* dy8;
+  struct State {
+    const bf16_bits* image[2];
+    int nh0[2], nw0[2];  // ih + pad_top, iw + pad_left
+    TapChannel k;
+  };
+  __device__ State start(const int64_t (&row)[2], int64_t k0) const {
+    State st;
+    for (int j = 0; j < 2; ++j) {
+      st.image[j] = nullptr;
+      if (row[j] >= m) continue;
+      const int64_t iw = row[j] % s.w, ih = row[j] / s.w % s.h, n = row[j] / (s.w * s.h);
+      st.nh0[j] = static_cast<int>(ih + s.pad_top);
+      st.nw0[j] = static_cast<int>(iw + s.pad_left);
+      st.image[j] = dy8 + n * oh_n * ow_n * c8;
+    }
+    st.k.start(k0, c8, s.kw);
+    return st;
+  }
+  __device__ const bf16_bits* chunk(const State& st, int j, int64_t k_end) const {
+    if (st.image[j] == nullptr || st.k.k >= k_end) return nullptr;
+    int nh = st.nh0[j] - st.k.kh, nw = st.nw0[j] - st.k.kw;  // = oh * stride, ow * stride
+    if (nh < 0 || nw < 0) return nullptr;
+    if (s.stride != 1) {
+      if (nh % s.stride != 0 || nw % s.stride != 0) return nullptr;
+      nh /= s.stride;
+      nw /= s.stride;
+    }
+    if (nh >= oh_n || nw >= ow_n) return nullptr;
+    return st.image[j] + (static_cast<int64_t>(nh) * ow_n + nw) * c8 + st.k.c;
+  }
+  __device__ void advance(State& st) const { st.k.advance(c8, s.kw); }
+  __device__ const bf16_bits* base() const { return dy8; }
+};
+
+// Dgrad B as (Cin rows) x (K = (kh, kw, co)) K-major: w8[kh, kw, ci, co], w8 (KH, KW, Cin,
+// Cout8).
+struct DgradB {
+  static constexpr bool kKMajor = true;
+  Conv2dShape s;
+  int c8;  // Cout8
+  const bf16_bits* w8;
+  struct State {
+    bool valid[2];
+    int64_t ci[2];
+    TapChannel k;
+  };
+  __device__ State start(const int64_t (&r)[2], int64_t k0) const {
+    State st;
+    for (int j = 0; j < 2; ++j) {
+      st.valid[j] = r[j] < s.c_in;
+      st.ci[j] = r[j];
+    }
+    st.k.start(k0, c8, s.kw);
+    return st;
+  }
+  __device__ const bf16_bits* chunk(const State& st, int j, int64_t k_end) const {
+    if (!st.valid[j] || st.k.k >= k_end) return nullptr;
+    const int64_t tap = static_cast<int64_t>(st.k.kh) * s.kw + st.k.kw;
+    return w8 + (tap * s.c_in + st.ci[j]) * c8 + st.k.c;
+  }
+  __device__ void advance(State& st) const { st.k.advance(c8, s.kw); }
+  __device__ const bf16_bits* base() const { return w8; }
+};
+
+// Wgrad A, MN-major: rows k = pixel (n, oh, ow), columns m = (kh, kw, ci) of dw; the chunk
+// is 8 channels of x8 at input pixel (oh * stride - pad_top + kh, ...).
+struct WgradA {
+  static constexpr bool kKMajor = false;
+  Conv2dShape s;
+  int64_t oh_n, ow_n, m;
+  int c8;  // Cin8
+  const bf16_bits* x8;
+  struct State {
+    bool valid;  // the column chunk is inside M
+    int kh, kw, ci;
+    int64_t p[2];  // pixel index = k
+    int n[2], oh[2], ow[2];
+  };
+  __device__ State start(int64_t col, const int64_t (&k0)[2]) const {
+    State st;
+    st.valid = col < m;
+    st.ci = static_cast<int>(col % c8);
+    const int tap = static_cast<int>(col / c8);
+    st.kh = tap / s.kw;
+    st.kw = tap % s.kw;
+    for (int j = 0; j < 2; ++j) {
+      st.p[j] = k0[j];
+      st.ow[j] = static_cast<int>(k0[j] % ow_n);
+      st.oh[j] = static_cast<int>(k0[j] / ow_n % oh_n);
+      st.n[j] = static_cast<int>(k0[j] / (ow_n * oh_n));
+    }
+    return st;
+  }
+  __device__ const bf16_bits* chunk(const State& st, int j, int64_t k_end) const {
+    if (!st.valid || st.p[j] >= k_end) return nullptr;
+    const int ih = st.oh[j] * s.stride - s.pad_top + st.kh;
+    const int iw = st.ow[j] * s.stride - s.pad_left + st.kw;
+    if (ih < 0 || ih >= s.h || iw < 0 || iw >= s.w) return nullptr;
+    return x8 + ((static_cast<int64_t>(st.n[j]) * s.h + ih) * s.w + iw) * c8 + st.ci;
+  }
+  __device__ void advance(State& st) const {
+    for (int j = 0; j < 2; ++j) {
+      st.p[j] += kBK;
+      st.ow[j] += kBK;
+      while (st.ow[j] >= ow_n) {
+        st.ow[j] -= static_cast<int>(ow_n);
+        if (++st.oh[j] == oh_n) {
+          st.oh[j] = 0;
+          ++st.n[j];
+        }
+      }
+    }
+  }
+  __device__ const bf16_bits* base() const { return x8; }
+};
+
+// Wgrad B, MN-major: dy8 (N*OH*OW pixels, Cout8), rows k = pixel.
+struct WgradB {
+  static constexpr bool kKMajor = false;
+  int64_t cols;  // Cout8
+  const bf16_bits* dy8;
+  struct State {
+    bool valid;
+    int64_t col, p[2];
+  };
+  __device__ State start(int64_t col, const int64_t (&k0)[2]) const {
+    return State{col < cols, col, {k0[0], k0[1]}};
+  }
+  __device__ const bf16_bits* chunk(const State& st, int j, int64_t k_end) const {
+    return st.valid && st.p[j] < k_end ? dy8 + st.p[j] * cols + st.col : nullptr;
+  }
+  __device__ void advance(State& st) const {
+    st.p[0] += kBK;
+    st.p[1] += kBK;
+  }
+  __device__ const bf16_bits* base() const { return dy8; }
+};
+
+// ---- epilogues: what happens to C[row][col] (in range) ----------------------------------
+
+// forward: y = ((C + bias) + per_sample[n]) + residual, each addend optional (a ResBlock's
+// time embedding and skip), in the order of separate passes, in fp32, one store.
+// rows_per_sample = OH * OW.
+struct StoreWithAdds {
+  float* y;
+  const float *bias, *per_sample, *residual;
+  int64_t ld, rows_per_sample;
+  __device__ void operator()(int64_t row, int64_t col, float v) const {
+    float out = v + (bias ? bias[col] : 0.0f);
+    if (per_sample) out += per_sample[row / rows_per_sample * ld + col];
+    if (residual) out += residual[row * ld + col];
+    y[row * ld + col] = out;
+  }
+};
+
+struct Accumulate {  // dgrad: dx += C
+  float* out;
+  int64_t ld;
+  __device__ void operator()(int64_t row, int64_t col, float v) const { out[row * ld + col] += v; }
+};
+
+struct AccumulateWgrad {  // wgrad: dw += C without the padded channels
+  float* dw;
+  int64_t c_in, c8, c_out;
+  __device__ void operator()(int64_t row, int64_t col, float v) const {
+    const int64_t tap = row / c8, ci = row % c8;
+    if (ci < c_in && col < c_out) dw[(tap * c_in + ci) * c_out + col] += v;
+  }
+};
+
+// ---- the kernel ----------------------------------------------------------------------------
+
+// grid (M tiles, N tiles, splits). Block z multiplies k in [z * k_slice, (z+1) * k_slice)
+// and, when splitting, writes its partial tile to planes + z * m * n.
+template <class Block, class LoadA, class LoadB, class Epilogue>
+__global__ void __launch_bounds__(Block::kThreads)
+conv_gemm_bf16(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB b,
+               Epilogue epilogue, float* planes) {
+#if DDPM_HAS_SM80_TENSOR_CORES
+  constexpr int kBM = Block::kBM, kBN = Block::kBN, kWarpM = Block::kWarpM,
+                kWarpN = Block::kWarpN, kMT = Block::kMTiles, kNT = Block::kNTiles;
+  using TileA = Tile<LoadA::kKMajor, kBM, Block::kThreads>;
+  using TileB = Tile<LoadB::kKMajor, kBN, Block::kThreads>;
+  DDPM_DYNAMIC_SHARED(bf16_bits, smem);  // [kStages][TileA] then [kStages][TileB]
+  bf16_bits* const a_tiles = smem;
+  bf16_bits* const b_tiles = smem + kStages * TileA::kElements;
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int wm = warp / Block::kWarpsAlongN, wn = warp % Block::kWarpsAlongN;
+  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kBM;
+  const int64_t col0 = static_cast<int64_t>(blockIdx.y) * kBN;
+  const int64_t k_begin = blockIdx.z * k_slice;
+  const int64_t k_end = k_begin + k_slice < k ? k_begin + k_slice : k;
+  const int k_tiles = k_end > k_begin ? static_cast<int>((k_end - k_begin + kBK - 1) / kBK) : 0;
+
+  // where this thread's chunks sit in the tiles, and the loaders' state for them
+  int a_off[2], b_off[2];
+  for (int j = 0; j < 2; ++j) {
+    a_off[j] = TileA::offset(TileA::row_of(tid, j), TileA::chunk_of(tid, j));
+    b_off[j] = TileB::offset(TileB::row_of(tid, j), TileB::chunk_of(tid, j));
+  }
+  auto start = [&](const auto& loader, auto tile, int64_t mn0) {
+    using T = decltype(tile);
+    if constexpr (T::kIsKMajor) {  // two rows, one k
+      const int64_t rows[2] = {mn0 + T::row_of(tid, 0), mn0 + T::row_of(tid, 1)};
+      return loader.start(rows, k_begin + kChunk * T::chunk_of(tid, 0));
+    } else {  // one column chunk, two k rows
+      const int64_t ks[2] = {k_begin + T::row_of(tid, 0), k_begin + T::row_of(tid, 1)};
+      return loader.start(mn0 + kChunk * T::chunk_of(tid, 0), ks);
+    }
+  };
+  auto a_state = start(a, TileA{}, row0);
+  auto b_state = start(b, TileB{}, col0);
+  auto load_stage = [&](int stage) {
+    for (int j = 0; j < 2; ++j) {
+      const bf16_bits* src = a.chunk(a_state, j, k_end);
+      ptx::cp_async_16(a_tiles + stage * TileA::kElements + a_off[j], src ? src : a.base(),
+                       src != nullptr);
+      src = b.chunk(b_state, j, k_end);
+      ptx::cp_async_16(b_tiles + stage * TileB::kElements + b_off[j], src ? src : b.base(),
+                       src != nullptr);
+    }
+    a.advance(a_state);
+    b.advance(b_state);
+  };
+
+  float acc[kMT][kNT][4] = {};  // [m16 tile][n8 tile][fragment element]
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < k_tiles) load_stage(s);
+    ptx::cp_async_commit();  // possibly empty: the group count stays uniform
+  }
+  for (int kt = 0; kt < k_tiles; ++kt) {
+    ptx::cp_async_wait<kStages - 2>();  // tile kt has landed (this thread's chunks)
+    __syncthreads();                    // ... everyone's, and tile kt-1 is consumed
+    if (kt + kStages - 1 < k_tiles) load_stage((kt + kStages - 1) % kStages);
+    ptx::cp_async_commit();
+    const bf16_bits* at = a_tiles + (kt % kStages) * TileA::kElements;
+    const bf16_bits* bt = b_tiles + (kt % kStages) * TileB::kElements;
+#pragma unroll
+    for (int kk = 0; kk < kBK; kk += 16) {
+      uint32_t af[kMT][4], bf[kNT][2];
+#pragma unroll
+      for (int i = 0; i < kMT; ++i) load_a_fragment<TileA>(at, wm * kWarpM + 16 * i, kk, lane, af[i]);
+#pragma unroll
+      for (int jj = 0; jj < kNT / 2; ++jj) {
+        uint32_t r[4];
+        load_b_fragments<TileB>(bt, wn * kWarpN + 16 * jj, kk, lane, r);
+        bf[2 * jj][0] = r[0];
+        bf[2 * jj][1] = r[1];
+        bf[2 * jj + 1][0] = r[2];
+        bf[2 * jj + 1][1] = r[3];
+      }
+#pragma unroll
+      for (int i = 0; i < kMT; ++i)
+#pragma unroll
+        for (int j = 0; j < kNT; ++j) ptx::mma_bf16_16816(acc[i][j], af[i], bf[j]);
+    }
+  }
+  ptx::cp_async_wait<0>();  // no copy may land in shared memory after the block is gone
+
+  const int g = lane / 4, t = lane % 4;
+  float* const plane = gridDim.z > 1 ? planes + blockIdx.z * m * n : nullptr;
+#pragma unroll
+  for (int i = 0; i < kMT; ++i)
+#pragma unroll
+    for (int j = 0; j < kNT; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int64_t row = row0 + wm * kWarpM + 16 * i + g + 8 * (e >> 1);
+        const int64_t col = col0 + wn * kWarpN + 8 * j + 2 * t + (e & 1);
+        if (row >= m || col >= n) continue;
+        if (plane) {
+          plane[row * n + col] = acc[i][j][e];
+        } else {
+          epilogue(row, col, acc[i][j][e]);
+        }
+      }
+#endif
+}
+
+// The split-K planes summed in order, then the epilogue.
+template <class Epilogue>
+__global__ void reduce_planes(int64_t m, int64_t n, int splits, const float* planes,
+                              Epilogue epilogue) {
+  DDPM_GRID_STRIDE(i, m * n) {
+    float acc = 0.0f;
+    for (int z = 0; z < splits; ++z) acc += planes[z * m * n + i];
+    epilogue(i / n, i % n, acc);
+  }
+}
+
+// ---- conversions to bf16 -----------------------------------------------------------------
+
+// dst (rows, c8) = bf16(src (rows, c)), channels c..c8-1 zero.
+__global__ void to_bf16_padded(int64_t rows, int64_t c, int64_t c8, const float* src,
+                               bf16_bits* dst) {
+  DDPM_GRID_STRIDE(i, rows * c8) {
+    const int64_t r = i / c8, j = i % c8;
+    dst[i] = j < c ? bf16_bits_from_float(src[r * c + j]) : bf16_bits{0};
+  }
+}
+
+// w8t (Cout, taps * Cin8) = bf16(w (taps, Cin, Cout)) transposed, input channels padded.
+// Reads are strided (a weight tensor is at most a few MB; a tiled transpose would coalesce).
+__global__ void weights_to_bf16_transposed(int64_t taps, int64_t c_in, int64_t c8, int64_t c_out,
+                                           const float* w, bf16_bits* w8t) {
+  DDPM_GRID_STRIDE(i, c_out * taps * c8) {
+    const int64_t co = i / (taps * c8), rest = i % (taps * c8), tap = rest / c8, ci = rest % c8;
+    w8t[i] = ci < c_in ? bf16_bits_from_float(w[(tap * c_in + ci) * c_out + co]) : bf16_bits{0};
+  }
+}
+
+// ---- host side ----------------------------------------------------------------------------
+
+static_assert(LargeTiles::kSmemBytes <= 48 * 1024 && SmallTiles::kSmemBytes <= 48 * 1024,
+              "more needs cudaFuncAttributeMaxDynamicSharedMemorySize");
+
+// Split-K: slices of at least 8 stages, at most 16 planes. The count depends on the shape
+// only (counted in large tiles whichever block shape runs), so the choice of block shape
+// never changes a result's bits: the autotuner may pick either.
+constexpr int64_t kMinSlice = 8 * kBK;
+constexpr int kMaxSplits = 16;
+
+template <class Block>
+int64_t tiles_of(int64_t m, int64_t n) {
+  return ((m + Block::kBM - 1) / Block::kBM) * ((n + Block::kBN - 1) / Block::kBN);
+}
+
+struct Gemm {
+  const char* pass;
+  int64_t m, n, k;
+  int splits() const { return split_k_count(tiles_of<LargeTiles>(m, n), k, kMinSlice, kMaxSplits); }
+  int64_t plane_floats() const { return splits() > 1 ? splits() * m * n : 0; }
+};
+
+template <class Block, class LoadA, class LoadB, class Epilogue>
+void launch_gemm(const Gemm& g, LoadA a, LoadB b, Epilogue epilogue, float* planes) {
+  const int splits = g.splits();
+  const int64_t k_slice = ((g.k + splits - 1) / splits + kBK - 1) / kBK * kBK;  // whole stages
+  const dim3 grid(static_cast<unsigned>((g.m + Block::kBM - 1) / Block::kBM),
+                  static_cast<unsigned>((g.n + Block::kBN - 1) / Block::kBN),
+                  static_cast<unsigned>(splits));
+  DDPM_LAUNCH((conv_gemm_bf16<Block, LoadA, LoadB, Epilogue>), grid, Block::kThreads,
+              Block::kSmemBytes)(g.m, g.n, g.k, k_slice, a, b, epilogue, planes);
+  if (splits > 1)
+    DDPM_LAUNCH(reduce_planes<Epilogue>, grid_for(g.m * g.n), kThreads)(g.m, g.n, splits, planes,
+                                                                         epilogue);
+}
+
+Bf16Tiles g_tiles = Bf16Tiles::Heuristic;
+
+// The autotuner's choices, per pass and GEMM size.
+std::map<std::tuple<std::string, int64_t, int64_t, int64_t>, Bf16Tiles>& tuned() {
+  static std::map<std::tuple<std::string, int64_t, int64_t, int64_t>, Bf16Tiles> choices;
+  return choices;
+}
+
+// Median of 5 timed runs (after one warm-up) of both block shapes on this call's operands,
+// with an epilogue that stores into scratch memory (the real one may accumulate); prints
+// the times and the choice.
+template <class LoadA, class LoadB>
+Bf16Tiles autotune(const Gemm& g, LoadA a, LoadB b, float* planes) {
+  float* scratch = nullptr;
+  CUDA_CHECK(cudaMalloc(&scratch, g.m * g.n * sizeof(float)));
+  const StoreWithAdds discard{scratch, nullptr, nullptr, nullptr, g.n, 1};
+  auto time_ms = [&](auto launch) {
+    launch();
+    std::vector<double> ms;
+    for (int r = 0; r < 5; ++r) {
+      CUDA_CHECK(cudaDeviceSynchronize());
+      const auto t0 = std::chrono::steady_clock::now();
+      launch();
+      CUDA_CHECK(cudaDeviceSynchronize());
+      ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                       .count());
+    }
+    std::sort(ms.begin(), ms.end());
+    return ms[2];
+  };
+  const double large = time_ms([&] { launch_gemm<LargeTiles>(g, a, b, discard, planes); });
+  const double small = time_ms([&] { launch_gemm<SmallTiles>(g, a, b, discard, planes); });
+  CUDA_CHECK(cudaFree(scratch));
+  const Bf16Tiles pick = small < large ? Bf16Tiles::Small : Bf16Tiles::Large;
+  std::printf("conv v4 autotune: %s %lld x %lld x %lld: 128x128 tiles %.3f ms, 64x64 %.3f ms -> %s\n",
+              g.pass, static_cast<long long>(g.m), static_cast<long long>(g.n),
+              static_cast<long long>(g.k), large, small,
+              pick == Bf16Tiles::Small ? "64x64" : "128x128");
+  return pick;
+}
+
+template <class LoadA, class LoadB, class Epilogue>
+void run_gemm(const Gemm& g, LoadA a, LoadB b, Epilogue epilogue, float* planes) {
+  if (g.m == 0 || g.n == 0) return;
+  CHECK(compute_capability() >= 80, "the bf16 tensor-core convolution (v4) needs sm_80 or later, "
+                                    "this device is sm_" << compute_capability());
+  Bf16Tiles pick = g_tiles;
+  if (pick == Bf16Tiles::Heuristic) {  // large tiles when they alone fill the GPU
+    pick = tiles_of<LargeTiles>(g.m, g.n) >= sm_count() ? Bf16Tiles::Large : Bf16Tiles::Small;
+  } else if (pick == Bf16Tiles::Autotune) {
+    const auto key = std::make_tuple(std::string(g.pass), g.m, g.n, g.k);
+    auto it = tuned().find(key);
+    if (it == tuned().end()) it = tuned().emplace(key, autotune(g, a, b, planes)).first;
+    pick = it->second;
+  }
+  if (pick == Bf16Tiles::Small) {
+    launch_gemm<SmallTiles>(g, a, b, epilogue, planes);
+  } else {
+    launch_gemm<LargeTiles>(g, a, b, epilogue, planes);
+  }
+}
+
+// Workspace carving: bf16 buffers and fp32 planes, each 256-byte aligned, in floats.
+class Carve {
+ public:
+  explicit Carve(float* base) : base_(base) {}
+  bf16_bits* bf16(int64_t count) { return reinterpret_cast<bf16_bits*>(take((count + 1) / 2)); }
+  float* floats(int64_t count) { return take(count); }
+  int64_t used() const { return used_; }
+
+ private:
+  float* take(int64_t floats) {  // null for nothing: never a pointer past the end
+    float* p = base_ && floats > 0 ? base_ + used_ : nullptr;
+    used_ += (floats + 63) / 64 * 64;
+    return p;
+  }
+  float* base_;
+  int64_t used_ = 0;
+};
+
+int64_t taps(const Conv2dShape& s) { return static_cast<int64_t>(s.kh) * s.kw; }
+
+Gemm forward_gemm(const Conv2dShape& s) {
+  return {"forward", s.n * s.out_h() * s.out_w(), s.c_out, taps(s) * round_up8(s.c_in)};
+}
+Gemm dgrad_gemm(const Conv2dShape& s) {
+  return {"dgrad", s.n * s.h * s.w, s.c_in, taps(s) * round_up8(s.c_out)};
+}
+Gemm wgrad_gemm(const Conv2dShape& s) {
+  return {"wgrad", taps(s) * round_up8(s.c_in), round_up8(s.c_out), s.n * s.out_h() * s.out_w()};
+}
+
+// Both passes lay the workspace out the same way whether or not `base` is null (sizing).
+struct ForwardBuffers {
+  bf16_bits *x8, *w8t;
+  float* planes;
+  int64_t floats;
+  ForwardBuffers(const Conv2dShape& s, float* base) {
+    Carve c(base);
+    x8 = c.bf16(s.n * s.h * s.w * round_up8(s.c_in));
+    w8t = c.bf16(s.c_out * taps(s) * round_up8(s.c_in));
+    planes = c.floats(forward_gemm(s).plane_floats());
+    floats = c.used();
+  }
+};
+
+struct BackwardBuffers {
+  bf16_bits *x8, *dy8, *w8;
+  float* planes;
+  int64_t floats;
+  BackwardBuffers(const Conv2dShape& s, float* base) {
+    Carve c(base);
+    x8 = c.bf16(s.n * s.h * s.w * round_up8(s.c_in));
+    dy8 = c.bf16(s.n * s.out_h() * s.out_w() * round_up8(s.c_out));
+    w8 = c.bf16(taps(s) * s.c_in * round_up8(s.c_out));
+    planes = c.floats(std::max(dgrad_gemm(s).plane_floats(), wgrad_gemm(s).plane_floats()));
+    floats = c.used();
+  }
+};
+
+void convert(int64_t rows, int64_t c, const float* src, bf16_bits* dst) {
+  DDPM_LAUNCH(to_bf16_padded, grid_for(rows * round_up8(c)), kThreads)(rows, c, round_up8(c),
+                                                                        src, dst);
+}
+
+}  // namespace
+
+void set_conv2d_bf16_tiles(Bf16Tiles t) { g_tiles = t; }
+Bf16Tiles conv2d_bf16_tiles() { return g_tiles; }
+
+int64_t conv2d_bf16_forward_workspace(const Conv2dShape& s) {
+  return ForwardBuffers(s, nullptr).floats;
+}
+
+int64_t conv2d_bf16_backward_workspace(const Conv2dShape& s) {
+  return BackwardBuffers(s, nullptr).floats;
+}
+
+void conv2d_bf16_forward(const Conv2dShape& s, const float* x, const float* w, const float* b,
+                         float* y, float* workspace, const float* per_sample,
+                         const float* residual) {
+  CHECK(workspace != nullptr, "the bf16 convolution needs conv2d_bf16_forward_workspace floats");
+  const ForwardBuffers buf(s, workspace);
+  const int64_t c8 = round_up8(s.c_in), oh_n = s.out_h(), ow_n = s.out_w();
+  convert(s.n * s.h * s.w, s.c_in, x, buf.x8);
+  DDPM_LAUNCH(weights_to_bf16_transposed, grid_for(s.c_out * taps(s) * c8), kThreads)(
+      taps(s), s.c_in, c8, s.c_out, w, buf.w8t);
+  const Gemm g = forward_gemm(s);
+  const ForwardA a{s, oh_n, ow_n, g.m, static_cast<int>(c8), buf.x8};
+  const ForwardB wt{s.c_out, g.k, buf.w8t};
+  run_gemm(g, a, wt, StoreWithAdds{y, b, per_sample, residual, s.c_out, oh_n * ow_n},
+           buf.planes);
+}
+
+void conv2d_bf16_backward(const Conv2dShape& s, const float* x, const float* w, const float* dy,
+                          float* dx, float* dw, float* workspace) {
+  if (!dx && !dw) return;
+  CHECK(workspace != nullptr, "the bf16 convolution needs conv2d_bf16_backward_workspace floats");
+  const BackwardBuffers buf(s, workspace);
+  const int64_t oh_n = s.out_h(), ow_n = s.out_w(), ci8 = round_up8(s.c_in),
+                co8 = round_up8(s.c_out);
+  convert(s.n * oh_n * ow_n, s.c_out, dy, buf.dy8);
+  if (dx) {
+    convert(taps(s) * s.c_in, s.c_out, w, buf.w8);
+    const Gemm g = dgrad_gemm(s);
+    run_gemm(g, DgradA{s, oh_n, ow_n, g.m, static_cast<int>(co8), buf.dy8},
+             DgradB{s, static_cast<int>(co8), buf.w8}, Accumulate{dx, s.c_in}, buf.planes);
+  }
+  if (dw) {
+    convert(s.n * s.h * s.w, s.c_in, x, buf.x8);
+    const Gemm g = wgrad_gemm(s);
+    run_gemm(g, WgradA{s, oh_n, ow_n, g.m, static_cast<int>(ci8), buf.x8},
+             WgradB{co8, buf.dy8}, AccumulateWgrad{dw, s.c_in, ci8, s.c_out}, buf.planes);
+  }
+}
+
+}  // namespace ddpm::cuda

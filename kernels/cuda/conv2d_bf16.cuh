@@ -1,0 +1,32 @@
+// Convolution v4 (kernels/cuda/conv2d_bf16.cu): implicit GEMM on bf16 tensor cores with
+// fp32 accumulation, for fp32 tensors (operands rounded to bf16 on the way in, as autocast
+// does). Same contracts as conv2d.cuh: forward overwrites y, backward accumulates into dx
+// and dw. The workspace (floats, from the *_workspace functions) holds the bf16 copies of
+// the operands and the split-K planes. Needs sm_80 or later.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/shapes.h"
+
+namespace ddpm::cuda {
+
+// The block shape each GEMM runs with: 128x128 tiles (8 warps) or 64x64 (4 warps). The
+// heuristic takes the large ones when they alone make a wave on the GPU; Autotune times both
+// on the first call of each pass and size (like torch.backends.cudnn.benchmark), prints the
+// times and keeps the faster. The choice never changes the result's bits (conv2d_bf16.cu).
+enum class Bf16Tiles { Heuristic, Autotune, Large, Small };
+void set_conv2d_bf16_tiles(Bf16Tiles t);  // process-wide; Heuristic by default
+Bf16Tiles conv2d_bf16_tiles();
+
+int64_t conv2d_bf16_forward_workspace(const Conv2dShape& s);
+// y = conv + b + per_sample[n] + residual (the optional addends as in conv2d.cuh), added in
+// fp32 in the epilogue before the single store.
+void conv2d_bf16_forward(const Conv2dShape& s, const float* x, const float* w, const float* b,
+                         float* y, float* workspace, const float* per_sample = nullptr,
+                         const float* residual = nullptr);
+int64_t conv2d_bf16_backward_workspace(const Conv2dShape& s);
+void conv2d_bf16_backward(const Conv2dShape& s, const float* x, const float* w, const float* dy,
+                          float* dx, float* dw, float* workspace);
+
+}  // namespace ddpm::cuda

@@ -1,0 +1,102 @@
+// The three Ampere instructions a fast GEMM is made of, as small device functions (inline
+// PTX under nvcc; emulated on the CPU by tests/cuda_emulation/ptx.h, the same names):
+//
+//   cp.async.cg.shared.global   16 bytes global -> shared without passing through registers:
+//                               the loads of the next stages are in flight while the warps
+//                               multiply the current one. Grouped by commit_group; a thread
+//                               waits with wait_group<N> until all but its newest N groups
+//                               have landed, then a __syncthreads makes them everyone's.
+//                               src_bytes 0 zero-fills the 16 bytes (padding, partial tiles).
+//   ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16
+//                               four 8x8 matrices of 16-bit values from shared memory into
+//                               fragments: lanes 8q..8q+7 give the row addresses of matrix q
+//                               (16 bytes each, 16-byte aligned), and lane l receives in r[q]
+//                               the elements (l/4, 2(l%4)) and (l/4, 2(l%4)+1) of matrix q,
+//                               or with .trans those of its transpose (2(l%4), l/4) and
+//                               (2(l%4)+1, l/4). One instruction replaces 8 scalar loads
+//                               per lane, and .trans turns an MN-major tile into K-major
+//                               fragments for free.
+//   mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32
+//                               D (16x8, fp32) = A (16x16, bf16) B (16x8, bf16) + C, one warp.
+//                               With g = lane/4, t = lane%4 (PTX ISA, "Matrix Fragments for
+//                               mma.m16n8k16 with floating point type"), two bf16 per 32-bit
+//                               register, the lower element first:
+//                                 a[0] = A[g][2t..2t+1]     a[1] = A[g+8][2t..2t+1]
+//                                 a[2] = A[g][2t+8..+9]     a[3] = A[g+8][2t+8..+9]
+//                                 b[0] = B[2t..2t+1][g]     b[1] = B[2t+8..+9][g]
+//                                 d[0..1] = D[g][2t..2t+1]  d[2..3] = D[g+8][2t..2t+1]
+//                               So ldmatrix.x4 of the 16x16 A tile, matrices ordered (rows
+//                               0-7, k 0-7), (8-15, 0-7), (0-7, 8-15), (8-15, 8-15), gives
+//                               a[0..3] directly.
+// All need sm_80 or later; kernels using them are compiled empty below that
+// (DDPM_HAS_SM80_TENSOR_CORES) and the host side refuses such devices.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/cuda/launch.cuh"
+
+#if DDPM_CUDA_EMULATION
+#include "tests/cuda_emulation/ptx.h"
+#else
+
+namespace ddpm::cuda::ptx {
+
+// 16 bytes from global `src` to shared `dst` (both 16-byte aligned); zeros when !valid
+// (src is then not read, but must still be a valid address expression).
+__device__ __forceinline__ void cp_async_16(void* dst, const void* src, bool valid) {
+#if __CUDA_ARCH__ >= 800
+  const unsigned smem = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  const int src_bytes = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem), "l"(src),
+               "r"(src_bytes));
+#endif
+}
+
+__device__ __forceinline__ void cp_async_commit() {
+#if __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+
+// Waits until at most `kPending` of this thread's committed groups are still in flight.
+template <int kPending>
+__device__ __forceinline__ void cp_async_wait() {
+#if __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
+#endif
+}
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* row) {
+#if __CUDA_ARCH__ >= 800
+  const unsigned smem = static_cast<unsigned>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem));
+#endif
+}
+
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* row) {
+#if __CUDA_ARCH__ >= 800
+  const unsigned smem = static_cast<unsigned>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem));
+#endif
+}
+
+// d += a b on the tensor cores (bf16 products, fp32 accumulation).
+__device__ __forceinline__ void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4],
+                                               const uint32_t (&b)[2]) {
+#if __CUDA_ARCH__ >= 800
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
+      "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+}
+
+}  // namespace ddpm::cuda::ptx
+
+#endif  // DDPM_CUDA_EMULATION

@@ -1,0 +1,262 @@
+// Convolution v4 (bf16 tensor cores, kernels/cuda/conv2d_bf16.cu) against the CPU reference.
+//
+// Two comparisons, each with a bound derived from what v4 does to the numbers:
+//  - On the same bf16 operands: x, w and dy rounded to bf16 on the host, the reference run
+//    in double on the rounded values. v4 rounds the same way (kernels/bf16.h), multiplies
+//    exactly (8-bit significands: the product fits fp32's 24) and sums in fp32, so only the
+//    order of the fp32 sums differs: the fp32 bounds of the other convolution tests apply
+//    (2e-4). A wrong fragment layout, a swizzle read back wrong, a stage used before it
+//    landed or a padded channel that is not zero is off by the size of the value.
+//  - Through the engine's op against the fp32 reference: each operand's rounding is a
+//    relative error of at most 2^-8, so each element is within (2^-7 + fp32 slack) of the
+//    sum of its products' magnitudes (derived at the test).
+// Shapes: the awkward ones and the CIFAR-10 U-Net's (tests/conv_cases.h), plus three small
+// ones whose long reduction makes the forward, the dgrad and the wgrad split K.
+// Skips, saying why, without a GPU; runs on the CPU emulation in CI.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "engine/ops.h"
+#include "kernels/bf16.h"
+#include "kernels/cpu/conv2d.h"
+#include "tests/conv_cases.h"
+#include "tests/test_util.h"
+
+#if DDPM_WITH_CUDA
+#include "kernels/cuda/conv2d.cuh"
+#include "kernels/cuda/conv2d_bf16.cuh"
+#endif
+
+namespace ddpm {
+namespace {
+
+using test::ConvCase;
+
+Conv2dShape shape_of(const ConvCase& c) {
+  return conv2d_shape(c.x, Shape{c.k, c.k, c.x[3], c.c_out}, c.p);
+}
+
+// The awkward and model shapes, and three whose reduction is long next to their output:
+// forward K = 9*64, dgrad K = 9*64 and wgrad K = 2*16*16 are cut in two slices.
+std::vector<ConvCase> cases() {
+  std::vector<ConvCase> all = test::conv_cases();
+  all.push_back({{1, 4, 4, 64}, 3, 16, Conv2dParams::same(3)});
+  all.push_back({{1, 4, 4, 16}, 3, 64, Conv2dParams::same(3)});
+  all.push_back({{2, 16, 16, 16}, 3, 8, Conv2dParams::same(3)});
+  return all;
+}
+
+std::string describe(const ConvCase& c) {
+  return c.x.str() + " k" + std::to_string(c.k) + " -> " + std::to_string(c.c_out) + " stride " +
+         std::to_string(c.p.stride);
+}
+
+std::vector<float> randoms(int64_t n, uint64_t stream, double scale = 1.0) {
+  return test::random_tensor(Shape{n}, stream, DType::F32, scale).to_vector<float>();
+}
+
+std::vector<double> rounded(const std::vector<float>& v) {
+  std::vector<double> r(v.size());
+  for (size_t i = 0; i < v.size(); ++i) r[i] = round_to_bf16(v[i]);
+  return r;
+}
+
+std::vector<float> as_float(const std::vector<double>& v) { return {v.begin(), v.end()}; }
+
+struct Operands {
+  std::vector<float> x, w, b, dy, dx0, dw0;  // dx0, dw0: what the gradients accumulate onto
+};
+
+Operands operands_for(const Conv2dShape& s, uint64_t stream) {
+  const int64_t taps = static_cast<int64_t>(s.kh) * s.kw;
+  Operands o;
+  o.x = randoms(s.n * s.h * s.w * s.c_in, stream);
+  o.w = randoms(taps * s.c_in * s.c_out, stream + 1, 1.0 / std::sqrt(double(taps * s.c_in)));
+  o.b = randoms(s.c_out, stream + 2);
+  o.dy = randoms(s.n * s.out_h() * s.out_w() * s.c_out, stream + 3);
+  o.dx0 = randoms(o.x.size(), stream + 4);
+  o.dw0 = randoms(o.w.size(), stream + 5);
+  return o;
+}
+
+struct Results {
+  std::vector<float> y, dx, dw, db;
+};
+
+// The reference in double on the bf16-rounded x, w and dy (the bias and its gradient stay
+// fp32 in v4, so they are not rounded).
+Results reference(const Conv2dShape& s, const Operands& o) {
+  const std::vector<double> x = rounded(o.x), w = rounded(o.w), dy = rounded(o.dy);
+  const std::vector<double> b(o.b.begin(), o.b.end()), dy_exact(o.dy.begin(), o.dy.end());
+  std::vector<double> y(o.dy.size()), dx(o.dx0.begin(), o.dx0.end()), dw(o.dw0.begin(), o.dw0.end()),
+      db(o.b.size(), 0.0);
+  cpu::conv2d_forward<double>(s, x.data(), w.data(), b.data(), y.data());
+  cpu::conv2d_backward<double>(s, x.data(), w.data(), dy.data(), dx.data(), dw.data(), nullptr);
+  cpu::conv2d_backward<double>(s, x.data(), w.data(), dy_exact.data(), nullptr, nullptr, db.data());
+  return {as_float(y), as_float(dx), as_float(dw), as_float(db)};
+}
+
+#if DDPM_WITH_CUDA
+Tensor on_gpu(const std::vector<float>& v) {
+  return Tensor::from_vector(Shape{static_cast<int64_t>(v.size())}, v, Device::CUDA);
+}
+
+std::vector<float> on_host(const Tensor& t) { return t.to(Device::CPU).to_vector<float>(); }
+
+Results run_v4(const Conv2dShape& s, const Operands& o) {
+  const cuda::ConvAlgo v4 = cuda::ConvAlgo::Bf16TensorCore;
+  const Tensor x = on_gpu(o.x), w = on_gpu(o.w), b = on_gpu(o.b), dy = on_gpu(o.dy);
+  Tensor y = Tensor::empty(Shape{static_cast<int64_t>(o.dy.size())}, DType::F32, Device::CUDA);
+  Tensor dx = on_gpu(o.dx0), dw = on_gpu(o.dw0);
+  Tensor db = Tensor::zeros(Shape{s.c_out}, DType::F32, Device::CUDA);
+  Tensor fws = Tensor::empty(Shape{std::max<int64_t>(1, cuda::conv2d_forward_workspace(s, v4))},
+                             DType::F32, Device::CUDA);
+  Tensor bws = Tensor::empty(Shape{std::max<int64_t>(1, cuda::conv2d_backward_workspace(s, v4))},
+                             DType::F32, Device::CUDA);
+  cuda::conv2d_forward(s, x.data<float>(), w.data<float>(), b.data<float>(), y.data<float>(), v4,
+                       fws.data<float>());
+  cuda::conv2d_backward(s, x.data<float>(), w.data<float>(), dy.data<float>(), dx.data<float>(),
+                        dw.data<float>(), db.data<float>(), v4, bws.data<float>());
+  return {on_host(y), on_host(dx), on_host(dw), on_host(db)};
+}
+#endif
+
+// Both block shapes (128x128 and 64x64 tiles), forced.
+TEST(CudaConvBf16, MatchesTheCpuOnTheSameBf16Operands) {
+  REQUIRE_GPU();
+#if DDPM_WITH_CUDA
+  for (cuda::Bf16Tiles tiles : {cuda::Bf16Tiles::Large, cuda::Bf16Tiles::Small}) {
+    cuda::set_conv2d_bf16_tiles(tiles);
+    uint64_t stream = 700;
+    for (const ConvCase& c : cases()) {
+      SCOPED_TRACE(describe(c) + (tiles == cuda::Bf16Tiles::Large ? ", 128x128" : ", 64x64"));
+      const Conv2dShape s = shape_of(c);
+      const Operands o = operands_for(s, stream);
+      stream += 6;
+      const Results want = reference(s, o), got = run_v4(s, o);
+      test::expect_close(got.y, want.y, 2e-4, 2e-4, "output", "v4", "cpu");
+      test::expect_close(got.dx, want.dx, 2e-4, 2e-4, "dx", "v4", "cpu");
+      test::expect_close(got.dw, want.dw, 2e-4, 2e-4, "dw", "v4", "cpu");
+      test::expect_close(got.db, want.db, 2e-4, 2e-4, "db", "v4", "cpu");
+    }
+  }
+  cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Heuristic);
+#endif
+}
+
+// Two runs, the same bits: every output sums in a fixed order, split-K slices included; and
+// the two block shapes give the same bits too (the split count does not depend on them), so
+// whatever the heuristic or the autotuner picks, a run is reproducible. The autotuner then
+// runs once per pass and size and keeps its choice.
+TEST(CudaConvBf16, IsDeterministicWhateverTheBlockShape) {
+  REQUIRE_GPU();
+#if DDPM_WITH_CUDA
+  for (const ConvCase& c : {ConvCase{{2, 16, 16, 16}, 3, 8, Conv2dParams::same(3)},
+                            ConvCase{{1, 4, 4, 64}, 3, 16, Conv2dParams::same(3)},
+                            ConvCase{{2, 9, 9, 65}, 3, 3, Conv2dParams{2, 1, 1, 1, 1}}}) {
+    SCOPED_TRACE(describe(c));
+    const Conv2dShape s = shape_of(c);
+    const Operands o = operands_for(s, 900);
+    cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Large);
+    const Results a = run_v4(s, o), b = run_v4(s, o);
+    cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Small);
+    const Results small = run_v4(s, o);
+    for (const Results* r : {&b, &small}) {
+      EXPECT_EQ(a.y, r->y);
+      EXPECT_EQ(a.dx, r->dx);
+      EXPECT_EQ(a.dw, r->dw);
+      EXPECT_EQ(a.db, r->db);
+    }
+    if (c.x[3] != 16) continue;  // the autotuner on the first case only (it runs each pass 12x)
+    cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Autotune);
+    testing::internal::CaptureStdout();
+    const Results tuned = run_v4(s, o), again = run_v4(s, o);
+    const std::string printed = testing::internal::GetCapturedStdout();
+    cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Heuristic);
+    for (const Results* r : {&tuned, &again}) {
+      EXPECT_EQ(a.y, r->y);
+      EXPECT_EQ(a.dx, r->dx);
+      EXPECT_EQ(a.dw, r->dw);
+      EXPECT_EQ(a.db, r->db);
+    }
+    for (const char* pass : {"forward", "dgrad", "wgrad"}) {  // one choice per pass, kept
+      size_t count = 0;
+      for (size_t at = printed.find(std::string("autotune: ") + pass); at != std::string::npos;
+           at = printed.find(std::string("autotune: ") + pass, at + 1))
+        ++count;
+      EXPECT_EQ(count, 1u) << pass << " in:\n" << printed;
+    }
+  }
+#endif
+}
+
+// The engine's conv2d_add op (a ResBlock's convolution with its time-embedding and residual
+// adds, fused into v4's epilogue) with cuda_conv = bf16_tensor_core, forward and every
+// gradient through the tape, against the fp32 CPU reference. The bound is per element and
+// follows from the rounding itself: each product a'b' of rounded operands is ab (1 + da)
+// (1 + db) with |da|, |db| <= 2^-8 (bf16's unit roundoff), so a sum of products is off by at
+// most (2^-7 + 2^-16) sum |ab|, plus fp32 summation (K 2^-24 sum |ab|, below 2.1e-4 sum |ab|
+// for K <= 3456): |v4 - cpu| <= 8.1e-3 mag + 1e-6, where mag (sum |ab| for every output and
+// gradient) is the same op run on the CPU on |x|, |w|, ... and |r|. A bound relative to the
+// output's rms fails honest outputs that are sums of a few terms (a 3-channel stride-2
+// dgrad: ~7 products) and cancel.
+TEST(CudaConvBf16, TheOpIsWithinBf16RoundingOfFp32) {
+  REQUIRE_GPU();
+  set_conv_algorithm(ConvAlgorithm::Bf16TensorCore);
+  uint64_t stream = 800;
+  for (const ConvCase& c : cases()) {
+    SCOPED_TRACE(describe(c));
+    const Conv2dParams p = c.p;
+    const double wscale = 1.0 / std::sqrt(double(c.k * c.k * c.x[3]));
+    const Conv2dShape s = shape_of(c);
+    std::vector<Tensor> cpu_in = {
+        test::random_tensor(c.x, stream, DType::F32),
+        test::random_tensor({c.k, c.k, c.x[3], c.c_out}, stream + 1, DType::F32, wscale),
+        test::random_tensor({c.c_out}, stream + 2, DType::F32),
+        test::random_tensor({s.n, s.c_out}, stream + 3, DType::F32),
+        test::random_tensor({s.n, s.out_h(), s.out_w(), s.c_out}, stream + 4, DType::F32)};
+    stream += 5;
+    const auto absolute = [](const Tensor& t) {
+      std::vector<float> v = t.to_vector<float>();
+      for (float& e : v) e = std::fabs(e);
+      return Tensor::from_vector(t.shape(), v);
+    };
+    // runs: the CPU, the GPU, and the CPU on absolute values (the magnitudes)
+    std::vector<std::vector<std::vector<float>>> runs;  // [run][0: y, 1..: gradients]
+    for (int run = 0; run < 3; ++run) {
+      const Device d = run == 1 ? Device::CUDA : Device::CPU;
+      std::vector<Tensor> in;
+      for (const Tensor& t : cpu_in) {
+        Tensor copy = (run == 2 ? absolute(t) : t.clone()).to(d);
+        copy.set_requires_grad(true);
+        in.push_back(copy);
+      }
+      const Tensor y = conv2d_add(in[0], in[1], in[2], p, in[3], in[4]);
+      Tensor r = test::random_tensor(y.shape(), 999, DType::F32);
+      r = (run == 2 ? absolute(r) : r).to(d);
+      backward(sum(mul(y, r)));
+      runs.push_back({y.to(Device::CPU).to_vector<float>()});
+      for (const Tensor& t : in) runs.back().push_back(t.grad().to(Device::CPU).to_vector<float>());
+    }
+    for (size_t k = 0; k < runs[0].size(); ++k) {
+      const std::string what = k == 0 ? "output" : "gradient of input " + std::to_string(k - 1);
+      const std::vector<float>&cpu = runs[0][k], &gpu = runs[1][k], &mag = runs[2][k];
+      ASSERT_EQ(gpu.size(), cpu.size()) << what;
+      int reported = 0;
+      for (size_t i = 0; i < cpu.size(); ++i) {
+        ASSERT_TRUE(std::isfinite(gpu[i])) << what << " element " << i;
+        const double bound = 8.1e-3 * mag[i] + 1e-6;
+        if (std::fabs(double(gpu[i]) - cpu[i]) > bound && reported++ < 5)
+          ADD_FAILURE() << what << " element " << i << ": v4 " << gpu[i] << " vs cpu " << cpu[i]
+                        << " (bound " << bound << ")";
+      }
+    }
+  }
+  set_conv_algorithm(ConvAlgorithm::Tiled);
+}
+
+}  // namespace
+}  // namespace ddpm
