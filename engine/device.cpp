@@ -21,7 +21,7 @@ const char* device_name(Device d) { return d == Device::CPU ? "cpu" : "cuda"; }
 
 namespace {
 
-std::atomic<uint64_t> g_launches{0}, g_memsets{0}, g_copies{0};
+std::atomic<uint64_t> g_launches{0}, g_memsets{0}, g_copies{0}, g_host_syncs{0};
 
 // Host blocks are 64-byte aligned: a cache line, and enough for any SIMD load.
 constexpr size_t kHostAlignment = 64;
@@ -141,6 +141,7 @@ void device_copy(void* dst, Device dst_dev, const void* src, Device src_dev, siz
   // returns when the data is on the host.
   CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault));
   ++g_copies;
+  if (dst_dev == Device::CPU || src_dev == Device::CPU) ++g_host_syncs;
 #endif
 }
 
@@ -158,7 +159,9 @@ void device_zero(void* ptr, Device d, size_t bytes) {
 
 void count_kernel_launch() { ++g_launches; }
 
-DeviceWorkCounts device_work_counts() { return {g_launches.load(), g_memsets.load(), g_copies.load()}; }
+DeviceWorkCounts device_work_counts() {
+  return {g_launches.load(), g_memsets.load(), g_copies.load(), g_host_syncs.load()};
+}
 
 ProfileRange::ProfileRange(const char* name) {
 #if DDPM_WITH_CUDA
@@ -186,6 +189,7 @@ void device_synchronize(Device d) {
   if (d == Device::CPU) return;
 #if DDPM_WITH_CUDA
   CUDA_CHECK(cudaDeviceSynchronize());
+  ++g_host_syncs;
 #endif
 }
 

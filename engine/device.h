@@ -31,10 +31,12 @@ size_t device_memory_bytes(Device d);
 size_t cuda_peak_bytes_in_use();
 
 // GPU work the engine has issued since the start: kernel launches (every launch checked
-// with CUDA_CHECK_LAUNCH; cuBLAS / cuDNN calls are not seen), memsets, and host <-> device
-// copies. Benchmarks difference two readings to report launches per step.
+// with CUDA_CHECK_LAUNCH; cuBLAS / cuDNN calls are not seen), memsets, copies, and host
+// syncs: the times the host waited for the GPU (a copy to or from host memory, which
+// cudaMemcpy performs synchronously, or device_synchronize). Benchmarks and the trainer's
+// log difference two readings to report them per step.
 struct DeviceWorkCounts {
-  uint64_t launches = 0, memsets = 0, copies = 0;
+  uint64_t launches = 0, memsets = 0, copies = 0, host_syncs = 0;
 };
 DeviceWorkCounts device_work_counts();
 

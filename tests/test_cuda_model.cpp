@@ -33,6 +33,12 @@ ImageTrainConfig small_config(const std::string& device, const std::string& prec
   return read_image_train_config(j, "tiny.json (test)");
 }
 
+// Where a step waits for the GPU today (each a cudaMemcpy to or from host memory; measured
+// with the copies' sizes): the batch going up (u8 images), the timesteps going up twice
+// (for the fused loss and for the model's time embedding), the per-sample losses, the loss
+// and the gradient norm coming back (models/ddpm/trainer.cpp).
+constexpr uint64_t kHostSyncsPerStep = 6;
+
 struct Trajectory {
   std::vector<double> losses, lrs;
   std::vector<float> weights;
@@ -128,6 +134,28 @@ TEST(CudaModel, NoCudaMallocInsideAWarmStep) {
   EXPECT_EQ(after.device_frees, before.device_frees);
 }
 #endif
+
+// What a warm step asks of the GPU, counted by the engine (device_work_counts): launches,
+// and the times the host waits for the GPU. Printed so that the count is on record; the
+// syncs are pinned (the goal is none inside a step: each removal must lower this number,
+// and a new sync must not creep in unnoticed).
+TEST(CudaModel, AWarmStepsWorkIsCounted) {
+  REQUIRE_GPU();
+  ImageRun run(small_config("cuda"));
+  run.step();
+  const DeviceWorkCounts before = device_work_counts();
+  run.step();
+  const DeviceWorkCounts after = device_work_counts();
+  const uint64_t launches = after.launches - before.launches,
+                 syncs = after.host_syncs - before.host_syncs;
+  std::printf("a warm step of the test U-Net: %llu launches, %llu memsets, %llu copies, "
+              "%llu host syncs\n", static_cast<unsigned long long>(launches),
+              static_cast<unsigned long long>(after.memsets - before.memsets),
+              static_cast<unsigned long long>(after.copies - before.copies),
+              static_cast<unsigned long long>(syncs));
+  EXPECT_GT(launches, 100u);  // every layer forward and backward, the loss, AdamW, EMA
+  EXPECT_EQ(syncs, kHostSyncsPerStep);
+}
 
 // At initialisation the output conv is zero, so every gradient but its own is exactly 0: the
 // comparison starts from weights trained 3 steps on the CPU, written to a checkpoint that

@@ -134,18 +134,7 @@ Tensor conv2d_add(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2
                                   gb = grad_ref(b), gv = grad_ref(v),
                                   gr = grad_ref(r)](const std::vector<Tensor>& g) {
       if (gr) accumulate(grad_buffer(gr), g[0]);  // y = ... + r
-      if (gv) {                                   // y = ... + v[n]: per-sample column sums
-        Tensor dv = grad_buffer(gv);
-        dispatch("conv2d backward (v)", dv, [&](auto tag) {
-          using T = decltype(tag);
-          cpu::broadcast_add_backward<T>(bs, g[0].data<T>(), dv.data<T>());
-        }, [&] {
-          DDPM_CUDA_ONLY(
-              const Tensor ws = detail::cuda_workspace(cuda::broadcast_add_backward_workspace(bs));
-              cuda::broadcast_add_backward(bs, g[0].data<float>(), dv.data<float>(),
-                                           ptr_or_null<float>(ws)));
-        });
-      }
+      if (gv) detail::broadcast_add_grad(bs, g[0], grad_buffer(gv));  // y = ... + v[n]
       Tensor dx = detail::grad_or_null(gx), dw = detail::grad_or_null(gw),
              db = detail::grad_or_null(gb);
       if (!dx.defined() && !dw.defined() && !db.defined()) return;

@@ -125,22 +125,26 @@ Tensor broadcast_add(const Tensor& x, const Tensor& v) {
     tape().record("broadcast_add", {y}, [s, gx = grad_ref(x), gv = grad_ref(v)](
                                             const std::vector<Tensor>& g) {
       if (gx) accumulate(grad_buffer(gx), g[0]);
-      if (gv) {
-        Tensor dv = grad_buffer(gv);
-        dispatch("broadcast_add backward", dv, [&](auto tag) {
-          using T = decltype(tag);
-          cpu::broadcast_add_backward<T>(s, g[0].data<T>(), dv.data<T>());
-        }, [&] {
-          DDPM_CUDA_ONLY(
-              const Tensor ws = detail::cuda_workspace(cuda::broadcast_add_backward_workspace(s));
-              cuda::broadcast_add_backward(s, g[0].data<float>(), dv.data<float>(),
-                                           detail::ptr_or_null<float>(ws)));
-        });
-      }
+      if (gv) detail::broadcast_add_grad(s, g[0], grad_buffer(gv));
     });
   }
   return y;
 }
+
+namespace detail {
+
+void broadcast_add_grad(const BroadcastShape& s, const Tensor& g, const Tensor& dv) {
+  dispatch("broadcast_add backward", dv, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::broadcast_add_backward<T>(s, g.data<T>(), dv.data<T>());
+  }, [&] {
+    DDPM_CUDA_ONLY(
+        const Tensor ws = cuda_workspace(cuda::broadcast_add_backward_workspace(s));
+        cuda::broadcast_add_backward(s, g.data<float>(), dv.data<float>(), ptr_or_null<float>(ws)));
+  });
+}
+
+}  // namespace detail
 
 Tensor per_sample_axpby(const Tensor& a, const Tensor& x, const Tensor& b, const Tensor& y) {
   detail::check_same("per_sample_axpby", "x", x, "y", y);

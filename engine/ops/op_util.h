@@ -81,6 +81,10 @@ inline Tensor cuda_workspace(int64_t floats) {
   return floats > 0 ? Tensor::empty(Shape{floats}, DType::F32, Device::CUDA) : Tensor();
 }
 
+// dv += the gradient of broadcast_add(x, v) with respect to v, given the output's gradient g:
+// column sums of g (per sample when s.per_sample). engine/ops/elementwise.cpp.
+void broadcast_add_grad(const BroadcastShape& s, const Tensor& g, const Tensor& dv);
+
 // Under Precision::BF16, an f32 operand of a matrix product rounded to bf16 (a new tensor on
 // the same device); otherwise t itself.
 bool rounds_to_bf16(const Tensor& t);

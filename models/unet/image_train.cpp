@@ -607,7 +607,13 @@ TrainSummary train_images(const ImageTrainConfig& c, const TrainOptions& o,
   std::vector<double> losses;
   while (run.step_index() < total) {
     TrainProgress p;
+    const DeviceWorkCounts work_before = device_work_counts();
     p.stats = run.step();
+    const DeviceWorkCounts work_after = device_work_counts();
+    p.step_work = {work_after.launches - work_before.launches,
+                   work_after.memsets - work_before.memsets,
+                   work_after.copies - work_before.copies,
+                   work_after.host_syncs - work_before.host_syncs};
     const bool stop_asked = any_rank_asks_to_stop(o, world);
     p.step = run.step_index();
     p.total = total;
@@ -646,6 +652,9 @@ TrainSummary train_images(const ImageTrainConfig& c, const TrainOptions& o,
                              {"grad_norm", p.stats.grad_norm}, {"lr", p.stats.lr},
                              {"img_per_s", p.images_per_second}, {"time_s", secs}};
       if (!p.stats.applied) line["skipped"] = true;
+      if (c.device == Device::CUDA)  // what one step asked of the GPU (issue: one graph, no syncs)
+        line["step_work"] = {{"launches", p.step_work.launches}, {"memsets", p.step_work.memsets},
+                             {"copies", p.step_work.copies}, {"host_syncs", p.step_work.host_syncs}};
       if (p.quality >= 0) line["quality"] = p.quality;
       if (p.roughness >= 0) line["roughness"] = p.roughness;
       nlohmann::json by_t = nlohmann::json::array();

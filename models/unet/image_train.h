@@ -38,6 +38,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/device.h"
 #include "models/data/image_dataset.h"
 #include "models/ddpm/likelihood.h"
 #include "models/ddpm/trainer.h"
@@ -154,6 +155,7 @@ struct TrainProgress {
   int64_t step = 0, total = 0;
   StepStats stats;
   double images_per_second = 0;         // over the steps since the last report
+  DeviceWorkCounts step_work;           // GPU work of this step: launches, memsets, syncs
   double eta_seconds = 0;
   double quality = -1, roughness = -1;  // synthetic data only; < 0: not measured this step
   double bits_per_dim = -1, bpd_standard_error = 0;  // < 0: not evaluated this step
