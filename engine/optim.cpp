@@ -35,7 +35,7 @@ AdamW::AdamW(const ParameterStore& store, const AdamWConfig& config)
   v_ = Tensor::zeros(flat.shape(), flat.dtype(), flat.device());
 }
 
-void AdamW::step(double lr) {
+void AdamW::step(double lr, Ema* ema, int64_t ema_index) {
   ++t_;
   AdamWParams p;
   p.lr = static_cast<float>(lr);
@@ -46,14 +46,16 @@ void AdamW::step(double lr) {
   p.bias_correction1 = static_cast<float>(1.0 - std::pow(config_.beta1, static_cast<double>(t_)));
   p.bias_correction2 = static_cast<float>(1.0 - std::pow(config_.beta2, static_cast<double>(t_)));
   const Tensor flat = store_.flat_data();
+  const float ema_decay = ema ? ema->decay_at(ema_index) : 0.0f;
+  float* const ema_weights = ema ? ema->weights().data<float>() : nullptr;
   if (on_gpu(flat)) {
 #if DDPM_WITH_CUDA
     cuda::adamw_step(flat.numel(), p, flat.data<float>(), store_.flat_grad().data<float>(),
-                     m_.data<float>(), v_.data<float>());
+                     m_.data<float>(), v_.data<float>(), ema_decay, ema_weights);
 #endif
   } else {
     cpu::adamw_step(flat.numel(), p, flat.data<float>(), store_.flat_grad().data<float>(),
-                    m_.data<float>(), v_.data<float>());
+                    m_.data<float>(), v_.data<float>(), ema_decay, ema_weights);
   }
 }
 
@@ -85,15 +87,19 @@ Ema::Ema(const ParameterStore& store, double decay, bool warmup)
   CHECK(decay >= 0 && decay < 1, "EMA decay must be in [0, 1), got " << decay);
 }
 
+float Ema::decay_at(int64_t k) const {
+  return static_cast<float>(warmup_ ? std::min(decay_, (1.0 + k) / (10.0 + k)) : decay_);
+}
+
 void Ema::update(int64_t k) {
-  const double d = warmup_ ? std::min(decay_, (1.0 + k) / (10.0 + k)) : decay_;
+  const float d = decay_at(k);
   const Tensor flat = store_.flat_data();
   if (on_gpu(flat)) {
 #if DDPM_WITH_CUDA
-    cuda::ema_update(flat.numel(), static_cast<float>(d), flat.data<float>(), shadow_.data<float>());
+    cuda::ema_update(flat.numel(), d, flat.data<float>(), shadow_.data<float>());
 #endif
   } else {
-    cpu::ema_update(flat.numel(), static_cast<float>(d), flat.data<float>(), shadow_.data<float>());
+    cpu::ema_update(flat.numel(), d, flat.data<float>(), shadow_.data<float>());
   }
 }
 

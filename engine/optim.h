@@ -16,11 +16,14 @@ struct AdamWConfig {
   double weight_decay = 0.0;  // decoupled (AdamW); 0 gives Adam
 };
 
+class Ema;
+
 class AdamW {
  public:
   AdamW(const ParameterStore& store, const AdamWConfig& config);
-  // One update with learning rate `lr` (the schedule's value for this step).
-  void step(double lr);
+  // One update with learning rate `lr` (the schedule's value for this step); with `ema`,
+  // its update number `ema_index` in the same pass over the buffer (Ema::update's result).
+  void step(double lr, Ema* ema = nullptr, int64_t ema_index = 0);
   int64_t steps_taken() const { return t_; }
   // Optimiser state, for checkpoints: first and second moments (flat, like the parameters).
   Tensor first_moment() const { return m_; }
@@ -45,6 +48,7 @@ class Ema {
  public:
   Ema(const ParameterStore& store, double decay, bool warmup = false);
   void update(int64_t k);  // k: the index of this update (the optimiser step)
+  float decay_at(int64_t k) const;  // the decay update k uses
   Tensor weights() const { return shadow_; }  // flat, same layout as the parameters
   double decay() const { return decay_; }
 

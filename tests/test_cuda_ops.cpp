@@ -226,10 +226,13 @@ TEST(CudaOps, DropoutMaskIsTheCpuMaskAndTimestepEmbedding) {
   for (size_t i = 0; i < cpu.size(); ++i) ASSERT_NEAR(gpu[i], cpu[i], 1.2e-7) << i;
 }
 
-// AdamW, EMA and clipping on the flat buffer: the same steps on both devices.
+// AdamW, EMA and clipping on the flat buffer: the same steps on both devices, with the EMA
+// as its own pass and in AdamW's (the trainer's way).
 TEST(CudaOps, OptimiserStepsMatchTheCpu) {
   REQUIRE_GPU();
-  auto run = [](Device d) {
+  for (const bool fused : {false, true}) {
+  SCOPED_TRACE(fused ? "EMA in AdamW's pass" : "EMA after AdamW");
+  auto run = [fused](Device d) {
     ParameterStore store;
     store.add("a", Shape{1000}, Init::normal(1.0));
     store.add("b", Shape{3, 65}, Init::uniform(0.5));
@@ -243,8 +246,12 @@ TEST(CudaOps, OptimiserStepsMatchTheCpu) {
     for (int step = 0; step < 3; ++step) {
       store.flat_grad().copy_from(randn(store.flat_grad().shape(), 9, step).to(d));
       norms.push_back(clip_grad_norm(store, 20.0));
-      opt.step(1e-2);
-      ema.update(step);
+      if (fused) {
+        opt.step(1e-2, &ema, step);
+      } else {
+        opt.step(1e-2);
+        ema.update(step);
+      }
     }
     return std::make_tuple(store.flat_data().to(Device::CPU).to_vector<float>(),
                            ema.weights().to(Device::CPU).to_vector<float>(), norms);
@@ -256,6 +263,7 @@ TEST(CudaOps, OptimiserStepsMatchTheCpu) {
   expect_close(p_gpu, p_cpu, 1e-6, 1e-5, "parameters after AdamW");
   expect_close(e_gpu, e_cpu, 1e-6, 1e-5, "EMA weights");
   for (size_t i = 0; i < n_cpu.size(); ++i) EXPECT_NEAR(n_gpu[i], n_cpu[i], 1e-9 * n_cpu[i]);
+  }
 }
 
 struct GnCase {

@@ -85,3 +85,38 @@ TEST(Optim, LearningRateSchedule) {
 
 }  // namespace
 }  // namespace ddpm
+
+namespace ddpm {
+namespace {
+
+// AdamW with the EMA in the same pass gives the bits of AdamW then Ema::update (the same
+// per-element expressions, kernels/optim_math.h), warmup decay included.
+TEST(Optim, AdamWWithTheEmaInOnePassIsTheTwoUpdates) {
+  auto run = [](bool fused) {
+    ParameterStore store;
+    const Tensor w = store.add("w", Shape{1000});
+    store.finalize(Device::CPU);
+    w.copy_from(test::random_tensor({1000}, 1, DType::F32));
+    AdamWConfig c;
+    c.weight_decay = 0.01;
+    AdamW opt(store, c);
+    Ema ema(store, 0.999, /*warmup=*/true);
+    for (int64_t k = 0; k < 4; ++k) {
+      store.flat_grad().copy_from(randn(store.flat_grad().shape(), 9, static_cast<uint64_t>(k)));
+      if (fused) {
+        opt.step(1e-2, &ema, k);
+      } else {
+        opt.step(1e-2);
+        ema.update(k);
+      }
+    }
+    return std::make_pair(store.flat_data().to_vector<float>(), ema.weights().to_vector<float>());
+  };
+  const auto fused = run(true), separate = run(false);
+  EXPECT_EQ(fused.first, separate.first);
+  EXPECT_EQ(fused.second, separate.second);
+  EXPECT_NE(fused.second, fused.first);  // the EMA lags the weights: it was really updated
+}
+
+}  // namespace
+}  // namespace ddpm

@@ -1,26 +1,29 @@
 #include "kernels/cpu/optim.h"
 
+#include "kernels/optim_math.h"
+
 #include <cmath>
 
 namespace ddpm::cpu {
 
 void adamw_step(int64_t n, const AdamWParams& p, float* param, const float* grad, float* m,
-                float* v) {
-  const float step = p.lr / p.bias_correction1;
-  const float inv_sqrt_bc2 = 1.0f / std::sqrt(p.bias_correction2);
-  const float decay = 1.0f - p.lr * p.weight_decay;
+                float* v, float ema_decay, float* ema) {
+  const AdamWStepConstants k = adamw_step_constants(p);
+  if (ema == nullptr) {
 #pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    const float g = grad[i];
-    m[i] = p.beta1 * m[i] + (1.0f - p.beta1) * g;
-    v[i] = p.beta2 * v[i] + (1.0f - p.beta2) * g * g;
-    param[i] = param[i] * decay - step * m[i] / (std::sqrt(v[i]) * inv_sqrt_bc2 + p.eps);
+    for (int64_t i = 0; i < n; ++i) adamw_element(p, k, grad[i], m[i], v[i], param[i]);
+  } else {  // the EMA in the same pass, from the updated parameter
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; ++i) {
+      adamw_element(p, k, grad[i], m[i], v[i], param[i]);
+      ema[i] = ema_element(ema_decay, ema[i], param[i]);
+    }
   }
 }
 
 void ema_update(int64_t n, float decay, const float* param, float* ema) {
 #pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; ++i) ema[i] = decay * ema[i] + (1.0f - decay) * param[i];
+  for (int64_t i = 0; i < n; ++i) ema[i] = ema_element(decay, ema[i], param[i]);
 }
 
 double sum_of_squares(int64_t n, const float* x) {

@@ -1,10 +1,7 @@
 // CPU reference for the optimiser kernels, each one pass over the flat parameter buffer.
 //
-// AdamW (Loshchilov & Hutter, decoupled weight decay), in PyTorch's form:
-//   m = b1 m + (1 - b1) g;   v = b2 v + (1 - b2) g^2
-//   p -= lr * wd * p
-//   p -= (lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps),  bc_k = 1 - b_k^t
-// EMA: e = decay e + (1 - decay) p.
+// AdamW and the EMA element by element as kernels/optim_math.h writes them; with `ema`, the
+// EMA of the updated weights in the same pass (one read of the parameters instead of two).
 // Global norm: sum of squares, accumulated in double in a fixed order.
 #pragma once
 
@@ -15,7 +12,7 @@
 namespace ddpm::cpu {
 
 void adamw_step(int64_t n, const AdamWParams& p, float* param, const float* grad, float* m,
-                float* v);
+                float* v, float ema_decay = 0.0f, float* ema = nullptr);
 void ema_update(int64_t n, float decay, const float* param, float* ema);
 double sum_of_squares(int64_t n, const float* x);
 

@@ -6,29 +6,28 @@
 #include "engine/cuda_check.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/optim.cuh"
+#include "kernels/optim_math.h"
 
 namespace ddpm::cuda {
 
 namespace {
 
+// One thread per element (grid-stride): AdamW, then the EMA when ema is given.
 __global__ void adamw_kernel(int64_t n, AdamWParams p, float* param, const float* grad, float* m,
-                             float* v) {
-  const float step = p.lr / p.bias_correction1;
-  const float inv_sqrt_bc2 = 1.0f / sqrtf(p.bias_correction2);
-  const float decay = 1.0f - p.lr * p.weight_decay;
+                             float* v, float ema_decay, float* ema) {
+  const AdamWStepConstants k = adamw_step_constants(p);
   DDPM_GRID_STRIDE(i, n) {
-    const float g = grad[i];
-    const float mi = p.beta1 * m[i] + (1.0f - p.beta1) * g;
-    const float vi = p.beta2 * v[i] + (1.0f - p.beta2) * g * g;
+    float mi = m[i], vi = v[i], pi = param[i];
+    adamw_element(p, k, grad[i], mi, vi, pi);
     m[i] = mi;
     v[i] = vi;
-    param[i] = param[i] * decay - step * mi / (sqrtf(vi) * inv_sqrt_bc2 + p.eps);
+    param[i] = pi;
+    if (ema) ema[i] = ema_element(ema_decay, ema[i], pi);
   }
 }
 
 __global__ void ema_kernel(int64_t n, float decay, const float* param, float* ema) {
-  DDPM_GRID_STRIDE(i, n)
-    ema[i] = decay * ema[i] + (1.0f - decay) * param[i];
+  DDPM_GRID_STRIDE(i, n) ema[i] = ema_element(decay, ema[i], param[i]);
 }
 
 __device__ double block_sum_double(double v, double* scratch) {
@@ -62,9 +61,9 @@ __global__ void sum_partials_kernel(int count, const double* partials, double* r
 }  // namespace
 
 void adamw_step(int64_t n, const AdamWParams& p, float* param, const float* grad, float* m,
-                float* v) {
+                float* v, float ema_decay, float* ema) {
   if (n == 0) return;
-  DDPM_LAUNCH(adamw_kernel, grid_for(n), kThreads)(n, p, param, grad, m, v);
+  DDPM_LAUNCH(adamw_kernel, grid_for(n), kThreads)(n, p, param, grad, m, v, ema_decay, ema);
 }
 
 void ema_update(int64_t n, float decay, const float* param, float* ema) {

@@ -7,8 +7,9 @@
 
 namespace ddpm::cuda {
 
+// With `ema`: its update from the new weights in the same pass.
 void adamw_step(int64_t n, const AdamWParams& p, float* param, const float* grad, float* m,
-                float* v);
+                float* v, float ema_decay = 0.0f, float* ema = nullptr);
 void ema_update(int64_t n, float decay, const float* param, float* ema);
 
 // Doubles of scratch sum_of_squares needs; the caller allocates it.

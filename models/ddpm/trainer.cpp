@@ -152,8 +152,18 @@ double DiffusionTrainer::fused_loss_backward(const Denoiser& model, const TrainB
     ProfileRange range("diffusion loss (fused)");
     f = diffusion_loss_fused(pred, batch.x0, t, importance, spec);
   }
-  *per_sample = f.per_sample.to(Device::CPU).to(DType::F64).to_vector<double>();
-  const double loss = f.loss.item();
+  // The per-sample losses and the loss come back in one copy: one wait for the GPU.
+  std::vector<double> back;
+  {
+    NoGradGuard no_grad;
+    back = concat({f.per_sample, reshape(f.loss, Shape{1})})
+               .to(Device::CPU)
+               .to(DType::F64)
+               .to_vector<double>();
+  }
+  const double loss = back.back();
+  back.pop_back();
+  *per_sample = std::move(back);
   ProfileRange range("backward");
   tape().backward(pred, f.dpred, Tape::SeedUse::Adopt);
   return loss;
@@ -240,8 +250,7 @@ void DiffusionTrainer::finish_step(StepStats& st, const TimestepBatch& tb,
   st.lr = learning_rate(step_, config_.adam.lr, config_.warmup, config_.steps, config_.lr_decay);
   st.applied = std::isfinite(st.loss) && std::isfinite(st.grad_norm);
   if (st.applied) {  // NaN/Inf never reaches the weights, the moments or the history
-    optimizer_.step(st.lr);
-    if (ema_) ema_->update(step_);
+    optimizer_.step(st.lr, ema(), step_);  // AdamW and the EMA in one pass
     timesteps_.update(tb.t, per_sample);
   }
   st.timesteps = tb.t;
