@@ -40,9 +40,10 @@ int run(int argc, char** argv) {
   }
   if (sections.empty() || sections.count("all")) sections = {"conv", "memory", "attention", "loss"};
   const Peaks peaks = device_peaks();
-  std::printf("device: %s  fp32 peak %.1f TFLOP/s  bandwidth %.0f GB/s  L2 %.0f MiB  batch %lld\n",
-              peaks.name.c_str(), peaks.fp32_tflops, peaks.bandwidth_gbs,
-              peaks.l2_bytes / 1048576.0, static_cast<long long>(o.batch));
+  std::printf("device: %s  peaks: fp32 %.1f, TF32 %.0f, bf16 %.0f TFLOP/s (dense)  bandwidth "
+              "%.0f GB/s  L2 %.0f MiB  batch %lld\n",
+              peaks.name.c_str(), peaks.fp32_tflops, peaks.tf32_tflops, peaks.bf16_tflops,
+              peaks.bandwidth_gbs, peaks.l2_bytes / 1048576.0, static_cast<long long>(o.batch));
   Timer timer(peaks.l2_bytes);
   Report report(peaks);
   if (sections.count("conv")) bench_convolutions(o, timer, report);

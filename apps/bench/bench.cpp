@@ -19,6 +19,12 @@ Peaks device_peaks() {
   Peaks p;
   p.name = prop.name;
   p.fp32_tflops = 2.0 * prop.multiProcessorCount * lanes * clock_khz * 1e3 / 1e12;
+  // Dense tensor-core FLOPs per SM per clock for bf16 (TF32: half): 2048 on sm_80 (A100's
+  // 312 TFLOP/s), 4096 on sm_90 (H100/H200's 989 TFLOP/s, reached by wgmma; mma.sync, which
+  // v4 uses, is known to top out below it), 1024 on the consumer parts (sm_86/89, approximate).
+  const int tc_bf16 = prop.major == 9 ? 4096 : (prop.major == 8 && prop.minor == 0) ? 2048 : 1024;
+  p.bf16_tflops = 1.0 * prop.multiProcessorCount * tc_bf16 * clock_khz * 1e3 / 1e12;
+  p.tf32_tflops = p.bf16_tflops / 2;
   p.bandwidth_gbs = 2.0 * mem_clock_khz * 1e3 * (prop.memoryBusWidth / 8) / 1e9;
   p.l2_bytes = static_cast<size_t>(prop.l2CacheSize);
   return p;
@@ -56,7 +62,11 @@ double Timer::median_ms(const std::function<void()>& fn, int warmup, int reps) {
 Row& Report::add_flops(const std::string& kernel, const std::string& shape,
                        const std::string& variant, double ms, double flops) {
   const double tflops = flops / ms / 1e9;
-  rows_.push_back({kernel, shape, variant, ms, tflops, tflops / peaks_.fp32_tflops, "TFLOP/s"});
+  // the peak of the arithmetic the variant uses: bf16 or TF32 tensor cores, else FP32 FMA
+  const double peak = variant.find("bf16") != std::string::npos   ? peaks_.bf16_tflops
+                      : variant.find("TF32") != std::string::npos ? peaks_.tf32_tflops
+                                                                  : peaks_.fp32_tflops;
+  rows_.push_back({kernel, shape, variant, ms, tflops, tflops / peak, "TFLOP/s"});
   return rows_.back();
 }
 
@@ -68,16 +78,18 @@ Row& Report::add_bytes(const std::string& kernel, const std::string& shape,
 }
 
 void Report::print() const {
-  std::printf("\n%-22s %-30s %-22s %10s %12s %8s\n", "kernel", "shape", "variant", "ms", "rate",
+  std::printf("\n%-22s %-30s %-26s %10s %12s %8s\n", "kernel", "shape", "variant", "ms", "rate",
               "peak");
   for (const Row& r : rows_)
-    std::printf("%-22s %-30s %-22s %10.4f %8.2f %-7s %5.1f%%\n", r.kernel.c_str(),
+    std::printf("%-22s %-30s %-26s %10.4f %8.2f %-7s %5.1f%%\n", r.kernel.c_str(),
                 r.shape.c_str(), r.variant.c_str(), r.ms, r.rate, r.unit, 100 * r.fraction);
 }
 
 nlohmann::json Report::json() const {
   nlohmann::json out = {{"device", peaks_.name},
                         {"fp32_peak_tflops", peaks_.fp32_tflops},
+                        {"tf32_peak_tflops", peaks_.tf32_tflops},
+                        {"bf16_peak_tflops", peaks_.bf16_tflops},
                         {"bandwidth_peak_gbs", peaks_.bandwidth_gbs},
                         {"rows", nlohmann::json::array()}};
   for (const Row& r : rows_) {

@@ -5,7 +5,8 @@
 // of a buffer twice the L2 size so no run finds its data in L2; a run is timed with CUDA
 // events around the launch(es) alone (host work inside the timed function, e.g. the unfused
 // loss chain's syncs, counts too) and the median is reported. Peaks: SMs x clock x FP32
-// lanes per SM x 2, and memory clock x bus width x 2 (DDR), from the device's attributes.
+// lanes per SM x 2, tensor-core FLOPs per SM per clock (bench.cpp) x SMs x clock, and memory
+// clock x bus width x 2 (DDR), from the device's attributes.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -21,6 +22,8 @@ namespace ddpm::bench {
 struct Peaks {
   std::string name;
   double fp32_tflops = 0, bandwidth_gbs = 0;
+  // dense tensor-core peaks (no sparsity), by which a TF32 or bf16 variant's rate is judged
+  double tf32_tflops = 0, bf16_tflops = 0;
   size_t l2_bytes = 0;
 };
 Peaks device_peaks();
@@ -51,7 +54,8 @@ struct Row {
 class Report {
  public:
   explicit Report(const Peaks& peaks) : peaks_(peaks) {}
-  // flops / ms as TFLOP/s and the fraction of the fp32 peak.
+  // flops / ms as TFLOP/s and the fraction of the peak of the variant's arithmetic (its name
+  // says "bf16" or "TF32" for tensor cores; FP32 FMA otherwise).
   Row& add_flops(const std::string& kernel, const std::string& shape, const std::string& variant,
                  double ms, double flops);
   // bytes / ms as GB/s and the fraction of peak bandwidth.

@@ -15,6 +15,7 @@
 #include "engine/cudnn_check.h"
 #include "engine/ops.h"
 #include "kernels/cuda/conv2d.cuh"
+#include "kernels/cuda/conv2d_bf16.cuh"
 
 namespace ddpm::bench {
 
@@ -133,13 +134,23 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
     char shape[96];
     std::snprintf(shape, sizeof shape, "%s %lldx%lld %lld->%lld", c.name, (long long)c.h,
                   (long long)c.h, (long long)c.c_in, (long long)c.c_out);
-    for (cuda::ConvAlgo algo : {cuda::ConvAlgo::Naive, cuda::ConvAlgo::Tiled,
-                                cuda::ConvAlgo::TensorCore, cuda::ConvAlgo::Bf16TensorCore}) {
+    // v4 twice, one row per block shape (what the autotuner chooses between)
+    struct Version {
+      cuda::ConvAlgo algo;
+      cuda::Bf16Tiles tiles;
+      const char* name;
+    };
+    const Version versions[] = {
+        {cuda::ConvAlgo::Naive, cuda::Bf16Tiles::Heuristic, "v1 naive"},
+        {cuda::ConvAlgo::Tiled, cuda::Bf16Tiles::Heuristic, "v2 tiled"},
+        {cuda::ConvAlgo::TensorCore, cuda::Bf16Tiles::Heuristic, "v3 TF32 tensor cores"},
+        {cuda::ConvAlgo::Bf16TensorCore, cuda::Bf16Tiles::Large, "v4 bf16 (128x128 tiles)"},
+        {cuda::ConvAlgo::Bf16TensorCore, cuda::Bf16Tiles::Small, "v4 bf16 (64x64 tiles)"}};
+    for (const Version& version : versions) {
+      const cuda::ConvAlgo algo = version.algo;
+      const char* v = version.name;
       if (algo == cuda::ConvAlgo::Naive && skip_naive) continue;
-      const char* v = algo == cuda::ConvAlgo::Naive        ? "v1 naive"
-                      : algo == cuda::ConvAlgo::Tiled      ? "v2 tiled"
-                      : algo == cuda::ConvAlgo::TensorCore ? "v3 TF32 tensor cores"
-                                                           : "v4 bf16 tensor cores";
+      cuda::set_conv2d_bf16_tiles(version.tiles);
       // the engine's path: workspaces for v4's bf16 operands and for split-K
       const int64_t ws_floats = std::max(cuda::conv2d_forward_workspace(s, algo),
                                          cuda::conv2d_backward_workspace(s, algo));
@@ -160,6 +171,7 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
                               dw.data<float>(), nullptr, algo, wsp);
       }), flops);
     }
+    cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Heuristic);
     // cuDNN in plain fp32 (FMA math: the comparison for v1/v2) and allowed TF32 tensor
     // cores (CUDNN_TENSOR_OP_MATH: the comparison for v3, and PyTorch's default for fp32)
     // and bf16 tensors with tensor cores (the comparison for v4, and PyTorch's autocast)
