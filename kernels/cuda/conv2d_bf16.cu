@@ -40,13 +40,18 @@
 // Swizzle: ldmatrix reads 8 rows of 16 bytes at once; in a K-major tile rows are 64 bytes
 // apart, so rows r and r+2 would share banks (4-way conflict), and in an MN-major tile rows
 // are 256 bytes apart (8-way). Storing chunk c of row r at chunk c ^ f(r), with
-// f(r) = (r/2) % 4 for 4 chunks per row and r % 8 for 16, puts the 8 rows of every ldmatrix
-// (and every 8 consecutive cp.async chunks) in 8 different 16-byte bank groups.
+// f(r) = (r/2) % 4 for 4 chunks per row and r % 8 for 8 or 16, puts the 8 rows of every
+// ldmatrix (and every 8 consecutive cp.async chunks) in 8 different 16-byte bank groups.
 //
 // Gathers: each thread loads the same two rows (K-major) or the same 8 columns (MN-major)
 // of every stage, so what depends on the row (pixel coordinates, the image's base address)
 // is computed once per block, and what depends on k (tap, channel; or the pixel) is advanced
 // by 32 per stage with a carry: no division per element or per stage.
+//
+// Epilogue: each thread holds pairs of adjacent columns of C in registers; the forward adds
+// the bias, and for a ResBlock the time embedding (per sample) and the residual, in fp32,
+// then stores once; dgrad and wgrad accumulate into the fp32 gradients (the tape's rule),
+// the wgrad dropping the padded channels.
 //
 // Split-K (any pass, when the output tiles cannot fill the GPU and a workspace is given):
 // block z writes its slice's partial tile to a plane, and reduce_planes adds the planes in
