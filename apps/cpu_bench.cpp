@@ -120,11 +120,8 @@ void bench_ops(const Options& o) {
                             {"fashion 28x28", 32, 28, 32, 32}, {"fashion 14x14", 32, 14, 64, 64},
                             {"cifar 32x32", 4, 32, 128, 128}, {"cifar 16x16", 4, 16, 256, 256}};
   for (const ConvCase& c : convs) {
-    Conv2dShape s;
-    s.n = c.n;
-    s.h = s.w = c.h;
-    s.c_in = c.c_in;
-    s.c_out = c.c_out;
+    const Conv2dShape s =
+        conv2d_shape(Shape{c.n, c.h, c.h, c.c_in}, Shape{3, 3, c.c_in, c.c_out}, Conv2dParams::same(3));
     const int64_t xs = s.n * s.h * s.w * s.c_in, ws = 9 * s.c_in * s.c_out, ys = s.n * s.h * s.w * s.c_out;
     const std::vector<float> x = randoms(xs, 1), w = randoms(ws, 2), b = randoms(s.c_out, 3),
                              dy = randoms(ys, 4);

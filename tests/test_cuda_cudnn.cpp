@@ -78,15 +78,9 @@ TEST(CudaCudnn, ConvolutionsMatchCudnn) {
   CUDNN_CHECK(cudnnCreate(&h));
   uint64_t stream = 1;
   for (const CudnnCase& c : cases) {
-    Conv2dShape s;
-    s.n = c.n;
-    s.h = s.w = c.h;
-    s.c_in = c.c_in;
-    s.c_out = c.c_out;
-    s.kh = s.kw = c.k;
-    s.stride = c.stride;
-    s.pad_top = s.pad_left = c.pad_before;
-    s.pad_bottom = s.pad_right = c.pad_after;
+    const Conv2dShape s =
+        conv2d_shape(Shape{c.n, c.h, c.h, c.c_in}, Shape{c.k, c.k, c.c_in, c.c_out},
+                     Conv2dParams{c.stride, c.pad_before, c.pad_before, c.pad_after, c.pad_after});
     const int pad = std::min(c.pad_before, c.pad_after);
     const int64_t extra = c.pad_after - pad, hp = c.h + extra;  // cuDNN's input is hp x hp
     const Tensor x = randn(Shape{s.n, s.h, s.w, s.c_in}, 3, stream++, Device::CUDA);

@@ -17,6 +17,7 @@
 #include "tests/test_util.h"
 
 #if DDPM_WITH_CUDA
+#include "kernels/cpu/elementwise.h"
 #include "kernels/cuda/column_sum_plan.h"
 #include "kernels/cuda/conv2d.cuh"
 #include "kernels/cuda/elementwise.cuh"
@@ -89,6 +90,25 @@ TEST(CudaOps, ElementwiseFamily) {
   expect_devices_agree([](const std::vector<Tensor>& in) { return clamp(in[0], -0.7, 0.9); },
                        {rnd(s, 1)}, kElemAtol, kElemRtol);
 }
+
+#if DDPM_WITH_CUDA
+// The bf16 rounding of matrix-product operands: the same bits on both devices (one integer
+// rounding per element), ties and values that round up to a new binade included.
+TEST(CudaOps, RoundToBf16IsTheCpusBitForBit) {
+  REQUIRE_GPU();
+  std::vector<float> v = rnd({3, 5, 7, 65}, 1, 3.0).to_vector<float>();
+  for (float tie : {1.0f + 1.0f / 256, 1.0f + 3.0f / 256, -1.99999f, 3.4e38f, 1e-39f})
+    v.push_back(tie);
+  const Tensor x = Tensor::from_vector(Shape{static_cast<int64_t>(v.size())}, v);
+  std::vector<float> cpu(v.size());
+  cpu::round_to_bf16(x.numel(), x.data<float>(), cpu.data());
+  const Tensor xg = x.to(Device::CUDA);
+  const Tensor yg = Tensor::empty(x.shape(), DType::F32, Device::CUDA);
+  cuda::round_to_bf16(x.numel(), xg.data<float>(), yg.data<float>());
+  EXPECT_EQ(yg.to(Device::CPU).to_vector<float>(), cpu);
+  EXPECT_NE(cpu, v);  // it did round
+}
+#endif
 
 TEST(CudaOps, BroadcastAndPerSample) {
   REQUIRE_GPU();

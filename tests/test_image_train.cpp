@@ -98,6 +98,10 @@ TEST(ImageTrain, ConfigErrorsNameTheKey) {
                {"key 'cuda_conv'", "tiled, tensor_core, bf16_tensor_core, naive"});
   expect_error([] { read_image_train_config(tiny_json({"cuda_attention=flash"}), "tiny.json"); },
                {"key 'cuda_attention'", "fused, straightforward"});
+  expect_error([] { read_image_train_config(tiny_json({"precision=fp16"}), "tiny.json"); },
+               {"key 'precision'", "fp32, bf16"});
+  expect_error([] { read_image_train_config(tiny_json({"cuda_autotune=\"yes\""}), "tiny.json"); },
+               {"key 'cuda_autotune'"});
   expect_error([] { read_image_train_config(tiny_json({"fused_loss=\"yes\""}), "tiny.json"); },
                {"fused_loss"});
   const ImageTrainConfig c = read_image_train_config(

@@ -112,14 +112,15 @@ Tensor conv2d_add(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2
   Tensor y = Tensor::empty(y_shape, x.dtype(), x.device());
   // The CPU kernels get bf16-rounded operands under Precision::BF16; the CUDA v4 kernel
   // rounds them itself (and adds v and r in its epilogue).
+  const bool on_cpu = x.device() == Device::CPU;
+  const Tensor x_op = on_cpu ? detail::matmul_operand(x) : x;
+  const Tensor w_op = on_cpu ? detail::matmul_operand(w) : w;
   dispatch("conv2d", x, [&](auto tag) {
     using T = decltype(tag);
-    const Tensor xo = detail::matmul_operand(x), wo = detail::matmul_operand(w);
-    cpu::conv2d_forward<T>(s, xo.data<T>(), wo.data<T>(), ptr_or_null<T>(b), y.data<T>());
+    cpu::conv2d_forward<T>(s, x_op.data<T>(), w_op.data<T>(), ptr_or_null<T>(b), y.data<T>());
     add_after<T>(bs, v, r, y);
   }, [&] {
-    const Tensor xo = detail::matmul_operand(x), wo = detail::matmul_operand(w);
-    DDPM_CPU_FAST_ONLY(cpu_fast::conv2d_forward(s, xo.data<float>(), wo.data<float>(),
+    DDPM_CPU_FAST_ONLY(cpu_fast::conv2d_forward(s, x_op.data<float>(), w_op.data<float>(),
                                                 ptr_or_null<float>(b), y.data<float>()));
     add_after<float>(bs, v, r, y);
   }, [&] {

@@ -1,6 +1,6 @@
 #include "engine/ops/op_util.h"
 
-#include "kernels/bf16.h"
+#include "kernels/cpu/elementwise.h"
 #if DDPM_WITH_CUDA
 #include "kernels/cuda/elementwise.cuh"
 #endif
@@ -81,9 +81,7 @@ Tensor matmul_operand(const Tensor& t) {
   if (t.device() == Device::CUDA) {
     DDPM_CUDA_ONLY(cuda::round_to_bf16(t.numel(), t.data<float>(), r.data<float>()));
   } else {
-    const float* src = t.data<float>();
-    float* dst = r.data<float>();
-    for (int64_t i = 0; i < t.numel(); ++i) dst[i] = round_to_bf16(src[i]);
+    cpu::round_to_bf16(t.numel(), t.data<float>(), r.data<float>());
   }
   return r;
 }

@@ -1,5 +1,7 @@
 #include "kernels/cpu/elementwise.h"
 
+#include "kernels/bf16.h"
+
 #include <cmath>
 
 namespace ddpm::cpu {
@@ -131,5 +133,10 @@ void silu_backward(int64_t n, const T* x, const T* dy, T* dx) {
   template void silu_backward<T>(int64_t, const T*, const T*, T*);
 INSTANTIATE(float)
 INSTANTIATE(double)
+
+void round_to_bf16(int64_t n, const float* x, float* y) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) y[i] = ::ddpm::round_to_bf16(x[i]);
+}
 
 }  // namespace ddpm::cpu

@@ -39,5 +39,8 @@ template <class T> void clamp_backward(int64_t n, T lo, T hi, const T* x, const 
 // SiLU: y = x sigmoid(x); dx += dy sigmoid(x) (1 + x (1 - sigmoid(x))).
 template <class T> void silu_forward(int64_t n, const T* x, T* y);
 template <class T> void silu_backward(int64_t n, const T* x, const T* dy, T* dx);
+// y = x rounded to the nearest bf16 value (kernels/bf16.h), kept as f32: the operands of
+// matrix products under Precision::BF16.
+void round_to_bf16(int64_t n, const float* x, float* y);
 
 }  // namespace ddpm::cpu
