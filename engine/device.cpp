@@ -12,6 +12,7 @@
 #if DDPM_WITH_CUDA
 #include "engine/cuda_allocator.h"
 #include "engine/cuda_check.h"
+#include "engine/host_staging.h"
 #include <nvtx3/nvToolsExt.h>
 #endif
 
@@ -137,11 +138,15 @@ void device_copy(void* dst, Device dst_dev, const void* src, Device src_dev, siz
   }
   require_cuda("a copy to or from a CUDA tensor");
 #if DDPM_WITH_CUDA
-  // cudaMemcpy is ordered after earlier work on the default stream and, for device-to-host,
-  // returns when the data is on the host.
-  CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault));
   ++g_copies;
-  if (dst_dev == Device::CPU || src_dev == Device::CPU) ++g_host_syncs;
+  if (src_dev == Device::CPU) {  // up: staged through pinned memory, queued (host_staging.h)
+    if (upload_staged(dst, src, bytes) != Upload::Queued) ++g_host_syncs;
+    return;
+  }
+  // cudaMemcpy is ordered after earlier work on the default stream and, for device-to-host,
+  // returns when the data is on the host: the host waits.
+  CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault));
+  if (dst_dev == Device::CPU) ++g_host_syncs;
 #endif
 }
 

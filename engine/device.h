@@ -32,9 +32,10 @@ size_t cuda_peak_bytes_in_use();
 
 // GPU work the engine has issued since the start: kernel launches (every launch checked
 // with CUDA_CHECK_LAUNCH; cuBLAS / cuDNN calls are not seen), memsets, copies, and host
-// syncs: the times the host waited for the GPU (a copy to or from host memory, which
-// cudaMemcpy performs synchronously, or device_synchronize). Benchmarks and the trainer's
-// log difference two readings to report them per step.
+// syncs: the times the host waited for the GPU (a copy to host memory, which cudaMemcpy
+// performs synchronously; an upload too large to stage; device_synchronize). Uploads are
+// staged through pinned memory and queued without a wait (engine/host_staging.h).
+// Benchmarks and the trainer's log difference two readings to report them per step.
 struct DeviceWorkCounts {
   uint64_t launches = 0, memsets = 0, copies = 0, host_syncs = 0;
 };

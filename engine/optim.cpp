@@ -4,6 +4,7 @@
 
 #include "engine/ops.h"
 #include "kernels/cpu/optim.h"
+#include "kernels/optim_math.h"
 
 #if DDPM_WITH_CUDA
 #include "kernels/cuda/optim.cuh"
@@ -35,45 +36,116 @@ AdamW::AdamW(const ParameterStore& store, const AdamWConfig& config)
   v_ = Tensor::zeros(flat.shape(), flat.dtype(), flat.device());
 }
 
-void AdamW::step(double lr, Ema* ema, int64_t ema_index) {
-  ++t_;
+AdamWParams AdamW::params(double lr, int64_t t) const {
   AdamWParams p;
   p.lr = static_cast<float>(lr);
   p.beta1 = static_cast<float>(config_.beta1);
   p.beta2 = static_cast<float>(config_.beta2);
   p.eps = static_cast<float>(config_.eps);
   p.weight_decay = static_cast<float>(config_.weight_decay);
-  p.bias_correction1 = static_cast<float>(1.0 - std::pow(config_.beta1, static_cast<double>(t_)));
-  p.bias_correction2 = static_cast<float>(1.0 - std::pow(config_.beta2, static_cast<double>(t_)));
+  p.bias_correction1 = static_cast<float>(1.0 - std::pow(config_.beta1, static_cast<double>(t)));
+  p.bias_correction2 = static_cast<float>(1.0 - std::pow(config_.beta2, static_cast<double>(t)));
+  return p;
+}
+
+void AdamW::step(double lr, Ema* ema, int64_t ema_index) {
+  ++t_;
+  launch(params(lr, t_), ema, ema_index, nullptr);
+}
+
+void AdamW::gated_step(double lr, const Tensor& summary, Ema* ema, int64_t ema_index) {
+  const Tensor flat = store_.flat_data();
+  CHECK(summary.dtype() == DType::F64 && summary.shape().ndim() == 1 &&
+            summary.numel() >= kStepGateDoubles && summary.device() == flat.device(),
+        "AdamW::gated_step: the summary " << summary.describe() << " is not step_summary's "
+                                          << "(an f64 vector on the parameters' device)");
+  const auto* gate = reinterpret_cast<const StepGate*>(summary.data<double>() + summary.numel() -
+                                                      kStepGateDoubles);
+  launch(params(lr, t_ + 1), ema, ema_index, gate);
+}
+
+void AdamW::launch(const AdamWParams& p, Ema* ema, int64_t ema_index, const StepGate* gate) {
   const Tensor flat = store_.flat_data();
   const float ema_decay = ema ? ema->decay_at(ema_index) : 0.0f;
   float* const ema_weights = ema ? ema->weights().data<float>() : nullptr;
   if (on_gpu(flat)) {
 #if DDPM_WITH_CUDA
     cuda::adamw_step(flat.numel(), p, flat.data<float>(), store_.flat_grad().data<float>(),
-                     m_.data<float>(), v_.data<float>(), ema_decay, ema_weights);
+                     m_.data<float>(), v_.data<float>(), ema_decay, ema_weights, gate);
 #endif
   } else {
     cpu::adamw_step(flat.numel(), p, flat.data<float>(), store_.flat_grad().data<float>(),
-                    m_.data<float>(), v_.data<float>(), ema_decay, ema_weights);
+                    m_.data<float>(), v_.data<float>(), ema_decay, ema_weights, gate);
   }
+}
+
+namespace {
+
+// The sum of the squares of every gradient, as a one-element f64 tensor on their device.
+Tensor gradient_sum_of_squares(const ParameterStore& store) {
+  const Tensor grad = store.flat_grad();
+  Tensor squares = Tensor::empty(Shape{1}, DType::F64, grad.device());
+  if (on_gpu(grad)) {
+#if DDPM_WITH_CUDA
+    const Tensor scratch = Tensor::empty(Shape{cuda::kSumOfSquaresWorkspace}, DType::F64, Device::CUDA);
+    cuda::sum_of_squares(grad.numel(), grad.data<float>(), scratch.data<double>(),
+                         squares.data<double>());
+#endif
+  } else {
+    *squares.data<double>() = cpu::sum_of_squares(grad.numel(), grad.data<float>());
+  }
+  return squares;
+}
+
+}  // namespace
+
+Tensor step_summary(const ParameterStore& store, const Tensor& per_sample, const Tensor& loss,
+                    double max_norm) {
+  require_f32("step_summary", store);
+  const Device device = store.flat_grad().device();
+  CHECK(loss.numel() == 1 && loss.device() == device &&
+            (loss.dtype() == DType::F32 || loss.dtype() == DType::F64),
+        "step_summary: the loss " << loss.describe() << " is not an f32/f64 scalar on "
+                                  << device_name(device));
+  const int64_t n = per_sample.defined() ? per_sample.numel() : 0;
+  CHECK(n == 0 || (per_sample.device() == device && per_sample.dtype() == loss.dtype()),
+        "step_summary: the per-sample losses " << per_sample.describe() << " differ from the loss "
+                                               << loss.describe() << " in dtype or device");
+  const Tensor squares = gradient_sum_of_squares(store);
+  Tensor out = Tensor::empty(Shape{n + kStepGateDoubles}, DType::F64, device);
+  double* o = out.data<double>();
+  const double* sq = squares.data<double>();
+  if (device == Device::CUDA) {
+#if DDPM_WITH_CUDA
+    if (loss.dtype() == DType::F32)
+      cuda::step_summary<float>(n, n ? per_sample.data<float>() : nullptr, loss.data<float>(), sq,
+                                max_norm, o);
+    else
+      cuda::step_summary<double>(n, n ? per_sample.data<double>() : nullptr, loss.data<double>(),
+                                 sq, max_norm, o);
+#endif
+  } else {
+    const auto value = [](const Tensor& t, int64_t i) {
+      return t.dtype() == DType::F32 ? static_cast<double>(t.data<float>()[i]) : t.data<double>()[i];
+    };
+    for (int64_t i = 0; i < n; ++i) o[i] = value(per_sample, i);
+    store_step_gate(step_gate(value(loss, 0), *sq, max_norm), o + n);
+  }
+  return out;
+}
+
+StepGate summary_gate(const std::vector<double>& summary) {
+  CHECK(summary.size() >= kStepGateDoubles,
+        "a step summary of " << summary.size() << " values has no gate");
+  const double* g = summary.data() + summary.size() - kStepGateDoubles;
+  return StepGate{g[0], g[1], g[2], g[3]};
 }
 
 double clip_grad_norm(const ParameterStore& store, double max_norm) {
   require_f32("clip_grad_norm", store);
   const Tensor grad = store.flat_grad();
-  double squares = 0;
-  if (on_gpu(grad)) {
-#if DDPM_WITH_CUDA
-    const Tensor scratch =
-        Tensor::empty(Shape{2 * (cuda::kSumOfSquaresWorkspace + 1)}, DType::F32, Device::CUDA);
-    double* ws = static_cast<double*>(scratch.raw());
-    cuda::sum_of_squares(grad.numel(), grad.data<float>(), ws, ws + cuda::kSumOfSquaresWorkspace);
-    device_copy(&squares, Device::CPU, ws + cuda::kSumOfSquaresWorkspace, Device::CUDA, sizeof(double));
-#endif
-  } else {
-    squares = cpu::sum_of_squares(grad.numel(), grad.data<float>());
-  }
+  const double squares =
+      gradient_sum_of_squares(store).to(Device::CPU).to_vector<double>().front();
   const double norm = std::sqrt(squares);
   if (max_norm > 0 && norm > max_norm) {
     scale_in_place(grad, max_norm / norm);

@@ -67,6 +67,18 @@ struct AdamWParams {
   float bias_correction1 = 1.0f, bias_correction2 = 1.0f;  // 1 - beta^t for the step t
 };
 
+// The verdict on one training step's gradient (kernels/optim_math.h step_gate), computed on
+// the device that holds the gradient so the host need not read the norm back before the
+// update: the loss, the gradient's global L2 norm, the factor clipping multiplies every
+// gradient by (1 when the norm is within bounds), and whether the step is applied at all
+// (1: loss and norm finite; 0: AdamW and the EMA leave every buffer as it was). Doubles
+// throughout, so it travels to the host in the same copy as the per-sample losses.
+struct StepGate {
+  double loss = 0, grad_norm = 0, clip_scale = 1, applied = 1;
+};
+constexpr int kStepGateDoubles = 4;
+static_assert(sizeof(StepGate) == kStepGateDoubles * sizeof(double), "StepGate is 4 doubles");
+
 // The fused diffusion loss (kernels/diffusion_loss_math.h has the per-element formulas).
 // A batch of n samples of dim elements each, NHWC images (h, w, c) when x0 is bytes with a
 // random flip (for f32 x0 only n and dim matter). eps element i of the batch (i over n * dim)

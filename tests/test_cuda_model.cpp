@@ -13,6 +13,7 @@
 
 #if DDPM_WITH_CUDA
 #include "engine/cuda_allocator.h"
+#include "engine/host_staging.h"
 #endif
 
 namespace ddpm {
@@ -33,12 +34,13 @@ ImageTrainConfig small_config(const std::string& device, const std::string& prec
   return read_image_train_config(j, "tiny.json (test)");
 }
 
-// Where a step waits for the GPU today (each a cudaMemcpy to or from host memory; measured
-// with the copies' sizes): the batch going up (u8 images), the timesteps going up twice
-// (for the fused loss and for the model's time embedding), the per-sample losses with the
-// loss (one copy since this count was first taken: it was 6), and the gradient norm coming
-// back (models/ddpm/trainer.cpp).
-constexpr uint64_t kHostSyncsPerStep = 5;
+// Where a step waits for the GPU today: once, at its end, when the step's summary (per-sample
+// losses, loss, gradient norm, the gate's verdict) comes back in one copy
+// (models/ddpm/trainer.cpp finish_step). The count went 6 -> 5 when the per-sample losses
+// and the loss came back together, then 5 -> 1 when uploads were staged through pinned
+// memory (the batch, the timesteps twice: no wait) and clipping moved to the device (the
+// gradient norm is no longer read back before the update).
+constexpr uint64_t kHostSyncsPerStep = 1;
 
 struct Trajectory {
   std::vector<double> losses, lrs;
@@ -129,10 +131,15 @@ TEST(CudaModel, NoCudaMallocInsideAWarmStep) {
   run.step();  // warm-up: the allocator caches every size a step uses
   run.step();
   const AllocatorStats before = CudaCachingAllocator::instance().stats();
+  const StagingStats staged_before = staging_stats();
   for (int i = 0; i < 3; ++i) run.step();
   const AllocatorStats after = CudaCachingAllocator::instance().stats();
   EXPECT_EQ(after.device_mallocs, before.device_mallocs);
   EXPECT_EQ(after.device_frees, before.device_frees);
+  // nor pinned memory for the uploads: the staging blocks are reused, none waited for
+  EXPECT_EQ(staging_stats().blocks, staged_before.blocks);
+  EXPECT_EQ(staging_stats().waits, staged_before.waits);
+  EXPECT_GT(staging_stats().staged, staged_before.staged);
 }
 #endif
 

@@ -247,12 +247,16 @@ TEST(CudaOps, DropoutMaskIsTheCpuMaskAndTimestepEmbedding) {
 }
 
 // AdamW, EMA and clipping on the flat buffer: the same steps on both devices, with the EMA
-// as its own pass and in AdamW's (the trainer's way).
+// as its own pass, in AdamW's (the trainer's way before the gate), and gated: the step
+// summary computed on the device and the update clipped and gated by it without the host
+// reading the norm (the trainer's way). The last gated step has a NaN loss: not applied.
 TEST(CudaOps, OptimiserStepsMatchTheCpu) {
   REQUIRE_GPU();
-  for (const bool fused : {false, true}) {
-  SCOPED_TRACE(fused ? "EMA in AdamW's pass" : "EMA after AdamW");
-  auto run = [fused](Device d) {
+  enum Way { EmaAfter, EmaInPass, Gated };
+  for (const Way way : {EmaAfter, EmaInPass, Gated}) {
+  SCOPED_TRACE(way == EmaAfter ? "EMA after AdamW" : way == EmaInPass ? "EMA in AdamW's pass"
+                                                                      : "gated by the summary");
+  auto run = [way](Device d) {
     ParameterStore store;
     store.add("a", Shape{1000}, Init::normal(1.0));
     store.add("b", Shape{3, 65}, Init::uniform(0.5));
@@ -262,27 +266,53 @@ TEST(CudaOps, OptimiserStepsMatchTheCpu) {
     c.weight_decay = 0.1;
     AdamW opt(store, c);
     Ema ema(store, 0.9, true);
-    std::vector<double> norms;
-    for (int step = 0; step < 3; ++step) {
+    std::vector<double> norms, summaries;
+    for (int step = 0; step < 4; ++step) {
       store.flat_grad().copy_from(randn(store.flat_grad().shape(), 9, step).to(d));
-      norms.push_back(clip_grad_norm(store, 20.0));
-      if (fused) {
-        opt.step(1e-2, &ema, step);
+      if (way == Gated) {
+        const float loss = step == 3 ? std::nanf("") : 0.25f * step;
+        const Tensor summary = step_summary(
+            store, Tensor::from_vector<float>(Shape{2}, {1.0f, 2.0f}).to(d),
+            Tensor::from_vector<float>(Shape{}, {loss}).to(d), 20.0);
+        opt.gated_step(1e-2, summary, &ema, step);
+        const std::vector<double> back = summary.to(Device::CPU).to_vector<double>();
+        const StepGate g = summary_gate(back);
+        if (g.applied) opt.count_applied_step();
+        norms.push_back(g.grad_norm);
+        summaries.insert(summaries.end(), back.begin(), back.end());
       } else {
-        opt.step(1e-2);
-        ema.update(step);
+        norms.push_back(clip_grad_norm(store, 20.0));
+        if (way == EmaInPass) {
+          opt.step(1e-2, &ema, step);
+        } else {
+          opt.step(1e-2);
+          ema.update(step);
+        }
       }
     }
     return std::make_tuple(store.flat_data().to(Device::CPU).to_vector<float>(),
-                           ema.weights().to(Device::CPU).to_vector<float>(), norms);
+                           ema.weights().to(Device::CPU).to_vector<float>(), norms, summaries,
+                           opt.steps_taken());
   };
-  const auto [p_cpu, e_cpu, n_cpu] = run(Device::CPU);
-  const auto [p_gpu, e_gpu, n_gpu] = run(Device::CUDA);
+  const auto [p_cpu, e_cpu, n_cpu, s_cpu, t_cpu] = run(Device::CPU);
+  const auto [p_gpu, e_gpu, n_gpu, s_gpu, t_gpu] = run(Device::CUDA);
   // Same float arithmetic per element (sqrtf and division are IEEE on both); only the
   // compiler's contraction into FMA on the GPU may differ: a few ulp.
   expect_close(p_gpu, p_cpu, 1e-6, 1e-5, "parameters after AdamW");
   expect_close(e_gpu, e_cpu, 1e-6, 1e-5, "EMA weights");
   for (size_t i = 0; i < n_cpu.size(); ++i) EXPECT_NEAR(n_gpu[i], n_cpu[i], 1e-9 * n_cpu[i]);
+  EXPECT_EQ(t_gpu, t_cpu);
+  EXPECT_EQ(t_cpu, way == Gated ? 3 : 4);  // the NaN step was refused on both devices
+  ASSERT_EQ(s_gpu.size(), s_cpu.size());
+  // The summaries: per-sample losses and loss copied exactly, the norm (a double sum in
+  // another order) and the clip factor to 1e-9, the verdict exactly (NaN == NaN here).
+  for (size_t i = 0; i < s_cpu.size(); ++i) {
+    if (std::isnan(s_cpu[i])) {
+      EXPECT_TRUE(std::isnan(s_gpu[i])) << i;
+    } else {
+      EXPECT_NEAR(s_gpu[i], s_cpu[i], 1e-9 * std::abs(s_cpu[i])) << i;
+    }
+  }
   }
 }
 

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 
 #include "engine/optim.h"
 #include "tests/test_util.h"
@@ -116,6 +117,104 @@ TEST(Optim, AdamWWithTheEmaInOnePassIsTheTwoUpdates) {
   EXPECT_EQ(fused.first, separate.first);
   EXPECT_EQ(fused.second, separate.second);
   EXPECT_NE(fused.second, fused.first);  // the EMA lags the weights: it was really updated
+}
+
+// The trainer's way: the gradient's summary (norm, clip factor, verdict) computed where the
+// gradient lives, then AdamW+EMA gated and clipped by it in one pass. Bit for bit the
+// host-side way (clip_grad_norm scaling the gradient in place, then the step), clipping or
+// not; and the summary holds what it says.
+TEST(Optim, AGatedStepIsClipThenStepBitForBit) {
+  struct State {
+    std::vector<float> param, m, v, ema;
+    std::vector<double> norms;
+    int64_t steps = 0;
+  };
+  auto run = [](bool gated) {
+    ParameterStore store;
+    const Tensor w = store.add("w", Shape{1000});
+    store.finalize(Device::CPU);
+    w.copy_from(test::random_tensor({1000}, 1, DType::F32));
+    AdamWConfig c;
+    c.weight_decay = 0.01;
+    AdamW opt(store, c);
+    Ema ema(store, 0.999, /*warmup=*/true);
+    State s;
+    for (int64_t k = 0; k < 4; ++k) {
+      store.flat_grad().copy_from(randn(store.flat_grad().shape(), 9, static_cast<uint64_t>(k)));
+      const double max_norm = k % 2 ? 1e3 : 10.0;  // ~sqrt(1000) = 32: clip on even k only
+      if (gated) {
+        const Tensor per_sample = Tensor::from_vector<float>(Shape{3}, {0.5f, 1.5f, 2.5f});
+        const Tensor loss = Tensor::from_vector<float>(Shape{}, {1.5f});
+        const Tensor summary = step_summary(store, per_sample, loss, max_norm);
+        opt.gated_step(1e-2, summary, &ema, k);
+        const std::vector<double> back = summary.to_vector<double>();
+        const StepGate g = summary_gate(back);
+        EXPECT_EQ(back.size(), 3u + kStepGateDoubles);
+        EXPECT_EQ(std::vector<double>(back.begin(), back.begin() + 3),
+                  (std::vector<double>{0.5, 1.5, 2.5}));
+        EXPECT_EQ(g.loss, 1.5);
+        EXPECT_EQ(g.applied, 1.0);
+        EXPECT_EQ(g.clip_scale, g.grad_norm > max_norm ? max_norm / g.grad_norm : 1.0);
+        EXPECT_EQ(g.clip_scale < 1, k % 2 == 0) << "the test means to clip on even steps";
+        if (g.applied) opt.count_applied_step();
+        s.norms.push_back(g.grad_norm);
+      } else {
+        s.norms.push_back(clip_grad_norm(store, max_norm));
+        opt.step(1e-2, &ema, k);
+      }
+    }
+    s.param = store.flat_data().to_vector<float>();
+    s.m = opt.first_moment().to_vector<float>();
+    s.v = opt.second_moment().to_vector<float>();
+    s.ema = ema.weights().to_vector<float>();
+    s.steps = opt.steps_taken();
+    return s;
+  };
+  const State gated = run(true), host = run(false);
+  EXPECT_EQ(gated.param, host.param);
+  EXPECT_EQ(gated.m, host.m);
+  EXPECT_EQ(gated.v, host.v);
+  EXPECT_EQ(gated.ema, host.ema);
+  EXPECT_EQ(gated.norms, host.norms);
+  EXPECT_EQ(gated.steps, 4);
+  EXPECT_EQ(host.steps, 4);
+}
+
+// A step whose loss or gradient is not finite is not applied: the weights, both moments and
+// the EMA keep every bit, and the verdict says so.
+TEST(Optim, AGateThatRefusesAStepChangesNothing) {
+  ParameterStore store;
+  const Tensor w = store.add("w", Shape{100});
+  store.finalize(Device::CPU);
+  w.copy_from(test::random_tensor({100}, 1, DType::F32));
+  AdamW opt(store, AdamWConfig{});
+  Ema ema(store, 0.9);
+  store.flat_grad().copy_from(randn(store.flat_grad().shape(), 9, 0));
+  opt.step(1e-2, &ema, 0);  // nonzero moments, an EMA apart from the weights
+  const auto snapshot = [&] {
+    return std::vector<std::vector<float>>{
+        store.flat_data().to_vector<float>(), opt.first_moment().to_vector<float>(),
+        opt.second_moment().to_vector<float>(), ema.weights().to_vector<float>()};
+  };
+  const auto before = snapshot();
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::nanf("");
+  struct Case {
+    const char* what;
+    float loss, grad0;
+  };
+  for (const Case& c : {Case{"NaN loss", nan, 0.5f}, Case{"infinite loss", inf, 0.5f},
+                        Case{"NaN gradient", 1.0f, nan}, Case{"infinite gradient", 1.0f, inf}}) {
+    SCOPED_TRACE(c.what);
+    std::vector<float> g = randn(store.flat_grad().shape(), 9, 1).to_vector<float>();
+    g[0] = c.grad0;
+    store.flat_grad().copy_from(Tensor::from_vector<float>(store.flat_grad().shape(), g));
+    const Tensor summary =
+        step_summary(store, Tensor(), Tensor::from_vector<float>(Shape{}, {c.loss}), 1.0);
+    opt.gated_step(1e-2, summary, &ema, 1);
+    EXPECT_EQ(summary_gate(summary.to_vector<double>()).applied, 0.0);
+    EXPECT_EQ(snapshot(), before);
+  }
+  EXPECT_EQ(opt.steps_taken(), 1);
 }
 
 }  // namespace

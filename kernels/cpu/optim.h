@@ -2,7 +2,9 @@
 //
 // AdamW and the EMA element by element as kernels/optim_math.h writes them; with `ema`, the
 // EMA of the updated weights in the same pass (one read of the parameters instead of two).
-// Global norm: sum of squares, accumulated in double in a fixed order.
+// With `gate` (host memory): nothing when gate->applied is 0, else the gradient clipped by
+// gate->clip_scale inside the same pass. Global norm: sum of squares, accumulated in double
+// in a fixed order.
 #pragma once
 
 #include <cstdint>
@@ -12,7 +14,8 @@
 namespace ddpm::cpu {
 
 void adamw_step(int64_t n, const AdamWParams& p, float* param, const float* grad, float* m,
-                float* v, float ema_decay = 0.0f, float* ema = nullptr);
+                float* v, float ema_decay = 0.0f, float* ema = nullptr,
+                const StepGate* gate = nullptr);
 void ema_update(int64_t n, float decay, const float* param, float* ema);
 double sum_of_squares(int64_t n, const float* x);
 

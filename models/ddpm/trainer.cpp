@@ -126,9 +126,10 @@ DiffusionLossSpec DiffusionTrainer::fused_loss_spec(const TrainBatch& batch, int
   return spec;
 }
 
-double DiffusionTrainer::fused_loss_backward(const Denoiser& model, const TrainBatch& batch,
-                                             const TimestepBatch& tb, int64_t shard,
-                                             std::vector<double>* per_sample) {
+DiffusionTrainer::ShardLoss DiffusionTrainer::fused_loss_backward(const Denoiser& model,
+                                                                  const TrainBatch& batch,
+                                                                  const TimestepBatch& tb,
+                                                                  int64_t shard) {
   const DiffusionLossSpec spec = fused_loss_spec(batch, step_, shard);
   const Device device = batch.x0.device();
   const Tensor t = timestep_tensor(tb.t, schedule_.T, device);
@@ -152,37 +153,36 @@ double DiffusionTrainer::fused_loss_backward(const Denoiser& model, const TrainB
     ProfileRange range("diffusion loss (fused)");
     f = diffusion_loss_fused(pred, batch.x0, t, importance, spec);
   }
-  // The per-sample losses and the loss come back in one copy: one wait for the GPU.
-  std::vector<double> back;
-  {
-    NoGradGuard no_grad;
-    back = concat({f.per_sample, reshape(f.loss, Shape{1})})
-               .to(Device::CPU)
-               .to(DType::F64)
-               .to_vector<double>();
-  }
-  const double loss = back.back();
-  back.pop_back();
-  *per_sample = std::move(back);
   ProfileRange range("backward");
   tape().backward(pred, f.dpred, Tape::SeedUse::Adopt);
-  return loss;
+  return {f.loss, f.per_sample};
 }
 
-double DiffusionTrainer::loss_backward(const Denoiser& model, const TrainBatch& batch,
-                                       const TimestepBatch& tb, int64_t shard,
-                                       std::vector<double>* per_sample) {
-  if (config_.fused_loss) return fused_loss_backward(model, batch, tb, shard, per_sample);
+DiffusionTrainer::ShardLoss DiffusionTrainer::loss_backward(const Denoiser& model,
+                                                            const TrainBatch& batch,
+                                                            const TimestepBatch& tb,
+                                                            int64_t shard) {
+  if (config_.fused_loss) return fused_loss_backward(model, batch, tb, shard);
   CHECK(batch.x0.dtype() != DType::U8,
         "the unfused loss (\"fused_loss\": false) needs an f32/f64 batch, got "
             << batch.x0.describe());
   CHECK(!batch.flip, "the unfused loss takes batches already flipped");
   ProfileRange range("forward + loss + backward (unfused)");
   LossResult r = unfused_loss(model, batch.x0, tb, noise_stream(step_, shard));
-  const double loss = r.loss.item();
   backward(r.loss);
-  *per_sample = std::move(r.per_sample);
-  return loss;
+  const Tensor per_sample =  // already on the host (the unfused chain reads the mse back)
+      Tensor::from_vector<double>(Shape{static_cast<int64_t>(r.per_sample.size())}, r.per_sample)
+          .to(r.loss.dtype())
+          .to(r.loss.device());
+  return {r.loss, per_sample};
+}
+
+std::vector<double> DiffusionTrainer::ShardLoss::read() const {
+  NoGradGuard no_grad;
+  return concat({per_sample, reshape(loss, Shape{1})})
+      .to(Device::CPU)
+      .to(DType::F64)
+      .to_vector<double>();
 }
 
 StepStats DiffusionTrainer::step(const Denoiser& model, const TrainBatch& batch) {
@@ -190,9 +190,8 @@ StepStats DiffusionTrainer::step(const Denoiser& model, const TrainBatch& batch)
   store_.zero_grad();
   const TimestepBatch tb = timesteps_.sample(static_cast<int>(batch.x0.shape()[0]), config_.seed,
                                              kTimestepStream + static_cast<uint64_t>(step_));
-  std::vector<double> per_sample;
-  st.loss = loss_backward(model, batch, tb, 0, &per_sample);
-  finish_step(st, tb, std::move(per_sample));
+  const ShardLoss l = loss_backward(model, batch, tb, 0);
+  finish_step(st, tb, step_summary(store_, l.per_sample, l.loss, config_.grad_clip), {});
   return st;
 }
 
@@ -217,11 +216,12 @@ StepStats DiffusionTrainer::step_sharded(const ShardModel& model, const ShardDat
     tb.t.assign(all.t.begin() + sh.first, all.t.begin() + sh.first + sh.count);
     tb.weights.assign(all.weights.begin() + sh.first, all.weights.begin() + sh.first + sh.count);
     store_.zero_grad();
-    std::vector<double> per_sample;
-    record.push_back(loss_backward(model(sh), data(sh), tb, m, &per_sample));
-    CHECK(static_cast<int64_t>(per_sample.size()) == sh.count,
-          "shard " << m << ": " << per_sample.size() << " per-sample losses for " << sh.count);
-    record.insert(record.end(), per_sample.begin(), per_sample.end());
+    std::vector<double> shard_record = loss_backward(model(sh), data(sh), tb, m).read();
+    CHECK(static_cast<int64_t>(shard_record.size()) == sh.count + 1,
+          "shard " << m << ": " << shard_record.size() - 1 << " per-sample losses for "
+                   << sh.count);
+    record.push_back(shard_record.back());  // [loss, per-sample losses...]
+    record.insert(record.end(), shard_record.begin(), shard_record.end() - 1);
     grads.push_back(store_.flat_grad().clone());
   }
   {
@@ -233,24 +233,40 @@ StepStats DiffusionTrainer::step_sharded(const ShardModel& model, const ShardDat
   const std::vector<double> gathered = world.all_gather(record);
   StepStats st;
   std::vector<double> per_sample;
+  double loss = 0;
   for (int64_t m = 0; m < shards; ++m) {
     const auto at = gathered.begin() + m * (shard_size + 1);
-    st.loss += *at;
+    loss += *at;
     per_sample.insert(per_sample.end(), at + 1, at + 1 + shard_size);
   }
-  st.loss /= static_cast<double>(shards);
-  finish_step(st, all, std::move(per_sample));
+  loss /= static_cast<double>(shards);
+  const Tensor loss_tensor =
+      Tensor::from_vector<double>(Shape{1}, {loss}).to(store_.flat_grad().device());
+  finish_step(st, all, step_summary(store_, Tensor(), loss_tensor, config_.grad_clip),
+              std::move(per_sample));
   return st;
 }
 
-void DiffusionTrainer::finish_step(StepStats& st, const TimestepBatch& tb,
+void DiffusionTrainer::finish_step(StepStats& st, const TimestepBatch& tb, const Tensor& summary,
                                    std::vector<double> per_sample) {
   ProfileRange range("clip + AdamW + EMA");
-  st.grad_norm = clip_grad_norm(store_, config_.grad_clip);
   st.lr = learning_rate(step_, config_.adam.lr, config_.warmup, config_.steps, config_.lr_decay);
-  st.applied = std::isfinite(st.loss) && std::isfinite(st.grad_norm);
-  if (st.applied) {  // NaN/Inf never reaches the weights, the moments or the history
-    optimizer_.step(st.lr, ema(), step_);  // AdamW and the EMA in one pass
+  // Clipped and gated where the gradient lives: the host queues the update without waiting
+  // for the norm. NaN/Inf never reaches the weights, the moments or the history.
+  optimizer_.gated_step(st.lr, summary, ema(), step_);  // AdamW and the EMA in one pass
+  std::vector<double> back;
+  {
+    ProfileRange read("step summary to the host");  // the step's one wait for the GPU
+    back = summary.to(Device::CPU).to_vector<double>();
+  }
+  const StepGate gate = summary_gate(back);
+  back.resize(back.size() - kStepGateDoubles);
+  if (per_sample.empty()) per_sample = std::move(back);
+  st.loss = gate.loss;
+  st.grad_norm = gate.grad_norm;
+  st.applied = gate.applied != 0;
+  if (st.applied) {
+    optimizer_.count_applied_step();
     timesteps_.update(tb.t, per_sample);
   }
   st.timesteps = tb.t;

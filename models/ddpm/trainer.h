@@ -130,15 +130,23 @@ class DiffusionTrainer {
   // The unfused chain's loss of x0 at timesteps tb with noise from `stream`, on the tape.
   LossResult unfused_loss(const Denoiser& model, const Tensor& x0, const TimestepBatch& tb,
                           uint64_t stream) const;
-  // The loss and backward of one batch (a whole step's, or one shard's) at timesteps tb;
-  // returns the loss and the per-sample losses. Gradients accumulate into the store.
-  double loss_backward(const Denoiser& model, const TrainBatch& batch, const TimestepBatch& tb,
-                       int64_t shard, std::vector<double>* per_sample);
-  double fused_loss_backward(const Denoiser& model, const TrainBatch& batch,
-                             const TimestepBatch& tb, int64_t shard,
-                             std::vector<double>* per_sample);
-  // Clip, AdamW, EMA and the importance history, once the gradient of the step is in place.
-  void finish_step(StepStats& st, const TimestepBatch& tb, std::vector<double> per_sample);
+  // A batch's loss and per-sample losses, on the batch's device (not yet read back).
+  struct ShardLoss {
+    Tensor loss, per_sample;  // scalar, (n)
+    std::vector<double> read() const;  // [per-sample losses..., loss], in one copy
+  };
+  // The loss and backward of one batch (a whole step's, or one shard's) at timesteps tb.
+  // Gradients accumulate into the store.
+  ShardLoss loss_backward(const Denoiser& model, const TrainBatch& batch, const TimestepBatch& tb,
+                          int64_t shard);
+  ShardLoss fused_loss_backward(const Denoiser& model, const TrainBatch& batch,
+                                const TimestepBatch& tb, int64_t shard);
+  // Clip, AdamW, EMA and the importance history, once the gradient of the step is in place:
+  // the update gated by `summary` (step_summary, engine/optim.h), then the summary read back
+  // in one copy: the step's loss, norm, verdict and (when per_sample is empty) per-sample
+  // losses.
+  void finish_step(StepStats& st, const TimestepBatch& tb, const Tensor& summary,
+                   std::vector<double> per_sample);
 
   ParameterStore& store_;
   TrainerConfig config_;

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <set>
 #include <vector>
 
 namespace cuda_emu {
@@ -355,6 +356,53 @@ cudaError_t cudaStreamSynchronize(cudaStream_t) {
   return cudaSuccess;
 }
 
+// An event is a live handle; the set of them is what the checks below consult.
+namespace cuda_emu {
+namespace {
+std::mutex g_event_mutex;
+std::set<const CUevent_st*>& live_events() {
+  static auto* events = new std::set<const CUevent_st*>();  // never destroyed, as Registry
+  return *events;
+}
+bool event_is_live(cudaEvent_t e) {
+  std::lock_guard<std::mutex> lock(g_event_mutex);
+  return live_events().count(e) != 0;
+}
+cudaError_t bad_event(const char* call) {
+  return fail(cudaErrorInvalidResourceHandle,
+              std::string(call) + " of an event cudaEventCreate did not return (or destroyed)");
+}
+}  // namespace
+}  // namespace cuda_emu
+
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned /*flags*/) {
+  *event = reinterpret_cast<cudaEvent_t>(new char);  // a unique address; never dereferenced
+  std::lock_guard<std::mutex> lock(cuda_emu::g_event_mutex);
+  cuda_emu::live_events().insert(*event);
+  return cudaSuccess;
+}
+cudaError_t cudaEventCreate(cudaEvent_t* event) {
+  return cudaEventCreateWithFlags(event, cudaEventDefault);
+}
+cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  {
+    std::lock_guard<std::mutex> lock(cuda_emu::g_event_mutex);
+    if (cuda_emu::live_events().erase(event) == 0) return cuda_emu::bad_event("cudaEventDestroy");
+  }
+  delete reinterpret_cast<char*>(event);
+  return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t) {
+  return cuda_emu::event_is_live(event) ? cudaSuccess : cuda_emu::bad_event("cudaEventRecord");
+}
+cudaError_t cudaEventQuery(cudaEvent_t event) {
+  return cuda_emu::event_is_live(event) ? cudaSuccess : cuda_emu::bad_event("cudaEventQuery");
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+  return cuda_emu::event_is_live(event) ? cudaSuccess
+                                        : cuda_emu::bad_event("cudaEventSynchronize");
+}
+
 cudaError_t cudaGetLastError() {
   const cudaError_t e = cuda_emu::t_last.code;
   cuda_emu::t_last.code = cudaSuccess;
@@ -389,6 +437,10 @@ const char* cudaGetErrorName(cudaError_t error) {
       return "cudaErrorLaunchFailure";
     case cudaErrorNotSupported:
       return "cudaErrorNotSupported";
+    case cudaErrorInvalidResourceHandle:
+      return "cudaErrorInvalidResourceHandle";
+    case cudaErrorNotReady:
+      return "cudaErrorNotReady";
   }
   return "cudaErrorUnknown";
 }
@@ -428,6 +480,12 @@ const char* cudaGetErrorString(cudaError_t error) {
       break;
     case cudaErrorNotSupported:
       generic = "operation not supported";
+      break;
+    case cudaErrorInvalidResourceHandle:
+      generic = "invalid resource handle";
+      break;
+    case cudaErrorNotReady:
+      generic = "device not ready";
       break;
   }
   cuda_emu::LastError& last = cuda_emu::t_last;
