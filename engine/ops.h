@@ -30,10 +30,12 @@ CpuKernels cpu_kernels();
 // operands (activations, weights and incoming gradients) are rounded to bf16 and the
 // products summed in fp32, as bf16 tensor cores and PyTorch's autocast compute; everything
 // else (norms, softmax, the loss, biases and their gradients, the optimiser) stays fp32.
-// The CPU paths round the same operands the same way, so bf16 is tested everywhere. On
-// CUDA, BF16 runs the convolutions on v4 (bf16 tensor cores) whatever set_conv_algorithm
-// says. f64 tensors ignore it (gradient checks). Process-wide, config key `precision`.
-enum class Precision { F32, BF16 };
+// TF32: the same operands rounded to TF32 (kernels/tf32.h), as TF32 tensor cores and
+// PyTorch's allow_tf32 compute. The CPU paths round the same operands the same way, so
+// both are tested everywhere. On CUDA, BF16 runs the convolutions on v4 (bf16 tensor
+// cores) and TF32 on v3 (TF32 WMMA) whatever set_conv_algorithm says. f64 tensors ignore
+// it (gradient checks). Process-wide, config key `precision` (docs/precision.md).
+enum class Precision { F32, TF32, BF16 };
 void set_precision(Precision p);
 Precision precision();
 

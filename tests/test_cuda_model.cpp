@@ -189,25 +189,28 @@ TEST(CudaModel, CpuCheckpointResumesOnTheGpuWithTheSameGradients) {
   expect_gradients_close(gpu, cpu, 1e-4);
 }
 
-// precision bf16 on both devices, from the same trained weights: the GPU's convolutions run
-// on v4 (bf16 tensor cores), its linear layers on rounded operands, the CPU's on rounded
-// operands. Both round the same values the same way, so what differs is the fp32 summation
-// order (as in the fp32 test above, 1e-4) plus the rare activation that lies within that
-// ~1e-6 of a bf16 rounding boundary and rounds the other way on one device, moving by one
-// bf16 ulp (2^-8 to 2^-7 of itself): 1e-3 on the loss and each parameter's gradient to 1e-2
-// of its largest entry.
-TEST(CudaModel, Bf16StepsMatchTheCpuBf16Path) {
+// precision bf16 (and tf32) on both devices, from the same trained weights: the GPU's
+// convolutions run on v4 (bf16 tensor cores; v3, TF32 WMMA, for tf32), its linear layers on
+// rounded operands, the CPU's on rounded operands. Both round the same values the same way,
+// so what differs is the fp32 summation order (as in the fp32 test above, 1e-4) plus the
+// rare activation that lies within that ~1e-6 of a rounding boundary and rounds the other
+// way on one device, moving by one ulp (bf16: 2^-8 to 2^-7 of itself; TF32 8x less): 1e-3
+// on the loss and each parameter's gradient to 1e-2 of its largest entry.
+TEST(CudaModel, RoundedPrecisionStepsMatchTheCpuPath) {
   REQUIRE_GPU();
-  const std::string path = ::testing::TempDir() + "/cpu-bf16.safetensors";
-  ImageRun cpu(small_config("cpu", "bf16"));
-  for (int i = 0; i < 3; ++i) cpu.step();
-  cpu.save_checkpoint(path);
-  ImageRun gpu(small_config("cuda", "bf16"));
-  gpu.load_checkpoint(path);
-  const StepStats s_cpu = cpu.step(), s_gpu = gpu.step();
-  set_precision(Precision::F32);
-  EXPECT_NEAR(s_gpu.loss, s_cpu.loss, 1e-3 * s_cpu.loss);
-  expect_gradients_close(gpu, cpu, 1e-2);
+  for (const char* precision : {"bf16", "tf32"}) {
+    SCOPED_TRACE(precision);
+    const std::string path = ::testing::TempDir() + "/cpu-" + precision + ".safetensors";
+    ImageRun cpu(small_config("cpu", precision));
+    for (int i = 0; i < 3; ++i) cpu.step();
+    cpu.save_checkpoint(path);
+    ImageRun gpu(small_config("cuda", precision));
+    gpu.load_checkpoint(path);
+    const StepStats s_cpu = cpu.step(), s_gpu = gpu.step();
+    set_precision(Precision::F32);
+    EXPECT_NEAR(s_gpu.loss, s_cpu.loss, 1e-3 * s_cpu.loss);
+    expect_gradients_close(gpu, cpu, 1e-2);
+  }
 }
 
 TEST(CudaModel, GpuCheckpointResumesOnTheCpu) {

@@ -92,21 +92,31 @@ TEST(CudaOps, ElementwiseFamily) {
 }
 
 #if DDPM_WITH_CUDA
-// The bf16 rounding of matrix-product operands: the same bits on both devices (one integer
-// rounding per element), ties and values that round up to a new binade included.
-TEST(CudaOps, RoundToBf16IsTheCpusBitForBit) {
+// The bf16 and TF32 roundings of matrix-product operands: the same bits on both devices (one
+// integer rounding per element), ties and values that round up to a new binade included.
+TEST(CudaOps, OperandRoundingIsTheCpusBitForBit) {
   REQUIRE_GPU();
   std::vector<float> v = rnd({3, 5, 7, 65}, 1, 3.0).to_vector<float>();
-  for (float tie : {1.0f + 1.0f / 256, 1.0f + 3.0f / 256, -1.99999f, 3.4e38f, 1e-39f})
+  for (float tie : {1.0f + 1.0f / 256, 1.0f + 3.0f / 256, 1.0f + 1.0f / 2048, -1.99999f, 3.4e38f,
+                    1e-39f})
     v.push_back(tie);
   const Tensor x = Tensor::from_vector(Shape{static_cast<int64_t>(v.size())}, v);
-  std::vector<float> cpu(v.size());
-  cpu::round_to_bf16(x.numel(), x.data<float>(), cpu.data());
   const Tensor xg = x.to(Device::CUDA);
-  const Tensor yg = Tensor::empty(x.shape(), DType::F32, Device::CUDA);
-  cuda::round_to_bf16(x.numel(), xg.data<float>(), yg.data<float>());
-  EXPECT_EQ(yg.to(Device::CPU).to_vector<float>(), cpu);
-  EXPECT_NE(cpu, v);  // it did round
+  using Rounding = void (*)(int64_t, const float*, float*);
+  const struct {
+    const char* name;
+    Rounding cpu, gpu;
+  } roundings[] = {{"bf16", cpu::round_to_bf16, cuda::round_to_bf16},
+                   {"tf32", cpu::round_to_tf32, cuda::round_to_tf32}};
+  for (const auto& r : roundings) {
+    SCOPED_TRACE(r.name);
+    std::vector<float> cpu(v.size());
+    r.cpu(x.numel(), x.data<float>(), cpu.data());
+    const Tensor yg = Tensor::empty(x.shape(), DType::F32, Device::CUDA);
+    r.gpu(x.numel(), xg.data<float>(), yg.data<float>());
+    EXPECT_EQ(yg.to(Device::CPU).to_vector<float>(), cpu);
+    EXPECT_NE(cpu, v);  // it did round
+  }
 }
 #endif
 
@@ -414,6 +424,16 @@ TEST(CudaOps, Conv2dTensorCoreMatchesTheCpuWithinTf32Rounding) {
     test::expect_close_to_rms(gpu.out, cpu.out, 1e-2, "output");
     for (size_t k = 0; k < in.size(); ++k)
       test::expect_close_to_rms(gpu.grads[k], cpu.grads[k], 1e-2, "gradient of input " + std::to_string(k));
+    // Under Precision::TF32 the CPU rounds the operands as v3 does (cvt.rna, kernels/tf32.h),
+    // so only the fp32 summation order differs: ~1e-6 of the rms over K <= 4608 terms;
+    // 2e-5 would still catch a rounding rule that differs (truncation: ~1e-4, biased).
+    set_precision(Precision::TF32);
+    const DeviceRun cpu32 = run_on(Device::CPU, f, in), gpu32 = run_on(Device::CUDA, f, in);
+    set_precision(Precision::F32);
+    test::expect_close_to_rms(gpu32.out, cpu32.out, 2e-5, "output (tf32 on both)");
+    for (size_t k = 0; k < in.size(); ++k)
+      test::expect_close_to_rms(gpu32.grads[k], cpu32.grads[k], 2e-5,
+                                "gradient of input " + std::to_string(k) + " (tf32 on both)");
     stream += 3;
   }
   set_conv_algorithm(ConvAlgorithm::Tiled);

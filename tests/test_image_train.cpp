@@ -99,7 +99,7 @@ TEST(ImageTrain, ConfigErrorsNameTheKey) {
   expect_error([] { read_image_train_config(tiny_json({"cuda_attention=flash"}), "tiny.json"); },
                {"key 'cuda_attention'", "fused, straightforward"});
   expect_error([] { read_image_train_config(tiny_json({"precision=fp16"}), "tiny.json"); },
-               {"key 'precision'", "fp32, bf16"});
+               {"key 'precision'", "fp32, tf32, bf16"});
   expect_error([] { read_image_train_config(tiny_json({"cuda_autotune=\"yes\""}), "tiny.json"); },
                {"key 'cuda_autotune'"});
   expect_error([] { read_image_train_config(tiny_json({"fused_loss=\"yes\""}), "tiny.json"); },

@@ -1,28 +1,57 @@
-// Precision::BF16 on the CPU: the convolution and linear ops multiply bf16-rounded operands
-// (bit for bit what the f32 ops give on operands rounded beforehand, with both CPU kernel
-// sets) while the bias gradients sum the fp32 incoming gradient; and a U-Net step in bf16
-// stays within the bound bf16 rounding allows of the same step in fp32.
+// Precision::BF16 and TF32 on the CPU: the convolution and linear ops multiply rounded
+// operands (bit for bit what the f32 ops give on operands rounded beforehand, with both CPU
+// kernel sets) while the bias gradients sum the fp32 incoming gradient; and a U-Net step in
+// bf16 or TF32 stays within the bound its rounding allows of the same step in fp32. The
+// rounding functions themselves against hand-worked bit patterns.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
+#include <limits>
 #include <string>
 #include <vector>
 
 #include "engine/file_io.h"
 #include "engine/ops.h"
 #include "kernels/bf16.h"
+#include "kernels/tf32.h"
 #include "models/unet/image_train.h"
 #include "tests/test_util.h"
 
 namespace ddpm {
 namespace {
 
-Tensor rounded(const Tensor& t) {
+const char* name(Precision p) { return p == Precision::BF16 ? "bf16" : "tf32"; }
+
+Tensor rounded(const Tensor& t, Precision p) {
   std::vector<float> v = t.to_vector<float>();
-  for (float& e : v) e = round_to_bf16(e);
+  for (float& e : v) e = p == Precision::BF16 ? round_to_bf16(e) : round_to_tf32(e);
   return Tensor::from_vector(t.shape(), v);
+}
+
+float from_bits(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// TF32 keeps 10 of fp32's 23 stored mantissa bits and rounds to nearest, ties away from zero
+// (cvt.rna.tf32.f32): below half of the dropped 2^13 goes down, half and above goes up, for
+// either sign; infinities and NaN pass; the largest finite floats round up to infinity.
+TEST(Precision, Tf32RoundsToNearestTiesAwayFromZero) {
+  EXPECT_EQ(round_to_tf32(from_bits(0x3f800fffu)), from_bits(0x3f800000u));  // below half
+  EXPECT_EQ(round_to_tf32(from_bits(0x3f801000u)), from_bits(0x3f802000u));  // a tie: away
+  EXPECT_EQ(round_to_tf32(from_bits(0x3f803000u)), from_bits(0x3f804000u));  // tie, odd: away
+  EXPECT_EQ(round_to_tf32(from_bits(0xbf801000u)), from_bits(0xbf802000u));  // negative tie
+  EXPECT_EQ(round_to_tf32(1.0f + 1.0f / 1024), 1.0f + 1.0f / 1024);  // representable: kept
+  EXPECT_EQ(round_to_tf32(from_bits(0x7f7fffffu)), std::numeric_limits<float>::infinity());
+  EXPECT_EQ(round_to_tf32(-std::numeric_limits<float>::infinity()),
+            -std::numeric_limits<float>::infinity());
+  EXPECT_TRUE(std::isnan(round_to_tf32(std::nanf(""))));
+  // bf16 for contrast: ties to even (0x3f808000 is a tie between 0x3f80 and 0x3f81: even)
+  EXPECT_EQ(round_to_bf16(from_bits(0x3f808000u)), from_bits(0x3f800000u));
 }
 
 struct OpRun {
@@ -44,13 +73,14 @@ OpRun run_op(Precision p, Op op, const Tensor& x0, const Tensor& w0, const Tenso
 }
 
 template <class Op>
-void expect_bf16_is_rounded_f32(Op op, const Shape& xs, const Shape& ws, const Shape& ys) {
+void expect_rounded_f32(Precision p, Op op, const Shape& xs, const Shape& ws, const Shape& ys) {
+  SCOPED_TRACE(name(p));
   const Tensor x = test::random_tensor(xs, 1, DType::F32);
   const Tensor w = test::random_tensor(ws, 2, DType::F32, 0.1);
   const Tensor b = test::random_tensor({ws.last()}, 3, DType::F32);
   const Tensor r = test::random_tensor(ys, 4, DType::F32);
-  const OpRun bf16 = run_op(Precision::BF16, op, x, w, b, r);
-  const OpRun pre = run_op(Precision::F32, op, rounded(x), rounded(w), b, rounded(r));
+  const OpRun bf16 = run_op(p, op, x, w, b, r);  // (or tf32)
+  const OpRun pre = run_op(Precision::F32, op, rounded(x, p), rounded(w, p), b, rounded(r, p));
   const OpRun f32 = run_op(Precision::F32, op, x, w, b, r);
   EXPECT_EQ(bf16.y, pre.y);
   EXPECT_EQ(bf16.dx, pre.dx);
@@ -66,18 +96,22 @@ void expect_bf16_is_rounded_f32(Op op, const Shape& xs, const Shape& ws, const S
   EXPECT_NE(bf16.y, f32.y);    // and the rounding is real
 }
 
-TEST(Precision, Bf16ConvolutionAndLinearMultiplyRoundedOperands) {
+TEST(Precision, ConvolutionAndLinearMultiplyRoundedOperands) {
   for (CpuKernels k : {CpuKernels::Reference, CpuKernels::Fast}) {
     if (k == CpuKernels::Fast && !cpu_fast_kernels_built()) continue;
     SCOPED_TRACE(k == CpuKernels::Fast ? "fast kernels" : "reference kernels");
     set_cpu_kernels(k);
     const Conv2dParams p = Conv2dParams::same(3);
-    expect_bf16_is_rounded_f32(
-        [p](const Tensor& x, const Tensor& w, const Tensor& b) { return conv2d(x, w, b, p); },
-        Shape{2, 6, 5, 7}, Shape{3, 3, 7, 9}, Shape{2, 6, 5, 9});
-    expect_bf16_is_rounded_f32(
-        [](const Tensor& x, const Tensor& w, const Tensor& b) { return linear(x, w, b); },
-        Shape{5, 3, 12}, Shape{12, 10}, Shape{5, 3, 10});
+    for (const Precision precision : {Precision::BF16, Precision::TF32}) {
+      expect_rounded_f32(
+          precision,
+          [p](const Tensor& x, const Tensor& w, const Tensor& b) { return conv2d(x, w, b, p); },
+          Shape{2, 6, 5, 7}, Shape{3, 3, 7, 9}, Shape{2, 6, 5, 9});
+      expect_rounded_f32(
+          precision,
+          [](const Tensor& x, const Tensor& w, const Tensor& b) { return linear(x, w, b); },
+          Shape{5, 3, 12}, Shape{12, 10}, Shape{5, 3, 10});
+    }
   }
   set_cpu_kernels(cpu_fast_kernels_built() ? CpuKernels::Fast : CpuKernels::Reference);
 }
@@ -97,7 +131,8 @@ TEST(Precision, F64IgnoresIt) {
 // So: the loss to 1e-2 relative, and each parameter's gradient to 5e-2 of its rms (the
 // measured worst is printed). A missing rounding gives 0 difference, which the last check
 // rejects; a wrong product is off by the gradient itself. Measured: loss 0.139489 vs
-// 0.139488, worst parameter 1.6e-2 of its rms.
+// 0.139488, worst parameter 1.6e-2 of its rms. TF32's unit roundoff is 2^-11, 8x smaller:
+// the bounds scale with it.
 ImageTrainConfig tiny(const std::string& precision) {
   nlohmann::json j = load_json_file(std::string(DDPM_SOURCE_DIR) + "/configs/tiny.json");
   for (const char* o : {"base_channels=8", "groups=4", "batch_size=4", "dropout=0"})
@@ -106,7 +141,7 @@ ImageTrainConfig tiny(const std::string& precision) {
   return read_image_train_config(j, "tiny.json (test)");
 }
 
-TEST(Precision, Bf16StepStaysWithinRoundingOfTheFp32Step) {
+TEST(Precision, ARoundedStepStaysWithinRoundingOfTheFp32Step) {
   const std::string path = ::testing::TempDir() + "/precision.safetensors";
   {
     ImageRun warm(tiny("fp32"));
@@ -116,12 +151,15 @@ TEST(Precision, Bf16StepStaysWithinRoundingOfTheFp32Step) {
   ImageRun f32(tiny("fp32"));
   f32.load_checkpoint(path);
   const StepStats s32 = f32.step();
-  ImageRun b16(tiny("bf16"));
+  const std::vector<float> g32 = f32.store().flat_grad().to_vector<float>();
+  for (const Precision prec : {Precision::BF16, Precision::TF32}) {
+  SCOPED_TRACE(name(prec));
+  const double scale = prec == Precision::BF16 ? 1.0 : 1.0 / 8;  // unit roundoff / 2^-8
+  ImageRun b16(tiny(name(prec)));
   b16.load_checkpoint(path);
   const StepStats s16 = b16.step();
   set_precision(Precision::F32);
-  EXPECT_NEAR(s16.loss, s32.loss, 1e-2 * s32.loss);
-  const std::vector<float> g32 = f32.store().flat_grad().to_vector<float>();
+  EXPECT_NEAR(s16.loss, s32.loss, scale * 1e-2 * s32.loss);
   const std::vector<float> g16 = b16.store().flat_grad().to_vector<float>();
   const auto& params = f32.store().parameters();
   double worst = 0, total_diff = 0;
@@ -136,11 +174,12 @@ TEST(Precision, Bf16StepStaysWithinRoundingOfTheFp32Step) {
     const double rel = std::sqrt(diff / sq);
     worst = std::max(worst, rel);
     total_diff += diff;
-    EXPECT_LT(rel, 5e-2) << "parameter " << p << " " << params[p].describe();
+    EXPECT_LT(rel, scale * 5e-2) << "parameter " << p << " " << params[p].describe();
   }
-  std::printf("bf16 vs fp32 step: loss %.6f vs %.6f, worst parameter gradient off by %.2e of "
-              "its rms\n", s16.loss, s32.loss, worst);
-  EXPECT_GT(total_diff, 0.0) << "the bf16 step computed exactly the fp32 step";
+  std::printf("%s vs fp32 step: loss %.6f vs %.6f, worst parameter gradient off by %.2e of "
+              "its rms\n", name(prec), s16.loss, s32.loss, worst);
+  EXPECT_GT(total_diff, 0.0) << "the rounded step computed exactly the fp32 step";
+  }
 }
 
 }  // namespace

@@ -32,6 +32,7 @@ ConvAlgorithm conv_algorithm() { return g_algorithm; }
 namespace {
 cuda::ConvAlgo cuda_algo() {
   if (precision() == Precision::BF16) return cuda::ConvAlgo::Bf16TensorCore;
+  if (precision() == Precision::TF32) return cuda::ConvAlgo::TensorCore;  // v3 rounds to TF32
   switch (g_algorithm) {
     case ConvAlgorithm::Naive: return cuda::ConvAlgo::Naive;
     case ConvAlgorithm::TensorCore: return cuda::ConvAlgo::TensorCore;
@@ -110,8 +111,8 @@ Tensor conv2d_add(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2
                                                                << y_shape.str());
   }
   Tensor y = Tensor::empty(y_shape, x.dtype(), x.device());
-  // The CPU kernels get bf16-rounded operands under Precision::BF16; the CUDA v4 kernel
-  // rounds them itself (and adds v and r in its epilogue).
+  // The CPU kernels get rounded operands under Precision::BF16 / TF32; the CUDA kernels
+  // (v4 / v3) round them themselves (v4 also adds v and r in its epilogue).
   const bool on_cpu = x.device() == Device::CPU;
   const Tensor x_op = on_cpu ? detail::matmul_operand(x) : x;
   const Tensor w_op = on_cpu ? detail::matmul_operand(w) : w;
@@ -141,7 +142,7 @@ Tensor conv2d_add(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2
       if (!dx.defined() && !dw.defined() && !db.defined()) return;
       // Under bf16 the data and weight gradients multiply rounded operands and the bias
       // gradient sums the fp32 incoming gradient (what v4 does): two calls.
-      const bool split = detail::rounds_to_bf16(x) && x.device() == Device::CPU;
+      const bool split = detail::rounds_operands(x) && x.device() == Device::CPU;
       const Tensor xo = split ? detail::matmul_operand(x) : x;
       const Tensor wo = split ? detail::matmul_operand(w) : w;
       const Tensor go = split ? detail::matmul_operand(g[0]) : g[0];

@@ -24,8 +24,8 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
           "op 'linear': b " << b.describe() << " must be (" << s.n << ")");
   }
   Tensor y = Tensor::empty(x.shape().with_last(s.n), x.dtype(), x.device());
-  // Under Precision::BF16 every path multiplies bf16-rounded operands in fp32 (exact
-  // products, fp32 sums: the numbers of a bf16 GEMM; not yet its speed on CUDA).
+  // Under Precision::BF16 / TF32 every path multiplies rounded operands in fp32 (exact
+  // products, fp32 sums: the numbers of a bf16 / TF32 GEMM; not yet its speed on CUDA).
   const Tensor xo = detail::matmul_operand(x), wo = detail::matmul_operand(w);
   dispatch("linear", x, [&](auto tag) {
     using T = decltype(tag);
@@ -43,7 +43,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
       Tensor dx = detail::grad_or_null(gx), dw = detail::grad_or_null(gw),
              db = detail::grad_or_null(gb);
       // bf16: dx and dw from rounded operands, db from the fp32 incoming gradient
-      const bool split = detail::rounds_to_bf16(x);
+      const bool split = detail::rounds_operands(x);
       const Tensor x_op = detail::matmul_operand(x), w_op = detail::matmul_operand(w),
                    g_op = detail::matmul_operand(g[0]);
       const Tensor db_with_products = split ? Tensor() : db;

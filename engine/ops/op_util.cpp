@@ -71,17 +71,21 @@ void check_ndim(const char* op, const char* name, const Tensor& x, int ndim) {
                                          << " dimensions, got " << x.describe());
 }
 
-bool rounds_to_bf16(const Tensor& t) {
-  return precision() == Precision::BF16 && t.dtype() == DType::F32;
+bool rounds_operands(const Tensor& t) {
+  return precision() != Precision::F32 && t.dtype() == DType::F32;
 }
 
 Tensor matmul_operand(const Tensor& t) {
-  if (!rounds_to_bf16(t)) return t;
+  if (!rounds_operands(t)) return t;
   Tensor r = Tensor::empty(t.shape(), DType::F32, t.device());
+  const bool bf16 = precision() == Precision::BF16;
+  const int64_t n = t.numel();
+  const float* x = t.data<float>();
+  float* y = r.data<float>();
   if (t.device() == Device::CUDA) {
-    DDPM_CUDA_ONLY(cuda::round_to_bf16(t.numel(), t.data<float>(), r.data<float>()));
+    DDPM_CUDA_ONLY(bf16 ? cuda::round_to_bf16(n, x, y) : cuda::round_to_tf32(n, x, y));
   } else {
-    cpu::round_to_bf16(t.numel(), t.data<float>(), r.data<float>());
+    bf16 ? cpu::round_to_bf16(n, x, y) : cpu::round_to_tf32(n, x, y);
   }
   return r;
 }

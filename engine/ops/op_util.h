@@ -85,9 +85,9 @@ inline Tensor cuda_workspace(int64_t floats) {
 // column sums of g (per sample when s.per_sample). engine/ops/elementwise.cpp.
 void broadcast_add_grad(const BroadcastShape& s, const Tensor& g, const Tensor& dv);
 
-// Under Precision::BF16, an f32 operand of a matrix product rounded to bf16 (a new tensor on
-// the same device); otherwise t itself.
-bool rounds_to_bf16(const Tensor& t);
+// Under Precision::BF16 / TF32, an f32 operand of a matrix product rounded to bf16 / TF32 (a
+// new tensor on the same device); under F32, t itself.
+bool rounds_operands(const Tensor& t);
 Tensor matmul_operand(const Tensor& t);
 
 // The gradient buffer of a slot, or an undefined tensor when that input needs no gradient.

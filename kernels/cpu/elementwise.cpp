@@ -1,6 +1,7 @@
 #include "kernels/cpu/elementwise.h"
 
 #include "kernels/bf16.h"
+#include "kernels/tf32.h"
 
 #include <cmath>
 
@@ -137,6 +138,11 @@ INSTANTIATE(double)
 void round_to_bf16(int64_t n, const float* x, float* y) {
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) y[i] = ::ddpm::round_to_bf16(x[i]);
+}
+
+void round_to_tf32(int64_t n, const float* x, float* y) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) y[i] = ::ddpm::round_to_tf32(x[i]);
 }
 
 }  // namespace ddpm::cpu

@@ -42,5 +42,8 @@ template <class T> void silu_backward(int64_t n, const T* x, const T* dy, T* dx)
 // y = x rounded to the nearest bf16 value (kernels/bf16.h), kept as f32: the operands of
 // matrix products under Precision::BF16.
 void round_to_bf16(int64_t n, const float* x, float* y);
+// y = x rounded to the nearest TF32 value, ties away from zero (kernels/tf32.h), under
+// Precision::TF32.
+void round_to_tf32(int64_t n, const float* x, float* y);
 
 }  // namespace ddpm::cpu

@@ -8,6 +8,7 @@
 #include "engine/cuda_check.h"
 #include "kernels/cuda/column_sum.cuh"
 #include "kernels/bf16.h"
+#include "kernels/tf32.h"
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/rounding.h"
@@ -74,6 +75,9 @@ __global__ void silu_kernel(int64_t n, const float* x, float* y) {
 __global__ void round_to_bf16_kernel(int64_t n, const float* x, float* y) {
   DDPM_GRID_STRIDE(i, n) y[i] = ::ddpm::round_to_bf16(x[i]);
 }
+__global__ void round_to_tf32_kernel(int64_t n, const float* x, float* y) {
+  DDPM_GRID_STRIDE(i, n) y[i] = ::ddpm::round_to_tf32(x[i]);
+}
 __global__ void silu_backward_kernel(int64_t n, const float* x, const float* dy, float* dx) {
   DDPM_GRID_STRIDE(i, n) {
     const float sig = 1.0f / (1.0f + expf(-x[i]));
@@ -124,6 +128,7 @@ void silu_backward(int64_t n, const float* x, const float* dy, float* dx) {
   LAUNCH(silu_backward_kernel, n, n, x, dy, dx);
 }
 void round_to_bf16(int64_t n, const float* x, float* y) { LAUNCH(round_to_bf16_kernel, n, n, x, y); }
+void round_to_tf32(int64_t n, const float* x, float* y) { LAUNCH(round_to_tf32_kernel, n, n, x, y); }
 
 #undef LAUNCH
 

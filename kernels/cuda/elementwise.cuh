@@ -30,5 +30,7 @@ void silu_backward(int64_t n, const float* x, const float* dy, float* dx);
 // y = x rounded to the nearest bf16 value (kernels/bf16.h), kept as fp32: the operands of
 // bf16 matrix products (engine precision bf16).
 void round_to_bf16(int64_t n, const float* x, float* y);
+// y = x rounded to the nearest TF32 value, ties away from zero (kernels/tf32.h).
+void round_to_tf32(int64_t n, const float* x, float* y);
 
 }  // namespace ddpm::cuda

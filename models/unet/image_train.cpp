@@ -122,8 +122,10 @@ ImageTrainConfig read_image_train_config(const nlohmann::json& json, const std::
                 : conv == "bf16_tensor_core" ? ConvAlgorithm::Bf16TensorCore
                                              : ConvAlgorithm::Tiled;
   c.cuda_autotune = r.boolean("cuda_autotune", c.cuda_autotune);
-  c.precision = r.choice("precision", "fp32", {"fp32", "bf16"}) == "bf16" ? Precision::BF16
-                                                                        : Precision::F32;
+  const std::string precision = r.choice("precision", "fp32", {"fp32", "tf32", "bf16"});
+  c.precision = precision == "bf16"   ? Precision::BF16
+                : precision == "tf32" ? Precision::TF32
+                                      : Precision::F32;
   c.cuda_attention = r.choice("cuda_attention", "fused", {"fused", "straightforward"}) == "fused"
                          ? AttentionAlgorithm::Fused
                          : AttentionAlgorithm::Straightforward;

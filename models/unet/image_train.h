@@ -9,8 +9,9 @@
 //   keep_checkpoints, out_dir, device "cpu" | "cuda" | "auto" (the GPU when there is one),
 //   cpu_kernels "fast" | "reference", cuda_conv "tiled" (fp32, default) | "tensor_core" (TF32) |
 //   "bf16_tensor_core" (v4: bf16 operands, fp32 accumulation) | "naive",
-//   precision "fp32" (default) | "bf16" (convolution and linear operands rounded to bf16,
-//   fp32 sums; on CUDA the convolutions then run on v4 whatever cuda_conv says),
+//   precision "fp32" (default) | "tf32" | "bf16" (convolution and linear operands rounded to
+//   TF32 / bf16, fp32 sums; on CUDA the convolutions then run on v3 / v4 whatever cuda_conv
+//   says; docs/precision.md),
 //   cuda_autotune (v4's block shapes timed per layer on first use; same results),
 //   cuda_attention "fused" (default) | "straightforward".
 // Outputs under out_dir (models/run_folder.h has the folder's rules: one trainer at a time,
