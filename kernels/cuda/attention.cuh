@@ -1,8 +1,10 @@
-// CUDA multi-head self-attention, two versions side by side, same contract as
+// CUDA multi-head self-attention, three versions side by side, same contract as
 // kernels/cpu/attention.h (f32; forward writes out and lse, backward accumulates into dqkv):
-//   attention.cu        straightforward: scores, softmax and the value product as separate
-//                       steps, the L x L matrix in a caller-provided workspace;
-//   attention_fused.cu  fused: online softmax, the L x L matrix never leaves the chip.
+//   attention.cu             straightforward: scores, softmax and the value product as
+//                            separate steps, the L x L matrix in a caller-provided workspace;
+//   attention_fused.cu       fused: online softmax, the L x L matrix never leaves the chip;
+//   attention_flash_bf16.cu  the fused forward on bf16 tensor cores (mma.sync), one warp per
+//                            16 query rows, S and P in registers (forward only, so far).
 #pragma once
 
 #include "kernels/shapes.h"
@@ -20,5 +22,11 @@ void attention_backward(const AttentionShape& s, const float* qkv, const float* 
 void attention_fused_forward(const AttentionShape& s, const float* qkv, float* out, float* lse);
 void attention_fused_backward(const AttentionShape& s, const float* qkv, const float* out,
                               const float* lse, const float* dout, float* dqkv, float* delta);
+
+// bf16 flash forward: q, k, v and P rounded to bf16, fp32 softmax statistics and
+// accumulators. Head dims 32, 64, 128, 256 (supports()); sm_80 or later; qkv 16-byte aligned.
+bool attention_flash_bf16_supports(const AttentionShape& s);
+void attention_flash_bf16_forward(const AttentionShape& s, const float* qkv, float* out,
+                                  float* lse);
 
 }  // namespace ddpm::cuda

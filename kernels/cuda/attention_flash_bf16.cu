@@ -1,0 +1,244 @@
+// Self-attention forward on bf16 tensor cores (FlashAttention-2's forward on mma.sync): the
+// third version, after the straightforward one (attention.cu: three steps, the L x L matrix
+// in DRAM) and the fused fp32 one (attention_fused.cu: online softmax on CUDA cores, dot
+// products from shared memory). Same contract: f32 packed qkv (B, L, 3C), out (B, L, C),
+// lse (B, H, L). Read the three side by side.
+//
+// What changes from the fused version, and why:
+//  1. The two matrix products run on tensor cores (mma.sync.m16n8k16, bf16 operands, fp32
+//     accumulation; kernels/cuda/ptx.cuh has the fragment layouts): S = Q K^T and O += P V.
+//     q, k and v are rounded to bf16 (nearest even, kernels/bf16.h) as they are staged into
+//     shared memory; P is rounded to bf16 as it becomes the A operand of P V. Softmax
+//     statistics (row max m, row sum l), S, and O stay fp32.
+//  2. Work is split by warps, not by threads: a block of 4 warps owns 64 query rows, each
+//     warp 16 of them, and a warp's S tile (16 x kBc), its softmax and its O (16 x D) never
+//     leave its registers. No shared memory for S or P, no barrier inside the softmax.
+//  3. P goes from the S accumulators straight into A fragments: the accumulator layout of
+//     two adjacent 8-key n-tiles is exactly the A layout of one 16-key k-chunk (d[0..1] =
+//     D[g][2t..], d[2..3] = D[g+8][2t..] against a[0] = A[g][2t..], a[1] = A[g+8][2t..],
+//     a[2], a[3] the same 8 keys on), so P is packed to bf16 pairs in registers.
+//  4. Fragments come from shared memory by ldmatrix: Q and K row-major (K's rows are the
+//     columns of K^T: the "col" B operand without a transpose), V through ldmatrix.trans
+//     (B = V needs consecutive keys in one register). Rows are padded by 8 bf16 (16 bytes),
+//     so the 8 row addresses of one 8x8 matrix fall in 8 different 16-byte bank groups.
+//
+// Per key tile (kBc keys), warp w (query rows 16w..16w+15 of the block), lane (g = lane/4,
+// t = lane%4; the lane holds rows g and g+8):
+//   S = Q K^T * scale           (D/16 k-steps x kBc/8 n-tiles of mma)
+//   keys >= L: S = -inf          (partial last tile)
+//   m_new = max(m, rowmax S)     (the row's 4 lanes agree through two shuffles)
+//   P = exp(S - m_new);  c = exp(m - m_new);  l = l c + rowsum P;  O = O c + bf16(P) V
+// and at the end out = O / l, lse = m + log l.
+//
+// Launch constants: 4 warps (64 query rows per block: enough rows per K/V tile to reuse
+// each staged tile 4 times, few enough registers for O at D = 256: 128 floats per thread);
+// kBc = 64 keys per tile, 32 at D = 256 (its S then needs 16 floats instead of 32, keeping
+// the thread under 255 registers; ptxas sm_90: 75 / 98 / 129 / 168 registers at D = 32 / 64 /
+// 128 / 256, no spills). Shared memory: (64 + 2 kBc) rows of D + 8 bf16: 15 / 26 / 52 / 66 KB.
+//
+// Not yet here (issue 15): the backward (the fp32 fused backward serves training), cp.async
+// double buffering of K/V (loads are f32 -> bf16 conversions through registers), and use by
+// the engine's attention op; kernel-bench times it beside the fp32 versions.
+#include <cmath>
+
+#include "engine/check.h"
+#include "engine/cuda_check.h"
+#include "kernels/bf16.h"
+#include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/device_info.cuh"
+#include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/ptx.cuh"
+
+namespace ddpm::cuda {
+
+namespace {
+
+constexpr int kWarps = 4;
+constexpr int kRows = 16 * kWarps;  // query rows per block
+constexpr int kPad = 8;             // bf16 per row of padding (16 bytes)
+
+template <int D>
+struct FlashTiles {
+  static constexpr int kBc = D >= 256 ? 32 : 64;  // keys per tile
+  static constexpr int kLd = D + kPad;            // bf16 per shared-memory row
+  static constexpr size_t kSmemBytes = size_t(kRows + 2 * kBc) * kLd * sizeof(uint16_t);
+};
+
+// Two floats as a bf16 pair in one register, the lower element first (mma's operand order).
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+  return static_cast<uint32_t>(bf16_bits_from_float(lo)) |
+         (static_cast<uint32_t>(bf16_bits_from_float(hi)) << 16);
+}
+
+// Rows [0, rows) of a tile from global f32 (row r at src + r * stride, D floats, 16-byte
+// aligned) into shared bf16 rows of kLd; rows [rows, tile_rows) zero. float4 loads: a warp
+// reads 512 contiguous bytes of a row.
+template <int D>
+__device__ void stage_rows(uint16_t* dst, int tile_rows, const float* src, int64_t stride,
+                           int rows) {
+  constexpr int kQuads = D / 4;
+  for (int e = threadIdx.x; e < tile_rows * kQuads; e += blockDim.x) {
+    const int r = e / kQuads, c = 4 * (e % kQuads);
+    float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (r < rows) v = *reinterpret_cast<const float4*>(src + r * stride + c);
+    uint32_t* d = reinterpret_cast<uint32_t*>(dst + r * FlashTiles<D>::kLd + c);
+    d[0] = pack_bf16(v.x, v.y);
+    d[1] = pack_bf16(v.z, v.w);
+  }
+}
+
+__device__ __forceinline__ float quad_max(float v) {  // over the 4 lanes of one row (same g)
+  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+__device__ __forceinline__ float quad_sum(float v) {
+  v += __shfl_xor_sync(0xffffffffu, v, 1);
+  return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+
+// grid (ceil(L / 64), B * H), 128 threads, FlashTiles<D>::kSmemBytes of shared memory.
+template <int D>
+__global__ void __launch_bounds__(32 * kWarps)
+flash_forward_bf16(AttentionShape s, float scale, const float* qkv, float* out, float* lse) {
+#if DDPM_HAS_SM80_TENSOR_CORES
+  using T = FlashTiles<D>;
+  constexpr int kBc = T::kBc, kLd = T::kLd;
+  constexpr int kNT = kBc / 8;  // 8-key n-tiles of S per warp
+  constexpr int kDT = D / 8;    // 8-channel n-tiles of O per warp
+  DDPM_DYNAMIC_SHARED(uint16_t, smem);
+  uint16_t* const q_s = smem;                // [kRows][kLd]
+  uint16_t* const k_s = q_s + kRows * kLd;   // [kBc][kLd]
+  uint16_t* const v_s = k_s + kBc * kLd;     // [kBc][kLd]
+
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
+  const int q8 = lane / 8, i8 = lane % 8;  // ldmatrix: this lane addresses row i8 of matrix q8
+  const int64_t bh = blockIdx.y, b = bh / s.heads, h = bh % s.heads;
+  const int64_t i0 = static_cast<int64_t>(blockIdx.x) * kRows;
+  const int64_t stride = 3 * s.c;
+  const float* const base = qkv + b * s.l * stride + h * D;  // token 0's q of head h
+  stage_rows<D>(q_s, kRows, base + i0 * stride, stride,
+                static_cast<int>(s.l - i0 < kRows ? s.l - i0 : kRows));
+
+  float o[kDT][4] = {};                    // O rows g, g+8 of this warp: [n-tile][d0..d3]
+  float m[2] = {-INFINITY, -INFINITY};     // running max of rows g, g+8
+  float l[2] = {0.0f, 0.0f};               // running sum (this lane's columns only)
+  const int row0 = 16 * warp;              // the warp's first row in the block's tile
+
+  for (int64_t j0 = 0; j0 < s.l; j0 += kBc) {
+    const int keys = static_cast<int>(s.l - j0 < kBc ? s.l - j0 : kBc);
+    __syncthreads();  // every warp is done with the previous K and V (and Q is staged)
+    stage_rows<D>(k_s, kBc, base + j0 * stride + s.c, stride, keys);
+    stage_rows<D>(v_s, kBc, base + j0 * stride + 2 * s.c, stride, keys);
+    __syncthreads();
+
+    // S = Q K^T: A = 16 rows of Q at k-chunk kk; B = two 8-key n-tiles of K per ldmatrix.
+    float sc[kNT][4] = {};
+    for (int kk = 0; kk < D; kk += 16) {
+      uint32_t a[4];
+      ptx::ldmatrix_x4(a, q_s + (row0 + lane % 16) * kLd + kk + 8 * (lane / 16));
+      for (int n = 0; n < kNT; n += 2) {
+        uint32_t r[4];  // matrix q8: keys 8n + 8 (q8 >> 1), channels kk + 8 (q8 & 1)
+        ptx::ldmatrix_x4(r, k_s + (8 * n + 8 * (q8 >> 1) + i8) * kLd + kk + 8 * (q8 & 1));
+        const uint32_t b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
+        ptx::mma_bf16_16816(sc[n], a, b0);
+        ptx::mma_bf16_16816(sc[n + 1], a, b1);
+      }
+    }
+
+    // Online softmax over this tile, rows g (e = 0, 1) and g + 8 (e = 2, 3).
+    float tile_max[2] = {-INFINITY, -INFINITY};
+    for (int n = 0; n < kNT; ++n)
+      for (int e = 0; e < 4; ++e) {
+        const int key = 8 * n + 2 * t + (e & 1);
+        sc[n][e] = key < keys ? sc[n][e] * scale : -INFINITY;
+        tile_max[e / 2] = fmaxf(tile_max[e / 2], sc[n][e]);
+      }
+    float corr[2];
+    for (int r = 0; r < 2; ++r) {
+      const float m_new = fmaxf(m[r], quad_max(tile_max[r]));  // finite: key j0 exists
+      corr[r] = expf(m[r] - m_new);  // 0 on the first tile (m = -inf)
+      m[r] = m_new;
+      l[r] *= corr[r];
+    }
+    for (int n = 0; n < kNT; ++n)
+      for (int e = 0; e < 4; ++e) {
+        sc[n][e] = expf(sc[n][e] - m[e / 2]);  // masked keys: exp(-inf) = 0
+        l[e / 2] += sc[n][e];
+      }
+    for (int dn = 0; dn < kDT; ++dn)
+      for (int e = 0; e < 4; ++e) o[dn][e] *= corr[e / 2];
+
+    // O += P V: A = P's 16-key chunk c from n-tiles 2c, 2c+1; B = V via ldmatrix.trans.
+    for (int c = 0; c < kNT / 2; ++c) {
+      const uint32_t a[4] = {pack_bf16(sc[2 * c][0], sc[2 * c][1]),
+                             pack_bf16(sc[2 * c][2], sc[2 * c][3]),
+                             pack_bf16(sc[2 * c + 1][0], sc[2 * c + 1][1]),
+                             pack_bf16(sc[2 * c + 1][2], sc[2 * c + 1][3])};
+      for (int dn = 0; dn < kDT; dn += 2) {
+        uint32_t r[4];  // matrix q8: keys 16c + 8 (q8 & 1), channels 8 dn + 8 (q8 >> 1)
+        ptx::ldmatrix_x4_trans(r, v_s + (16 * c + 8 * (q8 & 1) + i8) * kLd + 8 * dn +
+                                      8 * (q8 >> 1));
+        const uint32_t b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
+        ptx::mma_bf16_16816(o[dn], a, b0);
+        ptx::mma_bf16_16816(o[dn + 1], a, b1);
+      }
+    }
+  }
+
+  // out = O / l, lse = m + log l; l summed over the row's 4 lanes first.
+  for (int r = 0; r < 2; ++r) {
+    l[r] = quad_sum(l[r]);
+    const int64_t i = i0 + row0 + g + 8 * r;
+    if (i >= s.l) continue;
+    float* const dst = out + (b * s.l + i) * s.c + h * D;
+    for (int dn = 0; dn < kDT; ++dn) {
+      const float2 v = make_float2(o[dn][2 * r] / l[r], o[dn][2 * r + 1] / l[r]);
+      *reinterpret_cast<float2*>(dst + 8 * dn + 2 * t) = v;
+    }
+    if (t == 0) lse[bh * s.l + i] = m[r] + logf(l[r]);
+  }
+#endif
+}
+
+template <int D>
+void launch_flash(const AttentionShape& s, const float* qkv, float* out, float* lse) {
+  constexpr size_t bytes = FlashTiles<D>::kSmemBytes;
+  if (bytes > 48 * 1024)  // beyond the default: opt in (every sm_80+ device has >= 163 KB)
+    CUDA_CHECK(cudaFuncSetAttribute(flash_forward_bf16<D>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    static_cast<int>(bytes)));
+  const dim3 grid(static_cast<unsigned>((s.l + kRows - 1) / kRows),
+                  static_cast<unsigned>(s.b * s.heads));
+  DDPM_LAUNCH(flash_forward_bf16<D>, grid, 32 * kWarps, bytes)(
+      s, 1.0f / sqrtf(static_cast<float>(D)), qkv, out, lse);
+}
+
+}  // namespace
+
+bool attention_flash_bf16_supports(const AttentionShape& s) {
+  const int64_t d = s.head_dim();
+  return (d == 32 || d == 64 || d == 128 || d == 256) && s.c % s.heads == 0;
+}
+
+void attention_flash_bf16_forward(const AttentionShape& s, const float* qkv, float* out,
+                                  float* lse) {
+  CHECK(attention_flash_bf16_supports(s),
+        "bf16 flash attention: head dim " << s.head_dim() << " (C " << s.c << ", " << s.heads
+                                          << " heads) is not 32, 64, 128 or 256");
+  CHECK(reinterpret_cast<uintptr_t>(qkv) % 16 == 0 && reinterpret_cast<uintptr_t>(out) % 8 == 0,
+        "bf16 flash attention: qkv must be 16-byte and out 8-byte aligned (float4 / float2 "
+        "accesses)");
+  CHECK(s.b * s.heads <= 65535,
+        "bf16 flash attention: batch x heads = " << s.b * s.heads << " exceeds the grid's 65535");
+  CHECK(compute_capability() >= 80, "bf16 flash attention needs sm_80 or later, this device is sm_"
+                                        << compute_capability());
+  if (s.b * s.l == 0) return;
+  switch (s.head_dim()) {
+    case 32: return launch_flash<32>(s, qkv, out, lse);
+    case 64: return launch_flash<64>(s, qkv, out, lse);
+    case 128: return launch_flash<128>(s, qkv, out, lse);
+    default: return launch_flash<256>(s, qkv, out, lse);
+  }
+}
+
+}  // namespace ddpm::cuda
