@@ -1,5 +1,5 @@
-// The bf16 flash-attention forward (kernels/cuda/attention_flash_bf16.cu) against the CPU
-// reference, with a bound derived from what the kernel does to the numbers:
+// The bf16 flash-attention forward (kernels/cuda/attention_flash_bf16.cu) and backward
+// (attention_flash_bf16_backward.cu) against the CPU reference. The forward: with a bound derived from what the kernel does to the numbers:
 //  - q, k, v are rounded to bf16 on the way into shared memory, so the reference runs in
 //    double on the same rounded values; S = q.k / sqrt(d) is then exact products summed in
 //    fp32 on the GPU (~1e-7 relative).
@@ -112,6 +112,123 @@ TEST(CudaAttentionBf16, ForwardIsTheReferenceWithinBf16Rounding) {
     const GpuRun again = run_gpu(s, qkv);
     EXPECT_EQ(again.out, gpu.out);
     EXPECT_EQ(again.lse, gpu.lse);
+  }
+#endif
+}
+
+// The backward (kernels/cuda/attention_flash_bf16_backward.cu) against the CPU reference in
+// double on the same rounded q, k, v and dout, from the reference's own out and lse (the
+// kernel's inputs, so that only the backward's arithmetic is measured). Each product's
+// first operand is rounded to bf16 (relative 2^-8) where it becomes an mma operand:
+//  - dv_j = sum_i P_ij dout_i: within 2^-8 sum_i P_ij |dout_i| (the reference on |dout|);
+//  - dq_i = sum_j dS_ij k_j and dk_j = sum_i dS_ij q_i: within 2^-8 sum |dS| |k| (|q|), plus
+//    the fp32 rounding of dS = P (dP - delta) scale before it is rounded, which cancellation
+//    can make large next to dS itself: 1e-5 sum P scale (|dP| + |delta|) |k| (|q|). Both
+//    sums come from P, dP and dS recomputed here in double (bounds()).
+// Plus fp32 slack (1e-5 of the sums, 1e-6 absolute) and determinism: two runs, same bits.
+// A wrong fragment or a missed channel half is off by the size of the gradient itself.
+struct Bounds {
+  std::vector<double> rounding, slack;  // packed like dqkv; the v part unused
+};
+
+Bounds bounds(const AttentionShape& s, const std::vector<double>& qkv,
+              const std::vector<double>& dout, const std::vector<double>& lse) {
+  const int64_t d = s.head_dim(), stride = 3 * s.c;
+  const double scale = 1.0 / std::sqrt(double(d));
+  Bounds bd{std::vector<double>(qkv.size(), 0.0), std::vector<double>(qkv.size(), 0.0)};
+  std::vector<double> p(s.l * s.l), ds_abs(s.l * s.l), cancel(s.l * s.l);
+  for (int64_t b = 0; b < s.b; ++b)
+    for (int64_t h = 0; h < s.heads; ++h) {
+      const auto at = [&](int64_t token, int part, int64_t c) {
+        return (b * s.l + token) * stride + part * s.c + h * d + c;
+      };
+      for (int64_t i = 0; i < s.l; ++i) {
+        double delta = 0;
+        std::vector<double> dp(s.l);
+        for (int64_t j = 0; j < s.l; ++j) {
+          double dot = 0, g = 0;
+          for (int64_t c = 0; c < d; ++c) {
+            dot += qkv[at(i, 0, c)] * qkv[at(j, 1, c)];
+            g += dout[(b * s.l + i) * s.c + h * d + c] * qkv[at(j, 2, c)];
+          }
+          p[i * s.l + j] = std::exp(dot * scale - lse[(b * s.heads + h) * s.l + i]);
+          dp[j] = g;
+          delta += p[i * s.l + j] * g;
+        }
+        for (int64_t j = 0; j < s.l; ++j) {
+          ds_abs[i * s.l + j] = std::abs(p[i * s.l + j] * (dp[j] - delta) * scale);
+          cancel[i * s.l + j] = p[i * s.l + j] * scale * (std::abs(dp[j]) + std::abs(delta));
+        }
+      }
+      for (int64_t i = 0; i < s.l; ++i)
+        for (int64_t j = 0; j < s.l; ++j)
+          for (int64_t c = 0; c < d; ++c) {
+            const double k = std::abs(qkv[at(j, 1, c)]), q = std::abs(qkv[at(i, 0, c)]);
+            bd.rounding[at(i, 0, c)] += ds_abs[i * s.l + j] * k;  // dq_i
+            bd.slack[at(i, 0, c)] += cancel[i * s.l + j] * k;
+            bd.rounding[at(j, 1, c)] += ds_abs[i * s.l + j] * q;  // dk_j
+            bd.slack[at(j, 1, c)] += cancel[i * s.l + j] * q;
+          }
+    }
+  return bd;
+}
+
+TEST(CudaAttentionBf16, BackwardIsTheReferenceWithinBf16Rounding) {
+  REQUIRE_GPU();
+#if DDPM_WITH_CUDA
+  uint64_t stream = 80;
+  for (const Case& c : cases()) {
+    SCOPED_TRACE(describe(c));
+    AttentionShape s;
+    s.b = c.b;
+    s.l = c.l;
+    s.c = c.c;
+    s.heads = c.heads;
+    const int64_t n_qkv = s.b * s.l * 3 * s.c, n_out = s.b * s.l * s.c;
+    std::vector<float> qkv = test::random_tensor(Shape{n_qkv}, stream++, DType::F32, 1.5)
+                                 .to_vector<float>();
+    std::vector<float> dout =
+        test::random_tensor(Shape{n_out}, stream++, DType::F32).to_vector<float>();
+    for (float& x : qkv) x = round_to_bf16(x);  // the kernel's rounding is then exact
+    for (float& x : dout) x = round_to_bf16(x);
+    const std::vector<double> qkv_d(qkv.begin(), qkv.end()), dout_d(dout.begin(), dout.end());
+    std::vector<double> dout_abs(dout_d);
+    for (double& x : dout_abs) x = std::abs(x);
+    std::vector<double> out(n_out), lse(s.b * s.heads * s.l), grad(n_qkv, 0.0), mag(n_qkv, 0.0);
+    cpu::attention_forward<double>(s, qkv_d.data(), out.data(), lse.data());
+    cpu::attention_backward<double>(s, qkv_d.data(), lse.data(), dout_d.data(), grad.data());
+    cpu::attention_backward<double>(s, qkv_d.data(), lse.data(), dout_abs.data(), mag.data());
+
+    const auto run = [&] {
+      const Tensor x = Tensor::from_vector(Shape{n_qkv}, qkv, Device::CUDA);
+      const Tensor o = Tensor::from_vector(Shape{n_out}, std::vector<float>(out.begin(), out.end()),
+                                           Device::CUDA);
+      const Tensor l = Tensor::from_vector(Shape{static_cast<int64_t>(lse.size())},
+                                           std::vector<float>(lse.begin(), lse.end()), Device::CUDA);
+      const Tensor g = Tensor::from_vector(Shape{n_out}, dout, Device::CUDA);
+      const Tensor dx = Tensor::zeros(Shape{n_qkv}, DType::F32, Device::CUDA);
+      const Tensor delta = Tensor::empty(Shape{s.b * s.heads * s.l}, DType::F32, Device::CUDA);
+      cuda::attention_flash_bf16_backward(s, x.data<float>(), o.data<float>(), l.data<float>(),
+                                          g.data<float>(), dx.data<float>(), delta.data<float>());
+      return dx.to(Device::CPU).to_vector<float>();
+    };
+    const std::vector<float> got = run();
+    const Bounds bd = bounds(s, qkv_d, dout_d, lse);
+    double worst[3] = {0, 0, 0};  // dq, dk, dv: the largest error as a fraction of its bound
+    for (int64_t i = 0; i < n_qkv; ++i) {
+      const int which = static_cast<int>((i % (3 * s.c)) / s.c);
+      const double bound =
+          which == 2 ? (std::ldexp(1.0, -8) + 1e-5) * mag[i] + 1e-6
+                     : std::ldexp(1.0, -8) * bd.rounding[i] +
+                           1e-5 * (bd.rounding[i] + bd.slack[i]) + 1e-6;
+      const double err = std::abs(got[i] - grad[i]);
+      worst[which] = std::max(worst[which], err / bound);
+      ASSERT_LE(err, bound) << "d" << "qkv"[which] << " at " << i << ": " << got[i] << " vs "
+                            << grad[i];
+    }
+    std::printf("%s: worst error of dq, dk, dv %.2f, %.2f, %.2f of their bf16 bounds\n",
+                describe(c).c_str(), worst[0], worst[1], worst[2]);
+    EXPECT_EQ(run(), got);
   }
 #endif
 }

@@ -1,5 +1,5 @@
 // kernel-bench attention: the straightforward and the fused CUDA attention, forward and
-// backward, and the bf16 flash forward (tensor cores; its TFLOP/s against the bf16 peak), at the CIFAR-10 model's 16x16 attention (L = 256, one head of d = 256) and at a
+// backward, and the bf16 flash forward and backward (tensor cores; TFLOP/s against the bf16 peak), at the CIFAR-10 model's 16x16 attention (L = 256, one head of d = 256) and at a
 // 32x32 map with 4 heads (L = 1024, d = 32), next to a cuBLAS floor.
 //
 // FLOPs: forward 4 B H L^2 d (QK^T and PV); backward counted as 8 B H L^2 d (dV, dP, dQ, dK;
@@ -88,10 +88,16 @@ void bench_attention(const Options& o, Timer& timer, Report& report) {
       cuda::attention_fused_backward(s, q, out.data<float>(), lse.data<float>(),
                                      dout.data<float>(), dqkv.data<float>(), delta.data<float>());
     }), 2 * fwd_flops);
-    if (cuda::attention_flash_bf16_supports(s))  // judged against the bf16 tensor-core peak
+    if (cuda::attention_flash_bf16_supports(s)) {  // judged against the bf16 tensor-core peak
       report.add_flops("attention fwd", shape, "flash bf16 (mma.sync)", timer.median_ms([&] {
         cuda::attention_flash_bf16_forward(s, q, out.data<float>(), lse.data<float>());
       }), fwd_flops);
+      report.add_flops("attention bwd", shape, "flash bf16 (mma.sync)", timer.median_ms([&] {
+        cuda::attention_flash_bf16_backward(s, q, out.data<float>(), lse.data<float>(),
+                                            dout.data<float>(), dqkv.data<float>(),
+                                            delta.data<float>());
+      }), 2 * fwd_flops);
+    }
     report.add_flops("attention fwd", shape, "cuBLAS GEMMs only", timer.median_ms([&] {
       cublas_floor(handle, s, q, ws.data<float>(), out.data<float>());
     }), fwd_flops);

@@ -23,10 +23,18 @@ void attention_fused_forward(const AttentionShape& s, const float* qkv, float* o
 void attention_fused_backward(const AttentionShape& s, const float* qkv, const float* out,
                               const float* lse, const float* dout, float* dqkv, float* delta);
 
-// bf16 flash forward: q, k, v and P rounded to bf16, fp32 softmax statistics and
-// accumulators. Head dims 32, 64, 128, 256 (supports()); sm_80 or later; qkv 16-byte aligned.
+// delta (B * heads * L) = rowsum(dout * out) per head: the first step of both backwards.
+void attention_delta(const AttentionShape& s, const float* out, const float* dout, float* delta);
+
+// bf16 flash: q, k, v, dout and the P / dS operands rounded to bf16, fp32 softmax statistics
+// and accumulators. Head dims 32, 64, 128, 256 (supports()); sm_80 or later; qkv and dout
+// 16-byte aligned. The backward accumulates into dqkv, like the others, and needs delta
+// (B * heads * L floats) as scratch.
 bool attention_flash_bf16_supports(const AttentionShape& s);
 void attention_flash_bf16_forward(const AttentionShape& s, const float* qkv, float* out,
                                   float* lse);
+void attention_flash_bf16_backward(const AttentionShape& s, const float* qkv, const float* out,
+                                   const float* lse, const float* dout, float* dqkv,
+                                   float* delta);
 
 }  // namespace ddpm::cuda

@@ -36,16 +36,15 @@
 // the thread under 255 registers; ptxas sm_90: 75 / 98 / 129 / 168 registers at D = 32 / 64 /
 // 128 / 256, no spills). Shared memory: (64 + 2 kBc) rows of D + 8 bf16: 15 / 26 / 52 / 66 KB.
 //
-// Not yet here (issue 15): the backward (the fp32 fused backward serves training), cp.async
-// double buffering of K/V (loads are f32 -> bf16 conversions through registers), and use by
-// the engine's attention op; kernel-bench times it beside the fp32 versions.
+// The backward is attention_flash_bf16_backward.cu. Not yet here (issue 15): cp.async double
+// buffering of K/V (loads are f32 -> bf16 conversions through registers).
 #include <cmath>
 
 #include "engine/check.h"
 #include "engine/cuda_check.h"
-#include "kernels/bf16.h"
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/device_info.cuh"
+#include "kernels/cuda/flash_bf16.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/ptx.cuh"
 
@@ -55,7 +54,9 @@ namespace {
 
 constexpr int kWarps = 4;
 constexpr int kRows = 16 * kWarps;  // query rows per block
-constexpr int kPad = 8;             // bf16 per row of padding (16 bytes)
+using flash::kPad;
+using flash::pack_bf16;
+using flash::stage_rows;
 
 template <int D>
 struct FlashTiles {
@@ -63,29 +64,6 @@ struct FlashTiles {
   static constexpr int kLd = D + kPad;            // bf16 per shared-memory row
   static constexpr size_t kSmemBytes = size_t(kRows + 2 * kBc) * kLd * sizeof(uint16_t);
 };
-
-// Two floats as a bf16 pair in one register, the lower element first (mma's operand order).
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  return static_cast<uint32_t>(bf16_bits_from_float(lo)) |
-         (static_cast<uint32_t>(bf16_bits_from_float(hi)) << 16);
-}
-
-// Rows [0, rows) of a tile from global f32 (row r at src + r * stride, D floats, 16-byte
-// aligned) into shared bf16 rows of kLd; rows [rows, tile_rows) zero. float4 loads: a warp
-// reads 512 contiguous bytes of a row.
-template <int D>
-__device__ void stage_rows(uint16_t* dst, int tile_rows, const float* src, int64_t stride,
-                           int rows) {
-  constexpr int kQuads = D / 4;
-  for (int e = threadIdx.x; e < tile_rows * kQuads; e += blockDim.x) {
-    const int r = e / kQuads, c = 4 * (e % kQuads);
-    float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    if (r < rows) v = *reinterpret_cast<const float4*>(src + r * stride + c);
-    uint32_t* d = reinterpret_cast<uint32_t*>(dst + r * FlashTiles<D>::kLd + c);
-    d[0] = pack_bf16(v.x, v.y);
-    d[1] = pack_bf16(v.z, v.w);
-  }
-}
 
 __device__ __forceinline__ float quad_max(float v) {  // over the 4 lanes of one row (same g)
   v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));

@@ -339,14 +339,19 @@ void attention_fused_forward(const AttentionShape& s, const float* qkv, float* o
       s, softmax_scale(s), qkv, out, lse);
 }
 
+void attention_delta(const AttentionShape& s, const float* out, const float* dout,
+                     float* delta) {
+  const int64_t rows = s.b * s.heads * s.l;
+  if (rows == 0) return;
+  constexpr int kRowsPerBlock = kThreads / 32;  // one warp per row
+  const unsigned row_blocks = static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock);
+  DDPM_LAUNCH(delta_kernel, row_blocks, kThreads)(s, out, dout, delta);
+}
+
 void attention_fused_backward(const AttentionShape& s, const float* qkv, const float* out,
                               const float* lse, const float* dout, float* dqkv, float* delta) {
   if (s.b * s.l == 0) return;
-  const int64_t rows = s.b * s.heads * s.l;
-  constexpr int kRowsPerBlock = kThreads / 32;  // one warp per row
-  const unsigned row_blocks = static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock);
-  DDPM_LAUNCH(delta_kernel, row_blocks, kThreads)(
-      s, out, dout, delta);
+  attention_delta(s, out, dout, delta);
   const size_t dq_bytes = dq_smem_bytes(s), dkv_bytes = dkv_smem_bytes(s);
   reserve_smem(dq_kernel, dq_bytes, s, "backward (dq)");
   reserve_smem(dkv_kernel, dkv_bytes, s, "backward (dk, dv)");
