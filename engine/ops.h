@@ -28,8 +28,10 @@ CpuKernels cpu_kernels();
 // ---- the precision of matrix products (engine/ops/op_util.cpp) ----
 // F32: convolutions and linear layers multiply fp32 values (the default). BF16: their
 // operands (activations, weights and incoming gradients) are rounded to bf16 and the
-// products summed in fp32, as bf16 tensor cores and PyTorch's autocast compute; everything
-// else (norms, softmax, the loss, biases and their gradients, the optimiser) stays fp32.
+// products summed in fp32, as bf16 tensor cores and PyTorch's autocast compute; attention
+// rounds q, k, v, dout and its probabilities where they multiply (FlashAttention's model);
+// everything else (norms, softmax statistics, the loss, biases and their gradients, the
+// optimiser) stays fp32.
 // TF32: the same operands rounded to TF32 (kernels/tf32.h), as TF32 tensor cores and
 // PyTorch's allow_tf32 compute. The CPU paths round the same operands the same way, so
 // both are tested everywhere. On CUDA, BF16 runs the convolutions on v4 (bf16 tensor

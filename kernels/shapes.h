@@ -55,9 +55,13 @@ struct SliceShape {
 // Self-attention over tokens: qkv (B, L, 3C) packed [q | k | v], each C split into `heads`
 // heads of C/heads channels; out (B, L, C); lse (B, heads, L) the log-sum-exp of each
 // scaled score row, saved for the backward pass.
+// bf16_probs (Precision::BF16, f32 only): the probabilities P and their gradient dS are
+// rounded to bf16 where they multiply (P v, P^T dout, dS k, dS^T q), as the tensor-core
+// kernels do; q, k, v and dout are rounded by the caller.
 struct AttentionShape {
   int64_t b = 0, l = 0, c = 0;
   int64_t heads = 1;
+  bool bf16_probs = false;
   DDPM_HD int64_t head_dim() const { return c / heads; }
 };
 

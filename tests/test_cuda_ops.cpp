@@ -14,6 +14,7 @@
 #include "engine/optim.h"
 #include "tests/gradcheck.h"
 #include "tests/conv_cases.h"
+#include "kernels/bf16.h"
 #include "tests/test_util.h"
 
 #if DDPM_WITH_CUDA
@@ -194,6 +195,36 @@ TEST(CudaOps, AttentionFusedVersion) {
   // a 32x32 map with 4 heads of 32 channels: L = 1024, many key tiles per query tile
   expect_devices_agree([](const std::vector<Tensor>& in) { return attention(in[0], 4); },
                        {rnd({1, 1024, 3 * 128}, 5, 0.2)}, 1e-4, 1e-4);
+}
+
+// Under Precision::BF16 the op runs the bf16 flash kernels on the GPU (head dims 32 and 64
+// here) and the CPU's bf16 model (kernels/cpu/attention.h: q, k, v, dout, P and dS rounded).
+// Both are within 2^-8 of the magnitude sums of the exact attention of the rounded operands
+// (tests/test_cuda_attention_bf16.cpp, tests/test_precision.cpp) but round P at different
+// points (the GPU before normalising, by the running max), so they agree to twice that:
+// 3e-2 of the rms for the output, 5e-2 for the gradient. The GPU output is not the fp32
+// fused kernel's on pre-rounded operands: the flash kernels ran.
+TEST(CudaOps, AttentionUnderBf16RunsTheFlashKernels) {
+  REQUIRE_GPU();
+  struct Case {
+    Shape qkv;
+    int64_t heads;
+  };
+  for (const Case& c : {Case{{2, 37, 3 * 64}, 2}, Case{{1, 70, 3 * 128}, 2}}) {
+    SCOPED_TRACE(c.qkv.str());
+    const auto f = [&c](const std::vector<Tensor>& in) { return attention(in[0], c.heads); };
+    const std::vector<Tensor> in = {rnd(c.qkv, 11, 1.5)};
+    set_precision(Precision::BF16);
+    const DeviceRun cpu = run_on(Device::CPU, f, in), gpu = run_on(Device::CUDA, f, in);
+    set_precision(Precision::F32);
+    test::expect_close_to_rms(gpu.out, cpu.out, 3e-2, "output");
+    test::expect_close_to_rms(gpu.grads[0], cpu.grads[0], 5e-2, "gradient");
+    std::vector<float> pre = in[0].to_vector<float>();
+    for (float& x : pre) x = round_to_bf16(x);
+    const DeviceRun fp32 =
+        run_on(Device::CUDA, f, {Tensor::from_vector(c.qkv, pre)});
+    EXPECT_NE(gpu.out, fp32.out);
+  }
 }
 
 TEST(CudaOps, AttentionVersionsAreDeterministic) {

@@ -16,6 +16,7 @@
 #include "engine/file_io.h"
 #include "engine/ops.h"
 #include "kernels/bf16.h"
+#include "kernels/cpu/attention.h"
 #include "kernels/tf32.h"
 #include "models/unet/image_train.h"
 #include "tests/test_util.h"
@@ -112,6 +113,61 @@ TEST(Precision, ConvolutionAndLinearMultiplyRoundedOperands) {
           [](const Tensor& x, const Tensor& w, const Tensor& b) { return linear(x, w, b); },
           Shape{5, 3, 12}, Shape{12, 10}, Shape{5, 3, 10});
     }
+  }
+  set_cpu_kernels(cpu_fast_kernels_built() ? CpuKernels::Fast : CpuKernels::Reference);
+}
+
+// Attention under bf16: q, k, v and dout rounded by the op, P and dS by the kernels where
+// they multiply (AttentionShape::bf16_probs), as the GPU's flash kernels do; TF32 leaves
+// attention fp32. Held to the bound of the flash kernels' test: each output within
+// 2^-8 sum_j p_ij |v_j| of the exact attention of the rounded q, k, v (the reference in
+// double, once more on |v| for the bound), plus 1e-5 of it for fp32 and the fast kernels'
+// exp; the gradients to 2e-2 of their rms (dS's magnitude sums are the CUDA test's). And not
+// the fp32 op on pre-rounded operands: the probabilities' rounding is real.
+TEST(Precision, Bf16AttentionMultipliesRoundedProbabilities) {
+  for (CpuKernels k : {CpuKernels::Reference, CpuKernels::Fast}) {
+    if (k == CpuKernels::Fast && !cpu_fast_kernels_built()) continue;
+    SCOPED_TRACE(k == CpuKernels::Fast ? "fast kernels" : "reference kernels");
+    set_cpu_kernels(k);
+    AttentionShape s;
+    s.b = 2;
+    s.l = 37;
+    s.c = 32;
+    s.heads = 2;
+    const Tensor qkv = test::random_tensor({s.b, s.l, 3 * s.c}, 7, DType::F32, 1.5);
+    const Tensor r = test::random_tensor({s.b, s.l, s.c}, 8, DType::F32);
+    const auto run = [&](Precision p, const Tensor& x0, const Tensor& weights) {
+      set_precision(p);
+      Tensor x = x0.clone();
+      x.set_requires_grad(true);
+      const Tensor y = attention(x, s.heads);
+      backward(sum(mul(y, weights)));
+      set_precision(Precision::F32);
+      return std::make_pair(y.to_vector<float>(), x.grad().to_vector<float>());
+    };
+    const auto [out, grad] = run(Precision::BF16, qkv, r);
+    const auto [out_pre, grad_pre] =
+        run(Precision::F32, rounded(qkv, Precision::BF16), rounded(r, Precision::BF16));
+    EXPECT_EQ(run(Precision::TF32, qkv, r).first, run(Precision::F32, qkv, r).first);
+
+    std::vector<double> q_d, q_abs_v;
+    for (float x : rounded(qkv, Precision::BF16).to_vector<float>()) q_d.push_back(x);
+    q_abs_v = q_d;
+    for (size_t i = 0; i < q_d.size(); ++i)
+      if (static_cast<int64_t>(i % (3 * s.c)) >= 2 * s.c) q_abs_v[i] = std::abs(q_d[i]);
+    std::vector<double> ref(s.b * s.l * s.c), lse(s.b * s.heads * s.l), mag(ref.size()),
+        mag_lse(lse.size()), dref(q_d.size(), 0.0);
+    cpu::attention_forward<double>(s, q_d.data(), ref.data(), lse.data());
+    cpu::attention_forward<double>(s, q_abs_v.data(), mag.data(), mag_lse.data());
+    const std::vector<float> r_rounded = rounded(r, Precision::BF16).to_vector<float>();
+    const std::vector<double> r_d(r_rounded.begin(), r_rounded.end());
+    cpu::attention_backward<double>(s, q_d.data(), lse.data(), r_d.data(), dref.data());
+    for (size_t i = 0; i < ref.size(); ++i)
+      ASSERT_LE(std::abs(out[i] - ref[i]), (std::ldexp(1.0, -8) + 1e-5) * mag[i] + 1e-6) << i;
+    test::expect_close_to_rms(grad, std::vector<float>(dref.begin(), dref.end()), 2e-2,
+                              "gradient");
+    EXPECT_NE(out, out_pre);
+    EXPECT_NE(grad, grad_pre);
   }
   set_cpu_kernels(cpu_fast_kernels_built() ? CpuKernels::Fast : CpuKernels::Reference);
 }

@@ -1,6 +1,6 @@
-// Op entry: multi-head self-attention over packed qkv (B, L, 3C). On CUDA, one of two
-// kernels (straightforward or fused, set_attention_algorithm); on the CPU, the reference or
-// the fast one (set_cpu_kernels).
+// Op entry: multi-head self-attention over packed qkv (B, L, 3C). On CUDA, the straightforward
+// or the fused fp32 kernels (set_attention_algorithm), or under Precision::BF16 the bf16 flash
+// kernels on tensor cores; on the CPU, the reference or the fast one (set_cpu_kernels).
 #include "engine/ops.h"
 #include "engine/ops/op_util.h"
 #include "kernels/cpu/attention.h"
@@ -20,29 +20,49 @@ AttentionAlgorithm attention_algorithm() { return g_algorithm; }
 
 namespace {
 
+// Which kernels run the op on CUDA: the bf16 flash pair under Precision::BF16 when it takes
+// the head dim, else the fp32 version set_attention_algorithm chose.
+enum class CudaAttention { Straightforward, Fused, FlashBf16 };
+
 #if DDPM_WITH_CUDA
-void cuda_forward(const AttentionShape& s, const Tensor& qkv, Tensor& out, Tensor& lse) {
-  if (g_algorithm == AttentionAlgorithm::Fused) {
-    cuda::attention_fused_forward(s, qkv.data<float>(), out.data<float>(), lse.data<float>());
-    return;
-  }
-  const Tensor ws = Tensor::empty(Shape{s.b * s.heads * s.l * s.l}, DType::F32, Device::CUDA);
-  cuda::attention_forward(s, qkv.data<float>(), out.data<float>(), lse.data<float>(),
-                          ws.data<float>());
+CudaAttention cuda_choice(const AttentionShape& s) {
+  if (s.bf16_probs && cuda::attention_flash_bf16_supports(s)) return CudaAttention::FlashBf16;
+  return g_algorithm == AttentionAlgorithm::Fused ? CudaAttention::Fused
+                                                  : CudaAttention::Straightforward;
 }
 
-// `out` is defined exactly when the forward ran the fused kernel (its backward needs it).
-void cuda_backward(const AttentionShape& s, const Tensor& qkv, const Tensor& out,
+void cuda_forward(CudaAttention k, const AttentionShape& s, const Tensor& qkv, Tensor& out,
+                  Tensor& lse) {
+  if (k == CudaAttention::FlashBf16) {
+    cuda::attention_flash_bf16_forward(s, qkv.data<float>(), out.data<float>(), lse.data<float>());
+  } else if (k == CudaAttention::Fused) {
+    cuda::attention_fused_forward(s, qkv.data<float>(), out.data<float>(), lse.data<float>());
+  } else {
+    const Tensor ws = Tensor::empty(Shape{s.b * s.heads * s.l * s.l}, DType::F32, Device::CUDA);
+    cuda::attention_forward(s, qkv.data<float>(), out.data<float>(), lse.data<float>(),
+                            ws.data<float>());
+  }
+}
+
+// `out`: the forward's output (the fused and flash backwards need it).
+void cuda_backward(CudaAttention k, const AttentionShape& s, const Tensor& qkv, const Tensor& out,
                    const Tensor& lse, const Tensor& dout, Tensor& dqkv) {
-  if (out.defined()) {
-    const Tensor delta = Tensor::empty(Shape{s.b * s.heads * s.l}, DType::F32, Device::CUDA);
-    cuda::attention_fused_backward(s, qkv.data<float>(), out.data<float>(), lse.data<float>(),
-                                   dout.data<float>(), dqkv.data<float>(), delta.data<float>());
+  if (k == CudaAttention::Straightforward) {
+    const Tensor ws =
+        Tensor::empty(Shape{2 * s.b * s.heads * s.l * s.l}, DType::F32, Device::CUDA);
+    cuda::attention_backward(s, qkv.data<float>(), lse.data<float>(), dout.data<float>(),
+                             dqkv.data<float>(), ws.data<float>());
     return;
   }
-  const Tensor ws = Tensor::empty(Shape{2 * s.b * s.heads * s.l * s.l}, DType::F32, Device::CUDA);
-  cuda::attention_backward(s, qkv.data<float>(), lse.data<float>(), dout.data<float>(),
-                           dqkv.data<float>(), ws.data<float>());
+  const Tensor delta = Tensor::empty(Shape{s.b * s.heads * s.l}, DType::F32, Device::CUDA);
+  if (k == CudaAttention::FlashBf16) {
+    cuda::attention_flash_bf16_backward(s, qkv.data<float>(), out.data<float>(), lse.data<float>(),
+                                        dout.data<float>(), dqkv.data<float>(),
+                                        delta.data<float>());
+  } else {
+    cuda::attention_fused_backward(s, qkv.data<float>(), out.data<float>(), lse.data<float>(),
+                                   dout.data<float>(), dqkv.data<float>(), delta.data<float>());
+  }
 }
 #endif
 
@@ -60,29 +80,45 @@ Tensor attention(const Tensor& qkv, int64_t heads) {
   s.c = qkv.shape()[2] / 3;
   CHECK(heads >= 1 && s.c % heads == 0, "op 'attention': " << s.c << " channels cannot be split "
                                                             << "into " << heads << " heads");
+  // Under bf16 the two products multiply bf16 operands: q, k, v and dout rounded here (the
+  // flash kernels round them themselves), P and dS inside the kernels (bf16_probs).
+  s.bf16_probs = precision() == Precision::BF16 && qkv.dtype() == DType::F32;
+  const bool on_gpu = qkv.device() == Device::CUDA;
+  CudaAttention kernels = CudaAttention::Fused;
+#if DDPM_WITH_CUDA
+  if (on_gpu) kernels = cuda_choice(s);
+#endif
+  const bool flash = on_gpu && kernels == CudaAttention::FlashBf16;
+  // bf16 is the only rounding attention takes (TF32 leaves it fp32, as PyTorch's allow_tf32
+  // leaves its softmax path), so the operand is rounded only then.
+  const bool round_here = s.bf16_probs && !flash;
+  const auto operand = [round_here](const Tensor& t) {  // by value: the tape keeps it
+    return round_here ? detail::matmul_operand(t) : t;
+  };
+  const Tensor qkv_op = operand(qkv);
   Tensor out = Tensor::empty(Shape{s.b, s.l, s.c}, qkv.dtype(), qkv.device());
   Tensor lse = Tensor::empty(Shape{s.b, heads, s.l}, qkv.dtype(), qkv.device());
   dispatch("attention", qkv, [&](auto tag) {
     using T = decltype(tag);
-    cpu::attention_forward<T>(s, qkv.data<T>(), out.data<T>(), lse.data<T>());
+    cpu::attention_forward<T>(s, qkv_op.data<T>(), out.data<T>(), lse.data<T>());
   }, [&] {
-    DDPM_CPU_FAST_ONLY(
-        cpu_fast::attention_forward(s, qkv.data<float>(), out.data<float>(), lse.data<float>()));
-  }, [&] { DDPM_CUDA_ONLY(cuda_forward(s, qkv, out, lse)); });
+    DDPM_CPU_FAST_ONLY(cpu_fast::attention_forward(s, qkv_op.data<float>(), out.data<float>(),
+                                                   lse.data<float>()));
+  }, [&] { DDPM_CUDA_ONLY(cuda_forward(kernels, s, qkv_op, out, lse)); });
   if (should_record({qkv})) {
-    const bool fused = qkv.device() == Device::CUDA && g_algorithm == AttentionAlgorithm::Fused;
-    const Tensor saved_out = fused ? out : Tensor();
-    tape().record("attention", {out}, [s, qkv, lse, saved_out, gq = grad_ref(qkv)](
-                                          const std::vector<Tensor>& g) {
+    const Tensor saved_out = on_gpu && kernels != CudaAttention::Straightforward ? out : Tensor();
+    tape().record("attention", {out}, [s, kernels, operand, qkv_op, lse, saved_out,
+                                       gq = grad_ref(qkv)](const std::vector<Tensor>& g) {
       Tensor dqkv = grad_buffer(gq);
-      dispatch("attention backward", qkv, [&](auto tag) {
+      const Tensor dout = operand(g[0]);
+      dispatch("attention backward", qkv_op, [&](auto tag) {
         using T = decltype(tag);
-        cpu::attention_backward<T>(s, qkv.data<T>(), lse.data<T>(), g[0].data<T>(),
+        cpu::attention_backward<T>(s, qkv_op.data<T>(), lse.data<T>(), dout.data<T>(),
                                    dqkv.data<T>());
       }, [&] {
-        DDPM_CPU_FAST_ONLY(cpu_fast::attention_backward(s, qkv.data<float>(), lse.data<float>(),
-                                                        g[0].data<float>(), dqkv.data<float>()));
-      }, [&] { DDPM_CUDA_ONLY(cuda_backward(s, qkv, saved_out, lse, g[0], dqkv)); });
+        DDPM_CPU_FAST_ONLY(cpu_fast::attention_backward(s, qkv_op.data<float>(), lse.data<float>(),
+                                                        dout.data<float>(), dqkv.data<float>()));
+      }, [&] { DDPM_CUDA_ONLY(cuda_backward(kernels, s, qkv_op, saved_out, lse, dout, dqkv)); });
     });
   }
   return out;

@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
+#include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/gemm.h"
 
 namespace ddpm::cpu {
@@ -34,6 +36,14 @@ void scores_to_probs(const AttentionShape& s, const T* q, const T* k, T scale, c
   }
 }
 
+// Under s.bf16_probs, x (n values) rounded to bf16 in place (float only: the op sets the flag
+// for f32 tensors).
+template <class T>
+void round_probs(const AttentionShape& s, T* x, int64_t n) {
+  if constexpr (std::is_same_v<T, float>)
+    if (s.bf16_probs) round_to_bf16(n, x, x);
+}
+
 }  // namespace
 
 template <class T>
@@ -46,6 +56,7 @@ void attention_forward(const AttentionShape& s, const T* qkv, T* out, T* lse) {
     std::vector<T> p(static_cast<size_t>(l * l));
     const T* q = qkv + b * l * ld + h * d;
     scores_to_probs<T>(s, q, q + s.c, scale, nullptr, lse + bh * l, p.data());
+    round_probs(s, p.data(), l * l);
     T* o = out + b * l * s.c + h * d;
     for (int64_t i = 0; i < l; ++i) std::fill(o + i * s.c, o + i * s.c + d, T(0));
     gemm_acc<T>(false, false, l, d, l, T(1), p.data(), l, q + 2 * s.c, ld, o, s.c);
@@ -69,7 +80,6 @@ void attention_backward(const AttentionShape& s, const T* qkv, const T* lse, con
     T* dk = dq + s.c;
     T* dv = dq + 2 * s.c;
     scores_to_probs<T>(s, q, k, scale, lse + bh * l, nullptr, p.data());
-    gemm_acc<T>(true, false, l, d, l, T(1), p.data(), l, dO, s.c, dv, ld);      // dv += P^T dO
     gemm_acc<T>(false, true, l, l, d, T(1), dO, s.c, v, ld, dp.data(), l);       // dP = dO v^T
     for (int64_t i = 0; i < l; ++i) {                                           // dS, in dp
       T* pr = p.data() + i * l;
@@ -78,6 +88,9 @@ void attention_backward(const AttentionShape& s, const T* qkv, const T* lse, con
       for (int64_t j = 0; j < l; ++j) dot += pr[j] * dpr[j];
       for (int64_t j = 0; j < l; ++j) dpr[j] = pr[j] * (dpr[j] - dot) * scale;
     }
+    round_probs(s, p.data(), l * l);  // bf16: P and dS as product operands, once dS is made
+    round_probs(s, dp.data(), l * l);
+    gemm_acc<T>(true, false, l, d, l, T(1), p.data(), l, dO, s.c, dv, ld);      // dv += P^T dO
     gemm_acc<T>(false, false, l, d, l, T(1), dp.data(), l, k, ld, dq, ld);     // dq += dS k
     gemm_acc<T>(true, false, l, d, l, T(1), dp.data(), l, q, ld, dk, ld);      // dk += dS^T q
   }

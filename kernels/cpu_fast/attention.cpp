@@ -7,6 +7,7 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/cpu/elementwise.h"
 #include "kernels/cpu_fast/fast_exp.h"
 
 namespace ddpm::cpu_fast {
@@ -64,6 +65,7 @@ void attention_forward(const AttentionShape& s, const float* qkv, float* out, fl
       for (int64_t j = 0; j < l; ++j) row[j] *= inv;
       lse[p * l + i] = m + std::log(sum);
     }
+    if (s.bf16_probs) cpu::round_to_bf16(l * l, sc, sc);  // P as an operand
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(l), static_cast<int>(d),
                 static_cast<int>(l), 1.0f, sc, static_cast<int>(l), q + 2 * c, static_cast<int>(3 * c),
                 0.0f, out + b * l * c + h * d, static_cast<int>(c));
@@ -84,8 +86,7 @@ void attention_backward(const AttentionShape& s, const float* qkv, const float* 
     float *dk = dq + c, *dv = dq + 2 * c;
     scores(s, q, k, scale, prob);
     for (int64_t i = 0; i < l; ++i) exp_shifted(prob + i * l, l, lse[p * l + i]);  // P from the LSE
-    // dv += P^T dout;  dP = dout v^T
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, il, id, il, 1.0f, prob, il, g, ic, 1.0f, dv, ld);
+    // dP = dout v^T
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, il, il, id, 1.0f, g, ic, v, ld, 0.0f, dp, il);
     for (int64_t i = 0; i < l; ++i) {  // dS = P (dP - rowsum(P dP)) scale, over dP
       const float* pr = prob + i * l;
@@ -96,7 +97,12 @@ void attention_backward(const AttentionShape& s, const float* qkv, const float* 
 #pragma omp simd
       for (int64_t j = 0; j < l; ++j) dr[j] = pr[j] * (dr[j] - delta) * scale;
     }
-    // dq += dS k;  dk += dS^T q
+    if (s.bf16_probs) {  // P and dS as operands, once dS is made from the fp32 P
+      cpu::round_to_bf16(l * l, prob, prob);
+      cpu::round_to_bf16(l * l, dp, dp);
+    }
+    // dv += P^T dout;  dq += dS k;  dk += dS^T q
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, il, id, il, 1.0f, prob, il, g, ic, 1.0f, dv, ld);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, il, id, il, 1.0f, dp, il, k, ld, 1.0f, dq, ld);
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, il, id, il, 1.0f, dp, il, q, ld, 1.0f, dk, ld);
   });
