@@ -16,6 +16,12 @@ CheckpointRun open_checkpoint_run(const Args& args) {
     CHECK(d == "cpu" || d == "cuda", "option '--device' must be cpu or cuda, got '" << d << "'");
     c.device = d == "cuda" ? Device::CUDA : Device::CPU;
   }
+  if (args.has("precision")) {  // how to multiply, not what was learnt: free to change
+    const std::string p = args.get("precision", "");
+    CHECK(p == "fp32" || p == "tf32" || p == "bf16",
+          "option '--precision' must be fp32, tf32 or bf16, got '" << p << "'");
+    c.precision = p == "bf16" ? Precision::BF16 : p == "tf32" ? Precision::TF32 : Precision::F32;
+  }
   r.run = std::make_unique<ImageRun>(c, /*with_data=*/false);
   r.run->load_checkpoint(ckpt);
   return r;

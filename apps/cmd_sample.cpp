@@ -2,11 +2,13 @@
 // or N of them exported for the FID tools (--format npz|png).
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 
 #include "apps/checkpoint_run.h"
 #include "apps/commands.h"
+#include "engine/device.h"
 #include "engine/ops.h"
 #include "models/data/image_export.h"
 #include "models/ddpm/sampler.h"
@@ -44,7 +46,8 @@ void export_samples(ImageRun& run, const SamplerConfig& sc, int64_t n, int64_t b
 
 int run(int argc, char** argv) {
   const Args args(argc, argv,
-                  {"ckpt", "out", "n", "sampler", "steps", "eta", "seed", "device", "format", "batch"},
+                  {"ckpt", "out", "n", "sampler", "steps", "eta", "seed", "device", "precision", "format",
+                   "batch"},
                   {"ema", "no-ema", "progressive", "interpolate"});
   const std::string out = args.require("out");
   const std::string format = args.get("format", "grid");
@@ -85,7 +88,23 @@ int run(int argc, char** argv) {
     std::printf("wrote %s: %lld images along a slerp between two noises\n", out.c_str(),
                 static_cast<long long>(n));
   } else {
-    write_image_grid(out, run.sample(n, seed, sc, ema).x0, 8);
+    // Timed: the sampling loop from queueing to the last step done (device_synchronize), and
+    // what it asked of the GPU per denoising step (the figure issue 15's sampling goal is in).
+    const int steps = sc.steps > 0 ? sc.steps : c.trainer.schedule.T;
+    const DeviceWorkCounts before = device_work_counts();
+    const auto start = std::chrono::steady_clock::now();
+    const Tensor x0 = run.sample(n, seed, sc, ema).x0;
+    const DeviceWorkCounts after = device_work_counts();  // before the wait that ends the timing
+    device_synchronize(c.device);
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::printf("sampled %lld images in %d %s steps on %s: %.3f s, %.3f ms per step; per step "
+                "%.1f launches, %.2f host syncs\n",
+                static_cast<long long>(n), steps, sc.kind == SamplerKind::Ddpm ? "DDPM" : "DDIM",
+                device_name(c.device), seconds, 1e3 * seconds / steps,
+                double(after.launches - before.launches) / steps,
+                double(after.host_syncs - before.host_syncs) / steps);
+    write_image_grid(out, x0, 8);
     std::printf("wrote %s: %lld samples (%s weights, step %lld)\n", out.c_str(),
                 static_cast<long long>(n), ema ? "EMA" : "raw", static_cast<long long>(info.step));
   }
@@ -98,13 +117,14 @@ const Command kSample = {
     "sample",
     "usage: ddpm sample --ckpt FILE --out FILE.png [--n N] [--sampler ddpm|ddim] [--steps K]\n"
     "                   [--eta E] [--ema|--no-ema] [--seed S] [--device cpu|cuda]\n"
-    "                   [--progressive | --interpolate]\n"
+    "                   [--precision fp32|tf32|bf16] [--progressive | --interpolate]\n"
     "       ddpm sample --ckpt FILE --format npz|png --out FILE.npz|FOLDER --n N [--batch B] ...\n"
     "\n"
     "Draws N samples (default 64) from a checkpoint with its config's sampler, or the one\n"
     "given: --steps K respaces to K steps (0: all T), --eta is DDIM's noise. EMA weights by\n"
     "default. --progressive writes each sample's predicted x0 at 10 steps from noise to the\n"
     "end; --interpolate decodes N noises along a slerp between two with deterministic DDIM.\n"
+    "A plain grid is timed: seconds, ms per step, launches and host syncs per step.\n"
     "--format exports N samples (e.g. 50000) for the FID tools instead of a grid, B at a time\n"
     "(default 256): npz (arr_0, uint8 N x H x W x 3) or a new folder of PNGs.",
     run};

@@ -5,7 +5,7 @@
 # report (JSON + Markdown) into OUT_DIR.
 #
 #   scripts/gpu-check.sh OUT_DIR [stage ...]     stages: build test sanitize bench profile
-#                                                train report (default: all, in that order)
+#                                                train sample report (default: all, in order)
 # profile: Nsight Compute (ncu, when installed) on the fused-loss section of kernel-bench,
 # the DRAM bytes each loss kernel really moved (docs/fused-loss.md explains the figures).
 # Offline machines: run scripts/prepare-gpu-deps.sh where packages can be installed and bring
@@ -19,7 +19,7 @@ export DDPM_REQUIRE_GPU=1
 out="${1:?usage: scripts/gpu-check.sh OUT_DIR [stage ...]}"
 shift
 stages=("$@")
-[ ${#stages[@]} -gt 0 ] || stages=(build test sanitize bench profile train report)
+[ ${#stages[@]} -gt 0 ] || stages=(build test sanitize bench profile train sample report)
 mkdir -p "$out"
 build=build-gpu
 
@@ -122,6 +122,31 @@ run_train() {
   fi
 }
 
+# Sampling 256 images from the fp32 training run's checkpoint, 100 DDPM steps (the issue's
+# goal is 1000: ms per step x 1000), in fp32 and bf16, then PyTorch's same-model sampling loop
+# (DDIM, the same number of model calls) in fp32 and bf16 autocast.
+run_sample() {
+  local ckpt status=0
+  ckpt=$(ls "$out"/train-run-tiled-fp32/ckpt/*.safetensors 2> /dev/null | tail -1)
+  if [ -z "$ckpt" ]; then
+    echo "sample: no checkpoint from the train stage, skipped" | tee "$out/sample.status"
+    return
+  fi
+  for precision in fp32 bf16; do
+    "$build/apps/ddpm" sample --ckpt "$ckpt" --out "$out/samples-$precision.png" --n 256 \
+      --sampler ddpm --steps 100 --device cuda --precision $precision \
+      >> "$out/sample.log" 2>&1 || status=$?
+  done
+  echo "sample exit $status" | tee "$out/sample.status"
+  if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2> /dev/null; then
+    python3 scripts/pytorch_reference.py --batch 256 --sample-steps 100 --steps 2 --warmup 1 \
+      >> "$out/sample.log" 2>&1
+    python3 scripts/pytorch_reference.py --batch 256 --sample-steps 100 --steps 2 --warmup 1 \
+      --bf16 >> "$out/sample.log" 2>&1
+    echo "pytorch sampling exit $?" | tee -a "$out/sample.status"
+  fi
+}
+
 run_report() {
   python3 - "$out" <<'PY'
 import json, os, sys, datetime
@@ -134,7 +159,7 @@ report = {"date": datetime.date.today().isoformat(),
           "build": read("build.status").strip(), "ctest": read("ctest.status").strip(),
           "sanitizer": read("sanitizer.status").strip().splitlines(),
           "bench": read("bench.status").strip(), "profile": read("profile.status").strip(),
-          "train": read("train.status").strip()}
+          "train": read("train.status").strip(), "sample": read("sample.status").strip()}
 if os.path.exists(os.path.join(out, "kernel-bench.json")):
     report["kernel_bench"] = json.load(open(os.path.join(out, "kernel-bench.json")))
 json.dump(report, open(os.path.join(out, "report.json"), "w"), indent=2)
@@ -148,6 +173,7 @@ with open(os.path.join(out, "report.md"), "w") as f:
     f.write("\n## Nsight Compute on the loss kernels (DRAM bytes, duration)\n```\n" + read("ncu-loss.csv")[:20000] + "\n```\n")
     f.write("\n## Training benchmark (CIFAR-10 model, batch 128, 30 steps; fp32, tf32, bf16)\n```\n" + read("train.log") + "\n```\n")
     f.write("\n## PyTorch, same model and step (scripts/pytorch_reference.py; fp32, TF32, bf16 autocast)\n```\n" + read("pytorch.log") + "\n```\n")
+    f.write("\n## Sampling, 256 images x 100 steps (engine fp32, bf16; PyTorch fp32, bf16)\n```\n" + read("sample.log") + "\n```\n")
 print(open(os.path.join(out, "report.md")).read()[:3000])
 PY
 }
@@ -160,6 +186,7 @@ for s in "${stages[@]}"; do
     bench) run_bench ;;
     profile) run_profile ;;
     train) run_train ;;
+    sample) run_sample ;;
     report) run_report ;;
     *) echo "gpu-check: unknown stage '$s'"; exit 2 ;;
   esac
