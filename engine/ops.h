@@ -104,6 +104,12 @@ Tensor group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int6
 // two ops up to rounding.
 Tensor group_norm_silu(const Tensor& x, const Tensor& gamma, const Tensor& beta, int64_t groups,
                        double eps = 1e-6);
+// dropout(group_norm_silu(x), p, seed, stream) bit for bit, in the same passes on CUDA (the
+// mask drawn as the output is written and regenerated as the gradient is read: the
+// dropped activation is written once and read once less).
+Tensor group_norm_silu_dropout(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                               int64_t groups, double p, uint64_t seed, uint64_t stream,
+                               double eps = 1e-6);
 
 // ---- data movement (engine/ops/resample.cpp) ----
 Tensor upsample_nearest2x(const Tensor& x);            // (N, H, W, C) -> (N, 2H, 2W, C)

@@ -61,6 +61,10 @@ class GroupNorm {
   Tensor operator()(const Tensor& x) const { return group_norm(x, gamma_, beta_, groups_, eps_); }
   // silu(norm(x)), fused.
   Tensor silu(const Tensor& x) const { return group_norm_silu(x, gamma_, beta_, groups_, eps_); }
+  // dropout(silu(norm(x))), fused.
+  Tensor silu_dropout(const Tensor& x, double p, uint64_t seed, uint64_t stream) const {
+    return group_norm_silu_dropout(x, gamma_, beta_, groups_, p, seed, stream, eps_);
+  }
 
  private:
   Tensor gamma_, beta_;

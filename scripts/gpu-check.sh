@@ -48,14 +48,14 @@ run_tests() {
 
 run_sanitize() {
   : > "$out/sanitizer.log"
-  for t in test_cuda_ops test_cuda_conv_bf16 test_cuda_model test_cuda_scaffold test_philox \
-      test_diffusion_loss; do
+  for t in test_cuda_ops test_cuda_conv_bf16 test_cuda_attention_bf16 test_cuda_model \
+      test_cuda_scaffold test_philox test_diffusion_loss; do
     echo "== memcheck $t" >> "$out/sanitizer.log"
     compute-sanitizer --tool memcheck --error-exitcode 1 "$build/tests/$t" >> "$out/sanitizer.log" 2>&1
     echo "memcheck $t exit $?" | tee -a "$out/sanitizer.status"
   done
   # Shared memory and barriers: conv2d (tiles; v4's cp.async pipeline), group norm and reductions (block trees),
-  # both attentions (tiles, online softmax), the fused loss (block trees).
+  # the attentions (tiles, online softmax; the bf16 flash pair), the fused loss (block trees).
   # These tools replay every shared-memory access: small shapes only (tests/test_cuda_ops.cpp).
   for tool in racecheck synccheck initcheck; do
     echo "== $tool test_cuda_ops" >> "$out/sanitizer.log"
@@ -66,6 +66,10 @@ run_sanitize() {
     DDPM_TEST_SMALL_SHAPES=1 compute-sanitizer --tool "$tool" --error-exitcode 1 \
       "$build/tests/test_cuda_conv_bf16" --gtest_filter='*MatchesTheCpu*' >> "$out/sanitizer.log" 2>&1
     echo "$tool test_cuda_conv_bf16 exit $?" | tee -a "$out/sanitizer.status"
+    echo "== $tool test_cuda_attention_bf16" >> "$out/sanitizer.log"
+    DDPM_TEST_SMALL_SHAPES=1 compute-sanitizer --tool "$tool" --error-exitcode 1 \
+      "$build/tests/test_cuda_attention_bf16" >> "$out/sanitizer.log" 2>&1
+    echo "$tool test_cuda_attention_bf16 exit $?" | tee -a "$out/sanitizer.status"
     echo "== $tool test_diffusion_loss" >> "$out/sanitizer.log"
     compute-sanitizer --tool "$tool" --error-exitcode 1 "$build/tests/test_diffusion_loss" \
       --gtest_filter='CudaDiffusionLoss.MatchesTheCpuReference' >> "$out/sanitizer.log" 2>&1

@@ -381,6 +381,20 @@ TEST(CudaOps, GroupNormAwkwardAndModelShapes) {
     expect_devices_agree(
         [g](const std::vector<Tensor>& in) { return group_norm_silu(in[0], in[1], in[2], g, 1e-6); },
         {rnd(c.x, stream, 2.0), rnd({ch}, stream + 1), rnd({ch}, stream + 2)}, 2e-4, 2e-4);
+    // Dropout in the same kernels: the CPU's mask (Philox by element), and on the GPU the
+    // bits of the GN+SiLU kernel followed by the dropout kernel.
+    const auto fused = [g](const std::vector<Tensor>& in) {
+      return group_norm_silu_dropout(in[0], in[1], in[2], g, 0.3, 5, 9, 1e-6);
+    };
+    const std::vector<Tensor> in = {rnd(c.x, stream, 2.0), rnd({ch}, stream + 1),
+                                    rnd({ch}, stream + 2)};
+    expect_devices_agree(fused, in, 2e-4, 2e-4);
+    const DeviceRun one = run_on(Device::CUDA, fused, in);
+    const DeviceRun two = run_on(Device::CUDA, [g](const std::vector<Tensor>& t) {
+      return dropout(group_norm_silu(t[0], t[1], t[2], g, 1e-6), 0.3, 5, 9);
+    }, in);
+    EXPECT_EQ(one.out, two.out);
+    EXPECT_EQ(one.grads, two.grads);
     stream += 3;
   }
 }

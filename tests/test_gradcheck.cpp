@@ -121,6 +121,13 @@ TEST(GradCheck, GroupNormSiluFused) {
        random_tensor({12}, 3)});
 }
 
+TEST(GradCheck, GroupNormSiluDropoutFused) {
+  expect_gradients_match(
+      [](const Inputs& in) { return group_norm_silu_dropout(in[0], in[1], in[2], 3, 0.25, 5, 9); },
+      {random_tensor({3, 5, 7, 12}, 1, DType::F64, 2.0), random_tensor({12}, 2),
+       random_tensor({12}, 3)});
+}
+
 TEST(GradCheck, GroupNormOneChannelPerGroup) {
   expect_gradients_match(
       [](const Inputs& in) { return group_norm(in[0], in[1], in[2], 5, 1e-6); },

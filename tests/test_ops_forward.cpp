@@ -2,6 +2,7 @@
 // naive loops, and the errors each op gives for bad shapes.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "engine/ops.h"
@@ -165,6 +166,34 @@ TEST(OpsForward, FusedGroupNormSiluEqualsTheTwoOps) {
   expect_all_near(values(group_norm_silu(x, g, b, 4)), values(silu(group_norm(x, g, b, 4))), 1e-15,
                   "fused gn+silu");
   expect_error([&] { group_norm_silu(x, g, b, 5); }, {"op 'group_norm_silu'", "5 equal groups"});
+}
+
+// group_norm_silu_dropout is dropout(group_norm_silu(x)) bit for bit, forward and every
+// gradient, with both CPU kernel sets (f32, the U-Net's case) and in f64; a bad p is refused.
+TEST(OpsForward, FusedGroupNormSiluDropoutIsTheTwoOpsBitForBit) {
+  const auto grads = [](bool fused, DType dt) {
+    Tensor x = random_tensor(Shape{3, 5, 7, 12}, 1, dt, 2.0);
+    Tensor g = random_tensor(Shape{12}, 2, dt), b = random_tensor(Shape{12}, 3, dt);
+    for (Tensor* t : {&x, &g, &b}) t->set_requires_grad(true);
+    const Tensor y = fused ? group_norm_silu_dropout(x, g, b, 4, 0.3, 7, 11)
+                           : dropout(group_norm_silu(x, g, b, 4), 0.3, 7, 11);
+    backward(sum(mul(y, random_tensor(y.shape(), 4, dt))));
+    return std::vector<std::vector<double>>{values(y), values(x.grad()), values(g.grad()),
+                                            values(b.grad())};
+  };
+  for (CpuKernels k : {CpuKernels::Reference, CpuKernels::Fast}) {
+    if (k == CpuKernels::Fast && !cpu_fast_kernels_built()) continue;
+    set_cpu_kernels(k);
+    EXPECT_EQ(grads(true, DType::F32), grads(false, DType::F32));
+  }
+  set_cpu_kernels(cpu_fast_kernels_built() ? CpuKernels::Fast : CpuKernels::Reference);
+  const auto f64 = grads(true, DType::F64);
+  EXPECT_EQ(f64, grads(false, DType::F64));
+  EXPECT_NE(std::count(f64[0].begin(), f64[0].end(), 0.0), 0) << "nothing was dropped";
+  const Tensor x = random_tensor(Shape{2, 3, 4}, 1);
+  expect_error([&] { group_norm_silu_dropout(x, random_tensor({4}, 2), random_tensor({4}, 3), 2,
+                                             1.0, 0, 0); },
+               {"op 'group_norm_silu_dropout'", "p must be in [0, 1)"});
 }
 
 TEST(OpsForward, UpsampleCopiesEachPixelFourTimes) {

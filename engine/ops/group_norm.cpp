@@ -1,9 +1,11 @@
-// Op entries: group norm with affine, and the fused group norm + SiLU, over NHWC (or any
-// (N, ..., C)) tensors.
+// Op entries: group norm with affine, the fused group norm + SiLU, and the same with dropout
+// after it, over NHWC (or any (N, ..., C)) tensors.
 #include "engine/ops.h"
 #include "engine/ops/op_util.h"
 #include "kernels/cpu/group_norm.h"
+#include "kernels/cpu/random.h"
 #include "kernels/cpu_fast/group_norm.h"
+#include "kernels/cpu_fast/random.h"
 #include "kernels/cuda/group_norm.cuh"
 
 namespace ddpm {
@@ -13,9 +15,10 @@ using detail::ptr_or_null;
 
 namespace {
 
-// The shared entry; `silu` selects the fused variant.
+// The shared entry; `silu` selects the fused variant, drop.p > 0 adds dropout after it (in
+// the CUDA kernels' own passes; on the CPU the dropout kernels run after, in place).
 Tensor group_norm_impl(const char* op, const Tensor& x, const Tensor& gamma, const Tensor& beta,
-                       int64_t groups, double eps, bool silu) {
+                       int64_t groups, double eps, bool silu, cuda::DropoutSpec drop = {}) {
   detail::check_float(op, "x", x);
   CHECK(x.shape().ndim() >= 2, "op '" << op << "': x must be (N, ..., C), got " << x.describe());
   detail::check_compatible(op, "gamma", gamma, "x", x);
@@ -36,40 +39,61 @@ Tensor group_norm_impl(const char* op, const Tensor& x, const Tensor& gamma, con
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   Tensor mean = Tensor::empty(Shape{s.n, groups}, x.dtype(), x.device());
   Tensor rstd = Tensor::empty(Shape{s.n, groups}, x.dtype(), x.device());
+  const int64_t n = x.numel();
+  const bool dropout = drop.p > 0;
   dispatch(op, x, [&](auto tag) {
     using T = decltype(tag);
     (silu ? cpu::group_norm_silu_forward<T> : cpu::group_norm_forward<T>)(
         s, x.data<T>(), gamma.data<T>(), beta.data<T>(), y.data<T>(), mean.data<T>(),
         rstd.data<T>());
+    if (dropout) cpu::dropout_forward<T>(n, drop.p, drop.seed, drop.stream, y.data<T>(), y.data<T>());
   }, [&] {
-    DDPM_CPU_FAST_ONLY((silu ? cpu_fast::group_norm_silu_forward : cpu_fast::group_norm_forward)(
-        s, x.data<float>(), gamma.data<float>(), beta.data<float>(), y.data<float>(),
-        mean.data<float>(), rstd.data<float>()));
+    DDPM_CPU_FAST_ONLY(
+        (silu ? cpu_fast::group_norm_silu_forward : cpu_fast::group_norm_forward)(
+            s, x.data<float>(), gamma.data<float>(), beta.data<float>(), y.data<float>(),
+            mean.data<float>(), rstd.data<float>());
+        if (dropout) cpu_fast::dropout_forward(n, drop.p, drop.seed, drop.stream,
+                                               y.data<float>(), y.data<float>()));
   }, [&] {
-    DDPM_CUDA_ONLY((silu ? cuda::group_norm_silu_forward : cuda::group_norm_forward)(
-        s, x.data<float>(), gamma.data<float>(), beta.data<float>(), y.data<float>(),
-        mean.data<float>(), rstd.data<float>()));
+    DDPM_CUDA_ONLY(if (silu) cuda::group_norm_silu_forward(
+                       s, x.data<float>(), gamma.data<float>(), beta.data<float>(),
+                       y.data<float>(), mean.data<float>(), rstd.data<float>(), drop);
+                   else cuda::group_norm_forward(s, x.data<float>(), gamma.data<float>(),
+                                                 beta.data<float>(), y.data<float>(),
+                                                 mean.data<float>(), rstd.data<float>()));
   });
   if (should_record({x, gamma, beta})) {
-    tape().record(op, {y}, [op, silu, s, x, gamma, beta, mean, rstd, gx = grad_ref(x),
+    tape().record(op, {y}, [op, silu, s, drop, x, gamma, beta, mean, rstd, gx = grad_ref(x),
                             gg = grad_ref(gamma), gb = grad_ref(beta)](const std::vector<Tensor>& g) {
       Tensor dx = detail::grad_or_null(gx), dgamma = detail::grad_or_null(gg),
              dbeta = detail::grad_or_null(gb);
-      // The fused op first turns dy into dh = dy * silu'(h), then runs group norm's rule.
+      // The fused op first turns dy into dh = dy * silu'(h) (dy through dropout's backward
+      // first, with dropout), then runs group norm's rule.
       Tensor dh = silu ? Tensor::empty(x.shape(), x.dtype(), x.device()) : g[0];
+      const bool dropped = drop.p > 0;
+      const int64_t count = x.numel();
+      // CPU: the dropout's backward into a zeroed buffer, then silu's (the unfused chain).
+      const Tensor dy = dropped && x.device() == Device::CPU
+                            ? Tensor::zeros(x.shape(), x.dtype(), x.device())
+                            : g[0];
       dispatch(op, x, [&](auto tag) {
         using T = decltype(tag);
+        if (dropped)
+          cpu::dropout_backward<T>(count, drop.p, drop.seed, drop.stream, g[0].data<T>(),
+                                   dy.data<T>());
         if (silu)
           cpu::group_norm_silu_dh<T>(s, x.data<T>(), gamma.data<T>(), beta.data<T>(),
-                                     mean.data<T>(), rstd.data<T>(), g[0].data<T>(), dh.data<T>());
+                                     mean.data<T>(), rstd.data<T>(), dy.data<T>(), dh.data<T>());
         cpu::group_norm_backward<T>(s, x.data<T>(), gamma.data<T>(), mean.data<T>(),
                                     rstd.data<T>(), dh.data<T>(), ptr_or_null<T>(dx),
                                     ptr_or_null<T>(dgamma), ptr_or_null<T>(dbeta));
       }, [&] {
         DDPM_CPU_FAST_ONLY(
+            if (dropped) cpu_fast::dropout_backward(count, drop.p, drop.seed, drop.stream,
+                                                    g[0].data<float>(), dy.data<float>());
             if (silu) cpu_fast::group_norm_silu_dh(s, x.data<float>(), gamma.data<float>(),
                                                    beta.data<float>(), mean.data<float>(),
-                                                   rstd.data<float>(), g[0].data<float>(),
+                                                   rstd.data<float>(), dy.data<float>(),
                                                    dh.data<float>());
             cpu_fast::group_norm_backward(s, x.data<float>(), gamma.data<float>(),
                                           mean.data<float>(), rstd.data<float>(),
@@ -80,7 +104,7 @@ Tensor group_norm_impl(const char* op, const Tensor& x, const Tensor& gamma, con
             if (silu) cuda::group_norm_silu_dh(s, x.data<float>(), gamma.data<float>(),
                                                beta.data<float>(), mean.data<float>(),
                                                rstd.data<float>(), g[0].data<float>(),
-                                               dh.data<float>());
+                                               dh.data<float>(), drop);
             const Tensor ws = detail::cuda_workspace(
                 dgamma.defined() || dbeta.defined() ? cuda::group_norm_backward_workspace(s) : 0);
             cuda::group_norm_backward(s, x.data<float>(), gamma.data<float>(), mean.data<float>(),
@@ -103,6 +127,14 @@ Tensor group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int6
 Tensor group_norm_silu(const Tensor& x, const Tensor& gamma, const Tensor& beta, int64_t groups,
                        double eps) {
   return group_norm_impl("group_norm_silu", x, gamma, beta, groups, eps, true);
+}
+
+Tensor group_norm_silu_dropout(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                               int64_t groups, double p, uint64_t seed, uint64_t stream,
+                               double eps) {
+  CHECK(p >= 0.0 && p < 1.0, "op 'group_norm_silu_dropout': p must be in [0, 1), got " << p);
+  return group_norm_impl("group_norm_silu_dropout", x, gamma, beta, groups, eps, true,
+                         cuda::DropoutSpec{static_cast<float>(p), seed, stream});
 }
 
 }  // namespace ddpm

@@ -11,6 +11,7 @@
 //             column sums of column_sum.cuh over the N*S rows. Deterministic: no atomics.
 // Limits: memory-bound (3 reads + 1 write of x forward).
 #include "engine/cuda_check.h"
+#include "engine/philox.h"
 #include "kernels/cuda/column_sum.cuh"
 #include "kernels/cuda/group_norm.cuh"
 #include "kernels/cuda/launch.cuh"
@@ -19,10 +20,17 @@ namespace ddpm::cuda {
 
 namespace {
 
-// kSilu: write silu(h) instead of h (the fused GN + SiLU: h never goes to memory).
+// Dropout's factor for flat element i: 1/(1-p) kept, 0 dropped (as the dropout op decides).
+__device__ __forceinline__ bool dropout_keeps(const DropoutSpec& d, int64_t i) {
+  return philox_uniform(d.seed, d.stream, static_cast<uint64_t>(i)) >= d.p;
+}
+
+// kSilu: write silu(h) instead of h (the fused GN + SiLU: h never goes to memory), then
+// dropout when drop.p > 0 (the mask drawn in the same pass).
 template <bool kSilu>
 __global__ void group_norm_forward_kernel(GroupNormShape s, const float* x, const float* gamma,
-                                          const float* beta, float* y, float* mean, float* rstd) {
+                                          const float* beta, float* y, float* mean, float* rstd,
+                                          DropoutSpec drop) {
   __shared__ float scratch[32];
   const int64_t cg = s.c / s.groups, n = blockIdx.x / s.groups, c0 = (blockIdx.x % s.groups) * cg;
   const int64_t count = s.s * cg;
@@ -41,23 +49,32 @@ __global__ void group_norm_forward_kernel(GroupNormShape s, const float* x, cons
     rstd[blockIdx.x] = r;
   }
   float* ys = y + n * s.s * s.c + c0;
+  const float keep_scale = 1.0f / (1.0f - drop.p);  // as the dropout op computes it
   for (int64_t i = threadIdx.x; i < count; i += blockDim.x) {
     const int64_t off = (i / cg) * s.c + i % cg, c = c0 + i % cg;
     const float h = (xs[off] - mu) * r * gamma[c] + beta[c];
-    ys[off] = kSilu ? h / (1.0f + expf(-h)) : h;
+    const float v = kSilu ? h / (1.0f + expf(-h)) : h;
+    if (drop.p > 0.0f)
+      ys[off] = dropout_keeps(drop, n * s.s * s.c + c0 + off) ? v * keep_scale : 0.0f;
+    else
+      ys[off] = v;
   }
 }
 
-// dh = dy * silu'(h), h recomputed; one thread per element.
+// dh = dy' * silu'(h), h recomputed; dy' = dy through dropout's backward (the mask
+// regenerated) when drop.p > 0, else dy. One thread per element.
 __global__ void group_norm_silu_dh_kernel(GroupNormShape s, const float* x, const float* gamma,
                                           const float* beta, const float* mean, const float* rstd,
-                                          const float* dy, float* dh) {
+                                          const float* dy, float* dh, DropoutSpec drop) {
   const int64_t cg = s.c / s.groups, total = s.n * s.s * s.c;
+  const float keep_scale = 1.0f / (1.0f - drop.p);
   DDPM_GRID_STRIDE(i, total) {
     const int64_t c = i % s.c, g = (i / (s.s * s.c)) * s.groups + c / cg;
     const float h = (x[i] - mean[g]) * rstd[g] * gamma[c] + beta[c];
     const float sig = 1.0f / (1.0f + expf(-h));
-    dh[i] = dy[i] * sig * (1.0f + h * (1.0f - sig));
+    float d = dy[i];
+    if (drop.p > 0.0f) d = dropout_keeps(drop, i) ? d * keep_scale : 0.0f;
+    dh[i] = d * sig * (1.0f + h * (1.0f - sig));
   }
 }
 
@@ -108,23 +125,24 @@ void group_norm_forward(const GroupNormShape& s, const float* x, const float* ga
                         const float* beta, float* y, float* mean, float* rstd) {
   if (s.n * s.groups == 0) return;
   DDPM_LAUNCH(group_norm_forward_kernel<false>, static_cast<unsigned>(s.n * s.groups), kThreads)(
-      s, x, gamma, beta, y, mean, rstd);
+      s, x, gamma, beta, y, mean, rstd, DropoutSpec{});
 }
 
 void group_norm_silu_forward(const GroupNormShape& s, const float* x, const float* gamma,
-                             const float* beta, float* y, float* mean, float* rstd) {
+                             const float* beta, float* y, float* mean, float* rstd,
+                             const DropoutSpec& dropout) {
   if (s.n * s.groups == 0) return;
   DDPM_LAUNCH(group_norm_forward_kernel<true>, static_cast<unsigned>(s.n * s.groups), kThreads)(
-      s, x, gamma, beta, y, mean, rstd);
+      s, x, gamma, beta, y, mean, rstd, dropout);
 }
 
 void group_norm_silu_dh(const GroupNormShape& s, const float* x, const float* gamma,
                         const float* beta, const float* mean, const float* rstd, const float* dy,
-                        float* dh) {
+                        float* dh, const DropoutSpec& dropout) {
   const int64_t total = s.n * s.s * s.c;
   if (total == 0) return;
   DDPM_LAUNCH(group_norm_silu_dh_kernel, grid_for(total), kThreads)(
-      s, x, gamma, beta, mean, rstd, dy, dh);
+      s, x, gamma, beta, mean, rstd, dy, dh, dropout);
 }
 
 int64_t group_norm_backward_workspace(const GroupNormShape& s) {

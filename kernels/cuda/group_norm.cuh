@@ -14,12 +14,23 @@ void group_norm_backward(const GroupNormShape& s, const float* x, const float* g
                          const float* mean, const float* rstd, const float* dy, float* dx,
                          float* dgamma, float* dbeta, float* workspace = nullptr);
 
-// Fused GroupNorm + SiLU (see kernels/cpu/group_norm.h): y = silu(gn(x)); backward
-// dh = dy * silu'(h) with h recomputed, then group_norm_backward with dh.
+// Dropout after the fused GroupNorm + SiLU, in the same kernels: element i (of the flat
+// N*S*C output) is kept when philox_uniform(seed, stream, i) >= p and then scaled by
+// 1/(1-p): the dropout op's mask and arithmetic (kernels/cpu/random.h), so the fused op is
+// the two ops bit for bit. p = 0: no dropout.
+struct DropoutSpec {
+  float p = 0.0f;
+  uint64_t seed = 0, stream = 0;
+};
+
+// Fused GroupNorm + SiLU (see kernels/cpu/group_norm.h): y = silu(gn(x)), then dropout when
+// given; backward dh = dropout'(dy) * silu'(h) with h recomputed and the mask regenerated
+// (the dropped output never goes to memory twice), then group_norm_backward with dh.
 void group_norm_silu_forward(const GroupNormShape& s, const float* x, const float* gamma,
-                             const float* beta, float* y, float* mean, float* rstd);
+                             const float* beta, float* y, float* mean, float* rstd,
+                             const DropoutSpec& dropout = {});
 void group_norm_silu_dh(const GroupNormShape& s, const float* x, const float* gamma,
                         const float* beta, const float* mean, const float* rstd, const float* dy,
-                        float* dh);
+                        float* dh, const DropoutSpec& dropout = {});
 
 }  // namespace ddpm::cuda

@@ -31,11 +31,13 @@ class ResBlock {
   Tensor operator()(const Tensor& x, const Tensor& temb_act, const ForwardMode& m) const {
     // conv1 + the time embedding, and conv2 + the skip: each one op (conv2d_add), fused
     // into the convolution's epilogue on CUDA v4.
+    // norm2 + SiLU + dropout: one op (the mask drawn in the norm's own pass on CUDA).
     Tensor h = conv1_(norm1_.silu(x), temb_proj_(temb_act), Tensor());
-    h = norm2_.silu(h);
-    if (m.train && dropout_ > 0)
-      h = dropout(h, dropout_, m.seed,
-                  kDropoutStream + m.step * 4096 + static_cast<uint64_t>(layer_) + (m.shard << 42));
+    h = m.train && dropout_ > 0
+            ? norm2_.silu_dropout(h, dropout_, m.seed,
+                                  kDropoutStream + m.step * 4096 + static_cast<uint64_t>(layer_) +
+                                      (m.shard << 42))
+            : norm2_.silu(h);
     return conv2_(h, Tensor(), has_skip_ ? skip_(x) : x);
   }
 
