@@ -50,7 +50,12 @@ class StagingPool {
   // True when no queued copy reads the block any more; never blocks.
   static bool idle(const Block& b) {
     const cudaError_t s = cudaEventQuery(b.copied);
-    if (s == cudaErrorNotReady) return false;
+    if (s == cudaErrorNotReady) {
+      // Not an error, but the runtime may keep it as the last one, where the next launch
+      // check would find it: clear it (as PyTorch's stream and event queries do).
+      (void)cudaGetLastError();
+      return false;
+    }
     CUDA_CHECK(s);
     return true;
   }
