@@ -41,6 +41,15 @@ std::string describe(const Case& c) {
          " heads " + std::to_string(c.heads);
 }
 
+AttentionShape shape_of(const Case& c) {
+  AttentionShape s;
+  s.b = c.b;
+  s.l = c.l;
+  s.c = c.c;
+  s.heads = c.heads;
+  return s;
+}
+
 std::vector<Case> cases() {
   std::vector<Case> all = {{2, 9, 32, 1},    // d 32: one partial query tile, one key tile
                            {1, 70, 128, 2},  // d 64: 2 query tiles, 2 key tiles, both partial
@@ -75,11 +84,7 @@ TEST(CudaAttentionBf16, ForwardIsTheReferenceWithinBf16Rounding) {
   uint64_t stream = 40;
   for (const Case& c : cases()) {
     SCOPED_TRACE(describe(c));
-    AttentionShape s;
-    s.b = c.b;
-    s.l = c.l;
-    s.c = c.c;
-    s.heads = c.heads;
+    const AttentionShape s = shape_of(c);
     ASSERT_TRUE(cuda::attention_flash_bf16_supports(s));
     const std::vector<float> qkv =
         test::random_tensor(Shape{s.b * s.l * 3 * s.c}, stream++, DType::F32, 1.5)
@@ -179,11 +184,7 @@ TEST(CudaAttentionBf16, BackwardIsTheReferenceWithinBf16Rounding) {
   uint64_t stream = 80;
   for (const Case& c : cases()) {
     SCOPED_TRACE(describe(c));
-    AttentionShape s;
-    s.b = c.b;
-    s.l = c.l;
-    s.c = c.c;
-    s.heads = c.heads;
+    const AttentionShape s = shape_of(c);
     const int64_t n_qkv = s.b * s.l * 3 * s.c, n_out = s.b * s.l * s.c;
     std::vector<float> qkv = test::random_tensor(Shape{n_qkv}, stream++, DType::F32, 1.5)
                                  .to_vector<float>();

@@ -90,17 +90,29 @@ TEST(Optim, LearningRateSchedule) {
 namespace ddpm {
 namespace {
 
+// A store of one parameter "w" of n random values on the CPU.
+struct RandomStore {
+  ParameterStore store;
+  explicit RandomStore(int64_t n) {
+    const Tensor w = store.add("w", Shape{n});
+    store.finalize(Device::CPU);
+    w.copy_from(test::random_tensor({n}, 1, DType::F32));
+  }
+};
+
+AdamWConfig decayed() {
+  AdamWConfig c;
+  c.weight_decay = 0.01;
+  return c;
+}
+
 // AdamW with the EMA in the same pass gives the bits of AdamW then Ema::update (the same
 // per-element expressions, kernels/optim_math.h), warmup decay included.
 TEST(Optim, AdamWWithTheEmaInOnePassIsTheTwoUpdates) {
   auto run = [](bool fused) {
-    ParameterStore store;
-    const Tensor w = store.add("w", Shape{1000});
-    store.finalize(Device::CPU);
-    w.copy_from(test::random_tensor({1000}, 1, DType::F32));
-    AdamWConfig c;
-    c.weight_decay = 0.01;
-    AdamW opt(store, c);
+    RandomStore r(1000);
+    ParameterStore& store = r.store;
+    AdamW opt(store, decayed());
     Ema ema(store, 0.999, /*warmup=*/true);
     for (int64_t k = 0; k < 4; ++k) {
       store.flat_grad().copy_from(randn(store.flat_grad().shape(), 9, static_cast<uint64_t>(k)));
@@ -130,13 +142,9 @@ TEST(Optim, AGatedStepIsClipThenStepBitForBit) {
     int64_t steps = 0;
   };
   auto run = [](bool gated) {
-    ParameterStore store;
-    const Tensor w = store.add("w", Shape{1000});
-    store.finalize(Device::CPU);
-    w.copy_from(test::random_tensor({1000}, 1, DType::F32));
-    AdamWConfig c;
-    c.weight_decay = 0.01;
-    AdamW opt(store, c);
+    RandomStore r(1000);
+    ParameterStore& store = r.store;
+    AdamW opt(store, decayed());
     Ema ema(store, 0.999, /*warmup=*/true);
     State s;
     for (int64_t k = 0; k < 4; ++k) {
@@ -183,10 +191,8 @@ TEST(Optim, AGatedStepIsClipThenStepBitForBit) {
 // A step whose loss or gradient is not finite is not applied: the weights, both moments and
 // the EMA keep every bit, and the verdict says so.
 TEST(Optim, AGateThatRefusesAStepChangesNothing) {
-  ParameterStore store;
-  const Tensor w = store.add("w", Shape{100});
-  store.finalize(Device::CPU);
-  w.copy_from(test::random_tensor({100}, 1, DType::F32));
+  RandomStore r(100);
+  ParameterStore& store = r.store;
   AdamW opt(store, AdamWConfig{});
   Ema ema(store, 0.9);
   store.flat_grad().copy_from(randn(store.flat_grad().shape(), 9, 0));
