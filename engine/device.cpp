@@ -22,7 +22,7 @@ const char* device_name(Device d) { return d == Device::CPU ? "cpu" : "cuda"; }
 
 namespace {
 
-std::atomic<uint64_t> g_launches{0}, g_memsets{0}, g_copies{0}, g_host_syncs{0};
+std::atomic<uint64_t> g_launches{0}, g_memsets{0}, g_copies{0}, g_host_syncs{0}, g_late_reads{0};
 
 // Host blocks are 64-byte aligned: a cache line, and enough for any SIMD load.
 constexpr size_t kHostAlignment = 64;
@@ -163,9 +163,12 @@ void device_zero(void* ptr, Device d, size_t bytes) {
 }
 
 void count_kernel_launch() { ++g_launches; }
+void count_late_read() { ++g_late_reads; }
+void count_host_sync() { ++g_host_syncs; }
 
 DeviceWorkCounts device_work_counts() {
-  return {g_launches.load(), g_memsets.load(), g_copies.load(), g_host_syncs.load()};
+  return {g_launches.load(), g_memsets.load(), g_copies.load(), g_host_syncs.load(),
+          g_late_reads.load()};
 }
 
 ProfileRange::ProfileRange(const char* name) {

@@ -34,10 +34,12 @@ size_t cuda_peak_bytes_in_use();
 // with CUDA_CHECK_LAUNCH; cuBLAS / cuDNN calls are not seen), memsets, copies, and host
 // syncs: the times the host waited for the GPU (a copy to host memory, which cudaMemcpy
 // performs synchronously; an upload too large to stage; device_synchronize). Uploads are
-// staged through pinned memory and queued without a wait (engine/host_staging.h).
+// staged through pinned memory and queued without a wait (engine/host_staging.h). Late
+// reads: results copied back asynchronously and read after more work was queued behind
+// them (engine/host_readback.h), so the GPU's queue does not drain while the host waits.
 // Benchmarks and the trainer's log difference two readings to report them per step.
 struct DeviceWorkCounts {
-  uint64_t launches = 0, memsets = 0, copies = 0, host_syncs = 0;
+  uint64_t launches = 0, memsets = 0, copies = 0, host_syncs = 0, late_reads = 0;
 };
 DeviceWorkCounts device_work_counts();
 

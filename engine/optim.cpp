@@ -22,65 +22,6 @@ void require_f32(const char* what, const ParameterStore& store) {
 
 bool on_gpu(const Tensor& t) { return t.device() == Device::CUDA; }
 
-}  // namespace
-
-AdamW::AdamW(const ParameterStore& store, const AdamWConfig& config)
-    : store_(store), config_(config) {
-  require_f32("AdamW", store);
-  CHECK(config.lr > 0, "AdamW: lr must be > 0, got " << config.lr);
-  CHECK(config.beta1 >= 0 && config.beta1 < 1 && config.beta2 >= 0 && config.beta2 < 1,
-        "AdamW: betas must be in [0, 1), got " << config.beta1 << ", " << config.beta2);
-  CHECK(config.eps > 0, "AdamW: eps must be > 0, got " << config.eps);
-  const Tensor flat = store.flat_data();
-  m_ = Tensor::zeros(flat.shape(), flat.dtype(), flat.device());
-  v_ = Tensor::zeros(flat.shape(), flat.dtype(), flat.device());
-}
-
-AdamWParams AdamW::params(double lr, int64_t t) const {
-  AdamWParams p;
-  p.lr = static_cast<float>(lr);
-  p.beta1 = static_cast<float>(config_.beta1);
-  p.beta2 = static_cast<float>(config_.beta2);
-  p.eps = static_cast<float>(config_.eps);
-  p.weight_decay = static_cast<float>(config_.weight_decay);
-  p.bias_correction1 = static_cast<float>(1.0 - std::pow(config_.beta1, static_cast<double>(t)));
-  p.bias_correction2 = static_cast<float>(1.0 - std::pow(config_.beta2, static_cast<double>(t)));
-  return p;
-}
-
-void AdamW::step(double lr, Ema* ema, int64_t ema_index) {
-  ++t_;
-  launch(params(lr, t_), ema, ema_index, nullptr);
-}
-
-void AdamW::gated_step(double lr, const Tensor& summary, Ema* ema, int64_t ema_index) {
-  const Tensor flat = store_.flat_data();
-  CHECK(summary.dtype() == DType::F64 && summary.shape().ndim() == 1 &&
-            summary.numel() >= kStepGateDoubles && summary.device() == flat.device(),
-        "AdamW::gated_step: the summary " << summary.describe() << " is not step_summary's "
-                                          << "(an f64 vector on the parameters' device)");
-  const auto* gate = reinterpret_cast<const StepGate*>(summary.data<double>() + summary.numel() -
-                                                      kStepGateDoubles);
-  launch(params(lr, t_ + 1), ema, ema_index, gate);
-}
-
-void AdamW::launch(const AdamWParams& p, Ema* ema, int64_t ema_index, const StepGate* gate) {
-  const Tensor flat = store_.flat_data();
-  const float ema_decay = ema ? ema->decay_at(ema_index) : 0.0f;
-  float* const ema_weights = ema ? ema->weights().data<float>() : nullptr;
-  if (on_gpu(flat)) {
-#if DDPM_WITH_CUDA
-    cuda::adamw_step(flat.numel(), p, flat.data<float>(), store_.flat_grad().data<float>(),
-                     m_.data<float>(), v_.data<float>(), ema_decay, ema_weights, gate);
-#endif
-  } else {
-    cpu::adamw_step(flat.numel(), p, flat.data<float>(), store_.flat_grad().data<float>(),
-                    m_.data<float>(), v_.data<float>(), ema_decay, ema_weights, gate);
-  }
-}
-
-namespace {
-
 // The sum of the squares of every gradient, as a one-element f64 tensor on their device.
 Tensor gradient_sum_of_squares(const ParameterStore& store) {
   const Tensor grad = store.flat_grad();
@@ -97,10 +38,9 @@ Tensor gradient_sum_of_squares(const ParameterStore& store) {
   return squares;
 }
 
-}  // namespace
-
-Tensor step_summary(const ParameterStore& store, const Tensor& per_sample, const Tensor& loss,
-                    double max_norm) {
+// The summary of a step (AdamW::step_summary), counters on the gradients' device.
+Tensor summarize(const ParameterStore& store, const Tensor& per_sample, const Tensor& loss,
+                 const StepSummaryRule& rule, StepCounters* counters) {
   require_f32("step_summary", store);
   const Device device = store.flat_grad().device();
   CHECK(loss.numel() == 1 && loss.device() == device &&
@@ -119,26 +59,130 @@ Tensor step_summary(const ParameterStore& store, const Tensor& per_sample, const
 #if DDPM_WITH_CUDA
     if (loss.dtype() == DType::F32)
       cuda::step_summary<float>(n, n ? per_sample.data<float>() : nullptr, loss.data<float>(), sq,
-                                max_norm, o);
+                                rule, counters, o);
     else
       cuda::step_summary<double>(n, n ? per_sample.data<double>() : nullptr, loss.data<double>(),
-                                 sq, max_norm, o);
+                                 sq, rule, counters, o);
 #endif
   } else {
     const auto value = [](const Tensor& t, int64_t i) {
       return t.dtype() == DType::F32 ? static_cast<double>(t.data<float>()[i]) : t.data<double>()[i];
     };
     for (int64_t i = 0; i < n; ++i) o[i] = value(per_sample, i);
-    store_step_gate(step_gate(value(loss, 0), *sq, max_norm), o + n);
+    store_step_gate(step_gate(value(loss, 0), *sq, rule, *counters), o + n);
   }
   return out;
+}
+
+}  // namespace
+
+AdamW::AdamW(const ParameterStore& store, const AdamWConfig& config)
+    : store_(store), config_(config) {
+  require_f32("AdamW", store);
+  CHECK(config.lr > 0, "AdamW: lr must be > 0, got " << config.lr);
+  CHECK(config.beta1 >= 0 && config.beta1 < 1 && config.beta2 >= 0 && config.beta2 < 1,
+        "AdamW: betas must be in [0, 1), got " << config.beta1 << ", " << config.beta2);
+  CHECK(config.eps > 0, "AdamW: eps must be > 0, got " << config.eps);
+  const Tensor flat = store.flat_data();
+  m_ = Tensor::zeros(flat.shape(), flat.dtype(), flat.device());
+  v_ = Tensor::zeros(flat.shape(), flat.dtype(), flat.device());
+}
+
+AdamWParams AdamW::params(double lr) const {
+  AdamWParams p;
+  p.lr = static_cast<float>(lr);
+  p.beta1 = static_cast<float>(config_.beta1);
+  p.beta2 = static_cast<float>(config_.beta2);
+  p.eps = static_cast<float>(config_.eps);
+  p.weight_decay = static_cast<float>(config_.weight_decay);
+  p.bias_correction1 = static_cast<float>(1.0 - counters_.beta1_power);
+  p.bias_correction2 = static_cast<float>(1.0 - counters_.beta2_power);
+  return p;
+}
+
+void AdamW::step(double lr, Ema* ema, int64_t ema_index) {
+  CHECK(unresolved_ == 0, "AdamW::step with " << unresolved_
+                                              << " gated steps not yet resolved (read their gates first)");
+  count_applied_step(counters_, config_.beta1, config_.beta2);
+  stale_ = true;
+  launch(params(lr), ema, ema_index, nullptr);
+}
+
+void AdamW::set_steps_taken(int64_t t) {
+  CHECK(t >= 0, "AdamW: a step count of " << t);
+  CHECK(unresolved_ == 0, "AdamW::set_steps_taken with " << unresolved_ << " gated steps unresolved");
+  counters_ = StepCounters{};
+  for (int64_t i = 0; i < t; ++i) count_applied_step(counters_, config_.beta1, config_.beta2);
+  stale_ = true;
+}
+
+Tensor AdamW::step_summary(const Tensor& per_sample, const Tensor& loss, double max_norm,
+                           Refusal refusal) {
+  const Device device = store_.flat_grad().device();
+  if (stale_) {  // the host's count is the truth (no gated step is in flight)
+    const StepCounters& c = counters_;
+    device_counters_ = Tensor::from_vector<double>(
+                           Shape{kStepCounterDoubles},
+                           {c.steps, c.beta1_power, c.beta2_power, c.halted})
+                           .to(device);
+    stale_ = false;
+  }
+  StepSummaryRule rule;
+  rule.max_norm = max_norm;
+  rule.beta1 = config_.beta1;
+  rule.beta2 = config_.beta2;
+  rule.refusal = refusal;
+  return summarize(store_, per_sample, loss, rule,
+                            reinterpret_cast<StepCounters*>(device_counters_.data<double>()));
+}
+
+void AdamW::gated_step(double lr, const Tensor& summary, Ema* ema, int64_t ema_index) {
+  const Tensor flat = store_.flat_data();
+  CHECK(summary.dtype() == DType::F64 && summary.shape().ndim() == 1 &&
+            summary.numel() >= kStepGateDoubles && summary.device() == flat.device(),
+        "AdamW::gated_step: the summary " << summary.describe() << " is not step_summary's "
+                                          << "(an f64 vector on the parameters' device)");
+  const auto* gate = reinterpret_cast<const StepGate*>(summary.data<double>() + summary.numel() -
+                                                      kStepGateDoubles);
+  ++unresolved_;
+  launch(params(lr), ema, ema_index, gate);  // the gate's bias corrections replace params'
+}
+
+void AdamW::resolve_gated_step(const StepGate& gate) {
+  CHECK(unresolved_ > 0, "AdamW::resolve_gated_step without a gated step to resolve");
+  --unresolved_;
+  if (gate.applied == 0) return;
+  count_applied_step(counters_, config_.beta1, config_.beta2);
+  CHECK(gate.bias_correction1 == 1.0 - counters_.beta1_power &&
+            gate.bias_correction2 == 1.0 - counters_.beta2_power,
+        "AdamW: the gate of applied step " << counters_.steps << " has bias corrections "
+                                           << gate.bias_correction1 << ", " << gate.bias_correction2
+                                           << "; the host's count gives "
+                                           << 1.0 - counters_.beta1_power << ", "
+                                           << 1.0 - counters_.beta2_power
+                                           << " (gates resolved out of order?)");
+}
+
+void AdamW::launch(const AdamWParams& p, Ema* ema, int64_t ema_index, const StepGate* gate) {
+  const Tensor flat = store_.flat_data();
+  const float ema_decay = ema ? ema->decay_at(ema_index) : 0.0f;
+  float* const ema_weights = ema ? ema->weights().data<float>() : nullptr;
+  if (on_gpu(flat)) {
+#if DDPM_WITH_CUDA
+    cuda::adamw_step(flat.numel(), p, flat.data<float>(), store_.flat_grad().data<float>(),
+                     m_.data<float>(), v_.data<float>(), ema_decay, ema_weights, gate);
+#endif
+  } else {
+    cpu::adamw_step(flat.numel(), p, flat.data<float>(), store_.flat_grad().data<float>(),
+                    m_.data<float>(), v_.data<float>(), ema_decay, ema_weights, gate);
+  }
 }
 
 StepGate summary_gate(const std::vector<double>& summary) {
   CHECK(summary.size() >= kStepGateDoubles,
         "a step summary of " << summary.size() << " values has no gate");
   const double* g = summary.data() + summary.size() - kStepGateDoubles;
-  return StepGate{g[0], g[1], g[2], g[3]};
+  return StepGate{g[0], g[1], g[2], g[3], g[4], g[5]};
 }
 
 double clip_grad_norm(const ParameterStore& store, double max_norm) {

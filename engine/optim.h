@@ -5,8 +5,10 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "engine/parameters.h"
+#include "kernels/optim_math.h"
 #include "kernels/shapes.h"
 
 namespace ddpm {
@@ -24,42 +26,59 @@ class AdamW {
   AdamW(const ParameterStore& store, const AdamWConfig& config);
   // One update with learning rate `lr` (the schedule's value for this step); with `ema`,
   // its update number `ema_index` in the same pass over the buffer (Ema::update's result).
+  // Not while a gated step is unresolved.
   void step(double lr, Ema* ema = nullptr, int64_t ema_index = 0);
-  // The same update, gated and clipped by a step summary (step_summary below) that may not
-  // have been computed yet: it is read where the parameters live, in the same pass, so the
-  // host queues the update without waiting for the gradient norm. The step is update number
-  // steps_taken() + 1 if the gate applies it; the caller, once it has read the summary back,
-  // calls count_applied_step() exactly then.
+
+  // The outcome of a step, computed where the gradients live without the host waiting:
+  //   an f64 tensor [per_sample (n)..., loss, grad_norm, clip_scale, applied, bc1, bc2]
+  // (the last six a kernels/shapes.h StepGate: clip to max_norm when > 0; apply only if the
+  // loss and the norm are finite and no earlier refusal halted training; bias corrections
+  // for the count of applied steps, kept on the device beside the moments, this step
+  // included if applied). per_sample (n) may be undefined (n = 0); loss is a scalar; both
+  // f32 or f64 on the parameters' device. One copy brings all of it to the host.
+  // refusal Halt: once a step is refused, every later gate refuses too (kernels/optim_math.h).
+  Tensor step_summary(const Tensor& per_sample, const Tensor& loss, double max_norm,
+                      Refusal refusal = Refusal::Skip);
+  // The update, gated and clipped by a step summary that may not have been computed yet: it
+  // is read where the parameters live, in the same pass, so the host queues the update
+  // without waiting for the gradient norm, nor for the verdict on the step before. Each
+  // gated step is resolved, in order, once the host has read its gate back:
+  // resolve_gated_step() then advances steps_taken() if the gate applied it (and checks that
+  // the host's count gives the gate's bias corrections).
   void gated_step(double lr, const Tensor& summary, Ema* ema = nullptr, int64_t ema_index = 0);
-  void count_applied_step() { ++t_; }
-  int64_t steps_taken() const { return t_; }
+  void resolve_gated_step(const StepGate& gate);
+  int64_t unresolved_steps() const { return unresolved_; }
+
+  // Updates applied (not refused): t in the bias corrections 1 - beta^t.
+  int64_t steps_taken() const { return static_cast<int64_t>(counters_.steps); }
+  // For checkpoints: sets the count (beta^t recomputed by t multiplications, as the steps
+  // would have) and clears a halt.
+  void set_steps_taken(int64_t t);
   // Optimiser state, for checkpoints: first and second moments (flat, like the parameters).
   Tensor first_moment() const { return m_; }
   Tensor second_moment() const { return v_; }
-  void set_steps_taken(int64_t t) { t_ = t; }
 
  private:
-  AdamWParams params(double lr, int64_t t) const;  // the constants of update number t
+  AdamWParams params(double lr) const;  // the constants of the next update
   void launch(const AdamWParams& p, Ema* ema, int64_t ema_index, const StepGate* gate);
 
   const ParameterStore& store_;
   AdamWConfig config_;
   Tensor m_, v_;
-  int64_t t_ = 0;
+  // The applied steps as the host knows them (resolved), and as the gates count them, on the
+  // parameters' device (ahead by the unresolved steps). step() and set_steps_taken() change
+  // the host's; the device's is then refreshed before the next gate (stale_).
+  StepCounters counters_;
+  Tensor device_counters_;  // f64 (kStepCounterDoubles)
+  bool stale_ = true;
+  int64_t unresolved_ = 0;
 };
 
 // Returns the global L2 norm of all gradients; if it exceeds max_norm (> 0), scales every
 // gradient by max_norm / norm (one pass). max_norm <= 0: measure only. Reads the norm back:
-// on a GPU the host waits; a training step uses step_summary and gated_step instead.
+// on a GPU the host waits; a training step uses AdamW::step_summary and gated_step instead.
 double clip_grad_norm(const ParameterStore& store, double max_norm);
 
-// The outcome of a step, computed where the gradients live without the host waiting:
-//   an f64 tensor [per_sample (n)..., loss, grad_norm, clip_scale, applied]
-// (the last four a kernels/shapes.h StepGate: clip to max_norm when > 0, apply only if the
-// loss and the norm are finite). per_sample (n) may be undefined (n = 0); loss is a scalar;
-// both f32 or f64 on the parameters' device. One copy brings all of it to the host.
-Tensor step_summary(const ParameterStore& store, const Tensor& per_sample, const Tensor& loss,
-                    double max_norm);
 // The gate at the end of a summary read back to the host (step_summary's layout).
 StepGate summary_gate(const std::vector<double>& summary);
 

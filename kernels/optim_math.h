@@ -9,12 +9,14 @@
 // EMA of the weights, after the update: e = decay e + (1 - decay) p.
 // Clipping by global norm is folded into the update: the gradient AdamW reads is
 // g = float(clip_scale) * grad, the product scale_in_place would have stored, so clipping
-// costs no pass of its own; a step whose gate says "not applied" changes nothing.
+// costs no pass of its own; a step whose gate says "not applied" changes nothing. The gate
+// also carries the bias corrections (step_gate keeps the count of applied steps).
 #pragma once
 
 #include <cmath>
 
 #include "kernels/host_device.h"
+#include "kernels/rounding.h"
 #include "kernels/shapes.h"
 
 namespace ddpm {
@@ -37,24 +39,65 @@ DDPM_HD void adamw_element(const AdamWParams& p, const AdamWStepConstants& k, fl
   param = param * k.decay - k.step * m / (sqrtf(v) * k.inv_sqrt_bc2 + p.eps);
 }
 
+// How a refused step is taken: skipped (training goes on) or halting (training stops, and
+// every later gate refuses too: kernels/shapes.h StepCounters).
+enum class Refusal : int { Skip = 0, Halt = 1 };
+
+// What a step's gate is judged by: the clipping norm (<= 0: no clipping), AdamW's betas (for
+// the bias corrections) and what a refusal does.
+struct StepSummaryRule {
+  double max_norm = 0, beta1 = 0.9, beta2 = 0.999;
+  Refusal refusal = Refusal::Skip;
+};
+
+// Advances the counters by one applied step: beta^t by one more multiplication, rounded on
+// its own (mul_rn: nvcc may not fuse it with the 1 - beta^t after it), so the host's count
+// (AdamW's) and the device's hold the same bits.
+DDPM_HD void count_applied_step(StepCounters& c, double beta1, double beta2) {
+  c.steps += 1;
+  c.beta1_power = mul_rn(c.beta1_power, beta1);
+  c.beta2_power = mul_rn(c.beta2_power, beta2);
+}
+
 // The gate of a step (kernels/shapes.h StepGate) from its loss and the sum of the squares of
-// its gradient: clip when max_norm > 0 and the norm exceeds it, apply only when finite.
-DDPM_HD StepGate step_gate(double loss, double sum_of_squares, double max_norm) {
+// its gradient: clip when max_norm > 0 and the norm exceeds it, apply only when finite and
+// no earlier refusal has halted training; the counters advance when the step is applied.
+DDPM_HD StepGate step_gate(double loss, double sum_of_squares, const StepSummaryRule& rule,
+                           StepCounters& c) {
+  const double max_norm = rule.max_norm;
   StepGate g;
   g.loss = loss;
   g.grad_norm = sqrt(sum_of_squares);
   // x - x is 0 for every finite x and NaN for inf and NaN (no library call, host or device).
   g.clip_scale = max_norm > 0 && g.grad_norm > max_norm ? max_norm / g.grad_norm : 1.0;
-  g.applied = loss - loss == 0.0 && g.grad_norm - g.grad_norm == 0.0 ? 1.0 : 0.0;
+  const bool finite = loss - loss == 0.0 && g.grad_norm - g.grad_norm == 0.0;
+  g.applied = finite && c.halted == 0 ? 1.0 : 0.0;
+  if (g.applied != 0)
+    count_applied_step(c, rule.beta1, rule.beta2);
+  else if (rule.refusal == Refusal::Halt)
+    c.halted = 1;
+  g.bias_correction1 = 1.0 - c.beta1_power;
+  g.bias_correction2 = 1.0 - c.beta2_power;
   return g;
 }
 
-// Stores a gate as kernels/shapes.h lays it out: four doubles at out.
+// Stores a gate as kernels/shapes.h lays it out: six doubles at out.
 DDPM_HD void store_step_gate(const StepGate& g, double* out) {
   out[0] = g.loss;
   out[1] = g.grad_norm;
   out[2] = g.clip_scale;
   out[3] = g.applied;
+  out[4] = g.bias_correction1;
+  out[5] = g.bias_correction2;
+}
+
+// The constants of a gated update: the gate's bias corrections replace the caller's.
+DDPM_HD AdamWParams gated_params(AdamWParams p, const StepGate* gate) {
+  if (gate) {
+    p.bias_correction1 = static_cast<float>(gate->bias_correction1);
+    p.bias_correction2 = static_cast<float>(gate->bias_correction2);
+  }
+  return p;
 }
 
 DDPM_HD float ema_element(float decay, float ema, float param) {

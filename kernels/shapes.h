@@ -74,14 +74,29 @@ struct AdamWParams {
 // The verdict on one training step's gradient (kernels/optim_math.h step_gate), computed on
 // the device that holds the gradient so the host need not read the norm back before the
 // update: the loss, the gradient's global L2 norm, the factor clipping multiplies every
-// gradient by (1 when the norm is within bounds), and whether the step is applied at all
-// (1: loss and norm finite; 0: AdamW and the EMA leave every buffer as it was). Doubles
-// throughout, so it travels to the host in the same copy as the per-sample losses.
+// gradient by (1 when the norm is within bounds), whether the step is applied at all
+// (1: loss and norm finite; 0: AdamW and the EMA leave every buffer as it was), and AdamW's
+// bias corrections 1 - beta^t for t = the number of steps applied so far, this one included
+// (so the update never waits for the host to learn whether the step before was applied).
+// Doubles throughout, so it travels to the host in the same copy as the per-sample losses.
 struct StepGate {
   double loss = 0, grad_norm = 0, clip_scale = 1, applied = 1;
+  double bias_correction1 = 1, bias_correction2 = 1;
 };
-constexpr int kStepGateDoubles = 4;
-static_assert(sizeof(StepGate) == kStepGateDoubles * sizeof(double), "StepGate is 4 doubles");
+constexpr int kStepGateDoubles = 6;
+static_assert(sizeof(StepGate) == kStepGateDoubles * sizeof(double), "StepGate is 6 doubles");
+
+// What the gates of successive steps carry from one to the next, in device memory beside
+// AdamW's moments: the steps applied, beta1^t and beta2^t for that count t (kept by
+// multiplying, once per applied step, on host and device alike: the same bits), and whether
+// a refused step has halted training (then every later gate refuses, so a step queued
+// behind the refused one cannot change anything before the host hears of it).
+struct StepCounters {
+  double steps = 0, beta1_power = 1, beta2_power = 1, halted = 0;
+};
+constexpr int kStepCounterDoubles = 4;
+static_assert(sizeof(StepCounters) == kStepCounterDoubles * sizeof(double),
+              "StepCounters is 4 doubles");
 
 // The fused diffusion loss (kernels/diffusion_loss_math.h has the per-element formulas).
 // A batch of n samples of dim elements each, NHWC images (h, w, c) when x0 is bytes with a

@@ -2,6 +2,8 @@
 // validation, and a short end-to-end CPU run of configs/tiny.json that must learn.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <cstring>
 #include <filesystem>
 
 #include "engine/file_io.h"
@@ -54,6 +56,140 @@ TEST(ImageTrain, ResumeIsBitwiseExact) {
   // and the weights did move
   ImageRun fresh(c);
   EXPECT_NE(fresh.store().flat_data().to_vector<float>(), straight.store().flat_data().to_vector<float>());
+}
+
+// Importance sampling that warms up within a few steps (T = 2, 8 samples a step: every t has
+// its 10 losses after ~3 steps), so the order in which losses reach the history decides the
+// timesteps drawn after that.
+ImageTrainConfig importance_config(std::vector<std::string> extra = {}) {
+  std::vector<std::string> keys = {"base_channels=8", "groups=4", "batch_size=8", "steps=8",
+                                   "dropout=0.1", "timestep_sampler=importance", "T=2",
+                                   "ema_decay=0.9", "warmup=2"};
+  keys.insert(keys.end(), extra.begin(), extra.end());
+  return read_image_train_config(tiny_json(keys), "tiny.json (test)");
+}
+
+// Bit patterns (an exploded run may hold NaN, which == would call different).
+std::vector<uint32_t> bits(const Tensor& t) {
+  const std::vector<float> v = t.to_vector<float>();
+  std::vector<uint32_t> out(v.size());
+  std::memcpy(out.data(), v.data(), v.size() * sizeof(float));
+  return out;
+}
+
+struct RunState {
+  std::vector<uint32_t> weights, ema, m, v;
+  nlohmann::json sampler;
+  int64_t optimizer_steps = 0;
+  bool operator==(const RunState& o) const {
+    return weights == o.weights && ema == o.ema && m == o.m && v == o.v && sampler == o.sampler &&
+           optimizer_steps == o.optimizer_steps;
+  }
+};
+
+RunState state_of(ImageRun& run) {
+  DiffusionTrainer& tr = run.trainer();
+  return {bits(run.store().flat_data()), bits(tr.ema()->weights()),
+          bits(tr.optimizer().first_moment()), bits(tr.optimizer().second_moment()),
+          tr.timestep_sampler().state(), tr.optimizer().steps_taken()};
+}
+
+// `n` steps the train loop's way: step s + 1 queued before step s is resolved.
+std::vector<StepStats> steps_read_late(ImageRun& run, int n) {
+  std::vector<StepStats> out;
+  run.queue_step();
+  for (int i = 1; i < n; ++i) {
+    run.queue_step();
+    EXPECT_EQ(run.steps_in_flight(), 2);
+    out.push_back(run.resolve());
+  }
+  out.push_back(run.resolve());
+  return out;
+}
+
+// A step's summary read a step late gives the bits of steps read at once: the weights, EMA,
+// moments, importance history and every step's stats. (The history takes step s's losses
+// after step s + 1 has drawn, both ways.)
+TEST(ImageTrain, AStepReadLateIsTheStepReadAtOnce) {
+  const ImageTrainConfig c = importance_config();
+  ImageRun at_once(c), late(c);
+  std::vector<StepStats> a;
+  for (int i = 0; i < 8; ++i) a.push_back(at_once.step());
+  const std::vector<StepStats> b = steps_read_late(late, 8);
+  ASSERT_EQ(b.size(), a.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    SCOPED_TRACE(i);
+    EXPECT_EQ(a[i].step, static_cast<int64_t>(i));
+    EXPECT_EQ(b[i].step, a[i].step);
+    EXPECT_EQ(b[i].timesteps, a[i].timesteps);
+    EXPECT_EQ(b[i].per_sample_loss, a[i].per_sample_loss);
+    EXPECT_EQ(b[i].loss, a[i].loss);
+    EXPECT_EQ(b[i].grad_norm, a[i].grad_norm);
+    EXPECT_TRUE(a[i].applied);
+  }
+  EXPECT_TRUE(state_of(late) == state_of(at_once));
+  // the history was in use: warmed up, and no longer uniform
+  const TimestepSampler& ts = at_once.trainer().timestep_sampler();
+  ASSERT_TRUE(ts.warmed_up());
+  EXPECT_NE(ts.probabilities()[0], ts.probabilities()[1]);
+}
+
+// With the history warm, a run resumed from a checkpoint continues exactly: the checkpoint
+// holds the losses of its last step, not yet in the history.
+TEST(ImageTrain, ResumeIsExactWithTheImportanceHistoryInUse) {
+  const ImageTrainConfig c = importance_config();
+  ImageRun straight(c);
+  steps_read_late(straight, 8);
+  const std::string ckpt = ::testing::TempDir() + "/resume_importance.safetensors";
+  {
+    ImageRun first_half(c);
+    steps_read_late(first_half, 5);
+    EXPECT_FALSE(first_half.trainer().timestep_sampler().state()["recorded"].empty());
+    first_half.save_checkpoint(ckpt);
+  }
+  ImageRun resumed(c);
+  resumed.load_checkpoint(ckpt);
+  steps_read_late(resumed, 3);
+  EXPECT_TRUE(state_of(resumed) == state_of(straight));
+}
+
+// "nonfinite": "stop": once a refused step is read back, the step queued behind it has
+// changed nothing either (the gates halt on the device), so the run stops with the weights of
+// the last applied step. "skip": steps read late and at once skip the same steps, bit for bit.
+TEST(ImageTrain, ARefusedStepReadLateHaltsTheStepQueuedBehindIt) {
+  // Weight decay 10 at lr 10 multiplies every weight by -99 per step: inf within a few steps.
+  const std::vector<std::string> explode = {"lr=10", "weight_decay=10", "warmup=0", "steps=30"};
+  const ImageTrainConfig stop = importance_config(explode);
+  ImageRun at_once(stop), late(stop);
+  int64_t refused = -1;
+  for (int i = 0; i < 30 && refused < 0; ++i)
+    if (!at_once.step().applied) refused = i;
+  ASSERT_GE(refused, 1) << "the config means to explode after a few steps";
+  late.queue_step();
+  for (;;) {
+    late.queue_step();
+    const StepStats st = late.resolve();
+    if (!st.applied) {
+      EXPECT_EQ(st.step, refused);
+      break;
+    }
+  }
+  const StepStats behind = late.resolve();
+  EXPECT_EQ(behind.step, refused + 1);
+  EXPECT_FALSE(behind.applied);  // (Trainer.ARefusedStepHaltsTheStepQueuedBehindIt: even when finite)
+  EXPECT_TRUE(state_of(late) == state_of(at_once));
+
+  std::vector<std::string> skip = explode;
+  skip.push_back("nonfinite=skip");
+  const ImageTrainConfig sc = importance_config(skip);
+  ImageRun skip_at_once(sc), skip_late(sc);
+  int skipped = 0;
+  for (int i = 0; i < 12; ++i) skipped += !skip_at_once.step().applied;
+  const std::vector<StepStats> b = steps_read_late(skip_late, 12);
+  EXPECT_GT(skipped, 0);
+  for (int i = 0; i < 12; ++i) skipped -= !b[i].applied;
+  EXPECT_EQ(skipped, 0);
+  EXPECT_TRUE(state_of(skip_late) == state_of(skip_at_once));
 }
 
 TEST(ImageTrain, BadCheckpointsAreClearErrors) {

@@ -153,7 +153,7 @@ TEST(Optim, AGatedStepIsClipThenStepBitForBit) {
       if (gated) {
         const Tensor per_sample = Tensor::from_vector<float>(Shape{3}, {0.5f, 1.5f, 2.5f});
         const Tensor loss = Tensor::from_vector<float>(Shape{}, {1.5f});
-        const Tensor summary = step_summary(store, per_sample, loss, max_norm);
+        const Tensor summary = opt.step_summary(per_sample, loss, max_norm);
         opt.gated_step(1e-2, summary, &ema, k);
         const std::vector<double> back = summary.to_vector<double>();
         const StepGate g = summary_gate(back);
@@ -164,7 +164,7 @@ TEST(Optim, AGatedStepIsClipThenStepBitForBit) {
         EXPECT_EQ(g.applied, 1.0);
         EXPECT_EQ(g.clip_scale, g.grad_norm > max_norm ? max_norm / g.grad_norm : 1.0);
         EXPECT_EQ(g.clip_scale < 1, k % 2 == 0) << "the test means to clip on even steps";
-        if (g.applied) opt.count_applied_step();
+        opt.resolve_gated_step(g);
         s.norms.push_back(g.grad_norm);
       } else {
         s.norms.push_back(clip_grad_norm(store, max_norm));
@@ -215,12 +215,142 @@ TEST(Optim, AGateThatRefusesAStepChangesNothing) {
     g[0] = c.grad0;
     store.flat_grad().copy_from(Tensor::from_vector<float>(store.flat_grad().shape(), g));
     const Tensor summary =
-        step_summary(store, Tensor(), Tensor::from_vector<float>(Shape{}, {c.loss}), 1.0);
+        opt.step_summary(Tensor(), Tensor::from_vector<float>(Shape{}, {c.loss}), 1.0);
     opt.gated_step(1e-2, summary, &ema, 1);
-    EXPECT_EQ(summary_gate(summary.to_vector<double>()).applied, 0.0);
+    const StepGate gate = summary_gate(summary.to_vector<double>());
+    EXPECT_EQ(gate.applied, 0.0);
+    opt.resolve_gated_step(gate);
     EXPECT_EQ(snapshot(), before);
   }
   EXPECT_EQ(opt.steps_taken(), 1);
+}
+
+
+// A gate counts the steps it applies on the parameters' device, so the update of step k + 1
+// has its bias corrections before the host has read step k's verdict. Steps queued one ahead
+// of the host (step k + 1's gate and update queued before step k's gate is read) give the
+// bits of steps resolved at once, and of the host's own clip-then-step that leaves the
+// refused step out; the gates carry 1 - beta^t for the t applied so far.
+TEST(Optim, GatesCountTheAppliedStepsAheadOfTheHost) {
+  constexpr int kSteps = 6, kNanStep = 2;
+  enum Way { Resolved, QueuedAhead, Host };
+  struct State {
+    std::vector<float> param, m, v, ema;
+    std::vector<StepGate> gates;
+    int64_t steps = 0;
+  };
+  const AdamWConfig config = decayed();
+  auto run = [&](Way way) {
+    RandomStore r(1000);
+    ParameterStore& store = r.store;
+    AdamW opt(store, config);
+    Ema ema(store, 0.999, /*warmup=*/true);
+    State s;
+    std::vector<Tensor> unread;
+    auto resolve_oldest = [&] {
+      const StepGate g = summary_gate(unread.front().to_vector<double>());
+      opt.resolve_gated_step(g);
+      s.gates.push_back(g);
+      unread.erase(unread.begin());
+    };
+    for (int64_t k = 0; k < kSteps; ++k) {
+      store.flat_grad().copy_from(randn(store.flat_grad().shape(), 9, static_cast<uint64_t>(k)));
+      const float loss = k == kNanStep ? std::nanf("") : 1.0f;
+      if (way == Host) {
+        const double norm = clip_grad_norm(store, 10.0);
+        if (std::isfinite(loss) && std::isfinite(norm)) opt.step(1e-2, &ema, k);
+        continue;
+      }
+      unread.push_back(opt.step_summary(Tensor(), Tensor::from_vector<float>(Shape{}, {loss}), 10.0));
+      opt.gated_step(1e-2, unread.back(), &ema, k);
+      EXPECT_EQ(opt.unresolved_steps(), static_cast<int64_t>(unread.size()));
+      if (way == Resolved || unread.size() == 2) resolve_oldest();
+    }
+    while (!unread.empty()) resolve_oldest();
+    s.param = store.flat_data().to_vector<float>();
+    s.m = opt.first_moment().to_vector<float>();
+    s.v = opt.second_moment().to_vector<float>();
+    s.ema = ema.weights().to_vector<float>();
+    s.steps = opt.steps_taken();
+    return s;
+  };
+  const State resolved = run(Resolved), ahead = run(QueuedAhead), host = run(Host);
+  for (const State* other : {&ahead, &host}) {
+    EXPECT_EQ(other->param, resolved.param);
+    EXPECT_EQ(other->m, resolved.m);
+    EXPECT_EQ(other->v, resolved.v);
+    EXPECT_EQ(other->ema, resolved.ema);
+    EXPECT_EQ(other->steps, kSteps - 1);
+  }
+  ASSERT_EQ(ahead.gates.size(), static_cast<size_t>(kSteps));
+  int64_t t = 0;
+  for (int k = 0; k < kSteps; ++k) {
+    const StepGate& g = ahead.gates[k];
+    EXPECT_EQ(g.applied, k == kNanStep ? 0.0 : 1.0) << k;
+    if (g.applied) ++t;
+    EXPECT_EQ(g.bias_correction1, resolved.gates[k].bias_correction1) << k;
+    EXPECT_EQ(g.bias_correction2, resolved.gates[k].bias_correction2) << k;
+    // beta^t by t multiplications: within a few ulp of pow
+    EXPECT_NEAR(g.bias_correction1, 1 - std::pow(config.beta1, t), 1e-15) << k;
+    EXPECT_NEAR(g.bias_correction2, 1 - std::pow(config.beta2, t), 1e-15) << k;
+  }
+}
+
+// Refusal::Halt (the trainer's "nonfinite": "stop"): after a refused step every later gate
+// refuses, so a step queued behind the refused one changes nothing either; setting the step
+// count (a resumed checkpoint) lifts the halt. Refusal::Skip applies that later step.
+TEST(Optim, AHaltingRefusalRefusesEveryLaterGate) {
+  for (const Refusal refusal : {Refusal::Halt, Refusal::Skip}) {
+    SCOPED_TRACE(refusal == Refusal::Halt ? "halt" : "skip");
+    RandomStore r(100);
+    ParameterStore& store = r.store;
+    AdamW opt(store, AdamWConfig{});
+    auto gated = [&](float loss, uint64_t k) {
+      store.flat_grad().copy_from(randn(store.flat_grad().shape(), 9, k));
+      const Tensor summary =
+          opt.step_summary(Tensor(), Tensor::from_vector<float>(Shape{}, {loss}), 0.0, refusal);
+      opt.gated_step(1e-2, summary);
+      return summary;
+    };
+    const StepGate first = summary_gate(gated(1.0f, 0).to_vector<double>());
+    opt.resolve_gated_step(first);
+    const std::vector<float> before = store.flat_data().to_vector<float>();
+    const Tensor refused = gated(std::nanf(""), 1);
+    const Tensor behind = gated(1.0f, 2);  // queued before the refusal is read
+    opt.resolve_gated_step(summary_gate(refused.to_vector<double>()));
+    const StepGate g = summary_gate(behind.to_vector<double>());
+    opt.resolve_gated_step(g);
+    if (refusal == Refusal::Halt) {
+      EXPECT_EQ(g.applied, 0.0);
+      EXPECT_EQ(store.flat_data().to_vector<float>(), before);
+      EXPECT_EQ(opt.steps_taken(), 1);
+      opt.set_steps_taken(opt.steps_taken());  // as a resume does
+      EXPECT_EQ(summary_gate(gated(1.0f, 3).to_vector<double>()).applied, 1.0);
+    } else {
+      EXPECT_EQ(g.applied, 1.0);
+      EXPECT_NE(store.flat_data().to_vector<float>(), before);
+      EXPECT_EQ(opt.steps_taken(), 2);
+      EXPECT_EQ(g.bias_correction1, 1 - 0.9 * 0.9);  // two steps applied
+      EXPECT_EQ(first.bias_correction1, 1 - 0.9);
+    }
+  }
+}
+
+// The host's count checks each gate it resolves: gates read out of order, or a plain step
+// while gated ones are unresolved, are errors that say so.
+TEST(Optim, GatesResolvedOutOfOrderAreAnError) {
+  RandomStore r(100);
+  ParameterStore& store = r.store;
+  AdamW opt(store, AdamWConfig{});
+  std::vector<Tensor> summaries;
+  for (uint64_t k = 0; k < 2; ++k) {
+    store.flat_grad().copy_from(randn(store.flat_grad().shape(), 9, k));
+    summaries.push_back(opt.step_summary(Tensor(), Tensor::from_vector<float>(Shape{}, {1.0f}), 0.0));
+    opt.gated_step(1e-2, summaries.back());
+  }
+  test::expect_error([&] { opt.step(1e-2); }, {"AdamW::step", "2 gated steps not yet resolved"});
+  test::expect_error([&] { opt.resolve_gated_step(summary_gate(summaries[1].to_vector<double>())); },
+                     {"bias corrections", "out of order"});
 }
 
 }  // namespace

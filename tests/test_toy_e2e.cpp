@@ -5,12 +5,15 @@
 
 #include <cmath>
 #include <filesystem>
+#include <memory>
 
 #include "engine/file_io.h"
+#include "engine/ops.h"
 #include "engine/png.h"
 #include "models/config_reader.h"
 #include "models/toy/datasets2d.h"
 #include "models/toy/metrics2d.h"
+#include "models/toy/mlp_denoiser.h"
 #include "models/toy/toy_train.h"
 #include "tests/test_util.h"
 
@@ -84,6 +87,78 @@ TEST(ToyEndToEnd, WritesSamplesPlotAndLogs) {
   EXPECT_EQ(std::count(log.begin(), log.end(), '\n'), 5) << "one line per 10 steps";
   const nlohmann::json summary = load_json_file(c.out_dir + "/summary.json");
   EXPECT_EQ(summary["steps"], 50);
+}
+
+// ---- the trainer's step in two halves (DiffusionTrainer::queue_step / resolve) ----
+
+// A small MLP trainer whose model returns NaN at call `nan_call` (0-based; < 0: never).
+struct NanAtCall {
+  ParameterStore store;
+  std::unique_ptr<MlpDenoiser> mlp;
+  std::unique_ptr<DiffusionTrainer> trainer;
+  int calls = 0;
+  NanAtCall(bool skip) {
+    mlp = std::make_unique<MlpDenoiser>(store, 2, 16, 2, 8);
+    store.finalize(Device::CPU, DType::F32, 3);
+    TrainerConfig c;
+    c.schedule.T = 50;
+    c.skip_nonfinite = skip;
+    trainer = std::make_unique<DiffusionTrainer>(store, c);
+  }
+  Denoiser model(int nan_call) {
+    return [this, nan_call](const Tensor& x, const std::vector<int>& t) {
+      const Tensor y = (*mlp)(x, t);
+      return calls++ == nan_call ? scale(y, std::nan("")) : y;
+    };
+  }
+  TrainBatch batch(int64_t s) { return TrainBatch{randn(Shape{16, 2}, 5, static_cast<uint64_t>(s))}; }
+  std::vector<float> weights() const { return store.flat_data().to_vector<float>(); }
+};
+
+// "stop": step 2's loss is NaN; step 3, finite on its own, was queued before step 2 was read
+// back. Its gate refuses it too (the halt), so the weights are those after step 1, as when
+// the steps are read at once and training stops at step 2. "skip": step 3 is applied, and
+// both ways give the same bits.
+TEST(Trainer, ARefusedStepHaltsTheStepQueuedBehindIt) {
+  for (const bool skip : {false, true}) {
+    SCOPED_TRACE(skip ? "skip" : "stop");
+    NanAtCall at_once(skip), late(skip);
+    const Denoiser a = at_once.model(2), b = late.model(2);
+    std::vector<StepStats> sa, sb;
+    for (int64_t s = 0; s < (skip ? 5 : 3); ++s) sa.push_back(at_once.trainer->step(a, at_once.batch(s)));
+    late.trainer->queue_step(b, late.batch(0));
+    for (int64_t s = 1; s < 5; ++s) {
+      late.trainer->queue_step(b, late.batch(s));
+      sb.push_back(late.trainer->resolve());
+      if (!skip && s == 3) break;  // step 2 read back, step 3 queued behind it
+    }
+    sb.push_back(late.trainer->resolve());
+    EXPECT_FALSE(sa[2].applied);
+    EXPECT_FALSE(sb[2].applied);
+    EXPECT_TRUE(std::isfinite(sb[3].loss)) << "step 3 is finite on its own";
+    EXPECT_EQ(sb[3].applied, skip);
+    if (!skip) {
+      ASSERT_EQ(sb.size(), 4u);
+      EXPECT_EQ(late.weights(), at_once.weights());
+      EXPECT_EQ(late.trainer->optimizer().steps_taken(), 2);
+    } else {
+      for (size_t i = 0; i < sa.size(); ++i)
+        if (i != 2) EXPECT_EQ(sb[i].loss, sa[i].loss) << i;  // (step 2's: NaN both ways)
+      EXPECT_EQ(late.weights(), at_once.weights());
+      EXPECT_EQ(late.trainer->optimizer().steps_taken(), 4);
+    }
+  }
+}
+
+// At most kMaxStepsInFlight steps may wait to be resolved; resolving with none is an error.
+TEST(Trainer, StepsInFlightAreBounded) {
+  NanAtCall t(false);
+  const Denoiser m = t.model(-1);
+  expect_error([&] { t.trainer->resolve(); }, {"resolve without a queued step"});
+  t.trainer->queue_step(m, t.batch(0));
+  t.trainer->queue_step(m, t.batch(1));
+  expect_error([&] { t.trainer->queue_step(m, t.batch(2)); },
+               {"2 steps are queued and unresolved", "step 2"});
 }
 
 TEST(Datasets2d, DeterministicNamedAndSpread) {

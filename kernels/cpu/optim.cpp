@@ -9,15 +9,16 @@ namespace ddpm::cpu {
 void adamw_step(int64_t n, const AdamWParams& p, float* param, const float* grad, float* m,
                 float* v, float ema_decay, float* ema, const StepGate* gate) {
   if (gate && gate->applied == 0) return;
-  const AdamWStepConstants k = adamw_step_constants(p);
+  const AdamWParams q = gated_params(p, gate);
+  const AdamWStepConstants k = adamw_step_constants(q);
   const float scale = gate ? static_cast<float>(gate->clip_scale) : 1.0f;
   if (ema == nullptr) {
 #pragma omp parallel for simd schedule(static)
-    for (int64_t i = 0; i < n; ++i) adamw_element(p, k, grad[i] * scale, m[i], v[i], param[i]);
+    for (int64_t i = 0; i < n; ++i) adamw_element(q, k, grad[i] * scale, m[i], v[i], param[i]);
   } else {  // the EMA in the same pass, from the updated parameter
 #pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < n; ++i) {
-      adamw_element(p, k, grad[i] * scale, m[i], v[i], param[i]);
+      adamw_element(q, k, grad[i] * scale, m[i], v[i], param[i]);
       ema[i] = ema_element(ema_decay, ema[i], param[i]);
     }
   }

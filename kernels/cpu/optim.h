@@ -3,7 +3,7 @@
 // AdamW and the EMA element by element as kernels/optim_math.h writes them; with `ema`, the
 // EMA of the updated weights in the same pass (one read of the parameters instead of two).
 // With `gate` (host memory): nothing when gate->applied is 0, else the gradient clipped by
-// gate->clip_scale inside the same pass. Global norm: sum of squares, accumulated in double
+// gate->clip_scale inside the same pass, with the gate's bias corrections (not p's). Global norm: sum of squares, accumulated in double
 // in a fixed order.
 #pragma once
 

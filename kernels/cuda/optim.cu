@@ -13,15 +13,16 @@ namespace ddpm::cuda {
 namespace {
 
 // One thread per element (grid-stride): AdamW, then the EMA when ema is given. With a gate,
-// every thread reads the same 16 bytes (one broadcast load per warp, cached).
+// every thread reads the same 48 bytes (one broadcast load per warp, cached).
 __global__ void adamw_kernel(int64_t n, AdamWParams p, float* param, const float* grad, float* m,
                              float* v, float ema_decay, float* ema, const StepGate* gate) {
   if (gate && gate->applied == 0) return;
   const float scale = gate ? static_cast<float>(gate->clip_scale) : 1.0f;
-  const AdamWStepConstants k = adamw_step_constants(p);
+  const AdamWParams q = gated_params(p, gate);
+  const AdamWStepConstants k = adamw_step_constants(q);
   DDPM_GRID_STRIDE(i, n) {
     float mi = m[i], vi = v[i], pi = param[i];
-    adamw_element(p, k, grad[i] * scale, mi, vi, pi);
+    adamw_element(q, k, grad[i] * scale, mi, vi, pi);
     m[i] = mi;
     v[i] = vi;
     param[i] = pi;
@@ -61,13 +62,19 @@ __global__ void sum_partials_kernel(int count, const double* partials, double* r
   if (threadIdx.x == 0) *result = acc;
 }
 
-// One block: the per-sample losses copied, then thread 0 writes the gate after them.
+// One block: the per-sample losses copied, then thread 0 writes the gate after them and
+// advances the counters (one thread: the only writer, and the next step's gate, later on
+// the stream, reads what it wrote).
 template <typename T>
 __global__ void step_summary_kernel(int64_t n, const T* per_sample, const T* loss,
-                                    const double* sum_of_squares, double max_norm, double* out) {
+                                    const double* sum_of_squares, StepSummaryRule rule,
+                                    StepCounters* counters, double* out) {
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) out[i] = static_cast<double>(per_sample[i]);
-  if (threadIdx.x == 0)
-    store_step_gate(step_gate(static_cast<double>(*loss), *sum_of_squares, max_norm), out + n);
+  if (threadIdx.x == 0) {
+    StepCounters c = *counters;
+    store_step_gate(step_gate(static_cast<double>(*loss), *sum_of_squares, rule, c), out + n);
+    *counters = c;
+  }
 }
 
 }  // namespace
@@ -80,15 +87,15 @@ void adamw_step(int64_t n, const AdamWParams& p, float* param, const float* grad
 
 template <typename T>
 void step_summary(int64_t n, const T* per_sample, const T* loss, const double* sum_of_squares,
-                  double max_norm, double* out) {
+                  const StepSummaryRule& rule, StepCounters* counters, double* out) {
   // One block of 256 threads: n is a batch (at most a few thousand), a single pass.
-  DDPM_LAUNCH((step_summary_kernel<T>), 1, kThreads)(n, per_sample, loss, sum_of_squares,
-                                                    max_norm, out);
+  DDPM_LAUNCH((step_summary_kernel<T>), 1, kThreads)(n, per_sample, loss, sum_of_squares, rule,
+                                                    counters, out);
 }
-template void step_summary<float>(int64_t, const float*, const float*, const double*, double,
-                                  double*);
-template void step_summary<double>(int64_t, const double*, const double*, const double*, double,
-                                   double*);
+template void step_summary<float>(int64_t, const float*, const float*, const double*,
+                                  const StepSummaryRule&, StepCounters*, double*);
+template void step_summary<double>(int64_t, const double*, const double*, const double*,
+                                   const StepSummaryRule&, StepCounters*, double*);
 
 void ema_update(int64_t n, float decay, const float* param, float* ema) {
   if (n == 0) return;

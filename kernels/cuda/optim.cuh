@@ -3,13 +3,15 @@
 
 #include <cstdint>
 
+#include "kernels/optim_math.h"
 #include "kernels/shapes.h"
 
 namespace ddpm::cuda {
 
 // With `ema`: its update from the new weights in the same pass. With `gate` (device memory,
 // written by step_summary earlier on the stream): nothing when gate->applied is 0, else the
-// gradient clipped by gate->clip_scale in the same pass; the host never reads it first.
+// gradient clipped by gate->clip_scale in the same pass, with the gate's bias corrections;
+// the host never reads it first.
 void adamw_step(int64_t n, const AdamWParams& p, float* param, const float* grad, float* m,
                 float* v, float ema_decay = 0.0f, float* ema = nullptr,
                 const StepGate* gate = nullptr);
@@ -22,10 +24,11 @@ void sum_of_squares(int64_t n, const float* x, double* workspace, double* result
 
 // A step's summary, written by one small kernel (T = float or double):
 //   out[0, n)        = per_sample[0, n)     (n may be 0: per_sample unused)
-//   out[n, n + 4)    = step_gate(*loss, *sum_of_squares, max_norm)   (a StepGate)
-// so the host reads the whole outcome of a step back in one copy, after the update.
+//   out[n, n + 6)    = step_gate(*loss, *sum_of_squares, rule..., *counters)   (a StepGate)
+// so the host reads the whole outcome of a step back in one copy, after the update, or a
+// step later. *counters (device memory) advances when the step is applied.
 template <typename T>
 void step_summary(int64_t n, const T* per_sample, const T* loss, const double* sum_of_squares,
-                  double max_norm, double* out);
+                  const StepSummaryRule& rule, StepCounters* counters, double* out);
 
 }  // namespace ddpm::cuda

@@ -106,9 +106,30 @@ void TimestepSampler::update(const std::vector<int>& t, const std::vector<double
   }
 }
 
+void TimestepSampler::record(int64_t step, const std::vector<int>& t,
+                             const std::vector<double>& losses) {
+  CHECK(t.size() == losses.size(), "timestep sampler: " << t.size() << " timesteps but "
+                                                        << losses.size() << " losses");
+  if (kind_ != TimestepSamplerKind::Importance) return;
+  CHECK(recorded_.empty() || recorded_.back().step < step,
+        "timestep sampler: step " << step << " recorded after step " << recorded_.back().step);
+  recorded_.push_back({step, t, losses});
+}
+
+void TimestepSampler::merge_recorded(int64_t drawn) {
+  size_t merged = 0;
+  for (; merged < recorded_.size() && recorded_[merged].step < drawn; ++merged)
+    update(recorded_[merged].t, recorded_[merged].losses);
+  recorded_.erase(recorded_.begin(), recorded_.begin() + static_cast<std::ptrdiff_t>(merged));
+}
+
 nlohmann::json TimestepSampler::state() const {
+  nlohmann::json recorded = nlohmann::json::array();
+  for (const Recorded& r : recorded_)
+    recorded.push_back({{"step", r.step}, {"t", r.t}, {"losses", r.losses}});
   return {{"kind", timestep_sampler_name(kind_)}, {"T", T_},          {"history", history_},
-          {"losses", losses_},                    {"counts", counts_}, {"next", next_}};
+          {"losses", losses_},                    {"counts", counts_}, {"next", next_},
+          {"recorded", recorded}};
 }
 
 namespace {
@@ -154,9 +175,34 @@ void TimestepSampler::load_state(const nlohmann::json& s, const std::string& con
   std::vector<int> next = checked_array<int>(
       s, "next", next_.size(), [history](int v) { return v >= 0 && v < history; }, context,
       ("positions must be in [0, " + std::to_string(history) + ")").c_str());
+  // Losses recorded and not yet in the history (absent from older checkpoints: none).
+  std::vector<Recorded> recorded;
+  if (s.contains("recorded")) {
+    const nlohmann::json& list = s["recorded"];
+    CHECK(list.is_array(), context << ": field 'recorded' must be a list");
+    const int T = T_;
+    for (size_t i = 0; i < list.size(); ++i) {
+      const nlohmann::json& r = list[i];
+      const std::string where = context + ": recorded entry " + std::to_string(i);
+      CHECK(r.is_object() && r.contains("step") && r["step"].is_number_integer() &&
+                r["step"].get<int64_t>() >= 0 && r.contains("t") && r["t"].is_array(),
+            where << " needs a 'step' >= 0 and a list 't'");
+      Recorded e;
+      e.step = r["step"].get<int64_t>();
+      CHECK(recorded.empty() || recorded.back().step < e.step,
+            where << ": step " << e.step << " is not after the entry before it");
+      e.t = checked_array<int>(r, "t", r["t"].size(), [T](int v) { return v >= 0 && v < T; },
+                               where, ("timesteps must be in [0, " + std::to_string(T) + ")").c_str());
+      e.losses = checked_array<double>(
+          r, "losses", e.t.size(), [](double v) { return std::isfinite(v) && v >= 0; }, where,
+          "losses must be finite and >= 0");
+      recorded.push_back(std::move(e));
+    }
+  }
   losses_ = std::move(losses);
   counts_ = std::move(counts);
   next_ = std::move(next);
+  recorded_ = std::move(recorded);
 }
 
 }  // namespace ddpm

@@ -36,6 +36,12 @@ class TimestepSampler {
   TimestepBatch sample(int n, uint64_t seed, uint64_t stream) const;
   // Record the per-sample losses of a batch (importance sampling's history; no-op otherwise).
   void update(const std::vector<int>& t, const std::vector<double>& losses);
+  // The trainer's way: the losses of training step `step`, held until merge_recorded() lets
+  // them into the history (once step + 1 has drawn its timesteps, so the draws are the same
+  // whether a step's losses are read at once or a step late). Held losses are part of state().
+  void record(int64_t step, const std::vector<int>& t, const std::vector<double>& losses);
+  // Updates the history with every recorded step < `drawn`, in step order.
+  void merge_recorded(int64_t drawn);
 
   bool warmed_up() const;                 // every t has a full history
   std::vector<double> probabilities() const;  // the current p_t (uniform before warm-up)
@@ -54,6 +60,12 @@ class TimestepSampler {
   std::vector<double> losses_;  // (T, history) ring buffers
   std::vector<int> counts_;     // values written per t (capped at history)
   std::vector<int> next_;       // ring position per t
+  struct Recorded {
+    int64_t step = 0;
+    std::vector<int> t;
+    std::vector<double> losses;
+  };
+  std::vector<Recorded> recorded_;  // not yet in the history, in step order
 };
 
 }  // namespace ddpm

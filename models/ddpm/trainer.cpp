@@ -68,6 +68,7 @@ DiffusionTrainer::DiffusionTrainer(ParameterStore& store, const TrainerConfig& c
 
 void DiffusionTrainer::set_step_index(int64_t step) {
   CHECK(step >= 0, "step index must be >= 0");
+  CHECK(in_flight_.empty(), "set_step_index with " << in_flight_.size() << " steps unresolved");
   step_ = step;
 }
 
@@ -185,18 +186,40 @@ std::vector<double> DiffusionTrainer::ShardLoss::read() const {
       .to_vector<double>();
 }
 
+TimestepBatch DiffusionTrainer::draw_timesteps(int64_t n) {
+  TimestepBatch tb = timesteps_.sample(static_cast<int>(n), config_.seed,
+                                       kTimestepStream + static_cast<uint64_t>(step_));
+  timesteps_.merge_recorded(step_);  // the losses of the step before, if resolved
+  return tb;
+}
+
 StepStats DiffusionTrainer::step(const Denoiser& model, const TrainBatch& batch) {
-  StepStats st;
+  queue_step(model, batch);
+  return resolve();
+}
+
+void DiffusionTrainer::require_room() const {
+  CHECK(steps_in_flight() < kMaxStepsInFlight,
+        "DiffusionTrainer: " << kMaxStepsInFlight << " steps are queued and unresolved; "
+                             << "resolve() one before queueing step " << step_);
+}
+
+void DiffusionTrainer::queue_step(const Denoiser& model, const TrainBatch& batch) {
+  require_room();
   store_.zero_grad();
-  const TimestepBatch tb = timesteps_.sample(static_cast<int>(batch.x0.shape()[0]), config_.seed,
-                                             kTimestepStream + static_cast<uint64_t>(step_));
+  const TimestepBatch tb = draw_timesteps(batch.x0.shape()[0]);
   const ShardLoss l = loss_backward(model, batch, tb, 0);
-  finish_step(st, tb, step_summary(store_, l.per_sample, l.loss, config_.grad_clip), {});
-  return st;
+  queue_update(tb, optimizer_.step_summary(l.per_sample, l.loss, config_.grad_clip, refusal()), {});
 }
 
 StepStats DiffusionTrainer::step_sharded(const ShardModel& model, const ShardData& data,
                                          int64_t batch, int64_t shard_size, Collective& world) {
+  queue_step_sharded(model, data, batch, shard_size, world);
+  return resolve();
+}
+
+void DiffusionTrainer::queue_step_sharded(const ShardModel& model, const ShardData& data,
+                                          int64_t batch, int64_t shard_size, Collective& world) {
   CHECK(shard_size >= 1 && batch >= shard_size && batch % shard_size == 0,
         "a batch of " << batch << " cannot be cut into shards of " << shard_size);
   const int64_t shards = batch / shard_size, ranks = world.size();
@@ -204,8 +227,8 @@ StepStats DiffusionTrainer::step_sharded(const ShardModel& model, const ShardDat
                                     << " shards per step; at most " << kMaxShards);
   CHECK(shards % ranks == 0, shards << " shards per step cannot be shared by " << ranks
                                     << " ranks (the shard count must be a multiple of the rank count)");
-  const TimestepBatch all = timesteps_.sample(static_cast<int>(batch), config_.seed,
-                                              kTimestepStream + static_cast<uint64_t>(step_));
+  require_room();
+  const TimestepBatch all = draw_timesteps(batch);
   // Per local shard: its gradient, and the record [loss, per-sample losses...] every rank gets.
   std::vector<Tensor> grads;
   std::vector<double> record;
@@ -231,7 +254,6 @@ StepStats DiffusionTrainer::step_sharded(const ShardModel& model, const ShardDat
     if (shards > 1) scale_in_place(store_.flat_grad(), 1.0 / shards);
   }
   const std::vector<double> gathered = world.all_gather(record);
-  StepStats st;
   std::vector<double> per_sample;
   double loss = 0;
   for (int64_t m = 0; m < shards; ++m) {
@@ -242,36 +264,51 @@ StepStats DiffusionTrainer::step_sharded(const ShardModel& model, const ShardDat
   loss /= static_cast<double>(shards);
   const Tensor loss_tensor =
       Tensor::from_vector<double>(Shape{1}, {loss}).to(store_.flat_grad().device());
-  finish_step(st, all, step_summary(store_, Tensor(), loss_tensor, config_.grad_clip),
-              std::move(per_sample));
-  return st;
+  queue_update(all, optimizer_.step_summary(Tensor(), loss_tensor, config_.grad_clip, refusal()),
+               std::move(per_sample));
 }
 
-void DiffusionTrainer::finish_step(StepStats& st, const TimestepBatch& tb, const Tensor& summary,
-                                   std::vector<double> per_sample) {
-  ProfileRange range("clip + AdamW + EMA");
-  st.lr = learning_rate(step_, config_.adam.lr, config_.warmup, config_.steps, config_.lr_decay);
+void DiffusionTrainer::queue_update(const TimestepBatch& tb, const Tensor& summary,
+                                    std::vector<double> per_sample) {
+  ProfileRange range("gate + AdamW + EMA");
+  InFlight f;
+  f.step = step_;
+  f.lr = learning_rate(step_, config_.adam.lr, config_.warmup, config_.steps, config_.lr_decay);
+  f.tb = tb;
+  f.per_sample = std::move(per_sample);
   // Clipped and gated where the gradient lives: the host queues the update without waiting
   // for the norm. NaN/Inf never reaches the weights, the moments or the history.
-  optimizer_.gated_step(st.lr, summary, ema(), step_);  // AdamW and the EMA in one pass
+  optimizer_.gated_step(f.lr, summary, ema(), step_);  // AdamW and the EMA in one pass
+  readbacks_[step_ % kMaxStepsInFlight].start(summary);
+  in_flight_.push_back(std::move(f));
+  ++step_;
+}
+
+StepStats DiffusionTrainer::resolve() {
+  CHECK(!in_flight_.empty(), "DiffusionTrainer::resolve without a queued step");
+  InFlight f = std::move(in_flight_.front());
+  in_flight_.pop_front();
   std::vector<double> back;
   {
-    ProfileRange read("step summary to the host");  // the step's one wait for the GPU
-    back = summary.to(Device::CPU).to_vector<double>();
+    ProfileRange read("step summary to the host");  // the host's one wait, a step late at best
+    back = readbacks_[f.step % kMaxStepsInFlight].finish();
   }
   const StepGate gate = summary_gate(back);
+  optimizer_.resolve_gated_step(gate);
   back.resize(back.size() - kStepGateDoubles);
-  if (per_sample.empty()) per_sample = std::move(back);
+  StepStats st;
+  st.step = f.step;
+  st.lr = f.lr;
   st.loss = gate.loss;
   st.grad_norm = gate.grad_norm;
   st.applied = gate.applied != 0;
+  st.timesteps = std::move(f.tb.t);
+  st.per_sample_loss = f.per_sample.empty() ? std::move(back) : std::move(f.per_sample);
   if (st.applied) {
-    optimizer_.count_applied_step();
-    timesteps_.update(tb.t, per_sample);
+    timesteps_.record(st.step, st.timesteps, st.per_sample_loss);
+    timesteps_.merge_recorded(step_ - 1);  // at once when the next step has drawn already
   }
-  st.timesteps = tb.t;
-  st.per_sample_loss = std::move(per_sample);
-  ++step_;
+  return st;
 }
 
 }  // namespace ddpm

@@ -14,11 +14,13 @@
 // and a resumed run continues exactly.
 #pragma once
 
+#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
 
 #include "engine/collective.h"
+#include "engine/host_readback.h"
 #include "engine/optim.h"
 #include "engine/parameters.h"
 #include "models/config_reader.h"
@@ -66,6 +68,7 @@ struct TrainBatch {
 };
 
 struct StepStats {
+  int64_t step = 0;  // the step's index (0-based)
   double loss = 0, grad_norm = 0, lr = 0;
   bool applied = true;  // false: the loss or gradient norm was not finite; nothing changed
   std::vector<int> timesteps;           // each sample's t
@@ -92,8 +95,26 @@ class DiffusionTrainer {
   DiffusionTrainer(ParameterStore& store, const TrainerConfig& config);
 
   // One optimiser step on the batch x0 (N, ...). The model maps (x_t, t) to its prediction.
+  // step() is queue_step() then resolve().
   StepStats step(const Denoiser& model, const Tensor& x0) { return step(model, TrainBatch{x0}); }
   StepStats step(const Denoiser& model, const TrainBatch& batch);
+
+  // The step in two halves, so that the host never waits for the GPU inside a step
+  // (docs/training-step.md). queue_step() queues step s: timesteps, forward, loss, backward,
+  // the gate, AdamW and the EMA, then the copy of the step's summary to the host, and
+  // returns without waiting. resolve() reads the oldest queued step's summary (its loss,
+  // norm, verdict, per-sample losses) and returns its stats. Queue step s + 1 before
+  // resolving step s and the host reads step s while the GPU runs step s + 1. At most
+  // kMaxStepsInFlight steps are queued and unresolved.
+  // The bits do not depend on the way: AdamW's bias corrections come from the gates
+  // (engine/optim.h), and the importance sampler's history takes step s's losses after step
+  // s + 1's timesteps are drawn, both ways (so step s + 1 draws from steps <= s - 1).
+  // With "nonfinite": "stop", a refused step halts the gates: a step queued behind it
+  // changes nothing either.
+  static constexpr int kMaxStepsInFlight = 2;
+  void queue_step(const Denoiser& model, const TrainBatch& batch);
+  StepStats resolve();
+  int64_t steps_in_flight() const { return static_cast<int64_t>(in_flight_.size()); }
 
   // The step of a batch of `batch` samples cut into M = batch / shard_size shards, of which
   // this rank of `world` computes shards [r M/W, (r+1) M/W) (W ranks):
@@ -106,13 +127,16 @@ class DiffusionTrainer {
   // gathered in shard order). With M = 1 and W = 1 it is step() with one batch.
   StepStats step_sharded(const ShardModel& model, const ShardData& data, int64_t batch,
                          int64_t shard_size, Collective& world);
+  // Its first half (the shards' losses are read as they are gathered; the summary is not).
+  void queue_step_sharded(const ShardModel& model, const ShardData& data, int64_t batch,
+                          int64_t shard_size, Collective& world);
 
   // The loss of one batch at step `step` (no update), on the tape: the forward half of the
   // unfused step().
   LossResult batch_loss(const Denoiser& model, const Tensor& x0, int64_t step,
                         TimestepBatch* timesteps_out = nullptr) const;
 
-  int64_t step_index() const { return step_; }
+  int64_t step_index() const { return step_; }  // the next step to queue
   void set_step_index(int64_t step);
   const Schedule& schedule() const { return schedule_; }
   const TrainerConfig& config() const { return config_; }
@@ -141,13 +165,24 @@ class DiffusionTrainer {
                           int64_t shard);
   ShardLoss fused_loss_backward(const Denoiser& model, const TrainBatch& batch,
                                 const TimestepBatch& tb, int64_t shard);
-  // Clip, AdamW, EMA and the importance history, once the gradient of the step is in place:
-  // the update gated by `summary` (step_summary, engine/optim.h), then the summary read back
-  // in one copy: the step's loss, norm, verdict and (when per_sample is empty) per-sample
-  // losses.
-  void finish_step(StepStats& st, const TimestepBatch& tb, const Tensor& summary,
-                   std::vector<double> per_sample);
+  // Timesteps for the step being queued; the history then takes the resolved losses of the
+  // step before it.
+  TimestepBatch draw_timesteps(int64_t n);
+  void require_room() const;  // fewer than kMaxStepsInFlight steps unresolved
+  Refusal refusal() const { return config_.skip_nonfinite ? Refusal::Skip : Refusal::Halt; }
+  // Gate, AdamW and the EMA, once the step's gradient is in place: the update gated by
+  // `summary` (AdamW::step_summary), then the summary's copy to the host started. Pass the
+  // per-sample losses when the host has them already (the sharded step), else they are read
+  // from the summary.
+  void queue_update(const TimestepBatch& tb, const Tensor& summary,
+                    std::vector<double> per_sample);
 
+  struct InFlight {
+    int64_t step = 0;
+    double lr = 0;
+    TimestepBatch tb;
+    std::vector<double> per_sample;  // empty: in the summary
+  };
   ParameterStore& store_;
   TrainerConfig config_;
   Schedule schedule_;
@@ -156,6 +191,8 @@ class DiffusionTrainer {
   AdamW optimizer_;
   std::optional<Ema> ema_;
   int64_t step_ = 0;
+  std::deque<InFlight> in_flight_;
+  HostReadback readbacks_[kMaxStepsInFlight];  // step s's summary comes back through s % 2
   // The fused loss's tables, uploaded once per (device, dtype).
   mutable Tensor table_sqrt_abar_, table_sqrt_one_minus_abar_, table_weight_;
 };

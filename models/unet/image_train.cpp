@@ -205,6 +205,11 @@ int64_t ImageRun::shard_size() const {
 }
 
 StepStats ImageRun::step() {
+  queue_step();
+  return resolve();
+}
+
+void ImageRun::queue_step() {
   CHECK(batcher_, "ImageRun::step without data");
   const int64_t s = trainer_->step_index();
   const UNet* net = unet_.get();
@@ -223,20 +228,25 @@ StepStats ImageRun::step() {
       return TrainBatch{b.images.to(device), b.flip, b.flip_seed, b.flip_stream, b.flip_first};
     };
     SingleProcess alone;
-    return trainer_->step_sharded(model, data, config_.batch_size, shard_size(),
-                                  world_ ? *world_ : alone);
+    trainer_->queue_step_sharded(model, data, config_.batch_size, shard_size(),
+                                 world_ ? *world_ : alone);
+    return;
   }
   const Denoiser train_model = [net, seed, s](const Tensor& x, const std::vector<int>& t) {
     return net->forward(x, t, ForwardMode{true, seed, static_cast<uint64_t>(s)});
   };
-  if (!fused)
-    return trainer_->step(train_model, batcher_->batch(s).to(config_.device));
+  if (!fused) {
+    trainer_->queue_step(train_model, TrainBatch{batcher_->batch(s).to(config_.device)});
+    return;
+  }
   ImageBatcher::Bytes b = batcher_->batch_bytes(s);
-  return trainer_->step(train_model, TrainBatch{b.images.to(config_.device), b.flip, b.flip_seed,
-                                                b.flip_stream, b.flip_first});
+  trainer_->queue_step(train_model, TrainBatch{b.images.to(config_.device), b.flip, b.flip_seed,
+                                               b.flip_stream, b.flip_first});
 }
 
 void ImageRun::save_checkpoint(const std::string& path) const {
+  CHECK(trainer_->steps_in_flight() == 0,
+        "a checkpoint with " << trainer_->steps_in_flight() << " steps unresolved");
   std::vector<std::pair<std::string, Tensor>> tensors;
   for (const Tensor& p : store_.parameters()) tensors.emplace_back("model." + p.name(), p);
   DiffusionTrainer& tr = *trainer_;
@@ -607,17 +617,31 @@ TrainSummary train_images(const ImageTrainConfig& c, const TrainOptions& o,
   const int64_t first = run.step_index(), total = c.trainer.steps;
   int64_t last_report_step = first;
   std::vector<double> losses;
-  while (run.step_index() < total) {
+  // Steps are queued one ahead: step s + 1 is queued before step s is read back, so the host
+  // reads step s while the GPU runs step s + 1 and never drains its queue inside a step
+  // (docs/training-step.md). After a step whose weights the host needs (checkpoint, samples,
+  // evaluation, the last step, a stop), the queue is drained instead. Data-parallel runs
+  // resolve each step at once: the other ranks' loop (train_steps_only) takes its collective
+  // calls (the stop vote) in that order.
+  const int64_t ahead = distributed ? 0 : 1;
+  const auto weights_needed_after = [&](int64_t done) {  // done: steps completed
+    return done == total || (c.ckpt_every > 0 && done % c.ckpt_every == 0) ||
+           (c.sample_every > 0 && done % c.sample_every == 0) ||
+           (c.eval_every > 0 && done % c.eval_every == 0);
+  };
+  bool stop_asked = false;
+  DeviceWorkCounts work_mark = device_work_counts();
+  // Everything the host does with a resolved step: log, checkpoint, sample, evaluate.
+  const auto handle = [&](const StepStats& stats) {
     TrainProgress p;
-    const DeviceWorkCounts work_before = device_work_counts();
-    p.stats = run.step();
-    const DeviceWorkCounts work_after = device_work_counts();
-    p.step_work = {work_after.launches - work_before.launches,
-                   work_after.memsets - work_before.memsets,
-                   work_after.copies - work_before.copies,
-                   work_after.host_syncs - work_before.host_syncs};
-    const bool stop_asked = any_rank_asks_to_stop(o, world);
-    p.step = run.step_index();
+    p.stats = stats;
+    const DeviceWorkCounts now_work = device_work_counts();
+    // the GPU work since the step before was handled: one step queued, one read back
+    p.step_work = {now_work.launches - work_mark.launches, now_work.memsets - work_mark.memsets,
+                   now_work.copies - work_mark.copies, now_work.host_syncs - work_mark.host_syncs,
+                   now_work.late_reads - work_mark.late_reads};
+    stop_asked = stop_asked || any_rank_asks_to_stop(o, world);
+    p.step = stats.step + 1;
     p.total = total;
     if (!p.stats.applied) {
       ++summary.skipped_steps;
@@ -643,7 +667,8 @@ TrainSummary train_images(const ImageTrainConfig& c, const TrainOptions& o,
     const double average = (p.step - first) * c.batch_size / std::max(secs, 1e-9);
     p.eta_seconds = (total - p.step) * c.batch_size / std::max(average, 1e-9);
     const bool last = p.step == total;
-    const bool stopping = stop_asked && !last;
+    // A stop takes effect once the steps queued behind this one are resolved too.
+    const bool stopping = stop_asked && !last && run.steps_in_flight() == 0;
     // The checkpoint comes first: whatever fails after it, the step is kept.
     if ((c.ckpt_every > 0 && p.step % c.ckpt_every == 0) || last || stopping) checkpoint();
     if (last || (c.sample_every > 0 && p.step % c.sample_every == 0))
@@ -656,7 +681,8 @@ TrainSummary train_images(const ImageTrainConfig& c, const TrainOptions& o,
       if (!p.stats.applied) line["skipped"] = true;
       if (c.device == Device::CUDA)  // what one step asked of the GPU (issue: one graph, no syncs)
         line["step_work"] = {{"launches", p.step_work.launches}, {"memsets", p.step_work.memsets},
-                             {"copies", p.step_work.copies}, {"host_syncs", p.step_work.host_syncs}};
+                             {"copies", p.step_work.copies}, {"host_syncs", p.step_work.host_syncs},
+                             {"late_reads", p.step_work.late_reads}};
       if (p.quality >= 0) line["quality"] = p.quality;
       if (p.roughness >= 0) line["roughness"] = p.roughness;
       nlohmann::json by_t = nlohmann::json::array();
@@ -681,10 +707,15 @@ TrainSummary train_images(const ImageTrainConfig& c, const TrainOptions& o,
       summary.final_quality = p.quality;
       summary.final_roughness = p.roughness;
     }
-    if (stopping) {
-      summary.interrupted = true;
-      break;
-    }
+    if (stopping) summary.interrupted = true;
+    work_mark = device_work_counts();
+  };
+  while (!summary.interrupted && (run.step_index() < total || run.steps_in_flight() > 0)) {
+    if (run.step_index() < total && !stop_asked) run.queue_step();
+    const bool drain =
+        stop_asked || run.step_index() == total || weights_needed_after(run.step_index());
+    while (!summary.interrupted && run.steps_in_flight() > (drain ? 0 : ahead))
+      handle(run.resolve());
   }
   summary.steps_trained = run.step_index() - first;
   if (!summary.interrupted)  // the progressive-generation strip: 8 samples x 10 steps

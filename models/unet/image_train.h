@@ -87,10 +87,15 @@ class ImageRun {
   void set_world(Collective* world);
   // Samples per shard: micro_batch, or batch_size / ranks.
   int64_t shard_size() const;
+  // One training step, or its two halves (DiffusionTrainer::queue_step and resolve): queue
+  // step s + 1 before resolving step s and the host never waits for the GPU inside a step.
   StepStats step();
-  int64_t step_index() const { return trainer_->step_index(); }
+  void queue_step();
+  StepStats resolve() { return trainer_->resolve(); }
+  int64_t steps_in_flight() const { return trainer_->steps_in_flight(); }
+  int64_t step_index() const { return trainer_->step_index(); }  // the next step to queue
 
-  void save_checkpoint(const std::string& path) const;
+  void save_checkpoint(const std::string& path) const;  // with no step in flight
   void load_checkpoint(const std::string& path);  // resumes: weights, EMA, moments, step, sampler
 
   // Samples with the current weights, or the EMA weights (restored afterwards).
