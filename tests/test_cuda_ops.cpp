@@ -151,6 +151,40 @@ TEST(CudaOps, LinearThroughCublas) {
                        {rnd({4, 256, 256}, 1), rnd({256, 768}, 2, 0.06), rnd({768}, 3)}, 2e-4, 2e-4);
 }
 
+// Under Precision::BF16 and TF32 the GPU's linear layers multiply on tensor cores: bf16
+// copies of x, w and dy through cublasGemmEx, or TF32-rounded operands through SGEMM in TF32
+// math (kernels/cuda/linear.cu). Both are the CPU's fp32 products of rounded operands up to
+// the order of the sums (the fp32 bounds above), the bias gradient included (summed from the
+// fp32 dy on both); and not the GPU's fp32 products (the operands were rounded). Sizes that
+// are not multiples of 8 take cuBLAS's unaligned paths.
+TEST(CudaOps, LinearUnderBf16AndTf32MultipliesRoundedOperands) {
+  REQUIRE_GPU();
+  struct Case {
+    std::vector<Tensor> in;
+    double tol;
+  };
+  const auto with_bias = [](const std::vector<Tensor>& in) { return linear(in[0], in[1], in[2]); };
+  const Case cases[] = {{{rnd({19, 7}, 1), rnd({7, 5}, 2), rnd({5}, 3)}, 1e-5},
+                        {{rnd({3, 5, 7, 65}, 1), rnd({65, 67}, 2, 0.1), rnd({67}, 3)}, 1e-5},
+                        {{rnd({128, 512}, 1), rnd({512, 512}, 2, 0.04), rnd({512}, 3)}, 2e-4}};
+  for (const Precision p : {Precision::BF16, Precision::TF32}) {
+    SCOPED_TRACE(p == Precision::BF16 ? "bf16" : "tf32");
+    for (const Case& c : cases) {
+      SCOPED_TRACE(c.in[0].shape().str());
+      set_precision(p);
+      const DeviceRun cpu = run_on(Device::CPU, with_bias, c.in);
+      const DeviceRun gpu = run_on(Device::CUDA, with_bias, c.in);
+      set_precision(Precision::F32);
+      const DeviceRun fp32 = run_on(Device::CUDA, with_bias, c.in);
+      expect_close(gpu.out, cpu.out, c.tol, c.tol, "output");
+      for (size_t k = 0; k < c.in.size(); ++k)
+        expect_close(gpu.grads[k], cpu.grads[k], c.tol, c.tol, "gradient " + std::to_string(k));
+      EXPECT_NE(gpu.out, fp32.out);
+      EXPECT_NE(gpu.grads[1], fp32.grads[1]);
+    }
+  }
+}
+
 // Runs the test body with one CUDA attention version selected, restoring the default.
 class AttentionVersion {
  public:

@@ -130,10 +130,12 @@ TEST(DataParallel, TwoRanksComputeTheBitsOfOneProcess) {
   Collective& world = two_ranks();
   for (const std::string sampler : {"uniform", "importance"}) {
     const ImageTrainConfig c = sharded_config(sampler);
-    const State one = train(c, nullptr, 8), two = train(c, &world, 8);
+    // 10 steps of 8 samples over T = 4: every t has its 10 losses after ~6 steps (a step's
+    // losses join the history after the next step's draw), so the last draws used the p_t
+    const State one = train(c, nullptr, 10), two = train(c, &world, 10);
     EXPECT_TRUE(one == two) << sampler << ", rank " << world.rank();
     if (sampler == "importance") {
-      EXPECT_TRUE(two.warmed_up);  // its p_t were used
+      EXPECT_TRUE(two.warmed_up);
     }
     // and every rank holds the same weights
     const std::vector<std::string> weights = world.all_gather_text(std::string(

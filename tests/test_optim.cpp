@@ -106,6 +106,19 @@ AdamWConfig decayed() {
   return c;
 }
 
+// What an optimiser run leaves: the weights, both moments, the EMA and the step count.
+struct OptimState {
+  std::vector<float> param, m, v, ema;
+  int64_t steps = 0;
+  OptimState() = default;
+  OptimState(const ParameterStore& store, const AdamW& opt, const Ema& ema)
+      : param(store.flat_data().to_vector<float>()),
+        m(opt.first_moment().to_vector<float>()),
+        v(opt.second_moment().to_vector<float>()),
+        ema(ema.weights().to_vector<float>()),
+        steps(opt.steps_taken()) {}
+};
+
 // AdamW with the EMA in the same pass gives the bits of AdamW then Ema::update (the same
 // per-element expressions, kernels/optim_math.h), warmup decay included.
 TEST(Optim, AdamWWithTheEmaInOnePassIsTheTwoUpdates) {
@@ -137,9 +150,8 @@ TEST(Optim, AdamWWithTheEmaInOnePassIsTheTwoUpdates) {
 // not; and the summary holds what it says.
 TEST(Optim, AGatedStepIsClipThenStepBitForBit) {
   struct State {
-    std::vector<float> param, m, v, ema;
+    OptimState end;
     std::vector<double> norms;
-    int64_t steps = 0;
   };
   auto run = [](bool gated) {
     RandomStore r(1000);
@@ -171,21 +183,17 @@ TEST(Optim, AGatedStepIsClipThenStepBitForBit) {
         opt.step(1e-2, &ema, k);
       }
     }
-    s.param = store.flat_data().to_vector<float>();
-    s.m = opt.first_moment().to_vector<float>();
-    s.v = opt.second_moment().to_vector<float>();
-    s.ema = ema.weights().to_vector<float>();
-    s.steps = opt.steps_taken();
+    s.end = OptimState(store, opt, ema);
     return s;
   };
   const State gated = run(true), host = run(false);
-  EXPECT_EQ(gated.param, host.param);
-  EXPECT_EQ(gated.m, host.m);
-  EXPECT_EQ(gated.v, host.v);
-  EXPECT_EQ(gated.ema, host.ema);
+  EXPECT_EQ(gated.end.param, host.end.param);
+  EXPECT_EQ(gated.end.m, host.end.m);
+  EXPECT_EQ(gated.end.v, host.end.v);
+  EXPECT_EQ(gated.end.ema, host.end.ema);
   EXPECT_EQ(gated.norms, host.norms);
-  EXPECT_EQ(gated.steps, 4);
-  EXPECT_EQ(host.steps, 4);
+  EXPECT_EQ(gated.end.steps, 4);
+  EXPECT_EQ(host.end.steps, 4);
 }
 
 // A step whose loss or gradient is not finite is not applied: the weights, both moments and
@@ -235,9 +243,8 @@ TEST(Optim, GatesCountTheAppliedStepsAheadOfTheHost) {
   constexpr int kSteps = 6, kNanStep = 2;
   enum Way { Resolved, QueuedAhead, Host };
   struct State {
-    std::vector<float> param, m, v, ema;
+    OptimState end;
     std::vector<StepGate> gates;
-    int64_t steps = 0;
   };
   const AdamWConfig config = decayed();
   auto run = [&](Way way) {
@@ -267,20 +274,16 @@ TEST(Optim, GatesCountTheAppliedStepsAheadOfTheHost) {
       if (way == Resolved || unread.size() == 2) resolve_oldest();
     }
     while (!unread.empty()) resolve_oldest();
-    s.param = store.flat_data().to_vector<float>();
-    s.m = opt.first_moment().to_vector<float>();
-    s.v = opt.second_moment().to_vector<float>();
-    s.ema = ema.weights().to_vector<float>();
-    s.steps = opt.steps_taken();
+    s.end = OptimState(store, opt, ema);
     return s;
   };
   const State resolved = run(Resolved), ahead = run(QueuedAhead), host = run(Host);
   for (const State* other : {&ahead, &host}) {
-    EXPECT_EQ(other->param, resolved.param);
-    EXPECT_EQ(other->m, resolved.m);
-    EXPECT_EQ(other->v, resolved.v);
-    EXPECT_EQ(other->ema, resolved.ema);
-    EXPECT_EQ(other->steps, kSteps - 1);
+    EXPECT_EQ(other->end.param, resolved.end.param);
+    EXPECT_EQ(other->end.m, resolved.end.m);
+    EXPECT_EQ(other->end.v, resolved.end.v);
+    EXPECT_EQ(other->end.ema, resolved.end.ema);
+    EXPECT_EQ(other->end.steps, kSteps - 1);
   }
   ASSERT_EQ(ahead.gates.size(), static_cast<size_t>(kSteps));
   int64_t t = 0;

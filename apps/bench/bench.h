@@ -80,5 +80,6 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report);
 void bench_memory_bound(const Options& o, Timer& timer, Report& report);
 void bench_attention(const Options& o, Timer& timer, Report& report);
 void bench_loss(const Options& o, Timer& timer, Report& report);
+void bench_linear(const Options& o, Timer& timer, Report& report);
 
 }  // namespace ddpm::bench

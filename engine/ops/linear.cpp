@@ -10,6 +10,20 @@ namespace ddpm {
 using detail::dispatch;
 using detail::ptr_or_null;
 
+namespace {
+
+// On the GPU under Precision::BF16 / TF32 (f32 tensors): the tensor-core GEMMs.
+bool bf16_gemm(const Tensor& x) {
+  return x.device() == Device::CUDA && detail::rounds_operands(x) &&
+         precision() == Precision::BF16;
+}
+bool tf32_gemm(const Tensor& x) {
+  return x.device() == Device::CUDA && detail::rounds_operands(x) &&
+         precision() == Precision::TF32;
+}
+
+}  // namespace
+
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   detail::check_float("linear", "x", x);
   detail::check_compatible("linear", "w", w, "x", x);
@@ -24,9 +38,13 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
           "op 'linear': b " << b.describe() << " must be (" << s.n << ")");
   }
   Tensor y = Tensor::empty(x.shape().with_last(s.n), x.dtype(), x.device());
-  // Under Precision::BF16 / TF32 every path multiplies rounded operands in fp32 (exact
-  // products, fp32 sums: the numbers of a bf16 / TF32 GEMM; not yet its speed on CUDA).
-  const Tensor xo = detail::matmul_operand(x), wo = detail::matmul_operand(w);
+  // Under Precision::BF16 / TF32 the CPU multiplies rounded operands in fp32 (exact products,
+  // fp32 sums: the numbers of a bf16 / TF32 GEMM). The GPU does the same on tensor cores:
+  // bf16 copies of the operands through cublasGemmEx, or TF32-rounded operands through SGEMM
+  // in TF32 math (kernels/cuda/linear.cu).
+  const bool gpu_bf16 = bf16_gemm(x);
+  const Tensor xo = gpu_bf16 ? x : detail::matmul_operand(x);
+  const Tensor wo = gpu_bf16 ? w : detail::matmul_operand(w);
   dispatch("linear", x, [&](auto tag) {
     using T = decltype(tag);
     cpu::linear_forward<T>(s, xo.data<T>(), wo.data<T>(), ptr_or_null<T>(b), y.data<T>());
@@ -34,15 +52,30 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
     DDPM_CPU_FAST_ONLY(cpu_fast::linear_forward(s, xo.data<float>(), wo.data<float>(),
                                                 ptr_or_null<float>(b), y.data<float>()));
   }, [&] {
-    DDPM_CUDA_ONLY(cuda::linear_forward(s, xo.data<float>(), wo.data<float>(),
-                                        ptr_or_null<float>(b), y.data<float>()));
+    DDPM_CUDA_ONLY(
+        if (gpu_bf16) {
+          const Tensor ws = detail::cuda_workspace(cuda::linear_bf16_forward_workspace(s));
+          cuda::linear_bf16_forward(s, x.data<float>(), w.data<float>(), ptr_or_null<float>(b),
+                                    y.data<float>(), ws.data<float>());
+        } else {
+          cuda::linear_forward(s, xo.data<float>(), wo.data<float>(), ptr_or_null<float>(b),
+                               y.data<float>(), tf32_gemm(x));
+        });
   });
   if (should_record({x, w, b})) {
     tape().record("linear", {y}, [s, x, w, gx = grad_ref(x), gw = grad_ref(w),
                                   gb = grad_ref(b)](const std::vector<Tensor>& g) {
       Tensor dx = detail::grad_or_null(gx), dw = detail::grad_or_null(gw),
              db = detail::grad_or_null(gb);
-      // bf16: dx and dw from rounded operands, db from the fp32 incoming gradient
+      if (bf16_gemm(x)) {  // the GPU's bf16 GEMMs round dy, w and x themselves; db from fp32 dy
+        DDPM_CUDA_ONLY(
+            const Tensor ws = detail::cuda_workspace(cuda::linear_bf16_backward_workspace(s));
+            cuda::linear_bf16_backward(s, x.data<float>(), w.data<float>(), g[0].data<float>(),
+                                       ptr_or_null<float>(dx), ptr_or_null<float>(dw),
+                                       ptr_or_null<float>(db), ws.data<float>()));
+        return;
+      }
+      // bf16 / tf32: dx and dw from rounded operands, db from the fp32 incoming gradient
       const bool split = detail::rounds_operands(x);
       const Tensor x_op = detail::matmul_operand(x), w_op = detail::matmul_operand(w),
                    g_op = detail::matmul_operand(g[0]);
@@ -63,7 +96,8 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
                   detail::cuda_workspace(dba.defined() ? cuda::linear_backward_workspace(s) : 0);
               cuda::linear_backward(s, xa.data<float>(), wa.data<float>(), ga.data<float>(),
                                     ptr_or_null<float>(dxa), ptr_or_null<float>(dwa),
-                                    ptr_or_null<float>(dba), ptr_or_null<float>(ws)));
+                                    ptr_or_null<float>(dba), ptr_or_null<float>(ws),
+                                    tf32_gemm(x)));
         });
       };
       if (dx.defined() || dw.defined() || db_with_products.defined())

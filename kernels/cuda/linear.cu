@@ -6,7 +6,19 @@
 //   dx^T = w dy^T           gemm(T, N, m=K, n=M, k=N, A = w (ld N), B = dy (ld N)), beta 1
 //   dw^T = dy^T x           gemm(N, T, m=N, n=K, k=M, A = dy (ld N), B = x (ld K)), beta 1
 // The bias is added, and its gradient summed, by the broadcast kernels of elementwise.cu.
-// fp32 math (cuBLAS's default CUBLAS_DEFAULT_MATH: no TF32), one handle on the default stream.
+//
+// Three kinds of operands, the same three products:
+//   fp32   SGEMM with cuBLAS's default math (CUBLAS_DEFAULT_MATH: no TF32);
+//   TF32   SGEMM with CUBLAS_TF32_TENSOR_OP_MATH on operands the caller rounded to TF32
+//          (engine precision tf32): tensor cores convert them to TF32 exactly, the products
+//          are exact in fp32 and summed in fp32;
+//   bf16   cublasGemmEx on bf16 copies of the operands (converted into the caller's
+//          workspace, rounded to nearest even as kernels/bf16.h does), fp32 accumulation and
+//          output (CUBLAS_COMPUTE_32F): products of bf16 values are exact in fp32, so the
+//          result is the SGEMM of the rounded operands up to the order of the sums, at bf16
+//          tensor-core speed, and the CPU's bf16 path (rounded operands, fp32 math) is its
+//          reference. With bf16 activations end to end the conversions go away.
+// One handle per math mode, on the default stream.
 //
 // cuBLAS is opened (dlopen) when the first CUDA linear layer runs, not when the program
 // starts: a loaded libcublas costs ~216 MB of resident memory (measured: a program that
@@ -19,23 +31,34 @@
 #include <string>
 
 #include "engine/cuda_check.h"
+#include "kernels/bf16.h"
 #include "kernels/cuda/elementwise.cuh"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/linear.cuh"
 
 namespace ddpm::cuda {
 
 namespace {
 
+// cublasGemmEx with a cublasComputeType_t (C++ builds of cublas_api.h also declare the older
+// overload taking a cudaDataType there).
+using GemmEx = cublasStatus_t (*)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int,
+                                  int, const void*, const void*, cudaDataType, int, const void*,
+                                  cudaDataType, int, const void*, void*, cudaDataType, int,
+                                  cublasComputeType_t, cublasGemmAlgo_t);
+
 struct Cublas {
   decltype(&cublasCreate) create;
   decltype(&cublasSetMathMode) set_math_mode;
   decltype(&cublasSgemm) sgemm;
+  GemmEx gemm_ex;
 };
 
 const Cublas& cublas() {
   static const Cublas api = [] {
 #if DDPM_CUDA_EMULATION
-    return Cublas{&cublasCreate, &cublasSetMathMode, &cublasSgemm};
+    return Cublas{&cublasCreate, &cublasSetMathMode, &cublasSgemm,
+                  static_cast<GemmEx>(&cublasGemmEx)};
 #else
     const std::string soname = "libcublas.so." + std::to_string(CUBLAS_VER_MAJOR);
     void* lib = dlopen(soname.c_str(), RTLD_NOW | RTLD_LOCAL);
@@ -51,53 +74,126 @@ const Cublas& cublas() {
     };
     return Cublas{reinterpret_cast<decltype(&cublasCreate)>(symbol("cublasCreate_v2")),
                   reinterpret_cast<decltype(&cublasSetMathMode)>(symbol("cublasSetMathMode")),
-                  reinterpret_cast<decltype(&cublasSgemm)>(symbol("cublasSgemm_v2"))};
+                  reinterpret_cast<decltype(&cublasSgemm)>(symbol("cublasSgemm_v2")),
+                  reinterpret_cast<GemmEx>(symbol("cublasGemmEx"))};
 #endif
   }();
   return api;
 }
 
-cublasHandle_t handle() {
-  static cublasHandle_t h = [] {
+enum class Operands { F32, Tf32, Bf16 };
+
+cublasHandle_t handle(cublasMath_t math) {
+  auto create = [](cublasMath_t mode) {
     cublasHandle_t created = nullptr;
     CUBLAS_CHECK(cublas().create(&created));
-    CUBLAS_CHECK(cublas().set_math_mode(created, CUBLAS_DEFAULT_MATH));
+    CUBLAS_CHECK(cublas().set_math_mode(created, mode));
     return created;
-  }();
-  return h;
+  };
+  static cublasHandle_t plain = create(CUBLAS_DEFAULT_MATH);
+  if (math == CUBLAS_DEFAULT_MATH) return plain;
+  static cublasHandle_t tf32 = create(CUBLAS_TF32_TENSOR_OP_MATH);
+  return tf32;
 }
+
+// C (m x n, column-major, fp32) = op(A) op(B) + beta C; A and B fp32 or bf16 bits.
+void gemm(Operands kind, cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n,
+          int64_t k, const void* a, int64_t lda, const void* b, int64_t ldb, float beta, float* c,
+          int64_t ldc) {
+  const float one = 1.0f;
+  const auto i = [](int64_t v) { return static_cast<int>(v); };
+  if (kind == Operands::Bf16) {
+    CUBLAS_CHECK(cublas().gemm_ex(handle(CUBLAS_DEFAULT_MATH), ta, tb, i(m), i(n), i(k), &one, a,
+                                  CUDA_R_16BF, i(lda), b, CUDA_R_16BF, i(ldb), &beta, c,
+                                  CUDA_R_32F, i(ldc), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    return;
+  }
+  CUBLAS_CHECK(cublas().sgemm(
+      handle(kind == Operands::Tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH), ta, tb,
+      i(m), i(n), i(k), &one, static_cast<const float*>(a), i(lda), static_cast<const float*>(b),
+      i(ldb), &beta, c, i(ldc)));
+}
+
+// The three products of the layer (the header's table), for operands of one kind.
+void forward_product(Operands kind, const LinearShape& s, const void* x, const void* w, float* y) {
+  gemm(kind, CUBLAS_OP_N, CUBLAS_OP_N, s.n, s.m, s.k, w, s.n, x, s.k, 0.0f, y, s.n);
+}
+
+void backward_products(Operands kind, const LinearShape& s, const void* x, const void* w,
+                       const void* dy, float* dx, float* dw) {
+  if (dx) gemm(kind, CUBLAS_OP_T, CUBLAS_OP_N, s.k, s.m, s.n, w, s.n, dy, s.n, 1.0f, dx, s.k);
+  if (dw) gemm(kind, CUBLAS_OP_N, CUBLAS_OP_T, s.n, s.k, s.m, dy, s.n, x, s.k, 1.0f, dw, s.n);
+}
+
+// bf16 conversion into the workspace, one thread per element.
+__global__ void to_bf16_kernel(int64_t n, const float* x, uint16_t* y) {
+  DDPM_GRID_STRIDE(i, n) y[i] = bf16_bits_from_float(x[i]);
+}
+
+// Carves bf16 copies out of a float workspace, each 16-byte aligned (tensor-core loads).
+struct Bf16Workspace {
+  uint16_t* next;
+  static int64_t floats(int64_t elements) { return (elements + 7) / 8 * 4; }
+  const uint16_t* convert(const float* x, int64_t n) {
+    uint16_t* out = next;
+    if (n > 0) DDPM_LAUNCH(to_bf16_kernel, grid_for(n), kThreads)(n, x, out);
+    next += floats(n) * 2;
+    return out;
+  }
+};
+
+BroadcastShape bias_shape(const LinearShape& s) { return BroadcastShape{1, s.m, s.n, false}; }
 
 }  // namespace
 
-void linear_forward(const LinearShape& s, const float* x, const float* w, const float* b, float* y) {
+void linear_forward(const LinearShape& s, const float* x, const float* w, const float* b, float* y,
+                    bool tf32) {
   if (s.m == 0 || s.n == 0) return;
-  const float one = 1.0f, zero = 0.0f;
-  CUBLAS_CHECK(cublas().sgemm(handle(), CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(s.n),
-                           static_cast<int>(s.m), static_cast<int>(s.k), &one, w,
-                           static_cast<int>(s.n), x, static_cast<int>(s.k), &zero, y,
-                           static_cast<int>(s.n)));
-  if (b) broadcast_add_forward(BroadcastShape{1, s.m, s.n, false}, y, b, y);
+  forward_product(tf32 ? Operands::Tf32 : Operands::F32, s, x, w, y);
+  if (b) broadcast_add_forward(bias_shape(s), y, b, y);
 }
 
 int64_t linear_backward_workspace(const LinearShape& s) {
-  return broadcast_add_backward_workspace(BroadcastShape{1, s.m, s.n, false});
+  return broadcast_add_backward_workspace(bias_shape(s));
 }
 
 void linear_backward(const LinearShape& s, const float* x, const float* w, const float* dy,
-                     float* dx, float* dw, float* db, float* workspace) {
+                     float* dx, float* dw, float* db, float* workspace, bool tf32) {
   if (s.m == 0 || s.n == 0) return;
-  const float one = 1.0f;
-  if (dx)
-    CUBLAS_CHECK(cublas().sgemm(handle(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(s.k),
-                             static_cast<int>(s.m), static_cast<int>(s.n), &one, w,
-                             static_cast<int>(s.n), dy, static_cast<int>(s.n), &one, dx,
-                             static_cast<int>(s.k)));
-  if (dw)
-    CUBLAS_CHECK(cublas().sgemm(handle(), CUBLAS_OP_N, CUBLAS_OP_T, static_cast<int>(s.n),
-                             static_cast<int>(s.k), static_cast<int>(s.m), &one, dy,
-                             static_cast<int>(s.n), x, static_cast<int>(s.k), &one, dw,
-                             static_cast<int>(s.n)));
-  if (db) broadcast_add_backward(BroadcastShape{1, s.m, s.n, false}, dy, db, workspace);
+  backward_products(tf32 ? Operands::Tf32 : Operands::F32, s, x, w, dy, dx, dw);
+  if (db) broadcast_add_backward(bias_shape(s), dy, db, workspace);
+}
+
+int64_t linear_bf16_forward_workspace(const LinearShape& s) {
+  return Bf16Workspace::floats(s.m * s.k) + Bf16Workspace::floats(s.k * s.n);
+}
+
+void linear_bf16_forward(const LinearShape& s, const float* x, const float* w, const float* b,
+                         float* y, float* workspace) {
+  if (s.m == 0 || s.n == 0) return;
+  Bf16Workspace ws{reinterpret_cast<uint16_t*>(workspace)};
+  const uint16_t* xb = ws.convert(x, s.m * s.k);
+  const uint16_t* wb = ws.convert(w, s.k * s.n);
+  forward_product(Operands::Bf16, s, xb, wb, y);
+  if (b) broadcast_add_forward(bias_shape(s), y, b, y);
+}
+
+int64_t linear_bf16_backward_workspace(const LinearShape& s) {
+  return Bf16Workspace::floats(s.m * s.k) + Bf16Workspace::floats(s.k * s.n) +
+         Bf16Workspace::floats(s.m * s.n) + linear_backward_workspace(s);
+}
+
+void linear_bf16_backward(const LinearShape& s, const float* x, const float* w, const float* dy,
+                          float* dx, float* dw, float* db, float* workspace) {
+  if (s.m == 0 || s.n == 0) return;
+  Bf16Workspace ws{reinterpret_cast<uint16_t*>(workspace)};
+  const uint16_t* xb = dw ? ws.convert(x, s.m * s.k) : nullptr;
+  const uint16_t* wb = dx ? ws.convert(w, s.k * s.n) : nullptr;
+  const uint16_t* dyb = dx || dw ? ws.convert(dy, s.m * s.n) : nullptr;
+  backward_products(Operands::Bf16, s, xb, wb, dyb, dx, dw);
+  // the bias gradient sums the fp32 dy (it is no product), after the bf16 copies
+  float* column_sums = workspace + linear_bf16_backward_workspace(s) - linear_backward_workspace(s);
+  if (db) broadcast_add_backward(bias_shape(s), dy, db, column_sums);
 }
 
 }  // namespace ddpm::cuda

@@ -8,11 +8,25 @@
 
 namespace ddpm::cuda {
 
-void linear_forward(const LinearShape& s, const float* x, const float* w, const float* b, float* y);
+// tf32: x, w (and dy) are already rounded to TF32 (engine precision tf32): the products run
+// on TF32 tensor cores, exactly (kernels/cuda/linear.cu).
+void linear_forward(const LinearShape& s, const float* x, const float* w, const float* b, float* y,
+                    bool tf32 = false);
 // db is the column sum of dy: workspace null or linear_backward_workspace(s) floats
 // (kernels/cuda/column_sum.cuh).
 int64_t linear_backward_workspace(const LinearShape& s);
 void linear_backward(const LinearShape& s, const float* x, const float* w, const float* dy,
-                     float* dx, float* dw, float* db, float* workspace = nullptr);
+                     float* dx, float* dw, float* db, float* workspace = nullptr,
+                     bool tf32 = false);
+
+// bf16 operands on tensor cores (engine precision bf16): x, w and dy converted to bf16 in the
+// workspace (the *_workspace functions' floats, not null), products summed in fp32 into fp32
+// y, dx, dw (cublasGemmEx). db is summed from the fp32 dy.
+int64_t linear_bf16_forward_workspace(const LinearShape& s);
+void linear_bf16_forward(const LinearShape& s, const float* x, const float* w, const float* b,
+                         float* y, float* workspace);
+int64_t linear_bf16_backward_workspace(const LinearShape& s);
+void linear_bf16_backward(const LinearShape& s, const float* x, const float* w, const float* dy,
+                          float* dx, float* dw, float* db, float* workspace);
 
 }  // namespace ddpm::cuda

@@ -1,6 +1,9 @@
 #include "tests/cuda_emulation/cublas.h"
 
 #include <algorithm>
+#include <cstdint>
+
+#include "kernels/bf16.h"
 
 struct cublasContext {
   cublasMath_t math = CUBLAS_DEFAULT_MATH;
@@ -26,10 +29,16 @@ cublasStatus_t cublasSetStream(cublasHandle_t handle, cudaStream_t) {
   return handle == nullptr ? CUBLAS_STATUS_NOT_INITIALIZED : CUBLAS_STATUS_SUCCESS;
 }
 
-cublasStatus_t cublasSgemm(cublasHandle_t handle, cublasOperation_t transa,
-                           cublasOperation_t transb, int m, int n, int k, const float* alpha,
-                           const float* A, int lda, const float* B, int ldb, const float* beta,
-                           float* C, int ldc) {
+namespace {
+
+float element(const float* p, size_t i) { return p[i]; }
+float element(const uint16_t* p, size_t i) { return ddpm::float_from_bf16_bits(p[i]); }
+
+// C (m x n) = alpha op(A) op(B) + beta C for operands of element type T (float or bf16 bits).
+template <class T>
+cublasStatus_t gemm(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb,
+                    int m, int n, int k, float alpha, const T* A, int lda, const T* B, int ldb,
+                    float beta, float* C, int ldc) {
   if (handle == nullptr) return CUBLAS_STATUS_NOT_INITIALIZED;
   // cuBLAS's rules: the leading dimension covers the stored rows of each operand.
   const int a_rows = transa == CUBLAS_OP_N ? m : k, b_rows = transb == CUBLAS_OP_N ? k : n;
@@ -39,29 +48,56 @@ cublasStatus_t cublasSgemm(cublasHandle_t handle, cublasOperation_t transa,
   if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
   // Every operand the product reads must be device memory, whole.
   const int a_cols = transa == CUBLAS_OP_N ? k : m, b_cols = transb == CUBLAS_OP_N ? n : k;
-  auto extent = [](int ld, int rows, int cols) {
-    return (static_cast<size_t>(cols - 1) * ld + rows) * sizeof(float);
+  auto extent = [](int ld, int rows, int cols, size_t bytes) {
+    return (static_cast<size_t>(cols - 1) * ld + rows) * bytes;
   };
-  if ((k > 0 && (!cuda_emu::device_accessible(A, extent(lda, a_rows, a_cols)) ||
-                 !cuda_emu::device_accessible(B, extent(ldb, b_rows, b_cols)))) ||
-      !cuda_emu::device_accessible(C, extent(ldc, m, n)))
+  if ((k > 0 && (!cuda_emu::device_accessible(A, extent(lda, a_rows, a_cols, sizeof(T))) ||
+                 !cuda_emu::device_accessible(B, extent(ldb, b_rows, b_cols, sizeof(T))))) ||
+      !cuda_emu::device_accessible(C, extent(ldc, m, n, sizeof(float))))
     return CUBLAS_STATUS_EXECUTION_FAILED;
   for (int j = 0; j < n; ++j) {
     for (int i = 0; i < m; ++i) {
       double acc = 0;
       for (int p = 0; p < k; ++p) {
-        const float a = transa == CUBLAS_OP_N ? A[i + static_cast<size_t>(p) * lda]
-                                              : A[p + static_cast<size_t>(i) * lda];
-        const float b = transb == CUBLAS_OP_N ? B[p + static_cast<size_t>(j) * ldb]
-                                              : B[j + static_cast<size_t>(p) * ldb];
+        const float a = transa == CUBLAS_OP_N ? element(A, i + static_cast<size_t>(p) * lda)
+                                              : element(A, p + static_cast<size_t>(i) * lda);
+        const float b = transb == CUBLAS_OP_N ? element(B, p + static_cast<size_t>(j) * ldb)
+                                              : element(B, j + static_cast<size_t>(p) * ldb);
         acc += static_cast<double>(a) * b;
       }
       float& c = C[i + static_cast<size_t>(j) * ldc];
       // beta = 0 must not read C (it may hold NaNs, as fresh device memory does here)
-      c = static_cast<float>(*alpha * acc + (*beta == 0.0f ? 0.0 : static_cast<double>(*beta) * c));
+      c = static_cast<float>(alpha * acc + (beta == 0.0f ? 0.0 : static_cast<double>(beta) * c));
     }
   }
   return CUBLAS_STATUS_SUCCESS;
+}
+
+}  // namespace
+
+cublasStatus_t cublasSgemm(cublasHandle_t handle, cublasOperation_t transa,
+                           cublasOperation_t transb, int m, int n, int k, const float* alpha,
+                           const float* A, int lda, const float* B, int ldb, const float* beta,
+                           float* C, int ldc) {
+  return gemm(handle, transa, transb, m, n, k, *alpha, A, lda, B, ldb, *beta, C, ldc);
+}
+
+cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa,
+                            cublasOperation_t transb, int m, int n, int k, const void* alpha,
+                            const void* A, cudaDataType Atype, int lda, const void* B,
+                            cudaDataType Btype, int ldb, const void* beta, void* C,
+                            cudaDataType Ctype, int ldc, cublasComputeType_t computeType,
+                            cublasGemmAlgo_t) {
+  if (Atype != Btype || Ctype != CUDA_R_32F || computeType != CUBLAS_COMPUTE_32F ||
+      (Atype != CUDA_R_32F && Atype != CUDA_R_16BF))
+    return CUBLAS_STATUS_NOT_SUPPORTED;
+  const float a = *static_cast<const float*>(alpha), b = *static_cast<const float*>(beta);
+  float* c = static_cast<float*>(C);
+  if (Atype == CUDA_R_16BF)
+    return gemm(handle, transa, transb, m, n, k, a, static_cast<const uint16_t*>(A), lda,
+                static_cast<const uint16_t*>(B), ldb, b, c, ldc);
+  return gemm(handle, transa, transb, m, n, k, a, static_cast<const float*>(A), lda,
+              static_cast<const float*>(B), ldb, b, c, ldc);
 }
 
 const char* cublasGetStatusName(cublasStatus_t status) {
@@ -74,6 +110,8 @@ const char* cublasGetStatusName(cublasStatus_t status) {
       return "CUBLAS_STATUS_INVALID_VALUE";
     case CUBLAS_STATUS_EXECUTION_FAILED:
       return "CUBLAS_STATUS_EXECUTION_FAILED";
+    case CUBLAS_STATUS_NOT_SUPPORTED:
+      return "CUBLAS_STATUS_NOT_SUPPORTED";
   }
   return "CUBLAS_STATUS_UNKNOWN";
 }
@@ -88,6 +126,8 @@ const char* cublasGetStatusString(cublasStatus_t status) {
       return "an invalid numeric value was used as an argument";
     case CUBLAS_STATUS_EXECUTION_FAILED:
       return "the GPU program failed to execute (emulation: an operand is not device memory)";
+    case CUBLAS_STATUS_NOT_SUPPORTED:
+      return "the functionality requested is not supported";
   }
   return "unknown status";
 }

@@ -1,7 +1,10 @@
-// cuBLAS, emulated: the calls kernels/cuda/linear.cu makes (handle, math mode, SGEMM), with
-// cuBLAS's argument checks, so the transposition logic of our row-major linear layer runs and
-// is checked without a GPU. SGEMM is the column-major definition, summed in double and
-// rounded once (the real library's order is its own; tests bound the difference).
+// cuBLAS, emulated: the calls kernels/cuda/linear.cu makes (handle, math mode, SGEMM, and
+// GemmEx on bf16 operands with fp32 accumulation), with cuBLAS's argument checks, so the
+// transposition logic of our row-major linear layer runs and is checked without a GPU. Both
+// products are the column-major definition, summed in double and rounded once (the real
+// library's order is its own; tests bound the difference). The TF32 math mode is recorded,
+// not emulated: the engine hands SGEMM operands already rounded to TF32, which tensor cores
+// convert exactly.
 #pragma once
 
 #include "tests/cuda_emulation/runtime.h"
@@ -11,7 +14,13 @@ enum cublasStatus_t {
   CUBLAS_STATUS_NOT_INITIALIZED = 1,
   CUBLAS_STATUS_INVALID_VALUE = 7,
   CUBLAS_STATUS_EXECUTION_FAILED = 13,
+  CUBLAS_STATUS_NOT_SUPPORTED = 15,
 };
+// library_types.h and cublas_api.h, the values GemmEx's calls use
+enum cudaDataType_t { CUDA_R_32F = 0, CUDA_R_16BF = 14 };
+using cudaDataType = cudaDataType_t;
+enum cublasComputeType_t { CUBLAS_COMPUTE_32F = 68 };
+enum cublasGemmAlgo_t { CUBLAS_GEMM_DEFAULT = -1 };
 enum cublasOperation_t { CUBLAS_OP_N = 0, CUBLAS_OP_T = 1 };
 enum cublasMath_t { CUBLAS_DEFAULT_MATH = 0, CUBLAS_TF32_TENSOR_OP_MATH = 3 };
 
@@ -27,5 +36,13 @@ cublasStatus_t cublasSgemm(cublasHandle_t handle, cublasOperation_t transa,
                            cublasOperation_t transb, int m, int n, int k, const float* alpha,
                            const float* A, int lda, const float* B, int ldb, const float* beta,
                            float* C, int ldc);
+// The same product with typed operands; emulated: A and B both CUDA_R_32F or both CUDA_R_16BF,
+// C CUDA_R_32F, CUBLAS_COMPUTE_32F (else CUBLAS_STATUS_NOT_SUPPORTED).
+cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa,
+                            cublasOperation_t transb, int m, int n, int k, const void* alpha,
+                            const void* A, cudaDataType Atype, int lda, const void* B,
+                            cudaDataType Btype, int ldb, const void* beta, void* C,
+                            cudaDataType Ctype, int ldc, cublasComputeType_t computeType,
+                            cublasGemmAlgo_t algo);
 const char* cublasGetStatusName(cublasStatus_t status);
 const char* cublasGetStatusString(cublasStatus_t status);
