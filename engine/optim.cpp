@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "engine/op_profile.h"
 #include "engine/ops.h"
 #include "kernels/cpu/optim.h"
 #include "kernels/optim_math.h"
@@ -51,6 +52,7 @@ Tensor summarize(const ParameterStore& store, const Tensor& per_sample, const Te
   CHECK(n == 0 || (per_sample.device() == device && per_sample.dtype() == loss.dtype()),
         "step_summary: the per-sample losses " << per_sample.describe() << " differ from the loss "
                                                << loss.describe() << " in dtype or device");
+  OpTimer timer("step summary (norm, gate)", device == Device::CUDA);
   const Tensor squares = gradient_sum_of_squares(store);
   Tensor out = Tensor::empty(Shape{n + kStepGateDoubles}, DType::F64, device);
   double* o = out.data<double>();
@@ -167,6 +169,7 @@ void AdamW::launch(const AdamWParams& p, Ema* ema, int64_t ema_index, const Step
   const Tensor flat = store_.flat_data();
   const float ema_decay = ema ? ema->decay_at(ema_index) : 0.0f;
   float* const ema_weights = ema ? ema->weights().data<float>() : nullptr;
+  OpTimer timer(ema ? "AdamW + EMA" : "AdamW", on_gpu(flat));
   if (on_gpu(flat)) {
 #if DDPM_WITH_CUDA
     cuda::adamw_step(flat.numel(), p, flat.data<float>(), store_.flat_grad().data<float>(),

@@ -102,7 +102,8 @@ run_profile() {
 # bf16 (precision=bf16: the v4 convolution, block shapes autotuned), then the same step in
 # PyTorch (scripts/pytorch_reference.py, when torch is importable) in fp32, TF32 and bf16
 # autocast: the comparison the project is measured by. Each log line of the engine also
-# gives the step's launches and host syncs (step_work).
+# gives the step's launches, host syncs and late reads (step_work); profile_steps=5 adds the
+# per-op GPU time of steps 3-7 (CUDA events, engine/op_profile.h) to each log and run folder.
 run_train() {
   local status=0
   for variant in "tiled:fp32" "tiled:tf32" "tiled:bf16"; do
@@ -110,7 +111,7 @@ run_train() {
     "$build/apps/ddpm" train --config configs/cifar10_ddpm.json --set device=cuda --set steps=30 \
       --set log_every=10 --set sample_every=0 --set ckpt_every=0 --set n_samples=8 \
       --set sample_steps=10 --set sampler=ddim --set cuda_conv=$conv \
-      --set precision=$precision --set cuda_autotune=true \
+      --set precision=$precision --set cuda_autotune=true --set profile_steps=5 \
       --set out_dir="$out/train-run-$conv-$precision" > "$out/train-$conv-$precision.log" 2>&1 \
       || status=$?
   done

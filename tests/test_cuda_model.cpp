@@ -6,8 +6,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
+#include <map>
+#include <string>
 
 #include "engine/file_io.h"
+#include "engine/op_profile.h"
 #include "models/unet/image_train.h"
 #include "tests/test_util.h"
 
@@ -200,6 +204,63 @@ TEST(CudaModel, AStepReadLateIsTheStepReadAtOnce) {
   EXPECT_EQ(late.trainer().optimizer().second_moment().to(Device::CPU).to_vector<float>(),
             at_once.trainer().optimizer().second_moment().to(Device::CPU).to_vector<float>());
   EXPECT_EQ(late.trainer().optimizer().steps_taken(), 3);
+}
+
+// The op profile (engine/op_profile.h): with profiling on, every CUDA op of a step is timed
+// under its name, forward and backward apart, and the optimiser's pass and the step summary
+// too; a take clears, and nothing is recorded while profiling is off. (Here the times are
+// the emulation's wall time: the counts are what is pinned.)
+TEST(CudaModel, TheOpProfileTimesEveryOpOfAStep) {
+  REQUIRE_GPU();
+  ImageRun run(small_config("cuda"));
+  run.step();
+  set_op_profiling(true);
+  run.step();
+  set_op_profiling(false);
+  const std::vector<OpTime> times = op_profile_take();
+  std::map<std::string, OpTime> by_name;
+  for (const OpTime& t : times) {
+    EXPECT_GE(t.ms, 0.0) << t.name;
+    by_name[t.name] = t;
+  }
+  for (const char* name : {"conv2d", "conv2d backward", "group_norm_silu_dropout",
+                           "group_norm_silu_dropout backward", "attention", "attention backward",
+                           "linear", "linear backward", "diffusion_corrupt",
+                           "diffusion_loss_fused", "AdamW + EMA", "step summary (norm, gate)"})
+    EXPECT_EQ(by_name.count(name), 1u) << name;
+  EXPECT_EQ(by_name["diffusion_loss_fused"].calls, 1);
+  EXPECT_EQ(by_name["AdamW + EMA"].calls, 1);
+  EXPECT_EQ(by_name["step summary (norm, gate)"].calls, 1);
+  // every convolution's forward has its backward
+  EXPECT_GT(by_name["conv2d"].calls, 5);
+  EXPECT_EQ(by_name["conv2d backward"].calls, by_name["conv2d"].calls);
+  const std::string table = format_op_profile(times, 1);
+  std::printf("%s", table.c_str());
+  EXPECT_NE(table.find("conv2d backward"), std::string::npos);
+  EXPECT_NE(table.find("sum"), std::string::npos);
+  EXPECT_TRUE(op_profile_take().empty());  // taken
+  run.step();                               // profiling off
+  EXPECT_TRUE(op_profile_take().empty());
+}
+
+// The train loop's profile_steps: the window of steps it profiles lands in op_profile.txt in
+// the run folder (here one step, the third).
+TEST(CudaModel, ProfileStepsWritesTheOpProfileOfTheRun) {
+  REQUIRE_GPU();
+  ImageTrainConfig c = small_config("cuda");
+  c.trainer.steps = 3;
+  c.profile_steps = 1;
+  c.n_samples = 2;
+  c.sampler.steps = 2;
+  c.out_dir = ::testing::TempDir() + "/cuda_profile_run";
+  std::filesystem::remove_all(c.out_dir);
+  const TrainSummary s = train_images(c, TrainOptions{}, nullptr);
+  EXPECT_EQ(s.steps_trained, 3);
+  const std::vector<uint8_t> bytes = read_file(c.out_dir + "/op_profile.txt");
+  const std::string text(bytes.begin(), bytes.end());
+  EXPECT_NE(text.find("op profile of steps 3-3"), std::string::npos) << text;
+  EXPECT_NE(text.find("conv2d backward"), std::string::npos) << text;
+  EXPECT_NE(text.find("AdamW + EMA"), std::string::npos) << text;
 }
 
 // Sampling waits for the GPU nowhere: each denoising step's coefficients and timesteps go up

@@ -2,6 +2,7 @@
 // validation, and a short end-to-end CPU run of configs/tiny.json that must learn.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -240,6 +241,8 @@ TEST(ImageTrain, ConfigErrorsNameTheKey) {
                {"key 'cuda_autotune'"});
   expect_error([] { read_image_train_config(tiny_json({"fused_loss=\"yes\""}), "tiny.json"); },
                {"fused_loss"});
+  expect_error([] { read_image_train_config(tiny_json({"profile_steps=-1"}), "tiny.json"); },
+               {"key 'profile_steps'"});
   const ImageTrainConfig c = read_image_train_config(
       tiny_json({"dataset=cifar10", "data_dir=/nonexistent/cifar"}), "tiny.json");
   expect_error([&] { ImageRun run(c); }, {"/nonexistent/cifar/data_batch_1.bin"});
@@ -256,7 +259,7 @@ TEST(ImageTrain, TinyConfigLearnsOnTheCpu) {
   std::filesystem::remove_all(out);
   const ImageTrainConfig c = read_image_train_config(
       tiny_json({"target=epsilon", "steps=60", "batch_size=8", "n_samples=4", "sample_steps=10", "ckpt_every=20",
-                 "keep_checkpoints=2", "log_every=10", "out_dir=" + out}),
+                 "keep_checkpoints=2", "log_every=10", "profile_steps=3", "out_dir=" + out}),
       "tiny.json (test)");
   int reports = 0;
   const TrainSummary s = train_images(c, TrainOptions{}, [&](const TrainProgress& p) {
@@ -264,6 +267,11 @@ TEST(ImageTrain, TinyConfigLearnsOnTheCpu) {
     EXPECT_GT(p.images_per_second, 0);
   });
   EXPECT_EQ(reports, 6);
+  // the op profile times GPU work: on the CPU the run says so and writes none
+  EXPECT_NE(std::find_if(s.notes.begin(), s.notes.end(),
+                         [](const std::string& n) { return n.find("times GPU work") != std::string::npos; }),
+            s.notes.end());
+  EXPECT_FALSE(std::filesystem::exists(out + "/op_profile.txt"));
   EXPECT_NEAR(s.first_loss, 1.0, 0.15);
   EXPECT_LT(s.final_loss, 0.5 * s.first_loss);
   EXPECT_GE(s.untrained_quality, 0.0);

@@ -1,5 +1,7 @@
 // Op entries: group norm with affine, the fused group norm + SiLU, and the same with dropout
 // after it, over NHWC (or any (N, ..., C)) tensors.
+#include <string>
+
 #include "engine/ops.h"
 #include "engine/ops/op_util.h"
 #include "kernels/cpu/group_norm.h"
@@ -76,7 +78,8 @@ Tensor group_norm_impl(const char* op, const Tensor& x, const Tensor& gamma, con
       const Tensor dy = dropped && x.device() == Device::CPU
                             ? Tensor::zeros(x.shape(), x.dtype(), x.device())
                             : g[0];
-      dispatch(op, x, [&](auto tag) {
+      const std::string backward_op = std::string(op) + " backward";
+      dispatch(backward_op.c_str(), x, [&](auto tag) {
         using T = decltype(tag);
         if (dropped)
           cpu::dropout_backward<T>(count, drop.p, drop.seed, drop.stream, g[0].data<T>(),

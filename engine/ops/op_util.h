@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "engine/autograd.h"
+#include "engine/op_profile.h"
 #include "engine/ops.h"
 #include "engine/tensor.h"
 
@@ -46,11 +47,13 @@ void dispatch_cpu(const char* op, const Tensor& x, F&& f) {
 
 // Calls cpu(T{}) for a CPU tensor (T = float or double), or cuda() for a CUDA tensor, which
 // must be f32. Op entries write the CUDA call inside DDPM_CUDA_ONLY(...) so a build without
-// CUDA still compiles (it can hold no CUDA tensor, so that branch never runs there).
+// CUDA still compiles (it can hold no CUDA tensor, so that branch never runs there). The
+// CUDA call is timed under the op's name when op profiling is on (engine/op_profile.h).
 template <class Cpu, class Cuda>
 void dispatch(const char* op, const Tensor& x, Cpu&& cpu, Cuda&& cuda) {
   if (x.device() == Device::CUDA) {
     CHECK(x.dtype() == DType::F32, "op '" << op << "' on CUDA supports f32, got " << x.describe());
+    OpTimer timer(op, true);
     cuda();
     return;
   }

@@ -15,6 +15,7 @@
 #include <set>
 
 #include "engine/file_io.h"
+#include "engine/op_profile.h"
 #include "engine/safetensors.h"
 #include "models/data/cifar10.h"
 #include "models/data/fashion_mnist.h"
@@ -111,6 +112,7 @@ ImageTrainConfig read_image_train_config(const nlohmann::json& json, const std::
   c.eval_every = r.integer("eval_every", c.eval_every, 0, 1'000'000'000);
   c.eval_images = r.integer("eval_images", c.eval_images, 1, 1'000'000);
   c.eval_timesteps = r.integer("eval_timesteps", c.eval_timesteps, 0, c.trainer.schedule.T - 1);
+  c.profile_steps = r.integer("profile_steps", c.profile_steps, 0, 1'000'000);
   c.out_dir = r.string("out_dir", c.out_dir);
   // "auto": the GPU when this machine has one (the main job's choice), else the CPU
   const std::string device = r.choice("device", "cpu", {"cpu", "cuda", "auto"});
@@ -423,7 +425,7 @@ const std::set<std::string> kFreeKeys = {
     "steps", "out_dir", "log_every", "sample_every", "ckpt_every", "keep_checkpoints",
     "n_samples", "device", "cuda_conv", "cuda_autotune", "cuda_attention", "cpu_kernels", "data_dir", "sampler",
     "sample_steps", "eta", "variance", "clip_x0", "clip_range", "nonfinite", "eval_every",
-    "eval_images", "eval_timesteps"};
+    "eval_images", "eval_timesteps", "profile_steps"};
 
 }  // namespace
 
@@ -540,6 +542,35 @@ TrainSummary train_steps_only(ImageRun& run, const TrainOptions& o, Collective& 
   summary.steps_trained = run.step_index() - first;
   return summary;
 }
+
+// profile_steps: the op profile (engine/op_profile.h) of the steps queued in
+// [from, from + count), taken once they are all queued (one wait for the GPU, between steps).
+class OpProfileWindow {
+ public:
+  OpProfileWindow(int64_t from, int64_t count) : from_(from), count_(count) {}
+  // Before step `step` is queued; returns the profile when the window closes here.
+  std::string before_queue(int64_t step) {
+    std::string done;
+    if (started_ >= 0 && step == started_ + count_) done = finish(step);
+    if (count_ > 0 && step == from_) {
+      set_op_profiling(true);
+      started_ = step;
+    }
+    return done;
+  }
+  // After the last step: the profile of a window the run ended inside, if any.
+  std::string finish(int64_t step) {
+    if (started_ < 0 || step == started_) return "";
+    set_op_profiling(false);
+    const int64_t steps = step - started_;
+    started_ = -1;
+    return "op profile of steps " + std::to_string(step - steps + 1) + "-" + std::to_string(step) +
+           " (GPU time per step):\n" + format_op_profile(op_profile_take(), steps);
+  }
+
+ private:
+  int64_t from_, count_, started_ = -1;
+};
 
 }  // namespace
 
@@ -710,13 +741,23 @@ TrainSummary train_images(const ImageTrainConfig& c, const TrainOptions& o,
     if (stopping) summary.interrupted = true;
     work_mark = device_work_counts();
   };
+  OpProfileWindow profile(first + 2, c.device == Device::CUDA ? c.profile_steps : 0);
+  const auto write_profile = [&](const std::string& text) {
+    if (text.empty()) return;
+    write_file_atomic(folder->path() + "/op_profile.txt", text);
+    summary.notes.push_back(text);
+  };
+  if (c.profile_steps > 0 && c.device != Device::CUDA)
+    summary.notes.push_back("profile_steps: the op profile times GPU work; this run is on the CPU");
   while (!summary.interrupted && (run.step_index() < total || run.steps_in_flight() > 0)) {
+    write_profile(profile.before_queue(run.step_index()));
     if (run.step_index() < total && !stop_asked) run.queue_step();
     const bool drain =
         stop_asked || run.step_index() == total || weights_needed_after(run.step_index());
     while (!summary.interrupted && run.steps_in_flight() > (drain ? 0 : ahead))
       handle(run.resolve());
   }
+  write_profile(profile.finish(run.step_index()));
   summary.steps_trained = run.step_index() - first;
   if (!summary.interrupted)  // the progressive-generation strip: 8 samples x 10 steps
     write_image_grid(folder->samples_dir() + "/progressive.png",

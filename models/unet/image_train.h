@@ -13,7 +13,8 @@
 //   TF32 / bf16, fp32 sums; on CUDA the convolutions then run on v3 / v4 whatever cuda_conv
 //   says; docs/precision.md),
 //   cuda_autotune (v4's block shapes timed per layer on first use; same results),
-//   cuda_attention "fused" (default) | "straightforward".
+//   cuda_attention "fused" (default) | "straightforward",
+//   profile_steps (the per-op GPU time of that many steps: op_profile.txt; CUDA only).
 // Outputs under out_dir (models/run_folder.h has the folder's rules: one trainer at a time,
 // no new run over an old one, nothing lost on resume): config.json (the resolved config),
 // metrics.jsonl (one JSON line per logged step, appended: loss, its mean per tenth of the
@@ -60,6 +61,10 @@ struct ImageTrainConfig {
   // bits/dim on the test split every eval_every steps and at the end (0: never), on its
   // first eval_images images with eval_timesteps stratified terms each (0: all T)
   int64_t eval_every = 0, eval_images = 256, eval_timesteps = 20;
+  // the GPU time of every op over this many steps from the third step the process runs (the
+  // first two warm the allocator and the autotuner): engine/op_profile.h, written to
+  // op_profile.txt in out_dir and printed (0: off; CUDA only)
+  int64_t profile_steps = 0;
   std::string out_dir = "runs/unet";
   Device device = Device::CPU;
   ConvAlgorithm cuda_conv = ConvAlgorithm::Tiled;

@@ -356,12 +356,18 @@ cudaError_t cudaStreamSynchronize(cudaStream_t) {
   return cudaSuccess;
 }
 
-// An event is a live handle; the set of them is what the checks below consult.
+// An event is a live handle with its flags and the time it was last recorded: kernels run
+// when they are launched here, so an event "completes" when it is recorded, and the time
+// between two records is the emulated work between them (cudaEventElapsedTime).
 namespace cuda_emu {
 namespace {
+struct EventState {
+  unsigned flags = 0;
+  double recorded_ms = -1;  // steady-clock milliseconds of the last record, -1: never
+};
 std::mutex g_event_mutex;
-std::set<const CUevent_st*>& live_events() {
-  static auto* events = new std::set<const CUevent_st*>();  // never destroyed, as Registry
+std::map<const CUevent_st*, EventState>& live_events() {
+  static auto* events = new std::map<const CUevent_st*, EventState>();  // never destroyed
   return *events;
 }
 bool event_is_live(cudaEvent_t e) {
@@ -375,10 +381,10 @@ cudaError_t bad_event(const char* call) {
 }  // namespace
 }  // namespace cuda_emu
 
-cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned /*flags*/) {
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned flags) {
   *event = reinterpret_cast<cudaEvent_t>(new char);  // a unique address; never dereferenced
   std::lock_guard<std::mutex> lock(cuda_emu::g_event_mutex);
-  cuda_emu::live_events().insert(*event);
+  cuda_emu::live_events()[*event] = cuda_emu::EventState{flags, -1};
   return cudaSuccess;
 }
 cudaError_t cudaEventCreate(cudaEvent_t* event) {
@@ -393,7 +399,29 @@ cudaError_t cudaEventDestroy(cudaEvent_t event) {
   return cudaSuccess;
 }
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t) {
-  return cuda_emu::event_is_live(event) ? cudaSuccess : cuda_emu::bad_event("cudaEventRecord");
+  const double now = std::chrono::duration<double, std::milli>(
+                         std::chrono::steady_clock::now().time_since_epoch())
+                         .count();
+  std::lock_guard<std::mutex> lock(cuda_emu::g_event_mutex);
+  auto it = cuda_emu::live_events().find(event);
+  if (it == cuda_emu::live_events().end()) return cuda_emu::bad_event("cudaEventRecord");
+  it->second.recorded_ms = now;
+  return cudaSuccess;
+}
+// The real rules: both events live, created with timing, and recorded.
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  std::lock_guard<std::mutex> lock(cuda_emu::g_event_mutex);
+  const auto& events = cuda_emu::live_events();
+  const auto a = events.find(start), b = events.find(end);
+  if (a == events.end() || b == events.end()) return cuda_emu::bad_event("cudaEventElapsedTime");
+  if ((a->second.flags & cudaEventDisableTiming) || (b->second.flags & cudaEventDisableTiming))
+    return cuda_emu::fail(cudaErrorInvalidResourceHandle,
+                          "cudaEventElapsedTime of an event created with cudaEventDisableTiming");
+  if (a->second.recorded_ms < 0 || b->second.recorded_ms < 0)
+    return cuda_emu::fail(cudaErrorInvalidResourceHandle,
+                          "cudaEventElapsedTime of an event never recorded");
+  *ms = static_cast<float>(b->second.recorded_ms - a->second.recorded_ms);
+  return cudaSuccess;
 }
 cudaError_t cudaEventQuery(cudaEvent_t event) {
   return cuda_emu::event_is_live(event) ? cudaSuccess : cuda_emu::bad_event("cudaEventQuery");

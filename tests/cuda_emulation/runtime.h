@@ -65,7 +65,8 @@ enum cudaFuncAttribute {
 struct CUstream_st;
 using cudaStream_t = CUstream_st*;
 // Events: every call here runs to completion before it returns, so a recorded event has
-// always completed (cudaEventQuery: cudaSuccess). What is checked is the handle.
+// always completed (cudaEventQuery: cudaSuccess). What is checked is the handle (and, for
+// cudaEventElapsedTime, timing flags and records; the time is the emulation's wall time).
 struct CUevent_st;
 using cudaEvent_t = CUevent_st*;
 constexpr unsigned cudaEventDefault = 0, cudaEventDisableTiming = 2;
@@ -111,6 +112,7 @@ cudaError_t cudaEventCreate(cudaEvent_t* event);
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned flags);
 cudaError_t cudaEventDestroy(cudaEvent_t event);
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream = nullptr);
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end);
 cudaError_t cudaEventQuery(cudaEvent_t event);
 cudaError_t cudaEventSynchronize(cudaEvent_t event);
 

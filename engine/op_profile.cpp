@@ -1,0 +1,140 @@
+#include "engine/op_profile.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <map>
+#include <mutex>
+
+#include "engine/check.h"
+
+#if DDPM_WITH_CUDA
+#include "engine/cuda_check.h"
+#endif
+
+namespace ddpm {
+
+namespace {
+
+std::atomic<bool> g_on{false};
+
+#if DDPM_WITH_CUDA
+// Events are created once and reused: a warm profiled loop creates none.
+struct Record {
+  std::string name;
+  cudaEvent_t start = nullptr, stop = nullptr;
+};
+
+class Recorder {
+ public:
+  static Recorder& instance() {
+    static Recorder* r = new Recorder();  // never destroyed, as the allocator
+    return *r;
+  }
+  int begin(const char* name) {
+    std::lock_guard<std::mutex> lock(mu_);
+    Record r;
+    r.name = name;
+    r.start = event();
+    r.stop = event();
+    CUDA_CHECK(cudaEventRecord(r.start, 0));
+    records_.push_back(std::move(r));
+    return static_cast<int>(records_.size()) - 1;
+  }
+  void end(int index) {
+    std::lock_guard<std::mutex> lock(mu_);
+    CUDA_CHECK(cudaEventRecord(records_[index].stop, 0));
+  }
+  std::vector<OpTime> take() {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::map<std::string, OpTime> by_name;
+    for (const Record& r : records_) {
+      CUDA_CHECK(cudaEventSynchronize(r.stop));
+      float ms = 0;
+      CUDA_CHECK(cudaEventElapsedTime(&ms, r.start, r.stop));
+      OpTime& t = by_name[r.name];
+      t.name = r.name;
+      ++t.calls;
+      t.ms += ms;
+      free_.push_back(r.start);
+      free_.push_back(r.stop);
+    }
+    records_.clear();
+    std::vector<OpTime> out;
+    for (auto& [name, t] : by_name) out.push_back(t);
+    return out;
+  }
+
+ private:
+  cudaEvent_t event() {
+    if (!free_.empty()) {
+      cudaEvent_t e = free_.back();
+      free_.pop_back();
+      return e;
+    }
+    cudaEvent_t e = nullptr;
+    CUDA_CHECK(cudaEventCreate(&e));  // with timing (the default flags)
+    return e;
+  }
+  std::mutex mu_;
+  std::vector<Record> records_;
+  std::vector<cudaEvent_t> free_;
+};
+#endif
+
+}  // namespace
+
+void set_op_profiling(bool on) { g_on = on; }
+bool op_profiling() { return g_on; }
+
+OpTimer::OpTimer(const char* name, bool on_gpu) {
+#if DDPM_WITH_CUDA
+  if (on_gpu && g_on) record_ = Recorder::instance().begin(name);
+#else
+  (void)name;
+  (void)on_gpu;
+#endif
+}
+
+OpTimer::~OpTimer() {
+#if DDPM_WITH_CUDA
+  if (record_ >= 0) Recorder::instance().end(record_);
+#endif
+}
+
+std::vector<OpTime> op_profile_take() {
+#if DDPM_WITH_CUDA
+  std::vector<OpTime> t = Recorder::instance().take();
+  std::sort(t.begin(), t.end(), [](const OpTime& a, const OpTime& b) {
+    return a.ms != b.ms ? a.ms > b.ms : a.name < b.name;
+  });
+  return t;
+#else
+  return {};
+#endif
+}
+
+std::string format_op_profile(const std::vector<OpTime>& times, int64_t steps) {
+  CHECK(steps > 0, "an op profile over " << steps << " steps");
+  double sum = 0, calls = 0;
+  for (const OpTime& t : times) {
+    sum += t.ms / steps;
+    calls += static_cast<double>(t.calls) / steps;
+  }
+  std::string out;
+  char line[160];
+  std::snprintf(line, sizeof line, "%-40s %10s %12s %8s\n", "op (GPU time, CUDA events)",
+                "calls/step", "ms/step", "share");
+  out += line;
+  for (const OpTime& t : times) {
+    const double ms = t.ms / steps;
+    std::snprintf(line, sizeof line, "%-40s %10.1f %12.3f %7.1f%%\n", t.name.c_str(),
+                  static_cast<double>(t.calls) / steps, ms, sum > 0 ? 100 * ms / sum : 0.0);
+    out += line;
+  }
+  std::snprintf(line, sizeof line, "%-40s %10.1f %12.3f %7.1f%%\n", "sum", calls, sum, 100.0);
+  out += line;
+  return out;
+}
+
+}  // namespace ddpm
