@@ -9,6 +9,7 @@
 #include "apps/checkpoint_run.h"
 #include "apps/commands.h"
 #include "engine/device.h"
+#include "engine/op_profile.h"
 #include "engine/ops.h"
 #include "models/data/image_export.h"
 #include "models/ddpm/sampler.h"
@@ -48,7 +49,7 @@ int run(int argc, char** argv) {
   const Args args(argc, argv,
                   {"ckpt", "out", "n", "sampler", "steps", "eta", "seed", "device", "precision", "format",
                    "batch"},
-                  {"ema", "no-ema", "progressive", "interpolate"});
+                  {"ema", "no-ema", "progressive", "interpolate", "profile"});
   const std::string out = args.require("out");
   const std::string format = args.get("format", "grid");
   CHECK(!(args.has("ema") && args.has("no-ema")), "give --ema or --no-ema, not both");
@@ -91,6 +92,12 @@ int run(int argc, char** argv) {
     // Timed: the sampling loop from queueing to the last step done (device_synchronize), and
     // what it asked of the GPU per denoising step (the figure issue 15's sampling goal is in).
     const int steps = sc.steps > 0 ? sc.steps : c.trainer.schedule.T;
+    // --profile: the GPU time of every op of the loop (engine/op_profile.h), per step
+    const bool profile = args.has("profile") && c.device == Device::CUDA;
+    if (args.has("profile") && !profile)
+      std::printf("--profile times GPU work; sampling on %s: nothing profiled\n",
+                  device_name(c.device));
+    set_op_profiling(profile);
     const DeviceWorkCounts before = device_work_counts();
     const auto start = std::chrono::steady_clock::now();
     const Tensor x0 = run.sample(n, seed, sc, ema).x0;
@@ -104,6 +111,11 @@ int run(int argc, char** argv) {
                 device_name(c.device), seconds, 1e3 * seconds / steps,
                 double(after.launches - before.launches) / steps,
                 double(after.host_syncs - before.host_syncs) / steps);
+    if (profile) {
+      set_op_profiling(false);
+      std::printf("op profile of the sampling loop (GPU time per denoising step):\n%s",
+                  format_op_profile(op_profile_take(), steps).c_str());
+    }
     write_image_grid(out, x0, 8);
     std::printf("wrote %s: %lld samples (%s weights, step %lld)\n", out.c_str(),
                 static_cast<long long>(n), ema ? "EMA" : "raw", static_cast<long long>(info.step));
@@ -117,14 +129,15 @@ const Command kSample = {
     "sample",
     "usage: ddpm sample --ckpt FILE --out FILE.png [--n N] [--sampler ddpm|ddim] [--steps K]\n"
     "                   [--eta E] [--ema|--no-ema] [--seed S] [--device cpu|cuda]\n"
-    "                   [--precision fp32|tf32|bf16] [--progressive | --interpolate]\n"
+    "                   [--precision fp32|tf32|bf16] [--progressive | --interpolate] [--profile]\n"
     "       ddpm sample --ckpt FILE --format npz|png --out FILE.npz|FOLDER --n N [--batch B] ...\n"
     "\n"
     "Draws N samples (default 64) from a checkpoint with its config's sampler, or the one\n"
     "given: --steps K respaces to K steps (0: all T), --eta is DDIM's noise. EMA weights by\n"
     "default. --progressive writes each sample's predicted x0 at 10 steps from noise to the\n"
     "end; --interpolate decodes N noises along a slerp between two with deterministic DDIM.\n"
-    "A plain grid is timed: seconds, ms per step, launches and host syncs per step.\n"
+    "A plain grid is timed: seconds, ms per step, launches and host syncs per step; with\n"
+    "--profile (CUDA) also the GPU time of every op per step (CUDA events).\n"
     "--format exports N samples (e.g. 50000) for the FID tools instead of a grid, B at a time\n"
     "(default 256): npz (arr_0, uint8 N x H x W x 3) or a new folder of PNGs.",
     run};

@@ -141,6 +141,10 @@ run_sample() {
     "$build/apps/ddpm" sample --ckpt "$ckpt" --out "$out/samples-$precision.png" --n 256 \
       --sampler ddpm --steps 100 --device cuda --precision $precision \
       >> "$out/sample.log" 2>&1 || status=$?
+    # where a denoising step's time goes (a separate, shorter run: the events cost a little)
+    "$build/apps/ddpm" sample --ckpt "$ckpt" --out "$out/samples-$precision-profiled.png" \
+      --n 256 --sampler ddpm --steps 20 --device cuda --precision $precision --profile \
+      >> "$out/sample.log" 2>&1 || status=$?
   done
   echo "sample exit $status" | tee "$out/sample.status"
   if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2> /dev/null; then

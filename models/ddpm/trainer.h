@@ -183,6 +183,7 @@ class DiffusionTrainer {
     TimestepBatch tb;
     std::vector<double> per_sample;  // empty: in the summary
   };
+
   ParameterStore& store_;
   TrainerConfig config_;
   Schedule schedule_;
