@@ -4,11 +4,12 @@
 // Sizes are rounded up to 512 bytes (keeps every block 512-byte aligned for vector loads)
 // and, above 1 MiB, to a multiple of 1 MiB so nearby sizes share blocks.
 // Single stream: a block freed by the host may be handed out again at once, which is safe
-// because every kernel, copy and memset of the engine runs on the default stream, so the
-// next user of the block is ordered after every earlier use. DDPM_LAUNCH
-// (kernels/cuda/launch.cuh) refuses a launch on any other stream. Work on a second stream
-// (e.g. a copy stream for batches) needs this allocator to become stream-aware first:
-// record an event on the stream at free and reuse the block only once the event completes.
+// because every kernel, copy and memset of the engine runs on one stream
+// (engine/cuda_stream.h), so the next user of the block is ordered after every earlier use.
+// DDPM_LAUNCH (kernels/cuda/launch.cuh) refuses a launch on any other stream. Work on a
+// second stream (e.g. a copy stream for batches) needs this allocator to become stream-aware
+// first: record an event on the stream at free and reuse the block only once the event
+// completes.
 #pragma once
 
 #include <cstddef>

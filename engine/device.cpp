@@ -12,6 +12,7 @@
 #if DDPM_WITH_CUDA
 #include "engine/cuda_allocator.h"
 #include "engine/cuda_check.h"
+#include "engine/cuda_stream.h"
 #include "engine/host_staging.h"
 #include <nvtx3/nvToolsExt.h>
 #endif
@@ -143,10 +144,13 @@ void device_copy(void* dst, Device dst_dev, const void* src, Device src_dev, siz
     if (upload_staged(dst, src, bytes) != Upload::Queued) ++g_host_syncs;
     return;
   }
-  // cudaMemcpy is ordered after earlier work on the default stream and, for device-to-host,
-  // returns when the data is on the host: the host waits.
-  CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault));
-  if (dst_dev == Device::CPU) ++g_host_syncs;
+  // On the engine's stream, after the work queued before it; a copy to the host then waits
+  // for it to land (the host waits for the GPU).
+  CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, engine_stream()));
+  if (dst_dev == Device::CPU) {
+    CUDA_CHECK(cudaStreamSynchronize(engine_stream()));
+    ++g_host_syncs;
+  }
 #endif
 }
 
@@ -157,12 +161,23 @@ void device_zero(void* ptr, Device d, size_t bytes) {
     return;
   }
 #if DDPM_WITH_CUDA
-  CUDA_CHECK(cudaMemsetAsync(ptr, 0, bytes, 0));
+  CUDA_CHECK(cudaMemsetAsync(ptr, 0, bytes, engine_stream()));
   ++g_memsets;
 #endif
 }
 
 void count_kernel_launch() { ++g_launches; }
+
+#if DDPM_WITH_CUDA
+cudaStream_t engine_stream() {
+  static const cudaStream_t stream = [] {
+    cudaStream_t s = nullptr;
+    CUDA_CHECK(cudaStreamCreate(&s));  // blocking: ordered with the legacy stream too
+    return s;
+  }();
+  return stream;
+}
+#endif
 void count_late_read() { ++g_late_reads; }
 void count_host_sync() { ++g_host_syncs; }
 

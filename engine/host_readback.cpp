@@ -7,6 +7,7 @@
 
 #if DDPM_WITH_CUDA
 #include "engine/cuda_check.h"
+#include "engine/cuda_stream.h"
 #endif
 
 namespace ddpm {
@@ -53,8 +54,8 @@ void HostReadback::start(const Tensor& values) {
   source_ = values;
   launches_at_start_ = device_work_counts().launches;
   if (bytes > 0) CUDA_CHECK(cudaMemcpyAsync(pinned_, values.data<double>(), bytes,
-                                            cudaMemcpyDeviceToHost, 0));
-  CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(landed_), 0));
+                                            cudaMemcpyDeviceToHost, engine_stream()));
+  CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(landed_), engine_stream()));
 #else
   THROW_ERROR("HostReadback of a CUDA tensor in a build without CUDA");
 #endif

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "engine/cuda_check.h"
+#include "engine/cuda_stream.h"
 
 namespace ddpm {
 
@@ -27,15 +28,16 @@ class StagingPool {
 
   Upload upload(void* dst, const void* src, size_t bytes) {
     if (bytes > kLargestStagedUpload) {
-      CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
+      CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, engine_stream()));
+      CUDA_CHECK(cudaStreamSynchronize(engine_stream()));  // src is pageable and the caller's
       return Upload::Synchronous;
     }
     std::lock_guard<std::mutex> lock(mu_);
     bool waited = false;
     Block& b = acquire(bytes, &waited);
     std::memcpy(b.host, src, bytes);
-    CUDA_CHECK(cudaMemcpyAsync(dst, b.host, bytes, cudaMemcpyHostToDevice, 0));
-    CUDA_CHECK(cudaEventRecord(b.copied, 0));
+    CUDA_CHECK(cudaMemcpyAsync(dst, b.host, bytes, cudaMemcpyHostToDevice, engine_stream()));
+    CUDA_CHECK(cudaEventRecord(b.copied, engine_stream()));
     b.last_use = ++uploads_;
     ++stats_.staged;
     return waited ? Upload::QueuedAfterWait : Upload::Queued;

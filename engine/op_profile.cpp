@@ -10,6 +10,7 @@
 
 #if DDPM_WITH_CUDA
 #include "engine/cuda_check.h"
+#include "engine/cuda_stream.h"
 #endif
 
 namespace ddpm {
@@ -37,13 +38,13 @@ class Recorder {
     r.name = name;
     r.start = event();
     r.stop = event();
-    CUDA_CHECK(cudaEventRecord(r.start, 0));
+    CUDA_CHECK(cudaEventRecord(r.start, engine_stream()));
     records_.push_back(std::move(r));
     return static_cast<int>(records_.size()) - 1;
   }
   void end(int index) {
     std::lock_guard<std::mutex> lock(mu_);
-    CUDA_CHECK(cudaEventRecord(records_[index].stop, 0));
+    CUDA_CHECK(cudaEventRecord(records_[index].stop, engine_stream()));
   }
   std::vector<OpTime> take() {
     std::lock_guard<std::mutex> lock(mu_);

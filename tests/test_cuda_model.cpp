@@ -16,6 +16,8 @@
 #include "tests/test_util.h"
 
 #if DDPM_WITH_CUDA
+#include <cuda_runtime.h>
+
 #include "engine/cuda_allocator.h"
 #include "engine/host_staging.h"
 #endif
@@ -262,6 +264,33 @@ TEST(CudaModel, ProfileStepsWritesTheOpProfileOfTheRun) {
   EXPECT_NE(text.find("conv2d backward"), std::string::npos) << text;
   EXPECT_NE(text.find("AdamW + EMA"), std::string::npos) << text;
 }
+
+#if DDPM_CUDA_EMULATION
+// Every launch, copy, memset, event and cuBLAS product of training steps (queued ahead and
+// resolved late), a read-back and a sampling loop goes to the engine's stream
+// (engine/cuda_stream.h), none to the legacy default stream, which CUDA graph capture cannot
+// take. The emulation counts the calls that name the legacy stream (or run on it).
+TEST(CudaModel, AllWorkIsOnTheEnginesStream) {
+  ImageRun run(small_config("cuda"));
+  run.step();
+  const int64_t before = cuda_emu::legacy_stream_calls();
+  run.queue_step();
+  run.queue_step();
+  run.resolve();
+  run.resolve();
+  (void)run.store().flat_data().to(Device::CPU);
+  SamplerConfig sc = run.config().sampler;
+  sc.steps = 2;
+  (void)run.sample(2, 7, sc, true);
+  EXPECT_EQ(cuda_emu::legacy_stream_calls(), before);
+  // the count is live: a call on the legacy stream moves it
+  void* p = nullptr;
+  ASSERT_EQ(cudaMalloc(&p, 16), cudaSuccess);
+  ASSERT_EQ(cudaMemsetAsync(p, 0, 16, nullptr), cudaSuccess);
+  EXPECT_EQ(cuda_emu::legacy_stream_calls(), before + 1);
+  ASSERT_EQ(cudaFree(p), cudaSuccess);
+}
+#endif
 
 // Sampling waits for the GPU nowhere: each denoising step's coefficients and timesteps go up
 // through pinned staging (engine/host_staging.h) and nothing comes back until the caller

@@ -45,6 +45,8 @@ Timer::~Timer() {
 double Timer::median_ms(const std::function<void()>& fn, int warmup, int reps) {
   for (int i = 0; i < warmup; ++i) fn();
   std::vector<float> ms;
+  // On the legacy default stream: the engine's stream is a blocking one (engine/cuda_stream.h),
+  // so these events order with its kernels and with the baselines' default-stream calls alike.
   for (int i = 0; i < reps; ++i) {
     CUDA_CHECK(cudaMemsetAsync(flush_, i, flush_bytes_, 0));
     CUDA_CHECK(cudaEventRecord(start_, 0));

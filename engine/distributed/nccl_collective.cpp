@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "engine/check.h"
+#include "engine/cuda_stream.h"
 #include "engine/distributed/backends.h"
 
 namespace ddpm::distributed {
@@ -48,8 +49,8 @@ class NcclWorld : public Collective {
     fold_in_order(parts, sum, false);
     CHECK(sum.dtype() == DType::F32, "NCCL gradient sum: f32 only, got " << sum.describe());
     NCCL_CHECK(ncclAllReduce(sum.raw(), sum.raw(), static_cast<size_t>(sum.numel()), ncclFloat,
-                             ncclSum, comm_, /*stream=*/0));
-    const cudaError_t e = cudaStreamSynchronize(0);
+                             ncclSum, comm_, engine_stream()));
+    const cudaError_t e = cudaStreamSynchronize(engine_stream());
     CHECK(e == cudaSuccess, "NCCL all-reduce: " << cudaGetErrorString(e));
   }
   std::vector<double> all_gather(const std::vector<double>& mine) override {

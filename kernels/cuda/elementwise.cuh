@@ -1,5 +1,5 @@
 // CUDA kernels for the elementwise family, same contracts as kernels/cpu/elementwise.h
-// (f32 only; forward overwrites, backward accumulates). All launch on the default stream.
+// (f32 only; forward overwrites, backward accumulates). All launch on the engine's stream (engine/cuda_stream.h).
 #pragma once
 
 #include <cstdint>

@@ -15,6 +15,7 @@
 #include <utility>
 
 #include "engine/check.h"
+#include "engine/cuda_stream.h"
 
 namespace ddpm {
 void count_kernel_launch();  // engine/device.cpp: feeds device_work_counts()
@@ -43,15 +44,18 @@ class KernelLaunch {
 
   template <class... Args>
   void operator()(Args&&... args) const {
-    // One stream: the caching allocator (engine/cuda_allocator.h) hands a freed block to the
-    // next request at once, which is safe only while all work is ordered on one stream.
-    CHECK(stream_ == nullptr, "launching " << name_ << " on a non-default stream: the caching "
-                              "allocator is single-stream (engine/cuda_allocator.h)");
+    // One stream, the engine's (engine/cuda_stream.h): the caching allocator
+    // (engine/cuda_allocator.h) hands a freed block to the next request at once, which is
+    // safe only while all work is ordered on one stream. No stream given: the engine's.
+    const cudaStream_t stream = stream_ != nullptr ? stream_ : engine_stream();
+    CHECK(stream == engine_stream(), "launching " << name_ << " on a stream other than the "
+                                     "engine's: the caching allocator is single-stream "
+                                     "(engine/cuda_allocator.h)");
 #if DDPM_CUDA_EMULATION
-    cuda_emu::launch(name_, kernel_, grid_, block_, shared_bytes_, stream_,
+    cuda_emu::launch(name_, kernel_, grid_, block_, shared_bytes_, stream,
                      std::forward<Args>(args)...);
 #else
-    kernel_<<<grid_, block_, shared_bytes_, stream_>>>(std::forward<Args>(args)...);
+    kernel_<<<grid_, block_, shared_bytes_, stream>>>(std::forward<Args>(args)...);
 #endif
     count_kernel_launch();
     const cudaError_t status = cudaGetLastError();

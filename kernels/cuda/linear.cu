@@ -18,7 +18,7 @@
 //          result is the SGEMM of the rounded operands up to the order of the sums, at bf16
 //          tensor-core speed, and the CPU's bf16 path (rounded operands, fp32 math) is its
 //          reference. With bf16 activations end to end the conversions go away.
-// One handle per math mode, on the default stream.
+// One handle per math mode, on the engine's stream (engine/cuda_stream.h).
 //
 // cuBLAS is opened (dlopen) when the first CUDA linear layer runs, not when the program
 // starts: a loaded libcublas costs ~216 MB of resident memory (measured: a program that
@@ -50,6 +50,7 @@ using GemmEx = cublasStatus_t (*)(cublasHandle_t, cublasOperation_t, cublasOpera
 struct Cublas {
   decltype(&cublasCreate) create;
   decltype(&cublasSetMathMode) set_math_mode;
+  decltype(&cublasSetStream) set_stream;
   decltype(&cublasSgemm) sgemm;
   GemmEx gemm_ex;
 };
@@ -57,7 +58,7 @@ struct Cublas {
 const Cublas& cublas() {
   static const Cublas api = [] {
 #if DDPM_CUDA_EMULATION
-    return Cublas{&cublasCreate, &cublasSetMathMode, &cublasSgemm,
+    return Cublas{&cublasCreate, &cublasSetMathMode, &cublasSetStream, &cublasSgemm,
                   static_cast<GemmEx>(&cublasGemmEx)};
 #else
     const std::string soname = "libcublas.so." + std::to_string(CUBLAS_VER_MAJOR);
@@ -74,6 +75,7 @@ const Cublas& cublas() {
     };
     return Cublas{reinterpret_cast<decltype(&cublasCreate)>(symbol("cublasCreate_v2")),
                   reinterpret_cast<decltype(&cublasSetMathMode)>(symbol("cublasSetMathMode")),
+                  reinterpret_cast<decltype(&cublasSetStream)>(symbol("cublasSetStream_v2")),
                   reinterpret_cast<decltype(&cublasSgemm)>(symbol("cublasSgemm_v2")),
                   reinterpret_cast<GemmEx>(symbol("cublasGemmEx"))};
 #endif
@@ -88,6 +90,7 @@ cublasHandle_t handle(cublasMath_t math) {
     cublasHandle_t created = nullptr;
     CUBLAS_CHECK(cublas().create(&created));
     CUBLAS_CHECK(cublas().set_math_mode(created, mode));
+    CUBLAS_CHECK(cublas().set_stream(created, engine_stream()));  // engine/cuda_stream.h
     return created;
   };
   static cublasHandle_t plain = create(CUBLAS_DEFAULT_MATH);

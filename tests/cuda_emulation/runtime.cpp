@@ -302,7 +302,11 @@ cudaError_t cudaFreeHost(void* ptr) {
   return cudaSuccess;
 }
 
-cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+namespace cuda_emu {
+namespace {
+
+// The copy and the fill, on whichever stream the caller named.
+cudaError_t copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
   if (bytes == 0) return cudaSuccess;
   const bool dst_dev = cuda_emu::is_device(dst, bytes), src_dev = cuda_emu::is_device(src, bytes);
   bool ok = true;
@@ -331,22 +335,37 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind 
   return cudaSuccess;
 }
 
-cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
-                            cudaStream_t) {
-  return cudaMemcpy(dst, src, bytes, kind);
-}
-
-cudaError_t cudaMemset(void* ptr, int value, size_t bytes) {
+cudaError_t set(void* ptr, int value, size_t bytes) {
   if (bytes == 0) return cudaSuccess;
-  if (!cuda_emu::is_device(ptr, bytes))
+  if (!is_device(ptr, bytes))
     return fail(cudaErrorInvalidValue,
                 "cudaMemset of " + std::to_string(bytes) + " bytes outside any device allocation");
   std::memset(ptr, value, bytes);
   return cudaSuccess;
 }
 
-cudaError_t cudaMemsetAsync(void* ptr, int value, size_t bytes, cudaStream_t) {
-  return cudaMemset(ptr, value, bytes);
+}  // namespace
+}  // namespace cuda_emu
+
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+  cuda_emu::note_stream(nullptr);  // synchronous: on the legacy default stream
+  return cuda_emu::copy(dst, src, bytes, kind);
+}
+
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
+                            cudaStream_t stream) {
+  cuda_emu::note_stream(stream);
+  return cuda_emu::copy(dst, src, bytes, kind);
+}
+
+cudaError_t cudaMemset(void* ptr, int value, size_t bytes) {
+  cuda_emu::note_stream(nullptr);
+  return cuda_emu::set(ptr, value, bytes);
+}
+
+cudaError_t cudaMemsetAsync(void* ptr, int value, size_t bytes, cudaStream_t stream) {
+  cuda_emu::note_stream(stream);
+  return cuda_emu::set(ptr, value, bytes);
 }
 
 cudaError_t cudaDeviceSynchronize() {
@@ -355,6 +374,25 @@ cudaError_t cudaDeviceSynchronize() {
 cudaError_t cudaStreamSynchronize(cudaStream_t) {
   return cudaSuccess;
 }
+
+cudaError_t cudaStreamCreate(cudaStream_t* stream) {
+  *stream = reinterpret_cast<cudaStream_t>(new char);  // a unique address; never dereferenced
+  return cudaSuccess;
+}
+cudaError_t cudaStreamDestroy(cudaStream_t stream) {
+  delete reinterpret_cast<char*>(stream);
+  return cudaSuccess;
+}
+
+namespace cuda_emu {
+namespace {
+std::atomic<int64_t> g_legacy_stream_calls{0};
+}  // namespace
+void note_stream(cudaStream_t stream) {
+  if (stream == nullptr) ++g_legacy_stream_calls;
+}
+int64_t legacy_stream_calls() { return g_legacy_stream_calls.load(); }
+}  // namespace cuda_emu
 
 // An event is a live handle with its flags and the time it was last recorded: kernels run
 // when they are launched here, so an event "completes" when it is recorded, and the time
@@ -398,7 +436,8 @@ cudaError_t cudaEventDestroy(cudaEvent_t event) {
   delete reinterpret_cast<char*>(event);
   return cudaSuccess;
 }
-cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t) {
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
+  cuda_emu::note_stream(stream);
   const double now = std::chrono::duration<double, std::milli>(
                          std::chrono::steady_clock::now().time_since_epoch())
                          .count();

@@ -108,6 +108,8 @@ cudaError_t cudaMemset(void* ptr, int value, size_t bytes);
 cudaError_t cudaMemsetAsync(void* ptr, int value, size_t bytes, cudaStream_t stream = nullptr);
 cudaError_t cudaDeviceSynchronize();
 cudaError_t cudaStreamSynchronize(cudaStream_t stream);
+cudaError_t cudaStreamCreate(cudaStream_t* stream);
+cudaError_t cudaStreamDestroy(cudaStream_t stream);
 cudaError_t cudaEventCreate(cudaEvent_t* event);
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned flags);
 cudaError_t cudaEventDestroy(cudaEvent_t event);
@@ -151,6 +153,14 @@ class ScopedDryRun {
 };
 bool dry_run();
 
+// Streams: work is synchronous here, so a stream changes nothing but is recorded. Every
+// launch, asynchronous copy or memset, event record and cuBLAS product given the legacy
+// default stream (nullptr), and every synchronous cudaMemcpy (which runs on it), is counted:
+// the engine keeps all its work on a stream of its own (what CUDA graph capture needs), and
+// tests pin that this count does not move.
+void note_stream(cudaStream_t stream);
+int64_t legacy_stream_calls();
+
 // run_grid, and with DDPM_EMU_PROFILE=1 the time it took added to the kernel's total, printed
 // at exit (which kernels the emulation spends its time in).
 std::string timed_run_grid(const GridSpec& spec, const std::function<void()>& body);
@@ -170,7 +180,8 @@ std::string check_pointer_argument(const char* kernel, size_t index, const T& va
 // cudaGetLastError.
 template <class... Params, class... Args>
 void launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
-            cudaStream_t /*stream: every call is synchronous here*/, Args&&... args) {
+            cudaStream_t stream /*every call is synchronous here*/, Args&&... args) {
+  note_stream(stream);
   const GridSpec spec{grid, block, smem, name};
   if (in_kernel()) {
     set_last_error(cudaErrorNotSupported, std::string(name) + ": launched from a kernel");

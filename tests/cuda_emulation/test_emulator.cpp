@@ -206,7 +206,12 @@ TEST(Emulator, LaunchesOnAnotherStreamAreRefused) {
   DeviceBuffer<float> out(32);
   cudaStream_t other = reinterpret_cast<cudaStream_t>(uintptr_t{1});
   expect_error([&] { DDPM_LAUNCH(nothing, 1, 32, 0, other)(out.ptr); },
-               {"non-default stream", "single-stream"});
+               {"stream other than the engine's", "single-stream"});
+  // no stream, or the engine's named: the engine's, and nothing on the legacy stream
+  const int64_t legacy = cuda_emu::legacy_stream_calls();
+  DDPM_LAUNCH(nothing, 1, 32)(out.ptr);
+  DDPM_LAUNCH(nothing, 1, 32, 0, ddpm::engine_stream())(out.ptr);
+  EXPECT_EQ(cuda_emu::legacy_stream_calls(), legacy);
 }
 
 TEST(Emulator, AHostPointerAsAKernelArgumentIsAnIllegalAddress) {
