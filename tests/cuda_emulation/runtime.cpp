@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <set>
@@ -349,12 +350,15 @@ cudaError_t set(void* ptr, int value, size_t bytes) {
 
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
   cuda_emu::note_stream(nullptr);  // synchronous: on the legacy default stream
+  if (const cudaError_t e = cuda_emu::refused_during_capture("cudaMemcpy")) return e;
   return cuda_emu::copy(dst, src, bytes, kind);
 }
 
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
                             cudaStream_t stream) {
   cuda_emu::note_stream(stream);
+  if (cuda_emu::captured(stream, [=] { (void)cuda_emu::copy(dst, src, bytes, kind); }))
+    return cudaSuccess;
   return cuda_emu::copy(dst, src, bytes, kind);
 }
 
@@ -365,13 +369,117 @@ cudaError_t cudaMemset(void* ptr, int value, size_t bytes) {
 
 cudaError_t cudaMemsetAsync(void* ptr, int value, size_t bytes, cudaStream_t stream) {
   cuda_emu::note_stream(stream);
+  if (cuda_emu::captured(stream, [=] { (void)cuda_emu::set(ptr, value, bytes); }))
+    return cudaSuccess;
   return cuda_emu::set(ptr, value, bytes);
 }
 
 cudaError_t cudaDeviceSynchronize() {
-  return cudaSuccess;
+  return cuda_emu::refused_during_capture("cudaDeviceSynchronize");
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t) {
+  return cuda_emu::refused_during_capture("cudaStreamSynchronize");
+}
+
+// ---- stream capture and graphs ----
+struct CUgraph_st {
+  std::vector<std::function<void()>> nodes;  // in the order they were captured
+};
+struct CUgraphExec_st {
+  std::vector<std::function<void()>> nodes;
+};
+
+namespace cuda_emu {
+namespace {
+struct Capture {
+  cudaStream_t stream = nullptr;
+  bool active = false, invalidated = false;
+  std::vector<std::function<void()>> nodes;
+};
+std::mutex g_capture_mutex;
+Capture g_capture;  // one capture at a time (the engine has one stream)
+}  // namespace
+
+bool captured(cudaStream_t stream, std::function<void()> work) {
+  std::lock_guard<std::mutex> lock(g_capture_mutex);
+  if (!g_capture.active) return false;
+  if (stream != g_capture.stream) {
+    g_capture.invalidated = true;
+    set_last_error(cudaErrorStreamCaptureImplicit,
+                   "work on another stream (or the legacy one) during a global stream capture");
+    return true;
+  }
+  g_capture.nodes.push_back(std::move(work));
+  return true;
+}
+
+cudaError_t refused_during_capture(const char* call) {
+  std::lock_guard<std::mutex> lock(g_capture_mutex);
+  if (!g_capture.active) return cudaSuccess;
+  g_capture.invalidated = true;
+  return fail(cudaErrorStreamCaptureUnsupported,
+              std::string(call) + " waits for the device: not allowed while a stream is captured");
+}
+}  // namespace cuda_emu
+
+cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mode) {
+  std::lock_guard<std::mutex> lock(cuda_emu::g_capture_mutex);
+  if (stream == nullptr)
+    return cuda_emu::fail(cudaErrorStreamCaptureUnsupported,
+                          "cudaStreamBeginCapture on the legacy default stream");
+  if (mode != cudaStreamCaptureModeGlobal)
+    return cuda_emu::fail(cudaErrorNotSupported, "only global-mode capture is emulated");
+  if (cuda_emu::g_capture.active)
+    return cuda_emu::fail(cudaErrorInvalidValue, "a capture is already under way");
+  cuda_emu::g_capture = cuda_emu::Capture{stream, true, false, {}};
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
+  std::lock_guard<std::mutex> lock(cuda_emu::g_capture_mutex);
+  *graph = nullptr;
+  if (!cuda_emu::g_capture.active || stream != cuda_emu::g_capture.stream)
+    return cuda_emu::fail(cudaErrorInvalidValue, "cudaStreamEndCapture of a stream not captured");
+  cuda_emu::Capture done = std::move(cuda_emu::g_capture);
+  cuda_emu::g_capture = cuda_emu::Capture{};
+  if (done.invalidated)
+    return cuda_emu::fail(cudaErrorStreamCaptureInvalidated,
+                          "the capture was invalidated by a call not allowed during it");
+  *graph = new CUgraph_st{std::move(done.nodes)};
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamIsCapturing(cudaStream_t stream, cudaStreamCaptureStatus* status) {
+  std::lock_guard<std::mutex> lock(cuda_emu::g_capture_mutex);
+  const cuda_emu::Capture& c = cuda_emu::g_capture;
+  *status = !c.active || c.stream != stream ? cudaStreamCaptureStatusNone
+            : c.invalidated                 ? cudaStreamCaptureStatusInvalidated
+                                            : cudaStreamCaptureStatusActive;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long) {
+  if (graph == nullptr) return cuda_emu::fail(cudaErrorInvalidValue, "cudaGraphInstantiate of no graph");
+  *exec = new CUgraphExec_st{graph->nodes};
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
+  if (exec == nullptr) return cuda_emu::fail(cudaErrorInvalidValue, "cudaGraphLaunch of no graph");
+  cuda_emu::note_stream(stream);
+  const auto replay = [exec] {
+    for (const auto& node : exec->nodes) node();
+  };
+  if (!cuda_emu::captured(stream, replay)) replay();
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+  delete graph;
+  return cudaSuccess;
+}
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+  delete exec;
   return cudaSuccess;
 }
 
@@ -436,16 +544,27 @@ cudaError_t cudaEventDestroy(cudaEvent_t event) {
   delete reinterpret_cast<char*>(event);
   return cudaSuccess;
 }
-cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
-  cuda_emu::note_stream(stream);
+namespace cuda_emu {
+namespace {
+cudaError_t record_event(cudaEvent_t event) {
   const double now = std::chrono::duration<double, std::milli>(
                          std::chrono::steady_clock::now().time_since_epoch())
                          .count();
-  std::lock_guard<std::mutex> lock(cuda_emu::g_event_mutex);
-  auto it = cuda_emu::live_events().find(event);
-  if (it == cuda_emu::live_events().end()) return cuda_emu::bad_event("cudaEventRecord");
+  std::lock_guard<std::mutex> lock(g_event_mutex);
+  auto it = live_events().find(event);
+  if (it == live_events().end()) return bad_event("cudaEventRecord");
   it->second.recorded_ms = now;
   return cudaSuccess;
+}
+}  // namespace
+}  // namespace cuda_emu
+
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
+  cuda_emu::note_stream(stream);
+  if (!cuda_emu::event_is_live(event)) return cuda_emu::bad_event("cudaEventRecord");
+  if (cuda_emu::captured(stream, [event] { (void)cuda_emu::record_event(event); }))
+    return cudaSuccess;
+  return cuda_emu::record_event(event);
 }
 // The real rules: both events live, created with timing, and recorded.
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
@@ -466,6 +585,7 @@ cudaError_t cudaEventQuery(cudaEvent_t event) {
   return cuda_emu::event_is_live(event) ? cudaSuccess : cuda_emu::bad_event("cudaEventQuery");
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+  if (const cudaError_t e = cuda_emu::refused_during_capture("cudaEventSynchronize")) return e;
   return cuda_emu::event_is_live(event) ? cudaSuccess
                                         : cuda_emu::bad_event("cudaEventSynchronize");
 }
@@ -508,6 +628,12 @@ const char* cudaGetErrorName(cudaError_t error) {
       return "cudaErrorInvalidResourceHandle";
     case cudaErrorNotReady:
       return "cudaErrorNotReady";
+    case cudaErrorStreamCaptureUnsupported:
+      return "cudaErrorStreamCaptureUnsupported";
+    case cudaErrorStreamCaptureInvalidated:
+      return "cudaErrorStreamCaptureInvalidated";
+    case cudaErrorStreamCaptureImplicit:
+      return "cudaErrorStreamCaptureImplicit";
   }
   return "cudaErrorUnknown";
 }
@@ -553,6 +679,15 @@ const char* cudaGetErrorString(cudaError_t error) {
       break;
     case cudaErrorNotReady:
       generic = "device not ready";
+      break;
+    case cudaErrorStreamCaptureUnsupported:
+      generic = "operation not permitted when stream is capturing";
+      break;
+    case cudaErrorStreamCaptureInvalidated:
+      generic = "operation failed due to a previous error during capture";
+      break;
+    case cudaErrorStreamCaptureImplicit:
+      generic = "operation would make the legacy stream depend on a capturing blocking stream";
       break;
   }
   cuda_emu::LastError& last = cuda_emu::t_last;

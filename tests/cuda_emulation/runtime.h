@@ -13,6 +13,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -35,6 +36,9 @@ enum cudaError_t {
   cudaErrorLaunchOutOfResources = 701,
   cudaErrorLaunchFailure = 719,
   cudaErrorNotSupported = 801,
+  cudaErrorStreamCaptureUnsupported = 900,
+  cudaErrorStreamCaptureInvalidated = 901,
+  cudaErrorStreamCaptureImplicit = 906,
 };
 using cudaError = cudaError_t;
 
@@ -110,6 +114,30 @@ cudaError_t cudaDeviceSynchronize();
 cudaError_t cudaStreamSynchronize(cudaStream_t stream);
 cudaError_t cudaStreamCreate(cudaStream_t* stream);
 cudaError_t cudaStreamDestroy(cudaStream_t stream);
+
+// Stream capture and graphs (cuda_emu::captured below has the rules emulated).
+enum cudaStreamCaptureMode {
+  cudaStreamCaptureModeGlobal = 0,
+  cudaStreamCaptureModeThreadLocal = 1,
+  cudaStreamCaptureModeRelaxed = 2,
+};
+enum cudaStreamCaptureStatus {
+  cudaStreamCaptureStatusNone = 0,
+  cudaStreamCaptureStatusActive = 1,
+  cudaStreamCaptureStatusInvalidated = 2,
+};
+struct CUgraph_st;
+using cudaGraph_t = CUgraph_st*;
+struct CUgraphExec_st;
+using cudaGraphExec_t = CUgraphExec_st*;
+cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mode);
+cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph);
+cudaError_t cudaStreamIsCapturing(cudaStream_t stream, cudaStreamCaptureStatus* status);
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph,
+                                 unsigned long long flags = 0);
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream);
+cudaError_t cudaGraphDestroy(cudaGraph_t graph);
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec);
 cudaError_t cudaEventCreate(cudaEvent_t* event);
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned flags);
 cudaError_t cudaEventDestroy(cudaEvent_t event);
@@ -161,6 +189,16 @@ bool dry_run();
 void note_stream(cudaStream_t stream);
 int64_t legacy_stream_calls();
 
+// Stream capture (global mode): while a stream is captured, each launch, asynchronous copy,
+// memset and event record queued on it is recorded, in order, instead of run, and a graph
+// launch runs the recording again. Returns true when `work` was taken by a capture (recorded,
+// or refused: work on another stream during a global capture is cudaErrorStreamCaptureImplicit
+// and invalidates it, as on a GPU); false: run it now. A call that waits for the device
+// (cudaMemcpy, cudaStreamSynchronize, cudaDeviceSynchronize, cudaEventSynchronize) during a
+// capture is cudaErrorStreamCaptureUnsupported and invalidates it (refused_during_capture).
+bool captured(cudaStream_t stream, std::function<void()> work);
+cudaError_t refused_during_capture(const char* call);
+
 // run_grid, and with DDPM_EMU_PROFILE=1 the time it took added to the kernel's total, printed
 // at exit (which kernels the emulation spends its time in).
 std::string timed_run_grid(const GridSpec& spec, const std::function<void()>& body);
@@ -210,9 +248,12 @@ void launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, 
     set_last_error(cudaErrorIllegalAddress, pointer_error);
     return;
   }
-  const std::string trap =
-      timed_run_grid(spec, [&] { std::apply([&](const auto&... p) { kernel(p...); }, params); });
-  if (!trap.empty()) set_last_error(cudaErrorLaunchFailure, trap);
+  const auto run = [spec, kernel, params] {
+    const std::string trap =
+        timed_run_grid(spec, [&] { std::apply([&](const auto&... p) { kernel(p...); }, params); });
+    if (!trap.empty()) set_last_error(cudaErrorLaunchFailure, trap);
+  };
+  if (!captured(stream, run)) run();
 }
 
 }  // namespace cuda_emu

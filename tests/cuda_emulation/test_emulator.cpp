@@ -214,6 +214,56 @@ TEST(Emulator, LaunchesOnAnotherStreamAreRefused) {
   EXPECT_EQ(cuda_emu::legacy_stream_calls(), legacy);
 }
 
+__global__ void add_one(float* x) { x[threadIdx.x] += 1.0f; }
+
+// Stream capture (what CUDA graphs of a training step will be tested with): work queued on
+// the captured stream is recorded, not run; the instantiated graph runs it in order at each
+// launch, reading its buffers then (a copy's source as it is at replay).
+TEST(Emulator, AStreamCaptureRecordsWorkAndAGraphReplaysIt) {
+  const cudaStream_t s = ddpm::engine_stream();
+  DeviceBuffer<float> x(32), y(32);
+  x.set(std::vector<float>(32, 0.0f));
+  ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), cudaSuccess);
+  cudaStreamCaptureStatus status;
+  ASSERT_EQ(cudaStreamIsCapturing(s, &status), cudaSuccess);
+  EXPECT_EQ(status, cudaStreamCaptureStatusActive);
+  DDPM_LAUNCH(add_one, 1, 32)(x.ptr);
+  DDPM_LAUNCH(add_one, 1, 32)(x.ptr);
+  ASSERT_EQ(cudaMemcpyAsync(y.ptr, x.ptr, 32 * sizeof(float), cudaMemcpyDeviceToDevice, s),
+            cudaSuccess);
+  cudaGraph_t graph = nullptr;
+  ASSERT_EQ(cudaStreamEndCapture(s, &graph), cudaSuccess);
+  EXPECT_EQ(x.get(), std::vector<float>(32, 0.0f)) << "captured work does not run";
+  cudaGraphExec_t exec = nullptr;
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph), cudaSuccess);
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(cudaGraphLaunch(exec, s), cudaSuccess);
+  EXPECT_EQ(x.get(), std::vector<float>(32, 6.0f));
+  EXPECT_EQ(y.get(), std::vector<float>(32, 6.0f));
+  EXPECT_EQ(cudaGraphExecDestroy(exec), cudaSuccess);
+  EXPECT_EQ(cudaGraphDestroy(graph), cudaSuccess);
+}
+
+// As on a GPU: a call that waits for the device, or work on the legacy stream, during a
+// global capture is an error and invalidates the capture; capturing the legacy stream is
+// refused.
+TEST(Emulator, WaitsAndOtherStreamsInvalidateACapture) {
+  const cudaStream_t s = ddpm::engine_stream();
+  DeviceBuffer<float> x(32);
+  cudaGraph_t graph = nullptr;
+  ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), cudaSuccess);
+  EXPECT_EQ(cudaStreamSynchronize(s), cudaErrorStreamCaptureUnsupported);
+  EXPECT_EQ(cudaStreamEndCapture(s, &graph), cudaErrorStreamCaptureInvalidated);
+  EXPECT_EQ(graph, nullptr);
+  ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), cudaSuccess);
+  EXPECT_EQ(cudaMemsetAsync(x.ptr, 0, 16, nullptr), cudaSuccess);  // the error comes later
+  EXPECT_EQ(cudaGetLastError(), cudaErrorStreamCaptureImplicit);
+  EXPECT_EQ(cudaStreamEndCapture(s, &graph), cudaErrorStreamCaptureInvalidated);
+  (void)cudaGetLastError();
+  EXPECT_EQ(cudaStreamBeginCapture(nullptr, cudaStreamCaptureModeGlobal),
+            cudaErrorStreamCaptureUnsupported);
+  (void)cudaGetLastError();
+}
+
 TEST(Emulator, AHostPointerAsAKernelArgumentIsAnIllegalAddress) {
   std::vector<float> host(4);
   expect_error([&] { DDPM_LAUNCH(nothing, 1, 32)(host.data()); },
