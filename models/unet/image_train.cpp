@@ -700,11 +700,17 @@ TrainSummary train_images(const ImageTrainConfig& c, const TrainOptions& o,
     const bool last = p.step == total;
     // A stop takes effect once the steps queued behind this one are resolved too.
     const bool stopping = stop_asked && !last && run.steps_in_flight() == 0;
-    // The checkpoint comes first: whatever fails after it, the step is kept.
-    if ((c.ckpt_every > 0 && p.step % c.ckpt_every == 0) || last || stopping) checkpoint();
-    if (last || (c.sample_every > 0 && p.step % c.sample_every == 0))
-      write_samples(last ? "final" : step_name(p.step), p);
-    if (c.eval_every > 0 && (p.step % c.eval_every == 0 || last)) evaluate(p);
+    {
+      // Between steps: not part of a step's op profile (sampling runs the same ops).
+      const bool profiling = op_profiling();
+      set_op_profiling(false);
+      // The checkpoint comes first: whatever fails after it, the step is kept.
+      if ((c.ckpt_every > 0 && p.step % c.ckpt_every == 0) || last || stopping) checkpoint();
+      if (last || (c.sample_every > 0 && p.step % c.sample_every == 0))
+        write_samples(last ? "final" : step_name(p.step), p);
+      if (c.eval_every > 0 && (p.step % c.eval_every == 0 || last)) evaluate(p);
+      set_op_profiling(profiling);
+    }
     if (p.step % c.log_every == 0 || last || stopping || p.bits_per_dim >= 0) {
       nlohmann::json line = {{"step", p.step}, {"loss", p.stats.loss},
                              {"grad_norm", p.stats.grad_norm}, {"lr", p.stats.lr},
