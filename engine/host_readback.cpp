@@ -1,7 +1,5 @@
 #include "engine/host_readback.h"
 
-#include <cstring>
-
 #include "engine/check.h"
 #include "engine/device.h"
 

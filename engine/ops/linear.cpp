@@ -67,18 +67,15 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
                                   gb = grad_ref(b)](const std::vector<Tensor>& g) {
       Tensor dx = detail::grad_or_null(gx), dw = detail::grad_or_null(gw),
              db = detail::grad_or_null(gb);
-      if (bf16_gemm(x)) {  // the GPU's bf16 GEMMs round dy, w and x themselves; db from fp32 dy
-        DDPM_CUDA_ONLY(
-            const Tensor ws = detail::cuda_workspace(cuda::linear_bf16_backward_workspace(s));
-            cuda::linear_bf16_backward(s, x.data<float>(), w.data<float>(), g[0].data<float>(),
-                                       ptr_or_null<float>(dx), ptr_or_null<float>(dw),
-                                       ptr_or_null<float>(db), ws.data<float>()));
-        return;
-      }
-      // bf16 / tf32: dx and dw from rounded operands, db from the fp32 incoming gradient
-      const bool split = detail::rounds_operands(x);
-      const Tensor x_op = detail::matmul_operand(x), w_op = detail::matmul_operand(w),
-                   g_op = detail::matmul_operand(g[0]);
+      // bf16 / tf32: dx and dw from rounded operands, db from the fp32 incoming gradient (a
+      // second call). The GPU's bf16 GEMMs round x, w and dy themselves and sum db from the
+      // fp32 dy: one call on the unrounded operands.
+      const bool bf16_on_gpu = bf16_gemm(x);
+      const bool split = detail::rounds_operands(x) && !bf16_on_gpu;
+      const auto operand = [bf16_on_gpu](const Tensor& t) {
+        return bf16_on_gpu ? t : detail::matmul_operand(t);
+      };
+      const Tensor x_op = operand(x), w_op = operand(w), g_op = operand(g[0]);
       const Tensor db_with_products = split ? Tensor() : db;
       auto run = [&](const Tensor& xa, const Tensor& wa, const Tensor& ga, const Tensor& dxa,
                      const Tensor& dwa, const Tensor& dba) {
@@ -92,12 +89,21 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
               ptr_or_null<float>(dwa), ptr_or_null<float>(dba)));
         }, [&] {
           DDPM_CUDA_ONLY(
-              const Tensor ws =
-                  detail::cuda_workspace(dba.defined() ? cuda::linear_backward_workspace(s) : 0);
-              cuda::linear_backward(s, xa.data<float>(), wa.data<float>(), ga.data<float>(),
-                                    ptr_or_null<float>(dxa), ptr_or_null<float>(dwa),
-                                    ptr_or_null<float>(dba), ptr_or_null<float>(ws),
-                                    tf32_gemm(x)));
+              if (bf16_on_gpu) {
+                const Tensor ws =
+                    detail::cuda_workspace(cuda::linear_bf16_backward_workspace(s));
+                cuda::linear_bf16_backward(s, xa.data<float>(), wa.data<float>(),
+                                           ga.data<float>(), ptr_or_null<float>(dxa),
+                                           ptr_or_null<float>(dwa), ptr_or_null<float>(dba),
+                                           ws.data<float>());
+              } else {
+                const Tensor ws = detail::cuda_workspace(
+                    dba.defined() ? cuda::linear_backward_workspace(s) : 0);
+                cuda::linear_backward(s, xa.data<float>(), wa.data<float>(), ga.data<float>(),
+                                      ptr_or_null<float>(dxa), ptr_or_null<float>(dwa),
+                                      ptr_or_null<float>(dba), ptr_or_null<float>(ws),
+                                      tf32_gemm(x));
+              });
         });
       };
       if (dx.defined() || dw.defined() || db_with_products.defined())

@@ -194,9 +194,8 @@ void linear_bf16_backward(const LinearShape& s, const float* x, const float* w, 
   const uint16_t* wb = dx ? ws.convert(w, s.k * s.n) : nullptr;
   const uint16_t* dyb = dx || dw ? ws.convert(dy, s.m * s.n) : nullptr;
   backward_products(Operands::Bf16, s, xb, wb, dyb, dx, dw);
-  // the bias gradient sums the fp32 dy (it is no product), after the bf16 copies
-  float* column_sums = workspace + linear_bf16_backward_workspace(s) - linear_backward_workspace(s);
-  if (db) broadcast_add_backward(bias_shape(s), dy, db, column_sums);
+  // the bias gradient sums the fp32 dy (it is no product), in the workspace after the copies
+  if (db) broadcast_add_backward(bias_shape(s), dy, db, reinterpret_cast<float*>(ws.next));
 }
 
 }  // namespace ddpm::cuda
