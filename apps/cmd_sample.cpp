@@ -49,7 +49,7 @@ int run(int argc, char** argv) {
   const Args args(argc, argv,
                   {"ckpt", "out", "n", "sampler", "steps", "eta", "seed", "device", "precision", "format",
                    "batch"},
-                  {"ema", "no-ema", "progressive", "interpolate", "profile"});
+                  {"ema", "no-ema", "progressive", "interpolate", "profile", "graph"});
   const std::string out = args.require("out");
   const std::string format = args.get("format", "grid");
   CHECK(!(args.has("ema") && args.has("no-ema")), "give --ema or --no-ema, not both");
@@ -67,6 +67,10 @@ int run(int argc, char** argv) {
   if (args.has("sampler")) sc.kind = parse_sampler_kind(args.get("sampler", ""));
   sc.steps = static_cast<int>(args.integer("steps", sc.steps, 0, c.trainer.schedule.T));
   sc.eta = args.number("eta", sc.eta);
+  sc.cuda_graph = sc.cuda_graph || args.has("graph");
+  CHECK(!(args.has("profile") && sc.cuda_graph),
+        "--profile times ops one by one, which a CUDA graph's replay does not launch: give "
+        "--profile or --graph (or cuda_graph in the run's config), not both");
   const int64_t n = args.integer("n", 64, 1, format == "grid" ? 100'000 : 10'000'000);
   const uint64_t seed = static_cast<uint64_t>(args.integer("seed", 0, 0, INT64_MAX));
   const bool ema = !args.has("no-ema");
@@ -97,6 +101,9 @@ int run(int argc, char** argv) {
     if (args.has("profile") && !profile)
       std::printf("--profile times GPU work; sampling on %s: nothing profiled\n",
                   device_name(c.device));
+    if (args.has("graph") && c.device != Device::CUDA)
+      std::printf("--graph captures GPU work; sampling on %s: eager steps\n",
+                  device_name(c.device));
     set_op_profiling(profile);
     const DeviceWorkCounts before = device_work_counts();
     const auto start = std::chrono::steady_clock::now();
@@ -106,10 +113,11 @@ int run(int argc, char** argv) {
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     std::printf("sampled %lld images in %d %s steps on %s: %.3f s, %.3f ms per step; per step "
-                "%.1f launches, %.2f host syncs\n",
+                "%.1f launches, %.2f graph launches, %.2f host syncs\n",
                 static_cast<long long>(n), steps, sc.kind == SamplerKind::Ddpm ? "DDPM" : "DDIM",
                 device_name(c.device), seconds, 1e3 * seconds / steps,
                 double(after.launches - before.launches) / steps,
+                double(after.graph_launches - before.graph_launches) / steps,
                 double(after.host_syncs - before.host_syncs) / steps);
     if (profile) {
       set_op_profiling(false);
@@ -129,7 +137,8 @@ const Command kSample = {
     "sample",
     "usage: ddpm sample --ckpt FILE --out FILE.png [--n N] [--sampler ddpm|ddim] [--steps K]\n"
     "                   [--eta E] [--ema|--no-ema] [--seed S] [--device cpu|cuda]\n"
-    "                   [--precision fp32|tf32|bf16] [--progressive | --interpolate] [--profile]\n"
+    "                   [--precision fp32|tf32|bf16] [--progressive | --interpolate]\n"
+    "                   [--profile | --graph]\n"
     "       ddpm sample --ckpt FILE --format npz|png --out FILE.npz|FOLDER --n N [--batch B] ...\n"
     "\n"
     "Draws N samples (default 64) from a checkpoint with its config's sampler, or the one\n"
@@ -138,6 +147,8 @@ const Command kSample = {
     "end; --interpolate decodes N noises along a slerp between two with deterministic DDIM.\n"
     "A plain grid is timed: seconds, ms per step, launches and host syncs per step; with\n"
     "--profile (CUDA) also the GPU time of every op per step (CUDA events).\n"
+    "--graph (CUDA; also the run's cuda_graph key) captures the denoising step as one CUDA\n"
+    "graph after one eager step and replays it: the same samples, one launch per step.\n"
     "--format exports N samples (e.g. 50000) for the FID tools instead of a grid, B at a time\n"
     "(default 256): npz (arr_0, uint8 N x H x W x 3) or a new folder of PNGs.",
     run};

@@ -82,10 +82,12 @@ int train_unet(const nlohmann::json& config, const std::string& path, const Args
     if (p.bits_per_dim >= 0)
       std::snprintf(quality, sizeof quality, "  test %.3f +- %.3f bits/dim", p.bits_per_dim,
                     p.bpd_standard_error);
-    char work[128] = "";
+    char work[160] = "";
     if (c.device == Device::CUDA)
-      std::snprintf(work, sizeof work, "  %llu launches %llu syncs %llu late reads/step",
+      std::snprintf(work, sizeof work,
+                    "  %llu launches %llu graphs %llu syncs %llu late reads/step",
                     static_cast<unsigned long long>(p.step_work.launches),
+                    static_cast<unsigned long long>(p.step_work.graph_launches),
                     static_cast<unsigned long long>(p.step_work.host_syncs),
                     static_cast<unsigned long long>(p.step_work.late_reads));
     std::printf("%sstep %lld/%lld  loss %.4f  grad %.3f  lr %.2e  %.1f img/s%s  eta %s%s%s",

@@ -7,6 +7,13 @@
 
 namespace ddpm {
 
+namespace {
+thread_local PoolId t_current_pool = 0;  // PoolScope's
+}  // namespace
+
+PoolScope::PoolScope(PoolId pool) : previous_(t_current_pool) { t_current_pool = pool; }
+PoolScope::~PoolScope() { t_current_pool = previous_; }
+
 CudaCachingAllocator& CudaCachingAllocator::instance() {
   static CudaCachingAllocator* allocator = new CudaCachingAllocator();  // never destroyed:
   return *allocator;  // tensors freed during static destruction still find it
@@ -19,33 +26,41 @@ size_t CudaCachingAllocator::round_size(size_t bytes) {
   return (bytes + kLarge - 1) / kLarge * kLarge;
 }
 
+CudaCachingAllocator::FreeList& CudaCachingAllocator::free_list(PoolId pool) {
+  if (pool == 0) return free_blocks_;
+  const auto it = pool_free_.find(pool);
+  return it == pool_free_.end() ? free_blocks_ : it->second;
+}
+
 void* CudaCachingAllocator::allocate(size_t bytes) {
   const size_t size = round_size(bytes);
   std::lock_guard<std::mutex> lock(mutex_);
+  const PoolId pool = t_current_pool;
+  CHECK(pool == 0 || pool_free_.count(pool), "allocation from memory pool " << pool
+                                                 << ", which was released");
+  FreeList& blocks = free_list(pool);
   void* ptr = nullptr;
   // Exact size only: a larger cached block would waste memory, and steady-state training
   // requests exactly the sizes it released.
-  auto it = free_blocks_.find(size);
-  if (it != free_blocks_.end()) {
+  auto it = blocks.find(size);
+  if (it != blocks.end()) {
     ptr = it->second;
-    free_blocks_.erase(it);
+    blocks.erase(it);
     stats_.bytes_cached -= size;
   } else {
     cudaError_t status = cudaMalloc(&ptr, size);
     if (status == cudaErrorMemoryAllocation && !free_blocks_.empty()) {
       (void)cudaGetLastError();  // out of memory: give the cache back and try once more
-      for (auto& block : free_blocks_) CUDA_CHECK(cudaFree(block.second));
-      stats_.device_frees += static_cast<int64_t>(free_blocks_.size());
-      free_blocks_.clear();
-      stats_.bytes_cached = 0;
+      free_shared_cache();
       status = cudaMalloc(&ptr, size);
     }
     CHECK(status == cudaSuccess, "cudaMalloc of " << size << " bytes failed: "
                                      << cudaGetErrorString(status) << " (in use "
                                      << stats_.bytes_in_use << " bytes)");
     ++stats_.device_mallocs;
+    if (pool != 0) pool_bytes_[pool] += size;
   }
-  in_use_[ptr] = size;
+  in_use_[ptr] = Block{size, pool};
   stats_.bytes_in_use += size;
   stats_.peak_bytes_in_use = std::max(stats_.peak_bytes_in_use, stats_.bytes_in_use);
   return ptr;
@@ -56,19 +71,48 @@ void CudaCachingAllocator::release(void* ptr) {
   std::lock_guard<std::mutex> lock(mutex_);
   auto it = in_use_.find(ptr);
   CHECK(it != in_use_.end(), "CudaCachingAllocator::release of a pointer it did not allocate");
-  const size_t size = it->second;
+  const Block block = it->second;
   in_use_.erase(it);
-  stats_.bytes_in_use -= size;
-  stats_.bytes_cached += size;
-  free_blocks_.emplace(size, ptr);
+  stats_.bytes_in_use -= block.size;
+  stats_.bytes_cached += block.size;
+  free_list(block.pool).emplace(block.size, ptr);
+}
+
+PoolId CudaCachingAllocator::create_pool() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const PoolId pool = next_pool_++;
+  pool_free_[pool];
+  pool_bytes_[pool] = 0;
+  return pool;
+}
+
+void CudaCachingAllocator::release_pool(PoolId pool) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const auto it = pool_free_.find(pool);
+  CHECK(it != pool_free_.end(), "release of memory pool " << pool << ", which does not exist");
+  free_blocks_.insert(it->second.begin(), it->second.end());
+  pool_free_.erase(it);
+  pool_bytes_.erase(pool);
+}
+
+size_t CudaCachingAllocator::pool_bytes(PoolId pool) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const auto it = pool_bytes_.find(pool);
+  return it == pool_bytes_.end() ? 0 : it->second;
 }
 
 void CudaCachingAllocator::empty_cache() {
   std::lock_guard<std::mutex> lock(mutex_);
-  for (auto& block : free_blocks_) CUDA_CHECK(cudaFree(block.second));
+  free_shared_cache();
+}
+
+void CudaCachingAllocator::free_shared_cache() {
+  for (auto& block : free_blocks_) {
+    CUDA_CHECK(cudaFree(block.second));
+    stats_.bytes_cached -= block.first;
+  }
   stats_.device_frees += static_cast<int64_t>(free_blocks_.size());
   free_blocks_.clear();
-  stats_.bytes_cached = 0;
 }
 
 AllocatorStats CudaCachingAllocator::stats() const {

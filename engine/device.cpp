@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "engine/check.h"
+#include "engine/cuda_graph.h"
 
 #if DDPM_WITH_CUDA
 #include "engine/cuda_allocator.h"
@@ -23,7 +24,8 @@ const char* device_name(Device d) { return d == Device::CPU ? "cpu" : "cuda"; }
 
 namespace {
 
-std::atomic<uint64_t> g_launches{0}, g_memsets{0}, g_copies{0}, g_host_syncs{0}, g_late_reads{0};
+std::atomic<uint64_t> g_launches{0}, g_memsets{0}, g_copies{0}, g_host_syncs{0}, g_late_reads{0},
+    g_graph_launches{0};
 
 // Host blocks are 64-byte aligned: a cache line, and enough for any SIMD load.
 constexpr size_t kHostAlignment = 64;
@@ -139,6 +141,10 @@ void device_copy(void* dst, Device dst_dev, const void* src, Device src_dev, siz
   }
   require_cuda("a copy to or from a CUDA tensor");
 #if DDPM_WITH_CUDA
+  CHECK((dst_dev != Device::CPU && src_dev != Device::CPU) || !engine_stream_capturing(),
+        "a copy " << (src_dev == Device::CPU ? "from" : "to") << " the host of " << bytes
+                  << " bytes inside a captured CUDA graph: a graph would replay it with the "
+                  << "same host bytes; upload the data into a fixed buffer before launching it");
   ++g_copies;
   if (src_dev == Device::CPU) {  // up: staged through pinned memory, queued (host_staging.h)
     if (upload_staged(dst, src, bytes) != Upload::Queued) ++g_host_syncs;
@@ -179,11 +185,12 @@ cudaStream_t engine_stream() {
 }
 #endif
 void count_late_read() { ++g_late_reads; }
+void count_graph_launch() { ++g_graph_launches; }
 void count_host_sync() { ++g_host_syncs; }
 
 DeviceWorkCounts device_work_counts() {
-  return {g_launches.load(), g_memsets.load(), g_copies.load(), g_host_syncs.load(),
-          g_late_reads.load()};
+  return {g_launches.load(),   g_memsets.load(),    g_copies.load(),
+          g_host_syncs.load(), g_late_reads.load(), g_graph_launches.load()};
 }
 
 ProfileRange::ProfileRange(const char* name) {

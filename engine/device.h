@@ -37,9 +37,12 @@ size_t cuda_peak_bytes_in_use();
 // staged through pinned memory and queued without a wait (engine/host_staging.h). Late
 // reads: results copied back asynchronously and read after more work was queued behind
 // them (engine/host_readback.h), so the GPU's queue does not drain while the host waits.
+// Graph launches: CUDA graphs launched (engine/cuda_graph.h); the kernels a graph replays
+// are not counted again (launches counts those issued when it was captured).
 // Benchmarks and the trainer's log difference two readings to report them per step.
 struct DeviceWorkCounts {
-  uint64_t launches = 0, memsets = 0, copies = 0, host_syncs = 0, late_reads = 0;
+  uint64_t launches = 0, memsets = 0, copies = 0, host_syncs = 0, late_reads = 0,
+           graph_launches = 0;
 };
 DeviceWorkCounts device_work_counts();
 

@@ -14,6 +14,14 @@ namespace ddpm {
 void count_late_read();
 void count_host_sync();
 
+namespace {
+// Kernels and graphs launched so far: what a copy can have queued behind it.
+uint64_t work_queued() {
+  const DeviceWorkCounts w = device_work_counts();
+  return w.launches + w.graph_launches;
+}
+}  // namespace
+
 HostReadback::~HostReadback() {
 #if DDPM_WITH_CUDA
   // Never throws: a pending copy is waited for so the buffer outlives it.
@@ -50,7 +58,7 @@ void HostReadback::start(const Tensor& values) {
     landed_ = event;
   }
   source_ = values;
-  launches_at_start_ = device_work_counts().launches;
+  launches_at_start_ = work_queued();
   if (bytes > 0) CUDA_CHECK(cudaMemcpyAsync(pinned_, values.data<double>(), bytes,
                                             cudaMemcpyDeviceToHost, engine_stream()));
   CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(landed_), engine_stream()));
@@ -65,7 +73,7 @@ std::vector<double> HostReadback::finish() {
   if (!source_.defined()) return std::move(host_);
 #if DDPM_WITH_CUDA
   // With nothing launched since start(), the queue ends at the copy: this wait drains it.
-  const bool queued_behind = device_work_counts().launches != launches_at_start_;
+  const bool queued_behind = work_queued() != launches_at_start_;
   CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(landed_)));
   if (queued_behind)
     count_late_read();

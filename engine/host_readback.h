@@ -13,8 +13,9 @@
 // so a warm loop allocates nothing. On the CPU both calls are plain copies.
 //
 // device_work_counts() counts each finish() of a GPU copy: as one `late_reads` when kernels
-// were launched between start() and finish() (the GPU has that work to do while the host
-// waits), else as one `host_syncs` (the wait drains the queue, as a cudaMemcpy would).
+// or graphs were launched between start() and finish() (the GPU has that work to do while
+// the host waits), else as one `host_syncs` (the wait drains the queue, as a cudaMemcpy
+// would).
 // Whether the host actually blocks depends on timing; the counts do not, so tests pin them.
 #pragma once
 

@@ -108,7 +108,7 @@ Tensor group_norm_silu(const Tensor& x, const Tensor& gamma, const Tensor& beta,
 // mask drawn as the output is written and regenerated as the gradient is read: the
 // dropped activation is written once and read once less).
 Tensor group_norm_silu_dropout(const Tensor& x, const Tensor& gamma, const Tensor& beta,
-                               int64_t groups, double p, uint64_t seed, uint64_t stream,
+                               int64_t groups, double p, uint64_t seed, StepKey stream,
                                double eps = 1e-6);
 
 // ---- data movement (engine/ops/resample.cpp) ----
@@ -135,8 +135,9 @@ Tensor mse_per_sample(const Tensor& pred, const Tensor& target);
 
 // ---- generated values (engine/ops/random.cpp) ----
 // Standard normals / uniforms in [0,1) from Philox: element i is a pure function of
-// (seed, stream, i), identical on CPU and CUDA. f32.
-Tensor randn(const Shape& shape, uint64_t seed, uint64_t stream, Device device = Device::CPU);
+// (seed, stream, i), identical on CPU and CUDA. f32. randn's stream may be read from device
+// memory on a GPU (a captured sampling step's: kernels/step_inputs.h).
+Tensor randn(const Shape& shape, uint64_t seed, StepKey stream, Device device = Device::CPU);
 Tensor rand_uniform(const Shape& shape, uint64_t seed, uint64_t stream,
                     Device device = Device::CPU);
 // Inverted dropout with a mask regenerated from (seed, stream); p in [0, 1).
@@ -153,9 +154,11 @@ Tensor timestep_embedding(const Tensor& t, int64_t dim);
 struct DiffusionLossSpec {
   DiffusionTarget target = DiffusionTarget::Epsilon;
   Tensor sqrt_abar, sqrt_one_minus_abar, weight;  // (T)
-  uint64_t noise_seed = 0, noise_stream = 0;
+  uint64_t noise_seed = 0;
+  StepKey noise_stream;  // a number, or read from a GPU step's StepInputs (kernels/step_inputs.h)
   bool flip = false;
-  uint64_t flip_seed = 0, flip_stream = 0, flip_first = 0;
+  uint64_t flip_seed = 0, flip_stream = 0;
+  StepKey flip_first;
 };
 // Timesteps as the (N) i32 tensor the ops take, each checked to be in [0, T).
 Tensor timestep_tensor(const std::vector<int>& t, int64_t T, Device device);

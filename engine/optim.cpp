@@ -138,7 +138,8 @@ Tensor AdamW::step_summary(const Tensor& per_sample, const Tensor& loss, double 
                             reinterpret_cast<StepCounters*>(device_counters_.data<double>()));
 }
 
-void AdamW::gated_step(double lr, const Tensor& summary, Ema* ema, int64_t ema_index) {
+void AdamW::gated_step(double lr, const Tensor& summary, Ema* ema, int64_t ema_index,
+                       const StepInputs* inputs) {
   const Tensor flat = store_.flat_data();
   CHECK(summary.dtype() == DType::F64 && summary.shape().ndim() == 1 &&
             summary.numel() >= kStepGateDoubles && summary.device() == flat.device(),
@@ -146,8 +147,9 @@ void AdamW::gated_step(double lr, const Tensor& summary, Ema* ema, int64_t ema_i
                                           << "(an f64 vector on the parameters' device)");
   const auto* gate = reinterpret_cast<const StepGate*>(summary.data<double>() + summary.numel() -
                                                       kStepGateDoubles);
+  CHECK(!inputs || on_gpu(flat), "AdamW::gated_step: step inputs in device memory on the CPU");
   ++unresolved_;
-  launch(params(lr), ema, ema_index, gate);  // the gate's bias corrections replace params'
+  launch(params(lr), ema, ema_index, gate, inputs);  // the gate's bias corrections replace params'
 }
 
 void AdamW::resolve_gated_step(const StepGate& gate) {
@@ -165,7 +167,8 @@ void AdamW::resolve_gated_step(const StepGate& gate) {
                                            << " (gates resolved out of order?)");
 }
 
-void AdamW::launch(const AdamWParams& p, Ema* ema, int64_t ema_index, const StepGate* gate) {
+void AdamW::launch(const AdamWParams& p, Ema* ema, int64_t ema_index, const StepGate* gate,
+                   const StepInputs* inputs) {
   const Tensor flat = store_.flat_data();
   const float ema_decay = ema ? ema->decay_at(ema_index) : 0.0f;
   float* const ema_weights = ema ? ema->weights().data<float>() : nullptr;
@@ -173,7 +176,7 @@ void AdamW::launch(const AdamWParams& p, Ema* ema, int64_t ema_index, const Step
   if (on_gpu(flat)) {
 #if DDPM_WITH_CUDA
     cuda::adamw_step(flat.numel(), p, flat.data<float>(), store_.flat_grad().data<float>(),
-                     m_.data<float>(), v_.data<float>(), ema_decay, ema_weights, gate);
+                     m_.data<float>(), v_.data<float>(), ema_decay, ema_weights, gate, inputs);
 #endif
   } else {
     cpu::adamw_step(flat.numel(), p, flat.data<float>(), store_.flat_grad().data<float>(),

@@ -45,7 +45,13 @@ class AdamW {
   // gated step is resolved, in order, once the host has read its gate back:
   // resolve_gated_step() then advances steps_taken() if the gate applied it (and checks that
   // the host's count gives the gate's bias corrections).
-  void gated_step(double lr, const Tensor& summary, Ema* ema = nullptr, int64_t ema_index = 0);
+  // With `inputs` (a StepInputs in device memory, kernels/step_inputs.h), the kernel reads
+  // the learning rate and the EMA decay from there instead of taking lr and ema_index's
+  // decay as arguments: what a captured step (a CUDA graph) needs.
+  void gated_step(double lr, const Tensor& summary, Ema* ema = nullptr, int64_t ema_index = 0,
+                  const StepInputs* inputs = nullptr);
+  // A gated step queued by replaying a captured one: counted for resolve_gated_step.
+  void count_replayed_gate() { ++unresolved_; }
   void resolve_gated_step(const StepGate& gate);
   int64_t unresolved_steps() const { return unresolved_; }
 
@@ -60,7 +66,8 @@ class AdamW {
 
  private:
   AdamWParams params(double lr) const;  // the constants of the next update
-  void launch(const AdamWParams& p, Ema* ema, int64_t ema_index, const StepGate* gate);
+  void launch(const AdamWParams& p, Ema* ema, int64_t ema_index, const StepGate* gate,
+              const StepInputs* inputs = nullptr);
 
   const ParameterStore& store_;
   AdamWConfig config_;

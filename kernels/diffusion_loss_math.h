@@ -29,10 +29,10 @@ DDPM_HD float byte_to_unit(uint8_t b) {
 #endif
 }
 
-// Whether sample j of the batch is mirrored left-right.
+// Whether sample j of the batch is mirrored left-right (s has its keys read: read_step_keys).
 DDPM_HD bool mirrored(const DiffusionLossShape& s, int64_t j) {
   return s.flip &&
-         philox_uniform(s.flip_seed, s.flip_stream, s.flip_first + static_cast<uint64_t>(j)) <
+         philox_uniform(s.flip_seed, s.flip_stream, s.flip_first.base + static_cast<uint64_t>(j)) <
              0.5f;
 }
 

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "kernels/host_device.h"
+#include "kernels/step_inputs.h"
 
 namespace ddpm {
 
@@ -103,16 +104,25 @@ static_assert(sizeof(StepCounters) == kStepCounterDoubles * sizeof(double),
 // random flip (for f32 x0 only n and dim matter). eps element i of the batch (i over n * dim)
 // is philox_normal(noise_seed, noise_stream, i), the engine's randn at the same position;
 // sample j is mirrored left-right when philox_uniform(flip_seed, flip_stream, flip_first + j)
-// < 0.5, the image batcher's rule.
+// < 0.5, the image batcher's rule. The two per-step keys may live in device memory
+// (kernels/step_inputs.h): the kernels read them once (read_step_keys) before anything else.
 enum class DiffusionTarget : int { Epsilon = 0, X0 = 1, V = 2 };
 struct DiffusionLossShape {
   int64_t n = 0, dim = 0;
   int64_t h = 0, w = 0, c = 0;  // image geometry, used by the flip only
   DiffusionTarget target = DiffusionTarget::Epsilon;
-  uint64_t noise_seed = 0, noise_stream = 0;
+  uint64_t noise_seed = 0;
+  StepKey noise_stream;
   bool flip = false;
-  uint64_t flip_seed = 0, flip_stream = 0, flip_first = 0;
+  uint64_t flip_seed = 0, flip_stream = 0;
+  StepKey flip_first;
 };
+// s with its per-step keys read, so the rest of a kernel uses plain numbers.
+DDPM_HD DiffusionLossShape read_step_keys(DiffusionLossShape s) {
+  s.noise_stream = s.noise_stream.value();
+  s.flip_first = s.flip_first.value();
+  return s;
+}
 
 // Per-timestep tables (T entries) and per-sample inputs of the fused loss, all on the
 // kernel's device. t[j] indexes the tables; importance is null for weight 1.

@@ -62,7 +62,7 @@ class GroupNorm {
   // silu(norm(x)), fused.
   Tensor silu(const Tensor& x) const { return group_norm_silu(x, gamma_, beta_, groups_, eps_); }
   // dropout(silu(norm(x))), fused.
-  Tensor silu_dropout(const Tensor& x, double p, uint64_t seed, uint64_t stream) const {
+  Tensor silu_dropout(const Tensor& x, double p, uint64_t seed, StepKey stream) const {
     return group_norm_silu_dropout(x, gamma_, beta_, groups_, p, seed, stream, eps_);
   }
 

@@ -102,8 +102,9 @@ run_profile() {
 # bf16 (precision=bf16: the v4 convolution, block shapes autotuned), then the same step in
 # PyTorch (scripts/pytorch_reference.py, when torch is importable) in fp32, TF32 and bf16
 # autocast: the comparison the project is measured by. Each log line of the engine also
-# gives the step's launches, host syncs and late reads (step_work); profile_steps=5 adds the
-# per-op GPU time of steps 3-7 (CUDA events, engine/op_profile.h) to each log and run folder.
+# gives the step's launches, graph launches, host syncs and late reads (step_work);
+# profile_steps=5 adds the per-op GPU time of steps 3-7 (CUDA events, engine/op_profile.h)
+# to each log and run folder.
 run_train() {
   local status=0
   for variant in "tiled:fp32" "tiled:tf32" "tiled:bf16"; do
@@ -115,6 +116,13 @@ run_train() {
       --set out_dir="$out/train-run-$conv-$precision" > "$out/train-$conv-$precision.log" 2>&1 \
       || status=$?
   done
+  # The bf16 step again as one CUDA graph per step (cuda_graph=true; no op profile: a
+  # replay launches no op): its ms/step beside the eager bf16 run's is the graph's gain.
+  "$build/apps/ddpm" train --config configs/cifar10_ddpm.json --set device=cuda --set steps=30 \
+    --set log_every=10 --set sample_every=0 --set ckpt_every=0 --set n_samples=8 \
+    --set sample_steps=10 --set sampler=ddim --set cuda_conv=tiled --set precision=bf16 \
+    --set cuda_autotune=true --set cuda_graph=true \
+    --set out_dir="$out/train-run-graph-bf16" > "$out/train-graph-bf16.log" 2>&1 || status=$?
   cat "$out"/train-*.log > "$out/train.log"
   echo "train exit $status" | tee "$out/train.status"
   if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2> /dev/null; then
@@ -144,6 +152,10 @@ run_sample() {
     # where a denoising step's time goes (a separate, shorter run: the events cost a little)
     "$build/apps/ddpm" sample --ckpt "$ckpt" --out "$out/samples-$precision-profiled.png" \
       --n 256 --sampler ddpm --steps 20 --device cuda --precision $precision --profile \
+      >> "$out/sample.log" 2>&1 || status=$?
+    # the same loop as one CUDA graph per denoising step (--graph): same samples, less host
+    "$build/apps/ddpm" sample --ckpt "$ckpt" --out "$out/samples-$precision-graph.png" --n 256 \
+      --sampler ddpm --steps 100 --device cuda --precision $precision --graph \
       >> "$out/sample.log" 2>&1 || status=$?
   done
   echo "sample exit $status" | tee "$out/sample.status"

@@ -13,6 +13,7 @@
 #include "engine/file_io.h"
 #include "engine/op_profile.h"
 #include "models/unet/image_train.h"
+#include "tests/cuda_model_config.h"
 #include "tests/test_util.h"
 
 #if DDPM_WITH_CUDA
@@ -25,19 +26,8 @@
 namespace ddpm {
 namespace {
 
-// tiny.json at 8 channels; with DDPM_TEST_SMALL_SHAPES (the CPU emulation, GPU sanitizers)
-// batch 2 and a third level, so attention runs at 8x8 (L = 64): every layer kind is kept at
-// a fraction of the work.
 ImageTrainConfig small_config(const std::string& device, const std::string& precision = "fp32") {
-  nlohmann::json j = load_json_file(std::string(DDPM_SOURCE_DIR) + "/configs/tiny.json");
-  std::vector<std::string> overrides{"base_channels=8", "groups=4", "batch_size=4", "steps=6",
-                                     "dropout=0.1", "ema_decay=0.9", "device=" + device,
-                                     "precision=" + precision};
-  if (test::small_shapes_only())
-    for (const char* o : {"batch_size=2", "channel_mult=[1,2,2]", "attention_resolutions=[8]"})
-      overrides.push_back(o);
-  for (const std::string& o : overrides) apply_override(j, o);
-  return read_image_train_config(j, "tiny.json (test)");
+  return test::small_unet_config(device, precision);
 }
 
 // Where a step waits for the GPU today: nowhere, when steps are queued one ahead (the train

@@ -259,7 +259,8 @@ TEST(ImageTrain, TinyConfigLearnsOnTheCpu) {
   std::filesystem::remove_all(out);
   const ImageTrainConfig c = read_image_train_config(
       tiny_json({"target=epsilon", "steps=60", "batch_size=8", "n_samples=4", "sample_steps=10", "ckpt_every=20",
-                 "keep_checkpoints=2", "log_every=10", "profile_steps=3", "out_dir=" + out}),
+                 "keep_checkpoints=2", "log_every=10", "profile_steps=3", "cuda_graph=true",
+                 "out_dir=" + out}),
       "tiny.json (test)");
   int reports = 0;
   const TrainSummary s = train_images(c, TrainOptions{}, [&](const TrainProgress& p) {
@@ -272,6 +273,13 @@ TEST(ImageTrain, TinyConfigLearnsOnTheCpu) {
                          [](const std::string& n) { return n.find("times GPU work") != std::string::npos; }),
             s.notes.end());
   EXPECT_FALSE(std::filesystem::exists(out + "/op_profile.txt"));
+  // and so does a CUDA graph: the steps are eager
+  EXPECT_NE(std::find_if(s.notes.begin(), s.notes.end(),
+                         [](const std::string& n) {
+                           return n.find("cuda_graph") != std::string::npos &&
+                                  n.find("eager") != std::string::npos;
+                         }),
+            s.notes.end());
   EXPECT_NEAR(s.first_loss, 1.0, 0.15);
   EXPECT_LT(s.final_loss, 0.5 * s.first_loss);
   EXPECT_GE(s.untrained_quality, 0.0);

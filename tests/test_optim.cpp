@@ -111,11 +111,11 @@ struct OptimState {
   std::vector<float> param, m, v, ema;
   int64_t steps = 0;
   OptimState() = default;
-  OptimState(const ParameterStore& store, const AdamW& opt, const Ema& ema)
+  OptimState(const ParameterStore& store, const AdamW& opt, const Ema& average)
       : param(store.flat_data().to_vector<float>()),
         m(opt.first_moment().to_vector<float>()),
         v(opt.second_moment().to_vector<float>()),
-        ema(ema.weights().to_vector<float>()),
+        ema(average.weights().to_vector<float>()),
         steps(opt.steps_taken()) {}
 };
 

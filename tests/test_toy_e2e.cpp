@@ -142,8 +142,11 @@ TEST(Trainer, ARefusedStepHaltsTheStepQueuedBehindIt) {
       EXPECT_EQ(late.weights(), at_once.weights());
       EXPECT_EQ(late.trainer->optimizer().steps_taken(), 2);
     } else {
-      for (size_t i = 0; i < sa.size(); ++i)
-        if (i != 2) EXPECT_EQ(sb[i].loss, sa[i].loss) << i;  // (step 2's: NaN both ways)
+      for (size_t i = 0; i < sa.size(); ++i) {
+        if (i != 2) {
+          EXPECT_EQ(sb[i].loss, sa[i].loss) << i;  // (step 2's: NaN both ways)
+        }
+      }
       EXPECT_EQ(late.weights(), at_once.weights());
       EXPECT_EQ(late.trainer->optimizer().steps_taken(), 4);
     }

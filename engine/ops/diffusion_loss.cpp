@@ -57,6 +57,8 @@ DiffusionLossShape loss_shape(const char* op, const Tensor& x0, const Tensor& t,
   // Host timesteps are range-checked here; device ones were checked where they were made
   // (timestep_tensor), since reading them back would stall the stream.
   if (t.device() == Device::CPU) check_timesteps(op, t.to_vector<int32_t>(), spec.sqrt_abar.shape()[0]);
+  CHECK(x0.device() != Device::CPU || (!spec.noise_stream.live() && !spec.flip_first.live()),
+        "op '" << op << "': keys read from device memory (a captured step's) on a CPU batch");
   s.target = spec.target;
   s.noise_seed = spec.noise_seed;
   s.noise_stream = spec.noise_stream;

@@ -48,13 +48,14 @@ Tensor group_norm_impl(const char* op, const Tensor& x, const Tensor& gamma, con
     (silu ? cpu::group_norm_silu_forward<T> : cpu::group_norm_forward<T>)(
         s, x.data<T>(), gamma.data<T>(), beta.data<T>(), y.data<T>(), mean.data<T>(),
         rstd.data<T>());
-    if (dropout) cpu::dropout_forward<T>(n, drop.p, drop.seed, drop.stream, y.data<T>(), y.data<T>());
+    if (dropout)
+      cpu::dropout_forward<T>(n, drop.p, drop.seed, drop.stream.base, y.data<T>(), y.data<T>());
   }, [&] {
     DDPM_CPU_FAST_ONLY(
         (silu ? cpu_fast::group_norm_silu_forward : cpu_fast::group_norm_forward)(
             s, x.data<float>(), gamma.data<float>(), beta.data<float>(), y.data<float>(),
             mean.data<float>(), rstd.data<float>());
-        if (dropout) cpu_fast::dropout_forward(n, drop.p, drop.seed, drop.stream,
+        if (dropout) cpu_fast::dropout_forward(n, drop.p, drop.seed, drop.stream.base,
                                                y.data<float>(), y.data<float>()));
   }, [&] {
     DDPM_CUDA_ONLY(if (silu) cuda::group_norm_silu_forward(
@@ -82,7 +83,7 @@ Tensor group_norm_impl(const char* op, const Tensor& x, const Tensor& gamma, con
       dispatch(backward_op.c_str(), x, [&](auto tag) {
         using T = decltype(tag);
         if (dropped)
-          cpu::dropout_backward<T>(count, drop.p, drop.seed, drop.stream, g[0].data<T>(),
+          cpu::dropout_backward<T>(count, drop.p, drop.seed, drop.stream.base, g[0].data<T>(),
                                    dy.data<T>());
         if (silu)
           cpu::group_norm_silu_dh<T>(s, x.data<T>(), gamma.data<T>(), beta.data<T>(),
@@ -92,7 +93,7 @@ Tensor group_norm_impl(const char* op, const Tensor& x, const Tensor& gamma, con
                                     ptr_or_null<T>(dgamma), ptr_or_null<T>(dbeta));
       }, [&] {
         DDPM_CPU_FAST_ONLY(
-            if (dropped) cpu_fast::dropout_backward(count, drop.p, drop.seed, drop.stream,
+            if (dropped) cpu_fast::dropout_backward(count, drop.p, drop.seed, drop.stream.base,
                                                     g[0].data<float>(), dy.data<float>());
             if (silu) cpu_fast::group_norm_silu_dh(s, x.data<float>(), gamma.data<float>(),
                                                    beta.data<float>(), mean.data<float>(),
@@ -133,9 +134,11 @@ Tensor group_norm_silu(const Tensor& x, const Tensor& gamma, const Tensor& beta,
 }
 
 Tensor group_norm_silu_dropout(const Tensor& x, const Tensor& gamma, const Tensor& beta,
-                               int64_t groups, double p, uint64_t seed, uint64_t stream,
+                               int64_t groups, double p, uint64_t seed, StepKey stream,
                                double eps) {
   CHECK(p >= 0.0 && p < 1.0, "op 'group_norm_silu_dropout': p must be in [0, 1), got " << p);
+  CHECK(x.device() != Device::CPU || !stream.live(),
+        "op 'group_norm_silu_dropout': a stream read from device memory on a CPU tensor");
   return group_norm_impl("group_norm_silu_dropout", x, gamma, beta, groups, eps, true,
                          cuda::DropoutSpec{static_cast<float>(p), seed, stream});
 }

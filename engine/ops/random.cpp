@@ -14,8 +14,10 @@ using detail::dispatch;
 
 namespace {
 
-Tensor philox_fill(const Shape& shape, uint64_t seed, uint64_t stream, Device device,
+Tensor philox_fill(const Shape& shape, uint64_t seed, StepKey stream, Device device,
                    bool normal) {
+  CHECK(device != Device::CPU || !stream.live(),
+        "randn: a stream read from device memory (a captured step's) for a CPU tensor");
   Tensor y = Tensor::empty(shape, DType::F32, device);
   if (device == Device::CUDA) {
 #if DDPM_WITH_CUDA
@@ -23,14 +25,15 @@ Tensor philox_fill(const Shape& shape, uint64_t seed, uint64_t stream, Device de
                                                       nullptr);
 #endif
   } else {
-    (normal ? cpu::normal_fill : cpu::uniform_fill)(y.numel(), seed, stream, y.data<float>());
+    (normal ? cpu::normal_fill : cpu::uniform_fill)(y.numel(), seed, stream.base,
+                                                    y.data<float>());
   }
   return y;
 }
 
 }  // namespace
 
-Tensor randn(const Shape& shape, uint64_t seed, uint64_t stream, Device device) {
+Tensor randn(const Shape& shape, uint64_t seed, StepKey stream, Device device) {
   return philox_fill(shape, seed, stream, device, true);
 }
 

@@ -9,8 +9,9 @@ namespace ddpm::cpu {
 using namespace diffusion;
 
 template <class T, class X0>
-void diffusion_corrupt(const DiffusionLossShape& s, const DiffusionLossTables<T>& tab,
+void diffusion_corrupt(const DiffusionLossShape& keyed, const DiffusionLossTables<T>& tab,
                        const X0* x0, T* x_t) {
+  const DiffusionLossShape s = read_step_keys(keyed);  // host keys only (engine/ops checks)
 #pragma omp parallel for schedule(static)
   for (int64_t j = 0; j < s.n; ++j) {
     const int t = tab.t[j];
@@ -18,15 +19,16 @@ void diffusion_corrupt(const DiffusionLossShape& s, const DiffusionLossTables<T>
     const bool mirror = mirrored(s, j);
     for (int64_t i = 0; i < s.dim; ++i) {
       const uint64_t g = static_cast<uint64_t>(j * s.dim + i);
-      const T eps = static_cast<T>(philox_normal(s.noise_seed, s.noise_stream, g));
+      const T eps = static_cast<T>(philox_normal(s.noise_seed, s.noise_stream.base, g));
       x_t[j * s.dim + i] = corrupt_value(a, b, x0_value<T>(s, x0, j, i, mirror), eps);
     }
   }
 }
 
 template <class T, class X0>
-void diffusion_loss(const DiffusionLossShape& s, const DiffusionLossTables<T>& tab, const T* pred,
-                    const X0* x0, T* dpred, T* per_sample, T* loss) {
+void diffusion_loss(const DiffusionLossShape& keyed, const DiffusionLossTables<T>& tab,
+                    const T* pred, const X0* x0, T* dpred, T* per_sample, T* loss) {
+  const DiffusionLossShape s = read_step_keys(keyed);
   std::vector<double> mse(static_cast<size_t>(s.n)), batch_weight(static_cast<size_t>(s.n));
 #pragma omp parallel for schedule(static)
   for (int64_t j = 0; j < s.n; ++j) {
@@ -38,7 +40,7 @@ void diffusion_loss(const DiffusionLossShape& s, const DiffusionLossTables<T>& t
     double sq = 0;
     for (int64_t i = 0; i < s.dim; ++i) {
       const uint64_t g = static_cast<uint64_t>(j * s.dim + i);
-      const T eps = static_cast<T>(philox_normal(s.noise_seed, s.noise_stream, g));
+      const T eps = static_cast<T>(philox_normal(s.noise_seed, s.noise_stream.base, g));
       const T x = s.target == DiffusionTarget::Epsilon ? T(0) : x0_value<T>(s, x0, j, i, mirror);
       const T diff = pred[j * s.dim + i] - target_value(s.target, a, b, x, eps);
       dpred[j * s.dim + i] = scale * diff;

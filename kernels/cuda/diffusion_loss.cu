@@ -38,12 +38,14 @@ constexpr int kPerThread = 4;                      // one Philox call's worth of
 constexpr int64_t kChunk = kThreads * kPerThread;  // elements per block
 
 // The four eps values of elements i .. i+3 of sample j (vector path: j * dim + i is a
-// multiple of 4, so they are exactly one Philox block).
+// multiple of 4, so they are exactly one Philox block). s has its keys read (.base is the
+// value): every kernel starts with read_step_keys.
 __device__ __forceinline__ Normal4 eps4(const DiffusionLossShape& s, int64_t j, int64_t i) {
-  return philox_normal4(s.noise_seed, s.noise_stream, static_cast<uint64_t>(j * s.dim + i) >> 2);
+  return philox_normal4(s.noise_seed, s.noise_stream.base,
+                        static_cast<uint64_t>(j * s.dim + i) >> 2);
 }
 __device__ __forceinline__ float eps1(const DiffusionLossShape& s, int64_t j, int64_t i) {
-  return philox_normal(s.noise_seed, s.noise_stream, static_cast<uint64_t>(j * s.dim + i));
+  return philox_normal(s.noise_seed, s.noise_stream.base, static_cast<uint64_t>(j * s.dim + i));
 }
 
 // Per-block constants: the sample's coefficients.
@@ -76,8 +78,9 @@ __device__ __forceinline__ BlockPlace block_place(const DiffusionLossShape& s) {
 
 // grid n x chunks: x_t = a x0 + b eps.
 template <class X0, bool kVec4>
-__global__ void corrupt_kernel(DiffusionLossShape s, DiffusionLossTables<float> tab,
+__global__ void corrupt_kernel(DiffusionLossShape keyed, DiffusionLossTables<float> tab,
                                const X0* x0, float* x_t) {
+  const DiffusionLossShape s = read_step_keys(keyed);
   const BlockPlace place = block_place(s);
   const int64_t j = place.sample;
   const SampleCoefs k = coefs(s, tab, j);
@@ -104,9 +107,10 @@ __global__ void corrupt_kernel(DiffusionLossShape s, DiffusionLossTables<float> 
 
 // grid n x chunks: dpred = scale (pred - target), partial[j][chunk] = sum (pred - target)^2.
 template <class X0, bool kVec4>
-__global__ void loss_kernel(DiffusionLossShape s, DiffusionLossTables<float> tab,
+__global__ void loss_kernel(DiffusionLossShape keyed, DiffusionLossTables<float> tab,
                             const float* pred, const X0* x0, float* dpred, float* partial) {
   __shared__ float scratch[32];
+  const DiffusionLossShape s = read_step_keys(keyed);
   const BlockPlace place = block_place(s);
   const int64_t j = place.sample;
   const SampleCoefs k = coefs(s, tab, j);
@@ -148,9 +152,10 @@ __global__ void loss_kernel(DiffusionLossShape s, DiffusionLossTables<float> tab
 }
 
 // One block: per-sample sums over chunks in order, then the batch loss by a fixed tree.
-__global__ void finish_kernel(DiffusionLossShape s, DiffusionLossTables<float> tab, int chunks,
-                              const float* partial, float* per_sample, float* loss) {
+__global__ void finish_kernel(DiffusionLossShape keyed, DiffusionLossTables<float> tab,
+                              int chunks, const float* partial, float* per_sample, float* loss) {
   __shared__ float scratch[32];
+  const DiffusionLossShape s = read_step_keys(keyed);
   float contribution = 0.0f;
   for (int64_t j = threadIdx.x; j < s.n; j += blockDim.x) {
     float sq = 0.0f;

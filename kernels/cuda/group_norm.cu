@@ -21,8 +21,13 @@ namespace ddpm::cuda {
 namespace {
 
 // Dropout's factor for flat element i: 1/(1-p) kept, 0 dropped (as the dropout op decides).
+// d has its stream read (read_key), so .base is the stream.
 __device__ __forceinline__ bool dropout_keeps(const DropoutSpec& d, int64_t i) {
-  return philox_uniform(d.seed, d.stream, static_cast<uint64_t>(i)) >= d.p;
+  return philox_uniform(d.seed, d.stream.base, static_cast<uint64_t>(i)) >= d.p;
+}
+__device__ __forceinline__ DropoutSpec read_key(DropoutSpec d) {
+  d.stream = d.stream.value();  // a captured step's stream is in device memory
+  return d;
 }
 
 // kSilu: write silu(h) instead of h (the fused GN + SiLU: h never goes to memory), then
@@ -30,8 +35,9 @@ __device__ __forceinline__ bool dropout_keeps(const DropoutSpec& d, int64_t i) {
 template <bool kSilu>
 __global__ void group_norm_forward_kernel(GroupNormShape s, const float* x, const float* gamma,
                                           const float* beta, float* y, float* mean, float* rstd,
-                                          DropoutSpec drop) {
+                                          DropoutSpec keyed) {
   __shared__ float scratch[32];
+  const DropoutSpec drop = read_key(keyed);
   const int64_t cg = s.c / s.groups, n = blockIdx.x / s.groups, c0 = (blockIdx.x % s.groups) * cg;
   const int64_t count = s.s * cg;
   const float* xs = x + n * s.s * s.c + c0;
@@ -65,7 +71,8 @@ __global__ void group_norm_forward_kernel(GroupNormShape s, const float* x, cons
 // regenerated) when drop.p > 0, else dy. One thread per element.
 __global__ void group_norm_silu_dh_kernel(GroupNormShape s, const float* x, const float* gamma,
                                           const float* beta, const float* mean, const float* rstd,
-                                          const float* dy, float* dh, DropoutSpec drop) {
+                                          const float* dy, float* dh, DropoutSpec keyed) {
+  const DropoutSpec drop = read_key(keyed);
   const int64_t cg = s.c / s.groups, total = s.n * s.s * s.c;
   const float keep_scale = 1.0f / (1.0f - drop.p);
   DDPM_GRID_STRIDE(i, total) {

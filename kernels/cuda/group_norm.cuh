@@ -17,10 +17,12 @@ void group_norm_backward(const GroupNormShape& s, const float* x, const float* g
 // Dropout after the fused GroupNorm + SiLU, in the same kernels: element i (of the flat
 // N*S*C output) is kept when philox_uniform(seed, stream, i) >= p and then scaled by
 // 1/(1-p): the dropout op's mask and arithmetic (kernels/cpu/random.h), so the fused op is
-// the two ops bit for bit. p = 0: no dropout.
+// the two ops bit for bit. p = 0: no dropout. The stream may be read from a GPU step's
+// StepInputs (kernels/step_inputs.h).
 struct DropoutSpec {
   float p = 0.0f;
-  uint64_t seed = 0, stream = 0;
+  uint64_t seed = 0;
+  StepKey stream;
 };
 
 // Fused GroupNorm + SiLU (see kernels/cpu/group_norm.h): y = silu(gn(x)), then dropout when

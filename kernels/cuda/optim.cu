@@ -13,12 +13,18 @@ namespace ddpm::cuda {
 namespace {
 
 // One thread per element (grid-stride): AdamW, then the EMA when ema is given. With a gate,
-// every thread reads the same 48 bytes (one broadcast load per warp, cached).
+// every thread reads the same 48 bytes (one broadcast load per warp, cached); the same for
+// the 16 bytes of step inputs.
 __global__ void adamw_kernel(int64_t n, AdamWParams p, float* param, const float* grad, float* m,
-                             float* v, float ema_decay, float* ema, const StepGate* gate) {
+                             float* v, float ema_decay, float* ema, const StepGate* gate,
+                             const StepInputs* inputs) {
   if (gate && gate->applied == 0) return;
   const float scale = gate ? static_cast<float>(gate->clip_scale) : 1.0f;
-  const AdamWParams q = gated_params(p, gate);
+  AdamWParams q = gated_params(p, gate);
+  if (inputs) {  // the same floats the host would have passed
+    q.lr = inputs->lr;
+    ema_decay = inputs->ema_decay;
+  }
   const AdamWStepConstants k = adamw_step_constants(q);
   DDPM_GRID_STRIDE(i, n) {
     float mi = m[i], vi = v[i], pi = param[i];
@@ -80,9 +86,11 @@ __global__ void step_summary_kernel(int64_t n, const T* per_sample, const T* los
 }  // namespace
 
 void adamw_step(int64_t n, const AdamWParams& p, float* param, const float* grad, float* m,
-                float* v, float ema_decay, float* ema, const StepGate* gate) {
+                float* v, float ema_decay, float* ema, const StepGate* gate,
+                const StepInputs* inputs) {
   if (n == 0) return;
-  DDPM_LAUNCH(adamw_kernel, grid_for(n), kThreads)(n, p, param, grad, m, v, ema_decay, ema, gate);
+  DDPM_LAUNCH(adamw_kernel, grid_for(n), kThreads)(n, p, param, grad, m, v, ema_decay, ema, gate,
+                                                   inputs);
 }
 
 template <typename T>

@@ -11,10 +11,11 @@ namespace ddpm::cuda {
 // With `ema`: its update from the new weights in the same pass. With `gate` (device memory,
 // written by step_summary earlier on the stream): nothing when gate->applied is 0, else the
 // gradient clipped by gate->clip_scale in the same pass, with the gate's bias corrections;
-// the host never reads it first.
+// the host never reads it first. With `inputs` (device memory: a captured step's), p.lr and
+// ema_decay are read from there (the CPU kernel has no such argument: only graphs need it).
 void adamw_step(int64_t n, const AdamWParams& p, float* param, const float* grad, float* m,
                 float* v, float ema_decay = 0.0f, float* ema = nullptr,
-                const StepGate* gate = nullptr);
+                const StepGate* gate = nullptr, const StepInputs* inputs = nullptr);
 void ema_update(int64_t n, float decay, const float* param, float* ema);
 
 // Doubles of scratch sum_of_squares needs; the caller allocates it.

@@ -17,7 +17,8 @@ namespace ddpm::cuda {
 namespace {
 
 template <bool kNormal>
-__global__ void philox_fill_kernel(int64_t n, uint64_t seed, uint64_t stream, float* y) {
+__global__ void philox_fill_kernel(int64_t n, uint64_t seed, StepKey key, float* y) {
+  const uint64_t stream = key.value();
   const int64_t blocks4 = (n + 3) / 4;
   DDPM_GRID_STRIDE(b, blocks4) {
     float v[4];
@@ -34,7 +35,7 @@ __global__ void philox_fill_kernel(int64_t n, uint64_t seed, uint64_t stream, fl
 }
 
 template <bool kNormal>
-void launch_fill(int64_t n, uint64_t seed, uint64_t stream, float* y, cudaStream_t cuda_stream) {
+void launch_fill(int64_t n, uint64_t seed, StepKey stream, float* y, cudaStream_t cuda_stream) {
   if (n == 0) return;
   DDPM_LAUNCH(philox_fill_kernel<kNormal>, grid_for((n + 3) / 4), kThreads, 0, cuda_stream)(n, seed,
                                                                                   stream, y);
@@ -94,11 +95,11 @@ void timestep_embedding(int64_t n, int64_t dim, const float* t, float* y) {
   DDPM_LAUNCH(timestep_embedding_kernel, grid_for(n * dim), kThreads)(n, dim, t, y);
 }
 
-void normal_fill(int64_t n, uint64_t seed, uint64_t stream, float* y, cudaStream_t cuda_stream) {
+void normal_fill(int64_t n, uint64_t seed, StepKey stream, float* y, cudaStream_t cuda_stream) {
   launch_fill<true>(n, seed, stream, y, cuda_stream);
 }
 
-void uniform_fill(int64_t n, uint64_t seed, uint64_t stream, float* y, cudaStream_t cuda_stream) {
+void uniform_fill(int64_t n, uint64_t seed, StepKey stream, float* y, cudaStream_t cuda_stream) {
   launch_fill<false>(n, seed, stream, y, cuda_stream);
 }
 

@@ -6,11 +6,14 @@
 
 #include <cstdint>
 
+#include "kernels/step_inputs.h"
+
 namespace ddpm::cuda {
 
-void normal_fill(int64_t n, uint64_t seed, uint64_t stream, float* y /* (n) */,
+// The stream may live in device memory (StepKey: read once per thread, in the kernel).
+void normal_fill(int64_t n, uint64_t seed, StepKey stream, float* y /* (n) */,
                  cudaStream_t cuda_stream);
-void uniform_fill(int64_t n, uint64_t seed, uint64_t stream, float* y /* (n) */,
+void uniform_fill(int64_t n, uint64_t seed, StepKey stream, float* y /* (n) */,
                   cudaStream_t cuda_stream);
 
 // Dropout with the mask regenerated from (seed, stream), as kernels/cpu/random.h.

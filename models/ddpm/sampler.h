@@ -20,6 +20,7 @@
 #pragma once
 
 #include <functional>
+#include <initializer_list>
 #include <string>
 #include <utility>
 #include <vector>
@@ -30,8 +31,25 @@
 
 namespace ddpm {
 
+// The timesteps of a denoiser's batch: the host's list, and, from a training step on the
+// GPU, what a captured step (engine/cuda_graph.h) needs instead of uploads of its own: the
+// same list in device memory (f32) and the step's index in device memory (the StepInputs
+// block that per-step random streams read: kernels/step_inputs.h). A model may use the
+// device parts or ignore them; it converts to the host list, so a denoiser can take that.
+struct Timesteps {
+  std::vector<int> host;
+  Tensor device;                  // (N) f32 on the batch's device, or undefined
+  const uint64_t* step = nullptr;  // &StepInputs::step in device memory, or null
+
+  Timesteps(std::vector<int> t) : host(std::move(t)) {}  // NOLINT: implicit by design
+  Timesteps(std::initializer_list<int> t) : host(t) {}
+  Timesteps(std::vector<int> t, Tensor on_device, const uint64_t* step_on_device)
+      : host(std::move(t)), device(std::move(on_device)), step(step_on_device) {}
+  operator const std::vector<int>&() const { return host; }  // NOLINT
+};
+
 // The network: prediction (in the configured target) for x_t at original timesteps t.
-using Denoiser = std::function<Tensor(const Tensor& x_t, const std::vector<int>& t)>;
+using Denoiser = std::function<Tensor(const Tensor& x_t, const Timesteps& t)>;
 
 enum class SamplerKind { Ddpm, Ddim };
 SamplerKind parse_sampler_kind(const std::string& name);  // "ddpm" | "ddim"
@@ -45,6 +63,9 @@ struct SamplerConfig {
   double clip_range = 1.0;  // 1 for images in [-1, 1]; the data's extent for 2-D data
   Target target = Target::Epsilon;
   std::vector<int> record;  // loop indices i at which to keep the predicted x0
+  // On a GPU: each kind of denoising step (with noise, without) taken once eagerly, then
+  // captured as one CUDA graph and replayed (engine/cuda_graph.h); the same bits.
+  bool cuda_graph = false;
 };
 
 struct SampleResult {

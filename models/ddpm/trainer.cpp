@@ -3,6 +3,8 @@
 #include <cmath>
 
 #include "engine/device.h"
+#include "engine/op_profile.h"
+#include "models/ddpm/captured_step.h"
 
 namespace ddpm {
 
@@ -37,6 +39,10 @@ TrainerConfig read_trainer_config(ConfigReader& r, const TrainerConfig& d) {
   c.fused_loss = r.boolean("fused_loss", d.fused_loss);
   c.skip_nonfinite =
       r.choice("nonfinite", d.skip_nonfinite ? "skip" : "stop", {"stop", "skip"}) == "skip";
+  c.cuda_graph = r.boolean("cuda_graph", d.cuda_graph);
+  CHECK(!c.cuda_graph || c.fused_loss,
+        "config key 'cuda_graph': a captured step needs the fused loss (the unfused chain "
+        "reads the losses back inside the step); set \"fused_loss\": true or drop cuda_graph");
   return c;
 }
 
@@ -65,6 +71,8 @@ DiffusionTrainer::DiffusionTrainer(ParameterStore& store, const TrainerConfig& c
     CHECK(std::isfinite(weights_[t]), "loss weight at t=" << t << " is not finite (set "
                                                           << "vlb_clamp, or use fixed_large)");
 }
+
+DiffusionTrainer::~DiffusionTrainer() = default;
 
 void DiffusionTrainer::set_step_index(int64_t step) {
   CHECK(step >= 0, "step index must be >= 0");
@@ -127,32 +135,50 @@ DiffusionLossSpec DiffusionTrainer::fused_loss_spec(const TrainBatch& batch, int
   return spec;
 }
 
+DiffusionTrainer::StepTensors DiffusionTrainer::upload_step_tensors(const TimestepBatch& tb,
+                                                                    Device device) const {
+  StepTensors st;
+  st.t = timestep_tensor(tb.t, schedule_.T, device);
+  if (device != Device::CPU)  // the model's (f32 on a GPU); on the CPU the model makes its own
+    st.t_model = Tensor::from_vector<double>(Shape{static_cast<int64_t>(tb.t.size())},
+                                             std::vector<double>(tb.t.begin(), tb.t.end()))
+                     .to(DType::F32)
+                     .to(device);
+  return st;
+}
+
 DiffusionTrainer::ShardLoss DiffusionTrainer::fused_loss_backward(const Denoiser& model,
                                                                   const TrainBatch& batch,
                                                                   const TimestepBatch& tb,
-                                                                  int64_t shard) {
-  const DiffusionLossSpec spec = fused_loss_spec(batch, step_, shard);
-  const Device device = batch.x0.device();
-  const Tensor t = timestep_tensor(tb.t, schedule_.T, device);
+                                                                  int64_t shard,
+                                                                  const StepTensors& st) {
+  DiffusionLossSpec spec = fused_loss_spec(batch, step_, shard);
+  const uint64_t* live_step = nullptr;
+  if (st.live) {  // the same keys, read from the step's inputs in device memory
+    CHECK(shard == 0, "step inputs in device memory are a whole step's, not shard " << shard);
+    live_step = step_field(st.live);
+    spec.noise_stream = StepKey(noise_stream(0, shard), 1, live_step);
+    spec.flip_first = StepKey(0, 1, flip_first_field(st.live));
+  }
   Tensor x_t, pred;
   {
     ProfileRange range("diffusion corrupt (fused)");
-    x_t = diffusion_corrupt(batch.x0, t, spec);
+    x_t = diffusion_corrupt(batch.x0, st.t, spec);
   }
   {
     ProfileRange range("model forward");
-    pred = model(x_t, tb.t);
+    pred = model(x_t, Timesteps(tb.t, st.t_model, live_step));
   }
-  Tensor importance;
-  if (config_.timestep_sampler == TimestepSamplerKind::Importance)
+  Tensor importance = st.importance;
+  if (!importance.defined() && config_.timestep_sampler == TimestepSamplerKind::Importance)
     importance = Tensor::from_vector<double>(Shape{static_cast<int64_t>(tb.weights.size())},
                                              tb.weights)
                      .to(pred.dtype())
-                     .to(device);
+                     .to(batch.x0.device());
   FusedDiffusionLoss f;
   {
     ProfileRange range("diffusion loss (fused)");
-    f = diffusion_loss_fused(pred, batch.x0, t, importance, spec);
+    f = diffusion_loss_fused(pred, batch.x0, st.t, importance, spec);
   }
   ProfileRange range("backward");
   tape().backward(pred, f.dpred, Tape::SeedUse::Adopt);
@@ -163,7 +189,9 @@ DiffusionTrainer::ShardLoss DiffusionTrainer::loss_backward(const Denoiser& mode
                                                             const TrainBatch& batch,
                                                             const TimestepBatch& tb,
                                                             int64_t shard) {
-  if (config_.fused_loss) return fused_loss_backward(model, batch, tb, shard);
+  if (config_.fused_loss)
+    return fused_loss_backward(model, batch, tb, shard,
+                               upload_step_tensors(tb, batch.x0.device()));
   CHECK(batch.x0.dtype() != DType::U8,
         "the unfused loss (\"fused_loss\": false) needs an f32/f64 batch, got "
             << batch.x0.describe());
@@ -204,12 +232,73 @@ void DiffusionTrainer::require_room() const {
                              << "resolve() one before queueing step " << step_);
 }
 
+double DiffusionTrainer::lr_at(int64_t step) const {
+  return learning_rate(step, config_.adam.lr, config_.warmup, config_.steps, config_.lr_decay);
+}
+
 void DiffusionTrainer::queue_step(const Denoiser& model, const TrainBatch& batch) {
   require_room();
-  store_.zero_grad();
   const TimestepBatch tb = draw_timesteps(batch.x0.shape()[0]);
-  const ShardLoss l = loss_backward(model, batch, tb, 0);
-  queue_update(tb, optimizer_.step_summary(l.per_sample, l.loss, config_.grad_clip, refusal()), {});
+  const double lr = lr_at(step_);
+  if (batch.x0.device() != Device::CPU && config_.fused_loss) {
+    queue_gpu_step(model, batch, tb, lr);
+    return;
+  }
+  enqueue(tb, lr, step_work(model, batch, tb, nullptr), {});
+}
+
+void DiffusionTrainer::queue_gpu_step(const Denoiser& model, const TrainBatch& batch,
+                                      const TimestepBatch& tb, double lr) {
+  const Device device = batch.x0.device();
+  if (!step_inputs_.defined())  // before any capture: the graph reads it at this address
+    step_inputs_ = Tensor::zeros(Shape{kStepInputDoubles}, DType::F64, device);
+  StepInputs in;
+  in.step = static_cast<uint64_t>(step_);
+  in.flip_first = batch.flip_first;
+  in.lr = static_cast<float>(lr);  // the floats AdamW::params and Ema::decay_at give
+  in.ema_decay = ema_ ? ema_->decay_at(step_) : 0.0f;
+  device_copy(step_inputs_.raw(), device, &in, Device::CPU, sizeof in);
+  const auto* live = reinterpret_cast<const StepInputs*>(step_inputs_.raw());
+
+  if (!config_.cuda_graph || eager_gpu_steps_ < kEagerStepsBeforeCapture) {
+    ++eager_gpu_steps_;
+    StepTensors st = upload_step_tensors(tb, device);
+    st.live = live;
+    enqueue(tb, lr, step_work(model, batch, tb, &st), {});
+    return;
+  }
+  CHECK(!op_profiling(), "cuda_graph: the op profile times ops one by one, which a captured "
+                         "step does not launch; profile without cuda_graph");
+  const bool importance = config_.timestep_sampler == TimestepSamplerKind::Importance;
+  if (!captured_) captured_ = std::make_unique<CapturedStep>(batch, importance);
+  captured_->stage(batch, tb);
+  if (!captured_->captured()) {
+    const StepTensors st{captured_->t(), captured_->t_model(), captured_->importance(), live};
+    captured_->capture([&] { return step_work(model, captured_->batch(), tb, &st); });
+  } else {
+    optimizer_.count_replayed_gate();  // the captured gated_step counted the first
+  }
+  captured_->launch();
+  enqueue(tb, lr, captured_->summary(), {});
+}
+
+Tensor DiffusionTrainer::step_work(const Denoiser& model, const TrainBatch& batch,
+                                   const TimestepBatch& tb, const StepTensors* gpu) {
+  store_.zero_grad();
+  const ShardLoss l =
+      gpu ? fused_loss_backward(model, batch, tb, 0, *gpu) : loss_backward(model, batch, tb, 0);
+  const Tensor summary =
+      optimizer_.step_summary(l.per_sample, l.loss, config_.grad_clip, refusal());
+  apply_gated(summary, gpu ? gpu->live : nullptr);
+  return summary;
+}
+
+void DiffusionTrainer::apply_gated(const Tensor& summary, const StepInputs* live) {
+  ProfileRange range("gate + AdamW + EMA");
+  // Clipped and gated where the gradient lives: the host queues the update without waiting
+  // for the norm. NaN/Inf never reaches the weights, the moments or the history. With
+  // `live`, lr and the EMA decay are read from the step's inputs in device memory.
+  optimizer_.gated_step(lr_at(step_), summary, ema(), step_, live);  // AdamW + EMA, one pass
 }
 
 StepStats DiffusionTrainer::step_sharded(const ShardModel& model, const ShardData& data,
@@ -264,21 +353,19 @@ void DiffusionTrainer::queue_step_sharded(const ShardModel& model, const ShardDa
   loss /= static_cast<double>(shards);
   const Tensor loss_tensor =
       Tensor::from_vector<double>(Shape{1}, {loss}).to(store_.flat_grad().device());
-  queue_update(all, optimizer_.step_summary(Tensor(), loss_tensor, config_.grad_clip, refusal()),
-               std::move(per_sample));
+  const Tensor summary =
+      optimizer_.step_summary(Tensor(), loss_tensor, config_.grad_clip, refusal());
+  apply_gated(summary, nullptr);
+  enqueue(all, lr_at(step_), summary, std::move(per_sample));
 }
 
-void DiffusionTrainer::queue_update(const TimestepBatch& tb, const Tensor& summary,
-                                    std::vector<double> per_sample) {
-  ProfileRange range("gate + AdamW + EMA");
+void DiffusionTrainer::enqueue(const TimestepBatch& tb, double lr, const Tensor& summary,
+                               std::vector<double> per_sample) {
   InFlight f;
   f.step = step_;
-  f.lr = learning_rate(step_, config_.adam.lr, config_.warmup, config_.steps, config_.lr_decay);
+  f.lr = lr;
   f.tb = tb;
   f.per_sample = std::move(per_sample);
-  // Clipped and gated where the gradient lives: the host queues the update without waiting
-  // for the norm. NaN/Inf never reaches the weights, the moments or the history.
-  optimizer_.gated_step(f.lr, summary, ema(), step_);  // AdamW and the EMA in one pass
   readbacks_[step_ % kMaxStepsInFlight].start(summary);
   in_flight_.push_back(std::move(f));
   ++step_;

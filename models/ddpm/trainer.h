@@ -31,6 +31,8 @@
 
 namespace ddpm {
 
+class CapturedStep;
+
 struct TrainerConfig {
   ScheduleConfig schedule;
   Target target = Target::Epsilon;
@@ -48,12 +50,15 @@ struct TrainerConfig {
   // A step whose loss or gradient norm is NaN or infinite is never applied (no AdamW, EMA or
   // importance-history update); the caller then stops the run, or, with skip, goes on.
   bool skip_nonfinite = false;
+  // On a GPU, with the fused loss and one shard: after kEagerStepsBeforeCapture eager steps,
+  // the step is captured as one CUDA graph and replayed (models/ddpm/captured_step.h).
+  bool cuda_graph = false;
 };
 
 // Reads the recipe keys (schedule, T, beta_start, beta_end, target, loss, hybrid_lambda,
 // vlb_clamp, timestep_sampler, lr, beta1, beta2, adam_eps, weight_decay, warmup, lr_decay,
-// steps, grad_clip, ema_decay, ema_warmup, seed, fused_loss, nonfinite) with the given
-// defaults.
+// steps, grad_clip, ema_decay, ema_warmup, seed, fused_loss, nonfinite, cuda_graph) with the
+// given defaults.
 TrainerConfig read_trainer_config(ConfigReader& r, const TrainerConfig& defaults);
 // Reads the sampling keys (sampler, sample_steps, eta, variance, clip_x0, clip_range).
 SamplerConfig read_sampler_config(ConfigReader& r, const SamplerConfig& defaults);
@@ -93,6 +98,7 @@ class DiffusionTrainer {
   static constexpr int64_t kMaxShards = 1 << 14;  // also bounds the dropout streams (unet.cpp)
 
   DiffusionTrainer(ParameterStore& store, const TrainerConfig& config);
+  ~DiffusionTrainer();
 
   // One optimiser step on the batch x0 (N, ...). The model maps (x_t, t) to its prediction.
   // step() is queue_step() then resolve().
@@ -112,6 +118,9 @@ class DiffusionTrainer {
   // With "nonfinite": "stop", a refused step halts the gates: a step queued behind it
   // changes nothing either.
   static constexpr int kMaxStepsInFlight = 2;
+  // With cuda_graph: eager GPU steps before the capture (the first creates what is made once:
+  // tables, handles, workspaces, the optimiser's device counters).
+  static constexpr int kEagerStepsBeforeCapture = 2;
   void queue_step(const Denoiser& model, const TrainBatch& batch);
   StepStats resolve();
   int64_t steps_in_flight() const { return static_cast<int64_t>(in_flight_.size()); }
@@ -140,6 +149,8 @@ class DiffusionTrainer {
   void set_step_index(int64_t step);
   const Schedule& schedule() const { return schedule_; }
   const TrainerConfig& config() const { return config_; }
+  // The captured step, once cuda_graph has captured it (null before, and on the CPU).
+  const CapturedStep* captured_step() const { return captured_.get(); }
   AdamW& optimizer() { return optimizer_; }
   Ema* ema() { return ema_ ? &*ema_ : nullptr; }
   TimestepSampler& timestep_sampler() { return timesteps_; }
@@ -159,23 +170,45 @@ class DiffusionTrainer {
     Tensor loss, per_sample;  // scalar, (n)
     std::vector<double> read() const;  // [per-sample losses..., loss], in one copy
   };
+  // What one batch's fused loss reads besides the batch: its timesteps on the batch's device
+  // (i32 for the loss; f32 for the model, or undefined: the model uploads its own), the
+  // importance weights (undefined: 1), and the step's inputs in device memory (null: its
+  // keys, lr and EMA decay are passed as numbers). Fresh uploads for an eager step; the
+  // fixed buffers for a captured one.
+  struct StepTensors {
+    Tensor t, t_model, importance;
+    const StepInputs* live = nullptr;
+  };
+  StepTensors upload_step_tensors(const TimestepBatch& tb, Device device) const;
   // The loss and backward of one batch (a whole step's, or one shard's) at timesteps tb.
   // Gradients accumulate into the store.
   ShardLoss loss_backward(const Denoiser& model, const TrainBatch& batch, const TimestepBatch& tb,
                           int64_t shard);
   ShardLoss fused_loss_backward(const Denoiser& model, const TrainBatch& batch,
-                                const TimestepBatch& tb, int64_t shard);
+                                const TimestepBatch& tb, int64_t shard, const StepTensors& st);
+  // A whole step on the GPU with the fused loss: the per-step values uploaded into
+  // step_inputs_, then the step queued eagerly or, with cuda_graph, by a graph launch.
+  void queue_gpu_step(const Denoiser& model, const TrainBatch& batch, const TimestepBatch& tb,
+                      double lr);
+  // A whole step's work, queued (what a graph captures): zero_grad, loss and backward, the
+  // summary, the gated update. `gpu`: the fused loss with those tensors (lr and the EMA
+  // decay then read from gpu->live); null: loss_backward's way. Returns the summary.
+  Tensor step_work(const Denoiser& model, const TrainBatch& batch, const TimestepBatch& tb,
+                   const StepTensors* gpu);
+  // Gate, AdamW and the EMA, once the step's gradient is in place: the update gated by
+  // `summary` (AdamW::step_summary); with `live`, lr and the decay read from there.
+  void apply_gated(const Tensor& summary, const StepInputs* live);
   // Timesteps for the step being queued; the history then takes the resolved losses of the
   // step before it.
   TimestepBatch draw_timesteps(int64_t n);
   void require_room() const;  // fewer than kMaxStepsInFlight steps unresolved
   Refusal refusal() const { return config_.skip_nonfinite ? Refusal::Skip : Refusal::Halt; }
-  // Gate, AdamW and the EMA, once the step's gradient is in place: the update gated by
-  // `summary` (AdamW::step_summary), then the summary's copy to the host started. Pass the
-  // per-sample losses when the host has them already (the sharded step), else they are read
-  // from the summary.
-  void queue_update(const TimestepBatch& tb, const Tensor& summary,
-                    std::vector<double> per_sample);
+  // The host's side of a queued step: its summary's copy to the host started, the step put
+  // in flight. Pass the per-sample losses when the host has them already (the sharded
+  // step), else they are read from the summary.
+  void enqueue(const TimestepBatch& tb, double lr, const Tensor& summary,
+               std::vector<double> per_sample);
+  double lr_at(int64_t step) const;
 
   struct InFlight {
     int64_t step = 0;
@@ -196,6 +229,11 @@ class DiffusionTrainer {
   HostReadback readbacks_[kMaxStepsInFlight];  // step s's summary comes back through s % 2
   // The fused loss's tables, uploaded once per (device, dtype).
   mutable Tensor table_sqrt_abar_, table_sqrt_one_minus_abar_, table_weight_;
+  // GPU steps: StepInputs (kStepInputDoubles f64 slots, allocated once: a captured step reads
+  // it), the eager GPU steps taken, the captured step.
+  Tensor step_inputs_;
+  int64_t eager_gpu_steps_ = 0;
+  std::unique_ptr<CapturedStep> captured_;
 };
 
 }  // namespace ddpm

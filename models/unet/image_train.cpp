@@ -94,6 +94,7 @@ ImageTrainConfig read_image_train_config(const nlohmann::json& json, const std::
   c.trainer = read_trainer_config(r, d);
   c.sampler = read_sampler_config(r, SamplerConfig{});
   c.sampler.target = c.trainer.target;
+  c.sampler.cuda_graph = c.trainer.cuda_graph;  // one key for both loops
   c.dataset = r.choice("dataset", c.dataset, {"synthetic", "cifar10", "fashion_mnist"});
   c.data_dir = r.string("data_dir", c.dataset == "fashion_mnist" ? FashionMnist::kDefaultDir : "");
   c.classes = r.integers("classes", c.classes, 0, 9);
@@ -150,6 +151,10 @@ ImageTrainConfig read_image_train_config(const nlohmann::json& json, const std::
                                            << c.dataset << " dataset, got " << c.unet.in_channels);
   }
   CHECK(!c.out_dir.empty(), context << ": key 'out_dir' is empty: name the folder the run writes to");
+  CHECK(!(c.trainer.cuda_graph && c.profile_steps > 0 && c.device == Device::CUDA),
+        context << ": keys 'cuda_graph' and 'profile_steps' together: the op profile times "
+                   "ops one by one, which a captured step does not launch; profile without "
+                   "cuda_graph");
   return c;
 }
 
@@ -181,7 +186,7 @@ ImageRun::ImageRun(const ImageTrainConfig& c, bool with_data) : config_(c) {
 
 Denoiser ImageRun::denoiser() const {
   const UNet* net = unet_.get();
-  return [net](const Tensor& x, const std::vector<int>& t) {
+  return [net](const Tensor& x, const Timesteps& t) {
     return net->forward(x, t, ForwardMode{});
   };
 }
@@ -201,6 +206,10 @@ void ImageRun::set_world(Collective* world) {
                                            << DiffusionTrainer::kMaxShards);
 }
 
+bool ImageRun::sharded() const {
+  return world_ != nullptr || shard_size() < config_.batch_size;
+}
+
 int64_t ImageRun::shard_size() const {
   if (config_.micro_batch > 0) return config_.micro_batch;
   return std::max<int64_t>(1, config_.batch_size / (world_ ? world_->size() : 1));
@@ -218,10 +227,10 @@ void ImageRun::queue_step() {
   const uint64_t seed = config_.trainer.seed;
   const Device device = config_.device;
   const bool fused = config_.trainer.fused_loss;
-  if (world_ != nullptr || shard_size() < config_.batch_size) {
+  if (sharded()) {
     const ShardModel model = [net, seed, s](const Shard& sh) -> Denoiser {
       const ForwardMode mode{true, seed, static_cast<uint64_t>(s), static_cast<uint64_t>(sh.index)};
-      return [net, mode](const Tensor& x, const std::vector<int>& t) { return net->forward(x, t, mode); };
+      return [net, mode](const Tensor& x, const Timesteps& t) { return net->forward(x, t, mode); };
     };
     ImageBatcher& batcher = *batcher_;
     const ShardData data = [&batcher, s, device, fused](const Shard& sh) {
@@ -234,7 +243,7 @@ void ImageRun::queue_step() {
                                  world_ ? *world_ : alone);
     return;
   }
-  const Denoiser train_model = [net, seed, s](const Tensor& x, const std::vector<int>& t) {
+  const Denoiser train_model = [net, seed, s](const Tensor& x, const Timesteps& t) {
     return net->forward(x, t, ForwardMode{true, seed, static_cast<uint64_t>(s)});
   };
   if (!fused) {
@@ -668,9 +677,12 @@ TrainSummary train_images(const ImageTrainConfig& c, const TrainOptions& o,
     p.stats = stats;
     const DeviceWorkCounts now_work = device_work_counts();
     // the GPU work since the step before was handled: one step queued, one read back
-    p.step_work = {now_work.launches - work_mark.launches, now_work.memsets - work_mark.memsets,
-                   now_work.copies - work_mark.copies, now_work.host_syncs - work_mark.host_syncs,
-                   now_work.late_reads - work_mark.late_reads};
+    p.step_work = {now_work.launches - work_mark.launches,
+                   now_work.memsets - work_mark.memsets,
+                   now_work.copies - work_mark.copies,
+                   now_work.host_syncs - work_mark.host_syncs,
+                   now_work.late_reads - work_mark.late_reads,
+                   now_work.graph_launches - work_mark.graph_launches};
     stop_asked = stop_asked || any_rank_asks_to_stop(o, world);
     p.step = stats.step + 1;
     p.total = total;
@@ -719,7 +731,8 @@ TrainSummary train_images(const ImageTrainConfig& c, const TrainOptions& o,
       if (c.device == Device::CUDA)  // what one step asked of the GPU (issue: one graph, no syncs)
         line["step_work"] = {{"launches", p.step_work.launches}, {"memsets", p.step_work.memsets},
                              {"copies", p.step_work.copies}, {"host_syncs", p.step_work.host_syncs},
-                             {"late_reads", p.step_work.late_reads}};
+                             {"late_reads", p.step_work.late_reads},
+                             {"graph_launches", p.step_work.graph_launches}};
       if (p.quality >= 0) line["quality"] = p.quality;
       if (p.roughness >= 0) line["roughness"] = p.roughness;
       nlohmann::json by_t = nlohmann::json::array();
@@ -755,6 +768,11 @@ TrainSummary train_images(const ImageTrainConfig& c, const TrainOptions& o,
   };
   if (c.profile_steps > 0 && c.device != Device::CUDA)
     summary.notes.push_back("profile_steps: the op profile times GPU work; this run is on the CPU");
+  if (c.trainer.cuda_graph && c.device != Device::CUDA)
+    summary.notes.push_back("cuda_graph: CUDA graphs are GPU work; this run's steps are eager");
+  else if (c.trainer.cuda_graph && run.sharded())
+    summary.notes.push_back("cuda_graph: sharded steps (micro_batch, data parallelism) run "
+                            "eagerly; only whole steps are captured");
   while (!summary.interrupted && (run.step_index() < total || run.steps_in_flight() > 0)) {
     write_profile(profile.before_queue(run.step_index()));
     if (run.step_index() < total && !stop_asked) run.queue_step();

@@ -92,6 +92,8 @@ class ImageRun {
   void set_world(Collective* world);
   // Samples per shard: micro_batch, or batch_size / ranks.
   int64_t shard_size() const;
+  // Whether steps are taken in shards (micro_batch below batch_size, or several ranks).
+  bool sharded() const;
   // One training step, or its two halves (DiffusionTrainer::queue_step and resolve): queue
   // step s + 1 before resolving step s and the host never waits for the GPU inside a step.
   StepStats step();

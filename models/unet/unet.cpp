@@ -28,15 +28,14 @@ class ResBlock {
     has_skip_ = in != out;
   }
 
-  Tensor operator()(const Tensor& x, const Tensor& temb_act, const ForwardMode& m) const {
+  Tensor operator()(const Tensor& x, const Tensor& temb_act, const ForwardMode& m,
+                    const uint64_t* step_on_device) const {
     // conv1 + the time embedding, and conv2 + the skip: each one op (conv2d_add), fused
     // into the convolution's epilogue on CUDA v4.
     // norm2 + SiLU + dropout: one op (the mask drawn in the norm's own pass on CUDA).
     Tensor h = conv1_(norm1_.silu(x), temb_proj_(temb_act), Tensor());
     h = m.train && dropout_ > 0
-            ? norm2_.silu_dropout(h, dropout_, m.seed,
-                                  kDropoutStream + m.step * 4096 + static_cast<uint64_t>(layer_) +
-                                      (m.shard << 42))
+            ? norm2_.silu_dropout(h, dropout_, m.seed, dropout_stream(m, step_on_device))
             : norm2_.silu(h);
     return conv2_(h, Tensor(), has_skip_ ? skip_(x) : x);
   }
@@ -51,6 +50,13 @@ class ResBlock {
   bool has_skip_ = false;
   double dropout_;
   int layer_;
+
+  // kDropoutStream + step * 4096 + layer + shard << 42, the step read from device memory when
+  // it lives there.
+  StepKey dropout_stream(const ForwardMode& m, const uint64_t* step_on_device) const {
+    const uint64_t fixed = kDropoutStream + static_cast<uint64_t>(layer_) + (m.shard << 42);
+    return step_on_device ? StepKey(fixed, 4096, step_on_device) : StepKey(fixed + m.step * 4096);
+  }
 };
 
 class AttnBlock {
@@ -192,17 +198,27 @@ UNet::UNet(ParameterStore& s, const UNetConfig& c) : config_(c), blocks_(new Blo
 UNet::~UNet() = default;
 UNet::UNet(UNet&&) noexcept = default;
 
-Tensor UNet::forward(const Tensor& x, const std::vector<int>& t, const ForwardMode& m) const {
+Tensor UNet::forward(const Tensor& x, const Timesteps& steps, const ForwardMode& m) const {
   const Blocks& b = *blocks_;
   CHECK(x.shape().ndim() == 4 && x.shape()[1] == config_.image_size &&
             x.shape()[2] == config_.image_size && x.shape()[3] == config_.in_channels,
         "U-Net: input " << x.describe() << " is not (N, " << config_.image_size << ", "
                         << config_.image_size << ", " << config_.in_channels << ")");
+  const std::vector<int>& t = steps.host;
   CHECK(static_cast<int64_t>(t.size()) == x.shape()[0],
         "U-Net: " << t.size() << " timesteps for a batch of " << x.shape()[0]);
-  const std::vector<float> tf(t.begin(), t.end());
-  const Tensor t_tensor =
-      Tensor::from_vector(Shape{static_cast<int64_t>(t.size())}, tf).to(x.dtype()).to(x.device());
+  CHECK(!steps.device.defined() || (steps.device.shape() == Shape{x.shape()[0]} &&
+                                    steps.device.dtype() == x.dtype() &&
+                                    steps.device.device() == x.device()),
+        "U-Net: device timesteps " << steps.device.describe() << " for the batch "
+                                   << x.describe());
+  const Tensor t_tensor = steps.device.defined()
+                              ? steps.device
+                              : Tensor::from_vector(Shape{static_cast<int64_t>(t.size())},
+                                                    std::vector<float>(t.begin(), t.end()))
+                                    .to(x.dtype())
+                                    .to(x.device());
+  const uint64_t* const live = steps.step;  // dropout's step, when in device memory
   const Tensor temb_act =
       silu(b.temb1(silu(b.temb0(timestep_embedding(t_tensor, config_.base_channels)))));
 
@@ -210,7 +226,7 @@ Tensor UNet::forward(const Tensor& x, const std::vector<int>& t, const ForwardMo
   Tensor h = skips.back();
   for (const Blocks::Level& lv : b.down) {
     for (size_t i = 0; i < lv.res.size(); ++i) {
-      h = lv.res[i](h, temb_act, m);
+      h = lv.res[i](h, temb_act, m, live);
       if (lv.attn[i]) h = (*lv.attn[i])(h);
       skips.push_back(h);
     }
@@ -219,10 +235,10 @@ Tensor UNet::forward(const Tensor& x, const std::vector<int>& t, const ForwardMo
       skips.push_back(h);
     }
   }
-  h = (*b.mid2)((*b.mid_attn)((*b.mid1)(h, temb_act, m)), temb_act, m);
+  h = (*b.mid2)((*b.mid_attn)((*b.mid1)(h, temb_act, m, live)), temb_act, m, live);
   for (const Blocks::Level& lv : b.up) {
     for (size_t i = 0; i < lv.res.size(); ++i) {
-      h = lv.res[i](concat({h, skips.back()}), temb_act, m);
+      h = lv.res[i](concat({h, skips.back()}), temb_act, m, live);
       skips.pop_back();
       if (lv.attn[i]) h = (*lv.attn[i])(h);
     }

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "models/config_reader.h"
+#include "models/ddpm/sampler.h"
 #include "models/layers.h"
 
 namespace ddpm {
@@ -46,6 +47,8 @@ UNetConfig read_unet_config(ConfigReader& r, const UNetConfig& defaults);
 // Training-time behaviour of a forward pass: dropout is on only when train is set, with its
 // mask a pure function of (seed, step, shard, layer): shard m of a sharded step
 // (DiffusionTrainer::step_sharded) draws its own masks, whichever rank computes it.
+// With the step's index in device memory (Timesteps::step, a training step on the GPU), the
+// masks' streams are read from there (kernels/step_inputs.h): the same streams.
 struct ForwardMode {
   bool train = false;
   uint64_t seed = 0;
@@ -59,7 +62,7 @@ class UNet {
   ~UNet();
   UNet(UNet&&) noexcept;
   // x_t (N, H, W, C), t (N) original timesteps -> prediction (N, H, W, C).
-  Tensor forward(const Tensor& x_t, const std::vector<int>& t, const ForwardMode& mode) const;
+  Tensor forward(const Tensor& x_t, const Timesteps& t, const ForwardMode& mode) const;
   const UNetConfig& config() const { return config_; }
 
  private:

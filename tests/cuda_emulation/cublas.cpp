@@ -59,21 +59,27 @@ cublasStatus_t gemm(cublasHandle_t handle, cublasOperation_t transa, cublasOpera
                  !cuda_emu::device_accessible(B, extent(ldb, b_rows, b_cols, sizeof(T))))) ||
       !cuda_emu::device_accessible(C, extent(ldc, m, n, sizeof(float))))
     return CUBLAS_STATUS_EXECUTION_FAILED;
-  for (int j = 0; j < n; ++j) {
-    for (int i = 0; i < m; ++i) {
-      double acc = 0;
-      for (int p = 0; p < k; ++p) {
-        const float a = transa == CUBLAS_OP_N ? element(A, i + static_cast<size_t>(p) * lda)
-                                              : element(A, p + static_cast<size_t>(i) * lda);
-        const float b = transb == CUBLAS_OP_N ? element(B, p + static_cast<size_t>(j) * ldb)
-                                              : element(B, j + static_cast<size_t>(p) * ldb);
-        acc += static_cast<double>(a) * b;
+  // The product itself: run now, or recorded by a capture of the handle's stream and run by
+  // each launch of its graph (cuBLAS calls are captured like kernels on a GPU).
+  const auto product = [=] {
+    for (int j = 0; j < n; ++j) {
+      for (int i = 0; i < m; ++i) {
+        double acc = 0;
+        for (int p = 0; p < k; ++p) {
+          const float a = transa == CUBLAS_OP_N ? element(A, i + static_cast<size_t>(p) * lda)
+                                                : element(A, p + static_cast<size_t>(i) * lda);
+          const float b = transb == CUBLAS_OP_N ? element(B, p + static_cast<size_t>(j) * ldb)
+                                                : element(B, j + static_cast<size_t>(p) * ldb);
+          acc += static_cast<double>(a) * b;
+        }
+        float& c = C[i + static_cast<size_t>(j) * ldc];
+        // beta = 0 must not read C (it may hold NaNs, as fresh device memory does here)
+        c = static_cast<float>(alpha * acc +
+                               (beta == 0.0f ? 0.0 : static_cast<double>(beta) * c));
       }
-      float& c = C[i + static_cast<size_t>(j) * ldc];
-      // beta = 0 must not read C (it may hold NaNs, as fresh device memory does here)
-      c = static_cast<float>(alpha * acc + (beta == 0.0f ? 0.0 : static_cast<double>(beta) * c));
     }
-  }
+  };
+  if (!cuda_emu::captured(handle->stream, product)) product();
   return CUBLAS_STATUS_SUCCESS;
 }
 

@@ -265,6 +265,7 @@ cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int v
 
 cudaError_t cudaMalloc(void** ptr, size_t bytes) {
   *ptr = nullptr;
+  if (const cudaError_t e = cuda_emu::unsafe_during_capture("cudaMalloc")) return e;
   if (bytes == 0) return cudaSuccess;
   if (cuda_emu::Registry::instance().device_bytes() + bytes > cuda_emu::kGlobalBytes)
     return fail(cudaErrorMemoryAllocation,
@@ -279,6 +280,7 @@ cudaError_t cudaMalloc(void** ptr, size_t bytes) {
 }
 
 cudaError_t cudaFree(void* ptr) {
+  if (const cudaError_t e = cuda_emu::unsafe_during_capture("cudaFree")) return e;
   if (ptr == nullptr) return cudaSuccess;
   if (!cuda_emu::Registry::instance().remove(ptr, false))
     return fail(cudaErrorInvalidValue, "cudaFree of a pointer cudaMalloc did not return");
@@ -395,6 +397,7 @@ struct Capture {
   cudaStream_t stream = nullptr;
   bool active = false, invalidated = false;
   std::vector<std::function<void()>> nodes;
+  cudaStreamCaptureMode mode = cudaStreamCaptureModeGlobal;
 };
 std::mutex g_capture_mutex;
 Capture g_capture;  // one capture at a time (the engine has one stream)
@@ -420,6 +423,14 @@ cudaError_t refused_during_capture(const char* call) {
   return fail(cudaErrorStreamCaptureUnsupported,
               std::string(call) + " waits for the device: not allowed while a stream is captured");
 }
+
+cudaError_t unsafe_during_capture(const char* call) {
+  std::lock_guard<std::mutex> lock(g_capture_mutex);
+  if (!g_capture.active || g_capture.mode == cudaStreamCaptureModeRelaxed) return cudaSuccess;
+  g_capture.invalidated = true;
+  return fail(cudaErrorStreamCaptureUnsupported,
+              std::string(call) + " is not allowed during a global or thread-local capture");
+}
 }  // namespace cuda_emu
 
 cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mode) {
@@ -427,11 +438,9 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mo
   if (stream == nullptr)
     return cuda_emu::fail(cudaErrorStreamCaptureUnsupported,
                           "cudaStreamBeginCapture on the legacy default stream");
-  if (mode != cudaStreamCaptureModeGlobal)
-    return cuda_emu::fail(cudaErrorNotSupported, "only global-mode capture is emulated");
   if (cuda_emu::g_capture.active)
     return cuda_emu::fail(cudaErrorInvalidValue, "a capture is already under way");
-  cuda_emu::g_capture = cuda_emu::Capture{stream, true, false, {}};
+  cuda_emu::g_capture = cuda_emu::Capture{stream, true, false, {}, mode};
   return cudaSuccess;
 }
 

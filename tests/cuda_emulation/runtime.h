@@ -189,15 +189,19 @@ bool dry_run();
 void note_stream(cudaStream_t stream);
 int64_t legacy_stream_calls();
 
-// Stream capture (global mode): while a stream is captured, each launch, asynchronous copy,
+// Stream capture (any mode): while a stream is captured, each launch, asynchronous copy,
 // memset and event record queued on it is recorded, in order, instead of run, and a graph
 // launch runs the recording again. Returns true when `work` was taken by a capture (recorded,
 // or refused: work on another stream during a global capture is cudaErrorStreamCaptureImplicit
 // and invalidates it, as on a GPU); false: run it now. A call that waits for the device
 // (cudaMemcpy, cudaStreamSynchronize, cudaDeviceSynchronize, cudaEventSynchronize) during a
 // capture is cudaErrorStreamCaptureUnsupported and invalidates it (refused_during_capture).
+// Global and thread-local captures (one capturing thread here, so the two are the same) also
+// refuse the "potentially unsafe" calls that relaxed mode allows: cudaMalloc and cudaFree
+// (unsafe_during_capture).
 bool captured(cudaStream_t stream, std::function<void()> work);
 cudaError_t refused_during_capture(const char* call);
+cudaError_t unsafe_during_capture(const char* call);
 
 // run_grid, and with DDPM_EMU_PROFILE=1 the time it took added to the kernel's total, printed
 // at exit (which kernels the emulation spends its time in).

@@ -8,6 +8,7 @@
 // sanitizer to report the fault (tests/cuda_emulation/CMakeLists.txt).
 #include <gtest/gtest.h>
 
+#include <cublas_v2.h>
 #include <mma.h>
 
 #include <cmath>
@@ -243,6 +244,34 @@ TEST(Emulator, AStreamCaptureRecordsWorkAndAGraphReplaysIt) {
   EXPECT_EQ(cudaGraphDestroy(graph), cudaSuccess);
 }
 
+// cuBLAS products on a captured stream are part of the graph too (the engine's linear
+// layers run through cuBLAS inside a captured training step).
+TEST(Emulator, ACapturedCublasProductRunsAtEachLaunch) {
+  const cudaStream_t s = ddpm::engine_stream();
+  cublasHandle_t handle = nullptr;
+  ASSERT_EQ(cublasCreate(&handle), CUBLAS_STATUS_SUCCESS);
+  ASSERT_EQ(cublasSetStream(handle, s), CUBLAS_STATUS_SUCCESS);
+  DeviceBuffer<float> a(4), b(4), c(4);  // 2 x 2, column-major
+  a.set({1, 2, 3, 4});
+  b.set({1, 0, 0, 1});
+  c.set({0, 0, 0, 0});
+  const float one = 1.0f;
+  ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), cudaSuccess);
+  ASSERT_EQ(cublasSgemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 2, &one, a.ptr, 2, b.ptr, 2,
+                        &one, c.ptr, 2),  // c += a b
+            CUBLAS_STATUS_SUCCESS);
+  cudaGraph_t graph = nullptr;
+  ASSERT_EQ(cudaStreamEndCapture(s, &graph), cudaSuccess);
+  EXPECT_EQ(c.get(), std::vector<float>(4, 0.0f)) << "a captured product does not run";
+  cudaGraphExec_t exec = nullptr;
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph), cudaSuccess);
+  for (int i = 0; i < 2; ++i) ASSERT_EQ(cudaGraphLaunch(exec, s), cudaSuccess);
+  EXPECT_EQ(c.get(), (std::vector<float>{2, 4, 6, 8}));
+  EXPECT_EQ(cudaGraphExecDestroy(exec), cudaSuccess);
+  EXPECT_EQ(cudaGraphDestroy(graph), cudaSuccess);
+  EXPECT_EQ(cublasDestroy(handle), CUBLAS_STATUS_SUCCESS);
+}
+
 // As on a GPU: a call that waits for the device, or work on the legacy stream, during a
 // global capture is an error and invalidates the capture; capturing the legacy stream is
 // refused.
@@ -262,6 +291,27 @@ TEST(Emulator, WaitsAndOtherStreamsInvalidateACapture) {
   EXPECT_EQ(cudaStreamBeginCapture(nullptr, cudaStreamCaptureModeGlobal),
             cudaErrorStreamCaptureUnsupported);
   (void)cudaGetLastError();
+}
+
+// cudaMalloc is "potentially unsafe" during a capture: refused in global and thread-local
+// mode, allowed in relaxed mode (which the engine's captured step uses: engine/cuda_graph.h).
+TEST(Emulator, OnlyARelaxedCaptureMayAllocate) {
+  const cudaStream_t s = ddpm::engine_stream();
+  cudaGraph_t graph = nullptr;
+  void* p = nullptr;
+  for (const cudaStreamCaptureMode strict :
+       {cudaStreamCaptureModeGlobal, cudaStreamCaptureModeThreadLocal}) {
+    ASSERT_EQ(cudaStreamBeginCapture(s, strict), cudaSuccess);
+    EXPECT_EQ(cudaMalloc(&p, 64), cudaErrorStreamCaptureUnsupported);
+    EXPECT_EQ(cudaStreamEndCapture(s, &graph), cudaErrorStreamCaptureInvalidated);
+    (void)cudaGetLastError();
+  }
+  ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&p, 64), cudaSuccess);
+  EXPECT_EQ(cudaStreamSynchronize(s), cudaErrorStreamCaptureUnsupported);  // waits: never
+  EXPECT_EQ(cudaStreamEndCapture(s, &graph), cudaErrorStreamCaptureInvalidated);
+  (void)cudaGetLastError();
+  EXPECT_EQ(cudaFree(p), cudaSuccess);
 }
 
 TEST(Emulator, AHostPointerAsAKernelArgumentIsAnIllegalAddress) {
