@@ -52,6 +52,9 @@ class AdamW {
                   const StepInputs* inputs = nullptr);
   // A gated step queued by replaying a captured one: counted for resolve_gated_step.
   void count_replayed_gate() { ++unresolved_; }
+  // Whether the device's counters wait for a refresh (step() or set_steps_taken() since the
+  // last step_summary, which uploads them): a replayed step could not.
+  bool counters_stale() const { return stale_; }
   void resolve_gated_step(const StepGate& gate);
   int64_t unresolved_steps() const { return unresolved_; }
 

@@ -168,6 +168,23 @@ TEST(CudaGraph, ABatchUnlikeTheCapturedOneIsAnError) {
                      {"cuda_graph", "captured for a batch", "(2, 32, 32, 3)"});
 }
 
+// A checkpoint loaded into a run (set_step_index, set_steps_taken) drops the captured step:
+// the next steps are eager (refreshing the optimiser's device counters), then captured anew.
+TEST(CudaGraph, MovingTheRunToAnotherStepDropsTheCapture) {
+  REQUIRE_GPU();
+  ImageRun run(graph_config(true));
+  for (int i = 0; i <= DiffusionTrainer::kEagerStepsBeforeCapture; ++i) run.step();
+  ASSERT_NE(run.trainer().captured_step(), nullptr);
+  run.trainer().set_step_index(run.trainer().step_index() + 5);  // what a checkpoint load does
+  run.trainer().optimizer().set_steps_taken(1);
+  EXPECT_EQ(run.trainer().captured_step(), nullptr);
+  const DeviceWorkCounts before = device_work_counts();
+  run.step();  // eager: it launches kernels, no graph
+  EXPECT_EQ(device_work_counts().graph_launches, before.graph_launches);
+  EXPECT_GT(device_work_counts().launches, before.launches);
+  EXPECT_EQ(run.trainer().optimizer().steps_taken(), 2);
+}
+
 TEST(CudaGraph, AnUploadInsideACaptureIsAnError) {
   REQUIRE_GPU();
   CudaGraph graph;

@@ -78,6 +78,11 @@ void DiffusionTrainer::set_step_index(int64_t step) {
   CHECK(step >= 0, "step index must be >= 0");
   CHECK(in_flight_.empty(), "set_step_index with " << in_flight_.size() << " steps unresolved");
   step_ = step;
+  // A run moved to another step (a checkpoint loaded) starts its GPU steps over: eager first
+  // (the optimiser's device counters are refreshed by an eager step's summary), then a new
+  // capture.
+  captured_.reset();
+  eager_gpu_steps_ = 0;
 }
 
 uint64_t DiffusionTrainer::noise_stream(int64_t step, int64_t shard) const {
@@ -276,6 +281,9 @@ void DiffusionTrainer::queue_gpu_step(const Denoiser& model, const TrainBatch& b
     const StepTensors st{captured_->t(), captured_->t_model(), captured_->importance(), live};
     captured_->capture([&] { return step_work(model, captured_->batch(), tb, &st); });
   } else {
+    CHECK(!optimizer_.counters_stale(),
+          "cuda_graph: the optimiser's step count changed after the step was captured (a "
+          "replay cannot refresh its device counters); set_step_index drops the capture");
     optimizer_.count_replayed_gate();  // the captured gated_step counted the first
   }
   captured_->launch();
