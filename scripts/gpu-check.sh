@@ -48,7 +48,7 @@ run_tests() {
 
 run_sanitize() {
   : > "$out/sanitizer.log"
-  for t in test_cuda_ops test_cuda_conv_bf16 test_cuda_attention_bf16 test_cuda_model \
+  for t in test_cuda_ops test_cuda_conv_bf16 test_cuda_attention_bf16 test_cuda_model test_cuda_graph \
       test_cuda_scaffold test_philox test_diffusion_loss; do
     echo "== memcheck $t" >> "$out/sanitizer.log"
     compute-sanitizer --tool memcheck --error-exitcode 1 "$build/tests/$t" >> "$out/sanitizer.log" 2>&1
