@@ -1,13 +1,15 @@
 // kernel-bench: the CUDA kernels at the CIFAR-10 model's real shapes (batch 128), next to
 // cuDNN / cuBLAS, and the fused diffusion loss against its unfused chain.
 //
-//   kernel-bench [all|conv|memory|attention|loss|linear]... [--json FILE] [--batch N] [--skip-naive]
+//   kernel-bench [all|conv|memory|attention|loss|linear|step]... [--json FILE] [--batch N]
+//                [--skip-naive]
 //
 // Sections (apps/bench/): conv (both versions vs cuDNN, TFLOP/s), memory (group norm, SiLU,
 // upsample, GB/s), attention (straightforward vs fused vs a cuBLAS GEMM floor, TFLOP/s),
 // loss (fused corrupt / loss vs the unfused chain at 128x32x32x3 and 64x256x256x3: time,
 // launches, bytes, GB/s, fraction of peak bandwidth), linear (the model's linear layers in
-// fp32, TF32 and bf16 through cuBLAS, TFLOP/s). Timing method: apps/bench/bench.h.
+// fp32, TF32 and bf16 through cuBLAS, TFLOP/s), step (the whole training step, eager and as
+// one CUDA graph, fp32 and bf16: ms, img/s, launches). Timing method: apps/bench/bench.h.
 // Output: a table, and JSON with --json. Without a GPU it says so and exits 0.
 #include <cstdio>
 #include <cstring>
@@ -28,7 +30,8 @@ int run(int argc, char** argv) {
   std::string json_path;
   Options o;
   std::set<std::string> sections;
-  const std::set<std::string> known = {"all", "conv", "memory", "attention", "loss", "linear"};
+  const std::set<std::string> known = {"all",  "conv",   "memory", "attention",
+                                       "loss", "linear", "step"};
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
     else if (!std::strcmp(argv[i], "--batch") && i + 1 < argc) o.batch = std::stoll(argv[++i]);
@@ -36,10 +39,11 @@ int run(int argc, char** argv) {
     else if (known.count(argv[i])) sections.insert(argv[i]);
     else
       THROW_ERROR("kernel-bench: unknown argument '"
-                  << argv[i] << "' (sections: all conv memory attention loss linear; options: --json "
+                  << argv[i] << "' (sections: all conv memory attention loss linear step; options: --json "
                                 "FILE, --batch N, --skip-naive)");
   }
-  if (sections.empty() || sections.count("all")) sections = {"conv", "memory", "attention", "loss", "linear"};
+  if (sections.empty() || sections.count("all"))
+    sections = {"conv", "memory", "attention", "loss", "linear", "step"};
   const Peaks peaks = device_peaks();
   std::printf("device: %s  peaks: fp32 %.1f, TF32 %.0f, bf16 %.0f TFLOP/s (dense)  bandwidth "
               "%.0f GB/s  L2 %.0f MiB  batch %lld\n",
@@ -52,6 +56,7 @@ int run(int argc, char** argv) {
   if (sections.count("attention")) bench_attention(o, timer, report);
   if (sections.count("loss")) bench_loss(o, timer, report);
   if (sections.count("linear")) bench_linear(o, timer, report);
+  if (sections.count("step")) bench_training_step(o, timer, report);
   report.print();
   nlohmann::json out = report.json();
   out["batch"] = o.batch;

@@ -79,6 +79,12 @@ Row& Report::add_bytes(const std::string& kernel, const std::string& shape,
   return rows_.back();
 }
 
+Row& Report::add_rate(const std::string& kernel, const std::string& shape,
+                      const std::string& variant, double ms, double rate, const char* unit) {
+  rows_.push_back({kernel, shape, variant, ms, rate, 0.0, unit});
+  return rows_.back();
+}
+
 void Report::print() const {
   std::printf("\n%-22s %-30s %-26s %10s %12s %8s\n", "kernel", "shape", "variant", "ms", "rate",
               "peak");

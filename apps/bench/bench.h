@@ -61,6 +61,9 @@ class Report {
   // bytes / ms as GB/s and the fraction of peak bandwidth.
   Row& add_bytes(const std::string& kernel, const std::string& shape, const std::string& variant,
                  double ms, double bytes);
+  // A rate of the section's own unit (e.g. images per second), with no peak to judge it by.
+  Row& add_rate(const std::string& kernel, const std::string& shape, const std::string& variant,
+                double ms, double rate, const char* unit);
   void print() const;
   nlohmann::json json() const;
   const Peaks& peaks() const { return peaks_; }
@@ -81,5 +84,6 @@ void bench_memory_bound(const Options& o, Timer& timer, Report& report);
 void bench_attention(const Options& o, Timer& timer, Report& report);
 void bench_loss(const Options& o, Timer& timer, Report& report);
 void bench_linear(const Options& o, Timer& timer, Report& report);
+void bench_training_step(const Options& o, Timer& timer, Report& report);
 
 }  // namespace ddpm::bench
