@@ -1,5 +1,5 @@
 // kernel-bench memory: the memory-bound kernels of the CIFAR-10 model's step (group norm,
-// SiLU, upsampling) in GB/s of the bytes they must move.
+// SiLU, upsampling) in GB/s of the bytes they must move; group norm also with bf16 storage.
 #include <cstdio>
 
 #include "apps/bench/bench.h"
@@ -40,6 +40,24 @@ void bench_memory_bound(const Options& o, Timer& timer, Report& report) {
       cuda::group_norm_backward(gs, x.data<float>(), g.data<float>(), mean.data<float>(),
                                 rstd.data<float>(), y.data<float>(), y.data<float>(), nullptr, nullptr);
     }), 12.0 * n);
+    // The same with bf16 storage (fp32 statistics and math): half the bytes, so at the same
+    // fraction of bandwidth half the time; GN + SiLU fused, as the U-Net runs it.
+    const Tensor xb = Tensor::zeros(x.shape(), DType::BF16, Device::CUDA);
+    const Tensor yb = Tensor::zeros(x.shape(), DType::BF16, Device::CUDA);
+    const auto* xb_bits = static_cast<const uint16_t*>(xb.raw());
+    auto* yb_bits = static_cast<uint16_t*>(yb.raw());
+    add_bytes("group_norm+silu fwd", shape, "f32 storage", timer.median_ms([&] {
+      cuda::group_norm_silu_forward(gs, x.data<float>(), g.data<float>(), g.data<float>(),
+                                    y.data<float>(), mean.data<float>(), rstd.data<float>());
+    }), 8.0 * n);
+    add_bytes("group_norm+silu fwd", shape, "bf16 storage", timer.median_ms([&] {
+      cuda::group_norm_forward_bf16(gs, xb_bits, g.data<float>(), g.data<float>(), yb_bits,
+                                    mean.data<float>(), rstd.data<float>(), true);
+    }), 4.0 * n);
+    add_bytes("group_norm bwd (dx)", shape, "bf16 storage", timer.median_ms([&] {
+      cuda::group_norm_backward_bf16(gs, xb_bits, g.data<float>(), mean.data<float>(),
+                                     rstd.data<float>(), xb_bits, yb_bits, nullptr, nullptr);
+    }), 6.0 * n);
     add_bytes("silu fwd", shape, "grid-stride", timer.median_ms([&] {
       cuda::silu_forward(n, x.data<float>(), y.data<float>());
     }), 8.0 * n);

@@ -1,5 +1,8 @@
-// CUDA group norm with affine; same contract as kernels/cpu/group_norm.h (f32).
+// CUDA group norm with affine; same contract as kernels/cpu/group_norm.h (f32, and bf16
+// storage below).
 #pragma once
+
+#include <cstdint>
 
 #include "kernels/shapes.h"
 
@@ -34,5 +37,22 @@ void group_norm_silu_forward(const GroupNormShape& s, const float* x, const floa
 void group_norm_silu_dh(const GroupNormShape& s, const float* x, const float* gamma,
                         const float* beta, const float* mean, const float* rstd, const float* dy,
                         float* dh, const DropoutSpec& dropout = {});
+
+// The same kernels with the activations (x, y, dy, dh, dx) stored as bf16 bits (uint16_t,
+// kernels/bf16.h): read into fp32, every sum, the statistics (mean, rstd), the affine
+// parameters and dgamma / dbeta in fp32, each stored activation rounded once (nearest,
+// ties to even). dx accumulates: dx = bf16(float(dx) + the gradient). Half the bytes of
+// the f32 kernels. silu: the fused GN + SiLU (+ dropout) forward, else plain group norm.
+// Reference: kernels/cpu/group_norm.h's *_bf16 (the f32 kernels on the decoded values).
+void group_norm_forward_bf16(const GroupNormShape& s, const uint16_t* x, const float* gamma,
+                             const float* beta, uint16_t* y, float* mean, float* rstd, bool silu,
+                             const DropoutSpec& dropout = {});
+void group_norm_silu_dh_bf16(const GroupNormShape& s, const uint16_t* x, const float* gamma,
+                             const float* beta, const float* mean, const float* rstd,
+                             const uint16_t* dy, uint16_t* dh, const DropoutSpec& dropout = {});
+void group_norm_backward_bf16(const GroupNormShape& s, const uint16_t* x, const float* gamma,
+                              const float* mean, const float* rstd, const uint16_t* dy,
+                              uint16_t* dx, float* dgamma, float* dbeta,
+                              float* workspace = nullptr);
 
 }  // namespace ddpm::cuda
