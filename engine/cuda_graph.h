@@ -40,7 +40,8 @@ class CudaGraph {
   // Queues the captured work on the engine's stream; returns without waiting.
   void launch();
   bool captured() const { return exec_ != nullptr; }
-  // Kernel launches recorded in the capture (what each launch() replays).
+  // The engine's kernel launches recorded in the capture (DDPM_LAUNCH; cuBLAS's own kernels
+  // are replayed too but not seen), what each launch() queues in one call.
   uint64_t kernels() const { return kernels_; }
   size_t pool_bytes() const;  // device memory reserved for the graph
 
