@@ -3,7 +3,6 @@
 #include <vector>
 
 #include "engine/check.h"
-#include "engine/device.h"
 
 namespace ddpm {
 
@@ -12,13 +11,10 @@ namespace {
 // The model's dtype for a batch: f32 for raw bytes.
 DType model_dtype(const Tensor& x0) { return x0.dtype() == DType::U8 ? DType::F32 : x0.dtype(); }
 
-// Copies host values into a fixed device tensor of the same length (a staged upload).
+// Copies host values into a fixed device tensor (a staged upload; from_vector checks the count).
 template <class T>
 void upload_into(const Tensor& dst, const std::vector<T>& values) {
-  CHECK(static_cast<int64_t>(values.size()) == dst.numel(),
-        "captured step: " << values.size() << " values for the fixed buffer " << dst.describe());
-  const Tensor host = Tensor::from_vector<T>(dst.shape(), values).to(dst.dtype());
-  device_copy(dst.raw(), dst.device(), host.raw(), Device::CPU, host.nbytes());
+  dst.copy_from(Tensor::from_vector<T>(dst.shape(), values).to(dst.dtype()));
 }
 
 }  // namespace
@@ -47,7 +43,7 @@ void CapturedStep::stage(const TrainBatch& batch, const TimestepBatch& tb) {
             << batch_.flip << ", seed " << batch_.flip_seed << ", stream " << batch_.flip_stream
             << "); this batch has (flip " << batch.flip << ", seed " << batch.flip_seed
             << ", stream " << batch.flip_stream << ")");
-  device_copy(batch_.x0.raw(), batch_.x0.device(), x0.raw(), x0.device(), x0.nbytes());
+  batch_.x0.copy_from(x0);  // device to device
   upload_into<int32_t>(t_, std::vector<int32_t>(tb.t.begin(), tb.t.end()));
   upload_into<double>(t_model_, std::vector<double>(tb.t.begin(), tb.t.end()));
   if (importance_.defined()) upload_into<double>(importance_, tb.weights);
