@@ -195,7 +195,11 @@ void linear_bf16_backward(const LinearShape& s, const float* x, const float* w, 
   const uint16_t* dyb = dx || dw ? ws.convert(dy, s.m * s.n) : nullptr;
   backward_products(Operands::Bf16, s, xb, wb, dyb, dx, dw);
   // the bias gradient sums the fp32 dy (it is no product), in the workspace after the copies
-  if (db) broadcast_add_backward(bias_shape(s), dy, db, reinterpret_cast<float*>(ws.next));
+  // (if it needs any: a pointer past the end of the workspace is never passed on)
+  if (db)
+    broadcast_add_backward(bias_shape(s), dy, db,
+                           linear_backward_workspace(s) > 0 ? reinterpret_cast<float*>(ws.next)
+                                                            : nullptr);
 }
 
 }  // namespace ddpm::cuda
