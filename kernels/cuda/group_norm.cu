@@ -20,20 +20,11 @@
 #include "kernels/cuda/column_sum.cuh"
 #include "kernels/cuda/group_norm.cuh"
 #include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/storage.cuh"  // load / store: activations in T, arithmetic in fp32
 
 namespace ddpm::cuda {
 
 namespace {
-
-// Activations in T, arithmetic in fp32.
-__device__ __forceinline__ float load(const float* p, int64_t i) { return p[i]; }
-__device__ __forceinline__ float load(const uint16_t* p, int64_t i) {
-  return float_from_bf16_bits(p[i]);
-}
-__device__ __forceinline__ void store(float* p, int64_t i, float v) { p[i] = v; }
-__device__ __forceinline__ void store(uint16_t* p, int64_t i, float v) {
-  p[i] = bf16_bits_from_float(v);
-}
 
 // Dropout's factor for flat element i: 1/(1-p) kept, 0 dropped (as the dropout op decides).
 // d has its stream read (read_key), so .base is the stream.
