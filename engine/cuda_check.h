@@ -1,8 +1,8 @@
 // CUDA_CHECK, CUBLAS_CHECK: run a CUDA/cuBLAS call, and on failure throw ddpm::Error naming
 // the status, the expression, the file and the line. Include only from code compiled with
 // the CUDA toolkit (DDPM_WITH_CUDA) or its CPU emulation (tests/cuda_emulation); cuDNN's
-// check is in engine/cudnn_check.h (cuDNN is a baseline, never emulated). Kernel launches
-// are checked by DDPM_LAUNCH (kernels/cuda/launch.cuh).
+// check is in engine/cudnn_check.h. Kernel launches are checked by DDPM_LAUNCH
+// (kernels/cuda/launch.cuh).
 #pragma once
 
 #include <cublas_v2.h>

@@ -1,6 +1,8 @@
 // CUDNN_CHECK: run a cuDNN call, and on failure throw ddpm::Error naming the status, the
-// expression, the file and the line. cuDNN is the baseline the tests and the benchmark
-// compare our kernels with; the engine itself never calls it.
+// expression, the file and the line, for the tests and the benchmark, which link cuDNN
+// (the baseline they compare our kernels with). The engine's own cuDNN path (`cuda_conv:
+// cudnn`, kernels/cuda/conv2d_cudnn.cu) opens the library on first use and checks its calls
+// there.
 #pragma once
 
 #include <cudnn.h>

@@ -48,8 +48,8 @@ run_tests() {
 
 run_sanitize() {
   : > "$out/sanitizer.log"
-  for t in test_cuda_ops test_cuda_conv_bf16 test_cuda_attention_bf16 test_cuda_model test_cuda_graph \
-      test_cuda_scaffold test_philox test_diffusion_loss; do
+  for t in test_cuda_ops test_cuda_conv_bf16 test_cuda_conv_cudnn test_cuda_attention_bf16 \
+      test_cuda_model test_cuda_graph test_cuda_scaffold test_philox test_diffusion_loss; do
     echo "== memcheck $t" >> "$out/sanitizer.log"
     compute-sanitizer --tool memcheck --error-exitcode 1 "$build/tests/$t" >> "$out/sanitizer.log" 2>&1
     echo "memcheck $t exit $?" | tee -a "$out/sanitizer.status"
@@ -99,7 +99,8 @@ run_profile() {
 
 # The CIFAR-10 model's training step at batch 128 on the engine, fp32 (default), in tf32
 # (precision=tf32: the v3 TF32 tensor-core convolution, TF32-rounded linear operands) and in
-# bf16 (precision=bf16: the v4 convolution, block shapes autotuned), then the same step in
+# bf16 (precision=bf16: the v4 convolution, block shapes autotuned), in bf16 on cuDNN's
+# convolutions (cuda_conv=cudnn: the step-level ratio of ours to the library's), then the same step in
 # PyTorch (scripts/pytorch_reference.py, when torch is importable) in fp32, TF32 and bf16
 # autocast: the comparison the project is measured by. Each log line of the engine also
 # gives the step's launches, graph launches, host syncs and late reads (step_work);
@@ -107,7 +108,7 @@ run_profile() {
 # to each log and run folder.
 run_train() {
   local status=0
-  for variant in "tiled:fp32" "tiled:tf32" "tiled:bf16"; do
+  for variant in "tiled:fp32" "tiled:tf32" "tiled:bf16" "cudnn:bf16"; do
     local conv=${variant%%:*} precision=${variant##*:}
     "$build/apps/ddpm" train --config configs/cifar10_ddpm.json --set device=cuda --set steps=30 \
       --set log_every=10 --set sample_every=0 --set ckpt_every=0 --set n_samples=8 \

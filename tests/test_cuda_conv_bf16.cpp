@@ -23,6 +23,7 @@
 #include "kernels/bf16.h"
 #include "kernels/cpu/conv2d.h"
 #include "tests/conv_cases.h"
+#include "tests/conv_op_check.h"
 #include "tests/test_util.h"
 
 #if DDPM_WITH_CUDA
@@ -49,10 +50,7 @@ std::vector<ConvCase> cases() {
   return all;
 }
 
-std::string describe(const ConvCase& c) {
-  return c.x.str() + " k" + std::to_string(c.k) + " -> " + std::to_string(c.c_out) + " stride " +
-         std::to_string(c.p.stride);
-}
+using test::describe;
 
 std::vector<float> randoms(int64_t n, uint64_t stream, double scale = 1.0) {
   return test::random_tensor(Shape{n}, stream, DType::F32, scale).to_vector<float>();
@@ -195,66 +193,15 @@ TEST(CudaConvBf16, IsDeterministicWhateverTheBlockShape) {
 
 // The engine's conv2d_add op (a ResBlock's convolution with its time-embedding and residual
 // adds, fused into v4's epilogue) with cuda_conv = bf16_tensor_core, forward and every
-// gradient through the tape, against the fp32 CPU reference. The bound is per element and
-// follows from the rounding itself: each product a'b' of rounded operands is ab (1 + da)
-// (1 + db) with |da|, |db| <= 2^-8 (bf16's unit roundoff), so a sum of products is off by at
-// most (2^-7 + 2^-16) sum |ab|, plus fp32 summation (K 2^-24 sum |ab|, below 2.1e-4 sum |ab|
-// for K <= 3456): |v4 - cpu| <= 8.1e-3 mag + 1e-6, where mag (sum |ab| for every output and
-// gradient) is the same op run on the CPU on |x|, |w|, ... and |r|. A bound relative to the
-// output's rms fails honest outputs that are sums of a few terms (a 3-channel stride-2
-// dgrad: ~7 products) and cancel.
+// gradient through the tape, against the fp32 CPU reference (tests/conv_op_check.h). The
+// bound follows from the rounding itself: each product a'b' of rounded operands is ab (1 +
+// da) (1 + db) with |da|, |db| <= 2^-8 (bf16's unit roundoff), so a sum of products is off by
+// at most (2^-7 + 2^-16) sum |ab|, plus fp32 summation (K 2^-24 sum |ab|, below 2.1e-4 sum
+// |ab| for K <= 3456): |v4 - cpu| <= 8.1e-3 mag + 1e-6.
 TEST(CudaConvBf16, TheOpIsWithinBf16RoundingOfFp32) {
   REQUIRE_GPU();
   set_conv_algorithm(ConvAlgorithm::Bf16TensorCore);
-  uint64_t stream = 800;
-  for (const ConvCase& c : cases()) {
-    SCOPED_TRACE(describe(c));
-    const Conv2dParams p = c.p;
-    const double wscale = 1.0 / std::sqrt(double(c.k * c.k * c.x[3]));
-    const Conv2dShape s = shape_of(c);
-    std::vector<Tensor> cpu_in = {
-        test::random_tensor(c.x, stream, DType::F32),
-        test::random_tensor({c.k, c.k, c.x[3], c.c_out}, stream + 1, DType::F32, wscale),
-        test::random_tensor({c.c_out}, stream + 2, DType::F32),
-        test::random_tensor({s.n, s.c_out}, stream + 3, DType::F32),
-        test::random_tensor({s.n, s.out_h(), s.out_w(), s.c_out}, stream + 4, DType::F32)};
-    stream += 5;
-    const auto absolute = [](const Tensor& t) {
-      std::vector<float> v = t.to_vector<float>();
-      for (float& e : v) e = std::fabs(e);
-      return Tensor::from_vector(t.shape(), v);
-    };
-    // runs: the CPU, the GPU, and the CPU on absolute values (the magnitudes)
-    std::vector<std::vector<std::vector<float>>> runs;  // [run][0: y, 1..: gradients]
-    for (int run = 0; run < 3; ++run) {
-      const Device d = run == 1 ? Device::CUDA : Device::CPU;
-      std::vector<Tensor> in;
-      for (const Tensor& t : cpu_in) {
-        Tensor copy = (run == 2 ? absolute(t) : t.clone()).to(d);
-        copy.set_requires_grad(true);
-        in.push_back(copy);
-      }
-      const Tensor y = conv2d_add(in[0], in[1], in[2], p, in[3], in[4]);
-      Tensor r = test::random_tensor(y.shape(), 999, DType::F32);
-      r = (run == 2 ? absolute(r) : r).to(d);
-      backward(sum(mul(y, r)));
-      runs.push_back({y.to(Device::CPU).to_vector<float>()});
-      for (const Tensor& t : in) runs.back().push_back(t.grad().to(Device::CPU).to_vector<float>());
-    }
-    for (size_t k = 0; k < runs[0].size(); ++k) {
-      const std::string what = k == 0 ? "output" : "gradient of input " + std::to_string(k - 1);
-      const std::vector<float>&cpu = runs[0][k], &gpu = runs[1][k], &mag = runs[2][k];
-      ASSERT_EQ(gpu.size(), cpu.size()) << what;
-      int reported = 0;
-      for (size_t i = 0; i < cpu.size(); ++i) {
-        ASSERT_TRUE(std::isfinite(gpu[i])) << what << " element " << i;
-        const double bound = 8.1e-3 * mag[i] + 1e-6;
-        if (std::fabs(double(gpu[i]) - cpu[i]) > bound && reported++ < 5)
-          ADD_FAILURE() << what << " element " << i << ": v4 " << gpu[i] << " vs cpu " << cpu[i]
-                        << " (bound " << bound << ")";
-      }
-    }
-  }
+  test::expect_conv_op_within(8.1e-3, cases(), 800, "v4");
   set_conv_algorithm(ConvAlgorithm::Tiled);
 }
 

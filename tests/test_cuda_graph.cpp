@@ -28,11 +28,12 @@ namespace {
 // warm-up and the EMA warm-up (lr and decay differ at every step of the run), dropout, the
 // random flip
 // (tiny.json) and the step's noise. Batch 4 warms the history by step 6.
-ImageTrainConfig graph_config(bool graph) {
+ImageTrainConfig graph_config(bool graph, const std::string& conv = "tiled",
+                              const char* precision = "fp32") {
   return test::small_unet_config(
-      "cuda", "fp32",
+      "cuda", precision,
       {"batch_size=4", "timestep_sampler=importance", "T=2", "warmup=100", "ema_warmup=true",
-       std::string("cuda_graph=") + (graph ? "true" : "false")});
+       std::string("cuda_graph=") + (graph ? "true" : "false"), "cuda_conv=" + conv});
 }
 
 struct Trained {
@@ -57,10 +58,10 @@ Trained train(ImageRun& run, int steps) {
   return r;
 }
 
-TEST(CudaGraph, ReplayedStepsAreTheEagerStepsBitForBit) {
-  REQUIRE_GPU();
+void expect_replays_are_eager_steps(const std::string& conv, const char* precision) {
   constexpr int kSteps = 7;  // 2 eager, the captured one, 4 replays
-  ImageRun eager_run(graph_config(false)), graph_run(graph_config(true));
+  ImageRun eager_run(graph_config(false, conv, precision));
+  ImageRun graph_run(graph_config(true, conv, precision));
   const Trained eager = train(eager_run, kSteps), graph = train(graph_run, kSteps);
   ASSERT_EQ(eager_run.trainer().captured_step(), nullptr);
   ASSERT_NE(graph_run.trainer().captured_step(), nullptr);
@@ -82,6 +83,20 @@ TEST(CudaGraph, ReplayedStepsAreTheEagerStepsBitForBit) {
   ASSERT_TRUE(eager_run.trainer().timestep_sampler().warmed_up());
   EXPECT_NE(eager.probabilities[0], eager.probabilities[1]);
   EXPECT_NE(eager.stats[kSteps - 2].loss, eager.stats[kSteps - 1].loss);
+}
+
+TEST(CudaGraph, ReplayedStepsAreTheEagerStepsBitForBit) {
+  REQUIRE_GPU();
+  expect_replays_are_eager_steps("tiled", "fp32");
+}
+
+// The same on cuDNN's convolutions in bf16 (cuda_conv: cudnn): their plans are made in the
+// eager steps, and cuDNN's calls and the staging around them replay with the graph.
+TEST(CudaGraph, ReplayedStepsOnCudnnAreTheEagerStepsBitForBit) {
+  REQUIRE_GPU();
+  expect_replays_are_eager_steps("cudnn", "bf16");
+  set_conv_algorithm(ConvAlgorithm::Tiled);  // the runs set them process-wide
+  set_precision(Precision::F32);
 }
 
 // Sampling with cuda_graph: each kind of denoising step (with noise, without) is taken once

@@ -16,6 +16,7 @@
 #include "engine/ops.h"
 #include "kernels/cuda/conv2d.cuh"
 #include "kernels/cuda/conv2d_bf16.cuh"
+#include "kernels/cuda/conv2d_cudnn.cuh"
 
 namespace ddpm::bench {
 
@@ -145,13 +146,22 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
         {cuda::ConvAlgo::Tiled, cuda::Bf16Tiles::Heuristic, "v2 tiled"},
         {cuda::ConvAlgo::TensorCore, cuda::Bf16Tiles::Heuristic, "v3 TF32 tensor cores"},
         {cuda::ConvAlgo::Bf16TensorCore, cuda::Bf16Tiles::Large, "v4 bf16 (128x128 tiles)"},
-        {cuda::ConvAlgo::Bf16TensorCore, cuda::Bf16Tiles::Small, "v4 bf16 (64x64 tiles)"}};
+        {cuda::ConvAlgo::Bf16TensorCore, cuda::Bf16Tiles::Small, "v4 bf16 (64x64 tiles)"},
+        // cuda_conv: cudnn, as the engine runs it: cuDNN plus the glue of conv2d_cudnn.cu
+        // (weight transposition, padding and bf16 staging), next to cuDNN alone below
+        {cuda::ConvAlgo::CudnnBf16, cuda::Bf16Tiles::Heuristic, "engine on cuDNN bf16 (+ glue)"}};
     for (const Version& version : versions) {
       const cuda::ConvAlgo algo = version.algo;
       const char* v = version.name;
       if (algo == cuda::ConvAlgo::Naive && skip_naive) continue;
+      if (algo == cuda::ConvAlgo::CudnnBf16 &&
+          !cuda::conv2d_cudnn_supported(s, cuda::CudnnMath::Bf16)) {
+        std::printf("  %s: %s skipped: cuDNN has no algorithm (v4 would run instead)\n", shape, v);
+        continue;
+      }
       cuda::set_conv2d_bf16_tiles(version.tiles);
-      // the engine's path: workspaces for v4's bf16 operands and for split-K
+      // the engine's path: workspaces for v4's bf16 operands and for split-K (cuDNN: its
+      // staged operands and its own)
       const int64_t ws_floats = std::max(cuda::conv2d_forward_workspace(s, algo),
                                          cuda::conv2d_backward_workspace(s, algo));
       const Tensor ws = ws_floats ? Tensor::empty(Shape{ws_floats}, DType::F32, Device::CUDA) : Tensor();
@@ -164,7 +174,7 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
       add_flops("conv2d dgrad", shape, v, timer.median_ms([&] {
         cuda::conv2d_backward(s, x.data<float>(), w.data<float>(), y.data<float>(),
                               dx.data<float>(), nullptr, nullptr, algo,
-                              algo == cuda::ConvAlgo::Bf16TensorCore ? wsp : nullptr);
+                              cuda::conv2d_dgrad_uses_workspace(algo) ? wsp : nullptr);
       }), flops);
       add_flops("conv2d wgrad", shape, v, timer.median_ms([&] {
         cuda::conv2d_backward(s, x.data<float>(), w.data<float>(), y.data<float>(), nullptr,

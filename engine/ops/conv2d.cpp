@@ -31,6 +31,10 @@ ConvAlgorithm conv_algorithm() { return g_algorithm; }
 #if DDPM_WITH_CUDA
 namespace {
 cuda::ConvAlgo cuda_algo() {
+  if (g_algorithm == ConvAlgorithm::Cudnn)  // the library, in the precision's math
+    return precision() == Precision::BF16   ? cuda::ConvAlgo::CudnnBf16
+           : precision() == Precision::TF32 ? cuda::ConvAlgo::CudnnTf32
+                                            : cuda::ConvAlgo::Cudnn;
   if (precision() == Precision::BF16) return cuda::ConvAlgo::Bf16TensorCore;
   if (precision() == Precision::TF32) return cuda::ConvAlgo::TensorCore;  // v3 rounds to TF32
   switch (g_algorithm) {
@@ -112,7 +116,7 @@ Tensor conv2d_add(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2
   }
   Tensor y = Tensor::empty(y_shape, x.dtype(), x.device());
   // The CPU kernels get rounded operands under Precision::BF16 / TF32; the CUDA kernels
-  // (v4 / v3) round them themselves (v4 also adds v and r in its epilogue).
+  // (v4 / v3, cuDNN) round them themselves (v4 also adds v and r in its epilogue).
   const bool on_cpu = x.device() == Device::CPU;
   const Tensor x_op = on_cpu ? detail::matmul_operand(x) : x;
   const Tensor w_op = on_cpu ? detail::matmul_operand(w) : w;
@@ -165,9 +169,9 @@ Tensor conv2d_add(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2
                 db.data<float>()));
       }, [&] {
         DDPM_CUDA_ONLY(
-            // v4 needs its workspace for every pass (the bf16 operand copies)
+            // v4 and cuDNN need their workspace for every pass (the staged operands)
             const bool workspace = dw.defined() || db.defined() ||
-                                   cuda_algo() == cuda::ConvAlgo::Bf16TensorCore;
+                                   cuda::conv2d_dgrad_uses_workspace(cuda_algo());
             const Tensor ws = detail::cuda_workspace(
                 workspace ? cuda::conv2d_backward_workspace(s, cuda_algo()) : 0);
             cuda::conv2d_backward(s, x.data<float>(), w.data<float>(), g[0].data<float>(),

@@ -38,6 +38,7 @@
 #include "engine/cuda_check.h"
 #include "kernels/cuda/conv2d.cuh"
 #include "kernels/cuda/conv2d_bf16.cuh"
+#include "kernels/cuda/conv2d_cudnn.cuh"
 #include "kernels/cuda/conv2d_tensor_core.cuh"
 #include "kernels/cuda/device_info.cuh"
 #include "kernels/cuda/elementwise.cuh"
@@ -262,15 +263,42 @@ void bias_gradient(const Conv2dShape& s, const float* dy, float* db, float* work
   broadcast_add_backward(bias_rows(s), dy, db, room ? workspace + gemm_floats : nullptr);
 }
 
+bool is_cudnn(ConvAlgo a) {
+  return a == ConvAlgo::Cudnn || a == ConvAlgo::CudnnTf32 || a == ConvAlgo::CudnnBf16;
+}
+
+CudnnMath cudnn_math(ConvAlgo a) {
+  return a == ConvAlgo::CudnnBf16 ? CudnnMath::Bf16
+         : a == ConvAlgo::CudnnTf32 ? CudnnMath::Tf32
+                                    : CudnnMath::Fp32;
+}
+
+// cuDNN where it has an algorithm for the shape, else our kernel of the same math.
+ConvAlgo resolve(const Conv2dShape& s, ConvAlgo a) {
+  if (!is_cudnn(a) || conv2d_cudnn_supported(s, cudnn_math(a))) return a;
+  return a == ConvAlgo::CudnnBf16 ? ConvAlgo::Bf16TensorCore
+         : a == ConvAlgo::CudnnTf32 ? ConvAlgo::TensorCore
+                                    : ConvAlgo::Tiled;
+}
+
 }  // namespace
 
+bool conv2d_dgrad_uses_workspace(ConvAlgo algo) {
+  return algo == ConvAlgo::Bf16TensorCore || is_cudnn(algo);
+}
+
 int64_t conv2d_forward_workspace(const Conv2dShape& s, ConvAlgo algo) {
+  algo = resolve(s, algo);
+  if (is_cudnn(algo)) return conv2d_cudnn_forward_workspace(s, cudnn_math(algo));
   return algo == ConvAlgo::Bf16TensorCore ? conv2d_bf16_forward_workspace(s) : 0;
 }
 
 void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const float* b,
                     float* y, ConvAlgo algo, float* workspace, const float* per_sample,
                     const float* residual) {
+  algo = resolve(s, algo);
+  if (is_cudnn(algo))
+    return conv2d_cudnn_forward(s, x, w, b, y, cudnn_math(algo), workspace, per_sample, residual);
   if (algo == ConvAlgo::Bf16TensorCore)
     return conv2d_bf16_forward(s, x, w, b, y, workspace, per_sample, residual);
   const int64_t oh_n = s.out_h(), ow_n = s.out_w();
@@ -282,15 +310,24 @@ void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const 
 }
 
 // The wgrad's split-K slices (v2, v3), then the bias gradient's column sums.
-// v4: its bf16 operand copies and split-K planes instead.
+// v4: its bf16 operand copies and split-K planes instead; cuDNN: its staged operands and
+// its own workspace.
 int64_t conv2d_backward_workspace(const Conv2dShape& s, ConvAlgo algo) {
-  const int64_t gemm = algo == ConvAlgo::Bf16TensorCore ? conv2d_bf16_backward_workspace(s)
-                                                        : split_k_workspace(s, algo);
+  algo = resolve(s, algo);
+  const int64_t gemm = is_cudnn(algo) ? conv2d_cudnn_backward_workspace(s, cudnn_math(algo))
+                       : algo == ConvAlgo::Bf16TensorCore ? conv2d_bf16_backward_workspace(s)
+                                                          : split_k_workspace(s, algo);
   return gemm + broadcast_add_backward_workspace(bias_rows(s));
 }
 
 void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const float* dy,
                      float* dx, float* dw, float* db, ConvAlgo algo, float* workspace) {
+  algo = resolve(s, algo);
+  if (is_cudnn(algo)) {
+    conv2d_cudnn_backward(s, x, w, dy, dx, dw, cudnn_math(algo), workspace);
+    if (db) bias_gradient(s, dy, db, workspace, conv2d_cudnn_backward_workspace(s, cudnn_math(algo)));
+    return;
+  }
   if (algo == ConvAlgo::Bf16TensorCore) {
     conv2d_bf16_backward(s, x, w, dy, dx, dw, workspace);
     if (db) bias_gradient(s, dy, db, workspace, conv2d_bf16_backward_workspace(s));

@@ -8,16 +8,24 @@
 //              relative rounding like cuDNN's default fp32 convolutions
 //   Bf16TensorCore v4: bf16 mma.sync with a cp.async pipeline and ldmatrix (conv2d_bf16.cu;
 //              sm_80+): operands rounded to bf16 (2^-8 relative), fp32 accumulation
+// and the library baseline, cuDNN (conv2d_cudnn.cu), in three maths:
+//   Cudnn      fp32 with FMA math (v1/v2's numbers), CudnnTf32: TF32 tensor cores allowed
+//              (v3's), CudnnBf16: bf16 tensors (v4's operands, and y, dx, dw rounded to bf16).
+//              A shape cuDNN has no algorithm for runs on v2 / v3 / v4 (printed once).
 #pragma once
 
 #include "kernels/shapes.h"
 
 namespace ddpm::cuda {
 
-enum class ConvAlgo { Naive, Tiled, TensorCore, Bf16TensorCore };
+enum class ConvAlgo { Naive, Tiled, TensorCore, Bf16TensorCore, Cudnn, CudnnTf32, CudnnBf16 };
+
+// True when the input gradient alone needs the backward workspace (v4's and cuDNN's staged
+// operands); v1-v3 use it only for the weight and bias gradients.
+bool conv2d_dgrad_uses_workspace(ConvAlgo algo);
 
 // workspace: conv2d_forward_workspace(s, algo) floats (0 but for v4, whose bf16 operand
-// copies live there). y = conv + b + per_sample[n] + residual, each addend optional:
+// copies live there, and cuDNN, whose staged operands and own workspace do). y = conv + b + per_sample[n] + residual, each addend optional:
 // per_sample (N, Cout), residual (N, OH, OW, Cout); v4 adds them in its epilogue, v1-v3 in
 // separate passes.
 int64_t conv2d_forward_workspace(const Conv2dShape& s, ConvAlgo algo);

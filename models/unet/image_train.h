@@ -8,10 +8,11 @@
 //   log_every, sample_every, ckpt_every,
 //   keep_checkpoints, out_dir, device "cpu" | "cuda" | "auto" (the GPU when there is one),
 //   cpu_kernels "fast" | "reference", cuda_conv "tiled" (fp32, default) | "tensor_core" (TF32) |
-//   "bf16_tensor_core" (v4: bf16 operands, fp32 accumulation) | "naive",
+//   "bf16_tensor_core" (v4: bf16 operands, fp32 accumulation) | "naive" | "cudnn" (the
+//   library baseline, in the precision's math),
 //   precision "fp32" (default) | "tf32" | "bf16" (convolution and linear operands rounded to
 //   TF32 / bf16, fp32 sums; on CUDA the convolutions then run on v3 / v4 whatever cuda_conv
-//   says; docs/precision.md),
+//   says, but for cudnn; docs/precision.md),
 //   cuda_autotune (v4's block shapes timed per layer on first use; same results),
 //   cuda_attention "fused" (default) | "straightforward",
 //   profile_steps (the per-op GPU time of that many steps: op_profile.txt; CUDA only).

@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <cublas_v2.h>
+#include <cudnn.h>
 #include <mma.h>
 
 #include <cmath>
@@ -16,6 +17,7 @@
 #include <random>
 #include <vector>
 
+#include "kernels/bf16.h"
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "tests/test_util.h"
@@ -270,6 +272,102 @@ TEST(Emulator, ACapturedCublasProductRunsAtEachLaunch) {
   EXPECT_EQ(cudaGraphExecDestroy(exec), cudaSuccess);
   EXPECT_EQ(cudaGraphDestroy(graph), cudaSuccess);
   EXPECT_EQ(cublasDestroy(handle), CUBLAS_STATUS_SUCCESS);
+}
+
+// The emulated cuDNN's contract, pinned on numbers worked by hand: a filter in NHWC format is
+// (K, R, S, C); the convolution is a cross-correlation (no flip); y = alpha conv + beta y;
+// the backward passes are the forward's adjoints; bf16 outputs round to nearest even. And its
+// refusals, with cuDNN's statuses.
+TEST(Emulator, CudnnConvolvesAsDocumented) {
+  cudnnHandle_t h = nullptr;
+  ASSERT_EQ(cudnnCreate(&h), CUDNN_STATUS_SUCCESS);
+  cudnnTensorDescriptor_t xd = nullptr, yd = nullptr;
+  cudnnFilterDescriptor_t wd = nullptr;
+  cudnnConvolutionDescriptor_t cd = nullptr;
+  ASSERT_EQ(cudnnCreateTensorDescriptor(&xd), CUDNN_STATUS_SUCCESS);
+  ASSERT_EQ(cudnnCreateTensorDescriptor(&yd), CUDNN_STATUS_SUCCESS);
+  ASSERT_EQ(cudnnCreateFilterDescriptor(&wd), CUDNN_STATUS_SUCCESS);
+  ASSERT_EQ(cudnnCreateConvolutionDescriptor(&cd), CUDNN_STATUS_SUCCESS);
+  // x (1, 3, 3, 1) = 1..9; two 2x2 filters: k=0 picks the top-left tap, k=1 the bottom-right
+  ASSERT_EQ(cudnnSetTensor4dDescriptor(xd, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, 1, 1, 3, 3),
+            CUDNN_STATUS_SUCCESS);
+  ASSERT_EQ(cudnnSetFilter4dDescriptor(wd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC, 2, 1, 2, 2),
+            CUDNN_STATUS_SUCCESS);
+  ASSERT_EQ(cudnnSetConvolution2dDescriptor(cd, 0, 0, 1, 1, 1, 1, CUDNN_CROSS_CORRELATION,
+                                            CUDNN_DATA_FLOAT),
+            CUDNN_STATUS_SUCCESS);
+  ASSERT_EQ(cudnnSetTensor4dDescriptor(yd, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, 1, 2, 2, 2),
+            CUDNN_STATUS_SUCCESS);
+  DeviceBuffer<float> x(9), w(8), y(8), ws(2), dx(9), dw(8);
+  x.set({1, 2, 3, 4, 5, 6, 7, 8, 9});
+  w.set({1, 0, 0, 0, 0, 0, 0, 1});
+  y.set({100, 100, 100, 100, 100, 100, 100, 100});
+  size_t bytes = 0;
+  ASSERT_EQ(cudnnGetConvolutionForwardWorkspaceSize(h, xd, wd, cd, yd,
+                                                    CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, &bytes),
+            CUDNN_STATUS_SUCCESS);
+  EXPECT_EQ(bytes, 2 * sizeof(float));
+  const float one = 1.0f, half = 0.5f;
+  ASSERT_EQ(cudnnConvolutionForward(h, &one, xd, x.ptr, wd, w.ptr, cd,
+                                    CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, ws.ptr, bytes, &half,
+                                    yd, y.ptr),
+            CUDNN_STATUS_SUCCESS);
+  // y (1, 2, 2, 2): (x[p][q], x[p+1][q+1]) + 50 at each of the 4 output pixels
+  EXPECT_EQ(y.get(), (std::vector<float>{51, 55, 52, 56, 54, 58, 55, 59}));
+  // dgrad of dy = 1 everywhere: each input pixel counts the outputs that read it
+  DeviceBuffer<float> dy(8);
+  dy.set(std::vector<float>(8, 1.0f));
+  const float zero = 0.0f;
+  ASSERT_EQ(cudnnConvolutionBackwardData(h, &one, wd, w.ptr, yd, dy.ptr, cd,
+                                         CUDNN_CONVOLUTION_BWD_DATA_ALGO_1, ws.ptr, bytes, &zero,
+                                         xd, dx.ptr),
+            CUDNN_STATUS_SUCCESS);
+  EXPECT_EQ(dx.get(), (std::vector<float>{1, 1, 0, 1, 2, 1, 0, 1, 1}));
+  // wgrad: tap (r, s) of each filter sums the x it meets: x[r..r+1][s..s+1]
+  ASSERT_EQ(cudnnConvolutionBackwardFilter(h, &one, xd, x.ptr, yd, dy.ptr, cd,
+                                           CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1, ws.ptr, bytes,
+                                           &zero, wd, dw.ptr),
+            CUDNN_STATUS_SUCCESS);
+  EXPECT_EQ(dw.get(), (std::vector<float>{12, 16, 24, 28, 12, 16, 24, 28}));
+  // refusals: a workspace too small, host memory, descriptors that disagree, NCHW
+  EXPECT_EQ(cudnnConvolutionForward(h, &one, xd, x.ptr, wd, w.ptr, cd,
+                                    CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, ws.ptr, bytes - 1,
+                                    &zero, yd, y.ptr),
+            CUDNN_STATUS_BAD_PARAM);
+  std::vector<float> host(8);
+  EXPECT_EQ(cudnnConvolutionForward(h, &one, xd, x.ptr, wd, w.ptr, cd,
+                                    CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, ws.ptr, bytes, &zero,
+                                    yd, host.data()),
+            CUDNN_STATUS_EXECUTION_FAILED);
+  ASSERT_EQ(cudnnSetTensor4dDescriptor(yd, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, 1, 2, 3, 3),
+            CUDNN_STATUS_SUCCESS);
+  int returned = 0;
+  cudnnConvolutionFwdAlgoPerf_t perf;
+  EXPECT_EQ(cudnnGetConvolutionForwardAlgorithm_v7(h, xd, wd, cd, yd, 1, &returned, &perf),
+            CUDNN_STATUS_BAD_PARAM);
+  EXPECT_EQ(cudnnSetTensor4dDescriptor(yd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 1, 2, 2, 2),
+            CUDNN_STATUS_NOT_SUPPORTED);
+  // bf16 tensors: the product of two bf16 values, rounded once to bf16
+  ASSERT_EQ(cudnnSetTensor4dDescriptor(xd, CUDNN_TENSOR_NHWC, CUDNN_DATA_BFLOAT16, 1, 1, 1, 1),
+            CUDNN_STATUS_SUCCESS);
+  ASSERT_EQ(cudnnSetFilter4dDescriptor(wd, CUDNN_DATA_BFLOAT16, CUDNN_TENSOR_NHWC, 1, 1, 1, 1),
+            CUDNN_STATUS_SUCCESS);
+  ASSERT_EQ(cudnnSetTensor4dDescriptor(yd, CUDNN_TENSOR_NHWC, CUDNN_DATA_BFLOAT16, 1, 1, 1, 1),
+            CUDNN_STATUS_SUCCESS);
+  DeviceBuffer<uint16_t> xb(1), wb(1), yb(1);
+  xb.set({ddpm::bf16_bits_from_float(1.0f + 1.0f / 128)});  // 1 + 2^-7: exact in bf16
+  wb.set({ddpm::bf16_bits_from_float(1.0f + 1.0f / 128)});
+  ASSERT_EQ(cudnnConvolutionForward(h, &one, xd, xb.ptr, wd, wb.ptr, cd,
+                                    CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, ws.ptr, bytes, &zero,
+                                    yd, yb.ptr),
+            CUDNN_STATUS_SUCCESS);
+  // (1 + 2^-7)^2 = 1 + 2^-6 + 2^-14: the 2^-14 is below bf16's half step, so 1 + 2^-6
+  EXPECT_EQ(ddpm::float_from_bf16_bits(yb.get()[0]), 1.0f + 1.0f / 64);
+  cudnnDestroyTensorDescriptor(xd);
+  cudnnDestroyTensorDescriptor(yd);
+  cudnnDestroyFilterDescriptor(wd);
+  cudnnDestroyConvolutionDescriptor(cd);
+  EXPECT_EQ(cudnnDestroy(h), CUDNN_STATUS_SUCCESS);
 }
 
 // As on a GPU: a call that waits for the device, or work on the legacy stream, during a

@@ -1,0 +1,37 @@
+// The engine's convolutions through cuDNN (`cuda_conv: cudnn`): the library baseline the
+// whole training step can run on, next to our v1-v4 (conv2d.cuh), same contracts (NHWC,
+// weights (KH, KW, Cin, Cout), forward overwrites y, backward accumulates into dx and dw).
+// The glue cuDNN needs, and its cost, are in conv2d_cudnn.cu's design comment.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/shapes.h"
+
+namespace ddpm::cuda {
+
+// What cuDNN multiplies: fp32 with FMA math (no tensor cores), fp32 tensors with TF32
+// tensor cores allowed (PyTorch's default for fp32 convolutions), or bf16 tensors with fp32
+// accumulation (PyTorch's autocast): x, w and dy are rounded to bf16, and so are cuDNN's
+// outputs y, dx and dw before they are widened back to our fp32 tensors.
+enum class CudnnMath { Fp32, Tf32, Bf16 };
+
+// False when cuDNN has no algorithm for the problem (its heuristics return none with a
+// success status); conv2d.cu then runs our own kernel for that shape and says so once.
+bool conv2d_cudnn_supported(const Conv2dShape& s, CudnnMath math);
+
+// Workspaces in floats: the staged operands (bf16 copies, the padded input, the transposed
+// weights) and cuDNN's own workspace.
+int64_t conv2d_cudnn_forward_workspace(const Conv2dShape& s, CudnnMath math);
+int64_t conv2d_cudnn_backward_workspace(const Conv2dShape& s, CudnnMath math);
+
+// y = conv(x, w) + b + per_sample[n] + residual, each addend optional, added in fp32 after
+// cuDNN's output (one pass).
+void conv2d_cudnn_forward(const Conv2dShape& s, const float* x, const float* w, const float* b,
+                          float* y, CudnnMath math, float* workspace, const float* per_sample,
+                          const float* residual);
+// dx += dgrad, dw += wgrad (either may be null); the bias gradient is the caller's.
+void conv2d_cudnn_backward(const Conv2dShape& s, const float* x, const float* w, const float* dy,
+                           float* dx, float* dw, CudnnMath math, float* workspace);
+
+}  // namespace ddpm::cuda

@@ -1,0 +1,127 @@
+// `cuda_conv: cudnn` (kernels/cuda/conv2d_cudnn.cu): the engine's convolution op on cuDNN,
+// forward and every gradient through the tape (with the bias, time-embedding and residual
+// adds), against the CPU reference in the same precision (tests/conv_op_check.h: per
+// element, relative to the magnitude of the sums). On the awkward shapes (asymmetric padding,
+// stride 2, 3 or 65 channels, 1x1) and the CIFAR-10 U-Net's. The bounds:
+//   fp32  the CPU and cuDNN multiply the same fp32 values; a direct sum differs by fp32
+//         summation order (<= 2.1e-4 mag for K <= 3456), but cuDNN may pick Winograd or FFT
+//         algorithms whose transforms round more: 2e-3 mag;
+//   TF32  both round the operands to TF32, the CPU to nearest (ties away), tensor cores
+//         their own way: two roundings of 2^-11 that may differ, 2^-10 per product, plus
+//         the fp32 bound: 4e-3 mag;
+//   bf16  both multiply the same bf16-rounded operands, but cuDNN's y, dx and dw come back
+//         as bf16: one more rounding of 2^-8 (3.9e-3), plus summation order: 6e-3 mag.
+// A wrong weight transposition, padding offset or crop is off by the size of the values.
+// The CPU emulation runs the emulated cuDNN (tests/cuda_emulation/cudnn.h), which checks the
+// descriptors and workspaces as cuDNN does. Skips, saying why, without a GPU.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "engine/ops.h"
+#include "tests/conv_cases.h"
+#include "tests/conv_op_check.h"
+#include "tests/test_util.h"
+
+#if DDPM_WITH_CUDA
+#include "kernels/cuda/conv2d_cudnn.cuh"
+#endif
+
+namespace ddpm {
+namespace {
+
+struct PrecisionRestorer {
+  ~PrecisionRestorer() {
+    set_conv_algorithm(ConvAlgorithm::Tiled);
+    set_precision(Precision::F32);
+  }
+};
+
+#if DDPM_WITH_CUDA
+// A shape cuDNN has no algorithm for runs on our kernel instead, which would pass the
+// comparison without testing the glue: every shape must have run on cuDNN. The emulated cuDNN
+// runs them all; the real one may lack NHWC algorithms for inputs of fewer than 8 channels.
+void expect_cudnn_ran(const std::vector<test::ConvCase>& cases, cuda::CudnnMath math) {
+  for (const test::ConvCase& c : cases) {
+    const Conv2dShape s = conv2d_shape(c.x, Shape{c.k, c.k, c.x[3], c.c_out}, c.p);
+#if !DDPM_CUDA_EMULATION
+    if (s.c_in < 8) continue;
+#endif
+    EXPECT_TRUE(cuda::conv2d_cudnn_supported(s, math)) << test::describe(c);
+  }
+}
+#endif
+
+TEST(CudaConvCudnn, TheOpIsTheCpuReferenceInEachMath) {
+  REQUIRE_GPU();
+  PrecisionRestorer restore;
+  set_conv_algorithm(ConvAlgorithm::Cudnn);
+  struct Math {
+    Precision precision;
+    double relative;
+    const char* name;
+#if DDPM_WITH_CUDA
+    cuda::CudnnMath math;
+#else
+    int math;
+#endif
+  };
+  uint64_t stream = 1200;
+#if DDPM_WITH_CUDA
+  using M = cuda::CudnnMath;
+#else
+  enum M { Fp32, Tf32, Bf16 };  // the CUDA-less build compiles the test, which skips
+#endif
+  for (const Math& m : {Math{Precision::F32, 2e-3, "cuDNN fp32", M::Fp32},
+                        Math{Precision::TF32, 4e-3, "cuDNN TF32", M::Tf32},
+                        Math{Precision::BF16, 6e-3, "cuDNN bf16", M::Bf16}}) {
+    SCOPED_TRACE(m.name);
+    set_precision(m.precision);
+    test::expect_conv_op_within(m.relative, test::conv_cases(), stream, m.name);
+    stream += 100;
+#if DDPM_WITH_CUDA
+    expect_cudnn_ran(test::conv_cases(), m.math);
+#endif
+  }
+}
+
+// Two runs, the same bits (the plans prefer cuDNN's deterministic algorithms), and the
+// gradients accumulate: a second backward adds the same amount again.
+TEST(CudaConvCudnn, IsDeterministicAndAccumulates) {
+  REQUIRE_GPU();
+  PrecisionRestorer restore;
+  set_conv_algorithm(ConvAlgorithm::Cudnn);
+  for (Precision precision : {Precision::F32, Precision::BF16}) {
+    set_precision(precision);
+    for (const test::ConvCase& c : {test::ConvCase{{2, 6, 8, 3}, 3, 5, Conv2dParams::downsample()},
+                                    test::ConvCase{{3, 5, 7, 65}, 1, 67, Conv2dParams{}}}) {
+      SCOPED_TRACE(test::describe(c) + (precision == Precision::BF16 ? " bf16" : " fp32"));
+      Tensor x = test::random_tensor(c.x, 31, DType::F32).to(Device::CUDA);
+      Tensor w = test::random_tensor({c.k, c.k, c.x[3], c.c_out}, 32, DType::F32, 0.2)
+                     .to(Device::CUDA);
+      x.set_requires_grad(true);
+      w.set_requires_grad(true);
+      std::vector<std::vector<float>> y, dx, dw;
+      for (int run = 0; run < 2; ++run) {
+        const Tensor out = conv2d(x, w, Tensor(), c.p);
+        backward(sum(out));
+        y.push_back(out.to(Device::CPU).to_vector<float>());
+        dx.push_back(x.grad().to(Device::CPU).to_vector<float>());
+        dw.push_back(w.grad().to(Device::CPU).to_vector<float>());
+      }
+      EXPECT_EQ(y[0], y[1]);
+      // the second backward added the first's gradient again (twice it, up to how cuDNN
+      // adds its partial sums onto dx when it accumulates itself: 1e-5 relative)
+      for (const auto* g : {&dx, &dw}) {
+        ASSERT_EQ((*g)[0].size(), (*g)[1].size());
+        for (size_t i = 0; i < (*g)[0].size(); ++i)
+          ASSERT_NEAR((*g)[1][i], 2.0 * (*g)[0][i], 1e-5 * std::fabs(2.0 * (*g)[0][i]) + 1e-7) << i;
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace ddpm
