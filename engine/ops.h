@@ -35,7 +35,8 @@ CpuKernels cpu_kernels();
 // TF32: the same operands rounded to TF32 (kernels/tf32.h), as TF32 tensor cores and
 // PyTorch's allow_tf32 compute. The CPU paths round the same operands the same way, so
 // both are tested everywhere. On CUDA, BF16 runs the convolutions on v4 (bf16 tensor
-// cores) and TF32 on v3 (TF32 WMMA) whatever set_conv_algorithm says, unless it says cuDNN. f64 tensors ignore
+// cores) and TF32 on v3 (TF32 WMMA) whatever set_conv_algorithm says, unless it says cuDNN
+// or Auto (then cuDNN, or the faster of the two, in that math). f64 tensors ignore
 // it (gradient checks). Process-wide, config key `precision` (docs/precision.md).
 enum class Precision { F32, TF32, BF16 };
 void set_precision(Precision p);
@@ -89,8 +90,10 @@ Tensor conv2d_add(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2
 // (kernels/cuda/conv2d_bf16.cu; sm_80+; operands rounded to bf16, fp32 accumulation, as
 // under PyTorch's autocast). Or cuDNN (kernels/cuda/conv2d_cudnn.cu), the library baseline,
 // in the math the precision says: fp32 with FMA math, TF32 tensor cores under TF32, bf16
-// tensors under BF16 (its outputs then rounded to bf16 too). The CPU path has one reference.
-enum class ConvAlgorithm { Naive, Tiled, TensorCore, Bf16TensorCore, Cudnn };
+// tensors under BF16 (its outputs then rounded to bf16 too). Or Auto: per shape and pass,
+// the faster of our kernel of the precision's math (v2 / v3 / v4) and cuDNN's, timed once
+// on first use and printed (kernels/cuda/conv2d_autotune.cuh). The CPU path has one reference.
+enum class ConvAlgorithm { Naive, Tiled, TensorCore, Bf16TensorCore, Cudnn, Auto };
 void set_conv_algorithm(ConvAlgorithm algo);
 ConvAlgorithm conv_algorithm();
 // v4's block shape per pass and size: by a heuristic (default), or timed on first use

@@ -100,7 +100,8 @@ run_profile() {
 # The CIFAR-10 model's training step at batch 128 on the engine, fp32 (default), in tf32
 # (precision=tf32: the v3 TF32 tensor-core convolution, TF32-rounded linear operands) and in
 # bf16 (precision=bf16: the v4 convolution, block shapes autotuned), in bf16 on cuDNN's
-# convolutions (cuda_conv=cudnn: the step-level ratio of ours to the library's), then the same step in
+# convolutions (cuda_conv=cudnn: the step-level ratio of ours to the library's) and on the
+# faster of the two per layer (cuda_conv=auto: its log prints each choice), then the same step in
 # PyTorch (scripts/pytorch_reference.py, when torch is importable) in fp32, TF32 and bf16
 # autocast: the comparison the project is measured by. Each log line of the engine also
 # gives the step's launches, graph launches, host syncs and late reads (step_work);
@@ -108,7 +109,7 @@ run_profile() {
 # to each log and run folder.
 run_train() {
   local status=0
-  for variant in "tiled:fp32" "tiled:tf32" "tiled:bf16" "cudnn:bf16"; do
+  for variant in "tiled:fp32" "tiled:tf32" "tiled:bf16" "cudnn:bf16" "auto:bf16"; do
     local conv=${variant%%:*} precision=${variant##*:}
     "$build/apps/ddpm" train --config configs/cifar10_ddpm.json --set device=cuda --set steps=30 \
       --set log_every=10 --set sample_every=0 --set ckpt_every=0 --set n_samples=8 \

@@ -232,7 +232,7 @@ TEST(ImageTrain, ConfigErrorsNameTheKey) {
   expect_error([] { read_image_train_config(tiny_json({"device=tpu"}), "tiny.json"); },
                {"key 'device'", "cpu, cuda"});
   expect_error([] { read_image_train_config(tiny_json({"cuda_conv=fast"}), "tiny.json"); },
-               {"key 'cuda_conv'", "tiled, tensor_core, bf16_tensor_core, naive, cudnn"});
+               {"key 'cuda_conv'", "tiled, tensor_core, bf16_tensor_core, naive, cudnn, auto"});
   expect_error([] { read_image_train_config(tiny_json({"cuda_attention=flash"}), "tiny.json"); },
                {"key 'cuda_attention'", "fused, straightforward"});
   expect_error([] { read_image_train_config(tiny_json({"precision=fp16"}), "tiny.json"); },

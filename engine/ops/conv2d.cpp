@@ -35,6 +35,10 @@ cuda::ConvAlgo cuda_algo() {
     return precision() == Precision::BF16   ? cuda::ConvAlgo::CudnnBf16
            : precision() == Precision::TF32 ? cuda::ConvAlgo::CudnnTf32
                                             : cuda::ConvAlgo::Cudnn;
+  if (g_algorithm == ConvAlgorithm::Auto)  // ours or the library's, whichever is faster
+    return precision() == Precision::BF16   ? cuda::ConvAlgo::AutoBf16
+           : precision() == Precision::TF32 ? cuda::ConvAlgo::AutoTf32
+                                            : cuda::ConvAlgo::AutoFp32;
   if (precision() == Precision::BF16) return cuda::ConvAlgo::Bf16TensorCore;
   if (precision() == Precision::TF32) return cuda::ConvAlgo::TensorCore;  // v3 rounds to TF32
   switch (g_algorithm) {

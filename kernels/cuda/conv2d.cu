@@ -37,6 +37,7 @@
 
 #include "engine/cuda_check.h"
 #include "kernels/cuda/conv2d.cuh"
+#include "kernels/cuda/conv2d_autotune.cuh"
 #include "kernels/cuda/conv2d_bf16.cuh"
 #include "kernels/cuda/conv2d_cudnn.cuh"
 #include "kernels/cuda/conv2d_tensor_core.cuh"
@@ -273,22 +274,63 @@ CudnnMath cudnn_math(ConvAlgo a) {
                                     : CudnnMath::Fp32;
 }
 
-// cuDNN where it has an algorithm for the shape, else our kernel of the same math.
-ConvAlgo resolve(const Conv2dShape& s, ConvAlgo a) {
-  if (!is_cudnn(a) || conv2d_cudnn_supported(s, cudnn_math(a))) return a;
-  return a == ConvAlgo::CudnnBf16 ? ConvAlgo::Bf16TensorCore
-         : a == ConvAlgo::CudnnTf32 ? ConvAlgo::TensorCore
-                                    : ConvAlgo::Tiled;
+bool is_auto(ConvAlgo a) {
+  return a == ConvAlgo::AutoFp32 || a == ConvAlgo::AutoTf32 || a == ConvAlgo::AutoBf16;
+}
+
+// Our kernel of an algo's math, and the cuDNN algo of it.
+ConvAlgo ours_of(ConvAlgo a) {
+  switch (a) {
+    case ConvAlgo::CudnnBf16:
+    case ConvAlgo::AutoBf16: return ConvAlgo::Bf16TensorCore;
+    case ConvAlgo::CudnnTf32:
+    case ConvAlgo::AutoTf32: return ConvAlgo::TensorCore;
+    case ConvAlgo::Cudnn:
+    case ConvAlgo::AutoFp32: return ConvAlgo::Tiled;
+    default: return a;
+  }
+}
+ConvAlgo cudnn_of(ConvAlgo a) {
+  return a == ConvAlgo::AutoBf16 ? ConvAlgo::CudnnBf16
+         : a == ConvAlgo::AutoTf32 ? ConvAlgo::CudnnTf32
+                                   : ConvAlgo::Cudnn;
+}
+
+// What runs pass `pass` of s: cuDNN where it has an algorithm for the shape, else our kernel
+// of the same math; under Auto* the autotuner's choice between the two.
+ConvAlgo resolve(const Conv2dShape& s, ConvAlgo a, ConvPass pass) {
+  if (is_auto(a)) a = conv2d_autotuned(s, pass, ours_of(a), cudnn_of(a));
+  return conv2d_algo_runs(s, a) ? a : ours_of(a);
 }
 
 }  // namespace
 
+const char* conv_algo_name(ConvAlgo algo) {
+  switch (algo) {
+    case ConvAlgo::Naive: return "v1 naive";
+    case ConvAlgo::Tiled: return "v2 tiled";
+    case ConvAlgo::TensorCore: return "v3 TF32";
+    case ConvAlgo::Bf16TensorCore: return "v4 bf16";
+    case ConvAlgo::Cudnn: return "cuDNN fp32";
+    case ConvAlgo::CudnnTf32: return "cuDNN TF32";
+    case ConvAlgo::CudnnBf16: return "cuDNN bf16";
+    case ConvAlgo::AutoFp32: return "auto fp32";
+    case ConvAlgo::AutoTf32: return "auto TF32";
+    case ConvAlgo::AutoBf16: return "auto bf16";
+  }
+  return "?";
+}
+
+bool conv2d_algo_runs(const Conv2dShape& s, ConvAlgo algo) {
+  return !is_cudnn(algo) || conv2d_cudnn_supported(s, cudnn_math(algo));
+}
+
 bool conv2d_dgrad_uses_workspace(ConvAlgo algo) {
-  return algo == ConvAlgo::Bf16TensorCore || is_cudnn(algo);
+  return algo == ConvAlgo::Bf16TensorCore || is_cudnn(algo) || is_auto(algo);
 }
 
 int64_t conv2d_forward_workspace(const Conv2dShape& s, ConvAlgo algo) {
-  algo = resolve(s, algo);
+  algo = resolve(s, algo, ConvPass::Forward);
   if (is_cudnn(algo)) return conv2d_cudnn_forward_workspace(s, cudnn_math(algo));
   return algo == ConvAlgo::Bf16TensorCore ? conv2d_bf16_forward_workspace(s) : 0;
 }
@@ -296,7 +338,7 @@ int64_t conv2d_forward_workspace(const Conv2dShape& s, ConvAlgo algo) {
 void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const float* b,
                     float* y, ConvAlgo algo, float* workspace, const float* per_sample,
                     const float* residual) {
-  algo = resolve(s, algo);
+  algo = resolve(s, algo, ConvPass::Forward);
   if (is_cudnn(algo))
     return conv2d_cudnn_forward(s, x, w, b, y, cudnn_math(algo), workspace, per_sample, residual);
   if (algo == ConvAlgo::Bf16TensorCore)
@@ -313,7 +355,10 @@ void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const 
 // v4: its bf16 operand copies and split-K planes instead; cuDNN: its staged operands and
 // its own workspace.
 int64_t conv2d_backward_workspace(const Conv2dShape& s, ConvAlgo algo) {
-  algo = resolve(s, algo);
+  if (is_auto(algo))  // each pass its own choice, run one after the other
+    return std::max(conv2d_backward_workspace(s, resolve(s, algo, ConvPass::Dgrad)),
+                    conv2d_backward_workspace(s, resolve(s, algo, ConvPass::Wgrad)));
+  algo = resolve(s, algo, ConvPass::Dgrad);  // one algo: the same for both passes
   const int64_t gemm = is_cudnn(algo) ? conv2d_cudnn_backward_workspace(s, cudnn_math(algo))
                        : algo == ConvAlgo::Bf16TensorCore ? conv2d_bf16_backward_workspace(s)
                                                           : split_k_workspace(s, algo);
@@ -322,7 +367,15 @@ int64_t conv2d_backward_workspace(const Conv2dShape& s, ConvAlgo algo) {
 
 void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const float* dy,
                      float* dx, float* dw, float* db, ConvAlgo algo, float* workspace) {
-  algo = resolve(s, algo);
+  if (is_auto(algo)) {
+    const ConvAlgo d = resolve(s, algo, ConvPass::Dgrad);
+    const ConvAlgo w_algo = resolve(s, algo, ConvPass::Wgrad);
+    if (d == w_algo) return conv2d_backward(s, x, w, dy, dx, dw, db, d, workspace);
+    if (dx) conv2d_backward(s, x, w, dy, dx, nullptr, nullptr, d, workspace);
+    if (dw || db) conv2d_backward(s, x, w, dy, nullptr, dw, db, w_algo, workspace);
+    return;
+  }
+  algo = resolve(s, algo, ConvPass::Dgrad);
   if (is_cudnn(algo)) {
     conv2d_cudnn_backward(s, x, w, dy, dx, dw, cudnn_math(algo), workspace);
     if (db) bias_gradient(s, dy, db, workspace, conv2d_cudnn_backward_workspace(s, cudnn_math(algo)));

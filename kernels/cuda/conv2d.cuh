@@ -12,13 +12,21 @@
 //   Cudnn      fp32 with FMA math (v1/v2's numbers), CudnnTf32: TF32 tensor cores allowed
 //              (v3's), CudnnBf16: bf16 tensors (v4's operands, and y, dx, dw rounded to bf16).
 //              A shape cuDNN has no algorithm for runs on v2 / v3 / v4 (printed once).
+// and, per shape and pass, the faster of the two in one math (conv2d_autotune.cuh): AutoFp32
+// (v2 or cuDNN fp32), AutoTf32 (v3 or cuDNN TF32), AutoBf16 (v4 or cuDNN bf16).
 #pragma once
 
 #include "kernels/shapes.h"
 
 namespace ddpm::cuda {
 
-enum class ConvAlgo { Naive, Tiled, TensorCore, Bf16TensorCore, Cudnn, CudnnTf32, CudnnBf16 };
+enum class ConvAlgo {
+  Naive, Tiled, TensorCore, Bf16TensorCore, Cudnn, CudnnTf32, CudnnBf16, AutoFp32, AutoTf32,
+  AutoBf16
+};
+const char* conv_algo_name(ConvAlgo algo);  // "v4 bf16", "cuDNN bf16", ...
+// False for a cuDNN algo cuDNN cannot run on s (then our kernel of the same math runs).
+bool conv2d_algo_runs(const Conv2dShape& s, ConvAlgo algo);
 
 // True when the input gradient alone needs the backward workspace (v4's and cuDNN's staged
 // operands); v1-v3 use it only for the weight and bias gradients.

@@ -376,6 +376,11 @@ T* at(float* workspace, int64_t offset) {
   return reinterpret_cast<T*>(workspace + offset);
 }
 
+// cuDNN's own workspace for a call needing `bytes`: null for none (never a pointer past the end).
+void* library_workspace(float* workspace, const Layout& l, size_t bytes) {
+  return bytes > 0 ? workspace + l.library : nullptr;
+}
+
 // The input cuDNN convolves: x itself, or x staged (padded, converted) into the workspace.
 template <class T>
 const void* staged_input(const Conv2dShape& s, const Plan& p, const float* x, T* out) {
@@ -397,7 +402,8 @@ void forward(const Conv2dShape& s, const Plan& p, const float* x, const float* w
   T* yc = kBf16 ? at<T>(workspace, l.y) : reinterpret_cast<T*>(y);
   const float one = 1.0f, zero = 0.0f;
   DDPM_CUDNN(cudnnConvolutionForward(handle(), &one, p.x, xc, p.w, wc, p.conv, p.fwd,
-                                     workspace + l.library, p.fwd_bytes, &zero, p.y, yc));
+                                     library_workspace(workspace, l, p.fwd_bytes), p.fwd_bytes,
+                                     &zero, p.y, yc));
   const int64_t pixels = s.out_h() * s.out_w(), m = s.n * pixels;
   if (kBf16 || b || per_sample || residual)
     DDPM_LAUNCH(epilogue_kernel<T>, grid_for(m * s.c_out), kThreads)(
@@ -426,8 +432,8 @@ void backward(const Conv2dShape& s, const Plan& p, const float* x, const float* 
     const bool direct = !p.stage_x;
     T* dxc = direct ? reinterpret_cast<T*>(dx) : at<T>(workspace, l.dx);
     DDPM_CUDNN(cudnnConvolutionBackwardData(handle(), &one, p.w, wc, p.y, dyc, p.conv, p.data,
-                                            workspace + l.library, p.data_bytes,
-                                            direct ? &one : &zero, p.x, dxc));
+                                            library_workspace(workspace, l, p.data_bytes),
+                                            p.data_bytes, direct ? &one : &zero, p.x, dxc));
     if (!direct)
       DDPM_LAUNCH(crop_accumulate_kernel<T>, grid_for(s.n * s.h * s.w * s.c_in), kThreads)(
           s, p.in_h, p.in_w, p.top, p.left, dxc, dx);
@@ -436,8 +442,8 @@ void backward(const Conv2dShape& s, const Plan& p, const float* x, const float* 
     const void* xc = staged_input(s, p, x, at<T>(workspace, l.x));
     T* dwc = at<T>(workspace, l.dw);  // (Cout, KH, KW, Cin)
     DDPM_CUDNN(cudnnConvolutionBackwardFilter(handle(), &one, p.x, xc, p.y, dyc, p.conv, p.filter,
-                                              workspace + l.library, p.filter_bytes, &zero, p.w,
-                                              dwc));
+                                              library_workspace(workspace, l, p.filter_bytes),
+                                              p.filter_bytes, &zero, p.w, dwc));
     transpose<T, float, true>(s.c_out, k, dwc, dw);  // dw (K, Cout) += its transpose
   }
 }

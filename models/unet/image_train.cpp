@@ -119,11 +119,13 @@ ImageTrainConfig read_image_train_config(const nlohmann::json& json, const std::
   const std::string device = r.choice("device", "cpu", {"cpu", "cuda", "auto"});
   c.device = device == "cuda" || (device == "auto" && cuda_available()) ? Device::CUDA : Device::CPU;
   const std::string conv =
-      r.choice("cuda_conv", "tiled", {"tiled", "tensor_core", "bf16_tensor_core", "naive", "cudnn"});
+      r.choice("cuda_conv", "tiled",
+               {"tiled", "tensor_core", "bf16_tensor_core", "naive", "cudnn", "auto"});
   c.cuda_conv = conv == "naive"              ? ConvAlgorithm::Naive
                 : conv == "tensor_core"      ? ConvAlgorithm::TensorCore
                 : conv == "bf16_tensor_core" ? ConvAlgorithm::Bf16TensorCore
                 : conv == "cudnn"            ? ConvAlgorithm::Cudnn
+                : conv == "auto"             ? ConvAlgorithm::Auto
                                              : ConvAlgorithm::Tiled;
   c.cuda_autotune = r.boolean("cuda_autotune", c.cuda_autotune);
   const std::string precision = r.choice("precision", "fp32", {"fp32", "tf32", "bf16"});

@@ -9,10 +9,11 @@
 //   keep_checkpoints, out_dir, device "cpu" | "cuda" | "auto" (the GPU when there is one),
 //   cpu_kernels "fast" | "reference", cuda_conv "tiled" (fp32, default) | "tensor_core" (TF32) |
 //   "bf16_tensor_core" (v4: bf16 operands, fp32 accumulation) | "naive" | "cudnn" (the
-//   library baseline, in the precision's math),
+//   library baseline, in the precision's math) | "auto" (per layer and pass the faster of
+//   ours and cuDNN's in the precision's math, timed on first use and printed),
 //   precision "fp32" (default) | "tf32" | "bf16" (convolution and linear operands rounded to
 //   TF32 / bf16, fp32 sums; on CUDA the convolutions then run on v3 / v4 whatever cuda_conv
-//   says, but for cudnn; docs/precision.md),
+//   says, but for cudnn and auto; docs/precision.md),
 //   cuda_autotune (v4's block shapes timed per layer on first use; same results),
 //   cuda_attention "fused" (default) | "straightforward",
 //   profile_steps (the per-op GPU time of that many steps: op_profile.txt; CUDA only).

@@ -270,13 +270,14 @@ cudnnStatus_t run(cudnnHandle_t handle, Pass pass, const void* alpha, cudnnTenso
   const cudnnConvolutionStruct cs = *conv;
   const auto work = [=] {
     const auto operand = [&](const void* p, size_t n) { return decode(p, n, type, math); };
+    const size_t nx = elements(&xs), nw = elements(&ws), ny = elements(&ys);
     std::vector<double> acc;
     if (pass == Pass::Forward)  // x * w
-      acc = convolve(pass, &xs, &ws, &cs, &ys, operand(x, elements(&xs)), operand(w, elements(&ws)));
+      acc = convolve(pass, &xs, &ws, &cs, &ys, operand(x, nx), operand(w, nw));
     else if (pass == Pass::Data)  // dy * w
-      acc = convolve(pass, &xs, &ws, &cs, &ys, operand(y, elements(&ys)), operand(w, elements(&ws)));
+      acc = convolve(pass, &xs, &ws, &cs, &ys, operand(y, ny), operand(w, nw));
     else  // dy * x
-      acc = convolve(pass, &xs, &ws, &cs, &ys, operand(y, elements(&ys)), operand(x, elements(&xs)));
+      acc = convolve(pass, &xs, &ws, &cs, &ys, operand(y, ny), operand(x, nx));
     store(acc, a, b, out, type);
   };
   if (!cuda_emu::captured(handle->stream, work)) work();

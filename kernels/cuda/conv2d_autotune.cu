@@ -1,0 +1,130 @@
+// The per-shape choice between our convolution and cuDNN's (conv2d_autotune.cuh).
+//
+// The operands are scratch buffers of the shape, filled with a fixed pattern of values in
+// [-0.5, 0.5) (no zeros-only or denormal inputs a kernel might run faster on); the outputs
+// are scratch too, so timing a backward pass, which accumulates, touches no gradient. A
+// warm-up run first builds what the candidate builds once (cuDNN's plan, v4's tile choice),
+// then 5 timed runs between CUDA events, of which the median counts. The key is the whole
+// shape and the pass: batch size included, since a tile shape that wins at batch 128 may
+// lose at batch 8.
+#include <algorithm>
+#include <array>
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <vector>
+
+#include "engine/cuda_check.h"
+#include "engine/cuda_stream.h"
+#include "kernels/cuda/conv2d_autotune.cuh"
+#include "kernels/cuda/launch.cuh"
+
+namespace ddpm::cuda {
+
+namespace {
+
+__global__ void fill_pattern_kernel(int64_t n, float* x) {
+  DDPM_GRID_STRIDE(i, n) x[i] = 0.5f - static_cast<float>((i * 37) % 101) / 101.0f;
+}
+
+// A device buffer for the timing runs, freed when the choice is made.
+class Scratch {
+ public:
+  explicit Scratch(int64_t floats) {
+    if (floats > 0) CUDA_CHECK(cudaMalloc(&p_, floats * sizeof(float)));
+  }
+  ~Scratch() { cudaFree(p_); }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  float* get() const { return p_; }
+  float* filled(int64_t n) const {
+    DDPM_LAUNCH(fill_pattern_kernel, grid_for(n), kThreads)(n, p_);
+    return p_;
+  }
+
+ private:
+  float* p_ = nullptr;
+};
+
+const char* pass_name(ConvPass pass) {
+  return pass == ConvPass::Forward ? "forward" : pass == ConvPass::Dgrad ? "dgrad" : "wgrad";
+}
+
+// Median ms of 5 runs after a warm-up, between events on the engine's stream.
+template <class Run>
+double median_ms(Run run) {
+  run();
+  cudaEvent_t start = nullptr, end = nullptr;
+  CUDA_CHECK(cudaEventCreate(&start));
+  CUDA_CHECK(cudaEventCreate(&end));
+  std::vector<float> ms(5);
+  for (float& m : ms) {
+    CUDA_CHECK(cudaEventRecord(start, engine_stream()));
+    run();
+    CUDA_CHECK(cudaEventRecord(end, engine_stream()));
+    CUDA_CHECK(cudaEventSynchronize(end));
+    CUDA_CHECK(cudaEventElapsedTime(&m, start, end));
+  }
+  CUDA_CHECK(cudaEventDestroy(start));
+  CUDA_CHECK(cudaEventDestroy(end));
+  std::sort(ms.begin(), ms.end());
+  return ms[2];
+}
+
+ConvAlgo tune(const Conv2dShape& s, ConvPass pass, ConvAlgo ours, ConvAlgo library) {
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  CUDA_CHECK(cudaStreamIsCapturing(engine_stream(), &capture));
+  CHECK(capture == cudaStreamCaptureStatusNone,
+        "cuda_conv: auto met a new convolution shape inside a CUDA graph capture ("
+            << pass_name(pass) << " of (" << s.n << ", " << s.h << ", " << s.w << ", " << s.c_in
+            << ") -> " << s.c_out << "): the eager steps before a capture must see every shape");
+  std::vector<ConvAlgo> candidates{ours};
+  if (conv2d_algo_runs(s, library)) candidates.push_back(library);
+  const int64_t taps = static_cast<int64_t>(s.kh) * s.kw;
+  const int64_t nx = s.n * s.h * s.w * s.c_in, nw = taps * s.c_in * s.c_out;
+  const int64_t ny = s.n * s.out_h() * s.out_w() * s.c_out;
+  int64_t ws_floats = 0;
+  for (ConvAlgo a : candidates)
+    ws_floats = std::max({ws_floats, conv2d_forward_workspace(s, a),
+                          conv2d_backward_workspace(s, a)});
+  const Scratch x(nx), w(nw), y(ny), dx(nx), dw(nw), ws(ws_floats);
+  const float *xp = x.filled(nx), *wp = w.filled(nw), *dyp = y.filled(ny);
+  std::vector<double> ms;
+  for (ConvAlgo a : candidates) {
+    ms.push_back(median_ms([&] {
+      if (pass == ConvPass::Forward)
+        conv2d_forward(s, xp, wp, nullptr, y.get(), a, ws.get());
+      else if (pass == ConvPass::Dgrad)
+        conv2d_backward(s, xp, wp, dyp, dx.get(), nullptr, nullptr, a, ws.get());
+      else
+        conv2d_backward(s, xp, wp, dyp, nullptr, dw.get(), nullptr, a, ws.get());
+    }));
+  }
+  const size_t best = static_cast<size_t>(std::min_element(ms.begin(), ms.end()) - ms.begin());
+  std::printf("conv autotune: %s (%lld, %lld, %lld, %lld) k%dx%d -> %lld stride %d:",
+              pass_name(pass), static_cast<long long>(s.n), static_cast<long long>(s.h),
+              static_cast<long long>(s.w), static_cast<long long>(s.c_in), s.kh, s.kw,
+              static_cast<long long>(s.c_out), s.stride);
+  for (size_t i = 0; i < candidates.size(); ++i)
+    std::printf("%s %s %.3f ms", i ? "," : "", conv_algo_name(candidates[i]), ms[i]);
+  if (candidates.size() == 1) std::printf(" (cuDNN cannot run it)");
+  std::printf(" -> %s\n", conv_algo_name(candidates[best]));
+  return candidates[best];
+}
+
+}  // namespace
+
+ConvAlgo conv2d_autotuned(const Conv2dShape& s, ConvPass pass, ConvAlgo ours, ConvAlgo library) {
+  using Key = std::array<int64_t, 15>;
+  static std::mutex mutex;
+  static std::map<Key, ConvAlgo> choices;
+  const Key key{s.n, s.h, s.w, s.c_in, s.c_out, s.kh, s.kw, s.stride, s.pad_top, s.pad_left,
+                s.pad_bottom, s.pad_right, static_cast<int64_t>(pass),
+                static_cast<int64_t>(ours), static_cast<int64_t>(library)};
+  std::lock_guard<std::mutex> lock(mutex);
+  auto found = choices.find(key);
+  if (found == choices.end()) found = choices.emplace(key, tune(s, pass, ours, library)).first;
+  return found->second;
+}
+
+}  // namespace ddpm::cuda
