@@ -148,7 +148,9 @@ __global__ void crop_accumulate_kernel(Conv2dShape s, int64_t in_h, int64_t in_w
 
 // b (cols x rows) = a (rows x cols) transposed, or b += it. A 32x32 tile goes through shared
 // memory so both the read and the write run along rows (coalesced); 33 columns so the
-// column-wise reads of the tile hit 32 different banks. 32x8 threads, 4 rows each.
+// column-wise reads of the tile hit 32 different banks. kTile = 32: a warp per tile row (one
+// coalesced 128-byte read); kTileRows = 8: 256 threads a block, 4 elements each, enough
+// loads in flight per thread without a block so large that small matrices leave SMs idle.
 constexpr int kTile = 32, kTileRows = 8;
 template <class In, class Out, bool kAccumulate>
 __global__ void transpose_kernel(int64_t rows, int64_t cols, const In* a, Out* b) {
@@ -193,6 +195,8 @@ __global__ void convert_kernel(int64_t n, const float* x, T* out) {
 
 template <class In, class Out, bool kAccumulate>
 void transpose(int64_t rows, int64_t cols, const In* a, Out* b) {
+  CHECK((rows + kTile - 1) / kTile <= 65535,
+        "transpose: " << rows << " rows exceed the grid's y extent (65535 tiles)");
   const dim3 grid(static_cast<unsigned>((cols + kTile - 1) / kTile),
                   static_cast<unsigned>((rows + kTile - 1) / kTile));
   DDPM_LAUNCH((transpose_kernel<In, Out, kAccumulate>), grid, dim3(kTile, kTileRows))(rows, cols,
