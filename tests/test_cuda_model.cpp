@@ -356,6 +356,25 @@ TEST(CudaModel, RoundedPrecisionStepsMatchTheCpuPath) {
   }
 }
 
+// The same comparison in bf16 with the GPU's convolutions on cuDNN (cuda_conv: cudnn), at the
+// test U-Net's shapes (8-32 channels, the downsample's asymmetric padding, 3 input channels):
+// the op tests hold each convolution to the CPU; this holds the layers together. cuDNN's y,
+// dx and dw are rounded to bf16 once more than v4's (2^-8 of each), so twice the bounds above.
+TEST(CudaModel, CudnnBf16StepMatchesTheCpuPath) {
+  REQUIRE_GPU();
+  const std::string path = ::testing::TempDir() + "/cpu-cudnn.safetensors";
+  ImageRun cpu(small_config("cpu", "bf16"));
+  for (int i = 0; i < 3; ++i) cpu.step();
+  cpu.save_checkpoint(path);
+  ImageRun gpu(test::small_unet_config("cuda", "bf16", {"cuda_conv=cudnn"}));
+  gpu.load_checkpoint(path);
+  const StepStats s_cpu = cpu.step(), s_gpu = gpu.step();
+  set_precision(Precision::F32);  // the runs set them process-wide
+  set_conv_algorithm(ConvAlgorithm::Tiled);
+  EXPECT_NEAR(s_gpu.loss, s_cpu.loss, 2e-3 * s_cpu.loss);
+  expect_gradients_close(gpu, cpu, 2e-2);
+}
+
 TEST(CudaModel, GpuCheckpointResumesOnTheCpu) {
   REQUIRE_GPU();
   const std::string path = ::testing::TempDir() + "/gpu.safetensors";
