@@ -378,7 +378,8 @@ void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const
   algo = resolve(s, algo, ConvPass::Dgrad);
   if (is_cudnn(algo)) {
     conv2d_cudnn_backward(s, x, w, dy, dx, dw, cudnn_math(algo), workspace);
-    if (db) bias_gradient(s, dy, db, workspace, conv2d_cudnn_backward_workspace(s, cudnn_math(algo)));
+    if (db)
+      bias_gradient(s, dy, db, workspace, conv2d_cudnn_backward_workspace(s, cudnn_math(algo)));
     return;
   }
   if (algo == ConvAlgo::Bf16TensorCore) {

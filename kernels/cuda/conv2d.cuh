@@ -33,9 +33,10 @@ bool conv2d_algo_runs(const Conv2dShape& s, ConvAlgo algo);
 bool conv2d_dgrad_uses_workspace(ConvAlgo algo);
 
 // workspace: conv2d_forward_workspace(s, algo) floats (0 but for v4, whose bf16 operand
-// copies live there, and cuDNN, whose staged operands and own workspace do). y = conv + b + per_sample[n] + residual, each addend optional:
-// per_sample (N, Cout), residual (N, OH, OW, Cout); v4 adds them in its epilogue, v1-v3 in
-// separate passes.
+// copies live there, and cuDNN, whose staged operands and own workspace do).
+// y = conv + b + per_sample[n] + residual, each addend optional: per_sample (N, Cout),
+// residual (N, OH, OW, Cout); v4 adds them in its epilogue, cuDNN's path in one pass after
+// the library's output, v1-v3 in separate passes.
 int64_t conv2d_forward_workspace(const Conv2dShape& s, ConvAlgo algo);
 void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const float* b,
                     float* y, ConvAlgo algo, float* workspace = nullptr,
