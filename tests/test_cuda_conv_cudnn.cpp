@@ -28,6 +28,9 @@
 #if DDPM_WITH_CUDA
 #include "kernels/cuda/conv2d_cudnn.cuh"
 #endif
+#if DDPM_CUDA_EMULATION
+#include "tests/cuda_emulation/cudnn.h"  // cuda_emu::cudnn_refuse_inputs_below
+#endif
 
 namespace ddpm {
 namespace {
@@ -156,6 +159,39 @@ TEST(CudaConvCudnn, AutoPicksOneVerifiedKernelPerPassOnce) {
     }
   }
 }
+
+#if DDPM_CUDA_EMULATION
+// A shape cuDNN has no algorithm for runs on our kernel of the same math, and the log says
+// so, under cudnn and under auto: the emulated cuDNN made to refuse inputs of fewer than 8
+// channels, as the real one may for bf16 (the CIFAR-10 model's first convolution has 3).
+TEST(CudaConvCudnn, AShapeCudnnCannotRunRunsOnOurKernel) {
+  PrecisionRestorer restore;
+  cuda_emu::cudnn_refuse_inputs_below(8);
+  set_precision(Precision::BF16);
+  testing::internal::CaptureStdout();
+  set_conv_algorithm(ConvAlgorithm::Cudnn);
+  const test::ConvCase refused{{1, 6, 6, 3}, 3, 4, Conv2dParams::same(3)};
+  test::expect_conv_op_within(6e-3, {refused}, 1700, "cuDNN bf16 (refused)");
+  set_conv_algorithm(ConvAlgorithm::Auto);
+  const test::ConvCase tuned{{1, 7, 7, 3}, 3, 4, Conv2dParams::same(3)};
+  test::expect_conv_op_within(6e-3, {tuned}, 1800, "auto bf16 (cuDNN refused)");
+  const std::string printed = testing::internal::GetCapturedStdout();
+  cuda_emu::cudnn_refuse_inputs_below(0);
+  const Conv2dShape s = conv2d_shape(refused.x, Shape{3, 3, 3, 4}, refused.p);
+  EXPECT_FALSE(cuda::conv2d_cudnn_supported(s, cuda::CudnnMath::Bf16));
+  EXPECT_NE(printed.find("cudnn: conv (1, 6, 6, 3) k3x3 -> 4 stride 1 pad 1,1,1,1 bf16: cuDNN "
+                         "cannot run it (no forward algorithm); the engine's own kernel runs "
+                         "this shape"),
+            std::string::npos)
+      << printed;
+  for (const char* pass : {"forward", "dgrad", "wgrad"})
+    EXPECT_NE(printed.find(std::string("conv autotune: ") + pass +
+                           " (1, 7, 7, 3) k3x3 -> 4 stride 1: v4 bf16 "),
+              std::string::npos)
+        << pass << " in:\n" << printed;
+  EXPECT_EQ(printed.find("-> cuDNN bf16"), std::string::npos) << printed;
+}
+#endif
 
 }  // namespace
 }  // namespace ddpm

@@ -149,6 +149,8 @@ cudnnStatus_t check_problem(cudnnTensorDescriptor_t x, cudnnFilterDescriptor_t w
 // Every emulated algorithm asks for one float per output channel.
 size_t required_workspace(cudnnFilterDescriptor_t w) { return sizeof(float) * w->k; }
 
+int g_refuse_below = 0;  // cuda_emu::cudnn_refuse_inputs_below
+
 template <class Perf, class Algo>
 cudnnStatus_t heuristic(cudnnTensorDescriptor_t x, cudnnFilterDescriptor_t w,
                         cudnnConvolutionDescriptor_t conv, cudnnTensorDescriptor_t y,
@@ -156,8 +158,10 @@ cudnnStatus_t heuristic(cudnnTensorDescriptor_t x, cudnnFilterDescriptor_t w,
   if (requested < 1 || returned == nullptr || perf == nullptr) return CUDNN_STATUS_BAD_PARAM;
   const cudnnStatus_t status = check_problem(x, w, conv, y);
   if (status != CUDNN_STATUS_SUCCESS) return status;
-  *perf = Perf{algo, CUDNN_STATUS_SUCCESS, -1.0f, required_workspace(w), CUDNN_DETERMINISTIC,
-               conv->math, {0, 0, 0}};
+  const cudnnStatus_t candidate =
+      x->c < g_refuse_below ? CUDNN_STATUS_NOT_SUPPORTED : CUDNN_STATUS_SUCCESS;
+  *perf = Perf{algo, candidate, -1.0f, required_workspace(w), CUDNN_DETERMINISTIC, conv->math,
+               {0, 0, 0}};
   *returned = 1;
   return CUDNN_STATUS_SUCCESS;
 }
@@ -285,6 +289,8 @@ cudnnStatus_t run(cudnnHandle_t handle, Pass pass, const void* alpha, cudnnTenso
 }
 
 }  // namespace
+
+void cuda_emu::cudnn_refuse_inputs_below(int channels) { g_refuse_below = channels; }
 
 cudnnStatus_t cudnnGetConvolutionForwardAlgorithm_v7(
     cudnnHandle_t handle, cudnnTensorDescriptor_t x, cudnnFilterDescriptor_t w,

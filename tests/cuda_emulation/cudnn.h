@@ -20,7 +20,9 @@
 //     is not device memory CUDNN_STATUS_EXECUTION_FAILED;
 //   - calls on a captured stream are recorded and run by each launch of the graph.
 // Anything else (NCHW, another data type, dilation, groups) is CUDNN_STATUS_NOT_SUPPORTED.
-// The enum values are cuDNN 9's.
+// The enum values are cuDNN 9's. A test can make the heuristics find no algorithm for inputs
+// of few channels (cuda_emu::cudnn_refuse_inputs_below), as the real library may for bf16
+// NHWC inputs of 3 channels, to test what the engine does then.
 #pragma once
 
 #include <cstddef>
@@ -61,6 +63,12 @@ struct cudnnAlgoPerfEmulated {
 using cudnnConvolutionFwdAlgoPerf_t = cudnnAlgoPerfEmulated<cudnnConvolutionFwdAlgo_t>;
 using cudnnConvolutionBwdDataAlgoPerf_t = cudnnAlgoPerfEmulated<cudnnConvolutionBwdDataAlgo_t>;
 using cudnnConvolutionBwdFilterAlgoPerf_t = cudnnAlgoPerfEmulated<cudnnConvolutionBwdFilterAlgo_t>;
+
+namespace cuda_emu {
+// From now on the v7 heuristics return one candidate with CUDNN_STATUS_NOT_SUPPORTED for an
+// input of fewer than `channels` channels (0: never, the default).
+void cudnn_refuse_inputs_below(int channels);
+}  // namespace cuda_emu
 
 struct cudnnContext;
 struct cudnnTensorStruct;
