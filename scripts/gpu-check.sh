@@ -131,6 +131,9 @@ run_train() {
     python3 scripts/pytorch_reference.py --json "$out/pytorch-fp32.json" > "$out/pytorch.log" 2>&1
     python3 scripts/pytorch_reference.py --tf32 --json "$out/pytorch-tf32.json" >> "$out/pytorch.log" 2>&1
     python3 scripts/pytorch_reference.py --bf16 --json "$out/pytorch-bf16.json" >> "$out/pytorch.log" 2>&1
+    # torch.compile (the bar), its compilation inside a longer warm-up
+    python3 scripts/pytorch_reference.py --bf16 --compile --warmup 10 \
+      --json "$out/pytorch-bf16-compiled.json" >> "$out/pytorch.log" 2>&1
     echo "pytorch exit $?" | tee -a "$out/train.status"
   else
     echo "pytorch: torch with CUDA not importable, skipped" | tee -a "$out/train.status"

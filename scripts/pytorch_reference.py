@@ -198,6 +198,14 @@ def model_from_config(path):
         c.get("in_channels", 3)
 
 
+def known_peak_tflops(device, bf16, tf32):
+    """Dense peaks (no sparsity) of the devices this project is measured on, SXM parts."""
+    for name in ("H100", "H200"):
+        if name in device:
+            return 989.4 if bf16 else (494.7 if tf32 else 66.9)
+    return None
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=128)
@@ -213,6 +221,10 @@ def main():
                     help="PyTorch's default layout instead of channels_last (on the CPU it can be faster)")
     ap.add_argument("--sample-steps", type=int,
                     help="time sampling instead: --batch images, this many DDIM steps (eta 0)")
+    ap.add_argument("--compile", action="store_true",
+                    help="torch.compile the model (the warm-up steps include the compilation)")
+    ap.add_argument("--peak-tflops", type=float,
+                    help="the device's dense peak for the precision, for the MFU (H100/H200 known)")
     ap.add_argument("--json")
     a = ap.parse_args()
     cpu = a.device == "cpu"
@@ -282,6 +294,19 @@ def main():
     if a.sample_steps:
         step = sample  # noqa: F811 -- the same timing loop, over whole samplings
     model.train()
+    # The step's FLOPs as PyTorch's own counter sees them (convolutions, matrix products,
+    # attention), on the model before compilation: the numerator of the MFU, to set beside
+    # the engine's count (engine/flops.h, kernel-bench step).
+    flops = None
+    try:
+        from torch.utils.flop_counter import FlopCounterMode
+        with FlopCounterMode(display=False) as counter:
+            step()
+        flops = counter.get_total_flops()
+    except ImportError:
+        print("pytorch_reference: this PyTorch has no torch.utils.flop_counter; no MFU")
+    if a.compile:
+        model = torch.compile(model)
     for _ in range(a.warmup):
         step()
     if cpu:
@@ -309,6 +334,11 @@ def main():
               "ms_per_step": ms, "images_per_second": a.batch * 1000.0 / ms,
               "peak_memory_bytes": peak, "last_loss": loss.item(),
               "date": time.strftime("%Y-%m-%d")}
+    if flops:
+        tflops = flops / (ms * 1e-3) * 1e-12
+        peak_tflops = a.peak_tflops or known_peak_tflops(device, a.bf16, a.tf32)
+        result.update({"compiled": a.compile, "tflop_per_step": flops * 1e-12, "tflops": tflops,
+                       "mfu": tflops / peak_tflops if peak_tflops else None})
     print(json.dumps(result, indent=2))
     if a.json:
         with open(a.json, "w") as f:

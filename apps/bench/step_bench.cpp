@@ -7,7 +7,9 @@
 // launches, copies), in the JSON rows. The graph rows' first runs include the capture (the
 // warm-up takes it). Each also with cuDNN's convolutions (cuda_conv: cudnn, in the same
 // precision) and our everything else: the step-level ratio of our convolutions to the
-// library's. No fraction of peak: a step's FLOPs are not counted here.
+// library's. And the model FLOP utilisation: the step's matrix-product FLOPs (counted by the
+// ops in an eager step, engine/flops.h: ~4.8 TFLOP at batch 128) per second, as a fraction of
+// the device's dense peak for the precision (bf16 tensor cores, or fp32 FMA).
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -15,6 +17,7 @@
 #include "apps/bench/bench.h"
 #include "engine/device.h"
 #include "engine/file_io.h"
+#include "engine/flops.h"
 #include "models/config_reader.h"
 #include "models/unet/image_train.h"
 
@@ -29,6 +32,7 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
   for (const char* precision : {"fp32", "bf16"})
     for (const bool cudnn : {false, true})
       for (const bool graph : {false, true}) variants.push_back({precision, cudnn, graph});
+  uint64_t step_flops = 0;  // counted in an eager step; a replayed graph runs no op to count
   for (const Variant& v : variants) {
     nlohmann::json j = load_json_file(std::string(DDPM_SOURCE_DIR) + "/configs/cifar10_ddpm.json");
     for (const std::string& kv :
@@ -41,15 +45,25 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
     ImageRun run(read_image_train_config(j, "configs/cifar10_ddpm.json (kernel-bench step)"));
     const double ms = timer.median_ms([&] { run.step(); }, 4, 10);
     const DeviceWorkCounts before = device_work_counts();
+    const uint64_t flops_before = matmul_flops();
     run.step();
     const DeviceWorkCounts after = device_work_counts();
+    if (!v.graph) step_flops = matmul_flops() - flops_before;
     char shape[64];
     std::snprintf(shape, sizeof shape, "CIFAR-10 U-Net, batch %lld",
                   static_cast<long long>(o.batch));
     const std::string variant = std::string(v.graph ? "CUDA graph " : "eager ") + v.precision +
                                 (v.cudnn ? ", cuDNN convolutions" : "");
     Row& r = report.add_rate("training step", shape, variant, ms, o.batch / (ms * 1e-3), "img/s");
-    r.extra = {{"kernel_launches", after.launches - before.launches},
+    const double tflops = step_flops / (ms * 1e-3) * 1e-12;
+    const double peak = std::string(v.precision) == "bf16" ? report.peaks().bf16_tflops
+                                                           : report.peaks().fp32_tflops;
+    std::printf("  training step, %s: %.2f TFLOP per step, %.1f TFLOP/s, MFU %.1f%% of %.0f\n",
+                variant.c_str(), step_flops * 1e-12, tflops, 100.0 * tflops / peak, peak);
+    r.extra = {{"step_tflop", step_flops * 1e-12},
+               {"tflops", tflops},
+               {"mfu", tflops / peak},
+               {"kernel_launches", after.launches - before.launches},
                {"graph_launches", after.graph_launches - before.graph_launches},
                {"copies", after.copies - before.copies},
                {"host_syncs", after.host_syncs - before.host_syncs}};

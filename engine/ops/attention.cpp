@@ -1,6 +1,7 @@
 // Op entry: multi-head self-attention over packed qkv (B, L, 3C). On CUDA, the straightforward
 // or the fused fp32 kernels (set_attention_algorithm), or under Precision::BF16 the bf16 flash
 // kernels on tensor cores; on the CPU, the reference or the fast one (set_cpu_kernels).
+#include "engine/flops.h"
 #include "engine/ops.h"
 #include "engine/ops/op_util.h"
 #include "kernels/cpu/attention.h"
@@ -98,6 +99,7 @@ Tensor attention(const Tensor& qkv, int64_t heads) {
   const Tensor qkv_op = operand(qkv);
   Tensor out = Tensor::empty(Shape{s.b, s.l, s.c}, qkv.dtype(), qkv.device());
   Tensor lse = Tensor::empty(Shape{s.b, heads, s.l}, qkv.dtype(), qkv.device());
+  count_matmul_flops(2 * attention_flops(s));  // S = QK^T, out = PV
   dispatch("attention", qkv, [&](auto tag) {
     using T = decltype(tag);
     cpu::attention_forward<T>(s, qkv_op.data<T>(), out.data<T>(), lse.data<T>());
@@ -110,6 +112,7 @@ Tensor attention(const Tensor& qkv, int64_t heads) {
     tape().record("attention", {out}, [s, kernels, operand, qkv_op, lse, saved_out,
                                        gq = grad_ref(qkv)](const std::vector<Tensor>& g) {
       Tensor dqkv = grad_buffer(gq);
+      count_matmul_flops(4 * attention_flops(s));  // dV = P^T dO, dP = dO V^T, dQ, dK
       const Tensor dout = operand(g[0]);
       dispatch("attention backward", qkv_op, [&](auto tag) {
         using T = decltype(tag);

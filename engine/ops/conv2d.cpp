@@ -1,4 +1,5 @@
 // Op entry: conv2d on NHWC tensors, weights (KH, KW, Cin, Cout), per-side padding.
+#include "engine/flops.h"
 #include "engine/ops.h"
 #include "engine/ops/op_util.h"
 #include "kernels/cpu/conv2d.h"
@@ -119,6 +120,7 @@ Tensor conv2d_add(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2
                                                                << y_shape.str());
   }
   Tensor y = Tensor::empty(y_shape, x.dtype(), x.device());
+  count_matmul_flops(conv2d_flops(s));
   // The CPU kernels get rounded operands under Precision::BF16 / TF32; the CUDA kernels
   // (v4 / v3, cuDNN) round them themselves (v4 also adds v and r in its epilogue).
   const bool on_cpu = x.device() == Device::CPU;
@@ -148,6 +150,7 @@ Tensor conv2d_add(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2
       Tensor dx = detail::grad_or_null(gx), dw = detail::grad_or_null(gw),
              db = detail::grad_or_null(gb);
       if (!dx.defined() && !dw.defined() && !db.defined()) return;
+      count_matmul_flops(conv2d_flops(s) * ((dx.defined() ? 1 : 0) + (dw.defined() ? 1 : 0)));
       // Under bf16 the data and weight gradients multiply rounded operands and the bias
       // gradient sums the fp32 incoming gradient (what v4 does): two calls.
       const bool split = detail::rounds_operands(x) && x.device() == Device::CPU;

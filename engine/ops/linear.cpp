@@ -1,4 +1,5 @@
 // Op entry: linear, y (..., N) = x (..., K) w (K, N) + b (N).
+#include "engine/flops.h"
 #include "engine/ops.h"
 #include "engine/ops/op_util.h"
 #include "kernels/cpu/linear.h"
@@ -38,6 +39,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
           "op 'linear': b " << b.describe() << " must be (" << s.n << ")");
   }
   Tensor y = Tensor::empty(x.shape().with_last(s.n), x.dtype(), x.device());
+  count_matmul_flops(linear_flops(s));
   // Under Precision::BF16 / TF32 the CPU multiplies rounded operands in fp32 (exact products,
   // fp32 sums: the numbers of a bf16 / TF32 GEMM). The GPU does the same on tensor cores:
   // bf16 copies of the operands through cublasGemmEx, or TF32-rounded operands through SGEMM
@@ -67,6 +69,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
                                   gb = grad_ref(b)](const std::vector<Tensor>& g) {
       Tensor dx = detail::grad_or_null(gx), dw = detail::grad_or_null(gw),
              db = detail::grad_or_null(gb);
+      count_matmul_flops(linear_flops(s) * ((dx.defined() ? 1 : 0) + (dw.defined() ? 1 : 0)));
       // bf16 / tf32: dx and dw from rounded operands, db from the fp32 incoming gradient (a
       // second call). The GPU's bf16 GEMMs round x, w and dy themselves and sum db from the
       // fp32 dy: one call on the unrounded operands.
