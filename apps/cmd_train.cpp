@@ -90,9 +90,11 @@ int train_unet(const nlohmann::json& config, const std::string& path, const Args
                     static_cast<unsigned long long>(p.step_work.graph_launches),
                     static_cast<unsigned long long>(p.step_work.host_syncs),
                     static_cast<unsigned long long>(p.step_work.late_reads));
-    std::printf("%sstep %lld/%lld  loss %.4f  grad %.3f  lr %.2e  %.1f img/s%s  eta %s%s%s",
+    std::printf("%sstep %lld/%lld  loss %.4f  grad %.3f  lr %.2e  %.1f img/s  %.2f TFLOP/s%s"
+                "  eta %s%s%s",
                 tty ? "\r" : "", static_cast<long long>(p.step), static_cast<long long>(p.total),
-                p.stats.loss, p.stats.grad_norm, p.stats.lr, p.images_per_second, work,
+                p.stats.loss, p.stats.grad_norm, p.stats.lr, p.images_per_second,
+                p.matmul_tflops, work,
                 format_seconds(p.eta_seconds).c_str(), quality, tty ? "   " : "\n");
     std::fflush(stdout);
   });

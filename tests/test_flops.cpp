@@ -6,7 +6,9 @@
 #include "engine/flops.h"
 #include "engine/ops.h"
 #include "models/config_reader.h"
+#include "models/unet/image_train.h"
 #include "models/unet/unet.h"
+#include "tests/cuda_model_config.h"
 #include "tests/test_util.h"
 
 namespace ddpm {
@@ -67,6 +69,18 @@ TEST(Flops, TheCifarUNetForwardIsTheLiteraturesCount) {
   const uint64_t flops = counted([&] { net.forward(x, Timesteps{{500}}, ForwardMode{}); });
   std::printf("CIFAR-10 U-Net forward, one image: %.3f GFLOP\n", flops * 1e-9);
   EXPECT_NEAR(static_cast<double>(flops), 12.2e9, 0.03 * 12.2e9);
+}
+
+// A training run knows its step's FLOPs (what `ddpm train` turns into TFLOP/s): the count of
+// an eager step, the same for every step of the run.
+TEST(Flops, ARunCountsItsStep) {
+  ImageRun run(test::small_unet_config("cpu"));
+  EXPECT_EQ(run.step_flops(), 0u);
+  const uint64_t first = counted([&] { run.step(); });
+  EXPECT_GT(first, 0u);
+  EXPECT_EQ(run.step_flops(), first);
+  EXPECT_EQ(counted([&] { run.step(); }), first);
+  EXPECT_EQ(run.step_flops(), first);
 }
 
 }  // namespace

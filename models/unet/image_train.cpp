@@ -15,6 +15,7 @@
 #include <set>
 
 #include "engine/file_io.h"
+#include "engine/flops.h"
 #include "engine/op_profile.h"
 #include "engine/safetensors.h"
 #include "models/data/cifar10.h"
@@ -224,6 +225,12 @@ StepStats ImageRun::step() {
 }
 
 void ImageRun::queue_step() {
+  const uint64_t before = matmul_flops();
+  queue_step_ops();
+  if (matmul_flops() > before) step_flops_ = matmul_flops() - before;
+}
+
+void ImageRun::queue_step_ops() {
   CHECK(batcher_, "ImageRun::step without data");
   const int64_t s = trainer_->step_index();
   const UNet* net = unet_.get();
@@ -658,7 +665,12 @@ TrainSummary train_images(const ImageTrainConfig& c, const TrainOptions& o,
   const auto start = Clock::now();
   auto last_report = start;
   const int64_t first = run.step_index(), total = c.trainer.steps;
-  int64_t last_report_step = first;
+  // The rate counts the steps queued since the last report: queueing is where a CPU step
+  // runs (and a GPU step's work enters the queue), so each interval holds the steps queued in
+  // it. Counting the steps resolved instead gave the first interval half its rate (two
+  // steps queued, one resolved) and the last a rate of thousands (nothing left to run).
+  int64_t last_report_queued = run.step_index();
+  double last_rate = 0;
   std::vector<double> losses;
   // Steps are queued one ahead: step s + 1 is queued before step s is read back, so the host
   // reads step s while the GPU runs step s + 1 and never drains its queue inside a step
@@ -709,7 +721,10 @@ TrainSummary train_images(const ImageTrainConfig& c, const TrainOptions& o,
     const auto now = Clock::now();
     const double secs = std::chrono::duration<double>(now - start).count();
     const double interval = std::chrono::duration<double>(now - last_report).count();
-    p.images_per_second = (p.step - last_report_step) * c.batch_size / std::max(interval, 1e-9);
+    const int64_t queued = run.step_index() - last_report_queued;
+    p.images_per_second =
+        queued > 0 ? queued * c.batch_size / std::max(interval, 1e-9) : last_rate;
+    p.matmul_tflops = run.step_flops() * (p.images_per_second / c.batch_size) * 1e-12;
     const double average = (p.step - first) * c.batch_size / std::max(secs, 1e-9);
     p.eta_seconds = (total - p.step) * c.batch_size / std::max(average, 1e-9);
     const bool last = p.step == total;
@@ -729,7 +744,8 @@ TrainSummary train_images(const ImageTrainConfig& c, const TrainOptions& o,
     if (p.step % c.log_every == 0 || last || stopping || p.bits_per_dim >= 0) {
       nlohmann::json line = {{"step", p.step}, {"loss", p.stats.loss},
                              {"grad_norm", p.stats.grad_norm}, {"lr", p.stats.lr},
-                             {"img_per_s", p.images_per_second}, {"time_s", secs}};
+                             {"img_per_s", p.images_per_second},
+                             {"matmul_tflops", p.matmul_tflops}, {"time_s", secs}};
       if (!p.stats.applied) line["skipped"] = true;
       if (c.device == Device::CUDA)  // what one step asked of the GPU (issue: one graph, no syncs)
         line["step_work"] = {{"launches", p.step_work.launches}, {"memsets", p.step_work.memsets},
@@ -752,7 +768,8 @@ TrainSummary train_images(const ImageTrainConfig& c, const TrainOptions& o,
       folder->append_metrics(line);
       if (report) report(p);
       last_report = now;
-      last_report_step = p.step;
+      last_report_queued = run.step_index();
+      last_rate = p.images_per_second;
     }
     if (last) {
       summary.final_bits_per_dim = p.bits_per_dim;

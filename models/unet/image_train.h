@@ -20,7 +20,8 @@
 // Outputs under out_dir (models/run_folder.h has the folder's rules: one trainer at a time,
 // no new run over an old one, nothing lost on resume): config.json (the resolved config),
 // metrics.jsonl (one JSON line per logged step, appended: loss, its mean per tenth of the
-// timesteps (loss_by_t), grad_norm, lr, img/s, and bits_per_dim when evaluated), samples/step_N.png and
+// timesteps (loss_by_t), grad_norm, lr, img/s, matmul_tflops (the step's matrix-product FLOPs,
+// engine/flops.h, at that rate), and bits_per_dim when evaluated), samples/step_N.png and
 // samples/final.png (EMA weights when EMA is on), samples/progressive.png (8 samples' predicted
 // x0 at 10 steps), run.json (command, device, start), report.html (models/run_report.h, at
 // the end), ckpt/step_N.safetensors (the last
@@ -100,6 +101,9 @@ class ImageRun {
   // step s + 1 before resolving step s and the host never waits for the GPU inside a step.
   StepStats step();
   void queue_step();
+  // The matrix-product FLOPs of the last step queued eagerly (engine/flops.h; 0 before the
+  // first). A replayed CUDA graph runs no op to count; it repeats that step's work.
+  uint64_t step_flops() const { return step_flops_; }
   StepStats resolve() { return trainer_->resolve(); }
   int64_t steps_in_flight() const { return trainer_->steps_in_flight(); }
   int64_t step_index() const { return trainer_->step_index(); }  // the next step to queue
@@ -130,6 +134,7 @@ class ImageRun {
   // f() with the EMA weights loaded (when use_ema and the run has EMA), restored after.
   template <class F>
   auto with_weights(bool use_ema, F f);
+  void queue_step_ops();  // queue_step's work
 
   ImageTrainConfig config_;
   ParameterStore store_;
@@ -137,6 +142,7 @@ class ImageRun {
   std::unique_ptr<DiffusionTrainer> trainer_;
   std::unique_ptr<ImageBatcher> batcher_;
   Collective* world_ = nullptr;  // none: one process
+  uint64_t step_flops_ = 0;
 };
 
 // The config stored in a checkpoint, and the checkpoint's step (for `ddpm info`/`sample`).
@@ -170,6 +176,7 @@ struct TrainProgress {
   int64_t step = 0, total = 0;
   StepStats stats;
   double images_per_second = 0;         // over the steps since the last report
+  double matmul_tflops = 0;             // ImageRun::step_flops() at that rate: MFU's numerator
   DeviceWorkCounts step_work;           // GPU work of this step: launches, memsets, syncs
   double eta_seconds = 0;
   double quality = -1, roughness = -1;  // synthetic data only; < 0: not measured this step
