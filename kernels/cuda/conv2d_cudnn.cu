@@ -46,6 +46,7 @@
 #include "engine/check.h"
 #include "engine/cuda_stream.h"
 #include "kernels/cuda/conv2d_cudnn.cuh"
+#include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/storage.cuh"
 
@@ -185,12 +186,6 @@ __global__ void epilogue_kernel(int64_t m, int64_t c_out, int64_t pixels, const 
     if (residual) v += residual[i];
     y[i] = v;
   }
-}
-
-// out = x as T (dy's bf16 copy).
-template <class T>
-__global__ void convert_kernel(int64_t n, const float* x, T* out) {
-  DDPM_GRID_STRIDE(i, n) store(out, i, x[i]);
 }
 
 template <class In, class Out, bool kAccumulate>
@@ -421,10 +416,9 @@ void backward(const Conv2dShape& s, const Plan& p, const float* x, const float* 
   const Layout l = layout<T>(s, p);
   const int64_t k = static_cast<int64_t>(s.kh) * s.kw * s.c_in;
   const void* dyc = dy;
-  if (kBf16) {
-    const int64_t n = s.n * s.out_h() * s.out_w() * s.c_out;
-    T* out = at<T>(workspace, l.dy);
-    DDPM_LAUNCH(convert_kernel<T>, grid_for(n), kThreads)(n, dy, out);
+  if (kBf16) {  // dy's bf16 copy (T is uint16_t here)
+    uint16_t* out = reinterpret_cast<uint16_t*>(at<T>(workspace, l.dy));
+    to_bf16_bits(s.n * s.out_h() * s.out_w() * s.c_out, dy, out);  // elementwise.cuh
     dyc = out;
   }
   const float one = 1.0f, zero = 0.0f;

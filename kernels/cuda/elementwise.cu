@@ -75,6 +75,9 @@ __global__ void silu_kernel(int64_t n, const float* x, float* y) {
 __global__ void round_to_bf16_kernel(int64_t n, const float* x, float* y) {
   DDPM_GRID_STRIDE(i, n) y[i] = ::ddpm::round_to_bf16(x[i]);
 }
+__global__ void to_bf16_bits_kernel(int64_t n, const float* x, uint16_t* y) {
+  DDPM_GRID_STRIDE(i, n) y[i] = ::ddpm::bf16_bits_from_float(x[i]);
+}
 __global__ void round_to_tf32_kernel(int64_t n, const float* x, float* y) {
   DDPM_GRID_STRIDE(i, n) y[i] = ::ddpm::round_to_tf32(x[i]);
 }
@@ -128,6 +131,7 @@ void silu_backward(int64_t n, const float* x, const float* dy, float* dx) {
   LAUNCH(silu_backward_kernel, n, n, x, dy, dx);
 }
 void round_to_bf16(int64_t n, const float* x, float* y) { LAUNCH(round_to_bf16_kernel, n, n, x, y); }
+void to_bf16_bits(int64_t n, const float* x, uint16_t* y) { LAUNCH(to_bf16_bits_kernel, n, n, x, y); }
 void round_to_tf32(int64_t n, const float* x, float* y) { LAUNCH(round_to_tf32_kernel, n, n, x, y); }
 
 #undef LAUNCH

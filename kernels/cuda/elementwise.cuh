@@ -30,6 +30,8 @@ void silu_backward(int64_t n, const float* x, const float* dy, float* dx);
 // y = x rounded to the nearest bf16 value (kernels/bf16.h), kept as fp32: the operands of
 // bf16 matrix products (engine precision bf16).
 void round_to_bf16(int64_t n, const float* x, float* y);
+// y = the same rounding as bf16 bits (kernels/bf16.h): the bf16 copies tensor-core products read.
+void to_bf16_bits(int64_t n, const float* x, uint16_t* y);
 // y = x rounded to the nearest TF32 value, ties away from zero (kernels/tf32.h).
 void round_to_tf32(int64_t n, const float* x, float* y);
 

@@ -31,7 +31,6 @@
 #include <string>
 
 #include "engine/cuda_check.h"
-#include "kernels/bf16.h"
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/linear.cuh"
@@ -128,18 +127,13 @@ void backward_products(Operands kind, const LinearShape& s, const void* x, const
   if (dw) gemm(kind, CUBLAS_OP_N, CUBLAS_OP_T, s.n, s.k, s.m, dy, s.n, x, s.k, 1.0f, dw, s.n);
 }
 
-// bf16 conversion into the workspace, one thread per element.
-__global__ void to_bf16_kernel(int64_t n, const float* x, uint16_t* y) {
-  DDPM_GRID_STRIDE(i, n) y[i] = bf16_bits_from_float(x[i]);
-}
-
 // Carves bf16 copies out of a float workspace, each 16-byte aligned (tensor-core loads).
 struct Bf16Workspace {
   uint16_t* next;
   static int64_t floats(int64_t elements) { return (elements + 7) / 8 * 4; }
   const uint16_t* convert(const float* x, int64_t n) {
     uint16_t* out = next;
-    if (n > 0) DDPM_LAUNCH(to_bf16_kernel, grid_for(n), kThreads)(n, x, out);
+    to_bf16_bits(n, x, out);  // elementwise.cuh
     next += floats(n) * 2;
     return out;
   }
