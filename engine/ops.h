@@ -42,6 +42,18 @@ enum class Precision { F32, TF32, BF16 };
 void set_precision(Precision p);
 Precision precision();
 
+// ---- bf16 storage (engine/ops/cast.cpp) ----
+// x converted to dtype, f32 <-> bf16 (nearest, ties to even: kernels/bf16.h; widening is
+// exact); x itself when it has that dtype. Recorded: the gradient is converted back (added
+// into x's gradient in fp32 and rounded once when that gradient is bf16).
+Tensor cast(const Tensor& x, DType dtype);
+// The dtype the models store activations in: F32 (default) or BF16, with the weights'
+// master copy, the optimiser and every sum in fp32 (docs/precision.md). Every op accepts
+// bf16 inputs: those with bf16 kernels run them; the others run on f32 copies and round
+// their outputs (engine/ops/op_util.h). Process-wide, config key `activations`.
+void set_activation_dtype(DType d);
+DType activation_dtype();
+
 // ---- elementwise (engine/ops/elementwise.cpp) ----
 Tensor add(const Tensor& a, const Tensor& b);          // same shapes
 Tensor mul(const Tensor& a, const Tensor& b);          // same shapes

@@ -5,6 +5,7 @@
 // to the output's rms would fail honest outputs that are sums of a few terms and cancel (a
 // 3-channel stride-2 dgrad: ~7 products). Each caller derives `relative` from what its
 // kernels do to the numbers. Call with the algorithm and precision set; needs a device.
+// activations = BF16: x and r (and so y and their gradients) stored in bf16 on both devices.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -26,7 +27,8 @@ inline std::string describe(const ConvCase& c) {
 }
 
 inline void expect_conv_op_within(double relative, const std::vector<ConvCase>& cases,
-                                  uint64_t stream, const char* gpu_name) {
+                                  uint64_t stream, const char* gpu_name,
+                                  DType activations = DType::F32) {
   for (const ConvCase& c : cases) {
     SCOPED_TRACE(describe(c));
     const Conv2dParams p = c.p;
@@ -49,8 +51,9 @@ inline void expect_conv_op_within(double relative, const std::vector<ConvCase>& 
     for (int run = 0; run < 3; ++run) {
       const Device d = run == 1 ? Device::CUDA : Device::CPU;
       std::vector<Tensor> in;
-      for (const Tensor& t : cpu_in) {
-        Tensor copy = (run == 2 ? absolute(t) : t.clone()).to(d);
+      for (size_t i = 0; i < cpu_in.size(); ++i) {
+        Tensor copy = (run == 2 ? absolute(cpu_in[i]) : cpu_in[i].clone()).to(d);
+        if (i == 0 || i == 4) copy = cast(copy, activations);  // x and r: activations
         copy.set_requires_grad(true);
         in.push_back(copy);
       }
@@ -58,8 +61,10 @@ inline void expect_conv_op_within(double relative, const std::vector<ConvCase>& 
       Tensor r = random_tensor(y.shape(), 999, DType::F32);
       r = (run == 2 ? absolute(r) : r).to(d);
       backward(sum(mul(y, r)));
-      runs.push_back({y.to(Device::CPU).to_vector<float>()});
-      for (const Tensor& t : in) runs.back().push_back(t.grad().to(Device::CPU).to_vector<float>());
+      EXPECT_EQ(y.dtype(), activations);
+      runs.push_back({cast(y, DType::F32).to(Device::CPU).to_vector<float>()});
+      for (const Tensor& t : in)
+        runs.back().push_back(cast(t.grad(), DType::F32).to(Device::CPU).to_vector<float>());
     }
     for (size_t k = 0; k < runs[0].size(); ++k) {
       const std::string what = k == 0 ? "output" : "gradient of input " + std::to_string(k - 1);

@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/op_profile.h"
 #include "engine/ops.h"
 #include "kernels/bf16.h"
 #include "kernels/cpu/conv2d.h"
@@ -203,6 +204,40 @@ TEST(CudaConvBf16, TheOpIsWithinBf16RoundingOfFp32) {
   set_conv_algorithm(ConvAlgorithm::Bf16TensorCore);
   test::expect_conv_op_within(8.1e-3, cases(), 800, "v4");
   set_conv_algorithm(ConvAlgorithm::Tiled);
+}
+
+// On bf16 activations (engine/ops.h set_activation_dtype: x, r, y and their gradients stored
+// in bf16) v4 reads x and dy in place when their channels are a multiple of 8 and stages the
+// others (the cases have both), and rounds y and dx once as it stores them; the CPU runs the
+// f32 op on the widened values and rounds its outputs. Both multiply the same bf16 operands
+// (precision bf16 rounds w on both), so their fp32 sums differ only in order (2e-4 of mag, as
+// above), and each stored output may then round to the neighbouring bf16 value: 2^-8 of it
+// more. |v4 - cpu| <= 4.1e-3 mag + 1e-6. Then, with op profiling on, a forward and backward
+// with no "cast" among the ops that ran: v4 itself took the bf16 tensors.
+TEST(CudaConvBf16, TheOpOnBf16ActivationsIsTheCpuOpOnThem) {
+  REQUIRE_GPU();
+  set_precision(Precision::BF16);
+  test::expect_conv_op_within(4.1e-3, cases(), 850, "v4 on bf16", DType::BF16);
+  for (const int64_t c_in : {16, 5}) {
+    SCOPED_TRACE(c_in);
+    const ConvCase c{{2, 6, 6, c_in}, 3, 8, Conv2dParams::same(3)};
+    Tensor x = cast(test::random_tensor(c.x, 870, DType::F32), DType::BF16).to(Device::CUDA);
+    Tensor w = test::random_tensor({3, 3, c_in, 8}, 871, DType::F32, 0.1).to(Device::CUDA);
+    Tensor r = cast(test::random_tensor({2, 6, 6, 8}, 872, DType::F32), DType::BF16)
+                   .to(Device::CUDA);
+    for (Tensor* t : {&x, &w, &r}) t->set_requires_grad(true);
+    set_op_profiling(true);
+    const Tensor y = conv2d_add(x, w, Tensor(), c.p, Tensor(), r);
+    tape().backward(y, Tensor::zeros(y.shape(), DType::BF16, Device::CUDA));
+    std::string names;
+    for (const OpTime& t : op_profile_take()) names += t.name + "; ";
+    set_op_profiling(false);
+    EXPECT_EQ(y.dtype(), DType::BF16);
+    EXPECT_EQ(x.grad().dtype(), DType::BF16);
+    EXPECT_NE(names.find("conv2d backward"), std::string::npos) << names;
+    EXPECT_EQ(names.find("cast"), std::string::npos) << names;
+  }
+  set_precision(Precision::F32);
 }
 
 }  // namespace

@@ -70,6 +70,7 @@ void cuda_backward(CudaAttention k, const AttentionShape& s, const Tensor& qkv, 
 }  // namespace
 
 Tensor attention(const Tensor& qkv, int64_t heads) {
+  if (detail::any_bf16({qkv})) return cast(attention(detail::widen(qkv), heads), DType::BF16);
   detail::check_float("attention", "qkv", qkv);
   detail::check_ndim("attention", "qkv", qkv, 3);
   AttentionShape s;

@@ -83,13 +83,11 @@ void add_after(const BroadcastShape& bs, const Tensor& v, const Tensor& r, const
   if (r.defined()) cpu::add_forward<T>(y.numel(), y.data<T>(), r.data<T>(), y.data<T>());
 }
 
-}  // namespace
-
-Tensor conv2d_add(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p,
-                  const Tensor& v, const Tensor& r) {
-  detail::check_float("conv2d", "x", x);
+// The shape of conv2d_add(x, w, b, p, v, r) after the checks of shapes and devices every
+// variant makes (dtypes are each variant's).
+Conv2dShape checked_shape(const Tensor& x, const Tensor& w, const Tensor& b,
+                          const Conv2dParams& p, const Tensor& v, const Tensor& r) {
   detail::check_ndim("conv2d", "x", x, 4);
-  detail::check_compatible("conv2d", "w", w, "x", x);
   detail::check_ndim("conv2d", "w", w, 4);
   const Conv2dShape s = conv2d_shape(x.shape(), w.shape(), p);
   CHECK(w.shape()[2] == s.c_in, "op 'conv2d': w " << w.describe() << " expects "
@@ -101,24 +99,89 @@ Tensor conv2d_add(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2
   CHECK(s.h + s.pad_top + s.pad_bottom >= s.kh && s.w + s.pad_left + s.pad_right >= s.kw,
         "op 'conv2d': kernel " << s.kh << "x" << s.kw << " is larger than the padded input "
                                << x.describe());
-  if (b.defined()) {
-    detail::check_compatible("conv2d", "b", b, "x", x);
-    CHECK(b.shape() == Shape{s.c_out},
-          "op 'conv2d': b " << b.describe() << " must be (" << s.c_out << ")");
+  for (const Tensor* t : {&w, &b, &v, &r})
+    CHECK(!t->defined() || t->device() == x.device(),
+          "op 'conv2d': " << t->describe() << " is not on the device of x " << x.describe());
+  CHECK(!b.defined() || b.shape() == Shape{s.c_out},
+        "op 'conv2d': b " << b.describe() << " must be (" << s.c_out << ")");
+  CHECK(!v.defined() || v.shape() == Shape({s.n, s.c_out}),
+        "op 'conv2d': the per-sample addend v " << v.describe() << " must be (" << s.n << ", "
+                                                << s.c_out << ")");
+  const Shape y_shape{s.n, s.out_h(), s.out_w(), s.c_out};
+  CHECK(!r.defined() || r.shape() == y_shape,
+        "op 'conv2d': the residual r " << r.describe() << " must be " << y_shape.str());
+  return s;
+}
+
+// True when v4 runs this convolution on bf16 activations as they are: x (and r) bf16 on a
+// GPU whose convolutions are v4 (precision bf16, cuda_conv not cudnn or auto), w, b, v f32.
+bool v4_reads_bf16(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& v,
+                   const Tensor& r) {
+#if DDPM_WITH_CUDA
+  return x.dtype() == DType::BF16 && x.device() == Device::CUDA &&
+         cuda_algo() == cuda::ConvAlgo::Bf16TensorCore && !detail::any_bf16({w, b, v}) &&
+         (!r.defined() || r.dtype() == DType::BF16);
+#else
+  (void)x, (void)w, (void)b, (void)v, (void)r;
+  return false;
+#endif
+}
+
+// conv2d_add on bf16 activations with v4 (kernels/cuda/conv2d_bf16.cuh): y, dx and the
+// residual's gradient bf16; w, b, v and their gradients fp32.
+Tensor conv2d_add_bf16_v4(const Tensor& x, const Tensor& w, const Tensor& b,
+                          const Conv2dParams& p, const Tensor& v, const Tensor& r) {
+  const Conv2dShape s = checked_shape(x, w, b, p, v, r);
+  const BroadcastShape bs{s.n, s.out_h() * s.out_w(), s.c_out, true};
+  Tensor y = Tensor::empty(Shape{s.n, s.out_h(), s.out_w(), s.c_out}, DType::BF16, x.device());
+  count_matmul_flops(conv2d_flops(s));
+  using detail::bf16_bits;
+  {
+    OpTimer timer("conv2d", true);
+    DDPM_CUDA_ONLY(
+        const Tensor ws = detail::cuda_workspace(cuda::conv2d_bf16_forward_workspace(s));
+        cuda::conv2d_bf16_forward(s, bf16_bits(x), w.data<float>(), ptr_or_null<float>(b),
+                                  bf16_bits(y), ptr_or_null<float>(ws), ptr_or_null<float>(v),
+                                  r.defined() ? bf16_bits(r) : nullptr));
   }
+  if (should_record({x, w, b, v, r})) {
+    tape().record("conv2d", {y}, [s, bs, x, w, gx = grad_ref(x), gw = grad_ref(w),
+                                  gb = grad_ref(b), gv = grad_ref(v),
+                                  gr = grad_ref(r)](const std::vector<Tensor>& g) {
+      if (gr) accumulate(grad_buffer(gr), g[0]);  // y = ... + r
+      if (gv) detail::broadcast_add_grad(bs, cast(g[0], DType::F32), grad_buffer(gv));
+      Tensor dx = detail::grad_or_null(gx), dw = detail::grad_or_null(gw),
+             db = detail::grad_or_null(gb);
+      if (!dx.defined() && !dw.defined() && !db.defined()) return;
+      count_matmul_flops(conv2d_flops(s) * ((dx.defined() ? 1 : 0) + (dw.defined() ? 1 : 0)));
+      OpTimer timer("conv2d backward", true);
+      DDPM_CUDA_ONLY(
+          const Tensor ws = detail::cuda_workspace(cuda::conv2d_bf16_backward_workspace(s));
+          cuda::conv2d_bf16_backward(s, bf16_bits(x), w.data<float>(), bf16_bits(g[0]),
+                                     dx.defined() ? bf16_bits(dx) : nullptr,
+                                     ptr_or_null<float>(dw), ptr_or_null<float>(db),
+                                     ptr_or_null<float>(ws)));
+    });
+  }
+  return y;
+}
+
+}  // namespace
+
+Tensor conv2d_add(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p,
+                  const Tensor& v, const Tensor& r) {
+  CHECK(x.defined() && w.defined(), "op 'conv2d': x and w must be defined");
+  if (v4_reads_bf16(x, w, b, v, r)) return conv2d_add_bf16_v4(x, w, b, p, v, r);
+  if (detail::any_bf16({x, w, b, v, r}))  // the CPU, and the GPU's other kernels
+    return cast(conv2d_add(detail::widen(x), detail::widen(w), detail::widen(b), p,
+                           detail::widen(v), detail::widen(r)),
+                DType::BF16);
+  detail::check_float("conv2d", "x", x);
+  for (const Tensor* t : {&w, &b, &v, &r})
+    if (t->defined()) detail::check_compatible("conv2d", "w, b, v and r", *t, "x", x);
+  const Conv2dShape s = checked_shape(x, w, b, p, v, r);
   const Shape y_shape{s.n, s.out_h(), s.out_w(), s.c_out};
   const BroadcastShape bs{s.n, s.out_h() * s.out_w(), s.c_out, true};
-  if (v.defined()) {
-    detail::check_compatible("conv2d", "v", v, "x", x);
-    CHECK(v.shape() == Shape({s.n, s.c_out}),
-          "op 'conv2d': the per-sample addend v " << v.describe() << " must be (" << s.n << ", "
-                                                  << s.c_out << ")");
-  }
-  if (r.defined()) {
-    detail::check_compatible("conv2d", "r", r, "x", x);
-    CHECK(r.shape() == y_shape, "op 'conv2d': the residual r " << r.describe() << " must be "
-                                                               << y_shape.str());
-  }
   Tensor y = Tensor::empty(y_shape, x.dtype(), x.device());
   count_matmul_flops(conv2d_flops(s));
   // The CPU kernels get rounded operands under Precision::BF16 / TF32; the CUDA kernels

@@ -9,6 +9,14 @@ namespace ddpm {
 using detail::dispatch;
 
 void accumulate(const Tensor& dst, const Tensor& src, double alpha) {
+  if (detail::any_bf16({dst, src})) {  // a bf16 gradient, or an f32 one receiving bf16
+    CHECK(dst.shape() == src.shape() && dst.device() == src.device() &&
+              dst.dtype() != DType::F64 && src.dtype() != DType::F64,
+          "op 'accumulate': dst " << dst.describe() << " and src " << src.describe()
+                                  << " must have the same shape and device, each f32 or bf16");
+    detail::accumulate_stored(dst, src, alpha);
+    return;
+  }
   detail::check_same("accumulate", "dst", dst, "src", src);
   dispatch("accumulate", dst, [&](auto tag) {
     using T = decltype(tag);
@@ -20,6 +28,7 @@ void accumulate(const Tensor& dst, const Tensor& src, double alpha) {
 }
 
 Tensor add(const Tensor& a, const Tensor& b) {
+  if (detail::any_bf16({a, b})) return cast(add(detail::widen(a), detail::widen(b)), DType::BF16);
   detail::check_same("add", "a", a, "b", b);
   Tensor y = Tensor::empty(a.shape(), a.dtype(), a.device());
   dispatch("add", a, [&](auto tag) {
@@ -38,6 +47,7 @@ Tensor add(const Tensor& a, const Tensor& b) {
 }
 
 Tensor mul(const Tensor& a, const Tensor& b) {
+  if (detail::any_bf16({a, b})) return cast(mul(detail::widen(a), detail::widen(b)), DType::BF16);
   detail::check_same("mul", "a", a, "b", b);
   Tensor y = Tensor::empty(a.shape(), a.dtype(), a.device());
   dispatch("mul", a, [&](auto tag) {
@@ -78,6 +88,7 @@ void scale_in_place(const Tensor& x, double s) {
 }
 
 Tensor scale(const Tensor& x, double s) {
+  if (detail::any_bf16({x})) return cast(scale(detail::widen(x), s), DType::BF16);
   detail::check_float("scale", "x", x);
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   dispatch("scale", x, [&](auto tag) {
@@ -96,6 +107,8 @@ Tensor scale(const Tensor& x, double s) {
 }
 
 Tensor broadcast_add(const Tensor& x, const Tensor& v) {
+  if (detail::any_bf16({x, v}))
+    return cast(broadcast_add(detail::widen(x), detail::widen(v)), DType::BF16);
   detail::check_float("broadcast_add", "x", x);
   detail::check_compatible("broadcast_add", "v", v, "x", x);
   const Shape& xs = x.shape();
@@ -147,6 +160,10 @@ void broadcast_add_grad(const BroadcastShape& s, const Tensor& g, const Tensor& 
 }  // namespace detail
 
 Tensor per_sample_axpby(const Tensor& a, const Tensor& x, const Tensor& b, const Tensor& y) {
+  if (detail::any_bf16({a, x, b, y}))
+    return cast(per_sample_axpby(detail::widen(a), detail::widen(x), detail::widen(b),
+                                 detail::widen(y)),
+                DType::BF16);
   detail::check_same("per_sample_axpby", "x", x, "y", y);
   CHECK(x.shape().ndim() >= 1, "op 'per_sample_axpby': x must be (N, ...), got " << x.describe());
   const int64_t n = x.shape()[0], inner = n == 0 ? 0 : x.numel() / n;
@@ -189,6 +206,7 @@ Tensor per_sample_axpby(const Tensor& a, const Tensor& x, const Tensor& b, const
 }
 
 Tensor clamp(const Tensor& x, double lo, double hi) {
+  if (detail::any_bf16({x})) return cast(clamp(detail::widen(x), lo, hi), DType::BF16);
   detail::check_float("clamp", "x", x);
   CHECK(lo <= hi, "op 'clamp': lo " << lo << " > hi " << hi);
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
@@ -218,6 +236,7 @@ Tensor clamp(const Tensor& x, double lo, double hi) {
 }
 
 Tensor silu(const Tensor& x) {
+  if (detail::any_bf16({x})) return cast(silu(detail::widen(x)), DType::BF16);
   detail::check_float("silu", "x", x);
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   dispatch("silu", x, [&](auto tag) {

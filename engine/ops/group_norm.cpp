@@ -5,6 +5,7 @@
 #include "engine/ops.h"
 #include "engine/ops/op_util.h"
 #include "kernels/cpu/group_norm.h"
+#include "kernels/cpu/group_norm_bf16.h"
 #include "kernels/cpu/random.h"
 #include "kernels/cpu_fast/group_norm.h"
 #include "kernels/cpu_fast/random.h"
@@ -17,14 +18,10 @@ using detail::ptr_or_null;
 
 namespace {
 
-// The shared entry; `silu` selects the fused variant, drop.p > 0 adds dropout after it (in
-// the CUDA kernels' own passes; on the CPU the dropout kernels run after, in place).
-Tensor group_norm_impl(const char* op, const Tensor& x, const Tensor& gamma, const Tensor& beta,
-                       int64_t groups, double eps, bool silu, cuda::DropoutSpec drop = {}) {
-  detail::check_float(op, "x", x);
+// The shape of a group norm of x with `groups`, after the checks every variant makes.
+GroupNormShape checked_shape(const char* op, const Tensor& x, const Tensor& gamma,
+                             const Tensor& beta, int64_t groups, double eps) {
   CHECK(x.shape().ndim() >= 2, "op '" << op << "': x must be (N, ..., C), got " << x.describe());
-  detail::check_compatible(op, "gamma", gamma, "x", x);
-  detail::check_compatible(op, "beta", beta, "x", x);
   GroupNormShape s;
   s.n = x.shape()[0];
   s.c = x.shape().last();
@@ -38,6 +35,27 @@ Tensor group_norm_impl(const char* op, const Tensor& x, const Tensor& gamma, con
   CHECK(gamma.shape() == Shape{s.c} && beta.shape() == Shape{s.c},
         "op '" << op << "': gamma " << gamma.describe() << " and beta " << beta.describe()
                << " must be (" << s.c << ")");
+  return s;
+}
+
+Tensor group_norm_bf16(const char* op, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                       int64_t groups, double eps, bool silu, const cuda::DropoutSpec& drop);
+
+// The shared entry; `silu` selects the fused variant, drop.p > 0 adds dropout after it (in
+// the CUDA kernels' own passes; on the CPU the dropout kernels run after, in place).
+// bf16 x runs the bf16 kernels (group_norm_bf16, below).
+Tensor group_norm_impl(const char* op, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                       int64_t groups, double eps, bool silu, cuda::DropoutSpec drop = {}) {
+  if (x.defined() && x.dtype() == DType::BF16 && !detail::any_bf16({gamma, beta}))
+    return group_norm_bf16(op, x, gamma, beta, groups, eps, silu, drop);
+  if (detail::any_bf16({x, gamma, beta}))
+    return cast(group_norm_impl(op, detail::widen(x), detail::widen(gamma), detail::widen(beta),
+                                groups, eps, silu, drop),
+                DType::BF16);
+  detail::check_float(op, "x", x);
+  detail::check_compatible(op, "gamma", gamma, "x", x);
+  detail::check_compatible(op, "beta", beta, "x", x);
+  const GroupNormShape s = checked_shape(op, x, gamma, beta, groups, eps);
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   Tensor mean = Tensor::empty(Shape{s.n, groups}, x.dtype(), x.device());
   Tensor rstd = Tensor::empty(Shape{s.n, groups}, x.dtype(), x.device());
@@ -116,6 +134,67 @@ Tensor group_norm_impl(const char* op, const Tensor& x, const Tensor& gamma, con
                                       ptr_or_null<float>(dgamma), ptr_or_null<float>(dbeta),
                                       ptr_or_null<float>(ws)));
       });
+    });
+  }
+  return y;
+}
+
+// bf16 activations (x, y and their gradients) with fp32 gamma, beta, statistics and sums:
+// the *_bf16 kernels (half the bytes of the f32 ones). The backward stores dh = dy * silu'
+// in bf16 between its two passes (one rounding more than the f32 chain the fallback runs).
+Tensor group_norm_bf16(const char* op, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                       int64_t groups, double eps, bool silu, const cuda::DropoutSpec& drop) {
+  for (const Tensor* t : {&gamma, &beta})
+    CHECK(t->defined() && t->dtype() == DType::F32 && t->device() == x.device(),
+          "op '" << op << "': gamma and beta must be f32 on x's device for bf16 x "
+                 << x.describe() << ", got " << (t->defined() ? t->describe() : "undefined"));
+  const GroupNormShape s = checked_shape(op, x, gamma, beta, groups, eps);
+  using detail::bf16_bits;
+  Tensor y = Tensor::empty(x.shape(), DType::BF16, x.device());
+  Tensor mean = Tensor::empty(Shape{s.n, groups}, DType::F32, x.device());
+  Tensor rstd = Tensor::empty(Shape{s.n, groups}, DType::F32, x.device());
+  const cpu::DropoutKeys keys{drop.p, drop.seed, drop.stream.base};
+  if (x.device() == Device::CUDA) {
+    OpTimer timer(op, true);
+    DDPM_CUDA_ONLY(cuda::group_norm_forward_bf16(s, bf16_bits(x), gamma.data<float>(),
+                                                 beta.data<float>(), bf16_bits(y),
+                                                 mean.data<float>(), rstd.data<float>(), silu,
+                                                 drop));
+  } else {
+    cpu::group_norm_forward_bf16(s, bf16_bits(x), gamma.data<float>(), beta.data<float>(),
+                                 bf16_bits(y), mean.data<float>(), rstd.data<float>(), silu, keys);
+  }
+  if (should_record({x, gamma, beta})) {
+    tape().record(op, {y}, [op, silu, s, drop, keys, x, gamma, beta, mean, rstd,
+                            gx = grad_ref(x), gg = grad_ref(gamma),
+                            gb = grad_ref(beta)](const std::vector<Tensor>& g) {
+      Tensor dx = detail::grad_or_null(gx), dgamma = detail::grad_or_null(gg),
+             dbeta = detail::grad_or_null(gb);
+      const Tensor dh = silu ? Tensor::empty(x.shape(), DType::BF16, x.device()) : g[0];
+      uint16_t* const dx_bits = dx.defined() ? bf16_bits(dx) : nullptr;
+      if (x.device() == Device::CUDA) {
+        const std::string backward_op = std::string(op) + " backward";
+        OpTimer timer(backward_op.c_str(), true);
+        DDPM_CUDA_ONLY(
+            if (silu) cuda::group_norm_silu_dh_bf16(s, bf16_bits(x), gamma.data<float>(),
+                                                    beta.data<float>(), mean.data<float>(),
+                                                    rstd.data<float>(), bf16_bits(g[0]),
+                                                    bf16_bits(dh), drop);
+            const Tensor ws = detail::cuda_workspace(
+                dgamma.defined() || dbeta.defined() ? cuda::group_norm_backward_workspace(s) : 0);
+            cuda::group_norm_backward_bf16(s, bf16_bits(x), gamma.data<float>(),
+                                           mean.data<float>(), rstd.data<float>(), bf16_bits(dh),
+                                           dx_bits, ptr_or_null<float>(dgamma),
+                                           ptr_or_null<float>(dbeta), ptr_or_null<float>(ws)));
+        return;
+      }
+      if (silu)
+        cpu::group_norm_silu_dh_bf16(s, bf16_bits(x), gamma.data<float>(), beta.data<float>(),
+                                     mean.data<float>(), rstd.data<float>(), bf16_bits(g[0]),
+                                     bf16_bits(dh), keys);
+      cpu::group_norm_backward_bf16(s, bf16_bits(x), gamma.data<float>(), mean.data<float>(),
+                                    rstd.data<float>(), bf16_bits(dh), dx_bits,
+                                    ptr_or_null<float>(dgamma), ptr_or_null<float>(dbeta));
     });
   }
   return y;

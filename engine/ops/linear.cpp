@@ -26,6 +26,8 @@ bool tf32_gemm(const Tensor& x) {
 }  // namespace
 
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
+  if (detail::any_bf16({x, w, b}))
+    return cast(linear(detail::widen(x), detail::widen(w), detail::widen(b)), DType::BF16);
   detail::check_float("linear", "x", x);
   detail::check_compatible("linear", "w", w, "x", x);
   detail::check_ndim("linear", "w", w, 2);

@@ -2,6 +2,8 @@
 // dispatch from a tensor's device and dtype to a typed kernel call.
 #pragma once
 
+#include <cstdint>
+#include <initializer_list>
 #include <vector>
 
 #include "engine/autograd.h"
@@ -92,6 +94,20 @@ void broadcast_add_grad(const BroadcastShape& s, const Tensor& g, const Tensor& 
 // new tensor on the same device); under F32, t itself.
 bool rounds_operands(const Tensor& t);
 Tensor matmul_operand(const Tensor& t);
+
+// ---- bf16 storage (engine/ops/cast.cpp) ----
+// t's data as bf16 bits (kernels/bf16.h), the element type the kernels take; t must be bf16.
+uint16_t* bf16_bits(const Tensor& t);
+// An op without a bf16 kernel of its own runs on f32 copies of its bf16 inputs (widen: cast,
+// recorded, so each copy's gradient flows back and is rounded into the bf16 gradient) and
+// casts its output back to bf16: storage rounded at the op's boundary, fp32 math inside, the
+// reference every bf16 kernel is held to. An entry starts with
+//   if (detail::any_bf16({x, w})) return cast(op(detail::widen(x), detail::widen(w)), DType::BF16);
+bool any_bf16(std::initializer_list<Tensor> ts);
+Tensor widen(const Tensor& t);  // cast(t, F32) when bf16; t otherwise (undefined stays so)
+// dst += alpha src with either or both bf16 (the other f32): fp32 sums, rounded once into
+// a bf16 dst. accumulate() sends such pairs here.
+void accumulate_stored(const Tensor& dst, const Tensor& src, double alpha);
 
 // The gradient buffer of a slot, or an undefined tensor when that input needs no gradient.
 inline Tensor grad_or_null(const GradRef& slot) { return slot ? grad_buffer(slot) : Tensor(); }

@@ -42,6 +42,7 @@ Tensor rand_uniform(const Shape& shape, uint64_t seed, uint64_t stream, Device d
 }
 
 Tensor dropout(const Tensor& x, double p, uint64_t seed, uint64_t stream) {
+  if (detail::any_bf16({x})) return cast(dropout(detail::widen(x), p, seed, stream), DType::BF16);
   detail::check_float("dropout", "x", x);
   CHECK(p >= 0.0 && p < 1.0, "op 'dropout': p must be in [0, 1), got " << p);
   const float pf = static_cast<float>(p);

@@ -12,6 +12,8 @@ using detail::ptr_or_null;
 namespace {
 
 Tensor scaled_sum(const char* op, const Tensor& x, double scale) {
+  // bf16 inputs are summed in fp32 and the result stays f32 (a loss, a statistic)
+  if (detail::any_bf16({x})) return scaled_sum(op, detail::widen(x), scale);
   detail::check_float(op, "x", x);
   CHECK(x.numel() > 0, "op '" << op << "': x " << x.describe() << " is empty");
   Tensor y = Tensor::empty(Shape{}, x.dtype(), x.device());
@@ -48,6 +50,7 @@ Tensor mean(const Tensor& x) {
 }
 
 Tensor mse(const Tensor& pred, const Tensor& target) {
+  if (detail::any_bf16({pred, target})) return mse(detail::widen(pred), detail::widen(target));
   detail::check_same("mse", "pred", pred, "target", target);
   CHECK(pred.numel() > 0, "op 'mse': pred " << pred.describe() << " is empty");
   Tensor y = Tensor::empty(Shape{}, pred.dtype(), pred.device());
@@ -79,6 +82,8 @@ Tensor mse(const Tensor& pred, const Tensor& target) {
 }
 
 Tensor mse_per_sample(const Tensor& pred, const Tensor& target) {
+  if (detail::any_bf16({pred, target}))
+    return mse_per_sample(detail::widen(pred), detail::widen(target));
   detail::check_same("mse_per_sample", "pred", pred, "target", target);
   CHECK(pred.shape().ndim() >= 1 && pred.numel() > 0,
         "op 'mse_per_sample': pred must be a non-empty (N, ...), got " << pred.describe());

@@ -1,4 +1,5 @@
 // Op entries: upsample_nearest2x, concat, split (channel axis), reshape.
+#include <algorithm>
 #include <numeric>
 
 #include "engine/ops.h"
@@ -11,6 +12,7 @@ namespace ddpm {
 using detail::dispatch;
 
 Tensor upsample_nearest2x(const Tensor& x) {
+  if (detail::any_bf16({x})) return cast(upsample_nearest2x(detail::widen(x)), DType::BF16);
   detail::check_float("upsample_nearest2x", "x", x);
   detail::check_ndim("upsample_nearest2x", "x", x, 4);
   const UpsampleShape s{x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]};
@@ -61,6 +63,11 @@ void move_columns(const Tensor& src, int64_t src_col, const Tensor& dst, int64_t
 
 Tensor concat(const std::vector<Tensor>& xs) {
   CHECK(!xs.empty(), "op 'concat': no inputs");
+  if (std::any_of(xs.begin(), xs.end(), [](const Tensor& x) { return detail::any_bf16({x}); })) {
+    std::vector<Tensor> wide;
+    for (const Tensor& x : xs) wide.push_back(detail::widen(x));
+    return cast(concat(wide), DType::BF16);
+  }
   detail::check_float("concat", "xs[0]", xs[0]);
   int64_t total = 0;
   for (size_t i = 0; i < xs.size(); ++i) {
@@ -99,6 +106,11 @@ Tensor concat(const std::vector<Tensor>& xs) {
 }
 
 std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes) {
+  if (detail::any_bf16({x})) {
+    std::vector<Tensor> parts = split(detail::widen(x), sizes);
+    for (Tensor& part : parts) part = cast(part, DType::BF16);
+    return parts;
+  }
   detail::check_float("split", "x", x);
   const int64_t total = std::accumulate(sizes.begin(), sizes.end(), int64_t{0});
   CHECK(x.shape().ndim() >= 1 && total == x.shape().last(),

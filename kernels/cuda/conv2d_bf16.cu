@@ -66,10 +66,12 @@
 
 #include "engine/cuda_check.h"
 #include "kernels/bf16.h"
+#include "kernels/cuda/column_sum.cuh"
 #include "kernels/cuda/conv2d_bf16.cuh"
 #include "kernels/cuda/device_info.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/ptx.cuh"
+#include "kernels/cuda/storage.cuh"
 
 namespace ddpm::cuda {
 
@@ -387,22 +389,38 @@ struct WgradB {
 // forward: y = ((C + bias) + per_sample[n]) + residual, each addend optional (a ResBlock's
 // time embedding and skip), in the order of separate passes, in fp32, one store.
 // rows_per_sample = OH * OW.
+// Y and R: the storage of y and the residual, fp32 or bf16 bits (bf16 activations; the store
+// rounds once, storage.cuh).
+template <class Y, class R>
 struct StoreWithAdds {
-  float* y;
-  const float *bias, *per_sample, *residual;
+  Y* y;
+  const float *bias, *per_sample;
+  const R* residual;
   int64_t ld, rows_per_sample;
   __device__ void operator()(int64_t row, int64_t col, float v) const {
     float out = v + (bias ? bias[col] : 0.0f);
     if (per_sample) out += per_sample[row / rows_per_sample * ld + col];
-    if (residual) out += residual[row * ld + col];
-    y[row * ld + col] = out;
+    if (residual) out += load(residual, row * ld + col);
+    store(y, row * ld + col, out);
   }
 };
 
-struct Accumulate {  // dgrad: dx += C
-  float* out;
+template <class D>
+struct Accumulate {  // dgrad: dx += C (a bf16 dx: rounded once, after the add)
+  D* out;
   int64_t ld;
-  __device__ void operator()(int64_t row, int64_t col, float v) const { out[row * ld + col] += v; }
+  __device__ void operator()(int64_t row, int64_t col, float v) const {
+    store(out, row * ld + col, load(out, row * ld + col) + v);
+  }
+};
+
+// The bias gradient's rows when dy is bf16 bits: dy (rows, c) read into fp32 (column_sum.cuh).
+struct Bf16Rows {
+  int64_t c;
+  const bf16_bits* dy;
+  __device__ void operator()(int64_t, int64_t row, int64_t col, float* v) const {
+    v[0] = load(dy, row * c + col);
+  }
 };
 
 struct AccumulateWgrad {  // wgrad: dw += C without the padded channels
@@ -536,12 +554,13 @@ __global__ void reduce_planes(int64_t m, int64_t n, int splits, const float* pla
 
 // ---- conversions to bf16 -----------------------------------------------------------------
 
-// dst (rows, c8) = bf16(src (rows, c)), channels c..c8-1 zero.
-__global__ void to_bf16_padded(int64_t rows, int64_t c, int64_t c8, const float* src,
+// dst (rows, c8) = bf16(src (rows, c)), channels c..c8-1 zero; a bf16 src is copied.
+template <class S>
+__global__ void to_bf16_padded(int64_t rows, int64_t c, int64_t c8, const S* src,
                                bf16_bits* dst) {
   DDPM_GRID_STRIDE(i, rows * c8) {
     const int64_t r = i / c8, j = i % c8;
-    dst[i] = j < c ? bf16_bits_from_float(src[r * c + j]) : bf16_bits{0};
+    dst[i] = j < c ? bf16_bits_from_float(load(src, r * c + j)) : bf16_bits{0};
   }
 }
 
@@ -607,7 +626,7 @@ template <class LoadA, class LoadB>
 Bf16Tiles autotune(const Gemm& g, LoadA a, LoadB b, float* planes) {
   float* scratch = nullptr;
   CUDA_CHECK(cudaMalloc(&scratch, g.m * g.n * sizeof(float)));
-  const StoreWithAdds discard{scratch, nullptr, nullptr, nullptr, g.n, 1};
+  const StoreWithAdds<float, float> discard{scratch, nullptr, nullptr, nullptr, g.n, 1};
   auto time_ms = [&](auto launch) {
     launch();
     std::vector<double> ms;
@@ -698,9 +717,14 @@ struct ForwardBuffers {
   }
 };
 
+// The bias gradient of bf16 dy: column sums over the N*OH*OW rows.
+ColumnSumPlan bias_plan(const Conv2dShape& s) {
+  return plan_column_sums(1, s.n * s.out_h() * s.out_w(), s.c_out);
+}
+
 struct BackwardBuffers {
   bf16_bits *x8, *dy8, *w8;
-  float* planes;
+  float *planes, *bias_sums;
   int64_t floats;
   BackwardBuffers(const Conv2dShape& s, float* base) {
     Carve c(base);
@@ -708,13 +732,67 @@ struct BackwardBuffers {
     dy8 = c.bf16(s.n * s.out_h() * s.out_w() * round_up8(s.c_out));
     w8 = c.bf16(taps(s) * s.c_in * round_up8(s.c_out));
     planes = c.floats(std::max(dgrad_gemm(s).plane_floats(), wgrad_gemm(s).plane_floats()));
+    bias_sums = c.floats(bias_plan(s).workspace_floats(1));  // bf16 dy's db only
     floats = c.used();
   }
 };
 
-void convert(int64_t rows, int64_t c, const float* src, bf16_bits* dst) {
-  DDPM_LAUNCH(to_bf16_padded, grid_for(rows * round_up8(c)), kThreads)(rows, c, round_up8(c),
-                                                                        src, dst);
+template <class S>
+void convert(int64_t rows, int64_t c, const S* src, bf16_bits* dst) {
+  DDPM_LAUNCH(to_bf16_padded<S>, grid_for(rows * round_up8(c)), kThreads)(rows, c, round_up8(c),
+                                                                           src, dst);
+}
+
+// The operand the GEMM reads: a bf16 tensor whose channels are a multiple of 8 in place (its
+// 16-byte chunks are whole and aligned already), anything else converted into `staged`.
+const bf16_bits* operand(int64_t rows, int64_t c, const bf16_bits* src, bf16_bits* staged) {
+  if (c % kChunk == 0) return src;
+  convert(rows, c, src, staged);
+  return staged;
+}
+const bf16_bits* operand(int64_t rows, int64_t c, const float* src, bf16_bits* staged) {
+  convert(rows, c, src, staged);
+  return staged;
+}
+
+// Both entries, for either storage of the activations A (float, or bf16 bits).
+template <class A>
+void forward(const Conv2dShape& s, const A* x, const float* w, const float* b, A* y,
+             float* workspace, const float* per_sample, const A* residual) {
+  CHECK(workspace != nullptr, "the bf16 convolution needs conv2d_bf16_forward_workspace floats");
+  const ForwardBuffers buf(s, workspace);
+  const int64_t c8 = round_up8(s.c_in), oh_n = s.out_h(), ow_n = s.out_w();
+  const bf16_bits* x8 = operand(s.n * s.h * s.w, s.c_in, x, buf.x8);
+  DDPM_LAUNCH(weights_to_bf16_transposed, grid_for(s.c_out * taps(s) * c8), kThreads)(
+      taps(s), s.c_in, c8, s.c_out, w, buf.w8t);
+  const Gemm g = forward_gemm(s);
+  const ForwardA a{s, oh_n, ow_n, g.m, static_cast<int>(c8), x8};
+  const ForwardB wt{s.c_out, g.k, buf.w8t};
+  run_gemm(g, a, wt, StoreWithAdds<A, A>{y, b, per_sample, residual, s.c_out, oh_n * ow_n},
+           buf.planes);
+}
+
+template <class A>
+void backward(const Conv2dShape& s, const A* x, const float* w, const A* dy, A* dx, float* dw,
+              float* workspace) {
+  if (!dx && !dw) return;
+  CHECK(workspace != nullptr, "the bf16 convolution needs conv2d_bf16_backward_workspace floats");
+  const BackwardBuffers buf(s, workspace);
+  const int64_t oh_n = s.out_h(), ow_n = s.out_w(), ci8 = round_up8(s.c_in),
+                co8 = round_up8(s.c_out);
+  const bf16_bits* dy8 = operand(s.n * oh_n * ow_n, s.c_out, dy, buf.dy8);
+  if (dx) {
+    convert(taps(s) * s.c_in, s.c_out, w, buf.w8);
+    const Gemm g = dgrad_gemm(s);
+    run_gemm(g, DgradA{s, oh_n, ow_n, g.m, static_cast<int>(co8), dy8},
+             DgradB{s, static_cast<int>(co8), buf.w8}, Accumulate<A>{dx, s.c_in}, buf.planes);
+  }
+  if (dw) {
+    const bf16_bits* x8 = operand(s.n * s.h * s.w, s.c_in, x, buf.x8);
+    const Gemm g = wgrad_gemm(s);
+    run_gemm(g, WgradA{s, oh_n, ow_n, g.m, static_cast<int>(ci8), x8},
+             WgradB{co8, dy8}, AccumulateWgrad{dw, s.c_in, ci8, s.c_out}, buf.planes);
+  }
 }
 
 }  // namespace
@@ -733,38 +811,27 @@ int64_t conv2d_bf16_backward_workspace(const Conv2dShape& s) {
 void conv2d_bf16_forward(const Conv2dShape& s, const float* x, const float* w, const float* b,
                          float* y, float* workspace, const float* per_sample,
                          const float* residual) {
-  CHECK(workspace != nullptr, "the bf16 convolution needs conv2d_bf16_forward_workspace floats");
-  const ForwardBuffers buf(s, workspace);
-  const int64_t c8 = round_up8(s.c_in), oh_n = s.out_h(), ow_n = s.out_w();
-  convert(s.n * s.h * s.w, s.c_in, x, buf.x8);
-  DDPM_LAUNCH(weights_to_bf16_transposed, grid_for(s.c_out * taps(s) * c8), kThreads)(
-      taps(s), s.c_in, c8, s.c_out, w, buf.w8t);
-  const Gemm g = forward_gemm(s);
-  const ForwardA a{s, oh_n, ow_n, g.m, static_cast<int>(c8), buf.x8};
-  const ForwardB wt{s.c_out, g.k, buf.w8t};
-  run_gemm(g, a, wt, StoreWithAdds{y, b, per_sample, residual, s.c_out, oh_n * ow_n},
-           buf.planes);
+  forward(s, x, w, b, y, workspace, per_sample, residual);
+}
+
+void conv2d_bf16_forward(const Conv2dShape& s, const uint16_t* x, const float* w, const float* b,
+                         uint16_t* y, float* workspace, const float* per_sample,
+                         const uint16_t* residual) {
+  forward(s, x, w, b, y, workspace, per_sample, residual);
 }
 
 void conv2d_bf16_backward(const Conv2dShape& s, const float* x, const float* w, const float* dy,
                           float* dx, float* dw, float* workspace) {
-  if (!dx && !dw) return;
-  CHECK(workspace != nullptr, "the bf16 convolution needs conv2d_bf16_backward_workspace floats");
-  const BackwardBuffers buf(s, workspace);
-  const int64_t oh_n = s.out_h(), ow_n = s.out_w(), ci8 = round_up8(s.c_in),
-                co8 = round_up8(s.c_out);
-  convert(s.n * oh_n * ow_n, s.c_out, dy, buf.dy8);
-  if (dx) {
-    convert(taps(s) * s.c_in, s.c_out, w, buf.w8);
-    const Gemm g = dgrad_gemm(s);
-    run_gemm(g, DgradA{s, oh_n, ow_n, g.m, static_cast<int>(co8), buf.dy8},
-             DgradB{s, static_cast<int>(co8), buf.w8}, Accumulate{dx, s.c_in}, buf.planes);
-  }
-  if (dw) {
-    convert(s.n * s.h * s.w, s.c_in, x, buf.x8);
-    const Gemm g = wgrad_gemm(s);
-    run_gemm(g, WgradA{s, oh_n, ow_n, g.m, static_cast<int>(ci8), buf.x8},
-             WgradB{co8, buf.dy8}, AccumulateWgrad{dw, s.c_in, ci8, s.c_out}, buf.planes);
+  backward(s, x, w, dy, dx, dw, workspace);
+}
+
+void conv2d_bf16_backward(const Conv2dShape& s, const uint16_t* x, const float* w,
+                          const uint16_t* dy, uint16_t* dx, float* dw, float* db,
+                          float* workspace) {
+  backward(s, x, w, dy, dx, dw, workspace);
+  if (db && s.n * s.out_h() * s.out_w() > 0) {
+    const BackwardBuffers buf(s, workspace);
+    column_sums<1>(bias_plan(s), Bf16Rows{s.c_out, dy}, buf.bias_sums, db);
   }
 }
 

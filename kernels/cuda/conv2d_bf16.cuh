@@ -1,6 +1,6 @@
 // Convolution v4 (kernels/cuda/conv2d_bf16.cu): implicit GEMM on bf16 tensor cores with
 // fp32 accumulation, for fp32 tensors (operands rounded to bf16 on the way in, as autocast
-// does). Same contracts as conv2d.cuh: forward overwrites y, backward accumulates into dx
+// does) and for bf16 activations (read as they are). Same contracts as conv2d.cuh: forward overwrites y, backward accumulates into dx
 // and dw. The workspace (floats, from the *_workspace functions) holds the bf16 copies of
 // the operands and the split-K planes. Needs sm_80 or later.
 #pragma once
@@ -28,5 +28,18 @@ void conv2d_bf16_forward(const Conv2dShape& s, const float* x, const float* w, c
 int64_t conv2d_bf16_backward_workspace(const Conv2dShape& s);
 void conv2d_bf16_backward(const Conv2dShape& s, const float* x, const float* w, const float* dy,
                           float* dx, float* dw, float* workspace);
+
+// bf16 activations (engine activation dtype bf16): x, y, the residual, dy and dx as bf16
+// bits (kernels/bf16.h); w, b, the per-sample addend, dw and db in fp32. An activation whose
+// channels are a multiple of 8 is read in place (no conversion pass, no copy); others are
+// padded into the workspace as above. y = bf16(the fp32 sum + the adds), rounded once;
+// dx = bf16(float(dx) + the fp32 sum); db += the column sums of dy, in fp32. The workspace
+// functions above size these too.
+void conv2d_bf16_forward(const Conv2dShape& s, const uint16_t* x, const float* w, const float* b,
+                         uint16_t* y, float* workspace, const float* per_sample = nullptr,
+                         const uint16_t* residual = nullptr);
+void conv2d_bf16_backward(const Conv2dShape& s, const uint16_t* x, const float* w,
+                          const uint16_t* dy, uint16_t* dx, float* dw, float* db,
+                          float* workspace);
 
 }  // namespace ddpm::cuda

@@ -133,6 +133,8 @@ ImageTrainConfig read_image_train_config(const nlohmann::json& json, const std::
   c.precision = precision == "bf16"   ? Precision::BF16
                 : precision == "tf32" ? Precision::TF32
                                       : Precision::F32;
+  c.activations = r.choice("activations", "fp32", {"fp32", "bf16"}) == "bf16" ? DType::BF16
+                                                                           : DType::F32;
   c.cuda_attention = r.choice("cuda_attention", "fused", {"fused", "straightforward"}) == "fused"
                          ? AttentionAlgorithm::Fused
                          : AttentionAlgorithm::Straightforward;
@@ -154,6 +156,10 @@ ImageTrainConfig read_image_train_config(const nlohmann::json& json, const std::
     CHECK(c.unet.in_channels == 3, context << ": key 'in_channels' must be 3 for the "
                                            << c.dataset << " dataset, got " << c.unet.in_channels);
   }
+  CHECK(c.activations != DType::BF16 || c.precision == Precision::BF16,
+        context << ": key 'activations' is \"bf16\" but 'precision' is \"" << precision
+                << "\": bf16 activations are the operands of bf16 products; set \"precision\": "
+                   "\"bf16\"");
   CHECK(!c.out_dir.empty(), context << ": key 'out_dir' is empty: name the folder the run writes to");
   CHECK(!(c.trainer.cuda_graph && c.profile_steps > 0 && c.device == Device::CUDA),
         context << ": keys 'cuda_graph' and 'profile_steps' together: the op profile times "
@@ -167,6 +173,7 @@ ImageRun::ImageRun(const ImageTrainConfig& c, bool with_data) : config_(c) {
         "device \"cuda\" requested but " << cuda_unavailable_reason());
   set_conv_algorithm(c.cuda_conv);  // process-wide: the kernels the ops run
   set_precision(c.precision);
+  set_activation_dtype(c.activations);
   set_conv_autotune(c.cuda_autotune);
   set_attention_algorithm(c.cuda_attention);
   set_cpu_kernels(c.cpu_kernels);

@@ -72,6 +72,7 @@ struct ImageTrainConfig {
   Device device = Device::CPU;
   ConvAlgorithm cuda_conv = ConvAlgorithm::Tiled;
   Precision precision = Precision::F32;
+  DType activations = DType::F32;  // bf16 storage of activations (needs precision bf16)
   bool cuda_autotune = false;
   AttentionAlgorithm cuda_attention = AttentionAlgorithm::Fused;
   CpuKernels cpu_kernels = cpu_fast_kernels_built() ? CpuKernels::Fast : CpuKernels::Reference;

@@ -222,7 +222,11 @@ Tensor UNet::forward(const Tensor& x, const Timesteps& steps, const ForwardMode&
   const Tensor temb_act =
       silu(b.temb1(silu(b.temb0(timestep_embedding(t_tensor, config_.base_channels)))));
 
-  std::vector<Tensor> skips = {b.conv_in(x)};
+  // Activations in the process's storage dtype (set_activation_dtype: bf16 storage), the
+  // time embedding's small vectors in fp32; the output in x's dtype, so the loss reads fp32
+  // and the gradient it hands back is rounded to bf16 by the cast's rule.
+  const Tensor x_in = activation_dtype() == DType::BF16 ? cast(x, DType::BF16) : x;
+  std::vector<Tensor> skips = {b.conv_in(x_in)};
   Tensor h = skips.back();
   for (const Blocks::Level& lv : b.down) {
     for (size_t i = 0; i < lv.res.size(); ++i) {
@@ -244,7 +248,7 @@ Tensor UNet::forward(const Tensor& x, const Timesteps& steps, const ForwardMode&
     }
     if (lv.has_resample) h = lv.resample(upsample_nearest2x(h));
   }
-  return b.conv_out(b.norm_out.silu(h));
+  return cast(b.conv_out(b.norm_out.silu(h)), x.dtype());
 }
 
 }  // namespace ddpm
