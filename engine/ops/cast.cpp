@@ -29,6 +29,16 @@ bool any_bf16(std::initializer_list<Tensor> ts) {
   return false;
 }
 
+bool cuda_bf16(std::initializer_list<Tensor> ts) {
+  bool any = false;
+  for (const Tensor& t : ts) {
+    if (!t.defined()) continue;
+    if (t.dtype() != DType::BF16 || t.device() != Device::CUDA) return false;
+    any = true;
+  }
+  return any;
+}
+
 Tensor widen(const Tensor& t) {
   return t.defined() && t.dtype() == DType::BF16 ? cast(t, DType::F32) : t;
 }

@@ -28,15 +28,29 @@ void accumulate(const Tensor& dst, const Tensor& src, double alpha) {
 }
 
 Tensor add(const Tensor& a, const Tensor& b) {
-  if (detail::any_bf16({a, b})) return cast(add(detail::widen(a), detail::widen(b)), DType::BF16);
-  detail::check_same("add", "a", a, "b", b);
+  const bool gpu_bf16 = detail::cuda_bf16({a, b});  // both bf16 on the GPU: its bf16 kernel
+  if (detail::any_bf16({a, b}) && !gpu_bf16)
+    return cast(add(detail::widen(a), detail::widen(b)), DType::BF16);
+  if (gpu_bf16) {
+    CHECK(a.shape() == b.shape(), "op 'add': a " << a.describe() << " and b " << b.describe()
+                                                 << " must have the same shape");
+  } else {
+    detail::check_same("add", "a", a, "b", b);
+  }
   Tensor y = Tensor::empty(a.shape(), a.dtype(), a.device());
-  dispatch("add", a, [&](auto tag) {
-    using T = decltype(tag);
-    cpu::add_forward<T>(a.numel(), a.data<T>(), b.data<T>(), y.data<T>());
-  }, [&] {
-    DDPM_CUDA_ONLY(cuda::add_forward(a.numel(), a.data<float>(), b.data<float>(), y.data<float>()));
-  });
+  if (gpu_bf16) {
+    OpTimer timer("add", true);
+    DDPM_CUDA_ONLY(cuda::add_forward(a.numel(), detail::bf16_bits(a), detail::bf16_bits(b),
+                                     detail::bf16_bits(y)));
+  } else {
+    dispatch("add", a, [&](auto tag) {
+      using T = decltype(tag);
+      cpu::add_forward<T>(a.numel(), a.data<T>(), b.data<T>(), y.data<T>());
+    }, [&] {
+      DDPM_CUDA_ONLY(cuda::add_forward(a.numel(), a.data<float>(), b.data<float>(),
+                                       y.data<float>()));
+    });
+  }
   if (should_record({a, b})) {
     tape().record("add", {y}, [ga = grad_ref(a), gb = grad_ref(b)](const std::vector<Tensor>& g) {
       if (ga) accumulate(grad_buffer(ga), g[0]);

@@ -105,6 +105,9 @@ uint16_t* bf16_bits(const Tensor& t);
 //   if (detail::any_bf16({x, w})) return cast(op(detail::widen(x), detail::widen(w)), DType::BF16);
 bool any_bf16(std::initializer_list<Tensor> ts);
 Tensor widen(const Tensor& t);  // cast(t, F32) when bf16; t otherwise (undefined stays so)
+// True when every defined tensor of ts is bf16 on the GPU: the ops with bf16 CUDA kernels of
+// their own (data movement, adds) run them; the CPU runs them on widened copies.
+bool cuda_bf16(std::initializer_list<Tensor> ts);
 // dst += alpha src with either or both bf16 (the other f32): fp32 sums, rounded once into
 // a bf16 dst. accumulate() sends such pairs here.
 void accumulate_stored(const Tensor& dst, const Tensor& src, double alpha);

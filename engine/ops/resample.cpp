@@ -12,7 +12,26 @@ namespace ddpm {
 using detail::dispatch;
 
 Tensor upsample_nearest2x(const Tensor& x) {
-  if (detail::any_bf16({x})) return cast(upsample_nearest2x(detail::widen(x)), DType::BF16);
+  if (detail::any_bf16({x}) && x.device() == Device::CPU)  // the GPU has bf16 kernels
+    return cast(upsample_nearest2x(detail::widen(x)), DType::BF16);
+  if (detail::cuda_bf16({x})) {
+    detail::check_ndim("upsample_nearest2x", "x", x, 4);
+    const UpsampleShape s{x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]};
+    Tensor y = Tensor::empty(Shape{s.n, 2 * s.h, 2 * s.w, s.c}, DType::BF16, Device::CUDA);
+    using detail::bf16_bits;
+    {
+      OpTimer timer("upsample_nearest2x", true);
+      DDPM_CUDA_ONLY(cuda::upsample_nearest2x_forward(s, bf16_bits(x), bf16_bits(y)));
+    }
+    if (should_record({x})) {
+      tape().record("upsample_nearest2x", {y}, [s, gx = grad_ref(x)](const std::vector<Tensor>& g) {
+        OpTimer timer("upsample_nearest2x backward", true);
+        DDPM_CUDA_ONLY(cuda::upsample_nearest2x_backward(s, bf16_bits(g[0]),
+                                                         bf16_bits(grad_buffer(gx))));
+      });
+    }
+    return y;
+  }
   detail::check_float("upsample_nearest2x", "x", x);
   detail::check_ndim("upsample_nearest2x", "x", x, 4);
   const UpsampleShape s{x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]};
@@ -42,6 +61,14 @@ namespace {
 void move_columns(const Tensor& src, int64_t src_col, const Tensor& dst, int64_t dst_col,
                   int64_t cols, bool accumulate_into_dst) {
   const SliceShape s{src.shape().rows(), cols, src.shape().last(), dst.shape().last()};
+  if (detail::cuda_bf16({src, dst})) {  // bf16 activations on the GPU
+    OpTimer timer("concat/split", true);
+    DDPM_CUDA_ONLY(const uint16_t* from = detail::bf16_bits(src) + src_col;
+                   uint16_t* to = detail::bf16_bits(dst) + dst_col;
+                   accumulate_into_dst ? cuda::slice_accumulate(s, from, to)
+                                       : cuda::slice_copy(s, from, to));
+    return;
+  }
   dispatch("concat/split", src, [&](auto tag) {
     using T = decltype(tag);
     const T* from = src.data<T>() + src_col;
@@ -63,15 +90,19 @@ void move_columns(const Tensor& src, int64_t src_col, const Tensor& dst, int64_t
 
 Tensor concat(const std::vector<Tensor>& xs) {
   CHECK(!xs.empty(), "op 'concat': no inputs");
-  if (std::any_of(xs.begin(), xs.end(), [](const Tensor& x) { return detail::any_bf16({x}); })) {
+  const auto is_bf16 = [](const Tensor& x) { return detail::any_bf16({x}); };
+  const bool all_cuda_bf16 = std::all_of(xs.begin(), xs.end(), [](const Tensor& x) {
+    return detail::cuda_bf16({x});
+  });
+  if (std::any_of(xs.begin(), xs.end(), is_bf16) && !all_cuda_bf16) {
     std::vector<Tensor> wide;
     for (const Tensor& x : xs) wide.push_back(detail::widen(x));
     return cast(concat(wide), DType::BF16);
   }
-  detail::check_float("concat", "xs[0]", xs[0]);
+  if (!all_cuda_bf16) detail::check_float("concat", "xs[0]", xs[0]);
   int64_t total = 0;
   for (size_t i = 0; i < xs.size(); ++i) {
-    detail::check_compatible("concat", "input", xs[i], "xs[0]", xs[0]);
+    if (!all_cuda_bf16) detail::check_compatible("concat", "input", xs[i], "xs[0]", xs[0]);
     CHECK(xs[i].shape().ndim() >= 1 && xs[i].shape().ndim() == xs[0].shape().ndim() &&
               xs[i].shape().with_last(1) == xs[0].shape().with_last(1),
           "op 'concat': input " << i << " " << xs[i].describe()
@@ -106,12 +137,12 @@ Tensor concat(const std::vector<Tensor>& xs) {
 }
 
 std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes) {
-  if (detail::any_bf16({x})) {
+  if (detail::any_bf16({x}) && x.device() == Device::CPU) {
     std::vector<Tensor> parts = split(detail::widen(x), sizes);
     for (Tensor& part : parts) part = cast(part, DType::BF16);
     return parts;
   }
-  detail::check_float("split", "x", x);
+  if (!detail::cuda_bf16({x})) detail::check_float("split", "x", x);
   const int64_t total = std::accumulate(sizes.begin(), sizes.end(), int64_t{0});
   CHECK(x.shape().ndim() >= 1 && total == x.shape().last(),
         "op 'split': sizes add up to " << total << " but x " << x.describe()

@@ -11,14 +11,16 @@
 #include "kernels/tf32.h"
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/storage.cuh"
 #include "kernels/rounding.h"
 
 namespace ddpm::cuda {
 
 namespace {
 
-__global__ void add_kernel(int64_t n, const float* a, const float* b, float* y) {
-  DDPM_GRID_STRIDE(i, n) y[i] = a[i] + b[i];
+template <class T>  // fp32 or bf16 bits (storage.cuh): the sum in fp32, stored once
+__global__ void add_kernel(int64_t n, const T* a, const T* b, T* y) {
+  DDPM_GRID_STRIDE(i, n) store(y, i, load(a, i) + load(b, i));
 }
 __global__ void mul_kernel(int64_t n, const float* a, const float* b, float* y) {
   DDPM_GRID_STRIDE(i, n) y[i] = a[i] * b[i];
@@ -95,7 +97,12 @@ __global__ void silu_backward_kernel(int64_t n, const float* x, const float* dy,
     if ((n) > 0) DDPM_LAUNCH(kernel, grid_for(n), kThreads)(__VA_ARGS__); \
   } while (0)
 
-void add_forward(int64_t n, const float* a, const float* b, float* y) { LAUNCH(add_kernel, n, n, a, b, y); }
+void add_forward(int64_t n, const float* a, const float* b, float* y) {
+  LAUNCH(add_kernel<float>, n, n, a, b, y);
+}
+void add_forward(int64_t n, const uint16_t* a, const uint16_t* b, uint16_t* y) {
+  LAUNCH(add_kernel<uint16_t>, n, n, a, b, y);
+}
 void mul_forward(int64_t n, const float* a, const float* b, float* y) { LAUNCH(mul_kernel, n, n, a, b, y); }
 void scale_forward(int64_t n, float s, const float* x, float* y) { LAUNCH(scale_kernel, n, n, s, x, y); }
 void axpy(int64_t n, float alpha, const float* x, float* y) { LAUNCH(axpy_kernel, n, n, alpha, x, y); }

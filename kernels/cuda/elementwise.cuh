@@ -1,5 +1,6 @@
 // CUDA kernels for the elementwise family, same contracts as kernels/cpu/elementwise.h
-// (f32 only; forward overwrites, backward accumulates). All launch on the engine's stream (engine/cuda_stream.h).
+// (f32, and bf16 bits where a bf16 activation passes through: add; forward overwrites,
+// backward accumulates). All launch on the engine's stream (engine/cuda_stream.h).
 #pragma once
 
 #include <cstdint>
@@ -9,6 +10,7 @@
 namespace ddpm::cuda {
 
 void add_forward(int64_t n, const float* a, const float* b, float* y);
+void add_forward(int64_t n, const uint16_t* a, const uint16_t* b, uint16_t* y);  // bf16 bits
 void mul_forward(int64_t n, const float* a, const float* b, float* y);
 void scale_forward(int64_t n, float s, const float* x, float* y);
 void axpy(int64_t n, float alpha, const float* x, float* y);

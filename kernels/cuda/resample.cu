@@ -7,12 +7,15 @@
 #include "engine/cuda_check.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/resample.cuh"
+#include "kernels/cuda/storage.cuh"
 
 namespace ddpm::cuda {
 
 namespace {
 
-__global__ void upsample_kernel(UpsampleShape s, const float* x, float* y) {
+// T: the storage, fp32 or bf16 bits (storage.cuh); sums in fp32, a bf16 store rounds once.
+template <class T>
+__global__ void upsample_kernel(UpsampleShape s, const T* x, T* y) {
   const int64_t ow_n = 2 * s.w, total = s.n * 2 * s.h * ow_n * s.c;
   DDPM_GRID_STRIDE(i, total) {
     const int64_t c = i % s.c, ow = (i / s.c) % ow_n, oh = (i / s.c / ow_n) % (2 * s.h),
@@ -21,50 +24,73 @@ __global__ void upsample_kernel(UpsampleShape s, const float* x, float* y) {
   }
 }
 
-__global__ void upsample_backward_kernel(UpsampleShape s, const float* dy, float* dx) {
+template <class T>
+__global__ void upsample_backward_kernel(UpsampleShape s, const T* dy, T* dx) {
   const int64_t ow_n = 2 * s.w, total = s.n * s.h * s.w * s.c;
   DDPM_GRID_STRIDE(i, total) {
     const int64_t c = i % s.c, iw = (i / s.c) % s.w, ih = (i / s.c / s.w) % s.h,
                   n = i / s.c / s.w / s.h;
-    const float* g = dy + ((n * 2 * s.h + 2 * ih) * ow_n + 2 * iw) * s.c + c;
-    dx[i] += g[0] + g[s.c] + g[ow_n * s.c] + g[ow_n * s.c + s.c];
+    const int64_t g = ((n * 2 * s.h + 2 * ih) * ow_n + 2 * iw) * s.c + c;
+    store(dx, i, load(dx, i) + (load(dy, g) + load(dy, g + s.c) + load(dy, g + ow_n * s.c) +
+                                load(dy, g + ow_n * s.c + s.c)));
   }
 }
 
-template <bool kAccumulate>
-__global__ void slice_kernel(SliceShape s, const float* src, float* dst) {
+template <bool kAccumulate, class T>
+__global__ void slice_kernel(SliceShape s, const T* src, T* dst) {
   DDPM_GRID_STRIDE(i, s.rows * s.cols) {
     const int64_t r = i / s.cols, c = i % s.cols;
     if (kAccumulate) {
-      dst[r * s.dst_ld + c] += src[r * s.src_ld + c];
+      store(dst, r * s.dst_ld + c, load(dst, r * s.dst_ld + c) + load(src, r * s.src_ld + c));
     } else {
       dst[r * s.dst_ld + c] = src[r * s.src_ld + c];
     }
   }
 }
 
+template <class T>
+void upsample_forward(const UpsampleShape& s, const T* x, T* y) {
+  const int64_t total = s.n * 4 * s.h * s.w * s.c;
+  if (total == 0) return;
+  DDPM_LAUNCH(upsample_kernel<T>, grid_for(total), kThreads)(s, x, y);
+}
+
+template <class T>
+void upsample_backward(const UpsampleShape& s, const T* dy, T* dx) {
+  const int64_t total = s.n * s.h * s.w * s.c;
+  if (total == 0) return;
+  DDPM_LAUNCH(upsample_backward_kernel<T>, grid_for(total), kThreads)(s, dy, dx);
+}
+
+template <bool kAccumulate, class T>
+void slice(const SliceShape& s, const T* src, T* dst) {
+  if (s.rows * s.cols == 0) return;
+  DDPM_LAUNCH((slice_kernel<kAccumulate, T>), grid_for(s.rows * s.cols), kThreads)(s, src, dst);
+}
+
 }  // namespace
 
 void upsample_nearest2x_forward(const UpsampleShape& s, const float* x, float* y) {
-  const int64_t total = s.n * 4 * s.h * s.w * s.c;
-  if (total == 0) return;
-  DDPM_LAUNCH(upsample_kernel, grid_for(total), kThreads)(s, x, y);
+  upsample_forward(s, x, y);
 }
-
+void upsample_nearest2x_forward(const UpsampleShape& s, const uint16_t* x, uint16_t* y) {
+  upsample_forward(s, x, y);
+}
 void upsample_nearest2x_backward(const UpsampleShape& s, const float* dy, float* dx) {
-  const int64_t total = s.n * s.h * s.w * s.c;
-  if (total == 0) return;
-  DDPM_LAUNCH(upsample_backward_kernel, grid_for(total), kThreads)(s, dy, dx);
+  upsample_backward(s, dy, dx);
 }
-
-void slice_copy(const SliceShape& s, const float* src, float* dst) {
-  if (s.rows * s.cols == 0) return;
-  DDPM_LAUNCH(slice_kernel<false>, grid_for(s.rows * s.cols), kThreads)(s, src, dst);
+void upsample_nearest2x_backward(const UpsampleShape& s, const uint16_t* dy, uint16_t* dx) {
+  upsample_backward(s, dy, dx);
 }
-
+void slice_copy(const SliceShape& s, const float* src, float* dst) { slice<false>(s, src, dst); }
+void slice_copy(const SliceShape& s, const uint16_t* src, uint16_t* dst) {
+  slice<false>(s, src, dst);
+}
 void slice_accumulate(const SliceShape& s, const float* src, float* dst) {
-  if (s.rows * s.cols == 0) return;
-  DDPM_LAUNCH(slice_kernel<true>, grid_for(s.rows * s.cols), kThreads)(s, src, dst);
+  slice<true>(s, src, dst);
+}
+void slice_accumulate(const SliceShape& s, const uint16_t* src, uint16_t* dst) {
+  slice<true>(s, src, dst);
 }
 
 }  // namespace ddpm::cuda

@@ -1,5 +1,8 @@
-// CUDA data movement on NHWC tensors; same contracts as kernels/cpu/resample.h (f32).
+// CUDA data movement on NHWC tensors; same contracts as kernels/cpu/resample.h, for f32 and
+// for bf16 bits (bf16 activations; the accumulating backward sums in fp32 and rounds once).
 #pragma once
+
+#include <cstdint>
 
 #include "kernels/shapes.h"
 
@@ -9,5 +12,9 @@ void upsample_nearest2x_forward(const UpsampleShape& s, const float* x, float* y
 void upsample_nearest2x_backward(const UpsampleShape& s, const float* dy, float* dx);
 void slice_copy(const SliceShape& s, const float* src, float* dst);
 void slice_accumulate(const SliceShape& s, const float* src, float* dst);
+void upsample_nearest2x_forward(const UpsampleShape& s, const uint16_t* x, uint16_t* y);
+void upsample_nearest2x_backward(const UpsampleShape& s, const uint16_t* dy, uint16_t* dx);
+void slice_copy(const SliceShape& s, const uint16_t* src, uint16_t* dst);
+void slice_accumulate(const SliceShape& s, const uint16_t* src, uint16_t* dst);
 
 }  // namespace ddpm::cuda

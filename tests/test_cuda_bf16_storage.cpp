@@ -1,0 +1,86 @@
+// bf16 activations on the GPU against the CPU (engine/ops/cast.cpp): the cast and the
+// accumulation across f32 and bf16 give the CPU's bits; the data movement and the add that
+// carry bf16 tensors through the U-Net (upsample, concat, split, add) run their own bf16
+// kernels on the GPU and give the bits the CPU gets from the f32 ops on widened copies,
+// forward and backward, a gradient that accumulates from two uses included. Skips without
+// a GPU.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "engine/autograd.h"
+#include "engine/op_profile.h"
+#include "engine/ops.h"
+#include "engine/ops/op_util.h"
+#include "tests/test_util.h"
+
+namespace ddpm {
+namespace {
+
+std::vector<uint16_t> bits_of(const Tensor& t) {
+  std::vector<uint16_t> out;
+  for (const bf16& b : t.to(Device::CPU).to_vector<bf16>()) out.push_back(b.bits);
+  return out;
+}
+
+Tensor random_bf16(const Shape& s, uint64_t stream, Device d) {
+  return cast(test::random_tensor(s, stream, DType::F32), DType::BF16).to(d);
+}
+
+TEST(CudaBf16Storage, CastAndAccumulateAreTheCpusBits) {
+  REQUIRE_GPU();
+  const Tensor x = test::random_tensor(Shape{1000}, 10, DType::F32, 100.0);
+  EXPECT_EQ(bits_of(cast(x.to(Device::CUDA), DType::BF16)), bits_of(cast(x, DType::BF16)));
+  const Tensor b = cast(x, DType::BF16);
+  EXPECT_EQ(cast(b.to(Device::CUDA), DType::F32).to(Device::CPU).to_vector<float>(),
+            cast(b, DType::F32).to_vector<float>());
+  // dst += 0.75 src for the three pairings with bf16
+  const Tensor y = test::random_tensor(Shape{1000}, 11, DType::F32);
+  for (const auto& [dst_t, src_t] : {std::pair{DType::BF16, DType::F32},
+                                     std::pair{DType::F32, DType::BF16},
+                                     std::pair{DType::BF16, DType::BF16}}) {
+    SCOPED_TRACE(std::string(dtype_name(dst_t)) + " += " + dtype_name(src_t));
+    const Tensor cpu_dst = cast(y, dst_t).clone(), src = cast(x, src_t);
+    const Tensor gpu_dst = cpu_dst.to(Device::CUDA);
+    accumulate(cpu_dst, src, 0.75);
+    accumulate(gpu_dst, src.to(Device::CUDA), 0.75);
+    EXPECT_EQ(cast(gpu_dst, DType::F32).to(Device::CPU).to_vector<float>(),
+              cast(cpu_dst, DType::F32).to_vector<float>());
+  }
+}
+
+// out = (split(concat(upsample(x), z))[0] + [1]) + upsample(x): upsample's output is used
+// twice, so its gradient accumulates.
+TEST(CudaBf16Storage, DataMovementAndAddAreTheCpusBitsOnTheirOwnKernels) {
+  REQUIRE_GPU();
+  const Shape xs{2, 3, 5, 6}, zs{2, 6, 10, 6};
+  std::vector<std::vector<uint16_t>> results[2];
+  std::string names;
+  for (const Device d : {Device::CPU, Device::CUDA}) {
+    Tensor x = random_bf16(xs, 20, d), z = random_bf16(zs, 21, d);
+    x.set_requires_grad(true);
+    z.set_requires_grad(true);
+    if (d == Device::CUDA) set_op_profiling(true);
+    const Tensor u = upsample_nearest2x(x);
+    const std::vector<Tensor> parts = split(concat({u, z}), {6, 6});
+    const Tensor out = add(add(parts[0], parts[1]), u);
+    tape().backward(out, random_bf16(zs, 22, d));
+    if (d == Device::CUDA) {
+      for (const OpTime& t : op_profile_take()) names += t.name + "; ";
+      set_op_profiling(false);
+    }
+    for (const Tensor& t : {out, x.grad(), z.grad()}) {
+      ASSERT_EQ(t.dtype(), DType::BF16);
+      results[d == Device::CUDA].push_back(bits_of(t));
+    }
+  }
+  EXPECT_EQ(results[1][0], results[0][0]) << "out";
+  EXPECT_EQ(results[1][1], results[0][1]) << "dx";
+  EXPECT_EQ(results[1][2], results[0][2]) << "dz";
+  EXPECT_EQ(names.find("cast"), std::string::npos) << "the GPU widened a tensor: " << names;
+  EXPECT_NE(names.find("concat/split"), std::string::npos) << names;
+}
+
+}  // namespace
+}  // namespace ddpm
