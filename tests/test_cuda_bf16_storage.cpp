@@ -6,6 +6,7 @@
 // a GPU.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -80,6 +81,56 @@ TEST(CudaBf16Storage, DataMovementAndAddAreTheCpusBitsOnTheirOwnKernels) {
   EXPECT_EQ(results[1][2], results[0][2]) << "dz";
   EXPECT_EQ(names.find("cast"), std::string::npos) << "the GPU widened a tensor: " << names;
   EXPECT_NE(names.find("concat/split"), std::string::npos) << names;
+}
+
+// linear on bf16 activations: cublasGemmEx reads x and dy as they are; the CPU runs the f32
+// op on widened copies (precision bf16 rounds w on both). The same bf16 products, summed in
+// fp32 in different orders (2e-4 of the products' magnitude sum, as tests/conv_op_check.h
+// derives), then y and dx rounded to bf16 (the neighbouring value at worst: 2^-8 more):
+// 4.1e-3 of the magnitude sum for y and dx, 2e-4 for the fp32 dw and db.
+TEST(CudaBf16Storage, LinearReadsBf16ActivationsAsTheyAre) {
+  REQUIRE_GPU();
+  set_precision(Precision::BF16);
+  const Shape xs{2, 5, 24};
+  std::vector<std::vector<float>> runs[3];  // CPU, GPU, CPU on magnitudes
+  std::string names;
+  for (int run = 0; run < 3; ++run) {
+    const Device d = run == 1 ? Device::CUDA : Device::CPU;
+    const auto make = [&](const Shape& s, uint64_t stream, bool activation) {
+      Tensor t = test::random_tensor(s, stream, DType::F32);
+      if (run == 2) t = Tensor::from_vector(s, [&] {
+        std::vector<float> v = t.to_vector<float>();
+        for (float& e : v) e = std::fabs(e);
+        return v;
+      }());
+      if (activation) t = cast(t, DType::BF16);
+      t = t.to(d);
+      t.set_requires_grad(true);
+      return t;
+    };
+    Tensor x = make(xs, 30, true), w = make({24, 40}, 31, false), b = make({40}, 32, false);
+    Tensor dy = make({2, 5, 40}, 33, true);
+    if (run == 1) set_op_profiling(true);
+    const Tensor y = linear(x, w, b);
+    tape().backward(y, dy.clone());
+    if (run == 1) {
+      for (const OpTime& t : op_profile_take()) names += t.name + "; ";
+      set_op_profiling(false);
+    }
+    ASSERT_EQ(y.dtype(), DType::BF16);
+    for (const Tensor& t : {y, x.grad(), w.grad(), b.grad()})
+      runs[run].push_back(cast(t, DType::F32).to(Device::CPU).to_vector<float>());
+  }
+  set_precision(Precision::F32);
+  const char* what[] = {"y", "dx", "dw", "db"};
+  for (size_t k = 0; k < 4; ++k) {
+    const double relative = k < 2 ? 4.1e-3 : 2e-4;
+    for (size_t i = 0; i < runs[0][k].size(); ++i)
+      ASSERT_NEAR(runs[1][k][i], runs[0][k][i], relative * runs[2][k][i] + 1e-6)
+          << what[k] << " element " << i;
+  }
+  EXPECT_EQ(names.find("cast"), std::string::npos) << "the GPU widened a tensor: " << names;
+  EXPECT_NE(names.find("linear backward"), std::string::npos) << names;
 }
 
 }  // namespace

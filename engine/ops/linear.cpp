@@ -23,23 +23,66 @@ bool tf32_gemm(const Tensor& x) {
          precision() == Precision::TF32;
 }
 
-}  // namespace
-
-Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
-  if (detail::any_bf16({x, w, b}))
-    return cast(linear(detail::widen(x), detail::widen(w), detail::widen(b)), DType::BF16);
-  detail::check_float("linear", "x", x);
-  detail::check_compatible("linear", "w", w, "x", x);
+// The shape of linear(x, w, b) after the checks of shapes and devices (dtypes are each
+// variant's).
+LinearShape checked_shape(const Tensor& x, const Tensor& w, const Tensor& b) {
   detail::check_ndim("linear", "w", w, 2);
   CHECK(x.shape().ndim() >= 1 && x.shape().last() == w.shape()[0],
         "op 'linear': x " << x.describe() << " has last dimension " << x.shape().last()
                           << " but w " << w.describe() << " expects " << w.shape()[0]);
-  LinearShape s{x.shape().rows(), w.shape()[0], w.shape()[1]};
-  if (b.defined()) {
-    detail::check_compatible("linear", "b", b, "x", x);
-    CHECK(b.shape() == Shape{s.n},
-          "op 'linear': b " << b.describe() << " must be (" << s.n << ")");
+  const LinearShape s{x.shape().rows(), w.shape()[0], w.shape()[1]};
+  CHECK(w.device() == x.device() && (!b.defined() || b.device() == x.device()),
+        "op 'linear': w " << w.describe() << " and b must be on the device of x " << x.describe());
+  CHECK(!b.defined() || b.shape() == Shape{s.n},
+        "op 'linear': b " << b.describe() << " must be (" << s.n << ")");
+  return s;
+}
+
+// bf16 activations on the GPU (x bf16, w and b f32, precision bf16): cublasGemmEx reads x and
+// dy as they are (kernels/cuda/linear.cuh); y and dx bf16, dw and db fp32.
+Tensor linear_bf16_activations(const Tensor& x, const Tensor& w, const Tensor& b) {
+  const LinearShape s = checked_shape(x, w, b);
+  Tensor y = Tensor::empty(x.shape().with_last(s.n), DType::BF16, x.device());
+  count_matmul_flops(linear_flops(s));
+  using detail::bf16_bits;
+  {
+    OpTimer timer("linear", true);
+    DDPM_CUDA_ONLY(
+        const Tensor ws = detail::cuda_workspace(cuda::linear_bf16_activations_forward_workspace(s));
+        cuda::linear_bf16_forward(s, bf16_bits(x), w.data<float>(), ptr_or_null<float>(b),
+                                  bf16_bits(y), ws.data<float>()));
   }
+  if (should_record({x, w, b})) {
+    tape().record("linear", {y}, [s, x, w, gx = grad_ref(x), gw = grad_ref(w),
+                                  gb = grad_ref(b)](const std::vector<Tensor>& g) {
+      Tensor dx = detail::grad_or_null(gx), dw = detail::grad_or_null(gw),
+             db = detail::grad_or_null(gb);
+      count_matmul_flops(linear_flops(s) * ((dx.defined() ? 1 : 0) + (dw.defined() ? 1 : 0)));
+      OpTimer timer("linear backward", true);
+      DDPM_CUDA_ONLY(
+          const Tensor ws =
+              detail::cuda_workspace(cuda::linear_bf16_activations_backward_workspace(s));
+          cuda::linear_bf16_backward(s, bf16_bits(x), w.data<float>(), bf16_bits(g[0]),
+                                     dx.defined() ? bf16_bits(dx) : nullptr,
+                                     ptr_or_null<float>(dw), ptr_or_null<float>(db),
+                                     ws.data<float>()));
+    });
+  }
+  return y;
+}
+
+}  // namespace
+
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
+  CHECK(x.defined() && w.defined(), "op 'linear': x and w must be defined");
+  if (detail::cuda_bf16({x}) && !detail::any_bf16({w, b}) && precision() == Precision::BF16)
+    return linear_bf16_activations(x, w, b);
+  if (detail::any_bf16({x, w, b}))  // the CPU: the f32 op on widened copies, the reference
+    return cast(linear(detail::widen(x), detail::widen(w), detail::widen(b)), DType::BF16);
+  detail::check_float("linear", "x", x);
+  detail::check_compatible("linear", "w", w, "x", x);
+  if (b.defined()) detail::check_compatible("linear", "b", b, "x", x);
+  const LinearShape s = checked_shape(x, w, b);
   Tensor y = Tensor::empty(x.shape().with_last(s.n), x.dtype(), x.device());
   count_matmul_flops(linear_flops(s));
   // Under Precision::BF16 / TF32 the CPU multiplies rounded operands in fp32 (exact products,

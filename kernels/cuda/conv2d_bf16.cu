@@ -66,9 +66,9 @@
 
 #include "engine/cuda_check.h"
 #include "kernels/bf16.h"
-#include "kernels/cuda/column_sum.cuh"
 #include "kernels/cuda/conv2d_bf16.cuh"
 #include "kernels/cuda/device_info.cuh"
+#include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/ptx.cuh"
 #include "kernels/cuda/storage.cuh"
@@ -414,14 +414,6 @@ struct Accumulate {  // dgrad: dx += C (a bf16 dx: rounded once, after the add)
   }
 };
 
-// The bias gradient's rows when dy is bf16 bits: dy (rows, c) read into fp32 (column_sum.cuh).
-struct Bf16Rows {
-  int64_t c;
-  const bf16_bits* dy;
-  __device__ void operator()(int64_t, int64_t row, int64_t col, float* v) const {
-    v[0] = load(dy, row * c + col);
-  }
-};
 
 struct AccumulateWgrad {  // wgrad: dw += C without the padded channels
   float* dw;
@@ -717,9 +709,9 @@ struct ForwardBuffers {
   }
 };
 
-// The bias gradient of bf16 dy: column sums over the N*OH*OW rows.
-ColumnSumPlan bias_plan(const Conv2dShape& s) {
-  return plan_column_sums(1, s.n * s.out_h() * s.out_w(), s.c_out);
+// The bias gradient of bf16 dy: column sums over the N*OH*OW rows (elementwise.cuh).
+BroadcastShape bias_rows(const Conv2dShape& s) {
+  return BroadcastShape{1, s.n * s.out_h() * s.out_w(), s.c_out, false};
 }
 
 struct BackwardBuffers {
@@ -732,7 +724,7 @@ struct BackwardBuffers {
     dy8 = c.bf16(s.n * s.out_h() * s.out_w() * round_up8(s.c_out));
     w8 = c.bf16(taps(s) * s.c_in * round_up8(s.c_out));
     planes = c.floats(std::max(dgrad_gemm(s).plane_floats(), wgrad_gemm(s).plane_floats()));
-    bias_sums = c.floats(bias_plan(s).workspace_floats(1));  // bf16 dy's db only
+    bias_sums = c.floats(broadcast_add_backward_workspace(bias_rows(s)));  // bf16 dy's db
     floats = c.used();
   }
 };
@@ -829,10 +821,7 @@ void conv2d_bf16_backward(const Conv2dShape& s, const uint16_t* x, const float* 
                           const uint16_t* dy, uint16_t* dx, float* dw, float* db,
                           float* workspace) {
   backward(s, x, w, dy, dx, dw, workspace);
-  if (db && s.n * s.out_h() * s.out_w() > 0) {
-    const BackwardBuffers buf(s, workspace);
-    column_sums<1>(bias_plan(s), Bf16Rows{s.c_out, dy}, buf.bias_sums, db);
-  }
+  if (db) broadcast_add_backward(bias_rows(s), dy, db, BackwardBuffers(s, workspace).bias_sums);
 }
 
 }  // namespace ddpm::cuda

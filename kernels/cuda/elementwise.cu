@@ -42,17 +42,26 @@ __global__ void broadcast_add_kernel(BroadcastShape s, const float* x, const flo
   }
 }
 // dy viewed as `vectors` matrices of (rows x C): one per sample when per_sample, else one.
+// T: fp32 or bf16 bits (bf16 activations' gradients), read into fp32.
+template <class T>
 struct BroadcastRows {
   int64_t rows, c;
-  const float* dy;  // (vectors, rows, C)
+  const T* dy;  // (vectors, rows, C)
   __device__ void operator()(int64_t vec, int64_t row, int64_t col, float* v) const {
-    v[0] = dy[(vec * rows + row) * c + col];
+    v[0] = load(dy, (vec * rows + row) * c + col);
   }
 };
+
 
 ColumnSumPlan broadcast_plan(const BroadcastShape& s, bool with_workspace) {
   return s.per_sample ? plan_column_sums(s.n, s.s, s.c, with_workspace)
                       : plan_column_sums(1, s.n * s.s, s.c, with_workspace);
+}
+
+template <class T>
+void broadcast_backward(const BroadcastShape& s, const T* dy, float* dv, float* workspace) {
+  const ColumnSumPlan p = broadcast_plan(s, workspace != nullptr);
+  column_sums<1>(p, BroadcastRows<T>{p.rows, s.c, dy}, workspace, dv);
 }
 
 __global__ void per_sample_axpby_kernel(int64_t n, int64_t inner, const float* a, const float* x,
@@ -116,8 +125,11 @@ int64_t broadcast_add_backward_workspace(const BroadcastShape& s) {
   return broadcast_plan(s, true).workspace_floats(1);
 }
 void broadcast_add_backward(const BroadcastShape& s, const float* dy, float* dv, float* workspace) {
-  const ColumnSumPlan p = broadcast_plan(s, workspace != nullptr);
-  column_sums<1>(p, BroadcastRows{p.rows, s.c, dy}, workspace, dv);
+  broadcast_backward(s, dy, dv, workspace);
+}
+void broadcast_add_backward(const BroadcastShape& s, const uint16_t* dy, float* dv,
+                            float* workspace) {
+  broadcast_backward(s, dy, dv, workspace);
 }
 void per_sample_axpby_forward(int64_t n, int64_t inner, const float* a, const float* x,
                               const float* b, const float* y, float* out) {

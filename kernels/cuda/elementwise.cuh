@@ -21,6 +21,9 @@ void broadcast_add_forward(const BroadcastShape& s, const float* x, const float*
 int64_t broadcast_add_backward_workspace(const BroadcastShape& s);
 void broadcast_add_backward(const BroadcastShape& s, const float* dy, float* dv,
                             float* workspace = nullptr);
+// The same sums of a bf16 dy (bits), in fp32: the bias gradients of bf16 activations.
+void broadcast_add_backward(const BroadcastShape& s, const uint16_t* dy, float* dv,
+                            float* workspace = nullptr);
 void per_sample_axpby_forward(int64_t n, int64_t inner, const float* a, const float* x,
                               const float* b, const float* y, float* out);
 void per_sample_scale_accumulate(int64_t n, int64_t inner, const float* a, const float* dout,

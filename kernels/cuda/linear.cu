@@ -31,9 +31,11 @@
 #include <string>
 
 #include "engine/cuda_check.h"
+#include "kernels/cuda/cast.cuh"
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/linear.cuh"
+#include "kernels/cuda/storage.cuh"
 
 namespace ddpm::cuda {
 
@@ -121,9 +123,10 @@ void forward_product(Operands kind, const LinearShape& s, const void* x, const v
   gemm(kind, CUBLAS_OP_N, CUBLAS_OP_N, s.n, s.m, s.k, w, s.n, x, s.k, 0.0f, y, s.n);
 }
 
+// dx and dw accumulate (beta 1); dx_beta 0 overwrites dx instead.
 void backward_products(Operands kind, const LinearShape& s, const void* x, const void* w,
-                       const void* dy, float* dx, float* dw) {
-  if (dx) gemm(kind, CUBLAS_OP_T, CUBLAS_OP_N, s.k, s.m, s.n, w, s.n, dy, s.n, 1.0f, dx, s.k);
+                       const void* dy, float* dx, float* dw, float dx_beta = 1.0f) {
+  if (dx) gemm(kind, CUBLAS_OP_T, CUBLAS_OP_N, s.k, s.m, s.n, w, s.n, dy, s.n, dx_beta, dx, s.k);
   if (dw) gemm(kind, CUBLAS_OP_N, CUBLAS_OP_T, s.n, s.k, s.m, dy, s.n, x, s.k, 1.0f, dw, s.n);
 }
 
@@ -140,6 +143,12 @@ struct Bf16Workspace {
 };
 
 BroadcastShape bias_shape(const LinearShape& s) { return BroadcastShape{1, s.m, s.n, false}; }
+
+// y (m, n) = bf16(acc + b): the forward's bias add and its one rounding, for bf16 activations.
+__global__ void add_bias_to_bf16(int64_t m, int64_t n, const float* acc, const float* b,
+                                 uint16_t* y) {
+  DDPM_GRID_STRIDE(i, m * n) store(y, i, b ? acc[i] + b[i % n] : acc[i]);
+}
 
 }  // namespace
 
@@ -194,6 +203,41 @@ void linear_bf16_backward(const LinearShape& s, const float* x, const float* w, 
     broadcast_add_backward(bias_shape(s), dy, db,
                            linear_backward_workspace(s) > 0 ? reinterpret_cast<float*>(ws.next)
                                                             : nullptr);
+}
+
+int64_t linear_bf16_activations_forward_workspace(const LinearShape& s) {
+  return Bf16Workspace::floats(s.k * s.n) + s.m * s.n;
+}
+
+void linear_bf16_forward(const LinearShape& s, const uint16_t* x, const float* w, const float* b,
+                         uint16_t* y, float* workspace) {
+  if (s.m == 0 || s.n == 0) return;
+  Bf16Workspace ws{reinterpret_cast<uint16_t*>(workspace)};
+  const uint16_t* wb = ws.convert(w, s.k * s.n);
+  float* acc = reinterpret_cast<float*>(ws.next);
+  forward_product(Operands::Bf16, s, x, wb, acc);
+  DDPM_LAUNCH(add_bias_to_bf16, grid_for(s.m * s.n), kThreads)(s.m, s.n, acc, b, y);
+}
+
+int64_t linear_bf16_activations_backward_workspace(const LinearShape& s) {
+  return Bf16Workspace::floats(s.k * s.n) + s.m * s.k + linear_backward_workspace(s);
+}
+
+void linear_bf16_backward(const LinearShape& s, const uint16_t* x, const float* w,
+                          const uint16_t* dy, uint16_t* dx, float* dw, float* db,
+                          float* workspace) {
+  if (s.m == 0 || s.n == 0) return;
+  Bf16Workspace ws{reinterpret_cast<uint16_t*>(workspace)};
+  const uint16_t* wb = ws.convert(w, s.k * s.n);
+  float* const acc = reinterpret_cast<float*>(ws.next);  // dx's products, (m, k) fp32
+  float* const sums = acc + s.m * s.k;                     // the bias gradient's column sums
+  if (dx) {
+    backward_products(Operands::Bf16, s, nullptr, wb, dy, acc, nullptr, /*dx_beta=*/0.0f);
+    axpy_stored(s.m * s.k, 1.0f, acc, dx);  // cast.cuh: dx = bf16(float(dx) + acc)
+  }
+  if (dw) backward_products(Operands::Bf16, s, x, nullptr, dy, nullptr, dw);
+  if (db)
+    broadcast_add_backward(bias_shape(s), dy, db, linear_backward_workspace(s) > 0 ? sums : nullptr);
 }
 
 }  // namespace ddpm::cuda

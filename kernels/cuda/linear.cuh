@@ -29,4 +29,15 @@ int64_t linear_bf16_backward_workspace(const LinearShape& s);
 void linear_bf16_backward(const LinearShape& s, const float* x, const float* w, const float* dy,
                           float* dx, float* dw, float* db, float* workspace);
 
+// bf16 activations (engine activation dtype bf16): x, y, dy and dx as bf16 bits, read as they
+// are; w converted, the products summed in fp32 into the workspace, then y = bf16(sum + b)
+// and dx = bf16(float(dx) + sum), each rounded once; dw and db (from the bf16 dy) in fp32.
+int64_t linear_bf16_activations_forward_workspace(const LinearShape& s);
+void linear_bf16_forward(const LinearShape& s, const uint16_t* x, const float* w, const float* b,
+                         uint16_t* y, float* workspace);
+int64_t linear_bf16_activations_backward_workspace(const LinearShape& s);
+void linear_bf16_backward(const LinearShape& s, const uint16_t* x, const float* w,
+                          const uint16_t* dy, uint16_t* dx, float* dw, float* db,
+                          float* workspace);
+
 }  // namespace ddpm::cuda
