@@ -67,11 +67,8 @@ void cuda_backward(CudaAttention k, const AttentionShape& s, const Tensor& qkv, 
 }
 #endif
 
-}  // namespace
-
-Tensor attention(const Tensor& qkv, int64_t heads) {
-  if (detail::any_bf16({qkv})) return cast(attention(detail::widen(qkv), heads), DType::BF16);
-  detail::check_float("attention", "qkv", qkv);
+// The shape of attention(qkv, heads) after its checks (any dtype).
+AttentionShape checked_shape(const Tensor& qkv, int64_t heads) {
   detail::check_ndim("attention", "qkv", qkv, 3);
   AttentionShape s;
   s.b = qkv.shape()[0];
@@ -82,6 +79,59 @@ Tensor attention(const Tensor& qkv, int64_t heads) {
   s.c = qkv.shape()[2] / 3;
   CHECK(heads >= 1 && s.c % heads == 0, "op 'attention': " << s.c << " channels cannot be split "
                                                             << "into " << heads << " heads");
+  return s;
+}
+
+// True when the bf16 flash kernels take bf16 qkv as it is: on a GPU, under precision bf16,
+// at a head dim they support.
+bool flash_reads_bf16(const Tensor& qkv, int64_t heads) {
+#if DDPM_WITH_CUDA
+  if (!detail::cuda_bf16({qkv}) || precision() != Precision::BF16) return false;
+  AttentionShape s = checked_shape(qkv, heads);
+  s.bf16_probs = true;
+  return cuda::attention_flash_bf16_supports(s);
+#else
+  (void)qkv, (void)heads;
+  return false;
+#endif
+}
+
+// attention on bf16 activations with the bf16 flash kernels: qkv, out and their gradients
+// bf16; lse fp32.
+Tensor attention_bf16_flash(const Tensor& qkv, int64_t heads) {
+  AttentionShape s = checked_shape(qkv, heads);
+  s.bf16_probs = true;
+  Tensor out = Tensor::empty(Shape{s.b, s.l, s.c}, DType::BF16, Device::CUDA);
+  Tensor lse = Tensor::empty(Shape{s.b, heads, s.l}, DType::F32, Device::CUDA);
+  count_matmul_flops(2 * attention_flops(s));
+  using detail::bf16_bits;
+  {
+    OpTimer timer("attention", true);
+    DDPM_CUDA_ONLY(cuda::attention_flash_bf16_forward(s, bf16_bits(qkv), bf16_bits(out),
+                                                      lse.data<float>()));
+  }
+  if (should_record({qkv})) {
+    tape().record("attention", {out}, [s, qkv, out, lse, gq = grad_ref(qkv)](
+                                          const std::vector<Tensor>& g) {
+      count_matmul_flops(4 * attention_flops(s));
+      const Tensor delta = Tensor::empty(Shape{s.b * s.heads * s.l}, DType::F32, Device::CUDA);
+      OpTimer timer("attention backward", true);
+      DDPM_CUDA_ONLY(cuda::attention_flash_bf16_backward(
+          s, bf16_bits(qkv), bf16_bits(out), lse.data<float>(), bf16_bits(g[0]),
+          bf16_bits(grad_buffer(gq)), delta.data<float>()));
+    });
+  }
+  return out;
+}
+
+}  // namespace
+
+Tensor attention(const Tensor& qkv, int64_t heads) {
+  CHECK(qkv.defined(), "op 'attention': qkv is undefined");
+  if (flash_reads_bf16(qkv, heads)) return attention_bf16_flash(qkv, heads);
+  if (detail::any_bf16({qkv})) return cast(attention(detail::widen(qkv), heads), DType::BF16);
+  detail::check_float("attention", "qkv", qkv);
+  AttentionShape s = checked_shape(qkv, heads);
   // Under bf16 the two products multiply bf16 operands: q, k, v and dout rounded here (the
   // flash kernels round them themselves), P and dS inside the kernels (bf16_probs).
   s.bf16_probs = precision() == Precision::BF16 && qkv.dtype() == DType::F32;

@@ -149,7 +149,7 @@ Tensor conv2d_add_bf16_v4(const Tensor& x, const Tensor& w, const Tensor& b,
                                   gb = grad_ref(b), gv = grad_ref(v),
                                   gr = grad_ref(r)](const std::vector<Tensor>& g) {
       if (gr) accumulate(grad_buffer(gr), g[0]);  // y = ... + r
-      if (gv) detail::broadcast_add_grad(bs, cast(g[0], DType::F32), grad_buffer(gv));
+      if (gv) detail::broadcast_add_grad(bs, g[0], grad_buffer(gv));
       Tensor dx = detail::grad_or_null(gx), dw = detail::grad_or_null(gw),
              db = detail::grad_or_null(gb);
       if (!dx.defined() && !dw.defined() && !db.defined()) return;

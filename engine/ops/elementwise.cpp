@@ -161,6 +161,14 @@ Tensor broadcast_add(const Tensor& x, const Tensor& v) {
 namespace detail {
 
 void broadcast_add_grad(const BroadcastShape& s, const Tensor& g, const Tensor& dv) {
+  if (g.dtype() == DType::BF16) {  // a bf16 activation's gradient: summed in fp32
+    if (g.device() == Device::CPU) return broadcast_add_grad(s, cast(g, DType::F32), dv);
+    OpTimer timer("broadcast_add backward", true);
+    DDPM_CUDA_ONLY(const Tensor ws = cuda_workspace(cuda::broadcast_add_backward_workspace(s));
+                   cuda::broadcast_add_backward(s, bf16_bits(g), dv.data<float>(),
+                                                ptr_or_null<float>(ws)));
+    return;
+  }
   dispatch("broadcast_add backward", dv, [&](auto tag) {
     using T = decltype(tag);
     cpu::broadcast_add_backward<T>(s, g.data<T>(), dv.data<T>());

@@ -7,6 +7,8 @@
 //                            16 query rows, S and P in registers (forward only, so far).
 #pragma once
 
+#include <cstdint>
+
 #include "kernels/shapes.h"
 
 namespace ddpm::cuda {
@@ -25,6 +27,8 @@ void attention_fused_backward(const AttentionShape& s, const float* qkv, const f
 
 // delta (B * heads * L) = rowsum(dout * out) per head: the first step of both backwards.
 void attention_delta(const AttentionShape& s, const float* out, const float* dout, float* delta);
+void attention_delta(const AttentionShape& s, const uint16_t* out, const uint16_t* dout,
+                     float* delta);
 
 // bf16 flash: q, k, v, dout and the P / dS operands rounded to bf16, fp32 softmax statistics
 // and accumulators. Head dims 32, 64, 128, 256 (supports()); sm_80 or later; qkv and dout
@@ -36,5 +40,13 @@ void attention_flash_bf16_forward(const AttentionShape& s, const float* qkv, flo
 void attention_flash_bf16_backward(const AttentionShape& s, const float* qkv, const float* out,
                                    const float* lse, const float* dout, float* dqkv,
                                    float* delta);
+// The same on bf16 activations (bits): qkv, out, dout and dqkv bf16, read as they are; out
+// rounded once as stored, dqkv = bf16(float(dqkv) + the fp32 sums); lse and delta fp32.
+// qkv and dout 8-byte aligned.
+void attention_flash_bf16_forward(const AttentionShape& s, const uint16_t* qkv, uint16_t* out,
+                                  float* lse);
+void attention_flash_bf16_backward(const AttentionShape& s, const uint16_t* qkv,
+                                   const uint16_t* out, const float* lse, const uint16_t* dout,
+                                   uint16_t* dqkv, float* delta);
 
 }  // namespace ddpm::cuda

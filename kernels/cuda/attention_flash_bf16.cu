@@ -75,9 +75,10 @@ __device__ __forceinline__ float quad_sum(float v) {
 }
 
 // grid (ceil(L / 64), B * H), 128 threads, FlashTiles<D>::kSmemBytes of shared memory.
-template <int D>
+// A: the storage of qkv and out, fp32 or bf16 bits (bf16 activations).
+template <int D, class A>
 __global__ void __launch_bounds__(32 * kWarps)
-flash_forward_bf16(AttentionShape s, float scale, const float* qkv, float* out, float* lse) {
+flash_forward_bf16(AttentionShape s, float scale, const A* qkv, A* out, float* lse) {
 #if DDPM_HAS_SM80_TENSOR_CORES
   using T = FlashTiles<D>;
   constexpr int kBc = T::kBc, kLd = T::kLd;
@@ -93,7 +94,7 @@ flash_forward_bf16(AttentionShape s, float scale, const float* qkv, float* out, 
   const int64_t bh = blockIdx.y, b = bh / s.heads, h = bh % s.heads;
   const int64_t i0 = static_cast<int64_t>(blockIdx.x) * kRows;
   const int64_t stride = 3 * s.c;
-  const float* const base = qkv + b * s.l * stride + h * D;  // token 0's q of head h
+  const A* const base = qkv + b * s.l * stride + h * D;  // token 0's q of head h
   stage_rows<D>(q_s, kRows, base + i0 * stride, stride,
                 static_cast<int>(s.l - i0 < kRows ? s.l - i0 : kRows));
 
@@ -168,26 +169,24 @@ flash_forward_bf16(AttentionShape s, float scale, const float* qkv, float* out, 
     l[r] = quad_sum(l[r]);
     const int64_t i = i0 + row0 + g + 8 * r;
     if (i >= s.l) continue;
-    float* const dst = out + (b * s.l + i) * s.c + h * D;
-    for (int dn = 0; dn < kDT; ++dn) {
-      const float2 v = make_float2(o[dn][2 * r] / l[r], o[dn][2 * r + 1] / l[r]);
-      *reinterpret_cast<float2*>(dst + 8 * dn + 2 * t) = v;
-    }
+    A* const dst = out + (b * s.l + i) * s.c + h * D;
+    for (int dn = 0; dn < kDT; ++dn)
+      flash::store_pair(dst + 8 * dn + 2 * t, o[dn][2 * r] / l[r], o[dn][2 * r + 1] / l[r]);
     if (t == 0) lse[bh * s.l + i] = m[r] + logf(l[r]);
   }
 #endif
 }
 
-template <int D>
-void launch_flash(const AttentionShape& s, const float* qkv, float* out, float* lse) {
+template <int D, class A>
+void launch_flash(const AttentionShape& s, const A* qkv, A* out, float* lse) {
   constexpr size_t bytes = FlashTiles<D>::kSmemBytes;
   if (bytes > 48 * 1024)  // beyond the default: opt in (every sm_80+ device has >= 163 KB)
-    CUDA_CHECK(cudaFuncSetAttribute(flash_forward_bf16<D>,
+    CUDA_CHECK(cudaFuncSetAttribute(flash_forward_bf16<D, A>,
                                     cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     static_cast<int>(bytes)));
   const dim3 grid(static_cast<unsigned>((s.l + kRows - 1) / kRows),
                   static_cast<unsigned>(s.b * s.heads));
-  DDPM_LAUNCH(flash_forward_bf16<D>, grid, 32 * kWarps, bytes)(
+  DDPM_LAUNCH((flash_forward_bf16<D, A>), grid, 32 * kWarps, bytes)(
       s, 1.0f / sqrtf(static_cast<float>(D)), qkv, out, lse);
 }
 
@@ -198,14 +197,18 @@ bool attention_flash_bf16_supports(const AttentionShape& s) {
   return (d == 32 || d == 64 || d == 128 || d == 256) && s.c % s.heads == 0;
 }
 
-void attention_flash_bf16_forward(const AttentionShape& s, const float* qkv, float* out,
-                                  float* lse) {
+namespace {
+
+template <class A>
+void flash_forward(const AttentionShape& s, const A* qkv, A* out, float* lse) {
   CHECK(attention_flash_bf16_supports(s),
         "bf16 flash attention: head dim " << s.head_dim() << " (C " << s.c << ", " << s.heads
                                           << " heads) is not 32, 64, 128 or 256");
-  CHECK(reinterpret_cast<uintptr_t>(qkv) % 16 == 0 && reinterpret_cast<uintptr_t>(out) % 8 == 0,
-        "bf16 flash attention: qkv must be 16-byte and out 8-byte aligned (float4 / float2 "
-        "accesses)");
+  CHECK(reinterpret_cast<uintptr_t>(qkv) % (8 * sizeof(A) / 2) == 0 &&
+            reinterpret_cast<uintptr_t>(out) % (2 * sizeof(A)) == 0,
+        "bf16 flash attention: qkv must be " << 8 * sizeof(A) / 2 << "-byte and out "
+                                             << 2 * sizeof(A)
+                                             << "-byte aligned (4-element loads, pair stores)");
   CHECK(s.b * s.heads <= 65535,
         "bf16 flash attention: batch x heads = " << s.b * s.heads << " exceeds the grid's 65535");
   CHECK(compute_capability() >= 80, "bf16 flash attention needs sm_80 or later, this device is sm_"
@@ -217,6 +220,17 @@ void attention_flash_bf16_forward(const AttentionShape& s, const float* qkv, flo
     case 128: return launch_flash<128>(s, qkv, out, lse);
     default: return launch_flash<256>(s, qkv, out, lse);
   }
+}
+
+}  // namespace
+
+void attention_flash_bf16_forward(const AttentionShape& s, const float* qkv, float* out,
+                                  float* lse) {
+  flash_forward(s, qkv, out, lse);
+}
+void attention_flash_bf16_forward(const AttentionShape& s, const uint16_t* qkv, uint16_t* out,
+                                  float* lse) {
+  flash_forward(s, qkv, out, lse);
 }
 
 }  // namespace ddpm::cuda

@@ -44,6 +44,7 @@
 #include "kernels/cuda/flash_bf16.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/ptx.cuh"
+#include "kernels/cuda/storage.cuh"
 
 namespace ddpm::cuda {
 
@@ -131,18 +132,19 @@ __device__ void accumulate_product(const float (&x)[4][4], const uint16_t* b, in
 }
 
 // dst[row][c0 + channel] += acc for the warp's 16 rows (row i of the block at dst + i *
-// stride; rows at or past `rows` are not written).
-template <int D>
-__device__ void add_rows(float* dst, int64_t stride, int row0, int rows, int c0, int lane,
+// stride; rows at or past `rows` are not written). A: fp32 or bf16 bits (storage.cuh: the
+// add in fp32, a bf16 element rounded once).
+template <int D, class A>
+__device__ void add_rows(A* dst, int64_t stride, int row0, int rows, int c0, int lane,
                          const float (&acc)[D / 16][4]) {
   const int g = lane / 4, t = lane % 4;
   for (int r = 0; r < 2; ++r) {
     const int row = row0 + g + 8 * r;
     if (row >= rows) continue;
-    float* const d = dst + row * stride + c0 + 2 * t;
+    A* const d = dst + row * stride + c0 + 2 * t;
     for (int dn = 0; dn < D / 16; ++dn) {
-      d[8 * dn] += acc[dn][2 * r];
-      d[8 * dn + 1] += acc[dn][2 * r + 1];
+      store(d, 8 * dn, load(d, 8 * dn) + acc[dn][2 * r]);
+      store(d, 8 * dn + 1, load(d, 8 * dn + 1) + acc[dn][2 * r + 1]);
     }
   }
 }
@@ -167,10 +169,11 @@ __device__ Smem carve(uint16_t* base) {
 }
 
 // grid (ceil(L / 32), B * H): dk and dv of 32 keys. own: k, v; per step: q, dout of 32 queries.
-template <int D>
+// A: the storage of qkv, dout and dqkv (fp32, or bf16 bits for bf16 activations).
+template <int D, class A>
 __global__ void __launch_bounds__(32 * kWarps)
-flash_dkv_bf16(AttentionShape s, float scale, const float* qkv, const float* lse,
-               const float* delta, const float* dout, float* dqkv) {
+flash_dkv_bf16(AttentionShape s, float scale, const A* qkv, const float* lse,
+               const float* delta, const A* dout, A* dqkv) {
 #if DDPM_HAS_SM80_TENSOR_CORES
   DDPM_DYNAMIC_SHARED(uint16_t, smem);
   const Smem m = carve<D>(smem);
@@ -178,8 +181,8 @@ flash_dkv_bf16(AttentionShape s, float scale, const float* qkv, const float* lse
   const int row0 = 16 * (warp / 2), c0 = (warp % 2) * (D / 2);
   const int64_t bh = blockIdx.y, b = bh / s.heads, h = bh % s.heads;
   const int64_t j0 = static_cast<int64_t>(blockIdx.x) * kRows, stride = 3 * s.c;
-  const float* const base = qkv + b * s.l * stride + h * D;
-  const float* const dbase = dout + b * s.l * s.c + h * D;
+  const A* const base = qkv + b * s.l * stride + h * D;
+  const A* const dbase = dout + b * s.l * s.c + h * D;
   const int keys = static_cast<int>(s.l - j0 < kRows ? s.l - j0 : kRows);
   stage_rows<D>(m.own_a, kRows, base + j0 * stride + s.c, stride, keys);
   stage_rows<D>(m.own_b, kRows, base + j0 * stride + 2 * s.c, stride, keys);
@@ -212,17 +215,17 @@ flash_dkv_bf16(AttentionShape s, float scale, const float* qkv, const float* lse
     accumulate_product<D>(st, m.step_b, c0, lane, dv);   // dv += P^T dout
     accumulate_product<D>(dpt, m.step_a, c0, lane, dk);  // dk += dS^T q
   }
-  float* const dk_rows = dqkv + (b * s.l + j0) * stride + s.c + h * D;
+  A* const dk_rows = dqkv + (b * s.l + j0) * stride + s.c + h * D;
   add_rows<D>(dk_rows, stride, row0, keys, c0, lane, dk);
   add_rows<D>(dk_rows + s.c, stride, row0, keys, c0, lane, dv);
 #endif
 }
 
 // grid (ceil(L / 32), B * H): dq of 32 queries. own: q, dout; per step: k, v of 32 keys.
-template <int D>
+template <int D, class A>
 __global__ void __launch_bounds__(32 * kWarps)
-flash_dq_bf16(AttentionShape s, float scale, const float* qkv, const float* lse,
-              const float* delta, const float* dout, float* dqkv) {
+flash_dq_bf16(AttentionShape s, float scale, const A* qkv, const float* lse,
+              const float* delta, const A* dout, A* dqkv) {
 #if DDPM_HAS_SM80_TENSOR_CORES
   DDPM_DYNAMIC_SHARED(uint16_t, smem);
   const Smem m = carve<D>(smem);
@@ -230,7 +233,7 @@ flash_dq_bf16(AttentionShape s, float scale, const float* qkv, const float* lse,
   const int row0 = 16 * (warp / 2), c0 = (warp % 2) * (D / 2);
   const int64_t bh = blockIdx.y, b = bh / s.heads, h = bh % s.heads;
   const int64_t i0 = static_cast<int64_t>(blockIdx.x) * kRows, stride = 3 * s.c;
-  const float* const base = qkv + b * s.l * stride + h * D;
+  const A* const base = qkv + b * s.l * stride + h * D;
   const int queries = static_cast<int>(s.l - i0 < kRows ? s.l - i0 : kRows);
   stage_rows<D>(m.own_a, kRows, base + i0 * stride, stride, queries);
   stage_rows<D>(m.own_b, kRows, dout + (b * s.l + i0) * s.c + h * D, s.c, queries);
@@ -266,34 +269,38 @@ flash_dq_bf16(AttentionShape s, float scale, const float* qkv, const float* lse,
 #endif
 }
 
-template <int D>
-void launch_backward(const AttentionShape& s, const float* qkv, const float* lse,
-                     const float* delta, const float* dout, float* dqkv) {
+template <int D, class A>
+void launch_backward(const AttentionShape& s, const A* qkv, const float* lse,
+                     const float* delta, const A* dout, A* dqkv) {
   constexpr size_t bytes = backward_smem_bytes<D>();
   if (bytes > 48 * 1024) {  // beyond the default: opt in (every sm_80+ device has >= 163 KB)
-    CUDA_CHECK(cudaFuncSetAttribute(flash_dkv_bf16<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    CUDA_CHECK(cudaFuncSetAttribute(flash_dkv_bf16<D, A>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     static_cast<int>(bytes)));
-    CUDA_CHECK(cudaFuncSetAttribute(flash_dq_bf16<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    CUDA_CHECK(cudaFuncSetAttribute(flash_dq_bf16<D, A>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     static_cast<int>(bytes)));
   }
   const dim3 grid(static_cast<unsigned>((s.l + kRows - 1) / kRows),
                   static_cast<unsigned>(s.b * s.heads));
   const float scale = 1.0f / sqrtf(static_cast<float>(D));
-  DDPM_LAUNCH(flash_dkv_bf16<D>, grid, 32 * kWarps, bytes)(s, scale, qkv, lse, delta, dout, dqkv);
-  DDPM_LAUNCH(flash_dq_bf16<D>, grid, 32 * kWarps, bytes)(s, scale, qkv, lse, delta, dout, dqkv);
+  DDPM_LAUNCH((flash_dkv_bf16<D, A>), grid, 32 * kWarps, bytes)(s, scale, qkv, lse, delta, dout,
+                                                                  dqkv);
+  DDPM_LAUNCH((flash_dq_bf16<D, A>), grid, 32 * kWarps, bytes)(s, scale, qkv, lse, delta, dout,
+                                                                 dqkv);
 }
 
-}  // namespace
-
-void attention_flash_bf16_backward(const AttentionShape& s, const float* qkv, const float* out,
-                                   const float* lse, const float* dout, float* dqkv,
-                                   float* delta) {
+template <class A>
+void flash_backward(const AttentionShape& s, const A* qkv, const A* out, const float* lse,
+                    const A* dout, A* dqkv, float* delta) {
   CHECK(attention_flash_bf16_supports(s),
         "bf16 flash attention backward: head dim " << s.head_dim() << " (C " << s.c << ", "
                                                    << s.heads
                                                    << " heads) is not 32, 64, 128 or 256");
-  CHECK(reinterpret_cast<uintptr_t>(qkv) % 16 == 0 && reinterpret_cast<uintptr_t>(dout) % 16 == 0,
-        "bf16 flash attention backward: qkv and dout must be 16-byte aligned (float4 loads)");
+  CHECK(reinterpret_cast<uintptr_t>(qkv) % (2 * sizeof(A)) == 0 &&
+            reinterpret_cast<uintptr_t>(dout) % (2 * sizeof(A)) == 0,
+        "bf16 flash attention backward: qkv and dout must be "
+            << 4 * sizeof(A) << "-byte aligned (4-element loads)");
   CHECK(s.b * s.heads <= 65535, "bf16 flash attention backward: batch x heads = "
                                     << s.b * s.heads << " exceeds the grid's 65535");
   CHECK(compute_capability() >= 80,
@@ -306,6 +313,19 @@ void attention_flash_bf16_backward(const AttentionShape& s, const float* qkv, co
     case 128: return launch_backward<128>(s, qkv, lse, delta, dout, dqkv);
     default: return launch_backward<256>(s, qkv, lse, delta, dout, dqkv);
   }
+}
+
+}  // namespace
+
+void attention_flash_bf16_backward(const AttentionShape& s, const float* qkv, const float* out,
+                                   const float* lse, const float* dout, float* dqkv,
+                                   float* delta) {
+  flash_backward(s, qkv, out, lse, dout, dqkv, delta);
+}
+void attention_flash_bf16_backward(const AttentionShape& s, const uint16_t* qkv,
+                                   const uint16_t* out, const float* lse, const uint16_t* dout,
+                                   uint16_t* dqkv, float* delta) {
+  flash_backward(s, qkv, out, lse, dout, dqkv, delta);
 }
 
 }  // namespace ddpm::cuda

@@ -33,6 +33,7 @@
 #include "engine/cuda_check.h"
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/storage.cuh"
 
 namespace ddpm::cuda {
 
@@ -149,16 +150,18 @@ __global__ void forward_kernel(AttentionShape s, float scale, const float* qkv, 
     lse[bh * s.l + i0 + threadIdx.x] = m[threadIdx.x] + logf(l[threadIdx.x]);
 }
 
-// delta[bh, i] = dout_i . out_i over head h's d channels; one warp per (b, h, i) row.
-__global__ void delta_kernel(AttentionShape s, const float* out, const float* dout,
-                             float* delta) {
+// delta[bh, i] = dout_i . out_i over head h's d channels; one warp per (b, h, i) row. A:
+// fp32, or bf16 bits (bf16 activations), read into fp32.
+template <class A>
+__global__ void delta_kernel(AttentionShape s, const A* out, const A* dout, float* delta) {
   const int64_t d = s.head_dim(), rows = s.b * s.heads * s.l;
   const int64_t row = blockIdx.x * static_cast<int64_t>(blockDim.x >> 5) + (threadIdx.x >> 5);
   if (row >= rows) return;
   const int64_t i = row % s.l, bh = row / s.l, b = bh / s.heads, h = bh % s.heads;
   const int64_t base = (b * s.l + i) * s.c + h * d;
   float acc = 0.0f;
-  for (int64_t c = threadIdx.x & 31; c < d; c += 32) acc += dout[base + c] * out[base + c];
+  for (int64_t c = threadIdx.x & 31; c < d; c += 32)
+    acc += load(dout, base + c) * load(out, base + c);
   acc = warp_sum(acc);
   if ((threadIdx.x & 31) == 0) delta[row] = acc;
 }
@@ -339,13 +342,22 @@ void attention_fused_forward(const AttentionShape& s, const float* qkv, float* o
       s, softmax_scale(s), qkv, out, lse);
 }
 
-void attention_delta(const AttentionShape& s, const float* out, const float* dout,
-                     float* delta) {
+template <class A>
+void delta_rows(const AttentionShape& s, const A* out, const A* dout, float* delta) {
   const int64_t rows = s.b * s.heads * s.l;
   if (rows == 0) return;
   constexpr int kRowsPerBlock = kThreads / 32;  // one warp per row
   const unsigned row_blocks = static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock);
-  DDPM_LAUNCH(delta_kernel, row_blocks, kThreads)(s, out, dout, delta);
+  DDPM_LAUNCH(delta_kernel<A>, row_blocks, kThreads)(s, out, dout, delta);
+}
+
+void attention_delta(const AttentionShape& s, const float* out, const float* dout,
+                     float* delta) {
+  delta_rows(s, out, dout, delta);
+}
+void attention_delta(const AttentionShape& s, const uint16_t* out, const uint16_t* dout,
+                     float* delta) {
+  delta_rows(s, out, dout, delta);
 }
 
 void attention_fused_backward(const AttentionShape& s, const float* qkv, const float* out,

@@ -1,6 +1,7 @@
 // What the bf16 flash-attention kernels share (attention_flash_bf16.cu, the forward;
-// attention_flash_bf16_backward.cu): bf16 pairs for mma operands, and the staging of f32
-// rows of the packed qkv (or dout) into padded bf16 rows of shared memory.
+// attention_flash_bf16_backward.cu): bf16 pairs for mma operands, the staging of f32 rows
+// (or bf16 rows, for bf16 activations) of the packed qkv (or dout) into padded bf16 rows of
+// shared memory, and the store of output pairs in either storage.
 #pragma once
 
 #include <cstdint>
@@ -36,6 +37,28 @@ __device__ void stage_rows(uint16_t* dst, int tile_rows, const float* src, int64
     d[0] = pack_bf16(v.x, v.y);
     d[1] = pack_bf16(v.z, v.w);
   }
+}
+
+// The same from global bf16 (bf16 activations: the bits are copied, nothing is rounded);
+// rows 8-byte aligned, 4 bf16 per load.
+template <int D>
+__device__ void stage_rows(uint16_t* dst, int tile_rows, const uint16_t* src, int64_t stride,
+                           int rows) {
+  constexpr int kQuads = D / 4;
+  for (int e = threadIdx.x; e < tile_rows * kQuads; e += blockDim.x) {
+    const int r = e / kQuads, c = 4 * (e % kQuads);
+    uint2 v = make_uint2(0u, 0u);
+    if (r < rows) v = *reinterpret_cast<const uint2*>(src + r * stride + c);
+    *reinterpret_cast<uint2*>(dst + r * (D + kPad) + c) = v;
+  }
+}
+
+// Two adjacent outputs stored: a float2, or a bf16 pair (each rounded once) in 4 bytes.
+__device__ __forceinline__ void store_pair(float* dst, float a, float b) {
+  *reinterpret_cast<float2*>(dst) = make_float2(a, b);
+}
+__device__ __forceinline__ void store_pair(uint16_t* dst, float a, float b) {
+  *reinterpret_cast<uint32_t*>(dst) = pack_bf16(a, b);
 }
 
 }  // namespace ddpm::cuda::flash
