@@ -120,5 +120,10 @@ AllocatorStats CudaCachingAllocator::stats() const {
   return stats_;
 }
 
+void CudaCachingAllocator::reset_peak() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  stats_.peak_bytes_in_use = stats_.bytes_in_use;
+}
+
 }  // namespace ddpm
 #endif  // DDPM_WITH_CUDA

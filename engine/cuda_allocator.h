@@ -47,6 +47,7 @@ class CudaCachingAllocator {
   void release(void* ptr);
   void empty_cache();  // cudaFree every block of the shared cache
   AllocatorStats stats() const;
+  void reset_peak();  // peak_bytes_in_use = bytes_in_use: the peak of what follows
   static size_t round_size(size_t bytes);
 
   PoolId create_pool();

@@ -207,6 +207,12 @@ ProfileRange::~ProfileRange() {
 #endif
 }
 
+void cuda_reset_peak_bytes_in_use() {
+#if DDPM_WITH_CUDA
+  CudaCachingAllocator::instance().reset_peak();
+#endif
+}
+
 size_t cuda_peak_bytes_in_use() {
 #if DDPM_WITH_CUDA
   return CudaCachingAllocator::instance().stats().peak_bytes_in_use;

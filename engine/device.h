@@ -29,6 +29,8 @@ void device_zero(void* ptr, Device d, size_t bytes);
 size_t device_memory_bytes(Device d);
 // The most device memory the caching allocator has handed out at once (0 without CUDA).
 size_t cuda_peak_bytes_in_use();
+// Restarts that peak from the bytes in use now (a benchmark's peak of one configuration).
+void cuda_reset_peak_bytes_in_use();
 
 // GPU work the engine has issued since the start: kernel launches (every launch checked
 // with CUDA_CHECK_LAUNCH; cuBLAS / cuDNN calls are not seen), memsets, copies, and host

@@ -9,7 +9,10 @@
 // precision) and our everything else: the step-level ratio of our convolutions to the
 // library's. And the model FLOP utilisation: the step's matrix-product FLOPs (counted by the
 // ops in an eager step, engine/flops.h: ~4.8 TFLOP at batch 128) per second, as a fraction of
-// the device's dense peak for the precision (bf16 tensor cores, or fp32 FMA).
+// the device's dense peak for the precision (bf16 tensor cores, or fp32 FMA). The bf16 rows
+// also with bf16 activations (activations: bf16) on v4. And the peak GPU memory of the
+// steps (the caching allocator's, from the run's construction on: weights, moments, EMA,
+// activations, workspaces; cuBLAS's and cuDNN's own not included).
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -27,11 +30,13 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
   struct Variant {
     const char* precision;
     bool cudnn, graph;
+    bool bf16_activations = false;
   };
   std::vector<Variant> variants;
   for (const char* precision : {"fp32", "bf16"})
     for (const bool cudnn : {false, true})
       for (const bool graph : {false, true}) variants.push_back({precision, cudnn, graph});
+  for (const bool graph : {false, true}) variants.push_back({"bf16", false, graph, true});
   uint64_t step_flops = 0;  // counted in an eager step; a replayed graph runs no op to count
   for (const Variant& v : variants) {
     nlohmann::json j = load_json_file(std::string(DDPM_SOURCE_DIR) + "/configs/cifar10_ddpm.json");
@@ -40,10 +45,13 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
           std::string("precision=") + v.precision,
           std::string("cuda_graph=") + (v.graph ? "true" : "false"),
           std::string("cuda_conv=") + (v.cudnn ? "cudnn" : "tiled"),
+          std::string("activations=") + (v.bf16_activations ? "bf16" : "fp32"),
           std::string("out_dir=/tmp/kernel-bench-step")})
       apply_override(j, kv);
     ImageRun run(read_image_train_config(j, "configs/cifar10_ddpm.json (kernel-bench step)"));
+    cuda_reset_peak_bytes_in_use();  // the weights, moments and EMA in use; then the steps'
     const double ms = timer.median_ms([&] { run.step(); }, 4, 10);
+    const double peak_gib = cuda_peak_bytes_in_use() / double(1 << 30);
     const DeviceWorkCounts before = device_work_counts();
     const uint64_t flops_before = matmul_flops();
     run.step();
@@ -53,16 +61,20 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
     std::snprintf(shape, sizeof shape, "CIFAR-10 U-Net, batch %lld",
                   static_cast<long long>(o.batch));
     const std::string variant = std::string(v.graph ? "CUDA graph " : "eager ") + v.precision +
-                                (v.cudnn ? ", cuDNN convolutions" : "");
+                                (v.cudnn ? ", cuDNN convolutions" : "") +
+                                (v.bf16_activations ? ", bf16 activations" : "");
     Row& r = report.add_rate("training step", shape, variant, ms, o.batch / (ms * 1e-3), "img/s");
     const double tflops = step_flops / (ms * 1e-3) * 1e-12;
     const double peak = std::string(v.precision) == "bf16" ? report.peaks().bf16_tflops
                                                            : report.peaks().fp32_tflops;
-    std::printf("  training step, %s: %.2f TFLOP per step, %.1f TFLOP/s, MFU %.1f%% of %.0f\n",
-                variant.c_str(), step_flops * 1e-12, tflops, 100.0 * tflops / peak, peak);
+    std::printf("  training step, %s: %.2f TFLOP per step, %.1f TFLOP/s, MFU %.1f%% of %.0f, "
+                "peak %.2f GiB\n",
+                variant.c_str(), step_flops * 1e-12, tflops, 100.0 * tflops / peak, peak,
+                peak_gib);
     r.extra = {{"step_tflop", step_flops * 1e-12},
                {"tflops", tflops},
                {"mfu", tflops / peak},
+               {"peak_gib", peak_gib},
                {"kernel_launches", after.launches - before.launches},
                {"graph_launches", after.graph_launches - before.graph_launches},
                {"copies", after.copies - before.copies},
