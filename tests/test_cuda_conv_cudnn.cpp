@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/op_profile.h"
 #include "engine/ops.h"
 #include "tests/conv_cases.h"
 #include "tests/conv_op_check.h"
@@ -87,6 +88,47 @@ TEST(CudaConvCudnn, TheOpIsTheCpuReferenceInEachMath) {
 #if DDPM_WITH_CUDA
     expect_cudnn_ran(test::conv_cases(), m.math);
 #endif
+  }
+}
+
+// On bf16 activations (x, r, y and their gradients bf16: docs/precision.md) cuDNN reads x
+// and dy as they are (staged only for asymmetric padding) and its outputs stay bf16, under
+// cudnn and under auto (whichever kernel each pass picked). Against the CPU's f32 op on the
+// widened values, rounded once: cuDNN's y is rounded as cuDNN writes it and again after the
+// epilogue's adds, a padded input's dx as cuDNN writes it and again as it is added on, dw as
+// cuDNN writes it; with the CPU's own rounding, three roundings of 2^-8 of at most the
+// magnitude sum, plus fp32 summation order (2.1e-4): 1.2e-2 mag. And with op profiling on,
+// no "cast" among the ops of a forward and backward: nothing was widened.
+TEST(CudaConvCudnn, ReadsBf16ActivationsAsTheyAre) {
+  REQUIRE_GPU();
+  PrecisionRestorer restore;
+  set_precision(Precision::BF16);
+  uint64_t stream = 1700;
+  for (const ConvAlgorithm algo : {ConvAlgorithm::Cudnn, ConvAlgorithm::Auto}) {
+    SCOPED_TRACE(algo == ConvAlgorithm::Cudnn ? "cudnn" : "auto");
+    set_conv_algorithm(algo);
+    testing::internal::CaptureStdout();  // the plans' and the autotuner's lines
+    // (auto: not the first three shapes, which AutoPicksOneVerifiedKernelPerPassOnce must
+    // find untuned)
+    std::vector<test::ConvCase> cases = test::conv_cases();
+    if (algo == ConvAlgorithm::Auto) cases.erase(cases.begin(), cases.begin() + 3);
+    test::expect_conv_op_within(1.2e-2, cases, stream, "cuDNN on bf16", DType::BF16);
+    stream += 100;
+    const test::ConvCase c{{2, 6, 8, 16}, 3, 8, Conv2dParams::downsample()};
+    Tensor x = cast(test::random_tensor(c.x, 1790, DType::F32), DType::BF16).to(Device::CUDA);
+    Tensor w = test::random_tensor({3, 3, 16, 8}, 1791, DType::F32, 0.1).to(Device::CUDA);
+    x.set_requires_grad(true);
+    w.set_requires_grad(true);
+    set_op_profiling(true);
+    const Tensor y = conv2d(x, w, Tensor(), c.p);
+    tape().backward(y, cast(test::random_tensor(y.shape(), 1792, DType::F32), DType::BF16)
+                           .to(Device::CUDA));
+    std::string names;
+    for (const OpTime& t : op_profile_take()) names += t.name + "; ";
+    set_op_profiling(false);
+    testing::internal::GetCapturedStdout();
+    EXPECT_EQ(names.find("cast"), std::string::npos) << names;
+    EXPECT_NE(names.find("conv2d backward"), std::string::npos) << names;
   }
 }
 

@@ -337,22 +337,36 @@ TEST(CudaModel, CpuCheckpointResumesOnTheGpuWithTheSameGradients) {
 // way on one device, moving by one ulp (bf16: 2^-8 to 2^-7 of itself; TF32 8x less): 1e-3
 // on the loss and each parameter's gradient to 1e-2 of its largest entry. The attention's
 // head dim here (16) is not one the bf16 flash kernels take, so under bf16 the GPU runs the
+// One step on the GPU against the same step on the CPU: the CPU run takes 3 steps and saves
+// its weights, the GPU run (its config with `gpu_more` added) loads them, and each takes one
+// step; the loss to loss_tol of the CPU's, every gradient as expect_gradients_close. The
+// process-wide settings the runs made are reset after.
+void expect_gpu_step_near_cpu(const std::string& precision, const std::vector<std::string>& more,
+                              const std::vector<std::string>& gpu_more, double loss_tol,
+                              double grad_tol) {
+  const std::string path = ::testing::TempDir() + "/cpu-" + precision + ".safetensors";
+  ImageRun cpu(test::small_unet_config("cpu", precision, more));
+  for (int i = 0; i < 3; ++i) cpu.step();
+  cpu.save_checkpoint(path);
+  std::vector<std::string> gpu_overrides = more;
+  gpu_overrides.insert(gpu_overrides.end(), gpu_more.begin(), gpu_more.end());
+  ImageRun gpu(test::small_unet_config("cuda", precision, gpu_overrides));
+  gpu.load_checkpoint(path);
+  const StepStats s_cpu = cpu.step(), s_gpu = gpu.step();
+  set_precision(Precision::F32);
+  set_conv_algorithm(ConvAlgorithm::Tiled);
+  set_activation_dtype(DType::F32);
+  EXPECT_NEAR(s_gpu.loss, s_cpu.loss, loss_tol * s_cpu.loss);
+  expect_gradients_close(gpu, cpu, grad_tol);
+}
+
 // fp32 fused kernels on rounded q, k, v while the CPU also rounds P and dS: at most 2^-8 of
 // attention's magnitude sums more, inside these bounds (docs/precision.md).
 TEST(CudaModel, RoundedPrecisionStepsMatchTheCpuPath) {
   REQUIRE_GPU();
   for (const char* precision : {"bf16", "tf32"}) {
     SCOPED_TRACE(precision);
-    const std::string path = ::testing::TempDir() + "/cpu-" + precision + ".safetensors";
-    ImageRun cpu(small_config("cpu", precision));
-    for (int i = 0; i < 3; ++i) cpu.step();
-    cpu.save_checkpoint(path);
-    ImageRun gpu(small_config("cuda", precision));
-    gpu.load_checkpoint(path);
-    const StepStats s_cpu = cpu.step(), s_gpu = gpu.step();
-    set_precision(Precision::F32);
-    EXPECT_NEAR(s_gpu.loss, s_cpu.loss, 1e-3 * s_cpu.loss);
-    expect_gradients_close(gpu, cpu, 1e-2);
+    expect_gpu_step_near_cpu(precision, {}, {}, 1e-3, 1e-2);
   }
 }
 
@@ -362,37 +376,17 @@ TEST(CudaModel, RoundedPrecisionStepsMatchTheCpuPath) {
 // dx and dw are rounded to bf16 once more than v4's (2^-8 of each), so twice the bounds above.
 TEST(CudaModel, CudnnBf16StepMatchesTheCpuPath) {
   REQUIRE_GPU();
-  const std::string path = ::testing::TempDir() + "/cpu-cudnn.safetensors";
-  ImageRun cpu(small_config("cpu", "bf16"));
-  for (int i = 0; i < 3; ++i) cpu.step();
-  cpu.save_checkpoint(path);
-  ImageRun gpu(test::small_unet_config("cuda", "bf16", {"cuda_conv=cudnn"}));
-  gpu.load_checkpoint(path);
-  const StepStats s_cpu = cpu.step(), s_gpu = gpu.step();
-  set_precision(Precision::F32);  // the runs set them process-wide
-  set_conv_algorithm(ConvAlgorithm::Tiled);
-  EXPECT_NEAR(s_gpu.loss, s_cpu.loss, 2e-3 * s_cpu.loss);
-  expect_gradients_close(gpu, cpu, 2e-2);
+  expect_gpu_step_near_cpu("bf16", {}, {"cuda_conv=cudnn"}, 2e-3, 2e-2);
 }
 
-// bf16 activations (activations: bf16): the GPU's step (v4 and the group-norm kernels on the
-// bf16 tensors, the other ops on widened copies) against the CPU's, from the same weights.
-// A stored activation that the two devices' fp32 sums put on either side of a bf16 rounding
-// midpoint differs by 2^-8 of itself, and such flips travel on through the layers: twice the
-// bounds of the bf16 step on fp32 activations (above), as for cuDNN's extra rounding.
+// bf16 activations (activations: bf16): the GPU's step (v4, group norm, linear, attention and
+// the data movement on the bf16 tensors) against the CPU's, from the same weights. A stored
+// activation that the two devices' fp32 sums put on either side of a bf16 rounding midpoint
+// differs by 2^-8 of itself, and such flips travel on through the layers: twice the bounds
+// of the bf16 step on fp32 activations (above), as for cuDNN's extra rounding.
 TEST(CudaModel, Bf16ActivationsStepMatchesTheCpuPath) {
   REQUIRE_GPU();
-  const std::string path = ::testing::TempDir() + "/cpu-bf16-activations.safetensors";
-  ImageRun cpu(test::small_unet_config("cpu", "bf16", {"activations=bf16"}));
-  for (int i = 0; i < 3; ++i) cpu.step();
-  cpu.save_checkpoint(path);
-  ImageRun gpu(test::small_unet_config("cuda", "bf16", {"activations=bf16"}));
-  gpu.load_checkpoint(path);
-  const StepStats s_cpu = cpu.step(), s_gpu = gpu.step();
-  set_precision(Precision::F32);  // the runs set them process-wide
-  set_activation_dtype(DType::F32);
-  EXPECT_NEAR(s_gpu.loss, s_cpu.loss, 2e-3 * s_cpu.loss);
-  expect_gradients_close(gpu, cpu, 2e-2);
+  expect_gpu_step_near_cpu("bf16", {"activations=bf16"}, {}, 2e-3, 2e-2);
 }
 
 TEST(CudaModel, GpuCheckpointResumesOnTheCpu) {

@@ -113,13 +113,14 @@ Conv2dShape checked_shape(const Tensor& x, const Tensor& w, const Tensor& b,
   return s;
 }
 
-// True when v4 runs this convolution on bf16 activations as they are: x (and r) bf16 on a
-// GPU whose convolutions are v4 (precision bf16, cuda_conv not cudnn or auto), w, b, v f32.
-bool v4_reads_bf16(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& v,
-                   const Tensor& r) {
+// True when the GPU's convolution reads bf16 activations as they are: x (and r) bf16 on a
+// GPU whose convolutions are in bf16 math (precision bf16: v4, cuDNN bf16, or the faster of
+// the two), w, b, v f32.
+bool gpu_reads_bf16(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& v,
+                    const Tensor& r) {
 #if DDPM_WITH_CUDA
   return x.dtype() == DType::BF16 && x.device() == Device::CUDA &&
-         cuda_algo() == cuda::ConvAlgo::Bf16TensorCore && !detail::any_bf16({w, b, v}) &&
+         cuda::conv2d_reads_bf16(cuda_algo()) && !detail::any_bf16({w, b, v}) &&
          (!r.defined() || r.dtype() == DType::BF16);
 #else
   (void)x, (void)w, (void)b, (void)v, (void)r;
@@ -127,10 +128,10 @@ bool v4_reads_bf16(const Tensor& x, const Tensor& w, const Tensor& b, const Tens
 #endif
 }
 
-// conv2d_add on bf16 activations with v4 (kernels/cuda/conv2d_bf16.cuh): y, dx and the
-// residual's gradient bf16; w, b, v and their gradients fp32.
-Tensor conv2d_add_bf16_v4(const Tensor& x, const Tensor& w, const Tensor& b,
-                          const Conv2dParams& p, const Tensor& v, const Tensor& r) {
+// conv2d_add on bf16 activations on the GPU (kernels/cuda/conv2d.cuh's bf16 entries: v4 or
+// cuDNN): y, dx and the residual's gradient bf16; w, b, v and their gradients fp32.
+Tensor conv2d_add_bf16(const Tensor& x, const Tensor& w, const Tensor& b,
+                       const Conv2dParams& p, const Tensor& v, const Tensor& r) {
   const Conv2dShape s = checked_shape(x, w, b, p, v, r);
   const BroadcastShape bs{s.n, s.out_h() * s.out_w(), s.c_out, true};
   Tensor y = Tensor::empty(Shape{s.n, s.out_h(), s.out_w(), s.c_out}, DType::BF16, x.device());
@@ -139,10 +140,10 @@ Tensor conv2d_add_bf16_v4(const Tensor& x, const Tensor& w, const Tensor& b,
   {
     OpTimer timer("conv2d", true);
     DDPM_CUDA_ONLY(
-        const Tensor ws = detail::cuda_workspace(cuda::conv2d_bf16_forward_workspace(s));
-        cuda::conv2d_bf16_forward(s, bf16_bits(x), w.data<float>(), ptr_or_null<float>(b),
-                                  bf16_bits(y), ptr_or_null<float>(ws), ptr_or_null<float>(v),
-                                  r.defined() ? bf16_bits(r) : nullptr));
+        const Tensor ws = detail::cuda_workspace(cuda::conv2d_forward_workspace(s, cuda_algo()));
+        cuda::conv2d_forward(s, bf16_bits(x), w.data<float>(), ptr_or_null<float>(b),
+                             bf16_bits(y), cuda_algo(), ptr_or_null<float>(ws),
+                             ptr_or_null<float>(v), r.defined() ? bf16_bits(r) : nullptr));
   }
   if (should_record({x, w, b, v, r})) {
     tape().record("conv2d", {y}, [s, bs, x, w, gx = grad_ref(x), gw = grad_ref(w),
@@ -156,11 +157,11 @@ Tensor conv2d_add_bf16_v4(const Tensor& x, const Tensor& w, const Tensor& b,
       count_matmul_flops(conv2d_flops(s) * ((dx.defined() ? 1 : 0) + (dw.defined() ? 1 : 0)));
       OpTimer timer("conv2d backward", true);
       DDPM_CUDA_ONLY(
-          const Tensor ws = detail::cuda_workspace(cuda::conv2d_bf16_backward_workspace(s));
-          cuda::conv2d_bf16_backward(s, bf16_bits(x), w.data<float>(), bf16_bits(g[0]),
-                                     dx.defined() ? bf16_bits(dx) : nullptr,
-                                     ptr_or_null<float>(dw), ptr_or_null<float>(db),
-                                     ptr_or_null<float>(ws)));
+          const Tensor ws =
+              detail::cuda_workspace(cuda::conv2d_backward_workspace(s, cuda_algo()));
+          cuda::conv2d_backward(s, bf16_bits(x), w.data<float>(), bf16_bits(g[0]),
+                                dx.defined() ? bf16_bits(dx) : nullptr, ptr_or_null<float>(dw),
+                                ptr_or_null<float>(db), cuda_algo(), ptr_or_null<float>(ws)));
     });
   }
   return y;
@@ -171,7 +172,7 @@ Tensor conv2d_add_bf16_v4(const Tensor& x, const Tensor& w, const Tensor& b,
 Tensor conv2d_add(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p,
                   const Tensor& v, const Tensor& r) {
   CHECK(x.defined() && w.defined(), "op 'conv2d': x and w must be defined");
-  if (v4_reads_bf16(x, w, b, v, r)) return conv2d_add_bf16_v4(x, w, b, p, v, r);
+  if (gpu_reads_bf16(x, w, b, v, r)) return conv2d_add_bf16(x, w, b, p, v, r);
   if (detail::any_bf16({x, w, b, v, r}))  // the CPU, and the GPU's other kernels
     return cast(conv2d_add(detail::widen(x), detail::widen(w), detail::widen(b), p,
                            detail::widen(v), detail::widen(r)),

@@ -23,6 +23,18 @@ bool tf32_gemm(const Tensor& x) {
          precision() == Precision::TF32;
 }
 
+// The gradient buffers a backward writes (undefined where no gradient is wanted), its
+// matrix-product FLOPs counted.
+struct Grads {
+  Tensor dx, dw, db;
+};
+Grads backward_grads(const LinearShape& s, const GradRef& gx, const GradRef& gw,
+                     const GradRef& gb) {
+  Grads g{detail::grad_or_null(gx), detail::grad_or_null(gw), detail::grad_or_null(gb)};
+  count_matmul_flops(linear_flops(s) * ((g.dx.defined() ? 1 : 0) + (g.dw.defined() ? 1 : 0)));
+  return g;
+}
+
 // The shape of linear(x, w, b) after the checks of shapes and devices (dtypes are each
 // variant's).
 LinearShape checked_shape(const Tensor& x, const Tensor& w, const Tensor& b) {
@@ -55,9 +67,8 @@ Tensor linear_bf16_activations(const Tensor& x, const Tensor& w, const Tensor& b
   if (should_record({x, w, b})) {
     tape().record("linear", {y}, [s, x, w, gx = grad_ref(x), gw = grad_ref(w),
                                   gb = grad_ref(b)](const std::vector<Tensor>& g) {
-      Tensor dx = detail::grad_or_null(gx), dw = detail::grad_or_null(gw),
-             db = detail::grad_or_null(gb);
-      count_matmul_flops(linear_flops(s) * ((dx.defined() ? 1 : 0) + (dw.defined() ? 1 : 0)));
+      const Grads grads = backward_grads(s, gx, gw, gb);
+      const Tensor &dx = grads.dx, &dw = grads.dw, &db = grads.db;
       OpTimer timer("linear backward", true);
       DDPM_CUDA_ONLY(
           const Tensor ws =
@@ -112,9 +123,8 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   if (should_record({x, w, b})) {
     tape().record("linear", {y}, [s, x, w, gx = grad_ref(x), gw = grad_ref(w),
                                   gb = grad_ref(b)](const std::vector<Tensor>& g) {
-      Tensor dx = detail::grad_or_null(gx), dw = detail::grad_or_null(gw),
-             db = detail::grad_or_null(gb);
-      count_matmul_flops(linear_flops(s) * ((dx.defined() ? 1 : 0) + (dw.defined() ? 1 : 0)));
+      const Grads grads = backward_grads(s, gx, gw, gb);
+      const Tensor &dx = grads.dx, &dw = grads.dw, &db = grads.db;
       // bf16 / tf32: dx and dw from rounded operands, db from the fp32 incoming gradient (a
       // second call). The GPU's bf16 GEMMs round x, w and dy themselves and sum db from the
       // fp32 dy: one call on the unrounded operands.

@@ -258,7 +258,9 @@ BroadcastShape bias_rows(const Conv2dShape& s) {
 
 // db += column sums of dy, in the workspace after the GEMMs' `gemm_floats` (if any: a
 // pointer past the end of the workspace is never passed on).
-void bias_gradient(const Conv2dShape& s, const float* dy, float* db, float* workspace,
+// A: dy's storage, fp32 or bf16 bits.
+template <class A>
+void bias_gradient(const Conv2dShape& s, const A* dy, float* db, float* workspace,
                    int64_t gemm_floats) {
   const bool room = workspace && broadcast_add_backward_workspace(bias_rows(s)) > 0;
   broadcast_add_backward(bias_rows(s), dy, db, room ? workspace + gemm_floats : nullptr);
@@ -301,6 +303,23 @@ ConvAlgo cudnn_of(ConvAlgo a) {
 ConvAlgo resolve(const Conv2dShape& s, ConvAlgo a, ConvPass pass) {
   if (is_auto(a)) a = conv2d_autotuned(s, pass, ours_of(a), cudnn_of(a));
   return conv2d_algo_runs(s, a) ? a : ours_of(a);
+}
+
+// Under Auto* the backward's two passes may each pick another algo: each then runs its own
+// (false, nothing run, for the other algos). A: the activations' storage.
+template <class A>
+bool auto_backward(const Conv2dShape& s, const A* x, const float* w, const A* dy, A* dx,
+                   float* dw, float* db, ConvAlgo algo, float* workspace) {
+  if (!is_auto(algo)) return false;
+  const ConvAlgo d = resolve(s, algo, ConvPass::Dgrad);
+  const ConvAlgo w_algo = resolve(s, algo, ConvPass::Wgrad);
+  if (d == w_algo) {
+    conv2d_backward(s, x, w, dy, dx, dw, db, d, workspace);
+    return true;
+  }
+  if (dx) conv2d_backward(s, x, w, dy, dx, nullptr, nullptr, d, workspace);
+  if (dw || db) conv2d_backward(s, x, w, dy, nullptr, dw, db, w_algo, workspace);
+  return true;
 }
 
 }  // namespace
@@ -367,14 +386,7 @@ int64_t conv2d_backward_workspace(const Conv2dShape& s, ConvAlgo algo) {
 
 void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const float* dy,
                      float* dx, float* dw, float* db, ConvAlgo algo, float* workspace) {
-  if (is_auto(algo)) {
-    const ConvAlgo d = resolve(s, algo, ConvPass::Dgrad);
-    const ConvAlgo w_algo = resolve(s, algo, ConvPass::Wgrad);
-    if (d == w_algo) return conv2d_backward(s, x, w, dy, dx, dw, db, d, workspace);
-    if (dx) conv2d_backward(s, x, w, dy, dx, nullptr, nullptr, d, workspace);
-    if (dw || db) conv2d_backward(s, x, w, dy, nullptr, dw, db, w_algo, workspace);
-    return;
-  }
+  if (auto_backward(s, x, w, dy, dx, dw, db, algo, workspace)) return;
   algo = resolve(s, algo, ConvPass::Dgrad);
   if (is_cudnn(algo)) {
     conv2d_cudnn_backward(s, x, w, dy, dx, dw, cudnn_math(algo), workspace);
@@ -397,6 +409,36 @@ void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const
     gemm(algo, taps * s.c_in, s.c_out, m, Transposed<Im2col>{Im2col{s, oh_n, ow_n, x}},
          Dense{dy, s.c_out}, nullptr, dw, true, split_floats > 0 ? workspace : nullptr);
   if (db) bias_gradient(s, dy, db, workspace, split_floats);
+}
+
+bool conv2d_reads_bf16(ConvAlgo algo) {
+  return algo == ConvAlgo::Bf16TensorCore || algo == ConvAlgo::CudnnBf16 ||
+         algo == ConvAlgo::AutoBf16;
+}
+
+void conv2d_forward(const Conv2dShape& s, const uint16_t* x, const float* w, const float* b,
+                    uint16_t* y, ConvAlgo algo, float* workspace, const float* per_sample,
+                    const uint16_t* residual) {
+  CHECK(conv2d_reads_bf16(algo), conv_algo_name(algo) << " does not read bf16 activations");
+  algo = resolve(s, algo, ConvPass::Forward);
+  if (is_cudnn(algo))
+    return conv2d_cudnn_forward(s, x, w, b, y, workspace, per_sample, residual);
+  conv2d_bf16_forward(s, x, w, b, y, workspace, per_sample, residual);
+}
+
+void conv2d_backward(const Conv2dShape& s, const uint16_t* x, const float* w,
+                     const uint16_t* dy, uint16_t* dx, float* dw, float* db, ConvAlgo algo,
+                     float* workspace) {
+  CHECK(conv2d_reads_bf16(algo), conv_algo_name(algo) << " does not read bf16 activations");
+  if (auto_backward(s, x, w, dy, dx, dw, db, algo, workspace)) return;
+  algo = resolve(s, algo, ConvPass::Dgrad);
+  if (is_cudnn(algo)) {
+    conv2d_cudnn_backward(s, x, w, dy, dx, dw, workspace);
+    if (db)
+      bias_gradient(s, dy, db, workspace, conv2d_cudnn_backward_workspace(s, CudnnMath::Bf16));
+    return;
+  }
+  conv2d_bf16_backward(s, x, w, dy, dx, dw, db, workspace);
 }
 
 }  // namespace ddpm::cuda

@@ -16,6 +16,8 @@
 // (v2 or cuDNN fp32), AutoTf32 (v3 or cuDNN TF32), AutoBf16 (v4 or cuDNN bf16).
 #pragma once
 
+#include <cstdint>
+
 #include "kernels/shapes.h"
 
 namespace ddpm::cuda {
@@ -47,5 +49,16 @@ void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const 
 int64_t conv2d_backward_workspace(const Conv2dShape& s, ConvAlgo algo);
 void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const float* dy,
                      float* dx, float* dw, float* db, ConvAlgo algo, float* workspace = nullptr);
+
+// bf16 activations (bits: x, y, the residual, dy, dx; w, b, per_sample, dw, db fp32), for the
+// algos whose math is bf16 (conv2d_reads_bf16): v4, cuDNN bf16 (v4 where cuDNN cannot run the
+// shape) and the faster of the two. The same workspaces as above.
+bool conv2d_reads_bf16(ConvAlgo algo);
+void conv2d_forward(const Conv2dShape& s, const uint16_t* x, const float* w, const float* b,
+                    uint16_t* y, ConvAlgo algo, float* workspace, const float* per_sample,
+                    const uint16_t* residual);
+void conv2d_backward(const Conv2dShape& s, const uint16_t* x, const float* w,
+                     const uint16_t* dy, uint16_t* dx, float* dw, float* db, ConvAlgo algo,
+                     float* workspace);
 
 }  // namespace ddpm::cuda

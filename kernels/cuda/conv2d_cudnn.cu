@@ -16,7 +16,9 @@
 //     The input gradient then comes back for the staged input and is cropped onto dx.
 //  3. bf16. x and dy are converted in the same staging pass; y, dx and dw come back as bf16
 //     (cuDNN's bf16 convolutions write bf16) and are widened by the pass that adds the bias,
-//     time embedding and residual (epilogue_kernel) or accumulates the gradient.
+//     time embedding and residual (epilogue_kernel) or accumulates the gradient. On bf16
+//     activations x and dy are cuDNN's as they are (staged only when padded), and y and dx
+//     stay bf16 (the epilogue rounds y again after its adds; dx is accumulated by cuDNN).
 // fp32 with symmetric padding stages only the weights, and the input gradient is cuDNN's own
 // accumulation into dx (beta = 1).
 //
@@ -42,6 +44,7 @@
 #include <mutex>
 #include <sstream>
 #include <string>
+#include <type_traits>
 
 #include "engine/check.h"
 #include "engine/cuda_stream.h"
@@ -123,27 +126,27 @@ cudnnHandle_t handle() {
 // ---- the staging passes (one thread per element; kThreads: launch.cuh's default) ----
 
 // out (N, in_h, in_w, C) = x (N, H, W, C) placed at (top, left), zeros around it, as T.
-template <class T>
+template <class S, class T>
 __global__ void stage_kernel(Conv2dShape s, int64_t in_h, int64_t in_w, int top, int left,
-                             const float* x, T* out) {
+                             const S* x, T* out) {
   const int64_t total = s.n * in_h * in_w * s.c_in;
   DDPM_GRID_STRIDE(i, total) {
     const int64_t c = i % s.c_in, col = (i / s.c_in) % in_w, row = (i / (s.c_in * in_w)) % in_h;
     const int64_t n = i / (s.c_in * in_w * in_h), h = row - top, w = col - left;
     const bool inside = h >= 0 && h < s.h && w >= 0 && w < s.w;
-    store(out, i, inside ? x[((n * s.h + h) * s.w + w) * s.c_in + c] : 0.0f);
+    store(out, i, inside ? load(x, ((n * s.h + h) * s.w + w) * s.c_in + c) : 0.0f);
   }
 }
 
 // dx (N, H, W, C) += the staged input gradient (N, in_h, in_w, C) at (top, left).
-template <class T>
+template <class T, class A>
 __global__ void crop_accumulate_kernel(Conv2dShape s, int64_t in_h, int64_t in_w, int top,
-                                       int left, const T* staged, float* dx) {
+                                       int left, const T* staged, A* dx) {
   const int64_t total = s.n * s.h * s.w * s.c_in;
   DDPM_GRID_STRIDE(i, total) {
     const int64_t c = i % s.c_in, w = (i / s.c_in) % s.w, h = (i / (s.c_in * s.w)) % s.h;
     const int64_t n = i / (s.c_in * s.w * s.h);
-    dx[i] += load(staged, ((n * in_h + h + top) * in_w + w + left) * s.c_in + c);
+    store(dx, i, load(dx, i) + load(staged, ((n * in_h + h + top) * in_w + w + left) * s.c_in + c));
   }
 }
 
@@ -173,18 +176,19 @@ __global__ void transpose_kernel(int64_t rows, int64_t cols, const In* a, Out* b
 }
 
 // y (M, Cout) = conv + b[co] + per_sample[n, co] + residual, each addend optional, in fp32;
-// conv may be y itself (fp32, in place).
-template <class T>
+// conv may be y itself (fp32, in place). A: the storage of y and the residual (fp32, or bf16
+// bits for bf16 activations).
+template <class T, class A>
 __global__ void epilogue_kernel(int64_t m, int64_t c_out, int64_t pixels, const T* conv,
-                                const float* b, const float* per_sample, const float* residual,
-                                float* y) {
+                                const float* b, const float* per_sample, const A* residual,
+                                A* y) {
   DDPM_GRID_STRIDE(i, m * c_out) {
     const int64_t co = i % c_out, n = i / (c_out * pixels);
     float v = load(conv, i);
     if (b) v += b[co];
     if (per_sample) v += per_sample[n * c_out + co];
-    if (residual) v += residual[i];
-    y[i] = v;
+    if (residual) v += load(residual, i);
+    store(y, i, v);
   }
 }
 
@@ -212,7 +216,8 @@ struct Plan {
   size_t fwd_bytes = 0, data_bytes = 0, filter_bytes = 0;  // cuDNN's workspaces
   int64_t in_h = 0, in_w = 0;  // the input cuDNN convolves: x padded when asymmetric
   int top = 0, left = 0;       // where x sits in it
-  bool stage_x = false;        // x goes through stage_kernel (padded, or bf16)
+  bool padded = false;         // asymmetric padding: x is staged with the extra zeros
+  bool stage_x = false;        // fp32 x goes through stage_kernel (padded, or to bf16)
 };
 
 const char* math_name(CudnnMath m) {
@@ -253,7 +258,8 @@ Plan make_plan(const Conv2dShape& s, CudnnMath math) {
   p.in_w = s.w + s.pad_left + s.pad_right - 2 * pad_w;
   p.top = s.pad_top - pad_h;
   p.left = s.pad_left - pad_w;
-  p.stage_x = math == CudnnMath::Bf16 || p.in_h != s.h || p.in_w != s.w;
+  p.padded = p.in_h != s.h || p.in_w != s.w;
+  p.stage_x = math == CudnnMath::Bf16 || p.padded;
   const cudnnDataType_t data = math == CudnnMath::Bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
   const cudnnMathType_t mode = math == CudnnMath::Fp32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH;
   const auto i = [](int64_t v) { return static_cast<int>(v); };
@@ -380,19 +386,26 @@ void* library_workspace(float* workspace, const Layout& l, size_t bytes) {
   return bytes > 0 ? workspace + l.library : nullptr;
 }
 
+// Whether x of storage A is staged for cuDNN reading T: when padded, or to be converted.
+template <class T, class A>
+bool stages(const Plan& p) {
+  return p.padded || !std::is_same_v<T, A>;
+}
+
 // The input cuDNN convolves: x itself, or x staged (padded, converted) into the workspace.
-template <class T>
-const void* staged_input(const Conv2dShape& s, const Plan& p, const float* x, T* out) {
-  if (!p.stage_x) return x;
-  DDPM_LAUNCH(stage_kernel<T>, grid_for(s.n * p.in_h * p.in_w * s.c_in), kThreads)(
+template <class T, class A>
+const void* staged_input(const Conv2dShape& s, const Plan& p, const A* x, T* out) {
+  if (!stages<T, A>(p)) return x;
+  DDPM_LAUNCH((stage_kernel<A, T>), grid_for(s.n * p.in_h * p.in_w * s.c_in), kThreads)(
       s, p.in_h, p.in_w, p.top, p.left, x, out);
   return out;
 }
 
-// T: the storage cuDNN reads and writes (float, or bf16 bits).
-template <class T>
-void forward(const Conv2dShape& s, const Plan& p, const float* x, const float* w, const float* b,
-             float* y, float* workspace, const float* per_sample, const float* residual) {
+// T: the storage cuDNN reads and writes (float, or bf16 bits); A: the activations' (x, y,
+// the residual, dy, dx), float or, for bf16 activations, bf16 bits (then T is too).
+template <class T, class A>
+void forward(const Conv2dShape& s, const Plan& p, const A* x, const float* w, const float* b,
+             A* y, float* workspace, const float* per_sample, const A* residual) {
   constexpr bool kBf16 = sizeof(T) == 2;
   const Layout l = layout<T>(s, p);
   const void* xc = staged_input(s, p, x, at<T>(workspace, l.x));
@@ -405,19 +418,19 @@ void forward(const Conv2dShape& s, const Plan& p, const float* x, const float* w
                                      &zero, p.y, yc));
   const int64_t pixels = s.out_h() * s.out_w(), m = s.n * pixels;
   if (kBf16 || b || per_sample || residual)
-    DDPM_LAUNCH(epilogue_kernel<T>, grid_for(m * s.c_out), kThreads)(
+    DDPM_LAUNCH((epilogue_kernel<T, A>), grid_for(m * s.c_out), kThreads)(
         m, s.c_out, pixels, yc, b, per_sample, residual, y);
 }
 
-template <class T>
-void backward(const Conv2dShape& s, const Plan& p, const float* x, const float* w,
-              const float* dy, float* dx, float* dw, float* workspace) {
+template <class T, class A>
+void backward(const Conv2dShape& s, const Plan& p, const A* x, const float* w, const A* dy,
+              A* dx, float* dw, float* workspace) {
   constexpr bool kBf16 = sizeof(T) == 2;
   const Layout l = layout<T>(s, p);
   const int64_t k = static_cast<int64_t>(s.kh) * s.kw * s.c_in;
   const void* dyc = dy;
-  if (kBf16) {  // dy's bf16 copy (T is uint16_t here)
-    uint16_t* out = reinterpret_cast<uint16_t*>(at<T>(workspace, l.dy));
+  if constexpr (kBf16 && std::is_same_v<A, float>) {  // dy's bf16 copy
+    uint16_t* out = at<uint16_t>(workspace, l.dy);
     to_bf16_bits(s.n * s.out_h() * s.out_w() * s.c_out, dy, out);  // elementwise.cuh
     dyc = out;
   }
@@ -425,15 +438,15 @@ void backward(const Conv2dShape& s, const Plan& p, const float* x, const float* 
   if (dx) {
     T* wc = at<T>(workspace, l.w);
     transpose<float, T, false>(k, s.c_out, w, wc);
-    // Into dx directly (cuDNN accumulates, beta 1) when nothing is staged; else into the
-    // staged input's gradient, cropped and widened onto dx.
-    const bool direct = !p.stage_x;
+    // Into dx directly (cuDNN accumulates, beta 1: rounded once, into bf16 dx too) when x
+    // is not staged; else into the staged input's gradient, cropped and added onto dx.
+    const bool direct = !stages<T, A>(p);
     T* dxc = direct ? reinterpret_cast<T*>(dx) : at<T>(workspace, l.dx);
     DDPM_CUDNN(cudnnConvolutionBackwardData(handle(), &one, p.w, wc, p.y, dyc, p.conv, p.data,
                                             library_workspace(workspace, l, p.data_bytes),
                                             p.data_bytes, direct ? &one : &zero, p.x, dxc));
     if (!direct)
-      DDPM_LAUNCH(crop_accumulate_kernel<T>, grid_for(s.n * s.h * s.w * s.c_in), kThreads)(
+      DDPM_LAUNCH((crop_accumulate_kernel<T, A>), grid_for(s.n * s.h * s.w * s.c_in), kThreads)(
           s, p.in_h, p.in_w, p.top, p.left, dxc, dx);
   }
   if (dw) {
@@ -471,6 +484,13 @@ void conv2d_cudnn_forward(const Conv2dShape& s, const float* x, const float* w, 
     forward<float>(s, p, x, w, b, y, workspace, per_sample, residual);
 }
 
+void conv2d_cudnn_forward(const Conv2dShape& s, const uint16_t* x, const float* w,
+                          const float* b, uint16_t* y, float* workspace, const float* per_sample,
+                          const uint16_t* residual) {
+  forward<uint16_t>(s, supported_plan(s, CudnnMath::Bf16), x, w, b, y, workspace, per_sample,
+                    residual);
+}
+
 void conv2d_cudnn_backward(const Conv2dShape& s, const float* x, const float* w, const float* dy,
                            float* dx, float* dw, CudnnMath math, float* workspace) {
   if (!dx && !dw) return;
@@ -479,6 +499,12 @@ void conv2d_cudnn_backward(const Conv2dShape& s, const float* x, const float* w,
     backward<uint16_t>(s, p, x, w, dy, dx, dw, workspace);
   else
     backward<float>(s, p, x, w, dy, dx, dw, workspace);
+}
+
+void conv2d_cudnn_backward(const Conv2dShape& s, const uint16_t* x, const float* w,
+                           const uint16_t* dy, uint16_t* dx, float* dw, float* workspace) {
+  if (!dx && !dw) return;
+  backward<uint16_t>(s, supported_plan(s, CudnnMath::Bf16), x, w, dy, dx, dw, workspace);
 }
 
 }  // namespace ddpm::cuda

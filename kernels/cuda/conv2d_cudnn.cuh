@@ -34,4 +34,15 @@ void conv2d_cudnn_forward(const Conv2dShape& s, const float* x, const float* w, 
 void conv2d_cudnn_backward(const Conv2dShape& s, const float* x, const float* w, const float* dy,
                            float* dx, float* dw, CudnnMath math, float* workspace);
 
+// The same on bf16 activations (bits: x, y, the residual, dy, dx), in CudnnMath::Bf16: cuDNN
+// reads x and dy as they are (staged only for asymmetric padding), y = bf16(bf16(conv) +
+// the adds), dx = bf16(float(dx) + bf16 dgrad) (cuDNN's beta 1; a padded x's gradient is
+// cropped and added by our pass); dw fp32 as above. The workspace functions above (math
+// Bf16) size these too.
+void conv2d_cudnn_forward(const Conv2dShape& s, const uint16_t* x, const float* w,
+                          const float* b, uint16_t* y, float* workspace, const float* per_sample,
+                          const uint16_t* residual);
+void conv2d_cudnn_backward(const Conv2dShape& s, const uint16_t* x, const float* w,
+                           const uint16_t* dy, uint16_t* dx, float* dw, float* workspace);
+
 }  // namespace ddpm::cuda

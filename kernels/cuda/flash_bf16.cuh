@@ -22,33 +22,26 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
          (static_cast<uint32_t>(bf16_bits_from_float(hi)) << 16);
 }
 
-// Rows [0, rows) of a tile from global f32 (row r at src + r * stride, D floats, 16-byte
-// aligned) into shared bf16 rows of D + kPad; rows [rows, tile_rows) zero. float4 loads: a
-// warp reads 512 contiguous bytes of a row. All threads of the block take part.
-template <int D>
-__device__ void stage_rows(uint16_t* dst, int tile_rows, const float* src, int64_t stride,
-                           int rows) {
-  constexpr int kQuads = D / 4;
-  for (int e = threadIdx.x; e < tile_rows * kQuads; e += blockDim.x) {
-    const int r = e / kQuads, c = 4 * (e % kQuads);
-    float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    if (r < rows) v = *reinterpret_cast<const float4*>(src + r * stride + c);
-    uint32_t* d = reinterpret_cast<uint32_t*>(dst + r * (D + kPad) + c);
-    d[0] = pack_bf16(v.x, v.y);
-    d[1] = pack_bf16(v.z, v.w);
-  }
+// Four consecutive elements of global memory as two bf16 pairs: f32 (a float4 load,
+// rounded) or bf16 bits (an 8-byte load, copied).
+__device__ __forceinline__ uint2 load4_bf16(const float* p) {
+  const float4 v = *reinterpret_cast<const float4*>(p);
+  return make_uint2(pack_bf16(v.x, v.y), pack_bf16(v.z, v.w));
+}
+__device__ __forceinline__ uint2 load4_bf16(const uint16_t* p) {
+  return *reinterpret_cast<const uint2*>(p);
 }
 
-// The same from global bf16 (bf16 activations: the bits are copied, nothing is rounded);
-// rows 8-byte aligned, 4 bf16 per load.
-template <int D>
-__device__ void stage_rows(uint16_t* dst, int tile_rows, const uint16_t* src, int64_t stride,
-                           int rows) {
+// Rows [0, rows) of a tile from global memory (row r at src + r * stride, D elements, f32
+// 16-byte aligned or bf16 8-byte aligned) into shared bf16 rows of D + kPad; rows
+// [rows, tile_rows) zero. A warp reads 512 (f32) or 256 (bf16) contiguous bytes of a row.
+// All threads of the block take part.
+template <int D, class A>
+__device__ void stage_rows(uint16_t* dst, int tile_rows, const A* src, int64_t stride, int rows) {
   constexpr int kQuads = D / 4;
   for (int e = threadIdx.x; e < tile_rows * kQuads; e += blockDim.x) {
     const int r = e / kQuads, c = 4 * (e % kQuads);
-    uint2 v = make_uint2(0u, 0u);
-    if (r < rows) v = *reinterpret_cast<const uint2*>(src + r * stride + c);
+    const uint2 v = r < rows ? load4_bf16(src + r * stride + c) : make_uint2(0u, 0u);
     *reinterpret_cast<uint2*>(dst + r * (D + kPad) + c) = v;
   }
 }
