@@ -36,8 +36,11 @@
 // the thread under 255 registers; ptxas sm_90: 75 / 98 / 129 / 168 registers at D = 32 / 64 /
 // 128 / 256, no spills). Shared memory: (64 + 2 kBc) rows of D + 8 bf16: 15 / 26 / 52 / 66 KB.
 //
-// The backward is attention_flash_bf16_backward.cu. Not yet here (issue 15): cp.async double
-// buffering of K/V (loads are f32 -> bf16 conversions through registers).
+// On bf16 activations (A = bf16 bits) the rows need no conversion, so K and V are copied by
+// cp.async into two stages (flash::copy_rows): tile j+1 is in flight while the warps
+// multiply tile j, one barrier per tile (shared memory (64 + 4 kBc) rows: 25 / 45 / 85 /
+// 99 KB). fp32 rows still go through registers (stage_rows), one stage. The backward is
+// attention_flash_bf16_backward.cu; it stages synchronously in both storages.
 #include <cmath>
 
 #include "engine/check.h"
@@ -58,11 +61,17 @@ using flash::kPad;
 using flash::pack_bf16;
 using flash::stage_rows;
 
-template <int D>
+// A: the storage of qkv. fp32 rows are converted through registers, one K/V tile at a
+// time; bf16 rows are copied by cp.async into two K/V stages, the next tile in flight while
+// the warps multiply the current one.
+template <int D, class A>
 struct FlashTiles {
   static constexpr int kBc = D >= 256 ? 32 : 64;  // keys per tile
   static constexpr int kLd = D + kPad;            // bf16 per shared-memory row
-  static constexpr size_t kSmemBytes = size_t(kRows + 2 * kBc) * kLd * sizeof(uint16_t);
+  static constexpr bool kAsync = sizeof(A) == 2;  // bf16 rows: cp.async, double buffered
+  static constexpr int kStages = kAsync ? 2 : 1;
+  static constexpr size_t kSmemBytes =
+      size_t(kRows + 2 * kStages * kBc) * kLd * sizeof(uint16_t);
 };
 
 __device__ __forceinline__ float quad_max(float v) {  // over the 4 lanes of one row (same g)
@@ -80,14 +89,13 @@ template <int D, class A>
 __global__ void __launch_bounds__(32 * kWarps)
 flash_forward_bf16(AttentionShape s, float scale, const A* qkv, A* out, float* lse) {
 #if DDPM_HAS_SM80_TENSOR_CORES
-  using T = FlashTiles<D>;
+  using T = FlashTiles<D, A>;
   constexpr int kBc = T::kBc, kLd = T::kLd;
   constexpr int kNT = kBc / 8;  // 8-key n-tiles of S per warp
   constexpr int kDT = D / 8;    // 8-channel n-tiles of O per warp
   DDPM_DYNAMIC_SHARED(uint16_t, smem);
   uint16_t* const q_s = smem;                // [kRows][kLd]
-  uint16_t* const k_s = q_s + kRows * kLd;   // [kBc][kLd]
-  uint16_t* const v_s = k_s + kBc * kLd;     // [kBc][kLd]
+  uint16_t* const kv_s = q_s + kRows * kLd;  // [kStages][K, V][kBc][kLd]
 
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
   const int q8 = lane / 8, i8 = lane % 8;  // ldmatrix: this lane addresses row i8 of matrix q8
@@ -103,12 +111,36 @@ flash_forward_bf16(AttentionShape s, float scale, const A* qkv, A* out, float* l
   float l[2] = {0.0f, 0.0f};               // running sum (this lane's columns only)
   const int row0 = 16 * warp;              // the warp's first row in the block's tile
 
-  for (int64_t j0 = 0; j0 < s.l; j0 += kBc) {
+  // K and V of the tile at key j0 into stage st (async for bf16 rows: flash::copy_rows).
+  const auto stage_kv = [&](int64_t j0, int st) {
     const int keys = static_cast<int>(s.l - j0 < kBc ? s.l - j0 : kBc);
-    __syncthreads();  // every warp is done with the previous K and V (and Q is staged)
-    stage_rows<D>(k_s, kBc, base + j0 * stride + s.c, stride, keys);
-    stage_rows<D>(v_s, kBc, base + j0 * stride + 2 * s.c, stride, keys);
-    __syncthreads();
+    uint16_t* const k_dst = kv_s + st * 2 * kBc * kLd;
+    if constexpr (T::kAsync) {
+      flash::copy_rows<D>(k_dst, kBc, base + j0 * stride + s.c, stride, keys);
+      flash::copy_rows<D>(k_dst + kBc * kLd, kBc, base + j0 * stride + 2 * s.c, stride, keys);
+      ptx::cp_async_commit();
+    } else {
+      stage_rows<D>(k_dst, kBc, base + j0 * stride + s.c, stride, keys);
+      stage_rows<D>(k_dst + kBc * kLd, kBc, base + j0 * stride + 2 * s.c, stride, keys);
+    }
+  };
+  if constexpr (T::kAsync) stage_kv(0, 0);  // the first tile in flight before the loop
+
+  for (int64_t j0 = 0, tile = 0; j0 < s.l; j0 += kBc, ++tile) {
+    const int keys = static_cast<int>(s.l - j0 < kBc ? s.l - j0 : kBc);
+    const int st = static_cast<int>(tile % T::kStages);
+    const uint16_t* const k_s = kv_s + st * 2 * kBc * kLd;  // [kBc][kLd]
+    const uint16_t* const v_s = k_s + kBc * kLd;            // [kBc][kLd]
+    if constexpr (T::kAsync) {
+      ptx::cp_async_wait<0>();  // this thread's copies of tile `tile` have landed
+      __syncthreads();          // everyone's; and every warp is done with tile - 1, whose
+                                // stage now receives tile + 1 while this one is multiplied
+      if (j0 + kBc < s.l) stage_kv(j0 + kBc, 1 - st);
+    } else {
+      __syncthreads();  // every warp is done with the previous K and V (and Q is staged)
+      stage_kv(j0, 0);
+      __syncthreads();
+    }
 
     // S = Q K^T: A = 16 rows of Q at k-chunk kk; B = two 8-key n-tiles of K per ldmatrix.
     float sc[kNT][4] = {};
@@ -179,7 +211,7 @@ flash_forward_bf16(AttentionShape s, float scale, const A* qkv, A* out, float* l
 
 template <int D, class A>
 void launch_flash(const AttentionShape& s, const A* qkv, A* out, float* lse) {
-  constexpr size_t bytes = FlashTiles<D>::kSmemBytes;
+  constexpr size_t bytes = FlashTiles<D, A>::kSmemBytes;
   if (bytes > 48 * 1024)  // beyond the default: opt in (every sm_80+ device has >= 163 KB)
     CUDA_CHECK(cudaFuncSetAttribute(flash_forward_bf16<D, A>,
                                     cudaFuncAttributeMaxDynamicSharedMemorySize,

@@ -8,6 +8,7 @@
 
 #include "kernels/bf16.h"
 #include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/ptx.cuh"
 
 namespace ddpm::cuda::flash {
 
@@ -43,6 +44,20 @@ __device__ void stage_rows(uint16_t* dst, int tile_rows, const A* src, int64_t s
     const int r = e / kQuads, c = 4 * (e % kQuads);
     const uint2 v = r < rows ? load4_bf16(src + r * stride + c) : make_uint2(0u, 0u);
     *reinterpret_cast<uint2*>(dst + r * (D + kPad) + c) = v;
+  }
+}
+
+// The same rows of bf16 by cp.async (16 bytes, 8 bf16, per copy; rows past `rows` zero-
+// filled by the copy itself): no registers, no wait here. The caller commits the group and
+// waits for it (ptx.cuh); rows 16-byte aligned in global and shared memory.
+template <int D>
+__device__ void copy_rows(uint16_t* dst, int tile_rows, const uint16_t* src, int64_t stride,
+                          int rows) {
+  constexpr int kChunks = D / 8;
+  for (int e = threadIdx.x; e < tile_rows * kChunks; e += blockDim.x) {
+    const int r = e / kChunks, c = 8 * (e % kChunks);
+    const bool valid = r < rows;
+    ptx::cp_async_16(dst + r * (D + kPad) + c, valid ? src + r * stride + c : src, valid);
   }
 }
 
