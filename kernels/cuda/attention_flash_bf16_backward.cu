@@ -35,6 +35,10 @@
 // Launch constants: 32 rows x 32 columns per step keep each warp's S and dP at 16 floats;
 // shared memory: four 32-row bf16 tiles of d + 8 and 16 KB of exchange: 34 KB at d = 64,
 // 84 KB at d = 256.
+//
+// On bf16 activations (A = bf16 bits) the rows need no conversion: the per-step tiles are
+// copied by cp.async into two stages, step i + 1 in flight while step i is multiplied, one
+// barrier per step besides pair_sum's (six tiles: 45 KB at d = 64, 118 KB at d = 256).
 #include <cmath>
 
 #include "engine/check.h"
@@ -59,10 +63,16 @@ constexpr int kRows = 32;  // rows a block owns
 constexpr int kCols = 32;  // columns per step
 constexpr int kExchange = kWarps * 16 * kCols;  // floats of one exchange area
 
-template <int D>
+// A: the storage of qkv and dout. bf16 rows are copied by cp.async, so the per-step tiles
+// (and the dkv kernel's column statistics) get two stages: step i + 1 in flight while step
+// i is multiplied. fp32 rows are converted through registers, one stage.
+template <class A>
+constexpr int kStepStages = sizeof(A) == 2 ? 2 : 1;
+
+template <int D, class A>
 constexpr size_t backward_smem_bytes() {
-  return 4 * size_t(kRows) * (D + kPad) * sizeof(uint16_t) + 2 * kExchange * sizeof(float) +
-         2 * kCols * sizeof(float);
+  return (2 + 2 * kStepStages<A>) * size_t(kRows) * (D + kPad) * sizeof(uint16_t) +
+         2 * kExchange * sizeof(float) + 2 * kStepStages<A> * kCols * sizeof(float);
 }
 
 // acc (16 rows x 32 columns) = the sum over channels [c0, c0 + D/2) of a[row0 + r][c] b[col][c]:
@@ -150,22 +160,63 @@ __device__ void add_rows(A* dst, int64_t stride, int row0, int rows, int c0, int
 }
 
 struct Smem {
-  uint16_t *own_a, *own_b, *step_a, *step_b;  // [kRows][D + kPad] each
-  float *exchange, *col_lse, *col_delta;
+  uint16_t *own_a, *own_b, *step_a[2], *step_b[2];  // [kRows][D + kPad] each; per stage
+  float *exchange, *col_lse[2], *col_delta[2];     // per stage: [kCols]
 };
 
-template <int D>
+template <int D, class A>
 __device__ Smem carve(uint16_t* base) {
-  constexpr int kTile = kRows * (D + kPad);
+  constexpr int kTile = kRows * (D + kPad), kStages = kStepStages<A>;
   Smem m;
   m.own_a = base;
   m.own_b = base + kTile;
-  m.step_a = base + 2 * kTile;
-  m.step_b = base + 3 * kTile;
-  m.exchange = reinterpret_cast<float*>(base + 4 * kTile);
-  m.col_lse = m.exchange + 2 * kExchange;
-  m.col_delta = m.col_lse + kCols;
+  for (int st = 0; st < 2; ++st) {  // a second stage only when there is one
+    const int at = st < kStages ? st : 0;
+    m.step_a[st] = base + (2 + 2 * at) * kTile;
+    m.step_b[st] = m.step_a[st] + kTile;
+  }
+  m.exchange = reinterpret_cast<float*>(base + (2 + 2 * kStages) * kTile);
+  for (int st = 0; st < 2; ++st) {
+    const int at = st < kStages ? st : 0;
+    m.col_lse[st] = m.exchange + 2 * kExchange + 2 * at * kCols;
+    m.col_delta[st] = m.col_lse[st] + kCols;
+  }
   return m;
+}
+
+// The per-step tiles of both kernels: rows [c0, c0 + kCols) of a and b (row stride
+// stride_a, stride_b) into stage st, asynchronously (committed, not waited for) for bf16.
+template <int D, class A>
+__device__ void stage_step(const Smem& m, int st, const A* a, int64_t stride_a, const A* b,
+                           int64_t stride_b, int rows) {
+  if constexpr (kStepStages<A> == 2) {
+    flash::copy_rows<D>(m.step_a[st], kCols, a, stride_a, rows);
+    flash::copy_rows<D>(m.step_b[st], kCols, b, stride_b, rows);
+    ptx::cp_async_commit();
+  } else {
+    stage_rows<D>(m.step_a[st], kCols, a, stride_a, rows);
+    stage_rows<D>(m.step_b[st], kCols, b, stride_b, rows);
+  }
+}
+
+// The top of step `step` of a kernel's loop; `issue(i, st)` stages step i into stage st.
+// bf16: step `step` was issued one step ahead; wait for it, and once every warp is past
+// step - 1 (the barrier), issue step + 1 into the other stage. fp32: stage it now.
+// Returns the stage step `step` is in.
+template <class A, class Issue>
+__device__ int begin_step(int64_t step, int64_t steps, Issue&& issue) {
+  if constexpr (kStepStages<A> == 2) {
+    const int st = static_cast<int>(step % 2);
+    ptx::cp_async_wait<0>();  // this thread's copies of step `step` have landed
+    __syncthreads();          // everyone's; and the tiles and exchange of step - 1 are free
+    if (step + 1 < steps) issue(step + 1, 1 - st);
+    return st;
+  } else {
+    __syncthreads();  // the previous step's tiles and exchange are no longer read
+    issue(step, 0);
+    __syncthreads();
+    return 0;
+  }
 }
 
 // grid (ceil(L / 32), B * H): dk and dv of 32 keys. own: k, v; per step: q, dout of 32 queries.
@@ -176,7 +227,7 @@ flash_dkv_bf16(AttentionShape s, float scale, const A* qkv, const float* lse,
                const float* delta, const A* dout, A* dqkv) {
 #if DDPM_HAS_SM80_TENSOR_CORES
   DDPM_DYNAMIC_SHARED(uint16_t, smem);
-  const Smem m = carve<D>(smem);
+  const Smem m = carve<D, A>(smem);
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, t = lane % 4;
   const int row0 = 16 * (warp / 2), c0 = (warp % 2) * (D / 2);
   const int64_t bh = blockIdx.y, b = bh / s.heads, h = bh % s.heads;
@@ -187,33 +238,40 @@ flash_dkv_bf16(AttentionShape s, float scale, const A* qkv, const float* lse,
   stage_rows<D>(m.own_a, kRows, base + j0 * stride + s.c, stride, keys);
   stage_rows<D>(m.own_b, kRows, base + j0 * stride + 2 * s.c, stride, keys);
 
-  float dk[D / 16][4] = {}, dv[D / 16][4] = {};
-  for (int64_t i0 = 0; i0 < s.l; i0 += kCols) {
+  // step i: q and dout of queries [32 i, 32 i + 32), their lse and delta
+  const auto issue = [&](int64_t step, int stage) {
+    const int64_t i0 = step * kCols;
     const int queries = static_cast<int>(s.l - i0 < kCols ? s.l - i0 : kCols);
-    __syncthreads();  // the previous step's tiles and exchange are no longer read
-    stage_rows<D>(m.step_a, kCols, base + i0 * stride, stride, queries);
-    stage_rows<D>(m.step_b, kCols, dbase + i0 * s.c, s.c, queries);
+    stage_step<D>(m, stage, base + i0 * stride, stride, dbase + i0 * s.c, s.c, queries);
     if (threadIdx.x < kCols) {
       const bool valid = static_cast<int>(threadIdx.x) < queries;
-      m.col_lse[threadIdx.x] = valid ? lse[bh * s.l + i0 + threadIdx.x] : 0.0f;
-      m.col_delta[threadIdx.x] = valid ? delta[bh * s.l + i0 + threadIdx.x] : 0.0f;
+      m.col_lse[stage][threadIdx.x] = valid ? lse[bh * s.l + i0 + threadIdx.x] : 0.0f;
+      m.col_delta[stage][threadIdx.x] = valid ? delta[bh * s.l + i0 + threadIdx.x] : 0.0f;
     }
-    __syncthreads();
+  };
+  const int64_t steps = (s.l + kCols - 1) / kCols;
+  if constexpr (kStepStages<A> == 2) issue(0, 0);  // step 0 in flight before the loop
+
+  float dk[D / 16][4] = {}, dv[D / 16][4] = {};
+  for (int64_t step = 0; step < steps; ++step) {
+    const int stage = begin_step<A>(step, steps, issue);
+    const uint16_t *const step_a = m.step_a[stage], *const step_b = m.step_b[stage];
+    const float *const col_lse = m.col_lse[stage], *const col_delta = m.col_delta[stage];
     float st[4][4], dpt[4][4];  // S^T and dP^T: rows = keys, columns = queries
-    partial_scores<D>(m.own_a, row0, m.step_a, c0, lane, st);
-    partial_scores<D>(m.own_b, row0, m.step_b, c0, lane, dpt);
+    partial_scores<D>(m.own_a, row0, step_a, c0, lane, st);
+    partial_scores<D>(m.own_b, row0, step_b, c0, lane, dpt);
     pair_sum(st, dpt, m.exchange, warp, lane);
     // Queries past L need no mask: their q and dout rows are staged as zeros and their lse
     // and delta as 0, so P^T = 1 and dS^T = 0 there, and P^T dout and dS^T q add nothing.
     for (int n = 0; n < 4; ++n)
       for (int e = 0; e < 4; ++e) {
         const int q = 8 * n + 2 * t + (e & 1);
-        const float p = expf(st[n][e] * scale - m.col_lse[q]);
-        st[n][e] = p;                                           // P^T
-        dpt[n][e] = p * (dpt[n][e] - m.col_delta[q]) * scale;  // dS^T
+        const float p = expf(st[n][e] * scale - col_lse[q]);
+        st[n][e] = p;                                         // P^T
+        dpt[n][e] = p * (dpt[n][e] - col_delta[q]) * scale;  // dS^T
       }
-    accumulate_product<D>(st, m.step_b, c0, lane, dv);   // dv += P^T dout
-    accumulate_product<D>(dpt, m.step_a, c0, lane, dk);  // dk += dS^T q
+    accumulate_product<D>(st, step_b, c0, lane, dv);   // dv += P^T dout
+    accumulate_product<D>(dpt, step_a, c0, lane, dk);  // dk += dS^T q
   }
   A* const dk_rows = dqkv + (b * s.l + j0) * stride + s.c + h * D;
   add_rows<D>(dk_rows, stride, row0, keys, c0, lane, dk);
@@ -228,7 +286,7 @@ flash_dq_bf16(AttentionShape s, float scale, const A* qkv, const float* lse,
               const float* delta, const A* dout, A* dqkv) {
 #if DDPM_HAS_SM80_TENSOR_CORES
   DDPM_DYNAMIC_SHARED(uint16_t, smem);
-  const Smem m = carve<D>(smem);
+  const Smem m = carve<D, A>(smem);
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4;
   const int row0 = 16 * (warp / 2), c0 = (warp % 2) * (D / 2);
   const int64_t bh = blockIdx.y, b = bh / s.heads, h = bh % s.heads;
@@ -244,16 +302,23 @@ flash_dq_bf16(AttentionShape s, float scale, const A* qkv, const float* lse,
     row_delta[r] = row < queries ? delta[bh * s.l + i0 + row] : 0.0f;
   }
 
-  float dq[D / 16][4] = {};
-  for (int64_t j0 = 0; j0 < s.l; j0 += kCols) {
+  // step j: k and v of keys [32 j, 32 j + 32)
+  const auto issue = [&](int64_t step, int stage) {
+    const int64_t j0 = step * kCols;
     const int keys = static_cast<int>(s.l - j0 < kCols ? s.l - j0 : kCols);
-    __syncthreads();
-    stage_rows<D>(m.step_a, kCols, base + j0 * stride + s.c, stride, keys);
-    stage_rows<D>(m.step_b, kCols, base + j0 * stride + 2 * s.c, stride, keys);
-    __syncthreads();
+    stage_step<D>(m, stage, base + j0 * stride + s.c, stride, base + j0 * stride + 2 * s.c,
+                  stride, keys);
+  };
+  const int64_t steps = (s.l + kCols - 1) / kCols;
+  if constexpr (kStepStages<A> == 2) issue(0, 0);  // step 0 in flight before the loop
+
+  float dq[D / 16][4] = {};
+  for (int64_t step = 0; step < steps; ++step) {
+    const int stage = begin_step<A>(step, steps, issue);
+    const uint16_t *const step_a = m.step_a[stage], *const step_b = m.step_b[stage];
     float sc[4][4], dp[4][4];  // rows = queries, columns = keys
-    partial_scores<D>(m.own_a, row0, m.step_a, c0, lane, sc);
-    partial_scores<D>(m.own_b, row0, m.step_b, c0, lane, dp);
+    partial_scores<D>(m.own_a, row0, step_a, c0, lane, sc);
+    partial_scores<D>(m.own_b, row0, step_b, c0, lane, dp);
     pair_sum(sc, dp, m.exchange, warp, lane);
     // Keys past L need no mask (unlike the forward's softmax, which normalises over them):
     // their k rows are staged as zeros, so whatever dS is there, dS k adds nothing.
@@ -263,7 +328,7 @@ flash_dq_bf16(AttentionShape s, float scale, const A* qkv, const float* lse,
         const float p = expf(sc[n][e] * scale - row_lse[r]);
         dp[n][e] = p * (dp[n][e] - row_delta[r]) * scale;  // dS
       }
-    accumulate_product<D>(dp, m.step_a, c0, lane, dq);  // dq += dS k
+    accumulate_product<D>(dp, step_a, c0, lane, dq);  // dq += dS k
   }
   add_rows<D>(dqkv + (b * s.l + i0) * stride + h * D, stride, row0, queries, c0, lane, dq);
 #endif
@@ -272,7 +337,7 @@ flash_dq_bf16(AttentionShape s, float scale, const A* qkv, const float* lse,
 template <int D, class A>
 void launch_backward(const AttentionShape& s, const A* qkv, const float* lse,
                      const float* delta, const A* dout, A* dqkv) {
-  constexpr size_t bytes = backward_smem_bytes<D>();
+  constexpr size_t bytes = backward_smem_bytes<D, A>();
   if (bytes > 48 * 1024) {  // beyond the default: opt in (every sm_80+ device has >= 163 KB)
     CUDA_CHECK(cudaFuncSetAttribute(flash_dkv_bf16<D, A>,
                                     cudaFuncAttributeMaxDynamicSharedMemorySize,
