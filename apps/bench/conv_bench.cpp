@@ -2,7 +2,9 @@
 // forward / dgrad / wgrad, next to cuDNN in fp32 (FMA math), with TF32 tensor cores allowed,
 // and in bf16 (bf16 tensors, fp32 accumulation), in TFLOP/s. v4 is timed as the engine runs
 // it on fp32 tensors: its conversions of the operands to bf16 are inside the time, while
-// cuDNN bf16 is given bf16 tensors (what an end-to-end bf16 engine would hand it).
+// cuDNN bf16 is given bf16 tensors (what an end-to-end bf16 engine would hand it); and again
+// on bf16 activations, as `activations: bf16` runs it (only the weights converted), beside
+// the engine's cuDNN path on the same tensors.
 #include <algorithm>
 #include <cstdio>
 #include <memory>
@@ -190,6 +192,32 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
     const Tensor y16 = y.to(Device::CPU).to(DType::BF16).to(Device::CUDA);
     const Tensor dx16 = Tensor::zeros(x.shape(), DType::BF16, Device::CUDA);
     const Tensor dw16 = Tensor::zeros(w.shape(), DType::BF16, Device::CUDA);
+    // On bf16 activations (activations: bf16): v4 and the engine's cuDNN path given bf16 x,
+    // y and dy as they are, as cuDNN bf16 alone is below; only the weights are converted
+    // inside the time (and, for cuDNN, transposed; a padded x staged).
+    const auto bits = [](const Tensor& t) { return reinterpret_cast<uint16_t*>(t.raw()); };
+    for (const cuda::ConvAlgo algo : {cuda::ConvAlgo::Bf16TensorCore, cuda::ConvAlgo::CudnnBf16}) {
+      const char* v = algo == cuda::ConvAlgo::Bf16TensorCore
+                          ? "v4 bf16, bf16 activations"
+                          : "engine on cuDNN bf16, bf16 activations (+ glue)";
+      if (!cuda::conv2d_algo_runs(s, algo)) continue;  // said above
+      const int64_t ws_floats = std::max(cuda::conv2d_forward_workspace(s, algo),
+                                         cuda::conv2d_backward_workspace(s, algo));
+      const Tensor ws = Tensor::empty(Shape{std::max<int64_t>(1, ws_floats)}, DType::F32,
+                                      Device::CUDA);
+      add_flops("conv2d fwd", shape, v, timer.median_ms([&] {
+        cuda::conv2d_forward(s, bits(x16), w.data<float>(), nullptr, bits(y16), algo,
+                             ws.data<float>(), nullptr, nullptr);
+      }), flops);
+      add_flops("conv2d dgrad", shape, v, timer.median_ms([&] {
+        cuda::conv2d_backward(s, bits(x16), w.data<float>(), bits(y16), bits(dx16), nullptr,
+                              nullptr, algo, ws.data<float>());
+      }), flops);
+      add_flops("conv2d wgrad", shape, v, timer.median_ms([&] {
+        cuda::conv2d_backward(s, bits(x16), w.data<float>(), bits(y16), nullptr,
+                              dw.data<float>(), nullptr, algo, ws.data<float>());
+      }), flops);
+    }
     struct Baseline {
       cudnnMathType_t math;
       cudnnDataType_t data;
