@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -228,6 +229,72 @@ TEST(Bf16Storage, AStepWithBf16ActivationsStaysWithinRoundingOfTheFp32Step) {
 
 TEST(Bf16Storage, Bf16ActivationsNeedBf16Products) {
   test::expect_error([] { tiny("fp32", "bf16"); }, {"activations", "precision", "bf16"});
+  test::expect_error([] { tiny("bf16", "fp16"); }, {"activations", "fp16"});
+}
+
+// The backward rules on bf16 tensors (cast's, the widened ops', group norm's bf16 kernels)
+// against central finite differences of the f64 op at the same (bf16-representable) inputs,
+// L = sum(f(x) r) with r bf16-representable too. The bf16 gradient rounds each stored
+// gradient once (2^-8 of it) and, in group norm, dh between its passes (2^-8 of each term
+// of the group's sums, which cancel): per element 2^-6 of the value plus 3e-2 of the rms.
+TEST(Bf16Storage, Bf16GradientsMatchFiniteDifferences) {
+  set_precision(Precision::BF16);
+  const Shape xs{2, 3, 3, 8};
+  const auto representable = [](const Tensor& t) {  // f64 values a bf16 tensor holds exactly
+    return cast(cast(t, DType::BF16), DType::F32).to(DType::F64);
+  };
+  const Tensor x64 = representable(test::random_tensor(xs, 60, DType::F32));
+  const Tensor r64 = representable(test::random_tensor(xs, 61, DType::F32));
+  const Tensor gamma = test::random_tensor(Shape{8}, 62, DType::F32, 0.5);
+  const Tensor beta = test::random_tensor(Shape{8}, 63, DType::F32, 0.5);
+  const Tensor w = test::random_tensor(Shape{3, 3, 8, 8}, 64, DType::F32, 0.2);
+  struct Op {
+    const char* name;
+    std::function<Tensor(const Tensor&)> f;  // x of any float dtype -> same shape
+  };
+  const auto like = [](const Tensor& p, const Tensor& x) {  // a parameter in x's float type
+    return x.dtype() == DType::F64 ? p.to(DType::F64) : p;
+  };
+  const Op ops[] = {
+      {"silu (widened)", [](const Tensor& x) { return silu(x); }},
+      {"group_norm_silu (bf16 kernels)",
+       [&](const Tensor& x) { return group_norm_silu(x, like(gamma, x), like(beta, x), 2); }},
+      {"conv2d + residual (widened)", [&](const Tensor& x) {
+         return conv2d_add(x, like(w, x), Tensor(), Conv2dParams::same(3), Tensor(), x);
+       }}};
+  for (const Op& op : ops) {
+    SCOPED_TRACE(op.name);
+    Tensor x16 = cast(x64.to(DType::F32), DType::BF16);
+    x16.set_requires_grad(true);
+    tape().backward(op.f(x16), cast(r64.to(DType::F32), DType::BF16));
+    const std::vector<float> got = cast(x16.grad(), DType::F32).to_vector<float>();
+    std::vector<double> fd(got.size());
+    const double h = 1e-6;
+    std::vector<double> xv = x64.to_vector<double>();
+    const std::vector<double> rv = r64.to_vector<double>();
+    const auto loss = [&](const std::vector<double>& v) {
+      NoGradGuard no_grad;
+      const std::vector<double> y = op.f(Tensor::from_vector(xs, v)).to_vector<double>();
+      double l = 0;
+      for (size_t i = 0; i < y.size(); ++i) l += y[i] * rv[i];
+      return l;
+    };
+    double sq = 0;
+    for (size_t i = 0; i < xv.size(); ++i) {
+      const double keep = xv[i];
+      xv[i] = keep + h;
+      const double up = loss(xv);
+      xv[i] = keep - h;
+      const double down = loss(xv);
+      xv[i] = keep;
+      fd[i] = (up - down) / (2 * h);
+      sq += fd[i] * fd[i];
+    }
+    const double rms = std::sqrt(sq / fd.size());
+    for (size_t i = 0; i < got.size(); ++i)
+      ASSERT_NEAR(got[i], fd[i], 0x1p-6 * std::fabs(fd[i]) + 3e-2 * rms) << "element " << i;
+  }
+  set_precision(Precision::F32);
 }
 
 }  // namespace
