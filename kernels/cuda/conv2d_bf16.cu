@@ -389,13 +389,13 @@ struct WgradB {
 // forward: y = ((C + bias) + per_sample[n]) + residual, each addend optional (a ResBlock's
 // time embedding and skip), in the order of separate passes, in fp32, one store.
 // rows_per_sample = OH * OW.
-// Y and R: the storage of y and the residual, fp32 or bf16 bits (bf16 activations; the store
+// A: the storage of y and the residual (the activations), fp32 or bf16 bits (the store
 // rounds once, storage.cuh).
-template <class Y, class R>
+template <class A>
 struct StoreWithAdds {
-  Y* y;
+  A* y;
   const float *bias, *per_sample;
-  const R* residual;
+  const A* residual;
   int64_t ld, rows_per_sample;
   __device__ void operator()(int64_t row, int64_t col, float v) const {
     float out = v + (bias ? bias[col] : 0.0f);
@@ -618,7 +618,7 @@ template <class LoadA, class LoadB>
 Bf16Tiles autotune(const Gemm& g, LoadA a, LoadB b, float* planes) {
   float* scratch = nullptr;
   CUDA_CHECK(cudaMalloc(&scratch, g.m * g.n * sizeof(float)));
-  const StoreWithAdds<float, float> discard{scratch, nullptr, nullptr, nullptr, g.n, 1};
+  const StoreWithAdds<float> discard{scratch, nullptr, nullptr, nullptr, g.n, 1};
   auto time_ms = [&](auto launch) {
     launch();
     std::vector<double> ms;
@@ -718,7 +718,8 @@ struct BackwardBuffers {
   bf16_bits *x8, *dy8, *w8;
   float *planes, *bias_sums;
   int64_t floats;
-  BackwardBuffers(const Conv2dShape& s, float* base) {
+  bool placed;  // carved from a workspace (not only sized)
+  BackwardBuffers(const Conv2dShape& s, float* base) : placed(base != nullptr) {
     Carve c(base);
     x8 = c.bf16(s.n * s.h * s.w * round_up8(s.c_in));
     dy8 = c.bf16(s.n * s.out_h() * s.out_w() * round_up8(s.c_out));
@@ -760,16 +761,15 @@ void forward(const Conv2dShape& s, const A* x, const float* w, const float* b, A
   const Gemm g = forward_gemm(s);
   const ForwardA a{s, oh_n, ow_n, g.m, static_cast<int>(c8), x8};
   const ForwardB wt{s.c_out, g.k, buf.w8t};
-  run_gemm(g, a, wt, StoreWithAdds<A, A>{y, b, per_sample, residual, s.c_out, oh_n * ow_n},
+  run_gemm(g, a, wt, StoreWithAdds<A>{y, b, per_sample, residual, s.c_out, oh_n * ow_n},
            buf.planes);
 }
 
 template <class A>
 void backward(const Conv2dShape& s, const A* x, const float* w, const A* dy, A* dx, float* dw,
-              float* workspace) {
+              const BackwardBuffers& buf) {
   if (!dx && !dw) return;
-  CHECK(workspace != nullptr, "the bf16 convolution needs conv2d_bf16_backward_workspace floats");
-  const BackwardBuffers buf(s, workspace);
+  CHECK(buf.placed, "the bf16 convolution needs conv2d_bf16_backward_workspace floats");
   const int64_t oh_n = s.out_h(), ow_n = s.out_w(), ci8 = round_up8(s.c_in),
                 co8 = round_up8(s.c_out);
   const bf16_bits* dy8 = operand(s.n * oh_n * ow_n, s.c_out, dy, buf.dy8);
@@ -814,14 +814,15 @@ void conv2d_bf16_forward(const Conv2dShape& s, const uint16_t* x, const float* w
 
 void conv2d_bf16_backward(const Conv2dShape& s, const float* x, const float* w, const float* dy,
                           float* dx, float* dw, float* workspace) {
-  backward(s, x, w, dy, dx, dw, workspace);
+  backward(s, x, w, dy, dx, dw, BackwardBuffers(s, workspace));
 }
 
 void conv2d_bf16_backward(const Conv2dShape& s, const uint16_t* x, const float* w,
                           const uint16_t* dy, uint16_t* dx, float* dw, float* db,
                           float* workspace) {
-  backward(s, x, w, dy, dx, dw, workspace);
-  if (db) broadcast_add_backward(bias_rows(s), dy, db, BackwardBuffers(s, workspace).bias_sums);
+  const BackwardBuffers buf(s, workspace);
+  backward(s, x, w, dy, dx, dw, buf);
+  if (db) broadcast_add_backward(bias_rows(s), dy, db, buf.bias_sums);
 }
 
 }  // namespace ddpm::cuda

@@ -217,7 +217,6 @@ struct Plan {
   int64_t in_h = 0, in_w = 0;  // the input cuDNN convolves: x padded when asymmetric
   int top = 0, left = 0;       // where x sits in it
   bool padded = false;         // asymmetric padding: x is staged with the extra zeros
-  bool stage_x = false;        // fp32 x goes through stage_kernel (padded, or to bf16)
 };
 
 const char* math_name(CudnnMath m) {
@@ -259,7 +258,6 @@ Plan make_plan(const Conv2dShape& s, CudnnMath math) {
   p.top = s.pad_top - pad_h;
   p.left = s.pad_left - pad_w;
   p.padded = p.in_h != s.h || p.in_w != s.w;
-  p.stage_x = math == CudnnMath::Bf16 || p.padded;
   const cudnnDataType_t data = math == CudnnMath::Bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
   const cudnnMathType_t mode = math == CudnnMath::Fp32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH;
   const auto i = [](int64_t v) { return static_cast<int>(v); };
@@ -364,7 +362,9 @@ Layout layout(const Conv2dShape& s, const Plan& p) {
   constexpr bool kBf16 = sizeof(T) == 2;
   Layout l;
   const int64_t taps = static_cast<int64_t>(s.kh) * s.kw;
-  const int64_t staged_input = p.stage_x ? s.n * p.in_h * p.in_w * s.c_in : 0;
+  // room for x staged: padded, or fp32 activations converted for the bf16 math (sized for
+  // either storage of the activations: the workspace query does not know which comes)
+  const int64_t staged_input = p.padded || kBf16 ? s.n * p.in_h * p.in_w * s.c_in : 0;
   l.x = section(l, floats_of<T>(staged_input));
   l.w = section(l, floats_of<T>(taps * s.c_in * s.c_out));
   l.y = section(l, floats_of<T>(kBf16 ? s.n * s.out_h() * s.out_w() * s.c_out : 0));
