@@ -77,9 +77,19 @@ run_sanitize() {
   done
 }
 
+# kernel-bench, then cuDNN's fused attention (SDPA) and PyTorch's other attention kernels at
+# its attention shapes (scripts/attention_reference.py: PyTorch reaches cuDNN's SDPA through
+# cudnn-frontend, which the engine's machines do not have), when torch is importable.
 run_bench() {
   "$build/apps/kernel-bench" --json "$out/kernel-bench.json" > "$out/kernel-bench.txt" 2>&1
   echo "kernel-bench exit $?" | tee "$out/bench.status"
+  if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2> /dev/null; then
+    python3 scripts/attention_reference.py --json "$out/attention-pytorch.json" \
+      > "$out/attention-pytorch.txt" 2>&1
+    echo "attention_reference exit $?" | tee -a "$out/bench.status"
+  else
+    echo "attention_reference: torch with CUDA not importable, skipped" | tee -a "$out/bench.status"
+  fi
 }
 
 run_profile() {
@@ -205,6 +215,12 @@ with open(os.path.join(out, "report.md"), "w") as f:
     f.write("\n## Tests\n```\n" + ctest_tail + "\n```\n")
     f.write("\n## compute-sanitizer\n```\n" + "\n".join(report["sanitizer"]) + "\n```\n")
     f.write("\n## Kernel benchmark\n```\n" + read("kernel-bench.txt") + "\n```\n")
+    f.write("\n## Attention: cuDNN SDPA and PyTorch's kernels (scripts/attention_reference.py)\n```\n"
+            + read("attention-pytorch.txt") + "\n```\n")
+    if all(os.path.exists(os.path.join(out, n)) for n in ("kernel-bench.json", "attention-pytorch.json")):
+        f.write("\n### The engine's flash attention against cuDNN SDPA\n\n" + os.popen(
+            "python3 scripts/attention_reference.py --compare " + os.path.join(out, "kernel-bench.json")
+            + " " + os.path.join(out, "attention-pytorch.json")).read() + "\n")
     f.write("\n## Nsight Compute on the loss kernels (DRAM bytes, duration)\n```\n" + read("ncu-loss.csv")[:20000] + "\n```\n")
     f.write("\n## Training benchmark (CIFAR-10 model, batch 128, 30 steps; fp32, tf32, bf16)\n```\n" + read("train.log") + "\n```\n")
     f.write("\n## PyTorch, same model and step (scripts/pytorch_reference.py; fp32, TF32, bf16 autocast)\n```\n" + read("pytorch.log") + "\n```\n")

@@ -1,11 +1,17 @@
 // kernel-bench attention: the straightforward and the fused CUDA attention, forward and
-// backward, and the bf16 flash forward and backward (tensor cores; TFLOP/s against the bf16 peak), at the CIFAR-10 model's 16x16 attention (L = 256, one head of d = 256) and at a
-// 32x32 map with 4 heads (L = 1024, d = 32), next to a cuBLAS floor.
+// backward, and the bf16 flash forward and backward (tensor cores; TFLOP/s against the bf16
+// peak), on fp32 tensors (converted inside the kernels) and on bf16 tensors as they are
+// (activations: bf16), at the CIFAR-10 model's 16x16 attention (L = 256, one head of
+// d = 256) and at a 32x32 map with 4 heads (L = 1024, d = 32), next to cuBLAS floors.
 //
 // FLOPs: forward 4 B H L^2 d (QK^T and PV); backward counted as 8 B H L^2 d (dV, dP, dQ, dK;
 // the recomputation of S is not counted, the usual convention), so TFLOP/s compare across
-// versions. The cuBLAS row times only the two forward GEMMs (strided-batched SGEMM, fp32
-// math, no softmax): a floor for any attention built from library GEMMs.
+// versions. The cuBLAS rows time only the two forward GEMMs (strided-batched, no softmax):
+// fp32 math on fp32 tensors, and bf16 tensors with fp32 sums (P stored in bf16, as a bf16
+// attention built from library GEMMs would): floors for any attention built that way.
+// cuDNN's fused attention (SDPA) is measured through PyTorch, which reaches it by
+// cudnn-frontend (not installed here): scripts/attention_reference.py prints its rows under
+// the same shape names, and scripts/gpu-check.sh sets the two side by side.
 #include <cublas_v2.h>
 
 #include <cstdio>
@@ -19,29 +25,39 @@ namespace ddpm::bench {
 
 namespace {
 
-// S = Q K^T and O = P V for every (batch, head) with cuBLAS on the packed layout. Row-major
-// X (ld) is column-major X^T, so S^T = K Q^T is gemm(T, N) on K and Q, and O^T = V^T P^T is
-// gemm(N, N) on V and P. One strided-batched call per head (heads are not one stride apart
-// from batch to batch).
-void cublas_floor(cublasHandle_t h, const AttentionShape& s, const float* qkv, float* p,
-                  float* out) {
+// S = Q K^T and O = P V for every (batch, head) with cuBLAS on the packed layout, elements of
+// `type` (fp32, or bf16 with fp32 sums and P rounded to bf16). Row-major X (ld) is
+// column-major X^T, so S^T = K Q^T is gemm(T, N) on K and Q, and O^T = V^T P^T is gemm(N, N)
+// on V and P. One strided-batched call per head (heads are not one stride apart from batch
+// to batch).
+void cublas_floor(cublasHandle_t h, const AttentionShape& s, cudaDataType type, const void* qkv,
+                  void* p, void* out) {
   const int l = static_cast<int>(s.l), d = static_cast<int>(s.head_dim());
   const int ld_qkv = static_cast<int>(3 * s.c), ld_out = static_cast<int>(s.c);
   const long long stride_qkv = static_cast<long long>(s.l) * 3 * s.c;
   const long long stride_p = static_cast<long long>(s.l) * s.l;
   const long long stride_out = static_cast<long long>(s.l) * s.c;
+  const size_t size = type == CUDA_R_32F ? 4 : 2;
+  const auto at = [size](const void* base, int64_t elems) {
+    return static_cast<const char*>(base) + elems * static_cast<int64_t>(size);
+  };
+  const auto at_mut = [size](void* base, int64_t elems) {
+    return static_cast<char*>(base) + elems * static_cast<int64_t>(size);
+  };
   const float one = 1.0f, zero = 0.0f;
   for (int64_t hd = 0; hd < s.heads; ++hd) {
-    const float* q = qkv + hd * d;
-    const float* k = qkv + s.c + hd * d;
-    const float* v = qkv + 2 * s.c + hd * d;
-    float* ph = p + hd * s.b * stride_p;
-    CUBLAS_CHECK(cublasSgemmStridedBatched(h, CUBLAS_OP_T, CUBLAS_OP_N, l, l, d, &one, k, ld_qkv,
-                                           stride_qkv, q, ld_qkv, stride_qkv, &zero, ph, l,
-                                           stride_p, static_cast<int>(s.b)));
-    CUBLAS_CHECK(cublasSgemmStridedBatched(h, CUBLAS_OP_N, CUBLAS_OP_N, d, l, l, &one, v, ld_qkv,
-                                           stride_qkv, ph, l, stride_p, &zero, out + hd * d,
-                                           ld_out, stride_out, static_cast<int>(s.b)));
+    const void* q = at(qkv, hd * d);
+    const void* k = at(qkv, s.c + hd * d);
+    const void* v = at(qkv, 2 * s.c + hd * d);
+    void* ph = at_mut(p, hd * s.b * stride_p);
+    CUBLAS_CHECK(cublasGemmStridedBatchedEx(
+        h, CUBLAS_OP_T, CUBLAS_OP_N, l, l, d, &one, k, type, ld_qkv, stride_qkv, q, type, ld_qkv,
+        stride_qkv, &zero, ph, type, l, stride_p, static_cast<int>(s.b), CUBLAS_COMPUTE_32F,
+        CUBLAS_GEMM_DEFAULT));
+    CUBLAS_CHECK(cublasGemmStridedBatchedEx(
+        h, CUBLAS_OP_N, CUBLAS_OP_N, d, l, l, &one, v, type, ld_qkv, stride_qkv, ph, type, l,
+        stride_p, &zero, at_mut(out, hd * d), type, ld_out, stride_out, static_cast<int>(s.b),
+        CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   }
 }
 
@@ -54,7 +70,7 @@ void bench_attention(const Options& o, Timer& timer, Report& report) {
   } cases[] = {{"16x16, 1 head", 256, 256, 1}, {"32x32, 4 heads", 1024, 128, 4}};
   cublasHandle_t handle;
   CUBLAS_CHECK(cublasCreate(&handle));
-  CUBLAS_CHECK(cublasSetMathMode(handle, CUBLAS_DEFAULT_MATH));
+  CUBLAS_CHECK(cublasSetMathMode(handle, CUBLAS_DEFAULT_MATH));  // fp32 stays fp32
   for (const Case& c : cases) {
     AttentionShape s;
     s.b = o.batch;
@@ -99,7 +115,27 @@ void bench_attention(const Options& o, Timer& timer, Report& report) {
       }), 2 * fwd_flops);
     }
     report.add_flops("attention fwd", shape, "cuBLAS GEMMs only", timer.median_ms([&] {
-      cublas_floor(handle, s, q, ws.data<float>(), out.data<float>());
+      cublas_floor(handle, s, CUDA_R_32F, q, ws.data<float>(), out.data<float>());
+    }), fwd_flops);
+    // bf16 tensors as they are (activations: bf16): the flash pair reads and writes them
+    // without a conversion, next to the bf16 GEMM floor and cuDNN's SDPA (through PyTorch).
+    const Tensor qkv16 = cast(qkv, DType::BF16), dout16 = cast(dout, DType::BF16);
+    const Tensor out16 = Tensor::zeros(out.shape(), DType::BF16, Device::CUDA);
+    const Tensor dqkv16 = Tensor::zeros(qkv.shape(), DType::BF16, Device::CUDA);
+    if (cuda::attention_flash_bf16_supports(s)) {
+      const char* v = "flash bf16 (mma.sync), bf16 tensors";
+      report.add_flops("attention fwd", shape, v, timer.median_ms([&] {
+        cuda::attention_flash_bf16_forward(s, bf16_bits(qkv16), bf16_bits(out16),
+                                           lse.data<float>());
+      }), fwd_flops);
+      report.add_flops("attention bwd", shape, v, timer.median_ms([&] {
+        cuda::attention_flash_bf16_backward(s, bf16_bits(qkv16), bf16_bits(out16),
+                                            lse.data<float>(), bf16_bits(dout16),
+                                            bf16_bits(dqkv16), delta.data<float>());
+      }), 2 * fwd_flops);
+    }
+    report.add_flops("attention fwd", shape, "cuBLAS bf16 GEMMs only", timer.median_ms([&] {
+      cublas_floor(handle, s, CUDA_R_16BF, qkv16.raw(), ws.raw(), out16.raw());
     }), fwd_flops);
   }
   CUBLAS_CHECK(cublasDestroy(handle));

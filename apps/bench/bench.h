@@ -11,11 +11,14 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
+
+#include "engine/tensor.h"
 
 namespace ddpm::bench {
 
@@ -77,6 +80,9 @@ struct Options {
   int64_t batch = 128;
   bool skip_naive = false;
 };
+
+// The bits of a bf16 tensor, as the kernels' bf16 entries take them.
+inline uint16_t* bf16_bits(const Tensor& t) { return reinterpret_cast<uint16_t*>(t.raw()); }
 
 // The sections; each adds its rows.
 void bench_convolutions(const Options& o, Timer& timer, Report& report);

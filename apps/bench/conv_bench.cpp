@@ -195,7 +195,6 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
     // On bf16 activations (activations: bf16): v4 and the engine's cuDNN path given bf16 x,
     // y and dy as they are, as cuDNN bf16 alone is below; only the weights are converted
     // inside the time (and, for cuDNN, transposed; a padded x staged).
-    const auto bits = [](const Tensor& t) { return reinterpret_cast<uint16_t*>(t.raw()); };
     for (const cuda::ConvAlgo algo : {cuda::ConvAlgo::Bf16TensorCore, cuda::ConvAlgo::CudnnBf16}) {
       const char* v = algo == cuda::ConvAlgo::Bf16TensorCore
                           ? "v4 bf16, bf16 activations"
@@ -206,15 +205,15 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
       const Tensor ws = Tensor::empty(Shape{std::max<int64_t>(1, ws_floats)}, DType::F32,
                                       Device::CUDA);
       add_flops("conv2d fwd", shape, v, timer.median_ms([&] {
-        cuda::conv2d_forward(s, bits(x16), w.data<float>(), nullptr, bits(y16), algo,
+        cuda::conv2d_forward(s, bf16_bits(x16), w.data<float>(), nullptr, bf16_bits(y16), algo,
                              ws.data<float>(), nullptr, nullptr);
       }), flops);
       add_flops("conv2d dgrad", shape, v, timer.median_ms([&] {
-        cuda::conv2d_backward(s, bits(x16), w.data<float>(), bits(y16), bits(dx16), nullptr,
-                              nullptr, algo, ws.data<float>());
+        cuda::conv2d_backward(s, bf16_bits(x16), w.data<float>(), bf16_bits(y16),
+                              bf16_bits(dx16), nullptr, nullptr, algo, ws.data<float>());
       }), flops);
       add_flops("conv2d wgrad", shape, v, timer.median_ms([&] {
-        cuda::conv2d_backward(s, bits(x16), w.data<float>(), bits(y16), nullptr,
+        cuda::conv2d_backward(s, bf16_bits(x16), w.data<float>(), bf16_bits(y16), nullptr,
                               dw.data<float>(), nullptr, algo, ws.data<float>());
       }), flops);
     }
