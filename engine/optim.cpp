@@ -4,6 +4,7 @@
 
 #include "engine/op_profile.h"
 #include "engine/ops.h"
+#include "engine/weight_copy.h"
 #include "kernels/cpu/optim.h"
 #include "kernels/optim_math.h"
 
@@ -175,10 +176,15 @@ void AdamW::launch(const AdamWParams& p, Ema* ema, int64_t ema_index, const Step
   OpTimer timer(ema ? "AdamW + EMA" : "AdamW", on_gpu(flat));
   if (on_gpu(flat)) {
 #if DDPM_WITH_CUDA
+    // the bf16 copy of the weights, when kept (engine/weight_copy.h), written in the same pass
+    uint16_t* const copy = bf16_copy_to_update(flat);
     cuda::adamw_step(flat.numel(), p, flat.data<float>(), store_.flat_grad().data<float>(),
-                     m_.data<float>(), v_.data<float>(), ema_decay, ema_weights, gate, inputs);
+                     m_.data<float>(), v_.data<float>(), ema_decay, ema_weights, gate, inputs,
+                     copy);
+    wrote_with_copy(flat);
 #endif
   } else {
+    flat.impl().storage->note_write();
     cpu::adamw_step(flat.numel(), p, flat.data<float>(), store_.flat_grad().data<float>(),
                     m_.data<float>(), v_.data<float>(), ema_decay, ema_weights, gate);
   }

@@ -133,9 +133,13 @@ void Tensor::copy_from(const Tensor& src) const {
         "copy_from: destination " << describe() << " and source " << src.describe()
                                   << " differ in shape or dtype");
   device_copy(raw(), device(), src.raw(), src.device(), nbytes());
+  impl().storage->note_write();
 }
 
-void Tensor::zero() const { device_zero(raw(), device(), nbytes()); }
+void Tensor::zero() const {
+  device_zero(raw(), device(), nbytes());
+  impl().storage->note_write();
+}
 
 Tensor& Tensor::set_requires_grad(bool on) {
   TensorImpl& t = impl();

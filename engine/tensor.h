@@ -10,6 +10,7 @@
 // except for parameters, whose grads are windows on the flat gradient buffer.
 #pragma once
 
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -33,10 +34,28 @@ class Storage {
   size_t bytes() const { return bytes_; }
   Device device() const { return device_; }
 
+  // Writes, counted so that a copy derived from the contents knows when it is stale
+  // (engine/weight_copy.h): Tensor::copy_from and zero, the in-place ops (accumulate,
+  // scale_in_place) and the optimiser advance it. Any other kernel that writes a buffer which
+  // may have a derived copy (the flat parameters) through a raw pointer must call
+  // note_write() too, or the copy would go on serving old values.
+  uint64_t version() const { return version_; }
+  void note_write() { ++version_; }
+
+  // A bf16 copy of f32 contents (engine/weight_copy.h: the weights' copy under precision
+  // bf16), and the version it was made at; bits is null when there is none.
+  struct Bf16Copy {
+    std::shared_ptr<Storage> bits;
+    uint64_t version = 0;
+  };
+  Bf16Copy& bf16_copy() { return bf16_copy_; }
+
  private:
   Device device_;
   size_t bytes_;
   void* data_;
+  uint64_t version_ = 0;
+  Bf16Copy bf16_copy_;
 };
 
 struct TensorImpl;

@@ -10,7 +10,9 @@
 // library's. And the model FLOP utilisation: the step's matrix-product FLOPs (counted by the
 // ops in an eager step, engine/flops.h: ~4.8 TFLOP at batch 128) per second, as a fraction of
 // the device's dense peak for the precision (bf16 tensor cores, or fp32 FMA). The bf16 rows
-// also with bf16 activations (activations: bf16) on v4. And the peak GPU memory of the
+// also with bf16 activations (activations: bf16) on v4, and that eager step once more with
+// the weights' bf16 copy dropped (each product converting its weights, as before the copy:
+// engine/weight_copy.h), the copy's gain. And the peak GPU memory of the
 // steps (the caching allocator's, from the run's construction on: weights, moments, EMA,
 // activations, workspaces; cuBLAS's and cuDNN's own not included).
 #include <cstdio>
@@ -21,6 +23,7 @@
 #include "engine/device.h"
 #include "engine/file_io.h"
 #include "engine/flops.h"
+#include "engine/weight_copy.h"
 #include "models/config_reader.h"
 #include "models/unet/image_train.h"
 
@@ -31,12 +34,14 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
     const char* precision;
     bool cudnn, graph;
     bool bf16_activations = false;
+    bool weight_copy = true;  // the run's bf16 copy of the weights (bf16 only) kept
   };
   std::vector<Variant> variants;
   for (const char* precision : {"fp32", "bf16"})
     for (const bool cudnn : {false, true})
       for (const bool graph : {false, true}) variants.push_back({precision, cudnn, graph});
   for (const bool graph : {false, true}) variants.push_back({"bf16", false, graph, true});
+  variants.push_back({"bf16", false, false, true, false});
   uint64_t step_flops = 0;  // counted in an eager step; a replayed graph runs no op to count
   for (const Variant& v : variants) {
     nlohmann::json j = load_json_file(std::string(DDPM_SOURCE_DIR) + "/configs/cifar10_ddpm.json");
@@ -49,6 +54,7 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
           std::string("out_dir=/tmp/kernel-bench-step")})
       apply_override(j, kv);
     ImageRun run(read_image_train_config(j, "configs/cifar10_ddpm.json (kernel-bench step)"));
+    if (!v.weight_copy) drop_bf16_copy(run.store().flat_data());
     cuda_reset_peak_bytes_in_use();  // the weights, moments and EMA in use; then the steps'
     const double ms = timer.median_ms([&] { run.step(); }, 4, 10);
     const double peak_gib = cuda_peak_bytes_in_use() / double(1 << 30);
@@ -62,7 +68,8 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
                   static_cast<long long>(o.batch));
     const std::string variant = std::string(v.graph ? "CUDA graph " : "eager ") + v.precision +
                                 (v.cudnn ? ", cuDNN convolutions" : "") +
-                                (v.bf16_activations ? ", bf16 activations" : "");
+                                (v.bf16_activations ? ", bf16 activations" : "") +
+                                (v.weight_copy ? "" : ", no weight copy");
     Row& r = report.add_rate("training step", shape, variant, ms, o.batch / (ms * 1e-3), "img/s");
     const double tflops = step_flops / (ms * 1e-3) * 1e-12;
     const double peak = std::string(v.precision) == "bf16" ? report.peaks().bf16_tflops

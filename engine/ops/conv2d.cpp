@@ -2,6 +2,7 @@
 #include "engine/flops.h"
 #include "engine/ops.h"
 #include "engine/ops/op_util.h"
+#include "engine/weight_copy.h"
 #include "kernels/cpu/conv2d.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu_fast/conv2d.h"
@@ -143,7 +144,8 @@ Tensor conv2d_add_bf16(const Tensor& x, const Tensor& w, const Tensor& b,
         const Tensor ws = detail::cuda_workspace(cuda::conv2d_forward_workspace(s, cuda_algo()));
         cuda::conv2d_forward(s, bf16_bits(x), w.data<float>(), ptr_or_null<float>(b),
                              bf16_bits(y), cuda_algo(), ptr_or_null<float>(ws),
-                             ptr_or_null<float>(v), r.defined() ? bf16_bits(r) : nullptr));
+                             ptr_or_null<float>(v), r.defined() ? bf16_bits(r) : nullptr,
+                             bf16_copy_of(w)));
   }
   if (should_record({x, w, b, v, r})) {
     tape().record("conv2d", {y}, [s, bs, x, w, gx = grad_ref(x), gw = grad_ref(w),
@@ -161,7 +163,8 @@ Tensor conv2d_add_bf16(const Tensor& x, const Tensor& w, const Tensor& b,
               detail::cuda_workspace(cuda::conv2d_backward_workspace(s, cuda_algo()));
           cuda::conv2d_backward(s, bf16_bits(x), w.data<float>(), bf16_bits(g[0]),
                                 dx.defined() ? bf16_bits(dx) : nullptr, ptr_or_null<float>(dw),
-                                ptr_or_null<float>(db), cuda_algo(), ptr_or_null<float>(ws)));
+                                ptr_or_null<float>(db), cuda_algo(), ptr_or_null<float>(ws),
+                                bf16_copy_of(w)));
     });
   }
   return y;
@@ -203,7 +206,7 @@ Tensor conv2d_add(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2
         const Tensor ws = detail::cuda_workspace(cuda::conv2d_forward_workspace(s, cuda_algo()));
         cuda::conv2d_forward(s, x.data<float>(), w.data<float>(), ptr_or_null<float>(b),
                              y.data<float>(), cuda_algo(), ptr_or_null<float>(ws),
-                             ptr_or_null<float>(v), ptr_or_null<float>(r)));
+                             ptr_or_null<float>(v), ptr_or_null<float>(r), bf16_copy_of(w)));
   });
   if (should_record({x, w, b, v, r})) {
     tape().record("conv2d", {y}, [s, bs, x, w, gx = grad_ref(x), gw = grad_ref(w),
@@ -247,7 +250,8 @@ Tensor conv2d_add(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2
                 workspace ? cuda::conv2d_backward_workspace(s, cuda_algo()) : 0);
             cuda::conv2d_backward(s, x.data<float>(), w.data<float>(), g[0].data<float>(),
                                   ptr_or_null<float>(dx), ptr_or_null<float>(dw),
-                                  ptr_or_null<float>(db), cuda_algo(), ptr_or_null<float>(ws)));
+                                  ptr_or_null<float>(db), cuda_algo(), ptr_or_null<float>(ws),
+                                  bf16_copy_of(w)));
       });
     });
   }

@@ -9,6 +9,7 @@ namespace ddpm {
 using detail::dispatch;
 
 void accumulate(const Tensor& dst, const Tensor& src, double alpha) {
+  dst.impl().storage->note_write();  // a derived copy of dst's buffer is stale after this
   if (detail::any_bf16({dst, src})) {  // a bf16 gradient, or an f32 one receiving bf16
     CHECK(dst.shape() == src.shape() && dst.device() == src.device() &&
               dst.dtype() != DType::F64 && src.dtype() != DType::F64,
@@ -92,6 +93,7 @@ Tensor mul(const Tensor& a, const Tensor& b) {
 
 void scale_in_place(const Tensor& x, double s) {
   detail::check_float("scale_in_place", "x", x);
+  x.impl().storage->note_write();
   dispatch("scale_in_place", x, [&](auto tag) {  // y[i] = s x[i] reads before it writes
     using T = decltype(tag);
     cpu::scale_forward<T>(x.numel(), static_cast<T>(s), x.data<T>(), x.data<T>());

@@ -2,6 +2,7 @@
 #include "engine/flops.h"
 #include "engine/ops.h"
 #include "engine/ops/op_util.h"
+#include "engine/weight_copy.h"
 #include "kernels/cpu/linear.h"
 #include "kernels/cpu_fast/linear.h"
 #include "kernels/cuda/linear.cuh"
@@ -62,7 +63,7 @@ Tensor linear_bf16_activations(const Tensor& x, const Tensor& w, const Tensor& b
     DDPM_CUDA_ONLY(
         const Tensor ws = detail::cuda_workspace(cuda::linear_bf16_activations_forward_workspace(s));
         cuda::linear_bf16_forward(s, bf16_bits(x), w.data<float>(), ptr_or_null<float>(b),
-                                  bf16_bits(y), ws.data<float>()));
+                                  bf16_bits(y), ws.data<float>(), bf16_copy_of(w)));
   }
   if (should_record({x, w, b})) {
     tape().record("linear", {y}, [s, x, w, gx = grad_ref(x), gw = grad_ref(w),
@@ -76,7 +77,7 @@ Tensor linear_bf16_activations(const Tensor& x, const Tensor& w, const Tensor& b
           cuda::linear_bf16_backward(s, bf16_bits(x), w.data<float>(), bf16_bits(g[0]),
                                      dx.defined() ? bf16_bits(dx) : nullptr,
                                      ptr_or_null<float>(dw), ptr_or_null<float>(db),
-                                     ws.data<float>()));
+                                     ws.data<float>(), bf16_copy_of(w)));
     });
   }
   return y;
@@ -114,7 +115,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
         if (gpu_bf16) {
           const Tensor ws = detail::cuda_workspace(cuda::linear_bf16_forward_workspace(s));
           cuda::linear_bf16_forward(s, x.data<float>(), w.data<float>(), ptr_or_null<float>(b),
-                                    y.data<float>(), ws.data<float>());
+                                    y.data<float>(), ws.data<float>(), bf16_copy_of(w));
         } else {
           cuda::linear_forward(s, xo.data<float>(), wo.data<float>(), ptr_or_null<float>(b),
                                y.data<float>(), tf32_gemm(x));
@@ -153,7 +154,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
                 cuda::linear_bf16_backward(s, xa.data<float>(), wa.data<float>(),
                                            ga.data<float>(), ptr_or_null<float>(dxa),
                                            ptr_or_null<float>(dwa), ptr_or_null<float>(dba),
-                                           ws.data<float>());
+                                           ws.data<float>(), bf16_copy_of(w));
               } else {
                 const Tensor ws = detail::cuda_workspace(
                     dba.defined() ? cuda::linear_backward_workspace(s) : 0);

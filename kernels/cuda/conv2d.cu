@@ -309,15 +309,16 @@ ConvAlgo resolve(const Conv2dShape& s, ConvAlgo a, ConvPass pass) {
 // (false, nothing run, for the other algos). A: the activations' storage.
 template <class A>
 bool auto_backward(const Conv2dShape& s, const A* x, const float* w, const A* dy, A* dx,
-                   float* dw, float* db, ConvAlgo algo, float* workspace) {
+                   float* dw, float* db, ConvAlgo algo, float* workspace,
+                   const uint16_t* w_bf16) {
   if (!is_auto(algo)) return false;
   const ConvAlgo d = resolve(s, algo, ConvPass::Dgrad);
   const ConvAlgo w_algo = resolve(s, algo, ConvPass::Wgrad);
   if (d == w_algo) {
-    conv2d_backward(s, x, w, dy, dx, dw, db, d, workspace);
+    conv2d_backward(s, x, w, dy, dx, dw, db, d, workspace, w_bf16);
     return true;
   }
-  if (dx) conv2d_backward(s, x, w, dy, dx, nullptr, nullptr, d, workspace);
+  if (dx) conv2d_backward(s, x, w, dy, dx, nullptr, nullptr, d, workspace, w_bf16);
   if (dw || db) conv2d_backward(s, x, w, dy, nullptr, dw, db, w_algo, workspace);
   return true;
 }
@@ -356,12 +357,13 @@ int64_t conv2d_forward_workspace(const Conv2dShape& s, ConvAlgo algo) {
 
 void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const float* b,
                     float* y, ConvAlgo algo, float* workspace, const float* per_sample,
-                    const float* residual) {
+                    const float* residual, const uint16_t* w_bf16) {
   algo = resolve(s, algo, ConvPass::Forward);
   if (is_cudnn(algo))
-    return conv2d_cudnn_forward(s, x, w, b, y, cudnn_math(algo), workspace, per_sample, residual);
+    return conv2d_cudnn_forward(s, x, w, b, y, cudnn_math(algo), workspace, per_sample, residual,
+                                w_bf16);
   if (algo == ConvAlgo::Bf16TensorCore)
-    return conv2d_bf16_forward(s, x, w, b, y, workspace, per_sample, residual);
+    return conv2d_bf16_forward(s, x, w, b, y, workspace, per_sample, residual, w_bf16);
   const int64_t oh_n = s.out_h(), ow_n = s.out_w();
   const int64_t m = s.n * oh_n * ow_n, k = static_cast<int64_t>(s.kh) * s.kw * s.c_in;
   gemm(algo, m, s.c_out, k, Im2col{s, oh_n, ow_n, x}, Dense{w, s.c_out}, b, y, false);
@@ -385,17 +387,18 @@ int64_t conv2d_backward_workspace(const Conv2dShape& s, ConvAlgo algo) {
 }
 
 void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const float* dy,
-                     float* dx, float* dw, float* db, ConvAlgo algo, float* workspace) {
-  if (auto_backward(s, x, w, dy, dx, dw, db, algo, workspace)) return;
+                     float* dx, float* dw, float* db, ConvAlgo algo, float* workspace,
+                     const uint16_t* w_bf16) {
+  if (auto_backward(s, x, w, dy, dx, dw, db, algo, workspace, w_bf16)) return;
   algo = resolve(s, algo, ConvPass::Dgrad);
   if (is_cudnn(algo)) {
-    conv2d_cudnn_backward(s, x, w, dy, dx, dw, cudnn_math(algo), workspace);
+    conv2d_cudnn_backward(s, x, w, dy, dx, dw, cudnn_math(algo), workspace, w_bf16);
     if (db)
       bias_gradient(s, dy, db, workspace, conv2d_cudnn_backward_workspace(s, cudnn_math(algo)));
     return;
   }
   if (algo == ConvAlgo::Bf16TensorCore) {
-    conv2d_bf16_backward(s, x, w, dy, dx, dw, workspace);
+    conv2d_bf16_backward(s, x, w, dy, dx, dw, workspace, w_bf16);
     if (db) bias_gradient(s, dy, db, workspace, conv2d_bf16_backward_workspace(s));
     return;
   }
@@ -418,27 +421,27 @@ bool conv2d_reads_bf16(ConvAlgo algo) {
 
 void conv2d_forward(const Conv2dShape& s, const uint16_t* x, const float* w, const float* b,
                     uint16_t* y, ConvAlgo algo, float* workspace, const float* per_sample,
-                    const uint16_t* residual) {
+                    const uint16_t* residual, const uint16_t* w_bf16) {
   CHECK(conv2d_reads_bf16(algo), conv_algo_name(algo) << " does not read bf16 activations");
   algo = resolve(s, algo, ConvPass::Forward);
   if (is_cudnn(algo))
-    return conv2d_cudnn_forward(s, x, w, b, y, workspace, per_sample, residual);
-  conv2d_bf16_forward(s, x, w, b, y, workspace, per_sample, residual);
+    return conv2d_cudnn_forward(s, x, w, b, y, workspace, per_sample, residual, w_bf16);
+  conv2d_bf16_forward(s, x, w, b, y, workspace, per_sample, residual, w_bf16);
 }
 
 void conv2d_backward(const Conv2dShape& s, const uint16_t* x, const float* w,
                      const uint16_t* dy, uint16_t* dx, float* dw, float* db, ConvAlgo algo,
-                     float* workspace) {
+                     float* workspace, const uint16_t* w_bf16) {
   CHECK(conv2d_reads_bf16(algo), conv_algo_name(algo) << " does not read bf16 activations");
-  if (auto_backward(s, x, w, dy, dx, dw, db, algo, workspace)) return;
+  if (auto_backward(s, x, w, dy, dx, dw, db, algo, workspace, w_bf16)) return;
   algo = resolve(s, algo, ConvPass::Dgrad);
   if (is_cudnn(algo)) {
-    conv2d_cudnn_backward(s, x, w, dy, dx, dw, workspace);
+    conv2d_cudnn_backward(s, x, w, dy, dx, dw, workspace, w_bf16);
     if (db)
       bias_gradient(s, dy, db, workspace, conv2d_cudnn_backward_workspace(s, CudnnMath::Bf16));
     return;
   }
-  conv2d_bf16_backward(s, x, w, dy, dx, dw, db, workspace);
+  conv2d_bf16_backward(s, x, w, dy, dx, dw, db, workspace, w_bf16);
 }
 
 }  // namespace ddpm::cuda

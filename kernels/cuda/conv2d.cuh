@@ -39,16 +39,20 @@ bool conv2d_dgrad_uses_workspace(ConvAlgo algo);
 // y = conv + b + per_sample[n] + residual, each addend optional: per_sample (N, Cout),
 // residual (N, OH, OW, Cout); v4 adds them in its epilogue, cuDNN's path in one pass after
 // the library's output, v1-v3 in separate passes.
+// w_bf16 (every entry): bf16(w), the weights' copy (engine/weight_copy.h), which the bf16
+// maths (v4, cuDNN bf16) read instead of rounding w at each call; the others ignore it.
 int64_t conv2d_forward_workspace(const Conv2dShape& s, ConvAlgo algo);
 void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const float* b,
                     float* y, ConvAlgo algo, float* workspace = nullptr,
-                    const float* per_sample = nullptr, const float* residual = nullptr);
+                    const float* per_sample = nullptr, const float* residual = nullptr,
+                    const uint16_t* w_bf16 = nullptr);
 // Any of dx, dw, db may be null. db uses the deterministic column sum of elementwise.cu.
 // workspace: null, or conv2d_backward_workspace(s, algo) floats, which lets the tiled wgrad
 // split its long reduction over more blocks (deterministic split-K; conv2d.cu); v4 needs it.
 int64_t conv2d_backward_workspace(const Conv2dShape& s, ConvAlgo algo);
 void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const float* dy,
-                     float* dx, float* dw, float* db, ConvAlgo algo, float* workspace = nullptr);
+                     float* dx, float* dw, float* db, ConvAlgo algo, float* workspace = nullptr,
+                     const uint16_t* w_bf16 = nullptr);
 
 // bf16 activations (bits: x, y, the residual, dy, dx; w, b, per_sample, dw, db fp32), for the
 // algos whose math is bf16 (conv2d_reads_bf16): v4, cuDNN bf16 (v4 where cuDNN cannot run the
@@ -56,9 +60,9 @@ void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const
 bool conv2d_reads_bf16(ConvAlgo algo);
 void conv2d_forward(const Conv2dShape& s, const uint16_t* x, const float* w, const float* b,
                     uint16_t* y, ConvAlgo algo, float* workspace, const float* per_sample,
-                    const uint16_t* residual);
+                    const uint16_t* residual, const uint16_t* w_bf16 = nullptr);
 void conv2d_backward(const Conv2dShape& s, const uint16_t* x, const float* w,
                      const uint16_t* dy, uint16_t* dx, float* dw, float* db, ConvAlgo algo,
-                     float* workspace);
+                     float* workspace, const uint16_t* w_bf16 = nullptr);
 
 }  // namespace ddpm::cuda

@@ -20,7 +20,9 @@
 // (conversion kernels below: rounded to nearest even, channels padded with zeros to a
 // multiple of 8 so that every 16-byte chunk is whole and aligned; the forward weights also
 // transposed to (Cout, KH*KW*Cin8), K-major). This is what PyTorch's autocast does at every
-// op; with bf16 activations end to end the conversions of x and dy disappear. Products of
+// op; with bf16 activations end to end the conversions of x and dy disappear, and with the
+// weights' bf16 copy (engine/weight_copy.h, given as w_bf16) so does w's: the forward only
+// transposes it, the dgrad reads it in place (Cout a multiple of 8) or pads it. Products of
 // two bf16 values are exact in fp32 and are summed in fp32, so the result equals an fp32
 // convolution of the rounded operands up to the order of the sums.
 //
@@ -556,13 +558,16 @@ __global__ void to_bf16_padded(int64_t rows, int64_t c, int64_t c8, const S* src
   }
 }
 
-// w8t (Cout, taps * Cin8) = bf16(w (taps, Cin, Cout)) transposed, input channels padded.
+// w8t (Cout, taps * Cin8) = bf16(w (taps, Cin, Cout)) transposed, input channels padded; w
+// fp32, or bf16 already (the weights' copy: then the bits are moved, not rounded).
 // Reads are strided (a weight tensor is at most a few MB; a tiled transpose would coalesce).
+template <class S>
 __global__ void weights_to_bf16_transposed(int64_t taps, int64_t c_in, int64_t c8, int64_t c_out,
-                                           const float* w, bf16_bits* w8t) {
+                                           const S* w, bf16_bits* w8t) {
   DDPM_GRID_STRIDE(i, c_out * taps * c8) {
     const int64_t co = i / (taps * c8), rest = i % (taps * c8), tap = rest / c8, ci = rest % c8;
-    w8t[i] = ci < c_in ? bf16_bits_from_float(w[(tap * c_in + ci) * c_out + co]) : bf16_bits{0};
+    w8t[i] = ci < c_in ? bf16_bits_from_float(load(w, (tap * c_in + ci) * c_out + co))
+                       : bf16_bits{0};
   }
 }
 
@@ -748,16 +753,28 @@ const bf16_bits* operand(int64_t rows, int64_t c, const float* src, bf16_bits* s
   return staged;
 }
 
-// Both entries, for either storage of the activations A (float, or bf16 bits).
+template <class S>
+void transpose_weights(const Conv2dShape& s, const S* w, bf16_bits* w8t) {
+  const int64_t c8 = round_up8(s.c_in);
+  DDPM_LAUNCH(weights_to_bf16_transposed<S>, grid_for(s.c_out * taps(s) * c8), kThreads)(
+      taps(s), s.c_in, c8, s.c_out, w, w8t);
+}
+
+// Both entries, for either storage of the activations A (float, or bf16 bits). w_bf16: the
+// weights' bf16 copy (engine/weight_copy.h) or null: then w is rounded here.
 template <class A>
 void forward(const Conv2dShape& s, const A* x, const float* w, const float* b, A* y,
-             float* workspace, const float* per_sample, const A* residual) {
+             float* workspace, const float* per_sample, const A* residual,
+             const bf16_bits* w_bf16) {
   CHECK(workspace != nullptr, "the bf16 convolution needs conv2d_bf16_forward_workspace floats");
   const ForwardBuffers buf(s, workspace);
   const int64_t c8 = round_up8(s.c_in), oh_n = s.out_h(), ow_n = s.out_w();
   const bf16_bits* x8 = operand(s.n * s.h * s.w, s.c_in, x, buf.x8);
-  DDPM_LAUNCH(weights_to_bf16_transposed, grid_for(s.c_out * taps(s) * c8), kThreads)(
-      taps(s), s.c_in, c8, s.c_out, w, buf.w8t);
+  if (w_bf16) {
+    transpose_weights(s, w_bf16, buf.w8t);
+  } else {
+    transpose_weights(s, w, buf.w8t);
+  }
   const Gemm g = forward_gemm(s);
   const ForwardA a{s, oh_n, ow_n, g.m, static_cast<int>(c8), x8};
   const ForwardB wt{s.c_out, g.k, buf.w8t};
@@ -767,17 +784,19 @@ void forward(const Conv2dShape& s, const A* x, const float* w, const float* b, A
 
 template <class A>
 void backward(const Conv2dShape& s, const A* x, const float* w, const A* dy, A* dx, float* dw,
-              const BackwardBuffers& buf) {
+              const BackwardBuffers& buf, const bf16_bits* w_bf16) {
   if (!dx && !dw) return;
   CHECK(buf.placed, "the bf16 convolution needs conv2d_bf16_backward_workspace floats");
   const int64_t oh_n = s.out_h(), ow_n = s.out_w(), ci8 = round_up8(s.c_in),
                 co8 = round_up8(s.c_out);
   const bf16_bits* dy8 = operand(s.n * oh_n * ow_n, s.c_out, dy, buf.dy8);
   if (dx) {
-    convert(taps(s) * s.c_in, s.c_out, w, buf.w8);
+    // w (taps * Cin, Cout8): the weights' copy read in place when Cout is a multiple of 8
+    const bf16_bits* w8 = w_bf16 ? operand(taps(s) * s.c_in, s.c_out, w_bf16, buf.w8)
+                                 : operand(taps(s) * s.c_in, s.c_out, w, buf.w8);
     const Gemm g = dgrad_gemm(s);
     run_gemm(g, DgradA{s, oh_n, ow_n, g.m, static_cast<int>(co8), dy8},
-             DgradB{s, static_cast<int>(co8), buf.w8}, Accumulate<A>{dx, s.c_in}, buf.planes);
+             DgradB{s, static_cast<int>(co8), w8}, Accumulate<A>{dx, s.c_in}, buf.planes);
   }
   if (dw) {
     const bf16_bits* x8 = operand(s.n * s.h * s.w, s.c_in, x, buf.x8);
@@ -802,26 +821,26 @@ int64_t conv2d_bf16_backward_workspace(const Conv2dShape& s) {
 
 void conv2d_bf16_forward(const Conv2dShape& s, const float* x, const float* w, const float* b,
                          float* y, float* workspace, const float* per_sample,
-                         const float* residual) {
-  forward(s, x, w, b, y, workspace, per_sample, residual);
+                         const float* residual, const uint16_t* w_bf16) {
+  forward(s, x, w, b, y, workspace, per_sample, residual, w_bf16);
 }
 
 void conv2d_bf16_forward(const Conv2dShape& s, const uint16_t* x, const float* w, const float* b,
                          uint16_t* y, float* workspace, const float* per_sample,
-                         const uint16_t* residual) {
-  forward(s, x, w, b, y, workspace, per_sample, residual);
+                         const uint16_t* residual, const uint16_t* w_bf16) {
+  forward(s, x, w, b, y, workspace, per_sample, residual, w_bf16);
 }
 
 void conv2d_bf16_backward(const Conv2dShape& s, const float* x, const float* w, const float* dy,
-                          float* dx, float* dw, float* workspace) {
-  backward(s, x, w, dy, dx, dw, BackwardBuffers(s, workspace));
+                          float* dx, float* dw, float* workspace, const uint16_t* w_bf16) {
+  backward(s, x, w, dy, dx, dw, BackwardBuffers(s, workspace), w_bf16);
 }
 
 void conv2d_bf16_backward(const Conv2dShape& s, const uint16_t* x, const float* w,
                           const uint16_t* dy, uint16_t* dx, float* dw, float* db,
-                          float* workspace) {
+                          float* workspace, const uint16_t* w_bf16) {
   const BackwardBuffers buf(s, workspace);
-  backward(s, x, w, dy, dx, dw, buf);
+  backward(s, x, w, dy, dx, dw, buf, w_bf16);
   if (db) broadcast_add_backward(bias_rows(s), dy, db, buf.bias_sums);
 }
 

@@ -22,12 +22,15 @@ Bf16Tiles conv2d_bf16_tiles();
 int64_t conv2d_bf16_forward_workspace(const Conv2dShape& s);
 // y = conv + b + per_sample[n] + residual (the optional addends as in conv2d.cuh), added in
 // fp32 in the epilogue before the single store.
+// w_bf16 (every entry): bf16(w) already, the weights' copy (engine/weight_copy.h), read
+// instead of rounding w (the dgrad reads it in place when Cout is a multiple of 8); or null.
 void conv2d_bf16_forward(const Conv2dShape& s, const float* x, const float* w, const float* b,
                          float* y, float* workspace, const float* per_sample = nullptr,
-                         const float* residual = nullptr);
+                         const float* residual = nullptr, const uint16_t* w_bf16 = nullptr);
 int64_t conv2d_bf16_backward_workspace(const Conv2dShape& s);
 void conv2d_bf16_backward(const Conv2dShape& s, const float* x, const float* w, const float* dy,
-                          float* dx, float* dw, float* workspace);
+                          float* dx, float* dw, float* workspace,
+                          const uint16_t* w_bf16 = nullptr);
 
 // bf16 activations (engine activation dtype bf16): x, y, the residual, dy and dx as bf16
 // bits (kernels/bf16.h); w, b, the per-sample addend, dw and db in fp32. An activation whose
@@ -37,9 +40,9 @@ void conv2d_bf16_backward(const Conv2dShape& s, const float* x, const float* w, 
 // functions above size these too.
 void conv2d_bf16_forward(const Conv2dShape& s, const uint16_t* x, const float* w, const float* b,
                          uint16_t* y, float* workspace, const float* per_sample = nullptr,
-                         const uint16_t* residual = nullptr);
+                         const uint16_t* residual = nullptr, const uint16_t* w_bf16 = nullptr);
 void conv2d_bf16_backward(const Conv2dShape& s, const uint16_t* x, const float* w,
                           const uint16_t* dy, uint16_t* dx, float* dw, float* db,
-                          float* workspace);
+                          float* workspace, const uint16_t* w_bf16 = nullptr);
 
 }  // namespace ddpm::cuda

@@ -401,16 +401,29 @@ const void* staged_input(const Conv2dShape& s, const Plan& p, const A* x, T* out
   return out;
 }
 
+// cuDNN's filter (Cout, KH, KW, Cin) of storage T = w (KH*KW*Cin, Cout) transposed: from the
+// weights' bf16 copy when T is bf16 and there is one (bits moved, not rounded), else from w.
+template <class T>
+void stage_weights(const Conv2dShape& s, const float* w, const uint16_t* w_bf16, T* wc) {
+  const int64_t k = static_cast<int64_t>(s.kh) * s.kw * s.c_in;
+  if constexpr (sizeof(T) == 2) {
+    if (w_bf16) return transpose<uint16_t, T, false>(k, s.c_out, w_bf16, wc);
+  }
+  transpose<float, T, false>(k, s.c_out, w, wc);
+}
+
 // T: the storage cuDNN reads and writes (float, or bf16 bits); A: the activations' (x, y,
 // the residual, dy, dx), float or, for bf16 activations, bf16 bits (then T is too).
+// w_bf16: the weights' bf16 copy (engine/weight_copy.h), or null.
 template <class T, class A>
 void forward(const Conv2dShape& s, const Plan& p, const A* x, const float* w, const float* b,
-             A* y, float* workspace, const float* per_sample, const A* residual) {
+             A* y, float* workspace, const float* per_sample, const A* residual,
+             const uint16_t* w_bf16) {
   constexpr bool kBf16 = sizeof(T) == 2;
   const Layout l = layout<T>(s, p);
   const void* xc = staged_input(s, p, x, at<T>(workspace, l.x));
   T* wc = at<T>(workspace, l.w);
-  transpose<float, T, false>(static_cast<int64_t>(s.kh) * s.kw * s.c_in, s.c_out, w, wc);
+  stage_weights(s, w, w_bf16, wc);
   T* yc = kBf16 ? at<T>(workspace, l.y) : reinterpret_cast<T*>(y);
   const float one = 1.0f, zero = 0.0f;
   DDPM_CUDNN(cudnnConvolutionForward(handle(), &one, p.x, xc, p.w, wc, p.conv, p.fwd,
@@ -424,7 +437,7 @@ void forward(const Conv2dShape& s, const Plan& p, const A* x, const float* w, co
 
 template <class T, class A>
 void backward(const Conv2dShape& s, const Plan& p, const A* x, const float* w, const A* dy,
-              A* dx, float* dw, float* workspace) {
+              A* dx, float* dw, float* workspace, const uint16_t* w_bf16) {
   constexpr bool kBf16 = sizeof(T) == 2;
   const Layout l = layout<T>(s, p);
   const int64_t k = static_cast<int64_t>(s.kh) * s.kw * s.c_in;
@@ -437,7 +450,7 @@ void backward(const Conv2dShape& s, const Plan& p, const A* x, const float* w, c
   const float one = 1.0f, zero = 0.0f;
   if (dx) {
     T* wc = at<T>(workspace, l.w);
-    transpose<float, T, false>(k, s.c_out, w, wc);
+    stage_weights(s, w, w_bf16, wc);
     // Into dx directly (cuDNN accumulates, beta 1: rounded once, into bf16 dx too) when x
     // is not staged; else into the staged input's gradient, cropped and added onto dx.
     const bool direct = !stages<T, A>(p);
@@ -476,35 +489,37 @@ int64_t conv2d_cudnn_backward_workspace(const Conv2dShape& s, CudnnMath math) {
 
 void conv2d_cudnn_forward(const Conv2dShape& s, const float* x, const float* w, const float* b,
                           float* y, CudnnMath math, float* workspace, const float* per_sample,
-                          const float* residual) {
+                          const float* residual, const uint16_t* w_bf16) {
   const Plan& p = supported_plan(s, math);
   if (math == CudnnMath::Bf16)
-    forward<uint16_t>(s, p, x, w, b, y, workspace, per_sample, residual);
+    forward<uint16_t>(s, p, x, w, b, y, workspace, per_sample, residual, w_bf16);
   else
-    forward<float>(s, p, x, w, b, y, workspace, per_sample, residual);
+    forward<float>(s, p, x, w, b, y, workspace, per_sample, residual, w_bf16);
 }
 
 void conv2d_cudnn_forward(const Conv2dShape& s, const uint16_t* x, const float* w,
                           const float* b, uint16_t* y, float* workspace, const float* per_sample,
-                          const uint16_t* residual) {
+                          const uint16_t* residual, const uint16_t* w_bf16) {
   forward<uint16_t>(s, supported_plan(s, CudnnMath::Bf16), x, w, b, y, workspace, per_sample,
-                    residual);
+                    residual, w_bf16);
 }
 
 void conv2d_cudnn_backward(const Conv2dShape& s, const float* x, const float* w, const float* dy,
-                           float* dx, float* dw, CudnnMath math, float* workspace) {
+                           float* dx, float* dw, CudnnMath math, float* workspace,
+                           const uint16_t* w_bf16) {
   if (!dx && !dw) return;
   const Plan& p = supported_plan(s, math);
   if (math == CudnnMath::Bf16)
-    backward<uint16_t>(s, p, x, w, dy, dx, dw, workspace);
+    backward<uint16_t>(s, p, x, w, dy, dx, dw, workspace, w_bf16);
   else
-    backward<float>(s, p, x, w, dy, dx, dw, workspace);
+    backward<float>(s, p, x, w, dy, dx, dw, workspace, w_bf16);
 }
 
 void conv2d_cudnn_backward(const Conv2dShape& s, const uint16_t* x, const float* w,
-                           const uint16_t* dy, uint16_t* dx, float* dw, float* workspace) {
+                           const uint16_t* dy, uint16_t* dx, float* dw, float* workspace,
+                           const uint16_t* w_bf16) {
   if (!dx && !dw) return;
-  backward<uint16_t>(s, supported_plan(s, CudnnMath::Bf16), x, w, dy, dx, dw, workspace);
+  backward<uint16_t>(s, supported_plan(s, CudnnMath::Bf16), x, w, dy, dx, dw, workspace, w_bf16);
 }
 
 }  // namespace ddpm::cuda

@@ -26,13 +26,16 @@ int64_t conv2d_cudnn_forward_workspace(const Conv2dShape& s, CudnnMath math);
 int64_t conv2d_cudnn_backward_workspace(const Conv2dShape& s, CudnnMath math);
 
 // y = conv(x, w) + b + per_sample[n] + residual, each addend optional, added in fp32 after
-// cuDNN's output (one pass).
+// cuDNN's output (one pass). w_bf16 (every entry): bf16(w), the weights' copy
+// (engine/weight_copy.h), transposed into cuDNN's filter in place of w in CudnnMath::Bf16;
+// or null.
 void conv2d_cudnn_forward(const Conv2dShape& s, const float* x, const float* w, const float* b,
                           float* y, CudnnMath math, float* workspace, const float* per_sample,
-                          const float* residual);
+                          const float* residual, const uint16_t* w_bf16 = nullptr);
 // dx += dgrad, dw += wgrad (either may be null); the bias gradient is the caller's.
 void conv2d_cudnn_backward(const Conv2dShape& s, const float* x, const float* w, const float* dy,
-                           float* dx, float* dw, CudnnMath math, float* workspace);
+                           float* dx, float* dw, CudnnMath math, float* workspace,
+                           const uint16_t* w_bf16 = nullptr);
 
 // The same on bf16 activations (bits: x, y, the residual, dy, dx), in CudnnMath::Bf16: cuDNN
 // reads x and dy as they are (staged only for asymmetric padding), y = bf16(bf16(conv) +
@@ -41,8 +44,9 @@ void conv2d_cudnn_backward(const Conv2dShape& s, const float* x, const float* w,
 // Bf16) size these too.
 void conv2d_cudnn_forward(const Conv2dShape& s, const uint16_t* x, const float* w,
                           const float* b, uint16_t* y, float* workspace, const float* per_sample,
-                          const uint16_t* residual);
+                          const uint16_t* residual, const uint16_t* w_bf16 = nullptr);
 void conv2d_cudnn_backward(const Conv2dShape& s, const uint16_t* x, const float* w,
-                           const uint16_t* dy, uint16_t* dx, float* dw, float* workspace);
+                           const uint16_t* dy, uint16_t* dx, float* dw, float* workspace,
+                           const uint16_t* w_bf16 = nullptr);
 
 }  // namespace ddpm::cuda

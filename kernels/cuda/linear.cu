@@ -140,6 +140,10 @@ struct Bf16Workspace {
     next += floats(n) * 2;
     return out;
   }
+  // The weights' bf16 copy when the caller has one (engine/weight_copy.h), else converted.
+  const uint16_t* weights(const float* w, const uint16_t* w_bf16, int64_t n) {
+    return w_bf16 ? w_bf16 : convert(w, n);
+  }
 };
 
 BroadcastShape bias_shape(const LinearShape& s) { return BroadcastShape{1, s.m, s.n, false}; }
@@ -175,11 +179,11 @@ int64_t linear_bf16_forward_workspace(const LinearShape& s) {
 }
 
 void linear_bf16_forward(const LinearShape& s, const float* x, const float* w, const float* b,
-                         float* y, float* workspace) {
+                         float* y, float* workspace, const uint16_t* w_bf16) {
   if (s.m == 0 || s.n == 0) return;
   Bf16Workspace ws{reinterpret_cast<uint16_t*>(workspace)};
   const uint16_t* xb = ws.convert(x, s.m * s.k);
-  const uint16_t* wb = ws.convert(w, s.k * s.n);
+  const uint16_t* wb = ws.weights(w, w_bf16, s.k * s.n);
   forward_product(Operands::Bf16, s, xb, wb, y);
   if (b) broadcast_add_forward(bias_shape(s), y, b, y);
 }
@@ -190,11 +194,12 @@ int64_t linear_bf16_backward_workspace(const LinearShape& s) {
 }
 
 void linear_bf16_backward(const LinearShape& s, const float* x, const float* w, const float* dy,
-                          float* dx, float* dw, float* db, float* workspace) {
+                          float* dx, float* dw, float* db, float* workspace,
+                          const uint16_t* w_bf16) {
   if (s.m == 0 || s.n == 0) return;
   Bf16Workspace ws{reinterpret_cast<uint16_t*>(workspace)};
   const uint16_t* xb = dw ? ws.convert(x, s.m * s.k) : nullptr;
-  const uint16_t* wb = dx ? ws.convert(w, s.k * s.n) : nullptr;
+  const uint16_t* wb = dx ? ws.weights(w, w_bf16, s.k * s.n) : nullptr;
   const uint16_t* dyb = dx || dw ? ws.convert(dy, s.m * s.n) : nullptr;
   backward_products(Operands::Bf16, s, xb, wb, dyb, dx, dw);
   // the bias gradient sums the fp32 dy (it is no product), in the workspace after the copies
@@ -210,10 +215,10 @@ int64_t linear_bf16_activations_forward_workspace(const LinearShape& s) {
 }
 
 void linear_bf16_forward(const LinearShape& s, const uint16_t* x, const float* w, const float* b,
-                         uint16_t* y, float* workspace) {
+                         uint16_t* y, float* workspace, const uint16_t* w_bf16) {
   if (s.m == 0 || s.n == 0) return;
   Bf16Workspace ws{reinterpret_cast<uint16_t*>(workspace)};
-  const uint16_t* wb = ws.convert(w, s.k * s.n);
+  const uint16_t* wb = ws.weights(w, w_bf16, s.k * s.n);
   float* acc = reinterpret_cast<float*>(ws.next);
   forward_product(Operands::Bf16, s, x, wb, acc);
   DDPM_LAUNCH(add_bias_to_bf16, grid_for(s.m * s.n), kThreads)(s.m, s.n, acc, b, y);
@@ -225,10 +230,10 @@ int64_t linear_bf16_activations_backward_workspace(const LinearShape& s) {
 
 void linear_bf16_backward(const LinearShape& s, const uint16_t* x, const float* w,
                           const uint16_t* dy, uint16_t* dx, float* dw, float* db,
-                          float* workspace) {
+                          float* workspace, const uint16_t* w_bf16) {
   if (s.m == 0 || s.n == 0) return;
   Bf16Workspace ws{reinterpret_cast<uint16_t*>(workspace)};
-  const uint16_t* wb = ws.convert(w, s.k * s.n);
+  const uint16_t* wb = dx ? ws.weights(w, w_bf16, s.k * s.n) : nullptr;
   float* const acc = reinterpret_cast<float*>(ws.next);  // dx's products, (m, k) fp32
   float* const sums = acc + s.m * s.k;                     // the bias gradient's column sums
   if (dx) {

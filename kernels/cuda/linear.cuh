@@ -21,23 +21,25 @@ void linear_backward(const LinearShape& s, const float* x, const float* w, const
 
 // bf16 operands on tensor cores (engine precision bf16): x, w and dy converted to bf16 in the
 // workspace (the *_workspace functions' floats, not null), products summed in fp32 into fp32
-// y, dx, dw (cublasGemmEx). db is summed from the fp32 dy.
+// y, dx, dw (cublasGemmEx). db is summed from the fp32 dy. w_bf16, when given: bf16(w)
+// already (the weights' copy, engine/weight_copy.h), read instead of converting w.
 int64_t linear_bf16_forward_workspace(const LinearShape& s);
 void linear_bf16_forward(const LinearShape& s, const float* x, const float* w, const float* b,
-                         float* y, float* workspace);
+                         float* y, float* workspace, const uint16_t* w_bf16 = nullptr);
 int64_t linear_bf16_backward_workspace(const LinearShape& s);
 void linear_bf16_backward(const LinearShape& s, const float* x, const float* w, const float* dy,
-                          float* dx, float* dw, float* db, float* workspace);
+                          float* dx, float* dw, float* db, float* workspace,
+                          const uint16_t* w_bf16 = nullptr);
 
 // bf16 activations (engine activation dtype bf16): x, y, dy and dx as bf16 bits, read as they
-// are; w converted, the products summed in fp32 into the workspace, then y = bf16(sum + b)
+// are; w converted (or its w_bf16 read), the products summed in fp32 into the workspace, then y = bf16(sum + b)
 // and dx = bf16(float(dx) + sum), each rounded once; dw and db (from the bf16 dy) in fp32.
 int64_t linear_bf16_activations_forward_workspace(const LinearShape& s);
 void linear_bf16_forward(const LinearShape& s, const uint16_t* x, const float* w, const float* b,
-                         uint16_t* y, float* workspace);
+                         uint16_t* y, float* workspace, const uint16_t* w_bf16 = nullptr);
 int64_t linear_bf16_activations_backward_workspace(const LinearShape& s);
 void linear_bf16_backward(const LinearShape& s, const uint16_t* x, const float* w,
                           const uint16_t* dy, uint16_t* dx, float* dw, float* db,
-                          float* workspace);
+                          float* workspace, const uint16_t* w_bf16 = nullptr);
 
 }  // namespace ddpm::cuda

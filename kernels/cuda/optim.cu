@@ -6,18 +6,21 @@
 #include "engine/cuda_check.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/optim.cuh"
+#include "kernels/bf16.h"
 #include "kernels/optim_math.h"
 
 namespace ddpm::cuda {
 
 namespace {
 
-// One thread per element (grid-stride): AdamW, then the EMA when ema is given. With a gate,
+// One thread per element (grid-stride): AdamW, then the EMA when ema is given, and the bf16
+// copy of the new weight when param_bf16 is (2 more bytes written per parameter, against
+// the 4 + 2 per weight tensor and pass that converting at each product costs). With a gate,
 // every thread reads the same 48 bytes (one broadcast load per warp, cached); the same for
-// the 16 bytes of step inputs.
+// the 16 bytes of step inputs. A refused step writes nothing: the copy stays bf16(param).
 __global__ void adamw_kernel(int64_t n, AdamWParams p, float* param, const float* grad, float* m,
                              float* v, float ema_decay, float* ema, const StepGate* gate,
-                             const StepInputs* inputs) {
+                             const StepInputs* inputs, uint16_t* param_bf16) {
   if (gate && gate->applied == 0) return;
   const float scale = gate ? static_cast<float>(gate->clip_scale) : 1.0f;
   AdamWParams q = gated_params(p, gate);
@@ -32,6 +35,7 @@ __global__ void adamw_kernel(int64_t n, AdamWParams p, float* param, const float
     m[i] = mi;
     v[i] = vi;
     param[i] = pi;
+    if (param_bf16) param_bf16[i] = bf16_bits_from_float(pi);
     if (ema) ema[i] = ema_element(ema_decay, ema[i], pi);
   }
 }
@@ -87,10 +91,10 @@ __global__ void step_summary_kernel(int64_t n, const T* per_sample, const T* los
 
 void adamw_step(int64_t n, const AdamWParams& p, float* param, const float* grad, float* m,
                 float* v, float ema_decay, float* ema, const StepGate* gate,
-                const StepInputs* inputs) {
+                const StepInputs* inputs, uint16_t* param_bf16) {
   if (n == 0) return;
   DDPM_LAUNCH(adamw_kernel, grid_for(n), kThreads)(n, p, param, grad, m, v, ema_decay, ema, gate,
-                                                   inputs);
+                                                   inputs, param_bf16);
 }
 
 template <typename T>

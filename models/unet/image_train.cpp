@@ -18,6 +18,7 @@
 #include "engine/flops.h"
 #include "engine/op_profile.h"
 #include "engine/safetensors.h"
+#include "engine/weight_copy.h"
 #include "models/data/cifar10.h"
 #include "models/data/fashion_mnist.h"
 #include "models/data/synthetic_images.h"
@@ -189,6 +190,10 @@ ImageRun::ImageRun(const ImageTrainConfig& c, bool with_data) : config_(c) {
                          << "and EMA need " << need / (1 << 30) << " GiB, the " << device_name(c.device)
                          << " has " << static_cast<double>(have) / (1 << 30) << " GiB");
   store_.finalize(c.device, DType::F32, c.trainer.seed);
+  // Under bf16 on the GPU every product reads the weights in bf16: one copy, kept fresh by
+  // AdamW's pass (and refreshed after any other write), instead of a conversion per call.
+  if (c.device == Device::CUDA && c.precision == Precision::BF16)
+    keep_bf16_copy(store_.flat_data());
   trainer_ = std::make_unique<DiffusionTrainer>(store_, c.trainer);
   if (with_data)
     batcher_ = std::make_unique<ImageBatcher>(open_dataset(c, "train"), c.batch_size, c.trainer.seed,
