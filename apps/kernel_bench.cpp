@@ -10,11 +10,14 @@
 // launches, bytes, GB/s, fraction of peak bandwidth), linear (the model's linear layers in
 // fp32, TF32 and bf16 through cuBLAS, TFLOP/s), step (the whole training step, eager and as
 // one CUDA graph, fp32 and bf16: ms, img/s, launches). Timing method: apps/bench/bench.h.
-// Output: a table, and JSON with --json. Without a GPU it says so and exits 0.
+// Output: a table, and JSON with --json. Without a GPU it says so and exits 0. A section
+// that fails is named (stderr, and "failed_sections" in the JSON) after the others ran, and
+// the exit status is then 1.
 #include <cstdio>
 #include <cstring>
 #include <set>
 #include <string>
+#include <utility>
 
 #include "engine/check.h"
 #include "engine/device.h"
@@ -51,17 +54,29 @@ int run(int argc, char** argv) {
               peaks.bandwidth_gbs, peaks.l2_bytes / 1048576.0, static_cast<long long>(o.batch));
   Timer timer(peaks.l2_bytes);
   Report report(peaks);
-  if (sections.count("conv")) bench_convolutions(o, timer, report);
-  if (sections.count("memory")) bench_memory_bound(o, timer, report);
-  if (sections.count("attention")) bench_attention(o, timer, report);
-  if (sections.count("loss")) bench_loss(o, timer, report);
-  if (sections.count("linear")) bench_linear(o, timer, report);
-  if (sections.count("step")) bench_training_step(o, timer, report);
+  // A section that fails (a library's error status, a check) is named and the others still
+  // run: one broken row must not cost a GPU session the rest of its figures. A CUDA error
+  // that poisons the context fails every later section too, each saying so.
+  using Section = void (*)(const Options&, Timer&, Report&);
+  const std::pair<const char*, Section> order[] = {
+      {"conv", bench_convolutions}, {"memory", bench_memory_bound}, {"attention", bench_attention},
+      {"loss", bench_loss},         {"linear", bench_linear},       {"step", bench_training_step}};
+  nlohmann::json failed = nlohmann::json::object();
+  for (const auto& [name, section] : order) {
+    if (!sections.count(name)) continue;
+    try {
+      section(o, timer, report);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "kernel-bench: section %s failed: %s\n", name, e.what());
+      failed[name] = e.what();
+    }
+  }
   report.print();
   nlohmann::json out = report.json();
   out["batch"] = o.batch;
+  if (!failed.empty()) out["failed_sections"] = failed;
   if (!json_path.empty()) write_file_atomic(json_path, out.dump(2) + "\n");
-  return 0;
+  return failed.empty() ? 0 : 1;
 }
 
 }  // namespace
