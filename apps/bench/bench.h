@@ -33,7 +33,9 @@ Peaks device_peaks();
 
 class Timer {
  public:
-  explicit Timer(size_t l2_bytes);
+  // smoke: every median_ms runs its function once, untimed warm-ups skipped (kernel-bench
+  // --smoke and tests/test_bench_smoke.cpp: every row runs, no figure is worth reading).
+  explicit Timer(size_t l2_bytes, bool smoke = false);
   ~Timer();
   Timer(const Timer&) = delete;
   Timer& operator=(const Timer&) = delete;
@@ -43,6 +45,7 @@ class Timer {
  private:
   void* flush_ = nullptr;
   size_t flush_bytes_;
+  bool smoke_;
   cudaEvent_t start_, stop_;
 };
 
@@ -57,6 +60,7 @@ struct Row {
 class Report {
  public:
   explicit Report(const Peaks& peaks) : peaks_(peaks) {}
+  // Each add returns the new row, valid until the next add (the rows may move then).
   // flops / ms as TFLOP/s and the fraction of the peak of the variant's arithmetic (its name
   // says "bf16" or "TF32" for tensor cores; FP32 FMA otherwise).
   Row& add_flops(const std::string& kernel, const std::string& shape, const std::string& variant,
@@ -79,6 +83,7 @@ class Report {
 struct Options {
   int64_t batch = 128;
   bool skip_naive = false;
+  bool smoke = false;  // small shapes where a section has them, one run per row (Timer)
 };
 
 // The bits of a bf16 tensor, as the kernels' bf16 entries take them.
