@@ -2,7 +2,11 @@
 // cuDNN / cuBLAS, and the fused diffusion loss against its unfused chain.
 //
 //   kernel-bench [all|conv|memory|attention|loss|linear|step]... [--json FILE] [--batch N]
-//                [--skip-naive]
+//                [--skip-naive] [--smoke]
+//
+// --smoke: one run per row (its time not worth reading), and small shapes where a section
+// has them (attention, loss): checks that every row runs before a GPU session spends its
+// minutes on it.
 //
 // Sections (apps/bench/): conv (both versions vs cuDNN, TFLOP/s), memory (group norm, SiLU,
 // upsample, GB/s), attention (straightforward vs fused vs a cuBLAS GEMM floor, TFLOP/s),
@@ -39,11 +43,12 @@ int run(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
     else if (!std::strcmp(argv[i], "--batch") && i + 1 < argc) o.batch = std::stoll(argv[++i]);
     else if (!std::strcmp(argv[i], "--skip-naive")) o.skip_naive = true;
+    else if (!std::strcmp(argv[i], "--smoke")) o.smoke = true;
     else if (known.count(argv[i])) sections.insert(argv[i]);
     else
       THROW_ERROR("kernel-bench: unknown argument '"
                   << argv[i] << "' (sections: all conv memory attention loss linear step; options: --json "
-                                "FILE, --batch N, --skip-naive)");
+                                "FILE, --batch N, --skip-naive, --smoke)");
   }
   if (sections.empty() || sections.count("all"))
     sections = {"conv", "memory", "attention", "loss", "linear", "step"};
@@ -52,7 +57,7 @@ int run(int argc, char** argv) {
               "%.0f GB/s  L2 %.0f MiB  batch %lld\n",
               peaks.name.c_str(), peaks.fp32_tflops, peaks.tf32_tflops, peaks.bf16_tflops,
               peaks.bandwidth_gbs, peaks.l2_bytes / 1048576.0, static_cast<long long>(o.batch));
-  Timer timer(peaks.l2_bytes);
+  Timer timer(peaks.l2_bytes, o.smoke);
   Report report(peaks);
   // A section that fails (a library's error status, a check) is named and the others still
   // run: one broken row must not cost a GPU session the rest of its figures. A CUDA error

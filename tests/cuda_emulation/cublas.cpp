@@ -36,12 +36,17 @@ namespace {
 
 float element(const float* p, size_t i) { return p[i]; }
 float element(const uint16_t* p, size_t i) { return ddpm::float_from_bf16_bits(p[i]); }
+void put(float* p, size_t i, double v) { p[i] = static_cast<float>(v); }
+void put(uint16_t* p, size_t i, double v) {  // rounded once, to nearest even
+  p[i] = ddpm::bf16_bits_from_float(static_cast<float>(v));
+}
 
-// C (m x n) = alpha op(A) op(B) + beta C for operands of element type T (float or bf16 bits).
-template <class T>
+// C (m x n) = alpha op(A) op(B) + beta C for operands of element type T (float or bf16 bits)
+// and C of type O (float, or bf16 bits: the sum rounded to float, then to bf16).
+template <class T, class O = float>
 cublasStatus_t gemm(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb,
                     int m, int n, int k, float alpha, const T* A, int lda, const T* B, int ldb,
-                    float beta, float* C, int ldc) {
+                    float beta, O* C, int ldc) {
   if (handle == nullptr) return CUBLAS_STATUS_NOT_INITIALIZED;
   cuda_emu::note_stream(handle->stream);
   // cuBLAS's rules: the leading dimension covers the stored rows of each operand.
@@ -57,7 +62,7 @@ cublasStatus_t gemm(cublasHandle_t handle, cublasOperation_t transa, cublasOpera
   };
   if ((k > 0 && (!cuda_emu::device_accessible(A, extent(lda, a_rows, a_cols, sizeof(T))) ||
                  !cuda_emu::device_accessible(B, extent(ldb, b_rows, b_cols, sizeof(T))))) ||
-      !cuda_emu::device_accessible(C, extent(ldc, m, n, sizeof(float))))
+      !cuda_emu::device_accessible(C, extent(ldc, m, n, sizeof(O))))
     return CUBLAS_STATUS_EXECUTION_FAILED;
   // The product itself: run now, or recorded by a capture of the handle's stream and run by
   // each launch of its graph (cuBLAS calls are captured like kernels on a GPU).
@@ -72,10 +77,11 @@ cublasStatus_t gemm(cublasHandle_t handle, cublasOperation_t transa, cublasOpera
                                                 : element(B, j + static_cast<size_t>(p) * ldb);
           acc += static_cast<double>(a) * b;
         }
-        float& c = C[i + static_cast<size_t>(j) * ldc];
+        const size_t at = i + static_cast<size_t>(j) * ldc;
         // beta = 0 must not read C (it may hold NaNs, as fresh device memory does here)
-        c = static_cast<float>(alpha * acc +
-                               (beta == 0.0f ? 0.0 : static_cast<double>(beta) * c));
+        put(C, at, static_cast<float>(alpha * acc + (beta == 0.0f ? 0.0
+                                                     : static_cast<double>(beta) *
+                                                           element(C, at))));
       }
     }
   };
@@ -108,6 +114,37 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa,
                 static_cast<const uint16_t*>(B), ldb, b, c, ldc);
   return gemm(handle, transa, transb, m, n, k, a, static_cast<const float*>(A), lda,
               static_cast<const float*>(B), ldb, b, c, ldc);
+}
+
+cublasStatus_t cublasGemmStridedBatchedEx(
+    cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb, int m, int n, int k,
+    const void* alpha, const void* A, cudaDataType Atype, int lda, long long strideA,
+    const void* B, cudaDataType Btype, int ldb, long long strideB, const void* beta, void* C,
+    cudaDataType Ctype, int ldc, long long strideC, int batchCount,
+    cublasComputeType_t computeType, cublasGemmAlgo_t) {
+  if (Atype != Btype || computeType != CUBLAS_COMPUTE_32F ||
+      (Atype != CUDA_R_32F && Atype != CUDA_R_16BF) || (Ctype != CUDA_R_32F && Ctype != Atype))
+    return CUBLAS_STATUS_NOT_SUPPORTED;
+  if (batchCount < 0) return CUBLAS_STATUS_INVALID_VALUE;
+  const float a = *static_cast<const float*>(alpha), b = *static_cast<const float*>(beta);
+  const size_t in = Atype == CUDA_R_16BF ? 2 : 4, out = Ctype == CUDA_R_16BF ? 2 : 4;
+  for (int i = 0; i < batchCount; ++i) {  // each product as GemmEx's, one after the other
+    const void* Ai = static_cast<const char*>(A) + i * strideA * static_cast<long long>(in);
+    const void* Bi = static_cast<const char*>(B) + i * strideB * static_cast<long long>(in);
+    void* Ci = static_cast<char*>(C) + i * strideC * static_cast<long long>(out);
+    cublasStatus_t s;
+    if (Atype == CUDA_R_32F)
+      s = gemm(handle, transa, transb, m, n, k, a, static_cast<const float*>(Ai), lda,
+               static_cast<const float*>(Bi), ldb, b, static_cast<float*>(Ci), ldc);
+    else if (Ctype == CUDA_R_32F)
+      s = gemm(handle, transa, transb, m, n, k, a, static_cast<const uint16_t*>(Ai), lda,
+               static_cast<const uint16_t*>(Bi), ldb, b, static_cast<float*>(Ci), ldc);
+    else
+      s = gemm(handle, transa, transb, m, n, k, a, static_cast<const uint16_t*>(Ai), lda,
+               static_cast<const uint16_t*>(Bi), ldb, b, static_cast<uint16_t*>(Ci), ldc);
+    if (s != CUBLAS_STATUS_SUCCESS) return s;
+  }
+  return CUBLAS_STATUS_SUCCESS;
 }
 
 const char* cublasGetStatusName(cublasStatus_t status) {

@@ -1,5 +1,6 @@
 // cuBLAS, emulated: the calls kernels/cuda/linear.cu makes (handle, math mode, SGEMM, and
-// GemmEx on bf16 operands with fp32 accumulation), with cuBLAS's argument checks, so the
+// GemmEx on bf16 operands with fp32 accumulation), and kernel-bench's strided-batched GEMM
+// floor for attention, with cuBLAS's argument checks, so the
 // transposition logic of our row-major linear layer runs and is checked without a GPU. Both
 // products are the column-major definition, summed in double and rounded once (the real
 // library's order is its own; tests bound the difference). The TF32 math mode is recorded,
@@ -44,5 +45,13 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa,
                             cudaDataType Btype, int ldb, const void* beta, void* C,
                             cudaDataType Ctype, int ldc, cublasComputeType_t computeType,
                             cublasGemmAlgo_t algo);
+// batchCount products, operand i at A + i strideA (elements), ...; emulated: A and B both
+// CUDA_R_32F or both CUDA_R_16BF, C CUDA_R_32F or A's type (bf16: rounded once), fp32 compute.
+cublasStatus_t cublasGemmStridedBatchedEx(
+    cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb, int m, int n, int k,
+    const void* alpha, const void* A, cudaDataType Atype, int lda, long long strideA,
+    const void* B, cudaDataType Btype, int ldb, long long strideB, const void* beta, void* C,
+    cudaDataType Ctype, int ldc, long long strideC, int batchCount,
+    cublasComputeType_t computeType, cublasGemmAlgo_t algo);
 const char* cublasGetStatusName(cublasStatus_t status);
 const char* cublasGetStatusString(cublasStatus_t status);

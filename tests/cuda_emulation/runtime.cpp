@@ -212,6 +212,8 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
   prop->major = 9;
   prop->minor = 0;
   prop->multiProcessorCount = cuda_emu::kSmCount;
+  prop->memoryBusWidth = 5120;        // an H100 SXM's, as the attributes below
+  prop->l2CacheSize = 50 * 1024 * 1024;
   return cudaSuccess;
 }
 

@@ -84,6 +84,8 @@ struct cudaDeviceProp {
   int maxThreadsPerBlock;
   int major, minor;
   int multiProcessorCount;
+  int memoryBusWidth;  // bits
+  int l2CacheSize;     // bytes
 };
 
 cudaError_t cudaGetDeviceCount(int* count);
