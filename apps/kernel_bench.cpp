@@ -5,8 +5,8 @@
 //                [--skip-naive] [--smoke]
 //
 // --smoke: one run per row (its time not worth reading), and small shapes where a section
-// has them (attention, loss): checks that every row runs before a GPU session spends its
-// minutes on it.
+// has them (conv, attention, loss): checks that every row runs before a GPU session spends
+// its minutes on it.
 //
 // Sections (apps/bench/): conv (both versions vs cuDNN, TFLOP/s), memory (group norm, SiLU,
 // upsample, GB/s), attention (straightforward vs fused vs a cuBLAS GEMM floor, TFLOP/s),

@@ -1,13 +1,13 @@
 // kernel-bench's sections run through once (Timer smoke mode: one run per row, batch 1,
 // small shapes where the section has them): attention (every engine kernel, the bf16 flash
 // pair on bf16 tensors and both cuBLAS floors; the variants the report's cuDNN comparison
-// joins on, scripts/attention_reference.py, among them), the memory-bound kernels, the
-// linear layers through cuBLAS and the fused loss against its unfused chain. Every row
-// runs and yields a finite, positive time. On the CPU emulation in CI, so a bench row that
-// would fail (a library's refusal, a bad argument) fails here and not in a GPU session's
-// few minutes. (conv, whose naive v1 and cuDNN calls at CIFAR-10 shapes take the emulation
-// minutes, and step, a whole CIFAR-10 model, are left to the GPU.) Skips without a GPU.
-// Figures: none worth reading.
+// joins on, scripts/attention_reference.py, among them), the convolutions (v1-v4, cuDNN in
+// three maths, the engine on cuDNN, bf16 activations; small shapes of the model's kinds of
+// layer), the memory-bound kernels, the linear layers through cuBLAS and the fused loss
+// against its unfused chain. Every row runs and yields a finite, positive time. On the CPU
+// emulation in CI, so a bench row that would fail (a library's refusal, a bad argument)
+// fails here and not in a GPU session's few minutes. (step, a whole CIFAR-10 model, is left
+// to the GPU.) Skips without a GPU. Figures: none worth reading.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -52,6 +52,16 @@ TEST(BenchSmoke, EveryAttentionRowRuns) {
   EXPECT_EQ(rows["attention fwd / cuBLAS GEMMs only"], 2);
   EXPECT_EQ(rows["attention fwd / cuBLAS bf16 GEMMs only"], 2);
   EXPECT_EQ(rows.size(), 10u) << "rows other than these ten per shape";
+}
+
+TEST(BenchSmoke, EveryConvolutionRowRuns) {
+  REQUIRE_GPU();
+  const std::map<std::string, int> rows = run_section(bench::bench_convolutions);
+  for (const char* kernel : {"conv2d fwd", "conv2d dgrad", "conv2d wgrad"})
+    for (const char* variant : {"v4 bf16, bf16 activations",
+                                "engine on cuDNN bf16, bf16 activations (+ glue)"})
+      EXPECT_EQ(rows.count(std::string(kernel) + " / " + variant), 1u) << kernel << " / " << variant;
+  EXPECT_GE(rows.size(), 20u) << "a conv section with few rows";
 }
 
 TEST(BenchSmoke, EveryMemoryLinearAndLossRowRuns) {
