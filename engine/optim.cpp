@@ -174,20 +174,20 @@ void AdamW::launch(const AdamWParams& p, Ema* ema, int64_t ema_index, const Step
   const float ema_decay = ema ? ema->decay_at(ema_index) : 0.0f;
   float* const ema_weights = ema ? ema->weights().data<float>() : nullptr;
   OpTimer timer(ema ? "AdamW + EMA" : "AdamW", on_gpu(flat));
-  if (on_gpu(flat)) {
+  // the bf16 copy of the weights, when kept (engine/weight_copy.h; GPU only), written in the
+  // same pass
+  write_with_copy(flat, [&](uint16_t* copy) {
+    if (on_gpu(flat)) {
 #if DDPM_WITH_CUDA
-    // the bf16 copy of the weights, when kept (engine/weight_copy.h), written in the same pass
-    uint16_t* const copy = bf16_copy_to_update(flat);
-    cuda::adamw_step(flat.numel(), p, flat.data<float>(), store_.flat_grad().data<float>(),
-                     m_.data<float>(), v_.data<float>(), ema_decay, ema_weights, gate, inputs,
-                     copy);
-    wrote_with_copy(flat);
+      cuda::adamw_step(flat.numel(), p, flat.data<float>(), store_.flat_grad().data<float>(),
+                       m_.data<float>(), v_.data<float>(), ema_decay, ema_weights, gate, inputs,
+                       copy);
 #endif
-  } else {
-    flat.impl().storage->note_write();
-    cpu::adamw_step(flat.numel(), p, flat.data<float>(), store_.flat_grad().data<float>(),
-                    m_.data<float>(), v_.data<float>(), ema_decay, ema_weights, gate);
-  }
+    } else {
+      cpu::adamw_step(flat.numel(), p, flat.data<float>(), store_.flat_grad().data<float>(),
+                      m_.data<float>(), v_.data<float>(), ema_decay, ema_weights, gate);
+    }
+  });
 }
 
 StepGate summary_gate(const std::vector<double>& summary) {

@@ -56,17 +56,14 @@ const uint16_t* bf16_copy_of(const Tensor& t) {
   return static_cast<const uint16_t*>(fresh(s).bits->data()) + t.impl().offset / sizeof(float);
 }
 
-uint16_t* bf16_copy_to_update(const Tensor& flat) {
-  if (!has_bf16_copy(flat)) return nullptr;
-  CHECK(flat.impl().offset == 0 && flat.nbytes() == storage_of(flat).bytes(),
-        "bf16_copy_to_update: " << flat.describe() << " is a window, not the whole buffer");
-  return static_cast<uint16_t*>(fresh(storage_of(flat)).bits->data());
-}
-
-void wrote_with_copy(const Tensor& flat) {
+void write_with_copy(const Tensor& flat, const std::function<void(uint16_t* copy)>& write) {
   Storage& s = storage_of(flat);
+  const bool copy = s.bf16_copy().bits != nullptr;
+  CHECK(!copy || (flat.impl().offset == 0 && flat.nbytes() == s.bytes()),
+        "write_with_copy: " << flat.describe() << " is a window, not the whole buffer");
+  write(copy ? static_cast<uint16_t*>(fresh(s).bits->data()) : nullptr);
   s.note_write();
-  if (s.bf16_copy().bits) s.bf16_copy().version = s.version();
+  if (copy) s.bf16_copy().version = s.version();
 }
 
 }  // namespace ddpm

@@ -18,6 +18,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 
 #include "engine/tensor.h"
 
@@ -33,10 +34,9 @@ void drop_bf16_copy(const Tensor& flat);
 // bf16(t) for a window t on a buffer with a copy (refreshed first if stale); null otherwise.
 const uint16_t* bf16_copy_of(const Tensor& t);
 
-// For a kernel that writes the buffer and its copy in one pass (AdamW): the copy of `flat`'s
-// whole buffer, fresh (so elements the kernel leaves alone stay right), or null when none.
-// After the launch, call wrote_with_copy(flat): it counts the write and keeps the copy fresh.
-uint16_t* bf16_copy_to_update(const Tensor& flat);
-void wrote_with_copy(const Tensor& flat);
+// A write of the whole buffer `flat` that also writes its copy in the same pass (AdamW):
+// `write` gets the copy, fresh (so elements it leaves alone stay right), or null when there
+// is none; afterwards the write is counted and the copy stays fresh.
+void write_with_copy(const Tensor& flat, const std::function<void(uint16_t* copy)>& write);
 
 }  // namespace ddpm

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "engine/ops.h"
+#include "engine/ops/op_util.h"
 #include "engine/optim.h"
 #include "engine/parameters.h"
 #include "engine/weight_copy.h"
@@ -24,6 +25,8 @@
 
 namespace ddpm {
 namespace {
+
+using detail::bf16_bits;  // a bf16 tensor's bits, as the kernels' bf16 entries take them
 
 std::vector<uint16_t> device_bits(const uint16_t* p, int64_t n) {
   std::vector<uint16_t> out(static_cast<size_t>(n));
@@ -149,10 +152,9 @@ TEST(CudaWeightCopy, KernelsReadingItGiveTheBitsOfRoundingTheWeights) {
           const Tensor dx = Tensor::zeros(xs, act, Device::CUDA);
           const Tensor dw = Tensor::zeros(w.shape(), DType::F32, Device::CUDA);
           if (act == DType::BF16) {
-            const auto bits = [](const Tensor& t) { return static_cast<uint16_t*>(t.raw()); };
-            cuda::conv2d_forward(s, bits(x), w.data<float>(), nullptr, bits(y), algo,
+            cuda::conv2d_forward(s, bf16_bits(x), w.data<float>(), nullptr, bf16_bits(y), algo,
                                  ws.data<float>(), nullptr, nullptr, wb);
-            cuda::conv2d_backward(s, bits(x), w.data<float>(), bits(dy), bits(dx),
+            cuda::conv2d_backward(s, bf16_bits(x), w.data<float>(), bf16_bits(dy), bf16_bits(dx),
                                   dw.data<float>(), nullptr, algo, ws.data<float>(), wb);
           } else {
             cuda::conv2d_forward(s, x.data<float>(), w.data<float>(), nullptr, y.data<float>(),
@@ -188,11 +190,10 @@ TEST(CudaWeightCopy, KernelsReadingItGiveTheBitsOfRoundingTheWeights) {
       const Tensor x16 = cast(lx, DType::BF16), dy16 = cast(ldy, DType::BF16);
       const Tensor y16 = Tensor::zeros(Shape{10, c_out}, DType::BF16, Device::CUDA);
       const Tensor dx16 = Tensor::zeros(Shape{10, 24}, DType::BF16, Device::CUDA);
-      const auto bits = [](const Tensor& t) { return static_cast<uint16_t*>(t.raw()); };
-      cuda::linear_bf16_forward(ls, bits(x16), lw.data<float>(), nullptr, bits(y16),
+      cuda::linear_bf16_forward(ls, bf16_bits(x16), lw.data<float>(), nullptr, bf16_bits(y16),
                                 ws.data<float>(), wb);
-      cuda::linear_bf16_backward(ls, bits(x16), lw.data<float>(), bits(dy16), bits(dx16),
-                                 nullptr, nullptr, ws.data<float>(), wb);
+      cuda::linear_bf16_backward(ls, bf16_bits(x16), lw.data<float>(), bf16_bits(dy16),
+                                 bf16_bits(dx16), nullptr, nullptr, ws.data<float>(), wb);
       for (const Tensor& t : {y, dx, y16, dx16})
         out[with_copy].push_back(cast(t, DType::F32).to(Device::CPU).to_vector<float>());
     }
