@@ -5,26 +5,28 @@
 // The same three GEMMs as v1-v3 (kernels/cuda/conv2d.cu has the algebra):
 //
 //   pass     C (M x N)                  A (M x K)               B (K x N)
-//   forward  y  (N*OH*OW x Cout)        im2col(x)  K-major      w^T          K-major
+//   forward  y  (N*OH*OW x Cout)        im2col(x)  K-major      w            MN-major
 //   dgrad    dx (N*H*W x Cin)           gather(dy) K-major      w (per tap)  K-major
 //   wgrad    dw (KH*KW*Cin8 x Cout8)    im2col(x)^T MN-major    dy           MN-major
 //
 // "K-major" means consecutive k are consecutive in memory (channels, in NHWC), so a 16-byte
 // cp.async carries 8 consecutive k of one row; "MN-major" means consecutive rows are (the
-// wgrad's reduction runs over pixels, which are never contiguous in NHWC). Each operand's
-// shared tile keeps its global layout, and ldmatrix, plain or .trans, turns either into the
-// fragments mma.sync wants. So there is one kernel, parameterised by two loaders and an
-// epilogue; the passes differ only in those.
+// wgrad's reduction runs over pixels, which are never contiguous in NHWC; the forward's B
+// is the weights (KH, KW, Cin, Cout) as they are stored, k = (kh, kw, ci) rows of Cout).
+// Each operand's shared tile keeps its global layout, and ldmatrix, plain or .trans, turns
+// either into the fragments mma.sync wants. So there is one kernel, parameterised by two
+// loaders and an epilogue; the passes differ only in those, and no operand is ever
+// transposed in memory.
 //
 // bf16 operands. The engine's tensors are fp32, so each call first converts its operands
 // (conversion kernels below: rounded to nearest even, channels padded with zeros to a
-// multiple of 8 so that every 16-byte chunk is whole and aligned; the forward weights also
-// transposed to (Cout, KH*KW*Cin8), K-major). This is what PyTorch's autocast does at every
-// op; with bf16 activations end to end the conversions of x and dy disappear, and with the
-// weights' bf16 copy (engine/weight_copy.h, given as w_bf16) so does w's: the forward only
-// transposes it, the dgrad reads it in place (Cout a multiple of 8) or pads it. Products of
-// two bf16 values are exact in fp32 and are summed in fp32, so the result equals an fp32
-// convolution of the rounded operands up to the order of the sums.
+// multiple of 8 so that every 16-byte chunk is whole and aligned). This is what PyTorch's
+// autocast does at every op; with bf16 activations end to end the conversions of x and dy
+// disappear, and with the weights' bf16 copy (engine/weight_copy.h, given as w_bf16) so do
+// w's: the forward and the dgrad read the copy in place (both of its channel counts a
+// multiple of 8: every layer of the CIFAR-10 model but the first and the last) or pad it.
+// Products of two bf16 values are exact in fp32 and are summed in fp32, so the result
+// equals an fp32 convolution of the rounded operands up to the order of the sums.
 //
 // Block: a 128x128 tile of C, 256 threads = 8 warps as 2 (m) x 4 (n), each warp 64x32 =
 // 4 x 4 mma tiles of 16x8 (64 fp32 accumulators per thread). K advances 32 per stage, two
@@ -64,6 +66,7 @@
 #include <map>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "engine/cuda_check.h"
@@ -220,26 +223,6 @@ struct ForwardA {
   __device__ const bf16_bits* base() const { return x8; }
 };
 
-// Forward B as (Cout rows) x (K) K-major: w8t (Cout, KH*KW*Cin8).
-struct ForwardB {
-  static constexpr bool kKMajor = true;
-  int64_t rows, k;
-  const bf16_bits* w8t;
-  struct State {
-    const bf16_bits* row[2];
-    int64_t k;
-  };
-  __device__ State start(const int64_t (&r)[2], int64_t k0) const {
-    return State{{r[0] < rows ? w8t + r[0] * k : nullptr, r[1] < rows ? w8t + r[1] * k : nullptr},
-                 k0};
-  }
-  __device__ const bf16_bits* chunk(const State& st, int j, int64_t k_end) const {
-    return st.row[j] && st.k < k_end ? st.row[j] + st.k : nullptr;
-  }
-  __device__ void advance(State& st) const { st.k += kBK; }
-  __device__ const bf16_bits* base() const { return w8t; }
-};
-
 // Dgrad A: the output gradient input pixel m = (n, ih, iw) received through tap (kh, kw),
 // channel co: dy8[n, oh, ow, co] where oh * stride = ih + pad_top - kh (zero if no such oh).
 struct DgradA {
@@ -364,11 +347,13 @@ struct WgradA {
   __device__ const bf16_bits* base() const { return x8; }
 };
 
-// Wgrad B, MN-major: dy8 (N*OH*OW pixels, Cout8), rows k = pixel.
-struct WgradB {
+// B, MN-major, of a dense row-major matrix: rows k of `cols` bf16 (a multiple of 8), the
+// column chunks at or past `cols` zeros. The wgrad's dy8 (N*OH*OW pixels, Cout8), and the
+// forward's w8 (KH*KW*Cin8, Cout8): the weights as they are stored, k = (kh, kw, ci).
+struct DenseRowsB {
   static constexpr bool kKMajor = false;
-  int64_t cols;  // Cout8
-  const bf16_bits* dy8;
+  int64_t cols;
+  const bf16_bits* rows;
   struct State {
     bool valid;
     int64_t col, p[2];
@@ -377,13 +362,13 @@ struct WgradB {
     return State{col < cols, col, {k0[0], k0[1]}};
   }
   __device__ const bf16_bits* chunk(const State& st, int j, int64_t k_end) const {
-    return st.valid && st.p[j] < k_end ? dy8 + st.p[j] * cols + st.col : nullptr;
+    return st.valid && st.p[j] < k_end ? rows + st.p[j] * cols + st.col : nullptr;
   }
   __device__ void advance(State& st) const {
     st.p[0] += kBK;
     st.p[1] += kBK;
   }
-  __device__ const bf16_bits* base() const { return dy8; }
+  __device__ const bf16_bits* base() const { return rows; }
 };
 
 // ---- epilogues: what happens to C[row][col] (in range) ----------------------------------
@@ -558,16 +543,15 @@ __global__ void to_bf16_padded(int64_t rows, int64_t c, int64_t c8, const S* src
   }
 }
 
-// w8t (Cout, taps * Cin8) = bf16(w (taps, Cin, Cout)) transposed, input channels padded; w
-// fp32, or bf16 already (the weights' copy: then the bits are moved, not rounded).
-// Reads are strided (a weight tensor is at most a few MB; a tiled transpose would coalesce).
+// w8 (taps, Cin8, Cout8) = bf16(w (taps, Cin, Cout)), both channel counts padded with zeros;
+// w fp32, or bf16 already (the weights' copy: then the bits are moved, not rounded).
 template <class S>
-__global__ void weights_to_bf16_transposed(int64_t taps, int64_t c_in, int64_t c8, int64_t c_out,
-                                           const S* w, bf16_bits* w8t) {
-  DDPM_GRID_STRIDE(i, c_out * taps * c8) {
-    const int64_t co = i / (taps * c8), rest = i % (taps * c8), tap = rest / c8, ci = rest % c8;
-    w8t[i] = ci < c_in ? bf16_bits_from_float(load(w, (tap * c_in + ci) * c_out + co))
-                       : bf16_bits{0};
+__global__ void weights_to_bf16_padded(int64_t taps, int64_t c_in, int64_t ci8, int64_t c_out,
+                                       int64_t co8, const S* w, bf16_bits* w8) {
+  DDPM_GRID_STRIDE(i, taps * ci8 * co8) {
+    const int64_t co = i % co8, ci = i / co8 % ci8, tap = i / (co8 * ci8);
+    w8[i] = ci < c_in && co < c_out ? bf16_bits_from_float(load(w, (tap * c_in + ci) * c_out + co))
+                                    : bf16_bits{0};
   }
 }
 
@@ -702,13 +686,13 @@ Gemm wgrad_gemm(const Conv2dShape& s) {
 
 // Both passes lay the workspace out the same way whether or not `base` is null (sizing).
 struct ForwardBuffers {
-  bf16_bits *x8, *w8t;
+  bf16_bits *x8, *w8;
   float* planes;
   int64_t floats;
   ForwardBuffers(const Conv2dShape& s, float* base) {
     Carve c(base);
     x8 = c.bf16(s.n * s.h * s.w * round_up8(s.c_in));
-    w8t = c.bf16(s.c_out * taps(s) * round_up8(s.c_in));
+    w8 = c.bf16(taps(s) * round_up8(s.c_in) * round_up8(s.c_out));
     planes = c.floats(forward_gemm(s).plane_floats());
     floats = c.used();
   }
@@ -753,11 +737,17 @@ const bf16_bits* operand(int64_t rows, int64_t c, const float* src, bf16_bits* s
   return staged;
 }
 
+// The forward's B, w8 (taps * Cin8, Cout8): the weights' copy in place when both channel
+// counts are multiples of 8 (its rows are then the GEMM's rows), anything else padded into
+// `staged`.
 template <class S>
-void transpose_weights(const Conv2dShape& s, const S* w, bf16_bits* w8t) {
-  const int64_t c8 = round_up8(s.c_in);
-  DDPM_LAUNCH(weights_to_bf16_transposed<S>, grid_for(s.c_out * taps(s) * c8), kThreads)(
-      taps(s), s.c_in, c8, s.c_out, w, w8t);
+const bf16_bits* forward_weights(const Conv2dShape& s, const S* w, bf16_bits* staged) {
+  if constexpr (std::is_same_v<S, bf16_bits>)
+    if (s.c_in % kChunk == 0 && s.c_out % kChunk == 0) return w;
+  const int64_t ci8 = round_up8(s.c_in), co8 = round_up8(s.c_out);
+  DDPM_LAUNCH(weights_to_bf16_padded<S>, grid_for(taps(s) * ci8 * co8), kThreads)(
+      taps(s), s.c_in, ci8, s.c_out, co8, w, staged);
+  return staged;
 }
 
 // Both entries, for either storage of the activations A (float, or bf16 bits). w_bf16: the
@@ -770,16 +760,12 @@ void forward(const Conv2dShape& s, const A* x, const float* w, const float* b, A
   const ForwardBuffers buf(s, workspace);
   const int64_t c8 = round_up8(s.c_in), oh_n = s.out_h(), ow_n = s.out_w();
   const bf16_bits* x8 = operand(s.n * s.h * s.w, s.c_in, x, buf.x8);
-  if (w_bf16) {
-    transpose_weights(s, w_bf16, buf.w8t);
-  } else {
-    transpose_weights(s, w, buf.w8t);
-  }
+  const bf16_bits* w8 =
+      w_bf16 ? forward_weights(s, w_bf16, buf.w8) : forward_weights(s, w, buf.w8);
   const Gemm g = forward_gemm(s);
-  const ForwardA a{s, oh_n, ow_n, g.m, static_cast<int>(c8), x8};
-  const ForwardB wt{s.c_out, g.k, buf.w8t};
-  run_gemm(g, a, wt, StoreWithAdds<A>{y, b, per_sample, residual, s.c_out, oh_n * ow_n},
-           buf.planes);
+  run_gemm(g, ForwardA{s, oh_n, ow_n, g.m, static_cast<int>(c8), x8},
+           DenseRowsB{round_up8(s.c_out), w8},
+           StoreWithAdds<A>{y, b, per_sample, residual, s.c_out, oh_n * ow_n}, buf.planes);
 }
 
 template <class A>
@@ -802,7 +788,7 @@ void backward(const Conv2dShape& s, const A* x, const float* w, const A* dy, A* 
     const bf16_bits* x8 = operand(s.n * s.h * s.w, s.c_in, x, buf.x8);
     const Gemm g = wgrad_gemm(s);
     run_gemm(g, WgradA{s, oh_n, ow_n, g.m, static_cast<int>(ci8), x8},
-             WgradB{co8, dy8}, AccumulateWgrad{dw, s.c_in, ci8, s.c_out}, buf.planes);
+             DenseRowsB{co8, dy8}, AccumulateWgrad{dw, s.c_in, ci8, s.c_out}, buf.planes);
   }
 }
 
