@@ -6,8 +6,11 @@
 // layer), the memory-bound kernels, the linear layers through cuBLAS and the fused loss
 // against its unfused chain. Every row runs and yields a finite, positive time. On the CPU
 // emulation in CI, so a bench row that would fail (a library's refusal, a bad argument)
-// fails here and not in a GPU session's few minutes. (step, a whole CIFAR-10 model, is left
-// to the GPU.) Skips without a GPU. Figures: none worth reading.
+// fails here and not in a GPU session's few minutes. And the training step's variants (fp32
+// and bf16, eager and as a CUDA graph, on our convolutions and cuDNN's, bf16 activations,
+// without the weights' copy) on a small U-Net of every layer kind: each row runs, and says
+// what the host issued for a step (a graph row: one graph launch and no kernel launch).
+// Skips without a GPU. Figures: none worth reading.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -23,7 +26,8 @@ namespace {
 // The rows one section adds, by "kernel / variant" (a count of shapes each), after checking
 // that every one has a finite, positive time and a finite rate.
 std::map<std::string, int> run_section(void (*section)(const bench::Options&, bench::Timer&,
-                                                       bench::Report&)) {
+                                                       bench::Report&),
+                                       nlohmann::json* rows_out = nullptr) {
   bench::Options o;
   o.batch = 1;
   o.smoke = true;
@@ -39,6 +43,7 @@ std::map<std::string, int> run_section(void (*section)(const bench::Options&, be
     EXPECT_TRUE(std::isfinite(double(r["rate"]))) << r.dump();
     ++rows[std::string(r["kernel"]) + " / " + std::string(r["variant"])];
   }
+  if (rows_out) *rows_out = out["rows"];
   return rows;
 }
 
@@ -69,6 +74,37 @@ TEST(BenchSmoke, EveryMemoryLinearAndLossRowRuns) {
   for (const auto section : {bench::bench_memory_bound, bench::bench_linear, bench::bench_loss}) {
     const std::map<std::string, int> rows = run_section(section);
     EXPECT_GE(rows.size(), 3u) << "a section that adds almost no rows";
+  }
+}
+
+// The step's rows, by variant. Eager rows: kernels launched one by one, no graph; graph
+// rows: the step is one graph launch (the capture happened before any row was taken). Each
+// with the matrix-product FLOPs of an eager step (MFU) and a peak of GPU memory.
+TEST(BenchSmoke, EveryTrainingStepRowRuns) {
+  REQUIRE_GPU();
+  nlohmann::json rows;
+  const std::map<std::string, int> names = run_section(bench::bench_training_step, &rows);
+  EXPECT_EQ(names.size(), 11u);
+  for (const std::string graph : {"eager ", "CUDA graph "}) {
+    for (const std::string precision : {"fp32", "bf16"})
+      for (const std::string cudnn : {"", ", cuDNN convolutions"})
+        EXPECT_EQ(names.count("training step / " + graph + precision + cudnn), 1u)
+            << graph << precision << cudnn;
+    EXPECT_EQ(names.count("training step / " + graph + "bf16, bf16 activations"), 1u) << graph;
+  }
+  EXPECT_EQ(names.count("training step / eager bf16, bf16 activations, no weight copy"), 1u);
+  for (const auto& r : rows) {
+    const std::string variant = r["variant"];
+    const bool graph = variant.rfind("CUDA graph", 0) == 0;
+    EXPECT_EQ(int64_t(r["graph_launches"]), graph ? 1 : 0) << variant;
+    if (graph) {
+      EXPECT_EQ(int64_t(r["kernel_launches"]), 0) << variant;
+    } else {
+      EXPECT_GT(int64_t(r["kernel_launches"]), 50) << variant;
+    }
+    EXPECT_GT(double(r["step_tflop"]), 0.0) << variant;
+    EXPECT_TRUE(std::isfinite(double(r["mfu"])) && double(r["mfu"]) > 0) << variant;
+    EXPECT_GT(double(r["peak_gib"]), 0.0) << variant;
   }
 }
 

@@ -4,10 +4,10 @@
 // from its queueing to its summary read back (ImageRun::step: queue, then resolve), so a GPU
 // waiting for the host to queue the next kernel counts as time, the gap a graph closes;
 // images per second; and what the host issued for one step (kernel launches, graph
-// launches, copies), in the JSON rows. The graph rows' first runs include the capture (the
-// warm-up takes it). Each also with cuDNN's convolutions (cuda_conv: cudnn, in the same
-// precision) and our everything else: the step-level ratio of our convolutions to the
-// library's. And the model FLOP utilisation: the step's matrix-product FLOPs (counted by the
+// launches, copies, host syncs), in the JSON rows. The graph rows' capture happens in the
+// warm-up, before any step is timed. Each also with cuDNN's convolutions (cuda_conv: cudnn,
+// in the same precision) and our everything else: the step-level ratio of our convolutions
+// to the library's. And the model FLOP utilisation: the step's matrix-product FLOPs (counted by the
 // ops in an eager step, engine/flops.h: ~4.8 TFLOP at batch 128) per second, as a fraction of
 // the device's dense peak for the precision (bf16 tensor cores, or fp32 FMA). The bf16 rows
 // also with bf16 activations (activations: bf16) on v4, and that eager step once more with
@@ -15,6 +15,8 @@
 // engine/weight_copy.h), the copy's gain. And the peak GPU memory of the
 // steps (the caching allocator's, from the run's construction on: weights, moments, EMA,
 // activations, workspaces; cuBLAS's and cuDNN's own not included).
+// --smoke: the same variants on a U-Net of every layer kind at a fraction of the work
+// (configs/tiny.json at 8 channels, 3 levels, dropout, attention at 8x8), one step timed.
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -25,6 +27,7 @@
 #include "engine/flops.h"
 #include "engine/weight_copy.h"
 #include "models/config_reader.h"
+#include "models/ddpm/trainer.h"
 #include "models/unet/image_train.h"
 
 namespace ddpm::bench {
@@ -42,9 +45,15 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
       for (const bool graph : {false, true}) variants.push_back({precision, cudnn, graph});
   for (const bool graph : {false, true}) variants.push_back({"bf16", false, graph, true});
   variants.push_back({"bf16", false, false, true, false});
+  const std::string config = o.smoke ? "configs/tiny.json" : "configs/cifar10_ddpm.json";
+  std::vector<std::string> smoke_model;
+  if (o.smoke)
+    smoke_model = {"base_channels=8", "groups=4", "channel_mult=[1,2,2]", "dropout=0.1",
+                   "attention_resolutions=[8]"};
   uint64_t step_flops = 0;  // counted in an eager step; a replayed graph runs no op to count
   for (const Variant& v : variants) {
-    nlohmann::json j = load_json_file(std::string(DDPM_SOURCE_DIR) + "/configs/cifar10_ddpm.json");
+    nlohmann::json j = load_json_file(std::string(DDPM_SOURCE_DIR) + "/" + config);
+    std::vector<std::string> overrides = smoke_model;
     for (const std::string& kv :
          {std::string("device=cuda"), "batch_size=" + std::to_string(o.batch),
           std::string("precision=") + v.precision,
@@ -52,10 +61,16 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
           std::string("cuda_conv=") + (v.cudnn ? "cudnn" : "tiled"),
           std::string("activations=") + (v.bf16_activations ? "bf16" : "fp32"),
           std::string("out_dir=/tmp/kernel-bench-step")})
-      apply_override(j, kv);
-    ImageRun run(read_image_train_config(j, "configs/cifar10_ddpm.json (kernel-bench step)"));
+      overrides.push_back(kv);
+    for (const std::string& kv : overrides) apply_override(j, kv);
+    ImageRun run(read_image_train_config(j, config + " (kernel-bench step)"));
     if (!v.weight_copy) drop_bf16_copy(run.store().flat_data());
     cuda_reset_peak_bytes_in_use();  // the weights, moments and EMA in use; then the steps'
+    // A graph is captured after the trainer's eager steps: those first, so that the timer's
+    // first run (a warm-up: it also creates what is made once, tables, handles, workspaces)
+    // captures it and the step counted below is a replay, in smoke mode too.
+    if (v.graph)
+      for (int i = 0; i < DiffusionTrainer::kEagerStepsBeforeCapture; ++i) run.step();
     const double ms = timer.median_ms([&] { run.step(); }, 4, 10);
     const double peak_gib = cuda_peak_bytes_in_use() / double(1 << 30);
     const DeviceWorkCounts before = device_work_counts();
@@ -64,7 +79,7 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
     const DeviceWorkCounts after = device_work_counts();
     if (!v.graph) step_flops = matmul_flops() - flops_before;
     char shape[64];
-    std::snprintf(shape, sizeof shape, "CIFAR-10 U-Net, batch %lld",
+    std::snprintf(shape, sizeof shape, "%s U-Net, batch %lld", o.smoke ? "smoke" : "CIFAR-10",
                   static_cast<long long>(o.batch));
     const std::string variant = std::string(v.graph ? "CUDA graph " : "eager ") + v.precision +
                                 (v.cudnn ? ", cuDNN convolutions" : "") +
@@ -78,6 +93,7 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
                 "peak %.2f GiB\n",
                 variant.c_str(), step_flops * 1e-12, tflops, 100.0 * tflops / peak, peak,
                 peak_gib);
+    std::fflush(stdout);  // a step row takes seconds: show it as it comes (a killed run keeps it)
     r.extra = {{"step_tflop", step_flops * 1e-12},
                {"tflops", tflops},
                {"mfu", tflops / peak},
