@@ -5,7 +5,8 @@
 # report (JSON + Markdown) into OUT_DIR.
 #
 #   scripts/gpu-check.sh OUT_DIR [stage ...]     stages: build test sanitize bench profile
-#                                                train sample report (default: all, in order)
+#                                                train sample report (default: all, in order),
+#                                                and test-cpu (the tests without CUDA)
 # profile: Nsight Compute (ncu, when installed) on the fused-loss section of kernel-bench,
 # the DRAM bytes each loss kernel really moved (docs/fused-loss.md explains the figures).
 # Offline machines: run scripts/prepare-gpu-deps.sh where packages can be installed and bring
@@ -40,10 +41,20 @@ run_build() {
   echo "build exit $?" | tee "$out/build.status"
 }
 
+# test: the tests that need the GPU (every CUDA suite, kernel-bench's smoke rows, NCCL's
+# world of one; by name, the regex below), 8 at a time: their CPU references take the cores.
+# test-cpu: the others (about 300, which CI runs on every change), when minutes are left.
+gpu_tests='Cuda|BenchSmoke|Nccl'
 run_tests() {
-  (cd "$build" && ctest --output-on-failure -j 4 > "../$out/ctest.log" 2>&1)
-  echo "ctest exit $?" | tee "$out/ctest.status"
+  (cd "$build" && ctest -R "$gpu_tests" --output-on-failure -j 8 > "../$out/ctest.log" 2>&1)
+  echo "ctest (GPU tests) exit $?" | tee "$out/ctest.status"
   grep -E "tests passed|tests failed" "$out/ctest.log"
+}
+
+run_tests_cpu() {
+  (cd "$build" && ctest -E "$gpu_tests" --output-on-failure -j "$(nproc)" > "../$out/ctest-cpu.log" 2>&1)
+  echo "ctest (CPU tests) exit $?" | tee "$out/ctest-cpu.status"
+  grep -E "tests passed|tests failed" "$out/ctest-cpu.log"
 }
 
 run_sanitize() {
@@ -202,6 +213,7 @@ def read(name):
 report = {"date": datetime.date.today().isoformat(),
           "device": os.popen("nvidia-smi --query-gpu=name,driver_version --format=csv,noheader").read().strip(),
           "build": read("build.status").strip(), "ctest": read("ctest.status").strip(),
+          "ctest_cpu": read("ctest-cpu.status").strip(),
           "sanitizer": read("sanitizer.status").strip().splitlines(),
           "bench": read("bench.status").strip(), "profile": read("profile.status").strip(),
           "train": read("train.status").strip(), "sample": read("sample.status").strip()}
@@ -211,7 +223,7 @@ json.dump(report, open(os.path.join(out, "report.json"), "w"), indent=2)
 ctest_tail = "\n".join(l for l in read("ctest.log").splitlines() if "tests passed" in l or "Failed" in l or "***" in l)
 with open(os.path.join(out, "report.md"), "w") as f:
     f.write(f"# GPU check, {report['date']}\n\ndevice: {report['device']}\n\n")
-    f.write(f"- build: {report['build']}\n- ctest: {report['ctest']}\n- bench: {report['bench']}\n- train: {report['train']}\n")
+    f.write(f"- build: {report['build']}\n- ctest: {report['ctest']}\n- ctest, CPU tests: {report['ctest_cpu']}\n- bench: {report['bench']}\n- train: {report['train']}\n")
     f.write("\n## Tests\n```\n" + ctest_tail + "\n```\n")
     f.write("\n## compute-sanitizer\n```\n" + "\n".join(report["sanitizer"]) + "\n```\n")
     f.write("\n## Kernel benchmark\n```\n" + read("kernel-bench.txt") + "\n```\n")
@@ -233,6 +245,7 @@ for s in "${stages[@]}"; do
   case "$s" in
     build) run_build ;;
     test) run_tests ;;
+    test-cpu) run_tests_cpu ;;
     sanitize) run_sanitize ;;
     bench) run_bench ;;
     profile) run_profile ;;
