@@ -353,7 +353,7 @@ struct WgradA {
 struct DenseRowsB {
   static constexpr bool kKMajor = false;
   int64_t cols;
-  const bf16_bits* rows;
+  const bf16_bits* matrix;
   struct State {
     bool valid;
     int64_t col, p[2];
@@ -362,13 +362,13 @@ struct DenseRowsB {
     return State{col < cols, col, {k0[0], k0[1]}};
   }
   __device__ const bf16_bits* chunk(const State& st, int j, int64_t k_end) const {
-    return st.valid && st.p[j] < k_end ? rows + st.p[j] * cols + st.col : nullptr;
+    return st.valid && st.p[j] < k_end ? matrix + st.p[j] * cols + st.col : nullptr;
   }
   __device__ void advance(State& st) const {
     st.p[0] += kBK;
     st.p[1] += kBK;
   }
-  __device__ const bf16_bits* base() const { return rows; }
+  __device__ const bf16_bits* base() const { return matrix; }
 };
 
 // ---- epilogues: what happens to C[row][col] (in range) ----------------------------------
