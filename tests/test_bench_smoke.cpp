@@ -9,7 +9,9 @@
 // fails here and not in a GPU session's few minutes. And the training step's variants (fp32
 // and bf16, eager and as a CUDA graph, on our convolutions and cuDNN's, bf16 activations,
 // without the weights' copy) on a small U-Net of every layer kind: each row runs, and says
-// what the host issued for a step (a graph row: one graph launch and no kernel launch).
+// what the host issued for a step (a graph row: one graph launch, no kernel launch and no
+// memset; every row: one host wait, for the step's summary; without the weights' copy: more
+// launches, the conversions of w).
 // Skips without a GPU. Figures: none worth reading.
 #include <gtest/gtest.h>
 
@@ -93,19 +95,27 @@ TEST(BenchSmoke, EveryTrainingStepRowRuns) {
     EXPECT_EQ(names.count("training step / " + graph + "bf16, bf16 activations"), 1u) << graph;
   }
   EXPECT_EQ(names.count("training step / eager bf16, bf16 activations, no weight copy"), 1u);
+  std::map<std::string, int64_t> launches;
   for (const auto& r : rows) {
     const std::string variant = r["variant"];
     const bool graph = variant.rfind("CUDA graph", 0) == 0;
+    launches[variant] = r["kernel_launches"];
     EXPECT_EQ(int64_t(r["graph_launches"]), graph ? 1 : 0) << variant;
     if (graph) {
       EXPECT_EQ(int64_t(r["kernel_launches"]), 0) << variant;
+      EXPECT_EQ(int64_t(r["memsets"]), 0) << variant;
     } else {
       EXPECT_GT(int64_t(r["kernel_launches"]), 50) << variant;
     }
+    // the host's one wait: ImageRun::step resolves the step it queued (its summary read)
+    EXPECT_EQ(int64_t(r["host_syncs"]), 1) << variant;
     EXPECT_GT(double(r["step_tflop"]), 0.0) << variant;
     EXPECT_TRUE(std::isfinite(double(r["mfu"])) && double(r["mfu"]) > 0) << variant;
     EXPECT_GT(double(r["peak_gib"]), 0.0) << variant;
   }
+  // the weights' bf16 copy spares every bf16 product its conversion of w
+  EXPECT_GT(launches["eager bf16, bf16 activations, no weight copy"],
+            launches["eager bf16, bf16 activations"]);
 }
 
 }  // namespace

@@ -4,7 +4,7 @@
 // from its queueing to its summary read back (ImageRun::step: queue, then resolve), so a GPU
 // waiting for the host to queue the next kernel counts as time, the gap a graph closes;
 // images per second; and what the host issued for one step (kernel launches, graph
-// launches, copies, host syncs), in the JSON rows. The graph rows' capture happens in the
+// launches, memsets, copies, host syncs), printed and in the JSON rows. The graph rows' capture happens in the
 // warm-up, before any step is timed. Each also with cuDNN's convolutions (cuda_conv: cudnn,
 // in the same precision) and our everything else: the step-level ratio of our convolutions
 // to the library's. And the model FLOP utilisation: the step's matrix-product FLOPs (counted by the
@@ -89,19 +89,33 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
     const double tflops = step_flops / (ms * 1e-3) * 1e-12;
     const double peak = std::string(v.precision) == "bf16" ? report.peaks().bf16_tflops
                                                            : report.peaks().fp32_tflops;
+    const DeviceWorkCounts issued{after.launches - before.launches,
+                                  after.memsets - before.memsets,
+                                  after.copies - before.copies,
+                                  after.host_syncs - before.host_syncs,
+                                  after.late_reads - before.late_reads,
+                                  after.graph_launches - before.graph_launches};
     std::printf("  training step, %s: %.2f TFLOP per step, %.1f TFLOP/s, MFU %.1f%% of %.0f, "
-                "peak %.2f GiB\n",
+                "peak %.2f GiB; per step %llu kernel launches, %llu graph launches, %llu "
+                "memsets, %llu copies, %llu host syncs, %llu late reads\n",
                 variant.c_str(), step_flops * 1e-12, tflops, 100.0 * tflops / peak, peak,
-                peak_gib);
+                peak_gib, static_cast<unsigned long long>(issued.launches),
+                static_cast<unsigned long long>(issued.graph_launches),
+                static_cast<unsigned long long>(issued.memsets),
+                static_cast<unsigned long long>(issued.copies),
+                static_cast<unsigned long long>(issued.host_syncs),
+                static_cast<unsigned long long>(issued.late_reads));
     std::fflush(stdout);  // a step row takes seconds: show it as it comes (a killed run keeps it)
     r.extra = {{"step_tflop", step_flops * 1e-12},
                {"tflops", tflops},
                {"mfu", tflops / peak},
                {"peak_gib", peak_gib},
-               {"kernel_launches", after.launches - before.launches},
-               {"graph_launches", after.graph_launches - before.graph_launches},
-               {"copies", after.copies - before.copies},
-               {"host_syncs", after.host_syncs - before.host_syncs}};
+               {"kernel_launches", issued.launches},
+               {"graph_launches", issued.graph_launches},
+               {"memsets", issued.memsets},
+               {"copies", issued.copies},
+               {"host_syncs", issued.host_syncs},
+               {"late_reads", issued.late_reads}};
   }
 }
 
