@@ -46,7 +46,7 @@ run_build() {
 # test-cpu: the others (about 300, which CI runs on every change), when minutes are left.
 gpu_tests='Cuda|BenchSmoke|Nccl'
 run_tests() {
-  (cd "$build" && ctest -R "$gpu_tests" --output-on-failure -j 8 > "../$out/ctest.log" 2>&1)
+  (cd "$build" && ctest -R "$gpu_tests" --output-on-failure --timeout 300 -j 8 > "../$out/ctest.log" 2>&1)
   echo "ctest (GPU tests) exit $?" | tee "$out/ctest.status"
   grep -E "tests passed|tests failed" "$out/ctest.log"
 }
@@ -57,12 +57,17 @@ run_tests_cpu() {
   grep -E "tests passed|tests failed" "$out/ctest-cpu.log"
 }
 
+# memcheck on every CUDA suite at small shapes (DDPM_TEST_SMALL_SHAPES: the awkward shapes,
+# not the model's; what the CPU emulation runs), each under a time limit so that one slow
+# suite cannot take a session's minutes (exit 124 in the status: it ran out of time).
 run_sanitize() {
   : > "$out/sanitizer.log"
   for t in test_cuda_ops test_cuda_conv_bf16 test_cuda_conv_cudnn test_cuda_attention_bf16 \
-      test_cuda_bf16_storage test_cuda_model test_cuda_graph test_cuda_scaffold test_philox test_diffusion_loss; do
+      test_cuda_bf16_storage test_cuda_group_norm_bf16 test_cuda_weight_copy test_cuda_model \
+      test_cuda_graph test_cuda_scaffold test_philox test_diffusion_loss; do
     echo "== memcheck $t" >> "$out/sanitizer.log"
-    compute-sanitizer --tool memcheck --error-exitcode 1 "$build/tests/$t" >> "$out/sanitizer.log" 2>&1
+    DDPM_TEST_SMALL_SHAPES=1 timeout 240 compute-sanitizer --tool memcheck --error-exitcode 1 \
+      "$build/tests/$t" >> "$out/sanitizer.log" 2>&1
     echo "memcheck $t exit $?" | tee -a "$out/sanitizer.status"
   done
   # Shared memory and barriers: conv2d (tiles; v4's cp.async pipeline), group norm and reductions (block trees),
@@ -70,19 +75,19 @@ run_sanitize() {
   # These tools replay every shared-memory access: small shapes only (tests/test_cuda_ops.cpp).
   for tool in racecheck synccheck initcheck; do
     echo "== $tool test_cuda_ops" >> "$out/sanitizer.log"
-    DDPM_TEST_SMALL_SHAPES=1 compute-sanitizer --tool "$tool" --error-exitcode 1 "$build/tests/test_cuda_ops" \
+    DDPM_TEST_SMALL_SHAPES=1 timeout 240 compute-sanitizer --tool "$tool" --error-exitcode 1 "$build/tests/test_cuda_ops" \
       --gtest_filter='*Conv2d*:*GroupNorm*:*Reductions*:*Attention*' >> "$out/sanitizer.log" 2>&1
     echo "$tool test_cuda_ops exit $?" | tee -a "$out/sanitizer.status"
     echo "== $tool test_cuda_conv_bf16" >> "$out/sanitizer.log"
-    DDPM_TEST_SMALL_SHAPES=1 compute-sanitizer --tool "$tool" --error-exitcode 1 \
+    DDPM_TEST_SMALL_SHAPES=1 timeout 240 compute-sanitizer --tool "$tool" --error-exitcode 1 \
       "$build/tests/test_cuda_conv_bf16" --gtest_filter='*MatchesTheCpu*' >> "$out/sanitizer.log" 2>&1
     echo "$tool test_cuda_conv_bf16 exit $?" | tee -a "$out/sanitizer.status"
     echo "== $tool test_cuda_attention_bf16" >> "$out/sanitizer.log"
-    DDPM_TEST_SMALL_SHAPES=1 compute-sanitizer --tool "$tool" --error-exitcode 1 \
+    DDPM_TEST_SMALL_SHAPES=1 timeout 240 compute-sanitizer --tool "$tool" --error-exitcode 1 \
       "$build/tests/test_cuda_attention_bf16" >> "$out/sanitizer.log" 2>&1
     echo "$tool test_cuda_attention_bf16 exit $?" | tee -a "$out/sanitizer.status"
     echo "== $tool test_diffusion_loss" >> "$out/sanitizer.log"
-    compute-sanitizer --tool "$tool" --error-exitcode 1 "$build/tests/test_diffusion_loss" \
+    timeout 240 compute-sanitizer --tool "$tool" --error-exitcode 1 "$build/tests/test_diffusion_loss" \
       --gtest_filter='CudaDiffusionLoss.MatchesTheCpuReference' >> "$out/sanitizer.log" 2>&1
     echo "$tool test_diffusion_loss exit $?" | tee -a "$out/sanitizer.status"
   done
