@@ -216,7 +216,8 @@ def read(name):
     p = os.path.join(out, name)
     return open(p).read() if os.path.exists(p) else "(not run)"
 report = {"date": datetime.date.today().isoformat(),
-          "device": os.popen("nvidia-smi --query-gpu=name,driver_version --format=csv,noheader").read().strip(),
+          "device": os.popen("nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2> /dev/null").read().strip()
+                    or "(nvidia-smi did not answer: the report was written off the GPU machine)",
           "build": read("build.status").strip(), "ctest": read("ctest.status").strip(),
           "ctest_cpu": read("ctest-cpu.status").strip(),
           "sanitizer": read("sanitizer.status").strip().splitlines(),

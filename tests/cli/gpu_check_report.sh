@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# scripts/gpu-check.sh's report stage on a folder of stage outputs as a GPU run leaves them
+# (statuses, kernel-bench's JSON, PyTorch's attention timings, the training log), with the
+# sampling stage missing: report.md carries each stage's status, the sanitizer's lines, the
+# engine-vs-cuDNN attention table and the logs, says "(not run)" for what did not run, and
+# report.json holds kernel-bench's rows. Needs no GPU: a report can be written (or rewritten)
+# from a GPU session's outputs on any machine.
+#   tests/cli/gpu_check_report.sh SOURCE_DIR WORKDIR
+set -u
+src=$1 work=$2
+rm -rf "$work" && mkdir -p "$work"
+fail() { echo "FAIL: $*"; exit 1; }
+echo "build exit 0" > "$work/build.status"
+echo "ctest (GPU tests) exit 0" > "$work/ctest.status"
+printf '100%% tests passed, 0 tests failed out of 86\n' > "$work/ctest.log"
+printf 'memcheck test_cuda_ops exit 0\nracecheck test_cuda_ops exit 1\n' > "$work/sanitizer.status"
+echo "kernel-bench exit 0" > "$work/bench.status"
+echo "train exit 0" > "$work/train.status"
+echo "step 10 | loss 0.1 | 812.5 img/s" > "$work/train.log"
+echo "conv2d fwd  v4  1.000 ms" > "$work/kernel-bench.txt"
+shape="16x16, 1 head B128 L256 d256"
+cat > "$work/kernel-bench.json" <<JSON
+{"batch": 128, "rows": [
+ {"kernel": "attention fwd", "shape": "$shape", "variant": "flash bf16 (mma.sync), bf16 tensors", "ms": 0.4, "rate": 1},
+ {"kernel": "attention bwd", "shape": "$shape", "variant": "flash bf16 (mma.sync), bf16 tensors", "ms": 1.5, "rate": 1}]}
+JSON
+cat > "$work/attention-pytorch.json" <<JSON
+{"batch": 128, "rows": [
+ {"kernel": "attention fwd", "shape": "$shape", "variant": "cuDNN SDPA bf16", "ms": 0.3, "tflops": 1},
+ {"kernel": "attention bwd", "shape": "$shape", "variant": "cuDNN SDPA bf16", "ms": 1.2, "tflops": 1}]}
+JSON
+bash "$src/scripts/gpu-check.sh" "$work" report > "$work/stdout.txt" 2>&1 ||
+  { cat "$work/stdout.txt"; fail "the report stage failed"; }
+md="$work/report.md"
+[ -f "$md" ] || fail "no report.md"
+for line in "- build: build exit 0" "- ctest: ctest (GPU tests) exit 0" "- ctest, CPU tests: (not run)" \
+    "- train: train exit 0" "100% tests passed, 0 tests failed out of 86" \
+    "racecheck test_cuda_ops exit 1" "conv2d fwd  v4  1.000 ms" "812.5 img/s" \
+    "| fwd | $shape | flash bf16 (mma.sync), bf16 tensors | 0.4000 | 0.3000 | 0.75x |"; do
+  grep -qF -- "$line" "$md" || fail "report.md lacks: $line"
+done
+grep -A2 "^## Sampling" "$md" | grep -qF "(not run)" || fail "the missing sampling stage is not '(not run)'"
+python3 -c "
+import json, sys
+r = json.load(open('$work/report.json'))
+assert len(r['kernel_bench']['rows']) == 2, r.get('kernel_bench')
+assert r['sample'] == '(not run)', r['sample']
+" || fail "report.json does not hold kernel-bench's rows and the stages' statuses"
+echo "PASS: gpu-check report"
