@@ -18,17 +18,9 @@ echo "kernel-bench exit 0" > "$work/bench.status"
 echo "train exit 0" > "$work/train.status"
 echo "step 10 | loss 0.1 | 812.5 img/s" > "$work/train.log"
 echo "conv2d fwd  v4  1.000 ms" > "$work/kernel-bench.txt"
-shape="16x16, 1 head B128 L256 d256"
-cat > "$work/kernel-bench.json" <<JSON
-{"batch": 128, "rows": [
- {"kernel": "attention fwd", "shape": "$shape", "variant": "flash bf16 (mma.sync), bf16 tensors", "ms": 0.4, "rate": 1},
- {"kernel": "attention bwd", "shape": "$shape", "variant": "flash bf16 (mma.sync), bf16 tensors", "ms": 1.5, "rate": 1}]}
-JSON
-cat > "$work/attention-pytorch.json" <<JSON
-{"batch": 128, "rows": [
- {"kernel": "attention fwd", "shape": "$shape", "variant": "cuDNN SDPA bf16", "ms": 0.3, "tflops": 1},
- {"kernel": "attention bwd", "shape": "$shape", "variant": "cuDNN SDPA bf16", "ms": 1.2, "tflops": 1}]}
-JSON
+shape="16x16, 1 head B128 L256 d256"  # the rows of tests/cli/data/ (a GPU run's, made up)
+cp "$src/tests/cli/data/kernel-bench-attention.json" "$work/kernel-bench.json"
+cp "$src/tests/cli/data/attention-pytorch.json" "$work/attention-pytorch.json"
 bash "$src/scripts/gpu-check.sh" "$work" report > "$work/stdout.txt" 2>&1 ||
   { cat "$work/stdout.txt"; fail "the report stage failed"; }
 md="$work/report.md"
@@ -36,14 +28,14 @@ md="$work/report.md"
 for line in "- build: build exit 0" "- ctest: ctest (GPU tests) exit 0" "- ctest, CPU tests: (not run)" \
     "- train: train exit 0" "100% tests passed, 0 tests failed out of 86" \
     "racecheck test_cuda_ops exit 1" "conv2d fwd  v4  1.000 ms" "812.5 img/s" \
-    "| fwd | $shape | flash bf16 (mma.sync), bf16 tensors | 0.4000 | 0.3000 | 0.75x |"; do
+    "| fwd | $shape | flash bf16 (mma.sync), bf16 tensors | 0.4000 | 0.3000 | 0.75x | 0.2500 |"; do
   grep -qF -- "$line" "$md" || fail "report.md lacks: $line"
 done
 grep -A2 "^## Sampling" "$md" | grep -qF "(not run)" || fail "the missing sampling stage is not '(not run)'"
 python3 -c "
 import json, sys
 r = json.load(open('$work/report.json'))
-assert len(r['kernel_bench']['rows']) == 2, r.get('kernel_bench')
+assert len(r['kernel_bench']['rows']) == 4, r.get('kernel_bench')
 assert r['sample'] == '(not run)', r['sample']
 " || fail "report.json does not hold kernel-bench's rows and the stages' statuses"
 echo "PASS: gpu-check report"
