@@ -14,18 +14,18 @@
 // launches, bytes, GB/s, fraction of peak bandwidth), linear (the model's linear layers in
 // fp32, TF32 and bf16 through cuBLAS, TFLOP/s), step (the whole training step, eager and as
 // one CUDA graph, fp32 and bf16: ms, img/s, launches). Timing method: apps/bench/bench.h.
-// Output: a table, and JSON with --json. Without a GPU it says so and exits 0. A section
-// that fails is named (stderr, and "failed_sections" in the JSON) after the others ran, and
-// the exit status is then 1.
+// Output: a table, and JSON with --json, both as each section finishes (a run stopped at a
+// time limit keeps the sections it finished; "complete" in the JSON says whether it ran to
+// the end). Without a GPU it says so and exits 0. A section that fails is named (stderr,
+// and "failed_sections" in the JSON) and the others still run; the exit status is then 1.
 #include <cstdio>
 #include <cstring>
 #include <set>
 #include <string>
-#include <utility>
+#include <vector>
 
 #include "engine/check.h"
 #include "engine/device.h"
-#include "engine/file_io.h"
 
 #if DDPM_WITH_CUDA
 #include "apps/bench/bench.h"
@@ -34,24 +34,31 @@ namespace ddpm::bench {
 namespace {
 
 int run(int argc, char** argv) {
+  const std::vector<Section> all = {
+      {"conv", bench_convolutions}, {"memory", bench_memory_bound}, {"attention", bench_attention},
+      {"loss", bench_loss},         {"linear", bench_linear},       {"step", bench_training_step}};
+  auto is_section = [&](const char* name) {
+    for (const Section& s : all)
+      if (!std::strcmp(s.name, name)) return true;
+    return false;
+  };
   std::string json_path;
   Options o;
-  std::set<std::string> sections;
-  const std::set<std::string> known = {"all",  "conv",   "memory", "attention",
-                                       "loss", "linear", "step"};
+  std::set<std::string> named;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
     else if (!std::strcmp(argv[i], "--batch") && i + 1 < argc) o.batch = std::stoll(argv[++i]);
     else if (!std::strcmp(argv[i], "--skip-naive")) o.skip_naive = true;
     else if (!std::strcmp(argv[i], "--smoke")) o.smoke = true;
-    else if (known.count(argv[i])) sections.insert(argv[i]);
+    else if (!std::strcmp(argv[i], "all") || is_section(argv[i])) named.insert(argv[i]);
     else
       THROW_ERROR("kernel-bench: unknown argument '"
                   << argv[i] << "' (sections: all conv memory attention loss linear step; options: --json "
                                 "FILE, --batch N, --skip-naive, --smoke)");
   }
-  if (sections.empty() || sections.count("all"))
-    sections = {"conv", "memory", "attention", "loss", "linear", "step"};
+  std::vector<Section> chosen;  // in the order above
+  for (const Section& s : all)
+    if (named.empty() || named.count("all") || named.count(s.name)) chosen.push_back(s);
   const Peaks peaks = device_peaks();
   std::printf("device: %s  peaks: fp32 %.1f, TF32 %.0f, bf16 %.0f TFLOP/s (dense)  bandwidth "
               "%.0f GB/s  L2 %.0f MiB  batch %lld\n",
@@ -59,29 +66,7 @@ int run(int argc, char** argv) {
               peaks.bandwidth_gbs, peaks.l2_bytes / 1048576.0, static_cast<long long>(o.batch));
   Timer timer(peaks.l2_bytes, o.smoke);
   Report report(peaks);
-  // A section that fails (a library's error status, a check) is named and the others still
-  // run: one broken row must not cost a GPU session the rest of its figures. A CUDA error
-  // that poisons the context fails every later section too, each saying so.
-  using Section = void (*)(const Options&, Timer&, Report&);
-  const std::pair<const char*, Section> order[] = {
-      {"conv", bench_convolutions}, {"memory", bench_memory_bound}, {"attention", bench_attention},
-      {"loss", bench_loss},         {"linear", bench_linear},       {"step", bench_training_step}};
-  nlohmann::json failed = nlohmann::json::object();
-  for (const auto& [name, section] : order) {
-    if (!sections.count(name)) continue;
-    try {
-      section(o, timer, report);
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "kernel-bench: section %s failed: %s\n", name, e.what());
-      failed[name] = e.what();
-    }
-  }
-  report.print();
-  nlohmann::json out = report.json();
-  out["batch"] = o.batch;
-  if (!failed.empty()) out["failed_sections"] = failed;
-  if (!json_path.empty()) write_file_atomic(json_path, out.dump(2) + "\n");
-  return failed.empty() ? 0 : 1;
+  return run_sections(chosen, o, timer, report, json_path) ? 0 : 1;
 }
 
 }  // namespace

@@ -96,8 +96,13 @@ run_sanitize() {
 # kernel-bench, then cuDNN's fused attention (SDPA) and PyTorch's other attention kernels at
 # its attention shapes (scripts/attention_reference.py: PyTorch reaches cuDNN's SDPA through
 # cudnn-frontend, which the engine's machines do not have), when torch is importable.
+# kernel-bench without the naive convolution (v1: minutes at these shapes, and no contender),
+# the sections in DDPM_BENCH_SECTIONS (default all), under a time limit: it writes its JSON
+# after each section, so a run stopped there keeps the sections it finished (exit 124).
 run_bench() {
-  "$build/apps/kernel-bench" --json "$out/kernel-bench.json" > "$out/kernel-bench.txt" 2>&1
+  # shellcheck disable=SC2086 # the sections are words
+  timeout "${DDPM_BENCH_TIMEOUT:-480}" "$build/apps/kernel-bench" ${DDPM_BENCH_SECTIONS:-all} \
+    --skip-naive --json "$out/kernel-bench.json" > "$out/kernel-bench.txt" 2>&1
   echo "kernel-bench exit $?" | tee "$out/bench.status"
   if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2> /dev/null; then
     python3 scripts/attention_reference.py --json "$out/attention-pytorch.json" \

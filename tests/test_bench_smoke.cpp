@@ -16,10 +16,14 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <map>
+#include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "apps/bench/bench.h"
+#include "engine/file_io.h"
 #include "tests/test_util.h"
 
 namespace ddpm {
@@ -116,6 +120,54 @@ TEST(BenchSmoke, EveryTrainingStepRowRuns) {
   // the weights' bf16 copy spares every bf16 product its conversion of w
   EXPECT_GT(launches["eager bf16, bf16 activations, no weight copy"],
             launches["eager bf16, bf16 activations"]);
+}
+
+// kernel-bench's loop over its sections (bench::run_sections): after each section the JSON
+// on disk holds every row so far, "complete": false until the last, so a run stopped at a
+// time limit keeps the sections it finished; a failing section is named there and the next
+// still runs. (Fake sections: the loop, not the kernels.)
+std::string g_sections_json;
+
+nlohmann::json sections_json_on_disk() {
+  const std::vector<uint8_t> bytes = read_file(g_sections_json);
+  return nlohmann::json::parse(bytes.begin(), bytes.end());
+}
+
+void first_section(const bench::Options&, bench::Timer&, bench::Report& report) {
+  report.add_rate("first", "-", "-", 1.0, 1.0, "img/s");
+}
+void broken_section(const bench::Options&, bench::Timer&, bench::Report&) {
+  const nlohmann::json j = sections_json_on_disk();
+  EXPECT_EQ(j["rows"].size(), 1u) << "the first section's row is on disk before the next runs";
+  EXPECT_FALSE(bool(j["complete"]));
+  throw std::runtime_error("a library refused the row");
+}
+void last_section(const bench::Options&, bench::Timer&, bench::Report& report) {
+  const nlohmann::json j = sections_json_on_disk();
+  EXPECT_EQ(j["failed_sections"]["broken"], "a library refused the row");
+  EXPECT_FALSE(bool(j["complete"]));
+  report.add_rate("last", "-", "-", 2.0, 1.0, "img/s");
+}
+
+TEST(BenchSections, EachSectionsRowsAreOnDiskBeforeTheNextRuns) {
+  REQUIRE_GPU();  // the timer's L2-flush buffer and events
+  g_sections_json = testing::TempDir() + "bench_sections.json";
+  std::remove(g_sections_json.c_str());
+  bench::Options o;
+  o.batch = 3;
+  const bench::Peaks peaks = bench::device_peaks();
+  bench::Timer timer(peaks.l2_bytes, /*smoke=*/true);
+  bench::Report report(peaks);
+  EXPECT_FALSE(bench::run_sections({{"first", first_section}, {"broken", broken_section},
+                                    {"last", last_section}},
+                                   o, timer, report, g_sections_json));
+  const nlohmann::json j = sections_json_on_disk();
+  EXPECT_TRUE(bool(j["complete"]));
+  EXPECT_EQ(j["batch"], 3);
+  ASSERT_EQ(j["rows"].size(), 2u);
+  EXPECT_EQ(j["rows"][0]["kernel"], "first");
+  EXPECT_EQ(j["rows"][1]["kernel"], "last");
+  EXPECT_EQ(j["failed_sections"].size(), 1u);
 }
 
 }  // namespace

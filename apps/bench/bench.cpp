@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "engine/cuda_check.h"
+#include "engine/file_io.h"
 
 namespace ddpm::bench {
 
@@ -87,12 +88,15 @@ Row& Report::add_rate(const std::string& kernel, const std::string& shape,
   return rows_.back();
 }
 
-void Report::print() const {
+void Report::print(size_t first_row) const {
   std::printf("\n%-22s %-30s %-26s %10s %12s %8s\n", "kernel", "shape", "variant", "ms", "rate",
               "peak");
-  for (const Row& r : rows_)
+  for (size_t i = first_row; i < rows_.size(); ++i) {
+    const Row& r = rows_[i];
     std::printf("%-22s %-30s %-26s %10.4f %8.2f %-7s %5.1f%%\n", r.kernel.c_str(),
                 r.shape.c_str(), r.variant.c_str(), r.ms, r.rate, r.unit, 100 * r.fraction);
+  }
+  std::fflush(stdout);
 }
 
 nlohmann::json Report::json() const {
@@ -110,6 +114,28 @@ nlohmann::json Report::json() const {
     out["rows"].push_back(row);
   }
   return out;
+}
+
+bool run_sections(const std::vector<Section>& sections, const Options& o, Timer& timer,
+                  Report& report, const std::string& json_path) {
+  nlohmann::json failed = nlohmann::json::object();
+  for (size_t i = 0; i < sections.size(); ++i) {
+    const size_t first_row = report.size();
+    try {
+      sections[i].run(o, timer, report);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "kernel-bench: section %s failed: %s\n", sections[i].name, e.what());
+      failed[sections[i].name] = e.what();
+    }
+    if (report.size() > first_row) report.print(first_row);
+    if (json_path.empty()) continue;
+    nlohmann::json out = report.json();
+    out["batch"] = o.batch;
+    out["complete"] = i + 1 == sections.size();
+    if (!failed.empty()) out["failed_sections"] = failed;
+    write_file_atomic(json_path, out.dump(2) + "\n");
+  }
+  return failed.empty();
 }
 
 }  // namespace ddpm::bench

@@ -71,9 +71,10 @@ class Report {
   // A rate of the section's own unit (e.g. images per second), with no peak to judge it by.
   Row& add_rate(const std::string& kernel, const std::string& shape, const std::string& variant,
                 double ms, double rate, const char* unit);
-  void print() const;
+  void print(size_t first_row = 0) const;  // the table of rows first_row, ...
   nlohmann::json json() const;
   const Peaks& peaks() const { return peaks_; }
+  size_t size() const { return rows_.size(); }
 
  private:
   Peaks peaks_;
@@ -96,5 +97,18 @@ void bench_attention(const Options& o, Timer& timer, Report& report);
 void bench_loss(const Options& o, Timer& timer, Report& report);
 void bench_linear(const Options& o, Timer& timer, Report& report);
 void bench_training_step(const Options& o, Timer& timer, Report& report);
+
+struct Section {
+  const char* name;
+  void (*run)(const Options&, Timer&, Report&);
+};
+// Runs the sections in order. A section that throws is named (on stderr, and under
+// "failed_sections" in the JSON) and the others still run: one broken row must not cost a
+// GPU session the rest of its figures. After each section its rows are printed and the JSON
+// of every row so far is written to json_path (when not empty; atomically, with "complete":
+// false until the last section), so a run stopped at a time limit keeps what it finished.
+// Returns whether every section ran through.
+bool run_sections(const std::vector<Section>& sections, const Options& o, Timer& timer,
+                  Report& report, const std::string& json_path);
 
 }  // namespace ddpm::bench
