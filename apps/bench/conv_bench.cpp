@@ -201,30 +201,37 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
     const Tensor dx16 = Tensor::zeros(x.shape(), DType::BF16, Device::CUDA);
     const Tensor dw16 = Tensor::zeros(w.shape(), DType::BF16, Device::CUDA);
     // On bf16 activations (activations: bf16): v4 and the engine's cuDNN path given bf16 x,
-    // y and dy as they are, as cuDNN bf16 alone is below; only the weights are converted
-    // inside the time (and, for cuDNN, transposed; a padded x staged).
-    for (const cuda::ConvAlgo algo : {cuda::ConvAlgo::Bf16TensorCore, cuda::ConvAlgo::CudnnBf16}) {
-      const char* v = algo == cuda::ConvAlgo::Bf16TensorCore
-                          ? "v4 bf16, bf16 activations"
-                          : "engine on cuDNN bf16, bf16 activations (+ glue)";
-      if (!cuda::conv2d_algo_runs(s, algo)) continue;  // said above
-      const int64_t ws_floats = std::max(cuda::conv2d_forward_workspace(s, algo),
-                                         cuda::conv2d_backward_workspace(s, algo));
-      const Tensor ws = Tensor::empty(Shape{std::max<int64_t>(1, ws_floats)}, DType::F32,
-                                      Device::CUDA);
-      add_flops("conv2d fwd", shape, v, timer.median_ms([&] {
-        cuda::conv2d_forward(s, bf16_bits(x16), w.data<float>(), nullptr, bf16_bits(y16), algo,
-                             ws.data<float>(), nullptr, nullptr);
-      }), flops);
-      add_flops("conv2d dgrad", shape, v, timer.median_ms([&] {
-        cuda::conv2d_backward(s, bf16_bits(x16), w.data<float>(), bf16_bits(y16),
-                              bf16_bits(dx16), nullptr, nullptr, algo, ws.data<float>());
-      }), flops);
-      add_flops("conv2d wgrad", shape, v, timer.median_ms([&] {
-        cuda::conv2d_backward(s, bf16_bits(x16), w.data<float>(), bf16_bits(y16), nullptr,
-                              dw.data<float>(), nullptr, algo, ws.data<float>());
-      }), flops);
-    }
+    // y and dy as they are, as cuDNN bf16 alone is below; the weights either converted inside
+    // the time (and, for cuDNN, transposed; a padded x staged) or, as training and sampling
+    // in bf16 run them, read from the weights' bf16 copy (w16 here; v4 reads it in place
+    // where both channel counts are multiples of 8): that row is v4 against cuDNN alone.
+    for (const cuda::ConvAlgo algo : {cuda::ConvAlgo::Bf16TensorCore, cuda::ConvAlgo::CudnnBf16})
+      for (const bool weight_copy : {false, true}) {
+        const bool v4 = algo == cuda::ConvAlgo::Bf16TensorCore;
+        const std::string v = std::string(v4 ? "v4 bf16" : "engine on cuDNN bf16") +
+                              (weight_copy ? ", bf16 activations and weight copy"
+                                           : ", bf16 activations") +
+                              (v4 ? "" : " (+ glue)");
+        if (!cuda::conv2d_algo_runs(s, algo)) continue;  // said above
+        const uint16_t* w_bf16 = weight_copy ? bf16_bits(w16) : nullptr;
+        const int64_t ws_floats = std::max(cuda::conv2d_forward_workspace(s, algo),
+                                           cuda::conv2d_backward_workspace(s, algo));
+        const Tensor ws = Tensor::empty(Shape{std::max<int64_t>(1, ws_floats)}, DType::F32,
+                                        Device::CUDA);
+        add_flops("conv2d fwd", shape, v, timer.median_ms([&] {
+          cuda::conv2d_forward(s, bf16_bits(x16), w.data<float>(), nullptr, bf16_bits(y16), algo,
+                               ws.data<float>(), nullptr, nullptr, w_bf16);
+        }), flops);
+        add_flops("conv2d dgrad", shape, v, timer.median_ms([&] {
+          cuda::conv2d_backward(s, bf16_bits(x16), w.data<float>(), bf16_bits(y16),
+                                bf16_bits(dx16), nullptr, nullptr, algo, ws.data<float>(), w_bf16);
+        }), flops);
+        if (weight_copy) continue;  // the wgrad reads no weights: the row above is its time
+        add_flops("conv2d wgrad", shape, v, timer.median_ms([&] {
+          cuda::conv2d_backward(s, bf16_bits(x16), w.data<float>(), bf16_bits(y16), nullptr,
+                                dw.data<float>(), nullptr, algo, ws.data<float>());
+        }), flops);
+      }
     struct Baseline {
       cudnnMathType_t math;
       cudnnDataType_t data;

@@ -4,10 +4,10 @@
 // from its queueing to its summary read back (ImageRun::step: queue, then resolve), so a GPU
 // waiting for the host to queue the next kernel counts as time, the gap a graph closes;
 // images per second; and what the host issued for one step (kernel launches, graph
-// launches, memsets, copies, host syncs), printed and in the JSON rows. The graph rows' capture happens in the
-// warm-up, before any step is timed. Each also with cuDNN's convolutions (cuda_conv: cudnn,
-// in the same precision) and our everything else: the step-level ratio of our convolutions
-// to the library's. And the model FLOP utilisation: the step's matrix-product FLOPs (counted by the
+// launches, memsets, copies, host syncs), printed and in the JSON rows. The graph rows'
+// capture happens in the warm-up, before any step is timed. Each also with cuDNN's
+// convolutions (cuda_conv: cudnn, in the same precision) and our everything else: the
+// step-level ratio of our convolutions to the library's. And the model FLOP utilisation: the step's matrix-product FLOPs (counted by the
 // ops in an eager step, engine/flops.h: ~4.8 TFLOP at batch 128) per second, as a fraction of
 // the device's dense peak for the precision (bf16 tensor cores, or fp32 FMA). The bf16 rows
 // also with bf16 activations (activations: bf16) on v4, and that eager step once more with
