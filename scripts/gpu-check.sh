@@ -238,6 +238,9 @@ with open(os.path.join(out, "report.md"), "w") as f:
     f.write("\n## Tests\n```\n" + ctest_tail + "\n```\n")
     f.write("\n## compute-sanitizer\n```\n" + "\n".join(report["sanitizer"]) + "\n```\n")
     f.write("\n## Kernel benchmark\n```\n" + read("kernel-bench.txt") + "\n```\n")
+    if os.path.exists(os.path.join(out, "kernel-bench.json")):
+        f.write("\n### Each kernel against its previous version and its library (scripts/bench_ratios.py)\n\n"
+                + os.popen("python3 scripts/bench_ratios.py " + os.path.join(out, "kernel-bench.json")).read() + "\n")
     f.write("\n## Attention: cuDNN SDPA and PyTorch's kernels (scripts/attention_reference.py)\n```\n"
             + read("attention-pytorch.txt") + "\n```\n")
     if all(os.path.exists(os.path.join(out, n)) for n in ("kernel-bench.json", "attention-pytorch.json")):

@@ -205,33 +205,41 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
     // the time (and, for cuDNN, transposed; a padded x staged) or, as training and sampling
     // in bf16 run them, read from the weights' bf16 copy (w16 here; v4 reads it in place
     // where both channel counts are multiples of 8): that row is v4 against cuDNN alone.
-    for (const cuda::ConvAlgo algo : {cuda::ConvAlgo::Bf16TensorCore, cuda::ConvAlgo::CudnnBf16})
-      for (const bool weight_copy : {false, true}) {
-        const bool v4 = algo == cuda::ConvAlgo::Bf16TensorCore;
-        const std::string v = std::string(v4 ? "v4 bf16" : "engine on cuDNN bf16") +
-                              (weight_copy ? ", bf16 activations and weight copy"
-                                           : ", bf16 activations") +
-                              (v4 ? "" : " (+ glue)");
-        if (!cuda::conv2d_algo_runs(s, algo)) continue;  // said above
-        const uint16_t* w_bf16 = weight_copy ? bf16_bits(w16) : nullptr;
-        const int64_t ws_floats = std::max(cuda::conv2d_forward_workspace(s, algo),
-                                           cuda::conv2d_backward_workspace(s, algo));
-        const Tensor ws = Tensor::empty(Shape{std::max<int64_t>(1, ws_floats)}, DType::F32,
-                                        Device::CUDA);
-        add_flops("conv2d fwd", shape, v, timer.median_ms([&] {
-          cuda::conv2d_forward(s, bf16_bits(x16), w.data<float>(), nullptr, bf16_bits(y16), algo,
-                               ws.data<float>(), nullptr, nullptr, w_bf16);
-        }), flops);
-        add_flops("conv2d dgrad", shape, v, timer.median_ms([&] {
-          cuda::conv2d_backward(s, bf16_bits(x16), w.data<float>(), bf16_bits(y16),
-                                bf16_bits(dx16), nullptr, nullptr, algo, ws.data<float>(), w_bf16);
-        }), flops);
-        if (weight_copy) continue;  // the wgrad reads no weights: the row above is its time
-        add_flops("conv2d wgrad", shape, v, timer.median_ms([&] {
-          cuda::conv2d_backward(s, bf16_bits(x16), w.data<float>(), bf16_bits(y16), nullptr,
-                                dw.data<float>(), nullptr, algo, ws.data<float>());
-        }), flops);
-      }
+    struct OnBf16 {
+      cuda::ConvAlgo algo;
+      bool weight_copy;
+      const char* name;
+    };
+    const OnBf16 on_bf16[] = {
+        {cuda::ConvAlgo::Bf16TensorCore, false, "v4 bf16, bf16 activations"},
+        {cuda::ConvAlgo::Bf16TensorCore, true, "v4 bf16, bf16 activations and weight copy"},
+        {cuda::ConvAlgo::CudnnBf16, false, "engine on cuDNN bf16, bf16 activations (+ glue)"},
+        {cuda::ConvAlgo::CudnnBf16, true,
+         "engine on cuDNN bf16, bf16 activations and weight copy (+ glue)"}};
+    for (const OnBf16& run : on_bf16) {
+      const cuda::ConvAlgo algo = run.algo;
+      const bool weight_copy = run.weight_copy;
+      const char* v = run.name;
+      if (!cuda::conv2d_algo_runs(s, algo)) continue;  // said above
+      const uint16_t* w_bf16 = weight_copy ? bf16_bits(w16) : nullptr;
+      const int64_t ws_floats = std::max(cuda::conv2d_forward_workspace(s, algo),
+                                         cuda::conv2d_backward_workspace(s, algo));
+      const Tensor ws = Tensor::empty(Shape{std::max<int64_t>(1, ws_floats)}, DType::F32,
+                                      Device::CUDA);
+      add_flops("conv2d fwd", shape, v, timer.median_ms([&] {
+        cuda::conv2d_forward(s, bf16_bits(x16), w.data<float>(), nullptr, bf16_bits(y16), algo,
+                             ws.data<float>(), nullptr, nullptr, w_bf16);
+      }), flops);
+      add_flops("conv2d dgrad", shape, v, timer.median_ms([&] {
+        cuda::conv2d_backward(s, bf16_bits(x16), w.data<float>(), bf16_bits(y16),
+                              bf16_bits(dx16), nullptr, nullptr, algo, ws.data<float>(), w_bf16);
+      }), flops);
+      if (weight_copy) continue;  // the wgrad reads no weights: the row without is its time
+      add_flops("conv2d wgrad", shape, v, timer.median_ms([&] {
+        cuda::conv2d_backward(s, bf16_bits(x16), w.data<float>(), bf16_bits(y16), nullptr,
+                              dw.data<float>(), nullptr, algo, ws.data<float>());
+      }), flops);
+    }
     struct Baseline {
       cudnnMathType_t math;
       cudnnDataType_t data;

@@ -31,6 +31,9 @@ for line in "- build: build exit 0" "- ctest: ctest (GPU tests) exit 0" "- ctest
     "| fwd | $shape | flash bf16 (mma.sync), bf16 tensors | 0.4000 | 0.3000 | 0.75x | 0.2500 |"; do
   grep -qF -- "$line" "$md" || fail "report.md lacks: $line"
 done
+grep -A4 "^### Each kernel against its previous version" "$md" |
+  grep -qF "| attention fwd | $shape | flash bf16 (mma.sync), bf16 tensors | 0.4000 |" ||
+  fail "the table of ratios (scripts/bench_ratios.py) is not in the report"
 grep -A2 "^## Sampling" "$md" | grep -qF "(not run)" || fail "the missing sampling stage is not '(not run)'"
 python3 -c "
 import json, sys

@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""kernel-bench's rows as the GPU report wants them: each kernel against the previous version
+of itself and against the library that does the same job, per shape and pass.
+
+    scripts/bench_ratios.py KERNEL_BENCH_JSON      (kernel-bench --json; prints Markdown)
+
+A ratio is the other row's time over this row's: above 1 this row is faster. "previous" is
+the version it improves on (v2 on v1, ..., v4 on v3; flash on fused attention; the fused
+loss on its unfused chain); "library" is what it is measured against (cuDNN in the same
+maths for the convolutions, the cuBLAS GEMM floors for attention's forward). Issue 14's goal
+for v4 is 0.8x cuDNN bf16 or better; issue 15's for attention is 1.0x cuDNN's SDPA (that
+table is attention_reference.py --compare's). A row with nothing to compare shows "-".
+Needs only the standard library: it runs wherever the report is written.
+"""
+import json
+import sys
+
+# (kernel prefix, variant) -> (previous version, library), by kernel-bench's names
+# (apps/bench/*.cpp; tests/cli/bench_ratios.sh checks that it writes each of them).
+RULES = {
+    ("conv2d", "v1 naive"): (None, "cuDNN fp32"),
+    ("conv2d", "v2 tiled"): ("v1 naive", "cuDNN fp32"),
+    ("conv2d", "v3 TF32 tensor cores"): ("v2 tiled", "cuDNN TF32"),
+    ("conv2d", "v4 bf16 (128x128 tiles)"): ("v3 TF32 tensor cores", "cuDNN bf16"),
+    ("conv2d", "v4 bf16 (64x64 tiles)"): ("v3 TF32 tensor cores", "cuDNN bf16"),
+    ("conv2d", "v4 bf16, bf16 activations"): ("v4 bf16 (128x128 tiles)", "cuDNN bf16"),
+    ("conv2d", "v4 bf16, bf16 activations and weight copy"):
+        ("v4 bf16, bf16 activations", "cuDNN bf16"),
+    ("conv2d", "engine on cuDNN bf16 (+ glue)"): (None, "cuDNN bf16"),
+    ("conv2d", "engine on cuDNN bf16, bf16 activations and weight copy (+ glue)"):
+        ("engine on cuDNN bf16, bf16 activations (+ glue)", "cuDNN bf16"),
+    ("attention", "fused"): ("straightforward", "cuBLAS GEMMs only"),
+    ("attention", "flash bf16 (mma.sync)"): ("fused", "cuBLAS bf16 GEMMs only"),
+    ("attention", "flash bf16 (mma.sync), bf16 tensors"):
+        ("flash bf16 (mma.sync)", "cuBLAS bf16 GEMMs only"),
+    ("linear", "SGEMM TF32 (+ rounding)"): ("SGEMM fp32", None),
+    ("linear", "GemmEx bf16 (+ conversion)"): ("SGEMM TF32 (+ rounding)", None),
+    # the bf16 group norm: on the fused + SiLU kernel's f32 row (fwd) or the f32 dx's (bwd)
+    ("group_norm", "bf16 storage"): (("f32 storage", "block per group"), None),
+    ("corrupt", "fused f32 x0"): ("unfused chain", None),
+    ("corrupt", "fused u8 x0 + flip"): ("unfused chain", None),
+    ("loss", "fused"): ("unfused chain", None),
+    ("corrupt+loss", "fused"): ("unfused chain", None),
+}
+
+
+def rule(kernel, variant):
+    for (prefix, name), pair in RULES.items():
+        if kernel.startswith(prefix) and variant == name:
+            return pair
+    return None
+
+
+def present(rows, kernel, shape, other):
+    """The variant `other` names at this kernel and shape (a tuple: the first present)."""
+    for name in (other,) if isinstance(other, str) else other or ():
+        if (kernel, shape, name) in rows:
+            return name
+    return None
+
+
+def ratio(rows, kernel, shape, other, ms):
+    """The other variant's time at this kernel and shape over ms, as text."""
+    theirs = rows.get((kernel, shape, other))
+    return f"{theirs['ms'] / ms:.2f}x" if theirs and ms > 0 else "-"
+
+
+def table(bench):
+    rows = {(r["kernel"], r["shape"], r["variant"]): r for r in bench["rows"]}
+    out = ["| kernel | shape | variant | ms | rate | of peak | x previous | previous | "
+           "x library | library |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in bench["rows"]:
+        pair = rule(r["kernel"], r["variant"])
+        if pair is None:
+            continue
+        previous, library = (present(rows, r["kernel"], r["shape"], name) for name in pair)
+        out.append(
+            f"| {r['kernel']} | {r['shape']} | {r['variant']} | {r['ms']:.4f} | "
+            f"{r['rate']:.2f} {r.get('unit', '')} | {100 * r.get('fraction_of_peak', 0):.1f}% | "
+            f"{ratio(rows, r['kernel'], r['shape'], previous, r['ms'])} | {previous or '-'} | "
+            f"{ratio(rows, r['kernel'], r['shape'], library, r['ms'])} | {library or '-'} |")
+    return "\n".join(out)
+
+
+def main(argv):
+    if len(argv) != 2:
+        sys.exit("usage: scripts/bench_ratios.py KERNEL_BENCH_JSON")
+    with open(argv[1]) as f:
+        bench = json.load(f)
+    print(table(bench))
+    if not bench.get("complete", True):
+        print("\n(kernel-bench stopped before its last section: these are the sections it finished)")
+
+
+if __name__ == "__main__":
+    main(sys.argv)
