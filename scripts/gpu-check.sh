@@ -13,6 +13,10 @@
 # deps/ along; cuDNN is taken from the system or, failing that, from PyTorch's nvidia-cudnn
 # wheel. Stages can run in separate calls (each under a time limit): outputs accumulate in
 # OUT_DIR and the build in build-gpu/.
+# DDPM_GPU_SECONDS: the seconds this call may take (a device's limit per call). Every long
+# command then runs under what is left of them, less 30 s kept for the report; a stage that
+# finds no time left is skipped and named in OUT_DIR/skipped.status. So one scripted call
+# ends with its report written, whichever stage ran long.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 # A CUDA test that finds no usable device fails instead of skipping (tests/test_util.h).
@@ -23,6 +27,19 @@ stages=("$@")
 [ ${#stages[@]} -gt 0 ] || stages=(build test sanitize bench profile train sample report)
 mkdir -p "$out"
 build=build-gpu
+
+deadline=$(($(date +%s) + ${DDPM_GPU_SECONDS:-1000000000}))
+seconds_left() { echo $((deadline - $(date +%s) - 30)); }
+# within CAP COMMAND...: COMMAND under `timeout`, at most CAP seconds and at most what is left
+# (exit 124 when stopped, as timeout's).
+within() {
+  local cap=$1 left
+  shift
+  left=$(seconds_left)
+  [ "$left" -lt "$cap" ] && cap=$left
+  [ "$cap" -gt 0 ] || return 124
+  timeout "$cap" "$@"
+}
 
 run_build() {
   local arch cudnn_args=() deps_args=()
@@ -37,7 +54,7 @@ run_build() {
   # the CPU emulation of CUDA (tests/cuda_emulation) is for machines without a GPU: left out
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$arch" \
     -DDDPM_EMULATION=OFF "${cudnn_args[@]}" "${deps_args[@]}" > "$out/configure.log" 2>&1 &&
-    cmake --build "$build" -j "$(nproc)" > "$out/build.log" 2>&1
+    within 900 cmake --build "$build" -j "$(nproc)" > "$out/build.log" 2>&1
   echo "build exit $?" | tee "$out/build.status"
 }
 
@@ -46,13 +63,15 @@ run_build() {
 # test-cpu: the others (about 300, which CI runs on every change), when minutes are left.
 gpu_tests='Cuda|BenchSmoke|Nccl'
 run_tests() {
-  (cd "$build" && ctest -R "$gpu_tests" --output-on-failure --timeout 300 -j 8 > "../$out/ctest.log" 2>&1)
+  (cd "$build" && within 900 ctest -R "$gpu_tests" --output-on-failure --timeout 300 -j 8 \
+    > "../$out/ctest.log" 2>&1)
   echo "ctest (GPU tests) exit $?" | tee "$out/ctest.status"
   grep -E "tests passed|tests failed" "$out/ctest.log"
 }
 
 run_tests_cpu() {
-  (cd "$build" && ctest -E "$gpu_tests" --output-on-failure -j "$(nproc)" > "../$out/ctest-cpu.log" 2>&1)
+  (cd "$build" && within 900 ctest -E "$gpu_tests" --output-on-failure -j "$(nproc)" \
+    > "../$out/ctest-cpu.log" 2>&1)
   echo "ctest (CPU tests) exit $?" | tee "$out/ctest-cpu.status"
   grep -E "tests passed|tests failed" "$out/ctest-cpu.log"
 }
@@ -66,7 +85,7 @@ run_sanitize() {
       test_cuda_bf16_storage test_cuda_group_norm_bf16 test_cuda_weight_copy test_cuda_model \
       test_cuda_graph test_cuda_scaffold test_philox test_diffusion_loss; do
     echo "== memcheck $t" >> "$out/sanitizer.log"
-    DDPM_TEST_SMALL_SHAPES=1 timeout 240 compute-sanitizer --tool memcheck --error-exitcode 1 \
+    DDPM_TEST_SMALL_SHAPES=1 within 240 compute-sanitizer --tool memcheck --error-exitcode 1 \
       "$build/tests/$t" >> "$out/sanitizer.log" 2>&1
     echo "memcheck $t exit $?" | tee -a "$out/sanitizer.status"
   done
@@ -75,19 +94,19 @@ run_sanitize() {
   # These tools replay every shared-memory access: small shapes only (tests/test_cuda_ops.cpp).
   for tool in racecheck synccheck initcheck; do
     echo "== $tool test_cuda_ops" >> "$out/sanitizer.log"
-    DDPM_TEST_SMALL_SHAPES=1 timeout 240 compute-sanitizer --tool "$tool" --error-exitcode 1 "$build/tests/test_cuda_ops" \
+    DDPM_TEST_SMALL_SHAPES=1 within 240 compute-sanitizer --tool "$tool" --error-exitcode 1 "$build/tests/test_cuda_ops" \
       --gtest_filter='*Conv2d*:*GroupNorm*:*Reductions*:*Attention*' >> "$out/sanitizer.log" 2>&1
     echo "$tool test_cuda_ops exit $?" | tee -a "$out/sanitizer.status"
     echo "== $tool test_cuda_conv_bf16" >> "$out/sanitizer.log"
-    DDPM_TEST_SMALL_SHAPES=1 timeout 240 compute-sanitizer --tool "$tool" --error-exitcode 1 \
+    DDPM_TEST_SMALL_SHAPES=1 within 240 compute-sanitizer --tool "$tool" --error-exitcode 1 \
       "$build/tests/test_cuda_conv_bf16" --gtest_filter='*MatchesTheCpu*' >> "$out/sanitizer.log" 2>&1
     echo "$tool test_cuda_conv_bf16 exit $?" | tee -a "$out/sanitizer.status"
     echo "== $tool test_cuda_attention_bf16" >> "$out/sanitizer.log"
-    DDPM_TEST_SMALL_SHAPES=1 timeout 240 compute-sanitizer --tool "$tool" --error-exitcode 1 \
+    DDPM_TEST_SMALL_SHAPES=1 within 240 compute-sanitizer --tool "$tool" --error-exitcode 1 \
       "$build/tests/test_cuda_attention_bf16" >> "$out/sanitizer.log" 2>&1
     echo "$tool test_cuda_attention_bf16 exit $?" | tee -a "$out/sanitizer.status"
     echo "== $tool test_diffusion_loss" >> "$out/sanitizer.log"
-    timeout 240 compute-sanitizer --tool "$tool" --error-exitcode 1 "$build/tests/test_diffusion_loss" \
+    within 240 compute-sanitizer --tool "$tool" --error-exitcode 1 "$build/tests/test_diffusion_loss" \
       --gtest_filter='CudaDiffusionLoss.MatchesTheCpuReference' >> "$out/sanitizer.log" 2>&1
     echo "$tool test_diffusion_loss exit $?" | tee -a "$out/sanitizer.status"
   done
@@ -101,11 +120,11 @@ run_sanitize() {
 # after each section, so a run stopped there keeps the sections it finished (exit 124).
 run_bench() {
   # shellcheck disable=SC2086 # the sections are words
-  timeout "${DDPM_BENCH_TIMEOUT:-480}" "$build/apps/kernel-bench" ${DDPM_BENCH_SECTIONS:-all} \
+  within "${DDPM_BENCH_TIMEOUT:-480}" "$build/apps/kernel-bench" ${DDPM_BENCH_SECTIONS:-all} \
     --skip-naive --json "$out/kernel-bench.json" > "$out/kernel-bench.txt" 2>&1
   echo "kernel-bench exit $?" | tee "$out/bench.status"
   if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2> /dev/null; then
-    python3 scripts/attention_reference.py --json "$out/attention-pytorch.json" \
+    within 300 python3 scripts/attention_reference.py --json "$out/attention-pytorch.json" \
       > "$out/attention-pytorch.txt" 2>&1
     echo "attention_reference exit $?" | tee -a "$out/bench.status"
   else
@@ -121,7 +140,7 @@ run_profile() {
     return
   fi
   # One launch of each loss kernel per NVTX range, hardware DRAM bytes and duration.
-  "$ncu_bin" --nvtx --nvtx-include "loss fused/" --nvtx-include "corrupt fused (f32 x0)/" \
+  within 300 "$ncu_bin" --nvtx --nvtx-include "loss fused/" --nvtx-include "corrupt fused (f32 x0)/" \
     --nvtx-include "corrupt fused (u8 x0, flip)/" --nvtx-include "loss unfused/" \
     --launch-count 60 --metrics dram__bytes_read.sum,dram__bytes_write.sum,gpu__time_duration.sum \
     --csv "$build/apps/kernel-bench" loss > "$out/ncu-loss.csv" 2> "$out/ncu-loss.log"
@@ -142,7 +161,7 @@ run_train() {
   local status=0
   for variant in "tiled:fp32" "tiled:tf32" "tiled:bf16" "cudnn:bf16" "auto:bf16"; do
     local conv=${variant%%:*} precision=${variant##*:}
-    "$build/apps/ddpm" train --config configs/cifar10_ddpm.json --set device=cuda --set steps=30 \
+    within 300 "$build/apps/ddpm" train --config configs/cifar10_ddpm.json --set device=cuda --set steps=30 \
       --set log_every=10 --set sample_every=0 --set ckpt_every=0 --set n_samples=8 \
       --set sample_steps=10 --set sampler=ddim --set cuda_conv=$conv \
       --set precision=$precision --set cuda_autotune=true --set profile_steps=5 \
@@ -151,7 +170,7 @@ run_train() {
   done
   # The bf16 step again as one CUDA graph per step (cuda_graph=true; no op profile: a
   # replay launches no op): its ms/step beside the eager bf16 run's is the graph's gain.
-  "$build/apps/ddpm" train --config configs/cifar10_ddpm.json --set device=cuda --set steps=30 \
+  within 300 "$build/apps/ddpm" train --config configs/cifar10_ddpm.json --set device=cuda --set steps=30 \
     --set log_every=10 --set sample_every=0 --set ckpt_every=0 --set n_samples=8 \
     --set sample_steps=10 --set sampler=ddim --set cuda_conv=tiled --set precision=bf16 \
     --set cuda_autotune=true --set cuda_graph=true \
@@ -159,7 +178,7 @@ run_train() {
   # And with bf16 activations (activations=bf16: half the bytes of every stored activation;
   # v4, group norm, linear, attention and the data movement on bf16 tensors), with the op
   # profile: its per-op times beside the bf16 run's show what storage saved, op by op.
-  "$build/apps/ddpm" train --config configs/cifar10_ddpm.json --set device=cuda --set steps=30 \
+  within 300 "$build/apps/ddpm" train --config configs/cifar10_ddpm.json --set device=cuda --set steps=30 \
     --set log_every=10 --set sample_every=0 --set ckpt_every=0 --set n_samples=8 \
     --set sample_steps=10 --set sampler=ddim --set cuda_conv=tiled --set precision=bf16 \
     --set activations=bf16 --set cuda_autotune=true --set profile_steps=5 \
@@ -168,11 +187,11 @@ run_train() {
   cat "$out"/train-*.log > "$out/train.log"
   echo "train exit $status" | tee "$out/train.status"
   if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2> /dev/null; then
-    python3 scripts/pytorch_reference.py --json "$out/pytorch-fp32.json" > "$out/pytorch.log" 2>&1
-    python3 scripts/pytorch_reference.py --tf32 --json "$out/pytorch-tf32.json" >> "$out/pytorch.log" 2>&1
-    python3 scripts/pytorch_reference.py --bf16 --json "$out/pytorch-bf16.json" >> "$out/pytorch.log" 2>&1
+    within 300 python3 scripts/pytorch_reference.py --json "$out/pytorch-fp32.json" > "$out/pytorch.log" 2>&1
+    within 300 python3 scripts/pytorch_reference.py --tf32 --json "$out/pytorch-tf32.json" >> "$out/pytorch.log" 2>&1
+    within 300 python3 scripts/pytorch_reference.py --bf16 --json "$out/pytorch-bf16.json" >> "$out/pytorch.log" 2>&1
     # torch.compile (the issue's bar), its compilation inside a longer warm-up
-    python3 scripts/pytorch_reference.py --bf16 --compile --warmup 10 \
+    within 300 python3 scripts/pytorch_reference.py --bf16 --compile --warmup 10 \
       --json "$out/pytorch-bf16-compiled.json" >> "$out/pytorch.log" 2>&1
     echo "pytorch exit $?" | tee -a "$out/train.status"
   else
@@ -191,23 +210,23 @@ run_sample() {
     return
   fi
   for precision in fp32 bf16; do
-    "$build/apps/ddpm" sample --ckpt "$ckpt" --out "$out/samples-$precision.png" --n 256 \
+    within 300 "$build/apps/ddpm" sample --ckpt "$ckpt" --out "$out/samples-$precision.png" --n 256 \
       --sampler ddpm --steps 100 --device cuda --precision $precision \
       >> "$out/sample.log" 2>&1 || status=$?
     # where a denoising step's time goes (a separate, shorter run: the events cost a little)
-    "$build/apps/ddpm" sample --ckpt "$ckpt" --out "$out/samples-$precision-profiled.png" \
+    within 300 "$build/apps/ddpm" sample --ckpt "$ckpt" --out "$out/samples-$precision-profiled.png" \
       --n 256 --sampler ddpm --steps 20 --device cuda --precision $precision --profile \
       >> "$out/sample.log" 2>&1 || status=$?
     # the same loop as one CUDA graph per denoising step (--graph): same samples, less host
-    "$build/apps/ddpm" sample --ckpt "$ckpt" --out "$out/samples-$precision-graph.png" --n 256 \
+    within 300 "$build/apps/ddpm" sample --ckpt "$ckpt" --out "$out/samples-$precision-graph.png" --n 256 \
       --sampler ddpm --steps 100 --device cuda --precision $precision --graph \
       >> "$out/sample.log" 2>&1 || status=$?
   done
   echo "sample exit $status" | tee "$out/sample.status"
   if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2> /dev/null; then
-    python3 scripts/pytorch_reference.py --batch 256 --sample-steps 100 --steps 2 --warmup 1 \
+    within 300 python3 scripts/pytorch_reference.py --batch 256 --sample-steps 100 --steps 2 --warmup 1 \
       >> "$out/sample.log" 2>&1
-    python3 scripts/pytorch_reference.py --batch 256 --sample-steps 100 --steps 2 --warmup 1 \
+    within 300 python3 scripts/pytorch_reference.py --batch 256 --sample-steps 100 --steps 2 --warmup 1 \
       --bf16 >> "$out/sample.log" 2>&1
     echo "pytorch sampling exit $?" | tee -a "$out/sample.status"
   fi
@@ -227,7 +246,8 @@ report = {"date": datetime.date.today().isoformat(),
           "ctest_cpu": read("ctest-cpu.status").strip(),
           "sanitizer": read("sanitizer.status").strip().splitlines(),
           "bench": read("bench.status").strip(), "profile": read("profile.status").strip(),
-          "train": read("train.status").strip(), "sample": read("sample.status").strip()}
+          "train": read("train.status").strip(), "sample": read("sample.status").strip(),
+          "skipped": read("skipped.status").strip()}
 if os.path.exists(os.path.join(out, "kernel-bench.json")):
     report["kernel_bench"] = json.load(open(os.path.join(out, "kernel-bench.json")))
 json.dump(report, open(os.path.join(out, "report.json"), "w"), indent=2)
@@ -235,6 +255,8 @@ ctest_tail = "\n".join(l for l in read("ctest.log").splitlines() if "tests passe
 with open(os.path.join(out, "report.md"), "w") as f:
     f.write(f"# GPU check, {report['date']}\n\ndevice: {report['device']}\n\n")
     f.write(f"- build: {report['build']}\n- ctest: {report['ctest']}\n- ctest, CPU tests: {report['ctest_cpu']}\n- bench: {report['bench']}\n- train: {report['train']}\n")
+    if report["skipped"] != "(not run)":
+        f.write("- out of time: " + "; ".join(report["skipped"].splitlines()) + "\n")
     f.write("\n## Tests\n```\n" + ctest_tail + "\n```\n")
     f.write("\n## compute-sanitizer\n```\n" + "\n".join(report["sanitizer"]) + "\n```\n")
     f.write("\n## Kernel benchmark\n```\n" + read("kernel-bench.txt") + "\n```\n")
@@ -256,6 +278,11 @@ PY
 }
 
 for s in "${stages[@]}"; do
+  if [ "$s" != report ] && [ "$(seconds_left)" -le 0 ]; then
+    echo "gpu-check: stage $s skipped: no time left of DDPM_GPU_SECONDS=${DDPM_GPU_SECONDS:-}" |
+      tee -a "$out/skipped.status"
+    continue
+  fi
   case "$s" in
     build) run_build ;;
     test) run_tests ;;

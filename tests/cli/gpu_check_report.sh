@@ -4,7 +4,8 @@
 # sampling stage missing: report.md carries each stage's status, the sanitizer's lines, the
 # engine-vs-cuDNN attention table and the logs, says "(not run)" for what did not run, and
 # report.json holds kernel-bench's rows. Needs no GPU: a report can be written (or rewritten)
-# from a GPU session's outputs on any machine.
+# from a GPU session's outputs on any machine. And a call out of time (DDPM_GPU_SECONDS)
+# skips its stages, names them, and still writes its report.
 #   tests/cli/gpu_check_report.sh SOURCE_DIR WORKDIR
 set -u
 src=$1 work=$2
@@ -41,4 +42,16 @@ r = json.load(open('$work/report.json'))
 assert len(r['kernel_bench']['rows']) == 4, r.get('kernel_bench')
 assert r['sample'] == '(not run)', r['sample']
 " || fail "report.json does not hold kernel-bench's rows and the stages' statuses"
+# A call given fewer seconds than the report keeps (DDPM_GPU_SECONDS) skips its stages, names
+# them, and still writes the report.
+late="$work/late"
+DDPM_GPU_SECONDS=10 bash "$src/scripts/gpu-check.sh" "$late" build test report > "$late.txt" 2>&1 ||
+  { cat "$late.txt"; fail "the call out of time failed"; }
+for stage in build test; do
+  grep -qF "stage $stage skipped: no time left" "$late/skipped.status" ||
+    fail "stage $stage is not named as skipped"
+done
+[ ! -e "$late/build.status" ] || fail "the build ran with no time left"
+grep -qF -- "- out of time: gpu-check: stage build skipped" "$late/report.md" ||
+  fail "the report does not say which stages ran out of time"
 echo "PASS: gpu-check report"
