@@ -46,6 +46,12 @@ struct DeviceWorkCounts {
   uint64_t launches = 0, memsets = 0, copies = 0, host_syncs = 0, late_reads = 0,
            graph_launches = 0;
 };
+// The work between two readings (later - earlier), count by count.
+inline DeviceWorkCounts operator-(const DeviceWorkCounts& later, const DeviceWorkCounts& earlier) {
+  return {later.launches - earlier.launches,     later.memsets - earlier.memsets,
+          later.copies - earlier.copies,         later.host_syncs - earlier.host_syncs,
+          later.late_reads - earlier.late_reads, later.graph_launches - earlier.graph_launches};
+}
 DeviceWorkCounts device_work_counts();
 
 // An NVTX range (named span on the Nsight Systems / Compute timeline) for its lifetime;

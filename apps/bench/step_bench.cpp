@@ -7,7 +7,8 @@
 // launches, memsets, copies, host syncs), printed and in the JSON rows. The graph rows'
 // capture happens in the warm-up, before any step is timed. Each also with cuDNN's
 // convolutions (cuda_conv: cudnn, in the same precision) and our everything else: the
-// step-level ratio of our convolutions to the library's. And the model FLOP utilisation: the step's matrix-product FLOPs (counted by the
+// step-level ratio of our convolutions to the library's. And the model FLOP utilisation:
+// the step's matrix-product FLOPs (counted by the
 // ops in an eager step, engine/flops.h: ~4.8 TFLOP at batch 128) per second, as a fraction of
 // the device's dense peak for the precision (bf16 tensor cores, or fp32 FMA). The bf16 rows
 // also with bf16 activations (activations: bf16) on v4, and that eager step once more with
@@ -89,12 +90,7 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
     const double tflops = step_flops / (ms * 1e-3) * 1e-12;
     const double peak = std::string(v.precision) == "bf16" ? report.peaks().bf16_tflops
                                                            : report.peaks().fp32_tflops;
-    const DeviceWorkCounts issued{after.launches - before.launches,
-                                  after.memsets - before.memsets,
-                                  after.copies - before.copies,
-                                  after.host_syncs - before.host_syncs,
-                                  after.late_reads - before.late_reads,
-                                  after.graph_launches - before.graph_launches};
+    const DeviceWorkCounts issued = after - before;
     std::printf("  training step, %s: %.2f TFLOP per step, %.1f TFLOP/s, MFU %.1f%% of %.0f, "
                 "peak %.2f GiB; per step %llu kernel launches, %llu graph launches, %llu "
                 "memsets, %llu copies, %llu host syncs, %llu late reads\n",

@@ -704,12 +704,7 @@ TrainSummary train_images(const ImageTrainConfig& c, const TrainOptions& o,
     p.stats = stats;
     const DeviceWorkCounts now_work = device_work_counts();
     // the GPU work since the step before was handled: one step queued, one read back
-    p.step_work = {now_work.launches - work_mark.launches,
-                   now_work.memsets - work_mark.memsets,
-                   now_work.copies - work_mark.copies,
-                   now_work.host_syncs - work_mark.host_syncs,
-                   now_work.late_reads - work_mark.late_reads,
-                   now_work.graph_launches - work_mark.graph_launches};
+    p.step_work = now_work - work_mark;
     stop_asked = stop_asked || any_rank_asks_to_stop(o, world);
     p.step = stats.step + 1;
     p.total = total;
