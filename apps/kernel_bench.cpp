@@ -37,6 +37,8 @@ int run(int argc, char** argv) {
   const std::vector<Section> all = {
       {"conv", bench_convolutions}, {"memory", bench_memory_bound}, {"attention", bench_attention},
       {"loss", bench_loss},         {"linear", bench_linear},       {"step", bench_training_step}};
+  std::string names = "all";
+  for (const Section& s : all) names += std::string(" ") + s.name;
   auto is_section = [&](const char* name) {
     for (const Section& s : all)
       if (!std::strcmp(s.name, name)) return true;
@@ -52,9 +54,9 @@ int run(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--smoke")) o.smoke = true;
     else if (!std::strcmp(argv[i], "all") || is_section(argv[i])) named.insert(argv[i]);
     else
-      THROW_ERROR("kernel-bench: unknown argument '"
-                  << argv[i] << "' (sections: all conv memory attention loss linear step; options: --json "
-                                "FILE, --batch N, --skip-naive, --smoke)");
+      THROW_ERROR("kernel-bench: unknown argument '" << argv[i] << "' (sections: " << names
+                                                      << "; options: --json FILE, --batch N, "
+                                                         "--skip-naive, --smoke)");
   }
   std::vector<Section> chosen;  // in the order above
   for (const Section& s : all)

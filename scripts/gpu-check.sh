@@ -76,39 +76,34 @@ run_tests_cpu() {
   grep -E "tests passed|tests failed" "$out/ctest-cpu.log"
 }
 
-# memcheck on every CUDA suite at small shapes (DDPM_TEST_SMALL_SHAPES: the awkward shapes,
-# not the model's; what the CPU emulation runs), each under a time limit so that one slow
-# suite cannot take a session's minutes (exit 124 in the status: it ran out of time).
+# sanitize TOOL SUITE [GTEST_FILTER]: one compute-sanitizer run at small shapes
+# (DDPM_TEST_SMALL_SHAPES: the awkward shapes, not the model's; what the CPU emulation runs)
+# under a time limit, so that one slow suite cannot take a session's minutes; its output in
+# sanitizer.log, its exit status in sanitizer.status (124: it ran out of time).
+sanitize() {
+  local tool=$1 suite=$2 filter=${3:-*}
+  echo "== $tool $suite" >> "$out/sanitizer.log"
+  DDPM_TEST_SMALL_SHAPES=1 within 240 compute-sanitizer --tool "$tool" --error-exitcode 1 \
+    "$build/tests/$suite" --gtest_filter="$filter" >> "$out/sanitizer.log" 2>&1
+  echo "$tool $suite exit $?" | tee -a "$out/sanitizer.status"
+}
+
+# memcheck on every CUDA suite; racecheck, synccheck and initcheck on the kernels with shared
+# memory and barriers: conv2d (tiles; v4's cp.async pipeline), group norm and reductions
+# (block trees), the attentions (tiles, online softmax; the bf16 flash pair), the fused loss
+# (block trees). These tools replay every shared-memory access: small shapes only.
 run_sanitize() {
   : > "$out/sanitizer.log"
   for t in test_cuda_ops test_cuda_conv_bf16 test_cuda_conv_cudnn test_cuda_attention_bf16 \
       test_cuda_bf16_storage test_cuda_group_norm_bf16 test_cuda_weight_copy test_cuda_model \
       test_cuda_graph test_cuda_scaffold test_philox test_diffusion_loss; do
-    echo "== memcheck $t" >> "$out/sanitizer.log"
-    DDPM_TEST_SMALL_SHAPES=1 within 240 compute-sanitizer --tool memcheck --error-exitcode 1 \
-      "$build/tests/$t" >> "$out/sanitizer.log" 2>&1
-    echo "memcheck $t exit $?" | tee -a "$out/sanitizer.status"
+    sanitize memcheck "$t"
   done
-  # Shared memory and barriers: conv2d (tiles; v4's cp.async pipeline), group norm and reductions (block trees),
-  # the attentions (tiles, online softmax; the bf16 flash pair), the fused loss (block trees).
-  # These tools replay every shared-memory access: small shapes only (tests/test_cuda_ops.cpp).
   for tool in racecheck synccheck initcheck; do
-    echo "== $tool test_cuda_ops" >> "$out/sanitizer.log"
-    DDPM_TEST_SMALL_SHAPES=1 within 240 compute-sanitizer --tool "$tool" --error-exitcode 1 "$build/tests/test_cuda_ops" \
-      --gtest_filter='*Conv2d*:*GroupNorm*:*Reductions*:*Attention*' >> "$out/sanitizer.log" 2>&1
-    echo "$tool test_cuda_ops exit $?" | tee -a "$out/sanitizer.status"
-    echo "== $tool test_cuda_conv_bf16" >> "$out/sanitizer.log"
-    DDPM_TEST_SMALL_SHAPES=1 within 240 compute-sanitizer --tool "$tool" --error-exitcode 1 \
-      "$build/tests/test_cuda_conv_bf16" --gtest_filter='*MatchesTheCpu*' >> "$out/sanitizer.log" 2>&1
-    echo "$tool test_cuda_conv_bf16 exit $?" | tee -a "$out/sanitizer.status"
-    echo "== $tool test_cuda_attention_bf16" >> "$out/sanitizer.log"
-    DDPM_TEST_SMALL_SHAPES=1 within 240 compute-sanitizer --tool "$tool" --error-exitcode 1 \
-      "$build/tests/test_cuda_attention_bf16" >> "$out/sanitizer.log" 2>&1
-    echo "$tool test_cuda_attention_bf16 exit $?" | tee -a "$out/sanitizer.status"
-    echo "== $tool test_diffusion_loss" >> "$out/sanitizer.log"
-    within 240 compute-sanitizer --tool "$tool" --error-exitcode 1 "$build/tests/test_diffusion_loss" \
-      --gtest_filter='CudaDiffusionLoss.MatchesTheCpuReference' >> "$out/sanitizer.log" 2>&1
-    echo "$tool test_diffusion_loss exit $?" | tee -a "$out/sanitizer.status"
+    sanitize "$tool" test_cuda_ops '*Conv2d*:*GroupNorm*:*Reductions*:*Attention*'
+    sanitize "$tool" test_cuda_conv_bf16 '*MatchesTheCpu*'
+    sanitize "$tool" test_cuda_attention_bf16
+    sanitize "$tool" test_diffusion_loss 'CudaDiffusionLoss.MatchesTheCpuReference'
   done
 }
 
