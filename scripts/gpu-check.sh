@@ -25,6 +25,12 @@ out="${1:?usage: scripts/gpu-check.sh OUT_DIR [stage ...]}"
 shift
 stages=("$@")
 [ ${#stages[@]} -gt 0 ] || stages=(build test sanitize bench profile train sample report)
+for var in DDPM_GPU_SECONDS DDPM_BENCH_TIMEOUT; do
+  if [ -n "${!var:-}" ] && ! [[ "${!var}" =~ ^[0-9]+$ ]]; then
+    echo "gpu-check: $var must be a whole number of seconds, got '${!var}'" >&2
+    exit 2
+  fi
+done
 mkdir -p "$out"
 build=build-gpu
 

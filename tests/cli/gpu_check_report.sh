@@ -5,7 +5,8 @@
 # engine-vs-cuDNN attention table and the logs, says "(not run)" for what did not run, and
 # report.json holds kernel-bench's rows. Needs no GPU: a report can be written (or rewritten)
 # from a GPU session's outputs on any machine. And a call out of time (DDPM_GPU_SECONDS)
-# skips its stages, names them, and still writes its report.
+# skips its stages, names them, and still writes its report; a bad time is refused; the
+# sanitize stage runs what it should (a stand-in compute-sanitizer).
 #   tests/cli/gpu_check_report.sh SOURCE_DIR WORKDIR
 set -u
 src=$1 work=$2
@@ -54,4 +55,27 @@ done
 [ ! -e "$late/build.status" ] || fail "the build ran with no time left"
 grep -qF -- "- out of time: gpu-check: stage build skipped" "$late/report.md" ||
   fail "the report does not say which stages ran out of time"
+# A time that is not a whole number of seconds is refused with its name and value.
+for var in DDPM_GPU_SECONDS DDPM_BENCH_TIMEOUT; do
+  msg=$(env "$var=ten" bash "$src/scripts/gpu-check.sh" "$work/bad" report 2>&1) &&
+    fail "$var=ten was accepted"
+  grep -qF "$var must be a whole number of seconds, got 'ten'" <<< "$msg" ||
+    fail "$var=ten: the error does not name it: $msg"
+done
+# The sanitize stage with a stand-in compute-sanitizer (the real one needs a GPU): every
+# run at small shapes, memcheck on each CUDA suite, the shared-memory tools with their
+# filters, each run's exit status recorded.
+mkdir -p "$work/bin"
+printf '#!/usr/bin/env bash\necho "small=$DDPM_TEST_SMALL_SHAPES $*"\n[[ "$*" != *test_philox* ]]\n' \
+  > "$work/bin/compute-sanitizer"
+chmod +x "$work/bin/compute-sanitizer"
+PATH="$work/bin:$PATH" bash "$src/scripts/gpu-check.sh" "$work/san" sanitize > /dev/null 2>&1
+status="$work/san/sanitizer.status"
+[ "$(grep -c '^memcheck .* exit 0$' "$status")" = 11 ] || fail "memcheck did not pass 11 suites"
+grep -qx "memcheck test_philox exit 1" "$status" || fail "a failing run's status is not recorded"
+[ "$(grep -c '^\(racecheck\|synccheck\|initcheck\) ' "$status")" = 12 ] ||
+  fail "not 4 runs of each shared-memory tool"
+grep -qF "small=1 --tool racecheck --error-exitcode 1 build-gpu/tests/test_cuda_conv_bf16 --gtest_filter=*MatchesTheCpu*" \
+  "$work/san/sanitizer.log" || fail "racecheck on v4 is not run at small shapes with its filter"
+! grep -q "^small= " "$work/san/sanitizer.log" || fail "a run not at small shapes"
 echo "PASS: gpu-check report"
