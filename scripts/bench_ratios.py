@@ -22,6 +22,7 @@ RULES = {
     ("conv2d", "v2 tiled"): ("v1 naive", "cuDNN fp32"),
     ("conv2d", "v3 TF32 tensor cores"): ("v2 tiled", "cuDNN TF32"),
     ("conv2d", "v4 bf16 (128x128 tiles)"): ("v3 TF32 tensor cores", "cuDNN bf16"),
+    ("conv2d", "v4 bf16 (128x128 tiles, 4 stages)"): ("v4 bf16 (128x128 tiles)", "cuDNN bf16"),
     ("conv2d", "v4 bf16 (64x64 tiles)"): ("v3 TF32 tensor cores", "cuDNN bf16"),
     ("conv2d", "v4 bf16, bf16 activations"): ("v4 bf16 (128x128 tiles)", "cuDNN bf16"),
     ("conv2d", "v4 bf16, bf16 activations and weight copy"):

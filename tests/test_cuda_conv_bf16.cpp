@@ -16,6 +16,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <regex>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -123,15 +125,23 @@ Results run_v4(const Conv2dShape& s, const Operands& o) {
 }
 #endif
 
-// Both block shapes (128x128 and 64x64 tiles), forced.
+#if DDPM_WITH_CUDA
+const char* tiles_name(cuda::Bf16Tiles t) {
+  return t == cuda::Bf16Tiles::Small ? ", 64x64" : t == cuda::Bf16Tiles::Deep ? ", 128x128 4-stage"
+                                                                            : ", 128x128";
+}
+#endif
+
+// Every block shape (128x128 tiles in 3 and 4 stages, 64x64), forced.
 TEST(CudaConvBf16, MatchesTheCpuOnTheSameBf16Operands) {
   REQUIRE_GPU();
 #if DDPM_WITH_CUDA
-  for (cuda::Bf16Tiles tiles : {cuda::Bf16Tiles::Large, cuda::Bf16Tiles::Small}) {
+  for (cuda::Bf16Tiles tiles :
+       {cuda::Bf16Tiles::Large, cuda::Bf16Tiles::Deep, cuda::Bf16Tiles::Small}) {
     cuda::set_conv2d_bf16_tiles(tiles);
     uint64_t stream = 700;
     for (const ConvCase& c : cases()) {
-      SCOPED_TRACE(describe(c) + (tiles == cuda::Bf16Tiles::Large ? ", 128x128" : ", 64x64"));
+      SCOPED_TRACE(describe(c) + tiles_name(tiles));
       const Conv2dShape s = shape_of(c);
       const Operands o = operands_for(s, stream);
       stream += 6;
@@ -147,7 +157,7 @@ TEST(CudaConvBf16, MatchesTheCpuOnTheSameBf16Operands) {
 }
 
 // Two runs, the same bits: every output sums in a fixed order, split-K slices included; and
-// the two block shapes give the same bits too (the split count does not depend on them), so
+// every block shape gives the same bits too (the split count does not depend on them), so
 // whatever the heuristic or the autotuner picks, a run is reproducible. The autotuner then
 // runs once per pass and size and keeps its choice.
 TEST(CudaConvBf16, IsDeterministicWhateverTheBlockShape) {
@@ -161,9 +171,11 @@ TEST(CudaConvBf16, IsDeterministicWhateverTheBlockShape) {
     const Operands o = operands_for(s, 900);
     cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Large);
     const Results a = run_v4(s, o), b = run_v4(s, o);
+    cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Deep);
+    const Results deep = run_v4(s, o);
     cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Small);
     const Results small = run_v4(s, o);
-    for (const Results* r : {&b, &small}) {
+    for (const Results* r : {&b, &deep, &small}) {
       EXPECT_EQ(a.y, r->y);
       EXPECT_EQ(a.dx, r->dx);
       EXPECT_EQ(a.dw, r->dw);
@@ -187,6 +199,12 @@ TEST(CudaConvBf16, IsDeterministicWhateverTheBlockShape) {
            at = printed.find(std::string("autotune: ") + pass, at + 1))
         ++count;
       EXPECT_EQ(count, 1u) << pass << " in:\n" << printed;
+    }
+    std::istringstream lines(printed);
+    for (std::string line; std::getline(lines, line);) {  // each choice timed all three shapes
+      EXPECT_TRUE(std::regex_search(line, std::regex(" 128x128 [0-9.]+ ms,"))) << line;
+      EXPECT_TRUE(std::regex_search(line, std::regex(" 128x128 4-stage [0-9.]+ ms,"))) << line;
+      EXPECT_TRUE(std::regex_search(line, std::regex(" 64x64 [0-9.]+ ms,"))) << line;
     }
   }
 #endif

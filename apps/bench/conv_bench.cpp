@@ -145,7 +145,7 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
     char shape[96];
     std::snprintf(shape, sizeof shape, "%s %lldx%lld %lld->%lld", c.name, (long long)c.h,
                   (long long)c.h, (long long)c.c_in, (long long)c.c_out);
-    // v4 twice, one row per block shape (what the autotuner chooses between)
+    // v4 once per block shape (what the autotuner chooses between)
     struct Version {
       cuda::ConvAlgo algo;
       cuda::Bf16Tiles tiles;
@@ -156,6 +156,8 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
         {cuda::ConvAlgo::Tiled, cuda::Bf16Tiles::Heuristic, "v2 tiled"},
         {cuda::ConvAlgo::TensorCore, cuda::Bf16Tiles::Heuristic, "v3 TF32 tensor cores"},
         {cuda::ConvAlgo::Bf16TensorCore, cuda::Bf16Tiles::Large, "v4 bf16 (128x128 tiles)"},
+        {cuda::ConvAlgo::Bf16TensorCore, cuda::Bf16Tiles::Deep,
+         "v4 bf16 (128x128 tiles, 4 stages)"},
         {cuda::ConvAlgo::Bf16TensorCore, cuda::Bf16Tiles::Small, "v4 bf16 (64x64 tiles)"},
         // cuda_conv: cudnn, as the engine runs it: cuDNN plus the glue of conv2d_cudnn.cu
         // (weight transposition, padding and bf16 staging), next to cuDNN alone below

@@ -32,14 +32,16 @@
 // 4 x 4 mma tiles of 16x8 (64 fp32 accumulators per thread). K advances 32 per stage, two
 // mma k-steps. Per stage and operand the tile is 128 x 32 bf16 = 8 KB; 3 stages of A and B
 // = 48 KB of dynamic shared memory, the most a block may use without opting in, and two
-// blocks fit an SM's 64K registers (ptxas, sm_90: 122-126 registers, no spills). A 64x64
-// block of 4 warps (32x32 each) serves small outputs; a heuristic or a start-up autotuner
-// picks per pass and size (BlockShape below).
+// blocks fit an SM's 64K registers (ptxas, sm_90: 122-126 registers, no spills). The same
+// tiles with 4 stages (64 KB, opted in) keep one more tile in flight; a 64x64 block of 4
+// warps (32x32 each) serves small outputs; a heuristic or a start-up autotuner picks per
+// pass and size (BlockShape below).
 //
-// Pipeline: stages 0 and 1 are requested before the loop; iteration kt waits until tile kt
-// has landed (cp.async.wait_group 1: one newer group may still be in flight), a
-// __syncthreads makes it visible to all warps and also proves every warp has finished
-// tile kt-1, whose stage then receives tile kt+2 while the warps multiply tile kt.
+// Pipeline (S stages): stages 0..S-2 are requested before the loop; iteration kt waits
+// until tile kt has landed (cp.async.wait_group S-2: the S-2 newer groups may still be in
+// flight), a __syncthreads makes it visible to all warps and also proves every warp has
+// finished tile kt-1, whose stage then receives tile kt+S-1 while the warps multiply tile
+// kt.
 //
 // Swizzle: ldmatrix reads 8 rows of 16 bytes at once; in a K-major tile rows are 64 bytes
 // apart, so rows r and r+2 would share banks (4-way conflict), and in an MN-major tile rows
@@ -84,27 +86,32 @@ namespace {
 
 using bf16_bits = uint16_t;
 
-constexpr int kBK = 32;     // K per stage: two mma k-steps of 16
-constexpr int kStages = 3;  // large tiles: 3 x 16 KB, the 48 KB a block gets without opting in
-constexpr int kChunk = 8;   // bf16 per 16-byte cp.async
+constexpr int kBK = 32;    // K per stage: two mma k-steps of 16
+constexpr int kChunk = 8;  // bf16 per 16-byte cp.async
 
-// The block tile and its warps. Large: 128x128, 8 warps of 64x32 (the most reuse per byte
-// of shared memory). Small: 64x64, 4 warps of 32x32, for the layers whose outputs make too
+// The block tile, its warps and its pipeline depth. Large: 128x128, 8 warps of 64x32 (the
+// most reuse per byte of shared memory), 3 stages of 16 KB: the 48 KB a block gets without
+// opting in. Deep: the same tiles, 4 stages (64 KB, opted in; two blocks still fit the
+// shared memory of an A100 or H100 SM, 164 / 228 KB, and registers allow no third anyway),
+// for when two blocks of 8 warps cannot hide the load latency behind one tile of mma.
+// Small: 64x64, 4 warps of 32x32, 3 stages (24 KB), for the layers whose outputs make too
 // few large tiles to fill the GPU (the 8x8 and 4x4 maps: 2,048 rows at batch 128 are 16
-// large tiles per 128 channels against 132 SMs). Both give each thread two 16-byte chunks of
-// each operand per stage, and neither changes any output's summation order.
-template <int kM, int kN, int kWarpsM, int kWarpsN>
+// large tiles per 128 channels against 132 SMs). All give each thread two 16-byte chunks of
+// each operand per stage, and none changes any output's summation order.
+template <int kM, int kN, int kWarpsM, int kWarpsN, int kPipelineStages>
 struct BlockShape {
-  static constexpr int kBM = kM, kBN = kN;
+  static constexpr int kBM = kM, kBN = kN, kStages = kPipelineStages;
   static constexpr int kThreads = 32 * kWarpsM * kWarpsN;
   static constexpr int kWarpM = kM / kWarpsM, kWarpN = kN / kWarpsN;
   static constexpr int kMTiles = kWarpM / 16, kNTiles = kWarpN / 8;  // mma tiles per warp
   static constexpr int kWarpsAlongN = kWarpsN;
   static constexpr size_t kSmemBytes = kStages * (kM + kN) * kBK * 2;
   static_assert(kWarpN % 16 == 0, "B fragments come in pairs of n-tiles");
+  static_assert(kStages >= 2, "one tile in flight while another is multiplied");
 };
-using LargeTiles = BlockShape<128, 128, 2, 4>;
-using SmallTiles = BlockShape<64, 64, 2, 2>;
+using LargeTiles = BlockShape<128, 128, 2, 4, 3>;
+using DeepTiles = BlockShape<128, 128, 2, 4, 4>;
+using SmallTiles = BlockShape<64, 64, 2, 2, 3>;
 
 int64_t round_up8(int64_t c) { return (c + 7) / 8 * 8; }
 
@@ -421,7 +428,8 @@ conv_gemm_bf16(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB 
                Epilogue epilogue, float* planes) {
 #if DDPM_HAS_SM80_TENSOR_CORES
   constexpr int kBM = Block::kBM, kBN = Block::kBN, kWarpM = Block::kWarpM,
-                kWarpN = Block::kWarpN, kMT = Block::kMTiles, kNT = Block::kNTiles;
+                kWarpN = Block::kWarpN, kMT = Block::kMTiles, kNT = Block::kNTiles,
+                kStages = Block::kStages;
   using TileA = Tile<LoadA::kKMajor, kBM, Block::kThreads>;
   using TileB = Tile<LoadB::kKMajor, kBN, Block::kThreads>;
   DDPM_DYNAMIC_SHARED(bf16_bits, smem);  // [kStages][TileA] then [kStages][TileB]
@@ -557,8 +565,10 @@ __global__ void weights_to_bf16_padded(int64_t taps, int64_t c_in, int64_t ci8, 
 
 // ---- host side ----------------------------------------------------------------------------
 
-static_assert(LargeTiles::kSmemBytes <= 48 * 1024 && SmallTiles::kSmemBytes <= 48 * 1024,
-              "more needs cudaFuncAttributeMaxDynamicSharedMemorySize");
+// Above this a kernel must opt in to its dynamic shared memory (launch_gemm does); every
+// sm_80+ GPU allows at least 99 KB per block (163 KB on A100, 227 KB on H100).
+constexpr size_t kDefaultSharedBytes = 48 * 1024;
+static_assert(DeepTiles::kSmemBytes <= 99 * 1024, "more than every sm_80+ GPU allows a block");
 
 // Split-K: slices of at least 8 stages, at most 16 planes. The count depends on the shape
 // only (counted in large tiles whichever block shape runs), so the choice of block shape
@@ -585,6 +595,10 @@ void launch_gemm(const Gemm& g, LoadA a, LoadB b, Epilogue epilogue, float* plan
   const dim3 grid(static_cast<unsigned>((g.m + Block::kBM - 1) / Block::kBM),
                   static_cast<unsigned>((g.n + Block::kBN - 1) / Block::kBN),
                   static_cast<unsigned>(splits));
+  if (Block::kSmemBytes > kDefaultSharedBytes)
+    CUDA_CHECK(cudaFuncSetAttribute(conv_gemm_bf16<Block, LoadA, LoadB, Epilogue>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    static_cast<int>(Block::kSmemBytes)));
   DDPM_LAUNCH((conv_gemm_bf16<Block, LoadA, LoadB, Epilogue>), grid, Block::kThreads,
               Block::kSmemBytes)(g.m, g.n, g.k, k_slice, a, b, epilogue, planes);
   if (splits > 1)
@@ -600,7 +614,26 @@ std::map<std::tuple<std::string, int64_t, int64_t, int64_t>, Bf16Tiles>& tuned()
   return choices;
 }
 
-// Median of 5 timed runs (after one warm-up) of both block shapes on this call's operands,
+// The block shapes a GEMM can run with (each a BlockShape above), in the autotuner's order.
+constexpr Bf16Tiles kTunable[] = {Bf16Tiles::Large, Bf16Tiles::Deep, Bf16Tiles::Small};
+
+const char* tiles_name(Bf16Tiles t) {
+  return t == Bf16Tiles::Small ? "64x64" : t == Bf16Tiles::Deep ? "128x128 4-stage" : "128x128";
+}
+
+template <class LoadA, class LoadB, class Epilogue>
+void launch_tiles(Bf16Tiles t, const Gemm& g, LoadA a, LoadB b, Epilogue epilogue,
+                  float* planes) {
+  if (t == Bf16Tiles::Small) {
+    launch_gemm<SmallTiles>(g, a, b, epilogue, planes);
+  } else if (t == Bf16Tiles::Deep) {
+    launch_gemm<DeepTiles>(g, a, b, epilogue, planes);
+  } else {
+    launch_gemm<LargeTiles>(g, a, b, epilogue, planes);
+  }
+}
+
+// Median of 5 timed runs (after one warm-up) of every block shape on this call's operands,
 // with an epilogue that stores into scratch memory (the real one may accumulate); prints
 // the times and the choice.
 template <class LoadA, class LoadB>
@@ -608,13 +641,13 @@ Bf16Tiles autotune(const Gemm& g, LoadA a, LoadB b, float* planes) {
   float* scratch = nullptr;
   CUDA_CHECK(cudaMalloc(&scratch, g.m * g.n * sizeof(float)));
   const StoreWithAdds<float> discard{scratch, nullptr, nullptr, nullptr, g.n, 1};
-  auto time_ms = [&](auto launch) {
-    launch();
+  auto time_ms = [&](Bf16Tiles t) {
+    launch_tiles(t, g, a, b, discard, planes);
     std::vector<double> ms;
     for (int r = 0; r < 5; ++r) {
       CUDA_CHECK(cudaDeviceSynchronize());
       const auto t0 = std::chrono::steady_clock::now();
-      launch();
+      launch_tiles(t, g, a, b, discard, planes);
       CUDA_CHECK(cudaDeviceSynchronize());
       ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
                        .count());
@@ -622,14 +655,20 @@ Bf16Tiles autotune(const Gemm& g, LoadA a, LoadB b, float* planes) {
     std::sort(ms.begin(), ms.end());
     return ms[2];
   };
-  const double large = time_ms([&] { launch_gemm<LargeTiles>(g, a, b, discard, planes); });
-  const double small = time_ms([&] { launch_gemm<SmallTiles>(g, a, b, discard, planes); });
+  std::printf("conv v4 autotune: %s %lld x %lld x %lld:", g.pass, static_cast<long long>(g.m),
+              static_cast<long long>(g.n), static_cast<long long>(g.k));
+  Bf16Tiles pick = kTunable[0];
+  double best = 0.0;
+  for (Bf16Tiles t : kTunable) {
+    const double ms = time_ms(t);
+    std::printf(" %s %.3f ms,", tiles_name(t), ms);
+    if (t == kTunable[0] || ms < best) {
+      pick = t;
+      best = ms;
+    }
+  }
   CUDA_CHECK(cudaFree(scratch));
-  const Bf16Tiles pick = small < large ? Bf16Tiles::Small : Bf16Tiles::Large;
-  std::printf("conv v4 autotune: %s %lld x %lld x %lld: 128x128 tiles %.3f ms, 64x64 %.3f ms -> %s\n",
-              g.pass, static_cast<long long>(g.m), static_cast<long long>(g.n),
-              static_cast<long long>(g.k), large, small,
-              pick == Bf16Tiles::Small ? "64x64" : "128x128");
+  std::printf(" -> %s\n", tiles_name(pick));
   return pick;
 }
 
@@ -647,11 +686,7 @@ void run_gemm(const Gemm& g, LoadA a, LoadB b, Epilogue epilogue, float* planes)
     if (it == tuned().end()) it = tuned().emplace(key, autotune(g, a, b, planes)).first;
     pick = it->second;
   }
-  if (pick == Bf16Tiles::Small) {
-    launch_gemm<SmallTiles>(g, a, b, epilogue, planes);
-  } else {
-    launch_gemm<LargeTiles>(g, a, b, epilogue, planes);
-  }
+  launch_tiles(pick, g, a, b, epilogue, planes);
 }
 
 // Workspace carving: bf16 buffers and fp32 planes, each 256-byte aligned, in floats.

@@ -11,11 +11,13 @@
 
 namespace ddpm::cuda {
 
-// The block shape each GEMM runs with: 128x128 tiles (8 warps) or 64x64 (4 warps). The
-// heuristic takes the large ones when they alone make a wave on the GPU; Autotune times both
-// on the first call of each pass and size (like torch.backends.cudnn.benchmark), prints the
-// times and keeps the faster. The choice never changes the result's bits (conv2d_bf16.cu).
-enum class Bf16Tiles { Heuristic, Autotune, Large, Small };
+// The block shape each GEMM runs with: 128x128 tiles (8 warps) in a 3-stage pipeline
+// (Large, 48 KB of shared memory) or a 4-stage one (Deep, 64 KB), or 64x64 tiles (4 warps,
+// Small). The heuristic takes Large when its tiles alone make a wave on the GPU, else Small;
+// Autotune times all three on the first call of each pass and size (like
+// torch.backends.cudnn.benchmark), prints the times and keeps the fastest. The choice never
+// changes the result's bits (conv2d_bf16.cu).
+enum class Bf16Tiles { Heuristic, Autotune, Large, Deep, Small };
 void set_conv2d_bf16_tiles(Bf16Tiles t);  // process-wide; Heuristic by default
 Bf16Tiles conv2d_bf16_tiles();
 
