@@ -24,6 +24,18 @@ Tensor grad_buffer(const GradRef& slot) {
   return Tensor(slot->grad);
 }
 
+Tensor GradTarget::for_accumulating() const {
+  if (write == GradWrite::Assign) buffer.zero();
+  return buffer;
+}
+
+GradTarget grad_target(const GradRef& slot) {
+  if (!slot) return {};
+  if (slot->grad) return {Tensor(slot->grad), GradWrite::Accumulate};
+  slot->grad = Tensor::empty(slot->shape, slot->dtype, slot->device).impl_ptr();
+  return {Tensor(slot->grad), GradWrite::Assign};
+}
+
 void Tape::record(const std::string& op, const std::vector<Tensor>& outputs,
                   BackwardFn backward) {
   Node node;

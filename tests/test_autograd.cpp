@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "engine/ops.h"
+#include "engine/ops/op_util.h"
 #include "tests/test_util.h"
 
 namespace ddpm {
@@ -110,6 +111,42 @@ TEST(Autograd, ExplicitSeedForNonScalarRoot) {
   Tensor y2 = scale(x, 3.0);
   tape().backward(y2, Tensor::from_vector<double>(Shape{2}, {1.0, 10.0}));
   EXPECT_EQ(x.grad().to_vector<double>(), (std::vector<double>{3, 30}));
+}
+
+// The first contribution to a gradient (engine/autograd.h): a target is new (Assign, its
+// buffer uninitialised) exactly once; a handed-over tensor becomes the gradient itself and
+// a borrowed one is copied; later contributions add.
+TEST(Autograd, AFirstGradientIsWrittenOutrightOrHandedOver) {
+  Tensor x = leaf({1.0, 2.0});
+  const GradRef slot = grad_ref(x);
+  const GradTarget first = grad_target(slot), second = grad_target(slot);
+  EXPECT_EQ(first.write, GradWrite::Assign);
+  EXPECT_EQ(second.write, GradWrite::Accumulate);
+  EXPECT_EQ(first.buffer.raw(), second.buffer.raw());
+  EXPECT_EQ(first.for_accumulating().to_vector<double>(), (std::vector<double>{0, 0}));
+  EXPECT_FALSE(grad_target(nullptr).buffer.defined());
+
+  Tensor a = leaf({1.0, 2.0}), b = leaf({1.0, 2.0});
+  const Tensor g = Tensor::from_vector<double>(Shape{2}, {3.0, 4.0});
+  detail::add_to_grad(grad_ref(a), g, detail::GradSource::HandOver);
+  EXPECT_EQ(a.grad().raw(), g.raw());  // no copy
+  detail::add_to_grad(grad_ref(b), g, detail::GradSource::Borrowed);
+  EXPECT_NE(b.grad().raw(), g.raw());
+  EXPECT_EQ(b.grad().to_vector<double>(), (std::vector<double>{3, 4}));
+  detail::add_to_grad(grad_ref(b), g, detail::GradSource::HandOver);  // a sum now
+  EXPECT_EQ(b.grad().to_vector<double>(), (std::vector<double>{6, 8}));
+}
+
+// add hands its output's gradient to one input and copies it for the other: the two
+// gradients must not share storage, or a later contribution to one would change both (here
+// mul's to a, whose rule runs after add's: it was recorded before).
+TEST(Autograd, AddGivesEachInputAGradientOfItsOwn) {
+  Tensor a = leaf({1.0, 2.0}), b = leaf({3.0, 4.0});
+  const Tensor squares = mul(a, a);
+  backward(sum(add(add(a, b), squares)));  // dL/da = 1 + 2a, dL/db = 1
+  EXPECT_NE(a.grad().raw(), b.grad().raw());
+  EXPECT_EQ(a.grad().to_vector<double>(), (std::vector<double>{3, 5}));
+  EXPECT_EQ(b.grad().to_vector<double>(), (std::vector<double>{1, 1}));
 }
 
 }  // namespace

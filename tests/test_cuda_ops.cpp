@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <tuple>
 
+#include "engine/device.h"
 #include "engine/ops.h"
 #include "engine/optim.h"
 #include "tests/gradcheck.h"
@@ -683,6 +684,118 @@ TEST(CudaOps, Conv2dWgradSplitKMatchesUnsplit) {
     for (double v : p) scale = std::max(scale, std::fabs(v));
     for (size_t i = 0; i < p.size(); ++i) ASSERT_NEAR(q[i], p[i], 1e-4 * scale) << "element " << i;
   }
+}
+
+// ---- first gradients written outright (kernels/grad_write.h) ------------------------------
+
+// A GPU buffer of n NaNs (f32 or bf16): what a kernel told to write a gradient outright
+// must not read.
+Tensor nans(int64_t n, DType dtype = DType::F32) {
+  return Tensor::from_vector(Shape{n}, std::vector<float>(static_cast<size_t>(n), NAN))
+      .to(dtype)
+      .to(Device::CUDA);
+}
+Tensor on_gpu_as_bf16(const Tensor& cpu) { return cpu.to(DType::BF16).to(Device::CUDA); }
+uint16_t* bits(const Tensor& t) { return reinterpret_cast<uint16_t*>(t.raw()); }
+std::vector<float> as_floats(const Tensor& t) {  // exact for bf16; NaN equals nothing
+  return t.to(Device::CPU).to(DType::F32).to_vector<float>();
+}
+
+// dx written outright (GradWrite::Assign) into a buffer of NaNs is, bit for bit, dx added
+// into zeros, for every convolution algo and group norm, f32 and bf16 activations: so every
+// element is written and none is read. Shapes: odd channels (v4 and cuDNN pad), and a
+// stride-2 TF-'SAME' convolution (cuDNN stages x and crops its gradient back onto dx).
+TEST(CudaOps, FirstGradientsAreWrittenOutright) {
+  REQUIRE_GPU();
+  for (const Conv2dParams& p : {Conv2dParams::same(3), Conv2dParams{2, 0, 1, 0, 1}}) {
+    const Conv2dShape s = conv2d_shape(Shape{2, 6, 7, 5}, Shape{3, 3, 5, 9}, p);
+    const int64_t nx = s.n * s.h * s.w * s.c_in;
+    const Tensor x_cpu = rnd({s.n, s.h, s.w, s.c_in}, 1);
+    const Tensor dy_cpu = rnd({s.n, s.out_h(), s.out_w(), s.c_out}, 3);
+    const Tensor x = x_cpu.to(Device::CUDA), dy = dy_cpu.to(Device::CUDA);
+    const Tensor w = rnd({3, 3, s.c_in, s.c_out}, 2, 0.3).to(Device::CUDA);
+    const Tensor x16 = on_gpu_as_bf16(x_cpu), dy16 = on_gpu_as_bf16(dy_cpu);
+    for (cuda::ConvAlgo algo :
+         {cuda::ConvAlgo::Naive, cuda::ConvAlgo::Tiled, cuda::ConvAlgo::TensorCore,
+          cuda::ConvAlgo::Bf16TensorCore, cuda::ConvAlgo::Cudnn, cuda::ConvAlgo::CudnnTf32,
+          cuda::ConvAlgo::CudnnBf16}) {
+      SCOPED_TRACE(std::string(cuda::conv_algo_name(algo)) + (p.stride == 2 ? ", stride 2" : ""));
+      const Tensor ws = Tensor::empty(
+          Shape{std::max<int64_t>(1, cuda::conv2d_backward_workspace(s, algo))}, DType::F32,
+          Device::CUDA);
+      const Tensor added = Tensor::zeros(Shape{nx}, DType::F32, Device::CUDA), written = nans(nx);
+      cuda::conv2d_backward(s, x.data<float>(), w.data<float>(), dy.data<float>(),
+                            added.data<float>(), nullptr, nullptr, algo, ws.data<float>());
+      cuda::conv2d_backward(s, x.data<float>(), w.data<float>(), dy.data<float>(),
+                            written.data<float>(), nullptr, nullptr, algo, ws.data<float>(),
+                            nullptr, GradWrite::Assign);
+      EXPECT_EQ(written.to(Device::CPU).to_vector<float>(),
+                added.to(Device::CPU).to_vector<float>());
+      if (!cuda::conv2d_reads_bf16(algo)) continue;
+      const Tensor added16 = Tensor::zeros(Shape{nx}, DType::BF16, Device::CUDA),
+                   written16 = nans(nx, DType::BF16);
+      cuda::conv2d_backward(s, bits(x16), w.data<float>(), bits(dy16), bits(added16), nullptr,
+                            nullptr, algo, ws.data<float>());
+      cuda::conv2d_backward(s, bits(x16), w.data<float>(), bits(dy16), bits(written16), nullptr,
+                            nullptr, algo, ws.data<float>(), nullptr, GradWrite::Assign);
+      EXPECT_EQ(as_floats(written16), as_floats(added16));
+    }
+  }
+  GroupNormShape gs;
+  gs.n = 3;
+  gs.s = 35;
+  gs.c = 65;
+  gs.groups = 13;
+  const int64_t n = gs.n * gs.s * gs.c;
+  const Tensor x_cpu = rnd({n}, 4), dy_cpu = rnd({n}, 5);
+  const Tensor x = x_cpu.to(Device::CUDA), dy = dy_cpu.to(Device::CUDA);
+  const Tensor gamma = rnd({65}, 6).to(Device::CUDA), beta = rnd({65}, 7).to(Device::CUDA);
+  const Tensor y = Tensor::empty(Shape{n}, DType::F32, Device::CUDA);
+  const Tensor mean = Tensor::empty(Shape{39}, DType::F32, Device::CUDA), rstd = mean.clone();
+  cuda::group_norm_forward(gs, x.data<float>(), gamma.data<float>(), beta.data<float>(),
+                           y.data<float>(), mean.data<float>(), rstd.data<float>());
+  const Tensor added = Tensor::zeros(Shape{n}, DType::F32, Device::CUDA), written = nans(n);
+  cuda::group_norm_backward(gs, x.data<float>(), gamma.data<float>(), mean.data<float>(),
+                            rstd.data<float>(), dy.data<float>(), added.data<float>(), nullptr,
+                            nullptr);
+  cuda::group_norm_backward(gs, x.data<float>(), gamma.data<float>(), mean.data<float>(),
+                            rstd.data<float>(), dy.data<float>(), written.data<float>(), nullptr,
+                            nullptr, nullptr, GradWrite::Assign);
+  EXPECT_EQ(written.to(Device::CPU).to_vector<float>(), added.to(Device::CPU).to_vector<float>());
+  const Tensor x16 = on_gpu_as_bf16(x_cpu), dy16 = on_gpu_as_bf16(dy_cpu);
+  const Tensor added16 = Tensor::zeros(Shape{n}, DType::BF16, Device::CUDA),
+               written16 = nans(n, DType::BF16);
+  cuda::group_norm_backward_bf16(gs, bits(x16), gamma.data<float>(), mean.data<float>(),
+                                 rstd.data<float>(), bits(dy16), bits(added16), nullptr, nullptr);
+  cuda::group_norm_backward_bf16(gs, bits(x16), gamma.data<float>(), mean.data<float>(),
+                                 rstd.data<float>(), bits(dy16), bits(written16), nullptr,
+                                 nullptr, nullptr, GradWrite::Assign);
+  EXPECT_EQ(as_floats(written16), as_floats(added16));
+}
+
+// A ResBlock-like chain's backward, y = conv(gn_silu(x)) + b + x, zero-fills no activation
+// gradient on the GPU: the convolution writes gn_silu's output gradient outright, the
+// residual hands y's gradient over to x, and group norm adds onto it. Before, each of the
+// two gradients was a memset and an add onto its zeros. The gradient is still the CPU's.
+TEST(CudaOps, BackwardZeroFillsNoActivationGradient) {
+  REQUIRE_GPU();
+  const Conv2dParams p = Conv2dParams::same(3);
+  const std::vector<Tensor> cpu_inputs = {rnd({2, 5, 6, 8}, 10), rnd({8}, 11), rnd({8}, 12),
+                                          rnd({3, 3, 8, 8}, 13, 0.2), rnd({8}, 14)};
+  const Tensor seed = rnd({2, 5, 6, 8}, 15);
+  std::vector<std::vector<float>> dx;
+  for (Device d : {Device::CPU, Device::CUDA}) {
+    std::vector<Tensor> in;
+    for (const Tensor& t : cpu_inputs) in.push_back(t.clone().to(d));
+    in[0].set_requires_grad(true);  // only x: no parameter gradient to zero-fill either
+    const Tensor h = group_norm_silu(in[0], in[1], in[2], 4);
+    const Tensor y = conv2d_add(h, in[3], in[4], p, Tensor(), in[0]);
+    const DeviceWorkCounts before = device_work_counts();
+    tape().backward(y, seed.to(d));
+    if (d == Device::CUDA) EXPECT_EQ((device_work_counts() - before).memsets, 0u);
+    dx.push_back(in[0].grad().to(Device::CPU).to_vector<float>());
+  }
+  expect_close(dx[1], dx[0], 2e-4, 2e-4, "dx");
 }
 #endif
 

@@ -106,6 +106,17 @@ INSTANTIATE_TEST_SUITE_P(
       return std::string(param_info.param.name);
     });
 
+// x as both the convolution's input and its residual, y = conv(x) + x: two contributions to
+// one gradient from one rule (the convolution's dx, then the residual added onto it).
+TEST(GradCheck, Conv2dWithItsInputAsTheResidual) {
+  expect_gradients_match(
+      [](const Inputs& in) {
+        return conv2d_add(in[0], in[1], in[2], Conv2dParams::same(3), Tensor(), in[0]);
+      },
+      {random_tensor({2, 5, 7, 4}, 1), random_tensor({3, 3, 4, 4}, 2, DType::F64, 0.3),
+       random_tensor({4}, 3)});
+}
+
 TEST(GradCheck, GroupNorm) {
   // 3 groups of 4 channels over a 5x7 map, batch 3; gamma and beta away from (1, 0).
   expect_gradients_match(

@@ -151,23 +151,69 @@ Tensor conv2d_add_bf16(const Tensor& x, const Tensor& w, const Tensor& b,
     tape().record("conv2d", {y}, [s, bs, x, w, gx = grad_ref(x), gw = grad_ref(w),
                                   gb = grad_ref(b), gv = grad_ref(v),
                                   gr = grad_ref(r)](const std::vector<Tensor>& g) {
-      if (gr) accumulate(grad_buffer(gr), g[0]);  // y = ... + r
+      const GradTarget dx = grad_target(gx);  // written outright if it is the first
+      const Tensor dw = detail::grad_or_null(gw), db = detail::grad_or_null(gb);
+      if (dx.buffer.defined() || dw.defined() || db.defined()) {
+        count_matmul_flops(conv2d_flops(s) *
+                           ((dx.buffer.defined() ? 1 : 0) + (dw.defined() ? 1 : 0)));
+        OpTimer timer("conv2d backward", true);
+        DDPM_CUDA_ONLY(
+            const Tensor ws =
+                detail::cuda_workspace(cuda::conv2d_backward_workspace(s, cuda_algo()));
+            cuda::conv2d_backward(s, bf16_bits(x), w.data<float>(), bf16_bits(g[0]),
+                                  dx.buffer.defined() ? bf16_bits(dx.buffer) : nullptr,
+                                  ptr_or_null<float>(dw), ptr_or_null<float>(db), cuda_algo(),
+                                  ptr_or_null<float>(ws), bf16_copy_of(w), dx.write));
+      }
       if (gv) detail::broadcast_add_grad(bs, g[0], grad_buffer(gv));
-      Tensor dx = detail::grad_or_null(gx), dw = detail::grad_or_null(gw),
-             db = detail::grad_or_null(gb);
-      if (!dx.defined() && !dw.defined() && !db.defined()) return;
-      count_matmul_flops(conv2d_flops(s) * ((dx.defined() ? 1 : 0) + (dw.defined() ? 1 : 0)));
-      OpTimer timer("conv2d backward", true);
-      DDPM_CUDA_ONLY(
-          const Tensor ws =
-              detail::cuda_workspace(cuda::conv2d_backward_workspace(s, cuda_algo()));
-          cuda::conv2d_backward(s, bf16_bits(x), w.data<float>(), bf16_bits(g[0]),
-                                dx.defined() ? bf16_bits(dx) : nullptr, ptr_or_null<float>(dw),
-                                ptr_or_null<float>(db), cuda_algo(), ptr_or_null<float>(ws),
-                                bf16_copy_of(w)));
+      // y = ... + r: last, so that g[0], read above, may become r's gradient
+      if (gr) detail::add_to_grad(gr, g[0], detail::GradSource::HandOver);
     });
   }
   return y;
+}
+
+// dx (written outright by the GPU's kernels when dx_to says Assign; the CPU's add into
+// zeros), dw, db (any may be undefined) of y = conv(x, w) + b.
+void conv_backward(const Conv2dShape& s, const Tensor& x, const Tensor& w, const Tensor& dy,
+                   const GradTarget& dx_to, const Tensor& dw, const Tensor& db) {
+  const Tensor dx = detail::buffer_on(dx_to, x.device());
+  count_matmul_flops(conv2d_flops(s) * ((dx.defined() ? 1 : 0) + (dw.defined() ? 1 : 0)));
+  // Under bf16 the data and weight gradients multiply rounded operands and the bias
+  // gradient sums the fp32 incoming gradient (what v4 does): two calls.
+  const bool split = detail::rounds_operands(x) && x.device() == Device::CPU;
+  const Tensor xo = split ? detail::matmul_operand(x) : x;
+  const Tensor wo = split ? detail::matmul_operand(w) : w;
+  const Tensor go = split ? detail::matmul_operand(dy) : dy;
+  const Tensor db_with_products = split ? Tensor() : db;
+  dispatch("conv2d backward", x, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::conv2d_backward<T>(s, xo.data<T>(), wo.data<T>(), go.data<T>(), ptr_or_null<T>(dx),
+                            ptr_or_null<T>(dw), ptr_or_null<T>(db_with_products));
+    if (split && db.defined())
+      cpu::conv2d_backward<T>(s, x.data<T>(), w.data<T>(), dy.data<T>(), nullptr, nullptr,
+                              db.data<T>());
+  }, [&] {
+    DDPM_CPU_FAST_ONLY(
+        cpu_fast::conv2d_backward(s, xo.data<float>(), wo.data<float>(), go.data<float>(),
+                                  ptr_or_null<float>(dx), ptr_or_null<float>(dw),
+                                  ptr_or_null<float>(db_with_products));
+        // the reference's bias gradient: a column sum (oneDNN's comes with a wgrad)
+        if (split && db.defined()) cpu::conv2d_backward<float>(
+            s, x.data<float>(), w.data<float>(), dy.data<float>(), nullptr, nullptr,
+            db.data<float>()));
+  }, [&] {
+    DDPM_CUDA_ONLY(
+        // v4 and cuDNN need their workspace for every pass (the staged operands)
+        const bool workspace = dw.defined() || db.defined() ||
+                               cuda::conv2d_dgrad_uses_workspace(cuda_algo());
+        const Tensor ws = detail::cuda_workspace(
+            workspace ? cuda::conv2d_backward_workspace(s, cuda_algo()) : 0);
+        cuda::conv2d_backward(s, x.data<float>(), w.data<float>(), dy.data<float>(),
+                              ptr_or_null<float>(dx), ptr_or_null<float>(dw),
+                              ptr_or_null<float>(db), cuda_algo(), ptr_or_null<float>(ws),
+                              bf16_copy_of(w), dx_to.write));
+  });
 }
 
 }  // namespace
@@ -212,47 +258,12 @@ Tensor conv2d_add(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2
     tape().record("conv2d", {y}, [s, bs, x, w, gx = grad_ref(x), gw = grad_ref(w),
                                   gb = grad_ref(b), gv = grad_ref(v),
                                   gr = grad_ref(r)](const std::vector<Tensor>& g) {
-      if (gr) accumulate(grad_buffer(gr), g[0]);  // y = ... + r
+      const Tensor dw = detail::grad_or_null(gw), db = detail::grad_or_null(gb);
+      if (gx || dw.defined() || db.defined())
+        conv_backward(s, x, w, g[0], grad_target(gx), dw, db);
       if (gv) detail::broadcast_add_grad(bs, g[0], grad_buffer(gv));  // y = ... + v[n]
-      Tensor dx = detail::grad_or_null(gx), dw = detail::grad_or_null(gw),
-             db = detail::grad_or_null(gb);
-      if (!dx.defined() && !dw.defined() && !db.defined()) return;
-      count_matmul_flops(conv2d_flops(s) * ((dx.defined() ? 1 : 0) + (dw.defined() ? 1 : 0)));
-      // Under bf16 the data and weight gradients multiply rounded operands and the bias
-      // gradient sums the fp32 incoming gradient (what v4 does): two calls.
-      const bool split = detail::rounds_operands(x) && x.device() == Device::CPU;
-      const Tensor xo = split ? detail::matmul_operand(x) : x;
-      const Tensor wo = split ? detail::matmul_operand(w) : w;
-      const Tensor go = split ? detail::matmul_operand(g[0]) : g[0];
-      const Tensor db_with_products = split ? Tensor() : db;
-      dispatch("conv2d backward", x, [&](auto tag) {
-        using T = decltype(tag);
-        cpu::conv2d_backward<T>(s, xo.data<T>(), wo.data<T>(), go.data<T>(), ptr_or_null<T>(dx),
-                                ptr_or_null<T>(dw), ptr_or_null<T>(db_with_products));
-        if (split && db.defined())
-          cpu::conv2d_backward<T>(s, x.data<T>(), w.data<T>(), g[0].data<T>(), nullptr, nullptr,
-                                  db.data<T>());
-      }, [&] {
-        DDPM_CPU_FAST_ONLY(
-            cpu_fast::conv2d_backward(s, xo.data<float>(), wo.data<float>(), go.data<float>(),
-                                      ptr_or_null<float>(dx), ptr_or_null<float>(dw),
-                                      ptr_or_null<float>(db_with_products));
-            // the reference's bias gradient: a column sum (oneDNN's comes with a wgrad)
-            if (split && db.defined()) cpu::conv2d_backward<float>(
-                s, x.data<float>(), w.data<float>(), g[0].data<float>(), nullptr, nullptr,
-                db.data<float>()));
-      }, [&] {
-        DDPM_CUDA_ONLY(
-            // v4 and cuDNN need their workspace for every pass (the staged operands)
-            const bool workspace = dw.defined() || db.defined() ||
-                                   cuda::conv2d_dgrad_uses_workspace(cuda_algo());
-            const Tensor ws = detail::cuda_workspace(
-                workspace ? cuda::conv2d_backward_workspace(s, cuda_algo()) : 0);
-            cuda::conv2d_backward(s, x.data<float>(), w.data<float>(), g[0].data<float>(),
-                                  ptr_or_null<float>(dx), ptr_or_null<float>(dw),
-                                  ptr_or_null<float>(db), cuda_algo(), ptr_or_null<float>(ws),
-                                  bf16_copy_of(w)));
-      });
+      // y = ... + r: last, so that g[0], read above, may become r's gradient
+      if (gr) detail::add_to_grad(gr, g[0], detail::GradSource::HandOver);
     });
   }
   return y;

@@ -8,6 +8,22 @@ namespace ddpm {
 
 using detail::dispatch;
 
+namespace detail {
+
+void add_to_grad(const GradRef& slot, const Tensor& g, GradSource source) {
+  CHECK(slot != nullptr, "add_to_grad of a tensor that does not require grad");
+  CHECK(g.numel() == slot->shape.numel() && g.device() == slot->device,
+        "add_to_grad: " << g.describe() << " for a gradient of shape " << slot->shape.str());
+  if (slot->grad || g.dtype() != slot->dtype) {  // a sum, or a conversion: into zeros
+    accumulate(grad_buffer(slot), g.view(slot->shape));
+    return;
+  }
+  const Tensor first = g.view(slot->shape);
+  slot->grad = (source == GradSource::HandOver ? first : first.clone()).impl_ptr();
+}
+
+}  // namespace detail
+
 void accumulate(const Tensor& dst, const Tensor& src, double alpha) {
   dst.impl().storage->note_write();  // a derived copy of dst's buffer is stale after this
   if (detail::any_bf16({dst, src})) {  // a bf16 gradient, or an f32 one receiving bf16
@@ -54,8 +70,10 @@ Tensor add(const Tensor& a, const Tensor& b) {
   }
   if (should_record({a, b})) {
     tape().record("add", {y}, [ga = grad_ref(a), gb = grad_ref(b)](const std::vector<Tensor>& g) {
-      if (ga) accumulate(grad_buffer(ga), g[0]);
-      if (gb) accumulate(grad_buffer(gb), g[0]);
+      // the first contribution to a's or b's gradient is g itself (b's) or its copy (a's)
+      if (ga) detail::add_to_grad(ga, g[0], gb ? detail::GradSource::Borrowed
+                                               : detail::GradSource::HandOver);
+      if (gb) detail::add_to_grad(gb, g[0], detail::GradSource::HandOver);
     });
   }
   return y;

@@ -86,8 +86,10 @@ Tensor group_norm_impl(const char* op, const Tensor& x, const Tensor& gamma, con
   if (should_record({x, gamma, beta})) {
     tape().record(op, {y}, [op, silu, s, drop, x, gamma, beta, mean, rstd, gx = grad_ref(x),
                             gg = grad_ref(gamma), gb = grad_ref(beta)](const std::vector<Tensor>& g) {
-      Tensor dx = detail::grad_or_null(gx), dgamma = detail::grad_or_null(gg),
-             dbeta = detail::grad_or_null(gb);
+      // dx: the GPU's kernel writes it outright when it is x's first gradient; the CPU's add
+      const GradTarget dx_to = grad_target(gx);
+      const Tensor dx = detail::buffer_on(dx_to, x.device());
+      const Tensor dgamma = detail::grad_or_null(gg), dbeta = detail::grad_or_null(gb);
       // The fused op first turns dy into dh = dy * silu'(h) (dy through dropout's backward
       // first, with dropout), then runs group norm's rule.
       Tensor dh = silu ? Tensor::empty(x.shape(), x.dtype(), x.device()) : g[0];
@@ -132,7 +134,7 @@ Tensor group_norm_impl(const char* op, const Tensor& x, const Tensor& gamma, con
             cuda::group_norm_backward(s, x.data<float>(), gamma.data<float>(), mean.data<float>(),
                                       rstd.data<float>(), dh.data<float>(), ptr_or_null<float>(dx),
                                       ptr_or_null<float>(dgamma), ptr_or_null<float>(dbeta),
-                                      ptr_or_null<float>(ws)));
+                                      ptr_or_null<float>(ws), dx_to.write));
       });
     });
   }
@@ -168,8 +170,10 @@ Tensor group_norm_bf16(const char* op, const Tensor& x, const Tensor& gamma, con
     tape().record(op, {y}, [op, silu, s, drop, keys, x, gamma, beta, mean, rstd,
                             gx = grad_ref(x), gg = grad_ref(gamma),
                             gb = grad_ref(beta)](const std::vector<Tensor>& g) {
-      Tensor dx = detail::grad_or_null(gx), dgamma = detail::grad_or_null(gg),
-             dbeta = detail::grad_or_null(gb);
+      // dx: the GPU's kernel writes it outright when it is x's first gradient; the CPU's add
+      const GradTarget dx_to = grad_target(gx);
+      const Tensor dx = detail::buffer_on(dx_to, x.device());
+      const Tensor dgamma = detail::grad_or_null(gg), dbeta = detail::grad_or_null(gb);
       const Tensor dh = silu ? Tensor::empty(x.shape(), DType::BF16, x.device()) : g[0];
       uint16_t* const dx_bits = dx.defined() ? bf16_bits(dx) : nullptr;
       if (x.device() == Device::CUDA) {
@@ -185,7 +189,8 @@ Tensor group_norm_bf16(const char* op, const Tensor& x, const Tensor& gamma, con
             cuda::group_norm_backward_bf16(s, bf16_bits(x), gamma.data<float>(),
                                            mean.data<float>(), rstd.data<float>(), bf16_bits(dh),
                                            dx_bits, ptr_or_null<float>(dgamma),
-                                           ptr_or_null<float>(dbeta), ptr_or_null<float>(ws)));
+                                           ptr_or_null<float>(dbeta), ptr_or_null<float>(ws),
+                                           dx_to.write));
         return;
       }
       if (silu)

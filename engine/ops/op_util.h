@@ -115,4 +115,18 @@ void accumulate_stored(const Tensor& dst, const Tensor& src, double alpha);
 // The gradient buffer of a slot, or an undefined tensor when that input needs no gradient.
 inline Tensor grad_or_null(const GradRef& slot) { return slot ? grad_buffer(slot) : Tensor(); }
 
+// The buffer of a gradient target (engine/autograd.h) for the kernels of `device`: the GPU's
+// take the target's GradWrite (written outright if new), the CPU's only add (zero-filled
+// first if new).
+inline Tensor buffer_on(const GradTarget& t, Device device) {
+  return t.buffer.defined() && device == Device::CPU ? t.for_accumulating() : t.buffer;
+}
+
+// Adds g to the slot's gradient (engine/autograd.h). As the first contribution, a g the rule
+// is finished with (HandOver: nothing reads or writes it after this call, and no other slot
+// is given it) becomes the gradient itself, with no pass over it; a Borrowed g is copied
+// (one pass, instead of a zero fill and an add).
+enum class GradSource { Borrowed, HandOver };
+void add_to_grad(const GradRef& slot, const Tensor& g, GradSource source);
+
 }  // namespace ddpm::detail

@@ -30,7 +30,8 @@
 //             computes its slice's partial product into workspace[z] (m x n), and
 //             reduce_splits adds the slices to C in slice order.
 // All sum each output in a fixed order (split-K included: no atomics): deterministic.
-// Backward passes accumulate (+=) into dx and dw, the tape's convention.
+// Backward passes accumulate (+=) into dx and dw, the tape's convention (dx = when it is
+// the first contribution: kernels/grad_write.h).
 // What limits v2: fp32 FMA throughput (no tensor cores), and the index arithmetic of the
 // gather, which a production kernel precomputes per tile; see docs for measured figures.
 #include <algorithm>
@@ -310,15 +311,15 @@ ConvAlgo resolve(const Conv2dShape& s, ConvAlgo a, ConvPass pass) {
 template <class A>
 bool auto_backward(const Conv2dShape& s, const A* x, const float* w, const A* dy, A* dx,
                    float* dw, float* db, ConvAlgo algo, float* workspace,
-                   const uint16_t* w_bf16) {
+                   const uint16_t* w_bf16, GradWrite dx_write) {
   if (!is_auto(algo)) return false;
   const ConvAlgo d = resolve(s, algo, ConvPass::Dgrad);
   const ConvAlgo w_algo = resolve(s, algo, ConvPass::Wgrad);
   if (d == w_algo) {
-    conv2d_backward(s, x, w, dy, dx, dw, db, d, workspace, w_bf16);
+    conv2d_backward(s, x, w, dy, dx, dw, db, d, workspace, w_bf16, dx_write);
     return true;
   }
-  if (dx) conv2d_backward(s, x, w, dy, dx, nullptr, nullptr, d, workspace, w_bf16);
+  if (dx) conv2d_backward(s, x, w, dy, dx, nullptr, nullptr, d, workspace, w_bf16, dx_write);
   if (dw || db) conv2d_backward(s, x, w, dy, nullptr, dw, db, w_algo, workspace);
   return true;
 }
@@ -388,17 +389,17 @@ int64_t conv2d_backward_workspace(const Conv2dShape& s, ConvAlgo algo) {
 
 void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const float* dy,
                      float* dx, float* dw, float* db, ConvAlgo algo, float* workspace,
-                     const uint16_t* w_bf16) {
-  if (auto_backward(s, x, w, dy, dx, dw, db, algo, workspace, w_bf16)) return;
+                     const uint16_t* w_bf16, GradWrite dx_write) {
+  if (auto_backward(s, x, w, dy, dx, dw, db, algo, workspace, w_bf16, dx_write)) return;
   algo = resolve(s, algo, ConvPass::Dgrad);
   if (is_cudnn(algo)) {
-    conv2d_cudnn_backward(s, x, w, dy, dx, dw, cudnn_math(algo), workspace, w_bf16);
+    conv2d_cudnn_backward(s, x, w, dy, dx, dw, cudnn_math(algo), workspace, w_bf16, dx_write);
     if (db)
       bias_gradient(s, dy, db, workspace, conv2d_cudnn_backward_workspace(s, cudnn_math(algo)));
     return;
   }
   if (algo == ConvAlgo::Bf16TensorCore) {
-    conv2d_bf16_backward(s, x, w, dy, dx, dw, workspace, w_bf16);
+    conv2d_bf16_backward(s, x, w, dy, dx, dw, workspace, w_bf16, dx_write);
     if (db) bias_gradient(s, dy, db, workspace, conv2d_bf16_backward_workspace(s));
     return;
   }
@@ -406,7 +407,7 @@ void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const
   const int64_t m = s.n * oh_n * ow_n;
   if (dx)
     gemm(algo, s.n * s.h * s.w, s.c_in, taps * s.c_out, DgradA{s, oh_n, ow_n, dy}, DgradB{s, w},
-         nullptr, dx, true);
+         nullptr, dx, dx_write == GradWrite::Accumulate);
   const int64_t split_floats = split_k_workspace(s, algo);
   if (dw)
     gemm(algo, taps * s.c_in, s.c_out, m, Transposed<Im2col>{Im2col{s, oh_n, ow_n, x}},
@@ -431,17 +432,17 @@ void conv2d_forward(const Conv2dShape& s, const uint16_t* x, const float* w, con
 
 void conv2d_backward(const Conv2dShape& s, const uint16_t* x, const float* w,
                      const uint16_t* dy, uint16_t* dx, float* dw, float* db, ConvAlgo algo,
-                     float* workspace, const uint16_t* w_bf16) {
+                     float* workspace, const uint16_t* w_bf16, GradWrite dx_write) {
   CHECK(conv2d_reads_bf16(algo), conv_algo_name(algo) << " does not read bf16 activations");
-  if (auto_backward(s, x, w, dy, dx, dw, db, algo, workspace, w_bf16)) return;
+  if (auto_backward(s, x, w, dy, dx, dw, db, algo, workspace, w_bf16, dx_write)) return;
   algo = resolve(s, algo, ConvPass::Dgrad);
   if (is_cudnn(algo)) {
-    conv2d_cudnn_backward(s, x, w, dy, dx, dw, workspace, w_bf16);
+    conv2d_cudnn_backward(s, x, w, dy, dx, dw, workspace, w_bf16, dx_write);
     if (db)
       bias_gradient(s, dy, db, workspace, conv2d_cudnn_backward_workspace(s, CudnnMath::Bf16));
     return;
   }
-  conv2d_bf16_backward(s, x, w, dy, dx, dw, db, workspace, w_bf16);
+  conv2d_bf16_backward(s, x, w, dy, dx, dw, db, workspace, w_bf16, dx_write);
 }
 
 }  // namespace ddpm::cuda

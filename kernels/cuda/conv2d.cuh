@@ -18,6 +18,7 @@
 
 #include <cstdint>
 
+#include "kernels/grad_write.h"
 #include "kernels/shapes.h"
 
 namespace ddpm::cuda {
@@ -47,12 +48,14 @@ void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const 
                     const float* per_sample = nullptr, const float* residual = nullptr,
                     const uint16_t* w_bf16 = nullptr);
 // Any of dx, dw, db may be null. db uses the deterministic column sum of elementwise.cu.
+// dx accumulates, or with GradWrite::Assign is written outright (kernels/grad_write.h: the
+// first contribution to the gradient, into a buffer never zeroed); dw and db accumulate.
 // workspace: null, or conv2d_backward_workspace(s, algo) floats, which lets the tiled wgrad
 // split its long reduction over more blocks (deterministic split-K; conv2d.cu); v4 needs it.
 int64_t conv2d_backward_workspace(const Conv2dShape& s, ConvAlgo algo);
 void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const float* dy,
                      float* dx, float* dw, float* db, ConvAlgo algo, float* workspace = nullptr,
-                     const uint16_t* w_bf16 = nullptr);
+                     const uint16_t* w_bf16 = nullptr, GradWrite dx_write = GradWrite::Accumulate);
 
 // bf16 activations (bits: x, y, the residual, dy, dx; w, b, per_sample, dw, db fp32), for the
 // algos whose math is bf16 (conv2d_reads_bf16): v4, cuDNN bf16 (v4 where cuDNN cannot run the
@@ -63,6 +66,7 @@ void conv2d_forward(const Conv2dShape& s, const uint16_t* x, const float* w, con
                     const uint16_t* residual, const uint16_t* w_bf16 = nullptr);
 void conv2d_backward(const Conv2dShape& s, const uint16_t* x, const float* w,
                      const uint16_t* dy, uint16_t* dx, float* dw, float* db, ConvAlgo algo,
-                     float* workspace, const uint16_t* w_bf16 = nullptr);
+                     float* workspace, const uint16_t* w_bf16 = nullptr,
+                     GradWrite dx_write = GradWrite::Accumulate);
 
 }  // namespace ddpm::cuda

@@ -56,8 +56,9 @@
 //
 // Epilogue: each thread holds pairs of adjacent columns of C in registers; the forward adds
 // the bias, and for a ResBlock the time embedding (per sample) and the residual, in fp32,
-// then stores once; dgrad and wgrad accumulate into the fp32 gradients (the tape's rule),
-// the wgrad dropping the padded channels.
+// then stores once; dgrad and wgrad accumulate into the gradients (the tape's rule), the
+// dgrad writing dx outright instead when it is dx's first contribution, the wgrad dropping
+// the padded channels.
 //
 // Split-K (any pass, when the output tiles cannot fill the GPU and a workspace is given):
 // block z writes its slice's partial tile to a plane, and reduce_planes adds the planes in
@@ -400,11 +401,12 @@ struct StoreWithAdds {
 };
 
 template <class D>
-struct Accumulate {  // dgrad: dx += C (a bf16 dx: rounded once, after the add)
+struct Accumulate {  // dgrad: dx += C (a bf16 dx: rounded once, after the add), or dx = C
   D* out;
   int64_t ld;
+  bool add;  // false: the first contribution to dx (kernels/grad_write.h)
   __device__ void operator()(int64_t row, int64_t col, float v) const {
-    store(out, row * ld + col, load(out, row * ld + col) + v);
+    store(out, row * ld + col, add ? load(out, row * ld + col) + v : v);
   }
 };
 
@@ -805,7 +807,7 @@ void forward(const Conv2dShape& s, const A* x, const float* w, const float* b, A
 
 template <class A>
 void backward(const Conv2dShape& s, const A* x, const float* w, const A* dy, A* dx, float* dw,
-              const BackwardBuffers& buf, const bf16_bits* w_bf16) {
+              const BackwardBuffers& buf, const bf16_bits* w_bf16, GradWrite dx_write) {
   if (!dx && !dw) return;
   CHECK(buf.placed, "the bf16 convolution needs conv2d_bf16_backward_workspace floats");
   const int64_t oh_n = s.out_h(), ow_n = s.out_w(), ci8 = round_up8(s.c_in),
@@ -817,7 +819,8 @@ void backward(const Conv2dShape& s, const A* x, const float* w, const A* dy, A* 
                                  : operand(taps(s) * s.c_in, s.c_out, w, buf.w8);
     const Gemm g = dgrad_gemm(s);
     run_gemm(g, DgradA{s, oh_n, ow_n, g.m, static_cast<int>(co8), dy8},
-             DgradB{s, static_cast<int>(co8), w8}, Accumulate<A>{dx, s.c_in}, buf.planes);
+             DgradB{s, static_cast<int>(co8), w8},
+             Accumulate<A>{dx, s.c_in, dx_write == GradWrite::Accumulate}, buf.planes);
   }
   if (dw) {
     const bf16_bits* x8 = operand(s.n * s.h * s.w, s.c_in, x, buf.x8);
@@ -853,15 +856,16 @@ void conv2d_bf16_forward(const Conv2dShape& s, const uint16_t* x, const float* w
 }
 
 void conv2d_bf16_backward(const Conv2dShape& s, const float* x, const float* w, const float* dy,
-                          float* dx, float* dw, float* workspace, const uint16_t* w_bf16) {
-  backward(s, x, w, dy, dx, dw, BackwardBuffers(s, workspace), w_bf16);
+                          float* dx, float* dw, float* workspace, const uint16_t* w_bf16,
+                          GradWrite dx_write) {
+  backward(s, x, w, dy, dx, dw, BackwardBuffers(s, workspace), w_bf16, dx_write);
 }
 
 void conv2d_bf16_backward(const Conv2dShape& s, const uint16_t* x, const float* w,
                           const uint16_t* dy, uint16_t* dx, float* dw, float* db,
-                          float* workspace, const uint16_t* w_bf16) {
+                          float* workspace, const uint16_t* w_bf16, GradWrite dx_write) {
   const BackwardBuffers buf(s, workspace);
-  backward(s, x, w, dy, dx, dw, buf, w_bf16);
+  backward(s, x, w, dy, dx, dw, buf, w_bf16, dx_write);
   if (db) broadcast_add_backward(bias_rows(s), dy, db, buf.bias_sums);
 }
 

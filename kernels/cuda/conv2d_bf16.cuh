@@ -7,6 +7,7 @@
 
 #include <cstdint>
 
+#include "kernels/grad_write.h"
 #include "kernels/shapes.h"
 
 namespace ddpm::cuda {
@@ -30,21 +31,25 @@ void conv2d_bf16_forward(const Conv2dShape& s, const float* x, const float* w, c
                          float* y, float* workspace, const float* per_sample = nullptr,
                          const float* residual = nullptr, const uint16_t* w_bf16 = nullptr);
 int64_t conv2d_bf16_backward_workspace(const Conv2dShape& s);
+// dx += dgrad, or dx = dgrad with GradWrite::Assign (kernels/grad_write.h); dw += wgrad.
 void conv2d_bf16_backward(const Conv2dShape& s, const float* x, const float* w, const float* dy,
                           float* dx, float* dw, float* workspace,
-                          const uint16_t* w_bf16 = nullptr);
+                          const uint16_t* w_bf16 = nullptr,
+                          GradWrite dx_write = GradWrite::Accumulate);
 
 // bf16 activations (engine activation dtype bf16): x, y, the residual, dy and dx as bf16
 // bits (kernels/bf16.h); w, b, the per-sample addend, dw and db in fp32. An activation whose
 // channels are a multiple of 8 is read in place (no conversion pass, no copy); others are
 // padded into the workspace as above. y = bf16(the fp32 sum + the adds), rounded once;
-// dx = bf16(float(dx) + the fp32 sum); db += the column sums of dy, in fp32. The workspace
+// dx = bf16(float(dx) + the fp32 sum) (Assign: bf16(the sum)); db += the column sums of dy,
+// in fp32. The workspace
 // functions above size these too.
 void conv2d_bf16_forward(const Conv2dShape& s, const uint16_t* x, const float* w, const float* b,
                          uint16_t* y, float* workspace, const float* per_sample = nullptr,
                          const uint16_t* residual = nullptr, const uint16_t* w_bf16 = nullptr);
 void conv2d_bf16_backward(const Conv2dShape& s, const uint16_t* x, const float* w,
                           const uint16_t* dy, uint16_t* dx, float* dw, float* db,
-                          float* workspace, const uint16_t* w_bf16 = nullptr);
+                          float* workspace, const uint16_t* w_bf16 = nullptr,
+                          GradWrite dx_write = GradWrite::Accumulate);
 
 }  // namespace ddpm::cuda

@@ -141,12 +141,13 @@ __global__ void stage_kernel(Conv2dShape s, int64_t in_h, int64_t in_w, int top,
 // dx (N, H, W, C) += the staged input gradient (N, in_h, in_w, C) at (top, left).
 template <class T, class A>
 __global__ void crop_accumulate_kernel(Conv2dShape s, int64_t in_h, int64_t in_w, int top,
-                                       int left, const T* staged, A* dx) {
+                                       int left, const T* staged, A* dx, bool add) {
   const int64_t total = s.n * s.h * s.w * s.c_in;
   DDPM_GRID_STRIDE(i, total) {
     const int64_t c = i % s.c_in, w = (i / s.c_in) % s.w, h = (i / (s.c_in * s.w)) % s.h;
     const int64_t n = i / (s.c_in * s.w * s.h);
-    store(dx, i, load(dx, i) + load(staged, ((n * in_h + h + top) * in_w + w + left) * s.c_in + c));
+    const float d = load(staged, ((n * in_h + h + top) * in_w + w + left) * s.c_in + c);
+    store(dx, i, add ? load(dx, i) + d : d);
   }
 }
 
@@ -437,7 +438,7 @@ void forward(const Conv2dShape& s, const Plan& p, const A* x, const float* w, co
 
 template <class T, class A>
 void backward(const Conv2dShape& s, const Plan& p, const A* x, const float* w, const A* dy,
-              A* dx, float* dw, float* workspace, const uint16_t* w_bf16) {
+              A* dx, float* dw, float* workspace, const uint16_t* w_bf16, GradWrite dx_write) {
   constexpr bool kBf16 = sizeof(T) == 2;
   const Layout l = layout<T>(s, p);
   const int64_t k = static_cast<int64_t>(s.kh) * s.kw * s.c_in;
@@ -451,16 +452,19 @@ void backward(const Conv2dShape& s, const Plan& p, const A* x, const float* w, c
   if (dx) {
     T* wc = at<T>(workspace, l.w);
     stage_weights(s, w, w_bf16, wc);
-    // Into dx directly (cuDNN accumulates, beta 1: rounded once, into bf16 dx too) when x
-    // is not staged; else into the staged input's gradient, cropped and added onto dx.
+    // Into dx directly (cuDNN accumulates, beta 1: rounded once, into bf16 dx too; or
+    // overwrites, beta 0) when x is not staged; else into the staged input's gradient,
+    // cropped and added onto (or written into) dx.
     const bool direct = !stages<T, A>(p);
     T* dxc = direct ? reinterpret_cast<T*>(dx) : at<T>(workspace, l.dx);
+    const bool add = dx_write == GradWrite::Accumulate;
     DDPM_CUDNN(cudnnConvolutionBackwardData(handle(), &one, p.w, wc, p.y, dyc, p.conv, p.data,
                                             library_workspace(workspace, l, p.data_bytes),
-                                            p.data_bytes, direct ? &one : &zero, p.x, dxc));
+                                            p.data_bytes, direct && add ? &one : &zero, p.x,
+                                            dxc));
     if (!direct)
       DDPM_LAUNCH((crop_accumulate_kernel<T, A>), grid_for(s.n * s.h * s.w * s.c_in), kThreads)(
-          s, p.in_h, p.in_w, p.top, p.left, dxc, dx);
+          s, p.in_h, p.in_w, p.top, p.left, dxc, dx, add);
   }
   if (dw) {
     const void* xc = staged_input(s, p, x, at<T>(workspace, l.x));
@@ -506,20 +510,21 @@ void conv2d_cudnn_forward(const Conv2dShape& s, const uint16_t* x, const float* 
 
 void conv2d_cudnn_backward(const Conv2dShape& s, const float* x, const float* w, const float* dy,
                            float* dx, float* dw, CudnnMath math, float* workspace,
-                           const uint16_t* w_bf16) {
+                           const uint16_t* w_bf16, GradWrite dx_write) {
   if (!dx && !dw) return;
   const Plan& p = supported_plan(s, math);
   if (math == CudnnMath::Bf16)
-    backward<uint16_t>(s, p, x, w, dy, dx, dw, workspace, w_bf16);
+    backward<uint16_t>(s, p, x, w, dy, dx, dw, workspace, w_bf16, dx_write);
   else
-    backward<float>(s, p, x, w, dy, dx, dw, workspace, w_bf16);
+    backward<float>(s, p, x, w, dy, dx, dw, workspace, w_bf16, dx_write);
 }
 
 void conv2d_cudnn_backward(const Conv2dShape& s, const uint16_t* x, const float* w,
                            const uint16_t* dy, uint16_t* dx, float* dw, float* workspace,
-                           const uint16_t* w_bf16) {
+                           const uint16_t* w_bf16, GradWrite dx_write) {
   if (!dx && !dw) return;
-  backward<uint16_t>(s, supported_plan(s, CudnnMath::Bf16), x, w, dy, dx, dw, workspace, w_bf16);
+  backward<uint16_t>(s, supported_plan(s, CudnnMath::Bf16), x, w, dy, dx, dw, workspace, w_bf16,
+                     dx_write);
 }
 
 }  // namespace ddpm::cuda

@@ -7,7 +7,8 @@
 //             passes over data that stays in L2 for CIFAR shapes: exact where one-pass
 //             E[x^2] - E[x]^2 loses digits); pass 3 writes y.
 //   backward  one block per (sample, group) sums g = dy*gamma and g*xhat, then writes
-//             dx += rstd (g - mean(g) - xhat mean(g xhat)); dgamma/dbeta: the two-stage
+//             dx += rstd (g - mean(g) - xhat mean(g xhat)) (or dx = ..., the first
+//             contribution: kernels/grad_write.h); dgamma/dbeta: the two-stage
 //             column sums of column_sum.cuh over the N*S rows. Deterministic: no atomics.
 // Limits: memory-bound (3 reads + 1 write of x forward).
 // Storage: every kernel is a template on the activations' storage type T (x, y, dy, dh, dx):
@@ -94,7 +95,8 @@ __global__ void group_norm_silu_dh_kernel(GroupNormShape s, const T* x, const fl
 
 template <class T>
 __global__ void group_norm_dx_kernel(GroupNormShape s, const T* x, const float* gamma,
-                                     const float* mean, const float* rstd, const T* dy, T* dx) {
+                                     const float* mean, const float* rstd, const T* dy, T* dx,
+                                     bool add) {
   __shared__ float scratch[32];
   const int64_t cg = s.c / s.groups, n = blockIdx.x / s.groups, c0 = (blockIdx.x % s.groups) * cg;
   const int64_t count = s.s * cg, base = n * s.s * s.c + c0;
@@ -111,7 +113,8 @@ __global__ void group_norm_dx_kernel(GroupNormShape s, const T* x, const float* 
   for (int64_t i = threadIdx.x; i < count; i += blockDim.x) {
     const int64_t off = base + (i / cg) * s.c + i % cg;
     const float g = load(dy, off) * gamma[c0 + i % cg];
-    store(dx, off, load(dx, off) + r * (g - mean_g - (load(x, off) - mu) * r * mean_gx));
+    const float d = r * (g - mean_g - (load(x, off) - mu) * r * mean_gx);
+    store(dx, off, add ? load(dx, off) + d : d);
   }
 }
 
@@ -161,11 +164,11 @@ void silu_dh(const GroupNormShape& s, const T* x, const float* gamma, const floa
 template <class T>
 void backward(const GroupNormShape& s, const T* x, const float* gamma, const float* mean,
               const float* rstd, const T* dy, T* dx, float* dgamma, float* dbeta,
-              float* workspace) {
+              float* workspace, GradWrite dx_write) {
   if (s.n * s.groups == 0) return;
   if (dx)
     DDPM_LAUNCH(group_norm_dx_kernel<T>, static_cast<unsigned>(s.n * s.groups), kThreads)(
-        s, x, gamma, mean, rstd, dy, dx);
+        s, x, gamma, mean, rstd, dy, dx, dx_write == GradWrite::Accumulate);
   if (dgamma || dbeta)
     column_sums<2>(param_grad_plan(s, workspace != nullptr),
                    ParamGradTerms<T>{s, x, mean, rstd, dy}, workspace, dgamma, dbeta);
@@ -196,8 +199,8 @@ void group_norm_silu_dh(const GroupNormShape& s, const float* x, const float* ga
 
 void group_norm_backward(const GroupNormShape& s, const float* x, const float* gamma,
                          const float* mean, const float* rstd, const float* dy, float* dx,
-                         float* dgamma, float* dbeta, float* workspace) {
-  backward(s, x, gamma, mean, rstd, dy, dx, dgamma, dbeta, workspace);
+                         float* dgamma, float* dbeta, float* workspace, GradWrite dx_write) {
+  backward(s, x, gamma, mean, rstd, dy, dx, dgamma, dbeta, workspace, dx_write);
 }
 
 void group_norm_forward_bf16(const GroupNormShape& s, const uint16_t* x, const float* gamma,
@@ -214,8 +217,9 @@ void group_norm_silu_dh_bf16(const GroupNormShape& s, const uint16_t* x, const f
 
 void group_norm_backward_bf16(const GroupNormShape& s, const uint16_t* x, const float* gamma,
                               const float* mean, const float* rstd, const uint16_t* dy,
-                              uint16_t* dx, float* dgamma, float* dbeta, float* workspace) {
-  backward(s, x, gamma, mean, rstd, dy, dx, dgamma, dbeta, workspace);
+                              uint16_t* dx, float* dgamma, float* dbeta, float* workspace,
+                              GradWrite dx_write) {
+  backward(s, x, gamma, mean, rstd, dy, dx, dgamma, dbeta, workspace, dx_write);
 }
 
 }  // namespace ddpm::cuda

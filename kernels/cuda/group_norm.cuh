@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "kernels/grad_write.h"
 #include "kernels/shapes.h"
 
 namespace ddpm::cuda {
@@ -11,11 +12,13 @@ namespace ddpm::cuda {
 void group_norm_forward(const GroupNormShape& s, const float* x, const float* gamma,
                         const float* beta, float* y, float* mean, float* rstd);
 // dgamma and dbeta are column sums over N*S rows: workspace null (one pass per channel) or
-// group_norm_backward_workspace(s) floats (column_sum.cuh).
+// group_norm_backward_workspace(s) floats (column_sum.cuh). dx accumulates, or with
+// GradWrite::Assign is written outright (kernels/grad_write.h); dgamma and dbeta accumulate.
 int64_t group_norm_backward_workspace(const GroupNormShape& s);
 void group_norm_backward(const GroupNormShape& s, const float* x, const float* gamma,
                          const float* mean, const float* rstd, const float* dy, float* dx,
-                         float* dgamma, float* dbeta, float* workspace = nullptr);
+                         float* dgamma, float* dbeta, float* workspace = nullptr,
+                         GradWrite dx_write = GradWrite::Accumulate);
 
 // Dropout after the fused GroupNorm + SiLU, in the same kernels: element i (of the flat
 // N*S*C output) is kept when philox_uniform(seed, stream, i) >= p and then scaled by
@@ -41,8 +44,9 @@ void group_norm_silu_dh(const GroupNormShape& s, const float* x, const float* ga
 // The same kernels with the activations (x, y, dy, dh, dx) stored as bf16 bits (uint16_t,
 // kernels/bf16.h): read into fp32, every sum, the statistics (mean, rstd), the affine
 // parameters and dgamma / dbeta in fp32, each stored activation rounded once (nearest,
-// ties to even). dx accumulates: dx = bf16(float(dx) + the gradient). Half the bytes of
-// the f32 kernels. silu: the fused GN + SiLU (+ dropout) forward, else plain group norm.
+// ties to even). dx accumulates: dx = bf16(float(dx) + the gradient) (with Assign: bf16(the
+// gradient)). Half the bytes of the f32 kernels. silu: the fused GN + SiLU (+ dropout)
+// forward, else plain group norm.
 // Reference: kernels/cpu/group_norm.h's *_bf16 (the f32 kernels on the decoded values).
 void group_norm_forward_bf16(const GroupNormShape& s, const uint16_t* x, const float* gamma,
                              const float* beta, uint16_t* y, float* mean, float* rstd, bool silu,
@@ -53,6 +57,7 @@ void group_norm_silu_dh_bf16(const GroupNormShape& s, const uint16_t* x, const f
 void group_norm_backward_bf16(const GroupNormShape& s, const uint16_t* x, const float* gamma,
                               const float* mean, const float* rstd, const uint16_t* dy,
                               uint16_t* dx, float* dgamma, float* dbeta,
-                              float* workspace = nullptr);
+                              float* workspace = nullptr,
+                              GradWrite dx_write = GradWrite::Accumulate);
 
 }  // namespace ddpm::cuda
