@@ -24,6 +24,7 @@
 #include "kernels/cuda/conv2d.cuh"
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/group_norm.cuh"
+#include "kernels/cuda/linear.cuh"
 #include "kernels/cuda/resample.cuh"
 #endif
 
@@ -702,9 +703,9 @@ std::vector<float> as_floats(const Tensor& t) {  // exact for bf16; NaN equals n
 }
 
 // dx written outright (GradWrite::Assign) into a buffer of NaNs is, bit for bit, dx added
-// into zeros, for every convolution algo and group norm, f32 and bf16 activations: so every
-// element is written and none is read. Shapes: odd channels (v4 and cuDNN pad), and a
-// stride-2 TF-'SAME' convolution (cuDNN stages x and crops its gradient back onto dx).
+// into zeros, for every convolution algo, group norm and linear, f32 and bf16 activations:
+// so every element is written and none is read. Shapes: odd channels (v4 and cuDNN pad), and
+// a stride-2 TF-'SAME' convolution (cuDNN stages x and crops its gradient back onto dx).
 TEST(CudaOps, FirstGradientsAreWrittenOutright) {
   REQUIRE_GPU();
   for (const Conv2dParams& p : {Conv2dParams::same(3), Conv2dParams{2, 0, 1, 0, 1}}) {
@@ -771,6 +772,37 @@ TEST(CudaOps, FirstGradientsAreWrittenOutright) {
                                  rstd.data<float>(), bits(dy16), bits(written16), nullptr,
                                  nullptr, nullptr, GradWrite::Assign);
   EXPECT_EQ(as_floats(written16), as_floats(added16));
+  // linear's dx: cuBLAS with beta 0 (fp32, and bf16 operands), and the bf16 activations'
+  // rounding pass
+  const LinearShape ls{6, 5, 7};  // x (6, 5), w (5, 7)
+  const Tensor lx_cpu = rnd({6, 5}, 8), ldy_cpu = rnd({6, 7}, 9);
+  const Tensor lx = lx_cpu.to(Device::CUDA), ldy = ldy_cpu.to(Device::CUDA);
+  const Tensor lw = rnd({5, 7}, 10).to(Device::CUDA);
+  const Tensor lws = Tensor::empty(Shape{cuda::linear_bf16_backward_workspace(ls) +
+                                         cuda::linear_bf16_activations_backward_workspace(ls)},
+                                   DType::F32, Device::CUDA);
+  for (bool bf16 : {false, true}) {
+    const Tensor ladded = Tensor::zeros(Shape{30}, DType::F32, Device::CUDA), lwritten = nans(30);
+    for (const Tensor* dx : {&ladded, &lwritten}) {
+      const GradWrite write = dx == &ladded ? GradWrite::Accumulate : GradWrite::Assign;
+      if (bf16)
+        cuda::linear_bf16_backward(ls, lx.data<float>(), lw.data<float>(), ldy.data<float>(),
+                                   dx->data<float>(), nullptr, nullptr, lws.data<float>(),
+                                   nullptr, write);
+      else
+        cuda::linear_backward(ls, lx.data<float>(), lw.data<float>(), ldy.data<float>(),
+                              dx->data<float>(), nullptr, nullptr, nullptr, false, write);
+    }
+    EXPECT_EQ(as_floats(lwritten), as_floats(ladded)) << (bf16 ? "bf16 operands" : "fp32");
+  }
+  const Tensor lx16 = on_gpu_as_bf16(lx_cpu), ldy16 = on_gpu_as_bf16(ldy_cpu);
+  const Tensor ladded16 = Tensor::zeros(Shape{30}, DType::BF16, Device::CUDA),
+               lwritten16 = nans(30, DType::BF16);
+  cuda::linear_bf16_backward(ls, bits(lx16), lw.data<float>(), bits(ldy16), bits(ladded16),
+                             nullptr, nullptr, lws.data<float>());
+  cuda::linear_bf16_backward(ls, bits(lx16), lw.data<float>(), bits(ldy16), bits(lwritten16),
+                             nullptr, nullptr, lws.data<float>(), nullptr, GradWrite::Assign);
+  EXPECT_EQ(as_floats(lwritten16), as_floats(ladded16)) << "bf16 activations";
 }
 
 // A ResBlock-like chain's backward, y = conv(gn_silu(x)) + b + x, zero-fills no activation

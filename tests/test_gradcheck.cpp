@@ -156,6 +156,12 @@ TEST(GradCheck, Concat) {
                           random_tensor({3, 5, 7, 4}, 3)});
 }
 
+// One input twice: its gradient's first part is copied in, the second added.
+TEST(GradCheck, ConcatOfOneTensorTwice) {
+  expect_gradients_match([](const Inputs& in) { return concat({in[0], in[1], in[0]}); },
+                         {random_tensor({3, 5, 7, 3}, 1), random_tensor({3, 5, 7, 2}, 2)});
+}
+
 TEST(GradCheck, Split) {
   // The parts are recombined with different weights so each part's gradient path is checked.
   expect_gradients_match(
@@ -169,6 +175,15 @@ TEST(GradCheck, Split) {
 TEST(GradCheck, Reshape) {
   expect_gradients_match([](const Inputs& in) { return silu(reshape(in[0], Shape{15, 7})); },
                          {random_tensor({3, 5, 7}, 1)});
+}
+
+// Two views of x: the first gradient to arrive becomes x's, the second is added onto it.
+TEST(GradCheck, ReshapedTwice) {
+  expect_gradients_match(
+      [](const Inputs& in) {
+        return add(silu(reshape(in[0], Shape{15, 7})), scale(reshape(in[0], Shape{15, 7}), 3.0));
+      },
+      {random_tensor({3, 5, 7}, 1)});
 }
 
 TEST(GradCheck, AttentionSingleHead) {

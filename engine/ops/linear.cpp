@@ -28,10 +28,13 @@ bool tf32_gemm(const Tensor& x) {
 // matrix-product FLOPs counted.
 struct Grads {
   Tensor dx, dw, db;
+  GradWrite dx_write;  // for the GPU's kernels: dx written outright if it is x's first
 };
-Grads backward_grads(const LinearShape& s, const GradRef& gx, const GradRef& gw,
+Grads backward_grads(const LinearShape& s, const Tensor& x, const GradRef& gx, const GradRef& gw,
                      const GradRef& gb) {
-  Grads g{detail::grad_or_null(gx), detail::grad_or_null(gw), detail::grad_or_null(gb)};
+  const GradTarget dx = grad_target(gx);
+  Grads g{detail::buffer_on(dx, x.device()), detail::grad_or_null(gw), detail::grad_or_null(gb),
+          dx.write};
   count_matmul_flops(linear_flops(s) * ((g.dx.defined() ? 1 : 0) + (g.dw.defined() ? 1 : 0)));
   return g;
 }
@@ -68,7 +71,7 @@ Tensor linear_bf16_activations(const Tensor& x, const Tensor& w, const Tensor& b
   if (should_record({x, w, b})) {
     tape().record("linear", {y}, [s, x, w, gx = grad_ref(x), gw = grad_ref(w),
                                   gb = grad_ref(b)](const std::vector<Tensor>& g) {
-      const Grads grads = backward_grads(s, gx, gw, gb);
+      const Grads grads = backward_grads(s, x, gx, gw, gb);
       const Tensor &dx = grads.dx, &dw = grads.dw, &db = grads.db;
       OpTimer timer("linear backward", true);
       DDPM_CUDA_ONLY(
@@ -77,7 +80,7 @@ Tensor linear_bf16_activations(const Tensor& x, const Tensor& w, const Tensor& b
           cuda::linear_bf16_backward(s, bf16_bits(x), w.data<float>(), bf16_bits(g[0]),
                                      dx.defined() ? bf16_bits(dx) : nullptr,
                                      ptr_or_null<float>(dw), ptr_or_null<float>(db),
-                                     ws.data<float>(), bf16_copy_of(w)));
+                                     ws.data<float>(), bf16_copy_of(w), grads.dx_write));
     });
   }
   return y;
@@ -124,7 +127,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   if (should_record({x, w, b})) {
     tape().record("linear", {y}, [s, x, w, gx = grad_ref(x), gw = grad_ref(w),
                                   gb = grad_ref(b)](const std::vector<Tensor>& g) {
-      const Grads grads = backward_grads(s, gx, gw, gb);
+      const Grads grads = backward_grads(s, x, gx, gw, gb);
       const Tensor &dx = grads.dx, &dw = grads.dw, &db = grads.db;
       // bf16 / tf32: dx and dw from rounded operands, db from the fp32 incoming gradient (a
       // second call). The GPU's bf16 GEMMs round x, w and dy themselves and sum db from the
@@ -154,14 +157,14 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
                 cuda::linear_bf16_backward(s, xa.data<float>(), wa.data<float>(),
                                            ga.data<float>(), ptr_or_null<float>(dxa),
                                            ptr_or_null<float>(dwa), ptr_or_null<float>(dba),
-                                           ws.data<float>(), bf16_copy_of(w));
+                                           ws.data<float>(), bf16_copy_of(w), grads.dx_write);
               } else {
                 const Tensor ws = detail::cuda_workspace(
                     dba.defined() ? cuda::linear_backward_workspace(s) : 0);
                 cuda::linear_backward(s, xa.data<float>(), wa.data<float>(), ga.data<float>(),
                                       ptr_or_null<float>(dxa), ptr_or_null<float>(dwa),
                                       ptr_or_null<float>(dba), ptr_or_null<float>(ws),
-                                      tf32_gemm(x));
+                                      tf32_gemm(x), grads.dx_write);
               });
         });
       };

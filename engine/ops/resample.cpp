@@ -126,10 +126,11 @@ Tensor concat(const std::vector<Tensor>& xs) {
   }
   if (record) {
     tape().record("concat", {y}, [grads, offsets](const std::vector<Tensor>& g) {
-      for (size_t i = 0; i < grads.size(); ++i) {
+      for (size_t i = 0; i < grads.size(); ++i) {  // the first contribution copied, not added
         if (!grads[i]) continue;
-        Tensor dx = grad_buffer(grads[i]);
-        move_columns(g[0], offsets[i], dx, 0, dx.shape().last(), true);
+        const GradTarget dx = grad_target(grads[i]);
+        move_columns(g[0], offsets[i], dx.buffer, 0, dx.buffer.shape().last(),
+                     dx.write == GradWrite::Accumulate);
       }
     });
   }
@@ -160,9 +161,11 @@ std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes) {
   }
   if (should_record({x})) {
     tape().record("split", outs, [offsets, gx = grad_ref(x)](const std::vector<Tensor>& g) {
-      Tensor dx = grad_buffer(gx);
+      // the parts cover every column once: the first contribution is copied, not added
+      const GradTarget dx = grad_target(gx);
       for (size_t i = 0; i < g.size(); ++i)
-        move_columns(g[i], 0, dx, offsets[i], g[i].shape().last(), true);
+        move_columns(g[i], 0, dx.buffer, offsets[i], g[i].shape().last(),
+                     dx.write == GradWrite::Accumulate);
     });
   }
   return outs;
@@ -172,7 +175,7 @@ Tensor reshape(const Tensor& x, const Shape& shape) {
   Tensor y = x.view(shape);
   if (should_record({x})) {
     tape().record("reshape", {y}, [gx = grad_ref(x)](const std::vector<Tensor>& g) {
-      accumulate(grad_buffer(gx), g[0].view(gx->shape));
+      detail::add_to_grad(gx, g[0], detail::GradSource::HandOver);
     });
   }
   return y;

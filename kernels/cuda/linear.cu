@@ -4,6 +4,7 @@
 // its transpose, so every product is computed transposed with no copies:
 //   y^T  = w^T x^T          gemm(N, N, m=N, n=M, k=K, A = w (ld N), B = x (ld K))
 //   dx^T = w dy^T           gemm(T, N, m=K, n=M, k=N, A = w (ld N), B = dy (ld N)), beta 1
+//                           (0 when dx is written outright: kernels/grad_write.h)
 //   dw^T = dy^T x           gemm(N, T, m=N, n=K, k=M, A = dy (ld N), B = x (ld K)), beta 1
 // The bias is added, and its gradient summed, by the broadcast kernels of elementwise.cu.
 //
@@ -167,10 +168,17 @@ int64_t linear_backward_workspace(const LinearShape& s) {
   return broadcast_add_backward_workspace(bias_shape(s));
 }
 
+namespace {
+// cuBLAS's beta for dx: 0 (C is not read) when dx is written outright.
+float dx_beta(GradWrite write) { return write == GradWrite::Assign ? 0.0f : 1.0f; }
+}  // namespace
+
 void linear_backward(const LinearShape& s, const float* x, const float* w, const float* dy,
-                     float* dx, float* dw, float* db, float* workspace, bool tf32) {
+                     float* dx, float* dw, float* db, float* workspace, bool tf32,
+                     GradWrite dx_write) {
   if (s.m == 0 || s.n == 0) return;
-  backward_products(tf32 ? Operands::Tf32 : Operands::F32, s, x, w, dy, dx, dw);
+  backward_products(tf32 ? Operands::Tf32 : Operands::F32, s, x, w, dy, dx, dw,
+                    dx_beta(dx_write));
   if (db) broadcast_add_backward(bias_shape(s), dy, db, workspace);
 }
 
@@ -195,13 +203,13 @@ int64_t linear_bf16_backward_workspace(const LinearShape& s) {
 
 void linear_bf16_backward(const LinearShape& s, const float* x, const float* w, const float* dy,
                           float* dx, float* dw, float* db, float* workspace,
-                          const uint16_t* w_bf16) {
+                          const uint16_t* w_bf16, GradWrite dx_write) {
   if (s.m == 0 || s.n == 0) return;
   Bf16Workspace ws{reinterpret_cast<uint16_t*>(workspace)};
   const uint16_t* xb = dw ? ws.convert(x, s.m * s.k) : nullptr;
   const uint16_t* wb = dx ? ws.weights(w, w_bf16, s.k * s.n) : nullptr;
   const uint16_t* dyb = dx || dw ? ws.convert(dy, s.m * s.n) : nullptr;
-  backward_products(Operands::Bf16, s, xb, wb, dyb, dx, dw);
+  backward_products(Operands::Bf16, s, xb, wb, dyb, dx, dw, dx_beta(dx_write));
   // the bias gradient sums the fp32 dy (it is no product), in the workspace after the copies
   // (if it needs any: a pointer past the end of the workspace is never passed on)
   if (db)
@@ -230,7 +238,7 @@ int64_t linear_bf16_activations_backward_workspace(const LinearShape& s) {
 
 void linear_bf16_backward(const LinearShape& s, const uint16_t* x, const float* w,
                           const uint16_t* dy, uint16_t* dx, float* dw, float* db,
-                          float* workspace, const uint16_t* w_bf16) {
+                          float* workspace, const uint16_t* w_bf16, GradWrite dx_write) {
   if (s.m == 0 || s.n == 0) return;
   Bf16Workspace ws{reinterpret_cast<uint16_t*>(workspace)};
   const uint16_t* wb = dx ? ws.weights(w, w_bf16, s.k * s.n) : nullptr;
@@ -238,7 +246,10 @@ void linear_bf16_backward(const LinearShape& s, const uint16_t* x, const float* 
   float* const sums = acc + s.m * s.k;                     // the bias gradient's column sums
   if (dx) {
     backward_products(Operands::Bf16, s, nullptr, wb, dy, acc, nullptr, /*dx_beta=*/0.0f);
-    axpy_stored(s.m * s.k, 1.0f, acc, dx);  // cast.cuh: dx = bf16(float(dx) + acc)
+    if (dx_write == GradWrite::Assign)
+      to_bf16_bits(s.m * s.k, acc, dx);  // elementwise.cuh: dx = bf16(acc)
+    else
+      axpy_stored(s.m * s.k, 1.0f, acc, dx);  // cast.cuh: dx = bf16(float(dx) + acc)
   }
   if (dw) backward_products(Operands::Bf16, s, x, nullptr, dy, nullptr, dw);
   if (db)

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "kernels/grad_write.h"
 #include "kernels/shapes.h"
 
 namespace ddpm::cuda {
@@ -15,9 +16,11 @@ void linear_forward(const LinearShape& s, const float* x, const float* w, const 
 // db is the column sum of dy: workspace null or linear_backward_workspace(s) floats
 // (kernels/cuda/column_sum.cuh).
 int64_t linear_backward_workspace(const LinearShape& s);
+// dx, dw and db accumulate; dx_write Assign writes dx outright (kernels/grad_write.h), here
+// and in the entries below.
 void linear_backward(const LinearShape& s, const float* x, const float* w, const float* dy,
                      float* dx, float* dw, float* db, float* workspace = nullptr,
-                     bool tf32 = false);
+                     bool tf32 = false, GradWrite dx_write = GradWrite::Accumulate);
 
 // bf16 operands on tensor cores (engine precision bf16): x, w and dy converted to bf16 in the
 // workspace (the *_workspace functions' floats, not null), products summed in fp32 into fp32
@@ -29,7 +32,8 @@ void linear_bf16_forward(const LinearShape& s, const float* x, const float* w, c
 int64_t linear_bf16_backward_workspace(const LinearShape& s);
 void linear_bf16_backward(const LinearShape& s, const float* x, const float* w, const float* dy,
                           float* dx, float* dw, float* db, float* workspace,
-                          const uint16_t* w_bf16 = nullptr);
+                          const uint16_t* w_bf16 = nullptr,
+                          GradWrite dx_write = GradWrite::Accumulate);
 
 // bf16 activations (engine activation dtype bf16): x, y, dy and dx as bf16 bits, read as they
 // are; w converted (or its w_bf16 read), the products summed in fp32 into the workspace, then y = bf16(sum + b)
@@ -40,6 +44,7 @@ void linear_bf16_forward(const LinearShape& s, const uint16_t* x, const float* w
 int64_t linear_bf16_activations_backward_workspace(const LinearShape& s);
 void linear_bf16_backward(const LinearShape& s, const uint16_t* x, const float* w,
                           const uint16_t* dy, uint16_t* dx, float* dw, float* db,
-                          float* workspace, const uint16_t* w_bf16 = nullptr);
+                          float* workspace, const uint16_t* w_bf16 = nullptr,
+                          GradWrite dx_write = GradWrite::Accumulate);
 
 }  // namespace ddpm::cuda
