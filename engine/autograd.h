@@ -7,11 +7,12 @@
 // (+=) into the gradients of its inputs, so a tensor used twice receives the sum of both
 // contributions. The first contribution to a gradient need not find zeros to add to: a rule
 // may write it outright (grad_target) or hand over a tensor it no longer needs
-// (engine/ops/op_util.h, add_to_grad), which spares each gradient a zero fill and a read of the zeros (about
-// 45 MB per image in the CIFAR-10 U-Net's step, in fp32). As the walk passes a node it drops the closure (freeing the saved tensors)
-// and the outputs' gradients (only leaves keep theirs). A node recorded without a backward
-// rule fails with the op's name when a gradient reaches it. Inside a NoGradGuard nothing is
-// recorded (sampling, EMA evaluation).
+// (engine/ops/op_util.h, add_to_grad), which spares each gradient a zero fill and a read of
+// the zeros (about 45 MB per image in the CIFAR-10 U-Net's step, in fp32: see
+// docs/training-step.md). As the walk passes a node it drops the closure (freeing the saved
+// tensors) and the outputs' gradients (only leaves keep theirs). A node recorded without a
+// backward rule fails with the op's name when a gradient reaches it. Inside a NoGradGuard
+// nothing is recorded (sampling, EMA evaluation).
 #pragma once
 
 #include <functional>
@@ -82,7 +83,6 @@ struct GradTarget {
   Tensor for_accumulating() const;
 };
 GradTarget grad_target(const GradRef& slot);
-
 
 // d(root)/d(every leaf that requires grad), accumulated into their grads.
 inline void backward(const Tensor& root) { tape().backward(root); }

@@ -28,7 +28,7 @@ bool tf32_gemm(const Tensor& x) {
 // matrix-product FLOPs counted.
 struct Grads {
   Tensor dx, dw, db;
-  GradWrite dx_write;  // for the GPU's kernels: dx written outright if it is x's first
+  GradWrite dx_write = GradWrite::Accumulate;  // the GPU's: Assign if x's first gradient
 };
 Grads backward_grads(const LinearShape& s, const Tensor& x, const GradRef& gx, const GradRef& gw,
                      const GradRef& gb) {
