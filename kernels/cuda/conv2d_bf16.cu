@@ -66,6 +66,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <limits>
 #include <map>
 #include <string>
 #include <tuple>
@@ -660,11 +661,11 @@ Bf16Tiles autotune(const Gemm& g, LoadA a, LoadB b, float* planes) {
   std::printf("conv v4 autotune: %s %lld x %lld x %lld:", g.pass, static_cast<long long>(g.m),
               static_cast<long long>(g.n), static_cast<long long>(g.k));
   Bf16Tiles pick = kTunable[0];
-  double best = 0.0;
+  double best = std::numeric_limits<double>::infinity();
   for (Bf16Tiles t : kTunable) {
     const double ms = time_ms(t);
     std::printf(" %s %.3f ms,", tiles_name(t), ms);
-    if (t == kTunable[0] || ms < best) {
+    if (ms < best) {
       pick = t;
       best = ms;
     }
