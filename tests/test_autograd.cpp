@@ -4,6 +4,7 @@
 
 #include "engine/ops.h"
 #include "engine/ops/op_util.h"
+#include "kernels/bf16.h"
 #include "tests/test_util.h"
 
 namespace ddpm {
@@ -135,6 +136,16 @@ TEST(Autograd, AFirstGradientIsWrittenOutrightOrHandedOver) {
   EXPECT_EQ(b.grad().to_vector<double>(), (std::vector<double>{3, 4}));
   detail::add_to_grad(grad_ref(b), g, detail::GradSource::HandOver);  // a sum now
   EXPECT_EQ(b.grad().to_vector<double>(), (std::vector<double>{6, 8}));
+
+  // An f32 contribution to a bf16 gradient (cast's rule): converted, rounded once as adding
+  // it to zeros would round it
+  Tensor c = Tensor::from_vector<float>(Shape{2}, {1, 2}).to(DType::BF16);
+  c.set_requires_grad(true);
+  const Tensor g32 = Tensor::from_vector<float>(Shape{2}, {1.0f / 3, -3.0f});
+  detail::add_to_grad(grad_ref(c), g32, detail::GradSource::Borrowed);
+  ASSERT_EQ(c.grad().dtype(), DType::BF16);
+  EXPECT_EQ(c.grad().to(DType::F32).to_vector<float>(),
+            (std::vector<float>{round_to_bf16(1.0f / 3), -3.0f}));
 }
 
 // add hands its output's gradient to one input and copies it for the other: the two

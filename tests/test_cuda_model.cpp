@@ -164,6 +164,9 @@ TEST(CudaModel, AWarmStepsWorkIsCounted) {
               static_cast<unsigned long long>(after.copies - before.copies),
               static_cast<unsigned long long>(syncs), static_cast<unsigned long long>(late));
   EXPECT_GT(launches, 100u);  // every layer forward and backward, the loss, AdamW, EMA
+  // One memset: the parameters' flat gradient buffer. Every activation gradient's first
+  // contribution is written outright or handed over (engine/autograd.h, grad_target).
+  EXPECT_EQ(after.memsets - before.memsets, 1u);
   EXPECT_EQ(syncs, kHostSyncsPerStep);
   EXPECT_EQ(late, kLateReadsPerStep);
   run.resolve();

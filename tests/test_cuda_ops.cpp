@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <functional>
 #include <tuple>
 
 #include "engine/device.h"
@@ -20,6 +21,7 @@
 
 #if DDPM_WITH_CUDA
 #include "kernels/cpu/elementwise.h"
+#include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/column_sum_plan.h"
 #include "kernels/cuda/conv2d.cuh"
 #include "kernels/cuda/elementwise.cuh"
@@ -805,6 +807,88 @@ TEST(CudaOps, FirstGradientsAreWrittenOutright) {
   EXPECT_EQ(as_floats(lwritten16), as_floats(ladded16)) << "bf16 activations";
 }
 
+// The same for the rest of the training step's backward kernels: attention's dqkv (each
+// version: straightforward, fused, flash on f32 and on bf16 tensors), the upsample's dx (f32,
+// bf16), SiLU's dx, and the time embedding's per-sample sums (f32 and bf16 dy, in one chunk
+// and in several). Written into NaNs is, bit for bit, added into zeros. Partial tiles: L = 37.
+TEST(CudaOps, EveryActivationGradientKernelWritesAFirstGradientOutright) {
+  REQUIRE_GPU();
+  using Run = std::function<void(const Tensor& dst, GradWrite write)>;
+  const auto expect_written_is_added = [](int64_t n, DType dtype, const Run& run,
+                                          const std::string& what) {
+    const Tensor added = Tensor::zeros(Shape{n}, dtype, Device::CUDA), written = nans(n, dtype);
+    run(added, GradWrite::Accumulate);
+    run(written, GradWrite::Assign);
+    EXPECT_EQ(as_floats(written), as_floats(added)) << what;
+  };
+  AttentionShape as;
+  as.b = 2, as.l = 37, as.c = 64, as.heads = 2;  // head dim 32
+  const int64_t nqkv = as.b * as.l * 3 * as.c, nout = as.b * as.l * as.c;
+  const Tensor qkv_cpu = rnd({nqkv}, 20, 0.5), dout_cpu = rnd({nout}, 21);
+  const Tensor qkv = qkv_cpu.to(Device::CUDA), dout = dout_cpu.to(Device::CUDA);
+  const Tensor out = Tensor::empty(Shape{nout}, DType::F32, Device::CUDA);
+  const Tensor lse = Tensor::empty(Shape{as.b * as.heads * as.l}, DType::F32, Device::CUDA);
+  const Tensor delta = lse.clone();
+  const Tensor ws = Tensor::empty(Shape{2 * as.b * as.heads * as.l * as.l}, DType::F32,
+                                  Device::CUDA);
+  cuda::attention_fused_forward(as, qkv.data<float>(), out.data<float>(), lse.data<float>());
+  expect_written_is_added(nqkv, DType::F32, [&](const Tensor& dqkv, GradWrite write) {
+    cuda::attention_backward(as, qkv.data<float>(), lse.data<float>(), dout.data<float>(),
+                             dqkv.data<float>(), ws.data<float>(), write);
+  }, "attention, straightforward");
+  expect_written_is_added(nqkv, DType::F32, [&](const Tensor& dqkv, GradWrite write) {
+    cuda::attention_fused_backward(as, qkv.data<float>(), out.data<float>(), lse.data<float>(),
+                                   dout.data<float>(), dqkv.data<float>(), delta.data<float>(),
+                                   write);
+  }, "attention, fused");
+  as.bf16_probs = true;
+  cuda::attention_flash_bf16_forward(as, qkv.data<float>(), out.data<float>(), lse.data<float>());
+  expect_written_is_added(nqkv, DType::F32, [&](const Tensor& dqkv, GradWrite write) {
+    cuda::attention_flash_bf16_backward(as, qkv.data<float>(), out.data<float>(),
+                                        lse.data<float>(), dout.data<float>(),
+                                        dqkv.data<float>(), delta.data<float>(), write);
+  }, "attention, flash on f32 tensors");
+  const Tensor qkv16 = on_gpu_as_bf16(qkv_cpu), dout16 = on_gpu_as_bf16(dout_cpu);
+  const Tensor out16 = Tensor::empty(Shape{nout}, DType::BF16, Device::CUDA);
+  cuda::attention_flash_bf16_forward(as, bits(qkv16), bits(out16), lse.data<float>());
+  expect_written_is_added(nqkv, DType::BF16, [&](const Tensor& dqkv, GradWrite write) {
+    cuda::attention_flash_bf16_backward(as, bits(qkv16), bits(out16), lse.data<float>(),
+                                        bits(dout16), bits(dqkv), delta.data<float>(), write);
+  }, "attention, flash on bf16 tensors");
+
+  const UpsampleShape us{2, 3, 5, 7};
+  const int64_t nx = us.n * us.h * us.w * us.c;
+  const Tensor dy_cpu = rnd({4 * nx}, 22);
+  const Tensor dy = dy_cpu.to(Device::CUDA), dy16 = on_gpu_as_bf16(dy_cpu);
+  expect_written_is_added(nx, DType::F32, [&](const Tensor& dx, GradWrite write) {
+    cuda::upsample_nearest2x_backward(us, dy.data<float>(), dx.data<float>(), write);
+  }, "upsample, f32");
+  expect_written_is_added(nx, DType::BF16, [&](const Tensor& dx, GradWrite write) {
+    cuda::upsample_nearest2x_backward(us, bits(dy16), bits(dx), write);
+  }, "upsample, bf16");
+  const Tensor x = rnd({4 * nx}, 23, 2.0).to(Device::CUDA);
+  expect_written_is_added(4 * nx, DType::F32, [&](const Tensor& dx, GradWrite write) {
+    cuda::silu_backward(4 * nx, x.data<float>(), dy.data<float>(), dx.data<float>(), write);
+  }, "silu");
+
+  // dy (3, 70, 9) summed per sample: 70 rows are two chunks with a workspace, one without
+  const BroadcastShape bs{3, 70, 9, true};
+  ASSERT_GT(cuda::plan_column_sums(3, 70, 9).chunks, 1);
+  const Tensor bdy_cpu = rnd({3 * 70 * 9}, 24);
+  const Tensor bdy = bdy_cpu.to(Device::CUDA), bdy16 = on_gpu_as_bf16(bdy_cpu);
+  const Tensor bws = Tensor::empty(Shape{cuda::broadcast_add_backward_workspace(bs)},
+                                   DType::F32, Device::CUDA);
+  for (float* workspace : {static_cast<float*>(nullptr), bws.data<float>()}) {
+    const std::string chunks = workspace ? ", several chunks" : ", one chunk";
+    expect_written_is_added(27, DType::F32, [&](const Tensor& dv, GradWrite write) {
+      cuda::broadcast_add_backward(bs, bdy.data<float>(), dv.data<float>(), workspace, write);
+    }, "per-sample sums of f32" + chunks);
+    expect_written_is_added(27, DType::F32, [&](const Tensor& dv, GradWrite write) {
+      cuda::broadcast_add_backward(bs, bits(bdy16), dv.data<float>(), workspace, write);
+    }, "per-sample sums of bf16" + chunks);
+  }
+}
+
 // A ResBlock-like chain's backward, y = conv(gn_silu(x)) + b + x, zero-fills no activation
 // gradient on the GPU: the convolution writes gn_silu's output gradient outright, the
 // residual hands y's gradient over to x, and group norm adds onto it. Before, each of the
@@ -824,7 +908,9 @@ TEST(CudaOps, BackwardZeroFillsNoActivationGradient) {
     const Tensor y = conv2d_add(h, in[3], in[4], p, Tensor(), in[0]);
     const DeviceWorkCounts before = device_work_counts();
     tape().backward(y, seed.to(d));
-    if (d == Device::CUDA) EXPECT_EQ((device_work_counts() - before).memsets, 0u);
+    if (d == Device::CUDA) {
+      EXPECT_EQ((device_work_counts() - before).memsets, 0u);
+    }
     dx.push_back(in[0].grad().to(Device::CPU).to_vector<float>());
   }
   expect_close(dx[1], dx[0], 2e-4, 2e-4, "dx");

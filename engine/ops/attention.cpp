@@ -45,24 +45,25 @@ void cuda_forward(CudaAttention k, const AttentionShape& s, const Tensor& qkv, T
   }
 }
 
-// `out`: the forward's output (the fused and flash backwards need it).
+// `out`: the forward's output (the fused and flash backwards need it). Every version writes
+// dqkv outright when it is qkv's first gradient (dqkv.write).
 void cuda_backward(CudaAttention k, const AttentionShape& s, const Tensor& qkv, const Tensor& out,
-                   const Tensor& lse, const Tensor& dout, Tensor& dqkv) {
+                   const Tensor& lse, const Tensor& dout, const GradTarget& dqkv) {
+  float* const dst = dqkv.buffer.data<float>();
   if (k == CudaAttention::Straightforward) {
     const Tensor ws =
         Tensor::empty(Shape{2 * s.b * s.heads * s.l * s.l}, DType::F32, Device::CUDA);
-    cuda::attention_backward(s, qkv.data<float>(), lse.data<float>(), dout.data<float>(),
-                             dqkv.data<float>(), ws.data<float>());
+    cuda::attention_backward(s, qkv.data<float>(), lse.data<float>(), dout.data<float>(), dst,
+                             ws.data<float>(), dqkv.write);
     return;
   }
   const Tensor delta = Tensor::empty(Shape{s.b * s.heads * s.l}, DType::F32, Device::CUDA);
   if (k == CudaAttention::FlashBf16) {
     cuda::attention_flash_bf16_backward(s, qkv.data<float>(), out.data<float>(), lse.data<float>(),
-                                        dout.data<float>(), dqkv.data<float>(),
-                                        delta.data<float>());
+                                        dout.data<float>(), dst, delta.data<float>(), dqkv.write);
   } else {
     cuda::attention_fused_backward(s, qkv.data<float>(), out.data<float>(), lse.data<float>(),
-                                   dout.data<float>(), dqkv.data<float>(), delta.data<float>());
+                                   dout.data<float>(), dst, delta.data<float>(), dqkv.write);
   }
 }
 #endif
@@ -115,10 +116,11 @@ Tensor attention_bf16_flash(const Tensor& qkv, int64_t heads) {
                                           const std::vector<Tensor>& g) {
       count_matmul_flops(4 * attention_flops(s));
       const Tensor delta = Tensor::empty(Shape{s.b * s.heads * s.l}, DType::F32, Device::CUDA);
+      const GradTarget dqkv = grad_target(gq);  // written outright if it is the first
       OpTimer timer("attention backward", true);
       DDPM_CUDA_ONLY(cuda::attention_flash_bf16_backward(
           s, bf16_bits(qkv), bf16_bits(out), lse.data<float>(), bf16_bits(g[0]),
-          bf16_bits(grad_buffer(gq)), delta.data<float>()));
+          bf16_bits(dqkv.buffer), delta.data<float>(), dqkv.write));
     });
   }
   return out;
@@ -162,7 +164,9 @@ Tensor attention(const Tensor& qkv, int64_t heads) {
     const Tensor saved_out = on_gpu && kernels != CudaAttention::Straightforward ? out : Tensor();
     tape().record("attention", {out}, [s, kernels, operand, qkv_op, lse, saved_out,
                                        gq = grad_ref(qkv)](const std::vector<Tensor>& g) {
-      Tensor dqkv = grad_buffer(gq);
+      // the GPU's kernels write dqkv outright if it is the first gradient; the CPU's add
+      const GradTarget dqkv_to = grad_target(gq);
+      const Tensor dqkv = detail::buffer_on(dqkv_to, qkv_op.device());
       count_matmul_flops(4 * attention_flops(s));  // dV = P^T dO, dP = dO V^T, dQ, dK
       const Tensor dout = operand(g[0]);
       dispatch("attention backward", qkv_op, [&](auto tag) {
@@ -172,7 +176,7 @@ Tensor attention(const Tensor& qkv, int64_t heads) {
       }, [&] {
         DDPM_CPU_FAST_ONLY(cpu_fast::attention_backward(s, qkv_op.data<float>(), lse.data<float>(),
                                                         dout.data<float>(), dqkv.data<float>()));
-      }, [&] { DDPM_CUDA_ONLY(cuda_backward(kernels, s, qkv_op, saved_out, lse, dout, dqkv)); });
+      }, [&] { DDPM_CUDA_ONLY(cuda_backward(kernels, s, qkv_op, saved_out, lse, dout, dqkv_to)); });
     });
   }
   return out;

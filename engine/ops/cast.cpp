@@ -83,7 +83,8 @@ Tensor cast(const Tensor& x, DType dtype) {
   }
   if (should_record({x})) {
     tape().record("cast", {y}, [gx = grad_ref(x)](const std::vector<Tensor>& g) {
-      accumulate(grad_buffer(gx), g[0]);
+      // the first gradient is g converted (no zero fill); later ones are added in fp32
+      detail::add_to_grad(gx, g[0], detail::GradSource::Borrowed);
     });
   }
   return y;

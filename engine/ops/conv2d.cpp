@@ -165,7 +165,7 @@ Tensor conv2d_add_bf16(const Tensor& x, const Tensor& w, const Tensor& b,
                                   ptr_or_null<float>(dw), ptr_or_null<float>(db), cuda_algo(),
                                   ptr_or_null<float>(ws), bf16_copy_of(w), dx.write));
       }
-      if (gv) detail::broadcast_add_grad(bs, g[0], grad_buffer(gv));
+      if (gv) detail::broadcast_add_grad(bs, g[0], grad_target(gv));
       // y = ... + r: last, so that g[0], read above, may become r's gradient
       if (gr) detail::add_to_grad(gr, g[0], detail::GradSource::HandOver);
     });
@@ -261,7 +261,7 @@ Tensor conv2d_add(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2
       const Tensor dw = detail::grad_or_null(gw), db = detail::grad_or_null(gb);
       if (gx || dw.defined() || db.defined())
         conv_backward(s, x, w, g[0], grad_target(gx), dw, db);
-      if (gv) detail::broadcast_add_grad(bs, g[0], grad_buffer(gv));  // y = ... + v[n]
+      if (gv) detail::broadcast_add_grad(bs, g[0], grad_target(gv));  // y = ... + v[n]
       // y = ... + r: last, so that g[0], read above, may become r's gradient
       if (gr) detail::add_to_grad(gr, g[0], detail::GradSource::HandOver);
     });

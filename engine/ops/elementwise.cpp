@@ -14,12 +14,17 @@ void add_to_grad(const GradRef& slot, const Tensor& g, GradSource source) {
   CHECK(slot != nullptr, "add_to_grad of a tensor that does not require grad");
   CHECK(g.numel() == slot->shape.numel() && g.device() == slot->device,
         "add_to_grad: " << g.describe() << " for a gradient of shape " << slot->shape.str());
-  if (slot->grad || g.dtype() != slot->dtype) {  // a sum, or a conversion: into zeros
+  if (slot->grad) {  // a sum
     accumulate(grad_buffer(slot), g.view(slot->shape));
     return;
   }
+  // The first: g itself, a copy, or g converted to the gradient's dtype (one pass; rounded as
+  // adding g to zeros would round it: once, to nearest even)
   const Tensor first = g.view(slot->shape);
-  slot->grad = (source == GradSource::HandOver ? first : first.clone()).impl_ptr();
+  const Tensor grad = first.dtype() != slot->dtype      ? cast(first, slot->dtype)
+                      : source == GradSource::HandOver ? first
+                                                       : first.clone();
+  slot->grad = grad.impl_ptr();
 }
 
 }  // namespace detail
@@ -171,8 +176,9 @@ Tensor broadcast_add(const Tensor& x, const Tensor& v) {
   if (should_record({x, v})) {
     tape().record("broadcast_add", {y}, [s, gx = grad_ref(x), gv = grad_ref(v)](
                                             const std::vector<Tensor>& g) {
-      if (gx) accumulate(grad_buffer(gx), g[0]);
-      if (gv) detail::broadcast_add_grad(s, g[0], grad_buffer(gv));
+      if (gv) detail::broadcast_add_grad(s, g[0], grad_target(gv));
+      // last, so that g[0], read above, may become x's gradient
+      if (gx) detail::add_to_grad(gx, g[0], detail::GradSource::HandOver);
     });
   }
   return y;
@@ -180,22 +186,24 @@ Tensor broadcast_add(const Tensor& x, const Tensor& v) {
 
 namespace detail {
 
-void broadcast_add_grad(const BroadcastShape& s, const Tensor& g, const Tensor& dv) {
+void broadcast_add_grad(const BroadcastShape& s, const Tensor& g, const GradTarget& dv_to) {
   if (g.dtype() == DType::BF16) {  // a bf16 activation's gradient: summed in fp32
-    if (g.device() == Device::CPU) return broadcast_add_grad(s, cast(g, DType::F32), dv);
+    if (g.device() == Device::CPU) return broadcast_add_grad(s, cast(g, DType::F32), dv_to);
     OpTimer timer("broadcast_add backward", true);
     DDPM_CUDA_ONLY(const Tensor ws = cuda_workspace(cuda::broadcast_add_backward_workspace(s));
-                   cuda::broadcast_add_backward(s, bf16_bits(g), dv.data<float>(),
-                                                ptr_or_null<float>(ws)));
+                   cuda::broadcast_add_backward(s, bf16_bits(g), dv_to.buffer.data<float>(),
+                                                ptr_or_null<float>(ws), dv_to.write));
     return;
   }
+  const Tensor dv = buffer_on(dv_to, g.device());
   dispatch("broadcast_add backward", dv, [&](auto tag) {
     using T = decltype(tag);
     cpu::broadcast_add_backward<T>(s, g.data<T>(), dv.data<T>());
   }, [&] {
     DDPM_CUDA_ONLY(
         const Tensor ws = cuda_workspace(cuda::broadcast_add_backward_workspace(s));
-        cuda::broadcast_add_backward(s, g.data<float>(), dv.data<float>(), ptr_or_null<float>(ws)));
+        cuda::broadcast_add_backward(s, g.data<float>(), dv.data<float>(), ptr_or_null<float>(ws),
+                                     dv_to.write));
   });
 }
 
@@ -287,13 +295,15 @@ Tensor silu(const Tensor& x) {
   }, [&] { DDPM_CUDA_ONLY(cuda::silu_forward(x.numel(), x.data<float>(), y.data<float>())); });
   if (should_record({x})) {
     tape().record("silu", {y}, [x, gx = grad_ref(x)](const std::vector<Tensor>& g) {
-      Tensor dx = grad_buffer(gx);
+      // the GPU's kernel writes dx outright if it is the first gradient; the CPU's adds
+      const GradTarget dx_to = grad_target(gx);
+      const Tensor dx = detail::buffer_on(dx_to, x.device());
       dispatch("silu backward", x, [&](auto tag) {
         using T = decltype(tag);
         cpu::silu_backward<T>(x.numel(), x.data<T>(), g[0].data<T>(), dx.data<T>());
       }, [&] {
         DDPM_CUDA_ONLY(cuda::silu_backward(x.numel(), x.data<float>(), g[0].data<float>(),
-                                           dx.data<float>()));
+                                           dx.data<float>(), dx_to.write));
       });
     });
   }

@@ -87,8 +87,9 @@ inline Tensor cuda_workspace(int64_t floats) {
 }
 
 // dv += the gradient of broadcast_add(x, v) with respect to v, given the output's gradient g:
-// column sums of g (per sample when s.per_sample). engine/ops/elementwise.cpp.
-void broadcast_add_grad(const BroadcastShape& s, const Tensor& g, const Tensor& dv);
+// column sums of g (per sample when s.per_sample), written outright by the GPU's kernel when
+// dv is v's first gradient (the time embedding's, in a ResBlock). engine/ops/elementwise.cpp.
+void broadcast_add_grad(const BroadcastShape& s, const Tensor& g, const GradTarget& dv);
 
 // Under Precision::BF16 / TF32, an f32 operand of a matrix product rounded to bf16 / TF32 (a
 // new tensor on the same device); under F32, t itself.
@@ -125,7 +126,8 @@ inline Tensor buffer_on(const GradTarget& t, Device device) {
 // Adds g to the slot's gradient (engine/autograd.h). As the first contribution, a g the rule
 // is finished with (HandOver: nothing reads or writes it after this call, and no other slot
 // is given it) becomes the gradient itself, with no pass over it; a Borrowed g is copied
-// (one pass, instead of a zero fill and an add).
+// (one pass, instead of a zero fill and an add); a g of the other float dtype (f32 for a
+// bf16 gradient, or the reverse: cast's rule) is converted, also in one pass.
 enum class GradSource { Borrowed, HandOver };
 void add_to_grad(const GradRef& slot, const Tensor& g, GradSource source);
 

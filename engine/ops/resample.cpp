@@ -25,9 +25,10 @@ Tensor upsample_nearest2x(const Tensor& x) {
     }
     if (should_record({x})) {
       tape().record("upsample_nearest2x", {y}, [s, gx = grad_ref(x)](const std::vector<Tensor>& g) {
+        const GradTarget dx = grad_target(gx);  // written outright if it is the first
         OpTimer timer("upsample_nearest2x backward", true);
-        DDPM_CUDA_ONLY(cuda::upsample_nearest2x_backward(s, bf16_bits(g[0]),
-                                                         bf16_bits(grad_buffer(gx))));
+        DDPM_CUDA_ONLY(cuda::upsample_nearest2x_backward(s, bf16_bits(g[0]), bf16_bits(dx.buffer),
+                                                         dx.write));
       });
     }
     return y;
@@ -42,12 +43,15 @@ Tensor upsample_nearest2x(const Tensor& x) {
   }, [&] { DDPM_CUDA_ONLY(cuda::upsample_nearest2x_forward(s, x.data<float>(), y.data<float>())); });
   if (should_record({x})) {
     tape().record("upsample_nearest2x", {y}, [s, gx = grad_ref(x)](const std::vector<Tensor>& g) {
-      Tensor dx = grad_buffer(gx);
+      // the GPU's kernel writes dx outright if it is the first gradient; the CPU's adds
+      const GradTarget dx_to = grad_target(gx);
+      const Tensor dx = detail::buffer_on(dx_to, g[0].device());
       dispatch("upsample_nearest2x backward", dx, [&](auto tag) {
         using T = decltype(tag);
         cpu::upsample_nearest2x_backward<T>(s, g[0].data<T>(), dx.data<T>());
       }, [&] {
-        DDPM_CUDA_ONLY(cuda::upsample_nearest2x_backward(s, g[0].data<float>(), dx.data<float>()));
+        DDPM_CUDA_ONLY(cuda::upsample_nearest2x_backward(s, g[0].data<float>(), dx.data<float>(),
+                                                         dx_to.write));
       });
     });
   }

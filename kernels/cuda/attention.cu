@@ -8,13 +8,16 @@
 //   dv[j] += sum_i P[i, j] dout_i      dP[i, j] = dout_i . v_j
 //   dS[i, j] = P (dP - sum_j P dP) * scale (row kernel, in place of dP)
 //   dq[i] += sum_j dS[i, j] k_j        dk[j] += sum_i dS[i, j] q_i
-// Every sum runs in a fixed order in one thread or one block tree: deterministic.
+// Every sum runs in a fixed order in one thread or one block tree: deterministic. Each
+// element of dqkv is stored once, by one thread, so the first gradient is written outright
+// (GradWrite::Assign) as easily as it is added.
 // Limits: the L x L matrix round-trips through memory several times (B*L*L*4 bytes = 33 MB
 // for the CIFAR model's 16x16 attention at batch 128) and the dot products re-read q, k, v
 // from global memory; the fused online-softmax kernel (attention_fused.cu) removes both.
 #include "engine/cuda_check.h"
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/storage.cuh"
 
 namespace ddpm::cuda {
 
@@ -77,8 +80,9 @@ __global__ void output_kernel(AttentionShape s, const float* qkv, const float* p
   }
 }
 
-// dv[b, j, h*d + c] += sum_i P[i, j] dout[b, i, h*d + c]
-__global__ void dv_kernel(AttentionShape s, const float* p, const float* dout, float* dqkv) {
+// dv[b, j, h*d + c] (+)= sum_i P[i, j] dout[b, i, h*d + c]   (= when not add: GradWrite)
+__global__ void dv_kernel(AttentionShape s, const float* p, const float* dout, float* dqkv,
+                          bool add) {
   const int64_t l = s.l, d = s.head_dim();
   DDPM_GRID_STRIDE(idx, s.b * l * s.c) {
     const int64_t ch = idx % s.c, j = (idx / s.c) % l, b = idx / (s.c * l);
@@ -86,7 +90,7 @@ __global__ void dv_kernel(AttentionShape s, const float* p, const float* dout, f
     const float* pbh = p + (b * s.heads + h) * l * l;
     float acc = 0.0f;
     for (int64_t i = 0; i < l; ++i) acc += pbh[i * l + j] * dout[(b * l + i) * s.c + ch];
-    dqkv[qkv_index(s, b, j, 2, h) + c] += acc;
+    store_grad(dqkv, qkv_index(s, b, j, 2, h) + c, acc, add);
   }
 }
 
@@ -115,9 +119,10 @@ __global__ void ds_rows_kernel(int64_t l, float scale, const float* p, float* dp
   for (int64_t j = threadIdx.x; j < l; j += blockDim.x) drow[j] = prow[j] * (drow[j] - dot) * scale;
 }
 
-// dq[i] += sum_j dS[i, j] k_j  (part 0 from part 1); dk[j] += sum_i dS[i, j] q_i (part 1 from 0)
+// dq[i] (+)= sum_j dS[i, j] k_j  (part 0 from part 1); dk[j] (+)= sum_i dS[i, j] q_i (1 from 0)
 template <bool kKeys>
-__global__ void dqk_kernel(AttentionShape s, const float* qkv, const float* ds, float* dqkv) {
+__global__ void dqk_kernel(AttentionShape s, const float* qkv, const float* ds, float* dqkv,
+                           bool add) {
   const int64_t l = s.l, d = s.head_dim();
   DDPM_GRID_STRIDE(idx, s.b * l * s.c) {
     const int64_t ch = idx % s.c, t = (idx / s.c) % l, b = idx / (s.c * l);
@@ -128,7 +133,7 @@ __global__ void dqk_kernel(AttentionShape s, const float* qkv, const float* ds, 
       const float weight = kKeys ? dsbh[u * l + t] : dsbh[t * l + u];
       acc += weight * qkv[qkv_index(s, b, u, kKeys ? 0 : 1, h) + c];
     }
-    dqkv[qkv_index(s, b, t, kKeys ? 1 : 0, h) + c] += acc;
+    store_grad(dqkv, qkv_index(s, b, t, kKeys ? 1 : 0, h) + c, acc, add);
   }
 }
 
@@ -150,19 +155,20 @@ void attention_forward(const AttentionShape& s, const float* qkv, float* out, fl
 }
 
 void attention_backward(const AttentionShape& s, const float* qkv, const float* lse,
-                        const float* dout, float* dqkv, float* workspace) {
+                        const float* dout, float* dqkv, float* workspace, GradWrite dqkv_write) {
   if (s.b * s.l == 0) return;
+  const bool add = dqkv_write == GradWrite::Accumulate;
   const int64_t rows = s.b * s.heads * s.l;
   float* p = workspace;
   float* dp = workspace + rows * s.l;
   probabilities(s, qkv, lse, nullptr, p);
   const unsigned grid_tokens = grid_for(s.b * s.l * s.c);
-  DDPM_LAUNCH(dv_kernel, grid_tokens, kThreads)(s, p, dout, dqkv);
+  DDPM_LAUNCH(dv_kernel, grid_tokens, kThreads)(s, p, dout, dqkv, add);
   DDPM_LAUNCH(dp_kernel, grid_for(rows * s.l), kThreads)(s, qkv, dout, dp);
   DDPM_LAUNCH(ds_rows_kernel, static_cast<unsigned>(rows), kThreads)(
       s.l, 1.0f / sqrtf(static_cast<float>(s.head_dim())), p, dp);
-  DDPM_LAUNCH(dqk_kernel<false>, grid_tokens, kThreads)(s, qkv, dp, dqkv);
-  DDPM_LAUNCH(dqk_kernel<true>, grid_tokens, kThreads)(s, qkv, dp, dqkv);
+  DDPM_LAUNCH(dqk_kernel<false>, grid_tokens, kThreads)(s, qkv, dp, dqkv, add);
+  DDPM_LAUNCH(dqk_kernel<true>, grid_tokens, kThreads)(s, qkv, dp, dqkv, add);
 }
 
 }  // namespace ddpm::cuda

@@ -1,5 +1,6 @@
 // CUDA multi-head self-attention, three versions side by side, same contract as
-// kernels/cpu/attention.h (f32; forward writes out and lse, backward accumulates into dqkv):
+// kernels/cpu/attention.h (f32; forward writes out and lse, backward accumulates into dqkv,
+// or writes it outright with GradWrite::Assign: kernels/grad_write.h):
 //   attention.cu             straightforward: scores, softmax and the value product as
 //                            separate steps, the L x L matrix in a caller-provided workspace;
 //   attention_fused.cu       fused: online softmax, the L x L matrix never leaves the chip;
@@ -9,6 +10,7 @@
 
 #include <cstdint>
 
+#include "kernels/grad_write.h"
 #include "kernels/shapes.h"
 
 namespace ddpm::cuda {
@@ -17,13 +19,15 @@ namespace ddpm::cuda {
 void attention_forward(const AttentionShape& s, const float* qkv, float* out, float* lse,
                        float* workspace);
 void attention_backward(const AttentionShape& s, const float* qkv, const float* lse,
-                        const float* dout, float* dqkv, float* workspace);
+                        const float* dout, float* dqkv, float* workspace,
+                        GradWrite dqkv_write = GradWrite::Accumulate);
 
 // Fused: no L x L workspace. The backward needs the forward's output and a buffer of
 // B * heads * L floats (delta). B * heads must be at most 65535 (the grid's y extent).
 void attention_fused_forward(const AttentionShape& s, const float* qkv, float* out, float* lse);
 void attention_fused_backward(const AttentionShape& s, const float* qkv, const float* out,
-                              const float* lse, const float* dout, float* dqkv, float* delta);
+                              const float* lse, const float* dout, float* dqkv, float* delta,
+                              GradWrite dqkv_write = GradWrite::Accumulate);
 
 // delta (B * heads * L) = rowsum(dout * out) per head: the first step of both backwards.
 void attention_delta(const AttentionShape& s, const float* out, const float* dout, float* delta);
@@ -39,7 +43,7 @@ void attention_flash_bf16_forward(const AttentionShape& s, const float* qkv, flo
                                   float* lse);
 void attention_flash_bf16_backward(const AttentionShape& s, const float* qkv, const float* out,
                                    const float* lse, const float* dout, float* dqkv,
-                                   float* delta);
+                                   float* delta, GradWrite dqkv_write = GradWrite::Accumulate);
 // The same on bf16 activations (bits): qkv, out, dout and dqkv bf16, read as they are; out
 // rounded once as stored, dqkv = bf16(float(dqkv) + the fp32 sums); lse and delta fp32.
 // qkv and dout 8-byte aligned.
@@ -47,6 +51,7 @@ void attention_flash_bf16_forward(const AttentionShape& s, const uint16_t* qkv, 
                                   float* lse);
 void attention_flash_bf16_backward(const AttentionShape& s, const uint16_t* qkv,
                                    const uint16_t* out, const float* lse, const uint16_t* dout,
-                                   uint16_t* dqkv, float* delta);
+                                   uint16_t* dqkv, float* delta,
+                                   GradWrite dqkv_write = GradWrite::Accumulate);
 
 }  // namespace ddpm::cuda

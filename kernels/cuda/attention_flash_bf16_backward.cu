@@ -1,6 +1,7 @@
 // Self-attention backward on bf16 tensor cores: FlashAttention-2's backward on mma.sync, the
 // tensor-core counterpart of attention_fused.cu's dq / dkv kernels (read them side by side).
-// Same contract: accumulates into dqkv (B, L, 3C) from qkv, out, lse and dout (f32).
+// Same contract: accumulates into dqkv (B, L, 3C) from qkv, out, lse and dout (f32), or
+// writes it outright (GradWrite::Assign).
 //
 // With delta_i = dout_i . out_i (attention_delta, fp32), for query row i and key j:
 //   P_ij = exp(q_i.k_j * scale - lse_i)   dP_ij = dout_i . v_j   dS_ij = P_ij (dP_ij - delta_i) * scale
@@ -141,20 +142,20 @@ __device__ void accumulate_product(const float (&x)[4][4], const uint16_t* b, in
   }
 }
 
-// dst[row][c0 + channel] += acc for the warp's 16 rows (row i of the block at dst + i *
-// stride; rows at or past `rows` are not written). A: fp32 or bf16 bits (storage.cuh: the
-// add in fp32, a bf16 element rounded once).
+// dst[row][c0 + channel] += acc (= acc when not add) for the warp's 16 rows (row i of the
+// block at dst + i * stride; rows at or past `rows` are not written). A: fp32 or bf16 bits
+// (storage.cuh: the add in fp32, a bf16 element rounded once).
 template <int D, class A>
-__device__ void add_rows(A* dst, int64_t stride, int row0, int rows, int c0, int lane,
-                         const float (&acc)[D / 16][4]) {
+__device__ void store_rows(A* dst, int64_t stride, int row0, int rows, int c0, int lane,
+                           const float (&acc)[D / 16][4], bool add) {
   const int g = lane / 4, t = lane % 4;
   for (int r = 0; r < 2; ++r) {
     const int row = row0 + g + 8 * r;
     if (row >= rows) continue;
     A* const d = dst + row * stride + c0 + 2 * t;
     for (int dn = 0; dn < D / 16; ++dn) {
-      store(d, 8 * dn, load(d, 8 * dn) + acc[dn][2 * r]);
-      store(d, 8 * dn + 1, load(d, 8 * dn + 1) + acc[dn][2 * r + 1]);
+      store_grad(d, 8 * dn, acc[dn][2 * r], add);
+      store_grad(d, 8 * dn + 1, acc[dn][2 * r + 1], add);
     }
   }
 }
@@ -224,7 +225,7 @@ __device__ int begin_step(int64_t step, int64_t steps, Issue&& issue) {
 template <int D, class A>
 __global__ void __launch_bounds__(32 * kWarps)
 flash_dkv_bf16(AttentionShape s, float scale, const A* qkv, const float* lse,
-               const float* delta, const A* dout, A* dqkv) {
+               const float* delta, const A* dout, A* dqkv, bool add) {
 #if DDPM_HAS_SM80_TENSOR_CORES
   DDPM_DYNAMIC_SHARED(uint16_t, smem);
   const Smem m = carve<D, A>(smem);
@@ -274,8 +275,8 @@ flash_dkv_bf16(AttentionShape s, float scale, const A* qkv, const float* lse,
     accumulate_product<D>(dpt, step_a, c0, lane, dk);  // dk += dS^T q
   }
   A* const dk_rows = dqkv + (b * s.l + j0) * stride + s.c + h * D;
-  add_rows<D>(dk_rows, stride, row0, keys, c0, lane, dk);
-  add_rows<D>(dk_rows + s.c, stride, row0, keys, c0, lane, dv);
+  store_rows<D>(dk_rows, stride, row0, keys, c0, lane, dk, add);
+  store_rows<D>(dk_rows + s.c, stride, row0, keys, c0, lane, dv, add);
 #endif
 }
 
@@ -283,7 +284,7 @@ flash_dkv_bf16(AttentionShape s, float scale, const A* qkv, const float* lse,
 template <int D, class A>
 __global__ void __launch_bounds__(32 * kWarps)
 flash_dq_bf16(AttentionShape s, float scale, const A* qkv, const float* lse,
-              const float* delta, const A* dout, A* dqkv) {
+              const float* delta, const A* dout, A* dqkv, bool add) {
 #if DDPM_HAS_SM80_TENSOR_CORES
   DDPM_DYNAMIC_SHARED(uint16_t, smem);
   const Smem m = carve<D, A>(smem);
@@ -330,13 +331,13 @@ flash_dq_bf16(AttentionShape s, float scale, const A* qkv, const float* lse,
       }
     accumulate_product<D>(dp, step_a, c0, lane, dq);  // dq += dS k
   }
-  add_rows<D>(dqkv + (b * s.l + i0) * stride + h * D, stride, row0, queries, c0, lane, dq);
+  store_rows<D>(dqkv + (b * s.l + i0) * stride + h * D, stride, row0, queries, c0, lane, dq, add);
 #endif
 }
 
 template <int D, class A>
 void launch_backward(const AttentionShape& s, const A* qkv, const float* lse,
-                     const float* delta, const A* dout, A* dqkv) {
+                     const float* delta, const A* dout, A* dqkv, GradWrite dqkv_write) {
   constexpr size_t bytes = backward_smem_bytes<D, A>();
   if (bytes > 48 * 1024) {  // beyond the default: opt in (every sm_80+ device has >= 163 KB)
     CUDA_CHECK(cudaFuncSetAttribute(flash_dkv_bf16<D, A>,
@@ -349,15 +350,16 @@ void launch_backward(const AttentionShape& s, const A* qkv, const float* lse,
   const dim3 grid(static_cast<unsigned>((s.l + kRows - 1) / kRows),
                   static_cast<unsigned>(s.b * s.heads));
   const float scale = 1.0f / sqrtf(static_cast<float>(D));
+  const bool add = dqkv_write == GradWrite::Accumulate;
   DDPM_LAUNCH((flash_dkv_bf16<D, A>), grid, 32 * kWarps, bytes)(s, scale, qkv, lse, delta, dout,
-                                                                  dqkv);
+                                                                  dqkv, add);
   DDPM_LAUNCH((flash_dq_bf16<D, A>), grid, 32 * kWarps, bytes)(s, scale, qkv, lse, delta, dout,
-                                                                 dqkv);
+                                                                 dqkv, add);
 }
 
 template <class A>
 void flash_backward(const AttentionShape& s, const A* qkv, const A* out, const float* lse,
-                    const A* dout, A* dqkv, float* delta) {
+                    const A* dout, A* dqkv, float* delta, GradWrite dqkv_write) {
   CHECK(attention_flash_bf16_supports(s),
         "bf16 flash attention backward: head dim " << s.head_dim() << " (C " << s.c << ", "
                                                    << s.heads
@@ -373,10 +375,10 @@ void flash_backward(const AttentionShape& s, const A* qkv, const A* out, const f
   if (s.b * s.l == 0) return;
   attention_delta(s, out, dout, delta);
   switch (s.head_dim()) {
-    case 32: return launch_backward<32>(s, qkv, lse, delta, dout, dqkv);
-    case 64: return launch_backward<64>(s, qkv, lse, delta, dout, dqkv);
-    case 128: return launch_backward<128>(s, qkv, lse, delta, dout, dqkv);
-    default: return launch_backward<256>(s, qkv, lse, delta, dout, dqkv);
+    case 32: return launch_backward<32>(s, qkv, lse, delta, dout, dqkv, dqkv_write);
+    case 64: return launch_backward<64>(s, qkv, lse, delta, dout, dqkv, dqkv_write);
+    case 128: return launch_backward<128>(s, qkv, lse, delta, dout, dqkv, dqkv_write);
+    default: return launch_backward<256>(s, qkv, lse, delta, dout, dqkv, dqkv_write);
   }
 }
 
@@ -384,13 +386,13 @@ void flash_backward(const AttentionShape& s, const A* qkv, const A* out, const f
 
 void attention_flash_bf16_backward(const AttentionShape& s, const float* qkv, const float* out,
                                    const float* lse, const float* dout, float* dqkv,
-                                   float* delta) {
-  flash_backward(s, qkv, out, lse, dout, dqkv, delta);
+                                   float* delta, GradWrite dqkv_write) {
+  flash_backward(s, qkv, out, lse, dout, dqkv, delta, dqkv_write);
 }
 void attention_flash_bf16_backward(const AttentionShape& s, const uint16_t* qkv,
                                    const uint16_t* out, const float* lse, const uint16_t* dout,
-                                   uint16_t* dqkv, float* delta) {
-  flash_backward(s, qkv, out, lse, dout, dqkv, delta);
+                                   uint16_t* dqkv, float* delta, GradWrite dqkv_write) {
+  flash_backward(s, qkv, out, lse, dout, dqkv, delta, dqkv_write);
 }
 
 }  // namespace ddpm::cuda

@@ -180,7 +180,7 @@ __device__ __forceinline__ ProbAndGrad prob_and_grad(const float* q, const float
 
 // grid (ceil(L / kTile), B * H): dq for one tile of query rows.
 __global__ void dq_kernel(AttentionShape s, float scale, const float* qkv, const float* lse,
-                          const float* delta, const float* dout, float* dqkv) {
+                          const float* delta, const float* dout, float* dqkv, bool add) {
   DDPM_DYNAMIC_SHARED(float, smem);
   const int d = static_cast<int>(s.head_dim()), ld = d | 1;
   float* q = smem;                 // [kTile][ld]
@@ -227,13 +227,13 @@ __global__ void dq_kernel(AttentionShape s, float scale, const float* qkv, const
   __syncthreads();
   for (int e = threadIdx.x; e < rows * d; e += blockDim.x) {
     const int r = e / d, c = e % d;
-    dqkv[qkv_row(s, b, i0 + r, 0, h) + c] += dq[r * ld + c];
+    store_grad(dqkv, qkv_row(s, b, i0 + r, 0, h) + c, dq[r * ld + c], add);
   }
 }
 
 // grid (ceil(L / kTile), B * H): dk and dv for one tile of key rows.
 __global__ void dkv_kernel(AttentionShape s, float scale, const float* qkv, const float* lse,
-                           const float* delta, const float* dout, float* dqkv) {
+                           const float* delta, const float* dout, float* dqkv, bool add) {
   DDPM_DYNAMIC_SHARED(float, smem);
   const int d = static_cast<int>(s.head_dim()), ld = d | 1;
   float* k = smem;                 // [kTile][ld]
@@ -288,8 +288,8 @@ __global__ void dkv_kernel(AttentionShape s, float scale, const float* qkv, cons
   __syncthreads();
   for (int e = threadIdx.x; e < cols * d; e += blockDim.x) {
     const int j = e / d, c = e % d;
-    dqkv[qkv_row(s, b, j0 + j, 1, h) + c] += dk[j * ld + c];
-    dqkv[qkv_row(s, b, j0 + j, 2, h) + c] += dv[j * ld + c];
+    store_grad(dqkv, qkv_row(s, b, j0 + j, 1, h) + c, dk[j * ld + c], add);
+    store_grad(dqkv, qkv_row(s, b, j0 + j, 2, h) + c, dv[j * ld + c], add);
   }
 }
 
@@ -361,17 +361,18 @@ void attention_delta(const AttentionShape& s, const uint16_t* out, const uint16_
 }
 
 void attention_fused_backward(const AttentionShape& s, const float* qkv, const float* out,
-                              const float* lse, const float* dout, float* dqkv, float* delta) {
+                              const float* lse, const float* dout, float* dqkv, float* delta,
+                              GradWrite dqkv_write) {
   if (s.b * s.l == 0) return;
+  const bool add = dqkv_write == GradWrite::Accumulate;
   attention_delta(s, out, dout, delta);
   const size_t dq_bytes = dq_smem_bytes(s), dkv_bytes = dkv_smem_bytes(s);
   reserve_smem(dq_kernel, dq_bytes, s, "backward (dq)");
   reserve_smem(dkv_kernel, dkv_bytes, s, "backward (dk, dv)");
   DDPM_LAUNCH(dq_kernel, tiles_grid(s, kTile), kThreads, dq_bytes)(
-      s, softmax_scale(s), qkv, lse, delta,
-                                                         dout, dqkv);
-  DDPM_LAUNCH(dkv_kernel, tiles_grid(s, kTile), kThreads, dkv_bytes)(s, softmax_scale(s), qkv, lse,
-                                                           delta, dout, dqkv);
+      s, softmax_scale(s), qkv, lse, delta, dout, dqkv, add);
+  DDPM_LAUNCH(dkv_kernel, tiles_grid(s, kTile), kThreads, dkv_bytes)(
+      s, softmax_scale(s), qkv, lse, delta, dout, dqkv, add);
 }
 
 }  // namespace ddpm::cuda

@@ -10,7 +10,8 @@
 //            columns: coalesced); the 8 sums of a column are then added in order through
 //            shared memory, giving partial[k][vector][chunk][column].
 //   stage 2  one thread per output adds its chunks' partials in chunk order and
-//            accumulates (+=) into the output, the tape's convention.
+//            accumulates (+=) into the output, the tape's convention, or writes it
+//            outright when the sum is a gradient's first contribution (GradWrite::Assign).
 // Every sum runs in a fixed order (no atomics): the result is the same bits every run.
 // Without a workspace the plan has one chunk and stage 1 accumulates into the output itself.
 //
@@ -23,13 +24,15 @@
 #include "engine/check.h"
 #include "kernels/cuda/column_sum_plan.h"
 #include "kernels/cuda/launch.cuh"
+#include "kernels/grad_write.h"
 
 namespace ddpm::cuda {
 
 // grid (column tiles, chunks, vectors), kColumnTile * kRowLanes threads.
 template <int K, class Values>
 __global__ void __launch_bounds__(kColumnTile * kRowLanes)
-column_partials_kernel(ColumnSumPlan p, Values values, float* partials, float* out0, float* out1) {
+column_partials_kernel(ColumnSumPlan p, Values values, float* partials, float* out0, float* out1,
+                       bool add) {
   __shared__ float lanes[K][kRowLanes][kColumnTile];
   const int tx = threadIdx.x % kColumnTile, ty = threadIdx.x / kColumnTile;
   const int64_t col = static_cast<int64_t>(blockIdx.x) * kColumnTile + tx;
@@ -54,15 +57,15 @@ column_partials_kernel(ColumnSumPlan p, Values values, float* partials, float* o
       partials[((k * p.vectors + vec) * p.chunks + chunk) * p.cols + col] = sum;
     } else {
       float* out = k == 0 ? out0 : out1;
-      if (out) out[vec * p.cols + col] += sum;
+      if (out) out[vec * p.cols + col] = add ? out[vec * p.cols + col] + sum : sum;
     }
   }
 }
 
-// out_k[vec, col] += sum over chunks of partial[k][vec][chunk][col], chunks in order.
+// out_k[vec, col] (+)= sum over chunks of partial[k][vec][chunk][col], chunks in order.
 template <int K>
 __global__ void column_finish_kernel(ColumnSumPlan p, const float* partials, float* out0,
-                                     float* out1) {
+                                     float* out1, bool add) {
   DDPM_GRID_STRIDE(i, K * p.vectors * p.cols) {
     const int64_t k = i / (p.vectors * p.cols), vc = i % (p.vectors * p.cols);
     float* out = k == 0 ? out0 : out1;
@@ -70,15 +73,15 @@ __global__ void column_finish_kernel(ColumnSumPlan p, const float* partials, flo
     const float* part = partials + (k * p.vectors + vc / p.cols) * p.chunks * p.cols + vc % p.cols;
     float sum = 0.0f;
     for (int64_t c = 0; c < p.chunks; ++c) sum += part[c * p.cols];
-    out[vc] += sum;
+    out[vc] = add ? out[vc] + sum : sum;
   }
 }
 
-// out0 (and out1 when K = 2) += the column sums. workspace: p.workspace_floats(K) floats
-// (none when p has one chunk).
+// out0 (and out1 when K = 2) += the column sums (= with GradWrite::Assign). workspace:
+// p.workspace_floats(K) floats (none when p has one chunk).
 template <int K, class Values>
 void column_sums(const ColumnSumPlan& p, Values values, float* workspace, float* out0,
-                 float* out1 = nullptr) {
+                 float* out1 = nullptr, GradWrite write = GradWrite::Accumulate) {
   static_assert(K == 1 || K == 2, "one or two sums per element");
   if (p.vectors * p.cols == 0) return;
   CHECK(p.chunks == 1 || workspace != nullptr, "column sums over " << p.chunks
@@ -86,11 +89,12 @@ void column_sums(const ColumnSumPlan& p, Values values, float* workspace, float*
   CHECK(p.vectors <= 65535, "column sums: " << p.vectors << " vectors exceed the grid's z extent");
   const dim3 grid(static_cast<unsigned>((p.cols + kColumnTile - 1) / kColumnTile),
                   static_cast<unsigned>(p.chunks), static_cast<unsigned>(p.vectors));
+  const bool add = write == GradWrite::Accumulate;
   DDPM_LAUNCH((column_partials_kernel<K, Values>), grid, kColumnTile * kRowLanes)(
-      p, values, workspace, out0, out1);
+      p, values, workspace, out0, out1, add);
   if (p.chunks > 1)
     DDPM_LAUNCH(column_finish_kernel<K>, grid_for(K * p.vectors * p.cols), kThreads)(
-        p, workspace, out0, out1);
+        p, workspace, out0, out1, add);
 }
 
 }  // namespace ddpm::cuda

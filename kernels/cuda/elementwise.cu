@@ -59,9 +59,10 @@ ColumnSumPlan broadcast_plan(const BroadcastShape& s, bool with_workspace) {
 }
 
 template <class T>
-void broadcast_backward(const BroadcastShape& s, const T* dy, float* dv, float* workspace) {
+void broadcast_backward(const BroadcastShape& s, const T* dy, float* dv, float* workspace,
+                        GradWrite dv_write) {
   const ColumnSumPlan p = broadcast_plan(s, workspace != nullptr);
-  column_sums<1>(p, BroadcastRows<T>{p.rows, s.c, dy}, workspace, dv);
+  column_sums<1>(p, BroadcastRows<T>{p.rows, s.c, dy}, workspace, dv, nullptr, dv_write);
 }
 
 __global__ void per_sample_axpby_kernel(int64_t n, int64_t inner, const float* a, const float* x,
@@ -92,10 +93,11 @@ __global__ void to_bf16_bits_kernel(int64_t n, const float* x, uint16_t* y) {
 __global__ void round_to_tf32_kernel(int64_t n, const float* x, float* y) {
   DDPM_GRID_STRIDE(i, n) y[i] = ::ddpm::round_to_tf32(x[i]);
 }
-__global__ void silu_backward_kernel(int64_t n, const float* x, const float* dy, float* dx) {
+__global__ void silu_backward_kernel(int64_t n, const float* x, const float* dy, float* dx,
+                                     bool add) {
   DDPM_GRID_STRIDE(i, n) {
     const float sig = 1.0f / (1.0f + expf(-x[i]));
-    dx[i] += dy[i] * sig * (1.0f + x[i] * (1.0f - sig));
+    store_grad(dx, i, dy[i] * sig * (1.0f + x[i] * (1.0f - sig)), add);
   }
 }
 
@@ -124,12 +126,13 @@ void broadcast_add_forward(const BroadcastShape& s, const float* x, const float*
 int64_t broadcast_add_backward_workspace(const BroadcastShape& s) {
   return broadcast_plan(s, true).workspace_floats(1);
 }
-void broadcast_add_backward(const BroadcastShape& s, const float* dy, float* dv, float* workspace) {
-  broadcast_backward(s, dy, dv, workspace);
+void broadcast_add_backward(const BroadcastShape& s, const float* dy, float* dv, float* workspace,
+                            GradWrite dv_write) {
+  broadcast_backward(s, dy, dv, workspace, dv_write);
 }
 void broadcast_add_backward(const BroadcastShape& s, const uint16_t* dy, float* dv,
-                            float* workspace) {
-  broadcast_backward(s, dy, dv, workspace);
+                            float* workspace, GradWrite dv_write) {
+  broadcast_backward(s, dy, dv, workspace, dv_write);
 }
 void per_sample_axpby_forward(int64_t n, int64_t inner, const float* a, const float* x,
                               const float* b, const float* y, float* out) {
@@ -146,8 +149,8 @@ void clamp_backward(int64_t n, float lo, float hi, const float* x, const float* 
   LAUNCH(clamp_backward_kernel, n, n, lo, hi, x, dy, dx);
 }
 void silu_forward(int64_t n, const float* x, float* y) { LAUNCH(silu_kernel, n, n, x, y); }
-void silu_backward(int64_t n, const float* x, const float* dy, float* dx) {
-  LAUNCH(silu_backward_kernel, n, n, x, dy, dx);
+void silu_backward(int64_t n, const float* x, const float* dy, float* dx, GradWrite dx_write) {
+  LAUNCH(silu_backward_kernel, n, n, x, dy, dx, dx_write == GradWrite::Accumulate);
 }
 void round_to_bf16(int64_t n, const float* x, float* y) { LAUNCH(round_to_bf16_kernel, n, n, x, y); }
 void to_bf16_bits(int64_t n, const float* x, uint16_t* y) { LAUNCH(to_bf16_bits_kernel, n, n, x, y); }

@@ -1,10 +1,12 @@
 // CUDA kernels for the elementwise family, same contracts as kernels/cpu/elementwise.h
 // (f32, and bf16 bits where a bf16 activation passes through: add; forward overwrites,
-// backward accumulates). All launch on the engine's stream (engine/cuda_stream.h).
+// backward accumulates, or with GradWrite::Assign writes a first gradient outright:
+// kernels/grad_write.h). All launch on the engine's stream (engine/cuda_stream.h).
 #pragma once
 
 #include <cstdint>
 
+#include "kernels/grad_write.h"
 #include "kernels/shapes.h"
 
 namespace ddpm::cuda {
@@ -20,10 +22,12 @@ void broadcast_add_forward(const BroadcastShape& s, const float* x, const float*
 // many rows) or broadcast_add_backward_workspace(s) floats (column_sum.cuh).
 int64_t broadcast_add_backward_workspace(const BroadcastShape& s);
 void broadcast_add_backward(const BroadcastShape& s, const float* dy, float* dv,
-                            float* workspace = nullptr);
+                            float* workspace = nullptr,
+                            GradWrite dv_write = GradWrite::Accumulate);
 // The same sums of a bf16 dy (bits), in fp32: the bias gradients of bf16 activations.
 void broadcast_add_backward(const BroadcastShape& s, const uint16_t* dy, float* dv,
-                            float* workspace = nullptr);
+                            float* workspace = nullptr,
+                            GradWrite dv_write = GradWrite::Accumulate);
 void per_sample_axpby_forward(int64_t n, int64_t inner, const float* a, const float* x,
                               const float* b, const float* y, float* out);
 void per_sample_scale_accumulate(int64_t n, int64_t inner, const float* a, const float* dout,
@@ -31,7 +35,8 @@ void per_sample_scale_accumulate(int64_t n, int64_t inner, const float* a, const
 void clamp_forward(int64_t n, float lo, float hi, const float* x, float* y);
 void clamp_backward(int64_t n, float lo, float hi, const float* x, const float* dy, float* dx);
 void silu_forward(int64_t n, const float* x, float* y);
-void silu_backward(int64_t n, const float* x, const float* dy, float* dx);
+void silu_backward(int64_t n, const float* x, const float* dy, float* dx,
+                   GradWrite dx_write = GradWrite::Accumulate);
 // y = x rounded to the nearest bf16 value (kernels/bf16.h), kept as fp32: the operands of
 // bf16 matrix products (engine precision bf16).
 void round_to_bf16(int64_t n, const float* x, float* y);

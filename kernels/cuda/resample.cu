@@ -24,15 +24,16 @@ __global__ void upsample_kernel(UpsampleShape s, const T* x, T* y) {
   }
 }
 
+// dx = (add ? dx : 0) + the four gradients of the pixel's copies
 template <class T>
-__global__ void upsample_backward_kernel(UpsampleShape s, const T* dy, T* dx) {
+__global__ void upsample_backward_kernel(UpsampleShape s, const T* dy, T* dx, bool add) {
   const int64_t ow_n = 2 * s.w, total = s.n * s.h * s.w * s.c;
   DDPM_GRID_STRIDE(i, total) {
     const int64_t c = i % s.c, iw = (i / s.c) % s.w, ih = (i / s.c / s.w) % s.h,
                   n = i / s.c / s.w / s.h;
     const int64_t g = ((n * 2 * s.h + 2 * ih) * ow_n + 2 * iw) * s.c + c;
-    store(dx, i, load(dx, i) + (load(dy, g) + load(dy, g + s.c) + load(dy, g + ow_n * s.c) +
-                                load(dy, g + ow_n * s.c + s.c)));
+    store_grad(dx, i, load(dy, g) + load(dy, g + s.c) + load(dy, g + ow_n * s.c) +
+                          load(dy, g + ow_n * s.c + s.c), add);
   }
 }
 
@@ -56,10 +57,11 @@ void upsample_forward(const UpsampleShape& s, const T* x, T* y) {
 }
 
 template <class T>
-void upsample_backward(const UpsampleShape& s, const T* dy, T* dx) {
+void upsample_backward(const UpsampleShape& s, const T* dy, T* dx, GradWrite dx_write) {
   const int64_t total = s.n * s.h * s.w * s.c;
   if (total == 0) return;
-  DDPM_LAUNCH(upsample_backward_kernel<T>, grid_for(total), kThreads)(s, dy, dx);
+  DDPM_LAUNCH(upsample_backward_kernel<T>, grid_for(total), kThreads)(
+      s, dy, dx, dx_write == GradWrite::Accumulate);
 }
 
 template <bool kAccumulate, class T>
@@ -76,11 +78,13 @@ void upsample_nearest2x_forward(const UpsampleShape& s, const float* x, float* y
 void upsample_nearest2x_forward(const UpsampleShape& s, const uint16_t* x, uint16_t* y) {
   upsample_forward(s, x, y);
 }
-void upsample_nearest2x_backward(const UpsampleShape& s, const float* dy, float* dx) {
-  upsample_backward(s, dy, dx);
+void upsample_nearest2x_backward(const UpsampleShape& s, const float* dy, float* dx,
+                                 GradWrite dx_write) {
+  upsample_backward(s, dy, dx, dx_write);
 }
-void upsample_nearest2x_backward(const UpsampleShape& s, const uint16_t* dy, uint16_t* dx) {
-  upsample_backward(s, dy, dx);
+void upsample_nearest2x_backward(const UpsampleShape& s, const uint16_t* dy, uint16_t* dx,
+                                 GradWrite dx_write) {
+  upsample_backward(s, dy, dx, dx_write);
 }
 void slice_copy(const SliceShape& s, const float* src, float* dst) { slice<false>(s, src, dst); }
 void slice_copy(const SliceShape& s, const uint16_t* src, uint16_t* dst) {

@@ -20,4 +20,11 @@ __device__ __forceinline__ void store(uint16_t* p, int64_t i, float v) {
   p[i] = bf16_bits_from_float(v);
 }
 
+// A gradient element from a backward kernel: p[i] += v (add), or p[i] = v when the kernel
+// writes the first contribution outright (kernels/grad_write.h). One fp32 add, one rounding.
+template <class T>
+__device__ __forceinline__ void store_grad(T* p, int64_t i, float v, bool add) {
+  store(p, i, add ? load(p, i) + v : v);
+}
+
 }  // namespace ddpm::cuda
