@@ -91,8 +91,8 @@ TEST(BenchSmoke, EveryMemoryLinearAndLossRowRuns) {
   }
 }
 
-// The step's rows, by variant. Eager rows: kernels launched one by one, no graph; graph
-// rows: the step is one graph launch (the capture happened before any row was taken). Each
+// The step's rows, by variant. Eager rows: kernels launched one by one, no graph, one
+// memset; graph rows: the step is one graph launch (the capture happened before any row was taken). Each
 // with the matrix-product FLOPs of an eager step (MFU) and a peak of GPU memory.
 TEST(BenchSmoke, EveryTrainingStepRowRuns) {
   REQUIRE_GPU();
@@ -118,6 +118,8 @@ TEST(BenchSmoke, EveryTrainingStepRowRuns) {
       EXPECT_EQ(int64_t(r["memsets"]), 0) << variant;
     } else {
       EXPECT_GT(int64_t(r["kernel_launches"]), 50) << variant;
+      // the parameters' flat gradient buffer: every activation gradient is written outright
+      EXPECT_EQ(int64_t(r["memsets"]), 1) << variant;
     }
     // the host's one wait: ImageRun::step resolves the step it queued (its summary read)
     EXPECT_EQ(int64_t(r["host_syncs"]), 1) << variant;
