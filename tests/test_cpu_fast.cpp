@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
 
 #include "engine/ops.h"
 #include "kernels/cpu_fast/fast_exp.h"
@@ -13,6 +14,11 @@
 #include "tests/gradcheck.h"
 #include "tests/conv_cases.h"
 #include "tests/test_util.h"
+
+#if DDPM_WITH_CPU_FAST
+#include "kernels/cpu_fast/conv2d.h"
+#include "kernels/cpu_fast/group_norm.h"
+#endif
 
 namespace ddpm {
 namespace {
@@ -156,6 +162,49 @@ TEST(CpuFast, GroupNormMatchesTheReference) {
         in, 2e-4, 2e-4);
     stream += 3;
   }
+}
+
+// oneDNN's convolution and the fast group norm write a first gradient outright
+// (GradWrite::Assign: oneDNN straight into dx, instead of into scratch added onto zeros):
+// written into NaNs is, bit for bit, added into zeros, so every element is written and none
+// read. The awkward convolutions (stride 2, asymmetric padding, 1x1) and group shapes.
+TEST(CpuFast, ConvolutionAndGroupNormWriteAFirstGradientOutright) {
+  REQUIRE_FAST();
+#if DDPM_WITH_CPU_FAST  // the kernels themselves: only in a build that has them
+  const auto expect_written_is_added = [](int64_t n, const std::function<void(float*, GradWrite)>& run,
+                                          const std::string& what) {
+    std::vector<float> added(static_cast<size_t>(n), 0.0f), written(added.size(), NAN);
+    run(added.data(), GradWrite::Accumulate);
+    run(written.data(), GradWrite::Assign);
+    EXPECT_EQ(written, added) << what;
+  };
+  uint64_t stream = 300;
+  for (const ConvCase& c : conv_cases()) {
+    if (c.x[3] > 65) continue;  // the awkward shapes
+    const Conv2dShape s = conv2d_shape(c.x, Shape{c.k, c.k, c.x[3], c.c_out}, c.p);
+    const Tensor x = rnd(c.x, stream), w = rnd({c.k, c.k, c.x[3], c.c_out}, stream + 1, 0.3);
+    const Tensor dy = rnd({s.n, s.out_h(), s.out_w(), s.c_out}, stream + 2);
+    stream += 3;
+    expect_written_is_added(c.x.numel(), [&](float* dx, GradWrite write) {
+      cpu_fast::conv2d_backward(s, x.data<float>(), w.data<float>(), dy.data<float>(), dx,
+                                nullptr, nullptr, write);
+    }, "conv " + c.x.str() + " k" + std::to_string(c.k));
+  }
+  for (const Shape& xs : {Shape{3, 5, 7, 65}, Shape{4, 28, 28, 32}}) {
+    GroupNormShape s;
+    s.n = xs[0], s.s = xs[1] * xs[2], s.c = xs[3], s.groups = xs[3] == 65 ? 13 : 8;
+    const Tensor x = rnd(xs, stream, 2.0), gamma = rnd({s.c}, stream + 1), dy = rnd(xs, stream + 2);
+    const Tensor mean = Tensor::empty(Shape{s.n * s.groups}, DType::F32, Device::CPU);
+    const Tensor rstd = mean.clone(), y = Tensor::empty(xs, DType::F32, Device::CPU);
+    cpu_fast::group_norm_forward(s, x.data<float>(), gamma.data<float>(), gamma.data<float>(),
+                                 y.data<float>(), mean.data<float>(), rstd.data<float>());
+    expect_written_is_added(xs.numel(), [&](float* dx, GradWrite write) {
+      cpu_fast::group_norm_backward(s, x.data<float>(), gamma.data<float>(), mean.data<float>(),
+                                    rstd.data<float>(), dy.data<float>(), dx, nullptr, nullptr,
+                                    write);
+    }, "group norm " + xs.str());
+  }
+#endif
 }
 
 // Dropout draws four mask bits per Philox block instead of one: the same mask as the

@@ -173,11 +173,11 @@ Tensor conv2d_add_bf16(const Tensor& x, const Tensor& w, const Tensor& b,
   return y;
 }
 
-// dx (written outright by the GPU's kernels when dx_to says Assign; the CPU's add into
-// zeros), dw, db (any may be undefined) of y = conv(x, w) + b.
+// dx (written outright by the GPU's kernels and oneDNN's when dx_to says Assign; the CPU
+// reference adds into zeros), dw, db (any may be undefined) of y = conv(x, w) + b.
 void conv_backward(const Conv2dShape& s, const Tensor& x, const Tensor& w, const Tensor& dy,
                    const GradTarget& dx_to, const Tensor& dw, const Tensor& db) {
-  const Tensor dx = detail::buffer_on(dx_to, x.device());
+  const Tensor dx = detail::buffer_for(dx_to, !detail::runs_cpu_reference(x));
   count_matmul_flops(conv2d_flops(s) * ((dx.defined() ? 1 : 0) + (dw.defined() ? 1 : 0)));
   // Under bf16 the data and weight gradients multiply rounded operands and the bias
   // gradient sums the fp32 incoming gradient (what v4 does): two calls.
@@ -197,7 +197,7 @@ void conv_backward(const Conv2dShape& s, const Tensor& x, const Tensor& w, const
     DDPM_CPU_FAST_ONLY(
         cpu_fast::conv2d_backward(s, xo.data<float>(), wo.data<float>(), go.data<float>(),
                                   ptr_or_null<float>(dx), ptr_or_null<float>(dw),
-                                  ptr_or_null<float>(db_with_products));
+                                  ptr_or_null<float>(db_with_products), dx_to.write);
         // the reference's bias gradient: a column sum (oneDNN's comes with a wgrad)
         if (split && db.defined()) cpu::conv2d_backward<float>(
             s, x.data<float>(), w.data<float>(), dy.data<float>(), nullptr, nullptr,

@@ -86,9 +86,10 @@ Tensor group_norm_impl(const char* op, const Tensor& x, const Tensor& gamma, con
   if (should_record({x, gamma, beta})) {
     tape().record(op, {y}, [op, silu, s, drop, x, gamma, beta, mean, rstd, gx = grad_ref(x),
                             gg = grad_ref(gamma), gb = grad_ref(beta)](const std::vector<Tensor>& g) {
-      // dx: the GPU's kernel writes it outright when it is x's first gradient; the CPU's add
+      // dx: the GPU's kernel and the fast CPU one write it outright when it is x's first
+      // gradient; the CPU reference adds
       const GradTarget dx_to = grad_target(gx);
-      const Tensor dx = detail::buffer_on(dx_to, x.device());
+      const Tensor dx = detail::buffer_for(dx_to, !detail::runs_cpu_reference(x));
       const Tensor dgamma = detail::grad_or_null(gg), dbeta = detail::grad_or_null(gb);
       // The fused op first turns dy into dh = dy * silu'(h) (dy through dropout's backward
       // first, with dropout), then runs group norm's rule.
@@ -122,7 +123,8 @@ Tensor group_norm_impl(const char* op, const Tensor& x, const Tensor& gamma, con
             cpu_fast::group_norm_backward(s, x.data<float>(), gamma.data<float>(),
                                           mean.data<float>(), rstd.data<float>(),
                                           dh.data<float>(), ptr_or_null<float>(dx),
-                                          ptr_or_null<float>(dgamma), ptr_or_null<float>(dbeta)));
+                                          ptr_or_null<float>(dgamma), ptr_or_null<float>(dbeta),
+                                          dx_to.write));
       }, [&] {
         DDPM_CUDA_ONLY(
             if (silu) cuda::group_norm_silu_dh(s, x.data<float>(), gamma.data<float>(),

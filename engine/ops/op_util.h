@@ -65,9 +65,15 @@ void dispatch(const char* op, const Tensor& x, Cpu&& cpu, Cuda&& cuda) {
 // The same with the fast CPU kernels: fast() for an f32 CPU tensor when they are selected
 // (set_cpu_kernels), cpu(T{}) otherwise. The op entry names every kernel it can run in one
 // call: reference, fast, CUDA. Fast bodies are written inside DDPM_CPU_FAST_ONLY(...).
+inline bool runs_cpu_fast(const Tensor& x) {
+  return x.device() == Device::CPU && x.dtype() == DType::F32 && cpu_kernels() == CpuKernels::Fast;
+}
+inline bool runs_cpu_reference(const Tensor& x) {
+  return x.device() == Device::CPU && !runs_cpu_fast(x);
+}
 template <class Cpu, class Fast, class Cuda>
 void dispatch(const char* op, const Tensor& x, Cpu&& cpu, Fast&& fast, Cuda&& cuda) {
-  if (x.device() == Device::CPU && x.dtype() == DType::F32 && cpu_kernels() == CpuKernels::Fast) {
+  if (runs_cpu_fast(x)) {
     fast();
     return;
   }
@@ -116,11 +122,16 @@ void accumulate_stored(const Tensor& dst, const Tensor& src, double alpha);
 // The gradient buffer of a slot, or an undefined tensor when that input needs no gradient.
 inline Tensor grad_or_null(const GradRef& slot) { return slot ? grad_buffer(slot) : Tensor(); }
 
-// The buffer of a gradient target (engine/autograd.h) for the kernels of `device`: the GPU's
-// take the target's GradWrite (written outright if new), the CPU's only add (zero-filled
-// first if new).
+// The buffer of a gradient target (engine/autograd.h) for kernels that take its GradWrite
+// (written outright if new): as it is; for kernels that only add: zero-filled first if new.
+inline Tensor buffer_for(const GradTarget& t, bool kernels_take_write) {
+  return t.buffer.defined() && !kernels_take_write ? t.for_accumulating() : t.buffer;
+}
+// The same for the kernels of `device`: the GPU's take the GradWrite, the CPU's only add.
+// (The convolution's and group norm's fast CPU kernels take it too: their ops ask
+// buffer_for(t, !runs_cpu_reference(x)).)
 inline Tensor buffer_on(const GradTarget& t, Device device) {
-  return t.buffer.defined() && device == Device::CPU ? t.for_accumulating() : t.buffer;
+  return buffer_for(t, device != Device::CPU);
 }
 
 // Adds g to the slot's gradient (engine/autograd.h). As the first contribution, a g the rule

@@ -129,20 +129,21 @@ void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const 
 }
 
 void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const float* dy,
-                     float* dx, float* dw, float* db) {
+                     float* dx, float* dw, float* db, GradWrite dx_write) {
   Plan& p = plan_for(s);
   dnnl::stream stream(cpu_engine());
   if (dx) {
     const memory w_prim =
         weights_for(p, p.bwd_data.weights_desc(), p.w_to_bwd_data, w, p.w_bwd, stream);
     const int64_t count = s.n * s.h * s.w * s.c_in;
-    float* dx_new = dx_scratch(static_cast<size_t>(count)).data();
+    const bool add = dx_write == GradWrite::Accumulate;  // else oneDNN writes dx itself
+    float* dx_new = add ? dx_scratch(static_cast<size_t>(count)).data() : dx;
     dnnl::convolution_backward_data(p.bwd_data).execute(
         stream, {{DNNL_ARG_DIFF_DST, wrap(p.y, dy)},
                  {DNNL_ARG_WEIGHTS, w_prim},
                  {DNNL_ARG_DIFF_SRC, wrap(p.x, dx_new)}});
     stream.wait();
-    add_into(dx, dx_new, count);
+    if (add) add_into(dx, dx_new, count);
   }
   if (dw || db) {
     const memory::desc& dwd = p.bwd_weights.diff_weights_desc();

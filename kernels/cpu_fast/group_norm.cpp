@@ -123,7 +123,7 @@ void group_norm_silu_dh(const GroupNormShape& s, const float* x, const float* ga
 
 void group_norm_backward(const GroupNormShape& s, const float* x, const float* gamma,
                          const float* mean, const float* rstd, const float* dy, float* dx,
-                         float* dgamma, float* dbeta) {
+                         float* dgamma, float* dbeta, GradWrite dx_write) {
   const int64_t cg = s.channels_per_group();
   const float count = static_cast<float>(s.s * cg);
   // per sample: channel sums of dy and dy x (for dgamma, dbeta and dx alike)
@@ -144,7 +144,7 @@ void group_norm_backward(const GroupNormShape& s, const float* x, const float* g
       mg[g] += gamma[c] * sdy;
       mgx[g] += gamma[c] * (sdyx - mean[ng] * sdy) * rstd[ng];
     }
-    // dx += r (g - mean_g - xhat mean_gx) = dy A + x B + C per channel
+    // dx (+)= r (g - mean_g - xhat mean_gx) = dy A + x B + C per channel
     std::vector<float> A(static_cast<size_t>(s.c)), B(static_cast<size_t>(s.c)), C(static_cast<size_t>(s.c));
     for (int64_t c = 0; c < s.c; ++c) {
       const int64_t g = c / cg, ng = n * s.groups + g;
@@ -153,10 +153,17 @@ void group_norm_backward(const GroupNormShape& s, const float* x, const float* g
       B[c] = -r * r * m_gx;
       C[c] = -r * m_g + mean[ng] * r * r * m_gx;
     }
+    const bool add = dx_write == GradWrite::Accumulate;
     for (int64_t p = 0; p < s.s; ++p) {
       const int64_t row = (n * s.s + p) * s.c;
+      if (add) {
 #pragma omp simd
-      for (int64_t c = 0; c < s.c; ++c) dx[row + c] += dy[row + c] * A[c] + x[row + c] * B[c] + C[c];
+        for (int64_t c = 0; c < s.c; ++c)
+          dx[row + c] += dy[row + c] * A[c] + x[row + c] * B[c] + C[c];
+      } else {
+#pragma omp simd
+        for (int64_t c = 0; c < s.c; ++c) dx[row + c] = dy[row + c] * A[c] + x[row + c] * B[c] + C[c];
+      }
     }
   }
   if (dgamma || dbeta) {

@@ -12,6 +12,7 @@
 // added in sample order: deterministic for any thread count.
 #pragma once
 
+#include "kernels/grad_write.h"
 #include "kernels/shapes.h"
 
 namespace ddpm::cpu_fast {
@@ -23,8 +24,9 @@ void group_norm_silu_forward(const GroupNormShape& s, const float* x, const floa
 void group_norm_silu_dh(const GroupNormShape& s, const float* x, const float* gamma,
                         const float* beta, const float* mean, const float* rstd, const float* dy,
                         float* dh);
+// dx += the gradient, or dx = it with GradWrite::Assign (kernels/grad_write.h)
 void group_norm_backward(const GroupNormShape& s, const float* x, const float* gamma,
                          const float* mean, const float* rstd, const float* dy, float* dx,
-                         float* dgamma, float* dbeta);
+                         float* dgamma, float* dbeta, GradWrite dx_write = GradWrite::Accumulate);
 
 }  // namespace ddpm::cpu_fast
