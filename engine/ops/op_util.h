@@ -62,15 +62,18 @@ void dispatch(const char* op, const Tensor& x, Cpu&& cpu, Cuda&& cuda) {
   dispatch_cpu(op, x, cpu);
 }
 
-// The same with the fast CPU kernels: fast() for an f32 CPU tensor when they are selected
-// (set_cpu_kernels), cpu(T{}) otherwise. The op entry names every kernel it can run in one
-// call: reference, fast, CUDA. Fast bodies are written inside DDPM_CPU_FAST_ONLY(...).
+// Which CPU kernels an op on x runs: the fast ones for an f32 CPU tensor when they are
+// selected (set_cpu_kernels), the reference ones otherwise.
 inline bool runs_cpu_fast(const Tensor& x) {
   return x.device() == Device::CPU && x.dtype() == DType::F32 && cpu_kernels() == CpuKernels::Fast;
 }
 inline bool runs_cpu_reference(const Tensor& x) {
   return x.device() == Device::CPU && !runs_cpu_fast(x);
 }
+
+// The same with the fast CPU kernels: fast() when runs_cpu_fast(x), cpu(T{}) or cuda()
+// otherwise. The op entry names every kernel it can run in one call: reference, fast, CUDA.
+// Fast bodies are written inside DDPM_CPU_FAST_ONLY(...).
 template <class Cpu, class Fast, class Cuda>
 void dispatch(const char* op, const Tensor& x, Cpu&& cpu, Fast&& fast, Cuda&& cuda) {
   if (runs_cpu_fast(x)) {
