@@ -24,6 +24,7 @@
 #include "engine/check.h"
 #include "kernels/cuda/column_sum_plan.h"
 #include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/storage.cuh"
 #include "kernels/grad_write.h"
 
 namespace ddpm::cuda {
@@ -57,7 +58,7 @@ column_partials_kernel(ColumnSumPlan p, Values values, float* partials, float* o
       partials[((k * p.vectors + vec) * p.chunks + chunk) * p.cols + col] = sum;
     } else {
       float* out = k == 0 ? out0 : out1;
-      if (out) out[vec * p.cols + col] = add ? out[vec * p.cols + col] + sum : sum;
+      if (out) store_grad(out, vec * p.cols + col, sum, add);
     }
   }
 }
@@ -73,7 +74,7 @@ __global__ void column_finish_kernel(ColumnSumPlan p, const float* partials, flo
     const float* part = partials + (k * p.vectors + vc / p.cols) * p.chunks * p.cols + vc % p.cols;
     float sum = 0.0f;
     for (int64_t c = 0; c < p.chunks; ++c) sum += part[c * p.cols];
-    out[vc] = add ? out[vc] + sum : sum;
+    store_grad(out, vc, sum, add);
   }
 }
 

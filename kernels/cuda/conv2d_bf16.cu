@@ -407,7 +407,7 @@ struct Accumulate {  // dgrad: dx += C (a bf16 dx: rounded once, after the add),
   int64_t ld;
   bool add;  // false: the first contribution to dx (kernels/grad_write.h)
   __device__ void operator()(int64_t row, int64_t col, float v) const {
-    store(out, row * ld + col, add ? load(out, row * ld + col) + v : v);
+    store_grad(out, row * ld + col, v, add);
   }
 };
 

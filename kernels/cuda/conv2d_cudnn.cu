@@ -147,7 +147,7 @@ __global__ void crop_accumulate_kernel(Conv2dShape s, int64_t in_h, int64_t in_w
     const int64_t c = i % s.c_in, w = (i / s.c_in) % s.w, h = (i / (s.c_in * s.w)) % s.h;
     const int64_t n = i / (s.c_in * s.w * s.h);
     const float d = load(staged, ((n * in_h + h + top) * in_w + w + left) * s.c_in + c);
-    store(dx, i, add ? load(dx, i) + d : d);
+    store_grad(dx, i, d, add);
   }
 }
 

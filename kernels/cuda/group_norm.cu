@@ -114,7 +114,7 @@ __global__ void group_norm_dx_kernel(GroupNormShape s, const T* x, const float* 
     const int64_t off = base + (i / cg) * s.c + i % cg;
     const float g = load(dy, off) * gamma[c0 + i % cg];
     const float d = r * (g - mean_g - (load(x, off) - mu) * r * mean_gx);
-    store(dx, off, add ? load(dx, off) + d : d);
+    store_grad(dx, off, d, add);
   }
 }
 
