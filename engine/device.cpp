@@ -108,16 +108,47 @@ size_t device_memory_bytes(Device d) {
 #endif
 }
 
+namespace {
+
+// -1: not decided yet (the environment is read on first use), 0 off, 1 on.
+std::atomic<int> g_poison{-1};
+
+bool poison_from_environment() {
+  const char* v = std::getenv("DDPM_POISON_MEMORY");
+  if (v == nullptr || std::strcmp(v, "0") == 0 || *v == '\0') return false;
+  CHECK(std::strcmp(v, "1") == 0,
+        "DDPM_POISON_MEMORY must be 1 (fill new memory with NaN bytes) or 0, got '" << v << "'");
+  return true;
+}
+
+}  // namespace
+
+bool poison_new_memory() {
+  int on = g_poison.load();
+  if (on < 0) {
+    on = poison_from_environment() ? 1 : 0;
+    g_poison.store(on);
+  }
+  return on == 1;
+}
+
+void set_poison_new_memory(bool on) { g_poison.store(on ? 1 : 0); }
+
 void* device_alloc(Device d, size_t bytes) {
+  constexpr int kPoisonByte = 0xff;  // 0xffffffff and 0xffff: NaN in f32 and in bf16
   if (d == Device::CPU) {
     const size_t size = (bytes + kHostAlignment - 1) / kHostAlignment * kHostAlignment;
     void* p = std::aligned_alloc(kHostAlignment, size == 0 ? kHostAlignment : size);
     CHECK(p != nullptr, "host allocation of " << bytes << " bytes failed");
+    if (poison_new_memory()) std::memset(p, kPoisonByte, bytes);
     return p;
   }
   require_cuda("allocating a CUDA tensor");
 #if DDPM_WITH_CUDA
-  return CudaCachingAllocator::instance().allocate(bytes);
+  void* p = CudaCachingAllocator::instance().allocate(bytes);
+  if (poison_new_memory() && bytes > 0)
+    CUDA_CHECK(cudaMemsetAsync(p, kPoisonByte, bytes, engine_stream()));
+  return p;
 #else
   return nullptr;
 #endif

@@ -1,6 +1,9 @@
 // Tensor: creation, views, copies, dtype conversion, and clear errors on misuse.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
+
 #include "engine/tensor.h"
 #include "tests/test_util.h"
 
@@ -77,6 +80,54 @@ TEST(Tensor, DtypeConversions) {
   EXPECT_EQ(bf16_to_float(float_to_bf16(1.0f + 3 * 0x1p-8f)), 1.0f + 0x1p-6f);
   Tensor u = Tensor::from_vector<uint8_t>(Shape{2}, {0, 255});
   EXPECT_EQ(u.to(DType::F32).to_vector<float>(), (std::vector<float>{0, 255}));
+}
+
+// Sets poisoning on or off for its lifetime (engine/device.h), then puts it back.
+class PoisonSetting {
+ public:
+  explicit PoisonSetting(bool on) : previous_(poison_new_memory()) { set_poison_new_memory(on); }
+  ~PoisonSetting() { set_poison_new_memory(previous_); }
+
+ private:
+  bool previous_;
+};
+
+bool every_element_is_nan(const Tensor& t) {
+  const std::vector<float> v = t.to(Device::CPU).to(DType::F32).to_vector<float>();
+  return std::all_of(v.begin(), v.end(), [](float x) { return std::isnan(x); });
+}
+
+// What the tests run with (DDPM_POISON_MEMORY=1): new memory reads as NaN in f32 and bf16,
+// including a host block that the C library hands out again after a free.
+TEST(Tensor, NewMemoryReadsAsNaNWhilePoisoned) {
+  PoisonSetting on(true);
+  for (int round = 0; round < 2; ++round) {
+    Tensor f = Tensor::empty(Shape{3, 333}, DType::F32);
+    Tensor b = Tensor::empty(Shape{77}, DType::BF16);
+    EXPECT_TRUE(every_element_is_nan(f)) << "round " << round;
+    EXPECT_TRUE(every_element_is_nan(b)) << "round " << round;
+    f.zero();  // the next round's blocks are likely these, freed holding zeros
+    b.zero();
+  }
+  EXPECT_EQ(Tensor::zeros(Shape{5}).to_vector<float>(), std::vector<float>(5, 0.0f));
+}
+
+// A block of the CUDA caching allocator is poisoned when it is handed out again, not only
+// when cudaMalloc first gives it; the fill is not counted as the engine's memset.
+TEST(Tensor, AReusedCudaBlockReadsAsNaNWhilePoisoned) {
+  REQUIRE_GPU();
+  PoisonSetting on(true);
+  void* first = nullptr;
+  {
+    Tensor t = Tensor::empty(Shape{1000}, DType::F32, Device::CUDA);
+    t.zero();
+    first = t.raw();
+  }
+  const DeviceWorkCounts before = device_work_counts();
+  Tensor again = Tensor::empty(Shape{1000}, DType::F32, Device::CUDA);
+  EXPECT_EQ((device_work_counts() - before).memsets, 0u);
+  EXPECT_EQ(again.raw(), first) << "the cache should hand out the block just freed";
+  EXPECT_TRUE(every_element_is_nan(again));
 }
 
 TEST(Tensor, CudaWithoutDeviceIsAClearError) {
