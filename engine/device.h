@@ -22,16 +22,18 @@ std::string cuda_device_description();
 
 void* device_alloc(Device d, size_t bytes);
 void device_free(Device d, void* ptr, size_t bytes);
-// A debugging aid the tests run with (tests/CMakeLists.txt sets DDPM_POISON_MEMORY=1 for
-// every test): while on, device_alloc fills every block it hands out with 0xff bytes, which
-// read as NaN in f32 and in bf16, on the host and on the GPU, whether the CUDA caching
-// allocator's block is new or reused. A kernel that reads memory before writing it (a first
-// gradient "written outright" that misses elements, a padding assumed to be zero) then
-// gives NaNs instead of the stale values of the block's last user, which are often right
-// enough to pass. The fill is queued on the engine's stream and not counted among the
-// engine's memsets (device_work_counts): it is not the engine's work, and the counts stay
-// those of a run without it. Off unless DDPM_POISON_MEMORY is 1 (0 or unset: off; anything
-// else is an error naming the value). set_poison_new_memory overrides it (tests).
+// A debugging aid every test runs with (tests/main.cpp, the emulation's main and the ctest
+// properties of the ddpm program's tests set DDPM_POISON_MEMORY=1): while on, device_alloc
+// fills every block it hands out with 0xff bytes, which read as NaN in f32 and in bf16, on the
+// host and on the GPU, whether the CUDA caching allocator's block is new or reused. A kernel
+// that reads memory before writing it (a first gradient "written outright" that misses
+// elements, a padding assumed to be zero) then gives NaNs instead of the stale values of the
+// block's last user, which are often right enough to pass. The fill is queued on the engine's
+// stream, ahead of every use of the block (all of which are on that stream:
+// engine/cuda_stream.h), and not counted among the engine's memsets (device_work_counts): it is
+// not the engine's work, and the counts stay those of a run without it. Off unless
+// DDPM_POISON_MEMORY is 1 (0 or unset: off; anything else is an error naming the value).
+// set_poison_new_memory overrides it (tests).
 bool poison_new_memory();
 void set_poison_new_memory(bool on);
 // Copies between any two devices (host<->device, device<->device, host<->host).

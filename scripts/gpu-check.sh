@@ -92,7 +92,8 @@ sanitize() {
   local tool=$1 suite=$2 filter=${3:-*} poison=1
   [ "$tool" = initcheck ] && poison=0
   echo "== $tool $suite" >> "$out/sanitizer.log"
-  DDPM_POISON_MEMORY=$poison DDPM_TEST_SMALL_SHAPES=1 within 240 compute-sanitizer --tool "$tool" --error-exitcode 1 \
+  DDPM_POISON_MEMORY=$poison DDPM_TEST_SMALL_SHAPES=1 within 240 \
+    compute-sanitizer --tool "$tool" --error-exitcode 1 \
     "$build/tests/$suite" --gtest_filter="$filter" >> "$out/sanitizer.log" 2>&1
   echo "$tool $suite exit $?" | tee -a "$out/sanitizer.status"
 }

@@ -64,9 +64,9 @@ for var in DDPM_GPU_SECONDS DDPM_BENCH_TIMEOUT; do
 done
 # The sanitize stage with a stand-in compute-sanitizer (the real one needs a GPU): every
 # run at small shapes, memcheck on each CUDA suite, the shared-memory tools with their
-# filters, each run's exit status recorded.
+# filters, each run's exit status recorded, new memory poisoned except under initcheck.
 mkdir -p "$work/bin"
-printf '#!/usr/bin/env bash\necho "small=$DDPM_TEST_SMALL_SHAPES $*"\n[[ "$*" != *test_philox* ]]\n' \
+printf '#!/usr/bin/env bash\necho "small=$DDPM_TEST_SMALL_SHAPES poison=$DDPM_POISON_MEMORY $*"\n[[ "$*" != *test_philox* ]]\n' \
   > "$work/bin/compute-sanitizer"
 chmod +x "$work/bin/compute-sanitizer"
 PATH="$work/bin:$PATH" bash "$src/scripts/gpu-check.sh" "$work/san" sanitize > /dev/null 2>&1
@@ -75,7 +75,10 @@ status="$work/san/sanitizer.status"
 grep -qx "memcheck test_philox exit 1" "$status" || fail "a failing run's status is not recorded"
 [ "$(grep -c '^\(racecheck\|synccheck\|initcheck\) ' "$status")" = 12 ] ||
   fail "not 4 runs of each shared-memory tool"
-grep -qF "small=1 --tool racecheck --error-exitcode 1 build-gpu/tests/test_cuda_conv_bf16 --gtest_filter=*MatchesTheCpu*" \
+grep -qF "small=1 poison=1 --tool racecheck --error-exitcode 1 build-gpu/tests/test_cuda_conv_bf16 --gtest_filter=*MatchesTheCpu*" \
   "$work/san/sanitizer.log" || fail "racecheck on v4 is not run at small shapes with its filter"
 ! grep -q "^small= " "$work/san/sanitizer.log" || fail "a run not at small shapes"
+[ "$(grep -c "poison=0 --tool initcheck " "$work/san/sanitizer.log")" = 4 ] &&
+  ! grep -q "poison=0 --tool [^i]\|poison=1 --tool initcheck" "$work/san/sanitizer.log" ||
+  fail "initcheck does not run on unpoisoned memory, or another tool does"
 echo "PASS: gpu-check report"
