@@ -140,7 +140,8 @@ TEST(CpuFast, AttentionMatchesTheReference) {
 }
 
 // Statistics in float (fast) vs double (reference) over up to 16*16*16 = 4096 values per
-// group, the CIFAR model's group shapes at batch 2 and awkward ones: 2e-4, as on CUDA.
+// group, the CIFAR model's group shapes at batch 2 and awkward ones: 2e-4, as on CUDA. Plain,
+// with SiLU (the fast backward fused per sample), and with SiLU and dropout.
 TEST(CpuFast, GroupNormMatchesTheReference) {
   REQUIRE_FAST();
   struct Case {
@@ -159,6 +160,11 @@ TEST(CpuFast, GroupNormMatchesTheReference) {
         2e-4, 2e-4);
     expect_kernels_agree(
         [g](const std::vector<Tensor>& t) { return group_norm_silu(t[0], t[1], t[2], g, 1e-6); },
+        in, 2e-4, 2e-4);
+    expect_kernels_agree(
+        [g](const std::vector<Tensor>& t) {
+          return group_norm_silu_dropout(t[0], t[1], t[2], g, 0.3, 5, 9, 1e-6);
+        },
         in, 2e-4, 2e-4);
     stream += 3;
   }
@@ -203,6 +209,12 @@ TEST(CpuFast, ConvolutionAndGroupNormWriteAFirstGradientOutright) {
                                     rstd.data<float>(), dy.data<float>(), dx, nullptr, nullptr,
                                     write);
     }, "group norm " + xs.str());
+    expect_written_is_added(xs.numel(), [&](float* dx, GradWrite write) {
+      cpu_fast::group_norm_silu_backward(s, x.data<float>(), gamma.data<float>(),
+                                         gamma.data<float>(), mean.data<float>(),
+                                         rstd.data<float>(), dy.data<float>(), dx, nullptr,
+                                         nullptr, write);
+    }, "group norm + SiLU " + xs.str());
   }
 #endif
 }

@@ -92,8 +92,11 @@ Tensor group_norm_impl(const char* op, const Tensor& x, const Tensor& gamma, con
       const Tensor dx = detail::buffer_for(dx_to, !detail::runs_cpu_reference(x));
       const Tensor dgamma = detail::grad_or_null(gg), dbeta = detail::grad_or_null(gb);
       // The fused op first turns dy into dh = dy * silu'(h) (dy through dropout's backward
-      // first, with dropout), then runs group norm's rule.
-      Tensor dh = silu ? Tensor::empty(x.shape(), x.dtype(), x.device()) : g[0];
+      // first, with dropout), then runs group norm's rule: the reference and the GPU through
+      // a dh of the whole batch, the fast CPU kernel one sample at a time, in cache.
+      const auto batch_dh = [&] {
+        return silu ? Tensor::empty(x.shape(), x.dtype(), x.device()) : g[0];
+      };
       const bool dropped = drop.p > 0;
       const int64_t count = x.numel();
       // CPU: the dropout's backward into a zeroed buffer, then silu's (the unfused chain).
@@ -103,6 +106,7 @@ Tensor group_norm_impl(const char* op, const Tensor& x, const Tensor& gamma, con
       const std::string backward_op = std::string(op) + " backward";
       dispatch(backward_op.c_str(), x, [&](auto tag) {
         using T = decltype(tag);
+        const Tensor dh = batch_dh();
         if (dropped)
           cpu::dropout_backward<T>(count, drop.p, drop.seed, drop.stream.base, g[0].data<T>(),
                                    dy.data<T>());
@@ -116,17 +120,17 @@ Tensor group_norm_impl(const char* op, const Tensor& x, const Tensor& gamma, con
         DDPM_CPU_FAST_ONLY(
             if (dropped) cpu_fast::dropout_backward(count, drop.p, drop.seed, drop.stream.base,
                                                     g[0].data<float>(), dy.data<float>());
-            if (silu) cpu_fast::group_norm_silu_dh(s, x.data<float>(), gamma.data<float>(),
-                                                   beta.data<float>(), mean.data<float>(),
-                                                   rstd.data<float>(), dy.data<float>(),
-                                                   dh.data<float>());
-            cpu_fast::group_norm_backward(s, x.data<float>(), gamma.data<float>(),
-                                          mean.data<float>(), rstd.data<float>(),
-                                          dh.data<float>(), ptr_or_null<float>(dx),
-                                          ptr_or_null<float>(dgamma), ptr_or_null<float>(dbeta),
-                                          dx_to.write));
+            if (silu) cpu_fast::group_norm_silu_backward(
+                s, x.data<float>(), gamma.data<float>(), beta.data<float>(), mean.data<float>(),
+                rstd.data<float>(), dy.data<float>(), ptr_or_null<float>(dx),
+                ptr_or_null<float>(dgamma), ptr_or_null<float>(dbeta), dx_to.write);
+            else cpu_fast::group_norm_backward(
+                s, x.data<float>(), gamma.data<float>(), mean.data<float>(), rstd.data<float>(),
+                dy.data<float>(), ptr_or_null<float>(dx), ptr_or_null<float>(dgamma),
+                ptr_or_null<float>(dbeta), dx_to.write));
       }, [&] {
         DDPM_CUDA_ONLY(
+            const Tensor dh = batch_dh();
             if (silu) cuda::group_norm_silu_dh(s, x.data<float>(), gamma.data<float>(),
                                                beta.data<float>(), mean.data<float>(),
                                                rstd.data<float>(), g[0].data<float>(),

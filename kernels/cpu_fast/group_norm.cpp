@@ -63,18 +63,73 @@ void normalise_coefficients(const GroupNormShape& s, const float* x, const float
   }
 }
 
-// dh = dy silu'(h), h = x a + b per channel, over `rows` pixel rows of `channels`. Its own
-// function so the loop vectorises (inlined in the parallel region GCC did not).
+// dh = dy silu'(h), h = x a + b per channel, over the `rows` pixel rows of one sample, and
+// the channel sums group norm's backward takes from dh: sum_dh[c] += dh, sum_dhx[c] += dh x,
+// pixels in order (as channel_sums). Its own function so the loop vectorises (inlined in
+// the parallel region GCC did not).
 void silu_grad_rows(const float* x, const float* dy, const float* a, const float* b,
-                    int64_t rows, int64_t channels, float* dh) {
+                    int64_t rows, int64_t channels, float* dh, float* sum_dh, float* sum_dhx) {
   for (int64_t p = 0; p < rows; ++p, x += channels, dy += channels, dh += channels) {
 #pragma omp simd
     for (int64_t c = 0; c < channels; ++c) {
       const float h = x[c] * a[c] + b[c];
       const float sig = 1.0f / (1.0f + fast_exp(-h));
-      dh[c] = dy[c] * sig * (1.0f + h * (1.0f - sig));
+      const float d = dy[c] * sig * (1.0f + h * (1.0f - sig));
+      dh[c] = d;
+      sum_dh[c] += d;
+      sum_dhx[c] += d * x[c];
     }
   }
+}
+
+// dx of sample n from the channel sums of g (the gradient reaching the norm's output) and
+// of g x: g gamma's mean per group m_g, g gamma xhat's m_gx (xhat = (x - mu) r), and
+// dx (+)= r (g gamma - m_g - xhat m_gx) = g A + x B + C per channel. x, g, dx: sample n's rows.
+void sample_dx(const GroupNormShape& s, int64_t n, const float* x, const float* g,
+               const float* gamma, const float* mean, const float* rstd, const float* sum_g,
+               const float* sum_gx, float* dx, GradWrite write) {
+  const int64_t cg = s.channels_per_group();
+  const float count = static_cast<float>(s.s * cg);
+  const size_t groups = static_cast<size_t>(s.groups), channels = static_cast<size_t>(s.c);
+  std::vector<float> mg(groups, 0.0f), mgx(groups, 0.0f);
+  for (int64_t c = 0; c < s.c; ++c) {
+    const int64_t grp = c / cg, ng = n * s.groups + grp;
+    mg[grp] += gamma[c] * sum_g[c];
+    mgx[grp] += gamma[c] * (sum_gx[c] - mean[ng] * sum_g[c]) * rstd[ng];
+  }
+  std::vector<float> A(channels), B(channels), C(channels);
+  for (int64_t c = 0; c < s.c; ++c) {
+    const int64_t grp = c / cg, ng = n * s.groups + grp;
+    const float r = rstd[ng], m_g = mg[grp] / count, m_gx = mgx[grp] / count;
+    A[c] = r * gamma[c];
+    B[c] = -r * r * m_gx;
+    C[c] = -r * m_g + mean[ng] * r * r * m_gx;
+  }
+  const bool add = write == GradWrite::Accumulate;
+  for (int64_t p = 0; p < s.s; ++p, x += s.c, g += s.c, dx += s.c) {
+    if (add) {
+#pragma omp simd
+      for (int64_t c = 0; c < s.c; ++c) dx[c] += g[c] * A[c] + x[c] * B[c] + C[c];
+    } else {
+#pragma omp simd
+      for (int64_t c = 0; c < s.c; ++c) dx[c] = g[c] * A[c] + x[c] * B[c] + C[c];
+    }
+  }
+}
+
+// dgamma += sum over samples of r (sum_gx - mu sum_g), dbeta += sum of sum_g, samples in
+// order: deterministic. sum_g, sum_gx: (N, C).
+void parameter_grads(const GroupNormShape& s, const float* mean, const float* rstd,
+                     const std::vector<float>& sum_g, const std::vector<float>& sum_gx,
+                     float* dgamma, float* dbeta) {
+  const int64_t cg = s.channels_per_group();
+  for (int64_t n = 0; n < s.n; ++n)
+    for (int64_t c = 0; c < s.c; ++c) {
+      const int64_t ng = n * s.groups + c / cg;
+      const float sg = sum_g[n * s.c + c], sgx = sum_gx[n * s.c + c];
+      if (dbeta) dbeta[c] += sg;
+      if (dgamma) dgamma[c] += rstd[ng] * (sgx - mean[ng] * sg);
+    }
 }
 
 template <bool kSilu>
@@ -107,10 +162,33 @@ void group_norm_silu_forward(const GroupNormShape& s, const float* x, const floa
   forward<true>(s, x, gamma, beta, y, mean, rstd);
 }
 
-void group_norm_silu_dh(const GroupNormShape& s, const float* x, const float* gamma,
-                        const float* beta, const float* mean, const float* rstd, const float* dy,
-                        float* dh) {
+void group_norm_backward(const GroupNormShape& s, const float* x, const float* gamma,
+                         const float* mean, const float* rstd, const float* dy, float* dx,
+                         float* dgamma, float* dbeta, GradWrite dx_write) {
+  const size_t per_sample_channels = static_cast<size_t>(s.n * s.c);
+  std::vector<float> sum_dy(per_sample_channels), sum_dyx(per_sample_channels);
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < s.n; ++n) {
+    std::vector<float> sums;
+    channel_sums(s, n, sums, [dy](int64_t i, int64_t) { return dy[i]; });
+    std::copy(sums.begin(), sums.end(), sum_dy.begin() + n * s.c);
+    channel_sums(s, n, sums, [dy, x](int64_t i, int64_t) { return dy[i] * x[i]; });
+    std::copy(sums.begin(), sums.end(), sum_dyx.begin() + n * s.c);
+    const int64_t first = n * s.s * s.c;
+    if (dx)
+      sample_dx(s, n, x + first, dy + first, gamma, mean, rstd, &sum_dy[n * s.c],
+                &sum_dyx[n * s.c], dx + first, dx_write);
+  }
+  parameter_grads(s, mean, rstd, sum_dy, sum_dyx, dgamma, dbeta);
+}
+
+void group_norm_silu_backward(const GroupNormShape& s, const float* x, const float* gamma,
+                              const float* beta, const float* mean, const float* rstd,
+                              const float* dy, float* dx, float* dgamma, float* dbeta,
+                              GradWrite dx_write) {
   const int64_t cg = s.channels_per_group();
+  std::vector<float> sum_dh(static_cast<size_t>(s.n * s.c), 0.0f),
+      sum_dhx(static_cast<size_t>(s.n * s.c), 0.0f);
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < s.n; ++n) {
     std::vector<float> a(static_cast<size_t>(s.c)), b(static_cast<size_t>(s.c));
@@ -119,65 +197,16 @@ void group_norm_silu_dh(const GroupNormShape& s, const float* x, const float* ga
       a[c] = rstd[g] * gamma[c];
       b[c] = beta[c] - mean[g] * a[c];
     }
-    silu_grad_rows(x + n * s.s * s.c, dy + n * s.s * s.c, a.data(), b.data(), s.s, s.c,
-                   dh + n * s.s * s.c);
+    // one sample's dh: a few hundred KB at most, so the dx pass reads it from cache
+    std::vector<float> dh(static_cast<size_t>(s.s * s.c));
+    const int64_t first = n * s.s * s.c;
+    silu_grad_rows(x + first, dy + first, a.data(), b.data(), s.s, s.c, dh.data(),
+                   &sum_dh[n * s.c], &sum_dhx[n * s.c]);
+    if (dx)
+      sample_dx(s, n, x + first, dh.data(), gamma, mean, rstd, &sum_dh[n * s.c],
+                &sum_dhx[n * s.c], dx + first, dx_write);
   }
-}
-
-void group_norm_backward(const GroupNormShape& s, const float* x, const float* gamma,
-                         const float* mean, const float* rstd, const float* dy, float* dx,
-                         float* dgamma, float* dbeta, GradWrite dx_write) {
-  const int64_t cg = s.channels_per_group();
-  const float count = static_cast<float>(s.s * cg);
-  // per sample: channel sums of dy and dy x (for dgamma, dbeta and dx alike)
-  std::vector<float> sum_dy(static_cast<size_t>(s.n * s.c)), sum_dyx(static_cast<size_t>(s.n * s.c));
-#pragma omp parallel for schedule(static)
-  for (int64_t n = 0; n < s.n; ++n) {
-    std::vector<float> sums;
-    channel_sums(s, n, sums, [dy](int64_t i, int64_t) { return dy[i]; });
-    std::copy(sums.begin(), sums.end(), sum_dy.begin() + n * s.c);
-    channel_sums(s, n, sums, [dy, x](int64_t i, int64_t) { return dy[i] * x[i]; });
-    std::copy(sums.begin(), sums.end(), sum_dyx.begin() + n * s.c);
-    if (!dx) continue;
-    // g = dy gamma; mean_g = sum g / count; mean_gx = sum g xhat / count, xhat = (x - mu) r
-    std::vector<float> mg(static_cast<size_t>(s.groups), 0.0f), mgx(static_cast<size_t>(s.groups), 0.0f);
-    for (int64_t c = 0; c < s.c; ++c) {
-      const int64_t g = c / cg, ng = n * s.groups + g;
-      const float sdy = sum_dy[n * s.c + c], sdyx = sum_dyx[n * s.c + c];
-      mg[g] += gamma[c] * sdy;
-      mgx[g] += gamma[c] * (sdyx - mean[ng] * sdy) * rstd[ng];
-    }
-    // dx (+)= r (g - mean_g - xhat mean_gx) = dy A + x B + C per channel
-    std::vector<float> A(static_cast<size_t>(s.c)), B(static_cast<size_t>(s.c)), C(static_cast<size_t>(s.c));
-    for (int64_t c = 0; c < s.c; ++c) {
-      const int64_t g = c / cg, ng = n * s.groups + g;
-      const float r = rstd[ng], m_g = mg[g] / count, m_gx = mgx[g] / count;
-      A[c] = r * gamma[c];
-      B[c] = -r * r * m_gx;
-      C[c] = -r * m_g + mean[ng] * r * r * m_gx;
-    }
-    const bool add = dx_write == GradWrite::Accumulate;
-    for (int64_t p = 0; p < s.s; ++p) {
-      const int64_t row = (n * s.s + p) * s.c;
-      if (add) {
-#pragma omp simd
-        for (int64_t c = 0; c < s.c; ++c)
-          dx[row + c] += dy[row + c] * A[c] + x[row + c] * B[c] + C[c];
-      } else {
-#pragma omp simd
-        for (int64_t c = 0; c < s.c; ++c) dx[row + c] = dy[row + c] * A[c] + x[row + c] * B[c] + C[c];
-      }
-    }
-  }
-  if (dgamma || dbeta) {
-    for (int64_t n = 0; n < s.n; ++n)  // samples in order: deterministic
-      for (int64_t c = 0; c < s.c; ++c) {
-        const int64_t ng = n * s.groups + c / cg;
-        const float sdy = sum_dy[n * s.c + c], sdyx = sum_dyx[n * s.c + c];
-        if (dbeta) dbeta[c] += sdy;
-        if (dgamma) dgamma[c] += rstd[ng] * (sdyx - mean[ng] * sdy);
-      }
-  }
+  parameter_grads(s, mean, rstd, sum_dh, sum_dhx, dgamma, dbeta);
 }
 
 }  // namespace ddpm::cpu_fast

@@ -21,12 +21,17 @@ void group_norm_forward(const GroupNormShape& s, const float* x, const float* ga
                         const float* beta, float* y, float* mean, float* rstd);
 void group_norm_silu_forward(const GroupNormShape& s, const float* x, const float* gamma,
                              const float* beta, float* y, float* mean, float* rstd);
-void group_norm_silu_dh(const GroupNormShape& s, const float* x, const float* gamma,
-                        const float* beta, const float* mean, const float* rstd, const float* dy,
-                        float* dh);
 // dx += the gradient, or dx = it with GradWrite::Assign (kernels/grad_write.h)
 void group_norm_backward(const GroupNormShape& s, const float* x, const float* gamma,
                          const float* mean, const float* rstd, const float* dy, float* dx,
                          float* dgamma, float* dbeta, GradWrite dx_write = GradWrite::Accumulate);
+// The fused GN + SiLU's backward from dy, the gradient of its output: per sample, one pass
+// turns dy into dh = dy silu'(h) (into a buffer of one sample) and sums dh and dh x per
+// channel, a second writes dx from dh. The unfused chain (dh for the whole batch, then
+// group_norm_backward) reads and writes dh three more times.
+void group_norm_silu_backward(const GroupNormShape& s, const float* x, const float* gamma,
+                              const float* beta, const float* mean, const float* rstd,
+                              const float* dy, float* dx, float* dgamma, float* dbeta,
+                              GradWrite dx_write = GradWrite::Accumulate);
 
 }  // namespace ddpm::cpu_fast
