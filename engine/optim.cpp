@@ -4,8 +4,10 @@
 
 #include "engine/op_profile.h"
 #include "engine/ops.h"
+#include "engine/ops/op_util.h"
 #include "engine/weight_copy.h"
 #include "kernels/cpu/optim.h"
+#include "kernels/cpu_fast/vector_ops.h"
 #include "kernels/optim_math.h"
 
 #if DDPM_WITH_CUDA
@@ -34,6 +36,9 @@ Tensor gradient_sum_of_squares(const ParameterStore& store) {
     cuda::sum_of_squares(grad.numel(), grad.data<float>(), scratch.data<double>(),
                          squares.data<double>());
 #endif
+  } else if (detail::runs_cpu_fast(grad)) {
+    DDPM_CPU_FAST_ONLY(*squares.data<double>() =
+                           cpu_fast::sum_of_squares(grad.numel(), grad.data<float>()));
   } else {
     *squares.data<double>() = cpu::sum_of_squares(grad.numel(), grad.data<float>());
   }

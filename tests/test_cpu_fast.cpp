@@ -16,8 +16,12 @@
 #include "tests/test_util.h"
 
 #if DDPM_WITH_CPU_FAST
+#include <omp.h>
+
+#include "kernels/cpu/optim.h"
 #include "kernels/cpu_fast/conv2d.h"
 #include "kernels/cpu_fast/group_norm.h"
+#include "kernels/cpu_fast/vector_ops.h"
 #endif
 
 namespace ddpm {
@@ -237,6 +241,27 @@ TEST(CpuFast, DropoutDrawsTheReferenceMask) {
     }
     expect_close(fast.grads[0], ref.grads[0], 0, 2.4e-7, "dropout gradient");
   }
+}
+
+// The gradient's sum of squares (clipping's norm) in fixed chunks: the reference's value to
+// double rounding, and the same bits at 1 and 2 threads, on lengths around the chunk.
+TEST(CpuFast, SumOfSquaresIsTheReferenceForAnyThreadCount) {
+  REQUIRE_FAST();
+#if DDPM_WITH_CPU_FAST
+  const int threads = omp_get_max_threads();
+  for (const int64_t n : {int64_t(0), int64_t(1), cpu_fast::kSquaresChunk - 1,
+                          3 * cpu_fast::kSquaresChunk + 17}) {
+    const std::vector<float> x = rnd({std::max<int64_t>(n, 1)}, 500 + n).to_vector<float>();
+    const double ref = cpu::sum_of_squares(n, x.data());
+    omp_set_num_threads(1);
+    const double one = cpu_fast::sum_of_squares(n, x.data());
+    omp_set_num_threads(2);
+    const double two = cpu_fast::sum_of_squares(n, x.data());
+    omp_set_num_threads(threads);
+    EXPECT_NEAR(one, ref, 1e-13 * ref) << "n = " << n;
+    EXPECT_EQ(one, two) << "n = " << n;  // bit for bit
+  }
+#endif
 }
 
 // Same inputs, same thread count: the same bits (the resume tests rely on it).

@@ -28,4 +28,20 @@ void add_column_sums(float* out, const float* m, int64_t rows, int64_t cols) {
     for (int64_t j = 0; j < cols; ++j) out[j] += partial[c * cols + j];
 }
 
+double sum_of_squares(int64_t n, const float* x) {
+  const int64_t chunks = (n + kSquaresChunk - 1) / kSquaresChunk;
+  std::vector<double> partial(static_cast<size_t>(chunks));
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t end = std::min(n, (c + 1) * kSquaresChunk);
+    double acc = 0;
+#pragma omp simd reduction(+ : acc)
+    for (int64_t i = c * kSquaresChunk; i < end; ++i) acc += static_cast<double>(x[i]) * x[i];
+    partial[static_cast<size_t>(c)] = acc;
+  }
+  double total = 0;
+  for (const double p : partial) total += p;
+  return total;
+}
+
 }  // namespace ddpm::cpu_fast
