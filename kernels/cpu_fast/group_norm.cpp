@@ -34,6 +34,21 @@ void group_sums(const GroupNormShape& s, const std::vector<float>& per_channel, 
   }
 }
 
+// Sample n's per-channel coefficients of the normalisation, y = x a + b:
+// a = rstd_g gamma, b = beta - mean_g a.
+void sample_coefficients(const GroupNormShape& s, int64_t n, const float* gamma,
+                         const float* beta, const float* mean, const float* rstd,
+                         std::vector<float>& a, std::vector<float>& b) {
+  const int64_t cg = s.channels_per_group();
+  a.resize(static_cast<size_t>(s.c));
+  b.resize(static_cast<size_t>(s.c));
+  for (int64_t c = 0; c < s.c; ++c) {
+    const int64_t g = n * s.groups + c / cg;
+    a[c] = rstd[g] * gamma[c];
+    b[c] = beta[c] - mean[g] * a[c];
+  }
+}
+
 // Statistics of sample n, and its per-channel coefficients y = x a + b.
 void normalise_coefficients(const GroupNormShape& s, const float* x, const float* gamma,
                             const float* beta, int64_t n, float* mean, float* rstd,
@@ -53,14 +68,9 @@ void normalise_coefficients(const GroupNormShape& s, const float* x, const float
     return d * d;
   });
   group_sums(s, sums, group.data());
-  a.resize(static_cast<size_t>(s.c));
-  b.resize(static_cast<size_t>(s.c));
   for (int64_t g = 0; g < s.groups; ++g)
     rstd[n * s.groups + g] = 1.0f / std::sqrt(group[g] / count + s.eps);
-  for (int64_t c = 0; c < s.c; ++c) {
-    a[c] = rstd[n * s.groups + c / cg] * gamma[c];
-    b[c] = beta[c] - mu[c] * a[c];
-  }
+  sample_coefficients(s, n, gamma, beta, mean, rstd, a, b);
 }
 
 // dh = dy silu'(h), h = x a + b per channel, over the `rows` pixel rows of one sample, and
@@ -78,6 +88,19 @@ void silu_grad_rows(const float* x, const float* dy, const float* a, const float
       dh[c] = d;
       sum_dh[c] += d;
       sum_dhx[c] += d * x[c];
+    }
+  }
+}
+
+// sum_g[c] += g, sum_gx[c] += g x over the `rows` pixel rows of one sample, pixels in order
+// (as channel_sums), both in one pass. Its own function for the vectoriser, as above.
+void gradient_sums(const float* x, const float* g, int64_t rows, int64_t channels,
+                   float* sum_g, float* sum_gx) {
+  for (int64_t p = 0; p < rows; ++p, x += channels, g += channels) {
+#pragma omp simd
+    for (int64_t c = 0; c < channels; ++c) {
+      sum_g[c] += g[c];
+      sum_gx[c] += g[c] * x[c];
     }
   }
 }
@@ -169,12 +192,8 @@ void group_norm_backward(const GroupNormShape& s, const float* x, const float* g
   std::vector<float> sum_dy(per_sample_channels), sum_dyx(per_sample_channels);
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < s.n; ++n) {
-    std::vector<float> sums;
-    channel_sums(s, n, sums, [dy](int64_t i, int64_t) { return dy[i]; });
-    std::copy(sums.begin(), sums.end(), sum_dy.begin() + n * s.c);
-    channel_sums(s, n, sums, [dy, x](int64_t i, int64_t) { return dy[i] * x[i]; });
-    std::copy(sums.begin(), sums.end(), sum_dyx.begin() + n * s.c);
     const int64_t first = n * s.s * s.c;
+    gradient_sums(x + first, dy + first, s.s, s.c, &sum_dy[n * s.c], &sum_dyx[n * s.c]);
     if (dx)
       sample_dx(s, n, x + first, dy + first, gamma, mean, rstd, &sum_dy[n * s.c],
                 &sum_dyx[n * s.c], dx + first, dx_write);
@@ -186,17 +205,12 @@ void group_norm_silu_backward(const GroupNormShape& s, const float* x, const flo
                               const float* beta, const float* mean, const float* rstd,
                               const float* dy, float* dx, float* dgamma, float* dbeta,
                               GradWrite dx_write) {
-  const int64_t cg = s.channels_per_group();
-  std::vector<float> sum_dh(static_cast<size_t>(s.n * s.c), 0.0f),
-      sum_dhx(static_cast<size_t>(s.n * s.c), 0.0f);
+  const size_t per_sample_channels = static_cast<size_t>(s.n * s.c);
+  std::vector<float> sum_dh(per_sample_channels), sum_dhx(per_sample_channels);
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < s.n; ++n) {
-    std::vector<float> a(static_cast<size_t>(s.c)), b(static_cast<size_t>(s.c));
-    for (int64_t c = 0; c < s.c; ++c) {
-      const int64_t g = n * s.groups + c / cg;
-      a[c] = rstd[g] * gamma[c];
-      b[c] = beta[c] - mean[g] * a[c];
-    }
+    std::vector<float> a, b;
+    sample_coefficients(s, n, gamma, beta, mean, rstd, a, b);
     // one sample's dh: a few hundred KB at most, so the dx pass reads it from cache
     std::vector<float> dh(static_cast<size_t>(s.s * s.c));
     const int64_t first = n * s.s * s.c;
