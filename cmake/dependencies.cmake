@@ -1,11 +1,29 @@
 # Third-party pieces: GoogleTest, nlohmann/json, OpenMP, zlib (reading the gzip'd IDX files
 # of Fashion-MNIST). Found on the system (Debian packages libgtest-dev, nlohmann-json3-dev,
-# zlib1g-dev), or, for the first two, built from a folder prepared offline:
-#   -DDDPM_DEPS_DIR=/path/with/googletest-src/and/json-include
-set(DDPM_DEPS_DIR "" CACHE PATH "Folder holding googletest/ sources and nlohmann/json headers")
+# zlib1g-dev), or, for all but OpenMP (it comes with the compiler), from a folder prepared
+# offline by scripts/prepare-gpu-deps.sh for a GPU machine that has no package registry:
+#   -DDDPM_DEPS_DIR=/path/with/googletest-src/json-include/zlib
+set(DDPM_DEPS_DIR "" CACHE PATH
+    "Folder holding googletest/ sources, nlohmann/json headers and zlib/ (headers, libz.a)")
 
 find_package(OpenMP REQUIRED)
-find_package(ZLIB REQUIRED)
+
+# zlib: the system's, else deps/zlib (zlib.h, zconf.h and the static libz.a copied from the
+# machine that prepared deps/: headers and library of one version, and nothing to find at
+# run time). A machine with the library but not its -dev headers is the case this is for.
+find_package(ZLIB QUIET)
+if(NOT ZLIB_FOUND)
+  set(DDPM_ZLIB_DIR ${DDPM_DEPS_DIR}/zlib)
+  if(NOT (EXISTS ${DDPM_ZLIB_DIR}/include/zlib.h AND EXISTS ${DDPM_ZLIB_DIR}/lib/libz.a))
+    message(FATAL_ERROR "zlib not found: install zlib1g-dev, or set DDPM_DEPS_DIR to a folder "
+                        "with zlib/include/zlib.h and zlib/lib/libz.a (scripts/prepare-gpu-deps.sh)"
+                        "; DDPM_DEPS_DIR is '${DDPM_DEPS_DIR}'")
+  endif()
+  add_library(ZLIB::ZLIB STATIC IMPORTED)
+  set_target_properties(ZLIB::ZLIB PROPERTIES IMPORTED_LOCATION ${DDPM_ZLIB_DIR}/lib/libz.a
+                        INTERFACE_INCLUDE_DIRECTORIES ${DDPM_ZLIB_DIR}/include)
+  message(STATUS "zlib: from ${DDPM_ZLIB_DIR}")
+endif()
 
 find_package(nlohmann_json 3.2 QUIET)
 if(NOT nlohmann_json_FOUND)
