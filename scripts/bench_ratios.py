@@ -36,8 +36,11 @@ RULES = {
         ("flash bf16 (mma.sync)", "cuBLAS bf16 GEMMs only"),
     ("linear", "SGEMM TF32 (+ rounding)"): ("SGEMM fp32", None),
     ("linear", "GemmEx bf16 (+ conversion)"): ("SGEMM TF32 (+ rounding)", None),
-    # the bf16 group norm: on the fused + SiLU kernel's f32 row (fwd) or the f32 dx's (bwd)
-    ("group_norm", "bf16 storage"): (("f32 storage", "block per group"), None),
+    # group norm: the channel-slab mapping on the block-per-group one, in each storage; bf16
+    # storage on f32 in the block-per-group mapping
+    ("group_norm", "channel slab"): ("block per group", None),
+    ("group_norm", "block per group, bf16 storage"): ("block per group", None),
+    ("group_norm", "channel slab, bf16 storage"): ("block per group, bf16 storage", None),
     ("corrupt", "fused f32 x0"): ("unfused chain", None),
     ("corrupt", "fused u8 x0 + flip"): ("unfused chain", None),
     ("loss", "fused"): ("unfused chain", None),

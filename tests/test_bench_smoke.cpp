@@ -88,6 +88,15 @@ TEST(BenchSmoke, EveryMemoryLinearAndLossRowRuns) {
   for (const auto section : {bench::bench_memory_bound, bench::bench_linear, bench::bench_loss}) {
     const std::map<std::string, int> rows = run_section(section);
     EXPECT_GE(rows.size(), 3u) << "a section that adds almost no rows";
+    if (section != bench::bench_memory_bound) continue;
+    // group norm in both mappings onto blocks, in f32 and bf16 storage
+    for (const std::string mapping : {"block per group", "channel slab"}) {
+      for (const char* kernel : {"group_norm fwd", "group_norm bwd (dx)", "group_norm+silu fwd"})
+        EXPECT_EQ(rows.count(kernel + (" / " + mapping)), 1u) << kernel << " / " << mapping;
+      for (const char* kernel : {"group_norm bwd (dx)", "group_norm+silu fwd"})
+        EXPECT_EQ(rows.count(kernel + (" / " + mapping + ", bf16 storage")), 1u)
+            << kernel << " / " << mapping << ", bf16 storage";
+    }
   }
 }
 

@@ -29,6 +29,7 @@
 
 #include "engine/cuda_check.h"
 #include "kernels/cuda/group_norm.cuh"
+#include "tests/group_norm_version.h"
 #endif
 
 namespace ddpm {
@@ -88,65 +89,71 @@ struct OnDevice {
   }
 };
 
+using test::GroupNormVersion;
+
 TEST(CudaGroupNormBf16, ForwardAndBackwardAreTheReferenceWithinOneBf16Step) {
   REQUIRE_GPU();
   struct Case {
     int64_t n, s, c, groups;
   } cases[] = {{3, 35, 65, 13}, {2, 256, 256, 32}};
   const size_t count = test::small_shapes_only() ? 1 : std::size(cases);
-  uint64_t stream = 300;
-  for (size_t k = 0; k < count; ++k) {
-    const Case& cs = cases[k];
-    const GroupNormShape s{cs.n, cs.s, cs.c, cs.groups, 1e-6f};
-    const int64_t elems = s.n * s.s * s.c, stats = s.n * s.groups;
-    const std::vector<uint16_t> x = bf16_randoms(elems, stream, 2.0),
-                                dy = bf16_randoms(elems, stream + 1, 1.0),
-                                dx0 = bf16_randoms(elems, stream + 2, 0.5);
-    const std::vector<float> gamma = randoms(s.c, stream + 3), beta = randoms(s.c, stream + 4);
-    stream += 5;
-    for (const bool silu : {false, true}) {
-      for (const float p : {0.0f, 0.3f}) {
-        if (!silu && p > 0) continue;  // dropout comes with the fused GN + SiLU only
-        const std::string what = std::string(silu ? "gn+silu" : "gn") + (p > 0 ? "+dropout" : "") +
-                                 " (" + std::to_string(s.n) + ", " + std::to_string(s.s) + ", " +
-                                 std::to_string(s.c) + ") / " + std::to_string(s.groups);
-        SCOPED_TRACE(what);
-        // CPU reference
-        std::vector<uint16_t> y(elems), dh(elems), dx = dx0;
-        std::vector<float> mean(stats), rstd(stats), dgamma(s.c, 0.0f), dbeta(s.c, 0.0f);
-        const cpu::DropoutKeys keys{p, 5, 9};
-        cpu::group_norm_forward_bf16(s, x.data(), gamma.data(), beta.data(), y.data(),
-                                     mean.data(), rstd.data(), silu, keys);
-        const std::vector<uint16_t>& dnorm = silu ? dh : dy;  // the norm's output gradient
-        if (silu)
-          cpu::group_norm_silu_dh_bf16(s, x.data(), gamma.data(), beta.data(), mean.data(),
-                                       rstd.data(), dy.data(), dh.data(), keys);
-        cpu::group_norm_backward_bf16(s, x.data(), gamma.data(), mean.data(), rstd.data(),
-                                      dnorm.data(), dx.data(), dgamma.data(), dbeta.data());
-        // GPU, on the same inputs; the backward takes the GPU's own statistics and dh
-        const OnDevice<uint16_t> gx(x), gdy(dy), gy(elems), gdh(elems), gdx(dx0);
-        const OnDevice<float> gg(gamma), gb(beta), gmean(stats), grstd(stats), gdg(s.c),
-            gdb(s.c);
-        const cuda::DropoutSpec drop{p, 5, StepKey(9)};
-        cuda::group_norm_forward_bf16(s, gx.ptr, gg.ptr, gb.ptr, gy.ptr, gmean.ptr, grstd.ptr,
-                                      silu, drop);
-        if (silu)
-          cuda::group_norm_silu_dh_bf16(s, gx.ptr, gg.ptr, gb.ptr, gmean.ptr, grstd.ptr, gdy.ptr,
-                                        gdh.ptr, drop);
-        cuda::group_norm_backward_bf16(s, gx.ptr, gg.ptr, gmean.ptr, grstd.ptr,
-                                       silu ? gdh.ptr : gdy.ptr, gdx.ptr, gdg.ptr, gdb.ptr);
-        expect_f32_close(gmean.get(), mean, "mean");
-        expect_f32_close(grstd.get(), rstd, "rstd");
-        expect_bf16_close(gy.get(), y, "y");
-        if (silu) expect_bf16_close(gdh.get(), dh, "dh");
-        expect_bf16_close(gdx.get(), dx, "dx (accumulated)");
-        expect_f32_close(gdg.get(), dgamma, "dgamma");
-        expect_f32_close(gdb.get(), dbeta, "dbeta");
-        // what the dropout's mask did: about p of the outputs are exactly zero
-        if (p > 0) {
-          const std::vector<uint16_t> out = gy.get();
-          const double zeros = std::count(out.begin(), out.end(), uint16_t{0});
-          EXPECT_NEAR(zeros / elems, p, 0.05);
+  for (const cuda::GroupNormMapping mapping : test::kGroupNormMappings) {
+    const GroupNormVersion version(mapping);
+    SCOPED_TRACE(test::mapping_name(mapping));
+    uint64_t stream = 300;
+    for (size_t k = 0; k < count; ++k) {
+      const Case& cs = cases[k];
+      const GroupNormShape s{cs.n, cs.s, cs.c, cs.groups, 1e-6f};
+      const int64_t elems = s.n * s.s * s.c, stats = s.n * s.groups;
+      const std::vector<uint16_t> x = bf16_randoms(elems, stream, 2.0),
+                                  dy = bf16_randoms(elems, stream + 1, 1.0),
+                                  dx0 = bf16_randoms(elems, stream + 2, 0.5);
+      const std::vector<float> gamma = randoms(s.c, stream + 3), beta = randoms(s.c, stream + 4);
+      stream += 5;
+      for (const bool silu : {false, true}) {
+        for (const float p : {0.0f, 0.3f}) {
+          if (!silu && p > 0) continue;  // dropout comes with the fused GN + SiLU only
+          const std::string what = std::string(silu ? "gn+silu" : "gn") +
+                                   (p > 0 ? "+dropout" : "") + " (" + std::to_string(s.n) + ", " +
+                                   std::to_string(s.s) + ", " + std::to_string(s.c) + ") / " +
+                                   std::to_string(s.groups);
+          SCOPED_TRACE(what);
+          // CPU reference
+          std::vector<uint16_t> y(elems), dh(elems), dx = dx0;
+          std::vector<float> mean(stats), rstd(stats), dgamma(s.c, 0.0f), dbeta(s.c, 0.0f);
+          const cpu::DropoutKeys keys{p, 5, 9};
+          cpu::group_norm_forward_bf16(s, x.data(), gamma.data(), beta.data(), y.data(),
+                                       mean.data(), rstd.data(), silu, keys);
+          const std::vector<uint16_t>& dnorm = silu ? dh : dy;  // the norm's output gradient
+          if (silu)
+            cpu::group_norm_silu_dh_bf16(s, x.data(), gamma.data(), beta.data(), mean.data(),
+                                         rstd.data(), dy.data(), dh.data(), keys);
+          cpu::group_norm_backward_bf16(s, x.data(), gamma.data(), mean.data(), rstd.data(),
+                                        dnorm.data(), dx.data(), dgamma.data(), dbeta.data());
+          // GPU, on the same inputs; the backward takes the GPU's own statistics and dh
+          const OnDevice<uint16_t> gx(x), gdy(dy), gy(elems), gdh(elems), gdx(dx0);
+          const OnDevice<float> gg(gamma), gb(beta), gmean(stats), grstd(stats), gdg(s.c), gdb(s.c);
+          const cuda::DropoutSpec drop{p, 5, StepKey(9)};
+          cuda::group_norm_forward_bf16(s, gx.ptr, gg.ptr, gb.ptr, gy.ptr, gmean.ptr, grstd.ptr,
+                                        silu, drop);
+          if (silu)
+            cuda::group_norm_silu_dh_bf16(s, gx.ptr, gg.ptr, gb.ptr, gmean.ptr, grstd.ptr, gdy.ptr,
+                                          gdh.ptr, drop);
+          cuda::group_norm_backward_bf16(s, gx.ptr, gg.ptr, gmean.ptr, grstd.ptr,
+                                         silu ? gdh.ptr : gdy.ptr, gdx.ptr, gdg.ptr, gdb.ptr);
+          expect_f32_close(gmean.get(), mean, "mean");
+          expect_f32_close(grstd.get(), rstd, "rstd");
+          expect_bf16_close(gy.get(), y, "y");
+          if (silu) expect_bf16_close(gdh.get(), dh, "dh");
+          expect_bf16_close(gdx.get(), dx, "dx (accumulated)");
+          expect_f32_close(gdg.get(), dgamma, "dgamma");
+          expect_f32_close(gdb.get(), dbeta, "dbeta");
+          // what the dropout's mask did: about p of the outputs are exactly zero
+          if (p > 0) {
+            const std::vector<uint16_t> out = gy.get();
+            const double zeros = std::count(out.begin(), out.end(), uint16_t{0});
+            EXPECT_NEAR(zeros / elems, p, 0.05);
+          }
         }
       }
     }
@@ -157,23 +164,27 @@ TEST(CudaGroupNormBf16, ForwardAndBackwardAreTheReferenceWithinOneBf16Step) {
 // f32 kernels' results rounded (the same sums in the same order), bit for bit.
 TEST(CudaGroupNormBf16, IsTheF32KernelRoundedOnce) {
   REQUIRE_GPU();
-  const GroupNormShape s{2, 35, 65, 13, 1e-6f};
-  const int64_t elems = s.n * s.s * s.c, stats = s.n * s.groups;
-  const std::vector<uint16_t> x = bf16_randoms(elems, 400, 2.0);
-  std::vector<float> xf(elems);
-  for (int64_t i = 0; i < elems; ++i) xf[i] = float_from_bf16_bits(x[i]);
-  const std::vector<float> gamma = randoms(s.c, 401), beta = randoms(s.c, 402);
-  const OnDevice<uint16_t> gx(x), gy(elems);
-  const OnDevice<float> gxf(xf), gyf(elems), gg(gamma), gb(beta), m1(stats), r1(stats),
-      m2(stats), r2(stats);
-  cuda::group_norm_forward_bf16(s, gx.ptr, gg.ptr, gb.ptr, gy.ptr, m1.ptr, r1.ptr, true);
-  cuda::group_norm_silu_forward(s, gxf.ptr, gg.ptr, gb.ptr, gyf.ptr, m2.ptr, r2.ptr);
-  EXPECT_EQ(m1.get(), m2.get());
-  EXPECT_EQ(r1.get(), r2.get());
-  const std::vector<float> yf = gyf.get();
-  const std::vector<uint16_t> y = gy.get();
-  for (int64_t i = 0; i < elems; ++i)
-    ASSERT_EQ(y[i], bf16_bits_from_float(yf[i])) << "element " << i;
+  for (const cuda::GroupNormMapping mapping : test::kGroupNormMappings) {
+    const GroupNormVersion version(mapping);
+    SCOPED_TRACE(test::mapping_name(mapping));
+    const GroupNormShape s{2, 35, 65, 13, 1e-6f};
+    const int64_t elems = s.n * s.s * s.c, stats = s.n * s.groups;
+    const std::vector<uint16_t> x = bf16_randoms(elems, 400, 2.0);
+    std::vector<float> xf(elems);
+    for (int64_t i = 0; i < elems; ++i) xf[i] = float_from_bf16_bits(x[i]);
+    const std::vector<float> gamma = randoms(s.c, 401), beta = randoms(s.c, 402);
+    const OnDevice<uint16_t> gx(x), gy(elems);
+    const OnDevice<float> gxf(xf), gyf(elems), gg(gamma), gb(beta), m1(stats), r1(stats), m2(stats),
+        r2(stats);
+    cuda::group_norm_forward_bf16(s, gx.ptr, gg.ptr, gb.ptr, gy.ptr, m1.ptr, r1.ptr, true);
+    cuda::group_norm_silu_forward(s, gxf.ptr, gg.ptr, gb.ptr, gyf.ptr, m2.ptr, r2.ptr);
+    EXPECT_EQ(m1.get(), m2.get());
+    EXPECT_EQ(r1.get(), r2.get());
+    const std::vector<float> yf = gyf.get();
+    const std::vector<uint16_t> y = gy.get();
+    for (int64_t i = 0; i < elems; ++i)
+      ASSERT_EQ(y[i], bf16_bits_from_float(yf[i])) << "element " << i;
+  }
 }
 #endif
 

@@ -28,6 +28,7 @@
 #include "kernels/cuda/group_norm.cuh"
 #include "kernels/cuda/linear.cuh"
 #include "kernels/cuda/resample.cuh"
+#include "tests/group_norm_version.h"
 #endif
 
 namespace ddpm {
@@ -405,42 +406,59 @@ struct GnCase {
   int64_t groups;
 };
 
+#if DDPM_WITH_CUDA
+using test::GroupNormVersion;
+
+// Both mappings (kernels/cuda/group_norm.cu) against the CPU reference, on shapes that take
+// each of the slab mapping's paths: 65 channels in 13 groups (a slab of all 13 groups, 65
+// channels: 3 rows per pass and 61 idle threads), 2 channels per group (8 groups a slab,
+// 16 channels), 16 per group (a slab of one group), 300 per group (wider than a block: no
+// slab, v1 runs), then the CIFAR-10 model's shapes.
 TEST(CudaOps, GroupNormAwkwardAndModelShapes) {
   REQUIRE_GPU();
   // Statistics in float (GPU) vs double (CPU), over up to 32*32*4 = 4096 values per group.
   const GnCase cases[] = {{{3, 5, 7, 65}, 13},     {{3, 9, 9, 64}, 32},
+                          {{2, 5, 3, 48}, 3},      {{2, 3, 5, 600}, 2},
                           {{2, 32, 32, 128}, 32},  {{2, 16, 16, 256}, 32},
                           {{2, 8, 8, 256}, 32},    {{2, 4, 4, 256}, 32},
                           {{2, 32, 32, 384}, 32},  {{2, 16, 16, 512}, 32}};
-  const size_t count = test::small_shapes_only() ? 2 : std::size(cases);  // the awkward ones
-  uint64_t stream = 10;
-  for (size_t i = 0; i < count; ++i) {
-    const GnCase& c = cases[i];
-    const int64_t ch = c.x[3];
-    const int64_t g = c.groups;
-    expect_devices_agree(
-        [g](const std::vector<Tensor>& in) { return group_norm(in[0], in[1], in[2], g, 1e-6); },
-        {rnd(c.x, stream, 2.0), rnd({ch}, stream + 1), rnd({ch}, stream + 2)}, 2e-4, 2e-4);
-    expect_devices_agree(
-        [g](const std::vector<Tensor>& in) { return group_norm_silu(in[0], in[1], in[2], g, 1e-6); },
-        {rnd(c.x, stream, 2.0), rnd({ch}, stream + 1), rnd({ch}, stream + 2)}, 2e-4, 2e-4);
-    // Dropout in the same kernels: the CPU's mask (Philox by element), and on the GPU the
-    // bits of the GN+SiLU kernel followed by the dropout kernel.
-    const auto fused = [g](const std::vector<Tensor>& in) {
-      return group_norm_silu_dropout(in[0], in[1], in[2], g, 0.3, 5, 9, 1e-6);
-    };
-    const std::vector<Tensor> in = {rnd(c.x, stream, 2.0), rnd({ch}, stream + 1),
-                                    rnd({ch}, stream + 2)};
-    expect_devices_agree(fused, in, 2e-4, 2e-4);
-    const DeviceRun one = run_on(Device::CUDA, fused, in);
-    const DeviceRun two = run_on(Device::CUDA, [g](const std::vector<Tensor>& t) {
-      return dropout(group_norm_silu(t[0], t[1], t[2], g, 1e-6), 0.3, 5, 9);
-    }, in);
-    EXPECT_EQ(one.out, two.out);
-    EXPECT_EQ(one.grads, two.grads);
-    stream += 3;
+  const size_t count = test::small_shapes_only() ? 4 : std::size(cases);  // the awkward ones
+  for (const cuda::GroupNormMapping mapping : test::kGroupNormMappings) {
+    const GroupNormVersion version(mapping);
+    uint64_t stream = 10;
+    for (size_t i = 0; i < count; ++i) {
+      const GnCase& c = cases[i];
+      SCOPED_TRACE(c.x.str() + " / " + std::to_string(c.groups) + ", " +
+                   test::mapping_name(mapping));
+      const int64_t ch = c.x[3];
+      const int64_t g = c.groups;
+      expect_devices_agree(
+          [g](const std::vector<Tensor>& in) { return group_norm(in[0], in[1], in[2], g, 1e-6); },
+          {rnd(c.x, stream, 2.0), rnd({ch}, stream + 1), rnd({ch}, stream + 2)}, 2e-4, 2e-4);
+      expect_devices_agree(
+          [g](const std::vector<Tensor>& in) {
+            return group_norm_silu(in[0], in[1], in[2], g, 1e-6);
+          },
+          {rnd(c.x, stream, 2.0), rnd({ch}, stream + 1), rnd({ch}, stream + 2)}, 2e-4, 2e-4);
+      // Dropout in the same kernels: the CPU's mask (Philox by element), and on the GPU the
+      // bits of the GN+SiLU kernel followed by the dropout kernel.
+      const auto fused = [g](const std::vector<Tensor>& in) {
+        return group_norm_silu_dropout(in[0], in[1], in[2], g, 0.3, 5, 9, 1e-6);
+      };
+      const std::vector<Tensor> in = {rnd(c.x, stream, 2.0), rnd({ch}, stream + 1),
+                                      rnd({ch}, stream + 2)};
+      expect_devices_agree(fused, in, 2e-4, 2e-4);
+      const DeviceRun one = run_on(Device::CUDA, fused, in);
+      const DeviceRun two = run_on(Device::CUDA, [g](const std::vector<Tensor>& t) {
+        return dropout(group_norm_silu(t[0], t[1], t[2], g, 1e-6), 0.3, 5, 9);
+      }, in);
+      EXPECT_EQ(one.out, two.out);
+      EXPECT_EQ(one.grads, two.grads);
+      stream += 3;
+    }
   }
 }
+#endif
 
 // Both CUDA convolution versions against the CPU reference: forward, dgrad, wgrad and the
 // bias gradient, on awkward shapes and every convolution shape of the CIFAR-10 U-Net (batch

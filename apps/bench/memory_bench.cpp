@@ -1,5 +1,6 @@
 // kernel-bench memory: the memory-bound kernels of the CIFAR-10 model's step (group norm,
-// SiLU, upsampling) in GB/s of the bytes they must move; group norm also with bf16 storage.
+// SiLU, upsampling) in GB/s of the bytes they must move; group norm in both of its mappings
+// onto blocks, with f32 and with bf16 storage.
 #include <cstdio>
 
 #include "apps/bench/bench.h"
@@ -32,32 +33,46 @@ void bench_memory_bound(const Options& o, Timer& timer, Report& report) {
     gs.n = batch;
     gs.s = m.h * m.h;
     gs.c = m.c;
-    add_bytes("group_norm fwd", shape, "block per group", timer.median_ms([&] {
-      cuda::group_norm_forward(gs, x.data<float>(), g.data<float>(), g.data<float>(), y.data<float>(),
-                               mean.data<float>(), rstd.data<float>());
-    }), 8.0 * n);
-    add_bytes("group_norm bwd (dx)", shape, "block per group", timer.median_ms([&] {
-      cuda::group_norm_backward(gs, x.data<float>(), g.data<float>(), mean.data<float>(),
-                                rstd.data<float>(), y.data<float>(), y.data<float>(), nullptr, nullptr);
-    }), 12.0 * n);
-    // The same with bf16 storage (fp32 statistics and math): half the bytes, so at the same
-    // fraction of bandwidth half the time; GN + SiLU fused, as the U-Net runs it.
     const Tensor xb = Tensor::zeros(x.shape(), DType::BF16, Device::CUDA);
     const Tensor yb = Tensor::zeros(x.shape(), DType::BF16, Device::CUDA);
     const auto* xb_bits = static_cast<const uint16_t*>(xb.raw());
     auto* yb_bits = static_cast<uint16_t*>(yb.raw());
-    add_bytes("group_norm+silu fwd", shape, "f32 storage", timer.median_ms([&] {
-      cuda::group_norm_silu_forward(gs, x.data<float>(), g.data<float>(), g.data<float>(),
-                                    y.data<float>(), mean.data<float>(), rstd.data<float>());
-    }), 8.0 * n);
-    add_bytes("group_norm+silu fwd", shape, "bf16 storage", timer.median_ms([&] {
-      cuda::group_norm_forward_bf16(gs, xb_bits, g.data<float>(), g.data<float>(), yb_bits,
-                                    mean.data<float>(), rstd.data<float>(), true);
-    }), 4.0 * n);
-    add_bytes("group_norm bwd (dx)", shape, "bf16 storage", timer.median_ms([&] {
-      cuda::group_norm_backward_bf16(gs, xb_bits, g.data<float>(), mean.data<float>(),
-                                     rstd.data<float>(), xb_bits, yb_bits, nullptr, nullptr);
-    }), 6.0 * n);
+    // Both mappings of the kernels onto blocks (kernels/cuda/group_norm.cu): v1 a block per
+    // (sample, group), v2 a block per channel slab, a thread per channel (the default).
+    const struct {
+      cuda::GroupNormMapping mapping;
+      const char *f32, *bf16;  // the rows' variant names
+    } mappings[] = {
+        {cuda::GroupNormMapping::BlockPerGroup, "block per group", "block per group, bf16 storage"},
+        {cuda::GroupNormMapping::ChannelSlab, "channel slab", "channel slab, bf16 storage"}};
+    const cuda::GroupNormMapping chosen = cuda::group_norm_mapping();
+    for (const auto& mp : mappings) {
+      cuda::set_group_norm_mapping(mp.mapping);
+      add_bytes("group_norm fwd", shape, mp.f32, timer.median_ms([&] {
+        cuda::group_norm_forward(gs, x.data<float>(), g.data<float>(), g.data<float>(),
+                                 y.data<float>(), mean.data<float>(), rstd.data<float>());
+      }), 8.0 * n);
+      add_bytes("group_norm bwd (dx)", shape, mp.f32, timer.median_ms([&] {
+        cuda::group_norm_backward(gs, x.data<float>(), g.data<float>(), mean.data<float>(),
+                                  rstd.data<float>(), y.data<float>(), y.data<float>(), nullptr,
+                                  nullptr);
+      }), 12.0 * n);
+      // GN + SiLU fused, as the U-Net runs it; then with bf16 storage (fp32 statistics and
+      // math): half the bytes, so at the same fraction of bandwidth half the time.
+      add_bytes("group_norm+silu fwd", shape, mp.f32, timer.median_ms([&] {
+        cuda::group_norm_silu_forward(gs, x.data<float>(), g.data<float>(), g.data<float>(),
+                                      y.data<float>(), mean.data<float>(), rstd.data<float>());
+      }), 8.0 * n);
+      add_bytes("group_norm+silu fwd", shape, mp.bf16, timer.median_ms([&] {
+        cuda::group_norm_forward_bf16(gs, xb_bits, g.data<float>(), g.data<float>(), yb_bits,
+                                      mean.data<float>(), rstd.data<float>(), true);
+      }), 4.0 * n);
+      add_bytes("group_norm bwd (dx)", shape, mp.bf16, timer.median_ms([&] {
+        cuda::group_norm_backward_bf16(gs, xb_bits, g.data<float>(), mean.data<float>(),
+                                       rstd.data<float>(), xb_bits, yb_bits, nullptr, nullptr);
+      }), 6.0 * n);
+    }
+    cuda::set_group_norm_mapping(chosen);
     add_bytes("silu fwd", shape, "grid-stride", timer.median_ms([&] {
       cuda::silu_forward(n, x.data<float>(), y.data<float>());
     }), 8.0 * n);

@@ -1,15 +1,37 @@
-// Group norm on the GPU, x (N, S, C) channels-last.
+// Group norm on the GPU, x (N, S, C) channels-last. A group's S x C/G values are strided in
+// memory: C/G contiguous channels per pixel row, rows C apart.
 //
-// Work mapping: one block per (sample, group). The group's S * C/G values are strided in
-// memory (C/G contiguous channels per pixel, pixels C apart); the block's threads walk them
-// in a grid-stride order, so each warp reads runs of C/G contiguous floats.
-//   forward   pass 1 sums x (block tree) -> mean; pass 2 sums (x - mean)^2 -> var (two
-//             passes over data that stays in L2 for CIFAR shapes: exact where one-pass
-//             E[x^2] - E[x]^2 loses digits); pass 3 writes y.
-//   backward  one block per (sample, group) sums g = dy*gamma and g*xhat, then writes
-//             dx += rstd (g - mean(g) - xhat mean(g xhat)) (or dx = ..., the first
-//             contribution: kernels/grad_write.h); dgamma/dbeta: the two-stage
-//             column sums of column_sum.cuh over the N*S rows. Deterministic: no atomics.
+//   forward   pass 1 sums x -> mean; pass 2 sums (x - mean)^2 -> var (two passes over data
+//             that stays in L1 / L2 between them: exact where one-pass E[x^2] - E[x]^2
+//             loses digits); pass 3 writes y (and the fused SiLU, dropout).
+//   backward  sums g = dy*gamma and g*xhat per group, then writes dx += rstd (g - mean(g) -
+//             xhat mean(g xhat)) (or dx = ..., the first contribution: kernels/grad_write.h);
+//             dgamma/dbeta: the two-stage column sums of column_sum.cuh over the N*S rows.
+//
+// Two mappings of the kernels onto blocks, side by side (kernel-bench memory times both;
+// set_group_norm_mapping):
+//   v1 BlockPerGroup  one block per (sample, group); its threads walk the group's S x C/G
+//             values in order, so a warp reads C/G-channel pieces of 32 / (C/G) rows. At the
+//             CIFAR-10 model's C/G = 4 that is 16 bytes of each 32-byte sector a load
+//             touches in f32 and 8 in bf16 (the neighbouring group's block reads the rest,
+//             from L2 at best), and each element's address, (i / cg) * C + i % cg, is a
+//             64-bit division and a remainder (nvcc -ptx, sm_90: v1's sum loop is 29
+//             instructions per element with both; v2's, unrolled by 4, 26 per 4 elements).
+//   v2 ChannelSlab (default)  one block per (sample, slab of k whole groups side by side,
+//             W = k C/G channels; k the fewest groups dividing G with W >= 16), and every
+//             thread keeps one channel for the whole kernel: thread t reads channel t % W of
+//             rows t / W, t / W + R, ... (R = 256 / W rows per pass). A warp then reads whole
+//             runs of W consecutive channels (at W >= 16: whole 32-byte sectors in bf16),
+//             the address advances by R C per step with no division, and gamma[c], beta[c]
+//             are read once. Its grid is N G / k blocks (CIFAR-10 at batch 128, 32x32x128:
+//             1,024 blocks of 16 rows x 16 channels per pass, v1's 4,096 of 256 values):
+//             still several waves of an H100's 132 SMs. The fused backward's dh (elementwise)
+//             takes the same thread per channel over 128-row pieces of a slab, where v1
+//             divides three times per element to find its channel and group. A group wider
+//             than a block (C/G > 256) has no slab: v1 takes it.
+// Both sum in a fixed order (v1: block trees; v2: per channel its rows' partial sums in row
+// order, then per group its channels in order): the same bits every run. No atomics. The
+// plans do not depend on the storage type, so f32 and bf16 storage sum alike.
 // Limits: memory-bound (3 reads + 1 write of x forward).
 // Storage: every kernel is a template on the activations' storage type T (x, y, dy, dh, dx):
 // f32, or bf16 bits (uint16_t, kernels/bf16.h) read into fp32 and rounded once when stored.
@@ -36,6 +58,17 @@ __device__ __forceinline__ DropoutSpec read_key(DropoutSpec d) {
   d.stream = d.stream.value();  // a captured step's stream is in device memory
   return d;
 }
+
+// The fused backward's dh of element i: dy' silu'(h), dy' = dy through dropout's backward
+// (the mask regenerated) when drop.p > 0, else dy.
+__device__ __forceinline__ float silu_grad(float h, float dy, const DropoutSpec& drop,
+                                           float keep_scale, int64_t i) {
+  if (drop.p > 0.0f) dy = dropout_keeps(drop, i) ? dy * keep_scale : 0.0f;
+  const float sig = 1.0f / (1.0f + expf(-h));
+  return dy * sig * (1.0f + h * (1.0f - sig));
+}
+
+// ---- v1: a block per (sample, group); dh a thread per element ----------------------------
 
 // kSilu: write silu(h) instead of h (the fused GN + SiLU: h never goes to memory), then
 // dropout when drop.p > 0 (the mask drawn in the same pass).
@@ -74,8 +107,7 @@ __global__ void group_norm_forward_kernel(GroupNormShape s, const T* x, const fl
   }
 }
 
-// dh = dy' * silu'(h), h recomputed; dy' = dy through dropout's backward (the mask
-// regenerated) when drop.p > 0, else dy. One thread per element.
+// dh = dy' * silu'(h), h recomputed. One thread per element (grid-stride).
 template <class T>
 __global__ void group_norm_silu_dh_kernel(GroupNormShape s, const T* x, const float* gamma,
                                           const float* beta, const float* mean, const float* rstd,
@@ -86,10 +118,7 @@ __global__ void group_norm_silu_dh_kernel(GroupNormShape s, const T* x, const fl
   DDPM_GRID_STRIDE(i, total) {
     const int64_t c = i % s.c, g = (i / (s.s * s.c)) * s.groups + c / cg;
     const float h = (load(x, i) - mean[g]) * rstd[g] * gamma[c] + beta[c];
-    const float sig = 1.0f / (1.0f + expf(-h));
-    float d = load(dy, i);
-    if (drop.p > 0.0f) d = dropout_keeps(drop, i) ? d * keep_scale : 0.0f;
-    store(dh, i, d * sig * (1.0f + h * (1.0f - sig)));
+    store(dh, i, silu_grad(h, load(dy, i), drop, keep_scale, i));
   }
 }
 
@@ -118,6 +147,184 @@ __global__ void group_norm_dx_kernel(GroupNormShape s, const T* x, const float* 
   }
 }
 
+// ---- v2: a block per (sample, channel slab) ---------------------------------------------
+
+// At least 16 channels per slab row: a whole 32-byte sector of bf16 (64 bytes of f32) per
+// row piece; wider slabs mean fewer, longer blocks for no gain in sectors.
+constexpr int64_t kMinSlabChannels = 16;
+
+// A block's slab: `groups` whole groups side by side, `width` channels, `rows_per_pass` pixel
+// rows read per step of the block's threads. groups = 0: no slab fits (C/G > kThreads).
+struct GroupSlab {
+  int64_t groups = 0, width = 0, rows_per_pass = 0;
+};
+
+// The fewest groups k dividing G with k C/G >= kMinSlabChannels and at most kThreads
+// channels; else (no such k) the widest slab under kThreads channels.
+GroupSlab plan_group_slab(const GroupNormShape& s) {
+  const int64_t cg = s.channels_per_group();
+  GroupSlab p;
+  for (int64_t k = 1; k <= s.groups && k * cg <= kThreads; ++k) {
+    if (s.groups % k != 0) continue;
+    p.groups = k;
+    if (k * cg >= kMinSlabChannels) break;
+  }
+  p.width = p.groups * cg;
+  p.rows_per_pass = p.width > 0 ? kThreads / p.width : 0;
+  return p;
+}
+
+// What one thread of a slab block does: channel c of sample n, for the whole kernel. Block
+// (x, y) is slab x % (G / k) of sample x / (G / k), rows [y B, y B + B) of it (B =
+// rows_per_block: all S rows in the statistics kernels, whose grids have one y). The
+// thread's elements are the flat indices first, first + step, ... below end (rows y B + r0,
+// + R, ..., step = R C). The kThreads % W threads left over are idle: no elements (first =
+// end), zeros in the sums.
+struct SlabThread {
+  int64_t c, stat;           // the channel; the (n, group) index of mean and rstd
+  int64_t first, end, step;  // the elements
+  int64_t group;             // within the slab
+  bool writes_stats;         // the first thread of its group: stores mean and rstd
+  __device__ SlabThread(const GroupNormShape& s, const GroupSlab& p, int64_t rows_per_block) {
+    const int64_t cg = s.channels_per_group(), slabs = s.groups / p.groups;
+    const int64_t n = blockIdx.x / slabs, g0 = (blockIdx.x % slabs) * p.groups;
+    const int64_t j = threadIdx.x % p.width, r0 = threadIdx.x / p.width;
+    const int64_t row0 = blockIdx.y * rows_per_block;
+    const int64_t rows_end = row0 + rows_per_block < s.s ? row0 + rows_per_block : s.s;
+    group = j / cg;
+    c = g0 * cg + j;
+    stat = n * s.groups + g0 + group;
+    step = p.rows_per_pass * s.c;
+    end = (n * s.s + rows_end) * s.c;
+    first = r0 < p.rows_per_pass ? (n * s.s + row0 + r0) * s.c + c : end;
+    writes_stats = r0 == 0 && j % cg == 0;
+  }
+};
+
+// Shared memory of slab_group_sums: kValues sums at once, one partial per thread.
+template <int kValues>
+struct SlabSums {
+  float partial[kValues][kThreads];
+  float channel[kValues][kThreads];
+  float group[kValues][kThreads];
+};
+
+// The sums over each group of the slab of v (one value per thread, of its channel), into
+// sums.group[value][group within the slab], which every thread may read on return. Fixed
+// order: per channel its rows' partials in row order, per group its channels in order.
+template <int kValues>
+__device__ void slab_group_sums(const float (&v)[kValues], const GroupNormShape& s,
+                                const GroupSlab& p, SlabSums<kValues>& sums) {
+  for (int q = 0; q < kValues; ++q) sums.partial[q][threadIdx.x] = v[q];
+  __syncthreads();
+  if (threadIdx.x < p.width) {
+    for (int q = 0; q < kValues; ++q) {
+      float acc = 0.0f;
+      for (int64_t r = 0; r < p.rows_per_pass; ++r)
+        acc += sums.partial[q][r * p.width + threadIdx.x];
+      sums.channel[q][threadIdx.x] = acc;
+    }
+  }
+  __syncthreads();
+  const int64_t cg = s.channels_per_group();
+  if (threadIdx.x < p.groups) {
+    for (int q = 0; q < kValues; ++q) {
+      float acc = 0.0f;
+      for (int64_t k = 0; k < cg; ++k) acc += sums.channel[q][threadIdx.x * cg + k];
+      sums.group[q][threadIdx.x] = acc;
+    }
+  }
+  __syncthreads();
+}
+
+// Forward: mean and rstd of each group, then y = (x - mean) rstd gamma + beta (then SiLU,
+// then dropout), as the first mapping's kernel.
+template <bool kSilu, class T>
+__global__ void __launch_bounds__(kThreads)
+    group_norm_slab_forward_kernel(GroupNormShape s, GroupSlab p, const T* x,  // x (N, S, C)
+                                   const float* gamma, const float* beta,      // (C)
+                                   T* y, float* mean, float* rstd,  // y (N, S, C); (N, G)
+                                   DropoutSpec keyed) {
+  __shared__ SlabSums<1> sums;
+  const DropoutSpec drop = read_key(keyed);
+  const SlabThread t(s, p, s.s);
+  const float count = static_cast<float>(s.s * s.channels_per_group());
+  float v[1] = {0.0f};
+  for (int64_t i = t.first; i < t.end; i += t.step) v[0] += load(x, i);
+  slab_group_sums(v, s, p, sums);
+  const float mu = sums.group[0][t.group] / count;
+  v[0] = 0.0f;
+  for (int64_t i = t.first; i < t.end; i += t.step) {
+    const float d = load(x, i) - mu;
+    v[0] += d * d;
+  }
+  slab_group_sums(v, s, p, sums);
+  const float r = rsqrtf(sums.group[0][t.group] / count + s.eps);
+  if (t.writes_stats) {
+    mean[t.stat] = mu;
+    rstd[t.stat] = r;
+  }
+  const float gm = gamma[t.c], bt = beta[t.c];
+  const float keep_scale = 1.0f / (1.0f - drop.p);  // as the dropout op computes it
+  for (int64_t i = t.first; i < t.end; i += t.step) {
+    const float h = (load(x, i) - mu) * r * gm + bt;
+    const float out = kSilu ? h / (1.0f + expf(-h)) : h;
+    store(y, i, drop.p > 0.0f ? (dropout_keeps(drop, i) ? out * keep_scale : 0.0f) : out);
+  }
+}
+
+// dx from dy (the gradient at the norm's output) as the first mapping's dx kernel: per group
+// mean(g) and mean(g xhat) with g = dy gamma, then dx (+)= rstd (g - mean(g) - xhat
+// mean(g xhat)).
+template <class T>
+__global__ void __launch_bounds__(kThreads)
+    group_norm_slab_dx_kernel(GroupNormShape s, GroupSlab p, const T* x,  // x (N, S, C)
+                              const float* gamma, const float* mean, const float* rstd,
+                              const T* dy, T* dx, bool add) {  // dy, dx (N, S, C)
+  __shared__ SlabSums<2> sums;
+  const SlabThread t(s, p, s.s);
+  const float count = static_cast<float>(s.s * s.channels_per_group());
+  const float mu = mean[t.stat], r = rstd[t.stat], gm = gamma[t.c];
+  float v[2] = {0.0f, 0.0f};  // sum of g, sum of g xhat
+  for (int64_t i = t.first; i < t.end; i += t.step) {
+    const float g = load(dy, i) * gm;
+    v[0] += g;
+    v[1] += g * (load(x, i) - mu) * r;
+  }
+  slab_group_sums(v, s, p, sums);
+  const float mean_g = sums.group[0][t.group] / count, mean_gx = sums.group[1][t.group] / count;
+  for (int64_t i = t.first; i < t.end; i += t.step) {
+    const float g = load(dy, i) * gm;
+    store_grad(dx, i, r * (g - mean_g - (load(x, i) - mu) * r * mean_gx), add);
+  }
+}
+
+// dh = dy' * silu'(h) as v1's dh kernel, over a slab's rows [y B, y B + B): the group's
+// mean and rstd, gamma[c] and beta[c] read once per thread, no division per element.
+template <class T>
+__global__ void __launch_bounds__(kThreads)
+    group_norm_slab_silu_dh_kernel(GroupNormShape s, GroupSlab p, int64_t rows_per_block,
+                                   const T* x, const float* gamma, const float* beta,  // x (N, S, C)
+                                   const float* mean, const float* rstd, const T* dy,
+                                   T* dh, DropoutSpec keyed) {  // dy, dh (N, S, C)
+  const DropoutSpec drop = read_key(keyed);
+  const SlabThread t(s, p, rows_per_block);
+  const float mu = mean[t.stat], r = rstd[t.stat], gm = gamma[t.c], bt = beta[t.c];
+  const float keep_scale = 1.0f / (1.0f - drop.p);
+  for (int64_t i = t.first; i < t.end; i += t.step) {
+    const float h = (load(x, i) - mu) * r * gm + bt;
+    store(dh, i, silu_grad(h, load(dy, i), drop, keep_scale, i));
+  }
+}
+
+// Rows per block of the dh kernel: 8 passes of the block's threads (at 16 channels a slab,
+// 128 rows: 32 elements a thread, enough to amortise its setup), more where the grid's y
+// would pass 65,535.
+int64_t dh_rows_per_block(const GroupNormShape& s, const GroupSlab& p) {
+  const int64_t rows = 8 * p.rows_per_pass, fit = (s.s + 65534) / 65535;
+  return rows > fit ? rows : fit;
+}
+
 // Element (row, c) of dgamma's and dbeta's sums over the N*S rows: dy xhat and dy.
 template <class T>
 struct ParamGradTerms {
@@ -138,11 +345,29 @@ ColumnSumPlan param_grad_plan(const GroupNormShape& s, bool with_workspace) {
   return plan_column_sums(1, s.n * s.s, s.c, with_workspace);
 }
 
+GroupNormMapping g_mapping = GroupNormMapping::ChannelSlab;
+
+// The slab of shape s under the chosen mapping; groups = 0: v1 runs.
+GroupSlab slab_for(const GroupNormShape& s) {
+  return g_mapping == GroupNormMapping::ChannelSlab ? plan_group_slab(s) : GroupSlab{};
+}
+
 // The entries, one template per storage type.
 template <class T>
 void forward(const GroupNormShape& s, const T* x, const float* gamma, const float* beta, T* y,
              float* mean, float* rstd, bool silu, const DropoutSpec& dropout) {
   if (s.n * s.groups == 0) return;
+  const GroupSlab slab = slab_for(s);
+  if (slab.groups > 0) {
+    const auto blocks = static_cast<unsigned>(s.n * (s.groups / slab.groups));
+    if (silu)
+      DDPM_LAUNCH((group_norm_slab_forward_kernel<true, T>), blocks, kThreads)(
+          s, slab, x, gamma, beta, y, mean, rstd, dropout);
+    else
+      DDPM_LAUNCH((group_norm_slab_forward_kernel<false, T>), blocks, kThreads)(
+          s, slab, x, gamma, beta, y, mean, rstd, dropout);
+    return;
+  }
   const unsigned blocks = static_cast<unsigned>(s.n * s.groups);
   if (silu)
     DDPM_LAUNCH((group_norm_forward_kernel<true, T>), blocks, kThreads)(s, x, gamma, beta, y, mean,
@@ -157,6 +382,15 @@ void silu_dh(const GroupNormShape& s, const T* x, const float* gamma, const floa
              const float* mean, const float* rstd, const T* dy, T* dh, const DropoutSpec& dropout) {
   const int64_t total = s.n * s.s * s.c;
   if (total == 0) return;
+  const GroupSlab slab = slab_for(s);
+  if (slab.groups > 0) {
+    const int64_t rows = dh_rows_per_block(s, slab);
+    const dim3 grid(static_cast<unsigned>(s.n * (s.groups / slab.groups)),
+                    static_cast<unsigned>((s.s + rows - 1) / rows));
+    DDPM_LAUNCH(group_norm_slab_silu_dh_kernel<T>, grid, kThreads)(
+        s, slab, rows, x, gamma, beta, mean, rstd, dy, dh, dropout);
+    return;
+  }
   DDPM_LAUNCH(group_norm_silu_dh_kernel<T>, grid_for(total), kThreads)(
       s, x, gamma, beta, mean, rstd, dy, dh, dropout);
 }
@@ -166,15 +400,23 @@ void backward(const GroupNormShape& s, const T* x, const float* gamma, const flo
               const float* rstd, const T* dy, T* dx, float* dgamma, float* dbeta,
               float* workspace, GradWrite dx_write) {
   if (s.n * s.groups == 0) return;
-  if (dx)
+  const bool add = dx_write == GradWrite::Accumulate;
+  const GroupSlab slab = slab_for(s);
+  if (dx && slab.groups > 0)
+    DDPM_LAUNCH(group_norm_slab_dx_kernel<T>, static_cast<unsigned>(s.n * (s.groups / slab.groups)),
+                kThreads)(s, slab, x, gamma, mean, rstd, dy, dx, add);
+  else if (dx)
     DDPM_LAUNCH(group_norm_dx_kernel<T>, static_cast<unsigned>(s.n * s.groups), kThreads)(
-        s, x, gamma, mean, rstd, dy, dx, dx_write == GradWrite::Accumulate);
+        s, x, gamma, mean, rstd, dy, dx, add);
   if (dgamma || dbeta)
     column_sums<2>(param_grad_plan(s, workspace != nullptr),
                    ParamGradTerms<T>{s, x, mean, rstd, dy}, workspace, dgamma, dbeta);
 }
 
 }  // namespace
+
+void set_group_norm_mapping(GroupNormMapping m) { g_mapping = m; }
+GroupNormMapping group_norm_mapping() { return g_mapping; }
 
 int64_t group_norm_backward_workspace(const GroupNormShape& s) {
   return param_grad_plan(s, true).workspace_floats(2);

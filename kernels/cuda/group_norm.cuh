@@ -9,6 +9,16 @@
 
 namespace ddpm::cuda {
 
+// How the statistics and dx kernels map onto blocks (group_norm.cu's opening comment):
+// BlockPerGroup (v1: a block per (sample, group)) or ChannelSlab (v2, the default: a block
+// per (sample, slab of whole groups at least 16 channels wide), a thread per channel; v1
+// where one group is wider than a block). Both give the CPU reference's results within
+// float rounding, each the same bits every run. Process-wide, as the conv and attention
+// algorithms; kernel-bench memory times both.
+enum class GroupNormMapping { BlockPerGroup, ChannelSlab };
+void set_group_norm_mapping(GroupNormMapping m);
+GroupNormMapping group_norm_mapping();
+
 void group_norm_forward(const GroupNormShape& s, const float* x, const float* gamma,
                         const float* beta, float* y, float* mean, float* rstd);
 // dgamma and dbeta are column sums over N*S rows: workspace null (one pass per channel) or

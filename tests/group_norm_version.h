@@ -1,0 +1,31 @@
+// A test's scope with one of the CUDA group norm's mappings onto blocks selected
+// (kernels/cuda/group_norm.cuh: v1 a block per group, v2 a block per channel slab), and the
+// one chosen before restored at its end.
+#pragma once
+
+#include "kernels/cuda/group_norm.cuh"
+
+namespace ddpm::test {
+
+class GroupNormVersion {
+ public:
+  explicit GroupNormVersion(cuda::GroupNormMapping m) : saved_(cuda::group_norm_mapping()) {
+    cuda::set_group_norm_mapping(m);
+  }
+  ~GroupNormVersion() { cuda::set_group_norm_mapping(saved_); }
+  GroupNormVersion(const GroupNormVersion&) = delete;
+  GroupNormVersion& operator=(const GroupNormVersion&) = delete;
+
+ private:
+  cuda::GroupNormMapping saved_;
+};
+
+// Both mappings, for tests that run once per mapping.
+constexpr cuda::GroupNormMapping kGroupNormMappings[] = {cuda::GroupNormMapping::BlockPerGroup,
+                                                         cuda::GroupNormMapping::ChannelSlab};
+
+inline const char* mapping_name(cuda::GroupNormMapping m) {
+  return m == cuda::GroupNormMapping::ChannelSlab ? "channel slab" : "block per group";
+}
+
+}  // namespace ddpm::test
