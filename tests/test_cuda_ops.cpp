@@ -413,16 +413,16 @@ using test::GroupNormVersion;
 // each of the slab mapping's paths: 65 channels in 13 groups (a slab of all 13 groups, 65
 // channels: 3 rows per pass and 61 idle threads), 2 channels per group (8 groups a slab,
 // 16 channels), 16 per group (a slab of one group), 300 per group (wider than a block: no
-// slab, v1 runs), then the CIFAR-10 model's shapes.
+// slab, v1 runs), 256 in one group (a row per pass: the dh kernel's 32-row pieces, the
+// last one partial), then the CIFAR-10 model's shapes.
 TEST(CudaOps, GroupNormAwkwardAndModelShapes) {
   REQUIRE_GPU();
   // Statistics in float (GPU) vs double (CPU), over up to 32*32*4 = 4096 values per group.
-  const GnCase cases[] = {{{3, 5, 7, 65}, 13},     {{3, 9, 9, 64}, 32},
-                          {{2, 5, 3, 48}, 3},      {{2, 3, 5, 600}, 2},
-                          {{2, 32, 32, 128}, 32},  {{2, 16, 16, 256}, 32},
-                          {{2, 8, 8, 256}, 32},    {{2, 4, 4, 256}, 32},
-                          {{2, 32, 32, 384}, 32},  {{2, 16, 16, 512}, 32}};
-  const size_t count = test::small_shapes_only() ? 4 : std::size(cases);  // the awkward ones
+  const GnCase cases[] = {{{3, 5, 7, 65}, 13},    {{3, 9, 9, 64}, 32},    {{2, 5, 3, 48}, 3},
+                          {{2, 3, 5, 600}, 2},    {{2, 5, 7, 256}, 1},    {{2, 32, 32, 128}, 32},
+                          {{2, 16, 16, 256}, 32}, {{2, 8, 8, 256}, 32},   {{2, 4, 4, 256}, 32},
+                          {{2, 32, 32, 384}, 32}, {{2, 16, 16, 512}, 32}};
+  const size_t count = test::small_shapes_only() ? 5 : std::size(cases);  // the awkward ones
   for (const cuda::GroupNormMapping mapping : test::kGroupNormMappings) {
     const GroupNormVersion version(mapping);
     uint64_t stream = 10;
