@@ -139,8 +139,13 @@ TEST(CudaGroupNormBf16, ForwardAndBackwardAreTheReferenceWithinOneBf16Step) {
           if (silu)
             cuda::group_norm_silu_dh_bf16(s, gx.ptr, gg.ptr, gb.ptr, gmean.ptr, grstd.ptr, gdy.ptr,
                                           gdh.ptr, drop);
+          // with a workspace for the fused GN + SiLU (dgamma and dbeta summed in the
+          // channel slab's dx pass; column sums in chunks in the other mapping), without
+          // one for the plain norm (one column-sum pass per channel)
+          const OnDevice<float> ws(silu ? cuda::group_norm_backward_workspace(s) : 1);
           cuda::group_norm_backward_bf16(s, gx.ptr, gg.ptr, gmean.ptr, grstd.ptr,
-                                         silu ? gdh.ptr : gdy.ptr, gdx.ptr, gdg.ptr, gdb.ptr);
+                                         silu ? gdh.ptr : gdy.ptr, gdx.ptr, gdg.ptr, gdb.ptr,
+                                         silu ? ws.ptr : nullptr);
           expect_f32_close(gmean.get(), mean, "mean");
           expect_f32_close(grstd.get(), rstd, "rstd");
           expect_bf16_close(gy.get(), y, "y");

@@ -6,7 +6,9 @@
 //             loses digits); pass 3 writes y (and the fused SiLU, dropout).
 //   backward  sums g = dy*gamma and g*xhat per group, then writes dx += rstd (g - mean(g) -
 //             xhat mean(g xhat)) (or dx = ..., the first contribution: kernels/grad_write.h);
-//             dgamma/dbeta: the two-stage column sums of column_sum.cuh over the N*S rows.
+//             dgamma/dbeta: sums of dy xhat and dy over the N*S rows: in v2's dx pass per
+//             (sample, channel), then over the samples (with a workspace, when dx is
+//             wanted), else the two-stage column sums of column_sum.cuh, a pass of their own.
 //
 // Two mappings of the kernels onto blocks, side by side (kernel-bench memory times both;
 // set_group_norm_mapping):
@@ -181,13 +183,14 @@ GroupSlab plan_group_slab(const GroupNormShape& s) {
 // + R, ..., step = R C). The kThreads % W threads left over are idle: no elements (first =
 // end), zeros in the sums.
 struct SlabThread {
-  int64_t c, stat;           // the channel; the (n, group) index of mean and rstd
+  int64_t n, c, stat;        // the sample; the channel; the (n, group) index of mean, rstd
   int64_t first, end, step;  // the elements
   int64_t group;             // within the slab
   bool writes_stats;         // the first thread of its group: stores mean and rstd
   __device__ SlabThread(const GroupNormShape& s, const GroupSlab& p, int64_t rows_per_block) {
     const int64_t cg = s.channels_per_group(), slabs = s.groups / p.groups;
-    const int64_t n = blockIdx.x / slabs, g0 = (blockIdx.x % slabs) * p.groups;
+    n = blockIdx.x / slabs;
+    const int64_t g0 = (blockIdx.x % slabs) * p.groups;
     const int64_t j = threadIdx.x % p.width, r0 = threadIdx.x / p.width;
     const int64_t row0 = blockIdx.y * rows_per_block;
     const int64_t rows_end = row0 + rows_per_block < s.s ? row0 + rows_per_block : s.s;
@@ -275,27 +278,55 @@ __global__ void __launch_bounds__(kThreads)
 
 // dx from dy (the gradient at the norm's output) as the first mapping's dx kernel: per group
 // mean(g) and mean(g xhat) with g = dy gamma, then dx (+)= rstd (g - mean(g) - xhat
-// mean(g xhat)).
-template <class T>
+// mean(g xhat)). kSampleSums: from the same reads, each (sample, channel)'s sums of dy xhat
+// and dy over the sample's rows into sample_sums (N, 2, C), which dgamma and dbeta add up
+// over the samples (param_grads_kernel): no third pass over x and dy for them.
+template <class T, bool kSampleSums>
 __global__ void __launch_bounds__(kThreads)
     group_norm_slab_dx_kernel(GroupNormShape s, GroupSlab p, const T* x,  // x (N, S, C)
                               const float* gamma, const float* mean, const float* rstd,
-                              const T* dy, T* dx, bool add) {  // dy, dx (N, S, C)
-  __shared__ SlabSums<2> sums;
+                              const T* dy, T* dx, bool add,  // dy, dx (N, S, C)
+                              float* sample_sums) {          // (N, 2, C) or null
+  constexpr int kValues = kSampleSums ? 4 : 2;
+  __shared__ SlabSums<kValues> sums;
   const SlabThread t(s, p, s.s);
   const float count = static_cast<float>(s.s * s.channels_per_group());
   const float mu = mean[t.stat], r = rstd[t.stat], gm = gamma[t.c];
-  float v[2] = {0.0f, 0.0f};  // sum of g, sum of g xhat
+  float v[kValues] = {};  // sum of g, of g xhat (and of dy xhat, of dy)
   for (int64_t i = t.first; i < t.end; i += t.step) {
-    const float g = load(dy, i) * gm;
+    const float d = load(dy, i), g = d * gm, xc = load(x, i) - mu;
     v[0] += g;
-    v[1] += g * (load(x, i) - mu) * r;
+    v[1] += g * xc * r;
+    if constexpr (kSampleSums) {
+      v[2] += d * xc * r;
+      v[3] += d;
+    }
   }
   slab_group_sums(v, s, p, sums);
+  if constexpr (kSampleSums) {
+    if (threadIdx.x < p.width) {  // thread j < W holds channel j's sums (t.c is channel j)
+      sample_sums[(t.n * 2 + 0) * s.c + t.c] = sums.channel[2][threadIdx.x];
+      sample_sums[(t.n * 2 + 1) * s.c + t.c] = sums.channel[3][threadIdx.x];
+    }
+  }
   const float mean_g = sums.group[0][t.group] / count, mean_gx = sums.group[1][t.group] / count;
   for (int64_t i = t.first; i < t.end; i += t.step) {
     const float g = load(dy, i) * gm;
     store_grad(dx, i, r * (g - mean_g - (load(x, i) - mu) * r * mean_gx), add);
+  }
+}
+
+// dgamma[c] += sum over n of sample_sums[n, 0, c] (dy xhat), dbeta[c] += of [n, 1, c] (dy),
+// samples in order.
+__global__ void group_norm_param_grads_kernel(int64_t n, int64_t c, const float* sample_sums,
+                                              float* dgamma, float* dbeta) {
+  DDPM_GRID_STRIDE(i, 2 * c) {
+    const int64_t k = i / c, ch = i % c;
+    float* out = k == 0 ? dgamma : dbeta;
+    if (out == nullptr) continue;
+    float acc = 0.0f;
+    for (int64_t j = 0; j < n; ++j) acc += sample_sums[(j * 2 + k) * c + ch];
+    out[ch] += acc;
   }
 }
 
@@ -402,13 +433,25 @@ void backward(const GroupNormShape& s, const T* x, const float* gamma, const flo
   if (s.n * s.groups == 0) return;
   const bool add = dx_write == GradWrite::Accumulate;
   const GroupSlab slab = slab_for(s);
-  if (dx && slab.groups > 0)
-    DDPM_LAUNCH(group_norm_slab_dx_kernel<T>, static_cast<unsigned>(s.n * (s.groups / slab.groups)),
-                kThreads)(s, slab, x, gamma, mean, rstd, dy, dx, add);
-  else if (dx)
+  // v2 with a workspace sums dgamma's and dbeta's terms per sample in its dx pass; else a
+  // column-sum pass over x and dy gives them
+  const bool params_in_dx = dx && slab.groups > 0 && workspace && (dgamma || dbeta);
+  if (dx && slab.groups > 0) {
+    const auto blocks = static_cast<unsigned>(s.n * (s.groups / slab.groups));
+    if (params_in_dx)
+      DDPM_LAUNCH((group_norm_slab_dx_kernel<T, true>), blocks, kThreads)(
+          s, slab, x, gamma, mean, rstd, dy, dx, add, workspace);
+    else
+      DDPM_LAUNCH((group_norm_slab_dx_kernel<T, false>), blocks, kThreads)(
+          s, slab, x, gamma, mean, rstd, dy, dx, add, nullptr);
+  } else if (dx) {
     DDPM_LAUNCH(group_norm_dx_kernel<T>, static_cast<unsigned>(s.n * s.groups), kThreads)(
         s, x, gamma, mean, rstd, dy, dx, add);
-  if (dgamma || dbeta)
+  }
+  if (params_in_dx)
+    DDPM_LAUNCH(group_norm_param_grads_kernel, grid_for(2 * s.c), kThreads)(s.n, s.c, workspace,
+                                                                          dgamma, dbeta);
+  else if (dgamma || dbeta)
     column_sums<2>(param_grad_plan(s, workspace != nullptr),
                    ParamGradTerms<T>{s, x, mean, rstd, dy}, workspace, dgamma, dbeta);
 }
@@ -419,7 +462,9 @@ void set_group_norm_mapping(GroupNormMapping m) { g_mapping = m; }
 GroupNormMapping group_norm_mapping() { return g_mapping; }
 
 int64_t group_norm_backward_workspace(const GroupNormShape& s) {
-  return param_grad_plan(s, true).workspace_floats(2);
+  const int64_t column_sums = param_grad_plan(s, true).workspace_floats(2);
+  const int64_t sample_sums = 2 * s.n * s.c;  // v2's (N, 2, C)
+  return column_sums > sample_sums ? column_sums : sample_sums;
 }
 
 void group_norm_forward(const GroupNormShape& s, const float* x, const float* gamma,

@@ -21,8 +21,10 @@ GroupNormMapping group_norm_mapping();
 
 void group_norm_forward(const GroupNormShape& s, const float* x, const float* gamma,
                         const float* beta, float* y, float* mean, float* rstd);
-// dgamma and dbeta are column sums over N*S rows: workspace null (one pass per channel) or
-// group_norm_backward_workspace(s) floats (column_sum.cuh). dx accumulates, or with
+// dgamma and dbeta are sums over the N*S rows: with group_norm_backward_workspace(s) floats
+// of workspace, summed per sample in the ChannelSlab mapping's dx pass when dx is wanted (no
+// pass of their own), else column sums (column_sum.cuh) in chunks; with none, one pass per
+// channel. dx accumulates, or with
 // GradWrite::Assign is written outright (kernels/grad_write.h); dgamma and dbeta accumulate.
 int64_t group_norm_backward_workspace(const GroupNormShape& s);
 void group_norm_backward(const GroupNormShape& s, const float* x, const float* gamma,
