@@ -9,7 +9,7 @@
 
 namespace ddpm::cuda {
 
-// How the statistics and dx kernels map onto blocks (group_norm.cu's opening comment):
+// How the kernels (statistics, dh, dx) map onto blocks (group_norm.cu's opening comment):
 // BlockPerGroup (v1: a block per (sample, group)) or ChannelSlab (v2, the default: a block
 // per (sample, slab of whole groups at least 16 channels wide), a thread per channel; v1
 // where one group is wider than a block). Both give the CPU reference's results within
@@ -24,8 +24,8 @@ void group_norm_forward(const GroupNormShape& s, const float* x, const float* ga
 // dgamma and dbeta are sums over the N*S rows: with group_norm_backward_workspace(s) floats
 // of workspace, summed per sample in the ChannelSlab mapping's dx pass when dx is wanted (no
 // pass of their own), else column sums (column_sum.cuh) in chunks; with none, one pass per
-// channel. dx accumulates, or with
-// GradWrite::Assign is written outright (kernels/grad_write.h); dgamma and dbeta accumulate.
+// channel. dx accumulates, or with GradWrite::Assign is written outright
+// (kernels/grad_write.h); dgamma and dbeta accumulate.
 int64_t group_norm_backward_workspace(const GroupNormShape& s);
 void group_norm_backward(const GroupNormShape& s, const float* x, const float* gamma,
                          const float* mean, const float* rstd, const float* dy, float* dx,
