@@ -29,6 +29,7 @@
 
 #include "engine/cuda_check.h"
 #include "kernels/cuda/group_norm.cuh"
+#include "tests/device_buffer.h"
 #include "tests/group_norm_version.h"
 #endif
 
@@ -71,24 +72,7 @@ void expect_f32_close(const std::vector<float>& gpu, const std::vector<float>& c
 }
 
 #if DDPM_WITH_CUDA
-// Device copies of host vectors (freed with the test).
-template <class T>
-struct OnDevice {
-  T* ptr = nullptr;
-  size_t n = 0;
-  explicit OnDevice(const std::vector<T>& host) : n(host.size()) {
-    CUDA_CHECK(cudaMalloc(&ptr, n * sizeof(T)));
-    CUDA_CHECK(cudaMemcpy(ptr, host.data(), n * sizeof(T), cudaMemcpyHostToDevice));
-  }
-  explicit OnDevice(size_t count) : OnDevice(std::vector<T>(count)) {}
-  ~OnDevice() { (void)cudaFree(ptr); }
-  std::vector<T> get() const {
-    std::vector<T> host(n);
-    CUDA_CHECK(cudaMemcpy(host.data(), ptr, n * sizeof(T), cudaMemcpyDeviceToHost));
-    return host;
-  }
-};
-
+using test::OnDevice;
 using test::GroupNormVersion;
 
 TEST(CudaGroupNormBf16, ForwardAndBackwardAreTheReferenceWithinOneBf16Step) {

@@ -54,11 +54,13 @@
 // is computed once per block, and what depends on k (tap, channel; or the pixel) is advanced
 // by 32 per stage with a carry: no division per element or per stage.
 //
-// Epilogue: each thread holds pairs of adjacent columns of C in registers; the forward adds
-// the bias, and for a ResBlock the time embedding (per sample) and the residual, in fp32,
-// then stores once; dgrad and wgrad accumulate into the gradients (the tape's rule), the
-// dgrad writing dx outright instead when it is dx's first contribution, the wgrad dropping
-// the padded channels.
+// Epilogue: each thread holds pairs of adjacent columns of C in registers and hands them
+// over a row at a time, so what depends on the row (its address, its sample) is computed
+// once per row, not per element, and each pair moves in one 8- or 4-byte access; the forward
+// adds the bias, and for a ResBlock the time embedding (per sample) and the residual, in
+// fp32, then stores once; dgrad and wgrad accumulate into the gradients (the tape's rule),
+// the dgrad writing dx outright instead when it is dx's first contribution, the wgrad
+// dropping the padded channels.
 //
 // Split-K (any pass, when the output tiles cannot fill the GPU and a workspace is given):
 // block z writes its slice's partial tile to a plane, and reduce_planes adds the planes in
@@ -380,7 +382,14 @@ struct DenseRowsB {
   __device__ const bf16_bits* base() const { return matrix; }
 };
 
-// ---- epilogues: what happens to C[row][col] (in range) ----------------------------------
+// ---- epilogues: what happens to C's elements (those in range) ---------------------------
+// C reaches an epilogue a row at a time. row(r) does once what depends only on the row (its
+// address; the forward's sample, a division), then each of the thread's pairs of adjacent
+// columns goes to the call operator: col even, count 2, or 1 when col is the last column.
+// A thread of a 128x128 block holds 8 rows of 8 pairs, so it divides 8 times, not once per
+// element (64: a 64-bit division is tens of instructions, and 64 of them would cost as much
+// issue as a short K loop), and moves each pair in one access when `paired` (storage.cuh:
+// the row length even, the bases aligned).
 
 // forward: y = ((C + bias) + per_sample[n]) + residual, each addend optional (a ResBlock's
 // time embedding and skip), in the order of separate passes, in fp32, one store.
@@ -393,11 +402,27 @@ struct StoreWithAdds {
   const float *bias, *per_sample;
   const A* residual;
   int64_t ld, rows_per_sample;
-  __device__ void operator()(int64_t row, int64_t col, float v) const {
-    float out = v + (bias ? bias[col] : 0.0f);
-    if (per_sample) out += per_sample[row / rows_per_sample * ld + col];
-    if (residual) out += load(residual, row * ld + col);
-    store(y, row * ld + col, out);
+  bool paired;  // rows_pair(ld, y) and rows_pair(ld, residual)
+  struct Row {
+    int64_t at;                  // row * ld
+    const float* sample_vector;  // per_sample's row for this row's sample, or null
+  };
+  __device__ Row row(int64_t r) const {
+    return {r * ld, per_sample ? per_sample + r / rows_per_sample * ld : nullptr};
+  }
+  __device__ void operator()(const Row& r, int64_t col, int count, const float (&c)[2]) const {
+    float out[2], res[2];
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      out[e] = c[e] + (bias && e < count ? bias[col + e] : 0.0f);
+      if (r.sample_vector && e < count) out[e] += r.sample_vector[col + e];
+    }
+    if (residual) {
+      load_cols(residual + r.at, col, count, paired, res);
+      out[0] += res[0];
+      out[1] += res[1];
+    }
+    store_cols(y + r.at, col, count, paired, out);
   }
 };
 
@@ -405,19 +430,45 @@ template <class D>
 struct Accumulate {  // dgrad: dx += C (a bf16 dx: rounded once, after the add), or dx = C
   D* out;
   int64_t ld;
-  bool add;  // false: the first contribution to dx (kernels/grad_write.h)
-  __device__ void operator()(int64_t row, int64_t col, float v) const {
-    store_grad(out, row * ld + col, v, add);
+  bool add;     // false: the first contribution to dx (kernels/grad_write.h)
+  bool paired;  // rows_pair(ld, out)
+  struct Row {
+    D* at;
+  };
+  __device__ Row row(int64_t r) const { return {out + r * ld}; }
+  __device__ void operator()(const Row& r, int64_t col, int count, const float (&c)[2]) const {
+    float v[2] = {c[0], c[1]};
+    if (add) {
+      float old[2];
+      load_cols(r.at, col, count, paired, old);
+      v[0] = old[0] + c[0];
+      v[1] = old[1] + c[1];
+    }
+    store_cols(r.at, col, count, paired, v);
   }
 };
 
-
-struct AccumulateWgrad {  // wgrad: dw += C without the padded channels
+// wgrad: dw += C without the padded channels: C's rows are (tap, ci < Cin8), its columns
+// co < Cout8; dw is (taps, Cin, Cout).
+struct AccumulateWgrad {
   float* dw;
   int64_t c_in, c8, c_out;
-  __device__ void operator()(int64_t row, int64_t col, float v) const {
-    const int64_t tap = row / c8, ci = row % c8;
-    if (ci < c_in && col < c_out) dw[(tap * c_in + ci) * c_out + col] += v;
+  bool paired;  // rows_pair(c_out, dw)
+  struct Row {
+    float* at;  // dw's row, or null for a padded input channel
+  };
+  __device__ Row row(int64_t r) const {
+    const int64_t tap = r / c8, ci = r % c8;
+    return {ci < c_in ? dw + (tap * c_in + ci) * c_out : nullptr};
+  }
+  __device__ void operator()(const Row& r, int64_t col, int count, const float (&c)[2]) const {
+    const int64_t real = c_out - col < count ? c_out - col : count;  // drop padded columns
+    if (r.at == nullptr || real <= 0) return;
+    float v[2];
+    load_cols(r.at, col, static_cast<int>(real), paired, v);
+    v[0] += c[0];
+    v[1] += c[1];
+    store_cols(r.at, col, static_cast<int>(real), paired, v);
   }
 };
 
@@ -511,34 +562,52 @@ conv_gemm_bf16(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB 
   }
   ptx::cp_async_wait<0>();  // no copy may land in shared memory after the block is gone
 
+  // Fragment element e of tile (i, j) is C[g + 8 (e >> 1)][2 t + (e & 1)] of the tile: each
+  // thread holds, per m tile, two rows (h = e >> 1) of one adjacent column pair per n tile.
   const int g = lane / 4, t = lane % 4;
   float* const plane = gridDim.z > 1 ? planes + blockIdx.z * m * n : nullptr;
+  const bool plane_pairs = n % 2 == 0;  // the planes' base is 256-byte aligned (Carve)
 #pragma unroll
   for (int i = 0; i < kMT; ++i)
 #pragma unroll
-    for (int j = 0; j < kNT; ++j)
+    for (int h = 0; h < 2; ++h) {
+      const int64_t row = row0 + wm * kWarpM + 16 * i + g + 8 * h;
+      if (row >= m) continue;
+      const auto out_row = plane ? typename Epilogue::Row{} : epilogue.row(row);
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int64_t row = row0 + wm * kWarpM + 16 * i + g + 8 * (e >> 1);
-        const int64_t col = col0 + wn * kWarpN + 8 * j + 2 * t + (e & 1);
-        if (row >= m || col >= n) continue;
+      for (int j = 0; j < kNT; ++j) {
+        const int64_t col = col0 + wn * kWarpN + 8 * j + 2 * t;
+        if (col >= n) continue;
+        const int count = col + 1 < n ? 2 : 1;
+        const float v[2] = {acc[i][j][2 * h], acc[i][j][2 * h + 1]};
         if (plane) {
-          plane[row * n + col] = acc[i][j][e];
+          store_cols(plane + row * n, col, count, plane_pairs, v);
         } else {
-          epilogue(row, col, acc[i][j][e]);
+          epilogue(out_row, col, count, v);
         }
       }
+    }
 #endif
 }
 
-// The split-K planes summed in order, then the epilogue.
+// The split-K planes summed in order, then the epilogue: a thread per pair of adjacent
+// columns of C (the kernel's pairs), so one division finds the pair's row.
 template <class Epilogue>
 __global__ void reduce_planes(int64_t m, int64_t n, int splits, const float* planes,
                               Epilogue epilogue) {
-  DDPM_GRID_STRIDE(i, m * n) {
-    float acc = 0.0f;
-    for (int z = 0; z < splits; ++z) acc += planes[z * m * n + i];
-    epilogue(i / n, i % n, acc);
+  const int64_t pairs = (n + 1) / 2;
+  const bool plane_pairs = n % 2 == 0;
+  DDPM_GRID_STRIDE(i, m * pairs) {
+    const int64_t row = i / pairs, col = 2 * (i - row * pairs);
+    const int count = col + 1 < n ? 2 : 1;
+    float acc[2] = {0.0f, 0.0f};
+    for (int z = 0; z < splits; ++z) {
+      float v[2];
+      load_cols(planes + (z * m + row) * n, col, count, plane_pairs, v);
+      acc[0] += v[0];
+      acc[1] += v[1];
+    }
+    epilogue(epilogue.row(row), col, count, acc);
   }
 }
 
@@ -605,8 +674,8 @@ void launch_gemm(const Gemm& g, LoadA a, LoadB b, Epilogue epilogue, float* plan
   DDPM_LAUNCH((conv_gemm_bf16<Block, LoadA, LoadB, Epilogue>), grid, Block::kThreads,
               Block::kSmemBytes)(g.m, g.n, g.k, k_slice, a, b, epilogue, planes);
   if (splits > 1)
-    DDPM_LAUNCH(reduce_planes<Epilogue>, grid_for(g.m * g.n), kThreads)(g.m, g.n, splits, planes,
-                                                                         epilogue);
+    DDPM_LAUNCH(reduce_planes<Epilogue>, grid_for(g.m * ((g.n + 1) / 2)), kThreads)(
+        g.m, g.n, splits, planes, epilogue);
 }
 
 Bf16Tiles g_tiles = Bf16Tiles::Heuristic;
@@ -643,7 +712,8 @@ template <class LoadA, class LoadB>
 Bf16Tiles autotune(const Gemm& g, LoadA a, LoadB b, float* planes) {
   float* scratch = nullptr;
   CUDA_CHECK(cudaMalloc(&scratch, g.m * g.n * sizeof(float)));
-  const StoreWithAdds<float> discard{scratch, nullptr, nullptr, nullptr, g.n, 1};
+  const StoreWithAdds<float> discard{scratch, nullptr, nullptr, nullptr, g.n, 1,
+                                      rows_pair(g.n, scratch)};
   auto time_ms = [&](Bf16Tiles t) {
     launch_tiles(t, g, a, b, discard, planes);
     std::vector<double> ms;
@@ -803,7 +873,9 @@ void forward(const Conv2dShape& s, const A* x, const float* w, const float* b, A
   const Gemm g = forward_gemm(s);
   run_gemm(g, ForwardA{s, oh_n, ow_n, g.m, static_cast<int>(c8), x8},
            DenseRowsB{round_up8(s.c_out), w8},
-           StoreWithAdds<A>{y, b, per_sample, residual, s.c_out, oh_n * ow_n}, buf.planes);
+           StoreWithAdds<A>{y, b, per_sample, residual, s.c_out, oh_n * ow_n,
+                            rows_pair(s.c_out, y) && rows_pair(s.c_out, residual)},
+           buf.planes);
 }
 
 template <class A>
@@ -821,13 +893,15 @@ void backward(const Conv2dShape& s, const A* x, const float* w, const A* dy, A* 
     const Gemm g = dgrad_gemm(s);
     run_gemm(g, DgradA{s, oh_n, ow_n, g.m, static_cast<int>(co8), dy8},
              DgradB{s, static_cast<int>(co8), w8},
-             Accumulate<A>{dx, s.c_in, dx_write == GradWrite::Accumulate}, buf.planes);
+             Accumulate<A>{dx, s.c_in, dx_write == GradWrite::Accumulate, rows_pair(s.c_in, dx)},
+             buf.planes);
   }
   if (dw) {
     const bf16_bits* x8 = operand(s.n * s.h * s.w, s.c_in, x, buf.x8);
     const Gemm g = wgrad_gemm(s);
     run_gemm(g, WgradA{s, oh_n, ow_n, g.m, static_cast<int>(ci8), x8},
-             DenseRowsB{co8, dy8}, AccumulateWgrad{dw, s.c_in, ci8, s.c_out}, buf.planes);
+             DenseRowsB{co8, dy8},
+             AccumulateWgrad{dw, s.c_in, ci8, s.c_out, rows_pair(s.c_out, dw)}, buf.planes);
   }
 }
 

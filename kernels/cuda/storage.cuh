@@ -27,4 +27,57 @@ __device__ __forceinline__ void store_grad(T* p, int64_t i, float v, bool add) {
   store(p, i, add ? load(p, i) + v : v);
 }
 
+// ---- pairs of adjacent elements ----------------------------------------------------------
+// Elements i and i + 1 of a row as one access: an 8-byte float2 (fp32) or a 4-byte pair of
+// bf16 (the lower element in the lower half). Half the memory instructions of two scalar
+// accesses; the caller guarantees the alignment: i even and p aligned to two elements.
+__device__ __forceinline__ void load_pair(const float* p, int64_t i, float (&v)[2]) {
+  const float2 q = *reinterpret_cast<const float2*>(p + i);
+  v[0] = q.x;
+  v[1] = q.y;
+}
+__device__ __forceinline__ void load_pair(const uint16_t* p, int64_t i, float (&v)[2]) {
+  const uint32_t q = *reinterpret_cast<const uint32_t*>(p + i);
+  v[0] = float_from_bf16_bits(static_cast<uint16_t>(q & 0xffffu));
+  v[1] = float_from_bf16_bits(static_cast<uint16_t>(q >> 16));
+}
+__device__ __forceinline__ void store_pair(float* p, int64_t i, const float (&v)[2]) {
+  *reinterpret_cast<float2*>(p + i) = make_float2(v[0], v[1]);
+}
+__device__ __forceinline__ void store_pair(uint16_t* p, int64_t i, const float (&v)[2]) {
+  *reinterpret_cast<uint32_t*>(p + i) = static_cast<uint32_t>(bf16_bits_from_float(v[0])) |
+                                        (static_cast<uint32_t>(bf16_bits_from_float(v[1])) << 16);
+}
+
+// Columns col and col + 1 of a row starting at p, the second only when count is 2 (count 1:
+// col is the row's last column, and v[1] is neither read nor written). One paired access
+// when `paired` (col even, rows_pair() of the row length and base), else one per element.
+template <class T>
+__device__ __forceinline__ void load_cols(const T* p, int64_t col, int count, bool paired,
+                                          float (&v)[2]) {
+  if (paired && count == 2) {
+    load_pair(p, col, v);
+  } else {
+    v[0] = load(p, col);
+    v[1] = count == 2 ? load(p, col + 1) : 0.0f;
+  }
+}
+template <class T>
+__device__ __forceinline__ void store_cols(T* p, int64_t col, int count, bool paired,
+                                           const float (&v)[2]) {
+  if (paired && count == 2) {
+    store_pair(p, col, v);
+  } else {
+    store(p, col, v[0]);
+    if (count == 2) store(p, col + 1, v[1]);
+  }
+}
+
+// Host side: whether rows of `ld` elements from `base` (null: absent, no constraint) hold
+// their even columns at two-element alignment, so that load_cols/store_cols may pair them.
+template <class T>
+inline bool rows_pair(int64_t ld, const T* base) {
+  return ld % 2 == 0 && reinterpret_cast<uintptr_t>(base) % (2 * sizeof(T)) == 0;
+}
+
 }  // namespace ddpm::cuda
