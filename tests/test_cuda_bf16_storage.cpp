@@ -53,35 +53,40 @@ TEST(CudaBf16Storage, CastAndAccumulateAreTheCpusBits) {
 }
 
 // out = (split(concat(upsample(x), z))[0] + [1]) + upsample(x): upsample's output is used
-// twice, so its gradient accumulates.
+// twice, so its gradient accumulates. C channels each: the concatenation's second half
+// starts at channel C, so the copies move 4-, 8- and 16-byte words for C = 6, 4 and 8
+// (kernels/cuda/resample.cu copy_as).
 TEST(CudaBf16Storage, DataMovementAndAddAreTheCpusBitsOnTheirOwnKernels) {
   REQUIRE_GPU();
-  const Shape xs{2, 3, 5, 6}, zs{2, 6, 10, 6};
-  std::vector<std::vector<uint16_t>> results[2];
-  std::string names;
-  for (const Device d : {Device::CPU, Device::CUDA}) {
-    Tensor x = random_bf16(xs, 20, d), z = random_bf16(zs, 21, d);
-    x.set_requires_grad(true);
-    z.set_requires_grad(true);
-    if (d == Device::CUDA) set_op_profiling(true);
-    const Tensor u = upsample_nearest2x(x);
-    const std::vector<Tensor> parts = split(concat({u, z}), {6, 6});
-    const Tensor out = add(add(parts[0], parts[1]), u);
-    tape().backward(out, random_bf16(zs, 22, d));
-    if (d == Device::CUDA) {
-      for (const OpTime& t : op_profile_take()) names += t.name + "; ";
-      set_op_profiling(false);
+  for (const int64_t c : {6, 4, 8}) {
+    SCOPED_TRACE(c);
+    const Shape xs{2, 3, 5, c}, zs{2, 6, 10, c};
+    std::vector<std::vector<uint16_t>> results[2];
+    std::string names;
+    for (const Device d : {Device::CPU, Device::CUDA}) {
+      Tensor x = random_bf16(xs, 20, d), z = random_bf16(zs, 21, d);
+      x.set_requires_grad(true);
+      z.set_requires_grad(true);
+      if (d == Device::CUDA) set_op_profiling(true);
+      const Tensor u = upsample_nearest2x(x);
+      const std::vector<Tensor> parts = split(concat({u, z}), {c, c});
+      const Tensor out = add(add(parts[0], parts[1]), u);
+      tape().backward(out, random_bf16(zs, 22, d));
+      if (d == Device::CUDA) {
+        for (const OpTime& t : op_profile_take()) names += t.name + "; ";
+        set_op_profiling(false);
+      }
+      for (const Tensor& t : {out, x.grad(), z.grad()}) {
+        ASSERT_EQ(t.dtype(), DType::BF16);
+        results[d == Device::CUDA].push_back(bits_of(t));
+      }
     }
-    for (const Tensor& t : {out, x.grad(), z.grad()}) {
-      ASSERT_EQ(t.dtype(), DType::BF16);
-      results[d == Device::CUDA].push_back(bits_of(t));
-    }
+    EXPECT_EQ(results[1][0], results[0][0]) << "out";
+    EXPECT_EQ(results[1][1], results[0][1]) << "dx";
+    EXPECT_EQ(results[1][2], results[0][2]) << "dz";
+    EXPECT_EQ(names.find("cast"), std::string::npos) << "the GPU widened a tensor: " << names;
+    EXPECT_NE(names.find("concat/split"), std::string::npos) << names;
   }
-  EXPECT_EQ(results[1][0], results[0][0]) << "out";
-  EXPECT_EQ(results[1][1], results[0][1]) << "dx";
-  EXPECT_EQ(results[1][2], results[0][2]) << "dz";
-  EXPECT_EQ(names.find("cast"), std::string::npos) << "the GPU widened a tensor: " << names;
-  EXPECT_NE(names.find("concat/split"), std::string::npos) << names;
 }
 
 // linear on bf16 activations: cublasGemmEx reads x and dy as they are; the CPU runs the f32

@@ -290,6 +290,21 @@ TEST(CudaOps, UpsampleConcatSplit) {
         return concat({scale(p[1], 2.0), p[0]});
       },
       {rnd({3, 5, 7, 65}, 1)}, kElemAtol, kElemRtol);
+  // Copies whose layout allows 16- and 8-byte words (kernels/cuda/resample.cu copy_as):
+  // parts of 8, 4, 2, 2 and 16 channels at offsets 0, 8, 12, 14, 16 of 32 (float4, float4,
+  // float2, float2, float4), their gradients copied back the same way; then parts of 36
+  // channels at offsets 0, 2 and 6, whose 4 channels at offset 2 fill whole float4 words
+  // but are not 16-byte aligned (float2).
+  expect_devices_agree([](const std::vector<Tensor>& in) { return concat(in); },
+                       {rnd({2, 3, 5, 8}, 3), rnd({2, 3, 5, 4}, 4), rnd({2, 3, 5, 2}, 5),
+                        rnd({2, 3, 5, 2}, 6), rnd({2, 3, 5, 16}, 7)},
+                       kElemAtol, kElemRtol);
+  expect_devices_agree(
+      [](const std::vector<Tensor>& in) {
+        std::vector<Tensor> p = split(in[0], {2, 4, 30});
+        return concat({p[1], scale(p[2], 2.0), p[0]});
+      },
+      {rnd({2, 3, 5, 36}, 8)}, kElemAtol, kElemRtol);
 }
 
 TEST(CudaOps, ReductionsAndMse) {

@@ -1,5 +1,5 @@
 // kernel-bench memory: the memory-bound kernels of the CIFAR-10 model's step (group norm,
-// SiLU, upsampling) in GB/s of the bytes they must move; group norm in both of its mappings
+// SiLU, upsampling, the skip concatenation) in GB/s of the bytes they must move; group norm in both of its mappings
 // onto blocks, with f32 and with bf16 storage.
 #include <cstdio>
 
@@ -80,9 +80,37 @@ void bench_memory_bound(const Options& o, Timer& timer, Report& report) {
   {
     const Tensor x = randn(Shape{batch, 16, 16, 256}, 1, 4, Device::CUDA);
     const Tensor y = Tensor::empty(Shape{batch, 32, 32, 256}, DType::F32, Device::CUDA);
-    add_bytes("upsample 2x fwd", "16x16x256", "thread per output", timer.median_ms([&] {
-      cuda::upsample_nearest2x_forward(UpsampleShape{batch, 16, 16, 256}, x.data<float>(), y.data<float>());
-    }), 20.0 * x.numel());
+    add_bytes("upsample 2x fwd", "16x16x256", "thread per input, 2x2 block",
+              timer.median_ms([&] {
+                cuda::upsample_nearest2x_forward(UpsampleShape{batch, 16, 16, 256},
+                                                 x.data<float>(), y.data<float>());
+              }), 20.0 * x.numel());
+  }
+  {
+    // A decoder's skip concatenation, 256 + 128 -> 384 channels at 32x32: two slice copies
+    // (read once, written once), which move 16-byte words (kernels/cuda/resample.cu).
+    const int64_t rows = batch * 32 * 32;
+    for (const DType t : {DType::F32, DType::BF16}) {
+      const Tensor a = Tensor::zeros(Shape{rows, 256}, t, Device::CUDA);
+      const Tensor b = Tensor::zeros(Shape{rows, 128}, t, Device::CUDA);
+      const Tensor y = Tensor::zeros(Shape{rows, 384}, t, Device::CUDA);
+      const double bytes = 2.0 * static_cast<double>(y.nbytes());
+      add_bytes("concat (skip)", "32x32x(256+128)",
+                t == DType::F32 ? "16-byte words" : "16-byte words, bf16 storage",
+                timer.median_ms([&] {
+                  if (t == DType::F32) {
+                    cuda::slice_copy({rows, 256, 256, 384}, a.data<float>(), y.data<float>());
+                    cuda::slice_copy({rows, 128, 128, 384}, b.data<float>(),
+                                     y.data<float>() + 256);
+                  } else {
+                    const auto bits = [](const Tensor& v) {
+                      return static_cast<uint16_t*>(v.raw());
+                    };
+                    cuda::slice_copy({rows, 256, 256, 384}, bits(a), bits(y));
+                    cuda::slice_copy({rows, 128, 128, 384}, bits(b), bits(y) + 256);
+                  }
+                }), bytes);
+    }
   }
 
 }
