@@ -97,7 +97,8 @@ TEST(BenchSmoke, EveryMemoryLinearAndLossRowRuns) {
         EXPECT_EQ(rows.count(kernel + (" / " + mapping + ", bf16 storage")), 1u)
             << kernel << " / " << mapping << ", bf16 storage";
     }
-    for (const char* row : {"upsample 2x fwd / thread per input, 2x2 block",
+    for (const char* row : {"broadcast add (per sample) / float4 words",
+                            "upsample 2x fwd / thread per input, 2x2 block",
                             "concat (skip) / 16-byte words",
                             "concat (skip) / 16-byte words, bf16 storage"})
       EXPECT_EQ(rows.count(row), 1u) << row;

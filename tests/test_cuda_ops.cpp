@@ -133,6 +133,11 @@ TEST(CudaOps, BroadcastAndPerSample) {
                        {rnd({3, 5, 7, 65}, 1), rnd({65}, 2)}, 1e-5, 1e-5);
   expect_devices_agree([](const std::vector<Tensor>& in) { return broadcast_add(in[0], in[1]); },
                        {rnd({3, 5, 7, 65}, 1), rnd({3, 65}, 2)}, 1e-5, 1e-5);
+  // 64 channels: the forward adds float4 words (kernels/cuda/elementwise.cu)
+  expect_devices_agree([](const std::vector<Tensor>& in) { return broadcast_add(in[0], in[1]); },
+                       {rnd({3, 5, 7, 64}, 3), rnd({64}, 4)}, 1e-5, 1e-5);
+  expect_devices_agree([](const std::vector<Tensor>& in) { return broadcast_add(in[0], in[1]); },
+                       {rnd({3, 5, 7, 64}, 3), rnd({3, 64}, 4)}, 1e-5, 1e-5);
   const Tensor a = Tensor::from_vector<float>(Shape{3}, {0.5f, -1.5f, 2.0f});
   const Tensor b = Tensor::from_vector<float>(Shape{3}, {1.25f, 0.75f, -0.3f});
   expect_devices_agree(

@@ -1,5 +1,5 @@
 // kernel-bench memory: the memory-bound kernels of the CIFAR-10 model's step (group norm,
-// SiLU, upsampling, the skip concatenation) in GB/s of the bytes they must move; group norm in both of its mappings
+// SiLU, the per-sample broadcast add, upsampling, the skip concatenation) in GB/s of the bytes they must move; group norm in both of its mappings
 // onto blocks, with f32 and with bf16 storage.
 #include <cstdio>
 
@@ -75,6 +75,12 @@ void bench_memory_bound(const Options& o, Timer& timer, Report& report) {
     cuda::set_group_norm_mapping(chosen);
     add_bytes("silu fwd", shape, "grid-stride", timer.median_ms([&] {
       cuda::silu_forward(n, x.data<float>(), y.data<float>());
+    }), 8.0 * n);
+    // a ResBlock's time embedding on the fp32 path (v1-v3; v4 adds it in its epilogue)
+    const Tensor temb = randn(Shape{batch, m.c}, 1, 5, Device::CUDA);
+    add_bytes("broadcast add (per sample)", shape, "float4 words", timer.median_ms([&] {
+      cuda::broadcast_add_forward(BroadcastShape{batch, m.h * m.h, m.c, true}, x.data<float>(),
+                                  temb.data<float>(), y.data<float>());
     }), 8.0 * n);
   }
   {

@@ -34,11 +34,21 @@ __global__ void axpy_kernel(int64_t n, float alpha, const float* x, float* y) {
 __global__ void mul_accumulate_kernel(int64_t n, const float* a, const float* b, float* y) {
   DDPM_GRID_STRIDE(i, n) y[i] += a[i] * b[i];
 }
-// x, y: (N, S, C); v: (C) or (N, C)
-__global__ void broadcast_add_kernel(BroadcastShape s, const float* x, const float* v, float* y) {
-  DDPM_GRID_STRIDE(i, s.n * s.s * s.c) {
-    const int64_t c = i % s.c;
-    y[i] = x[i] + v[s.per_sample ? (i / (s.s * s.c)) * s.c + c : c];
+// x, y: (N, S, C); v: (C) or (N, C), all in Words: float, or float4 (4 channels) when C is a
+// multiple of 4 and the pointers 16-byte aligned, C / 4 = cw Words a row. Word i is in
+// row i / cw of the (N * S, cw) matrix, of sample row / S. The index arithmetic (64-bit
+// divisions) outweighs the add, so a Word of 4 channels pays it once for four: nvcc -ptx,
+// sm_90, 98 instructions per float4 against 92 per float.
+__device__ __forceinline__ float plus(float a, float b) { return a + b; }
+__device__ __forceinline__ float4 plus(float4 a, float4 b) {
+  return make_float4(a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w);
+}
+template <class Word>
+__global__ void broadcast_add_kernel(BroadcastShape s, int64_t cw, const Word* x, const Word* v,
+                                     Word* y) {
+  DDPM_GRID_STRIDE(i, s.n * s.s * cw) {
+    const int64_t row = i / cw, col = i - row * cw;
+    y[i] = plus(x[i], v[s.per_sample ? row / s.s * cw + col : col]);
   }
 }
 // dy viewed as `vectors` matrices of (rows x C): one per sample when per_sample, else one.
@@ -121,7 +131,14 @@ void mul_accumulate(int64_t n, const float* a, const float* b, float* y) {
   LAUNCH(mul_accumulate_kernel, n, n, a, b, y);
 }
 void broadcast_add_forward(const BroadcastShape& s, const float* x, const float* v, float* y) {
-  LAUNCH(broadcast_add_kernel, s.n * s.s * s.c, s, x, v, y);
+  const auto aligned16 = [](const float* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  if (s.c % 4 == 0 && aligned16(x) && aligned16(v) && aligned16(y)) {
+    LAUNCH(broadcast_add_kernel<float4>, s.n * s.s * s.c / 4, s, s.c / 4,
+           reinterpret_cast<const float4*>(x), reinterpret_cast<const float4*>(v),
+           reinterpret_cast<float4*>(y));
+  } else {
+    LAUNCH(broadcast_add_kernel<float>, s.n * s.s * s.c, s, s.c, x, v, y);
+  }
 }
 int64_t broadcast_add_backward_workspace(const BroadcastShape& s) {
   return broadcast_plan(s, true).workspace_floats(1);
