@@ -1,6 +1,7 @@
 // kernel-bench memory: the memory-bound kernels of the CIFAR-10 model's step (group norm,
-// SiLU, the per-sample broadcast add, upsampling, the skip concatenation) in GB/s of the bytes they must move; group norm in both of its mappings
-// onto blocks, with f32 and with bf16 storage.
+// SiLU, the per-sample broadcast add, upsampling, the skip concatenation) in GB/s of the
+// bytes they must move; group norm in both of its mappings onto blocks, with f32 and with
+// bf16 storage.
 #include <cstdio>
 
 #include "apps/bench/bench.h"

@@ -386,7 +386,7 @@ struct DenseRowsB {
 // C reaches an epilogue a row at a time. row(r) does once what depends only on the row (its
 // address; the forward's sample, a division), then each of the thread's pairs of adjacent
 // columns goes to the call operator: col even, count 2, or 1 when col is the last column.
-// A thread of a 128x128 block holds 8 rows of 8 pairs, so it divides 8 times, not once per
+// A thread of a 128x128 block holds 8 rows of 4 pairs, so it divides 8 times, not once per
 // element (64: a 64-bit division is tens of instructions, and 64 of them would cost as much
 // issue as a short K loop), and moves each pair in one access when `paired` (storage.cuh:
 // the row length even, the bases aligned).

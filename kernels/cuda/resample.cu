@@ -18,10 +18,9 @@ namespace {
 // column iw and the channel c (two divisions), and where its 2x2 block of copies starts in
 // the output: pixel (n, 2 ih, 2 iw) of the (2H, 2W) map is row 2 r, column 2 iw.
 struct UpsamplePixel {
-  int64_t c, top_left;  // the channel, and the output index of the block's top-left copy
+  int64_t top_left;  // the output index of the block's top-left copy
   __device__ UpsamplePixel(const UpsampleShape& s, int64_t i) {
-    const int64_t p = i / s.c, r = p / s.w, iw = p - r * s.w;
-    c = i - p * s.c;
+    const int64_t p = i / s.c, r = p / s.w, iw = p - r * s.w, c = i - p * s.c;
     top_left = ((2 * r) * (2 * s.w) + 2 * iw) * s.c + c;
   }
 };
