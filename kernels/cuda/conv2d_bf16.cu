@@ -264,7 +264,14 @@ struct DgradA {
     if (st.image[j] == nullptr || st.k.k >= k_end) return nullptr;
     int nh = st.nh0[j] - st.k.kh, nw = st.nw0[j] - st.k.kw;  // = oh * stride, ow * stride
     if (nh < 0 || nw < 0) return nullptr;
-    if (s.stride != 1) {
+    // (oh, ow) = (nh, nw) / stride where the stride divides them. Stride 2 (the U-Net's
+    // downsampling) by a bit test and shifts: a division by a runtime stride is tens of
+    // instructions, and this runs per chunk and stage.
+    if (s.stride == 2) {
+      if ((nh | nw) & 1) return nullptr;
+      nh >>= 1;
+      nw >>= 1;
+    } else if (s.stride != 1) {
       if (nh % s.stride != 0 || nw % s.stride != 0) return nullptr;
       nh /= s.stride;
       nw /= s.stride;
