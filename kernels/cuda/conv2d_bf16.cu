@@ -602,19 +602,17 @@ conv_gemm_bf16(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB 
 template <class Epilogue>
 __global__ void reduce_planes(int64_t m, int64_t n, int splits, const float* planes,
                               Epilogue epilogue) {
-  const int64_t pairs = (n + 1) / 2;
   const bool plane_pairs = n % 2 == 0;
-  DDPM_GRID_STRIDE(i, m * pairs) {
-    const int64_t row = i / pairs, col = 2 * (i - row * pairs);
-    const int count = col + 1 < n ? 2 : 1;
+  DDPM_GRID_STRIDE(i, m * ColumnPair::pairs(n)) {
+    const ColumnPair p(i, n);
     float acc[2] = {0.0f, 0.0f};
     for (int z = 0; z < splits; ++z) {
       float v[2];
-      load_cols(planes + (z * m + row) * n, col, count, plane_pairs, v);
+      load_cols(planes + (z * m + p.row) * n, p.col, p.count, plane_pairs, v);
       acc[0] += v[0];
       acc[1] += v[1];
     }
-    epilogue(epilogue.row(row), col, count, acc);
+    epilogue(epilogue.row(p.row), p.col, p.count, acc);
   }
 }
 
@@ -681,7 +679,7 @@ void launch_gemm(const Gemm& g, LoadA a, LoadB b, Epilogue epilogue, float* plan
   DDPM_LAUNCH((conv_gemm_bf16<Block, LoadA, LoadB, Epilogue>), grid, Block::kThreads,
               Block::kSmemBytes)(g.m, g.n, g.k, k_slice, a, b, epilogue, planes);
   if (splits > 1)
-    DDPM_LAUNCH(reduce_planes<Epilogue>, grid_for(g.m * ((g.n + 1) / 2)), kThreads)(
+    DDPM_LAUNCH(reduce_planes<Epilogue>, grid_for(g.m * ColumnPair::pairs(g.n)), kThreads)(
         g.m, g.n, splits, planes, epilogue);
 }
 

@@ -178,18 +178,29 @@ __global__ void transpose_kernel(int64_t rows, int64_t cols, const In* a, Out* b
 
 // y (M, Cout) = conv + b[co] + per_sample[n, co] + residual, each addend optional, in fp32;
 // conv may be y itself (fp32, in place). A: the storage of y and the residual (fp32, or bf16
-// bits for bf16 activations).
+// bits for bf16 activations). A thread per pair of adjacent channels (storage.cuh): two
+// divisions (its row, its sample) per pair, each operand moved a pair at a time when
+// `paired` (every pointer's rows pair up).
 template <class T, class A>
-__global__ void epilogue_kernel(int64_t m, int64_t c_out, int64_t pixels, const T* conv,
-                                const float* b, const float* per_sample, const A* residual,
-                                A* y) {
-  DDPM_GRID_STRIDE(i, m * c_out) {
-    const int64_t co = i % c_out, n = i / (c_out * pixels);
-    float v = load(conv, i);
-    if (b) v += b[co];
-    if (per_sample) v += per_sample[n * c_out + co];
-    if (residual) v += load(residual, i);
-    store(y, i, v);
+__global__ void epilogue_kernel(int64_t m, int64_t c_out, int64_t pixels, bool paired,
+                                const T* conv, const float* b, const float* per_sample,
+                                const A* residual, A* y) {
+  DDPM_GRID_STRIDE(i, m * ColumnPair::pairs(c_out)) {
+    const ColumnPair p(i, c_out);
+    const int64_t at = p.row * c_out;
+    float v[2], r[2];
+    load_cols(conv + at, p.col, p.count, paired, v);
+    const float* sample = per_sample ? per_sample + p.row / pixels * c_out : nullptr;
+    for (int e = 0; e < p.count; ++e) {
+      if (b) v[e] += b[p.col + e];
+      if (sample) v[e] += sample[p.col + e];
+    }
+    if (residual) {
+      load_cols(residual + at, p.col, p.count, paired, r);
+      v[0] += r[0];
+      v[1] += r[1];
+    }
+    store_cols(y + at, p.col, p.count, paired, v);
   }
 }
 
@@ -432,8 +443,10 @@ void forward(const Conv2dShape& s, const Plan& p, const A* x, const float* w, co
                                      &zero, p.y, yc));
   const int64_t pixels = s.out_h() * s.out_w(), m = s.n * pixels;
   if (kBf16 || b || per_sample || residual)
-    DDPM_LAUNCH((epilogue_kernel<T, A>), grid_for(m * s.c_out), kThreads)(
-        m, s.c_out, pixels, yc, b, per_sample, residual, y);
+    DDPM_LAUNCH((epilogue_kernel<T, A>), grid_for(m * ColumnPair::pairs(s.c_out)), kThreads)(
+        m, s.c_out, pixels,
+        rows_pair(s.c_out, yc) && rows_pair(s.c_out, residual) && rows_pair(s.c_out, y), yc, b,
+        per_sample, residual, y);
 }
 
 template <class T, class A>

@@ -150,9 +150,20 @@ struct Bf16Workspace {
 BroadcastShape bias_shape(const LinearShape& s) { return BroadcastShape{1, s.m, s.n, false}; }
 
 // y (m, n) = bf16(acc + b): the forward's bias add and its one rounding, for bf16 activations.
-__global__ void add_bias_to_bf16(int64_t m, int64_t n, const float* acc, const float* b,
-                                 uint16_t* y) {
-  DDPM_GRID_STRIDE(i, m * n) store(y, i, b ? acc[i] + b[i % n] : acc[i]);
+// A thread per pair of adjacent columns (storage.cuh): one division finds the bias column of
+// two elements, moved as an 8-byte read and a 4-byte store when `paired`.
+__global__ void add_bias_to_bf16(int64_t m, int64_t n, bool paired, const float* acc,
+                                 const float* b, uint16_t* y) {
+  DDPM_GRID_STRIDE(i, m * ColumnPair::pairs(n)) {
+    const ColumnPair p(i, n);
+    float v[2];
+    load_cols(acc + p.row * n, p.col, p.count, paired, v);
+    if (b) {
+      v[0] += b[p.col];
+      if (p.count == 2) v[1] += b[p.col + 1];
+    }
+    store_cols(y + p.row * n, p.col, p.count, paired, v);
+  }
 }
 
 }  // namespace
@@ -229,7 +240,8 @@ void linear_bf16_forward(const LinearShape& s, const uint16_t* x, const float* w
   const uint16_t* wb = ws.weights(w, w_bf16, s.k * s.n);
   float* acc = reinterpret_cast<float*>(ws.next);
   forward_product(Operands::Bf16, s, x, wb, acc);
-  DDPM_LAUNCH(add_bias_to_bf16, grid_for(s.m * s.n), kThreads)(s.m, s.n, acc, b, y);
+  DDPM_LAUNCH(add_bias_to_bf16, grid_for(s.m * ColumnPair::pairs(s.n)), kThreads)(
+      s.m, s.n, rows_pair(s.n, acc) && rows_pair(s.n, y), acc, b, y);
 }
 
 int64_t linear_bf16_activations_backward_workspace(const LinearShape& s) {

@@ -73,6 +73,21 @@ __device__ __forceinline__ void store_cols(T* p, int64_t col, int count, bool pa
   }
 }
 
+// A kernel that walks an (m, n) matrix a pair of adjacent columns at a time (m * pairs(n)
+// threads' worth): pair i is columns col, col + 1 of row `row`, the second only when count
+// is 2. One division per pair finds the row.
+struct ColumnPair {
+  __host__ __device__ static int64_t pairs(int64_t n) { return (n + 1) / 2; }
+  int64_t row, col;
+  int count;
+  __device__ ColumnPair(int64_t i, int64_t n) {
+    const int64_t per_row = pairs(n);
+    row = i / per_row;
+    col = 2 * (i - row * per_row);
+    count = col + 1 < n ? 2 : 1;
+  }
+};
+
 // Host side: whether rows of `ld` elements from `base` (null: absent, no constraint) hold
 // their even columns at two-element alignment, so that load_cols/store_cols may pair them.
 template <class T>
