@@ -573,7 +573,7 @@ conv_gemm_bf16(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB 
   // thread holds, per m tile, two rows (h = e >> 1) of one adjacent column pair per n tile.
   const int g = lane / 4, t = lane % 4;
   float* const plane = gridDim.z > 1 ? planes + blockIdx.z * m * n : nullptr;
-  const bool plane_pairs = n % 2 == 0;  // the planes' base is 256-byte aligned (Carve)
+  const bool plane_pairs = n % 2 == 0;  // the planes are 8-byte aligned (launch_gemm checks)
 #pragma unroll
   for (int i = 0; i < kMT; ++i)
 #pragma unroll
@@ -668,6 +668,8 @@ struct Gemm {
 template <class Block, class LoadA, class LoadB, class Epilogue>
 void launch_gemm(const Gemm& g, LoadA a, LoadB b, Epilogue epilogue, float* planes) {
   const int splits = g.splits();
+  CHECK(splits == 1 || reinterpret_cast<uintptr_t>(planes) % (2 * sizeof(float)) == 0,
+        "the bf16 convolution's split-K planes must be 8-byte aligned (stored in pairs)");
   const int64_t k_slice = ((g.k + splits - 1) / splits + kBK - 1) / kBK * kBK;  // whole stages
   const dim3 grid(static_cast<unsigned>((g.m + Block::kBM - 1) / Block::kBM),
                   static_cast<unsigned>((g.n + Block::kBN - 1) / Block::kBN),
