@@ -36,15 +36,15 @@ namespace ddpm::test {
 // run and memcheck run everything. DDPM_TEST_SMALL_SHAPES=0 (or empty) asks for every shape,
 // also of the emulated executables, which otherwise set it to 1 (for a change to a kernel,
 // by hand: the model's shapes take the emulation minutes).
-inline bool small_shapes_only() {
-  const char* v = std::getenv("DDPM_TEST_SMALL_SHAPES");
+// A flag from the environment: set, and neither empty nor "0".
+inline bool env_flag(const char* name) {
+  const char* v = std::getenv(name);
   return v != nullptr && std::string(v) != "0" && std::string(v) != "";
 }
 
-inline bool gpu_required() {
-  const char* v = std::getenv("DDPM_REQUIRE_GPU");
-  return v != nullptr && std::string(v) != "0" && std::string(v) != "";
-}
+inline bool small_shapes_only() { return env_flag("DDPM_TEST_SMALL_SHAPES"); }
+
+inline bool gpu_required() { return env_flag("DDPM_REQUIRE_GPU"); }
 
 // A tensor of Philox normals times `scale`, converted to dtype (f32 or f64), on the CPU.
 inline Tensor random_tensor(const Shape& shape, uint64_t stream, DType dtype = DType::F64,

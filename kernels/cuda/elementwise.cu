@@ -131,8 +131,7 @@ void mul_accumulate(int64_t n, const float* a, const float* b, float* y) {
   LAUNCH(mul_accumulate_kernel, n, n, a, b, y);
 }
 void broadcast_add_forward(const BroadcastShape& s, const float* x, const float* v, float* y) {
-  const auto aligned16 = [](const float* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-  if (s.c % 4 == 0 && aligned16(x) && aligned16(v) && aligned16(y)) {
+  if (rows_align(s.c, x, 4) && rows_align(s.c, v, 4) && rows_align(s.c, y, 4)) {
     LAUNCH(broadcast_add_kernel<float4>, s.n * s.s * s.c / 4, s, s.c / 4,
            reinterpret_cast<const float4*>(x), reinterpret_cast<const float4*>(v),
            reinterpret_cast<float4*>(y));

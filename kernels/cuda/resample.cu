@@ -99,9 +99,7 @@ template <class Word, class T>
 bool copy_as(const SliceShape& s, const T* src, T* dst) {
   constexpr int64_t k = sizeof(Word) / sizeof(T);
   static_assert(sizeof(Word) % sizeof(T) == 0, "a Word holds whole elements");
-  if (s.cols % k != 0 || s.src_ld % k != 0 || s.dst_ld % k != 0 ||
-      reinterpret_cast<uintptr_t>(src) % sizeof(Word) != 0 ||
-      reinterpret_cast<uintptr_t>(dst) % sizeof(Word) != 0)
+  if (s.cols % k != 0 || !rows_align(s.src_ld, src, k) || !rows_align(s.dst_ld, dst, k))
     return false;
   slice<false>(SliceShape{s.rows, s.cols / k, s.src_ld / k, s.dst_ld / k},
                reinterpret_cast<const Word*>(src), reinterpret_cast<Word*>(dst));

@@ -88,11 +88,16 @@ struct ColumnPair {
   }
 };
 
-// Host side: whether rows of `ld` elements from `base` (null: absent, no constraint) hold
-// their even columns at two-element alignment, so that load_cols/store_cols may pair them.
+// Host side: whether rows of `ld` elements from `base` (null: absent, no constraint) let any
+// k consecutive elements starting at a multiple of k move as one k-element word: ld a
+// multiple of k and base aligned to k elements. k = 2: load_cols / store_cols's pairs.
+template <class T>
+inline bool rows_align(int64_t ld, const T* base, int64_t k) {
+  return ld % k == 0 && reinterpret_cast<uintptr_t>(base) % (k * sizeof(T)) == 0;
+}
 template <class T>
 inline bool rows_pair(int64_t ld, const T* base) {
-  return ld % 2 == 0 && reinterpret_cast<uintptr_t>(base) % (2 * sizeof(T)) == 0;
+  return rows_align(ld, base, 2);
 }
 
 }  // namespace ddpm::cuda
