@@ -134,6 +134,22 @@ Tensor concat(const std::vector<Tensor>& xs);          // along the last (channe
 std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes);  // last axis
 Tensor reshape(const Tensor& x, const Shape& shape);   // a view, recorded for autograd
 
+// ---- upsample + convolution (engine/ops/upsample_conv.cpp) ----
+// conv2d(upsample_nearest2x(x), w, b, Conv2dParams::same(3)) for a 3x3 w (the U-Net's
+// upsampler), computed by output phase (kernels/upsample_conv.h): four 2x2 convolutions of x
+// itself with folded kernels, interleaved. 4/9 of the multiply-adds, and the 4x larger
+// upsampled map is never written. Equal to the two ops up to the order of the sums; under a
+// rounding precision the folded kernels are what is rounded (from their fp32 sums, computed
+// in the same order on every device). Counted in engine/flops.h as the convolution of the
+// upsampled map (the model's FLOPs, whatever the algorithm). x (N, H, W, Cin), w (3, 3, Cin,
+// Cout), b (Cout) or undefined -> (N, 2H, 2W, Cout).
+Tensor upsample_conv3x3(const Tensor& x, const Tensor& w, const Tensor& b);
+// Its pieces, recorded ops of their own: w (3, 3, Cin, Cout) -> the four phases' folded
+// kernels (2, 2, Cin, Cout), phase p = 2a + b (a, b: the output's row and column parity);
+// and the four phases' outputs (N, H, W, C) -> the map (N, 2H, 2W, C) they interleave into.
+std::vector<Tensor> fold_upsample_weights(const Tensor& w);
+Tensor interleave_phases(const std::vector<Tensor>& ys);
+
 // ---- attention (engine/ops/attention.cpp) ----
 // Multi-head self-attention: qkv (B, L, 3C) packed [q | k | v] -> (B, L, C); C % heads == 0.
 Tensor attention(const Tensor& qkv, int64_t heads);

@@ -1,4 +1,6 @@
 // Op entry: conv2d on NHWC tensors, weights (KH, KW, Cin, Cout), per-side padding.
+#include <optional>
+
 #include "engine/flops.h"
 #include "engine/ops.h"
 #include "engine/ops/op_util.h"
@@ -132,12 +134,14 @@ bool gpu_reads_bf16(const Tensor& x, const Tensor& w, const Tensor& b, const Ten
 // conv2d_add on bf16 activations on the GPU (kernels/cuda/conv2d.cuh's bf16 entries: v4 or
 // cuDNN): y, dx and the residual's gradient bf16; w, b, v and their gradients fp32.
 Tensor conv2d_add_bf16(const Tensor& x, const Tensor& w, const Tensor& b,
-                       const Conv2dParams& p, const Tensor& v, const Tensor& r) {
+                       const Conv2dParams& p, const Tensor& v, const Tensor& r,
+                       std::optional<uint64_t> counted) {
   const Conv2dShape s = checked_shape(x, w, b, p, v, r);
+  const uint64_t flops = counted.value_or(conv2d_flops(s));
   const BroadcastShape bs{s.n, s.out_h() * s.out_w(), s.c_out, true};
   Tensor y = Tensor::empty(Shape{s.n, s.out_h(), s.out_w(), s.c_out}, DType::BF16, x.device());
-  count_matmul_flops(conv2d_flops(s));
   using detail::bf16_bits;
+  count_matmul_flops(flops);
   {
     OpTimer timer("conv2d", true);
     DDPM_CUDA_ONLY(
@@ -148,14 +152,13 @@ Tensor conv2d_add_bf16(const Tensor& x, const Tensor& w, const Tensor& b,
                              bf16_copy_of(w)));
   }
   if (should_record({x, w, b, v, r})) {
-    tape().record("conv2d", {y}, [s, bs, x, w, gx = grad_ref(x), gw = grad_ref(w),
+    tape().record("conv2d", {y}, [s, bs, flops, x, w, gx = grad_ref(x), gw = grad_ref(w),
                                   gb = grad_ref(b), gv = grad_ref(v),
                                   gr = grad_ref(r)](const std::vector<Tensor>& g) {
       const GradTarget dx = grad_target(gx);  // written outright if it is the first
       const Tensor dw = detail::grad_or_null(gw), db = detail::grad_or_null(gb);
       if (dx.buffer.defined() || dw.defined() || db.defined()) {
-        count_matmul_flops(conv2d_flops(s) *
-                           ((dx.buffer.defined() ? 1 : 0) + (dw.defined() ? 1 : 0)));
+        count_matmul_flops(flops * ((dx.buffer.defined() ? 1 : 0) + (dw.defined() ? 1 : 0)));
         OpTimer timer("conv2d backward", true);
         DDPM_CUDA_ONLY(
             const Tensor ws =
@@ -174,11 +177,12 @@ Tensor conv2d_add_bf16(const Tensor& x, const Tensor& w, const Tensor& b,
 }
 
 // dx (written outright by the GPU's kernels and oneDNN's when dx_to says Assign; the CPU
-// reference adds into zeros), dw, db (any may be undefined) of y = conv(x, w) + b.
+// reference adds into zeros), dw, db (any may be undefined) of y = conv(x, w) + b; each
+// product counted as `flops`.
 void conv_backward(const Conv2dShape& s, const Tensor& x, const Tensor& w, const Tensor& dy,
-                   const GradTarget& dx_to, const Tensor& dw, const Tensor& db) {
+                   const GradTarget& dx_to, const Tensor& dw, const Tensor& db, uint64_t flops) {
   const Tensor dx = detail::buffer_for(dx_to, !detail::runs_cpu_reference(x));
-  count_matmul_flops(conv2d_flops(s) * ((dx.defined() ? 1 : 0) + (dw.defined() ? 1 : 0)));
+  count_matmul_flops(flops * ((dx.defined() ? 1 : 0) + (dw.defined() ? 1 : 0)));
   // Under bf16 the data and weight gradients multiply rounded operands and the bias
   // gradient sums the fp32 incoming gradient (what v4 does): two calls.
   const bool split = detail::rounds_operands(x) && x.device() == Device::CPU;
@@ -216,15 +220,14 @@ void conv_backward(const Conv2dShape& s, const Tensor& x, const Tensor& w, const
   });
 }
 
-}  // namespace
-
-Tensor conv2d_add(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p,
-                  const Tensor& v, const Tensor& r) {
+// conv2d_add, each product counted as `counted`, or as conv2d_flops when it is empty.
+Tensor conv2d_add_impl(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p,
+                       const Tensor& v, const Tensor& r, std::optional<uint64_t> counted) {
   CHECK(x.defined() && w.defined(), "op 'conv2d': x and w must be defined");
-  if (gpu_reads_bf16(x, w, b, v, r)) return conv2d_add_bf16(x, w, b, p, v, r);
+  if (gpu_reads_bf16(x, w, b, v, r)) return conv2d_add_bf16(x, w, b, p, v, r, counted);
   if (detail::any_bf16({x, w, b, v, r}))  // the CPU, and the GPU's other kernels
-    return cast(conv2d_add(detail::widen(x), detail::widen(w), detail::widen(b), p,
-                           detail::widen(v), detail::widen(r)),
+    return cast(conv2d_add_impl(detail::widen(x), detail::widen(w), detail::widen(b), p,
+                                detail::widen(v), detail::widen(r), counted),
                 DType::BF16);
   detail::check_float("conv2d", "x", x);
   for (const Tensor* t : {&w, &b, &v, &r})
@@ -233,7 +236,8 @@ Tensor conv2d_add(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2
   const Shape y_shape{s.n, s.out_h(), s.out_w(), s.c_out};
   const BroadcastShape bs{s.n, s.out_h() * s.out_w(), s.c_out, true};
   Tensor y = Tensor::empty(y_shape, x.dtype(), x.device());
-  count_matmul_flops(conv2d_flops(s));
+  const uint64_t flops = counted.value_or(conv2d_flops(s));
+  count_matmul_flops(flops);
   // The CPU kernels get rounded operands under Precision::BF16 / TF32; the CUDA kernels
   // (v4 / v3, cuDNN) round them themselves (v4 also adds v and r in its epilogue).
   const bool on_cpu = x.device() == Device::CPU;
@@ -255,12 +259,12 @@ Tensor conv2d_add(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2
                              ptr_or_null<float>(v), ptr_or_null<float>(r), bf16_copy_of(w)));
   });
   if (should_record({x, w, b, v, r})) {
-    tape().record("conv2d", {y}, [s, bs, x, w, gx = grad_ref(x), gw = grad_ref(w),
+    tape().record("conv2d", {y}, [s, bs, flops, x, w, gx = grad_ref(x), gw = grad_ref(w),
                                   gb = grad_ref(b), gv = grad_ref(v),
                                   gr = grad_ref(r)](const std::vector<Tensor>& g) {
       const Tensor dw = detail::grad_or_null(gw), db = detail::grad_or_null(gb);
       if (gx || dw.defined() || db.defined())
-        conv_backward(s, x, w, g[0], grad_target(gx), dw, db);
+        conv_backward(s, x, w, g[0], grad_target(gx), dw, db, flops);
       if (gv) detail::broadcast_add_grad(bs, g[0], grad_target(gv));  // y = ... + v[n]
       // y = ... + r: last, so that g[0], read above, may become r's gradient
       if (gr) detail::add_to_grad(gr, g[0], detail::GradSource::HandOver);
@@ -268,5 +272,19 @@ Tensor conv2d_add(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2
   }
   return y;
 }
+
+}  // namespace
+
+Tensor conv2d_add(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p,
+                  const Tensor& v, const Tensor& r) {
+  return conv2d_add_impl(x, w, b, p, v, r, std::nullopt);
+}
+
+namespace detail {
+Tensor conv2d_counted(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p,
+                      uint64_t flops) {
+  return conv2d_add_impl(x, w, b, p, Tensor(), Tensor(), flops);
+}
+}  // namespace detail
 
 }  // namespace ddpm

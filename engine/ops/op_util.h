@@ -100,6 +100,13 @@ inline Tensor cuda_workspace(int64_t floats) {
 // dv is v's first gradient (the time embedding's, in a ResBlock). engine/ops/elementwise.cpp.
 void broadcast_add_grad(const BroadcastShape& s, const Tensor& g, const GradTarget& dv);
 
+// conv2d(x, w, b, p) counting `flops` for each of its products (the forward, dx, dw) in
+// engine/flops.h's count instead of its own: for an op made of convolutions that stand for
+// another one (upsample_conv3x3's four phases each count a quarter of the convolution of the
+// upsampled map they compute: the model's FLOPs, whatever the algorithm). engine/ops/conv2d.cpp.
+Tensor conv2d_counted(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p,
+                      uint64_t flops);
+
 // Under Precision::BF16 / TF32, an f32 operand of a matrix product rounded to bf16 / TF32 (a
 // new tensor on the same device); under F32, t itself.
 bool rounds_operands(const Tensor& t);

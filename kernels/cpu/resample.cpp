@@ -33,6 +33,33 @@ void upsample_nearest2x_backward(const UpsampleShape& s, const T* dy, T* dx) {
   }
 }
 
+namespace {
+// Calls f(output pixel, phase p, input pixel) for every pixel of the four phases.
+template <class F>
+void for_each_phase_pixel(const UpsampleShape& s, F f) {
+  const int64_t ow_n = 2 * s.w;
+#pragma omp parallel for schedule(static)
+  for (int64_t row = 0; row < s.n * s.h; ++row)  // row = n * H + i
+    for (int a = 0; a < 2; ++a)
+      for (int64_t j = 0; j < s.w; ++j)
+        for (int b = 0; b < 2; ++b) f((2 * row + a) * ow_n + 2 * j + b, 2 * a + b, row * s.w + j);
+}
+}  // namespace
+
+template <class T>
+void interleave_phases_forward(const UpsampleShape& s, const T* const (&ys)[4], T* y) {
+  for_each_phase_pixel(s, [&](int64_t out, int p, int64_t in) {
+    for (int64_t c = 0; c < s.c; ++c) y[out * s.c + c] = ys[p][in * s.c + c];
+  });
+}
+
+template <class T>
+void interleave_phases_backward(const UpsampleShape& s, const T* dy, T* const (&dys)[4]) {
+  for_each_phase_pixel(s, [&](int64_t out, int p, int64_t in) {
+    for (int64_t c = 0; c < s.c; ++c) dys[p][in * s.c + c] = dy[out * s.c + c];
+  });
+}
+
 template <class T>
 void slice_copy(const SliceShape& s, const T* src, T* dst) {
 #pragma omp parallel for schedule(static)
@@ -50,6 +77,8 @@ void slice_accumulate(const SliceShape& s, const T* src, T* dst) {
 #define INSTANTIATE(T)                                                                  \
   template void upsample_nearest2x_forward<T>(const UpsampleShape&, const T*, T*);      \
   template void upsample_nearest2x_backward<T>(const UpsampleShape&, const T*, T*);     \
+  template void interleave_phases_forward<T>(const UpsampleShape&, const T* const(&)[4], T*); \
+  template void interleave_phases_backward<T>(const UpsampleShape&, const T*, T* const(&)[4]); \
   template void slice_copy<T>(const SliceShape&, const T*, T*);                         \
   template void slice_accumulate<T>(const SliceShape&, const T*, T*);
 INSTANTIATE(float)

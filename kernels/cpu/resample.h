@@ -14,6 +14,14 @@ void upsample_nearest2x_forward(const UpsampleShape& s, const T* x /* (N,H,W,C) 
 template <class T>
 void upsample_nearest2x_backward(const UpsampleShape& s, const T* dy, T* dx);
 
+// The four output phases of an upsample-conv (kernels/upsample_conv.h) interleaved into one
+// map and back: y[n, 2i + a, 2j + b, c] = ys[2a + b][n, i, j, c]; s is the shape of each ys.
+template <class T>
+void interleave_phases_forward(const UpsampleShape& s, const T* const (&ys)[4], T* y);
+// dys[2a + b][n, i, j, c] = dy[n, 2i + a, 2j + b, c] (written, not added)
+template <class T>
+void interleave_phases_backward(const UpsampleShape& s, const T* dy, T* const (&dys)[4]);
+
 // dst[r, 0..cols) = src[r, 0..cols)   (row strides src_ld, dst_ld)
 template <class T> void slice_copy(const SliceShape& s, const T* src, T* dst);
 // dst[r, 0..cols) += src[r, 0..cols)

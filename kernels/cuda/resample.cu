@@ -1,14 +1,17 @@
-// Nearest 2x upsampling and strided block copies (channel concat/split) on the GPU.
+// Nearest 2x upsampling, the upsample-conv's phase interleaving, and strided block copies
+// (channel concat/split) on the GPU.
 //
 // Work mapping: the upsample, both ways, one thread per INPUT element (the forward scatters
-// it to its 2x2 block of copies, the backward gathers their four gradients), so no two
-// threads write the same address and no atomics are needed; the slices, one thread per
-// element, or per 16-, 8- or 4-byte word of a copy whose layout allows it. Consecutive
+// it to its 2x2 block of copies, the backward gathers their four gradients; the phases'
+// interleaving the same with four sources), so no two threads write the same address and no
+// atomics are needed; the slices, one thread per element, or per 16-, 8- or 4-byte word of a
+// copy whose layout allows it (the interleaving too). Consecutive
 // threads touch consecutive channels, so loads and stores coalesce along C. Memory-bound.
 #include "engine/cuda_check.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/resample.cuh"
 #include "kernels/cuda/storage.cuh"
+#include "kernels/cuda/upsample_conv.cuh"
 
 namespace ddpm::cuda {
 
@@ -57,6 +60,34 @@ __global__ void upsample_backward_kernel(UpsampleShape s, const T* dy, T* dx, bo
   }
 }
 
+// The four output phases of an upsample-conv (kernels/upsample_conv.h) in and out of one
+// map: the upsample's mapping with a source (or destination) per copy of the 2x2 block,
+// phase p = 2a + b at row a, column b of it. Both directions copy bits, so T may be a Word
+// of several elements (interleave_as below).
+template <class T>
+__global__ void interleave_kernel(UpsampleShape s, Phases<const T> ys, T* y) {
+  const int64_t ow_n = 2 * s.w;
+  DDPM_GRID_STRIDE(i, s.n * s.h * s.w * s.c) {
+    const int64_t q = UpsamplePixel(s, i).top_left;
+    y[q] = ys.p[0][i];
+    y[q + s.c] = ys.p[1][i];
+    y[q + ow_n * s.c] = ys.p[2][i];
+    y[q + ow_n * s.c + s.c] = ys.p[3][i];
+  }
+}
+
+template <class T>
+__global__ void deinterleave_kernel(UpsampleShape s, const T* dy, Phases<T> dys) {
+  const int64_t ow_n = 2 * s.w;
+  DDPM_GRID_STRIDE(i, s.n * s.h * s.w * s.c) {
+    const int64_t q = UpsamplePixel(s, i).top_left;
+    dys.p[0][i] = dy[q];
+    dys.p[1][i] = dy[q + s.c];
+    dys.p[2][i] = dy[q + ow_n * s.c];
+    dys.p[3][i] = dy[q + ow_n * s.c + s.c];
+  }
+}
+
 template <bool kAccumulate, class T>
 __global__ void slice_kernel(SliceShape s, const T* src, T* dst) {
   DDPM_GRID_STRIDE(i, s.rows * s.cols) {
@@ -88,6 +119,46 @@ template <bool kAccumulate, class T>
 void slice(const SliceShape& s, const T* src, T* dst) {
   if (s.rows * s.cols == 0) return;
   DDPM_LAUNCH((slice_kernel<kAccumulate, T>), grid_for(s.rows * s.cols), kThreads)(s, src, dst);
+}
+
+// The phases' copies in Words of k elements of T when C and every address allow (the
+// U-Net's channel counts are multiples of 8: 16-byte Words, 8 bf16 or 4 fp32 per thread and
+// division), else element by element. Returns false, copying nothing, when they do not.
+template <class Word, class T, class U>
+bool phases_fit(const UpsampleShape& s, const T* y, U* const (&ys)[4]) {
+  constexpr int64_t k = sizeof(Word) / sizeof(T);
+  bool fit = s.c % k == 0 && rows_align(s.c, y, k);
+  for (const T* p : ys) fit = fit && rows_align(s.c, p, k);
+  return fit;
+}
+
+template <class Word, class T>
+UpsampleShape in_words(const UpsampleShape& s) {
+  return {s.n, s.h, s.w, s.c / static_cast<int64_t>(sizeof(Word) / sizeof(T))};
+}
+
+template <class Word, class T>
+bool interleave_as(const UpsampleShape& s, const T* const (&ys)[4], T* y) {
+  if (!phases_fit<Word>(s, y, ys)) return false;
+  const UpsampleShape w = in_words<Word, T>(s);
+  Phases<const Word> from;
+  for (int p = 0; p < 4; ++p) from.p[p] = reinterpret_cast<const Word*>(ys[p]);
+  if (w.n * w.h * w.w * w.c > 0)
+    DDPM_LAUNCH(interleave_kernel<Word>, grid_for(w.n * w.h * w.w * w.c), kThreads)(
+        w, from, reinterpret_cast<Word*>(y));
+  return true;
+}
+
+template <class Word, class T>
+bool deinterleave_as(const UpsampleShape& s, const T* dy, T* const (&dys)[4]) {
+  if (!phases_fit<Word>(s, dy, dys)) return false;
+  const UpsampleShape w = in_words<Word, T>(s);
+  Phases<Word> to;
+  for (int p = 0; p < 4; ++p) to.p[p] = reinterpret_cast<Word*>(dys[p]);
+  if (w.n * w.h * w.w * w.c > 0)
+    DDPM_LAUNCH(deinterleave_kernel<Word>, grid_for(w.n * w.h * w.w * w.c), kThreads)(
+        w, reinterpret_cast<const Word*>(dy), to);
+  return true;
 }
 
 // A copy moves bits, so when the column count, both row strides and both addresses are
@@ -130,6 +201,25 @@ void slice_copy(const SliceShape& s, const uint16_t* src, uint16_t* dst) {
   if (!copy_as<uint4>(s, src, dst) && !copy_as<uint2>(s, src, dst) &&
       !copy_as<uint32_t>(s, src, dst))
     slice<false>(s, src, dst);
+}
+// the widest Word the layout allows, as slice_copy below
+void interleave_phases_forward(const UpsampleShape& s, const float* const (&ys)[4], float* y) {
+  interleave_as<float4>(s, ys, y) || interleave_as<float2>(s, ys, y) ||
+      interleave_as<float>(s, ys, y);
+}
+void interleave_phases_forward(const UpsampleShape& s, const uint16_t* const (&ys)[4],
+                               uint16_t* y) {
+  interleave_as<uint4>(s, ys, y) || interleave_as<uint2>(s, ys, y) ||
+      interleave_as<uint32_t>(s, ys, y) || interleave_as<uint16_t>(s, ys, y);
+}
+void interleave_phases_backward(const UpsampleShape& s, const float* dy, float* const (&dys)[4]) {
+  deinterleave_as<float4>(s, dy, dys) || deinterleave_as<float2>(s, dy, dys) ||
+      deinterleave_as<float>(s, dy, dys);
+}
+void interleave_phases_backward(const UpsampleShape& s, const uint16_t* dy,
+                                uint16_t* const (&dys)[4]) {
+  deinterleave_as<uint4>(s, dy, dys) || deinterleave_as<uint2>(s, dy, dys) ||
+      deinterleave_as<uint32_t>(s, dy, dys) || deinterleave_as<uint16_t>(s, dy, dys);
 }
 void slice_accumulate(const SliceShape& s, const float* src, float* dst) {
   slice<true>(s, src, dst);
