@@ -1,7 +1,8 @@
 // cpu-bench: the CPU kernels, reference (kernels/cpu) and fast (kernels/cpu_fast: oneDNN,
 // OpenBLAS), timed op by op at the shapes of the models the CPU trains, plus the
 // convolution done as im2col + OpenBLAS SGEMM (the other way to hand a convolution to a
-// library), and whole training steps.
+// library), the U-Net's upsamplers both ways (upsample then conv, and by output phase), and
+// whole training steps (the CIFAR-10 one also with the upsamplers as upsample then conv).
 //
 //   cpu-bench [ops] [step] [--threads N] [--reps N] [--json FILE]
 //             [--config tiny.json|fashion.json|cifar10_ddpm.json] [--kernels reference|fast]
@@ -155,6 +156,44 @@ void bench_ops(const Options& o) {
         }, o.reps), flops);
 #endif
   }
+  // The upsamplers through the engine's ops (the CPU kernels cpu_kernels selects), forward
+  // and forward + the tape's backward: upsample_nearest2x then a 3x3 conv2d, against
+  // upsample_conv3x3 (by output phase: four 2x2 convolutions of the small map). GFLOP/s of
+  // the model's FLOPs (the 3x3 convolution of the upsampled map) for both.
+  const ConvCase ups[] = {{"fashion 7x7->14x14", 32, 7, 64, 64},
+                          {"cifar 16x16->32x32", 4, 16, 256, 256}};
+  const CpuKernels kernels_before = cpu_kernels();
+  for (const ConvCase& c : ups) {
+    Tensor x = randn(Shape{c.n, c.h, c.h, c.c_in}, 7, 11);
+    Tensor w = scale(randn(Shape{3, 3, c.c_in, c.c_out}, 7, 12), 0.05);
+    Tensor b = randn(Shape{c.c_out}, 7, 13);
+    const Tensor dy = randn(Shape{c.n, 2 * c.h, 2 * c.h, c.c_out}, 7, 14);
+    for (Tensor* t : {&x, &w, &b}) t->set_requires_grad(true);
+    const double flops = 2.0 * c.n * (2 * c.h) * (2 * c.h) * c.c_out * 9 * c.c_in;
+    char shape[64];
+    std::snprintf(shape, sizeof shape, "%s n%lld %lld->%lld", c.name, (long long)c.n,
+                  (long long)c.c_in, (long long)c.c_out);
+    for (const CpuKernels k : {CpuKernels::Reference, CpuKernels::Fast}) {
+      if (k == CpuKernels::Fast && !cpu_fast_kernels_built()) continue;
+      set_cpu_kernels(k);
+      const std::string kernels = k == CpuKernels::Fast ? "fast" : "reference";
+      for (const bool by_phase : {false, true}) {
+        const auto op = [&] {
+          return by_phase ? upsample_conv3x3(x, w, b)
+                          : conv2d(upsample_nearest2x(x), w, b, Conv2dParams::same(3));
+        };
+        const std::string variant = kernels + (by_phase ? ", by phase" : ", upsample+conv");
+        row("upsample fwd", shape, variant, median_seconds([&] {
+              NoGradGuard no_grad;
+              op();
+            }, o.reps), flops);
+        row("upsample f+b", shape, variant, median_seconds([&] {
+              tape().backward(op(), dy);
+            }, o.reps), 3 * flops);
+      }
+    }
+  }
+  set_cpu_kernels(kernels_before);
   // linear: the CIFAR model's time-embedding MLP and an attention projection at 16x16
   for (const LinearShape& s : {LinearShape{128, 512, 512}, LinearShape{4 * 256, 256, 768}}) {
     const std::vector<float> x = randoms(s.m * s.k, 1), w = randoms(s.k * s.n, 2), b = randoms(s.n, 3);
@@ -179,11 +218,15 @@ void bench_steps(const Options& o) {
     const char* config;
     std::vector<std::string> overrides;
     bool sample;
+    const char* note = "";  // beside the kernels' name: what the overrides change
   };
   const std::string dir = std::string(DDPM_SOURCE_DIR) + "/configs/";
-  const StepCase cases[] = {{"tiny.json", {"batch_size=16"}, true},
-                            {"fashion.json", {"batch_size=32"}, true},
-                            {"cifar10_ddpm.json", {"batch_size=4"}, false}};
+  const StepCase cases[] = {
+      {"tiny.json", {"batch_size=16"}, true},
+      {"fashion.json", {"batch_size=32"}, true},
+      {"cifar10_ddpm.json", {"batch_size=4"}, false},
+      {"cifar10_ddpm.json", {"batch_size=4", "upsample_by_phase=false"}, false,
+       ", upsample then conv"}};
   for (const StepCase& c : cases) {
     if (!o.config.empty() && o.config != c.config) continue;
     for (const char* kernels : {"reference", "fast"}) {
@@ -198,7 +241,7 @@ void bench_steps(const Options& o) {
       const double secs = median_seconds([&] { run.step(); }, std::max(3, o.reps / 2));
       char shape[64];
       std::snprintf(shape, sizeof shape, "%s batch %lld", c.config, (long long)config.batch_size);
-      row("train step", shape, kernels, secs, 0, config.batch_size);
+      row("train step", shape, kernels + std::string(c.note), secs, 0, config.batch_size);
       if (c.sample) {  // 16 images, 50 DDIM steps, the EMA weights: what a run ends with
         SamplerConfig sc = config.sampler;
         sc.kind = SamplerKind::Ddim;

@@ -26,6 +26,15 @@ Conv2d::Conv2d(ParameterStore& store, const std::string& name, int64_t in, int64
       b_(store.add(name + ".b", Shape{out})),
       params_(params) {}
 
+Tensor Conv2d::of_upsampled(const Tensor& x) const {
+  const Conv2dParams same = Conv2dParams::same(3);
+  CHECK(w_.shape()[0] == 3 && w_.shape()[1] == 3 && params_.stride == 1 &&
+            params_.pad_top == same.pad_top && params_.pad_left == same.pad_left &&
+            params_.pad_bottom == same.pad_bottom && params_.pad_right == same.pad_right,
+        "Conv2d::of_upsampled: the layer " << w_.describe() << " is not a 3x3 'same' convolution");
+  return upsample_conv3x3(x, w_, b_);
+}
+
 GroupNorm::GroupNorm(ParameterStore& store, const std::string& name, int64_t channels,
                      int64_t groups, double eps)
     : gamma_(store.add(name + ".gamma", Shape{channels}, Init::constant(1.0))),

@@ -44,6 +44,9 @@ class Conv2d {
   Tensor operator()(const Tensor& x, const Tensor& v, const Tensor& r) const {
     return conv2d_add(x, w_, b_, params_, v, r);
   }
+  // This convolution (3x3, 'same') of upsample_nearest2x(x), computed by output phase
+  // without the upsampled map: upsample_conv3x3 (engine/ops.h).
+  Tensor of_upsampled(const Tensor& x) const;
   const Tensor& weight() const { return w_; }
   const Tensor& bias() const { return b_; }
 

@@ -80,6 +80,11 @@ TEST(BenchSmoke, EveryConvolutionRowRuns) {
       EXPECT_EQ(rows.count(std::string(kernel) + " / " + variant), 1u)
           << kernel << " / " << variant;
   EXPECT_EQ(rows.count("conv2d wgrad / v4 bf16, bf16 activations and weight copy"), 0u);
+  // the upsamplers, both ways, forward and with the backward
+  for (const char* kernel : {"upsample+conv fwd", "upsample+conv fwd+bwd"})
+    for (const char* way : {"upsample, then conv (v4 bf16, bf16 activations)",
+                            "by phase (v4 bf16, bf16 activations)"})
+      EXPECT_EQ(rows.count(std::string(kernel) + " / " + way), 1u) << kernel << " / " << way;
   EXPECT_GE(rows.size(), 20u) << "a conv section with few rows";
 }
 
@@ -112,7 +117,7 @@ TEST(BenchSmoke, EveryTrainingStepRowRuns) {
   REQUIRE_GPU();
   nlohmann::json rows;
   const std::map<std::string, int> names = run_section(bench::bench_training_step, &rows);
-  EXPECT_EQ(names.size(), 11u);
+  EXPECT_EQ(names.size(), 12u);
   for (const std::string graph : {"eager ", "CUDA graph "}) {
     for (const std::string precision : {"fp32", "bf16"})
       for (const std::string cudnn : {"", ", cuDNN convolutions"})
@@ -121,6 +126,7 @@ TEST(BenchSmoke, EveryTrainingStepRowRuns) {
     EXPECT_EQ(names.count("training step / " + graph + "bf16, bf16 activations"), 1u) << graph;
   }
   EXPECT_EQ(names.count("training step / eager bf16, bf16 activations, no weight copy"), 1u);
+  EXPECT_EQ(names.count("training step / eager bf16, bf16 activations, upsample then conv"), 1u);
   std::map<std::string, int64_t> launches;
   for (const auto& r : rows) {
     const std::string variant = r["variant"];

@@ -89,6 +89,38 @@ TEST(CudaBf16Storage, DataMovementAndAddAreTheCpusBitsOnTheirOwnKernels) {
   }
 }
 
+// The upsample-conv's interleaving of its four phases (engine/ops.h interleave_phases) on
+// bf16 tensors, both ways: a copy, so the CPU's bits, in 16-, 8-, 4- and 2-byte words for C
+// = 16, 4, 2 and 3 (kernels/cuda/resample.cu interleave_as), with no widening on the GPU.
+TEST(CudaBf16Storage, InterleavedPhasesAreTheCpusBits) {
+  REQUIRE_GPU();
+  for (const int64_t c : {16, 4, 2, 3}) {
+    SCOPED_TRACE(c);
+    const Shape s{2, 3, 5, c};
+    std::vector<std::vector<uint16_t>> results[2];
+    std::string names;
+    for (const Device d : {Device::CPU, Device::CUDA}) {
+      std::vector<Tensor> phases;
+      for (uint64_t p = 0; p < 4; ++p) {
+        phases.push_back(random_bf16(s, 40 + p, d));
+        phases.back().set_requires_grad(true);
+      }
+      if (d == Device::CUDA) set_op_profiling(true);
+      const Tensor y = interleave_phases(phases);
+      tape().backward(y, random_bf16(Shape{2, 6, 10, c}, 45, d));
+      if (d == Device::CUDA) {
+        for (const OpTime& t : op_profile_take()) names += t.name + "; ";
+        set_op_profiling(false);
+      }
+      results[d == Device::CUDA].push_back(bits_of(y));
+      for (const Tensor& p : phases) results[d == Device::CUDA].push_back(bits_of(p.grad()));
+    }
+    for (size_t k = 0; k < results[0].size(); ++k) EXPECT_EQ(results[1][k], results[0][k]) << k;
+    EXPECT_EQ(names.find("cast"), std::string::npos) << "the GPU widened a tensor: " << names;
+    EXPECT_NE(names.find("interleave_phases backward"), std::string::npos) << names;
+  }
+}
+
 // linear on bf16 activations: cublasGemmEx reads x and dy as they are; the CPU runs the f32
 // op on widened copies (precision bf16 rounds w on both). The same bf16 products, summed in
 // fp32 in different orders (2e-4 of the products' magnitude sum, as tests/conv_op_check.h

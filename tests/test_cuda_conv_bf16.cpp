@@ -254,5 +254,38 @@ TEST(CudaConvBf16, TheOpOnBf16ActivationsIsTheCpuOpOnThem) {
   set_precision(Precision::F32);
 }
 
+// upsample_conv3x3 (the U-Net's upsampler by output phase: four 2x2 convolutions of x with
+// folded kernels, engine/ops.h) on v4 against the CPU, both in precision bf16. The folded
+// kernels are the same fp32 sums on both devices (kernels/upsample_conv.h) and round to the
+// same bf16 values, and x and dy round alike, so the products are the same and only the
+// order of their fp32 sums differs: 2e-4 of mag, as for the same bf16 operands above (the
+// magnitudes of a phase's products are at most those of the 3x3 convolution's, since a
+// folded weight's magnitude is at most the sum of its taps'). On bf16 activations each
+// stored y and dx may also round to the neighbouring value: 4.1e-3 of mag, as above.
+// Channels with and without padding to 8; the last case's forward and dgrad split K.
+TEST(CudaConvBf16, UpsampleByPhaseIsTheCpuOnTheSameFoldedKernels) {
+  REQUIRE_GPU();
+  set_precision(Precision::BF16);
+  uint64_t stream = 950;
+  for (const DType activations : {DType::F32, DType::BF16})
+    for (const auto& [x, c_out] : {std::pair{Shape{2, 3, 5, 16}, int64_t{8}},
+                                   std::pair{Shape{2, 4, 4, 5}, int64_t{6}},
+                                   std::pair{Shape{1, 4, 4, 64}, int64_t{16}}}) {
+      SCOPED_TRACE(x.str() + " -> " + std::to_string(c_out) +
+                   (activations == DType::BF16 ? ", bf16 activations" : ""));
+      const std::vector<Tensor> in = {
+          test::random_tensor(x, stream, DType::F32),
+          test::random_tensor({3, 3, x[3], c_out}, stream + 1, DType::F32,
+                              1.0 / std::sqrt(9.0 * x[3])),
+          test::random_tensor({c_out}, stream + 2, DType::F32)};
+      stream += 3;
+      test::expect_op_within(
+          activations == DType::F32 ? 2e-4 : 4.1e-3, in, {0},
+          [](const std::vector<Tensor>& t) { return upsample_conv3x3(t[0], t[1], t[2]); },
+          "v4 by phase", activations);
+    }
+  set_precision(Precision::F32);
+}
+
 }  // namespace
 }  // namespace ddpm

@@ -506,6 +506,30 @@ TEST(CudaOps, Conv2dBothVersionsMatchTheCpu) {
   set_conv_algorithm(ConvAlgorithm::Tiled);
 }
 
+// upsample_conv3x3 (engine/ops.h: four 2x2 convolutions of x with folded kernels, then the
+// phases interleaved) on v2: the folds are the CPU's bits (the same fp32 sums in the same
+// order, kernels/upsample_conv.h), the op and its gradients within the fp32 convolution
+// bounds above; then the interleaving alone, exact, at channel counts whose copies move
+// float4, float2 and single floats (kernels/cuda/resample.cu interleave_as).
+TEST(CudaOps, UpsampleConvByPhaseMatchesTheCpu) {
+  REQUIRE_GPU();
+  const Tensor w = rnd({3, 3, 5, 7}, 1);
+  const std::vector<Tensor> cpu = fold_upsample_weights(w),
+                            gpu = fold_upsample_weights(w.to(Device::CUDA));
+  for (int p = 0; p < 4; ++p)
+    EXPECT_EQ(gpu[p].to(Device::CPU).to_vector<float>(), cpu[p].to_vector<float>()) << p;
+  for (const int64_t c : {16, 5})
+    expect_devices_agree(
+        [](const std::vector<Tensor>& in) { return upsample_conv3x3(in[0], in[1], in[2]); },
+        {rnd({2, 3, 5, c}, 2), rnd({3, 3, c, 6}, 3, 0.3), rnd({6}, 4)}, 2e-4, 2e-4);
+  for (const int64_t c : {16, 6, 5}) {
+    SCOPED_TRACE(c);
+    const Shape s{2, 3, 5, c};
+    expect_devices_agree([](const std::vector<Tensor>& in) { return interleave_phases(in); },
+                         {rnd(s, 5), rnd(s, 6), rnd(s, 7), rnd(s, 8)}, 0.0, 0.0);
+  }
+}
+
 // conv2d_add (the convolution with a per-sample and a residual addend) on v1 and v2: the
 // adds run as separate passes after the GEMM, in the CPU's order; fp32 bounds as above.
 TEST(CudaOps, Conv2dAddMatchesTheCpu) {
@@ -743,7 +767,7 @@ std::vector<float> as_floats(const Tensor& t) {  // exact for bf16; NaN equals n
 }
 
 // dx written outright (GradWrite::Assign) into a buffer of NaNs is, bit for bit, dx added
-// into zeros, for every convolution algo, group norm and linear, f32 and bf16 activations:
+// into zeros (and dw so, for the convolutions), for every convolution algo, group norm and linear, f32 and bf16 activations:
 // so every element is written and none is read. Shapes: odd channels (v4 and cuDNN pad), and
 // a stride-2 TF-'SAME' convolution (cuDNN stages x and crops its gradient back onto dx).
 TEST(CudaOps, FirstGradientsAreWrittenOutright) {
@@ -772,6 +796,17 @@ TEST(CudaOps, FirstGradientsAreWrittenOutright) {
                             nullptr, GradWrite::Assign);
       EXPECT_EQ(written.to(Device::CPU).to_vector<float>(),
                 added.to(Device::CPU).to_vector<float>());
+      // dw likewise (dw_write: the folded kernels of upsample_conv3x3, whose gradients are
+      // new at every step), with the v4 wgrad's padded channels (Cin 5, Cout 9) dropped
+      const int64_t nw = 9 * s.c_in * s.c_out;
+      const Tensor added_w = Tensor::zeros(Shape{nw}, DType::F32, Device::CUDA),
+                   written_w = nans(nw);
+      cuda::conv2d_backward(s, x.data<float>(), w.data<float>(), dy.data<float>(), nullptr,
+                            added_w.data<float>(), nullptr, algo, ws.data<float>());
+      cuda::conv2d_backward(s, x.data<float>(), w.data<float>(), dy.data<float>(), nullptr,
+                            written_w.data<float>(), nullptr, algo, ws.data<float>(), nullptr,
+                            GradWrite::Accumulate, GradWrite::Assign);
+      EXPECT_EQ(as_floats(written_w), as_floats(added_w));
       if (!cuda::conv2d_reads_bf16(algo)) continue;
       const Tensor added16 = Tensor::zeros(Shape{nx}, DType::BF16, Device::CUDA),
                    written16 = nans(nx, DType::BF16);
@@ -780,6 +815,14 @@ TEST(CudaOps, FirstGradientsAreWrittenOutright) {
       cuda::conv2d_backward(s, bits(x16), w.data<float>(), bits(dy16), bits(written16), nullptr,
                             nullptr, algo, ws.data<float>(), nullptr, GradWrite::Assign);
       EXPECT_EQ(as_floats(written16), as_floats(added16));
+      const Tensor added_w16 = Tensor::zeros(Shape{nw}, DType::F32, Device::CUDA),
+                   written_w16 = nans(nw);
+      cuda::conv2d_backward(s, bits(x16), w.data<float>(), bits(dy16), nullptr,
+                            added_w16.data<float>(), nullptr, algo, ws.data<float>());
+      cuda::conv2d_backward(s, bits(x16), w.data<float>(), bits(dy16), nullptr,
+                            written_w16.data<float>(), nullptr, algo, ws.data<float>(), nullptr,
+                            GradWrite::Accumulate, GradWrite::Assign);
+      EXPECT_EQ(as_floats(written_w16), as_floats(added_w16));
     }
   }
   GroupNormShape gs;

@@ -2,6 +2,10 @@
 // gradients of the whole network against finite differences, and config validation.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
 #include "models/config_reader.h"
 #include "models/unet/unet.h"
 #include "tests/gradcheck.h"
@@ -91,10 +95,49 @@ TEST(UNet, GradientsMatchFiniteDifferences) {
   const ForwardMode mode{true, 7, 3};
   std::vector<Tensor> inputs = {test::random_tensor({2, 8, 8, 3}, 1)};
   for (const char* name : {"conv_in.w", "temb.dense0.w", "down.1.attn0.qkv.w", "mid.res1.norm1.gamma",
-                           "up.0.res1.skip.w", "conv_out.b"})
+                           "up.1.upsample.w", "up.0.res1.skip.w", "conv_out.b"})
     inputs.push_back(store.find(name));
   test::expect_gradients_match(
       [&](const std::vector<Tensor>& in) { return net.forward(in[0], {3, 700}, mode); }, inputs);
+}
+
+// upsample_by_phase (the default) computes the upsamplers as four 2x2 convolutions of the
+// small map (engine/ops.h upsample_conv3x3), false as the reference writes them: the same
+// function of the same parameters, so in double the outputs and every gradient agree to the
+// order of the sums.
+TEST(UNet, UpsampleByPhaseIsTheSameNetwork) {
+  std::vector<std::vector<double>> runs[2];
+  for (const bool by_phase : {false, true}) {
+    UNetConfig c;
+    c.image_size = 8;
+    c.base_channels = 4;
+    c.channel_mult = {1, 2, 2};
+    c.num_res_blocks = 1;
+    c.attention_resolutions = {4};
+    c.groups = 2;
+    c.dropout = 0;
+    c.upsample_by_phase = by_phase;
+    ParameterStore store;
+    UNet net(store, c);
+    store.finalize(Device::CPU, DType::F64, 1);
+    uint64_t stream = 100;
+    for (const Tensor& p : store.parameters())
+      p.copy_from(test::random_tensor(p.shape(), stream++, DType::F64, 0.4));
+    const Tensor x = test::random_tensor({2, 8, 8, 3}, 1);
+    const Tensor y = net.forward(x, {3, 700}, ForwardMode{});
+    backward(sum(mul(y, test::random_tensor(y.shape(), 2))));
+    runs[by_phase].push_back(test::values(y));
+    for (const Tensor& p : store.parameters()) runs[by_phase].push_back(test::values(p.grad()));
+  }
+  ASSERT_EQ(runs[1].size(), runs[0].size());
+  for (size_t k = 0; k < runs[0].size(); ++k) {
+    double scale = 0;
+    for (double v : runs[0][k]) scale = std::max(scale, std::fabs(v));
+    for (size_t i = 0; i < runs[0][k].size(); ++i)
+      ASSERT_NEAR(runs[1][k][i], runs[0][k][i], 1e-12 * scale + 1e-300)
+          << (k == 0 ? "output" : "gradient of parameter " + std::to_string(k - 1)) << " element "
+          << i;
+  }
 }
 
 // The reference builds q, k and v as three C -> C layers (variance_scaling fan_avg = C):

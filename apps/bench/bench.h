@@ -92,6 +92,8 @@ inline uint16_t* bf16_bits(const Tensor& t) { return reinterpret_cast<uint16_t*>
 
 // The sections; each adds its rows.
 void bench_convolutions(const Options& o, Timer& timer, Report& report);
+// Part of the conv section: the upsampling layers, upsample then conv against by phase.
+void bench_upsample_convolutions(const Options& o, Timer& timer, Report& report);
 void bench_memory_bound(const Options& o, Timer& timer, Report& report);
 void bench_attention(const Options& o, Timer& timer, Report& report);
 void bench_loss(const Options& o, Timer& timer, Report& report);

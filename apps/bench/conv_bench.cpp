@@ -4,7 +4,8 @@
 // it on fp32 tensors: its conversions of the operands to bf16 are inside the time, while
 // cuDNN bf16 is given bf16 tensors (what an end-to-end bf16 engine would hand it); and again
 // on bf16 activations, as `activations: bf16` runs it (only the weights converted), beside
-// the engine's cuDNN path on the same tensors.
+// the engine's cuDNN path on the same tensors. Then the upsampling layers two ways
+// (upsample_conv_bench.cpp).
 #include <algorithm>
 #include <cstdio>
 #include <memory>
@@ -286,7 +287,7 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
     }
   }
   CUDNN_CHECK(cudnnDestroy(cudnn));
-
+  bench_upsample_convolutions(o, timer, report);
 }
 
 }  // namespace ddpm::bench

@@ -13,7 +13,9 @@
 // the device's dense peak for the precision (bf16 tensor cores, or fp32 FMA). The bf16 rows
 // also with bf16 activations (activations: bf16) on v4, and that eager step once more with
 // the weights' bf16 copy dropped (each product converting its weights, as before the copy:
-// engine/weight_copy.h), the copy's gain. And the peak GPU memory of the
+// engine/weight_copy.h), the copy's gain, and once with the upsamplers as the reference
+// model writes them (upsample_by_phase: false: upsample, then a 3x3 convolution of the map
+// 4x as large), the gain of computing them by output phase. And the peak GPU memory of the
 // steps (the caching allocator's, from the run's construction on: weights, moments, EMA,
 // activations, workspaces; cuBLAS's and cuDNN's own not included).
 // --smoke: the same variants on a U-Net of every layer kind at a fraction of the work
@@ -39,6 +41,7 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
     bool cudnn, graph;
     bool bf16_activations = false;
     bool weight_copy = true;  // the run's bf16 copy of the weights (bf16 only) kept
+    bool by_phase = true;     // upsample_by_phase: the upsamplers by output phase
   };
   std::vector<Variant> variants;
   for (const char* precision : {"fp32", "bf16"})
@@ -46,6 +49,7 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
       for (const bool graph : {false, true}) variants.push_back({precision, cudnn, graph});
   for (const bool graph : {false, true}) variants.push_back({"bf16", false, graph, true});
   variants.push_back({"bf16", false, false, true, false});
+  variants.push_back({"bf16", false, false, true, true, false});
   const std::string config = o.smoke ? "configs/tiny.json" : "configs/cifar10_ddpm.json";
   std::vector<std::string> smoke_model;
   if (o.smoke)
@@ -61,6 +65,7 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
           std::string("cuda_graph=") + (v.graph ? "true" : "false"),
           std::string("cuda_conv=") + (v.cudnn ? "cudnn" : "tiled"),
           std::string("activations=") + (v.bf16_activations ? "bf16" : "fp32"),
+          std::string("upsample_by_phase=") + (v.by_phase ? "true" : "false"),
           std::string("out_dir=/tmp/kernel-bench-step")})
       overrides.push_back(kv);
     for (const std::string& kv : overrides) apply_override(j, kv);
@@ -85,7 +90,8 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
     const std::string variant = std::string(v.graph ? "CUDA graph " : "eager ") + v.precision +
                                 (v.cudnn ? ", cuDNN convolutions" : "") +
                                 (v.bf16_activations ? ", bf16 activations" : "") +
-                                (v.weight_copy ? "" : ", no weight copy");
+                                (v.weight_copy ? "" : ", no weight copy") +
+                                (v.by_phase ? "" : ", upsample then conv");
     Row& r = report.add_rate("training step", shape, variant, ms, o.batch / (ms * 1e-3), "img/s");
     const double tflops = step_flops / (ms * 1e-3) * 1e-12;
     const double peak = std::string(v.precision) == "bf16" ? report.peaks().bf16_tflops

@@ -155,18 +155,21 @@ Tensor conv2d_add_bf16(const Tensor& x, const Tensor& w, const Tensor& b,
     tape().record("conv2d", {y}, [s, bs, flops, x, w, gx = grad_ref(x), gw = grad_ref(w),
                                   gb = grad_ref(b), gv = grad_ref(v),
                                   gr = grad_ref(r)](const std::vector<Tensor>& g) {
-      const GradTarget dx = grad_target(gx);  // written outright if it is the first
-      const Tensor dw = detail::grad_or_null(gw), db = detail::grad_or_null(gb);
-      if (dx.buffer.defined() || dw.defined() || db.defined()) {
-        count_matmul_flops(flops * ((dx.buffer.defined() ? 1 : 0) + (dw.defined() ? 1 : 0)));
+      // dx and dw written outright if they are the first contributions
+      const GradTarget dx = grad_target(gx), dw = grad_target(gw);
+      const Tensor db = detail::grad_or_null(gb);
+      if (dx.buffer.defined() || dw.buffer.defined() || db.defined()) {
+        count_matmul_flops(flops *
+                           ((dx.buffer.defined() ? 1 : 0) + (dw.buffer.defined() ? 1 : 0)));
         OpTimer timer("conv2d backward", true);
         DDPM_CUDA_ONLY(
             const Tensor ws =
                 detail::cuda_workspace(cuda::conv2d_backward_workspace(s, cuda_algo()));
             cuda::conv2d_backward(s, bf16_bits(x), w.data<float>(), bf16_bits(g[0]),
                                   dx.buffer.defined() ? bf16_bits(dx.buffer) : nullptr,
-                                  ptr_or_null<float>(dw), ptr_or_null<float>(db), cuda_algo(),
-                                  ptr_or_null<float>(ws), bf16_copy_of(w), dx.write));
+                                  ptr_or_null<float>(dw.buffer), ptr_or_null<float>(db),
+                                  cuda_algo(), ptr_or_null<float>(ws), bf16_copy_of(w), dx.write,
+                                  dw.write));
       }
       if (gv) detail::broadcast_add_grad(bs, g[0], grad_target(gv));
       // y = ... + r: last, so that g[0], read above, may become r's gradient
@@ -177,11 +180,14 @@ Tensor conv2d_add_bf16(const Tensor& x, const Tensor& w, const Tensor& b,
 }
 
 // dx (written outright by the GPU's kernels and oneDNN's when dx_to says Assign; the CPU
-// reference adds into zeros), dw, db (any may be undefined) of y = conv(x, w) + b; each
-// product counted as `flops`.
+// reference adds into zeros), dw (written outright by the GPU's kernels when dw_to says
+// Assign: the folded kernels of upsample_conv3x3; the CPU's add), db (any may be undefined)
+// of y = conv(x, w) + b; each product counted as `flops`.
 void conv_backward(const Conv2dShape& s, const Tensor& x, const Tensor& w, const Tensor& dy,
-                   const GradTarget& dx_to, const Tensor& dw, const Tensor& db, uint64_t flops) {
+                   const GradTarget& dx_to, const GradTarget& dw_to, const Tensor& db,
+                   uint64_t flops) {
   const Tensor dx = detail::buffer_for(dx_to, !detail::runs_cpu_reference(x));
+  const Tensor dw = detail::buffer_on(dw_to, x.device());
   count_matmul_flops(flops * ((dx.defined() ? 1 : 0) + (dw.defined() ? 1 : 0)));
   // Under bf16 the data and weight gradients multiply rounded operands and the bias
   // gradient sums the fp32 incoming gradient (what v4 does): two calls.
@@ -216,7 +222,7 @@ void conv_backward(const Conv2dShape& s, const Tensor& x, const Tensor& w, const
         cuda::conv2d_backward(s, x.data<float>(), w.data<float>(), dy.data<float>(),
                               ptr_or_null<float>(dx), ptr_or_null<float>(dw),
                               ptr_or_null<float>(db), cuda_algo(), ptr_or_null<float>(ws),
-                              bf16_copy_of(w), dx_to.write));
+                              bf16_copy_of(w), dx_to.write, dw_to.write));
   });
 }
 
@@ -262,9 +268,9 @@ Tensor conv2d_add_impl(const Tensor& x, const Tensor& w, const Tensor& b, const 
     tape().record("conv2d", {y}, [s, bs, flops, x, w, gx = grad_ref(x), gw = grad_ref(w),
                                   gb = grad_ref(b), gv = grad_ref(v),
                                   gr = grad_ref(r)](const std::vector<Tensor>& g) {
-      const Tensor dw = detail::grad_or_null(gw), db = detail::grad_or_null(gb);
-      if (gx || dw.defined() || db.defined())
-        conv_backward(s, x, w, g[0], grad_target(gx), dw, db, flops);
+      const Tensor db = detail::grad_or_null(gb);
+      if (gx || gw || db.defined())
+        conv_backward(s, x, w, g[0], grad_target(gx), grad_target(gw), db, flops);
       if (gv) detail::broadcast_add_grad(bs, g[0], grad_target(gv));  // y = ... + v[n]
       // y = ... + r: last, so that g[0], read above, may become r's gradient
       if (gr) detail::add_to_grad(gr, g[0], detail::GradSource::HandOver);

@@ -311,16 +311,18 @@ ConvAlgo resolve(const Conv2dShape& s, ConvAlgo a, ConvPass pass) {
 template <class A>
 bool auto_backward(const Conv2dShape& s, const A* x, const float* w, const A* dy, A* dx,
                    float* dw, float* db, ConvAlgo algo, float* workspace,
-                   const uint16_t* w_bf16, GradWrite dx_write) {
+                   const uint16_t* w_bf16, GradWrite dx_write, GradWrite dw_write) {
   if (!is_auto(algo)) return false;
   const ConvAlgo d = resolve(s, algo, ConvPass::Dgrad);
   const ConvAlgo w_algo = resolve(s, algo, ConvPass::Wgrad);
   if (d == w_algo) {
-    conv2d_backward(s, x, w, dy, dx, dw, db, d, workspace, w_bf16, dx_write);
+    conv2d_backward(s, x, w, dy, dx, dw, db, d, workspace, w_bf16, dx_write, dw_write);
     return true;
   }
   if (dx) conv2d_backward(s, x, w, dy, dx, nullptr, nullptr, d, workspace, w_bf16, dx_write);
-  if (dw || db) conv2d_backward(s, x, w, dy, nullptr, dw, db, w_algo, workspace);
+  if (dw || db)
+    conv2d_backward(s, x, w, dy, nullptr, dw, db, w_algo, workspace, nullptr,
+                    GradWrite::Accumulate, dw_write);
   return true;
 }
 
@@ -389,17 +391,18 @@ int64_t conv2d_backward_workspace(const Conv2dShape& s, ConvAlgo algo) {
 
 void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const float* dy,
                      float* dx, float* dw, float* db, ConvAlgo algo, float* workspace,
-                     const uint16_t* w_bf16, GradWrite dx_write) {
-  if (auto_backward(s, x, w, dy, dx, dw, db, algo, workspace, w_bf16, dx_write)) return;
+                     const uint16_t* w_bf16, GradWrite dx_write, GradWrite dw_write) {
+  if (auto_backward(s, x, w, dy, dx, dw, db, algo, workspace, w_bf16, dx_write, dw_write)) return;
   algo = resolve(s, algo, ConvPass::Dgrad);
   if (is_cudnn(algo)) {
-    conv2d_cudnn_backward(s, x, w, dy, dx, dw, cudnn_math(algo), workspace, w_bf16, dx_write);
+    conv2d_cudnn_backward(s, x, w, dy, dx, dw, cudnn_math(algo), workspace, w_bf16, dx_write,
+                          dw_write);
     if (db)
       bias_gradient(s, dy, db, workspace, conv2d_cudnn_backward_workspace(s, cudnn_math(algo)));
     return;
   }
   if (algo == ConvAlgo::Bf16TensorCore) {
-    conv2d_bf16_backward(s, x, w, dy, dx, dw, workspace, w_bf16, dx_write);
+    conv2d_bf16_backward(s, x, w, dy, dx, dw, workspace, w_bf16, dx_write, dw_write);
     if (db) bias_gradient(s, dy, db, workspace, conv2d_bf16_backward_workspace(s));
     return;
   }
@@ -411,7 +414,8 @@ void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const
   const int64_t split_floats = split_k_workspace(s, algo);
   if (dw)
     gemm(algo, taps * s.c_in, s.c_out, m, Transposed<Im2col>{Im2col{s, oh_n, ow_n, x}},
-         Dense{dy, s.c_out}, nullptr, dw, true, split_floats > 0 ? workspace : nullptr);
+         Dense{dy, s.c_out}, nullptr, dw, dw_write == GradWrite::Accumulate,
+         split_floats > 0 ? workspace : nullptr);
   if (db) bias_gradient(s, dy, db, workspace, split_floats);
 }
 
@@ -432,17 +436,18 @@ void conv2d_forward(const Conv2dShape& s, const uint16_t* x, const float* w, con
 
 void conv2d_backward(const Conv2dShape& s, const uint16_t* x, const float* w,
                      const uint16_t* dy, uint16_t* dx, float* dw, float* db, ConvAlgo algo,
-                     float* workspace, const uint16_t* w_bf16, GradWrite dx_write) {
+                     float* workspace, const uint16_t* w_bf16, GradWrite dx_write,
+                     GradWrite dw_write) {
   CHECK(conv2d_reads_bf16(algo), conv_algo_name(algo) << " does not read bf16 activations");
-  if (auto_backward(s, x, w, dy, dx, dw, db, algo, workspace, w_bf16, dx_write)) return;
+  if (auto_backward(s, x, w, dy, dx, dw, db, algo, workspace, w_bf16, dx_write, dw_write)) return;
   algo = resolve(s, algo, ConvPass::Dgrad);
   if (is_cudnn(algo)) {
-    conv2d_cudnn_backward(s, x, w, dy, dx, dw, workspace, w_bf16, dx_write);
+    conv2d_cudnn_backward(s, x, w, dy, dx, dw, workspace, w_bf16, dx_write, dw_write);
     if (db)
       bias_gradient(s, dy, db, workspace, conv2d_cudnn_backward_workspace(s, CudnnMath::Bf16));
     return;
   }
-  conv2d_bf16_backward(s, x, w, dy, dx, dw, db, workspace, w_bf16, dx_write);
+  conv2d_bf16_backward(s, x, w, dy, dx, dw, db, workspace, w_bf16, dx_write, dw_write);
 }
 
 }  // namespace ddpm::cuda

@@ -48,14 +48,17 @@ void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const 
                     const float* per_sample = nullptr, const float* residual = nullptr,
                     const uint16_t* w_bf16 = nullptr);
 // Any of dx, dw, db may be null. db uses the deterministic column sum of elementwise.cu.
-// dx accumulates, or with GradWrite::Assign is written outright (kernels/grad_write.h: the
-// first contribution to the gradient, into a buffer never zeroed); dw and db accumulate.
+// dx and dw accumulate, or with GradWrite::Assign (dx_write, dw_write) are written outright
+// (kernels/grad_write.h: the first contribution to the gradient, into a buffer never zeroed:
+// a parameter's dw is a window on the flat gradient buffer and accumulates, the folded
+// kernels of upsample_conv3x3 are written); db accumulates.
 // workspace: null, or conv2d_backward_workspace(s, algo) floats, which lets the tiled wgrad
 // split its long reduction over more blocks (deterministic split-K; conv2d.cu); v4 needs it.
 int64_t conv2d_backward_workspace(const Conv2dShape& s, ConvAlgo algo);
 void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const float* dy,
                      float* dx, float* dw, float* db, ConvAlgo algo, float* workspace = nullptr,
-                     const uint16_t* w_bf16 = nullptr, GradWrite dx_write = GradWrite::Accumulate);
+                     const uint16_t* w_bf16 = nullptr, GradWrite dx_write = GradWrite::Accumulate,
+                     GradWrite dw_write = GradWrite::Accumulate);
 
 // bf16 activations (bits: x, y, the residual, dy, dx; w, b, per_sample, dw, db fp32), for the
 // algos whose math is bf16 (conv2d_reads_bf16): v4, cuDNN bf16 (v4 where cuDNN cannot run the
@@ -67,6 +70,7 @@ void conv2d_forward(const Conv2dShape& s, const uint16_t* x, const float* w, con
 void conv2d_backward(const Conv2dShape& s, const uint16_t* x, const float* w,
                      const uint16_t* dy, uint16_t* dx, float* dw, float* db, ConvAlgo algo,
                      float* workspace, const uint16_t* w_bf16 = nullptr,
-                     GradWrite dx_write = GradWrite::Accumulate);
+                     GradWrite dx_write = GradWrite::Accumulate,
+                     GradWrite dw_write = GradWrite::Accumulate);
 
 }  // namespace ddpm::cuda

@@ -455,11 +455,12 @@ struct Accumulate {  // dgrad: dx += C (a bf16 dx: rounded once, after the add),
   }
 };
 
-// wgrad: dw += C without the padded channels: C's rows are (tap, ci < Cin8), its columns
-// co < Cout8; dw is (taps, Cin, Cout).
+// wgrad: dw += C (or dw = C) without the padded channels: C's rows are (tap, ci < Cin8),
+// its columns co < Cout8; dw is (taps, Cin, Cout).
 struct AccumulateWgrad {
   float* dw;
   int64_t c_in, c8, c_out;
+  bool add;     // false: the first contribution to dw (kernels/grad_write.h)
   bool paired;  // rows_pair(c_out, dw)
   struct Row {
     float* at;  // dw's row, or null for a padded input channel
@@ -471,10 +472,13 @@ struct AccumulateWgrad {
   __device__ void operator()(const Row& r, int64_t col, int count, const float (&c)[2]) const {
     const int64_t real = c_out - col < count ? c_out - col : count;  // drop padded columns
     if (r.at == nullptr || real <= 0) return;
-    float v[2];
-    load_cols(r.at, col, static_cast<int>(real), paired, v);
-    v[0] += c[0];
-    v[1] += c[1];
+    float v[2] = {c[0], c[1]};
+    if (add) {
+      float old[2];
+      load_cols(r.at, col, static_cast<int>(real), paired, old);
+      v[0] = old[0] + c[0];
+      v[1] = old[1] + c[1];
+    }
     store_cols(r.at, col, static_cast<int>(real), paired, v);
   }
 };
@@ -892,7 +896,8 @@ void forward(const Conv2dShape& s, const A* x, const float* w, const float* b, A
 
 template <class A>
 void backward(const Conv2dShape& s, const A* x, const float* w, const A* dy, A* dx, float* dw,
-              const BackwardBuffers& buf, const bf16_bits* w_bf16, GradWrite dx_write) {
+              const BackwardBuffers& buf, const bf16_bits* w_bf16, GradWrite dx_write,
+              GradWrite dw_write) {
   if (!dx && !dw) return;
   CHECK(buf.placed, "the bf16 convolution needs conv2d_bf16_backward_workspace floats");
   const int64_t oh_n = s.out_h(), ow_n = s.out_w(), ci8 = round_up8(s.c_in),
@@ -913,7 +918,9 @@ void backward(const Conv2dShape& s, const A* x, const float* w, const A* dy, A* 
     const Gemm g = wgrad_gemm(s);
     run_gemm(g, WgradA{s, oh_n, ow_n, g.m, static_cast<int>(ci8), x8},
              DenseRowsB{co8, dy8},
-             AccumulateWgrad{dw, s.c_in, ci8, s.c_out, rows_pair(s.c_out, dw)}, buf.planes);
+             AccumulateWgrad{dw, s.c_in, ci8, s.c_out, dw_write == GradWrite::Accumulate,
+                             rows_pair(s.c_out, dw)},
+             buf.planes);
   }
 }
 
@@ -944,15 +951,16 @@ void conv2d_bf16_forward(const Conv2dShape& s, const uint16_t* x, const float* w
 
 void conv2d_bf16_backward(const Conv2dShape& s, const float* x, const float* w, const float* dy,
                           float* dx, float* dw, float* workspace, const uint16_t* w_bf16,
-                          GradWrite dx_write) {
-  backward(s, x, w, dy, dx, dw, BackwardBuffers(s, workspace), w_bf16, dx_write);
+                          GradWrite dx_write, GradWrite dw_write) {
+  backward(s, x, w, dy, dx, dw, BackwardBuffers(s, workspace), w_bf16, dx_write, dw_write);
 }
 
 void conv2d_bf16_backward(const Conv2dShape& s, const uint16_t* x, const float* w,
                           const uint16_t* dy, uint16_t* dx, float* dw, float* db,
-                          float* workspace, const uint16_t* w_bf16, GradWrite dx_write) {
+                          float* workspace, const uint16_t* w_bf16, GradWrite dx_write,
+                          GradWrite dw_write) {
   const BackwardBuffers buf(s, workspace);
-  backward(s, x, w, dy, dx, dw, buf, w_bf16, dx_write);
+  backward(s, x, w, dy, dx, dw, buf, w_bf16, dx_write, dw_write);
   if (db) broadcast_add_backward(bias_rows(s), dy, db, buf.bias_sums);
 }
 

@@ -31,11 +31,12 @@ void conv2d_bf16_forward(const Conv2dShape& s, const float* x, const float* w, c
                          float* y, float* workspace, const float* per_sample = nullptr,
                          const float* residual = nullptr, const uint16_t* w_bf16 = nullptr);
 int64_t conv2d_bf16_backward_workspace(const Conv2dShape& s);
-// dx += dgrad, or dx = dgrad with GradWrite::Assign (kernels/grad_write.h); dw += wgrad.
+// dx += dgrad, or dx = dgrad with GradWrite::Assign (kernels/grad_write.h); dw likewise.
 void conv2d_bf16_backward(const Conv2dShape& s, const float* x, const float* w, const float* dy,
                           float* dx, float* dw, float* workspace,
                           const uint16_t* w_bf16 = nullptr,
-                          GradWrite dx_write = GradWrite::Accumulate);
+                          GradWrite dx_write = GradWrite::Accumulate,
+                          GradWrite dw_write = GradWrite::Accumulate);
 
 // bf16 activations (engine activation dtype bf16): x, y, the residual, dy and dx as bf16
 // bits (kernels/bf16.h); w, b, the per-sample addend, dw and db in fp32. An activation whose
@@ -50,6 +51,7 @@ void conv2d_bf16_forward(const Conv2dShape& s, const uint16_t* x, const float* w
 void conv2d_bf16_backward(const Conv2dShape& s, const uint16_t* x, const float* w,
                           const uint16_t* dy, uint16_t* dx, float* dw, float* db,
                           float* workspace, const uint16_t* w_bf16 = nullptr,
-                          GradWrite dx_write = GradWrite::Accumulate);
+                          GradWrite dx_write = GradWrite::Accumulate,
+                          GradWrite dw_write = GradWrite::Accumulate);
 
 }  // namespace ddpm::cuda

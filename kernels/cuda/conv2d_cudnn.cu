@@ -451,7 +451,8 @@ void forward(const Conv2dShape& s, const Plan& p, const A* x, const float* w, co
 
 template <class T, class A>
 void backward(const Conv2dShape& s, const Plan& p, const A* x, const float* w, const A* dy,
-              A* dx, float* dw, float* workspace, const uint16_t* w_bf16, GradWrite dx_write) {
+              A* dx, float* dw, float* workspace, const uint16_t* w_bf16, GradWrite dx_write,
+              GradWrite dw_write) {
   constexpr bool kBf16 = sizeof(T) == 2;
   const Layout l = layout<T>(s, p);
   const int64_t k = static_cast<int64_t>(s.kh) * s.kw * s.c_in;
@@ -485,7 +486,10 @@ void backward(const Conv2dShape& s, const Plan& p, const A* x, const float* w, c
     DDPM_CUDNN(cudnnConvolutionBackwardFilter(handle(), &one, p.x, xc, p.y, dyc, p.conv, p.filter,
                                               library_workspace(workspace, l, p.filter_bytes),
                                               p.filter_bytes, &zero, p.w, dwc));
-    transpose<T, float, true>(s.c_out, k, dwc, dw);  // dw (K, Cout) += its transpose
+    if (dw_write == GradWrite::Accumulate)
+      transpose<T, float, true>(s.c_out, k, dwc, dw);  // dw (K, Cout) += its transpose
+    else
+      transpose<T, float, false>(s.c_out, k, dwc, dw);  // dw = its transpose
   }
 }
 
@@ -523,21 +527,21 @@ void conv2d_cudnn_forward(const Conv2dShape& s, const uint16_t* x, const float* 
 
 void conv2d_cudnn_backward(const Conv2dShape& s, const float* x, const float* w, const float* dy,
                            float* dx, float* dw, CudnnMath math, float* workspace,
-                           const uint16_t* w_bf16, GradWrite dx_write) {
+                           const uint16_t* w_bf16, GradWrite dx_write, GradWrite dw_write) {
   if (!dx && !dw) return;
   const Plan& p = supported_plan(s, math);
   if (math == CudnnMath::Bf16)
-    backward<uint16_t>(s, p, x, w, dy, dx, dw, workspace, w_bf16, dx_write);
+    backward<uint16_t>(s, p, x, w, dy, dx, dw, workspace, w_bf16, dx_write, dw_write);
   else
-    backward<float>(s, p, x, w, dy, dx, dw, workspace, w_bf16, dx_write);
+    backward<float>(s, p, x, w, dy, dx, dw, workspace, w_bf16, dx_write, dw_write);
 }
 
 void conv2d_cudnn_backward(const Conv2dShape& s, const uint16_t* x, const float* w,
                            const uint16_t* dy, uint16_t* dx, float* dw, float* workspace,
-                           const uint16_t* w_bf16, GradWrite dx_write) {
+                           const uint16_t* w_bf16, GradWrite dx_write, GradWrite dw_write) {
   if (!dx && !dw) return;
   backward<uint16_t>(s, supported_plan(s, CudnnMath::Bf16), x, w, dy, dx, dw, workspace, w_bf16,
-                     dx_write);
+                     dx_write, dw_write);
 }
 
 }  // namespace ddpm::cuda

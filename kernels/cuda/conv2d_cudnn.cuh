@@ -33,12 +33,14 @@ int64_t conv2d_cudnn_backward_workspace(const Conv2dShape& s, CudnnMath math);
 void conv2d_cudnn_forward(const Conv2dShape& s, const float* x, const float* w, const float* b,
                           float* y, CudnnMath math, float* workspace, const float* per_sample,
                           const float* residual, const uint16_t* w_bf16 = nullptr);
-// dx += dgrad (dx = dgrad with GradWrite::Assign: cuDNN's beta 0), dw += wgrad (either may
-// be null); the bias gradient is the caller's.
+// dx += dgrad (dx = dgrad with GradWrite::Assign: cuDNN's beta 0), dw += wgrad (dw = wgrad
+// with Assign: transposed into dw without adding); either may be null; the bias gradient is
+// the caller's.
 void conv2d_cudnn_backward(const Conv2dShape& s, const float* x, const float* w, const float* dy,
                            float* dx, float* dw, CudnnMath math, float* workspace,
                            const uint16_t* w_bf16 = nullptr,
-                           GradWrite dx_write = GradWrite::Accumulate);
+                           GradWrite dx_write = GradWrite::Accumulate,
+                           GradWrite dw_write = GradWrite::Accumulate);
 
 // The same on bf16 activations (bits: x, y, the residual, dy, dx), in CudnnMath::Bf16: cuDNN
 // reads x and dy as they are (staged only for asymmetric padding), y = bf16(bf16(conv) +
@@ -51,6 +53,7 @@ void conv2d_cudnn_forward(const Conv2dShape& s, const uint16_t* x, const float* 
 void conv2d_cudnn_backward(const Conv2dShape& s, const uint16_t* x, const float* w,
                            const uint16_t* dy, uint16_t* dx, float* dw, float* workspace,
                            const uint16_t* w_bf16 = nullptr,
-                           GradWrite dx_write = GradWrite::Accumulate);
+                           GradWrite dx_write = GradWrite::Accumulate,
+                           GradWrite dw_write = GradWrite::Accumulate);
 
 }  // namespace ddpm::cuda

@@ -450,11 +450,13 @@ namespace {
 const std::set<std::string> kArchitectureKeys = {
     "model", "image_size", "in_channels", "base_channels", "channel_mult",
     "num_res_blocks", "attention_resolutions", "attention_heads", "groups"};
-// Keys a resumed run may change freely: how long, where, how often, on what device, how it
-// samples; none changes the weights a step computes.
+// Keys a resumed run may change freely: how long, where, how often, on what device and
+// kernels, how it samples; none changes the weights a step computes (beyond the order of its
+// sums).
 const std::set<std::string> kFreeKeys = {
     "steps", "out_dir", "log_every", "sample_every", "ckpt_every", "keep_checkpoints",
-    "n_samples", "device", "cuda_conv", "cuda_autotune", "cuda_attention", "cpu_kernels", "data_dir", "sampler",
+    "n_samples", "device", "cuda_conv", "cuda_autotune", "cuda_attention", "cpu_kernels",
+    "upsample_by_phase", "data_dir", "sampler",
     "sample_steps", "eta", "variance", "clip_x0", "clip_range", "nonfinite", "eval_every",
     "eval_images", "eval_timesteps", "profile_steps"};
 

@@ -112,6 +112,7 @@ UNetConfig read_unet_config(ConfigReader& r, const UNetConfig& d) {
   c.attention_heads = r.integer("attention_heads", d.attention_heads, 1, 4096);
   c.dropout = r.number("dropout", d.dropout, 0.0, 0.99);
   c.groups = r.integer("groups", d.groups, 1, 4096);
+  c.upsample_by_phase = r.boolean("upsample_by_phase", d.upsample_by_phase);
   CHECK(!c.channel_mult.empty(), "key 'channel_mult' must not be empty");
   CHECK((c.image_size >> (c.channel_mult.size() - 1)) << (c.channel_mult.size() - 1) == c.image_size,
         "key 'image_size' " << c.image_size << " does not halve cleanly "
@@ -246,7 +247,9 @@ Tensor UNet::forward(const Tensor& x, const Timesteps& steps, const ForwardMode&
       skips.pop_back();
       if (lv.attn[i]) h = (*lv.attn[i])(h);
     }
-    if (lv.has_resample) h = lv.resample(upsample_nearest2x(h));
+    if (lv.has_resample)
+      h = config_.upsample_by_phase ? lv.resample.of_upsampled(h)
+                                    : lv.resample(upsample_nearest2x(h));
   }
   return cast(b.conv_out(b.norm_out.silu(h)), x.dtype());
 }

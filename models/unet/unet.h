@@ -37,10 +37,14 @@ struct UNetConfig {
   double dropout = 0.1;
   int64_t groups = 32;
   double norm_eps = 1e-6;
+  // The upsampling convolutions by output phase (upsample_conv3x3: 4/9 of their multiply-adds,
+  // no upsampled map), or as the reference writes them, upsample then convolve (false). The
+  // same function and parameters either way.
+  bool upsample_by_phase = true;
 };
 
 // Reads image_size, in_channels, base_channels, channel_mult, num_res_blocks,
-// attention_resolutions, attention_heads, dropout, groups. Checks that every GroupNorm's
+// attention_resolutions, attention_heads, dropout, groups, upsample_by_phase. Checks that every GroupNorm's
 // channels divide into `groups` and the image halves cleanly at each level.
 UNetConfig read_unet_config(ConfigReader& r, const UNetConfig& defaults);
 
