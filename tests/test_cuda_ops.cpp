@@ -767,9 +767,10 @@ std::vector<float> as_floats(const Tensor& t) {  // exact for bf16; NaN equals n
 }
 
 // dx written outright (GradWrite::Assign) into a buffer of NaNs is, bit for bit, dx added
-// into zeros (and dw so, for the convolutions), for every convolution algo, group norm and linear, f32 and bf16 activations:
-// so every element is written and none is read. Shapes: odd channels (v4 and cuDNN pad), and
-// a stride-2 TF-'SAME' convolution (cuDNN stages x and crops its gradient back onto dx).
+// into zeros (and the convolutions' dw likewise), for every convolution algo, group norm and
+// linear, f32 and bf16 activations: so every element is written and none is read. Shapes:
+// odd channels (v4 and cuDNN pad), and a stride-2 TF-'SAME' convolution (cuDNN stages x and
+// crops its gradient back onto dx).
 TEST(CudaOps, FirstGradientsAreWrittenOutright) {
   REQUIRE_GPU();
   for (const Conv2dParams& p : {Conv2dParams::same(3), Conv2dParams{2, 0, 1, 0, 1}}) {

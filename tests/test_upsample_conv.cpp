@@ -58,12 +58,14 @@ void expect_near_all(const std::vector<double>& got, const std::vector<double>& 
 TEST(UpsampleConv, EqualsUpsampleThenConvWithItsGradients) {
   for (const Case& c : kCases) {
     SCOPED_TRACE(c.x.str() + " -> " + std::to_string(c.c_out));
-    const Result fused = run([](const Tensor& x, const Tensor& w, const Tensor& b) {
-      return upsample_conv3x3(x, w, b);
-    }, c);
-    const Result two_ops = run([](const Tensor& x, const Tensor& w, const Tensor& b) {
-      return conv2d(upsample_nearest2x(x), w, b, Conv2dParams::same(3));
-    }, c);
+    const Result fused = run(
+        [](const Tensor& x, const Tensor& w, const Tensor& b) { return upsample_conv3x3(x, w, b); },
+        c);
+    const Result two_ops = run(
+        [](const Tensor& x, const Tensor& w, const Tensor& b) {
+          return conv2d(upsample_nearest2x(x), w, b, Conv2dParams::same(3));
+        },
+        c);
     expect_near_all(fused.y, two_ops.y, "y");
     expect_near_all(fused.dx, two_ops.dx, "dx");
     expect_near_all(fused.dw, two_ops.dw, "dw");
@@ -73,17 +75,19 @@ TEST(UpsampleConv, EqualsUpsampleThenConvWithItsGradients) {
 
 TEST(UpsampleConv, GradientsMatchFiniteDifferences) {
   expect_gradients_match([](const Inputs& in) { return upsample_conv3x3(in[0], in[1], in[2]); },
-                         {random_tensor({2, 3, 5, 3}, 1), random_tensor({3, 3, 3, 4}, 2, DType::F64, 0.3),
-                          random_tensor({4}, 3)});
+                         {random_tensor({2, 3, 5, 3}, 1),
+                          random_tensor({3, 3, 3, 4}, 2, DType::F64, 0.3), random_tensor({4}, 3)});
 }
 
 // Each of the four folded kernels carries its own gradient back (the check weighs every
 // output of every phase differently).
 TEST(UpsampleConv, FoldedWeightsGradientMatchesFiniteDifferences) {
-  expect_gradients_match([](const Inputs& in) {
-    const std::vector<Tensor> f = fold_upsample_weights(in[0]);
-    return concat({f[0], scale(f[1], 2.0), scale(f[2], -3.0), scale(f[3], 0.5)});
-  }, {random_tensor({3, 3, 2, 3}, 1)});
+  expect_gradients_match(
+      [](const Inputs& in) {
+        const std::vector<Tensor> f = fold_upsample_weights(in[0]);
+        return concat({f[0], scale(f[1], 2.0), scale(f[2], -3.0), scale(f[3], 0.5)});
+      },
+      {random_tensor({3, 3, 2, 3}, 1)});
 }
 
 TEST(UpsampleConv, InterleaveGradientMatchesFiniteDifferences) {
@@ -101,10 +105,10 @@ TEST(UpsampleConv, FoldedTapsAreTheSumsOfTheTapsTheyCover) {
   // phase (a, b), taps (th, tw) in (0,0), (0,1), (1,0), (1,1); rows kh: phase 0 {0}, {1,2};
   // phase 1 {0,1}, {2}; columns the same with b
   const std::vector<std::vector<double>> want = {
-      {1, 10 + 100, 1000 + 1e6, 1e4 + 1e5 + 1e7 + 1e8},          // (0, 0)
-      {1 + 10, 100, 1000 + 1e4 + 1e6 + 1e7, 1e5 + 1e8},          // (0, 1)
-      {1 + 1000, 10 + 100 + 1e4 + 1e5, 1e6, 1e7 + 1e8},          // (1, 0)
-      {1 + 10 + 1000 + 1e4, 100 + 1e5, 1e6 + 1e7, 1e8}};         // (1, 1)
+      {1, 10 + 100, 1000 + 1e6, 1e4 + 1e5 + 1e7 + 1e8},   // (0, 0)
+      {1 + 10, 100, 1000 + 1e4 + 1e6 + 1e7, 1e5 + 1e8},   // (0, 1)
+      {1 + 1000, 10 + 100 + 1e4 + 1e5, 1e6, 1e7 + 1e8},   // (1, 0)
+      {1 + 10 + 1000 + 1e4, 100 + 1e5, 1e6 + 1e7, 1e8}};  // (1, 1)
   for (int p = 0; p < 4; ++p) EXPECT_EQ(values(f[p]), want[p]) << "phase " << p;
 }
 
@@ -117,8 +121,8 @@ TEST(UpsampleConv, InterleavePutsEachPhaseOnItsParity) {
     for (int i = 0; i < 6; ++i) v[i] = 100 * p + i;  // (1, 2, 3, 1): pixel i = 3 row + col
     phases.push_back(Tensor::from_vector(Shape{1, 2, 3, 1}, v));
   }
-  const std::vector<double> want = {0,   100, 1,   101, 2,   102,   // row 0: phases 0, 1
-                                    200, 300, 201, 301, 202, 302,   // row 1: phases 2, 3
+  const std::vector<double> want = {0,   100, 1,   101, 2,   102,  // row 0: phases 0, 1
+                                    200, 300, 201, 301, 202, 302,  // row 1: phases 2, 3
                                     3,   103, 4,   104, 5,   105,  //
                                     203, 303, 204, 304, 205, 305};
   EXPECT_EQ(values(interleave_phases(phases)), want);
@@ -144,8 +148,8 @@ TEST(UpsampleConv, Bf16RoundsTheFoldedKernels) {
   std::vector<Tensor> phases;
   for (int a = 0; a < 2; ++a)
     for (int c = 0; c < 2; ++c)
-      phases.push_back(conv2d(rounded(x), rounded(folded[2 * a + c]), b,
-                              Conv2dParams{1, 1 - a, 1 - c, a, c}));
+      phases.push_back(
+          conv2d(rounded(x), rounded(folded[2 * a + c]), b, Conv2dParams{1, 1 - a, 1 - c, a, c}));
   const std::vector<float> want = interleave_phases(phases).to_vector<float>();
   EXPECT_EQ(got, want);
   EXPECT_NE(got, per_tap);  // the rounding point is visible
@@ -154,7 +158,8 @@ TEST(UpsampleConv, Bf16RoundsTheFoldedKernels) {
 // The model's FLOPs: the convolution of the upsampled map, forward and each gradient, what
 // conv2d(upsample_nearest2x(x), ...) counts; not the 4/9 the phases multiply.
 TEST(UpsampleConv, CountsTheConvolutionOfTheUpsampledMap) {
-  Tensor x = random_tensor({2, 3, 5, 4}, 1, DType::F32), w = random_tensor({3, 3, 4, 6}, 2, DType::F32);
+  Tensor x = random_tensor({2, 3, 5, 4}, 1, DType::F32),
+         w = random_tensor({3, 3, 4, 6}, 2, DType::F32);
   x.set_requires_grad(true);
   w.set_requires_grad(true);
   const uint64_t conv = 2ull * (2 * 6 * 10 * 6) * (9 * 4);  // 2 * outputs * taps * Cin

@@ -48,7 +48,8 @@ std::vector<Tensor> deinterleave(const UpsampleShape& s, const Tensor& dy) {
     dys.push_back(Tensor::empty(Shape{s.n, s.h, s.w, s.c}, dy.dtype(), dy.device()));
   if (detail::cuda_bf16({dy})) {
     OpTimer timer("interleave_phases backward", true);
-    DDPM_CUDA_ONLY(cuda::interleave_phases_backward(s, detail::bf16_bits(dy), Bf16Of<uint16_t>(dys).p));
+    DDPM_CUDA_ONLY(
+        cuda::interleave_phases_backward(s, detail::bf16_bits(dy), Bf16Of<uint16_t>(dys).p));
     return dys;
   }
   dispatch("interleave_phases backward", dy, [&](auto tag) {
@@ -71,7 +72,8 @@ std::vector<Tensor> fold_upsample_weights(const Tensor& w) {
   detail::check_float("fold_upsample_weights", "w", w);
   detail::check_ndim("fold_upsample_weights", "w", w, 4);
   CHECK(w.shape()[0] == 3 && w.shape()[1] == 3,
-        "op 'fold_upsample_weights': w " << w.describe() << " is not a 3x3 kernel (3, 3, Cin, Cout)");
+        "op 'fold_upsample_weights': w " << w.describe()
+                                         << " is not a 3x3 kernel (3, 3, Cin, Cout)");
   const int64_t c_in = w.shape()[2], c_out = w.shape()[3], cin_cout = c_in * c_out;
   std::vector<Tensor> folded;
   for (int p = 0; p < 4; ++p)
@@ -80,7 +82,8 @@ std::vector<Tensor> fold_upsample_weights(const Tensor& w) {
     using T = decltype(tag);
     cpu::fold_upsample_weights<T>(cin_cout, w.data<T>(), DataOf<T>(folded).p);
   }, [&] {
-    DDPM_CUDA_ONLY(cuda::fold_upsample_weights(cin_cout, w.data<float>(), DataOf<float>(folded).p));
+    DDPM_CUDA_ONLY(
+        cuda::fold_upsample_weights(cin_cout, w.data<float>(), DataOf<float>(folded).p));
   });
   if (should_record({w})) {
     tape().record("fold_upsample_weights", folded,
@@ -115,14 +118,16 @@ Tensor interleave_phases(const std::vector<Tensor>& ys) {
   Tensor y = Tensor::empty(Shape{s.n, 2 * s.h, 2 * s.w, s.c}, ys[0].dtype(), ys[0].device());
   if (detail::cuda_bf16({ys[0]})) {
     OpTimer timer("interleave_phases", true);
-    DDPM_CUDA_ONLY(cuda::interleave_phases_forward(s, Bf16Of<const uint16_t>(ys).p, detail::bf16_bits(y)));
+    DDPM_CUDA_ONLY(
+        cuda::interleave_phases_forward(s, Bf16Of<const uint16_t>(ys).p, detail::bf16_bits(y)));
   } else {
     detail::check_float("interleave_phases", "each phase", ys[0]);
     dispatch("interleave_phases", ys[0], [&](auto tag) {
       using T = decltype(tag);
       cpu::interleave_phases_forward<T>(s, DataOf<const T>(ys).p, y.data<T>());
     }, [&] {
-      DDPM_CUDA_ONLY(cuda::interleave_phases_forward(s, DataOf<const float>(ys).p, y.data<float>()));
+      DDPM_CUDA_ONLY(
+          cuda::interleave_phases_forward(s, DataOf<const float>(ys).p, y.data<float>()));
     });
   }
   if (should_record({ys[0], ys[1], ys[2], ys[3]})) {
@@ -150,7 +155,7 @@ Tensor upsample_conv3x3(const Tensor& x, const Tensor& w, const Tensor& b) {
   const std::vector<Tensor> folded = fold_upsample_weights(w);
   std::vector<Tensor> phases;
   for (int a = 0; a < 2; ++a)
-    for (int c = 0; c < 2; ++c)  // phase (a, c): a 2x2 window from x row i + a - 1, column j + c - 1
+    for (int c = 0; c < 2; ++c)  // phase (a, c): windows from x row i + a - 1, col j + c - 1
       phases.push_back(detail::conv2d_counted(x, folded[2 * a + c], b,
                                               Conv2dParams{1, 1 - a, 1 - c, a, c}, flops));
   return interleave_phases(phases);

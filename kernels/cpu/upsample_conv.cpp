@@ -11,7 +11,8 @@ void fold_upsample_weights(int64_t cin_cout, const T* w, T* const (&w4)[4]) {
       for (int th = 0; th < 2; ++th)
         for (int tw = 0; tw < 2; ++tw) {
           T* dst = w4[2 * a + b] + (th * 2 + tw) * cin_cout;
-          for (int64_t e = 0; e < cin_cout; ++e) dst[e] = folded_weight(w, cin_cout, a, b, th, tw, e);
+          for (int64_t e = 0; e < cin_cout; ++e)
+            dst[e] = folded_weight(w, cin_cout, a, b, th, tw, e);
         }
 }
 
@@ -24,9 +25,9 @@ void unfold_upsample_gradients(int64_t cin_cout, const T* const (&dw4)[4], T* dw
     }
 }
 
-#define INSTANTIATE(T)                                                               \
-  template void fold_upsample_weights<T>(int64_t, const T*, T* const (&)[4]);        \
-  template void unfold_upsample_gradients<T>(int64_t, const T* const (&)[4], T*);
+#define INSTANTIATE(T)                                                       \
+  template void fold_upsample_weights<T>(int64_t, const T*, T* const(&)[4]); \
+  template void unfold_upsample_gradients<T>(int64_t, const T* const(&)[4], T*);
 INSTANTIATE(float)
 INSTANTIATE(double)
 

@@ -202,7 +202,7 @@ void slice_copy(const SliceShape& s, const uint16_t* src, uint16_t* dst) {
       !copy_as<uint32_t>(s, src, dst))
     slice<false>(s, src, dst);
 }
-// the widest Word the layout allows, as slice_copy below
+// the widest Word the layout allows, as slice_copy above
 void interleave_phases_forward(const UpsampleShape& s, const float* const (&ys)[4], float* y) {
   interleave_as<float4>(s, ys, y) || interleave_as<float2>(s, ys, y) ||
       interleave_as<float>(s, ys, y);

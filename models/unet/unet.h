@@ -44,8 +44,8 @@ struct UNetConfig {
 };
 
 // Reads image_size, in_channels, base_channels, channel_mult, num_res_blocks,
-// attention_resolutions, attention_heads, dropout, groups, upsample_by_phase. Checks that every GroupNorm's
-// channels divide into `groups` and the image halves cleanly at each level.
+// attention_resolutions, attention_heads, dropout, groups, upsample_by_phase. Checks that
+// every GroupNorm's channels divide into `groups` and the image halves cleanly at each level.
 UNetConfig read_unet_config(ConfigReader& r, const UNetConfig& defaults);
 
 // Training-time behaviour of a forward pass: dropout is on only when train is set, with its
