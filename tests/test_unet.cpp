@@ -73,10 +73,9 @@ TEST(UNet, ZeroInitialisedWhereTheReferenceIs) {
   tape().clear();
 }
 
-// A U-Net small enough for finite differences: 8x8 images, 4 base channels, two levels,
-// attention at 4x4 with 2 heads, dropout on (its mask is fixed by (seed, step)). Every
-// parameter is re-drawn at random so no zero-initialised layer hides a gradient.
-TEST(UNet, GradientsMatchFiniteDifferences) {
+// A U-Net small enough for finite differences: 8x8 images, 4 base channels, two levels (one
+// upsampler), attention at 4x4 with 2 heads, dropout on (its mask is fixed by (seed, step)).
+UNetConfig small_unet() {
   UNetConfig c;
   c.image_size = 8;
   c.base_channels = 4;
@@ -86,12 +85,22 @@ TEST(UNet, GradientsMatchFiniteDifferences) {
   c.attention_heads = 2;
   c.groups = 2;
   c.dropout = 0.2;
-  ParameterStore store;
-  UNet net(store, c);
-  store.finalize(Device::CPU, DType::F64, 1);
+  return c;
+}
+
+// Every parameter of a finalised f64 store re-drawn at random, so that no zero-initialised
+// layer hides a gradient.
+void redraw_parameters(const ParameterStore& store) {
   uint64_t stream = 100;
   for (const Tensor& p : store.parameters())
     p.copy_from(test::random_tensor(p.shape(), stream++, DType::F64, 0.4));
+}
+
+TEST(UNet, GradientsMatchFiniteDifferences) {
+  ParameterStore store;
+  UNet net(store, small_unet());
+  store.finalize(Device::CPU, DType::F64, 1);
+  redraw_parameters(store);
   const ForwardMode mode{true, 7, 3};
   std::vector<Tensor> inputs = {test::random_tensor({2, 8, 8, 3}, 1)};
   for (const char* name : {"conv_in.w", "temb.dense0.w", "down.1.attn0.qkv.w", "mid.res1.norm1.gamma",
@@ -104,27 +113,19 @@ TEST(UNet, GradientsMatchFiniteDifferences) {
 // upsample_by_phase (the default) computes the upsamplers as four 2x2 convolutions of the
 // small map (engine/ops.h upsample_conv3x3), false as the reference writes them: the same
 // function of the same parameters, so in double the outputs and every gradient agree to the
-// order of the sums.
+// order of the sums. Three levels: two upsamplers.
 TEST(UNet, UpsampleByPhaseIsTheSameNetwork) {
   std::vector<std::vector<double>> runs[2];
   for (const bool by_phase : {false, true}) {
-    UNetConfig c;
-    c.image_size = 8;
-    c.base_channels = 4;
+    UNetConfig c = small_unet();
     c.channel_mult = {1, 2, 2};
-    c.num_res_blocks = 1;
-    c.attention_resolutions = {4};
-    c.groups = 2;
-    c.dropout = 0;
     c.upsample_by_phase = by_phase;
     ParameterStore store;
     UNet net(store, c);
     store.finalize(Device::CPU, DType::F64, 1);
-    uint64_t stream = 100;
-    for (const Tensor& p : store.parameters())
-      p.copy_from(test::random_tensor(p.shape(), stream++, DType::F64, 0.4));
+    redraw_parameters(store);
     const Tensor x = test::random_tensor({2, 8, 8, 3}, 1);
-    const Tensor y = net.forward(x, {3, 700}, ForwardMode{});
+    const Tensor y = net.forward(x, {3, 700}, ForwardMode{true, 7, 3});
     backward(sum(mul(y, test::random_tensor(y.shape(), 2))));
     runs[by_phase].push_back(test::values(y));
     for (const Tensor& p : store.parameters()) runs[by_phase].push_back(test::values(p.grad()));
