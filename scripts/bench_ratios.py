@@ -28,6 +28,9 @@ RULES = {
     ("conv2d", "v4 bf16, bf16 activations and weight copy"):
         ("v4 bf16, bf16 activations", "cuDNN bf16"),
     ("conv2d", "engine on cuDNN bf16 (+ glue)"): (None, "cuDNN bf16"),
+    # the upsamplers by output phase on the reference's upsample then conv (same model FLOPs)
+    ("upsample+conv", "by phase (v4 bf16, bf16 activations)"):
+        ("upsample, then conv (v4 bf16, bf16 activations)", None),
     ("conv2d", "engine on cuDNN bf16, bf16 activations and weight copy (+ glue)"):
         ("engine on cuDNN bf16, bf16 activations (+ glue)", "cuDNN bf16"),
     ("attention", "fused"): ("straightforward", "cuBLAS GEMMs only"),
