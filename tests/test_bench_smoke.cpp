@@ -105,7 +105,8 @@ TEST(BenchSmoke, EveryMemoryLinearAndLossRowRuns) {
     for (const char* row : {"broadcast add (per sample) / float4 words",
                             "upsample 2x fwd / thread per input, 2x2 block",
                             "concat (skip) / 16-byte words",
-                            "concat (skip) / 16-byte words, bf16 storage"})
+                            "concat (skip) / 16-byte words, bf16 storage",
+                            "interleave phases / 16-byte words, bf16 storage"})
       EXPECT_EQ(rows.count(row), 1u) << row;
   }
 }

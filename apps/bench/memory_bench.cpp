@@ -1,8 +1,9 @@
 // kernel-bench memory: the memory-bound kernels of the CIFAR-10 model's step (group norm,
-// SiLU, the per-sample broadcast add, upsampling, the skip concatenation) in GB/s of the
-// bytes they must move; group norm in both of its mappings onto blocks, with f32 and with
-// bf16 storage.
+// SiLU, the per-sample broadcast add, upsampling, the skip concatenation, the upsampler's
+// phase interleaving) in GB/s of the bytes they must move; group norm in both of its
+// mappings onto blocks, with f32 and with bf16 storage.
 #include <cstdio>
+#include <vector>
 
 #include "apps/bench/bench.h"
 #include "engine/ops.h"
@@ -119,7 +120,21 @@ void bench_memory_bound(const Options& o, Timer& timer, Report& report) {
                 }), bytes);
     }
   }
-
+  {
+    // The upsampler by phase (upsample_conv3x3): its four 16x16x256 phase outputs interleaved
+    // into the 32x32x256 map, in bf16 as a bf16 run stores them (16-byte words): y read
+    // once in four parts and written once.
+    const UpsampleShape s{batch, 16, 16, 256};
+    std::vector<Tensor> phases;
+    for (int p = 0; p < 4; ++p)
+      phases.push_back(Tensor::zeros(Shape{batch, 16, 16, 256}, DType::BF16, Device::CUDA));
+    const Tensor y = Tensor::empty(Shape{batch, 32, 32, 256}, DType::BF16, Device::CUDA);
+    const uint16_t* const from[4] = {bf16_bits(phases[0]), bf16_bits(phases[1]),
+                                     bf16_bits(phases[2]), bf16_bits(phases[3])};
+    add_bytes("interleave phases", "4 x 16x16x256", "16-byte words, bf16 storage",
+              timer.median_ms([&] { cuda::interleave_phases_forward(s, from, bf16_bits(y)); }),
+              2.0 * static_cast<double>(y.nbytes()));
+  }
 }
 
 }  // namespace ddpm::bench
