@@ -61,11 +61,11 @@ __device__ __forceinline__ DropoutSpec read_key(DropoutSpec d) {
   return d;
 }
 
-// The fused backward's dh of element i: dy' silu'(h), dy' = dy through dropout's backward
-// (the mask regenerated) when drop.p > 0, else dy.
+// The fused backward's dh of an element: dy' silu'(h), dy' = dy through dropout's backward
+// (`keep`: the element's regenerated mask bit) when drop.p > 0, else dy.
 __device__ __forceinline__ float silu_grad(float h, float dy, const DropoutSpec& drop,
-                                           float keep_scale, int64_t i) {
-  if (drop.p > 0.0f) dy = dropout_keeps(drop, i) ? dy * keep_scale : 0.0f;
+                                           float keep_scale, bool keep) {
+  if (drop.p > 0.0f) dy = keep ? dy * keep_scale : 0.0f;
   const float sig = 1.0f / (1.0f + expf(-h));
   return dy * sig * (1.0f + h * (1.0f - sig));
 }
@@ -120,7 +120,8 @@ __global__ void group_norm_silu_dh_kernel(GroupNormShape s, const T* x, const fl
   DDPM_GRID_STRIDE(i, total) {
     const int64_t c = i % s.c, g = (i / (s.s * s.c)) * s.groups + c / cg;
     const float h = (load(x, i) - mean[g]) * rstd[g] * gamma[c] + beta[c];
-    store(dh, i, silu_grad(h, load(dy, i), drop, keep_scale, i));
+    store(dh, i, silu_grad(h, load(dy, i), drop, keep_scale,
+                           drop.p > 0.0f && dropout_keeps(drop, i)));
   }
 }
 
@@ -157,8 +158,11 @@ constexpr int64_t kMinSlabChannels = 16;
 
 // A block's slab: `groups` whole groups side by side, `width` channels, `rows_per_pass` pixel
 // rows read per step of the block's threads. groups = 0: no slab fits (C/G > kThreads).
+// quads: C and the width are multiples of 4, so the four channels of every Philox block of
+// a row are four adjacent threads of one row of the slab (slab_keeps below).
 struct GroupSlab {
   int64_t groups = 0, width = 0, rows_per_pass = 0;
+  bool quads = false;
 };
 
 // The fewest groups k dividing G with k C/G >= kMinSlabChannels and at most kThreads
@@ -173,6 +177,7 @@ GroupSlab plan_group_slab(const GroupNormShape& s) {
   }
   p.width = p.groups * cg;
   p.rows_per_pass = p.width > 0 ? kThreads / p.width : 0;
+  p.quads = p.width > 0 && p.width % 4 == 0 && s.c % 4 == 0;
   return p;
 }
 
@@ -203,6 +208,55 @@ struct SlabThread {
     writes_stats = r0 == 0 && j % cg == 0;
   }
 };
+
+// Dropout's mask, four elements to a Philox block. The keep decision of element i is word
+// i % 4 of Philox block i / 4 (philox_uniform: the CPU's bits), so a thread per element that
+// computes its block keeps one word of four: four times the Philox rounds the mask needs
+// (~80 instructions a block, against the ~40 an element a memory-bound kernel may spend at
+// an H100's issue rate per byte moved; the dropout op's own kernel already took a block per
+// thread). A slab thread's elements are one channel, rows R apart, and the block of its
+// element holds the same row's channels c - c % 4 .. + 3: the four lanes of its "quad" when
+// the slab has quads. So each lane of a quad computes the block of one of four successive
+// row steps, and four shuffles within the quad hand every lane its own word of each: in
+// step m lane q reads lane s = (q + m) % 4, which offers word (s - m) % 4 = q of its block.
+// keep[k] is the decision for this lane's element i + k step (past the thread's end the
+// words are computed and not used). The whole warp calls it together (full-warp shuffles
+// of width 4: a lane reads only its quad).
+__device__ __forceinline__ void quad_keeps(const DropoutSpec& d, int64_t i, int64_t step,
+                                           bool (&keep)[4]) {
+  const int q = static_cast<int>(threadIdx.x % 4);
+  const Philox4 b =
+      philox_block(d.seed, d.stream.base, static_cast<uint64_t>(i - q + q * step) / 4);
+#pragma unroll
+  for (int m = 0; m < 4; ++m) {
+    const int w = (q - m) & 3, source = (q + m) & 3;
+    const uint32_t offered = w == 0 ? b.v[0] : w == 1 ? b.v[1] : w == 2 ? b.v[2] : b.v[3];
+    keep[source] = word_to_uniform(__shfl_sync(0xffffffffu, offered, source, 4)) >= d.p;
+  }
+}
+
+// Calls f(i, keep) for each of t's elements i in order, keep the element's dropout decision
+// (true when drop.p is 0): with the slab's quads, a Philox block per four elements
+// (quad_keeps), else one per element. The quads' loop runs alike on every lane of the warp
+// (a warp holds rows of unequal lengths, and idle threads; the shuffles need every lane):
+// as many rounds of four as the warp's longest row needs.
+template <class F>
+__device__ __forceinline__ void for_each_with_mask(const SlabThread& t, const GroupSlab& p,
+                                                   const DropoutSpec& drop, F f) {
+  if (drop.p > 0.0f && p.quads) {
+    const int64_t count = t.first < t.end ? (t.end - t.first + t.step - 1) / t.step : 0;
+    for (int64_t k0 = 0; __any_sync(0xffffffffu, k0 < count); k0 += 4) {
+      bool keep[4];
+      quad_keeps(drop, t.first + k0 * t.step, t.step, keep);
+#pragma unroll
+      for (int k = 0; k < 4; ++k)
+        if (k0 + k < count) f(t.first + (k0 + k) * t.step, keep[k]);
+    }
+  } else {
+    for (int64_t i = t.first; i < t.end; i += t.step)
+      f(i, drop.p <= 0.0f || dropout_keeps(drop, i));
+  }
+}
 
 // Shared memory of slab_group_sums: kValues sums at once, one partial per thread.
 template <int kValues>
@@ -269,11 +323,11 @@ __global__ void __launch_bounds__(kThreads)
   }
   const float gm = gamma[t.c], bt = beta[t.c];
   const float keep_scale = 1.0f / (1.0f - drop.p);  // as the dropout op computes it
-  for (int64_t i = t.first; i < t.end; i += t.step) {
+  for_each_with_mask(t, p, drop, [&](int64_t i, bool keep) {
     const float h = (load(x, i) - mu) * r * gm + bt;
     const float out = kSilu ? h / (1.0f + expf(-h)) : h;
-    store(y, i, drop.p > 0.0f ? (dropout_keeps(drop, i) ? out * keep_scale : 0.0f) : out);
-  }
+    store(y, i, drop.p > 0.0f ? (keep ? out * keep_scale : 0.0f) : out);
+  });
 }
 
 // dx from dy (the gradient at the norm's output) as the first mapping's dx kernel: per group
@@ -342,10 +396,10 @@ __global__ void __launch_bounds__(kThreads)
   const SlabThread t(s, p, rows_per_block);
   const float mu = mean[t.stat], r = rstd[t.stat], gm = gamma[t.c], bt = beta[t.c];
   const float keep_scale = 1.0f / (1.0f - drop.p);
-  for (int64_t i = t.first; i < t.end; i += t.step) {
+  for_each_with_mask(t, p, drop, [&](int64_t i, bool keep) {
     const float h = (load(x, i) - mu) * r * gm + bt;
-    store(dh, i, silu_grad(h, load(dy, i), drop, keep_scale, i));
-  }
+    store(dh, i, silu_grad(h, load(dy, i), drop, keep_scale, keep));
+  });
 }
 
 // Rows per block of the dh kernel: 32 passes of the block's threads, so 32 elements a
