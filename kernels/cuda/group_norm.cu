@@ -159,7 +159,7 @@ constexpr int64_t kMinSlabChannels = 16;
 // A block's slab: `groups` whole groups side by side, `width` channels, `rows_per_pass` pixel
 // rows read per step of the block's threads. groups = 0: no slab fits (C/G > kThreads).
 // quads: C and the width are multiples of 4, so the four channels of every Philox block of
-// a row are four adjacent threads of one row of the slab (slab_keeps below).
+// a row are four adjacent threads of one row of the slab (quad_keeps below).
 struct GroupSlab {
   int64_t groups = 0, width = 0, rows_per_pass = 0;
   bool quads = false;
@@ -212,9 +212,9 @@ struct SlabThread {
 // Dropout's mask, four elements to a Philox block. The keep decision of element i is word
 // i % 4 of Philox block i / 4 (philox_uniform: the CPU's bits), so a thread per element that
 // computes its block keeps one word of four: four times the Philox rounds the mask needs
-// (~80 instructions a block, against the ~40 an element a memory-bound kernel may spend at
-// an H100's issue rate per byte moved; the dropout op's own kernel already took a block per
-// thread). A slab thread's elements are one channel, rows R apart, and the block of its
+// (~110 PTX instructions a block, 64-bit multiplies and shifts, against the ~40 an element
+// a memory-bound kernel moving 4 bytes may spend at an H100's issue rate; the dropout op's
+// own kernel already took a block per thread). A slab thread's elements are one channel, rows R apart, and the block of its
 // element holds the same row's channels c - c % 4 .. + 3: the four lanes of its "quad" when
 // the slab has quads. So each lane of a quad computes the block of one of four successive
 // row steps, and four shuffles within the quad hand every lane its own word of each: in
