@@ -180,6 +180,8 @@ TEST(UNet, ConfigErrorsNameTheKey) {
   expect_error([&] { read("image_size=31"); }, {"key 'image_size'", "31", "halve"});
   expect_error([&] { read("channel_mult=[1, \"2\"]"); }, {"key 'channel_mult'"});
   expect_error([&] { read("attention_heads=3"); }, {"key 'attention_heads'", "3 heads"});
+  expect_error([&] { read("upsample_by_phase=1"); },
+               {"key 'upsample_by_phase'", "must be true or false", "got 1"});
 }
 
 }  // namespace
