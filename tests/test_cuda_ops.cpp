@@ -766,6 +766,16 @@ std::vector<float> as_floats(const Tensor& t) {  // exact for bf16; NaN equals n
   return t.to(Device::CPU).to(DType::F32).to_vector<float>();
 }
 
+// run(out, write) into n zeros of dtype with GradWrite::Accumulate and into n NaNs with
+// Assign: the same values, so every element is written and none is read.
+template <class Run>
+void expect_written_as_added(int64_t n, DType dtype, Run run) {
+  const Tensor added = Tensor::zeros(Shape{n}, dtype, Device::CUDA), written = nans(n, dtype);
+  run(added, GradWrite::Accumulate);
+  run(written, GradWrite::Assign);
+  EXPECT_EQ(as_floats(written), as_floats(added));
+}
+
 // dx written outright (GradWrite::Assign) into a buffer of NaNs is, bit for bit, dx added
 // into zeros (and the convolutions' dw likewise), for every convolution algo, group norm and
 // linear, f32 and bf16 activations: so every element is written and none is read. Shapes:
@@ -789,41 +799,29 @@ TEST(CudaOps, FirstGradientsAreWrittenOutright) {
       const Tensor ws = Tensor::empty(
           Shape{std::max<int64_t>(1, cuda::conv2d_backward_workspace(s, algo))}, DType::F32,
           Device::CUDA);
-      const Tensor added = Tensor::zeros(Shape{nx}, DType::F32, Device::CUDA), written = nans(nx);
-      cuda::conv2d_backward(s, x.data<float>(), w.data<float>(), dy.data<float>(),
-                            added.data<float>(), nullptr, nullptr, algo, ws.data<float>());
-      cuda::conv2d_backward(s, x.data<float>(), w.data<float>(), dy.data<float>(),
-                            written.data<float>(), nullptr, nullptr, algo, ws.data<float>(),
-                            nullptr, GradWrite::Assign);
-      EXPECT_EQ(written.to(Device::CPU).to_vector<float>(),
-                added.to(Device::CPU).to_vector<float>());
+      float* const wsp = ws.data<float>();
+      expect_written_as_added(nx, DType::F32, [&](const Tensor& dx, GradWrite write) {
+        cuda::conv2d_backward(s, x.data<float>(), w.data<float>(), dy.data<float>(),
+                              dx.data<float>(), nullptr, nullptr, algo, wsp, nullptr, write);
+      });
       // dw likewise (dw_write: the folded kernels of upsample_conv3x3, whose gradients are
       // new at every step), with the v4 wgrad's padded channels (Cin 5, Cout 9) dropped
       const int64_t nw = 9 * s.c_in * s.c_out;
-      const Tensor added_w = Tensor::zeros(Shape{nw}, DType::F32, Device::CUDA),
-                   written_w = nans(nw);
-      cuda::conv2d_backward(s, x.data<float>(), w.data<float>(), dy.data<float>(), nullptr,
-                            added_w.data<float>(), nullptr, algo, ws.data<float>());
-      cuda::conv2d_backward(s, x.data<float>(), w.data<float>(), dy.data<float>(), nullptr,
-                            written_w.data<float>(), nullptr, algo, ws.data<float>(), nullptr,
-                            GradWrite::Accumulate, GradWrite::Assign);
-      EXPECT_EQ(as_floats(written_w), as_floats(added_w));
+      expect_written_as_added(nw, DType::F32, [&](const Tensor& dw, GradWrite write) {
+        cuda::conv2d_backward(s, x.data<float>(), w.data<float>(), dy.data<float>(), nullptr,
+                              dw.data<float>(), nullptr, algo, wsp, nullptr,
+                              GradWrite::Accumulate, write);
+      });
       if (!cuda::conv2d_reads_bf16(algo)) continue;
-      const Tensor added16 = Tensor::zeros(Shape{nx}, DType::BF16, Device::CUDA),
-                   written16 = nans(nx, DType::BF16);
-      cuda::conv2d_backward(s, bits(x16), w.data<float>(), bits(dy16), bits(added16), nullptr,
-                            nullptr, algo, ws.data<float>());
-      cuda::conv2d_backward(s, bits(x16), w.data<float>(), bits(dy16), bits(written16), nullptr,
-                            nullptr, algo, ws.data<float>(), nullptr, GradWrite::Assign);
-      EXPECT_EQ(as_floats(written16), as_floats(added16));
-      const Tensor added_w16 = Tensor::zeros(Shape{nw}, DType::F32, Device::CUDA),
-                   written_w16 = nans(nw);
-      cuda::conv2d_backward(s, bits(x16), w.data<float>(), bits(dy16), nullptr,
-                            added_w16.data<float>(), nullptr, algo, ws.data<float>());
-      cuda::conv2d_backward(s, bits(x16), w.data<float>(), bits(dy16), nullptr,
-                            written_w16.data<float>(), nullptr, algo, ws.data<float>(), nullptr,
-                            GradWrite::Accumulate, GradWrite::Assign);
-      EXPECT_EQ(as_floats(written_w16), as_floats(added_w16));
+      expect_written_as_added(nx, DType::BF16, [&](const Tensor& dx, GradWrite write) {
+        cuda::conv2d_backward(s, bits(x16), w.data<float>(), bits(dy16), bits(dx), nullptr,
+                              nullptr, algo, wsp, nullptr, write);
+      });
+      expect_written_as_added(nw, DType::F32, [&](const Tensor& dw, GradWrite write) {
+        cuda::conv2d_backward(s, bits(x16), w.data<float>(), bits(dy16), nullptr,
+                              dw.data<float>(), nullptr, algo, wsp, nullptr,
+                              GradWrite::Accumulate, write);
+      });
     }
   }
   GroupNormShape gs;
