@@ -32,6 +32,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <numeric>
@@ -60,6 +61,7 @@ struct Thread {
   WaitingFor waiting_for = WaitingFor::Nothing;
   std::vector<AsyncCopy> open_group;            // cp.async issued since the last commit
   std::deque<std::vector<AsyncCopy>> committed;  // oldest first
+  std::vector<uint64_t> cp_async_destinations;   // this block's, in issue order (bank counts)
 };
 
 struct Warp {
@@ -367,6 +369,52 @@ void run_block(Block& b) {
 
 std::mutex g_launch_mutex;  // one grid at a time, like a single stream
 
+// ---- shared-memory bank accounting (block.h) ----------------------------------------------
+
+std::map<std::string, SharedTraffic> g_shared_traffic;  // written by the launching thread
+
+// The wavefronts n 16-byte accesses take: the most different addresses in one bank group.
+uint64_t wavefronts_of_16_byte_accesses(const uint64_t* address, int n) {
+  int most = 0;
+  for (int group = 0; group < 8; ++group) {
+    int distinct = 0;
+    for (int i = 0; i < n; ++i) {
+      if ((address[i] / 16) % 8 != uint64_t(group)) continue;
+      bool seen = false;
+      for (int j = 0; j < i; ++j) seen = seen || address[j] == address[i];
+      distinct += seen ? 0 : 1;
+    }
+    most = std::max(most, distinct);
+  }
+  return uint64_t(most);
+}
+
+// The cp.async of each warp of the finished block b, its lanes' k-th copies taken together.
+void count_cp_async(const Block& b) {
+  SharedTraffic& traffic = g_shared_traffic[b.spec->kernel];
+  for (size_t w = 0; w < b.warps.size(); ++w) {
+    const size_t first = 32 * w, last = std::min(b.threads.size(), first + 32);
+    const size_t issued = b.threads[first]->cp_async_destinations.size();
+    bool matched = true;
+    for (size_t t = first; t < last; ++t)
+      matched = matched && b.threads[t]->cp_async_destinations.size() == issued;
+    if (!matched) {
+      ++traffic.unmatched_cp_async_warps;
+      continue;
+    }
+    for (size_t k = 0; k < issued; ++k) {
+      ++traffic.cp_async.instructions;
+      for (size_t quarter = first; quarter < last; quarter += 8) {
+        uint64_t address[8];
+        const int n = static_cast<int>(std::min<size_t>(8, last - quarter));
+        for (int i = 0; i < n; ++i) address[i] = b.threads[quarter + i]->cp_async_destinations[k];
+        traffic.cp_async.wavefronts += wavefronts_of_16_byte_accesses(address, n);
+        ++traffic.cp_async.ideal;
+      }
+    }
+  }
+}
+
 }  // namespace
 
 bool in_kernel() {
@@ -418,9 +466,11 @@ std::string run_grid(const GridSpec& spec, const std::function<void()>& body) {
       t.waiting_for = WaitingFor::Nothing;
       t.open_group.clear();  // copies a thread of the previous block left in flight
       t.committed.clear();
+      t.cp_async_destinations.clear();
       t.fiber.reset(thread_main, &t);
     }
     run_block(b);
+    count_cp_async(b);
   }
   happens_after(&b.order_tokens[b.position % 2]);  // the blocks' writes, for the host
   return b.error;
@@ -519,7 +569,30 @@ unsigned warp_active_mask() {
 }
 
 void async_copy_issue(const AsyncCopy& copy) {
-  current("cp.async").open_group.push_back(copy);
+  Thread& t = current("cp.async");
+  t.open_group.push_back(copy);
+  t.cp_async_destinations.push_back(to_bits(copy.dst));
+}
+
+void count_ldmatrix(const uint64_t* row_addresses) {
+  Thread& t = current("ldmatrix");
+  IgnoreAccesses ignore;  // one lane of each warp writes the totals; blocks run in turn
+  SharedWavefronts& counts = g_shared_traffic[t.block->spec->kernel].ldmatrix;
+  ++counts.instructions;
+  for (int matrix = 0; matrix < 4; ++matrix) {
+    counts.wavefronts += wavefronts_of_16_byte_accesses(row_addresses + 8 * matrix, 8);
+    ++counts.ideal;
+  }
+}
+
+std::map<std::string, SharedTraffic> shared_traffic() {
+  std::lock_guard<std::mutex> lock(g_launch_mutex);
+  return g_shared_traffic;
+}
+
+void reset_shared_traffic() {
+  std::lock_guard<std::mutex> lock(g_launch_mutex);
+  g_shared_traffic.clear();
 }
 
 void async_copy_commit() {

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -53,6 +54,36 @@ struct AsyncCopy {
 void async_copy_issue(const AsyncCopy& copy);
 void async_copy_commit();
 std::vector<AsyncCopy> async_copy_wait(int newest_groups_left_pending);
+
+// Shared-memory bank accounting of the 16-byte warp accesses of ptx.h: ldmatrix's rows and
+// cp.async's shared destinations, per kernel, so that a tile layout's bank conflicts are
+// counted on a machine without a GPU. The model (the one Nsight Compute's l1tex bank-
+// conflict counters follow): shared memory serves a warp 128 bytes, one word from each of
+// its 32 four-byte banks, per wavefront. A 16-byte access covers the four banks of one
+// 16-byte "bank group", (address / 16) % 8, so eight of them take one wavefront when they
+// fall in eight different groups; k different addresses in one group take k (one address
+// read by several lanes is read once).
+//   ldmatrix.x4   four phases, one per 8x8 matrix (lanes 8q..8q+7 give its rows): ideal 4
+//   cp.async      the lanes in quarters (0-7, 8-15, ...), a phase each: ideal 4 for a full
+//                 warp. The k-th cp.async of each lane of a warp is taken as one warp
+//                 instruction; a warp whose lanes issued different numbers is not counted
+//                 but tallied as unmatched, so a test can insist on none.
+// Addresses are host addresses: a tile's groups are those of its offsets shifted by a
+// multiple of 16 bytes, which permutes the groups and changes no count.
+struct SharedWavefronts {
+  uint64_t instructions = 0;  // warp-wide
+  uint64_t wavefronts = 0;    // what the banks serve them in
+  uint64_t ideal = 0;         // the same instructions without a conflict
+};
+struct SharedTraffic {
+  SharedWavefronts ldmatrix, cp_async;
+  uint64_t unmatched_cp_async_warps = 0;
+};
+// Called by one lane of a warp's ldmatrix.x4 with the 32 lanes' row addresses.
+void count_ldmatrix(const uint64_t* row_addresses);
+// What the kernels (by their launch's name) did since the last reset.
+std::map<std::string, SharedTraffic> shared_traffic();
+void reset_shared_traffic();
 
 // True while the calling thread runs a kernel.
 bool in_kernel();

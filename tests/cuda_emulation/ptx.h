@@ -9,7 +9,8 @@
 //                between: a race). Traps on unaligned addresses.
 //   ldmatrix     a warp collective: every lane gives its row address, every lane reads the
 //                32 rows and picks its elements. Traps unless all 32 lanes take part and
-//                every row address is 16-byte aligned.
+//                every row address is 16-byte aligned. Its wavefronts are counted
+//                (block.h: cuda_emu::shared_traffic), and so are cp.async's.
 //   mma.sync     a warp collective like WMMA's (wmma.h): the lanes' registers are gathered
 //                into A (16x16) and B (16x8) by the fragment layout, each lane computes its
 //                four elements of D: bf16 products (exact in fp32), summed in fp32 in k order.
@@ -51,6 +52,7 @@ inline void ldmatrix(const char* op, uint32_t (&r)[4], const void* row, bool tra
       cuda_emu::warp_collective_begin(op, 0xffffffffu, cuda_emu::to_bits(row), &lanes);
   if (lanes != 0xffffffffu) cuda_emu::trap((std::string(op) + " needs all 32 lanes").c_str());
   const int lane = cuda_emu::lane_id(), g = lane / 4, t = lane % 4;
+  if (lane == 0) cuda_emu::count_ldmatrix(all);  // its bank conflicts (block.h)
   for (int q = 0; q < 4; ++q) {
     auto row_of = [&](int i) { return cuda_emu::from_bits<const void*>(all[8 * q + i]); };
     r[q] = trans ? pack(b16_at(row_of(2 * t), g), b16_at(row_of(2 * t + 1), g))

@@ -20,6 +20,7 @@
 #include "kernels/bf16.h"
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/ptx.cuh"
 #include "tests/test_util.h"
 
 namespace {
@@ -202,6 +203,9 @@ TEST(Emulator, LaunchConfigurationsTheRuntimeRejectsThrowNamingTheKernel) {
                {"exceed the device's"});
   EXPECT_NE(cudaFuncSetAttribute(big_shared, cudaFuncAttributeMaxDynamicSharedMemorySize, 300000),
             cudaSuccess);
+  // a failed call leaves its error to the next cudaGetLastError, as the runtime does: taken
+  // here, or the next test's first launch check would report it
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidValue);
 }
 
 // The caching allocator is single-stream (engine/cuda_allocator.h): launches elsewhere stop.
@@ -578,6 +582,89 @@ TEST(Emulator, WmmaTrapsOnWhatThePtxIsaForbids) {
   expect_error([&] { DDPM_LAUNCH(wmma_lanes_disagree, 1, 32)(a.ptr); }, {"the warp must agree"});
   expect_error([&] { DDPM_LAUNCH(wmma_product, 1, 16)(a.ptr, a.ptr, a.ptr); },
                {"needs all 32 lanes"});
+}
+
+// ---- shared-memory bank accounting (block.h) ----
+
+// One ldmatrix.x4 per warp: lane l gives row l of a 32-row tile whose rows are `row_bytes`
+// apart, at 16-byte chunk l % 8 of its row when swizzled (else chunk 0); every lane row 0
+// when `same_row`.
+__global__ void ldmatrix_rows(int row_bytes, bool swizzled, bool same_row, uint32_t* out) {
+  DDPM_DYNAMIC_SHARED(unsigned char, tile);
+  for (int i = threadIdx.x; i < 32 * row_bytes; i += blockDim.x) tile[i] = 0;
+  __syncthreads();
+  const int lane = threadIdx.x % 32, row = same_row ? 0 : lane;
+  uint32_t r[4];
+  ddpm::cuda::ptx::ldmatrix_x4(r, tile + row * row_bytes + 16 * (swizzled ? row % 8 : 0));
+  out[threadIdx.x] = r[0] + r[1] + r[2] + r[3];
+}
+
+// Two cp.async per thread into shared memory: thread t's j-th lands at 16-byte chunk
+// (t + 64 j) * chunk_stride (zero-filled, no source read); thread 0 issues one more when
+// `extra`.
+__global__ void cp_async_chunks(int chunk_stride, bool extra, const float* src) {
+  DDPM_DYNAMIC_SHARED(unsigned char, tile);
+  const int t = threadIdx.x;
+  for (int j = 0; j < 2; ++j)
+    ddpm::cuda::ptx::cp_async_16(tile + 16 * (t + 64 * j) * chunk_stride, src, false);
+  if (extra && t == 0) ddpm::cuda::ptx::cp_async_16(tile, src, false);
+  ddpm::cuda::ptx::cp_async_commit();
+  ddpm::cuda::ptx::cp_async_wait<0>();
+}
+
+cuda_emu::SharedTraffic traffic_of(const char* kernel) {
+  const auto all = cuda_emu::shared_traffic();
+  const auto it = all.find(kernel);
+  return it == all.end() ? cuda_emu::SharedTraffic{} : it->second;
+}
+
+// Eight 16-byte rows in eight bank groups are one wavefront; k different rows in one group,
+// k wavefronts; one row read by every lane, one.
+TEST(Emulator, LdmatrixWavefrontsCountTheBankConflictsOfItsRows) {
+  struct Case {
+    int row_bytes;
+    bool swizzled, same_row;
+    uint64_t wavefronts;  // of the instruction: four matrices of 8 rows
+    const char* why;
+  };
+  for (const Case& c : {
+           Case{16, false, false, 4, "rows back to back: groups 0-7"},
+           Case{64, false, false, 16, "a K-major tile of 32 bf16: rows 2 apart share a group"},
+           Case{256, false, false, 32, "an MN-major tile of 128 bf16: all 8 rows in one group"},
+           Case{256, true, false, 4, "the same, chunk c of row r stored at c ^ (r % 8)"},
+           Case{528, false, false, 4, "rows of 256 + 8 bf16 (the flash kernels' padding)"},
+           Case{256, false, true, 4, "one row for all: read once per matrix"},
+       }) {
+    cuda_emu::reset_shared_traffic();
+    DeviceBuffer<uint32_t> out(64);
+    DDPM_LAUNCH(ldmatrix_rows, 2, 64, size_t(32 * c.row_bytes))(c.row_bytes, c.swizzled,
+                                                                  c.same_row, out.ptr);
+    const cuda_emu::SharedWavefronts w = traffic_of("ldmatrix_rows").ldmatrix;
+    EXPECT_EQ(w.instructions, 4u) << c.why;  // 2 blocks of 2 warps
+    EXPECT_EQ(w.ideal, 16u) << c.why;
+    EXPECT_EQ(w.wavefronts, 4 * c.wavefronts) << c.why;
+  }
+}
+
+// A warp's 16-byte copies in quarters of 8 lanes: consecutive chunks are one wavefront a
+// quarter; chunks 32 bytes apart, two; 128 bytes apart, all 8 of a quarter in one bank
+// group. A warp whose lanes issued different numbers of copies is set aside, not miscounted.
+TEST(Emulator, CpAsyncWavefrontsCountTheBankConflictsOfItsDestinations) {
+  DeviceBuffer<float> src(4);
+  for (const auto& [stride, per_quarter] : {std::pair<int, uint64_t>{1, 1}, {2, 2}, {8, 8}}) {
+    cuda_emu::reset_shared_traffic();
+    DDPM_LAUNCH(cp_async_chunks, 1, 48, size_t(16 * 128 * stride))(stride, false, src.ptr);
+    const cuda_emu::SharedTraffic t = traffic_of("cp_async_chunks");
+    EXPECT_EQ(t.cp_async.instructions, 4u) << stride;  // two a lane; warps of 32 and 16 lanes
+    EXPECT_EQ(t.cp_async.ideal, 2 * 4 + 2 * 2u) << stride;  // quarters: 4 and 2
+    EXPECT_EQ(t.cp_async.wavefronts, (2 * 4 + 2 * 2) * per_quarter) << stride;
+    EXPECT_EQ(t.unmatched_cp_async_warps, 0u);
+  }
+  cuda_emu::reset_shared_traffic();
+  DDPM_LAUNCH(cp_async_chunks, 1, 48, size_t(16 * 128))(1, true, src.ptr);
+  const cuda_emu::SharedTraffic t = traffic_of("cp_async_chunks");
+  EXPECT_EQ(t.unmatched_cp_async_warps, 1u);
+  EXPECT_EQ(t.cp_async.instructions, 2u) << "warp 1's two, not warp 0's";
 }
 
 // ---- fault injection (run by ctest, which expects the sanitizer's report) ----
