@@ -207,9 +207,10 @@ TEST(CudaBf16Storage, AttentionReadsBf16ActivationsAsTheyAre) {
     int64_t heads;
   };
   // one partial key tile; three tiles of 64 keys (the forward's cp.async pipeline refills
-  // each stage); three of 32 at head dim 256
+  // each stage); three of 32 at head dim 256; three heads of 32, whose copies take rows in
+  // a permuted order (flash::copy_rows)
   for (const Case& c : {Case{{2, 37, 3 * 64}, 1}, Case{{1, 150, 3 * 128}, 1},
-                        Case{{1, 70, 3 * 256}, 1}}) {
+                        Case{{1, 70, 3 * 256}, 1}, Case{{1, 70, 3 * 96}, 3}}) {
     SCOPED_TRACE(c.qkv.str());
     std::vector<float> out[2], grad[2];
     std::string names;

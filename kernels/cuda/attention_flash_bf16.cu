@@ -40,7 +40,7 @@
 // cp.async into two stages (flash::copy_rows): tile j+1 is in flight while the warps
 // multiply tile j, one barrier per tile (shared memory (64 + 4 kBc) rows: 25 / 45 / 85 /
 // 99 KB). fp32 rows still go through registers (stage_rows), one stage. The backward is
-// attention_flash_bf16_backward.cu; it stages synchronously in both storages.
+// attention_flash_bf16_backward.cu; it pipelines its per-step tiles the same way.
 #include <cmath>
 
 #include "engine/check.h"

@@ -33,15 +33,35 @@ __device__ __forceinline__ uint2 load4_bf16(const uint16_t* p) {
   return *reinterpret_cast<const uint2*>(p);
 }
 
+// The order a tile's rows are staged in, so that the stores of a warp meet no bank
+// conflict. Shared memory serves a warp 128 bytes (one 4-byte word per bank) per wavefront:
+// 16-byte copies (copy_rows) a quarter-warp at a time, 8-byte stores (stage_rows) a half-
+// warp at a time, each in one wavefront when no two of its lanes hit the same bank. A
+// padded row is 2D + 16 bytes. From D = 64 on, the lanes of a quarter (or half) write one
+// row's consecutive bytes: no conflict. At D = 32 they cover two 64-byte rows, and rows r
+// and r + 1 start 80 bytes apart, so the first row's first 16 bytes and the second row's
+// last 16 share banks (0-3 at r = 0): two wavefronts for every quarter (half). Rows 4 apart
+// start 320 bytes apart, 16 banks over, and their 64 bytes cannot meet: so at D = 32 each 8
+// rows are staged in the order 0 4 1 5 2 6 3 7, the quarters (halves) pairing rows (0, 4),
+// (1, 5), ... Global memory does not care: each row is still read whole by consecutive
+// lanes. tile_rows must be a multiple of 8. The copies' wavefronts are counted by
+// tests/cuda_emulation/test_bank_conflicts.cpp: 2.00 per quarter in the order 0 1 2 ...,
+// 1.00 in this one (the emulator does not see plain stores; the same arithmetic applies).
+template <int D>
+__device__ __forceinline__ int in_bank_order(int r) {
+  if constexpr (D == 32) return (r & ~7) | ((r & 7) >> 1) | ((r & 1) << 2);
+  return r;
+}
+
 // Rows [0, rows) of a tile from global memory (row r at src + r * stride, D elements, f32
 // 16-byte aligned or bf16 8-byte aligned) into shared bf16 rows of D + kPad; rows
-// [rows, tile_rows) zero. A warp reads 512 (f32) or 256 (bf16) contiguous bytes of a row.
-// All threads of the block take part.
+// [rows, tile_rows) zero, in_bank_order. A warp reads 512 (f32) or 256 (bf16) contiguous
+// bytes of a row (at D = 32, whole rows of 128 or 64). All threads of the block take part; tile_rows a multiple of 8.
 template <int D, class A>
 __device__ void stage_rows(uint16_t* dst, int tile_rows, const A* src, int64_t stride, int rows) {
   constexpr int kQuads = D / 4;
   for (int e = threadIdx.x; e < tile_rows * kQuads; e += blockDim.x) {
-    const int r = e / kQuads, c = 4 * (e % kQuads);
+    const int r = in_bank_order<D>(e / kQuads), c = 4 * (e % kQuads);
     const uint2 v = r < rows ? load4_bf16(src + r * stride + c) : make_uint2(0u, 0u);
     *reinterpret_cast<uint2*>(dst + r * (D + kPad) + c) = v;
   }
@@ -49,13 +69,14 @@ __device__ void stage_rows(uint16_t* dst, int tile_rows, const A* src, int64_t s
 
 // The same rows of bf16 by cp.async (16 bytes, 8 bf16, per copy; rows past `rows` zero-
 // filled by the copy itself): no registers, no wait here. The caller commits the group and
-// waits for it (ptx.cuh); rows 16-byte aligned in global and shared memory.
+// waits for it (ptx.cuh); rows 16-byte aligned in global and shared memory; tile_rows a
+// multiple of 8 (in_bank_order).
 template <int D>
 __device__ void copy_rows(uint16_t* dst, int tile_rows, const uint16_t* src, int64_t stride,
                           int rows) {
   constexpr int kChunks = D / 8;
   for (int e = threadIdx.x; e < tile_rows * kChunks; e += blockDim.x) {
-    const int r = e / kChunks, c = 8 * (e % kChunks);
+    const int r = in_bank_order<D>(e / kChunks), c = 8 * (e % kChunks);
     const bool valid = r < rows;
     ptx::cp_async_16(dst + r * (D + kPad) + c, valid ? src + r * stride + c : src, valid);
   }

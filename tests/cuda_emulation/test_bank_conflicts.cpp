@@ -1,0 +1,179 @@
+// Shared-memory bank conflicts of the tensor-core kernels, counted on the emulated device:
+// every ldmatrix and cp.async of convolution v4 (kernels/cuda/conv2d_bf16.cu) and of the
+// bf16 flash attention (attention_flash_bf16*.cu) is served in the wavefronts the emulator
+// counts (tests/cuda_emulation/block.h has the model: 128 bytes a wavefront, a 16-byte
+// access covering one of 8 bank groups). The kernels' comments claim their swizzle and
+// padding put the 8 rows of every ldmatrix, and every 8 consecutive 16-byte copies, in 8
+// different groups: here that claim is a count, for every pass, block shape and storage,
+// with no GPU. A layout that conflicts costs a multiple of the shared-memory bandwidth the
+// mma loop lives on, and no value comparison can see it.
+//
+// What this does not cover: the kernels' plain shared loads and stores (the flash kernels'
+// fp32 staging, the epilogues' exchanges), which the emulator does not see as warp
+// instructions. On a GPU, Nsight Compute's l1tex bank-conflict counters are the final word
+// (scripts/gpu-check.sh, stage profile).
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "kernels/bf16.h"
+#include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/conv2d_bf16.cuh"
+#include "tests/cuda_emulation/block.h"
+#include "tests/device_buffer.h"
+#include "tests/test_util.h"
+
+namespace ddpm {
+namespace {
+
+using test::OnDevice;
+
+std::vector<float> randoms(size_t n, uint64_t stream) {
+  return test::random_tensor(Shape{int64_t(n)}, stream, DType::F32, 1.0).to_vector<float>();
+}
+
+std::vector<uint16_t> bf16_randoms(size_t n, uint64_t stream) {
+  std::vector<uint16_t> bits;
+  for (float v : randoms(n, stream)) bits.push_back(bf16_bits_from_float(v));
+  return bits;
+}
+
+// The wavefronts per ideal of what `kernel` issued since the last reset, printed; the
+// instruction counts are required to be positive (a kernel that issued nothing proves
+// nothing), and every warp's lanes to have issued the same number of copies.
+struct Ratios {
+  double ldmatrix, cp_async;
+};
+Ratios measured(const std::string& kernel, const std::string& what, bool expects_cp_async) {
+  const auto all = cuda_emu::shared_traffic();
+  const auto it = all.find(kernel);
+  if (it == all.end()) {
+    ADD_FAILURE() << kernel << " issued no ldmatrix or cp.async (" << what << ")";
+    return {0, 0};
+  }
+  const cuda_emu::SharedTraffic& t = it->second;
+  EXPECT_GT(t.ldmatrix.instructions, 0u) << what;
+  EXPECT_EQ(t.cp_async.instructions > 0, expects_cp_async) << what;
+  EXPECT_EQ(t.unmatched_cp_async_warps, 0u) << what;
+  const auto ratio = [](const cuda_emu::SharedWavefronts& w) {
+    return w.ideal == 0 ? 1.0 : double(w.wavefronts) / double(w.ideal);
+  };
+  const Ratios r{ratio(t.ldmatrix), ratio(t.cp_async)};
+  std::printf("%-44s ldmatrix %7llu x %.2f   cp.async %7llu x %.2f\n", what.c_str(),
+              static_cast<unsigned long long>(t.ldmatrix.instructions), r.ldmatrix,
+              static_cast<unsigned long long>(t.cp_async.instructions), r.cp_async);
+  return r;
+}
+
+const char* const kConvKernel = "(conv_gemm_bf16<Block, LoadA, LoadB, Epilogue>)";
+
+// Every pass (the forward's K-major A and MN-major B, the dgrad's two K-major operands, the
+// wgrad's two MN-major ones), every block shape, both storages, channels padded and not,
+// stride 1 and 2: every ldmatrix and every cp.async in one wavefront per 8 rows.
+TEST(BankConflicts, ConvolutionV4IsConflictFree) {
+  REQUIRE_GPU();
+  struct Case {
+    Shape x;
+    int64_t c_out, stride;
+  };
+  for (const Case& c : {Case{{2, 8, 8, 16}, 32, 1}, Case{{1, 5, 5, 3}, 8, 1},
+                        Case{{1, 8, 8, 16}, 24, 2}}) {
+    Conv2dParams p = Conv2dParams::same(3);
+    p.stride = c.stride;
+    const Conv2dShape s = conv2d_shape(c.x, Shape{3, 3, c.x[3], c.c_out}, p);
+    const size_t nx = s.n * s.h * s.w * s.c_in, ny = s.n * s.out_h() * s.out_w() * s.c_out,
+                 nw = 9 * s.c_in * s.c_out;
+    const OnDevice<float> x(randoms(nx, 1)), w(randoms(nw, 2)), b(randoms(s.c_out, 3)),
+        dy(randoms(ny, 4)), y(ny), dx(nx), dw(nw), db(s.c_out);
+    const OnDevice<uint16_t> xh(bf16_randoms(nx, 5)), dyh(bf16_randoms(ny, 6)), yh(ny), dxh(nx);
+    const OnDevice<float> fws(std::max<int64_t>(1, cuda::conv2d_bf16_forward_workspace(s)));
+    const OnDevice<float> bws(std::max<int64_t>(1, cuda::conv2d_bf16_backward_workspace(s)));
+    const std::string shape = "Cin " + std::to_string(s.c_in) + " Cout " +
+                              std::to_string(s.c_out) + " stride " + std::to_string(c.stride);
+    for (const auto& [tiles, name] :
+         {std::pair{cuda::Bf16Tiles::Large, "128x128"}, {cuda::Bf16Tiles::Deep, "128x128x4"},
+          {cuda::Bf16Tiles::Small, "64x64"}}) {
+      cuda::set_conv2d_bf16_tiles(tiles);
+      const auto check = [&](const std::string& what, const auto& run) {
+        cuda_emu::reset_shared_traffic();
+        run();
+        const Ratios r = measured(kConvKernel, "conv v4 " + what + ", " + name + ", " + shape,
+                                  /*expects_cp_async=*/true);
+        EXPECT_EQ(r.ldmatrix, 1.0) << what << ", " << name << ", " << shape;
+        EXPECT_EQ(r.cp_async, 1.0) << what << ", " << name << ", " << shape;
+      };
+      // Each GEMM on its own (a null dx or dw skips its pass), so a conflict names its pass.
+      check("forward f32", [&] {
+        cuda::conv2d_bf16_forward(s, x.ptr, w.ptr, b.ptr, y.ptr, fws.ptr);
+      });
+      check("dgrad f32", [&] {
+        cuda::conv2d_bf16_backward(s, x.ptr, w.ptr, dy.ptr, dx.ptr, nullptr, bws.ptr);
+      });
+      check("wgrad f32", [&] {
+        cuda::conv2d_bf16_backward(s, x.ptr, w.ptr, dy.ptr, nullptr, dw.ptr, bws.ptr);
+      });
+      check("forward bf16", [&] {
+        cuda::conv2d_bf16_forward(s, xh.ptr, w.ptr, b.ptr, yh.ptr, fws.ptr);
+      });
+      check("dgrad bf16", [&] {
+        cuda::conv2d_bf16_backward(s, xh.ptr, w.ptr, dyh.ptr, dxh.ptr, nullptr, nullptr,
+                                   bws.ptr);
+      });
+      check("wgrad bf16", [&] {
+        cuda::conv2d_bf16_backward(s, xh.ptr, w.ptr, dyh.ptr, nullptr, dw.ptr, nullptr,
+                                   bws.ptr);
+      });
+    }
+  }
+  cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Heuristic);
+}
+
+// Rows of D + 8 bf16 (kernels/cuda/flash_bf16.cuh): D / 8 + 1 chunks a row, an odd number
+// at every supported head dim, so 8 consecutive rows at one column (an ldmatrix) are in 8
+// different bank groups; the copies take rows in flash::in_bank_order (at D = 32 in the
+// order 0 1 2 ... they took 2.00 wavefronts per quarter). Forward and backward, every head
+// dim, both storages: on bf16 activations the tiles come by cp.async; from f32 they are
+// converted through registers (plain stores, not counted here).
+TEST(BankConflicts, FlashAttentionIsConflictFree) {
+  REQUIRE_GPU();
+  for (int64_t d : {32, 64, 128, 256}) {
+    AttentionShape s;
+    s.b = 1;
+    s.l = 70;  // partial query and key tiles
+    s.c = d;
+    s.heads = 1;
+    const size_t n_qkv = s.b * s.l * 3 * s.c, n_out = s.b * s.l * s.c, n_rows = s.b * s.l;
+    const OnDevice<float> qkv(randoms(n_qkv, 7)), dout(randoms(n_out, 8)), out(n_out),
+        lse(n_rows), delta(n_rows), dqkv(n_qkv);
+    const OnDevice<uint16_t> qkvh(bf16_randoms(n_qkv, 9)), douth(bf16_randoms(n_out, 10)),
+        outh(n_out), dqkvh(n_qkv);
+    const std::string dim = ", d " + std::to_string(d);
+    const auto expect_free = [&](const std::string& kernel, const std::string& what,
+                                 bool expects_cp_async) {
+      const Ratios r = measured(kernel, what, expects_cp_async);
+      EXPECT_EQ(r.ldmatrix, 1.0) << what;
+      EXPECT_EQ(r.cp_async, 1.0) << what;
+    };
+    cuda_emu::reset_shared_traffic();
+    cuda::attention_flash_bf16_forward(s, qkv.ptr, out.ptr, lse.ptr);
+    expect_free("(flash_forward_bf16<D, A>)", "flash forward f32" + dim, false);
+    cuda_emu::reset_shared_traffic();
+    cuda::attention_flash_bf16_backward(s, qkv.ptr, out.ptr, lse.ptr, dout.ptr, dqkv.ptr,
+                                        delta.ptr);
+    expect_free("(flash_dkv_bf16<D, A>)", "flash dk dv f32" + dim, false);
+    expect_free("(flash_dq_bf16<D, A>)", "flash dq f32" + dim, false);
+    cuda_emu::reset_shared_traffic();
+    cuda::attention_flash_bf16_forward(s, qkvh.ptr, outh.ptr, lse.ptr);
+    expect_free("(flash_forward_bf16<D, A>)", "flash forward bf16" + dim, true);
+    cuda_emu::reset_shared_traffic();
+    cuda::attention_flash_bf16_backward(s, qkvh.ptr, outh.ptr, lse.ptr, douth.ptr, dqkvh.ptr,
+                                        delta.ptr);
+    expect_free("(flash_dkv_bf16<D, A>)", "flash dk dv bf16" + dim, true);
+    expect_free("(flash_dq_bf16<D, A>)", "flash dq bf16" + dim, true);
+  }
+}
+
+}  // namespace
+}  // namespace ddpm
