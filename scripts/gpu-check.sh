@@ -8,7 +8,8 @@
 #                                                train sample report (default: all, in order),
 #                                                and test-cpu (the tests without CUDA)
 # profile: Nsight Compute (ncu, when installed) on the fused-loss section of kernel-bench,
-# the DRAM bytes each loss kernel really moved (docs/fused-loss.md explains the figures).
+# the DRAM bytes each loss kernel really moved (docs/fused-loss.md explains the figures), and
+# on the tensor-core kernels' tests, their shared-memory bank conflicts.
 # Offline machines: run scripts/prepare-gpu-deps.sh where packages can be installed and bring
 # deps/ along; cuDNN is taken from the system or, failing that, from PyTorch's nvidia-cudnn
 # wheel. Stages can run in separate calls (each under a time limit): outputs accumulate in
@@ -152,6 +153,20 @@ run_profile() {
     --launch-count 60 --metrics dram__bytes_read.sum,dram__bytes_write.sum,gpu__time_duration.sum \
     --csv "$build/apps/kernel-bench" loss > "$out/ncu-loss.csv" 2> "$out/ncu-loss.log"
   echo "ncu exit $?" | tee "$out/profile.status"
+  # Shared-memory wavefronts and bank conflicts (ncu's shared-memory table: shared loads and
+  # stores, LDSM, LDGSTS) of conv v4 and the bf16 flash kernels, on their tests' small
+  # shapes: the hardware's count of what tests/cuda_emulation/test_bank_conflicts.cpp
+  # counts on the emulated device (ldmatrix and cp.async conflict-free; docs/kernels.md).
+  within 240 env DDPM_TEST_SMALL_SHAPES=1 "$ncu_bin" -k "regex:conv_gemm_bf16" \
+    --launch-count 40 --section MemoryWorkloadAnalysis_Tables --page details --csv \
+    "$build/tests/test_cuda_conv_bf16" --gtest_filter="*SameBf16Operands*" \
+    > "$out/ncu-banks-conv.csv" 2> "$out/ncu-banks-conv.log"
+  echo "ncu banks conv exit $?" | tee -a "$out/profile.status"
+  within 240 env DDPM_TEST_SMALL_SHAPES=1 "$ncu_bin" -k "regex:flash_" --launch-count 40 \
+    --section MemoryWorkloadAnalysis_Tables --page details --csv \
+    "$build/tests/test_cuda_attention_bf16" > "$out/ncu-banks-flash.csv" \
+    2> "$out/ncu-banks-flash.log"
+  echo "ncu banks flash exit $?" | tee -a "$out/profile.status"
 }
 
 # The CIFAR-10 model's training step at batch 128 on the engine, fp32 (default), in tf32
@@ -277,6 +292,10 @@ with open(os.path.join(out, "report.md"), "w") as f:
             "python3 scripts/attention_reference.py --compare " + os.path.join(out, "kernel-bench.json")
             + " " + os.path.join(out, "attention-pytorch.json")).read() + "\n")
     f.write("\n## Nsight Compute on the loss kernels (DRAM bytes, duration)\n```\n" + read("ncu-loss.csv")[:20000] + "\n```\n")
+    for name in ("conv", "flash"):
+        f.write("\n## Nsight Compute: shared-memory wavefronts and bank conflicts, " + name
+                + " (the emulator counts none for ldmatrix and cp.async)\n```\n"
+                + read("ncu-banks-" + name + ".csv")[:20000] + "\n```\n")
     f.write("\n## Training benchmark (CIFAR-10 model, batch 128, 30 steps; fp32, tf32, bf16)\n```\n" + read("train.log") + "\n```\n")
     f.write("\n## PyTorch, same model and step (scripts/pytorch_reference.py; fp32, TF32, bf16 autocast)\n```\n" + read("pytorch.log") + "\n```\n")
     f.write("\n## Sampling, 256 images x 100 steps (engine fp32, bf16; PyTorch fp32, bf16)\n```\n" + read("sample.log") + "\n```\n")

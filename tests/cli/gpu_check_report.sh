@@ -6,7 +6,8 @@
 # report.json holds kernel-bench's rows. Needs no GPU: a report can be written (or rewritten)
 # from a GPU session's outputs on any machine. And a call out of time (DDPM_GPU_SECONDS)
 # skips its stages, names them, and still writes its report; a bad time is refused; the
-# sanitize stage runs what it should (a stand-in compute-sanitizer).
+# sanitize stage runs what it should (a stand-in compute-sanitizer), and so does the profile
+# stage (a stand-in ncu).
 #   tests/cli/gpu_check_report.sh SOURCE_DIR WORKDIR
 set -u
 src=$1 work=$2
@@ -81,4 +82,19 @@ grep -qF "small=1 poison=1 --tool racecheck --error-exitcode 1 build-gpu/tests/t
 [ "$(grep -c "poison=0 --tool initcheck " "$work/san/sanitizer.log")" = 4 ] &&
   ! grep -q "poison=0 --tool [^i]\|poison=1 --tool initcheck" "$work/san/sanitizer.log" ||
   fail "initcheck does not run on unpoisoned memory, or another tool does"
+# The profile stage with a stand-in ncu: the loss kernels' DRAM bytes from kernel-bench, and
+# the shared-memory table of conv v4 and the flash kernels from their tests at small shapes,
+# each run's exit recorded and its CSV in the report.
+printf '#!/usr/bin/env bash\necho "small=${DDPM_TEST_SMALL_SHAPES:-} $*"\n' > "$work/bin/ncu"
+chmod +x "$work/bin/ncu"
+PATH="$work/bin:$PATH" bash "$src/scripts/gpu-check.sh" "$work/prof" profile report > /dev/null 2>&1
+for line in "ncu exit 0" "ncu banks conv exit 0" "ncu banks flash exit 0"; do
+  grep -qx "$line" "$work/prof/profile.status" || fail "profile.status lacks: $line"
+done
+grep -qF "small=1 -k regex:conv_gemm_bf16 --launch-count 40 --section MemoryWorkloadAnalysis_Tables" \
+  "$work/prof/ncu-banks-conv.csv" || fail "ncu does not profile v4's shared memory at small shapes"
+grep -qF "build-gpu/tests/test_cuda_attention_bf16" "$work/prof/ncu-banks-flash.csv" ||
+  fail "ncu does not profile the flash kernels' test"
+grep -A2 "^## Nsight Compute: shared-memory wavefronts and bank conflicts, flash" \
+  "$work/prof/report.md" | grep -qF "regex:flash_" || fail "the flash kernels' table is not in the report"
 echo "PASS: gpu-check report"
