@@ -16,6 +16,7 @@
 
 #include <cstdio>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/bf16.h"
@@ -40,18 +41,17 @@ std::vector<uint16_t> bf16_randoms(size_t n, uint64_t stream) {
   return bits;
 }
 
-// The wavefronts per ideal of what `kernel` issued since the last reset, printed; the
-// instruction counts are required to be positive (a kernel that issued nothing proves
-// nothing), and every warp's lanes to have issued the same number of copies.
-struct Ratios {
-  double ldmatrix, cp_async;
-};
-Ratios measured(const std::string& kernel, const std::string& what, bool expects_cp_async) {
+// What `kernel` issued since the last reset, printed as wavefronts per ideal, and required
+// to be conflict-free: every ldmatrix and cp.async in its ideal wavefronts. The instruction
+// counts must be positive (a kernel that issued nothing proves nothing; cp.async only where
+// expected), and every warp's lanes must have issued the same number of copies.
+void expect_conflict_free(const std::string& kernel, const std::string& what,
+                          bool expects_cp_async) {
   const auto all = cuda_emu::shared_traffic();
   const auto it = all.find(kernel);
   if (it == all.end()) {
     ADD_FAILURE() << kernel << " issued no ldmatrix or cp.async (" << what << ")";
-    return {0, 0};
+    return;
   }
   const cuda_emu::SharedTraffic& t = it->second;
   EXPECT_GT(t.ldmatrix.instructions, 0u) << what;
@@ -60,11 +60,11 @@ Ratios measured(const std::string& kernel, const std::string& what, bool expects
   const auto ratio = [](const cuda_emu::SharedWavefronts& w) {
     return w.ideal == 0 ? 1.0 : double(w.wavefronts) / double(w.ideal);
   };
-  const Ratios r{ratio(t.ldmatrix), ratio(t.cp_async)};
   std::printf("%-44s ldmatrix %7llu x %.2f   cp.async %7llu x %.2f\n", what.c_str(),
-              static_cast<unsigned long long>(t.ldmatrix.instructions), r.ldmatrix,
-              static_cast<unsigned long long>(t.cp_async.instructions), r.cp_async);
-  return r;
+              static_cast<unsigned long long>(t.ldmatrix.instructions), ratio(t.ldmatrix),
+              static_cast<unsigned long long>(t.cp_async.instructions), ratio(t.cp_async));
+  EXPECT_EQ(t.ldmatrix.wavefronts, t.ldmatrix.ideal) << what;
+  EXPECT_EQ(t.cp_async.wavefronts, t.cp_async.ideal) << what;
 }
 
 const char* const kConvKernel = "(conv_gemm_bf16<Block, LoadA, LoadB, Epilogue>)";
@@ -99,10 +99,8 @@ TEST(BankConflicts, ConvolutionV4IsConflictFree) {
       const auto check = [&](const std::string& what, const auto& run) {
         cuda_emu::reset_shared_traffic();
         run();
-        const Ratios r = measured(kConvKernel, "conv v4 " + what + ", " + name + ", " + shape,
-                                  /*expects_cp_async=*/true);
-        EXPECT_EQ(r.ldmatrix, 1.0) << what << ", " << name << ", " << shape;
-        EXPECT_EQ(r.cp_async, 1.0) << what << ", " << name << ", " << shape;
+        expect_conflict_free(kConvKernel, "conv v4 " + what + ", " + name + ", " + shape,
+                             /*expects_cp_async=*/true);
       };
       // Each GEMM on its own (a null dx or dw skips its pass), so a conflict names its pass.
       check("forward f32", [&] {
@@ -130,12 +128,29 @@ TEST(BankConflicts, ConvolutionV4IsConflictFree) {
   cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Heuristic);
 }
 
+// The flash kernels' forward, then backward, on qkv in storage T (f32, or bf16 bits: then
+// the tiles come by cp.async; from f32 they are converted through registers, plain stores
+// that the emulator does not count).
+template <class T>
+void expect_flash_conflict_free(const AttentionShape& s, const std::string& what,
+                                const OnDevice<T>& qkv, const OnDevice<T>& dout) {
+  const bool copies = std::is_same_v<T, uint16_t>;
+  const OnDevice<T> out(dout.n), dqkv(qkv.n);
+  const OnDevice<float> lse(s.b * s.heads * s.l), delta(s.b * s.heads * s.l);
+  cuda_emu::reset_shared_traffic();
+  cuda::attention_flash_bf16_forward(s, qkv.ptr, out.ptr, lse.ptr);
+  expect_conflict_free("(flash_forward_bf16<D, A>)", "flash forward " + what, copies);
+  cuda_emu::reset_shared_traffic();
+  cuda::attention_flash_bf16_backward(s, qkv.ptr, out.ptr, lse.ptr, dout.ptr, dqkv.ptr,
+                                      delta.ptr);
+  expect_conflict_free("(flash_dkv_bf16<D, A>)", "flash dk dv " + what, copies);
+  expect_conflict_free("(flash_dq_bf16<D, A>)", "flash dq " + what, copies);
+}
+
 // Rows of D + 8 bf16 (kernels/cuda/flash_bf16.cuh): D / 8 + 1 chunks a row, an odd number
 // at every supported head dim, so 8 consecutive rows at one column (an ldmatrix) are in 8
 // different bank groups; the copies take rows in flash::in_bank_order (at D = 32 in the
-// order 0 1 2 ... they took 2.00 wavefronts per quarter). Forward and backward, every head
-// dim, both storages: on bf16 activations the tiles come by cp.async; from f32 they are
-// converted through registers (plain stores, not counted here).
+// order 0 1 2 ... they took 2.00 wavefronts per quarter). Every head dim, both storages.
 TEST(BankConflicts, FlashAttentionIsConflictFree) {
   REQUIRE_GPU();
   for (int64_t d : {32, 64, 128, 256}) {
@@ -144,34 +159,12 @@ TEST(BankConflicts, FlashAttentionIsConflictFree) {
     s.l = 70;  // partial query and key tiles
     s.c = d;
     s.heads = 1;
-    const size_t n_qkv = s.b * s.l * 3 * s.c, n_out = s.b * s.l * s.c, n_rows = s.b * s.l;
-    const OnDevice<float> qkv(randoms(n_qkv, 7)), dout(randoms(n_out, 8)), out(n_out),
-        lse(n_rows), delta(n_rows), dqkv(n_qkv);
-    const OnDevice<uint16_t> qkvh(bf16_randoms(n_qkv, 9)), douth(bf16_randoms(n_out, 10)),
-        outh(n_out), dqkvh(n_qkv);
-    const std::string dim = ", d " + std::to_string(d);
-    const auto expect_free = [&](const std::string& kernel, const std::string& what,
-                                 bool expects_cp_async) {
-      const Ratios r = measured(kernel, what, expects_cp_async);
-      EXPECT_EQ(r.ldmatrix, 1.0) << what;
-      EXPECT_EQ(r.cp_async, 1.0) << what;
-    };
-    cuda_emu::reset_shared_traffic();
-    cuda::attention_flash_bf16_forward(s, qkv.ptr, out.ptr, lse.ptr);
-    expect_free("(flash_forward_bf16<D, A>)", "flash forward f32" + dim, false);
-    cuda_emu::reset_shared_traffic();
-    cuda::attention_flash_bf16_backward(s, qkv.ptr, out.ptr, lse.ptr, dout.ptr, dqkv.ptr,
-                                        delta.ptr);
-    expect_free("(flash_dkv_bf16<D, A>)", "flash dk dv f32" + dim, false);
-    expect_free("(flash_dq_bf16<D, A>)", "flash dq f32" + dim, false);
-    cuda_emu::reset_shared_traffic();
-    cuda::attention_flash_bf16_forward(s, qkvh.ptr, outh.ptr, lse.ptr);
-    expect_free("(flash_forward_bf16<D, A>)", "flash forward bf16" + dim, true);
-    cuda_emu::reset_shared_traffic();
-    cuda::attention_flash_bf16_backward(s, qkvh.ptr, outh.ptr, lse.ptr, douth.ptr, dqkvh.ptr,
-                                        delta.ptr);
-    expect_free("(flash_dkv_bf16<D, A>)", "flash dk dv bf16" + dim, true);
-    expect_free("(flash_dq_bf16<D, A>)", "flash dq bf16" + dim, true);
+    const size_t n_qkv = s.b * s.l * 3 * s.c, n_out = s.b * s.l * s.c;
+    const std::string dim = "d " + std::to_string(d);
+    expect_flash_conflict_free(s, "f32, " + dim, OnDevice<float>(randoms(n_qkv, 7)),
+                               OnDevice<float>(randoms(n_out, 8)));
+    expect_flash_conflict_free(s, "bf16, " + dim, OnDevice<uint16_t>(bf16_randoms(n_qkv, 9)),
+                               OnDevice<uint16_t>(bf16_randoms(n_out, 10)));
   }
 }
 
