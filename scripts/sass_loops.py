@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""The main loop of each kernel, counted in SASS: what a GPU issues per iteration.
+
+    scripts/sass_loops.py [--arch 90] [--filter REGEX] FILE.cu | FILE.cubin | FILE.sass
+
+A .cu file is compiled here (nvcc -O3 -arch=sm_ARCH -cubin, from the repository root, with
+ptxas's register and spill report), a .cubin disassembled (cuobjdump -sass), a .sass listing
+read as it is. Per kernel: the loop (a backward branch and its body) holding the most tensor-
+core instructions (HMMA; FFMA for a kernel without any), its instructions per iteration (NOPs
+left out) by opcode, and the kernel's registers and spills. Static counts: a branch inside
+the loop that a run never takes still counts, and nothing here is a timing.
+
+Why: a sub-partition of an SM issues one instruction a cycle and keeps its tensor core busy
+a few cycles per mma, so a K loop whose other instructions (address arithmetic, bounds tests,
+branches) outnumber that budget waits on issue (docs/kernels.md, convolution v4, step 5).
+Needs no GPU. cuobjdump comes with the CUDA toolkit (or: pip install nvidia-cuda-cuobjdump).
+"""
+import argparse
+import collections
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tool(name):
+    found = shutil.which(name) or next(
+        (p for p in (f"/usr/local/cuda/bin/{name}",) if os.path.exists(p)), None)
+    if not found:
+        sys.exit(f"sass_loops: {name} not found (the CUDA toolkit has it; for cuobjdump also "
+                 "pip install nvidia-cuda-cuobjdump)")
+    return found
+
+
+def ptxas_report(text):
+    """{mangled kernel: (registers, spill stores, spill loads)} from ptxas -v."""
+    out, kernel, spills = {}, None, ("0", "0")
+    for line in text.splitlines():
+        m = re.search(r"Compiling entry function '(\S+)'", line)
+        if m:
+            kernel, spills = m.group(1), ("0", "0")
+        m = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", line)
+        if m:
+            spills = m.groups()
+        m = re.search(r"Used (\d+) registers", line)
+        if m and kernel:
+            out[kernel] = (int(m.group(1)), int(spills[0]), int(spills[1]))
+    return out
+
+
+def functions(sass):
+    """(mangled name, [(address, instruction)]) per function of a cuobjdump -sass listing."""
+    for part in re.split(r"\n\s*Function : ", sass)[1:]:
+        name = part.split("\n", 1)[0].strip()
+        code = []
+        for line in part.splitlines():
+            m = re.match(r"\s*/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;", line)
+            if m:
+                code.append((int(m.group(1), 16), m.group(2)))
+        yield name, code
+
+
+def opcode(instruction):
+    words = instruction.split()
+    op = words[1] if words[0].startswith("@") else words[0]
+    return op.split(".")[0]
+
+
+def main_loop(code):
+    """(key opcode, first, last index) of the loop with the most key instructions, or None."""
+    ops = [opcode(i) for _, i in code]
+    key = "HMMA" if "HMMA" in ops else "FFMA"
+    at = {address: n for n, (address, _) in enumerate(code)}
+    best = None
+    for n, (address, instruction) in enumerate(code):
+        m = re.search(r"\bBRA\b.*?0x([0-9a-f]+)", instruction)
+        if not m or int(m.group(1), 16) > address or int(m.group(1), 16) not in at:
+            continue
+        first = at[int(m.group(1), 16)]
+        count = ops[first:n + 1].count(key)
+        # the most key instructions; among equals the shortest loop (the innermost)
+        if count and (best is None or (count, first - n) > (best[0], best[1] - best[2])):
+            best = (count, first, n)
+    return (key, best[1], best[2]) if best else None
+
+
+def demangle(name):
+    try:
+        text = subprocess.run(["c++filt", name], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return name
+    text = re.sub(r"ddpm::cuda::(\(anonymous namespace\)::)?", "", text)
+    return re.sub(r"\((long|int|float|unsigned|ddpm|const).*$", "", text)
+
+
+def report(sass, registers):
+    rows = []
+    for name, code in functions(sass):
+        loop = main_loop(code)
+        if not loop:
+            continue
+        key, first, last = loop
+        ops = collections.Counter(opcode(i) for _, i in code[first:last + 1])
+        ops.pop("NOP", None)
+        regs = registers.get(name)
+        rows.append((demangle(name), sum(ops.values()), ops[key], key, regs, ops))
+    for kernel, total, keys, key, regs, ops in rows:
+        where = f"{regs[0]} registers, spills {regs[1]}/{regs[2]} bytes" if regs else "registers: -"
+        common = ", ".join(f"{op} {n}" for op, n in ops.most_common(8))
+        print(f"{kernel}\n    loop: {total} instructions, {keys} {key}, {total - keys} other; "
+              f"{where}\n    {common}")
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("file")
+    ap.add_argument("--arch", default="90")
+    ap.add_argument("--filter", default="", help="only kernels whose mangled name matches")
+    args = ap.parse_args()
+    registers, sass = {}, None
+    if args.file.endswith(".sass"):
+        sass = open(args.file).read()
+    else:
+        cubin = args.file
+        with tempfile.TemporaryDirectory() as tmp:
+            if args.file.endswith(".cu"):
+                cubin = os.path.join(tmp, "kernels.cubin")
+                built = subprocess.run(
+                    [tool("nvcc"), "-std=c++17", "-O3", f"-arch=sm_{args.arch}", "-I", ROOT,
+                     "-cubin", "-Xptxas", "-v", "-o", cubin, args.file],
+                    capture_output=True, text=True)
+                if built.returncode != 0:
+                    sys.exit(built.stderr)
+                registers = ptxas_report(built.stderr)
+            sass = subprocess.run([tool("cuobjdump"), "-sass", cubin], capture_output=True,
+                                  text=True, check=True).stdout
+    if args.filter:
+        keep = re.compile(args.filter)
+        sass = "\n".join(["", *(f"\tFunction : {part}" for part in re.split(
+            r"\n\s*Function : ", sass)[1:] if keep.search(part.split("\n", 1)[0]))])
+    if not report(sass, registers):
+        sys.exit("sass_loops: no kernel with a loop of HMMA or FFMA instructions")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# scripts/sass_loops.py on a hand-written SASS listing (tests/cli/data/loops.sass): the loop
+# it reports per kernel is the one with the most HMMA (the outer of two nested loops, which
+# holds all three; NOPs not counted), FFMA where a kernel has no HMMA, and a kernel with
+# neither is left out; --filter keeps the kernels whose name matches. Needs no GPU and no
+# CUDA tools (a .sass file is read as it is).
+#   tests/cli/sass_loops.sh SOURCE_DIR WORKDIR
+set -u
+src=$1 work=$2
+rm -rf "$work" && mkdir -p "$work"
+fail() { echo "FAIL: $*"; exit 1; }
+out=$(python3 "$src/scripts/sass_loops.py" "$src/tests/cli/data/loops.sass" 2>&1) ||
+  fail "sass_loops.py failed: $out"
+grep -qF "loop: 8 instructions, 3 HMMA, 5 other; registers: -" <<< "$out" ||
+  fail "the gemm's outer loop is not 8 instructions with 3 HMMA: $out"
+grep -qF "HMMA 3, BRA 2, IADD3 1, LDSM 1, ISETP 1" <<< "$out" ||
+  fail "the gemm's loop by opcode is wrong: $out"
+grep -qF "loop: 5 instructions, 1 FFMA, 4 other" <<< "$out" || fail "the axpy's FFMA loop: $out"
+! grep -q "copy" <<< "$out" || fail "a kernel without HMMA or FFMA is listed: $out"
+only=$(python3 "$src/scripts/sass_loops.py" --filter axpy "$src/tests/cli/data/loops.sass" 2>&1)
+grep -q "axpy" <<< "$only" && ! grep -q "gemm" <<< "$only" || fail "--filter axpy: $only"
+echo "PASS: sass_loops"
