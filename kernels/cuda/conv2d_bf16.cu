@@ -32,7 +32,8 @@
 // 4 x 4 mma tiles of 16x8 (64 fp32 accumulators per thread). K advances 32 per stage, two
 // mma k-steps. Per stage and operand the tile is 128 x 32 bf16 = 8 KB; 3 stages of A and B
 // = 48 KB of dynamic shared memory, the most a block may use without opting in, and two
-// blocks fit an SM's 64K registers (ptxas, sm_90: 122-126 registers, no spills). The same
+// blocks fit an SM's 64K registers (ptxas, sm_90: 122-126 registers, no spills; the
+// launch bounds hold every kernel to that). The same
 // tiles with 4 stages (64 KB, opted in) keep one more tile in flight; a 64x64 block of 4
 // warps (32x32 each) serves small outputs; a heuristic or a start-up autotuner picks per
 // pass and size (BlockShape below).
@@ -52,7 +53,16 @@
 // Gathers: each thread loads the same two rows (K-major) or the same 8 columns (MN-major)
 // of every stage, so what depends on the row (pixel coordinates, the image's base address)
 // is computed once per block, and what depends on k (tap, channel; or the pixel) is advanced
-// by 32 per stage with a carry: no division per element or per stage.
+// by 32 per stage with a carry: no division per element or per stage. The forward's and the
+// dgrad's K-major gathers go further (TapMask): a row is its window's origin (an offset)
+// and a mask of the taps that land inside the image (for the dgrad: on an output pixel of
+// the stride's grid), both fixed for the whole K loop, so a chunk per stage is a mask test
+// and two adds; the tap's offset changes only on a carry. The K loop is issue-bound when
+// its other instructions outnumber what the tensor cores take for its 32 mma (a few cycles
+// each per SM sub-partition, which issues one instruction a cycle): scripts/sass_loops.py
+// (cuobjdump -sass of the sm_90 build) counts, per stage and warp of the 128x128 3-stage
+// kernel, 437 instructions in the dgrad's loop and 239 in the forward's before the masks,
+// 249 and 198 with them (32 of each are the mma; static counts, not timings).
 //
 // Epilogue: each thread holds pairs of adjacent columns of C in registers and hands them
 // over a row at a time, so what depends on the row (its address, its sample) is computed
@@ -175,31 +185,71 @@ __device__ void load_b_fragments(const bf16_bits* tile, int n0, int kk, int lane
 // stage, or null for zeros (outside the image, the matrix or the K slice); advance() moves
 // every chunk 32 along k.
 
-// k = (kh, kw, c) over KH x KW x C8 with c fastest: advanced with a carry.
+// Which taps of a row's window land on the input (for the dgrad: on an output pixel), as
+// one word: bit kh (0-15) when row kh of the window does, bit 16 + kw when column kw does;
+// tap (kh, kw) lands when both are set. Computed once per row at the start (a row is a
+// pixel, fixed for the whole K loop), so a chunk's test per stage is an AND and a compare,
+// where testing the coordinates against the image's bounds took four compares (and, in the
+// dgrad, a divisibility test by the stride) per chunk and stage. Kernels up to 16 x 16
+// (check_kernel_size).
+struct TapMask {
+  static constexpr int kMaxTaps = 16;  // per side
+  __device__ static uint32_t bits(int kh, int kw) { return (1u << kh) | (1u << (16 + kw)); }
+  // Bits [lo, hi) of [0, n), every s-th from the one congruent to `first` mod s.
+  __device__ static uint32_t side(int lo, int hi, int n, int first, int s) {
+    uint32_t b = 0;
+    for (int t = lo > 0 ? lo : 0; t < (hi < n ? hi : n); ++t)
+      if (s == 1 || (t - first) % s == 0) b |= 1u << t;
+    return b;
+  }
+  __device__ static bool lands(uint32_t mask, uint32_t tap_bits) {
+    return (mask & tap_bits) == tap_bits;
+  }
+};
+
+// k = (kh, kw, c) over KH x KW x C8 with c fastest, advanced 32 a stage with a carry. What
+// depends on the tap (kh, kw), its element offset in the loader's layout and its two bits
+// for the rows' masks (TapMask), changes only when the tap does, so it is recomputed only on
+// a carry: a stage without one costs an add and a compare. The loader L gives
+// tap_offset(kh, kw).
 struct TapChannel {
   int kh = 0, kw = 0, c = 0;
-  int64_t k = 0;
-  __device__ void start(int64_t k0, int c8, int kw_n) {
-    k = k0;
+  int k_left = 0;         // k_end - k: the chunk is past the K slice when <= 0
+  int tap_offset = 0;     // L::tap_offset(kh, kw), elements
+  uint32_t tap_bits = 0;  // TapMask::bits(kh, kw)
+  template <class L>
+  __device__ void start(const L& l, int64_t k0, int64_t k_end, int c8, int kw_n) {
+    k_left = static_cast<int>(k_end - k0);
     c = static_cast<int>(k0 % c8);
     const int tap = static_cast<int>(k0 / c8);
     kh = tap / kw_n;
     kw = tap % kw_n;
+    retap(l);
   }
-  __device__ void advance(int c8, int kw_n) {
-    k += kBK;
+  template <class L>
+  __device__ void advance(const L& l, int c8, int kw_n) {
+    k_left -= kBK;
     c += kBK;
-    while (c >= c8) {
+    if (c < c8) return;
+    do {
       c -= c8;
       if (++kw == kw_n) {
         kw = 0;
         ++kh;
       }
-    }
+    } while (c >= c8);
+    retap(l);
+  }
+  template <class L>
+  __device__ void retap(const L& l) {
+    tap_offset = l.tap_offset(kh, kw);
+    tap_bits = TapMask::bits(kh, kw);
   }
 };
 
-// Forward A: im2col(x8)[m = (n, oh, ow)][k = (kh, kw, ci)], x8 (N, H, W, Cin8).
+// Forward A: im2col(x8)[m = (n, oh, ow)][k = (kh, kw, ci)], x8 (N, H, W, Cin8). Row m's
+// window has its origin at input pixel (oh * stride - pad_top, ow * stride - pad_left), and
+// tap (kh, kw) is (kh W + kw) Cin8 elements on from it.
 struct ForwardA {
   static constexpr bool kKMajor = true;
   Conv2dShape s;
@@ -207,35 +257,45 @@ struct ForwardA {
   int c8;
   const bf16_bits* x8;
   struct State {
-    const bf16_bits* image[2];  // null: the row is past M
-    int ih0[2], iw0[2];
+    int64_t origin[2];  // elements from x8 (negative at the image's top-left edge)
+    uint32_t taps[2];   // TapMask; 0: the row is past M
     TapChannel k;
   };
-  __device__ State start(const int64_t (&row)[2], int64_t k0) const {
+  __device__ int tap_offset(int kh, int kw) const {
+    return (kh * static_cast<int>(s.w) + kw) * c8;
+  }
+  __device__ State start(const int64_t (&row)[2], int64_t k0, int64_t k_end) const {
     State st;
     for (int j = 0; j < 2; ++j) {
-      st.image[j] = nullptr;
+      st.origin[j] = 0;
+      st.taps[j] = 0;
       if (row[j] >= m) continue;
       const int64_t ow = row[j] % ow_n, oh = row[j] / ow_n % oh_n, n = row[j] / (ow_n * oh_n);
-      st.ih0[j] = static_cast<int>(oh * s.stride - s.pad_top);
-      st.iw0[j] = static_cast<int>(ow * s.stride - s.pad_left);
-      st.image[j] = x8 + n * s.h * s.w * c8;
+      const int ih0 = static_cast<int>(oh * s.stride - s.pad_top);
+      const int iw0 = static_cast<int>(ow * s.stride - s.pad_left);
+      st.origin[j] = ((n * s.h + ih0) * s.w + iw0) * c8;
+      st.taps[j] = TapMask::side(-ih0, static_cast<int>(s.h) - ih0, s.kh, 0, 1) |
+                   TapMask::side(-iw0, static_cast<int>(s.w) - iw0, s.kw, 0, 1) << 16;
     }
-    st.k.start(k0, c8, s.kw);
+    st.k.start(*this, k0, k_end, c8, s.kw);
     return st;
   }
-  __device__ const bf16_bits* chunk(const State& st, int j, int64_t k_end) const {
-    if (st.image[j] == nullptr || st.k.k >= k_end) return nullptr;
-    const int ih = st.ih0[j] + st.k.kh, iw = st.iw0[j] + st.k.kw;
-    if (ih < 0 || ih >= s.h || iw < 0 || iw >= s.w) return nullptr;
-    return st.image[j] + (static_cast<int64_t>(ih) * s.w + iw) * c8 + st.k.c;
+  __device__ const bf16_bits* chunk(const State& st, int j, int64_t) const {
+    if (st.k.k_left <= 0 || !TapMask::lands(st.taps[j], st.k.tap_bits)) return nullptr;
+    return x8 + st.origin[j] + (st.k.tap_offset + st.k.c);
   }
-  __device__ void advance(State& st) const { st.k.advance(c8, s.kw); }
+  __device__ void advance(State& st) const { st.k.advance(*this, c8, s.kw); }
   __device__ const bf16_bits* base() const { return x8; }
 };
 
 // Dgrad A: the output gradient input pixel m = (n, ih, iw) received through tap (kh, kw),
 // channel co: dy8[n, oh, ow, co] where oh * stride = ih + pad_top - kh (zero if no such oh).
+// With (nh, nw) = (ih + pad_top, iw + pad_left), tap (kh, kw) lands when nh - kh is a
+// multiple of the stride in [0, (OH - 1) stride] (and the same along w), and then
+// oh = nh / stride - kh / stride exactly (nh and kh are congruent mod the stride): so the
+// row's origin is output pixel (nh / stride, nw / stride) and the tap is
+// -(kh / stride OW + kw / stride) Cout8 elements from it. No division per chunk and stage
+// (the tap's offset divides by the stride on a carry only, and not at all for stride 1).
 struct DgradA {
   static constexpr bool kKMajor = true;
   Conv2dShape s;
@@ -243,48 +303,44 @@ struct DgradA {
   int c8;  // Cout8
   const bf16_bits* dy8;
   struct State {
-    const bf16_bits* image[2];
-    int nh0[2], nw0[2];  // ih + pad_top, iw + pad_left
+    int64_t origin[2];
+    uint32_t taps[2];
     TapChannel k;
   };
-  __device__ State start(const int64_t (&row)[2], int64_t k0) const {
+  __device__ int tap_offset(int kh, int kw) const {
+    if (s.stride != 1) {
+      kh /= s.stride;
+      kw /= s.stride;
+    }
+    return -(kh * static_cast<int>(ow_n) + kw) * c8;
+  }
+  __device__ State start(const int64_t (&row)[2], int64_t k0, int64_t k_end) const {
     State st;
     for (int j = 0; j < 2; ++j) {
-      st.image[j] = nullptr;
+      st.origin[j] = 0;
+      st.taps[j] = 0;
       if (row[j] >= m) continue;
       const int64_t iw = row[j] % s.w, ih = row[j] / s.w % s.h, n = row[j] / (s.w * s.h);
-      st.nh0[j] = static_cast<int>(ih + s.pad_top);
-      st.nw0[j] = static_cast<int>(iw + s.pad_left);
-      st.image[j] = dy8 + n * oh_n * ow_n * c8;
+      const int nh = static_cast<int>(ih + s.pad_top), nw = static_cast<int>(iw + s.pad_left);
+      const int reach_h = static_cast<int>(oh_n - 1) * s.stride;  // the largest oh * stride
+      const int reach_w = static_cast<int>(ow_n - 1) * s.stride;
+      st.origin[j] = ((n * oh_n + nh / s.stride) * ow_n + nw / s.stride) * c8;
+      st.taps[j] = TapMask::side(nh - reach_h, nh + 1, s.kh, nh, s.stride) |
+                   TapMask::side(nw - reach_w, nw + 1, s.kw, nw, s.stride) << 16;
     }
-    st.k.start(k0, c8, s.kw);
+    st.k.start(*this, k0, k_end, c8, s.kw);
     return st;
   }
-  __device__ const bf16_bits* chunk(const State& st, int j, int64_t k_end) const {
-    if (st.image[j] == nullptr || st.k.k >= k_end) return nullptr;
-    int nh = st.nh0[j] - st.k.kh, nw = st.nw0[j] - st.k.kw;  // = oh * stride, ow * stride
-    if (nh < 0 || nw < 0) return nullptr;
-    // (oh, ow) = (nh, nw) / stride where the stride divides them. Stride 2 (the U-Net's
-    // downsampling) by a bit test and shifts: a division by a runtime stride is tens of
-    // instructions, and this runs per chunk and stage.
-    if (s.stride == 2) {
-      if ((nh | nw) & 1) return nullptr;
-      nh >>= 1;
-      nw >>= 1;
-    } else if (s.stride != 1) {
-      if (nh % s.stride != 0 || nw % s.stride != 0) return nullptr;
-      nh /= s.stride;
-      nw /= s.stride;
-    }
-    if (nh >= oh_n || nw >= ow_n) return nullptr;
-    return st.image[j] + (static_cast<int64_t>(nh) * ow_n + nw) * c8 + st.k.c;
+  __device__ const bf16_bits* chunk(const State& st, int j, int64_t) const {
+    if (st.k.k_left <= 0 || !TapMask::lands(st.taps[j], st.k.tap_bits)) return nullptr;
+    return dy8 + st.origin[j] + (st.k.tap_offset + st.k.c);
   }
-  __device__ void advance(State& st) const { st.k.advance(c8, s.kw); }
+  __device__ void advance(State& st) const { st.k.advance(*this, c8, s.kw); }
   __device__ const bf16_bits* base() const { return dy8; }
 };
 
 // Dgrad B as (Cin rows) x (K = (kh, kw, co)) K-major: w8[kh, kw, ci, co], w8 (KH, KW, Cin,
-// Cout8).
+// Cout8). Row ci starts at ci Cout8; tap (kh, kw) is (kh KW + kw) Cin Cout8 on.
 struct DgradB {
   static constexpr bool kKMajor = true;
   Conv2dShape s;
@@ -292,24 +348,26 @@ struct DgradB {
   const bf16_bits* w8;
   struct State {
     bool valid[2];
-    int64_t ci[2];
+    int64_t origin[2];
     TapChannel k;
   };
-  __device__ State start(const int64_t (&r)[2], int64_t k0) const {
+  __device__ int tap_offset(int kh, int kw) const {
+    return (kh * s.kw + kw) * static_cast<int>(s.c_in) * c8;
+  }
+  __device__ State start(const int64_t (&r)[2], int64_t k0, int64_t k_end) const {
     State st;
     for (int j = 0; j < 2; ++j) {
       st.valid[j] = r[j] < s.c_in;
-      st.ci[j] = r[j];
+      st.origin[j] = r[j] * c8;
     }
-    st.k.start(k0, c8, s.kw);
+    st.k.start(*this, k0, k_end, c8, s.kw);
     return st;
   }
-  __device__ const bf16_bits* chunk(const State& st, int j, int64_t k_end) const {
-    if (!st.valid[j] || st.k.k >= k_end) return nullptr;
-    const int64_t tap = static_cast<int64_t>(st.k.kh) * s.kw + st.k.kw;
-    return w8 + (tap * s.c_in + st.ci[j]) * c8 + st.k.c;
+  __device__ const bf16_bits* chunk(const State& st, int j, int64_t) const {
+    if (!st.valid[j] || st.k.k_left <= 0) return nullptr;
+    return w8 + st.origin[j] + (st.k.tap_offset + st.k.c);
   }
-  __device__ void advance(State& st) const { st.k.advance(c8, s.kw); }
+  __device__ void advance(State& st) const { st.k.advance(*this, c8, s.kw); }
   __device__ const bf16_bits* base() const { return w8; }
 };
 
@@ -487,8 +545,12 @@ struct AccumulateWgrad {
 
 // grid (M tiles, N tiles, splits). Block z multiplies k in [z * k_slice, (z+1) * k_slice)
 // and, when splitting, writes its partial tile to planes + z * m * n.
+// Launch bounds: two blocks an SM, the occupancy the 128x128 tiles are sized for. At 256
+// threads that caps a thread at 128 registers, so a change that needs more spills (which
+// -Xptxas -v shows) instead of silently halving the occupancy: a draft of the masked
+// loaders took the dgrad to 156 registers, and nothing else would have said so.
 template <class Block, class LoadA, class LoadB, class Epilogue>
-__global__ void __launch_bounds__(Block::kThreads)
+__global__ void __launch_bounds__(Block::kThreads, 2)
 conv_gemm_bf16(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB b,
                Epilogue epilogue, float* planes) {
 #if DDPM_HAS_SM80_TENSOR_CORES
@@ -518,7 +580,7 @@ conv_gemm_bf16(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB 
     using T = decltype(tile);
     if constexpr (T::kIsKMajor) {  // two rows, one k
       const int64_t rows[2] = {mn0 + T::row_of(tid, 0), mn0 + T::row_of(tid, 1)};
-      return loader.start(rows, k_begin + kChunk * T::chunk_of(tid, 0));
+      return loader.start(rows, k_begin + kChunk * T::chunk_of(tid, 0), k_end);
     } else {  // one column chunk, two k rows
       const int64_t ks[2] = {k_begin + T::row_of(tid, 0), k_begin + T::row_of(tid, 1)};
       return loader.start(mn0 + kChunk * T::chunk_of(tid, 0), ks);
@@ -803,6 +865,12 @@ Gemm wgrad_gemm(const Conv2dShape& s) {
   return {"wgrad", taps(s) * round_up8(s.c_in), round_up8(s.c_out), s.n * s.out_h() * s.out_w()};
 }
 
+// The loaders' masks hold 16 taps a side (TapMask).
+void check_kernel_size(const Conv2dShape& s) {
+  CHECK(s.kh <= 16 && s.kw <= 16, "the bf16 tensor-core convolution (v4) takes kernels up to "
+                                  "16 x 16, got " << s.kh << " x " << s.kw);
+}
+
 // Both passes lay the workspace out the same way whether or not `base` is null (sizing).
 struct ForwardBuffers {
   bf16_bits *x8, *w8;
@@ -881,6 +949,7 @@ void forward(const Conv2dShape& s, const A* x, const float* w, const float* b, A
              float* workspace, const float* per_sample, const A* residual,
              const bf16_bits* w_bf16) {
   CHECK(workspace != nullptr, "the bf16 convolution needs conv2d_bf16_forward_workspace floats");
+  check_kernel_size(s);
   const ForwardBuffers buf(s, workspace);
   const int64_t c8 = round_up8(s.c_in), oh_n = s.out_h(), ow_n = s.out_w();
   const bf16_bits* x8 = operand(s.n * s.h * s.w, s.c_in, x, buf.x8);
@@ -900,6 +969,7 @@ void backward(const Conv2dShape& s, const A* x, const float* w, const A* dy, A* 
               GradWrite dw_write) {
   if (!dx && !dw) return;
   CHECK(buf.placed, "the bf16 convolution needs conv2d_bf16_backward_workspace floats");
+  check_kernel_size(s);
   const int64_t oh_n = s.out_h(), ow_n = s.out_w(), ci8 = round_up8(s.c_in),
                 co8 = round_up8(s.c_out);
   const bf16_bits* dy8 = operand(s.n * oh_n * ow_n, s.c_out, dy, buf.dy8);
