@@ -206,6 +206,30 @@ TEST(CudaConvBf16, IsDeterministicWhateverTheBlockShape) {
 #endif
 }
 
+// The gathers' masks hold 16 taps a side (conv2d_bf16.cu, TapMask): a wider kernel is
+// refused in both passes, with its size, before anything is launched; 16 still runs.
+TEST(CudaConvBf16, KernelsWiderThan16AreRefusedWithTheirSize) {
+  REQUIRE_GPU();
+#if DDPM_WITH_CUDA
+  const Conv2dShape wide = conv2d_shape(Shape{1, 20, 4, 8}, Shape{17, 1, 8, 8}, Conv2dParams{});
+  const Operands o = operands_for(wide, 900);
+  test::expect_error([&] { run_v4(wide, o); }, {"(v4) takes kernels up to 16 x 16", "got 17 x 1"});
+  const Conv2dShape tall = conv2d_shape(Shape{1, 4, 20, 8}, Shape{1, 17, 8, 8}, Conv2dParams{});
+  const Operands t = operands_for(tall, 910);
+  test::OnDevice<float> x(t.x), w(t.w), dy(t.dy), dx(t.dx0), dw(t.dw0);
+  test::OnDevice<float> ws(std::max<int64_t>(1, cuda::conv2d_bf16_backward_workspace(tall)));
+  test::expect_error(
+      [&] { cuda::conv2d_bf16_backward(tall, x.ptr, w.ptr, dy.ptr, dx.ptr, dw.ptr, ws.ptr); },
+      {"got 1 x 17"});
+  const Conv2dShape widest = conv2d_shape(Shape{1, 18, 3, 8}, Shape{16, 1, 8, 8}, Conv2dParams{});
+  const Operands ok = operands_for(widest, 920);
+  const Results want = reference(widest, ok), got = run_v4(widest, ok);
+  test::expect_close(got.y, want.y, 2e-4, 2e-4, "output", "v4", "cpu");
+  test::expect_close(got.dx, want.dx, 2e-4, 2e-4, "dx", "v4", "cpu");
+  test::expect_close(got.dw, want.dw, 2e-4, 2e-4, "dw", "v4", "cpu");
+#endif
+}
+
 // The engine's conv2d_add op (a ResBlock's convolution with its time-embedding and residual
 // adds, fused into v4's epilogue) with cuda_conv = bf16_tensor_core, forward and every
 // gradient through the tape, against the fp32 CPU reference (tests/conv_op_check.h). The
