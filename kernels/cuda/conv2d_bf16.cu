@@ -191,7 +191,7 @@ __device__ void load_b_fragments(const bf16_bits* tile, int n0, int kk, int lane
 // pixel, fixed for the whole K loop), so a chunk's test per stage is an AND and a compare,
 // where testing the coordinates against the image's bounds took four compares (and, in the
 // dgrad, a divisibility test by the stride) per chunk and stage. Kernels up to 16 x 16
-// (check_kernel_size).
+// (check_shape_limits).
 struct TapMask {
   static constexpr int kMaxTaps = 16;  // per side
   __device__ static uint32_t bits(int kh, int kw) { return (1u << kh) | (1u << (16 + kw)); }
@@ -280,7 +280,7 @@ struct ForwardA {
     st.k.start(*this, k0, k_end, c8, s.kw);
     return st;
   }
-  __device__ const bf16_bits* chunk(const State& st, int j, int64_t) const {
+  __device__ const bf16_bits* chunk(const State& st, int j) const {
     if (st.k.k_left <= 0 || !TapMask::lands(st.taps[j], st.k.tap_bits)) return nullptr;
     return x8 + st.origin[j] + (st.k.tap_offset + st.k.c);
   }
@@ -331,7 +331,7 @@ struct DgradA {
     st.k.start(*this, k0, k_end, c8, s.kw);
     return st;
   }
-  __device__ const bf16_bits* chunk(const State& st, int j, int64_t) const {
+  __device__ const bf16_bits* chunk(const State& st, int j) const {
     if (st.k.k_left <= 0 || !TapMask::lands(st.taps[j], st.k.tap_bits)) return nullptr;
     return dy8 + st.origin[j] + (st.k.tap_offset + st.k.c);
   }
@@ -363,7 +363,7 @@ struct DgradB {
     st.k.start(*this, k0, k_end, c8, s.kw);
     return st;
   }
-  __device__ const bf16_bits* chunk(const State& st, int j, int64_t) const {
+  __device__ const bf16_bits* chunk(const State& st, int j) const {
     if (!st.valid[j] || st.k.k_left <= 0) return nullptr;
     return w8 + st.origin[j] + (st.k.tap_offset + st.k.c);
   }
@@ -372,7 +372,12 @@ struct DgradB {
 };
 
 // Wgrad A, MN-major: rows k = pixel (n, oh, ow), columns m = (kh, kw, ci) of dw; the chunk
-// is 8 channels of x8 at input pixel (oh * stride - pad_top + kh, ...).
+// is 8 channels of x8 at input pixel (oh * stride - pad_top + kh, ...). The thread's column,
+// so its tap and channel, is fixed for the whole K loop; its two rows walk the pixels 32 at
+// a time with a carry, and each keeps its sample's offset, so a chunk per stage is two
+// multiply-adds for the pixel, an unsigned compare per side and 32-bit offset arithmetic
+// (an image of H W Cin8 elements under 2^31: check_shape_limits), where it was a chain of
+// 64-bit multiplies.
 struct WgradA {
   static constexpr bool kKMajor = false;
   Conv2dShape s;
@@ -380,42 +385,45 @@ struct WgradA {
   int c8;  // Cin8
   const bf16_bits* x8;
   struct State {
-    bool valid;  // the column chunk is inside M
-    int kh, kw, ci;
-    int64_t p[2];  // pixel index = k
-    int n[2], oh[2], ow[2];
+    bool valid;          // the column chunk is inside M
+    int dh, dw, ci;      // kh - pad_top, kw - pad_left, the channel
+    int64_t image[2];    // n H W Cin8: row j's sample, elements from x8
+    int oh[2], ow[2];
+    int k_left[2];       // k_end - row j's pixel
   };
-  __device__ State start(int64_t col, const int64_t (&k0)[2]) const {
+  __device__ State start(int64_t col, const int64_t (&k0)[2], int64_t k_end) const {
     State st;
     st.valid = col < m;
     st.ci = static_cast<int>(col % c8);
     const int tap = static_cast<int>(col / c8);
-    st.kh = tap / s.kw;
-    st.kw = tap % s.kw;
+    st.dh = tap / s.kw - s.pad_top;
+    st.dw = tap % s.kw - s.pad_left;
     for (int j = 0; j < 2; ++j) {
-      st.p[j] = k0[j];
+      st.k_left[j] = static_cast<int>(k_end - k0[j]);
       st.ow[j] = static_cast<int>(k0[j] % ow_n);
       st.oh[j] = static_cast<int>(k0[j] / ow_n % oh_n);
-      st.n[j] = static_cast<int>(k0[j] / (ow_n * oh_n));
+      st.image[j] = k0[j] / (ow_n * oh_n) * s.h * s.w * c8;
     }
     return st;
   }
-  __device__ const bf16_bits* chunk(const State& st, int j, int64_t k_end) const {
-    if (!st.valid || st.p[j] >= k_end) return nullptr;
-    const int ih = st.oh[j] * s.stride - s.pad_top + st.kh;
-    const int iw = st.ow[j] * s.stride - s.pad_left + st.kw;
-    if (ih < 0 || ih >= s.h || iw < 0 || iw >= s.w) return nullptr;
-    return x8 + ((static_cast<int64_t>(st.n[j]) * s.h + ih) * s.w + iw) * c8 + st.ci;
+  __device__ const bf16_bits* chunk(const State& st, int j) const {
+    if (!st.valid || st.k_left[j] <= 0) return nullptr;
+    const int ih = st.oh[j] * s.stride + st.dh, iw = st.ow[j] * s.stride + st.dw;
+    // one unsigned compare per side: a negative coordinate wraps to a large one
+    if (static_cast<unsigned>(ih) >= static_cast<unsigned>(s.h) ||
+        static_cast<unsigned>(iw) >= static_cast<unsigned>(s.w))
+      return nullptr;
+    return x8 + st.image[j] + ((ih * static_cast<int>(s.w) + iw) * c8 + st.ci);
   }
   __device__ void advance(State& st) const {
     for (int j = 0; j < 2; ++j) {
-      st.p[j] += kBK;
+      st.k_left[j] -= kBK;
       st.ow[j] += kBK;
       while (st.ow[j] >= ow_n) {
         st.ow[j] -= static_cast<int>(ow_n);
         if (++st.oh[j] == oh_n) {
           st.oh[j] = 0;
-          ++st.n[j];
+          st.image[j] += s.h * s.w * c8;
         }
       }
     }
@@ -425,24 +433,34 @@ struct WgradA {
 
 // B, MN-major, of a dense row-major matrix: rows k of `cols` bf16 (a multiple of 8), the
 // column chunks at or past `cols` zeros. The wgrad's dy8 (N*OH*OW pixels, Cout8), and the
-// forward's w8 (KH*KW*Cin8, Cout8): the weights as they are stored, k = (kh, kw, ci).
+// forward's w8 (KH*KW*Cin8, Cout8): the weights as they are stored, k = (kh, kw, ci). Each
+// of the thread's two rows is an offset advanced 32 rows a stage: an add, no multiply.
 struct DenseRowsB {
   static constexpr bool kKMajor = false;
   int64_t cols;
   const bf16_bits* matrix;
   struct State {
     bool valid;
-    int64_t col, p[2];
+    int64_t at[2];  // row j's chunk, elements from matrix
+    int k_left[2];  // k_end - row j
   };
-  __device__ State start(int64_t col, const int64_t (&k0)[2]) const {
-    return State{col < cols, col, {k0[0], k0[1]}};
+  __device__ State start(int64_t col, const int64_t (&k0)[2], int64_t k_end) const {
+    State st;
+    st.valid = col < cols;
+    for (int j = 0; j < 2; ++j) {
+      st.at[j] = k0[j] * cols + col;
+      st.k_left[j] = static_cast<int>(k_end - k0[j]);
+    }
+    return st;
   }
-  __device__ const bf16_bits* chunk(const State& st, int j, int64_t k_end) const {
-    return st.valid && st.p[j] < k_end ? matrix + st.p[j] * cols + st.col : nullptr;
+  __device__ const bf16_bits* chunk(const State& st, int j) const {
+    return st.valid && st.k_left[j] > 0 ? matrix + st.at[j] : nullptr;
   }
   __device__ void advance(State& st) const {
-    st.p[0] += kBK;
-    st.p[1] += kBK;
+    for (int j = 0; j < 2; ++j) {
+      st.at[j] += kBK * cols;
+      st.k_left[j] -= kBK;
+    }
   }
   __device__ const bf16_bits* base() const { return matrix; }
 };
@@ -583,17 +601,17 @@ conv_gemm_bf16(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB 
       return loader.start(rows, k_begin + kChunk * T::chunk_of(tid, 0), k_end);
     } else {  // one column chunk, two k rows
       const int64_t ks[2] = {k_begin + T::row_of(tid, 0), k_begin + T::row_of(tid, 1)};
-      return loader.start(mn0 + kChunk * T::chunk_of(tid, 0), ks);
+      return loader.start(mn0 + kChunk * T::chunk_of(tid, 0), ks, k_end);
     }
   };
   auto a_state = start(a, TileA{}, row0);
   auto b_state = start(b, TileB{}, col0);
   auto load_stage = [&](int stage) {
     for (int j = 0; j < 2; ++j) {
-      const bf16_bits* src = a.chunk(a_state, j, k_end);
+      const bf16_bits* src = a.chunk(a_state, j);
       ptx::cp_async_16(a_tiles + stage * TileA::kElements + a_off[j], src ? src : a.base(),
                        src != nullptr);
-      src = b.chunk(b_state, j, k_end);
+      src = b.chunk(b_state, j);
       ptx::cp_async_16(b_tiles + stage * TileB::kElements + b_off[j], src ? src : b.base(),
                        src != nullptr);
     }
@@ -865,10 +883,19 @@ Gemm wgrad_gemm(const Conv2dShape& s) {
   return {"wgrad", taps(s) * round_up8(s.c_in), round_up8(s.c_out), s.n * s.out_h() * s.out_w()};
 }
 
-// The loaders' masks hold 16 taps a side (TapMask).
-void check_kernel_size(const Conv2dShape& s) {
+// What the loaders assume: masks of 16 taps a side (TapMask); one image's elements, in and
+// out, and the pixels of the batch (the wgrad's K) counted in an int (32-bit offsets within
+// a sample, k_left).
+void check_shape_limits(const Conv2dShape& s) {
   CHECK(s.kh <= 16 && s.kw <= 16, "the bf16 tensor-core convolution (v4) takes kernels up to "
                                   "16 x 16, got " << s.kh << " x " << s.kw);
+  const int64_t limit = int64_t{1} << 31;
+  CHECK(s.h * s.w * round_up8(s.c_in) < limit &&
+            s.out_h() * s.out_w() * round_up8(s.c_out) < limit && s.n * s.out_h() * s.out_w() < limit,
+        "the bf16 tensor-core convolution (v4) takes images of fewer than 2^31 elements and "
+        "batches of fewer than 2^31 output pixels, got "
+            << s.n << " x " << s.h << " x " << s.w << " x " << s.c_in << " in, " << s.out_h()
+            << " x " << s.out_w() << " x " << s.c_out << " out");
 }
 
 // Both passes lay the workspace out the same way whether or not `base` is null (sizing).
@@ -949,7 +976,7 @@ void forward(const Conv2dShape& s, const A* x, const float* w, const float* b, A
              float* workspace, const float* per_sample, const A* residual,
              const bf16_bits* w_bf16) {
   CHECK(workspace != nullptr, "the bf16 convolution needs conv2d_bf16_forward_workspace floats");
-  check_kernel_size(s);
+  check_shape_limits(s);
   const ForwardBuffers buf(s, workspace);
   const int64_t c8 = round_up8(s.c_in), oh_n = s.out_h(), ow_n = s.out_w();
   const bf16_bits* x8 = operand(s.n * s.h * s.w, s.c_in, x, buf.x8);
@@ -969,7 +996,7 @@ void backward(const Conv2dShape& s, const A* x, const float* w, const A* dy, A* 
               GradWrite dw_write) {
   if (!dx && !dw) return;
   CHECK(buf.placed, "the bf16 convolution needs conv2d_bf16_backward_workspace floats");
-  check_kernel_size(s);
+  check_shape_limits(s);
   const int64_t oh_n = s.out_h(), ow_n = s.out_w(), ci8 = round_up8(s.c_in),
                 co8 = round_up8(s.c_out);
   const bf16_bits* dy8 = operand(s.n * oh_n * ow_n, s.c_out, dy, buf.dy8);
