@@ -206,9 +206,11 @@ TEST(CudaConvBf16, IsDeterministicWhateverTheBlockShape) {
 #endif
 }
 
-// The gathers' masks hold 16 taps a side (conv2d_bf16.cu, TapMask): a wider kernel is
-// refused in both passes, with its size, before anything is launched; 16 still runs.
-TEST(CudaConvBf16, KernelsWiderThan16AreRefusedWithTheirSize) {
+// What the loaders assume (conv2d_bf16.cu, check_shape_limits): the gathers' masks hold 16
+// taps a side, and offsets within an image are 32-bit. A wider kernel, or an image of 2^31
+// elements, is refused in both passes, with its size, before anything is read or launched;
+// 16 taps still run.
+TEST(CudaConvBf16, ShapesPastTheLoadersLimitsAreRefusedWithTheirSize) {
   REQUIRE_GPU();
 #if DDPM_WITH_CUDA
   const Conv2dShape wide = conv2d_shape(Shape{1, 20, 4, 8}, Shape{17, 1, 8, 8}, Conv2dParams{});
@@ -221,6 +223,14 @@ TEST(CudaConvBf16, KernelsWiderThan16AreRefusedWithTheirSize) {
   test::expect_error(
       [&] { cuda::conv2d_bf16_backward(tall, x.ptr, w.ptr, dy.ptr, dx.ptr, dw.ptr, ws.ptr); },
       {"got 1 x 17"});
+  const Conv2dShape huge =
+      conv2d_shape(Shape{1, 16384, 16384, 8}, Shape{3, 3, 8, 8}, Conv2dParams::same(3));
+  test::expect_error(  // 2^31 elements: never allocated, the check comes first
+      [&] { cuda::conv2d_bf16_forward(huge, x.ptr, w.ptr, nullptr, dx.ptr, ws.ptr); },
+      {"images of fewer than 2^31 elements", "got 1 x 16384 x 16384 x 8 in"});
+  test::expect_error(
+      [&] { cuda::conv2d_bf16_backward(huge, x.ptr, w.ptr, dy.ptr, dx.ptr, dw.ptr, ws.ptr); },
+      {"images of fewer than 2^31 elements"});
   const Conv2dShape widest = conv2d_shape(Shape{1, 18, 3, 8}, Shape{16, 1, 8, 8}, Conv2dParams{});
   const Operands ok = operands_for(widest, 920);
   const Results want = reference(widest, ok), got = run_v4(widest, ok);
