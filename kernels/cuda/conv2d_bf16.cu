@@ -32,7 +32,7 @@
 // 4 x 4 mma tiles of 16x8 (64 fp32 accumulators per thread). K advances 32 per stage, two
 // mma k-steps. Per stage and operand the tile is 128 x 32 bf16 = 8 KB; 3 stages of A and B
 // = 48 KB of dynamic shared memory, the most a block may use without opting in, and two
-// blocks fit an SM's 64K registers (ptxas, sm_90: 122-126 registers, no spills; the
+// blocks fit an SM's 64K registers (ptxas, sm_90: 126-128 registers, no spills; the
 // launch bounds hold every kernel to that). The same
 // tiles with 4 stages (64 KB, opted in) keep one more tile in flight; a 64x64 block of 4
 // warps (32x32 each) serves small outputs; a heuristic or a start-up autotuner picks per
@@ -61,8 +61,11 @@
 // its other instructions outnumber what the tensor cores take for its 32 mma (a few cycles
 // each per SM sub-partition, which issues one instruction a cycle): scripts/sass_loops.py
 // (cuobjdump -sass of the sm_90 build) counts, per stage and warp of the 128x128 3-stage
-// kernel, 437 instructions in the dgrad's loop and 239 in the forward's before the masks,
-// 249 and 198 with them (32 of each are the mma; static counts, not timings).
+// kernel, 239 / 437 / 286 instructions in the forward's / dgrad's / wgrad's loop before
+// the masks and the rest of docs/kernels.md's step 5, 163 / 230 / 212 now (32 of each are
+// the mma; static counts, not timings). The same step also keeps shared memory as 32-bit
+// window addresses (ptx::shared_address) with per-lane ldmatrix offsets computed before
+// the loop, and the pipeline's stages as wrapping counters.
 //
 // Epilogue: each thread holds pairs of adjacent columns of C in registers and hands them
 // over a row at a time, so what depends on the row (its address, its sample) is computed
@@ -153,37 +156,48 @@ struct Tile {
   __device__ static int chunk_of(int tid, int j) { return (tid + j * kThreads) % kChunksPerRow; }
 };
 
-// A fragment of A (16 x 16 at rows m0, k kk) for mma: matrices (m 0-7, k 0-7), (8-15, 0-7),
-// (0-7, 8-15), (8-15, 8-15) in r[0..3] (ptx.cuh).
+// Where a lane points ldmatrix, in bytes from its stage's tile, for a fragment of A (16 x 16
+// at rows m0, k kk; matrices (m 0-7, k 0-7), (8-15, 0-7), (0-7, 8-15), (8-15, 8-15) in
+// r[0..3], ptx.cuh) or for B's fragments of two n-tiles (k 16 x n 16 at n0, kk; r[0..1] the
+// first's b[0..1], r[2..3] the second's; matrix q at n + 8 (q >> 1), k + 8 (q & 1)). The
+// same for every stage, so the K loop adds them to the stage's address and nothing else.
 template <class T>
-__device__ void load_a_fragment(const bf16_bits* tile, int m0, int kk, int lane,
-                                uint32_t (&r)[4]) {
+__device__ int a_fragment_bytes(int m0, int kk, int lane) {
   const int q = lane / 8, i = lane % 8;
-  if constexpr (T::kIsKMajor) {  // rows are m
-    ptx::ldmatrix_x4(r, tile + T::offset(m0 + lane % 16, (kk + 8 * (lane / 16)) / kChunk));
-  } else {  // rows are k; matrix q at m + 8 (q & 1), k + 8 (q >> 1)
-    ptx::ldmatrix_x4_trans(r, tile + T::offset(kk + 8 * (q >> 1) + i, (m0 + 8 * (q & 1)) / kChunk));
-  }
+  if constexpr (T::kIsKMajor)  // rows are m
+    return 2 * T::offset(m0 + lane % 16, (kk + 8 * (lane / 16)) / kChunk);
+  else  // rows are k; matrix q at m + 8 (q & 1), k + 8 (q >> 1)
+    return 2 * T::offset(kk + 8 * (q >> 1) + i, (m0 + 8 * (q & 1)) / kChunk);
 }
-
-// Fragments of B for two n-tiles (k 16 x n 16 at n0, kk): r[0..1] the first's b[0..1],
-// r[2..3] the second's; matrix q at n + 8 (q >> 1), k + 8 (q & 1).
 template <class T>
-__device__ void load_b_fragments(const bf16_bits* tile, int n0, int kk, int lane,
-                                 uint32_t (&r)[4]) {
+__device__ int b_fragments_bytes(int n0, int kk, int lane) {
   const int q = lane / 8, i = lane % 8;
-  if constexpr (T::kIsKMajor) {  // rows are n
-    ptx::ldmatrix_x4(r, tile + T::offset(n0 + 8 * (q >> 1) + i, (kk + 8 * (q & 1)) / kChunk));
-  } else {  // rows are k
-    ptx::ldmatrix_x4_trans(r, tile + T::offset(kk + 8 * (q & 1) + i, (n0 + 8 * (q >> 1)) / kChunk));
-  }
+  if constexpr (T::kIsKMajor)  // rows are n
+    return 2 * T::offset(n0 + 8 * (q >> 1) + i, (kk + 8 * (q & 1)) / kChunk);
+  else  // rows are k
+    return 2 * T::offset(kk + 8 * (q & 1) + i, (n0 + 8 * (q >> 1)) / kChunk);
+}
+// A K-major tile's fragments are read as they are, an MN-major tile's transposed.
+template <class T>
+__device__ void load_fragments(uint32_t (&r)[4], ptx::SharedAddress at) {
+  if constexpr (T::kIsKMajor)
+    ptx::ldmatrix_x4(r, at);
+  else
+    ptx::ldmatrix_x4_trans(r, at);
 }
 
 // ---- loaders: where each of a thread's two chunks comes from, stage after stage ----------
 // K-major loaders: the thread's chunks are rows mn[0], mn[1] at one k; MN-major loaders: one
 // column chunk mn at rows k[0], k[1]. chunk() gives the source of chunk j for the current
-// stage, or null for zeros (outside the image, the matrix or the K slice); advance() moves
-// every chunk 32 along k.
+// stage and whether it holds data (else the copy writes zeros: outside the image, the
+// matrix or the K slice; the source is then the operand's base, a valid address never
+// read); advance() moves every chunk 32 along k. A flag beside the address, not a null
+// address, because testing a pointer for null is two compares of 64 bits per chunk and
+// stage, and choosing between it and the base two selects more.
+struct Chunk {
+  const bf16_bits* src;
+  bool valid;
+};
 
 // Which taps of a row's window land on the input (for the dgrad: on an output pixel), as
 // one word: bit kh (0-15) when row kh of the window does, bit 16 + kw when column kw does;
@@ -280,12 +294,11 @@ struct ForwardA {
     st.k.start(*this, k0, k_end, c8, s.kw);
     return st;
   }
-  __device__ const bf16_bits* chunk(const State& st, int j) const {
-    if (st.k.k_left <= 0 || !TapMask::lands(st.taps[j], st.k.tap_bits)) return nullptr;
-    return x8 + st.origin[j] + (st.k.tap_offset + st.k.c);
+  __device__ Chunk chunk(const State& st, int j) const {
+    const bool valid = st.k.k_left > 0 && TapMask::lands(st.taps[j], st.k.tap_bits);
+    return {valid ? x8 + st.origin[j] + (st.k.tap_offset + st.k.c) : x8, valid};
   }
   __device__ void advance(State& st) const { st.k.advance(*this, c8, s.kw); }
-  __device__ const bf16_bits* base() const { return x8; }
 };
 
 // Dgrad A: the output gradient input pixel m = (n, ih, iw) received through tap (kh, kw),
@@ -331,16 +344,18 @@ struct DgradA {
     st.k.start(*this, k0, k_end, c8, s.kw);
     return st;
   }
-  __device__ const bf16_bits* chunk(const State& st, int j) const {
-    if (st.k.k_left <= 0 || !TapMask::lands(st.taps[j], st.k.tap_bits)) return nullptr;
-    return dy8 + st.origin[j] + (st.k.tap_offset + st.k.c);
+  __device__ Chunk chunk(const State& st, int j) const {
+    const bool valid = st.k.k_left > 0 && TapMask::lands(st.taps[j], st.k.tap_bits);
+    return {valid ? dy8 + st.origin[j] + (st.k.tap_offset + st.k.c) : dy8, valid};
   }
   __device__ void advance(State& st) const { st.k.advance(*this, c8, s.kw); }
-  __device__ const bf16_bits* base() const { return dy8; }
 };
 
 // Dgrad B as (Cin rows) x (K = (kh, kw, co)) K-major: w8[kh, kw, ci, co], w8 (KH, KW, Cin,
-// Cout8). Row ci starts at ci Cout8; tap (kh, kw) is (kh KW + kw) Cin Cout8 on.
+// Cout8). Row ci starts at ci Cout8; k = tap Cout8 + co is at tap Cin Cout8 + co from there,
+// which advances with k inside a tap and jumps (Cin - 1) Cout8 more at each carry into the
+// next. So this loader needs no tap (no TapChannel): an offset, the channel and what is left
+// of the K slice, three registers where the dgrad's A already holds a TapChannel of six.
 struct DgradB {
   static constexpr bool kKMajor = true;
   Conv2dShape s;
@@ -348,27 +363,34 @@ struct DgradB {
   const bf16_bits* w8;
   struct State {
     bool valid[2];
-    int64_t origin[2];
-    TapChannel k;
+    int64_t origin[2];  // ci Cout8
+    int at, c;          // k's offset from a row's origin, and its channel co
+    int k_left;         // k_end - k
   };
-  __device__ int tap_offset(int kh, int kw) const {
-    return (kh * s.kw + kw) * static_cast<int>(s.c_in) * c8;
-  }
   __device__ State start(const int64_t (&r)[2], int64_t k0, int64_t k_end) const {
     State st;
     for (int j = 0; j < 2; ++j) {
       st.valid[j] = r[j] < s.c_in;
       st.origin[j] = r[j] * c8;
     }
-    st.k.start(*this, k0, k_end, c8, s.kw);
+    st.c = static_cast<int>(k0 % c8);
+    st.at = static_cast<int>(k0 / c8) * static_cast<int>(s.c_in) * c8 + st.c;
+    st.k_left = static_cast<int>(k_end - k0);
     return st;
   }
-  __device__ const bf16_bits* chunk(const State& st, int j) const {
-    if (!st.valid[j] || st.k.k_left <= 0) return nullptr;
-    return w8 + st.origin[j] + (st.k.tap_offset + st.k.c);
+  __device__ Chunk chunk(const State& st, int j) const {
+    const bool valid = st.valid[j] && st.k_left > 0;
+    return {valid ? w8 + st.origin[j] + st.at : w8, valid};
   }
-  __device__ void advance(State& st) const { st.k.advance(*this, c8, s.kw); }
-  __device__ const bf16_bits* base() const { return w8; }
+  __device__ void advance(State& st) const {
+    st.k_left -= kBK;
+    st.at += kBK;
+    st.c += kBK;
+    while (st.c >= c8) {
+      st.c -= c8;
+      st.at += (static_cast<int>(s.c_in) - 1) * c8;
+    }
+  }
 };
 
 // Wgrad A, MN-major: rows k = pixel (n, oh, ow), columns m = (kh, kw, ci) of dw; the chunk
@@ -406,14 +428,14 @@ struct WgradA {
     }
     return st;
   }
-  __device__ const bf16_bits* chunk(const State& st, int j) const {
-    if (!st.valid || st.k_left[j] <= 0) return nullptr;
+  __device__ Chunk chunk(const State& st, int j) const {
     const int ih = st.oh[j] * s.stride + st.dh, iw = st.ow[j] * s.stride + st.dw;
     // one unsigned compare per side: a negative coordinate wraps to a large one
-    if (static_cast<unsigned>(ih) >= static_cast<unsigned>(s.h) ||
-        static_cast<unsigned>(iw) >= static_cast<unsigned>(s.w))
-      return nullptr;
-    return x8 + st.image[j] + ((ih * static_cast<int>(s.w) + iw) * c8 + st.ci);
+    const bool valid = st.valid && st.k_left[j] > 0 &&
+                       static_cast<unsigned>(ih) < static_cast<unsigned>(s.h) &&
+                       static_cast<unsigned>(iw) < static_cast<unsigned>(s.w);
+    return {valid ? x8 + st.image[j] + ((ih * static_cast<int>(s.w) + iw) * c8 + st.ci) : x8,
+            valid};
   }
   __device__ void advance(State& st) const {
     for (int j = 0; j < 2; ++j) {
@@ -428,7 +450,6 @@ struct WgradA {
       }
     }
   }
-  __device__ const bf16_bits* base() const { return x8; }
 };
 
 // B, MN-major, of a dense row-major matrix: rows k of `cols` bf16 (a multiple of 8), the
@@ -453,8 +474,9 @@ struct DenseRowsB {
     }
     return st;
   }
-  __device__ const bf16_bits* chunk(const State& st, int j) const {
-    return st.valid && st.k_left[j] > 0 ? matrix + st.at[j] : nullptr;
+  __device__ Chunk chunk(const State& st, int j) const {
+    const bool valid = st.valid && st.k_left[j] > 0;
+    return {valid ? matrix + st.at[j] : matrix, valid};
   }
   __device__ void advance(State& st) const {
     for (int j = 0; j < 2; ++j) {
@@ -462,7 +484,6 @@ struct DenseRowsB {
       st.k_left[j] -= kBK;
     }
   }
-  __device__ const bf16_bits* base() const { return matrix; }
 };
 
 // ---- epilogues: what happens to C's elements (those in range) ---------------------------
@@ -507,6 +528,13 @@ struct StoreWithAdds {
     }
     store_cols(y + r.at, col, count, paired, out);
   }
+  // The same epilogue storing into `scratch` (m x ld of A, 8-byte aligned), for the
+  // autotuner: it times the kernel that will run, epilogue included.
+  StoreWithAdds into(void* scratch) const {
+    StoreWithAdds e = *this;
+    e.y = static_cast<A*>(scratch);
+    return e;
+  }
 };
 
 template <class D>
@@ -528,6 +556,12 @@ struct Accumulate {  // dgrad: dx += C (a bf16 dx: rounded once, after the add),
       v[1] = old[1] + c[1];
     }
     store_cols(r.at, col, count, paired, v);
+  }
+  Accumulate into(void* scratch) const {  // as StoreWithAdds::into; writing, not adding
+    Accumulate e = *this;
+    e.out = static_cast<D*>(scratch);
+    e.add = false;
+    return e;
   }
 };
 
@@ -557,6 +591,12 @@ struct AccumulateWgrad {
     }
     store_cols(r.at, col, static_cast<int>(real), paired, v);
   }
+  AccumulateWgrad into(void* scratch) const {  // as StoreWithAdds::into
+    AccumulateWgrad e = *this;
+    e.dw = static_cast<float*>(scratch);
+    e.add = false;
+    return e;
+  }
 };
 
 // ---- the kernel ----------------------------------------------------------------------------
@@ -578,8 +618,10 @@ conv_gemm_bf16(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB 
   using TileA = Tile<LoadA::kKMajor, kBM, Block::kThreads>;
   using TileB = Tile<LoadB::kKMajor, kBN, Block::kThreads>;
   DDPM_DYNAMIC_SHARED(bf16_bits, smem);  // [kStages][TileA] then [kStages][TileB]
-  bf16_bits* const a_tiles = smem;
-  bf16_bits* const b_tiles = smem + kStages * TileA::kElements;
+  // The tiles as shared-window addresses (ptx.cuh), stage s of A at a_tiles + s kABytes
+  constexpr int kABytes = 2 * TileA::kElements, kBBytes = 2 * TileB::kElements;
+  const ptx::SharedAddress a_tiles = ptx::shared_address(smem);
+  const ptx::SharedAddress b_tiles = a_tiles + kStages * kABytes;
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int wm = warp / Block::kWarpsAlongN, wn = warp % Block::kWarpsAlongN;
   const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kBM;
@@ -588,11 +630,21 @@ conv_gemm_bf16(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB 
   const int64_t k_end = k_begin + k_slice < k ? k_begin + k_slice : k;
   const int k_tiles = k_end > k_begin ? static_cast<int>((k_end - k_begin + kBK - 1) / kBK) : 0;
 
-  // where this thread's chunks sit in the tiles, and the loaders' state for them
+  // where this thread's chunks sit in the tiles (bytes), and the loaders' state for them
   int a_off[2], b_off[2];
   for (int j = 0; j < 2; ++j) {
-    a_off[j] = TileA::offset(TileA::row_of(tid, j), TileA::chunk_of(tid, j));
-    b_off[j] = TileB::offset(TileB::row_of(tid, j), TileB::chunk_of(tid, j));
+    a_off[j] = 2 * TileA::offset(TileA::row_of(tid, j), TileA::chunk_of(tid, j));
+    b_off[j] = 2 * TileB::offset(TileB::row_of(tid, j), TileB::chunk_of(tid, j));
+  }
+  // where this lane points each ldmatrix of a stage (bytes), per 16-deep k-step
+  int a_frag[2][kMT], b_frag[2][kNT / 2];
+#pragma unroll
+  for (int s = 0; s < 2; ++s) {
+#pragma unroll
+    for (int i = 0; i < kMT; ++i) a_frag[s][i] = a_fragment_bytes<TileA>(wm * kWarpM + 16 * i, 16 * s, lane);
+#pragma unroll
+    for (int jj = 0; jj < kNT / 2; ++jj)
+      b_frag[s][jj] = b_fragments_bytes<TileB>(wn * kWarpN + 16 * jj, 16 * s, lane);
   }
   auto start = [&](const auto& loader, auto tile, int64_t mn0) {
     using T = decltype(tile);
@@ -608,12 +660,9 @@ conv_gemm_bf16(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB 
   auto b_state = start(b, TileB{}, col0);
   auto load_stage = [&](int stage) {
     for (int j = 0; j < 2; ++j) {
-      const bf16_bits* src = a.chunk(a_state, j);
-      ptx::cp_async_16(a_tiles + stage * TileA::kElements + a_off[j], src ? src : a.base(),
-                       src != nullptr);
-      src = b.chunk(b_state, j);
-      ptx::cp_async_16(b_tiles + stage * TileB::kElements + b_off[j], src ? src : b.base(),
-                       src != nullptr);
+      const Chunk ca = a.chunk(a_state, j), cb = b.chunk(b_state, j);
+      ptx::cp_async_16(a_tiles + stage * kABytes + a_off[j], ca.src, ca.valid);
+      ptx::cp_async_16(b_tiles + stage * kBBytes + b_off[j], cb.src, cb.valid);
     }
     a.advance(a_state);
     b.advance(b_state);
@@ -624,22 +673,27 @@ conv_gemm_bf16(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB 
     if (s < k_tiles) load_stage(s);
     ptx::cp_async_commit();  // possibly empty: the group count stays uniform
   }
+  // The stage tile kt is read from, and the one tile kt + kStages - 1 is loaded into: kept
+  // as counters that wrap, where kt % kStages is a multiply and a shift per use.
+  int read_stage = 0, write_stage = kStages - 1;
   for (int kt = 0; kt < k_tiles; ++kt) {
     ptx::cp_async_wait<kStages - 2>();  // tile kt has landed (this thread's chunks)
     __syncthreads();                    // ... everyone's, and tile kt-1 is consumed
-    if (kt + kStages - 1 < k_tiles) load_stage((kt + kStages - 1) % kStages);
+    if (kt + kStages - 1 < k_tiles) load_stage(write_stage);
     ptx::cp_async_commit();
-    const bf16_bits* at = a_tiles + (kt % kStages) * TileA::kElements;
-    const bf16_bits* bt = b_tiles + (kt % kStages) * TileB::kElements;
+    const ptx::SharedAddress at = a_tiles + read_stage * kABytes;
+    const ptx::SharedAddress bt = b_tiles + read_stage * kBBytes;
+    read_stage = read_stage + 1 == kStages ? 0 : read_stage + 1;
+    write_stage = write_stage + 1 == kStages ? 0 : write_stage + 1;
 #pragma unroll
-    for (int kk = 0; kk < kBK; kk += 16) {
+    for (int s = 0; s < 2; ++s) {  // the two 16-deep k-steps of the stage
       uint32_t af[kMT][4], bf[kNT][2];
 #pragma unroll
-      for (int i = 0; i < kMT; ++i) load_a_fragment<TileA>(at, wm * kWarpM + 16 * i, kk, lane, af[i]);
+      for (int i = 0; i < kMT; ++i) load_fragments<TileA>(af[i], at + a_frag[s][i]);
 #pragma unroll
       for (int jj = 0; jj < kNT / 2; ++jj) {
         uint32_t r[4];
-        load_b_fragments<TileB>(bt, wn * kWarpN + 16 * jj, kk, lane, r);
+        load_fragments<TileB>(r, bt + b_frag[s][jj]);
         bf[2 * jj][0] = r[0];
         bf[2 * jj][1] = r[1];
         bf[2 * jj + 1][0] = r[2];
@@ -797,14 +851,14 @@ void launch_tiles(Bf16Tiles t, const Gemm& g, LoadA a, LoadB b, Epilogue epilogu
 }
 
 // Median of 5 timed runs (after one warm-up) of every block shape on this call's operands,
-// with an epilogue that stores into scratch memory (the real one may accumulate); prints
-// the times and the choice.
-template <class LoadA, class LoadB>
-Bf16Tiles autotune(const Gemm& g, LoadA a, LoadB b, float* planes) {
+// with the call's own epilogue storing into scratch memory (Epilogue::into: the real output
+// may be accumulated into, and must not be touched), so what is timed is the kernel that
+// will run; prints the times and the choice.
+template <class LoadA, class LoadB, class Epilogue>
+Bf16Tiles autotune(const Gemm& g, LoadA a, LoadB b, const Epilogue& epilogue, float* planes) {
   float* scratch = nullptr;
-  CUDA_CHECK(cudaMalloc(&scratch, g.m * g.n * sizeof(float)));
-  const StoreWithAdds<float> discard{scratch, nullptr, nullptr, nullptr, g.n, 1,
-                                      rows_pair(g.n, scratch)};
+  CUDA_CHECK(cudaMalloc(&scratch, g.m * g.n * sizeof(float)));  // m x n of the widest output
+  const Epilogue discard = epilogue.into(scratch);
   auto time_ms = [&](Bf16Tiles t) {
     launch_tiles(t, g, a, b, discard, planes);
     std::vector<double> ms;
@@ -847,7 +901,7 @@ void run_gemm(const Gemm& g, LoadA a, LoadB b, Epilogue epilogue, float* planes)
   } else if (pick == Bf16Tiles::Autotune) {
     const auto key = std::make_tuple(std::string(g.pass), g.m, g.n, g.k);
     auto it = tuned().find(key);
-    if (it == tuned().end()) it = tuned().emplace(key, autotune(g, a, b, planes)).first;
+    if (it == tuned().end()) it = tuned().emplace(key, autotune(g, a, b, epilogue, planes)).first;
     pick = it->second;
   }
   launch_tiles(pick, g, a, b, epilogue, planes);

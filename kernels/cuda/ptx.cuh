@@ -42,15 +42,26 @@
 
 namespace ddpm::cuda::ptx {
 
+// A shared-memory address as the instructions take it: the 32-bit offset in the shared
+// window. A kernel converts its tiles' base once (shared_address) and then adds byte offsets,
+// where a generic pointer costs a conversion (and, on sm_90, a read of the block's place in
+// its cluster) at every instruction. Under the emulation it is the host address.
+using SharedAddress = uint32_t;
+__device__ __forceinline__ SharedAddress shared_address(const void* p) {
+  return static_cast<SharedAddress>(__cvta_generic_to_shared(p));
+}
+
 // 16 bytes from global `src` to shared `dst` (both 16-byte aligned); zeros when !valid
 // (src is then not read, but must still be a valid address expression).
-__device__ __forceinline__ void cp_async_16(void* dst, const void* src, bool valid) {
+__device__ __forceinline__ void cp_async_16(SharedAddress dst, const void* src, bool valid) {
 #if __CUDA_ARCH__ >= 800
-  const unsigned smem = static_cast<unsigned>(__cvta_generic_to_shared(dst));
   const int src_bytes = valid ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem), "l"(src),
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
                "r"(src_bytes));
 #endif
+}
+__device__ __forceinline__ void cp_async_16(void* dst, const void* src, bool valid) {
+  cp_async_16(shared_address(dst), src, valid);
 }
 
 __device__ __forceinline__ void cp_async_commit() {
@@ -67,22 +78,26 @@ __device__ __forceinline__ void cp_async_wait() {
 #endif
 }
 
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* row) {
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], SharedAddress row) {
 #if __CUDA_ARCH__ >= 800
-  const unsigned smem = static_cast<unsigned>(__cvta_generic_to_shared(row));
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem));
+               : "r"(row));
 #endif
 }
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* row) {
+  ldmatrix_x4(r, shared_address(row));
+}
 
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* row) {
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], SharedAddress row) {
 #if __CUDA_ARCH__ >= 800
-  const unsigned smem = static_cast<unsigned>(__cvta_generic_to_shared(row));
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem));
+               : "r"(row));
 #endif
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* row) {
+  ldmatrix_x4_trans(r, shared_address(row));
 }
 
 // d += a b on the tensor cores (bf16 products, fp32 accumulation).

@@ -63,10 +63,18 @@ inline void ldmatrix(const char* op, uint32_t (&r)[4], const void* row, bool tra
 
 }  // namespace emu_detail
 
+// ptx.cuh's 32-bit shared-window address is the host address here.
+using SharedAddress = uintptr_t;
+inline SharedAddress shared_address(const void* p) { return reinterpret_cast<SharedAddress>(p); }
+
 inline void cp_async_16(void* dst, const void* src, bool valid) {
   emu_detail::require_aligned16("cp.async (shared destination)", dst);
   if (valid) emu_detail::require_aligned16("cp.async (global source)", src);
   cuda_emu::async_copy_issue({dst, src, 16, valid ? size_t{16} : size_t{0}});
+}
+
+inline void cp_async_16(SharedAddress dst, const void* src, bool valid) {
+  cp_async_16(reinterpret_cast<void*>(dst), src, valid);
 }
 
 inline void cp_async_commit() { cuda_emu::async_copy_commit(); }
@@ -85,6 +93,14 @@ inline void ldmatrix_x4(uint32_t (&r)[4], const void* row) {
 
 inline void ldmatrix_x4_trans(uint32_t (&r)[4], const void* row) {
   emu_detail::ldmatrix("ldmatrix.x4.trans", r, row, true);
+}
+
+inline void ldmatrix_x4(uint32_t (&r)[4], SharedAddress row) {
+  ldmatrix_x4(r, reinterpret_cast<const void*>(row));
+}
+
+inline void ldmatrix_x4_trans(uint32_t (&r)[4], SharedAddress row) {
+  ldmatrix_x4_trans(r, reinterpret_cast<const void*>(row));
 }
 
 inline void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
