@@ -107,7 +107,8 @@ flash_forward_bf16(AttentionShape s, float scale, const A* qkv, A* out, float* l
                 static_cast<int>(s.l - i0 < kRows ? s.l - i0 : kRows));
 
   float o[kDT][4] = {};                    // O rows g, g+8 of this warp: [n-tile][d0..d3]
-  float m[2] = {-INFINITY, -INFINITY};     // running max of rows g, g+8
+  float m[2] = {-INFINITY, -INFINITY};     // running max of rows g, g+8 (of q.k, unscaled)
+  const float scale_log2 = scale * flash::kLog2e;
   float l[2] = {0.0f, 0.0f};               // running sum (this lane's columns only)
   const int row0 = 16 * warp;              // the warp's first row in the block's tile
 
@@ -156,24 +157,27 @@ flash_forward_bf16(AttentionShape s, float scale, const A* qkv, A* out, float* l
       }
     }
 
-    // Online softmax over this tile, rows g (e = 0, 1) and g + 8 (e = 2, 3).
+    // Online softmax over this tile, rows g (e = 0, 1) and g + 8 (e = 2, 3), on the raw
+    // dot products: m is their running max (the scale is positive), and each exponential
+    // is exp2 of one FMA, (s - m) scale log2 e (flash_bf16.cuh, kLog2e).
     float tile_max[2] = {-INFINITY, -INFINITY};
     for (int n = 0; n < kNT; ++n)
       for (int e = 0; e < 4; ++e) {
         const int key = 8 * n + 2 * t + (e & 1);
-        sc[n][e] = key < keys ? sc[n][e] * scale : -INFINITY;
+        if (key >= keys) sc[n][e] = -INFINITY;
         tile_max[e / 2] = fmaxf(tile_max[e / 2], sc[n][e]);
       }
-    float corr[2];
+    float corr[2], m_log2[2];
     for (int r = 0; r < 2; ++r) {
       const float m_new = fmaxf(m[r], quad_max(tile_max[r]));  // finite: key j0 exists
-      corr[r] = expf(m[r] - m_new);  // 0 on the first tile (m = -inf)
+      corr[r] = exp2f((m[r] - m_new) * scale_log2);  // 0 on the first tile (m = -inf)
       m[r] = m_new;
+      m_log2[r] = m_new * scale_log2;
       l[r] *= corr[r];
     }
     for (int n = 0; n < kNT; ++n)
-      for (int e = 0; e < 4; ++e) {
-        sc[n][e] = expf(sc[n][e] - m[e / 2]);  // masked keys: exp(-inf) = 0
+      for (int e = 0; e < 4; ++e) {  // masked keys: exp2(-inf) = 0
+        sc[n][e] = exp2f(fmaf(sc[n][e], scale_log2, -m_log2[e / 2]));
         l[e / 2] += sc[n][e];
       }
     for (int dn = 0; dn < kDT; ++dn)
@@ -204,7 +208,7 @@ flash_forward_bf16(AttentionShape s, float scale, const A* qkv, A* out, float* l
     A* const dst = out + (b * s.l + i) * s.c + h * D;
     for (int dn = 0; dn < kDT; ++dn)
       flash::store_pair(dst + 8 * dn + 2 * t, o[dn][2 * r] / l[r], o[dn][2 * r + 1] / l[r]);
-    if (t == 0) lse[bh * s.l + i] = m[r] + logf(l[r]);
+    if (t == 0) lse[bh * s.l + i] = m[r] * scale + logf(l[r]);
   }
 #endif
 }

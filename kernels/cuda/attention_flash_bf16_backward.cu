@@ -162,7 +162,7 @@ __device__ void store_rows(A* dst, int64_t stride, int row0, int rows, int c0, i
 
 struct Smem {
   uint16_t *own_a, *own_b, *step_a[2], *step_b[2];  // [kRows][D + kPad] each; per stage
-  float *exchange, *col_lse[2], *col_delta[2];     // per stage: [kCols]
+  float *exchange, *col_lse[2], *col_delta[2];     // per stage: [kCols]; lse log2 e
 };
 
 template <int D, class A>
@@ -229,6 +229,7 @@ flash_dkv_bf16(AttentionShape s, float scale, const A* qkv, const float* lse,
 #if DDPM_HAS_SM80_TENSOR_CORES
   DDPM_DYNAMIC_SHARED(uint16_t, smem);
   const Smem m = carve<D, A>(smem);
+  const float scale_log2 = scale * flash::kLog2e;  // P = exp2(s scale_log2 - lse log2 e)
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, t = lane % 4;
   const int row0 = 16 * (warp / 2), c0 = (warp % 2) * (D / 2);
   const int64_t bh = blockIdx.y, b = bh / s.heads, h = bh % s.heads;
@@ -246,7 +247,9 @@ flash_dkv_bf16(AttentionShape s, float scale, const A* qkv, const float* lse,
     stage_step<D>(m, stage, base + i0 * stride, stride, dbase + i0 * s.c, s.c, queries);
     if (threadIdx.x < kCols) {
       const bool valid = static_cast<int>(threadIdx.x) < queries;
-      m.col_lse[stage][threadIdx.x] = valid ? lse[bh * s.l + i0 + threadIdx.x] : 0.0f;
+      // lse in base 2 (flash_bf16.cuh, kLog2e): P = exp2(s scale log2 e - lse log2 e)
+      m.col_lse[stage][threadIdx.x] =
+          valid ? lse[bh * s.l + i0 + threadIdx.x] * flash::kLog2e : 0.0f;
       m.col_delta[stage][threadIdx.x] = valid ? delta[bh * s.l + i0 + threadIdx.x] : 0.0f;
     }
   };
@@ -267,7 +270,7 @@ flash_dkv_bf16(AttentionShape s, float scale, const A* qkv, const float* lse,
     for (int n = 0; n < 4; ++n)
       for (int e = 0; e < 4; ++e) {
         const int q = 8 * n + 2 * t + (e & 1);
-        const float p = expf(st[n][e] * scale - col_lse[q]);
+        const float p = exp2f(fmaf(st[n][e], scale_log2, -col_lse[q]));
         st[n][e] = p;                                         // P^T
         dpt[n][e] = p * (dpt[n][e] - col_delta[q]) * scale;  // dS^T
       }
@@ -288,6 +291,7 @@ flash_dq_bf16(AttentionShape s, float scale, const A* qkv, const float* lse,
 #if DDPM_HAS_SM80_TENSOR_CORES
   DDPM_DYNAMIC_SHARED(uint16_t, smem);
   const Smem m = carve<D, A>(smem);
+  const float scale_log2 = scale * flash::kLog2e;  // P = exp2(s scale_log2 - lse log2 e)
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4;
   const int row0 = 16 * (warp / 2), c0 = (warp % 2) * (D / 2);
   const int64_t bh = blockIdx.y, b = bh / s.heads, h = bh % s.heads;
@@ -299,7 +303,7 @@ flash_dq_bf16(AttentionShape s, float scale, const A* qkv, const float* lse,
   float row_lse[2], row_delta[2];  // of this lane's rows g and g + 8
   for (int r = 0; r < 2; ++r) {
     const int row = row0 + g + 8 * r;
-    row_lse[r] = row < queries ? lse[bh * s.l + i0 + row] : 0.0f;
+    row_lse[r] = row < queries ? lse[bh * s.l + i0 + row] * flash::kLog2e : 0.0f;  // base 2
     row_delta[r] = row < queries ? delta[bh * s.l + i0 + row] : 0.0f;
   }
 
@@ -326,7 +330,7 @@ flash_dq_bf16(AttentionShape s, float scale, const A* qkv, const float* lse,
     for (int n = 0; n < 4; ++n)
       for (int e = 0; e < 4; ++e) {
         const int r = e / 2;
-        const float p = expf(sc[n][e] * scale - row_lse[r]);
+        const float p = exp2f(fmaf(sc[n][e], scale_log2, -row_lse[r]));
         dp[n][e] = p * (dp[n][e] - row_delta[r]) * scale;  // dS
       }
     accumulate_product<D>(dp, step_a, c0, lane, dq);  // dq += dS k

@@ -12,6 +12,15 @@
 
 namespace ddpm::cuda::flash {
 
+// The softmax's exponentials in base 2: e^(s scale - m) = 2^(s (scale log2 e) - m log2 e),
+// one FMA and exp2f (the multi-function unit's ex2, and a fix-up for tiny results), where
+// expf(s * scale - m) was a multiply, a subtraction and expf's own range reduction, about
+// ten instructions an element, in the loop that an H100 issues while its tensor cores run
+// (FlashAttention-2 does the same). scripts/sass_loops.py counts the loops before and after
+// (docs/kernels.md). The kernels keep their maxima and lse in natural units and scale them
+// by kLog2e once per row, not per element.
+constexpr float kLog2e = 1.4426950408889634f;
+
 // Shared-memory rows are D + 8 bf16: 16 bytes of padding put the 8 rows an ldmatrix 8x8
 // matrix reads into 8 different 16-byte bank groups.
 constexpr int kPad = 8;
