@@ -9,6 +9,7 @@
 #include "kernels/bf16.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/ptx.cuh"
+#include "kernels/cuda/storage.cuh"
 
 namespace ddpm::cuda::flash {
 
@@ -26,11 +27,9 @@ constexpr float kLog2e = 1.4426950408889634f;
 constexpr int kPad = 8;
 
 // Two floats as a bf16 pair in one register, the lower element first (mma's operand order),
-// each rounded to nearest even (kernels/bf16.h, the CPU's rounding).
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  return static_cast<uint32_t>(bf16_bits_from_float(lo)) |
-         (static_cast<uint32_t>(bf16_bits_from_float(hi)) << 16);
-}
+// each rounded to nearest even: one cvt on the GPU (storage.cuh, bf16_pair). P is packed so
+// once per score, 16 or 32 of them a key tile and thread.
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) { return bf16_pair(lo, hi); }
 
 // Four consecutive elements of global memory as two bf16 pairs: f32 (a float4 load,
 // rounded) or bf16 bits (an 8-byte load, copied).

@@ -28,6 +28,23 @@ __device__ __forceinline__ void store_grad(T* p, int64_t i, float v, bool add) {
 }
 
 // ---- pairs of adjacent elements ----------------------------------------------------------
+// Two floats as a bf16 pair in one 32-bit word, the lower element in the lower half (memory
+// order, and mma's operand order), each rounded to nearest even. On sm_80+ one instruction
+// does both (cvt.rn.bf16x2.f32, which packs its first source into the upper half), where
+// kernels/bf16.h's rounding in integer arithmetic, the CPU's and the emulation's, takes five
+// or so per element; the two give the same bits for every finite or infinite value (a NaN
+// stays a NaN, its payload may differ).
+__device__ __forceinline__ uint32_t bf16_pair(float lo, float hi) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  uint32_t pair;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(pair) : "f"(hi), "f"(lo));
+  return pair;
+#else
+  return static_cast<uint32_t>(bf16_bits_from_float(lo)) |
+         (static_cast<uint32_t>(bf16_bits_from_float(hi)) << 16);
+#endif
+}
+
 // Elements i and i + 1 of a row as one access: an 8-byte float2 (fp32) or a 4-byte pair of
 // bf16 (the lower element in the lower half). Half the memory instructions of two scalar
 // accesses; the caller guarantees the alignment: i even and p aligned to two elements.
@@ -45,8 +62,7 @@ __device__ __forceinline__ void store_pair(float* p, int64_t i, const float (&v)
   *reinterpret_cast<float2*>(p + i) = make_float2(v[0], v[1]);
 }
 __device__ __forceinline__ void store_pair(uint16_t* p, int64_t i, const float (&v)[2]) {
-  *reinterpret_cast<uint32_t*>(p + i) = static_cast<uint32_t>(bf16_bits_from_float(v[0])) |
-                                        (static_cast<uint32_t>(bf16_bits_from_float(v[1])) << 16);
+  *reinterpret_cast<uint32_t*>(p + i) = bf16_pair(v[0], v[1]);
 }
 
 // Columns col and col + 1 of a row starting at p, the second only when count is 2 (count 1:
