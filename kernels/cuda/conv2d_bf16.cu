@@ -762,7 +762,7 @@ __global__ void to_bf16_padded(int64_t rows, int64_t c, int64_t c8, const S* src
                                bf16_bits* dst) {
   DDPM_GRID_STRIDE(i, rows * c8) {
     const int64_t r = i / c8, j = i % c8;
-    dst[i] = j < c ? bf16_bits_from_float(load(src, r * c + j)) : bf16_bits{0};
+    dst[i] = j < c ? bf16_round(load(src, r * c + j)) : bf16_bits{0};
   }
 }
 
@@ -773,7 +773,7 @@ __global__ void weights_to_bf16_padded(int64_t taps, int64_t c_in, int64_t ci8, 
                                        int64_t co8, const S* w, bf16_bits* w8) {
   DDPM_GRID_STRIDE(i, taps * ci8 * co8) {
     const int64_t co = i % co8, ci = i / co8 % ci8, tap = i / (co8 * ci8);
-    w8[i] = ci < c_in && co < c_out ? bf16_bits_from_float(load(w, (tap * c_in + ci) * c_out + co))
+    w8[i] = ci < c_in && co < c_out ? bf16_round(load(w, (tap * c_in + ci) * c_out + co))
                                     : bf16_bits{0};
   }
 }

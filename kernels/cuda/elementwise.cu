@@ -98,7 +98,7 @@ __global__ void round_to_bf16_kernel(int64_t n, const float* x, float* y) {
   DDPM_GRID_STRIDE(i, n) y[i] = ::ddpm::round_to_bf16(x[i]);
 }
 __global__ void to_bf16_bits_kernel(int64_t n, const float* x, uint16_t* y) {
-  DDPM_GRID_STRIDE(i, n) y[i] = ::ddpm::bf16_bits_from_float(x[i]);
+  DDPM_GRID_STRIDE(i, n) y[i] = bf16_round(x[i]);
 }
 __global__ void round_to_tf32_kernel(int64_t n, const float* x, float* y) {
   DDPM_GRID_STRIDE(i, n) y[i] = ::ddpm::round_to_tf32(x[i]);

@@ -6,6 +6,7 @@
 #include "engine/cuda_check.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/optim.cuh"
+#include "kernels/cuda/storage.cuh"  // bf16_round
 #include "kernels/bf16.h"
 #include "kernels/optim_math.h"
 
@@ -35,7 +36,7 @@ __global__ void adamw_kernel(int64_t n, AdamWParams p, float* param, const float
     m[i] = mi;
     v[i] = vi;
     param[i] = pi;
-    if (param_bf16) param_bf16[i] = bf16_bits_from_float(pi);
+    if (param_bf16) param_bf16[i] = bf16_round(pi);
     if (ema) ema[i] = ema_element(ema_decay, ema[i], pi);
   }
 }

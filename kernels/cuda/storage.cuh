@@ -18,7 +18,7 @@ __device__ __forceinline__ float load(const uint16_t* p, int64_t i) {
 // v rounded to the nearest bf16 (ties to even), as bits: one cvt on sm_80+, kernels/bf16.h's
 // integer rounding elsewhere; the same bits for every finite or infinite value (a NaN stays
 // a NaN, its payload may differ). bf16_pair below does two at once.
-__device__ __forceinline__ uint16_t bf16_bits(float v) {
+__device__ __forceinline__ uint16_t bf16_round(float v) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   uint16_t bits;
   asm("cvt.rn.bf16.f32 %0, %1;\n" : "=h"(bits) : "f"(v));
@@ -29,7 +29,7 @@ __device__ __forceinline__ uint16_t bf16_bits(float v) {
 }
 
 __device__ __forceinline__ void store(float* p, int64_t i, float v) { p[i] = v; }
-__device__ __forceinline__ void store(uint16_t* p, int64_t i, float v) { p[i] = bf16_bits(v); }
+__device__ __forceinline__ void store(uint16_t* p, int64_t i, float v) { p[i] = bf16_round(v); }
 
 // A gradient element from a backward kernel: p[i] += v (add), or p[i] = v when the kernel
 // writes the first contribution outright (kernels/grad_write.h). One fp32 add, one rounding.
