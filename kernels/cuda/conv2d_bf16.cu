@@ -641,7 +641,8 @@ conv_gemm_bf16(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB 
 #pragma unroll
   for (int s = 0; s < 2; ++s) {
 #pragma unroll
-    for (int i = 0; i < kMT; ++i) a_frag[s][i] = a_fragment_bytes<TileA>(wm * kWarpM + 16 * i, 16 * s, lane);
+    for (int i = 0; i < kMT; ++i)
+      a_frag[s][i] = a_fragment_bytes<TileA>(wm * kWarpM + 16 * i, 16 * s, lane);
 #pragma unroll
     for (int jj = 0; jj < kNT / 2; ++jj)
       b_frag[s][jj] = b_fragments_bytes<TileB>(wn * kWarpN + 16 * jj, 16 * s, lane);
@@ -941,11 +942,14 @@ Gemm wgrad_gemm(const Conv2dShape& s) {
 // out, and the pixels of the batch (the wgrad's K) counted in an int (32-bit offsets within
 // a sample, k_left).
 void check_shape_limits(const Conv2dShape& s) {
-  CHECK(s.kh <= 16 && s.kw <= 16, "the bf16 tensor-core convolution (v4) takes kernels up to "
-                                  "16 x 16, got " << s.kh << " x " << s.kw);
+  constexpr int kMax = TapMask::kMaxTaps;
+  CHECK(s.kh <= kMax && s.kw <= kMax, "the bf16 tensor-core convolution (v4) takes kernels up to "
+                                          << kMax << " x " << kMax << ", got " << s.kh << " x "
+                                          << s.kw);
   const int64_t limit = int64_t{1} << 31;
   CHECK(s.h * s.w * round_up8(s.c_in) < limit &&
-            s.out_h() * s.out_w() * round_up8(s.c_out) < limit && s.n * s.out_h() * s.out_w() < limit,
+            s.out_h() * s.out_w() * round_up8(s.c_out) < limit &&
+            s.n * s.out_h() * s.out_w() < limit,
         "the bf16 tensor-core convolution (v4) takes images of fewer than 2^31 elements and "
         "batches of fewer than 2^31 output pixels, got "
             << s.n << " x " << s.h << " x " << s.w << " x " << s.c_in << " in, " << s.out_h()

@@ -64,7 +64,8 @@ __device__ __forceinline__ int in_bank_order(int r) {
 // Rows [0, rows) of a tile from global memory (row r at src + r * stride, D elements, f32
 // 16-byte aligned or bf16 8-byte aligned) into shared bf16 rows of D + kPad; rows
 // [rows, tile_rows) zero, in_bank_order. A warp reads 512 (f32) or 256 (bf16) contiguous
-// bytes of a row (at D = 32, whole rows of 128 or 64). All threads of the block take part; tile_rows a multiple of 8.
+// bytes of a row (at D = 32, whole rows of 128 or 64). All threads of the block take part;
+// tile_rows a multiple of 8.
 template <int D, class A>
 __device__ void stage_rows(uint16_t* dst, int tile_rows, const A* src, int64_t stride, int rows) {
   constexpr int kQuads = D / 4;

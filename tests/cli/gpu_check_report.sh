@@ -91,10 +91,12 @@ PATH="$work/bin:$PATH" bash "$src/scripts/gpu-check.sh" "$work/prof" profile rep
 for line in "ncu exit 0" "ncu banks conv exit 0" "ncu banks flash exit 0"; do
   grep -qx "$line" "$work/prof/profile.status" || fail "profile.status lacks: $line"
 done
-grep -qF "small=1 -k regex:conv_gemm_bf16 --launch-count 40 --section MemoryWorkloadAnalysis_Tables" \
-  "$work/prof/ncu-banks-conv.csv" || fail "ncu does not profile v4's shared memory at small shapes"
+want="small=1 -k regex:conv_gemm_bf16 --launch-count 40 --section MemoryWorkloadAnalysis_Tables"
+grep -qF "$want" "$work/prof/ncu-banks-conv.csv" ||
+  fail "ncu does not profile v4's shared memory at small shapes"
 grep -qF "build-gpu/tests/test_cuda_attention_bf16" "$work/prof/ncu-banks-flash.csv" ||
   fail "ncu does not profile the flash kernels' test"
 grep -A2 "^## Nsight Compute: shared-memory wavefronts and bank conflicts, flash" \
-  "$work/prof/report.md" | grep -qF "regex:flash_" || fail "the flash kernels' table is not in the report"
+  "$work/prof/report.md" | grep -qF "regex:flash_" ||
+  fail "the flash kernels' table is not in the report"
 echo "PASS: gpu-check report"
