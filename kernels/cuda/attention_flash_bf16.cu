@@ -58,7 +58,6 @@ namespace {
 constexpr int kWarps = 4;
 constexpr int kRows = 16 * kWarps;  // query rows per block
 using flash::kPad;
-using flash::pack_bf16;
 using flash::stage_rows;
 
 // A: the storage of qkv. fp32 rows are converted through registers, one K/V tile at a
@@ -185,10 +184,10 @@ flash_forward_bf16(AttentionShape s, float scale, const A* qkv, A* out, float* l
 
     // O += P V: A = P's 16-key chunk c from n-tiles 2c, 2c+1; B = V via ldmatrix.trans.
     for (int c = 0; c < kNT / 2; ++c) {
-      const uint32_t a[4] = {pack_bf16(sc[2 * c][0], sc[2 * c][1]),
-                             pack_bf16(sc[2 * c][2], sc[2 * c][3]),
-                             pack_bf16(sc[2 * c + 1][0], sc[2 * c + 1][1]),
-                             pack_bf16(sc[2 * c + 1][2], sc[2 * c + 1][3])};
+      const uint32_t a[4] = {bf16_pair(sc[2 * c][0], sc[2 * c][1]),
+                             bf16_pair(sc[2 * c][2], sc[2 * c][3]),
+                             bf16_pair(sc[2 * c + 1][0], sc[2 * c + 1][1]),
+                             bf16_pair(sc[2 * c + 1][2], sc[2 * c + 1][3])};
       for (int dn = 0; dn < kDT; dn += 2) {
         uint32_t r[4];  // matrix q8: keys 16c + 8 (q8 & 1), channels 8 dn + 8 (q8 >> 1)
         ptx::ldmatrix_x4_trans(r, v_s + (16 * c + 8 * (q8 & 1) + i8) * kLd + 8 * dn +
@@ -207,7 +206,7 @@ flash_forward_bf16(AttentionShape s, float scale, const A* qkv, A* out, float* l
     if (i >= s.l) continue;
     A* const dst = out + (b * s.l + i) * s.c + h * D;
     for (int dn = 0; dn < kDT; ++dn)
-      flash::store_pair(dst + 8 * dn + 2 * t, o[dn][2 * r] / l[r], o[dn][2 * r + 1] / l[r]);
+      store_pair(dst, 8 * dn + 2 * t, {o[dn][2 * r] / l[r], o[dn][2 * r + 1] / l[r]});
     if (t == 0) lse[bh * s.l + i] = m[r] * scale + logf(l[r]);
   }
 #endif

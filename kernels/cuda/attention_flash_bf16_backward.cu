@@ -56,7 +56,6 @@ namespace ddpm::cuda {
 namespace {
 
 using flash::kPad;
-using flash::pack_bf16;
 using flash::stage_rows;
 
 constexpr int kWarps = 4;
@@ -127,10 +126,10 @@ __device__ void accumulate_product(const float (&x)[4][4], const uint16_t* b, in
   constexpr int kLd = D + kPad;
   const int q8 = lane / 8, i8 = lane % 8;
   for (int c = 0; c < 2; ++c) {  // 16-column chunks: n-tiles 2c, 2c + 1 of x
-    const uint32_t a[4] = {pack_bf16(x[2 * c][0], x[2 * c][1]),
-                           pack_bf16(x[2 * c][2], x[2 * c][3]),
-                           pack_bf16(x[2 * c + 1][0], x[2 * c + 1][1]),
-                           pack_bf16(x[2 * c + 1][2], x[2 * c + 1][3])};
+    const uint32_t a[4] = {bf16_pair(x[2 * c][0], x[2 * c][1]),
+                           bf16_pair(x[2 * c][2], x[2 * c][3]),
+                           bf16_pair(x[2 * c + 1][0], x[2 * c + 1][1]),
+                           bf16_pair(x[2 * c + 1][2], x[2 * c + 1][3])};
     for (int dn = 0; dn < D / 16; dn += 2) {
       uint32_t r[4];  // matrix q8: columns 16c + 8 (q8 & 1), channels c0 + 8 dn + 8 (q8 >> 1)
       ptx::ldmatrix_x4_trans(r, b + (16 * c + 8 * (q8 & 1) + i8) * kLd + c0 + 8 * dn +

@@ -1,7 +1,8 @@
 // What the bf16 flash-attention kernels share (attention_flash_bf16.cu, the forward;
-// attention_flash_bf16_backward.cu): bf16 pairs for mma operands, the staging of f32 rows
-// (or bf16 rows, for bf16 activations) of the packed qkv (or dout) into padded bf16 rows of
-// shared memory, and the store of output pairs in either storage.
+// attention_flash_bf16_backward.cu): the softmax's base-2 constant, and the staging of f32
+// rows (or bf16 rows, for bf16 activations) of the packed qkv (or dout) into padded bf16 rows
+// of shared memory. bf16 pairs for mma operands and output pairs in either storage are
+// storage.cuh's (bf16_pair, store_pair).
 #pragma once
 
 #include <cstdint>
@@ -26,16 +27,11 @@ constexpr float kLog2e = 1.4426950408889634f;
 // matrix reads into 8 different 16-byte bank groups.
 constexpr int kPad = 8;
 
-// Two floats as a bf16 pair in one register, the lower element first (mma's operand order),
-// each rounded to nearest even: one cvt on the GPU (storage.cuh, bf16_pair). P is packed so
-// once per score, 16 or 32 of them a key tile and thread.
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) { return bf16_pair(lo, hi); }
-
 // Four consecutive elements of global memory as two bf16 pairs: f32 (a float4 load,
 // rounded) or bf16 bits (an 8-byte load, copied).
 __device__ __forceinline__ uint2 load4_bf16(const float* p) {
   const float4 v = *reinterpret_cast<const float4*>(p);
-  return make_uint2(pack_bf16(v.x, v.y), pack_bf16(v.z, v.w));
+  return make_uint2(bf16_pair(v.x, v.y), bf16_pair(v.z, v.w));  // storage.cuh
 }
 __device__ __forceinline__ uint2 load4_bf16(const uint16_t* p) {
   return *reinterpret_cast<const uint2*>(p);
@@ -89,14 +85,6 @@ __device__ void copy_rows(uint16_t* dst, int tile_rows, const uint16_t* src, int
     const bool valid = r < rows;
     ptx::cp_async_16(dst + r * (D + kPad) + c, valid ? src + r * stride + c : src, valid);
   }
-}
-
-// Two adjacent outputs stored: a float2, or a bf16 pair (each rounded once) in 4 bytes.
-__device__ __forceinline__ void store_pair(float* dst, float a, float b) {
-  *reinterpret_cast<float2*>(dst) = make_float2(a, b);
-}
-__device__ __forceinline__ void store_pair(uint16_t* dst, float a, float b) {
-  *reinterpret_cast<uint32_t*>(dst) = pack_bf16(a, b);
 }
 
 }  // namespace ddpm::cuda::flash

@@ -51,8 +51,7 @@ __device__ __forceinline__ uint32_t bf16_pair(float lo, float hi) {
   asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(pair) : "f"(hi), "f"(lo));
   return pair;
 #else
-  return static_cast<uint32_t>(bf16_bits_from_float(lo)) |
-         (static_cast<uint32_t>(bf16_bits_from_float(hi)) << 16);
+  return static_cast<uint32_t>(bf16_round(lo)) | (static_cast<uint32_t>(bf16_round(hi)) << 16);
 #endif
 }
 
