@@ -7,8 +7,10 @@ A .cu file is compiled here (nvcc -O3 -arch=sm_ARCH -cubin, from the repository 
 ptxas's register and spill report), a .cubin disassembled (cuobjdump -sass), a .sass listing
 read as it is. Per kernel: the loop (a backward branch and its body) holding the most tensor-
 core instructions (HMMA; FFMA for a kernel without any), its instructions per iteration (NOPs
-left out) by opcode, and the kernel's registers and spills. Static counts: a branch inside
-the loop that a run never takes still counts, and nothing here is a timing.
+left out) by opcode, and the kernel's registers and spills; then each loop nested in it,
+whose instructions the count above holds once but a run issues once per trip (a copy loop
+over a tile's rows, say). Static counts: a branch inside the loop that a run never takes
+still counts, an inner loop's trip count is not known here, and nothing is a timing.
 
 Why: a sub-partition of an SM issues one instruction a cycle and keeps its tensor core busy
 a few cycles per mma, so a K loop whose other instructions (address arithmetic, bounds tests,
@@ -88,6 +90,18 @@ def main_loop(code):
     return (key, best[1], best[2]) if best else None
 
 
+def inner_loops(code, first, last):
+    """(first, last index) of each loop nested in code[first:last + 1], outermost first."""
+    at = {address: n for n, (address, _) in enumerate(code)}
+    loops = []
+    for n in range(first, last):
+        m = re.search(r"\bBRA\b.*?0x([0-9a-f]+)", code[n][1])
+        target = int(m.group(1), 16) if m else None
+        if target is not None and target <= code[n][0] and at.get(target, -1) >= first:
+            loops.append((at[target], n))
+    return sorted(loops, key=lambda loop: (loop[0], -loop[1]))
+
+
 def demangle(name):
     try:
         text = subprocess.run(["c++filt", name], capture_output=True, text=True).stdout.strip()
@@ -107,12 +121,21 @@ def report(sass, registers):
         ops = collections.Counter(opcode(i) for _, i in code[first:last + 1])
         ops.pop("NOP", None)
         regs = registers.get(name)
-        rows.append((demangle(name), sum(ops.values()), ops[key], key, regs, ops))
-    for kernel, total, keys, key, regs, ops in rows:
+        inner = []
+        for a, b in inner_loops(code, first, last):
+            body = collections.Counter(opcode(i) for _, i in code[a:b + 1])
+            body.pop("NOP", None)
+            inner.append((sum(body.values()), body))
+        rows.append((demangle(name), sum(ops.values()), ops[key], key, regs, ops, inner))
+    for kernel, total, keys, key, regs, ops, inner in rows:
         where = f"{regs[0]} registers, spills {regs[1]}/{regs[2]} bytes" if regs else "registers: -"
         common = ", ".join(f"{op} {n}" for op, n in ops.most_common(8))
         print(f"{kernel}\n    loop: {total} instructions, {keys} {key}, {total - keys} other; "
               f"{where}\n    {common}")
+        for size, body in inner:
+            common = ", ".join(f"{op} {n}" for op, n in body.most_common(4))
+            print(f"    inner loop: {size} instructions, counted once above but run once per "
+                  f"trip ({common})")
     return rows
 
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # scripts/sass_loops.py on a hand-written SASS listing (tests/cli/data/loops.sass): the loop
 # it reports per kernel is the one with the most HMMA (the outer of two nested loops, which
-# holds all three; NOPs not counted), FFMA where a kernel has no HMMA, and a kernel with
-# neither is left out; --filter keeps the kernels whose name matches. Needs no GPU and no
-# CUDA tools (a .sass file is read as it is).
+# holds all three; NOPs not counted; the inner one is reported on a line of its own), FFMA
+# where a kernel has no HMMA, and a kernel with neither is left out; --filter keeps the
+# kernels whose name matches. Needs no GPU and no CUDA tools (a .sass file is read as is).
 #   tests/cli/sass_loops.sh SOURCE_DIR WORKDIR
 set -u
 src=$1 work=$2
@@ -15,6 +15,9 @@ grep -qF "loop: 8 instructions, 3 HMMA, 5 other; registers: -" <<< "$out" ||
   fail "the gemm's outer loop is not 8 instructions with 3 HMMA: $out"
 grep -qF "HMMA 3, BRA 2, IADD3 1, LDSM 1, ISETP 1" <<< "$out" ||
   fail "the gemm's loop by opcode is wrong: $out"
+grep -qF "inner loop: 4 instructions, counted once above but run once per trip (HMMA 2, LDSM 1, BRA 1)" \
+  <<< "$out" || fail "the gemm's inner loop (0x40-0x80, no NOP) is not reported: $out"
+[ "$(grep -c "inner loop" <<< "$out")" = 1 ] || fail "one inner loop in all: $out"
 grep -qF "loop: 5 instructions, 1 FFMA, 4 other" <<< "$out" || fail "the axpy's FFMA loop: $out"
 ! grep -q "copy" <<< "$out" || fail "a kernel without HMMA or FFMA is listed: $out"
 only=$(python3 "$src/scripts/sass_loops.py" --filter axpy "$src/tests/cli/data/loops.sass" 2>&1)
