@@ -27,6 +27,7 @@
 
 #if DDPM_WITH_CUDA
 #include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/device_info.cuh"
 #endif
 
 namespace ddpm {
@@ -34,11 +35,27 @@ namespace {
 
 struct Case {
   int64_t b, l, c, heads;
+  float boost = 1.0f;  // keys from L / 2 on are multiplied by this (see qkv_of)
 };
 
 std::string describe(const Case& c) {
   return "B" + std::to_string(c.b) + " L" + std::to_string(c.l) + " C" + std::to_string(c.c) +
-         " heads " + std::to_string(c.heads);
+         " heads " + std::to_string(c.heads) +
+         (c.boost != 1.0f ? ", late keys x" + std::to_string(c.boost) : "");
+}
+
+// Uniform q, k, v in [-1.5, 1.5]; with a boost, the keys of the second half of the sequence
+// scaled up, so that the scores jump past the first key tiles' by more than the forward lets
+// a row's running max lag (flash::kStaleMaxLog2 = 8 in base 2; the boosts below take the
+// typical score from about 1 to 6 - 9): the forward must then move it and rescale O.
+std::vector<float> qkv_of(const Case& c, const AttentionShape& s, uint64_t stream) {
+  std::vector<float> qkv =
+      test::random_tensor(Shape{s.b * s.l * 3 * s.c}, stream, DType::F32, 1.5)
+          .to_vector<float>();
+  for (int64_t i = 0; i < s.b * s.l; ++i)
+    if (i % s.l >= s.l / 2)
+      for (int64_t ch = s.c; ch < 2 * s.c; ++ch) qkv[i * 3 * s.c + ch] *= c.boost;
+  return qkv;
 }
 
 AttentionShape shape_of(const Case& c) {
@@ -53,10 +70,12 @@ AttentionShape shape_of(const Case& c) {
 std::vector<Case> cases() {
   std::vector<Case> all = {{2, 9, 32, 1},    // d 32: one partial query tile, one key tile
                            {1, 70, 128, 2},  // d 64: 2 query tiles, 2 key tiles, both partial
-                           {2, 37, 128, 1},  // d 128
+                           {2, 77, 128, 1},  // d 128: 2 blocks of 64 rows, the second partial
                            {1, 100, 256, 1}, // d 256: 32-key tiles, 4 of them
                            {1, 130, 96, 3},  // d 32, 3 heads, 3 query tiles
-                           {1, 256, 256, 1}}; // the CIFAR-10 U-Net's 16x16 attention
+                           {1, 256, 256, 1},  // the CIFAR-10 U-Net's 16x16 attention
+                           {1, 200, 64, 1, 6.0f},    // d 64: the max moves in key tile 1
+                           {1, 100, 256, 1, 8.0f}};  // d 256: in key tile 1 (of 32)
   if (!test::small_shapes_only()) {
     all.push_back({4, 256, 256, 1});   // ... at a larger batch
     all.push_back({1, 1024, 128, 4});  // a 32x32 map, 4 heads of 32
@@ -86,9 +105,7 @@ TEST(CudaAttentionBf16, ForwardIsTheReferenceWithinBf16Rounding) {
     SCOPED_TRACE(describe(c));
     const AttentionShape s = shape_of(c);
     ASSERT_TRUE(cuda::attention_flash_bf16_supports(s));
-    const std::vector<float> qkv =
-        test::random_tensor(Shape{s.b * s.l * 3 * s.c}, stream++, DType::F32, 1.5)
-            .to_vector<float>();
+    const std::vector<float> qkv = qkv_of(c, s, stream++);
     // The reference on the rounded operands, in double; and once more with |v| for the bound.
     std::vector<double> rounded(qkv.size()), magnitude(qkv.size());
     for (size_t i = 0; i < qkv.size(); ++i) {
@@ -186,8 +203,7 @@ TEST(CudaAttentionBf16, BackwardIsTheReferenceWithinBf16Rounding) {
     SCOPED_TRACE(describe(c));
     const AttentionShape s = shape_of(c);
     const int64_t n_qkv = s.b * s.l * 3 * s.c, n_out = s.b * s.l * s.c;
-    std::vector<float> qkv = test::random_tensor(Shape{n_qkv}, stream++, DType::F32, 1.5)
-                                 .to_vector<float>();
+    std::vector<float> qkv = qkv_of(c, s, stream++);
     std::vector<float> dout =
         test::random_tensor(Shape{n_out}, stream++, DType::F32).to_vector<float>();
     for (float& x : qkv) x = round_to_bf16(x);  // the kernel's rounding is then exact
@@ -252,6 +268,43 @@ TEST(CudaAttentionBf16, UnsupportedHeadDimsAreRefusedWithTheReason) {
                                            lse.data<float>());
       },
       {"head dim 48", "32, 64, 128 or 256"});
+#endif
+}
+
+// A device that gives a block less shared memory than a head dim needs (sm_86 and sm_89
+// allow 99 KB; the backward takes 141 KB at d = 256) gets the sizes and what to run instead,
+// not a launch failure. Runs where the device is that small: ctest plays one on the emulated
+// device (DDPM_EMU_OPTIN_SHARED_BYTES=101376, tests/cuda_emulation/CMakeLists.txt); an
+// H100 or A100 skips it. The forward (66 KB at d = 256 on fp32 tensors, 99 KB on bf16) still
+// fits such a device, and runs.
+TEST(CudaAttentionBf16, HeadDimsPastTheDevicesSharedMemoryAreRefusedWithTheSizes) {
+  REQUIRE_GPU();
+#if DDPM_WITH_CUDA
+  const int most = cuda::max_shared_memory_per_block();
+  if (most >= 160 * 1024) GTEST_SKIP() << "this device allows a block " << most << " bytes";
+  AttentionShape s;
+  s.b = 1;
+  s.l = 40;
+  s.c = 256;
+  s.heads = 1;
+  ASSERT_TRUE(cuda::attention_flash_bf16_supports(s));
+  const Tensor qkv = Tensor::zeros(Shape{1, 40, 768}, DType::F32, Device::CUDA);
+  const Tensor out = Tensor::empty(Shape{1, 40, 256}, DType::F32, Device::CUDA);
+  const Tensor lse = Tensor::empty(Shape{1, 1, 40}, DType::F32, Device::CUDA);
+  const Tensor dqkv = Tensor::zeros(Shape{1, 40, 768}, DType::F32, Device::CUDA);
+  const Tensor delta = Tensor::empty(Shape{40}, DType::F32, Device::CUDA);
+  cuda::attention_flash_bf16_forward(s, qkv.data<float>(), out.data<float>(), lse.data<float>());
+  EXPECT_NEAR(out.to_vector<float>()[0], 0.0f, 0.0f);  // zeros in: the mean of zero values
+  const std::string allows =
+      " bytes of shared memory per block, the device allows " + std::to_string(most);
+  test::expect_error(
+      [&] {
+        cuda::attention_flash_bf16_backward(s, qkv.data<float>(), out.data<float>(),
+                                            lse.data<float>(), out.data<float>(),
+                                            dqkv.data<float>(), delta.data<float>());
+      },
+      {"bf16 flash attention backward: head dim 256 needs ",
+       allows.c_str(), "precision fp32 or tf32"});
 #endif
 }
 

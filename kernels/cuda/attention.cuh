@@ -5,7 +5,8 @@
 //                            separate steps, the L x L matrix in a caller-provided workspace;
 //   attention_fused.cu       fused: online softmax, the L x L matrix never leaves the chip;
 //   attention_flash_bf16.cu  the fused forward on bf16 tensor cores (mma.sync), one warp per
-//                            16 query rows, S and P in registers (forward only, so far).
+//                            16 query rows, S and P in registers; its backward in
+//                            attention_flash_bf16_backward.cu.
 #pragma once
 
 #include <cstdint>

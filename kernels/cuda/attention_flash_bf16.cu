@@ -27,14 +27,20 @@
 //   S = Q K^T * scale           (D/16 k-steps x kBc/8 n-tiles of mma)
 //   keys >= L: S = -inf          (partial last tile)
 //   m_new = max(m, rowmax S)     (the row's 4 lanes agree through two shuffles)
-//   P = exp(S - m_new);  c = exp(m - m_new);  l = l c + rowsum P;  O = O c + bf16(P) V
-// and at the end out = O / l, lse = m + log l.
+//   if m_new - m > 8 / log2 e for some row of the warp (a vote; "stale max" below):
+//     c = exp(m - m_new);  m = m_new;  l = l c;  O = O c
+//   P = exp(S - m);  l = l + rowsum P;  O = O + bf16(P) V
+// and at the end out = O / l, lse = m + log l. FlashAttention-2 moves m to m_new on every
+// tile; leaving it up to 2^8 below the true max changes only the common scale of P, l and
+// O (exponentials up to 256, bf16 P rounded relative to its size alike), and skips the
+// O rescale (D/2 multiplies a lane) on the tiles where no row's max jumped that far, which
+// past the first is nearly all of them (FlashAttention-4 does the same).
 //
 // Launch constants: 4 warps (64 query rows per block: enough rows per K/V tile to reuse
 // each staged tile 4 times, few enough registers for O at D = 256: 128 floats per thread);
 // kBc = 64 keys per tile, 32 at D = 256 (its S then needs 16 floats instead of 32, keeping
-// the thread under 255 registers; ptxas sm_90: 75 / 98 / 129 / 168 registers at D = 32 / 64 /
-// 128 / 256, no spills). Shared memory: (64 + 2 kBc) rows of D + 8 bf16: 15 / 26 / 52 / 66 KB.
+// the thread under 255 registers; ptxas sm_90: 72 / 96 / 128 / 165 registers at D = 32 / 64 /
+// 128 / 256 on bf16 activations, no spills). Shared memory: (64 + 2 kBc) rows of D + 8 bf16: 15 / 26 / 52 / 66 KB.
 //
 // On bf16 activations (A = bf16 bits) the rows need no conversion, so K and V are copied by
 // cp.async into two stages (flash::copy_rows): tile j+1 is in flight while the warps
@@ -42,6 +48,7 @@
 // 99 KB). fp32 rows still go through registers (stage_rows), one stage. The backward is
 // attention_flash_bf16_backward.cu; it pipelines its per-step tiles the same way.
 #include <cmath>
+#include <string>
 
 #include "engine/check.h"
 #include "engine/cuda_check.h"
@@ -166,21 +173,34 @@ flash_forward_bf16(AttentionShape s, float scale, const A* qkv, A* out, float* l
         if (key >= keys) sc[n][e] = -INFINITY;
         tile_max[e / 2] = fmaxf(tile_max[e / 2], sc[n][e]);
       }
-    float corr[2], m_log2[2];
+    // The running max m moves only when a row's would otherwise leave exponentials above
+    // 2^kStaleMaxLog2 (flash::kStaleMaxLog2, FlashAttention-4's conditional rescale): P, l
+    // and O are all relative to the same m, so a stale m changes nothing but their scale,
+    // and out = O / l and lse = m scale + log l come out the same. Moving it costs the
+    // rescale of O, D / 2 multiplies a lane (128 at d = 256); past the first tile scores
+    // seldom jump that far, and the warp skips them all (the vote keeps it uniform).
+    float new_max[2];
+    bool move = false;
     for (int r = 0; r < 2; ++r) {
-      const float m_new = fmaxf(m[r], quad_max(tile_max[r]));  // finite: key j0 exists
-      corr[r] = exp2f((m[r] - m_new) * scale_log2);  // 0 on the first tile (m = -inf)
-      m[r] = m_new;
-      m_log2[r] = m_new * scale_log2;
-      l[r] *= corr[r];
+      new_max[r] = fmaxf(m[r], quad_max(tile_max[r]));  // finite: key j0 exists
+      move |= (new_max[r] - m[r]) * scale_log2 > flash::kStaleMaxLog2;  // m = -inf: first tile
     }
+    if (__any_sync(0xffffffffu, move)) {
+      float corr[2];
+      for (int r = 0; r < 2; ++r) {
+        corr[r] = exp2f((m[r] - new_max[r]) * scale_log2);  // 0 on the first tile
+        m[r] = new_max[r];
+        l[r] *= corr[r];
+      }
+      for (int dn = 0; dn < kDT; ++dn)
+        for (int e = 0; e < 4; ++e) o[dn][e] *= corr[e / 2];
+    }
+    const float m_log2[2] = {m[0] * scale_log2, m[1] * scale_log2};
     for (int n = 0; n < kNT; ++n)
       for (int e = 0; e < 4; ++e) {  // masked keys: exp2(-inf) = 0
         sc[n][e] = exp2f(fmaf(sc[n][e], scale_log2, -m_log2[e / 2]));
         l[e / 2] += sc[n][e];
       }
-    for (int dn = 0; dn < kDT; ++dn)
-      for (int e = 0; e < 4; ++e) o[dn][e] *= corr[e / 2];
 
     // O += P V: A = P's 16-key chunk c from n-tiles 2c, 2c+1; B = V via ldmatrix.trans.
     for (int c = 0; c < kNT / 2; ++c) {
@@ -215,10 +235,9 @@ flash_forward_bf16(AttentionShape s, float scale, const A* qkv, A* out, float* l
 template <int D, class A>
 void launch_flash(const AttentionShape& s, const A* qkv, A* out, float* lse) {
   constexpr size_t bytes = FlashTiles<D, A>::kSmemBytes;
-  if (bytes > 48 * 1024)  // beyond the default: opt in (every sm_80+ device has >= 163 KB)
-    CUDA_CHECK(cudaFuncSetAttribute(flash_forward_bf16<D, A>,
-                                    cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    static_cast<int>(bytes)));
+  reserve_shared_memory(flash_forward_bf16<D, A>, bytes,
+                        "bf16 flash attention forward: head dim " + std::to_string(D),
+                        flash::kUseFusedInstead);
   const dim3 grid(static_cast<unsigned>((s.l + kRows - 1) / kRows),
                   static_cast<unsigned>(s.b * s.heads));
   DDPM_LAUNCH((flash_forward_bf16<D, A>), grid, 32 * kWarps, bytes)(

@@ -32,6 +32,7 @@
 #include "engine/check.h"
 #include "engine/cuda_check.h"
 #include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/device_info.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/storage.cuh"
 
@@ -306,19 +307,14 @@ size_t dkv_smem_bytes(const AttentionShape& s) {
   return 6 * kTile * row_bytes(s) + (2 * kTile * kTile + 2 * kTile) * sizeof(float);
 }
 
-// Opt the kernel in to `bytes` of dynamic shared memory (beyond the default 48 KB), or stop
-// with a message naming the head dim when the device cannot give that much.
+// Opt the kernel in to `bytes` of dynamic shared memory, or stop with a message naming the
+// head dim when the device cannot give that much.
 template <class Kernel>
 void reserve_smem(Kernel kernel, size_t bytes, const AttentionShape& s, const char* which) {
-  int dev = 0, max_optin = 0;
-  CUDA_CHECK(cudaGetDevice(&dev));
-  CUDA_CHECK(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-  CHECK(bytes <= static_cast<size_t>(max_optin),
-        "fused attention " << which << ": head dim " << s.head_dim() << " needs " << bytes
-                           << " bytes of shared memory per block, the device allows "
-                           << max_optin << "; use the straightforward attention version");
-  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  static_cast<int>(bytes)));
+  reserve_shared_memory(kernel, bytes,
+                        std::string("fused attention ") + which + ": head dim " +
+                            std::to_string(s.head_dim()),
+                        "use the straightforward attention version");
 }
 
 dim3 tiles_grid(const AttentionShape& s, int tile) {

@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <string>
 
+#include "engine/check.h"
 #include "engine/cuda_check.h"
 
 namespace ddpm::cuda {
@@ -31,6 +33,33 @@ inline int compute_capability() {
     return 10 * major + minor;
   }();
   return cc;
+}
+
+// The most dynamic shared memory one block may opt in to: 227 KB on H100 / H200, 163 KB on
+// A100, 99 KB on sm_86 and sm_89.
+inline int max_shared_memory_per_block() {
+  static const int bytes = [] {
+    int dev = 0, max_optin = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    return max_optin;
+  }();
+  return bytes;
+}
+
+// Opts `kernel` in to `bytes` of dynamic shared memory (beyond the default 48 KB), or stops
+// naming `what` asked for it (a kernel and its shape) and what to do `instead`.
+template <class Kernel>
+void reserve_shared_memory(Kernel kernel, size_t bytes, const std::string& what,
+                           const std::string& instead) {
+  const int most = max_shared_memory_per_block();
+  CHECK(bytes <= static_cast<size_t>(most), what << " needs " << bytes
+                                                 << " bytes of shared memory per block, the "
+                                                    "device allows "
+                                                 << most << "; " << instead);
+  if (bytes > 48 * 1024)
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    static_cast<int>(bytes)));
 }
 
 // How many slices to cut a GEMM's reduction (length k) into when its `tiles` output tiles

@@ -23,6 +23,16 @@ namespace ddpm::cuda::flash {
 // by kLog2e once per row, not per element.
 constexpr float kLog2e = 1.4426950408889634f;
 
+// How far (in base 2) the forward lets a row's running max lag behind its scores before it
+// moves it and rescales the output: exponentials up to 2^8 = 256, far from fp32's range, and
+// bf16 rounds P relative to its size whatever the scale (attention_flash_bf16.cu).
+constexpr float kStaleMaxLog2 = 8.0f;
+
+// What a device without the shared memory a head dim needs (sm_86 and sm_89 allow a block
+// 99 KB; the backward at d = 256 takes 141) can run instead.
+constexpr const char* kUseFusedInstead =
+    "precision fp32 or tf32 runs attention without the bf16 flash kernels";
+
 // Shared-memory rows are D + 8 bf16: 16 bytes of padding put the 8 rows an ldmatrix 8x8
 // matrix reads into 8 different 16-byte bank groups.
 constexpr int kPad = 8;

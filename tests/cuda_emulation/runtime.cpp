@@ -88,6 +88,22 @@ bool is_device(const void* p, size_t bytes) {
 
 }  // namespace
 
+size_t optin_shared_bytes() {
+  static const size_t bytes = [] {
+    const char* env = std::getenv("DDPM_EMU_OPTIN_SHARED_BYTES");
+    if (env == nullptr || *env == '\0') return kOptinSharedBytes;
+    char* end = nullptr;
+    const unsigned long long value = std::strtoull(env, &end, 10);
+    if (*end != '\0' || value < kDefaultSharedBytes || value > kOptinSharedBytes) {
+      std::fprintf(stderr, "DDPM_EMU_OPTIN_SHARED_BYTES=%s: want bytes from %zu to %zu\n", env,
+                   kDefaultSharedBytes, kOptinSharedBytes);
+      std::abort();
+    }
+    return static_cast<size_t>(value);
+  }();
+  return bytes;
+}
+
 void set_last_error(cudaError_t error, const std::string& detail) {
   t_last.code = error;
   t_last.detail = detail;
@@ -110,11 +126,11 @@ std::string check_launch(const void* kernel, const GridSpec& s) {
   if (s.grid.x > 2147483647u) return k + ": grid.x " + std::to_string(s.grid.x) + " > 2^31 - 1";
   if (s.grid.y > 65535) return k + ": grid.y " + std::to_string(s.grid.y) + " > 65535";
   if (s.grid.z > 65535) return k + ": grid.z " + std::to_string(s.grid.z) + " > 65535";
-  if (s.dynamic_smem > kOptinSharedBytes)
+  if (s.dynamic_smem > optin_shared_bytes())
     return k + ": " + std::to_string(s.dynamic_smem) +
            " bytes of dynamic shared memory exceed "
            "the device's " +
-           std::to_string(kOptinSharedBytes);
+           std::to_string(optin_shared_bytes());
   if (s.dynamic_smem > kDefaultSharedBytes) {
     std::lock_guard<std::mutex> lock(g_attr_mutex);
     auto it = g_dynamic_smem_optin.find(kernel);
@@ -206,7 +222,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
   std::snprintf(prop->name, sizeof prop->name, "CUDA emulated on the CPU (tests/cuda_emulation)");
   prop->totalGlobalMem = cuda_emu::kGlobalBytes;
   prop->sharedMemPerBlock = cuda_emu::kDefaultSharedBytes;
-  prop->sharedMemPerBlockOptin = cuda_emu::kOptinSharedBytes;
+  prop->sharedMemPerBlockOptin = cuda_emu::optin_shared_bytes();
   prop->warpSize = 32;
   prop->maxThreadsPerBlock = cuda_emu::kMaxThreadsPerBlock;
   prop->major = 9;
@@ -227,7 +243,7 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) 
       *value = int(cuda_emu::kDefaultSharedBytes);
       break;
     case cudaDevAttrMaxSharedMemoryPerBlockOptin:
-      *value = int(cuda_emu::kOptinSharedBytes);
+      *value = int(cuda_emu::optin_shared_bytes());
       break;
     case cudaDevAttrMultiProcessorCount:
       *value = cuda_emu::kSmCount;
@@ -256,10 +272,10 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) 
 cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value) {
   if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize)
     return fail(cudaErrorInvalidValue, "function attribute not emulated");
-  if (value < 0 || static_cast<size_t>(value) > cuda_emu::kOptinSharedBytes)
+  if (value < 0 || static_cast<size_t>(value) > cuda_emu::optin_shared_bytes())
     return fail(cudaErrorInvalidValue, "cudaFuncAttributeMaxDynamicSharedMemorySize " +
                                            std::to_string(value) + " exceeds the device's " +
-                                           std::to_string(cuda_emu::kOptinSharedBytes));
+                                           std::to_string(cuda_emu::optin_shared_bytes()));
   std::lock_guard<std::mutex> lock(cuda_emu::g_attr_mutex);
   cuda_emu::g_dynamic_smem_optin[func] = value;
   return cudaSuccess;

@@ -161,8 +161,12 @@ namespace cuda_emu {
 constexpr int kSmCount = 132;
 constexpr int kMaxThreadsPerBlock = 1024;
 constexpr size_t kDefaultSharedBytes = 48 * 1024;
-constexpr size_t kOptinSharedBytes = 227 * 1024;
+constexpr size_t kOptinSharedBytes = 227 * 1024;  // an H100's; see optin_shared_bytes()
 constexpr size_t kGlobalBytes = size_t(16) << 30;
+
+// The dynamic shared memory a block may opt in to: kOptinSharedBytes, or the bytes in
+// DDPM_EMU_OPTIN_SHARED_BYTES, to play a smaller device (101376 is sm_86's and sm_89's 99 KB).
+size_t optin_shared_bytes();
 
 // Sets the error cudaGetLastError returns next, with the detail cudaGetErrorString adds.
 void set_last_error(cudaError_t error, const std::string& detail);
