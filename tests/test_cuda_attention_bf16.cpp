@@ -39,9 +39,10 @@ struct Case {
 };
 
 std::string describe(const Case& c) {
+  char boost[32] = "";
+  if (c.boost != 1.0f) std::snprintf(boost, sizeof boost, ", late keys x%g", c.boost);
   return "B" + std::to_string(c.b) + " L" + std::to_string(c.l) + " C" + std::to_string(c.c) +
-         " heads " + std::to_string(c.heads) +
-         (c.boost != 1.0f ? ", late keys x" + std::to_string(c.boost) : "");
+         " heads " + std::to_string(c.heads) + boost;
 }
 
 // Uniform q, k, v in [-1.5, 1.5]; with a boost, the keys of the second half of the sequence
@@ -148,7 +149,8 @@ TEST(CudaAttentionBf16, ForwardIsTheReferenceWithinBf16Rounding) {
 //    can make large next to dS itself: 1e-5 sum P scale (|dP| + |delta|) |k| (|q|). Both
 //    sums come from P, dP and dS recomputed here in double (bounds()).
 // Plus fp32 slack (1e-5 of the sums, 1e-6 absolute) and determinism: two runs, same bits.
-// A wrong fragment or a missed channel half is off by the size of the gradient itself.
+// A wrong fragment, or a warp multiplying its partner's columns as its own, is off by the
+// size of the gradient itself.
 struct Bounds {
   std::vector<double> rounding, slack;  // packed like dqkv; the v part unused
 };
@@ -253,11 +255,7 @@ TEST(CudaAttentionBf16, BackwardIsTheReferenceWithinBf16Rounding) {
 TEST(CudaAttentionBf16, UnsupportedHeadDimsAreRefusedWithTheReason) {
   REQUIRE_GPU();
 #if DDPM_WITH_CUDA
-  AttentionShape s;
-  s.b = 1;
-  s.l = 8;
-  s.c = 48;
-  s.heads = 1;
+  const AttentionShape s = shape_of({1, 8, 48, 1});
   EXPECT_FALSE(cuda::attention_flash_bf16_supports(s));
   const Tensor x = Tensor::zeros(Shape{1, 8, 144}, DType::F32, Device::CUDA);
   const Tensor out = Tensor::empty(Shape{1, 8, 48}, DType::F32, Device::CUDA);
@@ -282,11 +280,7 @@ TEST(CudaAttentionBf16, HeadDimsPastTheDevicesSharedMemoryAreRefusedWithTheSizes
 #if DDPM_WITH_CUDA
   const int most = cuda::max_shared_memory_per_block();
   if (most >= 160 * 1024) GTEST_SKIP() << "this device allows a block " << most << " bytes";
-  AttentionShape s;
-  s.b = 1;
-  s.l = 40;
-  s.c = 256;
-  s.heads = 1;
+  const AttentionShape s = shape_of({1, 40, 256, 1});
   ASSERT_TRUE(cuda::attention_flash_bf16_supports(s));
   const Tensor qkv = Tensor::zeros(Shape{1, 40, 768}, DType::F32, Device::CUDA);
   const Tensor out = Tensor::empty(Shape{1, 40, 256}, DType::F32, Device::CUDA);

@@ -47,6 +47,7 @@
 // multiply tile j, one barrier per tile (shared memory (64 + 4 kBc) rows: 25 / 45 / 85 /
 // 99 KB). fp32 rows still go through registers (stage_rows), one stage. The backward is
 // attention_flash_bf16_backward.cu; it pipelines its per-step tiles the same way.
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -63,6 +64,7 @@ namespace ddpm::cuda {
 namespace {
 
 constexpr int kWarps = 4;
+constexpr int kThreads = 32 * kWarps;
 constexpr int kRows = 16 * kWarps;  // query rows per block
 using flash::kPad;
 using flash::stage_rows;
@@ -78,6 +80,12 @@ struct FlashTiles {
   static constexpr int kStages = kAsync ? 2 : 1;
   static constexpr size_t kSmemBytes =
       size_t(kRows + 2 * kStages * kBc) * kLd * sizeof(uint16_t);
+  // Blocks an SM holds by shared memory (an H100's 228 KB, 1 KB reserved a block), at most
+  // 4 (128 registers a thread): the launch bounds ask ptxas to stay within the registers
+  // those blocks leave it. Left free, it spent them on V fragments loaded far ahead (242 at
+  // d = 256 on fp32 rows, where the shared memory allows 3 blocks of 168).
+  static constexpr int kMinBlocks =
+      std::min<size_t>(4, (228 * 1024) / (kSmemBytes + 1024));
 };
 
 __device__ __forceinline__ float quad_max(float v) {  // over the 4 lanes of one row (same g)
@@ -92,7 +100,7 @@ __device__ __forceinline__ float quad_sum(float v) {
 // grid (ceil(L / 64), B * H), 128 threads, FlashTiles<D>::kSmemBytes of shared memory.
 // A: the storage of qkv and out, fp32 or bf16 bits (bf16 activations).
 template <int D, class A>
-__global__ void __launch_bounds__(32 * kWarps)
+__global__ void __launch_bounds__(kThreads, (FlashTiles<D, A>::kMinBlocks))
 flash_forward_bf16(AttentionShape s, float scale, const A* qkv, A* out, float* lse) {
 #if DDPM_HAS_SM80_TENSOR_CORES
   using T = FlashTiles<D, A>;
@@ -109,8 +117,8 @@ flash_forward_bf16(AttentionShape s, float scale, const A* qkv, A* out, float* l
   const int64_t i0 = static_cast<int64_t>(blockIdx.x) * kRows;
   const int64_t stride = 3 * s.c;
   const A* const base = qkv + b * s.l * stride + h * D;  // token 0's q of head h
-  stage_rows<D>(q_s, kRows, base + i0 * stride, stride,
-                static_cast<int>(s.l - i0 < kRows ? s.l - i0 : kRows));
+  stage_rows<D, kRows, kThreads>(q_s, base + i0 * stride, stride,
+                                 static_cast<int>(s.l - i0 < kRows ? s.l - i0 : kRows));
 
   float o[kDT][4] = {};                    // O rows g, g+8 of this warp: [n-tile][d0..d3]
   float m[2] = {-INFINITY, -INFINITY};     // running max of rows g, g+8 (of q.k, unscaled)
@@ -123,12 +131,14 @@ flash_forward_bf16(AttentionShape s, float scale, const A* qkv, A* out, float* l
     const int keys = static_cast<int>(s.l - j0 < kBc ? s.l - j0 : kBc);
     uint16_t* const k_dst = kv_s + st * 2 * kBc * kLd;
     if constexpr (T::kAsync) {
-      flash::copy_rows<D>(k_dst, kBc, base + j0 * stride + s.c, stride, keys);
-      flash::copy_rows<D>(k_dst + kBc * kLd, kBc, base + j0 * stride + 2 * s.c, stride, keys);
+      flash::copy_rows<D, kBc, kThreads>(k_dst, base + j0 * stride + s.c, stride, keys);
+      flash::copy_rows<D, kBc, kThreads>(k_dst + kBc * kLd, base + j0 * stride + 2 * s.c,
+                                         stride, keys);
       ptx::cp_async_commit();
     } else {
-      stage_rows<D>(k_dst, kBc, base + j0 * stride + s.c, stride, keys);
-      stage_rows<D>(k_dst + kBc * kLd, kBc, base + j0 * stride + 2 * s.c, stride, keys);
+      stage_rows<D, kBc, kThreads>(k_dst, base + j0 * stride + s.c, stride, keys);
+      stage_rows<D, kBc, kThreads>(k_dst + kBc * kLd, base + j0 * stride + 2 * s.c, stride,
+                                   keys);
     }
   };
   if constexpr (T::kAsync) stage_kv(0, 0);  // the first tile in flight before the loop
@@ -240,7 +250,7 @@ void launch_flash(const AttentionShape& s, const A* qkv, A* out, float* lse) {
                         flash::kUseFusedInstead);
   const dim3 grid(static_cast<unsigned>((s.l + kRows - 1) / kRows),
                   static_cast<unsigned>(s.b * s.heads));
-  DDPM_LAUNCH((flash_forward_bf16<D, A>), grid, 32 * kWarps, bytes)(
+  DDPM_LAUNCH((flash_forward_bf16<D, A>), grid, kThreads, bytes)(
       s, 1.0f / sqrtf(static_cast<float>(D)), qkv, out, lse);
 }
 

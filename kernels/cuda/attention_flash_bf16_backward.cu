@@ -44,8 +44,9 @@
 // an exponential another also computes, split groups swap 8 words of bf16 fragments a lane
 // instead of 32 floats, and groups up to d = 128 swap nothing. Each staged step tile serves
 // 64 rows instead of 32. sm_90 SASS per step and warp (scripts/sass_loops.py; static
-// counts, docs/kernels.md has every d): dkv at d = 256 went from 687 instructions to 511
-// around the same 128 mma; at d = 64 from 499 around 32 mma to 428 around 64.
+// counts, with the tile copies of flash_bf16.cuh's TileWalk; docs/kernels.md has every d):
+// dkv at d = 256 went from 1100 instructions to 464 around the same 128 mma; at d = 64 from
+// 555 around 32 mma to 357 around 64.
 //
 // Launch constants: 32 columns per step keep each warp's S and dP at 16 floats (8 when
 // split); 64 rows (4 groups) a block, so that each step's tiles are read by four row
@@ -84,6 +85,7 @@ struct Tiles {
   static constexpr int kGroups = 4;
   static constexpr int kParts = D >= 256 ? 2 : 1;
   static constexpr int kWarps = kGroups * kParts;
+  static constexpr int kThreads = 32 * kWarps;
   static constexpr int kRows = 16 * kGroups;          // rows a block owns
   static constexpr int kChannels = D / kParts;        // a warp's gradient channels
   static constexpr int kScoreTiles = 4 / kParts;      // a warp's 8-column n-tiles of S, dP
@@ -249,12 +251,12 @@ template <int D, class A>
 __device__ void stage_step(const Smem<D, A>& m, int st, const A* a, int64_t stride_a,
                            const A* b, int64_t stride_b, int rows) {
   if constexpr (kStepStages<A> == 2) {
-    flash::copy_rows<D>(m.step_a(st), kCols, a, stride_a, rows);
-    flash::copy_rows<D>(m.step_b(st), kCols, b, stride_b, rows);
+    flash::copy_rows<D, kCols, Tiles<D>::kThreads>(m.step_a(st), a, stride_a, rows);
+    flash::copy_rows<D, kCols, Tiles<D>::kThreads>(m.step_b(st), b, stride_b, rows);
     ptx::cp_async_commit();
   } else {
-    stage_rows<D>(m.step_a(st), kCols, a, stride_a, rows);
-    stage_rows<D>(m.step_b(st), kCols, b, stride_b, rows);
+    stage_rows<D, kCols, Tiles<D>::kThreads>(m.step_a(st), a, stride_a, rows);
+    stage_rows<D, kCols, Tiles<D>::kThreads>(m.step_b(st), b, stride_b, rows);
   }
 }
 
@@ -281,12 +283,12 @@ __device__ int begin_step(int64_t step, int64_t steps, Issue&& issue) {
 // grid (ceil(L / 64), B * H): dk and dv of 64 keys. own: k, v; per step: q, dout of 32 queries.
 // A: the storage of qkv, dout and dqkv (fp32, or bf16 bits for bf16 activations).
 template <int D, class A>
-__global__ void __launch_bounds__(32 * Tiles<D>::kWarps)
+__global__ void __launch_bounds__(Tiles<D>::kThreads)
 flash_dkv_bf16(AttentionShape s, float scale, const A* qkv, const float* lse,
                const float* delta, const A* dout, A* dqkv, bool add) {
 #if DDPM_HAS_SM80_TENSOR_CORES
   DDPM_DYNAMIC_SHARED(uint16_t, smem);
-  constexpr int kRows = Tiles<D>::kRows;
+  constexpr int kRows = Tiles<D>::kRows, kThreads = Tiles<D>::kThreads;
   const Smem<D, A> m{smem};
   const WarpPlace<D> w;
   const float scale_log2 = scale * flash::kLog2e;  // P = exp2(s scale_log2 - lse log2 e)
@@ -296,8 +298,8 @@ flash_dkv_bf16(AttentionShape s, float scale, const A* qkv, const float* lse,
   const A* const base = qkv + b * s.l * stride + h * D;
   const A* const dbase = dout + b * s.l * s.c + h * D;
   const int keys = static_cast<int>(s.l - j0 < kRows ? s.l - j0 : kRows);
-  stage_rows<D>(m.own_a(), kRows, base + j0 * stride + s.c, stride, keys);
-  stage_rows<D>(m.own_b(), kRows, base + j0 * stride + 2 * s.c, stride, keys);
+  stage_rows<D, kRows, kThreads>(m.own_a(), base + j0 * stride + s.c, stride, keys);
+  stage_rows<D, kRows, kThreads>(m.own_b(), base + j0 * stride + 2 * s.c, stride, keys);
 
   // step i: q and dout of queries [32 i, 32 i + 32), their lse and delta
   const auto issue = [&](int64_t step, int stage) {
@@ -350,12 +352,12 @@ flash_dkv_bf16(AttentionShape s, float scale, const A* qkv, const float* lse,
 
 // grid (ceil(L / 64), B * H): dq of 64 queries. own: q, dout; per step: k, v of 32 keys.
 template <int D, class A>
-__global__ void __launch_bounds__(32 * Tiles<D>::kWarps)
+__global__ void __launch_bounds__(Tiles<D>::kThreads)
 flash_dq_bf16(AttentionShape s, float scale, const A* qkv, const float* lse,
               const float* delta, const A* dout, A* dqkv, bool add) {
 #if DDPM_HAS_SM80_TENSOR_CORES
   DDPM_DYNAMIC_SHARED(uint16_t, smem);
-  constexpr int kRows = Tiles<D>::kRows;
+  constexpr int kRows = Tiles<D>::kRows, kThreads = Tiles<D>::kThreads;
   const Smem<D, A> m{smem};
   const WarpPlace<D> w;
   const float scale_log2 = scale * flash::kLog2e;  // P = exp2(s scale_log2 - lse log2 e)
@@ -364,8 +366,9 @@ flash_dq_bf16(AttentionShape s, float scale, const A* qkv, const float* lse,
   const int64_t i0 = static_cast<int64_t>(blockIdx.x) * kRows, stride = 3 * s.c;
   const A* const base = qkv + b * s.l * stride + h * D;
   const int queries = static_cast<int>(s.l - i0 < kRows ? s.l - i0 : kRows);
-  stage_rows<D>(m.own_a(), kRows, base + i0 * stride, stride, queries);
-  stage_rows<D>(m.own_b(), kRows, dout + (b * s.l + i0) * s.c + h * D, s.c, queries);
+  stage_rows<D, kRows, kThreads>(m.own_a(), base + i0 * stride, stride, queries);
+  stage_rows<D, kRows, kThreads>(m.own_b(), dout + (b * s.l + i0) * s.c + h * D, s.c,
+                                 queries);
   float row_lse[2], row_delta[2];  // of this lane's rows g and g + 8
   for (int r = 0; r < 2; ++r) {
     const int row = w.row0 + g + 8 * r;
@@ -417,7 +420,7 @@ void launch_backward(const AttentionShape& s, const A* qkv, const float* lse,
   const std::string what = "bf16 flash attention backward: head dim " + std::to_string(D);
   reserve_shared_memory(flash_dkv_bf16<D, A>, bytes, what, flash::kUseFusedInstead);
   reserve_shared_memory(flash_dq_bf16<D, A>, bytes, what, flash::kUseFusedInstead);
-  constexpr int kRows = Tiles<D>::kRows, kThreads = 32 * Tiles<D>::kWarps;
+  constexpr int kRows = Tiles<D>::kRows, kThreads = Tiles<D>::kThreads;
   const dim3 grid(static_cast<unsigned>((s.l + kRows - 1) / kRows),
                   static_cast<unsigned>(s.b * s.heads));
   const float scale = 1.0f / sqrtf(static_cast<float>(D));

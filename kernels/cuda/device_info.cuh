@@ -13,37 +13,31 @@
 
 namespace ddpm::cuda {
 
+// An attribute of the current device, read from the driver (the callers below read each once
+// per process).
+inline int device_attribute(cudaDeviceAttr attr) {
+  int dev = 0, value = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&value, attr, dev));
+  return value;
+}
+
 inline int sm_count() {
-  static const int count = [] {
-    int dev = 0, sms = 0;
-    CUDA_CHECK(cudaGetDevice(&dev));
-    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    return sms;
-  }();
+  static const int count = device_attribute(cudaDevAttrMultiProcessorCount);
   return count;
 }
 
 // 10 * major + minor: 80 for A100, 90 for H100/H200.
 inline int compute_capability() {
-  static const int cc = [] {
-    int dev = 0, major = 0, minor = 0;
-    CUDA_CHECK(cudaGetDevice(&dev));
-    CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-    CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
-    return 10 * major + minor;
-  }();
+  static const int cc = 10 * device_attribute(cudaDevAttrComputeCapabilityMajor) +
+                        device_attribute(cudaDevAttrComputeCapabilityMinor);
   return cc;
 }
 
 // The most dynamic shared memory one block may opt in to: 227 KB on H100 / H200, 163 KB on
 // A100, 99 KB on sm_86 and sm_89.
 inline int max_shared_memory_per_block() {
-  static const int bytes = [] {
-    int dev = 0, max_optin = 0;
-    CUDA_CHECK(cudaGetDevice(&dev));
-    CUDA_CHECK(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    return max_optin;
-  }();
+  static const int bytes = device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin);
   return bytes;
 }
 

@@ -67,33 +67,64 @@ __device__ __forceinline__ int in_bank_order(int r) {
   return r;
 }
 
+// The chunks of a tile (kTileRows rows of D elements, kElems elements a chunk) that thread
+// threadIdx.x of a kThreads-thread block moves: chunk e = threadIdx.x + k kThreads (k = 0,
+// 1, ...) is row e / kChunks (in_bank_order) at column kElems (e % kChunks). kThreads is a
+// multiple of kChunks, so all of a thread's chunks sit in one column, kStep rows apart:
+// row + k kStep. The copy loops below walk that, the division and the row's 64-bit multiply
+// done once per tile, then an add, a compare and the move per chunk, unrolled; written as
+// the loop over e, with both per chunk, they issued about 30 instructions per 16-byte copy
+// (sm_90 SASS, scripts/sass_loops.py's inner loops; docs/kernels.md).
+template <int D, int kElems, int kTileRows, int kThreads>
+struct TileWalk {
+  static constexpr int kChunks = D / kElems;         // per row
+  static constexpr int kStep = kThreads / kChunks;   // rows between a thread's chunks
+  static constexpr int kTrips = kTileRows / kStep;   // chunks a thread moves
+  static_assert(kThreads % kChunks == 0 && kTileRows % kStep == 0,
+                "a trip covers whole rows, and the tile whole trips");
+  static_assert(D != 32 || kStep % 8 == 0, "in_bank_order permutes within 8 rows");
+  int row, col;  // the thread's first chunk: row (in bank order), first element
+  __device__ TileWalk()
+      : row(in_bank_order<D>(static_cast<int>(threadIdx.x) / kChunks)),
+        col(kElems * (static_cast<int>(threadIdx.x) % kChunks)) {}
+};
+
 // Rows [0, rows) of a tile from global memory (row r at src + r * stride, D elements, f32
 // 16-byte aligned or bf16 8-byte aligned) into shared bf16 rows of D + kPad; rows
-// [rows, tile_rows) zero, in_bank_order. A warp reads 512 (f32) or 256 (bf16) contiguous
-// bytes of a row (at D = 32, whole rows of 128 or 64). All threads of the block take part;
-// tile_rows a multiple of 8.
-template <int D, class A>
-__device__ void stage_rows(uint16_t* dst, int tile_rows, const A* src, int64_t stride, int rows) {
-  constexpr int kQuads = D / 4;
-  for (int e = threadIdx.x; e < tile_rows * kQuads; e += blockDim.x) {
-    const int r = in_bank_order<D>(e / kQuads), c = 4 * (e % kQuads);
-    const uint2 v = r < rows ? load4_bf16(src + r * stride + c) : make_uint2(0u, 0u);
-    *reinterpret_cast<uint2*>(dst + r * (D + kPad) + c) = v;
+// [rows, kTileRows) zero, in_bank_order. A warp reads 512 (f32) or 256 (bf16) contiguous
+// bytes of a row (at D = 32, whole rows of 128 or 64). All kThreads threads of the block
+// (blockDim.x) take part; kTileRows a multiple of 8.
+template <int D, int kTileRows, int kThreads, class A>
+__device__ void stage_rows(uint16_t* dst, const A* src, int64_t stride, int rows) {
+  using Walk = TileWalk<D, 4, kTileRows, kThreads>;
+  const Walk w;
+  const A* from = src + w.row * stride + w.col;
+  uint16_t* const to = dst + w.row * (D + kPad) + w.col;
+  const int left = rows - w.row;  // the thread's rows below `rows`: k kStep < left
+  // Not unrolled: unrolled, ptxas kept a tile's float4 loads in flight at once on top of
+  // the forward's O, past 128 registers at d = 128 and into spills under its launch bounds.
+#pragma unroll 1
+  for (int k = 0; k < Walk::kTrips; ++k, from += Walk::kStep * stride) {
+    const uint2 v = k * Walk::kStep < left ? load4_bf16(from) : make_uint2(0u, 0u);
+    *reinterpret_cast<uint2*>(to + k * Walk::kStep * (D + kPad)) = v;
   }
 }
 
 // The same rows of bf16 by cp.async (16 bytes, 8 bf16, per copy; rows past `rows` zero-
 // filled by the copy itself): no registers, no wait here. The caller commits the group and
-// waits for it (ptx.cuh); rows 16-byte aligned in global and shared memory; tile_rows a
+// waits for it (ptx.cuh); rows 16-byte aligned in global and shared memory; kTileRows a
 // multiple of 8 (in_bank_order).
-template <int D>
-__device__ void copy_rows(uint16_t* dst, int tile_rows, const uint16_t* src, int64_t stride,
-                          int rows) {
-  constexpr int kChunks = D / 8;
-  for (int e = threadIdx.x; e < tile_rows * kChunks; e += blockDim.x) {
-    const int r = in_bank_order<D>(e / kChunks), c = 8 * (e % kChunks);
-    const bool valid = r < rows;
-    ptx::cp_async_16(dst + r * (D + kPad) + c, valid ? src + r * stride + c : src, valid);
+template <int D, int kTileRows, int kThreads>
+__device__ void copy_rows(uint16_t* dst, const uint16_t* src, int64_t stride, int rows) {
+  using Walk = TileWalk<D, 8, kTileRows, kThreads>;
+  const Walk w;
+  const uint16_t* from = src + w.row * stride + w.col;
+  uint16_t* const to = dst + w.row * (D + kPad) + w.col;
+  const int left = rows - w.row;  // (compared with immediates, not kTrips row registers)
+#pragma unroll
+  for (int k = 0; k < Walk::kTrips; ++k, from += Walk::kStep * stride) {
+    const bool valid = k * Walk::kStep < left;
+    ptx::cp_async_16(to + k * Walk::kStep * (D + kPad), valid ? from : src, valid);
   }
 }
 
