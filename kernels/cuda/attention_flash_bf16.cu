@@ -39,8 +39,9 @@
 // Launch constants: 4 warps (64 query rows per block: enough rows per K/V tile to reuse
 // each staged tile 4 times, few enough registers for O at D = 256: 128 floats per thread);
 // kBc = 64 keys per tile, 32 at D = 256 (its S then needs 16 floats instead of 32, keeping
-// the thread under 255 registers; ptxas sm_90: 72 / 96 / 128 / 165 registers at D = 32 / 64 /
-// 128 / 256 on bf16 activations, no spills). Shared memory: (64 + 2 kBc) rows of D + 8 bf16: 15 / 26 / 52 / 66 KB.
+// the thread under 255 registers; ptxas sm_90: 99 / 128 / 179 / 236 registers at D = 32 /
+// 64 / 128 / 256 on bf16 activations, no spills; the launch bounds: FlashTiles). Shared
+// memory: (64 + 2 kBc) rows of D + 8 bf16: 15 / 26 / 52 / 66 KB.
 //
 // On bf16 activations (A = bf16 bits) the rows need no conversion, so K and V are copied by
 // cp.async into two stages (flash::copy_rows): tile j+1 is in flight while the warps
@@ -247,7 +248,7 @@ void launch_flash(const AttentionShape& s, const A* qkv, A* out, float* lse) {
   constexpr size_t bytes = FlashTiles<D, A>::kSmemBytes;
   reserve_shared_memory(flash_forward_bf16<D, A>, bytes,
                         "bf16 flash attention forward: head dim " + std::to_string(D),
-                        flash::kUseFusedInstead);
+                        flash::kInstead);
   const dim3 grid(static_cast<unsigned>((s.l + kRows - 1) / kRows),
                   static_cast<unsigned>(s.b * s.heads));
   DDPM_LAUNCH((flash_forward_bf16<D, A>), grid, kThreads, bytes)(

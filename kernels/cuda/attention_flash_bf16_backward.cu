@@ -418,8 +418,8 @@ void launch_backward(const AttentionShape& s, const A* qkv, const float* lse,
                      const float* delta, const A* dout, A* dqkv, GradWrite dqkv_write) {
   constexpr size_t bytes = Smem<D, A>::kBytes;
   const std::string what = "bf16 flash attention backward: head dim " + std::to_string(D);
-  reserve_shared_memory(flash_dkv_bf16<D, A>, bytes, what, flash::kUseFusedInstead);
-  reserve_shared_memory(flash_dq_bf16<D, A>, bytes, what, flash::kUseFusedInstead);
+  reserve_shared_memory(flash_dkv_bf16<D, A>, bytes, what, flash::kInstead);
+  reserve_shared_memory(flash_dq_bf16<D, A>, bytes, what, flash::kInstead);
   constexpr int kRows = Tiles<D>::kRows, kThreads = Tiles<D>::kThreads;
   const dim3 grid(static_cast<unsigned>((s.l + kRows - 1) / kRows),
                   static_cast<unsigned>(s.b * s.heads));

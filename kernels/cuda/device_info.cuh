@@ -42,7 +42,7 @@ inline int max_shared_memory_per_block() {
 }
 
 // Opts `kernel` in to `bytes` of dynamic shared memory (beyond the default 48 KB), or stops
-// naming `what` asked for it (a kernel and its shape) and what to do `instead`.
+// with both sizes, `what` asked for them (a kernel and its shape) and what to do `instead`.
 template <class Kernel>
 void reserve_shared_memory(Kernel kernel, size_t bytes, const std::string& what,
                            const std::string& instead) {

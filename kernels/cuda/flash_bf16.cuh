@@ -30,7 +30,7 @@ constexpr float kStaleMaxLog2 = 8.0f;
 
 // What a device without the shared memory a head dim needs (sm_86 and sm_89 allow a block
 // 99 KB; the backward at d = 256 takes 141) can run instead.
-constexpr const char* kUseFusedInstead =
+constexpr const char* kInstead =
     "precision fp32 or tf32 runs attention without the bf16 flash kernels";
 
 // Shared-memory rows are D + 8 bf16: 16 bytes of padding put the 8 rows an ldmatrix 8x8
