@@ -24,6 +24,7 @@
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/column_sum_plan.h"
 #include "kernels/cuda/conv2d.cuh"
+#include "kernels/cuda/device_info.cuh"
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/group_norm.cuh"
 #include "kernels/cuda/linear.cuh"
@@ -269,6 +270,36 @@ TEST(CudaOps, AttentionUnderBf16RunsTheFlashKernels) {
         run_on(Device::CUDA, f, {Tensor::from_vector(c.qkv, pre)});
     EXPECT_NE(gpu.out, fp32.out);
   }
+}
+
+// The fused kernels keep d-wide rows in shared memory, five or six tiles of them in the
+// backward: at head dim 600 the dk dv kernel needs 232960 bytes, more than an H100 (or the
+// emulated device) gives a block, while the forward (156096) fits. The backward stops with
+// the sizes and the way out instead of failing to launch (a smaller device stops at dq, or
+// at the forward).
+TEST(CudaOps, AttentionFusedRefusesAHeadDimPastTheDevicesSharedMemory) {
+  REQUIRE_GPU();
+#if DDPM_WITH_CUDA
+  AttentionShape s;
+  s.b = 1, s.l = 4, s.c = 600, s.heads = 1;
+  const Tensor qkv = rnd({1, 4, 3 * 600}, 31, 0.5).to(Device::CUDA);
+  const Tensor out = Tensor::empty(Shape{1, 4, 600}, DType::F32, Device::CUDA);
+  const Tensor lse = Tensor::empty(Shape{1, 1, 4}, DType::F32, Device::CUDA);
+  const Tensor dqkv = Tensor::zeros(Shape{1, 4, 3 * 600}, DType::F32, Device::CUDA);
+  const Tensor delta = Tensor::empty(Shape{4}, DType::F32, Device::CUDA);
+  const std::string allows = "bytes of shared memory per block, the device allows " +
+                             std::to_string(cuda::max_shared_memory_per_block());
+  test::expect_error(
+      [&] {
+        cuda::attention_fused_forward(s, qkv.data<float>(), out.data<float>(),
+                                      lse.data<float>());
+        cuda::attention_fused_backward(s, qkv.data<float>(), out.data<float>(),
+                                       lse.data<float>(), out.data<float>(),
+                                       dqkv.data<float>(), delta.data<float>());
+      },
+      {"fused attention ", ": head dim 600 needs ", allows.c_str(),
+       "use the straightforward attention version"});
+#endif
 }
 
 TEST(CudaOps, AttentionVersionsAreDeterministic) {
