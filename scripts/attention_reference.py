@@ -2,9 +2,10 @@
 """cuDNN's fused attention (SDPA), and PyTorch's other attention kernels, at kernel-bench's shapes.
 
 kernel-bench's attention section (apps/bench/attention_bench.cpp) times the engine's kernels at
-the CIFAR-10 model's 16x16 attention (L = 256, one head of d = 256) and at a 32x32 map with 4
-heads (L = 1024, d = 32), batch 128. This script times the baselines the issue names at the same
-shapes, in bf16 (fp32 softmax statistics and sums inside each kernel):
+the CIFAR-10 model's 16x16 attention (L = 256, one head of d = 256), the same map in 2 heads
+of 128 and 4 of 64, and a 32x32 map with 4 heads (L = 1024, d = 32), batch 128. This script
+times the baselines the issue names at the same shapes, in bf16 (fp32 softmax statistics and
+sums inside each kernel):
 
   cuDNN SDPA        torch.nn.functional.scaled_dot_product_attention restricted to
                     SDPBackend.CUDNN_ATTENTION: cuDNN's fused flash attention, which PyTorch
@@ -36,7 +37,8 @@ import json
 import sys
 
 # (name, L, C, heads): kernel-bench's cases (apps/bench/attention_bench.cpp), same order.
-CASES = [("16x16, 1 head", 256, 256, 1), ("32x32, 4 heads", 1024, 128, 4)]
+CASES = [("16x16, 1 head", 256, 256, 1), ("16x16, 2 heads", 256, 256, 2),
+         ("16x16, 4 heads", 256, 256, 4), ("32x32, 4 heads", 1024, 128, 4)]
 BACKENDS = [("cuDNN SDPA bf16", "CUDNN_ATTENTION"), ("FlashAttention-2 bf16", "FLASH_ATTENTION"),
             ("mem-efficient bf16", "EFFICIENT_ATTENTION")]
 # The engine's rows that --compare sets against cuDNN (kernel-bench's variant names).

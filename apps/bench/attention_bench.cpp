@@ -2,7 +2,9 @@
 // backward, and the bf16 flash forward and backward (tensor cores; TFLOP/s against the bf16
 // peak), on fp32 tensors (converted inside the kernels) and on bf16 tensors as they are
 // (activations: bf16), at the CIFAR-10 model's 16x16 attention (L = 256, one head of
-// d = 256) and at a 32x32 map with 4 heads (L = 1024, d = 32), next to cuBLAS floors.
+// d = 256), the same map split into 2 heads of 128 and 4 of 64 (the flash backward's other
+// block shape: one warp per 16 rows, docs/kernels.md), and a 32x32 map with 4 heads (L =
+// 1024, d = 32), next to cuBLAS floors.
 //
 // FLOPs: forward 4 B H L^2 d (QK^T and PV); backward counted as 8 B H L^2 d (dV, dP, dQ, dK;
 // the recomputation of S is not counted, the usual convention), so TFLOP/s compare across
@@ -71,7 +73,10 @@ void bench_attention(const Options& o, Timer& timer, Report& report) {
   };
   const std::vector<Case> cases =
       o.smoke ? std::vector<Case>{{"smoke, 1 head", 80, 256, 1}, {"smoke, 4 heads", 96, 128, 4}}
-              : std::vector<Case>{{"16x16, 1 head", 256, 256, 1}, {"32x32, 4 heads", 1024, 128, 4}};
+              : std::vector<Case>{{"16x16, 1 head", 256, 256, 1},
+                                  {"16x16, 2 heads", 256, 256, 2},  // d 128
+                                  {"16x16, 4 heads", 256, 256, 4},  // d 64
+                                  {"32x32, 4 heads", 1024, 128, 4}};
   cublasHandle_t handle;
   CUBLAS_CHECK(cublasCreate(&handle));
   CUBLAS_CHECK(cublasSetMathMode(handle, CUBLAS_DEFAULT_MATH));  // fp32 stays fp32
