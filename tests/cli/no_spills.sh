@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The tensor-core kernels (conv v4, the bf16 flash pair) compiled for sm_90, the GPUs they
+# are tuned for: ptxas must report no spill stores or loads in any of them. docs/kernels.md
+# gives their registers as spill-free; a change that pushes one past its register budget
+# (the launch bounds' minimum blocks, or 255) fails here, on a machine without a GPU, not
+# as local-memory traffic in a GPU session's timings (scripts/sass_loops.py shows the loop).
+# Needs nvcc only (no GPU, no cuobjdump).
+#   tests/cli/no_spills.sh SOURCE_DIR NVCC WORKDIR
+set -u
+src=$1 nvcc=$2 work=$3
+rm -rf "$work" && mkdir -p "$work"
+fail() { echo "FAIL: $*"; exit 1; }
+total=0
+for f in conv2d_bf16 attention_flash_bf16 attention_flash_bf16_backward; do
+  "$nvcc" -std=c++17 -O3 -arch=sm_90 -I "$src" -cubin -Xptxas -v -o "$work/$f.cubin" \
+    "$src/kernels/cuda/$f.cu" > "$work/$f.log" 2>&1 ||
+    fail "nvcc could not build $f.cu for sm_90: $(tail -5 "$work/$f.log")"
+  n=$(PYTHONDONTWRITEBYTECODE=1 python3 - "$src/scripts" "$work/$f.log" <<'PY'
+import subprocess, sys
+sys.path.insert(0, sys.argv[1])
+import sass_loops
+kernels = sass_loops.ptxas_report(open(sys.argv[2]).read())
+spilled = [(name, s, l) for name, (_, s, l) in kernels.items() if s or l]
+for name, s, l in spilled:
+    print(f"{sass_loops.demangle(name)}: {s} bytes of spill stores, {l} of loads", file=sys.stderr)
+print(-1 if spilled or not kernels else len(kernels))
+PY
+  ) || fail "reading ptxas's report of $f.cu"
+  [ "$n" -gt 0 ] || fail "$f.cu: kernels spill on sm_90 (above), or ptxas reported none"
+  total=$((total + n))
+done
+echo "PASS: no spills in $total sm_90 kernels"
