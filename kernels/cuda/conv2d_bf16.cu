@@ -620,7 +620,7 @@ conv_gemm_bf16(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB 
   DDPM_DYNAMIC_SHARED(bf16_bits, smem);  // [kStages][TileA] then [kStages][TileB]
   // The tiles as shared-window addresses (ptx.cuh), stage s of A at a_tiles + s kABytes
   constexpr int kABytes = 2 * TileA::kElements, kBBytes = 2 * TileB::kElements;
-  const ptx::SharedAddress a_tiles = ptx::shared_address(smem);
+  const ptx::SharedAddress a_tiles = ptx::computed_once(ptx::shared_address(smem));
   const ptx::SharedAddress b_tiles = a_tiles + kStages * kABytes;
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int wm = warp / Block::kWarpsAlongN, wn = warp % Block::kWarpsAlongN;

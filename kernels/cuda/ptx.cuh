@@ -51,6 +51,16 @@ __device__ __forceinline__ SharedAddress shared_address(const void* p) {
   return static_cast<SharedAddress>(__cvta_generic_to_shared(p));
 }
 
+// `a` as a value the compiler cannot recompute: an empty asm it cannot see through, so it
+// keeps `a` in the register it was computed into. For a base address a K loop adds to at
+// every stage: left visible, ptxas rematerialised the sm_90 conversion (a read of the block's
+// place in its cluster and two shifts) twice a stage in conv v4 rather than hold a register
+// (scripts/sass_loops.py: 6 of the forward's 163 instructions a stage).
+__device__ __forceinline__ SharedAddress computed_once(SharedAddress a) {
+  asm volatile("" : "+r"(a));
+  return a;
+}
+
 // 16 bytes from global `src` to shared `dst` (both 16-byte aligned); zeros when !valid
 // (src is then not read, but must still be a valid address expression).
 __device__ __forceinline__ void cp_async_16(SharedAddress dst, const void* src, bool valid) {

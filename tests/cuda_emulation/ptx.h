@@ -66,6 +66,7 @@ inline void ldmatrix(const char* op, uint32_t (&r)[4], const void* row, bool tra
 // ptx.cuh's 32-bit shared-window address is the host address here.
 using SharedAddress = uintptr_t;
 inline SharedAddress shared_address(const void* p) { return reinterpret_cast<SharedAddress>(p); }
+inline SharedAddress computed_once(SharedAddress a) { return a; }  // a compiler hint on a GPU
 
 inline void cp_async_16(void* dst, const void* src, bool valid) {
   emu_detail::require_aligned16("cp.async (shared destination)", dst);
