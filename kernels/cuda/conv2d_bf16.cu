@@ -62,7 +62,7 @@
 // each per SM sub-partition, which issues one instruction a cycle): scripts/sass_loops.py
 // (cuobjdump -sass of the sm_90 build) counts, per stage and warp of the 128x128 3-stage
 // kernel, 239 / 437 / 286 instructions in the forward's / dgrad's / wgrad's loop before
-// the masks and the rest of docs/kernels.md's step 5, 163 / 230 / 212 now (32 of each are
+// the masks and the rest of docs/kernels.md's step 5, 157 / 224 / 207 now (32 of each are
 // the mma; static counts, not timings). The same step also keeps shared memory as 32-bit
 // window addresses (ptx::shared_address) with per-lane ldmatrix offsets computed before
 // the loop, and the pipeline's stages as wrapping counters.
@@ -781,9 +781,9 @@ __global__ void weights_to_bf16_padded(int64_t taps, int64_t c_in, int64_t ci8, 
 
 // ---- host side ----------------------------------------------------------------------------
 
-// Above this a kernel must opt in to its dynamic shared memory (launch_gemm does); every
-// sm_80+ GPU allows at least 99 KB per block (163 KB on A100, 227 KB on H100).
-constexpr size_t kDefaultSharedBytes = 48 * 1024;
+// Past 48 KB a kernel opts in to its dynamic shared memory (launch_gemm, through
+// opt_in_shared_memory); every sm_80+ GPU allows at least 99 KB per block (163 KB on A100,
+// 227 KB on H100).
 static_assert(DeepTiles::kSmemBytes <= 99 * 1024, "more than every sm_80+ GPU allows a block");
 
 // Split-K: slices of at least 8 stages, at most 16 planes. The count depends on the shape
@@ -813,10 +813,7 @@ void launch_gemm(const Gemm& g, LoadA a, LoadB b, Epilogue epilogue, float* plan
   const dim3 grid(static_cast<unsigned>((g.m + Block::kBM - 1) / Block::kBM),
                   static_cast<unsigned>((g.n + Block::kBN - 1) / Block::kBN),
                   static_cast<unsigned>(splits));
-  if (Block::kSmemBytes > kDefaultSharedBytes)
-    CUDA_CHECK(cudaFuncSetAttribute(conv_gemm_bf16<Block, LoadA, LoadB, Epilogue>,
-                                    cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    static_cast<int>(Block::kSmemBytes)));
+  opt_in_shared_memory(conv_gemm_bf16<Block, LoadA, LoadB, Epilogue>, Block::kSmemBytes);
   DDPM_LAUNCH((conv_gemm_bf16<Block, LoadA, LoadB, Epilogue>), grid, Block::kThreads,
               Block::kSmemBytes)(g.m, g.n, g.k, k_slice, a, b, epilogue, planes);
   if (splits > 1)

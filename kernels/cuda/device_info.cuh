@@ -41,8 +41,18 @@ inline int max_shared_memory_per_block() {
   return bytes;
 }
 
-// Opts `kernel` in to `bytes` of dynamic shared memory (beyond the default 48 KB), or stops
-// with both sizes, `what` asked for them (a kernel and its shape) and what to do `instead`.
+// Opts `kernel` in to `bytes` of dynamic shared memory where that is more than the 48 KB a
+// block gets without asking. For kernels sized to fit every sm_80+ GPU (99 KB a block);
+// reserve_shared_memory below checks the device first.
+template <class Kernel>
+void opt_in_shared_memory(Kernel kernel, size_t bytes) {
+  if (bytes > 48 * 1024)
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    static_cast<int>(bytes)));
+}
+
+// The same, or a stop with both sizes, `what` asked for them (a kernel and its shape) and
+// what to do `instead` when the device cannot give a block that much.
 template <class Kernel>
 void reserve_shared_memory(Kernel kernel, size_t bytes, const std::string& what,
                            const std::string& instead) {
@@ -51,9 +61,7 @@ void reserve_shared_memory(Kernel kernel, size_t bytes, const std::string& what,
                                                  << " bytes of shared memory per block, the "
                                                     "device allows "
                                                  << most << "; " << instead);
-  if (bytes > 48 * 1024)
-    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    static_cast<int>(bytes)));
+  opt_in_shared_memory(kernel, bytes);
 }
 
 // How many slices to cut a GEMM's reduction (length k) into when its `tiles` output tiles
