@@ -39,11 +39,14 @@ RULES = {
         ("flash bf16 (mma.sync)", "cuBLAS bf16 GEMMs only"),
     ("linear", "SGEMM TF32 (+ rounding)"): ("SGEMM fp32", None),
     ("linear", "GemmEx bf16 (+ conversion)"): ("SGEMM TF32 (+ rounding)", None),
-    # group norm: the channel-slab mapping on the block-per-group one, in each storage; bf16
-    # storage on f32 in the block-per-group mapping
+    # group norm: each mapping on the one before it (channel slab on block per group,
+    # channel runs on channel slab), in each storage; bf16 storage on f32 in the
+    # block-per-group mapping
     ("group_norm", "channel slab"): ("block per group", None),
+    ("group_norm", "channel runs"): ("channel slab", None),
     ("group_norm", "block per group, bf16 storage"): ("block per group", None),
     ("group_norm", "channel slab, bf16 storage"): ("block per group, bf16 storage", None),
+    ("group_norm", "channel runs, bf16 storage"): ("channel slab, bf16 storage", None),
     ("corrupt", "fused f32 x0"): ("unfused chain", None),
     ("corrupt", "fused u8 x0 + flip"): ("unfused chain", None),
     ("loss", "fused"): ("unfused chain", None),

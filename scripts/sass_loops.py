@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The main loop of each kernel, counted in SASS: what a GPU issues per iteration.
 
-    scripts/sass_loops.py [--arch 90] [--filter REGEX] FILE.cu | FILE.cubin | FILE.sass
+    scripts/sass_loops.py [--arch 90] [--filter REGEX] [--memory] FILE.cu | FILE.cubin | FILE.sass
 
 A .cu file is compiled here (nvcc -O3 -arch=sm_ARCH -cubin, from the repository root, with
 ptxas's register and spill report), a .cubin disassembled (cuobjdump -sass), a .sass listing
@@ -11,6 +11,11 @@ left out) by opcode, and the kernel's registers and spills; then each loop neste
 whose instructions the count above holds once but a run issues once per trip (a copy loop
 over a tile's rows, say). Static counts: a branch inside the loop that a run never takes
 still counts, an inner loop's trip count is not known here, and nothing is a timing.
+
+--memory, for memory-bound kernels: every loop that reads or writes global memory (LDG,
+STG), each with its instructions per iteration, its accesses by width (LDG.E.128 moves 16
+bytes a thread, LDG.E 4, LDG.E.U16 2) and the instructions it issues per 16 bytes moved.
+A loop nested in another is listed on its own and also counted in the outer one.
 
 Why: a sub-partition of an SM issues one instruction a cycle and keeps its tensor core busy
 a few cycles per mma, so a K loop whose other instructions (address arithmetic, bounds tests,
@@ -67,9 +72,7 @@ def functions(sass):
 
 
 def opcode(instruction):
-    words = instruction.split()
-    op = words[1] if words[0].startswith("@") else words[0]
-    return op.split(".")[0]
+    return opcode_parts(instruction)[0]
 
 
 def main_loop(code):
@@ -100,6 +103,58 @@ def inner_loops(code, first, last):
         if target is not None and target <= code[n][0] and at.get(target, -1) >= first:
             loops.append((at[target], n))
     return sorted(loops, key=lambda loop: (loop[0], -loop[1]))
+
+
+def access_bytes(instruction):
+    """Bytes one thread moves with a global load or store (LDG / STG), by its width suffix."""
+    parts = opcode_parts(instruction)
+    for suffix, size in (("128", 16), ("64", 8), ("U16", 2), ("S16", 2), ("U8", 1), ("S8", 1)):
+        if suffix in parts[1:]:
+            return size
+    return 4
+
+
+def opcode_parts(instruction):
+    words = instruction.split()
+    return (words[1] if words[0].startswith("@") else words[0]).split(".")
+
+
+def memory_loops(code):
+    """(first, last index) of each loop (a backward branch and its body) that holds a global
+    load or store, in address order."""
+    at = {address: n for n, (address, _) in enumerate(code)}
+    loops = []
+    for n, (address, instruction) in enumerate(code):
+        m = re.search(r"\bBRA\b.*?0x([0-9a-f]+)", instruction)
+        if not m or int(m.group(1), 16) > address or int(m.group(1), 16) not in at:
+            continue
+        first = at[int(m.group(1), 16)]
+        if any(opcode(i) in ("LDG", "STG") for _, i in code[first:n + 1]):
+            loops.append((first, n))
+    return sorted(loops)
+
+
+def memory_report(sass, registers):
+    rows = []
+    for name, code in functions(sass):
+        loops = []
+        for first, last in memory_loops(code):
+            body = [i for _, i in code[first:last + 1] if opcode(i) != "NOP"]
+            widths = collections.Counter(
+                (opcode(i), access_bytes(i)) for i in body if opcode(i) in ("LDG", "STG"))
+            moved = sum(size * n for (_, size), n in widths.items())
+            loops.append((code[first][0], len(body), widths, moved))
+        if loops:
+            rows.append((demangle(name), registers.get(name), loops))
+    for kernel, regs, loops in rows:
+        where = f"{regs[0]} registers, spills {regs[1]}/{regs[2]} bytes" if regs else "registers: -"
+        print(f"{kernel}\n    {where}")
+        for address, size, widths, moved in loops:
+            accesses = ", ".join(f"{n} {op} x {width} B"
+                                 for (op, width), n in sorted(widths.items()))
+            print(f"    loop at 0x{address:04x}: {size} instructions, {accesses}: {moved} B a "
+                  f"thread, {16 * size / moved:.1f} instructions per 16 B")
+    return rows
 
 
 def demangle(name):
@@ -144,6 +199,8 @@ def main():
     ap.add_argument("file")
     ap.add_argument("--arch", default="90")
     ap.add_argument("--filter", default="", help="only kernels whose mangled name matches")
+    ap.add_argument("--memory", action="store_true",
+                    help="every loop with global loads or stores, by access width")
     args = ap.parse_args()
     registers, sass = {}, None
     if args.file.endswith(".sass"):
@@ -166,7 +223,10 @@ def main():
         keep = re.compile(args.filter)
         sass = "\n".join(["", *(f"\tFunction : {part}" for part in re.split(
             r"\n\s*Function : ", sass)[1:] if keep.search(part.split("\n", 1)[0]))])
-    if not report(sass, registers):
+    if args.memory:
+        if not memory_report(sass, registers):
+            sys.exit("sass_loops: no kernel with a loop of global loads or stores")
+    elif not report(sass, registers):
         sys.exit("sass_loops: no kernel with a loop of HMMA or FFMA instructions")
 
 

@@ -1,6 +1,6 @@
 // A test's scope with one of the CUDA group norm's mappings onto blocks selected
-// (kernels/cuda/group_norm.cuh: v1 a block per group, v2 a block per channel slab), and the
-// one chosen before restored at its end.
+// (kernels/cuda/group_norm.cuh: v1 a block per group, v2 a block per channel slab, v3 the
+// slab's channels in runs of 8), and the one chosen before restored at its end.
 #pragma once
 
 #include "kernels/cuda/group_norm.cuh"
@@ -20,12 +20,21 @@ class GroupNormVersion {
   cuda::GroupNormMapping saved_;
 };
 
-// Both mappings, for tests that run once per mapping.
+// Every mapping, for tests that run once per mapping.
 constexpr cuda::GroupNormMapping kGroupNormMappings[] = {cuda::GroupNormMapping::BlockPerGroup,
-                                                         cuda::GroupNormMapping::ChannelSlab};
+                                                         cuda::GroupNormMapping::ChannelSlab,
+                                                         cuda::GroupNormMapping::ChannelRuns};
 
 inline const char* mapping_name(cuda::GroupNormMapping m) {
-  return m == cuda::GroupNormMapping::ChannelSlab ? "channel slab" : "block per group";
+  switch (m) {
+    case cuda::GroupNormMapping::BlockPerGroup:
+      return "block per group";
+    case cuda::GroupNormMapping::ChannelSlab:
+      return "channel slab";
+    case cuda::GroupNormMapping::ChannelRuns:
+      return "channel runs";
+  }
+  return "?";
 }
 
 }  // namespace ddpm::test

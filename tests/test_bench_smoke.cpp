@@ -94,8 +94,8 @@ TEST(BenchSmoke, EveryMemoryLinearAndLossRowRuns) {
     const std::map<std::string, int> rows = run_section(section);
     EXPECT_GE(rows.size(), 3u) << "a section that adds almost no rows";
     if (section != bench::bench_memory_bound) continue;
-    // group norm in both mappings onto blocks, in f32 and bf16 storage
-    for (const std::string mapping : {"block per group", "channel slab"}) {
+    // group norm in every mapping onto blocks, in f32 and bf16 storage
+    for (const std::string mapping : {"block per group", "channel slab", "channel runs"}) {
       for (const char* kernel : {"group_norm fwd", "group_norm bwd (dx)", "group_norm+silu fwd"})
         EXPECT_EQ(rows.count(kernel + (" / " + mapping)), 1u) << kernel << " / " << mapping;
       for (const char* kernel : {"group_norm bwd (dx)", "group_norm+silu fwd"})

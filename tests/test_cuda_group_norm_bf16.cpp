@@ -75,80 +75,115 @@ void expect_f32_close(const std::vector<float>& gpu, const std::vector<float>& c
 using test::OnDevice;
 using test::GroupNormVersion;
 
+// `offset` zeros, then v: a tensor that starts `offset` elements into its allocation.
+template <class T>
+std::vector<T> after(int64_t offset, const std::vector<T>& v) {
+  std::vector<T> out(static_cast<size_t>(offset), T{});
+  out.insert(out.end(), v.begin(), v.end());
+  return out;
+}
+template <class T>
+std::vector<T> from(int64_t offset, const std::vector<T>& v) {
+  return std::vector<T>(v.begin() + offset, v.end());
+}
+
+// Forward (plain, with SiLU, with SiLU and dropout), dh and the backward of shape s on the
+// GPU against the CPU reference, the inputs x and dy starting `in` elements into their
+// allocations, the outputs y, dh and dx `out` elements.
+void expect_the_reference(const GroupNormShape& s, uint64_t stream, int64_t in = 0,
+                          int64_t out = 0) {
+  const int64_t elems = s.n * s.s * s.c, stats = s.n * s.groups;
+  const std::vector<uint16_t> x = bf16_randoms(elems, stream, 2.0),
+                              dy = bf16_randoms(elems, stream + 1, 1.0),
+                              dx0 = bf16_randoms(elems, stream + 2, 0.5);
+  const std::vector<float> gamma = randoms(s.c, stream + 3), beta = randoms(s.c, stream + 4);
+  for (const bool silu : {false, true}) {
+    for (const float p : {0.0f, 0.3f}) {
+      if (!silu && p > 0) continue;  // dropout comes with the fused GN + SiLU only
+      const std::string what = std::string(silu ? "gn+silu" : "gn") + (p > 0 ? "+dropout" : "") +
+                               " (" + std::to_string(s.n) + ", " + std::to_string(s.s) + ", " +
+                               std::to_string(s.c) + ") / " + std::to_string(s.groups) +
+                               ", offsets " + std::to_string(in) + " " + std::to_string(out);
+      SCOPED_TRACE(what);
+      // CPU reference
+      std::vector<uint16_t> y(elems), dh(elems), dx = dx0;
+      std::vector<float> mean(stats), rstd(stats), dgamma(s.c, 0.0f), dbeta(s.c, 0.0f);
+      const cpu::DropoutKeys keys{p, 5, 9};
+      cpu::group_norm_forward_bf16(s, x.data(), gamma.data(), beta.data(), y.data(), mean.data(),
+                                   rstd.data(), silu, keys);
+      const std::vector<uint16_t>& dnorm = silu ? dh : dy;  // the norm's output gradient
+      if (silu)
+        cpu::group_norm_silu_dh_bf16(s, x.data(), gamma.data(), beta.data(), mean.data(),
+                                     rstd.data(), dy.data(), dh.data(), keys);
+      cpu::group_norm_backward_bf16(s, x.data(), gamma.data(), mean.data(), rstd.data(),
+                                    dnorm.data(), dx.data(), dgamma.data(), dbeta.data());
+      // GPU, on the same inputs; the backward takes the GPU's own statistics and dh
+      const std::vector<uint16_t> none(elems);
+      const OnDevice<uint16_t> gx(after(in, x)), gdy(after(in, dy)), gy(after(out, none)),
+          gdh(after(out, none)), gdx(after(out, dx0));
+      const OnDevice<float> gg(gamma), gb(beta), gmean(stats), grstd(stats), gdg(s.c), gdb(s.c);
+      const cuda::DropoutSpec drop{p, 5, StepKey(9)};
+      cuda::group_norm_forward_bf16(s, gx.ptr + in, gg.ptr, gb.ptr, gy.ptr + out, gmean.ptr,
+                                    grstd.ptr, silu, drop);
+      if (silu)
+        cuda::group_norm_silu_dh_bf16(s, gx.ptr + in, gg.ptr, gb.ptr, gmean.ptr, grstd.ptr,
+                                      gdy.ptr + in, gdh.ptr + out, drop);
+      // with a workspace for the fused GN + SiLU (dgamma and dbeta summed in the channel
+      // slab's dx pass; column sums in chunks in the other mapping), without one for the
+      // plain norm (one column-sum pass per channel)
+      const OnDevice<float> ws(silu ? cuda::group_norm_backward_workspace(s) : 1);
+      cuda::group_norm_backward_bf16(s, gx.ptr + in, gg.ptr, gmean.ptr, grstd.ptr,
+                                     silu ? gdh.ptr + out : gdy.ptr + in, gdx.ptr + out, gdg.ptr,
+                                     gdb.ptr, silu ? ws.ptr : nullptr);
+      expect_f32_close(gmean.get(), mean, "mean");
+      expect_f32_close(grstd.get(), rstd, "rstd");
+      expect_bf16_close(from(out, gy.get()), y, "y");
+      if (silu) expect_bf16_close(from(out, gdh.get()), dh, "dh");
+      expect_bf16_close(from(out, gdx.get()), dx, "dx (accumulated)");
+      expect_f32_close(gdg.get(), dgamma, "dgamma");
+      expect_f32_close(gdb.get(), dbeta, "dbeta");
+      // what the dropout's mask did: about p of the outputs are exactly zero
+      if (p > 0) {
+        const std::vector<uint16_t> ys = from(out, gy.get());
+        const double zeros = std::count(ys.begin(), ys.end(), uint16_t{0});
+        EXPECT_NEAR(zeros / elems, p, 0.05);
+      }
+    }
+  }
+}
+
 TEST(CudaGroupNormBf16, ForwardAndBackwardAreTheReferenceWithinOneBf16Step) {
   REQUIRE_GPU();
   struct Case {
     int64_t n, s, c, groups;
   } cases[] = {{3, 35, 65, 13}, {2, 35, 64, 16}, {2, 256, 256, 32}};
   // the second: slabs of 4-channel groups, whose dropout masks take a Philox block per four
-  // elements (quad_keeps), rows of unequal lengths per warp (35 rows, 16 a pass)
+  // elements (quad_keeps in v2; a run's own blocks in v3), rows of unequal lengths per warp
+  // (35 rows, 16 a pass in v2; in v3 runs of 8 channels, 2 threads a row, 128 rows a pass)
   const size_t count = test::small_shapes_only() ? 2 : std::size(cases);
   for (const cuda::GroupNormMapping mapping : test::kGroupNormMappings) {
     const GroupNormVersion version(mapping);
     SCOPED_TRACE(test::mapping_name(mapping));
     uint64_t stream = 300;
-    for (size_t k = 0; k < count; ++k) {
+    for (size_t k = 0; k < count; ++k, stream += 5) {
       const Case& cs = cases[k];
-      const GroupNormShape s{cs.n, cs.s, cs.c, cs.groups, 1e-6f};
-      const int64_t elems = s.n * s.s * s.c, stats = s.n * s.groups;
-      const std::vector<uint16_t> x = bf16_randoms(elems, stream, 2.0),
-                                  dy = bf16_randoms(elems, stream + 1, 1.0),
-                                  dx0 = bf16_randoms(elems, stream + 2, 0.5);
-      const std::vector<float> gamma = randoms(s.c, stream + 3), beta = randoms(s.c, stream + 4);
-      stream += 5;
-      for (const bool silu : {false, true}) {
-        for (const float p : {0.0f, 0.3f}) {
-          if (!silu && p > 0) continue;  // dropout comes with the fused GN + SiLU only
-          const std::string what = std::string(silu ? "gn+silu" : "gn") +
-                                   (p > 0 ? "+dropout" : "") + " (" + std::to_string(s.n) + ", " +
-                                   std::to_string(s.s) + ", " + std::to_string(s.c) + ") / " +
-                                   std::to_string(s.groups);
-          SCOPED_TRACE(what);
-          // CPU reference
-          std::vector<uint16_t> y(elems), dh(elems), dx = dx0;
-          std::vector<float> mean(stats), rstd(stats), dgamma(s.c, 0.0f), dbeta(s.c, 0.0f);
-          const cpu::DropoutKeys keys{p, 5, 9};
-          cpu::group_norm_forward_bf16(s, x.data(), gamma.data(), beta.data(), y.data(),
-                                       mean.data(), rstd.data(), silu, keys);
-          const std::vector<uint16_t>& dnorm = silu ? dh : dy;  // the norm's output gradient
-          if (silu)
-            cpu::group_norm_silu_dh_bf16(s, x.data(), gamma.data(), beta.data(), mean.data(),
-                                         rstd.data(), dy.data(), dh.data(), keys);
-          cpu::group_norm_backward_bf16(s, x.data(), gamma.data(), mean.data(), rstd.data(),
-                                        dnorm.data(), dx.data(), dgamma.data(), dbeta.data());
-          // GPU, on the same inputs; the backward takes the GPU's own statistics and dh
-          const OnDevice<uint16_t> gx(x), gdy(dy), gy(elems), gdh(elems), gdx(dx0);
-          const OnDevice<float> gg(gamma), gb(beta), gmean(stats), grstd(stats), gdg(s.c), gdb(s.c);
-          const cuda::DropoutSpec drop{p, 5, StepKey(9)};
-          cuda::group_norm_forward_bf16(s, gx.ptr, gg.ptr, gb.ptr, gy.ptr, gmean.ptr, grstd.ptr,
-                                        silu, drop);
-          if (silu)
-            cuda::group_norm_silu_dh_bf16(s, gx.ptr, gg.ptr, gb.ptr, gmean.ptr, grstd.ptr, gdy.ptr,
-                                          gdh.ptr, drop);
-          // with a workspace for the fused GN + SiLU (dgamma and dbeta summed in the
-          // channel slab's dx pass; column sums in chunks in the other mapping), without
-          // one for the plain norm (one column-sum pass per channel)
-          const OnDevice<float> ws(silu ? cuda::group_norm_backward_workspace(s) : 1);
-          cuda::group_norm_backward_bf16(s, gx.ptr, gg.ptr, gmean.ptr, grstd.ptr,
-                                         silu ? gdh.ptr : gdy.ptr, gdx.ptr, gdg.ptr, gdb.ptr,
-                                         silu ? ws.ptr : nullptr);
-          expect_f32_close(gmean.get(), mean, "mean");
-          expect_f32_close(grstd.get(), rstd, "rstd");
-          expect_bf16_close(gy.get(), y, "y");
-          if (silu) expect_bf16_close(gdh.get(), dh, "dh");
-          expect_bf16_close(gdx.get(), dx, "dx (accumulated)");
-          expect_f32_close(gdg.get(), dgamma, "dgamma");
-          expect_f32_close(gdb.get(), dbeta, "dbeta");
-          // what the dropout's mask did: about p of the outputs are exactly zero
-          if (p > 0) {
-            const std::vector<uint16_t> out = gy.get();
-            const double zeros = std::count(out.begin(), out.end(), uint16_t{0});
-            EXPECT_NEAR(zeros / elems, p, 0.05);
-          }
-        }
-      }
+      expect_the_reference(GroupNormShape{cs.n, cs.s, cs.c, cs.groups, 1e-6f}, stream);
     }
   }
+}
+
+// v3 moves runs of 8 channels as 16-byte words, which a row may not allow: an activation
+// that starts 2 bytes into its allocation (a GPU faults on a misaligned word, the emulation
+// traps) takes v2's thread per channel, as does a row of channels that is no multiple of 8
+// (the first case above): the inputs misaligned, then the outputs (the plain norm's backward
+// reads an aligned dy and writes a misaligned dx), then both 16 bytes in (runs again).
+TEST(CudaGroupNormBf16, ChannelRunsTakeTheSlabWhereRowsAreNotAligned) {
+  REQUIRE_GPU();
+  const GroupNormVersion version(cuda::GroupNormMapping::ChannelRuns);
+  const GroupNormShape s{2, 35, 64, 16, 1e-6f};
+  expect_the_reference(s, 330, 1, 0);
+  expect_the_reference(s, 340, 0, 1);
+  expect_the_reference(s, 350, 8, 8);
 }
 
 // Storage is the only difference: the bf16 kernels on values that are bf16 already give the

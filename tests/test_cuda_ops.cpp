@@ -460,20 +460,24 @@ struct GnCase {
 #if DDPM_WITH_CUDA
 using test::GroupNormVersion;
 
-// Both mappings (kernels/cuda/group_norm.cu) against the CPU reference, on shapes that take
-// each of the slab mapping's paths: 65 channels in 13 groups (a slab of all 13 groups, 65
-// channels: 3 rows per pass and 61 idle threads), 2 channels per group (8 groups a slab,
-// 16 channels), 16 per group (a slab of one group), 300 per group (wider than a block: no
-// slab, v1 runs), 256 in one group (a row per pass: the dh kernel's 32-row pieces, the
-// last one partial), then the CIFAR-10 model's shapes.
+// Every mapping (kernels/cuda/group_norm.cu) against the CPU reference, on shapes that take
+// each of the slab mappings' paths: 65 channels in 13 groups (a slab of all 13 groups, 65
+// channels: 3 rows per pass and 61 idle threads; no runs of 8, so v3 runs v2), 2 channels
+// per group (8 groups a slab, 16 channels; v3: a run spans 4 groups), 16 per group (a slab
+// of one group; v3: a group spans 2 runs), 300 per group (wider than a block: no slab, v1
+// runs), 256 in one group (v2: a row per pass, the dh kernel's 32-row pieces, the last one
+// partial), 12 per group (v3: slabs of 24 channels, 3 threads a row and one idle), 256 in
+// one group over 400 rows (v3: 8 rows a pass, the dh kernel's 256-row pieces, the last one
+// partial), then the CIFAR-10 model's shapes.
 TEST(CudaOps, GroupNormAwkwardAndModelShapes) {
   REQUIRE_GPU();
   // Statistics in float (GPU) vs double (CPU), over up to 32*32*4 = 4096 values per group.
   const GnCase cases[] = {{{3, 5, 7, 65}, 13},    {{3, 9, 9, 64}, 32},    {{2, 5, 3, 48}, 3},
-                          {{2, 3, 5, 600}, 2},    {{2, 5, 7, 256}, 1},    {{2, 32, 32, 128}, 32},
-                          {{2, 16, 16, 256}, 32}, {{2, 8, 8, 256}, 32},   {{2, 4, 4, 256}, 32},
-                          {{2, 32, 32, 384}, 32}, {{2, 16, 16, 512}, 32}};
-  const size_t count = test::small_shapes_only() ? 5 : std::size(cases);  // the awkward ones
+                          {{2, 3, 5, 600}, 2},    {{2, 5, 7, 256}, 1},    {{2, 5, 3, 48}, 4},
+                          {{1, 20, 20, 256}, 1},  {{2, 32, 32, 128}, 32}, {{2, 16, 16, 256}, 32},
+                          {{2, 8, 8, 256}, 32},   {{2, 4, 4, 256}, 32},   {{2, 32, 32, 384}, 32},
+                          {{2, 16, 16, 512}, 32}};
+  const size_t count = test::small_shapes_only() ? 7 : std::size(cases);  // the awkward ones
   for (const cuda::GroupNormMapping mapping : test::kGroupNormMappings) {
     const GroupNormVersion version(mapping);
     uint64_t stream = 10;

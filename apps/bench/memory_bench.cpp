@@ -39,14 +39,16 @@ void bench_memory_bound(const Options& o, Timer& timer, Report& report) {
     const Tensor yb = Tensor::zeros(x.shape(), DType::BF16, Device::CUDA);
     const auto* xb_bits = static_cast<const uint16_t*>(xb.raw());
     auto* yb_bits = static_cast<uint16_t*>(yb.raw());
-    // Both mappings of the kernels onto blocks (kernels/cuda/group_norm.cu): v1 a block per
-    // (sample, group), v2 a block per channel slab, a thread per channel (the default).
+    // Every mapping of the kernels onto blocks (kernels/cuda/group_norm.cu): v1 a block per
+    // (sample, group), v2 a block per channel slab, a thread per channel, v3 (the default)
+    // the slab a thread per run of 8 channels, in 16-byte words.
     const struct {
       cuda::GroupNormMapping mapping;
       const char *f32, *bf16;  // the rows' variant names
     } mappings[] = {
         {cuda::GroupNormMapping::BlockPerGroup, "block per group", "block per group, bf16 storage"},
-        {cuda::GroupNormMapping::ChannelSlab, "channel slab", "channel slab, bf16 storage"}};
+        {cuda::GroupNormMapping::ChannelSlab, "channel slab", "channel slab, bf16 storage"},
+        {cuda::GroupNormMapping::ChannelRuns, "channel runs", "channel runs, bf16 storage"}};
     const cuda::GroupNormMapping chosen = cuda::group_norm_mapping();
     for (const auto& mp : mappings) {
       cuda::set_group_norm_mapping(mp.mapping);

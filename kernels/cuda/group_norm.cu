@@ -6,11 +6,12 @@
 //             loses digits); pass 3 writes y (and the fused SiLU, dropout).
 //   backward  sums g = dy*gamma and g*xhat per group, then writes dx += rstd (g - mean(g) -
 //             xhat mean(g xhat)) (or dx = ..., the first contribution: kernels/grad_write.h);
-//             dgamma/dbeta: sums of dy xhat and dy over the N*S rows: in v2's dx pass per
-//             (sample, channel), then over the samples (with a workspace, when dx is
-//             wanted), else the two-stage column sums of column_sum.cuh, a pass of their own.
+//             dgamma/dbeta: sums of dy xhat and dy over the N*S rows: in v2's and v3's dx
+//             pass per (sample, channel), then over the samples (with a workspace, when dx
+//             is wanted), else the two-stage column sums of column_sum.cuh, a pass of their
+//             own.
 //
-// Two mappings of the kernels onto blocks, side by side (kernel-bench memory times both;
+// Three mappings of the kernels onto blocks, side by side (kernel-bench memory times all;
 // set_group_norm_mapping):
 //   v1 BlockPerGroup  one block per (sample, group); its threads walk the group's S x C/G
 //             values in order, so a warp reads C/G-channel pieces of 32 / (C/G) rows. At the
@@ -19,7 +20,7 @@
 //             from L2 at best), and each element's address, (i / cg) * C + i % cg, is a
 //             64-bit division and a remainder (nvcc -ptx, sm_90: v1's sum loop is 29
 //             instructions per element with both; v2's, unrolled by 4, 26 per 4 elements).
-//   v2 ChannelSlab (default)  one block per (sample, slab of k whole groups side by side,
+//   v2 ChannelSlab  one block per (sample, slab of k whole groups side by side,
 //             W = k C/G channels; k the fewest groups dividing G with W >= 16), and every
 //             thread keeps one channel for the whole kernel: thread t reads channel t % W of
 //             rows t / W, t / W + R, ... (R = 256 / W rows per pass). A warp then reads whole
@@ -31,14 +32,27 @@
 //             takes the same thread per channel over 512-row pieces of a slab, where v1
 //             divides three times per element to find its channel and group. A group wider
 //             than a block (C/G > 256) has no slab: v1 takes it.
-// Both sum in a fixed order (v1: block trees; v2: per channel its rows' partial sums in row
-// order, then per group its channels in order): the same bits every run. No atomics. The
-// plans do not depend on the storage type, so f32 and bf16 storage sum alike.
+//   v3 ChannelRuns (default)  v2's slabs, each thread keeping a run of 8 adjacent channels
+//             (kRun, storage.cuh) and moving it as 16-byte words: one LDG.128 of bf16, two
+//             of f32, where v2 moves 2 or 4 bytes an instruction. A slab row is W / 8
+//             threads (CIFAR-10's 16-channel slabs: 2, so 128 rows a pass), the statistics
+//             and dx loops unrolled by 4, so a thread has 4 words in flight. Its dropout
+//             mask is the run's own two Philox blocks (no shuffles). Static counts
+//             (scripts/sass_loops.py --memory, sm_90) in SASS instructions per 16 bytes a
+//             thread moves, v2 -> v3, bf16 storage: forward sums 54 -> 24 and 64 -> 32, GN +
+//             SiLU output 168 -> 117, dx sums 63 -> 34, dx write 50 -> 32, dh 136 -> 94.
+//             Needs C and W multiples of 8 and every activation 16-byte aligned; else v2.
+// All sum in a fixed order (v1: block trees; v2, v3: per channel its rows' partial sums in
+// row order, then per group its channels in order): the same bits every run. No atomics.
+// The plans do not depend on the storage type, so f32 and bf16 storage sum alike.
 // Limits: memory-bound (3 reads + 1 write of x forward).
 // Storage: every kernel is a template on the activations' storage type T (x, y, dy, dh, dx):
 // f32, or bf16 bits (uint16_t, kernels/bf16.h) read into fp32 and rounded once when stored.
 // Statistics, affine parameters and their gradients stay fp32, and so does every sum. The
 // bf16 versions move half the bytes (the point: these kernels are bandwidth-bound).
+#include <initializer_list>
+#include <type_traits>
+
 #include "engine/cuda_check.h"
 #include "engine/philox.h"
 #include "kernels/bf16.h"
@@ -150,24 +164,28 @@ __global__ void group_norm_dx_kernel(GroupNormShape s, const T* x, const float* 
   }
 }
 
-// ---- v2: a block per (sample, channel slab) ---------------------------------------------
+// ---- v2 and v3: a block per (sample, channel slab) --------------------------------------
 
 // At least 16 channels per slab row: a whole 32-byte sector of bf16 (64 bytes of f32) per
 // row piece; wider slabs mean fewer, longer blocks for no gain in sectors.
 constexpr int64_t kMinSlabChannels = 16;
 
-// A block's slab: `groups` whole groups side by side, `width` channels, `rows_per_pass` pixel
-// rows read per step of the block's threads. groups = 0: no slab fits (C/G > kThreads).
-// quads: C and the width are multiples of 4, so the four channels of every Philox block of
-// a row are four adjacent threads of one row of the slab (quad_keeps below).
+// A block's slab: `groups` whole groups side by side, `width` channels, each thread keeping
+// `run` adjacent channels of them (v2: 1; v3: kRun, storage.cuh), `rows_per_pass` pixel rows
+// read per step of the block's threads (kThreads / (width / run)). groups = 0: no slab fits
+// (C/G > kThreads). quads (v2): C and the width are multiples of 4, so the four channels of
+// every Philox block of a row are four adjacent threads of one row of the slab (quad_keeps
+// below); v3's runs hold whole Philox blocks.
 struct GroupSlab {
-  int64_t groups = 0, width = 0, rows_per_pass = 0;
+  int64_t groups = 0, width = 0, run = 1, rows_per_pass = 0;
   bool quads = false;
 };
 
 // The fewest groups k dividing G with k C/G >= kMinSlabChannels and at most kThreads
-// channels; else (no such k) the widest slab of at most kThreads channels.
-GroupSlab plan_group_slab(const GroupNormShape& s) {
+// channels; else (no such k) the widest slab of at most kThreads channels. Runs of kRun
+// channels when `runs` (the rows of every tensor allow them: C a multiple of kRun, 16-byte
+// aligned bases) and the width is a multiple of kRun.
+GroupSlab plan_group_slab(const GroupNormShape& s, bool runs) {
   const int64_t cg = s.channels_per_group();
   GroupSlab p;
   for (int64_t k = 1; k <= s.groups && k * cg <= kThreads; ++k) {
@@ -176,37 +194,53 @@ GroupSlab plan_group_slab(const GroupNormShape& s) {
     if (k * cg >= kMinSlabChannels) break;
   }
   p.width = p.groups * cg;
-  p.rows_per_pass = p.width > 0 ? kThreads / p.width : 0;
-  p.quads = p.width > 0 && p.width % 4 == 0 && s.c % 4 == 0;
+  if (p.width == 0) return p;
+  p.run = runs && p.width % kRun == 0 ? kRun : 1;
+  p.rows_per_pass = kThreads / (p.width / p.run);
+  p.quads = p.width % 4 == 0 && s.c % 4 == 0;
   return p;
 }
 
-// What one thread of a slab block does: channel c of sample n, for the whole kernel. Block
-// (x, y) is slab x % (G / k) of sample x / (G / k), rows [y B, y B + B) of it (B =
-// rows_per_block: all S rows in the statistics kernels, whose grids have one y). The
-// thread's elements are the flat indices first, first + step, ... below end (rows y B + r0,
-// + R, ..., step = R C). The kThreads % W threads left over are idle: no elements (first =
-// end), zeros in the sums.
+// What one thread of a slab block does: channels c .. c + run - 1 of sample n, for the whole
+// kernel. Block (x, y) is slab x % (G / k) of sample x / (G / k), rows [y B, y B + B) of it
+// (B = rows_per_block: all S rows in the statistics kernels, whose grids have one y). With
+// P = width / run threads to a slab row, thread t takes the run j = (t % P) run of the slab
+// and rows y B + t / P, + R, ... (R = rows_per_pass): its elements (each the first of its
+// run) are the flat indices first, first + step, ... below end (step = R C). The kThreads %
+// P threads left over are idle (not `active`): no elements (first = end).
 struct SlabThread {
-  int64_t n, c, stat;        // the sample; the channel; the (n, group) index of mean, rstd
+  int64_t n, c;              // the sample; the first of the thread's channels
+  int64_t slab_c, stat0;     // the slab's first channel; the (n, group) index of its first group
+  int64_t j, r0;             // the thread's first channel within the slab; its first row
   int64_t first, end, step;  // the elements
-  int64_t group;             // within the slab
-  bool writes_stats;         // the first thread of its group: stores mean and rstd
+  bool active;
   __device__ SlabThread(const GroupNormShape& s, const GroupSlab& p, int64_t rows_per_block) {
-    const int64_t cg = s.channels_per_group(), slabs = s.groups / p.groups;
+    // 32-bit quotients (of a block or thread index): a 64-bit division is a called subroutine
+    const int64_t cg = s.channels_per_group();
+    const auto slabs = static_cast<unsigned>(s.groups / p.groups);
+    const auto per_row = static_cast<unsigned>(p.width / p.run);
     n = blockIdx.x / slabs;
-    const int64_t g0 = (blockIdx.x % slabs) * p.groups;
-    const int64_t j = threadIdx.x % p.width, r0 = threadIdx.x / p.width;
+    const int64_t g0 = static_cast<int64_t>(blockIdx.x % slabs) * p.groups;
+    j = static_cast<int64_t>(threadIdx.x % per_row) * p.run;
+    r0 = threadIdx.x / per_row;
     const int64_t row0 = blockIdx.y * rows_per_block;
     const int64_t rows_end = row0 + rows_per_block < s.s ? row0 + rows_per_block : s.s;
-    group = j / cg;
-    c = g0 * cg + j;
-    stat = n * s.groups + g0 + group;
+    slab_c = g0 * cg;
+    c = slab_c + j;
+    stat0 = n * s.groups + g0;
     step = p.rows_per_pass * s.c;
     end = (n * s.s + rows_end) * s.c;
-    first = r0 < p.rows_per_pass ? (n * s.s + row0 + r0) * s.c + c : end;
-    writes_stats = r0 == 0 && j % cg == 0;
+    active = r0 < p.rows_per_pass;
+    first = active ? (n * s.s + row0 + r0) * s.c + c : end;
   }
+  // The group (within the slab) of the thread's channel c + e: 32-bit arithmetic (j + e and
+  // cg are at most kThreads), where a 64-bit division is a called subroutine.
+  __device__ int group(int e, int64_t cg) const {
+    return (static_cast<int>(j) + e) / static_cast<int>(cg);
+  }
+  // Whether it stores the mean and rstd of channel c + e's group: the thread of the first
+  // row that holds the group's first channel.
+  __device__ bool writes_stats(int e, int64_t cg) const { return r0 == 0 && (j + e) % cg == 0; }
 };
 
 // Dropout's mask, four elements to a Philox block. The keep decision of element i is word
@@ -214,14 +248,14 @@ struct SlabThread {
 // computes its block keeps one word of four: four times the Philox rounds the mask needs
 // (~110 PTX instructions a block, 64-bit multiplies and shifts, against the ~40 an element
 // a memory-bound kernel moving 4 bytes may spend at an H100's issue rate; the dropout op's
-// own kernel already took a block per thread). A slab thread's elements are one channel, rows R apart, and the block of its
-// element holds the same row's channels c - c % 4 .. + 3: the four lanes of its "quad" when
-// the slab has quads. So each lane of a quad computes the block of one of four successive
-// row steps, and four shuffles within the quad hand every lane its own word of each: in
-// step m lane q reads lane s = (q + m) % 4, which offers word (s - m) % 4 = q of its block.
-// keep[k] is the decision for this lane's element i + k step (past the thread's end the
-// words are computed and not used). The whole warp calls it together (full-warp shuffles
-// of width 4: a lane reads only its quad).
+// own kernel already took a block per thread). A v2 slab thread's elements are one channel,
+// rows R apart, and the block of its element holds the same row's channels c - c % 4 .. + 3:
+// the four lanes of its "quad" when the slab has quads. So each lane of a quad computes the
+// block of one of four successive row steps, and four shuffles within the quad hand every
+// lane its own word of each: in step m lane q reads lane s = (q + m) % 4, which offers word
+// (s - m) % 4 = q of its block. keep[k] is the decision for this lane's element i + k step
+// (past the thread's end the words are computed and not used). The whole warp calls it
+// together (full-warp shuffles of width 4: a lane reads only its quad).
 __device__ __forceinline__ void quad_keeps(const DropoutSpec& d, int64_t i, int64_t step,
                                            bool (&keep)[4]) {
   const int q = static_cast<int>(threadIdx.x % 4);
@@ -235,44 +269,82 @@ __device__ __forceinline__ void quad_keeps(const DropoutSpec& d, int64_t i, int6
   }
 }
 
-// Calls f(i, keep) for each of t's elements i in order, keep the element's dropout decision
-// (true when drop.p is 0): with the slab's quads, a Philox block per four elements
-// (quad_keeps), else one per element. The quads' loop runs alike on every lane of the warp
-// (a warp holds rows of unequal lengths, and idle threads; the shuffles need every lane):
-// as many rounds of four as the warp's longest row needs.
-template <class F>
-__device__ __forceinline__ void for_each_with_mask(const SlabThread& t, const GroupSlab& p,
-                                                   const DropoutSpec& drop, F f) {
-  if (drop.p > 0.0f && p.quads) {
-    const int64_t count = t.first < t.end ? (t.end - t.first + t.step - 1) / t.step : 0;
-    for (int64_t k0 = 0; __any_sync(0xffffffffu, k0 < count); k0 += 4) {
-      bool keep[4];
-      quad_keeps(drop, t.first + k0 * t.step, t.step, keep);
+// A v3 run's decisions, elements i .. i + kRun - 1 (i a multiple of kRun): kRun / 4 whole
+// Philox blocks, each of whose four words is used.
+__device__ __forceinline__ void run_keeps(const DropoutSpec& d, int64_t i, bool (&keep)[kRun]) {
 #pragma unroll
-      for (int k = 0; k < 4; ++k)
-        if (k0 + k < count) f(t.first + (k0 + k) * t.step, keep[k]);
-    }
-  } else {
-    for (int64_t i = t.first; i < t.end; i += t.step)
-      f(i, drop.p <= 0.0f || dropout_keeps(drop, i));
+  for (int b = 0; b < kRun / 4; ++b) {
+    const auto index = static_cast<uint64_t>(i) / 4 + static_cast<uint64_t>(b);
+    const Philox4 block = philox_block(d.seed, d.stream.base, index);
+#pragma unroll
+    for (int w = 0; w < 4; ++w) keep[4 * b + w] = word_to_uniform(block.v[w]) >= d.p;
   }
 }
 
-// Shared memory of slab_group_sums: kValues sums at once, one partial per thread.
-template <int kValues>
+// Calls f(i, keep) for each of t's elements i in order, keep[e] the dropout decision of
+// element i + e of its run (all true when drop.p is 0). v3: a Philox block per four elements
+// of each run (run_keeps). v2: with the slab's quads, a Philox block per four elements
+// (quad_keeps), else one per element; the quads' loop runs alike on every lane of the warp
+// (a warp holds rows of unequal lengths, and idle threads; the shuffles need every lane):
+// as many rounds of four as the warp's longest row needs.
+template <int kN, class F>
+__device__ __forceinline__ void for_each_with_mask(const SlabThread& t, const GroupSlab& p,
+                                                   const DropoutSpec& drop, F f) {
+  bool keep[kN];
+  if constexpr (kN == kRun) {
+    if (drop.p > 0.0f) {
+      for (int64_t i = t.first; i < t.end; i += t.step) {
+        run_keeps(drop, i, keep);
+        f(i, keep);
+      }
+    } else {
+#pragma unroll
+      for (int e = 0; e < kN; ++e) keep[e] = true;
+#pragma unroll 4
+      for (int64_t i = t.first; i < t.end; i += t.step) f(i, keep);
+    }
+  } else if (drop.p > 0.0f && p.quads) {
+    const int64_t count = t.first < t.end ? (t.end - t.first + t.step - 1) / t.step : 0;
+    for (int64_t k0 = 0; __any_sync(0xffffffffu, k0 < count); k0 += 4) {
+      bool keeps[4];
+      quad_keeps(drop, t.first + k0 * t.step, t.step, keeps);
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        keep[0] = keeps[k];
+        if (k0 + k < count) f(t.first + (k0 + k) * t.step, keep);
+      }
+    }
+  } else {
+    for (int64_t i = t.first; i < t.end; i += t.step) {
+      keep[0] = drop.p <= 0.0f || dropout_keeps(drop, i);
+      f(i, keep);
+    }
+  }
+}
+
+// Shared memory of slab_group_sums: kValues sums at once, kN partials per thread (one per
+// channel of its run).
+template <int kValues, int kN>
 struct SlabSums {
-  float partial[kValues][kThreads];
+  float partial[kValues][kThreads * kN];
   float channel[kValues][kThreads];
   float group[kValues][kThreads];
 };
 
-// The sums over each group of the slab of v (one value per thread, of its channel), into
-// sums.group[value][group within the slab], which every thread may read on return. Fixed
-// order: per channel its rows' partials in row order, per group its channels in order.
-template <int kValues>
-__device__ void slab_group_sums(const float (&v)[kValues], const GroupNormShape& s,
-                                const GroupSlab& p, SlabSums<kValues>& sums) {
-  for (int q = 0; q < kValues; ++q) sums.partial[q][threadIdx.x] = v[q];
+// The sums over each group of the slab of v (per thread, one value per channel of its run),
+// into sums.group[value][group within the slab], which every thread may read on return (and
+// sums.channel[value][channel within the slab], the sums per channel). Fixed order: per
+// channel its rows' partials in row order, per group its channels in order.
+template <int kValues, int kN>
+__device__ void slab_group_sums(const float (&v)[kValues][kN], const SlabThread& t,
+                                const GroupNormShape& s, const GroupSlab& p,
+                                SlabSums<kValues, kN>& sums) {
+  if (t.active) {
+    for (int q = 0; q < kValues; ++q) {
+#pragma unroll
+      for (int e = 0; e < kN; ++e) sums.partial[q][t.r0 * p.width + t.j + e] = v[q][e];
+    }
+  }
   __syncthreads();
   if (threadIdx.x < p.width) {
     for (int q = 0; q < kValues; ++q) {
@@ -295,38 +367,64 @@ __device__ void slab_group_sums(const float (&v)[kValues], const GroupNormShape&
 }
 
 // Forward: mean and rstd of each group, then y = (x - mean) rstd gamma + beta (then SiLU,
-// then dropout), as the first mapping's kernel.
-template <bool kSilu, class T>
+// then dropout), as the first mapping's kernel. kN: channels per thread (v2 1, v3 kRun).
+template <bool kSilu, int kN, class T>
 __global__ void __launch_bounds__(kThreads)
     group_norm_slab_forward_kernel(GroupNormShape s, GroupSlab p, const T* x,  // x (N, S, C)
                                    const float* gamma, const float* beta,      // (C)
                                    T* y, float* mean, float* rstd,  // y (N, S, C); (N, G)
                                    DropoutSpec keyed) {
-  __shared__ SlabSums<1> sums;
+  __shared__ SlabSums<1, kN> sums;
   const DropoutSpec drop = read_key(keyed);
   const SlabThread t(s, p, s.s);
-  const float count = static_cast<float>(s.s * s.channels_per_group());
-  float v[1] = {0.0f};
-  for (int64_t i = t.first; i < t.end; i += t.step) v[0] += load(x, i);
-  slab_group_sums(v, s, p, sums);
-  const float mu = sums.group[0][t.group] / count;
-  v[0] = 0.0f;
+  const int64_t cg = s.channels_per_group();
+  const float count = static_cast<float>(s.s * cg);
+  float v[1][kN] = {}, xv[kN];
+#pragma unroll 4
   for (int64_t i = t.first; i < t.end; i += t.step) {
-    const float d = load(x, i) - mu;
-    v[0] += d * d;
+    load_run(x, i, xv);
+#pragma unroll
+    for (int e = 0; e < kN; ++e) v[0][e] += xv[e];
   }
-  slab_group_sums(v, s, p, sums);
-  const float r = rsqrtf(sums.group[0][t.group] / count + s.eps);
-  if (t.writes_stats) {
-    mean[t.stat] = mu;
-    rstd[t.stat] = r;
+  slab_group_sums(v, t, s, p, sums);
+  float mu[kN], r[kN];
+#pragma unroll
+  for (int e = 0; e < kN; ++e) {
+    mu[e] = sums.group[0][t.group(e, cg)] / count;
+    v[0][e] = 0.0f;
   }
-  const float gm = gamma[t.c], bt = beta[t.c];
+#pragma unroll 4
+  for (int64_t i = t.first; i < t.end; i += t.step) {
+    load_run(x, i, xv);
+#pragma unroll
+    for (int e = 0; e < kN; ++e) {
+      const float d = xv[e] - mu[e];
+      v[0][e] += d * d;
+    }
+  }
+  slab_group_sums(v, t, s, p, sums);
+  float gm[kN], bt[kN];
+#pragma unroll
+  for (int e = 0; e < kN; ++e) {
+    r[e] = rsqrtf(sums.group[0][t.group(e, cg)] / count + s.eps);
+    if (t.writes_stats(e, cg)) {
+      mean[t.stat0 + t.group(e, cg)] = mu[e];
+      rstd[t.stat0 + t.group(e, cg)] = r[e];
+    }
+    gm[e] = gamma[t.c + e];
+    bt[e] = beta[t.c + e];
+  }
   const float keep_scale = 1.0f / (1.0f - drop.p);  // as the dropout op computes it
-  for_each_with_mask(t, p, drop, [&](int64_t i, bool keep) {
-    const float h = (load(x, i) - mu) * r * gm + bt;
-    const float out = kSilu ? h / (1.0f + expf(-h)) : h;
-    store(y, i, drop.p > 0.0f ? (keep ? out * keep_scale : 0.0f) : out);
+  for_each_with_mask<kN>(t, p, drop, [&](int64_t i, const bool (&keep)[kN]) {
+    float out[kN];
+    load_run(x, i, xv);
+#pragma unroll
+    for (int e = 0; e < kN; ++e) {
+      const float h = (xv[e] - mu[e]) * r[e] * gm[e] + bt[e];
+      const float o = kSilu ? h / (1.0f + expf(-h)) : h;
+      out[e] = drop.p > 0.0f ? (keep[e] ? o * keep_scale : 0.0f) : o;
+    }
+    store_run(y, i, out);
   });
 }
 
@@ -335,38 +433,66 @@ __global__ void __launch_bounds__(kThreads)
 // mean(g xhat)). kSampleSums: from the same reads, each (sample, channel)'s sums of dy xhat
 // and dy over the sample's rows into sample_sums (N, 2, C), which dgamma and dbeta add up
 // over the samples (param_grads_kernel): no third pass over x and dy for them.
-template <class T, bool kSampleSums>
+template <class T, bool kSampleSums, int kN>
 __global__ void __launch_bounds__(kThreads)
     group_norm_slab_dx_kernel(GroupNormShape s, GroupSlab p, const T* x,  // x (N, S, C)
                               const float* gamma, const float* mean, const float* rstd,
                               const T* dy, T* dx, bool add,  // dy, dx (N, S, C)
                               float* sample_sums) {          // (N, 2, C) or null
   constexpr int kValues = kSampleSums ? 4 : 2;
-  __shared__ SlabSums<kValues> sums;
+  __shared__ SlabSums<kValues, kN> sums;
   const SlabThread t(s, p, s.s);
-  const float count = static_cast<float>(s.s * s.channels_per_group());
-  const float mu = mean[t.stat], r = rstd[t.stat], gm = gamma[t.c];
-  float v[kValues] = {};  // sum of g, of g xhat (and of dy xhat, of dy)
+  const int64_t cg = s.channels_per_group();
+  const float count = static_cast<float>(s.s * cg);
+  float mu[kN], r[kN], gm[kN];
+#pragma unroll
+  for (int e = 0; e < kN; ++e) {
+    mu[e] = mean[t.stat0 + t.group(e, cg)];
+    r[e] = rstd[t.stat0 + t.group(e, cg)];
+    gm[e] = gamma[t.c + e];
+  }
+  float v[kValues][kN] = {};  // sums of g, of g xhat (and of dy xhat, of dy), per channel
+  float dv[kN], xv[kN];
+#pragma unroll 4
   for (int64_t i = t.first; i < t.end; i += t.step) {
-    const float d = load(dy, i), g = d * gm, xc = load(x, i) - mu;
-    v[0] += g;
-    v[1] += g * xc * r;
-    if constexpr (kSampleSums) {
-      v[2] += d * xc * r;
-      v[3] += d;
+    load_run(dy, i, dv);
+    load_run(x, i, xv);
+#pragma unroll
+    for (int e = 0; e < kN; ++e) {
+      const float g = dv[e] * gm[e], xc = xv[e] - mu[e];
+      v[0][e] += g;
+      v[1][e] += g * xc * r[e];
+      if constexpr (kSampleSums) {
+        v[2][e] += dv[e] * xc * r[e];
+        v[3][e] += dv[e];
+      }
     }
   }
-  slab_group_sums(v, s, p, sums);
+  slab_group_sums(v, t, s, p, sums);
   if constexpr (kSampleSums) {
-    if (threadIdx.x < p.width) {  // thread j < W holds channel j's sums (t.c is channel j)
-      sample_sums[(t.n * 2 + 0) * s.c + t.c] = sums.channel[2][threadIdx.x];
-      sample_sums[(t.n * 2 + 1) * s.c + t.c] = sums.channel[3][threadIdx.x];
+    if (threadIdx.x < p.width) {  // thread k < W holds channel k of the slab's sums
+      sample_sums[(t.n * 2 + 0) * s.c + t.slab_c + threadIdx.x] = sums.channel[2][threadIdx.x];
+      sample_sums[(t.n * 2 + 1) * s.c + t.slab_c + threadIdx.x] = sums.channel[3][threadIdx.x];
     }
   }
-  const float mean_g = sums.group[0][t.group] / count, mean_gx = sums.group[1][t.group] / count;
+  float mean_g[kN], mean_gx[kN];
+#pragma unroll
+  for (int e = 0; e < kN; ++e) {
+    mean_g[e] = sums.group[0][t.group(e, cg)] / count;
+    mean_gx[e] = sums.group[1][t.group(e, cg)] / count;
+  }
+#pragma unroll 4
   for (int64_t i = t.first; i < t.end; i += t.step) {
-    const float g = load(dy, i) * gm;
-    store_grad(dx, i, r * (g - mean_g - (load(x, i) - mu) * r * mean_gx), add);
+    float out[kN];
+    load_run(dy, i, dv);
+    load_run(x, i, xv);
+    if (add) load_run(dx, i, out);
+#pragma unroll
+    for (int e = 0; e < kN; ++e) {
+      const float d = r[e] * (dv[e] * gm[e] - mean_g[e] - (xv[e] - mu[e]) * r[e] * mean_gx[e]);
+      out[e] = add ? out[e] + d : d;  // one fp32 add, one rounding (store_grad's rule)
+    }
+    store_run(dx, i, out);
   }
 }
 
@@ -384,27 +510,44 @@ __global__ void group_norm_param_grads_kernel(int64_t n, int64_t c, const float*
   }
 }
 
-// dh = dy' * silu'(h) as v1's dh kernel, over a slab's rows [y B, y B + B): the group's
-// mean and rstd, gamma[c] and beta[c] read once per thread, no division per element.
-template <class T>
+// dh = dy' * silu'(h) as v1's dh kernel, over a slab's rows [y B, y B + B): the groups' mean
+// and rstd, gamma and beta read once per thread, no division per element.
+template <int kN, class T>
 __global__ void __launch_bounds__(kThreads)
     group_norm_slab_silu_dh_kernel(GroupNormShape s, GroupSlab p, int64_t rows_per_block,
-                                   const T* x, const float* gamma, const float* beta,  // x (N, S, C)
+                                   const T* x,  // x (N, S, C)
+                                   const float* gamma, const float* beta,
                                    const float* mean, const float* rstd, const T* dy,
                                    T* dh, DropoutSpec keyed) {  // dy, dh (N, S, C)
   const DropoutSpec drop = read_key(keyed);
   const SlabThread t(s, p, rows_per_block);
-  const float mu = mean[t.stat], r = rstd[t.stat], gm = gamma[t.c], bt = beta[t.c];
+  const int64_t cg = s.channels_per_group();
+  float mu[kN], r[kN], gm[kN], bt[kN];
+#pragma unroll
+  for (int e = 0; e < kN; ++e) {
+    mu[e] = mean[t.stat0 + t.group(e, cg)];
+    r[e] = rstd[t.stat0 + t.group(e, cg)];
+    gm[e] = gamma[t.c + e];
+    bt[e] = beta[t.c + e];
+  }
   const float keep_scale = 1.0f / (1.0f - drop.p);
-  for_each_with_mask(t, p, drop, [&](int64_t i, bool keep) {
-    const float h = (load(x, i) - mu) * r * gm + bt;
-    store(dh, i, silu_grad(h, load(dy, i), drop, keep_scale, keep));
+  for_each_with_mask<kN>(t, p, drop, [&](int64_t i, const bool (&keep)[kN]) {
+    float xv[kN], dv[kN], out[kN];
+    load_run(x, i, xv);
+    load_run(dy, i, dv);
+#pragma unroll
+    for (int e = 0; e < kN; ++e) {
+      const float h = (xv[e] - mu[e]) * r[e] * gm[e] + bt[e];
+      out[e] = silu_grad(h, dv[e], drop, keep_scale, keep[e]);
+    }
+    store_run(dh, i, out);
   });
 }
 
-// Rows per block of the dh kernel: 32 passes of the block's threads, so 32 elements a
-// thread against a setup of a few 64-bit divisions (at 16 channels a slab, 512 rows: the
-// CIFAR-10 model's 32x32 maps in 2 pieces a slab), more where the grid's y would pass 65,535.
+// Rows per block of the dh kernel: 32 passes of the block's threads, so 32 runs a thread
+// against a setup of a few 64-bit divisions (at 16 channels a slab, v2's 512 rows: the
+// CIFAR-10 model's 32x32 maps in 2 pieces a slab; v3's 4,096), more where the grid's y
+// would pass 65,535.
 int64_t dh_rows_per_block(const GroupNormShape& s, const GroupSlab& p) {
   const int64_t rows = 32 * p.rows_per_pass, fit = (s.s + 65534) / 65535;
   return rows > fit ? rows : fit;
@@ -430,11 +573,27 @@ ColumnSumPlan param_grad_plan(const GroupNormShape& s, bool with_workspace) {
   return plan_column_sums(1, s.n * s.s, s.c, with_workspace);
 }
 
-GroupNormMapping g_mapping = GroupNormMapping::ChannelSlab;
+GroupNormMapping g_mapping = GroupNormMapping::ChannelRuns;
 
-// The slab of shape s under the chosen mapping; groups = 0: v1 runs.
-GroupSlab slab_for(const GroupNormShape& s) {
-  return g_mapping == GroupNormMapping::ChannelSlab ? plan_group_slab(s) : GroupSlab{};
+// The slab of shape s under the chosen mapping, for kernels on the activations `tensors`
+// (null: absent): v3's runs when the mapping asks for them and every tensor's rows allow
+// them (storage.cuh's rows_run), else v2's thread per channel; groups = 0: v1 runs.
+template <class T>
+GroupSlab slab_for(const GroupNormShape& s, std::initializer_list<const T*> tensors) {
+  if (g_mapping == GroupNormMapping::BlockPerGroup) return GroupSlab{};
+  bool runs = g_mapping == GroupNormMapping::ChannelRuns;
+  for (const T* t : tensors) runs = runs && rows_run(s.c, t);
+  return plan_group_slab(s, runs);
+}
+
+// f(std::integral_constant<int, kN>) with kN the slab's channels per thread (1 or kRun): the
+// kernels' template argument.
+template <class F>
+void with_run(const GroupSlab& slab, F f) {
+  if (slab.run == kRun)
+    f(std::integral_constant<int, kRun>{});
+  else
+    f(std::integral_constant<int, 1>{});
 }
 
 // The entries, one template per storage type.
@@ -442,15 +601,18 @@ template <class T>
 void forward(const GroupNormShape& s, const T* x, const float* gamma, const float* beta, T* y,
              float* mean, float* rstd, bool silu, const DropoutSpec& dropout) {
   if (s.n * s.groups == 0) return;
-  const GroupSlab slab = slab_for(s);
+  const GroupSlab slab = slab_for<T>(s, {x, y});
   if (slab.groups > 0) {
     const auto blocks = static_cast<unsigned>(s.n * (s.groups / slab.groups));
-    if (silu)
-      DDPM_LAUNCH((group_norm_slab_forward_kernel<true, T>), blocks, kThreads)(
-          s, slab, x, gamma, beta, y, mean, rstd, dropout);
-    else
-      DDPM_LAUNCH((group_norm_slab_forward_kernel<false, T>), blocks, kThreads)(
-          s, slab, x, gamma, beta, y, mean, rstd, dropout);
+    with_run(slab, [&](auto run) {
+      constexpr int kN = decltype(run)::value;
+      if (silu)
+        DDPM_LAUNCH((group_norm_slab_forward_kernel<true, kN, T>), blocks, kThreads)(
+            s, slab, x, gamma, beta, y, mean, rstd, dropout);
+      else
+        DDPM_LAUNCH((group_norm_slab_forward_kernel<false, kN, T>), blocks, kThreads)(
+            s, slab, x, gamma, beta, y, mean, rstd, dropout);
+    });
     return;
   }
   const unsigned blocks = static_cast<unsigned>(s.n * s.groups);
@@ -467,13 +629,15 @@ void silu_dh(const GroupNormShape& s, const T* x, const float* gamma, const floa
              const float* mean, const float* rstd, const T* dy, T* dh, const DropoutSpec& dropout) {
   const int64_t total = s.n * s.s * s.c;
   if (total == 0) return;
-  const GroupSlab slab = slab_for(s);
+  const GroupSlab slab = slab_for<T>(s, {x, dy, dh});
   if (slab.groups > 0) {
     const int64_t rows = dh_rows_per_block(s, slab);
     const dim3 grid(static_cast<unsigned>(s.n * (s.groups / slab.groups)),
                     static_cast<unsigned>((s.s + rows - 1) / rows));
-    DDPM_LAUNCH(group_norm_slab_silu_dh_kernel<T>, grid, kThreads)(
-        s, slab, rows, x, gamma, beta, mean, rstd, dy, dh, dropout);
+    with_run(slab, [&](auto run) {
+      DDPM_LAUNCH((group_norm_slab_silu_dh_kernel<decltype(run)::value, T>), grid, kThreads)(
+          s, slab, rows, x, gamma, beta, mean, rstd, dy, dh, dropout);
+    });
     return;
   }
   DDPM_LAUNCH(group_norm_silu_dh_kernel<T>, grid_for(total), kThreads)(
@@ -486,18 +650,21 @@ void backward(const GroupNormShape& s, const T* x, const float* gamma, const flo
               float* workspace, GradWrite dx_write) {
   if (s.n * s.groups == 0) return;
   const bool add = dx_write == GradWrite::Accumulate;
-  const GroupSlab slab = slab_for(s);
-  // v2 with a workspace sums dgamma's and dbeta's terms per sample in its dx pass; else a
-  // column-sum pass over x and dy gives them
+  const GroupSlab slab = slab_for<T>(s, {x, dy, dx});
+  // v2 and v3 with a workspace sum dgamma's and dbeta's terms per sample in their dx pass;
+  // else a column-sum pass over x and dy gives them
   const bool params_in_dx = dx && slab.groups > 0 && workspace && (dgamma || dbeta);
   if (dx && slab.groups > 0) {
     const auto blocks = static_cast<unsigned>(s.n * (s.groups / slab.groups));
-    if (params_in_dx)
-      DDPM_LAUNCH((group_norm_slab_dx_kernel<T, true>), blocks, kThreads)(
-          s, slab, x, gamma, mean, rstd, dy, dx, add, workspace);
-    else
-      DDPM_LAUNCH((group_norm_slab_dx_kernel<T, false>), blocks, kThreads)(
-          s, slab, x, gamma, mean, rstd, dy, dx, add, nullptr);
+    with_run(slab, [&](auto run) {
+      constexpr int kN = decltype(run)::value;
+      if (params_in_dx)
+        DDPM_LAUNCH((group_norm_slab_dx_kernel<T, true, kN>), blocks, kThreads)(
+            s, slab, x, gamma, mean, rstd, dy, dx, add, workspace);
+      else
+        DDPM_LAUNCH((group_norm_slab_dx_kernel<T, false, kN>), blocks, kThreads)(
+            s, slab, x, gamma, mean, rstd, dy, dx, add, nullptr);
+    });
   } else if (dx) {
     DDPM_LAUNCH(group_norm_dx_kernel<T>, static_cast<unsigned>(s.n * s.groups), kThreads)(
         s, x, gamma, mean, rstd, dy, dx, add);
@@ -517,7 +684,7 @@ GroupNormMapping group_norm_mapping() { return g_mapping; }
 
 int64_t group_norm_backward_workspace(const GroupNormShape& s) {
   const int64_t column_sums = param_grad_plan(s, true).workspace_floats(2);
-  const int64_t sample_sums = 2 * s.n * s.c;  // v2's (N, 2, C)
+  const int64_t sample_sums = 2 * s.n * s.c;  // v2 and v3: (N, 2, C)
   return column_sums > sample_sums ? column_sums : sample_sums;
 }
 

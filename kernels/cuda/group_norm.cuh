@@ -10,19 +10,20 @@
 namespace ddpm::cuda {
 
 // How the kernels (statistics, dh, dx) map onto blocks (group_norm.cu's opening comment):
-// BlockPerGroup (v1: a block per (sample, group)) or ChannelSlab (v2, the default: a block
-// per (sample, slab of whole groups at least 16 channels wide), a thread per channel; v1
-// where one group is wider than a block). Both give the CPU reference's results within
-// float rounding, each the same bits every run. Process-wide, as the conv and attention
-// algorithms; kernel-bench memory times both.
-enum class GroupNormMapping { BlockPerGroup, ChannelSlab };
+// BlockPerGroup (v1: a block per (sample, group)), ChannelSlab (v2: a block per (sample,
+// slab of whole groups at least 16 channels wide), a thread per channel) or ChannelRuns (v3,
+// the default: v2's slabs, a thread per run of 8 adjacent channels moved as 16-byte words;
+// v2 where the rows don't allow such words, v1 where one group is wider than a block). All
+// give the CPU reference's results within float rounding, each the same bits every run.
+// Process-wide, as the conv and attention algorithms; kernel-bench memory times all three.
+enum class GroupNormMapping { BlockPerGroup, ChannelSlab, ChannelRuns };
 void set_group_norm_mapping(GroupNormMapping m);
 GroupNormMapping group_norm_mapping();
 
 void group_norm_forward(const GroupNormShape& s, const float* x, const float* gamma,
                         const float* beta, float* y, float* mean, float* rstd);
 // dgamma and dbeta are sums over the N*S rows: with group_norm_backward_workspace(s) floats
-// of workspace, summed per sample in the ChannelSlab mapping's dx pass when dx is wanted (no
+// of workspace, summed per sample in the slab mappings' dx pass when dx is wanted (no
 // pass of their own), else column sums (column_sum.cuh) in chunks; with none, one pass per
 // channel. dx accumulates, or with GradWrite::Assign is written outright
 // (kernels/grad_write.h); dgamma and dbeta accumulate.

@@ -114,6 +114,80 @@ struct ColumnPair {
   }
 };
 
+// ---- runs of kRun adjacent elements ----------------------------------------------------
+// Elements i .. i + kRun - 1 as one access each 16 bytes: kRun = 8 is one 16-byte word of
+// bf16 or two of fp32 (LDG.128 / STG.128 in SASS, where a scalar access moves 2 or 4 bytes:
+// an eighth or a quarter of the memory instructions for the same bytes); kRun = 1 is load /
+// store. The caller guarantees i a multiple of kRun and p 16-byte aligned (rows_align(ld, p,
+// kRun) on the host); the emulation traps otherwise, as a GPU faults on a misaligned word.
+constexpr int kRun = 8;
+
+__device__ __forceinline__ void check_word_aligned(const void* p) {
+#if DDPM_CUDA_EMULATION
+  if (reinterpret_cast<uintptr_t>(p) % 16 != 0) cuda_emu::trap("16-byte access not aligned");
+#else
+  (void)p;
+#endif
+}
+
+template <int kN>
+__device__ __forceinline__ void load_run(const float* p, int64_t i, float (&v)[kN]) {
+  if constexpr (kN == 1) {
+    v[0] = p[i];
+  } else {
+    static_assert(kN == kRun, "runs of 1 or kRun elements");
+    check_word_aligned(p + i);
+#pragma unroll
+    for (int w = 0; w < kRun / 4; ++w) {
+      const float4 q = reinterpret_cast<const float4*>(p + i)[w];
+      v[4 * w] = q.x;
+      v[4 * w + 1] = q.y;
+      v[4 * w + 2] = q.z;
+      v[4 * w + 3] = q.w;
+    }
+  }
+}
+template <int kN>
+__device__ __forceinline__ void load_run(const uint16_t* p, int64_t i, float (&v)[kN]) {
+  if constexpr (kN == 1) {
+    v[0] = load(p, i);
+  } else {
+    static_assert(kN == kRun, "runs of 1 or kRun elements");
+    check_word_aligned(p + i);
+    const uint4 q = *reinterpret_cast<const uint4*>(p + i);
+    const uint32_t pairs[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      v[2 * k] = float_from_bf16_bits(static_cast<uint16_t>(pairs[k] & 0xffffu));
+      v[2 * k + 1] = float_from_bf16_bits(static_cast<uint16_t>(pairs[k] >> 16));
+    }
+  }
+}
+template <int kN>
+__device__ __forceinline__ void store_run(float* p, int64_t i, const float (&v)[kN]) {
+  if constexpr (kN == 1) {
+    p[i] = v[0];
+  } else {
+    static_assert(kN == kRun, "runs of 1 or kRun elements");
+    check_word_aligned(p + i);
+#pragma unroll
+    for (int w = 0; w < kRun / 4; ++w)
+      reinterpret_cast<float4*>(p + i)[w] =
+          make_float4(v[4 * w], v[4 * w + 1], v[4 * w + 2], v[4 * w + 3]);
+  }
+}
+template <int kN>
+__device__ __forceinline__ void store_run(uint16_t* p, int64_t i, const float (&v)[kN]) {
+  if constexpr (kN == 1) {
+    store(p, i, v[0]);
+  } else {
+    static_assert(kN == kRun, "runs of 1 or kRun elements");
+    check_word_aligned(p + i);
+    *reinterpret_cast<uint4*>(p + i) = make_uint4(bf16_pair(v[0], v[1]), bf16_pair(v[2], v[3]),
+                                                  bf16_pair(v[4], v[5]), bf16_pair(v[6], v[7]));
+  }
+}
+
 // Host side: whether rows of `ld` elements from `base` (null: absent, no constraint) let any
 // k consecutive elements starting at a multiple of k move as one k-element word: ld a
 // multiple of k and base aligned to k elements. k = 2: load_cols / store_cols's pairs.
@@ -124,6 +198,12 @@ inline bool rows_align(int64_t ld, const T* base, int64_t k) {
 template <class T>
 inline bool rows_pair(int64_t ld, const T* base) {
   return rows_align(ld, base, 2);
+}
+// Whether load_run / store_run of kRun elements may walk rows of `ld` elements from `base`:
+// every run starting at a multiple of kRun then starts on a 16-byte boundary.
+template <class T>
+inline bool rows_run(int64_t ld, const T* base) {
+  return ld % kRun == 0 && reinterpret_cast<uintptr_t>(base) % 16 == 0;
 }
 
 }  // namespace ddpm::cuda

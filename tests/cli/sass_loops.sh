@@ -3,7 +3,8 @@
 # it reports per kernel is the one with the most HMMA (the outer of two nested loops, which
 # holds all three; NOPs not counted; the inner one is reported on a line of its own), FFMA
 # where a kernel has no HMMA, and a kernel with neither is left out; --filter keeps the
-# kernels whose name matches. Needs no GPU and no CUDA tools (a .sass file is read as is).
+# kernels whose name matches; --memory lists the loops with global loads and stores by access
+# width. Needs no GPU and no CUDA tools (a .sass file is read as is).
 #   tests/cli/sass_loops.sh SOURCE_DIR WORKDIR
 set -u
 src=$1 work=$2
@@ -22,4 +23,14 @@ grep -qF "loop: 5 instructions, 1 FFMA, 4 other" <<< "$out" || fail "the axpy's 
 ! grep -q "copy" <<< "$out" || fail "a kernel without HMMA or FFMA is listed: $out"
 only=$(python3 "$src/scripts/sass_loops.py" --filter axpy "$src/tests/cli/data/loops.sass" 2>&1)
 grep -q "axpy" <<< "$only" && ! grep -q "gemm" <<< "$only" || fail "--filter axpy: $only"
+# --memory: every loop with global accesses, by width (LDG.E.128 16 bytes, LDG.E 4, .U16 2),
+# NOPs left out: wide's loop is 5 instructions moving 34 bytes a thread; the gemm's loops
+# have no global access and are not listed
+mem=$(python3 "$src/scripts/sass_loops.py" --memory "$src/tests/cli/data/loops.sass" 2>&1) ||
+  fail "sass_loops.py --memory failed: $mem"
+grep -qF "loop at 0x0010: 5 instructions, 2 LDG x 16 B, 1 STG x 2 B: 34 B a thread, 2.4 instructions per 16 B" \
+  <<< "$mem" || fail "wide's loop by access width: $mem"
+grep -qF "loop at 0x0000: 3 instructions, 1 LDG x 4 B, 1 STG x 4 B: 8 B a thread, 6.0 instructions per 16 B" \
+  <<< "$mem" || fail "copy's loop: $mem"
+! grep -q "gemm" <<< "$mem" || fail "a kernel without global accesses in a loop is listed: $mem"
 echo "PASS: sass_loops"
