@@ -6,6 +6,7 @@
 // Broadcast-add backward sums dy over rows: the two-stage column sums of column_sum.cuh
 // (parallel over row chunks, fixed order, no atomics).
 #include "engine/cuda_check.h"
+#include "kernels/cuda/activation.cuh"
 #include "kernels/cuda/column_sum.cuh"
 #include "kernels/bf16.h"
 #include "kernels/tf32.h"
@@ -92,7 +93,7 @@ __global__ void clamp_backward_kernel(int64_t n, float lo, float hi, const float
   DDPM_GRID_STRIDE(i, n) if (x[i] > lo && x[i] < hi) dx[i] += dy[i];
 }
 __global__ void silu_kernel(int64_t n, const float* x, float* y) {
-  DDPM_GRID_STRIDE(i, n) y[i] = x[i] / (1.0f + expf(-x[i]));
+  DDPM_GRID_STRIDE(i, n) y[i] = silu_value(x[i]);
 }
 __global__ void round_to_bf16_kernel(int64_t n, const float* x, float* y) {
   DDPM_GRID_STRIDE(i, n) y[i] = ::ddpm::round_to_bf16(x[i]);
@@ -105,10 +106,7 @@ __global__ void round_to_tf32_kernel(int64_t n, const float* x, float* y) {
 }
 __global__ void silu_backward_kernel(int64_t n, const float* x, const float* dy, float* dx,
                                      bool add) {
-  DDPM_GRID_STRIDE(i, n) {
-    const float sig = 1.0f / (1.0f + expf(-x[i]));
-    store_grad(dx, i, dy[i] * sig * (1.0f + x[i] * (1.0f - sig)), add);
-  }
+  DDPM_GRID_STRIDE(i, n) store_grad(dx, i, dy[i] * silu_derivative(x[i]), add);
 }
 
 }  // namespace

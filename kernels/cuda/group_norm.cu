@@ -40,7 +40,9 @@
 //             mask is the run's own two Philox blocks (no shuffles). Static counts
 //             (scripts/sass_loops.py --memory, sm_90) in SASS instructions per 16 bytes a
 //             thread moves, v2 -> v3, bf16 storage: forward sums 54 -> 24 and 64 -> 32, GN +
-//             SiLU output 168 -> 117, dx sums 63 -> 34, dx write 50 -> 32, dh 136 -> 94.
+//             SiLU output 108 -> 56, dx sums 63 -> 34, dx write 50 -> 32, dh 91 -> 49 (the
+//             SiLU ones with activation.cuh's __expf and __fdividef; 168 -> 117 and
+//             136 -> 94 with expf and an IEEE division).
 //             Needs C and W multiples of 8 and every activation 16-byte aligned; else v2.
 // All sum in a fixed order (v1: block trees; v2, v3: per channel its rows' partial sums in
 // row order, then per group its channels in order): the same bits every run. No atomics.
@@ -56,6 +58,7 @@
 #include "engine/cuda_check.h"
 #include "engine/philox.h"
 #include "kernels/bf16.h"
+#include "kernels/cuda/activation.cuh"
 #include "kernels/cuda/column_sum.cuh"
 #include "kernels/cuda/group_norm.cuh"
 #include "kernels/cuda/launch.cuh"
@@ -80,8 +83,7 @@ __device__ __forceinline__ DropoutSpec read_key(DropoutSpec d) {
 __device__ __forceinline__ float silu_grad(float h, float dy, const DropoutSpec& drop,
                                            float keep_scale, bool keep) {
   if (drop.p > 0.0f) dy = keep ? dy * keep_scale : 0.0f;
-  const float sig = 1.0f / (1.0f + expf(-h));
-  return dy * sig * (1.0f + h * (1.0f - sig));
+  return dy * silu_derivative(h);
 }
 
 // ---- v1: a block per (sample, group); dh a thread per element ----------------------------
@@ -115,7 +117,7 @@ __global__ void group_norm_forward_kernel(GroupNormShape s, const T* x, const fl
   for (int64_t i = threadIdx.x; i < count; i += blockDim.x) {
     const int64_t off = (i / cg) * s.c + i % cg, c = c0 + i % cg;
     const float h = (load(xs, off) - mu) * r * gamma[c] + beta[c];
-    const float v = kSilu ? h / (1.0f + expf(-h)) : h;
+    const float v = kSilu ? silu_value(h) : h;
     if (drop.p > 0.0f)
       store(ys, off, dropout_keeps(drop, n * s.s * s.c + c0 + off) ? v * keep_scale : 0.0f);
     else
@@ -421,7 +423,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int e = 0; e < kN; ++e) {
       const float h = (xv[e] - mu[e]) * r[e] * gm[e] + bt[e];
-      const float o = kSilu ? h / (1.0f + expf(-h)) : h;
+      const float o = kSilu ? silu_value(h) : h;
       out[e] = drop.p > 0.0f ? (keep[e] ? o * keep_scale : 0.0f) : o;
     }
     store_run(y, i, out);

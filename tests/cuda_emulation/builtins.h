@@ -18,6 +18,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 
 #define __global__
@@ -223,6 +224,11 @@ T atomicMin(T* address, T v) {
 inline float rsqrtf(float x) {
   return 1.0f / std::sqrt(x);
 }
+// The GPU's __expf and __fdividef are approximations (ex2.approx, rcp.approx) within a few
+// ulp, which the emulation does not reproduce bit for bit: it gives the exact value rounded,
+// so a test may not hold either to the emulation's bits. It does keep __fdividef's one
+// departure from a division larger than a few ulp: a divisor past 2^126 in size gives a
+// zero (its approximate reciprocal is flushed), an infinite dividend then a NaN.
 inline float __expf(float x) {
   return std::exp(x);
 }
@@ -230,6 +236,9 @@ inline float __logf(float x) {
   return std::log(x);
 }
 inline float __fdividef(float a, float b) {
+  const float size = std::fabs(b);
+  if (size > 0x1p126f && size <= std::numeric_limits<float>::max())
+    return a * std::copysign(0.0f, b);
   return a / b;
 }
 inline float __saturatef(float x) {

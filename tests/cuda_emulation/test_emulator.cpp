@@ -13,6 +13,7 @@
 #include <mma.h>
 
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <vector>
@@ -665,6 +666,20 @@ TEST(Emulator, CpAsyncWavefrontsCountTheBankConflictsOfItsDestinations) {
   const cuda_emu::SharedTraffic t = traffic_of("cp_async_chunks");
   EXPECT_EQ(t.unmatched_cp_async_warps, 1u);
   EXPECT_EQ(t.cp_async.instructions, 2u) << "warp 1's two, not warp 0's";
+}
+
+// __fdividef multiplies by an approximate reciprocal that is flushed to zero past 2^126:
+// the emulation keeps that (kernels/cuda/activation.cuh's SiLU relies on it for h < -87.3),
+// and divides exactly elsewhere.
+TEST(Emulator, FastDivisionByADivisorPast2To126IsZero) {
+  EXPECT_EQ(__fdividef(3.0f, 4.0f), 0.75f);
+  EXPECT_EQ(__fdividef(1.0f, 0x1p126f), 0x1p-126f);
+  for (const float huge : {0x1.000002p126f, 0x1p127f, std::numeric_limits<float>::max()}) {
+    EXPECT_EQ(__fdividef(-5.0f, huge), 0.0f) << huge;
+    EXPECT_TRUE(std::signbit(__fdividef(-5.0f, huge))) << huge;
+    EXPECT_TRUE(std::isnan(__fdividef(INFINITY, huge))) << huge;
+  }
+  EXPECT_EQ(__fdividef(2.0f, INFINITY), 0.0f);
 }
 
 // ---- fault injection (run by ctest, which expects the sanitizer's report) ----
