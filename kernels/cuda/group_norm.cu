@@ -242,7 +242,9 @@ struct SlabThread {
   }
   // Whether it stores the mean and rstd of channel c + e's group: the thread of the first
   // row that holds the group's first channel.
-  __device__ bool writes_stats(int e, int64_t cg) const { return r0 == 0 && (j + e) % cg == 0; }
+  __device__ bool writes_stats(int e, int64_t cg) const {
+    return r0 == 0 && (static_cast<int>(j) + e) % static_cast<int>(cg) == 0;
+  }
 };
 
 // Dropout's mask, four elements to a Philox block. The keep decision of element i is word
