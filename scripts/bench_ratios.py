@@ -47,6 +47,8 @@ RULES = {
     ("group_norm", "block per group, bf16 storage"): ("block per group", None),
     ("group_norm", "channel slab, bf16 storage"): ("block per group, bf16 storage", None),
     ("group_norm", "channel runs, bf16 storage"): ("channel slab, bf16 storage", None),
+    ("group_norm+silu bwd", "fused (dh recomputed), bf16 storage"):
+        ("dh pass, then dx pass, bf16 storage", None),
     ("corrupt", "fused f32 x0"): ("unfused chain", None),
     ("corrupt", "fused u8 x0 + flip"): ("unfused chain", None),
     ("loss", "fused"): ("unfused chain", None),

@@ -102,7 +102,9 @@ TEST(BenchSmoke, EveryMemoryLinearAndLossRowRuns) {
         EXPECT_EQ(rows.count(kernel + (" / " + mapping + ", bf16 storage")), 1u)
             << kernel << " / " << mapping << ", bf16 storage";
     }
-    for (const char* row : {"broadcast add (per sample) / float4 words",
+    for (const char* row : {"group_norm+silu bwd / dh pass, then dx pass, bf16 storage",
+                            "group_norm+silu bwd / fused (dh recomputed), bf16 storage",
+                            "broadcast add (per sample) / float4 words",
                             "upsample 2x fwd / thread per input, 2x2 block",
                             "concat (skip) / 16-byte words",
                             "concat (skip) / 16-byte words, bf16 storage",

@@ -22,6 +22,7 @@
 
 #include "kernels/bf16.h"
 #include "kernels/cpu/group_norm_bf16.h"
+#include "kernels/grad_write.h"
 #include "tests/test_util.h"
 
 #if DDPM_WITH_CUDA
@@ -184,6 +185,111 @@ TEST(CudaGroupNormBf16, ChannelRunsTakeTheSlabWhereRowsAreNotAligned) {
   expect_the_reference(s, 330, 1, 0);
   expect_the_reference(s, 340, 0, 1);
   expect_the_reference(s, 350, 8, 8);
+}
+
+// The fused GN + SiLU backward without dropout (group_norm_silu_backward: one kernel that
+// recomputes dh as it reads x and dy) against the two kernels it replaces (group_norm_silu_dh
+// writing dh, group_norm_backward reading it), bit for bit: dx accumulated onto a start and
+// written outright, dgamma and dbeta accumulated, or not wanted. In each storage, on v2's
+// and v3's paths (65 channels: v3 runs v2); v1 has no fused kernel and refuses, naming the
+// shape.
+template <class T>
+void expect_fused_silu_backward_is_the_chain(const GroupNormShape& s, uint64_t stream) {
+  const int64_t elems = s.n * s.s * s.c, stats = s.n * s.groups;
+  const auto stored = [](const std::vector<uint16_t>& bits) {
+    if constexpr (sizeof(T) == 2) {
+      return bits;
+    } else {
+      std::vector<float> v(bits.size());
+      for (size_t i = 0; i < bits.size(); ++i) v[i] = float_from_bf16_bits(bits[i]);
+      return v;
+    }
+  };
+  const std::vector<T> x = stored(bf16_randoms(elems, stream, 2.0)),
+                       dy = stored(bf16_randoms(elems, stream + 1, 1.0)),
+                       dx0 = stored(bf16_randoms(elems, stream + 2, 0.5));
+  const std::vector<float> gamma = randoms(s.c, stream + 3), beta = randoms(s.c, stream + 4);
+  const OnDevice<T> gx(x), gy(elems), gdy(dy), gdh(elems);
+  const OnDevice<float> gg(gamma), gb(beta), mean(stats), rstd(stats);
+  const OnDevice<float> ws(cuda::group_norm_backward_workspace(s));
+  const auto forward = [&] {
+    if constexpr (sizeof(T) == 2)
+      cuda::group_norm_forward_bf16(s, gx.ptr, gg.ptr, gb.ptr, gy.ptr, mean.ptr, rstd.ptr, true);
+    else
+      cuda::group_norm_silu_forward(s, gx.ptr, gg.ptr, gb.ptr, gy.ptr, mean.ptr, rstd.ptr);
+  };
+  forward();
+  for (const GradWrite write : {GradWrite::Accumulate, GradWrite::Assign}) {
+    for (const bool params : {true, false}) {
+      SCOPED_TRACE(std::string(write == GradWrite::Assign ? "dx assigned" : "dx accumulated") +
+                   (params ? ", dgamma and dbeta" : ", no parameter gradients"));
+      const OnDevice<T> chain_dx(dx0), fused_dx(dx0);
+      const OnDevice<float> chain_dg(s.c), chain_db(s.c), fused_dg(s.c), fused_db(s.c);
+      if constexpr (sizeof(T) == 2) {
+        cuda::group_norm_silu_dh_bf16(s, gx.ptr, gg.ptr, gb.ptr, mean.ptr, rstd.ptr, gdy.ptr,
+                                      gdh.ptr);
+        cuda::group_norm_backward_bf16(s, gx.ptr, gg.ptr, mean.ptr, rstd.ptr, gdh.ptr,
+                                       chain_dx.ptr, params ? chain_dg.ptr : nullptr,
+                                       params ? chain_db.ptr : nullptr, ws.ptr, write);
+        cuda::group_norm_silu_backward_bf16(s, gx.ptr, gg.ptr, gb.ptr, mean.ptr, rstd.ptr,
+                                            gdy.ptr, fused_dx.ptr,
+                                            params ? fused_dg.ptr : nullptr,
+                                            params ? fused_db.ptr : nullptr, ws.ptr, write);
+      } else {
+        cuda::group_norm_silu_dh(s, gx.ptr, gg.ptr, gb.ptr, mean.ptr, rstd.ptr, gdy.ptr, gdh.ptr);
+        cuda::group_norm_backward(s, gx.ptr, gg.ptr, mean.ptr, rstd.ptr, gdh.ptr, chain_dx.ptr,
+                                  params ? chain_dg.ptr : nullptr, params ? chain_db.ptr : nullptr,
+                                  ws.ptr, write);
+        cuda::group_norm_silu_backward(s, gx.ptr, gg.ptr, gb.ptr, mean.ptr, rstd.ptr, gdy.ptr,
+                                       fused_dx.ptr, params ? fused_dg.ptr : nullptr,
+                                       params ? fused_db.ptr : nullptr, ws.ptr, write);
+      }
+      EXPECT_EQ(fused_dx.get(), chain_dx.get());
+      EXPECT_EQ(fused_dg.get(), chain_dg.get());
+      EXPECT_EQ(fused_db.get(), chain_db.get());
+      if (params) {  // the sums happened: not all zero
+        const std::vector<float> dg = fused_dg.get();
+        EXPECT_NE(std::count(dg.begin(), dg.end(), 0.0f), static_cast<long>(dg.size()));
+      }
+    }
+  }
+}
+
+TEST(CudaGroupNormBf16, FusedSiluBackwardIsTheTwoKernelsBitForBit) {
+  REQUIRE_GPU();
+  const GroupNormShape shapes[] = {{2, 35, 64, 16, 1e-6f}, {3, 35, 65, 13, 1e-6f},
+                                   {2, 20, 48, 4, 1e-6f}};
+  for (const cuda::GroupNormMapping mapping :
+       {cuda::GroupNormMapping::ChannelSlab, cuda::GroupNormMapping::ChannelRuns}) {
+    const GroupNormVersion version(mapping);
+    uint64_t stream = 500;
+    for (const GroupNormShape& s : shapes) {
+      SCOPED_TRACE(std::string(test::mapping_name(mapping)) + " (" + std::to_string(s.n) + ", " +
+                   std::to_string(s.s) + ", " + std::to_string(s.c) + ") / " +
+                   std::to_string(s.groups));
+      ASSERT_TRUE(cuda::group_norm_silu_backward_fuses(s, 0.0f));
+      EXPECT_FALSE(cuda::group_norm_silu_backward_fuses(s, 0.1f)) << "dropout takes the chain";
+      {
+        SCOPED_TRACE("bf16 storage");
+        expect_fused_silu_backward_is_the_chain<uint16_t>(s, stream);
+      }
+      {
+        SCOPED_TRACE("f32 storage");
+        expect_fused_silu_backward_is_the_chain<float>(s, stream + 10);
+      }
+      stream += 20;
+    }
+  }
+  const GroupNormVersion v1(cuda::GroupNormMapping::BlockPerGroup);
+  const GroupNormShape s{2, 35, 64, 16, 1e-6f};
+  EXPECT_FALSE(cuda::group_norm_silu_backward_fuses(s, 0.0f));
+  const OnDevice<float> x(s.n * s.s * s.c), stats(s.n * s.groups), c(s.c);
+  test::expect_error(
+      [&] {
+        cuda::group_norm_silu_backward(s, x.ptr, c.ptr, c.ptr, stats.ptr, stats.ptr, x.ptr, x.ptr,
+                                       nullptr, nullptr, nullptr);
+      },
+      {"group_norm_silu_backward", "(2, 35, 64) in 16 groups", "no slab"});
 }
 
 // Storage is the only difference: the bf16 kernels on values that are bf16 already give the

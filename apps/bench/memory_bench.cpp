@@ -1,7 +1,8 @@
 // kernel-bench memory: the memory-bound kernels of the CIFAR-10 model's step (group norm,
 // SiLU, the per-sample broadcast add, upsampling, the skip concatenation, the upsampler's
-// phase interleaving) in GB/s of the bytes they must move; group norm in both of its
-// mappings onto blocks, with f32 and with bf16 storage.
+// phase interleaving) in GB/s of the bytes they must move; group norm in each of its
+// mappings onto blocks, with f32 and with bf16 storage, and the GN + SiLU backward as two
+// kernels and as one.
 #include <cstdio>
 #include <vector>
 
@@ -77,6 +78,37 @@ void bench_memory_bound(const Options& o, Timer& timer, Report& report) {
       }), 6.0 * n);
     }
     cuda::set_group_norm_mapping(chosen);
+    // The GN + SiLU backward without dropout in bf16 storage, dx written outright and dgamma,
+    // dbeta summed (as the U-Net's first GN + SiLU of a ResBlock runs it): the two kernels
+    // (dh, then dx: x, dy read and dh written, then x, dh read twice and dx written, 16 bytes
+    // an element) against the one that recomputes dh (x, dy read twice, dx written: 10).
+    if (cuda::group_norm_silu_backward_fuses(gs, 0.0f)) {
+      const Tensor dh = Tensor::zeros(x.shape(), DType::BF16, Device::CUDA);
+      const Tensor ws = Tensor::zeros(Shape{cuda::group_norm_backward_workspace(gs)}, DType::F32,
+                                      Device::CUDA);
+      const Tensor dgb = Tensor::zeros(Shape{2, m.c}, DType::F32, Device::CUDA);
+      auto* dh_bits = static_cast<uint16_t*>(dh.raw());
+      float* dg = dgb.data<float>();
+      cuda::group_norm_forward_bf16(gs, xb_bits, g.data<float>(), g.data<float>(), yb_bits,
+                                    mean.data<float>(), rstd.data<float>(), true);
+      add_bytes("group_norm+silu bwd", shape, "dh pass, then dx pass, bf16 storage",
+                timer.median_ms([&] {
+                  cuda::group_norm_silu_dh_bf16(gs, xb_bits, g.data<float>(), g.data<float>(),
+                                                mean.data<float>(), rstd.data<float>(), xb_bits,
+                                                dh_bits);
+                  cuda::group_norm_backward_bf16(gs, xb_bits, g.data<float>(), mean.data<float>(),
+                                                 rstd.data<float>(), dh_bits, yb_bits, dg,
+                                                 dg + m.c, ws.data<float>(), GradWrite::Assign);
+                }), 16.0 * n);
+      add_bytes("group_norm+silu bwd", shape, "fused (dh recomputed), bf16 storage",
+                timer.median_ms([&] {
+                  cuda::group_norm_silu_backward_bf16(gs, xb_bits, g.data<float>(),
+                                                      g.data<float>(), mean.data<float>(),
+                                                      rstd.data<float>(), xb_bits, yb_bits, dg,
+                                                      dg + m.c, ws.data<float>(),
+                                                      GradWrite::Assign);
+                }), 10.0 * n);
+    }
     add_bytes("silu fwd", shape, "grid-stride", timer.median_ms([&] {
       cuda::silu_forward(n, x.data<float>(), y.data<float>());
     }), 8.0 * n);

@@ -130,13 +130,22 @@ Tensor group_norm_impl(const char* op, const Tensor& x, const Tensor& gamma, con
                 ptr_or_null<float>(dbeta), dx_to.write));
       }, [&] {
         DDPM_CUDA_ONLY(
+            const Tensor ws = detail::cuda_workspace(
+                dgamma.defined() || dbeta.defined() ? cuda::group_norm_backward_workspace(s) : 0);
+            // without dropout, one kernel recomputes dh as it goes (the same bits)
+            if (silu && dx.defined() && cuda::group_norm_silu_backward_fuses(s, drop.p)) {
+              cuda::group_norm_silu_backward(
+                  s, x.data<float>(), gamma.data<float>(), beta.data<float>(), mean.data<float>(),
+                  rstd.data<float>(), g[0].data<float>(), dx.data<float>(),
+                  ptr_or_null<float>(dgamma), ptr_or_null<float>(dbeta), ptr_or_null<float>(ws),
+                  dx_to.write);
+              return;
+            }
             const Tensor dh = batch_dh();
             if (silu) cuda::group_norm_silu_dh(s, x.data<float>(), gamma.data<float>(),
                                                beta.data<float>(), mean.data<float>(),
                                                rstd.data<float>(), g[0].data<float>(),
                                                dh.data<float>(), drop);
-            const Tensor ws = detail::cuda_workspace(
-                dgamma.defined() || dbeta.defined() ? cuda::group_norm_backward_workspace(s) : 0);
             cuda::group_norm_backward(s, x.data<float>(), gamma.data<float>(), mean.data<float>(),
                                       rstd.data<float>(), dh.data<float>(), ptr_or_null<float>(dx),
                                       ptr_or_null<float>(dgamma), ptr_or_null<float>(dbeta),
@@ -148,8 +157,9 @@ Tensor group_norm_impl(const char* op, const Tensor& x, const Tensor& gamma, con
 }
 
 // bf16 activations (x, y and their gradients) with fp32 gamma, beta, statistics and sums:
-// the *_bf16 kernels (half the bytes of the f32 ones). The backward stores dh = dy * silu'
-// in bf16 between its two passes (one rounding more than the f32 chain the fallback runs).
+// the *_bf16 kernels (half the bytes of the f32 ones). The backward rounds dh = dy * silu'
+// to bf16 between its two passes (stored, or without dropout recomputed in one kernel: the
+// same bits), one rounding more than the f32 chain the fallback runs.
 Tensor group_norm_bf16(const char* op, const Tensor& x, const Tensor& gamma, const Tensor& beta,
                        int64_t groups, double eps, bool silu, const cuda::DropoutSpec& drop) {
   for (const Tensor* t : {&gamma, &beta})
@@ -180,18 +190,26 @@ Tensor group_norm_bf16(const char* op, const Tensor& x, const Tensor& gamma, con
       const GradTarget dx_to = grad_target(gx);
       const Tensor dx = detail::buffer_on(dx_to, x.device());
       const Tensor dgamma = detail::grad_or_null(gg), dbeta = detail::grad_or_null(gb);
-      const Tensor dh = silu ? Tensor::empty(x.shape(), DType::BF16, x.device()) : g[0];
       uint16_t* const dx_bits = dx.defined() ? bf16_bits(dx) : nullptr;
       if (x.device() == Device::CUDA) {
         const std::string backward_op = std::string(op) + " backward";
         OpTimer timer(backward_op.c_str(), true);
         DDPM_CUDA_ONLY(
+            const Tensor ws = detail::cuda_workspace(
+                dgamma.defined() || dbeta.defined() ? cuda::group_norm_backward_workspace(s) : 0);
+            // without dropout, one kernel recomputes dh as it goes (the same bits)
+            if (silu && dx_bits && cuda::group_norm_silu_backward_fuses(s, drop.p)) {
+              cuda::group_norm_silu_backward_bf16(
+                  s, bf16_bits(x), gamma.data<float>(), beta.data<float>(), mean.data<float>(),
+                  rstd.data<float>(), bf16_bits(g[0]), dx_bits, ptr_or_null<float>(dgamma),
+                  ptr_or_null<float>(dbeta), ptr_or_null<float>(ws), dx_to.write);
+              return;
+            }
+            const Tensor dh = silu ? Tensor::empty(x.shape(), DType::BF16, x.device()) : g[0];
             if (silu) cuda::group_norm_silu_dh_bf16(s, bf16_bits(x), gamma.data<float>(),
                                                     beta.data<float>(), mean.data<float>(),
                                                     rstd.data<float>(), bf16_bits(g[0]),
                                                     bf16_bits(dh), drop);
-            const Tensor ws = detail::cuda_workspace(
-                dgamma.defined() || dbeta.defined() ? cuda::group_norm_backward_workspace(s) : 0);
             cuda::group_norm_backward_bf16(s, bf16_bits(x), gamma.data<float>(),
                                            mean.data<float>(), rstd.data<float>(), bf16_bits(dh),
                                            dx_bits, ptr_or_null<float>(dgamma),
@@ -199,6 +217,7 @@ Tensor group_norm_bf16(const char* op, const Tensor& x, const Tensor& gamma, con
                                            dx_to.write));
         return;
       }
+      const Tensor dh = silu ? Tensor::empty(x.shape(), DType::BF16, x.device()) : g[0];
       if (silu)
         cpu::group_norm_silu_dh_bf16(s, bf16_bits(x), gamma.data<float>(), beta.data<float>(),
                                      mean.data<float>(), rstd.data<float>(), bf16_bits(g[0]),

@@ -6,6 +6,9 @@
 //             loses digits); pass 3 writes y (and the fused SiLU, dropout).
 //   backward  sums g = dy*gamma and g*xhat per group, then writes dx += rstd (g - mean(g) -
 //             xhat mean(g xhat)) (or dx = ..., the first contribution: kernels/grad_write.h);
+//             the fused GN + SiLU's first turns its dy into dh = dy silu'(h): a pass of its
+//             own that writes dh (with dropout, and in v1), or recomputed in both of v2's
+//             and v3's dx reads (without dropout: group_norm_silu_backward, the same bits);
 //             dgamma/dbeta: sums of dy xhat and dy over the N*S rows: in v2's and v3's dx
 //             pass per (sample, channel), then over the samples (with a workspace, when dx
 //             is wanted), else the two-stage column sums of column_sum.cuh, a pass of their
@@ -55,6 +58,7 @@
 #include <initializer_list>
 #include <type_traits>
 
+#include "engine/check.h"
 #include "engine/cuda_check.h"
 #include "engine/philox.h"
 #include "kernels/bf16.h"
@@ -432,15 +436,40 @@ __global__ void __launch_bounds__(kThreads)
   });
 }
 
+// The gradient at the norm's output for elements i .. i + kN - 1 into dv, x's values in xv:
+// dy itself (the norm's own backward), or with kSiluIn (the fused GN + SiLU without
+// dropout) dh = dy silu'(h), h recomputed from x, rounded as storage T holds it: the bits
+// group_norm_silu_dh would have written to memory and this pass read back.
+template <bool kSiluIn, int kN, class T>
+__device__ __forceinline__ void norm_output_grad(const T* x, const T* dy, int64_t i,
+                                                 const float (&mu)[kN], const float (&r)[kN],
+                                                 const float (&gm)[kN], const float (&bt)[kN],
+                                                 float (&xv)[kN], float (&dv)[kN]) {
+  load_run(dy, i, dv);
+  load_run(x, i, xv);
+  if constexpr (kSiluIn) {
+#pragma unroll
+    for (int e = 0; e < kN; ++e) {
+      const float h = (xv[e] - mu[e]) * r[e] * gm[e] + bt[e];
+      dv[e] = as_stored<T>(dv[e] * silu_derivative(h));
+    }
+  }
+}
+
 // dx from dy (the gradient at the norm's output) as the first mapping's dx kernel: per group
 // mean(g) and mean(g xhat) with g = dy gamma, then dx (+)= rstd (g - mean(g) - xhat
 // mean(g xhat)). kSampleSums: from the same reads, each (sample, channel)'s sums of dy xhat
 // and dy over the sample's rows into sample_sums (N, 2, C), which dgamma and dbeta add up
-// over the samples (param_grads_kernel): no third pass over x and dy for them.
-template <class T, bool kSampleSums, int kN>
+// over the samples (param_grads_kernel): no third pass over x and dy for them. kSiluIn: dy
+// is the gradient at the fused SiLU's output (no dropout), and both passes recompute dh
+// from it (norm_output_grad; beta is read only then): the fused op's whole backward in one
+// kernel, with the same bits as the dh kernel and this one, where those write dh and read
+// it back twice.
+template <class T, bool kSampleSums, int kN, bool kSiluIn = false>
 __global__ void __launch_bounds__(kThreads)
     group_norm_slab_dx_kernel(GroupNormShape s, GroupSlab p, const T* x,  // x (N, S, C)
-                              const float* gamma, const float* mean, const float* rstd,
+                              const float* gamma, const float* beta,     // (C)
+                              const float* mean, const float* rstd,      // (N, G)
                               const T* dy, T* dx, bool add,  // dy, dx (N, S, C)
                               float* sample_sums) {          // (N, 2, C) or null
   constexpr int kValues = kSampleSums ? 4 : 2;
@@ -448,19 +477,19 @@ __global__ void __launch_bounds__(kThreads)
   const SlabThread t(s, p, s.s);
   const int64_t cg = s.channels_per_group();
   const float count = static_cast<float>(s.s * cg);
-  float mu[kN], r[kN], gm[kN];
+  float mu[kN], r[kN], gm[kN], bt[kN];
 #pragma unroll
   for (int e = 0; e < kN; ++e) {
     mu[e] = mean[t.stat0 + t.group(e, cg)];
     r[e] = rstd[t.stat0 + t.group(e, cg)];
     gm[e] = gamma[t.c + e];
+    bt[e] = kSiluIn ? beta[t.c + e] : 0.0f;
   }
   float v[kValues][kN] = {};  // sums of g, of g xhat (and of dy xhat, of dy), per channel
   float dv[kN], xv[kN];
 #pragma unroll 4
   for (int64_t i = t.first; i < t.end; i += t.step) {
-    load_run(dy, i, dv);
-    load_run(x, i, xv);
+    norm_output_grad<kSiluIn>(x, dy, i, mu, r, gm, bt, xv, dv);
 #pragma unroll
     for (int e = 0; e < kN; ++e) {
       const float g = dv[e] * gm[e], xc = xv[e] - mu[e];
@@ -488,8 +517,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll 4
   for (int64_t i = t.first; i < t.end; i += t.step) {
     float out[kN];
-    load_run(dy, i, dv);
-    load_run(x, i, xv);
+    norm_output_grad<kSiluIn>(x, dy, i, mu, r, gm, bt, xv, dv);
     if (add) load_run(dx, i, out);
 #pragma unroll
     for (int e = 0; e < kN; ++e) {
@@ -664,10 +692,10 @@ void backward(const GroupNormShape& s, const T* x, const float* gamma, const flo
       constexpr int kN = decltype(run)::value;
       if (params_in_dx)
         DDPM_LAUNCH((group_norm_slab_dx_kernel<T, true, kN>), blocks, kThreads)(
-            s, slab, x, gamma, mean, rstd, dy, dx, add, workspace);
+            s, slab, x, gamma, nullptr, mean, rstd, dy, dx, add, workspace);
       else
         DDPM_LAUNCH((group_norm_slab_dx_kernel<T, false, kN>), blocks, kThreads)(
-            s, slab, x, gamma, mean, rstd, dy, dx, add, nullptr);
+            s, slab, x, gamma, nullptr, mean, rstd, dy, dx, add, nullptr);
     });
   } else if (dx) {
     DDPM_LAUNCH(group_norm_dx_kernel<T>, static_cast<unsigned>(s.n * s.groups), kThreads)(
@@ -681,7 +709,56 @@ void backward(const GroupNormShape& s, const T* x, const float* gamma, const flo
                    ParamGradTerms<T>{s, x, mean, rstd, dy}, workspace, dgamma, dbeta);
 }
 
+// The fused GN + SiLU's backward without dropout (group_norm.cuh): one slab dx kernel with
+// kSiluIn, then dgamma and dbeta from its per-sample sums.
+template <class T>
+void silu_backward(const GroupNormShape& s, const T* x, const float* gamma, const float* beta,
+                   const float* mean, const float* rstd, const T* dy, T* dx, float* dgamma,
+                   float* dbeta, float* workspace, GradWrite dx_write) {
+  const bool params = dgamma || dbeta;
+  CHECK(group_norm_silu_backward_fuses(s, 0.0f) && dx && (workspace || !params),
+        "group_norm_silu_backward: shape (" << s.n << ", " << s.s << ", " << s.c << ") in "
+                                            << s.groups << " groups has no slab under the "
+                                            << "chosen mapping, or dx or the workspace is null");
+  if (s.n * s.groups == 0) return;
+  const GroupSlab slab = slab_for<T>(s, {x, dy, dx});
+  const auto blocks = static_cast<unsigned>(s.n * (s.groups / slab.groups));
+  const bool add = dx_write == GradWrite::Accumulate;
+  with_run(slab, [&](auto run) {
+    constexpr int kN = decltype(run)::value;
+    if (params)
+      DDPM_LAUNCH((group_norm_slab_dx_kernel<T, true, kN, true>), blocks, kThreads)(
+          s, slab, x, gamma, beta, mean, rstd, dy, dx, add, workspace);
+    else
+      DDPM_LAUNCH((group_norm_slab_dx_kernel<T, false, kN, true>), blocks, kThreads)(
+          s, slab, x, gamma, beta, mean, rstd, dy, dx, add, nullptr);
+  });
+  if (params)
+    DDPM_LAUNCH(group_norm_param_grads_kernel, grid_for(2 * s.c), kThreads)(s.n, s.c, workspace,
+                                                                          dgamma, dbeta);
+}
+
 }  // namespace
+
+bool group_norm_silu_backward_fuses(const GroupNormShape& s, float dropout_p) {
+  return dropout_p <= 0.0f && g_mapping != GroupNormMapping::BlockPerGroup &&
+         plan_group_slab(s, false).groups > 0;
+}
+
+void group_norm_silu_backward(const GroupNormShape& s, const float* x, const float* gamma,
+                              const float* beta, const float* mean, const float* rstd,
+                              const float* dy, float* dx, float* dgamma, float* dbeta,
+                              float* workspace, GradWrite dx_write) {
+  silu_backward(s, x, gamma, beta, mean, rstd, dy, dx, dgamma, dbeta, workspace, dx_write);
+}
+
+void group_norm_silu_backward_bf16(const GroupNormShape& s, const uint16_t* x,
+                                   const float* gamma, const float* beta, const float* mean,
+                                   const float* rstd, const uint16_t* dy, uint16_t* dx,
+                                   float* dgamma, float* dbeta, float* workspace,
+                                   GradWrite dx_write) {
+  silu_backward(s, x, gamma, beta, mean, rstd, dy, dx, dgamma, dbeta, workspace, dx_write);
+}
 
 void set_group_norm_mapping(GroupNormMapping m) { g_mapping = m; }
 GroupNormMapping group_norm_mapping() { return g_mapping; }

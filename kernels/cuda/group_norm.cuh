@@ -54,6 +54,19 @@ void group_norm_silu_dh(const GroupNormShape& s, const float* x, const float* ga
                         const float* beta, const float* mean, const float* rstd, const float* dy,
                         float* dh, const DropoutSpec& dropout = {});
 
+// The fused GroupNorm + SiLU's whole backward in one kernel when there is no dropout: dx
+// (and dgamma, dbeta) from dy, the gradient at the SiLU's output, recomputing dh = dy
+// silu'(h) as it reads x and dy (rounded as its storage would hold it), where
+// group_norm_silu_dh then group_norm_backward write dh and read it back twice; the same bits
+// as those two. For shapes that group_norm_silu_backward_fuses (a channel-slab mapping takes
+// the shape, and dropout_p is 0); dx is required, and a workspace of
+// group_norm_backward_workspace(s) floats when dgamma or dbeta is wanted.
+bool group_norm_silu_backward_fuses(const GroupNormShape& s, float dropout_p);
+void group_norm_silu_backward(const GroupNormShape& s, const float* x, const float* gamma,
+                              const float* beta, const float* mean, const float* rstd,
+                              const float* dy, float* dx, float* dgamma, float* dbeta,
+                              float* workspace, GradWrite dx_write = GradWrite::Accumulate);
+
 // The same kernels with the activations (x, y, dy, dh, dx) stored as bf16 bits (uint16_t,
 // kernels/bf16.h): read into fp32, every sum, the statistics (mean, rstd), the affine
 // parameters and dgamma / dbeta in fp32, each stored activation rounded once (nearest,
@@ -72,5 +85,10 @@ void group_norm_backward_bf16(const GroupNormShape& s, const uint16_t* x, const 
                               uint16_t* dx, float* dgamma, float* dbeta,
                               float* workspace = nullptr,
                               GradWrite dx_write = GradWrite::Accumulate);
+void group_norm_silu_backward_bf16(const GroupNormShape& s, const uint16_t* x,
+                                   const float* gamma, const float* beta, const float* mean,
+                                   const float* rstd, const uint16_t* dy, uint16_t* dx,
+                                   float* dgamma, float* dbeta, float* workspace,
+                                   GradWrite dx_write = GradWrite::Accumulate);
 
 }  // namespace ddpm::cuda

@@ -28,6 +28,15 @@ __device__ __forceinline__ uint16_t bf16_round(float v) {
 #endif
 }
 
+// v as storage T holds it: v (fp32), or v rounded to bf16 and read back (bf16 bits).
+template <class T>
+__device__ __forceinline__ float as_stored(float v) {
+  if constexpr (sizeof(T) == 2)
+    return float_from_bf16_bits(bf16_round(v));
+  else
+    return v;
+}
+
 __device__ __forceinline__ void store(float* p, int64_t i, float v) { p[i] = v; }
 __device__ __forceinline__ void store(uint16_t* p, int64_t i, float v) { p[i] = bf16_round(v); }
 
