@@ -251,6 +251,23 @@ struct SlabThread {
   }
 };
 
+// The backward's per-channel constants of a thread's run: each channel's group mean and
+// rstd, gamma, and beta (zeros where beta is null: the kernels that do not use it).
+template <int kN>
+__device__ __forceinline__ void run_parameters(const SlabThread& t, int64_t cg,
+                                               const float* mean, const float* rstd,
+                                               const float* gamma, const float* beta,
+                                               float (&mu)[kN], float (&r)[kN], float (&gm)[kN],
+                                               float (&bt)[kN]) {
+#pragma unroll
+  for (int e = 0; e < kN; ++e) {
+    mu[e] = mean[t.stat0 + t.group(e, cg)];
+    r[e] = rstd[t.stat0 + t.group(e, cg)];
+    gm[e] = gamma[t.c + e];
+    bt[e] = beta ? beta[t.c + e] : 0.0f;
+  }
+}
+
 // Dropout's mask, four elements to a Philox block. The keep decision of element i is word
 // i % 4 of Philox block i / 4 (philox_uniform: the CPU's bits), so a thread per element that
 // computes its block keeps one word of four: four times the Philox rounds the mask needs
@@ -478,13 +495,7 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t cg = s.channels_per_group();
   const float count = static_cast<float>(s.s * cg);
   float mu[kN], r[kN], gm[kN], bt[kN];
-#pragma unroll
-  for (int e = 0; e < kN; ++e) {
-    mu[e] = mean[t.stat0 + t.group(e, cg)];
-    r[e] = rstd[t.stat0 + t.group(e, cg)];
-    gm[e] = gamma[t.c + e];
-    bt[e] = kSiluIn ? beta[t.c + e] : 0.0f;
-  }
+  run_parameters(t, cg, mean, rstd, gamma, kSiluIn ? beta : nullptr, mu, r, gm, bt);
   float v[kValues][kN] = {};  // sums of g, of g xhat (and of dy xhat, of dy), per channel
   float dv[kN], xv[kN];
 #pragma unroll 4
@@ -555,13 +566,7 @@ __global__ void __launch_bounds__(kThreads)
   const SlabThread t(s, p, rows_per_block);
   const int64_t cg = s.channels_per_group();
   float mu[kN], r[kN], gm[kN], bt[kN];
-#pragma unroll
-  for (int e = 0; e < kN; ++e) {
-    mu[e] = mean[t.stat0 + t.group(e, cg)];
-    r[e] = rstd[t.stat0 + t.group(e, cg)];
-    gm[e] = gamma[t.c + e];
-    bt[e] = beta[t.c + e];
-  }
+  run_parameters(t, cg, mean, rstd, gamma, beta, mu, r, gm, bt);
   const float keep_scale = 1.0f / (1.0f - drop.p);
   for_each_with_mask<kN>(t, p, drop, [&](int64_t i, const bool (&keep)[kN]) {
     float xv[kN], dv[kN], out[kN];
