@@ -72,10 +72,13 @@ __device__ __forceinline__ void load_pair(const float* p, int64_t i, float (&v)[
   v[0] = q.x;
   v[1] = q.y;
 }
+// The two bf16 of a 32-bit word (the lower element in the lower half) into lo, hi.
+__device__ __forceinline__ void unpack_bf16_pair(uint32_t q, float& lo, float& hi) {
+  lo = float_from_bf16_bits(static_cast<uint16_t>(q & 0xffffu));
+  hi = float_from_bf16_bits(static_cast<uint16_t>(q >> 16));
+}
 __device__ __forceinline__ void load_pair(const uint16_t* p, int64_t i, float (&v)[2]) {
-  const uint32_t q = *reinterpret_cast<const uint32_t*>(p + i);
-  v[0] = float_from_bf16_bits(static_cast<uint16_t>(q & 0xffffu));
-  v[1] = float_from_bf16_bits(static_cast<uint16_t>(q >> 16));
+  unpack_bf16_pair(*reinterpret_cast<const uint32_t*>(p + i), v[0], v[1]);
 }
 __device__ __forceinline__ void store_pair(float* p, int64_t i, const float (&v)[2]) {
   *reinterpret_cast<float2*>(p + i) = make_float2(v[0], v[1]);
@@ -127,8 +130,8 @@ struct ColumnPair {
 // Elements i .. i + kRun - 1 as one access each 16 bytes: kRun = 8 is one 16-byte word of
 // bf16 or two of fp32 (LDG.128 / STG.128 in SASS, where a scalar access moves 2 or 4 bytes:
 // an eighth or a quarter of the memory instructions for the same bytes); kRun = 1 is load /
-// store. The caller guarantees i a multiple of kRun and p 16-byte aligned (rows_align(ld, p,
-// kRun) on the host); the emulation traps otherwise, as a GPU faults on a misaligned word.
+// store. The caller guarantees i a multiple of kRun and p 16-byte aligned (rows_run below, on
+// the host); the emulation traps otherwise, as a GPU faults on a misaligned word.
 constexpr int kRun = 8;
 
 __device__ __forceinline__ void check_word_aligned(const void* p) {
@@ -166,10 +169,7 @@ __device__ __forceinline__ void load_run(const uint16_t* p, int64_t i, float (&v
     const uint4 q = *reinterpret_cast<const uint4*>(p + i);
     const uint32_t pairs[4] = {q.x, q.y, q.z, q.w};
 #pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      v[2 * k] = float_from_bf16_bits(static_cast<uint16_t>(pairs[k] & 0xffffu));
-      v[2 * k + 1] = float_from_bf16_bits(static_cast<uint16_t>(pairs[k] >> 16));
-    }
+    for (int k = 0; k < 4; ++k) unpack_bf16_pair(pairs[k], v[2 * k], v[2 * k + 1]);
   }
 }
 template <int kN>
