@@ -1,7 +1,7 @@
 // kernel-bench: the CUDA kernels at the CIFAR-10 model's real shapes (batch 128), next to
 // cuDNN / cuBLAS, and the fused diffusion loss against its unfused chain.
 //
-//   kernel-bench [all|conv|memory|attention|loss|linear|step]... [--json FILE] [--batch N]
+//   kernel-bench [all|conv|memory|attention|loss|linear|gemm|step]... [--json FILE] [--batch N]
 //                [--skip-naive] [--smoke]
 //
 // --smoke: one run per row (its time not worth reading), and small shapes where a section
@@ -12,7 +12,8 @@
 // upsample, GB/s), attention (straightforward vs fused vs a cuBLAS GEMM floor, TFLOP/s),
 // loss (fused corrupt / loss vs the unfused chain at 128x32x32x3 and 64x256x256x3: time,
 // launches, bytes, GB/s, fraction of peak bandwidth), linear (the model's linear layers in
-// fp32, TF32 and bf16 through cuBLAS, TFLOP/s), step (the whole training step, eager and as
+// fp32, TF32 and bf16 through cuBLAS, TFLOP/s), gemm (the Hopper wgmma GEMM against
+// cuBLAS's bf16 GEMM at the convolutions' sizes, TFLOP/s), step (the whole training step, eager and as
 // one CUDA graph, fp32 and bf16: ms, img/s, launches). Timing method: apps/bench/bench.h.
 // Output: a table, and JSON with --json, both as each section finishes (a run stopped at a
 // time limit keeps the sections it finished; "complete" in the JSON says whether it ran to
@@ -36,7 +37,8 @@ namespace {
 int run(int argc, char** argv) {
   const std::vector<Section> all = {
       {"conv", bench_convolutions}, {"memory", bench_memory_bound}, {"attention", bench_attention},
-      {"loss", bench_loss},         {"linear", bench_linear},       {"step", bench_training_step}};
+      {"loss", bench_loss},         {"linear", bench_linear},       {"gemm", bench_gemm},
+      {"step", bench_training_step}};
   std::string names = "all";
   for (const Section& s : all) names += std::string(" ") + s.name;
   auto is_section = [&](const char* name) {

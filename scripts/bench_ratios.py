@@ -7,7 +7,8 @@ of itself and against the library that does the same job, per shape and pass.
 A ratio is the other row's time over this row's: above 1 this row is faster. "previous" is
 the version it improves on (v2 on v1, ..., v4 on v3; flash on fused attention; the fused
 loss on its unfused chain); "library" is what it is measured against (cuDNN in the same
-maths for the convolutions, the cuBLAS GEMM floors for attention's forward). Issue 14's goal
+maths for the convolutions, the cuBLAS GEMM floors for attention's forward, cuBLAS's bf16
+GEMM for the wgmma GEMM). Issue 14's goal
 for v4 is 0.8x cuDNN bf16 or better; issue 15's for attention is 1.0x cuDNN's SDPA (that
 table is attention_reference.py --compare's). A row with nothing to compare shows "-".
 Needs only the standard library: it runs wherever the report is written.
@@ -39,6 +40,8 @@ RULES = {
         ("flash bf16 (mma.sync)", "cuBLAS bf16 GEMMs only"),
     ("linear", "SGEMM TF32 (+ rounding)"): ("SGEMM fp32", None),
     ("linear", "GemmEx bf16 (+ conversion)"): ("SGEMM TF32 (+ rounding)", None),
+    # Hopper's wgmma GEMM on cuBLAS's bf16 GEMM, same operands and layout
+    ("gemm", "wgmma bf16 (128x128 tiles, 4 stages)"): (None, "cuBLAS bf16 (GemmEx, TN)"),
     # group norm: each mapping on the one before it (channel slab on block per group,
     # channel runs on channel slab), in each storage; bf16 storage on f32 in the
     # block-per-group mapping

@@ -3,8 +3,8 @@
 // pair on bf16 tensors and both cuBLAS floors; the variants the report's cuDNN comparison
 // joins on, scripts/attention_reference.py, among them), the convolutions (v1-v4, cuDNN in
 // three maths, the engine on cuDNN, bf16 activations; small shapes of the model's kinds of
-// layer), the memory-bound kernels, the linear layers through cuBLAS and the fused loss
-// against its unfused chain. Every row runs and yields a finite, positive time. On the CPU
+// layer), the memory-bound kernels, the linear layers through cuBLAS, the Hopper wgmma GEMM
+// beside cuBLAS's, and the fused loss against its unfused chain. Every row runs and yields a finite, positive time. On the CPU
 // emulation in CI, so a bench row that would fail (a library's refusal, a bad argument)
 // fails here and not in a GPU session's few minutes. And the training step's variants (fp32
 // and bf16, eager and as a CUDA graph, on our convolutions and cuDNN's, bf16 activations,
@@ -24,6 +24,7 @@
 
 #include "apps/bench/bench.h"
 #include "engine/file_io.h"
+#include "kernels/cuda/gemm_sm90.cuh"
 #include "tests/test_util.h"
 
 namespace ddpm {
@@ -111,6 +112,16 @@ TEST(BenchSmoke, EveryMemoryLinearAndLossRowRuns) {
                             "interleave phases / 16-byte words, bf16 storage"})
       EXPECT_EQ(rows.count(row), 1u) << row;
   }
+}
+
+// cuBLAS's bf16 GEMM always; the wgmma GEMM where it can run (sm_90 with sm_90a code, and the
+// emulation), one small case in smoke mode.
+TEST(BenchSmoke, EveryGemmRowRuns) {
+  REQUIRE_GPU();
+  const std::map<std::string, int> rows = run_section(bench::bench_gemm);
+  EXPECT_EQ(rows.count("gemm / cuBLAS bf16 (GemmEx, TN)"), 1u);
+  EXPECT_EQ(rows.count("gemm / wgmma bf16 (128x128 tiles, 4 stages)"),
+            cuda::gemm_sm90_available() ? 1u : 0u);
 }
 
 // The step's rows, by variant. Eager rows: kernels launched one by one, no graph, one

@@ -98,6 +98,7 @@ void bench_memory_bound(const Options& o, Timer& timer, Report& report);
 void bench_attention(const Options& o, Timer& timer, Report& report);
 void bench_loss(const Options& o, Timer& timer, Report& report);
 void bench_linear(const Options& o, Timer& timer, Report& report);
+void bench_gemm(const Options& o, Timer& timer, Report& report);
 void bench_training_step(const Options& o, Timer& timer, Report& report);
 
 struct Section {

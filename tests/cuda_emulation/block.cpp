@@ -52,6 +52,31 @@ enum class WaitingFor { Nothing, Block, Warp };
 
 struct Block;
 
+// A thread's asynchronous operations in commit groups (cp.async's copies, wgmma's products):
+// issued ones join the open group, commit closes it, and take(n) removes and returns, oldest
+// first, those of every committed group but the newest n.
+template <class Op>
+struct CommitGroups {
+  std::vector<Op> open;
+  std::deque<std::vector<Op>> committed;  // oldest first
+  void clear() {
+    open.clear();
+    committed.clear();
+  }
+  void commit() {
+    committed.push_back(std::move(open));
+    open.clear();
+  }
+  std::vector<Op> take(int newest_left_pending) {
+    std::vector<Op> done;
+    while (committed.size() > static_cast<size_t>(std::max(0, newest_left_pending))) {
+      for (Op& op : committed.front()) done.push_back(std::move(op));
+      committed.pop_front();
+    }
+    return done;
+  }
+};
+
 struct Thread {
   Fiber fiber;
   Block* block = nullptr;
@@ -59,9 +84,9 @@ struct Thread {
   uint3 index{0, 0, 0};
   State state = State::Done;
   WaitingFor waiting_for = WaitingFor::Nothing;
-  std::vector<AsyncCopy> open_group;            // cp.async issued since the last commit
-  std::deque<std::vector<AsyncCopy>> committed;  // oldest first
-  std::vector<uint64_t> cp_async_destinations;   // this block's, in issue order (bank counts)
+  CommitGroups<AsyncCopy> copies;              // cp.async
+  CommitGroups<AsyncMma> products;             // wgmma.mma_async
+  std::vector<uint64_t> cp_async_destinations;  // this block's, in issue order (bank counts)
 };
 
 struct Warp {
@@ -87,6 +112,7 @@ struct Block {
   std::unique_ptr<unsigned char[]> smem;
   bool aborted = false;
   std::string error;
+  int product_reads_in_flight = 0;  // wgmma products with shared-memory reads not yet waited for
   char barrier_token = 0;  // ThreadSanitizer: __syncthreads
   // ThreadSanitizer: launch -> block 0 -> block 1 -> ... -> host. The threads of block p
   // start by acquiring order_tokens[p % 2] and end by releasing order_tokens[(p + 1) % 2],
@@ -448,6 +474,7 @@ std::string run_grid(const GridSpec& spec, const std::function<void()>& body) {
                     static_cast<unsigned>(linear / (uint64_t(spec.grid.x) * spec.grid.y))};
     b.alive = threads;
     b.arrived = 0;
+    b.product_reads_in_flight = 0;  // what a thread of the previous block left in flight
     for (size_t w = 0; w < b.warps.size(); ++w) {
       const unsigned lanes = std::min(32u, threads - static_cast<unsigned>(w) * 32u);
       b.warps[w].active = lanes == 32 ? 0xffffffffu : (1u << lanes) - 1u;
@@ -464,8 +491,8 @@ std::string run_grid(const GridSpec& spec, const std::function<void()>& body) {
                       tid / (spec.block.x * spec.block.y)};
       t.state = State::Ready;
       t.waiting_for = WaitingFor::Nothing;
-      t.open_group.clear();  // copies a thread of the previous block left in flight
-      t.committed.clear();
+      t.copies.clear();  // what a thread of the previous block left in flight
+      t.products.clear();
       t.cp_async_destinations.clear();
       t.fiber.reset(thread_main, &t);
     }
@@ -568,9 +595,30 @@ unsigned warp_active_mask() {
   return t.block->warps[t.warp].active;
 }
 
+// Traps when a cp.async's destination overlaps what a wgmma of the block still in flight reads.
+void check_no_product_reads(Thread& t, const AsyncCopy& copy) {
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(copy.dst), end = begin + copy.bytes;
+  for (const Thread* other : t.block->threads) {
+    auto check = [&](const std::vector<AsyncMma>& products) {
+      for (const AsyncMma& p : products)
+        for (const auto& [lo, hi] : p.reads)
+          if (begin < hi && lo < end)
+            trap_thread(t, "cp.async writes shared memory that a wgmma.mma_async of thread " +
+                               std::to_string(other->tid) +
+                               " still in flight reads (not yet waited for)");
+    };
+    check(other->products.open);
+    for (const std::vector<AsyncMma>& group : other->products.committed) check(group);
+  }
+}
+
 void async_copy_issue(const AsyncCopy& copy) {
   Thread& t = current("cp.async");
-  t.open_group.push_back(copy);
+  if (t.block->product_reads_in_flight > 0) {  // never in a kernel without wgmma
+    IgnoreAccesses ignore;
+    check_no_product_reads(t, copy);
+  }
+  t.copies.open.push_back(copy);
   t.cp_async_destinations.push_back(to_bits(copy.dst));
 }
 
@@ -595,20 +643,29 @@ void reset_shared_traffic() {
   g_shared_traffic.clear();
 }
 
-void async_copy_commit() {
-  Thread& t = current("cp.async.commit_group");
-  t.committed.push_back(std::move(t.open_group));
-  t.open_group.clear();
-}
+void async_copy_commit() { current("cp.async.commit_group").copies.commit(); }
 
 std::vector<AsyncCopy> async_copy_wait(int newest_groups_left_pending) {
-  Thread& t = current("cp.async.wait_group");
-  std::vector<AsyncCopy> land;
-  while (t.committed.size() > static_cast<size_t>(std::max(0, newest_groups_left_pending))) {
-    land.insert(land.end(), t.committed.front().begin(), t.committed.front().end());
-    t.committed.pop_front();
+  return current("cp.async.wait_group").copies.take(newest_groups_left_pending);
+}
+
+void async_mma_issue(AsyncMma mma) {
+  Thread& t = current("wgmma.mma_async");
+  if (!mma.reads.empty()) {
+    IgnoreAccesses ignore;  // the block's threads take turns (fibers)
+    ++t.block->product_reads_in_flight;
   }
-  return land;
+  t.products.open.push_back(std::move(mma));
+}
+
+void async_mma_commit() { current("wgmma.commit_group").products.commit(); }
+
+std::vector<AsyncMma> async_mma_wait(int newest_groups_left_pending) {
+  Thread& t = current("wgmma.wait_group");
+  std::vector<AsyncMma> done = t.products.take(newest_groups_left_pending);
+  IgnoreAccesses ignore;
+  for (const AsyncMma& p : done) t.block->product_reads_in_flight -= p.reads.empty() ? 0 : 1;
+  return done;
 }
 
 int lane_id() {

@@ -9,6 +9,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "tests/cuda_emulation/builtins.h"
@@ -54,6 +55,24 @@ struct AsyncCopy {
 void async_copy_issue(const AsyncCopy& copy);
 void async_copy_commit();
 std::vector<AsyncCopy> async_copy_wait(int newest_groups_left_pending);
+
+// wgmma.mma_async (tests/cuda_emulation/ptx_sm90.h): the calling thread's products in
+// flight, grouped like cp.async's copies (issue, commit, wait(n) hands back those of every
+// committed group but the newest n, oldest first), each a function the caller runs when its
+// wait returns it: the product reads shared memory and writes the accumulators then, the
+// latest moment the hardware may, so a kernel that reuses either too early gets wrong
+// numbers. Cleared at each block start.
+// `reads` are the shared-memory byte ranges [begin, end) (host addresses) the product reads,
+// given by the first lane of each warp: until the wait takes the product, a cp.async of the
+// block whose destination overlaps one of them traps, since on a GPU the copy may land before
+// the tensor cores have read what it overwrites.
+struct AsyncMma {
+  std::function<void()> perform;
+  std::vector<std::pair<uintptr_t, uintptr_t>> reads;
+};
+void async_mma_issue(AsyncMma mma);
+void async_mma_commit();
+std::vector<AsyncMma> async_mma_wait(int newest_groups_left_pending);
 
 // Shared-memory bank accounting of the 16-byte warp accesses of ptx.h: ldmatrix's rows and
 // cp.async's shared destinations, per kernel, so that a tile layout's bank conflicts are

@@ -1,5 +1,5 @@
 // The CUDA emulation itself: barriers, warp intrinsics, atomics, dynamic shared memory, WMMA,
-// the runtime's launch and memory checks, and the traps for what CUDA leaves undefined. The
+// Hopper's wgmma, the runtime's launch and memory checks, and the traps for what CUDA leaves undefined. The
 // engine's kernels are tested under it by the CUDA suites (tests/test_cuda_ops.cpp, ...);
 // here small kernels written for the purpose pin down each emulated behaviour, so a failure
 // there can be told apart from a bug in the emulation.
@@ -13,6 +13,7 @@
 #include <mma.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <numeric>
 #include <random>
@@ -22,6 +23,7 @@
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/ptx.cuh"
+#include "kernels/cuda/ptx_sm90.cuh"
 #include "tests/test_util.h"
 
 namespace {
@@ -666,6 +668,97 @@ TEST(Emulator, CpAsyncWavefrontsCountTheBankConflictsOfItsDestinations) {
   const cuda_emu::SharedTraffic t = traffic_of("cp_async_chunks");
   EXPECT_EQ(t.unmatched_cp_async_warps, 1u);
   EXPECT_EQ(t.cp_async.instructions, 2u) << "warp 1's two, not warp 0's";
+}
+
+// ---- wgmma (ptx_sm90.h) ----
+
+namespace ptx = ddpm::cuda::ptx;
+
+enum class WgmmaFault { None, StartPastFirstRow, CopyIntoATileInFlight };
+
+// One warpgroup: a (64 x 16) and b (128 x 16), given as floats, written as bf16 into
+// Sw128KMajor tiles (a at the first 1024-byte boundary, b 8 KB on), d preloaded from d0
+// (64 floats a thread), one m64n128k16 product, d written to out. `fault` breaks one rule.
+__global__ void wgmma_once(const float* a, const float* b, const float* d0, bool accumulate,
+                          WgmmaFault fault, float* out) {
+  DDPM_DYNAMIC_SHARED(unsigned char, smem);
+  const ptx::SharedAddress base = ptx::shared_address(smem);
+  const ptx::SharedAddress tiles = (base + 1023) / 1024 * 1024;
+  unsigned char* tile = smem + (tiles - base);
+  auto put = [&](int rows, const float* from, unsigned char* to) {
+    for (int i = threadIdx.x; i < rows * 16; i += blockDim.x) {
+      const int row = i / 16, k = i % 16;
+      const uint16_t bits = ddpm::bf16_bits_from_float(from[i]);
+      std::memcpy(to + ptx::Sw128KMajor::offset(row, k / 8) + 2 * (k % 8), &bits, 2);
+    }
+  };
+  put(64, a, tile);
+  put(128, b, tile + 8192);
+  __syncthreads();
+  float d[64];
+  for (int i = 0; i < 64; ++i) d[i] = d0[threadIdx.x * 64 + i];
+  const int past = fault == WgmmaFault::StartPastFirstRow ? 128 : 0;
+  ptx::wgmma_fence();
+  ptx::wgmma_m64n128k16_bf16(d, ptx::sw128_descriptor(tiles + past),
+                             ptx::sw128_descriptor(tiles + 8192), accumulate);
+  ptx::wgmma_commit_group();
+  if (fault == WgmmaFault::CopyIntoATileInFlight && threadIdx.x == 0)
+    ptx::cp_async_16(tiles + 8192 + 4096, a, false);
+  ptx::wgmma_wait_group<0>();
+  for (int i = 0; i < 64; ++i) out[threadIdx.x * 64 + i] = d[i];
+}
+
+constexpr size_t kWgmmaSmem = 1024 + 64 * 128 + 128 * 128;
+
+// Small integers, so every sum is exact: d[4j + i] of thread (warp w, g = lane / 4,
+// t = lane % 4) must be D[16w + g + 8 (i / 2)][8j + 2t + i % 2], D = a b^T (+ d0), which is
+// ptx_sm90.cuh's statement of the PTX ISA's accumulator layout, checked here on its own.
+TEST(Emulator, WgmmaProductMatchesTheDefinition) {
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<int> small(-4, 4);
+  std::vector<float> a(64 * 16), b(128 * 16), d0(128 * 64);
+  for (float& v : a) v = float(small(rng));
+  for (float& v : b) v = float(small(rng));
+  for (float& v : d0) v = float(small(rng));
+  DeviceBuffer<float> da(a.size()), db(b.size()), dd0(d0.size()), out(d0.size());
+  da.set(a);
+  db.set(b);
+  dd0.set(d0);
+  for (const bool accumulate : {false, true}) {
+    DDPM_LAUNCH(wgmma_once, 1, 128, kWgmmaSmem)(da.ptr, db.ptr, dd0.ptr, accumulate,
+                                               WgmmaFault::None, out.ptr);
+    const std::vector<float> got = out.get();
+    int wrong = 0;
+    for (int tid = 0; tid < 128; ++tid) {
+      const int w = tid / 32, g = tid % 32 / 4, t = tid % 4;
+      for (int j = 0; j < 16; ++j)
+        for (int i = 0; i < 4; ++i) {
+          const int row = 16 * w + g + 8 * (i / 2), col = 8 * j + 2 * t + i % 2;
+          float want = accumulate ? d0[tid * 64 + 4 * j + i] : 0.0f;
+          for (int k = 0; k < 16; ++k) want += a[row * 16 + k] * b[col * 16 + k];
+          if (got[tid * 64 + 4 * j + i] != want && wrong++ < 5)
+            ADD_FAILURE() << "thread " << tid << " d[" << 4 * j + i << "] = "
+                          << got[tid * 64 + 4 * j + i] << ", D[" << row << "][" << col
+                          << "] = " << want << (accumulate ? " (accumulating)" : "");
+        }
+    }
+  }
+}
+
+TEST(Emulator, WgmmaTrapsOnWhatItCannotDo) {
+  DeviceBuffer<float> a(128 * 16), out(128 * 64);
+  expect_error([&] {
+    DDPM_LAUNCH(wgmma_once, 1, 128, kWgmmaSmem)(a.ptr, a.ptr, out.ptr, false,
+                                               WgmmaFault::StartPastFirstRow, out.ptr);
+  }, {"descriptor of A starts past the first row of a 1024-byte swizzle atom"});
+  expect_error([&] {
+    DDPM_LAUNCH(wgmma_once, 1, 96, kWgmmaSmem)(a.ptr, a.ptr, out.ptr, false, WgmmaFault::None,
+                                              out.ptr);
+  }, {"whole warpgroups of 128"});
+  expect_error([&] {
+    DDPM_LAUNCH(wgmma_once, 1, 128, kWgmmaSmem)(a.ptr, a.ptr, out.ptr, false,
+                                               WgmmaFault::CopyIntoATileInFlight, out.ptr);
+  }, {"cp.async writes shared memory that a wgmma.mma_async of thread 0 still in flight"});
 }
 
 // __fdividef multiplies by an approximate reciprocal that is flushed to zero past 2^126:

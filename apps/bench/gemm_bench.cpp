@@ -1,0 +1,64 @@
+// kernel-bench gemm: the Hopper wgmma GEMM (kernels/cuda/gemm_sm90.cu) next to cuBLAS's bf16
+// GEMM on the same operands and layout (c = a b^T, a (m x k) and b (n x k) K-major bf16,
+// fp32 c: cuBLAS's "TN" case), at the CIFAR-10 model's 3x3 convolutions seen as GEMMs
+// (m = batch x pixels, n = Cout, k = 9 Cin: the size of the convolution's forward without
+// the gather) and one square size. TFLOP/s against the bf16 tensor-core peak. The wgmma rows
+// need an sm_90 GPU and a build for architecture 90 (sm_90a code); elsewhere only cuBLAS's
+// rows are written, and the first line says why.
+#include <cublas_v2.h>
+
+#include <cstdio>
+
+#include "apps/bench/bench.h"
+#include "engine/cuda_check.h"
+#include "engine/ops.h"
+#include "kernels/cuda/gemm_sm90.cuh"
+
+namespace ddpm::bench {
+
+void bench_gemm(const Options& o, Timer& timer, Report& report) {
+  const bool wgmma = cuda::gemm_sm90_available();
+  if (!wgmma)
+    std::printf("gemm: no wgmma rows: gemm_bf16_sm90 needs a compute capability 9.0 GPU and "
+                "a build with sm_90a code\n");
+  struct Case {
+    const char* name;
+    int64_t m, n, k;
+  } cases[] = {{"conv 32x32 128->128 as GEMM", o.batch * 1024, 128, 9 * 128},
+               {"conv 16x16 256->256 as GEMM", o.batch * 256, 256, 9 * 256},
+               {"conv 8x8 256->256 as GEMM", o.batch * 64, 256, 9 * 256},
+               {"square", 4096, 4096, 4096}};
+  cublasHandle_t handle;
+  CUBLAS_CHECK(cublasCreate(&handle));
+  for (const Case& c : cases) {
+    const int64_t m = o.smoke ? 200 : c.m, n = o.smoke ? 136 : c.n, k = o.smoke ? 72 : c.k;
+    char shape[128];
+    std::snprintf(shape, sizeof shape, "%s M%lld N%lld K%lld", c.name,
+                  static_cast<long long>(m), static_cast<long long>(n),
+                  static_cast<long long>(k));
+    const Tensor a = cast(randn(Shape{m, k}, 1, 1, Device::CUDA), DType::BF16);
+    const Tensor b = cast(randn(Shape{n, k}, 1, 2, Device::CUDA), DType::BF16);
+    const Tensor out = Tensor::empty(Shape{m, n}, DType::F32, Device::CUDA);
+    const double flops = 2.0 * m * n * k;
+    // row-major c (m x n) is column-major c^T = b a^T: op(b^T as stored) = T, a^T as is
+    const float one = 1.0f, zero = 0.0f;
+    report.add_flops("gemm", shape, "cuBLAS bf16 (GemmEx, TN)", timer.median_ms([&] {
+      CUBLAS_CHECK(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n),
+                             static_cast<int>(m), static_cast<int>(k), &one, b.raw(),
+                             CUDA_R_16BF, static_cast<int>(k), a.raw(), CUDA_R_16BF,
+                             static_cast<int>(k), &zero, out.raw(), CUDA_R_32F,
+                             static_cast<int>(n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    }), flops);
+    if (wgmma)
+      report.add_flops("gemm", shape, "wgmma bf16 (128x128 tiles, 4 stages)",
+                       timer.median_ms([&] {
+                         cuda::gemm_bf16_sm90(m, n, k, bf16_bits(a), bf16_bits(b),
+                                              out.data<float>());
+                       }),
+                       flops);
+    if (o.smoke) break;  // one small case runs every row
+  }
+  CUBLAS_CHECK(cublasDestroy(handle));
+}
+
+}  // namespace ddpm::bench

@@ -1,0 +1,25 @@
+// A bf16 GEMM on Hopper's warpgroup tensor-core instructions (wgmma, sm_90a): the first
+// piece of a Hopper path beside convolution v4's mma.sync (kernels/cuda/gemm_sm90.cu says
+// how it works). Not used by the engine yet: it is tested against the CPU reference (under
+// the emulation everywhere, on an H100 / H200 when one runs the tests) and kernel-bench
+// times it against cuBLAS, so that a GPU says whether the layouts are right and how fast the
+// instruction is before a convolution is built on it.
+#pragma once
+
+#include <cstdint>
+
+namespace ddpm::cuda {
+
+// True when the current device is compute capability 9.0 and this binary carries the kernel's
+// sm_90a code (a build for architecture 90: CMake compiles gemm_sm90.cu for 90a there). The
+// first call launches a one-thread probe and waits for it.
+bool gemm_sm90_available();
+
+// c (m x n, fp32, row-major) = a (m x k) b^T with a (m x k) and b (n x k) bf16 bits,
+// row-major (so both K-major: the linear layer's y = x w^T), products summed in fp32.
+// k must be a multiple of 8 and a, b 16-byte aligned (whole 16-byte chunks); m, n any.
+// Refuses, naming what is missing, when gemm_sm90_available() is false.
+void gemm_bf16_sm90(int64_t m, int64_t n, int64_t k, const uint16_t* a, const uint16_t* b,
+                    float* c);
+
+}  // namespace ddpm::cuda

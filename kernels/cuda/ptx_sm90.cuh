@@ -1,0 +1,139 @@
+// Hopper's warpgroup matrix multiply (wgmma, sm_90a) as small device functions: inline PTX
+// under nvcc, emulated on the CPU by tests/cuda_emulation/ptx_sm90.h (the same names). The
+// instructions a Hopper GEMM is made of (kernels/cuda/gemm_sm90.cu), beside ptx.cuh's Ampere
+// ones (mma.sync, ldmatrix, cp.async), which Hopper runs at a fraction of its tensor rate.
+//
+//   wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16
+//       D (64 x 128, fp32, in registers) = A (64 x 16, bf16) B (16 x 128, bf16) (+ D), both
+//       operands read from shared memory, issued by a warpgroup: 4 consecutive warps, the
+//       first's index a multiple of 4, all 128 threads together. One instruction is 64 of
+//       mma.sync's m16n8k16, and it needs no ldmatrix: the tensor cores read the tiles.
+//       Asynchronous: it returns at once; wgmma.commit_group closes the group of those issued
+//       since the last, and wgmma.wait_group<n> waits until at most n groups are in flight.
+//       Until then neither D's registers nor the shared memory being read may be touched.
+//       wgmma.fence orders the registers' earlier accesses before the next wgmma (needed
+//       before the first, and after D was written by anything else).
+//   D's fragments (PTX ISA, "Register Fragments and Shared Memory Matrix Layouts" of wgmma,
+//       .m64nNk16 accumulators): warp w of the group holds rows 16w..16w+15 laid out as
+//       mma.sync's m16n8 accumulator (ptx.cuh), repeated along n. With g = lane / 4,
+//       t = lane % 4:  d[4j + i] = D[16w + g + 8 (i / 2)][8j + 2t + i % 2], j < 16, i < 4.
+//   The operands: a 64-bit matrix descriptor each (PTX ISA, "Matrix Descriptor Format"):
+//       bits 0-13 the start address >> 4 (shared-window bytes), 16-29 the leading-dimension
+//       byte offset >> 4, 32-45 the stride-dimension byte offset >> 4, 49-51 a base offset,
+//       62-63 the swizzle (1: 128 bytes). We use one layout for both, K-major with the
+//       128-byte swizzle (`Sw128KMajor` below): the tile's rows (A's m, B's n) of 64 bf16 of
+//       k, 128 bytes each, in atoms of 8 rows = 1024 bytes, atom after atom (the stride
+//       byte offset, 1024); within an atom the 16-byte chunk c of row r is stored at chunk
+//       c ^ r. The hardware's swizzle is the XOR of address bits 4-6 with bits 7-9, so an
+//       atom must start at a multiple of 1024 bytes; the k-th 16 of a row's 64 are the
+//       descriptor of the tile with 32 k bytes added to the start (bits 7-9 unchanged, so
+//       the base offset stays 0). The leading byte offset is unused by swizzled K-major
+//       layouts whose k16 stays inside the 128-byte row (set to 1, as the ISA suggests).
+//   fence.proxy.async.shared::cta
+//       wgmma reads shared memory through the "async proxy"; what ordinary stores and
+//       cp.async wrote there (the generic proxy) is visible to it only after this fence in
+//       the writing thread, then a barrier.
+// All need the sm_90a target (-gencode arch=compute_90a,code=sm_90a: the "a" features are
+// not in plain sm_90 code, nor in PTX any later GPU could compile); kernels using them are
+// compiled empty elsewhere (DDPM_HAS_SM90A_WGMMA) and their host side says so.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/ptx.cuh"
+
+#if (defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)) || DDPM_CUDA_EMULATION
+#define DDPM_HAS_SM90A_WGMMA 1
+#else
+#define DDPM_HAS_SM90A_WGMMA 0
+#endif
+
+namespace ddpm::cuda::ptx {
+
+// The K-major 128-byte-swizzled tile of rows x 64 bf16 both operands use: where chunk
+// `chunk` (8 bf16, k = 8 chunk..8 chunk + 7) of row `row` is, in bytes from the tile's start
+// (a multiple of 1024 in the shared window).
+struct Sw128KMajor {
+  static constexpr int kRowBytes = 128;                  // 64 bf16 of k
+  static constexpr int kAtomBytes = 8 * kRowBytes;      // the swizzle's period: 8 rows
+  static constexpr uint32_t kSwizzle128 = 1;            // the descriptor's swizzle field
+  __host__ __device__ static constexpr int offset(int row, int chunk) {
+    return row * kRowBytes + ((chunk ^ (row % 8)) * 16);
+  }
+};
+
+}  // namespace ddpm::cuda::ptx
+
+#if DDPM_CUDA_EMULATION
+#include "tests/cuda_emulation/ptx_sm90.h"
+#else
+
+namespace ddpm::cuda::ptx {
+
+// The descriptor of a Sw128KMajor tile whose k-slice of 16 starts at shared-window address
+// `start` (the tile's start + 32 k-step bytes).
+__device__ __forceinline__ uint64_t sw128_descriptor(SharedAddress start) {
+  const uint64_t address = (start & 0x3FFFF) >> 4;
+  const uint64_t leading = 1;                                  // unused here: 16 bytes
+  const uint64_t stride = Sw128KMajor::kAtomBytes >> 4;        // atom to atom
+  return address | leading << 16 | stride << 32 | uint64_t{Sw128KMajor::kSwizzle128} << 62;
+}
+
+__device__ __forceinline__ void wgmma_fence() {
+#if DDPM_HAS_SM90A_WGMMA
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void wgmma_commit_group() {
+#if DDPM_HAS_SM90A_WGMMA
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+#endif
+}
+template <int kPending>
+__device__ __forceinline__ void wgmma_wait_group() {
+#if DDPM_HAS_SM90A_WGMMA
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory");
+#endif
+}
+// An empty asm that reads and writes every accumulator: placed before a wgmma and after its
+// wait, it keeps the compiler from moving (copying, reading) them while the tensor cores own
+// them, since it cannot see that the wgmma asm's outputs arrive only at the wait.
+template <int kCount>
+__device__ __forceinline__ void wgmma_fence_operands(float (&d)[kCount]) {
+#pragma unroll
+  for (int i = 0; i < kCount; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+__device__ __forceinline__ void fence_proxy_async_shared() {
+#if DDPM_HAS_SM90A_WGMMA
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
+
+// d (64 x 128 over the warpgroup, 64 floats a thread) = a b + (accumulate ? d : 0).
+__device__ __forceinline__ void wgmma_m64n128k16_bf16(float (&d)[64], uint64_t a, uint64_t b,
+                                                      bool accumulate) {
+#if DDPM_HAS_SM90A_WGMMA
+#define DDPM_D8(i)                                                                     \
+  "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), \
+      "+f"(d[i + 6]), "+f"(d[i + 7])
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+      "%64, %65, p, 1, 1, 0, 0;\n}\n"
+      : DDPM_D8(0), DDPM_D8(8), DDPM_D8(16), DDPM_D8(24), DDPM_D8(32), DDPM_D8(40), DDPM_D8(48),
+        DDPM_D8(56)
+      : "l"(a), "l"(b), "r"(static_cast<int>(accumulate)));
+#undef DDPM_D8
+#else
+  (void)d, (void)a, (void)b, (void)accumulate;
+#endif
+}
+
+}  // namespace ddpm::cuda::ptx
+
+#endif  // DDPM_CUDA_EMULATION
