@@ -29,6 +29,9 @@ RULES = {
     ("conv2d", "v4 bf16, bf16 activations and weight copy"):
         ("v4 bf16, bf16 activations", "cuDNN bf16"),
     ("conv2d", "engine on cuDNN bf16 (+ glue)"): (None, "cuDNN bf16"),
+    # v5 (the dgrad on Hopper's wgmma) on v4 with the same operands
+    ("conv2d", "v5 wgmma, bf16 activations and weight copy"):
+        ("v4 bf16, bf16 activations and weight copy", "cuDNN bf16"),
     # the upsamplers by output phase on the reference's upsample then conv (same model FLOPs)
     ("upsample+conv", "by phase (v4 bf16, bf16 activations)"):
         ("upsample, then conv (v4 bf16, bf16 activations)", None),

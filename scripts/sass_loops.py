@@ -6,7 +6,8 @@
 A .cu file is compiled here (nvcc -O3 -arch=sm_ARCH -cubin, from the repository root, with
 ptxas's register and spill report), a .cubin disassembled (cuobjdump -sass), a .sass listing
 read as it is. Per kernel: the loop (a backward branch and its body) holding the most tensor-
-core instructions (HMMA; FFMA for a kernel without any), its instructions per iteration (NOPs
+core instructions (Hopper's HGMMA, else HMMA; FFMA for a kernel without any; --arch 90a for
+the wgmma kernels), its instructions per iteration (NOPs
 left out) by opcode, and the kernel's registers and spills; then each loop nested in it,
 whose instructions the count above holds once but a run issues once per trip (a copy loop
 over a tile's rows, say). Static counts: a branch inside the loop that a run never takes
@@ -78,7 +79,7 @@ def opcode(instruction):
 def main_loop(code):
     """(key opcode, first, last index) of the loop with the most key instructions, or None."""
     ops = [opcode(i) for _, i in code]
-    key = "HMMA" if "HMMA" in ops else "FFMA"
+    key = next((k for k in ("HGMMA", "HMMA") if k in ops), "FFMA")
     at = {address: n for n, (address, _) in enumerate(code)}
     best = None
     for n, (address, instruction) in enumerate(code):
@@ -227,7 +228,7 @@ def main():
         if not memory_report(sass, registers):
             sys.exit("sass_loops: no kernel with a loop of global loads or stores")
     elif not report(sass, registers):
-        sys.exit("sass_loops: no kernel with a loop of HMMA or FFMA instructions")
+        sys.exit("sass_loops: no kernel with a loop of HGMMA, HMMA or FFMA instructions")
 
 
 if __name__ == "__main__":

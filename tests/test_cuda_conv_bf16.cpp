@@ -25,6 +25,9 @@
 #include "engine/ops.h"
 #include "kernels/bf16.h"
 #include "kernels/cpu/conv2d.h"
+#if DDPM_WITH_CUDA
+#include "kernels/cuda/gemm_sm90.cuh"
+#endif
 #include "tests/conv_cases.h"
 #include "tests/conv_op_check.h"
 #include "tests/test_util.h"
@@ -123,17 +126,27 @@ Results run_v4(const Conv2dShape& s, const Operands& o) {
 
 #if DDPM_WITH_CUDA
 const char* tiles_name(cuda::Bf16Tiles t) {
-  return t == cuda::Bf16Tiles::Small ? ", 64x64" : t == cuda::Bf16Tiles::Deep ? ", 128x128 4-stage"
-                                                                            : ", 128x128";
+  return t == cuda::Bf16Tiles::Small   ? ", 64x64"
+         : t == cuda::Bf16Tiles::Deep  ? ", 128x128 4-stage"
+         : t == cuda::Bf16Tiles::Wgmma ? ", v5 wgmma dgrad"
+                                       : ", 128x128";
+}
+
+// v4's block shapes, and v5 (the dgrad on wgmma) where it runs: an sm_90 GPU with sm_90a
+// code, and the emulation.
+std::vector<cuda::Bf16Tiles> every_kernel() {
+  std::vector<cuda::Bf16Tiles> all = {cuda::Bf16Tiles::Large, cuda::Bf16Tiles::Deep,
+                                      cuda::Bf16Tiles::Small};
+  if (cuda::gemm_sm90_available()) all.push_back(cuda::Bf16Tiles::Wgmma);
+  return all;
 }
 #endif
 
-// Every block shape (128x128 tiles in 3 and 4 stages, 64x64), forced.
+// Every block shape (128x128 tiles in 3 and 4 stages, 64x64), and v5, forced.
 TEST(CudaConvBf16, MatchesTheCpuOnTheSameBf16Operands) {
   REQUIRE_GPU();
 #if DDPM_WITH_CUDA
-  for (cuda::Bf16Tiles tiles :
-       {cuda::Bf16Tiles::Large, cuda::Bf16Tiles::Deep, cuda::Bf16Tiles::Small}) {
+  for (cuda::Bf16Tiles tiles : every_kernel()) {
     cuda::set_conv2d_bf16_tiles(tiles);
     uint64_t stream = 700;
     for (const ConvCase& c : cases()) {
@@ -176,6 +189,13 @@ TEST(CudaConvBf16, IsDeterministicWhateverTheBlockShape) {
       EXPECT_EQ(a.dx, r->dx);
       EXPECT_EQ(a.dw, r->dw);
       EXPECT_EQ(a.db, r->db);
+    }
+    if (cuda::gemm_sm90_available()) {  // v5: its own bits, the same every run
+      cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Wgmma);
+      const Results v5 = run_v4(s, o), v5_again = run_v4(s, o);
+      EXPECT_EQ(v5.dx, v5_again.dx);
+      EXPECT_EQ(a.y, v5.y);  // the forward and the wgrad are v4's
+      EXPECT_EQ(a.dw, v5.dw);
     }
     if (c.x[3] != 16) continue;  // the autotuner on the first case only (it runs each pass 12x)
     cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Autotune);

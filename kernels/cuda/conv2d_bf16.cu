@@ -93,9 +93,12 @@
 #include "kernels/cuda/conv2d_bf16.cuh"
 #include "kernels/cuda/device_info.cuh"
 #include "kernels/cuda/elementwise.cuh"
+#include "kernels/cuda/gemm_sm90.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/ptx.cuh"
+#include "kernels/cuda/ptx_sm90.cuh"
 #include "kernels/cuda/storage.cuh"
+#include "kernels/cuda/wgmma_tile.cuh"
 
 namespace ddpm::cuda {
 
@@ -601,6 +604,22 @@ struct AccumulateWgrad {
 
 // ---- the kernel ----------------------------------------------------------------------------
 
+// C's pair (row, col), (row, col + 1) (those inside n) to the epilogue, or to the block's
+// split-K plane when there is one (8-byte aligned: launch_split checks).
+template <class Epilogue>
+__device__ __forceinline__ void hand_over(const Epilogue& epilogue,
+                                          const typename Epilogue::Row& out_row, float* plane,
+                                          int64_t row, int64_t col, int64_t n,
+                                          const float (&v)[2]) {
+  if (col >= n) return;
+  const int count = col + 1 < n ? 2 : 1;
+  if (plane) {
+    store_cols(plane + row * n, col, count, n % 2 == 0, v);
+  } else {
+    epilogue(out_row, col, count, v);
+  }
+}
+
 // grid (M tiles, N tiles, splits). Block z multiplies k in [z * k_slice, (z+1) * k_slice)
 // and, when splitting, writes its partial tile to planes + z * m * n.
 // Launch bounds: two blocks an SM, the occupancy the 128x128 tiles are sized for. At 256
@@ -712,7 +731,6 @@ conv_gemm_bf16(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB 
   // thread holds, per m tile, two rows (h = e >> 1) of one adjacent column pair per n tile.
   const int g = lane / 4, t = lane % 4;
   float* const plane = gridDim.z > 1 ? planes + blockIdx.z * m * n : nullptr;
-  const bool plane_pairs = n % 2 == 0;  // the planes are 8-byte aligned (launch_gemm checks)
 #pragma unroll
   for (int i = 0; i < kMT; ++i)
 #pragma unroll
@@ -722,17 +740,97 @@ conv_gemm_bf16(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB 
       const auto out_row = plane ? typename Epilogue::Row{} : epilogue.row(row);
 #pragma unroll
       for (int j = 0; j < kNT; ++j) {
-        const int64_t col = col0 + wn * kWarpN + 8 * j + 2 * t;
-        if (col >= n) continue;
-        const int count = col + 1 < n ? 2 : 1;
         const float v[2] = {acc[i][j][2 * h], acc[i][j][2 * h + 1]};
-        if (plane) {
-          store_cols(plane + row * n, col, count, plane_pairs, v);
-        } else {
-          epilogue(out_row, col, count, v);
-        }
+        hand_over(epilogue, out_row, plane, row, col0 + wn * kWarpN + 8 * j + 2 * t, n, v);
       }
     }
+#endif
+}
+
+// ---- v5: the K-major passes on Hopper's wgmma (sm_90a) ----------------------------------
+// wgmma_tile.cuh's 128 x 128 tile (2 warpgroups, 64-deep stages in the 128-byte swizzle,
+// products left in flight behind the next loads; gemm_sm90.cu is the same pipeline on a
+// plain GEMM) fed by v4's own loaders. A 64-deep stage is two of their 32-deep steps: the
+// thread keeps v4's two rows and chunk c of the 128-row K-major tile (Tile<true, 128, 256>),
+// which is chunk c of the stage's first half and 4 + c of its second, so the gathers, the
+// tap masks and the carries are v4's unchanged. Both operands must be K-major, which the
+// dgrad's are (DgradA, DgradB); the forward's B (the weights, k rows of Cout) and the
+// wgrad's operands are MN-major, and stay on v4 until they have a K-major form. Split-K as
+// v4 (planes, reduce_planes), in whole 64-deep stages. The tensor cores' own order of the
+// 16 products of a k-step is theirs, so v5's bits need not be v4's: each is deterministic.
+using WgmmaRows = Tile<true, sm90::kTile, sm90::kThreads>;  // a 32-deep half stage
+
+template <class LoadA, class LoadB, class Epilogue>
+__global__ void __launch_bounds__(sm90::kThreads, 1)
+conv_gemm_wgmma(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB b,
+                Epilogue epilogue, float* planes) {
+#if DDPM_HAS_SM90A_WGMMA
+  static_assert(LoadA::kKMajor && LoadB::kKMajor, "wgmma reads both tiles K-major here");
+  DDPM_DYNAMIC_SHARED(bf16_bits, smem);  // (v4's declaration: one per translation unit)
+  const ptx::SharedAddress tiles = ptx::computed_once(sm90::first_stage(smem));
+  const int tid = threadIdx.x;
+  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * sm90::kTile;
+  const int64_t col0 = static_cast<int64_t>(blockIdx.y) * sm90::kTile;
+  const int64_t k_begin = blockIdx.z * k_slice;
+  const int64_t k_end = k_begin + k_slice < k ? k_begin + k_slice : k;
+  const int k_tiles =
+      k_end > k_begin ? static_cast<int>((k_end - k_begin + sm90::kTileK - 1) / sm90::kTileK) : 0;
+
+  // the thread's chunk j of half h of a stage, in bytes from its A (and B) tile
+  int off[2][2];
+  for (int h = 0; h < 2; ++h)
+    for (int j = 0; j < 2; ++j)
+      off[h][j] = ptx::Sw128KMajor::offset(WgmmaRows::row_of(tid, j),
+                                           4 * h + WgmmaRows::chunk_of(tid, j));
+  const int64_t k0 = k_begin + kChunk * WgmmaRows::chunk_of(tid, 0);
+  const int64_t a_rows[2] = {row0 + WgmmaRows::row_of(tid, 0), row0 + WgmmaRows::row_of(tid, 1)};
+  const int64_t b_rows[2] = {col0 + WgmmaRows::row_of(tid, 0), col0 + WgmmaRows::row_of(tid, 1)};
+  auto a_state = a.start(a_rows, k0, k_end);
+  auto b_state = b.start(b_rows, k0, k_end);
+  // the loaders only move forward: tiles are requested in order, each once
+  auto request = [&](int tile) {
+    if (tile < k_tiles) {
+      const ptx::SharedAddress stage = tiles + (tile % sm90::kStages) * sm90::kStageBytes;
+      for (int h = 0; h < 2; ++h) {
+        for (int j = 0; j < 2; ++j) {
+          const Chunk ca = a.chunk(a_state, j), cb = b.chunk(b_state, j);
+          ptx::cp_async_16(stage + off[h][j], ca.src, ca.valid);
+          ptx::cp_async_16(stage + sm90::kTileBytes + off[h][j], cb.src, cb.valid);
+        }
+        a.advance(a_state);
+        b.advance(b_state);
+      }
+    }
+    ptx::cp_async_commit();  // possibly empty: the group count stays uniform
+  };
+  for (int t = 0; t < sm90::kStages - 2; ++t) request(t);
+
+  float d[64];
+  for (float& v : d) v = 0.0f;
+  const int warpgroup = tid / 128;
+  for (int t = 0; t < k_tiles; ++t) {
+    ptx::cp_async_wait<sm90::kStages - 3>();  // tile t has landed (this thread's chunks)
+    ptx::fence_proxy_async_shared();          // ... where the tensor cores read
+    __syncthreads();                          // ... everyone's; tile t-2's products are done
+    request(t + sm90::kStages - 2);           // into tile t-2's stage
+    sm90::multiply_stage(d, tiles + (t % sm90::kStages) * sm90::kStageBytes, warpgroup, t > 0);
+  }
+  sm90::finish(d);
+  ptx::cp_async_wait<0>();  // (only empty groups are left)
+
+  const sm90::Fragment f(tid);
+  float* const plane = gridDim.z > 1 ? planes + blockIdx.z * m * n : nullptr;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {  // unrolled: d's index must be a constant, or d is in memory
+    const int64_t row = row0 + f.row(h);
+    if (row >= m) continue;
+    const auto out_row = plane ? typename Epilogue::Row{} : epilogue.row(row);
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      const float v[2] = {d[4 * j + 2 * h], d[4 * j + 2 * h + 1]};
+      hand_over(epilogue, out_row, plane, row, col0 + f.col(j), n, v);
+    }
+  }
 #endif
 }
 
@@ -804,21 +902,32 @@ struct Gemm {
   int64_t plane_floats() const { return splits() > 1 ? splits() * m * n : 0; }
 };
 
-template <class Block, class LoadA, class LoadB, class Epilogue>
-void launch_gemm(const Gemm& g, LoadA a, LoadB b, Epilogue epilogue, float* planes) {
+// A GEMM's launch on tiles of tile_m x tile_n, K in stages of stage_k: the split plan (the
+// shape's, whatever the kernel), launch(grid, k_slice) for the kernel, then the planes' sum
+// through the epilogue when split.
+template <class Epilogue, class Launch>
+void launch_split(const Gemm& g, int tile_m, int tile_n, int stage_k, float* planes,
+                  const Epilogue& epilogue, Launch launch) {
   const int splits = g.splits();
   CHECK(splits == 1 || reinterpret_cast<uintptr_t>(planes) % (2 * sizeof(float)) == 0,
         "the bf16 convolution's split-K planes must be 8-byte aligned (stored in pairs)");
-  const int64_t k_slice = ((g.k + splits - 1) / splits + kBK - 1) / kBK * kBK;  // whole stages
-  const dim3 grid(static_cast<unsigned>((g.m + Block::kBM - 1) / Block::kBM),
-                  static_cast<unsigned>((g.n + Block::kBN - 1) / Block::kBN),
-                  static_cast<unsigned>(splits));
-  opt_in_shared_memory(conv_gemm_bf16<Block, LoadA, LoadB, Epilogue>, Block::kSmemBytes);
-  DDPM_LAUNCH((conv_gemm_bf16<Block, LoadA, LoadB, Epilogue>), grid, Block::kThreads,
-              Block::kSmemBytes)(g.m, g.n, g.k, k_slice, a, b, epilogue, planes);
+  const int64_t k_slice = ((g.k + splits - 1) / splits + stage_k - 1) / stage_k * stage_k;
+  launch(dim3(static_cast<unsigned>((g.m + tile_m - 1) / tile_m),
+              static_cast<unsigned>((g.n + tile_n - 1) / tile_n), static_cast<unsigned>(splits)),
+         k_slice);
   if (splits > 1)
     DDPM_LAUNCH(reduce_planes<Epilogue>, grid_for(g.m * ColumnPair::pairs(g.n)), kThreads)(
         g.m, g.n, splits, planes, epilogue);
+}
+
+template <class Block, class LoadA, class LoadB, class Epilogue>
+void launch_gemm(const Gemm& g, LoadA a, LoadB b, Epilogue epilogue, float* planes) {
+  auto launch = [&](dim3 grid, int64_t k_slice) {
+    opt_in_shared_memory(conv_gemm_bf16<Block, LoadA, LoadB, Epilogue>, Block::kSmemBytes);
+    DDPM_LAUNCH((conv_gemm_bf16<Block, LoadA, LoadB, Epilogue>), grid, Block::kThreads,
+                Block::kSmemBytes)(g.m, g.n, g.k, k_slice, a, b, epilogue, planes);
+  };
+  launch_split(g, Block::kBM, Block::kBN, kBK, planes, epilogue, launch);
 }
 
 Bf16Tiles g_tiles = Bf16Tiles::Heuristic;
@@ -836,9 +945,32 @@ const char* tiles_name(Bf16Tiles t) {
   return t == Bf16Tiles::Small ? "64x64" : t == Bf16Tiles::Deep ? "128x128 4-stage" : "128x128";
 }
 
+// v5 on K-major operands: v4's split plan, its slices whole 64-deep stages.
+template <class LoadA, class LoadB, class Epilogue>
+void launch_wgmma(const Gemm& g, LoadA a, LoadB b, Epilogue epilogue, float* planes) {
+  CHECK(gemm_sm90_available(),
+        "conv v5 (wgmma) needs a GPU of compute capability 9.0 (H100, H200) and a build with "
+        "sm_90a code (CMAKE_CUDA_ARCHITECTURES with 90); this device is sm_"
+            << compute_capability());
+  auto launch = [&](dim3 grid, int64_t k_slice) {
+    reserve_shared_memory(conv_gemm_wgmma<LoadA, LoadB, Epilogue>, sm90::kSharedBytes,
+                          "conv v5 (wgmma)", "no Hopper GPU has less");
+    DDPM_LAUNCH((conv_gemm_wgmma<LoadA, LoadB, Epilogue>), grid, sm90::kThreads,
+                sm90::kSharedBytes)(g.m, g.n, g.k, k_slice, a, b, epilogue, planes);
+  };
+  launch_split(g, sm90::kTile, sm90::kTile, sm90::kTileK, planes, epilogue, launch);
+}
+
 template <class LoadA, class LoadB, class Epilogue>
 void launch_tiles(Bf16Tiles t, const Gemm& g, LoadA a, LoadB b, Epilogue epilogue,
                   float* planes) {
+  if (t == Bf16Tiles::Wgmma) {
+    if constexpr (LoadA::kKMajor && LoadB::kKMajor) {
+      launch_wgmma(g, a, b, epilogue, planes);
+      return;
+    }
+    t = Bf16Tiles::Large;  // a pass with an MN-major operand: v4
+  }
   if (t == Bf16Tiles::Small) {
     launch_gemm<SmallTiles>(g, a, b, epilogue, planes);
   } else if (t == Bf16Tiles::Deep) {

@@ -1,8 +1,8 @@
 // The CUDA emulation itself: barriers, warp intrinsics, atomics, dynamic shared memory, WMMA,
-// Hopper's wgmma, the runtime's launch and memory checks, and the traps for what CUDA leaves undefined. The
-// engine's kernels are tested under it by the CUDA suites (tests/test_cuda_ops.cpp, ...);
-// here small kernels written for the purpose pin down each emulated behaviour, so a failure
-// there can be told apart from a bug in the emulation.
+// Hopper's wgmma, the runtime's launch and memory checks, and the traps for what CUDA leaves
+// undefined. The engine's kernels are tested under it by the CUDA suites
+// (tests/test_cuda_ops.cpp, ...); here small kernels written for the purpose pin down each
+// emulated behaviour, so a failure there can be told apart from a bug in the emulation.
 //
 // The DISABLED_ tests are fault injections: ctest runs them on purpose and requires the
 // sanitizer to report the fault (tests/cuda_emulation/CMakeLists.txt).

@@ -1,0 +1,77 @@
+// The 128 x 128 block tile on Hopper's wgmma that the GEMM (gemm_sm90.cu) and convolution
+// v5 (conv2d_bf16.cu) share: its shared-memory stages, one stage's products, and where each
+// accumulator lands in the tile. The instructions and the tile layout are ptx_sm90.cuh's.
+//
+//   block    256 threads = 2 warpgroups; warpgroup w owns rows 64 w..64 w + 63 of the tile,
+//            one wgmma.m64n128k16 per 16 of k, 64 fp32 accumulators a thread.
+//   stage    a 128 x 64 tile of A then one of B (64 of k: one 128-byte swizzled row each,
+//            16 KB a tile); kStages = 4 of them, 128 KB, after the dynamic shared memory's
+//            start rounded up to the swizzle's 1024-byte atom (1 KB more is asked for).
+//   products multiply_stage issues a stage's 4 wgmma as one group and leaves it in flight,
+//            waiting only for the group before it: the tensor cores work on stage t while
+//            the warps pass the next barrier and issue the next loads, and stage t-1 is free
+//            once it returns (for every warpgroup after the next __syncthreads). So a
+//            pipeline reloads a stage two iterations after its products were issued, keeping
+//            kStages - 2 tiles of loads ahead; finish() waits for the last group.
+// Needs DDPM_HAS_SM90A_WGMMA (ptx_sm90.cuh); callers compile it only there.
+#pragma once
+
+#include <cstddef>
+
+#include "kernels/cuda/ptx.cuh"
+#include "kernels/cuda/ptx_sm90.cuh"
+
+namespace ddpm::cuda::sm90 {
+
+constexpr int kTile = 128;     // rows (m) and columns (n) of the block's tile
+constexpr int kTileK = 64;     // k per stage: one 128-byte swizzled row
+constexpr int kStages = 4;     // 2 tiles of loads and 1 of products in flight
+constexpr int kThreads = 256;  // 2 warpgroups
+constexpr int kTileBytes = kTile * ptx::Sw128KMajor::kRowBytes;  // 16 KB
+constexpr int kStageBytes = 2 * kTileBytes;                      // A's tile, then B's
+constexpr size_t kSharedBytes = kStages * kStageBytes + ptx::Sw128KMajor::kAtomBytes;
+static_assert(kTileK * 2 == ptx::Sw128KMajor::kRowBytes, "a stage's k is one swizzled row");
+
+#if DDPM_HAS_SM90A_WGMMA
+
+// Stage s's A tile, at first_stage(...) + s kStageBytes (its B tile kTileBytes on).
+__device__ __forceinline__ ptx::SharedAddress first_stage(const void* dynamic_shared) {
+  constexpr int kAtom = ptx::Sw128KMajor::kAtomBytes;
+  return (ptx::shared_address(dynamic_shared) + kAtom - 1) / kAtom * kAtom;
+}
+
+// d (+)= this warpgroup's 64 rows of the stage's A times its B: four wgmma, one group, left
+// in flight; returns once the group before it is done. `accumulate` false: the first stage.
+__device__ __forceinline__ void multiply_stage(float (&d)[64], ptx::SharedAddress stage,
+                                               int warpgroup, bool accumulate) {
+  const ptx::SharedAddress a_rows = stage + warpgroup * 64 * ptx::Sw128KMajor::kRowBytes;
+  ptx::wgmma_fence_operands(d);
+  ptx::wgmma_fence();
+#pragma unroll
+  for (int s = 0; s < kTileK / 16; ++s)  // each 16 of k: 32 bytes on along the rows
+    ptx::wgmma_m64n128k16_bf16(d, ptx::sw128_descriptor(a_rows + 32 * s),
+                               ptx::sw128_descriptor(stage + kTileBytes + 32 * s),
+                               accumulate || s > 0);
+  ptx::wgmma_commit_group();
+  ptx::wgmma_wait_group<1>();
+  ptx::wgmma_fence_operands(d);
+}
+
+__device__ __forceinline__ void finish(float (&d)[64]) {
+  ptx::wgmma_wait_group<0>();
+  ptx::wgmma_fence_operands(d);
+}
+
+// Where a thread's accumulators are in the block's tile (ptx_sm90.cuh's fragment layout):
+// d[4j + 2h] and d[4j + 2h + 1] are row(h), columns col(j) and col(j) + 1.
+struct Fragment {
+  int warpgroup, warp, g, t;  // warp: within the warpgroup
+  __device__ explicit Fragment(int tid)
+      : warpgroup(tid / 128), warp(tid / 32 % 4), g(tid % 32 / 4), t(tid % 4) {}
+  __device__ int row(int h) const { return 64 * warpgroup + 16 * warp + g + 8 * h; }
+  __device__ int col(int j) const { return 8 * j + 2 * t; }
+};
+
+#endif  // DDPM_HAS_SM90A_WGMMA
+
+}  // namespace ddpm::cuda::sm90
