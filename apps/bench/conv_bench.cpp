@@ -244,13 +244,22 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
                               dw.data<float>(), nullptr, algo, ws.data<float>());
       }), flops);
     }
-    // v5, the dgrad on Hopper's wgmma (conv2d_bf16.cuh), where it runs, as v4's row above
+    // v5, the forward and the dgrad on Hopper's wgmma (conv2d_bf16.cuh), where it runs, as
+    // v4's rows above
     if (cuda::gemm_sm90_available() && cuda::conv2d_algo_runs(s, cuda::ConvAlgo::Bf16TensorCore)) {
       const cuda::ConvAlgo v4 = cuda::ConvAlgo::Bf16TensorCore;
       const Tensor ws = Tensor::empty(
-          Shape{std::max<int64_t>(1, cuda::conv2d_backward_workspace(s, v4))}, DType::F32,
-          Device::CUDA);
+          Shape{std::max<int64_t>(1, std::max(cuda::conv2d_forward_workspace(s, v4),
+                                              cuda::conv2d_backward_workspace(s, v4)))},
+          DType::F32, Device::CUDA);
       cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Wgmma);
+      add_flops("conv2d fwd", shape, "v5 wgmma, bf16 activations and weight copy",
+                timer.median_ms([&] {
+                  cuda::conv2d_forward(s, bf16_bits(x16), w.data<float>(), nullptr,
+                                       bf16_bits(y16), v4, ws.data<float>(), nullptr, nullptr,
+                                       bf16_bits(w16));
+                }),
+                flops);
       add_flops("conv2d dgrad", shape, "v5 wgmma, bf16 activations and weight copy",
                 timer.median_ms([&] {
                   cuda::conv2d_backward(s, bf16_bits(x16), w.data<float>(), bf16_bits(y16),

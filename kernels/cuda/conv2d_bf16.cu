@@ -354,30 +354,32 @@ struct DgradA {
   __device__ void advance(State& st) const { st.k.advance(*this, c8, s.kw); }
 };
 
-// Dgrad B as (Cin rows) x (K = (kh, kw, co)) K-major: w8[kh, kw, ci, co], w8 (KH, KW, Cin,
-// Cout8). Row ci starts at ci Cout8; k = tap Cout8 + co is at tap Cin Cout8 + co from there,
-// which advances with k inside a tap and jumps (Cin - 1) Cout8 more at each carry into the
-// next. So this loader needs no tap (no TapChannel): an offset, the channel and what is left
-// of the K slice, three registers where the dgrad's A already holds a TapChannel of six.
-struct DgradB {
+// B as (rows) x (K = (kh, kw, c)) K-major from w8 (KH, KW, rows, C8): the dgrad's B, the
+// weights as stored (rows ci < Cin, channels co: w8 (KH, KW, Cin, Cout8)), and v5's forward
+// B, their per-tap transpose (rows co < Cout, channels ci: (KH, KW, Cout, Cin8)). Row r
+// starts at r C8; k = tap C8 + c is at tap rows C8 + c from there, which advances with k
+// inside a tap and jumps (rows - 1) C8 more at each carry into the next. So this loader
+// needs no tap (no TapChannel): an offset, the channel and what is left of the K slice,
+// three registers where the dgrad's A already holds a TapChannel of six.
+struct TapRowsB {
   static constexpr bool kKMajor = true;
-  Conv2dShape s;
-  int c8;  // Cout8
+  int64_t rows;  // per tap: Cin (dgrad), Cout (v5's forward)
+  int c8;        // channels per tap, a multiple of 8: Cout8 (dgrad), Cin8 (v5's forward)
   const bf16_bits* w8;
   struct State {
     bool valid[2];
-    int64_t origin[2];  // ci Cout8
-    int at, c;          // k's offset from a row's origin, and its channel co
+    int64_t origin[2];  // r C8
+    int at, c;          // k's offset from a row's origin, and its channel
     int k_left;         // k_end - k
   };
   __device__ State start(const int64_t (&r)[2], int64_t k0, int64_t k_end) const {
     State st;
     for (int j = 0; j < 2; ++j) {
-      st.valid[j] = r[j] < s.c_in;
+      st.valid[j] = r[j] < rows;
       st.origin[j] = r[j] * c8;
     }
     st.c = static_cast<int>(k0 % c8);
-    st.at = static_cast<int>(k0 / c8) * static_cast<int>(s.c_in) * c8 + st.c;
+    st.at = static_cast<int>(k0 / c8) * static_cast<int>(rows) * c8 + st.c;
     st.k_left = static_cast<int>(k_end - k0);
     return st;
   }
@@ -391,7 +393,7 @@ struct DgradB {
     st.c += kBK;
     while (st.c >= c8) {
       st.c -= c8;
-      st.at += (static_cast<int>(s.c_in) - 1) * c8;
+      st.at += (static_cast<int>(rows) - 1) * c8;
     }
   }
 };
@@ -747,16 +749,17 @@ conv_gemm_bf16(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB 
 #endif
 }
 
-// ---- v5: the K-major passes on Hopper's wgmma (sm_90a) ----------------------------------
+// ---- v5: the forward and the dgrad on Hopper's wgmma (sm_90a) ----------------------------
 // wgmma_tile.cuh's 128 x 128 tile (2 warpgroups, 64-deep stages in the 128-byte swizzle,
 // products left in flight behind the next loads; gemm_sm90.cu is the same pipeline on a
 // plain GEMM) fed by v4's own loaders. A 64-deep stage is two of their 32-deep steps: the
 // thread keeps v4's two rows and chunk c of the 128-row K-major tile (Tile<true, 128, 256>),
 // which is chunk c of the stage's first half and 4 + c of its second, so the gathers, the
-// tap masks and the carries are v4's unchanged. Both operands must be K-major, which the
-// dgrad's are (DgradA, DgradB); the forward's B (the weights, k rows of Cout) and the
-// wgrad's operands are MN-major, and stay on v4 until they have a K-major form. Split-K as
-// v4 (planes, reduce_planes), in whole 64-deep stages. The tensor cores' own order of the
+// tap masks and the carries are v4's unchanged. Both operands must be K-major: the dgrad's
+// are (DgradA, TapRowsB), and so are the forward's with the weights transposed per tap
+// (ForwardA, TapRowsB on (taps, Cout, Cin8), converted at each call like v4's padded copy);
+// the wgrad's are MN-major and stay on v4. Split-K as v4 (planes, reduce_planes), in whole
+// 64-deep stages. The tensor cores' own order of the
 // 16 products of a k-step is theirs, so v5's bits need not be v4's: each is deterministic.
 using WgmmaRows = Tile<true, sm90::kTile, sm90::kThreads>;  // a 32-deep half stage
 
@@ -877,6 +880,17 @@ __global__ void weights_to_bf16_padded(int64_t taps, int64_t c_in, int64_t ci8, 
   }
 }
 
+// wt8 (taps, Cout, Cin8) = bf16(w (taps, Cin, Cout)) transposed per tap, Cin padded with
+// zeros: v5's forward B, K-major (TapRowsB). Small (the weights), so a thread per element.
+template <class S>
+__global__ void weights_to_bf16_k_major(int64_t taps, int64_t c_in, int64_t ci8, int64_t c_out,
+                                        const S* w, bf16_bits* wt8) {
+  DDPM_GRID_STRIDE(i, taps * c_out * ci8) {
+    const int64_t ci = i % ci8, co = i / ci8 % c_out, tap = i / (ci8 * c_out);
+    wt8[i] = ci < c_in ? bf16_round(load(w, (tap * c_in + ci) * c_out + co)) : bf16_bits{0};
+  }
+}
+
 // ---- host side ----------------------------------------------------------------------------
 
 // Past 48 KB a kernel opts in to its dynamic shared memory (launch_gemm, through
@@ -948,6 +962,7 @@ const char* tiles_name(Bf16Tiles t) {
 // v5 on K-major operands: v4's split plan, its slices whole 64-deep stages.
 template <class LoadA, class LoadB, class Epilogue>
 void launch_wgmma(const Gemm& g, LoadA a, LoadB b, Epilogue epilogue, float* planes) {
+  if (g.m == 0 || g.n == 0) return;
   CHECK(gemm_sm90_available(),
         "conv v5 (wgmma) needs a GPU of compute capability 9.0 (H100, H200) and a build with "
         "sm_90a code (CMAKE_CUDA_ARCHITECTURES with 90); this device is sm_"
@@ -1087,7 +1102,7 @@ void check_shape_limits(const Conv2dShape& s) {
 
 // Both passes lay the workspace out the same way whether or not `base` is null (sizing).
 struct ForwardBuffers {
-  bf16_bits *x8, *w8;
+  bf16_bits *x8, *w8;  // w8: v4's (taps, Cin8, Cout8), or v5's (taps, Cout, Cin8)
   float* planes;
   int64_t floats;
   ForwardBuffers(const Conv2dShape& s, float* base) {
@@ -1156,6 +1171,15 @@ const bf16_bits* forward_weights(const Conv2dShape& s, const S* w, bf16_bits* st
   return staged;
 }
 
+// v5's forward B, wt8 (taps, Cout, Cin8): the weights transposed per tap into `staged`.
+template <class S>
+const bf16_bits* forward_weights_k_major(const Conv2dShape& s, const S* w, bf16_bits* staged) {
+  const int64_t ci8 = round_up8(s.c_in);
+  DDPM_LAUNCH(weights_to_bf16_k_major<S>, grid_for(taps(s) * s.c_out * ci8), kThreads)(
+      taps(s), s.c_in, ci8, s.c_out, w, staged);
+  return staged;
+}
+
 // Both entries, for either storage of the activations A (float, or bf16 bits). w_bf16: the
 // weights' bf16 copy (engine/weight_copy.h) or null: then w is rounded here.
 template <class A>
@@ -1167,14 +1191,20 @@ void forward(const Conv2dShape& s, const A* x, const float* w, const float* b, A
   const ForwardBuffers buf(s, workspace);
   const int64_t c8 = round_up8(s.c_in), oh_n = s.out_h(), ow_n = s.out_w();
   const bf16_bits* x8 = operand(s.n * s.h * s.w, s.c_in, x, buf.x8);
+  const Gemm g = forward_gemm(s);
+  const ForwardA a{s, oh_n, ow_n, g.m, static_cast<int>(c8), x8};
+  const StoreWithAdds<A> epilogue{y, b, per_sample, residual, s.c_out, oh_n * ow_n,
+                                  rows_pair(s.c_out, y) && rows_pair(s.c_out, residual)};
+  if (g_tiles == Bf16Tiles::Wgmma) {  // v5: the weights K-major, transposed per tap
+    const bf16_bits* wt8 = w_bf16 ? forward_weights_k_major(s, w_bf16, buf.w8)
+                                  : forward_weights_k_major(s, w, buf.w8);
+    // straight to v5: run_gemm would also build v4's kernels for this B, which no one runs
+    launch_wgmma(g, a, TapRowsB{s.c_out, static_cast<int>(c8), wt8}, epilogue, buf.planes);
+    return;
+  }
   const bf16_bits* w8 =
       w_bf16 ? forward_weights(s, w_bf16, buf.w8) : forward_weights(s, w, buf.w8);
-  const Gemm g = forward_gemm(s);
-  run_gemm(g, ForwardA{s, oh_n, ow_n, g.m, static_cast<int>(c8), x8},
-           DenseRowsB{round_up8(s.c_out), w8},
-           StoreWithAdds<A>{y, b, per_sample, residual, s.c_out, oh_n * ow_n,
-                            rows_pair(s.c_out, y) && rows_pair(s.c_out, residual)},
-           buf.planes);
+  run_gemm(g, a, DenseRowsB{round_up8(s.c_out), w8}, epilogue, buf.planes);
 }
 
 template <class A>
@@ -1193,7 +1223,7 @@ void backward(const Conv2dShape& s, const A* x, const float* w, const A* dy, A* 
                                  : operand(taps(s) * s.c_in, s.c_out, w, buf.w8);
     const Gemm g = dgrad_gemm(s);
     run_gemm(g, DgradA{s, oh_n, ow_n, g.m, static_cast<int>(co8), dy8},
-             DgradB{s, static_cast<int>(co8), w8},
+             TapRowsB{s.c_in, static_cast<int>(co8), w8},
              Accumulate<A>{dx, s.c_in, dx_write == GradWrite::Accumulate, rows_pair(s.c_in, dx)},
              buf.planes);
   }

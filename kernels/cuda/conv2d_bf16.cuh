@@ -18,10 +18,10 @@ namespace ddpm::cuda {
 // Autotune times all three on the first call of each pass and size (like
 // torch.backends.cudnn.benchmark), prints the times and keeps the fastest. The choice never
 // changes the result's bits (conv2d_bf16.cu).
-// Wgmma (v5, forced only, until a GPU has verified it): the dgrad on Hopper's wgmma
-// (128x128 tiles, 2 warpgroups, sm_90a; the forward and the wgrad, whose tiles include an
-// MN-major one, on Large). Its bits are its own (the tensor cores order a k-step's sums),
-// and it needs gemm_sm90_available() (kernels/cuda/gemm_sm90.cuh): elsewhere it refuses.
+// Wgmma (v5, forced only, until a GPU has verified it): the forward and the dgrad on
+// Hopper's wgmma (128x128 tiles, 2 warpgroups, sm_90a; the wgrad, whose tiles are MN-major,
+// on Large). Its bits are its own (the tensor cores order a k-step's sums), and it needs
+// gemm_sm90_available() (kernels/cuda/gemm_sm90.cuh): elsewhere it refuses.
 enum class Bf16Tiles { Heuristic, Autotune, Large, Deep, Small, Wgmma };
 void set_conv2d_bf16_tiles(Bf16Tiles t);  // process-wide; Heuristic by default
 Bf16Tiles conv2d_bf16_tiles();
