@@ -1,9 +1,10 @@
 // A bf16 GEMM on Hopper's warpgroup tensor-core instructions (wgmma, sm_90a): the first
 // piece of a Hopper path beside convolution v4's mma.sync (kernels/cuda/gemm_sm90.cu says
-// how it works). Not used by the engine yet: it is tested against the CPU reference (under
-// the emulation everywhere, on an H100 / H200 when one runs the tests) and kernel-bench
-// times it against cuBLAS, so that a GPU says whether the layouts are right and how fast the
-// instruction is before a convolution is built on it.
+// how it works; convolution v5 runs on the same tile, wgmma_tile.cuh). Not used by the
+// engine: it is tested against the CPU reference (under the emulation everywhere, on an
+// H100 / H200 when one runs the tests) and kernel-bench times it against cuBLAS, so that a
+// GPU says whether the layouts are right and how fast the instruction is, on the plainest
+// use of it.
 #pragma once
 
 #include <cstdint>

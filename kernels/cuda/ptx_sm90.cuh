@@ -1,7 +1,8 @@
 // Hopper's warpgroup matrix multiply (wgmma, sm_90a) as small device functions: inline PTX
 // under nvcc, emulated on the CPU by tests/cuda_emulation/ptx_sm90.h (the same names). The
-// instructions a Hopper GEMM is made of (kernels/cuda/gemm_sm90.cu), beside ptx.cuh's Ampere
-// ones (mma.sync, ldmatrix, cp.async), which Hopper runs at a fraction of its tensor rate.
+// instructions a Hopper GEMM is made of (kernels/cuda/wgmma_tile.cuh's tile, under the GEMM
+// gemm_sm90.cu and convolution v5), beside ptx.cuh's Ampere ones (mma.sync, ldmatrix,
+// cp.async), which Hopper runs at a fraction of its tensor rate.
 //
 //   wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16
 //       D (64 x 128, fp32, in registers) = A (64 x 16, bf16) B (16 x 128, bf16) (+ D), both
@@ -24,7 +25,7 @@
 //       128-byte swizzle (`Sw128KMajor` below): the tile's rows (A's m, B's n) of 64 bf16 of
 //       k, 128 bytes each, in atoms of 8 rows = 1024 bytes, atom after atom (the stride
 //       byte offset, 1024); within an atom the 16-byte chunk c of row r is stored at chunk
-//       c ^ r. The hardware's swizzle is the XOR of address bits 4-6 with bits 7-9, so an
+//       c ^ (r % 8). The hardware's swizzle is the XOR of address bits 4-6 with bits 7-9, so an
 //       atom must start at a multiple of 1024 bytes; the k-th 16 of a row's 64 are the
 //       descriptor of the tile with 32 k bytes added to the start (bits 7-9 unchanged, so
 //       the base offset stays 0). The leading byte offset is unused by swizzled K-major
@@ -55,9 +56,9 @@ namespace ddpm::cuda::ptx {
 // `chunk` (8 bf16, k = 8 chunk..8 chunk + 7) of row `row` is, in bytes from the tile's start
 // (a multiple of 1024 in the shared window).
 struct Sw128KMajor {
-  static constexpr int kRowBytes = 128;                  // 64 bf16 of k
-  static constexpr int kAtomBytes = 8 * kRowBytes;      // the swizzle's period: 8 rows
-  static constexpr uint32_t kSwizzle128 = 1;            // the descriptor's swizzle field
+  static constexpr int kRowBytes = 128;              // 64 bf16 of k
+  static constexpr int kAtomBytes = 8 * kRowBytes;   // the swizzle's period: 8 rows
+  static constexpr uint32_t kSwizzle128 = 1;         // the descriptor's swizzle field
   __host__ __device__ static constexpr int offset(int row, int chunk) {
     return row * kRowBytes + ((chunk ^ (row % 8)) * 16);
   }
