@@ -104,13 +104,18 @@ Tensor conv2d_add(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2
 // in the math the precision says: fp32 with FMA math, TF32 tensor cores under TF32, bf16
 // tensors under BF16 (its outputs then rounded to bf16 too). Or Auto: per shape and pass,
 // the faster of our kernel of the precision's math (v2 / v3 / v4) and cuDNN's, timed once
-// on first use and printed (kernels/cuda/conv2d_autotune.cuh). The CPU path has one reference.
-enum class ConvAlgorithm { Naive, Tiled, TensorCore, Bf16TensorCore, Cudnn, Auto };
+// on first use and printed (kernels/cuda/conv2d_autotune.cuh). Or Wgmma: the bf16 products
+// of v4 on Hopper's wgmma, convolution v5 (conv2d_bf16.cuh; an H100 / H200 and a build for
+// architecture 90, else refused: conv_algorithm_unavailable). The CPU path has one reference.
+enum class ConvAlgorithm { Naive, Tiled, TensorCore, Bf16TensorCore, Wgmma, Cudnn, Auto };
 void set_conv_algorithm(ConvAlgorithm algo);
 ConvAlgorithm conv_algorithm();
+// Why `algo` cannot run on this machine's GPU (v5 without an sm_90 GPU or sm_90a code), or
+// "" when it can: checked before a run starts, not at its first convolution.
+std::string conv_algorithm_unavailable(ConvAlgorithm algo);
 // v4's block shape per pass and size: by a heuristic (default), or timed on first use
 // (autotune, like torch.backends.cudnn.benchmark; prints its choices). Either way the same
-// bits. Config key cuda_autotune.
+// bits. Config key cuda_autotune. (Wgmma has one block shape: nothing to tune.)
 void set_conv_autotune(bool on);
 
 // ---- group norm (engine/ops/group_norm.cpp) ----

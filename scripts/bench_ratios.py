@@ -29,9 +29,10 @@ RULES = {
     ("conv2d", "v4 bf16, bf16 activations and weight copy"):
         ("v4 bf16, bf16 activations", "cuDNN bf16"),
     ("conv2d", "engine on cuDNN bf16 (+ glue)"): (None, "cuDNN bf16"),
-    # v5 (the dgrad on Hopper's wgmma) on v4 with the same operands
+    # v5 (Hopper's wgmma) on v4 with the same operands (the wgrad reads no weights)
     ("conv2d", "v5 wgmma, bf16 activations and weight copy"):
         ("v4 bf16, bf16 activations and weight copy", "cuDNN bf16"),
+    ("conv2d", "v5 wgmma, bf16 activations"): ("v4 bf16, bf16 activations", "cuDNN bf16"),
     # the upsamplers by output phase on the reference's upsample then conv (same model FLOPs)
     ("upsample+conv", "by phase (v4 bf16, bf16 activations)"):
         ("upsample, then conv (v4 bf16, bf16 activations)", None),
@@ -45,6 +46,8 @@ RULES = {
     ("linear", "GemmEx bf16 (+ conversion)"): ("SGEMM TF32 (+ rounding)", None),
     # Hopper's wgmma GEMM on cuBLAS's bf16 GEMM, same operands and layout
     ("gemm", "wgmma bf16 (128x128 tiles, 4 stages)"): (None, "cuBLAS bf16 (GemmEx, TN)"),
+    ("gemm", "wgmma bf16 (128x128 tiles, 4 stages), both MN-major"):
+        ("wgmma bf16 (128x128 tiles, 4 stages)", "cuBLAS bf16 (GemmEx, NT)"),
     # group norm: each mapping on the one before it (channel slab on block per group,
     # channel runs on channel slab), in each storage; bf16 storage on f32 in the
     # block-per-group mapping

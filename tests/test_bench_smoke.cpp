@@ -81,11 +81,14 @@ TEST(BenchSmoke, EveryConvolutionRowRuns) {
       EXPECT_EQ(rows.count(std::string(kernel) + " / " + variant), 1u)
           << kernel << " / " << variant;
   EXPECT_EQ(rows.count("conv2d wgrad / v4 bf16, bf16 activations and weight copy"), 0u);
-  // v5 where it runs (the emulation too): its forward and dgrad
+  // v5 where it runs (the emulation too): its forward and dgrad on the weights' copy, its
+  // wgrad (which reads no weights)
+  const unsigned v5 = cuda::gemm_sm90_available() ? 1u : 0u;
   for (const char* kernel : {"conv2d fwd", "conv2d dgrad"})
     EXPECT_EQ(rows.count(std::string(kernel) + " / v5 wgmma, bf16 activations and weight copy"),
-              cuda::gemm_sm90_available() ? 1u : 0u)
+              v5)
         << kernel;
+  EXPECT_EQ(rows.count("conv2d wgrad / v5 wgmma, bf16 activations"), v5);
   EXPECT_EQ(rows.count("conv2d wgrad / v5 wgmma, bf16 activations and weight copy"), 0u);
   // the upsamplers, both ways, forward and with the backward
   for (const char* kernel : {"upsample+conv fwd", "upsample+conv fwd+bwd"})
@@ -120,14 +123,16 @@ TEST(BenchSmoke, EveryMemoryLinearAndLossRowRuns) {
   }
 }
 
-// cuBLAS's bf16 GEMM always; the wgmma GEMM where it can run (sm_90 with sm_90a code, and the
-// emulation), one small case in smoke mode.
+// cuBLAS's bf16 GEMM always, in both layouts; the wgmma GEMM likewise where it can run (sm_90
+// with sm_90a code, and the emulation), one small case in smoke mode.
 TEST(BenchSmoke, EveryGemmRowRuns) {
   REQUIRE_GPU();
   const std::map<std::string, int> rows = run_section(bench::bench_gemm);
+  const unsigned wgmma = cuda::gemm_sm90_available() ? 1u : 0u;
   EXPECT_EQ(rows.count("gemm / cuBLAS bf16 (GemmEx, TN)"), 1u);
-  EXPECT_EQ(rows.count("gemm / wgmma bf16 (128x128 tiles, 4 stages)"),
-            cuda::gemm_sm90_available() ? 1u : 0u);
+  EXPECT_EQ(rows.count("gemm / cuBLAS bf16 (GemmEx, NT)"), 1u);
+  EXPECT_EQ(rows.count("gemm / wgmma bf16 (128x128 tiles, 4 stages)"), wgmma);
+  EXPECT_EQ(rows.count("gemm / wgmma bf16 (128x128 tiles, 4 stages), both MN-major"), wgmma);
 }
 
 // The step's rows, by variant. Eager rows: kernels launched one by one, no graph, one
@@ -137,7 +142,13 @@ TEST(BenchSmoke, EveryTrainingStepRowRuns) {
   REQUIRE_GPU();
   nlohmann::json rows;
   const std::map<std::string, int> names = run_section(bench::bench_training_step, &rows);
-  EXPECT_EQ(names.size(), 12u);
+  const size_t v5 = cuda::gemm_sm90_available() ? 2 : 0;  // eager and graph on wgmma
+  EXPECT_EQ(names.size(), 12u + v5);
+  for (const std::string graph : {"eager ", "CUDA graph "})
+    EXPECT_EQ(names.count("training step / " + graph +
+                          "bf16, bf16 activations, v5 wgmma convolutions"),
+              v5 / 2)
+        << graph;
   for (const std::string graph : {"eager ", "CUDA graph "}) {
     for (const std::string precision : {"fp32", "bf16"})
       for (const std::string cudnn : {"", ", cuDNN convolutions"})

@@ -128,12 +128,12 @@ Results run_v4(const Conv2dShape& s, const Operands& o) {
 const char* tiles_name(cuda::Bf16Tiles t) {
   return t == cuda::Bf16Tiles::Small   ? ", 64x64"
          : t == cuda::Bf16Tiles::Deep  ? ", 128x128 4-stage"
-         : t == cuda::Bf16Tiles::Wgmma ? ", v5 wgmma (fwd, dgrad)"
+         : t == cuda::Bf16Tiles::Wgmma ? ", v5 wgmma"
                                        : ", 128x128";
 }
 
-// v4's block shapes, and v5 (the forward and the dgrad on wgmma) where it runs: an sm_90 GPU with sm_90a
-// code, and the emulation.
+// v4's block shapes, and v5 (the three passes on wgmma) where it runs: an sm_90 GPU with
+// sm_90a code, and the emulation.
 std::vector<cuda::Bf16Tiles> every_kernel() {
   std::vector<cuda::Bf16Tiles> all = {cuda::Bf16Tiles::Large, cuda::Bf16Tiles::Deep,
                                       cuda::Bf16Tiles::Small};
@@ -195,7 +195,7 @@ TEST(CudaConvBf16, IsDeterministicWhateverTheBlockShape) {
       const Results v5 = run_v4(s, o), v5_again = run_v4(s, o);
       EXPECT_EQ(v5.y, v5_again.y);
       EXPECT_EQ(v5.dx, v5_again.dx);
-      EXPECT_EQ(a.dw, v5.dw);  // the wgrad is v4's
+      EXPECT_EQ(v5.dw, v5_again.dw);
     }
     if (c.x[3] != 16) continue;  // the autotuner on the first case only (it runs each pass 12x)
     cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Autotune);
@@ -267,11 +267,23 @@ TEST(CudaConvBf16, ShapesPastTheLoadersLimitsAreRefusedWithTheirSize) {
 // da) (1 + db) with |da|, |db| <= 2^-8 (bf16's unit roundoff), so a sum of products is off by
 // at most (2^-7 + 2^-16) sum |ab|, plus fp32 summation (K 2^-24 sum |ab|, below 2.1e-4 sum
 // |ab| for K <= 3456): |v4 - cpu| <= 8.1e-3 mag + 1e-6.
+// The same through cuda_conv = wgmma (v5) where it runs; elsewhere the engine says why
+// before a run starts (conv_algorithm_unavailable, which ImageRun checks).
 TEST(CudaConvBf16, TheOpIsWithinBf16RoundingOfFp32) {
   REQUIRE_GPU();
   set_conv_algorithm(ConvAlgorithm::Bf16TensorCore);
   test::expect_conv_op_within(8.1e-3, cases(), 800, "v4");
+  const std::string why = conv_algorithm_unavailable(ConvAlgorithm::Wgmma);
+  EXPECT_EQ(why.empty(), cuda::gemm_sm90_available()) << why;
+  if (why.empty()) {
+    set_conv_algorithm(ConvAlgorithm::Wgmma);
+    EXPECT_EQ(cuda::conv2d_bf16_tiles(), cuda::Bf16Tiles::Wgmma);
+    test::expect_conv_op_within(8.1e-3, cases(), 800, "v5");
+  } else {
+    EXPECT_NE(why.find("compute capability 9.0"), std::string::npos) << why;
+  }
   set_conv_algorithm(ConvAlgorithm::Tiled);
+  EXPECT_EQ(cuda::conv2d_bf16_tiles(), cuda::Bf16Tiles::Heuristic);
 }
 
 // On bf16 activations (engine/ops.h set_activation_dtype: x, r, y and their gradients stored

@@ -15,6 +15,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "kernels/bf16.h"
@@ -57,12 +58,52 @@ std::vector<uint16_t> random_bf16(int64_t count, uint64_t stream) {
 }
 
 #if DDPM_WITH_CUDA
+const char* major_name(cuda::Major major) { return major == cuda::Major::K ? "K" : "MN"; }
+
+// x (rows x k, row-major) as the kernel reads it laid out `major`: as it is, or transposed.
+std::vector<uint16_t> stored(const std::vector<uint16_t>& x, int64_t rows, int64_t k,
+                             cuda::Major major) {
+  if (major == cuda::Major::K) return x;
+  std::vector<uint16_t> t(x.size());
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t kk = 0; kk < k; ++kk) t[kk * rows + r] = x[r * k + kk];
+  return t;
+}
+
+// c = a b^T of a (m x k) and b (n x k), handed to the kernel laid out a_major and b_major.
 std::vector<float> gemm_on_device(const GemmCase& g, const std::vector<uint16_t>& a,
-                                  const std::vector<uint16_t>& b) {
-  test::OnDevice<uint16_t> da(a), db(b);
+                                  const std::vector<uint16_t>& b,
+                                  cuda::Major a_major = cuda::Major::K,
+                                  cuda::Major b_major = cuda::Major::K) {
+  test::OnDevice<uint16_t> da(stored(a, g.m, g.k, a_major)), db(stored(b, g.n, g.k, b_major));
   test::OnDevice<float> dc(static_cast<size_t>(g.m * g.n));
-  cuda::gemm_bf16_sm90(g.m, g.n, g.k, da.ptr, db.ptr, dc.ptr);
+  cuda::gemm_bf16_sm90(g.m, g.n, g.k, da.ptr, db.ptr, dc.ptr, a_major, b_major);
   return dc.get();
+}
+
+// Every element of c against the double sum of a's and b's products, within the bound above.
+void expect_product(const GemmCase& g, const std::vector<uint16_t>& a,
+                    const std::vector<uint16_t>& b, const std::vector<float>& c) {
+  double norm = 0;
+  int misses = 0;
+  for (int64_t i = 0; i < g.m; ++i) {
+    for (int64_t j = 0; j < g.n; ++j) {
+      double want = 0, magnitude = 0;
+      for (int64_t kk = 0; kk < g.k; ++kk) {
+        const double p =
+            double(float_from_bf16_bits(a[i * g.k + kk])) * float_from_bf16_bits(b[j * g.k + kk]);
+        want += p;
+        magnitude += std::fabs(p);
+      }
+      norm += want * want;
+      const double got = c[i * g.n + j];
+      const double bound = 4.0 * double(g.k) * std::ldexp(1.0, -24) * magnitude;
+      if (!(std::fabs(got - want) <= bound) && misses++ < 5)
+        ADD_FAILURE() << "c[" << i << "][" << j << "] = " << got << ", want " << want
+                      << " within " << bound;
+    }
+  }
+  EXPECT_GT(norm, 0.0) << "the reference is all zeros: the comparison proves nothing";
 }
 #endif
 
@@ -76,27 +117,31 @@ TEST(CudaGemmSm90, MatchesTheProductOfTheBf16Operands) {
                             GemmCase{300, 260, 328}}) {
     SCOPED_TRACE(testing::Message() << g.m << " x " << g.n << " x " << g.k);
     const std::vector<uint16_t> a = random_bf16(g.m * g.k, 11), b = random_bf16(g.n * g.k, 12);
-    const std::vector<float> c = gemm_on_device(g, a, b);
-    double norm = 0;
-    int misses = 0;
-    for (int64_t i = 0; i < g.m; ++i) {
-      for (int64_t j = 0; j < g.n; ++j) {
-        double want = 0, magnitude = 0;
-        for (int64_t kk = 0; kk < g.k; ++kk) {
-          const double p = double(float_from_bf16_bits(a[i * g.k + kk])) *
-                           float_from_bf16_bits(b[j * g.k + kk]);
-          want += p;
-          magnitude += std::fabs(p);
-        }
-        norm += want * want;
-        const double got = c[i * g.n + j];
-        const double bound = 4.0 * double(g.k) * std::ldexp(1.0, -24) * magnitude;
-        if (!(std::fabs(got - want) <= bound) && misses++ < 5)
-          ADD_FAILURE() << "c[" << i << "][" << j << "] = " << got << ", want " << want
-                        << " within " << bound;
-      }
+    expect_product(g, a, b, gemm_on_device(g, a, b));
+  }
+#endif
+}
+
+// The MN-major layouts (the instruction's trans bits, the panels of 64 at the descriptor's
+// leading byte offset), each operand either way: the linear layer's dgrad (K, MN) and wgrad
+// (MN, MN) among them. m and n multiples of 8 (an MN-major operand's whole chunks); k any
+// when both are MN-major: 70 leaves a partial chunk of rows, and 1 a single row of k.
+TEST(CudaGemmSm90, EveryLayoutOfTheOperandsGivesTheProduct) {
+  REQUIRE_SM90A();
+#if DDPM_WITH_CUDA
+  using cuda::Major;
+  const std::pair<Major, Major> layouts[] = {
+      {Major::K, Major::MN}, {Major::MN, Major::K}, {Major::MN, Major::MN}};
+  for (const GemmCase& g : {GemmCase{128, 128, 128}, GemmCase{200, 136, 200},
+                            GemmCase{72, 264, 64}, GemmCase{136, 72, 70}, GemmCase{64, 8, 1}}) {
+    const std::vector<uint16_t> a = random_bf16(g.m * g.k, 31), b = random_bf16(g.n * g.k, 32);
+    for (const auto& [a_major, b_major] : layouts) {
+      if (g.k % 8 != 0 && (a_major == Major::K || b_major == Major::K)) continue;
+      SCOPED_TRACE(testing::Message() << g.m << " x " << g.n << " x " << g.k << ", a "
+                                      << major_name(a_major) << "-major, b "
+                                      << major_name(b_major) << "-major");
+      expect_product(g, a, b, gemm_on_device(g, a, b, a_major, b_major));
     }
-    EXPECT_GT(norm, 0.0) << "the reference is all zeros: the comparison proves nothing";
   }
 #endif
 }
@@ -110,13 +155,20 @@ TEST(CudaGemmSm90, TwoRunsGiveTheSameBits) {
 #endif
 }
 
-TEST(CudaGemmSm90, RefusesKNotAMultipleOf8) {
+TEST(CudaGemmSm90, RefusesOperandsOfPartialChunks) {
   REQUIRE_SM90A();
 #if DDPM_WITH_CUDA
+  using cuda::Major;
   test::OnDevice<uint16_t> a(size_t{64 * 12}), b(size_t{64 * 12});
   test::OnDevice<float> c(size_t{64 * 64});
   test::expect_error([&] { cuda::gemm_bf16_sm90(64, 64, 12, a.ptr, b.ptr, c.ptr); },
-                     {"gemm_bf16_sm90", "k (12)", "multiple of 8"});
+                     {"gemm_bf16_sm90", "a is K-major", "k (12)", "multiple of 8"});
+  test::expect_error(
+      [&] { cuda::gemm_bf16_sm90(12, 64, 16, a.ptr, b.ptr, c.ptr, Major::MN, Major::MN); },
+      {"gemm_bf16_sm90", "a is MN-major", "m (12)", "multiple of 8"});
+  test::expect_error(
+      [&] { cuda::gemm_bf16_sm90(64, 20, 16, a.ptr, b.ptr, c.ptr, Major::K, Major::MN); },
+      {"gemm_bf16_sm90", "b is MN-major", "n (20)", "multiple of 8"});
 #endif
 }
 

@@ -232,7 +232,11 @@ TEST(ImageTrain, ConfigErrorsNameTheKey) {
   expect_error([] { read_image_train_config(tiny_json({"device=tpu"}), "tiny.json"); },
                {"key 'device'", "cpu, cuda"});
   expect_error([] { read_image_train_config(tiny_json({"cuda_conv=fast"}), "tiny.json"); },
-               {"key 'cuda_conv'", "tiled, tensor_core, bf16_tensor_core, naive, cudnn, auto"});
+               {"key 'cuda_conv'",
+                "tiled, tensor_core, bf16_tensor_core, wgmma, naive, cudnn, auto"});
+  expect_error([] {
+    read_image_train_config(tiny_json({"cuda_conv=wgmma", "cuda_autotune=true"}), "tiny.json");
+  }, {"tiny.json", "'cuda_conv' \"wgmma\" and 'cuda_autotune' together"});
   expect_error([] { read_image_train_config(tiny_json({"cuda_attention=flash"}), "tiny.json"); },
                {"key 'cuda_attention'", "fused, straightforward"});
   expect_error([] { read_image_train_config(tiny_json({"precision=fp16"}), "tiny.json"); },

@@ -244,8 +244,8 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
                               dw.data<float>(), nullptr, algo, ws.data<float>());
       }), flops);
     }
-    // v5, the forward and the dgrad on Hopper's wgmma (conv2d_bf16.cuh), where it runs, as
-    // v4's rows above
+    // v5, the three passes on Hopper's wgmma (conv2d_bf16.cuh), where it runs, as v4's rows
+    // above
     if (cuda::gemm_sm90_available() && cuda::conv2d_algo_runs(s, cuda::ConvAlgo::Bf16TensorCore)) {
       const cuda::ConvAlgo v4 = cuda::ConvAlgo::Bf16TensorCore;
       const Tensor ws = Tensor::empty(
@@ -267,6 +267,10 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
                                         bf16_bits(w16));
                 }),
                 flops);
+      add_flops("conv2d wgrad", shape, "v5 wgmma, bf16 activations", timer.median_ms([&] {
+        cuda::conv2d_backward(s, bf16_bits(x16), w.data<float>(), bf16_bits(y16), nullptr,
+                              dw.data<float>(), nullptr, v4, ws.data<float>());
+      }), flops);
       cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Heuristic);
     }
     struct Baseline {

@@ -1,10 +1,12 @@
 // kernel-bench gemm: the Hopper wgmma GEMM (kernels/cuda/gemm_sm90.cu) next to cuBLAS's bf16
-// GEMM on the same operands and layout (c = a b^T, a (m x k) and b (n x k) K-major bf16,
-// fp32 c: cuBLAS's "TN" case), at the CIFAR-10 model's 3x3 convolutions seen as GEMMs
-// (m = batch x pixels, n = Cout, k = 9 Cin: the size of the convolution's forward without
-// the gather) and one square size. TFLOP/s against the bf16 tensor-core peak. The wgmma rows
-// need an sm_90 GPU and a build for architecture 90 (sm_90a code); elsewhere only cuBLAS's
-// rows are written, and the first line says why.
+// GEMM on the same operands and layout, c = A B^T in fp32 of bf16 A (m x k) and B (n x k):
+// both K-major (a, b stored m x k and n x k: cuBLAS's "TN" case, a forward's layout), and
+// both MN-major (stored k x m and k x n: "NT", a wgrad's layout, wgmma's trans bits), at the
+// CIFAR-10 model's 3x3 convolutions seen as GEMMs (m = batch x pixels, n = Cout, k = 9 Cin:
+// the size of the convolution's forward without the gather) and one square size. TFLOP/s
+// against the bf16 tensor-core peak. The wgmma rows need an sm_90 GPU and a build for
+// architecture 90 (sm_90a code); elsewhere only cuBLAS's rows are written, and the first
+// line says why.
 #include <cublas_v2.h>
 
 #include <cstdio>
@@ -40,22 +42,36 @@ void bench_gemm(const Options& o, Timer& timer, Report& report) {
     const Tensor b = cast(randn(Shape{n, k}, 1, 2, Device::CUDA), DType::BF16);
     const Tensor out = Tensor::empty(Shape{m, n}, DType::F32, Device::CUDA);
     const double flops = 2.0 * m * n * k;
-    // row-major c (m x n) is column-major c^T = b a^T: op(b^T as stored) = T, a^T as is
+    // Row-major c (m x n) is column-major c^T = B A^T. K-major: b as stored is column-major
+    // B^T (k x n), so op T; a is column-major A^T as is, op N. MN-major (a, b read as k x m
+    // and k x n, the same bytes reinterpreted: the timing does not depend on the values):
+    // b is column-major B, op N; a column-major A, op T.
     const float one = 1.0f, zero = 0.0f;
-    report.add_flops("gemm", shape, "cuBLAS bf16 (GemmEx, TN)", timer.median_ms([&] {
-      CUBLAS_CHECK(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n),
-                             static_cast<int>(m), static_cast<int>(k), &one, b.raw(),
-                             CUDA_R_16BF, static_cast<int>(k), a.raw(), CUDA_R_16BF,
-                             static_cast<int>(k), &zero, out.raw(), CUDA_R_32F,
-                             static_cast<int>(n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-    }), flops);
-    if (wgmma)
-      report.add_flops("gemm", shape, "wgmma bf16 (128x128 tiles, 4 stages)",
+    for (const bool k_major : {true, false}) {
+      const cublasOperation_t op_b = k_major ? CUBLAS_OP_T : CUBLAS_OP_N;
+      const cublasOperation_t op_a = k_major ? CUBLAS_OP_N : CUBLAS_OP_T;
+      const int ld_b = static_cast<int>(k_major ? k : n), ld_a = static_cast<int>(k_major ? k : m);
+      report.add_flops("gemm", shape,
+                       k_major ? "cuBLAS bf16 (GemmEx, TN)" : "cuBLAS bf16 (GemmEx, NT)",
                        timer.median_ms([&] {
-                         cuda::gemm_bf16_sm90(m, n, k, bf16_bits(a), bf16_bits(b),
-                                              out.data<float>());
+                         CUBLAS_CHECK(cublasGemmEx(
+                             handle, op_b, op_a, static_cast<int>(n), static_cast<int>(m),
+                             static_cast<int>(k), &one, b.raw(), CUDA_R_16BF, ld_b, a.raw(),
+                             CUDA_R_16BF, ld_a, &zero, out.raw(), CUDA_R_32F,
+                             static_cast<int>(n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
                        }),
                        flops);
+      if (!wgmma) continue;
+      const cuda::Major major = k_major ? cuda::Major::K : cuda::Major::MN;
+      report.add_flops("gemm", shape,
+                       k_major ? "wgmma bf16 (128x128 tiles, 4 stages)"
+                               : "wgmma bf16 (128x128 tiles, 4 stages), both MN-major",
+                       timer.median_ms([&] {
+                         cuda::gemm_bf16_sm90(m, n, k, bf16_bits(a), bf16_bits(b),
+                                              out.data<float>(), major, major);
+                       }),
+                       flops);
+    }
     if (o.smoke) break;  // one small case runs every row
   }
   CUBLAS_CHECK(cublasDestroy(handle));

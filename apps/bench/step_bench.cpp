@@ -18,6 +18,8 @@
 // 4x as large), the gain of computing them by output phase. And the peak GPU memory of the
 // steps (the caching allocator's, from the run's construction on: weights, moments, EMA,
 // activations, workspaces; cuBLAS's and cuDNN's own not included).
+// Where convolution v5 runs (an H100 / H200 with sm_90a code), the bf16-activations step
+// eager and as a graph once more on it (cuda_conv: wgmma).
 // --smoke: the same variants on a U-Net of every layer kind at a fraction of the work
 // (configs/tiny.json at 8 channels, 3 levels, dropout, attention at 8x8), one step timed.
 #include <cstdio>
@@ -29,6 +31,7 @@
 #include "engine/file_io.h"
 #include "engine/flops.h"
 #include "engine/weight_copy.h"
+#include "kernels/cuda/gemm_sm90.cuh"
 #include "models/config_reader.h"
 #include "models/ddpm/trainer.h"
 #include "models/unet/image_train.h"
@@ -42,6 +45,7 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
     bool bf16_activations = false;
     bool weight_copy = true;  // the run's bf16 copy of the weights (bf16 only) kept
     bool by_phase = true;     // upsample_by_phase: the upsamplers by output phase
+    bool wgmma = false;       // cuda_conv: wgmma (convolution v5, Hopper only)
   };
   std::vector<Variant> variants;
   for (const char* precision : {"fp32", "bf16"})
@@ -50,6 +54,9 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
   for (const bool graph : {false, true}) variants.push_back({"bf16", false, graph, true});
   variants.push_back({"bf16", false, false, true, false});
   variants.push_back({"bf16", false, false, true, true, false});
+  if (cuda::gemm_sm90_available())  // the same bf16 step on convolution v5, eager and graph
+    for (const bool graph : {false, true})
+      variants.push_back({"bf16", false, graph, true, true, true, true});
   const std::string config = o.smoke ? "configs/tiny.json" : "configs/cifar10_ddpm.json";
   std::vector<std::string> smoke_model;
   if (o.smoke)
@@ -63,7 +70,7 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
          {std::string("device=cuda"), "batch_size=" + std::to_string(o.batch),
           std::string("precision=") + v.precision,
           std::string("cuda_graph=") + (v.graph ? "true" : "false"),
-          std::string("cuda_conv=") + (v.cudnn ? "cudnn" : "tiled"),
+          std::string("cuda_conv=") + (v.cudnn ? "cudnn" : v.wgmma ? "wgmma" : "tiled"),
           std::string("activations=") + (v.bf16_activations ? "bf16" : "fp32"),
           std::string("upsample_by_phase=") + (v.by_phase ? "true" : "false"),
           std::string("out_dir=/tmp/kernel-bench-step")})
@@ -91,7 +98,8 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
                                 (v.cudnn ? ", cuDNN convolutions" : "") +
                                 (v.bf16_activations ? ", bf16 activations" : "") +
                                 (v.weight_copy ? "" : ", no weight copy") +
-                                (v.by_phase ? "" : ", upsample then conv");
+                                (v.by_phase ? "" : ", upsample then conv") +
+                                (v.wgmma ? ", v5 wgmma convolutions" : "");
     Row& r = report.add_rate("training step", shape, variant, ms, o.batch / (ms * 1e-3), "img/s");
     const double tflops = step_flops / (ms * 1e-3) * 1e-12;
     const double peak = std::string(v.precision) == "bf16" ? report.peaks().bf16_tflops

@@ -1,6 +1,8 @@
 // Op entry: conv2d on NHWC tensors, weights (KH, KW, Cin, Cout), per-side padding.
 #include <optional>
+#include <string>
 
+#include "engine/device.h"
 #include "engine/flops.h"
 #include "engine/ops.h"
 #include "engine/ops/op_util.h"
@@ -11,6 +13,11 @@
 #include "kernels/cuda/conv2d.cuh"
 #include "kernels/cuda/conv2d_bf16.cuh"
 #include "kernels/cuda/elementwise.cuh"
+#include "kernels/cuda/gemm_sm90.cuh"
+
+#if DDPM_WITH_CUDA
+#include "kernels/cuda/device_info.cuh"
+#endif
 
 namespace ddpm {
 
@@ -19,18 +26,41 @@ using detail::ptr_or_null;
 
 namespace {
 ConvAlgorithm g_algorithm = ConvAlgorithm::Tiled;
-}  // namespace
+bool g_autotune = false;
 
-void set_conv_algorithm(ConvAlgorithm algo) { g_algorithm = algo; }
-
-void set_conv_autotune(bool on) {
+// The bf16 kernels' block shapes follow from both settings: v5's own, or v4's tuned or not.
+void set_bf16_tiles() {
 #if DDPM_WITH_CUDA
-  cuda::set_conv2d_bf16_tiles(on ? cuda::Bf16Tiles::Autotune : cuda::Bf16Tiles::Heuristic);
-#else
-  (void)on;  // nothing to tune without CUDA
+  cuda::set_conv2d_bf16_tiles(g_algorithm == ConvAlgorithm::Wgmma ? cuda::Bf16Tiles::Wgmma
+                              : g_autotune                         ? cuda::Bf16Tiles::Autotune
+                                                                   : cuda::Bf16Tiles::Heuristic);
 #endif
 }
+}  // namespace
+
+void set_conv_algorithm(ConvAlgorithm algo) {
+  g_algorithm = algo;
+  set_bf16_tiles();
+}
+
+void set_conv_autotune(bool on) {
+  g_autotune = on;
+  set_bf16_tiles();
+}
 ConvAlgorithm conv_algorithm() { return g_algorithm; }
+
+std::string conv_algorithm_unavailable(ConvAlgorithm algo) {
+  if (algo != ConvAlgorithm::Wgmma) return "";
+#if DDPM_WITH_CUDA
+  if (!cuda_available()) return "convolution v5 (wgmma) needs a GPU: " + cuda_unavailable_reason();
+  if (cuda::gemm_sm90_available()) return "";
+  return "convolution v5 (wgmma) needs a GPU of compute capability 9.0 (H100, H200) and a "
+         "build with sm_90a code (CMAKE_CUDA_ARCHITECTURES with 90); this device is sm_" +
+         std::to_string(cuda::compute_capability());
+#else
+  return "convolution v5 (wgmma) needs CUDA; this build has none";
+#endif
+}
 
 #if DDPM_WITH_CUDA
 namespace {
@@ -48,7 +78,8 @@ cuda::ConvAlgo cuda_algo() {
   switch (g_algorithm) {
     case ConvAlgorithm::Naive: return cuda::ConvAlgo::Naive;
     case ConvAlgorithm::TensorCore: return cuda::ConvAlgo::TensorCore;
-    case ConvAlgorithm::Bf16TensorCore: return cuda::ConvAlgo::Bf16TensorCore;
+    case ConvAlgorithm::Bf16TensorCore:
+    case ConvAlgorithm::Wgmma: return cuda::ConvAlgo::Bf16TensorCore;  // v5: its block shape
     default: return cuda::ConvAlgo::Tiled;
   }
 }

@@ -354,32 +354,30 @@ struct DgradA {
   __device__ void advance(State& st) const { st.k.advance(*this, c8, s.kw); }
 };
 
-// B as (rows) x (K = (kh, kw, c)) K-major from w8 (KH, KW, rows, C8): the dgrad's B, the
-// weights as stored (rows ci < Cin, channels co: w8 (KH, KW, Cin, Cout8)), and v5's forward
-// B, their per-tap transpose (rows co < Cout, channels ci: (KH, KW, Cout, Cin8)). Row r
-// starts at r C8; k = tap C8 + c is at tap rows C8 + c from there, which advances with k
-// inside a tap and jumps (rows - 1) C8 more at each carry into the next. So this loader
-// needs no tap (no TapChannel): an offset, the channel and what is left of the K slice,
-// three registers where the dgrad's A already holds a TapChannel of six.
-struct TapRowsB {
+// Dgrad B as (Cin rows) x (K = (kh, kw, co)) K-major: w8[kh, kw, ci, co], w8 (KH, KW, Cin,
+// Cout8). Row ci starts at ci Cout8; k = tap Cout8 + co is at tap Cin Cout8 + co from there,
+// which advances with k inside a tap and jumps (Cin - 1) Cout8 more at each carry into the
+// next. So this loader needs no tap (no TapChannel): an offset, the channel and what is left
+// of the K slice, three registers where the dgrad's A already holds a TapChannel of six.
+struct DgradB {
   static constexpr bool kKMajor = true;
-  int64_t rows;  // per tap: Cin (dgrad), Cout (v5's forward)
-  int c8;        // channels per tap, a multiple of 8: Cout8 (dgrad), Cin8 (v5's forward)
+  Conv2dShape s;
+  int c8;  // Cout8
   const bf16_bits* w8;
   struct State {
     bool valid[2];
-    int64_t origin[2];  // r C8
-    int at, c;          // k's offset from a row's origin, and its channel
+    int64_t origin[2];  // ci Cout8
+    int at, c;          // k's offset from a row's origin, and its channel co
     int k_left;         // k_end - k
   };
   __device__ State start(const int64_t (&r)[2], int64_t k0, int64_t k_end) const {
     State st;
     for (int j = 0; j < 2; ++j) {
-      st.valid[j] = r[j] < rows;
+      st.valid[j] = r[j] < s.c_in;
       st.origin[j] = r[j] * c8;
     }
     st.c = static_cast<int>(k0 % c8);
-    st.at = static_cast<int>(k0 / c8) * static_cast<int>(rows) * c8 + st.c;
+    st.at = static_cast<int>(k0 / c8) * static_cast<int>(s.c_in) * c8 + st.c;
     st.k_left = static_cast<int>(k_end - k0);
     return st;
   }
@@ -393,7 +391,7 @@ struct TapRowsB {
     st.c += kBK;
     while (st.c >= c8) {
       st.c -= c8;
-      st.at += (static_cast<int>(rows) - 1) * c8;
+      st.at += (static_cast<int>(s.c_in) - 1) * c8;
     }
   }
 };
@@ -606,6 +604,21 @@ struct AccumulateWgrad {
 
 // ---- the kernel ----------------------------------------------------------------------------
 
+// The loader's state for thread tid's two chunks of tile T (a Tile above) of the block whose
+// rows (m or n) start at mn0, from k_begin: two rows at one k (K-major), or one column
+// chunk at two rows of k (MN-major).
+template <class T, class Loader>
+__device__ auto start_chunks(const Loader& loader, int tid, int64_t mn0, int64_t k_begin,
+                             int64_t k_end) {
+  if constexpr (T::kIsKMajor) {
+    const int64_t rows[2] = {mn0 + T::row_of(tid, 0), mn0 + T::row_of(tid, 1)};
+    return loader.start(rows, k_begin + kChunk * T::chunk_of(tid, 0), k_end);
+  } else {
+    const int64_t ks[2] = {k_begin + T::row_of(tid, 0), k_begin + T::row_of(tid, 1)};
+    return loader.start(mn0 + kChunk * T::chunk_of(tid, 0), ks, k_end);
+  }
+}
+
 // C's pair (row, col), (row, col + 1) (those inside n) to the epilogue, or to the block's
 // split-K plane when there is one (8-byte aligned: launch_split checks).
 template <class Epilogue>
@@ -668,18 +681,8 @@ conv_gemm_bf16(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB 
     for (int jj = 0; jj < kNT / 2; ++jj)
       b_frag[s][jj] = b_fragments_bytes<TileB>(wn * kWarpN + 16 * jj, 16 * s, lane);
   }
-  auto start = [&](const auto& loader, auto tile, int64_t mn0) {
-    using T = decltype(tile);
-    if constexpr (T::kIsKMajor) {  // two rows, one k
-      const int64_t rows[2] = {mn0 + T::row_of(tid, 0), mn0 + T::row_of(tid, 1)};
-      return loader.start(rows, k_begin + kChunk * T::chunk_of(tid, 0), k_end);
-    } else {  // one column chunk, two k rows
-      const int64_t ks[2] = {k_begin + T::row_of(tid, 0), k_begin + T::row_of(tid, 1)};
-      return loader.start(mn0 + kChunk * T::chunk_of(tid, 0), ks, k_end);
-    }
-  };
-  auto a_state = start(a, TileA{}, row0);
-  auto b_state = start(b, TileB{}, col0);
+  auto a_state = start_chunks<TileA>(a, tid, row0, k_begin, k_end);
+  auto b_state = start_chunks<TileB>(b, tid, col0, k_begin, k_end);
   auto load_stage = [&](int stage) {
     for (int j = 0; j < 2; ++j) {
       const Chunk ca = a.chunk(a_state, j), cb = b.chunk(b_state, j);
@@ -749,26 +752,35 @@ conv_gemm_bf16(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB 
 #endif
 }
 
-// ---- v5: the forward and the dgrad on Hopper's wgmma (sm_90a) ----------------------------
+// ---- v5: the three passes on Hopper's wgmma (sm_90a) ---------------------------------------
 // wgmma_tile.cuh's 128 x 128 tile (2 warpgroups, 64-deep stages in the 128-byte swizzle,
 // products left in flight behind the next loads; gemm_sm90.cu is the same pipeline on a
 // plain GEMM) fed by v4's own loaders. A 64-deep stage is two of their 32-deep steps: the
-// thread keeps v4's two rows and chunk c of the 128-row K-major tile (Tile<true, 128, 256>),
-// which is chunk c of the stage's first half and 4 + c of its second, so the gathers, the
-// tap masks and the carries are v4's unchanged. Both operands must be K-major: the dgrad's
-// are (DgradA, TapRowsB), and so are the forward's with the weights transposed per tap
-// (ForwardA, TapRowsB on (taps, Cout, Cin8), converted at each call like v4's padded copy);
-// the wgrad's are MN-major and stay on v4. Split-K as v4 (planes, reduce_planes), in whole
-// 64-deep stages. The tensor cores' own order of the
-// 16 products of a k-step is theirs, so v5's bits need not be v4's: each is deterministic.
-using WgmmaRows = Tile<true, sm90::kTile, sm90::kThreads>;  // a 32-deep half stage
+// thread keeps the chunks of v4's 128-wide tile (Tile<kKMajor, 128, 256>), placed in the
+// stage's first half, then in its second 32 further along k, so the gathers, the tap masks
+// and the carries are v4's unchanged. wgmma reads either layout (its trans bits), so each
+// pass keeps v4's operands as they are: the forward's im2col(x) K-major and the weights
+// MN-major as stored, the dgrad's both K-major, the wgrad's both MN-major. Split-K as v4
+// (planes, reduce_planes), in whole 64-deep stages. The tensor cores' own order of the 16
+// products of a k-step is theirs, so v5's bits need not be v4's: each is deterministic.
+
+// The layout of a loader's operand, and where thread tid's chunk j of half h of a stage
+// goes (bytes from the operand's tile): v4's tile position (mn, k), k 32 h further on.
+template <class L>
+constexpr Major kMajorOf = L::kKMajor ? Major::K : Major::MN;
+template <class L>
+__device__ int wgmma_chunk_bytes(int tid, int j, int h) {
+  using T = Tile<L::kKMajor, sm90::kTile, sm90::kThreads>;
+  const int mn = L::kKMajor ? T::row_of(tid, j) : kChunk * T::chunk_of(tid, j);
+  const int k = L::kKMajor ? kChunk * T::chunk_of(tid, j) : T::row_of(tid, j);
+  return sm90::TileLayout<kMajorOf<L>>::offset(mn, kBK * h + k);
+}
 
 template <class LoadA, class LoadB, class Epilogue>
 __global__ void __launch_bounds__(sm90::kThreads, 1)
 conv_gemm_wgmma(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB b,
                 Epilogue epilogue, float* planes) {
 #if DDPM_HAS_SM90A_WGMMA
-  static_assert(LoadA::kKMajor && LoadB::kKMajor, "wgmma reads both tiles K-major here");
   DDPM_DYNAMIC_SHARED(bf16_bits, smem);  // (v4's declaration: one per translation unit)
   const ptx::SharedAddress tiles = ptx::computed_once(sm90::first_stage(smem));
   const int tid = threadIdx.x;
@@ -779,17 +791,17 @@ conv_gemm_wgmma(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB
   const int k_tiles =
       k_end > k_begin ? static_cast<int>((k_end - k_begin + sm90::kTileK - 1) / sm90::kTileK) : 0;
 
-  // the thread's chunk j of half h of a stage, in bytes from its A (and B) tile
-  int off[2][2];
+  // the thread's chunk j of half h of a stage, in bytes from its A and its B tile
+  int a_off[2][2], b_off[2][2];
   for (int h = 0; h < 2; ++h)
-    for (int j = 0; j < 2; ++j)
-      off[h][j] = ptx::Sw128KMajor::offset(WgmmaRows::row_of(tid, j),
-                                           4 * h + WgmmaRows::chunk_of(tid, j));
-  const int64_t k0 = k_begin + kChunk * WgmmaRows::chunk_of(tid, 0);
-  const int64_t a_rows[2] = {row0 + WgmmaRows::row_of(tid, 0), row0 + WgmmaRows::row_of(tid, 1)};
-  const int64_t b_rows[2] = {col0 + WgmmaRows::row_of(tid, 0), col0 + WgmmaRows::row_of(tid, 1)};
-  auto a_state = a.start(a_rows, k0, k_end);
-  auto b_state = b.start(b_rows, k0, k_end);
+    for (int j = 0; j < 2; ++j) {
+      a_off[h][j] = wgmma_chunk_bytes<LoadA>(tid, j, h);
+      b_off[h][j] = wgmma_chunk_bytes<LoadB>(tid, j, h);
+    }
+  using HalfA = Tile<LoadA::kKMajor, sm90::kTile, sm90::kThreads>;
+  using HalfB = Tile<LoadB::kKMajor, sm90::kTile, sm90::kThreads>;
+  auto a_state = start_chunks<HalfA>(a, tid, row0, k_begin, k_end);
+  auto b_state = start_chunks<HalfB>(b, tid, col0, k_begin, k_end);
   // the loaders only move forward: tiles are requested in order, each once
   auto request = [&](int tile) {
     if (tile < k_tiles) {
@@ -797,8 +809,8 @@ conv_gemm_wgmma(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB
       for (int h = 0; h < 2; ++h) {
         for (int j = 0; j < 2; ++j) {
           const Chunk ca = a.chunk(a_state, j), cb = b.chunk(b_state, j);
-          ptx::cp_async_16(stage + off[h][j], ca.src, ca.valid);
-          ptx::cp_async_16(stage + sm90::kTileBytes + off[h][j], cb.src, cb.valid);
+          ptx::cp_async_16(stage + a_off[h][j], ca.src, ca.valid);
+          ptx::cp_async_16(stage + sm90::kTileBytes + b_off[h][j], cb.src, cb.valid);
         }
         a.advance(a_state);
         b.advance(b_state);
@@ -816,7 +828,8 @@ conv_gemm_wgmma(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB
     ptx::fence_proxy_async_shared();          // ... where the tensor cores read
     __syncthreads();                          // ... everyone's; tile t-2's products are done
     request(t + sm90::kStages - 2);           // into tile t-2's stage
-    sm90::multiply_stage(d, tiles + (t % sm90::kStages) * sm90::kStageBytes, warpgroup, t > 0);
+    sm90::multiply_stage<kMajorOf<LoadA>, kMajorOf<LoadB>>(
+        d, tiles + (t % sm90::kStages) * sm90::kStageBytes, warpgroup, t > 0);
   }
   sm90::finish(d);
   ptx::cp_async_wait<0>();  // (only empty groups are left)
@@ -877,17 +890,6 @@ __global__ void weights_to_bf16_padded(int64_t taps, int64_t c_in, int64_t ci8, 
     const int64_t co = i % co8, ci = i / co8 % ci8, tap = i / (co8 * ci8);
     w8[i] = ci < c_in && co < c_out ? bf16_round(load(w, (tap * c_in + ci) * c_out + co))
                                     : bf16_bits{0};
-  }
-}
-
-// wt8 (taps, Cout, Cin8) = bf16(w (taps, Cin, Cout)) transposed per tap, Cin padded with
-// zeros: v5's forward B, K-major (TapRowsB). Small (the weights), so a thread per element.
-template <class S>
-__global__ void weights_to_bf16_k_major(int64_t taps, int64_t c_in, int64_t ci8, int64_t c_out,
-                                        const S* w, bf16_bits* wt8) {
-  DDPM_GRID_STRIDE(i, taps * c_out * ci8) {
-    const int64_t ci = i % ci8, co = i / ci8 % c_out, tap = i / (ci8 * c_out);
-    wt8[i] = ci < c_in ? bf16_round(load(w, (tap * c_in + ci) * c_out + co)) : bf16_bits{0};
   }
 }
 
@@ -959,7 +961,7 @@ const char* tiles_name(Bf16Tiles t) {
   return t == Bf16Tiles::Small ? "64x64" : t == Bf16Tiles::Deep ? "128x128 4-stage" : "128x128";
 }
 
-// v5 on K-major operands: v4's split plan, its slices whole 64-deep stages.
+// v5: v4's split plan, its slices whole 64-deep stages.
 template <class LoadA, class LoadB, class Epilogue>
 void launch_wgmma(const Gemm& g, LoadA a, LoadB b, Epilogue epilogue, float* planes) {
   if (g.m == 0 || g.n == 0) return;
@@ -980,13 +982,8 @@ template <class LoadA, class LoadB, class Epilogue>
 void launch_tiles(Bf16Tiles t, const Gemm& g, LoadA a, LoadB b, Epilogue epilogue,
                   float* planes) {
   if (t == Bf16Tiles::Wgmma) {
-    if constexpr (LoadA::kKMajor && LoadB::kKMajor) {
-      launch_wgmma(g, a, b, epilogue, planes);
-      return;
-    }
-    t = Bf16Tiles::Large;  // a pass with an MN-major operand: v4
-  }
-  if (t == Bf16Tiles::Small) {
+    launch_wgmma(g, a, b, epilogue, planes);
+  } else if (t == Bf16Tiles::Small) {
     launch_gemm<SmallTiles>(g, a, b, epilogue, planes);
   } else if (t == Bf16Tiles::Deep) {
     launch_gemm<DeepTiles>(g, a, b, epilogue, planes);
@@ -1102,7 +1099,7 @@ void check_shape_limits(const Conv2dShape& s) {
 
 // Both passes lay the workspace out the same way whether or not `base` is null (sizing).
 struct ForwardBuffers {
-  bf16_bits *x8, *w8;  // w8: v4's (taps, Cin8, Cout8), or v5's (taps, Cout, Cin8)
+  bf16_bits *x8, *w8;
   float* planes;
   int64_t floats;
   ForwardBuffers(const Conv2dShape& s, float* base) {
@@ -1171,15 +1168,6 @@ const bf16_bits* forward_weights(const Conv2dShape& s, const S* w, bf16_bits* st
   return staged;
 }
 
-// v5's forward B, wt8 (taps, Cout, Cin8): the weights transposed per tap into `staged`.
-template <class S>
-const bf16_bits* forward_weights_k_major(const Conv2dShape& s, const S* w, bf16_bits* staged) {
-  const int64_t ci8 = round_up8(s.c_in);
-  DDPM_LAUNCH(weights_to_bf16_k_major<S>, grid_for(taps(s) * s.c_out * ci8), kThreads)(
-      taps(s), s.c_in, ci8, s.c_out, w, staged);
-  return staged;
-}
-
 // Both entries, for either storage of the activations A (float, or bf16 bits). w_bf16: the
 // weights' bf16 copy (engine/weight_copy.h) or null: then w is rounded here.
 template <class A>
@@ -1195,13 +1183,6 @@ void forward(const Conv2dShape& s, const A* x, const float* w, const float* b, A
   const ForwardA a{s, oh_n, ow_n, g.m, static_cast<int>(c8), x8};
   const StoreWithAdds<A> epilogue{y, b, per_sample, residual, s.c_out, oh_n * ow_n,
                                   rows_pair(s.c_out, y) && rows_pair(s.c_out, residual)};
-  if (g_tiles == Bf16Tiles::Wgmma) {  // v5: the weights K-major, transposed per tap
-    const bf16_bits* wt8 = w_bf16 ? forward_weights_k_major(s, w_bf16, buf.w8)
-                                  : forward_weights_k_major(s, w, buf.w8);
-    // straight to v5: run_gemm would also build v4's kernels for this B, which no one runs
-    launch_wgmma(g, a, TapRowsB{s.c_out, static_cast<int>(c8), wt8}, epilogue, buf.planes);
-    return;
-  }
   const bf16_bits* w8 =
       w_bf16 ? forward_weights(s, w_bf16, buf.w8) : forward_weights(s, w, buf.w8);
   run_gemm(g, a, DenseRowsB{round_up8(s.c_out), w8}, epilogue, buf.planes);
@@ -1223,7 +1204,7 @@ void backward(const Conv2dShape& s, const A* x, const float* w, const A* dy, A* 
                                  : operand(taps(s) * s.c_in, s.c_out, w, buf.w8);
     const Gemm g = dgrad_gemm(s);
     run_gemm(g, DgradA{s, oh_n, ow_n, g.m, static_cast<int>(co8), dy8},
-             TapRowsB{s.c_in, static_cast<int>(co8), w8},
+             DgradB{s, static_cast<int>(co8), w8},
              Accumulate<A>{dx, s.c_in, dx_write == GradWrite::Accumulate, rows_pair(s.c_in, dx)},
              buf.planes);
   }

@@ -1,5 +1,5 @@
 // A bf16 GEMM on Hopper's wgmma (kernels/cuda/ptx_sm90.cuh has the instructions and the
-// tile layout): c (m x n, fp32) = a (m x k) b^T, a and b K-major bf16.
+// tile layouts): c (m x n, fp32) = A (m x k) B^T, A and B bf16, each K-major or MN-major.
 //
 // Why: Hopper runs mma.sync (convolution v4, ptx.cuh) at a fraction of its tensor-core rate;
 // its full rate comes through wgmma, where a warpgroup of 4 warps multiplies a 64 x N x 16
@@ -12,10 +12,12 @@
 //   block    wgmma_tile.cuh's 128 x 128 tile: 2 warpgroups of 64 rows, 64 accumulators a
 //            thread, 4 stages of 64 k (128 KB of shared memory; an H100 block may have
 //            227 KB), one stage's products left in flight behind the next loads.
-//   loads    cp.async, 16 bytes a copy: 128 rows x 8 chunks per tile over 256 threads is
-//            4 chunks of a and 4 of b per thread and stage; a warp copies 4 whole rows of
-//            128 bytes (coalesced), rows past m or n and k past the end zero-filled. Stored
-//            at their swizzled place, so the wgmma reads them as they are.
+//   loads    cp.async, 16 bytes a copy: a tile is 1024 chunks, 4 of a and 4 of b per thread
+//            and stage. K-major: 128 rows of 8 chunks of k, a warp copying 4 whole rows of
+//            128 bytes; MN-major: 64 rows of k of 16 chunks of m (n), a warp copying 2 rows
+//            of 256 bytes (both coalesced); rows past m or n and k past the end zero-filled.
+//            Stored at their swizzled place (wgmma_tile.cuh's TileLayout), so the wgmma reads
+//            them as they are, the MN-major ones with its trans bit set.
 //   pipeline (S = 4) tiles 0..S-3 are requested before the loop; iteration t waits for tile
 //            t (cp.async.wait_group S-3), makes the copies visible to the async proxy
 //            (fence.proxy.async) and to every thread (__syncthreads, which also proves both
@@ -50,21 +52,27 @@ constexpr int kGemmThreads = sm90::kThreads;
 #if DDPM_HAS_SM90A_WGMMA
 constexpr int kChunksPerThread = kTile * (kTileK / 8) / kGemmThreads;  // 4 of a, 4 of b
 
-// Copies tile `tile` of k (rows row0.. of a (m x k), or of b (n x k)) into a stage's tile:
-// chunk q = tid + 256 j of the 128 x 8 is row q / 8, chunk q % 8.
+// Copies the 128 x 64 tile at (row0, k0) of an operand with `rows` rows (m or n) into a
+// stage's tile: src is rows x k (K-major) or k x rows (MN-major), row-major. Chunk
+// q = tid + 256 j is (row q / 8, k 8 (q % 8)) or (k q / 16, row 8 (q % 16)).
+template <Major kMajor>
 __device__ void load_tile(ptx::SharedAddress dst, const uint16_t* src, int64_t rows,
                           int64_t row0, int64_t k, int64_t k0) {
   for (int j = 0; j < kChunksPerThread; ++j) {
-    const int q = static_cast<int>(threadIdx.x) + kGemmThreads * j, row = q / 8, chunk = q % 8;
-    const int64_t r = row0 + row, kk = k0 + 8 * chunk;
-    const bool valid = r < rows && kk < k;
-    ptx::cp_async_16(dst + ptx::Sw128KMajor::offset(row, chunk), valid ? src + r * k + kk : src,
+    const int q = static_cast<int>(threadIdx.x) + kGemmThreads * j;
+    const int row = kMajor == Major::K ? q / 8 : 8 * (q % 16);
+    const int kk = kMajor == Major::K ? 8 * (q % 8) : q / 16;
+    const int64_t r = row0 + row, kr = k0 + kk;
+    const bool valid = r < rows && kr < k;
+    const int64_t at = kMajor == Major::K ? r * k + kr : kr * rows + r;
+    ptx::cp_async_16(dst + sm90::TileLayout<kMajor>::offset(row, kk), valid ? src + at : src,
                      valid);
   }
 }
 #endif
 
 // grid (ceil(n / 128), ceil(m / 128)), 256 threads, sm90::kSharedBytes of dynamic shared memory.
+template <Major kA, Major kB>
 __global__ void __launch_bounds__(kGemmThreads, 1)
 gemm_bf16_sm90_kernel(int64_t m, int64_t n, int64_t k, const uint16_t* a, const uint16_t* b,
                       float* c) {
@@ -79,8 +87,8 @@ gemm_bf16_sm90_kernel(int64_t m, int64_t n, int64_t k, const uint16_t* a, const 
   auto request = [&](int tile) {
     if (tile < k_tiles) {
       const ptx::SharedAddress stage = tiles + (tile % kStages) * kStageBytes;
-      load_tile(stage, a, m, m0, k, static_cast<int64_t>(tile) * kTileK);
-      load_tile(stage + kTileBytes, b, n, n0, k, static_cast<int64_t>(tile) * kTileK);
+      load_tile<kA>(stage, a, m, m0, k, static_cast<int64_t>(tile) * kTileK);
+      load_tile<kB>(stage + kTileBytes, b, n, n0, k, static_cast<int64_t>(tile) * kTileK);
     }
     ptx::cp_async_commit();  // an empty group past the end keeps the counting uniform
   };
@@ -93,7 +101,7 @@ gemm_bf16_sm90_kernel(int64_t m, int64_t n, int64_t k, const uint16_t* a, const 
     ptx::fence_proxy_async_shared();
     __syncthreads();
     request(t + kStages - 2);  // into tile t-2's stage, whose products are done
-    sm90::multiply_stage(d, tiles + (t % kStages) * kStageBytes, warpgroup, t > 0);
+    sm90::multiply_stage<kA, kB>(d, tiles + (t % kStages) * kStageBytes, warpgroup, t > 0);
   }
   sm90::finish(d);
 
@@ -114,6 +122,28 @@ gemm_bf16_sm90_kernel(int64_t m, int64_t n, int64_t k, const uint16_t* a, const 
 
 __global__ void sm90a_probe_kernel(int* has_wgmma) { *has_wgmma = DDPM_HAS_SM90A_WGMMA; }
 
+template <Major kA, Major kB>
+void launch(int64_t m, int64_t n, int64_t k, const uint16_t* a, const uint16_t* b, float* c) {
+  reserve_shared_memory(gemm_bf16_sm90_kernel<kA, kB>, sm90::kSharedBytes, "gemm_bf16_sm90",
+                        "no Hopper GPU has less");
+  const dim3 grid(static_cast<unsigned>((n + kTile - 1) / kTile),
+                  static_cast<unsigned>((m + kTile - 1) / kTile));
+  DDPM_LAUNCH((gemm_bf16_sm90_kernel<kA, kB>), grid, kGemmThreads, sm90::kSharedBytes)(
+      m, n, k, a, b, c);
+}
+
+const char* major_name(Major major) { return major == Major::K ? "K-major" : "MN-major"; }
+
+// What a K-major operand needs of k, an MN-major one of its rows: whole 16-byte chunks.
+void check_chunks(const char* operand, Major major, const char* rows_name, int64_t rows,
+                  int64_t k) {
+  const bool k_major = major == Major::K;
+  CHECK((k_major ? k : rows) % 8 == 0,
+        "gemm_bf16_sm90: " << operand << " is " << major_name(major) << ", so "
+                           << (k_major ? "k" : rows_name) << " (" << (k_major ? k : rows)
+                           << ") must be a multiple of 8");
+}
+
 }  // namespace
 
 bool gemm_sm90_available() {
@@ -131,22 +161,24 @@ bool gemm_sm90_available() {
 }
 
 void gemm_bf16_sm90(int64_t m, int64_t n, int64_t k, const uint16_t* a, const uint16_t* b,
-                    float* c) {
+                    float* c, Major a_major, Major b_major) {
   CHECK(gemm_sm90_available(),
         "gemm_bf16_sm90 needs a GPU of compute capability 9.0 (H100, H200) and a build that "
         "carries sm_90a code (CMAKE_CUDA_ARCHITECTURES with 90); this device is "
             << compute_capability() / 10 << "." << compute_capability() % 10);
   CHECK(m >= 0 && n >= 0 && k >= 0, "gemm_bf16_sm90: negative size " << m << " x " << n << " x "
                                                                       << k);
-  CHECK(k % 8 == 0 && reinterpret_cast<uintptr_t>(a) % 16 == 0 &&
-            reinterpret_cast<uintptr_t>(b) % 16 == 0,
-        "gemm_bf16_sm90: k (" << k << ") must be a multiple of 8 and a, b 16-byte aligned");
+  check_chunks("a", a_major, "m", m, k);
+  check_chunks("b", b_major, "n", n, k);
+  CHECK(reinterpret_cast<uintptr_t>(a) % 16 == 0 && reinterpret_cast<uintptr_t>(b) % 16 == 0,
+        "gemm_bf16_sm90: a and b must be 16-byte aligned (whole 16-byte chunks)");
   if (m == 0 || n == 0) return;
-  reserve_shared_memory(gemm_bf16_sm90_kernel, sm90::kSharedBytes, "gemm_bf16_sm90",
-                        "no Hopper GPU has less");
-  const dim3 grid(static_cast<unsigned>((n + kTile - 1) / kTile),
-                  static_cast<unsigned>((m + kTile - 1) / kTile));
-  DDPM_LAUNCH(gemm_bf16_sm90_kernel, grid, kGemmThreads, sm90::kSharedBytes)(m, n, k, a, b, c);
+  if (a_major == Major::K)
+    b_major == Major::K ? launch<Major::K, Major::K>(m, n, k, a, b, c)
+                        : launch<Major::K, Major::MN>(m, n, k, a, b, c);
+  else
+    b_major == Major::K ? launch<Major::MN, Major::K>(m, n, k, a, b, c)
+                        : launch<Major::MN, Major::MN>(m, n, k, a, b, c);
 }
 
 }  // namespace ddpm::cuda

@@ -9,6 +9,8 @@
 
 #include <cstdint>
 
+#include "kernels/cuda/major.h"
+
 namespace ddpm::cuda {
 
 // True when the current device is compute capability 9.0 and this binary carries the kernel's
@@ -16,11 +18,14 @@ namespace ddpm::cuda {
 // first call launches a one-thread probe and waits for it.
 bool gemm_sm90_available();
 
-// c (m x n, fp32, row-major) = a (m x k) b^T with a (m x k) and b (n x k) bf16 bits,
-// row-major (so both K-major: the linear layer's y = x w^T), products summed in fp32.
-// k must be a multiple of 8 and a, b 16-byte aligned (whole 16-byte chunks); m, n any.
-// Refuses, naming what is missing, when gemm_sm90_available() is false.
+// c (m x n, fp32, row-major) = A B^T with A (m x k) and B (n x k) bf16 bits, products summed
+// in fp32. Each operand K-major or MN-major (major.h): a is A (m x k, row-major) or A^T
+// (k x m), b is B (n x k) or B^T (k x n). So the linear layer's three products are its
+// forward y = x w^T (K, K), its dgrad dx = dy w (K, MN) and its wgrad dw = dy^T x (MN, MN).
+// A K-major operand needs k a multiple of 8, an MN-major one its m (n) a multiple of 8 (whole
+// 16-byte chunks), and a, b 16-byte aligned; the rest any size. Refuses, naming what is
+// missing, when gemm_sm90_available() is false.
 void gemm_bf16_sm90(int64_t m, int64_t n, int64_t k, const uint16_t* a, const uint16_t* b,
-                    float* c);
+                    float* c, Major a_major = Major::K, Major b_major = Major::K);
 
 }  // namespace ddpm::cuda

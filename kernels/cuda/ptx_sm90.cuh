@@ -21,15 +21,25 @@
 //   The operands: a 64-bit matrix descriptor each (PTX ISA, "Matrix Descriptor Format"):
 //       bits 0-13 the start address >> 4 (shared-window bytes), 16-29 the leading-dimension
 //       byte offset >> 4, 32-45 the stride-dimension byte offset >> 4, 49-51 a base offset,
-//       62-63 the swizzle (1: 128 bytes). We use one layout for both, K-major with the
-//       128-byte swizzle (`Sw128KMajor` below): the tile's rows (A's m, B's n) of 64 bf16 of
-//       k, 128 bytes each, in atoms of 8 rows = 1024 bytes, atom after atom (the stride
-//       byte offset, 1024); within an atom the 16-byte chunk c of row r is stored at chunk
-//       c ^ (r % 8). The hardware's swizzle is the XOR of address bits 4-6 with bits 7-9, so an
-//       atom must start at a multiple of 1024 bytes; the k-th 16 of a row's 64 are the
-//       descriptor of the tile with 32 k bytes added to the start (bits 7-9 unchanged, so
-//       the base offset stays 0). The leading byte offset is unused by swizzled K-major
-//       layouts whose k16 stays inside the 128-byte row (set to 1, as the ISA suggests).
+//       62-63 the swizzle (1: 128 bytes). We use the 128-byte swizzle only (`Sw128` below):
+//       rows of 128 bytes in atoms of 8 rows = 1024 bytes, the 16-byte chunk c of row r
+//       stored at chunk c ^ (r % 8). The hardware's swizzle is the XOR of address bits 4-6
+//       with bits 7-9, so an atom must start at a multiple of 1024 bytes. What a row holds
+//       depends on which dimension of the operand is contiguous (`Major`, major.h):
+//     K-major (A m x k with k contiguous, B n x k likewise; the instruction's trans bit 0):
+//       a row is one m (or n) and 64 bf16 of k; atoms of 8 rows follow one another (the
+//       stride byte offset, 1024). The k-th 16 of a row's 64 are the descriptor of the tile
+//       with 32 k bytes added to the start (bits 7-9 unchanged, so the base offset stays 0).
+//       The leading byte offset is unused when k16 stays inside the 128-byte row (set to
+//       1, as the ISA suggests).
+//     MN-major (m or n contiguous, as an NHWC tensor's channels are when the reduction runs
+//       over pixels; trans bit 1, bf16 and f16 only): a row is one k and 64 bf16 of m (or
+//       n); 8 rows of k make an atom, atoms of k follow one another (the stride byte
+//       offset, 1024), and the next 64 of m (n) are a panel further (the leading byte
+//       offset: a panel's bytes). The k-th 16 are two atoms, 2048 bytes, on. (The PTX
+//       ISA's "Canonical Layouts" table of wgmma says the same: MN-major with the 128-byte
+//       swizzle is ((T,8,m),(8,k)):((1,T,LBO),(8T,SBO)), T = 8 bf16 in 16 bytes: LBO between
+//       the m repeats of 64, SBO between the groups of 8 k. CUTLASS's GMMA descriptors agree.)
 //   fence.proxy.async.shared::cta
 //       wgmma reads shared memory through the "async proxy"; what ordinary stores and
 //       cp.async wrote there (the generic proxy) is visible to it only after this fence in
@@ -42,6 +52,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/major.h"
 #include "kernels/cuda/ptx.cuh"
 
 #if (defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)) || DDPM_CUDA_EMULATION
@@ -52,15 +63,21 @@
 
 namespace ddpm::cuda::ptx {
 
-// The K-major 128-byte-swizzled tile of rows x 64 bf16 both operands use: where chunk
-// `chunk` (8 bf16, k = 8 chunk..8 chunk + 7) of row `row` is, in bytes from the tile's start
-// (a multiple of 1024 in the shared window).
-struct Sw128KMajor {
-  static constexpr int kRowBytes = 128;              // 64 bf16 of k
+// The 128-byte swizzle both layouts use: where chunk `chunk` (16 bytes) of 128-byte row `row`
+// is, in bytes from the start (a multiple of 1024 in the shared window). A K-major tile's
+// rows are its m (n), an MN-major panel's rows its k (see above).
+struct Sw128 {
+  static constexpr int kRowBytes = 128;              // 64 bf16
   static constexpr int kAtomBytes = 8 * kRowBytes;   // the swizzle's period: 8 rows
   static constexpr uint32_t kSwizzle128 = 1;         // the descriptor's swizzle field
   __host__ __device__ static constexpr int offset(int row, int chunk) {
     return row * kRowBytes + ((chunk ^ (row % 8)) * 16);
+  }
+  // The descriptor's fields but the start: the two byte offsets and the swizzle.
+  __host__ __device__ static constexpr uint64_t fields(uint32_t leading_bytes,
+                                                      uint32_t stride_bytes) {
+    return uint64_t{leading_bytes >> 4} << 16 | uint64_t{stride_bytes >> 4} << 32 |
+           uint64_t{kSwizzle128} << 62;
   }
 };
 
@@ -72,13 +89,11 @@ struct Sw128KMajor {
 
 namespace ddpm::cuda::ptx {
 
-// The descriptor of a Sw128KMajor tile whose k-slice of 16 starts at shared-window address
-// `start` (the tile's start + 32 k-step bytes).
-__device__ __forceinline__ uint64_t sw128_descriptor(SharedAddress start) {
-  const uint64_t address = (start & 0x3FFFF) >> 4;
-  const uint64_t leading = 1;                                  // unused here: 16 bytes
-  const uint64_t stride = Sw128KMajor::kAtomBytes >> 4;        // atom to atom
-  return address | leading << 16 | stride << 32 | uint64_t{Sw128KMajor::kSwizzle128} << 62;
+// The descriptor of a Sw128 operand whose k-slice of 16 starts at shared-window address
+// `start`, with the byte offsets of its layout (wgmma_tile.cuh's TileLayout gives them).
+__device__ __forceinline__ uint64_t sw128_descriptor(SharedAddress start, uint32_t leading_bytes,
+                                                     uint32_t stride_bytes) {
+  return (start & 0x3FFFF) >> 4 | Sw128::fields(leading_bytes, stride_bytes);
 }
 
 __device__ __forceinline__ void wgmma_fence() {
@@ -111,7 +126,9 @@ __device__ __forceinline__ void fence_proxy_async_shared() {
 #endif
 }
 
-// d (64 x 128 over the warpgroup, 64 floats a thread) = a b + (accumulate ? d : 0).
+// d (64 x 128 over the warpgroup, 64 floats a thread) = a b + (accumulate ? d : 0), a and b
+// laid out kA and kB (the instruction's trans bits).
+template <Major kA, Major kB>
 __device__ __forceinline__ void wgmma_m64n128k16_bf16(float (&d)[64], uint64_t a, uint64_t b,
                                                       bool accumulate) {
 #if DDPM_HAS_SM90A_WGMMA
@@ -125,10 +142,11 @@ __device__ __forceinline__ void wgmma_m64n128k16_bf16(float (&d)[64], uint64_t a
       "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
       "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
       "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
-      "%64, %65, p, 1, 1, 0, 0;\n}\n"
+      "%64, %65, p, 1, 1, %67, %68;\n}\n"
       : DDPM_D8(0), DDPM_D8(8), DDPM_D8(16), DDPM_D8(24), DDPM_D8(32), DDPM_D8(40), DDPM_D8(48),
         DDPM_D8(56)
-      : "l"(a), "l"(b), "r"(static_cast<int>(accumulate)));
+      : "l"(a), "l"(b), "r"(static_cast<int>(accumulate)), "n"(kA == Major::MN ? 1 : 0),
+        "n"(kB == Major::MN ? 1 : 0));
 #undef DDPM_D8
 #else
   (void)d, (void)a, (void)b, (void)accumulate;

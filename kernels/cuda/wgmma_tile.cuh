@@ -4,9 +4,11 @@
 //
 //   block    256 threads = 2 warpgroups; warpgroup w owns rows 64 w..64 w + 63 of the tile,
 //            one wgmma.m64n128k16 per 16 of k, 64 fp32 accumulators a thread.
-//   stage    a 128 x 64 tile of A then one of B (64 of k: one 128-byte swizzled row each,
-//            16 KB a tile); kStages = 4 of them, 128 KB, after the dynamic shared memory's
-//            start rounded up to the swizzle's 1024-byte atom (1 KB more is asked for).
+//   stage    a 128 x 64 tile of A then one of B, 16 KB each, in the 128-byte swizzle
+//            (TileLayout: K-major, a 128-byte row of 64 k per m or n; or MN-major, two
+//            panels of 64 m or n, a 128-byte row of them per k); kStages = 4 stages, 128 KB,
+//            after the dynamic shared memory's start rounded up to the swizzle's 1024-byte
+//            atom (1 KB more is asked for).
 //   products multiply_stage issues a stage's 4 wgmma as one group and leaves it in flight,
 //            waiting only for the group before it: the tensor cores work on stage t while
 //            the warps pass the next barrier and issue the next loads, and stage t-1 is free
@@ -27,31 +29,69 @@ constexpr int kTile = 128;     // rows (m) and columns (n) of the block's tile
 constexpr int kTileK = 64;     // k per stage: one 128-byte swizzled row
 constexpr int kStages = 4;     // 2 tiles of loads and 1 of products in flight
 constexpr int kThreads = 256;  // 2 warpgroups
-constexpr int kTileBytes = kTile * ptx::Sw128KMajor::kRowBytes;  // 16 KB
-constexpr int kStageBytes = 2 * kTileBytes;                      // A's tile, then B's
-constexpr size_t kSharedBytes = kStages * kStageBytes + ptx::Sw128KMajor::kAtomBytes;
-static_assert(kTileK * 2 == ptx::Sw128KMajor::kRowBytes, "a stage's k is one swizzled row");
+constexpr int kTileBytes = kTile * ptx::Sw128::kRowBytes;  // 16 KB
+constexpr int kStageBytes = 2 * kTileBytes;               // A's tile, then B's
+constexpr size_t kSharedBytes = kStages * kStageBytes + ptx::Sw128::kAtomBytes;
+static_assert(kTileK * 2 == ptx::Sw128::kRowBytes, "a stage's k is one swizzled row");
+
+// Where an operand's 128 x 64 tile keeps its elements (ptx_sm90.cuh: the two layouts).
+// offset(mn, k): bytes from the tile to the 16-byte chunk that starts at (mn, k), which
+// holds k..k+7 (K-major: k a multiple of 8) or mn..mn+7 (MN-major: mn a multiple of 8).
+// descriptor(tile, mn0, step): the operand of one wgmma, rows mn0.. of the tile (A: the
+// warpgroup's 64; B: all 128) at k = 16 step.
+template <Major kMajor>
+struct TileLayout;
+
+template <>
+struct TileLayout<Major::K> {  // row mn: 64 k, 128 bytes
+  __host__ __device__ static constexpr int offset(int mn, int k) {
+    return ptx::Sw128::offset(mn, k / 8);
+  }
+#if DDPM_HAS_SM90A_WGMMA
+  __device__ static uint64_t descriptor(ptx::SharedAddress tile, int mn0, int step) {
+    return ptx::sw128_descriptor(tile + mn0 * ptx::Sw128::kRowBytes + 32 * step, 16,
+                                 ptx::Sw128::kAtomBytes);
+  }
+#endif
+};
+
+template <>
+struct TileLayout<Major::MN> {  // panel p: row k holds mn 64 p..64 p + 63
+  static constexpr int kPanel = 64;                                   // m or n per panel
+  static constexpr int kPanelBytes = kTileK * ptx::Sw128::kRowBytes;  // 64 rows of k: 8 KB
+  __host__ __device__ static constexpr int offset(int mn, int k) {
+    return mn / kPanel * kPanelBytes + ptx::Sw128::offset(k, mn % kPanel / 8);
+  }
+#if DDPM_HAS_SM90A_WGMMA
+  __device__ static uint64_t descriptor(ptx::SharedAddress tile, int mn0, int step) {
+    constexpr int kStepBytes = 2 * ptx::Sw128::kAtomBytes;  // 16 rows of k
+    return ptx::sw128_descriptor(tile + mn0 / kPanel * kPanelBytes + kStepBytes * step,
+                                 kPanelBytes, ptx::Sw128::kAtomBytes);
+  }
+#endif
+};
 
 #if DDPM_HAS_SM90A_WGMMA
 
 // Stage s's A tile, at first_stage(...) + s kStageBytes (its B tile kTileBytes on).
 __device__ __forceinline__ ptx::SharedAddress first_stage(const void* dynamic_shared) {
-  constexpr int kAtom = ptx::Sw128KMajor::kAtomBytes;
+  constexpr int kAtom = ptx::Sw128::kAtomBytes;
   return (ptx::shared_address(dynamic_shared) + kAtom - 1) / kAtom * kAtom;
 }
 
-// d (+)= this warpgroup's 64 rows of the stage's A times its B: four wgmma, one group, left
-// in flight; returns once the group before it is done. `accumulate` false: the first stage.
+// d (+)= this warpgroup's 64 rows of the stage's A times its B, A laid out kA and B kB:
+// four wgmma, one group, left in flight; returns once the group before it is done.
+// `accumulate` false: the first stage.
+template <Major kA, Major kB>
 __device__ __forceinline__ void multiply_stage(float (&d)[64], ptx::SharedAddress stage,
                                                int warpgroup, bool accumulate) {
-  const ptx::SharedAddress a_rows = stage + warpgroup * 64 * ptx::Sw128KMajor::kRowBytes;
   ptx::wgmma_fence_operands(d);
   ptx::wgmma_fence();
 #pragma unroll
-  for (int s = 0; s < kTileK / 16; ++s)  // each 16 of k: 32 bytes on along the rows
-    ptx::wgmma_m64n128k16_bf16(d, ptx::sw128_descriptor(a_rows + 32 * s),
-                               ptx::sw128_descriptor(stage + kTileBytes + 32 * s),
-                               accumulate || s > 0);
+  for (int s = 0; s < kTileK / 16; ++s)
+    ptx::wgmma_m64n128k16_bf16<kA, kB>(d, TileLayout<kA>::descriptor(stage, 64 * warpgroup, s),
+                                       TileLayout<kB>::descriptor(stage + kTileBytes, 0, s),
+                                       accumulate || s > 0);
   ptx::wgmma_commit_group();
   ptx::wgmma_wait_group<1>();
   ptx::wgmma_fence_operands(d);

@@ -122,10 +122,11 @@ ImageTrainConfig read_image_train_config(const nlohmann::json& json, const std::
   c.device = device == "cuda" || (device == "auto" && cuda_available()) ? Device::CUDA : Device::CPU;
   const std::string conv =
       r.choice("cuda_conv", "tiled",
-               {"tiled", "tensor_core", "bf16_tensor_core", "naive", "cudnn", "auto"});
+               {"tiled", "tensor_core", "bf16_tensor_core", "wgmma", "naive", "cudnn", "auto"});
   c.cuda_conv = conv == "naive"              ? ConvAlgorithm::Naive
                 : conv == "tensor_core"      ? ConvAlgorithm::TensorCore
                 : conv == "bf16_tensor_core" ? ConvAlgorithm::Bf16TensorCore
+                : conv == "wgmma"            ? ConvAlgorithm::Wgmma
                 : conv == "cudnn"            ? ConvAlgorithm::Cudnn
                 : conv == "auto"             ? ConvAlgorithm::Auto
                                              : ConvAlgorithm::Tiled;
@@ -161,6 +162,9 @@ ImageTrainConfig read_image_train_config(const nlohmann::json& json, const std::
         context << ": key 'activations' is \"bf16\" but 'precision' is \"" << precision
                 << "\": bf16 activations are the operands of bf16 products; set \"precision\": "
                    "\"bf16\"");
+  CHECK(!(c.cuda_conv == ConvAlgorithm::Wgmma && c.cuda_autotune),
+        context << ": keys 'cuda_conv' \"wgmma\" and 'cuda_autotune' together: the autotuner "
+                   "times v4's block shapes, and v5 has one; drop one of them");
   CHECK(!c.out_dir.empty(), context << ": key 'out_dir' is empty: name the folder the run writes to");
   CHECK(!(c.trainer.cuda_graph && c.profile_steps > 0 && c.device == Device::CUDA),
         context << ": keys 'cuda_graph' and 'profile_steps' together: the op profile times "
@@ -172,6 +176,10 @@ ImageTrainConfig read_image_train_config(const nlohmann::json& json, const std::
 ImageRun::ImageRun(const ImageTrainConfig& c, bool with_data) : config_(c) {
   CHECK(c.device == Device::CPU || cuda_available(),
         "device \"cuda\" requested but " << cuda_unavailable_reason());
+  if (c.device == Device::CUDA) {
+    const std::string why = conv_algorithm_unavailable(c.cuda_conv);
+    CHECK(why.empty(), "cuda_conv \"wgmma\" requested but " << why);
+  }
   set_conv_algorithm(c.cuda_conv);  // process-wide: the kernels the ops run
   set_precision(c.precision);
   set_activation_dtype(c.activations);

@@ -13,7 +13,9 @@
 //                    (block.h), since on a GPU the copy may land first.
 //   descriptors      the start address field holds the offset from the block's dynamic
 //                    shared memory (the emulation's shared window); only the 128-byte swizzle
-//                    with base offset 0 is implemented (what ptx_sm90.cuh uses), and a start
+//                    with base offset 0 is implemented (what ptx_sm90.cuh uses), in both of
+//                    its layouts (the trans bits: K-major, and MN-major with its panels at
+//                    the leading byte offset), and a start
 //                    whose address bits 7-9 are not 0 traps: the hardware would need the
 //                    base offset field. The swizzle is applied to host address bits 4-6 from
 //                    bits 7-9, so a kernel's 1024-byte alignment of its tiles (done on what
@@ -29,6 +31,8 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "kernels/bf16.h"
 #include "tests/cuda_emulation/block.h"
@@ -42,19 +46,20 @@ inline uintptr_t shared_base() {
   return reinterpret_cast<uintptr_t>(cuda_emu::dynamic_shared_memory());
 }
 
-// What a Sw128KMajor descriptor says, decoded: the start as a host address.
+// What a Sw128 descriptor says, decoded: the start as a host address, the byte offsets.
 struct Operand {
-  uintptr_t start = 0, stride = 0;
+  uintptr_t start = 0, leading = 0, stride = 0;
 };
 
 inline Operand decode(uint64_t desc, const char* which) {
   const uint64_t swizzle = desc >> 62, base_offset = (desc >> 49) & 7;
-  if (swizzle != Sw128KMajor::kSwizzle128 || base_offset != 0)
+  if (swizzle != Sw128::kSwizzle128 || base_offset != 0)
     cuda_emu::trap((std::string("wgmma: descriptor of ") + which +
                     ": only the 128-byte swizzle with base offset 0 is emulated")
                        .c_str());
   Operand o;
   o.start = shared_base() + ((desc & 0x3FFF) << 4);
+  o.leading = ((desc >> 16) & 0x3FFF) << 4;
   o.stride = ((desc >> 32) & 0x3FFF) << 4;
   if ((o.start >> 7) & 7)
     cuda_emu::trap((std::string("wgmma: descriptor of ") + which +
@@ -64,14 +69,35 @@ inline Operand decode(uint64_t desc, const char* which) {
   return o;
 }
 
-// Element (row, k) of a K-major 128-byte-swizzled operand: the address in the canonical
-// layout, then bits 4-6 XORed with bits 7-9.
-inline float element(const Operand& o, int row, int k) {
-  const uintptr_t logical = o.start + (row / 8) * o.stride + (row % 8) * 128 + 2 * k;
+// Where element (mn, k) of an operand is in the canonical layout, before the swizzle:
+// K-major, row mn of 128 bytes (atoms of 8 rows `stride` apart); MN-major, row k of 64 mn
+// (atoms of 8 rows of k `stride` apart, panels of 64 mn `leading` apart).
+inline uintptr_t logical_address(const Operand& o, Major major, int mn, int k) {
+  if (major == Major::K) return o.start + (mn / 8) * o.stride + (mn % 8) * 128 + 2 * k;
+  return o.start + (mn / 64) * o.leading + (k / 8) * o.stride + (k % 8) * 128 + 2 * (mn % 64);
+}
+
+// Element (mn, k) of a 128-byte-swizzled operand: bits 4-6 of its address XORed with 7-9.
+inline float element(const Operand& o, Major major, int mn, int k) {
+  const uintptr_t logical = logical_address(o, major, mn, k);
   const uintptr_t physical = logical ^ (((logical >> 7) & 7) << 4);
   uint16_t bits;
   std::memcpy(&bits, reinterpret_cast<const void*>(physical), 2);
   return float_from_bf16_bits(bits);
+}
+
+// The whole atoms an operand of `rows` (m or n) by 16 (k) touches: [begin, end) ranges.
+inline std::vector<std::pair<uintptr_t, uintptr_t>> atoms_read(const Operand& o, Major major,
+                                                              int rows) {
+  std::vector<std::pair<uintptr_t, uintptr_t>> ranges;
+  const uintptr_t first = o.start & ~uintptr_t{127};
+  if (major == Major::K) {  // rows / 8 atoms, stride apart: one range if contiguous
+    ranges.push_back({first, first + (rows / 8 - 1) * o.stride + 1024});
+  } else {  // per panel, the two atoms of k16
+    for (int p = 0; p < rows / 64; ++p)
+      ranges.push_back({first + p * o.leading, first + p * o.leading + o.stride + 1024});
+  }
+  return ranges;
 }
 
 struct Issue {
@@ -81,13 +107,12 @@ struct Issue {
 
 }  // namespace emu_sm90
 
-inline uint64_t sw128_descriptor(SharedAddress start) {
+inline uint64_t sw128_descriptor(SharedAddress start, uint32_t leading_bytes,
+                                 uint32_t stride_bytes) {
   const uintptr_t base = emu_sm90::shared_base();
   if (start < base || start - base >= (uintptr_t{1} << 18))
     cuda_emu::trap("wgmma descriptor: the address is not in the block's dynamic shared memory");
-  const uint64_t address = (start - base) >> 4;
-  const uint64_t stride = Sw128KMajor::kAtomBytes >> 4;
-  return address | uint64_t{1} << 16 | stride << 32 | uint64_t{Sw128KMajor::kSwizzle128} << 62;
+  return (start - base) >> 4 | Sw128::fields(leading_bytes, stride_bytes);
 }
 
 inline void wgmma_fence() {}
@@ -101,8 +126,10 @@ inline void wgmma_wait_group() {
   for (const cuda_emu::AsyncMma& product : cuda_emu::async_mma_wait(kPending)) product.perform();
 }
 
-// d (64 x 128 over the warpgroup) = a b + (accumulate ? d : 0), performed at the wait.
-inline void wgmma_m64n128k16_bf16(float (&d)[64], uint64_t a, uint64_t b, bool accumulate) {
+// d (64 x 128 over the warpgroup) = a b + (accumulate ? d : 0), a and b laid out kA and kB,
+// performed at the wait.
+template <Major kA, Major kB>
+void wgmma_m64n128k16_bf16(float (&d)[64], uint64_t a, uint64_t b, bool accumulate) {
   const emu_sm90::Issue mine{a, b, accumulate};
   unsigned lanes = 0;
   const uint64_t* all = cuda_emu::warp_collective_begin("wgmma.mma_async", 0xffffffffu,
@@ -122,9 +149,9 @@ inline void wgmma_m64n128k16_bf16(float (&d)[64], uint64_t a, uint64_t b, bool a
             t = static_cast<int>(tid % 4);
   cuda_emu::AsyncMma product;
   if (tid % 32 == 0) {  // what the warp's product reads: A's 64 rows, B's 128, whole atoms
-    const emu_sm90::Operand A = emu_sm90::decode(a, "A"), B = emu_sm90::decode(b, "B");
-    product.reads = {{A.start & ~uintptr_t{127}, (A.start & ~uintptr_t{127}) + 8 * A.stride},
-                     {B.start & ~uintptr_t{127}, (B.start & ~uintptr_t{127}) + 16 * B.stride}};
+    product.reads = emu_sm90::atoms_read(emu_sm90::decode(a, "A"), kA, 64);
+    for (const auto& range : emu_sm90::atoms_read(emu_sm90::decode(b, "B"), kB, 128))
+      product.reads.push_back(range);
   }
   product.perform = [&d, a, b, accumulate, warp, g, t] {
     // every lane of the warp performs its products in the same order (its waits mirror the
@@ -139,7 +166,7 @@ inline void wgmma_m64n128k16_bf16(float (&d)[64], uint64_t a, uint64_t b, bool a
         const int row = 16 * warp + g + 8 * (i / 2), col = 8 * j + 2 * t + i % 2;
         float acc = accumulate ? d[4 * j + i] : 0.0f;
         for (int k = 0; k < 16; ++k)
-          acc += emu_sm90::element(A, row, k) * emu_sm90::element(B, col, k);
+          acc += emu_sm90::element(A, kA, row, k) * emu_sm90::element(B, kB, col, k);
         result[4 * j + i] = acc;
       }
     }

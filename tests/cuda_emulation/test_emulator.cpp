@@ -17,6 +17,7 @@
 #include <limits>
 #include <numeric>
 #include <random>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/bf16.h"
@@ -24,6 +25,7 @@
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/ptx.cuh"
 #include "kernels/cuda/ptx_sm90.cuh"
+#include "kernels/cuda/wgmma_tile.cuh"
 #include "tests/test_util.h"
 
 namespace {
@@ -675,35 +677,46 @@ TEST(Emulator, CpAsyncWavefrontsCountTheBankConflictsOfItsDestinations) {
 namespace ptx = ddpm::cuda::ptx;
 
 enum class WgmmaFault { None, StartPastFirstRow, CopyIntoATileInFlight };
+using ddpm::cuda::Major;
+namespace sm90 = ddpm::cuda::sm90;
 
-// One warpgroup: a (64 x 16) and b (128 x 16), given as floats, written as bf16 into
-// Sw128KMajor tiles (a at the first 1024-byte boundary, b 8 KB on), d preloaded from d0
+// Element (mn, k) of an operand's tile laid out kMajor (wgmma_tile.cuh's TileLayout), bytes.
+template <Major kMajor>
+int element_bytes(int mn, int k) {
+  if (kMajor == Major::K) return sm90::TileLayout<kMajor>::offset(mn, k / 8 * 8) + 2 * (k % 8);
+  return sm90::TileLayout<kMajor>::offset(mn / 8 * 8, k) + 2 * (mn % 8);
+}
+
+// One warpgroup: a (64 x 16) and b (128 x 16), given as floats, written as bf16 into tiles
+// laid out kA and kB (a at the first 1024-byte boundary, b 8 KB on), d preloaded from d0
 // (64 floats a thread), one m64n128k16 product, d written to out. `fault` breaks one rule.
+template <Major kA, Major kB>
 __global__ void wgmma_once(const float* a, const float* b, const float* d0, bool accumulate,
-                          WgmmaFault fault, float* out) {
+                           WgmmaFault fault, float* out) {
   DDPM_DYNAMIC_SHARED(unsigned char, smem);
   const ptx::SharedAddress base = ptx::shared_address(smem);
   const ptx::SharedAddress tiles = (base + 1023) / 1024 * 1024;
   unsigned char* tile = smem + (tiles - base);
-  auto put = [&](int rows, const float* from, unsigned char* to) {
+  auto put = [&](int rows, const float* from, unsigned char* to, auto major) {
     for (int i = threadIdx.x; i < rows * 16; i += blockDim.x) {
       const int row = i / 16, k = i % 16;
       const uint16_t bits = ddpm::bf16_bits_from_float(from[i]);
-      std::memcpy(to + ptx::Sw128KMajor::offset(row, k / 8) + 2 * (k % 8), &bits, 2);
+      std::memcpy(to + element_bytes<decltype(major)::value>(row, k), &bits, 2);
     }
   };
-  put(64, a, tile);
-  put(128, b, tile + 8192);
+  put(64, a, tile, std::integral_constant<Major, kA>{});
+  put(128, b, tile + 8192, std::integral_constant<Major, kB>{});
   __syncthreads();
   float d[64];
   for (int i = 0; i < 64; ++i) d[i] = d0[threadIdx.x * 64 + i];
   const int past = fault == WgmmaFault::StartPastFirstRow ? 128 : 0;
   ptx::wgmma_fence();
-  ptx::wgmma_m64n128k16_bf16(d, ptx::sw128_descriptor(tiles + past),
-                             ptx::sw128_descriptor(tiles + 8192), accumulate);
+  ptx::wgmma_m64n128k16_bf16<kA, kB>(d, sm90::TileLayout<kA>::descriptor(tiles + past, 0, 0),
+                                     sm90::TileLayout<kB>::descriptor(tiles + 8192, 0, 0),
+                                     accumulate);
   ptx::wgmma_commit_group();
   if (fault == WgmmaFault::CopyIntoATileInFlight && threadIdx.x == 0)
-    ptx::cp_async_16(tiles + 8192 + 4096, a, false);
+    ptx::cp_async_16(tiles + 8192 + (kB == Major::K ? 4096 : 8192), a, false);
   ptx::wgmma_wait_group<0>();
   for (int i = 0; i < 64; ++i) out[threadIdx.x * 64 + i] = d[i];
 }
@@ -712,8 +725,13 @@ constexpr size_t kWgmmaSmem = 1024 + 64 * 128 + 128 * 128;
 
 // Small integers, so every sum is exact: d[4j + i] of thread (warp w, g = lane / 4,
 // t = lane % 4) must be D[16w + g + 8 (i / 2)][8j + 2t + i % 2], D = a b^T (+ d0), which is
-// ptx_sm90.cuh's statement of the PTX ISA's accumulator layout, checked here on its own.
-TEST(Emulator, WgmmaProductMatchesTheDefinition) {
+// ptx_sm90.cuh's statement of the PTX ISA's accumulator layout, checked here on its own;
+// for every pair of operand layouts (the trans bits; MN-major b has its second panel of 64
+// n at the leading byte offset), written by TileLayout and read through the descriptors.
+template <Major kA, Major kB>
+void check_wgmma_product() {
+  SCOPED_TRACE(testing::Message() << "a " << (kA == Major::K ? "K" : "MN") << "-major, b "
+                                  << (kB == Major::K ? "K" : "MN") << "-major");
   std::mt19937 rng(7);
   std::uniform_int_distribution<int> small(-4, 4);
   std::vector<float> a(64 * 16), b(128 * 16), d0(128 * 64);
@@ -725,8 +743,8 @@ TEST(Emulator, WgmmaProductMatchesTheDefinition) {
   db.set(b);
   dd0.set(d0);
   for (const bool accumulate : {false, true}) {
-    DDPM_LAUNCH(wgmma_once, 1, 128, kWgmmaSmem)(da.ptr, db.ptr, dd0.ptr, accumulate,
-                                               WgmmaFault::None, out.ptr);
+    DDPM_LAUNCH((wgmma_once<kA, kB>), 1, 128, kWgmmaSmem)(da.ptr, db.ptr, dd0.ptr, accumulate,
+                                                          WgmmaFault::None, out.ptr);
     const std::vector<float> got = out.get();
     int wrong = 0;
     for (int tid = 0; tid < 128; ++tid) {
@@ -745,19 +763,31 @@ TEST(Emulator, WgmmaProductMatchesTheDefinition) {
   }
 }
 
+TEST(Emulator, WgmmaProductMatchesTheDefinition) {
+  check_wgmma_product<Major::K, Major::K>();
+  check_wgmma_product<Major::K, Major::MN>();
+  check_wgmma_product<Major::MN, Major::K>();
+  check_wgmma_product<Major::MN, Major::MN>();
+}
+
 TEST(Emulator, WgmmaTrapsOnWhatItCannotDo) {
   DeviceBuffer<float> a(128 * 16), out(128 * 64);
   expect_error([&] {
-    DDPM_LAUNCH(wgmma_once, 1, 128, kWgmmaSmem)(a.ptr, a.ptr, out.ptr, false,
-                                               WgmmaFault::StartPastFirstRow, out.ptr);
+    DDPM_LAUNCH((wgmma_once<Major::K, Major::K>), 1, 128, kWgmmaSmem)(
+        a.ptr, a.ptr, out.ptr, false, WgmmaFault::StartPastFirstRow, out.ptr);
   }, {"descriptor of A starts past the first row of a 1024-byte swizzle atom"});
   expect_error([&] {
-    DDPM_LAUNCH(wgmma_once, 1, 96, kWgmmaSmem)(a.ptr, a.ptr, out.ptr, false, WgmmaFault::None,
-                                              out.ptr);
+    DDPM_LAUNCH((wgmma_once<Major::K, Major::K>), 1, 96, kWgmmaSmem)(
+        a.ptr, a.ptr, out.ptr, false, WgmmaFault::None, out.ptr);
   }, {"whole warpgroups of 128"});
   expect_error([&] {
-    DDPM_LAUNCH(wgmma_once, 1, 128, kWgmmaSmem)(a.ptr, a.ptr, out.ptr, false,
-                                               WgmmaFault::CopyIntoATileInFlight, out.ptr);
+    DDPM_LAUNCH((wgmma_once<Major::K, Major::K>), 1, 128, kWgmmaSmem)(
+        a.ptr, a.ptr, out.ptr, false, WgmmaFault::CopyIntoATileInFlight, out.ptr);
+  }, {"cp.async writes shared memory that a wgmma.mma_async of thread 0 still in flight"});
+  // MN-major b reads its second panel 8 KB on: a copy there traps too
+  expect_error([&] {
+    DDPM_LAUNCH((wgmma_once<Major::K, Major::MN>), 1, 128, kWgmmaSmem)(
+        a.ptr, a.ptr, out.ptr, false, WgmmaFault::CopyIntoATileInFlight, out.ptr);
   }, {"cp.async writes shared memory that a wgmma.mma_async of thread 0 still in flight"});
 }
 
