@@ -15,10 +15,6 @@
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/gemm_sm90.cuh"
 
-#if DDPM_WITH_CUDA
-#include "kernels/cuda/device_info.cuh"
-#endif
-
 namespace ddpm {
 
 using detail::dispatch;
@@ -53,10 +49,7 @@ std::string conv_algorithm_unavailable(ConvAlgorithm algo) {
   if (algo != ConvAlgorithm::Wgmma) return "";
 #if DDPM_WITH_CUDA
   if (!cuda_available()) return "convolution v5 (wgmma) needs a GPU: " + cuda_unavailable_reason();
-  if (cuda::gemm_sm90_available()) return "";
-  return "convolution v5 (wgmma) needs a GPU of compute capability 9.0 (H100, H200) and a "
-         "build with sm_90a code (CMAKE_CUDA_ARCHITECTURES with 90); this device is sm_" +
-         std::to_string(cuda::compute_capability());
+  return cuda::gemm_sm90_available() ? "" : "convolution v5 (wgmma) " + cuda::sm90a_missing();
 #else
   return "convolution v5 (wgmma) needs CUDA; this build has none";
 #endif

@@ -965,10 +965,7 @@ const char* tiles_name(Bf16Tiles t) {
 template <class LoadA, class LoadB, class Epilogue>
 void launch_wgmma(const Gemm& g, LoadA a, LoadB b, Epilogue epilogue, float* planes) {
   if (g.m == 0 || g.n == 0) return;
-  CHECK(gemm_sm90_available(),
-        "conv v5 (wgmma) needs a GPU of compute capability 9.0 (H100, H200) and a build with "
-        "sm_90a code (CMAKE_CUDA_ARCHITECTURES with 90); this device is sm_"
-            << compute_capability());
+  CHECK(gemm_sm90_available(), "conv v5 (wgmma) " << sm90a_missing());
   auto launch = [&](dim3 grid, int64_t k_slice) {
     reserve_shared_memory(conv_gemm_wgmma<LoadA, LoadB, Epilogue>, sm90::kSharedBytes,
                           "conv v5 (wgmma)", "no Hopper GPU has less");

@@ -29,6 +29,8 @@
 // Deterministic: every product sums its k in one fixed order.
 #include <cuda_runtime.h>
 
+#include <string>
+
 #include "engine/check.h"
 #include "engine/cuda_check.h"
 #include "kernels/cuda/device_info.cuh"
@@ -160,12 +162,15 @@ bool gemm_sm90_available() {
   return available;
 }
 
+std::string sm90a_missing() {
+  return "needs a GPU of compute capability 9.0 (H100, H200) and a build with sm_90a code "
+         "(CMAKE_CUDA_ARCHITECTURES with 90); this device is sm_" +
+         std::to_string(compute_capability());
+}
+
 void gemm_bf16_sm90(int64_t m, int64_t n, int64_t k, const uint16_t* a, const uint16_t* b,
                     float* c, Major a_major, Major b_major) {
-  CHECK(gemm_sm90_available(),
-        "gemm_bf16_sm90 needs a GPU of compute capability 9.0 (H100, H200) and a build that "
-        "carries sm_90a code (CMAKE_CUDA_ARCHITECTURES with 90); this device is "
-            << compute_capability() / 10 << "." << compute_capability() % 10);
+  CHECK(gemm_sm90_available(), "gemm_bf16_sm90 " << sm90a_missing());
   CHECK(m >= 0 && n >= 0 && k >= 0, "gemm_bf16_sm90: negative size " << m << " x " << n << " x "
                                                                       << k);
   check_chunks("a", a_major, "m", m, k);

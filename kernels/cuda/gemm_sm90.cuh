@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "kernels/cuda/major.h"
 
@@ -17,6 +18,10 @@ namespace ddpm::cuda {
 // sm_90a code (a build for architecture 90: CMake compiles gemm_sm90.cu for 90a there). The
 // first call launches a one-thread probe and waits for it.
 bool gemm_sm90_available();
+// What gemm_sm90_available() lacks, for the refusals of everything built on wgmma: "needs a
+// GPU of compute capability 9.0 (H100, H200) and a build with sm_90a code (...); this device
+// is sm_XX". Asks the current device (call it only with one).
+std::string sm90a_missing();
 
 // c (m x n, fp32, row-major) = A B^T with A (m x k) and B (n x k) bf16 bits, products summed
 // in fp32. Each operand K-major or MN-major (major.h): a is A (m x k, row-major) or A^T

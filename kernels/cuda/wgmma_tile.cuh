@@ -49,7 +49,8 @@ struct TileLayout<Major::K> {  // row mn: 64 k, 128 bytes
   }
 #if DDPM_HAS_SM90A_WGMMA
   __device__ static uint64_t descriptor(ptx::SharedAddress tile, int mn0, int step) {
-    return ptx::sw128_descriptor(tile + mn0 * ptx::Sw128::kRowBytes + 32 * step, 16,
+    constexpr uint32_t kUnused = 16;  // the leading byte offset (ptx_sm90.cuh): encoded 1
+    return ptx::sw128_descriptor(tile + mn0 * ptx::Sw128::kRowBytes + 32 * step, kUnused,
                                  ptx::Sw128::kAtomBytes);
   }
 #endif
