@@ -756,21 +756,38 @@ conv_gemm_bf16(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB 
 // wgmma_tile.cuh's 128 x 128 tile (2 warpgroups, 64-deep stages in the 128-byte swizzle,
 // products left in flight behind the next loads; gemm_sm90.cu is the same pipeline on a
 // plain GEMM) fed by v4's own loaders. A 64-deep stage is two of their 32-deep steps: the
-// thread keeps the chunks of v4's 128-wide tile (Tile<kKMajor, 128, 256>), placed in the
-// stage's first half, then in its second 32 further along k, so the gathers, the tap masks
+// thread keeps the chunks of v4's 128-wide tile (Tile<kKMajor, 128, 256>; a K-major one's
+// rows permuted against bank conflicts, WgmmaHalf), placed in the stage's first half, then
+// in its second 32 further along k, so the gathers, the tap masks
 // and the carries are v4's unchanged. wgmma reads either layout (its trans bits), so each
 // pass keeps v4's operands as they are: the forward's im2col(x) K-major and the weights
 // MN-major as stored, the dgrad's both K-major, the wgrad's both MN-major. Split-K as v4
 // (planes, reduce_planes), in whole 64-deep stages. The tensor cores' own order of the 16
 // products of a k-step is theirs, so v5's bits need not be v4's: each is deterministic.
 
+// The chunks of a half stage a thread copies: those of v4's 128-wide tile, but for the rows
+// of a K-major one, permuted within each warp's 8 so that lanes 8q..8q+7 (one phase of a
+// warp's 16-byte stores) take rows r and r ^ 4, not r and r + 1: the hardware's swizzle
+// (chunk c of row r at c ^ (r % 8)) then spreads their 4 + 4 chunks over the 8 bank groups,
+// where rows r and r + 1 share 4 groups (2 wavefronts a phase: BankConflicts counts them).
+// An MN-major half (2 rows of k of 16 chunks a warp) is conflict-free as v4 maps it.
+template <bool kKMajor>
+struct WgmmaHalf : Tile<kKMajor, sm90::kTile, sm90::kThreads> {
+  using V4 = Tile<kKMajor, sm90::kTile, sm90::kThreads>;
+  __device__ static int row_of(int tid, int j) {
+    const int r = V4::row_of(tid, j);
+    if constexpr (!kKMajor) return r;
+    return (r & ~7) | (r & 1) << 2 | (r >> 1 & 3);
+  }
+};
+
 // The layout of a loader's operand, and where thread tid's chunk j of half h of a stage
-// goes (bytes from the operand's tile): v4's tile position (mn, k), k 32 h further on.
+// goes (bytes from the operand's tile): its position (mn, k) in the half, k 32 h further on.
 template <class L>
 constexpr Major kMajorOf = L::kKMajor ? Major::K : Major::MN;
 template <class L>
 __device__ int wgmma_chunk_bytes(int tid, int j, int h) {
-  using T = Tile<L::kKMajor, sm90::kTile, sm90::kThreads>;
+  using T = WgmmaHalf<L::kKMajor>;
   const int mn = L::kKMajor ? T::row_of(tid, j) : kChunk * T::chunk_of(tid, j);
   const int k = L::kKMajor ? kChunk * T::chunk_of(tid, j) : T::row_of(tid, j);
   return sm90::TileLayout<kMajorOf<L>>::offset(mn, kBK * h + k);
@@ -798,10 +815,8 @@ conv_gemm_wgmma(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB
       a_off[h][j] = wgmma_chunk_bytes<LoadA>(tid, j, h);
       b_off[h][j] = wgmma_chunk_bytes<LoadB>(tid, j, h);
     }
-  using HalfA = Tile<LoadA::kKMajor, sm90::kTile, sm90::kThreads>;
-  using HalfB = Tile<LoadB::kKMajor, sm90::kTile, sm90::kThreads>;
-  auto a_state = start_chunks<HalfA>(a, tid, row0, k_begin, k_end);
-  auto b_state = start_chunks<HalfB>(b, tid, col0, k_begin, k_end);
+  auto a_state = start_chunks<WgmmaHalf<LoadA::kKMajor>>(a, tid, row0, k_begin, k_end);
+  auto b_state = start_chunks<WgmmaHalf<LoadB::kKMajor>>(b, tid, col0, k_begin, k_end);
   // the loaders only move forward: tiles are requested in order, each once
   auto request = [&](int tile) {
     if (tile < k_tiles) {

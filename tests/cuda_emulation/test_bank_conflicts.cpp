@@ -1,5 +1,6 @@
 // Shared-memory bank conflicts of the tensor-core kernels, counted on the emulated device:
-// every ldmatrix and cp.async of convolution v4 (kernels/cuda/conv2d_bf16.cu) and of the
+// every ldmatrix and cp.async of convolutions v4 and v5 (kernels/cuda/conv2d_bf16.cu; v5's
+// wgmma reads its tiles itself, so only its copies) and of the
 // bf16 flash attention (attention_flash_bf16*.cu) is served in the wavefronts the emulator
 // counts (tests/cuda_emulation/block.h has the model: 128 bytes a wavefront, a 16-byte
 // access covering one of 8 bank groups). The kernels' comments claim their swizzle and
@@ -46,7 +47,7 @@ std::vector<uint16_t> bf16_randoms(size_t n, uint64_t stream) {
 // counts must be positive (a kernel that issued nothing proves nothing; cp.async only where
 // expected), and every warp's lanes must have issued the same number of copies.
 void expect_conflict_free(const std::string& kernel, const std::string& what,
-                          bool expects_cp_async) {
+                          bool expects_cp_async, bool expects_ldmatrix = true) {
   const auto all = cuda_emu::shared_traffic();
   const auto it = all.find(kernel);
   if (it == all.end()) {
@@ -54,7 +55,7 @@ void expect_conflict_free(const std::string& kernel, const std::string& what,
     return;
   }
   const cuda_emu::SharedTraffic& t = it->second;
-  EXPECT_GT(t.ldmatrix.instructions, 0u) << what;
+  EXPECT_EQ(t.ldmatrix.instructions > 0, expects_ldmatrix) << what;
   EXPECT_EQ(t.cp_async.instructions > 0, expects_cp_async) << what;
   EXPECT_EQ(t.unmatched_cp_async_warps, 0u) << what;
   const auto ratio = [](const cuda_emu::SharedWavefronts& w) {
@@ -68,11 +69,13 @@ void expect_conflict_free(const std::string& kernel, const std::string& what,
 }
 
 const char* const kConvKernel = "(conv_gemm_bf16<Block, LoadA, LoadB, Epilogue>)";
+const char* const kConvV5Kernel = "(conv_gemm_wgmma<LoadA, LoadB, Epilogue>)";
 
 // Every pass (the forward's K-major A and MN-major B, the dgrad's two K-major operands, the
 // wgrad's two MN-major ones), every block shape, both storages, channels padded and not,
-// stride 1 and 2: every ldmatrix and every cp.async in one wavefront per 8 rows.
-TEST(BankConflicts, ConvolutionV4IsConflictFree) {
+// stride 1 and 2: every ldmatrix and every cp.async in one wavefront per 8 rows; and v5's
+// copies, the same operands in wgmma's tiles.
+TEST(BankConflicts, ConvolutionsV4AndV5AreConflictFree) {
   REQUIRE_GPU();
   struct Case {
     Shape x;
@@ -124,6 +127,26 @@ TEST(BankConflicts, ConvolutionV4IsConflictFree) {
                                    bws.ptr);
       });
     }
+    // v5 (wgmma reads its tiles itself: no ldmatrix): the cp.async stores into the 128-byte
+    // swizzle, K-major (a warp's 32 chunks are 8 rows of 4 of a half stage) and MN-major (2
+    // rows of k of 16 chunks across both panels), every copy in its ideal wavefronts.
+    cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Wgmma);
+    const auto check_v5 = [&](const std::string& what, const auto& run) {
+      cuda_emu::reset_shared_traffic();
+      run();
+      expect_conflict_free(kConvV5Kernel, "conv v5 " + what + ", " + shape,
+                           /*expects_cp_async=*/true, /*expects_ldmatrix=*/false);
+    };
+    check_v5("forward (K-major A, MN-major B)", [&] {
+      cuda::conv2d_bf16_forward(s, xh.ptr, w.ptr, b.ptr, yh.ptr, fws.ptr);
+    });
+    check_v5("dgrad (both K-major)", [&] {
+      cuda::conv2d_bf16_backward(s, xh.ptr, w.ptr, dyh.ptr, dxh.ptr, nullptr, nullptr,
+                                 bws.ptr);
+    });
+    check_v5("wgrad (both MN-major)", [&] {
+      cuda::conv2d_bf16_backward(s, xh.ptr, w.ptr, dyh.ptr, nullptr, dw.ptr, nullptr, bws.ptr);
+    });
   }
   cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Heuristic);
 }
