@@ -95,15 +95,19 @@ TEST(BankConflicts, ConvolutionsV4AndV5AreConflictFree) {
     const OnDevice<float> bws(std::max<int64_t>(1, cuda::conv2d_bf16_backward_workspace(s)));
     const std::string shape = "Cin " + std::to_string(s.c_in) + " Cout " +
                               std::to_string(s.c_out) + " stride " + std::to_string(c.stride);
+    // v4's block shapes, and v5 (wgmma reads its tiles itself: its cp.async stores only, into
+    // the 128-byte swizzle, K-major and MN-major)
     for (const auto& [tiles, name] :
-         {std::pair{cuda::Bf16Tiles::Large, "128x128"}, {cuda::Bf16Tiles::Deep, "128x128x4"},
-          {cuda::Bf16Tiles::Small, "64x64"}}) {
+         {std::pair{cuda::Bf16Tiles::Large, "v4 128x128"}, {cuda::Bf16Tiles::Deep, "v4 128x128x4"},
+          {cuda::Bf16Tiles::Small, "v4 64x64"}, {cuda::Bf16Tiles::Wgmma, "v5 wgmma"}}) {
       cuda::set_conv2d_bf16_tiles(tiles);
+      const bool v5 = tiles == cuda::Bf16Tiles::Wgmma;
       const auto check = [&](const std::string& what, const auto& run) {
         cuda_emu::reset_shared_traffic();
         run();
-        expect_conflict_free(kConvKernel, "conv v4 " + what + ", " + name + ", " + shape,
-                             /*expects_cp_async=*/true);
+        expect_conflict_free(v5 ? kConvV5Kernel : kConvKernel,
+                             "conv " + what + ", " + name + ", " + shape,
+                             /*expects_cp_async=*/true, /*expects_ldmatrix=*/!v5);
       };
       // Each GEMM on its own (a null dx or dw skips its pass), so a conflict names its pass.
       check("forward f32", [&] {
@@ -127,26 +131,6 @@ TEST(BankConflicts, ConvolutionsV4AndV5AreConflictFree) {
                                    bws.ptr);
       });
     }
-    // v5 (wgmma reads its tiles itself: no ldmatrix): the cp.async stores into the 128-byte
-    // swizzle, K-major (a warp's 32 chunks are 8 rows of 4 of a half stage) and MN-major (2
-    // rows of k of 16 chunks across both panels), every copy in its ideal wavefronts.
-    cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Wgmma);
-    const auto check_v5 = [&](const std::string& what, const auto& run) {
-      cuda_emu::reset_shared_traffic();
-      run();
-      expect_conflict_free(kConvV5Kernel, "conv v5 " + what + ", " + shape,
-                           /*expects_cp_async=*/true, /*expects_ldmatrix=*/false);
-    };
-    check_v5("forward (K-major A, MN-major B)", [&] {
-      cuda::conv2d_bf16_forward(s, xh.ptr, w.ptr, b.ptr, yh.ptr, fws.ptr);
-    });
-    check_v5("dgrad (both K-major)", [&] {
-      cuda::conv2d_bf16_backward(s, xh.ptr, w.ptr, dyh.ptr, dxh.ptr, nullptr, nullptr,
-                                 bws.ptr);
-    });
-    check_v5("wgrad (both MN-major)", [&] {
-      cuda::conv2d_bf16_backward(s, xh.ptr, w.ptr, dyh.ptr, nullptr, dw.ptr, nullptr, bws.ptr);
-    });
   }
   cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Heuristic);
 }
