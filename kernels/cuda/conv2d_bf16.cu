@@ -758,9 +758,9 @@ conv_gemm_bf16(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB 
 // plain GEMM) fed by v4's own loaders. A 64-deep stage is two of their 32-deep steps: the
 // thread keeps the chunks of v4's 128-wide tile (Tile<kKMajor, 128, 256>; a K-major one's
 // rows permuted against bank conflicts, WgmmaHalf), placed in the stage's first half, then
-// in its second 32 further along k, so the gathers, the tap masks
-// and the carries are v4's unchanged. wgmma reads either layout (its trans bits), so each
-// pass keeps v4's operands as they are: the forward's im2col(x) K-major and the weights
+// in its second 32 further along k, so the gathers, the tap masks and the carries are v4's
+// unchanged. wgmma reads either layout (its trans bits), so each pass keeps v4's operands
+// as they are: the forward's im2col(x) K-major and the weights
 // MN-major as stored, the dgrad's both K-major, the wgrad's both MN-major. Split-K as v4
 // (planes, reduce_planes), in whole 64-deep stages. The tensor cores' own order of the 16
 // products of a k-step is theirs, so v5's bits need not be v4's: each is deterministic.
