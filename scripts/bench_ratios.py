@@ -33,6 +33,10 @@ RULES = {
     ("conv2d", "v5 wgmma, bf16 activations and weight copy"):
         ("v4 bf16, bf16 activations and weight copy", "cuDNN bf16"),
     ("conv2d", "v5 wgmma, bf16 activations"): ("v4 bf16, bf16 activations", "cuDNN bf16"),
+    # v5 with its dense B by the copy engine (TMA) on v5's cp.async B
+    ("conv2d", "v5 wgmma, TMA B, bf16 activations and weight copy"):
+        ("v5 wgmma, bf16 activations and weight copy", "cuDNN bf16"),
+    ("conv2d", "v5 wgmma, TMA B, bf16 activations"): ("v5 wgmma, bf16 activations", "cuDNN bf16"),
     # the upsamplers by output phase on the reference's upsample then conv (same model FLOPs)
     ("upsample+conv", "by phase (v4 bf16, bf16 activations)"):
         ("upsample, then conv (v4 bf16, bf16 activations)", None),
@@ -48,6 +52,11 @@ RULES = {
     ("gemm", "wgmma bf16 (128x128 tiles, 4 stages)"): (None, "cuBLAS bf16 (GemmEx, TN)"),
     ("gemm", "wgmma bf16 (128x128 tiles, 4 stages), both MN-major"):
         ("wgmma bf16 (128x128 tiles, 4 stages)", "cuBLAS bf16 (GemmEx, NT)"),
+    # the copy engine's loads (TMA) on the same kernel's cp.async loads
+    ("gemm", "wgmma bf16 (128x128 tiles, 4 stages, TMA loads)"):
+        ("wgmma bf16 (128x128 tiles, 4 stages)", "cuBLAS bf16 (GemmEx, TN)"),
+    ("gemm", "wgmma bf16 (128x128 tiles, 4 stages, TMA loads), both MN-major"):
+        ("wgmma bf16 (128x128 tiles, 4 stages), both MN-major", "cuBLAS bf16 (GemmEx, NT)"),
     # group norm: each mapping on the one before it (channel slab on block per group,
     # channel runs on channel slab), in each storage; bf16 storage on f32 in the
     # block-per-group mapping

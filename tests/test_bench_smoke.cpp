@@ -82,13 +82,17 @@ TEST(BenchSmoke, EveryConvolutionRowRuns) {
           << kernel << " / " << variant;
   EXPECT_EQ(rows.count("conv2d wgrad / v4 bf16, bf16 activations and weight copy"), 0u);
   // v5 where it runs (the emulation too): its forward and dgrad on the weights' copy, its
-  // wgrad (which reads no weights)
+  // wgrad (which reads no weights); the forward and the wgrad again with B by the copy
+  // engine (the dgrad's too where Cout is a multiple of 64: no smoke shape's is)
   const unsigned v5 = cuda::gemm_sm90_available() ? 1u : 0u;
   for (const char* kernel : {"conv2d fwd", "conv2d dgrad"})
     EXPECT_EQ(rows.count(std::string(kernel) + " / v5 wgmma, bf16 activations and weight copy"),
               v5)
         << kernel;
   EXPECT_EQ(rows.count("conv2d wgrad / v5 wgmma, bf16 activations"), v5);
+  EXPECT_EQ(rows.count("conv2d fwd / v5 wgmma, TMA B, bf16 activations and weight copy"), v5);
+  EXPECT_EQ(rows.count("conv2d wgrad / v5 wgmma, TMA B, bf16 activations"), v5);
+  EXPECT_EQ(rows.count("conv2d dgrad / v5 wgmma, TMA B, bf16 activations and weight copy"), 0u);
   EXPECT_EQ(rows.count("conv2d wgrad / v5 wgmma, bf16 activations and weight copy"), 0u);
   // the upsamplers, both ways, forward and with the backward
   for (const char* kernel : {"upsample+conv fwd", "upsample+conv fwd+bwd"})
@@ -133,6 +137,9 @@ TEST(BenchSmoke, EveryGemmRowRuns) {
   EXPECT_EQ(rows.count("gemm / cuBLAS bf16 (GemmEx, NT)"), 1u);
   EXPECT_EQ(rows.count("gemm / wgmma bf16 (128x128 tiles, 4 stages)"), wgmma);
   EXPECT_EQ(rows.count("gemm / wgmma bf16 (128x128 tiles, 4 stages), both MN-major"), wgmma);
+  EXPECT_EQ(rows.count("gemm / wgmma bf16 (128x128 tiles, 4 stages, TMA loads)"), wgmma);
+  EXPECT_EQ(rows.count("gemm / wgmma bf16 (128x128 tiles, 4 stages, TMA loads), both MN-major"),
+            wgmma);
 }
 
 // The step's rows, by variant. Eager rows: kernels launched one by one, no graph, one

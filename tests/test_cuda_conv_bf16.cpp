@@ -126,18 +126,22 @@ Results run_v4(const Conv2dShape& s, const Operands& o) {
 
 #if DDPM_WITH_CUDA
 const char* tiles_name(cuda::Bf16Tiles t) {
-  return t == cuda::Bf16Tiles::Small   ? ", 64x64"
-         : t == cuda::Bf16Tiles::Deep  ? ", 128x128 4-stage"
-         : t == cuda::Bf16Tiles::Wgmma ? ", v5 wgmma"
-                                       : ", 128x128";
+  return t == cuda::Bf16Tiles::Small      ? ", 64x64"
+         : t == cuda::Bf16Tiles::Deep     ? ", 128x128 4-stage"
+         : t == cuda::Bf16Tiles::Wgmma    ? ", v5 wgmma"
+         : t == cuda::Bf16Tiles::WgmmaTma ? ", v5 wgmma, TMA B"
+                                          : ", 128x128";
 }
 
-// v4's block shapes, and v5 (the three passes on wgmma) where it runs: an sm_90 GPU with
-// sm_90a code, and the emulation.
+// v4's block shapes, and v5 (the three passes on wgmma; and with its dense B by the copy
+// engine) where it runs: an sm_90 GPU with sm_90a code, and the emulation.
 std::vector<cuda::Bf16Tiles> every_kernel() {
   std::vector<cuda::Bf16Tiles> all = {cuda::Bf16Tiles::Large, cuda::Bf16Tiles::Deep,
                                       cuda::Bf16Tiles::Small};
-  if (cuda::gemm_sm90_available()) all.push_back(cuda::Bf16Tiles::Wgmma);
+  if (cuda::gemm_sm90_available()) {
+    all.push_back(cuda::Bf16Tiles::Wgmma);
+    all.push_back(cuda::Bf16Tiles::WgmmaTma);
+  }
   return all;
 }
 #endif
@@ -196,6 +200,13 @@ TEST(CudaConvBf16, IsDeterministicWhateverTheBlockShape) {
       EXPECT_EQ(v5.y, v5_again.y);
       EXPECT_EQ(v5.dx, v5_again.dx);
       EXPECT_EQ(v5.dw, v5_again.dw);
+      // its dense B by the copy engine: the same tiles in shared memory, the same bits
+      cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::WgmmaTma);
+      const Results tma = run_v4(s, o);
+      EXPECT_EQ(v5.y, tma.y);
+      EXPECT_EQ(v5.dx, tma.dx);
+      EXPECT_EQ(v5.dw, tma.dw);
+      cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Heuristic);
     }
     if (c.x[3] != 16) continue;  // the autotuner on the first case only (it runs each pass 12x)
     cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Autotune);

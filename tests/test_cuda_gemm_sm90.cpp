@@ -1,5 +1,6 @@
 // The Hopper GEMM (kernels/cuda/gemm_sm90.cu: wgmma reading 128-byte-swizzled tiles from
-// shared memory) against a double-precision product of the same bf16 operands.
+// shared memory, loaded by cp.async or by the copy engine, TMA) against a double-precision
+// product of the same bf16 operands.
 //
 // bf16 products are exact in fp32, so the only error is the order and rounding of the fp32
 // sums: within 4 k 2^-24 of the sum of the products' magnitudes per element (twice the
@@ -70,14 +71,16 @@ std::vector<uint16_t> stored(const std::vector<uint16_t>& x, int64_t rows, int64
   return t;
 }
 
-// c = a b^T of a (m x k) and b (n x k), handed to the kernel laid out a_major and b_major.
+// c = a b^T of a (m x k) and b (n x k), handed to the kernel laid out a_major and b_major,
+// its tiles loaded by `loads`.
 std::vector<float> gemm_on_device(const GemmCase& g, const std::vector<uint16_t>& a,
                                   const std::vector<uint16_t>& b,
                                   cuda::Major a_major = cuda::Major::K,
-                                  cuda::Major b_major = cuda::Major::K) {
+                                  cuda::Major b_major = cuda::Major::K,
+                                  cuda::GemmLoads loads = cuda::GemmLoads::CpAsync) {
   test::OnDevice<uint16_t> da(stored(a, g.m, g.k, a_major)), db(stored(b, g.n, g.k, b_major));
   test::OnDevice<float> dc(static_cast<size_t>(g.m * g.n));
-  cuda::gemm_bf16_sm90(g.m, g.n, g.k, da.ptr, db.ptr, dc.ptr, a_major, b_major);
+  cuda::gemm_bf16_sm90(g.m, g.n, g.k, da.ptr, db.ptr, dc.ptr, a_major, b_major, loads);
   return dc.get();
 }
 
@@ -107,6 +110,8 @@ void expect_product(const GemmCase& g, const std::vector<uint16_t>& a,
 }
 #endif
 
+// The cp.async kernel against the reference; the TMA kernel (its tiles boxed by the copy
+// engine: partial tiles zero-filled by it, not predicated) against the cp.async kernel's bits.
 TEST(CudaGemmSm90, MatchesTheProductOfTheBf16Operands) {
   REQUIRE_SM90A();
 #if DDPM_WITH_CUDA
@@ -117,7 +122,10 @@ TEST(CudaGemmSm90, MatchesTheProductOfTheBf16Operands) {
                             GemmCase{300, 260, 328}}) {
     SCOPED_TRACE(testing::Message() << g.m << " x " << g.n << " x " << g.k);
     const std::vector<uint16_t> a = random_bf16(g.m * g.k, 11), b = random_bf16(g.n * g.k, 12);
-    expect_product(g, a, b, gemm_on_device(g, a, b));
+    const std::vector<float> c = gemm_on_device(g, a, b);
+    expect_product(g, a, b, c);
+    // the copy engine's loads (TMA): the same tiles in the same layout, so the same bits
+    EXPECT_EQ(gemm_on_device(g, a, b, cuda::Major::K, cuda::Major::K, cuda::GemmLoads::Tma), c);
   }
 #endif
 }
@@ -140,7 +148,9 @@ TEST(CudaGemmSm90, EveryLayoutOfTheOperandsGivesTheProduct) {
       SCOPED_TRACE(testing::Message() << g.m << " x " << g.n << " x " << g.k << ", a "
                                       << major_name(a_major) << "-major, b "
                                       << major_name(b_major) << "-major");
-      expect_product(g, a, b, gemm_on_device(g, a, b, a_major, b_major));
+      const std::vector<float> c = gemm_on_device(g, a, b, a_major, b_major);
+      expect_product(g, a, b, c);
+      EXPECT_EQ(gemm_on_device(g, a, b, a_major, b_major, cuda::GemmLoads::Tma), c) << "TMA";
     }
   }
 #endif

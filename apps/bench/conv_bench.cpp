@@ -252,25 +252,37 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
           Shape{std::max<int64_t>(1, std::max(cuda::conv2d_forward_workspace(s, v4),
                                               cuda::conv2d_backward_workspace(s, v4)))},
           DType::F32, Device::CUDA);
-      cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Wgmma);
-      add_flops("conv2d fwd", shape, "v5 wgmma, bf16 activations and weight copy",
-                timer.median_ms([&] {
-                  cuda::conv2d_forward(s, bf16_bits(x16), w.data<float>(), nullptr,
-                                       bf16_bits(y16), v4, ws.data<float>(), nullptr, nullptr,
-                                       bf16_bits(w16));
-                }),
-                flops);
-      add_flops("conv2d dgrad", shape, "v5 wgmma, bf16 activations and weight copy",
-                timer.median_ms([&] {
-                  cuda::conv2d_backward(s, bf16_bits(x16), w.data<float>(), bf16_bits(y16),
-                                        bf16_bits(dx16), nullptr, nullptr, v4, ws.data<float>(),
-                                        bf16_bits(w16));
-                }),
-                flops);
-      add_flops("conv2d wgrad", shape, "v5 wgmma, bf16 activations", timer.median_ms([&] {
+      auto forward = [&] {
+        cuda::conv2d_forward(s, bf16_bits(x16), w.data<float>(), nullptr, bf16_bits(y16), v4,
+                             ws.data<float>(), nullptr, nullptr, bf16_bits(w16));
+      };
+      auto dgrad = [&] {
+        cuda::conv2d_backward(s, bf16_bits(x16), w.data<float>(), bf16_bits(y16),
+                              bf16_bits(dx16), nullptr, nullptr, v4, ws.data<float>(),
+                              bf16_bits(w16));
+      };
+      auto wgrad = [&] {
         cuda::conv2d_backward(s, bf16_bits(x16), w.data<float>(), bf16_bits(y16), nullptr,
                               dw.data<float>(), nullptr, v4, ws.data<float>());
-      }), flops);
+      };
+      cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Wgmma);
+      add_flops("conv2d fwd", shape, "v5 wgmma, bf16 activations and weight copy",
+                timer.median_ms(forward), flops);
+      add_flops("conv2d dgrad", shape, "v5 wgmma, bf16 activations and weight copy",
+                timer.median_ms(dgrad), flops);
+      add_flops("conv2d wgrad", shape, "v5 wgmma, bf16 activations", timer.median_ms(wgrad),
+                flops);
+      // B by the copy engine (TMA): the forward's weights, the wgrad's dy, and the dgrad's
+      // weights per tap where Cout, padded to 8, is a multiple of 64 (elsewhere the dgrad
+      // runs as above: no row)
+      cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::WgmmaTma);
+      add_flops("conv2d fwd", shape, "v5 wgmma, TMA B, bf16 activations and weight copy",
+                timer.median_ms(forward), flops);
+      if ((s.c_out + 7) / 8 * 8 % 64 == 0)
+        add_flops("conv2d dgrad", shape, "v5 wgmma, TMA B, bf16 activations and weight copy",
+                  timer.median_ms(dgrad), flops);
+      add_flops("conv2d wgrad", shape, "v5 wgmma, TMA B, bf16 activations",
+                timer.median_ms(wgrad), flops);
       cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Heuristic);
     }
     struct Baseline {

@@ -98,6 +98,7 @@
 #include "kernels/cuda/ptx.cuh"
 #include "kernels/cuda/ptx_sm90.cuh"
 #include "kernels/cuda/storage.cuh"
+#include "kernels/cuda/tensor_map.cuh"
 #include "kernels/cuda/wgmma_tile.cuh"
 
 namespace ddpm::cuda {
@@ -489,6 +490,57 @@ struct DenseRowsB {
   }
 };
 
+// The same matrix delivered by the copy engine (v5 only, Bf16Tiles::WgmmaTma): a tensor map
+// of it (rows k x cols, boxes of 64 rows of k by 64 columns: an MN-major panel), and one
+// thread asks for the tile's two panels a stage (request); columns past `cols` and rows
+// past the matrix's k are zeros from the engine. No thread computes a chunk's address. A K
+// slice ends on a stage boundary (v5's slices are whole 64-deep stages), so a box never
+// holds rows of the next slice. The kernel takes it as a __grid_constant__ parameter: the
+// copy reads the map where the launch put it.
+struct DenseRowsTmaB {
+  static constexpr bool kKMajor = false;
+  static constexpr bool kByCopyEngine = true;
+  CUtensorMap map;
+  struct State {};
+  __device__ State start(int64_t, const int64_t (&)[2], int64_t) const { return {}; }
+  __device__ void advance(State&) const {}
+  // The 128 columns at col0 of rows k0..k0+63 into `tile` (the stage's B tile).
+  __device__ void request(ptx::SharedAddress tile, int64_t col0, int64_t k0,
+                          ptx::SharedAddress landed) const {
+    using Panels = sm90::TileLayout<Major::MN>;
+    for (int p = 0; p < sm90::kTile / Panels::kPanel; ++p)
+      ptx::tma_load_2d(tile + p * Panels::kPanelBytes, &map,
+                       static_cast<int>(col0) + p * Panels::kPanel, static_cast<int>(k0), landed);
+  }
+};
+// Dgrad B by the copy engine (v5 only, Bf16Tiles::WgmmaTma): DgradB's w8 (taps, Cin, Cout8)
+// as a rank-3 tensor map, boxes of 128 rows (ci) of 64 co of one tap: a K-major tile, k =
+// tap Cout8 + co. Needs Cout8 a multiple of 64, so that a 64-deep stage lies in one tap
+// (every CIFAR-10 layer but the last, Cout = 3); thread 0 finds the stage's tap and first co
+// with a division per stage. Rows past Cin are zeros from the engine.
+struct DgradTmaB {
+  static constexpr bool kKMajor = true;
+  static constexpr bool kByCopyEngine = true;
+  CUtensorMap map;
+  int c8;  // Cout8, a multiple of 64
+  struct State {};
+  __device__ State start(const int64_t (&)[2], int64_t, int64_t) const { return {}; }
+  __device__ void advance(State&) const {}
+  // Rows (ci) row0..row0+127 of k0..k0+63 into `tile` (the stage's B tile).
+  __device__ void request(ptx::SharedAddress tile, int64_t row0, int64_t k0,
+                          ptx::SharedAddress landed) const {
+    const int tap = static_cast<int>(k0 / c8), co = static_cast<int>(k0 % c8);
+    ptx::tma_load_3d(tile, &map, co, static_cast<int>(row0), tap, landed);
+  }
+};
+// True for a loader whose tiles the copy engine brings (kByCopyEngine), false for the
+// cp.async ones (which do not say).
+template <class L, class = void>
+struct ByCopyEngine : std::false_type {};
+template <class L>
+struct ByCopyEngine<L, std::void_t<decltype(L::kByCopyEngine)>>
+    : std::bool_constant<L::kByCopyEngine> {};
+
 // ---- epilogues: what happens to C's elements (those in range) ---------------------------
 // C reaches an epilogue a row at a time. row(r) does once what depends only on the row (its
 // address; the forward's sample, a division), then each of the thread's pairs of adjacent
@@ -771,6 +823,12 @@ conv_gemm_bf16(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB 
 // (chunk c of row r at c ^ (r % 8)) then spreads their 4 + 4 chunks over the 8 bank groups,
 // where rows r and r + 1 share 4 groups (2 wavefronts a phase: BankConflicts counts them).
 // An MN-major half (2 rows of k of 16 chunks a warp) is conflict-free as v4 maps it.
+// With Bf16Tiles::WgmmaTma the copy engine brings B's tile instead where B allows it
+// (DenseRowsTmaB: the forward's weights, the wgrad's dy; DgradTmaB: the dgrad's weights
+// when Cout8 is a multiple of 64): thread 0 requests it a stage onto the stage's mbarrier
+// (16 KB expected), and iteration t waits for the barrier's phase t / 4 as well as for the
+// thread's own cp.async copies of A, before the same __syncthreads. The same tile in shared
+// memory, so the same bits as v5's cp.async B.
 template <bool kKMajor>
 struct WgmmaHalf : Tile<kKMajor, sm90::kTile, sm90::kThreads> {
   using V4 = Tile<kKMajor, sm90::kTile, sm90::kThreads>;
@@ -793,13 +851,18 @@ __device__ int wgmma_chunk_bytes(int tid, int j, int h) {
   return sm90::TileLayout<kMajorOf<L>>::offset(mn, kBK * h + k);
 }
 
+// v5's shared memory: the stages, then an mbarrier per stage (used when B is the engine's).
+constexpr size_t kWgmmaSharedBytes = sm90::kSharedBytes + sm90::kStages * sizeof(uint64_t);
+
 template <class LoadA, class LoadB, class Epilogue>
 __global__ void __launch_bounds__(sm90::kThreads, 1)
-conv_gemm_wgmma(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB b,
-                Epilogue epilogue, float* planes) {
+conv_gemm_wgmma(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a,
+                const __grid_constant__ LoadB b, Epilogue epilogue, float* planes) {
 #if DDPM_HAS_SM90A_WGMMA
+  constexpr bool kEngineB = ByCopyEngine<LoadB>::value;
   DDPM_DYNAMIC_SHARED(bf16_bits, smem);  // (v4's declaration: one per translation unit)
   const ptx::SharedAddress tiles = ptx::computed_once(sm90::first_stage(smem));
+  const ptx::SharedAddress landed = tiles + sm90::kStages * sm90::kStageBytes;  // + 8 s
   const int tid = threadIdx.x;
   const int64_t row0 = static_cast<int64_t>(blockIdx.x) * sm90::kTile;
   const int64_t col0 = static_cast<int64_t>(blockIdx.y) * sm90::kTile;
@@ -817,15 +880,32 @@ conv_gemm_wgmma(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB
     }
   auto a_state = start_chunks<WgmmaHalf<LoadA::kKMajor>>(a, tid, row0, k_begin, k_end);
   auto b_state = start_chunks<WgmmaHalf<LoadB::kKMajor>>(b, tid, col0, k_begin, k_end);
+  if constexpr (kEngineB) {
+    if (tid == 0) {
+      for (int s = 0; s < sm90::kStages; ++s) ptx::mbarrier_init(landed + 8 * s, 1);
+      ptx::fence_mbarrier_init();
+    }
+    __syncthreads();
+  }
   // the loaders only move forward: tiles are requested in order, each once
   auto request = [&](int tile) {
     if (tile < k_tiles) {
       const ptx::SharedAddress stage = tiles + (tile % sm90::kStages) * sm90::kStageBytes;
+      if constexpr (kEngineB) {
+        if (tid == 0) {
+          const ptx::SharedAddress bar = landed + 8 * (tile % sm90::kStages);
+          ptx::mbarrier_arrive_expect_tx(bar, sm90::kTileBytes);
+          b.request(stage + sm90::kTileBytes, col0, k_begin + int64_t{tile} * sm90::kTileK, bar);
+        }
+      }
       for (int h = 0; h < 2; ++h) {
         for (int j = 0; j < 2; ++j) {
-          const Chunk ca = a.chunk(a_state, j), cb = b.chunk(b_state, j);
+          const Chunk ca = a.chunk(a_state, j);
           ptx::cp_async_16(stage + a_off[h][j], ca.src, ca.valid);
-          ptx::cp_async_16(stage + sm90::kTileBytes + b_off[h][j], cb.src, cb.valid);
+          if constexpr (!kEngineB) {
+            const Chunk cb = b.chunk(b_state, j);
+            ptx::cp_async_16(stage + sm90::kTileBytes + b_off[h][j], cb.src, cb.valid);
+          }
         }
         a.advance(a_state);
         b.advance(b_state);
@@ -841,6 +921,8 @@ conv_gemm_wgmma(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB
   for (int t = 0; t < k_tiles; ++t) {
     ptx::cp_async_wait<sm90::kStages - 3>();  // tile t has landed (this thread's chunks)
     ptx::fence_proxy_async_shared();          // ... where the tensor cores read
+    if constexpr (kEngineB)                   // ... and the engine's B
+      ptx::mbarrier_wait(landed + 8 * (t % sm90::kStages), (t / sm90::kStages) % 2);
     __syncthreads();                          // ... everyone's; tile t-2's products are done
     request(t + sm90::kStages - 2);           // into tile t-2's stage
     sm90::multiply_stage<kMajorOf<LoadA>, kMajorOf<LoadB>>(
@@ -982,10 +1064,10 @@ void launch_wgmma(const Gemm& g, LoadA a, LoadB b, Epilogue epilogue, float* pla
   if (g.m == 0 || g.n == 0) return;
   CHECK(gemm_sm90_available(), "conv v5 (wgmma) " << sm90a_missing());
   auto launch = [&](dim3 grid, int64_t k_slice) {
-    reserve_shared_memory(conv_gemm_wgmma<LoadA, LoadB, Epilogue>, sm90::kSharedBytes,
+    reserve_shared_memory(conv_gemm_wgmma<LoadA, LoadB, Epilogue>, kWgmmaSharedBytes,
                           "conv v5 (wgmma)", "no Hopper GPU has less");
     DDPM_LAUNCH((conv_gemm_wgmma<LoadA, LoadB, Epilogue>), grid, sm90::kThreads,
-                sm90::kSharedBytes)(g.m, g.n, g.k, k_slice, a, b, epilogue, planes);
+                kWgmmaSharedBytes)(g.m, g.n, g.k, k_slice, a, b, epilogue, planes);
   };
   launch_split(g, sm90::kTile, sm90::kTile, sm90::kTileK, planes, epilogue, launch);
 }
@@ -993,7 +1075,25 @@ void launch_wgmma(const Gemm& g, LoadA a, LoadB b, Epilogue epilogue, float* pla
 template <class LoadA, class LoadB, class Epilogue>
 void launch_tiles(Bf16Tiles t, const Gemm& g, LoadA a, LoadB b, Epilogue epilogue,
                   float* planes) {
-  if (t == Bf16Tiles::Wgmma) {
+  if (t == Bf16Tiles::WgmmaTma && g.k > 0) {  // B by the copy engine, where it can
+    if constexpr (std::is_same_v<LoadB, DenseRowsB>) {
+      const DenseRowsTmaB engine{bf16_tensor_map_sw128(b.matrix, g.k, b.cols, sm90::kTileK,
+                                                       "conv v5 (wgmma, TMA B)")};
+      launch_wgmma(g, a, engine, epilogue, planes);
+      return;
+    }
+    if constexpr (std::is_same_v<LoadB, DgradB>) {
+      if (b.c8 % sm90::kTileK == 0) {
+        const DgradTmaB engine{bf16_planes_tensor_map_sw128(b.w8, int64_t{b.s.kh} * b.s.kw, b.s.c_in, b.c8,
+                                                            sm90::kTile,
+                                                            "conv v5 (wgmma, TMA B) dgrad"),
+                               b.c8};
+        launch_wgmma(g, a, engine, epilogue, planes);
+        return;
+      }
+    }
+  }
+  if (t == Bf16Tiles::Wgmma || t == Bf16Tiles::WgmmaTma) {
     launch_wgmma(g, a, b, epilogue, planes);
   } else if (t == Bf16Tiles::Small) {
     launch_gemm<SmallTiles>(g, a, b, epilogue, planes);

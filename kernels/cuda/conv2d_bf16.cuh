@@ -18,11 +18,13 @@ namespace ddpm::cuda {
 // Autotune times all three on the first call of each pass and size (like
 // torch.backends.cudnn.benchmark), prints the times and keeps the fastest. The choice never
 // changes the result's bits (conv2d_bf16.cu).
-// Wgmma (v5, forced only, until a GPU has verified it): the forward and the dgrad on
-// Hopper's wgmma (128x128 tiles, 2 warpgroups, sm_90a; the wgrad, whose tiles are MN-major,
-// on Large). Its bits are its own (the tensor cores order a k-step's sums), and it needs
-// gemm_sm90_available() (kernels/cuda/gemm_sm90.cuh): elsewhere it refuses.
-enum class Bf16Tiles { Heuristic, Autotune, Large, Deep, Small, Wgmma };
+// Wgmma (v5, forced only, until a GPU has verified it): the three passes on Hopper's wgmma
+// (128x128 tiles, 2 warpgroups, sm_90a), fed by v4's cp.async loaders. Its bits are its own
+// (the tensor cores order a k-step's sums), and it needs gemm_sm90_available()
+// (kernels/cuda/gemm_sm90.cuh): elsewhere it refuses. WgmmaTma: v5 with its B operand (the
+// forward's weights, the wgrad's dy, the dgrad's weights per tap when Cout is a multiple of
+// 64 after padding to 8) brought by the copy engine (TMA) instead, the same bits as Wgmma.
+enum class Bf16Tiles { Heuristic, Autotune, Large, Deep, Small, Wgmma, WgmmaTma };
 void set_conv2d_bf16_tiles(Bf16Tiles t);  // process-wide; Heuristic by default
 Bf16Tiles conv2d_bf16_tiles();
 

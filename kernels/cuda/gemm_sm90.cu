@@ -27,6 +27,23 @@
 //   epilogue the accumulators' fragments (ptx_sm90.cuh) stored as they are: pairs of
 //            adjacent columns per row.
 // Deterministic: every product sums its k in one fixed order.
+//
+// Two ways to load the tiles, side by side (GemmLoads), the same tile, pipeline and products:
+//   cp.async  every thread computes the addresses of its 8 chunks a stage and copies them
+//            (above): about a third of what a warp issues per stage is that (SASS below the
+//            kernel), and the copies' completion is each thread's own, so a barrier after the
+//            waits makes a stage whole.
+//   TMA      one thread asks the copy engine for each operand's tile (ptx_sm90.cuh: one box
+//            of 128 rows x 64 k for a K-major tile, two of 64 k x 64 rows, its panels, for an
+//            MN-major one), which writes it already in the 128-byte swizzle and zero-fills
+//            what lies past m, n or k; no other thread issues anything for the loads. Each
+//            stage has an mbarrier that counts the stage's 32 KB in: tile t has landed once
+//            its stage's barrier completes its phase t / kStages (parity (t / kStages) % 2).
+//            The loop is otherwise the cp.async one: wait for tile t, __syncthreads (both
+//            warpgroups are past tile t-2's products), thread 0 requests tile t+S-2 into
+//            tile t-2's stage, then the products. This is CUTLASS's plain TMA schedule, not
+//            its warp-specialised one (a producer warp and consumer warpgroups handing
+//            stages over through two barriers each): the next step once a GPU has timed this.
 #include <cuda_runtime.h>
 
 #include <string>
@@ -38,6 +55,7 @@
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/ptx.cuh"
 #include "kernels/cuda/ptx_sm90.cuh"
+#include "kernels/cuda/tensor_map.cuh"
 #include "kernels/cuda/wgmma_tile.cuh"
 
 namespace ddpm::cuda {
@@ -69,6 +87,39 @@ __device__ void load_tile(ptx::SharedAddress dst, const uint16_t* src, int64_t r
     const int64_t at = kMajor == Major::K ? r * k + kr : kr * rows + r;
     ptx::cp_async_16(dst + sm90::TileLayout<kMajor>::offset(row, kk), valid ? src + at : src,
                      valid);
+  }
+}
+
+// The block's tile of c from the accumulators: pairs of adjacent columns of a row.
+__device__ void store_tile(const float (&d)[64], float* c, int64_t m, int64_t n, int64_t m0,
+                           int64_t n0) {
+  const sm90::Fragment f(static_cast<int>(threadIdx.x));
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {  // unrolled: d's index must be a constant, or d is in memory
+    const int64_t row = m0 + f.row(h);
+    if (row >= m) continue;
+    float* out = c + row * n;
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      const int64_t col = n0 + f.col(j);
+      if (col < n) out[col] = d[4 * j + 2 * h];
+      if (col + 1 < n) out[col + 1] = d[4 * j + 2 * h + 1];
+    }
+  }
+}
+
+// An operand's 128 x 64 tile at (row0, k0) by the copy engine, onto the stage's barrier:
+// K-major, one box of 128 rows of 64 k (map: rows x k); MN-major, its two panels, each a box
+// of 64 rows of k holding 64 of the operand's rows (map: k x rows).
+template <Major kMajor>
+__device__ void tma_tile(ptx::SharedAddress dst, const CUtensorMap* map, int row0, int k0,
+                         ptx::SharedAddress landed) {
+  if constexpr (kMajor == Major::K) {
+    ptx::tma_load_2d(dst, map, k0, row0, landed);
+  } else {
+    using Panels = sm90::TileLayout<Major::MN>;
+    for (int p = 0; p < kTile / Panels::kPanel; ++p)
+      ptx::tma_load_2d(dst + p * Panels::kPanelBytes, map, row0 + p * Panels::kPanel, k0, landed);
   }
 }
 #endif
@@ -106,19 +157,54 @@ gemm_bf16_sm90_kernel(int64_t m, int64_t n, int64_t k, const uint16_t* a, const 
     sm90::multiply_stage<kA, kB>(d, tiles + (t % kStages) * kStageBytes, warpgroup, t > 0);
   }
   sm90::finish(d);
+  store_tile(d, c, m, n, m0, n0);
+#endif
+}
 
-  const sm90::Fragment f(static_cast<int>(threadIdx.x));
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {  // unrolled: d's index must be a constant, or d is in memory
-    const int64_t row = m0 + f.row(h);
-    if (row >= m) continue;
-    float* out = c + row * n;
-    for (int j = 0; j < 16; ++j) {
-      const int64_t col = n0 + f.col(j);
-      if (col < n) out[col] = d[4 * j + 2 * h];
-      if (col + 1 < n) out[col + 1] = d[4 * j + 2 * h + 1];
-    }
+// The same with the copy engine's loads: a_map and b_map box the operands' tiles (host side:
+// launch_tma below), kStages mbarriers of 8 bytes after the stages. Coordinates are 32-bit:
+// m, n, k < 2^31 (tensor maps hold sizes to 2^32).
+constexpr size_t kTmaSharedBytes = sm90::kSharedBytes + kStages * sizeof(uint64_t);
+template <Major kA, Major kB>
+__global__ void __launch_bounds__(kGemmThreads, 1)
+gemm_bf16_sm90_tma_kernel(int64_t m, int64_t n, int64_t k,
+                          const __grid_constant__ CUtensorMap a_map,
+                          const __grid_constant__ CUtensorMap b_map, float* c) {
+#if DDPM_HAS_SM90A_WGMMA
+  DDPM_DYNAMIC_SHARED(unsigned char, smem);
+  const ptx::SharedAddress tiles = sm90::first_stage(smem);
+  const ptx::SharedAddress landed = tiles + kStages * kStageBytes;  // stage s's: + 8 s
+  const int m0 = static_cast<int>(blockIdx.y) * kTile, n0 = static_cast<int>(blockIdx.x) * kTile;
+  const int k_tiles = static_cast<int>((k + kTileK - 1) / kTileK);
+  const int warpgroup = static_cast<int>(threadIdx.x) / 128;
+  const bool loader = threadIdx.x == 0;
+
+  if (loader) {
+    for (int s = 0; s < kStages; ++s) ptx::mbarrier_init(landed + 8 * s, 1);
+    ptx::fence_mbarrier_init();  // ... seen by the copy engine, then (the barrier) by all
   }
+  __syncthreads();
+  auto request = [&](int tile) {  // by the loader thread only
+    if (tile >= k_tiles) return;
+    const ptx::SharedAddress stage = tiles + (tile % kStages) * kStageBytes;
+    const ptx::SharedAddress bar = landed + 8 * (tile % kStages);
+    ptx::mbarrier_arrive_expect_tx(bar, kStageBytes);  // every byte of both boxes, zeros too
+    tma_tile<kA>(stage, &a_map, m0, tile * kTileK, bar);
+    tma_tile<kB>(stage + kTileBytes, &b_map, n0, tile * kTileK, bar);
+  };
+  if (loader)
+    for (int t = 0; t < kStages - 2; ++t) request(t);
+
+  float d[64];
+  for (float& v : d) v = 0.0f;
+  for (int t = 0; t < k_tiles; ++t) {
+    ptx::mbarrier_wait(landed + 8 * (t % kStages), (t / kStages) % 2);  // tile t has landed
+    __syncthreads();  // both warpgroups are past tile t-2's products: its stage is free
+    if (loader) request(t + kStages - 2);
+    sm90::multiply_stage<kA, kB>(d, tiles + (t % kStages) * kStageBytes, warpgroup, t > 0);
+  }
+  sm90::finish(d);
+  store_tile(d, c, m, n, m0, n0);
 #endif
 }
 
@@ -132,6 +218,40 @@ void launch(int64_t m, int64_t n, int64_t k, const uint16_t* a, const uint16_t* 
                   static_cast<unsigned>((m + kTile - 1) / kTile));
   DDPM_LAUNCH((gemm_bf16_sm90_kernel<kA, kB>), grid, kGemmThreads, sm90::kSharedBytes)(
       m, n, k, a, b, c);
+}
+
+// An operand's tensor map: K-major, the rows x k matrix boxed 128 rows at a time; MN-major,
+// the k x rows matrix boxed 64 rows of k at a time (a panel).
+CUtensorMap operand_map(const uint16_t* x, Major major, int64_t rows, int64_t k,
+                        const char* what) {
+  return major == Major::K ? bf16_tensor_map_sw128(x, rows, k, kTile, what)
+                           : bf16_tensor_map_sw128(x, k, rows, kTileK, what);
+}
+
+template <Major kA, Major kB>
+void launch_tma(int64_t m, int64_t n, int64_t k, const uint16_t* a, const uint16_t* b,
+                float* c) {
+  CHECK(m < (int64_t{1} << 31) && n < (int64_t{1} << 31) && k < (int64_t{1} << 31),
+        "gemm_bf16_sm90 (TMA loads): sizes under 2^31 (32-bit box coordinates); this one is "
+            << m << " x " << n << " x " << k);
+  const CUtensorMap a_map = operand_map(a, kA, m, k, "gemm_bf16_sm90 (TMA loads), a");
+  const CUtensorMap b_map = operand_map(b, kB, n, k, "gemm_bf16_sm90 (TMA loads), b");
+  reserve_shared_memory(gemm_bf16_sm90_tma_kernel<kA, kB>, kTmaSharedBytes,
+                        "gemm_bf16_sm90 (TMA loads)", "no Hopper GPU has less");
+  const dim3 grid(static_cast<unsigned>((n + kTile - 1) / kTile),
+                  static_cast<unsigned>((m + kTile - 1) / kTile));
+  DDPM_LAUNCH((gemm_bf16_sm90_tma_kernel<kA, kB>), grid, kGemmThreads, kTmaSharedBytes)(
+      m, n, k, a_map, b_map, c);
+}
+
+template <Major kA, Major kB>
+void launch_with(GemmLoads loads, int64_t m, int64_t n, int64_t k, const uint16_t* a,
+                 const uint16_t* b, float* c) {
+  // k = 0: c is zeros, which the cp.async kernel writes (a tensor map has no empty dimension)
+  if (loads == GemmLoads::Tma && k > 0)
+    launch_tma<kA, kB>(m, n, k, a, b, c);
+  else
+    launch<kA, kB>(m, n, k, a, b, c);
 }
 
 const char* major_name(Major major) { return major == Major::K ? "K-major" : "MN-major"; }
@@ -169,7 +289,7 @@ std::string sm90a_missing() {
 }
 
 void gemm_bf16_sm90(int64_t m, int64_t n, int64_t k, const uint16_t* a, const uint16_t* b,
-                    float* c, Major a_major, Major b_major) {
+                    float* c, Major a_major, Major b_major, GemmLoads loads) {
   CHECK(gemm_sm90_available(), "gemm_bf16_sm90 " << sm90a_missing());
   CHECK(m >= 0 && n >= 0 && k >= 0, "gemm_bf16_sm90: negative size " << m << " x " << n << " x "
                                                                       << k);
@@ -179,11 +299,11 @@ void gemm_bf16_sm90(int64_t m, int64_t n, int64_t k, const uint16_t* a, const ui
         "gemm_bf16_sm90: a and b must be 16-byte aligned (whole 16-byte chunks)");
   if (m == 0 || n == 0) return;
   if (a_major == Major::K)
-    b_major == Major::K ? launch<Major::K, Major::K>(m, n, k, a, b, c)
-                        : launch<Major::K, Major::MN>(m, n, k, a, b, c);
+    b_major == Major::K ? launch_with<Major::K, Major::K>(loads, m, n, k, a, b, c)
+                        : launch_with<Major::K, Major::MN>(loads, m, n, k, a, b, c);
   else
-    b_major == Major::K ? launch<Major::MN, Major::K>(m, n, k, a, b, c)
-                        : launch<Major::MN, Major::MN>(m, n, k, a, b, c);
+    b_major == Major::K ? launch_with<Major::MN, Major::K>(loads, m, n, k, a, b, c)
+                        : launch_with<Major::MN, Major::MN>(loads, m, n, k, a, b, c);
 }
 
 }  // namespace ddpm::cuda

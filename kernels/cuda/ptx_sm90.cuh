@@ -44,10 +44,32 @@
 //       wgmma reads shared memory through the "async proxy"; what ordinary stores and
 //       cp.async wrote there (the generic proxy) is visible to it only after this fence in
 //       the writing thread, then a barrier.
+// And the bulk tensor copy (TMA) that can feed those tiles instead of cp.async:
+//   cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes
+//       One thread asks the copy engine for a whole box of a 2-d tensor (a CUtensorMap,
+//       made on the host: kernels/cuda/tensor_map.cu) at element coordinates {c0, c1}, c0
+//       the contiguous dimension's. The engine writes the box to shared memory row after
+//       row, in the map's swizzle: with the 128-byte one and rows of 128 bytes, chunk c of
+//       row r lands at c ^ (r % 8), which is Sw128 below, the layout wgmma reads (the
+//       destination 1024-byte aligned, as the atoms are). Elements outside the tensor are
+//       written as zeros, so partial tiles need no predication, and no thread computes an
+//       address per chunk. It runs in the async proxy, like wgmma: no proxy fence between
+//       them. Completion is counted in bytes on an mbarrier: each copy adds the box's bytes
+//       (all of them, zero-filled ones too) to the barrier's transaction count as it lands.
+//   mbarrier (a 64-bit object in shared memory; PTX ISA "Parallel Synchronization and
+//       Communication Instructions: mbarrier"): init sets its arrival count; each phase
+//       completes when that many arrivals and every expected transaction byte are in, and
+//       the next phase begins. arrive.expect_tx raises the bytes expected, then arrives.
+//       try_wait.parity p is true once the phase of parity p has completed (the phases of
+//       a barrier alternate in parity, so a stage's k-th use waits for parity k % 2).
+//       fence.mbarrier_init makes an init visible to the async proxy (the copy engine),
+//       before a barrier makes it visible to the other threads.
 // All need the sm_90a target (-gencode arch=compute_90a,code=sm_90a: the "a" features are
 // not in plain sm_90 code, nor in PTX any later GPU could compile); kernels using them are
 // compiled empty elsewhere (DDPM_HAS_SM90A_WGMMA) and their host side says so.
 #pragma once
+
+#include <cuda.h>  // CUtensorMap
 
 #include <cstdint>
 
@@ -123,6 +145,70 @@ __device__ __forceinline__ void wgmma_fence_operands(float (&d)[kCount]) {
 __device__ __forceinline__ void fence_proxy_async_shared() {
 #if DDPM_HAS_SM90A_WGMMA
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void mbarrier_init(SharedAddress bar, unsigned arrivals) {
+#if DDPM_HAS_SM90A_WGMMA
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(arrivals) : "memory");
+#else
+  (void)bar, (void)arrivals;
+#endif
+}
+__device__ __forceinline__ void fence_mbarrier_init() {
+#if DDPM_HAS_SM90A_WGMMA
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void mbarrier_arrive_expect_tx(SharedAddress bar, uint32_t bytes) {
+#if DDPM_HAS_SM90A_WGMMA
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes)
+               : "memory");
+#else
+  (void)bar, (void)bytes;
+#endif
+}
+// Returns once the phase of parity `parity` has completed.
+__device__ __forceinline__ void mbarrier_wait(SharedAddress bar, unsigned parity) {
+#if DDPM_HAS_SM90A_WGMMA
+  uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+        "selp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+  } while (done == 0);
+#else
+  (void)bar, (void)parity;
+#endif
+}
+// The box of `map` at element coordinates {c0, c1} (a rank-2 map) or {c0, c1, c2} (rank 3)
+// into shared memory at dst, completing its bytes on the mbarrier at bar. `map` is a
+// __grid_constant__ kernel parameter.
+__device__ __forceinline__ void tma_load_2d(SharedAddress dst, const CUtensorMap* map, int c0,
+                                            int c1, SharedAddress bar) {
+#if DDPM_HAS_SM90A_WGMMA
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes "
+      "[%0], [%1, {%2, %3}], [%4];\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(bar)
+      : "memory");
+#else
+  (void)dst, (void)map, (void)c0, (void)c1, (void)bar;
+#endif
+}
+__device__ __forceinline__ void tma_load_3d(SharedAddress dst, const CUtensorMap* map, int c0,
+                                            int c1, int c2, SharedAddress bar) {
+#if DDPM_HAS_SM90A_WGMMA
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes "
+      "[%0], [%1, {%2, %3, %4}], [%5];\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(bar)
+      : "memory");
+#else
+  (void)dst, (void)map, (void)c0, (void)c1, (void)c2, (void)bar;
 #endif
 }
 

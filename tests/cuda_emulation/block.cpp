@@ -89,6 +89,15 @@ struct Thread {
   std::vector<uint64_t> cp_async_destinations;  // this block's, in issue order (bank counts)
 };
 
+// An mbarrier of the block (block.h: mbarrier_*), by its shared-memory address.
+struct MBarrier {
+  unsigned count = 0, pending = 0;  // arrivals per phase, and those the current one awaits
+  int64_t tx = 0;                   // its transaction bytes outstanding
+  uint64_t phase = 0;               // phases completed
+  std::vector<BulkCopy> copies;     // issued in the current phase, not yet performed
+  char token = 0;                   // ThreadSanitizer: arrivals and copies before the waits
+};
+
 struct Warp {
   unsigned active = 0;  // a bit per lane that has not returned
   int arrived = 0;
@@ -113,6 +122,8 @@ struct Block {
   bool aborted = false;
   std::string error;
   int product_reads_in_flight = 0;  // wgmma products with shared-memory reads not yet waited for
+  std::map<uintptr_t, MBarrier> mbarriers;
+  size_t idle_waits = 0;  // failed mbarrier waits since the last barrier or mbarrier event
   char barrier_token = 0;  // ThreadSanitizer: __syncthreads
   // ThreadSanitizer: launch -> block 0 -> block 1 -> ... -> host. The threads of block p
   // start by acquiring order_tokens[p % 2] and end by releasing order_tokens[(p + 1) % 2],
@@ -232,6 +243,7 @@ uint64_t warp_barrier(Thread& t, const char* op) {
     }
     t.state = State::Waiting;
     t.waiting_for = WaitingFor::Warp;
+    b.idle_waits = 0;
     if (++w.arrived == __builtin_popcount(w.active)) release_warp_barrier(b, t.warp);
   }
   wait_for_release(t, &w.token);
@@ -475,6 +487,8 @@ std::string run_grid(const GridSpec& spec, const std::function<void()>& body) {
     b.alive = threads;
     b.arrived = 0;
     b.product_reads_in_flight = 0;  // what a thread of the previous block left in flight
+    b.mbarriers.clear();
+    b.idle_waits = 0;
     for (size_t w = 0; w < b.warps.size(); ++w) {
       const unsigned lanes = std::min(32u, threads - static_cast<unsigned>(w) * 32u);
       b.warps[w].active = lanes == 32 ? 0xffffffffu : (1u << lanes) - 1u;
@@ -529,6 +543,7 @@ void syncthreads(const char* file, int line) {
     }
     t.state = State::Waiting;
     t.waiting_for = WaitingFor::Block;
+    b.idle_waits = 0;
     if (++b.arrived == b.alive) release_block_barrier(b);
   }
   wait_for_release(t, &b.barrier_token);
@@ -595,15 +610,16 @@ unsigned warp_active_mask() {
   return t.block->warps[t.warp].active;
 }
 
-// Traps when a cp.async's destination overlaps what a wgmma of the block still in flight reads.
-void check_no_product_reads(Thread& t, const AsyncCopy& copy) {
-  const uintptr_t begin = reinterpret_cast<uintptr_t>(copy.dst), end = begin + copy.bytes;
+// Traps when a copy's destination overlaps what a wgmma of the block still in flight reads.
+void check_no_product_reads(Thread& t, const void* dst, size_t bytes, const char* op) {
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(dst), end = begin + bytes;
   for (const Thread* other : t.block->threads) {
     auto check = [&](const std::vector<AsyncMma>& products) {
       for (const AsyncMma& p : products)
         for (const auto& [lo, hi] : p.reads)
           if (begin < hi && lo < end)
-            trap_thread(t, "cp.async writes shared memory that a wgmma.mma_async of thread " +
+            trap_thread(t, std::string(op) +
+                               " writes shared memory that a wgmma.mma_async of thread " +
                                std::to_string(other->tid) +
                                " still in flight reads (not yet waited for)");
     };
@@ -616,7 +632,7 @@ void async_copy_issue(const AsyncCopy& copy) {
   Thread& t = current("cp.async");
   if (t.block->product_reads_in_flight > 0) {  // never in a kernel without wgmma
     IgnoreAccesses ignore;
-    check_no_product_reads(t, copy);
+    check_no_product_reads(t, copy.dst, copy.bytes, "cp.async");
   }
   t.copies.open.push_back(copy);
   t.cp_async_destinations.push_back(to_bits(copy.dst));
@@ -666,6 +682,105 @@ std::vector<AsyncMma> async_mma_wait(int newest_groups_left_pending) {
   IgnoreAccesses ignore;
   for (const AsyncMma& p : done) t.block->product_reads_in_flight -= p.reads.empty() ? 0 : 1;
   return done;
+}
+
+// ---- mbarriers and bulk copies (block.h) ---------------------------------------------------
+
+MBarrier& mbarrier_at(Thread& t, void* bar, const char* op) {
+  const auto found = t.block->mbarriers.find(reinterpret_cast<uintptr_t>(bar));
+  if (found == t.block->mbarriers.end())
+    trap_thread(t, std::string(op) + ": no mbarrier was initialised at this address in this "
+                                     "block (mbarrier.init)");
+  return found->second;
+}
+
+// Ends the current phase if its arrivals and transaction bytes are all in.
+void complete_phase_if_done(MBarrier& m) {
+  if (m.pending != 0 || m.tx != 0) return;
+  ++m.phase;
+  m.pending = m.count;
+}
+
+void mbarrier_init(void* bar, unsigned arrivals) {
+  Thread& t = current("mbarrier.init");
+  IgnoreAccesses ignore;
+  if (reinterpret_cast<uintptr_t>(bar) % 8 != 0)
+    trap_thread(t, "mbarrier.init: the barrier's address is not 8-byte aligned");
+  if (arrivals == 0 || arrivals >= (1u << 20))
+    trap_thread(t, "mbarrier.init: an arrival count of " + std::to_string(arrivals) +
+                       " (the PTX ISA allows 1 to 2^20 - 1)");
+  MBarrier& m = t.block->mbarriers[reinterpret_cast<uintptr_t>(bar)];
+  m.count = m.pending = arrivals;
+  m.tx = 0;
+  m.phase = 0;
+  m.copies.clear();
+  t.block->idle_waits = 0;
+}
+
+void mbarrier_arrive_expect_tx(void* bar, uint32_t bytes) {
+  Thread& t = current("mbarrier.arrive.expect_tx");
+  MBarrier* m = nullptr;
+  {
+    IgnoreAccesses ignore;
+    m = &mbarrier_at(t, bar, "mbarrier.arrive.expect_tx");
+    m->tx += bytes;
+    --m->pending;
+    complete_phase_if_done(*m);
+    t.block->idle_waits = 0;
+  }
+  happens_before(&m->token);  // an arrival releases what its thread did before it
+}
+
+void mbarrier_bulk_copy(void* bar, BulkCopy copy) {
+  Thread& t = current("cp.async.bulk.tensor");
+  IgnoreAccesses ignore;
+  MBarrier& m = mbarrier_at(t, bar, "cp.async.bulk.tensor");
+  if (t.block->product_reads_in_flight > 0)
+    check_no_product_reads(t, copy.dst, copy.bytes, "cp.async.bulk.tensor");
+  m.copies.push_back(std::move(copy));
+  t.block->idle_waits = 0;
+}
+
+bool mbarrier_try_wait_parity(void* bar, unsigned parity) {
+  Thread& t = current("mbarrier.try_wait.parity");
+  Block& b = *t.block;
+  MBarrier* m = nullptr;
+  std::vector<BulkCopy> landing;
+  {
+    IgnoreAccesses ignore;
+    if (b.aborted) throw BlockAborted{};
+    m = &mbarrier_at(t, bar, "mbarrier.try_wait.parity");
+    if ((m->phase & 1) == (parity & 1)) landing.swap(m->copies);  // that phase is the current one
+  }
+  if (!landing.empty()) {
+    for (BulkCopy& copy : landing) copy.perform();  // seen by the sanitizers: the copy's writes
+    {
+      IgnoreAccesses ignore;
+      for (const BulkCopy& copy : landing) m->tx -= static_cast<int64_t>(copy.bytes);
+      complete_phase_if_done(*m);
+      b.idle_waits = 0;
+    }
+    happens_before(&m->token);
+  }
+  bool done = false;
+  {
+    IgnoreAccesses ignore;
+    done = (m->phase & 1) != (parity & 1);
+  }
+  if (done) {
+    happens_after(&m->token);
+    return true;
+  }
+  IgnoreAccesses ignore;  // not yet: the block's other threads run first
+  if (++b.idle_waits > 2 * b.threads.size())
+    trap_thread(t, "deadlock: waits for the phase of parity " + std::to_string(parity & 1) +
+                       " of an mbarrier (" + std::to_string(m->pending) + " of " +
+                       std::to_string(m->count) + " arrivals and " + std::to_string(m->tx) +
+                       " transaction bytes outstanding), which no thread of the block completes");
+  switch_away(t, false);  // t stays ready: it runs again after the others
+  enter(t);
+  if (b.aborted) throw BlockAborted{};
+  return false;
 }
 
 int lane_id() {

@@ -30,6 +30,7 @@
 #define __constant__ static
 #define __align__(n) __attribute__((aligned(n)))
 #define __launch_bounds__(...)
+#define __grid_constant__
 
 // ---- vector types and indices -------------------------------------------------------------
 

@@ -21,13 +21,26 @@
 //                    bits 7-9, so a kernel's 1024-byte alignment of its tiles (done on what
 //                    shared_address() gives, here the host address) is what makes the
 //                    pattern match.
-//   fences           wgmma.fence and fence.proxy.async are no-ops: the emulation has one
-//                    proxy, and performing a product at its wait is the latest the hardware
-//                    may. A kernel missing either passes here and may fail on a GPU.
+//   fences           wgmma.fence, fence.proxy.async and fence.mbarrier_init are no-ops: the
+//                    emulation has one proxy, and performing a product at its wait is the
+//                    latest the hardware may. A kernel missing one passes here and may fail
+//                    on a GPU.
+//   mbarrier         block.h's transaction barriers (phases, arrivals, bytes); a wait that
+//                    cannot complete lets the block's other threads run, and traps when none
+//                    makes progress.
+//   bulk tensor copy cp.async.bulk.tensor.2d and .3d from a map of tensor_map.h's encoder:
+//                    queued on its mbarrier at issue (its destination checked against the
+//                    products in flight), performed at the first wait on that barrier: each
+//                    row of the box read from the tensor, zeros where it lies outside, and
+//                    stored in 16-byte chunks at their swizzled place (the 128-byte swizzle:
+//                    address bits 4-6 XORed with 7-9, as wgmma reads). The destination must
+//                    be 128-byte aligned, and 1024-byte under the 128-byte swizzle (what the
+//                    engine's tiles keep, and what the descriptors' base offset of 0 needs).
 // What this cannot prove: a layout misread the same way here and in a kernel passes here and
 // fails on a GPU; the GPU tests remain the final word.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -37,6 +50,8 @@
 #include "kernels/bf16.h"
 #include "tests/cuda_emulation/block.h"
 #include "tests/cuda_emulation/builtins.h"
+#include "tests/cuda_emulation/runtime.h"
+#include "tests/cuda_emulation/tensor_map.h"
 
 namespace ddpm::cuda::ptx {
 
@@ -124,6 +139,101 @@ inline void wgmma_commit_group() { cuda_emu::async_mma_commit(); }
 template <int kPending>
 inline void wgmma_wait_group() {
   for (const cuda_emu::AsyncMma& product : cuda_emu::async_mma_wait(kPending)) product.perform();
+}
+
+inline void mbarrier_init(SharedAddress bar, unsigned arrivals) {
+  cuda_emu::mbarrier_init(reinterpret_cast<void*>(bar), arrivals);
+}
+inline void fence_mbarrier_init() {}
+inline void mbarrier_arrive_expect_tx(SharedAddress bar, uint32_t bytes) {
+  cuda_emu::mbarrier_arrive_expect_tx(reinterpret_cast<void*>(bar), bytes);
+}
+inline void mbarrier_wait(SharedAddress bar, unsigned parity) {
+  while (!cuda_emu::mbarrier_try_wait_parity(reinterpret_cast<void*>(bar), parity)) {
+  }
+}
+
+namespace emu_sm90 {
+
+// cp.async.bulk.tensor.{rank}d: the box of `map` at `coords` (rank of them, the contiguous
+// dimension's first), its rows (box[0] elements each) stored one after another, swizzled.
+inline void tma_load(SharedAddress dst, const CUtensorMap* map, const int* coords, uint32_t rank,
+                     SharedAddress bar) {
+  const cuda_emu::TensorMapFields* found = cuda_emu::tensor_map_fields(map);
+  if (found == nullptr)
+    cuda_emu::trap("cp.async.bulk.tensor: the tensor map was not made by cuTensorMapEncodeTiled");
+  const cuda_emu::TensorMapFields f = *found;
+  if (f.rank != rank)
+    cuda_emu::trap(("cp.async.bulk.tensor." + std::to_string(rank) + "d: the tensor map is of rank " +
+                    std::to_string(f.rank))
+                       .c_str());
+  if (rank > 3) cuda_emu::trap("cp.async.bulk.tensor: ranks above 3 are not emulated");
+  if (f.interleave != CU_TENSOR_MAP_INTERLEAVE_NONE)
+    cuda_emu::trap("cp.async.bulk.tensor: interleaved maps are not emulated");
+  for (uint32_t i = 0; i < rank; ++i)
+    if (f.element_strides[i] != 1)
+      cuda_emu::trap("cp.async.bulk.tensor: element strides other than 1 are not emulated");
+  const bool swizzled = f.swizzle == CU_TENSOR_MAP_SWIZZLE_128B;
+  const size_t row_bytes = size_t{f.box[0]} * f.element_bytes;
+  if (f.swizzle != CU_TENSOR_MAP_SWIZZLE_NONE && !(swizzled && row_bytes == 128))
+    cuda_emu::trap("cp.async.bulk.tensor: of the swizzles only the 128-byte one on rows of 128 "
+                   "bytes is emulated");
+  if (dst % (swizzled ? 1024 : 128) != 0)
+    cuda_emu::trap(swizzled ? "cp.async.bulk.tensor: a 128-byte-swizzled box must land on a "
+                              "1024-byte boundary of shared memory (a whole swizzle atom)"
+                            : "cp.async.bulk.tensor: the destination must be 128-byte aligned");
+  int at[3] = {0, 0, 0};
+  uint32_t box[3] = {1, 1, 1};
+  int64_t dims[3] = {1, 1, 1}, strides[3] = {0, 0, 0};  // strides: bytes, dimensions 1 and 2
+  for (uint32_t i = 0; i < rank; ++i) {
+    at[i] = coords[i];
+    box[i] = f.box[i];
+    dims[i] = static_cast<int64_t>(f.dims[i]);
+    if (i > 0) strides[i] = static_cast<int64_t>(f.strides[i - 1]);
+  }
+  cuda_emu::BulkCopy copy;
+  copy.dst = reinterpret_cast<void*>(dst);
+  copy.bytes = row_bytes * box[1] * box[2];
+  copy.perform = [f, dst, at, box, dims, strides, swizzled, row_bytes] {
+    unsigned char row[256 * 8];  // a box row: at most 256 elements of 8 bytes
+    const int64_t x0 = std::max<int64_t>(at[0], 0);
+    const int64_t x1 = std::min<int64_t>(int64_t{at[0]} + box[0], dims[0]);
+    for (uint32_t i2 = 0; i2 < box[2]; ++i2) {
+      for (uint32_t i1 = 0; i1 < box[1]; ++i1) {
+        std::memset(row, 0, row_bytes);
+        const int64_t y = int64_t{at[1]} + i1, z = int64_t{at[2]} + i2;
+        if (y >= 0 && y < dims[1] && z >= 0 && z < dims[2] && x0 < x1) {
+          const unsigned char* src =
+              f.address + z * strides[2] + y * strides[1] + x0 * f.element_bytes;
+          const size_t bytes = static_cast<size_t>(x1 - x0) * f.element_bytes;
+          if (!cuda_emu::device_accessible(src, bytes))
+            cuda_emu::trap("cp.async.bulk.tensor: the tensor map's rows lie outside any device "
+                           "allocation");
+          std::memcpy(row + (x0 - at[0]) * f.element_bytes, src, bytes);
+        }
+        const uintptr_t row_start = dst + (size_t{i2} * box[1] + i1) * row_bytes;
+        for (size_t chunk = 0; chunk < row_bytes / 16; ++chunk) {
+          const uintptr_t logical = row_start + 16 * chunk;
+          const uintptr_t physical = swizzled ? logical ^ (((logical >> 7) & 7) << 4) : logical;
+          std::memcpy(reinterpret_cast<void*>(physical), row + 16 * chunk, 16);
+        }
+      }
+    }
+  };
+  cuda_emu::mbarrier_bulk_copy(reinterpret_cast<void*>(bar), std::move(copy));
+}
+
+}  // namespace emu_sm90
+
+inline void tma_load_2d(SharedAddress dst, const CUtensorMap* map, int c0, int c1,
+                        SharedAddress bar) {
+  const int coords[2] = {c0, c1};
+  emu_sm90::tma_load(dst, map, coords, 2, bar);
+}
+inline void tma_load_3d(SharedAddress dst, const CUtensorMap* map, int c0, int c1, int c2,
+                        SharedAddress bar) {
+  const int coords[3] = {c0, c1, c2};
+  emu_sm90::tma_load(dst, map, coords, 3, bar);
 }
 
 // d (64 x 128 over the warpgroup) = a b + (accumulate ? d : 0), a and b laid out kA and kB,

@@ -15,6 +15,8 @@
 #include <set>
 #include <vector>
 
+#include "tests/cuda_emulation/tensor_map.h"
+
 namespace cuda_emu {
 namespace {
 
@@ -266,6 +268,21 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) 
     default:
       return fail(cudaErrorInvalidValue, "attribute not emulated");
   }
+  return cudaSuccess;
+}
+
+cudaError_t cudaGetDriverEntryPointByVersion(const char* symbol, void** function,
+                                             unsigned int cuda_version, unsigned long long,
+                                             cudaDriverEntryPointQueryResult* status) {
+  if (symbol == nullptr || function == nullptr) return cudaErrorInvalidValue;
+  const bool found = std::strcmp(symbol, "cuTensorMapEncodeTiled") == 0;
+  const bool recent = cuda_version >= 12000;  // the function appeared in CUDA 12.0
+  *function = found && recent ? reinterpret_cast<void*>(&cuda_emu::tensor_map_encode_tiled)
+                              : nullptr;
+  if (status != nullptr)
+    *status = !found    ? cudaDriverEntryPointSymbolNotFound
+              : !recent ? cudaDriverEntryPointVersionNotSufficent
+                        : cudaDriverEntryPointSuccess;
   return cudaSuccess;
 }
 

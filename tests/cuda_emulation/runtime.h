@@ -99,6 +99,18 @@ cudaError_t cudaFuncSetAttribute(void (*func)(Params...), cudaFuncAttribute attr
   return cudaFuncSetAttribute(reinterpret_cast<const void*>(func), attr, value);
 }
 
+// The driver API's entry points, as the runtime hands them out: here only
+// cuTensorMapEncodeTiled (the emulation's, tensor_map.h); any other symbol is not found.
+enum cudaDriverEntryPointQueryResult {
+  cudaDriverEntryPointSuccess = 0,
+  cudaDriverEntryPointSymbolNotFound = 1,
+  cudaDriverEntryPointVersionNotSufficent = 2,
+};
+constexpr unsigned long long cudaEnableDefault = 0;
+cudaError_t cudaGetDriverEntryPointByVersion(const char* symbol, void** function,
+                                             unsigned int cuda_version, unsigned long long flags,
+                                             cudaDriverEntryPointQueryResult* status = nullptr);
+
 cudaError_t cudaMalloc(void** ptr, size_t bytes);
 template <class T>
 cudaError_t cudaMalloc(T** ptr, size_t bytes) {

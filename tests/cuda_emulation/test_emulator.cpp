@@ -18,6 +18,7 @@
 #include <numeric>
 #include <random>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "kernels/bf16.h"
@@ -25,6 +26,7 @@
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/ptx.cuh"
 #include "kernels/cuda/ptx_sm90.cuh"
+#include "kernels/cuda/tensor_map.cuh"
 #include "kernels/cuda/wgmma_tile.cuh"
 #include "tests/test_util.h"
 
@@ -789,6 +791,199 @@ TEST(Emulator, WgmmaTrapsOnWhatItCannotDo) {
     DDPM_LAUNCH((wgmma_once<Major::K, Major::MN>), 1, 128, kWgmmaSmem)(
         a.ptr, a.ptr, out.ptr, false, WgmmaFault::CopyIntoATileInFlight, out.ptr);
   }, {"cp.async writes shared memory that a wgmma.mma_async of thread 0 still in flight"});
+}
+
+// ---- the bulk tensor copy (TMA) and mbarriers ----
+
+// A rows x cols bf16 matrix (bits, distinct and nonzero) and the box copies of it.
+constexpr int kMatRows = 20, kMatCols = 72, kBoxRows = 16;  // a box: 16 rows of 64 columns
+uint16_t matrix_bits(int row, int col) { return static_cast<uint16_t>(1 + row * kMatCols + col); }
+
+enum class BulkFault { None, TooFewBytesExpected, MisalignedBox, UninitialisedBarrier };
+
+// `rounds` boxes through one stage and one mbarrier: round r copies the box at {c0, c1 + r}
+// (of plane `plane` of a rank-3 map when plane >= 0) and every thread waits for the phase of
+// parity r % 2, then the stage (swizzled, as it landed) goes to out + r * stage. Before
+// round 0's wait, thread 0 reads the stage's first word to stale[0]: the copy has not
+// landed yet.
+__global__ void bulk_copies(const __grid_constant__ CUtensorMap map, int c0, int c1, int plane,
+                            int rounds, BulkFault fault, uint16_t* out, uint16_t* stale) {
+  DDPM_DYNAMIC_SHARED(unsigned char, smem);
+  constexpr int kStage = kBoxRows * 128;
+  const ptx::SharedAddress base = ptx::shared_address(smem);
+  const ptx::SharedAddress stage = (base + 1023) / 1024 * 1024;
+  const ptx::SharedAddress bar = stage + kStage;
+  const uint16_t* words = reinterpret_cast<const uint16_t*>(smem + (stage - base));
+  if (threadIdx.x == 0 && fault != BulkFault::UninitialisedBarrier) {
+    ptx::mbarrier_init(bar, 1);
+    ptx::fence_mbarrier_init();
+  }
+  __syncthreads();
+  for (int r = 0; r < rounds; ++r) {
+    if (threadIdx.x == 0) {
+      const uint32_t short_by = fault == BulkFault::TooFewBytesExpected ? 16 : 0;
+      ptx::mbarrier_arrive_expect_tx(bar, kStage - short_by);
+      const ptx::SharedAddress dst = stage + (fault == BulkFault::MisalignedBox ? 128 : 0);
+      if (plane >= 0)
+        ptx::tma_load_3d(dst, &map, c0, c1 + r, plane, bar);
+      else
+        ptx::tma_load_2d(dst, &map, c0, c1 + r, bar);
+      if (r == 0) stale[0] = words[0];
+    }
+    ptx::mbarrier_wait(bar, r % 2);
+    for (int i = threadIdx.x; i < kStage / 2; i += blockDim.x) out[r * kStage / 2 + i] = words[i];
+    __syncthreads();  // every thread has read the stage before the next round overwrites it
+  }
+}
+
+constexpr size_t kBulkSmem = 1024 + kBoxRows * 128 + 8;
+
+struct BulkMatrix {
+  DeviceBuffer<uint16_t> bits{kMatRows * kMatCols};
+  CUtensorMap map;
+  BulkMatrix() {
+    std::vector<uint16_t> host(bits.count);
+    for (int r = 0; r < kMatRows; ++r)
+      for (int c = 0; c < kMatCols; ++c) host[r * kMatCols + c] = matrix_bits(r, c);
+    bits.set(host);
+    map = ddpm::cuda::bf16_tensor_map_sw128(bits.ptr, kMatRows, kMatCols, kBoxRows, "test");
+  }
+};
+
+// Each box, read back through ptx::Sw128 (the layout wgmma reads), is the matrix at its
+// coordinates with zeros outside it: past the last column and row, and before the first
+// (negative coordinates); and the stage held its old bytes until the wait. Three rounds on
+// one barrier: its phases 0, 1, 2 (parities 0, 1, 0).
+TEST(Emulator, BulkTensorCopyLandsItsBoxSwizzledAndZeroFilledAtTheWait) {
+  const BulkMatrix matrix;
+  constexpr int kRounds = 3;
+  for (const auto& [c0, c1] : {std::pair{0, 0}, std::pair{40, 3}, std::pair{-8, -3}}) {
+    SCOPED_TRACE(testing::Message() << "box at column " << c0 << ", row " << c1);
+    DeviceBuffer<uint16_t> out(kRounds * kBoxRows * 64), stale(1);
+    DDPM_LAUNCH(bulk_copies, 1, 64, kBulkSmem)(matrix.map, c0, c1, -1, kRounds, BulkFault::None,
+                                               out.ptr, stale.ptr);
+    ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+    EXPECT_EQ(stale.get()[0], 0xffff) << "the copy landed before the wait";
+    const std::vector<uint16_t> got = out.get();
+    int wrong = 0;
+    for (int r = 0; r < kRounds; ++r)
+      for (int row = 0; row < kBoxRows; ++row)
+        for (int col = 0; col < 64; ++col) {
+          const int y = c1 + r + row, x = c0 + col;
+          const bool inside = y >= 0 && y < kMatRows && x >= 0 && x < kMatCols;
+          const uint16_t want = inside ? matrix_bits(y, x) : 0;
+          const int at = ptx::Sw128::offset(row, col / 8) / 2 + col % 8;
+          if (got[r * kBoxRows * 64 + at] != want && wrong++ < 5)
+            ADD_FAILURE() << "round " << r << ", box (" << row << ", " << col << "): "
+                          << got[r * kBoxRows * 64 + at] << ", want " << want;
+        }
+  }
+}
+
+// The same matrix as 4 planes of 5 rows (rank 3): a box of plane p holds that plane's rows
+// and zeros past its fifth, though the memory goes on into the next plane (each dimension
+// is bounded on its own), and nothing of a plane past the last.
+TEST(Emulator, BulkTensorCopyOfARank3MapStaysInsideItsPlane) {
+  const BulkMatrix matrix;
+  constexpr int kPlanes = 4, kPlaneRows = kMatRows / kPlanes;
+  const CUtensorMap planes = ddpm::cuda::bf16_planes_tensor_map_sw128(
+      matrix.bits.ptr, kPlanes, kPlaneRows, kMatCols, kBoxRows, "test");
+  for (const int plane : {0, 2, 4}) {
+    SCOPED_TRACE(testing::Message() << "plane " << plane);
+    DeviceBuffer<uint16_t> out(kBoxRows * 64), stale(1);
+    DDPM_LAUNCH(bulk_copies, 1, 64, kBulkSmem)(planes, 8, 1, plane, 1, BulkFault::None, out.ptr,
+                                               stale.ptr);
+    ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+    const std::vector<uint16_t> got = out.get();
+    int wrong = 0;
+    for (int row = 0; row < kBoxRows; ++row)
+      for (int col = 0; col < 64; ++col) {
+        const int y = 1 + row, x = 8 + col;
+        const bool inside = plane < kPlanes && y < kPlaneRows && x < kMatCols;
+        const uint16_t want = inside ? matrix_bits(plane * kPlaneRows + y, x) : 0;
+        const int at = ptx::Sw128::offset(row, col / 8) / 2 + col % 8;
+        if (got[at] != want && wrong++ < 5)
+          ADD_FAILURE() << "box (" << row << ", " << col << "): " << got[at] << ", want "
+                        << want;
+      }
+  }
+}
+
+// One warpgroup's product reads a tile in flight while thread 0 copies a box into it.
+__global__ void bulk_copy_into_product(const __grid_constant__ CUtensorMap map) {
+  DDPM_DYNAMIC_SHARED(unsigned char, smem);
+  const ptx::SharedAddress base = ptx::shared_address(smem);
+  const ptx::SharedAddress tiles = (base + 1023) / 1024 * 1024;
+  const ptx::SharedAddress bar = tiles + 8192 + 16384;
+  for (int i = threadIdx.x; i < 8192 + 16384; i += blockDim.x) smem[tiles - base + i] = 0;
+  if (threadIdx.x == 0) ptx::mbarrier_init(bar, 1);
+  __syncthreads();
+  float d[64] = {};
+  ptx::wgmma_fence();
+  ptx::wgmma_m64n128k16_bf16<Major::K, Major::K>(
+      d, sm90::TileLayout<Major::K>::descriptor(tiles, 0, 0),
+      sm90::TileLayout<Major::K>::descriptor(tiles + 8192, 0, 0), false);
+  ptx::wgmma_commit_group();
+  if (threadIdx.x == 0) {
+    ptx::mbarrier_arrive_expect_tx(bar, kBoxRows * 128);
+    ptx::tma_load_2d(tiles + 8192, &map, 0, 0, bar);
+  }
+  ptx::wgmma_wait_group<0>();
+}
+
+TEST(Emulator, BulkTensorCopiesAndMbarriersTrapOnWhatTheHardwareForbids) {
+  const BulkMatrix matrix;
+  DeviceBuffer<uint16_t> out(kBoxRows * 64), stale(1);
+  auto run = [&](BulkFault fault) {
+    DDPM_LAUNCH(bulk_copies, 1, 64, kBulkSmem)(matrix.map, 0, 0, -1, 1, fault, out.ptr,
+                                               stale.ptr);
+  };
+  // the box's bytes count on the barrier: expecting fewer leaves the phase open for good
+  expect_error([&] { run(BulkFault::TooFewBytesExpected); },
+               {"deadlock: waits for the phase of parity 0 of an mbarrier",
+                "-16 transaction bytes outstanding"});
+  expect_error([&] { run(BulkFault::MisalignedBox); },
+               {"a 128-byte-swizzled box must land on a 1024-byte boundary"});
+  expect_error([&] { run(BulkFault::UninitialisedBarrier); },
+               {"mbarrier.arrive.expect_tx: no mbarrier was initialised at this address"});
+  expect_error([&] {
+    DDPM_LAUNCH(bulk_copy_into_product, 1, 128, 1024 + 8192 + 16384 + 8)(matrix.map);
+  }, {"cp.async.bulk.tensor writes shared memory that a wgmma.mma_async of thread 0 still in "
+      "flight reads"});
+  CUtensorMap unmade{};
+  expect_error([&] {
+    DDPM_LAUNCH(bulk_copies, 1, 64, kBulkSmem)(unmade, 0, 0, -1, 1, BulkFault::None, out.ptr,
+                                               stale.ptr);
+  }, {"the tensor map was not made by cuTensorMapEncodeTiled"});
+  expect_error([&] {  // a 3-d copy of a rank-2 map
+    DDPM_LAUNCH(bulk_copies, 1, 64, kBulkSmem)(matrix.map, 0, 0, 0, 1, BulkFault::None, out.ptr,
+                                               stale.ptr);
+  }, {"cp.async.bulk.tensor.3d: the tensor map is of rank 2"});
+}
+
+// The encoder refuses what the driver documents it refuses: rows not a multiple of 16 bytes,
+// a box row wider than its swizzle, a box over 256 elements, an unaligned address; the
+// engine's helper names the operand and the value first where it can.
+TEST(Emulator, TheTensorMapEncoderRefusesWhatTheDriverRefuses) {
+  DeviceBuffer<uint16_t> bits(64 * 80);
+  CUtensorMap map;
+  const cuuint64_t dims[2] = {72, 64};
+  const cuuint32_t box[2] = {64, 16}, wide[2] = {128, 16}, tall[2] = {64, 257}, unit[2] = {1, 1};
+  auto encode = [&](const void* at, cuuint64_t stride, const cuuint32_t* b) {
+    return cuda_emu::tensor_map_encode_tiled(
+        &map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<void*>(at), dims, &stride, b, unit,
+        CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+        CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  };
+  EXPECT_EQ(encode(bits.ptr, 144, box), CUDA_SUCCESS);
+  EXPECT_EQ(encode(bits.ptr, 140, box), CUDA_ERROR_INVALID_VALUE);    // stride not 16-byte
+  EXPECT_EQ(encode(bits.ptr, 144, wide), CUDA_ERROR_INVALID_VALUE);   // 256-byte box rows
+  EXPECT_EQ(encode(bits.ptr, 144, tall), CUDA_ERROR_INVALID_VALUE);   // 257 rows
+  EXPECT_EQ(encode(bits.ptr + 1, 144, box), CUDA_ERROR_INVALID_VALUE);  // 2-byte aligned
+  expect_error([&] { ddpm::cuda::bf16_tensor_map_sw128(bits.ptr, 64, 70, 16, "operand x"); },
+               {"operand x", "70 bf16 columns are not a multiple of 8"});
+  expect_error([&] { ddpm::cuda::bf16_tensor_map_sw128(bits.ptr + 4, 64, 72, 16, "operand y"); },
+               {"operand y", "16-byte aligned address"});
 }
 
 // __fdividef multiplies by an approximate reciprocal that is flushed to zero past 2^126:
