@@ -1084,10 +1084,11 @@ void launch_tiles(Bf16Tiles t, const Gemm& g, LoadA a, LoadB b, Epilogue epilogu
     }
     if constexpr (std::is_same_v<LoadB, DgradB>) {
       if (b.c8 % sm90::kTileK == 0) {
-        const DgradTmaB engine{bf16_planes_tensor_map_sw128(b.w8, int64_t{b.s.kh} * b.s.kw, b.s.c_in, b.c8,
-                                                            sm90::kTile,
-                                                            "conv v5 (wgmma, TMA B) dgrad"),
-                               b.c8};
+        const int64_t taps = int64_t{b.s.kh} * b.s.kw;
+        const DgradTmaB engine{
+            bf16_planes_tensor_map_sw128(b.w8, taps, b.s.c_in, b.c8, sm90::kTile,
+                                         "conv v5 (wgmma, TMA B) dgrad"),
+            b.c8};
         launch_wgmma(g, a, engine, epilogue, planes);
         return;
       }

@@ -31,7 +31,7 @@
 // Two ways to load the tiles, side by side (GemmLoads), the same tile, pipeline and products:
 //   cp.async  every thread computes the addresses of its 8 chunks a stage and copies them
 //            (above): about half of what a warp issues per stage is that (static SASS,
-//            sm_90a: 219-240 instructions in the loop, 108-126 with TMA), and the copies'
+//            sm_90a: 219-240 instructions in the loop, 118-136 with TMA), and the copies'
 //            completion is each thread's own, so a barrier after the waits makes a stage
 //            whole.
 //   TMA      one thread asks the copy engine for each operand's tile (ptx_sm90.cuh: one box

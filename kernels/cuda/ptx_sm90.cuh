@@ -168,9 +168,15 @@ __device__ __forceinline__ void mbarrier_arrive_expect_tx(SharedAddress bar, uin
   (void)bar, (void)bytes;
 #endif
 }
-// Returns once the phase of parity `parity` has completed.
+// Returns once the phase of parity `parity` has completed. A phase that can never complete
+// (bytes expected that no copy brings: a bug) would spin until the process is killed; past
+// 2^34 clock cycles (about 9 s at 1.98 GHz, where a tile lands in microseconds) the kernel
+// traps instead, so a GPU test fails at once with a launch failure, not at its timeout.
+// (ptxas notes, C7517, that it adds a warpgroup wait there: on the trap's path only.)
 __device__ __forceinline__ void mbarrier_wait(SharedAddress bar, unsigned parity) {
 #if DDPM_HAS_SM90A_WGMMA
+  constexpr long long kGiveUpCycles = 1ll << 34;
+  const long long start = clock64();
   uint32_t done = 0;
   do {
     asm volatile(
@@ -179,6 +185,7 @@ __device__ __forceinline__ void mbarrier_wait(SharedAddress bar, unsigned parity
         : "=r"(done)
         : "r"(bar), "r"(parity)
         : "memory");
+    if (done == 0 && clock64() - start > kGiveUpCycles) __trap();
   } while (done == 0);
 #else
   (void)bar, (void)parity;

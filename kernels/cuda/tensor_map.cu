@@ -16,9 +16,8 @@ namespace {
 
 using EncodeTiled = CUresult(CUDAAPI*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*,
                                        const cuuint64_t*, const cuuint64_t*, const cuuint32_t*,
-                                       const cuuint32_t*, CUtensorMapInterleave,
-                                       CUtensorMapSwizzle, CUtensorMapL2promotion,
-                                       CUtensorMapFloatOOBfill);
+                                       const cuuint32_t*, CUtensorMapInterleave, CUtensorMapSwizzle,
+                                       CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
 
 EncodeTiled encode_tiled() {
   static const EncodeTiled encode = [] {
@@ -35,13 +34,12 @@ EncodeTiled encode_tiled() {
 }
 
 // planes x rows x cols (rank 3, or 2 when planes is 0), boxes of box_rows x 64 columns.
-CUtensorMap encode_sw128(const void* base, int64_t planes, int64_t rows, int64_t cols,
-                         int box_rows, const char* what) {
+CUtensorMap encode_sw128(const void* base, int64_t planes, int64_t rows, int64_t cols, int box_rows,
+                         const char* what) {
   constexpr int kBoxCols = 64;  // 128 bytes of bf16: one row of the 128-byte swizzle
   constexpr int64_t kMaxSize = int64_t{1} << 32;
-  const std::string size =
-      (planes > 0 ? std::to_string(planes) + " x " : "") + std::to_string(rows) + " x " +
-      std::to_string(cols);
+  const std::string size = (planes > 0 ? std::to_string(planes) + " x " : "") +
+                           std::to_string(rows) + " x " + std::to_string(cols);
   CHECK(reinterpret_cast<uintptr_t>(base) % 16 == 0,
         what << ": a tensor map needs a 16-byte aligned address");
   CHECK(cols % 8 == 0, what << ": a tensor map needs rows of whole 16 bytes; " << cols
@@ -53,7 +51,7 @@ CUtensorMap encode_sw128(const void* base, int64_t planes, int64_t rows, int64_t
   const cuuint32_t rank = planes > 0 ? 3 : 2;
   const cuuint64_t dims[3] = {static_cast<cuuint64_t>(cols), static_cast<cuuint64_t>(rows),
                               static_cast<cuuint64_t>(planes)};
-  const cuuint64_t strides[2] = {static_cast<cuuint64_t>(cols) * 2,  // bytes between rows
+  const cuuint64_t strides[2] = {static_cast<cuuint64_t>(cols) * 2,          // bytes between rows
                                  static_cast<cuuint64_t>(rows * cols) * 2};  // and planes
   const cuuint32_t box[3] = {kBoxCols, static_cast<cuuint32_t>(box_rows), 1};
   const cuuint32_t element_strides[3] = {1, 1, 1};

@@ -163,10 +163,11 @@ inline void tma_load(SharedAddress dst, const CUtensorMap* map, const int* coord
   if (found == nullptr)
     cuda_emu::trap("cp.async.bulk.tensor: the tensor map was not made by cuTensorMapEncodeTiled");
   const cuda_emu::TensorMapFields f = *found;
-  if (f.rank != rank)
-    cuda_emu::trap(("cp.async.bulk.tensor." + std::to_string(rank) + "d: the tensor map is of rank " +
-                    std::to_string(f.rank))
-                       .c_str());
+  if (f.rank != rank) {
+    const std::string why = "cp.async.bulk.tensor." + std::to_string(rank) +
+                            "d: the tensor map is of rank " + std::to_string(f.rank);
+    cuda_emu::trap(why.c_str());
+  }
   if (rank > 3) cuda_emu::trap("cp.async.bulk.tensor: ranks above 3 are not emulated");
   if (f.interleave != CU_TENSOR_MAP_INTERLEAVE_NONE)
     cuda_emu::trap("cp.async.bulk.tensor: interleaved maps are not emulated");

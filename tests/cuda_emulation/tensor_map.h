@@ -77,14 +77,11 @@ struct TensorMapFields {
 static_assert(sizeof(TensorMapFields) <= sizeof(CUtensorMap), "fits the opaque bytes");
 constexpr uint64_t kTensorMapMagic = 0x5044444d544d4150ull;
 
-CUresult CUDAAPI tensor_map_encode_tiled(CUtensorMap* map, CUtensorMapDataType type,
-                                         cuuint32_t rank, void* address, const cuuint64_t* dims,
-                                         const cuuint64_t* strides, const cuuint32_t* box,
-                                         const cuuint32_t* element_strides,
-                                         CUtensorMapInterleave interleave,
-                                         CUtensorMapSwizzle swizzle,
-                                         CUtensorMapL2promotion l2_promotion,
-                                         CUtensorMapFloatOOBfill oob_fill);
+CUresult CUDAAPI tensor_map_encode_tiled(
+    CUtensorMap* map, CUtensorMapDataType type, cuuint32_t rank, void* address,
+    const cuuint64_t* dims, const cuuint64_t* strides, const cuuint32_t* box,
+    const cuuint32_t* element_strides, CUtensorMapInterleave interleave, CUtensorMapSwizzle swizzle,
+    CUtensorMapL2promotion l2_promotion, CUtensorMapFloatOOBfill oob_fill);
 
 // The fields of a map the encoder made, or null (the copy then traps).
 const TensorMapFields* tensor_map_fields(const CUtensorMap* map);
