@@ -507,10 +507,7 @@ struct DenseRowsTmaB {
   // The 128 columns at col0 of rows k0..k0+63 into `tile` (the stage's B tile).
   __device__ void request(ptx::SharedAddress tile, int64_t col0, int64_t k0,
                           ptx::SharedAddress landed) const {
-    using Panels = sm90::TileLayout<Major::MN>;
-    for (int p = 0; p < sm90::kTile / Panels::kPanel; ++p)
-      ptx::tma_load_2d(tile + p * Panels::kPanelBytes, &map,
-                       static_cast<int>(col0) + p * Panels::kPanel, static_cast<int>(k0), landed);
+    sm90::tma_tile<Major::MN>(tile, &map, static_cast<int>(col0), static_cast<int>(k0), landed);
   }
 };
 // Dgrad B by the copy engine (v5 only, Bf16Tiles::WgmmaTma): DgradB's w8 (taps, Cin, Cout8)
@@ -851,9 +848,6 @@ __device__ int wgmma_chunk_bytes(int tid, int j, int h) {
   return sm90::TileLayout<kMajorOf<L>>::offset(mn, kBK * h + k);
 }
 
-// v5's shared memory: the stages, then an mbarrier per stage (used when B is the engine's).
-constexpr size_t kWgmmaSharedBytes = sm90::kSharedBytes + sm90::kStages * sizeof(uint64_t);
-
 template <class LoadA, class LoadB, class Epilogue>
 __global__ void __launch_bounds__(sm90::kThreads, 1)
 conv_gemm_wgmma(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a,
@@ -862,7 +856,7 @@ conv_gemm_wgmma(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a,
   constexpr bool kEngineB = ByCopyEngine<LoadB>::value;
   DDPM_DYNAMIC_SHARED(bf16_bits, smem);  // (v4's declaration: one per translation unit)
   const ptx::SharedAddress tiles = ptx::computed_once(sm90::first_stage(smem));
-  const ptx::SharedAddress landed = tiles + sm90::kStages * sm90::kStageBytes;  // + 8 s
+  const sm90::StageBarriers landed(tiles);  // used when B is the engine's
   const int tid = threadIdx.x;
   const int64_t row0 = static_cast<int64_t>(blockIdx.x) * sm90::kTile;
   const int64_t col0 = static_cast<int64_t>(blockIdx.y) * sm90::kTile;
@@ -881,10 +875,7 @@ conv_gemm_wgmma(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a,
   auto a_state = start_chunks<WgmmaHalf<LoadA::kKMajor>>(a, tid, row0, k_begin, k_end);
   auto b_state = start_chunks<WgmmaHalf<LoadB::kKMajor>>(b, tid, col0, k_begin, k_end);
   if constexpr (kEngineB) {
-    if (tid == 0) {
-      for (int s = 0; s < sm90::kStages; ++s) ptx::mbarrier_init(landed + 8 * s, 1);
-      ptx::fence_mbarrier_init();
-    }
+    if (tid == 0) landed.init();
     __syncthreads();
   }
   // the loaders only move forward: tiles are requested in order, each once
@@ -893,7 +884,7 @@ conv_gemm_wgmma(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a,
       const ptx::SharedAddress stage = tiles + (tile % sm90::kStages) * sm90::kStageBytes;
       if constexpr (kEngineB) {
         if (tid == 0) {
-          const ptx::SharedAddress bar = landed + 8 * (tile % sm90::kStages);
+          const ptx::SharedAddress bar = landed.of(tile);
           ptx::mbarrier_arrive_expect_tx(bar, sm90::kTileBytes);
           b.request(stage + sm90::kTileBytes, col0, k_begin + int64_t{tile} * sm90::kTileK, bar);
         }
@@ -922,7 +913,7 @@ conv_gemm_wgmma(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a,
     ptx::cp_async_wait<sm90::kStages - 3>();  // tile t has landed (this thread's chunks)
     ptx::fence_proxy_async_shared();          // ... where the tensor cores read
     if constexpr (kEngineB)                   // ... and the engine's B
-      ptx::mbarrier_wait(landed + 8 * (t % sm90::kStages), (t / sm90::kStages) % 2);
+      landed.wait(t);
     __syncthreads();                          // ... everyone's; tile t-2's products are done
     request(t + sm90::kStages - 2);           // into tile t-2's stage
     sm90::multiply_stage<kMajorOf<LoadA>, kMajorOf<LoadB>>(
@@ -1064,10 +1055,10 @@ void launch_wgmma(const Gemm& g, LoadA a, LoadB b, Epilogue epilogue, float* pla
   if (g.m == 0 || g.n == 0) return;
   CHECK(gemm_sm90_available(), "conv v5 (wgmma) " << sm90a_missing());
   auto launch = [&](dim3 grid, int64_t k_slice) {
-    reserve_shared_memory(conv_gemm_wgmma<LoadA, LoadB, Epilogue>, kWgmmaSharedBytes,
+    reserve_shared_memory(conv_gemm_wgmma<LoadA, LoadB, Epilogue>, sm90::kSharedBytesWithBarriers,
                           "conv v5 (wgmma)", "no Hopper GPU has less");
     DDPM_LAUNCH((conv_gemm_wgmma<LoadA, LoadB, Epilogue>), grid, sm90::kThreads,
-                kWgmmaSharedBytes)(g.m, g.n, g.k, k_slice, a, b, epilogue, planes);
+                sm90::kSharedBytesWithBarriers)(g.m, g.n, g.k, k_slice, a, b, epilogue, planes);
   };
   launch_split(g, sm90::kTile, sm90::kTile, sm90::kTileK, planes, epilogue, launch);
 }

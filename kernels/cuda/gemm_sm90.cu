@@ -108,21 +108,6 @@ __device__ void store_tile(const float (&d)[64], float* c, int64_t m, int64_t n,
     }
   }
 }
-
-// An operand's 128 x 64 tile at (row0, k0) by the copy engine, onto the stage's barrier:
-// K-major, one box of 128 rows of 64 k (map: rows x k); MN-major, its two panels, each a box
-// of 64 rows of k holding 64 of the operand's rows (map: k x rows).
-template <Major kMajor>
-__device__ void tma_tile(ptx::SharedAddress dst, const CUtensorMap* map, int row0, int k0,
-                         ptx::SharedAddress landed) {
-  if constexpr (kMajor == Major::K) {
-    ptx::tma_load_2d(dst, map, k0, row0, landed);
-  } else {
-    using Panels = sm90::TileLayout<Major::MN>;
-    for (int p = 0; p < kTile / Panels::kPanel; ++p)
-      ptx::tma_load_2d(dst + p * Panels::kPanelBytes, map, row0 + p * Panels::kPanel, k0, landed);
-  }
-}
 #endif
 
 // grid (ceil(n / 128), ceil(m / 128)), 256 threads, sm90::kSharedBytes of dynamic shared memory.
@@ -163,9 +148,8 @@ gemm_bf16_sm90_kernel(int64_t m, int64_t n, int64_t k, const uint16_t* a, const 
 }
 
 // The same with the copy engine's loads: a_map and b_map box the operands' tiles (host side:
-// launch_tma below), kStages mbarriers of 8 bytes after the stages. Coordinates are 32-bit:
-// m, n, k < 2^31 (tensor maps hold sizes to 2^32).
-constexpr size_t kTmaSharedBytes = sm90::kSharedBytes + kStages * sizeof(uint64_t);
+// launch_tma below), sm90::StageBarriers after the stages. Coordinates are 32-bit: m, n,
+// k < 2^31 (tensor maps hold sizes to 2^32).
 template <Major kA, Major kB>
 __global__ void __launch_bounds__(kGemmThreads, 1)
 gemm_bf16_sm90_tma_kernel(int64_t m, int64_t n, int64_t k,
@@ -174,24 +158,21 @@ gemm_bf16_sm90_tma_kernel(int64_t m, int64_t n, int64_t k,
 #if DDPM_HAS_SM90A_WGMMA
   DDPM_DYNAMIC_SHARED(unsigned char, smem);
   const ptx::SharedAddress tiles = sm90::first_stage(smem);
-  const ptx::SharedAddress landed = tiles + kStages * kStageBytes;  // stage s's: + 8 s
+  const sm90::StageBarriers landed(tiles);
   const int m0 = static_cast<int>(blockIdx.y) * kTile, n0 = static_cast<int>(blockIdx.x) * kTile;
   const int k_tiles = static_cast<int>((k + kTileK - 1) / kTileK);
   const int warpgroup = static_cast<int>(threadIdx.x) / 128;
   const bool loader = threadIdx.x == 0;
 
-  if (loader) {
-    for (int s = 0; s < kStages; ++s) ptx::mbarrier_init(landed + 8 * s, 1);
-    ptx::fence_mbarrier_init();  // ... seen by the copy engine, then (the barrier) by all
-  }
+  if (loader) landed.init();
   __syncthreads();
   auto request = [&](int tile) {  // by the loader thread only
     if (tile >= k_tiles) return;
     const ptx::SharedAddress stage = tiles + (tile % kStages) * kStageBytes;
-    const ptx::SharedAddress bar = landed + 8 * (tile % kStages);
+    const ptx::SharedAddress bar = landed.of(tile);
     ptx::mbarrier_arrive_expect_tx(bar, kStageBytes);  // every byte of both boxes, zeros too
-    tma_tile<kA>(stage, &a_map, m0, tile * kTileK, bar);
-    tma_tile<kB>(stage + kTileBytes, &b_map, n0, tile * kTileK, bar);
+    sm90::tma_tile<kA>(stage, &a_map, m0, tile * kTileK, bar);
+    sm90::tma_tile<kB>(stage + kTileBytes, &b_map, n0, tile * kTileK, bar);
   };
   if (loader)
     for (int t = 0; t < kStages - 2; ++t) request(t);
@@ -199,7 +180,7 @@ gemm_bf16_sm90_tma_kernel(int64_t m, int64_t n, int64_t k,
   float d[64];
   for (float& v : d) v = 0.0f;
   for (int t = 0; t < k_tiles; ++t) {
-    ptx::mbarrier_wait(landed + 8 * (t % kStages), (t / kStages) % 2);  // tile t has landed
+    landed.wait(t);   // tile t has landed
     __syncthreads();  // both warpgroups are past tile t-2's products: its stage is free
     if (loader) request(t + kStages - 2);
     sm90::multiply_stage<kA, kB>(d, tiles + (t % kStages) * kStageBytes, warpgroup, t > 0);
@@ -237,11 +218,11 @@ void launch_tma(int64_t m, int64_t n, int64_t k, const uint16_t* a, const uint16
             << m << " x " << n << " x " << k);
   const CUtensorMap a_map = operand_map(a, kA, m, k, "gemm_bf16_sm90 (TMA loads), a");
   const CUtensorMap b_map = operand_map(b, kB, n, k, "gemm_bf16_sm90 (TMA loads), b");
-  reserve_shared_memory(gemm_bf16_sm90_tma_kernel<kA, kB>, kTmaSharedBytes,
+  reserve_shared_memory(gemm_bf16_sm90_tma_kernel<kA, kB>, sm90::kSharedBytesWithBarriers,
                         "gemm_bf16_sm90 (TMA loads)", "no Hopper GPU has less");
   const dim3 grid(static_cast<unsigned>((n + kTile - 1) / kTile),
                   static_cast<unsigned>((m + kTile - 1) / kTile));
-  DDPM_LAUNCH((gemm_bf16_sm90_tma_kernel<kA, kB>), grid, kGemmThreads, kTmaSharedBytes)(
+  DDPM_LAUNCH((gemm_bf16_sm90_tma_kernel<kA, kB>), grid, kGemmThreads, sm90::kSharedBytesWithBarriers)(
       m, n, k, a_map, b_map, c);
 }
 

@@ -15,6 +15,8 @@
 //            once it returns (for every warpgroup after the next __syncthreads). So a
 //            pipeline reloads a stage two iterations after its products were issued, keeping
 //            kStages - 2 tiles of loads ahead; finish() waits for the last group.
+//   TMA      with the copy engine's loads, StageBarriers (an mbarrier per stage) and tma_tile
+//            (an operand's tile in one box, K-major, or two panels, MN-major).
 // Needs DDPM_HAS_SM90A_WGMMA (ptx_sm90.cuh); callers compile it only there.
 #pragma once
 
@@ -71,6 +73,39 @@ struct TileLayout<Major::MN> {  // panel p: row k holds mn 64 p..64 p + 63
   }
 #endif
 };
+
+// With the copy engine's loads (TMA): an mbarrier per stage after the stages (kStages of 8
+// bytes: kSharedBytesWithBarriers in all). Tile t lands in stage t % kStages, counted on
+// that stage's barrier, whose phase t / kStages completes when it has (parity
+// (t / kStages) % 2: a barrier's phases alternate).
+constexpr size_t kSharedBytesWithBarriers = kSharedBytes + kStages * sizeof(uint64_t);
+struct StageBarriers {
+  ptx::SharedAddress first;  // stage s's barrier: first + 8 s
+  __device__ explicit StageBarriers(ptx::SharedAddress first_stage_)
+      : first(first_stage_ + kStages * kStageBytes) {}
+  // By one thread, before a __syncthreads: one arrival (the requesting thread's) a phase.
+  __device__ void init() const {
+    for (int s = 0; s < kStages; ++s) ptx::mbarrier_init(first + 8 * s, 1);
+    ptx::fence_mbarrier_init();  // ... seen by the copy engine, then (the barrier) by all
+  }
+  __device__ ptx::SharedAddress of(int tile) const { return first + 8 * (tile % kStages); }
+  __device__ void wait(int tile) const { ptx::mbarrier_wait(of(tile), (tile / kStages) % 2); }
+};
+
+// An operand's 128 x 64 tile at (mn0, k0) by the copy engine, onto the barrier `landed`:
+// K-major, one box of 128 rows (mn) of 64 k (map: rows x k); MN-major, its two panels, each
+// a box of 64 rows of k holding 64 of mn (map: k x rows).
+template <Major kMajor>
+__device__ void tma_tile(ptx::SharedAddress dst, const CUtensorMap* map, int mn0, int k0,
+                         ptx::SharedAddress landed) {
+  if constexpr (kMajor == Major::K) {
+    ptx::tma_load_2d(dst, map, k0, mn0, landed);
+  } else {
+    using Panels = TileLayout<Major::MN>;
+    for (int p = 0; p < kTile / Panels::kPanel; ++p)
+      ptx::tma_load_2d(dst + p * Panels::kPanelBytes, map, mn0 + p * Panels::kPanel, k0, landed);
+  }
+}
 
 #if DDPM_HAS_SM90A_WGMMA
 
