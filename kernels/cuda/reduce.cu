@@ -1,12 +1,16 @@
 // Reductions on the GPU, deterministic.
 //
-// A full sum runs in two launches: stage 1, kPartials blocks each reduce a fixed strided
-// slice of the input (grid-stride order, then a block tree sum) to one partial; stage 2,
-// one block sums the kPartials partials in the same tree order. The grouping never depends
-// on timing, so two runs give the same bits (float atomics would not). The per-sample MSE
-// uses one block per sample, with the same block tree.
+// A full sum runs in two launches: stage 1, P blocks each reduce a fixed strided slice of
+// the input (grid-stride order, then a block tree sum) to one partial; stage 2, one block
+// sums the P partials in the same tree order. P = min(kPartials, n / 256 rounded up): a
+// small sum (a batch's losses, a test's few thousand values) launches the blocks it fills,
+// not 512 mostly idle ones. The grouping depends on n only, never on timing, so two runs
+// give the same bits (float atomics would not). The per-sample MSE uses one block per
+// sample, with the same block tree.
 // Limits: bandwidth-bound; kPartials = 512 blocks is enough to saturate memory on current
 // GPUs for large n, and few enough for stage 2 to be one block.
+#include <algorithm>
+
 #include "engine/cuda_check.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/reduce.cuh"
@@ -75,8 +79,9 @@ __global__ void mse_per_sample_kernel(int64_t inner, const float* pred, const fl
 
 template <int kMode>
 void full_sum(int64_t n, float scale, const float* x, const float* t, float* y, float* partials) {
-  DDPM_LAUNCH(partial_sum_kernel<kMode>, kPartials, kThreads)(n, x, t, partials);
-  DDPM_LAUNCH(finish_sum_kernel, 1, kThreads)(kPartials, scale, partials, y);
+  const unsigned blocks = std::min(grid_for(n), static_cast<unsigned>(kPartials));
+  DDPM_LAUNCH(partial_sum_kernel<kMode>, blocks, kThreads)(n, x, t, partials);
+  DDPM_LAUNCH(finish_sum_kernel, 1, kThreads)(static_cast<int>(blocks), scale, partials, y);
 }
 
 }  // namespace

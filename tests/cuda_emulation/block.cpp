@@ -53,12 +53,17 @@ enum class WaitingFor { Nothing, Block, Warp };
 struct Block;
 
 // A thread's asynchronous operations in commit groups (cp.async's copies, wgmma's products):
-// issued ones join the open group, commit closes it, and take(n) removes and returns, oldest
-// first, those of every committed group but the newest n.
+// issued ones join the open group, commit closes it, and take(n) hands back, oldest first,
+// those of every committed group but the newest n. The groups' vectors are kept and reused
+// (spare, landed), so that a pipeline's commit and wait allocate nothing: under the
+// sanitizers each allocation records a stack trace, which was a tenth of an emulated
+// convolution's time.
 template <class Op>
 struct CommitGroups {
   std::vector<Op> open;
   std::deque<std::vector<Op>> committed;  // oldest first
+  std::vector<std::vector<Op>> spare;     // emptied groups, kept for their capacity
+  std::vector<Op> landed;                 // what the last take handed back
   void clear() {
     open.clear();
     committed.clear();
@@ -66,14 +71,22 @@ struct CommitGroups {
   void commit() {
     committed.push_back(std::move(open));
     open.clear();
+    if (!spare.empty()) {
+      open = std::move(spare.back());
+      spare.pop_back();
+    }
   }
-  std::vector<Op> take(int newest_left_pending) {
-    std::vector<Op> done;
+  // Valid until this thread's next take.
+  const std::vector<Op>& take(int newest_left_pending) {
+    landed.clear();
     while (committed.size() > static_cast<size_t>(std::max(0, newest_left_pending))) {
-      for (Op& op : committed.front()) done.push_back(std::move(op));
+      std::vector<Op>& group = committed.front();
+      for (Op& op : group) landed.push_back(std::move(op));
+      group.clear();
+      spare.push_back(std::move(group));
       committed.pop_front();
     }
-    return done;
+    return landed;
   }
 };
 
@@ -118,6 +131,7 @@ struct Block {
   const char* file = nullptr;  // where the current __syncthreads is
   int line = 0;
   std::vector<Warp> warps;
+  SharedTraffic* traffic = nullptr;  // the kernel's counts (shared_traffic), found once a grid
   std::unique_ptr<unsigned char[]> smem;
   bool aborted = false;
   std::string error;
@@ -194,9 +208,10 @@ void switch_away(Thread& t, bool finished) {
 
 // The thread has arrived at a barrier (state Waiting, or already Ready if its arrival
 // released the barrier): it lets the others run until it is released, then unwinds if the
-// block was aborted meanwhile. `token`: what the barrier synchronises, for ThreadSanitizer.
+// block was aborted meanwhile. `token`: what the barrier synchronises, for ThreadSanitizer
+// (null: nothing, a barrier that only exchanges values).
 void wait_for_release(Thread& t, void* token) {
-  happens_before(token);
+  if (token != nullptr) happens_before(token);
   {
     IgnoreAccesses ignore;
     switch_away(t, false);
@@ -205,7 +220,7 @@ void wait_for_release(Thread& t, void* token) {
   enter(t);
   t.waiting_for = WaitingFor::Nothing;
   if (t.block->aborted) throw BlockAborted{};
-  happens_after(token);
+  if (token != nullptr) happens_after(token);
 }
 
 void release_block_barrier(Block& b) {
@@ -228,13 +243,16 @@ void release_warp_barrier(Block& b, unsigned w) {
   ++warp.generation;
 }
 
-// Arrival at the warp barrier of intrinsic `op`; returns the generation arrived at.
-uint64_t warp_barrier(Thread& t, const char* op) {
+// Arrival at the warp barrier of intrinsic `op`; returns the generation arrived at. With
+// orders_memory, what each lane did before it happens before what every lane does after it
+// (ThreadSanitizer); without, the lanes only meet.
+uint64_t warp_barrier(Thread& t, const char* op, bool orders_memory = true) {
   Block& b = *t.block;
   Warp& w = b.warps[t.warp];
-  const uint64_t generation = w.generation;
+  uint64_t generation = 0;
   {
-    IgnoreAccesses ignore;
+    IgnoreAccesses ignore;  // the warp's bookkeeping, shared by its lanes
+    generation = w.generation;
     if (w.arrived == 0) {
       w.op = op;
     } else if (w.op != op && std::strcmp(w.op, op) != 0) {
@@ -246,7 +264,7 @@ uint64_t warp_barrier(Thread& t, const char* op) {
     b.idle_waits = 0;
     if (++w.arrived == __builtin_popcount(w.active)) release_warp_barrier(b, t.warp);
   }
-  wait_for_release(t, &w.token);
+  wait_for_release(t, orders_memory ? &w.token : nullptr);
   return generation;
 }
 
@@ -429,7 +447,7 @@ uint64_t wavefronts_of_16_byte_accesses(const uint64_t* address, int n) {
 
 // The cp.async of each warp of the finished block b, its lanes' k-th copies taken together.
 void count_cp_async(const Block& b) {
-  SharedTraffic& traffic = g_shared_traffic[b.spec->kernel];
+  SharedTraffic& traffic = *b.traffic;
   for (size_t w = 0; w < b.warps.size(); ++w) {
     const size_t first = 32 * w, last = std::min(b.threads.size(), first + 32);
     const size_t issued = b.threads[first]->cp_async_destinations.size();
@@ -474,6 +492,7 @@ std::string run_grid(const GridSpec& spec, const std::function<void()>& body) {
   b.spec = &spec;
   b.body = &body;
   b.warps.resize((threads + 31) / 32);
+  b.traffic = &g_shared_traffic[spec.kernel];
   if (spec.dynamic_smem > 0) b.smem.reset(new unsigned char[spec.dynamic_smem]);
   for (unsigned tid = 0; tid < threads; ++tid) b.threads.push_back(pool[tid].get());
   happens_before(&b.order_tokens[0]);  // the host's writes before the launch
@@ -549,8 +568,11 @@ void syncthreads(const char* file, int line) {
   wait_for_release(t, &b.barrier_token);
 }
 
-const uint64_t* warp_collective_begin(const char* op, unsigned mask, uint64_t mine,
-                                      unsigned* participants) {
+namespace {
+
+// The lanes' words (warp_collective_begin); orders_memory as for warp_barrier.
+const uint64_t* exchange(const char* op, unsigned mask, uint64_t mine, unsigned* participants,
+                         bool orders_memory) {
   Thread& t = current(op);
   Block& b = *t.block;
   Warp& w = b.warps[t.warp];
@@ -560,9 +582,19 @@ const uint64_t* warp_collective_begin(const char* op, unsigned mask, uint64_t mi
     check_mask(t, mask, op);
     w.slots[w.generation & 1][t.lane] = mine;
   }
-  const uint64_t generation = warp_barrier(t, op);
+  const uint64_t generation = warp_barrier(t, op, orders_memory);
+  IgnoreAccesses ignore;
   if (participants != nullptr) *participants = w.participants[generation & 1];
   return w.slots[generation & 1];
+}
+
+}  // namespace
+
+// The collectives whose lanes read what the others' words point to (their fragments, their
+// rows of shared memory) order memory, like __syncwarp.
+const uint64_t* warp_collective_begin(const char* op, unsigned mask, uint64_t mine,
+                                      unsigned* participants) {
+  return exchange(op, mask, mine, participants, true);
 }
 
 void warp_collective_end() {
@@ -584,9 +616,14 @@ void syncwarp(unsigned mask) {
   warp_barrier(t, "__syncwarp");
 }
 
+// Shuffles and votes exchange values, not memory: CUDA's memory model gives them no
+// ordering (only __syncwarp's), so ThreadSanitizer is told of none. A kernel that relied on
+// a shuffle to order a shared-memory write and another lane's read is reported. (It also
+// spares every shuffle ThreadSanitizer's two vector-clock merges per lane, which were most
+// of a reduction kernel's emulated time.)
 uint64_t warp_shuffle(const char* op, unsigned mask, uint64_t mine, int source) {
   unsigned active = 0;
-  const uint64_t* all = warp_collective_begin(op, mask, mine, &active);
+  const uint64_t* all = exchange(op, mask, mine, &active, false);
   IgnoreAccesses ignore;
   if (source < 0 || source > 31 || (active & (1u << source)) == 0)
     trap_thread(current(op), std::string(op) + " reads lane " + std::to_string(source) +
@@ -596,7 +633,7 @@ uint64_t warp_shuffle(const char* op, unsigned mask, uint64_t mine, int source) 
 
 unsigned warp_ballot(unsigned mask, bool predicate) {
   unsigned active = 0;
-  const uint64_t* all = warp_collective_begin("__ballot_sync", mask, predicate ? 1 : 0, &active);
+  const uint64_t* all = exchange("__ballot_sync", mask, predicate ? 1 : 0, &active, false);
   IgnoreAccesses ignore;
   unsigned ballot = 0;
   for (int lane = 0; lane < 32; ++lane)
@@ -641,7 +678,7 @@ void async_copy_issue(const AsyncCopy& copy) {
 void count_ldmatrix(const uint64_t* row_addresses) {
   Thread& t = current("ldmatrix");
   IgnoreAccesses ignore;  // one lane of each warp writes the totals; blocks run in turn
-  SharedWavefronts& counts = g_shared_traffic[t.block->spec->kernel].ldmatrix;
+  SharedWavefronts& counts = t.block->traffic->ldmatrix;
   ++counts.instructions;
   for (int matrix = 0; matrix < 4; ++matrix) {
     counts.wavefronts += wavefronts_of_16_byte_accesses(row_addresses + 8 * matrix, 8);
@@ -661,7 +698,7 @@ void reset_shared_traffic() {
 
 void async_copy_commit() { current("cp.async.commit_group").copies.commit(); }
 
-std::vector<AsyncCopy> async_copy_wait(int newest_groups_left_pending) {
+const std::vector<AsyncCopy>& async_copy_wait(int newest_groups_left_pending) {
   return current("cp.async.wait_group").copies.take(newest_groups_left_pending);
 }
 
@@ -676,9 +713,9 @@ void async_mma_issue(AsyncMma mma) {
 
 void async_mma_commit() { current("wgmma.commit_group").products.commit(); }
 
-std::vector<AsyncMma> async_mma_wait(int newest_groups_left_pending) {
+const std::vector<AsyncMma>& async_mma_wait(int newest_groups_left_pending) {
   Thread& t = current("wgmma.wait_group");
-  std::vector<AsyncMma> done = t.products.take(newest_groups_left_pending);
+  const std::vector<AsyncMma>& done = t.products.take(newest_groups_left_pending);
   IgnoreAccesses ignore;
   for (const AsyncMma& p : done) t.block->product_reads_in_flight -= p.reads.empty() ? 0 : 1;
   return done;

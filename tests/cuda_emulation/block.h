@@ -44,9 +44,10 @@ void warp_collective_end();
 
 // cp.async (tests/cuda_emulation/ptx.h): the calling thread's copies in flight. A copy joins
 // the open group when issued; commit closes the group; wait(n) hands back, oldest first, the
-// copies of every committed group but the newest n, which the caller then performs. So a
-// copy lands at the latest moment the hardware may complete it, and a kernel that reads a
-// pipeline stage before waiting for it reads stale data here. Cleared at each block start.
+// copies of every committed group but the newest n (valid until the thread's next wait),
+// which the caller then performs. So a copy lands at the latest moment the hardware may
+// complete it, and a kernel that reads a pipeline stage before waiting for it reads stale
+// data here. Cleared at each block start.
 struct AsyncCopy {
   void* dst;
   const void* src;
@@ -54,7 +55,7 @@ struct AsyncCopy {
 };
 void async_copy_issue(const AsyncCopy& copy);
 void async_copy_commit();
-std::vector<AsyncCopy> async_copy_wait(int newest_groups_left_pending);
+const std::vector<AsyncCopy>& async_copy_wait(int newest_groups_left_pending);
 
 // wgmma.mma_async (tests/cuda_emulation/ptx_sm90.h): the calling thread's products in
 // flight, grouped like cp.async's copies (issue, commit, wait(n) hands back those of every
@@ -72,7 +73,7 @@ struct AsyncMma {
 };
 void async_mma_issue(AsyncMma mma);
 void async_mma_commit();
-std::vector<AsyncMma> async_mma_wait(int newest_groups_left_pending);
+const std::vector<AsyncMma>& async_mma_wait(int newest_groups_left_pending);
 
 // mbarrier and the bulk tensor copy (tests/cuda_emulation/ptx_sm90.h): the block's
 // transaction barriers, by shared-memory address, and the copies that complete on them.

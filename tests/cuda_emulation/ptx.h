@@ -104,6 +104,13 @@ inline void ldmatrix_x4_trans(uint32_t (&r)[4], SharedAddress row) {
   ldmatrix_x4_trans(r, reinterpret_cast<const void*>(row));
 }
 
+// Lane (g, t) = (lane / 4, lane % 4) holds D's rows g, g + 8 by columns 2t, 2t + 1 (d[i]:
+// row g + 8 (i / 2), column 2t + i % 2), so it gathers only A's rows g and g + 8 and B's
+// columns 2t and 2t + 1. By the fragment layout (ptx.cuh), lane 4g + j holds k = 2j, 2j + 1
+// of A's row g in a[0], of row g + 8 in a[1], and k = 2j + 8, 2j + 9 of them in a[2], a[3];
+// lane 4n + j holds k = 2j, 2j + 1 of B's column n in b[0] and k = 2j + 8, 2j + 9 in b[1].
+// (Gathering all of A and B in every lane, as before, was most of an emulated convolution's
+// time.)
 inline void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
   struct Operands {
     const uint32_t* a;
@@ -113,26 +120,28 @@ inline void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t
   const uint64_t* all = cuda_emu::warp_collective_begin("mma.sync.m16n8k16.bf16", 0xffffffffu,
                                                         cuda_emu::to_bits(&mine), &lanes);
   if (lanes != 0xffffffffu) cuda_emu::trap("mma.sync.m16n8k16 needs all 32 lanes");
-  float full_a[16][16], full_b[16][8];
-  for (int lane = 0; lane < 32; ++lane) {
-    const Operands* o = cuda_emu::from_bits<const Operands*>(all[lane]);
-    const int g = lane / 4, t = lane % 4;
-    for (int h = 0; h < 2; ++h) {  // the lower and the upper bf16 of a register
-      const int shift = 16 * h;
-      full_a[g][2 * t + h] = float_from_bf16_bits(static_cast<uint16_t>(o->a[0] >> shift));
-      full_a[g + 8][2 * t + h] = float_from_bf16_bits(static_cast<uint16_t>(o->a[1] >> shift));
-      full_a[g][2 * t + 8 + h] = float_from_bf16_bits(static_cast<uint16_t>(o->a[2] >> shift));
-      full_a[g + 8][2 * t + 8 + h] = float_from_bf16_bits(static_cast<uint16_t>(o->a[3] >> shift));
-      full_b[2 * t + h][g] = float_from_bf16_bits(static_cast<uint16_t>(o->b[0] >> shift));
-      full_b[2 * t + 8 + h][g] = float_from_bf16_bits(static_cast<uint16_t>(o->b[1] >> shift));
+  const int lane = cuda_emu::lane_id(), g = lane / 4, t = lane % 4;
+  auto half = [](uint32_t r, int h) { return float_from_bf16_bits(uint16_t(r >> (16 * h))); };
+  float a_row[2][16], b_col[2][16];  // A's rows g, g + 8; B's columns 2t, 2t + 1; by k
+  for (int j = 0; j < 4; ++j) {
+    const Operands* row_lane = cuda_emu::from_bits<const Operands*>(all[4 * g + j]);
+    for (int r = 0; r < 2; ++r)
+      for (int h = 0; h < 2; ++h) {
+        a_row[r][2 * j + h] = half(row_lane->a[r], h);
+        a_row[r][2 * j + 8 + h] = half(row_lane->a[r + 2], h);
+      }
+    for (int c = 0; c < 2; ++c) {
+      const Operands* col_lane = cuda_emu::from_bits<const Operands*>(all[4 * (2 * t + c) + j]);
+      for (int h = 0; h < 2; ++h) {
+        b_col[c][2 * j + h] = half(col_lane->b[0], h);
+        b_col[c][2 * j + 8 + h] = half(col_lane->b[1], h);
+      }
     }
   }
-  const int lane = cuda_emu::lane_id(), g = lane / 4, t = lane % 4;
   float result[4];
   for (int i = 0; i < 4; ++i) {
-    const int row = g + 8 * (i >> 1), col = 2 * t + (i & 1);
     float acc = d[i];
-    for (int k = 0; k < 16; ++k) acc += full_a[row][k] * full_b[k][col];
+    for (int k = 0; k < 16; ++k) acc += a_row[i / 2][k] * b_col[i % 2][k];
     result[i] = acc;
   }
   cuda_emu::warp_collective_end();  // the other lanes are done reading our registers

@@ -674,9 +674,96 @@ TEST(Emulator, CpAsyncWavefrontsCountTheBankConflictsOfItsDestinations) {
   EXPECT_EQ(t.cp_async.instructions, 2u) << "warp 1's two, not warp 0's";
 }
 
-// ---- wgmma (ptx_sm90.h) ----
-
 namespace ptx = ddpm::cuda::ptx;
+
+// ---- mma.sync and ldmatrix (ptx.h) ----
+
+// One warp: A (16 x 16) and B (16 k x 16 n), bf16 row-major in shared memory, read into
+// fragments by ldmatrix (A's four 8 x 8 matrices (rows 0-7 | 8-15) x (k 0-7 | 8-15) in
+// a[0..3]'s order; B's transposed, n 0-7 in b[0], b[1] and n 8-15 in b[2], b[3]), then
+// D = A B + C as two m16n8k16 products. Writes each lane's fragments (frags: 8 a lane) and
+// D's (d: 8 a lane, n-block 0 then 1).
+__global__ void mma_sync_once(const uint16_t* a, const uint16_t* b, const float* c,
+                              uint32_t* frags, float* d) {
+  DDPM_DYNAMIC_SHARED(uint16_t, tile);  // A then B, 16 rows of 16 each
+  const int lane = threadIdx.x;
+  for (int i = lane; i < 256; i += 32) {
+    tile[i] = a[i];
+    tile[256 + i] = b[i];
+  }
+  __syncthreads();
+  const int row = lane % 8 + 8 * (lane / 8 % 2), col = 8 * (lane / 16);  // lane's row address
+  uint32_t fa[4], fb[4];
+  ptx::ldmatrix_x4(fa, tile + row * 16 + col);
+  ptx::ldmatrix_x4_trans(fb, tile + 256 + row * 16 + col);
+  for (int i = 0; i < 4; ++i) {
+    frags[8 * lane + i] = fa[i];
+    frags[8 * lane + 4 + i] = fb[i];
+  }
+  for (int nb = 0; nb < 2; ++nb) {
+    float acc[4];
+    for (int i = 0; i < 4; ++i) acc[i] = c[8 * lane + 4 * nb + i];
+    const uint32_t half_b[2] = {fb[2 * nb], fb[2 * nb + 1]};
+    ptx::mma_bf16_16816(acc, fa, half_b);
+    for (int i = 0; i < 4; ++i) d[8 * lane + 4 * nb + i] = acc[i];
+  }
+}
+
+// The PTX ISA's fragment layouts, stated here on their own (g = lane / 4, t = lane % 4; a
+// register's low half is the lower k): a[i] holds A[g + 8 (i % 2)][2t + 8 (i / 2) + 0, 1];
+// b[j] holds B[2t + 8 j + 0, 1][g] of its n-block; d[i] is D[g + 8 (i / 2)][2t + i % 2] of
+// its n-block. Small integers, so every sum is exact and must match to the bit.
+TEST(Emulator, MmaSyncAndLdmatrixFollowThePtxFragmentLayouts) {
+  std::mt19937 rng(11);
+  std::uniform_int_distribution<int> small(-4, 4);
+  std::vector<float> a(256), b(256), c(256);
+  for (float& v : a) v = float(small(rng));
+  for (float& v : b) v = float(small(rng));
+  for (float& v : c) v = float(small(rng));
+  auto bits = [](const std::vector<float>& v) {
+    std::vector<uint16_t> out(v.size());
+    for (size_t i = 0; i < v.size(); ++i) out[i] = ddpm::bf16_bits_from_float(v[i]);
+    return out;
+  };
+  const std::vector<uint16_t> a_bits = bits(a), b_bits = bits(b);
+  auto pair = [](uint16_t lo, uint16_t hi) { return uint32_t(lo) | uint32_t(hi) << 16; };
+  DeviceBuffer<uint16_t> da(256), db(256);
+  DeviceBuffer<float> dc(256), dd(256);
+  DeviceBuffer<uint32_t> frags(256);
+  da.set(a_bits);
+  db.set(b_bits);
+  dc.set(c);
+  DDPM_LAUNCH(mma_sync_once, 1, 32, size_t(2 * 256 * 2))(da.ptr, db.ptr, dc.ptr, frags.ptr,
+                                                          dd.ptr);
+  const std::vector<uint32_t> got_frags = frags.get();
+  const std::vector<float> got = dd.get();
+  for (int lane = 0; lane < 32; ++lane) {
+    const int g = lane / 4, t = lane % 4;
+    for (int i = 0; i < 4; ++i) {
+      const int row = g + 8 * (i % 2), k = 2 * t + 8 * (i / 2);
+      EXPECT_EQ(got_frags[8 * lane + i], pair(a_bits[row * 16 + k], a_bits[row * 16 + k + 1]))
+          << "ldmatrix: lane " << lane << " a[" << i << "]";
+    }
+    for (int nb = 0; nb < 2; ++nb)
+      for (int j = 0; j < 2; ++j) {
+        const int k = 2 * t + 8 * j, n = 8 * nb + g;
+        EXPECT_EQ(got_frags[8 * lane + 4 + 2 * nb + j],
+                  pair(b_bits[k * 16 + n], b_bits[(k + 1) * 16 + n]))
+            << "ldmatrix.trans: lane " << lane << " b[" << 2 * nb + j << "]";
+      }
+    for (int nb = 0; nb < 2; ++nb)
+      for (int i = 0; i < 4; ++i) {
+        const int row = g + 8 * (i / 2), n = 8 * nb + 2 * t + i % 2;
+        float want = c[8 * lane + 4 * nb + i];
+        for (int k = 0; k < 16; ++k) want += a[row * 16 + k] * b[k * 16 + n];
+        EXPECT_EQ(got[8 * lane + 4 * nb + i], want)
+            << "mma.sync: lane " << lane << " n-block " << nb << " d[" << i << "] = D[" << row
+            << "][" << n << "]";
+      }
+  }
+}
+
+// ---- wgmma (ptx_sm90.h) ----
 
 enum class WgmmaFault { None, StartPastFirstRow, CopyIntoATileInFlight };
 using ddpm::cuda::Major;
