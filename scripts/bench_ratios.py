@@ -57,6 +57,12 @@ RULES = {
         ("wgmma bf16 (128x128 tiles, 4 stages)", "cuBLAS bf16 (GemmEx, TN)"),
     ("gemm", "wgmma bf16 (128x128 tiles, 4 stages, TMA loads), both MN-major"):
         ("wgmma bf16 (128x128 tiles, 4 stages), both MN-major", "cuBLAS bf16 (GemmEx, NT)"),
+    # the warp-specialised schedule (producer and consumer warpgroups) on the plain TMA one
+    ("gemm", "wgmma bf16 (128x128 tiles, 4 stages, warp-specialised TMA)"):
+        ("wgmma bf16 (128x128 tiles, 4 stages, TMA loads)", "cuBLAS bf16 (GemmEx, TN)"),
+    ("gemm", "wgmma bf16 (128x128 tiles, 4 stages, warp-specialised TMA), both MN-major"):
+        ("wgmma bf16 (128x128 tiles, 4 stages, TMA loads), both MN-major",
+         "cuBLAS bf16 (GemmEx, NT)"),
     # group norm: each mapping on the one before it (channel slab on block per group,
     # channel runs on channel slab), in each storage; bf16 storage on f32 in the
     # block-per-group mapping

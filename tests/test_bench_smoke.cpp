@@ -140,6 +140,11 @@ TEST(BenchSmoke, EveryGemmRowRuns) {
   EXPECT_EQ(rows.count("gemm / wgmma bf16 (128x128 tiles, 4 stages, TMA loads)"), wgmma);
   EXPECT_EQ(rows.count("gemm / wgmma bf16 (128x128 tiles, 4 stages, TMA loads), both MN-major"),
             wgmma);
+  EXPECT_EQ(rows.count("gemm / wgmma bf16 (128x128 tiles, 4 stages, warp-specialised TMA)"),
+            wgmma);
+  EXPECT_EQ(rows.count(
+                "gemm / wgmma bf16 (128x128 tiles, 4 stages, warp-specialised TMA), both MN-major"),
+            wgmma);
 }
 
 // The step's rows, by variant. Eager rows: kernels launched one by one, no graph, one

@@ -60,6 +60,9 @@ std::vector<uint16_t> random_bf16(int64_t count, uint64_t stream) {
 
 #if DDPM_WITH_CUDA
 const char* major_name(cuda::Major major) { return major == cuda::Major::K ? "K" : "MN"; }
+const char* loads_name(cuda::GemmLoads loads) {
+  return loads == cuda::GemmLoads::Tma ? "TMA" : "TMA, warp-specialised";
+}
 
 // x (rows x k, row-major) as the kernel reads it laid out `major`: as it is, or transposed.
 std::vector<uint16_t> stored(const std::vector<uint16_t>& x, int64_t rows, int64_t k,
@@ -110,8 +113,10 @@ void expect_product(const GemmCase& g, const std::vector<uint16_t>& a,
 }
 #endif
 
-// The cp.async kernel against the reference; the TMA kernel (its tiles boxed by the copy
-// engine: partial tiles zero-filled by it, not predicated) against the cp.async kernel's bits.
+// The cp.async kernel against the reference; the TMA kernels (tiles boxed by the copy engine:
+// partial tiles zero-filled by it, not predicated; the warp-specialised one with a producer
+// warpgroup and stages handed over by mbarriers, no block barrier) against its bits. 8 tiles
+// of k take each stage through two releases, so the parity of both barriers is exercised.
 TEST(CudaGemmSm90, MatchesTheProductOfTheBf16Operands) {
   REQUIRE_SM90A();
 #if DDPM_WITH_CUDA
@@ -124,8 +129,11 @@ TEST(CudaGemmSm90, MatchesTheProductOfTheBf16Operands) {
     const std::vector<uint16_t> a = random_bf16(g.m * g.k, 11), b = random_bf16(g.n * g.k, 12);
     const std::vector<float> c = gemm_on_device(g, a, b);
     expect_product(g, a, b, c);
-    // the copy engine's loads (TMA): the same tiles in the same layout, so the same bits
-    EXPECT_EQ(gemm_on_device(g, a, b, cuda::Major::K, cuda::Major::K, cuda::GemmLoads::Tma), c);
+    // the copy engine's loads (TMA), plain and warp-specialised: the same tiles in the same
+    // layout, so the same bits
+    for (const cuda::GemmLoads tma : {cuda::GemmLoads::Tma, cuda::GemmLoads::TmaWarpSpecialized})
+      EXPECT_EQ(gemm_on_device(g, a, b, cuda::Major::K, cuda::Major::K, tma), c)
+          << loads_name(tma);
   }
 #endif
 }
@@ -150,7 +158,8 @@ TEST(CudaGemmSm90, EveryLayoutOfTheOperandsGivesTheProduct) {
                                       << major_name(b_major) << "-major");
       const std::vector<float> c = gemm_on_device(g, a, b, a_major, b_major);
       expect_product(g, a, b, c);
-      EXPECT_EQ(gemm_on_device(g, a, b, a_major, b_major, cuda::GemmLoads::Tma), c) << "TMA";
+      for (const cuda::GemmLoads tma : {cuda::GemmLoads::Tma, cuda::GemmLoads::TmaWarpSpecialized})
+        EXPECT_EQ(gemm_on_device(g, a, b, a_major, b_major, tma), c) << loads_name(tma);
     }
   }
 #endif

@@ -72,7 +72,10 @@ void bench_gemm(const Options& o, Timer& timer, Report& report) {
            {Variant{cuda::GemmLoads::CpAsync, "wgmma bf16 (128x128 tiles, 4 stages)",
                     "wgmma bf16 (128x128 tiles, 4 stages), both MN-major"},
             Variant{cuda::GemmLoads::Tma, "wgmma bf16 (128x128 tiles, 4 stages, TMA loads)",
-                    "wgmma bf16 (128x128 tiles, 4 stages, TMA loads), both MN-major"}}) {
+                    "wgmma bf16 (128x128 tiles, 4 stages, TMA loads), both MN-major"},
+            Variant{cuda::GemmLoads::TmaWarpSpecialized,
+                    "wgmma bf16 (128x128 tiles, 4 stages, warp-specialised TMA)",
+                    "wgmma bf16 (128x128 tiles, 4 stages, warp-specialised TMA), both MN-major"}}) {
         const double ms = timer.median_ms([&] {
           cuda::gemm_bf16_sm90(m, n, k, bf16_bits(a), bf16_bits(b), out.data<float>(), major,
                                major, v.loads);

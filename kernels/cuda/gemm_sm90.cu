@@ -42,9 +42,19 @@
 //            its stage's barrier completes its phase t / kStages (parity (t / kStages) % 2).
 //            The loop is otherwise the cp.async one: wait for tile t, __syncthreads (both
 //            warpgroups are past tile t-2's products), thread 0 requests tile t+S-2 into
-//            tile t-2's stage, then the products. This is CUTLASS's plain TMA schedule, not
-//            its warp-specialised one (a producer warp and consumer warpgroups handing
-//            stages over through two barriers each): the next step once a GPU has timed this.
+//            tile t-2's stage, then the products. This is CUTLASS's plain TMA schedule.
+//   TMA, warp-specialised (GemmLoads::TmaWarpSpecialized)  CUTLASS's other schedule: a third
+//            warpgroup, the producer, whose thread 0 loops over the tiles requesting each
+//            into its stage once the consumers have released it; the two consumer
+//            warpgroups (the 256 threads above) wait for a tile's bytes, multiply, and
+//            release the tile before it (its products are done once multiply_stage returns)
+//            by arriving on the stage's second barrier, 256 arrivals a phase. No block
+//            barrier in the loop: the plain schedule's __syncthreads makes both warpgroups
+//            wait for the slower one every stage, and the requests wait for both; here a
+//            stage is refilled as soon as both are done with it, so up to kStages - 1 tiles
+//            of loads are in flight instead of kStages - 2. The producer's registers are
+//            not given back (CUTLASS's setmaxnreg): at 384 threads a block may still have
+//            170 a thread, more than the consumers' 90 need.
 #include <cuda_runtime.h>
 
 #include <string>
@@ -91,10 +101,11 @@ __device__ void load_tile(ptx::SharedAddress dst, const uint16_t* src, int64_t r
   }
 }
 
-// The block's tile of c from the accumulators: pairs of adjacent columns of a row.
-__device__ void store_tile(const float (&d)[64], float* c, int64_t m, int64_t n, int64_t m0,
-                           int64_t n0) {
-  const sm90::Fragment f(static_cast<int>(threadIdx.x));
+// The block's tile of c from the accumulators of compute thread `tid` (0..255): pairs of
+// adjacent columns of a row.
+__device__ void store_tile(const float (&d)[64], int tid, float* c, int64_t m, int64_t n,
+                           int64_t m0, int64_t n0) {
+  const sm90::Fragment f(tid);
 #pragma unroll
   for (int h = 0; h < 2; ++h) {  // unrolled: d's index must be a constant, or d is in memory
     const int64_t row = m0 + f.row(h);
@@ -143,7 +154,7 @@ gemm_bf16_sm90_kernel(int64_t m, int64_t n, int64_t k, const uint16_t* a, const 
     sm90::multiply_stage<kA, kB>(d, tiles + (t % kStages) * kStageBytes, warpgroup, t > 0);
   }
   sm90::finish(d);
-  store_tile(d, c, m, n, m0, n0);
+  store_tile(d, static_cast<int>(threadIdx.x), c, m, n, m0, n0);
 #endif
 }
 
@@ -186,7 +197,57 @@ gemm_bf16_sm90_tma_kernel(int64_t m, int64_t n, int64_t k,
     sm90::multiply_stage<kA, kB>(d, tiles + (t % kStages) * kStageBytes, warpgroup, t > 0);
   }
   sm90::finish(d);
-  store_tile(d, c, m, n, m0, n0);
+  store_tile(d, static_cast<int>(threadIdx.x), c, m, n, m0, n0);
+#endif
+}
+
+// The warp-specialised schedule: a producer warpgroup whose thread 0 only requests tiles,
+// and the two consumer warpgroups of the kernels above, which only multiply; they hand the
+// stages over through two barriers a stage (StageBarriers: landed, counted in bytes by the
+// copy engine; released, one arrival per consumer thread). No block barrier in the loop: a
+// consumer waits for its tile's bytes, the producer for the stage's release, each as late
+// as it can. grid as above, kWsThreads threads, shared_bytes_with_barriers(2).
+constexpr int kWsThreads = kGemmThreads + 128;  // the producer warpgroup first
+
+template <Major kA, Major kB>
+__global__ void __launch_bounds__(kWsThreads, 1)
+gemm_bf16_sm90_ws_kernel(int64_t m, int64_t n, int64_t k,
+                         const __grid_constant__ CUtensorMap a_map,
+                         const __grid_constant__ CUtensorMap b_map, float* c) {
+#if DDPM_HAS_SM90A_WGMMA
+  DDPM_DYNAMIC_SHARED(unsigned char, smem);
+  const ptx::SharedAddress tiles = sm90::first_stage(smem);
+  const sm90::StageBarriers landed(tiles, 0), released(tiles, 1);
+  const int m0 = static_cast<int>(blockIdx.y) * kTile, n0 = static_cast<int>(blockIdx.x) * kTile;
+  const int k_tiles = static_cast<int>((k + kTileK - 1) / kTileK);
+
+  if (threadIdx.x == 0) {
+    landed.init(1);                  // the producer's arrive.expect_tx, then the bytes
+    released.init(kGemmThreads);     // every consumer thread
+  }
+  __syncthreads();  // the only block barrier: the barriers are initialised
+  if (threadIdx.x < 128) {  // the producer warpgroup: thread 0 requests, the rest are idle
+    if (threadIdx.x != 0) return;
+    for (int t = 0; t < k_tiles; ++t) {
+      released.wait_released(t);  // tile t - kStages's products are done (t < kStages: none)
+      const ptx::SharedAddress stage = tiles + (t % kStages) * kStageBytes;
+      ptx::mbarrier_arrive_expect_tx(landed.of(t), kStageBytes);
+      sm90::tma_tile<kA>(stage, &a_map, m0, t * kTileK, landed.of(t));
+      sm90::tma_tile<kB>(stage + kTileBytes, &b_map, n0, t * kTileK, landed.of(t));
+    }
+    return;
+  }
+  const int tid = static_cast<int>(threadIdx.x) - 128;  // 0..255: the kernels above' threads
+  const int warpgroup = tid / 128;
+  float d[64];
+  for (float& v : d) v = 0.0f;
+  for (int t = 0; t < k_tiles; ++t) {
+    landed.wait(t);
+    sm90::multiply_stage<kA, kB>(d, tiles + (t % kStages) * kStageBytes, warpgroup, t > 0);
+    if (t > 0) ptx::mbarrier_arrive(released.of(t - 1));  // tile t-1's products are done
+  }
+  sm90::finish(d);
+  store_tile(d, tid, c, m, n, m0, n0);
 #endif
 }
 
@@ -210,28 +271,38 @@ CUtensorMap operand_map(const uint16_t* x, Major major, int64_t rows, int64_t k,
                            : bf16_tensor_map_sw128(x, k, rows, kTileK, what);
 }
 
+// The TMA kernels, plain (GemmLoads::Tma) or warp-specialised.
 template <Major kA, Major kB>
-void launch_tma(int64_t m, int64_t n, int64_t k, const uint16_t* a, const uint16_t* b,
-                float* c) {
+void launch_tma(GemmLoads loads, int64_t m, int64_t n, int64_t k, const uint16_t* a,
+                const uint16_t* b, float* c) {
   CHECK(m < (int64_t{1} << 31) && n < (int64_t{1} << 31) && k < (int64_t{1} << 31),
         "gemm_bf16_sm90 (TMA loads): sizes under 2^31 (32-bit box coordinates); this one is "
             << m << " x " << n << " x " << k);
   const CUtensorMap a_map = operand_map(a, kA, m, k, "gemm_bf16_sm90 (TMA loads), a");
   const CUtensorMap b_map = operand_map(b, kB, n, k, "gemm_bf16_sm90 (TMA loads), b");
-  reserve_shared_memory(gemm_bf16_sm90_tma_kernel<kA, kB>, sm90::kSharedBytesWithBarriers,
-                        "gemm_bf16_sm90 (TMA loads)", "no Hopper GPU has less");
   const dim3 grid(static_cast<unsigned>((n + kTile - 1) / kTile),
                   static_cast<unsigned>((m + kTile - 1) / kTile));
-  DDPM_LAUNCH((gemm_bf16_sm90_tma_kernel<kA, kB>), grid, kGemmThreads, sm90::kSharedBytesWithBarriers)(
-      m, n, k, a_map, b_map, c);
+  if (loads == GemmLoads::Tma) {
+    constexpr size_t kBytes = sm90::shared_bytes_with_barriers(1);
+    reserve_shared_memory(gemm_bf16_sm90_tma_kernel<kA, kB>, kBytes,
+                          "gemm_bf16_sm90 (TMA loads)", "no Hopper GPU has less");
+    DDPM_LAUNCH((gemm_bf16_sm90_tma_kernel<kA, kB>), grid, kGemmThreads, kBytes)(m, n, k, a_map,
+                                                                                  b_map, c);
+  } else {
+    constexpr size_t kBytes = sm90::shared_bytes_with_barriers(2);
+    reserve_shared_memory(gemm_bf16_sm90_ws_kernel<kA, kB>, kBytes,
+                          "gemm_bf16_sm90 (TMA loads, warp-specialised)", "no Hopper GPU has less");
+    DDPM_LAUNCH((gemm_bf16_sm90_ws_kernel<kA, kB>), grid, kWsThreads, kBytes)(m, n, k, a_map,
+                                                                              b_map, c);
+  }
 }
 
 template <Major kA, Major kB>
 void launch_with(GemmLoads loads, int64_t m, int64_t n, int64_t k, const uint16_t* a,
                  const uint16_t* b, float* c) {
   // k = 0: c is zeros, which the cp.async kernel writes (a tensor map has no empty dimension)
-  if (loads == GemmLoads::Tma && k > 0)
-    launch_tma<kA, kB>(m, n, k, a, b, c);
+  if (loads != GemmLoads::CpAsync && k > 0)
+    launch_tma<kA, kB>(loads, m, n, k, a, b, c);
   else
     launch<kA, kB>(m, n, k, a, b, c);
 }

@@ -30,10 +30,12 @@ std::string sm90a_missing();
 // A K-major operand needs k a multiple of 8, an MN-major one its m (n) a multiple of 8 (whole
 // 16-byte chunks), and a, b 16-byte aligned; the rest any size. Refuses, naming what is
 // missing, when gemm_sm90_available() is false.
-// How the tiles reach shared memory (gemm_sm90.cu has both): every thread's cp.async, or
-// the copy engine's bulk tensor copies (TMA), asked for by one thread. The same products and
-// bits either way; CpAsync stays the default until a GPU has timed the two.
-enum class GemmLoads { CpAsync, Tma };
+// How the tiles reach shared memory (gemm_sm90.cu has all three): every thread's cp.async;
+// the copy engine's bulk tensor copies (TMA), asked for by one thread, with a block barrier
+// a stage; or TMA in the warp-specialised schedule (a producer warpgroup and two consumer
+// warpgroups handing stages over through mbarriers). The same products and bits each way;
+// CpAsync stays the default until a GPU has timed them.
+enum class GemmLoads { CpAsync, Tma, TmaWarpSpecialized };
 
 void gemm_bf16_sm90(int64_t m, int64_t n, int64_t k, const uint16_t* a, const uint16_t* b,
                     float* c, Major a_major = Major::K, Major b_major = Major::K,

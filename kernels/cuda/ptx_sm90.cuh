@@ -59,7 +59,8 @@
 //   mbarrier (a 64-bit object in shared memory; PTX ISA "Parallel Synchronization and
 //       Communication Instructions: mbarrier"): init sets its arrival count; each phase
 //       completes when that many arrivals and every expected transaction byte are in, and
-//       the next phase begins. arrive.expect_tx raises the bytes expected, then arrives.
+//       the next phase begins. arrive.expect_tx raises the bytes expected, then arrives;
+//       arrive just arrives.
 //       try_wait.parity p is true once the phase of parity p has completed (the phases of
 //       a barrier alternate in parity, so a stage's k-th use waits for parity k % 2).
 //       fence.mbarrier_init makes an init visible to the async proxy (the copy engine),
@@ -166,6 +167,15 @@ __device__ __forceinline__ void mbarrier_arrive_expect_tx(SharedAddress bar, uin
                : "memory");
 #else
   (void)bar, (void)bytes;
+#endif
+}
+// One arrival, no bytes: a consumer's "done with this stage" (the warp-specialised GEMM's
+// released barriers).
+__device__ __forceinline__ void mbarrier_arrive(SharedAddress bar) {
+#if DDPM_HAS_SM90A_WGMMA
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+#else
+  (void)bar;
 #endif
 }
 // Returns once the phase of parity `parity` has completed. A phase that can never complete

@@ -15,8 +15,9 @@
 //            once it returns (for every warpgroup after the next __syncthreads). So a
 //            pipeline reloads a stage two iterations after its products were issued, keeping
 //            kStages - 2 tiles of loads ahead; finish() waits for the last group.
-//   TMA      with the copy engine's loads, StageBarriers (an mbarrier per stage) and tma_tile
-//            (an operand's tile in one box, K-major, or two panels, MN-major).
+//   TMA      with the copy engine's loads, StageBarriers (an mbarrier per stage; a second set
+//            for the warp-specialised GEMM's releases) and tma_tile (an operand's tile in
+//            one box, K-major, or two panels, MN-major).
 // Needs DDPM_HAS_SM90A_WGMMA (ptx_sm90.cuh); callers compile it only there.
 #pragma once
 
@@ -74,22 +75,34 @@ struct TileLayout<Major::MN> {  // panel p: row k holds mn 64 p..64 p + 63
 #endif
 };
 
-// With the copy engine's loads (TMA): an mbarrier per stage after the stages (kStages of 8
-// bytes: kSharedBytesWithBarriers in all). Tile t lands in stage t % kStages, counted on
-// that stage's barrier, whose phase t / kStages completes when it has (parity
-// (t / kStages) % 2: a barrier's phases alternate).
-constexpr size_t kSharedBytesWithBarriers = kSharedBytes + kStages * sizeof(uint64_t);
+// With the copy engine's loads (TMA): a set of kStages mbarriers, one per stage, after the
+// stages (8 bytes each: shared_bytes_with_barriers(sets) in all). Set 0, `landed`: tile t
+// lands in stage t % kStages, counted on that stage's barrier, whose phase t / kStages
+// completes when it has (wait: parity (t / kStages) % 2, a barrier's phases alternating).
+// Set 1, `released` (the warp-specialised GEMM): the consumers arrive on a stage's barrier
+// when they are done with its tile, so the phase t / kStages - 1 of tile t's barrier is
+// the release of the tile before it in that stage (wait_released: parity
+// (t / kStages + 1) % 2, which a barrier still in its first phase passes at once: the
+// first kStages tiles wait for nothing).
+constexpr size_t shared_bytes_with_barriers(int sets) {
+  return kSharedBytes + sets * kStages * sizeof(uint64_t);
+}
+constexpr size_t kSharedBytesWithBarriers = shared_bytes_with_barriers(1);
 struct StageBarriers {
   ptx::SharedAddress first;  // stage s's barrier: first + 8 s
-  __device__ explicit StageBarriers(ptx::SharedAddress first_stage_)
-      : first(first_stage_ + kStages * kStageBytes) {}
-  // By one thread, before a __syncthreads: one arrival (the requesting thread's) a phase.
-  __device__ void init() const {
-    for (int s = 0; s < kStages; ++s) ptx::mbarrier_init(first + 8 * s, 1);
+  __device__ explicit StageBarriers(ptx::SharedAddress first_stage_, int set = 0)
+      : first(first_stage_ + kStages * kStageBytes + set * kStages * 8) {}
+  // By one thread, before a __syncthreads: `arrivals` a phase (landed: the requesting
+  // thread's one; released: every consumer thread's).
+  __device__ void init(unsigned arrivals = 1) const {
+    for (int s = 0; s < kStages; ++s) ptx::mbarrier_init(first + 8 * s, arrivals);
     ptx::fence_mbarrier_init();  // ... seen by the copy engine, then (the barrier) by all
   }
   __device__ ptx::SharedAddress of(int tile) const { return first + 8 * (tile % kStages); }
   __device__ void wait(int tile) const { ptx::mbarrier_wait(of(tile), (tile / kStages) % 2); }
+  __device__ void wait_released(int tile) const {
+    ptx::mbarrier_wait(of(tile), (tile / kStages + 1) % 2);
+  }
 };
 
 // An operand's 128 x 64 tile at (mn0, k0) by the copy engine, onto the barrier `landed`:

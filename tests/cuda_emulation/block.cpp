@@ -109,6 +109,7 @@ struct MBarrier {
   uint64_t phase = 0;               // phases completed
   std::vector<BulkCopy> copies;     // issued in the current phase, not yet performed
   char token = 0;                   // ThreadSanitizer: arrivals and copies before the waits
+  char issue_token = 0;             // ThreadSanitizer: a copy's issue before its writes
 };
 
 struct Warp {
@@ -754,12 +755,14 @@ void mbarrier_init(void* bar, unsigned arrivals) {
   t.block->idle_waits = 0;
 }
 
-void mbarrier_arrive_expect_tx(void* bar, uint32_t bytes) {
-  Thread& t = current("mbarrier.arrive.expect_tx");
+namespace {
+
+void arrive(void* bar, uint32_t bytes, const char* op) {
+  Thread& t = current(op);
   MBarrier* m = nullptr;
   {
     IgnoreAccesses ignore;
-    m = &mbarrier_at(t, bar, "mbarrier.arrive.expect_tx");
+    m = &mbarrier_at(t, bar, op);
     m->tx += bytes;
     --m->pending;
     complete_phase_if_done(*m);
@@ -767,6 +770,14 @@ void mbarrier_arrive_expect_tx(void* bar, uint32_t bytes) {
   }
   happens_before(&m->token);  // an arrival releases what its thread did before it
 }
+
+}  // namespace
+
+void mbarrier_arrive_expect_tx(void* bar, uint32_t bytes) {
+  arrive(bar, bytes, "mbarrier.arrive.expect_tx");
+}
+
+void mbarrier_arrive(void* bar) { arrive(bar, 0, "mbarrier.arrive"); }
 
 void mbarrier_bulk_copy(void* bar, BulkCopy copy) {
   Thread& t = current("cp.async.bulk.tensor");
@@ -776,6 +787,7 @@ void mbarrier_bulk_copy(void* bar, BulkCopy copy) {
     check_no_product_reads(t, copy.dst, copy.bytes, "cp.async.bulk.tensor");
   m.copies.push_back(std::move(copy));
   t.block->idle_waits = 0;
+  happens_before(&m.issue_token);  // the copy engine starts after what its issuer did
 }
 
 bool mbarrier_try_wait_parity(void* bar, unsigned parity) {
@@ -790,6 +802,10 @@ bool mbarrier_try_wait_parity(void* bar, unsigned parity) {
     if ((m->phase & 1) == (parity & 1)) landing.swap(m->copies);  // that phase is the current one
   }
   if (!landing.empty()) {
+    // Performed by this thread for the copy engine: after what the issuing thread did (say,
+    // it waited until the consumers released the stage), which this thread may not have
+    // seen yet.
+    happens_after(&m->issue_token);
     for (BulkCopy& copy : landing) copy.perform();  // seen by the sanitizers: the copy's writes
     {
       IgnoreAccesses ignore;

@@ -78,17 +78,19 @@ const std::vector<AsyncMma>& async_mma_wait(int newest_groups_left_pending);
 // mbarrier and the bulk tensor copy (tests/cuda_emulation/ptx_sm90.h): the block's
 // transaction barriers, by shared-memory address, and the copies that complete on them.
 // A barrier counts the arrivals of its current phase down from the count it was initialised
-// with, and its transaction bytes: arrive_expect_tx raises them and arrives, a bulk copy
-// lowers them by its bytes when it is performed. The phase completes when both are zero;
-// then the next begins with the initial count. A bulk copy is queued on its barrier's phase
-// and performed by the first thread that waits on that barrier (try_wait_parity): the
-// latest moment the hardware may land it, so shared memory read before the wait is stale
-// here. Its destination is checked at issue against the wgmma products in flight, as a
-// cp.async's is. try_wait_parity(bar, p) is true once the phase of parity p has completed
-// (PTX: the current phase's parity is no longer p); false, it hands the host thread to the
-// block's other threads first, and traps as a deadlock when the block has made no progress
-// (no barrier or mbarrier event) through twice as many failed waits as it has threads.
-// Cleared at each block start.
+// with, and its transaction bytes: arrive_expect_tx raises them and arrives (arrive only
+// arrives), a bulk copy lowers them by its bytes when it is performed. The phase completes
+// when both are zero; then the next begins with the initial count. A bulk copy is queued on
+// its barrier's phase and performed by the first thread that waits on that barrier
+// (try_wait_parity): the latest moment the hardware may land it, so shared memory read
+// before the wait is stale here. Its destination is checked at issue against the wgmma
+// products in flight, as a cp.async's is. try_wait_parity(bar, p) is true once the phase
+// of parity p has completed (PTX: the current phase's parity is no longer p); false, it
+// hands the host thread to the block's other threads first, and traps as a deadlock when
+// the block has made no progress (no barrier or mbarrier event) through twice as many
+// failed waits as it has threads. ThreadSanitizer: an arrival releases what its thread did,
+// a wait that passes acquires it; a copy is performed after what its issuer did before the
+// issue. Cleared at each block start.
 struct BulkCopy {
   std::function<void()> perform;  // writes the destination, reading global memory
   void* dst;
@@ -96,6 +98,7 @@ struct BulkCopy {
 };
 void mbarrier_init(void* bar, unsigned arrivals);
 void mbarrier_arrive_expect_tx(void* bar, uint32_t bytes);
+void mbarrier_arrive(void* bar);
 void mbarrier_bulk_copy(void* bar, BulkCopy copy);
 bool mbarrier_try_wait_parity(void* bar, unsigned parity);
 

@@ -148,6 +148,9 @@ inline void fence_mbarrier_init() {}
 inline void mbarrier_arrive_expect_tx(SharedAddress bar, uint32_t bytes) {
   cuda_emu::mbarrier_arrive_expect_tx(reinterpret_cast<void*>(bar), bytes);
 }
+inline void mbarrier_arrive(SharedAddress bar) {
+  cuda_emu::mbarrier_arrive(reinterpret_cast<void*>(bar));
+}
 inline void mbarrier_wait(SharedAddress bar, unsigned parity) {
   while (!cuda_emu::mbarrier_try_wait_parity(reinterpret_cast<void*>(bar), parity)) {
   }
