@@ -101,6 +101,19 @@ __device__ void load_tile(ptx::SharedAddress dst, const uint16_t* src, int64_t r
   }
 }
 
+// By one thread: the copy engine asked for tile t of both operands (the block's rows m0..
+// of a, n0.. of b) into its stage, counted on landed.of(t): every byte of both boxes, the
+// zero-filled ones too.
+template <Major kA, Major kB>
+__device__ void request_tiles(ptx::SharedAddress tiles, const sm90::StageBarriers& landed,
+                              const CUtensorMap* a_map, const CUtensorMap* b_map, int m0, int n0,
+                              int t) {
+  const ptx::SharedAddress stage = tiles + (t % kStages) * kStageBytes, bar = landed.of(t);
+  ptx::mbarrier_arrive_expect_tx(bar, kStageBytes);
+  sm90::tma_tile<kA>(stage, a_map, m0, t * kTileK, bar);
+  sm90::tma_tile<kB>(stage + kTileBytes, b_map, n0, t * kTileK, bar);
+}
+
 // The block's tile of c from the accumulators of compute thread `tid` (0..255): pairs of
 // adjacent columns of a row.
 __device__ void store_tile(const float (&d)[64], int tid, float* c, int64_t m, int64_t n,
@@ -178,12 +191,7 @@ gemm_bf16_sm90_tma_kernel(int64_t m, int64_t n, int64_t k,
   if (loader) landed.init();
   __syncthreads();
   auto request = [&](int tile) {  // by the loader thread only
-    if (tile >= k_tiles) return;
-    const ptx::SharedAddress stage = tiles + (tile % kStages) * kStageBytes;
-    const ptx::SharedAddress bar = landed.of(tile);
-    ptx::mbarrier_arrive_expect_tx(bar, kStageBytes);  // every byte of both boxes, zeros too
-    sm90::tma_tile<kA>(stage, &a_map, m0, tile * kTileK, bar);
-    sm90::tma_tile<kB>(stage + kTileBytes, &b_map, n0, tile * kTileK, bar);
+    if (tile < k_tiles) request_tiles<kA, kB>(tiles, landed, &a_map, &b_map, m0, n0, tile);
   };
   if (loader)
     for (int t = 0; t < kStages - 2; ++t) request(t);
@@ -222,22 +230,19 @@ gemm_bf16_sm90_ws_kernel(int64_t m, int64_t n, int64_t k,
   const int k_tiles = static_cast<int>((k + kTileK - 1) / kTileK);
 
   if (threadIdx.x == 0) {
-    landed.init(1);                  // the producer's arrive.expect_tx, then the bytes
-    released.init(kGemmThreads);     // every consumer thread
+    landed.init(1);               // the producer's arrive.expect_tx, then the bytes
+    released.init(kGemmThreads);  // every consumer thread
   }
   __syncthreads();  // the only block barrier: the barriers are initialised
   if (threadIdx.x < 128) {  // the producer warpgroup: thread 0 requests, the rest are idle
     if (threadIdx.x != 0) return;
     for (int t = 0; t < k_tiles; ++t) {
       released.wait_released(t);  // tile t - kStages's products are done (t < kStages: none)
-      const ptx::SharedAddress stage = tiles + (t % kStages) * kStageBytes;
-      ptx::mbarrier_arrive_expect_tx(landed.of(t), kStageBytes);
-      sm90::tma_tile<kA>(stage, &a_map, m0, t * kTileK, landed.of(t));
-      sm90::tma_tile<kB>(stage + kTileBytes, &b_map, n0, t * kTileK, landed.of(t));
+      request_tiles<kA, kB>(tiles, landed, &a_map, &b_map, m0, n0, t);
     }
     return;
   }
-  const int tid = static_cast<int>(threadIdx.x) - 128;  // 0..255: the kernels above' threads
+  const int tid = static_cast<int>(threadIdx.x) - 128;  // 0..255, as in the kernels above
   const int warpgroup = tid / 128;
   float d[64];
   for (float& v : d) v = 0.0f;
