@@ -2,7 +2,10 @@
 // cuDNN / cuBLAS, and the fused diffusion loss against its unfused chain.
 //
 //   kernel-bench [all|conv|memory|attention|loss|linear|gemm|step]... [--json FILE] [--batch N]
-//                [--skip-naive] [--smoke]
+//                [--skip-naive] [--smoke] [--only-sm90 | --without-sm90]
+//
+// --only-sm90, --without-sm90: only the rows on Hopper's wgmma and TMA kernels (convolution
+// v5, the wgmma GEMM, the step on v5), or all but them (apps/bench/bench.h: Sm90Rows).
 //
 // --smoke: one run per row (its time not worth reading), and small shapes where a section
 // has them (conv, attention, loss): checks that every row runs before a GPU session spends
@@ -54,11 +57,14 @@ int run(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--batch") && i + 1 < argc) o.batch = std::stoll(argv[++i]);
     else if (!std::strcmp(argv[i], "--skip-naive")) o.skip_naive = true;
     else if (!std::strcmp(argv[i], "--smoke")) o.smoke = true;
+    else if (!std::strcmp(argv[i], "--only-sm90")) o.sm90 = Sm90Rows::Only;
+    else if (!std::strcmp(argv[i], "--without-sm90")) o.sm90 = Sm90Rows::Without;
     else if (!std::strcmp(argv[i], "all") || is_section(argv[i])) named.insert(argv[i]);
     else
       THROW_ERROR("kernel-bench: unknown argument '" << argv[i] << "' (sections: " << names
                                                       << "; options: --json FILE, --batch N, "
-                                                         "--skip-naive, --smoke)");
+                                                         "--skip-naive, --smoke, --only-sm90, "
+                                                         "--without-sm90)");
   }
   std::vector<Section> chosen;  // in the order above
   for (const Section& s : all)

@@ -26,14 +26,14 @@ out="${1:?usage: scripts/gpu-check.sh OUT_DIR [stage ...]}"
 shift
 stages=("$@")
 [ ${#stages[@]} -gt 0 ] || stages=(build test sanitize bench profile train sample report)
-for var in DDPM_GPU_SECONDS DDPM_BENCH_TIMEOUT; do
+for var in DDPM_GPU_SECONDS DDPM_BENCH_TIMEOUT DDPM_BENCH_SM90_TIMEOUT; do
   if [ -n "${!var:-}" ] && ! [[ "${!var}" =~ ^[0-9]+$ ]]; then
     echo "gpu-check: $var must be a whole number of seconds, got '${!var}'" >&2
     exit 2
   fi
 done
 mkdir -p "$out"
-build=build-gpu
+build=${DDPM_GPU_BUILD_DIR:-build-gpu}  # another folder: tests/cli/gpu_check_report.sh's stand-ins
 
 deadline=$(($(date +%s) + ${DDPM_GPU_SECONDS:-1000000000}))
 seconds_left() { echo $((deadline - $(date +%s) - 30)); }
@@ -127,10 +127,33 @@ run_sanitize() {
 # the sections in DDPM_BENCH_SECTIONS (default all), under a time limit: it writes its JSON
 # after each section, so a run stopped there keeps the sections it finished (exit 124).
 run_bench() {
+  # Two processes: every row but those on Hopper's wgmma and TMA kernels first, then those
+  # (--only-sm90): a kernel's trap on the GPU ends its process's CUDA context and every row
+  # after it there, and the newest kernels are the likeliest to trap. kernel-bench.json has
+  # the rows of both.
   # shellcheck disable=SC2086 # the sections are words
   within "${DDPM_BENCH_TIMEOUT:-480}" "$build/apps/kernel-bench" ${DDPM_BENCH_SECTIONS:-all} \
-    --skip-naive --json "$out/kernel-bench.json" > "$out/kernel-bench.txt" 2>&1
-  echo "kernel-bench exit $?" | tee "$out/bench.status"
+    --skip-naive --without-sm90 --json "$out/kernel-bench-main.json" > "$out/kernel-bench.txt" 2>&1
+  echo "kernel-bench --without-sm90 exit $?" | tee "$out/bench.status"
+  # shellcheck disable=SC2086
+  within "${DDPM_BENCH_SM90_TIMEOUT:-240}" "$build/apps/kernel-bench" ${DDPM_BENCH_SECTIONS:-all} \
+    --skip-naive --only-sm90 --json "$out/kernel-bench-sm90.json" >> "$out/kernel-bench.txt" 2>&1
+  echo "kernel-bench --only-sm90 exit $?" | tee -a "$out/bench.status"
+  python3 - "$out" <<'PY'
+import json, os, sys
+out = sys.argv[1]
+names = ("kernel-bench-main.json", "kernel-bench-sm90.json")
+parts = {n: json.load(open(os.path.join(out, n))) for n in names if os.path.exists(os.path.join(out, n))}
+if parts:
+    merged = dict(next(iter(parts.values())))
+    merged["rows"] = [r for p in parts.values() for r in p["rows"]]
+    merged["complete"] = len(parts) == len(names) and all(p.get("complete") for p in parts.values())
+    failed = {f"{n}: {s}": why for n, p in parts.items() for s, why in p.get("failed_sections", {}).items()}
+    merged.pop("failed_sections", None)
+    if failed:
+        merged["failed_sections"] = failed
+    json.dump(merged, open(os.path.join(out, "kernel-bench.json"), "w"), indent=2)
+PY
   if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2> /dev/null; then
     within 300 python3 scripts/attention_reference.py --json "$out/attention-pytorch.json" \
       > "$out/attention-pytorch.txt" 2>&1

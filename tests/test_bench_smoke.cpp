@@ -1,17 +1,19 @@
 // kernel-bench's sections run through once (Timer smoke mode: one run per row, batch 1,
-// small shapes where the section has them): attention (every engine kernel, the bf16 flash
-// pair on bf16 tensors and both cuBLAS floors; the variants the report's cuDNN comparison
-// joins on, scripts/attention_reference.py, among them), the convolutions (v1-v4, cuDNN in
-// three maths, the engine on cuDNN, bf16 activations; small shapes of the model's kinds of
-// layer), the memory-bound kernels, the linear layers through cuBLAS, the Hopper wgmma GEMM
-// beside cuBLAS's, and the fused loss against its unfused chain. Every row runs and yields a finite, positive time. On the CPU
+// small shapes where the section has them; the sections with rows on Hopper's kernels in
+// two runs, without them and with only them, as scripts/gpu-check.sh runs them): attention
+// (every engine kernel, the bf16 flash pair on bf16 tensors and both cuBLAS floors; the
+// variants the report's cuDNN comparison joins on, scripts/attention_reference.py, among
+// them), the convolutions (v1-v5, cuDNN in three maths, the engine on cuDNN, bf16
+// activations; small shapes of the model's kinds of layer), the memory-bound kernels, the
+// linear layers through cuBLAS, the Hopper wgmma GEMM beside cuBLAS's, and the fused loss
+// against its unfused chain. Every row runs and yields a finite, positive time. On the CPU
 // emulation in CI, so a bench row that would fail (a library's refusal, a bad argument)
 // fails here and not in a GPU session's few minutes. And the training step's variants (fp32
 // and bf16, eager and as a CUDA graph, on our convolutions and cuDNN's, bf16 activations,
-// without the weights' copy) on a small U-Net of every layer kind: each row runs, and says
-// what the host issued for a step (a graph row: one graph launch, no kernel launch and no
-// memset; every row: one host wait, for the step's summary; without the weights' copy: more
-// launches, the conversions of w).
+// without the weights' copy, on v5) on a small U-Net of every layer kind: each row runs,
+// and says what the host issued for a step (a graph row: one graph launch, no kernel launch
+// and no memset; every row: one host wait, for the step's summary; without the weights'
+// copy: more launches, the conversions of w).
 // Skips without a GPU. Figures: none worth reading.
 #include <gtest/gtest.h>
 
@@ -32,12 +34,14 @@ namespace {
 
 // The rows one section adds, by "kernel / variant" (a count of shapes each), after checking
 // that every one has a finite, positive time and a finite rate.
-std::map<std::string, int> run_section(void (*section)(const bench::Options&, bench::Timer&,
-                                                       bench::Report&),
-                                       nlohmann::json* rows_out = nullptr) {
+using Section = void (*)(const bench::Options&, bench::Timer&, bench::Report&);
+
+std::map<std::string, int> run_section(Section section, nlohmann::json* rows_out = nullptr,
+                                       bench::Sm90Rows sm90 = bench::Sm90Rows::Both) {
   bench::Options o;
   o.batch = 1;
   o.smoke = true;
+  o.sm90 = sm90;
   const bench::Peaks peaks = bench::device_peaks();
   bench::Timer timer(peaks.l2_bytes, /*smoke=*/true);
   bench::Report report(peaks);
@@ -51,6 +55,27 @@ std::map<std::string, int> run_section(void (*section)(const bench::Options&, be
     ++rows[std::string(r["kernel"]) + " / " + std::string(r["variant"])];
   }
   if (rows_out) *rows_out = out["rows"];
+  return rows;
+}
+
+// A section run as scripts/gpu-check.sh runs kernel-bench: every row but those on Hopper's
+// kernels (--without-sm90), then only those (--only-sm90), in two runs. Checks that the
+// first has no row on them and the second nothing else (their variants name "wgmma"), and
+// returns both runs' rows.
+std::map<std::string, int> run_split(Section section, nlohmann::json* rows_out = nullptr) {
+  nlohmann::json without, only;
+  std::map<std::string, int> rows = run_section(section, &without, bench::Sm90Rows::Without);
+  const std::map<std::string, int> hopper = run_section(section, &only, bench::Sm90Rows::Only);
+  auto on_hopper = [](const nlohmann::json& r) {
+    return std::string(r["variant"]).find("wgmma") != std::string::npos;
+  };
+  for (const auto& r : without) EXPECT_FALSE(on_hopper(r)) << "--without-sm90: " << r.dump();
+  for (const auto& r : only) EXPECT_TRUE(on_hopper(r)) << "--only-sm90: " << r.dump();
+  for (const auto& [name, count] : hopper) rows[name] += count;
+  if (rows_out) {
+    *rows_out = without;
+    for (const auto& r : only) rows_out->push_back(r);
+  }
   return rows;
 }
 
@@ -68,7 +93,7 @@ TEST(BenchSmoke, EveryAttentionRowRuns) {
 
 TEST(BenchSmoke, EveryConvolutionRowRuns) {
   REQUIRE_GPU();
-  const std::map<std::string, int> rows = run_section(bench::bench_convolutions);
+  const std::map<std::string, int> rows = run_split(bench::bench_convolutions);
   for (const char* kernel : {"conv2d fwd", "conv2d dgrad", "conv2d wgrad"})
     for (const char* variant : {"v4 bf16, bf16 activations",
                                 "engine on cuDNN bf16, bf16 activations (+ glue)"})
@@ -131,7 +156,7 @@ TEST(BenchSmoke, EveryMemoryLinearAndLossRowRuns) {
 // with sm_90a code, and the emulation), one small case in smoke mode.
 TEST(BenchSmoke, EveryGemmRowRuns) {
   REQUIRE_GPU();
-  const std::map<std::string, int> rows = run_section(bench::bench_gemm);
+  const std::map<std::string, int> rows = run_split(bench::bench_gemm);
   const unsigned wgmma = cuda::gemm_sm90_available() ? 1u : 0u;
   EXPECT_EQ(rows.count("gemm / cuBLAS bf16 (GemmEx, TN)"), 1u);
   EXPECT_EQ(rows.count("gemm / cuBLAS bf16 (GemmEx, NT)"), 1u);
@@ -153,7 +178,7 @@ TEST(BenchSmoke, EveryGemmRowRuns) {
 TEST(BenchSmoke, EveryTrainingStepRowRuns) {
   REQUIRE_GPU();
   nlohmann::json rows;
-  const std::map<std::string, int> names = run_section(bench::bench_training_step, &rows);
+  const std::map<std::string, int> names = run_split(bench::bench_training_step, &rows);
   const size_t v5 = cuda::gemm_sm90_available() ? 2 : 0;  // eager and graph on wgmma
   EXPECT_EQ(names.size(), 12u + v5);
   for (const std::string graph : {"eager ", "CUDA graph "})

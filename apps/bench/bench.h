@@ -81,10 +81,22 @@ class Report {
   std::vector<Row> rows_;
 };
 
+// Rows on Hopper's wgmma and TMA kernels (sm_90a: convolution v5, the wgmma GEMM, the step
+// on v5), the others, or both (--only-sm90, --without-sm90). A kernel's trap on a GPU ends
+// the process's CUDA context and every row after it, so scripts/gpu-check.sh times the rest
+// first and the Hopper rows, the newest kernels, in a process of their own.
+enum class Sm90Rows { Both, Without, Only };
+
 struct Options {
   int64_t batch = 128;
   bool skip_naive = false;
   bool smoke = false;  // small shapes where a section has them, one run per row (Timer)
+  Sm90Rows sm90 = Sm90Rows::Both;
+  // Whether rows of this kind are wanted: on the Hopper kernels (which also need
+  // cuda::gemm_sm90_available()) or not.
+  bool wants(bool sm90_rows) const {
+    return sm90_rows ? sm90 != Sm90Rows::Without : sm90 != Sm90Rows::Only;
+  }
 };
 
 // The bits of a bf16 tensor, as the kernels' bf16 entries take them.

@@ -165,6 +165,7 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
         // (weight transposition, padding and bf16 staging), next to cuDNN alone below
         {cuda::ConvAlgo::CudnnBf16, cuda::Bf16Tiles::Heuristic, "engine on cuDNN bf16 (+ glue)"}};
     for (const Version& version : versions) {
+      if (!o.wants(false)) break;
       const cuda::ConvAlgo algo = version.algo;
       const char* v = version.name;
       if (algo == cuda::ConvAlgo::Naive && skip_naive) continue;
@@ -221,6 +222,7 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
         {cuda::ConvAlgo::CudnnBf16, true,
          "engine on cuDNN bf16, bf16 activations and weight copy (+ glue)"}};
     for (const OnBf16& run : on_bf16) {
+      if (!o.wants(false)) break;
       const cuda::ConvAlgo algo = run.algo;
       const bool weight_copy = run.weight_copy;
       const char* v = run.name;
@@ -246,7 +248,8 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
     }
     // v5, the three passes on Hopper's wgmma (conv2d_bf16.cuh), where it runs, as v4's rows
     // above
-    if (cuda::gemm_sm90_available() && cuda::conv2d_algo_runs(s, cuda::ConvAlgo::Bf16TensorCore)) {
+    if (o.wants(true) && cuda::gemm_sm90_available() &&
+        cuda::conv2d_algo_runs(s, cuda::ConvAlgo::Bf16TensorCore)) {
       const cuda::ConvAlgo v4 = cuda::ConvAlgo::Bf16TensorCore;
       const Tensor ws = Tensor::empty(
           Shape{std::max<int64_t>(1, std::max(cuda::conv2d_forward_workspace(s, v4),
@@ -293,6 +296,7 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
     for (const Baseline& base : {Baseline{CUDNN_FMA_MATH, CUDNN_DATA_FLOAT, "cuDNN fp32"},
                                  Baseline{CUDNN_TENSOR_OP_MATH, CUDNN_DATA_FLOAT, "cuDNN TF32"},
                                  Baseline{CUDNN_TENSOR_OP_MATH, CUDNN_DATA_BFLOAT16, "cuDNN bf16"}}) {
+      if (!o.wants(false)) break;
       const char* name = base.name;
       const bool bf16 = base.data == CUDNN_DATA_BFLOAT16;
       const DType dt = bf16 ? DType::BF16 : DType::F32;
@@ -329,7 +333,7 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
     }
   }
   CUDNN_CHECK(cudnnDestroy(cudnn));
-  bench_upsample_convolutions(o, timer, report);
+  if (o.wants(false)) bench_upsample_convolutions(o, timer, report);
 }
 
 }  // namespace ddpm::bench

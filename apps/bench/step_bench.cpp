@@ -48,13 +48,15 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
     bool wgmma = false;       // cuda_conv: wgmma (convolution v5, Hopper only)
   };
   std::vector<Variant> variants;
-  for (const char* precision : {"fp32", "bf16"})
-    for (const bool cudnn : {false, true})
-      for (const bool graph : {false, true}) variants.push_back({precision, cudnn, graph});
-  for (const bool graph : {false, true}) variants.push_back({"bf16", false, graph, true});
-  variants.push_back({"bf16", false, false, true, false});
-  variants.push_back({"bf16", false, false, true, true, false});
-  if (cuda::gemm_sm90_available())  // the bf16-activations step on convolution v5
+  if (o.wants(false)) {
+    for (const char* precision : {"fp32", "bf16"})
+      for (const bool cudnn : {false, true})
+        for (const bool graph : {false, true}) variants.push_back({precision, cudnn, graph});
+    for (const bool graph : {false, true}) variants.push_back({"bf16", false, graph, true});
+    variants.push_back({"bf16", false, false, true, false});
+    variants.push_back({"bf16", false, false, true, true, false});
+  }
+  if (o.wants(true) && cuda::gemm_sm90_available())  // the bf16-activations step on v5
     for (const bool graph : {false, true}) {
       Variant v5{"bf16", false, graph, true};
       v5.wgmma = true;

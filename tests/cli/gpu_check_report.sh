@@ -6,6 +6,7 @@
 # report.json holds kernel-bench's rows. Needs no GPU: a report can be written (or rewritten)
 # from a GPU session's outputs on any machine. And a call out of time (DDPM_GPU_SECONDS)
 # skips its stages, names them, and still writes its report; a bad time is refused; the
+# bench stage runs the Hopper rows in a process of their own (a stand-in kernel-bench); the
 # sanitize stage runs what it should (a stand-in compute-sanitizer), and so does the profile
 # stage (a stand-in ncu).
 #   tests/cli/gpu_check_report.sh SOURCE_DIR WORKDIR
@@ -57,12 +58,47 @@ done
 grep -qF -- "- out of time: gpu-check: stage build skipped" "$late/report.md" ||
   fail "the report does not say which stages ran out of time"
 # A time that is not a whole number of seconds is refused with its name and value.
-for var in DDPM_GPU_SECONDS DDPM_BENCH_TIMEOUT; do
+for var in DDPM_GPU_SECONDS DDPM_BENCH_TIMEOUT DDPM_BENCH_SM90_TIMEOUT; do
   msg=$(env "$var=ten" bash "$src/scripts/gpu-check.sh" "$work/bad" report 2>&1) &&
     fail "$var=ten was accepted"
   grep -qF "$var must be a whole number of seconds, got 'ten'" <<< "$msg" ||
     fail "$var=ten: the error does not name it: $msg"
 done
+# The bench stage with a stand-in kernel-bench: every row but the Hopper kernels' in one
+# process, then those in another (one that traps loses only its own rows), and
+# kernel-bench.json holds the rows of both, incomplete, the failed section named with its
+# process.
+mkdir -p "$work/kb/apps"
+cat > "$work/kb/apps/kernel-bench" <<'SH'
+#!/usr/bin/env bash
+json="" rows=""
+while [ $# -gt 0 ]; do
+  case $1 in
+    --json) json=$2; shift ;;
+    --without-sm90) rows='{"kernel": "conv2d fwd", "variant": "v4"}, {"kernel": "gemm", "variant": "cuBLAS"}' ;;
+    --only-sm90) rows='{"kernel": "gemm", "variant": "wgmma"}' ;;
+  esac
+  shift
+done
+[ -n "$rows" ] || exit 3  # neither flag: not how the bench stage runs it
+if [[ $rows == *wgmma* ]]; then
+  echo "{\"rows\": [$rows], \"complete\": false, \"failed_sections\": {\"gemm\": \"trap\"}}" > "$json"
+  exit 1
+fi
+echo "{\"rows\": [$rows], \"complete\": true}" > "$json"
+SH
+chmod +x "$work/kb/apps/kernel-bench"
+DDPM_GPU_BUILD_DIR="$work/kb" bash "$src/scripts/gpu-check.sh" "$work/bench" bench > /dev/null 2>&1
+grep -qx "kernel-bench --without-sm90 exit 0" "$work/bench/bench.status" &&
+  grep -qx "kernel-bench --only-sm90 exit 1" "$work/bench/bench.status" ||
+  fail "the bench stage's two processes are not both run and recorded: $(cat "$work/bench/bench.status")"
+python3 -c "
+import json
+j = json.load(open('$work/bench/kernel-bench.json'))
+assert [r['variant'] for r in j['rows']] == ['v4', 'cuBLAS', 'wgmma'], j['rows']
+assert j['complete'] is False, j
+assert j['failed_sections'] == {'kernel-bench-sm90.json: gemm': 'trap'}, j
+" || fail "kernel-bench.json does not merge the two processes' rows"
 # The sanitize stage with a stand-in compute-sanitizer (the real one needs a GPU): every
 # run at small shapes, memcheck on each CUDA suite, the shared-memory tools with their
 # filters, each run's exit status recorded, new memory poisoned except under initcheck.
