@@ -28,7 +28,7 @@
 //            adjacent columns per row.
 // Deterministic: every product sums its k in one fixed order.
 //
-// Two ways to load the tiles, side by side (GemmLoads), the same tile, pipeline and products:
+// Three ways to load the tiles, side by side (GemmLoads), the same tile and products:
 //   cp.async  every thread computes the addresses of its 8 chunks a stage and copies them
 //            (above): about half of what a warp issues per stage is that (static SASS,
 //            sm_90a: 219-240 instructions in the loop, 118-136 with TMA), and the copies'
@@ -54,7 +54,8 @@
 //            stage is refilled as soon as both are done with it, so up to kStages - 1 tiles
 //            of loads are in flight instead of kStages - 2. The producer's registers are
 //            not given back (CUTLASS's setmaxnreg): at 384 threads a block may still have
-//            170 a thread, more than the consumers' 90 need.
+//            170 a thread, more than the consumers' 90 need. Static SASS (sm_90a): the
+//            consumers' loop is 94 instructions a warp.
 #include <cuda_runtime.h>
 
 #include <string>
