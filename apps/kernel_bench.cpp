@@ -20,10 +20,13 @@
 // one CUDA graph, fp32 and bf16: ms, img/s, launches). Timing method: apps/bench/bench.h.
 // Output: a table, and JSON with --json, both as each section finishes (a run stopped at a
 // time limit keeps the sections it finished; "complete" in the JSON says whether it ran to
-// the end). Without a GPU it says so and exits 0. A section that fails is named (stderr,
-// and "failed_sections" in the JSON) and the others still run; the exit status is then 1.
+// the end). Without a GPU it says so and exits 0 (a bad command line is refused first, exit
+// 2). A section that fails is named (stderr, and "failed_sections" in the JSON) and the
+// others still run; the exit status is then 1.
+#include <algorithm>
+#include <cstdint>
 #include <cstdio>
-#include <cstring>
+#include <iterator>
 #include <set>
 #include <string>
 #include <vector>
@@ -31,44 +34,90 @@
 #include "engine/check.h"
 #include "engine/device.h"
 
+namespace {
+
+// The sections, in the order they run.
+const char* const kSections[] = {"conv", "memory", "attention", "loss", "linear", "gemm", "step"};
+
+// The command line, read before anything needs a GPU, so that a bad one is refused on any
+// machine.
+struct Args {
+  std::set<std::string> sections;  // named ones ("all" or none: every one)
+  std::string json_path;
+  int64_t batch = 128;
+  bool skip_naive = false, smoke = false, only_sm90 = false, without_sm90 = false;
+};
+
+Args parse(int argc, char** argv) {
+  std::string names = "all";
+  for (const char* s : kSections) names += std::string(" ") + s;
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    const bool has_value = i + 1 < argc;
+    if (arg == "--json" && has_value) {
+      a.json_path = argv[++i];
+    } else if (arg == "--batch" && has_value) {
+      const std::string v = argv[++i];
+      size_t used = 0;
+      long long n = 0;
+      try {
+        n = std::stoll(v, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (used != v.size() || n < 1)
+        THROW_ERROR("kernel-bench: --batch must be a whole number of at least 1, got '" << v
+                                                                                     << "'");
+      a.batch = n;
+    } else if (arg == "--skip-naive") {
+      a.skip_naive = true;
+    } else if (arg == "--smoke") {
+      a.smoke = true;
+    } else if (arg == "--only-sm90") {
+      a.only_sm90 = true;
+    } else if (arg == "--without-sm90") {
+      a.without_sm90 = true;
+    } else if (arg == "all" || std::find(std::begin(kSections), std::end(kSections), arg) !=
+                                   std::end(kSections)) {
+      a.sections.insert(arg);
+    } else {
+      THROW_ERROR("kernel-bench: unknown argument '" << arg << "' (sections: " << names
+                                                      << "; options: --json FILE, --batch N, "
+                                                         "--skip-naive, --smoke, --only-sm90, "
+                                                         "--without-sm90)");
+    }
+  }
+  if (a.only_sm90 && a.without_sm90)
+    THROW_ERROR("kernel-bench: --only-sm90 and --without-sm90 exclude each other (the first "
+                "keeps only the rows on Hopper's kernels, the second drops them)");
+  return a;
+}
+
+}  // namespace
+
 #if DDPM_WITH_CUDA
 #include "apps/bench/bench.h"
 
 namespace ddpm::bench {
 namespace {
 
-int run(int argc, char** argv) {
-  const std::vector<Section> all = {
-      {"conv", bench_convolutions}, {"memory", bench_memory_bound}, {"attention", bench_attention},
-      {"loss", bench_loss},         {"linear", bench_linear},       {"gemm", bench_gemm},
-      {"step", bench_training_step}};
-  std::string names = "all";
-  for (const Section& s : all) names += std::string(" ") + s.name;
-  auto is_section = [&](const char* name) {
-    for (const Section& s : all)
-      if (!std::strcmp(s.name, name)) return true;
-    return false;
-  };
-  std::string json_path;
-  Options o;
-  std::set<std::string> named;
-  for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
-    else if (!std::strcmp(argv[i], "--batch") && i + 1 < argc) o.batch = std::stoll(argv[++i]);
-    else if (!std::strcmp(argv[i], "--skip-naive")) o.skip_naive = true;
-    else if (!std::strcmp(argv[i], "--smoke")) o.smoke = true;
-    else if (!std::strcmp(argv[i], "--only-sm90")) o.sm90 = Sm90Rows::Only;
-    else if (!std::strcmp(argv[i], "--without-sm90")) o.sm90 = Sm90Rows::Without;
-    else if (!std::strcmp(argv[i], "all") || is_section(argv[i])) named.insert(argv[i]);
-    else
-      THROW_ERROR("kernel-bench: unknown argument '" << argv[i] << "' (sections: " << names
-                                                      << "; options: --json FILE, --batch N, "
-                                                         "--skip-naive, --smoke, --only-sm90, "
-                                                         "--without-sm90)");
-  }
+using SectionRun = void (*)(const Options&, Timer&, Report&);
+// kSections' functions, in its order
+const SectionRun kRuns[] = {bench_convolutions, bench_memory_bound, bench_attention, bench_loss,
+                            bench_linear,       bench_gemm,         bench_training_step};
+static_assert(std::size(kRuns) == std::size(kSections), "a function per section");
+
+int run(const Args& a) {
   std::vector<Section> chosen;  // in the order above
-  for (const Section& s : all)
-    if (named.empty() || named.count("all") || named.count(s.name)) chosen.push_back(s);
+  for (size_t i = 0; i < std::size(kSections); ++i)
+    if (a.sections.empty() || a.sections.count("all") || a.sections.count(kSections[i]))
+      chosen.push_back({kSections[i], kRuns[i]});
+  Options o;
+  o.batch = a.batch;
+  o.skip_naive = a.skip_naive;
+  o.smoke = a.smoke;
+  o.sm90 = a.only_sm90 ? Sm90Rows::Only : a.without_sm90 ? Sm90Rows::Without : Sm90Rows::Both;
   const Peaks peaks = device_peaks();
   std::printf("device: %s  peaks: fp32 %.1f, TF32 %.0f, bf16 %.0f TFLOP/s (dense)  bandwidth "
               "%.0f GB/s  L2 %.0f MiB  batch %lld\n",
@@ -76,7 +125,7 @@ int run(int argc, char** argv) {
               peaks.bandwidth_gbs, peaks.l2_bytes / 1048576.0, static_cast<long long>(o.batch));
   Timer timer(peaks.l2_bytes, o.smoke);
   Report report(peaks);
-  return run_sections(chosen, o, timer, report, json_path) ? 0 : 1;
+  return run_sections(chosen, o, timer, report, a.json_path) ? 0 : 1;
 }
 
 }  // namespace
@@ -84,6 +133,13 @@ int run(int argc, char** argv) {
 #endif
 
 int main(int argc, char** argv) {
+  Args args;
+  try {
+    args = parse(argc, argv);
+  } catch (const ddpm::Error& e) {
+    std::fprintf(stderr, "%s\n", e.message().c_str());  // the message alone, as ddpm's
+    return 2;
+  }
   if (!ddpm::cuda_available()) {
     std::printf("kernel-bench: no GPU to measure (%s); nothing to do\n",
                 ddpm::cuda_unavailable_reason().c_str());
@@ -91,14 +147,12 @@ int main(int argc, char** argv) {
   }
 #if DDPM_WITH_CUDA
   try {
-    return ddpm::bench::run(argc, argv);
+    return ddpm::bench::run(args);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "kernel-bench: error: %s\n", e.what());
     return 1;
   }
 #else
-  (void)argc;
-  (void)argv;
   return 0;
 #endif
 }

@@ -1054,11 +1054,12 @@ template <class LoadA, class LoadB, class Epilogue>
 void launch_wgmma(const Gemm& g, LoadA a, LoadB b, Epilogue epilogue, float* planes) {
   if (g.m == 0 || g.n == 0) return;
   CHECK(gemm_sm90_available(), "conv v5 (wgmma) " << sm90a_missing());
+  constexpr size_t kBytes = sm90::shared_bytes_with_barriers(1);  // the TMA B's barriers
   auto launch = [&](dim3 grid, int64_t k_slice) {
-    reserve_shared_memory(conv_gemm_wgmma<LoadA, LoadB, Epilogue>, sm90::kSharedBytesWithBarriers,
-                          "conv v5 (wgmma)", "no Hopper GPU has less");
-    DDPM_LAUNCH((conv_gemm_wgmma<LoadA, LoadB, Epilogue>), grid, sm90::kThreads,
-                sm90::kSharedBytesWithBarriers)(g.m, g.n, g.k, k_slice, a, b, epilogue, planes);
+    reserve_shared_memory(conv_gemm_wgmma<LoadA, LoadB, Epilogue>, kBytes, "conv v5 (wgmma)",
+                          "no Hopper GPU has less");
+    DDPM_LAUNCH((conv_gemm_wgmma<LoadA, LoadB, Epilogue>), grid, sm90::kThreads, kBytes)(
+        g.m, g.n, g.k, k_slice, a, b, epilogue, planes);
   };
   launch_split(g, sm90::kTile, sm90::kTile, sm90::kTileK, planes, epilogue, launch);
 }

@@ -100,11 +100,13 @@ class KernelLaunch {
 // matters little (llm.c and PyTorch use 256-512).
 constexpr int kThreads = 256;
 
-// Blocks for n elements with a grid-stride loop: enough to fill the GPU many times over
-// (132 SMs x 16 resident blocks on an H100 is ~2k; 65535 is the portable y/z limit and
-// far beyond what a stride loop needs).
-inline unsigned grid_for(int64_t n) {
-  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>((n + kThreads - 1) / kThreads, 65535)));
+// Blocks for n elements with a grid-stride loop: one per kThreads elements, at least one and
+// at most max_blocks (65535 by default: enough to fill the GPU many times over, 132 SMs x 16
+// resident blocks on an H100 being ~2k, and the portable y/z limit; a two-stage reduction
+// passes its number of partials).
+inline unsigned grid_for(int64_t n, int64_t max_blocks = 65535) {
+  return static_cast<unsigned>(
+      std::max<int64_t>(1, std::min<int64_t>((n + kThreads - 1) / kThreads, max_blocks)));
 }
 
 // for (i = global thread index; i < n; i += total threads): the loop every elementwise

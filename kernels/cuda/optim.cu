@@ -3,8 +3,6 @@
 // loop. AdamW reads p, g, m, v and writes p, m, v: 28 bytes per parameter, memory-bound.
 // The global gradient norm is a sum of squares accumulated in double with the same
 // fixed-order two-stage tree as kernels/cuda/reduce.cu, so clipping is deterministic.
-#include <algorithm>
-
 #include "engine/cuda_check.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/optim.cuh"
@@ -119,7 +117,7 @@ void ema_update(int64_t n, float decay, const float* param, float* ema) {
 
 void sum_of_squares(int64_t n, const float* x, double* workspace, double* result) {
   // As reduce.cu's sums: a block per 256 values up to the workspace's partials.
-  const unsigned blocks = std::min(grid_for(n), static_cast<unsigned>(kSumOfSquaresWorkspace));
+  const unsigned blocks = grid_for(n, kSumOfSquaresWorkspace);
   DDPM_LAUNCH(sum_squares_partial_kernel, blocks, kThreads)(n, x, workspace);
   DDPM_LAUNCH(sum_partials_kernel, 1, kThreads)(static_cast<int>(blocks), workspace, result);
 }

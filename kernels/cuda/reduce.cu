@@ -9,8 +9,6 @@
 // sample, with the same block tree.
 // Limits: bandwidth-bound; kPartials = 512 blocks is enough to saturate memory on current
 // GPUs for large n, and few enough for stage 2 to be one block.
-#include <algorithm>
-
 #include "engine/cuda_check.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/reduce.cuh"
@@ -79,7 +77,7 @@ __global__ void mse_per_sample_kernel(int64_t inner, const float* pred, const fl
 
 template <int kMode>
 void full_sum(int64_t n, float scale, const float* x, const float* t, float* y, float* partials) {
-  const unsigned blocks = std::min(grid_for(n), static_cast<unsigned>(kPartials));
+  const unsigned blocks = grid_for(n, kPartials);
   DDPM_LAUNCH(partial_sum_kernel<kMode>, blocks, kThreads)(n, x, t, partials);
   DDPM_LAUNCH(finish_sum_kernel, 1, kThreads)(static_cast<int>(blocks), scale, partials, y);
 }

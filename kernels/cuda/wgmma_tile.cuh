@@ -87,7 +87,6 @@ struct TileLayout<Major::MN> {  // panel p: row k holds mn 64 p..64 p + 63
 constexpr size_t shared_bytes_with_barriers(int sets) {
   return kSharedBytes + sets * kStages * sizeof(uint64_t);
 }
-constexpr size_t kSharedBytesWithBarriers = shared_bytes_with_barriers(1);
 struct StageBarriers {
   ptx::SharedAddress first;  // stage s's barrier: first + 8 s
   __device__ explicit StageBarriers(ptx::SharedAddress first_stage_, int set = 0)
