@@ -7,12 +7,17 @@
 namespace ddpm::app {
 
 Args::Args(int argc, char** argv, const std::vector<std::string>& options,
-           const std::vector<std::string>& flags, const std::vector<std::string>& repeated) {
+           const std::vector<std::string>& flags, const std::vector<std::string>& repeated,
+           std::vector<std::string>* words) {
   auto in = [](const std::vector<std::string>& v, const std::string& s) {
     return std::find(v.begin(), v.end(), s) != v.end();
   };
   for (int i = 0; i < argc; ++i) {
     const std::string a = argv[i];
+    if (words != nullptr && a.rfind("--", 0) != 0) {
+      words->push_back(a);
+      continue;
+    }
     CHECK(a.rfind("--", 0) == 0, "unexpected argument '" << a << "'");
     const std::string name = a.substr(2);
     if (in(flags, name)) {

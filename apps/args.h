@@ -12,9 +12,11 @@ namespace ddpm::app {
 class Args {
  public:
   // options: names taking a value; flags: names without one; repeated: options that may
-  // appear several times (e.g. --set).
+  // appear several times (e.g. --set). words: where the arguments that are not options go,
+  // in order (kernel-bench's sections); without it, such an argument is an error.
   Args(int argc, char** argv, const std::vector<std::string>& options,
-       const std::vector<std::string>& flags, const std::vector<std::string>& repeated = {});
+       const std::vector<std::string>& flags, const std::vector<std::string>& repeated = {},
+       std::vector<std::string>* words = nullptr);
 
   bool has(const std::string& name) const { return values_.count(name) > 0; }
   std::string get(const std::string& name, const std::string& fallback) const;

@@ -31,6 +31,7 @@
 #include <string>
 #include <vector>
 
+#include "apps/args.h"
 #include "engine/check.h"
 #include "engine/device.h"
 
@@ -41,56 +42,33 @@ const char* const kSections[] = {"conv", "memory", "attention", "loss", "linear"
 
 // The command line, read before anything needs a GPU, so that a bad one is refused on any
 // machine.
-struct Args {
+struct Command {
   std::set<std::string> sections;  // named ones ("all" or none: every one)
   std::string json_path;
   int64_t batch = 128;
   bool skip_naive = false, smoke = false, only_sm90 = false, without_sm90 = false;
 };
 
-Args parse(int argc, char** argv) {
-  std::string names = "all";
-  for (const char* s : kSections) names += std::string(" ") + s;
-  Args a;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    const bool has_value = i + 1 < argc;
-    if (arg == "--json" && has_value) {
-      a.json_path = argv[++i];
-    } else if (arg == "--batch" && has_value) {
-      const std::string v = argv[++i];
-      size_t used = 0;
-      long long n = 0;
-      try {
-        n = std::stoll(v, &used);
-      } catch (const std::exception&) {
-        used = 0;
-      }
-      if (used != v.size() || n < 1)
-        THROW_ERROR("kernel-bench: --batch must be a whole number of at least 1, got '" << v
-                                                                                     << "'");
-      a.batch = n;
-    } else if (arg == "--skip-naive") {
-      a.skip_naive = true;
-    } else if (arg == "--smoke") {
-      a.smoke = true;
-    } else if (arg == "--only-sm90") {
-      a.only_sm90 = true;
-    } else if (arg == "--without-sm90") {
-      a.without_sm90 = true;
-    } else if (arg == "all" || std::find(std::begin(kSections), std::end(kSections), arg) !=
-                                   std::end(kSections)) {
-      a.sections.insert(arg);
-    } else {
-      THROW_ERROR("kernel-bench: unknown argument '" << arg << "' (sections: " << names
-                                                      << "; options: --json FILE, --batch N, "
-                                                         "--skip-naive, --smoke, --only-sm90, "
-                                                         "--without-sm90)");
-    }
+Command parse(int argc, char** argv) {
+  std::vector<std::string> words;
+  const ddpm::app::Args args(argc - 1, argv + 1, {"json", "batch"},
+                             {"skip-naive", "smoke", "only-sm90", "without-sm90"}, {}, &words);
+  Command a;
+  for (const std::string& w : words) {
+    CHECK(w == "all" || std::find(std::begin(kSections), std::end(kSections), w) !=
+                            std::end(kSections),
+          "unknown section '" << w << "'");
+    a.sections.insert(w);
   }
-  if (a.only_sm90 && a.without_sm90)
-    THROW_ERROR("kernel-bench: --only-sm90 and --without-sm90 exclude each other (the first "
-                "keeps only the rows on Hopper's kernels, the second drops them)");
+  a.json_path = args.get("json", "");
+  a.batch = args.integer("batch", a.batch, 1, int64_t{1} << 20);
+  a.skip_naive = args.has("skip-naive");
+  a.smoke = args.has("smoke");
+  a.only_sm90 = args.has("only-sm90");
+  a.without_sm90 = args.has("without-sm90");
+  CHECK(!(a.only_sm90 && a.without_sm90),
+        "--only-sm90 and --without-sm90 exclude each other (the first keeps only the rows on "
+        "Hopper's kernels, the second drops them)");
   return a;
 }
 
@@ -108,7 +86,7 @@ const SectionRun kRuns[] = {bench_convolutions, bench_memory_bound, bench_attent
                             bench_linear,       bench_gemm,         bench_training_step};
 static_assert(std::size(kRuns) == std::size(kSections), "a function per section");
 
-int run(const Args& a) {
+int run(const Command& a) {
   std::vector<Section> chosen;  // in the order above
   for (size_t i = 0; i < std::size(kSections); ++i)
     if (a.sections.empty() || a.sections.count("all") || a.sections.count(kSections[i]))
@@ -133,11 +111,16 @@ int run(const Args& a) {
 #endif
 
 int main(int argc, char** argv) {
-  Args args;
+  Command command;
   try {
-    args = parse(argc, argv);
-  } catch (const ddpm::Error& e) {
-    std::fprintf(stderr, "%s\n", e.message().c_str());  // the message alone, as ddpm's
+    command = parse(argc, argv);
+  } catch (const ddpm::Error& e) {  // the message alone, as ddpm prints one
+    std::string sections = "all";
+    for (const char* s : kSections) sections += std::string(" ") + s;
+    std::fprintf(stderr,
+                 "kernel-bench: %s\nusage: kernel-bench [SECTION]... [--json FILE] [--batch N] "
+                 "[--skip-naive] [--smoke] [--only-sm90 | --without-sm90]; sections: %s\n",
+                 e.message().c_str(), sections.c_str());
     return 2;
   }
   if (!ddpm::cuda_available()) {
@@ -147,7 +130,7 @@ int main(int argc, char** argv) {
   }
 #if DDPM_WITH_CUDA
   try {
-    return ddpm::bench::run(args);
+    return ddpm::bench::run(command);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "kernel-bench: error: %s\n", e.what());
     return 1;
