@@ -3,6 +3,7 @@
 // Gaussian data (whose optimal denoiser is known in closed form).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <numeric>
 #include <set>
@@ -78,6 +79,9 @@ TEST(Schedule, RespacingKeepsAlphaBar) {
   // 50 ratios multiplied back: rounding ~ 50 * 1e-16 relative per step, far below 1e-10.
   for (int i = 0; i < 50; ++i) EXPECT_NEAR(r.alpha_bar[i] / s.alpha_bar[tau[i]], 1.0, 1e-10);
   EXPECT_EQ(even_timesteps(1000, 1), std::vector<int>{999});
+  // round(i (T-1) / (K-1)), halves away from zero: 99 i / 6 = 16.5, 49.5, 82.5 -> 17, 50, 83
+  EXPECT_EQ(even_timesteps(100, 7), (std::vector<int>{0, 17, 33, 50, 66, 83, 99}));
+  EXPECT_EQ(even_timesteps(10, 3), (std::vector<int>{0, 5, 9}));
   expect_error([] { even_timesteps(10, 11); }, {"sampling steps must be in [1, 10]"});
 }
 
@@ -130,6 +134,29 @@ TEST(Losses, VlbWeightsAgreeAcrossParameterizations) {
   const std::vector<double> h = loss_weights(s, Target::Epsilon, {LossKind::Hybrid, 0.001});
   EXPECT_NEAR(h[500], 1 + 0.001 * w[500], 1e-15);
   EXPECT_EQ(loss_weights(s, Target::V, {}), std::vector<double>(1000, 1.0));
+}
+
+TEST(Losses, VlbClampCapsEveryTargetsWeight) {
+  // A clamp at half the largest VLB weight must cap each target's weights where they exceed
+  // it, in vlb (min(v, clamp)) and in hybrid (1 + lambda min(v, clamp)), and leave the rest.
+  const Schedule s = make_schedule({ScheduleKind::Cosine, 1000});
+  for (Target target : {Target::Epsilon, Target::X0, Target::V}) {
+    const std::vector<double> free = loss_weights(s, target, {LossKind::Vlb});
+    const double clamp = 0.5 * *std::max_element(free.begin(), free.end());
+    LossConfig capped{LossKind::Vlb};
+    capped.vlb_clamp = clamp;
+    const std::vector<double> w = loss_weights(s, target, capped);
+    LossConfig hybrid{LossKind::Hybrid, 0.01};
+    hybrid.vlb_clamp = clamp;
+    const std::vector<double> h = loss_weights(s, target, hybrid);
+    int capped_count = 0;
+    for (int t = 0; t < 1000; ++t) {
+      ASSERT_EQ(w[t], std::min(free[t], clamp)) << target_name(target) << " t=" << t;
+      ASSERT_EQ(h[t], 1.0 + 0.01 * std::min(free[t], clamp)) << target_name(target) << " t=" << t;
+      capped_count += free[t] > clamp;
+    }
+    EXPECT_GT(capped_count, 0) << target_name(target) << ": the clamp must bite somewhere";
+  }
 }
 
 TEST(Losses, WeightedLossValueAndGradient) {
@@ -216,6 +243,28 @@ TEST(TimestepSampler, ImportanceWeightsAreUnbiased) {
   EXPECT_EQ(copy.probabilities(), p);
   TimestepSampler other(TimestepSamplerKind::Importance, 50);
   expect_error([&] { other.load_state(s.state()); }, {"T=100", "T=50"});
+}
+
+TEST(TimestepSampler, ImportanceProbabilitiesAreTheRootMeanSquareMixedWithUniform) {
+  // T = 3, history 2, uniform share 0.25. Histories (oldest first) after the updates below:
+  //   t=0: {1, 1}, rms 1;  t=1: {0, 2}, rms sqrt(2);  t=2: {3, 4}, rms sqrt(12.5)
+  // (t=2 first held 9, overwritten by 4: the ring keeps the last `history` losses).
+  // p_t = 0.75 rms_t / (1 + sqrt(2) + sqrt(12.5)) + 0.25 / 3; a mean instead of the root
+  // mean square (1, 1, 3.5) or no uniform share gives other numbers.
+  TimestepSampler s(TimestepSamplerKind::Importance, 3, 2, 0.25);
+  s.update({0, 1, 2}, {1, 0, 9});
+  EXPECT_FALSE(s.warmed_up());
+  EXPECT_EQ(s.probabilities(), std::vector<double>(3, 1.0 / 3)) << "uniform until warmed up";
+  s.update({2, 0, 1, 2}, {3, 1, 2, 4});
+  ASSERT_TRUE(s.warmed_up());
+  const double total = 1 + std::sqrt(2.0) + std::sqrt(12.5);
+  const std::vector<double> want = {0.75 / total + 0.25 / 3, 0.75 * std::sqrt(2.0) / total + 0.25 / 3,
+                                    0.75 * std::sqrt(12.5) / total + 0.25 / 3};
+  const std::vector<double> p = s.probabilities();
+  for (int t = 0; t < 3; ++t) EXPECT_NEAR(p[t], want[t], 1e-15) << "t=" << t;
+  // Each draw's weight is 1 / (T p_t).
+  const TimestepBatch b = s.sample(64, 9, 1);
+  for (int i = 0; i < 64; ++i) ASSERT_NEAR(b.weights[i], 1.0 / (3 * want[b.t[i]]), 1e-12);
 }
 
 // Data x0 ~ N(mu, diag(sd^2)) in 2-D. For this data the MMSE predictions are closed-form:

@@ -194,6 +194,24 @@ TEST(Likelihood, GaussianDataWithTheOracleDenoiserMatchesTheClosedForm) {
   }
 }
 
+TEST(Likelihood, TheDecodersEndBinsTakeTheTails) {
+  // The lowest level (-1) owns everything below its upper edge, the highest (+1) everything
+  // above its lower edge (Ho et al. 2020, eq. 13). With the prediction on the level itself,
+  // half a bin is ~0.4 of the decoder's sd here, so a bin closed at both edges would lose a
+  // third of the probability.
+  const Schedule s = linear_schedule(kT);
+  const double sd = std::sqrt(s.posterior_variance[1]), half = 1.0 / 255;
+  auto cdf = [](double z) { return 0.5 * std::erfc(-z / std::sqrt(2.0)); };
+  const float x0[] = {-1.0f, 1.0f, -1.0f, 1.0f};
+  const float hat[] = {-1.0f, 1.0f, -0.99f, 0.995f};
+  double want = 0;
+  for (int d = 0; d < 4; ++d)
+    want -= std::log(x0[d] < 0 ? cdf((x0[d] + half - hat[d]) / sd)
+                               : 1 - cdf((x0[d] - half - hat[d]) / sd));
+  EXPECT_NEAR(decoder_nll(s, x0, hat, 4, 256), want, 1e-9 * std::fabs(want));
+  EXPECT_GT(cdf(-half / sd), 0.3) << "the case must tell an open end bin from a closed one";
+}
+
 TEST(Likelihood, BadSettingsNameTheSetting) {
   const Schedule s = linear_schedule(kT);
   const Denoiser net = fixed_denoiser(s, Target::X0);

@@ -10,11 +10,6 @@
 
 namespace ddpm {
 
-namespace {
-constexpr uint64_t kStartStream = 0x5A3B000000000000ull;
-constexpr uint64_t kStepStream = 0x5A3B000000000001ull;
-}  // namespace
-
 SamplerKind parse_sampler_kind(const std::string& name) {
   if (name == "ddpm") return SamplerKind::Ddpm;
   if (name == "ddim") return SamplerKind::Ddim;
@@ -30,7 +25,7 @@ namespace {
 //   x0    = x0_x x + x0_pred pred                  (epsilon and v targets; x0: pred)
 //   DDPM: x = mix_a x0 + mix_b x
 //   DDIM: eps = eps_x x + eps_x0 x0, x = mix_a x0 + mix_b eps
-//   noise: x = one x + sigma z,  z ~ Philox(seed, kStepStream + i)   (i > 0, sigma > 0)
+//   noise: x = one x + sigma z,  z ~ Philox(seed, kSamplerStepStream + i)   (i > 0, sigma > 0)
 enum Row : int64_t { kTime, kX0X, kX0Pred, kMixA, kMixB, kEpsX, kEpsX0, kOne, kSigma, kRows };
 
 struct StepPlan {
@@ -113,8 +108,8 @@ Tensor denoise_step(const Denoiser& denoiser, const SamplerConfig& c, const Loop
                              per_sample_axpby(st.row(kEpsX), x, st.row(kEpsX0), x0));
   if (noise) {
     const StepKey stream =
-        live ? StepKey(kStepStream, 1, static_cast<const uint64_t*>(st.noise_index.raw()))
-             : StepKey(kStepStream + static_cast<uint64_t>(i));
+        live ? StepKey(kSamplerStepStream, 1, static_cast<const uint64_t*>(st.noise_index.raw()))
+             : StepKey(kSamplerStepStream + static_cast<uint64_t>(i));
     const Tensor z = randn(x.shape(), seed, stream, x.device());
     next = per_sample_axpby(st.row(kOne), next, st.row(kSigma), z.to(x.dtype()));
   }
@@ -132,7 +127,7 @@ SampleResult sample(const Schedule& schedule, const Denoiser& denoiser, const Sa
   const std::vector<int> tau = even_timesteps(schedule.T, c.steps == 0 ? schedule.T : c.steps);
   const Schedule rs = respace(schedule, tau);
   const int64_t n = shape[0];
-  const Tensor x_start = start.defined() ? start : randn(shape, seed, kStartStream, device);
+  const Tensor x_start = start.defined() ? start : randn(shape, seed, kSamplerStartStream, device);
   CHECK(x_start.shape() == shape,
         "sampler: start noise " << x_start.describe() << " is not " << shape.str());
   LoopState st;

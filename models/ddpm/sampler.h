@@ -15,7 +15,8 @@
 //   sigma_i = eta sqrt((1 - abar_prev) / (1 - abar)) sqrt(1 - abar / abar_prev)
 //   x = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev - sigma_i^2) eps_hat + sigma_i z
 // eta = 0 is deterministic; eta = 1 matches DDPM with fixed_small.
-// Noise: x_{K} ~ Philox(seed, stream kStartStream), z at step i ~ Philox(seed, kStepStream + i).
+// Noise: x_{K} ~ Philox(seed, stream kSamplerStartStream), z at step i ~ Philox(seed,
+// kSamplerStepStream + i) (randn in engine/ops.h; a test can draw the same z).
 // Everything is engine ops under a NoGradGuard, so the same code samples on CPU or GPU.
 #pragma once
 
@@ -51,6 +52,9 @@ struct Timesteps {
 // The network: prediction (in the configured target) for x_t at original timesteps t.
 using Denoiser = std::function<Tensor(const Tensor& x_t, const Timesteps& t)>;
 
+constexpr uint64_t kSamplerStartStream = 0x5A3B000000000000ull;
+constexpr uint64_t kSamplerStepStream = 0x5A3B000000000001ull;
+
 enum class SamplerKind { Ddpm, Ddim };
 SamplerKind parse_sampler_kind(const std::string& name);  // "ddpm" | "ddim"
 
@@ -73,7 +77,7 @@ struct SampleResult {
   std::vector<std::pair<int, Tensor>> progress;  // (timestep tau_i, predicted x0) as recorded
 };
 
-// `start`: the initial noise x_T, or undefined to draw it from (seed, kStartStream).
+// `start`: the initial noise x_T, or undefined to draw it from (seed, kSamplerStartStream).
 SampleResult sample(const Schedule& schedule, const Denoiser& denoiser, const SamplerConfig& c,
                     const Shape& shape, uint64_t seed, Device device, const Tensor& start = {});
 
