@@ -90,17 +90,11 @@ UNetConfig small_unet() {
 
 // Every parameter of a finalised f64 store re-drawn at random, so that no zero-initialised
 // layer hides a gradient.
-void redraw_parameters(const ParameterStore& store) {
-  uint64_t stream = 100;
-  for (const Tensor& p : store.parameters())
-    p.copy_from(test::random_tensor(p.shape(), stream++, DType::F64, 0.4));
-}
-
 TEST(UNet, GradientsMatchFiniteDifferences) {
   ParameterStore store;
   UNet net(store, small_unet());
   store.finalize(Device::CPU, DType::F64, 1);
-  redraw_parameters(store);
+  test::redraw_parameters(store);
   const ForwardMode mode{true, 7, 3};
   std::vector<Tensor> inputs = {test::random_tensor({2, 8, 8, 3}, 1)};
   for (const char* name : {"conv_in.w", "temb.dense0.w", "down.1.attn0.qkv.w", "mid.res1.norm1.gamma",
@@ -123,7 +117,7 @@ TEST(UNet, UpsampleByPhaseIsTheSameNetwork) {
     ParameterStore store;
     UNet net(store, c);
     store.finalize(Device::CPU, DType::F64, 1);
-    redraw_parameters(store);
+    test::redraw_parameters(store);
     const Tensor x = test::random_tensor({2, 8, 8, 3}, 1);
     const Tensor y = net.forward(x, {3, 700}, ForwardMode{true, 7, 3});
     backward(sum(mul(y, test::random_tensor(y.shape(), 2))));

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "engine/ops.h"
+#include "engine/parameters.h"
 #include "engine/tensor.h"
 
 // Skips a CUDA test, saying why, when no usable device is present -- unless
@@ -51,6 +52,15 @@ inline Tensor random_tensor(const Shape& shape, uint64_t stream, DType dtype = D
                             double scale = 1.0) {
   Tensor t = randn(shape, /*seed=*/1234, stream).to(dtype);
   return scale == 1.0 ? t : ddpm::scale(t, scale);
+}
+
+// Every parameter of a finalized store redrawn as random_tensor(..., dtype, 0.4), parameter i
+// from stream 100 + i: no layer zero-initialised (a fresh network's zero layers hide what
+// passes through them from a gradient check or a comparison).
+inline void redraw_parameters(const ParameterStore& store, DType dtype = DType::F64) {
+  uint64_t stream = 100;
+  for (const Tensor& p : store.parameters())
+    p.copy_from(random_tensor(p.shape(), stream++, dtype, 0.4));
 }
 
 // Values of a CPU tensor as doubles, whatever its float dtype.
