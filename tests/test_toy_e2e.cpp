@@ -9,7 +9,6 @@
 
 #include "engine/file_io.h"
 #include "engine/ops.h"
-#include "engine/png.h"
 #include "models/config_reader.h"
 #include "models/toy/datasets2d.h"
 #include "models/toy/metrics2d.h"
@@ -210,21 +209,6 @@ TEST(ToyConfig, ErrorsNameTheKey) {
   expect_error([&] { load_json_file(bad); }, {"bad.json", "not valid JSON"});
   expect_error([&] { load_json_file("/nonexistent/config.json"); },
                {"cannot open '/nonexistent/config.json'"});
-}
-
-TEST(Png, EncodesAValidStructure) {
-  const std::vector<uint8_t> png = encode_png(2, 1, {255, 0, 0, 0, 255, 0});
-  const uint8_t signature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
-  EXPECT_TRUE(std::equal(signature, signature + 8, png.begin()));
-  // IHDR: length 13, width 2, height 1, depth 8, colour type 2
-  EXPECT_EQ(png[11], 13);
-  EXPECT_EQ(std::string(png.begin() + 12, png.begin() + 16), "IHDR");
-  EXPECT_EQ(png[19], 2);
-  EXPECT_EQ(png[23], 1);
-  // IEND's CRC is a constant of the format: AE 42 60 82.
-  const std::vector<uint8_t> tail(png.end() - 4, png.end());
-  EXPECT_EQ(tail, (std::vector<uint8_t>{0xAE, 0x42, 0x60, 0x82}));
-  expect_error([] { encode_png(2, 2, {1, 2, 3}); }, {"png: 3 bytes for a 2x2 RGB image"});
 }
 
 }  // namespace
