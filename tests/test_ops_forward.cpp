@@ -155,6 +155,16 @@ TEST(OpsForward, GroupNormNormalisesEachGroup) {
                          Tensor::full(Shape{c}, 0.5, DType::F64), groups, 1e-6);
   const std::vector<double> v2 = values(y2);
   for (size_t i = 0; i < v.size(); ++i) ASSERT_NEAR(v2[i], 2 * v[i] + 0.5, 1e-12);
+  // eps inside the root, as TensorFlow's and PyTorch's group norms: xhat = (x - mu) /
+  // sqrt(var + eps). A group of variance 1e-6 with eps = 1e-6 is scaled by 1/sqrt(2e-6) = 707
+  // (1/(sqrt(var) + eps) would be 999): x = +-1e-3 about 5 gives xhat = +-1/sqrt(2).
+  std::vector<double> flat(16);
+  for (size_t i = 0; i < flat.size(); ++i) flat[i] = 5.0 + (i % 2 ? 1e-3 : -1e-3);
+  const std::vector<double> tight = values(group_norm(
+      Tensor::from_vector(Shape{1, 2, 2, 4}, flat), Tensor::full(Shape{4}, 1.0, DType::F64),
+      Tensor::zeros(Shape{4}, DType::F64), 2, 1e-6));
+  for (size_t i = 0; i < tight.size(); ++i)
+    ASSERT_NEAR(tight[i], (i % 2 ? 1 : -1) / std::sqrt(2.0), 1e-9) << i;
   expect_error([&] { group_norm(random_tensor(Shape{2, 3, 3, 65}, 1), Tensor::zeros(Shape{65}, DType::F64),
                                 Tensor::zeros(Shape{65}, DType::F64), 32); },
                {"op 'group_norm'", "65 channels cannot be split into 32 equal groups"});
