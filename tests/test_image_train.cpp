@@ -59,6 +59,27 @@ TEST(ImageTrain, ResumeIsBitwiseExact) {
   EXPECT_NE(fresh.store().flat_data().to_vector<float>(), straight.store().flat_data().to_vector<float>());
 }
 
+// Sampling "with the EMA" samples from the EMA weights (the same samples as the EMA weights
+// loaded by hand) and leaves the training weights as they were, bit for bit: training goes
+// on from them after a mid-run sample.
+TEST(ImageTrain, SamplingWithTheEmaUsesItAndGivesTheWeightsBack) {
+  ImageRun run(small_config());
+  for (int i = 0; i < 3; ++i) run.step();
+  const Tensor flat = run.store().flat_data();
+  const std::vector<float> weights = flat.to_vector<float>();
+  const Tensor ema = run.trainer().ema()->weights().clone();
+  ASSERT_NE(ema.to_vector<float>(), weights);
+  SamplerConfig sc;
+  sc.kind = SamplerKind::Ddim;
+  sc.steps = 4;
+  const std::vector<float> with_ema = run.sample(2, 7, sc, true).x0.to_vector<float>();
+  EXPECT_EQ(flat.to_vector<float>(), weights) << "the training weights come back";
+  const std::vector<float> plain = run.sample(2, 7, sc, false).x0.to_vector<float>();
+  EXPECT_NE(plain, with_ema);
+  flat.copy_from(ema);
+  EXPECT_EQ(run.sample(2, 7, sc, false).x0.to_vector<float>(), with_ema);
+}
+
 // Importance sampling that warms up within a few steps (T = 2, 8 samples a step: every t has
 // its 10 losses after ~3 steps), so the order in which losses reach the history decides the
 // timesteps drawn after that.
