@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""Mutation sweep: do the tests fail when the code is wrong?
+
+For each mutation of a list (tests/mutations/*.json: [file, old text, new text, tests]), the
+file's one occurrence of the old text is replaced by the new, the named test binaries are
+rebuilt and run, and the mutation is reported CAUGHT (some test failed, or it no longer
+builds) or SURVIVED (every test passed: a gap, or a change that is no change). The file is
+restored after each mutation, on an error or Ctrl-C too. A mutation whose old text no longer
+occurs exactly once is reported STALE: update the list with the code.
+
+  scripts/mutation-sweep.py tests/mutations/*.json [--build build] [--only SUBSTRING]
+
+Exit status 1 when any mutation survived or is stale. Each mutation rebuilds what its tests
+link (a library and a few binaries): about a minute each on 2 cores. The lists are what
+earlier sweeps ran; every mutation in them is CAUGHT by the tests of the commit that added it.
+"""
+import argparse
+import json
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def failed_tests(stdout):
+    names = []
+    for line in stdout.splitlines():
+        parts = line.split()
+        if line.startswith("[  FAILED  ]") and len(parts) > 3 and "." in parts[3]:
+            names.append(parts[3].rstrip(","))
+    return names
+
+
+def sweep(mutation, build):
+    path, old, new, tests = mutation
+    target = ROOT / path
+    source = target.read_text()
+    if source.count(old) != 1:
+        return "STALE", f"the text occurs {source.count(old)} times"
+    target.write_text(source.replace(old, new))
+    try:
+        made = subprocess.run(["ninja", "-C", build] + tests, cwd=ROOT, capture_output=True,
+                              text=True)
+        if made.returncode != 0:
+            return "CAUGHT", "does not build"
+        caught = []
+        for test in tests:
+            run = subprocess.run([f"{build}/tests/{test}", "--gtest_brief=1"], cwd=ROOT,
+                                 capture_output=True, text=True, timeout=1200)
+            if run.returncode != 0:
+                caught.append(f"{test}: {', '.join(failed_tests(run.stdout)[:3]) or 'exit ' + str(run.returncode)}")
+        return ("CAUGHT", "; ".join(caught)) if caught else ("SURVIVED", "every test passed")
+    finally:
+        target.write_text(source)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("lists", nargs="+", help="JSON lists of [file, old, new, [tests]]")
+    parser.add_argument("--build", default="build", help="the build folder (ninja)")
+    parser.add_argument("--only", default="", help="only mutations of files containing this")
+    args = parser.parse_args()
+    mutations = []
+    for name in args.lists:
+        for m in json.loads(pathlib.Path(name).read_text()):
+            if not (isinstance(m, list) and len(m) == 4 and isinstance(m[3], list)):
+                sys.exit(f"{name}: each entry must be [file, old, new, [test binaries]], got {m!r}")
+            if args.only in m[0]:
+                mutations.append((name, m))
+    touched = {m[3][i] for _, m in mutations for i in range(len(m[3]))}
+    bad = 0
+    try:
+        for i, (name, m) in enumerate(mutations):
+            verdict, why = sweep(m, args.build)
+            bad += verdict != "CAUGHT"
+            change = f"{m[1].strip()[:60]!r} -> {m[2].strip()[:60]!r}"
+            print(f"[{i + 1}/{len(mutations)}] {verdict:8} {m[0]}: {change}  ({why})", flush=True)
+    finally:  # leave the binaries built from the restored sources
+        subprocess.run(["ninja", "-C", args.build] + sorted(touched), cwd=ROOT,
+                       capture_output=True)
+    print(f"{len(mutations) - bad} of {len(mutations)} mutations caught")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
