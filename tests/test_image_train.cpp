@@ -243,6 +243,22 @@ TEST(ImageTrain, BadCheckpointsAreClearErrors) {
   EXPECT_EQ(info.config["base_channels"], 8);
 }
 
+// `variance` is the model's: the samplers' and the vlb / hybrid loss weights' alike. With
+// fixed_small the weight at t = 0 divides by beta_tilde_0 = 0: refused unless clamped.
+TEST(ImageTrain, TheVarianceKeySetsTheLossWeightsToo) {
+  EXPECT_TRUE(read_image_train_config(tiny_json({"loss=vlb"}), "tiny.json").trainer.loss.vlb_fixed_large);
+  const ImageTrainConfig small =
+      read_image_train_config(tiny_json({"loss=hybrid", "variance=fixed_small"}), "tiny.json");
+  EXPECT_FALSE(small.trainer.loss.vlb_fixed_large);
+  EXPECT_FALSE(small.sampler.fixed_large);
+  expect_error([&] { ImageRun run(small, false); },
+               {"loss weight at t=0", "hybrid loss with variance fixed_small", "vlb_clamp"});
+  ImageRun clamped(read_image_train_config(
+                       tiny_json({"loss=vlb", "variance=fixed_small", "vlb_clamp=50"}), "tiny.json"),
+                   false);
+  EXPECT_FALSE(clamped.config().trainer.loss.vlb_fixed_large);
+}
+
 TEST(ImageTrain, ConfigErrorsNameTheKey) {
   expect_error([] { read_image_train_config(tiny_json({"batch=3"}), "tiny.json"); },
                {"tiny.json", "unknown key 'batch'"});

@@ -186,6 +186,15 @@ TEST(Metrics2d, SlicedWassersteinKnownValues) {
   EXPECT_NEAR(sw, 0.5 * 2 / M_PI, 0.01);
 }
 
+TEST(ToyConfig, TheVarianceKeyIsTheSamplersAndTheLosss) {
+  nlohmann::json j = moons_config();  // fixed_small
+  const ToyConfig c = read_toy_config(j, "moons.json");
+  EXPECT_FALSE(c.sampler.fixed_large);
+  EXPECT_FALSE(c.trainer.loss.vlb_fixed_large);
+  apply_override(j, "variance=fixed_large");
+  EXPECT_TRUE(read_toy_config(j, "moons.json").trainer.loss.vlb_fixed_large);
+}
+
 TEST(ToyConfig, ErrorsNameTheKey) {
   nlohmann::json j = moons_config();
   apply_override(j, "stepz=10");

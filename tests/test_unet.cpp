@@ -88,8 +88,8 @@ UNetConfig small_unet() {
   return c;
 }
 
-// Every parameter of a finalised f64 store re-drawn at random, so that no zero-initialised
-// layer hides a gradient.
+// In f64, every parameter re-drawn at random (test::redraw_parameters), so that no
+// zero-initialised layer hides a gradient.
 TEST(UNet, GradientsMatchFiniteDifferences) {
   ParameterStore store;
   UNet net(store, small_unet());

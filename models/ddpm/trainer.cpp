@@ -68,8 +68,10 @@ DiffusionTrainer::DiffusionTrainer(ParameterStore& store, const TrainerConfig& c
       optimizer_(store, config.adam) {
   if (config.ema_decay > 0) ema_.emplace(store, config.ema_decay, config.ema_warmup);
   for (int t = 0; t < schedule_.T; ++t)
-    CHECK(std::isfinite(weights_[t]), "loss weight at t=" << t << " is not finite (set "
-                                                          << "vlb_clamp, or use fixed_large)");
+    CHECK(std::isfinite(weights_[t]),
+          "loss weight at t=" << t << " is not finite: the " << loss_kind_name(config.loss.kind)
+                              << " loss with variance fixed_small divides by beta_tilde_0 = 0 "
+                                 "(set vlb_clamp, or variance fixed_large)");
 }
 
 DiffusionTrainer::~DiffusionTrainer() = default;

@@ -50,6 +50,7 @@ ToyConfig read_toy_config(const nlohmann::json& json, const std::string& context
   s.clip_range = 3.0;
   c.sampler = read_sampler_config(r, s);
   c.sampler.target = c.trainer.target;
+  c.trainer.loss.vlb_fixed_large = c.sampler.fixed_large;  // the model's variance: one key
   c.cpu_kernels = read_cpu_kernels(r);
   r.finish();
   c.keys = r.keys();

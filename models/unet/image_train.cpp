@@ -97,6 +97,7 @@ ImageTrainConfig read_image_train_config(const nlohmann::json& json, const std::
   c.sampler = read_sampler_config(r, SamplerConfig{});
   c.sampler.target = c.trainer.target;
   c.sampler.cuda_graph = c.trainer.cuda_graph;  // one key for both loops
+  c.trainer.loss.vlb_fixed_large = c.sampler.fixed_large;  // the model's variance: one key
   c.dataset = r.choice("dataset", c.dataset, {"synthetic", "cifar10", "fashion_mnist"});
   c.data_dir = r.string("data_dir", c.dataset == "fashion_mnist" ? FashionMnist::kDefaultDir : "");
   c.classes = r.integers("classes", c.classes, 0, 9);
