@@ -243,6 +243,53 @@ TEST(ImageTrain, BadCheckpointsAreClearErrors) {
   EXPECT_EQ(info.config["base_channels"], 8);
 }
 
+// Every recipe key reaches its own field: each set to a value no default and no other key
+// has (a key read into the wrong field, or not read, shows).
+TEST(ImageTrain, EveryRecipeKeyReachesItsField) {
+  const ImageTrainConfig c = read_image_train_config(
+      tiny_json({"schedule=cosine", "T=321", "beta_start=0.0003", "beta_end=0.03", "target=x0",
+                 "loss=hybrid", "hybrid_lambda=0.125", "vlb_clamp=77", "timestep_sampler=stratified",
+                 "lr=0.00031", "beta1=0.81", "beta2=0.991", "adam_eps=3e-7", "weight_decay=0.017",
+                 "warmup=13", "lr_decay=cosine", "steps=4321", "grad_clip=2.5", "ema_decay=0.97",
+                 "ema_warmup=true", "seed=99", "fused_loss=false", "nonfinite=skip",
+                 "sampler=ddim", "sample_steps=17", "eta=0.3", "variance=fixed_small",
+                 "clip_x0=false", "clip_range=1.7"}),
+      "tiny.json");
+  const TrainerConfig& t = c.trainer;
+  EXPECT_EQ(t.schedule.kind, ScheduleKind::Cosine);
+  EXPECT_EQ(t.schedule.T, 321);
+  EXPECT_EQ(t.schedule.beta_start, 0.0003);
+  EXPECT_EQ(t.schedule.beta_end, 0.03);
+  EXPECT_EQ(t.target, Target::X0);
+  EXPECT_EQ(t.loss.kind, LossKind::Hybrid);
+  EXPECT_EQ(t.loss.hybrid_lambda, 0.125);
+  EXPECT_EQ(t.loss.vlb_clamp, 77);
+  EXPECT_FALSE(t.loss.vlb_fixed_large);
+  EXPECT_EQ(t.timestep_sampler, TimestepSamplerKind::Stratified);
+  EXPECT_EQ(t.adam.lr, 0.00031);
+  EXPECT_EQ(t.adam.beta1, 0.81);
+  EXPECT_EQ(t.adam.beta2, 0.991);
+  EXPECT_EQ(t.adam.eps, 3e-7);
+  EXPECT_EQ(t.adam.weight_decay, 0.017);
+  EXPECT_EQ(t.warmup, 13);
+  EXPECT_EQ(t.lr_decay, LrDecay::Cosine);
+  EXPECT_EQ(t.steps, 4321);
+  EXPECT_EQ(t.grad_clip, 2.5);
+  EXPECT_EQ(t.ema_decay, 0.97);
+  EXPECT_TRUE(t.ema_warmup);
+  EXPECT_EQ(t.seed, 99u);
+  EXPECT_FALSE(t.fused_loss);
+  EXPECT_TRUE(t.skip_nonfinite);
+  const SamplerConfig& s = c.sampler;
+  EXPECT_EQ(s.kind, SamplerKind::Ddim);
+  EXPECT_EQ(s.steps, 17);
+  EXPECT_EQ(s.eta, 0.3);
+  EXPECT_FALSE(s.fixed_large);
+  EXPECT_FALSE(s.clip_x0);
+  EXPECT_EQ(s.clip_range, 1.7);
+  EXPECT_EQ(s.target, Target::X0);
+}
+
 // `variance` is the model's: the samplers' and the vlb / hybrid loss weights' alike. With
 // fixed_small the weight at t = 0 divides by beta_tilde_0 = 0: refused unless clamped.
 TEST(ImageTrain, TheVarianceKeySetsTheLossWeightsToo) {
