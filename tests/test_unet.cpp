@@ -163,6 +163,27 @@ TEST(UNet, AttentionQkvIsInitialisedAsThreeSeparateLayers) {
   EXPECT_NEAR(sq / w.size(), 1.0 / 16.0, 0.15 / 16.0);
 }
 
+// Every key reaches its own field (values no default and no other key has).
+TEST(UNet, EveryKeyReachesItsField) {
+  nlohmann::json j = load_json_file(std::string(DDPM_SOURCE_DIR) + "/configs/tiny.json");
+  for (const char* o : {"image_size=48", "in_channels=2", "base_channels=24", "channel_mult=[1,3,2]",
+                        "num_res_blocks=3", "attention_resolutions=[24,12]", "attention_heads=6",
+                        "dropout=0.35", "groups=12", "upsample_by_phase=false"})
+    apply_override(j, o);
+  ConfigReader r(j, "tiny.json");
+  const UNetConfig c = read_unet_config(r, UNetConfig{});
+  EXPECT_EQ(c.image_size, 48);
+  EXPECT_EQ(c.in_channels, 2);
+  EXPECT_EQ(c.base_channels, 24);
+  EXPECT_EQ(c.channel_mult, (std::vector<int64_t>{1, 3, 2}));
+  EXPECT_EQ(c.num_res_blocks, 3);
+  EXPECT_EQ(c.attention_resolutions, (std::vector<int64_t>{24, 12}));
+  EXPECT_EQ(c.attention_heads, 6);
+  EXPECT_EQ(c.dropout, 0.35);
+  EXPECT_EQ(c.groups, 12);
+  EXPECT_FALSE(c.upsample_by_phase);
+}
+
 TEST(UNet, ConfigErrorsNameTheKey) {
   auto read = [](const std::string& override_) {
     nlohmann::json j = load_json_file(std::string(DDPM_SOURCE_DIR) + "/configs/tiny.json");
