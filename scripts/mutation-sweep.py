@@ -2,8 +2,9 @@
 """Mutation sweep: do the tests fail when the code is wrong?
 
 For each mutation of a list (tests/mutations/*.json: [file, old text, new text, tests]), the
-file's one occurrence of the old text is replaced by the new, the named test binaries are
-rebuilt and run, and the mutation is reported CAUGHT (some test failed, or it no longer
+file's one occurrence of the old text is replaced by the new, the named test binaries (paths
+under BUILD/tests/, e.g. test_optim or cuda_emulation/emu_asan_test_diffusion_loss: a CUDA
+kernel's mutation runs on the CPU emulation) are rebuilt and run, and the mutation is reported CAUGHT (some test failed, or it no longer
 builds) or SURVIVED (every test passed: a gap, or a change that is no change). The file is
 restored after each mutation, on an error or Ctrl-C too. A mutation whose old text no longer
 occurs exactly once is reported STALE: update the list with the code.
@@ -32,6 +33,26 @@ def failed_tests(stdout):
     return names
 
 
+def change_of(old, new, width=60):
+    """What the mutation changes: old and new without their common start and end (20
+    characters of the start kept for context), each cut to `width`."""
+    start = 0
+    while start < min(len(old), len(new)) and old[start] == new[start]:
+        start += 1
+    end = 0
+    while end < min(len(old), len(new)) - start and old[-1 - end] == new[-1 - end]:
+        end += 1
+    keep = max(0, start - 20)
+    cut = lambda text: " ".join(text[keep:len(text) - end].split())[:width]
+    return f"{cut(old)!r} -> {cut(new)!r}"
+
+
+def target_of(test):
+    """A test binary under build/tests/ ("test_optim", "cuda_emulation/emu_asan_test_philox")
+    is built by the ninja target of its file name."""
+    return test.split("/")[-1]
+
+
 def sweep(mutation, build):
     path, old, new, tests = mutation
     target = ROOT / path
@@ -40,8 +61,8 @@ def sweep(mutation, build):
         return "STALE", f"the text occurs {source.count(old)} times"
     target.write_text(source.replace(old, new))
     try:
-        made = subprocess.run(["ninja", "-C", build] + tests, cwd=ROOT, capture_output=True,
-                              text=True)
+        made = subprocess.run(["ninja", "-C", build] + [target_of(t) for t in tests], cwd=ROOT,
+                              capture_output=True, text=True)
         if made.returncode != 0:
             return "CAUGHT", "does not build"
         caught = []
@@ -74,10 +95,10 @@ def main():
         for i, (name, m) in enumerate(mutations):
             verdict, why = sweep(m, args.build)
             bad += verdict != "CAUGHT"
-            change = f"{m[1].strip()[:60]!r} -> {m[2].strip()[:60]!r}"
+            change = change_of(m[1], m[2])
             print(f"[{i + 1}/{len(mutations)}] {verdict:8} {m[0]}: {change}  ({why})", flush=True)
     finally:  # leave the binaries built from the restored sources
-        subprocess.run(["ninja", "-C", args.build] + sorted(touched), cwd=ROOT,
+        subprocess.run(["ninja", "-C", args.build] + sorted(map(target_of, touched)), cwd=ROOT,
                        capture_output=True)
     print(f"{len(mutations) - bad} of {len(mutations)} mutations caught")
     return 1 if bad else 0
