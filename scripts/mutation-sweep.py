@@ -4,7 +4,8 @@
 For each mutation of a list (tests/mutations/*.json: [file, old text, new text, tests]), the
 file's one occurrence of the old text is replaced by the new, the named test binaries (paths
 under BUILD/tests/, e.g. test_optim or cuda_emulation/emu_asan_test_diffusion_loss: a CUDA
-kernel's mutation runs on the CPU emulation) are rebuilt and run, and the mutation is reported CAUGHT (some test failed, or it no longer
+kernel's mutation runs on the CPU emulation; ":FILTER" after one runs only the tests a gtest
+filter names) are rebuilt and run, and the mutation is reported CAUGHT (some test failed, or it no longer
 builds) or SURVIVED (every test passed: a gap, or a change that is no change). The file is
 restored after each mutation, on an error or Ctrl-C too. A mutation whose old text no longer
 occurs exactly once is reported STALE: update the list with the code.
@@ -48,9 +49,15 @@ def change_of(old, new, width=60):
 
 
 def target_of(test):
-    """A test binary under build/tests/ ("test_optim", "cuda_emulation/emu_asan_test_philox")
-    is built by the ninja target of its file name."""
-    return test.split("/")[-1]
+    """A test binary under build/tests/ ("test_optim", "cuda_emulation/emu_asan_test_philox"),
+    optionally with ":FILTER" (a gtest filter), is built by the ninja target of its file name."""
+    return test.split(":")[0].split("/")[-1]
+
+
+def command_of(test, build):
+    binary, _, pattern = test.partition(":")
+    return [f"{build}/tests/{binary}", "--gtest_brief=1"] + (
+        [f"--gtest_filter={pattern}"] if pattern else [])
 
 
 def sweep(mutation, build):
@@ -67,8 +74,8 @@ def sweep(mutation, build):
             return "CAUGHT", "does not build"
         caught = []
         for test in tests:
-            run = subprocess.run([f"{build}/tests/{test}", "--gtest_brief=1"], cwd=ROOT,
-                                 capture_output=True, text=True, timeout=1200)
+            run = subprocess.run(command_of(test, build), cwd=ROOT, capture_output=True,
+                                 text=True, timeout=1200)
             if run.returncode != 0:
                 caught.append(f"{test}: {', '.join(failed_tests(run.stdout)[:3]) or 'exit ' + str(run.returncode)}")
         return ("CAUGHT", "; ".join(caught)) if caught else ("SURVIVED", "every test passed")
