@@ -48,13 +48,17 @@ Conv2dShape shape_of(const ConvCase& c) {
 }
 
 // The awkward and model shapes, and three whose reduction is long next to their output:
-// forward K = 9*64, dgrad K = 9*64 and wgrad K = 2*16*16 are cut in two slices. Then a
-// stride of 3: the dgrad's gather takes stride 2 by shifts and any other by division.
+// forward K = 9*64, dgrad K = 9*64 and wgrad K = 2*16*16 are cut in two slices; two cut in
+// more (forward K = 9*96: 3 slices; wgrad K = 2*24*24: 4), whose reduction adds planes past
+// the second, as the model's wgrads at batch 128 do (up to 16). Then a stride of 3: the
+// dgrad's gather takes stride 2 by shifts and any other by division.
 std::vector<ConvCase> cases() {
   std::vector<ConvCase> all = test::conv_cases();
   all.push_back({{1, 4, 4, 64}, 3, 16, Conv2dParams::same(3)});
   all.push_back({{1, 4, 4, 16}, 3, 64, Conv2dParams::same(3)});
   all.push_back({{2, 16, 16, 16}, 3, 8, Conv2dParams::same(3)});
+  all.push_back({{1, 4, 4, 96}, 3, 16, Conv2dParams::same(3)});
+  all.push_back({{2, 24, 24, 8}, 3, 8, Conv2dParams::same(3)});
   all.push_back({{2, 8, 7, 5}, 3, 6, Conv2dParams{3, 1, 0, 1, 2}});
   return all;
 }
