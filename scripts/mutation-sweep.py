@@ -96,7 +96,7 @@ def main():
                 sys.exit(f"{name}: each entry must be [file, old, new, [test binaries]], got {m!r}")
             if args.only in m[0]:
                 mutations.append((name, m))
-    touched = {m[3][i] for _, m in mutations for i in range(len(m[3]))}
+    touched = {target_of(test) for _, m in mutations for test in m[3]}
     bad = 0
     try:
         for i, (name, m) in enumerate(mutations):
@@ -105,7 +105,7 @@ def main():
             change = change_of(m[1], m[2])
             print(f"[{i + 1}/{len(mutations)}] {verdict:8} {m[0]}: {change}  ({why})", flush=True)
     finally:  # leave the binaries built from the restored sources
-        subprocess.run(["ninja", "-C", args.build] + sorted(map(target_of, touched)), cwd=ROOT,
+        subprocess.run(["ninja", "-C", args.build] + sorted(touched), cwd=ROOT,
                        capture_output=True)
     print(f"{len(mutations) - bad} of {len(mutations)} mutations caught")
     return 1 if bad else 0
