@@ -18,6 +18,38 @@ double weighted_sum(const Tensor& y, const std::vector<double>& r) {
   return s;
 }
 
+// The backward of f again, now adding to a gradient already there: L' = sum(f(x) * r) +
+// sum_k sum(x_k * c_k), the second term recorded after f, so the tape runs its backward
+// first and f's backward accumulates (GradWrite::Accumulate) where above it wrote the first
+// gradient outright. Expect the first pass's gradient plus c_k, to double rounding.
+void expect_added_to_an_earlier_gradient(const TensorFn& f, std::vector<Tensor>& inputs,
+                                         const Tensor& r,
+                                         const std::vector<std::vector<double>>& analytics) {
+  for (Tensor& x : inputs) x.zero_grad();
+  Tensor loss = sum(mul(f(inputs), r));
+  std::vector<std::vector<double>> earlier;
+  for (size_t k = 0; k < inputs.size(); ++k) {
+    const Tensor c = random_tensor(inputs[k].shape(), /*stream=*/900 + k);
+    loss = add(loss, sum(mul(inputs[k], c)));
+    earlier.push_back(values(c));
+  }
+  backward(loss);
+  for (size_t k = 0; k < inputs.size(); ++k) {
+    const std::vector<double> got = values(inputs[k].grad());
+    int reported = 0;
+    for (size_t i = 0; i < got.size() && reported < 5; ++i) {
+      const double want = analytics[k][i] + earlier[k][i];
+      const double tol = 1e-12 * (1 + std::fabs(analytics[k][i]) + std::fabs(earlier[k][i]));
+      if (std::fabs(got[i] - want) > tol) {
+        ++reported;
+        ADD_FAILURE() << "input " << k << " element " << i << ": added to an earlier gradient "
+                      << earlier[k][i] << ", the gradient is " << got[i] << ", not "
+                      << want << " (the first pass's " << analytics[k][i] << " plus it)";
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void expect_gradients_match(const TensorFn& f, std::vector<Tensor> inputs,
@@ -32,12 +64,17 @@ void expect_gradients_match(const TensorFn& f, std::vector<Tensor> inputs,
   const Tensor r = random_tensor(y.shape(), /*stream=*/999);
   backward(sum(mul(y, r)));
   const std::vector<double> rv = values(r);
+  std::vector<std::vector<double>> analytics;
+  for (size_t k = 0; k < inputs.size(); ++k) {
+    ASSERT_TRUE(inputs[k].grad().defined()) << "input " << k << " received no gradient";
+    expect_finite_nonzero(inputs[k].grad(), "analytic gradient");
+    analytics.push_back(values(inputs[k].grad()));
+  }
+  expect_added_to_an_earlier_gradient(f, inputs, r, analytics);
 
   for (size_t k = 0; k < inputs.size(); ++k) {
     Tensor& x = inputs[k];
-    ASSERT_TRUE(x.grad().defined()) << "input " << k << " received no gradient";
-    expect_finite_nonzero(x.grad(), "analytic gradient");
-    const std::vector<double> analytic = values(x.grad());
+    const std::vector<double>& analytic = analytics[k];
     double* xv = x.data<double>();
     int reported = 0;
     for (int64_t i = 0; i < x.numel(); ++i) {

@@ -57,6 +57,12 @@ TEST(Bf16Storage, CastRoundsToNearestEvenAndWidensExactly) {
   const Tensor same = Tensor::from_vector(Shape{1}, std::vector<float>{1.0f});
   EXPECT_TRUE(cast(same, DType::F32).same(same)) << "a cast to its own dtype is the tensor";
   test::expect_error([&] { cast(same, DType::F64); }, {"cast", "f32", "bf16", "f64"});
+  // A NaN stays a NaN (its sign and top payload bits kept, the quiet bit set), also one whose
+  // payload lies only in the 16 bits bf16 drops: cut off, that one would read as infinity.
+  const std::vector<float> nans = {from_bits(0x7f800001), from_bits(0xff800001),
+                                   from_bits(0x7fc00000), from_bits(0x7fa00000)};
+  EXPECT_EQ(bits_of(cast(Tensor::from_vector(Shape{4}, nans), DType::BF16)),
+            (std::vector<uint16_t>{0x7fc0, 0xffc0, 0x7fc0, 0x7fe0}));
 }
 
 TEST(Bf16Storage, AGradientReachingABf16TensorIsRoundedOncePerContribution) {
@@ -97,9 +103,9 @@ TEST(Bf16Storage, OpsWithoutBf16KernelsRunOnWidenedCopies) {
   EXPECT_EQ(sum(x).dtype(), DType::F32);
 }
 
-// group norm (+ SiLU) on bf16 x runs kernels/cpu/group_norm_bf16.h: the forward is the f32 op
-// on the widened x, rounded once (bit for bit); the backward also stores dh = dy silu' in
-// bf16 between its two passes, so dx, dgamma and dbeta differ from the widened f32 chain by
+// group norm (+ SiLU, + dropout) on bf16 x runs kernels/cpu/group_norm_bf16.h: the forward
+// is the f32 op on the widened x, rounded once (bit for bit); the backward also stores
+// dh = dy silu' in bf16 between its two passes, so dx, dgamma and dbeta differ from the widened f32 chain by
 // that rounding: at most 2^-8 of each dh term, and each sum by at most 2^-8 of its terms'
 // magnitudes (bounded here by 2^-8 of the element count times the largest term, loosely).
 TEST(Bf16Storage, GroupNormRunsItsBf16Kernels) {
@@ -113,8 +119,10 @@ TEST(Bf16Storage, GroupNormRunsItsBf16Kernels) {
     gv[c] = 1.0f + 0.1f * c;
     bv[c] = 0.05f * c - 0.2f;
   }
-  for (const bool with_silu : {false, true}) {
-    SCOPED_TRACE(with_silu ? "group_norm_silu" : "group_norm");
+  enum Op { kNorm, kNormSilu, kNormSiluDropout };
+  for (const Op op : {kNorm, kNormSilu, kNormSiluDropout}) {
+    const bool with_silu = op != kNorm;
+    SCOPED_TRACE(op == kNorm ? "group_norm" : op == kNormSilu ? "group_norm_silu" : "+ dropout");
     auto run = [&](bool native, std::vector<float>& y, std::vector<float>& dx,
                    std::vector<float>& dgamma, std::vector<float>& dbeta) {
       Tensor x = bf16_tensor(xs, xv);
@@ -123,7 +131,9 @@ TEST(Bf16Storage, GroupNormRunsItsBf16Kernels) {
       gamma.set_requires_grad(true);
       beta.set_requires_grad(true);
       const Tensor in = native ? x : cast(x, DType::F32);
-      Tensor out = with_silu ? group_norm_silu(in, gamma, beta, 2) : group_norm(in, gamma, beta, 2);
+      Tensor out = op == kNorm       ? group_norm(in, gamma, beta, 2)
+                   : op == kNormSilu ? group_norm_silu(in, gamma, beta, 2)
+                                     : group_norm_silu_dropout(in, gamma, beta, 2, 0.3, 7, 11);
       if (!native) out = cast(out, DType::BF16);
       EXPECT_EQ(out.dtype(), DType::BF16);
       const Tensor dy = bf16_tensor(xs, dyv);

@@ -45,7 +45,13 @@ struct DeviceRun {
   std::vector<std::vector<float>> grads;
 };
 
-DeviceRun run_on(Device d, const TensorFn& f, const std::vector<Tensor>& cpu_inputs) {
+// The gradient of sum(f(x) * r) with respect to each input. With `earlier`, of
+// sum(f(x) * r) + sum_k sum(x_k * c_k), the second term recorded after f: the tape runs its
+// backward first, so f's backward adds to a gradient already there (GradWrite::Accumulate)
+// where without it f's is the first contribution (written outright): both paths of every
+// backward kernel.
+DeviceRun run_on(Device d, const TensorFn& f, const std::vector<Tensor>& cpu_inputs,
+                 bool earlier = false) {
   std::vector<Tensor> in;
   for (const Tensor& x : cpu_inputs) {
     Tensor copy = x.clone().to(d);
@@ -54,7 +60,11 @@ DeviceRun run_on(Device d, const TensorFn& f, const std::vector<Tensor>& cpu_inp
   }
   const Tensor y = f(in);
   const Tensor r = test::random_tensor(y.shape(), 999, DType::F32).to(d);
-  backward(sum(mul(y, r)));
+  Tensor loss = sum(mul(y, r));
+  if (earlier)
+    for (size_t k = 0; k < in.size(); ++k)
+      loss = add(loss, sum(mul(in[k], test::random_tensor(in[k].shape(), 900 + k, DType::F32).to(d))));
+  backward(loss);
   DeviceRun run;
   run.out = y.to(Device::CPU).to_vector<float>();
   for (const Tensor& x : in) run.grads.push_back(x.grad().to(Device::CPU).to_vector<float>());
@@ -69,11 +79,15 @@ void expect_close(const std::vector<float>& gpu, const std::vector<float>& cpu, 
 
 void expect_devices_agree(const TensorFn& f, const std::vector<Tensor>& inputs, double atol,
                           double rtol) {
-  const DeviceRun cpu = run_on(Device::CPU, f, inputs);
-  const DeviceRun gpu = run_on(Device::CUDA, f, inputs);
-  expect_close(gpu.out, cpu.out, atol, rtol, "output");
-  for (size_t k = 0; k < inputs.size(); ++k)
-    expect_close(gpu.grads[k], cpu.grads[k], atol, rtol, "gradient of input " + std::to_string(k));
+  for (const bool earlier : {false, true}) {
+    SCOPED_TRACE(earlier ? "added to an earlier gradient" : "the first gradient");
+    const DeviceRun cpu = run_on(Device::CPU, f, inputs, earlier);
+    const DeviceRun gpu = run_on(Device::CUDA, f, inputs, earlier);
+    expect_close(gpu.out, cpu.out, atol, rtol, "output");
+    for (size_t k = 0; k < inputs.size(); ++k)
+      expect_close(gpu.grads[k], cpu.grads[k], atol, rtol,
+                   "gradient of input " + std::to_string(k));
+  }
 }
 
 Tensor rnd(const Shape& s, uint64_t stream, double scale = 1.0) {
@@ -94,8 +108,11 @@ TEST(CudaOps, ElementwiseFamily) {
                        {rnd(s, 1)}, kElemAtol, kElemRtol);
   expect_devices_agree([](const std::vector<Tensor>& in) { return silu(in[0]); },
                        {rnd(s, 1, 3.0)}, kElemAtol, kElemRtol);
+  // clamp's bounds among the inputs: the gradient there is 0 on both devices (strict bounds)
+  std::vector<float> at_bounds = rnd(s, 1).to_vector<float>();
+  for (size_t i = 0; i < at_bounds.size(); i += 7) at_bounds[i] = i % 2 ? -0.7f : 0.9f;
   expect_devices_agree([](const std::vector<Tensor>& in) { return clamp(in[0], -0.7, 0.9); },
-                       {rnd(s, 1)}, kElemAtol, kElemRtol);
+                       {Tensor::from_vector(s, at_bounds)}, kElemAtol, kElemRtol);
 }
 
 #if DDPM_WITH_CUDA
@@ -208,15 +225,28 @@ class AttentionVersion {
   AttentionAlgorithm saved_;
 };
 
+// A dominant key: 256 tokens, head dim 8, every query's first channel 30 or more and token
+// 240's key (20, 0, ..., 0), so every row's largest score (over 200) sits past the first 224
+// keys (the straightforward softmax's last warp of 32 threads) and exceeds the others by more
+// than expf's range (88): unless the softmax subtracts the max over all L keys, P overflows
+// to inf. The output is ~v of token 240 on both devices.
+Tensor dominant_key_qkv() {
+  std::vector<float> v = rnd({1, 256, 3 * 8}, 6, 0.5).to_vector<float>();
+  for (int64_t t = 0; t < 256; ++t) v[t * 24] = 30.0f + std::fabs(v[t * 24]);  // q[t][0]
+  for (int64_t c = 0; c < 8; ++c) v[240 * 24 + 8 + c] = c == 0 ? 20.0f : 0.0f;  // k[240]
+  return Tensor::from_vector(Shape{1, 256, 3 * 8}, v);
+}
+
 // Both versions face the same shapes: odd token counts that leave partial tiles (7, 9, 37,
 // 70 tokens against the fused kernel's 16- and 32-row tiles), odd head dims (3, 5, 9: the
 // odd shared-memory stride path), several heads, and the CIFAR model's 16x16 single-head
-// case (L = 256, d = 256, batch 2). Softmax sums over up to 256 terms and d-long dot
-// products in a different order than the CPU: 1e-4.
+// case (L = 256, d = 256, batch 2); and the dominant key above. Softmax sums over up to 256
+// terms and d-long dot products in a different order than the CPU: 1e-4.
 void expect_attention_matches_cpu() {
   const auto attn = [](int64_t heads) {
     return [heads](const std::vector<Tensor>& in) { return attention(in[0], heads); };
   };
+  expect_devices_agree(attn(1), {dominant_key_qkv()}, 1e-4, 1e-4);
   expect_devices_agree(attn(1), {rnd({2, 9, 18}, 1)}, 1e-4, 1e-4);
   expect_devices_agree(attn(3), {rnd({3, 7, 27}, 1)}, 1e-4, 1e-4);
   expect_devices_agree(attn(1), {rnd({2, 37, 15}, 3)}, 1e-4, 1e-4);
@@ -356,6 +386,14 @@ TEST(CudaOps, ReductionsAndMse) {
                        {rnd(s, 1), rnd(s, 2)}, 1e-6, 1e-4);
   expect_devices_agree([](const std::vector<Tensor>& in) { return mse_per_sample(in[0], in[1]); },
                        {rnd(s, 1), rnd(s, 2)}, 1e-6, 1e-4);
+  // and small: 20 values a sample, where a count off by one is 5%, not 1e-5 as above
+  const Shape small{3, 2, 2, 5};
+  expect_devices_agree([](const std::vector<Tensor>& in) { return mean(in[0]); },
+                       {rnd(small, 1)}, 1e-6, 1e-5);
+  expect_devices_agree([](const std::vector<Tensor>& in) { return mse(in[0], in[1]); },
+                       {rnd(small, 1), rnd(small, 2)}, 1e-6, 1e-5);
+  expect_devices_agree([](const std::vector<Tensor>& in) { return mse_per_sample(in[0], in[1]); },
+                       {rnd(small, 1), rnd(small, 2)}, 1e-6, 1e-5);
 }
 
 TEST(CudaOps, ReductionsAreDeterministic) {
@@ -770,43 +808,53 @@ TEST(CudaOps, ColumnSumsUseTheWholeGpu) {
 // terms here; 512 with small shapes) into slices summed in slice order: the same values as
 // the unsplit kernel up to float summation order (1e-4 relative; TF32's rounding is the same
 // in both, only the order of the fp32 accumulation differs), a sentinel-clean output, and
-// the same bits twice.
+// the same bits twice. Both add to an earlier gradient (0.5 everywhere), as the tape asks of
+// a weight's later contributions. The second shape's 3 x 9 x 19 = 513 terms cut into two
+// slices of 272 (K / 2 rounded up to whole 16-term steps): the last slice is short, and
+// rounding K / 2 down instead (256 a slice) would drop the 513th term.
 TEST(CudaOps, Conv2dWgradSplitKMatchesUnsplit) {
   REQUIRE_GPU();
   const bool small = test::small_shapes_only();
   const int64_t n = small ? 2 : 8, hw = small ? 16 : 32, ch = small ? 64 : 128;
-  Conv2dShape cs;
-  cs.n = n;
-  cs.h = cs.w = hw;
-  cs.c_in = ch;
-  cs.c_out = ch;
-  cs.pad_top = cs.pad_left = cs.pad_bottom = cs.pad_right = 1;
-  const Tensor x = rnd({n, hw, hw, ch}, 1).to(Device::CUDA);
-  const Tensor w = rnd({3, 3, ch, ch}, 2, 0.05).to(Device::CUDA);
-  const Tensor dy = rnd({n, hw, hw, ch}, 3).to(Device::CUDA);
-  const int64_t count = 3 * 3 * ch * ch;
-  for (cuda::ConvAlgo algo : {cuda::ConvAlgo::Tiled, cuda::ConvAlgo::TensorCore}) {
-    SCOPED_TRACE(algo == cuda::ConvAlgo::Tiled ? "tiled" : "tensor cores");
-    const int64_t ws_floats = cuda::conv2d_backward_workspace(cs, algo);
-    const int64_t bias_floats =
-        cuda::broadcast_add_backward_workspace(BroadcastShape{1, n * hw * hw, ch, false});
-    ASSERT_GT(ws_floats, bias_floats) << "this shape should split (few output tiles, a long reduction)";
-    const Tensor ws = Tensor::empty(Shape{ws_floats}, DType::F32, Device::CUDA);
-    auto wgrad = [&](bool split) {
-      Tensor dw = padded(count, 0.0f);  // wgrad accumulates: start from zeros
-      cuda::conv2d_backward(cs, x.data<float>(), w.data<float>(), dy.data<float>(), nullptr,
-                            dw.data<float>() + kPad, nullptr, algo,
-                            split ? ws.data<float>() : nullptr);
-      expect_sentinels(dw, count, split ? "split wgrad" : "wgrad");
-      const std::vector<float> all = dw.to(Device::CPU).to_vector<float>();
-      return std::vector<float>(all.begin() + kPad, all.begin() + kPad + count);
-    };
-    const std::vector<float> plain = wgrad(false), split = wgrad(true), again = wgrad(true);
-    EXPECT_EQ(split, again);
-    std::vector<double> p(plain.begin(), plain.end()), q(split.begin(), split.end());
-    double scale = 0;
-    for (double v : p) scale = std::max(scale, std::fabs(v));
-    for (size_t i = 0; i < p.size(); ++i) ASSERT_NEAR(q[i], p[i], 1e-4 * scale) << "element " << i;
+  struct Case {
+    int64_t n, h, w, ch;
+  };
+  for (const Case& c : {Case{n, hw, hw, ch}, Case{3, 9, 19, 64}}) {
+    SCOPED_TRACE(std::to_string(c.n) + "x" + std::to_string(c.h) + "x" + std::to_string(c.w));
+    Conv2dShape cs;
+    cs.n = c.n;
+    cs.h = c.h;
+    cs.w = c.w;
+    cs.c_in = cs.c_out = c.ch;
+    cs.pad_top = cs.pad_left = cs.pad_bottom = cs.pad_right = 1;
+    const Tensor x = rnd({c.n, c.h, c.w, c.ch}, 1).to(Device::CUDA);
+    const Tensor w = rnd({3, 3, c.ch, c.ch}, 2, 0.05).to(Device::CUDA);
+    const Tensor dy = rnd({c.n, c.h, c.w, c.ch}, 3).to(Device::CUDA);
+    const int64_t count = 3 * 3 * c.ch * c.ch;
+    for (cuda::ConvAlgo algo : {cuda::ConvAlgo::Tiled, cuda::ConvAlgo::TensorCore}) {
+      SCOPED_TRACE(algo == cuda::ConvAlgo::Tiled ? "tiled" : "tensor cores");
+      const int64_t ws_floats = cuda::conv2d_backward_workspace(cs, algo);
+      const int64_t bias_floats = cuda::broadcast_add_backward_workspace(
+          BroadcastShape{1, c.n * c.h * c.w, c.ch, false});
+      ASSERT_GT(ws_floats, bias_floats) << "this shape should split (few output tiles, a long reduction)";
+      const Tensor ws = Tensor::empty(Shape{ws_floats}, DType::F32, Device::CUDA);
+      auto wgrad = [&](bool split) {
+        Tensor dw = padded(count, 0.5f);  // wgrad accumulates: onto an earlier gradient
+        cuda::conv2d_backward(cs, x.data<float>(), w.data<float>(), dy.data<float>(), nullptr,
+                              dw.data<float>() + kPad, nullptr, algo,
+                              split ? ws.data<float>() : nullptr);
+        expect_sentinels(dw, count, split ? "split wgrad" : "wgrad");
+        const std::vector<float> all = dw.to(Device::CPU).to_vector<float>();
+        return std::vector<float>(all.begin() + kPad, all.begin() + kPad + count);
+      };
+      const std::vector<float> plain = wgrad(false), split = wgrad(true), again = wgrad(true);
+      EXPECT_EQ(split, again);
+      std::vector<double> p(plain.begin(), plain.end()), q(split.begin(), split.end());
+      double scale = 0;
+      for (double v : p) scale = std::max(scale, std::fabs(v));
+      for (size_t i = 0; i < p.size(); ++i)
+        ASSERT_NEAR(q[i], p[i], 1e-4 * scale) << "element " << i;
+    }
   }
 }
 

@@ -101,7 +101,9 @@ INSTANTIATE_TEST_SUITE_P(
         ConvCase{"k3_s2_tf_same_6x8", 2, 6, 8, 3, 5, 3, Conv2dParams::downsample()},
         ConvCase{"k3_s2_odd_5x7", 2, 5, 7, 2, 3, 3, Conv2dParams{2, 1, 1, 1, 1}},
         ConvCase{"k1_s1_65ch", 2, 3, 5, 65, 3, 1, Conv2dParams{}},
-        ConvCase{"k3_s1_nopad_asym", 1, 5, 6, 9, 2, 3, Conv2dParams{1, 0, 2, 1, 0}}),
+        ConvCase{"k3_s1_nopad_asym", 1, 5, 6, 9, 2, 3, Conv2dParams{1, 0, 2, 1, 0}},
+        // stride 2 on a 2-wide map: the kernel's last column meets only the right padding
+        ConvCase{"k3_s2_tap_in_padding_3x2", 1, 3, 2, 2, 3, 3, Conv2dParams::downsample()}),
     [](const ::testing::TestParamInfo<ConvCase>& param_info) {
       return std::string(param_info.param.name);
     });

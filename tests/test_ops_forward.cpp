@@ -95,6 +95,8 @@ TEST(OpsForward, Conv2dMatchesNaiveLoops) {
       {Shape{2, 9, 9, 65}, Shape{3, 3, 65, 3}, Conv2dParams{2, 1, 1, 1, 1}},
       {Shape{1, 6, 5, 2}, Shape{3, 3, 2, 3}, Conv2dParams{1, 0, 2, 1, 0}},
       {Shape{2, 4, 3, 7}, Shape{1, 1, 7, 5}, Conv2dParams{}},
+      // stride 2 on a 2-wide map: the kernel's last column meets only the right padding
+      {Shape{1, 3, 2, 2}, Shape{3, 3, 2, 3}, Conv2dParams::downsample()},
   };
   int stream = 0;
   for (const auto& c : cases) {

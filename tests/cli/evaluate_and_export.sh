@@ -27,6 +27,10 @@ grep -q "timesteps" "$work/bad.log" || fail "the bad --timesteps is not named"
 "$ddpm" sample --ckpt "$ckpt" --format png --n 5 --batch 2 --steps 2 --out "$work/s_png" >> "$work/sample.log" 2>&1 \
   || fail "sample --format png failed"
 [ "$(ls "$work/s_png" | wc -l)" -eq 5 ] || fail "not 5 PNGs"
+# three batches (2, 2, 1) from seeds seed + b 2^32: five different images, no batch drawing
+# another's noise again
+[ "$(md5sum "$work"/s_png/* | cut -d' ' -f1 | sort -u | wc -l)" -eq 5 ] \
+  || fail "the 5 exported PNGs are not 5 different images (a batch repeated another's noise?)"
 "$ddpm" sample --ckpt "$ckpt" --format png --n 5 --out "$work/s_png" > "$work/again.log" 2>&1 && fail "png export into a full folder"
 grep -q "not empty" "$work/again.log" || fail "the full folder is not named"
 "$ddpm" export --config "$config" --split test --n 7 --out "$work/ref.npz" > "$work/export.log" 2>&1 \
@@ -41,6 +45,7 @@ for name, n in (("s.npz", 5), ("ref.npz", 7)):
     a = z["arr_0"]
     assert a.dtype == np.uint8 and a.shape == (n, 32, 32, 3), (name, a.dtype, a.shape)
     assert a.std() > 0, name
+    assert len({a[i].tobytes() for i in range(n)}) == n, (name, "repeated images")
 print("numpy: arr_0 uint8 (N, 32, 32, 3) in both")
 PY
   checked="read back by NumPy"
