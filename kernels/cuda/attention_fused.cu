@@ -132,9 +132,12 @@ __global__ void forward_kernel(AttentionShape s, float scale, const float* qkv, 
         m[r] = m_new;
       }
     }
-    __syncthreads();  // k no longer needed; P and corr ready
+    // The v tile over the k tile, with no barrier before it: k's last reads (the scores) are
+    // behind the barrier above, and the softmax touches only p, m, l and corr, so a warp done
+    // with its rows loads v while the others finish theirs. (This kernel had a barrier here;
+    // removing it failed no test, under ThreadSanitizer either, and the reason is the above.)
     load_rows(kv, ld, kBc, qkv + qkv_row(s, b, j0, 2, h), token_stride, cols, d);
-    __syncthreads();
+    __syncthreads();  // v, P and corr ready for every row
     for (int e = threadIdx.x; e < kBr * d; e += blockDim.x) {
       const int r = e / d, c = e % d;
       float acc = o[r * ld + c] * corr[r];
