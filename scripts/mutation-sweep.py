@@ -6,7 +6,8 @@ file's one occurrence of the old text is replaced by the new, the named test bin
 under BUILD/tests/, e.g. test_optim or cuda_emulation/emu_asan_test_diffusion_loss: a CUDA
 kernel's mutation runs on the CPU emulation; ":FILTER" after one runs only the tests a gtest
 filter names) are rebuilt and run, and the mutation is reported CAUGHT (some test failed, or it no longer
-builds) or SURVIVED (every test passed: a gap, or a change that is no change). The file is
+builds) or SURVIVED (every test passed: a gap, or a change that is no change); the binaries run in
+their listed order and the first that fails decides, so list the quick ones first. The file is
 restored after each mutation, on an error or Ctrl-C too. A mutation whose old text no longer
 occurs exactly once is reported STALE: update the list with the code.
 
@@ -78,6 +79,7 @@ def sweep(mutation, build):
                                  text=True, timeout=1200)
             if run.returncode != 0:
                 caught.append(f"{test}: {', '.join(failed_tests(run.stdout)[:3]) or 'exit ' + str(run.returncode)}")
+                break  # one failing binary decides; the later (list them slowest last) need not run
         return ("CAUGHT", "; ".join(caught)) if caught else ("SURVIVED", "every test passed")
     finally:
         target.write_text(source)
