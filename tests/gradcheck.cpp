@@ -19,31 +19,26 @@ double weighted_sum(const Tensor& y, const std::vector<double>& r) {
 }
 
 // The backward of f again, now adding to a gradient already there: L' = sum(f(x) * r) +
-// sum_k sum(x_k * c_k), the second term recorded after f, so the tape runs its backward
-// first and f's backward accumulates (GradWrite::Accumulate) where above it wrote the first
-// gradient outright. Expect the first pass's gradient plus c_k, to double rounding.
+// earlier_gradient_terms(x) (test_util.h), whose backward runs first, so f's backward
+// accumulates (GradWrite::Accumulate) where the first pass wrote the gradient outright.
+// Expect the first pass's gradient plus c_k, to double rounding.
 void expect_added_to_an_earlier_gradient(const TensorFn& f, std::vector<Tensor>& inputs,
                                          const Tensor& r,
                                          const std::vector<std::vector<double>>& analytics) {
   for (Tensor& x : inputs) x.zero_grad();
-  Tensor loss = sum(mul(f(inputs), r));
-  std::vector<std::vector<double>> earlier;
+  const Tensor loss = sum(mul(f(inputs), r));  // f's ops first
+  std::vector<Tensor> cs;
+  backward(add(loss, earlier_gradient_terms(inputs, DType::F64, &cs)));
   for (size_t k = 0; k < inputs.size(); ++k) {
-    const Tensor c = random_tensor(inputs[k].shape(), /*stream=*/900 + k);
-    loss = add(loss, sum(mul(inputs[k], c)));
-    earlier.push_back(values(c));
-  }
-  backward(loss);
-  for (size_t k = 0; k < inputs.size(); ++k) {
-    const std::vector<double> got = values(inputs[k].grad());
+    const std::vector<double> got = values(inputs[k].grad()), earlier = values(cs[k]);
     int reported = 0;
     for (size_t i = 0; i < got.size() && reported < 5; ++i) {
-      const double want = analytics[k][i] + earlier[k][i];
-      const double tol = 1e-12 * (1 + std::fabs(analytics[k][i]) + std::fabs(earlier[k][i]));
+      const double want = analytics[k][i] + earlier[i];
+      const double tol = 1e-12 * (1 + std::fabs(analytics[k][i]) + std::fabs(earlier[i]));
       if (std::fabs(got[i] - want) > tol) {
         ++reported;
         ADD_FAILURE() << "input " << k << " element " << i << ": added to an earlier gradient "
-                      << earlier[k][i] << ", the gradient is " << got[i] << ", not "
+                      << earlier[i] << ", the gradient is " << got[i] << ", not "
                       << want << " (the first pass's " << analytics[k][i] << " plus it)";
       }
     }

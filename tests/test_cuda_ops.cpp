@@ -46,10 +46,9 @@ struct DeviceRun {
 };
 
 // The gradient of sum(f(x) * r) with respect to each input. With `earlier`, of
-// sum(f(x) * r) + sum_k sum(x_k * c_k), the second term recorded after f: the tape runs its
-// backward first, so f's backward adds to a gradient already there (GradWrite::Accumulate)
-// where without it f's is the first contribution (written outright): both paths of every
-// backward kernel.
+// sum(f(x) * r) + test::earlier_gradient_terms(x): f's backward then adds to a gradient
+// already there (GradWrite::Accumulate), where without it f's is the first contribution
+// (written outright): both paths of every backward kernel.
 DeviceRun run_on(Device d, const TensorFn& f, const std::vector<Tensor>& cpu_inputs,
                  bool earlier = false) {
   std::vector<Tensor> in;
@@ -60,11 +59,8 @@ DeviceRun run_on(Device d, const TensorFn& f, const std::vector<Tensor>& cpu_inp
   }
   const Tensor y = f(in);
   const Tensor r = test::random_tensor(y.shape(), 999, DType::F32).to(d);
-  Tensor loss = sum(mul(y, r));
-  if (earlier)
-    for (size_t k = 0; k < in.size(); ++k)
-      loss = add(loss, sum(mul(in[k], test::random_tensor(in[k].shape(), 900 + k, DType::F32).to(d))));
-  backward(loss);
+  const Tensor loss = sum(mul(y, r));
+  backward(earlier ? add(loss, test::earlier_gradient_terms(in, DType::F32)) : loss);
   DeviceRun run;
   run.out = y.to(Device::CPU).to_vector<float>();
   for (const Tensor& x : in) run.grads.push_back(x.grad().to(Device::CPU).to_vector<float>());

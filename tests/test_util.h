@@ -54,6 +54,22 @@ inline Tensor random_tensor(const Shape& shape, uint64_t stream, DType dtype = D
   return scale == 1.0 ? t : ddpm::scale(t, scale);
 }
 
+// sum_k sum(x_k * c_k), c_k = random_tensor(x_k's shape, 900 + k, dtype) on x_k's device
+// (returned in *cs when given). Recorded after a function's ops and added to its loss, its
+// backward runs first: the function's backward then adds to a gradient already there
+// (GradWrite::Accumulate) instead of writing the first one outright.
+inline Tensor earlier_gradient_terms(const std::vector<Tensor>& xs, DType dtype,
+                                     std::vector<Tensor>* cs = nullptr) {
+  Tensor total;
+  for (size_t k = 0; k < xs.size(); ++k) {
+    const Tensor c = random_tensor(xs[k].shape(), 900 + k, dtype).to(xs[k].device());
+    if (cs) cs->push_back(c);
+    const Tensor term = sum(mul(xs[k], c));
+    total = total.defined() ? add(total, term) : term;
+  }
+  return total;
+}
+
 // Every parameter of a finalized store redrawn as random_tensor(..., dtype, 0.4), parameter i
 // from stream 100 + i: no layer zero-initialised (a fresh network's zero layers hide what
 // passes through them from a gradient check or a comparison).
