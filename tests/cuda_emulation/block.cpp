@@ -35,11 +35,21 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <numeric>
 #include <sstream>
 #include <vector>
 
 #include "tests/cuda_emulation/fiber.h"
+
+// CUDA_EMU_ASAN: set by the build when the kernels are instrumented by AddressSanitizer (the
+// emulator itself is not; CMakeLists.txt), or detected here.
+#if !defined(CUDA_EMU_ASAN) && defined(__SANITIZE_ADDRESS__)
+#define CUDA_EMU_ASAN 1
+#endif
+#if CUDA_EMU_ASAN
+#include <sanitizer/asan_interface.h>
+#endif
 
 namespace cuda_emu {
 namespace {
@@ -122,6 +132,37 @@ struct Warp {
   char token = 0;                 // ThreadSanitizer's synchronisation object for this warp
 };
 
+// A block's dynamic shared memory as a kernel is promised it, and no more: 16-byte aligned
+// (DDPM_DYNAMIC_SHARED's __align__(16)), its start 16 bytes past a 1024-byte boundary, as
+// on a GPU where static shared memory comes first. A kernel whose tiles need more (the
+// 1024-byte atoms of wgmma's and the copy engine's 128-byte swizzle) must round up itself,
+// as wgmma_tile.cuh's first_stage does: here nothing does it for the kernel. The window
+// ends where its heap block does, so AddressSanitizer reports a read or write past its end
+// as an overflow; the 16 bytes before it are poisoned.
+class SharedWindow {
+ public:
+  static constexpr size_t kAtom = 1024, kPromised = 16;
+  explicit SharedWindow(size_t bytes)
+      : raw_(static_cast<unsigned char*>(
+            ::operator new[](kPromised + bytes, std::align_val_t{kAtom}))) {
+#if CUDA_EMU_ASAN
+    __asan_poison_memory_region(raw_, kPromised);
+#endif
+  }
+  ~SharedWindow() {
+#if CUDA_EMU_ASAN
+    __asan_unpoison_memory_region(raw_, kPromised);
+#endif
+    ::operator delete[](raw_, std::align_val_t{kAtom});
+  }
+  SharedWindow(const SharedWindow&) = delete;
+  SharedWindow& operator=(const SharedWindow&) = delete;
+  unsigned char* start() const { return raw_ + kPromised; }
+
+ private:
+  unsigned char* raw_;
+};
+
 struct Block {
   const GridSpec* spec = nullptr;
   const std::function<void()>* body = nullptr;
@@ -133,7 +174,7 @@ struct Block {
   int line = 0;
   std::vector<Warp> warps;
   SharedTraffic* traffic = nullptr;  // the kernel's counts (shared_traffic), found once a grid
-  std::unique_ptr<unsigned char[]> smem;
+  std::unique_ptr<SharedWindow> smem;
   bool aborted = false;
   std::string error;
   int product_reads_in_flight = 0;  // wgmma products with shared-memory reads not yet waited for
@@ -494,7 +535,7 @@ std::string run_grid(const GridSpec& spec, const std::function<void()>& body) {
   b.body = &body;
   b.warps.resize((threads + 31) / 32);
   b.traffic = &g_shared_traffic[spec.kernel];
-  if (spec.dynamic_smem > 0) b.smem.reset(new unsigned char[spec.dynamic_smem]);
+  if (spec.dynamic_smem > 0) b.smem = std::make_unique<SharedWindow>(spec.dynamic_smem);
   for (unsigned tid = 0; tid < threads; ++tid) b.threads.push_back(pool[tid].get());
   happens_before(&b.order_tokens[0]);  // the host's writes before the launch
 
@@ -514,7 +555,7 @@ std::string run_grid(const GridSpec& spec, const std::function<void()>& body) {
       b.warps[w].active = lanes == 32 ? 0xffffffffu : (1u << lanes) - 1u;
       b.warps[w].arrived = 0;
     }
-    if (spec.dynamic_smem > 0) std::memset(b.smem.get(), 0xff, spec.dynamic_smem);
+    if (spec.dynamic_smem > 0) std::memset(b.smem->start(), 0xff, spec.dynamic_smem);
     for (unsigned tid = 0; tid < threads; ++tid) {
       Thread& t = *b.threads[tid];
       t.block = &b;
@@ -538,7 +579,8 @@ std::string run_grid(const GridSpec& spec, const std::function<void()>& body) {
 }
 
 void* dynamic_shared_memory() {
-  return current("dynamic shared memory").block->smem.get();
+  const Block& b = *current("dynamic shared memory").block;
+  return b.smem ? b.smem->start() : nullptr;
 }
 
 void syncthreads(const char* file, int line) {

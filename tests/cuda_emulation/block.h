@@ -30,7 +30,8 @@ std::string run_grid(const GridSpec& spec, const std::function<void()>& body);
 
 // The running block's dynamic shared memory: exactly GridSpec::dynamic_smem bytes on the
 // heap (so AddressSanitizer reports an overrun), refilled with 0xff bytes at the start of
-// every block: a float read before anything was written there is a NaN.
+// every block: a float read before anything was written there is a NaN. Aligned to the 16
+// bytes a kernel is promised and no more: its start is 16 bytes past a 1024-byte boundary.
 void* dynamic_shared_memory();
 
 // A warp collective with a word per lane: every active lane calls begin with its word and
