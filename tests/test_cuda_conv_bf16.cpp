@@ -60,6 +60,10 @@ std::vector<ConvCase> cases() {
   all.push_back({{1, 4, 4, 96}, 3, 16, Conv2dParams::same(3)});
   all.push_back({{2, 24, 24, 8}, 3, 8, Conv2dParams::same(3)});
   all.push_back({{2, 8, 7, 5}, 3, 6, Conv2dParams{3, 1, 0, 1, 2}});
+  // v5's dgrad B by the copy engine (Cout8 a multiple of 64): a tap's Cout of two stages;
+  // and Cout8 = 96, where a stage would straddle two taps: cp.async's B
+  all.push_back({{1, 4, 4, 16}, 3, 128, Conv2dParams::same(3)});
+  all.push_back({{1, 4, 4, 16}, 3, 96, Conv2dParams::same(3)});
   return all;
 }
 

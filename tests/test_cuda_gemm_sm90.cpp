@@ -61,7 +61,9 @@ std::vector<uint16_t> random_bf16(int64_t count, uint64_t stream) {
 #if DDPM_WITH_CUDA
 const char* major_name(cuda::Major major) { return major == cuda::Major::K ? "K" : "MN"; }
 const char* loads_name(cuda::GemmLoads loads) {
-  return loads == cuda::GemmLoads::Tma ? "TMA" : "TMA, warp-specialised";
+  return loads == cuda::GemmLoads::CpAsync ? "cp.async"
+         : loads == cuda::GemmLoads::Tma   ? "TMA"
+                                           : "TMA, warp-specialised";
 }
 
 // x (rows x k, row-major) as the kernel reads it laid out `major`: as it is, or transposed.
@@ -121,10 +123,11 @@ TEST(CudaGemmSm90, MatchesTheProductOfTheBf16Operands) {
   REQUIRE_SM90A();
 #if DDPM_WITH_CUDA
   // one tile; 8 tiles of k (the 4-stage ring twice); partial m, n and k tiles; k shorter
-  // than a stage; several blocks each way with an 8-long k tail
+  // than a stage; several blocks each way with an 8-long k tail; an odd n (a row's last
+  // column pair has one column: its second store would be the next row's first element)
   for (const GemmCase& g : {GemmCase{128, 128, 64}, GemmCase{128, 128, 512},
                             GemmCase{200, 136, 72}, GemmCase{64, 40, 8},
-                            GemmCase{300, 260, 328}}) {
+                            GemmCase{300, 260, 328}, GemmCase{72, 37, 64}}) {
     SCOPED_TRACE(testing::Message() << g.m << " x " << g.n << " x " << g.k);
     const std::vector<uint16_t> a = random_bf16(g.m * g.k, 11), b = random_bf16(g.n * g.k, 12);
     const std::vector<float> c = gemm_on_device(g, a, b);
@@ -161,6 +164,21 @@ TEST(CudaGemmSm90, EveryLayoutOfTheOperandsGivesTheProduct) {
       for (const cuda::GemmLoads tma : {cuda::GemmLoads::Tma, cuda::GemmLoads::TmaWarpSpecialized})
         EXPECT_EQ(gemm_on_device(g, a, b, a_major, b_major, tma), c) << loads_name(tma);
     }
+  }
+#endif
+}
+
+// k = 0: c is the empty sum, zeros, whatever the loads (the TMA ones leave it to the
+// cp.async kernel: a tensor map has no empty dimension). c starts as 7s: nothing may be left.
+TEST(CudaGemmSm90, AnEmptySumIsZeros) {
+  REQUIRE_SM90A();
+#if DDPM_WITH_CUDA
+  const test::OnDevice<uint16_t> a(size_t{64 * 8}), b(size_t{40 * 8});
+  for (const cuda::GemmLoads loads :
+       {cuda::GemmLoads::CpAsync, cuda::GemmLoads::Tma, cuda::GemmLoads::TmaWarpSpecialized}) {
+    test::OnDevice<float> c(std::vector<float>(64 * 40, 7.0f));
+    cuda::gemm_bf16_sm90(64, 40, 0, a.ptr, b.ptr, c.ptr, cuda::Major::K, cuda::Major::K, loads);
+    EXPECT_EQ(c.get(), std::vector<float>(64 * 40, 0.0f)) << loads_name(loads);
   }
 #endif
 }
