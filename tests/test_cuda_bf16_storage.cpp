@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/autograd.h"
@@ -125,11 +126,20 @@ TEST(CudaBf16Storage, InterleavedPhasesAreTheCpusBits) {
 // op on widened copies (precision bf16 rounds w on both). The same bf16 products, summed in
 // fp32 in different orders (2e-4 of the products' magnitude sum, as tests/conv_op_check.h
 // derives), then y and dx rounded to bf16 (the neighbouring value at worst: 2^-8 more):
-// 4.1e-3 of the magnitude sum for y and dx, 2e-4 for the fp32 dw and db.
+// 4.1e-3 of the magnitude sum for y and dx, 2e-4 for the fp32 dw and db. With `earlier`,
+// x, w and b already hold a gradient (test::earlier_gradient_terms, a backward of its own
+// before the linear), so the backward adds to it (GradWrite::Accumulate; the bf16 dx's add
+// in the GEMM's epilogue) instead of writing the first one: dx's sum is rounded to bf16
+// once more on each side, 2^-8 of the value's magnitude added to its bound.
 TEST(CudaBf16Storage, LinearReadsBf16ActivationsAsTheyAre) {
   REQUIRE_GPU();
-  for (const int64_t n : {40, 7}) {  // y's bias pass moves pairs (even n) or single elements
-    SCOPED_TRACE(n);
+  // y's bias pass moves pairs (even n) or single elements; each the first gradient, then one
+  // added to an earlier gradient
+  using Case = std::pair<int64_t, bool>;
+  for (const auto& [n, earlier] :
+       {Case{40, false}, Case{40, true}, Case{7, false}, Case{7, true}}) {
+    SCOPED_TRACE(testing::Message() << "n " << n << (earlier ? ", added to an earlier gradient"
+                                                             : ", the first gradient"));
     set_precision(Precision::BF16);
     const Shape xs{2, 5, 24};
     std::vector<std::vector<float>> runs[3];  // CPU, GPU, CPU on magnitudes
@@ -151,6 +161,8 @@ TEST(CudaBf16Storage, LinearReadsBf16ActivationsAsTheyAre) {
       };
       Tensor x = make(xs, 30, true), w = make({24, n}, 31, false), b = make({n}, 32, false);
       Tensor dy = make({2, 5, n}, 33, true);
+      if (earlier && run != 2)  // (the magnitudes' run: the linear's products only)
+        backward(test::earlier_gradient_terms({x, w, b}, DType::F32));
       if (run == 1) set_op_profiling(true);
       const Tensor y = linear(x, w, b);
       tape().backward(y, dy.clone());
@@ -166,8 +178,10 @@ TEST(CudaBf16Storage, LinearReadsBf16ActivationsAsTheyAre) {
     const char* what[] = {"y", "dx", "dw", "db"};
     for (size_t k = 0; k < 4; ++k) {
       const double relative = k < 2 ? 4.1e-3 : 2e-4;
+      const double sum_rounding = earlier && k == 1 ? std::ldexp(1.0, -8) : 0.0;
       for (size_t i = 0; i < runs[0][k].size(); ++i)
-        ASSERT_NEAR(runs[1][k][i], runs[0][k][i], relative * runs[2][k][i] + 1e-6)
+        ASSERT_NEAR(runs[1][k][i], runs[0][k][i],
+                    relative * runs[2][k][i] + sum_rounding * std::fabs(runs[0][k][i]) + 1e-6)
             << what[k] << " element " << i;
     }
     EXPECT_EQ(names.find("cast"), std::string::npos) << "the GPU widened a tensor: " << names;
