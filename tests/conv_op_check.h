@@ -34,9 +34,13 @@ inline std::string describe(const ConvCase& c) {
 // forward and the gradient of every input, within relative * mag + 1e-6 per element, mag
 // the CPU's run on the inputs' absolute values.
 using OpOfInputs = std::function<Tensor(const std::vector<Tensor>&)>;
-inline void expect_op_within(double relative, const std::vector<Tensor>& cpu_in,
-                             const std::vector<size_t>& activation_inputs, const OpOfInputs& op,
-                             const char* gpu_name, DType activations) {
+// One comparison: with `earlier`, of sum(op * r) + earlier_gradient_terms(inputs), whose
+// backward runs first, so the op's backward adds to gradients already there
+// (GradWrite::Accumulate) instead of writing the first ones.
+inline void expect_op_within_once(double relative, const std::vector<Tensor>& cpu_in,
+                                  const std::vector<size_t>& activation_inputs,
+                                  const OpOfInputs& op, const char* gpu_name, DType activations,
+                                  bool earlier) {
   const auto absolute = [](const Tensor& t) {
     std::vector<float> v = t.to_vector<float>();
     for (float& e : v) e = std::fabs(e);
@@ -58,7 +62,9 @@ inline void expect_op_within(double relative, const std::vector<Tensor>& cpu_in,
     const Tensor y = op(in);
     Tensor r = random_tensor(y.shape(), 999, DType::F32);
     r = (run == 2 ? absolute(r) : r).to(d);
-    backward(sum(mul(y, r)));
+    const Tensor loss = sum(mul(y, r));
+    // (the magnitudes' run: the op's products only)
+    backward(earlier && run != 2 ? add(loss, earlier_gradient_terms(in, DType::F32)) : loss);
     EXPECT_EQ(y.dtype(), activations);
     runs.push_back({cast(y, DType::F32).to(Device::CPU).to_vector<float>()});
     for (const Tensor& t : in)
@@ -67,15 +73,30 @@ inline void expect_op_within(double relative, const std::vector<Tensor>& cpu_in,
   for (size_t k = 0; k < runs[0].size(); ++k) {
     const std::string what = k == 0 ? "output" : "gradient of input " + std::to_string(k - 1);
     const std::vector<float>&cpu = runs[0][k], &gpu = runs[1][k], &mag = runs[2][k];
+    // added to an earlier gradient, a bf16 input's sum is rounded once more on each side
+    const bool bf16_sum = earlier && activations == DType::BF16 && k > 0 &&
+                          std::find(activation_inputs.begin(), activation_inputs.end(), k - 1) !=
+                              activation_inputs.end();
+    const double sum_rounding = bf16_sum ? std::ldexp(1.0, -7) : 0.0;
     ASSERT_EQ(gpu.size(), cpu.size()) << what;
     int reported = 0;
     for (size_t i = 0; i < cpu.size(); ++i) {
       ASSERT_TRUE(std::isfinite(gpu[i])) << what << " element " << i;
-      const double bound = relative * mag[i] + 1e-6;
+      const double bound = relative * mag[i] + sum_rounding * std::fabs(cpu[i]) + 1e-6;
       if (std::fabs(double(gpu[i]) - cpu[i]) > bound && reported++ < 5)
         ADD_FAILURE() << what << " element " << i << ": " << gpu_name << " " << gpu[i]
                       << " vs cpu " << cpu[i] << " (bound " << bound << ")";
     }
+  }
+}
+
+inline void expect_op_within(double relative, const std::vector<Tensor>& cpu_in,
+                             const std::vector<size_t>& activation_inputs, const OpOfInputs& op,
+                             const char* gpu_name, DType activations) {
+  for (const bool earlier : {false, true}) {
+    SCOPED_TRACE(earlier ? "added to an earlier gradient" : "the first gradient");
+    expect_op_within_once(relative, cpu_in, activation_inputs, op, gpu_name, activations,
+                          earlier);
   }
 }
 

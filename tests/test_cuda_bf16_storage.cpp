@@ -59,34 +59,40 @@ TEST(CudaBf16Storage, CastAndAccumulateAreTheCpusBits) {
 // (kernels/cuda/resample.cu copy_as).
 TEST(CudaBf16Storage, DataMovementAndAddAreTheCpusBitsOnTheirOwnKernels) {
   REQUIRE_GPU();
+  // With `earlier`, x and z already hold a gradient (a backward of their own first): the
+  // backwards add to it, each sum in fp32 rounded once, the same bits on both devices.
   for (const int64_t c : {6, 4, 8}) {
-    SCOPED_TRACE(c);
-    const Shape xs{2, 3, 5, c}, zs{2, 6, 10, c};
-    std::vector<std::vector<uint16_t>> results[2];
-    std::string names;
-    for (const Device d : {Device::CPU, Device::CUDA}) {
-      Tensor x = random_bf16(xs, 20, d), z = random_bf16(zs, 21, d);
-      x.set_requires_grad(true);
-      z.set_requires_grad(true);
-      if (d == Device::CUDA) set_op_profiling(true);
-      const Tensor u = upsample_nearest2x(x);
-      const std::vector<Tensor> parts = split(concat({u, z}), {c, c});
-      const Tensor out = add(add(parts[0], parts[1]), u);
-      tape().backward(out, random_bf16(zs, 22, d));
-      if (d == Device::CUDA) {
-        for (const OpTime& t : op_profile_take()) names += t.name + "; ";
-        set_op_profiling(false);
+    for (const bool earlier : {false, true}) {
+      SCOPED_TRACE(testing::Message() << "c " << c << (earlier ? ", added to an earlier gradient"
+                                                               : ", the first gradient"));
+      const Shape xs{2, 3, 5, c}, zs{2, 6, 10, c};
+      std::vector<std::vector<uint16_t>> results[2];
+      std::string names;
+      for (const Device d : {Device::CPU, Device::CUDA}) {
+        Tensor x = random_bf16(xs, 20, d), z = random_bf16(zs, 21, d);
+        x.set_requires_grad(true);
+        z.set_requires_grad(true);
+        if (earlier) backward(test::earlier_gradient_terms({x, z}, DType::F32));
+        if (d == Device::CUDA) set_op_profiling(true);
+        const Tensor u = upsample_nearest2x(x);
+        const std::vector<Tensor> parts = split(concat({u, z}), {c, c});
+        const Tensor out = add(add(parts[0], parts[1]), u);
+        tape().backward(out, random_bf16(zs, 22, d));
+        if (d == Device::CUDA) {
+          for (const OpTime& t : op_profile_take()) names += t.name + "; ";
+          set_op_profiling(false);
+        }
+        for (const Tensor& t : {out, x.grad(), z.grad()}) {
+          ASSERT_EQ(t.dtype(), DType::BF16);
+          results[d == Device::CUDA].push_back(bits_of(t));
+        }
       }
-      for (const Tensor& t : {out, x.grad(), z.grad()}) {
-        ASSERT_EQ(t.dtype(), DType::BF16);
-        results[d == Device::CUDA].push_back(bits_of(t));
-      }
+      EXPECT_EQ(results[1][0], results[0][0]) << "out";
+      EXPECT_EQ(results[1][1], results[0][1]) << "dx";
+      EXPECT_EQ(results[1][2], results[0][2]) << "dz";
+      EXPECT_EQ(names.find("cast"), std::string::npos) << "the GPU widened a tensor: " << names;
+      EXPECT_NE(names.find("concat/split"), std::string::npos) << names;
     }
-    EXPECT_EQ(results[1][0], results[0][0]) << "out";
-    EXPECT_EQ(results[1][1], results[0][1]) << "dx";
-    EXPECT_EQ(results[1][2], results[0][2]) << "dz";
-    EXPECT_EQ(names.find("cast"), std::string::npos) << "the GPU widened a tensor: " << names;
-    EXPECT_NE(names.find("concat/split"), std::string::npos) << names;
   }
 }
 
@@ -223,29 +229,35 @@ TEST(CudaBf16Storage, AttentionReadsBf16ActivationsAsTheyAre) {
   // one partial key tile; three tiles of 64 keys (the forward's cp.async pipeline refills
   // each stage); three of 32 at head dim 256; three heads of 32, whose copies take rows in
   // a permuted order (flash::copy_rows)
+  // With `earlier`, qkv already holds a gradient (test::earlier_gradient_terms, a backward of
+  // its own first), so the flash backward adds its dqkv to it (GradWrite::Accumulate).
   for (const Case& c : {Case{{2, 37, 3 * 64}, 1}, Case{{1, 150, 3 * 128}, 1},
                         Case{{1, 70, 3 * 256}, 1}, Case{{1, 70, 3 * 96}, 3}}) {
-    SCOPED_TRACE(c.qkv.str());
-    std::vector<float> out[2], grad[2];
-    std::string names;
-    for (const Device d : {Device::CPU, Device::CUDA}) {
-      Tensor qkv = random_bf16(c.qkv, 40, d);
-      qkv.set_requires_grad(true);
-      if (d == Device::CUDA) set_op_profiling(true);
-      const Tensor y = attention(qkv, c.heads);
-      tape().backward(y, random_bf16(y.shape(), 41, d));
-      if (d == Device::CUDA) {
-        for (const OpTime& t : op_profile_take()) names += t.name + "; ";
-        set_op_profiling(false);
+    for (const bool earlier : {false, true}) {
+      SCOPED_TRACE(testing::Message() << c.qkv.str() << (earlier ? ", added to an earlier gradient"
+                                                                 : ", the first gradient"));
+      std::vector<float> out[2], grad[2];
+      std::string names;
+      for (const Device d : {Device::CPU, Device::CUDA}) {
+        Tensor qkv = random_bf16(c.qkv, 40, d);
+        qkv.set_requires_grad(true);
+        if (earlier) backward(test::earlier_gradient_terms({qkv}, DType::F32));
+        if (d == Device::CUDA) set_op_profiling(true);
+        const Tensor y = attention(qkv, c.heads);
+        tape().backward(y, random_bf16(y.shape(), 41, d));
+        if (d == Device::CUDA) {
+          for (const OpTime& t : op_profile_take()) names += t.name + "; ";
+          set_op_profiling(false);
+        }
+        ASSERT_EQ(y.dtype(), DType::BF16);
+        out[d == Device::CUDA] = cast(y, DType::F32).to(Device::CPU).to_vector<float>();
+        grad[d == Device::CUDA] = cast(qkv.grad(), DType::F32).to(Device::CPU).to_vector<float>();
       }
-      ASSERT_EQ(y.dtype(), DType::BF16);
-      out[d == Device::CUDA] = cast(y, DType::F32).to(Device::CPU).to_vector<float>();
-      grad[d == Device::CUDA] = cast(qkv.grad(), DType::F32).to(Device::CPU).to_vector<float>();
+      expect_close_to_rms_and_ulp(out[1], out[0], 3e-2, "output");
+      expect_close_to_rms_and_ulp(grad[1], grad[0], 5e-2, "gradient");
+      EXPECT_EQ(names.find("cast"), std::string::npos) << "the GPU widened a tensor: " << names;
+      EXPECT_NE(names.find("attention backward"), std::string::npos) << names;
     }
-    expect_close_to_rms_and_ulp(out[1], out[0], 3e-2, "output");
-    expect_close_to_rms_and_ulp(grad[1], grad[0], 5e-2, "gradient");
-    EXPECT_EQ(names.find("cast"), std::string::npos) << "the GPU widened a tensor: " << names;
-    EXPECT_NE(names.find("attention backward"), std::string::npos) << names;
   }
   set_precision(Precision::F32);
 }
