@@ -48,7 +48,11 @@ struct KernelRun {
   std::vector<std::vector<float>> grads;
 };
 
-KernelRun run(CpuKernels k, const test::TensorFn& f, const std::vector<Tensor>& inputs) {
+// The gradient of sum(f(x) * r) with respect to each input; with `earlier`, of
+// sum(f(x) * r) + test::earlier_gradient_terms(x), whose backward runs first: f's backward
+// then adds to a gradient already there (GradWrite::Accumulate) instead of writing it.
+KernelRun run(CpuKernels k, const test::TensorFn& f, const std::vector<Tensor>& inputs,
+              bool earlier = false) {
   Kernels use(k);
   std::vector<Tensor> in;
   for (const Tensor& x : inputs) {
@@ -57,7 +61,8 @@ KernelRun run(CpuKernels k, const test::TensorFn& f, const std::vector<Tensor>& 
     in.push_back(c);
   }
   const Tensor y = f(in);
-  backward(sum(mul(y, test::random_tensor(y.shape(), 999, DType::F32))));
+  const Tensor loss = sum(mul(y, test::random_tensor(y.shape(), 999, DType::F32)));
+  backward(earlier ? add(loss, test::earlier_gradient_terms(in, DType::F32)) : loss);
   KernelRun r{y.to_vector<float>(), {}};
   for (const Tensor& x : in) r.grads.push_back(x.grad().to_vector<float>());
   return r;
@@ -70,10 +75,15 @@ void expect_close(const std::vector<float>& fast, const std::vector<float>& ref,
 
 void expect_kernels_agree(const test::TensorFn& f, const std::vector<Tensor>& inputs, double atol,
                           double rtol) {
-  const KernelRun ref = run(CpuKernels::Reference, f, inputs), fast = run(CpuKernels::Fast, f, inputs);
-  expect_close(fast.out, ref.out, atol, rtol, "output");
-  for (size_t k = 0; k < inputs.size(); ++k)
-    expect_close(fast.grads[k], ref.grads[k], atol, rtol, "gradient of input " + std::to_string(k));
+  for (const bool earlier : {false, true}) {
+    SCOPED_TRACE(earlier ? "added to an earlier gradient" : "the first gradient");
+    const KernelRun ref = run(CpuKernels::Reference, f, inputs, earlier),
+                    fast = run(CpuKernels::Fast, f, inputs, earlier);
+    expect_close(fast.out, ref.out, atol, rtol, "output");
+    for (size_t k = 0; k < inputs.size(); ++k)
+      expect_close(fast.grads[k], ref.grads[k], atol, rtol,
+                   "gradient of input " + std::to_string(k));
+  }
 }
 
 Tensor rnd(const Shape& s, uint64_t stream, double scale = 1.0) {
