@@ -10,6 +10,7 @@
 #include <cstring>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/file_io.h"
@@ -80,6 +81,30 @@ TEST(Bf16Storage, AGradientReachingABf16TensorIsRoundedOncePerContribution) {
   const float want = round_to_bf16(round_to_bf16(c2) + c1);
   for (float g : cast(x.grad(), DType::F32).to_vector<float>()) EXPECT_EQ(g, want);
   EXPECT_NE(want, round_to_bf16(c1 + c2)) << "the example must tell one rounding from two";
+}
+
+// accumulate(dst, src, alpha) across the dtypes: dst = dst + alpha src in fp32, then stored
+// in dst's dtype (rounded once when that is bf16), for each pairing with bf16. The GPU is
+// held to these bits (CudaBf16Storage.CastAndAccumulateAreTheCpusBits); here they are held
+// to the definition.
+TEST(Bf16Storage, AccumulateAcrossDtypesIsDstPlusAlphaSrcRoundedOnce) {
+  const std::vector<float> d = test::random_tensor(Shape{64}, 20, DType::F32).to_vector<float>();
+  const std::vector<float> x = test::random_tensor(Shape{64}, 21, DType::F32).to_vector<float>();
+  const float alpha = 0.75f;
+  for (const auto& [dst16, src16] : {std::pair{true, false}, {false, true}, {true, true}}) {
+    SCOPED_TRACE(testing::Message() << "dst " << (dst16 ? "bf16" : "f32") << ", src "
+                                    << (src16 ? "bf16" : "f32"));
+    const Tensor src = src16 ? bf16_tensor(Shape{64}, x) : Tensor::from_vector(Shape{64}, x);
+    const Tensor dst = dst16 ? bf16_tensor(Shape{64}, d) : Tensor::from_vector(Shape{64}, d);
+    const std::vector<float> d0 = cast(dst, DType::F32).to_vector<float>();
+    const std::vector<float> s0 = cast(src, DType::F32).to_vector<float>();
+    accumulate(dst, src, alpha);
+    const std::vector<float> got = cast(dst, DType::F32).to_vector<float>();
+    for (size_t i = 0; i < d.size(); ++i) {
+      const float sum = d0[i] + alpha * s0[i];
+      EXPECT_EQ(got[i], dst16 ? round_to_bf16(sum) : sum) << "element " << i;
+    }
+  }
 }
 
 TEST(Bf16Storage, OpsWithoutBf16KernelsRunOnWidenedCopies) {
