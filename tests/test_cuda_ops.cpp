@@ -252,15 +252,28 @@ void expect_attention_matches_cpu() {
   expect_devices_agree(attn(4), {rnd({2, 64, 3 * 128}, 2, 0.2)}, 1e-4, 1e-4);
 }
 
+// The kernels a forward of the selected version launches: the version selected is the one
+// that runs (both give the CPU's numbers, so the comparisons cannot tell them apart).
+// attention.cu: scores, the softmax of each row, the output; attention_fused.cu: one.
+uint64_t attention_forward_launches() {
+  const Tensor qkv = rnd({2, 9, 18}, 1).to(Device::CUDA);
+  NoGradGuard no_grad;
+  const DeviceWorkCounts before = device_work_counts();
+  (void)attention(qkv, 1);
+  return (device_work_counts() - before).launches;
+}
+
 TEST(CudaOps, AttentionStraightforwardVersion) {
   REQUIRE_GPU();
   AttentionVersion version(AttentionAlgorithm::Straightforward);
+  EXPECT_EQ(attention_forward_launches(), 3u);
   expect_attention_matches_cpu();
 }
 
 TEST(CudaOps, AttentionFusedVersion) {
   REQUIRE_GPU();
   AttentionVersion version(AttentionAlgorithm::Fused);
+  EXPECT_EQ(attention_forward_launches(), 1u);
   expect_attention_matches_cpu();
   if (test::small_shapes_only()) return;
   // a 32x32 map with 4 heads of 32 channels: L = 1024, many key tiles per query tile
