@@ -498,9 +498,10 @@ struct DenseRowsB {
 // holds rows of the next slice. The kernel takes it as a __grid_constant__ parameter: the
 // copy reads the map where the launch put it.
 struct DenseRowsTmaB {
+  CUtensorMap map;
+#if DDPM_HAS_SM90A_WGMMA  // (v5's kernel, their only user, is compiled empty elsewhere)
   static constexpr bool kKMajor = false;
   static constexpr bool kByCopyEngine = true;
-  CUtensorMap map;
   struct State {};
   __device__ State start(int64_t, const int64_t (&)[2], int64_t) const { return {}; }
   __device__ void advance(State&) const {}
@@ -509,6 +510,7 @@ struct DenseRowsTmaB {
                           ptx::SharedAddress landed) const {
     sm90::tma_tile<Major::MN>(tile, &map, static_cast<int>(col0), static_cast<int>(k0), landed);
   }
+#endif
 };
 // Dgrad B by the copy engine (v5 only, Bf16Tiles::WgmmaTma): DgradB's w8 (taps, Cin, Cout8)
 // as a rank-3 tensor map, boxes of 128 rows (ci) of 64 co of one tap: a K-major tile, k =
@@ -516,10 +518,11 @@ struct DenseRowsTmaB {
 // (every CIFAR-10 layer but the last, Cout = 3); thread 0 finds the stage's tap and first co
 // with a division per stage. Rows past Cin are zeros from the engine.
 struct DgradTmaB {
-  static constexpr bool kKMajor = true;
-  static constexpr bool kByCopyEngine = true;
   CUtensorMap map;
   int c8;  // Cout8, a multiple of 64
+#if DDPM_HAS_SM90A_WGMMA  // (as DenseRowsTmaB's)
+  static constexpr bool kKMajor = true;
+  static constexpr bool kByCopyEngine = true;
   struct State {};
   __device__ State start(const int64_t (&)[2], int64_t, int64_t) const { return {}; }
   __device__ void advance(State&) const {}
@@ -529,6 +532,7 @@ struct DgradTmaB {
     const int tap = static_cast<int>(k0 / c8), co = static_cast<int>(k0 % c8);
     ptx::tma_load_3d(tile, &map, co, static_cast<int>(row0), tap, landed);
   }
+#endif
 };
 // True for a loader whose tiles the copy engine brings (kByCopyEngine), false for the
 // cp.async ones (which do not say).
