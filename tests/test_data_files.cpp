@@ -1,7 +1,7 @@
 // The data files of Fashion-MNIST and what the engine writes for the FID tools:
 // - IDX (models/data/idx.h): a valid file round-trips, gzip'd or plain; a bad magic number,
 //   another element type, a header or data cut short and trailing bytes are errors naming
-//   the file and the byte offset; FashionMnist pads to 32x32 and repeats grey into RGB;
+//   the file and the byte offset, and so are a .gz cut short or damaged; FashionMnist pads to 32x32 and repeats grey into RGB;
 //   when Debian's dataset-fashion-mnist is installed, its test split has the published shape.
 // - NPY inside a stored ZIP (models/data/image_export.h): the header exactly as NumPy writes
 //   it, the 64-byte alignment, the ZIP structures and CRC-32 checked field by field against
@@ -70,6 +70,23 @@ TEST(Idx, BadFilesNameTheFileAndTheOffset) {
   bad[0] = 1;
   expect_error([&] { parse_idx(bad, "x.idx"); }, {"x.idx", "magic", "offset 0"});
   bad = b;
+  bad[1] = 1;  // the magic's two zero bytes, each
+  expect_error([&] { parse_idx(bad, "x.idx"); }, {"x.idx", "magic", "offset 0"});
+  // 0 or 5 dimensions; a zero size; a size's high byte read (big-endian: 2^24 + 2 rows of
+  // 3, of which the file holds 6 bytes)
+  for (const uint8_t ndim : {uint8_t{0}, uint8_t{5}}) {
+    bad = b;
+    bad[3] = ndim;
+    const std::string dims = std::to_string(ndim) + " dimensions at offset 3";
+    expect_error([&] { parse_idx(bad, "x.idx"); }, {"x.idx", dims.c_str()});
+  }
+  expect_error([&] { parse_idx(idx_bytes({2, 0}), "x.idx"); },
+               {"x.idx", "dimension 1 at offset 8 is 0"});
+  bad = b;
+  bad[4] = 1;
+  const std::string expected = std::to_string(3 * ((uint64_t{1} << 24) + 2)) + " bytes expected";
+  expect_error([&] { parse_idx(bad, "x.idx"); }, {"x.idx", "cut short", expected.c_str()});
+  bad = b;
   bad[2] = 0x0D;  // float elements
   expect_error([&] { parse_idx(bad, "x.idx"); }, {"x.idx", "data type 0xd"});
   expect_error([&] { parse_idx(std::vector<uint8_t>(b.begin(), b.begin() + 6), "x.idx"); },
@@ -81,6 +98,21 @@ TEST(Idx, BadFilesNameTheFileAndTheOffset) {
   expect_error([&] { parse_idx(bad, "x.idx"); }, {"x.idx", "after the data", "offset 18"});
   expect_error([] { read_idx("/nonexistent/t10k-images-idx3-ubyte.gz"); },
                {"/nonexistent/t10k-images-idx3-ubyte.gz"});
+  // A .gz cut short, inside its deflate stream or only in the trailer (its size: the data
+  // are whole), and one whose deflate stream is damaged: each an error naming the file, not
+  // whatever zlib had decompressed by then.
+  const std::string d = fresh_dir("idx_bad");
+  write_gz(d + "/whole.gz", idx_bytes({64, 64}, 3));
+  const std::vector<uint8_t> gz = read_file(d + "/whole.gz");
+  ASSERT_GT(gz.size(), 40u);
+  for (const size_t cut : {12, 4}) {
+    write_file_atomic(d + "/cut.gz", gz.data(), gz.size() - cut);
+    expect_error([&] { read_idx(d + "/cut.gz"); }, {"cut.gz", "ends early", "truncated .gz"});
+  }
+  std::vector<uint8_t> damaged = gz;
+  for (size_t i = 12; i < 24; ++i) damaged[i] = 0xff;
+  write_file_atomic(d + "/damaged.gz", damaged.data(), damaged.size());
+  expect_error([&] { read_idx(d + "/damaged.gz"); }, {"damaged.gz", "decompression failed"});
 }
 
 TEST(FashionMnist, PadsTo32AndRepeatsGreyIntoRgb) {
@@ -111,6 +143,13 @@ TEST(FashionMnist, PadsTo32AndRepeatsGreyIntoRgb) {
   write_gz(d + "/labels3.gz", {0, 0, 8, 1, 0, 0, 0, 3, 1, 2, 3});
   expect_error([&] { FashionMnist::load_files(d + "/images.gz", d + "/labels3.gz", 28, 1); },
                {"labels3.gz", "3"});
+  // a label past 9, and images that are not 28 x 28
+  write_gz(d + "/labels10.gz", {0, 0, 8, 1, 0, 0, 0, 2, 3, 10});
+  expect_error([&] { FashionMnist::load_files(d + "/images.gz", d + "/labels10.gz", 28, 1); },
+               {"labels10.gz", "label 10 of image 1", "offset 9", "outside 0-9"});
+  write_gz(d + "/wide.gz", idx_bytes({2, 28, 27}));
+  expect_error([&] { FashionMnist::load_files(d + "/wide.gz", d + "/labels.gz", 28, 1); },
+               {"wide.gz", "(N, 28, 28)"});
 }
 
 TEST(FashionMnist, TheInstalledTestSplitHasThePublishedShape) {

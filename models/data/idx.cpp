@@ -21,9 +21,13 @@ std::vector<uint8_t> read_maybe_gzipped(const std::string& path) {
   while ((n = gzread(f, buf, sizeof buf)) > 0) bytes.insert(bytes.end(), buf, buf + n);
   int code = Z_OK;
   const std::string why = n < 0 ? gzerror(f, &code) : "";
-  gzclose(f);
+  // Z_BUF_ERROR: the last read ended inside a gzip stream (zlib.h, gzclose), which gzread
+  // itself reports as a plain end of file
+  const int closed = gzclose(f);
   CHECK(n == 0, "'" << path << "': decompression failed after " << bytes.size()
                     << " bytes: " << why << " (a damaged or truncated .gz?)");
+  CHECK(closed != Z_BUF_ERROR, "'" << path << "': the gzip stream ends early, after "
+                                   << bytes.size() << " bytes (a truncated .gz?)");
   return bytes;
 }
 
