@@ -4,11 +4,14 @@
 
 #include <algorithm>
 
+#include <cmath>
 #include <cstdio>
+#include <map>
 #include <set>
 
 #include "engine/file_io.h"
 #include "models/data/cifar10.h"
+#include "models/data/image_dataset.h"
 #include "models/data/synthetic_images.h"
 #include "tests/test_util.h"
 
@@ -67,9 +70,14 @@ TEST(Cifar10, BadFilesAreClearErrors) {
   const std::string corrupt = ::testing::TempDir() + "/corrupt.bin";
   write_file_atomic(corrupt, bad.data(), bad.size());
   expect_error([&] { Cifar10::load_files({corrupt}, {}); }, {"corrupt.bin", "record 0", "label 200"});
+  bad[0] = 10;  // the first label past the classes
+  write_file_atomic(corrupt, bad.data(), bad.size());
+  expect_error([&] { Cifar10::load_files({corrupt}, {}); },
+               {"corrupt.bin", "record 0", "label 10"});
   const std::string ok = write_records("ok2.bin", {1});
   expect_error([&] { Cifar10::load_files({ok}, {7}); }, {"no images left"});
   expect_error([&] { Cifar10::load_files({ok}, {12}); }, {"12 is not a class"});
+  expect_error([&] { Cifar10::load_files({ok}, {10}); }, {"10 is not a class"});
 }
 
 TEST(SyntheticImages, DeterministicAndValidByTheirOwnCheck) {
@@ -215,6 +223,53 @@ TEST(ImageBatcher, EpochsVisitEveryImageOnceAndAreReproducible) {
   }
   EXPECT_GT(mirrored, 0);
   EXPECT_LT(mirrored, 12);
+  // A part of a step's batch (a micro-batch, a rank's share) is those samples of the whole
+  // batch, flips included: a sample's flip is drawn by its place in the run, not in the part.
+  for (int64_t step : {0, 5}) {
+    const std::vector<float> whole = f.batch(step).to_vector<float>();
+    const std::vector<float> part = f.batch(step, 4, 5).to_vector<float>();
+    EXPECT_EQ(part, std::vector<float>(whole.begin() + 4 * 12, whole.begin() + 9 * 12))
+        << "step " << step;
+  }
+  expect_error([&] { f.batch(0, 10, 3); }, {"samples [10, 13) of a batch of 12"});
+}
+
+// The shuffle draws every order of an epoch alike (Fisher-Yates, each element's place drawn
+// from all the places left, its own included): the 6 orders of 3 images over 1200 epochs,
+// each about 200 times (a fixed draw, so a fixed count; one short of 120 or past 280 would
+// be a biased shuffle: Sattolo's variant, which never leaves an element in place, draws
+// only the two cyclic orders).
+TEST(ImageBatcher, EveryOrderOfAnEpochIsDrawnAlike) {
+  class Indexed : public ImageDataset {
+   public:
+    int64_t size() const override { return 3; }
+    int64_t height() const override { return 1; }
+    int64_t width() const override { return 1; }
+    void get(int64_t i, uint8_t* out) const override {
+      for (int k = 0; k < 3; ++k) out[k] = static_cast<uint8_t>(100 * i);
+    }
+  };
+  ImageBatcher b(std::make_shared<Indexed>(), 3, 21, false);
+  std::map<std::vector<long>, int> orders;
+  for (int epoch = 0; epoch < 1200; ++epoch) {
+    const std::vector<float> v = b.batch(epoch).to_vector<float>();
+    std::vector<long> order;
+    for (int j = 0; j < 3; ++j) order.push_back(std::lround((v[j * 3] + 1) * 127.5 / 100));
+    ++orders[order];
+  }
+  EXPECT_EQ(orders.size(), 6u);
+  for (const auto& [order, count] : orders) {
+    EXPECT_GT(count, 120) << order[0] << order[1] << order[2];
+    EXPECT_LT(count, 280) << order[0] << order[1] << order[2];
+  }
+}
+
+// Images back to bytes: [-1, 1] to [0, 255], rounded to the nearest (0 is 127.5: 128) and
+// clamped.
+TEST(ImageBytes, RoundToTheNearestAndClamp) {
+  const Tensor images = Tensor::from_vector(
+      Shape{1, 1, 2, 3}, std::vector<float>{-1.0f, 1.0f, 0.0f, -2.0f, 3.0f, 0.9f / 127.5f - 1.0f});
+  EXPECT_EQ(to_bytes(images), (std::vector<uint8_t>{0, 255, 128, 0, 255, 1}));
 }
 
 }  // namespace
