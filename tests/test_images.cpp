@@ -185,18 +185,27 @@ TEST(SyntheticImages, NoiseAndBlankImagesAreInvalid) {
   EXPECT_LT(d.mean_roughness, 3.0);
 }
 
+// n RGB images of h x w whose first pixel encodes the index (`step` i in its three channels);
+// byte k past those holds 255 - k.
+class IndexedImages : public ImageDataset {
+ public:
+  IndexedImages(int64_t n, int64_t h, int64_t w, int step) : n_(n), h_(h), w_(w), step_(step) {}
+  int64_t size() const override { return n_; }
+  int64_t height() const override { return h_; }
+  int64_t width() const override { return w_; }
+  void get(int64_t i, uint8_t* out) const override {
+    for (int64_t k = 0; k < h_ * w_ * 3; ++k)
+      out[k] = static_cast<uint8_t>(k < 3 ? step_ * i : 255 - k);
+  }
+
+ private:
+  int64_t n_, h_, w_;
+  int step_;
+};
+
 TEST(ImageBatcher, EpochsVisitEveryImageOnceAndAreReproducible) {
   // 12 images whose first pixel encodes the index; batches of 4: an epoch is 3 steps.
-  class Indexed : public ImageDataset {
-   public:
-    int64_t size() const override { return 12; }
-    int64_t height() const override { return 2; }
-    int64_t width() const override { return 2; }
-    void get(int64_t i, uint8_t* out) const override {
-      for (int k = 0; k < 12; ++k) out[k] = static_cast<uint8_t>(k < 3 ? 10 * i : 255 - k);
-    }
-  };
-  auto data = std::make_shared<Indexed>();
+  auto data = std::make_shared<IndexedImages>(12, 2, 2, 10);
   ImageBatcher a(data, 4, 9, false), b(data, 4, 9, false);
   for (int epoch = 0; epoch < 2; ++epoch) {
     std::set<int> seen;
@@ -240,16 +249,7 @@ TEST(ImageBatcher, EpochsVisitEveryImageOnceAndAreReproducible) {
 // be a biased shuffle: Sattolo's variant, which never leaves an element in place, draws
 // only the two cyclic orders).
 TEST(ImageBatcher, EveryOrderOfAnEpochIsDrawnAlike) {
-  class Indexed : public ImageDataset {
-   public:
-    int64_t size() const override { return 3; }
-    int64_t height() const override { return 1; }
-    int64_t width() const override { return 1; }
-    void get(int64_t i, uint8_t* out) const override {
-      for (int k = 0; k < 3; ++k) out[k] = static_cast<uint8_t>(100 * i);
-    }
-  };
-  ImageBatcher b(std::make_shared<Indexed>(), 3, 21, false);
+  ImageBatcher b(std::make_shared<IndexedImages>(3, 1, 1, 100), 3, 21, false);
   std::map<std::vector<long>, int> orders;
   for (int epoch = 0; epoch < 1200; ++epoch) {
     const std::vector<float> v = b.batch(epoch).to_vector<float>();
