@@ -7,6 +7,8 @@
 
 #include <cmath>
 #include <functional>
+#include <utility>
+#include <vector>
 
 #include "engine/ops.h"
 #include "kernels/cpu_fast/fast_exp.h"
@@ -151,6 +153,30 @@ TEST(CpuFast, AttentionMatchesTheReference) {
   expect_kernels_agree(attn(2), {rnd({1, 70, 3 * 18}, 4, 0.5)}, 1e-4, 1e-4);
   expect_kernels_agree(attn(1), {rnd({2, 256, 768}, 1, 0.1)}, 1e-4, 1e-4);
   expect_kernels_agree(attn(4), {rnd({2, 64, 3 * 128}, 2, 0.2)}, 1e-4, 1e-4);
+  // Under Precision::BF16 both round q, k, v, dout, P and dS to bf16 at the same points
+  // (kernels/cpu/attention.h's model): the same bf16 operands, fp32 sums in other orders
+  set_precision(Precision::BF16);
+  expect_kernels_agree(attn(2), {rnd({2, 37, 3 * 32}, 7, 0.5)}, 1e-4, 1e-4);
+  set_precision(Precision::F32);
+}
+
+// eps where the reference has it, inside the root: groups whose variance (1e-6) is eps's
+// own, where rsqrt(var + eps) and rsqrt(var + 2 eps) differ by 18% (as
+// CudaOps.GroupNormEpsIsTheReferencesOnTightGroups). The values sit near 0.1, where float
+// keeps their 1e-3 spread to 1e-5.
+TEST(CpuFast, GroupNormEpsIsTheReferencesOnTightGroups) {
+  REQUIRE_FAST();
+  uint64_t stream = 70;
+  for (const auto& [xs, groups] : {std::pair{Shape{2, 4, 4, 16}, int64_t{4}},
+                                   std::pair{Shape{2, 5, 7, 65}, int64_t{13}}}) {
+    SCOPED_TRACE(xs.str());
+    const int64_t g = groups;
+    const Tensor x = add(rnd(xs, stream, 1e-3), Tensor::full(xs, 0.1, DType::F32));
+    expect_kernels_agree(
+        [g](const std::vector<Tensor>& t) { return group_norm(t[0], t[1], t[2], g, 1e-6); },
+        {x, rnd({xs[3]}, stream + 1), rnd({xs[3]}, stream + 2)}, 2e-3, 2e-3);
+    stream += 3;
+  }
 }
 
 // Statistics in float (fast) vs double (reference) over up to 16*16*16 = 4096 values per
@@ -250,6 +276,11 @@ TEST(CpuFast, DropoutDrawsTheReferenceMask) {
       EXPECT_NEAR(double(dropped) / n, 0.3, 0.02);  // the mask is a real draw
     }
     expect_close(fast.grads[0], ref.grads[0], 0, 2.4e-7, "dropout gradient");
+    // added to an earlier gradient c (N(0, 1)): that ulp, and one of the sum, absolute
+    const KernelRun ref_added = run(CpuKernels::Reference, f, {x}, true),
+                    fast_added = run(CpuKernels::Fast, f, {x}, true);
+    expect_close(fast_added.grads[0], ref_added.grads[0], 2e-6, 2.4e-7,
+                 "dropout gradient added to an earlier one");
   }
 }
 

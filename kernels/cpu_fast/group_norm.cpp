@@ -49,6 +49,14 @@ void sample_coefficients(const GroupNormShape& s, int64_t n, const float* gamma,
   }
 }
 
+// Sample n's group means, channel by channel: mu[c] = mean of c's group.
+std::vector<float> channel_means(const GroupNormShape& s, int64_t n, const float* mean) {
+  const int64_t cg = s.channels_per_group();
+  std::vector<float> mu(static_cast<size_t>(s.c));
+  for (int64_t c = 0; c < s.c; ++c) mu[c] = mean[n * s.groups + c / cg];
+  return mu;
+}
+
 // Statistics of sample n, and its per-channel coefficients y = x a + b.
 void normalise_coefficients(const GroupNormShape& s, const float* x, const float* gamma,
                             const float* beta, int64_t n, float* mean, float* rstd,
@@ -60,8 +68,7 @@ void normalise_coefficients(const GroupNormShape& s, const float* x, const float
   group_sums(s, sums, group.data());
   for (int64_t g = 0; g < s.groups; ++g) mean[n * s.groups + g] = group[g] / count;
   // second pass around the mean: the variance without E[x^2] - E[x]^2's cancellation
-  std::vector<float> mean_of(static_cast<size_t>(s.c));
-  for (int64_t c = 0; c < s.c; ++c) mean_of[c] = mean[n * s.groups + c / cg];
+  const std::vector<float> mean_of = channel_means(s, n, mean);
   const float* mu = mean_of.data();
   channel_sums(s, n, sums, [x, mu](int64_t i, int64_t c) {
     const float d = x[i] - mu[c];
@@ -74,11 +81,12 @@ void normalise_coefficients(const GroupNormShape& s, const float* x, const float
 }
 
 // dh = dy silu'(h), h = x a + b per channel, over the `rows` pixel rows of one sample, and
-// the channel sums group norm's backward takes from dh: sum_dh[c] += dh, sum_dhx[c] += dh x,
-// pixels in order (as channel_sums). Its own function so the loop vectorises (inlined in
-// the parallel region GCC did not).
+// the channel sums group norm's backward takes from dh: sum_dh[c] += dh, sum_dhx[c] +=
+// dh (x - mu[c]), pixels in order (as channel_sums). Its own function so the loop vectorises
+// (inlined in the parallel region GCC did not).
 void silu_grad_rows(const float* x, const float* dy, const float* a, const float* b,
-                    int64_t rows, int64_t channels, float* dh, float* sum_dh, float* sum_dhx) {
+                    const float* mu, int64_t rows, int64_t channels, float* dh, float* sum_dh,
+                    float* sum_dhx) {
   for (int64_t p = 0; p < rows; ++p, x += channels, dy += channels, dh += channels) {
 #pragma omp simd
     for (int64_t c = 0; c < channels; ++c) {
@@ -87,29 +95,33 @@ void silu_grad_rows(const float* x, const float* dy, const float* a, const float
       const float d = dy[c] * sig * (1.0f + h * (1.0f - sig));
       dh[c] = d;
       sum_dh[c] += d;
-      sum_dhx[c] += d * x[c];
+      sum_dhx[c] += d * (x[c] - mu[c]);
     }
   }
 }
 
-// sum_g[c] += g, sum_gx[c] += g x over the `rows` pixel rows of one sample, pixels in order
-// (as channel_sums), both in one pass. Its own function for the vectoriser, as above.
-void gradient_sums(const float* x, const float* g, int64_t rows, int64_t channels,
-                   float* sum_g, float* sum_gx) {
+// sum_g[c] += g, sum_gx[c] += g (x - mu[c]) over the `rows` pixel rows of one sample, pixels
+// in order (as channel_sums), both in one pass. Its own function for the vectoriser, as above.
+void gradient_sums(const float* x, const float* g, const float* mu, int64_t rows,
+                   int64_t channels, float* sum_g, float* sum_gx) {
   for (int64_t p = 0; p < rows; ++p, x += channels, g += channels) {
 #pragma omp simd
     for (int64_t c = 0; c < channels; ++c) {
       sum_g[c] += g[c];
-      sum_gx[c] += g[c] * x[c];
+      sum_gx[c] += g[c] * (x[c] - mu[c]);
     }
   }
 }
 
 // dx of sample n from the channel sums of g (the gradient reaching the norm's output) and
-// of g x: g gamma's mean per group m_g, g gamma xhat's m_gx (xhat = (x - mu) r), and
-// dx (+)= r (g gamma - m_g - xhat m_gx) = g A + x B + C per channel. x, g, dx: sample n's rows.
+// of g (x - mu): g gamma's mean per group m_g, g gamma xhat's m_gx (xhat = (x - mu) r), and
+// dx (+)= r (g gamma - m_g - xhat m_gx) = g A + (x - mu) B + C per channel. x, g, dx:
+// sample n's rows; mu: its channel_means. The sums and dx take x about its mean: with x
+// itself, x B and C (each mu r^2 m_gx and more) cancel where a group's spread is small
+// beside its mean, r^2 amplifying float's error (1% of dx at a variance of eps and a mean
+// 100 spreads away: CpuFast.GroupNormEpsIsTheReferencesOnTightGroups).
 void sample_dx(const GroupNormShape& s, int64_t n, const float* x, const float* g,
-               const float* gamma, const float* mean, const float* rstd, const float* sum_g,
+               const float* gamma, const float* mu, const float* rstd, const float* sum_g,
                const float* sum_gx, float* dx, GradWrite write) {
   const int64_t cg = s.channels_per_group();
   const float count = static_cast<float>(s.s * cg);
@@ -118,7 +130,7 @@ void sample_dx(const GroupNormShape& s, int64_t n, const float* x, const float* 
   for (int64_t c = 0; c < s.c; ++c) {
     const int64_t grp = c / cg, ng = n * s.groups + grp;
     mg[grp] += gamma[c] * sum_g[c];
-    mgx[grp] += gamma[c] * (sum_gx[c] - mean[ng] * sum_g[c]) * rstd[ng];
+    mgx[grp] += gamma[c] * sum_gx[c] * rstd[ng];
   }
   std::vector<float> A(channels), B(channels), C(channels);
   for (int64_t c = 0; c < s.c; ++c) {
@@ -126,32 +138,31 @@ void sample_dx(const GroupNormShape& s, int64_t n, const float* x, const float* 
     const float r = rstd[ng], m_g = mg[grp] / count, m_gx = mgx[grp] / count;
     A[c] = r * gamma[c];
     B[c] = -r * r * m_gx;
-    C[c] = -r * m_g + mean[ng] * r * r * m_gx;
+    C[c] = -r * m_g;
   }
   const bool add = write == GradWrite::Accumulate;
   for (int64_t p = 0; p < s.s; ++p, x += s.c, g += s.c, dx += s.c) {
     if (add) {
 #pragma omp simd
-      for (int64_t c = 0; c < s.c; ++c) dx[c] += g[c] * A[c] + x[c] * B[c] + C[c];
+      for (int64_t c = 0; c < s.c; ++c) dx[c] += g[c] * A[c] + (x[c] - mu[c]) * B[c] + C[c];
     } else {
 #pragma omp simd
-      for (int64_t c = 0; c < s.c; ++c) dx[c] = g[c] * A[c] + x[c] * B[c] + C[c];
+      for (int64_t c = 0; c < s.c; ++c) dx[c] = g[c] * A[c] + (x[c] - mu[c]) * B[c] + C[c];
     }
   }
 }
 
-// dgamma += sum over samples of r (sum_gx - mu sum_g), dbeta += sum of sum_g, samples in
-// order: deterministic. sum_g, sum_gx: (N, C).
-void parameter_grads(const GroupNormShape& s, const float* mean, const float* rstd,
-                     const std::vector<float>& sum_g, const std::vector<float>& sum_gx,
-                     float* dgamma, float* dbeta) {
+// dgamma += sum over samples of r sum_gx (its x about the mean), dbeta += sum of sum_g,
+// samples in order: deterministic. sum_g, sum_gx: (N, C).
+void parameter_grads(const GroupNormShape& s, const float* rstd, const std::vector<float>& sum_g,
+                     const std::vector<float>& sum_gx, float* dgamma, float* dbeta) {
   const int64_t cg = s.channels_per_group();
   for (int64_t n = 0; n < s.n; ++n)
     for (int64_t c = 0; c < s.c; ++c) {
       const int64_t ng = n * s.groups + c / cg;
       const float sg = sum_g[n * s.c + c], sgx = sum_gx[n * s.c + c];
       if (dbeta) dbeta[c] += sg;
-      if (dgamma) dgamma[c] += rstd[ng] * (sgx - mean[ng] * sg);
+      if (dgamma) dgamma[c] += rstd[ng] * sgx;
     }
 }
 
@@ -193,12 +204,14 @@ void group_norm_backward(const GroupNormShape& s, const float* x, const float* g
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < s.n; ++n) {
     const int64_t first = n * s.s * s.c;
-    gradient_sums(x + first, dy + first, s.s, s.c, &sum_dy[n * s.c], &sum_dyx[n * s.c]);
+    const std::vector<float> mu = channel_means(s, n, mean);
+    gradient_sums(x + first, dy + first, mu.data(), s.s, s.c, &sum_dy[n * s.c],
+                  &sum_dyx[n * s.c]);
     if (dx)
-      sample_dx(s, n, x + first, dy + first, gamma, mean, rstd, &sum_dy[n * s.c],
+      sample_dx(s, n, x + first, dy + first, gamma, mu.data(), rstd, &sum_dy[n * s.c],
                 &sum_dyx[n * s.c], dx + first, dx_write);
   }
-  parameter_grads(s, mean, rstd, sum_dy, sum_dyx, dgamma, dbeta);
+  parameter_grads(s, rstd, sum_dy, sum_dyx, dgamma, dbeta);
 }
 
 void group_norm_silu_backward(const GroupNormShape& s, const float* x, const float* gamma,
@@ -214,13 +227,14 @@ void group_norm_silu_backward(const GroupNormShape& s, const float* x, const flo
     // one sample's dh: a few hundred KB at most, so the dx pass reads it from cache
     std::vector<float> dh(static_cast<size_t>(s.s * s.c));
     const int64_t first = n * s.s * s.c;
-    silu_grad_rows(x + first, dy + first, a.data(), b.data(), s.s, s.c, dh.data(),
+    const std::vector<float> mu = channel_means(s, n, mean);
+    silu_grad_rows(x + first, dy + first, a.data(), b.data(), mu.data(), s.s, s.c, dh.data(),
                    &sum_dh[n * s.c], &sum_dhx[n * s.c]);
     if (dx)
-      sample_dx(s, n, x + first, dh.data(), gamma, mean, rstd, &sum_dh[n * s.c],
+      sample_dx(s, n, x + first, dh.data(), gamma, mu.data(), rstd, &sum_dh[n * s.c],
                 &sum_dhx[n * s.c], dx + first, dx_write);
   }
-  parameter_grads(s, mean, rstd, sum_dh, sum_dhx, dgamma, dbeta);
+  parameter_grads(s, rstd, sum_dh, sum_dhx, dgamma, dbeta);
 }
 
 }  // namespace ddpm::cpu_fast
