@@ -101,6 +101,8 @@ AdamWParams AdamW::params(double lr) const {
   p.lr = static_cast<float>(lr);
   p.beta1 = static_cast<float>(config_.beta1);
   p.beta2 = static_cast<float>(config_.beta2);
+  p.one_minus_beta1 = static_cast<float>(1.0 - config_.beta1);
+  p.one_minus_beta2 = static_cast<float>(1.0 - config_.beta2);
   p.eps = static_cast<float>(config_.eps);
   p.weight_decay = static_cast<float>(config_.weight_decay);
   p.bias_correction1 = static_cast<float>(1.0 - counters_.beta1_power);
@@ -176,7 +178,7 @@ void AdamW::resolve_gated_step(const StepGate& gate) {
 void AdamW::launch(const AdamWParams& p, Ema* ema, int64_t ema_index, const StepGate* gate,
                    const StepInputs* inputs) {
   const Tensor flat = store_.flat_data();
-  const float ema_decay = ema ? ema->decay_at(ema_index) : 0.0f;
+  const float ema_rate = ema ? ema->rate_at(ema_index) : 0.0f;
   float* const ema_weights = ema ? ema->weights().data<float>() : nullptr;
   OpTimer timer(ema ? "AdamW + EMA" : "AdamW", on_gpu(flat));
   // the bf16 copy of the weights, when kept (engine/weight_copy.h; GPU only), written in the
@@ -185,12 +187,12 @@ void AdamW::launch(const AdamWParams& p, Ema* ema, int64_t ema_index, const Step
     if (on_gpu(flat)) {
 #if DDPM_WITH_CUDA
       cuda::adamw_step(flat.numel(), p, flat.data<float>(), store_.flat_grad().data<float>(),
-                       m_.data<float>(), v_.data<float>(), ema_decay, ema_weights, gate, inputs,
+                       m_.data<float>(), v_.data<float>(), ema_rate, ema_weights, gate, inputs,
                        copy);
 #endif
     } else {
       cpu::adamw_step(flat.numel(), p, flat.data<float>(), store_.flat_grad().data<float>(),
-                      m_.data<float>(), v_.data<float>(), ema_decay, ema_weights, gate);
+                      m_.data<float>(), v_.data<float>(), ema_rate, ema_weights, gate);
     }
   });
 }
@@ -220,19 +222,19 @@ Ema::Ema(const ParameterStore& store, double decay, bool warmup)
   CHECK(decay >= 0 && decay < 1, "EMA decay must be in [0, 1), got " << decay);
 }
 
-float Ema::decay_at(int64_t k) const {
-  return static_cast<float>(warmup_ ? std::min(decay_, (1.0 + k) / (10.0 + k)) : decay_);
+float Ema::rate_at(int64_t k) const {
+  return static_cast<float>(1.0 - (warmup_ ? std::min(decay_, (1.0 + k) / (10.0 + k)) : decay_));
 }
 
 void Ema::update(int64_t k) {
-  const float d = decay_at(k);
+  const float r = rate_at(k);
   const Tensor flat = store_.flat_data();
   if (on_gpu(flat)) {
 #if DDPM_WITH_CUDA
-    cuda::ema_update(flat.numel(), d, flat.data<float>(), shadow_.data<float>());
+    cuda::ema_update(flat.numel(), r, flat.data<float>(), shadow_.data<float>());
 #endif
   } else {
-    cpu::ema_update(flat.numel(), d, flat.data<float>(), shadow_.data<float>());
+    cpu::ema_update(flat.numel(), r, flat.data<float>(), shadow_.data<float>());
   }
 }
 

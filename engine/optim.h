@@ -99,7 +99,9 @@ class Ema {
  public:
   Ema(const ParameterStore& store, double decay, bool warmup = false);
   void update(int64_t k);  // k: the index of this update (the optimiser step)
-  float decay_at(int64_t k) const;  // the decay update k uses
+  // The rate 1 - decay update k uses, rounded from the double (kernels/optim_math.h says why
+  // the rate travels and not the decay).
+  float rate_at(int64_t k) const;
   Tensor weights() const { return shadow_; }  // flat, same layout as the parameters
   double decay() const { return decay_; }
 

@@ -6,7 +6,7 @@
 // AdamW (Loshchilov & Hutter, decoupled weight decay), in PyTorch's form:
 //   m = b1 m + (1 - b1) g;   v = b2 v + (1 - b2) g^2
 //   p = p (1 - lr wd) - (lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps),  bc_k = 1 - b_k^t
-// EMA of the weights, after the update: e = decay e + (1 - decay) p.
+// EMA of the weights, after the update: e = decay e + (1 - decay) p = (1 - r) e + r p.
 // Clipping by global norm is folded into the update: the gradient AdamW reads is
 // g = float(clip_scale) * grad, the product scale_in_place would have stored, so clipping
 // costs no pass of its own; a step whose gate says "not applied" changes nothing. The gate
@@ -34,8 +34,8 @@ DDPM_HD AdamWStepConstants adamw_step_constants(const AdamWParams& p) {
 // One element: updates m, v and the parameter from the gradient g.
 DDPM_HD void adamw_element(const AdamWParams& p, const AdamWStepConstants& k, float g, float& m,
                            float& v, float& param) {
-  m = p.beta1 * m + (1.0f - p.beta1) * g;
-  v = p.beta2 * v + (1.0f - p.beta2) * g * g;
+  m = p.beta1 * m + p.one_minus_beta1 * g;
+  v = p.beta2 * v + p.one_minus_beta2 * g * g;
   param = param * k.decay - k.step * m / (sqrtf(v) * k.inv_sqrt_bc2 + p.eps);
 }
 
@@ -100,8 +100,11 @@ DDPM_HD AdamWParams gated_params(AdamWParams p, const StepGate* gate) {
   return p;
 }
 
-DDPM_HD float ema_element(float decay, float ema, float param) {
-  return decay * ema + (1.0f - decay) * param;
+// The EMA's step travels as its rate r = 1 - decay, rounded from the double: a decay within
+// float's spacing of 1 (0.99999999) is 1.0f, and 1.0f - decay would freeze the average.
+// 1.0f - r is the float nearest 1 - r: decay itself, as near as a float can hold it.
+DDPM_HD float ema_element(float rate, float ema, float param) {
+  return (1.0f - rate) * ema + rate * param;
 }
 
 }  // namespace ddpm

@@ -69,6 +69,9 @@ struct AttentionShape {
 // One AdamW step over a flat buffer (kernels/cpu/optim.h has the update rule).
 struct AdamWParams {
   float lr = 2e-4f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.0f;
+  // 1 - beta, rounded from the double (as PyTorch passes 1 - beta2 to addcmul_): 1.0f - beta
+  // in float is 0 for a beta2 of 0.999999999, whose float is 1, and v would never grow.
+  float one_minus_beta1 = 0.1f, one_minus_beta2 = 0.001f;
   float bias_correction1 = 1.0f, bias_correction2 = 1.0f;  // 1 - beta^t for the step t
 };
 

@@ -4,7 +4,7 @@
 // it was captured. So a value that differs per step cannot be a kernel argument: it is read
 // from device memory that the host rewrites before each replay. The training step keeps one
 // such block, StepInputs (the step index, the batch's flip counter, the learning rate, the
-// EMA decay), and every per-step Philox key is an affine function of a value read there:
+// EMA's rate), and every per-step Philox key is an affine function of a value read there:
 //   noise stream    kNoiseStream (+ shard << 32) + 1 * step
 //   flip counter    0 + 1 * flip_first
 //   dropout stream  kDropoutStream + layer (+ shard << 42) + 4096 * step
@@ -24,7 +24,7 @@ namespace ddpm {
 struct StepInputs {
   uint64_t step = 0;            // the training step being taken
   uint64_t flip_first = 0;      // the batch's flip counter (the batcher's: step * batch)
-  float lr = 0, ema_decay = 0;  // AdamW's learning rate and the EMA decay at that step
+  float lr = 0, ema_rate = 0;  // AdamW's learning rate and the EMA's rate (1 - decay) at that step
 };
 constexpr int kStepInputDoubles = 3;  // uploaded as 3 f64 slots
 static_assert(sizeof(StepInputs) == kStepInputDoubles * 8, "StepInputs is 24 bytes");

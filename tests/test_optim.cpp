@@ -74,6 +74,31 @@ TEST(Optim, EmaAveragesWithOptionalWarmup) {
   EXPECT_THROW(Ema(f.store, 1.0), Error);
 }
 
+// Betas and decays near 1 are taken as 1 - beta in double, rounded once (PyTorch passes
+// 1 - beta2 to addcmul_ alike): float(0.999999999) is 1, and 1.0f - beta2 = 0 kept v at 0, so
+// the first step moved each weight by lr m / eps (1e5 lr here) instead of lr.
+TEST(Optim, BetasAndDecaysNearOneKeepTheirDistanceFromOne) {
+  Fixture f;
+  AdamWConfig c;
+  c.lr = 0.1;
+  c.beta1 = 0.999999;
+  c.beta2 = 0.999999999;
+  AdamW opt(f.store, c);
+  f.set_grad({0.5f, -1.0f, 2.0f});
+  opt.step(0.1);
+  // m^ = g and v^ = g^2 at the first step: each weight moves by lr g / (|g| + eps)
+  const std::vector<float> got = f.w.to_vector<float>();
+  const std::vector<double> want = {1.0 - 0.1, -2.0 + 0.1, 0.5 - 0.1};
+  for (int i = 0; i < 3; ++i) EXPECT_NEAR(got[i], want[i], 1e-6) << i;
+  // The EMA's rate 1 - decay: 1e-8 moves an average of 1 towards 1e4 by 1e-4 (float(decay)
+  // is 1, and the old 1.0f - decay left it at 1).
+  Fixture g;
+  Ema ema(g.store, 0.99999999);
+  g.w.copy_from(Tensor::from_vector<float>(Shape{3}, {1e4f, -2.0f, 0.5f}));
+  ema.update(0);
+  EXPECT_NEAR(ema.weights().to_vector<float>()[0], 1.0 + 1e-8 * (1e4 - 1.0), 2e-7);
+}
+
 TEST(Optim, LearningRateSchedule) {
   EXPECT_NEAR(learning_rate(0, 2e-4, 5000, 800000, LrDecay::Constant), 2e-4 / 5000, 1e-15);
   EXPECT_NEAR(learning_rate(4999, 2e-4, 5000, 800000, LrDecay::Constant), 2e-4, 1e-15);

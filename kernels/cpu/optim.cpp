@@ -7,7 +7,7 @@
 namespace ddpm::cpu {
 
 void adamw_step(int64_t n, const AdamWParams& p, float* param, const float* grad, float* m,
-                float* v, float ema_decay, float* ema, const StepGate* gate) {
+                float* v, float ema_rate, float* ema, const StepGate* gate) {
   if (gate && gate->applied == 0) return;
   const AdamWParams q = gated_params(p, gate);
   const AdamWStepConstants k = adamw_step_constants(q);
@@ -19,14 +19,14 @@ void adamw_step(int64_t n, const AdamWParams& p, float* param, const float* grad
 #pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < n; ++i) {
       adamw_element(q, k, grad[i] * scale, m[i], v[i], param[i]);
-      ema[i] = ema_element(ema_decay, ema[i], param[i]);
+      ema[i] = ema_element(ema_rate, ema[i], param[i]);
     }
   }
 }
 
-void ema_update(int64_t n, float decay, const float* param, float* ema) {
+void ema_update(int64_t n, float rate, const float* param, float* ema) {
 #pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; ++i) ema[i] = ema_element(decay, ema[i], param[i]);
+  for (int64_t i = 0; i < n; ++i) ema[i] = ema_element(rate, ema[i], param[i]);
 }
 
 double sum_of_squares(int64_t n, const float* x) {

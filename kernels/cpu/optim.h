@@ -14,9 +14,9 @@
 namespace ddpm::cpu {
 
 void adamw_step(int64_t n, const AdamWParams& p, float* param, const float* grad, float* m,
-                float* v, float ema_decay = 0.0f, float* ema = nullptr,
+                float* v, float ema_rate = 0.0f, float* ema = nullptr,
                 const StepGate* gate = nullptr);
-void ema_update(int64_t n, float decay, const float* param, float* ema);
+void ema_update(int64_t n, float rate, const float* param, float* ema);  // rate: 1 - decay
 double sum_of_squares(int64_t n, const float* x);
 
 }  // namespace ddpm::cpu

@@ -20,14 +20,14 @@ namespace {
 // every thread reads the same 48 bytes (one broadcast load per warp, cached); the same for
 // the 16 bytes of step inputs. A refused step writes nothing: the copy stays bf16(param).
 __global__ void adamw_kernel(int64_t n, AdamWParams p, float* param, const float* grad, float* m,
-                             float* v, float ema_decay, float* ema, const StepGate* gate,
+                             float* v, float ema_rate, float* ema, const StepGate* gate,
                              const StepInputs* inputs, uint16_t* param_bf16) {
   if (gate && gate->applied == 0) return;
   const float scale = gate ? static_cast<float>(gate->clip_scale) : 1.0f;
   AdamWParams q = gated_params(p, gate);
   if (inputs) {  // the same floats the host would have passed
     q.lr = inputs->lr;
-    ema_decay = inputs->ema_decay;
+    ema_rate = inputs->ema_rate;
   }
   const AdamWStepConstants k = adamw_step_constants(q);
   DDPM_GRID_STRIDE(i, n) {
@@ -37,12 +37,12 @@ __global__ void adamw_kernel(int64_t n, AdamWParams p, float* param, const float
     v[i] = vi;
     param[i] = pi;
     if (param_bf16) param_bf16[i] = bf16_round(pi);
-    if (ema) ema[i] = ema_element(ema_decay, ema[i], pi);
+    if (ema) ema[i] = ema_element(ema_rate, ema[i], pi);
   }
 }
 
-__global__ void ema_kernel(int64_t n, float decay, const float* param, float* ema) {
-  DDPM_GRID_STRIDE(i, n) ema[i] = ema_element(decay, ema[i], param[i]);
+__global__ void ema_kernel(int64_t n, float rate, const float* param, float* ema) {
+  DDPM_GRID_STRIDE(i, n) ema[i] = ema_element(rate, ema[i], param[i]);
 }
 
 __device__ double block_sum_double(double v, double* scratch) {
@@ -91,10 +91,10 @@ __global__ void step_summary_kernel(int64_t n, const T* per_sample, const T* los
 }  // namespace
 
 void adamw_step(int64_t n, const AdamWParams& p, float* param, const float* grad, float* m,
-                float* v, float ema_decay, float* ema, const StepGate* gate,
+                float* v, float ema_rate, float* ema, const StepGate* gate,
                 const StepInputs* inputs, uint16_t* param_bf16) {
   if (n == 0) return;
-  DDPM_LAUNCH(adamw_kernel, grid_for(n), kThreads)(n, p, param, grad, m, v, ema_decay, ema, gate,
+  DDPM_LAUNCH(adamw_kernel, grid_for(n), kThreads)(n, p, param, grad, m, v, ema_rate, ema, gate,
                                                    inputs, param_bf16);
 }
 
@@ -110,9 +110,9 @@ template void step_summary<float>(int64_t, const float*, const float*, const dou
 template void step_summary<double>(int64_t, const double*, const double*, const double*,
                                    const StepSummaryRule&, StepCounters*, double*);
 
-void ema_update(int64_t n, float decay, const float* param, float* ema) {
+void ema_update(int64_t n, float rate, const float* param, float* ema) {
   if (n == 0) return;
-  DDPM_LAUNCH(ema_kernel, grid_for(n), kThreads)(n, decay, param, ema);
+  DDPM_LAUNCH(ema_kernel, grid_for(n), kThreads)(n, rate, param, ema);
 }
 
 void sum_of_squares(int64_t n, const float* x, double* workspace, double* result) {

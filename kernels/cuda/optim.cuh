@@ -12,15 +12,15 @@ namespace ddpm::cuda {
 // written by step_summary earlier on the stream): nothing when gate->applied is 0, else the
 // gradient clipped by gate->clip_scale in the same pass, with the gate's bias corrections;
 // the host never reads it first. With `inputs` (device memory: a captured step's), p.lr and
-// ema_decay are read from there (the CPU kernel has no such argument: only graphs need it).
+// ema_rate are read from there (the CPU kernel has no such argument: only graphs need it).
 // With `param_bf16` (n bf16 bits; engine/weight_copy.h), bf16(param) after the update,
 // rounded to nearest even, in the same pass (the CPU keeps no copy: its products round
 // their operands themselves).
 void adamw_step(int64_t n, const AdamWParams& p, float* param, const float* grad, float* m,
-                float* v, float ema_decay = 0.0f, float* ema = nullptr,
+                float* v, float ema_rate = 0.0f, float* ema = nullptr,
                 const StepGate* gate = nullptr, const StepInputs* inputs = nullptr,
                 uint16_t* param_bf16 = nullptr);
-void ema_update(int64_t n, float decay, const float* param, float* ema);
+void ema_update(int64_t n, float rate, const float* param, float* ema);  // rate: 1 - decay
 
 // Doubles of scratch sum_of_squares needs; the caller allocates it.
 constexpr int kSumOfSquaresWorkspace = 512;

@@ -46,11 +46,14 @@ TrainerConfig read_trainer_config(ConfigReader& r, const TrainerConfig& d) {
   return c;
 }
 
-SamplerConfig read_sampler_config(ConfigReader& r, const SamplerConfig& d) {
+SamplerConfig read_sampler_config(ConfigReader& r, const SamplerConfig& d, int T) {
   SamplerConfig c = d;
   c.kind = parse_sampler_kind(
       r.choice("sampler", d.kind == SamplerKind::Ddpm ? "ddpm" : "ddim", {"ddpm", "ddim"}));
   c.steps = static_cast<int>(r.integer("sample_steps", d.steps, 0, 100000));
+  r.require(c.steps <= T, "sample_steps",
+            std::to_string(c.steps) + " is more than the schedule's T = " + std::to_string(T) +
+                " (0 samples with all T)");
   c.eta = r.number("eta", d.eta, 0, 10);
   c.fixed_large = r.choice("variance", d.fixed_large ? "fixed_large" : "fixed_small",
                            {"fixed_large", "fixed_small"}) == "fixed_large";
@@ -262,8 +265,8 @@ void DiffusionTrainer::queue_gpu_step(const Denoiser& model, const TrainBatch& b
   StepInputs in;
   in.step = static_cast<uint64_t>(step_);
   in.flip_first = batch.flip_first;
-  in.lr = static_cast<float>(lr);  // the floats AdamW::params and Ema::decay_at give
-  in.ema_decay = ema_ ? ema_->decay_at(step_) : 0.0f;
+  in.lr = static_cast<float>(lr);  // the floats AdamW::params and Ema::rate_at give
+  in.ema_rate = ema_ ? ema_->rate_at(step_) : 0.0f;
   device_copy(step_inputs_.raw(), device, &in, Device::CPU, sizeof in);
   const auto* live = reinterpret_cast<const StepInputs*>(step_inputs_.raw());
 
