@@ -1,6 +1,7 @@
 #include "apps/args.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "engine/check.h"
 
@@ -59,7 +60,7 @@ long long Args::integer(const std::string& name, long long fallback, long long l
   return v;
 }
 
-double Args::number(const std::string& name, double fallback) const {
+double Args::number(const std::string& name, double fallback, double lo, double hi) const {
   if (!has(name)) return fallback;
   const std::string s = get(name, "");
   size_t used = 0;
@@ -70,6 +71,8 @@ double Args::number(const std::string& name, double fallback) const {
     used = 0;
   }
   CHECK(used == s.size() && !s.empty(), "option '--" << name << "' needs a number, got '" << s << "'");
+  CHECK(std::isfinite(v) && v >= lo && v <= hi,
+        "option '--" << name << "' must be in [" << lo << ", " << hi << "], got '" << s << "'");
   return v;
 }
 

@@ -22,7 +22,7 @@ class Args {
   std::string get(const std::string& name, const std::string& fallback) const;
   std::string require(const std::string& name) const;  // error if missing
   long long integer(const std::string& name, long long fallback, long long lo, long long hi) const;
-  double number(const std::string& name, double fallback) const;
+  double number(const std::string& name, double fallback, double lo, double hi) const;
   std::vector<std::string> all(const std::string& name) const;
 
  private:

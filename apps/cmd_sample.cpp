@@ -66,7 +66,7 @@ int run(int argc, char** argv) {
   SamplerConfig sc = c.sampler;
   if (args.has("sampler")) sc.kind = parse_sampler_kind(args.get("sampler", ""));
   sc.steps = static_cast<int>(args.integer("steps", sc.steps, 0, c.trainer.schedule.T));
-  sc.eta = args.number("eta", sc.eta);
+  sc.eta = args.number("eta", sc.eta, 0, 10);  // the config key's range
   sc.cuda_graph = sc.cuda_graph || args.has("graph");
   CHECK(!(args.has("profile") && sc.cuda_graph),
         "--profile times ops one by one, which a CUDA graph's replay does not launch: give "

@@ -40,6 +40,10 @@ class ConfigReader {
                                 int64_t lo, int64_t hi);
   bool has(const std::string& key) const { return json_.contains(key); }
   void finish() const;  // errors on keys never read
+  // A check across keys, after they are read: fails with "<context>: key '<key>' <why>".
+  void require(bool ok, const std::string& key, const std::string& why) const {
+    if (!ok) bad(key, why);
+  }
 
   const nlohmann::json& json() const { return json_; }
   // Every key read so far, in reading order, with its resolved value (`ddpm config`, the

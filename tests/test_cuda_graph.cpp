@@ -32,7 +32,7 @@ ImageTrainConfig graph_config(bool graph, const std::string& conv = "tiled",
                               const char* precision = "fp32",
                               const std::vector<std::string>& more = {}) {
   std::vector<std::string> overrides = {
-      "batch_size=4", "timestep_sampler=importance", "T=2", "warmup=100", "ema_warmup=true",
+      "batch_size=4", "timestep_sampler=importance", "T=2", "sample_steps=2", "warmup=100", "ema_warmup=true",
       std::string("cuda_graph=") + (graph ? "true" : "false"), "cuda_conv=" + conv};
   overrides.insert(overrides.end(), more.begin(), more.end());
   return test::small_unet_config("cuda", precision, overrides);

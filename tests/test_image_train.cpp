@@ -85,7 +85,7 @@ TEST(ImageTrain, SamplingWithTheEmaUsesItAndGivesTheWeightsBack) {
 // timesteps drawn after that.
 ImageTrainConfig importance_config(std::vector<std::string> extra = {}) {
   std::vector<std::string> keys = {"base_channels=8", "groups=4", "batch_size=8", "steps=8",
-                                   "dropout=0.1", "timestep_sampler=importance", "T=2",
+                                   "dropout=0.1", "timestep_sampler=importance", "T=2", "sample_steps=2",
                                    "ema_decay=0.9", "warmup=2"};
   keys.insert(keys.end(), extra.begin(), extra.end());
   return read_image_train_config(tiny_json(keys), "tiny.json (test)");

@@ -60,8 +60,9 @@ struct TrainerConfig {
 // steps, grad_clip, ema_decay, ema_warmup, seed, fused_loss, nonfinite, cuda_graph) with the
 // given defaults.
 TrainerConfig read_trainer_config(ConfigReader& r, const TrainerConfig& defaults);
-// Reads the sampling keys (sampler, sample_steps, eta, variance, clip_x0, clip_range).
-SamplerConfig read_sampler_config(ConfigReader& r, const SamplerConfig& defaults);
+// Reads the sampling keys (sampler, sample_steps, eta, variance, clip_x0, clip_range);
+// sample_steps is at most T, the schedule's length.
+SamplerConfig read_sampler_config(ConfigReader& r, const SamplerConfig& defaults, int T);
 
 // The batch of one step: x0 (N, ...) f32/f64, or the raw u8 images (N, H, W, C) with the
 // batcher's flip rule, decoded to [-1, 1] and mirrored inside the fused kernels (the

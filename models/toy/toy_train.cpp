@@ -30,12 +30,11 @@ ToyConfig read_toy_config(const nlohmann::json& json, const std::string& context
   c.hidden = r.integer("hidden", c.hidden, 1, 65536);
   c.layers = r.integer("layers", c.layers, 1, 64);
   c.time_embed_dim = r.integer("time_embed_dim", c.time_embed_dim, 4, 4096);
-  if (c.time_embed_dim % 2 != 0)
-    THROW_ERROR(context << ": key 'time_embed_dim' must be even, got " << c.time_embed_dim);
+  r.require(c.time_embed_dim % 2 == 0, "time_embed_dim",
+            "must be even, got " + std::to_string(c.time_embed_dim));
   c.input_embed_dim = r.integer("input_embed_dim", c.input_embed_dim, 0, 4096);
-  if (c.input_embed_dim != 0 && (c.input_embed_dim < 4 || c.input_embed_dim % 2 != 0))
-    THROW_ERROR(context << ": key 'input_embed_dim' must be 0 or even and >= 4, got "
-                        << c.input_embed_dim);
+  r.require(c.input_embed_dim == 0 || (c.input_embed_dim >= 4 && c.input_embed_dim % 2 == 0),
+            "input_embed_dim", "must be 0 or even and >= 4, got " + std::to_string(c.input_embed_dim));
   c.batch_size = r.integer("batch_size", c.batch_size, 1, 1'000'000);
   c.n_samples = r.integer("n_samples", c.n_samples, 2, 10'000'000);
   c.log_every = r.integer("log_every", c.log_every, 1, 1'000'000'000);
@@ -48,7 +47,7 @@ ToyConfig read_toy_config(const nlohmann::json& json, const std::string& context
   SamplerConfig s;
   s.clip_x0 = true;  // 2-D data lies within about [-2.5, 2.5]: clip the predicted x0 there
   s.clip_range = 3.0;
-  c.sampler = read_sampler_config(r, s);
+  c.sampler = read_sampler_config(r, s, c.trainer.schedule.T);
   c.sampler.target = c.trainer.target;
   c.trainer.loss.vlb_fixed_large = c.sampler.fixed_large;  // the model's variance: one key
   c.cpu_kernels = read_cpu_kernels(r);

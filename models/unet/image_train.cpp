@@ -94,7 +94,7 @@ ImageTrainConfig read_image_train_config(const nlohmann::json& json, const std::
   d.steps = 1000;
   d.ema_decay = 0.9999;
   c.trainer = read_trainer_config(r, d);
-  c.sampler = read_sampler_config(r, SamplerConfig{});
+  c.sampler = read_sampler_config(r, SamplerConfig{}, c.trainer.schedule.T);
   c.sampler.target = c.trainer.target;
   c.sampler.cuda_graph = c.trainer.cuda_graph;  // one key for both loops
   c.trainer.loss.vlb_fixed_large = c.sampler.fixed_large;  // the model's variance: one key

@@ -105,7 +105,7 @@ UNetConfig read_unet_config(ConfigReader& r, const UNetConfig& d) {
   UNetConfig c = d;
   c.image_size = r.integer("image_size", d.image_size, 4, 4096);
   c.in_channels = r.integer("in_channels", d.in_channels, 1, 64);
-  c.base_channels = r.integer("base_channels", d.base_channels, 1, 4096);
+  c.base_channels = r.integer("base_channels", d.base_channels, 4, 4096);
   c.channel_mult = r.integers("channel_mult", d.channel_mult, 1, 64);
   c.num_res_blocks = r.integer("num_res_blocks", d.num_res_blocks, 1, 64);
   c.attention_resolutions = r.integers("attention_resolutions", d.attention_resolutions, 1, 4096);
@@ -113,18 +113,23 @@ UNetConfig read_unet_config(ConfigReader& r, const UNetConfig& d) {
   c.dropout = r.number("dropout", d.dropout, 0.0, 0.99);
   c.groups = r.integer("groups", d.groups, 1, 4096);
   c.upsample_by_phase = r.boolean("upsample_by_phase", d.upsample_by_phase);
-  CHECK(!c.channel_mult.empty(), "key 'channel_mult' must not be empty");
-  CHECK((c.image_size >> (c.channel_mult.size() - 1)) << (c.channel_mult.size() - 1) == c.image_size,
-        "key 'image_size' " << c.image_size << " does not halve cleanly "
-                            << c.channel_mult.size() - 1 << " times");
+  // the sinusoidal time embedding has base_channels features, half sines and half cosines
+  r.require(c.base_channels % 2 == 0, "base_channels",
+            std::to_string(c.base_channels) + " is odd: the time embedding's " +
+                std::to_string(c.base_channels) + " features are half sines, half cosines");
+  r.require(!c.channel_mult.empty(), "channel_mult", "must not be empty");
+  const size_t halvings = c.channel_mult.size() - 1;
+  r.require(halvings < 63 && (c.image_size >> halvings) << halvings == c.image_size, "image_size",
+            std::to_string(c.image_size) + " does not halve cleanly " +
+                std::to_string(halvings) + " times (one per level of channel_mult after the first)");
   for (int64_t m : c.channel_mult) {
-    const int64_t ch = c.base_channels * m;
-    CHECK(ch % c.groups == 0, "key 'groups': " << ch << " channels (base_channels "
-                                               << c.base_channels << " x " << m
-                                               << ") do not split into " << c.groups << " groups");
-    CHECK(ch % c.attention_heads == 0,
-          "key 'attention_heads': " << ch << " channels do not split into " << c.attention_heads
-                                    << " heads");
+    const std::string ch = std::to_string(c.base_channels * m);
+    r.require(c.base_channels * m % c.groups == 0, "groups",
+              ": " + ch + " channels (base_channels " + std::to_string(c.base_channels) + " x " +
+                  std::to_string(m) + ") do not split into " + std::to_string(c.groups) + " groups");
+    r.require(c.base_channels * m % c.attention_heads == 0, "attention_heads",
+              ": " + ch + " channels do not split into " + std::to_string(c.attention_heads) +
+                  " heads");
   }
   // A resolution no level has would silently add no attention at all.
   std::string levels;
@@ -133,8 +138,8 @@ UNetConfig read_unet_config(ConfigReader& r, const UNetConfig& d) {
   for (int64_t res : c.attention_resolutions) {
     bool found = false;
     for (size_t i = 0; i < c.channel_mult.size(); ++i) found |= (c.image_size >> i) == res;
-    CHECK(found, "key 'attention_resolutions': " << res << " is not the resolution of any level ("
-                                                 << levels << ")");
+    r.require(found, "attention_resolutions",
+              ": " + std::to_string(res) + " is not the resolution of any level (" + levels + ")");
   }
   return c;
 }
