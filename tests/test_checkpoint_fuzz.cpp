@@ -8,6 +8,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <initializer_list>
 #include <random>
 
 #include "engine/file_io.h"
@@ -156,6 +157,50 @@ TEST(CheckpointFuzz, EveryMutationIsACleanErrorOrAValidCheckpoint) {
   RecordProperty("accepted", accepted);
   EXPECT_EQ(errors + accepted, kCases);
   EXPECT_GT(errors, kCases / 2) << "most mutations must be caught: the mutator is not biting";
+}
+
+// The fuzz above asks only for some clean error; here each rule of the reader is broken on
+// its own, in a file otherwise valid, and must give its own message (a rule dropped would
+// still end in some error further on, or in none).
+TEST(SafetensorsReader, EachBrokenRuleHasItsOwnError) {
+  const auto refused = [](const char* header, size_t data_bytes, std::initializer_list<const char*> message) {
+    const std::vector<uint8_t> bytes = join(header, std::vector<uint8_t>(data_bytes, 0));
+    test::expect_error([&] { parse_safetensors(bytes, "rules.safetensors"); }, message);
+  };
+  refused(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 12,
+          {"'rules.safetensors'", "data bytes 8 to 12 belong to no tensor"});
+  refused(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})", 12,
+          {"data bytes 0 to 4 belong to no tensor"});
+  refused(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,12]}})", 12,
+          {"tensor 'a'", "spanning 12 bytes, but shape [2] of F32 needs 8"});
+  refused(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
+          12, {"tensors 'a' and 'b' overlap"});
+  // 2^40 x 2^40 elements: the product would overflow 64 bits; refused dimension by dimension
+  refused(R"({"a":{"dtype":"F32","shape":[1099511627776,1099511627776],"data_offsets":[0,8]}})", 8,
+          {"tensor 'a'", "more elements than the file's 8 data bytes hold"});
+  refused(R"({"a":{"dtype":"F32","shape":[1,1,1,1,2],"data_offsets":[0,8]}})", 8,
+          {"tensor 'a'", "a list of at most 4 dimensions"});
+  // and the same file with the rule kept reads
+  const std::vector<uint8_t> fine =
+      join(R"({"a":{"dtype":"F32","shape":[1,1,1,2],"data_offsets":[0,8]}})", std::vector<uint8_t>(8, 0));
+  EXPECT_EQ(parse_safetensors(fine, "fine.safetensors").tensors.at("a").shape(), (Shape{1, 1, 1, 2}));
+}
+
+// The writer pads the header with spaces so the data starts 8-byte aligned (as the format's
+// own writer does: readers may map the tensors in place), and what it writes reads back.
+TEST(SafetensorsReader, TheWriterAlignsTheDataAndRoundTrips) {
+  const std::string path = ::testing::TempDir() + "/aligned.safetensors";
+  for (const std::string& name : {"a", "ab", "abc", "abcd", "abcde", "abcdef", "abcdefg", "abcdefgh"}) {
+    const Tensor t = Tensor::from_vector<float>(Shape{3}, {1.5f, -2.0f, 0.25f});
+    write_safetensors(path, {{name, t}}, {{"k", "v"}});
+    const std::vector<uint8_t> bytes = read_file(path);
+    uint64_t n = 0;
+    for (int i = 0; i < 8; ++i) n |= uint64_t(bytes[i]) << (8 * i);
+    EXPECT_EQ((8 + n) % 8, 0u) << name;
+    const SafetensorsFile f = parse_safetensors(bytes, path);
+    EXPECT_EQ(f.tensors.at(name).to_vector<float>(), t.to_vector<float>()) << name;
+    EXPECT_EQ(f.metadata.at("k"), "v");
+  }
 }
 
 }  // namespace

@@ -128,6 +128,11 @@ TEST(RunSafety, ANewRunDoesNotStartOverAnOldOne) {
   EXPECT_EQ(s.last_checkpoint, out + "/ckpt/step_00000002.safetensors");
   EXPECT_TRUE(fs::exists(s.last_checkpoint));
   EXPECT_TRUE(fs::exists(out + "/config.json"));
+  // nor the old run's sample grids: a grid of the old run is not left beside the new run's
+  std::ofstream(out + "/samples/step_7.png") << "old";
+  train(tiny(out, {"steps=1"}), o);
+  EXPECT_FALSE(fs::exists(out + "/samples/step_7.png"));
+  EXPECT_TRUE(fs::exists(out + "/samples/final.png"));
 }
 
 // Resuming an older checkpoint: the later ones (another timeline) and their metrics lines
@@ -143,12 +148,32 @@ TEST(RunSafety, ResumingAnOlderCheckpointSetsTheLaterTimelineAside) {
   EXPECT_TRUE(fs::exists(out + "/ckpt/abandoned/step_00000003.safetensors"));
   EXPECT_TRUE(fs::exists(out + "/ckpt/abandoned/step_00000004.safetensors"));
   EXPECT_TRUE(fs::exists(out + "/metrics.abandoned.jsonl"));
+  // the checkpoint resumed from is this timeline's: not set aside (retention removed it)
+  EXPECT_FALSE(fs::exists(out + "/ckpt/abandoned/step_00000002.safetensors"));
   bool noted = false;
   for (const std::string& n : s.notes) noted |= n.find("set aside") != std::string::npos;
   EXPECT_TRUE(noted);
   // --resume latest takes the newest readable checkpoint: a corrupt newest one is skipped
   write_file_atomic(out + "/ckpt/step_00000009.safetensors", std::string("garbage"));
   EXPECT_EQ(latest_checkpoint(out), out + "/ckpt/step_00000005.safetensors");
+  // and so is a readable safetensors file that is no checkpoint (no format, no step)
+  write_safetensors(out + "/ckpt/step_00000010.safetensors",
+                    {{"w", Tensor::zeros(Shape{2}, DType::F32)}}, {});
+  EXPECT_EQ(latest_checkpoint(out), out + "/ckpt/step_00000005.safetensors");
+}
+
+// Checkpoint names are step_ and the step in at least 8 digits: a run past step 99,999,999
+// writes 9 and more, and they are still its checkpoints (18 digits at most: int64).
+TEST(RunSafety, CheckpointsPastEightDigitsAreStillFound) {
+  const std::string out = fresh_dir("long_names");
+  fs::create_directories(out + "/ckpt");
+  for (const char* name : {"step_00000007.safetensors", "step_123456789.safetensors",
+                           "step_100000000000000000.safetensors",
+                           "step_1000000000000000000.safetensors", "step_12a.safetensors",
+                           "step_.safetensors", "notes.safetensors"})
+    std::ofstream(out + "/ckpt/" + name) << "x";
+  EXPECT_EQ(checkpoint_steps(out), (std::vector<int64_t>{7, 123456789, 100000000000000000}));
+  EXPECT_EQ(RunFolder(out).checkpoint_path(123456789), out + "/ckpt/step_123456789.safetensors");
 }
 
 // The final checkpoint is written before the final sample grid: a grid that cannot be
@@ -180,9 +205,20 @@ TEST(RunSafety, ANonFiniteStepStopsTheRunBeforeItsUpdate) {
   std::vector<std::string> skip = explode;
   skip.push_back("nonfinite=skip");
   skip.push_back("steps=8");
-  const TrainSummary s = train(tiny(fresh_dir("nonfinite_skip"), skip));
+  const std::string skipped = fresh_dir("nonfinite_skip");
+  const TrainSummary s = train(tiny(skipped, skip));
   EXPECT_GT(s.skipped_steps, 0);
   EXPECT_EQ(s.steps_trained, 8);
+  // the checkpoint counts AdamW's applied steps apart from the steps taken (its bias
+  // corrections follow the applied ones), and a resumed run takes both back
+  const std::string last = RunFolder(skipped).checkpoints().back().second;
+  const SafetensorsFile f = read_safetensors(last);
+  EXPECT_EQ(f.metadata.at("step"), "8");
+  EXPECT_EQ(f.metadata.at("optimizer_steps"), std::to_string(8 - s.skipped_steps));
+  ImageRun resumed(tiny(skipped, skip));
+  resumed.load_checkpoint(last);
+  EXPECT_EQ(resumed.step_index(), 8);
+  EXPECT_EQ(resumed.trainer().optimizer().steps_taken(), 8 - s.skipped_steps);
 }
 
 TEST(RunSafety, ACheckpointHoldingNaNIsRefused) {
@@ -230,13 +266,38 @@ TEST(RunSafety, CheckpointMetadataIsParsedStrictly) {
            {"step", "0x10", "metadata 'step' must be a whole number"},
            {"step", "99999999999999999999", "metadata 'step' must be a whole number"},
            {"config", "{not json", "its config is not a valid JSON object"},
-           {"timestep_sampler", "[1,2", "'timestep_sampler' is not valid JSON"}}) {
+           {"timestep_sampler", "[1,2", "'timestep_sampler' is not valid JSON"},
+           {"step", "-1", "metadata 'step' is -1"},
+           {"optimizer_steps", "2", "metadata 'optimizer_steps' 2 is not in [0, step 1]"},
+           {"optimizer_steps", "-1", "metadata 'optimizer_steps' -1 is not in [0, step 1]"},
+           {"format", "ddpm-checkpoint-0", "has format 'ddpm-checkpoint-0', expected"}}) {
     auto meta = f.metadata;
     meta[key] = value;
     const std::string bad = out + "/bad.safetensors";
     write_safetensors(bad, tensors, meta);
     expect_error([&] { validate_checkpoint(bad); }, {"bad.safetensors", what.c_str()});
   }
+  // A checkpoint from before optimizer_steps was written: no step of it was skipped.
+  auto meta = f.metadata;
+  meta.erase("optimizer_steps");
+  const std::string older = out + "/older.safetensors";
+  write_safetensors(older, tensors, meta);
+  ImageRun run(tiny(out, {"steps=1"}), /*with_data=*/false);
+  run.load_checkpoint(older);
+  EXPECT_EQ(run.trainer().optimizer().steps_taken(), 1);
+  // A tensor of the right size in the wrong shape (transposed) is refused by its shape.
+  std::vector<std::pair<std::string, Tensor>> transposed = tensors;
+  bool found = false;
+  for (auto& [name, t] : transposed)
+    if (!found && t.shape().ndim() == 2 && t.shape()[0] != t.shape()[1]) {
+      t = t.view(Shape{t.shape()[1], t.shape()[0]});
+      found = true;
+      const std::string bad = out + "/transposed.safetensors";
+      write_safetensors(bad, transposed, f.metadata);
+      expect_error([&] { validate_checkpoint(bad); },
+                   {"transposed.safetensors", ("tensor '" + name + "' is").c_str(), "the model's is"});
+    }
+  EXPECT_TRUE(found) << "the model has a non-square matrix";
 }
 
 // ---- numbers ----
