@@ -112,10 +112,14 @@ int run(int argc, char** argv) {
     device_synchronize(c.device);
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    std::printf("sampled %lld images in %d %s steps on %s: %.3f s, %.3f ms per step; per step "
-                "%.1f launches, %.2f graph launches, %.2f host syncs\n",
+    std::printf("sampled %lld images in %d %s steps on %s (%s products, %s activations): %.3f s, "
+                "%.3f ms per step; per step %.1f launches, %.2f graph launches, %.2f host syncs\n",
                 static_cast<long long>(n), steps, sc.kind == SamplerKind::Ddpm ? "DDPM" : "DDIM",
-                device_name(c.device), seconds, 1e3 * seconds / steps,
+                device_name(c.device),
+                c.precision == Precision::BF16   ? "bf16"
+                : c.precision == Precision::TF32 ? "tf32"
+                                                 : "fp32",
+                c.activations == DType::BF16 ? "bf16" : "fp32", seconds, 1e3 * seconds / steps,
                 double(after.launches - before.launches) / steps,
                 double(after.graph_launches - before.graph_launches) / steps,
                 double(after.host_syncs - before.host_syncs) / steps);

@@ -5,7 +5,8 @@ For each mutation of a list (tests/mutations/*.json: [file, old text, new text, 
 file's one occurrence of the old text is replaced by the new, the named test binaries (paths
 under BUILD/tests/, e.g. test_optim or cuda_emulation/emu_asan_test_diffusion_loss: a CUDA
 kernel's mutation runs on the CPU emulation; ":FILTER" after one runs only the tests a gtest
-filter names) are rebuilt and run, and the mutation is reported CAUGHT (some test failed, or it no longer
+filter names; "ctest:REGEX" runs the ctest tests REGEX names, the command line's: the ddpm
+and kernel-bench binaries are built for them) are rebuilt and run, and the mutation is reported CAUGHT (some test failed, or it no longer
 builds) or SURVIVED (every test passed: a gap, or a change that is no change); the binaries run in
 their listed order and the first that fails decides, so list the quick ones first. The file is
 restored after each mutation, on an error or Ctrl-C too. A mutation whose old text no longer
@@ -29,6 +30,9 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 def failed_tests(stdout):
     names = []
     for line in stdout.splitlines():
+        if "***Failed" in line or "***Timeout" in line or "***Exception" in line:  # ctest's
+            names.append(line.split(":", 1)[-1].split()[0])
+            continue
         parts = line.split()
         if line.startswith("[  FAILED  ]") and len(parts) > 3 and "." in parts[3]:
             names.append(parts[3].rstrip(","))
@@ -49,13 +53,18 @@ def change_of(old, new, width=60):
     return f"{cut(old)!r} -> {cut(new)!r}"
 
 
-def target_of(test):
+def targets_of(test):
     """A test binary under build/tests/ ("test_optim", "cuda_emulation/emu_asan_test_philox"),
-    optionally with ":FILTER" (a gtest filter), is built by the ninja target of its file name."""
-    return test.split(":")[0].split("/")[-1]
+    optionally with ":FILTER" (a gtest filter), is built by the ninja target of its file name;
+    "ctest:REGEX" (the command line's tests) by the apps'."""
+    if test.startswith("ctest:"):
+        return ["ddpm", "kernel-bench"]
+    return [test.split(":")[0].split("/")[-1]]
 
 
 def command_of(test, build):
+    if test.startswith("ctest:"):
+        return ["ctest", "--test-dir", build, "-R", test[len("ctest:"):]]
     binary, _, pattern = test.partition(":")
     return [f"{build}/tests/{binary}", "--gtest_brief=1"] + (
         [f"--gtest_filter={pattern}"] if pattern else [])
@@ -69,7 +78,7 @@ def sweep(mutation, build):
         return "STALE", f"the text occurs {source.count(old)} times"
     target.write_text(source.replace(old, new))
     try:
-        made = subprocess.run(["ninja", "-C", build] + [target_of(t) for t in tests], cwd=ROOT,
+        made = subprocess.run(["ninja", "-C", build] + [n for t in tests for n in targets_of(t)], cwd=ROOT,
                               capture_output=True, text=True)
         if made.returncode != 0:
             return "CAUGHT", "does not build"
@@ -98,7 +107,7 @@ def main():
                 sys.exit(f"{name}: each entry must be [file, old, new, [test binaries]], got {m!r}")
             if args.only in m[0]:
                 mutations.append((name, m))
-    touched = {target_of(test) for _, m in mutations for test in m[3]}
+    touched = {n for _, m in mutations for test in m[3] for n in targets_of(test)}
     bad = 0
     try:
         for i, (name, m) in enumerate(mutations):

@@ -21,7 +21,8 @@ ckpt=$work/run/ckpt/step_00000004.safetensors
 grep -q '"images": 5' "$work/eval.json" || fail "eval.json lacks the image count"
 grep -q '"bits_per_dim"' "$work/eval.json" || fail "eval.json lacks bits_per_dim"
 "$ddpm" eval --ckpt "$ckpt" --timesteps 5000 > "$work/bad.log" 2>&1 && fail "eval accepted --timesteps 5000"
-grep -q "timesteps" "$work/bad.log" || fail "the bad --timesteps is not named"
+grep -q "option '--timesteps' must be in \[0, 999\], got 5000" "$work/bad.log" \
+  || fail "the bad --timesteps is not refused by its range"
 "$ddpm" sample --ckpt "$ckpt" --format npz --n 5 --batch 2 --steps 2 --out "$work/s.npz" > "$work/sample.log" 2>&1 \
   || fail "sample --format npz failed"
 "$ddpm" sample --ckpt "$ckpt" --format png --n 5 --batch 2 --steps 2 --out "$work/s_png" >> "$work/sample.log" 2>&1 \
