@@ -15,10 +15,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <initializer_list>
 #include <string>
 #include <vector>
 
+#include "models/data/fashion_mnist.h"
 #include "models/toy/toy_train.h"
 #include "models/unet/image_train.h"
 #include "tests/config_fixture.h"
@@ -46,10 +48,8 @@ std::vector<std::string> with(std::vector<std::string> base, const std::vector<s
   return base;
 }
 
-class ImageConfigValue : public ::testing::TestWithParam<ValueCase> {};
-
-TEST_P(ImageConfigValue, TrainsAndSamples) {
-  const ValueCase& vc = GetParam();
+// Three steps and two samples of the small tiny.json with vc's keys set.
+void trains_and_samples(const ValueCase& vc) {
   const ImageTrainConfig c = read_image_train_config(test::tiny_json(with(kSmall, vc.set)), "tiny.json");
   ImageRun run(c);
   const std::vector<float> before = run.store().flat_data().to_vector<float>();
@@ -79,6 +79,10 @@ TEST_P(ImageConfigValue, TrainsAndSamples) {
     ASSERT_LE(std::fabs(v), bound * (1 + 1e-6));
   }
 }
+
+class ImageConfigValue : public ::testing::TestWithParam<ValueCase> {};
+
+TEST_P(ImageConfigValue, TrainsAndSamples) { trains_and_samples(GetParam()); }
 
 // Each key at the ends of its range and through its choices. Keys whose every value only
 // chooses a code path (cpu_kernels, precision) are here too: each path must run.
@@ -153,6 +157,21 @@ INSTANTIATE_TEST_SUITE_P(
         ValueCase{"bf16_activations", {"precision=bf16", "activations=bf16"}},
         ValueCase{"bf16_activations_reference", {"precision=bf16", "activations=bf16", "cpu_kernels=reference"}}),
     [](const ::testing::TestParamInfo<ValueCase>& param_info) { return param_info.param.name; });
+
+// Fashion-MNIST at each shape the dataset key allows: 28x28 grey (its own size; one halving to
+// 14), 28x28 as RGB, and padded to 32x32 with a class filter.
+TEST(DatasetConfigValue, FashionMnistAtEachShape) {
+  if (!std::filesystem::exists(std::string(FashionMnist::kDefaultDir) + "/train-images-idx3-ubyte.gz"))
+    GTEST_SKIP() << FashionMnist::kDefaultDir << " not installed (apt install dataset-fashion-mnist)";
+  const std::vector<ValueCase> cases = {
+      {"grey_28", {"dataset=fashion_mnist", "image_size=28", "in_channels=1", "attention_resolutions=[14]"}},
+      {"rgb_28", {"dataset=fashion_mnist", "image_size=28", "in_channels=3", "attention_resolutions=[14]"}},
+      {"grey_32_two_classes", {"dataset=fashion_mnist", "in_channels=1", "classes=[0,9]"}}};
+  for (const ValueCase& vc : cases) {
+    SCOPED_TRACE(vc.name);
+    trains_and_samples(vc);
+  }
+}
 
 // The 2-D trainer's own keys at their ends (the recipe keys are the image trainer's).
 TEST(ToyConfigValue, TrainsAndSamples) {
