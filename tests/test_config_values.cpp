@@ -208,6 +208,10 @@ TEST(ConfigValues, WhatKeysDisagreeOnNamesTheFileAndKey) {
           {"tiny.json: key 'attention_heads'", "16 channels do not split into 3 heads"});
   refused({"attention_resolutions=[8]"},
           {"tiny.json: key 'attention_resolutions'", "8 is not the resolution of any level (32, 16)"});
+  refused({"classes=[3]"}, {"tiny.json: key 'classes' filters cifar10's and fashion_mnist's labels"});
+  refused({"data_dir=/data"}, {"tiny.json: key 'data_dir' names the files"});
+  refused({"dataset=fashion_mnist", "synthetic_size=10"},
+          {"tiny.json: key 'synthetic_size' sizes the synthetic dataset; fashion_mnist has"});
   nlohmann::json toy = load_json_file(std::string(DDPM_SOURCE_DIR) + "/configs/moons.json");
   apply_override(toy, "T=100");
   expect_error([&] { read_toy_config(toy, "moons.json"); },

@@ -144,6 +144,14 @@ ImageTrainConfig read_image_train_config(const nlohmann::json& json, const std::
   c.cpu_kernels = read_cpu_kernels(r);
   r.finish();
   c.keys = r.keys();
+  // keys of one kind of data set given for the other would be silently ignored
+  const bool files = c.dataset != "synthetic";
+  r.require(files || !r.has("classes"), "classes",
+            "filters cifar10's and fashion_mnist's labels; the synthetic dataset has none");
+  r.require(files || !r.has("data_dir"), "data_dir",
+            "names the files of cifar10 or fashion_mnist; the synthetic dataset is generated");
+  r.require(!files || !r.has("synthetic_size"), "synthetic_size",
+            "sizes the synthetic dataset; " + c.dataset + " has the size of its files");
   CHECK(c.dataset != "cifar10" || !c.data_dir.empty(),
         context << ": key 'data_dir' is required with \"dataset\": \"cifar10\"");
   if (c.dataset == "fashion_mnist") {
