@@ -6,11 +6,11 @@
 // groups or heads do not divide) must fail when the config is read, naming the file and key,
 // not later inside an op.
 //
-// Written after a sweep of this kind found three such values: beta2 = 0.999999999 (AdamW's
-// 1.0f - beta2 was 0 in float, v stayed 0 and a weight moved by lr m / eps: the loss went
-// 0.18 -> 4e9 -> 3e13), sample_steps past T (an
-// error from inside the schedule after training had run), and an odd or tiny base_channels
-// (an error from the time-embedding op).
+// Written after a sweep of this kind found: beta2 = 0.999999999 (AdamW's 1.0f - beta2 was 0
+// in float, v stayed 0 and a weight moved by lr m / eps: the loss went 0.18 -> 4e9 -> 3e13),
+// sample_steps past T (an error from inside the schedule after training had run), an odd or
+// tiny base_channels (an error from the time-embedding op), and data-set keys the chosen
+// data set silently ignored.
 #include <gtest/gtest.h>
 
 #include <algorithm>

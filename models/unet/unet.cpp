@@ -123,13 +123,14 @@ UNetConfig read_unet_config(ConfigReader& r, const UNetConfig& d) {
             std::to_string(c.image_size) + " does not halve cleanly " +
                 std::to_string(halvings) + " times (one per level of channel_mult after the first)");
   for (int64_t m : c.channel_mult) {
-    const std::string ch = std::to_string(c.base_channels * m);
-    r.require(c.base_channels * m % c.groups == 0, "groups",
-              ": " + ch + " channels (base_channels " + std::to_string(c.base_channels) + " x " +
-                  std::to_string(m) + ") do not split into " + std::to_string(c.groups) + " groups");
-    r.require(c.base_channels * m % c.attention_heads == 0, "attention_heads",
-              ": " + ch + " channels do not split into " + std::to_string(c.attention_heads) +
-                  " heads");
+    const int64_t ch = c.base_channels * m;
+    r.require(ch % c.groups == 0, "groups",
+              std::to_string(ch) + " channels (base_channels " + std::to_string(c.base_channels) +
+                  " x " + std::to_string(m) + ") do not split into " + std::to_string(c.groups) +
+                  " groups");
+    r.require(ch % c.attention_heads == 0, "attention_heads",
+              std::to_string(ch) + " channels do not split into " +
+                  std::to_string(c.attention_heads) + " heads");
   }
   // A resolution no level has would silently add no attention at all.
   std::string levels;
@@ -139,7 +140,7 @@ UNetConfig read_unet_config(ConfigReader& r, const UNetConfig& d) {
     bool found = false;
     for (size_t i = 0; i < c.channel_mult.size(); ++i) found |= (c.image_size >> i) == res;
     r.require(found, "attention_resolutions",
-              ": " + std::to_string(res) + " is not the resolution of any level (" + levels + ")");
+              std::to_string(res) + " is not the resolution of any level (" + levels + ")");
   }
   return c;
 }
