@@ -61,6 +61,17 @@ std::vector<int64_t> logged_steps(const std::string& out) {
 
 // ---- the importance sampler's state from a checkpoint ----
 
+// The tests' own files: ctest runs tests in parallel, and one test in several executables at
+// once (the GPU build, the emulation's asan and tsan builds), all writing under TempDir() by
+// fixed names. Each process has a directory of its own (tests/private_temp_dir.h, set up by
+// the test mains): with one /tmp, a GPU run loaded a checkpoint another process had just
+// written over its own, and a bf16 step failed its comparison on CI.
+TEST(RunSafety, EachTestProcessWritesInADirectoryOfItsOwn) {
+  const fs::path dir = fs::path(::testing::TempDir()).parent_path();  // TempDir() ends in '/'
+  EXPECT_EQ(dir.filename().string().rfind("ddpm-test-", 0), 0u) << dir;
+  EXPECT_TRUE(fs::is_directory(dir)) << dir;
+}
+
 TEST(RunSafety, TimestepSamplerStateIsValidatedBeforeUse) {
   TimestepSampler s(TimestepSamplerKind::Importance, 50);
   s.update({3, 7}, {0.5, 0.25});
