@@ -18,9 +18,10 @@ namespace {
 
 // SIGINT / SIGTERM: the first asks the run to finish its step, write a checkpoint and stop;
 // a second ends the process at once (the last periodic checkpoint is intact: every file is
-// written atomically).
+// written atomically). The exit status is the shell's for that signal, 128 + its number
+// (130 for SIGINT, 143 for SIGTERM: what a batch scheduler sends before it kills a job).
 std::atomic<bool> g_stop{false};
-volatile std::sig_atomic_t g_signals = 0;
+volatile std::sig_atomic_t g_signals = 0, g_first_signal = 0;
 
 void on_signal(int sig) {
   if (g_signals++ > 0) {
@@ -28,6 +29,7 @@ void on_signal(int sig) {
     std::raise(sig);
     return;
   }
+  g_first_signal = sig;
   g_stop.store(true);
   const char msg[] =
       "\nddpm: stopping after this step with a checkpoint (signal again to quit at once)\n";
@@ -108,7 +110,8 @@ int train_unet(const nlohmann::json& config, const std::string& path, const Args
                 "%s --resume %s\n",
                 static_cast<long long>(s.steps_trained), s.last_checkpoint.c_str(), path.c_str(),
                 s.last_checkpoint.c_str());
-    return 130;
+    // (a data-parallel rank another rank's signal stopped has none of its own: SIGINT's)
+    return 128 + (g_first_signal != 0 ? int(g_first_signal) : SIGINT);
   }
   std::printf("loss %.4f -> %.4f", s.first_loss, s.final_loss);
   if (s.untrained_quality >= 0)

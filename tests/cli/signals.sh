@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# `ddpm train` and signals. SIGINT: the run finishes its step, writes a checkpoint, says how
-# to resume and exits 130; `--resume latest` then continues from that checkpoint. A second
-# SIGINT quits at once, without the first's checkpoint.
+# `ddpm train` and signals. SIGINT or SIGTERM: the run finishes its step, writes a checkpoint,
+# says how to resume and exits 130 or 143 (128 + the signal's number); `--resume latest` then
+# continues from that checkpoint. A second SIGINT quits at once, without the first's
+# checkpoint.
 #   tests/cli/signals.sh DDPM CONFIG WORKDIR
 set -u
 ddpm=$1 config=$2 work=$3
@@ -19,23 +20,29 @@ wait_for_step() {
   fail "no step logged in $1"
 }
 
-# one signal: a checkpoint, a message, exit 130, and a run that resumes
-"$ddpm" train $(run_args "$work/a") > "$work/a.log" 2>&1 &
-pid=$!
-wait_for_step "$work/a"
-kill -INT $pid
-wait $pid
-code=$?
-[ $code -eq 130 ] || fail "exit $code after SIGINT, expected 130"
-grep -q "resume with: ddpm train --config $config --resume $work/a/ckpt/step_" "$work/a.log" ||
-  fail "no resume hint"
-ckpt=$(ls "$work"/a/ckpt/step_*.safetensors | tail -1)
-step=$((10#$(basename "$ckpt" .safetensors | sed 's/step_//')))
-[ "$step" -ge 1 ] || fail "checkpoint step $step"
-"$ddpm" train $(run_args "$work/a") --set steps=$((step + 2)) --resume latest > "$work/resume.log" 2>&1 ||
-  fail "resume failed"
-grep -q "resumed .*step_.* at step $step" "$work/resume.log" || fail "did not resume at step $step"
-[ -f "$work/a/ckpt/$(printf 'step_%08d' $((step + 2))).safetensors" ] || fail "no final checkpoint"
+# one signal: a checkpoint, a message, exit 128 + the signal's number, and a run that resumes
+stop_and_resume() {  # SIGNAL EXPECTED_EXIT RUN_NAME
+  local run=$work/$3
+  "$ddpm" train $(run_args "$run") > "$run.log" 2>&1 &
+  local pid=$!
+  wait_for_step "$run"
+  kill -"$1" $pid
+  wait $pid
+  local code=$?
+  [ $code -eq "$2" ] || fail "exit $code after SIG$1, expected $2"
+  grep -q "resume with: ddpm train --config $config --resume $run/ckpt/step_" "$run.log" ||
+    fail "no resume hint after SIG$1"
+  local ckpt
+  ckpt=$(ls "$run"/ckpt/step_*.safetensors | tail -1)
+  step=$((10#$(basename "$ckpt" .safetensors | sed 's/step_//')))
+  [ "$step" -ge 1 ] || fail "checkpoint step $step after SIG$1"
+  "$ddpm" train $(run_args "$run") --set steps=$((step + 2)) --resume latest > "$run-resume.log" 2>&1 ||
+    fail "resume after SIG$1 failed"
+  grep -q "resumed .*step_.* at step $step" "$run-resume.log" || fail "did not resume at step $step"
+  [ -f "$run/ckpt/$(printf 'step_%08d' $((step + 2))).safetensors" ] || fail "no final checkpoint"
+}
+stop_and_resume INT 130 a
+stop_and_resume TERM 143 t  # what a batch scheduler sends before it kills a job
 
 # two signals: the second ends the process at once
 "$ddpm" train $(run_args "$work/b") > "$work/b.log" 2>&1 &
@@ -49,4 +56,4 @@ code=$?
 [ $code -eq 130 ] || fail "exit $code after two SIGINTs, expected 130"
 grep -q "signal again to quit at once" "$work/b.log" || fail "the first signal said nothing"
 grep -q "interrupted after" "$work/b.log" && fail "the second signal did not quit at once"
-echo "PASS: SIGINT checkpoints and resumes at step $step; a second SIGINT quits at once"
+echo "PASS: SIGINT and SIGTERM checkpoint and resume; a second SIGINT quits at once"
