@@ -73,12 +73,16 @@ double adam_step_bound(int t, double b1 = 0.9, double b2 = 0.999) {
 
 // Every parameter's gradient after the last step, GPU against CPU, to `tol` of that
 // parameter's largest CPU entry. Returns the largest such difference found (as a fraction of
-// that entry).
-double expect_gradients_close(ImageRun& gpu, ImageRun& cpu, double tol) {
+// that entry) and whose it was.
+struct GradientGap {
+  double fraction = 0;
+  std::string parameter;
+};
+GradientGap expect_gradients_close(ImageRun& gpu, ImageRun& cpu, double tol) {
   const std::vector<float> g_cpu = cpu.store().flat_grad().to_vector<float>();
   const std::vector<float> g_gpu = gpu.store().flat_grad().to(Device::CPU).to_vector<float>();
   const auto& params = cpu.store().parameters();
-  double worst = 0;
+  GradientGap worst;
   for (size_t p = 0; p < params.size(); ++p) {
     const int64_t begin = cpu.store().offset(p), n = params[p].numel();
     double scale = 0;
@@ -87,7 +91,7 @@ double expect_gradients_close(ImageRun& gpu, ImageRun& cpu, double tol) {
     if (scale == 0) return worst;
     for (int64_t i = 0; i < n; ++i) {
       const double d = std::fabs(double(g_gpu[begin + i]) - g_cpu[begin + i]) / scale;
-      worst = std::max(worst, d);
+      if (d > worst.fraction) worst = {d, params[p].name()};
       if (d > tol) {
         ADD_FAILURE() << "parameter " << p << " " << params[p].describe() << " element " << i
                       << ": cuda " << g_gpu[begin + i] << ", cpu " << g_cpu[begin + i]
@@ -368,17 +372,27 @@ void expect_gpu_step_near_cpu(const std::string& precision, const std::vector<st
   gpu_overrides.insert(gpu_overrides.end(), gpu_more.begin(), gpu_more.end());
   ImageRun gpu(test::small_unet_config("cuda", precision, gpu_overrides));
   gpu.load_checkpoint(path);
+  // Both steps start from the same weights: the comparison below cannot tell other weights
+  // near these from rounding (a run that loaded another test's checkpoint, from weights 3
+  // steps apart, came within 1.3x of its gradient bound)
+  const std::vector<float> w_gpu = gpu.store().flat_data().to(Device::CPU).to_vector<float>(),
+                           w_cpu = cpu.store().flat_data().to_vector<float>();
+  ASSERT_EQ(w_gpu.size(), w_cpu.size());
+  const size_t differ = std::mismatch(w_gpu.begin(), w_gpu.end(), w_cpu.begin()).first - w_gpu.begin();
+  ASSERT_EQ(differ, w_gpu.size()) << "the GPU run's weights are not the CPU run's (" << path
+                                  << "): weight " << differ;
   const StepStats s_cpu = cpu.step(), s_gpu = gpu.step();
   set_precision(Precision::F32);
   set_conv_algorithm(ConvAlgorithm::Tiled);
   set_activation_dtype(DType::F32);
   EXPECT_NEAR(s_gpu.loss, s_cpu.loss, loss_tol * s_cpu.loss);
-  const double worst = expect_gradients_close(gpu, cpu, grad_tol);
+  const GradientGap worst = expect_gradients_close(gpu, cpu, grad_tol);
   std::printf("GPU step vs CPU step (%s", precision.c_str());
   for (const std::string& o : gpu_overrides) std::printf(", %s", o.c_str());
   std::printf("): loss %.2e apart (relative; bound %.0e), gradients %.2e (of each parameter's "
-              "largest; bound %.0e)\n",
-              std::fabs(s_gpu.loss - s_cpu.loss) / s_cpu.loss, loss_tol, worst, grad_tol);
+              "largest, at %s; bound %.0e)\n",
+              std::fabs(s_gpu.loss - s_cpu.loss) / s_cpu.loss, loss_tol, worst.fraction,
+              worst.parameter.c_str(), grad_tol);
 }
 
 // Every kernel choice a config accepts (cuda_conv, cuda_attention; the default ones are the
