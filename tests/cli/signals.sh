@@ -44,12 +44,14 @@ stop_and_resume() {  # SIGNAL EXPECTED_EXIT RUN_NAME
 stop_and_resume INT 130 a
 stop_and_resume TERM 143 t  # what a batch scheduler sends before it kills a job
 
-# two signals: the second ends the process at once
-"$ddpm" train $(run_args "$work/b") > "$work/b.log" 2>&1 &
+# two signals: the second ends the process at once. It is sent once the first has been
+# handled (its message is in the log: two signals still pending are delivered as one), into
+# steps of batch 32 (~0.6 s on 2 cores), so the run cannot finish its step first.
+"$ddpm" train $(run_args "$work/b") --set batch_size=32 > "$work/b.log" 2>&1 &
 pid=$!
 wait_for_step "$work/b"
 kill -INT $pid
-sleep 0.01
+for _ in $(seq 1 1000); do grep -q "signal again" "$work/b.log" && break; sleep 0.005; done
 kill -INT $pid
 wait $pid
 code=$?
