@@ -18,6 +18,6 @@ wait $pid
 first=$?
 [ $code -eq 1 ] || fail "the second trainer exited $code, expected 1"
 grep -q "is in use by another trainer (pid $pid)" "$work/second.log" || fail "no clear message"
-[ $first -eq 130 ] || fail "the first trainer exited $first after SIGTERM, expected 130"
+[ $first -eq 143 ] || fail "the first trainer exited $first after SIGTERM, expected 143"
 grep -q "interrupted after" "$work/first.log" || fail "the first trainer did not stop cleanly"
 echo "PASS: the second trainer was refused; the first stopped cleanly on SIGTERM"
