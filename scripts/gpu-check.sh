@@ -2,7 +2,8 @@
 # The GPU check: on a machine with a GPU, build for its architecture, run every test, run the
 # CUDA tests under compute-sanitizer, run the kernel benchmark and a short training benchmark
 # of the CIFAR-10 model (and the same step in PyTorch when it is installed), and write a
-# report (JSON + Markdown) into OUT_DIR.
+# report (JSON + Markdown) into OUT_DIR. The report also lists what each GPU test printed
+# beside its verdict (its margin against its bound, cuDNN's algorithms), passed or failed.
 #
 #   scripts/gpu-check.sh OUT_DIR [stage ...]     stages: build test sanitize bench profile
 #                                                train sample report (default: all, in order),
@@ -74,6 +75,10 @@ run_tests() {
     > "../$out/ctest.log" 2>&1)
   echo "ctest (GPU tests) exit $?" | tee "$out/ctest.status"
   grep -E "tests passed|tests failed" "$out/ctest.log"
+  # what each test printed beside its verdict (margins against bounds, cuDNN's algorithms,
+  # launches and memory), passed or failed: ctest's log keeps it all
+  python3 scripts/test_measurements.py "$build/Testing/Temporary/LastTest.log" \
+    > "$out/ctest-measured.txt" 2>&1
 }
 
 run_tests_cpu() {
@@ -303,6 +308,8 @@ with open(os.path.join(out, "report.md"), "w") as f:
     if report["skipped"] != "(not run)":
         f.write("- out of time: " + "; ".join(report["skipped"].splitlines()) + "\n")
     f.write("\n## Tests\n```\n" + ctest_tail + "\n```\n")
+    f.write("\n### What the GPU tests measured (scripts/test_measurements.py)\n```\n"
+            + read("ctest-measured.txt")[:40000] + "\n```\n")
     f.write("\n## compute-sanitizer\n```\n" + "\n".join(report["sanitizer"]) + "\n```\n")
     f.write("\n## Kernel benchmark\n```\n" + read("kernel-bench.txt") + "\n```\n")
     if os.path.exists(os.path.join(out, "kernel-bench.json")):

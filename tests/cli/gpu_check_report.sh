@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # scripts/gpu-check.sh's report stage on a folder of stage outputs as a GPU run leaves them
-# (statuses, kernel-bench's JSON, PyTorch's attention timings, the training log), with the
+# (statuses, kernel-bench's JSON, PyTorch's attention timings, the training log, what the
+# tests measured, taken out of ctest's log by scripts/test_measurements.py), with the
 # sampling stage missing: report.md carries each stage's status, the sanitizer's lines, the
 # engine-vs-cuDNN attention table and the logs, says "(not run)" for what did not run, and
 # report.json holds kernel-bench's rows. Needs no GPU: a report can be written (or rewritten)
@@ -17,6 +18,27 @@ fail() { echo "FAIL: $*"; exit 1; }
 echo "build exit 0" > "$work/build.status"
 echo "ctest (GPU tests) exit 0" > "$work/ctest.status"
 printf '100%% tests passed, 0 tests failed out of 86\n' > "$work/ctest.log"
+# what the tests printed beside their verdicts, out of ctest's log (its format, made up)
+cat > "$work/LastTest.log" <<'LOG'
+Start testing: Dec 04 14:54 UTC
+----------------------------------------------------------
+12/86 Testing: CudaModel.CudnnBf16StepMatchesTheCpuPath
+12/86 Test: CudaModel.CudnnBf16StepMatchesTheCpuPath
+Command: "tests/test_cuda_model" "--gtest_filter=CudaModel.CudnnBf16StepMatchesTheCpuPath"
+Output:
+----------------------------------------------------------
+Note: Google Test filter = CudaModel.CudnnBf16StepMatchesTheCpuPath
+[ RUN      ] CudaModel.CudnnBf16StepMatchesTheCpuPath
+GPU step vs CPU step (bf16, cuda_conv=cudnn): gradients 1.64e-02 (at mid.attn.qkv.w; bound 2e-02)
+[       OK ] CudaModel.CudnnBf16StepMatchesTheCpuPath (4121 ms)
+<end of output>
+Test time =   4.20 sec
+LOG
+python3 "$src/scripts/test_measurements.py" "$work/LastTest.log" > "$work/ctest-measured.txt" ||
+  fail "test_measurements.py failed"
+measured="CudaModel.CudnnBf16StepMatchesTheCpuPath: GPU step vs CPU step (bf16, cuda_conv=cudnn): gradients 1.64e-02 (at mid.attn.qkv.w; bound 2e-02)"
+[ "$(cat "$work/ctest-measured.txt")" = "$measured" ] ||
+  fail "test_measurements.py gave: $(cat "$work/ctest-measured.txt")"
 printf 'memcheck test_cuda_ops exit 0\nracecheck test_cuda_ops exit 1\n' > "$work/sanitizer.status"
 echo "kernel-bench exit 0" > "$work/bench.status"
 echo "train exit 0" > "$work/train.status"
@@ -31,7 +53,7 @@ md="$work/report.md"
 [ -f "$md" ] || fail "no report.md"
 for line in "- build: build exit 0" "- ctest: ctest (GPU tests) exit 0" "- ctest, CPU tests: (not run)" \
     "- train: train exit 0" "100% tests passed, 0 tests failed out of 86" \
-    "racecheck test_cuda_ops exit 1" "conv2d fwd  v4  1.000 ms" "812.5 img/s" \
+    "racecheck test_cuda_ops exit 1" "conv2d fwd  v4  1.000 ms" "812.5 img/s" "$measured" \
     "| fwd | $shape | flash bf16 (mma.sync), bf16 tensors | 0.4000 | 0.3000 | 0.75x | 0.2500 |"; do
   grep -qF -- "$line" "$md" || fail "report.md lacks: $line"
 done
