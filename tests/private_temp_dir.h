@@ -1,6 +1,6 @@
-// A temporary directory of its own for every test process. ctest runs tests in parallel,
-// and the same test runs in several executables at once (the GPU build, the emulation's
-// asan and tsan builds), each writing under ::testing::TempDir() by fixed names
+// A temporary directory of its own for every test process. ctest runs tests in parallel, and
+// one test may run in several executables at once (the GPU build, the emulation's asan and
+// tsan builds), each writing under ::testing::TempDir() by fixed names
 // ("cpu-bf16.safetensors"): with one /tmp for all, a test could load the checkpoint another
 // process had just written (CI saw a bf16-activations step start from another test's
 // weights). Included by the test mains only.
@@ -25,9 +25,10 @@ inline std::string base_temp_dir() {
 
 // Makes <base>/ddpm-test-XXXXXX, points TEST_TMPDIR (what TempDir() reads, at each call) at
 // it and removes it at exit (a process a sanitizer stops, as the emulation's fault-injection
-// tests expect, exits without that and leaves its directory behind). The ranks of one MPI job share one directory, named by the
-// job's PMIx namespace, since they compare configs that hold paths under it (the
-// data-parallel tests' out_dir); rank 0 removes it, after MPI_Finalize's fence.
+// tests expect, exits without that and leaves its directory behind). The ranks of one MPI
+// job share one directory, named by the job's PMIx namespace, since they compare configs
+// that hold paths under it (the data-parallel tests' out_dir); rank 0 removes it, after
+// MPI_Finalize's fence.
 inline void use_private_temp_dir() {
   static std::string dir;
   const char* job = std::getenv("PMIX_NAMESPACE");
