@@ -3,6 +3,8 @@
 // CIFAR-10 U-Net's forward pass counts what the literature reports for it.
 #include <gtest/gtest.h>
 
+#include <cstdio>
+
 #include "engine/flops.h"
 #include "engine/ops.h"
 #include "models/config_reader.h"
