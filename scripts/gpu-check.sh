@@ -27,7 +27,8 @@ out="${1:?usage: scripts/gpu-check.sh OUT_DIR [stage ...]}"
 shift
 stages=("$@")
 [ ${#stages[@]} -gt 0 ] || stages=(build test sanitize bench profile train sample report)
-for var in DDPM_GPU_SECONDS DDPM_BENCH_TIMEOUT DDPM_BENCH_SM90_TIMEOUT; do
+for var in DDPM_GPU_SECONDS DDPM_BENCH_TIMEOUT DDPM_BENCH_SM90_TIMEOUT DDPM_TEST_TIMEOUT \
+    DDPM_TRAIN_STEPS; do
   if [ -n "${!var:-}" ] && ! [[ "${!var}" =~ ^[0-9]+$ ]]; then
     echo "gpu-check: $var must be a whole number of seconds, got '${!var}'" >&2
     exit 2
@@ -35,6 +36,15 @@ for var in DDPM_GPU_SECONDS DDPM_BENCH_TIMEOUT DDPM_BENCH_SM90_TIMEOUT; do
 done
 mkdir -p "$out"
 build=${DDPM_GPU_BUILD_DIR:-build-gpu}  # another folder: tests/cli/gpu_check_report.sh's stand-ins
+
+# cuDNN from PyTorch's wheel, where the system has none: its folder for the build (run_build)
+# and its libraries for every stage (libcudnn loads its engines by name at run time)
+cudnn_wheel=""
+if [ ! -f /usr/include/cudnn.h ] && [ ! -f /usr/local/cuda/include/cudnn.h ]; then
+  # the wheel's package may be a namespace package (no __file__): its first path
+  cudnn_wheel=$(python3 -c "import nvidia.cudnn as m; print(list(m.__path__)[0])" 2> /dev/null)
+  [ -n "$cudnn_wheel" ] && export LD_LIBRARY_PATH="$cudnn_wheel/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
 
 deadline=$(($(date +%s) + ${DDPM_GPU_SECONDS:-1000000000}))
 seconds_left() { echo $((deadline - $(date +%s) - 30)); }
@@ -52,17 +62,13 @@ within() {
 run_build() {
   local arch cudnn_args=() deps_args=()
   arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d '.')
-  if [ ! -f /usr/include/cudnn.h ] && [ ! -f /usr/local/cuda/include/cudnn.h ]; then
-    local root
-    root=$(python3 -c "import nvidia.cudnn, os; print(os.path.dirname(nvidia.cudnn.__file__))" 2>/dev/null)
-    [ -n "$root" ] && cudnn_args=(-DCUDNN_ROOT="$root")
-  fi
+  [ -n "$cudnn_wheel" ] && cudnn_args=(-DCUDNN_ROOT="$cudnn_wheel")
   [ -d deps ] && deps_args=(-DDDPM_DEPS_DIR="$PWD/deps")
   echo "gpu-check: building for sm_$arch ${cudnn_args[*]:-} ${deps_args[*]:-}"
   # the CPU emulation of CUDA (tests/cuda_emulation) is for machines without a GPU: left out
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$arch" \
     -DDDPM_EMULATION=OFF "${cudnn_args[@]}" "${deps_args[@]}" > "$out/configure.log" 2>&1 &&
-    within 900 cmake --build "$build" -j "$(nproc)" > "$out/build.log" 2>&1
+    within 900 cmake --build "$build" -j "$(nproc)" -- -k 0 > "$out/build.log" 2>&1
   echo "build exit $?" | tee "$out/build.status"
 }
 
@@ -71,7 +77,7 @@ run_build() {
 # test-cpu: the others (about 300, which CI runs on every change), when minutes are left.
 gpu_tests='Cuda|BenchSmoke|Nccl'
 run_tests() {
-  (cd "$build" && within 900 ctest -R "$gpu_tests" --output-on-failure --timeout 300 -j 8 \
+  (cd "$build" && within "${DDPM_TEST_TIMEOUT:-900}" ctest -R "$gpu_tests" --output-on-failure --timeout 300 -j 8 \
     > "../$out/ctest.log" 2>&1)
   echo "ctest (GPU tests) exit $?" | tee "$out/ctest.status"
   grep -E "tests passed|tests failed" "$out/ctest.log"
@@ -197,64 +203,70 @@ run_profile() {
   echo "ncu banks flash exit $?" | tee -a "$out/profile.status"
 }
 
-# The CIFAR-10 model's training step at batch 128 on the engine, fp32 (default), in tf32
-# (precision=tf32: the v3 TF32 tensor-core convolution, TF32-rounded linear operands) and in
-# bf16 (precision=bf16: the v4 convolution, block shapes autotuned), in bf16 on cuDNN's
-# convolutions (cuda_conv=cudnn: the step-level ratio of ours to the library's) and on the
-# faster of the two per layer (cuda_conv=auto: its log prints each choice), then the same step in
-# PyTorch (scripts/pytorch_reference.py, when torch is importable) in fp32, TF32 and bf16
-# autocast: the comparison the project is measured by. Each log line of the engine also
-# gives the step's launches, graph launches, host syncs and late reads (step_work);
-# profile_steps=5 adds the per-op GPU time of steps 3-7 (CUDA events, engine/op_profile.h)
-# to each log and run folder.
+# The CIFAR-10 model's training step at batch 128 on the engine and, beside each engine run,
+# the same step in PyTorch (scripts/pytorch_reference.py, when torch is importable): the
+# comparison the project is measured by. In order of what a call short of time most needs:
+# - bf16 (precision=bf16: the v4 convolution, block shapes autotuned), then PyTorch's bf16
+#   autocast (channels_last);
+# - bf16 on cuDNN's convolutions (cuda_conv=cudnn: the step-level ratio of ours to the
+#   library's), then torch.compile (the issue's bar, its compilation inside a longer warm-up);
+# - bf16 on the faster of the two per layer (cuda_conv=auto: its log prints each choice);
+# - the bf16 step as one CUDA graph per step (cuda_graph=true; no op profile: a replay
+#   launches no op): its ms/step beside the eager run's is the graph's gain;
+# - bf16 activations (activations=bf16: half the bytes of every stored activation);
+# - tf32 (the v3 TF32 tensor-core convolution) and PyTorch TF32; fp32 and PyTorch fp32.
+# Each engine log line also gives the step's launches, graph launches, host syncs and late
+# reads (step_work); profile_steps=5 adds the per-op GPU time of steps 3-7 (CUDA events,
+# engine/op_profile.h) to the log and run folder. DDPM_TRAIN_STEPS: steps per run (30).
+train_engine() {  # train_engine NAME --set key=value...
+  local name=$1
+  shift
+  within 300 "$build/apps/ddpm" train --config configs/cifar10_ddpm.json --set device=cuda \
+    --set steps="${DDPM_TRAIN_STEPS:-30}" --set log_every=10 --set sample_every=0 \
+    --set ckpt_every=0 --set n_samples=8 --set sample_steps=10 --set sampler=ddim \
+    --set cuda_autotune=true --set out_dir="$out/train-run-$name" "$@" \
+    > "$out/train-$name.log" 2>&1 || train_status=$?
+}
+train_pytorch() {  # train_pytorch NAME [pytorch_reference.py flags...]
+  local name=$1
+  shift
+  $have_torch || return 0
+  within 300 python3 scripts/pytorch_reference.py "$@" --json "$out/pytorch-$name.json" \
+    >> "$out/pytorch.log" 2>&1 || train_status=$?
+}
 run_train() {
-  local status=0
-  for variant in "tiled:fp32" "tiled:tf32" "tiled:bf16" "cudnn:bf16" "auto:bf16"; do
-    local conv=${variant%%:*} precision=${variant##*:}
-    within 300 "$build/apps/ddpm" train --config configs/cifar10_ddpm.json --set device=cuda --set steps=30 \
-      --set log_every=10 --set sample_every=0 --set ckpt_every=0 --set n_samples=8 \
-      --set sample_steps=10 --set sampler=ddim --set cuda_conv=$conv \
-      --set precision=$precision --set cuda_autotune=true --set profile_steps=5 \
-      --set out_dir="$out/train-run-$conv-$precision" > "$out/train-$conv-$precision.log" 2>&1 \
-      || status=$?
-  done
-  # The bf16 step again as one CUDA graph per step (cuda_graph=true; no op profile: a
-  # replay launches no op): its ms/step beside the eager bf16 run's is the graph's gain.
-  within 300 "$build/apps/ddpm" train --config configs/cifar10_ddpm.json --set device=cuda --set steps=30 \
-    --set log_every=10 --set sample_every=0 --set ckpt_every=0 --set n_samples=8 \
-    --set sample_steps=10 --set sampler=ddim --set cuda_conv=tiled --set precision=bf16 \
-    --set cuda_autotune=true --set cuda_graph=true \
-    --set out_dir="$out/train-run-graph-bf16" > "$out/train-graph-bf16.log" 2>&1 || status=$?
-  # And with bf16 activations (activations=bf16: half the bytes of every stored activation;
-  # v4, group norm, linear, attention and the data movement on bf16 tensors), with the op
-  # profile: its per-op times beside the bf16 run's show what storage saved, op by op.
-  within 300 "$build/apps/ddpm" train --config configs/cifar10_ddpm.json --set device=cuda --set steps=30 \
-    --set log_every=10 --set sample_every=0 --set ckpt_every=0 --set n_samples=8 \
-    --set sample_steps=10 --set sampler=ddim --set cuda_conv=tiled --set precision=bf16 \
-    --set activations=bf16 --set cuda_autotune=true --set profile_steps=5 \
-    --set out_dir="$out/train-run-bf16-activations" > "$out/train-bf16-activations.log" 2>&1 \
-    || status=$?
+  train_status=0
+  have_torch=false
+  # DDPM_PYTORCH=0: the engine's runs only (PyTorch's timed in an earlier call)
+  [ "${DDPM_PYTORCH:-1}" != 0 ] &&
+    python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2> /dev/null &&
+    have_torch=true
+  : > "$out/pytorch.log"
+  train_engine tiled-bf16 --set cuda_conv=tiled --set precision=bf16 --set profile_steps=5
+  train_pytorch bf16 --bf16
+  train_engine cudnn-bf16 --set cuda_conv=cudnn --set precision=bf16 --set profile_steps=5
+  train_pytorch bf16-compiled --bf16 --compile --warmup 10
+  train_engine auto-bf16 --set cuda_conv=auto --set precision=bf16 --set profile_steps=5
+  train_engine graph-bf16 --set cuda_conv=tiled --set precision=bf16 --set cuda_graph=true
+  train_engine bf16-activations --set cuda_conv=tiled --set precision=bf16 \
+    --set activations=bf16 --set profile_steps=5
+  train_engine tiled-tf32 --set cuda_conv=tiled --set precision=tf32 --set profile_steps=5
+  train_pytorch tf32 --tf32
+  train_engine tiled-fp32 --set cuda_conv=tiled --set precision=fp32 --set profile_steps=5
+  train_pytorch fp32
   cat "$out"/train-*.log > "$out/train.log"
-  echo "train exit $status" | tee "$out/train.status"
-  if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2> /dev/null; then
-    within 300 python3 scripts/pytorch_reference.py --json "$out/pytorch-fp32.json" > "$out/pytorch.log" 2>&1
-    within 300 python3 scripts/pytorch_reference.py --tf32 --json "$out/pytorch-tf32.json" >> "$out/pytorch.log" 2>&1
-    within 300 python3 scripts/pytorch_reference.py --bf16 --json "$out/pytorch-bf16.json" >> "$out/pytorch.log" 2>&1
-    # torch.compile (the issue's bar), its compilation inside a longer warm-up
-    within 300 python3 scripts/pytorch_reference.py --bf16 --compile --warmup 10 \
-      --json "$out/pytorch-bf16-compiled.json" >> "$out/pytorch.log" 2>&1
-    echo "pytorch exit $?" | tee -a "$out/train.status"
-  else
-    echo "pytorch: torch with CUDA not importable, skipped" | tee -a "$out/train.status"
-  fi
+  echo "train exit $train_status" | tee "$out/train.status"
+  $have_torch || echo "pytorch: torch with CUDA not importable, skipped" | tee -a "$out/train.status"
 }
 
-# Sampling 256 images from the fp32 training run's checkpoint, 100 DDPM steps (the issue's
+# Sampling 256 images from the fp32 training run's checkpoint (else the bf16 run's), 100 DDPM steps (the issue's
 # goal is 1000: ms per step x 1000), in fp32 and bf16, then PyTorch's same-model sampling loop
 # (DDIM, the same number of model calls) in fp32 and bf16 autocast.
 run_sample() {
-  local ckpt status=0
-  ckpt=$(ls "$out"/train-run-tiled-fp32/ckpt/*.safetensors 2> /dev/null | tail -1)
+  local ckpt="" run status=0
+  for run in tiled-fp32 tiled-bf16; do  # the last checkpoint of the first of these runs
+    [ -n "$ckpt" ] || ckpt=$(ls "$out/train-run-$run"/ckpt/*.safetensors 2> /dev/null | tail -1)
+  done
   if [ -z "$ckpt" ]; then
     echo "sample: no checkpoint from the train stage, skipped" | tee "$out/sample.status"
     return
