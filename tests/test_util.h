@@ -115,11 +115,12 @@ inline void expect_close(const std::vector<float>& got, const std::vector<float>
                        << "): the comparison proves nothing";
 }
 
-// |got - want| <= tol * rms(want) for every element: the bound for reduced-precision
-// operands (TF32, bf16), whose error scales with the output's magnitude rather than each
-// element's.
+// |got - want| <= tol * rms(want) (+ rel * |want|) for every element: the bound for
+// reduced-precision operands (TF32, bf16), whose error scales with the output's magnitude
+// rather than each element's; `rel` for an error that also scales with each element's (a
+// rounding toward zero at every step of a sum).
 inline void expect_close_to_rms(const std::vector<float>& got, const std::vector<float>& want,
-                                double tol, const std::string& what) {
+                                double tol, const std::string& what, double rel = 0.0) {
   ASSERT_EQ(got.size(), want.size()) << what;
   double sq = 0;
   for (float v : want) sq += double(v) * v;
@@ -128,7 +129,7 @@ inline void expect_close_to_rms(const std::vector<float>& got, const std::vector
   int reported = 0;
   for (size_t i = 0; i < want.size(); ++i) {
     ASSERT_TRUE(std::isfinite(got[i])) << what << " element " << i;
-    if (std::fabs(got[i] - want[i]) > tol * rms && reported++ < 5)
+    if (std::fabs(got[i] - want[i]) > tol * rms + rel * std::fabs(want[i]) && reported++ < 5)
       ADD_FAILURE() << what << " element " << i << ": " << got[i] << " vs " << want[i]
                     << " (rms " << rms << ")";
   }

@@ -58,7 +58,10 @@ __global__ void dropout_kernel(int64_t n, float p, uint64_t seed, uint64_t strea
       if (i >= n) break;
       const bool keep = word_to_uniform(r.v[k]) >= p;
       if (kBackward) {
-        if (keep) out[i] += in[i] * keep_scale;
+        // two roundings, as the CPU reference (built with -ffp-contract=off): nvcc would
+        // contract `out += in * scale` into one FMA, one ulp from the CPU's sum (seen on an
+        // H200); __fadd_rn is never contracted
+        if (keep) out[i] = __fadd_rn(out[i], in[i] * keep_scale);
       } else {
         out[i] = keep ? in[i] * keep_scale : 0.0f;
       }
