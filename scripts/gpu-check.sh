@@ -35,6 +35,7 @@ for var in DDPM_GPU_SECONDS DDPM_BENCH_TIMEOUT DDPM_BENCH_SM90_TIMEOUT DDPM_TEST
   fi
 done
 mkdir -p "$out"
+out=$(cd "$out" && pwd)  # absolute: the test stages write it from inside the build folder
 build=${DDPM_GPU_BUILD_DIR:-build-gpu}  # another folder: tests/cli/gpu_check_report.sh's stand-ins
 
 # cuDNN from PyTorch's wheel, where the system has none: its folder for the build (run_build)
@@ -78,7 +79,7 @@ run_build() {
 gpu_tests='Cuda|BenchSmoke|Nccl'
 run_tests() {
   (cd "$build" && within "${DDPM_TEST_TIMEOUT:-900}" ctest -R "$gpu_tests" --output-on-failure --timeout 300 -j 8 \
-    > "../$out/ctest.log" 2>&1)
+    > "$out/ctest.log" 2>&1)
   echo "ctest (GPU tests) exit $?" | tee "$out/ctest.status"
   grep -E "tests passed|tests failed" "$out/ctest.log"
   # what each test printed beside its verdict (margins against bounds, cuDNN's algorithms,
@@ -89,7 +90,7 @@ run_tests() {
 
 run_tests_cpu() {
   (cd "$build" && within 900 ctest -E "$gpu_tests" --output-on-failure -j "$(nproc)" \
-    > "../$out/ctest-cpu.log" 2>&1)
+    > "$out/ctest-cpu.log" 2>&1)
   echo "ctest (CPU tests) exit $?" | tee "$out/ctest-cpu.status"
   grep -E "tests passed|tests failed" "$out/ctest-cpu.log"
 }

@@ -121,10 +121,20 @@ assert [r['variant'] for r in j['rows']] == ['v4', 'cuBLAS', 'wgmma'], j['rows']
 assert j['complete'] is False, j
 assert j['failed_sections'] == {'kernel-bench-sm90.json: gemm': 'trap'}, j
 " || fail "kernel-bench.json does not merge the two processes' rows"
+mkdir -p "$work/bin"
+# The test stage with a stand-in ctest, its output folder given as an absolute path (as a
+# GPU session gives it): the log lands there, not under the build folder's parent.
+printf '#!/usr/bin/env bash\necho "$PWD $*"; echo "100%% tests passed, 0 tests failed out of 2"\n' \
+  > "$work/bin/ctest"
+chmod +x "$work/bin/ctest"
+PATH="$work/bin:$PATH" DDPM_GPU_BUILD_DIR="$work/kb" bash "$src/scripts/gpu-check.sh" \
+  "$work/tests" test > /dev/null 2>&1
+grep -qx "ctest (GPU tests) exit 0" "$work/tests/ctest.status" &&
+  grep -qF "$work/kb -R Cuda|BenchSmoke|Nccl" "$work/tests/ctest.log" ||
+  fail "the test stage does not run ctest in the build folder into OUT_DIR/ctest.log"
 # The sanitize stage with a stand-in compute-sanitizer (the real one needs a GPU): every
 # run at small shapes, memcheck on each CUDA suite, the shared-memory tools with their
 # filters, each run's exit status recorded, new memory poisoned except under initcheck.
-mkdir -p "$work/bin"
 printf '#!/usr/bin/env bash\necho "small=$DDPM_TEST_SMALL_SHAPES poison=$DDPM_POISON_MEMORY $*"\n[[ "$*" != *test_philox* ]]\n' \
   > "$work/bin/compute-sanitizer"
 chmod +x "$work/bin/compute-sanitizer"
