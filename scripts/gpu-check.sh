@@ -44,7 +44,8 @@ cudnn_wheel=""
 if [ ! -f /usr/include/cudnn.h ] && [ ! -f /usr/local/cuda/include/cudnn.h ]; then
   # the wheel's package may be a namespace package (no __file__): its first path
   cudnn_wheel=$(python3 -c "import nvidia.cudnn as m; print(list(m.__path__)[0])" 2> /dev/null)
-  [ -n "$cudnn_wheel" ] && export LD_LIBRARY_PATH="$cudnn_wheel/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  [ -n "$cudnn_wheel" ] &&
+    export LD_LIBRARY_PATH="$cudnn_wheel/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
 
 deadline=$(($(date +%s) + ${DDPM_GPU_SECONDS:-1000000000}))
@@ -78,7 +79,8 @@ run_build() {
 # test-cpu: the others (about 300, which CI runs on every change), when minutes are left.
 gpu_tests='Cuda|BenchSmoke|Nccl'
 run_tests() {
-  (cd "$build" && within "${DDPM_TEST_TIMEOUT:-900}" ctest -R "$gpu_tests" --output-on-failure --timeout 300 -j 8 \
+  (cd "$build" && within "${DDPM_TEST_TIMEOUT:-900}" ctest -R "$gpu_tests" --output-on-failure \
+    --timeout 300 -j 8 \
     > "$out/ctest.log" 2>&1)
   echo "ctest (GPU tests) exit $?" | tee "$out/ctest.status"
   grep -E "tests passed|tests failed" "$out/ctest.log"
@@ -257,12 +259,14 @@ run_train() {
   train_pytorch fp32
   cat "$out"/train-*.log > "$out/train.log"
   echo "train exit $train_status" | tee "$out/train.status"
-  $have_torch || echo "pytorch: torch with CUDA not importable, skipped" | tee -a "$out/train.status"
+  $have_torch ||
+    echo "pytorch: not run (DDPM_PYTORCH=0, or torch with CUDA not importable)" |
+    tee -a "$out/train.status"
 }
 
-# Sampling 256 images from the fp32 training run's checkpoint (else the bf16 run's), 100 DDPM steps (the issue's
-# goal is 1000: ms per step x 1000), in fp32 and bf16, then PyTorch's same-model sampling loop
-# (DDIM, the same number of model calls) in fp32 and bf16 autocast.
+# Sampling 256 images from the fp32 training run's checkpoint (else the bf16 run's), 100 DDPM
+# steps (the goal is 1000: ms per step x 1000), in fp32 and bf16, then PyTorch's
+# same-model sampling loop (DDIM, the same number of model calls) in fp32 and bf16 autocast.
 run_sample() {
   local ckpt="" run status=0
   for run in tiled-fp32 tiled-bf16; do  # the last checkpoint of the first of these runs

@@ -138,8 +138,8 @@ void expect_the_reference(const GroupNormShape& s, uint64_t stream, int64_t in =
       // plain norm (one column-sum pass per channel)
       const OnDevice<float> ws(silu ? cuda::group_norm_backward_workspace(s) : 1);
       cuda::group_norm_backward_bf16(s, gx.ptr + in, gg.ptr, gmean.ptr, grstd.ptr,
-                                     silu ? gdh_cpu.ptr + out : gdy.ptr + in, gdx.ptr + out, gdg.ptr,
-                                     gdb.ptr, silu ? ws.ptr : nullptr);
+                                     silu ? gdh_cpu.ptr + out : gdy.ptr + in, gdx.ptr + out,
+                                     gdg.ptr, gdb.ptr, silu ? ws.ptr : nullptr);
       expect_f32_close(gmean.get(), mean, "mean");
       expect_f32_close(grstd.get(), rstd, "rstd");
       expect_bf16_close(from(out, gy.get()), y, "y");
