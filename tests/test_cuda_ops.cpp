@@ -568,6 +568,36 @@ TEST(CudaOps, GroupNormAwkwardAndModelShapes) {
     }
   }
 }
+
+// The default mapping takes v3's runs only where the map has rows enough for its threads:
+// the U-Net's 32x32 maps (8 passes of 128 rows at 128 channels, 12 of 85 at 384), not its
+// 16x16, 8x8 and 4x4 ones (2 passes, a half, an eighth); v2 where C leaves no run of 8 (65
+// channels), v1 where a group is wider than a block. Under it the kernels give the bits of
+// the mapping it names (the GPU part).
+TEST(CudaOps, GroupNormByShapeTakesRunsWhereTheMapHasRowsForThem) {
+  using M = cuda::GroupNormMapping;
+  const GroupNormVersion version(M::ByShape);
+  EXPECT_EQ(cuda::group_norm_mapping_for({128, 32 * 32, 128, 32}), M::ChannelRuns);
+  EXPECT_EQ(cuda::group_norm_mapping_for({128, 32 * 32, 384, 32}), M::ChannelRuns);
+  EXPECT_EQ(cuda::group_norm_mapping_for({128, 16 * 16, 256, 32}), M::ChannelSlab);
+  EXPECT_EQ(cuda::group_norm_mapping_for({128, 8 * 8, 256, 32}), M::ChannelSlab);
+  EXPECT_EQ(cuda::group_norm_mapping_for({128, 4 * 4, 512, 32}), M::ChannelSlab);
+  EXPECT_EQ(cuda::group_norm_mapping_for({128, 32 * 32, 65, 13}), M::ChannelSlab);
+  EXPECT_EQ(cuda::group_norm_mapping_for({2, 15, 600, 2}), M::BlockPerGroup);
+  REQUIRE_GPU();
+  for (const Shape& x : {Shape{2, 32, 32, 128}, Shape{2, 16, 16, 256}}) {
+    SCOPED_TRACE(x.str());
+    const auto f = [](const std::vector<Tensor>& in) {
+      return group_norm_silu_dropout(in[0], in[1], in[2], 32, 0.3, 5, 9, 1e-6);
+    };
+    const std::vector<Tensor> in = {rnd(x, 40, 2.0), rnd({x[3]}, 41), rnd({x[3]}, 42)};
+    const DeviceRun by_shape = run_on(Device::CUDA, f, in);
+    const GroupNormVersion named(cuda::group_norm_mapping_for({x[0], x[1] * x[2], x[3], 32}));
+    const DeviceRun explicit_run = run_on(Device::CUDA, f, in);
+    EXPECT_EQ(by_shape.out, explicit_run.out);
+    EXPECT_EQ(by_shape.grads, explicit_run.grads);
+  }
+}
 #endif
 
 // eps where the CPU reference has it, inside the root: groups whose variance (1e-6) is eps's

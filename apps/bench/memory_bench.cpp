@@ -41,8 +41,8 @@ void bench_memory_bound(const Options& o, Timer& timer, Report& report) {
     const auto* xb_bits = static_cast<const uint16_t*>(xb.raw());
     auto* yb_bits = static_cast<uint16_t*>(yb.raw());
     // Every mapping of the kernels onto blocks (kernels/cuda/group_norm.cu): v1 a block per
-    // (sample, group), v2 a block per channel slab, a thread per channel, v3 (the default)
-    // the slab a thread per run of 8 channels, in 16-byte words.
+    // (sample, group), v2 a block per channel slab, a thread per channel, v3 the slab a
+    // thread per run of 8 channels, in 16-byte words (the default takes v3 or v2 by shape).
     const struct {
       cuda::GroupNormMapping mapping;
       const char *f32, *bf16;  // the rows' variant names

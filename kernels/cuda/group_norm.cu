@@ -35,7 +35,7 @@
 //             takes the same thread per channel over 512-row pieces of a slab, where v1
 //             divides three times per element to find its channel and group. A group wider
 //             than a block (C/G > 256) has no slab: v1 takes it.
-//   v3 ChannelRuns (default)  v2's slabs, each thread keeping a run of 8 adjacent channels
+//   v3 ChannelRuns  v2's slabs, each thread keeping a run of 8 adjacent channels
 //             (kRun, storage.cuh) and moving it as 16-byte words: one LDG.128 of bf16, two
 //             of f32, where v2 moves 2 or 4 bytes an instruction. A slab row is W / 8
 //             threads (CIFAR-10's 16-channel slabs: 2, so 128 rows a pass), the statistics
@@ -47,6 +47,13 @@
 //             SiLU ones with activation.cuh's __expf and __fdividef; 168 -> 117 and
 //             136 -> 94 with expf and an IEEE division).
 //             Needs C and W multiples of 8 and every activation 16-byte aligned; else v2.
+//   ByShape (default)  v3 where each of its threads has at least kMinRunPasses passes of
+//             rows to make, else v2. A run's 8 channels take 8 of v2's threads' work, so a
+//             slab row is 8 times fewer threads and a pass 8 times more rows: on small maps
+//             most of v3's threads have a pass or none. Measured on an H200
+//             (docs/gpu-report.md, batch 128, fp32 and bf16 storage): at 32x32 (8 or 12
+//             passes) v3 was 1.2-1.6x v2; at 16x16 (2 passes) 0.60-0.79x, at 8x8 (half a
+//             pass) 0.44-0.47x.
 // All sum in a fixed order (v1: block trees; v2, v3: per channel its rows' partial sums in
 // row order, then per group its channels in order): the same bits every run. No atomics.
 // The plans do not depend on the storage type, so f32 and bf16 storage sum alike.
@@ -610,15 +617,27 @@ ColumnSumPlan param_grad_plan(const GroupNormShape& s, bool with_workspace) {
   return plan_column_sums(1, s.n * s.s, s.c, with_workspace);
 }
 
-GroupNormMapping g_mapping = GroupNormMapping::ChannelRuns;
+GroupNormMapping g_mapping = GroupNormMapping::ByShape;
+
+// ByShape's least number of passes of rows for a thread of v3 (the opening comment): v3
+// won at 8 and lost at 2 on an H200; 4 splits the two.
+constexpr int64_t kMinRunPasses = 4;
+
+// Whether ByShape takes v3's runs for shape s (where the rows allow runs at all).
+bool runs_pay(const GroupNormShape& s) {
+  const GroupSlab p = plan_group_slab(s, true);
+  return p.run == kRun && s.s >= kMinRunPasses * p.rows_per_pass;
+}
 
 // The slab of shape s under the chosen mapping, for kernels on the activations `tensors`
-// (null: absent): v3's runs when the mapping asks for them and every tensor's rows allow
-// them (storage.cuh's rows_run), else v2's thread per channel; groups = 0: v1 runs.
+// (null: absent): v3's runs when the mapping asks for them (ByShape: where they pay) and
+// every tensor's rows allow them (storage.cuh's rows_run), else v2's thread per channel;
+// groups = 0: v1 runs.
 template <class T>
 GroupSlab slab_for(const GroupNormShape& s, std::initializer_list<const T*> tensors) {
   if (g_mapping == GroupNormMapping::BlockPerGroup) return GroupSlab{};
-  bool runs = g_mapping == GroupNormMapping::ChannelRuns;
+  bool runs = g_mapping == GroupNormMapping::ChannelRuns ||
+              (g_mapping == GroupNormMapping::ByShape && runs_pay(s));
   for (const T* t : tensors) runs = runs && rows_run(s.c, t);
   return plan_group_slab(s, runs);
 }
@@ -767,6 +786,15 @@ void group_norm_silu_backward_bf16(const GroupNormShape& s, const uint16_t* x,
 
 void set_group_norm_mapping(GroupNormMapping m) { g_mapping = m; }
 GroupNormMapping group_norm_mapping() { return g_mapping; }
+
+GroupNormMapping group_norm_mapping_for(const GroupNormShape& s) {
+  if (g_mapping == GroupNormMapping::BlockPerGroup || plan_group_slab(s, false).groups == 0)
+    return GroupNormMapping::BlockPerGroup;
+  if (g_mapping == GroupNormMapping::ChannelSlab) return GroupNormMapping::ChannelSlab;
+  const bool runs = plan_group_slab(s, true).run == kRun &&
+                    (g_mapping == GroupNormMapping::ChannelRuns || runs_pay(s));
+  return runs ? GroupNormMapping::ChannelRuns : GroupNormMapping::ChannelSlab;
+}
 
 int64_t group_norm_backward_workspace(const GroupNormShape& s) {
   const int64_t column_sums = param_grad_plan(s, true).workspace_floats(2);

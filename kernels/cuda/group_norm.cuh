@@ -11,14 +11,18 @@ namespace ddpm::cuda {
 
 // How the kernels (statistics, dh, dx) map onto blocks (group_norm.cu's opening comment):
 // BlockPerGroup (v1: a block per (sample, group)), ChannelSlab (v2: a block per (sample,
-// slab of whole groups at least 16 channels wide), a thread per channel) or ChannelRuns (v3,
-// the default: v2's slabs, a thread per run of 8 adjacent channels moved as 16-byte words;
-// v2 where the rows don't allow such words, v1 where one group is wider than a block). All
-// give the CPU reference's results within float rounding, each the same bits every run.
-// Process-wide, as the conv and attention algorithms; kernel-bench memory times all three.
-enum class GroupNormMapping { BlockPerGroup, ChannelSlab, ChannelRuns };
+// slab of whole groups at least 16 channels wide), a thread per channel), ChannelRuns (v3:
+// v2's slabs, a thread per run of 8 adjacent channels moved as 16-byte words; v2 where the
+// rows don't allow such words, v1 where one group is wider than a block) or ByShape (the
+// default: v3 where the map has rows enough for its threads, else v2). All give the CPU
+// reference's results within float rounding, each the same bits every run. Process-wide,
+// as the conv and attention algorithms; kernel-bench memory times the first three.
+enum class GroupNormMapping { BlockPerGroup, ChannelSlab, ChannelRuns, ByShape };
 void set_group_norm_mapping(GroupNormMapping m);
 GroupNormMapping group_norm_mapping();
+// The mapping the kernels take for shape s under the one set (one of the first three; for
+// activations whose rows allow 16-byte words, as the U-Net's do).
+GroupNormMapping group_norm_mapping_for(const GroupNormShape& s);
 
 void group_norm_forward(const GroupNormShape& s, const float* x, const float* gamma,
                         const float* beta, float* y, float* mean, float* rstd);
