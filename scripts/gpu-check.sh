@@ -18,7 +18,9 @@
 # DDPM_GPU_SECONDS: the seconds this call may take (a device's limit per call). Every long
 # command then runs under what is left of them, less 30 s kept for the report; a stage that
 # finds no time left is skipped and named in OUT_DIR/skipped.status. So one scripted call
-# ends with its report written, whichever stage ran long.
+# ends with its report written, whichever stage ran long. DDPM_TEST_TIMEOUT,
+# DDPM_BENCH_TIMEOUT, DDPM_BENCH_SM90_TIMEOUT: caps on the test and bench stages;
+# DDPM_TRAIN_STEPS: steps per training run (30); DDPM_PYTORCH=0: no PyTorch runs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 # A CUDA test that finds no usable device fails instead of skipping (tests/test_util.h).
