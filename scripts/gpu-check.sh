@@ -63,6 +63,11 @@ within() {
   timeout "$cap" "$@"
 }
 
+# Whether PyTorch is importable here and sees the GPU (its reference runs need both).
+torch_on_gpu() {
+  python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2> /dev/null
+}
+
 run_build() {
   local arch cudnn_args=() deps_args=()
   arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d '.')
@@ -82,8 +87,7 @@ run_build() {
 gpu_tests='Cuda|BenchSmoke|Nccl'
 run_tests() {
   (cd "$build" && within "${DDPM_TEST_TIMEOUT:-900}" ctest -R "$gpu_tests" --output-on-failure \
-    --timeout 300 -j 8 \
-    > "$out/ctest.log" 2>&1)
+    --timeout 300 -j 8 > "$out/ctest.log" 2>&1)
   echo "ctest (GPU tests) exit $?" | tee "$out/ctest.status"
   grep -E "tests passed|tests failed" "$out/ctest.log"
   # what each test printed beside its verdict (margins against bounds, cuDNN's algorithms,
@@ -170,7 +174,7 @@ if parts:
         merged["failed_sections"] = failed
     json.dump(merged, open(os.path.join(out, "kernel-bench.json"), "w"), indent=2)
 PY
-  if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2> /dev/null; then
+  if torch_on_gpu; then
     within 300 python3 scripts/attention_reference.py --json "$out/attention-pytorch.json" \
       > "$out/attention-pytorch.txt" 2>&1
     echo "attention_reference exit $?" | tee -a "$out/bench.status"
@@ -243,9 +247,7 @@ run_train() {
   train_status=0
   have_torch=false
   # DDPM_PYTORCH=0: the engine's runs only (PyTorch's timed in an earlier call)
-  [ "${DDPM_PYTORCH:-1}" != 0 ] &&
-    python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2> /dev/null &&
-    have_torch=true
+  [ "${DDPM_PYTORCH:-1}" != 0 ] && torch_on_gpu && have_torch=true
   : > "$out/pytorch.log"
   train_engine tiled-bf16 --set cuda_conv=tiled --set precision=bf16 --set profile_steps=5
   train_pytorch bf16 --bf16
@@ -292,7 +294,7 @@ run_sample() {
       >> "$out/sample.log" 2>&1 || status=$?
   done
   echo "sample exit $status" | tee "$out/sample.status"
-  if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2> /dev/null; then
+  if torch_on_gpu; then
     within 300 python3 scripts/pytorch_reference.py --batch 256 --sample-steps 100 --steps 2 --warmup 1 \
       >> "$out/sample.log" 2>&1
     within 300 python3 scripts/pytorch_reference.py --batch 256 --sample-steps 100 --steps 2 --warmup 1 \

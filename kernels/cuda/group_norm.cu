@@ -629,6 +629,12 @@ bool runs_pay(const GroupNormShape& s) {
   return p.run == kRun && s.s >= kMinRunPasses * p.rows_per_pass;
 }
 
+// Whether the mapping set asks for v3's runs on shape s.
+bool runs_wanted(const GroupNormShape& s) {
+  return g_mapping == GroupNormMapping::ChannelRuns ||
+         (g_mapping == GroupNormMapping::ByShape && runs_pay(s));
+}
+
 // The slab of shape s under the chosen mapping, for kernels on the activations `tensors`
 // (null: absent): v3's runs when the mapping asks for them (ByShape: where they pay) and
 // every tensor's rows allow them (storage.cuh's rows_run), else v2's thread per channel;
@@ -636,8 +642,7 @@ bool runs_pay(const GroupNormShape& s) {
 template <class T>
 GroupSlab slab_for(const GroupNormShape& s, std::initializer_list<const T*> tensors) {
   if (g_mapping == GroupNormMapping::BlockPerGroup) return GroupSlab{};
-  bool runs = g_mapping == GroupNormMapping::ChannelRuns ||
-              (g_mapping == GroupNormMapping::ByShape && runs_pay(s));
+  bool runs = runs_wanted(s);
   for (const T* t : tensors) runs = runs && rows_run(s.c, t);
   return plan_group_slab(s, runs);
 }
@@ -790,10 +795,8 @@ GroupNormMapping group_norm_mapping() { return g_mapping; }
 GroupNormMapping group_norm_mapping_for(const GroupNormShape& s) {
   if (g_mapping == GroupNormMapping::BlockPerGroup || plan_group_slab(s, false).groups == 0)
     return GroupNormMapping::BlockPerGroup;
-  if (g_mapping == GroupNormMapping::ChannelSlab) return GroupNormMapping::ChannelSlab;
-  const bool runs = plan_group_slab(s, true).run == kRun &&
-                    (g_mapping == GroupNormMapping::ChannelRuns || runs_pay(s));
-  return runs ? GroupNormMapping::ChannelRuns : GroupNormMapping::ChannelSlab;
+  return plan_group_slab(s, runs_wanted(s)).run == kRun ? GroupNormMapping::ChannelRuns
+                                                         : GroupNormMapping::ChannelSlab;
 }
 
 int64_t group_norm_backward_workspace(const GroupNormShape& s) {
