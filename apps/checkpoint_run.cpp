@@ -21,8 +21,13 @@ CheckpointRun open_checkpoint_run(const Args& args) {
     CHECK(p == "fp32" || p == "tf32" || p == "bf16",
           "option '--precision' must be fp32, tf32 or bf16, got '" << p << "'");
     c.precision = p == "bf16" ? Precision::BF16 : p == "tf32" ? Precision::TF32 : Precision::F32;
-    // bf16 activations (a stored "activations": "bf16") come with bf16 products only
-    if (c.precision != Precision::BF16) c.activations = DType::F32;
+    // The activations follow the products as a config's default does (image_train.cpp): bf16
+    // with bf16 products, else fp32 (bf16 storage comes with bf16 products only), unless the
+    // stored config named them for bf16 products ("activations": "fp32" stays fp32).
+    if (c.precision != Precision::BF16)
+      c.activations = DType::F32;
+    else if (!r.info.config.contains("activations"))
+      c.activations = DType::BF16;
   }
   r.run = std::make_unique<ImageRun>(c, /*with_data=*/false);
   r.run->load_checkpoint(ckpt);

@@ -215,14 +215,15 @@ run_profile() {
 # The CIFAR-10 model's training step at batch 128 on the engine and, beside each engine run,
 # the same step in PyTorch (scripts/pytorch_reference.py, when torch is importable): the
 # comparison the project is measured by. In order of what a call short of time most needs:
-# - bf16 (precision=bf16: the v4 convolution, block shapes autotuned), then PyTorch's bf16
-#   autocast (channels_last);
+# - bf16 (precision=bf16: the v4 convolution, block shapes autotuned, bf16 activations by
+#   default), then PyTorch's bf16 autocast (channels_last);
 # - bf16 on cuDNN's convolutions (cuda_conv=cudnn: the step-level ratio of ours to the
 #   library's), then torch.compile (the bar, its compilation inside a longer warm-up);
 # - bf16 on the faster of the two per layer (cuda_conv=auto: its log prints each choice);
 # - the bf16 step as one CUDA graph per step (cuda_graph=true; no op profile: a replay
 #   launches no op): its ms/step beside the eager run's is the graph's gain;
-# - bf16 activations (activations=bf16: half the bytes of every stored activation);
+# - bf16 products on fp32 activations (activations=fp32: autocast's model, twice the bytes of
+#   every stored activation);
 # - tf32 (the v3 TF32 tensor-core convolution) and PyTorch TF32; fp32 and PyTorch fp32.
 # Each engine log line also gives the step's launches, graph launches, host syncs and late
 # reads (step_work); profile_steps=5 adds the per-op GPU time of steps 3-7 (CUDA events,
@@ -255,8 +256,8 @@ run_train() {
   train_pytorch bf16-compiled --bf16 --compile --warmup 10
   train_engine auto-bf16 --set cuda_conv=auto --set precision=bf16 --set profile_steps=5
   train_engine graph-bf16 --set cuda_conv=tiled --set precision=bf16 --set cuda_graph=true
-  train_engine bf16-activations --set cuda_conv=tiled --set precision=bf16 \
-    --set activations=bf16 --set profile_steps=5
+  train_engine bf16-fp32-activations --set cuda_conv=tiled --set precision=bf16 \
+    --set activations=fp32 --set profile_steps=5
   train_engine tiled-tf32 --set cuda_conv=tiled --set precision=tf32 --set profile_steps=5
   train_pytorch tf32 --tf32
   train_engine tiled-fp32 --set cuda_conv=tiled --set precision=fp32 --set profile_steps=5
@@ -269,7 +270,8 @@ run_train() {
 }
 
 # Sampling 256 images from the fp32 training run's checkpoint (else the bf16 run's), 100 DDPM
-# steps (the goal is 1000: ms per step x 1000), in fp32 and bf16, then PyTorch's
+# steps (the goal is 1000: ms per step x 1000), in fp32 and bf16 (bf16 activations:
+# the run's config names none, so they follow --precision), then PyTorch's
 # same-model sampling loop (DDIM, the same number of model calls) in fp32 and bf16 autocast.
 run_sample() {
   local ckpt="" run status=0

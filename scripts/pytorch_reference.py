@@ -19,7 +19,9 @@ ms/step, img/s and peak allocated memory are printed and written as JSON.
 without it the step is plain fp32, the engine's default precision (`cuda_conv: tiled`);
 compare --tf32 with `--set cuda_conv=tensor_core`. --bf16 runs the forward and the loss under
 torch.autocast(dtype=torch.bfloat16), the standard mixed-precision recipe (fp32 weights and
-optimiser); compare it with `--set precision=bf16`. channels_last (NHWC) memory format, the
+optimiser); compare it with `--set precision=bf16` (bf16 activations, the engine's default
+there) and with `--set precision=bf16 --set activations=fp32` (autocast's model: fp32
+activations, bf16 operands). channels_last (NHWC) memory format, the
 engine's layout. Not a dependency of the engine.
 
 On the CPU (the side-by-side in docs/cpu-path.md), any image config of the engine:

@@ -153,9 +153,9 @@ INSTANTIATE_TEST_SUITE_P(
         // kernels and precision
         ValueCase{"reference_kernels", {"cpu_kernels=reference"}},
         ValueCase{"tf32", {"precision=tf32"}},
-        ValueCase{"bf16", {"precision=bf16"}},
-        ValueCase{"bf16_activations", {"precision=bf16", "activations=bf16"}},
-        ValueCase{"bf16_activations_reference", {"precision=bf16", "activations=bf16", "cpu_kernels=reference"}}),
+        ValueCase{"bf16", {"precision=bf16"}},  // bf16 activations, the default with it
+        ValueCase{"bf16_fp32_activations", {"precision=bf16", "activations=fp32"}},
+        ValueCase{"bf16_reference", {"precision=bf16", "cpu_kernels=reference"}}),
     [](const ::testing::TestParamInfo<ValueCase>& param_info) { return param_info.param.name; });
 
 // Fashion-MNIST at each shape the dataset key allows: 28x28 grey (its own size; one halving to

@@ -349,16 +349,8 @@ TEST(CudaModel, CpuCheckpointResumesOnTheGpuWithTheSameGradients) {
   expect_gradients_close(gpu, cpu, 1e-4);
 }
 
-// precision bf16 (and tf32) on both devices, from the same trained weights: the GPU's
-// convolutions run on v4 (bf16 tensor cores; v3, TF32 WMMA, for tf32), its linear layers on
-// rounded operands, the CPU's on rounded operands. Both round the same values the same way,
-// so what differs is the fp32 summation order (as in the fp32 test above, 1e-4) plus the
-// rare activation that lies within that ~1e-6 of a rounding boundary and rounds the other
-// way on one device, moving by one ulp (bf16: 2^-8 to 2^-7 of itself; TF32 8x less): 1e-3
-// on the loss and each parameter's gradient to 1e-2 of its largest entry. The attention's
-// head dim here (16) is not one the bf16 flash kernels take, so under bf16 the GPU runs the
-// One step on the GPU against the same step on the CPU: the CPU run takes 3 steps and saves
-// its weights, the GPU run (its config with `gpu_more` added) loads them, and each takes one
+// One step on the GPU against the same step on the CPU: the CPU run (the small config with
+// `more`) takes 3 steps and saves its weights, the GPU run (`more` and `gpu_more`) loads them, and each takes one
 // step; the loss to loss_tol of the CPU's, every gradient as expect_gradients_close. The
 // process-wide settings the runs made are reset after.
 void expect_gpu_step_near_cpu(const std::string& precision, const std::vector<std::string>& more,
@@ -408,33 +400,47 @@ TEST(CudaModel, EveryKernelChoiceTakesTheCpusStep) {
   REQUIRE_GPU();
   struct Choice {
     const char* precision;
+    std::vector<std::string> both;  // keys of both runs: the storage of the activations
     std::vector<std::string> gpu;
     double loss_tol, grad_tol;
   };
+  const std::vector<std::string> f32_storage = {"activations=fp32"};
   const std::vector<Choice> choices = {
-      {"fp32", {"cuda_conv=naive"}, 1e-4, 1e-4},
-      {"fp32", {"cuda_attention=straightforward"}, 1e-4, 1e-4},
-      {"fp32", {"cuda_conv=tensor_core"}, 1e-3, 5e-3},
-      {"fp32", {"cuda_conv=bf16_tensor_core"}, 1e-3, 2e-2},
-      {"bf16", {"cuda_conv=auto"}, 2e-3, 2e-2},
-      {"bf16", {"cuda_conv=wgmma"}, 1e-3, 1e-2}};
+      {"fp32", {}, {"cuda_conv=naive"}, 1e-4, 1e-4},
+      {"fp32", {}, {"cuda_attention=straightforward"}, 1e-4, 1e-4},
+      {"fp32", {}, {"cuda_conv=tensor_core"}, 1e-3, 5e-3},
+      {"fp32", {}, {"cuda_conv=bf16_tensor_core"}, 1e-3, 2e-2},
+      {"bf16", f32_storage, {"cuda_conv=auto"}, 2e-3, 2e-2},
+      {"bf16", f32_storage, {"cuda_conv=wgmma"}, 1e-3, 1e-2},
+      // bf16's default storage (bf16 activations) on v5: the bounds of the bf16-activations
+      // step below
+      {"bf16", {}, {"cuda_conv=wgmma"}, 2e-3, 2e-2}};
   for (const Choice& c : choices) {
-    SCOPED_TRACE(c.gpu.front());
+    SCOPED_TRACE(c.gpu.front() + (c.both.empty() ? "" : ", " + c.both.front()));
     if (c.gpu.front() == "cuda_conv=wgmma" && !conv_algorithm_unavailable(ConvAlgorithm::Wgmma).empty()) {
       std::printf("cuda_conv=wgmma: %s\n", conv_algorithm_unavailable(ConvAlgorithm::Wgmma).c_str());
       continue;
     }
-    expect_gpu_step_near_cpu(c.precision, {}, c.gpu, c.loss_tol, c.grad_tol);
+    expect_gpu_step_near_cpu(c.precision, c.both, c.gpu, c.loss_tol, c.grad_tol);
   }
 }
 
+// precision bf16 (and tf32) on both devices, from the same trained weights: the GPU's
+// convolutions run on v4 (bf16 tensor cores; v3, TF32 WMMA, for tf32), its linear layers on
+// rounded operands, the CPU's on rounded operands. Both round the same values the same way,
+// so what differs is the fp32 summation order (as in the fp32 test above, 1e-4) plus the
+// rare activation that lies within that ~1e-6 of a rounding boundary and rounds the other
+// way on one device, moving by one ulp (bf16: 2^-8 to 2^-7 of itself; TF32 8x less): 1e-3
+// on the loss and each parameter's gradient to 1e-2 of its largest entry. The attention's
+// head dim here (16) is not one the bf16 flash kernels take, so under bf16 the GPU runs the
 // fp32 fused kernels on rounded q, k, v while the CPU also rounds P and dS: at most 2^-8 of
-// attention's magnitude sums more, inside these bounds (docs/precision.md).
+// attention's magnitude sums more, inside these bounds (docs/precision.md). Activations
+// stored in fp32 (bf16's default stores them in bf16: Bf16ActivationsStepMatchesTheCpuPath).
 TEST(CudaModel, RoundedPrecisionStepsMatchTheCpuPath) {
   REQUIRE_GPU();
   for (const char* precision : {"bf16", "tf32"}) {
     SCOPED_TRACE(precision);
-    expect_gpu_step_near_cpu(precision, {}, {}, 1e-3, 1e-2);
+    expect_gpu_step_near_cpu(precision, {"activations=fp32"}, {}, 1e-3, 1e-2);
   }
 }
 
@@ -444,17 +450,18 @@ TEST(CudaModel, RoundedPrecisionStepsMatchTheCpuPath) {
 // dx and dw are rounded to bf16 once more than v4's (2^-8 of each), so twice the bounds above.
 TEST(CudaModel, CudnnBf16StepMatchesTheCpuPath) {
   REQUIRE_GPU();
-  expect_gpu_step_near_cpu("bf16", {}, {"cuda_conv=cudnn"}, 2e-3, 2e-2);
+  expect_gpu_step_near_cpu("bf16", {"activations=fp32"}, {"cuda_conv=cudnn"}, 2e-3, 2e-2);
 }
 
-// bf16 activations (activations: bf16): the GPU's step (v4, group norm, linear, attention and
-// the data movement on the bf16 tensors) against the CPU's, from the same weights. A stored
+// bf16 activations (activations: bf16, precision bf16's default): the GPU's step (v4, group
+// norm, linear, attention and the data movement on the bf16 tensors) against the CPU's, from
+// the same weights. A stored
 // activation that the two devices' fp32 sums put on either side of a bf16 rounding midpoint
 // differs by 2^-8 of itself, and such flips travel on through the layers: twice the bounds
 // of the bf16 step on fp32 activations (above), as for cuDNN's extra rounding.
 TEST(CudaModel, Bf16ActivationsStepMatchesTheCpuPath) {
   REQUIRE_GPU();
-  expect_gpu_step_near_cpu("bf16", {"activations=bf16"}, {}, 2e-3, 2e-2);
+  expect_gpu_step_near_cpu("bf16", {}, {}, 2e-3, 2e-2);
 }
 
 // What storing activations in bf16 saves: the GPU memory a training step takes beyond what

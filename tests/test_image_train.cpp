@@ -306,6 +306,25 @@ TEST(ImageTrain, TheVarianceKeySetsTheLossWeightsToo) {
   EXPECT_FALSE(clamped.config().trainer.loss.vlb_fixed_large);
 }
 
+// The activations' storage follows the products: bf16 with bf16 products unless the config
+// names fp32, fp32 with fp32 or TF32 products (where bf16 storage is refused:
+// test_bf16_storage.cpp); `ddpm config` shows the default it took.
+TEST(ImageTrain, Bf16ProductsStoreBf16ActivationsByDefault) {
+  const auto activations = [](const std::vector<std::string>& set) {
+    return read_image_train_config(tiny_json(set), "tiny.json").activations;
+  };
+  EXPECT_EQ(activations({"precision=bf16"}), DType::BF16);
+  EXPECT_EQ(activations({"precision=bf16", "activations=fp32"}), DType::F32);
+  EXPECT_EQ(activations({"precision=tf32"}), DType::F32);
+  EXPECT_EQ(activations({}), DType::F32);
+  const ImageTrainConfig c = read_image_train_config(tiny_json({"precision=bf16"}), "tiny.json");
+  const auto key = std::find_if(c.keys.begin(), c.keys.end(),
+                                [](const ConfigKey& k) { return k.name == "activations"; });
+  ASSERT_NE(key, c.keys.end());
+  EXPECT_EQ(key->value, "bf16");
+  EXPECT_EQ(key->fallback, "bf16");
+}
+
 TEST(ImageTrain, ConfigErrorsNameTheKey) {
   expect_error([] { read_image_train_config(tiny_json({"batch=3"}), "tiny.json"); },
                {"tiny.json", "unknown key 'batch'"});

@@ -188,10 +188,12 @@ TEST(Precision, F64IgnoresIt) {
 // measured worst is printed). A missing rounding gives 0 difference, which the last check
 // rejects; a wrong product is off by the gradient itself. Measured: loss 0.139489 vs
 // 0.139488, worst parameter 1.6e-2 of its rms. TF32's unit roundoff is 2^-11, 8x smaller:
-// the bounds scale with it.
+// the bounds scale with it. The activations stay fp32 here: only the products round (bf16's
+// default also stores them in bf16, test_bf16_storage.cpp's step).
 ImageTrainConfig tiny(const std::string& precision) {
   nlohmann::json j = load_json_file(std::string(DDPM_SOURCE_DIR) + "/configs/tiny.json");
-  for (const char* o : {"base_channels=8", "groups=4", "batch_size=4", "dropout=0"})
+  for (const char* o : {"base_channels=8", "groups=4", "batch_size=4", "dropout=0",
+                        "activations=fp32"})
     apply_override(j, o);
   apply_override(j, "precision=" + precision);
   return read_image_train_config(j, "tiny.json (test)");
