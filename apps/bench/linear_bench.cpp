@@ -2,7 +2,10 @@
 // projections at 16x16, a ResBlock's 1x1 skip, the time-embedding MLP) through the engine's
 // three cuBLAS paths (kernels/cuda/linear.cu): SGEMM in fp32, SGEMM in TF32 math on operands
 // rounded to TF32 beforehand (the rounding kernel timed with it, as the engine runs it), and
-// cublasGemmEx on bf16 copies with fp32 accumulation (the conversions timed with it).
+// cublasGemmEx on bf16 copies with fp32 accumulation (the conversions timed with it); and as
+// training on bf16 activations runs it: x, dy, y and dx bf16 tensors read and written as they
+// are, w from the weights' bf16 copy (y = bf16(sum + b) by a pass over the fp32 sum; dx
+// rounded in cuBLAS's epilogue).
 //
 // FLOPs: forward 2 M K N, backward (dx and dw) 4 M K N; the bias is not counted. Each
 // variant's rate is judged against the peak of its arithmetic (FP32 FMA, TF32 or bf16 tensor
@@ -71,6 +74,21 @@ void bench_linear(const Options& o, Timer& timer, Report& report) {
     }), fwd_flops);
     report.add_flops("linear bwd", shape, "GemmEx bf16 (+ conversion)", timer.median_ms([&] {
       cuda::linear_bf16_backward(s, f(x), f(w), f(dy), f(dx), f(dw), f(db), f(ws));
+    }), 2 * fwd_flops);
+    const auto bits = [](const Tensor& t) { return static_cast<uint16_t*>(t.raw()); };
+    const Tensor x16 = cast(x, DType::BF16), dy16 = cast(dy, DType::BF16);
+    const Tensor w16 = cast(w, DType::BF16), y16 = Tensor::empty(y.shape(), DType::BF16, Device::CUDA);
+    const Tensor dx16 = Tensor::zeros(x.shape(), DType::BF16, Device::CUDA);
+    const Tensor ws16 = Tensor::empty(
+        Shape{std::max<int64_t>(1, std::max(cuda::linear_bf16_activations_forward_workspace(s),
+                                            cuda::linear_bf16_activations_backward_workspace(s)))},
+        DType::F32, Device::CUDA);
+    report.add_flops("linear fwd", shape, "GemmEx bf16, bf16 activations", timer.median_ms([&] {
+      cuda::linear_bf16_forward(s, bits(x16), f(w), f(b), bits(y16), f(ws16), bits(w16));
+    }), fwd_flops);
+    report.add_flops("linear bwd", shape, "GemmEx bf16, bf16 activations", timer.median_ms([&] {
+      cuda::linear_bf16_backward(s, bits(x16), f(w), bits(dy16), bits(dx16), f(dw), f(db),
+                                 f(ws16), bits(w16));
     }), 2 * fwd_flops);
   }
 }

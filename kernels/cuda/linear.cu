@@ -32,7 +32,6 @@
 #include <string>
 
 #include "engine/cuda_check.h"
-#include "kernels/cuda/cast.cuh"
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/linear.cuh"
@@ -101,22 +100,25 @@ cublasHandle_t handle(cublasMath_t math) {
   return tf32;
 }
 
-// C (m x n, column-major, fp32) = op(A) op(B) + beta C; A and B fp32 or bf16 bits.
+// C (m x n, column-major) = op(A) op(B) + beta C; A and B fp32 or bf16 bits; C fp32, or
+// with bf16 operands bf16 bits (c_type CUDA_R_16BF: the fp32 sum plus beta float(C), rounded
+// once as it is stored).
 void gemm(Operands kind, cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n,
-          int64_t k, const void* a, int64_t lda, const void* b, int64_t ldb, float beta, float* c,
-          int64_t ldc) {
+          int64_t k, const void* a, int64_t lda, const void* b, int64_t ldb, float beta, void* c,
+          int64_t ldc, cudaDataType c_type = CUDA_R_32F) {
   const float one = 1.0f;
   const auto i = [](int64_t v) { return static_cast<int>(v); };
   if (kind == Operands::Bf16) {
     CUBLAS_CHECK(cublas().gemm_ex(handle(CUBLAS_DEFAULT_MATH), ta, tb, i(m), i(n), i(k), &one, a,
                                   CUDA_R_16BF, i(lda), b, CUDA_R_16BF, i(ldb), &beta, c,
-                                  CUDA_R_32F, i(ldc), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                                  c_type, i(ldc), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     return;
   }
+  CHECK(c_type == CUDA_R_32F, "linear: an fp32 or TF32 product stores fp32");
   CUBLAS_CHECK(cublas().sgemm(
       handle(kind == Operands::Tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH), ta, tb,
       i(m), i(n), i(k), &one, static_cast<const float*>(a), i(lda), static_cast<const float*>(b),
-      i(ldb), &beta, c, i(ldc)));
+      i(ldb), &beta, static_cast<float*>(c), i(ldc)));
 }
 
 // The three products of the layer (the header's table), for operands of one kind.
@@ -245,7 +247,7 @@ void linear_bf16_forward(const LinearShape& s, const uint16_t* x, const float* w
 }
 
 int64_t linear_bf16_activations_backward_workspace(const LinearShape& s) {
-  return Bf16Workspace::floats(s.k * s.n) + s.m * s.k + linear_backward_workspace(s);
+  return Bf16Workspace::floats(s.k * s.n) + linear_backward_workspace(s);
 }
 
 void linear_bf16_backward(const LinearShape& s, const uint16_t* x, const float* w,
@@ -254,15 +256,14 @@ void linear_bf16_backward(const LinearShape& s, const uint16_t* x, const float* 
   if (s.m == 0 || s.n == 0) return;
   Bf16Workspace ws{reinterpret_cast<uint16_t*>(workspace)};
   const uint16_t* wb = dx ? ws.weights(w, w_bf16, s.k * s.n) : nullptr;
-  float* const acc = reinterpret_cast<float*>(ws.next);  // dx's products, (m, k) fp32
-  float* const sums = acc + s.m * s.k;                     // the bias gradient's column sums
-  if (dx) {
-    backward_products(Operands::Bf16, s, nullptr, wb, dy, acc, nullptr, /*dx_beta=*/0.0f);
-    if (dx_write == GradWrite::Assign)
-      to_bf16_bits(s.m * s.k, acc, dx);  // elementwise.cuh: dx = bf16(acc)
-    else
-      axpy_stored(s.m * s.k, 1.0f, acc, dx);  // cast.cuh: dx = bf16(float(dx) + acc)
-  }
+  float* const sums = reinterpret_cast<float*>(ws.next);  // the bias gradient's column sums
+  // dx (m, k) = bf16(acc + float(dx)), or bf16(acc) when written outright: cuBLAS sums the
+  // products in fp32, adds the earlier gradient (beta 1) and rounds once as it stores, where
+  // an fp32 (m, k) product and a pass over it (read, convert, store) did the same in three
+  // trips through memory
+  if (dx)
+    gemm(Operands::Bf16, CUBLAS_OP_T, CUBLAS_OP_N, s.k, s.m, s.n, wb, s.n, dy, s.n,
+         dx_beta(dx_write), dx, s.k, CUDA_R_16BF);
   if (dw) backward_products(Operands::Bf16, s, x, nullptr, dy, nullptr, dw);
   if (db)
     broadcast_add_backward(bias_shape(s), dy, db, linear_backward_workspace(s) > 0 ? sums : nullptr);

@@ -36,8 +36,9 @@ void linear_bf16_backward(const LinearShape& s, const float* x, const float* w, 
                           GradWrite dx_write = GradWrite::Accumulate);
 
 // bf16 activations (engine activation dtype bf16): x, y, dy and dx as bf16 bits, read as they
-// are; w converted (or its w_bf16 read), the products summed in fp32 into the workspace, then y = bf16(sum + b)
-// and dx = bf16(float(dx) + sum), each rounded once; dw and db (from the bf16 dy) in fp32.
+// are; w converted (or its w_bf16 read), the products summed in fp32, then y = bf16(sum + b)
+// (the sum in the workspace, then a pass) and dx = bf16(float(dx) + sum) (in the GEMM's
+// epilogue), each rounded once; dw and db (from the bf16 dy) in fp32.
 int64_t linear_bf16_activations_forward_workspace(const LinearShape& s);
 void linear_bf16_forward(const LinearShape& s, const uint16_t* x, const float* w, const float* b,
                          uint16_t* y, float* workspace, const uint16_t* w_bf16 = nullptr);

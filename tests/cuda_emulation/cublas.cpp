@@ -104,11 +104,15 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa,
                             cudaDataType Btype, int ldb, const void* beta, void* C,
                             cudaDataType Ctype, int ldc, cublasComputeType_t computeType,
                             cublasGemmAlgo_t) {
-  if (Atype != Btype || Ctype != CUDA_R_32F || computeType != CUBLAS_COMPUTE_32F ||
-      (Atype != CUDA_R_32F && Atype != CUDA_R_16BF))
+  // cuBLAS's table for CUBLAS_COMPUTE_32F: fp32 A, B, C; bf16 A, B with an fp32 or bf16 C
+  if (Atype != Btype || computeType != CUBLAS_COMPUTE_32F ||
+      (Atype != CUDA_R_32F && Atype != CUDA_R_16BF) || (Ctype != CUDA_R_32F && Ctype != Atype))
     return CUBLAS_STATUS_NOT_SUPPORTED;
   const float a = *static_cast<const float*>(alpha), b = *static_cast<const float*>(beta);
   float* c = static_cast<float*>(C);
+  if (Ctype == CUDA_R_16BF)
+    return gemm(handle, transa, transb, m, n, k, a, static_cast<const uint16_t*>(A), lda,
+                static_cast<const uint16_t*>(B), ldb, b, static_cast<uint16_t*>(C), ldc);
   if (Atype == CUDA_R_16BF)
     return gemm(handle, transa, transb, m, n, k, a, static_cast<const uint16_t*>(A), lda,
                 static_cast<const uint16_t*>(B), ldb, b, c, ldc);
