@@ -67,6 +67,12 @@ inline DeviceWorkCounts operator-(const DeviceWorkCounts& later, const DeviceWor
           later.copies - earlier.copies,         later.host_syncs - earlier.host_syncs,
           later.late_reads - earlier.late_reads, later.graph_launches - earlier.graph_launches};
 }
+// Two pieces of work together (a step's queueing and its read-back).
+inline DeviceWorkCounts operator+(const DeviceWorkCounts& a, const DeviceWorkCounts& b) {
+  return {a.launches + b.launches,     a.memsets + b.memsets,
+          a.copies + b.copies,         a.host_syncs + b.host_syncs,
+          a.late_reads + b.late_reads, a.graph_launches + b.graph_launches};
+}
 DeviceWorkCounts device_work_counts();
 
 // An NVTX range (named span on the Nsight Systems / Compute timeline) for its lifetime;

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <sstream>
 #include <string>
 
 #include "engine/device.h"
@@ -273,6 +274,40 @@ TEST(CudaModel, ProfileStepsWritesTheOpProfileOfTheRun) {
   EXPECT_NE(text.find("op profile of steps 3-3"), std::string::npos) << text;
   EXPECT_NE(text.find("conv2d backward"), std::string::npos) << text;
   EXPECT_NE(text.find("AdamW + EMA"), std::string::npos) << text;
+}
+
+// The train loop's log counts each step's own GPU work: its queueing and its read-back,
+// wherever they fall. Steps 2 and 4 are read back in a drain (a checkpoint after step 2, the
+// end after 4: nothing queued behind them, so the read waits, 1 sync) and steps 1 and 3 a
+// step late (behind the next one: 1 late read, no sync); the step queued after the drain
+// counts only its own launches. Counted between log lines instead, the drained step showed
+// 0 launches and the next one two steps' worth.
+TEST(CudaModel, TheLogCountsEachStepsOwnWork) {
+  REQUIRE_GPU();
+  ImageTrainConfig c = small_config("cuda");
+  c.trainer.steps = 4;
+  c.ckpt_every = 2;
+  c.log_every = 1;
+  c.n_samples = 2;
+  c.sampler.steps = 2;
+  c.out_dir = ::testing::TempDir() + "/cuda_work_run";
+  std::filesystem::remove_all(c.out_dir);
+  const TrainSummary s = train_images(c, TrainOptions{}, nullptr);
+  ASSERT_EQ(s.steps_trained, 4);
+  const std::vector<uint8_t> bytes = read_file(c.out_dir + "/metrics.jsonl");
+  std::istringstream lines(std::string(bytes.begin(), bytes.end()));
+  std::vector<nlohmann::json> work;
+  for (std::string line; std::getline(lines, line);)
+    if (!line.empty()) work.push_back(nlohmann::json::parse(line).at("step_work"));
+  ASSERT_EQ(work.size(), 4u);
+  for (size_t i = 0; i < work.size(); ++i) {
+    SCOPED_TRACE(testing::Message() << "step " << i + 1 << ": " << work[i].dump());
+    EXPECT_GT(work[i].at("launches").get<uint64_t>(), 100u);
+    const bool drained = i % 2 == 1;
+    EXPECT_EQ(work[i].at("host_syncs").get<uint64_t>(), drained ? 1u : kHostSyncsPerStep);
+    EXPECT_EQ(work[i].at("late_reads").get<uint64_t>(), drained ? 0u : kLateReadsPerStep);
+    if (i >= 2) EXPECT_EQ(work[i].at("launches"), work[1].at("launches"));
+  }
 }
 
 #if DDPM_CUDA_EMULATION

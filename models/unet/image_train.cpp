@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdio>
 #include <ctime>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -720,14 +721,14 @@ TrainSummary train_images(const ImageTrainConfig& c, const TrainOptions& o,
            (c.eval_every > 0 && done % c.eval_every == 0);
   };
   bool stop_asked = false;
-  DeviceWorkCounts work_mark = device_work_counts();
-  // Everything the host does with a resolved step: log, checkpoint, sample, evaluate.
-  const auto handle = [&](const StepStats& stats) {
+  // Everything the host does with a resolved step: log, checkpoint, sample, evaluate. `work`:
+  // what the step asked of the GPU, its queueing and its read-back (counted where they
+  // happen, so a step read back in a drain, nothing queued behind it, still counts its own
+  // launches, and the step queued after a drain counts only its own).
+  const auto handle = [&](const StepStats& stats, const DeviceWorkCounts& work) {
     TrainProgress p;
     p.stats = stats;
-    const DeviceWorkCounts now_work = device_work_counts();
-    // the GPU work since the step before was handled: one step queued, one read back
-    p.step_work = now_work - work_mark;
+    p.step_work = work;
     stop_asked = stop_asked || any_rank_asks_to_stop(o, world);
     p.step = stats.step + 1;
     p.total = total;
@@ -808,7 +809,6 @@ TrainSummary train_images(const ImageTrainConfig& c, const TrainOptions& o,
       summary.final_roughness = p.roughness;
     }
     if (stopping) summary.interrupted = true;
-    work_mark = device_work_counts();
   };
   OpProfileWindow profile(first + 2, c.device == Device::CUDA ? c.profile_steps : 0);
   const auto write_profile = [&](const std::string& text) {
@@ -823,13 +823,23 @@ TrainSummary train_images(const ImageTrainConfig& c, const TrainOptions& o,
   else if (c.trainer.cuda_graph && run.sharded())
     summary.notes.push_back("cuda_graph: sharded steps (micro_batch, data parallelism) run "
                             "eagerly; only whole steps are captured");
+  std::deque<DeviceWorkCounts> queued_work;  // the steps in flight's queueing, oldest first
   while (!summary.interrupted && (run.step_index() < total || run.steps_in_flight() > 0)) {
     write_profile(profile.before_queue(run.step_index()));
-    if (run.step_index() < total && !stop_asked) run.queue_step();
+    if (run.step_index() < total && !stop_asked) {
+      const DeviceWorkCounts before = device_work_counts();
+      run.queue_step();
+      queued_work.push_back(device_work_counts() - before);
+    }
     const bool drain =
         stop_asked || run.step_index() == total || weights_needed_after(run.step_index());
-    while (!summary.interrupted && run.steps_in_flight() > (drain ? 0 : ahead))
-      handle(run.resolve());
+    while (!summary.interrupted && run.steps_in_flight() > (drain ? 0 : ahead)) {
+      const DeviceWorkCounts before = device_work_counts();
+      const StepStats stats = run.resolve();
+      const DeviceWorkCounts read_back = device_work_counts() - before;
+      handle(stats, queued_work.front() + read_back);
+      queued_work.pop_front();
+    }
   }
   write_profile(profile.finish(run.step_index()));
   summary.steps_trained = run.step_index() - first;
