@@ -35,6 +35,7 @@
 #if DDPM_WITH_CUDA
 #include "kernels/cuda/conv2d.cuh"
 #include "kernels/cuda/conv2d_bf16.cuh"
+#include "kernels/cuda/device_info.cuh"
 #include "tests/device_buffer.h"
 #endif
 
@@ -50,7 +51,7 @@ Conv2dShape shape_of(const ConvCase& c) {
 // The awkward and model shapes, and three whose reduction is long next to their output:
 // forward K = 9*64, dgrad K = 9*64 and wgrad K = 2*16*16 are cut in two slices; two cut in
 // more (forward K = 9*96: 3 slices; wgrad K = 2*24*24: 4), whose reduction adds planes past
-// the second, as the model's wgrads at batch 128 do (up to 16). Then a stride of 3: the
+// the second, as the model's wgrads at batch 128 do (up to 32). Then a stride of 3: the
 // dgrad's gather takes stride 2 by shifts and any other by division.
 std::vector<ConvCase> cases() {
   std::vector<ConvCase> all = test::conv_cases();
@@ -249,6 +250,34 @@ TEST(CudaConvBf16, IsDeterministicWhateverTheBlockShape) {
 // taps a side, and offsets within an image are 32-bit. A wider kernel, or an image of 2^31
 // elements, is refused in both passes, with its size, before anything is read or launched;
 // 16 taps still run.
+// v4's split plan (kernels/cuda/conv2d_bf16.cu): a GEMM of `tiles` 128x128 output tiles cuts
+// its reduction into as many slices as one wave of two blocks per SM holds, and no more: a
+// count one higher starts a second wave of a few blocks that takes as long as the first. On
+// 132 SMs (an H100 / H200, and the emulation): the 3x3 wgrad of a 128-channel layer (9 tiles)
+// 29 slices, of a 256-channel one (36 tiles) 7, of the 384->256 upsampler's (54 tiles) 4;
+// what the rule it replaced, "at least two waves' worth", gave them: 16 (the cap), 8 and 5,
+// i.e. 144, 288 and 270 blocks for 264 places. Each slice keeps at least min_slice terms.
+TEST(CudaConvBf16, SplitKFillsOneWaveAndNoMore) {
+  REQUIRE_GPU();
+  const int64_t wave = 2 * cuda::sm_count();
+  constexpr int64_t kMinSlice = 256, kK = 131072;
+  constexpr int kMost = 32;
+  for (const int64_t tiles : {1, 2, 9, 27, 36, 54, 100, 131, 132, 133, 200, 264, 265, 1024}) {
+    SCOPED_TRACE(testing::Message() << tiles << " tiles");
+    const int s = cuda::split_k_one_wave(tiles, kK, kMinSlice, kMost, 2);
+    EXPECT_GE(s, 1);
+    EXPECT_TRUE(s == 1 || tiles * s <= wave) << s << " slices: " << tiles * s << " blocks";
+    EXPECT_TRUE(s == kMost || tiles * (s + 1) > wave) << s << " slices leave a wave unfilled";
+  }
+  EXPECT_EQ(cuda::split_k_one_wave(9, 8 * kMinSlice, kMinSlice, kMost, 2), 8);  // K too short
+  if (cuda::sm_count() == 132) {  // v4's own plan, on the model's wgrads at batch 128
+    EXPECT_EQ(cuda::conv2d_bf16_split_k(9 * 128, 128, 128 * 32 * 32), 29);
+    EXPECT_EQ(cuda::conv2d_bf16_split_k(9 * 256, 256, 128 * 16 * 16), 7);
+    EXPECT_EQ(cuda::conv2d_bf16_split_k(9 * 384, 256, 128 * 16 * 16), 4);
+    EXPECT_EQ(cuda::conv2d_bf16_split_k(128 * 32 * 32, 128, 9 * 128), 1);  // a forward: 1024 tiles
+  }
+}
+
 TEST(CudaConvBf16, ShapesPastTheLoadersLimitsAreRefusedWithTheirSize) {
   REQUIRE_GPU();
 #if DDPM_WITH_CUDA

@@ -133,6 +133,9 @@ struct BlockShape {
 using LargeTiles = BlockShape<128, 128, 2, 4, 3>;
 using DeepTiles = BlockShape<128, 128, 2, 4, 4>;
 using SmallTiles = BlockShape<64, 64, 2, 2, 3>;
+// The blocks an SM holds at once, at least (the kernel's launch bounds), for which the split
+// plan sizes its one wave (below).
+constexpr int kBlocksPerSm = 2;
 
 int64_t round_up8(int64_t c) { return (c + 7) / 8 * 8; }
 
@@ -695,7 +698,7 @@ __device__ __forceinline__ void hand_over(const Epilogue& epilogue,
 // -Xptxas -v shows) instead of silently halving the occupancy: a draft of the masked
 // loaders took the dgrad to 156 registers, and nothing else would have said so.
 template <class Block, class LoadA, class LoadB, class Epilogue>
-__global__ void __launch_bounds__(Block::kThreads, 2)
+__global__ void __launch_bounds__(Block::kThreads, kBlocksPerSm)
 conv_gemm_bf16(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB b,
                Epilogue epilogue, float* planes) {
 #if DDPM_HAS_SM80_TENSOR_CORES
@@ -992,11 +995,16 @@ __global__ void weights_to_bf16_padded(int64_t taps, int64_t c_in, int64_t ci8, 
 // 227 KB on H100).
 static_assert(DeepTiles::kSmemBytes <= 99 * 1024, "more than every sm_80+ GPU allows a block");
 
-// Split-K: slices of at least 8 stages, at most 16 planes. The count depends on the shape
-// only (counted in large tiles whichever block shape runs), so the choice of block shape
-// never changes a result's bits: the autotuner may pick either.
+// Split-K: slices of at least 8 stages, at most 32 planes, as many as one wave of the large
+// tiles holds (two blocks an SM: their __launch_bounds__): the 3x3 wgrad of a 128-channel
+// layer has 9 output tiles, so 29 slices on 132 SMs, 261 blocks. Rounding the count up
+// instead (split_k_count) gave 8 slices of the 36 tiles of a 256-channel wgrad, 288 blocks:
+// a second wave of 24 blocks, as long as the first (on an H200 that wgrad ran at 0.31x
+// cuDNN's; docs/kernels.md). The count depends on the shape only (counted in large tiles
+// whichever block shape runs), so the choice of block shape never changes a result's bits:
+// the autotuner may pick either.
 constexpr int64_t kMinSlice = 8 * kBK;
-constexpr int kMaxSplits = 16;
+constexpr int kMaxSplits = 32;
 
 template <class Block>
 int64_t tiles_of(int64_t m, int64_t n) {
@@ -1006,7 +1014,9 @@ int64_t tiles_of(int64_t m, int64_t n) {
 struct Gemm {
   const char* pass;
   int64_t m, n, k;
-  int splits() const { return split_k_count(tiles_of<LargeTiles>(m, n), k, kMinSlice, kMaxSplits); }
+  int splits() const {
+    return split_k_one_wave(tiles_of<LargeTiles>(m, n), k, kMinSlice, kMaxSplits, kBlocksPerSm);
+  }
   int64_t plane_floats() const { return splits() > 1 ? splits() * m * n : 0; }
 };
 
@@ -1124,8 +1134,9 @@ Bf16Tiles autotune(const Gemm& g, LoadA a, LoadB b, const Epilogue& epilogue, fl
     std::sort(ms.begin(), ms.end());
     return ms[2];
   };
-  std::printf("conv v4 autotune: %s %lld x %lld x %lld:", g.pass, static_cast<long long>(g.m),
-              static_cast<long long>(g.n), static_cast<long long>(g.k));
+  std::printf("conv v4 autotune: %s %lld x %lld x %lld (K in %d slices):", g.pass,
+              static_cast<long long>(g.m), static_cast<long long>(g.n),
+              static_cast<long long>(g.k), g.splits());
   Bf16Tiles pick = kTunable[0];
   double best = std::numeric_limits<double>::infinity();
   for (Bf16Tiles t : kTunable) {
@@ -1332,6 +1343,8 @@ void backward(const Conv2dShape& s, const A* x, const float* w, const A* dy, A* 
 
 void set_conv2d_bf16_tiles(Bf16Tiles t) { g_tiles = t; }
 Bf16Tiles conv2d_bf16_tiles() { return g_tiles; }
+
+int conv2d_bf16_split_k(int64_t m, int64_t n, int64_t k) { return Gemm{"", m, n, k}.splits(); }
 
 int64_t conv2d_bf16_forward_workspace(const Conv2dShape& s) {
   return ForwardBuffers(s, nullptr).floats;

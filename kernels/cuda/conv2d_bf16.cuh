@@ -28,6 +28,11 @@ enum class Bf16Tiles { Heuristic, Autotune, Large, Deep, Small, Wgmma, WgmmaTma 
 void set_conv2d_bf16_tiles(Bf16Tiles t);  // process-wide; Heuristic by default
 Bf16Tiles conv2d_bf16_tiles();
 
+// How many slices a pass's GEMM (m x n outputs, a reduction of k) cuts its reduction into:
+// as many as one wave of 128x128 tiles holds, each at least 8 stages long, at most 32
+// (conv2d_bf16.cu). The same whichever block shape runs, so the shape never changes bits.
+int conv2d_bf16_split_k(int64_t m, int64_t n, int64_t k);
+
 int64_t conv2d_bf16_forward_workspace(const Conv2dShape& s);
 // y = conv + b + per_sample[n] + residual (the optional addends as in conv2d.cuh), added in
 // fp32 in the epilogue before the single store.

@@ -74,4 +74,15 @@ inline int split_k_count(int64_t tiles, int64_t k, int64_t min_slice, int max_sp
   return static_cast<int>(std::max<int64_t>(1, std::min(want, most)));
 }
 
+// The same for a kernel that holds `resident` blocks per SM: as many slices as fit in one
+// wave (tiles x slices <= resident x SMs), not one more. split_k_count's "at least two
+// waves' worth" rounds up, so for a kernel of 2 resident blocks it starts a second wave of
+// a few blocks that takes as long as the first (docs/kernels.md, "Split-K in one wave").
+inline int split_k_one_wave(int64_t tiles, int64_t k, int64_t min_slice, int max_splits,
+                            int resident) {
+  const int64_t fit = resident * static_cast<int64_t>(sm_count()) / tiles;
+  const int64_t most = std::min<int64_t>(max_splits, k / min_slice);
+  return static_cast<int>(std::max<int64_t>(1, std::min(fit, most)));
+}
+
 }  // namespace ddpm::cuda
