@@ -256,21 +256,31 @@ TEST(CudaModel, TheOpProfileTimesEveryOpOfAStep) {
   EXPECT_TRUE(op_profile_take().empty());
 }
 
+// A short GPU training run of the small config into a fresh folder under the test's temp
+// dir (2 samples of 2 steps at its end), and a file of its run folder as text.
+ImageTrainConfig short_run(int64_t steps, const std::string& folder) {
+  ImageTrainConfig c = small_config("cuda");
+  c.trainer.steps = steps;
+  c.n_samples = 2;
+  c.sampler.steps = 2;
+  c.out_dir = ::testing::TempDir() + "/" + folder;
+  std::filesystem::remove_all(c.out_dir);
+  return c;
+}
+std::string run_file(const ImageTrainConfig& c, const std::string& name) {
+  const std::vector<uint8_t> bytes = read_file(c.out_dir + "/" + name);
+  return std::string(bytes.begin(), bytes.end());
+}
+
 // The train loop's profile_steps: the window of steps it profiles lands in op_profile.txt in
 // the run folder (here one step, the third).
 TEST(CudaModel, ProfileStepsWritesTheOpProfileOfTheRun) {
   REQUIRE_GPU();
-  ImageTrainConfig c = small_config("cuda");
-  c.trainer.steps = 3;
+  ImageTrainConfig c = short_run(3, "cuda_profile_run");
   c.profile_steps = 1;
-  c.n_samples = 2;
-  c.sampler.steps = 2;
-  c.out_dir = ::testing::TempDir() + "/cuda_profile_run";
-  std::filesystem::remove_all(c.out_dir);
   const TrainSummary s = train_images(c, TrainOptions{}, nullptr);
   EXPECT_EQ(s.steps_trained, 3);
-  const std::vector<uint8_t> bytes = read_file(c.out_dir + "/op_profile.txt");
-  const std::string text(bytes.begin(), bytes.end());
+  const std::string text = run_file(c, "op_profile.txt");
   EXPECT_NE(text.find("op profile of steps 3-3"), std::string::npos) << text;
   EXPECT_NE(text.find("conv2d backward"), std::string::npos) << text;
   EXPECT_NE(text.find("AdamW + EMA"), std::string::npos) << text;
@@ -284,18 +294,12 @@ TEST(CudaModel, ProfileStepsWritesTheOpProfileOfTheRun) {
 // 0 launches and the next one two steps' worth.
 TEST(CudaModel, TheLogCountsEachStepsOwnWork) {
   REQUIRE_GPU();
-  ImageTrainConfig c = small_config("cuda");
-  c.trainer.steps = 4;
+  ImageTrainConfig c = short_run(4, "cuda_work_run");
   c.ckpt_every = 2;
   c.log_every = 1;
-  c.n_samples = 2;
-  c.sampler.steps = 2;
-  c.out_dir = ::testing::TempDir() + "/cuda_work_run";
-  std::filesystem::remove_all(c.out_dir);
   const TrainSummary s = train_images(c, TrainOptions{}, nullptr);
   ASSERT_EQ(s.steps_trained, 4);
-  const std::vector<uint8_t> bytes = read_file(c.out_dir + "/metrics.jsonl");
-  std::istringstream lines(std::string(bytes.begin(), bytes.end()));
+  std::istringstream lines(run_file(c, "metrics.jsonl"));
   std::vector<nlohmann::json> work;
   for (std::string line; std::getline(lines, line);)
     if (!line.empty()) work.push_back(nlohmann::json::parse(line).at("step_work"));
