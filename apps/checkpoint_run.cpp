@@ -10,24 +10,23 @@ CheckpointRun open_checkpoint_run(const Args& args) {
   const std::string ckpt = args.require("ckpt");
   CheckpointRun r;
   r.info = read_checkpoint_info(ckpt);
-  ImageTrainConfig c = read_image_train_config(r.info.config, ckpt + " (stored config)");
-  if (args.has("device")) {
-    const std::string d = args.get("device", "");
-    CHECK(d == "cpu" || d == "cuda", "option '--device' must be cpu or cuda, got '" << d << "'");
-    c.device = d == "cuda" ? Device::CUDA : Device::CPU;
-  }
+  nlohmann::json config = r.info.config;
   if (args.has("precision")) {  // how to multiply, not what was learnt: free to change
     const std::string p = args.get("precision", "");
     CHECK(p == "fp32" || p == "tf32" || p == "bf16",
           "option '--precision' must be fp32, tf32 or bf16, got '" << p << "'");
-    c.precision = p == "bf16" ? Precision::BF16 : p == "tf32" ? Precision::TF32 : Precision::F32;
-    // The activations follow the products as a config's default does (image_train.cpp): bf16
-    // with bf16 products, else fp32 (bf16 storage comes with bf16 products only), unless the
-    // stored config named them for bf16 products ("activations": "fp32" stays fp32).
-    if (c.precision != Precision::BF16)
-      c.activations = DType::F32;
-    else if (!r.info.config.contains("activations"))
-      c.activations = DType::BF16;
+    config["precision"] = p;
+    // The activations then follow the config's rules (image_train.cpp): bf16 with bf16
+    // products unless it named fp32; a stored "activations": "bf16" goes with bf16 products
+    // only, so other products drop it.
+    if (p != "bf16" && config.contains("activations") && config["activations"] == "bf16")
+      config.erase("activations");
+  }
+  ImageTrainConfig c = read_image_train_config(config, ckpt + " (stored config)");
+  if (args.has("device")) {
+    const std::string d = args.get("device", "");
+    CHECK(d == "cpu" || d == "cuda", "option '--device' must be cpu or cuda, got '" << d << "'");
+    c.device = d == "cuda" ? Device::CUDA : Device::CPU;
   }
   r.run = std::make_unique<ImageRun>(c, /*with_data=*/false);
   r.run->load_checkpoint(ckpt);

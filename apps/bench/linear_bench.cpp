@@ -75,7 +75,6 @@ void bench_linear(const Options& o, Timer& timer, Report& report) {
     report.add_flops("linear bwd", shape, "GemmEx bf16 (+ conversion)", timer.median_ms([&] {
       cuda::linear_bf16_backward(s, f(x), f(w), f(dy), f(dx), f(dw), f(db), f(ws));
     }), 2 * fwd_flops);
-    const auto bits = [](const Tensor& t) { return static_cast<uint16_t*>(t.raw()); };
     const Tensor x16 = cast(x, DType::BF16), dy16 = cast(dy, DType::BF16);
     const Tensor w16 = cast(w, DType::BF16), y16 = Tensor::empty(y.shape(), DType::BF16, Device::CUDA);
     const Tensor dx16 = Tensor::zeros(x.shape(), DType::BF16, Device::CUDA);
@@ -84,11 +83,11 @@ void bench_linear(const Options& o, Timer& timer, Report& report) {
                                             cuda::linear_bf16_activations_backward_workspace(s)))},
         DType::F32, Device::CUDA);
     report.add_flops("linear fwd", shape, "GemmEx bf16, bf16 activations", timer.median_ms([&] {
-      cuda::linear_bf16_forward(s, bits(x16), f(w), f(b), bits(y16), f(ws16), bits(w16));
+      cuda::linear_bf16_forward(s, bf16_bits(x16), f(w), f(b), bf16_bits(y16), f(ws16), bf16_bits(w16));
     }), fwd_flops);
     report.add_flops("linear bwd", shape, "GemmEx bf16, bf16 activations", timer.median_ms([&] {
-      cuda::linear_bf16_backward(s, bits(x16), f(w), bits(dy16), bits(dx16), f(dw), f(db),
-                                 f(ws16), bits(w16));
+      cuda::linear_bf16_backward(s, bf16_bits(x16), f(w), bf16_bits(dy16), bf16_bits(dx16), f(dw), f(db),
+                                 f(ws16), bf16_bits(w16));
     }), 2 * fwd_flops);
   }
 }

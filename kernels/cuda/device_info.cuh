@@ -68,10 +68,13 @@ void reserve_shared_memory(Kernel kernel, size_t bytes, const std::string& what,
 // alone cannot fill the GPU: enough blocks for two waves, each slice at least `min_slice`
 // long (so a block's tile loads are amortised), at most `max_splits` (the workspace holds
 // one partial product per slice).
-inline int split_k_count(int64_t tiles, int64_t k, int64_t min_slice, int max_splits) {
-  const int64_t want = (2 * sm_count() + tiles - 1) / tiles;
+// `want` slices, held to slices of at least min_slice and to max_splits, at least one.
+inline int split_k_within(int64_t want, int64_t k, int64_t min_slice, int max_splits) {
   const int64_t most = std::min<int64_t>(max_splits, k / min_slice);
   return static_cast<int>(std::max<int64_t>(1, std::min(want, most)));
+}
+inline int split_k_count(int64_t tiles, int64_t k, int64_t min_slice, int max_splits) {
+  return split_k_within((2 * sm_count() + tiles - 1) / tiles, k, min_slice, max_splits);
 }
 
 // The same for a kernel that holds `resident` blocks per SM: as many slices as fit in one
@@ -81,8 +84,7 @@ inline int split_k_count(int64_t tiles, int64_t k, int64_t min_slice, int max_sp
 inline int split_k_one_wave(int64_t tiles, int64_t k, int64_t min_slice, int max_splits,
                             int resident) {
   const int64_t fit = resident * static_cast<int64_t>(sm_count()) / tiles;
-  const int64_t most = std::min<int64_t>(max_splits, k / min_slice);
-  return static_cast<int>(std::max<int64_t>(1, std::min(fit, most)));
+  return split_k_within(fit, k, min_slice, max_splits);
 }
 
 }  // namespace ddpm::cuda
