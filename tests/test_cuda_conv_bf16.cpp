@@ -51,8 +51,8 @@ Conv2dShape shape_of(const ConvCase& c) {
 // The awkward and model shapes, and three whose reduction is long next to their output:
 // forward K = 9*64, dgrad K = 9*64 and wgrad K = 2*16*16 are cut in two slices; two cut in
 // more (forward K = 9*96: 3 slices; wgrad K = 2*24*24: 4), whose reduction adds planes past
-// the second, as the model's wgrads at batch 128 do (up to 32). Then a stride of 3: the
-// dgrad's gather takes stride 2 by shifts and any other by division.
+// the second, as the model's wgrads at batch 128 do (up to 32). Then a stride of 3, and the
+// strided dgrad's phases (below).
 std::vector<ConvCase> cases() {
   std::vector<ConvCase> all = test::conv_cases();
   all.push_back({{1, 4, 4, 64}, 3, 16, Conv2dParams::same(3)});
@@ -65,6 +65,12 @@ std::vector<ConvCase> cases() {
   // and Cout8 = 96, where a stage would straddle two taps: cp.async's B
   all.push_back({{1, 4, 4, 16}, 3, 128, Conv2dParams::same(3)});
   all.push_back({{1, 4, 4, 16}, 3, 96, Conv2dParams::same(3)});
+  // the strided dgrad by phase (kernels/dgrad_phases.h): a phase's K of 4 taps of 128
+  // channels split in two, its B by the copy engine on v5; kernels smaller than the stride,
+  // whose phases without a tap are zeros when dx is written (the op's first gradient)
+  all.push_back({{1, 4, 4, 16}, 3, 128, Conv2dParams{2, 1, 1, 1, 1}});
+  all.push_back({{2, 7, 6, 9}, 1, 5, Conv2dParams{2, 0, 0, 0, 0}});
+  all.push_back({{1, 8, 8, 3}, 2, 4, Conv2dParams{3, 0, 0, 0, 0}});
   return all;
 }
 

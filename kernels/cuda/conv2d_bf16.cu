@@ -9,6 +9,11 @@
 //   dgrad    dx (N*H*W x Cin)           gather(dy) K-major      w (per tap)  K-major
 //   wgrad    dw (KH*KW*Cin8 x Cout8)    im2col(x)^T MN-major    dy           MN-major
 //
+// A strided convolution's dgrad runs by phase of dx (kernels/dgrad_phases.h): stride^2
+// GEMMs, each over the dx pixels one set of taps reaches and only those taps (a stride-2
+// 3x3 kernel gives a pixel 2.25 of its 9 taps on average; a GEMM over all pixels would
+// multiply through all 9, 3/4 of them masked to zeros).
+//
 // "K-major" means consecutive k are consecutive in memory (channels, in NHWC), so a 16-byte
 // cp.async carries 8 consecutive k of one row; "MN-major" means consecutive rows are (the
 // wgrad's reduction runs over pixels, which are never contiguous in NHWC; the forward's B
@@ -55,9 +60,9 @@
 // is computed once per block, and what depends on k (tap, channel; or the pixel) is advanced
 // by 32 per stage with a carry: no division per element or per stage. The forward's and the
 // dgrad's K-major gathers go further (TapMask): a row is its window's origin (an offset)
-// and a mask of the taps that land inside the image (for the dgrad: on an output pixel of
-// the stride's grid), both fixed for the whole K loop, so a chunk per stage is a mask test
-// and two adds; the tap's offset changes only on a carry. The K loop is issue-bound when
+// and a mask of the taps that land inside the image (for the dgrad: on dy), both fixed for
+// the whole K loop, so a chunk per stage is a mask test and two adds; the tap's offset
+// changes only on a carry. The K loop is issue-bound when
 // its other instructions outnumber what the tensor cores take for its 32 mma (a few cycles
 // each per SM sub-partition, which issues one instruction a cycle): scripts/sass_loops.py
 // (cuobjdump -sass of the sm_90 build) counts, per stage and warp of the 128x128 3-stage
@@ -100,6 +105,7 @@
 #include "kernels/cuda/storage.cuh"
 #include "kernels/cuda/tensor_map.cuh"
 #include "kernels/cuda/wgmma_tile.cuh"
+#include "kernels/dgrad_phases.h"
 
 namespace ddpm::cuda {
 
@@ -206,7 +212,7 @@ struct Chunk {
   bool valid;
 };
 
-// Which taps of a row's window land on the input (for the dgrad: on an output pixel), as
+// Which taps of a row's window land on the input (for the dgrad: on dy), as
 // one word: bit kh (0-15) when row kh of the window does, bit 16 + kw when column kw does;
 // tap (kh, kw) lands when both are set. Computed once per row at the start (a row is a
 // pixel, fixed for the whole K loop), so a chunk's test per stage is an AND and a compare,
@@ -216,11 +222,10 @@ struct Chunk {
 struct TapMask {
   static constexpr int kMaxTaps = 16;  // per side
   __device__ static uint32_t bits(int kh, int kw) { return (1u << kh) | (1u << (16 + kw)); }
-  // Bits [lo, hi) of [0, n), every s-th from the one congruent to `first` mod s.
-  __device__ static uint32_t side(int lo, int hi, int n, int first, int s) {
+  // Bits [lo, hi) of [0, n).
+  __device__ static uint32_t side(int lo, int hi, int n) {
     uint32_t b = 0;
-    for (int t = lo > 0 ? lo : 0; t < (hi < n ? hi : n); ++t)
-      if (s == 1 || (t - first) % s == 0) b |= 1u << t;
+    for (int t = lo > 0 ? lo : 0; t < (hi < n ? hi : n); ++t) b |= 1u << t;
     return b;
   }
   __device__ static bool lands(uint32_t mask, uint32_t tap_bits) {
@@ -295,8 +300,8 @@ struct ForwardA {
       const int ih0 = static_cast<int>(oh * s.stride - s.pad_top);
       const int iw0 = static_cast<int>(ow * s.stride - s.pad_left);
       st.origin[j] = ((n * s.h + ih0) * s.w + iw0) * c8;
-      st.taps[j] = TapMask::side(-ih0, static_cast<int>(s.h) - ih0, s.kh, 0, 1) |
-                   TapMask::side(-iw0, static_cast<int>(s.w) - iw0, s.kw, 0, 1) << 16;
+      st.taps[j] = TapMask::side(-ih0, static_cast<int>(s.h) - ih0, s.kh) |
+                   TapMask::side(-iw0, static_cast<int>(s.w) - iw0, s.kw) << 16;
     }
     st.k.start(*this, k0, k_end, c8, s.kw);
     return st;
@@ -308,14 +313,14 @@ struct ForwardA {
   __device__ void advance(State& st) const { st.k.advance(*this, c8, s.kw); }
 };
 
-// Dgrad A: the output gradient input pixel m = (n, ih, iw) received through tap (kh, kw),
-// channel co: dy8[n, oh, ow, co] where oh * stride = ih + pad_top - kh (zero if no such oh).
-// With (nh, nw) = (ih + pad_top, iw + pad_left), tap (kh, kw) lands when nh - kh is a
-// multiple of the stride in [0, (OH - 1) stride] (and the same along w), and then
-// oh = nh / stride - kh / stride exactly (nh and kh are congruent mod the stride): so the
-// row's origin is output pixel (nh / stride, nw / stride) and the tap is
-// -(kh / stride OW + kw / stride) Cout8 elements from it. No division per chunk and stage
-// (the tap's offset divides by the stride on a carry only, and not at all for stride 1).
+// Dgrad A, of a stride-1 convolution (a strided convolution's dgrad runs by phase of dx,
+// each phase the dgrad of a stride-1 convolution: kernels/dgrad_phases.h): the output
+// gradient input pixel m = (n, ih, iw) received through tap (kh, kw), channel co:
+// dy8[n, oh, ow, co] with oh = ih + pad_top - kh (zero outside [0, OH)). With
+// (nh, nw) = (ih + pad_top, iw + pad_left), the row's origin is output pixel (nh, nw), tap
+// (kh, kw) is -(kh OW + kw) Cout8 elements from it, and it lands when nh - kh is in
+// [0, OH - 1] (and the same along w). OH and OW are dy's, given apart from the shape: a
+// phase's shape describes its own pixels, and dy is the whole convolution's output.
 struct DgradA {
   static constexpr bool kKMajor = true;
   Conv2dShape s;
@@ -328,10 +333,6 @@ struct DgradA {
     TapChannel k;
   };
   __device__ int tap_offset(int kh, int kw) const {
-    if (s.stride != 1) {
-      kh /= s.stride;
-      kw /= s.stride;
-    }
     return -(kh * static_cast<int>(ow_n) + kw) * c8;
   }
   __device__ State start(const int64_t (&row)[2], int64_t k0, int64_t k_end) const {
@@ -342,11 +343,10 @@ struct DgradA {
       if (row[j] >= m) continue;
       const int64_t iw = row[j] % s.w, ih = row[j] / s.w % s.h, n = row[j] / (s.w * s.h);
       const int nh = static_cast<int>(ih + s.pad_top), nw = static_cast<int>(iw + s.pad_left);
-      const int reach_h = static_cast<int>(oh_n - 1) * s.stride;  // the largest oh * stride
-      const int reach_w = static_cast<int>(ow_n - 1) * s.stride;
-      st.origin[j] = ((n * oh_n + nh / s.stride) * ow_n + nw / s.stride) * c8;
-      st.taps[j] = TapMask::side(nh - reach_h, nh + 1, s.kh, nh, s.stride) |
-                   TapMask::side(nw - reach_w, nw + 1, s.kw, nw, s.stride) << 16;
+      const int last_h = static_cast<int>(oh_n - 1), last_w = static_cast<int>(ow_n - 1);
+      st.origin[j] = ((n * oh_n + nh) * ow_n + nw) * c8;
+      st.taps[j] = TapMask::side(nh - last_h, nh + 1, s.kh) |
+                   TapMask::side(nw - last_w, nw + 1, s.kw) << 16;
     }
     st.k.start(*this, k0, k_end, c8, s.kw);
     return st;
@@ -596,16 +596,19 @@ struct StoreWithAdds {
   }
 };
 
+// C's row r is dx's pixel rows(r): itself, or for a phase of a strided dgrad its pixel
+// (kernels/dgrad_phases.h; two 32-bit divisions a row).
 template <class D>
 struct Accumulate {  // dgrad: dx += C (a bf16 dx: rounded once, after the add), or dx = C
   D* out;
   int64_t ld;
   bool add;     // false: the first contribution to dx (kernels/grad_write.h)
   bool paired;  // rows_pair(ld, out)
+  PhaseRows rows = {};
   struct Row {
     D* at;
   };
-  __device__ Row row(int64_t r) const { return {out + r * ld}; }
+  __device__ Row row(int64_t r) const { return {out + rows(r) * ld}; }
   __device__ void operator()(const Row& r, int64_t col, int count, const float (&c)[2]) const {
     float v[2] = {c[0], c[1]};
     if (add) {
@@ -988,6 +991,19 @@ __global__ void weights_to_bf16_padded(int64_t taps, int64_t c_in, int64_t ci8, 
   }
 }
 
+// w8 (taps, Cin, Cout8) = bf16(w (taps, Cin, Cout)) with the taps in phase order
+// (kernels/dgrad_phases.h: each phase of a strided dgrad reads its taps as one kernel),
+// Cout padded with zeros; w fp32, or the weights' bf16 copy (moved, not rounded).
+template <class S>
+__global__ void weights_by_phase(Conv2dShape s, int64_t co8, const S* w, bf16_bits* w8) {
+  DDPM_GRID_STRIDE(i, int64_t{s.kh} * s.kw * s.c_in * co8) {
+    const int64_t co = i % co8, ci = i / co8 % s.c_in, place = i / (co8 * s.c_in);
+    const int64_t tap = phase_ordered_tap(s, place);
+    w8[i] = co < s.c_out ? bf16_round(load(w, (tap * s.c_in + ci) * s.c_out + co))
+                         : bf16_bits{0};
+  }
+}
+
 // ---- host side ----------------------------------------------------------------------------
 
 // Past 48 KB a kernel opts in to its dynamic shared memory (launch_gemm, through
@@ -1195,13 +1211,27 @@ Gemm forward_gemm(const Conv2dShape& s) {
 Gemm dgrad_gemm(const Conv2dShape& s) {
   return {"dgrad", s.n * s.h * s.w, s.c_in, taps(s) * round_up8(s.c_out)};
 }
+// A strided dgrad runs by phase (kernels/dgrad_phases.h): phase p's GEMM, the dgrad of its
+// stride-1 convolution (K = its live taps x Cout8; 0 when none reach it).
+Gemm phase_gemm(const DgradPhase& ph) {
+  const Gemm g = dgrad_gemm(ph.shape);
+  return {"dgrad by phase", g.m, g.n, g.k};
+}
+// The planes the dgrad's split-K needs: its own, or the largest of its phases'.
+int64_t dgrad_plane_floats(const Conv2dShape& s) {
+  if (s.stride == 1) return dgrad_gemm(s).plane_floats();
+  int64_t most = 0;
+  for (int p = 0; p < s.stride * s.stride; ++p)
+    most = std::max(most, phase_gemm(dgrad_phase(s, p)).plane_floats());
+  return most;
+}
 Gemm wgrad_gemm(const Conv2dShape& s) {
   return {"wgrad", taps(s) * round_up8(s.c_in), round_up8(s.c_out), s.n * s.out_h() * s.out_w()};
 }
 
 // What the loaders assume: masks of 16 taps a side (TapMask); one image's elements, in and
-// out, and the pixels of the batch (the wgrad's K) counted in an int (32-bit offsets within
-// a sample, k_left).
+// out, and the pixels of the batch (the wgrad's K; the dgrad's rows by phase, PhaseRows)
+// counted in an int (32-bit offsets within a sample, k_left).
 void check_shape_limits(const Conv2dShape& s) {
   constexpr int kMax = TapMask::kMaxTaps;
   CHECK(s.kh <= kMax && s.kw <= kMax, "the bf16 tensor-core convolution (v4) takes kernels up to "
@@ -1210,9 +1240,9 @@ void check_shape_limits(const Conv2dShape& s) {
   const int64_t limit = int64_t{1} << 31;
   CHECK(s.h * s.w * round_up8(s.c_in) < limit &&
             s.out_h() * s.out_w() * round_up8(s.c_out) < limit &&
-            s.n * s.out_h() * s.out_w() < limit,
+            s.n * s.out_h() * s.out_w() < limit && s.n * s.h * s.w < limit,
         "the bf16 tensor-core convolution (v4) takes images of fewer than 2^31 elements and "
-        "batches of fewer than 2^31 output pixels, got "
+        "batches of fewer than 2^31 pixels in and out, got "
             << s.n << " x " << s.h << " x " << s.w << " x " << s.c_in << " in, " << s.out_h()
             << " x " << s.out_w() << " x " << s.c_out << " out");
 }
@@ -1246,7 +1276,7 @@ struct BackwardBuffers {
     x8 = c.bf16(s.n * s.h * s.w * round_up8(s.c_in));
     dy8 = c.bf16(s.n * s.out_h() * s.out_w() * round_up8(s.c_out));
     w8 = c.bf16(taps(s) * s.c_in * round_up8(s.c_out));
-    planes = c.floats(std::max(dgrad_gemm(s).plane_floats(), wgrad_gemm(s).plane_floats()));
+    planes = c.floats(std::max(dgrad_plane_floats(s), wgrad_gemm(s).plane_floats()));
     bias_sums = c.floats(broadcast_add_backward_workspace(bias_rows(s)));  // bf16 dy's db
     floats = c.used();
   }
@@ -1308,6 +1338,41 @@ void forward(const Conv2dShape& s, const A* x, const float* w, const float* b, A
   run_gemm(g, a, DenseRowsB{round_up8(s.c_out), w8}, epilogue, buf.planes);
 }
 
+// dx (+)= the dgrad of dy8 (N, OH, OW, Cout8) through w (taps, Cin, Cout), fp32 or the
+// weights' bf16 copy. Stride 1: one GEMM over every dx pixel, reading the copy in place when
+// Cout is a multiple of 8. Strided: by phase (kernels/dgrad_phases.h), the taps reordered by
+// phase into the workspace, then a GEMM per phase with only its live taps, each writing its
+// own pixels of dx; a phase no tap reaches is zeros when dx is written, untouched when it
+// is added to.
+template <class S, class A>
+void dgrad(const Conv2dShape& s, const bf16_bits* dy8, const S* w, const Accumulate<A>& into_dx,
+           const BackwardBuffers& buf) {
+  const int64_t oh_n = s.out_h(), ow_n = s.out_w(), co8 = round_up8(s.c_out);
+  if (s.stride == 1) {
+    const bf16_bits* w8 = operand(taps(s) * s.c_in, s.c_out, w, buf.w8);
+    const Gemm g = dgrad_gemm(s);
+    run_gemm(g, DgradA{s, oh_n, ow_n, g.m, static_cast<int>(co8), dy8},
+             DgradB{s, static_cast<int>(co8), w8}, into_dx, buf.planes);
+    return;
+  }
+  DDPM_LAUNCH(weights_by_phase<S>, grid_for(taps(s) * s.c_in * co8), kThreads)(s, co8, w,
+                                                                              buf.w8);
+  for (int p = 0; p < s.stride * s.stride; ++p) {
+    const DgradPhase ph = dgrad_phase(s, p);
+    const Gemm g = phase_gemm(ph);
+    Accumulate<A> into_phase = into_dx;
+    into_phase.rows = PhaseRows::of(s, ph);
+    if (g.k > 0) {
+      run_gemm(g, DgradA{ph.shape, oh_n, ow_n, g.m, static_cast<int>(co8), dy8},
+               DgradB{ph.shape, static_cast<int>(co8), buf.w8 + ph.first_tap * s.c_in * co8},
+               into_phase, buf.planes);
+    } else if (!into_dx.add && g.m > 0) {  // the sum of no planes through the epilogue: 0
+      DDPM_LAUNCH(reduce_planes<Accumulate<A>>, grid_for(g.m * ColumnPair::pairs(g.n)),
+                  kThreads)(g.m, g.n, 0, nullptr, into_phase);
+    }
+  }
+}
+
 template <class A>
 void backward(const Conv2dShape& s, const A* x, const float* w, const A* dy, A* dx, float* dw,
               const BackwardBuffers& buf, const bf16_bits* w_bf16, GradWrite dx_write,
@@ -1319,14 +1384,13 @@ void backward(const Conv2dShape& s, const A* x, const float* w, const A* dy, A* 
                 co8 = round_up8(s.c_out);
   const bf16_bits* dy8 = operand(s.n * oh_n * ow_n, s.c_out, dy, buf.dy8);
   if (dx) {
-    // w (taps * Cin, Cout8): the weights' copy read in place when Cout is a multiple of 8
-    const bf16_bits* w8 = w_bf16 ? operand(taps(s) * s.c_in, s.c_out, w_bf16, buf.w8)
-                                 : operand(taps(s) * s.c_in, s.c_out, w, buf.w8);
-    const Gemm g = dgrad_gemm(s);
-    run_gemm(g, DgradA{s, oh_n, ow_n, g.m, static_cast<int>(co8), dy8},
-             DgradB{s, static_cast<int>(co8), w8},
-             Accumulate<A>{dx, s.c_in, dx_write == GradWrite::Accumulate, rows_pair(s.c_in, dx)},
-             buf.planes);
+    const Accumulate<A> into_dx{dx, s.c_in, dx_write == GradWrite::Accumulate,
+                                rows_pair(s.c_in, dx)};
+    if (w_bf16) {
+      dgrad(s, dy8, w_bf16, into_dx, buf);
+    } else {
+      dgrad(s, dy8, w, into_dx, buf);
+    }
   }
   if (dw) {
     const bf16_bits* x8 = operand(s.n * s.h * s.w, s.c_in, x, buf.x8);
