@@ -50,17 +50,16 @@ DDPM_HD PhaseAxis phase_axis(int r, int stride, int pad, int kernel, int64_t siz
 }
 
 struct DgradPhase {
-  int rh, rw;          // its dx pixels: (i s + rh, j s + rw)
-  int qh, qw;          // its first tap; the others are (qh + s th, qw + s tw)
-  Conv2dShape shape;   // the stride-1 convolution (N, H_r, W_r, Cin) -> dy whose dgrad it is;
-                       // kh x kw its live taps (0 when none reach it)
-  int64_t first_tap;   // where its taps start in the phase-ordered weights
+  int rh, rw;         // its dx pixels: (i s + rh, j s + rw)
+  int qh, qw;         // its first tap; the others are (qh + s th, qw + s tw)
+  Conv2dShape shape;  // the stride-1 convolution (N, H_r, W_r, Cin) -> dy whose dgrad it is;
+                      // kh x kw its live taps (0 when none reach it)
+  int64_t first_tap;  // where its taps start in the phase-ordered weights
 };
 
 // Phase p = rh * stride + rw of s's dgrad (p < stride^2), in that order.
 DDPM_HD DgradPhase dgrad_phase(const Conv2dShape& s, int p) {
   DgradPhase ph{};
-  ph.first_tap = 0;
   for (int at = 0; at <= p; ++at) {
     const int rh = at / s.stride, rw = at % s.stride;
     const PhaseAxis ah = phase_axis(rh, s.stride, s.pad_top, s.kh, s.h);
@@ -69,24 +68,16 @@ DDPM_HD DgradPhase dgrad_phase(const Conv2dShape& s, int p) {
       ph.first_tap += static_cast<int64_t>(ah.taps) * aw.taps;
       continue;
     }
+    // the bottom and right padding that make out_h() = H_r + c + pad_bottom - K_r + 1 = OH
+    const int pad_bottom = static_cast<int>(s.out_h() - 1 + ah.taps - ah.size - ah.pad);
+    const int pad_right = static_cast<int>(s.out_w() - 1 + aw.taps - aw.size - aw.pad);
     ph.rh = rh;
     ph.rw = rw;
     ph.qh = ah.q;
     ph.qw = aw.q;
-    Conv2dShape& t = ph.shape;
-    t.n = s.n;
-    t.h = ah.size;
-    t.w = aw.size;
-    t.c_in = s.c_in;
-    t.c_out = s.c_out;
-    t.kh = ah.taps;
-    t.kw = aw.taps;
-    t.stride = 1;
-    t.pad_top = ah.pad;
-    t.pad_left = aw.pad;
-    // out_h() = H_r + c + pad_bottom - K_r + 1 = OH
-    t.pad_bottom = static_cast<int>(s.out_h() - 1 + ah.taps - ah.size - ah.pad);
-    t.pad_right = static_cast<int>(s.out_w() - 1 + aw.taps - aw.size - aw.pad);
+    // (N, H_r, W_r, Cin) -> (Cout), kernel K_r x K_w, stride 1, padding c above
+    ph.shape = Conv2dShape{s.n,     ah.size, aw.size, s.c_in, s.c_out,    ah.taps,
+                           aw.taps, 1,       ah.pad,  aw.pad, pad_bottom, pad_right};
   }
   return ph;
 }
@@ -113,8 +104,13 @@ struct PhaseRows {
   uint32_t h_r = 1, w_r = 1, h = 1, w = 1;
   int stride = 1, rh = 0, rw = 0;
   static PhaseRows of(const Conv2dShape& s, const DgradPhase& ph) {
-    return {static_cast<uint32_t>(ph.shape.h), static_cast<uint32_t>(ph.shape.w),
-            static_cast<uint32_t>(s.h), static_cast<uint32_t>(s.w), s.stride, ph.rh, ph.rw};
+    return {static_cast<uint32_t>(ph.shape.h),
+            static_cast<uint32_t>(ph.shape.w),
+            static_cast<uint32_t>(s.h),
+            static_cast<uint32_t>(s.w),
+            s.stride,
+            ph.rh,
+            ph.rw};
   }
   DDPM_HD int64_t operator()(int64_t r) const {
     if (stride == 1) return r;

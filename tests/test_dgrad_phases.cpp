@@ -43,9 +43,9 @@ const Case kCases[] = {
 
 std::string describe(const Case& c) {
   std::ostringstream o;
-  o << c.x.str() << " * " << c.kh << "x" << c.kw << " -> " << c.c_out << ", stride "
-    << c.p.stride << ", pad " << c.p.pad_top << " " << c.p.pad_left << " " << c.p.pad_bottom
-    << " " << c.p.pad_right;
+  o << c.x.str() << " * " << c.kh << "x" << c.kw << " -> " << c.c_out << ", stride " << c.p.stride
+    << ", pad " << c.p.pad_top << " " << c.p.pad_left << " " << c.p.pad_bottom << " "
+    << c.p.pad_right;
   return o.str();
 }
 
@@ -125,8 +125,8 @@ TEST(DgradPhases, PartitionTheTapsAndThePixels) {
 // odd rows tap 1; neither is padded above, so phase (0, 0) is a 2x2 kernel of taps
 // (0,0) (0,2) (2,0) (2,2) over a 16x16 map.
 TEST(DgradPhases, TheModelsDownsamplerByHand) {
-  const Conv2dShape s = conv2d_shape(Shape{128, 32, 32, 128}, Shape{3, 3, 128, 128},
-                                     Conv2dParams::downsample());
+  const Conv2dShape s =
+      conv2d_shape(Shape{128, 32, 32, 128}, Shape{3, 3, 128, 128}, Conv2dParams::downsample());
   const int want_kh[4] = {2, 2, 1, 1}, want_kw[4] = {2, 1, 2, 1};
   const int64_t want_first[4] = {0, 4, 6, 8};
   for (int p = 0; p < 4; ++p) {
