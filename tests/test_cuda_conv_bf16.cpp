@@ -252,10 +252,6 @@ TEST(CudaConvBf16, IsDeterministicWhateverTheBlockShape) {
 #endif
 }
 
-// What the loaders assume (conv2d_bf16.cu, check_shape_limits): the gathers' masks hold 16
-// taps a side, and offsets within an image are 32-bit. A wider kernel, or an image of 2^31
-// elements, is refused in both passes, with its size, before anything is read or launched;
-// 16 taps still run.
 // v4's split plan (kernels/cuda/conv2d_bf16.cu): a GEMM of `tiles` 128x128 output tiles cuts
 // its reduction into as many slices as one wave of two blocks per SM holds, and no more: a
 // count one higher starts a second wave of a few blocks that takes as long as the first. On
@@ -284,6 +280,10 @@ TEST(CudaConvBf16, SplitKFillsOneWaveAndNoMore) {
   }
 }
 
+// What the loaders assume (conv2d_bf16.cu, check_shape_limits): the gathers' masks hold 16
+// taps a side, and offsets within an image and pixels within a batch are 32-bit. A wider
+// kernel, an image of 2^31 elements or a batch of 2^31 pixels is refused, with its size,
+// before anything is read or launched; 16 taps still run.
 TEST(CudaConvBf16, ShapesPastTheLoadersLimitsAreRefusedWithTheirSize) {
   REQUIRE_GPU();
 #if DDPM_WITH_CUDA
@@ -305,6 +305,13 @@ TEST(CudaConvBf16, ShapesPastTheLoadersLimitsAreRefusedWithTheirSize) {
   test::expect_error(
       [&] { cuda::conv2d_bf16_backward(huge, x.ptr, w.ptr, dy.ptr, dx.ptr, dw.ptr, ws.ptr); },
       {"images of fewer than 2^31 elements"});
+  // small images, 2^31 input pixels in the batch (2^29 output pixels): the strided dgrad's
+  // rows by phase are mapped onto dx in 32 bits (PhaseRows)
+  const Conv2dShape many = conv2d_shape(Shape{int64_t{1} << 29, 2, 2, 8}, Shape{1, 1, 8, 8},
+                                        Conv2dParams{2, 0, 0, 0, 0});
+  test::expect_error(
+      [&] { cuda::conv2d_bf16_backward(many, x.ptr, w.ptr, dy.ptr, dx.ptr, dw.ptr, ws.ptr); },
+      {"batches of fewer than 2^31 pixels in and out", "got 536870912 x 2 x 2 x 8 in"});
   const Conv2dShape widest = conv2d_shape(Shape{1, 18, 3, 8}, Shape{16, 1, 8, 8}, Conv2dParams{});
   const Operands ok = operands_for(widest, 920);
   const Results want = reference(widest, ok), got = run_v4(widest, ok);
