@@ -2,7 +2,7 @@
 // cuDNN / cuBLAS, and the fused diffusion loss against its unfused chain.
 //
 //   kernel-bench [all|conv|memory|attention|loss|linear|gemm|step]... [--json FILE] [--batch N]
-//                [--skip-naive] [--smoke] [--only-sm90 | --without-sm90]
+//                [--skip-naive] [--smoke] [--once] [--only-sm90 | --without-sm90]
 //
 // --only-sm90, --without-sm90: only the rows on Hopper's wgmma and TMA kernels (convolution
 // v5, the wgmma GEMM, the step on v5), or all but them (apps/bench/bench.h: Sm90Rows).
@@ -10,6 +10,11 @@
 // --smoke: one run per row (its time not worth reading), and small shapes where a section
 // has them (conv, attention, loss): checks that every row runs before a GPU session spends
 // its minutes on it.
+//
+// --once: every row's function runs once, untimed warm-ups skipped, at the real shapes: for
+// a profiler, which then sees one launch per row (scripts/gpu-check.sh's profile stage runs
+// Nsight Compute on the conv section so; the conv section names each layer's rows with an
+// NVTX range, "conv <layer>", to select them by). Its times are one run's: not figures.
 //
 // Sections (apps/bench/): conv (both versions vs cuDNN, TFLOP/s), memory (group norm, SiLU,
 // upsample, GB/s), attention (straightforward vs fused vs a cuBLAS GEMM floor, TFLOP/s),
@@ -46,13 +51,14 @@ struct Command {
   std::set<std::string> sections;  // named ones ("all" or none: every one)
   std::string json_path;
   int64_t batch = 128;
-  bool skip_naive = false, smoke = false, only_sm90 = false, without_sm90 = false;
+  bool skip_naive = false, smoke = false, once = false, only_sm90 = false, without_sm90 = false;
 };
 
 Command parse(int argc, char** argv) {
   std::vector<std::string> words;
   const ddpm::app::Args args(argc - 1, argv + 1, {"json", "batch"},
-                             {"skip-naive", "smoke", "only-sm90", "without-sm90"}, {}, &words);
+                             {"skip-naive", "smoke", "once", "only-sm90", "without-sm90"}, {},
+                             &words);
   Command a;
   for (const std::string& w : words) {
     CHECK(w == "all" || std::find(std::begin(kSections), std::end(kSections), w) !=
@@ -64,6 +70,7 @@ Command parse(int argc, char** argv) {
   a.batch = args.integer("batch", a.batch, 1, int64_t{1} << 20);
   a.skip_naive = args.has("skip-naive");
   a.smoke = args.has("smoke");
+  a.once = args.has("once");
   a.only_sm90 = args.has("only-sm90");
   a.without_sm90 = args.has("without-sm90");
   CHECK(!(a.only_sm90 && a.without_sm90),
@@ -101,7 +108,7 @@ int run(const Command& a) {
               "%.0f GB/s  L2 %.0f MiB  batch %lld\n",
               peaks.name.c_str(), peaks.fp32_tflops, peaks.tf32_tflops, peaks.bf16_tflops,
               peaks.bandwidth_gbs, peaks.l2_bytes / 1048576.0, static_cast<long long>(o.batch));
-  Timer timer(peaks.l2_bytes, o.smoke);
+  Timer timer(peaks.l2_bytes, o.smoke || a.once);  // one run per row
   Report report(peaks);
   return run_sections(chosen, o, timer, report, a.json_path) ? 0 : 1;
 }
@@ -119,7 +126,7 @@ int main(int argc, char** argv) {
     for (const char* s : kSections) sections += std::string(" ") + s;
     std::fprintf(stderr,
                  "kernel-bench: %s\nusage: kernel-bench [SECTION]... [--json FILE] [--batch N] "
-                 "[--skip-naive] [--smoke] [--only-sm90 | --without-sm90]; sections: %s\n",
+                 "[--skip-naive] [--smoke] [--once] [--only-sm90 | --without-sm90]; sections: %s\n",
                  e.message().c_str(), sections.c_str());
     return 2;
   }

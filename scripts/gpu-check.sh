@@ -9,8 +9,9 @@
 #                                                train sample report (default: all, in order),
 #                                                and test-cpu (the tests without CUDA)
 # profile: Nsight Compute (ncu, when installed) on the fused-loss section of kernel-bench,
-# the DRAM bytes each loss kernel really moved (docs/fused-loss.md explains the figures), and
-# on the tensor-core kernels' tests, their shared-memory bank conflicts.
+# the DRAM bytes each loss kernel really moved (docs/fused-loss.md explains the figures); on
+# the tensor-core kernels' tests, their shared-memory bank conflicts; and on conv v4 and v5
+# at the model's 32x32 layer, where their time goes (throughput, occupancy, warp stalls).
 # Offline machines: run scripts/prepare-gpu-deps.sh where packages can be installed and bring
 # deps/ along; cuDNN is taken from the system or, failing that, from PyTorch's nvidia-cudnn
 # wheel. Stages can run in separate calls (each under a time limit): outputs accumulate in
@@ -210,6 +211,18 @@ run_profile() {
     "$build/tests/test_cuda_attention_bf16" > "$out/ncu-banks-flash.csv" \
     2> "$out/ncu-banks-flash.log"
   echo "ncu banks flash exit $?" | tee -a "$out/profile.status"
+  # Why conv v4 and v5 run at 0.3-0.6x cuDNN (docs/gpu-report.md): each of their GEMM
+  # launches on the CIFAR-10 model's 32x32 128->128 layer at batch 128 (kernel-bench --once:
+  # one launch per row; the NVTX range "conv <layer>" selects the layer), with the sections
+  # that say what bounds a kernel: speed of light (SM and memory throughput), occupancy,
+  # compute (the tensor pipes' use) and warp state (what the warps stall on). About 20
+  # launches, a few seconds of replays each.
+  within 300 "$ncu_bin" --nvtx --nvtx-include "conv res 32x32 32x32 128->128/" \
+    -k "regex:conv_gemm_(bf16|wgmma)" --section SpeedOfLight --section Occupancy \
+    --section ComputeWorkloadAnalysis --section WarpStateStats --page details --csv \
+    "$build/apps/kernel-bench" conv --once --skip-naive > "$out/ncu-conv-32x32.csv" \
+    2> "$out/ncu-conv-32x32.log"
+  echo "ncu conv 32x32 exit $?" | tee -a "$out/profile.status"
 }
 
 # The CIFAR-10 model's training step at batch 128 on the engine and, beside each engine run,

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <memory>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -17,6 +18,7 @@
 #include "apps/bench/bench.h"
 #include "engine/cuda_check.h"
 #include "engine/cudnn_check.h"
+#include "engine/device.h"
 #include "engine/ops.h"
 #include "kernels/cuda/conv2d.cuh"
 #include "kernels/cuda/conv2d_bf16.cuh"
@@ -147,6 +149,9 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
     char shape[96];
     std::snprintf(shape, sizeof shape, "%s %lldx%lld %lld->%lld", c.name, (long long)c.h,
                   (long long)c.h, (long long)c.c_in, (long long)c.c_out);
+    // the layer's rows by name for a profiler: "conv res 32x32 32x32 128->128" (kernel-bench
+    // --once; scripts/gpu-check.sh's profile stage)
+    const ProfileRange layer_range(("conv " + std::string(shape)).c_str());
     // v4 once per block shape (what the autotuner chooses between)
     struct Version {
       cuda::ConvAlgo algo;
