@@ -11,7 +11,8 @@
 # profile: Nsight Compute (ncu, when installed) on the fused-loss section of kernel-bench,
 # the DRAM bytes each loss kernel really moved (docs/fused-loss.md explains the figures); on
 # the tensor-core kernels' tests, their shared-memory bank conflicts; and on conv v4 and v5
-# at the model's 32x32 layer, where their time goes (throughput, occupancy, warp stalls).
+# at the model's 32x32 layer and the flash attention kernels at its head, where their time
+# goes (throughput, occupancy, warp stalls).
 # Offline machines: run scripts/prepare-gpu-deps.sh where packages can be installed and bring
 # deps/ along; cuDNN is taken from the system or, failing that, from PyTorch's nvidia-cudnn
 # wheel. Stages can run in separate calls (each under a time limit): outputs accumulate in
@@ -223,6 +224,14 @@ run_profile() {
     "$build/apps/kernel-bench" conv --once --skip-naive > "$out/ncu-conv-32x32.csv" \
     2> "$out/ncu-conv-32x32.log"
   echo "ncu conv 32x32 exit $?" | tee -a "$out/profile.status"
+  # The same for the flash attention kernels at the model's head (L 256, d 256), whose
+  # backward ran at 0.50x cuDNN's SDPA: forward, dq and dk/dv, on fp32 and bf16 tensors.
+  within 240 "$ncu_bin" --nvtx --nvtx-include "attention 16x16, 1 head B128 L256 d256/" \
+    -k "regex:flash_" --section SpeedOfLight --section Occupancy \
+    --section ComputeWorkloadAnalysis --section WarpStateStats --page details --csv \
+    "$build/apps/kernel-bench" attention --once > "$out/ncu-flash-d256.csv" \
+    2> "$out/ncu-flash-d256.log"
+  echo "ncu flash d256 exit $?" | tee -a "$out/profile.status"
 }
 
 # The CIFAR-10 model's training step at batch 128 on the engine and, beside each engine run,

@@ -17,10 +17,12 @@
 #include <cublas_v2.h>
 
 #include <cstdio>
+#include <string>
 #include <vector>
 
 #include "apps/bench/bench.h"
 #include "engine/cuda_check.h"
+#include "engine/device.h"
 #include "engine/ops.h"
 #include "kernels/cuda/attention.cuh"
 
@@ -90,6 +92,9 @@ void bench_attention(const Options& o, Timer& timer, Report& report) {
     std::snprintf(shape, sizeof shape, "%s B%lld L%lld d%lld", c.name,
                   static_cast<long long>(s.b), static_cast<long long>(s.l),
                   static_cast<long long>(s.head_dim()));
+    // the shape's rows by name for a profiler: "attention 16x16, 1 head B128 L256 d256"
+    // (kernel-bench --once; scripts/gpu-check.sh's profile stage)
+    const ProfileRange shape_range(("attention " + std::string(shape)).c_str());
     const double fwd_flops = 4.0 * s.b * s.heads * s.l * s.l * s.head_dim();
     const Tensor qkv = scale(randn(Shape{s.b, s.l, 3 * s.c}, 1, 5, Device::CUDA), 0.3);
     const Tensor out = Tensor::empty(Shape{s.b, s.l, s.c}, DType::F32, Device::CUDA);
