@@ -84,15 +84,12 @@ DDPM_HD DgradPhase dgrad_phase(const Conv2dShape& s, int p) {
 
 // The tap (kh * KW + kw) of s's kernel at place d of the phase-ordered weights.
 DDPM_HD int64_t phase_ordered_tap(const Conv2dShape& s, int64_t d) {
-  for (int p = 0; p < s.stride * s.stride; ++p) {
-    const DgradPhase ph = dgrad_phase(s, p);
-    const int64_t taps = static_cast<int64_t>(ph.shape.kh) * ph.shape.kw;
-    if (d < ph.first_tap + taps) {
-      const int64_t t = d - ph.first_tap;
-      const int64_t kh = ph.qh + s.stride * (t / ph.shape.kw);
-      const int64_t kw = ph.qw + s.stride * (t % ph.shape.kw);
-      return kh * s.kw + kw;
-    }
+  for (int p = 0; p < s.stride * s.stride; ++p) {  // d counted from phase p's first tap
+    const PhaseAxis ah = phase_axis(p / s.stride, s.stride, s.pad_top, s.kh, s.h);
+    const PhaseAxis aw = phase_axis(p % s.stride, s.stride, s.pad_left, s.kw, s.w);
+    const int64_t taps = static_cast<int64_t>(ah.taps) * aw.taps;
+    if (d < taps) return (ah.q + s.stride * (d / aw.taps)) * s.kw + aw.q + s.stride * (d % aw.taps);
+    d -= taps;
   }
   return -1;  // d is past the kernel's taps
 }

@@ -185,6 +185,21 @@ PY
   fi
 }
 
+# ncu_bottlenecks CAP RANGE KERNELS NAME SECTION...: Nsight Compute on the kernels matching
+# KERNELS inside the NVTX range RANGE of `kernel-bench SECTION... --once`, with the sections
+# that say what bounds a kernel: speed of light (SM and memory throughput), occupancy,
+# compute (the tensor pipes' use) and warp state (what the warps stall on); into
+# OUT_DIR/ncu-NAME.csv. ncu_bin: run_profile's, its caller.
+ncu_bottlenecks() {
+  local cap=$1 range=$2 kernels=$3 name=$4
+  shift 4
+  within "$cap" "$ncu_bin" --nvtx --nvtx-include "$range/" -k "regex:$kernels" \
+    --section SpeedOfLight --section Occupancy --section ComputeWorkloadAnalysis \
+    --section WarpStateStats --page details --csv "$build/apps/kernel-bench" "$@" --once \
+    > "$out/ncu-$name.csv" 2> "$out/ncu-$name.log"
+  echo "ncu $name exit $?" | tee -a "$out/profile.status"
+}
+
 run_profile() {
   local ncu_bin
   ncu_bin=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2> /dev/null)
@@ -212,26 +227,14 @@ run_profile() {
     "$build/tests/test_cuda_attention_bf16" > "$out/ncu-banks-flash.csv" \
     2> "$out/ncu-banks-flash.log"
   echo "ncu banks flash exit $?" | tee -a "$out/profile.status"
-  # Why conv v4 and v5 run at 0.3-0.6x cuDNN (docs/gpu-report.md): each of their GEMM
-  # launches on the CIFAR-10 model's 32x32 128->128 layer at batch 128 (kernel-bench --once:
-  # one launch per row; the NVTX range "conv <layer>" selects the layer), with the sections
-  # that say what bounds a kernel: speed of light (SM and memory throughput), occupancy,
-  # compute (the tensor pipes' use) and warp state (what the warps stall on). About 20
-  # launches, a few seconds of replays each.
-  within 300 "$ncu_bin" --nvtx --nvtx-include "conv res 32x32 32x32 128->128/" \
-    -k "regex:conv_gemm_(bf16|wgmma)" --section SpeedOfLight --section Occupancy \
-    --section ComputeWorkloadAnalysis --section WarpStateStats --page details --csv \
-    "$build/apps/kernel-bench" conv --once --skip-naive > "$out/ncu-conv-32x32.csv" \
-    2> "$out/ncu-conv-32x32.log"
-  echo "ncu conv 32x32 exit $?" | tee -a "$out/profile.status"
-  # The same for the flash attention kernels at the model's head (L 256, d 256), whose
-  # backward ran at 0.50x cuDNN's SDPA: forward, dq and dk/dv, on fp32 and bf16 tensors.
-  within 240 "$ncu_bin" --nvtx --nvtx-include "attention 16x16, 1 head B128 L256 d256/" \
-    -k "regex:flash_" --section SpeedOfLight --section Occupancy \
-    --section ComputeWorkloadAnalysis --section WarpStateStats --page details --csv \
-    "$build/apps/kernel-bench" attention --once > "$out/ncu-flash-d256.csv" \
-    2> "$out/ncu-flash-d256.log"
-  echo "ncu flash d256 exit $?" | tee -a "$out/profile.status"
+  # Why conv v4 and v5 run at 0.3-0.6x cuDNN and the flash backward at 0.50x cuDNN's SDPA
+  # (docs/gpu-report.md): each of their launches on the CIFAR-10 model's 32x32 128->128
+  # layer and at its attention head (L 256, d 256), batch 128 (kernel-bench --once: one
+  # launch per row; an NVTX range "conv <layer>" / "attention <shape>" selects the shape).
+  # About 20 conv launches and 6 flash ones, a few seconds of replays each.
+  ncu_bottlenecks 300 "conv res 32x32 32x32 128->128" "conv_gemm_(bf16|wgmma)" conv-32x32 \
+    conv --skip-naive
+  ncu_bottlenecks 240 "attention 16x16, 1 head B128 L256 d256" "flash_" flash-d256 attention
 }
 
 # The CIFAR-10 model's training step at batch 128 on the engine and, beside each engine run,

@@ -64,15 +64,15 @@ void reserve_shared_memory(Kernel kernel, size_t bytes, const std::string& what,
   opt_in_shared_memory(kernel, bytes);
 }
 
-// How many slices to cut a GEMM's reduction (length k) into when its `tiles` output tiles
-// alone cannot fill the GPU: enough blocks for two waves, each slice at least `min_slice`
-// long (so a block's tile loads are amortised), at most `max_splits` (the workspace holds
-// one partial product per slice).
-// `want` slices, held to slices of at least min_slice and to max_splits, at least one.
+// `want` slices, held to slices of at least min_slice (so a block's tile loads are
+// amortised) and to max_splits (the workspace holds one partial product per slice), at
+// least one.
 inline int split_k_within(int64_t want, int64_t k, int64_t min_slice, int max_splits) {
   const int64_t most = std::min<int64_t>(max_splits, k / min_slice);
   return static_cast<int>(std::max<int64_t>(1, std::min(want, most)));
 }
+// How many slices to cut a GEMM's reduction (length k) into when its `tiles` output tiles
+// alone cannot fill the GPU: enough blocks for two waves (conv v2 and v3).
 inline int split_k_count(int64_t tiles, int64_t k, int64_t min_slice, int max_splits) {
   return split_k_within((2 * sm_count() + tiles - 1) / tiles, k, min_slice, max_splits);
 }
