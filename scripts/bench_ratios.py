@@ -46,6 +46,9 @@ RULES = {
     ("attention", "flash bf16 (mma.sync)"): ("fused", "cuBLAS bf16 GEMMs only"),
     ("attention", "flash bf16 (mma.sync), bf16 tensors"):
         ("flash bf16 (mma.sync)", "cuBLAS bf16 GEMMs only"),
+    # dS through memory and dq by cuBLAS on the dq kernel's recomputation
+    ("attention", "flash bf16 (mma.sync), bf16 tensors, dq by cuBLAS"):
+        ("flash bf16 (mma.sync), bf16 tensors", "cuBLAS bf16 GEMMs only"),
     ("linear", "SGEMM TF32 (+ rounding)"): ("SGEMM fp32", None),
     ("linear", "GemmEx bf16 (+ conversion)"): ("SGEMM TF32 (+ rounding)", None),
     # Hopper's wgmma GEMM on cuBLAS's bf16 GEMM, same operands and layout

@@ -86,9 +86,10 @@ TEST(BenchSmoke, EveryAttentionRowRuns) {
                               "flash bf16 (mma.sync), bf16 tensors"})
     for (const char* kernel : {"attention fwd", "attention bwd"})
       EXPECT_EQ(rows[std::string(kernel) + " / " + variant], 2) << kernel << " / " << variant;
+  EXPECT_EQ(rows["attention bwd / flash bf16 (mma.sync), bf16 tensors, dq by cuBLAS"], 2);
   EXPECT_EQ(rows["attention fwd / cuBLAS GEMMs only"], 2);
   EXPECT_EQ(rows["attention fwd / cuBLAS bf16 GEMMs only"], 2);
-  EXPECT_EQ(rows.size(), 10u) << "rows other than these ten per shape";
+  EXPECT_EQ(rows.size(), 11u) << "rows other than these eleven per shape";
 }
 
 TEST(BenchSmoke, EveryConvolutionRowRuns) {

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "engine/ops.h"
+#include "engine/ops/op_util.h"
 #include "kernels/bf16.h"
 #include "kernels/cpu/attention.h"
 #include "tests/test_util.h"
@@ -76,7 +77,8 @@ std::vector<Case> cases() {
                            {1, 130, 96, 3},  // d 32, 3 heads, 3 query tiles
                            {1, 256, 256, 1},  // the CIFAR-10 U-Net's 16x16 attention
                            {1, 200, 64, 1, 6.0f},    // d 64: the max moves in key tile 1
-                           {1, 100, 256, 1, 8.0f}};  // d 256: in key tile 1 (of 32)
+                           {1, 100, 256, 1, 8.0f},   // d 256: in key tile 1 (of 32)
+                           {2, 40, 128, 2}};  // d 64, 2 heads of 2 samples: both strides
   if (!test::small_shapes_only()) {
     all.push_back({4, 256, 256, 1});   // ... at a larger batch
     all.push_back({1, 1024, 128, 4});  // a 32x32 map, 4 heads of 32
@@ -151,15 +153,25 @@ TEST(CudaAttentionBf16, ForwardIsTheReferenceWithinBf16Rounding) {
 // Plus fp32 slack (1e-5 of the sums, 1e-6 absolute) and determinism: two runs, same bits.
 // A wrong fragment, or a warp multiplying its partner's columns as its own, is off by the
 // size of the gradient itself.
+//
+// On bf16 tensors (activations bf16: out, dout, dqkv stored as bf16), with dq by GEMM (dS
+// stored by the dkv kernel, dq = dS k by cuBLAS), two roundings more:
+//  - out is stored in bf16 (relative 2^-8), so delta_i = dout_i . out_i moves by up to
+//    2^-8 sum_c |dout_ic out_ic|, and dS_ij with it by P_ij scale times that: on dq_i
+//    sum_j P_ij scale e_i |k_j|, on dk_j sum_i P_ij scale e_i |q_i| (bd.delta);
+//  - dqkv is stored in bf16: 2^-8 of the value, which is within the bound of the reference.
+// dS itself is the same bf16 the dkv kernel multiplies by q: the dq bound above holds as is.
 struct Bounds {
-  std::vector<double> rounding, slack;  // packed like dqkv; the v part unused
+  std::vector<double> rounding, slack, delta;  // packed like dqkv; the v part unused
 };
 
 Bounds bounds(const AttentionShape& s, const std::vector<double>& qkv,
               const std::vector<double>& dout, const std::vector<double>& lse) {
   const int64_t d = s.head_dim(), stride = 3 * s.c;
   const double scale = 1.0 / std::sqrt(double(d));
-  Bounds bd{std::vector<double>(qkv.size(), 0.0), std::vector<double>(qkv.size(), 0.0)};
+  Bounds bd{std::vector<double>(qkv.size(), 0.0), std::vector<double>(qkv.size(), 0.0),
+            std::vector<double>(qkv.size(), 0.0)};
+  std::vector<double> delta_error(s.l);  // of each query's delta, from out stored in bf16
   std::vector<double> p(s.l * s.l), ds_abs(s.l * s.l), cancel(s.l * s.l);
   for (int64_t b = 0; b < s.b; ++b)
     for (int64_t h = 0; h < s.heads; ++h) {
@@ -168,7 +180,7 @@ Bounds bounds(const AttentionShape& s, const std::vector<double>& qkv,
       };
       for (int64_t i = 0; i < s.l; ++i) {
         double delta = 0;
-        std::vector<double> dp(s.l);
+        std::vector<double> dp(s.l), out(d, 0.0);
         for (int64_t j = 0; j < s.l; ++j) {
           double dot = 0, g = 0;
           for (int64_t c = 0; c < d; ++c) {
@@ -178,7 +190,11 @@ Bounds bounds(const AttentionShape& s, const std::vector<double>& qkv,
           p[i * s.l + j] = std::exp(dot * scale - lse[(b * s.heads + h) * s.l + i]);
           dp[j] = g;
           delta += p[i * s.l + j] * g;
+          for (int64_t c = 0; c < d; ++c) out[c] += p[i * s.l + j] * qkv[at(j, 2, c)];
         }
+        delta_error[i] = 0;
+        for (int64_t c = 0; c < d; ++c)
+          delta_error[i] += std::ldexp(std::abs(dout[(b * s.l + i) * s.c + h * d + c] * out[c]), -8);
         for (int64_t j = 0; j < s.l; ++j) {
           ds_abs[i * s.l + j] = std::abs(p[i * s.l + j] * (dp[j] - delta) * scale);
           cancel[i * s.l + j] = p[i * s.l + j] * scale * (std::abs(dp[j]) + std::abs(delta));
@@ -188,15 +204,22 @@ Bounds bounds(const AttentionShape& s, const std::vector<double>& qkv,
         for (int64_t j = 0; j < s.l; ++j)
           for (int64_t c = 0; c < d; ++c) {
             const double k = std::abs(qkv[at(j, 1, c)]), q = std::abs(qkv[at(i, 0, c)]);
+            const double moved = p[i * s.l + j] * scale * delta_error[i];  // of dS_ij
             bd.rounding[at(i, 0, c)] += ds_abs[i * s.l + j] * k;  // dq_i
             bd.slack[at(i, 0, c)] += cancel[i * s.l + j] * k;
+            bd.delta[at(i, 0, c)] += moved * k;
             bd.rounding[at(j, 1, c)] += ds_abs[i * s.l + j] * q;  // dk_j
             bd.slack[at(j, 1, c)] += cancel[i * s.l + j] * q;
+            bd.delta[at(j, 1, c)] += moved * q;
           }
     }
   return bd;
 }
 
+// Both tensor kinds: fp32 (converted in the kernels, dq by its kernel) and bf16 with dq by
+// GEMM (the op's choice where L <= 6 d; tests/test_cuda_bf16_storage.cpp runs the op on both
+// sides of that line). The bf16 run writes dqkv outright into NaNs (GradWrite::Assign), so a
+// row the GEMM or the dkv kernel missed, or a dS element store_ds missed, shows.
 TEST(CudaAttentionBf16, BackwardIsTheReferenceWithinBf16Rounding) {
   REQUIRE_GPU();
 #if DDPM_WITH_CUDA
@@ -217,37 +240,60 @@ TEST(CudaAttentionBf16, BackwardIsTheReferenceWithinBf16Rounding) {
     cpu::attention_forward<double>(s, qkv_d.data(), out.data(), lse.data());
     cpu::attention_backward<double>(s, qkv_d.data(), lse.data(), dout_d.data(), grad.data());
     cpu::attention_backward<double>(s, qkv_d.data(), lse.data(), dout_abs.data(), mag.data());
-
-    const auto run = [&] {
-      const Tensor x = Tensor::from_vector(Shape{n_qkv}, qkv, Device::CUDA);
-      const Tensor o = Tensor::from_vector(Shape{n_out}, std::vector<float>(out.begin(), out.end()),
-                                           Device::CUDA);
-      const Tensor l = Tensor::from_vector(Shape{static_cast<int64_t>(lse.size())},
-                                           std::vector<float>(lse.begin(), lse.end()), Device::CUDA);
-      const Tensor g = Tensor::from_vector(Shape{n_out}, dout, Device::CUDA);
-      const Tensor dx = Tensor::zeros(Shape{n_qkv}, DType::F32, Device::CUDA);
-      const Tensor delta = Tensor::empty(Shape{s.b * s.heads * s.l}, DType::F32, Device::CUDA);
-      cuda::attention_flash_bf16_backward(s, x.data<float>(), o.data<float>(), l.data<float>(),
-                                          g.data<float>(), dx.data<float>(), delta.data<float>());
-      return dx.to(Device::CPU).to_vector<float>();
-    };
-    const std::vector<float> got = run();
     const Bounds bd = bounds(s, qkv_d, dout_d, lse);
-    double worst[3] = {0, 0, 0};  // dq, dk, dv: the largest error as a fraction of its bound
-    for (int64_t i = 0; i < n_qkv; ++i) {
-      const int which = static_cast<int>((i % (3 * s.c)) / s.c);
-      const double bound =
-          which == 2 ? (std::ldexp(1.0, -8) + 1e-5) * mag[i] + 1e-6
-                     : std::ldexp(1.0, -8) * bd.rounding[i] +
-                           1e-5 * (bd.rounding[i] + bd.slack[i]) + 1e-6;
-      const double err = std::abs(got[i] - grad[i]);
-      worst[which] = std::max(worst[which], err / bound);
-      ASSERT_LE(err, bound) << "d" << "qkv"[which] << " at " << i << ": " << got[i] << " vs "
-                            << grad[i];
+
+    for (const bool bf16_tensors : {false, true}) {
+      SCOPED_TRACE(bf16_tensors ? "bf16 tensors, dq by GEMM" : "fp32 tensors, dq kernel");
+      const auto run = [&] {
+        const Tensor x = Tensor::from_vector(Shape{n_qkv}, qkv, Device::CUDA);
+        const Tensor o = Tensor::from_vector(
+            Shape{n_out}, std::vector<float>(out.begin(), out.end()), Device::CUDA);
+        const Tensor l = Tensor::from_vector(Shape{static_cast<int64_t>(lse.size())},
+                                             std::vector<float>(lse.begin(), lse.end()),
+                                             Device::CUDA);
+        const Tensor g = Tensor::from_vector(Shape{n_out}, dout, Device::CUDA);
+        const Tensor delta = Tensor::empty(Shape{s.b * s.heads * s.l}, DType::F32, Device::CUDA);
+        if (!bf16_tensors) {
+          const Tensor dx = Tensor::zeros(Shape{n_qkv}, DType::F32, Device::CUDA);
+          cuda::attention_flash_bf16_backward(s, x.data<float>(), o.data<float>(),
+                                              l.data<float>(), g.data<float>(), dx.data<float>(),
+                                              delta.data<float>());
+          return dx.to(Device::CPU).to_vector<float>();
+        }
+        const Tensor x16 = cast(x, DType::BF16), o16 = cast(o, DType::BF16);
+        const Tensor g16 = cast(g, DType::BF16);
+        const Tensor dx16 = cast(Tensor::from_vector(Shape{n_qkv}, std::vector<float>(n_qkv, NAN),
+                                                     Device::CUDA),
+                                 DType::BF16);
+        const Tensor ds = Tensor::empty(Shape{cuda::attention_flash_bf16_ds_elements(s)},
+                                        DType::BF16, Device::CUDA);
+        cuda::attention_flash_bf16_backward(
+            s, detail::bf16_bits(x16), detail::bf16_bits(o16), l.data<float>(),
+            detail::bf16_bits(g16), detail::bf16_bits(dx16), delta.data<float>(),
+            GradWrite::Assign, detail::bf16_bits(ds));
+        return cast(dx16, DType::F32).to(Device::CPU).to_vector<float>();
+      };
+      const std::vector<float> got = run();
+      double worst[3] = {0, 0, 0};  // dq, dk, dv: the largest error as a fraction of its bound
+      for (int64_t i = 0; i < n_qkv; ++i) {
+        const int which = static_cast<int>((i % (3 * s.c)) / s.c);
+        double bound = which == 2 ? (std::ldexp(1.0, -8) + 1e-5) * mag[i] + 1e-6
+                                  : std::ldexp(1.0, -8) * bd.rounding[i] +
+                                        1e-5 * (bd.rounding[i] + bd.slack[i]) + 1e-6;
+        if (bf16_tensors) {
+          if (which != 2) bound += bd.delta[i];
+          bound += std::ldexp(std::abs(grad[i]) + bound, -8);  // dqkv stored in bf16
+        }
+        const double err = std::abs(got[i] - grad[i]);
+        worst[which] = std::max(worst[which], err / bound);
+        ASSERT_LE(err, bound) << "d" << "qkv"[which] << " at " << i << ": " << got[i] << " vs "
+                              << grad[i];
+      }
+      std::printf("%s, %s: worst error of dq, dk, dv %.2f, %.2f, %.2f of their bf16 bounds\n",
+                  describe(c).c_str(), bf16_tensors ? "bf16 tensors" : "fp32 tensors", worst[0],
+                  worst[1], worst[2]);
+      EXPECT_EQ(run(), got);
     }
-    std::printf("%s: worst error of dq, dk, dv %.2f, %.2f, %.2f of their bf16 bounds\n",
-                describe(c).c_str(), worst[0], worst[1], worst[2]);
-    EXPECT_EQ(run(), got);
   }
 #endif
 }

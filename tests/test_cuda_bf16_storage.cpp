@@ -202,7 +202,7 @@ TEST(CudaBf16Storage, LinearReadsBf16ActivationsAsTheyAre) {
 // magnitude sums. Storing out and dqkv in bf16 then rounds each side's value once more, by
 // at most half a bf16 ulp (2^-8 of it) each: 2^-7 of the larger value is added to the
 // bound, element by element (a value far above the rms may land on neighbouring bf16
-// values: measured, 1.6875 vs 1.6953125 at rms 0.245). Head dims 64, 128 and 256 (the flash
+// values: measured, 1.6875 vs 1.6953125 at rms 0.245). Head dims 32, 64, 128 and 256 (the flash
 // kernels take 32 to 256).
 void expect_close_to_rms_and_ulp(const std::vector<float>& got, const std::vector<float>& want,
                                  double tol, const char* what) {
@@ -228,11 +228,13 @@ TEST(CudaBf16Storage, AttentionReadsBf16ActivationsAsTheyAre) {
   };
   // one partial key tile; three tiles of 64 keys (the forward's cp.async pipeline refills
   // each stage); three of 32 at head dim 256; three heads of 32, whose copies take rows in
-  // a permuted order (flash::copy_rows)
+  // a permuted order (flash::copy_rows). Their backwards take dq by GEMM (L <= 6 d); the
+  // last, L 200 at d 32, the dq kernel (kernels/cuda/attention.cuh).
   // With `earlier`, qkv already holds a gradient (test::earlier_gradient_terms, a backward of
   // its own first), so the flash backward adds its dqkv to it (GradWrite::Accumulate).
   for (const Case& c : {Case{{2, 37, 3 * 64}, 1}, Case{{1, 150, 3 * 128}, 1},
-                        Case{{1, 70, 3 * 256}, 1}, Case{{1, 70, 3 * 96}, 3}}) {
+                        Case{{1, 70, 3 * 256}, 1}, Case{{1, 70, 3 * 96}, 3},
+                        Case{{1, 200, 3 * 32}, 1}}) {
     for (const bool earlier : {false, true}) {
       SCOPED_TRACE(testing::Message() << c.qkv.str() << (earlier ? ", added to an earlier gradient"
                                                                  : ", the first gradient"));

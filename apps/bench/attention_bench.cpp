@@ -1,10 +1,10 @@
 // kernel-bench attention: the straightforward and the fused CUDA attention, forward and
 // backward, and the bf16 flash forward and backward (tensor cores; TFLOP/s against the bf16
 // peak), on fp32 tensors (converted inside the kernels) and on bf16 tensors as they are
-// (activations: bf16), at the CIFAR-10 model's 16x16 attention (L = 256, one head of
-// d = 256), the same map split into 2 heads of 128 and 4 of 64 (the flash backward's other
-// block shape: one warp per 16 rows, docs/kernels.md), and a 32x32 map with 4 heads (L =
-// 1024, d = 32), next to cuBLAS floors.
+// (activations: bf16; the backward also with dq by cuBLAS from dS in memory), at the
+// CIFAR-10 model's 16x16 attention (L = 256, one head of d = 256), the same map split into 2
+// heads of 128 and 4 of 64 (the flash backward's other block shape: one warp per 16 rows,
+// docs/kernels.md), and a 32x32 map with 4 heads (L = 1024, d = 32), next to cuBLAS floors.
 //
 // FLOPs: forward 4 B H L^2 d (QK^T and PV); backward counted as 8 B H L^2 d (dV, dP, dQ, dK;
 // the recomputation of S is not counted, the usual convention), so TFLOP/s compare across
@@ -146,6 +146,17 @@ void bench_attention(const Options& o, Timer& timer, Report& report) {
         cuda::attention_flash_bf16_backward(s, bf16_bits(qkv16), bf16_bits(out16),
                                             lse.data<float>(), bf16_bits(dout16),
                                             bf16_bits(dqkv16), delta.data<float>());
+      }), 2 * fwd_flops);
+      // dS through memory and dq by cuBLAS (the op's choice where L <= 6 d: the 16x16
+      // shapes), at every shape
+      const Tensor ds = Tensor::empty(Shape{cuda::attention_flash_bf16_ds_elements(s)},
+                                      DType::BF16, Device::CUDA);
+      const char* by_gemm = "flash bf16 (mma.sync), bf16 tensors, dq by cuBLAS";
+      report.add_flops("attention bwd", shape, by_gemm, timer.median_ms([&] {
+        cuda::attention_flash_bf16_backward(s, bf16_bits(qkv16), bf16_bits(out16),
+                                            lse.data<float>(), bf16_bits(dout16),
+                                            bf16_bits(dqkv16), delta.data<float>(),
+                                            GradWrite::Accumulate, bf16_bits(ds));
       }), 2 * fwd_flops);
     }
     report.add_flops("attention fwd", shape, "cuBLAS bf16 GEMMs only", timer.median_ms([&] {

@@ -118,9 +118,16 @@ Tensor attention_bf16_flash(const Tensor& qkv, int64_t heads) {
       const Tensor delta = Tensor::empty(Shape{s.b * s.heads * s.l}, DType::F32, Device::CUDA);
       const GradTarget dqkv = grad_target(gq);  // written outright if it is the first
       OpTimer timer("attention backward", true);
-      DDPM_CUDA_ONLY(cuda::attention_flash_bf16_backward(
-          s, bf16_bits(qkv), bf16_bits(out), lse.data<float>(), bf16_bits(g[0]),
-          bf16_bits(dqkv.buffer), delta.data<float>(), dqkv.write));
+      DDPM_CUDA_ONLY(
+          // dq by GEMM, dS through memory, where that pays (kernels/cuda/attention.cuh)
+          const bool by_gemm = cuda::attention_flash_bf16_dq_by_gemm_pays(s);
+          const Tensor ds = by_gemm ? Tensor::empty(Shape{cuda::attention_flash_bf16_ds_elements(s)},
+                                                    DType::BF16, Device::CUDA)
+                                    : Tensor();
+          cuda::attention_flash_bf16_backward(
+              s, bf16_bits(qkv), bf16_bits(out), lse.data<float>(), bf16_bits(g[0]),
+              bf16_bits(dqkv.buffer), delta.data<float>(), dqkv.write,
+              by_gemm ? bf16_bits(ds) : nullptr));
     });
   }
   return out;

@@ -48,11 +48,22 @@ void attention_flash_bf16_backward(const AttentionShape& s, const float* qkv, co
 // The same on bf16 activations (bits): qkv, out, dout and dqkv bf16, read as they are; out
 // rounded once as stored, dqkv = bf16(float(dqkv) + the fp32 sums); lse and delta fp32.
 // qkv and dout 8-byte aligned.
+//
+// ds: null, or a buffer of attention_flash_bf16_ds_elements(s) bf16 (16-byte aligned) for dq
+// by GEMM: the dk/dv kernel then also stores dS (rounded as its own products use it) there,
+// and dq = dS k is cuBLAS's batched GEMM instead of the dq kernel, which computes S, P, dP
+// and dS all over again (3 of the backward's 7 tensor-core products). It pays while dS is
+// at most twice the size of qkv, L <= 6 d (attention_flash_bf16_dq_by_gemm_pays): the two
+// products it saves (S and dP again) are d FLOPs per byte of dS written and read back. Deterministic
+// either way (cuBLAS sums each product in a fixed order).
 void attention_flash_bf16_forward(const AttentionShape& s, const uint16_t* qkv, uint16_t* out,
                                   float* lse);
 void attention_flash_bf16_backward(const AttentionShape& s, const uint16_t* qkv,
                                    const uint16_t* out, const float* lse, const uint16_t* dout,
                                    uint16_t* dqkv, float* delta,
-                                   GradWrite dqkv_write = GradWrite::Accumulate);
+                                   GradWrite dqkv_write = GradWrite::Accumulate,
+                                   uint16_t* ds = nullptr);
+bool attention_flash_bf16_dq_by_gemm_pays(const AttentionShape& s);
+int64_t attention_flash_bf16_ds_elements(const AttentionShape& s);
 
 }  // namespace ddpm::cuda

@@ -11,6 +11,14 @@
 // Every output row is owned by one block and summed in a fixed order: no atomics, the same
 // bits every run. P and dS are computed twice (once per kernel), on chip.
 //
+// Or dq by GEMM (bf16 activations, when the caller gives dS a buffer: attention.cuh): the
+// dkv kernel also stores dS^T, rounded to bf16 as its own products use it (store_ds), and
+// dq = dS k is one cuBLAS strided-batched GEMM per head (dq_by_gemm). The dq kernel's
+// recomputation of S and dP, 2 of the backward's 7 products of L x L x d, goes; what comes
+// instead is B H L^2 bf16 written and read back, d FLOPs saved per byte. At the model's
+// L = 256, d = 256 that is 17 MB against 8.6 GFLOP, where the kernels run at ~80 TFLOP/s
+// (the H200's 0.387 ms for 30 GFLOP, docs/gpu-report.md).
+//
 // On tensor cores (mma.m16n8k16, bf16 operands, fp32 accumulation): q, k, v and dout are
 // rounded to bf16 as they are staged into shared memory (flash_bf16.cuh); P and dS are
 // rounded where they become the A operand of the next product. S, dP, the softmax
@@ -64,6 +72,7 @@
 #include "engine/check.h"
 #include "engine/cuda_check.h"
 #include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/blas.cuh"
 #include "kernels/cuda/device_info.cuh"
 #include "kernels/cuda/flash_bf16.cuh"
 #include "kernels/cuda/launch.cuh"
@@ -93,6 +102,11 @@ struct Tiles {
   static_assert(kParts == 1 || kParts == 2, "a group's warps share 32 columns in 16s");
 };
 constexpr int kCols = 32;  // columns per step
+
+// The row length of the dS buffer (dq by GEMM): L rounded up to 8 elements, so that every
+// row starts 16-byte aligned (cuBLAS's tensor-core loads) and a lane's pair of queries is
+// one aligned 4-byte store even when L is odd.
+int64_t ds_row_length(int64_t l) { return (l + 7) / 8 * 8; }
 
 // A: the storage of qkv and dout. bf16 rows are copied by cp.async, so the per-step tiles
 // (and the dkv kernel's column statistics) get two stages: step i + 1 in flight while step
@@ -280,12 +294,34 @@ __device__ int begin_step(int64_t step, int64_t steps, Issue&& issue) {
   }
 }
 
+// dS^T of the warp's rows (keys) and its own columns (queries i0 + ...), as rounded for the
+// products, to ds[key][query] (row `row` of the block at ds + row * ld; ld even, so each
+// lane's pairs of adjacent queries are one 4-byte store). Keys at or past `keys` and queries
+// at or past L are not written: the dq GEMM reads L x L.
+template <int D>
+__device__ void store_ds(uint16_t* ds, int64_t ld, int keys, int64_t i0, int64_t l,
+                         const WarpPlace<D>& w, const Operand<D>& x) {
+  const int g = w.lane / 4, t = w.lane % 4;
+  for (int c = 0; c < Tiles<D>::kChunks; ++c) {
+    // the A fragment's words: (row g, columns 2t, 2t + 1), (g + 8, the same), then both
+    // rows at columns 8 + 2t, 8 + 2t + 1
+    const uint32_t words[4] = {x.chunk[c].x, x.chunk[c].y, x.chunk[c].z, x.chunk[c].w};
+    for (int e = 0; e < 4; ++e) {
+      const int row = w.row0 + g + 8 * (e & 1);
+      const int64_t col = i0 + w.col0 + 16 * c + 8 * (e >> 1) + 2 * t;
+      if (row < keys && col < l) *reinterpret_cast<uint32_t*>(ds + row * ld + col) = words[e];
+    }
+  }
+}
+
 // grid (ceil(L / 64), B * H): dk and dv of 64 keys. own: k, v; per step: q, dout of 32 queries.
-// A: the storage of qkv, dout and dqkv (fp32, or bf16 bits for bf16 activations).
+// A: the storage of qkv, dout and dqkv (fp32, or bf16 bits for bf16 activations). ds: null,
+// or where dS^T goes for the dq GEMM (B * H blocks of L keys x ds_ld, store_ds).
 template <int D, class A>
 __global__ void __launch_bounds__(Tiles<D>::kThreads)
 flash_dkv_bf16(AttentionShape s, float scale, const A* qkv, const float* lse,
-               const float* delta, const A* dout, A* dqkv, bool add) {
+               const float* delta, const A* dout, A* dqkv, bool add, uint16_t* ds,
+               int64_t ds_ld) {
 #if DDPM_HAS_SM80_TENSOR_CORES
   DDPM_DYNAMIC_SHARED(uint16_t, smem);
   constexpr int kRows = Tiles<D>::kRows, kThreads = Tiles<D>::kThreads;
@@ -298,6 +334,7 @@ flash_dkv_bf16(AttentionShape s, float scale, const A* qkv, const float* lse,
   const A* const base = qkv + b * s.l * stride + h * D;
   const A* const dbase = dout + b * s.l * s.c + h * D;
   const int keys = static_cast<int>(s.l - j0 < kRows ? s.l - j0 : kRows);
+  uint16_t* const ds_rows = ds ? ds + (bh * s.l + j0) * ds_ld : nullptr;
   stage_rows<D, kRows, kThreads>(m.own_a(), base + j0 * stride + s.c, stride, keys);
   stage_rows<D, kRows, kThreads>(m.own_b(), base + j0 * stride + 2 * s.c, stride, keys);
 
@@ -334,10 +371,11 @@ flash_dkv_bf16(AttentionShape s, float scale, const A* qkv, const float* lse,
         st[n][e] = p;                                         // P^T
         dpt[n][e] = p * (dpt[n][e] - col_delta[i]) * scale;  // dS^T
       }
-    const Operand<D> p(st), ds(dpt);
-    if constexpr (Tiles<D>::kParts == 2) publish(m, w, 0, p), publish(m, w, 1, ds);
+    const Operand<D> p(st), dst(dpt);
+    if constexpr (Tiles<D>::kParts == 2) publish(m, w, 0, p), publish(m, w, 1, dst);
+    if (ds_rows) store_ds(ds_rows, ds_ld, keys, step * kCols, s.l, w, dst);
     accumulate_own(p, dq_out, w, dv);  // dv += P^T dout
-    accumulate_own(ds, q, w, dk);      // dk += dS^T q
+    accumulate_own(dst, q, w, dk);     // dk += dS^T q
     if constexpr (Tiles<D>::kParts == 2) {  // the partner's 16 queries
       __syncthreads();
       accumulate_chunk(partners(m, w, 0), dq_out, w.col0 ^ 16, w, dv);
@@ -413,27 +451,53 @@ flash_dq_bf16(AttentionShape s, float scale, const A* qkv, const float* lse,
 #endif
 }
 
+// dq (rows of L x d per batch and head, in dqkv with ld 3C) = dS k, from dS^T stored as
+// ds[key][query] (ld ds_ld). Column-major, as cuBLAS sees the row-major buffers:
+//   dq^T (d x L, ld 3C) = k^T (d x L, ld 3C) x Y^T,  Y = ds read column-major (L x L, ld
+//   ds_ld), whose element (i, j) is dS_ij: gemm(N, T, m = d, n = L, k = L)
+// bf16 operands and dq, fp32 sums, dq = bf16(sum + float(dq)) when adding (beta 1). One
+// strided-batched call per head (heads are not one stride apart from batch to batch).
+void dq_by_gemm(const AttentionShape& s, const uint16_t* qkv, const uint16_t* ds, int64_t ds_ld,
+                uint16_t* dqkv, bool add) {
+  const auto i = [](int64_t v) { return static_cast<int>(v); };
+  const int64_t d = s.head_dim(), ld_qkv = 3 * s.c;
+  const float one = 1.0f, beta = add ? 1.0f : 0.0f;
+  for (int64_t h = 0; h < s.heads; ++h)
+    CUBLAS_CHECK(blas::api().gemm_strided_batched_ex(
+        blas::handle(), CUBLAS_OP_N, CUBLAS_OP_T, i(d), i(s.l), i(s.l), &one,
+        qkv + s.c + h * d, CUDA_R_16BF, i(ld_qkv), s.l * ld_qkv, ds + h * s.l * ds_ld,
+        CUDA_R_16BF, i(ds_ld), s.heads * s.l * ds_ld, &beta, dqkv + h * d, CUDA_R_16BF,
+        i(ld_qkv), s.l * ld_qkv, i(s.b), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+// ds: null (the dq kernel), or dS's buffer (attention_flash_bf16_ds_elements) for dq_by_gemm.
 template <int D, class A>
 void launch_backward(const AttentionShape& s, const A* qkv, const float* lse,
-                     const float* delta, const A* dout, A* dqkv, GradWrite dqkv_write) {
+                     const float* delta, const A* dout, A* dqkv, GradWrite dqkv_write,
+                     uint16_t* ds) {
   constexpr size_t bytes = Smem<D, A>::kBytes;
   const std::string what = "bf16 flash attention backward: head dim " + std::to_string(D);
   reserve_shared_memory(flash_dkv_bf16<D, A>, bytes, what, flash::kInstead);
-  reserve_shared_memory(flash_dq_bf16<D, A>, bytes, what, flash::kInstead);
+  if (!ds) reserve_shared_memory(flash_dq_bf16<D, A>, bytes, what, flash::kInstead);
   constexpr int kRows = Tiles<D>::kRows, kThreads = Tiles<D>::kThreads;
   const dim3 grid(static_cast<unsigned>((s.l + kRows - 1) / kRows),
                   static_cast<unsigned>(s.b * s.heads));
   const float scale = 1.0f / sqrtf(static_cast<float>(D));
   const bool add = dqkv_write == GradWrite::Accumulate;
+  const int64_t ds_ld = ds_row_length(s.l);
   DDPM_LAUNCH((flash_dkv_bf16<D, A>), grid, kThreads, bytes)(s, scale, qkv, lse, delta, dout,
-                                                                  dqkv, add);
+                                                                  dqkv, add, ds, ds_ld);
+  if constexpr (sizeof(A) == 2) {
+    if (ds) return dq_by_gemm(s, qkv, ds, ds_ld, dqkv, add);
+  }
   DDPM_LAUNCH((flash_dq_bf16<D, A>), grid, kThreads, bytes)(s, scale, qkv, lse, delta, dout,
                                                                  dqkv, add);
 }
 
 template <class A>
 void flash_backward(const AttentionShape& s, const A* qkv, const A* out, const float* lse,
-                    const A* dout, A* dqkv, float* delta, GradWrite dqkv_write) {
+                    const A* dout, A* dqkv, float* delta, GradWrite dqkv_write,
+                    uint16_t* ds = nullptr) {
   CHECK(attention_flash_bf16_supports(s),
         "bf16 flash attention backward: head dim " << s.head_dim() << " (C " << s.c << ", "
                                                    << s.heads
@@ -442,6 +506,8 @@ void flash_backward(const AttentionShape& s, const A* qkv, const A* out, const f
             reinterpret_cast<uintptr_t>(dout) % (2 * sizeof(A)) == 0,
         "bf16 flash attention backward: qkv and dout must be "
             << 4 * sizeof(A) << "-byte aligned (4-element loads)");
+  CHECK(reinterpret_cast<uintptr_t>(ds) % 16 == 0,
+        "bf16 flash attention backward: the dS buffer must be 16-byte aligned");
   CHECK(s.b * s.heads <= 65535, "bf16 flash attention backward: batch x heads = "
                                     << s.b * s.heads << " exceeds the grid's 65535");
   CHECK(compute_capability() >= 80,
@@ -449,10 +515,10 @@ void flash_backward(const AttentionShape& s, const A* qkv, const A* out, const f
   if (s.b * s.l == 0) return;
   attention_delta(s, out, dout, delta);
   switch (s.head_dim()) {
-    case 32: return launch_backward<32>(s, qkv, lse, delta, dout, dqkv, dqkv_write);
-    case 64: return launch_backward<64>(s, qkv, lse, delta, dout, dqkv, dqkv_write);
-    case 128: return launch_backward<128>(s, qkv, lse, delta, dout, dqkv, dqkv_write);
-    default: return launch_backward<256>(s, qkv, lse, delta, dout, dqkv, dqkv_write);
+    case 32: return launch_backward<32>(s, qkv, lse, delta, dout, dqkv, dqkv_write, ds);
+    case 64: return launch_backward<64>(s, qkv, lse, delta, dout, dqkv, dqkv_write, ds);
+    case 128: return launch_backward<128>(s, qkv, lse, delta, dout, dqkv, dqkv_write, ds);
+    default: return launch_backward<256>(s, qkv, lse, delta, dout, dqkv, dqkv_write, ds);
   }
 }
 
@@ -465,8 +531,17 @@ void attention_flash_bf16_backward(const AttentionShape& s, const float* qkv, co
 }
 void attention_flash_bf16_backward(const AttentionShape& s, const uint16_t* qkv,
                                    const uint16_t* out, const float* lse, const uint16_t* dout,
-                                   uint16_t* dqkv, float* delta, GradWrite dqkv_write) {
-  flash_backward(s, qkv, out, lse, dout, dqkv, delta, dqkv_write);
+                                   uint16_t* dqkv, float* delta, GradWrite dqkv_write,
+                                   uint16_t* ds) {
+  flash_backward(s, qkv, out, lse, dout, dqkv, delta, dqkv_write, ds);
+}
+
+bool attention_flash_bf16_dq_by_gemm_pays(const AttentionShape& s) {
+  return attention_flash_bf16_supports(s) && s.l <= 6 * s.head_dim();
+}
+
+int64_t attention_flash_bf16_ds_elements(const AttentionShape& s) {
+  return s.b * s.heads * s.l * ds_row_length(s.l);
 }
 
 }  // namespace ddpm::cuda

@@ -19,19 +19,11 @@
 //          result is the SGEMM of the rounded operands up to the order of the sums, at bf16
 //          tensor-core speed, and the CPU's bf16 path (rounded operands, fp32 math) is its
 //          reference. With bf16 activations end to end the conversions go away.
-// One handle per math mode, on the engine's stream (engine/cuda_stream.h).
-//
-// cuBLAS is opened (dlopen) when the first CUDA linear layer runs, not when the program
-// starts: a loaded libcublas costs ~216 MB of resident memory (measured: a program that
-// only links it peaks at 218 MB, 1.5 MB without), which every CPU-only run and `ddpm info`
-// would otherwise pay. Under the CPU emulation the emulated cuBLAS is called directly.
-#if !DDPM_CUDA_EMULATION
-#include <dlfcn.h>
-#endif
-
+// cuBLAS and its handles (opened on first use): kernels/cuda/blas.cuh.
 #include <string>
 
 #include "engine/cuda_check.h"
+#include "kernels/cuda/blas.cuh"
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/linear.cuh"
@@ -41,64 +33,7 @@ namespace ddpm::cuda {
 
 namespace {
 
-// cublasGemmEx with a cublasComputeType_t (C++ builds of cublas_api.h also declare the older
-// overload taking a cudaDataType there).
-using GemmEx = cublasStatus_t (*)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int,
-                                  int, const void*, const void*, cudaDataType, int, const void*,
-                                  cudaDataType, int, const void*, void*, cudaDataType, int,
-                                  cublasComputeType_t, cublasGemmAlgo_t);
-
-struct Cublas {
-  decltype(&cublasCreate) create;
-  decltype(&cublasSetMathMode) set_math_mode;
-  decltype(&cublasSetStream) set_stream;
-  decltype(&cublasSgemm) sgemm;
-  GemmEx gemm_ex;
-};
-
-const Cublas& cublas() {
-  static const Cublas api = [] {
-#if DDPM_CUDA_EMULATION
-    return Cublas{&cublasCreate, &cublasSetMathMode, &cublasSetStream, &cublasSgemm,
-                  static_cast<GemmEx>(&cublasGemmEx)};
-#else
-    const std::string soname = "libcublas.so." + std::to_string(CUBLAS_VER_MAJOR);
-    void* lib = dlopen(soname.c_str(), RTLD_NOW | RTLD_LOCAL);
-#ifdef DDPM_CUDA_LIBRARY_DIR
-    if (lib == nullptr) lib = dlopen((DDPM_CUDA_LIBRARY_DIR "/" + soname).c_str(), RTLD_NOW | RTLD_LOCAL);
-#endif
-    CHECK(lib != nullptr, "the CUDA linear layers need cuBLAS: cannot load " << soname << ": "
-                                                                              << dlerror());
-    auto symbol = [&](const char* name) {
-      void* p = dlsym(lib, name);
-      CHECK(p != nullptr, "cuBLAS (" << soname << ") has no " << name);
-      return p;
-    };
-    return Cublas{reinterpret_cast<decltype(&cublasCreate)>(symbol("cublasCreate_v2")),
-                  reinterpret_cast<decltype(&cublasSetMathMode)>(symbol("cublasSetMathMode")),
-                  reinterpret_cast<decltype(&cublasSetStream)>(symbol("cublasSetStream_v2")),
-                  reinterpret_cast<decltype(&cublasSgemm)>(symbol("cublasSgemm_v2")),
-                  reinterpret_cast<GemmEx>(symbol("cublasGemmEx"))};
-#endif
-  }();
-  return api;
-}
-
 enum class Operands { F32, Tf32, Bf16 };
-
-cublasHandle_t handle(cublasMath_t math) {
-  auto create = [](cublasMath_t mode) {
-    cublasHandle_t created = nullptr;
-    CUBLAS_CHECK(cublas().create(&created));
-    CUBLAS_CHECK(cublas().set_math_mode(created, mode));
-    CUBLAS_CHECK(cublas().set_stream(created, engine_stream()));  // engine/cuda_stream.h
-    return created;
-  };
-  static cublasHandle_t plain = create(CUBLAS_DEFAULT_MATH);
-  if (math == CUBLAS_DEFAULT_MATH) return plain;
-  static cublasHandle_t tf32 = create(CUBLAS_TF32_TENSOR_OP_MATH);
-  return tf32;
-}
 
 // C (m x n, column-major) = op(A) op(B) + beta C; A and B fp32 or bf16 bits; C fp32, or
 // with bf16 operands bf16 bits (c_type CUDA_R_16BF: the fp32 sum plus beta float(C), rounded
@@ -109,15 +44,15 @@ void gemm(Operands kind, cublasOperation_t ta, cublasOperation_t tb, int64_t m, 
   const float one = 1.0f;
   const auto i = [](int64_t v) { return static_cast<int>(v); };
   if (kind == Operands::Bf16) {
-    CUBLAS_CHECK(cublas().gemm_ex(handle(CUBLAS_DEFAULT_MATH), ta, tb, i(m), i(n), i(k), &one, a,
-                                  CUDA_R_16BF, i(lda), b, CUDA_R_16BF, i(ldb), &beta, c,
-                                  c_type, i(ldc), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    CUBLAS_CHECK(blas::api().gemm_ex(blas::handle(), ta, tb, i(m), i(n), i(k), &one, a,
+                                     CUDA_R_16BF, i(lda), b, CUDA_R_16BF, i(ldb), &beta, c,
+                                     c_type, i(ldc), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     return;
   }
   CHECK(c_type == CUDA_R_32F, "linear: an fp32 or TF32 product stores fp32");
-  CUBLAS_CHECK(cublas().sgemm(
-      handle(kind == Operands::Tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH), ta, tb,
-      i(m), i(n), i(k), &one, static_cast<const float*>(a), i(lda), static_cast<const float*>(b),
+  CUBLAS_CHECK(blas::api().sgemm(
+      blas::handle(kind == Operands::Tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH), ta,
+      tb, i(m), i(n), i(k), &one, static_cast<const float*>(a), i(lda), static_cast<const float*>(b),
       i(ldb), &beta, static_cast<float*>(c), i(ldc)));
 }
 
