@@ -141,18 +141,19 @@ Results run_v4(const Conv2dShape& s, const Operands& o) {
 
 #if DDPM_WITH_CUDA
 const char* tiles_name(cuda::Bf16Tiles t) {
-  return t == cuda::Bf16Tiles::Small      ? ", 64x64"
-         : t == cuda::Bf16Tiles::Deep     ? ", 128x128 4-stage"
-         : t == cuda::Bf16Tiles::Wgmma    ? ", v5 wgmma"
-         : t == cuda::Bf16Tiles::WgmmaTma ? ", v5 wgmma, TMA B"
-                                          : ", 128x128";
+  return t == cuda::Bf16Tiles::Small       ? ", 64x64"
+         : t == cuda::Bf16Tiles::Deep      ? ", 128x128 4-stage"
+         : t == cuda::Bf16Tiles::WideWarps ? ", 128x128 64x64-warp"
+         : t == cuda::Bf16Tiles::Wgmma     ? ", v5 wgmma"
+         : t == cuda::Bf16Tiles::WgmmaTma  ? ", v5 wgmma, TMA B"
+                                           : ", 128x128";
 }
 
 // v4's block shapes, and v5 (the three passes on wgmma; and with its dense B by the copy
 // engine) where it runs: an sm_90 GPU with sm_90a code, and the emulation.
 std::vector<cuda::Bf16Tiles> every_kernel() {
   std::vector<cuda::Bf16Tiles> all = {cuda::Bf16Tiles::Large, cuda::Bf16Tiles::Deep,
-                                      cuda::Bf16Tiles::Small};
+                                      cuda::Bf16Tiles::Small, cuda::Bf16Tiles::WideWarps};
   if (cuda::gemm_sm90_available()) {
     all.push_back(cuda::Bf16Tiles::Wgmma);
     all.push_back(cuda::Bf16Tiles::WgmmaTma);
@@ -161,7 +162,8 @@ std::vector<cuda::Bf16Tiles> every_kernel() {
 }
 #endif
 
-// Every block shape (128x128 tiles in 3 and 4 stages, 64x64), and v5, forced.
+// Every block shape (128x128 tiles in 3 and 4 stages, 64x64, 128x128 of 64x64 warps: four
+// chunks a thread and stage where the others copy two), and v5, forced.
 TEST(CudaConvBf16, MatchesTheCpuOnTheSameBf16Operands) {
   REQUIRE_GPU();
 #if DDPM_WITH_CUDA
@@ -203,7 +205,9 @@ TEST(CudaConvBf16, IsDeterministicWhateverTheBlockShape) {
     const Results deep = run_v4(s, o);
     cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Small);
     const Results small = run_v4(s, o);
-    for (const Results* r : {&b, &deep, &small}) {
+    cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::WideWarps);
+    const Results wide = run_v4(s, o);
+    for (const Results* r : {&b, &deep, &small, &wide}) {
       EXPECT_EQ(a.y, r->y);
       EXPECT_EQ(a.dx, r->dx);
       EXPECT_EQ(a.dw, r->dw);

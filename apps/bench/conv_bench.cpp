@@ -166,6 +166,8 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
         {cuda::ConvAlgo::Bf16TensorCore, cuda::Bf16Tiles::Deep,
          "v4 bf16 (128x128 tiles, 4 stages)"},
         {cuda::ConvAlgo::Bf16TensorCore, cuda::Bf16Tiles::Small, "v4 bf16 (64x64 tiles)"},
+        {cuda::ConvAlgo::Bf16TensorCore, cuda::Bf16Tiles::WideWarps,
+         "v4 bf16 (128x128 tiles, 64x64 warps)"},
         // cuda_conv: cudnn, as the engine runs it: cuDNN plus the glue of conv2d_cudnn.cu
         // (weight transposition, padding and bf16 staging), next to cuDNN alone below
         {cuda::ConvAlgo::CudnnBf16, cuda::Bf16Tiles::Heuristic, "engine on cuDNN bf16 (+ glue)"}};
@@ -215,16 +217,26 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
     // the time (and, for cuDNN, transposed; a padded x staged) or, as training and sampling
     // in bf16 run them, read from the weights' bf16 copy (w16 here; v4 reads it in place
     // where both channel counts are multiples of 8): that row is v4 against cuDNN alone.
+    // v4 with the heuristic's block shape, and with 128x128 tiles of 64x64 warps (the
+    // shape that reads the least shared memory per mma: conv2d_bf16.cu)
     struct OnBf16 {
       cuda::ConvAlgo algo;
+      cuda::Bf16Tiles tiles;
       bool weight_copy;
       const char* name;
     };
+    const cuda::Bf16Tiles heuristic = cuda::Bf16Tiles::Heuristic;
     const OnBf16 on_bf16[] = {
-        {cuda::ConvAlgo::Bf16TensorCore, false, "v4 bf16, bf16 activations"},
-        {cuda::ConvAlgo::Bf16TensorCore, true, "v4 bf16, bf16 activations and weight copy"},
-        {cuda::ConvAlgo::CudnnBf16, false, "engine on cuDNN bf16, bf16 activations (+ glue)"},
-        {cuda::ConvAlgo::CudnnBf16, true,
+        {cuda::ConvAlgo::Bf16TensorCore, heuristic, false, "v4 bf16, bf16 activations"},
+        {cuda::ConvAlgo::Bf16TensorCore, heuristic, true,
+         "v4 bf16, bf16 activations and weight copy"},
+        {cuda::ConvAlgo::Bf16TensorCore, cuda::Bf16Tiles::WideWarps, false,
+         "v4 bf16 (64x64 warps), bf16 activations"},
+        {cuda::ConvAlgo::Bf16TensorCore, cuda::Bf16Tiles::WideWarps, true,
+         "v4 bf16 (64x64 warps), bf16 activations and weight copy"},
+        {cuda::ConvAlgo::CudnnBf16, heuristic, false,
+         "engine on cuDNN bf16, bf16 activations (+ glue)"},
+        {cuda::ConvAlgo::CudnnBf16, heuristic, true,
          "engine on cuDNN bf16, bf16 activations and weight copy (+ glue)"}};
     for (const OnBf16& run : on_bf16) {
       if (!o.wants(false)) break;
@@ -232,6 +244,7 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
       const bool weight_copy = run.weight_copy;
       const char* v = run.name;
       if (!cuda::conv2d_algo_runs(s, algo)) continue;  // said above
+      cuda::set_conv2d_bf16_tiles(run.tiles);
       const uint16_t* w_bf16 = weight_copy ? bf16_bits(w16) : nullptr;
       const int64_t ws_floats = std::max(cuda::conv2d_forward_workspace(s, algo),
                                          cuda::conv2d_backward_workspace(s, algo));
@@ -251,6 +264,7 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
                               dw.data<float>(), nullptr, algo, ws.data<float>());
       }), flops);
     }
+    cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Heuristic);
     // v5, the three passes on Hopper's wgmma (conv2d_bf16.cuh), where it runs, as v4's rows
     // above
     if (o.wants(true) && cuda::gemm_sm90_available() &&

@@ -123,8 +123,18 @@ constexpr int kChunk = 8;  // bf16 per 16-byte cp.async
 // for when two blocks of 8 warps cannot hide the load latency behind one tile of mma.
 // Small: 64x64, 4 warps of 32x32, 3 stages (24 KB), for the layers whose outputs make too
 // few large tiles to fill the GPU (the 8x8 and 4x4 maps: 2,048 rows at batch 128 are 16
-// large tiles per 128 channels against 132 SMs). All give each thread two 16-byte chunks of
-// each operand per stage, and none changes any output's summation order.
+// large tiles per 128 channels against 132 SMs). Wide warps: the large tile, 4 warps of
+// 64x64 (128 accumulators a thread), 4 stages (64 KB): what ldmatrix reads per mma. A warp
+// tile of 64 x 32 reads 4 A and 2 B ldmatrix.x4 (3 KB) per k-step of 16 mma, 21.8 FLOPs per
+// byte; 64 x 64 reads 4 and 4 (4 KB) per 32 mma, 32.8. An SM's shared memory gives 128
+// bytes a cycle, and Hopper's mma.sync takes on the order of 2,500 FLOPs a cycle an SM: at
+// 21.8 the reads alone would need ~115 bytes a cycle to keep it busy, at 32.8 ~76. (An
+// Ampere SM's mma.sync, half that rate, is served either way; CUTLASS's Ampere GEMMs use 64
+// x 64 warp tiles.) The price is half the warps an SM: 2 blocks of 4 warps, where Large has
+// 2 of 8, so each warp's 4 cp.async chunks a stage and its 32 mma a k-step must hide the
+// latency with fewer warps beside it; the 4th stage is there for that. Each thread copies
+// two 16-byte chunks of each operand per stage (four in the wide-warp tile), and no shape
+// changes any output's summation order: each accumulator adds its k in order.
 template <int kM, int kN, int kWarpsM, int kWarpsN, int kPipelineStages>
 struct BlockShape {
   static constexpr int kBM = kM, kBN = kN, kStages = kPipelineStages;
@@ -139,6 +149,7 @@ struct BlockShape {
 using LargeTiles = BlockShape<128, 128, 2, 4, 3>;
 using DeepTiles = BlockShape<128, 128, 2, 4, 4>;
 using SmallTiles = BlockShape<64, 64, 2, 2, 3>;
+using WideWarpTiles = BlockShape<128, 128, 2, 2, 4>;
 // The blocks an SM holds at once, at least (the kernel's launch bounds), for which the split
 // plan sizes its one wave (below).
 constexpr int kBlocksPerSm = 2;
@@ -157,7 +168,8 @@ struct Tile {
   static constexpr int kElements = kRows * kChunksPerRow * kChunk;
   static constexpr int kChunksPerThread = kRows * kChunksPerRow / kThreads;
   static_assert(kChunksPerRow == 4 || kChunksPerRow % 8 == 0, "the swizzles below");
-  static_assert(kChunksPerThread == 2, "the loaders hold two chunks per thread");
+  static_assert(kChunksPerThread >= 1 && kRows * kChunksPerRow % kThreads == 0,
+                "every thread copies the same number of whole chunks");
 
   __device__ static int offset(int row, int chunk) {  // in elements
     const int f = kChunksPerRow == 4 ? (row >> 1) & 3 : row & 7;
@@ -282,17 +294,19 @@ struct ForwardA {
   int64_t oh_n, ow_n, m;
   int c8;
   const bf16_bits* x8;
+  template <int kJ>
   struct State {
-    int64_t origin[2];  // elements from x8 (negative at the image's top-left edge)
-    uint32_t taps[2];   // TapMask; 0: the row is past M
+    int64_t origin[kJ];  // elements from x8 (negative at the image's top-left edge)
+    uint32_t taps[kJ];   // TapMask; 0: the row is past M
     TapChannel k;
   };
   __device__ int tap_offset(int kh, int kw) const {
     return (kh * static_cast<int>(s.w) + kw) * c8;
   }
-  __device__ State start(const int64_t (&row)[2], int64_t k0, int64_t k_end) const {
-    State st;
-    for (int j = 0; j < 2; ++j) {
+  template <int kJ>
+  __device__ State<kJ> start(const int64_t (&row)[kJ], int64_t k0, int64_t k_end) const {
+    State<kJ> st;
+    for (int j = 0; j < kJ; ++j) {
       st.origin[j] = 0;
       st.taps[j] = 0;
       if (row[j] >= m) continue;
@@ -306,11 +320,13 @@ struct ForwardA {
     st.k.start(*this, k0, k_end, c8, s.kw);
     return st;
   }
-  __device__ Chunk chunk(const State& st, int j) const {
+  template <int kJ>
+  __device__ Chunk chunk(const State<kJ>& st, int j) const {
     const bool valid = st.k.k_left > 0 && TapMask::lands(st.taps[j], st.k.tap_bits);
     return {valid ? x8 + st.origin[j] + (st.k.tap_offset + st.k.c) : x8, valid};
   }
-  __device__ void advance(State& st) const { st.k.advance(*this, c8, s.kw); }
+  template <int kJ>
+  __device__ void advance(State<kJ>& st) const { st.k.advance(*this, c8, s.kw); }
 };
 
 // Dgrad A, of a stride-1 convolution (a strided convolution's dgrad runs by phase of dx,
@@ -327,17 +343,19 @@ struct DgradA {
   int64_t oh_n, ow_n, m;
   int c8;  // Cout8
   const bf16_bits* dy8;
+  template <int kJ>
   struct State {
-    int64_t origin[2];
-    uint32_t taps[2];
+    int64_t origin[kJ];
+    uint32_t taps[kJ];
     TapChannel k;
   };
   __device__ int tap_offset(int kh, int kw) const {
     return -(kh * static_cast<int>(ow_n) + kw) * c8;
   }
-  __device__ State start(const int64_t (&row)[2], int64_t k0, int64_t k_end) const {
-    State st;
-    for (int j = 0; j < 2; ++j) {
+  template <int kJ>
+  __device__ State<kJ> start(const int64_t (&row)[kJ], int64_t k0, int64_t k_end) const {
+    State<kJ> st;
+    for (int j = 0; j < kJ; ++j) {
       st.origin[j] = 0;
       st.taps[j] = 0;
       if (row[j] >= m) continue;
@@ -351,11 +369,13 @@ struct DgradA {
     st.k.start(*this, k0, k_end, c8, s.kw);
     return st;
   }
-  __device__ Chunk chunk(const State& st, int j) const {
+  template <int kJ>
+  __device__ Chunk chunk(const State<kJ>& st, int j) const {
     const bool valid = st.k.k_left > 0 && TapMask::lands(st.taps[j], st.k.tap_bits);
     return {valid ? dy8 + st.origin[j] + (st.k.tap_offset + st.k.c) : dy8, valid};
   }
-  __device__ void advance(State& st) const { st.k.advance(*this, c8, s.kw); }
+  template <int kJ>
+  __device__ void advance(State<kJ>& st) const { st.k.advance(*this, c8, s.kw); }
 };
 
 // Dgrad B as (Cin rows) x (K = (kh, kw, co)) K-major: w8[kh, kw, ci, co], w8 (KH, KW, Cin,
@@ -368,15 +388,17 @@ struct DgradB {
   Conv2dShape s;
   int c8;  // Cout8
   const bf16_bits* w8;
+  template <int kJ>
   struct State {
-    bool valid[2];
-    int64_t origin[2];  // ci Cout8
-    int at, c;          // k's offset from a row's origin, and its channel co
-    int k_left;         // k_end - k
+    bool valid[kJ];
+    int64_t origin[kJ];  // ci Cout8
+    int at, c;           // k's offset from a row's origin, and its channel co
+    int k_left;          // k_end - k
   };
-  __device__ State start(const int64_t (&r)[2], int64_t k0, int64_t k_end) const {
-    State st;
-    for (int j = 0; j < 2; ++j) {
+  template <int kJ>
+  __device__ State<kJ> start(const int64_t (&r)[kJ], int64_t k0, int64_t k_end) const {
+    State<kJ> st;
+    for (int j = 0; j < kJ; ++j) {
       st.valid[j] = r[j] < s.c_in;
       st.origin[j] = r[j] * c8;
     }
@@ -385,11 +407,13 @@ struct DgradB {
     st.k_left = static_cast<int>(k_end - k0);
     return st;
   }
-  __device__ Chunk chunk(const State& st, int j) const {
+  template <int kJ>
+  __device__ Chunk chunk(const State<kJ>& st, int j) const {
     const bool valid = st.valid[j] && st.k_left > 0;
     return {valid ? w8 + st.origin[j] + st.at : w8, valid};
   }
-  __device__ void advance(State& st) const {
+  template <int kJ>
+  __device__ void advance(State<kJ>& st) const {
     st.k_left -= kBK;
     st.at += kBK;
     st.c += kBK;
@@ -413,21 +437,23 @@ struct WgradA {
   int64_t oh_n, ow_n, m;
   int c8;  // Cin8
   const bf16_bits* x8;
+  template <int kJ>
   struct State {
     bool valid;          // the column chunk is inside M
     int dh, dw, ci;      // kh - pad_top, kw - pad_left, the channel
-    int64_t image[2];    // n H W Cin8: row j's sample, elements from x8
-    int oh[2], ow[2];
-    int k_left[2];       // k_end - row j's pixel
+    int64_t image[kJ];   // n H W Cin8: row j's sample, elements from x8
+    int oh[kJ], ow[kJ];
+    int k_left[kJ];      // k_end - row j's pixel
   };
-  __device__ State start(int64_t col, const int64_t (&k0)[2], int64_t k_end) const {
-    State st;
+  template <int kJ>
+  __device__ State<kJ> start(int64_t col, const int64_t (&k0)[kJ], int64_t k_end) const {
+    State<kJ> st;
     st.valid = col < m;
     st.ci = static_cast<int>(col % c8);
     const int tap = static_cast<int>(col / c8);
     st.dh = tap / s.kw - s.pad_top;
     st.dw = tap % s.kw - s.pad_left;
-    for (int j = 0; j < 2; ++j) {
+    for (int j = 0; j < kJ; ++j) {
       st.k_left[j] = static_cast<int>(k_end - k0[j]);
       st.ow[j] = static_cast<int>(k0[j] % ow_n);
       st.oh[j] = static_cast<int>(k0[j] / ow_n % oh_n);
@@ -435,7 +461,8 @@ struct WgradA {
     }
     return st;
   }
-  __device__ Chunk chunk(const State& st, int j) const {
+  template <int kJ>
+  __device__ Chunk chunk(const State<kJ>& st, int j) const {
     const int ih = st.oh[j] * s.stride + st.dh, iw = st.ow[j] * s.stride + st.dw;
     // one unsigned compare per side: a negative coordinate wraps to a large one
     const bool valid = st.valid && st.k_left[j] > 0 &&
@@ -444,8 +471,9 @@ struct WgradA {
     return {valid ? x8 + st.image[j] + ((ih * static_cast<int>(s.w) + iw) * c8 + st.ci) : x8,
             valid};
   }
-  __device__ void advance(State& st) const {
-    for (int j = 0; j < 2; ++j) {
+  template <int kJ>
+  __device__ void advance(State<kJ>& st) const {
+    for (int j = 0; j < kJ; ++j) {
       st.k_left[j] -= kBK;
       st.ow[j] += kBK;
       while (st.ow[j] >= ow_n) {
@@ -467,26 +495,30 @@ struct DenseRowsB {
   static constexpr bool kKMajor = false;
   int64_t cols;
   const bf16_bits* matrix;
+  template <int kJ>
   struct State {
     bool valid;
-    int64_t at[2];  // row j's chunk, elements from matrix
-    int k_left[2];  // k_end - row j
+    int64_t at[kJ];  // row j's chunk, elements from matrix
+    int k_left[kJ];  // k_end - row j
   };
-  __device__ State start(int64_t col, const int64_t (&k0)[2], int64_t k_end) const {
-    State st;
+  template <int kJ>
+  __device__ State<kJ> start(int64_t col, const int64_t (&k0)[kJ], int64_t k_end) const {
+    State<kJ> st;
     st.valid = col < cols;
-    for (int j = 0; j < 2; ++j) {
+    for (int j = 0; j < kJ; ++j) {
       st.at[j] = k0[j] * cols + col;
       st.k_left[j] = static_cast<int>(k_end - k0[j]);
     }
     return st;
   }
-  __device__ Chunk chunk(const State& st, int j) const {
+  template <int kJ>
+  __device__ Chunk chunk(const State<kJ>& st, int j) const {
     const bool valid = st.valid && st.k_left[j] > 0;
     return {valid ? matrix + st.at[j] : matrix, valid};
   }
-  __device__ void advance(State& st) const {
-    for (int j = 0; j < 2; ++j) {
+  template <int kJ>
+  __device__ void advance(State<kJ>& st) const {
+    for (int j = 0; j < kJ; ++j) {
       st.at[j] += kBK * cols;
       st.k_left[j] -= kBK;
     }
@@ -506,7 +538,8 @@ struct DenseRowsTmaB {
   static constexpr bool kKMajor = false;
   static constexpr bool kByCopyEngine = true;
   struct State {};
-  __device__ State start(int64_t, const int64_t (&)[2], int64_t) const { return {}; }
+  template <int kJ>
+  __device__ State start(int64_t, const int64_t (&)[kJ], int64_t) const { return {}; }
   __device__ void advance(State&) const {}
   // The 128 columns at col0 of rows k0..k0+63 into `tile` (the stage's B tile).
   __device__ void request(ptx::SharedAddress tile, int64_t col0, int64_t k0,
@@ -527,7 +560,8 @@ struct DgradTmaB {
   static constexpr bool kKMajor = true;
   static constexpr bool kByCopyEngine = true;
   struct State {};
-  __device__ State start(const int64_t (&)[2], int64_t, int64_t) const { return {}; }
+  template <int kJ>
+  __device__ State start(const int64_t (&)[kJ], int64_t, int64_t) const { return {}; }
   __device__ void advance(State&) const {}
   // Rows (ci) row0..row0+127 of k0..k0+63 into `tile` (the stage's B tile).
   __device__ void request(ptx::SharedAddress tile, int64_t row0, int64_t k0,
@@ -669,13 +703,13 @@ struct AccumulateWgrad {
 template <class T, class Loader>
 __device__ auto start_chunks(const Loader& loader, int tid, int64_t mn0, int64_t k_begin,
                              int64_t k_end) {
-  if constexpr (T::kIsKMajor) {
-    const int64_t rows[2] = {mn0 + T::row_of(tid, 0), mn0 + T::row_of(tid, 1)};
-    return loader.start(rows, k_begin + kChunk * T::chunk_of(tid, 0), k_end);
-  } else {
-    const int64_t ks[2] = {k_begin + T::row_of(tid, 0), k_begin + T::row_of(tid, 1)};
-    return loader.start(mn0 + kChunk * T::chunk_of(tid, 0), ks, k_end);
-  }
+  constexpr int kJ = T::kChunksPerThread;
+  int64_t at[kJ];  // K-major: the chunks' rows (m or n); MN-major: their rows of k
+  for (int j = 0; j < kJ; ++j) at[j] = (T::kIsKMajor ? mn0 : k_begin) + T::row_of(tid, j);
+  if constexpr (T::kIsKMajor)
+    return loader.start(at, k_begin + kChunk * T::chunk_of(tid, 0), k_end);
+  else
+    return loader.start(mn0 + kChunk * T::chunk_of(tid, 0), at, k_end);
 }
 
 // C's pair (row, col), (row, col + 1) (those inside n) to the epilogue, or to the block's
@@ -699,7 +733,8 @@ __device__ __forceinline__ void hand_over(const Epilogue& epilogue,
 // Launch bounds: two blocks an SM, the occupancy the 128x128 tiles are sized for. At 256
 // threads that caps a thread at 128 registers, so a change that needs more spills (which
 // -Xptxas -v shows) instead of silently halving the occupancy: a draft of the masked
-// loaders took the dgrad to 156 registers, and nothing else would have said so.
+// loaders took the dgrad to 156 registers, and nothing else would have said so. (At the
+// wide-warp tile's 128 threads the cap is 255.)
 template <class Block, class LoadA, class LoadB, class Epilogue>
 __global__ void __launch_bounds__(Block::kThreads, kBlocksPerSm)
 conv_gemm_bf16(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB b,
@@ -724,11 +759,12 @@ conv_gemm_bf16(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB 
   const int k_tiles = k_end > k_begin ? static_cast<int>((k_end - k_begin + kBK - 1) / kBK) : 0;
 
   // where this thread's chunks sit in the tiles (bytes), and the loaders' state for them
-  int a_off[2], b_off[2];
-  for (int j = 0; j < 2; ++j) {
+  constexpr int kJA = TileA::kChunksPerThread, kJB = TileB::kChunksPerThread;
+  int a_off[kJA], b_off[kJB];
+  for (int j = 0; j < kJA; ++j)
     a_off[j] = 2 * TileA::offset(TileA::row_of(tid, j), TileA::chunk_of(tid, j));
+  for (int j = 0; j < kJB; ++j)
     b_off[j] = 2 * TileB::offset(TileB::row_of(tid, j), TileB::chunk_of(tid, j));
-  }
   // where this lane points each ldmatrix of a stage (bytes), per 16-deep k-step
   int a_frag[2][kMT], b_frag[2][kNT / 2];
 #pragma unroll
@@ -743,9 +779,14 @@ conv_gemm_bf16(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB 
   auto a_state = start_chunks<TileA>(a, tid, row0, k_begin, k_end);
   auto b_state = start_chunks<TileB>(b, tid, col0, k_begin, k_end);
   auto load_stage = [&](int stage) {
-    for (int j = 0; j < 2; ++j) {
-      const Chunk ca = a.chunk(a_state, j), cb = b.chunk(b_state, j);
+#pragma unroll
+    for (int j = 0; j < kJA; ++j) {
+      const Chunk ca = a.chunk(a_state, j);
       ptx::cp_async_16(a_tiles + stage * kABytes + a_off[j], ca.src, ca.valid);
+    }
+#pragma unroll
+    for (int j = 0; j < kJB; ++j) {
+      const Chunk cb = b.chunk(b_state, j);
       ptx::cp_async_16(b_tiles + stage * kBBytes + b_off[j], cb.src, cb.valid);
     }
     a.advance(a_state);
@@ -1009,7 +1050,8 @@ __global__ void weights_by_phase(Conv2dShape s, int64_t co8, const S* w, bf16_bi
 // Past 48 KB a kernel opts in to its dynamic shared memory (launch_gemm, through
 // opt_in_shared_memory); every sm_80+ GPU allows at least 99 KB per block (163 KB on A100,
 // 227 KB on H100).
-static_assert(DeepTiles::kSmemBytes <= 99 * 1024, "more than every sm_80+ GPU allows a block");
+static_assert(DeepTiles::kSmemBytes <= 99 * 1024 && WideWarpTiles::kSmemBytes <= 99 * 1024,
+              "more than every sm_80+ GPU allows a block");
 
 // Split-K: slices of at least 8 stages, at most 32 planes, as many as one wave of the large
 // tiles holds (two blocks an SM: their __launch_bounds__): the 3x3 wgrad of a 128-channel
@@ -1073,10 +1115,14 @@ std::map<std::tuple<std::string, int64_t, int64_t, int64_t>, Bf16Tiles>& tuned()
 }
 
 // The block shapes a GEMM can run with (each a BlockShape above), in the autotuner's order.
-constexpr Bf16Tiles kTunable[] = {Bf16Tiles::Large, Bf16Tiles::Deep, Bf16Tiles::Small};
+constexpr Bf16Tiles kTunable[] = {Bf16Tiles::Large, Bf16Tiles::Deep, Bf16Tiles::Small,
+                                   Bf16Tiles::WideWarps};
 
 const char* tiles_name(Bf16Tiles t) {
-  return t == Bf16Tiles::Small ? "64x64" : t == Bf16Tiles::Deep ? "128x128 4-stage" : "128x128";
+  return t == Bf16Tiles::Small       ? "64x64"
+         : t == Bf16Tiles::Deep      ? "128x128 4-stage"
+         : t == Bf16Tiles::WideWarps ? "128x128 64x64-warp"
+                                     : "128x128";
 }
 
 // v5: v4's split plan, its slices whole 64-deep stages.
@@ -1122,6 +1168,8 @@ void launch_tiles(Bf16Tiles t, const Gemm& g, LoadA a, LoadB b, Epilogue epilogu
     launch_gemm<SmallTiles>(g, a, b, epilogue, planes);
   } else if (t == Bf16Tiles::Deep) {
     launch_gemm<DeepTiles>(g, a, b, epilogue, planes);
+  } else if (t == Bf16Tiles::WideWarps) {
+    launch_gemm<WideWarpTiles>(g, a, b, epilogue, planes);
   } else {
     launch_gemm<LargeTiles>(g, a, b, epilogue, planes);
   }

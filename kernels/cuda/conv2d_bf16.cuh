@@ -12,19 +12,20 @@
 
 namespace ddpm::cuda {
 
-// The block shape each GEMM runs with: 128x128 tiles (8 warps) in a 3-stage pipeline
-// (Large, 48 KB of shared memory) or a 4-stage one (Deep, 64 KB), or 64x64 tiles (4 warps,
-// Small). The heuristic takes Large when its tiles alone make a wave on the GPU, else Small;
-// Autotune times all three on the first call of each pass and size (like
-// torch.backends.cudnn.benchmark), prints the times and keeps the fastest. The choice never
-// changes the result's bits (conv2d_bf16.cu).
+// The block shape each GEMM runs with: 128x128 tiles (8 warps of 64x32) in a 3-stage
+// pipeline (Large, 48 KB of shared memory) or a 4-stage one (Deep, 64 KB), 64x64 tiles (4
+// warps, Small), or 128x128 tiles of 4 warps of 64x64 in 4 stages (WideWarps, 64 KB: a
+// third fewer shared-memory reads per mma, half the warps). The heuristic takes Large when
+// its tiles alone make a wave on the GPU, else Small; Autotune times all four on the first
+// call of each pass and size (like torch.backends.cudnn.benchmark), prints the times and
+// keeps the fastest. The choice never changes the result's bits (conv2d_bf16.cu).
 // Wgmma (v5, forced only, until a GPU has verified it): the three passes on Hopper's wgmma
 // (128x128 tiles, 2 warpgroups, sm_90a), fed by v4's cp.async loaders. Its bits are its own
 // (the tensor cores order a k-step's sums), and it needs gemm_sm90_available()
 // (kernels/cuda/gemm_sm90.cuh): elsewhere it refuses. WgmmaTma: v5 with its B operand (the
 // forward's weights, the wgrad's dy, the dgrad's weights per tap when Cout is a multiple of
 // 64 after padding to 8) brought by the copy engine (TMA) instead, the same bits as Wgmma.
-enum class Bf16Tiles { Heuristic, Autotune, Large, Deep, Small, Wgmma, WgmmaTma };
+enum class Bf16Tiles { Heuristic, Autotune, Large, Deep, Small, WideWarps, Wgmma, WgmmaTma };
 void set_conv2d_bf16_tiles(Bf16Tiles t);  // process-wide; Heuristic by default
 Bf16Tiles conv2d_bf16_tiles();
 

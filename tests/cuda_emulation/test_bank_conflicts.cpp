@@ -95,11 +95,14 @@ TEST(BankConflicts, ConvolutionsV4AndV5AreConflictFree) {
     const OnDevice<float> bws(std::max<int64_t>(1, cuda::conv2d_bf16_backward_workspace(s)));
     const std::string shape = "Cin " + std::to_string(s.c_in) + " Cout " +
                               std::to_string(s.c_out) + " stride " + std::to_string(c.stride);
-    // v4's block shapes, and v5 (wgmma reads its tiles itself: its cp.async stores only, into
+    // v4's block shapes (the wide-warp one copies four chunks a thread, a warp's 32 still
+    // consecutive), and v5 (wgmma reads its tiles itself: its cp.async stores only, into
     // the 128-byte swizzle, K-major and MN-major)
     for (const auto& [tiles, name] :
          {std::pair{cuda::Bf16Tiles::Large, "v4 128x128"}, {cuda::Bf16Tiles::Deep, "v4 128x128x4"},
-          {cuda::Bf16Tiles::Small, "v4 64x64"}, {cuda::Bf16Tiles::Wgmma, "v5 wgmma"}}) {
+          {cuda::Bf16Tiles::Small, "v4 64x64"},
+          {cuda::Bf16Tiles::WideWarps, "v4 128x128 of 64x64 warps"},
+          {cuda::Bf16Tiles::Wgmma, "v5 wgmma"}}) {
       cuda::set_conv2d_bf16_tiles(tiles);
       const bool v5 = tiles == cuda::Bf16Tiles::Wgmma;
       const auto check = [&](const std::string& what, const auto& run) {
