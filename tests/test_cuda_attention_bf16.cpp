@@ -150,6 +150,12 @@ TEST(CudaAttentionBf16, ForwardIsTheReferenceWithinBf16Rounding) {
 //    the fp32 rounding of dS = P (dP - delta) scale before it is rounded, which cancellation
 //    can make large next to dS itself: 1e-5 sum P scale (|dP| + |delta|) |k| (|q|). Both
 //    sums come from P, dP and dS recomputed here in double (bounds()).
+// P itself is fp32 arithmetic on large numbers: P = exp2(S scale log2 e - lse log2 e), S
+// summed in fp32 by the tensor cores (d / 16 mma steps, each rounding its partial: at most
+// (d / 8) 2^-24 sum_c |q_c k_c|, doubled for truncating hardware), the exponent's two
+// roundings (2^-24 of |S| scale and 2^-23 of |lse|) and exp2f's (2 ulp): a relative error
+// e_ij of P_ij, as large as 1e-4 where boosted keys make the scores ~70. It moves dS_ij by
+// e_ij P_ij scale |dP_ij - delta_i| and dv_j by e_ij P_ij |dout_i| (bd.p_error).
 // Plus fp32 slack (1e-5 of the sums, 1e-6 absolute) and determinism: two runs, same bits.
 // A wrong fragment, or a warp multiplying its partner's columns as its own, is off by the
 // size of the gradient itself.
@@ -163,6 +169,7 @@ TEST(CudaAttentionBf16, ForwardIsTheReferenceWithinBf16Rounding) {
 // dS itself is the same bf16 the dkv kernel multiplies by q: the dq bound above holds as is.
 struct Bounds {
   std::vector<double> rounding, slack, delta;  // packed like dqkv; the v part unused
+  std::vector<double> p_error;                 // packed like dqkv, all three parts
 };
 
 Bounds bounds(const AttentionShape& s, const std::vector<double>& qkv,
@@ -170,9 +177,9 @@ Bounds bounds(const AttentionShape& s, const std::vector<double>& qkv,
   const int64_t d = s.head_dim(), stride = 3 * s.c;
   const double scale = 1.0 / std::sqrt(double(d));
   Bounds bd{std::vector<double>(qkv.size(), 0.0), std::vector<double>(qkv.size(), 0.0),
-            std::vector<double>(qkv.size(), 0.0)};
+            std::vector<double>(qkv.size(), 0.0), std::vector<double>(qkv.size(), 0.0)};
   std::vector<double> delta_error(s.l);  // of each query's delta, from out stored in bf16
-  std::vector<double> p(s.l * s.l), ds_abs(s.l * s.l), cancel(s.l * s.l);
+  std::vector<double> p(s.l * s.l), ds_abs(s.l * s.l), cancel(s.l * s.l), p_rel(s.l * s.l);
   for (int64_t b = 0; b < s.b; ++b)
     for (int64_t h = 0; h < s.heads; ++h) {
       const auto at = [&](int64_t token, int part, int64_t c) {
@@ -181,13 +188,17 @@ Bounds bounds(const AttentionShape& s, const std::vector<double>& qkv,
       for (int64_t i = 0; i < s.l; ++i) {
         double delta = 0;
         std::vector<double> dp(s.l), out(d, 0.0);
+        const double row_lse = lse[(b * s.heads + h) * s.l + i];
         for (int64_t j = 0; j < s.l; ++j) {
-          double dot = 0, g = 0;
+          double dot = 0, g = 0, dot_abs = 0;
           for (int64_t c = 0; c < d; ++c) {
             dot += qkv[at(i, 0, c)] * qkv[at(j, 1, c)];
+            dot_abs += std::abs(qkv[at(i, 0, c)] * qkv[at(j, 1, c)]);
             g += dout[(b * s.l + i) * s.c + h * d + c] * qkv[at(j, 2, c)];
           }
-          p[i * s.l + j] = std::exp(dot * scale - lse[(b * s.heads + h) * s.l + i]);
+          p[i * s.l + j] = std::exp(dot * scale - row_lse);
+          p_rel[i * s.l + j] = std::ldexp((d / 4.0 + 2.0) * scale * dot_abs, -24) +
+                               std::ldexp(std::abs(row_lse), -23) + std::ldexp(1.0, -21);
           dp[j] = g;
           delta += p[i * s.l + j] * g;
           for (int64_t c = 0; c < d; ++c) out[c] += p[i * s.l + j] * qkv[at(j, 2, c)];
@@ -205,12 +216,17 @@ Bounds bounds(const AttentionShape& s, const std::vector<double>& qkv,
           for (int64_t c = 0; c < d; ++c) {
             const double k = std::abs(qkv[at(j, 1, c)]), q = std::abs(qkv[at(i, 0, c)]);
             const double moved = p[i * s.l + j] * scale * delta_error[i];  // of dS_ij
+            const double e = p_rel[i * s.l + j];  // of P_ij
             bd.rounding[at(i, 0, c)] += ds_abs[i * s.l + j] * k;  // dq_i
             bd.slack[at(i, 0, c)] += cancel[i * s.l + j] * k;
             bd.delta[at(i, 0, c)] += moved * k;
+            bd.p_error[at(i, 0, c)] += e * cancel[i * s.l + j] * k;
             bd.rounding[at(j, 1, c)] += ds_abs[i * s.l + j] * q;  // dk_j
             bd.slack[at(j, 1, c)] += cancel[i * s.l + j] * q;
             bd.delta[at(j, 1, c)] += moved * q;
+            bd.p_error[at(j, 1, c)] += e * cancel[i * s.l + j] * q;
+            bd.p_error[at(j, 2, c)] +=  // dv_j
+                e * p[i * s.l + j] * std::abs(dout[(b * s.l + i) * s.c + h * d + c]);
           }
     }
   return bd;
@@ -277,9 +293,10 @@ TEST(CudaAttentionBf16, BackwardIsTheReferenceWithinBf16Rounding) {
       double worst[3] = {0, 0, 0};  // dq, dk, dv: the largest error as a fraction of its bound
       for (int64_t i = 0; i < n_qkv; ++i) {
         const int which = static_cast<int>((i % (3 * s.c)) / s.c);
-        double bound = which == 2 ? (std::ldexp(1.0, -8) + 1e-5) * mag[i] + 1e-6
-                                  : std::ldexp(1.0, -8) * bd.rounding[i] +
-                                        1e-5 * (bd.rounding[i] + bd.slack[i]) + 1e-6;
+        double bound = (which == 2 ? (std::ldexp(1.0, -8) + 1e-5) * mag[i] + 1e-6
+                                   : std::ldexp(1.0, -8) * bd.rounding[i] +
+                                         1e-5 * (bd.rounding[i] + bd.slack[i]) + 1e-6) +
+                       bd.p_error[i];
         if (bf16_tensors) {
           if (which != 2) bound += bd.delta[i];
           bound += std::ldexp(std::abs(grad[i]) + bound, -8);  // dqkv stored in bf16
