@@ -43,7 +43,8 @@ BACKENDS = [("cuDNN SDPA bf16", "CUDNN_ATTENTION"), ("FlashAttention-2 bf16", "F
             ("mem-efficient bf16", "EFFICIENT_ATTENTION")]
 # The engine's rows that --compare sets against cuDNN (kernel-bench's variant names).
 ENGINE_VARIANTS = ["flash bf16 (mma.sync), bf16 tensors",
-                   "flash bf16 (mma.sync), bf16 tensors, dq by cuBLAS", "flash bf16 (mma.sync)"]
+                   "flash bf16 (mma.sync), bf16 tensors, dq by cuBLAS",
+                   "bf16 GEMMs (cuBLAS) and row kernels, bf16 tensors", "flash bf16 (mma.sync)"]
 FLOOR_VARIANT = "cuBLAS bf16 GEMMs only"
 BASELINE = "cuDNN SDPA bf16"
 

@@ -55,6 +55,9 @@ RULES = {
     # dS through memory and dq by cuBLAS on the dq kernel's recomputation
     ("attention", "flash bf16 (mma.sync), bf16 tensors, dq by cuBLAS"):
         ("flash bf16 (mma.sync), bf16 tensors", "cuBLAS bf16 GEMMs only"),
+    # the L x L matrices in memory and cuBLAS's GEMMs on the flash pair
+    ("attention", "bf16 GEMMs (cuBLAS) and row kernels, bf16 tensors"):
+        ("flash bf16 (mma.sync), bf16 tensors", "cuBLAS bf16 GEMMs only"),
     ("linear", "SGEMM TF32 (+ rounding)"): ("SGEMM fp32", None),
     ("linear", "GemmEx bf16 (+ conversion)"): ("SGEMM TF32 (+ rounding)", None),
     # Hopper's wgmma GEMM on cuBLAS's bf16 GEMM, same operands and layout

@@ -167,18 +167,29 @@ TEST(CudaAttentionBf16, ForwardIsTheReferenceWithinBf16Rounding) {
 //    sum_j P_ij scale e_i |k_j|, on dk_j sum_i P_ij scale e_i |q_i| (bd.delta);
 //  - dqkv is stored in bf16: 2^-8 of the value, which is within the bound of the reference.
 // dS itself is the same bf16 the dkv kernel multiplies by q: the dq bound above holds as is.
+//
+// The GEMM path (attention_gemm_bf16.cu) rounds P to bf16 before dS = P (dP - delta) scale
+// is formed, so dS moves by 2^-8 P scale |dP - delta| more (2^-8 of bd.slack), and its
+// delta is sum_j P dP on the rounded P (2^-7 sum_j P |dP| in bd.delta, for both); its dP is
+// cuBLAS's fp32 sum of d products, within (d + 2) 2^-24 sum_c |dout_c v_c|, which moves dS
+// and delta with it (bd.dp_error).
 struct Bounds {
   std::vector<double> rounding, slack, delta;  // packed like dqkv; the v part unused
   std::vector<double> p_error;                 // packed like dqkv, all three parts
+  std::vector<double> p, p_rel;                // P_ij and e_ij, (B, H, L, L)
+  std::vector<double> dp_error;                // the GEMM path's, packed like dqkv
 };
 
 Bounds bounds(const AttentionShape& s, const std::vector<double>& qkv,
               const std::vector<double>& dout, const std::vector<double>& lse) {
   const int64_t d = s.head_dim(), stride = 3 * s.c;
   const double scale = 1.0 / std::sqrt(double(d));
-  Bounds bd{std::vector<double>(qkv.size(), 0.0), std::vector<double>(qkv.size(), 0.0),
-            std::vector<double>(qkv.size(), 0.0), std::vector<double>(qkv.size(), 0.0)};
-  std::vector<double> delta_error(s.l);  // of each query's delta, from out stored in bf16
+  const std::vector<double> zeros(qkv.size(), 0.0);
+  Bounds bd{zeros, zeros, zeros, zeros, {}, {}, zeros};
+  bd.p.resize(s.b * s.heads * s.l * s.l);
+  bd.p_rel.resize(bd.p.size());
+  std::vector<double> delta_error(s.l);  // of each query's delta (see the top)
+  std::vector<double> dp_error(s.l * s.l), dp_error_row(s.l);  // of dP, the GEMM path's
   std::vector<double> p(s.l * s.l), ds_abs(s.l * s.l), cancel(s.l * s.l), p_rel(s.l * s.l);
   for (int64_t b = 0; b < s.b; ++b)
     for (int64_t h = 0; h < s.heads; ++h) {
@@ -186,24 +197,34 @@ Bounds bounds(const AttentionShape& s, const std::vector<double>& qkv,
         return (b * s.l + token) * stride + part * s.c + h * d + c;
       };
       for (int64_t i = 0; i < s.l; ++i) {
-        double delta = 0;
+        double delta = 0, p_dp = 0;
         std::vector<double> dp(s.l), out(d, 0.0);
         const double row_lse = lse[(b * s.heads + h) * s.l + i];
+        dp_error_row[i] = 0;
         for (int64_t j = 0; j < s.l; ++j) {
-          double dot = 0, g = 0, dot_abs = 0;
+          double dot = 0, g = 0, dot_abs = 0, g_abs = 0;
           for (int64_t c = 0; c < d; ++c) {
             dot += qkv[at(i, 0, c)] * qkv[at(j, 1, c)];
             dot_abs += std::abs(qkv[at(i, 0, c)] * qkv[at(j, 1, c)]);
             g += dout[(b * s.l + i) * s.c + h * d + c] * qkv[at(j, 2, c)];
+            g_abs += std::abs(dout[(b * s.l + i) * s.c + h * d + c] * qkv[at(j, 2, c)]);
           }
           p[i * s.l + j] = std::exp(dot * scale - row_lse);
-          p_rel[i * s.l + j] = std::ldexp((d / 4.0 + 2.0) * scale * dot_abs, -24) +
+          p_rel[i * s.l + j] = std::ldexp((d + 2.0) * scale * dot_abs, -24) +
                                std::ldexp(std::abs(row_lse), -23) + std::ldexp(1.0, -21);
+          dp_error[i * s.l + j] = std::ldexp((d + 2.0) * g_abs, -24);
+          dp_error_row[i] += p[i * s.l + j] * dp_error[i * s.l + j];
+          p_dp += p[i * s.l + j] * std::abs(g);
+          const int64_t flat = ((b * s.heads + h) * s.l + i) * s.l + j;
+          bd.p[flat] = p[i * s.l + j];
+          bd.p_rel[flat] = p_rel[i * s.l + j];
           dp[j] = g;
           delta += p[i * s.l + j] * g;
           for (int64_t c = 0; c < d; ++c) out[c] += p[i * s.l + j] * qkv[at(j, 2, c)];
         }
-        delta_error[i] = 0;
+        // bf16 tensors: out stored in bf16; the GEMM path: delta = sum_j P dP on P rounded
+        // (2^-8, and e_ij < 2^-8 more at most)
+        delta_error[i] = std::ldexp(p_dp, -7);
         for (int64_t c = 0; c < d; ++c)
           delta_error[i] += std::ldexp(std::abs(dout[(b * s.l + i) * s.c + h * d + c] * out[c]), -8);
         for (int64_t j = 0; j < s.l; ++j) {
@@ -227,6 +248,11 @@ Bounds bounds(const AttentionShape& s, const std::vector<double>& qkv,
             bd.p_error[at(j, 1, c)] += e * cancel[i * s.l + j] * q;
             bd.p_error[at(j, 2, c)] +=  // dv_j
                 e * p[i * s.l + j] * std::abs(dout[(b * s.l + i) * s.c + h * d + c]);
+            // the GEMM path: dP in fp32 by cuBLAS, and delta = sum_j P dP with it
+            const double dp_moved =
+                p[i * s.l + j] * scale * (dp_error[i * s.l + j] + dp_error_row[i]);
+            bd.dp_error[at(i, 0, c)] += dp_moved * k;
+            bd.dp_error[at(j, 1, c)] += dp_moved * q;
           }
     }
   return bd;
@@ -311,6 +337,119 @@ TEST(CudaAttentionBf16, BackwardIsTheReferenceWithinBf16Rounding) {
                   worst[1], worst[2]);
       EXPECT_EQ(run(), got);
     }
+  }
+#endif
+}
+
+// The GEMM path (kernels/cuda/attention_gemm_bf16.cu), forward then backward, on bf16
+// tensors, against the same double reference. The forward's out_ic is sum_j P~_ij v_jc with
+// P~ = bf16(P (1 + e_ij)): within (2^-8 + 1e-5) sum_j P |v| (the reference on |v|) plus
+// sum_j e_ij P_ij |v_jc| plus 2^-8 of the value (out stored in bf16) plus 1e-6; lse (fp32
+// from S's fp32 sums) within max_j e_ij. The backward's bounds are the flash kernels' on bf16
+// tensors with the GEMM path's terms (above). dqkv is written outright into NaNs; two runs,
+// the same bits.
+TEST(CudaAttentionBf16, GemmPathIsTheReferenceWithinBf16Rounding) {
+  REQUIRE_GPU();
+#if DDPM_WITH_CUDA
+  uint64_t stream = 120;
+  for (const Case& c : cases()) {
+    SCOPED_TRACE(describe(c));
+    const AttentionShape s = shape_of(c);
+    const int64_t n_qkv = s.b * s.l * 3 * s.c, n_out = s.b * s.l * s.c, d = s.head_dim();
+    std::vector<float> qkv = qkv_of(c, s, stream++);
+    std::vector<float> dout =
+        test::random_tensor(Shape{n_out}, stream++, DType::F32).to_vector<float>();
+    for (float& x : qkv) x = round_to_bf16(x);
+    for (float& x : dout) x = round_to_bf16(x);
+    const std::vector<double> qkv_d(qkv.begin(), qkv.end()), dout_d(dout.begin(), dout.end());
+    std::vector<double> qkv_mag(qkv_d), dout_abs(dout_d);
+    for (int64_t i = 0; i < n_qkv; ++i)
+      if (i % (3 * s.c) >= 2 * s.c) qkv_mag[i] = std::abs(qkv_mag[i]);
+    for (double& x : dout_abs) x = std::abs(x);
+    std::vector<double> out(n_out), out_mag(n_out), lse(s.b * s.heads * s.l), lse_mag(lse.size()),
+        grad(n_qkv, 0.0), mag(n_qkv, 0.0);
+    cpu::attention_forward<double>(s, qkv_d.data(), out.data(), lse.data());
+    cpu::attention_forward<double>(s, qkv_mag.data(), out_mag.data(), lse_mag.data());
+    cpu::attention_backward<double>(s, qkv_d.data(), lse.data(), dout_d.data(), grad.data());
+    cpu::attention_backward<double>(s, qkv_d.data(), lse.data(), dout_abs.data(), mag.data());
+    const Bounds bd = bounds(s, qkv_d, dout_d, lse);
+
+    struct Run {
+      std::vector<float> out, lse, dqkv;
+    };
+    const auto run = [&] {
+      const auto matrices = Shape{cuda::attention_gemm_bf16_matrix_elements(s)};
+      const Tensor x = cast(Tensor::from_vector(Shape{n_qkv}, qkv, Device::CUDA), DType::BF16);
+      const Tensor g = cast(Tensor::from_vector(Shape{n_out}, dout, Device::CUDA), DType::BF16);
+      const Tensor o = Tensor::empty(Shape{n_out}, DType::BF16, Device::CUDA);
+      const Tensor l = Tensor::empty(Shape{static_cast<int64_t>(lse.size())}, DType::F32,
+                                     Device::CUDA);
+      const Tensor p = Tensor::empty(matrices, DType::BF16, Device::CUDA);
+      const Tensor f32 = Tensor::empty(matrices, DType::F32, Device::CUDA);  // S, then dP
+      const Tensor ds = Tensor::empty(matrices, DType::BF16, Device::CUDA);
+      const Tensor dx = cast(Tensor::from_vector(Shape{n_qkv}, std::vector<float>(n_qkv, NAN),
+                                                 Device::CUDA),
+                             DType::BF16);
+      using detail::bf16_bits;
+      cuda::attention_gemm_bf16_forward(s, bf16_bits(x), bf16_bits(o), l.data<float>(),
+                                        bf16_bits(p), f32.data<float>());
+      cuda::attention_gemm_bf16_backward(s, bf16_bits(x), bf16_bits(p), bf16_bits(g),
+                                         bf16_bits(dx), f32.data<float>(), bf16_bits(ds),
+                                         GradWrite::Assign);
+      return Run{cast(o, DType::F32).to(Device::CPU).to_vector<float>(),
+                 l.to(Device::CPU).to_vector<float>(),
+                 cast(dx, DType::F32).to(Device::CPU).to_vector<float>()};
+    };
+    const Run got = run();
+
+    double worst_out = 0, worst_lse = 0;
+    for (int64_t b = 0; b < s.b; ++b)
+      for (int64_t h = 0; h < s.heads; ++h)
+        for (int64_t i = 0; i < s.l; ++i) {
+          const int64_t row = (b * s.heads + h) * s.l + i;
+          double lse_bound = 1e-6 * std::abs(lse[row]);
+          std::vector<double> p_error(d, 0.0);  // sum_j e_ij P_ij |v_jc|
+          for (int64_t j = 0; j < s.l; ++j) {
+            const double e = bd.p_rel[row * s.l + j];
+            lse_bound = std::max(lse_bound, e + 1e-6 * std::abs(lse[row]));
+            for (int64_t c = 0; c < d; ++c)
+              p_error[c] += e * bd.p[row * s.l + j] *
+                            std::abs(qkv_d[(b * s.l + j) * 3 * s.c + 2 * s.c + h * d + c]);
+          }
+          const double lse_err = std::abs(got.lse[row] - lse[row]);
+          worst_lse = std::max(worst_lse, lse_err / lse_bound);
+          ASSERT_LE(lse_err, lse_bound) << "lse of row " << row;
+          for (int64_t c = 0; c < d; ++c) {
+            const int64_t at = (b * s.l + i) * s.c + h * d + c;
+            double bound = (std::ldexp(1.0, -8) + 1e-5) * out_mag[at] + p_error[c] + 1e-6;
+            bound += std::ldexp(std::abs(out[at]) + bound, -8);  // stored in bf16
+            const double err = std::abs(got.out[at] - out[at]);
+            worst_out = std::max(worst_out, err / bound);
+            ASSERT_LE(err, bound) << "out element " << at << ": " << got.out[at] << " vs "
+                                  << out[at];
+          }
+        }
+    double worst[3] = {0, 0, 0};
+    for (int64_t i = 0; i < n_qkv; ++i) {
+      const int which = static_cast<int>((i % (3 * s.c)) / s.c);
+      double bound = which == 2 ? (std::ldexp(1.0, -8) + 1e-5) * mag[i] + 1e-6
+                                : std::ldexp(1.0, -8) * (bd.rounding[i] + bd.slack[i]) +
+                                      1e-5 * (bd.rounding[i] + bd.slack[i]) + bd.delta[i] +
+                                      bd.dp_error[i] + 1e-6;
+      bound += bd.p_error[i];
+      bound += std::ldexp(std::abs(grad[i]) + bound, -8);  // dqkv stored in bf16
+      const double err = std::abs(got.dqkv[i] - grad[i]);
+      worst[which] = std::max(worst[which], err / bound);
+      ASSERT_LE(err, bound) << "d" << "qkv"[which] << " at " << i << ": " << got.dqkv[i]
+                            << " vs " << grad[i];
+    }
+    std::printf("%s: worst error of out, lse %.2f, %.2f; of dq, dk, dv %.2f, %.2f, %.2f of "
+                "their bounds\n",
+                describe(c).c_str(), worst_out, worst_lse, worst[0], worst[1], worst[2]);
+    const Run again = run();
+    EXPECT_EQ(again.out, got.out);
+    EXPECT_EQ(again.lse, got.lse);
+    EXPECT_EQ(again.dqkv, got.dqkv);
   }
 #endif
 }

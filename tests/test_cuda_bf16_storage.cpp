@@ -228,8 +228,9 @@ TEST(CudaBf16Storage, AttentionReadsBf16ActivationsAsTheyAre) {
   };
   // one partial key tile; three tiles of 64 keys (the forward's cp.async pipeline refills
   // each stage); three of 32 at head dim 256; three heads of 32, whose copies take rows in
-  // a permuted order (flash::copy_rows). Their backwards take dq by GEMM (L <= 6 d); the
-  // last, L 200 at d 32, the dq kernel (kernels/cuda/attention.cuh).
+  // a permuted order (flash::copy_rows). Head dims 128 and 256 run through cuBLAS's GEMMs
+  // (attention_gemm_bf16_pays); the others run the flash pair, its backward with dq by GEMM
+  // (L <= 6 d) but for the last, L 200 at d 32: the dq kernel (kernels/cuda/attention.cuh).
   // With `earlier`, qkv already holds a gradient (test::earlier_gradient_terms, a backward of
   // its own first), so the flash backward adds its dqkv to it (GradWrite::Accumulate).
   for (const Case& c : {Case{{2, 37, 3 * 64}, 1}, Case{{1, 150, 3 * 128}, 1},

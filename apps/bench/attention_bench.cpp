@@ -1,7 +1,8 @@
 // kernel-bench attention: the straightforward and the fused CUDA attention, forward and
 // backward, and the bf16 flash forward and backward (tensor cores; TFLOP/s against the bf16
 // peak), on fp32 tensors (converted inside the kernels) and on bf16 tensors as they are
-// (activations: bf16; the backward also with dq by cuBLAS from dS in memory), at the
+// (activations: bf16; the backward also with dq by cuBLAS from dS in memory; and the whole
+// attention through cuBLAS's GEMMs with the L x L matrices in memory), at the
 // CIFAR-10 model's 16x16 attention (L = 256, one head of d = 256), the same map split into 2
 // heads of 128 and 4 of 64 (the flash backward's other block shape: one warp per 16 rows,
 // docs/kernels.md), and a 32x32 map with 4 heads (L = 1024, d = 32), next to cuBLAS floors.
@@ -157,6 +158,25 @@ void bench_attention(const Options& o, Timer& timer, Report& report) {
                                             lse.data<float>(), bf16_bits(dout16),
                                             bf16_bits(dqkv16), delta.data<float>(),
                                             GradWrite::Accumulate, bf16_bits(ds));
+      }), 2 * fwd_flops);
+    }
+    // The same through cuBLAS's GEMMs, the L x L matrices in memory (the op's choice for
+    // head dims of 128 and up at L <= 6 d): its P kept from the forward for the backward.
+    {
+      const Shape matrices{cuda::attention_gemm_bf16_matrix_elements(s)};
+      const Tensor p16 = Tensor::empty(matrices, DType::BF16, Device::CUDA);
+      const Tensor scratch = Tensor::empty(matrices, DType::F32, Device::CUDA);  // S, dP
+      const Tensor ds16 = Tensor::empty(matrices, DType::BF16, Device::CUDA);
+      const char* v = "bf16 GEMMs (cuBLAS) and row kernels, bf16 tensors";
+      report.add_flops("attention fwd", shape, v, timer.median_ms([&] {
+        cuda::attention_gemm_bf16_forward(s, bf16_bits(qkv16), bf16_bits(out16),
+                                          lse.data<float>(), bf16_bits(p16),
+                                          scratch.data<float>());
+      }), fwd_flops);
+      report.add_flops("attention bwd", shape, v, timer.median_ms([&] {
+        cuda::attention_gemm_bf16_backward(s, bf16_bits(qkv16), bf16_bits(p16),
+                                           bf16_bits(dout16), bf16_bits(dqkv16),
+                                           scratch.data<float>(), bf16_bits(ds16));
       }), 2 * fwd_flops);
     }
     report.add_flops("attention fwd", shape, "cuBLAS bf16 GEMMs only", timer.median_ms([&] {

@@ -97,14 +97,47 @@ bool flash_reads_bf16(const Tensor& qkv, int64_t heads) {
 #endif
 }
 
-// attention on bf16 activations with the bf16 flash kernels: qkv, out and their gradients
-// bf16; lse fp32.
+// attention on bf16 activations through cuBLAS's GEMMs (kernels/cuda/attention_gemm_bf16.cu):
+// the forward keeps P (bf16, B H L L) for the backward; S, dP and dS are scratch.
+Tensor attention_bf16_gemm(const AttentionShape& s, const Tensor& qkv) {
+  using detail::bf16_bits;
+  Tensor out = Tensor::empty(Shape{s.b, s.l, s.c}, DType::BF16, Device::CUDA);
+  Tensor lse = Tensor::empty(Shape{s.b, s.heads, s.l}, DType::F32, Device::CUDA);
+  const Shape matrices{s.b * s.heads * s.l * s.l};  // attention_gemm_bf16_matrix_elements
+  Tensor p = Tensor::empty(matrices, DType::BF16, Device::CUDA);
+  {
+    OpTimer timer("attention", true);
+    const Tensor scores = Tensor::empty(matrices, DType::F32, Device::CUDA);
+    DDPM_CUDA_ONLY(cuda::attention_gemm_bf16_forward(s, bf16_bits(qkv), bf16_bits(out),
+                                                     lse.data<float>(), bf16_bits(p),
+                                                     scores.data<float>()));
+  }
+  if (should_record({qkv})) {
+    tape().record("attention", {out}, [s, qkv, p, matrices, gq = grad_ref(qkv)](
+                                          const std::vector<Tensor>& g) {
+      count_matmul_flops(4 * attention_flops(s));
+      const GradTarget dqkv = grad_target(gq);  // written outright if it is the first
+      OpTimer timer("attention backward", true);
+      const Tensor dp = Tensor::empty(matrices, DType::F32, Device::CUDA);
+      const Tensor ds = Tensor::empty(matrices, DType::BF16, Device::CUDA);
+      DDPM_CUDA_ONLY(cuda::attention_gemm_bf16_backward(
+          s, bf16_bits(qkv), bf16_bits(p), bf16_bits(g[0]), bf16_bits(dqkv.buffer),
+          dp.data<float>(), bf16_bits(ds), dqkv.write));
+    });
+  }
+  return out;
+}
+
+// attention on bf16 activations with the bf16 flash kernels, or through cuBLAS's GEMMs where
+// those are faster (cuda::attention_gemm_bf16_pays): qkv, out and their gradients bf16; lse
+// fp32.
 Tensor attention_bf16_flash(const Tensor& qkv, int64_t heads) {
   AttentionShape s = checked_shape(qkv, heads);
   s.bf16_probs = true;
+  count_matmul_flops(2 * attention_flops(s));
+  DDPM_CUDA_ONLY(if (cuda::attention_gemm_bf16_pays(s)) return attention_bf16_gemm(s, qkv));
   Tensor out = Tensor::empty(Shape{s.b, s.l, s.c}, DType::BF16, Device::CUDA);
   Tensor lse = Tensor::empty(Shape{s.b, heads, s.l}, DType::F32, Device::CUDA);
-  count_matmul_flops(2 * attention_flops(s));
   using detail::bf16_bits;
   {
     OpTimer timer("attention", true);

@@ -53,13 +53,7 @@ __global__ void softmax_rows_kernel(int64_t l, float* p, const float* lse_in, fl
   } else {
     float mx = -INFINITY;
     for (int64_t j = threadIdx.x; j < l; j += blockDim.x) mx = fmaxf(mx, row[j]);
-    // block max: each warp's max by shuffles, then the max of the warps' maxima
-    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-    __syncthreads();
-    if ((threadIdx.x & 31) == 0) scratch[threadIdx.x >> 5] = mx;
-    __syncthreads();
-    mx = -INFINITY;
-    for (int w = 0; w < static_cast<int>(blockDim.x >> 5); ++w) mx = fmaxf(mx, scratch[w]);
+    mx = block_max(mx, scratch);  // each warp's max by shuffles, then the warps' maxima
     float sum = 0.0f;
     for (int64_t j = threadIdx.x; j < l; j += blockDim.x) sum += expf(row[j] - mx);
     row_lse = mx + logf(block_sum(sum, scratch));

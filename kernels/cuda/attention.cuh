@@ -1,4 +1,4 @@
-// CUDA multi-head self-attention, three versions side by side, same contract as
+// CUDA multi-head self-attention, four versions side by side, same contract as
 // kernels/cpu/attention.h (f32; forward writes out and lse, backward accumulates into dqkv,
 // or writes it outright with GradWrite::Assign: kernels/grad_write.h):
 //   attention.cu             straightforward: scores, softmax and the value product as
@@ -6,7 +6,8 @@
 //   attention_fused.cu       fused: online softmax, the L x L matrix never leaves the chip;
 //   attention_flash_bf16.cu  the fused forward on bf16 tensor cores (mma.sync), one warp per
 //                            16 query rows, S and P in registers; its backward in
-//                            attention_flash_bf16_backward.cu.
+//                            attention_flash_bf16_backward.cu;
+//   attention_gemm_bf16.cu   bf16 activations: the straightforward steps on cuBLAS's GEMMs.
 #pragma once
 
 #include <cstdint>
@@ -65,5 +66,21 @@ void attention_flash_bf16_backward(const AttentionShape& s, const uint16_t* qkv,
                                    uint16_t* ds = nullptr);
 bool attention_flash_bf16_dq_by_gemm_pays(const AttentionShape& s);
 int64_t attention_flash_bf16_ds_elements(const AttentionShape& s);
+
+// bf16 activations through library GEMMs (attention_gemm_bf16.cu): S, P, dP and dS in
+// memory, the five products by cuBLAS (bf16 operands, fp32 sums), softmax and dS by row
+// kernels. The forward writes out, lse and P (bf16, attention_gemm_bf16_matrix_elements:
+// kept for the backward), with `scores` (as many floats) as scratch; the backward takes
+// that P, and dp (floats) and ds (bf16) of the same size as scratch. Head dims multiples of
+// 8. Faster than the flash pair where the matrices are small next to the products: head
+// dims of 128 and up at L <= 6 d (attention_gemm_bf16_pays; why in the .cu).
+bool attention_gemm_bf16_pays(const AttentionShape& s);
+int64_t attention_gemm_bf16_matrix_elements(const AttentionShape& s);
+void attention_gemm_bf16_forward(const AttentionShape& s, const uint16_t* qkv, uint16_t* out,
+                                 float* lse, uint16_t* p, float* scores);
+void attention_gemm_bf16_backward(const AttentionShape& s, const uint16_t* qkv,
+                                  const uint16_t* p, const uint16_t* dout, uint16_t* dqkv,
+                                  float* dp, uint16_t* ds,
+                                  GradWrite dqkv_write = GradWrite::Accumulate);
 
 }  // namespace ddpm::cuda

@@ -10,6 +10,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -133,6 +134,18 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
   const int warps = blockDim.x >> 5;
   v = lane < warps ? scratch[lane] : 0.0f;
   return warp_sum(v);
+}
+
+// The max of v over the block, as block_sum.
+__device__ __forceinline__ float block_max(float v, float* scratch) {
+  for (int offset = 16; offset > 0; offset >>= 1)
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+  __syncthreads();  // scratch may still be read by a previous call
+  if ((threadIdx.x & 31) == 0) scratch[threadIdx.x >> 5] = v;
+  __syncthreads();
+  float m = -INFINITY;
+  for (int w = 0; w < static_cast<int>(blockDim.x >> 5); ++w) m = fmaxf(m, scratch[w]);
+  return m;
 }
 
 }  // namespace ddpm::cuda

@@ -1,0 +1,183 @@
+// Self-attention on bf16 activations through library GEMMs: the straightforward version's
+// steps (attention.cu: the L x L matrices in memory), with the five products handed to
+// cuBLAS's bf16 tensor-core GEMMs (fp32 sums) and two row kernels of our own between them.
+//
+// Why, beside the flash kernels: at short sequences the L x L matrices are small, and the
+// library's GEMMs are far faster than our flash kernels' mma loops. At the CIFAR-10 model's
+// 16x16 attention (L = 256, one head of d = 256, batch 128) an H200 ran the two forward
+// GEMMs alone in 0.036 ms (`kernel-bench attention`'s "cuBLAS bf16 GEMMs only" row, 240
+// TFLOP/s) where the flash forward took 0.082 ms and cuDNN's fused SDPA 0.053; the flash
+// backward took 0.387 against SDPA's 0.193. What the matrices cost is memory: S and dP in
+// fp32, P and dS in bf16, 12 bytes per score, 200 MB at that shape (about 40 us of the
+// H200's bandwidth), where the products are 8.6 GFLOP forward and 17 backward. The op
+// takes this version where that trade favours it (attention_gemm_bf16_pays, attention.cuh):
+// head dims of 128 and up at L <= 6 d.
+//
+// Forward, per (batch, head), rows i (queries), columns j (keys):
+//   S  = q k^T scale                    cuBLAS, fp32 out (scores up to ~70 need fp32's digits)
+//   P  = exp(S - lse_i), lse_i = log sum_j exp(S_ij)   softmax_rows: a block per row, P to bf16
+//   O  = P v                            cuBLAS, bf16 out
+// P is kept (bf16, B H L L) for the backward: no recomputation.
+// Backward:
+//   dP = dout v^T                       cuBLAS, fp32 out
+//   dS = P (dP - sum_j P dP) scale      ds_rows: a block per row, dS to bf16
+//   dv = P^T dout,  dq = dS k,  dk = dS^T q     cuBLAS, into dqkv (beta 1 adds, 0 assigns)
+// The row sum sum_j P_ij dP_ij is delta_i = dout_i . out_i of the flash kernels, computed
+// from the same rounded P the products use. Every product sums in cuBLAS's fixed order and
+// every row kernel in a fixed block tree: deterministic.
+//
+// Layouts. The L x L matrices are (B, H, L, L), row i of (b, h) at ((b H + h) L + i) L.
+// cuBLAS is column-major, so each row-major buffer is the column-major transpose of itself
+// (kernels/cuda/linear.cu's trick): with X(r, c) the column-major view,
+//   S:  X = S^T = k q^T         gemm(T, N, m = L, n = L, k = d)  A = k rows, B = q rows
+//   O:  O^T = v^T P^T           gemm(N, N, m = d, n = L, k = L)  A = v rows, B = P
+//   dP: as S with v, dout
+//   dv: dv^T = dout^T P         gemm(N, T, m = d, n = L, k = L)  A = dout rows, B = P
+//   dq: dq^T = k^T dS^T         gemm(N, N, ...)                  A = k rows, B = dS
+//   dk: dk^T = q^T dS           gemm(N, T, ...)                  A = q rows, B = dS
+// where "k rows" is the column-major (d x L) matrix of k's rows in qkv (ld 3C). One
+// strided-batched call per head and product (heads are not one stride apart from batch to
+// batch).
+#include <cmath>
+
+#include "engine/check.h"
+#include "engine/cuda_check.h"
+#include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/blas.cuh"
+#include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/storage.cuh"
+
+namespace ddpm::cuda {
+
+namespace {
+
+// One block per row of S: the row's max, its log-sum-exp (to lse), then P = exp(S - lse)
+// rounded to bf16 into its own buffer.
+__global__ void softmax_rows(int64_t l, const float* s, uint16_t* p, float* lse) {
+  __shared__ float scratch[32];
+  const float* row = s + static_cast<int64_t>(blockIdx.x) * l;
+  uint16_t* out = p + static_cast<int64_t>(blockIdx.x) * l;
+  float mx = -INFINITY;
+  for (int64_t j = threadIdx.x; j < l; j += blockDim.x) mx = fmaxf(mx, row[j]);
+  mx = block_max(mx, scratch);
+  float sum = 0.0f;
+  for (int64_t j = threadIdx.x; j < l; j += blockDim.x) sum += expf(row[j] - mx);
+  const float row_lse = mx + logf(block_sum(sum, scratch));
+  if (threadIdx.x == 0) lse[blockIdx.x] = row_lse;
+  for (int64_t j = threadIdx.x; j < l; j += blockDim.x) out[j] = bf16_round(expf(row[j] - row_lse));
+}
+
+// One block per row: dS = P (dP - sum_j P dP) scale, P bf16, dP fp32, dS to bf16.
+__global__ void ds_rows(int64_t l, float scale, const uint16_t* p, const float* dp,
+                        uint16_t* ds) {
+  __shared__ float scratch[32];
+  const int64_t at = static_cast<int64_t>(blockIdx.x) * l;
+  float dot = 0.0f;
+  for (int64_t j = threadIdx.x; j < l; j += blockDim.x) dot += load(p, at + j) * dp[at + j];
+  dot = block_sum(dot, scratch);
+  for (int64_t j = threadIdx.x; j < l; j += blockDim.x)
+    ds[at + j] = bf16_round(load(p, at + j) * (dp[at + j] - dot) * scale);
+}
+
+// Threads per row kernel: L = 256 (the model's) is one element a thread.
+constexpr int kRowThreads = 256;
+
+// One operand of a per-head product: a base pointer, its column-major leading dimension
+// and the stride from one sample's matrix to the next (elements).
+struct Operand {
+  const void* at;
+  int64_t ld, stride;
+};
+
+// C_b = alpha op(A_b) op(B_b) + beta C_b for every sample b: A and B bf16, C of c_type.
+void product(const AttentionShape& s, cublasOperation_t ta, cublasOperation_t tb, int64_t m,
+             int64_t n, int64_t k, float alpha, Operand a, Operand b, float beta, void* c,
+             cudaDataType c_type, int64_t ldc, int64_t stride_c) {
+  const auto i = [](int64_t v) { return static_cast<int>(v); };
+  CUBLAS_CHECK(blas::api().gemm_strided_batched_ex(
+      blas::handle(), ta, tb, i(m), i(n), i(k), &alpha, a.at, CUDA_R_16BF, i(a.ld), a.stride,
+      b.at, CUDA_R_16BF, i(b.ld), b.stride, &beta, c, c_type, i(ldc), stride_c, i(s.b),
+      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+// The shape's operands for head h: rows of part `part` of qkv (0 q, 1 k, 2 v), rows of a
+// (B, L, C) tensor (out, dout), and the head's L x L matrix of a (B, H, L, L) buffer.
+struct Head {
+  const AttentionShape& s;
+  int64_t h;
+  int64_t d() const { return s.head_dim(); }
+  Operand qkv_rows(const uint16_t* qkv, int part) const {
+    return {qkv + part * s.c + h * d(), 3 * s.c, s.l * 3 * s.c};
+  }
+  Operand rows(const uint16_t* x) const { return {x + h * d(), s.c, s.l * s.c}; }
+  int64_t matrix_offset() const { return h * s.l * s.l; }
+  Operand matrix(const uint16_t* x) const { return {x + matrix_offset(), s.l, s.heads * s.l * s.l}; }
+};
+
+void check(const AttentionShape& s, const char* what) {
+  CHECK(s.c % s.heads == 0 && s.head_dim() % 8 == 0,
+        what << ": head dim " << s.c << " / " << s.heads
+             << " must be a whole multiple of 8 (cuBLAS's 16-byte bf16 rows)");
+}
+
+}  // namespace
+
+bool attention_gemm_bf16_pays(const AttentionShape& s) {
+  return s.c % s.heads == 0 && s.head_dim() >= 128 && s.l <= 6 * s.head_dim();
+}
+
+int64_t attention_gemm_bf16_matrix_elements(const AttentionShape& s) {
+  return s.b * s.heads * s.l * s.l;
+}
+
+void attention_gemm_bf16_forward(const AttentionShape& s, const uint16_t* qkv, uint16_t* out,
+                                 float* lse, uint16_t* p, float* scores) {
+  check(s, "bf16 GEMM attention");
+  if (s.b * s.l == 0) return;
+  const float scale = 1.0f / sqrtf(static_cast<float>(s.head_dim()));
+  for (int64_t h = 0; h < s.heads; ++h) {
+    const Head head{s, h};
+    product(s, CUBLAS_OP_T, CUBLAS_OP_N, s.l, s.l, head.d(), scale, head.qkv_rows(qkv, 1),
+            head.qkv_rows(qkv, 0), 0.0f, scores + head.matrix_offset(), CUDA_R_32F, s.l,
+            s.heads * s.l * s.l);
+  }
+  const auto rows = static_cast<unsigned>(s.b * s.heads * s.l);
+  DDPM_LAUNCH(softmax_rows, rows, kRowThreads)(s.l, scores, p, lse);
+  for (int64_t h = 0; h < s.heads; ++h) {
+    const Head head{s, h};
+    const Operand o = head.rows(out);
+    product(s, CUBLAS_OP_N, CUBLAS_OP_N, head.d(), s.l, s.l, 1.0f, head.qkv_rows(qkv, 2),
+            head.matrix(p), 0.0f, out + h * head.d(), CUDA_R_16BF, o.ld, o.stride);
+  }
+}
+
+void attention_gemm_bf16_backward(const AttentionShape& s, const uint16_t* qkv,
+                                  const uint16_t* p, const uint16_t* dout, uint16_t* dqkv,
+                                  float* dp, uint16_t* ds, GradWrite dqkv_write) {
+  check(s, "bf16 GEMM attention backward");
+  if (s.b * s.l == 0) return;
+  const float scale = 1.0f / sqrtf(static_cast<float>(s.head_dim()));
+  const float beta = dqkv_write == GradWrite::Accumulate ? 1.0f : 0.0f;
+  for (int64_t h = 0; h < s.heads; ++h) {  // dP = dout v^T
+    const Head head{s, h};
+    product(s, CUBLAS_OP_T, CUBLAS_OP_N, s.l, s.l, head.d(), 1.0f, head.qkv_rows(qkv, 2),
+            head.rows(dout), 0.0f, dp + head.matrix_offset(), CUDA_R_32F, s.l,
+            s.heads * s.l * s.l);
+  }
+  const auto rows = static_cast<unsigned>(s.b * s.heads * s.l);
+  DDPM_LAUNCH(ds_rows, rows, kRowThreads)(s.l, scale, p, dp, ds);
+  const int64_t ld = 3 * s.c, stride = s.l * 3 * s.c;
+  for (int64_t h = 0; h < s.heads; ++h) {
+    const Head head{s, h};
+    const int64_t d = head.d();
+    uint16_t* const dq = dqkv + h * d;
+    product(s, CUBLAS_OP_N, CUBLAS_OP_T, d, s.l, s.l, 1.0f, head.rows(dout), head.matrix(p),
+            beta, dq + 2 * s.c, CUDA_R_16BF, ld, stride);  // dv = P^T dout
+    product(s, CUBLAS_OP_N, CUBLAS_OP_N, d, s.l, s.l, 1.0f, head.qkv_rows(qkv, 1),
+            head.matrix(ds), beta, dq, CUDA_R_16BF, ld, stride);  // dq = dS k
+    product(s, CUBLAS_OP_N, CUBLAS_OP_T, d, s.l, s.l, 1.0f, head.qkv_rows(qkv, 0),
+            head.matrix(ds), beta, dq + s.c, CUDA_R_16BF, ld, stride);  // dk = dS^T q
+  }
+}
+
+}  // namespace ddpm::cuda
