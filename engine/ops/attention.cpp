@@ -131,7 +131,7 @@ Tensor attention_bf16_gemm(const AttentionShape& s, const Tensor& qkv) {
 // attention on bf16 activations with the bf16 flash kernels, or through cuBLAS's GEMMs where
 // those are faster (cuda::attention_gemm_bf16_pays): qkv, out and their gradients bf16; lse
 // fp32.
-Tensor attention_bf16_flash(const Tensor& qkv, int64_t heads) {
+Tensor attention_bf16_activations(const Tensor& qkv, int64_t heads) {
   AttentionShape s = checked_shape(qkv, heads);
   s.bf16_probs = true;
   count_matmul_flops(2 * attention_flops(s));
@@ -170,7 +170,7 @@ Tensor attention_bf16_flash(const Tensor& qkv, int64_t heads) {
 
 Tensor attention(const Tensor& qkv, int64_t heads) {
   CHECK(qkv.defined(), "op 'attention': qkv is undefined");
-  if (flash_reads_bf16(qkv, heads)) return attention_bf16_flash(qkv, heads);
+  if (flash_reads_bf16(qkv, heads)) return attention_bf16_activations(qkv, heads);
   if (detail::any_bf16({qkv})) return cast(attention(detail::widen(qkv), heads), DType::BF16);
   detail::check_float("attention", "qkv", qkv);
   AttentionShape s = checked_shape(qkv, heads);

@@ -123,7 +123,8 @@ void check(const AttentionShape& s, const char* what) {
 }  // namespace
 
 bool attention_gemm_bf16_pays(const AttentionShape& s) {
-  return s.c % s.heads == 0 && s.head_dim() >= 128 && s.l <= 6 * s.head_dim();
+  return s.c % s.heads == 0 && s.head_dim() % 8 == 0 && s.head_dim() >= 128 &&
+         s.l <= 6 * s.head_dim();
 }
 
 int64_t attention_gemm_bf16_matrix_elements(const AttentionShape& s) {
