@@ -148,8 +148,8 @@ void bench_attention(const Options& o, Timer& timer, Report& report) {
                                             lse.data<float>(), bf16_bits(dout16),
                                             bf16_bits(dqkv16), delta.data<float>());
       }), 2 * fwd_flops);
-      // dS through memory and dq by cuBLAS (the op's choice where L <= 6 d: the 16x16
-      // shapes), at every shape
+      // dS through memory and dq by cuBLAS (the op's choice for the flash pair where
+      // L <= 6 d: of these shapes, the 16x16 map's 4 heads of 64), at every shape
       const Tensor ds = Tensor::empty(Shape{cuda::attention_flash_bf16_ds_elements(s)},
                                       DType::BF16, Device::CUDA);
       const char* by_gemm = "flash bf16 (mma.sync), bf16 tensors, dq by cuBLAS";
