@@ -429,16 +429,16 @@ TEST(CudaAttentionBf16, GemmPathIsTheReferenceWithinBf16Rounding) {
           for (int64_t j = 0; j < s.l; ++j) {
             const double e = bd.p_rel[row * s.l + j];
             lse_bound = std::max(lse_bound, e + 1e-6 * std::abs(lse[row]));
-            for (int64_t c = 0; c < d; ++c)
-              p_error[c] += e * bd.p[row * s.l + j] *
-                            std::abs(qkv_d[(b * s.l + j) * 3 * s.c + 2 * s.c + h * d + c]);
+            for (int64_t ch = 0; ch < d; ++ch)
+              p_error[ch] += e * bd.p[row * s.l + j] *
+                            std::abs(qkv_d[(b * s.l + j) * 3 * s.c + 2 * s.c + h * d + ch]);
           }
           const double lse_err = std::abs(got.lse[row] - lse[row]);
           worst_lse = std::max(worst_lse, lse_err / lse_bound);
           ASSERT_LE(lse_err, lse_bound) << "lse of row " << row;
-          for (int64_t c = 0; c < d; ++c) {
-            const int64_t at = (b * s.l + i) * s.c + h * d + c;
-            double bound = (std::ldexp(1.0, -8) + 1e-5) * out_mag[at] + p_error[c] + 1e-6;
+          for (int64_t ch = 0; ch < d; ++ch) {
+            const int64_t at = (b * s.l + i) * s.c + h * d + ch;
+            double bound = (std::ldexp(1.0, -8) + 1e-5) * out_mag[at] + p_error[ch] + 1e-6;
             bound += std::ldexp(std::abs(out[at]) + bound, -8);  // stored in bf16
             const double err = std::abs(got.out[at] - out[at]);
             worst_out = std::max(worst_out, err / bound);

@@ -98,18 +98,18 @@ bool flash_reads_bf16(const Tensor& qkv, int64_t heads) {
 }
 
 // attention on bf16 activations through cuBLAS's GEMMs (kernels/cuda/attention_gemm_bf16.cu):
-// the forward keeps P (bf16, B H L L) for the backward; S, dP and dS are scratch.
+// the forward keeps P (bf16, B H L L) for the backward; S, dP and dS are scratch, and lse
+// is not written (the backward reads P, not lse).
 Tensor attention_bf16_gemm(const AttentionShape& s, const Tensor& qkv) {
   using detail::bf16_bits;
   Tensor out = Tensor::empty(Shape{s.b, s.l, s.c}, DType::BF16, Device::CUDA);
-  Tensor lse = Tensor::empty(Shape{s.b, s.heads, s.l}, DType::F32, Device::CUDA);
   const Shape matrices{s.b * s.heads * s.l * s.l};  // attention_gemm_bf16_matrix_elements
   Tensor p = Tensor::empty(matrices, DType::BF16, Device::CUDA);
   {
     OpTimer timer("attention", true);
     const Tensor scores = Tensor::empty(matrices, DType::F32, Device::CUDA);
     DDPM_CUDA_ONLY(cuda::attention_gemm_bf16_forward(s, bf16_bits(qkv), bf16_bits(out),
-                                                     lse.data<float>(), bf16_bits(p),
+                                                     /*lse=*/nullptr, bf16_bits(p),
                                                      scores.data<float>()));
   }
   if (should_record({qkv})) {

@@ -69,8 +69,8 @@ int64_t attention_flash_bf16_ds_elements(const AttentionShape& s);
 
 // bf16 activations through library GEMMs (attention_gemm_bf16.cu): S, P, dP and dS in
 // memory, the five products by cuBLAS (bf16 operands, fp32 sums), softmax and dS by row
-// kernels. The forward writes out, lse and P (bf16, attention_gemm_bf16_matrix_elements:
-// kept for the backward), with `scores` (as many floats) as scratch; the backward takes
+// kernels. The forward writes out, lse (unless null: the backward does not read it) and P
+// (bf16, attention_gemm_bf16_matrix_elements: kept for the backward), with `scores` (as many floats) as scratch; the backward takes
 // that P, and dp (floats) and ds (bf16) of the same size as scratch. Head dims multiples of
 // 8. Faster than the flash pair where the matrices are small next to the products: head
 // dims of 128 and up at L <= 6 d (attention_gemm_bf16_pays; why in the .cu).

@@ -51,8 +51,8 @@ namespace ddpm::cuda {
 
 namespace {
 
-// One block per row of S: the row's max, its log-sum-exp (to lse), then P = exp(S - lse)
-// rounded to bf16 into its own buffer.
+// One block per row of S: the row's max, its log-sum-exp (to lse, unless null), then
+// P = exp(S - lse) rounded to bf16 into its own buffer.
 __global__ void softmax_rows(int64_t l, const float* s, uint16_t* p, float* lse) {
   __shared__ float scratch[32];
   const float* row = s + static_cast<int64_t>(blockIdx.x) * l;
@@ -63,7 +63,7 @@ __global__ void softmax_rows(int64_t l, const float* s, uint16_t* p, float* lse)
   float sum = 0.0f;
   for (int64_t j = threadIdx.x; j < l; j += blockDim.x) sum += expf(row[j] - mx);
   const float row_lse = mx + logf(block_sum(sum, scratch));
-  if (threadIdx.x == 0) lse[blockIdx.x] = row_lse;
+  if (threadIdx.x == 0 && lse != nullptr) lse[blockIdx.x] = row_lse;
   for (int64_t j = threadIdx.x; j < l; j += blockDim.x) out[j] = bf16_round(expf(row[j] - row_lse));
 }
 
@@ -82,36 +82,47 @@ __global__ void ds_rows(int64_t l, float scale, const uint16_t* p, const float* 
 // Threads per row kernel: L = 256 (the model's) is one element a thread.
 constexpr int kRowThreads = 256;
 
-// One operand of a per-head product: a base pointer, its column-major leading dimension
-// and the stride from one sample's matrix to the next (elements).
+// One matrix of a per-head product, inputs and outputs alike: a base pointer (T: bf16 bits
+// or float), its column-major leading dimension and the stride from one sample's matrix to
+// the next (elements). An output's T names its cuBLAS type (data_type).
+template <typename T>
 struct Operand {
-  const void* at;
+  T* at;
   int64_t ld, stride;
+  Operand(T* at_, int64_t ld_, int64_t stride_) : at(at_), ld(ld_), stride(stride_) {}
+  template <typename U>  // bf16 bits as const bf16 bits
+  Operand(const Operand<U>& o) : Operand(o.at, o.ld, o.stride) {}
 };
 
-// C_b = alpha op(A_b) op(B_b) + beta C_b for every sample b: A and B bf16, C of c_type.
+constexpr cudaDataType data_type(uint16_t*) { return CUDA_R_16BF; }
+constexpr cudaDataType data_type(float*) { return CUDA_R_32F; }
+
+// C_b = alpha op(A_b) op(B_b) + beta C_b for every sample b: A and B bf16, C bf16 or fp32.
+template <typename C>
 void product(const AttentionShape& s, cublasOperation_t ta, cublasOperation_t tb, int64_t m,
-             int64_t n, int64_t k, float alpha, Operand a, Operand b, float beta, void* c,
-             cudaDataType c_type, int64_t ldc, int64_t stride_c) {
+             int64_t n, int64_t k, float alpha, Operand<const uint16_t> a,
+             Operand<const uint16_t> b, float beta, Operand<C> c) {
   const auto i = [](int64_t v) { return static_cast<int>(v); };
   CUBLAS_CHECK(blas::api().gemm_strided_batched_ex(
       blas::handle(), ta, tb, i(m), i(n), i(k), &alpha, a.at, CUDA_R_16BF, i(a.ld), a.stride,
-      b.at, CUDA_R_16BF, i(b.ld), b.stride, &beta, c, c_type, i(ldc), stride_c, i(s.b),
-      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+      b.at, CUDA_R_16BF, i(b.ld), b.stride, &beta, c.at, data_type(c.at), i(c.ld), c.stride,
+      i(s.b), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
-// The shape's operands for head h: rows of part `part` of qkv (0 q, 1 k, 2 v), rows of a
-// (B, L, C) tensor (out, dout), and the head's L x L matrix of a (B, H, L, L) buffer.
+// The shape's matrices for head h: rows of part `part` of qkv or dqkv (0 q, 1 k, 2 v), rows
+// of a (B, L, C) tensor (out, dout), and the head's L x L matrix of a (B, H, L, L) buffer.
 struct Head {
   const AttentionShape& s;
   int64_t h;
   int64_t d() const { return s.head_dim(); }
-  Operand qkv_rows(const uint16_t* qkv, int part) const {
+  template <typename T>
+  Operand<T> qkv_rows(T* qkv, int part) const {
     return {qkv + part * s.c + h * d(), 3 * s.c, s.l * 3 * s.c};
   }
-  Operand rows(const uint16_t* x) const { return {x + h * d(), s.c, s.l * s.c}; }
-  int64_t matrix_offset() const { return h * s.l * s.l; }
-  Operand matrix(const uint16_t* x) const { return {x + matrix_offset(), s.l, s.heads * s.l * s.l}; }
+  template <typename T>
+  Operand<T> rows(T* x) const { return {x + h * d(), s.c, s.l * s.c}; }
+  template <typename T>
+  Operand<T> matrix(T* x) const { return {x + h * s.l * s.l, s.l, s.heads * s.l * s.l}; }
 };
 
 void check(const AttentionShape& s, const char* what) {
@@ -139,16 +150,14 @@ void attention_gemm_bf16_forward(const AttentionShape& s, const uint16_t* qkv, u
   for (int64_t h = 0; h < s.heads; ++h) {
     const Head head{s, h};
     product(s, CUBLAS_OP_T, CUBLAS_OP_N, s.l, s.l, head.d(), scale, head.qkv_rows(qkv, 1),
-            head.qkv_rows(qkv, 0), 0.0f, scores + head.matrix_offset(), CUDA_R_32F, s.l,
-            s.heads * s.l * s.l);
+            head.qkv_rows(qkv, 0), 0.0f, head.matrix(scores));
   }
   const auto rows = static_cast<unsigned>(s.b * s.heads * s.l);
   DDPM_LAUNCH(softmax_rows, rows, kRowThreads)(s.l, scores, p, lse);
   for (int64_t h = 0; h < s.heads; ++h) {
     const Head head{s, h};
-    const Operand o = head.rows(out);
     product(s, CUBLAS_OP_N, CUBLAS_OP_N, head.d(), s.l, s.l, 1.0f, head.qkv_rows(qkv, 2),
-            head.matrix(p), 0.0f, out + h * head.d(), CUDA_R_16BF, o.ld, o.stride);
+            head.matrix(p), 0.0f, head.rows(out));
   }
 }
 
@@ -162,22 +171,19 @@ void attention_gemm_bf16_backward(const AttentionShape& s, const uint16_t* qkv,
   for (int64_t h = 0; h < s.heads; ++h) {  // dP = dout v^T
     const Head head{s, h};
     product(s, CUBLAS_OP_T, CUBLAS_OP_N, s.l, s.l, head.d(), 1.0f, head.qkv_rows(qkv, 2),
-            head.rows(dout), 0.0f, dp + head.matrix_offset(), CUDA_R_32F, s.l,
-            s.heads * s.l * s.l);
+            head.rows(dout), 0.0f, head.matrix(dp));
   }
   const auto rows = static_cast<unsigned>(s.b * s.heads * s.l);
   DDPM_LAUNCH(ds_rows, rows, kRowThreads)(s.l, scale, p, dp, ds);
-  const int64_t ld = 3 * s.c, stride = s.l * 3 * s.c;
   for (int64_t h = 0; h < s.heads; ++h) {
     const Head head{s, h};
     const int64_t d = head.d();
-    uint16_t* const dq = dqkv + h * d;
     product(s, CUBLAS_OP_N, CUBLAS_OP_T, d, s.l, s.l, 1.0f, head.rows(dout), head.matrix(p),
-            beta, dq + 2 * s.c, CUDA_R_16BF, ld, stride);  // dv = P^T dout
+            beta, head.qkv_rows(dqkv, 2));  // dv = P^T dout
     product(s, CUBLAS_OP_N, CUBLAS_OP_N, d, s.l, s.l, 1.0f, head.qkv_rows(qkv, 1),
-            head.matrix(ds), beta, dq, CUDA_R_16BF, ld, stride);  // dq = dS k
+            head.matrix(ds), beta, head.qkv_rows(dqkv, 0));  // dq = dS k
     product(s, CUBLAS_OP_N, CUBLAS_OP_T, d, s.l, s.l, 1.0f, head.qkv_rows(qkv, 0),
-            head.matrix(ds), beta, dq + s.c, CUDA_R_16BF, ld, stride);  // dk = dS^T q
+            head.matrix(ds), beta, head.qkv_rows(dqkv, 1));  // dk = dS^T q
   }
 }
 
