@@ -128,6 +128,9 @@ struct Warp {
   uint64_t generation = 0;
   const char* op = nullptr;
   uint64_t slots[2][32] = {};     // alternating by generation
+  uint32_t registers[2][32 * kRegisterWords] = {};  // warp_exchange_registers', likewise
+                                                    // (lane l's words at l * words: every
+                                                    // lane of a collective gives as many)
   unsigned participants[2] = {};  // the active lanes when that generation's barrier released
   char token = 0;                 // ThreadSanitizer's synchronisation object for this warp
 };
@@ -638,6 +641,28 @@ const uint64_t* exchange(const char* op, unsigned mask, uint64_t mine, unsigned*
 const uint64_t* warp_collective_begin(const char* op, unsigned mask, uint64_t mine,
                                       unsigned* participants) {
   return exchange(op, mask, mine, participants, true);
+}
+
+void warp_exchange_registers(const char* op, const uint32_t* mine, int words, uint32_t* all) {
+  Thread& t = current(op);
+  Block& b = *t.block;
+  Warp& w = b.warps[t.warp];
+  const size_t bytes = sizeof(uint32_t) * static_cast<size_t>(words);
+  {
+    IgnoreAccesses ignore;  // the emulation's copies, not the kernel's accesses
+    if (b.aborted) throw BlockAborted{};
+    check_mask(t, 0xffffffffu, op);
+    if (words < 1 || words > kRegisterWords)
+      trap_thread(t, std::string(op) + ": " + std::to_string(words) +
+                         " registers a lane (the emulation exchanges 1 to " +
+                         std::to_string(kRegisterWords) + ")");
+    std::memcpy(&w.registers[w.generation & 1][t.lane * words], mine, bytes);
+  }
+  const uint64_t generation = warp_barrier(t, op, /*orders_memory=*/false);
+  IgnoreAccesses ignore;
+  if (w.participants[generation & 1] != 0xffffffffu)
+    trap_thread(t, std::string(op) + " needs all 32 lanes");
+  std::memcpy(all, w.registers[generation & 1], 32 * bytes);  // the lanes' words, packed
 }
 
 void warp_collective_end() {

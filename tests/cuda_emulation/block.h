@@ -43,6 +43,18 @@ const uint64_t* warp_collective_begin(const char* op, unsigned mask, uint64_t mi
                                       unsigned* participants = nullptr);
 void warp_collective_end();
 
+// A warp collective over registers (mma.sync's and WMMA's fragments): all 32 lanes hand in
+// `words` 32-bit registers each (at most kRegisterWords), and every lane gets all of them
+// copied into `all` (lane l's at all[l * words]). One warp barrier, and it orders no
+// memory: registers are private to their thread on a GPU, so no kernel can race on them,
+// and a product orders nothing (ThreadSanitizer reports a kernel that relied on one to).
+// The values are copies, so no lane reads another's registers after the exchange and no
+// closing barrier is needed. (warp_collective_begin/end did this by pointer: two barriers,
+// each two vector-clock merges per lane, most of an emulated mma kernel's time under
+// ThreadSanitizer.)
+constexpr int kRegisterWords = 8;
+void warp_exchange_registers(const char* op, const uint32_t* mine, int words, uint32_t* all);
+
 // cp.async (tests/cuda_emulation/ptx.h): the calling thread's copies in flight. A copy joins
 // the open group when issued; commit closes the group; wait(n) hands back, oldest first, the
 // copies of every committed group but the newest n (valid until the thread's next wait),

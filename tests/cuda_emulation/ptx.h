@@ -7,13 +7,17 @@
 //                without the __syncthreads after, reads stale data (and ThreadSanitizer sees
 //                the write by the issuing thread and the read by another with no barrier
 //                between: a race). Traps on unaligned addresses.
-//   ldmatrix     a warp collective: every lane gives its row address, every lane reads the
-//                32 rows and picks its elements. Traps unless all 32 lanes take part and
-//                every row address is 16-byte aligned. Its wavefronts are counted
-//                (block.h: cuda_emu::shared_traffic), and so are cp.async's.
-//   mma.sync     a warp collective like WMMA's (wmma.h): the lanes' registers are gathered
-//                into A (16x16) and B (16x8) by the fragment layout, each lane computes its
-//                four elements of D: bf16 products (exact in fp32), summed in fp32 in k order.
+//   ldmatrix     a warp collective: every lane reads the row at its address, the warp
+//                exchanges the 32 rows, every lane picks its elements. Orders no memory (a
+//                row written by another lane of the warp needs a barrier before). Traps
+//                unless all 32 lanes take part and every row address is 16-byte aligned.
+//                Its wavefronts are counted (block.h: cuda_emu::shared_traffic), and so are
+//                cp.async's.
+//   mma.sync     a warp collective like WMMA's (wmma.h): the lanes' registers are copied
+//                to every lane (block.h: warp_exchange_registers, which orders no memory),
+//                gathered into A (16x16) and B (16x8) by the fragment layout, and each lane
+//                computes its four elements of D: bf16 products (exact in fp32), summed in
+//                fp32 in k order.
 // What this cannot prove: a layout misread the same way here and in a kernel passes here
 // and fails on a GPU; the GPU tests remain the final word.
 #pragma once
@@ -35,30 +39,34 @@ inline void require_aligned16(const char* op, const void* p) {
     cuda_emu::trap((std::string(op) + ": address is not 16-byte aligned").c_str());
 }
 
-inline uint16_t b16_at(const void* row, int element) {
-  uint16_t v;
-  std::memcpy(&v, static_cast<const unsigned char*>(row) + 2 * element, 2);
-  return v;
-}
-
 inline uint32_t pack(uint16_t lo, uint16_t hi) {
   return static_cast<uint32_t>(lo) | (static_cast<uint32_t>(hi) << 16);
 }
 
+// Each lane reads its own row, the 16 bytes at its address (the access the sanitizers
+// check), and the warp exchanges the rows as registers (with the addresses, for the bank
+// count); then each lane picks its elements. Like the hardware's, this ldmatrix orders no
+// memory: a row another lane of the warp wrote needs a __syncwarp or __syncthreads between.
 inline void ldmatrix(const char* op, uint32_t (&r)[4], const void* row, bool trans) {
   require_aligned16(op, row);
-  unsigned lanes = 0;
-  const uint64_t* all =
-      cuda_emu::warp_collective_begin(op, 0xffffffffu, cuda_emu::to_bits(row), &lanes);
-  if (lanes != 0xffffffffu) cuda_emu::trap((std::string(op) + " needs all 32 lanes").c_str());
+  uint32_t mine[6];  // the row's 8 elements, then its address
+  std::memcpy(mine, row, 16);
+  const uint64_t address = cuda_emu::to_bits(row);
+  std::memcpy(mine + 4, &address, sizeof address);
+  uint32_t all[32][6];
+  cuda_emu::warp_exchange_registers(op, mine, 6, &all[0][0]);
   const int lane = cuda_emu::lane_id(), g = lane / 4, t = lane % 4;
-  if (lane == 0) cuda_emu::count_ldmatrix(all);  // its bank conflicts (block.h)
-  for (int q = 0; q < 4; ++q) {
-    auto row_of = [&](int i) { return cuda_emu::from_bits<const void*>(all[8 * q + i]); };
-    r[q] = trans ? pack(b16_at(row_of(2 * t), g), b16_at(row_of(2 * t + 1), g))
-                 : pack(b16_at(row_of(g), 2 * t), b16_at(row_of(g), 2 * t + 1));
+  if (lane == 0) {  // its bank conflicts (block.h)
+    uint64_t addresses[32];
+    for (int l = 0; l < 32; ++l) std::memcpy(&addresses[l], all[l] + 4, sizeof(uint64_t));
+    cuda_emu::count_ldmatrix(addresses);
   }
-  cuda_emu::warp_collective_end();
+  auto element = [&](int row_lane, int e) {  // element e of the row lane row_lane read
+    return static_cast<uint16_t>(all[row_lane][e / 2] >> (16 * (e % 2)));
+  };
+  for (int q = 0; q < 4; ++q)
+    r[q] = trans ? pack(element(8 * q + 2 * t, g), element(8 * q + 2 * t + 1, g))
+                 : pack(element(8 * q + g, 2 * t), element(8 * q + g, 2 * t + 1));
 }
 
 }  // namespace emu_detail
@@ -112,40 +120,32 @@ inline void ldmatrix_x4_trans(uint32_t (&r)[4], SharedAddress row) {
 // (Gathering all of A and B in every lane, as before, was most of an emulated convolution's
 // time.)
 inline void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-  struct Operands {
-    const uint32_t* a;
-    const uint32_t* b;
-  } mine{a, b};
-  unsigned lanes = 0;
-  const uint64_t* all = cuda_emu::warp_collective_begin("mma.sync.m16n8k16.bf16", 0xffffffffu,
-                                                        cuda_emu::to_bits(&mine), &lanes);
-  if (lanes != 0xffffffffu) cuda_emu::trap("mma.sync.m16n8k16 needs all 32 lanes");
+  const uint32_t mine[6] = {a[0], a[1], a[2], a[3], b[0], b[1]};  // a lane's registers
+  uint32_t all[32][6];
+  cuda_emu::warp_exchange_registers("mma.sync.m16n8k16.bf16", mine, 6, &all[0][0]);
   const int lane = cuda_emu::lane_id(), g = lane / 4, t = lane % 4;
   auto half = [](uint32_t r, int h) { return float_from_bf16_bits(uint16_t(r >> (16 * h))); };
   float a_row[2][16], b_col[2][16];  // A's rows g, g + 8; B's columns 2t, 2t + 1; by k
   for (int j = 0; j < 4; ++j) {
-    const Operands* row_lane = cuda_emu::from_bits<const Operands*>(all[4 * g + j]);
+    const uint32_t* row_lane = all[4 * g + j];  // its a[0..3]
     for (int r = 0; r < 2; ++r)
       for (int h = 0; h < 2; ++h) {
-        a_row[r][2 * j + h] = half(row_lane->a[r], h);
-        a_row[r][2 * j + 8 + h] = half(row_lane->a[r + 2], h);
+        a_row[r][2 * j + h] = half(row_lane[r], h);
+        a_row[r][2 * j + 8 + h] = half(row_lane[r + 2], h);
       }
     for (int c = 0; c < 2; ++c) {
-      const Operands* col_lane = cuda_emu::from_bits<const Operands*>(all[4 * (2 * t + c) + j]);
+      const uint32_t* col_lane = all[4 * (2 * t + c) + j] + 4;  // its b[0..1]
       for (int h = 0; h < 2; ++h) {
-        b_col[c][2 * j + h] = half(col_lane->b[0], h);
-        b_col[c][2 * j + 8 + h] = half(col_lane->b[1], h);
+        b_col[c][2 * j + h] = half(col_lane[0], h);
+        b_col[c][2 * j + 8 + h] = half(col_lane[1], h);
       }
     }
   }
-  float result[4];
   for (int i = 0; i < 4; ++i) {
     float acc = d[i];
     for (int k = 0; k < 16; ++k) acc += a_row[i / 2][k] * b_col[i % 2][k];
-    result[i] = acc;
+    d[i] = acc;
   }
-  cuda_emu::warp_collective_end();  // the other lanes are done reading our registers
-  for (int i = 0; i < 4; ++i) d[i] = result[i];
 }
 
 }  // namespace ddpm::cuda::ptx

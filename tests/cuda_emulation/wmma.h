@@ -161,35 +161,36 @@ void mma_sync(fragment<accumulator, M, N, K, TC>& d, const fragment<matrix_a, M,
   using MapB = typename fragment<matrix_b, M, N, K, TA, LB>::Map;
   using MapC = typename fragment<accumulator, M, N, K, TC>::Map;
   static_assert(std::is_same_v<TA, precision::tf32>, "only TF32 products are emulated so far");
-  struct Operands {
-    const float* a;
-    const float* b;
-  } mine{a.x, b.x};
-  unsigned lanes = 0;
-  const uint64_t* all = cuda_emu::warp_collective_begin("wmma::mma_sync", 0xffffffffu,
-                                                        cuda_emu::to_bits(&mine), &lanes);
-  if (lanes != 0xffffffffu) cuda_emu::trap("wmma::mma_sync needs all 32 lanes");
+  constexpr int kA = MapA::kCount, kB = MapB::kCount;  // a lane's registers of a and b
+  uint32_t mine[kA + kB];
+  std::memcpy(mine, a.x, sizeof(float) * kA);
+  std::memcpy(mine + kA, b.x, sizeof(float) * kB);
+  uint32_t all[32][kA + kB];
+  cuda_emu::warp_exchange_registers("wmma::mma_sync", mine, kA + kB, &all[0][0]);
+  const auto value = [](uint32_t bits) {
+    float f;
+    std::memcpy(&f, &bits, sizeof f);
+    return detail::tf32_operand(f);
+  };
   float full_a[M][K], full_b[K][N];
   for (int lane = 0; lane < 32; ++lane) {
-    const Operands* o = cuda_emu::from_bits<const Operands*>(all[lane]);
-    for (int i = 0; i < MapA::kCount; ++i) {
+    for (int i = 0; i < kA; ++i) {
       const detail::Coord p = MapA::at(lane, i);
-      full_a[p.row][p.col] = detail::tf32_operand(o->a[i]);
+      full_a[p.row][p.col] = value(all[lane][i]);
     }
-    for (int i = 0; i < MapB::kCount; ++i) {
+    for (int i = 0; i < kB; ++i) {
       const detail::Coord p = MapB::at(lane, i);
-      full_b[p.row][p.col] = detail::tf32_operand(o->b[i]);
+      full_b[p.row][p.col] = value(all[lane][kA + i]);
     }
   }
   const int lane = cuda_emu::lane_id();
-  TC result[MapC::kCount];
+  TC result[MapC::kCount];  // d may be c
   for (int i = 0; i < MapC::kCount; ++i) {
     const detail::Coord p = MapC::at(lane, i);
     float acc = c.x[i];
     for (int k = 0; k < K; ++k) acc += full_a[p.row][k] * full_b[k][p.col];
     result[i] = acc;
   }
-  cuda_emu::warp_collective_end();  // the other lanes are done reading our a and b
   for (int i = 0; i < MapC::kCount; ++i) d.x[i] = result[i];
 }
 
