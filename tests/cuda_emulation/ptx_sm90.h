@@ -115,11 +115,6 @@ inline std::vector<std::pair<uintptr_t, uintptr_t>> atoms_read(const Operand& o,
   return ranges;
 }
 
-struct Issue {
-  uint64_t a, b;
-  bool accumulate;
-};
-
 }  // namespace emu_sm90
 
 inline uint64_t sw128_descriptor(SharedAddress start, uint32_t leading_bytes,
@@ -244,17 +239,15 @@ inline void tma_load_3d(SharedAddress dst, const CUtensorMap* map, int c0, int c
 // performed at the wait.
 template <Major kA, Major kB>
 void wgmma_m64n128k16_bf16(float (&d)[64], uint64_t a, uint64_t b, bool accumulate) {
-  const emu_sm90::Issue mine{a, b, accumulate};
-  unsigned lanes = 0;
-  const uint64_t* all = cuda_emu::warp_collective_begin("wgmma.mma_async", 0xffffffffu,
-                                                        cuda_emu::to_bits(&mine), &lanes);
-  if (lanes != 0xffffffffu) cuda_emu::trap("wgmma.mma_async needs all 32 lanes of the warp");
-  for (int lane = 0; lane < 32; ++lane) {
-    const auto* o = cuda_emu::from_bits<const emu_sm90::Issue*>(all[lane]);
-    if (o->a != a || o->b != b || o->accumulate != accumulate)
+  // the lanes' operands (registers: block.h's warp_exchange_registers), which must agree
+  uint32_t mine[5] = {0, 0, 0, 0, accumulate ? 1u : 0u};
+  std::memcpy(mine, &a, sizeof a);
+  std::memcpy(mine + 2, &b, sizeof b);
+  uint32_t all[32][5];
+  cuda_emu::warp_exchange_registers("wgmma.mma_async", mine, 5, &all[0][0]);
+  for (int lane = 0; lane < 32; ++lane)
+    if (std::memcmp(all[lane], mine, sizeof mine) != 0)
       cuda_emu::trap("wgmma.mma_async: the lanes of a warp give different operands");
-  }
-  cuda_emu::warp_collective_end();
   const unsigned tid = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
   const unsigned threads = blockDim.x * blockDim.y * blockDim.z;
   if ((tid / 128 + 1) * 128 > threads)
@@ -274,13 +267,19 @@ void wgmma_m64n128k16_bf16(float (&d)[64], uint64_t a, uint64_t b, bool accumula
     cuda_emu::warp_collective_begin("wgmma.wait_group", 0xffffffffu, 0, &at_wait);
     if (at_wait != 0xffffffffu) cuda_emu::trap("wgmma.wait_group needs all 32 lanes of the warp");
     const emu_sm90::Operand A = emu_sm90::decode(a, "A"), B = emu_sm90::decode(b, "B");
+    // the lane's two rows of A and 32 columns of B, each element read once (rows g and
+    // g + 8 of the warp's 16; columns 8 j + 2 t + c)
+    float a_rows[2][16], b_cols[16][2][16];
+    for (int k = 0; k < 16; ++k) {
+      for (int r = 0; r < 2; ++r) a_rows[r][k] = emu_sm90::element(A, kA, 16 * warp + g + 8 * r, k);
+      for (int j = 0; j < 16; ++j)
+        for (int c = 0; c < 2; ++c) b_cols[j][c][k] = emu_sm90::element(B, kB, 8 * j + 2 * t + c, k);
+    }
     float result[64];
     for (int j = 0; j < 16; ++j) {
       for (int i = 0; i < 4; ++i) {
-        const int row = 16 * warp + g + 8 * (i / 2), col = 8 * j + 2 * t + i % 2;
         float acc = accumulate ? d[4 * j + i] : 0.0f;
-        for (int k = 0; k < 16; ++k)
-          acc += emu_sm90::element(A, kA, row, k) * emu_sm90::element(B, kB, col, k);
+        for (int k = 0; k < 16; ++k) acc += a_rows[i / 2][k] * b_cols[j][i % 2][k];
         result[4 * j + i] = acc;
       }
     }
