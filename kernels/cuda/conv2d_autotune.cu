@@ -4,7 +4,7 @@
 // [-0.5, 0.5) (no zeros-only or denormal inputs a kernel might run faster on); the outputs
 // are scratch too, so timing a backward pass, which accumulates, touches no gradient. A
 // warm-up run first builds what the candidate builds once (cuDNN's plan, v4's tile choice),
-// then 5 timed runs between CUDA events, of which the median counts. The key is the whole
+// then 5 timed runs between CUDA events (kAutotuneTimedRuns), of which the median counts. The key is the whole
 // shape and the pass: batch size included, since a tile shape that wins at batch 128 may
 // lose at batch 8.
 #include <algorithm>
@@ -17,6 +17,7 @@
 #include "engine/cuda_check.h"
 #include "engine/cuda_stream.h"
 #include "kernels/cuda/conv2d_autotune.cuh"
+#include "kernels/cuda/device_info.cuh"
 #include "kernels/cuda/launch.cuh"
 
 namespace ddpm::cuda {
@@ -50,14 +51,14 @@ const char* pass_name(ConvPass pass) {
   return pass == ConvPass::Forward ? "forward" : pass == ConvPass::Dgrad ? "dgrad" : "wgrad";
 }
 
-// Median ms of 5 runs after a warm-up, between events on the engine's stream.
+// Median ms of kAutotuneTimedRuns runs after a warm-up, between events on the engine's stream.
 template <class Run>
 double median_ms(Run run) {
   run();
   cudaEvent_t start = nullptr, end = nullptr;
   CUDA_CHECK(cudaEventCreate(&start));
   CUDA_CHECK(cudaEventCreate(&end));
-  std::vector<float> ms(5);
+  std::vector<float> ms(kAutotuneTimedRuns);
   for (float& m : ms) {
     CUDA_CHECK(cudaEventRecord(start, engine_stream()));
     run();
@@ -68,7 +69,7 @@ double median_ms(Run run) {
   CUDA_CHECK(cudaEventDestroy(start));
   CUDA_CHECK(cudaEventDestroy(end));
   std::sort(ms.begin(), ms.end());
-  return ms[2];
+  return ms[ms.size() / 2];
 }
 
 ConvAlgo tune(const Conv2dShape& s, ConvPass pass, ConvAlgo ours, ConvAlgo library) {

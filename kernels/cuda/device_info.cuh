@@ -27,6 +27,16 @@ inline int sm_count() {
   return count;
 }
 
+// How many timed runs an autotuner takes the median of (after one warm-up): 5 on a GPU. On
+// the CPU emulation 1: its times are the CPU's, each run takes seconds, and the choice is
+// made only so that the code making it runs (the emulated test of `cuda_conv: auto` spent
+// most of its time in these runs).
+#if defined(DDPM_CUDA_EMULATION)
+constexpr int kAutotuneTimedRuns = 1;
+#else
+constexpr int kAutotuneTimedRuns = 5;
+#endif
+
 // 10 * major + minor: 80 for A100, 90 for H100/H200.
 inline int compute_capability() {
   static const int cc = 10 * device_attribute(cudaDevAttrComputeCapabilityMajor) +
