@@ -4,9 +4,9 @@
 // [-0.5, 0.5) (no zeros-only or denormal inputs a kernel might run faster on); the outputs
 // are scratch too, so timing a backward pass, which accumulates, touches no gradient. A
 // warm-up run first builds what the candidate builds once (cuDNN's plan, v4's tile choice),
-// then 5 timed runs between CUDA events (kAutotuneTimedRuns), of which the median counts. The key is the whole
-// shape and the pass: batch size included, since a tile shape that wins at batch 128 may
-// lose at batch 8.
+// then 5 timed runs between CUDA events (kAutotuneTimedRuns), of which the median counts.
+// The key is the whole shape and the pass: batch size included, since a tile shape that
+// wins at batch 128 may lose at batch 8.
 #include <algorithm>
 #include <array>
 #include <cstdio>

@@ -43,7 +43,8 @@ const uint64_t* warp_collective_begin(const char* op, unsigned mask, uint64_t mi
                                       unsigned* participants = nullptr);
 void warp_collective_end();
 
-// A warp collective over registers (mma.sync's and WMMA's fragments): all 32 lanes hand in
+// A warp collective over registers (mma.sync's and WMMA's fragments, the rows ldmatrix's
+// lanes read, wgmma's descriptors at issue): all 32 lanes hand in
 // `words` 32-bit registers each (at most kRegisterWords), and every lane gets all of them
 // copied into `all` (lane l's at all[l * words]). One warp barrier, and it orders no
 // memory: registers are private to their thread on a GPU, so no kernel can race on them,

@@ -271,9 +271,11 @@ void wgmma_m64n128k16_bf16(float (&d)[64], uint64_t a, uint64_t b, bool accumula
     // g + 8 of the warp's 16; columns 8 j + 2 t + c)
     float a_rows[2][16], b_cols[16][2][16];
     for (int k = 0; k < 16; ++k) {
-      for (int r = 0; r < 2; ++r) a_rows[r][k] = emu_sm90::element(A, kA, 16 * warp + g + 8 * r, k);
+      for (int r = 0; r < 2; ++r)
+        a_rows[r][k] = emu_sm90::element(A, kA, 16 * warp + g + 8 * r, k);
       for (int j = 0; j < 16; ++j)
-        for (int c = 0; c < 2; ++c) b_cols[j][c][k] = emu_sm90::element(B, kB, 8 * j + 2 * t + c, k);
+        for (int c = 0; c < 2; ++c)
+          b_cols[j][c][k] = emu_sm90::element(B, kB, 8 * j + 2 * t + c, k);
     }
     float result[64];
     for (int j = 0; j < 16; ++j) {
