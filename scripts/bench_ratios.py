@@ -43,6 +43,11 @@ RULES = {
     ("conv2d", "v5 wgmma, TMA B, bf16 activations and weight copy"):
         ("v5 wgmma, bf16 activations and weight copy", "cuDNN bf16"),
     ("conv2d", "v5 wgmma, TMA B, bf16 activations"): ("v5 wgmma, bf16 activations", "cuDNN bf16"),
+    # v5 in a ring of 3 stages, two blocks an SM, on v5's one block of 4
+    ("conv2d", "v5 wgmma, 2 blocks an SM, bf16 activations and weight copy"):
+        ("v5 wgmma, bf16 activations and weight copy", "cuDNN bf16"),
+    ("conv2d", "v5 wgmma, 2 blocks an SM, bf16 activations"):
+        ("v5 wgmma, bf16 activations", "cuDNN bf16"),
     # the upsamplers by output phase on the reference's upsample then conv (same model FLOPs)
     ("upsample+conv", "by phase (v4 bf16, bf16 activations)"):
         ("upsample, then conv (v4 bf16, bf16 activations)", None),
@@ -73,6 +78,12 @@ RULES = {
     ("gemm", "wgmma bf16 (128x128 tiles, 4 stages, warp-specialised TMA)"):
         ("wgmma bf16 (128x128 tiles, 4 stages, TMA loads)", "cuBLAS bf16 (GemmEx, TN)"),
     ("gemm", "wgmma bf16 (128x128 tiles, 4 stages, warp-specialised TMA), both MN-major"):
+        ("wgmma bf16 (128x128 tiles, 4 stages, TMA loads), both MN-major",
+         "cuBLAS bf16 (GemmEx, NT)"),
+    # two blocks an SM (a ring of 3 stages) on the plain TMA schedule's one block of 4
+    ("gemm", "wgmma bf16 (128x128 tiles, 3 stages, TMA loads, 2 blocks an SM)"):
+        ("wgmma bf16 (128x128 tiles, 4 stages, TMA loads)", "cuBLAS bf16 (GemmEx, TN)"),
+    ("gemm", "wgmma bf16 (128x128 tiles, 3 stages, TMA loads, 2 blocks an SM), both MN-major"):
         ("wgmma bf16 (128x128 tiles, 4 stages, TMA loads), both MN-major",
          "cuBLAS bf16 (GemmEx, NT)"),
     # group norm: each mapping on the one before it (channel slab on block per group,

@@ -146,17 +146,19 @@ const char* tiles_name(cuda::Bf16Tiles t) {
          : t == cuda::Bf16Tiles::WideWarps ? ", 128x128 64x64-warp"
          : t == cuda::Bf16Tiles::Wgmma     ? ", v5 wgmma"
          : t == cuda::Bf16Tiles::WgmmaTma  ? ", v5 wgmma, TMA B"
-                                           : ", 128x128";
+         : t == cuda::Bf16Tiles::WgmmaPaired ? ", v5 wgmma, 3 stages, two blocks an SM"
+                                             : ", 128x128";
 }
 
-// v4's block shapes, and v5 (the three passes on wgmma; and with its dense B by the copy
-// engine) where it runs: an sm_90 GPU with sm_90a code, and the emulation.
+// v4's block shapes, and v5 (the three passes on wgmma; with its dense B by the copy engine;
+// in a ring of 3 stages) where it runs: an sm_90 GPU with sm_90a code, and the emulation.
 std::vector<cuda::Bf16Tiles> every_kernel() {
   std::vector<cuda::Bf16Tiles> all = {cuda::Bf16Tiles::Large, cuda::Bf16Tiles::Deep,
                                       cuda::Bf16Tiles::Small, cuda::Bf16Tiles::WideWarps};
   if (cuda::gemm_sm90_available()) {
     all.push_back(cuda::Bf16Tiles::Wgmma);
     all.push_back(cuda::Bf16Tiles::WgmmaTma);
+    all.push_back(cuda::Bf16Tiles::WgmmaPaired);
   }
   return all;
 }
@@ -222,9 +224,14 @@ TEST(CudaConvBf16, IsDeterministicWhateverTheBlockShape) {
       // its dense B by the copy engine: the same tiles in shared memory, the same bits
       cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::WgmmaTma);
       const Results tma = run_v4(s, o);
-      EXPECT_EQ(v5.y, tma.y);
-      EXPECT_EQ(v5.dx, tma.dx);
-      EXPECT_EQ(v5.dw, tma.dw);
+      // in a ring of 3 stages (two blocks an SM): the same tiles and products, the same bits
+      cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::WgmmaPaired);
+      const Results paired = run_v4(s, o);
+      for (const Results* r : {&tma, &paired}) {
+        EXPECT_EQ(v5.y, r->y);
+        EXPECT_EQ(v5.dx, r->dx);
+        EXPECT_EQ(v5.dw, r->dw);
+      }
       cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Heuristic);
     }
     if (c.x[3] != 16) continue;  // the autotuner on the first case only (it runs each pass 12x)

@@ -61,10 +61,15 @@ std::vector<uint16_t> random_bf16(int64_t count, uint64_t stream) {
 #if DDPM_WITH_CUDA
 const char* major_name(cuda::Major major) { return major == cuda::Major::K ? "K" : "MN"; }
 const char* loads_name(cuda::GemmLoads loads) {
-  return loads == cuda::GemmLoads::CpAsync ? "cp.async"
-         : loads == cuda::GemmLoads::Tma   ? "TMA"
-                                           : "TMA, warp-specialised";
+  return loads == cuda::GemmLoads::CpAsync     ? "cp.async"
+         : loads == cuda::GemmLoads::Tma       ? "TMA"
+         : loads == cuda::GemmLoads::TmaPaired ? "TMA, 3 stages, two blocks an SM"
+                                               : "TMA, warp-specialised";
 }
+
+// The copy engine's schedules: each lands the tiles cp.async does, in the same layout.
+constexpr cuda::GemmLoads kTmaLoads[] = {cuda::GemmLoads::Tma, cuda::GemmLoads::TmaWarpSpecialized,
+                                         cuda::GemmLoads::TmaPaired};
 
 // x (rows x k, row-major) as the kernel reads it laid out `major`: as it is, or transposed.
 std::vector<uint16_t> stored(const std::vector<uint16_t>& x, int64_t rows, int64_t k,
@@ -117,8 +122,9 @@ void expect_product(const GemmCase& g, const std::vector<uint16_t>& a,
 
 // The cp.async kernel against the reference; the TMA kernels (tiles boxed by the copy engine:
 // partial tiles zero-filled by it, not predicated; the warp-specialised one with a producer
-// warpgroup and stages handed over by mbarriers, no block barrier) against its bits. 8 tiles
-// of k take each stage through two releases, so the parity of both barriers is exercised.
+// warpgroup and stages handed over by mbarriers, no block barrier; the paired one in a ring
+// of 3 stages) against its bits. 8 tiles of k take each stage of a ring through at least two
+// phases, so both parities of the barriers are exercised.
 TEST(CudaGemmSm90, MatchesTheProductOfTheBf16Operands) {
   REQUIRE_SM90A();
 #if DDPM_WITH_CUDA
@@ -132,9 +138,9 @@ TEST(CudaGemmSm90, MatchesTheProductOfTheBf16Operands) {
     const std::vector<uint16_t> a = random_bf16(g.m * g.k, 11), b = random_bf16(g.n * g.k, 12);
     const std::vector<float> c = gemm_on_device(g, a, b);
     expect_product(g, a, b, c);
-    // the copy engine's loads (TMA), plain and warp-specialised: the same tiles in the same
-    // layout, so the same bits
-    for (const cuda::GemmLoads tma : {cuda::GemmLoads::Tma, cuda::GemmLoads::TmaWarpSpecialized})
+    // the copy engine's loads (TMA), plain, warp-specialised and paired: the same tiles in
+    // the same layout, so the same bits
+    for (const cuda::GemmLoads tma : kTmaLoads)
       EXPECT_EQ(gemm_on_device(g, a, b, cuda::Major::K, cuda::Major::K, tma), c)
           << loads_name(tma);
   }
@@ -161,7 +167,7 @@ TEST(CudaGemmSm90, EveryLayoutOfTheOperandsGivesTheProduct) {
                                       << major_name(b_major) << "-major");
       const std::vector<float> c = gemm_on_device(g, a, b, a_major, b_major);
       expect_product(g, a, b, c);
-      for (const cuda::GemmLoads tma : {cuda::GemmLoads::Tma, cuda::GemmLoads::TmaWarpSpecialized})
+      for (const cuda::GemmLoads tma : kTmaLoads)
         EXPECT_EQ(gemm_on_device(g, a, b, a_major, b_major, tma), c) << loads_name(tma);
     }
   }
@@ -174,8 +180,9 @@ TEST(CudaGemmSm90, AnEmptySumIsZeros) {
   REQUIRE_SM90A();
 #if DDPM_WITH_CUDA
   const test::OnDevice<uint16_t> a(size_t{64 * 8}), b(size_t{40 * 8});
-  for (const cuda::GemmLoads loads :
-       {cuda::GemmLoads::CpAsync, cuda::GemmLoads::Tma, cuda::GemmLoads::TmaWarpSpecialized}) {
+  for (const cuda::GemmLoads loads : {cuda::GemmLoads::CpAsync, cuda::GemmLoads::Tma,
+                                      cuda::GemmLoads::TmaWarpSpecialized,
+                                      cuda::GemmLoads::TmaPaired}) {
     test::OnDevice<float> c(std::vector<float>(64 * 40, 7.0f));
     cuda::gemm_bf16_sm90(64, 40, 0, a.ptr, b.ptr, c.ptr, cuda::Major::K, cuda::Major::K, loads);
     EXPECT_EQ(c.get(), std::vector<float>(64 * 40, 0.0f)) << loads_name(loads);

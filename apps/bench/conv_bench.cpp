@@ -305,6 +305,14 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
                   timer.median_ms(dgrad), flops);
       add_flops("conv2d wgrad", shape, "v5 wgmma, TMA B, bf16 activations",
                 timer.median_ms(wgrad), flops);
+      // in a ring of 3 stages, two blocks an SM (one's prologue and epilogue behind the
+      // other's products)
+      cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::WgmmaPaired);
+      const char* paired = "v5 wgmma, 2 blocks an SM, bf16 activations and weight copy";
+      add_flops("conv2d fwd", shape, paired, timer.median_ms(forward), flops);
+      add_flops("conv2d dgrad", shape, paired, timer.median_ms(dgrad), flops);
+      add_flops("conv2d wgrad", shape, "v5 wgmma, 2 blocks an SM, bf16 activations",
+                timer.median_ms(wgrad), flops);
       cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Heuristic);
     }
     struct Baseline {

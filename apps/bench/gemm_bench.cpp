@@ -70,6 +70,10 @@ void bench_gemm(const Options& o, Timer& timer, Report& report) {
         cuda::GemmLoads loads;
         const char *k_major_name, *mn_major_name;
       };
+      const char* const paired_k_major =
+          "wgmma bf16 (128x128 tiles, 3 stages, TMA loads, 2 blocks an SM)";
+      const char* const paired_mn_major =
+          "wgmma bf16 (128x128 tiles, 3 stages, TMA loads, 2 blocks an SM), both MN-major";
       for (const Variant& v :
            {Variant{cuda::GemmLoads::CpAsync, "wgmma bf16 (128x128 tiles, 4 stages)",
                     "wgmma bf16 (128x128 tiles, 4 stages), both MN-major"},
@@ -77,7 +81,8 @@ void bench_gemm(const Options& o, Timer& timer, Report& report) {
                     "wgmma bf16 (128x128 tiles, 4 stages, TMA loads), both MN-major"},
             Variant{cuda::GemmLoads::TmaWarpSpecialized,
                     "wgmma bf16 (128x128 tiles, 4 stages, warp-specialised TMA)",
-                    "wgmma bf16 (128x128 tiles, 4 stages, warp-specialised TMA), both MN-major"}}) {
+                    "wgmma bf16 (128x128 tiles, 4 stages, warp-specialised TMA), both MN-major"},
+            Variant{cuda::GemmLoads::TmaPaired, paired_k_major, paired_mn_major}}) {
         const double ms = timer.median_ms([&] {
           cuda::gemm_bf16_sm90(m, n, k, bf16_bits(a), bf16_bits(b), out.data<float>(), major,
                                major, v.loads);

@@ -877,6 +877,11 @@ conv_gemm_bf16(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB 
 // (16 KB expected), and iteration t waits for the barrier's phase t / 4 as well as for the
 // thread's own cp.async copies of A, before the same __syncthreads. The same tile in shared
 // memory, so the same bits as v5's cp.async B.
+// With Bf16Tiles::WgmmaPaired the ring has 3 stages, not 4 (96 KB), so that two blocks share
+// an SM (wgmma_tile.cuh: sm90::blocks_an_sm; 128 registers a thread at most): each block
+// keeps one tile of loads in flight where a lone one keeps two, and one block's first loads
+// and its epilogue overlap the other's products, where a lone block leaves the tensor cores
+// idle through both. The same tiles and products, so the same bits.
 template <bool kKMajor>
 struct WgmmaHalf : Tile<kKMajor, sm90::kTile, sm90::kThreads> {
   using V4 = Tile<kKMajor, sm90::kTile, sm90::kThreads>;
@@ -899,15 +904,16 @@ __device__ int wgmma_chunk_bytes(int tid, int j, int h) {
   return sm90::TileLayout<kMajorOf<L>>::offset(mn, kBK * h + k);
 }
 
-template <class LoadA, class LoadB, class Epilogue>
-__global__ void __launch_bounds__(sm90::kThreads, 1)
+// A ring of kRing stages: sm90::kStages, or sm90::kPairedStages (two blocks an SM).
+template <int kRing, class LoadA, class LoadB, class Epilogue>
+__global__ void __launch_bounds__(sm90::kThreads, sm90::blocks_an_sm(kRing))
 conv_gemm_wgmma(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a,
                 const __grid_constant__ LoadB b, Epilogue epilogue, float* planes) {
 #if DDPM_HAS_SM90A_WGMMA
   constexpr bool kEngineB = ByCopyEngine<LoadB>::value;
   DDPM_DYNAMIC_SHARED(bf16_bits, smem);  // (v4's declaration: one per translation unit)
   const ptx::SharedAddress tiles = ptx::computed_once(sm90::first_stage(smem));
-  const sm90::StageBarriers landed(tiles);  // used when B is the engine's
+  const sm90::StageBarriers<kRing> landed(tiles);  // used when B is the engine's
   const int tid = threadIdx.x;
   const int64_t row0 = static_cast<int64_t>(blockIdx.x) * sm90::kTile;
   const int64_t col0 = static_cast<int64_t>(blockIdx.y) * sm90::kTile;
@@ -932,7 +938,7 @@ conv_gemm_wgmma(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a,
   // the loaders only move forward: tiles are requested in order, each once
   auto request = [&](int tile) {
     if (tile < k_tiles) {
-      const ptx::SharedAddress stage = tiles + (tile % sm90::kStages) * sm90::kStageBytes;
+      const ptx::SharedAddress stage = tiles + (tile % kRing) * sm90::kStageBytes;
       if constexpr (kEngineB) {
         if (tid == 0) {
           const ptx::SharedAddress bar = landed.of(tile);
@@ -955,20 +961,20 @@ conv_gemm_wgmma(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a,
     }
     ptx::cp_async_commit();  // possibly empty: the group count stays uniform
   };
-  for (int t = 0; t < sm90::kStages - 2; ++t) request(t);
+  for (int t = 0; t < kRing - 2; ++t) request(t);
 
   float d[64];
   for (float& v : d) v = 0.0f;
   const int warpgroup = tid / 128;
   for (int t = 0; t < k_tiles; ++t) {
-    ptx::cp_async_wait<sm90::kStages - 3>();  // tile t has landed (this thread's chunks)
-    ptx::fence_proxy_async_shared();          // ... where the tensor cores read
-    if constexpr (kEngineB)                   // ... and the engine's B
+    ptx::cp_async_wait<kRing - 3>();  // tile t has landed (this thread's chunks)
+    ptx::fence_proxy_async_shared();  // ... where the tensor cores read
+    if constexpr (kEngineB)           // ... and the engine's B
       landed.wait(t);
-    __syncthreads();                          // ... everyone's; tile t-2's products are done
-    request(t + sm90::kStages - 2);           // into tile t-2's stage
+    __syncthreads();                  // ... everyone's; tile t-2's products are done
+    request(t + kRing - 2);           // into tile t-2's stage
     sm90::multiply_stage<kMajorOf<LoadA>, kMajorOf<LoadB>>(
-        d, tiles + (t % sm90::kStages) * sm90::kStageBytes, warpgroup, t > 0);
+        d, tiles + (t % kRing) * sm90::kStageBytes, warpgroup, t > 0);
   }
   sm90::finish(d);
   ptx::cp_async_wait<0>();  // (only empty groups are left)
@@ -1125,16 +1131,16 @@ const char* tiles_name(Bf16Tiles t) {
                                      : "128x128";
 }
 
-// v5: v4's split plan, its slices whole 64-deep stages.
-template <class LoadA, class LoadB, class Epilogue>
+// v5: v4's split plan, its slices whole 64-deep stages; a ring of kRing stages.
+template <int kRing = sm90::kStages, class LoadA, class LoadB, class Epilogue>
 void launch_wgmma(const Gemm& g, LoadA a, LoadB b, Epilogue epilogue, float* planes) {
   if (g.m == 0 || g.n == 0) return;
   CHECK(gemm_sm90_available(), "conv v5 (wgmma) " << sm90a_missing());
-  constexpr size_t kBytes = sm90::shared_bytes_with_barriers(1);  // the TMA B's barriers
+  constexpr size_t kBytes = sm90::shared_bytes_with_barriers(1, kRing);  // TMA B's barriers
   auto launch = [&](dim3 grid, int64_t k_slice) {
-    reserve_shared_memory(conv_gemm_wgmma<LoadA, LoadB, Epilogue>, kBytes, "conv v5 (wgmma)",
-                          "no Hopper GPU has less");
-    DDPM_LAUNCH((conv_gemm_wgmma<LoadA, LoadB, Epilogue>), grid, sm90::kThreads, kBytes)(
+    reserve_shared_memory(conv_gemm_wgmma<kRing, LoadA, LoadB, Epilogue>, kBytes,
+                          "conv v5 (wgmma)", "no Hopper GPU has less");
+    DDPM_LAUNCH((conv_gemm_wgmma<kRing, LoadA, LoadB, Epilogue>), grid, sm90::kThreads, kBytes)(
         g.m, g.n, g.k, k_slice, a, b, epilogue, planes);
   };
   launch_split(g, sm90::kTile, sm90::kTile, sm90::kTileK, planes, epilogue, launch);
@@ -1164,6 +1170,8 @@ void launch_tiles(Bf16Tiles t, const Gemm& g, LoadA a, LoadB b, Epilogue epilogu
   }
   if (t == Bf16Tiles::Wgmma || t == Bf16Tiles::WgmmaTma) {
     launch_wgmma(g, a, b, epilogue, planes);
+  } else if (t == Bf16Tiles::WgmmaPaired) {
+    launch_wgmma<sm90::kPairedStages>(g, a, b, epilogue, planes);
   } else if (t == Bf16Tiles::Small) {
     launch_gemm<SmallTiles>(g, a, b, epilogue, planes);
   } else if (t == Bf16Tiles::Deep) {

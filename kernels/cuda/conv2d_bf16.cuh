@@ -25,7 +25,11 @@ namespace ddpm::cuda {
 // (kernels/cuda/gemm_sm90.cuh): elsewhere it refuses. WgmmaTma: v5 with its B operand (the
 // forward's weights, the wgrad's dy, the dgrad's weights per tap when Cout is a multiple of
 // 64 after padding to 8) brought by the copy engine (TMA) instead, the same bits as Wgmma.
-enum class Bf16Tiles { Heuristic, Autotune, Large, Deep, Small, WideWarps, Wgmma, WgmmaTma };
+// WgmmaPaired: v5 in a ring of 3 stages, not 4, so that two blocks share an SM (one's first
+// loads and epilogue behind the other's products), the same bits as Wgmma.
+enum class Bf16Tiles {
+  Heuristic, Autotune, Large, Deep, Small, WideWarps, Wgmma, WgmmaTma, WgmmaPaired
+};
 void set_conv2d_bf16_tiles(Bf16Tiles t);  // process-wide; Heuristic by default
 Bf16Tiles conv2d_bf16_tiles();
 

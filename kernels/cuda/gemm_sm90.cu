@@ -56,6 +56,14 @@
 //            not given back (CUTLASS's setmaxnreg): at 384 threads a block may still have
 //            170 a thread, more than the consumers' 90 need. Static SASS (sm_90a): the
 //            consumers' loop is 94 instructions a warp.
+//   TMA, two blocks an SM (GemmLoads::TmaPaired)  the plain TMA schedule in a ring of 3
+//            stages (96 KB), so that two blocks fit an SM. Why: on the H200 every schedule
+//            above ran the CIFAR-10 convolution's GEMM (131072 x 128 x 1152, 18 stages a
+//            block) at 0.53-0.61 of its own rate at 4096^3 (64 stages a block), which a
+//            fixed cost per block explains: with one block an SM the tensor cores wait
+//            through its first loads and its whole epilogue (64 KB of c). With two, one
+//            block's prologue and epilogue overlap the other's products; each keeps one
+//            tile of loads in flight instead of two, the SM two as before.
 #include <cuda_runtime.h>
 
 #include <string>
@@ -105,11 +113,11 @@ __device__ void load_tile(ptx::SharedAddress dst, const uint16_t* src, int64_t r
 // By one thread: the copy engine asked for tile t of both operands (the block's rows m0..
 // of a, n0.. of b) into its stage, counted on landed.of(t): every byte of both boxes, the
 // zero-filled ones too.
-template <Major kA, Major kB>
-__device__ void request_tiles(ptx::SharedAddress tiles, const sm90::StageBarriers& landed,
+template <Major kA, Major kB, int kRing>
+__device__ void request_tiles(ptx::SharedAddress tiles, const sm90::StageBarriers<kRing>& landed,
                               const CUtensorMap* a_map, const CUtensorMap* b_map, int m0, int n0,
                               int t) {
-  const ptx::SharedAddress stage = tiles + (t % kStages) * kStageBytes, bar = landed.of(t);
+  const ptx::SharedAddress stage = tiles + (t % kRing) * kStageBytes, bar = landed.of(t);
   ptx::mbarrier_arrive_expect_tx(bar, kStageBytes);
   sm90::tma_tile<kA>(stage, a_map, m0, t * kTileK, bar);
   sm90::tma_tile<kB>(stage + kTileBytes, b_map, n0, t * kTileK, bar);
@@ -174,16 +182,17 @@ gemm_bf16_sm90_kernel(int64_t m, int64_t n, int64_t k, const uint16_t* a, const 
 
 // The same with the copy engine's loads: a_map and b_map box the operands' tiles (host side:
 // launch_tma below), sm90::StageBarriers after the stages. Coordinates are 32-bit: m, n,
-// k < 2^31 (tensor maps hold sizes to 2^32).
-template <Major kA, Major kB>
-__global__ void __launch_bounds__(kGemmThreads, 1)
+// k < 2^31 (tensor maps hold sizes to 2^32). A ring of kRing stages: kStages, or
+// kPairedStages for two blocks an SM (GemmLoads::TmaPaired).
+template <Major kA, Major kB, int kRing>
+__global__ void __launch_bounds__(kGemmThreads, sm90::blocks_an_sm(kRing))
 gemm_bf16_sm90_tma_kernel(int64_t m, int64_t n, int64_t k,
                           const __grid_constant__ CUtensorMap a_map,
                           const __grid_constant__ CUtensorMap b_map, float* c) {
 #if DDPM_HAS_SM90A_WGMMA
   DDPM_DYNAMIC_SHARED(unsigned char, smem);
   const ptx::SharedAddress tiles = sm90::first_stage(smem);
-  const sm90::StageBarriers landed(tiles);
+  const sm90::StageBarriers<kRing> landed(tiles);
   const int m0 = static_cast<int>(blockIdx.y) * kTile, n0 = static_cast<int>(blockIdx.x) * kTile;
   const int k_tiles = static_cast<int>((k + kTileK - 1) / kTileK);
   const int warpgroup = static_cast<int>(threadIdx.x) / 128;
@@ -195,15 +204,15 @@ gemm_bf16_sm90_tma_kernel(int64_t m, int64_t n, int64_t k,
     if (tile < k_tiles) request_tiles<kA, kB>(tiles, landed, &a_map, &b_map, m0, n0, tile);
   };
   if (loader)
-    for (int t = 0; t < kStages - 2; ++t) request(t);
+    for (int t = 0; t < kRing - 2; ++t) request(t);
 
   float d[64];
   for (float& v : d) v = 0.0f;
   for (int t = 0; t < k_tiles; ++t) {
     landed.wait(t);   // tile t has landed
     __syncthreads();  // both warpgroups are past tile t-2's products: its stage is free
-    if (loader) request(t + kStages - 2);
-    sm90::multiply_stage<kA, kB>(d, tiles + (t % kStages) * kStageBytes, warpgroup, t > 0);
+    if (loader) request(t + kRing - 2);
+    sm90::multiply_stage<kA, kB>(d, tiles + (t % kRing) * kStageBytes, warpgroup, t > 0);
   }
   sm90::finish(d);
   store_tile(d, static_cast<int>(threadIdx.x), c, m, n, m0, n0);
@@ -226,7 +235,7 @@ gemm_bf16_sm90_ws_kernel(int64_t m, int64_t n, int64_t k,
 #if DDPM_HAS_SM90A_WGMMA
   DDPM_DYNAMIC_SHARED(unsigned char, smem);
   const ptx::SharedAddress tiles = sm90::first_stage(smem);
-  const sm90::StageBarriers landed(tiles, 0), released(tiles, 1);
+  const sm90::StageBarriers<kStages> landed(tiles, 0), released(tiles, 1);
   const int m0 = static_cast<int>(blockIdx.y) * kTile, n0 = static_cast<int>(blockIdx.x) * kTile;
   const int k_tiles = static_cast<int>((k + kTileK - 1) / kTileK);
 
@@ -277,7 +286,18 @@ CUtensorMap operand_map(const uint16_t* x, Major major, int64_t rows, int64_t k,
                            : bf16_tensor_map_sw128(x, k, rows, kTileK, what);
 }
 
-// The TMA kernels, plain (GemmLoads::Tma) or warp-specialised.
+// The plain TMA kernel in a ring of kRing stages (GemmLoads::Tma: 4; TmaPaired: 3).
+template <Major kA, Major kB, int kRing>
+void launch_plain_tma(dim3 grid, int64_t m, int64_t n, int64_t k, const CUtensorMap& a_map,
+                      const CUtensorMap& b_map, float* c) {
+  constexpr size_t kBytes = sm90::shared_bytes_with_barriers(1, kRing);
+  reserve_shared_memory(gemm_bf16_sm90_tma_kernel<kA, kB, kRing>, kBytes,
+                        "gemm_bf16_sm90 (TMA loads)", "no Hopper GPU has less");
+  DDPM_LAUNCH((gemm_bf16_sm90_tma_kernel<kA, kB, kRing>), grid, kGemmThreads, kBytes)(
+      m, n, k, a_map, b_map, c);
+}
+
+// The TMA kernels, plain (GemmLoads::Tma, TmaPaired) or warp-specialised.
 template <Major kA, Major kB>
 void launch_tma(GemmLoads loads, int64_t m, int64_t n, int64_t k, const uint16_t* a,
                 const uint16_t* b, float* c) {
@@ -289,11 +309,9 @@ void launch_tma(GemmLoads loads, int64_t m, int64_t n, int64_t k, const uint16_t
   const dim3 grid(static_cast<unsigned>((n + kTile - 1) / kTile),
                   static_cast<unsigned>((m + kTile - 1) / kTile));
   if (loads == GemmLoads::Tma) {
-    constexpr size_t kBytes = sm90::shared_bytes_with_barriers(1);
-    reserve_shared_memory(gemm_bf16_sm90_tma_kernel<kA, kB>, kBytes,
-                          "gemm_bf16_sm90 (TMA loads)", "no Hopper GPU has less");
-    DDPM_LAUNCH((gemm_bf16_sm90_tma_kernel<kA, kB>), grid, kGemmThreads, kBytes)(m, n, k, a_map,
-                                                                                  b_map, c);
+    launch_plain_tma<kA, kB, kStages>(grid, m, n, k, a_map, b_map, c);
+  } else if (loads == GemmLoads::TmaPaired) {
+    launch_plain_tma<kA, kB, sm90::kPairedStages>(grid, m, n, k, a_map, b_map, c);
   } else {
     constexpr size_t kBytes = sm90::shared_bytes_with_barriers(2);
     reserve_shared_memory(gemm_bf16_sm90_ws_kernel<kA, kB>, kBytes,

@@ -33,9 +33,10 @@ std::string sm90a_missing();
 // How the tiles reach shared memory (gemm_sm90.cu has all three): every thread's cp.async;
 // the copy engine's bulk tensor copies (TMA), asked for by one thread, with a block barrier
 // a stage; or TMA in the warp-specialised schedule (a producer warpgroup and two consumer
-// warpgroups handing stages over through mbarriers). The same products and bits each way;
-// CpAsync stays the default until a GPU has timed them.
-enum class GemmLoads { CpAsync, Tma, TmaWarpSpecialized };
+// warpgroups handing stages over through mbarriers). TmaPaired: the plain TMA schedule in a
+// ring of 3 stages, not 4, so that two blocks share an SM. The same products and bits each
+// way; CpAsync stays the default until a GPU has timed them.
+enum class GemmLoads { CpAsync, Tma, TmaWarpSpecialized, TmaPaired };
 
 void gemm_bf16_sm90(int64_t m, int64_t n, int64_t k, const uint16_t* a, const uint16_t* b,
                     float* c, Major a_major = Major::K, Major b_major = Major::K,

@@ -8,7 +8,10 @@
 //            (TileLayout: K-major, a 128-byte row of 64 k per m or n; or MN-major, two
 //            panels of 64 m or n, a 128-byte row of them per k); kStages = 4 stages, 128 KB,
 //            after the dynamic shared memory's start rounded up to the swizzle's 1024-byte
-//            atom (1 KB more is asked for).
+//            atom (1 KB more is asked for). Or a ring of kPairedStages = 3 (96 KB), so that
+//            two blocks share an SM (blocks_an_sm): one block's prologue and epilogue then
+//            overlap the other's products, where a lone block leaves the tensor cores idle
+//            through both (on a 3x3 convolution of 128 channels, 18 stages a block).
 //   products multiply_stage issues a stage's 4 wgmma as one group and leaves it in flight,
 //            waiting only for the group before it: the tensor cores work on stage t while
 //            the warps pass the next barrier and issue the next loads, and stage t-1 is free
@@ -28,14 +31,28 @@
 
 namespace ddpm::cuda::sm90 {
 
-constexpr int kTile = 128;     // rows (m) and columns (n) of the block's tile
-constexpr int kTileK = 64;     // k per stage: one 128-byte swizzled row
-constexpr int kStages = 4;     // 2 tiles of loads and 1 of products in flight
-constexpr int kThreads = 256;  // 2 warpgroups
+constexpr int kTile = 128;        // rows (m) and columns (n) of the block's tile
+constexpr int kTileK = 64;        // k per stage: one 128-byte swizzled row
+constexpr int kStages = 4;        // 2 tiles of loads and 1 of products in flight
+constexpr int kPairedStages = 3;  // 1 tile of loads and 1 of products, two blocks an SM
+constexpr int kThreads = 256;     // 2 warpgroups
 constexpr int kTileBytes = kTile * ptx::Sw128::kRowBytes;  // 16 KB
 constexpr int kStageBytes = 2 * kTileBytes;               // A's tile, then B's
-constexpr size_t kSharedBytes = kStages * kStageBytes + ptx::Sw128::kAtomBytes;
 static_assert(kTileK * 2 == ptx::Sw128::kRowBytes, "a stage's k is one swizzled row");
+
+// A ring of `stages` stages: its shared memory, and how many blocks an SM holds. An H100's
+// SM has 228 KB of shared memory (a block at most 227 KB, and 1 KB more is the system's)
+// and 64 K registers: two blocks of 3 stages take 2 x 98 KB and, at 128 registers a thread
+// (their __launch_bounds__), all the registers; two of 4 stages (2 x 130 KB) do not fit.
+constexpr size_t shared_bytes(int stages) {
+  return stages * kStageBytes + ptx::Sw128::kAtomBytes;
+}
+constexpr int blocks_an_sm(int stages) {
+  return 2 * (shared_bytes(stages) + 1024) <= 228 * 1024 ? 2 : 1;
+}
+constexpr size_t kSharedBytes = shared_bytes(kStages);
+static_assert(blocks_an_sm(kStages) == 1 && blocks_an_sm(kPairedStages) == 2,
+              "the paired ring is the one whose two blocks fit an SM");
 
 // Where an operand's 128 x 64 tile keeps its elements (ptx_sm90.cuh: the two layouts).
 // offset(mn, k): bytes from the tile to the 16-byte chunk that starts at (mn, k), which
@@ -75,32 +92,33 @@ struct TileLayout<Major::MN> {  // panel p: row k holds mn 64 p..64 p + 63
 #endif
 };
 
-// With the copy engine's loads (TMA): a set of kStages mbarriers, one per stage, after the
-// stages (8 bytes each: shared_bytes_with_barriers(sets) in all). Set 0, `landed`: tile t
-// lands in stage t % kStages, counted on that stage's barrier, whose phase t / kStages
-// completes when it has (wait: parity (t / kStages) % 2, a barrier's phases alternating).
-// Set 1, `released` (the warp-specialised GEMM): the consumers arrive on a stage's barrier
-// when they are done with its tile, so the phase t / kStages - 1 of tile t's barrier is
-// the release of the tile before it in that stage (wait_released: parity
-// (t / kStages + 1) % 2, which a barrier still in its first phase passes at once: the
-// first kStages tiles wait for nothing).
-constexpr size_t shared_bytes_with_barriers(int sets) {
-  return kSharedBytes + sets * kStages * sizeof(uint64_t);
+// With the copy engine's loads (TMA): a set of mbarriers, one per stage of a ring of kRing,
+// after the stages (8 bytes each: shared_bytes_with_barriers(sets, kRing) in all). Set 0,
+// `landed`: tile t lands in stage t % kRing, counted on that stage's barrier, whose phase
+// t / kRing completes when it has (wait: parity (t / kRing) % 2, a barrier's phases
+// alternating). Set 1, `released` (the warp-specialised GEMM): the consumers arrive on a
+// stage's barrier when they are done with its tile, so the phase t / kRing - 1 of tile t's
+// barrier is the release of the tile before it in that stage (wait_released: parity
+// (t / kRing + 1) % 2, which a barrier still in its first phase passes at once: the first
+// kRing tiles wait for nothing).
+constexpr size_t shared_bytes_with_barriers(int sets, int stages = kStages) {
+  return shared_bytes(stages) + sets * stages * sizeof(uint64_t);
 }
+template <int kRing = kStages>
 struct StageBarriers {
   ptx::SharedAddress first;  // stage s's barrier: first + 8 s
   __device__ explicit StageBarriers(ptx::SharedAddress first_stage_, int set = 0)
-      : first(first_stage_ + kStages * kStageBytes + set * kStages * 8) {}
+      : first(first_stage_ + kRing * kStageBytes + set * kRing * 8) {}
   // By one thread, before a __syncthreads: `arrivals` a phase (landed: the requesting
   // thread's one; released: every consumer thread's).
   __device__ void init(unsigned arrivals = 1) const {
-    for (int s = 0; s < kStages; ++s) ptx::mbarrier_init(first + 8 * s, arrivals);
+    for (int s = 0; s < kRing; ++s) ptx::mbarrier_init(first + 8 * s, arrivals);
     ptx::fence_mbarrier_init();  // ... seen by the copy engine, then (the barrier) by all
   }
-  __device__ ptx::SharedAddress of(int tile) const { return first + 8 * (tile % kStages); }
-  __device__ void wait(int tile) const { ptx::mbarrier_wait(of(tile), (tile / kStages) % 2); }
+  __device__ ptx::SharedAddress of(int tile) const { return first + 8 * (tile % kRing); }
+  __device__ void wait(int tile) const { ptx::mbarrier_wait(of(tile), (tile / kRing) % 2); }
   __device__ void wait_released(int tile) const {
-    ptx::mbarrier_wait(of(tile), (tile / kStages + 1) % 2);
+    ptx::mbarrier_wait(of(tile), (tile / kRing + 1) % 2);
   }
 };
 
