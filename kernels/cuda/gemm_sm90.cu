@@ -57,13 +57,12 @@
 //            170 a thread, more than the consumers' 90 need. Static SASS (sm_90a): the
 //            consumers' loop is 94 instructions a warp.
 //   TMA, two blocks an SM (GemmLoads::TmaPaired)  the plain TMA schedule in a ring of 3
-//            stages (96 KB), so that two blocks fit an SM. Why: on the H200 every schedule
-//            above ran the CIFAR-10 convolution's GEMM (131072 x 128 x 1152, 18 stages a
-//            block) at 0.53-0.61 of its own rate at 4096^3 (64 stages a block), which a
-//            fixed cost per block explains: with one block an SM the tensor cores wait
-//            through its first loads and its whole epilogue (64 KB of c). With two, one
-//            block's prologue and epilogue overlap the other's products; each keeps one
-//            tile of loads in flight instead of two, the SM two as before.
+//            stages (96 KB), so that two blocks fit an SM: one block's first loads and its
+//            epilogue (64 KB of c) overlap the other's products, where a lone block leaves
+//            the tensor cores idle through both. Each keeps one tile of loads in flight
+//            instead of two, the SM two as before. Convolution v5 has the same ring
+//            (conv2d_bf16.cu, docs/kernels.md says why there); here it is timed on the
+//            plainest GEMM.
 #include <cuda_runtime.h>
 
 #include <string>
