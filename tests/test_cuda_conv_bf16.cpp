@@ -270,6 +270,27 @@ TEST(CudaConvBf16, IsDeterministicWhateverTheBlockShape) {
 // 29 slices, of a 256-channel one (36 tiles) 7, of the 384->256 upsampler's (54 tiles) 4;
 // what the rule it replaced, "at least two waves' worth", gave them: 16 (the cap), 8 and 5,
 // i.e. 144, 288 and 270 blocks for 264 places. Each slice keeps at least min_slice terms.
+// v5's rings are sized for one block an SM (4 stages, 129 KB) and two (3 stages, 97 KB, at
+// most 128 registers by the launch bounds): on an H100 / H200 the occupancy calculator must
+// agree for every pass's kernel, or the paired rows of kernel-bench time something else.
+// The emulation, which allocates no registers, refuses to answer and says why; elsewhere
+// there is no v5 to ask about.
+TEST(CudaConvBf16, V5RingsHoldTheBlocksAnSmTheyAreSizedFor) {
+  REQUIRE_GPU();
+#if DDPM_WITH_CUDA
+  if (!cuda::gemm_sm90_available()) GTEST_SKIP() << "v5 needs an sm_90 GPU with sm_90a code";
+#if DDPM_CUDA_EMULATION
+  test::expect_error([] { cuda::conv2d_bf16_v5_blocks_an_sm(cuda::Bf16Tiles::WgmmaPaired); },
+                     {"conv v5", "allocates no registers", "only a GPU"});
+#else
+  EXPECT_EQ(cuda::conv2d_bf16_v5_blocks_an_sm(cuda::Bf16Tiles::Wgmma), 1);
+  EXPECT_EQ(cuda::conv2d_bf16_v5_blocks_an_sm(cuda::Bf16Tiles::WgmmaPaired), 2);
+#endif
+  test::expect_error([] { cuda::conv2d_bf16_v5_blocks_an_sm(cuda::Bf16Tiles::Large); },
+                     {"Wgmma or WgmmaPaired"});
+#endif
+}
+
 TEST(CudaConvBf16, SplitKFillsOneWaveAndNoMore) {
   REQUIRE_GPU();
   const int64_t wave = 2 * cuda::sm_count();

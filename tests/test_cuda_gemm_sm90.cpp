@@ -190,6 +190,21 @@ TEST(CudaGemmSm90, AnEmptySumIsZeros) {
 #endif
 }
 
+// The plain TMA kernel's rings are sized for one block an SM (4 stages, 129 KB) and two (3
+// stages, 97 KB, 90 registers): the GPU's occupancy calculator must agree, or the paired
+// rows of kernel-bench time something else. The emulation, which allocates no registers,
+// refuses to answer and says why.
+TEST(CudaGemmSm90, TheRingsHoldTheBlocksAnSmTheyAreSizedFor) {
+  REQUIRE_SM90A();
+#if DDPM_CUDA_EMULATION
+  test::expect_error([] { cuda::gemm_sm90_blocks_an_sm(cuda::GemmLoads::TmaPaired); },
+                     {"gemm_bf16_sm90", "allocates no registers", "only a GPU"});
+#elif DDPM_WITH_CUDA
+  EXPECT_EQ(cuda::gemm_sm90_blocks_an_sm(cuda::GemmLoads::Tma), 1);
+  EXPECT_EQ(cuda::gemm_sm90_blocks_an_sm(cuda::GemmLoads::TmaPaired), 2);
+#endif
+}
+
 TEST(CudaGemmSm90, TwoRunsGiveTheSameBits) {
   REQUIRE_SM90A();
 #if DDPM_WITH_CUDA

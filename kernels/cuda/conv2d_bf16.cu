@@ -1139,7 +1139,7 @@ void launch_wgmma(const Gemm& g, LoadA a, LoadB b, Epilogue epilogue, float* pla
   constexpr size_t kBytes = sm90::shared_bytes_with_barriers(1, kRing);  // TMA B's barriers
   auto launch = [&](dim3 grid, int64_t k_slice) {
     reserve_shared_memory(conv_gemm_wgmma<kRing, LoadA, LoadB, Epilogue>, kBytes,
-                          "conv v5 (wgmma)", "no Hopper GPU has less");
+                          "conv v5 (wgmma)", "no Hopper GPU has less", sm90::blocks_an_sm(kRing));
     DDPM_LAUNCH((conv_gemm_wgmma<kRing, LoadA, LoadB, Epilogue>), grid, sm90::kThreads, kBytes)(
         g.m, g.n, g.k, k_slice, a, b, epilogue, planes);
   };
@@ -1465,6 +1465,27 @@ void set_conv2d_bf16_tiles(Bf16Tiles t) { g_tiles = t; }
 Bf16Tiles conv2d_bf16_tiles() { return g_tiles; }
 
 int conv2d_bf16_split_k(int64_t m, int64_t n, int64_t k) { return Gemm{"", m, n, k}.splits(); }
+
+int conv2d_bf16_v5_blocks_an_sm(Bf16Tiles t) {
+  CHECK(t == Bf16Tiles::Wgmma || t == Bf16Tiles::WgmmaPaired,
+        "conv2d_bf16_v5_blocks_an_sm: Wgmma or WgmmaPaired (the rings of 4 and 3 stages)");
+  // The three passes' kernels as bf16 activations run them; the fewest blocks of the three.
+  auto fewest = [](auto ring) {
+    constexpr int kRing = decltype(ring)::value;
+    constexpr size_t kBytes = sm90::shared_bytes_with_barriers(1, kRing);
+    constexpr int kSizedFor = sm90::blocks_an_sm(kRing);
+    const char* what = "conv v5 (wgmma)";
+    return std::min(
+        {resident_blocks(conv_gemm_wgmma<kRing, ForwardA, DenseRowsB, StoreWithAdds<bf16_bits>>,
+                         sm90::kThreads, kBytes, kSizedFor, what),
+         resident_blocks(conv_gemm_wgmma<kRing, DgradA, DgradB, Accumulate<bf16_bits>>,
+                         sm90::kThreads, kBytes, kSizedFor, what),
+         resident_blocks(conv_gemm_wgmma<kRing, WgradA, DenseRowsB, AccumulateWgrad>,
+                         sm90::kThreads, kBytes, kSizedFor, what)});
+  };
+  return t == Bf16Tiles::WgmmaPaired ? fewest(std::integral_constant<int, sm90::kPairedStages>{})
+                                     : fewest(std::integral_constant<int, sm90::kStages>{});
+}
 
 int64_t conv2d_bf16_forward_workspace(const Conv2dShape& s) {
   return ForwardBuffers(s, nullptr).floats;

@@ -38,6 +38,12 @@ Bf16Tiles conv2d_bf16_tiles();
 // (conv2d_bf16.cu). The same whichever block shape runs, so the shape never changes bits.
 int conv2d_bf16_split_k(int64_t m, int64_t n, int64_t k);
 
+// How many blocks of v5's kernels (Wgmma: a ring of 4 stages; WgmmaPaired: 3) an SM of the
+// current GPU holds at once, by the occupancy calculator (registers, shared memory,
+// threads): the fewest of the three passes' kernels, as bf16 activations run them. The
+// paired ring is sized for 2, the other for 1. A GPU's answer: the CPU emulation refuses.
+int conv2d_bf16_v5_blocks_an_sm(Bf16Tiles t);
+
 int64_t conv2d_bf16_forward_workspace(const Conv2dShape& s);
 // y = conv + b + per_sample[n] + residual (the optional addends as in conv2d.cuh), added in
 // fp32 in the epilogue before the single store.

@@ -62,16 +62,42 @@ void opt_in_shared_memory(Kernel kernel, size_t bytes) {
 }
 
 // The same, or a stop with both sizes, `what` asked for them (a kernel and its shape) and
-// what to do `instead` when the device cannot give a block that much.
+// what to do `instead` when the device cannot give a block that much. A kernel sized for
+// `blocks_an_sm` > 1 by its shared memory (two of 97 KB in an H100 SM's 228 KB) also asks for
+// the most shared memory and the least L1 of the SM's unified memory (the carveout: a hint,
+// as CUTLASS sets it), so that the driver does not keep L1 in the second block's place.
 template <class Kernel>
 void reserve_shared_memory(Kernel kernel, size_t bytes, const std::string& what,
-                           const std::string& instead) {
+                           const std::string& instead, int blocks_an_sm = 1) {
   const int most = max_shared_memory_per_block();
   CHECK(bytes <= static_cast<size_t>(most), what << " needs " << bytes
                                                  << " bytes of shared memory per block, the "
                                                     "device allows "
                                                  << most << "; " << instead);
   opt_in_shared_memory(kernel, bytes);
+  if (blocks_an_sm > 1)
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                    cudaSharedmemCarveoutMaxShared));
+}
+
+// How many blocks of `kernel` (`threads` a block, `bytes` of dynamic shared memory, reserved
+// as above for `sized_for` blocks an SM) an SM of the current GPU holds at once: the
+// occupancy calculator's answer, from the kernel's registers, its shared memory and its
+// threads. A GPU's answer: the CPU emulation, which allocates no registers, refuses.
+template <class Kernel>
+int resident_blocks(Kernel kernel, int threads, size_t bytes, int sized_for,
+                    const std::string& what) {
+#if defined(DDPM_CUDA_EMULATION)
+  (void)kernel, (void)threads, (void)bytes, (void)sized_for;
+  CHECK(false, what << ": the CPU emulation allocates no registers, so only a GPU can say how "
+                       "many blocks an SM holds");
+  return 0;
+#else
+  reserve_shared_memory(kernel, bytes, what, "no GPU of this kind has less", sized_for);
+  int blocks = 0;
+  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, threads, bytes));
+  return blocks;
+#endif
 }
 
 // `want` slices, held to slices of at least min_slice (so a block's tile loads are

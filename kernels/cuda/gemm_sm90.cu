@@ -291,7 +291,8 @@ void launch_plain_tma(dim3 grid, int64_t m, int64_t n, int64_t k, const CUtensor
                       const CUtensorMap& b_map, float* c) {
   constexpr size_t kBytes = sm90::shared_bytes_with_barriers(1, kRing);
   reserve_shared_memory(gemm_bf16_sm90_tma_kernel<kA, kB, kRing>, kBytes,
-                        "gemm_bf16_sm90 (TMA loads)", "no Hopper GPU has less");
+                        "gemm_bf16_sm90 (TMA loads)", "no Hopper GPU has less",
+                        sm90::blocks_an_sm(kRing));
   DDPM_LAUNCH((gemm_bf16_sm90_tma_kernel<kA, kB, kRing>), grid, kGemmThreads, kBytes)(
       m, n, k, a_map, b_map, c);
 }
@@ -362,6 +363,19 @@ std::string sm90a_missing() {
   return "needs a GPU of compute capability 9.0 (H100, H200) and a build with sm_90a code "
          "(CMAKE_CUDA_ARCHITECTURES with 90); this device is sm_" +
          std::to_string(compute_capability());
+}
+
+int gemm_sm90_blocks_an_sm(GemmLoads loads) {
+  CHECK(loads == GemmLoads::Tma || loads == GemmLoads::TmaPaired,
+        "gemm_sm90_blocks_an_sm: Tma or TmaPaired (the plain TMA schedule's rings of 4 and 3)");
+  auto blocks = [](auto ring) {
+    constexpr int kRing = decltype(ring)::value;
+    return resident_blocks(gemm_bf16_sm90_tma_kernel<Major::K, Major::K, kRing>, kGemmThreads,
+                           sm90::shared_bytes_with_barriers(1, kRing), sm90::blocks_an_sm(kRing),
+                           "gemm_bf16_sm90 (TMA loads)");
+  };
+  return loads == GemmLoads::TmaPaired ? blocks(std::integral_constant<int, sm90::kPairedStages>{})
+                                       : blocks(std::integral_constant<int, kStages>{});
 }
 
 void gemm_bf16_sm90(int64_t m, int64_t n, int64_t k, const uint16_t* a, const uint16_t* b,

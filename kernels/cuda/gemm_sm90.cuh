@@ -38,6 +38,11 @@ std::string sm90a_missing();
 // way; CpAsync stays the default until a GPU has timed them.
 enum class GemmLoads { CpAsync, Tma, TmaWarpSpecialized, TmaPaired };
 
+// How many blocks of the plain TMA kernel (both operands K-major) an SM of the current GPU
+// holds at once, by the occupancy calculator: Tma's ring of 4 stages is sized for 1,
+// TmaPaired's of 3 for 2. A GPU's answer: the CPU emulation refuses.
+int gemm_sm90_blocks_an_sm(GemmLoads loads);
+
 void gemm_bf16_sm90(int64_t m, int64_t n, int64_t k, const uint16_t* a, const uint16_t* b,
                     float* c, Major a_major = Major::K, Major b_major = Major::K,
                     GemmLoads loads = GemmLoads::CpAsync);

@@ -287,6 +287,12 @@ cudaError_t cudaGetDriverEntryPointByVersion(const char* symbol, void** function
 }
 
 cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value) {
+  if (attr == cudaFuncAttributePreferredSharedMemoryCarveout)  // the emulation has no L1
+    return value >= -1 && value <= 100
+               ? cudaSuccess
+               : fail(cudaErrorInvalidValue, "cudaFuncAttributePreferredSharedMemoryCarveout " +
+                                                 std::to_string(value) +
+                                                 " is not a percent (0-100) or -1");
   if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize)
     return fail(cudaErrorInvalidValue, "function attribute not emulated");
   if (value < 0 || static_cast<size_t>(value) > cuda_emu::optin_shared_bytes())

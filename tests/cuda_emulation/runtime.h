@@ -64,6 +64,12 @@ enum cudaDeviceAttr {
 
 enum cudaFuncAttribute {
   cudaFuncAttributeMaxDynamicSharedMemorySize = 8,
+  cudaFuncAttributePreferredSharedMemoryCarveout = 9,  // a hint: checked, then ignored
+};
+enum cudaSharedCarveout {  // or any percent in between
+  cudaSharedmemCarveoutDefault = -1,
+  cudaSharedmemCarveoutMaxL1 = 0,
+  cudaSharedmemCarveoutMaxShared = 100,
 };
 
 struct CUstream_st;
