@@ -121,14 +121,17 @@ TEST(BenchSmoke, EveryConvolutionRowRuns) {
               1u)
         << kernel;
   // v5 where it runs (the emulation too): its forward and dgrad on the weights' copy, its
-  // wgrad (which reads no weights); the forward and the wgrad again with B by the copy
-  // engine (the dgrad's too where Cout is a multiple of 64: no smoke shape's is)
+  // wgrad (which reads no weights), in both rings; the forward and the wgrad again with B by
+  // the copy engine (the dgrad's too where Cout is a multiple of 64: no smoke shape's is)
   const unsigned v5 = cuda::gemm_sm90_available() ? 1u : 0u;
-  for (const char* kernel : {"conv2d fwd", "conv2d dgrad"})
-    EXPECT_EQ(rows.count(std::string(kernel) + " / v5 wgmma, bf16 activations and weight copy"),
-              v5)
-        << kernel;
-  EXPECT_EQ(rows.count("conv2d wgrad / v5 wgmma, bf16 activations"), v5);
+  for (const char* ring : {"v5 wgmma, ", "v5 wgmma, 2 blocks an SM, "}) {
+    for (const char* kernel : {"conv2d fwd", "conv2d dgrad"})
+      EXPECT_EQ(rows.count(std::string(kernel) + " / " + ring +
+                           "bf16 activations and weight copy"),
+                v5)
+          << kernel << ring;
+    EXPECT_EQ(rows.count(std::string("conv2d wgrad / ") + ring + "bf16 activations"), v5) << ring;
+  }
   EXPECT_EQ(rows.count("conv2d fwd / v5 wgmma, TMA B, bf16 activations and weight copy"), v5);
   EXPECT_EQ(rows.count("conv2d wgrad / v5 wgmma, TMA B, bf16 activations"), v5);
   EXPECT_EQ(rows.count("conv2d dgrad / v5 wgmma, TMA B, bf16 activations and weight copy"), 0u);
@@ -184,6 +187,12 @@ TEST(BenchSmoke, EveryGemmRowRuns) {
   EXPECT_EQ(rows.count(
                 "gemm / wgmma bf16 (128x128 tiles, 4 stages, warp-specialised TMA), both MN-major"),
             wgmma);
+  EXPECT_EQ(rows.count("gemm / wgmma bf16 (128x128 tiles, 3 stages, TMA loads, 2 blocks an SM)"),
+            wgmma);
+  EXPECT_EQ(
+      rows.count(
+          "gemm / wgmma bf16 (128x128 tiles, 3 stages, TMA loads, 2 blocks an SM), both MN-major"),
+      wgmma);
 }
 
 // The step's rows, by variant. Eager rows: kernels launched one by one, no graph, one
@@ -193,13 +202,17 @@ TEST(BenchSmoke, EveryTrainingStepRowRuns) {
   REQUIRE_GPU();
   nlohmann::json rows;
   const std::map<std::string, int> names = run_split(bench::bench_training_step, &rows);
-  const size_t v5 = cuda::gemm_sm90_available() ? 2 : 0;  // eager and graph on wgmma
-  EXPECT_EQ(names.size(), 12u + v5);
+  // eager and graph on wgmma, and eager with v5's schedules autotuned
+  const size_t v5 = cuda::gemm_sm90_available() ? 1 : 0;
+  EXPECT_EQ(names.size(), 12u + 3 * v5);
   for (const std::string graph : {"eager ", "CUDA graph "})
     EXPECT_EQ(names.count("training step / " + graph +
                           "bf16, bf16 activations, v5 wgmma convolutions"),
-              v5 / 2)
+              v5)
         << graph;
+  EXPECT_EQ(names.count("training step / eager bf16, bf16 activations, v5 wgmma convolutions, "
+                        "autotuned"),
+            v5);
   for (const std::string graph : {"eager ", "CUDA graph "}) {
     for (const std::string precision : {"fp32", "bf16"})
       for (const std::string cudnn : {"", ", cuDNN convolutions"})

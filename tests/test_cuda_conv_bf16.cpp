@@ -17,6 +17,7 @@
 
 #include <cmath>
 #include <regex>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -188,6 +189,34 @@ TEST(CudaConvBf16, MatchesTheCpuOnTheSameBf16Operands) {
 #endif
 }
 
+#if DDPM_WITH_CUDA
+// The block shape `t` forced for one run.
+Results run_with(cuda::Bf16Tiles t, const Conv2dShape& s, const Operands& o) {
+  cuda::set_conv2d_bf16_tiles(t);
+  const Results r = run_v4(s, o);
+  cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Heuristic);
+  return r;
+}
+
+// What an autotuner printed over a forward and a backward, twice: a line for every pass,
+// none for the same GEMM twice (the choice is kept; a strided dgrad's phases are GEMMs of
+// their own, those of one size timed once), each with the time of every choice it has
+// (`timed`, regexes).
+void expect_tuned_once_a_gemm(const std::string& printed, const std::string& prefix,
+                              std::initializer_list<const char*> timed) {
+  for (const char* pass : {"forward", "dgrad", "wgrad"})
+    EXPECT_NE(printed.find(prefix + pass), std::string::npos) << pass << " in:\n" << printed;
+  std::set<std::string> gemms;
+  std::istringstream lines(printed);
+  for (std::string line; std::getline(lines, line);) {
+    EXPECT_EQ(line.rfind(prefix, 0), 0u) << line;
+    EXPECT_TRUE(gemms.insert(line.substr(0, line.find(':', prefix.size()))).second)
+        << "timed twice: " << line;
+    for (const char* t : timed) EXPECT_TRUE(std::regex_search(line, std::regex(t))) << line;
+  }
+}
+#endif
+
 // Two runs, the same bits: every output sums in a fixed order, split-K slices included; and
 // every block shape gives the same bits too (the split count does not depend on them), so
 // whatever the heuristic or the autotuner picks, a run is reproducible. The autotuner then
@@ -234,7 +263,10 @@ TEST(CudaConvBf16, IsDeterministicWhateverTheBlockShape) {
       }
       cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Heuristic);
     }
-    if (c.x[3] != 16) continue;  // the autotuner on the first case only (it runs each pass 12x)
+    // the autotuners on the first case and the strided one (12 runs a pass): a strided
+    // dgrad's phases write their rows of dx, spread over all of it, into the scratch the
+    // timed runs store to
+    if (c.x[3] == 64) continue;
     cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Autotune);
     testing::internal::CaptureStdout();
     const Results tuned = run_v4(s, o), again = run_v4(s, o);
@@ -246,19 +278,25 @@ TEST(CudaConvBf16, IsDeterministicWhateverTheBlockShape) {
       EXPECT_EQ(a.dw, r->dw);
       EXPECT_EQ(a.db, r->db);
     }
-    for (const char* pass : {"forward", "dgrad", "wgrad"}) {  // one choice per pass, kept
-      size_t count = 0;
-      for (size_t at = printed.find(std::string("autotune: ") + pass); at != std::string::npos;
-           at = printed.find(std::string("autotune: ") + pass, at + 1))
-        ++count;
-      EXPECT_EQ(count, 1u) << pass << " in:\n" << printed;
+    expect_tuned_once_a_gemm(printed, "conv v4 autotune: ",
+                             {" 128x128 [0-9.]+ ms,", " 128x128 4-stage [0-9.]+ ms,",
+                              " 64x64 [0-9.]+ ms,", " 128x128 64x64-warp [0-9.]+ ms,"});
+    if (!cuda::gemm_sm90_available()) continue;
+    // v5's autotuner: its three schedules, v5's bits whichever it keeps
+    const Results v5 = run_with(cuda::Bf16Tiles::Wgmma, s, o);
+    cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::WgmmaAutotune);
+    testing::internal::CaptureStdout();
+    const Results tuned5 = run_v4(s, o), again5 = run_v4(s, o);
+    const std::string printed5 = testing::internal::GetCapturedStdout();
+    cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Heuristic);
+    for (const Results* r : {&tuned5, &again5}) {
+      EXPECT_EQ(v5.y, r->y);
+      EXPECT_EQ(v5.dx, r->dx);
+      EXPECT_EQ(v5.dw, r->dw);
     }
-    std::istringstream lines(printed);
-    for (std::string line; std::getline(lines, line);) {  // each choice timed all three shapes
-      EXPECT_TRUE(std::regex_search(line, std::regex(" 128x128 [0-9.]+ ms,"))) << line;
-      EXPECT_TRUE(std::regex_search(line, std::regex(" 128x128 4-stage [0-9.]+ ms,"))) << line;
-      EXPECT_TRUE(std::regex_search(line, std::regex(" 64x64 [0-9.]+ ms,"))) << line;
-    }
+    expect_tuned_once_a_gemm(printed5, "conv v5 autotune: ",
+                             {" 4 stages [0-9.]+ ms,", " 4 stages, TMA B [0-9.]+ ms,",
+                              " 3 stages, 2 blocks an SM [0-9.]+ ms,"});
   }
 #endif
 }
@@ -372,6 +410,10 @@ TEST(CudaConvBf16, TheOpIsWithinBf16RoundingOfFp32) {
     set_conv_algorithm(ConvAlgorithm::Wgmma);
     EXPECT_EQ(cuda::conv2d_bf16_tiles(), cuda::Bf16Tiles::Wgmma);
     test::expect_conv_op_within(8.1e-3, cases(), 800, "v5");
+    set_conv_autotune(true);  // cuda_autotune: v5's schedules timed, not v4's shapes
+    EXPECT_EQ(cuda::conv2d_bf16_tiles(), cuda::Bf16Tiles::WgmmaAutotune);
+    set_conv_autotune(false);
+    EXPECT_EQ(cuda::conv2d_bf16_tiles(), cuda::Bf16Tiles::Wgmma);
   } else {
     EXPECT_NE(why.find("compute capability 9.0"), std::string::npos) << why;
   }

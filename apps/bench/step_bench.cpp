@@ -19,7 +19,10 @@
 // steps (the caching allocator's, from the run's construction on: weights, moments, EMA,
 // activations, workspaces; cuBLAS's and cuDNN's own not included).
 // Where convolution v5 runs (an H100 / H200 with sm_90a code), the bf16-activations step
-// eager and as a graph once more on it (cuda_conv: wgmma).
+// eager and as a graph once more on it (cuda_conv: wgmma), and eager once more with v5's
+// schedules autotuned per layer (cuda_autotune: its 4-stage ring, with B by the copy
+// engine, or 3 stages two blocks an SM; the choices are printed, the bits the same): the
+// gain is the ratio of the two eager rows.
 // --smoke: the same variants on a U-Net of every layer kind at a fraction of the work
 // (configs/tiny.json at 8 channels, 3 levels, dropout, attention at 8x8), one step timed.
 #include <cstdio>
@@ -46,6 +49,7 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
     bool weight_copy = true;  // the run's bf16 copy of the weights (bf16 only) kept
     bool by_phase = true;     // upsample_by_phase: the upsamplers by output phase
     bool wgmma = false;       // cuda_conv: wgmma (convolution v5, Hopper only)
+    bool autotune = false;    // cuda_autotune: v5's schedules timed per layer
   };
   std::vector<Variant> variants;
   if (o.wants(false)) {
@@ -57,11 +61,14 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
     variants.push_back({"bf16", false, false, true, true, false});
   }
   if (o.wants(true) && cuda::gemm_sm90_available())  // the bf16-activations step on v5
-    for (const bool graph : {false, true}) {
-      Variant v5{"bf16", false, graph, true};
-      v5.wgmma = true;
-      variants.push_back(v5);
-    }
+    for (const bool autotune : {false, true})
+      for (const bool graph : {false, true}) {
+        if (autotune && graph) continue;  // eager: the graph's gain is the other rows'
+        Variant v5{"bf16", false, graph, true};
+        v5.wgmma = true;
+        v5.autotune = autotune;
+        variants.push_back(v5);
+      }
   const std::string config = o.smoke ? "configs/tiny.json" : "configs/cifar10_ddpm.json";
   std::vector<std::string> smoke_model;
   if (o.smoke)
@@ -78,6 +85,7 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
           std::string("cuda_conv=") + (v.cudnn ? "cudnn" : v.wgmma ? "wgmma" : "tiled"),
           std::string("activations=") + (v.bf16_activations ? "bf16" : "fp32"),
           std::string("upsample_by_phase=") + (v.by_phase ? "true" : "false"),
+          std::string("cuda_autotune=") + (v.autotune ? "true" : "false"),
           std::string("out_dir=/tmp/kernel-bench-step")})
       overrides.push_back(kv);
     for (const std::string& kv : overrides) apply_override(j, kv);
@@ -104,7 +112,8 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
                                 (v.bf16_activations ? ", bf16 activations" : "") +
                                 (v.weight_copy ? "" : ", no weight copy") +
                                 (v.by_phase ? "" : ", upsample then conv") +
-                                (v.wgmma ? ", v5 wgmma convolutions" : "");
+                                (v.wgmma ? ", v5 wgmma convolutions" : "") +
+                                (v.autotune ? ", autotuned" : "");
     Row& r = report.add_rate("training step", shape, variant, ms, o.batch / (ms * 1e-3), "img/s");
     const double tflops = step_flops / (ms * 1e-3) * 1e-12;
     const double peak = std::string(v.precision) == "bf16" ? report.peaks().bf16_tflops

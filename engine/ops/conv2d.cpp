@@ -24,12 +24,14 @@ namespace {
 ConvAlgorithm g_algorithm = ConvAlgorithm::Tiled;
 bool g_autotune = false;
 
-// The bf16 kernels' block shapes follow from both settings: v5's own, or v4's tuned or not.
+// The bf16 kernels' block shapes follow from both settings: v5's or v4's, tuned or not.
 void set_bf16_tiles() {
 #if DDPM_WITH_CUDA
-  cuda::set_conv2d_bf16_tiles(g_algorithm == ConvAlgorithm::Wgmma ? cuda::Bf16Tiles::Wgmma
-                              : g_autotune                         ? cuda::Bf16Tiles::Autotune
-                                                                   : cuda::Bf16Tiles::Heuristic);
+  const bool v5 = g_algorithm == ConvAlgorithm::Wgmma;
+  cuda::set_conv2d_bf16_tiles(v5 ? (g_autotune ? cuda::Bf16Tiles::WgmmaAutotune
+                                               : cuda::Bf16Tiles::Wgmma)
+                                 : (g_autotune ? cuda::Bf16Tiles::Autotune
+                                               : cuda::Bf16Tiles::Heuristic));
 #endif
 }
 }  // namespace

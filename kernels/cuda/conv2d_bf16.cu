@@ -621,13 +621,14 @@ struct StoreWithAdds {
     }
     store_cols(y + r.at, col, count, paired, out);
   }
-  // The same epilogue storing into `scratch` (m x ld of A, 8-byte aligned), for the
-  // autotuner: it times the kernel that will run, epilogue included.
+  // The same epilogue storing into `scratch` (rows_reached(m) rows of ld, 8-byte aligned),
+  // for the autotuner: it times the kernel that will run, epilogue included.
   StoreWithAdds into(void* scratch) const {
     StoreWithAdds e = *this;
     e.y = static_cast<A*>(scratch);
     return e;
   }
+  int64_t rows_reached(int64_t m) const { return m; }  // of the output, by C's m rows
 };
 
 // C's row r is dx's pixel rows(r): itself, or for a phase of a strided dgrad its pixel
@@ -659,6 +660,8 @@ struct Accumulate {  // dgrad: dx += C (a bf16 dx: rounded once, after the add),
     e.add = false;
     return e;
   }
+  // A phase's rows are spread over all of dx: up to its last row's pixel (rows grows with r)
+  int64_t rows_reached(int64_t m) const { return m > 0 ? rows(m - 1) + 1 : 0; }
 };
 
 // wgrad: dw += C (or dw = C) without the padded channels: C's rows are (tap, ci < Cin8),
@@ -693,6 +696,7 @@ struct AccumulateWgrad {
     e.add = false;
     return e;
   }
+  int64_t rows_reached(int64_t m) const { return m; }  // dw's (tap, ci) rows: at most m
 };
 
 // ---- the kernel ----------------------------------------------------------------------------
@@ -1114,21 +1118,29 @@ void launch_gemm(const Gemm& g, LoadA a, LoadB b, Epilogue epilogue, float* plan
 
 Bf16Tiles g_tiles = Bf16Tiles::Heuristic;
 
-// The autotuner's choices, per pass and GEMM size.
-std::map<std::tuple<std::string, int64_t, int64_t, int64_t>, Bf16Tiles>& tuned() {
-  static std::map<std::tuple<std::string, int64_t, int64_t, int64_t>, Bf16Tiles> choices;
+// The autotuners' choices, per version (v4 or v5), pass and GEMM size.
+using TunedKey = std::tuple<int, std::string, int64_t, int64_t, int64_t>;
+std::map<TunedKey, Bf16Tiles>& tuned() {
+  static std::map<TunedKey, Bf16Tiles> choices;
   return choices;
 }
 
-// The block shapes a GEMM can run with (each a BlockShape above), in the autotuner's order.
+// What each autotuner times, in its order: v4's block shapes (each a BlockShape above), and
+// v5's three schedules (Bf16Tiles::WgmmaAutotune). Within each list every choice gives the
+// same bits, so a tuned run is as reproducible as an untuned one.
 constexpr Bf16Tiles kTunable[] = {Bf16Tiles::Large, Bf16Tiles::Deep, Bf16Tiles::Small,
-                                   Bf16Tiles::WideWarps};
+                                  Bf16Tiles::WideWarps};
+constexpr Bf16Tiles kTunableV5[] = {Bf16Tiles::Wgmma, Bf16Tiles::WgmmaTma,
+                                    Bf16Tiles::WgmmaPaired};
 
 const char* tiles_name(Bf16Tiles t) {
-  return t == Bf16Tiles::Small       ? "64x64"
-         : t == Bf16Tiles::Deep      ? "128x128 4-stage"
-         : t == Bf16Tiles::WideWarps ? "128x128 64x64-warp"
-                                     : "128x128";
+  return t == Bf16Tiles::Small         ? "64x64"
+         : t == Bf16Tiles::Deep        ? "128x128 4-stage"
+         : t == Bf16Tiles::WideWarps   ? "128x128 64x64-warp"
+         : t == Bf16Tiles::Wgmma       ? "4 stages"
+         : t == Bf16Tiles::WgmmaTma    ? "4 stages, TMA B"
+         : t == Bf16Tiles::WgmmaPaired ? "3 stages, 2 blocks an SM"
+                                       : "128x128";
 }
 
 // v5: v4's split plan, its slices whole 64-deep stages; a ring of kRing stages.
@@ -1183,17 +1195,21 @@ void launch_tiles(Bf16Tiles t, const Gemm& g, LoadA a, LoadB b, Epilogue epilogu
   }
 }
 
-// Median of 5 timed runs (kAutotuneTimedRuns, after one warm-up) of every block shape on
-// this call's operands, with the call's own epilogue storing into scratch memory
-// (Epilogue::into: the real output may be accumulated into, and must not be touched), so
-// what is timed is the kernel that will run; prints the times and the choice.
-template <class LoadA, class LoadB, class Epilogue>
-Bf16Tiles autotune(const Gemm& g, LoadA a, LoadB b, const Epilogue& epilogue, float* planes) {
+// Median of 5 timed runs (kAutotuneTimedRuns, after one warm-up: kAutotuneWarmUps) of
+// every choice (v4's block shapes, or v5's schedules) on this call's operands, with the
+// call's own epilogue storing into scratch memory (Epilogue::into: the real output may be
+// accumulated into, and must not be touched; rows_reached sizes it, a strided dgrad's
+// phases writing rows spread over all of dx), so what is timed is the kernel that will
+// run; prints the times and the choice.
+template <class LoadA, class LoadB, class Epilogue, size_t kChoices>
+Bf16Tiles autotune(const Bf16Tiles (&choices)[kChoices], const char* version, const Gemm& g,
+                   LoadA a, LoadB b, const Epilogue& epilogue, float* planes) {
+  // every epilogue's rows are n wide (its ld); fp32, the widest output
   float* scratch = nullptr;
-  CUDA_CHECK(cudaMalloc(&scratch, g.m * g.n * sizeof(float)));  // m x n of the widest output
+  CUDA_CHECK(cudaMalloc(&scratch, epilogue.rows_reached(g.m) * g.n * sizeof(float)));
   const Epilogue discard = epilogue.into(scratch);
   auto time_ms = [&](Bf16Tiles t) {
-    launch_tiles(t, g, a, b, discard, planes);
+    for (int r = 0; r < kAutotuneWarmUps; ++r) launch_tiles(t, g, a, b, discard, planes);
     std::vector<double> ms;
     for (int r = 0; r < kAutotuneTimedRuns; ++r) {
       CUDA_CHECK(cudaDeviceSynchronize());
@@ -1206,12 +1222,12 @@ Bf16Tiles autotune(const Gemm& g, LoadA a, LoadB b, const Epilogue& epilogue, fl
     std::sort(ms.begin(), ms.end());
     return ms[ms.size() / 2];
   };
-  std::printf("conv v4 autotune: %s %lld x %lld x %lld (K in %d slices):", g.pass,
+  std::printf("conv %s autotune: %s %lld x %lld x %lld (K in %d slices):", version, g.pass,
               static_cast<long long>(g.m), static_cast<long long>(g.n),
               static_cast<long long>(g.k), g.splits());
-  Bf16Tiles pick = kTunable[0];
+  Bf16Tiles pick = choices[0];
   double best = std::numeric_limits<double>::infinity();
-  for (Bf16Tiles t : kTunable) {
+  for (Bf16Tiles t : choices) {
     const double ms = time_ms(t);
     std::printf(" %s %.3f ms,", tiles_name(t), ms);
     if (ms < best) {
@@ -1232,10 +1248,15 @@ void run_gemm(const Gemm& g, LoadA a, LoadB b, Epilogue epilogue, float* planes)
   Bf16Tiles pick = g_tiles;
   if (pick == Bf16Tiles::Heuristic) {  // large tiles when they alone fill the GPU
     pick = tiles_of<LargeTiles>(g.m, g.n) >= sm_count() ? Bf16Tiles::Large : Bf16Tiles::Small;
-  } else if (pick == Bf16Tiles::Autotune) {
-    const auto key = std::make_tuple(std::string(g.pass), g.m, g.n, g.k);
+  } else if (pick == Bf16Tiles::Autotune || pick == Bf16Tiles::WgmmaAutotune) {
+    const bool v5 = pick == Bf16Tiles::WgmmaAutotune;
+    const TunedKey key{v5 ? 5 : 4, std::string(g.pass), g.m, g.n, g.k};
     auto it = tuned().find(key);
-    if (it == tuned().end()) it = tuned().emplace(key, autotune(g, a, b, epilogue, planes)).first;
+    if (it == tuned().end())
+      it = tuned()
+               .emplace(key, v5 ? autotune(kTunableV5, "v5", g, a, b, epilogue, planes)
+                                : autotune(kTunable, "v4", g, a, b, epilogue, planes))
+               .first;
     pick = it->second;
   }
   launch_tiles(pick, g, a, b, epilogue, planes);

@@ -26,9 +26,11 @@ namespace ddpm::cuda {
 // forward's weights, the wgrad's dy, the dgrad's weights per tap when Cout is a multiple of
 // 64 after padding to 8) brought by the copy engine (TMA) instead, the same bits as Wgmma.
 // WgmmaPaired: v5 in a ring of 3 stages, not 4, so that two blocks share an SM (one's first
-// loads and epilogue behind the other's products), the same bits as Wgmma.
+// loads and epilogue behind the other's products), the same bits as Wgmma. WgmmaAutotune:
+// v5's three (Wgmma, WgmmaTma, WgmmaPaired) timed on the first call of each pass and size,
+// printed, the fastest kept, as Autotune does for v4's: the same bits whichever it keeps.
 enum class Bf16Tiles {
-  Heuristic, Autotune, Large, Deep, Small, WideWarps, Wgmma, WgmmaTma, WgmmaPaired
+  Heuristic, Autotune, Large, Deep, Small, WideWarps, Wgmma, WgmmaTma, WgmmaPaired, WgmmaAutotune
 };
 void set_conv2d_bf16_tiles(Bf16Tiles t);  // process-wide; Heuristic by default
 Bf16Tiles conv2d_bf16_tiles();

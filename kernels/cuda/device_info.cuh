@@ -30,11 +30,15 @@ inline int sm_count() {
 // How many timed runs an autotuner takes the median of (after one warm-up): 5 on a GPU. On
 // the CPU emulation 1: its times are the CPU's, each run takes seconds, and the choice is
 // made only so that the code making it runs (the emulated test of `cuda_conv: auto` spent
-// most of its time in these runs).
+// most of its time in these runs). The bf16 convolution's autotuner also skips its warm-up
+// there (kAutotuneWarmUps: a GPU's first launch of a kernel pays for loading it; the
+// emulation's costs the same as any other).
 #if defined(DDPM_CUDA_EMULATION)
 constexpr int kAutotuneTimedRuns = 1;
+constexpr int kAutotuneWarmUps = 0;
 #else
 constexpr int kAutotuneTimedRuns = 5;
+constexpr int kAutotuneWarmUps = 1;
 #endif
 
 // 10 * major + minor: 80 for A100, 90 for H100/H200.

@@ -176,9 +176,6 @@ ImageTrainConfig read_image_train_config(const nlohmann::json& json, const std::
         context << ": key 'activations' is \"bf16\" but 'precision' is \"" << precision
                 << "\": bf16 activations are the operands of bf16 products; set \"precision\": "
                    "\"bf16\"");
-  CHECK(!(c.cuda_conv == ConvAlgorithm::Wgmma && c.cuda_autotune),
-        context << ": keys 'cuda_conv' \"wgmma\" and 'cuda_autotune' together: the autotuner "
-                   "times v4's block shapes, and v5 has one; drop one of them");
   CHECK(!c.out_dir.empty(), context << ": key 'out_dir' is empty: name the folder the run writes to");
   CHECK(!(c.trainer.cuda_graph && c.profile_steps > 0 && c.device == Device::CUDA),
         context << ": keys 'cuda_graph' and 'profile_steps' together: the op profile times "
