@@ -198,12 +198,24 @@ Results run_with(cuda::Bf16Tiles t, const Conv2dShape& s, const Operands& o) {
   return r;
 }
 
-// What an autotuner printed over a forward and a backward, twice: a line for every pass,
-// none for the same GEMM twice (the choice is kept; a strided dgrad's phases are GEMMs of
-// their own, those of one size timed once), each with the time of every choice it has
-// (`timed`, regexes).
-void expect_tuned_once_a_gemm(const std::string& printed, const std::string& prefix,
-                              std::initializer_list<const char*> timed) {
+// The autotuner `tuner` over a forward and a backward, twice: `want`'s bits both times; and
+// what it printed: a line for every pass, none for the same GEMM twice (the choice is kept;
+// a strided dgrad's phases are GEMMs of their own, those of one size timed once), each line
+// `prefix` and the time of every choice it has (`timed`, regexes).
+void expect_tuned_bits(cuda::Bf16Tiles tuner, const Results& want, const Conv2dShape& s,
+                       const Operands& o, const std::string& prefix,
+                       std::initializer_list<const char*> timed) {
+  cuda::set_conv2d_bf16_tiles(tuner);
+  testing::internal::CaptureStdout();
+  const Results tuned = run_v4(s, o), again = run_v4(s, o);
+  const std::string printed = testing::internal::GetCapturedStdout();
+  cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Heuristic);
+  for (const Results* r : {&tuned, &again}) {
+    EXPECT_EQ(want.y, r->y);
+    EXPECT_EQ(want.dx, r->dx);
+    EXPECT_EQ(want.dw, r->dw);
+    EXPECT_EQ(want.db, r->db);
+  }
   for (const char* pass : {"forward", "dgrad", "wgrad"})
     EXPECT_NE(printed.find(prefix + pass), std::string::npos) << pass << " in:\n" << printed;
   std::set<std::string> gemms;
@@ -267,36 +279,15 @@ TEST(CudaConvBf16, IsDeterministicWhateverTheBlockShape) {
     // dgrad's phases write their rows of dx, spread over all of it, into the scratch the
     // timed runs store to
     if (c.x[3] == 64) continue;
-    cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Autotune);
-    testing::internal::CaptureStdout();
-    const Results tuned = run_v4(s, o), again = run_v4(s, o);
-    const std::string printed = testing::internal::GetCapturedStdout();
-    cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Heuristic);
-    for (const Results* r : {&tuned, &again}) {
-      EXPECT_EQ(a.y, r->y);
-      EXPECT_EQ(a.dx, r->dx);
-      EXPECT_EQ(a.dw, r->dw);
-      EXPECT_EQ(a.db, r->db);
-    }
-    expect_tuned_once_a_gemm(printed, "conv v4 autotune: ",
-                             {" 128x128 [0-9.]+ ms,", " 128x128 4-stage [0-9.]+ ms,",
-                              " 64x64 [0-9.]+ ms,", " 128x128 64x64-warp [0-9.]+ ms,"});
+    expect_tuned_bits(cuda::Bf16Tiles::Autotune, a, s, o, "conv v4 autotune: ",
+                      {" 128x128 [0-9.]+ ms,", " 128x128 4-stage [0-9.]+ ms,",
+                       " 64x64 [0-9.]+ ms,", " 128x128 64x64-warp [0-9.]+ ms,"});
     if (!cuda::gemm_sm90_available()) continue;
     // v5's autotuner: its three schedules, v5's bits whichever it keeps
-    const Results v5 = run_with(cuda::Bf16Tiles::Wgmma, s, o);
-    cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::WgmmaAutotune);
-    testing::internal::CaptureStdout();
-    const Results tuned5 = run_v4(s, o), again5 = run_v4(s, o);
-    const std::string printed5 = testing::internal::GetCapturedStdout();
-    cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Heuristic);
-    for (const Results* r : {&tuned5, &again5}) {
-      EXPECT_EQ(v5.y, r->y);
-      EXPECT_EQ(v5.dx, r->dx);
-      EXPECT_EQ(v5.dw, r->dw);
-    }
-    expect_tuned_once_a_gemm(printed5, "conv v5 autotune: ",
-                             {" 4 stages [0-9.]+ ms,", " 4 stages, TMA B [0-9.]+ ms,",
-                              " 3 stages, 2 blocks an SM [0-9.]+ ms,"});
+    expect_tuned_bits(cuda::Bf16Tiles::WgmmaAutotune, run_with(cuda::Bf16Tiles::Wgmma, s, o), s,
+                      o, "conv v5 autotune: ",
+                      {" 4 stages [0-9.]+ ms,", " 4 stages, TMA B [0-9.]+ ms,",
+                       " 3 stages, 2 blocks an SM [0-9.]+ ms,"});
   }
 #endif
 }
