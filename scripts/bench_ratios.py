@@ -30,6 +30,10 @@ RULES = {
         ("v4 bf16, bf16 activations", "cuDNN bf16"),
     # 64x64 warp tiles (4 warps a 128x128 block) on the 8 warps of 64x32 the heuristic runs
     ("conv2d", "v4 bf16 (128x128 tiles, 64x64 warps)"): ("v4 bf16 (128x128 tiles)", "cuDNN bf16"),
+    ("conv2d", "direct (few outputs), bf16 activations"):
+        ("v4 bf16, bf16 activations", "cuDNN bf16"),
+    ("conv2d", "direct (few outputs), bf16 activations and weight copy"):
+        ("v4 bf16, bf16 activations and weight copy", "cuDNN bf16"),
     ("conv2d", "v4 bf16 (64x64 warps), bf16 activations"):
         ("v4 bf16, bf16 activations", "cuDNN bf16"),
     ("conv2d", "v4 bf16 (64x64 warps), bf16 activations and weight copy"):

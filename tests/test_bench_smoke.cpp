@@ -3,8 +3,9 @@
 // two runs, without them and with only them, as scripts/gpu-check.sh runs them): attention
 // (every engine kernel, the bf16 flash pair on bf16 tensors and both cuBLAS floors; the
 // variants the report's cuDNN comparison joins on, scripts/attention_reference.py, among
-// them), the convolutions (v1-v5, cuDNN in three maths, the engine on cuDNN, bf16
-// activations; small shapes of the model's kinds of layer), the memory-bound kernels, the
+// them), the convolutions (v1-v5, the direct kernels for few output channels, cuDNN in
+// three maths, the engine on cuDNN, bf16 activations; small shapes of the model's kinds of
+// layer), the memory-bound kernels, the
 // linear layers through cuBLAS, the Hopper wgmma GEMM beside cuBLAS's, and the fused loss
 // against its unfused chain. Every row runs and yields a finite, positive time. On the CPU
 // emulation in CI, so a bench row that would fail (a library's refusal, a bad argument)
@@ -136,6 +137,23 @@ TEST(BenchSmoke, EveryConvolutionRowRuns) {
   EXPECT_EQ(rows.count("conv2d wgrad / v5 wgmma, TMA B, bf16 activations"), v5);
   EXPECT_EQ(rows.count("conv2d dgrad / v5 wgmma, TMA B, bf16 activations and weight copy"), 0u);
   EXPECT_EQ(rows.count("conv2d wgrad / v5 wgmma, bf16 activations and weight copy"), 0u);
+  // the direct kernels for few output channels, on the one smoke shape they take (16 -> 3),
+  // where v4's rows above time the GEMM on all three
+  auto shapes = [&](const std::string& row) {
+    const auto it = rows.find(row);
+    return it == rows.end() ? 0 : it->second;
+  };
+  for (const char* kernel : {"conv2d fwd", "conv2d dgrad", "conv2d wgrad"}) {
+    EXPECT_EQ(shapes(std::string(kernel) + " / direct (few outputs), bf16 activations"), 1)
+        << kernel;
+    EXPECT_EQ(shapes(std::string(kernel) + " / v4 bf16, bf16 activations"), 3) << kernel;
+  }
+  for (const char* kernel : {"conv2d fwd", "conv2d dgrad"})
+    EXPECT_EQ(shapes(std::string(kernel) +
+                     " / direct (few outputs), bf16 activations and weight copy"),
+              1)
+        << kernel;
+  EXPECT_EQ(shapes("conv2d wgrad / direct (few outputs), bf16 activations and weight copy"), 0);
   // the upsamplers, both ways, forward and with the backward
   for (const char* kernel : {"upsample+conv fwd", "upsample+conv fwd+bwd"})
     for (const char* way : {"upsample, then conv (v4 bf16, bf16 activations)",

@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/device.h"
 #include "engine/op_profile.h"
 #include "engine/ops.h"
 #include "kernels/bf16.h"
@@ -36,6 +37,7 @@
 #if DDPM_WITH_CUDA
 #include "kernels/cuda/conv2d.cuh"
 #include "kernels/cuda/conv2d_bf16.cuh"
+#include "kernels/cuda/conv2d_thin.cuh"
 #include "kernels/cuda/device_info.cuh"
 #include "tests/device_buffer.h"
 #endif
@@ -141,6 +143,16 @@ Results run_v4(const Conv2dShape& s, const Operands& o) {
 #endif
 
 #if DDPM_WITH_CUDA
+// The GEMMs (v4, v5) on every shape while it lives, the few-output shapes included, which the
+// bf16 convolution otherwise hands to the direct kernels (conv2d_thin.cu; their own test
+// below).
+struct GemmOnly {
+  GemmOnly() { cuda::set_conv2d_bf16_thin(false); }
+  ~GemmOnly() { cuda::set_conv2d_bf16_thin(true); }
+  GemmOnly(const GemmOnly&) = delete;
+  GemmOnly& operator=(const GemmOnly&) = delete;
+};
+
 const char* tiles_name(cuda::Bf16Tiles t) {
   return t == cuda::Bf16Tiles::Small       ? ", 64x64"
          : t == cuda::Bf16Tiles::Deep      ? ", 128x128 4-stage"
@@ -170,6 +182,7 @@ std::vector<cuda::Bf16Tiles> every_kernel() {
 TEST(CudaConvBf16, MatchesTheCpuOnTheSameBf16Operands) {
   REQUIRE_GPU();
 #if DDPM_WITH_CUDA
+  const GemmOnly gemm_only;
   for (cuda::Bf16Tiles tiles : every_kernel()) {
     cuda::set_conv2d_bf16_tiles(tiles);
     uint64_t stream = 700;
@@ -186,6 +199,84 @@ TEST(CudaConvBf16, MatchesTheCpuOnTheSameBf16Operands) {
     }
   }
   cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Heuristic);
+#endif
+}
+
+// The direct kernels for few output channels (kernels/cuda/conv2d_thin.cu), which the bf16
+// convolution hands every shape conv2d_thin_applies takes, against the CPU on the same bf16
+// operands: they round x, w and dy as v4 does and sum the exact products in fp32, so the
+// bound above holds (2e-4), and they sum in a fixed order (two runs, the same bits). The
+// weights' bf16 copy read instead of w: the same bits (the copy is w rounded, as they round
+// it). Dx and dw written outright (GradWrite::Assign) as well as added to. The direct
+// kernels are what ran: a forward is one launch, a backward three. Cases: those of
+// the other tests they take (the U-Net's last layer among them), then their own edges: 1 and
+// 4 outputs (padded to 4: none, three of four padding) and 5 (padded to 8); 8 input channels
+// (one chunk a pixel, 256 pixels a block) and 24 (3 chunks: the pixels of a block and warp
+// not a power of two); stride 2 and 3, 1x1, asymmetric padding; and 256 input channels over
+// 1152 output pixels, which the wgrad cuts into two slices of unequal streams.
+TEST(CudaConvBf16, FewOutputChannelsRunDirectWithinTheSameBound) {
+  REQUIRE_GPU();
+#if DDPM_WITH_CUDA
+  std::vector<ConvCase> taken;
+  for (const ConvCase& c : cases())
+    if (cuda::conv2d_thin_applies(shape_of(c))) taken.push_back(c);
+  ASSERT_TRUE(cuda::conv2d_thin_applies(shape_of({{2, 32, 32, 128}, 3, 3, Conv2dParams::same(3)})))
+      << "the U-Net's last convolution";
+  for (const ConvCase& c :
+       {ConvCase{{2, 5, 7, 8}, 3, 1, Conv2dParams::same(3)},
+        ConvCase{{1, 6, 5, 24}, 3, 4, Conv2dParams{1, 0, 2, 1, 0}},
+        ConvCase{{2, 9, 8, 16}, 3, 5, Conv2dParams{2, 1, 1, 1, 1}},
+        ConvCase{{1, 8, 7, 8}, 3, 2, Conv2dParams{3, 0, 0, 1, 1}},
+        ConvCase{{3, 4, 5, 40}, 1, 6, Conv2dParams{}},
+        ConvCase{{2, 24, 24, 256}, 3, 3, Conv2dParams::same(3)}}) {
+    EXPECT_TRUE(cuda::conv2d_thin_applies(shape_of(c))) << describe(c);
+    taken.push_back(c);
+  }
+  // and not: 9 outputs, input channels not a multiple of 8, weights past 48 KB
+  EXPECT_FALSE(cuda::conv2d_thin_applies(shape_of({{1, 4, 4, 16}, 3, 9, Conv2dParams::same(3)})));
+  EXPECT_FALSE(cuda::conv2d_thin_applies(shape_of({{1, 4, 4, 12}, 3, 3, Conv2dParams::same(3)})));
+  EXPECT_FALSE(cuda::conv2d_thin_applies(shape_of({{1, 4, 4, 512}, 3, 3, Conv2dParams::same(3)})));
+  ASSERT_TRUE(cuda::conv2d_bf16_thin()) << "on by default";
+  uint64_t stream = 1700;
+  for (const ConvCase& c : taken) {
+    SCOPED_TRACE(describe(c));
+    const Conv2dShape s = shape_of(c);
+    const Operands o = operands_for(s, stream);
+    stream += 6;
+    const Results want = reference(s, o), got = run_v4(s, o), again = run_v4(s, o);
+    test::expect_close(got.y, want.y, 2e-4, 2e-4, "output", "direct", "cpu");
+    test::expect_close(got.dx, want.dx, 2e-4, 2e-4, "dx", "direct", "cpu");
+    test::expect_close(got.dw, want.dw, 2e-4, 2e-4, "dw", "direct", "cpu");
+    test::expect_close(got.db, want.db, 2e-4, 2e-4, "db", "direct", "cpu");
+    EXPECT_EQ(got.y, again.y);
+    EXPECT_EQ(got.dx, again.dx);
+    EXPECT_EQ(got.dw, again.dw);
+    // the weights' copy, and the gradients written outright (on the reference's from zeros)
+    std::vector<uint16_t> copy(o.w.size());
+    for (size_t i = 0; i < copy.size(); ++i) copy[i] = bf16_bits_from_float(o.w[i]);
+    Operands zeros = o;
+    std::fill(zeros.dx0.begin(), zeros.dx0.end(), 0.0f);
+    std::fill(zeros.dw0.begin(), zeros.dw0.end(), 0.0f);
+    const Results fresh = reference(s, zeros);
+    const test::OnDevice<float> x(o.x), w(o.w), b(o.b), dy(o.dy), y(o.dy.size()),
+        dx(std::vector<float>(o.dx0.size(), NAN)), dw(std::vector<float>(o.dw0.size(), NAN));
+    const test::OnDevice<uint16_t> w_bf16(copy);
+    const test::OnDevice<float> fws(std::max<int64_t>(1, cuda::conv2d_bf16_forward_workspace(s)));
+    const test::OnDevice<float> bws(std::max<int64_t>(1, cuda::conv2d_bf16_backward_workspace(s)));
+    const DeviceWorkCounts before = device_work_counts();
+    cuda::conv2d_bf16_forward(s, x.ptr, w.ptr, b.ptr, y.ptr, fws.ptr, nullptr, nullptr, w_bf16.ptr);
+    const DeviceWorkCounts forward = device_work_counts() - before;
+    cuda::conv2d_bf16_backward(s, x.ptr, w.ptr, dy.ptr, dx.ptr, dw.ptr, bws.ptr, w_bf16.ptr,
+                               GradWrite::Assign, GradWrite::Assign);
+    const DeviceWorkCounts backward = device_work_counts() - before - forward;
+    // the direct kernels ran: one launch forward, nothing converted (the GEMM converts the
+    // fp32 x first); dgrad, wgrad and its planes' sum backward
+    EXPECT_EQ(forward.launches, 1u);
+    EXPECT_EQ(backward.launches, 3u);
+    EXPECT_EQ(y.get(), got.y);
+    test::expect_close(dx.get(), fresh.dx, 2e-4, 2e-4, "dx written", "direct", "cpu");
+    test::expect_close(dw.get(), fresh.dw, 2e-4, 2e-4, "dw written", "direct", "cpu");
+  }
 #endif
 }
 
@@ -236,6 +327,7 @@ void expect_tuned_bits(cuda::Bf16Tiles tuner, const Results& want, const Conv2dS
 TEST(CudaConvBf16, IsDeterministicWhateverTheBlockShape) {
   REQUIRE_GPU();
 #if DDPM_WITH_CUDA
+  const GemmOnly gemm_only;
   for (const ConvCase& c : {ConvCase{{2, 16, 16, 16}, 3, 8, Conv2dParams::same(3)},
                             ConvCase{{1, 4, 4, 64}, 3, 16, Conv2dParams::same(3)},
                             ConvCase{{2, 9, 9, 65}, 3, 3, Conv2dParams{2, 1, 1, 1, 1}}}) {
@@ -348,6 +440,7 @@ TEST(CudaConvBf16, SplitKFillsOneWaveAndNoMore) {
 TEST(CudaConvBf16, ShapesPastTheLoadersLimitsAreRefusedWithTheirSize) {
   REQUIRE_GPU();
 #if DDPM_WITH_CUDA
+  const GemmOnly gemm_only;  // v4's loaders (the direct kernels take 8 -> 8 channels too)
   const Conv2dShape wide = conv2d_shape(Shape{1, 20, 4, 8}, Shape{17, 1, 8, 8}, Conv2dParams{});
   const Operands o = operands_for(wide, 900);
   test::expect_error([&] { run_v4(wide, o); }, {"(v4) takes kernels up to 16 x 16", "got 17 x 1"});

@@ -23,6 +23,7 @@
 #include "kernels/cuda/conv2d.cuh"
 #include "kernels/cuda/conv2d_bf16.cuh"
 #include "kernels/cuda/conv2d_cudnn.cuh"
+#include "kernels/cuda/conv2d_thin.cuh"
 #include "kernels/cuda/gemm_sm90.cuh"
 
 namespace ddpm::bench {
@@ -152,6 +153,9 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
     // the layer's rows by name for a profiler: "conv res 32x32 32x32 128->128" (kernel-bench
     // --once; scripts/gpu-check.sh's profile stage)
     const ProfileRange layer_range(("conv " + std::string(shape)).c_str());
+    // v4 and v5 rows time the GEMMs on every shape, the few-output ones too (which the engine
+    // hands to the direct kernels: their rows below)
+    cuda::set_conv2d_bf16_thin(false);
     // v4 once per block shape (what the autotuner chooses between)
     struct Version {
       cuda::ConvAlgo algo;
@@ -219,11 +223,14 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
     // where both channel counts are multiples of 8): that row is v4 against cuDNN alone.
     // v4 with the heuristic's block shape, and with 128x128 tiles of 64x64 warps (the
     // shape that reads the least shared memory per mma: conv2d_bf16.cu)
+    // The direct kernels for few output channels (conv2d_thin.cu; the U-Net's last layer),
+    // as the engine runs them by default, where they take the shape.
     struct OnBf16 {
       cuda::ConvAlgo algo;
       cuda::Bf16Tiles tiles;
       bool weight_copy;
       const char* name;
+      bool direct = false;
     };
     const cuda::Bf16Tiles heuristic = cuda::Bf16Tiles::Heuristic;
     const OnBf16 on_bf16[] = {
@@ -234,6 +241,10 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
          "v4 bf16 (64x64 warps), bf16 activations"},
         {cuda::ConvAlgo::Bf16TensorCore, cuda::Bf16Tiles::WideWarps, true,
          "v4 bf16 (64x64 warps), bf16 activations and weight copy"},
+        {cuda::ConvAlgo::Bf16TensorCore, heuristic, false,
+         "direct (few outputs), bf16 activations", true},
+        {cuda::ConvAlgo::Bf16TensorCore, heuristic, true,
+         "direct (few outputs), bf16 activations and weight copy", true},
         {cuda::ConvAlgo::CudnnBf16, heuristic, false,
          "engine on cuDNN bf16, bf16 activations (+ glue)"},
         {cuda::ConvAlgo::CudnnBf16, heuristic, true,
@@ -244,6 +255,8 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
       const bool weight_copy = run.weight_copy;
       const char* v = run.name;
       if (!cuda::conv2d_algo_runs(s, algo)) continue;  // said above
+      if (run.direct && !cuda::conv2d_thin_applies(s)) continue;
+      cuda::set_conv2d_bf16_thin(run.direct);
       cuda::set_conv2d_bf16_tiles(run.tiles);
       const uint16_t* w_bf16 = weight_copy ? bf16_bits(w16) : nullptr;
       const int64_t ws_floats = std::max(cuda::conv2d_forward_workspace(s, algo),
@@ -264,6 +277,7 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
                               dw.data<float>(), nullptr, algo, ws.data<float>());
       }), flops);
     }
+    cuda::set_conv2d_bf16_thin(false);
     cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Heuristic);
     // v5, the three passes on Hopper's wgmma (conv2d_bf16.cuh), where it runs, as v4's rows
     // above
@@ -359,6 +373,7 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
       }), flops);
     }
   }
+  cuda::set_conv2d_bf16_thin(true);  // the engine's default again, for what runs next
   CUDNN_CHECK(cudnnDestroy(cudnn));
   if (o.wants(false)) bench_upsample_convolutions(o, timer, report);
 }

@@ -80,6 +80,11 @@
 // the dgrad writing dx outright instead when it is dx's first contribution, the wgrad
 // dropping the padded channels.
 //
+// Few output channels (at most 8: the U-Net's last layer, 128 -> 3): a GEMM tile 128
+// columns wide would use 3 of them, so forward() and backward() hand such shapes to the
+// direct kernels of conv2d_thin.cu (same operands, rounding and contracts) unless
+// set_conv2d_bf16_thin(false).
+//
 // Split-K (any pass, when the output tiles cannot fill the GPU and a workspace is given):
 // block z writes its slice's partial tile to a plane, and reduce_planes adds the planes in
 // order and applies the epilogue. Deterministic: fixed summation order everywhere.
@@ -96,6 +101,7 @@
 #include "engine/cuda_check.h"
 #include "kernels/bf16.h"
 #include "kernels/cuda/conv2d_bf16.cuh"
+#include "kernels/cuda/conv2d_thin.cuh"
 #include "kernels/cuda/device_info.cuh"
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/gemm_sm90.cuh"
@@ -1117,6 +1123,8 @@ void launch_gemm(const Gemm& g, LoadA a, LoadB b, Epilogue epilogue, float* plan
 }
 
 Bf16Tiles g_tiles = Bf16Tiles::Heuristic;
+// Shapes of at most 8 output channels to the direct kernels (conv2d_thin.cu), not the GEMM.
+bool g_thin = true;
 
 // The autotuners' choices, per version (v4 or v5), pass and GEMM size.
 using TunedKey = std::tuple<int, std::string, int64_t, int64_t, int64_t>;
@@ -1345,7 +1353,7 @@ BroadcastShape bias_rows(const Conv2dShape& s) {
 
 struct BackwardBuffers {
   bf16_bits *x8, *dy8, *w8;
-  float *planes, *bias_sums;
+  float *planes, *bias_sums, *thin_planes;
   int64_t floats;
   bool placed;  // carved from a workspace (not only sized)
   BackwardBuffers(const Conv2dShape& s, float* base) : placed(base != nullptr) {
@@ -1355,6 +1363,7 @@ struct BackwardBuffers {
     w8 = c.bf16(taps(s) * s.c_in * round_up8(s.c_out));
     planes = c.floats(std::max(dgrad_plane_floats(s), wgrad_gemm(s).plane_floats()));
     bias_sums = c.floats(broadcast_add_backward_workspace(bias_rows(s)));  // bf16 dy's db
+    thin_planes = c.floats(conv2d_thin_applies(s) ? conv2d_thin_backward_workspace(s) : 0);
     floats = c.used();
   }
 };
@@ -1403,6 +1412,8 @@ void forward(const Conv2dShape& s, const A* x, const float* w, const float* b, A
              const bf16_bits* w_bf16) {
   CHECK(workspace != nullptr, "the bf16 convolution needs conv2d_bf16_forward_workspace floats");
   check_shape_limits(s);
+  if (g_thin && conv2d_thin_applies(s))  // few output channels: the direct kernels
+    return conv2d_thin_forward(s, x, w, w_bf16, b, per_sample, residual, y);
   const ForwardBuffers buf(s, workspace);
   const int64_t c8 = round_up8(s.c_in), oh_n = s.out_h(), ow_n = s.out_w();
   const bf16_bits* x8 = operand(s.n * s.h * s.w, s.c_in, x, buf.x8);
@@ -1457,6 +1468,9 @@ void backward(const Conv2dShape& s, const A* x, const float* w, const A* dy, A* 
   if (!dx && !dw) return;
   CHECK(buf.placed, "the bf16 convolution needs conv2d_bf16_backward_workspace floats");
   check_shape_limits(s);
+  if (g_thin && conv2d_thin_applies(s))  // few output channels: the direct kernels
+    return conv2d_thin_backward(s, x, w, w_bf16, dy, dx, dw, buf.thin_planes, dx_write,
+                                dw_write);
   const int64_t oh_n = s.out_h(), ow_n = s.out_w(), ci8 = round_up8(s.c_in),
                 co8 = round_up8(s.c_out);
   const bf16_bits* dy8 = operand(s.n * oh_n * ow_n, s.c_out, dy, buf.dy8);
@@ -1484,6 +1498,8 @@ void backward(const Conv2dShape& s, const A* x, const float* w, const A* dy, A* 
 
 void set_conv2d_bf16_tiles(Bf16Tiles t) { g_tiles = t; }
 Bf16Tiles conv2d_bf16_tiles() { return g_tiles; }
+void set_conv2d_bf16_thin(bool on) { g_thin = on; }
+bool conv2d_bf16_thin() { return g_thin; }
 
 int conv2d_bf16_split_k(int64_t m, int64_t n, int64_t k) { return Gemm{"", m, n, k}.splits(); }
 

@@ -35,6 +35,13 @@ enum class Bf16Tiles {
 void set_conv2d_bf16_tiles(Bf16Tiles t);  // process-wide; Heuristic by default
 Bf16Tiles conv2d_bf16_tiles();
 
+// Whether the shapes of at most 8 output channels that conv2d_thin_applies takes (the
+// U-Net's last convolution) run on the direct kernels of conv2d_thin.cuh instead of the
+// GEMM (v4 or v5, whichever the tiles above choose: a GEMM's 128-column tile would use 3 of
+// its columns). Process-wide; on by default; off to time or test the GEMM on them.
+void set_conv2d_bf16_thin(bool on);
+bool conv2d_bf16_thin();
+
 // How many slices a pass's GEMM (m x n outputs, a reduction of k) cuts its reduction into:
 // as many as one wave of 128x128 tiles holds, each at least 8 stages long, at most 32
 // (conv2d_bf16.cu). The same whichever block shape runs, so the shape never changes bits.
