@@ -152,6 +152,33 @@ __device__ __forceinline__ void tap_weights(const float* ws, int tap, int c8, in
   }
 }
 
+// A thread's kPixels pixels of its block's run from `first` (row, row + rows, ... of maps of
+// map_h x map_w, n_maps of them): each as its sample's first pixel of the other side's maps
+// (n x other_map, < 2^31 by conv2d_bf16.cu's check_shape_limits) and its row and column
+// mapped to y * scale + shift_y, x * scale + shift_x. A pixel past the end, or a thread past
+// the block's rows, gets coordinates so far out that no tap reaches them.
+template <int kPixels>
+struct ThreadPixels {
+  int base[kPixels], y[kPixels], x[kPixels];
+  __device__ ThreadPixels(int64_t first, int row, int rows, int map_h, int map_w, int64_t n_maps,
+                          int other_map, int scale, int shift_y, int shift_x) {
+    const int64_t end = n_maps * map_h * map_w;
+#pragma unroll
+    for (int i = 0; i < kPixels; ++i) {
+      const int64_t p = first + row + int64_t{i} * rows;
+      base[i] = 0;
+      y[i] = x[i] = -(1 << 28);
+      if (row < rows && p < end) {
+        const int n = static_cast<int>(p / (map_h * map_w));
+        const int r = static_cast<int>(p % (map_h * map_w));
+        base[i] = n * other_map;
+        y[i] = r / map_w * scale + shift_y;
+        x[i] = r % map_w * scale + shift_x;
+      }
+    }
+  }
+};
+
 // ---- forward ------------------------------------------------------------------------------
 
 // y (+ the adds), what StoreWithAdds does in conv2d_bf16.cu: ((sum + bias) + per_sample) +
@@ -184,22 +211,9 @@ thin_forward(Conv2dShape s, const A* x, bool x_runs, const float* w, const uint1
   const int oh_n = static_cast<int>(s.out_h()), ow_n = static_cast<int>(s.out_w());
   const int h_n = static_cast<int>(s.h), w_n = static_cast<int>(s.w);
   const int64_t pixels = s.n * oh_n * ow_n, first = int64_t{blockIdx.x} * rows * kPixels;
-  // Each pixel's window: its sample's first input pixel (n*H*W, < 2^31: conv2d_bf16.cu's
-  // check_shape_limits) and its top-left input coordinates; a pixel past the end (or a
-  // thread past the block's rows) gets a window no tap lands in.
-  int base[kPixels], ih0[kPixels], iw0[kPixels];
-#pragma unroll
-  for (int i = 0; i < kPixels; ++i) {
-    const int64_t p = first + row + int64_t{i} * rows;
-    base[i] = 0;
-    ih0[i] = iw0[i] = -(1 << 28);
-    if (row < rows && p < pixels) {
-      const int n = static_cast<int>(p / (oh_n * ow_n)), r = static_cast<int>(p % (oh_n * ow_n));
-      base[i] = n * h_n * w_n;
-      ih0[i] = r / ow_n * s.stride - s.pad_top;
-      iw0[i] = r % ow_n * s.stride - s.pad_left;
-    }
-  }
+  // Each pixel's window: its sample's first input pixel, its top-left input coordinates
+  const ThreadPixels<kPixels> window(first, row, rows, oh_n, ow_n, s.n, h_n * w_n, s.stride,
+                                     -s.pad_top, -s.pad_left);
   float acc[kPixels][kC] = {};
   for (int kh = 0; kh < s.kh; ++kh) {
     for (int kw = 0; kw < s.kw; ++kw) {
@@ -207,12 +221,13 @@ thin_forward(Conv2dShape s, const A* x, bool x_runs, const float* w, const uint1
       tap_weights<kC>(smem, kh * s.kw + kw, c8, chunk, wr);
 #pragma unroll
       for (int i = 0; i < kPixels; ++i) {
-        const int ih = ih0[i] + kh, iw = iw0[i] + kw;
+        const int ih = window.y[i] + kh, iw = window.x[i] + kw;
         if (static_cast<unsigned>(ih) >= static_cast<unsigned>(h_n) ||
             static_cast<unsigned>(iw) >= static_cast<unsigned>(w_n))
           continue;
         float v[kChunk];
-        load_chunk(x, (int64_t{base[i]} + ih * w_n + iw) * s.c_in + chunk * kChunk, x_runs, v);
+        load_chunk(x, (int64_t{window.base[i]} + ih * w_n + iw) * s.c_in + chunk * kChunk, x_runs,
+                   v);
 #pragma unroll
         for (int j = 0; j < kChunk; ++j)
 #pragma unroll
@@ -260,19 +275,8 @@ thin_dgrad(Conv2dShape s, const A* dy, const float* w, const uint16_t* w_bf16, A
   const int64_t pixels = s.n * h_n * w_n, first = int64_t{blockIdx.x} * rows * kDgradPixels;
   // Each dx pixel: its sample's first dy pixel, and (h + pad_top, w + pad_left): tap (kh, kw)
   // reads it from output pixel ((h + pad_top - kh) / stride, ...) when that divides and lands.
-  int base[kDgradPixels], hp[kDgradPixels], wp[kDgradPixels];
-#pragma unroll
-  for (int i = 0; i < kDgradPixels; ++i) {
-    const int64_t q = first + row + int64_t{i} * rows;
-    base[i] = 0;
-    hp[i] = wp[i] = -(1 << 28);
-    if (row < rows && q < pixels) {
-      const int n = static_cast<int>(q / (h_n * w_n)), r = static_cast<int>(q % (h_n * w_n));
-      base[i] = n * oh_n * ow_n;
-      hp[i] = r / w_n + s.pad_top;
-      wp[i] = r % w_n + s.pad_left;
-    }
-  }
+  const ThreadPixels<kDgradPixels> padded(first, row, rows, h_n, w_n, s.n, oh_n * ow_n, 1,
+                                          s.pad_top, s.pad_left);
   float acc[kDgradPixels][kChunk] = {};
   for (int kh = 0; kh < s.kh; ++kh) {
     for (int kw = 0; kw < s.kw; ++kw) {
@@ -280,7 +284,7 @@ thin_dgrad(Conv2dShape s, const A* dy, const float* w, const uint16_t* w_bf16, A
       tap_weights<kC>(smem, kh * s.kw + kw, c8, chunk, wr);
 #pragma unroll
       for (int i = 0; i < kDgradPixels; ++i) {
-        int oh = hp[i] - kh, ow = wp[i] - kw;
+        int oh = padded.y[i] - kh, ow = padded.x[i] - kw;
         if (oh < 0 || ow < 0) continue;
         if (stride != 1) {  // uniform: the shape's
           if (oh % stride != 0 || ow % stride != 0) continue;
@@ -288,7 +292,7 @@ thin_dgrad(Conv2dShape s, const A* dy, const float* w, const uint16_t* w_bf16, A
           ow /= stride;
         }
         if (oh >= oh_n || ow >= ow_n) continue;
-        const int64_t at = (int64_t{base[i]} + oh * ow_n + ow) * s.c_out;
+        const int64_t at = (int64_t{padded.base[i]} + oh * ow_n + ow) * s.c_out;
         float d[kC];
 #pragma unroll
         for (int co = 0; co < kC; ++co) d[co] = co < s.c_out ? load_rounded(dy, at + co) : 0.0f;
