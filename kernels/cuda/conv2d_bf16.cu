@@ -88,6 +88,10 @@
 // Split-K (any pass, when the output tiles cannot fill the GPU and a workspace is given):
 // block z writes its slice's partial tile to a plane, and reduce_planes adds the planes in
 // order and applies the epilogue. Deterministic: fixed summation order everywhere.
+//
+// Files: this one holds v4's kernel, its block shapes and the host side (the conversions,
+// the choice of kernel, the autotuner); conv2d_bf16_gemm.cuh the loaders, the epilogues and
+// the split plan, which v4 and v5 share; conv2d_bf16_v5.cu v5's kernel (sm_90a).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -101,26 +105,18 @@
 #include "engine/cuda_check.h"
 #include "kernels/bf16.h"
 #include "kernels/cuda/conv2d_bf16.cuh"
+#include "kernels/cuda/conv2d_bf16_gemm.cuh"
 #include "kernels/cuda/conv2d_thin.cuh"
 #include "kernels/cuda/device_info.cuh"
 #include "kernels/cuda/elementwise.cuh"
-#include "kernels/cuda/gemm_sm90.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/ptx.cuh"
-#include "kernels/cuda/ptx_sm90.cuh"
 #include "kernels/cuda/storage.cuh"
-#include "kernels/cuda/tensor_map.cuh"
-#include "kernels/cuda/wgmma_tile.cuh"
 #include "kernels/dgrad_phases.h"
 
 namespace ddpm::cuda {
-
+namespace conv_bf16 {
 namespace {
-
-using bf16_bits = uint16_t;
-
-constexpr int kBK = 32;    // K per stage: two mma k-steps of 16
-constexpr int kChunk = 8;  // bf16 per 16-byte cp.async
 
 // The block tile, its warps and its pipeline depth. Large: 128x128, 8 warps of 64x32 (the
 // most reuse per byte of shared memory), 3 stages of 16 KB: the 48 KB a block gets without
@@ -156,36 +152,6 @@ using LargeTiles = BlockShape<128, 128, 2, 4, 3>;
 using DeepTiles = BlockShape<128, 128, 2, 4, 4>;
 using SmallTiles = BlockShape<64, 64, 2, 2, 3>;
 using WideWarpTiles = BlockShape<128, 128, 2, 2, 4>;
-// The blocks an SM holds at once, at least (the kernel's launch bounds), for which the split
-// plan sizes its one wave (below).
-constexpr int kBlocksPerSm = 2;
-
-int64_t round_up8(int64_t c) { return (c + 7) / 8 * 8; }
-
-// ---- shared-memory tiles ----------------------------------------------------------------
-
-// One operand's tile of one stage: K-major (kMN rows of kBK) or MN-major (kBK rows of kMN),
-// in 16-byte chunks stored at chunk ^ f(row).
-template <bool kKMajor, int kMN, int kThreads>
-struct Tile {
-  static constexpr bool kIsKMajor = kKMajor;
-  static constexpr int kRows = kKMajor ? kMN : kBK;
-  static constexpr int kChunksPerRow = (kKMajor ? kBK : kMN) / kChunk;
-  static constexpr int kElements = kRows * kChunksPerRow * kChunk;
-  static constexpr int kChunksPerThread = kRows * kChunksPerRow / kThreads;
-  static_assert(kChunksPerRow == 4 || kChunksPerRow % 8 == 0, "the swizzles below");
-  static_assert(kChunksPerThread >= 1 && kRows * kChunksPerRow % kThreads == 0,
-                "every thread copies the same number of whole chunks");
-
-  __device__ static int offset(int row, int chunk) {  // in elements
-    const int f = kChunksPerRow == 4 ? (row >> 1) & 3 : row & 7;
-    return (row * kChunksPerRow + (chunk ^ f)) * kChunk;
-  }
-  // This thread's j-th chunk of the tile: consecutive threads take consecutive chunks of a
-  // row, so a warp's cp.async covers whole rows (coalesced global reads).
-  __device__ static int row_of(int tid, int j) { return (tid + j * kThreads) / kChunksPerRow; }
-  __device__ static int chunk_of(int tid, int j) { return (tid + j * kThreads) % kChunksPerRow; }
-};
 
 // Where a lane points ldmatrix, in bytes from its stage's tile, for a fragment of A (16 x 16
 // at rows m0, k kk; matrices (m 0-7, k 0-7), (8-15, 0-7), (0-7, 8-15), (8-15, 8-15) in
@@ -217,526 +183,7 @@ __device__ void load_fragments(uint32_t (&r)[4], ptx::SharedAddress at) {
     ptx::ldmatrix_x4_trans(r, at);
 }
 
-// ---- loaders: where each of a thread's two chunks comes from, stage after stage ----------
-// K-major loaders: the thread's chunks are rows mn[0], mn[1] at one k; MN-major loaders: one
-// column chunk mn at rows k[0], k[1]. chunk() gives the source of chunk j for the current
-// stage and whether it holds data (else the copy writes zeros: outside the image, the
-// matrix or the K slice; the source is then the operand's base, a valid address never
-// read); advance() moves every chunk 32 along k. A flag beside the address, not a null
-// address, because testing a pointer for null is two compares of 64 bits per chunk and
-// stage, and choosing between it and the base two selects more.
-struct Chunk {
-  const bf16_bits* src;
-  bool valid;
-};
-
-// Which taps of a row's window land on the input (for the dgrad: on dy), as
-// one word: bit kh (0-15) when row kh of the window does, bit 16 + kw when column kw does;
-// tap (kh, kw) lands when both are set. Computed once per row at the start (a row is a
-// pixel, fixed for the whole K loop), so a chunk's test per stage is an AND and a compare,
-// where testing the coordinates against the image's bounds took four compares (and, in the
-// dgrad, a divisibility test by the stride) per chunk and stage. Kernels up to 16 x 16
-// (check_shape_limits).
-struct TapMask {
-  static constexpr int kMaxTaps = 16;  // per side
-  __device__ static uint32_t bits(int kh, int kw) { return (1u << kh) | (1u << (16 + kw)); }
-  // Bits [lo, hi) of [0, n).
-  __device__ static uint32_t side(int lo, int hi, int n) {
-    uint32_t b = 0;
-    for (int t = lo > 0 ? lo : 0; t < (hi < n ? hi : n); ++t) b |= 1u << t;
-    return b;
-  }
-  __device__ static bool lands(uint32_t mask, uint32_t tap_bits) {
-    return (mask & tap_bits) == tap_bits;
-  }
-};
-
-// k = (kh, kw, c) over KH x KW x C8 with c fastest, advanced 32 a stage with a carry. What
-// depends on the tap (kh, kw), its element offset in the loader's layout and its two bits
-// for the rows' masks (TapMask), changes only when the tap does, so it is recomputed only on
-// a carry: a stage without one costs an add and a compare. The loader L gives
-// tap_offset(kh, kw).
-struct TapChannel {
-  int kh = 0, kw = 0, c = 0;
-  int k_left = 0;         // k_end - k: the chunk is past the K slice when <= 0
-  int tap_offset = 0;     // L::tap_offset(kh, kw), elements
-  uint32_t tap_bits = 0;  // TapMask::bits(kh, kw)
-  template <class L>
-  __device__ void start(const L& l, int64_t k0, int64_t k_end, int c8, int kw_n) {
-    k_left = static_cast<int>(k_end - k0);
-    c = static_cast<int>(k0 % c8);
-    const int tap = static_cast<int>(k0 / c8);
-    kh = tap / kw_n;
-    kw = tap % kw_n;
-    retap(l);
-  }
-  template <class L>
-  __device__ void advance(const L& l, int c8, int kw_n) {
-    k_left -= kBK;
-    c += kBK;
-    if (c < c8) return;
-    do {
-      c -= c8;
-      if (++kw == kw_n) {
-        kw = 0;
-        ++kh;
-      }
-    } while (c >= c8);
-    retap(l);
-  }
-  template <class L>
-  __device__ void retap(const L& l) {
-    tap_offset = l.tap_offset(kh, kw);
-    tap_bits = TapMask::bits(kh, kw);
-  }
-};
-
-// Forward A: im2col(x8)[m = (n, oh, ow)][k = (kh, kw, ci)], x8 (N, H, W, Cin8). Row m's
-// window has its origin at input pixel (oh * stride - pad_top, ow * stride - pad_left), and
-// tap (kh, kw) is (kh W + kw) Cin8 elements on from it.
-struct ForwardA {
-  static constexpr bool kKMajor = true;
-  Conv2dShape s;
-  int64_t oh_n, ow_n, m;
-  int c8;
-  const bf16_bits* x8;
-  template <int kJ>
-  struct State {
-    int64_t origin[kJ];  // elements from x8 (negative at the image's top-left edge)
-    uint32_t taps[kJ];   // TapMask; 0: the row is past M
-    TapChannel k;
-  };
-  __device__ int tap_offset(int kh, int kw) const {
-    return (kh * static_cast<int>(s.w) + kw) * c8;
-  }
-  template <int kJ>
-  __device__ State<kJ> start(const int64_t (&row)[kJ], int64_t k0, int64_t k_end) const {
-    State<kJ> st;
-    for (int j = 0; j < kJ; ++j) {
-      st.origin[j] = 0;
-      st.taps[j] = 0;
-      if (row[j] >= m) continue;
-      const int64_t ow = row[j] % ow_n, oh = row[j] / ow_n % oh_n, n = row[j] / (ow_n * oh_n);
-      const int ih0 = static_cast<int>(oh * s.stride - s.pad_top);
-      const int iw0 = static_cast<int>(ow * s.stride - s.pad_left);
-      st.origin[j] = ((n * s.h + ih0) * s.w + iw0) * c8;
-      st.taps[j] = TapMask::side(-ih0, static_cast<int>(s.h) - ih0, s.kh) |
-                   TapMask::side(-iw0, static_cast<int>(s.w) - iw0, s.kw) << 16;
-    }
-    st.k.start(*this, k0, k_end, c8, s.kw);
-    return st;
-  }
-  template <int kJ>
-  __device__ Chunk chunk(const State<kJ>& st, int j) const {
-    const bool valid = st.k.k_left > 0 && TapMask::lands(st.taps[j], st.k.tap_bits);
-    return {valid ? x8 + st.origin[j] + (st.k.tap_offset + st.k.c) : x8, valid};
-  }
-  template <int kJ>
-  __device__ void advance(State<kJ>& st) const { st.k.advance(*this, c8, s.kw); }
-};
-
-// Dgrad A, of a stride-1 convolution (a strided convolution's dgrad runs by phase of dx,
-// each phase the dgrad of a stride-1 convolution: kernels/dgrad_phases.h): the output
-// gradient input pixel m = (n, ih, iw) received through tap (kh, kw), channel co:
-// dy8[n, oh, ow, co] with oh = ih + pad_top - kh (zero outside [0, OH)). With
-// (nh, nw) = (ih + pad_top, iw + pad_left), the row's origin is output pixel (nh, nw), tap
-// (kh, kw) is -(kh OW + kw) Cout8 elements from it, and it lands when nh - kh is in
-// [0, OH - 1] (and the same along w). OH and OW are dy's, given apart from the shape: a
-// phase's shape describes its own pixels, and dy is the whole convolution's output.
-struct DgradA {
-  static constexpr bool kKMajor = true;
-  Conv2dShape s;
-  int64_t oh_n, ow_n, m;
-  int c8;  // Cout8
-  const bf16_bits* dy8;
-  template <int kJ>
-  struct State {
-    int64_t origin[kJ];
-    uint32_t taps[kJ];
-    TapChannel k;
-  };
-  __device__ int tap_offset(int kh, int kw) const {
-    return -(kh * static_cast<int>(ow_n) + kw) * c8;
-  }
-  template <int kJ>
-  __device__ State<kJ> start(const int64_t (&row)[kJ], int64_t k0, int64_t k_end) const {
-    State<kJ> st;
-    for (int j = 0; j < kJ; ++j) {
-      st.origin[j] = 0;
-      st.taps[j] = 0;
-      if (row[j] >= m) continue;
-      const int64_t iw = row[j] % s.w, ih = row[j] / s.w % s.h, n = row[j] / (s.w * s.h);
-      const int nh = static_cast<int>(ih + s.pad_top), nw = static_cast<int>(iw + s.pad_left);
-      const int last_h = static_cast<int>(oh_n - 1), last_w = static_cast<int>(ow_n - 1);
-      st.origin[j] = ((n * oh_n + nh) * ow_n + nw) * c8;
-      st.taps[j] = TapMask::side(nh - last_h, nh + 1, s.kh) |
-                   TapMask::side(nw - last_w, nw + 1, s.kw) << 16;
-    }
-    st.k.start(*this, k0, k_end, c8, s.kw);
-    return st;
-  }
-  template <int kJ>
-  __device__ Chunk chunk(const State<kJ>& st, int j) const {
-    const bool valid = st.k.k_left > 0 && TapMask::lands(st.taps[j], st.k.tap_bits);
-    return {valid ? dy8 + st.origin[j] + (st.k.tap_offset + st.k.c) : dy8, valid};
-  }
-  template <int kJ>
-  __device__ void advance(State<kJ>& st) const { st.k.advance(*this, c8, s.kw); }
-};
-
-// Dgrad B as (Cin rows) x (K = (kh, kw, co)) K-major: w8[kh, kw, ci, co], w8 (KH, KW, Cin,
-// Cout8). Row ci starts at ci Cout8; k = tap Cout8 + co is at tap Cin Cout8 + co from there,
-// which advances with k inside a tap and jumps (Cin - 1) Cout8 more at each carry into the
-// next. So this loader needs no tap (no TapChannel): an offset, the channel and what is left
-// of the K slice, three registers where the dgrad's A already holds a TapChannel of six.
-struct DgradB {
-  static constexpr bool kKMajor = true;
-  Conv2dShape s;
-  int c8;  // Cout8
-  const bf16_bits* w8;
-  template <int kJ>
-  struct State {
-    bool valid[kJ];
-    int64_t origin[kJ];  // ci Cout8
-    int at, c;           // k's offset from a row's origin, and its channel co
-    int k_left;          // k_end - k
-  };
-  template <int kJ>
-  __device__ State<kJ> start(const int64_t (&r)[kJ], int64_t k0, int64_t k_end) const {
-    State<kJ> st;
-    for (int j = 0; j < kJ; ++j) {
-      st.valid[j] = r[j] < s.c_in;
-      st.origin[j] = r[j] * c8;
-    }
-    st.c = static_cast<int>(k0 % c8);
-    st.at = static_cast<int>(k0 / c8) * static_cast<int>(s.c_in) * c8 + st.c;
-    st.k_left = static_cast<int>(k_end - k0);
-    return st;
-  }
-  template <int kJ>
-  __device__ Chunk chunk(const State<kJ>& st, int j) const {
-    const bool valid = st.valid[j] && st.k_left > 0;
-    return {valid ? w8 + st.origin[j] + st.at : w8, valid};
-  }
-  template <int kJ>
-  __device__ void advance(State<kJ>& st) const {
-    st.k_left -= kBK;
-    st.at += kBK;
-    st.c += kBK;
-    while (st.c >= c8) {
-      st.c -= c8;
-      st.at += (static_cast<int>(s.c_in) - 1) * c8;
-    }
-  }
-};
-
-// Wgrad A, MN-major: rows k = pixel (n, oh, ow), columns m = (kh, kw, ci) of dw; the chunk
-// is 8 channels of x8 at input pixel (oh * stride - pad_top + kh, ...). The thread's column,
-// so its tap and channel, is fixed for the whole K loop; its two rows walk the pixels 32 at
-// a time with a carry, and each keeps its sample's offset, so a chunk per stage is two
-// multiply-adds for the pixel, an unsigned compare per side and 32-bit offset arithmetic
-// (an image of H W Cin8 elements under 2^31: check_shape_limits), where it was a chain of
-// 64-bit multiplies.
-struct WgradA {
-  static constexpr bool kKMajor = false;
-  Conv2dShape s;
-  int64_t oh_n, ow_n, m;
-  int c8;  // Cin8
-  const bf16_bits* x8;
-  template <int kJ>
-  struct State {
-    bool valid;          // the column chunk is inside M
-    int dh, dw, ci;      // kh - pad_top, kw - pad_left, the channel
-    int64_t image[kJ];   // n H W Cin8: row j's sample, elements from x8
-    int oh[kJ], ow[kJ];
-    int k_left[kJ];      // k_end - row j's pixel
-  };
-  template <int kJ>
-  __device__ State<kJ> start(int64_t col, const int64_t (&k0)[kJ], int64_t k_end) const {
-    State<kJ> st;
-    st.valid = col < m;
-    st.ci = static_cast<int>(col % c8);
-    const int tap = static_cast<int>(col / c8);
-    st.dh = tap / s.kw - s.pad_top;
-    st.dw = tap % s.kw - s.pad_left;
-    for (int j = 0; j < kJ; ++j) {
-      st.k_left[j] = static_cast<int>(k_end - k0[j]);
-      st.ow[j] = static_cast<int>(k0[j] % ow_n);
-      st.oh[j] = static_cast<int>(k0[j] / ow_n % oh_n);
-      st.image[j] = k0[j] / (ow_n * oh_n) * s.h * s.w * c8;
-    }
-    return st;
-  }
-  template <int kJ>
-  __device__ Chunk chunk(const State<kJ>& st, int j) const {
-    const int ih = st.oh[j] * s.stride + st.dh, iw = st.ow[j] * s.stride + st.dw;
-    // one unsigned compare per side: a negative coordinate wraps to a large one
-    const bool valid = st.valid && st.k_left[j] > 0 &&
-                       static_cast<unsigned>(ih) < static_cast<unsigned>(s.h) &&
-                       static_cast<unsigned>(iw) < static_cast<unsigned>(s.w);
-    return {valid ? x8 + st.image[j] + ((ih * static_cast<int>(s.w) + iw) * c8 + st.ci) : x8,
-            valid};
-  }
-  template <int kJ>
-  __device__ void advance(State<kJ>& st) const {
-    for (int j = 0; j < kJ; ++j) {
-      st.k_left[j] -= kBK;
-      st.ow[j] += kBK;
-      while (st.ow[j] >= ow_n) {
-        st.ow[j] -= static_cast<int>(ow_n);
-        if (++st.oh[j] == oh_n) {
-          st.oh[j] = 0;
-          st.image[j] += s.h * s.w * c8;
-        }
-      }
-    }
-  }
-};
-
-// B, MN-major, of a dense row-major matrix: rows k of `cols` bf16 (a multiple of 8), the
-// column chunks at or past `cols` zeros. The wgrad's dy8 (N*OH*OW pixels, Cout8), and the
-// forward's w8 (KH*KW*Cin8, Cout8): the weights as they are stored, k = (kh, kw, ci). Each
-// of the thread's two rows is an offset advanced 32 rows a stage: an add, no multiply.
-struct DenseRowsB {
-  static constexpr bool kKMajor = false;
-  int64_t cols;
-  const bf16_bits* matrix;
-  template <int kJ>
-  struct State {
-    bool valid;
-    int64_t at[kJ];  // row j's chunk, elements from matrix
-    int k_left[kJ];  // k_end - row j
-  };
-  template <int kJ>
-  __device__ State<kJ> start(int64_t col, const int64_t (&k0)[kJ], int64_t k_end) const {
-    State<kJ> st;
-    st.valid = col < cols;
-    for (int j = 0; j < kJ; ++j) {
-      st.at[j] = k0[j] * cols + col;
-      st.k_left[j] = static_cast<int>(k_end - k0[j]);
-    }
-    return st;
-  }
-  template <int kJ>
-  __device__ Chunk chunk(const State<kJ>& st, int j) const {
-    const bool valid = st.valid && st.k_left[j] > 0;
-    return {valid ? matrix + st.at[j] : matrix, valid};
-  }
-  template <int kJ>
-  __device__ void advance(State<kJ>& st) const {
-    for (int j = 0; j < kJ; ++j) {
-      st.at[j] += kBK * cols;
-      st.k_left[j] -= kBK;
-    }
-  }
-};
-
-// The same matrix delivered by the copy engine (v5 only, Bf16Tiles::WgmmaTma): a tensor map
-// of it (rows k x cols, boxes of 64 rows of k by 64 columns: an MN-major panel), and one
-// thread asks for the tile's two panels a stage (request); columns past `cols` and rows
-// past the matrix's k are zeros from the engine. No thread computes a chunk's address. A K
-// slice ends on a stage boundary (v5's slices are whole 64-deep stages), so a box never
-// holds rows of the next slice. The kernel takes it as a __grid_constant__ parameter: the
-// copy reads the map where the launch put it.
-struct DenseRowsTmaB {
-  CUtensorMap map;
-#if DDPM_HAS_SM90A_WGMMA  // (v5's kernel, their only user, is compiled empty elsewhere)
-  static constexpr bool kKMajor = false;
-  static constexpr bool kByCopyEngine = true;
-  struct State {};
-  template <int kJ>
-  __device__ State start(int64_t, const int64_t (&)[kJ], int64_t) const { return {}; }
-  __device__ void advance(State&) const {}
-  // The 128 columns at col0 of rows k0..k0+63 into `tile` (the stage's B tile).
-  __device__ void request(ptx::SharedAddress tile, int64_t col0, int64_t k0,
-                          ptx::SharedAddress landed) const {
-    sm90::tma_tile<Major::MN>(tile, &map, static_cast<int>(col0), static_cast<int>(k0), landed);
-  }
-#endif
-};
-// Dgrad B by the copy engine (v5 only, Bf16Tiles::WgmmaTma): DgradB's w8 (taps, Cin, Cout8)
-// as a rank-3 tensor map, boxes of 128 rows (ci) of 64 co of one tap: a K-major tile, k =
-// tap Cout8 + co. Needs Cout8 a multiple of 64, so that a 64-deep stage lies in one tap
-// (every CIFAR-10 layer but the last, Cout = 3); thread 0 finds the stage's tap and first co
-// with a division per stage. Rows past Cin are zeros from the engine.
-struct DgradTmaB {
-  CUtensorMap map;
-  int c8;  // Cout8, a multiple of 64
-#if DDPM_HAS_SM90A_WGMMA  // (as DenseRowsTmaB's)
-  static constexpr bool kKMajor = true;
-  static constexpr bool kByCopyEngine = true;
-  struct State {};
-  template <int kJ>
-  __device__ State start(const int64_t (&)[kJ], int64_t, int64_t) const { return {}; }
-  __device__ void advance(State&) const {}
-  // Rows (ci) row0..row0+127 of k0..k0+63 into `tile` (the stage's B tile).
-  __device__ void request(ptx::SharedAddress tile, int64_t row0, int64_t k0,
-                          ptx::SharedAddress landed) const {
-    const int tap = static_cast<int>(k0 / c8), co = static_cast<int>(k0 % c8);
-    ptx::tma_load_3d(tile, &map, co, static_cast<int>(row0), tap, landed);
-  }
-#endif
-};
-// True for a loader whose tiles the copy engine brings (kByCopyEngine), false for the
-// cp.async ones (which do not say).
-template <class L, class = void>
-struct ByCopyEngine : std::false_type {};
-template <class L>
-struct ByCopyEngine<L, std::void_t<decltype(L::kByCopyEngine)>>
-    : std::bool_constant<L::kByCopyEngine> {};
-
-// ---- epilogues: what happens to C's elements (those in range) ---------------------------
-// C reaches an epilogue a row at a time. row(r) does once what depends only on the row (its
-// address; the forward's sample, a division), then each of the thread's pairs of adjacent
-// columns goes to the call operator: col even, count 2, or 1 when col is the last column.
-// A thread of a 128x128 block holds 8 rows of 4 pairs, so it divides 8 times, not once per
-// element (64: a 64-bit division is tens of instructions, and 64 of them would cost as much
-// issue as a short K loop), and moves each pair in one access when `paired` (storage.cuh:
-// the row length even, the bases aligned).
-
-// forward: y = ((C + bias) + per_sample[n]) + residual, each addend optional (a ResBlock's
-// time embedding and skip), in the order of separate passes, in fp32, one store.
-// rows_per_sample = OH * OW.
-// A: the storage of y and the residual (the activations), fp32 or bf16 bits (the store
-// rounds once, storage.cuh).
-template <class A>
-struct StoreWithAdds {
-  A* y;
-  const float *bias, *per_sample;
-  const A* residual;
-  int64_t ld, rows_per_sample;
-  bool paired;  // rows_pair(ld, y) and rows_pair(ld, residual)
-  struct Row {
-    int64_t at;                  // row * ld
-    const float* sample_vector;  // per_sample's row for this row's sample, or null
-  };
-  __device__ Row row(int64_t r) const {
-    return {r * ld, per_sample ? per_sample + r / rows_per_sample * ld : nullptr};
-  }
-  __device__ void operator()(const Row& r, int64_t col, int count, const float (&c)[2]) const {
-    float out[2], res[2];
-#pragma unroll
-    for (int e = 0; e < 2; ++e) {
-      out[e] = c[e] + (bias && e < count ? bias[col + e] : 0.0f);
-      if (r.sample_vector && e < count) out[e] += r.sample_vector[col + e];
-    }
-    if (residual) {
-      load_cols(residual + r.at, col, count, paired, res);
-      out[0] += res[0];
-      out[1] += res[1];
-    }
-    store_cols(y + r.at, col, count, paired, out);
-  }
-  // The same epilogue storing into `scratch` (rows_reached(m) rows of ld, 8-byte aligned),
-  // for the autotuner: it times the kernel that will run, epilogue included.
-  StoreWithAdds into(void* scratch) const {
-    StoreWithAdds e = *this;
-    e.y = static_cast<A*>(scratch);
-    return e;
-  }
-  int64_t rows_reached(int64_t m) const { return m; }  // of the output, by C's m rows
-};
-
-// C's row r is dx's pixel rows(r): itself, or for a phase of a strided dgrad its pixel
-// (kernels/dgrad_phases.h; two 32-bit divisions a row).
-template <class D>
-struct Accumulate {  // dgrad: dx += C (a bf16 dx: rounded once, after the add), or dx = C
-  D* out;
-  int64_t ld;
-  bool add;     // false: the first contribution to dx (kernels/grad_write.h)
-  bool paired;  // rows_pair(ld, out)
-  PhaseRows rows = {};
-  struct Row {
-    D* at;
-  };
-  __device__ Row row(int64_t r) const { return {out + rows(r) * ld}; }
-  __device__ void operator()(const Row& r, int64_t col, int count, const float (&c)[2]) const {
-    float v[2] = {c[0], c[1]};
-    if (add) {
-      float old[2];
-      load_cols(r.at, col, count, paired, old);
-      v[0] = old[0] + c[0];
-      v[1] = old[1] + c[1];
-    }
-    store_cols(r.at, col, count, paired, v);
-  }
-  Accumulate into(void* scratch) const {  // as StoreWithAdds::into; writing, not adding
-    Accumulate e = *this;
-    e.out = static_cast<D*>(scratch);
-    e.add = false;
-    return e;
-  }
-  // A phase's rows are spread over all of dx: up to its last row's pixel (rows grows with r)
-  int64_t rows_reached(int64_t m) const { return m > 0 ? rows(m - 1) + 1 : 0; }
-};
-
-// wgrad: dw += C (or dw = C) without the padded channels: C's rows are (tap, ci < Cin8),
-// its columns co < Cout8; dw is (taps, Cin, Cout).
-struct AccumulateWgrad {
-  float* dw;
-  int64_t c_in, c8, c_out;
-  bool add;     // false: the first contribution to dw (kernels/grad_write.h)
-  bool paired;  // rows_pair(c_out, dw)
-  struct Row {
-    float* at;  // dw's row, or null for a padded input channel
-  };
-  __device__ Row row(int64_t r) const {
-    const int64_t tap = r / c8, ci = r % c8;
-    return {ci < c_in ? dw + (tap * c_in + ci) * c_out : nullptr};
-  }
-  __device__ void operator()(const Row& r, int64_t col, int count, const float (&c)[2]) const {
-    const int64_t real = c_out - col < count ? c_out - col : count;  // drop padded columns
-    if (r.at == nullptr || real <= 0) return;
-    float v[2] = {c[0], c[1]};
-    if (add) {
-      float old[2];
-      load_cols(r.at, col, static_cast<int>(real), paired, old);
-      v[0] = old[0] + c[0];
-      v[1] = old[1] + c[1];
-    }
-    store_cols(r.at, col, static_cast<int>(real), paired, v);
-  }
-  AccumulateWgrad into(void* scratch) const {  // as StoreWithAdds::into
-    AccumulateWgrad e = *this;
-    e.dw = static_cast<float*>(scratch);
-    e.add = false;
-    return e;
-  }
-  int64_t rows_reached(int64_t m) const { return m; }  // dw's (tap, ci) rows: at most m
-};
-
 // ---- the kernel ----------------------------------------------------------------------------
-
-// The loader's state for thread tid's two chunks of tile T (a Tile above) of the block whose
-// rows (m or n) start at mn0, from k_begin: two rows at one k (K-major), or one column
-// chunk at two rows of k (MN-major).
-template <class T, class Loader>
-__device__ auto start_chunks(const Loader& loader, int tid, int64_t mn0, int64_t k_begin,
-                             int64_t k_end) {
-  constexpr int kJ = T::kChunksPerThread;
-  int64_t at[kJ];  // K-major: the chunks' rows (m or n); MN-major: their rows of k
-  for (int j = 0; j < kJ; ++j) at[j] = (T::kIsKMajor ? mn0 : k_begin) + T::row_of(tid, j);
-  if constexpr (T::kIsKMajor)
-    return loader.start(at, k_begin + kChunk * T::chunk_of(tid, 0), k_end);
-  else
-    return loader.start(mn0 + kChunk * T::chunk_of(tid, 0), at, k_end);
-}
-
-// C's pair (row, col), (row, col + 1) (those inside n) to the epilogue, or to the block's
-// split-K plane when there is one (8-byte aligned: launch_split checks).
-template <class Epilogue>
-__device__ __forceinline__ void hand_over(const Epilogue& epilogue,
-                                          const typename Epilogue::Row& out_row, float* plane,
-                                          int64_t row, int64_t col, int64_t n,
-                                          const float (&v)[2]) {
-  if (col >= n) return;
-  const int count = col + 1 < n ? 2 : 1;
-  if (plane) {
-    store_cols(plane + row * n, col, count, n % 2 == 0, v);
-  } else {
-    epilogue(out_row, col, count, v);
-  }
-}
 
 // grid (M tiles, N tiles, splits). Block z multiplies k in [z * k_slice, (z+1) * k_slice)
 // and, when splitting, writes its partial tile to planes + z * m * n.
@@ -862,168 +309,6 @@ conv_gemm_bf16(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB 
 #endif
 }
 
-// ---- v5: the three passes on Hopper's wgmma (sm_90a) ---------------------------------------
-// wgmma_tile.cuh's 128 x 128 tile (2 warpgroups, 64-deep stages in the 128-byte swizzle,
-// products left in flight behind the next loads; gemm_sm90.cu is the same pipeline on a
-// plain GEMM) fed by v4's own loaders. A 64-deep stage is two of their 32-deep steps: the
-// thread keeps the chunks of v4's 128-wide tile (Tile<kKMajor, 128, 256>; a K-major one's
-// rows permuted against bank conflicts, WgmmaHalf), placed in the stage's first half, then
-// in its second 32 further along k, so the gathers, the tap masks and the carries are v4's
-// unchanged. wgmma reads either layout (its trans bits), so each pass keeps v4's operands
-// as they are: the forward's im2col(x) K-major and the weights
-// MN-major as stored, the dgrad's both K-major, the wgrad's both MN-major. Split-K as v4
-// (planes, reduce_planes), in whole 64-deep stages. The tensor cores' own order of the 16
-// products of a k-step is theirs, so v5's bits need not be v4's: each is deterministic.
-
-// The chunks of a half stage a thread copies: those of v4's 128-wide tile, but for the rows
-// of a K-major one, permuted within each warp's 8 so that lanes 8q..8q+7 (one phase of a
-// warp's 16-byte stores) take rows r and r ^ 4, not r and r + 1: the hardware's swizzle
-// (chunk c of row r at c ^ (r % 8)) then spreads their 4 + 4 chunks over the 8 bank groups,
-// where rows r and r + 1 share 4 groups (2 wavefronts a phase: BankConflicts counts them).
-// An MN-major half (2 rows of k of 16 chunks a warp) is conflict-free as v4 maps it.
-// With Bf16Tiles::WgmmaTma the copy engine brings B's tile instead where B allows it
-// (DenseRowsTmaB: the forward's weights, the wgrad's dy; DgradTmaB: the dgrad's weights
-// when Cout8 is a multiple of 64): thread 0 requests it a stage onto the stage's mbarrier
-// (16 KB expected), and iteration t waits for the barrier's phase t / 4 as well as for the
-// thread's own cp.async copies of A, before the same __syncthreads. The same tile in shared
-// memory, so the same bits as v5's cp.async B.
-// With Bf16Tiles::WgmmaPaired the ring has 3 stages, not 4 (96 KB), so that two blocks share
-// an SM (wgmma_tile.cuh: sm90::blocks_an_sm; 128 registers a thread at most): each block
-// keeps one tile of loads in flight where a lone one keeps two, and one block's first loads
-// and its epilogue overlap the other's products, where a lone block leaves the tensor cores
-// idle through both. The same tiles and products, so the same bits.
-template <bool kKMajor>
-struct WgmmaHalf : Tile<kKMajor, sm90::kTile, sm90::kThreads> {
-  using V4 = Tile<kKMajor, sm90::kTile, sm90::kThreads>;
-  __device__ static int row_of(int tid, int j) {
-    const int r = V4::row_of(tid, j);
-    if constexpr (!kKMajor) return r;
-    return (r & ~7) | (r & 1) << 2 | (r >> 1 & 3);
-  }
-};
-
-// The layout of a loader's operand, and where thread tid's chunk j of half h of a stage
-// goes (bytes from the operand's tile): its position (mn, k) in the half, k 32 h further on.
-template <class L>
-constexpr Major kMajorOf = L::kKMajor ? Major::K : Major::MN;
-template <class L>
-__device__ int wgmma_chunk_bytes(int tid, int j, int h) {
-  using T = WgmmaHalf<L::kKMajor>;
-  const int mn = L::kKMajor ? T::row_of(tid, j) : kChunk * T::chunk_of(tid, j);
-  const int k = L::kKMajor ? kChunk * T::chunk_of(tid, j) : T::row_of(tid, j);
-  return sm90::TileLayout<kMajorOf<L>>::offset(mn, kBK * h + k);
-}
-
-// A ring of kRing stages: sm90::kStages, or sm90::kPairedStages (two blocks an SM).
-template <int kRing, class LoadA, class LoadB, class Epilogue>
-__global__ void __launch_bounds__(sm90::kThreads, sm90::blocks_an_sm(kRing))
-conv_gemm_wgmma(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a,
-                const __grid_constant__ LoadB b, Epilogue epilogue, float* planes) {
-#if DDPM_HAS_SM90A_WGMMA
-  constexpr bool kEngineB = ByCopyEngine<LoadB>::value;
-  DDPM_DYNAMIC_SHARED(bf16_bits, smem);  // (v4's declaration: one per translation unit)
-  const ptx::SharedAddress tiles = ptx::computed_once(sm90::first_stage(smem));
-  const sm90::StageBarriers<kRing> landed(tiles);  // used when B is the engine's
-  const int tid = threadIdx.x;
-  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * sm90::kTile;
-  const int64_t col0 = static_cast<int64_t>(blockIdx.y) * sm90::kTile;
-  const int64_t k_begin = blockIdx.z * k_slice;
-  const int64_t k_end = k_begin + k_slice < k ? k_begin + k_slice : k;
-  const int k_tiles =
-      k_end > k_begin ? static_cast<int>((k_end - k_begin + sm90::kTileK - 1) / sm90::kTileK) : 0;
-
-  // the thread's chunk j of half h of a stage, in bytes from its A and its B tile
-  int a_off[2][2], b_off[2][2];
-  for (int h = 0; h < 2; ++h)
-    for (int j = 0; j < 2; ++j) {
-      a_off[h][j] = wgmma_chunk_bytes<LoadA>(tid, j, h);
-      b_off[h][j] = wgmma_chunk_bytes<LoadB>(tid, j, h);
-    }
-  auto a_state = start_chunks<WgmmaHalf<LoadA::kKMajor>>(a, tid, row0, k_begin, k_end);
-  auto b_state = start_chunks<WgmmaHalf<LoadB::kKMajor>>(b, tid, col0, k_begin, k_end);
-  if constexpr (kEngineB) {
-    if (tid == 0) landed.init();
-    __syncthreads();
-  }
-  // the loaders only move forward: tiles are requested in order, each once
-  auto request = [&](int tile) {
-    if (tile < k_tiles) {
-      const ptx::SharedAddress stage = tiles + (tile % kRing) * sm90::kStageBytes;
-      if constexpr (kEngineB) {
-        if (tid == 0) {
-          const ptx::SharedAddress bar = landed.of(tile);
-          ptx::mbarrier_arrive_expect_tx(bar, sm90::kTileBytes);
-          b.request(stage + sm90::kTileBytes, col0, k_begin + int64_t{tile} * sm90::kTileK, bar);
-        }
-      }
-      for (int h = 0; h < 2; ++h) {
-        for (int j = 0; j < 2; ++j) {
-          const Chunk ca = a.chunk(a_state, j);
-          ptx::cp_async_16(stage + a_off[h][j], ca.src, ca.valid);
-          if constexpr (!kEngineB) {
-            const Chunk cb = b.chunk(b_state, j);
-            ptx::cp_async_16(stage + sm90::kTileBytes + b_off[h][j], cb.src, cb.valid);
-          }
-        }
-        a.advance(a_state);
-        b.advance(b_state);
-      }
-    }
-    ptx::cp_async_commit();  // possibly empty: the group count stays uniform
-  };
-  for (int t = 0; t < kRing - 2; ++t) request(t);
-
-  float d[64];
-  for (float& v : d) v = 0.0f;
-  const int warpgroup = tid / 128;
-  for (int t = 0; t < k_tiles; ++t) {
-    ptx::cp_async_wait<kRing - 3>();  // tile t has landed (this thread's chunks)
-    ptx::fence_proxy_async_shared();  // ... where the tensor cores read
-    if constexpr (kEngineB)           // ... and the engine's B
-      landed.wait(t);
-    __syncthreads();                  // ... everyone's; tile t-2's products are done
-    request(t + kRing - 2);           // into tile t-2's stage
-    sm90::multiply_stage<kMajorOf<LoadA>, kMajorOf<LoadB>>(
-        d, tiles + (t % kRing) * sm90::kStageBytes, warpgroup, t > 0);
-  }
-  sm90::finish(d);
-  ptx::cp_async_wait<0>();  // (only empty groups are left)
-
-  const sm90::Fragment f(tid);
-  float* const plane = gridDim.z > 1 ? planes + blockIdx.z * m * n : nullptr;
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {  // unrolled: d's index must be a constant, or d is in memory
-    const int64_t row = row0 + f.row(h);
-    if (row >= m) continue;
-    const auto out_row = plane ? typename Epilogue::Row{} : epilogue.row(row);
-#pragma unroll
-    for (int j = 0; j < 16; ++j) {
-      const float v[2] = {d[4 * j + 2 * h], d[4 * j + 2 * h + 1]};
-      hand_over(epilogue, out_row, plane, row, col0 + f.col(j), n, v);
-    }
-  }
-#endif
-}
-
-// The split-K planes summed in order, then the epilogue: a thread per pair of adjacent
-// columns of C (the kernel's pairs), so one division finds the pair's row.
-template <class Epilogue>
-__global__ void reduce_planes(int64_t m, int64_t n, int splits, const float* planes,
-                              Epilogue epilogue) {
-  const bool plane_pairs = n % 2 == 0;
-  DDPM_GRID_STRIDE(i, m * ColumnPair::pairs(n)) {
-    const ColumnPair p(i, n);
-    float acc[2] = {0.0f, 0.0f};
-    for (int z = 0; z < splits; ++z) {
-      float v[2];
-      load_cols(planes + (z * m + p.row) * n, p.col, p.count, plane_pairs, v);
-      acc[0] += v[0];
-      acc[1] += v[1];
-    }
-    epilogue(epilogue.row(p.row), p.col, p.count, acc);
-  }
-}
-
 // ---- conversions to bf16 -----------------------------------------------------------------
 
 // dst (rows, c8) = bf16(src (rows, c)), channels c..c8-1 zero; a bf16 src is copied.
@@ -1068,49 +353,14 @@ __global__ void weights_by_phase(Conv2dShape s, int64_t co8, const S* w, bf16_bi
 // 227 KB on H100).
 static_assert(DeepTiles::kSmemBytes <= 99 * 1024 && WideWarpTiles::kSmemBytes <= 99 * 1024,
               "more than every sm_80+ GPU allows a block");
-
-// Split-K: slices of at least 8 stages, at most 32 planes, as many as one wave of the large
-// tiles holds (two blocks an SM: their __launch_bounds__): the 3x3 wgrad of a 128-channel
-// layer has 9 output tiles, so 29 slices on 132 SMs, 261 blocks. Rounding the count up
-// instead (split_k_count) gave 8 slices of the 36 tiles of a 256-channel wgrad, 288 blocks:
-// a second wave of 24 blocks, as long as the first (on an H200 that wgrad ran at 0.31x
-// cuDNN's; docs/kernels.md). The count depends on the shape only (counted in large tiles
-// whichever block shape runs), so the choice of block shape never changes a result's bits:
-// the autotuner may pick either.
-constexpr int64_t kMinSlice = 8 * kBK;
-constexpr int kMaxSplits = 32;
+static_assert(LargeTiles::kBM == kPlanTile && LargeTiles::kBN == kPlanTile,
+              "the split plan counts the large tiles");
 
 template <class Block>
 int64_t tiles_of(int64_t m, int64_t n) {
   return ((m + Block::kBM - 1) / Block::kBM) * ((n + Block::kBN - 1) / Block::kBN);
 }
 
-struct Gemm {
-  const char* pass;
-  int64_t m, n, k;
-  int splits() const {
-    return split_k_one_wave(tiles_of<LargeTiles>(m, n), k, kMinSlice, kMaxSplits, kBlocksPerSm);
-  }
-  int64_t plane_floats() const { return splits() > 1 ? splits() * m * n : 0; }
-};
-
-// A GEMM's launch on tiles of tile_m x tile_n, K in stages of stage_k: the split plan (the
-// shape's, whatever the kernel), launch(grid, k_slice) for the kernel, then the planes' sum
-// through the epilogue when split.
-template <class Epilogue, class Launch>
-void launch_split(const Gemm& g, int tile_m, int tile_n, int stage_k, float* planes,
-                  const Epilogue& epilogue, Launch launch) {
-  const int splits = g.splits();
-  CHECK(splits == 1 || reinterpret_cast<uintptr_t>(planes) % (2 * sizeof(float)) == 0,
-        "the bf16 convolution's split-K planes must be 8-byte aligned (stored in pairs)");
-  const int64_t k_slice = ((g.k + splits - 1) / splits + stage_k - 1) / stage_k * stage_k;
-  launch(dim3(static_cast<unsigned>((g.m + tile_m - 1) / tile_m),
-              static_cast<unsigned>((g.n + tile_n - 1) / tile_n), static_cast<unsigned>(splits)),
-         k_slice);
-  if (splits > 1)
-    DDPM_LAUNCH(reduce_planes<Epilogue>, grid_for(g.m * ColumnPair::pairs(g.n)), kThreads)(
-        g.m, g.n, splits, planes, epilogue);
-}
 
 template <class Block, class LoadA, class LoadB, class Epilogue>
 void launch_gemm(const Gemm& g, LoadA a, LoadB b, Epilogue epilogue, float* planes) {
@@ -1151,47 +401,12 @@ const char* tiles_name(Bf16Tiles t) {
                                        : "128x128";
 }
 
-// v5: v4's split plan, its slices whole 64-deep stages; a ring of kRing stages.
-template <int kRing = sm90::kStages, class LoadA, class LoadB, class Epilogue>
-void launch_wgmma(const Gemm& g, LoadA a, LoadB b, Epilogue epilogue, float* planes) {
-  if (g.m == 0 || g.n == 0) return;
-  CHECK(gemm_sm90_available(), "conv v5 (wgmma) " << sm90a_missing());
-  constexpr size_t kBytes = sm90::shared_bytes_with_barriers(1, kRing);  // TMA B's barriers
-  auto launch = [&](dim3 grid, int64_t k_slice) {
-    reserve_shared_memory(conv_gemm_wgmma<kRing, LoadA, LoadB, Epilogue>, kBytes,
-                          "conv v5 (wgmma)", "no Hopper GPU has less", sm90::blocks_an_sm(kRing));
-    DDPM_LAUNCH((conv_gemm_wgmma<kRing, LoadA, LoadB, Epilogue>), grid, sm90::kThreads, kBytes)(
-        g.m, g.n, g.k, k_slice, a, b, epilogue, planes);
-  };
-  launch_split(g, sm90::kTile, sm90::kTile, sm90::kTileK, planes, epilogue, launch);
-}
 
 template <class LoadA, class LoadB, class Epilogue>
 void launch_tiles(Bf16Tiles t, const Gemm& g, LoadA a, LoadB b, Epilogue epilogue,
                   float* planes) {
-  if (t == Bf16Tiles::WgmmaTma && g.k > 0) {  // B by the copy engine, where it can
-    if constexpr (std::is_same_v<LoadB, DenseRowsB>) {
-      const DenseRowsTmaB engine{bf16_tensor_map_sw128(b.matrix, g.k, b.cols, sm90::kTileK,
-                                                       "conv v5 (wgmma, TMA B)")};
-      launch_wgmma(g, a, engine, epilogue, planes);
-      return;
-    }
-    if constexpr (std::is_same_v<LoadB, DgradB>) {
-      if (b.c8 % sm90::kTileK == 0) {
-        const int64_t taps = int64_t{b.s.kh} * b.s.kw;
-        const DgradTmaB engine{
-            bf16_planes_tensor_map_sw128(b.w8, taps, b.s.c_in, b.c8, sm90::kTile,
-                                         "conv v5 (wgmma, TMA B) dgrad"),
-            b.c8};
-        launch_wgmma(g, a, engine, epilogue, planes);
-        return;
-      }
-    }
-  }
-  if (t == Bf16Tiles::Wgmma || t == Bf16Tiles::WgmmaTma) {
-    launch_wgmma(g, a, b, epilogue, planes);
-  } else if (t == Bf16Tiles::WgmmaPaired) {
-    launch_wgmma<sm90::kPairedStages>(g, a, b, epilogue, planes);
+  if (t == Bf16Tiles::Wgmma || t == Bf16Tiles::WgmmaTma || t == Bf16Tiles::WgmmaPaired) {
+    run_v5(t, g, a, b, epilogue, planes);  // conv2d_bf16_v5.cu
   } else if (t == Bf16Tiles::Small) {
     launch_gemm<SmallTiles>(g, a, b, epilogue, planes);
   } else if (t == Bf16Tiles::Deep) {
@@ -1495,6 +710,9 @@ void backward(const Conv2dShape& s, const A* x, const float* w, const A* dy, A* 
 }
 
 }  // namespace
+}  // namespace conv_bf16
+
+using namespace conv_bf16;  // (this file's own pieces)
 
 void set_conv2d_bf16_tiles(Bf16Tiles t) { g_tiles = t; }
 Bf16Tiles conv2d_bf16_tiles() { return g_tiles; }
@@ -1502,27 +720,6 @@ void set_conv2d_bf16_thin(bool on) { g_thin = on; }
 bool conv2d_bf16_thin() { return g_thin; }
 
 int conv2d_bf16_split_k(int64_t m, int64_t n, int64_t k) { return Gemm{"", m, n, k}.splits(); }
-
-int conv2d_bf16_v5_blocks_an_sm(Bf16Tiles t) {
-  CHECK(t == Bf16Tiles::Wgmma || t == Bf16Tiles::WgmmaPaired,
-        "conv2d_bf16_v5_blocks_an_sm: Wgmma or WgmmaPaired (the rings of 4 and 3 stages)");
-  // The three passes' kernels as bf16 activations run them; the fewest blocks of the three.
-  auto fewest = [](auto ring) {
-    constexpr int kRing = decltype(ring)::value;
-    constexpr size_t kBytes = sm90::shared_bytes_with_barriers(1, kRing);
-    constexpr int kSizedFor = sm90::blocks_an_sm(kRing);
-    const char* what = "conv v5 (wgmma)";
-    return std::min(
-        {resident_blocks(conv_gemm_wgmma<kRing, ForwardA, DenseRowsB, StoreWithAdds<bf16_bits>>,
-                         sm90::kThreads, kBytes, kSizedFor, what),
-         resident_blocks(conv_gemm_wgmma<kRing, DgradA, DgradB, Accumulate<bf16_bits>>,
-                         sm90::kThreads, kBytes, kSizedFor, what),
-         resident_blocks(conv_gemm_wgmma<kRing, WgradA, DenseRowsB, AccumulateWgrad>,
-                         sm90::kThreads, kBytes, kSizedFor, what)});
-  };
-  return t == Bf16Tiles::WgmmaPaired ? fewest(std::integral_constant<int, sm90::kPairedStages>{})
-                                     : fewest(std::integral_constant<int, sm90::kStages>{});
-}
 
 int64_t conv2d_bf16_forward_workspace(const Conv2dShape& s) {
   return ForwardBuffers(s, nullptr).floats;

@@ -1,5 +1,5 @@
 // The 128 x 128 block tile on Hopper's wgmma that the GEMM (gemm_sm90.cu) and convolution
-// v5 (conv2d_bf16.cu) share: its shared-memory stages, one stage's products, and where each
+// v5 (conv2d_bf16_v5.cu) share: its shared-memory stages, one stage's products, and where each
 // accumulator lands in the tile. The instructions and the tile layout are ptx_sm90.cuh's.
 //
 //   block    256 threads = 2 warpgroups; warpgroup w owns rows 64 w..64 w + 63 of the tile,

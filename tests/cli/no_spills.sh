@@ -13,9 +13,10 @@ rm -rf "$work" && mkdir -p "$work"
 fail() { echo "FAIL: $*"; exit 1; }
 total=0
 # The files with wgmma kernels as CMake builds them for Hopper: sm_90a (CMakeLists.txt)
-for f in conv2d_bf16 conv2d_thin attention_flash_bf16 attention_flash_bf16_backward group_norm gemm_sm90; do
+for f in conv2d_bf16 conv2d_bf16_v5 conv2d_thin attention_flash_bf16 attention_flash_bf16_backward \
+    group_norm gemm_sm90; do
   target=-arch=sm_90
-  [[ $f == conv2d_bf16 || $f == gemm_sm90 ]] && target=-gencode=arch=compute_90a,code=sm_90a
+  [[ $f == conv2d_bf16_v5 || $f == gemm_sm90 ]] && target=-gencode=arch=compute_90a,code=sm_90a
   "$nvcc" -std=c++17 -O3 "$target" -I "$src" -cubin -Xptxas -v -o "$work/$f.cubin" \
     "$src/kernels/cuda/$f.cu" > "$work/$f.log" 2>&1 ||
     fail "nvcc could not build $f.cu for sm_90: $(tail -5 "$work/$f.log")"

@@ -1,5 +1,5 @@
 // Shared-memory bank conflicts of the tensor-core kernels, counted on the emulated device:
-// every ldmatrix and cp.async of convolutions v4 and v5 (kernels/cuda/conv2d_bf16.cu; v5's
+// every ldmatrix and cp.async of convolutions v4 and v5 (kernels/cuda/conv2d_bf16.cu and conv2d_bf16_v5.cu; v5's
 // wgmma reads its tiles itself, so only its copies) and of the
 // bf16 flash attention (attention_flash_bf16*.cu) is served in the wavefronts the emulator
 // counts (tests/cuda_emulation/block.h has the model: 128 bytes a wavefront, a 16-byte

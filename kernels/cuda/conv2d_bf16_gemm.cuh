@@ -1,0 +1,609 @@
+// What convolutions v4 (conv2d_bf16.cu: mma.sync) and v5 (conv2d_bf16_v5.cu: Hopper's wgmma)
+// share, and only they: the operands' shared-memory tiles, the loaders that gather each
+// pass's A and B chunk by chunk (im2col of x, dy by tap, the weights, dy as rows), the
+// epilogues that take C's elements (the forward's adds, dx and dw written or added to), the
+// split-K plan and the planes' sum. conv2d_bf16.cu's opening comment explains all of it; the
+// two kernels differ only in how a stage is multiplied. Internal: the engine's interface is
+// conv2d_bf16.cuh.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "engine/check.h"
+#include "kernels/bf16.h"
+#include "kernels/cuda/conv2d_bf16.cuh"
+#include "kernels/cuda/device_info.cuh"
+#include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/storage.cuh"
+#include "kernels/dgrad_phases.h"
+#include "kernels/shapes.h"
+
+namespace ddpm::cuda::conv_bf16 {
+
+using bf16_bits = uint16_t;
+
+constexpr int kBK = 32;    // K per stage: two mma k-steps of 16
+constexpr int kChunk = 8;  // bf16 per 16-byte cp.async
+
+// The blocks an SM holds at once, at least (the kernel's launch bounds), for which the split
+// plan sizes its one wave (below).
+constexpr int kBlocksPerSm = 2;
+
+inline int64_t round_up8(int64_t c) { return (c + 7) / 8 * 8; }
+
+// ---- shared-memory tiles ----------------------------------------------------------------
+
+// One operand's tile of one stage: K-major (kMN rows of kBK) or MN-major (kBK rows of kMN),
+// in 16-byte chunks stored at chunk ^ f(row).
+template <bool kKMajor, int kMN, int kThreads>
+struct Tile {
+  static constexpr bool kIsKMajor = kKMajor;
+  static constexpr int kRows = kKMajor ? kMN : kBK;
+  static constexpr int kChunksPerRow = (kKMajor ? kBK : kMN) / kChunk;
+  static constexpr int kElements = kRows * kChunksPerRow * kChunk;
+  static constexpr int kChunksPerThread = kRows * kChunksPerRow / kThreads;
+  static_assert(kChunksPerRow == 4 || kChunksPerRow % 8 == 0, "the swizzles below");
+  static_assert(kChunksPerThread >= 1 && kRows * kChunksPerRow % kThreads == 0,
+                "every thread copies the same number of whole chunks");
+
+  __device__ static int offset(int row, int chunk) {  // in elements
+    const int f = kChunksPerRow == 4 ? (row >> 1) & 3 : row & 7;
+    return (row * kChunksPerRow + (chunk ^ f)) * kChunk;
+  }
+  // This thread's j-th chunk of the tile: consecutive threads take consecutive chunks of a
+  // row, so a warp's cp.async covers whole rows (coalesced global reads).
+  __device__ static int row_of(int tid, int j) { return (tid + j * kThreads) / kChunksPerRow; }
+  __device__ static int chunk_of(int tid, int j) { return (tid + j * kThreads) % kChunksPerRow; }
+};
+// ---- loaders: where each of a thread's two chunks comes from, stage after stage ----------
+// K-major loaders: the thread's chunks are rows mn[0], mn[1] at one k; MN-major loaders: one
+// column chunk mn at rows k[0], k[1]. chunk() gives the source of chunk j for the current
+// stage and whether it holds data (else the copy writes zeros: outside the image, the
+// matrix or the K slice; the source is then the operand's base, a valid address never
+// read); advance() moves every chunk 32 along k. A flag beside the address, not a null
+// address, because testing a pointer for null is two compares of 64 bits per chunk and
+// stage, and choosing between it and the base two selects more.
+struct Chunk {
+  const bf16_bits* src;
+  bool valid;
+};
+
+// Which taps of a row's window land on the input (for the dgrad: on dy), as
+// one word: bit kh (0-15) when row kh of the window does, bit 16 + kw when column kw does;
+// tap (kh, kw) lands when both are set. Computed once per row at the start (a row is a
+// pixel, fixed for the whole K loop), so a chunk's test per stage is an AND and a compare,
+// where testing the coordinates against the image's bounds took four compares (and, in the
+// dgrad, a divisibility test by the stride) per chunk and stage. Kernels up to 16 x 16
+// (check_shape_limits).
+struct TapMask {
+  static constexpr int kMaxTaps = 16;  // per side
+  __device__ static uint32_t bits(int kh, int kw) { return (1u << kh) | (1u << (16 + kw)); }
+  // Bits [lo, hi) of [0, n).
+  __device__ static uint32_t side(int lo, int hi, int n) {
+    uint32_t b = 0;
+    for (int t = lo > 0 ? lo : 0; t < (hi < n ? hi : n); ++t) b |= 1u << t;
+    return b;
+  }
+  __device__ static bool lands(uint32_t mask, uint32_t tap_bits) {
+    return (mask & tap_bits) == tap_bits;
+  }
+};
+
+// k = (kh, kw, c) over KH x KW x C8 with c fastest, advanced 32 a stage with a carry. What
+// depends on the tap (kh, kw), its element offset in the loader's layout and its two bits
+// for the rows' masks (TapMask), changes only when the tap does, so it is recomputed only on
+// a carry: a stage without one costs an add and a compare. The loader L gives
+// tap_offset(kh, kw).
+struct TapChannel {
+  int kh = 0, kw = 0, c = 0;
+  int k_left = 0;         // k_end - k: the chunk is past the K slice when <= 0
+  int tap_offset = 0;     // L::tap_offset(kh, kw), elements
+  uint32_t tap_bits = 0;  // TapMask::bits(kh, kw)
+  template <class L>
+  __device__ void start(const L& l, int64_t k0, int64_t k_end, int c8, int kw_n) {
+    k_left = static_cast<int>(k_end - k0);
+    c = static_cast<int>(k0 % c8);
+    const int tap = static_cast<int>(k0 / c8);
+    kh = tap / kw_n;
+    kw = tap % kw_n;
+    retap(l);
+  }
+  template <class L>
+  __device__ void advance(const L& l, int c8, int kw_n) {
+    k_left -= kBK;
+    c += kBK;
+    if (c < c8) return;
+    do {
+      c -= c8;
+      if (++kw == kw_n) {
+        kw = 0;
+        ++kh;
+      }
+    } while (c >= c8);
+    retap(l);
+  }
+  template <class L>
+  __device__ void retap(const L& l) {
+    tap_offset = l.tap_offset(kh, kw);
+    tap_bits = TapMask::bits(kh, kw);
+  }
+};
+
+// Forward A: im2col(x8)[m = (n, oh, ow)][k = (kh, kw, ci)], x8 (N, H, W, Cin8). Row m's
+// window has its origin at input pixel (oh * stride - pad_top, ow * stride - pad_left), and
+// tap (kh, kw) is (kh W + kw) Cin8 elements on from it.
+struct ForwardA {
+  static constexpr bool kKMajor = true;
+  Conv2dShape s;
+  int64_t oh_n, ow_n, m;
+  int c8;
+  const bf16_bits* x8;
+  template <int kJ>
+  struct State {
+    int64_t origin[kJ];  // elements from x8 (negative at the image's top-left edge)
+    uint32_t taps[kJ];   // TapMask; 0: the row is past M
+    TapChannel k;
+  };
+  __device__ int tap_offset(int kh, int kw) const {
+    return (kh * static_cast<int>(s.w) + kw) * c8;
+  }
+  template <int kJ>
+  __device__ State<kJ> start(const int64_t (&row)[kJ], int64_t k0, int64_t k_end) const {
+    State<kJ> st;
+    for (int j = 0; j < kJ; ++j) {
+      st.origin[j] = 0;
+      st.taps[j] = 0;
+      if (row[j] >= m) continue;
+      const int64_t ow = row[j] % ow_n, oh = row[j] / ow_n % oh_n, n = row[j] / (ow_n * oh_n);
+      const int ih0 = static_cast<int>(oh * s.stride - s.pad_top);
+      const int iw0 = static_cast<int>(ow * s.stride - s.pad_left);
+      st.origin[j] = ((n * s.h + ih0) * s.w + iw0) * c8;
+      st.taps[j] = TapMask::side(-ih0, static_cast<int>(s.h) - ih0, s.kh) |
+                   TapMask::side(-iw0, static_cast<int>(s.w) - iw0, s.kw) << 16;
+    }
+    st.k.start(*this, k0, k_end, c8, s.kw);
+    return st;
+  }
+  template <int kJ>
+  __device__ Chunk chunk(const State<kJ>& st, int j) const {
+    const bool valid = st.k.k_left > 0 && TapMask::lands(st.taps[j], st.k.tap_bits);
+    return {valid ? x8 + st.origin[j] + (st.k.tap_offset + st.k.c) : x8, valid};
+  }
+  template <int kJ>
+  __device__ void advance(State<kJ>& st) const { st.k.advance(*this, c8, s.kw); }
+};
+
+// Dgrad A, of a stride-1 convolution (a strided convolution's dgrad runs by phase of dx,
+// each phase the dgrad of a stride-1 convolution: kernels/dgrad_phases.h): the output
+// gradient input pixel m = (n, ih, iw) received through tap (kh, kw), channel co:
+// dy8[n, oh, ow, co] with oh = ih + pad_top - kh (zero outside [0, OH)). With
+// (nh, nw) = (ih + pad_top, iw + pad_left), the row's origin is output pixel (nh, nw), tap
+// (kh, kw) is -(kh OW + kw) Cout8 elements from it, and it lands when nh - kh is in
+// [0, OH - 1] (and the same along w). OH and OW are dy's, given apart from the shape: a
+// phase's shape describes its own pixels, and dy is the whole convolution's output.
+struct DgradA {
+  static constexpr bool kKMajor = true;
+  Conv2dShape s;
+  int64_t oh_n, ow_n, m;
+  int c8;  // Cout8
+  const bf16_bits* dy8;
+  template <int kJ>
+  struct State {
+    int64_t origin[kJ];
+    uint32_t taps[kJ];
+    TapChannel k;
+  };
+  __device__ int tap_offset(int kh, int kw) const {
+    return -(kh * static_cast<int>(ow_n) + kw) * c8;
+  }
+  template <int kJ>
+  __device__ State<kJ> start(const int64_t (&row)[kJ], int64_t k0, int64_t k_end) const {
+    State<kJ> st;
+    for (int j = 0; j < kJ; ++j) {
+      st.origin[j] = 0;
+      st.taps[j] = 0;
+      if (row[j] >= m) continue;
+      const int64_t iw = row[j] % s.w, ih = row[j] / s.w % s.h, n = row[j] / (s.w * s.h);
+      const int nh = static_cast<int>(ih + s.pad_top), nw = static_cast<int>(iw + s.pad_left);
+      const int last_h = static_cast<int>(oh_n - 1), last_w = static_cast<int>(ow_n - 1);
+      st.origin[j] = ((n * oh_n + nh) * ow_n + nw) * c8;
+      st.taps[j] = TapMask::side(nh - last_h, nh + 1, s.kh) |
+                   TapMask::side(nw - last_w, nw + 1, s.kw) << 16;
+    }
+    st.k.start(*this, k0, k_end, c8, s.kw);
+    return st;
+  }
+  template <int kJ>
+  __device__ Chunk chunk(const State<kJ>& st, int j) const {
+    const bool valid = st.k.k_left > 0 && TapMask::lands(st.taps[j], st.k.tap_bits);
+    return {valid ? dy8 + st.origin[j] + (st.k.tap_offset + st.k.c) : dy8, valid};
+  }
+  template <int kJ>
+  __device__ void advance(State<kJ>& st) const { st.k.advance(*this, c8, s.kw); }
+};
+
+// Dgrad B as (Cin rows) x (K = (kh, kw, co)) K-major: w8[kh, kw, ci, co], w8 (KH, KW, Cin,
+// Cout8). Row ci starts at ci Cout8; k = tap Cout8 + co is at tap Cin Cout8 + co from there,
+// which advances with k inside a tap and jumps (Cin - 1) Cout8 more at each carry into the
+// next. So this loader needs no tap (no TapChannel): an offset, the channel and what is left
+// of the K slice, three registers where the dgrad's A already holds a TapChannel of six.
+struct DgradB {
+  static constexpr bool kKMajor = true;
+  Conv2dShape s;
+  int c8;  // Cout8
+  const bf16_bits* w8;
+  template <int kJ>
+  struct State {
+    bool valid[kJ];
+    int64_t origin[kJ];  // ci Cout8
+    int at, c;           // k's offset from a row's origin, and its channel co
+    int k_left;          // k_end - k
+  };
+  template <int kJ>
+  __device__ State<kJ> start(const int64_t (&r)[kJ], int64_t k0, int64_t k_end) const {
+    State<kJ> st;
+    for (int j = 0; j < kJ; ++j) {
+      st.valid[j] = r[j] < s.c_in;
+      st.origin[j] = r[j] * c8;
+    }
+    st.c = static_cast<int>(k0 % c8);
+    st.at = static_cast<int>(k0 / c8) * static_cast<int>(s.c_in) * c8 + st.c;
+    st.k_left = static_cast<int>(k_end - k0);
+    return st;
+  }
+  template <int kJ>
+  __device__ Chunk chunk(const State<kJ>& st, int j) const {
+    const bool valid = st.valid[j] && st.k_left > 0;
+    return {valid ? w8 + st.origin[j] + st.at : w8, valid};
+  }
+  template <int kJ>
+  __device__ void advance(State<kJ>& st) const {
+    st.k_left -= kBK;
+    st.at += kBK;
+    st.c += kBK;
+    while (st.c >= c8) {
+      st.c -= c8;
+      st.at += (static_cast<int>(s.c_in) - 1) * c8;
+    }
+  }
+};
+
+// Wgrad A, MN-major: rows k = pixel (n, oh, ow), columns m = (kh, kw, ci) of dw; the chunk
+// is 8 channels of x8 at input pixel (oh * stride - pad_top + kh, ...). The thread's column,
+// so its tap and channel, is fixed for the whole K loop; its two rows walk the pixels 32 at
+// a time with a carry, and each keeps its sample's offset, so a chunk per stage is two
+// multiply-adds for the pixel, an unsigned compare per side and 32-bit offset arithmetic
+// (an image of H W Cin8 elements under 2^31: check_shape_limits), where it was a chain of
+// 64-bit multiplies.
+struct WgradA {
+  static constexpr bool kKMajor = false;
+  Conv2dShape s;
+  int64_t oh_n, ow_n, m;
+  int c8;  // Cin8
+  const bf16_bits* x8;
+  template <int kJ>
+  struct State {
+    bool valid;          // the column chunk is inside M
+    int dh, dw, ci;      // kh - pad_top, kw - pad_left, the channel
+    int64_t image[kJ];   // n H W Cin8: row j's sample, elements from x8
+    int oh[kJ], ow[kJ];
+    int k_left[kJ];      // k_end - row j's pixel
+  };
+  template <int kJ>
+  __device__ State<kJ> start(int64_t col, const int64_t (&k0)[kJ], int64_t k_end) const {
+    State<kJ> st;
+    st.valid = col < m;
+    st.ci = static_cast<int>(col % c8);
+    const int tap = static_cast<int>(col / c8);
+    st.dh = tap / s.kw - s.pad_top;
+    st.dw = tap % s.kw - s.pad_left;
+    for (int j = 0; j < kJ; ++j) {
+      st.k_left[j] = static_cast<int>(k_end - k0[j]);
+      st.ow[j] = static_cast<int>(k0[j] % ow_n);
+      st.oh[j] = static_cast<int>(k0[j] / ow_n % oh_n);
+      st.image[j] = k0[j] / (ow_n * oh_n) * s.h * s.w * c8;
+    }
+    return st;
+  }
+  template <int kJ>
+  __device__ Chunk chunk(const State<kJ>& st, int j) const {
+    const int ih = st.oh[j] * s.stride + st.dh, iw = st.ow[j] * s.stride + st.dw;
+    // one unsigned compare per side: a negative coordinate wraps to a large one
+    const bool valid = st.valid && st.k_left[j] > 0 &&
+                       static_cast<unsigned>(ih) < static_cast<unsigned>(s.h) &&
+                       static_cast<unsigned>(iw) < static_cast<unsigned>(s.w);
+    return {valid ? x8 + st.image[j] + ((ih * static_cast<int>(s.w) + iw) * c8 + st.ci) : x8,
+            valid};
+  }
+  template <int kJ>
+  __device__ void advance(State<kJ>& st) const {
+    for (int j = 0; j < kJ; ++j) {
+      st.k_left[j] -= kBK;
+      st.ow[j] += kBK;
+      while (st.ow[j] >= ow_n) {
+        st.ow[j] -= static_cast<int>(ow_n);
+        if (++st.oh[j] == oh_n) {
+          st.oh[j] = 0;
+          st.image[j] += s.h * s.w * c8;
+        }
+      }
+    }
+  }
+};
+
+// B, MN-major, of a dense row-major matrix: rows k of `cols` bf16 (a multiple of 8), the
+// column chunks at or past `cols` zeros. The wgrad's dy8 (N*OH*OW pixels, Cout8), and the
+// forward's w8 (KH*KW*Cin8, Cout8): the weights as they are stored, k = (kh, kw, ci). Each
+// of the thread's two rows is an offset advanced 32 rows a stage: an add, no multiply.
+struct DenseRowsB {
+  static constexpr bool kKMajor = false;
+  int64_t cols;
+  const bf16_bits* matrix;
+  template <int kJ>
+  struct State {
+    bool valid;
+    int64_t at[kJ];  // row j's chunk, elements from matrix
+    int k_left[kJ];  // k_end - row j
+  };
+  template <int kJ>
+  __device__ State<kJ> start(int64_t col, const int64_t (&k0)[kJ], int64_t k_end) const {
+    State<kJ> st;
+    st.valid = col < cols;
+    for (int j = 0; j < kJ; ++j) {
+      st.at[j] = k0[j] * cols + col;
+      st.k_left[j] = static_cast<int>(k_end - k0[j]);
+    }
+    return st;
+  }
+  template <int kJ>
+  __device__ Chunk chunk(const State<kJ>& st, int j) const {
+    const bool valid = st.valid && st.k_left[j] > 0;
+    return {valid ? matrix + st.at[j] : matrix, valid};
+  }
+  template <int kJ>
+  __device__ void advance(State<kJ>& st) const {
+    for (int j = 0; j < kJ; ++j) {
+      st.at[j] += kBK * cols;
+      st.k_left[j] -= kBK;
+    }
+  }
+};
+
+// ---- epilogues: what happens to C's elements (those in range) ---------------------------
+// C reaches an epilogue a row at a time. row(r) does once what depends only on the row (its
+// address; the forward's sample, a division), then each of the thread's pairs of adjacent
+// columns goes to the call operator: col even, count 2, or 1 when col is the last column.
+// A thread of a 128x128 block holds 8 rows of 4 pairs, so it divides 8 times, not once per
+// element (64: a 64-bit division is tens of instructions, and 64 of them would cost as much
+// issue as a short K loop), and moves each pair in one access when `paired` (storage.cuh:
+// the row length even, the bases aligned).
+
+// forward: y = ((C + bias) + per_sample[n]) + residual, each addend optional (a ResBlock's
+// time embedding and skip), in the order of separate passes, in fp32, one store.
+// rows_per_sample = OH * OW.
+// A: the storage of y and the residual (the activations), fp32 or bf16 bits (the store
+// rounds once, storage.cuh).
+template <class A>
+struct StoreWithAdds {
+  A* y;
+  const float *bias, *per_sample;
+  const A* residual;
+  int64_t ld, rows_per_sample;
+  bool paired;  // rows_pair(ld, y) and rows_pair(ld, residual)
+  struct Row {
+    int64_t at;                  // row * ld
+    const float* sample_vector;  // per_sample's row for this row's sample, or null
+  };
+  __device__ Row row(int64_t r) const {
+    return {r * ld, per_sample ? per_sample + r / rows_per_sample * ld : nullptr};
+  }
+  __device__ void operator()(const Row& r, int64_t col, int count, const float (&c)[2]) const {
+    float out[2], res[2];
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      out[e] = c[e] + (bias && e < count ? bias[col + e] : 0.0f);
+      if (r.sample_vector && e < count) out[e] += r.sample_vector[col + e];
+    }
+    if (residual) {
+      load_cols(residual + r.at, col, count, paired, res);
+      out[0] += res[0];
+      out[1] += res[1];
+    }
+    store_cols(y + r.at, col, count, paired, out);
+  }
+  // The same epilogue storing into `scratch` (rows_reached(m) rows of ld, 8-byte aligned),
+  // for the autotuner: it times the kernel that will run, epilogue included.
+  StoreWithAdds into(void* scratch) const {
+    StoreWithAdds e = *this;
+    e.y = static_cast<A*>(scratch);
+    return e;
+  }
+  int64_t rows_reached(int64_t m) const { return m; }  // of the output, by C's m rows
+};
+
+// C's row r is dx's pixel rows(r): itself, or for a phase of a strided dgrad its pixel
+// (kernels/dgrad_phases.h; two 32-bit divisions a row).
+template <class D>
+struct Accumulate {  // dgrad: dx += C (a bf16 dx: rounded once, after the add), or dx = C
+  D* out;
+  int64_t ld;
+  bool add;     // false: the first contribution to dx (kernels/grad_write.h)
+  bool paired;  // rows_pair(ld, out)
+  PhaseRows rows = {};
+  struct Row {
+    D* at;
+  };
+  __device__ Row row(int64_t r) const { return {out + rows(r) * ld}; }
+  __device__ void operator()(const Row& r, int64_t col, int count, const float (&c)[2]) const {
+    float v[2] = {c[0], c[1]};
+    if (add) {
+      float old[2];
+      load_cols(r.at, col, count, paired, old);
+      v[0] = old[0] + c[0];
+      v[1] = old[1] + c[1];
+    }
+    store_cols(r.at, col, count, paired, v);
+  }
+  Accumulate into(void* scratch) const {  // as StoreWithAdds::into; writing, not adding
+    Accumulate e = *this;
+    e.out = static_cast<D*>(scratch);
+    e.add = false;
+    return e;
+  }
+  // A phase's rows are spread over all of dx: up to its last row's pixel (rows grows with r)
+  int64_t rows_reached(int64_t m) const { return m > 0 ? rows(m - 1) + 1 : 0; }
+};
+
+// wgrad: dw += C (or dw = C) without the padded channels: C's rows are (tap, ci < Cin8),
+// its columns co < Cout8; dw is (taps, Cin, Cout).
+struct AccumulateWgrad {
+  float* dw;
+  int64_t c_in, c8, c_out;
+  bool add;     // false: the first contribution to dw (kernels/grad_write.h)
+  bool paired;  // rows_pair(c_out, dw)
+  struct Row {
+    float* at;  // dw's row, or null for a padded input channel
+  };
+  __device__ Row row(int64_t r) const {
+    const int64_t tap = r / c8, ci = r % c8;
+    return {ci < c_in ? dw + (tap * c_in + ci) * c_out : nullptr};
+  }
+  __device__ void operator()(const Row& r, int64_t col, int count, const float (&c)[2]) const {
+    const int64_t real = c_out - col < count ? c_out - col : count;  // drop padded columns
+    if (r.at == nullptr || real <= 0) return;
+    float v[2] = {c[0], c[1]};
+    if (add) {
+      float old[2];
+      load_cols(r.at, col, static_cast<int>(real), paired, old);
+      v[0] = old[0] + c[0];
+      v[1] = old[1] + c[1];
+    }
+    store_cols(r.at, col, static_cast<int>(real), paired, v);
+  }
+  AccumulateWgrad into(void* scratch) const {  // as StoreWithAdds::into
+    AccumulateWgrad e = *this;
+    e.dw = static_cast<float*>(scratch);
+    e.add = false;
+    return e;
+  }
+  int64_t rows_reached(int64_t m) const { return m; }  // dw's (tap, ci) rows: at most m
+};
+
+// ---- what every kernel does with its chunks and its C ---------------------------------------
+
+// The loader's state for thread tid's two chunks of tile T (a Tile above) of the block whose
+// rows (m or n) start at mn0, from k_begin: two rows at one k (K-major), or one column
+// chunk at two rows of k (MN-major).
+template <class T, class Loader>
+__device__ auto start_chunks(const Loader& loader, int tid, int64_t mn0, int64_t k_begin,
+                             int64_t k_end) {
+  constexpr int kJ = T::kChunksPerThread;
+  int64_t at[kJ];  // K-major: the chunks' rows (m or n); MN-major: their rows of k
+  for (int j = 0; j < kJ; ++j) at[j] = (T::kIsKMajor ? mn0 : k_begin) + T::row_of(tid, j);
+  if constexpr (T::kIsKMajor)
+    return loader.start(at, k_begin + kChunk * T::chunk_of(tid, 0), k_end);
+  else
+    return loader.start(mn0 + kChunk * T::chunk_of(tid, 0), at, k_end);
+}
+
+// C's pair (row, col), (row, col + 1) (those inside n) to the epilogue, or to the block's
+// split-K plane when there is one (8-byte aligned: launch_split checks).
+template <class Epilogue>
+__device__ __forceinline__ void hand_over(const Epilogue& epilogue,
+                                          const typename Epilogue::Row& out_row, float* plane,
+                                          int64_t row, int64_t col, int64_t n,
+                                          const float (&v)[2]) {
+  if (col >= n) return;
+  const int count = col + 1 < n ? 2 : 1;
+  if (plane) {
+    store_cols(plane + row * n, col, count, n % 2 == 0, v);
+  } else {
+    epilogue(out_row, col, count, v);
+  }
+}
+
+// The split-K planes summed in order, then the epilogue: a thread per pair of adjacent
+// columns of C (the kernel's pairs), so one division finds the pair's row.
+template <class Epilogue>
+__global__ void reduce_planes(int64_t m, int64_t n, int splits, const float* planes,
+                              Epilogue epilogue) {
+  const bool plane_pairs = n % 2 == 0;
+  DDPM_GRID_STRIDE(i, m * ColumnPair::pairs(n)) {
+    const ColumnPair p(i, n);
+    float acc[2] = {0.0f, 0.0f};
+    for (int z = 0; z < splits; ++z) {
+      float v[2];
+      load_cols(planes + (z * m + p.row) * n, p.col, p.count, plane_pairs, v);
+      acc[0] += v[0];
+      acc[1] += v[1];
+    }
+    epilogue(epilogue.row(p.row), p.col, p.count, acc);
+  }
+}
+
+// ---- the split plan ------------------------------------------------------------------------
+
+// Split-K: slices of at least 8 stages, at most 32 planes, as many as one wave of the large
+// tiles holds (two blocks an SM: their __launch_bounds__): the 3x3 wgrad of a 128-channel
+// layer has 9 output tiles, so 29 slices on 132 SMs, 261 blocks. Rounding the count up
+// instead (split_k_count) gave 8 slices of the 36 tiles of a 256-channel wgrad, 288 blocks:
+// a second wave of 24 blocks, as long as the first (on an H200 that wgrad ran at 0.31x
+// cuDNN's; docs/kernels.md). The count depends on the shape only (counted in large tiles
+// whichever block shape runs), so the choice of block shape never changes a result's bits:
+// the autotuner may pick either.
+constexpr int64_t kMinSlice = 8 * kBK;
+constexpr int kMaxSplits = 32;
+
+// The plan counts the output's tiles of 128 x 128 (v4's large tiles, v5's only ones; each
+// file asserts it), whatever block shape runs.
+constexpr int64_t kPlanTile = 128;
+inline int64_t plan_tiles(int64_t m, int64_t n) {
+  return ((m + kPlanTile - 1) / kPlanTile) * ((n + kPlanTile - 1) / kPlanTile);
+}
+
+struct Gemm {
+  const char* pass;
+  int64_t m, n, k;
+  int splits() const {
+    return split_k_one_wave(plan_tiles(m, n), k, kMinSlice, kMaxSplits, kBlocksPerSm);
+  }
+  int64_t plane_floats() const { return splits() > 1 ? splits() * m * n : 0; }
+};
+
+// A GEMM's launch on tiles of tile_m x tile_n, K in stages of stage_k: the split plan (the
+// shape's, whatever the kernel), launch(grid, k_slice) for the kernel, then the planes' sum
+// through the epilogue when split.
+template <class Epilogue, class Launch>
+void launch_split(const Gemm& g, int tile_m, int tile_n, int stage_k, float* planes,
+                  const Epilogue& epilogue, Launch launch) {
+  const int splits = g.splits();
+  CHECK(splits == 1 || reinterpret_cast<uintptr_t>(planes) % (2 * sizeof(float)) == 0,
+        "the bf16 convolution's split-K planes must be 8-byte aligned (stored in pairs)");
+  const int64_t k_slice = ((g.k + splits - 1) / splits + stage_k - 1) / stage_k * stage_k;
+  launch(dim3(static_cast<unsigned>((g.m + tile_m - 1) / tile_m),
+              static_cast<unsigned>((g.n + tile_n - 1) / tile_n), static_cast<unsigned>(splits)),
+         k_slice);
+  if (splits > 1)
+    DDPM_LAUNCH(reduce_planes<Epilogue>, grid_for(g.m * ColumnPair::pairs(g.n)), kThreads)(
+        g.m, g.n, splits, planes, epilogue);
+}
+
+// ---- v5 (conv2d_bf16_v5.cu) ----------------------------------------------------------------
+// The GEMM g on wgmma in schedule t (Bf16Tiles::Wgmma, WgmmaTma or WgmmaPaired), for each
+// pass's loaders and epilogue as the engine runs them: the forward, the dgrad (whole or by
+// phase) and the wgrad, on fp32 or bf16 activations.
+void run_v5(Bf16Tiles t, const Gemm& g, const ForwardA& a, const DenseRowsB& b,
+            const StoreWithAdds<float>& epilogue, float* planes);
+void run_v5(Bf16Tiles t, const Gemm& g, const ForwardA& a, const DenseRowsB& b,
+            const StoreWithAdds<bf16_bits>& epilogue, float* planes);
+void run_v5(Bf16Tiles t, const Gemm& g, const DgradA& a, const DgradB& b,
+            const Accumulate<float>& epilogue, float* planes);
+void run_v5(Bf16Tiles t, const Gemm& g, const DgradA& a, const DgradB& b,
+            const Accumulate<bf16_bits>& epilogue, float* planes);
+void run_v5(Bf16Tiles t, const Gemm& g, const WgradA& a, const DenseRowsB& b,
+            const AccumulateWgrad& epilogue, float* planes);
+
+}  // namespace ddpm::cuda::conv_bf16

@@ -1,0 +1,314 @@
+// Convolution v5: the three passes on Hopper's wgmma (sm_90a).
+//
+// wgmma_tile.cuh's 128 x 128 tile (2 warpgroups, 64-deep stages in the 128-byte swizzle,
+// products left in flight behind the next loads; gemm_sm90.cu is the same pipeline on a
+// plain GEMM) fed by v4's own loaders. A 64-deep stage is two of their 32-deep steps: the
+// thread keeps the chunks of v4's 128-wide tile (Tile<kKMajor, 128, 256>; a K-major one's
+// rows permuted against bank conflicts, WgmmaHalf), placed in the stage's first half, then
+// in its second 32 further along k, so the gathers, the tap masks and the carries are v4's
+// unchanged. wgmma reads either layout (its trans bits), so each pass keeps v4's operands
+// as they are: the forward's im2col(x) K-major and the weights
+// MN-major as stored, the dgrad's both K-major, the wgrad's both MN-major. Split-K as v4
+// (planes, reduce_planes), in whole 64-deep stages. The tensor cores' own order of the 16
+// products of a k-step is theirs, so v5's bits need not be v4's: each is deterministic.
+
+#include <algorithm>
+#include <type_traits>
+
+#include "engine/cuda_check.h"
+#include "kernels/cuda/conv2d_bf16.cuh"
+#include "kernels/cuda/conv2d_bf16_gemm.cuh"
+#include "kernels/cuda/device_info.cuh"
+#include "kernels/cuda/gemm_sm90.cuh"
+#include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/major.h"
+#include "kernels/cuda/ptx.cuh"
+#include "kernels/cuda/ptx_sm90.cuh"
+#include "kernels/cuda/tensor_map.cuh"
+#include "kernels/cuda/wgmma_tile.cuh"
+
+namespace ddpm::cuda {
+namespace conv_bf16 {
+namespace {
+
+static_assert(sm90::kTile == kPlanTile, "the split plan counts v5's tiles");
+
+// The same matrix delivered by the copy engine (v5 only, Bf16Tiles::WgmmaTma): a tensor map
+// of it (rows k x cols, boxes of 64 rows of k by 64 columns: an MN-major panel), and one
+// thread asks for the tile's two panels a stage (request); columns past `cols` and rows
+// past the matrix's k are zeros from the engine. No thread computes a chunk's address. A K
+// slice ends on a stage boundary (v5's slices are whole 64-deep stages), so a box never
+// holds rows of the next slice. The kernel takes it as a __grid_constant__ parameter: the
+// copy reads the map where the launch put it.
+struct DenseRowsTmaB {
+  CUtensorMap map;
+#if DDPM_HAS_SM90A_WGMMA  // (v5's kernel, their only user, is compiled empty elsewhere)
+  static constexpr bool kKMajor = false;
+  static constexpr bool kByCopyEngine = true;
+  struct State {};
+  template <int kJ>
+  __device__ State start(int64_t, const int64_t (&)[kJ], int64_t) const { return {}; }
+  __device__ void advance(State&) const {}
+  // The 128 columns at col0 of rows k0..k0+63 into `tile` (the stage's B tile).
+  __device__ void request(ptx::SharedAddress tile, int64_t col0, int64_t k0,
+                          ptx::SharedAddress landed) const {
+    sm90::tma_tile<Major::MN>(tile, &map, static_cast<int>(col0), static_cast<int>(k0), landed);
+  }
+#endif
+};
+// Dgrad B by the copy engine (v5 only, Bf16Tiles::WgmmaTma): DgradB's w8 (taps, Cin, Cout8)
+// as a rank-3 tensor map, boxes of 128 rows (ci) of 64 co of one tap: a K-major tile, k =
+// tap Cout8 + co. Needs Cout8 a multiple of 64, so that a 64-deep stage lies in one tap
+// (every CIFAR-10 layer but the last, Cout = 3); thread 0 finds the stage's tap and first co
+// with a division per stage. Rows past Cin are zeros from the engine.
+struct DgradTmaB {
+  CUtensorMap map;
+  int c8;  // Cout8, a multiple of 64
+#if DDPM_HAS_SM90A_WGMMA  // (as DenseRowsTmaB's)
+  static constexpr bool kKMajor = true;
+  static constexpr bool kByCopyEngine = true;
+  struct State {};
+  template <int kJ>
+  __device__ State start(const int64_t (&)[kJ], int64_t, int64_t) const { return {}; }
+  __device__ void advance(State&) const {}
+  // Rows (ci) row0..row0+127 of k0..k0+63 into `tile` (the stage's B tile).
+  __device__ void request(ptx::SharedAddress tile, int64_t row0, int64_t k0,
+                          ptx::SharedAddress landed) const {
+    const int tap = static_cast<int>(k0 / c8), co = static_cast<int>(k0 % c8);
+    ptx::tma_load_3d(tile, &map, co, static_cast<int>(row0), tap, landed);
+  }
+#endif
+};
+// True for a loader whose tiles the copy engine brings (kByCopyEngine), false for the
+// cp.async ones (which do not say).
+template <class L, class = void>
+struct ByCopyEngine : std::false_type {};
+template <class L>
+struct ByCopyEngine<L, std::void_t<decltype(L::kByCopyEngine)>>
+    : std::bool_constant<L::kByCopyEngine> {};
+
+// The chunks of a half stage a thread copies: those of v4's 128-wide tile, but for the rows
+// of a K-major one, permuted within each warp's 8 so that lanes 8q..8q+7 (one phase of a
+// warp's 16-byte stores) take rows r and r ^ 4, not r and r + 1: the hardware's swizzle
+// (chunk c of row r at c ^ (r % 8)) then spreads their 4 + 4 chunks over the 8 bank groups,
+// where rows r and r + 1 share 4 groups (2 wavefronts a phase: BankConflicts counts them).
+// An MN-major half (2 rows of k of 16 chunks a warp) is conflict-free as v4 maps it.
+// With Bf16Tiles::WgmmaTma the copy engine brings B's tile instead where B allows it
+// (DenseRowsTmaB: the forward's weights, the wgrad's dy; DgradTmaB: the dgrad's weights
+// when Cout8 is a multiple of 64): thread 0 requests it a stage onto the stage's mbarrier
+// (16 KB expected), and iteration t waits for the barrier's phase t / 4 as well as for the
+// thread's own cp.async copies of A, before the same __syncthreads. The same tile in shared
+// memory, so the same bits as v5's cp.async B.
+// With Bf16Tiles::WgmmaPaired the ring has 3 stages, not 4 (96 KB), so that two blocks share
+// an SM (wgmma_tile.cuh: sm90::blocks_an_sm; 128 registers a thread at most): each block
+// keeps one tile of loads in flight where a lone one keeps two, and one block's first loads
+// and its epilogue overlap the other's products, where a lone block leaves the tensor cores
+// idle through both. The same tiles and products, so the same bits.
+template <bool kKMajor>
+struct WgmmaHalf : Tile<kKMajor, sm90::kTile, sm90::kThreads> {
+  using V4 = Tile<kKMajor, sm90::kTile, sm90::kThreads>;
+  __device__ static int row_of(int tid, int j) {
+    const int r = V4::row_of(tid, j);
+    if constexpr (!kKMajor) return r;
+    return (r & ~7) | (r & 1) << 2 | (r >> 1 & 3);
+  }
+};
+
+// The layout of a loader's operand, and where thread tid's chunk j of half h of a stage
+// goes (bytes from the operand's tile): its position (mn, k) in the half, k 32 h further on.
+template <class L>
+constexpr Major kMajorOf = L::kKMajor ? Major::K : Major::MN;
+template <class L>
+__device__ int wgmma_chunk_bytes(int tid, int j, int h) {
+  using T = WgmmaHalf<L::kKMajor>;
+  const int mn = L::kKMajor ? T::row_of(tid, j) : kChunk * T::chunk_of(tid, j);
+  const int k = L::kKMajor ? kChunk * T::chunk_of(tid, j) : T::row_of(tid, j);
+  return sm90::TileLayout<kMajorOf<L>>::offset(mn, kBK * h + k);
+}
+
+// A ring of kRing stages: sm90::kStages, or sm90::kPairedStages (two blocks an SM).
+template <int kRing, class LoadA, class LoadB, class Epilogue>
+__global__ void __launch_bounds__(sm90::kThreads, sm90::blocks_an_sm(kRing))
+conv_gemm_wgmma(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a,
+                const __grid_constant__ LoadB b, Epilogue epilogue, float* planes) {
+#if DDPM_HAS_SM90A_WGMMA
+  constexpr bool kEngineB = ByCopyEngine<LoadB>::value;
+  DDPM_DYNAMIC_SHARED(bf16_bits, smem);
+  const ptx::SharedAddress tiles = ptx::computed_once(sm90::first_stage(smem));
+  const sm90::StageBarriers<kRing> landed(tiles);  // used when B is the engine's
+  const int tid = threadIdx.x;
+  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * sm90::kTile;
+  const int64_t col0 = static_cast<int64_t>(blockIdx.y) * sm90::kTile;
+  const int64_t k_begin = blockIdx.z * k_slice;
+  const int64_t k_end = k_begin + k_slice < k ? k_begin + k_slice : k;
+  const int k_tiles =
+      k_end > k_begin ? static_cast<int>((k_end - k_begin + sm90::kTileK - 1) / sm90::kTileK) : 0;
+
+  // the thread's chunk j of half h of a stage, in bytes from its A and its B tile
+  int a_off[2][2], b_off[2][2];
+  for (int h = 0; h < 2; ++h)
+    for (int j = 0; j < 2; ++j) {
+      a_off[h][j] = wgmma_chunk_bytes<LoadA>(tid, j, h);
+      b_off[h][j] = wgmma_chunk_bytes<LoadB>(tid, j, h);
+    }
+  auto a_state = start_chunks<WgmmaHalf<LoadA::kKMajor>>(a, tid, row0, k_begin, k_end);
+  auto b_state = start_chunks<WgmmaHalf<LoadB::kKMajor>>(b, tid, col0, k_begin, k_end);
+  if constexpr (kEngineB) {
+    if (tid == 0) landed.init();
+    __syncthreads();
+  }
+  // the loaders only move forward: tiles are requested in order, each once
+  auto request = [&](int tile) {
+    if (tile < k_tiles) {
+      const ptx::SharedAddress stage = tiles + (tile % kRing) * sm90::kStageBytes;
+      if constexpr (kEngineB) {
+        if (tid == 0) {
+          const ptx::SharedAddress bar = landed.of(tile);
+          ptx::mbarrier_arrive_expect_tx(bar, sm90::kTileBytes);
+          b.request(stage + sm90::kTileBytes, col0, k_begin + int64_t{tile} * sm90::kTileK, bar);
+        }
+      }
+      for (int h = 0; h < 2; ++h) {
+        for (int j = 0; j < 2; ++j) {
+          const Chunk ca = a.chunk(a_state, j);
+          ptx::cp_async_16(stage + a_off[h][j], ca.src, ca.valid);
+          if constexpr (!kEngineB) {
+            const Chunk cb = b.chunk(b_state, j);
+            ptx::cp_async_16(stage + sm90::kTileBytes + b_off[h][j], cb.src, cb.valid);
+          }
+        }
+        a.advance(a_state);
+        b.advance(b_state);
+      }
+    }
+    ptx::cp_async_commit();  // possibly empty: the group count stays uniform
+  };
+  for (int t = 0; t < kRing - 2; ++t) request(t);
+
+  float d[64];
+  for (float& v : d) v = 0.0f;
+  const int warpgroup = tid / 128;
+  for (int t = 0; t < k_tiles; ++t) {
+    ptx::cp_async_wait<kRing - 3>();  // tile t has landed (this thread's chunks)
+    ptx::fence_proxy_async_shared();  // ... where the tensor cores read
+    if constexpr (kEngineB)           // ... and the engine's B
+      landed.wait(t);
+    __syncthreads();                  // ... everyone's; tile t-2's products are done
+    request(t + kRing - 2);           // into tile t-2's stage
+    sm90::multiply_stage<kMajorOf<LoadA>, kMajorOf<LoadB>>(
+        d, tiles + (t % kRing) * sm90::kStageBytes, warpgroup, t > 0);
+  }
+  sm90::finish(d);
+  ptx::cp_async_wait<0>();  // (only empty groups are left)
+
+  const sm90::Fragment f(tid);
+  float* const plane = gridDim.z > 1 ? planes + blockIdx.z * m * n : nullptr;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {  // unrolled: d's index must be a constant, or d is in memory
+    const int64_t row = row0 + f.row(h);
+    if (row >= m) continue;
+    const auto out_row = plane ? typename Epilogue::Row{} : epilogue.row(row);
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      const float v[2] = {d[4 * j + 2 * h], d[4 * j + 2 * h + 1]};
+      hand_over(epilogue, out_row, plane, row, col0 + f.col(j), n, v);
+    }
+  }
+#endif
+}
+
+// v5: v4's split plan, its slices whole 64-deep stages; a ring of kRing stages.
+template <int kRing = sm90::kStages, class LoadA, class LoadB, class Epilogue>
+void launch_wgmma(const Gemm& g, LoadA a, LoadB b, Epilogue epilogue, float* planes) {
+  if (g.m == 0 || g.n == 0) return;
+  CHECK(gemm_sm90_available(), "conv v5 (wgmma) " << sm90a_missing());
+  constexpr size_t kBytes = sm90::shared_bytes_with_barriers(1, kRing);  // TMA B's barriers
+  auto launch = [&](dim3 grid, int64_t k_slice) {
+    reserve_shared_memory(conv_gemm_wgmma<kRing, LoadA, LoadB, Epilogue>, kBytes,
+                          "conv v5 (wgmma)", "no Hopper GPU has less", sm90::blocks_an_sm(kRing));
+    DDPM_LAUNCH((conv_gemm_wgmma<kRing, LoadA, LoadB, Epilogue>), grid, sm90::kThreads, kBytes)(
+        g.m, g.n, g.k, k_slice, a, b, epilogue, planes);
+  };
+  launch_split(g, sm90::kTile, sm90::kTile, sm90::kTileK, planes, epilogue, launch);
+}
+
+// v5 in schedule t: B by the copy engine where t asks for it and B allows it, else a ring of
+// 4 stages (3 for WgmmaPaired) fed by v4's loaders.
+template <class LoadA, class LoadB, class Epilogue>
+void launch_v5(Bf16Tiles t, const Gemm& g, const LoadA& a, const LoadB& b,
+               const Epilogue& epilogue, float* planes) {
+  if (t == Bf16Tiles::WgmmaTma && g.k > 0) {  // B by the copy engine, where it can
+    if constexpr (std::is_same_v<LoadB, DenseRowsB>) {
+      const DenseRowsTmaB engine{bf16_tensor_map_sw128(b.matrix, g.k, b.cols, sm90::kTileK,
+                                                       "conv v5 (wgmma, TMA B)")};
+      launch_wgmma(g, a, engine, epilogue, planes);
+      return;
+    }
+    if constexpr (std::is_same_v<LoadB, DgradB>) {
+      if (b.c8 % sm90::kTileK == 0) {
+        const int64_t taps = int64_t{b.s.kh} * b.s.kw;
+        const DgradTmaB engine{
+            bf16_planes_tensor_map_sw128(b.w8, taps, b.s.c_in, b.c8, sm90::kTile,
+                                         "conv v5 (wgmma, TMA B) dgrad"),
+            b.c8};
+        launch_wgmma(g, a, engine, epilogue, planes);
+        return;
+      }
+    }
+  }
+  if (t == Bf16Tiles::WgmmaPaired) {
+    launch_wgmma<sm90::kPairedStages>(g, a, b, epilogue, planes);
+  } else {
+    launch_wgmma(g, a, b, epilogue, planes);
+  }
+}
+
+}  // namespace
+
+void run_v5(Bf16Tiles t, const Gemm& g, const ForwardA& a, const DenseRowsB& b,
+            const StoreWithAdds<float>& epilogue, float* planes) {
+  launch_v5(t, g, a, b, epilogue, planes);
+}
+void run_v5(Bf16Tiles t, const Gemm& g, const ForwardA& a, const DenseRowsB& b,
+            const StoreWithAdds<bf16_bits>& epilogue, float* planes) {
+  launch_v5(t, g, a, b, epilogue, planes);
+}
+void run_v5(Bf16Tiles t, const Gemm& g, const DgradA& a, const DgradB& b,
+            const Accumulate<float>& epilogue, float* planes) {
+  launch_v5(t, g, a, b, epilogue, planes);
+}
+void run_v5(Bf16Tiles t, const Gemm& g, const DgradA& a, const DgradB& b,
+            const Accumulate<bf16_bits>& epilogue, float* planes) {
+  launch_v5(t, g, a, b, epilogue, planes);
+}
+void run_v5(Bf16Tiles t, const Gemm& g, const WgradA& a, const DenseRowsB& b,
+            const AccumulateWgrad& epilogue, float* planes) {
+  launch_v5(t, g, a, b, epilogue, planes);
+}
+
+}  // namespace conv_bf16
+
+using namespace conv_bf16;  // (this file's own pieces)
+
+int conv2d_bf16_v5_blocks_an_sm(Bf16Tiles t) {
+  CHECK(t == Bf16Tiles::Wgmma || t == Bf16Tiles::WgmmaPaired,
+        "conv2d_bf16_v5_blocks_an_sm: Wgmma or WgmmaPaired (the rings of 4 and 3 stages)");
+  // The three passes' kernels as bf16 activations run them; the fewest blocks of the three.
+  auto fewest = [](auto ring) {
+    constexpr int kRing = decltype(ring)::value;
+    constexpr size_t kBytes = sm90::shared_bytes_with_barriers(1, kRing);
+    constexpr int kSizedFor = sm90::blocks_an_sm(kRing);
+    const char* what = "conv v5 (wgmma)";
+    return std::min(
+        {resident_blocks(conv_gemm_wgmma<kRing, ForwardA, DenseRowsB, StoreWithAdds<bf16_bits>>,
+                         sm90::kThreads, kBytes, kSizedFor, what),
+         resident_blocks(conv_gemm_wgmma<kRing, DgradA, DgradB, Accumulate<bf16_bits>>,
+                         sm90::kThreads, kBytes, kSizedFor, what),
+         resident_blocks(conv_gemm_wgmma<kRing, WgradA, DenseRowsB, AccumulateWgrad>,
+                         sm90::kThreads, kBytes, kSizedFor, what)});
+  };
+  return t == Bf16Tiles::WgmmaPaired ? fewest(std::integral_constant<int, sm90::kPairedStages>{})
+                                     : fewest(std::integral_constant<int, sm90::kStages>{});
+}
+
+}  // namespace ddpm::cuda
