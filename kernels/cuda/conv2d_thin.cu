@@ -3,9 +3,9 @@
 //
 // Why not the implicit GEMM. The U-Net's last convolution maps 128 channels to the image's 3.
 // As v4's GEMMs (conv2d_bf16.cu's table) its forward is N*H*W x 3 with K = 9*128 and its
-// wgrad 1152 x 3 with K = N*H*W: a block tile is 128 (v4) or 128 (v5) columns wide, so 3 of
-// every 128 products the tensor cores make are used, and a block's fixed costs (its first
-// loads, its epilogue) are paid for 3 outputs a row. On an H200 (docs/gpu-report.md,
+// wgrad 1152 x 3 with K = N*H*W: a block tile is 128 columns wide (v4's large tiles, v5's;
+// 64 in v4's small ones), so 3 of every 128 products the tensor cores make are used, and a
+// block's fixed costs (its first loads, its epilogue) are paid for 3 outputs a row. On an H200 (docs/gpu-report.md,
 // 2026-12-04) v4 ran these passes at 0.46-0.70x of cuDNN bf16, and cuDNN itself took
 // 0.07-0.10 ms a pass, where reading x once (33.5 MB of bf16 at batch 128) takes ~7 us. The
 // work is small: 0.45 G multiply-adds a pass, which the fp32 cores (an H200's 132 SMs x 128
