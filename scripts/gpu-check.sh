@@ -11,8 +11,8 @@
 # profile: Nsight Compute (ncu, when installed) on the fused-loss section of kernel-bench,
 # the DRAM bytes each loss kernel really moved (docs/fused-loss.md explains the figures); on
 # the tensor-core kernels' tests, their shared-memory bank conflicts; and on conv v4 and v5
-# at the model's 32x32 layer and the flash attention kernels at its head, where their time
-# goes (throughput, occupancy, warp stalls).
+# at the model's 32x32 layer, the direct kernels at its last (128 -> 3) and the flash
+# attention kernels at its head, where their time goes (throughput, occupancy, warp stalls).
 # Offline machines: run scripts/prepare-gpu-deps.sh where packages can be installed and bring
 # deps/ along; cuDNN is taken from the system or, failing that, from PyTorch's nvidia-cudnn
 # wheel. Stages can run in separate calls (each under a time limit): outputs accumulate in
@@ -235,6 +235,9 @@ run_profile() {
   ncu_bottlenecks 300 "conv res 32x32 32x32 128->128" "conv_gemm_(bf16|wgmma)" conv-32x32 \
     conv --skip-naive
   ncu_bottlenecks 240 "attention 16x16, 1 head B128 L256 d256" "flash_" flash-d256 attention
+  # The direct kernels of the last layer (128 -> 3: conv2d_thin.cu), whose design predicts
+  # them memory- and FMA-bound at ~0.03 ms a pass: whether they are, or stall on the loads.
+  ncu_bottlenecks 180 "conv conv_out 32x32 128->3" "thin_" conv-out conv --skip-naive
 }
 
 # The CIFAR-10 model's training step at batch 128 on the engine and, beside each engine run,
