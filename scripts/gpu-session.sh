@@ -18,8 +18,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:?usage: scripts/gpu-session.sh SECONDS STAGE...}
 shift
-[[ $seconds =~ ^[0-9]+$ ]] || { echo "gpu-session: SECONDS must be a whole number, got '$seconds'" >&2; exit 2; }
-[ $# -gt 0 ] || { echo "gpu-session: name the stages (scripts/gpu-check.sh lists them)" >&2; exit 2; }
+refuse() { echo "gpu-session: $*" >&2; exit 2; }
+[[ $seconds =~ ^[0-9]+$ ]] || refuse "SECONDS must be a whole number, got '$seconds'"
+[ $# -gt 0 ] || refuse "name the stages (scripts/gpu-check.sh lists them)"
 dest=${OUT:?gpu-session: OUT is not set (the folder the device tool brings back)}
 work=${DDPM_GPU_SESSION_DIR:-/tmp/gc}
 mkdir -p "$work"

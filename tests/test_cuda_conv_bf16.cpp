@@ -143,16 +143,6 @@ Results run_v4(const Conv2dShape& s, const Operands& o) {
 #endif
 
 #if DDPM_WITH_CUDA
-// The GEMMs (v4, v5) on every shape while it lives, the few-output shapes included, which the
-// bf16 convolution otherwise hands to the direct kernels (conv2d_thin.cu; their own test
-// below).
-struct GemmOnly {
-  GemmOnly() { cuda::set_conv2d_bf16_thin(false); }
-  ~GemmOnly() { cuda::set_conv2d_bf16_thin(true); }
-  GemmOnly(const GemmOnly&) = delete;
-  GemmOnly& operator=(const GemmOnly&) = delete;
-};
-
 const char* tiles_name(cuda::Bf16Tiles t) {
   return t == cuda::Bf16Tiles::Small       ? ", 64x64"
          : t == cuda::Bf16Tiles::Deep      ? ", 128x128 4-stage"
@@ -182,7 +172,7 @@ std::vector<cuda::Bf16Tiles> every_kernel() {
 TEST(CudaConvBf16, MatchesTheCpuOnTheSameBf16Operands) {
   REQUIRE_GPU();
 #if DDPM_WITH_CUDA
-  const GemmOnly gemm_only;
+  const cuda::ThinConvolutions gemm_only(false);  // the GEMMs on the few-output shapes too
   for (cuda::Bf16Tiles tiles : every_kernel()) {
     cuda::set_conv2d_bf16_tiles(tiles);
     uint64_t stream = 700;
@@ -327,7 +317,7 @@ void expect_tuned_bits(cuda::Bf16Tiles tuner, const Results& want, const Conv2dS
 TEST(CudaConvBf16, IsDeterministicWhateverTheBlockShape) {
   REQUIRE_GPU();
 #if DDPM_WITH_CUDA
-  const GemmOnly gemm_only;
+  const cuda::ThinConvolutions gemm_only(false);  // the GEMMs on the few-output shapes too
   for (const ConvCase& c : {ConvCase{{2, 16, 16, 16}, 3, 8, Conv2dParams::same(3)},
                             ConvCase{{1, 4, 4, 64}, 3, 16, Conv2dParams::same(3)},
                             ConvCase{{2, 9, 9, 65}, 3, 3, Conv2dParams{2, 1, 1, 1, 1}}}) {
@@ -440,7 +430,8 @@ TEST(CudaConvBf16, SplitKFillsOneWaveAndNoMore) {
 TEST(CudaConvBf16, ShapesPastTheLoadersLimitsAreRefusedWithTheirSize) {
   REQUIRE_GPU();
 #if DDPM_WITH_CUDA
-  const GemmOnly gemm_only;  // v4's loaders (the direct kernels take 8 -> 8 channels too)
+  // v4's loaders (the direct kernels would take these 8 -> 8 shapes too)
+  const cuda::ThinConvolutions gemm_only(false);
   const Conv2dShape wide = conv2d_shape(Shape{1, 20, 4, 8}, Shape{17, 1, 8, 8}, Conv2dParams{});
   const Operands o = operands_for(wide, 900);
   test::expect_error([&] { run_v4(wide, o); }, {"(v4) takes kernels up to 16 x 16", "got 17 x 1"});

@@ -116,6 +116,10 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
   const bool skip_naive = o.skip_naive;
   auto add_flops = [&](const std::string& k, const std::string& shape, const std::string& v,
                        double ms, double flops) { report.add_flops(k, shape, v, ms, flops); };
+  // v4's and v5's rows time the GEMMs on every shape, the few-output ones too, which the
+  // engine hands to the direct kernels (their rows below); the setting as it was again when
+  // the section ends, however it ends (a failed section does not end the run)
+  const cuda::ThinConvolutions gemm_rows(false);
   cudnnHandle_t cudnn;
   CUDNN_CHECK(cudnnCreate(&cudnn));
   // --smoke: the same kinds of layer (3 input channels, a downsample's asymmetric padding,
@@ -153,9 +157,6 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
     // the layer's rows by name for a profiler: "conv res 32x32 32x32 128->128" (kernel-bench
     // --once; scripts/gpu-check.sh's profile stage)
     const ProfileRange layer_range(("conv " + std::string(shape)).c_str());
-    // v4 and v5 rows time the GEMMs on every shape, the few-output ones too (which the engine
-    // hands to the direct kernels: their rows below)
-    cuda::set_conv2d_bf16_thin(false);
     // v4 once per block shape (what the autotuner chooses between)
     struct Version {
       cuda::ConvAlgo algo;
@@ -373,7 +374,6 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
       }), flops);
     }
   }
-  cuda::set_conv2d_bf16_thin(true);  // the engine's default again, for what runs next
   CUDNN_CHECK(cudnnDestroy(cudnn));
   if (o.wants(false)) bench_upsample_convolutions(o, timer, report);
 }

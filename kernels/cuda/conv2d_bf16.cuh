@@ -41,6 +41,18 @@ Bf16Tiles conv2d_bf16_tiles();
 // its columns). Process-wide; on by default; off to time or test the GEMM on them.
 void set_conv2d_bf16_thin(bool on);
 bool conv2d_bf16_thin();
+// set_conv2d_bf16_thin(on) for a scope; the setting as it was again at its end, however it
+// ends (tests, and kernel-bench's GEMM rows on the few-output shapes).
+class ThinConvolutions {
+ public:
+  explicit ThinConvolutions(bool on) : was_(conv2d_bf16_thin()) { set_conv2d_bf16_thin(on); }
+  ~ThinConvolutions() { set_conv2d_bf16_thin(was_); }
+  ThinConvolutions(const ThinConvolutions&) = delete;
+  ThinConvolutions& operator=(const ThinConvolutions&) = delete;
+
+ private:
+  bool was_;
+};
 
 // How many slices a pass's GEMM (m x n outputs, a reduction of k) cuts its reduction into:
 // as many as one wave of 128x128 tiles holds, each at least 8 stages long, at most 32

@@ -5,12 +5,12 @@
 // As v4's GEMMs (conv2d_bf16.cu's table) its forward is N*H*W x 3 with K = 9*128 and its
 // wgrad 1152 x 3 with K = N*H*W: a block tile is 128 columns wide (v4's large tiles, v5's;
 // 64 in v4's small ones), so 3 of every 128 products the tensor cores make are used, and a
-// block's fixed costs (its first loads, its epilogue) are paid for 3 outputs a row. On an H200 (docs/gpu-report.md,
-// 2026-12-04) v4 ran these passes at 0.46-0.70x of cuDNN bf16, and cuDNN itself took
-// 0.07-0.10 ms a pass, where reading x once (33.5 MB of bf16 at batch 128) takes ~7 us. The
-// work is small: 0.45 G multiply-adds a pass, which the fp32 cores (an H200's 132 SMs x 128
-// lanes) run at their full rate in ~14 us. So these kernels use the CUDA cores, and are
-// written so that memory and shared memory keep up with them.
+// block's fixed costs (its first loads, its epilogue) are paid for 3 outputs a row. On an
+// H200 (docs/gpu-report.md, 2026-12-04) v4 ran these passes at 0.46-0.70x of cuDNN bf16, and
+// cuDNN itself took 0.07-0.10 ms a pass, where reading x once (33.5 MB of bf16 at batch 128)
+// takes ~7 us. The work is small: 0.45 G multiply-adds a pass, which the fp32 cores (an
+// H200's 132 SMs x 128 lanes) run at their full rate in ~14 us. So these kernels use the
+// CUDA cores, and are written so that memory and shared memory keep up with them.
 //
 // The work, in all three kernels. A thread owns one 16-byte chunk of 8 input channels
 // (chunk = thread % C8, C8 = Cin / 8) of some pixels; consecutive threads take consecutive
@@ -76,8 +76,9 @@ constexpr int kTapPixels = 16 / kC;
 constexpr int kStreamPixels = 128;
 constexpr int kShared = 48 * 1024;  // bytes a block may use without opting in
 
+// Floats per chunk of a tap's weights in shared memory: 8 x kC and 4 of padding (above).
 template <int kC>
-__host__ __device__ constexpr int chunk_stride() {  // floats per chunk of a tap's weights in shared memory
+__host__ __device__ constexpr int chunk_stride() {
   return kChunk * kC + 4;
 }
 
@@ -479,7 +480,8 @@ bool conv2d_thin_applies(const Conv2dShape& s) {
   if (s.c_out < 1 || s.c_out > kThinMaxOutputChannels || s.c_in < kChunk ||
       s.c_in % kChunk != 0 || s.c_in / kChunk > kBlock)
     return false;
-  const int64_t weights = padded_outputs(s) == 4 ? 4 * weight_floats<4>(s) : 4 * weight_floats<8>(s);
+  const int64_t weights =
+      padded_outputs(s) == 4 ? 4 * weight_floats<4>(s) : 4 * weight_floats<8>(s);
   return weights <= kShared;
 }
 

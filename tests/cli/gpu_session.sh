@@ -7,7 +7,8 @@
 #   tests/cli/gpu_session.sh SOURCE_DIR WORKDIR
 set -u
 src=$1 work=$2
-rm -rf "$work" && mkdir -p "$work/out" "$work/gc/train-run-bf16/ckpt" "$work/gc/train-run-bf16/samples"
+rm -rf "$work" && mkdir -p "$work/out" "$work/gc/train-run-bf16/ckpt" \
+  "$work/gc/train-run-bf16/samples"
 fail() { echo "FAIL: $*"; exit 1; }
 session="$src/scripts/gpu-session.sh"
 expect_refusal() {  # expect_refusal MESSAGE ARGS...: exit 2 and MESSAGE on stderr
@@ -26,7 +27,8 @@ echo "step 10 | loss 0.1 | 812.5 img/s" > "$work/gc/train.log"
 head -c 4096 /dev/urandom > "$work/gc/train-run-bf16/ckpt/step_00000030.safetensors"
 echo png > "$work/gc/train-run-bf16/samples/step_30.png"
 echo png > "$work/gc/samples-bf16.png"
-OUT="$work/out" DDPM_GPU_SESSION_DIR="$work/gc" bash "$session" 60 report > "$work/stdout.txt" 2>&1 ||
+OUT="$work/out" DDPM_GPU_SESSION_DIR="$work/gc" bash "$session" 60 report \
+  > "$work/stdout.txt" 2>&1 ||
   fail "the report call failed: $(tail -5 "$work/stdout.txt")"
 [ -f "$work/out/report.md" ] || fail "no report.md in OUT"
 grep -qF "build: build exit 0" "$work/out/report.md" || fail "report.md without the build's status"
