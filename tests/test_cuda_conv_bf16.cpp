@@ -270,6 +270,40 @@ TEST(CudaConvBf16, FewOutputChannelsRunDirectWithinTheSameBound) {
 #endif
 }
 
+// An empty batch (N = 0): nothing to read or write but the weights' gradient, which is the
+// sum of no products: zeros when written outright, untouched when added to. On the GEMM
+// (v4's heuristic, v5 where it runs) and on the direct kernels. The split plan used to
+// divide by the output's tile count (0) sizing the workspace.
+TEST(CudaConvBf16, AnEmptyBatchGivesZeroWeightGradients) {
+  REQUIRE_GPU();
+#if DDPM_WITH_CUDA
+  const Conv2dShape s = shape_of({{0, 4, 4, 8}, 3, 3, Conv2dParams::same(3)});
+  ASSERT_TRUE(cuda::conv2d_thin_applies(s));
+  std::vector<cuda::Bf16Tiles> kernels = {cuda::Bf16Tiles::Heuristic};
+  if (cuda::gemm_sm90_available()) kernels.push_back(cuda::Bf16Tiles::Wgmma);
+  for (const bool direct : {false, true})
+    for (const cuda::Bf16Tiles tiles : kernels) {
+      SCOPED_TRACE(direct ? "direct" : tiles_name(tiles));
+      const cuda::ThinConvolutions choice(direct);
+      cuda::set_conv2d_bf16_tiles(tiles);
+      const std::vector<float> w0 = randoms(9 * 8 * 3, 1800);
+      const test::OnDevice<float> w(w0), b(randoms(3, 1801)), added(w0),
+          written(std::vector<float>(w0.size(), NAN));
+      const test::OnDevice<float> fws(std::max<int64_t>(1, cuda::conv2d_bf16_forward_workspace(s))),
+          bws(std::max<int64_t>(1, cuda::conv2d_bf16_backward_workspace(s)));
+      // x, y, dy and dx hold no elements: any pointer will do, none is read or written
+      cuda::conv2d_bf16_forward(s, w.ptr, w.ptr, b.ptr, w.ptr, fws.ptr);
+      cuda::conv2d_bf16_backward(s, w.ptr, w.ptr, w.ptr, w.ptr, written.ptr, bws.ptr, nullptr,
+                                 GradWrite::Assign, GradWrite::Assign);
+      cuda::conv2d_bf16_backward(s, w.ptr, w.ptr, w.ptr, nullptr, added.ptr, bws.ptr);
+      EXPECT_EQ(written.get(), std::vector<float>(w0.size(), 0.0f));
+      EXPECT_EQ(added.get(), w0);
+      EXPECT_EQ(w.get(), w0);
+      cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Heuristic);
+    }
+#endif
+}
+
 #if DDPM_WITH_CUDA
 // The block shape `t` forced for one run.
 Results run_with(cuda::Bf16Tiles t, const Conv2dShape& s, const Operands& o) {

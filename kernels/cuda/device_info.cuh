@@ -114,6 +114,7 @@ inline int split_k_within(int64_t want, int64_t k, int64_t min_slice, int max_sp
 // How many slices to cut a GEMM's reduction (length k) into when its `tiles` output tiles
 // alone cannot fill the GPU: enough blocks for two waves (conv v2 and v3).
 inline int split_k_count(int64_t tiles, int64_t k, int64_t min_slice, int max_splits) {
+  if (tiles <= 0) return 1;  // an empty output (an empty batch): nothing to split
   return split_k_within((2 * sm_count() + tiles - 1) / tiles, k, min_slice, max_splits);
 }
 
@@ -123,6 +124,7 @@ inline int split_k_count(int64_t tiles, int64_t k, int64_t min_slice, int max_sp
 // a few blocks that takes as long as the first (docs/kernels.md, "Split-K in one wave").
 inline int split_k_one_wave(int64_t tiles, int64_t k, int64_t min_slice, int max_splits,
                             int resident) {
+  if (tiles <= 0) return 1;  // an empty output (an empty batch): nothing to split
   const int64_t fit = resident * static_cast<int64_t>(sm_count()) / tiles;
   return split_k_within(fit, k, min_slice, max_splits);
 }
