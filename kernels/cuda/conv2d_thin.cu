@@ -61,7 +61,7 @@ namespace ddpm::cuda {
 namespace {
 
 constexpr int kBlock = 256;  // threads: a pixel's chunks (up to 256 of them) in one block
-constexpr int kChunk = 8;    // input channels a thread owns: one 16-byte bf16 load
+constexpr int kChunk = kRun;  // input channels a thread owns: one 16-byte load_run of bf16
 // The pixels a thread takes per tap in the forward and the dgrad: 4 for kC = 4, 2 for kC = 8.
 // Its registers then hold its weights (8 x kC), its sums (kPixels x kC in the forward,
 // kPixels x 8 channels in the dgrad: 16 or 32) and three coordinates a pixel, under the 128
@@ -100,15 +100,31 @@ int64_t forward_shared_bytes(const Conv2dShape& s) {
 
 __device__ __forceinline__ int64_t min_of(int64_t a, int64_t b) { return a < b ? a : b; }
 
-// 8 input channels of one pixel as the products want them: bf16 values in fp32.
+// Elements i .. i + 7 of a tensor as stored (storage.cuh): one 16-byte word a load or store
+// when `runs` (rows_run of the tensor), else one element at a time.
 template <class A>
-__device__ __forceinline__ void load_chunk(const A* p, int64_t i, bool runs, float (&v)[kChunk]) {
+__device__ __forceinline__ void load8(const A* p, int64_t i, bool runs, float (&v)[kChunk]) {
   if (runs) {
     load_run<kChunk>(p, i, v);
   } else {
 #pragma unroll
     for (int j = 0; j < kChunk; ++j) v[j] = load(p, i + j);
   }
+}
+template <class A>
+__device__ __forceinline__ void store8(A* p, int64_t i, bool runs, const float (&v)[kChunk]) {
+  if (runs) {
+    store_run<kChunk>(p, i, v);
+  } else {
+#pragma unroll
+    for (int j = 0; j < kChunk; ++j) store(p, i + j, v[j]);
+  }
+}
+
+// 8 input channels of one pixel as the products want them: bf16 values in fp32.
+template <class A>
+__device__ __forceinline__ void load_chunk(const A* p, int64_t i, bool runs, float (&v)[kChunk]) {
+  load8(p, i, runs, v);
   if constexpr (std::is_same_v<A, float>) {
 #pragma unroll
     for (int j = 0; j < kChunk; ++j) v[j] = as_stored<uint16_t>(v[j]);
@@ -311,24 +327,14 @@ thin_dgrad(Conv2dShape s, const A* dy, const float* w, const uint16_t* w_bf16, A
     const int64_t at = q * s.c_in + chunk * kChunk;
     float v[kChunk];
     if (add) {
-      if (dx_runs) {
-        load_run<kChunk>(dx, at, v);
-      } else {
-#pragma unroll
-        for (int j = 0; j < kChunk; ++j) v[j] = load(dx, at + j);
-      }
+      load8(dx, at, dx_runs, v);
 #pragma unroll
       for (int j = 0; j < kChunk; ++j) v[j] += acc[i][j];
     } else {
 #pragma unroll
       for (int j = 0; j < kChunk; ++j) v[j] = acc[i][j];
     }
-    if (dx_runs) {
-      store_run<kChunk>(dx, at, v);
-    } else {
-#pragma unroll
-      for (int j = 0; j < kChunk; ++j) store(dx, at + j, v[j]);
-    }
+    store8(dx, at, dx_runs, v);
   }
 }
 
