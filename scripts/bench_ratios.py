@@ -91,14 +91,19 @@ RULES = {
         ("wgmma bf16 (128x128 tiles, 4 stages, TMA loads), both MN-major",
          "cuBLAS bf16 (GemmEx, NT)"),
     # group norm: each mapping on the one before it (channel slab on block per group,
-    # channel runs on channel slab), in each storage; bf16 storage on f32 in the
+    # channel runs on channel slab, slab in registers on channel runs), in each storage; bf16 storage on f32 in the
     # block-per-group mapping
     ("group_norm", "channel slab"): ("block per group", None),
     ("group_norm", "channel runs"): ("channel slab", None),
     ("group_norm", "block per group, bf16 storage"): ("block per group", None),
     ("group_norm", "channel slab, bf16 storage"): ("block per group, bf16 storage", None),
     ("group_norm", "channel runs, bf16 storage"): ("channel slab, bf16 storage", None),
+    # v4 (the slab in registers) on v3
+    ("group_norm", "slab in registers"): ("channel runs", None),
+    ("group_norm", "slab in registers, bf16 storage"): ("channel runs, bf16 storage", None),
     ("group_norm+silu bwd", "fused (dh recomputed), bf16 storage"):
+        ("dh pass, then dx pass, bf16 storage", None),
+    ("group_norm+silu+dropout bwd", "fused (mask regenerated), bf16 storage"):
         ("dh pass, then dx pass, bf16 storage", None),
     ("corrupt", "fused f32 x0"): ("unfused chain", None),
     ("corrupt", "fused u8 x0 + flip"): ("unfused chain", None),

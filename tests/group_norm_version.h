@@ -1,7 +1,7 @@
 // A test's scope with one of the CUDA group norm's mappings onto blocks selected
 // (kernels/cuda/group_norm.cuh: v1 a block per group, v2 a block per channel slab, v3 the
-// slab's channels in runs of 8; by shape, the default, one of the last two), and the one
-// chosen before restored at its end.
+// slab's channels in runs of 8, v4 the slab in registers; by shape, the default, one of the
+// last three), and the one chosen before restored at its end.
 #pragma once
 
 #include "kernels/cuda/group_norm.cuh"
@@ -24,7 +24,8 @@ class GroupNormVersion {
 // Every mapping, for tests that run once per mapping (ByShape is one of these per shape).
 constexpr cuda::GroupNormMapping kGroupNormMappings[] = {cuda::GroupNormMapping::BlockPerGroup,
                                                          cuda::GroupNormMapping::ChannelSlab,
-                                                         cuda::GroupNormMapping::ChannelRuns};
+                                                         cuda::GroupNormMapping::ChannelRuns,
+                                                         cuda::GroupNormMapping::SlabInRegisters};
 
 inline const char* mapping_name(cuda::GroupNormMapping m) {
   switch (m) {
@@ -34,6 +35,8 @@ inline const char* mapping_name(cuda::GroupNormMapping m) {
       return "channel slab";
     case cuda::GroupNormMapping::ChannelRuns:
       return "channel runs";
+    case cuda::GroupNormMapping::SlabInRegisters:
+      return "slab in registers";
     case cuda::GroupNormMapping::ByShape:
       return "by shape";
   }

@@ -169,7 +169,8 @@ TEST(BenchSmoke, EveryMemoryLinearAndLossRowRuns) {
     EXPECT_GE(rows.size(), 3u) << "a section that adds almost no rows";
     if (section != bench::bench_memory_bound) continue;
     // group norm in every mapping onto blocks, in f32 and bf16 storage
-    for (const std::string mapping : {"block per group", "channel slab", "channel runs"}) {
+    for (const std::string mapping :
+         {"block per group", "channel slab", "channel runs", "slab in registers"}) {
       for (const char* kernel : {"group_norm fwd", "group_norm bwd (dx)", "group_norm+silu fwd"})
         EXPECT_EQ(rows.count(kernel + (" / " + mapping)), 1u) << kernel << " / " << mapping;
       for (const char* kernel : {"group_norm bwd (dx)", "group_norm+silu fwd"})
@@ -178,6 +179,8 @@ TEST(BenchSmoke, EveryMemoryLinearAndLossRowRuns) {
     }
     for (const char* row : {"group_norm+silu bwd / dh pass, then dx pass, bf16 storage",
                             "group_norm+silu bwd / fused (dh recomputed), bf16 storage",
+                            "group_norm+silu+dropout bwd / dh pass, then dx pass, bf16 storage",
+                            "group_norm+silu+dropout bwd / fused (mask regenerated), bf16 storage",
                             "broadcast add (per sample) / float4 words",
                             "upsample 2x fwd / thread per input, 2x2 block",
                             "concat (skip) / 16-byte words",

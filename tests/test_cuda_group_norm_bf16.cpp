@@ -191,14 +191,16 @@ TEST(CudaGroupNormBf16, ChannelRunsTakeTheSlabWhereRowsAreNotAligned) {
   expect_the_reference(s, 350, 8, 8);
 }
 
-// The fused GN + SiLU backward without dropout (group_norm_silu_backward: one kernel that
-// recomputes dh as it reads x and dy) against the two kernels it replaces (group_norm_silu_dh
-// writing dh, group_norm_backward reading it), bit for bit: dx accumulated onto a start and
-// written outright, dgamma and dbeta accumulated, or not wanted. In each storage, on v2's
-// and v3's paths (65 channels: v3 runs v2); v1 has no fused kernel and refuses, naming the
-// shape.
+// The fused GN + SiLU backward (group_norm_silu_backward: one kernel that recomputes dh as it
+// reads x and dy) against the two kernels it replaces (group_norm_silu_dh writing dh,
+// group_norm_backward reading it), bit for bit: dx accumulated onto a start and written
+// outright, dgamma and dbeta accumulated, or not wanted. In each storage, on v2's, v3's and
+// v4's paths (65 channels: v3 and v4 run v2; 12 channels a group: v4 runs v3); with dropout
+// (v4 only: its mask regenerated in the one kernel, drawn in the chain's dh pass). v1 has no
+// fused kernel and refuses, naming the shape.
 template <class T>
-void expect_fused_silu_backward_is_the_chain(const GroupNormShape& s, uint64_t stream) {
+void expect_fused_silu_backward_is_the_chain(const GroupNormShape& s, uint64_t stream,
+                                             const cuda::DropoutSpec& drop = {}) {
   const int64_t elems = s.n * s.s * s.c, stats = s.n * s.groups;
   const auto stored = [](const std::vector<uint16_t>& bits) {
     if constexpr (sizeof(T) == 2) {
@@ -231,22 +233,23 @@ void expect_fused_silu_backward_is_the_chain(const GroupNormShape& s, uint64_t s
       const OnDevice<float> chain_dg(s.c), chain_db(s.c), fused_dg(s.c), fused_db(s.c);
       if constexpr (sizeof(T) == 2) {
         cuda::group_norm_silu_dh_bf16(s, gx.ptr, gg.ptr, gb.ptr, mean.ptr, rstd.ptr, gdy.ptr,
-                                      gdh.ptr);
+                                      gdh.ptr, drop);
         cuda::group_norm_backward_bf16(s, gx.ptr, gg.ptr, mean.ptr, rstd.ptr, gdh.ptr,
                                        chain_dx.ptr, params ? chain_dg.ptr : nullptr,
                                        params ? chain_db.ptr : nullptr, ws.ptr, write);
         cuda::group_norm_silu_backward_bf16(s, gx.ptr, gg.ptr, gb.ptr, mean.ptr, rstd.ptr,
                                             gdy.ptr, fused_dx.ptr,
                                             params ? fused_dg.ptr : nullptr,
-                                            params ? fused_db.ptr : nullptr, ws.ptr, write);
+                                            params ? fused_db.ptr : nullptr, ws.ptr, write, drop);
       } else {
-        cuda::group_norm_silu_dh(s, gx.ptr, gg.ptr, gb.ptr, mean.ptr, rstd.ptr, gdy.ptr, gdh.ptr);
+        cuda::group_norm_silu_dh(s, gx.ptr, gg.ptr, gb.ptr, mean.ptr, rstd.ptr, gdy.ptr, gdh.ptr,
+                                 drop);
         cuda::group_norm_backward(s, gx.ptr, gg.ptr, mean.ptr, rstd.ptr, gdh.ptr, chain_dx.ptr,
                                   params ? chain_dg.ptr : nullptr, params ? chain_db.ptr : nullptr,
                                   ws.ptr, write);
         cuda::group_norm_silu_backward(s, gx.ptr, gg.ptr, gb.ptr, mean.ptr, rstd.ptr, gdy.ptr,
                                        fused_dx.ptr, params ? fused_dg.ptr : nullptr,
-                                       params ? fused_db.ptr : nullptr, ws.ptr, write);
+                                       params ? fused_db.ptr : nullptr, ws.ptr, write, drop);
       }
       EXPECT_EQ(fused_dx.get(), chain_dx.get());
       EXPECT_EQ(fused_dg.get(), chain_dg.get());
@@ -261,25 +264,42 @@ void expect_fused_silu_backward_is_the_chain(const GroupNormShape& s, uint64_t s
 
 TEST(CudaGroupNormBf16, FusedSiluBackwardIsTheTwoKernelsBitForBit) {
   REQUIRE_GPU();
+  using M = cuda::GroupNormMapping;
+  // v4 plans the first and the last (16-channel slabs of runs, 2 threads a row; the last 4
+  // passes of 32 rows in bf16, 2 of 64 in f32), not the second (no runs) nor the third (24
+  // channels a slab: 3 threads a row)
   const GroupNormShape shapes[] = {{2, 35, 64, 16, 1e-6f}, {3, 35, 65, 13, 1e-6f},
-                                   {2, 20, 48, 4, 1e-6f}};
-  for (const cuda::GroupNormMapping mapping :
-       {cuda::GroupNormMapping::ChannelSlab, cuda::GroupNormMapping::ChannelRuns}) {
+                                   {2, 20, 48, 4, 1e-6f}, {2, 100, 32, 16, 1e-6f}};
+  const bool v4_plans[] = {true, false, false, true};
+  const cuda::DropoutSpec drop{0.3f, 5, 9};
+  for (const M mapping : {M::ChannelSlab, M::ChannelRuns, M::SlabInRegisters}) {
     const GroupNormVersion version(mapping);
     uint64_t stream = 500;
-    for (const GroupNormShape& s : shapes) {
+    for (size_t k = 0; k < std::size(shapes); ++k) {
+      const GroupNormShape& s = shapes[k];
       SCOPED_TRACE(std::string(test::mapping_name(mapping)) + " (" + std::to_string(s.n) + ", " +
                    std::to_string(s.s) + ", " + std::to_string(s.c) + ") / " +
                    std::to_string(s.groups));
+      const bool v4 = mapping == M::SlabInRegisters && v4_plans[k];
       ASSERT_TRUE(cuda::group_norm_silu_backward_fuses(s, 0.0f));
-      EXPECT_FALSE(cuda::group_norm_silu_backward_fuses(s, 0.1f)) << "dropout takes the chain";
+      for (const bool bf16 : {true, false})
+        EXPECT_EQ(cuda::group_norm_silu_backward_fuses(s, drop.p, bf16), v4)
+            << "dropout fuses on v4 only";
       {
         SCOPED_TRACE("bf16 storage");
         expect_fused_silu_backward_is_the_chain<uint16_t>(s, stream);
+        if (v4) {
+          SCOPED_TRACE("with dropout");
+          expect_fused_silu_backward_is_the_chain<uint16_t>(s, stream, drop);
+        }
       }
       {
         SCOPED_TRACE("f32 storage");
         expect_fused_silu_backward_is_the_chain<float>(s, stream + 10);
+        if (v4) {
+          SCOPED_TRACE("with dropout");
+          expect_fused_silu_backward_is_the_chain<float>(s, stream + 10, drop);
+        }
       }
       stream += 20;
     }
@@ -293,17 +313,21 @@ TEST(CudaGroupNormBf16, FusedSiluBackwardIsTheTwoKernelsBitForBit) {
         cuda::group_norm_silu_backward(s, x.ptr, c.ptr, c.ptr, stats.ptr, stats.ptr, x.ptr, x.ptr,
                                        nullptr, nullptr, nullptr);
       },
-      {"group_norm_silu_backward", "(2, 35, 64) in 16 groups", "no slab"});
+      {"group_norm_silu_backward", "(2, 35, 64) in 16 groups", "no fused kernel"});
 }
 
 // Storage is the only difference: the bf16 kernels on values that are bf16 already give the
-// f32 kernels' results rounded (the same sums in the same order), bit for bit.
+// f32 kernels' results rounded (the same sums in the same order), bit for bit. On v1-v3's
+// paths (65 channels) and v4's (64), where v4 plans both storages alike (35 rows: one warp's
+// 16 rows a pass, the forward's 4 passes in f32 and 8 in bf16 both taking 3 of them).
 TEST(CudaGroupNormBf16, IsTheF32KernelRoundedOnce) {
   REQUIRE_GPU();
-  for (const cuda::GroupNormMapping mapping : test::kGroupNormMappings) {
+  for (const cuda::GroupNormMapping mapping : test::kGroupNormMappings)
+    for (const GroupNormShape& s : {GroupNormShape{2, 35, 65, 13, 1e-6f},
+                                    GroupNormShape{2, 35, 64, 16, 1e-6f}}) {
     const GroupNormVersion version(mapping);
-    SCOPED_TRACE(test::mapping_name(mapping));
-    const GroupNormShape s{2, 35, 65, 13, 1e-6f};
+    SCOPED_TRACE(std::string(test::mapping_name(mapping)) + ", " + std::to_string(s.c) +
+                 " channels");
     const int64_t elems = s.n * s.s * s.c, stats = s.n * s.groups;
     const std::vector<uint16_t> x = bf16_randoms(elems, 400, 2.0);
     std::vector<float> xf(elems);
@@ -321,6 +345,46 @@ TEST(CudaGroupNormBf16, IsTheF32KernelRoundedOnce) {
     for (int64_t i = 0; i < elems; ++i)
       ASSERT_EQ(y[i], bf16_bits_from_float(yf[i])) << "element " << i;
   }
+}
+
+// The default takes v4 where it has a plan, forward and backward: on a 32x32 map of 128
+// channels (v4: 256 threads forward, 512 backward; v3: 256, 128 rows a pass) its statistics
+// and parameter gradients are v4's bits, and not v3's (the two add up the same values in
+// different orders: a group's 4,096 values, a channel's 1,024 rows, in fp32). The inputs are
+// fixed, so whether the two orders differ somewhere is fixed too: they do, in the last bits
+// of some of the 64 means and of the 128 dgammas. A default that ran v3, or v4 in one pass
+// only, fails here, where the reference tests above cannot tell (both are right).
+TEST(CudaGroupNormBf16, TheDefaultRunsTheSlabInRegistersWhereItHasAPlan) {
+  REQUIRE_GPU();
+  using M = cuda::GroupNormMapping;
+  const GroupNormShape s{2, 32 * 32, 128, 32, 1e-6f};
+  const int64_t elems = s.n * s.s * s.c, stats = s.n * s.groups;
+  const OnDevice<uint16_t> x(bf16_randoms(elems, 700, 2.0)), dy(bf16_randoms(elems, 701, 1.0));
+  const OnDevice<float> gamma(randoms(s.c, 702)), beta(randoms(s.c, 703));
+  const OnDevice<float> ws(cuda::group_norm_backward_workspace(s));
+  struct Bits {
+    std::vector<float> mean, rstd, dgamma, dbeta;
+  };
+  const auto run = [&](M mapping) {
+    const GroupNormVersion version(mapping);
+    const OnDevice<uint16_t> y(elems), dx(elems);
+    const OnDevice<float> mean(stats), rstd(stats), dg(std::vector<float>(s.c, 0.0f)),
+        db(std::vector<float>(s.c, 0.0f));
+    cuda::group_norm_forward_bf16(s, x.ptr, gamma.ptr, beta.ptr, y.ptr, mean.ptr, rstd.ptr,
+                                  true);
+    cuda::group_norm_silu_backward_bf16(s, x.ptr, gamma.ptr, beta.ptr, mean.ptr, rstd.ptr,
+                                        dy.ptr, dx.ptr, dg.ptr, db.ptr, ws.ptr,
+                                        GradWrite::Assign);
+    return Bits{mean.get(), rstd.get(), dg.get(), db.get()};
+  };
+  ASSERT_EQ(cuda::group_norm_mapping_for(s), M::SlabInRegisters);
+  const Bits by_shape = run(M::ByShape), v4 = run(M::SlabInRegisters), v3 = run(M::ChannelRuns);
+  EXPECT_EQ(by_shape.mean, v4.mean);
+  EXPECT_EQ(by_shape.rstd, v4.rstd);
+  EXPECT_EQ(by_shape.dgamma, v4.dgamma);
+  EXPECT_EQ(by_shape.dbeta, v4.dbeta);
+  EXPECT_NE(v4.mean, v3.mean) << "v3's statistics: the forward did not run v4";
+  EXPECT_NE(v4.dgamma, v3.dgamma) << "v3's dgamma: the backward did not run v4";
 }
 #endif
 

@@ -587,23 +587,28 @@ TEST(CudaOps, GroupNormSiluDropoutIsTheUnfusedChainBitForBit) {
   });
 }
 
-// The default mapping takes v3's runs only where the map has rows enough for its threads:
-// the U-Net's 32x32 maps (8 passes of 128 rows at 128 channels, 12 of 85 at 384), not its
-// 16x16, 8x8 and 4x4 ones (2 passes, a half, an eighth); v2 where C leaves no run of 8 (65
-// channels), v1 where a group is wider than a block. Under it the kernels give the bits of
-// the mapping it names (the GPU part).
+// The default mapping takes v4 (the slab in registers) where it has a plan: the U-Net's maps
+// of 128, 256 and 512 channels (16-channel slabs, 2 threads a row; at 32x32 the backward's 4
+// passes of 256 rows are 512 threads, the most v4 takes; at 64x64, 1,024 would be wanted).
+// Elsewhere v3's runs where the map has rows enough for its threads: the 32x32 map of 384
+// channels (12 a group: 24-channel slabs, 3 threads a row, no plan for v4; 12 passes of 85
+// rows for v3), not the 16x16 one (3 passes); v2 where C leaves no run of 8 (65 channels),
+// v1 where a group is wider than a block. Under it the kernels give the bits of the mapping
+// it names (the GPU part).
 TEST(CudaOps, GroupNormByShapeTakesRunsWhereTheMapHasRowsForThem) {
   using M = cuda::GroupNormMapping;
   const GroupNormVersion version(M::ByShape);
-  EXPECT_EQ(cuda::group_norm_mapping_for({128, 32 * 32, 128, 32}), M::ChannelRuns);
+  EXPECT_EQ(cuda::group_norm_mapping_for({128, 32 * 32, 128, 32}), M::SlabInRegisters);
   EXPECT_EQ(cuda::group_norm_mapping_for({128, 32 * 32, 384, 32}), M::ChannelRuns);
-  EXPECT_EQ(cuda::group_norm_mapping_for({128, 16 * 16, 256, 32}), M::ChannelSlab);
-  EXPECT_EQ(cuda::group_norm_mapping_for({128, 8 * 8, 256, 32}), M::ChannelSlab);
-  EXPECT_EQ(cuda::group_norm_mapping_for({128, 4 * 4, 512, 32}), M::ChannelSlab);
+  EXPECT_EQ(cuda::group_norm_mapping_for({128, 16 * 16, 384, 32}), M::ChannelSlab);
+  EXPECT_EQ(cuda::group_norm_mapping_for({128, 16 * 16, 256, 32}), M::SlabInRegisters);
+  EXPECT_EQ(cuda::group_norm_mapping_for({128, 8 * 8, 256, 32}), M::SlabInRegisters);
+  EXPECT_EQ(cuda::group_norm_mapping_for({128, 4 * 4, 512, 32}), M::SlabInRegisters);
+  EXPECT_EQ(cuda::group_norm_mapping_for({128, 64 * 64, 128, 32}), M::ChannelRuns);
   EXPECT_EQ(cuda::group_norm_mapping_for({128, 32 * 32, 65, 13}), M::ChannelSlab);
   EXPECT_EQ(cuda::group_norm_mapping_for({2, 15, 600, 2}), M::BlockPerGroup);
   REQUIRE_GPU();
-  for (const Shape& x : {Shape{2, 32, 32, 128}, Shape{2, 16, 16, 256}}) {
+  for (const Shape& x : {Shape{2, 32, 32, 128}, Shape{2, 16, 16, 256}, Shape{2, 32, 32, 384}}) {
     SCOPED_TRACE(x.str());
     const auto f = [](const std::vector<Tensor>& in) {
       return group_norm_silu_dropout(in[0], in[1], in[2], 32, 0.3, 5, 9, 1e-6);

@@ -42,14 +42,17 @@ void bench_memory_bound(const Options& o, Timer& timer, Report& report) {
     auto* yb_bits = static_cast<uint16_t*>(yb.raw());
     // Every mapping of the kernels onto blocks (kernels/cuda/group_norm.cu): v1 a block per
     // (sample, group), v2 a block per channel slab, a thread per channel, v3 the slab a
-    // thread per run of 8 channels, in 16-byte words (the default takes v3 or v2 by shape).
+    // thread per run of 8 channels, in 16-byte words, v4 v3's slab kept in registers, every
+    // element read once (the default takes v4 where it has a plan, else v3 or v2 by shape).
     const struct {
       cuda::GroupNormMapping mapping;
       const char *f32, *bf16;  // the rows' variant names
     } mappings[] = {
         {cuda::GroupNormMapping::BlockPerGroup, "block per group", "block per group, bf16 storage"},
         {cuda::GroupNormMapping::ChannelSlab, "channel slab", "channel slab, bf16 storage"},
-        {cuda::GroupNormMapping::ChannelRuns, "channel runs", "channel runs, bf16 storage"}};
+        {cuda::GroupNormMapping::ChannelRuns, "channel runs", "channel runs, bf16 storage"},
+        {cuda::GroupNormMapping::SlabInRegisters, "slab in registers",
+         "slab in registers, bf16 storage"}};
     const cuda::GroupNormMapping chosen = cuda::group_norm_mapping();
     for (const auto& mp : mappings) {
       cuda::set_group_norm_mapping(mp.mapping);
@@ -79,9 +82,11 @@ void bench_memory_bound(const Options& o, Timer& timer, Report& report) {
     }
     cuda::set_group_norm_mapping(chosen);
     // The GN + SiLU backward without dropout in bf16 storage, dx written outright and dgamma,
-    // dbeta summed (as the U-Net's first GN + SiLU of a ResBlock runs it): the two kernels
-    // (dh, then dx: x, dy read and dh written, then x, dh read twice and dx written, 16 bytes
-    // an element) against the one that recomputes dh (x, dy read twice, dx written: 10).
+    // dbeta summed (as the U-Net's first GN + SiLU of a ResBlock runs it), under the default
+    // mapping (v4 where it has a plan): the two kernels (dh, then dx) against the one that
+    // recomputes dh. GB/s of the least bytes each must move: the two kernels x, dy read and
+    // dh written, then x, dh read and dx written (12 bytes an element); the one x, dy read
+    // and dx written (6). v3 moves 16 and 10 (it reads x and dh, or x and dy, twice).
     if (cuda::group_norm_silu_backward_fuses(gs, 0.0f)) {
       const Tensor dh = Tensor::zeros(x.shape(), DType::BF16, Device::CUDA);
       const Tensor ws = Tensor::zeros(Shape{cuda::group_norm_backward_workspace(gs)}, DType::F32,
@@ -99,7 +104,7 @@ void bench_memory_bound(const Options& o, Timer& timer, Report& report) {
                   cuda::group_norm_backward_bf16(gs, xb_bits, g.data<float>(), mean.data<float>(),
                                                  rstd.data<float>(), dh_bits, yb_bits, dg,
                                                  dg + m.c, ws.data<float>(), GradWrite::Assign);
-                }), 16.0 * n);
+                }), 12.0 * n);
       add_bytes("group_norm+silu bwd", shape, "fused (dh recomputed), bf16 storage",
                 timer.median_ms([&] {
                   cuda::group_norm_silu_backward_bf16(gs, xb_bits, g.data<float>(),
@@ -107,7 +112,31 @@ void bench_memory_bound(const Options& o, Timer& timer, Report& report) {
                                                       rstd.data<float>(), xb_bits, yb_bits, dg,
                                                       dg + m.c, ws.data<float>(),
                                                       GradWrite::Assign);
-                }), 10.0 * n);
+                }), 6.0 * n);
+      // The ResBlock's second GN + SiLU, with dropout after it: dh written in a pass of its
+      // own (its mask drawn there) then the dx pass, against v4's one kernel, which
+      // regenerates the mask as it reads dy (x, dy read once, dx written: 6 bytes an element).
+      const cuda::DropoutSpec drop{0.1f, 5, 9};
+      if (cuda::group_norm_silu_backward_fuses(gs, drop.p, true, {xb_bits, yb_bits})) {
+        add_bytes("group_norm+silu+dropout bwd", shape, "dh pass, then dx pass, bf16 storage",
+                  timer.median_ms([&] {
+                    cuda::group_norm_silu_dh_bf16(gs, xb_bits, g.data<float>(), g.data<float>(),
+                                                  mean.data<float>(), rstd.data<float>(),
+                                                  xb_bits, dh_bits, drop);
+                    cuda::group_norm_backward_bf16(gs, xb_bits, g.data<float>(),
+                                                   mean.data<float>(), rstd.data<float>(),
+                                                   dh_bits, yb_bits, dg, dg + m.c,
+                                                   ws.data<float>(), GradWrite::Assign);
+                  }), 12.0 * n);
+        add_bytes("group_norm+silu+dropout bwd", shape, "fused (mask regenerated), bf16 storage",
+                  timer.median_ms([&] {
+                    cuda::group_norm_silu_backward_bf16(gs, xb_bits, g.data<float>(),
+                                                        g.data<float>(), mean.data<float>(),
+                                                        rstd.data<float>(), xb_bits, yb_bits,
+                                                        dg, dg + m.c, ws.data<float>(),
+                                                        GradWrite::Assign, drop);
+                  }), 6.0 * n);
+      }
     }
     add_bytes("silu fwd", shape, "grid-stride", timer.median_ms([&] {
       cuda::silu_forward(n, x.data<float>(), y.data<float>());

@@ -132,13 +132,15 @@ Tensor group_norm_impl(const char* op, const Tensor& x, const Tensor& gamma, con
         DDPM_CUDA_ONLY(
             const Tensor ws = detail::cuda_workspace(
                 dgamma.defined() || dbeta.defined() ? cuda::group_norm_backward_workspace(s) : 0);
-            // without dropout, one kernel recomputes dh as it goes (the same bits)
-            if (silu && dx.defined() && cuda::group_norm_silu_backward_fuses(s, drop.p)) {
+            // one kernel recomputes dh as it goes (the same bits; with dropout, on v4)
+            if (silu && dx.defined() &&
+                cuda::group_norm_silu_backward_fuses(s, drop.p, false,
+                                                     {x.raw(), g[0].raw(), dx.raw()})) {
               cuda::group_norm_silu_backward(
                   s, x.data<float>(), gamma.data<float>(), beta.data<float>(), mean.data<float>(),
                   rstd.data<float>(), g[0].data<float>(), dx.data<float>(),
                   ptr_or_null<float>(dgamma), ptr_or_null<float>(dbeta), ptr_or_null<float>(ws),
-                  dx_to.write);
+                  dx_to.write, drop);
               return;
             }
             const Tensor dh = batch_dh();
@@ -197,12 +199,14 @@ Tensor group_norm_bf16(const char* op, const Tensor& x, const Tensor& gamma, con
         DDPM_CUDA_ONLY(
             const Tensor ws = detail::cuda_workspace(
                 dgamma.defined() || dbeta.defined() ? cuda::group_norm_backward_workspace(s) : 0);
-            // without dropout, one kernel recomputes dh as it goes (the same bits)
-            if (silu && dx_bits && cuda::group_norm_silu_backward_fuses(s, drop.p)) {
+            // one kernel recomputes dh as it goes (the same bits; with dropout, on v4)
+            if (silu && dx_bits &&
+                cuda::group_norm_silu_backward_fuses(s, drop.p, true,
+                                                     {x.raw(), g[0].raw(), dx_bits})) {
               cuda::group_norm_silu_backward_bf16(
                   s, bf16_bits(x), gamma.data<float>(), beta.data<float>(), mean.data<float>(),
                   rstd.data<float>(), bf16_bits(g[0]), dx_bits, ptr_or_null<float>(dgamma),
-                  ptr_or_null<float>(dbeta), ptr_or_null<float>(ws), dx_to.write);
+                  ptr_or_null<float>(dbeta), ptr_or_null<float>(ws), dx_to.write, drop);
               return;
             }
             const Tensor dh = silu ? Tensor::empty(x.shape(), DType::BF16, x.device()) : g[0];

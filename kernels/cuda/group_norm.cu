@@ -14,8 +14,9 @@
 //             is wanted), else the two-stage column sums of column_sum.cuh, a pass of their
 //             own.
 //
-// Three mappings of the kernels onto blocks, side by side (kernel-bench memory times all;
-// set_group_norm_mapping):
+// Four mappings of the kernels onto blocks, side by side (kernel-bench memory times all;
+// set_group_norm_mapping); v1-v3 here, v4 in group_norm_resident.cu, the pieces v2-v4 share
+// in group_norm_slab.cuh:
 //   v1 BlockPerGroup  one block per (sample, group); its threads walk the group's S x C/G
 //             values in order, so a warp reads C/G-channel pieces of 32 / (C/G) rows. At the
 //             CIFAR-10 model's C/G = 4 that is 16 bytes of each 32-byte sector a load
@@ -47,8 +48,15 @@
 //             SiLU ones with activation.cuh's __expf and __fdividef; 168 -> 117 and
 //             136 -> 94 with expf and an IEEE division).
 //             Needs C and W multiples of 8 and every activation 16-byte aligned; else v2.
-//   ByShape (default)  v3 where each of its threads has at least kMinRunPasses passes of
-//             rows to make, else v2. A run's 8 channels take 8 of v2's threads' work, so a
+//   v4 SlabInRegisters  v3's slabs and threads, each thread's rows kept in registers
+//             between the kernel's passes, so every element is read once (x forward; x and
+//             dy backward, dh recomputed once, dropout's mask too), and the sums over a
+//             block's rows by butterfly over its warps' lanes (group_norm_resident.cu). For
+//             slabs of 8, 16, 32, ... channels (P = width / 8 a power of two) and maps of up to
+//             passes x 512 / P rows; elsewhere as ByShape without it.
+//   ByShape (default)  v4 where it has a plan (the U-Net's maps of 128, 256 and 512 channels,
+//             16-channel slabs), else v3 where each of its threads has at least
+//             kMinRunPasses passes of rows to make, else v2. A run's 8 channels take 8 of v2's threads' work, so a
 //             slab row is 8 times fewer threads and a pass 8 times more rows: on small maps
 //             most of v3's threads have a pass or none. Measured on an H200
 //             (docs/gpu-report.md, batch 128, fp32 and bf16 storage): at 32x32 (8 or 12
@@ -72,6 +80,8 @@
 #include "kernels/cuda/activation.cuh"
 #include "kernels/cuda/column_sum.cuh"
 #include "kernels/cuda/group_norm.cuh"
+#include "kernels/cuda/group_norm_resident.cuh"
+#include "kernels/cuda/group_norm_slab.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/storage.cuh"  // load / store: activations in T, arithmetic in fp32
 
@@ -79,23 +89,7 @@ namespace ddpm::cuda {
 
 namespace {
 
-// Dropout's factor for flat element i: 1/(1-p) kept, 0 dropped (as the dropout op decides).
-// d has its stream read (read_key), so .base is the stream.
-__device__ __forceinline__ bool dropout_keeps(const DropoutSpec& d, int64_t i) {
-  return philox_uniform(d.seed, d.stream.base, static_cast<uint64_t>(i)) >= d.p;
-}
-__device__ __forceinline__ DropoutSpec read_key(DropoutSpec d) {
-  d.stream = d.stream.value();  // a captured step's stream is in device memory
-  return d;
-}
-
-// The fused backward's dh of an element: dy' silu'(h), dy' = dy through dropout's backward
-// (`keep`: the element's regenerated mask bit) when drop.p > 0, else dy.
-__device__ __forceinline__ float silu_grad(float h, float dy, const DropoutSpec& drop,
-                                           float keep_scale, bool keep) {
-  if (drop.p > 0.0f) dy = keep ? dy * keep_scale : 0.0f;
-  return dy * silu_derivative(h);
-}
+using namespace group_norm_detail;  // group_norm_slab.cuh
 
 // ---- v1: a block per (sample, group); dh a thread per element ----------------------------
 
@@ -179,102 +173,6 @@ __global__ void group_norm_dx_kernel(GroupNormShape s, const T* x, const float* 
 
 // ---- v2 and v3: a block per (sample, channel slab) --------------------------------------
 
-// At least 16 channels per slab row: a whole 32-byte sector of bf16 (64 bytes of f32) per
-// row piece; wider slabs mean fewer, longer blocks for no gain in sectors.
-constexpr int64_t kMinSlabChannels = 16;
-
-// A block's slab: `groups` whole groups side by side, `width` channels, each thread keeping
-// `run` adjacent channels of them (v2: 1; v3: kRun, storage.cuh), `rows_per_pass` pixel rows
-// read per step of the block's threads (kThreads / (width / run)). groups = 0: no slab fits
-// (C/G > kThreads). quads (v2): C and the width are multiples of 4, so the four channels of
-// every Philox block of a row are four adjacent threads of one row of the slab (quad_keeps
-// below); v3's runs hold whole Philox blocks.
-struct GroupSlab {
-  int64_t groups = 0, width = 0, run = 1, rows_per_pass = 0;
-  bool quads = false;
-};
-
-// The fewest groups k dividing G with k C/G >= kMinSlabChannels and at most kThreads
-// channels; else (no such k) the widest slab of at most kThreads channels. Runs of kRun
-// channels when `runs` (the rows of every tensor allow them: C a multiple of kRun, 16-byte
-// aligned bases) and the width is a multiple of kRun.
-GroupSlab plan_group_slab(const GroupNormShape& s, bool runs) {
-  const int64_t cg = s.channels_per_group();
-  GroupSlab p;
-  for (int64_t k = 1; k <= s.groups && k * cg <= kThreads; ++k) {
-    if (s.groups % k != 0) continue;
-    p.groups = k;
-    if (k * cg >= kMinSlabChannels) break;
-  }
-  p.width = p.groups * cg;
-  if (p.width == 0) return p;
-  p.run = runs && p.width % kRun == 0 ? kRun : 1;
-  p.rows_per_pass = kThreads / (p.width / p.run);
-  p.quads = p.width % 4 == 0 && s.c % 4 == 0;
-  return p;
-}
-
-// What one thread of a slab block does: channels c .. c + run - 1 of sample n, for the whole
-// kernel. Block (x, y) is slab x % (G / k) of sample x / (G / k), rows [y B, y B + B) of it
-// (B = rows_per_block: all S rows in the statistics kernels, whose grids have one y). With
-// P = width / run threads to a slab row, thread t takes the run j = (t % P) run of the slab
-// and rows y B + t / P, + R, ... (R = rows_per_pass): its elements (each the first of its
-// run) are the flat indices first, first + step, ... below end (step = R C). The kThreads %
-// P threads left over are idle (not `active`): no elements (first = end).
-struct SlabThread {
-  int64_t n, c;              // the sample; the first of the thread's channels
-  int64_t slab_c, stat0;     // the slab's first channel; the (n, group) index of its first group
-  int64_t j, r0;             // the thread's first channel within the slab; its first row
-  int64_t first, end, step;  // the elements
-  bool active;
-  __device__ SlabThread(const GroupNormShape& s, const GroupSlab& p, int64_t rows_per_block) {
-    // 32-bit quotients (of a block or thread index): a 64-bit division is a called subroutine
-    const int64_t cg = s.channels_per_group();
-    const auto slabs = static_cast<unsigned>(s.groups / p.groups);
-    const auto per_row = static_cast<unsigned>(p.width / p.run);
-    n = blockIdx.x / slabs;
-    const int64_t g0 = static_cast<int64_t>(blockIdx.x % slabs) * p.groups;
-    j = static_cast<int64_t>(threadIdx.x % per_row) * p.run;
-    r0 = threadIdx.x / per_row;
-    const int64_t row0 = blockIdx.y * rows_per_block;
-    const int64_t rows_end = row0 + rows_per_block < s.s ? row0 + rows_per_block : s.s;
-    slab_c = g0 * cg;
-    c = slab_c + j;
-    stat0 = n * s.groups + g0;
-    step = p.rows_per_pass * s.c;
-    end = (n * s.s + rows_end) * s.c;
-    active = r0 < p.rows_per_pass;
-    first = active ? (n * s.s + row0 + r0) * s.c + c : end;
-  }
-  // The group (within the slab) of the thread's channel c + e: 32-bit arithmetic (j + e and
-  // cg are at most kThreads), where a 64-bit division is a called subroutine.
-  __device__ int group(int e, int64_t cg) const {
-    return (static_cast<int>(j) + e) / static_cast<int>(cg);
-  }
-  // Whether it stores the mean and rstd of channel c + e's group: the thread of the first
-  // row that holds the group's first channel.
-  __device__ bool writes_stats(int e, int64_t cg) const {
-    return r0 == 0 && (static_cast<int>(j) + e) % static_cast<int>(cg) == 0;
-  }
-};
-
-// The backward's per-channel constants of a thread's run: each channel's group mean and
-// rstd, gamma, and beta (zeros where beta is null: the kernels that do not use it).
-template <int kN>
-__device__ __forceinline__ void run_parameters(const SlabThread& t, int64_t cg,
-                                               const float* mean, const float* rstd,
-                                               const float* gamma, const float* beta,
-                                               float (&mu)[kN], float (&r)[kN], float (&gm)[kN],
-                                               float (&bt)[kN]) {
-#pragma unroll
-  for (int e = 0; e < kN; ++e) {
-    mu[e] = mean[t.stat0 + t.group(e, cg)];
-    r[e] = rstd[t.stat0 + t.group(e, cg)];
-    gm[e] = gamma[t.c + e];
-    bt[e] = beta ? beta[t.c + e] : 0.0f;
-  }
-}
-
 // Dropout's mask, four elements to a Philox block. The keep decision of element i is word
 // i % 4 of Philox block i / 4 (philox_uniform: the CPU's bits), so a thread per element that
 // computes its block keeps one word of four: four times the Philox rounds the mask needs
@@ -298,18 +196,6 @@ __device__ __forceinline__ void quad_keeps(const DropoutSpec& d, int64_t i, int6
     const int w = (q - m) & 3, source = (q + m) & 3;
     const uint32_t offered = w == 0 ? b.v[0] : w == 1 ? b.v[1] : w == 2 ? b.v[2] : b.v[3];
     keep[source] = word_to_uniform(__shfl_sync(0xffffffffu, offered, source, 4)) >= d.p;
-  }
-}
-
-// A v3 run's decisions, elements i .. i + kRun - 1 (i a multiple of kRun): kRun / 4 whole
-// Philox blocks, each of whose four words is used.
-__device__ __forceinline__ void run_keeps(const DropoutSpec& d, int64_t i, bool (&keep)[kRun]) {
-#pragma unroll
-  for (int b = 0; b < kRun / 4; ++b) {
-    const auto index = static_cast<uint64_t>(i) / 4 + static_cast<uint64_t>(b);
-    const Philox4 block = philox_block(d.seed, d.stream.base, index);
-#pragma unroll
-    for (int w = 0; w < 4; ++w) keep[4 * b + w] = word_to_uniform(block.v[w]) >= d.p;
   }
 }
 
@@ -546,18 +432,42 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// dgamma[c] += sum over n of sample_sums[n, 0, c] (dy xhat), dbeta[c] += of [n, 1, c] (dy),
-// samples in order.
-__global__ void group_norm_param_grads_kernel(int64_t n, int64_t c, const float* sample_sums,
-                                              float* dgamma, float* dbeta) {
-  DDPM_GRID_STRIDE(i, 2 * c) {
-    const int64_t k = i / c, ch = i % c;
-    float* out = k == 0 ? dgamma : dbeta;
-    if (out == nullptr) continue;
-    float acc = 0.0f;
-    for (int64_t j = 0; j < n; ++j) acc += sample_sums[(j * 2 + k) * c + ch];
-    out[ch] += acc;
+// dgamma[c] += sum over n of sample_sums[n, 0, c] (dy xhat), dbeta[c] += of [n, 1, c] (dy).
+// A block takes 32 of the 2C columns (dgamma's, then dbeta's), one a lane, so each sample's
+// row of them is one coalesced read, and kParamWarps warps: warp w adds samples w, w + 8, ...
+// in order, then the first warp adds the 8 warps' sums in warp order (fixed: the same bits
+// every run). A thread's chain of dependent loads is n / 8 long (16 at batch 128) where one
+// thread a column, the first version, walked all n in turn.
+constexpr int kParamWarps = 8;
+
+__global__ void __launch_bounds__(kParamWarps * 32)
+    group_norm_param_grads_kernel(int64_t n, int64_t c, const float* sample_sums,  // (N, 2, C)
+                                  float* dgamma, float* dbeta) {                  // (C) or null
+  __shared__ float warp_sums[kParamWarps][32];
+  const int lane = static_cast<int>(threadIdx.x % 32), warp = static_cast<int>(threadIdx.x / 32);
+  const int64_t column = blockIdx.x * 32 + lane;  // of the 2C
+  const bool inside = column < 2 * c;
+  const int64_t k = inside ? column / c : 0, ch = inside ? column % c : 0;
+  float acc = 0.0f;
+  if (inside) {
+    for (int64_t j = warp; j < n; j += kParamWarps) acc += sample_sums[(j * 2 + k) * c + ch];
   }
+  warp_sums[warp][lane] = acc;
+  __syncthreads();
+  float* out = k == 0 ? dgamma : dbeta;
+  if (warp == 0 && inside && out != nullptr) {
+    float total = 0.0f;
+    for (int w = 0; w < kParamWarps; ++w) total += warp_sums[w][lane];
+    out[ch] += total;
+  }
+}
+
+// dgamma and dbeta from the per-sample sums a dx pass wrote (v2, v3, v4).
+void add_param_grads(const GroupNormShape& s, const float* sample_sums, float* dgamma,
+                     float* dbeta) {
+  const auto blocks = static_cast<unsigned>((2 * s.c + 31) / 32);
+  DDPM_LAUNCH(group_norm_param_grads_kernel, blocks, kParamWarps * 32)(s.n, s.c, sample_sums,
+                                                                       dgamma, dbeta);
 }
 
 // dh = dy' * silu'(h) as v1's dh kernel, over a slab's rows [y B, y B + B): the groups' mean
@@ -629,10 +539,34 @@ bool runs_pay(const GroupNormShape& s) {
   return p.run == kRun && s.s >= kMinRunPasses * p.rows_per_pass;
 }
 
-// Whether the mapping set asks for v3's runs on shape s.
+// Whether the mapping set asks for v3's runs on shape s (v4 and ByShape, where v4 does not
+// take s, fall back alike).
 bool runs_wanted(const GroupNormShape& s) {
   return g_mapping == GroupNormMapping::ChannelRuns ||
-         (g_mapping == GroupNormMapping::ByShape && runs_pay(s));
+         ((g_mapping == GroupNormMapping::ByShape ||
+           g_mapping == GroupNormMapping::SlabInRegisters) &&
+          runs_pay(s));
+}
+
+// Whether v4 (group_norm_resident.cu) takes a kernel on shape s with `passes` rows a thread,
+// on the activations `tensors` (null: absent): the mapping set is v4 or ByShape, v4 has a
+// plan for s, and every tensor's rows allow runs.
+template <class T>
+bool resident_takes(const GroupNormShape& s, int passes,
+                    std::initializer_list<const T*> tensors) {
+  if (g_mapping != GroupNormMapping::SlabInRegisters && g_mapping != GroupNormMapping::ByShape)
+    return false;
+  for (const T* t : tensors)
+    if (!rows_run(s.c, t)) return false;
+  return plan_resident(s, passes).groups > 0;
+}
+template <class T>
+bool resident_forward_takes(const GroupNormShape& s, std::initializer_list<const T*> tensors) {
+  return resident_takes(s, resident_passes<T>(kResidentForwardBytes), tensors);
+}
+template <class T>
+bool resident_dx_takes(const GroupNormShape& s, std::initializer_list<const T*> tensors) {
+  return resident_takes(s, resident_passes<T>(kResidentBackwardBytes), tensors);
 }
 
 // The slab of shape s under the chosen mapping, for kernels on the activations `tensors`
@@ -662,6 +596,10 @@ template <class T>
 void forward(const GroupNormShape& s, const T* x, const float* gamma, const float* beta, T* y,
              float* mean, float* rstd, bool silu, const DropoutSpec& dropout) {
   if (s.n * s.groups == 0) return;
+  if (resident_forward_takes<T>(s, {x, y})) {
+    resident_forward(s, x, gamma, beta, y, mean, rstd, silu, dropout);
+    return;
+  }
   const GroupSlab slab = slab_for<T>(s, {x, y});
   if (slab.groups > 0) {
     const auto blocks = static_cast<unsigned>(s.n * (s.groups / slab.groups));
@@ -715,7 +653,10 @@ void backward(const GroupNormShape& s, const T* x, const float* gamma, const flo
   // v2 and v3 with a workspace sum dgamma's and dbeta's terms per sample in their dx pass;
   // else a column-sum pass over x and dy gives them
   const bool params_in_dx = dx && slab.groups > 0 && workspace && (dgamma || dbeta);
-  if (dx && slab.groups > 0) {
+  if (dx && resident_dx_takes<T>(s, {x, dy, dx})) {
+    resident_dx(s, x, gamma, nullptr, mean, rstd, dy, dx, add, params_in_dx ? workspace : nullptr,
+                false, DropoutSpec{});
+  } else if (dx && slab.groups > 0) {
     const auto blocks = static_cast<unsigned>(s.n * (s.groups / slab.groups));
     with_run(slab, [&](auto run) {
       constexpr int kN = decltype(run)::value;
@@ -731,28 +672,37 @@ void backward(const GroupNormShape& s, const T* x, const float* gamma, const flo
         s, x, gamma, mean, rstd, dy, dx, add);
   }
   if (params_in_dx)
-    DDPM_LAUNCH(group_norm_param_grads_kernel, grid_for(2 * s.c), kThreads)(s.n, s.c, workspace,
-                                                                          dgamma, dbeta);
+    add_param_grads(s, workspace, dgamma, dbeta);
   else if (dgamma || dbeta)
     column_sums<2>(param_grad_plan(s, workspace != nullptr),
                    ParamGradTerms<T>{s, x, mean, rstd, dy}, workspace, dgamma, dbeta);
 }
 
-// The fused GN + SiLU's backward without dropout (group_norm.cuh): one slab dx kernel with
-// kSiluIn, then dgamma and dbeta from its per-sample sums.
+// The fused GN + SiLU's backward (group_norm.cuh): one dx kernel that recomputes dh (v4's,
+// which regenerates dropout's mask too, else v2's or v3's, without dropout), then dgamma and
+// dbeta from its per-sample sums.
 template <class T>
 void silu_backward(const GroupNormShape& s, const T* x, const float* gamma, const float* beta,
                    const float* mean, const float* rstd, const T* dy, T* dx, float* dgamma,
-                   float* dbeta, float* workspace, GradWrite dx_write) {
+                   float* dbeta, float* workspace, GradWrite dx_write,
+                   const DropoutSpec& dropout) {
   const bool params = dgamma || dbeta;
-  CHECK(group_norm_silu_backward_fuses(s, 0.0f) && dx && (workspace || !params),
+  CHECK(group_norm_silu_backward_fuses(s, dropout.p, sizeof(T) == 2, {x, dy, dx}) && dx &&
+            (workspace || !params),
         "group_norm_silu_backward: shape (" << s.n << ", " << s.s << ", " << s.c << ") in "
-                                            << s.groups << " groups has no slab under the "
-                                            << "chosen mapping, or dx or the workspace is null");
+                                            << s.groups << " groups with dropout " << dropout.p
+                                            << " has no fused kernel under the chosen mapping, "
+                                            << "or dx or the workspace is null");
   if (s.n * s.groups == 0) return;
+  const bool add = dx_write == GradWrite::Accumulate;
+  if (resident_dx_takes<T>(s, {x, dy, dx})) {
+    resident_dx(s, x, gamma, beta, mean, rstd, dy, dx, add, params ? workspace : nullptr, true,
+                dropout);
+    if (params) add_param_grads(s, workspace, dgamma, dbeta);
+    return;
+  }
   const GroupSlab slab = slab_for<T>(s, {x, dy, dx});
   const auto blocks = static_cast<unsigned>(s.n * (s.groups / slab.groups));
-  const bool add = dx_write == GradWrite::Accumulate;
   with_run(slab, [&](auto run) {
     constexpr int kN = decltype(run)::value;
     if (params)
@@ -762,14 +712,25 @@ void silu_backward(const GroupNormShape& s, const T* x, const float* gamma, cons
       DDPM_LAUNCH((group_norm_slab_dx_kernel<T, false, kN, true>), blocks, kThreads)(
           s, slab, x, gamma, beta, mean, rstd, dy, dx, add, nullptr);
   });
-  if (params)
-    DDPM_LAUNCH(group_norm_param_grads_kernel, grid_for(2 * s.c), kThreads)(s.n, s.c, workspace,
-                                                                          dgamma, dbeta);
+  if (params) add_param_grads(s, workspace, dgamma, dbeta);
 }
 
 }  // namespace
 
-bool group_norm_silu_backward_fuses(const GroupNormShape& s, float dropout_p) {
+namespace {
+// v4's backward on shape s for tensors of T at `tensors` (null: not checked)
+template <class T>
+bool resident_dx_takes_any(const GroupNormShape& s, std::initializer_list<const void*> tensors) {
+  bool aligned = true;
+  for (const void* t : tensors) aligned = aligned && rows_run(s.c, static_cast<const T*>(t));
+  return aligned && resident_dx_takes<T>(s, {});
+}
+}  // namespace
+
+bool group_norm_silu_backward_fuses(const GroupNormShape& s, float dropout_p, bool bf16,
+                                    std::initializer_list<const void*> tensors) {
+  if (bf16 ? resident_dx_takes_any<uint16_t>(s, tensors) : resident_dx_takes_any<float>(s, tensors))
+    return true;
   return dropout_p <= 0.0f && g_mapping != GroupNormMapping::BlockPerGroup &&
          plan_group_slab(s, false).groups > 0;
 }
@@ -777,22 +738,26 @@ bool group_norm_silu_backward_fuses(const GroupNormShape& s, float dropout_p) {
 void group_norm_silu_backward(const GroupNormShape& s, const float* x, const float* gamma,
                               const float* beta, const float* mean, const float* rstd,
                               const float* dy, float* dx, float* dgamma, float* dbeta,
-                              float* workspace, GradWrite dx_write) {
-  silu_backward(s, x, gamma, beta, mean, rstd, dy, dx, dgamma, dbeta, workspace, dx_write);
+                              float* workspace, GradWrite dx_write, const DropoutSpec& dropout) {
+  silu_backward(s, x, gamma, beta, mean, rstd, dy, dx, dgamma, dbeta, workspace, dx_write,
+                dropout);
 }
 
 void group_norm_silu_backward_bf16(const GroupNormShape& s, const uint16_t* x,
                                    const float* gamma, const float* beta, const float* mean,
                                    const float* rstd, const uint16_t* dy, uint16_t* dx,
                                    float* dgamma, float* dbeta, float* workspace,
-                                   GradWrite dx_write) {
-  silu_backward(s, x, gamma, beta, mean, rstd, dy, dx, dgamma, dbeta, workspace, dx_write);
+                                   GradWrite dx_write, const DropoutSpec& dropout) {
+  silu_backward(s, x, gamma, beta, mean, rstd, dy, dx, dgamma, dbeta, workspace, dx_write,
+                dropout);
 }
 
 void set_group_norm_mapping(GroupNormMapping m) { g_mapping = m; }
 GroupNormMapping group_norm_mapping() { return g_mapping; }
 
 GroupNormMapping group_norm_mapping_for(const GroupNormShape& s) {
+  if (resident_forward_takes<uint16_t>(s, {}) && resident_dx_takes<uint16_t>(s, {}))
+    return GroupNormMapping::SlabInRegisters;
   if (g_mapping == GroupNormMapping::BlockPerGroup || plan_group_slab(s, false).groups == 0)
     return GroupNormMapping::BlockPerGroup;
   return plan_group_slab(s, runs_wanted(s)).run == kRun ? GroupNormMapping::ChannelRuns

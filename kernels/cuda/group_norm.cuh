@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 
 #include "kernels/grad_write.h"
 #include "kernels/shapes.h"
@@ -13,15 +14,19 @@ namespace ddpm::cuda {
 // BlockPerGroup (v1: a block per (sample, group)), ChannelSlab (v2: a block per (sample,
 // slab of whole groups at least 16 channels wide), a thread per channel), ChannelRuns (v3:
 // v2's slabs, a thread per run of 8 adjacent channels moved as 16-byte words; v2 where the
-// rows don't allow such words, v1 where one group is wider than a block) or ByShape (the
-// default: v3 where the map has rows enough for its threads, else v2). All give the CPU
-// reference's results within float rounding, each the same bits every run. Process-wide,
-// as the conv and attention algorithms; kernel-bench memory times the first three.
-enum class GroupNormMapping { BlockPerGroup, ChannelSlab, ChannelRuns, ByShape };
+// rows don't allow such words, v1 where one group is wider than a block), SlabInRegisters
+// (v4, group_norm_resident.cu: v3's slabs with every thread's rows kept in registers, x and
+// dy read once; where it has no plan, as ByShape without it) or ByShape (the default: v4
+// where it has a plan, else v3 where the map has rows enough for its threads, else v2). All
+// give the CPU reference's results within float rounding, each the same bits every run.
+// Process-wide, as the conv and attention algorithms; kernel-bench memory times the first
+// four.
+enum class GroupNormMapping { BlockPerGroup, ChannelSlab, ChannelRuns, SlabInRegisters, ByShape };
 void set_group_norm_mapping(GroupNormMapping m);
 GroupNormMapping group_norm_mapping();
-// The mapping the kernels take for shape s under the one set (one of the first three; for
-// activations whose rows allow 16-byte words, as the U-Net's do).
+// The mapping the kernels take for shape s under the one set (one of the first four; for bf16
+// activations whose rows allow 16-byte words, as the U-Net's are: v4 when both its forward
+// and its backward take s).
 GroupNormMapping group_norm_mapping_for(const GroupNormShape& s);
 
 void group_norm_forward(const GroupNormShape& s, const float* x, const float* gamma,
@@ -58,18 +63,22 @@ void group_norm_silu_dh(const GroupNormShape& s, const float* x, const float* ga
                         const float* beta, const float* mean, const float* rstd, const float* dy,
                         float* dh, const DropoutSpec& dropout = {});
 
-// The fused GroupNorm + SiLU's whole backward in one kernel when there is no dropout: dx
-// (and dgamma, dbeta) from dy, the gradient at the SiLU's output, recomputing dh = dy
-// silu'(h) as it reads x and dy (rounded as its storage would hold it), where
-// group_norm_silu_dh then group_norm_backward write dh and read it back twice; the same bits
-// as those two. For shapes that group_norm_silu_backward_fuses (a channel-slab mapping takes
-// the shape, and dropout_p is 0); dx is required, and a workspace of
-// group_norm_backward_workspace(s) floats when dgamma or dbeta is wanted.
-bool group_norm_silu_backward_fuses(const GroupNormShape& s, float dropout_p);
+// The fused GroupNorm + SiLU (+ dropout)'s whole backward in one kernel: dx (and dgamma,
+// dbeta) from dy, the gradient at the SiLU's (or the dropout's) output, recomputing dh = dy'
+// silu'(h) as it reads x and dy (dy' through dropout's backward, its mask regenerated;
+// rounded as its storage would hold it), where group_norm_silu_dh then group_norm_backward
+// write dh and read it back; the same bits as those two. For shapes that
+// group_norm_silu_backward_fuses: without dropout, wherever a channel-slab mapping takes the
+// shape; with dropout, where v4 does (its backward on `bf16` or f32 storage, with the rows of
+// the tensors given, null for unchecked, allowing 16-byte runs). dx is required, and a
+// workspace of group_norm_backward_workspace(s) floats when dgamma or dbeta is wanted.
+bool group_norm_silu_backward_fuses(const GroupNormShape& s, float dropout_p, bool bf16 = false,
+                                    std::initializer_list<const void*> tensors = {});
 void group_norm_silu_backward(const GroupNormShape& s, const float* x, const float* gamma,
                               const float* beta, const float* mean, const float* rstd,
                               const float* dy, float* dx, float* dgamma, float* dbeta,
-                              float* workspace, GradWrite dx_write = GradWrite::Accumulate);
+                              float* workspace, GradWrite dx_write = GradWrite::Accumulate,
+                              const DropoutSpec& dropout = {});
 
 // The same kernels with the activations (x, y, dy, dh, dx) stored as bf16 bits (uint16_t,
 // kernels/bf16.h): read into fp32, every sum, the statistics (mean, rstd), the affine
@@ -93,6 +102,7 @@ void group_norm_silu_backward_bf16(const GroupNormShape& s, const uint16_t* x,
                                    const float* gamma, const float* beta, const float* mean,
                                    const float* rstd, const uint16_t* dy, uint16_t* dx,
                                    float* dgamma, float* dbeta, float* workspace,
-                                   GradWrite dx_write = GradWrite::Accumulate);
+                                   GradWrite dx_write = GradWrite::Accumulate,
+                                   const DropoutSpec& dropout = {});
 
 }  // namespace ddpm::cuda

@@ -142,58 +142,87 @@ __device__ __forceinline__ void check_word_aligned(const void* p) {
 #endif
 }
 
-template <int kN>
-__device__ __forceinline__ void load_run(const float* p, int64_t i, float (&v)[kN]) {
-  if constexpr (kN == 1) {
-    v[0] = p[i];
+// A run as storage T holds it, kept in registers between its load and its use: two float4
+// words (fp32), or one 16-byte word of 8 bf16 (half the registers of its floats; a kernel
+// that keeps many runs, kernels/cuda/group_norm_resident.cu, keeps them so). unpack_run
+// gives the floats.
+template <class T>
+struct StoredRun;
+template <>
+struct StoredRun<float> {
+  float4 w[kRun / 4];
+};
+template <>
+struct StoredRun<uint16_t> {
+  uint4 w;
+};
+
+template <class T>
+__device__ __forceinline__ StoredRun<T> load_stored_run(const T* p, int64_t i) {
+  check_word_aligned(p + i);
+  StoredRun<T> r;
+  if constexpr (sizeof(T) == 2) {
+    r.w = *reinterpret_cast<const uint4*>(p + i);
   } else {
-    static_assert(kN == kRun, "runs of 1 or kRun elements");
-    check_word_aligned(p + i);
 #pragma unroll
-    for (int w = 0; w < kRun / 4; ++w) {
-      const float4 q = reinterpret_cast<const float4*>(p + i)[w];
-      v[4 * w] = q.x;
-      v[4 * w + 1] = q.y;
-      v[4 * w + 2] = q.z;
-      v[4 * w + 3] = q.w;
-    }
+    for (int w = 0; w < kRun / 4; ++w) r.w[w] = reinterpret_cast<const float4*>(p + i)[w];
+  }
+  return r;
+}
+__device__ __forceinline__ void unpack_run(const StoredRun<float>& r, float (&v)[kRun]) {
+#pragma unroll
+  for (int w = 0; w < kRun / 4; ++w) {
+    v[4 * w] = r.w[w].x;
+    v[4 * w + 1] = r.w[w].y;
+    v[4 * w + 2] = r.w[w].z;
+    v[4 * w + 3] = r.w[w].w;
   }
 }
-template <int kN>
-__device__ __forceinline__ void load_run(const uint16_t* p, int64_t i, float (&v)[kN]) {
+__device__ __forceinline__ void unpack_run(const StoredRun<uint16_t>& r, float (&v)[kRun]) {
+  const uint32_t pairs[4] = {r.w.x, r.w.y, r.w.z, r.w.w};
+#pragma unroll
+  for (int k = 0; k < 4; ++k) unpack_bf16_pair(pairs[k], v[2 * k], v[2 * k + 1]);
+}
+
+template <int kN, class T>
+__device__ __forceinline__ void load_run(const T* p, int64_t i, float (&v)[kN]) {
   if constexpr (kN == 1) {
     v[0] = load(p, i);
   } else {
     static_assert(kN == kRun, "runs of 1 or kRun elements");
-    check_word_aligned(p + i);
-    const uint4 q = *reinterpret_cast<const uint4*>(p + i);
-    const uint32_t pairs[4] = {q.x, q.y, q.z, q.w};
-#pragma unroll
-    for (int k = 0; k < 4; ++k) unpack_bf16_pair(pairs[k], v[2 * k], v[2 * k + 1]);
+    unpack_run(load_stored_run(p, i), v);
   }
 }
-template <int kN>
-__device__ __forceinline__ void store_run(float* p, int64_t i, const float (&v)[kN]) {
-  if constexpr (kN == 1) {
-    p[i] = v[0];
+// floats as storage T holds them: for bf16, each rounded to nearest even (bf16_pair)
+__device__ __forceinline__ void pack_run(const float (&v)[kRun], StoredRun<float>& r) {
+#pragma unroll
+  for (int w = 0; w < kRun / 4; ++w)
+    r.w[w] = make_float4(v[4 * w], v[4 * w + 1], v[4 * w + 2], v[4 * w + 3]);
+}
+__device__ __forceinline__ void pack_run(const float (&v)[kRun], StoredRun<uint16_t>& r) {
+  r.w = make_uint4(bf16_pair(v[0], v[1]), bf16_pair(v[2], v[3]), bf16_pair(v[4], v[5]),
+                   bf16_pair(v[6], v[7]));
+}
+template <class T>
+__device__ __forceinline__ void store_stored_run(T* p, int64_t i, const StoredRun<T>& r) {
+  check_word_aligned(p + i);
+  if constexpr (sizeof(T) == 2) {
+    *reinterpret_cast<uint4*>(p + i) = r.w;
   } else {
-    static_assert(kN == kRun, "runs of 1 or kRun elements");
-    check_word_aligned(p + i);
 #pragma unroll
-    for (int w = 0; w < kRun / 4; ++w)
-      reinterpret_cast<float4*>(p + i)[w] =
-          make_float4(v[4 * w], v[4 * w + 1], v[4 * w + 2], v[4 * w + 3]);
+    for (int w = 0; w < kRun / 4; ++w) reinterpret_cast<float4*>(p + i)[w] = r.w[w];
   }
 }
-template <int kN>
-__device__ __forceinline__ void store_run(uint16_t* p, int64_t i, const float (&v)[kN]) {
+
+template <int kN, class T>
+__device__ __forceinline__ void store_run(T* p, int64_t i, const float (&v)[kN]) {
   if constexpr (kN == 1) {
     store(p, i, v[0]);
   } else {
     static_assert(kN == kRun, "runs of 1 or kRun elements");
-    check_word_aligned(p + i);
-    *reinterpret_cast<uint4*>(p + i) = make_uint4(bf16_pair(v[0], v[1]), bf16_pair(v[2], v[3]),
-                                                  bf16_pair(v[4], v[5]), bf16_pair(v[6], v[7]));
+    StoredRun<T> r;
+    pack_run(v, r);
+    store_stored_run(p, i, r);
   }
 }
 

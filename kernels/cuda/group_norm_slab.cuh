@@ -1,0 +1,147 @@
+// The pieces the slab mappings of the CUDA group norm share (kernels/cuda/group_norm.cu's
+// v2 and v3, kernels/cuda/group_norm_resident.cu's v4): a block's slab of whole groups and
+// what one of its threads owns, the per-channel constants of a thread's run, and the
+// dropout mask and SiLU gradient as the fused GN + SiLU (+ dropout) computes them.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "engine/philox.h"
+#include "kernels/cuda/activation.cuh"
+#include "kernels/cuda/group_norm.cuh"
+#include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/storage.cuh"
+#include "kernels/shapes.h"
+
+namespace ddpm::cuda::group_norm_detail {
+
+// Dropout's factor for flat element i: 1/(1-p) kept, 0 dropped (as the dropout op decides).
+// d has its stream read (read_key), so .base is the stream.
+__device__ __forceinline__ bool dropout_keeps(const DropoutSpec& d, int64_t i) {
+  return philox_uniform(d.seed, d.stream.base, static_cast<uint64_t>(i)) >= d.p;
+}
+__device__ __forceinline__ DropoutSpec read_key(DropoutSpec d) {
+  d.stream = d.stream.value();  // a captured step's stream is in device memory
+  return d;
+}
+
+// The fused backward's dh of an element: dy' silu'(h), dy' = dy through dropout's backward
+// (`keep`: the element's regenerated mask bit) when drop.p > 0, else dy.
+__device__ __forceinline__ float silu_grad(float h, float dy, const DropoutSpec& drop,
+                                           float keep_scale, bool keep) {
+  if (drop.p > 0.0f) dy = keep ? dy * keep_scale : 0.0f;
+  return dy * silu_derivative(h);
+}
+
+// At least 16 channels per slab row: a whole 32-byte sector of bf16 (64 bytes of f32) per
+// row piece; wider slabs mean fewer, longer blocks for no gain in sectors.
+constexpr int64_t kMinSlabChannels = 16;
+
+// A block's slab: `groups` whole groups side by side, `width` channels, each thread keeping
+// `run` adjacent channels of them (v2: 1; v3, v4: kRun, storage.cuh), `rows_per_pass` pixel
+// rows read per step of the block's threads (v2, v3: kThreads / (width / run); v4 sizes its
+// blocks to the map, plan_resident). groups = 0: no slab fits (C/G > kThreads). quads (v2):
+// C and the width are multiples of 4, so the four channels of every Philox block of a row
+// are four adjacent threads of one row of the slab (group_norm.cu's quad_keeps); v3's and
+// v4's runs hold whole Philox blocks.
+struct GroupSlab {
+  int64_t groups = 0, width = 0, run = 1, rows_per_pass = 0;
+  bool quads = false;
+};
+
+// The fewest groups k dividing G with k C/G >= kMinSlabChannels and at most kThreads
+// channels; else (no such k) the widest slab of at most kThreads channels. Runs of kRun
+// channels when `runs` (the rows of every tensor allow them: C a multiple of kRun, 16-byte
+// aligned bases) and the width is a multiple of kRun.
+inline GroupSlab plan_group_slab(const GroupNormShape& s, bool runs) {
+  const int64_t cg = s.channels_per_group();
+  GroupSlab p;
+  for (int64_t k = 1; k <= s.groups && k * cg <= kThreads; ++k) {
+    if (s.groups % k != 0) continue;
+    p.groups = k;
+    if (k * cg >= kMinSlabChannels) break;
+  }
+  p.width = p.groups * cg;
+  if (p.width == 0) return p;
+  p.run = runs && p.width % kRun == 0 ? kRun : 1;
+  p.rows_per_pass = kThreads / (p.width / p.run);
+  p.quads = p.width % 4 == 0 && s.c % 4 == 0;
+  return p;
+}
+
+// What one thread of a slab block does: channels c .. c + run - 1 of sample n, for the whole
+// kernel. Block (x, y) is slab x % (G / k) of sample x / (G / k), rows [y B, y B + B) of it
+// (B = rows_per_block: all S rows in the statistics kernels, whose grids have one y). With
+// P = width / run threads to a slab row, thread t takes the run j = (t % P) run of the slab
+// and rows y B + t / P, + R, ... (R = rows_per_pass): its elements (each the first of its
+// run) are the flat indices first, first + step, ... below end (step = R C). The kThreads %
+// P threads left over are idle (not `active`): no elements (first = end).
+struct SlabThread {
+  int64_t n, c;              // the sample; the first of the thread's channels
+  int64_t slab_c, stat0;     // the slab's first channel; the (n, group) index of its first group
+  int64_t j, r0;             // the thread's first channel within the slab; its first row
+  int64_t first, end, step;  // the elements
+  bool active;
+  __device__ SlabThread(const GroupNormShape& s, const GroupSlab& p, int64_t rows_per_block) {
+    // 32-bit quotients (of a block or thread index): a 64-bit division is a called subroutine
+    const int64_t cg = s.channels_per_group();
+    const auto slabs = static_cast<unsigned>(s.groups / p.groups);
+    const auto per_row = static_cast<unsigned>(p.width / p.run);
+    n = blockIdx.x / slabs;
+    const int64_t g0 = static_cast<int64_t>(blockIdx.x % slabs) * p.groups;
+    j = static_cast<int64_t>(threadIdx.x % per_row) * p.run;
+    r0 = threadIdx.x / per_row;
+    const int64_t row0 = blockIdx.y * rows_per_block;
+    const int64_t rows_end = row0 + rows_per_block < s.s ? row0 + rows_per_block : s.s;
+    slab_c = g0 * cg;
+    c = slab_c + j;
+    stat0 = n * s.groups + g0;
+    step = p.rows_per_pass * s.c;
+    end = (n * s.s + rows_end) * s.c;
+    active = r0 < p.rows_per_pass;
+    first = active ? (n * s.s + row0 + r0) * s.c + c : end;
+  }
+  // The group (within the slab) of the thread's channel c + e: 32-bit arithmetic (j + e and
+  // cg are at most kThreads), where a 64-bit division is a called subroutine.
+  __device__ int group(int e, int64_t cg) const {
+    return (static_cast<int>(j) + e) / static_cast<int>(cg);
+  }
+  // Whether it stores the mean and rstd of channel c + e's group: the thread of the first
+  // row that holds the group's first channel.
+  __device__ bool writes_stats(int e, int64_t cg) const {
+    return r0 == 0 && (static_cast<int>(j) + e) % static_cast<int>(cg) == 0;
+  }
+};
+
+// The backward's per-channel constants of a thread's run: each channel's group mean and
+// rstd, gamma, and beta (zeros where beta is null: the kernels that do not use it).
+template <int kN>
+__device__ __forceinline__ void run_parameters(const SlabThread& t, int64_t cg,
+                                               const float* mean, const float* rstd,
+                                               const float* gamma, const float* beta,
+                                               float (&mu)[kN], float (&r)[kN], float (&gm)[kN],
+                                               float (&bt)[kN]) {
+#pragma unroll
+  for (int e = 0; e < kN; ++e) {
+    mu[e] = mean[t.stat0 + t.group(e, cg)];
+    r[e] = rstd[t.stat0 + t.group(e, cg)];
+    gm[e] = gamma[t.c + e];
+    bt[e] = beta ? beta[t.c + e] : 0.0f;
+  }
+}
+
+// A v3 run's decisions, elements i .. i + kRun - 1 (i a multiple of kRun): kRun / 4 whole
+// Philox blocks, each of whose four words is used.
+__device__ __forceinline__ void run_keeps(const DropoutSpec& d, int64_t i, bool (&keep)[kRun]) {
+#pragma unroll
+  for (int b = 0; b < kRun / 4; ++b) {
+    const auto index = static_cast<uint64_t>(i) / 4 + static_cast<uint64_t>(b);
+    const Philox4 block = philox_block(d.seed, d.stream.base, index);
+#pragma unroll
+    for (int w = 0; w < 4; ++w) keep[4 * b + w] = word_to_uniform(block.v[w]) >= d.p;
+  }
+}
+
+}  // namespace ddpm::cuda::group_norm_detail
