@@ -238,6 +238,10 @@ run_profile() {
   # The direct kernels of the last layer (128 -> 3: conv2d_thin.cu), whose design predicts
   # them memory- and FMA-bound at ~0.03 ms a pass: whether they are, or stall on the loads.
   ncu_bottlenecks 180 "conv conv_out 32x32 128->3" "thin_" conv-out conv --skip-naive
+  # Group norm's mappings on the 32x32x128 map (each row's kernels once): whether v4 (the slab
+  # in registers, group_norm_resident.cu) moves its bytes at the memory's pace, and what v3's
+  # extra passes and serial sums cost beside it.
+  ncu_bottlenecks 180 "memory 32x32x128" "group_norm" gn-32x32 memory
 }
 
 # The CIFAR-10 model's training step at batch 128 on the engine and, beside each engine run,

@@ -4,9 +4,11 @@
 // mappings onto blocks, with f32 and with bf16 storage, and the GN + SiLU backward as two
 // kernels and as one.
 #include <cstdio>
+#include <string>
 #include <vector>
 
 #include "apps/bench/bench.h"
+#include "engine/device.h"
 #include "engine/ops.h"
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/group_norm.cuh"
@@ -27,6 +29,8 @@ void bench_memory_bound(const Options& o, Timer& timer, Report& report) {
     const int64_t n = batch * m.h * m.h * m.c;
     char shape[64];
     std::snprintf(shape, sizeof shape, "%lldx%lldx%lld", (long long)m.h, (long long)m.h, (long long)m.c);
+    // an NVTX range per map, "memory 32x32x128", which gpu-check's profile stage selects
+    const ProfileRange map_range(("memory " + std::string(shape)).c_str());
     const Tensor x = randn(Shape{batch, m.h, m.h, m.c}, 1, 3, Device::CUDA);
     const Tensor y = Tensor::empty(x.shape(), DType::F32, Device::CUDA);
     const Tensor g = Tensor::full(Shape{m.c}, 1.0, DType::F32, Device::CUDA);

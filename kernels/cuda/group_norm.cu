@@ -322,26 +322,12 @@ __global__ void __launch_bounds__(kThreads)
   }
   slab_group_sums(v, t, s, p, sums);
   float gm[kN], bt[kN];
-#pragma unroll
-  for (int e = 0; e < kN; ++e) {
-    r[e] = rsqrtf(sums.group[0][t.group(e, cg)] / count + s.eps);
-    if (t.writes_stats(e, cg)) {
-      mean[t.stat0 + t.group(e, cg)] = mu[e];
-      rstd[t.stat0 + t.group(e, cg)] = r[e];
-    }
-    gm[e] = gamma[t.c + e];
-    bt[e] = beta[t.c + e];
-  }
+  run_statistics(t, s, sums.group[0], mu, gamma, beta, mean, rstd, r, gm, bt);
   const float keep_scale = 1.0f / (1.0f - drop.p);  // as the dropout op computes it
   for_each_with_mask<kN>(t, p, drop, [&](int64_t i, const bool (&keep)[kN]) {
     float out[kN];
     load_run(x, i, xv);
-#pragma unroll
-    for (int e = 0; e < kN; ++e) {
-      const float h = (xv[e] - mu[e]) * r[e] * gm[e] + bt[e];
-      const float o = kSilu ? silu_value(h) : h;
-      out[e] = drop.p > 0.0f ? (keep[e] ? o * keep_scale : 0.0f) : o;
-    }
+    normalized_run<kSilu>(xv, mu, r, gm, bt, drop, keep_scale, keep, out);
     store_run(y, i, out);
   });
 }

@@ -152,16 +152,7 @@ __global__ void __launch_bounds__(kResidentMaxThreads)
     }
   }
   resident_group_sums(v, t, s, p, nullptr, sums);
-#pragma unroll
-  for (int e = 0; e < kRun; ++e) {
-    r[e] = rsqrtf(sums.group[0][t.group(e, cg)] / count + s.eps);
-    if (t.writes_stats(e, cg)) {
-      mean[t.stat0 + t.group(e, cg)] = mu[e];
-      rstd[t.stat0 + t.group(e, cg)] = r[e];
-    }
-    gm[e] = gamma[t.c + e];
-    bt[e] = beta[t.c + e];
-  }
+  run_statistics(t, s, sums.group[0], mu, gamma, beta, mean, rstd, r, gm, bt);
   const float keep_scale = 1.0f / (1.0f - drop.p);  // as the dropout op computes it
 #pragma unroll
   for (int k = 0; k < kPasses; ++k) {
@@ -171,12 +162,7 @@ __global__ void __launch_bounds__(kResidentMaxThreads)
     if (drop.p > 0.0f) run_keeps(drop, i, keep);
     float out[kRun];
     unpack_run(xr[k], xv);
-#pragma unroll
-    for (int e = 0; e < kRun; ++e) {
-      const float h = (xv[e] - mu[e]) * r[e] * gm[e] + bt[e];
-      const float o = kSilu ? silu_value(h) : h;
-      out[e] = drop.p > 0.0f ? (keep[e] ? o * keep_scale : 0.0f) : o;
-    }
+    normalized_run<kSilu>(xv, mu, r, gm, bt, drop, keep_scale, keep, out);
     store_run(y, i, out);
   }
 }

@@ -115,6 +115,45 @@ struct SlabThread {
   }
 };
 
+// The forward's constants of a thread's run once its groups' sums of squared deviations
+// are known (sq_sums[g], g within the slab): each channel's rstd (written with the mean, by
+// the thread that writes_stats), gamma and beta.
+template <int kN>
+__device__ __forceinline__ void run_statistics(const SlabThread& t, const GroupNormShape& s,
+                                               const float* sq_sums, const float (&mu)[kN],
+                                               const float* gamma, const float* beta,
+                                               float* mean, float* rstd, float (&r)[kN],
+                                               float (&gm)[kN], float (&bt)[kN]) {
+  const int64_t cg = s.channels_per_group();
+  const float count = static_cast<float>(s.s * cg);
+#pragma unroll
+  for (int e = 0; e < kN; ++e) {
+    r[e] = rsqrtf(sq_sums[t.group(e, cg)] / count + s.eps);
+    if (t.writes_stats(e, cg)) {
+      mean[t.stat0 + t.group(e, cg)] = mu[e];
+      rstd[t.stat0 + t.group(e, cg)] = r[e];
+    }
+    gm[e] = gamma[t.c + e];
+    bt[e] = beta[t.c + e];
+  }
+}
+
+// The forward's output of a run: (x - mean) rstd gamma + beta, then SiLU (kSilu), then
+// dropout (drop.p > 0: kept elements scaled by keep_scale, the others 0).
+template <bool kSilu, int kN>
+__device__ __forceinline__ void normalized_run(const float (&xv)[kN], const float (&mu)[kN],
+                                               const float (&r)[kN], const float (&gm)[kN],
+                                               const float (&bt)[kN], const DropoutSpec& drop,
+                                               float keep_scale, const bool (&keep)[kN],
+                                               float (&out)[kN]) {
+#pragma unroll
+  for (int e = 0; e < kN; ++e) {
+    const float h = (xv[e] - mu[e]) * r[e] * gm[e] + bt[e];
+    const float o = kSilu ? silu_value(h) : h;
+    out[e] = drop.p > 0.0f ? (keep[e] ? o * keep_scale : 0.0f) : o;
+  }
+}
+
 // The backward's per-channel constants of a thread's run: each channel's group mean and
 // rstd, gamma, and beta (zeros where beta is null: the kernels that do not use it).
 template <int kN>

@@ -156,7 +156,8 @@ grep -qF "small=1 poison=1 --tool racecheck --error-exitcode 1 build-gpu/tests/t
 printf '#!/usr/bin/env bash\necho "small=${DDPM_TEST_SMALL_SHAPES:-} $*"\n' > "$work/bin/ncu"
 chmod +x "$work/bin/ncu"
 PATH="$work/bin:$PATH" bash "$src/scripts/gpu-check.sh" "$work/prof" profile report > /dev/null 2>&1
-for line in "ncu exit 0" "ncu banks conv exit 0" "ncu banks flash exit 0" "ncu conv-out exit 0"; do
+for line in "ncu exit 0" "ncu banks conv exit 0" "ncu banks flash exit 0" "ncu conv-out exit 0" \
+    "ncu gn-32x32 exit 0"; do
   grep -qx "$line" "$work/prof/profile.status" || fail "profile.status lacks: $line"
 done
 want="small=1 -k regex:conv_gemm_bf16 --launch-count 40 --section MemoryWorkloadAnalysis_Tables"
@@ -164,6 +165,8 @@ grep -qF "$want" "$work/prof/ncu-banks-conv.csv" ||
   fail "ncu does not profile v4's shared memory at small shapes"
 grep -qF -- '--nvtx-include conv conv_out 32x32 128->3/ -k regex:thin_' "$work/prof/ncu-conv-out.csv" ||
   fail "ncu does not profile the direct kernels on the last layer"
+grep -qF -- '--nvtx-include memory 32x32x128/ -k regex:group_norm' "$work/prof/ncu-gn-32x32.csv" ||
+  fail "ncu does not profile group norm on the 32x32 map"
 grep -qF "build-gpu/tests/test_cuda_attention_bf16" "$work/prof/ncu-banks-flash.csv" ||
   fail "ncu does not profile the flash kernels' test"
 grep -A2 "^## Nsight Compute: shared-memory wavefronts and bank conflicts, flash" \
