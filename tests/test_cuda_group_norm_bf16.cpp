@@ -352,8 +352,10 @@ TEST(CudaGroupNormBf16, IsTheF32KernelRoundedOnce) {
 // and parameter gradients are v4's bits, and not v3's (the two add up the same values in
 // different orders: a group's 4,096 values, a channel's 1,024 rows, in fp32). The inputs are
 // fixed, so whether the two orders differ somewhere is fixed too: they do, in the last bits
-// of some of the 64 means and of the 128 dgammas. A default that ran v3, or v4 in one pass
-// only, fails here, where the reference tests above cannot tell (both are right).
+// of some of the 64 means and of the 128 dgammas. Each backward starts from the same
+// statistics (the default forward's), so its bits are its own. Both backward entries: the
+// fused GN + SiLU's, and the plain norm's. A default that ran v3 in any of the three fails
+// here, where the reference tests above cannot tell (both are right).
 TEST(CudaGroupNormBf16, TheDefaultRunsTheSlabInRegistersWhereItHasAPlan) {
   REQUIRE_GPU();
   using M = cuda::GroupNormMapping;
@@ -362,29 +364,38 @@ TEST(CudaGroupNormBf16, TheDefaultRunsTheSlabInRegistersWhereItHasAPlan) {
   const OnDevice<uint16_t> x(bf16_randoms(elems, 700, 2.0)), dy(bf16_randoms(elems, 701, 1.0));
   const OnDevice<float> gamma(randoms(s.c, 702)), beta(randoms(s.c, 703));
   const OnDevice<float> ws(cuda::group_norm_backward_workspace(s));
+  const OnDevice<float> mean(stats), rstd(stats);
+  {
+    const GroupNormVersion by_shape(M::ByShape);
+    const OnDevice<uint16_t> y(elems);
+    cuda::group_norm_forward_bf16(s, x.ptr, gamma.ptr, beta.ptr, y.ptr, mean.ptr, rstd.ptr,
+                                  true);
+  }
   struct Bits {
-    std::vector<float> mean, rstd, dgamma, dbeta;
+    std::vector<float> mean, rstd, fused_dgamma, plain_dgamma;
   };
   const auto run = [&](M mapping) {
     const GroupNormVersion version(mapping);
     const OnDevice<uint16_t> y(elems), dx(elems);
-    const OnDevice<float> mean(stats), rstd(stats), dg(std::vector<float>(s.c, 0.0f)),
-        db(std::vector<float>(s.c, 0.0f));
-    cuda::group_norm_forward_bf16(s, x.ptr, gamma.ptr, beta.ptr, y.ptr, mean.ptr, rstd.ptr,
-                                  true);
+    const OnDevice<float> m(stats), r(stats), zeros(std::vector<float>(s.c, 0.0f));
+    const OnDevice<float> fused_dg(zeros.get()), plain_dg(zeros.get()), db(zeros.get());
+    cuda::group_norm_forward_bf16(s, x.ptr, gamma.ptr, beta.ptr, y.ptr, m.ptr, r.ptr, true);
     cuda::group_norm_silu_backward_bf16(s, x.ptr, gamma.ptr, beta.ptr, mean.ptr, rstd.ptr,
-                                        dy.ptr, dx.ptr, dg.ptr, db.ptr, ws.ptr,
+                                        dy.ptr, dx.ptr, fused_dg.ptr, db.ptr, ws.ptr,
                                         GradWrite::Assign);
-    return Bits{mean.get(), rstd.get(), dg.get(), db.get()};
+    cuda::group_norm_backward_bf16(s, x.ptr, gamma.ptr, mean.ptr, rstd.ptr, dy.ptr, dx.ptr,
+                                   plain_dg.ptr, db.ptr, ws.ptr, GradWrite::Assign);
+    return Bits{m.get(), r.get(), fused_dg.get(), plain_dg.get()};
   };
   ASSERT_EQ(cuda::group_norm_mapping_for(s), M::SlabInRegisters);
   const Bits by_shape = run(M::ByShape), v4 = run(M::SlabInRegisters), v3 = run(M::ChannelRuns);
   EXPECT_EQ(by_shape.mean, v4.mean);
   EXPECT_EQ(by_shape.rstd, v4.rstd);
-  EXPECT_EQ(by_shape.dgamma, v4.dgamma);
-  EXPECT_EQ(by_shape.dbeta, v4.dbeta);
+  EXPECT_EQ(by_shape.fused_dgamma, v4.fused_dgamma);
+  EXPECT_EQ(by_shape.plain_dgamma, v4.plain_dgamma);
   EXPECT_NE(v4.mean, v3.mean) << "v3's statistics: the forward did not run v4";
-  EXPECT_NE(v4.dgamma, v3.dgamma) << "v3's dgamma: the backward did not run v4";
+  EXPECT_NE(v4.fused_dgamma, v3.fused_dgamma) << "the fused backward did not run v4";
+  EXPECT_NE(v4.plain_dgamma, v3.plain_dgamma) << "the norm's backward did not run v4";
 }
 #endif
 
