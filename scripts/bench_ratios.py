@@ -91,8 +91,8 @@ RULES = {
         ("wgmma bf16 (128x128 tiles, 4 stages, TMA loads), both MN-major",
          "cuBLAS bf16 (GemmEx, NT)"),
     # group norm: each mapping on the one before it (channel slab on block per group,
-    # channel runs on channel slab, slab in registers on channel runs), in each storage; bf16 storage on f32 in the
-    # block-per-group mapping
+    # channel runs on channel slab, slab in registers on channel runs), in each storage;
+    # bf16 storage on f32 in the block-per-group mapping
     ("group_norm", "channel slab"): ("block per group", None),
     ("group_norm", "channel runs"): ("channel slab", None),
     ("group_norm", "block per group, bf16 storage"): ("block per group", None),

@@ -56,16 +56,17 @@
 //             passes x 512 / P rows; elsewhere as ByShape without it.
 //   ByShape (default)  v4 where it has a plan (the U-Net's maps of 128, 256 and 512 channels,
 //             16-channel slabs), else v3 where each of its threads has at least
-//             kMinRunPasses passes of rows to make, else v2. A run's 8 channels take 8 of v2's threads' work, so a
-//             slab row is 8 times fewer threads and a pass 8 times more rows: on small maps
-//             most of v3's threads have a pass or none. Measured on an H200
-//             (docs/gpu-report.md, batch 128, fp32 and bf16 storage): at 32x32 (8 or 12
-//             passes) v3 was 1.2-1.6x v2; at 16x16 (2 passes) 0.60-0.79x, at 8x8 (half a
-//             pass) 0.44-0.47x.
+//             kMinRunPasses passes of rows to make, else v2. A run's 8 channels take 8 of
+//             v2's threads' work, so a slab row is 8 times fewer threads and a pass 8 times
+//             more rows: on small maps most of v3's threads have a pass or none. Measured on
+//             an H200 (docs/gpu-report.md, batch 128, fp32 and bf16 storage): at 32x32 (8 or
+//             12 passes) v3 was 1.2-1.6x v2; at 16x16 (2 passes) 0.60-0.79x, at 8x8 (half a
+//             pass) 0.44-0.47x. (v4 is not yet measured.)
 // All sum in a fixed order (v1: block trees; v2, v3: per channel its rows' partial sums in
-// row order, then per group its channels in order): the same bits every run. No atomics.
-// The plans do not depend on the storage type, so f32 and bf16 storage sum alike.
-// Limits: memory-bound (3 reads + 1 write of x forward).
+// row order, then per group its channels in order; v4: group_norm_resident.cu): the same
+// bits every run. No atomics. v1-v3's plans do not depend on the storage type, so f32 and
+// bf16 storage sum alike (v4's keep twice the rows of bf16 in the same registers).
+// Limits: memory-bound (v1-v3: 3 reads + 1 write of x forward; v4: 1 + 1).
 // Storage: every kernel is a template on the activations' storage type T (x, y, dy, dh, dx):
 // f32, or bf16 bits (uint16_t, kernels/bf16.h) read into fp32 and rounded once when stored.
 // Statistics, affine parameters and their gradients stay fp32, and so does every sum. The

@@ -165,7 +165,8 @@ grep -qF "$want" "$work/prof/ncu-banks-conv.csv" ||
   fail "ncu does not profile v4's shared memory at small shapes"
 grep -qF -- '--nvtx-include conv conv_out 32x32 128->3/ -k regex:thin_' "$work/prof/ncu-conv-out.csv" ||
   fail "ncu does not profile the direct kernels on the last layer"
-grep -qF -- '--nvtx-include memory 32x32x128/ -k regex:group_norm' "$work/prof/ncu-gn-32x32.csv" ||
+grep -qF -- '--nvtx-include memory 32x32x128/ -k regex:group_norm' \
+  "$work/prof/ncu-gn-32x32.csv" ||
   fail "ncu does not profile group norm on the 32x32 map"
 grep -qF "build-gpu/tests/test_cuda_attention_bf16" "$work/prof/ncu-banks-flash.csv" ||
   fail "ncu does not profile the flash kernels' test"
