@@ -27,8 +27,10 @@
 // of at most 16 shared-memory reads where v3 has 128.
 // dgamma and dbeta: per-(sample, channel) sums from the backward's registers (no pass of
 // their own), added over the samples by group_norm.cu's param_grads kernel.
-// Limits: S up to passes x 512 / P rows (the model's maps up to 64x64 at 16-channel slabs);
-// else v3 runs. Bandwidth-bound by design: the arithmetic per element is v3's.
+// Limits: S up to passes x 512 / P rows: at 16-channel slabs (P = 2) 2,048 forward and 1,024
+// backward in bf16, so the model's maps up to 32x32 (a 64x64 one would want 1,024 threads);
+// P a power of two (a 384-channel map's 24-channel slabs, P = 3, have no plan). Elsewhere
+// v3 or v2 runs. Bandwidth-bound by design: the arithmetic per element is v3's.
 #include "kernels/cuda/group_norm_resident.cuh"
 
 #include "engine/check.h"
