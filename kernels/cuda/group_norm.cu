@@ -274,14 +274,7 @@ __device__ void slab_group_sums(const float (&v)[kValues][kN], const SlabThread&
     }
   }
   __syncthreads();
-  const int64_t cg = s.channels_per_group();
-  if (threadIdx.x < p.groups) {
-    for (int q = 0; q < kValues; ++q) {
-      float acc = 0.0f;
-      for (int64_t k = 0; k < cg; ++k) acc += sums.channel[q][threadIdx.x * cg + k];
-      sums.group[q][threadIdx.x] = acc;
-    }
-  }
+  add_up_groups(sums.channel, sums.group, s, p, nullptr);
   __syncthreads();
 }
 

@@ -90,17 +90,7 @@ __device__ void resident_group_sums(float (&v)[kValues][kRun], const SlabThread&
     }
   }
   __syncthreads();
-  const int64_t cg = s.channels_per_group();
-  if (threadIdx.x < p.groups) {
-    for (int q = 0; q < kValues; ++q) {
-      float acc = 0.0f;
-      for (int64_t k = 0; k < cg; ++k) {
-        const int64_t c = threadIdx.x * cg + k;
-        acc += weight ? weight[c] * sums.channel[q][c] : sums.channel[q][c];
-      }
-      sums.group[q][threadIdx.x] = acc;
-    }
-  }
+  add_up_groups(sums.channel, sums.group, s, p, weight);
   __syncthreads();
 }
 

@@ -115,6 +115,27 @@ struct SlabThread {
   }
 };
 
+// The last step of a block's sums over its slab (v2-v4): per group of the slab, its
+// channels' sums in channel order (channel[value][c], c within the slab, weighted by
+// weight[c] when weight is given), into group[value][g]; a thread per group. The caller
+// synchronizes before (channel written) and after (group read).
+template <int kValues>
+__device__ __forceinline__ void add_up_groups(const float (&channel)[kValues][kThreads],
+                                              float (&group)[kValues][kThreads],
+                                              const GroupNormShape& s, const GroupSlab& p,
+                                              const float* weight) {
+  const int64_t cg = s.channels_per_group();
+  if (threadIdx.x >= p.groups) return;
+  for (int q = 0; q < kValues; ++q) {
+    float acc = 0.0f;
+    for (int64_t k = 0; k < cg; ++k) {
+      const int64_t c = threadIdx.x * cg + k;
+      acc += weight ? weight[c] * channel[q][c] : channel[q][c];
+    }
+    group[q][threadIdx.x] = acc;
+  }
+}
+
 // The forward's constants of a thread's run once its groups' sums of squared deviations
 // are known (sq_sums[g], g within the slab): each channel's rstd (written with the mean, by
 // the thread that writes_stats), gamma and beta.
