@@ -161,11 +161,13 @@ TEST(CudaGroupNormBf16, ForwardAndBackwardAreTheReferenceWithinOneBf16Step) {
   REQUIRE_GPU();
   struct Case {
     int64_t n, s, c, groups;
-  } cases[] = {{3, 35, 65, 13}, {2, 35, 64, 16}, {2, 256, 256, 32}};
+  } cases[] = {{3, 35, 65, 13}, {2, 35, 64, 16}, {2, 100, 96, 8}, {2, 256, 256, 32}};
   // the second: slabs of 4-channel groups, whose dropout masks take a Philox block per four
   // elements (quad_keeps in v2; a run's own blocks in v3), rows of unequal lengths per warp
-  // (35 rows, 16 a pass in v2; in v3 runs of 8 channels, 2 threads a row, 128 rows a pass)
-  const size_t count = test::small_shapes_only() ? 2 : std::size(cases);
+  // (35 rows, 16 a pass in v2; in v3 runs of 8 channels, 2 threads a row, 128 rows a pass).
+  // The third: 12-channel groups, 24-channel slabs, 3 threads a row: v4's warps of 10 rows
+  // and 2 idle lanes, 2 warps forward (13 rows a pass) and 3 backward (25)
+  const size_t count = test::small_shapes_only() ? 3 : std::size(cases);
   for (const cuda::GroupNormMapping mapping : test::kGroupNormMappings) {
     const GroupNormVersion version(mapping);
     SCOPED_TRACE(test::mapping_name(mapping));
@@ -195,7 +197,7 @@ TEST(CudaGroupNormBf16, ChannelRunsTakeTheSlabWhereRowsAreNotAligned) {
 // reads x and dy) against the two kernels it replaces (group_norm_silu_dh writing dh,
 // group_norm_backward reading it), bit for bit: dx accumulated onto a start and written
 // outright, dgamma and dbeta accumulated, or not wanted. In each storage, on v2's, v3's and
-// v4's paths (65 channels: v3 and v4 run v2; 12 channels a group: v4 runs v3); with dropout
+// v4's paths (65 channels: v3 and v4 run v2; 12 channels a group: 3 threads a row); with dropout
 // (v4 only: its mask regenerated in the one kernel, drawn in the chain's dh pass). v1 has no
 // fused kernel and refuses, naming the shape.
 template <class T>
@@ -265,12 +267,12 @@ void expect_fused_silu_backward_is_the_chain(const GroupNormShape& s, uint64_t s
 TEST(CudaGroupNormBf16, FusedSiluBackwardIsTheTwoKernelsBitForBit) {
   REQUIRE_GPU();
   using M = cuda::GroupNormMapping;
-  // v4 plans the first and the last (16-channel slabs of runs, 2 threads a row; the last 4
-  // passes of 32 rows in bf16, 2 of 64 in f32), not the second (no runs) nor the third (24
-  // channels a slab: 3 threads a row)
+  // v4 plans all but the second (no runs): the first and the last 16-channel slabs of runs, 2
+  // threads a row (the last 4 passes of 32 rows in bf16, 2 of 64 in f32), the third 24
+  // channels a slab, 3 threads a row, 10 rows a warp and 2 lanes idle
   const GroupNormShape shapes[] = {{2, 35, 64, 16, 1e-6f}, {3, 35, 65, 13, 1e-6f},
                                    {2, 20, 48, 4, 1e-6f}, {2, 100, 32, 16, 1e-6f}};
-  const bool v4_plans[] = {true, false, false, true};
+  const bool v4_plans[] = {true, false, true, true};
   const cuda::DropoutSpec drop{0.3f, 5, 9};
   for (const M mapping : {M::ChannelSlab, M::ChannelRuns, M::SlabInRegisters}) {
     const GroupNormVersion version(mapping);

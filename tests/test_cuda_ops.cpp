@@ -587,20 +587,20 @@ TEST(CudaOps, GroupNormSiluDropoutIsTheUnfusedChainBitForBit) {
   });
 }
 
-// The default mapping takes v4 (the slab in registers) where it has a plan: the U-Net's maps
-// of 128, 256 and 512 channels (16-channel slabs, 2 threads a row; at 32x32 the backward's 4
-// passes of 256 rows are 512 threads, the most v4 takes; at 64x64, 1,024 would be wanted).
-// Elsewhere v3's runs where the map has rows enough for its threads: the 32x32 map of 384
-// channels (12 a group: 24-channel slabs, 3 threads a row, no plan for v4; 12 passes of 85
-// rows for v3), not the 16x16 one (3 passes); v2 where C leaves no run of 8 (65 channels),
-// v1 where a group is wider than a block. Under it the kernels give the bits of the mapping
-// it names (the GPU part).
+// The default mapping takes v4 (the slab in registers) where its forward has a plan: every
+// map of the U-Net (128, 256 and 512 channels: 16-channel slabs, 2 threads a row; at 32x32
+// the backward's 4 passes of 256 rows are 512 threads, the most v4 takes; 384 channels:
+// 24-channel slabs, 3 threads a row, 10 rows a warp, whose backward at 32x32 would want 26
+// warps and falls back to v3 alike under the default and under v4). Not a 64x64 map (1,024
+// threads): v3's runs there, where the map has rows enough for its threads; v2 where C
+// leaves no run of 8 (65 channels), v1 where a group is wider than a block. Under it the
+// kernels give the bits of the mapping it names (the GPU part).
 TEST(CudaOps, GroupNormByShapeTakesRunsWhereTheMapHasRowsForThem) {
   using M = cuda::GroupNormMapping;
   const GroupNormVersion version(M::ByShape);
   EXPECT_EQ(cuda::group_norm_mapping_for({128, 32 * 32, 128, 32}), M::SlabInRegisters);
-  EXPECT_EQ(cuda::group_norm_mapping_for({128, 32 * 32, 384, 32}), M::ChannelRuns);
-  EXPECT_EQ(cuda::group_norm_mapping_for({128, 16 * 16, 384, 32}), M::ChannelSlab);
+  EXPECT_EQ(cuda::group_norm_mapping_for({128, 32 * 32, 384, 32}), M::SlabInRegisters);
+  EXPECT_EQ(cuda::group_norm_mapping_for({128, 16 * 16, 384, 32}), M::SlabInRegisters);
   EXPECT_EQ(cuda::group_norm_mapping_for({128, 16 * 16, 256, 32}), M::SlabInRegisters);
   EXPECT_EQ(cuda::group_norm_mapping_for({128, 8 * 8, 256, 32}), M::SlabInRegisters);
   EXPECT_EQ(cuda::group_norm_mapping_for({128, 4 * 4, 512, 32}), M::SlabInRegisters);

@@ -51,11 +51,10 @@
 //   v4 SlabInRegisters  v3's slabs and threads, each thread's rows kept in registers
 //             between the kernel's passes, so every element is read once (x forward; x and
 //             dy backward, dh recomputed once, dropout's mask too), and the sums over a
-//             block's rows by butterfly over its warps' lanes (group_norm_resident.cu). For
-//             slabs of 8, 16, 32, ... channels (P = width / 8 a power of two) and maps of up to
-//             passes x 512 / P rows; elsewhere as ByShape without it.
-//   ByShape (default)  v4 where it has a plan (the U-Net's maps of 128, 256 and 512 channels,
-//             16-channel slabs), else v3 where each of its threads has at least
+//             block's rows by shuffles over its warps' lanes (group_norm_resident.cu). For
+//             maps of up to about passes x 512 / P rows; elsewhere as ByShape without it.
+//   ByShape (default)  v4 where it has a plan (every map of the U-Net but the backward at
+//             32x32 x 384 channels), else v3 where each of its threads has at least
 //             kMinRunPasses passes of rows to make, else v2. A run's 8 channels take 8 of
 //             v2's threads' work, so a slab row is 8 times fewer threads and a pass 8 times
 //             more rows: on small maps most of v3's threads have a pass or none. Measured on
@@ -736,8 +735,7 @@ void set_group_norm_mapping(GroupNormMapping m) { g_mapping = m; }
 GroupNormMapping group_norm_mapping() { return g_mapping; }
 
 GroupNormMapping group_norm_mapping_for(const GroupNormShape& s) {
-  if (resident_forward_takes<uint16_t>(s, {}) && resident_dx_takes<uint16_t>(s, {}))
-    return GroupNormMapping::SlabInRegisters;
+  if (resident_forward_takes<uint16_t>(s, {})) return GroupNormMapping::SlabInRegisters;
   if (g_mapping == GroupNormMapping::BlockPerGroup || plan_group_slab(s, false).groups == 0)
     return GroupNormMapping::BlockPerGroup;
   return plan_group_slab(s, runs_wanted(s)).run == kRun ? GroupNormMapping::ChannelRuns

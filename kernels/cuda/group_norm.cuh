@@ -25,8 +25,8 @@ enum class GroupNormMapping { BlockPerGroup, ChannelSlab, ChannelRuns, SlabInReg
 void set_group_norm_mapping(GroupNormMapping m);
 GroupNormMapping group_norm_mapping();
 // The mapping the kernels take for shape s under the one set (one of the first four; for bf16
-// activations whose rows allow 16-byte words, as the U-Net's are: v4 when both its forward
-// and its backward take s).
+// activations whose rows allow 16-byte words, as the U-Net's are: v4 when its forward takes
+// s; where its backward does not, that falls back under v4 as under ByShape).
 GroupNormMapping group_norm_mapping_for(const GroupNormShape& s);
 
 void group_norm_forward(const GroupNormShape& s, const float* x, const float* gamma,

@@ -19,18 +19,20 @@
 //             Philox by run (run_keeps), so the GN + SiLU + dropout backward is one kernel
 //             where v1-v3 write dh in a pass of its own and read it back.
 // The block is sized to the map: rows_per_pass = ceil(S / passes) rounded up to whole warps
-// (plan_resident), so a 32x32 map is 8 passes of 128 rows (256 threads) in the forward and
-// 4 of 256 (512) in the backward, an 8x8 one 4 passes of a single warp. The sums over a
-// block's rows go by butterfly over the lanes that hold the same run (P = width / 8 lanes
-// apart: log2(32 / P) shuffles), then per channel over the block's warps in order, then per
-// group over its channels in order: a fixed order, so the same bits every run, and a chain
-// of at most 16 shared-memory reads where v3 has 128.
+// (plan_resident), a warp holding 32 / P whole rows (P = width / 8 threads a row; for P = 3,
+// a 384-channel map's 24-channel slabs, 10 rows and 2 idle lanes), so a 32x32 map of 128
+// channels is 8 passes of 128 rows (256 threads) in the forward and 4 of 256 (512) in the
+// backward, an 8x8 one 4 passes of a single warp. The sums over a block's rows fold each
+// warp's rows onto its first by shuffles (the lanes that hold the same run are P apart:
+// log2 of the warp's rows steps), then go per channel over the block's warps in order, then
+// per group over its channels in order: a fixed order, so the same bits every run, and a
+// chain of at most 16 shared-memory reads where v3 has 128.
 // dgamma and dbeta: per-(sample, channel) sums from the backward's registers (no pass of
 // their own), added over the samples by group_norm.cu's param_grads kernel.
-// Limits: S up to passes x 512 / P rows: at 16-channel slabs (P = 2) 2,048 forward and 1,024
-// backward in bf16, so the model's maps up to 32x32 (a 64x64 one would want 1,024 threads);
-// P a power of two (a 384-channel map's 24-channel slabs, P = 3, have no plan). Elsewhere
-// v3 or v2 runs. Bandwidth-bound by design: the arithmetic per element is v3's.
+// Limits: S up to about passes x 512 / P rows: at 16-channel slabs (P = 2) 2,048 forward and
+// 1,024 backward in bf16, so the model's maps up to 32x32 (a 64x64 one would want 1,024
+// threads); at P = 3, 1,280 and 640 (the 32x32 x 384 backward falls back). Elsewhere v3 or
+// v2 runs. Bandwidth-bound by design: the arithmetic per element is v3's.
 #include "kernels/cuda/group_norm_resident.cuh"
 
 #include "engine/check.h"
@@ -57,21 +59,31 @@ struct ResidentSums {
 // per thread per channel of its run (v[value][e]: channel t.j + e), per channel into
 // sums.channel, then per group into sums.group, each channel's sum weighted by weight[c]
 // (c within the slab; null: 1), which every thread may read on return. v is consumed.
-// Fixed order: the butterfly within a warp (IEEE addition commutes, so both lanes of a pair
-// get the same bits), then the warps in order, then a group's channels in order.
+// Fixed order: the fold within a warp, then the warps in order, then a group's channels in
+// order.
 template <int kValues>
 __device__ void resident_group_sums(float (&v)[kValues][kRun], const SlabThread& t,
                                     const GroupNormShape& s, const GroupSlab& p,
                                     const float* weight, ResidentSums<kValues>& sums) {
   const int per_row = static_cast<int>(p.width / kRun);
-  for (int offset = per_row; offset < 32; offset *= 2) {
+  const int lane = static_cast<int>(threadIdx.x % 32), warp = static_cast<int>(threadIdx.x / 32);
+  // The warp's rows folded onto its first: row r < span adds row r + span (its lanes span P
+  // further on), span halving from the power of two below warp_rows to 1; an idle lane holds
+  // zeros, and a row past warp_rows adds nothing.
+  const int warp_rows = static_cast<int>(p.warp_rows), row = lane / per_row;
+  int span = 1;
+  while (2 * span < warp_rows) span *= 2;
+  for (; span >= 1; span /= 2) {
+    const bool adds = row + span < warp_rows;
 #pragma unroll
     for (int q = 0; q < kValues; ++q) {
 #pragma unroll
-      for (int e = 0; e < kRun; ++e) v[q][e] += __shfl_xor_sync(0xffffffffu, v[q][e], offset);
+      for (int e = 0; e < kRun; ++e) {
+        const float other = __shfl_down_sync(0xffffffffu, v[q][e], span * per_row);
+        if (adds) v[q][e] += other;
+      }
     }
   }
-  const int lane = static_cast<int>(threadIdx.x % 32), warp = static_cast<int>(threadIdx.x / 32);
   const int width = static_cast<int>(p.width);
   if (lane < per_row) {
 #pragma unroll
@@ -253,10 +265,10 @@ GroupSlab plan_resident(const GroupNormShape& s, int passes) {
   GroupSlab p = plan_group_slab(s, true);
   if (p.groups == 0 || p.run != kRun) return GroupSlab{};
   const int64_t per_row = p.width / kRun;  // P: at most kThreads / kRun = 32
-  if (32 % per_row != 0) return GroupSlab{};
-  const int64_t warp_rows = 32 / per_row;  // the rows of one warp
+  p.warp_rows = 32 / per_row;              // the rows of one warp
   const int64_t rows = (s.s + passes - 1) / passes;
-  p.rows_per_pass = rows <= warp_rows ? warp_rows : (rows + warp_rows - 1) / warp_rows * warp_rows;
+  const int64_t warps = rows <= p.warp_rows ? 1 : (rows + p.warp_rows - 1) / p.warp_rows;
+  p.rows_per_pass = warps * p.warp_rows;
   const int64_t threads = resident_threads(p);
   if (threads > kResidentMaxThreads || p.width * (threads / 32) > kResidentPartials)
     return GroupSlab{};

@@ -26,13 +26,13 @@ DDPM_HD constexpr int resident_passes(int64_t bytes) {
 }
 
 // v4's slab for shape s, `passes` rows a thread: v3's slab of runs (plan_group_slab with
-// runs) whose P = width / kRun threads a row divide a warp (P a power of two: the lanes of a
-// warp holding the same run are P apart, so a butterfly over them sums the warp's rows), and
+// runs), P = width / kRun threads a row, each warp warp_rows = 32 / P whole rows (the lanes
+// holding the same run are P apart, so shuffles P, 2P, ... apart sum the warp's rows), and
 // rows_per_pass = the rows a pass takes, rounded up to whole warps, so that S rows are at
-// most `passes` passes. groups = 0: v4 does not take s (no slab of runs, P not a power of
-// two, or S too long for kResidentMaxThreads threads).
+// most `passes` passes. groups = 0: v4 does not take s (no slab of runs, or S too long for
+// kResidentMaxThreads threads).
 GroupSlab plan_resident(const GroupNormShape& s, int passes);
-inline int64_t resident_threads(const GroupSlab& p) { return p.rows_per_pass * p.width / kRun; }
+inline int64_t resident_threads(const GroupSlab& p) { return p.rows_per_pass / p.warp_rows * 32; }
 
 // The kernels' entries (launch on the default stream; s has a plan, every tensor's rows
 // allow runs). forward: y = gn(x) (silu: silu(gn(x)), then dropout), mean, rstd. dx: dx (+)=

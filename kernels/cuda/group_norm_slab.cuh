@@ -46,8 +46,10 @@ constexpr int64_t kMinSlabChannels = 16;
 // C and the width are multiples of 4, so the four channels of every Philox block of a row
 // are four adjacent threads of one row of the slab (group_norm.cu's quad_keeps); v3's and
 // v4's runs hold whole Philox blocks.
+// warp_rows (v4 only; 0 in v2 and v3): the slab rows a warp holds, 32 / P (P = width / run
+// threads a row), each warp whole rows, its last 32 - warp_rows P lanes idle (SlabThread).
 struct GroupSlab {
-  int64_t groups = 0, width = 0, run = 1, rows_per_pass = 0;
+  int64_t groups = 0, width = 0, run = 1, rows_per_pass = 0, warp_rows = 0;
   bool quads = false;
 };
 
@@ -77,7 +79,9 @@ inline GroupSlab plan_group_slab(const GroupNormShape& s, bool runs) {
 // P = width / run threads to a slab row, thread t takes the run j = (t % P) run of the slab
 // and rows y B + t / P, + R, ... (R = rows_per_pass): its elements (each the first of its
 // run) are the flat indices first, first + step, ... below end (step = R C). The kThreads %
-// P threads left over are idle (not `active`): no elements (first = end).
+// P threads left over are idle (not `active`): no elements (first = end). v4 (warp_rows >
+// 0) maps lanes, not threads, so: lane l of warp w takes run l % P of row w warp_rows + l /
+// P; for P a power of two the same as above, else the warp's last 32 % P lanes are idle.
 struct SlabThread {
   int64_t n, c;              // the sample; the first of the thread's channels
   int64_t slab_c, stat0;     // the slab's first channel; the (n, group) index of its first group
@@ -91,8 +95,12 @@ struct SlabThread {
     const auto per_row = static_cast<unsigned>(p.width / p.run);
     n = blockIdx.x / slabs;
     const int64_t g0 = static_cast<int64_t>(blockIdx.x % slabs) * p.groups;
-    j = static_cast<int64_t>(threadIdx.x % per_row) * p.run;
-    r0 = threadIdx.x / per_row;
+    // v4 gives each warp whole rows (warp_rows of them, lanes past warp_rows P idle): t's
+    // lane within its warp in place of t
+    const unsigned lane = p.warp_rows > 0 ? threadIdx.x % 32 : threadIdx.x;
+    const unsigned warp_row0 = p.warp_rows > 0 ? threadIdx.x / 32 * p.warp_rows : 0;
+    j = static_cast<int64_t>(lane % per_row) * p.run;
+    r0 = warp_row0 + lane / per_row;
     const int64_t row0 = blockIdx.y * rows_per_block;
     const int64_t rows_end = row0 + rows_per_block < s.s ? row0 + rows_per_block : s.s;
     slab_c = g0 * cg;
@@ -100,7 +108,7 @@ struct SlabThread {
     stat0 = n * s.groups + g0;
     step = p.rows_per_pass * s.c;
     end = (n * s.s + rows_end) * s.c;
-    active = r0 < p.rows_per_pass;
+    active = p.warp_rows > 0 ? lane < p.warp_rows * per_row : r0 < p.rows_per_pass;
     first = active ? (n * s.s + row0 + r0) * s.c + c : end;
   }
   // The group (within the slab) of the thread's channel c + e: 32-bit arithmetic (j + e and
