@@ -67,9 +67,9 @@ __device__ void resident_group_sums(float (&v)[kValues][kRun], const SlabThread&
                                     const float* weight, ResidentSums<kValues>& sums) {
   const int per_row = static_cast<int>(p.width / kRun);
   const int lane = static_cast<int>(threadIdx.x % 32), warp = static_cast<int>(threadIdx.x / 32);
-  // The warp's rows folded onto its first: row r < span adds row r + span (its lanes span P
-  // further on), span halving from the power of two below warp_rows to 1; an idle lane holds
-  // zeros, and a row past warp_rows adds nothing.
+  // The warp's rows folded onto its first: row r adds row r + span (the lanes span P
+  // further on) while that row exists, span halving from the largest power of two below
+  // warp_rows to 1. Idle lanes hold zeros; rows r >= span add values no later step reads.
   const int warp_rows = static_cast<int>(p.warp_rows), row = lane / per_row;
   int span = 1;
   while (2 * span < warp_rows) span *= 2;
