@@ -385,12 +385,8 @@ __global__ void __launch_bounds__(kThreads)
     }
   }
   slab_group_sums(v, t, s, p, sums);
-  if constexpr (kSampleSums) {
-    if (threadIdx.x < p.width) {  // thread k < W holds channel k of the slab's sums
-      sample_sums[(t.n * 2 + 0) * s.c + t.slab_c + threadIdx.x] = sums.channel[2][threadIdx.x];
-      sample_sums[(t.n * 2 + 1) * s.c + t.slab_c + threadIdx.x] = sums.channel[3][threadIdx.x];
-    }
-  }
+  if constexpr (kSampleSums)
+    write_sample_sums(t, s, p, sums.channel[2], sums.channel[3], sample_sums);
   float mean_g[kN], mean_gx[kN];
 #pragma unroll
   for (int e = 0; e < kN; ++e) {
@@ -402,11 +398,7 @@ __global__ void __launch_bounds__(kThreads)
     float out[kN];
     norm_output_grad<kSiluIn>(x, dy, i, mu, r, gm, bt, xv, dv);
     if (add) load_run(dx, i, out);
-#pragma unroll
-    for (int e = 0; e < kN; ++e) {
-      const float d = r[e] * (dv[e] * gm[e] - mean_g[e] - (xv[e] - mu[e]) * r[e] * mean_gx[e]);
-      out[e] = add ? out[e] + d : d;  // one fp32 add, one rounding (store_grad's rule)
-    }
+    input_grad_run(xv, dv, mu, r, gm, mean_g, mean_gx, add, out);
     store_run(dx, i, out);
   }
 }

@@ -232,10 +232,7 @@ __global__ void __launch_bounds__(kResidentMaxThreads)
     }
   }
   resident_group_sums(v, t, s, p, gamma + t.slab_c, sums);
-  if (sample_sums && threadIdx.x < p.width) {  // thread k < W: channel k of the slab's sums
-    sample_sums[(t.n * 2 + 0) * s.c + t.slab_c + threadIdx.x] = sums.channel[0][threadIdx.x];
-    sample_sums[(t.n * 2 + 1) * s.c + t.slab_c + threadIdx.x] = sums.channel[1][threadIdx.x];
-  }
+  if (sample_sums) write_sample_sums(t, s, p, sums.channel[0], sums.channel[1], sample_sums);
   float mean_g[kRun], mean_gx[kRun];
 #pragma unroll
   for (int e = 0; e < kRun; ++e) {
@@ -250,11 +247,7 @@ __global__ void __launch_bounds__(kResidentMaxThreads)
     unpack_run(xr[k], xv);
     unpack_run(gr[k], dv);
     if (add) load_run(dx, i, out);
-#pragma unroll
-    for (int e = 0; e < kRun; ++e) {
-      const float d = r[e] * (dv[e] * gm[e] - mean_g[e] - (xv[e] - mu[e]) * r[e] * mean_gx[e]);
-      out[e] = add ? out[e] + d : d;  // one fp32 add, one rounding (store_grad's rule)
-    }
+    input_grad_run(xv, dv, mu, r, gm, mean_g, mean_gx, add, out);
     store_run(dx, i, out);
   }
 }

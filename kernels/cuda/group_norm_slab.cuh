@@ -144,6 +144,33 @@ __device__ __forceinline__ void add_up_groups(const float (&channel)[kValues][kT
   }
 }
 
+// dgamma's and dbeta's per-sample terms of the slab's channels (v2-v4's dx pass) into
+// sample_sums (N, 2, C): thread k < W writes channel k's sum of dh xhat (dh_xhat[k]) and of
+// dh (dh[k]), read from the block's shared sums.
+__device__ __forceinline__ void write_sample_sums(const SlabThread& t, const GroupNormShape& s,
+                                                  const GroupSlab& p, const float* dh_xhat,
+                                                  const float* dh, float* sample_sums) {
+  if (threadIdx.x >= p.width) return;
+  sample_sums[(t.n * 2 + 0) * s.c + t.slab_c + threadIdx.x] = dh_xhat[threadIdx.x];
+  sample_sums[(t.n * 2 + 1) * s.c + t.slab_c + threadIdx.x] = dh[threadIdx.x];
+}
+
+// The norm's input gradient of a run (v2-v4's dx write): rstd (dh gamma - mean(g) - xhat
+// mean(g xhat)) from x (xv) and dh (dv), added to out when `add` (one fp32 add, one rounding:
+// store_grad's rule), else written into it.
+template <int kN>
+__device__ __forceinline__ void input_grad_run(const float (&xv)[kN], const float (&dv)[kN],
+                                               const float (&mu)[kN], const float (&r)[kN],
+                                               const float (&gm)[kN], const float (&mean_g)[kN],
+                                               const float (&mean_gx)[kN], bool add,
+                                               float (&out)[kN]) {
+#pragma unroll
+  for (int e = 0; e < kN; ++e) {
+    const float d = r[e] * (dv[e] * gm[e] - mean_g[e] - (xv[e] - mu[e]) * r[e] * mean_gx[e]);
+    out[e] = add ? out[e] + d : d;
+  }
+}
+
 // The forward's constants of a thread's run once its groups' sums of squared deviations
 // are known (sq_sums[g], g within the slab): each channel's rstd (written with the mean, by
 // the thread that writes_stats), gamma and beta.
