@@ -16,8 +16,11 @@
 // descriptors and workspaces as cuDNN does. Skips, saying why, without a GPU.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/op_profile.h"
@@ -27,7 +30,12 @@
 #include "tests/test_util.h"
 
 #if DDPM_WITH_CUDA
+#include "engine/device.h"
+#include "kernels/bf16.h"
+#include "kernels/cuda/conv2d.cuh"
 #include "kernels/cuda/conv2d_cudnn.cuh"
+#include "kernels/cuda/device_info.cuh"
+#include "tests/device_buffer.h"
 #endif
 #if DDPM_CUDA_EMULATION
 #include "tests/cuda_emulation/cudnn.h"  // cuda_emu::cudnn_refuse_inputs_below
@@ -202,6 +210,103 @@ TEST(CudaConvCudnn, AutoPicksOneVerifiedKernelPerPassOnce) {
   }
 }
 
+#if DDPM_WITH_CUDA
+// cuda_conv: auto times its two candidates through the entry points the call came in by. On
+// bf16 activations with the weights' bf16 copy, each tuning run is the bf16 entry's own
+// kernels, nothing converted: timed through the fp32 entries instead, the H200's 32x32 dgrads
+// picked v4 (0.244 ms) over cuDNN (0.303 ms), where on bf16 activations cuDNN takes 0.079 ms
+// and v4 0.199 (docs/gpu-runs/2026-12-04): the conversions of the fp32 path decided it.
+// Checked by the launches counted: the first auto call of a pass fills its scratch (w, the
+// copy, x, dy: 4 launches), runs each candidate 1 + kAutotuneTimedRuns times (a warm-up and
+// the timed runs: 5 on a GPU, 1 emulated), then runs the one it chose, each run as many launches as that candidate's direct call. (A backward
+// tunes both of its passes.) The same shape on fp32 activations is tuned again, apart.
+TEST(CudaConvCudnn, AutoTimesItsCandidatesOnTheCallersOperands) {
+  REQUIRE_GPU();
+  PrecisionRestorer restore;
+  const Conv2dShape s = conv2d_shape(Shape{2, 9, 9, 16}, Shape{3, 3, 16, 24},
+                                     Conv2dParams::same(3));
+  const int64_t nx = 2 * 9 * 9 * 16, nw = 3 * 3 * 16 * 24, ny = 2 * 9 * 9 * 24;
+  std::vector<float> wv(static_cast<size_t>(nw));
+  std::vector<uint16_t> xv(static_cast<size_t>(nx)), dyv(static_cast<size_t>(ny)), wc(wv.size());
+  for (size_t i = 0; i < wv.size(); ++i) {
+    wv[i] = 0.05f * static_cast<float>(static_cast<int>(i % 13) - 6);
+    wc[i] = bf16_bits_from_float(wv[i]);
+  }
+  for (size_t i = 0; i < xv.size(); ++i) xv[i] = bf16_bits_from_float(0.1f * (i % 7) - 0.3f);
+  for (size_t i = 0; i < dyv.size(); ++i) dyv[i] = bf16_bits_from_float(0.1f * (i % 5) - 0.2f);
+  const test::OnDevice<uint16_t> x(xv), dy(dyv), w_bf16(wc), y(dyv.size()), dx(xv.size());
+  const test::OnDevice<float> w(wv), dw(wv.size()), xf(xv.size()), yf(dyv.size());
+  using cuda::ConvAlgo;
+  const int64_t ws_floats =
+      std::max(cuda::conv2d_forward_workspace(s, ConvAlgo::AutoBf16),
+               cuda::conv2d_backward_workspace(s, ConvAlgo::AutoBf16));
+  for (ConvAlgo a : {ConvAlgo::Bf16TensorCore, ConvAlgo::CudnnBf16}) {  // fits either
+    EXPECT_GE(ws_floats, cuda::conv2d_forward_workspace(s, a)) << cuda::conv_algo_name(a);
+    EXPECT_GE(ws_floats, cuda::conv2d_backward_workspace(s, a)) << cuda::conv_algo_name(a);
+  }
+  const test::OnDevice<float> ws(static_cast<size_t>(ws_floats));
+  enum Pass { Forward, Dgrad, Wgrad };
+  const auto run = [&](Pass pass, ConvAlgo a) {
+    if (pass == Forward)
+      cuda::conv2d_forward(s, x.ptr, w.ptr, nullptr, y.ptr, a, ws.ptr, nullptr, nullptr,
+                           w_bf16.ptr);
+    else if (pass == Dgrad)
+      cuda::conv2d_backward(s, x.ptr, w.ptr, dy.ptr, dx.ptr, nullptr, nullptr, a, ws.ptr,
+                            w_bf16.ptr);
+    else
+      cuda::conv2d_backward(s, x.ptr, w.ptr, dy.ptr, nullptr, dw.ptr, nullptr, a, ws.ptr,
+                            w_bf16.ptr);
+  };
+  const auto launches_of = [&](Pass pass, ConvAlgo a) {
+    const DeviceWorkCounts before = device_work_counts();
+    run(pass, a);
+    return static_cast<int64_t>((device_work_counts() - before).launches);
+  };
+  // each direct call once first: cuDNN's plan and anything else made once per shape
+  std::map<std::pair<int, ConvAlgo>, int64_t> direct;
+  for (Pass pass : {Forward, Dgrad, Wgrad})
+    for (ConvAlgo a : {ConvAlgo::Bf16TensorCore, ConvAlgo::CudnnBf16}) {
+      run(pass, a);
+      direct[{pass, a}] = launches_of(pass, a);
+    }
+  const auto direct_of = [&](Pass pass, ConvAlgo a) { return direct.at({pass, a}); };
+  const auto tuning = [&](Pass pass) {
+    return 4 + (1 + cuda::kAutotuneTimedRuns) * (direct_of(pass, ConvAlgo::Bf16TensorCore) +
+                                                  direct_of(pass, ConvAlgo::CudnnBf16));
+  };
+  // the candidate a printed line chose
+  const auto chosen = [](const std::string& printed, const std::string& line) {
+    const size_t at = printed.find(line);
+    EXPECT_NE(at, std::string::npos) << line << " in:\n" << printed;
+    if (at == std::string::npos) return ConvAlgo::Bf16TensorCore;
+    const std::string choice = printed.substr(at, printed.find('\n', at) - at);
+    return choice.find("-> cuDNN bf16") != std::string::npos ? ConvAlgo::CudnnBf16
+                                                             : ConvAlgo::Bf16TensorCore;
+  };
+  const std::string shape = " (2, 9, 9, 16) k3x3 -> 24 stride 1, ";
+  testing::internal::CaptureStdout();
+  const int64_t forward = launches_of(Forward, ConvAlgo::AutoBf16);
+  const int64_t backward = launches_of(Dgrad, ConvAlgo::AutoBf16);
+  const int64_t again =
+      launches_of(Dgrad, ConvAlgo::AutoBf16) + launches_of(Forward, ConvAlgo::AutoBf16);
+  cuda::conv2d_forward(s, xf.ptr, w.ptr, nullptr, yf.ptr, ConvAlgo::AutoBf16, ws.ptr);
+  const std::string printed = testing::internal::GetCapturedStdout();
+  const std::string operands = "bf16 activations and weight copy:";
+  const ConvAlgo f = chosen(printed, "conv autotune: forward" + shape + operands);
+  const ConvAlgo d = chosen(printed, "conv autotune: dgrad" + shape + operands);
+  chosen(printed, "conv autotune: wgrad" + shape + operands);
+  EXPECT_EQ(forward, tuning(Forward) + direct_of(Forward, f)) << printed;
+  EXPECT_EQ(backward, tuning(Dgrad) + tuning(Wgrad) + direct_of(Dgrad, d)) << printed;
+  EXPECT_EQ(again, direct_of(Dgrad, d) + direct_of(Forward, f)) << "tuned once";
+  chosen(printed, "conv autotune: forward" + shape + "fp32 activations:");
+  size_t lines = 0;
+  for (size_t i = printed.find("conv autotune: "); i != std::string::npos;
+       i = printed.find("conv autotune: ", i + 1))
+    ++lines;
+  EXPECT_EQ(lines, 4u) << printed;
+}
+#endif
+
 #if DDPM_CUDA_EMULATION
 // A shape cuDNN has no algorithm for runs on our kernel of the same math, and the log says
 // so, under cudnn and under auto: the emulated cuDNN made to refuse inputs of fewer than 8
@@ -228,7 +333,7 @@ TEST(CudaConvCudnn, AShapeCudnnCannotRunRunsOnOurKernel) {
       << printed;
   for (const char* pass : {"forward", "dgrad", "wgrad"})
     EXPECT_NE(printed.find(std::string("conv autotune: ") + pass +
-                           " (1, 7, 7, 3) k3x3 -> 4 stride 1: v4 bf16 "),
+                           " (1, 7, 7, 3) k3x3 -> 4 stride 1, fp32 activations: v4 bf16 "),
               std::string::npos)
         << pass << " in:\n" << printed;
   EXPECT_EQ(printed.find("-> cuDNN bf16"), std::string::npos) << printed;

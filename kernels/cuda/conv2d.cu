@@ -35,6 +35,7 @@
 // What limits v2: fp32 FMA throughput (no tensor cores), and the index arithmetic of the
 // gather, which a production kernel precomputes per tile; see docs for measured figures.
 #include <algorithm>
+#include <vector>
 
 #include "engine/cuda_check.h"
 #include "kernels/cuda/conv2d.cuh"
@@ -300,10 +301,24 @@ ConvAlgo cudnn_of(ConvAlgo a) {
 }
 
 // What runs pass `pass` of s: cuDNN where it has an algorithm for the shape, else our kernel
-// of the same math; under Auto* the autotuner's choice between the two.
-ConvAlgo resolve(const Conv2dShape& s, ConvAlgo a, ConvPass pass) {
-  if (is_auto(a)) a = conv2d_autotuned(s, pass, ours_of(a), cudnn_of(a));
+// of the same math; under Auto* the autotuner's choice between the two, timed on operands
+// like the call's: activations of storage A (float, or bf16 bits), w_bf16 given or not.
+template <class A>
+ConvAlgo resolve(const Conv2dShape& s, ConvAlgo a, ConvPass pass, const uint16_t* w_bf16) {
+  if (is_auto(a))
+    a = conv2d_autotuned(s, pass, ConvOperands{sizeof(A) == 2, w_bf16 != nullptr}, ours_of(a),
+                         cudnn_of(a));
   return conv2d_algo_runs(s, a) ? a : ours_of(a);
+}
+
+// The algos that may run a pass of s under a: a itself (our kernel where a cuDNN algo cannot
+// run s), or under Auto* either candidate: the workspace is sized for all of them, so that
+// asking for it times nothing and fits whichever the autotuner picks.
+std::vector<ConvAlgo> algos_that_may_run(const Conv2dShape& s, ConvAlgo a) {
+  if (!is_auto(a)) return {conv2d_algo_runs(s, a) ? a : ours_of(a)};
+  std::vector<ConvAlgo> algos{ours_of(a)};
+  if (conv2d_algo_runs(s, cudnn_of(a))) algos.push_back(cudnn_of(a));
+  return algos;
 }
 
 // Under Auto* the backward's two passes may each pick another algo: each then runs its own
@@ -313,8 +328,8 @@ bool auto_backward(const Conv2dShape& s, const A* x, const float* w, const A* dy
                    float* dw, float* db, ConvAlgo algo, float* workspace,
                    const uint16_t* w_bf16, GradWrite dx_write, GradWrite dw_write) {
   if (!is_auto(algo)) return false;
-  const ConvAlgo d = resolve(s, algo, ConvPass::Dgrad);
-  const ConvAlgo w_algo = resolve(s, algo, ConvPass::Wgrad);
+  const ConvAlgo d = resolve<A>(s, algo, ConvPass::Dgrad, w_bf16);
+  const ConvAlgo w_algo = resolve<A>(s, algo, ConvPass::Wgrad, w_bf16);
   if (d == w_algo) {
     conv2d_backward(s, x, w, dy, dx, dw, db, d, workspace, w_bf16, dx_write, dw_write);
     return true;
@@ -353,15 +368,18 @@ bool conv2d_dgrad_uses_workspace(ConvAlgo algo) {
 }
 
 int64_t conv2d_forward_workspace(const Conv2dShape& s, ConvAlgo algo) {
-  algo = resolve(s, algo, ConvPass::Forward);
-  if (is_cudnn(algo)) return conv2d_cudnn_forward_workspace(s, cudnn_math(algo));
-  return algo == ConvAlgo::Bf16TensorCore ? conv2d_bf16_forward_workspace(s) : 0;
+  int64_t floats = 0;
+  for (ConvAlgo a : algos_that_may_run(s, algo))
+    floats = std::max(floats, is_cudnn(a) ? conv2d_cudnn_forward_workspace(s, cudnn_math(a))
+                              : a == ConvAlgo::Bf16TensorCore ? conv2d_bf16_forward_workspace(s)
+                                                              : 0);
+  return floats;
 }
 
 void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const float* b,
                     float* y, ConvAlgo algo, float* workspace, const float* per_sample,
                     const float* residual, const uint16_t* w_bf16) {
-  algo = resolve(s, algo, ConvPass::Forward);
+  algo = resolve<float>(s, algo, ConvPass::Forward, w_bf16);
   if (is_cudnn(algo))
     return conv2d_cudnn_forward(s, x, w, b, y, cudnn_math(algo), workspace, per_sample, residual,
                                 w_bf16);
@@ -379,13 +397,11 @@ void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const 
 // v4: its bf16 operand copies and split-K planes instead; cuDNN: its staged operands and
 // its own workspace.
 int64_t conv2d_backward_workspace(const Conv2dShape& s, ConvAlgo algo) {
-  if (is_auto(algo))  // each pass its own choice, run one after the other
-    return std::max(conv2d_backward_workspace(s, resolve(s, algo, ConvPass::Dgrad)),
-                    conv2d_backward_workspace(s, resolve(s, algo, ConvPass::Wgrad)));
-  algo = resolve(s, algo, ConvPass::Dgrad);  // one algo: the same for both passes
-  const int64_t gemm = is_cudnn(algo) ? conv2d_cudnn_backward_workspace(s, cudnn_math(algo))
-                       : algo == ConvAlgo::Bf16TensorCore ? conv2d_bf16_backward_workspace(s)
-                                                          : split_k_workspace(s, algo);
+  int64_t gemm = 0;  // under Auto*, each pass its own choice, run one after the other
+  for (ConvAlgo a : algos_that_may_run(s, algo))
+    gemm = std::max(gemm, is_cudnn(a) ? conv2d_cudnn_backward_workspace(s, cudnn_math(a))
+                          : a == ConvAlgo::Bf16TensorCore ? conv2d_bf16_backward_workspace(s)
+                                                          : split_k_workspace(s, a));
   return gemm + broadcast_add_backward_workspace(bias_rows(s));
 }
 
@@ -393,7 +409,7 @@ void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const
                      float* dx, float* dw, float* db, ConvAlgo algo, float* workspace,
                      const uint16_t* w_bf16, GradWrite dx_write, GradWrite dw_write) {
   if (auto_backward(s, x, w, dy, dx, dw, db, algo, workspace, w_bf16, dx_write, dw_write)) return;
-  algo = resolve(s, algo, ConvPass::Dgrad);
+  algo = resolve<float>(s, algo, ConvPass::Dgrad, w_bf16);
   if (is_cudnn(algo)) {
     conv2d_cudnn_backward(s, x, w, dy, dx, dw, cudnn_math(algo), workspace, w_bf16, dx_write,
                           dw_write);
@@ -428,7 +444,7 @@ void conv2d_forward(const Conv2dShape& s, const uint16_t* x, const float* w, con
                     uint16_t* y, ConvAlgo algo, float* workspace, const float* per_sample,
                     const uint16_t* residual, const uint16_t* w_bf16) {
   CHECK(conv2d_reads_bf16(algo), conv_algo_name(algo) << " does not read bf16 activations");
-  algo = resolve(s, algo, ConvPass::Forward);
+  algo = resolve<uint16_t>(s, algo, ConvPass::Forward, w_bf16);
   if (is_cudnn(algo))
     return conv2d_cudnn_forward(s, x, w, b, y, workspace, per_sample, residual, w_bf16);
   conv2d_bf16_forward(s, x, w, b, y, workspace, per_sample, residual, w_bf16);
@@ -440,7 +456,7 @@ void conv2d_backward(const Conv2dShape& s, const uint16_t* x, const float* w,
                      GradWrite dw_write) {
   CHECK(conv2d_reads_bf16(algo), conv_algo_name(algo) << " does not read bf16 activations");
   if (auto_backward(s, x, w, dy, dx, dw, db, algo, workspace, w_bf16, dx_write, dw_write)) return;
-  algo = resolve(s, algo, ConvPass::Dgrad);
+  algo = resolve<uint16_t>(s, algo, ConvPass::Dgrad, w_bf16);
   if (is_cudnn(algo)) {
     conv2d_cudnn_backward(s, x, w, dy, dx, dw, workspace, w_bf16, dx_write, dw_write);
     if (db)

@@ -1,12 +1,14 @@
 // The per-shape choice between our convolution and cuDNN's (conv2d_autotune.cuh).
 //
 // The operands are scratch buffers of the shape, filled with a fixed pattern of values in
-// [-0.5, 0.5) (no zeros-only or denormal inputs a kernel might run faster on); the outputs
-// are scratch too, so timing a backward pass, which accumulates, touches no gradient. A
+// [-0.5, 0.5) (no zeros-only or denormal inputs a kernel might run faster on), in the
+// storage the caller's call has (ConvOperands: fp32 or bf16 activations, and a bf16 copy of
+// the weights or none), through the same entry points; the outputs are scratch too, so
+// timing a backward pass, which accumulates, touches no gradient. A
 // warm-up run first builds what the candidate builds once (cuDNN's plan, v4's tile choice),
 // then 5 timed runs between CUDA events (kAutotuneTimedRuns), of which the median counts.
-// The key is the whole shape and the pass: batch size included, since a tile shape that
-// wins at batch 128 may lose at batch 8.
+// The key is the whole shape, the pass and the operands: batch size included, since a tile
+// shape that wins at batch 128 may lose at batch 8.
 #include <algorithm>
 #include <array>
 #include <cstdio>
@@ -19,16 +21,20 @@
 #include "kernels/cuda/conv2d_autotune.cuh"
 #include "kernels/cuda/device_info.cuh"
 #include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/storage.cuh"
 
 namespace ddpm::cuda {
 
 namespace {
 
-__global__ void fill_pattern_kernel(int64_t n, float* x) {
-  DDPM_GRID_STRIDE(i, n) x[i] = 0.5f - static_cast<float>((i * 37) % 101) / 101.0f;
+// T: float, or uint16_t (bf16 bits, the pattern rounded).
+template <class T>
+__global__ void fill_pattern_kernel(int64_t n, T* x) {
+  DDPM_GRID_STRIDE(i, n) store(x, i, 0.5f - static_cast<float>((i * 37) % 101) / 101.0f);
 }
 
-// A device buffer for the timing runs, freed when the choice is made.
+// A device buffer for the timing runs, freed when the choice is made: room for `floats`
+// floats, or as many bf16 elements.
 class Scratch {
  public:
   explicit Scratch(int64_t floats) {
@@ -37,14 +43,18 @@ class Scratch {
   ~Scratch() { cudaFree(p_); }
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;
-  float* get() const { return p_; }
-  float* filled(int64_t n) const {
-    DDPM_LAUNCH(fill_pattern_kernel, grid_for(n), kThreads)(n, p_);
-    return p_;
+  template <class T = float>
+  T* get() const {
+    return static_cast<T*>(p_);
+  }
+  template <class T = float>
+  T* filled(int64_t n) const {
+    DDPM_LAUNCH(fill_pattern_kernel<T>, grid_for(n), kThreads)(n, get<T>());
+    return get<T>();
   }
 
  private:
-  float* p_ = nullptr;
+  void* p_ = nullptr;
 };
 
 const char* pass_name(ConvPass pass) {
@@ -72,7 +82,20 @@ double median_ms(Run run) {
   return ms[ms.size() / 2];
 }
 
-ConvAlgo tune(const Conv2dShape& s, ConvPass pass, ConvAlgo ours, ConvAlgo library) {
+// Runs `pass` of s with algo a on scratch operands of storage A (float, or bf16 bits).
+template <class A>
+void run_pass(const Conv2dShape& s, ConvPass pass, ConvAlgo a, const A* x, const float* w,
+              const A* dy, A* y, A* dx, float* dw, float* ws, const uint16_t* w_bf16) {
+  if (pass == ConvPass::Forward)
+    conv2d_forward(s, x, w, nullptr, y, a, ws, nullptr, nullptr, w_bf16);
+  else if (pass == ConvPass::Dgrad)
+    conv2d_backward(s, x, w, dy, dx, nullptr, nullptr, a, ws, w_bf16);
+  else
+    conv2d_backward(s, x, w, dy, nullptr, dw, nullptr, a, ws, w_bf16);
+}
+
+ConvAlgo tune(const Conv2dShape& s, ConvPass pass, ConvOperands operands, ConvAlgo ours,
+              ConvAlgo library) {
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   CUDA_CHECK(cudaStreamIsCapturing(engine_stream(), &capture));
   CHECK(capture == cudaStreamCaptureStatusNone,
@@ -89,23 +112,35 @@ ConvAlgo tune(const Conv2dShape& s, ConvPass pass, ConvAlgo ours, ConvAlgo libra
     ws_floats = std::max({ws_floats, conv2d_forward_workspace(s, a),
                           conv2d_backward_workspace(s, a)});
   const Scratch x(nx), w(nw), y(ny), dx(nx), dw(nw), ws(ws_floats);
-  const float *xp = x.filled(nx), *wp = w.filled(nw), *dyp = y.filled(ny);
+  const Scratch w_copy(operands.weight_copy ? nw : 0);
+  const float* wp = w.filled(nw);
+  const uint16_t* w_bf16 = operands.weight_copy ? w_copy.filled<uint16_t>(nw) : nullptr;
+  // x and dy filled, y the forward's output (dy's buffer: one pass runs at a time)
+  if (operands.bf16_activations) {
+    x.filled<uint16_t>(nx);
+    y.filled<uint16_t>(ny);
+  } else {
+    x.filled(nx);
+    y.filled(ny);
+  }
   std::vector<double> ms;
   for (ConvAlgo a : candidates) {
     ms.push_back(median_ms([&] {
-      if (pass == ConvPass::Forward)
-        conv2d_forward(s, xp, wp, nullptr, y.get(), a, ws.get());
-      else if (pass == ConvPass::Dgrad)
-        conv2d_backward(s, xp, wp, dyp, dx.get(), nullptr, nullptr, a, ws.get());
+      if (operands.bf16_activations)
+        run_pass(s, pass, a, x.get<uint16_t>(), wp, y.get<uint16_t>(), y.get<uint16_t>(),
+                 dx.get<uint16_t>(), dw.get(), ws.get(), w_bf16);
       else
-        conv2d_backward(s, xp, wp, dyp, nullptr, dw.get(), nullptr, a, ws.get());
+        run_pass(s, pass, a, x.get(), wp, y.get(), y.get(), dx.get(), dw.get(), ws.get(),
+                 w_bf16);
     }));
   }
   const size_t best = static_cast<size_t>(std::min_element(ms.begin(), ms.end()) - ms.begin());
-  std::printf("conv autotune: %s (%lld, %lld, %lld, %lld) k%dx%d -> %lld stride %d:",
+  std::printf("conv autotune: %s (%lld, %lld, %lld, %lld) k%dx%d -> %lld stride %d, %s%s:",
               pass_name(pass), static_cast<long long>(s.n), static_cast<long long>(s.h),
               static_cast<long long>(s.w), static_cast<long long>(s.c_in), s.kh, s.kw,
-              static_cast<long long>(s.c_out), s.stride);
+              static_cast<long long>(s.c_out), s.stride,
+              operands.bf16_activations ? "bf16 activations" : "fp32 activations",
+              operands.weight_copy ? " and weight copy" : "");
   for (size_t i = 0; i < candidates.size(); ++i)
     std::printf("%s %s %.3f ms", i ? "," : "", conv_algo_name(candidates[i]), ms[i]);
   if (candidates.size() == 1) std::printf(" (cuDNN cannot run it)");
@@ -115,16 +150,19 @@ ConvAlgo tune(const Conv2dShape& s, ConvPass pass, ConvAlgo ours, ConvAlgo libra
 
 }  // namespace
 
-ConvAlgo conv2d_autotuned(const Conv2dShape& s, ConvPass pass, ConvAlgo ours, ConvAlgo library) {
-  using Key = std::array<int64_t, 15>;
+ConvAlgo conv2d_autotuned(const Conv2dShape& s, ConvPass pass, ConvOperands operands,
+                          ConvAlgo ours, ConvAlgo library) {
+  using Key = std::array<int64_t, 17>;
   static std::mutex mutex;
   static std::map<Key, ConvAlgo> choices;
   const Key key{s.n, s.h, s.w, s.c_in, s.c_out, s.kh, s.kw, s.stride, s.pad_top, s.pad_left,
                 s.pad_bottom, s.pad_right, static_cast<int64_t>(pass),
-                static_cast<int64_t>(ours), static_cast<int64_t>(library)};
+                static_cast<int64_t>(ours), static_cast<int64_t>(library),
+                operands.bf16_activations, operands.weight_copy};
   std::lock_guard<std::mutex> lock(mutex);
   auto found = choices.find(key);
-  if (found == choices.end()) found = choices.emplace(key, tune(s, pass, ours, library)).first;
+  if (found == choices.end())
+    found = choices.emplace(key, tune(s, pass, operands, ours, library)).first;
   return found->second;
 }
 

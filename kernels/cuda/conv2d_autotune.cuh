@@ -10,11 +10,24 @@ namespace ddpm::cuda {
 
 enum class ConvPass { Forward, Dgrad, Wgrad };
 
-// The candidate that ran `pass` of `s` faster: `ours` or `library` (a cuDNN algo; skipped
-// when cuDNN cannot run the shape). Timed on the first call for the shape and pass: scratch
-// operands, CUDA events on the engine's stream, the median of 5 runs after a warm-up; the
-// times and the choice are printed. Not during a stream capture (it allocates and waits):
-// a captured step's shapes were all seen by the eager steps before it.
-ConvAlgo conv2d_autotuned(const Conv2dShape& s, ConvPass pass, ConvAlgo ours, ConvAlgo library);
+// What the caller's call reads, so that the timed runs read the same: the activations'
+// storage (fp32, or bf16 bits: conv2d.cuh's two sets of entries) and whether the weights
+// come with their bf16 copy (engine/weight_copy.h). It matters: on an H200 the same 32x32
+// dgrad measured v4 0.244 ms, cuDNN 0.303 ms through the fp32 entries (cuDNN's path converts
+// x and dy first) and v4 0.199 ms, cuDNN 0.079 ms on bf16 activations (kernel-bench conv,
+// docs/gpu-runs/2026-12-04): timed on the wrong entries, the choice is the wrong one.
+struct ConvOperands {
+  bool bf16_activations = false;
+  bool weight_copy = false;
+};
+
+// The candidate that ran `pass` of `s` on `operands` faster: `ours` or `library` (a cuDNN
+// algo; skipped when cuDNN cannot run the shape). Timed on the first call for the shape,
+// pass and operands: scratch operands of the same storage, CUDA events on the engine's
+// stream, the median of 5 runs after a warm-up; the times and the choice are printed. Not
+// during a stream capture (it allocates and waits): a captured step's shapes were all seen
+// by the eager steps before it.
+ConvAlgo conv2d_autotuned(const Conv2dShape& s, ConvPass pass, ConvOperands operands,
+                          ConvAlgo ours, ConvAlgo library);
 
 }  // namespace ddpm::cuda
