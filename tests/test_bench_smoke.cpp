@@ -225,7 +225,7 @@ TEST(BenchSmoke, EveryTrainingStepRowRuns) {
   const std::map<std::string, int> names = run_split(bench::bench_training_step, &rows);
   // eager and graph on wgmma, and eager with v5's schedules autotuned
   const size_t v5 = cuda::gemm_sm90_available() ? 1 : 0;
-  EXPECT_EQ(names.size(), 12u + 3 * v5);
+  EXPECT_EQ(names.size(), 15u + 3 * v5);
   for (const std::string graph : {"eager ", "CUDA graph "})
     EXPECT_EQ(names.count("training step / " + graph +
                           "bf16, bf16 activations, v5 wgmma convolutions"),
@@ -243,6 +243,12 @@ TEST(BenchSmoke, EveryTrainingStepRowRuns) {
   }
   EXPECT_EQ(names.count("training step / eager bf16, bf16 activations, no weight copy"), 1u);
   EXPECT_EQ(names.count("training step / eager bf16, bf16 activations, upsample then conv"), 1u);
+  EXPECT_EQ(names.count("training step / eager bf16, cuDNN convolutions, bf16 activations"), 1u);
+  for (const std::string graph : {"eager ", "CUDA graph "})
+    EXPECT_EQ(names.count("training step / " + graph +
+                          "bf16, v4 or cuDNN per layer (auto), bf16 activations"),
+              1u)
+        << graph;
   std::map<std::string, int64_t> launches;
   for (const auto& r : rows) {
     const std::string variant = r["variant"];

@@ -15,7 +15,10 @@
 // the weights' bf16 copy dropped (each product converting its weights, as before the copy:
 // engine/weight_copy.h), the copy's gain, and once with the upsamplers as the reference
 // model writes them (upsample_by_phase: false: upsample, then a 3x3 convolution of the map
-// 4x as large), the gain of computing them by output phase. And the peak GPU memory of the
+// 4x as large), the gain of computing them by output phase; and on bf16 activations once on
+// cuDNN's convolutions and once, eager and as a graph, on the faster of v4 and cuDNN per
+// layer and pass (cuda_conv: auto, timed on the step's own operands: its choices are
+// printed), the step the two kernels give together. And the peak GPU memory of the
 // steps (the caching allocator's, from the run's construction on: weights, moments, EMA,
 // activations, workspaces; cuBLAS's and cuDNN's own not included).
 // Where convolution v5 runs (an H100 / H200 with sm_90a code), the bf16-activations step
@@ -51,6 +54,7 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
     bool by_phase = true;     // upsample_by_phase: the upsamplers by output phase
     bool wgmma = false;       // cuda_conv: wgmma (convolution v5, Hopper only)
     bool autotune = false;    // cuda_autotune: v5's schedules timed per layer
+    bool auto_conv = false;   // cuda_conv: auto (v4 or cuDNN, per layer and pass)
   };
   std::vector<Variant> variants;
   if (o.wants(false)) {
@@ -60,6 +64,12 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
     for (const bool graph : {false, true}) variants.push_back({"bf16", false, graph, true});
     variants.push_back({"bf16", false, false, true, false});
     variants.push_back({"bf16", false, false, true, true, false});
+    variants.push_back({"bf16", true, false, true});
+    for (const bool graph : {false, true}) {
+      Variant tuned{"bf16", false, graph, true};
+      tuned.auto_conv = true;
+      variants.push_back(tuned);
+    }
   }
   if (o.wants(true) && cuda::gemm_sm90_available())  // the bf16-activations step on v5
     // eager, as a graph, and eager autotuned (the graph's gain is the other two rows')
@@ -82,7 +92,8 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
          {std::string("device=cuda"), "batch_size=" + std::to_string(o.batch),
           std::string("precision=") + v.precision,
           std::string("cuda_graph=") + (v.graph ? "true" : "false"),
-          std::string("cuda_conv=") + (v.cudnn ? "cudnn" : v.wgmma ? "wgmma" : "tiled"),
+          std::string("cuda_conv=") +
+              (v.cudnn ? "cudnn" : v.auto_conv ? "auto" : v.wgmma ? "wgmma" : "tiled"),
           std::string("activations=") + (v.bf16_activations ? "bf16" : "fp32"),
           std::string("upsample_by_phase=") + (v.by_phase ? "true" : "false"),
           std::string("cuda_autotune=") + (v.autotune ? "true" : "false"),
@@ -109,6 +120,7 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
                   static_cast<long long>(o.batch));
     const std::string variant = std::string(v.graph ? "CUDA graph " : "eager ") + v.precision +
                                 (v.cudnn ? ", cuDNN convolutions" : "") +
+                                (v.auto_conv ? ", v4 or cuDNN per layer (auto)" : "") +
                                 (v.bf16_activations ? ", bf16 activations" : "") +
                                 (v.weight_copy ? "" : ", no weight copy") +
                                 (v.by_phase ? "" : ", upsample then conv") +
