@@ -165,6 +165,11 @@ Tensor attention(const Tensor& qkv, int64_t heads);
 enum class AttentionAlgorithm { Straightforward, Fused };
 void set_attention_algorithm(AttentionAlgorithm algo);
 AttentionAlgorithm attention_algorithm();
+// On bf16 activations on the GPU: the flash pair (dq in its kernel or by cuBLAS's GEMM) or
+// cuBLAS's GEMMs with the L x L matrices in memory, by a rule (default), or each shape's
+// fastest, timed on its first use with a forward and a backward and printed
+// (kernels/cuda/attention_autotune.cuh). Config key cuda_autotune, with the convolutions'.
+void set_attention_autotune(bool on);
 
 // ---- reductions and loss (engine/ops/reduce.cpp) ----
 Tensor sum(const Tensor& x);                           // -> scalar

@@ -28,6 +28,7 @@
 
 #if DDPM_WITH_CUDA
 #include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/attention_autotune.cuh"
 #include "kernels/cuda/device_info.cuh"
 #endif
 
@@ -468,6 +469,154 @@ TEST(CudaAttentionBf16, GemmPathIsTheReferenceWithinBf16Rounding) {
     EXPECT_EQ(again.lse, got.lse);
     EXPECT_EQ(again.dqkv, got.dqkv);
   }
+#endif
+}
+
+#if DDPM_WITH_CUDA
+// What the op, or a path called directly, gives: out and qkv's gradient, widened.
+struct OpBits {
+  std::vector<float> out, dqkv;
+};
+
+std::vector<float> widened(const Tensor& t) {
+  return cast(t, DType::F32).to(Device::CPU).to_vector<float>();
+}
+
+// Attention path `path` called directly on bf16 qkv (B, L, 3C) and dout (B, L, C): the
+// forward, then the backward writing dqkv outright.
+OpBits run_path(cuda::AttentionBf16Path path, const AttentionShape& s, const Tensor& qkv,
+                const Tensor& dout) {
+  using detail::bf16_bits;
+  const Tensor o = Tensor::empty(Shape{s.b * s.l * s.c}, DType::BF16, Device::CUDA);
+  const Tensor dx = Tensor::empty(Shape{s.b * s.l * 3 * s.c}, DType::BF16, Device::CUDA);
+  const Tensor lse = Tensor::empty(Shape{s.b * s.heads * s.l}, DType::F32, Device::CUDA);
+  const Tensor delta = Tensor::empty(Shape{s.b * s.heads * s.l}, DType::F32, Device::CUDA);
+  if (path == cuda::AttentionBf16Path::Gemm) {
+    const Shape matrices{cuda::attention_gemm_bf16_matrix_elements(s)};
+    const Tensor p = Tensor::empty(matrices, DType::BF16, Device::CUDA);
+    const Tensor f32 = Tensor::empty(matrices, DType::F32, Device::CUDA);  // S, then dP
+    const Tensor ds = Tensor::empty(matrices, DType::BF16, Device::CUDA);
+    cuda::attention_gemm_bf16_forward(s, bf16_bits(qkv), bf16_bits(o), nullptr, bf16_bits(p),
+                                      f32.data<float>());
+    cuda::attention_gemm_bf16_backward(s, bf16_bits(qkv), bf16_bits(p), bf16_bits(dout),
+                                       bf16_bits(dx), f32.data<float>(), bf16_bits(ds),
+                                       GradWrite::Assign);
+  } else {
+    const bool by_gemm = path == cuda::AttentionBf16Path::FlashDqByGemm;
+    const Tensor ds =
+        by_gemm ? Tensor::empty(Shape{cuda::attention_flash_bf16_ds_elements(s)}, DType::BF16,
+                                Device::CUDA)
+                : Tensor();
+    cuda::attention_flash_bf16_forward(s, bf16_bits(qkv), bf16_bits(o), lse.data<float>());
+    cuda::attention_flash_bf16_backward(s, bf16_bits(qkv), bf16_bits(o), lse.data<float>(),
+                                        bf16_bits(dout), bf16_bits(dx), delta.data<float>(),
+                                        GradWrite::Assign, by_gemm ? bf16_bits(ds) : nullptr);
+  }
+  return {widened(o), widened(dx)};
+}
+
+// The op on the same operands: attention(qkv, heads), then its backward from dout.
+OpBits run_op(const Tensor& qkv0, const Tensor& dout, int64_t heads) {
+  Tensor qkv = qkv0.clone();
+  qkv.set_requires_grad(true);
+  const Tensor out = attention(qkv, heads);
+  tape().backward(out, dout);
+  return {widened(out), widened(qkv.grad())};
+}
+#endif
+
+// The op on bf16 activations runs the path its rule names, or with cuda_autotune the path
+// the autotuner chose (kernels/cuda/attention_autotune.cuh): its output and qkv's gradient
+// are that path's bits, called directly on the same operands. The timing is done once per
+// shape (one printed line, naming the three candidates and the choice). Head dims of 64,
+// which every path runs and where the rule names the flash pair with dq by GEMM; a second
+// batch size's choice is set to the GEMMs (attention_bf16_path_remember), so that the op is
+// seen to follow a choice that is not the rule's, whichever the timing made.
+TEST(CudaAttentionBf16, TheOpRunsTheRulesPathOrTheTimedOne) {
+  REQUIRE_GPU();
+#if DDPM_WITH_CUDA
+  using cuda::AttentionBf16Path;
+  struct Restore {
+    ~Restore() {
+      set_attention_autotune(false);
+      set_precision(Precision::F32);
+    }
+  } restore;
+  set_precision(Precision::BF16);
+  const auto shape = [](int64_t b) {
+    AttentionShape s;
+    s.b = b;
+    s.l = 24;
+    s.c = 64;
+    s.bf16_probs = true;
+    return s;
+  };
+  const auto bf16_on_gpu = [](const Shape& dims, uint64_t stream) {
+    return cast(test::random_tensor(dims, stream, DType::F32), DType::BF16).to(Device::CUDA);
+  };
+  const AttentionShape s = shape(2), pinned = shape(3);
+  const Tensor qkv = bf16_on_gpu(Shape{2, 24, 192}, 150), dout = bf16_on_gpu({2, 24, 64}, 151);
+  const Tensor qkv3 = bf16_on_gpu(Shape{3, 24, 192}, 152), dout3 = bf16_on_gpu({3, 24, 64}, 153);
+  const auto lines = [](const std::string& printed, int64_t b) {
+    const std::string line = "attention autotune: batch " + std::to_string(b) +
+                             ", length 24, 64 channels, 1 heads";
+    std::vector<std::string> found;
+    for (size_t i = printed.find(line); i != std::string::npos; i = printed.find(line, i + 1))
+      found.push_back(printed.substr(i, printed.find('\n', i) - i));
+    return found;
+  };
+  // the rule's path, nothing timed
+  ASSERT_EQ(cuda::attention_bf16_path_by_rule(s), AttentionBf16Path::FlashDqByGemm);
+  testing::internal::CaptureStdout();
+  const OpBits by_rule = run_op(qkv, dout, 1);
+  EXPECT_TRUE(lines(testing::internal::GetCapturedStdout(), 2).empty());
+  const OpBits rules_path = run_path(AttentionBf16Path::FlashDqByGemm, s, qkv, dout);
+  EXPECT_EQ(by_rule.out, rules_path.out);
+  EXPECT_EQ(by_rule.dqkv, rules_path.dqkv);
+  // timed: once, then the same choice
+  set_attention_autotune(true);
+  ASSERT_TRUE(cuda::attention_bf16_path_remember(pinned, true, AttentionBf16Path::Gemm));
+  testing::internal::CaptureStdout();
+  const OpBits tuned = run_op(qkv, dout, 1), again = run_op(qkv, dout, 1);
+  const OpBits on_gemms = run_op(qkv3, dout3, 1);
+  const std::string printed = testing::internal::GetCapturedStdout();
+  EXPECT_TRUE(lines(printed, 3).empty()) << printed;
+  const std::vector<std::string> timed = lines(printed, 2);
+  ASSERT_EQ(timed.size(), 1u) << printed;
+  const std::string& choice = timed[0];
+  for (const char* name : {": flash ", ", flash, dq by cuBLAS ", ", cuBLAS GEMMs and row kernels "})
+    EXPECT_NE(choice.find(name), std::string::npos) << name << " in " << choice;
+  const std::string name = choice.substr(choice.rfind("-> ") + 3);
+  std::vector<AttentionBf16Path> named;
+  for (const auto path :
+       {AttentionBf16Path::Flash, AttentionBf16Path::FlashDqByGemm, AttentionBf16Path::Gemm})
+    if (name == cuda::attention_bf16_path_name(path)) named.push_back(path);
+  ASSERT_EQ(named.size(), 1u) << choice;
+  EXPECT_EQ(cuda::attention_bf16_path_autotuned(s, true), named[0]);
+  const OpBits chosen = run_path(named[0], s, qkv, dout);
+  EXPECT_EQ(tuned.out, chosen.out) << choice;
+  EXPECT_EQ(tuned.dqkv, chosen.dqkv) << choice;
+  EXPECT_EQ(again.out, tuned.out);
+  EXPECT_EQ(again.dqkv, tuned.dqkv);
+  const OpBits gemms = run_path(AttentionBf16Path::Gemm, pinned, qkv3, dout3);
+  EXPECT_EQ(on_gemms.out, gemms.out);
+  EXPECT_EQ(on_gemms.dqkv, gemms.dqkv);
+  // and the GEMMs' bits are not the rule's path's (else the line above would prove nothing)
+  EXPECT_NE(run_path(AttentionBf16Path::FlashDqByGemm, pinned, qkv3, dout3).dqkv, gemms.dqkv);
+  EXPECT_FALSE(cuda::attention_bf16_path_remember(pinned, true, AttentionBf16Path::Flash));
+  // without a backward to come (sampling), timed apart on forwards alone, where dq by GEMM
+  // is no candidate
+  testing::internal::CaptureStdout();
+  const Tensor sampled = attention(qkv, 1);  // qkv needs no gradient
+  const std::string forward_only = testing::internal::GetCapturedStdout();
+  const std::vector<std::string> forwards = lines(forward_only, 2);
+  ASSERT_EQ(forwards.size(), 1u) << forward_only;
+  EXPECT_NE(forwards[0].find("(forward): flash "), std::string::npos) << forwards[0];
+  EXPECT_EQ(forwards[0].find("dq by cuBLAS"), std::string::npos) << forwards[0];
+  const AttentionBf16Path forward_path = cuda::attention_bf16_path_autotuned(s, false);
+  EXPECT_EQ(forwards[0].substr(forwards[0].rfind("-> ") + 3),
+            cuda::attention_bf16_path_name(forward_path));
+  EXPECT_EQ(widened(sampled), run_path(forward_path, s, qkv, dout).out);
 #endif
 }
 

@@ -7,6 +7,7 @@
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu_fast/attention.h"
 #include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/attention_autotune.cuh"
 
 namespace ddpm {
 
@@ -14,10 +15,12 @@ using detail::dispatch;
 
 namespace {
 AttentionAlgorithm g_algorithm = AttentionAlgorithm::Fused;
+bool g_autotune = false;
 }  // namespace
 
 void set_attention_algorithm(AttentionAlgorithm algo) { g_algorithm = algo; }
 AttentionAlgorithm attention_algorithm() { return g_algorithm; }
+void set_attention_autotune(bool on) { g_autotune = on; }
 
 namespace {
 
@@ -129,13 +132,20 @@ Tensor attention_bf16_gemm(const AttentionShape& s, const Tensor& qkv) {
 }
 
 // attention on bf16 activations with the bf16 flash kernels, or through cuBLAS's GEMMs where
-// those are faster (cuda::attention_gemm_bf16_pays): qkv, out and their gradients bf16; lse
-// fp32.
+// those are faster (by the rule, or timed: set_attention_autotune): qkv, out and their
+// gradients bf16; lse fp32.
 Tensor attention_bf16_activations(const Tensor& qkv, int64_t heads) {
   AttentionShape s = checked_shape(qkv, heads);
   s.bf16_probs = true;
   count_matmul_flops(2 * attention_flops(s));
-  DDPM_CUDA_ONLY(if (cuda::attention_gemm_bf16_pays(s)) return attention_bf16_gemm(s, qkv));
+  bool by_gemm = false;  // the flash backward's dq by GEMM, dS through memory (attention.cuh)
+#if DDPM_WITH_CUDA
+  const cuda::AttentionBf16Path path =
+      g_autotune ? cuda::attention_bf16_path_autotuned(s, should_record({qkv}))
+                 : cuda::attention_bf16_path_by_rule(s);
+  if (path == cuda::AttentionBf16Path::Gemm) return attention_bf16_gemm(s, qkv);
+  by_gemm = path == cuda::AttentionBf16Path::FlashDqByGemm;
+#endif
   Tensor out = Tensor::empty(Shape{s.b, s.l, s.c}, DType::BF16, Device::CUDA);
   Tensor lse = Tensor::empty(Shape{s.b, heads, s.l}, DType::F32, Device::CUDA);
   using detail::bf16_bits;
@@ -145,15 +155,13 @@ Tensor attention_bf16_activations(const Tensor& qkv, int64_t heads) {
                                                       lse.data<float>()));
   }
   if (should_record({qkv})) {
-    tape().record("attention", {out}, [s, qkv, out, lse, gq = grad_ref(qkv)](
+    tape().record("attention", {out}, [s, qkv, out, lse, by_gemm, gq = grad_ref(qkv)](
                                           const std::vector<Tensor>& g) {
       count_matmul_flops(4 * attention_flops(s));
       const Tensor delta = Tensor::empty(Shape{s.b * s.heads * s.l}, DType::F32, Device::CUDA);
       const GradTarget dqkv = grad_target(gq);  // written outright if it is the first
       OpTimer timer("attention backward", true);
       DDPM_CUDA_ONLY(
-          // dq by GEMM, dS through memory, where that pays (kernels/cuda/attention.cuh)
-          const bool by_gemm = cuda::attention_flash_bf16_dq_by_gemm_pays(s);
           const Tensor ds = by_gemm ? Tensor::empty(Shape{cuda::attention_flash_bf16_ds_elements(s)},
                                                     DType::BF16, Device::CUDA)
                                     : Tensor();

@@ -16,70 +16,18 @@
 #include <mutex>
 #include <vector>
 
-#include "engine/cuda_check.h"
-#include "engine/cuda_stream.h"
+#include "kernels/cuda/autotune_timing.cuh"
 #include "kernels/cuda/conv2d_autotune.cuh"
-#include "kernels/cuda/device_info.cuh"
-#include "kernels/cuda/launch.cuh"
-#include "kernels/cuda/storage.cuh"
 
 namespace ddpm::cuda {
 
 namespace {
 
-// T: float, or uint16_t (bf16 bits, the pattern rounded).
-template <class T>
-__global__ void fill_pattern_kernel(int64_t n, T* x) {
-  DDPM_GRID_STRIDE(i, n) store(x, i, 0.5f - static_cast<float>((i * 37) % 101) / 101.0f);
-}
-
-// A device buffer for the timing runs, freed when the choice is made: room for `floats`
-// floats, or as many bf16 elements.
-class Scratch {
- public:
-  explicit Scratch(int64_t floats) {
-    if (floats > 0) CUDA_CHECK(cudaMalloc(&p_, floats * sizeof(float)));
-  }
-  ~Scratch() { cudaFree(p_); }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-  template <class T = float>
-  T* get() const {
-    return static_cast<T*>(p_);
-  }
-  template <class T = float>
-  T* filled(int64_t n) const {
-    DDPM_LAUNCH(fill_pattern_kernel<T>, grid_for(n), kThreads)(n, get<T>());
-    return get<T>();
-  }
-
- private:
-  void* p_ = nullptr;
-};
+using autotune::median_ms;
+using autotune::Scratch;
 
 const char* pass_name(ConvPass pass) {
   return pass == ConvPass::Forward ? "forward" : pass == ConvPass::Dgrad ? "dgrad" : "wgrad";
-}
-
-// Median ms of kAutotuneTimedRuns runs after a warm-up, between events on the engine's stream.
-template <class Run>
-double median_ms(Run run) {
-  run();
-  cudaEvent_t start = nullptr, end = nullptr;
-  CUDA_CHECK(cudaEventCreate(&start));
-  CUDA_CHECK(cudaEventCreate(&end));
-  std::vector<float> ms(kAutotuneTimedRuns);
-  for (float& m : ms) {
-    CUDA_CHECK(cudaEventRecord(start, engine_stream()));
-    run();
-    CUDA_CHECK(cudaEventRecord(end, engine_stream()));
-    CUDA_CHECK(cudaEventSynchronize(end));
-    CUDA_CHECK(cudaEventElapsedTime(&m, start, end));
-  }
-  CUDA_CHECK(cudaEventDestroy(start));
-  CUDA_CHECK(cudaEventDestroy(end));
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
 }
 
 // Runs `pass` of s with algo a on scratch operands of storage A (float, or bf16 bits).
@@ -96,9 +44,7 @@ void run_pass(const Conv2dShape& s, ConvPass pass, ConvAlgo a, const A* x, const
 
 ConvAlgo tune(const Conv2dShape& s, ConvPass pass, ConvOperands operands, ConvAlgo ours,
               ConvAlgo library) {
-  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-  CUDA_CHECK(cudaStreamIsCapturing(engine_stream(), &capture));
-  CHECK(capture == cudaStreamCaptureStatusNone,
+  CHECK(!autotune::capturing(),
         "cuda_conv: auto met a new convolution shape inside a CUDA graph capture ("
             << pass_name(pass) << " of (" << s.n << ", " << s.h << ", " << s.w << ", " << s.c_in
             << ") -> " << s.c_out << "): the eager steps before a capture must see every shape");

@@ -15,7 +15,8 @@
 //   TF32 / bf16, fp32 sums; on CUDA the convolutions then run on v3 / v4 whatever cuda_conv
 //   says, but for cudnn and auto; docs/precision.md),
 //   cuda_autotune (v4's block shapes, or under cuda_conv "wgmma" v5's schedules, timed per
-//   layer on first use; same results),
+//   layer on first use; same results; and on bf16 activations the attention's path, flash
+//   or cuBLAS's GEMMs, timed per shape: its own bits),
 //   cuda_attention "fused" (default) | "straightforward",
 //   profile_steps (the per-op GPU time of that many steps: op_profile.txt; CUDA only).
 // Outputs under out_dir (models/run_folder.h has the folder's rules: one trainer at a time,

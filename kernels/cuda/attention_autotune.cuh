@@ -1,0 +1,35 @@
+// How the attention op runs on bf16 activations, per shape: the flash pair (dq in the dq
+// kernel, or dq by cuBLAS's GEMM from dS kept in memory) or cuBLAS's GEMMs with the L x L
+// matrices in memory (attention.cuh has each). By a rule (attention_gemm_bf16_pays,
+// attention_flash_bf16_dq_by_gemm_pays: arithmetic from one H200 run's rows), or, with
+// `cuda_autotune` on, timed: each path that can run the shape, forward and backward, once
+// on its first use, the fastest kept and the times printed, as conv2d_autotune.cuh does for
+// the convolutions. The rule's cut-offs were set from FLOP and byte counts, not from
+// timings of these very kernels on the GPU at hand; the timing is.
+#pragma once
+
+#include "kernels/shapes.h"
+
+namespace ddpm::cuda {
+
+enum class AttentionBf16Path { Flash, FlashDqByGemm, Gemm };
+const char* attention_bf16_path_name(AttentionBf16Path p);  // "flash", ...
+
+// The rule: Gemm where attention_gemm_bf16_pays, else FlashDqByGemm where dq by GEMM pays,
+// else Flash. s: a shape the flash pair supports (attention_flash_bf16_supports).
+AttentionBf16Path attention_bf16_path_by_rule(const AttentionShape& s);
+
+// The path that ran s fastest, a forward and a backward (training), or a forward alone
+// (`backward` false: sampling, where FlashDqByGemm is Flash): each path that can run s (the
+// GEMM ones need head dims that are multiples of 8, and hold B H L L matrices: at most 2^28
+// elements each), on scratch operands, CUDA events on the engine's stream, the median of 5
+// runs after a warm-up; the times and the choice printed once per shape and kind ("attention
+// autotune: ..."). Not during a stream capture (it allocates and waits): a captured step's
+// shapes were all seen by the eager steps before it.
+AttentionBf16Path attention_bf16_path_autotuned(const AttentionShape& s, bool backward);
+// Makes `p` the autotuned choice for s and `backward`, as if it had been timed fastest,
+// unless it was timed already (then false): for tests, which need a choice the rule would
+// not make.
+bool attention_bf16_path_remember(const AttentionShape& s, bool backward, AttentionBf16Path p);
+
+}  // namespace ddpm::cuda
