@@ -395,6 +395,11 @@ with open(os.path.join(out, "report.md"), "w") as f:
                 + read("ncu-banks-" + name + ".csv")[:20000] + "\n```\n")
     f.write("\n## Training benchmark (CIFAR-10 model, batch 128, 30 steps; fp32, tf32, bf16)\n```\n" + read("train.log") + "\n```\n")
     f.write("\n## PyTorch, same model and step (scripts/pytorch_reference.py; fp32, TF32, bf16 autocast)\n```\n" + read("pytorch.log") + "\n```\n")
+    # what cuda_conv=auto and cuda_autotune chose, per layer and pass, with their times
+    chosen = [l for l in read("train-auto-bf16.log").splitlines()
+              if l.startswith(("conv autotune:", "attention autotune:"))]
+    f.write("\n## The autotuners' choices in the auto-bf16 run (v4 or cuDNN per convolution pass; "
+            "the attention's path)\n```\n" + ("\n".join(chosen) or "(none: not run)") + "\n```\n")
     f.write("\n## Sampling, 256 images x 100 steps (engine fp32, bf16; PyTorch fp32, bf16)\n```\n" + read("sample.log") + "\n```\n")
 print(open(os.path.join(out, "report.md")).read()[:3000])
 PY

@@ -43,6 +43,11 @@ printf 'memcheck test_cuda_ops exit 0\nracecheck test_cuda_ops exit 1\n' > "$wor
 echo "kernel-bench exit 0" > "$work/bench.status"
 echo "train exit 0" > "$work/train.status"
 echo "step 10 | loss 0.1 | 812.5 img/s" > "$work/train.log"
+# the auto run's log: the autotuners' lines go to the report, the others not
+autotuned="conv autotune: dgrad (128, 32, 32, 128) k3x3 -> 128 stride 1, bf16 activations and weight copy: v4 bf16 0.199 ms, cuDNN bf16 0.079 ms -> cuDNN bf16"
+attention="attention autotune: batch 128, length 256, 256 channels, 1 heads (forward + backward): flash 0.300 ms -> flash"
+printf 'training the U-Net\n%s\n%s\nstep 10/20  loss 1.0\n' "$autotuned" "$attention" \
+  > "$work/train-auto-bf16.log"
 echo "conv2d fwd  v4  1.000 ms" > "$work/kernel-bench.txt"
 shape="16x16, 1 head B128 L256 d256"  # the rows of tests/cli/data/ (a GPU run's, made up)
 cp "$src/tests/cli/data/kernel-bench-attention.json" "$work/kernel-bench.json"
@@ -54,9 +59,12 @@ md="$work/report.md"
 for line in "- build: build exit 0" "- ctest: ctest (GPU tests) exit 0" "- ctest, CPU tests: (not run)" \
     "- train: train exit 0" "100% tests passed, 0 tests failed out of 86" \
     "racecheck test_cuda_ops exit 1" "conv2d fwd  v4  1.000 ms" "812.5 img/s" "$measured" \
+    "$autotuned" "$attention" \
     "| fwd | $shape | flash bf16 (mma.sync), bf16 tensors | 0.4000 | 0.3000 | 0.75x | 0.2500 |"; do
   grep -qF -- "$line" "$md" || fail "report.md lacks: $line"
 done
+grep -A4 "^## The autotuners' choices" "$md" | grep -qF "step 10/20" &&
+  fail "the autotuners' section holds lines that are not theirs"
 grep -A4 "^### Each kernel against its previous version" "$md" |
   grep -qF "| attention fwd | $shape | flash bf16 (mma.sync), bf16 tensors | 0.4000 |" ||
   fail "the table of ratios (scripts/bench_ratios.py) is not in the report"
