@@ -21,8 +21,9 @@ namespace {
 
 using autotune::Scratch;
 
-// The GEMM paths' B H L L matrices, each at most this many elements (2^28: a GiB as floats),
-// so that timing them cannot exhaust the memory a long sequence's flash pair never needs.
+// The GEMM paths' B H L L matrices, each at most this many elements (2^28: S and dP in fp32,
+// P and dS in bf16, 3 GiB of scratch in all), so that timing them cannot exhaust the memory
+// a long sequence's flash pair never needs.
 constexpr int64_t kMaxMatrixElements = int64_t(1) << 28;
 
 bool gemms_run(const AttentionShape& s) {
