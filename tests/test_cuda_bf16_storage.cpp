@@ -139,11 +139,11 @@ TEST(CudaBf16Storage, InterleavedPhasesAreTheCpusBits) {
 // once more on each side, 2^-8 of the value's magnitude added to its bound.
 TEST(CudaBf16Storage, LinearReadsBf16ActivationsAsTheyAre) {
   REQUIRE_GPU();
-  // y's bias pass moves pairs (even n) or single elements; each the first gradient, then one
-  // added to an earlier gradient
+  // y's bias pass (row_adds.cuh) moves runs of 8 (n a multiple of 8), pairs (even n) or
+  // single elements; each the first gradient, then one added to an earlier gradient
   using Case = std::pair<int64_t, bool>;
-  for (const auto& [n, earlier] :
-       {Case{40, false}, Case{40, true}, Case{7, false}, Case{7, true}}) {
+  for (const auto& [n, earlier] : {Case{40, false}, Case{40, true}, Case{38, false},
+                                   Case{7, false}, Case{7, true}}) {
     SCOPED_TRACE(testing::Message() << "n " << n << (earlier ? ", added to an earlier gradient"
                                                              : ", the first gradient"));
     set_precision(Precision::BF16);

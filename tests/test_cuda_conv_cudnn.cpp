@@ -140,6 +140,24 @@ TEST(CudaConvCudnn, ReadsBf16ActivationsAsTheyAre) {
   }
 }
 
+// The adds after cuDNN's product (bias, time embedding, residual; row_adds.cuh) move runs
+// of 8 channels when Cout is a multiple of 8 and pairs otherwise (the awkward cases above
+// have no such Cout; the model's shapes are skipped under DDPM_TEST_SMALL_SHAPES): both
+// mappings, on fp32 tensors (cuDNN fp32) and bf16 activations (cuDNN bf16), within the
+// bounds above.
+TEST(CudaConvCudnn, TheAddsAfterCudnnMoveRunsOfEightOrPairs) {
+  REQUIRE_GPU();
+  PrecisionRestorer restore;
+  set_conv_algorithm(ConvAlgorithm::Cudnn);
+  const std::vector<test::ConvCase> cases = {{{2, 5, 6, 8}, 3, 16, Conv2dParams::same(3)},
+                                             {{2, 5, 6, 8}, 3, 10, Conv2dParams::same(3)}};
+  set_precision(Precision::F32);
+  test::expect_conv_op_within(2e-3, cases, 1950, "cuDNN fp32, runs and pairs");
+  set_precision(Precision::BF16);
+  test::expect_conv_op_within(1.2e-2, cases, 1960, "cuDNN bf16 activations, runs and pairs",
+                              DType::BF16);
+}
+
 // Two runs, the same bits (the plans prefer cuDNN's deterministic algorithms), and the
 // gradients accumulate: a second backward adds the same amount again.
 TEST(CudaConvCudnn, IsDeterministicAndAccumulates) {
@@ -218,8 +236,9 @@ TEST(CudaConvCudnn, AutoPicksOneVerifiedKernelPerPassOnce) {
 // and v4 0.199 (docs/gpu-runs/2026-12-04): the conversions of the fp32 path decided it.
 // Checked by the launches counted: the first auto call of a pass fills its scratch (w, the
 // copy, x, dy: 4 launches), runs each candidate 1 + kAutotuneTimedRuns times (a warm-up and
-// the timed runs: 5 on a GPU, 1 emulated), then runs the one it chose, each run as many launches as that candidate's direct call. (A backward
-// tunes both of its passes.) The same shape on fp32 activations is tuned again, apart.
+// the timed runs: 5 on a GPU, 1 emulated), then runs the one it chose, each run as many
+// launches as that candidate's direct call. (A backward tunes both of its passes.) The same
+// shape on fp32 activations is tuned again, apart.
 TEST(CudaConvCudnn, AutoTimesItsCandidatesOnTheCallersOperands) {
   REQUIRE_GPU();
   PrecisionRestorer restore;

@@ -16,7 +16,7 @@
 //     The input gradient then comes back for the staged input and is cropped onto dx.
 //  3. bf16. x and dy are converted in the same staging pass; y, dx and dw come back as bf16
 //     (cuDNN's bf16 convolutions write bf16) and are widened by the pass that adds the bias,
-//     time embedding and residual (epilogue_kernel) or accumulates the gradient. On bf16
+//     time embedding and residual (add_to_rows, row_adds.cuh) or accumulates the gradient. On bf16
 //     activations x and dy are cuDNN's as they are (staged only when padded), and y and dx
 //     stay bf16 (the epilogue rounds y again after its adds; dx is accumulated by cuDNN).
 // fp32 with symmetric padding stages only the weights, and the input gradient is cuDNN's own
@@ -51,6 +51,7 @@
 #include "kernels/cuda/conv2d_cudnn.cuh"
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/row_adds.cuh"
 #include "kernels/cuda/storage.cuh"
 
 namespace ddpm::cuda {
@@ -173,34 +174,6 @@ __global__ void transpose_kernel(int64_t rows, int64_t cols, const In* a, Out* b
       const float v = tile[threadIdx.x][k];
       store(b, c * rows + r, kAccumulate ? load(b, c * rows + r) + v : v);
     }
-  }
-}
-
-// y (M, Cout) = conv + b[co] + per_sample[n, co] + residual, each addend optional, in fp32;
-// conv may be y itself (fp32, in place). A: the storage of y and the residual (fp32, or bf16
-// bits for bf16 activations). A thread per pair of adjacent channels (storage.cuh): two
-// divisions (its row, its sample) per pair, each operand moved a pair at a time when
-// `paired` (every pointer's rows pair up).
-template <class T, class A>
-__global__ void epilogue_kernel(int64_t m, int64_t c_out, int64_t pixels, bool paired,
-                                const T* conv, const float* b, const float* per_sample,
-                                const A* residual, A* y) {
-  DDPM_GRID_STRIDE(i, m * ColumnPair::pairs(c_out)) {
-    const ColumnPair p(i, c_out);
-    const int64_t at = p.row * c_out;
-    float v[2], r[2];
-    load_cols(conv + at, p.col, p.count, paired, v);
-    const float* sample = per_sample ? per_sample + p.row / pixels * c_out : nullptr;
-    for (int e = 0; e < p.count; ++e) {
-      if (b) v[e] += b[p.col + e];
-      if (sample) v[e] += sample[p.col + e];
-    }
-    if (residual) {
-      load_cols(residual + at, p.col, p.count, paired, r);
-      v[0] += r[0];
-      v[1] += r[1];
-    }
-    store_cols(y + at, p.col, p.count, paired, v);
   }
 }
 
@@ -442,11 +415,8 @@ void forward(const Conv2dShape& s, const Plan& p, const A* x, const float* w, co
                                      library_workspace(workspace, l, p.fwd_bytes), p.fwd_bytes,
                                      &zero, p.y, yc));
   const int64_t pixels = s.out_h() * s.out_w(), m = s.n * pixels;
-  if (kBf16 || b || per_sample || residual)
-    DDPM_LAUNCH((epilogue_kernel<T, A>), grid_for(m * ColumnPair::pairs(s.c_out)), kThreads)(
-        m, s.c_out, pixels,
-        rows_pair(s.c_out, yc) && rows_pair(s.c_out, residual) && rows_pair(s.c_out, y), yc, b,
-        per_sample, residual, y);
+  if (kBf16 || b || per_sample || residual)  // the adds, and bf16's copy out (row_adds.cuh)
+    add_to_rows(m, s.c_out, pixels, yc, b, per_sample, residual, y);
 }
 
 template <class T, class A>

@@ -6,7 +6,8 @@
 //   dx^T = w dy^T           gemm(T, N, m=K, n=M, k=N, A = w (ld N), B = dy (ld N)), beta 1
 //                           (0 when dx is written outright: kernels/grad_write.h)
 //   dw^T = dy^T x           gemm(N, T, m=N, n=K, k=M, A = dy (ld N), B = x (ld K)), beta 1
-// The bias is added, and its gradient summed, by the broadcast kernels of elementwise.cu.
+// The bias is added, and its gradient summed, by the broadcast kernels of elementwise.cu (on
+// bf16 activations added by row_adds.cuh's pass, which rounds y once).
 //
 // Three kinds of operands, the same three products:
 //   fp32   SGEMM with cuBLAS's default math (CUBLAS_DEFAULT_MATH: no TF32);
@@ -27,6 +28,7 @@
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/linear.cuh"
+#include "kernels/cuda/row_adds.cuh"
 #include "kernels/cuda/storage.cuh"
 
 namespace ddpm::cuda {
@@ -85,23 +87,6 @@ struct Bf16Workspace {
 };
 
 BroadcastShape bias_shape(const LinearShape& s) { return BroadcastShape{1, s.m, s.n, false}; }
-
-// y (m, n) = bf16(acc + b): the forward's bias add and its one rounding, for bf16 activations.
-// A thread per pair of adjacent columns (storage.cuh): one division finds the bias column of
-// two elements, moved as an 8-byte read and a 4-byte store when `paired`.
-__global__ void add_bias_to_bf16(int64_t m, int64_t n, bool paired, const float* acc,
-                                 const float* b, uint16_t* y) {
-  DDPM_GRID_STRIDE(i, m * ColumnPair::pairs(n)) {
-    const ColumnPair p(i, n);
-    float v[2];
-    load_cols(acc + p.row * n, p.col, p.count, paired, v);
-    if (b) {
-      v[0] += b[p.col];
-      if (p.count == 2) v[1] += b[p.col + 1];
-    }
-    store_cols(y + p.row * n, p.col, p.count, paired, v);
-  }
-}
 
 }  // namespace
 
@@ -177,8 +162,8 @@ void linear_bf16_forward(const LinearShape& s, const uint16_t* x, const float* w
   const uint16_t* wb = ws.weights(w, w_bf16, s.k * s.n);
   float* acc = reinterpret_cast<float*>(ws.next);
   forward_product(Operands::Bf16, s, x, wb, acc);
-  DDPM_LAUNCH(add_bias_to_bf16, grid_for(s.m * ColumnPair::pairs(s.n)), kThreads)(
-      s.m, s.n, rows_pair(s.n, acc) && rows_pair(s.n, y), acc, b, y);
+  // y = bf16(acc + b): the bias add and its one rounding (row_adds.cuh)
+  add_to_rows(s.m, s.n, 1, acc, b, nullptr, static_cast<const uint16_t*>(nullptr), y);
 }
 
 int64_t linear_bf16_activations_backward_workspace(const LinearShape& s) {
