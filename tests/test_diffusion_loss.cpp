@@ -19,6 +19,9 @@
 #include "models/ddpm/trainer.h"
 #include "models/unet/image_train.h"
 #include "engine/file_io.h"
+#if DDPM_WITH_CUDA
+#include "kernels/cuda/diffusion_loss.cuh"
+#endif
 #include "tests/test_util.h"
 
 namespace ddpm {
@@ -325,8 +328,8 @@ TEST(DiffusionLoss, UnfusedPathRejectsBytes) {
 
 // x_t and dpred: every operation is a single correctly rounded float op on both sides and eps
 // is bit-identical (engine/philox.h), so the same bits. per_sample and loss: float partial
-// sums of up to 1024 squares in a tree, then over chunks, against double sums on the CPU:
-// 1e-5 relative (dim up to 3072: sqrt(#terms) ulp growth is ~1e-6).
+// sums of up to 1024 squares (2048 in the deep mapping) in a tree, then over chunks, against
+// double sums on the CPU: 1e-5 relative (dim up to 12288: sqrt(#terms) ulp growth, ~7e-6).
 void expect_cuda_matches_cpu(const Shape& shape) {
   for (const Case& c : all_cases()) {
     SCOPED_TRACE(describe(c) + " " + shape.str());
@@ -345,6 +348,67 @@ TEST(CudaDiffusionLoss, MatchesTheCpuReference) {
   expect_cuda_matches_cpu(Shape{3, 32, 32, 3});   // CIFAR images: 3 chunks, 16-byte path
   expect_cuda_matches_cpu(Shape{2, 64, 64, 3});   // 12 chunks per sample
   expect_cuda_matches_cpu(Shape{1, 1025});        // one element past a chunk
+}
+
+#if DDPM_WITH_CUDA
+// Holds the CUDA kernels to a mapping (kernels/cuda/diffusion_loss.cuh: quads of 4 elements a
+// thread) for its scope, then gives the choice back to the batch's size.
+class ForcedQuads {
+ public:
+  explicit ForcedQuads(int quads) { cuda::set_diffusion_loss_quads(quads); }
+  ~ForcedQuads() { cuda::set_diffusion_loss_quads(0); }
+  ForcedQuads(const ForcedQuads&) = delete;
+  ForcedQuads& operator=(const ForcedQuads&) = delete;
+};
+#endif
+
+// The CUDA kernels' mapping by the batch's size, shape arithmetic only (no device): one quad a
+// thread (chunks of 1024 elements) below 2^22 elements of the batch, two (2048) from there.
+TEST(DiffusionLoss, TheCudaKernelsMappingFollowsTheBatchSize) {
+#if DDPM_WITH_CUDA
+  const auto chunks = [](int64_t n, int64_t dim) {
+    DiffusionLossShape s;
+    s.n = n;
+    s.dim = dim;
+    return cuda::loss_chunks(s);
+  };
+  EXPECT_EQ(chunks(128, 3072), 3);    // the CIFAR-10 step
+  EXPECT_EQ(chunks(1365, 3072), 3);   // 4,193,280 elements, one sample short of 2^22
+  EXPECT_EQ(chunks(1366, 3072), 2);   // 4,196,352
+  EXPECT_EQ(chunks(64, 196608), 96);  // kernel-bench's 64x256x256x3
+  {
+    const ForcedQuads deep(2);
+    EXPECT_EQ(chunks(128, 3072), 2);
+  }
+  {
+    const ForcedQuads shallow(1);
+    EXPECT_EQ(chunks(64, 196608), 192);
+  }
+  EXPECT_EQ(chunks(64, 196608), 96);  // by size again
+  test::expect_error([] { cuda::set_diffusion_loss_quads(4); }, {"4 quads", "1 and 2"});
+#else
+  GTEST_SKIP() << "built without CUDA";
+#endif
+}
+
+// The deep mapping (forced, at sizes the emulation runs quickly) held to the CPU like the
+// shallow one: x_t and dpred the same bits, so also the shallow mapping's bits. Shapes around
+// its chunk of 2048 elements: a sample of 1.5 chunks (the last chunk's second quads past
+// dim), one quad into a second chunk, the element-wise path inside a chunk and one element
+// into a second, whole chunks; then the bytes with the flip, eps regenerated, two runs.
+TEST(CudaDiffusionLoss, TheDeepMappingMatchesTheCpuReference) {
+  REQUIRE_GPU();
+#if DDPM_WITH_CUDA
+  const ForcedQuads deep(2);
+  expect_cuda_matches_cpu(Shape{3, 32, 32, 3});
+  expect_cuda_matches_cpu(Shape{2, 2052});
+  expect_cuda_matches_cpu(Shape{5, 6, 7, 3});
+  expect_cuda_matches_cpu(Shape{1, 2049});
+  expect_cuda_matches_cpu(Shape{2, 64, 64, 3});
+  expect_bytes_match_floats(Device::CUDA);
+  expect_eps_regenerated(Device::CUDA);
+  expect_two_runs_identical(Device::CUDA);
+#endif
 }
 
 TEST(CudaDiffusionLoss, FusedMatchesTheUnfusedChainOnTheGpu) {

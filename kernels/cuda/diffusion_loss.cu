@@ -3,12 +3,30 @@
 // kernels/cpu/diffusion_loss.h and kernels/diffusion_loss_math.h (shared with the CPU).
 //
 // Work mapping: a 1-D grid of n x chunks blocks (x only: its limit is 2^31 - 1, where y and
-// z stop at 65,535): block j * chunks + c owns elements [c * kChunk, (c+1) * kChunk) of
-// sample j, so every element's sample, timestep and coefficients are the block's constants.
-// kChunk = 4 elements per thread x 256 threads: one Philox call yields 4 normals, so with
-// dim % 4 == 0 a thread draws exactly its own 4 values from one call and moves them with one
-// 16-byte load/store (kVec4). Otherwise each element calls Philox for its own block of 4
-// (4x the arithmetic, same result).
+// z stop at 65,535): block j * chunks + c owns chunk c of sample j, so every element's
+// sample, timestep and coefficients are the block's constants. A thread moves quads, 4
+// consecutive elements: one Philox call yields 4 normals, so with dim % 4 == 0 a thread draws
+// exactly a quad's values from one call and moves them with one 16-byte load/store (kVec4).
+// Otherwise each element calls Philox for its own block of 4 (4x the arithmetic, same result).
+//
+// How many quads a thread moves (a chunk is 256 threads x 4 x that): one (shallow), or two
+// (deep) from 2^22 elements of the batch. What sets it is latency, not bandwidth. A thread's
+// work is ~300 instructions a quad (Philox's 10 rounds, then Box-Muller with the portable log
+// and sincos: engine/philox.h; counted in the sm_90 SASS) after a chain of dependent loads
+// (the step's keys; t[j], then the tables), and it needs its loads back before it can store.
+// One quad deep, a thread has 16 bytes (32 with x0) in flight, and an H200 running the
+// shallow kernel alone moved 28% of the peak bandwidth at 64x256x256x3, where the v target
+// (1.5x the bytes) took 3% longer than epsilon: the time was not DRAM's. Deep, each thread
+// issues every load of its quads before any arithmetic, so they are in flight behind the
+// Philox work, the division of the loss's scale waits until after it, and the prologue is
+// paid once per 8 elements. Two quads, not four: the loss kernel then holds 8 pred values
+// (16 with x0) and takes 46 registers (ptxas, sm_90), five blocks of 256 an SM, 40 KB of
+// loads in flight per SM on epsilon (80 on v); four quads took 82 registers, two blocks, the
+// same bytes in flight with 16 warps instead of 40 to hide Philox's dependent multiplies.
+// Small batches keep the shallow mapping: their grid is a wave or less, where more blocks
+// run the same work with more warps (the CIFAR-10 step's 128 x 3072: 384 blocks, the same
+// partial sums as the kernel before the deep mapping). The loss's partial sums depend on the
+// mapping (x_t and dpred never do); the mapping depends on the shape only.
 //
 // Loss reduction, deterministic: each block sums its squared errors with a fixed-order tree
 // (block_sum) into partial[j][c]; finish_kernel (one block) then sums each sample's partials
@@ -19,9 +37,11 @@
 //
 // Bytes at minimum per element (f32): corrupt reads x0 and writes x_t (8; 5 from bytes); the
 // loss reads pred and writes dpred (8), plus x0 for the x0 / v targets (12; 9 from bytes).
-// Nothing else touches DRAM: eps costs ~40 integer/float instructions per 4 values instead
-// of 4 bytes written and 4 bytes read back per use.
+// Nothing else touches DRAM: eps costs ~75 instructions per value (above) instead of 4 bytes
+// written and 4 bytes read back per use.
 #include <cstdint>
+#include <initializer_list>
+#include <type_traits>
 
 #include "engine/cuda_check.h"
 #include "kernels/cuda/diffusion_loss.cuh"
@@ -34,119 +54,211 @@ namespace {
 
 using namespace diffusion;
 
-constexpr int kPerThread = 4;                      // one Philox call's worth of normals
-constexpr int64_t kChunk = kThreads * kPerThread;  // elements per block
+constexpr int kPerQuad = 4;  // elements of a quad: one Philox call's worth of normals
 
-// The four eps values of elements i .. i+3 of sample j (vector path: j * dim + i is a
-// multiple of 4, so they are exactly one Philox block). s has its keys read (.base is the
-// value): every kernel starts with read_step_keys.
-__device__ __forceinline__ Normal4 eps4(const DiffusionLossShape& s, int64_t j, int64_t i) {
-  return philox_normal4(s.noise_seed, s.noise_stream.base,
-                        static_cast<uint64_t>(j * s.dim + i) >> 2);
-}
-__device__ __forceinline__ float eps1(const DiffusionLossShape& s, int64_t j, int64_t i) {
-  return philox_normal(s.noise_seed, s.noise_stream.base, static_cast<uint64_t>(j * s.dim + i));
-}
+// The mapping's depth: quads each thread moves (module comment). Shallow below kDeepFrom
+// elements of the batch, deep from there; set_diffusion_loss_quads can force either.
+constexpr int kShallowQuads = 1, kDeepQuads = 2;
+constexpr int64_t kDeepFrom = int64_t{1} << 22;
+int forced_quads = 0;  // 0: by size
 
-// Per-block constants: the sample's coefficients.
-struct SampleCoefs {
-  float a, b;         // sqrt(abar_t), sqrt(1 - abar_t)
-  float w_t;          // loss weight of the timestep
-  float batch_weight; // w_t * importance / n
-  bool mirror;
-};
-__device__ __forceinline__ SampleCoefs coefs(const DiffusionLossShape& s,
-                                             const DiffusionLossTables<float>& tab, int64_t j) {
-  const int t = tab.t[j];
-  SampleCoefs c;
-  c.a = tab.sqrt_abar[t];
-  c.b = tab.sqrt_one_minus_abar[t];
-  c.w_t = tab.weight[t];
-  c.batch_weight = c.w_t * (tab.importance ? tab.importance[j] : 1.0f) / static_cast<float>(s.n);
-  c.mirror = mirrored(s, j);
-  return c;
+int quads_for(const DiffusionLossShape& s) {
+  if (forced_quads) return forced_quads;
+  return s.n * s.dim >= kDeepFrom ? kDeepQuads : kShallowQuads;
 }
 
-// The sample and chunk a block of the 1-D grid owns.
-struct BlockPlace {
-  int64_t sample, chunk;
-};
-__device__ __forceinline__ BlockPlace block_place(const DiffusionLossShape& s) {
-  const int64_t chunks = (s.dim + kChunk - 1) / kChunk;
-  return {blockIdx.x / chunks, blockIdx.x % chunks};
+// Elements a block of kQuads-deep threads owns.
+template <int kQuads>
+constexpr int64_t chunk_elements() { return int64_t{kThreads} * kPerQuad * kQuads; }
+
+// The elements a thread owns in its block's chunk (from base): value r (of 4 kQuads) is
+// element base + 4 (q kThreads + tid) + r % 4 with q = r / 4 on the 16-byte path (quad q of
+// the thread; a warp's quads are 512 consecutive bytes), else base + r kThreads + tid
+// (consecutive threads, consecutive elements). One quad deep, the same elements as every
+// earlier version of this kernel, so the same sums and bits.
+template <bool kVec4>
+__device__ __forceinline__ int64_t element(int64_t base, int r) {
+  return kVec4 ? base + kPerQuad * ((r / kPerQuad) * kThreads + threadIdx.x) + r % kPerQuad
+               : base + r * kThreads + threadIdx.x;
 }
 
-// grid n x chunks: x_t = a x0 + b eps.
-template <class X0, bool kVec4>
-__global__ void corrupt_kernel(DiffusionLossShape keyed, DiffusionLossTables<float> tab,
-                               const X0* x0, float* x_t) {
-  const DiffusionLossShape s = read_step_keys(keyed);
-  const BlockPlace place = block_place(s);
-  const int64_t j = place.sample;
-  const SampleCoefs k = coefs(s, tab, j);
-  const int64_t base = place.chunk * kChunk;
-  float* out = x_t + j * s.dim;
-  if (kVec4) {
-    const int64_t i = base + threadIdx.x * kPerThread;
-    if (i >= s.dim) return;
-    const Normal4 e = eps4(s, j, i);
-    float4 v;
-    v.x = corrupt_value(k.a, k.b, x0_value<float>(s, x0, j, i + 0, k.mirror), e.v[0]);
-    v.y = corrupt_value(k.a, k.b, x0_value<float>(s, x0, j, i + 1, k.mirror), e.v[1]);
-    v.z = corrupt_value(k.a, k.b, x0_value<float>(s, x0, j, i + 2, k.mirror), e.v[2]);
-    v.w = corrupt_value(k.a, k.b, x0_value<float>(s, x0, j, i + 3, k.mirror), e.v[3]);
-    *reinterpret_cast<float4*>(out + i) = v;
-  } else {
-    for (int r = 0; r < kPerThread; ++r) {
-      const int64_t i = base + r * kThreads + threadIdx.x;  // coalesced across the block
-      if (i < s.dim)
-        out[i] = corrupt_value(k.a, k.b, x0_value<float>(s, x0, j, i, k.mirror), eps1(s, j, i));
+// v[r] = row[element r] (0 past dim), every load issued before any use: one 16-byte load a
+// quad on the 16-byte path (a quad is inside dim whole or not at all: dim % 4 == 0).
+template <bool kVec4, int kValues>
+__device__ __forceinline__ void load_values(const float* row, int64_t base, int64_t dim,
+                                            float (&v)[kValues]) {
+#pragma unroll
+  for (int q = 0; q < kValues / kPerQuad; ++q) {
+    if constexpr (kVec4) {
+      const int64_t i = element<true>(base, kPerQuad * q);
+      const float4 f = i < dim ? *reinterpret_cast<const float4*>(row + i) : float4{};
+      v[kPerQuad * q + 0] = f.x;
+      v[kPerQuad * q + 1] = f.y;
+      v[kPerQuad * q + 2] = f.z;
+      v[kPerQuad * q + 3] = f.w;
+    } else {
+#pragma unroll
+      for (int e = 0; e < kPerQuad; ++e) {
+        const int64_t i = element<false>(base, kPerQuad * q + e);
+        v[kPerQuad * q + e] = i < dim ? row[i] : 0.0f;
+      }
     }
   }
+}
+
+// The same for sample j's x0: as load_values for f32 rows on the 16-byte path, element by
+// element otherwise (bytes decoded, and read mirrored when the sample is).
+template <class X0, bool kVec4, int kValues>
+__device__ __forceinline__ void load_x0(const DiffusionLossShape& s, const X0* x0, int64_t j,
+                                        int64_t base, bool mirror, float (&v)[kValues]) {
+  if constexpr (std::is_same_v<X0, float> && kVec4) {
+    load_values<true>(x0 + j * s.dim, base, s.dim, v);
+  } else {
+#pragma unroll
+    for (int r = 0; r < kValues; ++r) {
+      const int64_t i = element<kVec4>(base, r);
+      v[r] = i < s.dim ? x0_value<float>(s, x0, j, i, mirror) : 0.0f;
+    }
+  }
+}
+
+// d[r] to row[element r] for the elements inside dim: one 16-byte store a quad on the
+// 16-byte path.
+template <bool kVec4, int kValues>
+__device__ __forceinline__ void store_values(float* row, int64_t base, int64_t dim,
+                                             const float (&d)[kValues]) {
+#pragma unroll
+  for (int q = 0; q < kValues / kPerQuad; ++q) {
+    if constexpr (kVec4) {
+      const int64_t i = element<true>(base, kPerQuad * q);
+      if (i < dim)
+        *reinterpret_cast<float4*>(row + i) =
+            make_float4(d[kPerQuad * q], d[kPerQuad * q + 1], d[kPerQuad * q + 2],
+                        d[kPerQuad * q + 3]);
+    } else {
+#pragma unroll
+      for (int e = 0; e < kPerQuad; ++e) {
+        const int64_t i = element<false>(base, kPerQuad * q + e);
+        if (i < dim) row[i] = d[kPerQuad * q + e];
+      }
+    }
+  }
+}
+
+// eps of values 4q .. 4q+3 (those inside dim; the others are never used): one Philox call
+// on the 16-byte path, where they are one Philox block (j dim + i is a multiple of 4), one
+// call per element otherwise (4x the arithmetic, the same values). s has its keys read
+// (.base is the value): every kernel starts with read_step_keys.
+template <bool kVec4>
+__device__ __forceinline__ Normal4 quad_eps(const DiffusionLossShape& s, int64_t j,
+                                            int64_t base, int q) {
+  if constexpr (kVec4)
+    return philox_normal4(
+        s.noise_seed, s.noise_stream.base,
+        static_cast<uint64_t>(j * s.dim + element<true>(base, kPerQuad * q)) >> 2);
+  else {
+    Normal4 e;
+#pragma unroll
+    for (int k = 0; k < kPerQuad; ++k) {
+      const int64_t i = element<false>(base, kPerQuad * q + k);
+      e.v[k] = i < s.dim ? philox_normal(s.noise_seed, s.noise_stream.base,
+                                         static_cast<uint64_t>(j * s.dim + i))
+                         : 0.0f;
+    }
+    return e;
+  }
+}
+// Whether value r is inside dim; on the 16-byte path, its whole quad is.
+template <bool kVec4>
+__device__ __forceinline__ bool inside(const DiffusionLossShape& s, int64_t base, int r) {
+  return element<kVec4>(base, kVec4 ? r / kPerQuad * kPerQuad : r) < s.dim;
+}
+
+// Per-block constants: the sample's coefficients, loads only (t[j], then the tables), so
+// that nothing waits on them before it uses them.
+struct SampleCoefs {
+  float a, b;        // sqrt(abar_t), sqrt(1 - abar_t)
+  float w_t;         // loss weight of the timestep
+  float importance;  // the sample's importance weight, 1 without
+};
+__device__ __forceinline__ SampleCoefs coefs(const DiffusionLossTables<float>& tab, int64_t j) {
+  const int t = tab.t[j];
+  return {tab.sqrt_abar[t], tab.sqrt_one_minus_abar[t], tab.weight[t],
+          tab.importance ? tab.importance[j] : 1.0f};
+}
+// The sample's weight in the batch mean, w_t * importance / n (a division: computed where it
+// is used, after the arithmetic that does not need it).
+__device__ __forceinline__ float batch_weight(const SampleCoefs& c, int64_t n) {
+  return c.w_t * c.importance / static_cast<float>(n);
+}
+
+// The sample, and the first element of the chunk, a block of the 1-D grid owns.
+struct BlockPlace {
+  int64_t sample, base;
+};
+template <int kQuads>
+__device__ __forceinline__ BlockPlace block_place(const DiffusionLossShape& s) {
+  const int64_t chunks = (s.dim + chunk_elements<kQuads>() - 1) / chunk_elements<kQuads>();
+  return {blockIdx.x / chunks, blockIdx.x % chunks * chunk_elements<kQuads>()};
+}
+
+// grid n x chunks: x_t = a x0 + b eps. The loads of x0 go out first, so they are in flight
+// while the coefficients' loads and Philox's arithmetic run.
+template <class X0, bool kVec4, int kQuads>
+__global__ void corrupt_kernel(DiffusionLossShape keyed, DiffusionLossTables<float> tab,
+                               const X0* x0, float* x_t) {
+  constexpr int kValues = kPerQuad * kQuads;
+  const DiffusionLossShape s = read_step_keys(keyed);
+  const BlockPlace place = block_place<kQuads>(s);
+  const int64_t j = place.sample, base = place.base;
+  float x[kValues], out[kValues] = {};  // out past dim: never stored
+  load_x0<X0, kVec4>(s, x0, j, base, mirrored(s, j), x);
+  const SampleCoefs k = coefs(tab, j);
+#pragma unroll
+  for (int q = 0; q < kQuads; ++q) {
+    if (kVec4 && !inside<true>(s, base, kPerQuad * q)) break;  // and every later quad
+    const Normal4 e = quad_eps<kVec4>(s, j, base, q);
+#pragma unroll
+    for (int v = 0; v < kPerQuad; ++v)
+      out[kPerQuad * q + v] = corrupt_value(k.a, k.b, x[kPerQuad * q + v], e.v[v]);
+  }
+  store_values<kVec4>(x_t + j * s.dim, base, s.dim, out);
 }
 
 // grid n x chunks: dpred = scale (pred - target), partial[j][chunk] = sum (pred - target)^2.
-template <class X0, bool kVec4>
+// The loads of pred (and x0) go out first, as in the corruption.
+template <class X0, bool kVec4, int kQuads>
 __global__ void loss_kernel(DiffusionLossShape keyed, DiffusionLossTables<float> tab,
                             const float* pred, const X0* x0, float* dpred, float* partial) {
+  constexpr int kValues = kPerQuad * kQuads;
   __shared__ float scratch[32];
   const DiffusionLossShape s = read_step_keys(keyed);
-  const BlockPlace place = block_place(s);
-  const int64_t j = place.sample;
-  const SampleCoefs k = coefs(s, tab, j);
-  const float scale = grad_scale(k.batch_weight, s.dim);
-  const bool needs_x0 = s.target != DiffusionTarget::Epsilon;
-  const int64_t base = place.chunk * kChunk;
-  const float* p = pred + j * s.dim;
-  float* dp = dpred + j * s.dim;
+  const BlockPlace place = block_place<kQuads>(s);
+  const int64_t j = place.sample, base = place.base;
+  // p: pred, then in place pred - target, then dpred (a second array would cost 4 kQuads
+  // registers); x: x0 for the x0 and v targets
+  float p[kValues], x[kValues] = {};
+  load_values<kVec4>(pred + j * s.dim, base, s.dim, p);
+  if (s.target != DiffusionTarget::Epsilon) load_x0<X0, kVec4>(s, x0, j, base, mirrored(s, j), x);
+  const SampleCoefs k = coefs(tab, j);
   float sq = 0.0f;
-  if (kVec4) {
-    const int64_t i = base + threadIdx.x * kPerThread;
-    if (i < s.dim) {
-      const Normal4 e = eps4(s, j, i);
-      const float4 pv = *reinterpret_cast<const float4*>(p + i);
-      const float pr[4] = {pv.x, pv.y, pv.z, pv.w};
-      float d[4];
 #pragma unroll
-      for (int r = 0; r < 4; ++r) {
-        const float x = needs_x0 ? x0_value<float>(s, x0, j, i + r, k.mirror) : 0.0f;
-        const float diff = pr[r] - target_value(s.target, k.a, k.b, x, e.v[r]);
-        d[r] = scale * diff;
-        sq += diff * diff;
-      }
-      *reinterpret_cast<float4*>(dp + i) = make_float4(d[0], d[1], d[2], d[3]);
-    }
-  } else {
-    for (int r = 0; r < kPerThread; ++r) {
-      const int64_t i = base + r * kThreads + threadIdx.x;
-      if (i < s.dim) {
-        const float x = needs_x0 ? x0_value<float>(s, x0, j, i, k.mirror) : 0.0f;
-        const float diff = p[i] - target_value(s.target, k.a, k.b, x, eps1(s, j, i));
-        dp[i] = scale * diff;
-        sq += diff * diff;
-      }
+  for (int q = 0; q < kQuads; ++q) {
+    if (kVec4 && !inside<true>(s, base, kPerQuad * q)) break;
+    const Normal4 e = quad_eps<kVec4>(s, j, base, q);
+#pragma unroll
+    for (int v = 0; v < kPerQuad; ++v) {
+      const int r = kPerQuad * q + v;
+      if (!kVec4 && !inside<false>(s, base, r)) continue;
+      const float diff = p[r] - target_value(s.target, k.a, k.b, x[r], e.v[v]);
+      p[r] = diff;
+      sq += diff * diff;
     }
   }
+  const float scale = grad_scale(batch_weight(k, s.n), s.dim);
+#pragma unroll
+  for (int r = 0; r < kValues; ++r) p[r] = scale * p[r];  // past dim: never stored
+  store_values<kVec4>(dpred + j * s.dim, base, s.dim, p);
   sq = block_sum(sq, scratch);
   if (threadIdx.x == 0) partial[blockIdx.x] = sq;  // = partial[j][chunk]
 }
@@ -161,39 +273,90 @@ __global__ void finish_kernel(DiffusionLossShape keyed, DiffusionLossTables<floa
     float sq = 0.0f;
     for (int c = 0; c < chunks; ++c) sq += partial[j * chunks + c];
     const float mse = sq / static_cast<float>(s.dim);
-    const SampleCoefs k = coefs(s, tab, j);
+    const SampleCoefs k = coefs(tab, j);
     per_sample[j] = k.w_t * mse;
-    contribution += k.batch_weight * mse;
+    contribution += batch_weight(k, s.n) * mse;
   }
   contribution = block_sum(contribution, scratch);
   if (threadIdx.x == 0) *loss = contribution;
 }
 
-// The 16-byte path needs whole quads per sample and 16-byte aligned rows.
-bool vec4_ok(const DiffusionLossShape& s, const void* a, const void* b) {
-  return s.dim % 4 == 0 && reinterpret_cast<uintptr_t>(a) % 16 == 0 &&
-         reinterpret_cast<uintptr_t>(b) % 16 == 0;
+// The 16-byte path needs whole quads per sample and 16-byte aligned rows: of every pointer
+// it moves by 16 bytes (null: not read; a byte x0 is read element by element).
+bool vec4_ok(const DiffusionLossShape& s, std::initializer_list<const void*> rows) {
+  bool ok = s.dim % kPerQuad == 0;
+  for (const void* r : rows) ok = ok && reinterpret_cast<uintptr_t>(r) % 16 == 0;
+  return ok;
+}
+template <class X0>
+const void* vec4_x0(const X0* x0) {
+  return std::is_same_v<X0, float> ? x0 : nullptr;
 }
 
+// The n x chunks grid of a kQuads-deep mapping, and the kernel's launch on it for the
+// mapping the shape gets (quads_for) and its path: kernel<kVec4, kQuads> as a functor
+// template picks the instantiation.
+template <int kQuads>
 dim3 chunk_grid(const DiffusionLossShape& s) {
-  CHECK(s.n * loss_chunks(s) <= 2147483647,
-        "diffusion loss: " << s.n << " samples of " << s.dim
-                           << " values need more blocks than a grid has");
-  return dim3(static_cast<unsigned>(s.n * loss_chunks(s)));
+  const int64_t blocks = s.n * ((s.dim + chunk_elements<kQuads>() - 1) / chunk_elements<kQuads>());
+  CHECK(blocks <= 2147483647, "diffusion loss: " << s.n << " samples of " << s.dim
+                                                 << " values need more blocks than a grid has");
+  return dim3(static_cast<unsigned>(blocks));
 }
+template <class Launch>
+void launch_mapped(const DiffusionLossShape& s, bool vec4, Launch launch) {
+  const bool deep = quads_for(s) == kDeepQuads;
+  if (vec4 && deep) launch.template run<true, kDeepQuads>(chunk_grid<kDeepQuads>(s));
+  else if (vec4) launch.template run<true, kShallowQuads>(chunk_grid<kShallowQuads>(s));
+  else if (deep) launch.template run<false, kDeepQuads>(chunk_grid<kDeepQuads>(s));
+  else launch.template run<false, kShallowQuads>(chunk_grid<kShallowQuads>(s));
+}
+
+// The two kernels' launches, for launch_mapped.
+template <class X0>
+struct CorruptLaunch {
+  const DiffusionLossShape& s;
+  const DiffusionLossTables<float>& tab;
+  const X0* x0;
+  float* x_t;
+  template <bool kVec4, int kQuads>
+  void run(dim3 grid) const {
+    DDPM_LAUNCH((corrupt_kernel<X0, kVec4, kQuads>), grid, kThreads)(s, tab, x0, x_t);
+  }
+};
+template <class X0>
+struct LossLaunch {
+  const DiffusionLossShape& s;
+  const DiffusionLossTables<float>& tab;
+  const float* pred;
+  const X0* x0;
+  float *dpred, *partial;
+  template <bool kVec4, int kQuads>
+  void run(dim3 grid) const {
+    DDPM_LAUNCH((loss_kernel<X0, kVec4, kQuads>), grid, kThreads)(s, tab, pred, x0, dpred,
+                                                                 partial);
+  }
+};
 
 }  // namespace
 
-int64_t loss_chunks(const DiffusionLossShape& s) { return (s.dim + kChunk - 1) / kChunk; }
+int64_t loss_chunks(const DiffusionLossShape& s) {
+  const int64_t chunk = kThreads * int64_t{kPerQuad} * quads_for(s);
+  return (s.dim + chunk - 1) / chunk;
+}
+
+void set_diffusion_loss_quads(int quads) {
+  CHECK(quads == 0 || quads == kShallowQuads || quads == kDeepQuads,
+        "diffusion loss: " << quads << " quads a thread; the mappings are " << kShallowQuads
+                           << " and " << kDeepQuads << " (0: by size)");
+  forced_quads = quads;
+}
 
 template <class X0>
 void diffusion_corrupt(const DiffusionLossShape& s, const DiffusionLossTables<float>& tab,
                        const X0* x0, float* x_t) {
   if (s.n * s.dim == 0) return;
-  if (vec4_ok(s, x_t, x_t))
-    DDPM_LAUNCH((corrupt_kernel<X0, true>), chunk_grid(s), kThreads)(s, tab, x0, x_t);
-  else
-    DDPM_LAUNCH((corrupt_kernel<X0, false>), chunk_grid(s), kThreads)(s, tab, x0, x_t);
+  launch_mapped(s, vec4_ok(s, {x_t, vec4_x0(x0)}), CorruptLaunch<X0>{s, tab, x0, x_t});
 }
 
 template <class X0>
@@ -201,14 +364,10 @@ void diffusion_loss(const DiffusionLossShape& s, const DiffusionLossTables<float
                     const float* pred, const X0* x0, float* dpred, float* per_sample,
                     float* loss, float* partial) {
   if (s.n * s.dim == 0) return;
-  if (vec4_ok(s, pred, dpred))
-    DDPM_LAUNCH((loss_kernel<X0, true>), chunk_grid(s), kThreads)(s, tab, pred, x0, dpred, partial);
-  else
-    DDPM_LAUNCH((loss_kernel<X0, false>), chunk_grid(s), kThreads)(
-        s, tab, pred, x0, dpred, partial);
-  DDPM_LAUNCH(finish_kernel, 1, kThreads)(
-      s, tab, static_cast<int>(loss_chunks(s)), partial, per_sample,
-                                 loss);
+  launch_mapped(s, vec4_ok(s, {pred, dpred, vec4_x0(x0)}),
+                LossLaunch<X0>{s, tab, pred, x0, dpred, partial});
+  DDPM_LAUNCH(finish_kernel, 1, kThreads)(s, tab, static_cast<int>(loss_chunks(s)), partial,
+                                          per_sample, loss);
 }
 
 template void diffusion_corrupt<float>(const DiffusionLossShape&,

@@ -12,6 +12,11 @@ namespace ddpm::cuda {
 // Chunks of each sample the loss kernel reduces separately; `partial` holds n x chunks floats.
 int64_t loss_chunks(const DiffusionLossShape& s);
 
+// The kernels' mapping (diffusion_loss.cu): 1 or 2 quads of 4 elements a thread, or 0 (the
+// default) for the choice by the batch's size. Changes which partial sums the loss adds, so
+// its last bits, never x_t's or dpred's. For tests and benchmarks.
+void set_diffusion_loss_quads(int quads);
+
 template <class X0>
 void diffusion_corrupt(const DiffusionLossShape& s, const DiffusionLossTables<float>& tab,
                        const X0* x0 /* (n, dim) */, float* x_t /* (n, dim) */);
