@@ -207,10 +207,15 @@ run_profile() {
     echo "profile: ncu not installed, skipped" | tee "$out/profile.status"
     return
   fi
-  # One launch of each loss kernel per NVTX range, hardware DRAM bytes and duration.
+  # One launch of each loss kernel per NVTX range, hardware DRAM bytes and duration, and how
+  # busy the issue slots and DRAM were (which of the two bounds the fused kernels:
+  # docs/fused-loss.md, "What limits it").
+  local loss_metrics=dram__bytes_read.sum,dram__bytes_write.sum,gpu__time_duration.sum
+  loss_metrics+=,smsp__issue_active.avg.pct_of_peak_sustained_active
+  loss_metrics+=,dram__throughput.avg.pct_of_peak_sustained_elapsed
   within 300 "$ncu_bin" --nvtx --nvtx-include "loss fused/" --nvtx-include "corrupt fused (f32 x0)/" \
     --nvtx-include "corrupt fused (u8 x0, flip)/" --nvtx-include "loss unfused/" \
-    --launch-count 60 --metrics dram__bytes_read.sum,dram__bytes_write.sum,gpu__time_duration.sum \
+    --launch-count 60 --metrics "$loss_metrics" \
     --csv "$build/apps/kernel-bench" loss > "$out/ncu-loss.csv" 2> "$out/ncu-loss.log"
   echo "ncu exit $?" | tee "$out/profile.status"
   # Shared-memory wavefronts and bank conflicts (ncu's shared-memory table: shared loads and
