@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "engine/ops.h"
+#include "engine/philox.h"
 #include "models/data/image_dataset.h"
 #include "models/data/synthetic_images.h"
 #include "models/ddpm/losses.h"
@@ -221,14 +222,46 @@ void expect_eps_regenerated(Device d) {
 
 TEST(DiffusionLoss, LossRegeneratesTheCorruptionsEpsBitForBit) { expect_eps_regenerated(Device::CPU); }
 
+// Images whose rows are not whole quads of bytes (W C % 4 != 0), so that the CUDA kernels'
+// quads of bytes (kernels/cuda/diffusion_loss.cu) cross pixels and rows, and with one channel
+// every element is its own pixel; the bytes take many of the 256 values.
+class OddImages : public ImageDataset {
+ public:
+  OddImages(int64_t h, int64_t w, int64_t c) : h_(h), w_(w), c_(c) {}
+  int64_t size() const override { return 64; }
+  int64_t height() const override { return h_; }
+  int64_t width() const override { return w_; }
+  int64_t channels() const override { return c_; }
+  void get(int64_t i, uint8_t* out) const override {
+    for (int64_t k = 0; k < h_ * w_ * c_; ++k)
+      out[k] = static_cast<uint8_t>((i * 61 + k * 7) % 256);
+  }
+
+ private:
+  int64_t h_, w_, c_;
+};
+
+// The datasets the bytes tests run: the synthetic 32x32 RGB images, 4x5 RGB (a row is 15
+// bytes) and 4x7 grey (7).
+std::vector<std::shared_ptr<const ImageDataset>> byte_datasets() {
+  return {std::make_shared<SyntheticImages>(64, 5), std::make_shared<OddImages>(4, 5, 3),
+          std::make_shared<OddImages>(4, 7, 1)};
+}
+
 // Bytes decoded (u / 127.5 - 1) and mirrored in the kernel give the batcher's float batch
-// exactly, so x_t and the loss are the same bits either way.
-void expect_bytes_match_floats(Device d) {
-  auto data = std::make_shared<SyntheticImages>(64, 5);
+// exactly, so x_t and the loss are the same bits either way. The batch mirrors some of its
+// samples and not others (checked: the flip rule's draws).
+void expect_bytes_match_floats(Device d, std::shared_ptr<const ImageDataset> data) {
+  SCOPED_TRACE(std::to_string(data->height()) + "x" + std::to_string(data->width()) + "x" +
+               std::to_string(data->channels()));
   ImageBatcher batcher(data, 6, 9, /*random_flip=*/true);
   const int64_t step = 3;
   const Tensor floats = batcher.batch(step);
   const ImageBatcher::Bytes bytes = batcher.batch_bytes(step);
+  int mirrored = 0;
+  for (uint64_t j = 0; j < 6; ++j)
+    mirrored += philox_uniform(bytes.flip_seed, bytes.flip_stream, bytes.flip_first + j) < 0.5f;
+  ASSERT_TRUE(bytes.flip && mirrored > 0 && mirrored < 6) << mirrored << " of 6 mirrored";
   for (Target target : {Target::X0, Target::V}) {
     Problem p({target, LossKind::Simple, false}, floats.shape(), DType::F32);
     p.x0 = floats;
@@ -248,7 +281,7 @@ void expect_bytes_match_floats(Device d) {
 }
 
 TEST(DiffusionLoss, BytesDecodedAndFlippedInKernelMatchTheBatcher) {
-  expect_bytes_match_floats(Device::CPU);
+  for (const auto& data : byte_datasets()) expect_bytes_match_floats(Device::CPU, data);
 }
 
 // Fixed-order sums only (no atomics, no thread-count-dependent order): the same bits twice.
@@ -405,7 +438,7 @@ TEST(CudaDiffusionLoss, TheDeepMappingMatchesTheCpuReference) {
   expect_cuda_matches_cpu(Shape{5, 6, 7, 3});
   expect_cuda_matches_cpu(Shape{1, 2049});
   expect_cuda_matches_cpu(Shape{2, 64, 64, 3});
-  expect_bytes_match_floats(Device::CUDA);
+  for (const auto& data : byte_datasets()) expect_bytes_match_floats(Device::CUDA, data);
   expect_eps_regenerated(Device::CUDA);
   expect_two_runs_identical(Device::CUDA);
 #endif
@@ -424,7 +457,7 @@ TEST(CudaDiffusionLoss, LossRegeneratesTheCorruptionsEpsBitForBit) {
 
 TEST(CudaDiffusionLoss, BytesDecodedAndFlippedInKernelMatchTheBatcher) {
   REQUIRE_GPU();
-  expect_bytes_match_floats(Device::CUDA);
+  for (const auto& data : byte_datasets()) expect_bytes_match_floats(Device::CUDA, data);
 }
 
 TEST(CudaDiffusionLoss, TwoRunsGiveTheSameBits) {

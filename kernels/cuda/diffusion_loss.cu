@@ -106,13 +106,70 @@ __device__ __forceinline__ void load_values(const float* row, int64_t base, int6
   }
 }
 
-// The same for sample j's x0: as load_values for f32 rows on the 16-byte path, element by
-// element otherwise (bytes decoded, and read mirrored when the sample is).
+// The 4 bytes of elements i .. i+3 of image img (NHWC), read mirrored left-right when
+// `mirror`: the source of element i is found once (two divisions), the next three step from it
+// (the next channel, else the pixel to its left in the source, else the next row), where
+// x0_value divides for every element (three 32-bit divisions, ~55 instructions); the same
+// sources.
+__device__ __forceinline__ void load_byte_quad(const DiffusionLossShape& s, const uint8_t* img,
+                                               int64_t i, bool mirror, uint32_t* raw) {
+  if (!mirror) {
+#pragma unroll
+    for (int e = 0; e < kPerQuad; ++e) raw[e] = img[i + e];
+    return;
+  }
+  // 32-bit index arithmetic: one image is far below 2^32 bytes
+  const uint32_t c = static_cast<uint32_t>(s.c), w = static_cast<uint32_t>(s.w), row = w * c;
+  const uint32_t ii = static_cast<uint32_t>(i), y0 = ii / row, x0 = (ii - y0 * row) / c;
+  uint32_t y = y0, x = x0, ch = ii - y0 * row - x0 * c;
+#pragma unroll
+  for (int e = 0; e < kPerQuad; ++e) {
+    raw[e] = img[y * row + (w - 1 - x) * c + ch];
+    if (++ch == c) {
+      ch = 0;
+      if (++x == w) {
+        x = 0;
+        ++y;
+      }
+    }
+  }
+}
+
+// Bytes to [-1, 1] through a table in shared memory: the block's 256 threads decode the 256
+// byte values once (byte_to_unit, so the same bits), where each element divided by 127.5 (a
+// correctly rounded division, ~10 instructions). Every thread of the block calls it.
+__device__ __forceinline__ const float* byte_units() {
+  static_assert(kThreads == 256, "a thread per byte value");
+  __shared__ float units[256];
+  units[threadIdx.x] = byte_to_unit(static_cast<uint8_t>(threadIdx.x));
+  __syncthreads();
+  return units;
+}
+
+// The same for sample j's x0: f32 rows as load_values on the 16-byte path; bytes on it a quad
+// at a time (load_byte_quad), decoded by the table after every load is out; element by
+// element otherwise (x0_value: bytes decoded, and read mirrored when the sample is). On the
+// 16-byte path with bytes every thread of the block must call it (the table's barrier).
 template <class X0, bool kVec4, int kValues>
 __device__ __forceinline__ void load_x0(const DiffusionLossShape& s, const X0* x0, int64_t j,
                                         int64_t base, bool mirror, float (&v)[kValues]) {
   if constexpr (std::is_same_v<X0, float> && kVec4) {
     load_values<true>(x0 + j * s.dim, base, s.dim, v);
+  } else if constexpr (kVec4) {
+    uint32_t raw[kValues];
+#pragma unroll
+    for (int q = 0; q < kValues / kPerQuad; ++q) {
+      const int64_t i = element<true>(base, kPerQuad * q);
+      if (i < s.dim) {
+        load_byte_quad(s, x0 + j * s.dim, i, mirror, raw + kPerQuad * q);
+      } else {
+#pragma unroll
+        for (int e = 0; e < kPerQuad; ++e) raw[kPerQuad * q + e] = 0;
+      }
+    }
+    const float* unit = byte_units();
+#pragma unroll
+    for (int r = 0; r < kValues; ++r) v[r] = unit[raw[r]];
   } else {
 #pragma unroll
     for (int r = 0; r < kValues; ++r) {
