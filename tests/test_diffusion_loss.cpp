@@ -381,6 +381,8 @@ TEST(CudaDiffusionLoss, MatchesTheCpuReference) {
   expect_cuda_matches_cpu(Shape{3, 32, 32, 3});   // CIFAR images: 3 chunks, 16-byte path
   expect_cuda_matches_cpu(Shape{2, 64, 64, 3});   // 12 chunks per sample
   expect_cuda_matches_cpu(Shape{1, 1025});        // one element past a chunk
+  expect_cuda_matches_cpu(Shape{1, 40000});       // 40 chunks: the finish's lanes take two
+  expect_cuda_matches_cpu(Shape{40, 2, 2, 3});    // 40 samples: its warps take two
 }
 
 #if DDPM_WITH_CUDA

@@ -25,15 +25,16 @@
 // same bytes in flight with 16 warps instead of 40 to hide Philox's dependent multiplies.
 // Small batches keep the shallow mapping: their grid is a wave or less, where more blocks
 // run the same work with more warps (the CIFAR-10 step's 128 x 3072: 384 blocks, the same
-// partial sums as the kernel before the deep mapping). The loss's partial sums depend on the
+// partials as the kernel before the deep mapping). The loss's partial sums depend on the
 // mapping (x_t and dpred never do); the mapping depends on the shape only.
 //
 // Loss reduction, deterministic: each block sums its squared errors with a fixed-order tree
 // (block_sum) into partial[j][c]; finish_kernel (one block) then sums each sample's partials
-// in chunk order, forms mse_j, per_sample_j = w_t mse_j and the batch loss with another fixed
-// tree. No float atomics anywhere, so two runs give the same bits. The gradient needs no
-// reduction (its scale 2 w_t importance_j / (n dim) is known up front) and is written in the
-// same pass. Launches: corrupt 1; loss 2 (the data pass and a finish over n x chunks floats).
+// with a warp (a fixed order: below), forms mse_j, per_sample_j = w_t mse_j and the batch
+// loss with another fixed tree. No float atomics anywhere, so two runs give the same bits.
+// The gradient needs no reduction (its scale 2 w_t importance_j / (n dim) is known up front)
+// and is written in the same pass. Launches: corrupt 1; loss 2 (the data pass and a finish
+// over n x chunks floats).
 //
 // Bytes at minimum per element (f32): corrupt reads x0 and writes x_t (8; 5 from bytes); the
 // loss reads pred and writes dpred (8), plus x0 for the x0 / v targets (12; 9 from bytes).
@@ -320,19 +321,30 @@ __global__ void loss_kernel(DiffusionLossShape keyed, DiffusionLossTables<float>
   if (threadIdx.x == 0) partial[blockIdx.x] = sq;  // = partial[j][chunk]
 }
 
-// One block: per-sample sums over chunks in order, then the batch loss by a fixed tree.
+// One block of kFinishThreads: warp w sums samples w, w + 32, ...: lane l adds the sample's
+// chunks l, l + 32, ... in order and a fixed shuffle tree (warp_sum) adds the lanes, so a
+// sample's partials are read 32 at a time. (A thread per sample, adding its chunks in turn,
+// waited on ~chunks / 4 round trips to L2 with the compiler's unrolling: 192 chunks at
+// 64x256x256x3 in the shallow mapping, several microseconds beside a loss kernel of tens.)
+// Lane 0 adds its warp's contributions in sample order, and the block's fixed tree the
+// warps': deterministic.
+constexpr int kFinishThreads = 1024;  // 32 warps: block_sum's most
 __global__ void finish_kernel(DiffusionLossShape keyed, DiffusionLossTables<float> tab,
                               int chunks, const float* partial, float* per_sample, float* loss) {
   __shared__ float scratch[32];
   const DiffusionLossShape s = read_step_keys(keyed);
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
   float contribution = 0.0f;
-  for (int64_t j = threadIdx.x; j < s.n; j += blockDim.x) {
+  for (int64_t j = warp; j < s.n; j += warps) {
     float sq = 0.0f;
-    for (int c = 0; c < chunks; ++c) sq += partial[j * chunks + c];
-    const float mse = sq / static_cast<float>(s.dim);
-    const SampleCoefs k = coefs(tab, j);
-    per_sample[j] = k.w_t * mse;
-    contribution += batch_weight(k, s.n) * mse;
+    for (int c = lane; c < chunks; c += 32) sq += partial[j * chunks + c];
+    sq = warp_sum(sq);
+    if (lane == 0) {
+      const float mse = sq / static_cast<float>(s.dim);
+      const SampleCoefs k = coefs(tab, j);
+      per_sample[j] = k.w_t * mse;
+      contribution += batch_weight(k, s.n) * mse;
+    }
   }
   contribution = block_sum(contribution, scratch);
   if (threadIdx.x == 0) *loss = contribution;
@@ -423,8 +435,8 @@ void diffusion_loss(const DiffusionLossShape& s, const DiffusionLossTables<float
   if (s.n * s.dim == 0) return;
   launch_mapped(s, vec4_ok(s, {pred, dpred, vec4_x0(x0)}),
                 LossLaunch<X0>{s, tab, pred, x0, dpred, partial});
-  DDPM_LAUNCH(finish_kernel, 1, kThreads)(s, tab, static_cast<int>(loss_chunks(s)), partial,
-                                          per_sample, loss);
+  DDPM_LAUNCH(finish_kernel, 1, kFinishThreads)(s, tab, static_cast<int>(loss_chunks(s)),
+                                                partial, per_sample, loss);
 }
 
 template void diffusion_corrupt<float>(const DiffusionLossShape&,
