@@ -215,6 +215,8 @@ run_profile() {
   loss_metrics+=,dram__throughput.avg.pct_of_peak_sustained_elapsed
   within 300 "$ncu_bin" --nvtx --nvtx-include "loss fused/" --nvtx-include "corrupt fused (f32 x0)/" \
     --nvtx-include "corrupt fused (u8 x0, flip)/" --nvtx-include "loss unfused/" \
+    --nvtx-include "loss fused, one quad a thread/" \
+    --nvtx-include "loss fused, two quads a thread/" \
     --launch-count 60 --metrics "$loss_metrics" \
     --csv "$build/apps/kernel-bench" loss > "$out/ncu-loss.csv" 2> "$out/ncu-loss.log"
   echo "ncu exit $?" | tee "$out/profile.status"

@@ -167,6 +167,12 @@ TEST(BenchSmoke, EveryMemoryLinearAndLossRowRuns) {
   for (const auto section : {bench::bench_memory_bound, bench::bench_linear, bench::bench_loss}) {
     const std::map<std::string, int> rows = run_section(section);
     EXPECT_GE(rows.size(), 3u) << "a section that adds almost no rows";
+    if (section == bench::bench_loss) {  // the smoke shape's mapping (one quad) and the other
+      for (const char* row :
+           {"loss fwd+bwd / fused", "loss fwd+bwd / fused, two quads a thread",
+            "corrupt / fused f32 x0", "corrupt / fused f32 x0, two quads a thread"})
+        EXPECT_EQ(rows.count(row), 1u) << row;
+    }
     if (section != bench::bench_memory_bound) continue;
     // group norm in every mapping onto blocks, in f32 and bf16 storage
     for (const std::string mapping :

@@ -385,41 +385,36 @@ TEST(CudaDiffusionLoss, MatchesTheCpuReference) {
   expect_cuda_matches_cpu(Shape{40, 2, 2, 3});    // 40 samples: its warps take two
 }
 
-#if DDPM_WITH_CUDA
-// Holds the CUDA kernels to a mapping (kernels/cuda/diffusion_loss.cuh: quads of 4 elements a
-// thread) for its scope, then gives the choice back to the batch's size.
-class ForcedQuads {
- public:
-  explicit ForcedQuads(int quads) { cuda::set_diffusion_loss_quads(quads); }
-  ~ForcedQuads() { cuda::set_diffusion_loss_quads(0); }
-  ForcedQuads(const ForcedQuads&) = delete;
-  ForcedQuads& operator=(const ForcedQuads&) = delete;
-};
-#endif
-
 // The CUDA kernels' mapping by the batch's size, shape arithmetic only (no device): one quad a
 // thread (chunks of 1024 elements) below 2^22 elements of the batch, two (2048) from there.
 TEST(DiffusionLoss, TheCudaKernelsMappingFollowsTheBatchSize) {
 #if DDPM_WITH_CUDA
-  const auto chunks = [](int64_t n, int64_t dim) {
+  const auto shape = [](int64_t n, int64_t dim) {
     DiffusionLossShape s;
     s.n = n;
     s.dim = dim;
-    return cuda::loss_chunks(s);
+    return s;
   };
+  const auto chunks = [&](int64_t n, int64_t dim) { return cuda::loss_chunks(shape(n, dim)); };
+  const DiffusionLossShape cifar = shape(128, 3072), big = shape(64, 196608);
+  EXPECT_EQ(cuda::diffusion_loss_quads(cifar), 1);
   EXPECT_EQ(chunks(128, 3072), 3);    // the CIFAR-10 step
   EXPECT_EQ(chunks(1365, 3072), 3);   // 4,193,280 elements, one sample short of 2^22
   EXPECT_EQ(chunks(1366, 3072), 2);   // 4,196,352
+  EXPECT_EQ(cuda::diffusion_loss_quads(big), 2);
   EXPECT_EQ(chunks(64, 196608), 96);  // kernel-bench's 64x256x256x3
   {
-    const ForcedQuads deep(2);
+    const cuda::ForcedLossQuads deep(2);
+    EXPECT_EQ(cuda::diffusion_loss_quads(cifar), 2);
     EXPECT_EQ(chunks(128, 3072), 2);
   }
   {
-    const ForcedQuads shallow(1);
+    const cuda::ForcedLossQuads shallow(1);
+    EXPECT_EQ(cuda::diffusion_loss_quads(big), 1);
     EXPECT_EQ(chunks(64, 196608), 192);
   }
-  EXPECT_EQ(chunks(64, 196608), 96);  // by size again
+  EXPECT_EQ(cuda::diffusion_loss_quads(big), 2);  // by size again
+  EXPECT_EQ(chunks(64, 196608), 96);
   test::expect_error([] { cuda::set_diffusion_loss_quads(4); }, {"4 quads", "1 and 2"});
 #else
   GTEST_SKIP() << "built without CUDA";
@@ -434,7 +429,7 @@ TEST(DiffusionLoss, TheCudaKernelsMappingFollowsTheBatchSize) {
 TEST(CudaDiffusionLoss, TheDeepMappingMatchesTheCpuReference) {
   REQUIRE_GPU();
 #if DDPM_WITH_CUDA
-  const ForcedQuads deep(2);
+  const cuda::ForcedLossQuads deep(2);
   expect_cuda_matches_cpu(Shape{3, 32, 32, 3});
   expect_cuda_matches_cpu(Shape{2, 2052});
   expect_cuda_matches_cpu(Shape{5, 6, 7, 3});

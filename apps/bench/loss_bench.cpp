@@ -15,6 +15,10 @@
 //                                                                         28E moved (v: 40E)
 //   step     fused / unfused   both of the above plus the host transfers a training step
 //                              makes (timesteps up, per-sample losses and the loss down)
+// The fused kernels move one quad of 4 elements a thread below 2^22 elements of the batch,
+// two from there (kernels/cuda/diffusion_loss.cu); the fused corrupt (f32 x0) and loss rows
+// are measured once more on the mapping the size does not choose ("..., one quad a thread"
+// or "..., two quads a thread"), so that a run shows what the choice buys at each size.
 // "moved" counts each kernel's operands (a model; Nsight Compute's dram__bytes measures the
 // hardware figure: docs/fused-loss.md gives the command). GB/s and the fraction of peak use
 // the *minimum* bytes: the useful bandwidth. Launches, memsets and copies are counted by the
@@ -27,6 +31,7 @@
 #include "apps/bench/bench.h"
 #include "engine/device.h"
 #include "engine/ops.h"
+#include "kernels/cuda/diffusion_loss.cuh"
 #include "models/ddpm/losses.h"
 #include "models/ddpm/parameterization.h"
 #include "models/ddpm/schedule.h"
@@ -132,6 +137,23 @@ void bench_loss(const Options& o, Timer& timer, Report& report) {
         diffusion_corrupt(b.bytes, t, b.byte_spec);
       });
       add(report, "corrupt", b, "fused u8 x0 + flip", corrupt_u8, 5, 5);
+      // the fused corrupt and loss again on the other mapping
+      DiffusionLossShape mapped;
+      mapped.n = shape[0];
+      mapped.dim = shape.numel() / shape[0];
+      const int other = cuda::diffusion_loss_quads(mapped) == 1 ? 2 : 1;
+      const std::string other_name = other == 1 ? "one quad a thread" : "two quads a thread";
+      Measured corrupt_other, loss_other;
+      {
+        const cuda::ForcedLossQuads forced(other);
+        corrupt_other = measure(timer, ("corrupt fused (f32 x0), " + other_name).c_str(), [&] {
+          diffusion_corrupt(b.x0, t, b.spec);
+        });
+        loss_other = measure(timer, ("loss fused, " + other_name).c_str(), [&] {
+          diffusion_loss_fused(b.pred, b.x0, t, Tensor(), b.spec);
+        });
+      }
+      add(report, "corrupt", b, "fused f32 x0, " + other_name, corrupt_other, 8, 8);
       const Measured corrupt_unfused = measure(timer, "corrupt unfused", [&] {
         const Tensor eps = randn(b.shape, kSeed, kNoiseStream, Device::CUDA);
         make_x_t(lv, b.x0, eps);
@@ -156,6 +178,7 @@ void bench_loss(const Options& o, Timer& timer, Report& report) {
       fused_row.extra["speedup_vs_unfused"] = loss_unfused.ms / loss.ms;
       const double loss_gbs = fused_row.rate, loss_fraction = fused_row.fraction;
       add(report, "loss fwd+bwd", b, "unfused chain", loss_unfused, v ? 12 : 8, v ? 40 : 28);
+      add(report, "loss fwd+bwd", b, "fused, " + other_name, loss_other, v ? 12 : 8, v ? 12 : 8);
 
       const Measured step = measure(timer, "step fused", [&] {
         const Tensor tt = timestep_tensor(b.t, b.schedule.T, Device::CUDA);

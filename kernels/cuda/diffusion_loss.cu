@@ -409,6 +409,8 @@ struct LossLaunch {
 
 }  // namespace
 
+int diffusion_loss_quads(const DiffusionLossShape& s) { return quads_for(s); }
+
 int64_t loss_chunks(const DiffusionLossShape& s) {
   const int64_t chunk = kThreads * int64_t{kPerQuad} * quads_for(s);
   return (s.dim + chunk - 1) / chunk;

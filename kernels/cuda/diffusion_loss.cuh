@@ -16,6 +16,17 @@ int64_t loss_chunks(const DiffusionLossShape& s);
 // default) for the choice by the batch's size. Changes which partial sums the loss adds, so
 // its last bits, never x_t's or dpred's. For tests and benchmarks.
 void set_diffusion_loss_quads(int quads);
+// The quads a thread moves for shape s: the forced mapping, else the choice by size.
+int diffusion_loss_quads(const DiffusionLossShape& s);
+// set_diffusion_loss_quads(quads) for a scope, then the choice by size again, however the
+// scope ends.
+class ForcedLossQuads {
+ public:
+  explicit ForcedLossQuads(int quads) { set_diffusion_loss_quads(quads); }
+  ~ForcedLossQuads() { set_diffusion_loss_quads(0); }
+  ForcedLossQuads(const ForcedLossQuads&) = delete;
+  ForcedLossQuads& operator=(const ForcedLossQuads&) = delete;
+};
 
 template <class X0>
 void diffusion_corrupt(const DiffusionLossShape& s, const DiffusionLossTables<float>& tab,
