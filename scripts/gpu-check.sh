@@ -207,9 +207,10 @@ run_profile() {
     echo "profile: ncu not installed, skipped" | tee "$out/profile.status"
     return
   fi
-  # One launch of each loss kernel per NVTX range, hardware DRAM bytes and duration, and how
-  # busy the issue slots and DRAM were (which of the two bounds the fused kernels:
-  # docs/fused-loss.md, "What limits it").
+  # Each loss kernel's launches in its NVTX range, at both shapes (--once: two calls a row,
+  # ~120 launches in all, where 20 timed runs a row spent the launch count on the CIFAR
+  # shape), hardware DRAM bytes and duration, and how busy the issue slots and DRAM were
+  # (which of the two bounds the fused kernels: docs/fused-loss.md, "What limits it").
   local loss_metrics=dram__bytes_read.sum,dram__bytes_write.sum,gpu__time_duration.sum
   loss_metrics+=,smsp__issue_active.avg.pct_of_peak_sustained_active
   loss_metrics+=,dram__throughput.avg.pct_of_peak_sustained_elapsed
@@ -217,8 +218,8 @@ run_profile() {
     --nvtx-include "corrupt fused (u8 x0, flip)/" --nvtx-include "loss unfused/" \
     --nvtx-include "loss fused, one quad a thread/" \
     --nvtx-include "loss fused, two quads a thread/" \
-    --launch-count 60 --metrics "$loss_metrics" \
-    --csv "$build/apps/kernel-bench" loss > "$out/ncu-loss.csv" 2> "$out/ncu-loss.log"
+    --launch-count 200 --metrics "$loss_metrics" \
+    --csv "$build/apps/kernel-bench" loss --once > "$out/ncu-loss.csv" 2> "$out/ncu-loss.log"
   echo "ncu exit $?" | tee "$out/profile.status"
   # Shared-memory wavefronts and bank conflicts (ncu's shared-memory table: shared loads and
   # stores, LDSM, LDGSTS) of conv v4 and the bf16 flash kernels, on their tests' small
