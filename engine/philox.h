@@ -29,14 +29,24 @@ struct Philox4 {
   uint32_t v[4];
 };
 
+// The high and low words of the 64-bit product a * b. On the GPU __umulhi and a 32-bit
+// multiply, which ptxas fuses into one IMAD.WIDE.U32; the 64-bit product written out, as on
+// the host, compiles there to the same instruction plus an add of zero to each high word
+// (sm_90 SASS of a kernel drawing one Philox block a thread: 95 instructions against 73).
+DDPM_HD uint32_t mul_hi(uint32_t a, uint32_t b) {
+#if defined(__CUDA_ARCH__)
+  return __umulhi(a, b);
+#else
+  return static_cast<uint32_t>((static_cast<uint64_t>(a) * b) >> 32);
+#endif
+}
+
 DDPM_HD Philox4 philox4x32_10(Philox4 ctr, uint32_t k0, uint32_t k1) {
   constexpr uint32_t kMul0 = 0xD2511F53u, kMul1 = 0xCD9E8D57u;   // round multipliers
   constexpr uint32_t kWeyl0 = 0x9E3779B9u, kWeyl1 = 0xBB67AE85u;  // key schedule increments
   for (int round = 0; round < 10; ++round) {
-    const uint64_t p0 = static_cast<uint64_t>(kMul0) * ctr.v[0];
-    const uint64_t p1 = static_cast<uint64_t>(kMul1) * ctr.v[2];
-    const uint32_t hi0 = static_cast<uint32_t>(p0 >> 32), lo0 = static_cast<uint32_t>(p0);
-    const uint32_t hi1 = static_cast<uint32_t>(p1 >> 32), lo1 = static_cast<uint32_t>(p1);
+    const uint32_t hi0 = mul_hi(kMul0, ctr.v[0]), lo0 = kMul0 * ctr.v[0];
+    const uint32_t hi1 = mul_hi(kMul1, ctr.v[2]), lo1 = kMul1 * ctr.v[2];
     ctr = Philox4{{hi1 ^ ctr.v[1] ^ k0, lo1, hi0 ^ ctr.v[3] ^ k1, lo0}};
     k0 += kWeyl0;
     k1 += kWeyl1;

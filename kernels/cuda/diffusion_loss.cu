@@ -11,7 +11,7 @@
 //
 // How many quads a thread moves (a chunk is 256 threads x 4 x that): one (shallow), or two
 // (deep) from 2^22 elements of the batch. What sets it is latency, not bandwidth. A thread's
-// work is ~300 instructions a quad (Philox's 10 rounds, then Box-Muller with the portable log
+// work is ~280 instructions a quad (Philox's 10 rounds, then Box-Muller with the portable log
 // and sincos: engine/philox.h; counted in the sm_90 SASS) after a chain of dependent loads
 // (the step's keys; t[j], then the tables), and it needs its loads back before it can store.
 // One quad deep, a thread has 16 bytes (32 with x0) in flight, and an H200 running the
@@ -38,7 +38,7 @@
 //
 // Bytes at minimum per element (f32): corrupt reads x0 and writes x_t (8; 5 from bytes); the
 // loss reads pred and writes dpred (8), plus x0 for the x0 / v targets (12; 9 from bytes).
-// Nothing else touches DRAM: eps costs ~75 instructions per value (above) instead of 4 bytes
+// Nothing else touches DRAM: eps costs ~70 instructions per value (above) instead of 4 bytes
 // written and 4 bytes read back per use.
 #include <cstdint>
 #include <initializer_list>
