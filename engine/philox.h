@@ -137,12 +137,13 @@ DDPM_HD void portable_sincos_turns(uint32_t j, float* sin_out, float* cos_out) {
   pc = fmaf(x2, pc, 4.16666667e-2f);
   pc = fmaf(x2, pc, -0.5f);
   const float c = fmaf(x2, pc, 1.0f);
-  switch (q & 3) {  // rotate by q quarter turns
-    case 0: *sin_out = s; *cos_out = c; break;
-    case 1: *sin_out = c; *cos_out = -s; break;
-    case 2: *sin_out = -s; *cos_out = -c; break;
-    default: *sin_out = -c; *cos_out = s; break;
-  }
+  // Rotate by q quarter turns, (s, c) to (s, c), (c, -s), (-s, -c), (-c, s), by selects and
+  // sign flips (exact), not a switch: a warp's lanes draw angles in every quadrant, and on a
+  // GPU a switch runs each of its cases in turn.
+  const bool odd = (q & 1) != 0;
+  const float sin_q = odd ? c : s, cos_q = odd ? s : c;
+  *sin_out = (q & 2) != 0 ? -sin_q : sin_q;
+  *cos_out = ((q + 1) & 2) != 0 ? -cos_q : cos_q;
 }
 
 // ---- normal ----
