@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <map>
 #include <mutex>
+#include <utility>
 
 #include "engine/check.h"
 
@@ -18,11 +19,13 @@ namespace ddpm {
 namespace {
 
 std::atomic<bool> g_on{false};
+// The innermost OpShape's shape on this thread; empty outside any.
+thread_local std::string g_shape;
 
 #if DDPM_WITH_CUDA
 // Events are created once and reused: a warm profiled loop creates none.
 struct Record {
-  std::string name;
+  std::string name, shape;
   cudaEvent_t start = nullptr, stop = nullptr;
 };
 
@@ -36,6 +39,7 @@ class Recorder {
     std::lock_guard<std::mutex> lock(mu_);
     Record r;
     r.name = name;
+    r.shape = g_shape;
     r.start = event();
     r.stop = event();
     CUDA_CHECK(cudaEventRecord(r.start, engine_stream()));
@@ -49,6 +53,7 @@ class Recorder {
   std::vector<OpTime> take() {
     std::lock_guard<std::mutex> lock(mu_);
     std::map<std::string, OpTime> by_name;
+    std::map<std::string, std::map<std::string, OpShapeTime>> by_shape;  // name, shape
     for (const Record& r : records_) {
       CUDA_CHECK(cudaEventSynchronize(r.stop));
       float ms = 0;
@@ -57,12 +62,24 @@ class Recorder {
       t.name = r.name;
       ++t.calls;
       t.ms += ms;
+      if (!r.shape.empty()) {
+        OpShapeTime& s = by_shape[r.name][r.shape];
+        s.shape = r.shape;
+        ++s.calls;
+        s.ms += ms;
+      }
       free_.push_back(r.start);
       free_.push_back(r.stop);
     }
     records_.clear();
     std::vector<OpTime> out;
-    for (auto& [name, t] : by_name) out.push_back(t);
+    for (auto& [name, t] : by_name) {
+      for (auto& [shape, s] : by_shape[name]) t.shapes.push_back(s);
+      std::sort(t.shapes.begin(), t.shapes.end(), [](const OpShapeTime& a, const OpShapeTime& b) {
+        return a.ms != b.ms ? a.ms > b.ms : a.shape < b.shape;
+      });
+      out.push_back(t);
+    }
     return out;
   }
 
@@ -87,6 +104,15 @@ class Recorder {
 
 void set_op_profiling(bool on) { g_on = on; }
 bool op_profiling() { return g_on; }
+
+void OpShape::enter(std::string shape) {
+  outer_ = std::move(g_shape);
+  g_shape = std::move(shape);
+  active_ = true;
+}
+OpShape::~OpShape() {
+  if (active_) g_shape = std::move(outer_);
+}
 
 OpTimer::OpTimer(const char* name, bool on_gpu) {
 #if DDPM_WITH_CUDA
@@ -115,7 +141,7 @@ std::vector<OpTime> op_profile_take() {
 #endif
 }
 
-std::string format_op_profile(const std::vector<OpTime>& times, int64_t steps) {
+std::string format_op_profile(const std::vector<OpTime>& times, int64_t steps, int top_shapes) {
   CHECK(steps > 0, "an op profile over " << steps << " steps");
   double sum = 0, calls = 0;
   for (const OpTime& t : times) {
@@ -135,6 +161,32 @@ std::string format_op_profile(const std::vector<OpTime>& times, int64_t steps) {
   }
   std::snprintf(line, sizeof line, "%-40s %10.1f %12.3f %7.1f%%\n", "sum", calls, sum, 100.0);
   out += line;
+  // the costliest (op, shape) pairs, across ops
+  struct Pair {
+    const OpTime* op;
+    const OpShapeTime* shape;
+  };
+  std::vector<Pair> pairs;
+  for (const OpTime& t : times)
+    for (const OpShapeTime& s : t.shapes) pairs.push_back({&t, &s});
+  if (pairs.empty() || top_shapes <= 0) return out;
+  std::stable_sort(pairs.begin(), pairs.end(),
+                   [](const Pair& a, const Pair& b) { return a.shape->ms > b.shape->ms; });
+  if (pairs.size() > static_cast<size_t>(top_shapes)) pairs.resize(top_shapes);
+  char wide[320];
+  std::snprintf(wide, sizeof wide, "\nthe %zu costliest (op, shape) pairs:\n", pairs.size());
+  out += wide;
+  std::snprintf(wide, sizeof wide, "%-26s %-44s %8s %10s %7s %7s\n", "op", "shape",
+                "calls", "ms/step", "share", "of op");
+  out += wide;
+  for (const Pair& p : pairs) {
+    const double ms = p.shape->ms / steps;
+    std::snprintf(wide, sizeof wide, "%-26s %-44s %8.1f %10.3f %6.1f%% %6.1f%%\n",
+                  p.op->name.c_str(), p.shape->shape.c_str(),
+                  static_cast<double>(p.shape->calls) / steps, ms, sum > 0 ? 100 * ms / sum : 0.0,
+                  p.op->ms > 0 ? 100 * p.shape->ms / p.op->ms : 0.0);
+    out += wide;
+  }
   return out;
 }
 

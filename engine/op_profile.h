@@ -20,14 +20,45 @@
 
 namespace ddpm {
 
+// An op's time on calls of one shape (OpShape below).
+struct OpShapeTime {
+  std::string shape;
+  int64_t calls = 0;
+  double ms = 0;
+};
+
 struct OpTime {
   std::string name;
   int64_t calls = 0;
   double ms = 0;  // summed over the calls
+  // The same by the calls' shapes, most time first, where the op names them (OpShape);
+  // calls that name none are not listed here.
+  std::vector<OpShapeTime> shapes;
 };
 
 void set_op_profiling(bool on);
 bool op_profiling();
+
+// The shape the ranges opened on this thread during its lifetime record beside their names:
+// an op entry names its call's shape once (a linear's M x K -> N, a convolution's layer) and
+// every range its kernels open records it, so the profile can say which of a model's many
+// calls of one op take the time. describe() runs only while profiling is on (a string costs
+// host time). Scopes nest; the innermost one applies.
+class OpShape {
+ public:
+  template <class Describe>
+  explicit OpShape(Describe&& describe) {
+    if (op_profiling()) enter(describe());
+  }
+  ~OpShape();
+  OpShape(const OpShape&) = delete;
+  OpShape& operator=(const OpShape&) = delete;
+
+ private:
+  void enter(std::string shape);
+  bool active_ = false;
+  std::string outer_;
+};
 
 // Times the CUDA work queued during its lifetime under `name` when profiling is on and the
 // work is on the GPU (`on_gpu`); nothing otherwise.
@@ -42,10 +73,13 @@ class OpTimer {
   int record_ = -1;  // index of this range's record, -1: not timed
 };
 
-// The times recorded since the last take, by name, most time first; waits for the GPU.
+// The times recorded since the last take, by name (and within each by shape), most time
+// first; waits for the GPU.
 std::vector<OpTime> op_profile_take();
 // A table of `times` averaged over `steps`: name, calls per step, ms per step and share of
-// the sum, then the sum.
-std::string format_op_profile(const std::vector<OpTime>& times, int64_t steps);
+// the sum, then the sum; then, where ops named their shapes, the `top_shapes` costliest
+// (op, shape) pairs with their share of the sum and of their op's time.
+std::string format_op_profile(const std::vector<OpTime>& times, int64_t steps,
+                              int top_shapes = 24);
 
 }  // namespace ddpm

@@ -247,13 +247,51 @@ TEST(CudaModel, TheOpProfileTimesEveryOpOfAStep) {
   // every convolution's forward has its backward
   EXPECT_GT(by_name["conv2d"].calls, 5);
   EXPECT_EQ(by_name["conv2d backward"].calls, by_name["conv2d"].calls);
+  // the ops that name their shapes (OpShape) name them on every call: the linear layers'
+  // M x K -> N, the convolutions' layers, forward and backward
+  for (const char* name : {"linear", "linear backward", "conv2d", "conv2d backward",
+                           "attention", "attention backward", "group_norm_silu_dropout"}) {
+    const OpTime& t = by_name[name];
+    int64_t calls = 0;
+    for (const OpShapeTime& s : t.shapes) calls += s.calls;
+    EXPECT_EQ(calls, t.calls) << name;
+  }
+  EXPECT_GE(by_name["linear"].shapes.size(), 3u);  // time embeddings, skips, attention's
+  EXPECT_NE(by_name["linear"].shapes[0].shape.find(" -> "), std::string::npos);
+  EXPECT_GE(by_name["conv2d"].shapes.size(), 3u);
+  EXPECT_NE(by_name["conv2d"].shapes[0].shape.find(" k3x3 -> "), std::string::npos);
+  EXPECT_TRUE(by_name["diffusion_loss_fused"].shapes.empty());  // names none
   const std::string table = format_op_profile(times, 1);
   std::printf("%s", table.c_str());
   EXPECT_NE(table.find("conv2d backward"), std::string::npos);
   EXPECT_NE(table.find("sum"), std::string::npos);
+  EXPECT_NE(table.find("costliest (op, shape) pairs"), std::string::npos);
   EXPECT_TRUE(op_profile_take().empty());  // taken
   run.step();                               // profiling off
   EXPECT_TRUE(op_profile_take().empty());
+}
+
+// The op profile's table by shape (engine/op_profile.h), on made-up times: the costliest
+// (op, shape) pairs across ops, most time first, at most top_shapes of them, each with its
+// share of the sum and of its op; none without shapes. Needs no GPU.
+TEST(OpProfile, TheTableListsTheCostliestShapesAcrossOps) {
+  const std::vector<OpTime> times = {
+      {"conv2d", 4, 10.0, {{"(1, 8, 8, 4) k3x3 -> 4 stride 1", 3, 9.0},
+                           {"(1, 4, 4, 4) k3x3 -> 4 stride 1", 1, 1.0}}},
+      {"linear", 2, 6.0, {{"16 x 4 -> 8", 2, 6.0}}},
+      {"add", 1, 4.0, {}}};
+  const std::string table = format_op_profile(times, 2, 2);
+  const size_t big = table.find("(1, 8, 8, 4) k3x3 -> 4 stride 1");
+  const size_t lin = table.find("16 x 4 -> 8");
+  ASSERT_NE(big, std::string::npos) << table;
+  ASSERT_NE(lin, std::string::npos) << table;
+  EXPECT_LT(big, lin);                                                   // most time first
+  EXPECT_EQ(table.find("(1, 4, 4, 4)"), std::string::npos) << table;     // past top_shapes
+  EXPECT_NE(table.find("the 2 costliest (op, shape) pairs"), std::string::npos) << table;
+  // 9 of the sum's 20 ms (45%), 90% of conv2d's; per step (2): 4.5 ms, 1.5 calls
+  EXPECT_NE(table.find("     1.5      4.500   45.0%   90.0%"), std::string::npos) << table;
+  const std::vector<OpTime> no_shapes = {{"add", 1, 4.0, {}}};
+  EXPECT_EQ(format_op_profile(no_shapes, 1).find("costliest"), std::string::npos);
 }
 
 // A short GPU training run of the small config into a fresh folder under the test's temp

@@ -3,11 +3,13 @@
 // kernels on tensor cores; on the CPU, the reference or the fast one (set_cpu_kernels).
 #include "engine/flops.h"
 #include "engine/ops.h"
+#include "engine/op_profile.h"
 #include "engine/ops/op_util.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu_fast/attention.h"
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/attention_autotune.cuh"
+#include "kernels/shape_text.h"
 
 namespace ddpm {
 
@@ -118,6 +120,7 @@ Tensor attention_bf16_gemm(const AttentionShape& s, const Tensor& qkv) {
   if (should_record({qkv})) {
     tape().record("attention", {out}, [s, qkv, p, matrices, gq = grad_ref(qkv)](
                                           const std::vector<Tensor>& g) {
+      const OpShape backward_shape([&] { return attention_shape_text(s); });
       count_matmul_flops(4 * attention_flops(s));
       const GradTarget dqkv = grad_target(gq);  // written outright if it is the first
       OpTimer timer("attention backward", true);
@@ -136,6 +139,7 @@ Tensor attention_bf16_gemm(const AttentionShape& s, const Tensor& qkv) {
 // gradients bf16; lse fp32.
 Tensor attention_bf16_activations(const Tensor& qkv, int64_t heads) {
   AttentionShape s = checked_shape(qkv, heads);
+  const OpShape op_shape([&] { return attention_shape_text(s); });
   s.bf16_probs = true;
   count_matmul_flops(2 * attention_flops(s));
   bool by_gemm = false;  // the flash backward's dq by GEMM, dS through memory (attention.cuh)
@@ -157,6 +161,7 @@ Tensor attention_bf16_activations(const Tensor& qkv, int64_t heads) {
   if (should_record({qkv})) {
     tape().record("attention", {out}, [s, qkv, out, lse, by_gemm, gq = grad_ref(qkv)](
                                           const std::vector<Tensor>& g) {
+      const OpShape backward_shape([&] { return attention_shape_text(s); });
       count_matmul_flops(4 * attention_flops(s));
       const Tensor delta = Tensor::empty(Shape{s.b * s.heads * s.l}, DType::F32, Device::CUDA);
       const GradTarget dqkv = grad_target(gq);  // written outright if it is the first
@@ -182,6 +187,7 @@ Tensor attention(const Tensor& qkv, int64_t heads) {
   if (detail::any_bf16({qkv})) return cast(attention(detail::widen(qkv), heads), DType::BF16);
   detail::check_float("attention", "qkv", qkv);
   AttentionShape s = checked_shape(qkv, heads);
+  const OpShape op_shape([&] { return attention_shape_text(s); });
   // Under bf16 the two products multiply bf16 operands: q, k, v and dout rounded here (the
   // flash kernels round them themselves), P and dS inside the kernels (bf16_probs).
   s.bf16_probs = precision() == Precision::BF16 && qkv.dtype() == DType::F32;
@@ -212,6 +218,7 @@ Tensor attention(const Tensor& qkv, int64_t heads) {
     const Tensor saved_out = on_gpu && kernels != CudaAttention::Straightforward ? out : Tensor();
     tape().record("attention", {out}, [s, kernels, operand, qkv_op, lse, saved_out,
                                        gq = grad_ref(qkv)](const std::vector<Tensor>& g) {
+      const OpShape backward_shape([&] { return attention_shape_text(s); });
       // the GPU's kernels write dqkv outright if it is the first gradient; the CPU's add
       const GradTarget dqkv_to = grad_target(gq);
       const Tensor dqkv = detail::buffer_on(dqkv_to, qkv_op.device());

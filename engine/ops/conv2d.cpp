@@ -5,6 +5,7 @@
 #include "engine/device.h"
 #include "engine/flops.h"
 #include "engine/ops.h"
+#include "engine/op_profile.h"
 #include "engine/ops/op_util.h"
 #include "engine/weight_copy.h"
 #include "kernels/cpu/conv2d.h"
@@ -14,6 +15,7 @@
 #include "kernels/cuda/conv2d_bf16.cuh"
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/gemm_sm90.cuh"
+#include "kernels/shape_text.h"
 
 namespace ddpm {
 
@@ -163,6 +165,7 @@ Tensor conv2d_add_bf16(const Tensor& x, const Tensor& w, const Tensor& b,
                        const Conv2dParams& p, const Tensor& v, const Tensor& r,
                        std::optional<uint64_t> counted) {
   const Conv2dShape s = checked_shape(x, w, b, p, v, r);
+  const OpShape op_shape([&] { return conv_shape_text(s); });
   const uint64_t flops = counted.value_or(conv2d_flops(s));
   const BroadcastShape bs{s.n, s.out_h() * s.out_w(), s.c_out, true};
   Tensor y = Tensor::empty(Shape{s.n, s.out_h(), s.out_w(), s.c_out}, DType::BF16, x.device());
@@ -181,6 +184,7 @@ Tensor conv2d_add_bf16(const Tensor& x, const Tensor& w, const Tensor& b,
     tape().record("conv2d", {y}, [s, bs, flops, x, w, gx = grad_ref(x), gw = grad_ref(w),
                                   gb = grad_ref(b), gv = grad_ref(v),
                                   gr = grad_ref(r)](const std::vector<Tensor>& g) {
+      const OpShape backward_shape([&] { return conv_shape_text(s); });
       // dx and dw written outright if they are the first contributions
       const GradTarget dx = grad_target(gx), dw = grad_target(gw);
       const Tensor db = detail::grad_or_null(gb);
@@ -265,6 +269,7 @@ Tensor conv2d_add_impl(const Tensor& x, const Tensor& w, const Tensor& b, const 
   for (const Tensor* t : {&w, &b, &v, &r})
     if (t->defined()) detail::check_compatible("conv2d", "w, b, v and r", *t, "x", x);
   const Conv2dShape s = checked_shape(x, w, b, p, v, r);
+  const OpShape op_shape([&] { return conv_shape_text(s); });
   const Shape y_shape{s.n, s.out_h(), s.out_w(), s.c_out};
   const BroadcastShape bs{s.n, s.out_h() * s.out_w(), s.c_out, true};
   Tensor y = Tensor::empty(y_shape, x.dtype(), x.device());
@@ -294,6 +299,7 @@ Tensor conv2d_add_impl(const Tensor& x, const Tensor& w, const Tensor& b, const 
     tape().record("conv2d", {y}, [s, bs, flops, x, w, gx = grad_ref(x), gw = grad_ref(w),
                                   gb = grad_ref(b), gv = grad_ref(v),
                                   gr = grad_ref(r)](const std::vector<Tensor>& g) {
+      const OpShape backward_shape([&] { return conv_shape_text(s); });
       const Tensor db = detail::grad_or_null(gb);
       if (gx || gw || db.defined())
         conv_backward(s, x, w, g[0], grad_target(gx), grad_target(gw), db, flops);

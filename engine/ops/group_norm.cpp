@@ -3,6 +3,7 @@
 #include <string>
 
 #include "engine/ops.h"
+#include "engine/op_profile.h"
 #include "engine/ops/op_util.h"
 #include "kernels/cpu/group_norm.h"
 #include "kernels/cpu/group_norm_bf16.h"
@@ -10,6 +11,7 @@
 #include "kernels/cpu_fast/group_norm.h"
 #include "kernels/cpu_fast/random.h"
 #include "kernels/cuda/group_norm.cuh"
+#include "kernels/shape_text.h"
 
 namespace ddpm {
 
@@ -56,6 +58,7 @@ Tensor group_norm_impl(const char* op, const Tensor& x, const Tensor& gamma, con
   detail::check_compatible(op, "gamma", gamma, "x", x);
   detail::check_compatible(op, "beta", beta, "x", x);
   const GroupNormShape s = checked_shape(op, x, gamma, beta, groups, eps);
+  const OpShape op_shape([&] { return group_norm_shape_text(s); });
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   Tensor mean = Tensor::empty(Shape{s.n, groups}, x.dtype(), x.device());
   Tensor rstd = Tensor::empty(Shape{s.n, groups}, x.dtype(), x.device());
@@ -86,6 +89,7 @@ Tensor group_norm_impl(const char* op, const Tensor& x, const Tensor& gamma, con
   if (should_record({x, gamma, beta})) {
     tape().record(op, {y}, [op, silu, s, drop, x, gamma, beta, mean, rstd, gx = grad_ref(x),
                             gg = grad_ref(gamma), gb = grad_ref(beta)](const std::vector<Tensor>& g) {
+      const OpShape backward_shape([&] { return group_norm_shape_text(s); });
       // dx: the GPU's kernel and the fast CPU one write it outright when it is x's first
       // gradient; the CPU reference adds
       const GradTarget dx_to = grad_target(gx);
@@ -169,6 +173,7 @@ Tensor group_norm_bf16(const char* op, const Tensor& x, const Tensor& gamma, con
           "op '" << op << "': gamma and beta must be f32 on x's device for bf16 x "
                  << x.describe() << ", got " << (t->defined() ? t->describe() : "undefined"));
   const GroupNormShape s = checked_shape(op, x, gamma, beta, groups, eps);
+  const OpShape op_shape([&] { return group_norm_shape_text(s); });
   using detail::bf16_bits;
   Tensor y = Tensor::empty(x.shape(), DType::BF16, x.device());
   Tensor mean = Tensor::empty(Shape{s.n, groups}, DType::F32, x.device());
@@ -188,6 +193,7 @@ Tensor group_norm_bf16(const char* op, const Tensor& x, const Tensor& gamma, con
     tape().record(op, {y}, [op, silu, s, drop, keys, x, gamma, beta, mean, rstd,
                             gx = grad_ref(x), gg = grad_ref(gamma),
                             gb = grad_ref(beta)](const std::vector<Tensor>& g) {
+      const OpShape backward_shape([&] { return group_norm_shape_text(s); });
       // dx: the GPU's kernel writes it outright when it is x's first gradient; the CPU's add
       const GradTarget dx_to = grad_target(gx);
       const Tensor dx = detail::buffer_on(dx_to, x.device());

@@ -1,11 +1,13 @@
 // Op entry: linear, y (..., N) = x (..., K) w (K, N) + b (N).
 #include "engine/flops.h"
 #include "engine/ops.h"
+#include "engine/op_profile.h"
 #include "engine/ops/op_util.h"
 #include "engine/weight_copy.h"
 #include "kernels/cpu/linear.h"
 #include "kernels/cpu_fast/linear.h"
 #include "kernels/cuda/linear.cuh"
+#include "kernels/shape_text.h"
 
 namespace ddpm {
 
@@ -58,6 +60,7 @@ LinearShape checked_shape(const Tensor& x, const Tensor& w, const Tensor& b) {
 // dy as they are (kernels/cuda/linear.cuh); y and dx bf16, dw and db fp32.
 Tensor linear_bf16_activations(const Tensor& x, const Tensor& w, const Tensor& b) {
   const LinearShape s = checked_shape(x, w, b);
+  const OpShape op_shape([&] { return linear_shape_text(s); });
   Tensor y = Tensor::empty(x.shape().with_last(s.n), DType::BF16, x.device());
   count_matmul_flops(linear_flops(s));
   using detail::bf16_bits;
@@ -71,6 +74,7 @@ Tensor linear_bf16_activations(const Tensor& x, const Tensor& w, const Tensor& b
   if (should_record({x, w, b})) {
     tape().record("linear", {y}, [s, x, w, gx = grad_ref(x), gw = grad_ref(w),
                                   gb = grad_ref(b)](const std::vector<Tensor>& g) {
+      const OpShape backward_shape([&] { return linear_shape_text(s); });
       const Grads grads = backward_grads(s, x, gx, gw, gb);
       const Tensor &dx = grads.dx, &dw = grads.dw, &db = grads.db;
       OpTimer timer("linear backward", true);
@@ -98,6 +102,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   detail::check_compatible("linear", "w", w, "x", x);
   if (b.defined()) detail::check_compatible("linear", "b", b, "x", x);
   const LinearShape s = checked_shape(x, w, b);
+  const OpShape op_shape([&] { return linear_shape_text(s); });
   Tensor y = Tensor::empty(x.shape().with_last(s.n), x.dtype(), x.device());
   count_matmul_flops(linear_flops(s));
   // Under Precision::BF16 / TF32 the CPU multiplies rounded operands in fp32 (exact products,
@@ -127,6 +132,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   if (should_record({x, w, b})) {
     tape().record("linear", {y}, [s, x, w, gx = grad_ref(x), gw = grad_ref(w),
                                   gb = grad_ref(b)](const std::vector<Tensor>& g) {
+      const OpShape backward_shape([&] { return linear_shape_text(s); });
       const Grads grads = backward_grads(s, x, gx, gw, gb);
       const Tensor &dx = grads.dx, &dw = grads.dw, &db = grads.db;
       // bf16 / tf32: dx and dw from rounded operands, db from the fp32 incoming gradient (a
