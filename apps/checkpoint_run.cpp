@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 
 namespace ddpm::app {
@@ -21,6 +22,15 @@ CheckpointRun open_checkpoint_run(const Args& args) {
     // only, so other products drop it.
     if (p != "bf16" && config.contains("activations") && config["activations"] == "bf16")
       config.erase("activations");
+  }
+  if (args.has("cuda-conv")) {  // which kernels multiply, as free to change as how
+    const std::string v = args.get("cuda-conv", "");
+    const std::vector<std::string>& allowed = cuda_conv_values();
+    std::string list;
+    for (const std::string& a : allowed) list += (list.empty() ? "" : ", ") + a;
+    CHECK(std::find(allowed.begin(), allowed.end(), v) != allowed.end(),
+          "option '--cuda-conv' must be one of " << list << ", got '" << v << "'");
+    config["cuda_conv"] = v;
   }
   ImageTrainConfig c = read_image_train_config(config, ckpt + " (stored config)");
   if (args.has("device")) {

@@ -47,8 +47,8 @@ void export_samples(ImageRun& run, const SamplerConfig& sc, int64_t n, int64_t b
 
 int run(int argc, char** argv) {
   const Args args(argc, argv,
-                  {"ckpt", "out", "n", "sampler", "steps", "eta", "seed", "device", "precision", "format",
-                   "batch"},
+                  {"ckpt", "out", "n", "sampler", "steps", "eta", "seed", "device", "precision",
+                   "cuda-conv", "format", "batch"},
                   {"ema", "no-ema", "progressive", "interpolate", "profile", "graph"});
   const std::string out = args.require("out");
   const std::string format = args.get("format", "grid");
@@ -141,8 +141,8 @@ const Command kSample = {
     "sample",
     "usage: ddpm sample --ckpt FILE --out FILE.png [--n N] [--sampler ddpm|ddim] [--steps K]\n"
     "                   [--eta E] [--ema|--no-ema] [--seed S] [--device cpu|cuda]\n"
-    "                   [--precision fp32|tf32|bf16] [--progressive | --interpolate]\n"
-    "                   [--profile | --graph]\n"
+    "                   [--precision fp32|tf32|bf16] [--cuda-conv ALGORITHM]\n"
+    "                   [--progressive | --interpolate] [--profile | --graph]\n"
     "       ddpm sample --ckpt FILE --format npz|png --out FILE.npz|FOLDER --n N [--batch B] ...\n"
     "\n"
     "Draws N samples (default 64) from a checkpoint with its config's sampler, or the one\n"
@@ -153,6 +153,8 @@ const Command kSample = {
     "--profile (CUDA) also the GPU time of every op per step (CUDA events).\n"
     "--graph (CUDA; also the run's cuda_graph key) captures the denoising step as one CUDA\n"
     "graph after one eager step and replays it: the same samples, one launch per step.\n"
+    "--precision and --cuda-conv (the config's cuda_conv values: auto times ours against\n"
+    "cuDNN per layer) change how the products run, not what the checkpoint learnt.\n"
     "--format exports N samples (e.g. 50000) for the FID tools instead of a grid, B at a time\n"
     "(default 256): npz (arr_0, uint8 N x H x W x 3) or a new folder of PNGs.",
     run};

@@ -78,13 +78,13 @@ std::string ConfigReader::string(const std::string& key, const std::string& fall
 }
 
 std::string ConfigReader::choice(const std::string& key, const std::string& fallback,
-                                 std::initializer_list<const char*> options) {
+                                 const std::vector<std::string>& options) {
   std::string list;
-  for (const char* o : options) list += std::string(list.empty() ? "" : ", ") + o;
+  for (const std::string& o : options) list += (list.empty() ? "" : ", ") + o;
   const nlohmann::json* v = get(key);
   const std::string s = v == nullptr ? fallback : v->is_string() ? v->get<std::string>() : "";
   if (v != nullptr && !v->is_string()) bad(key, "must be one of " + list + ", got " + json_text(*v));
-  for (const char* o : options)
+  for (const std::string& o : options)
     if (s == o) return record(key, s, fallback, "one of " + list);
   bad(key, "must be one of " + list + ", got \"" + s + "\"");
 }

@@ -35,7 +35,7 @@ class ConfigReader {
   bool boolean(const std::string& key, bool fallback);
   std::string string(const std::string& key, const std::string& fallback);
   std::string choice(const std::string& key, const std::string& fallback,
-                     std::initializer_list<const char*> options);
+                     const std::vector<std::string>& options);
   std::vector<int64_t> integers(const std::string& key, const std::vector<int64_t>& fallback,
                                 int64_t lo, int64_t hi);
   bool has(const std::string& key) const { return json_.contains(key); }

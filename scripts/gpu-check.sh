@@ -347,6 +347,9 @@ run_sample() {
   sample_pytorch 100 --bf16
   # the same loop as one CUDA graph per denoising step (--graph): same samples, less host
   sample_engine bf16-graph --steps 100 --precision bf16 --graph
+  # and on the faster of ours and cuDNN's convolutions per layer (--cuda-conv auto: the
+  # forward passes are where v4 was 0.5-0.85x cuDNN), as a graph
+  sample_engine bf16-auto-graph --steps 100 --precision bf16 --cuda-conv auto --graph
   # where a denoising step's time goes (a separate, shorter run: the events cost a little)
   sample_engine bf16-profiled --steps 20 --precision bf16 --profile
   sample_engine fp32 --steps 20 --precision fp32

@@ -85,6 +85,12 @@ std::shared_ptr<const ImageDataset> open_dataset(const ImageTrainConfig& c, cons
   return std::make_shared<Cifar10>(Cifar10::load(c.data_dir, split == "train", classes));
 }
 
+const std::vector<std::string>& cuda_conv_values() {
+  static const std::vector<std::string> values = {
+      "tiled", "tensor_core", "bf16_tensor_core", "wgmma", "naive", "cudnn", "auto"};
+  return values;
+}
+
 ImageTrainConfig read_image_train_config(const nlohmann::json& json, const std::string& context) {
   ConfigReader r(json, context);
   ImageTrainConfig c;
@@ -122,9 +128,7 @@ ImageTrainConfig read_image_train_config(const nlohmann::json& json, const std::
   // "auto": the GPU when this machine has one (the main job's choice), else the CPU
   const std::string device = r.choice("device", "cpu", {"cpu", "cuda", "auto"});
   c.device = device == "cuda" || (device == "auto" && cuda_available()) ? Device::CUDA : Device::CPU;
-  const std::string conv =
-      r.choice("cuda_conv", "tiled",
-               {"tiled", "tensor_core", "bf16_tensor_core", "wgmma", "naive", "cudnn", "auto"});
+  const std::string conv = r.choice("cuda_conv", "tiled", cuda_conv_values());
   c.cuda_conv = conv == "naive"              ? ConvAlgorithm::Naive
                 : conv == "tensor_core"      ? ConvAlgorithm::TensorCore
                 : conv == "bf16_tensor_core" ? ConvAlgorithm::Bf16TensorCore

@@ -85,6 +85,9 @@ struct ImageTrainConfig {
 // Errors name the context (file) and key; unknown keys are errors.
 ImageTrainConfig read_image_train_config(const nlohmann::json& json, const std::string& context);
 
+// cuda_conv's values, as the config and `ddpm sample --cuda-conv` spell them.
+const std::vector<std::string>& cuda_conv_values();
+
 // The model, its parameters, the trainer state and the data of one run.
 // The config's dataset, split "train" or "test" (synthetic: a held-out set drawn with
 // another seed).
