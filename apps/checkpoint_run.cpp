@@ -11,27 +11,17 @@ CheckpointRun open_checkpoint_run(const Args& args) {
   const std::string ckpt = args.require("ckpt");
   CheckpointRun r;
   r.info = read_checkpoint_info(ckpt);
-  nlohmann::json config = r.info.config;
-  if (args.has("precision")) {  // how to multiply, not what was learnt: free to change
-    const std::string p = args.get("precision", "");
-    CHECK(p == "fp32" || p == "tf32" || p == "bf16",
-          "option '--precision' must be fp32, tf32 or bf16, got '" << p << "'");
-    config["precision"] = p;
-    // The activations then follow the config's rules (image_train.cpp): bf16 with bf16
-    // products unless it named fp32; a stored "activations": "bf16" goes with bf16 products
-    // only, so other products drop it.
-    if (p != "bf16" && config.contains("activations") && config["activations"] == "bf16")
-      config.erase("activations");
-  }
-  if (args.has("cuda-conv")) {  // which kernels multiply, as free to change as how
-    const std::string v = args.get("cuda-conv", "");
-    const std::vector<std::string>& allowed = cuda_conv_values();
-    std::string list;
-    for (const std::string& a : allowed) list += (list.empty() ? "" : ", ") + a;
-    CHECK(std::find(allowed.begin(), allowed.end(), v) != allowed.end(),
-          "option '--cuda-conv' must be one of " << list << ", got '" << v << "'");
-    config["cuda_conv"] = v;
-  }
+  // how to multiply, not what was learnt: free to change (with_products)
+  const std::string precision = args.get("precision", ""), conv = args.get("cuda-conv", "");
+  CHECK(!args.has("precision") || precision == "fp32" || precision == "tf32" ||
+            precision == "bf16",
+        "option '--precision' must be fp32, tf32 or bf16, got '" << precision << "'");
+  const std::vector<std::string>& convs = cuda_conv_values();
+  std::string list;
+  for (const std::string& a : convs) list += (list.empty() ? "" : ", ") + a;
+  CHECK(!args.has("cuda-conv") || std::find(convs.begin(), convs.end(), conv) != convs.end(),
+        "option '--cuda-conv' must be one of " << list << ", got '" << conv << "'");
+  const nlohmann::json config = with_products(r.info.config, precision, conv);
   ImageTrainConfig c = read_image_train_config(config, ckpt + " (stored config)");
   if (args.has("device")) {
     const std::string d = args.get("device", "");

@@ -303,6 +303,29 @@ TEST(ImageTrain, TheConvolutionKeysReachTheirFields) {
   EXPECT_FALSE(d.cuda_autotune);
 }
 
+// How a checkpoint's products run may change when it is sampled (`ddpm sample --precision
+// --cuda-conv`): the keys given change, and nothing else; bf16 activations stored with bf16
+// products go when the products do not stay bf16.
+TEST(ImageTrain, AStoredConfigTakesNewProductsAndKeepsTheRest) {
+  const nlohmann::json stored =
+      tiny_json({"precision=bf16", "activations=bf16", "cuda_conv=cudnn", "batch_size=3"});
+  const ImageTrainConfig same = read_image_train_config(with_products(stored, "", ""), "t");
+  EXPECT_EQ(same.precision, Precision::BF16);
+  EXPECT_EQ(same.activations, DType::BF16);
+  EXPECT_EQ(same.cuda_conv, ConvAlgorithm::Cudnn);
+  const ImageTrainConfig c = read_image_train_config(with_products(stored, "fp32", "auto"), "t");
+  EXPECT_EQ(c.precision, Precision::F32);
+  EXPECT_EQ(c.activations, DType::F32);
+  EXPECT_EQ(c.cuda_conv, ConvAlgorithm::Auto);
+  EXPECT_EQ(c.batch_size, 3);
+  const ImageTrainConfig d = read_image_train_config(with_products(stored, "", "wgmma"), "t");
+  EXPECT_EQ(d.cuda_conv, ConvAlgorithm::Wgmma);
+  EXPECT_EQ(d.activations, DType::BF16);
+  test::expect_error(
+      [&] { read_image_train_config(with_products(stored, "", "fast"), "ckpt (stored config)"); },
+      {"ckpt (stored config)", "cuda_conv", "fast"});
+}
+
 // `variance` is the model's: the samplers' and the vlb / hybrid loss weights' alike. With
 // fixed_small the weight at t = 0 divides by beta_tilde_0 = 0: refused unless clamped.
 TEST(ImageTrain, TheVarianceKeySetsTheLossWeightsToo) {

@@ -91,6 +91,17 @@ const std::vector<std::string>& cuda_conv_values() {
   return values;
 }
 
+nlohmann::json with_products(nlohmann::json config, const std::string& precision,
+                             const std::string& cuda_conv) {
+  if (!precision.empty()) {
+    config["precision"] = precision;
+    if (precision != "bf16" && config.contains("activations") && config["activations"] == "bf16")
+      config.erase("activations");
+  }
+  if (!cuda_conv.empty()) config["cuda_conv"] = cuda_conv;
+  return config;
+}
+
 ImageTrainConfig read_image_train_config(const nlohmann::json& json, const std::string& context) {
   ConfigReader r(json, context);
   ImageTrainConfig c;

@@ -88,6 +88,14 @@ ImageTrainConfig read_image_train_config(const nlohmann::json& json, const std::
 // cuda_conv's values, as the config and `ddpm sample --cuda-conv` spell them.
 const std::vector<std::string>& cuda_conv_values();
 
+// A checkpoint's stored config with how its products run set anew, which the weights it holds
+// do not depend on (`ddpm sample --precision --cuda-conv`): "precision" and "cuda_conv", each
+// where given (non-empty; read_image_train_config checks the values). A stored
+// "activations": "bf16" goes with bf16 products only, so other products drop it (bf16
+// products then store bf16 activations unless the config named fp32).
+nlohmann::json with_products(nlohmann::json config, const std::string& precision,
+                             const std::string& cuda_conv);
+
 // The model, its parameters, the trainer state and the data of one run.
 // The config's dataset, split "train" or "test" (synthetic: a held-out set drawn with
 // another seed).
