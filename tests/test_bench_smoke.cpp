@@ -112,6 +112,15 @@ TEST(BenchSmoke, EveryConvolutionRowRuns) {
       EXPECT_EQ(rows.count(std::string(kernel) + " / " + variant), 1u)
           << kernel << " / " << variant;
   EXPECT_EQ(rows.count("conv2d wgrad / v4 bf16, bf16 activations and weight copy"), 0u);
+  // and with the forward's and dgrad's gathers in L2 only (the wgrad's are, either way)
+  for (const char* kernel : {"conv2d fwd", "conv2d dgrad"})
+    EXPECT_EQ(rows.count(std::string(kernel) +
+                         " / v4 bf16, gathers in L2 only, bf16 activations and weight copy"),
+              1u)
+        << kernel;
+  EXPECT_EQ(rows.count("conv2d wgrad / v4 bf16, gathers in L2 only, bf16 activations and "
+                       "weight copy"),
+            0u);
   // v4 again on 64x64 warp tiles, the same three and two rows
   for (const char* kernel : {"conv2d fwd", "conv2d dgrad", "conv2d wgrad"})
     EXPECT_EQ(rows.count(std::string(kernel) + " / v4 bf16 (64x64 warps), bf16 activations"), 1u)
@@ -133,6 +142,11 @@ TEST(BenchSmoke, EveryConvolutionRowRuns) {
           << kernel << ring;
     EXPECT_EQ(rows.count(std::string("conv2d wgrad / ") + ring + "bf16 activations"), v5) << ring;
   }
+  for (const char* kernel : {"conv2d fwd", "conv2d dgrad"})
+    EXPECT_EQ(rows.count(std::string(kernel) +
+                         " / v5 wgmma, gathers in L2 only, bf16 activations and weight copy"),
+              v5)
+        << kernel;
   EXPECT_EQ(rows.count("conv2d fwd / v5 wgmma, TMA B, bf16 activations and weight copy"), v5);
   EXPECT_EQ(rows.count("conv2d wgrad / v5 wgmma, TMA B, bf16 activations"), v5);
   EXPECT_EQ(rows.count("conv2d dgrad / v5 wgmma, TMA B, bf16 activations and weight copy"), 0u);

@@ -366,7 +366,13 @@ TEST(CudaConvBf16, IsDeterministicWhateverTheBlockShape) {
     const Results small = run_v4(s, o);
     cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::WideWarps);
     const Results wide = run_v4(s, o);
-    for (const Results* r : {&b, &deep, &small, &wide}) {
+    cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Large);
+    auto in_l2_only_run = [&] {  // the forward's and dgrad's gathers not through L1
+      const cuda::GathersThroughL1 l2(false);
+      return run_v4(s, o);
+    };
+    const Results in_l2_only = in_l2_only_run();
+    for (const Results* r : {&b, &deep, &small, &wide, &in_l2_only}) {
       EXPECT_EQ(a.y, r->y);
       EXPECT_EQ(a.dx, r->dx);
       EXPECT_EQ(a.dw, r->dw);
@@ -384,7 +390,9 @@ TEST(CudaConvBf16, IsDeterministicWhateverTheBlockShape) {
       // in a ring of 3 stages (two blocks an SM): the same tiles and products, the same bits
       cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::WgmmaPaired);
       const Results paired = run_v4(s, o);
-      for (const Results* r : {&tma, &paired}) {
+      cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Wgmma);
+      const Results v5_in_l2_only = in_l2_only_run();  // as v4's above
+      for (const Results* r : {&tma, &paired, &v5_in_l2_only}) {
         EXPECT_EQ(v5.y, r->y);
         EXPECT_EQ(v5.dx, r->dx);
         EXPECT_EQ(v5.dw, r->dw);

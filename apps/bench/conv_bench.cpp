@@ -225,19 +225,24 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
     // v4 with the heuristic's block shape, and with 128x128 tiles of 64x64 warps (the
     // shape that reads the least shared memory per mma: conv2d_bf16.cu)
     // The direct kernels for few output channels (conv2d_thin.cu; the U-Net's last layer),
-    // as the engine runs them by default, where they take the shape.
+    // as the engine runs them by default, where they take the shape. And v4 with its
+    // forward's and dgrad's gathers in L2 only (cp.async.cg), where the engine has them go
+    // through L1 too (.ca: conv2d_bf16.cuh, set_conv2d_bf16_gathers_through_l1).
     struct OnBf16 {
       cuda::ConvAlgo algo;
       cuda::Bf16Tiles tiles;
       bool weight_copy;
       const char* name;
       bool direct = false;
+      bool gathers_through_l1 = true;
     };
     const cuda::Bf16Tiles heuristic = cuda::Bf16Tiles::Heuristic;
     const OnBf16 on_bf16[] = {
         {cuda::ConvAlgo::Bf16TensorCore, heuristic, false, "v4 bf16, bf16 activations"},
         {cuda::ConvAlgo::Bf16TensorCore, heuristic, true,
          "v4 bf16, bf16 activations and weight copy"},
+        {cuda::ConvAlgo::Bf16TensorCore, heuristic, true,
+         "v4 bf16, gathers in L2 only, bf16 activations and weight copy", false, false},
         {cuda::ConvAlgo::Bf16TensorCore, cuda::Bf16Tiles::WideWarps, false,
          "v4 bf16 (64x64 warps), bf16 activations"},
         {cuda::ConvAlgo::Bf16TensorCore, cuda::Bf16Tiles::WideWarps, true,
@@ -259,6 +264,7 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
       if (run.direct && !cuda::conv2d_thin_applies(s)) continue;
       cuda::set_conv2d_bf16_thin(run.direct);
       cuda::set_conv2d_bf16_tiles(run.tiles);
+      const cuda::GathersThroughL1 gathers(run.gathers_through_l1);
       const uint16_t* w_bf16 = weight_copy ? bf16_bits(w16) : nullptr;
       const int64_t ws_floats = std::max(cuda::conv2d_forward_workspace(s, algo),
                                          cuda::conv2d_backward_workspace(s, algo));
@@ -307,6 +313,12 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
                 timer.median_ms(forward), flops);
       add_flops("conv2d dgrad", shape, "v5 wgmma, bf16 activations and weight copy",
                 timer.median_ms(dgrad), flops);
+      {  // the gathers in L2 only, as v4's row above
+        const cuda::GathersThroughL1 in_l2_only(false);
+        const char* l2 = "v5 wgmma, gathers in L2 only, bf16 activations and weight copy";
+        add_flops("conv2d fwd", shape, l2, timer.median_ms(forward), flops);
+        add_flops("conv2d dgrad", shape, l2, timer.median_ms(dgrad), flops);
+      }
       add_flops("conv2d wgrad", shape, "v5 wgmma, bf16 activations", timer.median_ms(wgrad),
                 flops);
       // B by the copy engine (TMA): the forward's weights, the wgrad's dy, and the dgrad's

@@ -239,12 +239,12 @@ conv_gemm_bf16(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB 
 #pragma unroll
     for (int j = 0; j < kJA; ++j) {
       const Chunk ca = a.chunk(a_state, j);
-      ptx::cp_async_16(a_tiles + stage * kABytes + a_off[j], ca.src, ca.valid);
+      ptx::cp_async_16(a_tiles + stage * kABytes + a_off[j], ca.src, ca.valid, ca.cache);
     }
 #pragma unroll
     for (int j = 0; j < kJB; ++j) {
       const Chunk cb = b.chunk(b_state, j);
-      ptx::cp_async_16(b_tiles + stage * kBBytes + b_off[j], cb.src, cb.valid);
+      ptx::cp_async_16(b_tiles + stage * kBBytes + b_off[j], cb.src, cb.valid, cb.cache);
     }
     a.advance(a_state);
     b.advance(b_state);
@@ -375,6 +375,17 @@ void launch_gemm(const Gemm& g, LoadA a, LoadB b, Epilogue epilogue, float* plan
 Bf16Tiles g_tiles = Bf16Tiles::Heuristic;
 // Shapes of at most 8 output channels to the direct kernels (conv2d_thin.cu), not the GEMM.
 bool g_thin = true;
+// The forward's and the dgrad's gathers through L1 (ForwardA, DgradA: ptx::CacheAt).
+bool g_gathers_through_l1 = true;
+// run(cache) with cache a std::integral_constant of the CacheAt that setting asks for: the
+// loaders take it as a template argument (conv2d_bf16_gemm.cuh says why).
+template <class Run>
+void with_gather_cache(Run run) {
+  if (g_gathers_through_l1)
+    run(std::integral_constant<ptx::CacheAt, ptx::CacheAt::L1>{});
+  else
+    run(std::integral_constant<ptx::CacheAt, ptx::CacheAt::L2>{});
+}
 
 // The autotuners' choices, per version (v4 or v5), pass and GEMM size.
 using TunedKey = std::tuple<int, std::string, int64_t, int64_t, int64_t>;
@@ -633,12 +644,14 @@ void forward(const Conv2dShape& s, const A* x, const float* w, const float* b, A
   const int64_t c8 = round_up8(s.c_in), oh_n = s.out_h(), ow_n = s.out_w();
   const bf16_bits* x8 = operand(s.n * s.h * s.w, s.c_in, x, buf.x8);
   const Gemm g = forward_gemm(s);
-  const ForwardA a{s, oh_n, ow_n, g.m, static_cast<int>(c8), x8};
   const StoreWithAdds<A> epilogue{y, b, per_sample, residual, s.c_out, oh_n * ow_n,
                                   rows_pair(s.c_out, y) && rows_pair(s.c_out, residual)};
   const bf16_bits* w8 =
       w_bf16 ? forward_weights(s, w_bf16, buf.w8) : forward_weights(s, w, buf.w8);
-  run_gemm(g, a, DenseRowsB{round_up8(s.c_out), w8}, epilogue, buf.planes);
+  with_gather_cache([&](auto cache) {
+    const ForwardA<decltype(cache)::value> a{s, oh_n, ow_n, g.m, static_cast<int>(c8), x8};
+    run_gemm(g, a, DenseRowsB{round_up8(s.c_out), w8}, epilogue, buf.planes);
+  });
 }
 
 // dx (+)= the dgrad of dy8 (N, OH, OW, Cout8) through w (taps, Cin, Cout), fp32 or the
@@ -647,14 +660,14 @@ void forward(const Conv2dShape& s, const A* x, const float* w, const float* b, A
 // phase into the workspace, then a GEMM per phase with only its live taps, each writing its
 // own pixels of dx; a phase no tap reaches is zeros when dx is written, untouched when it
 // is added to.
-template <class S, class A>
+template <ptx::CacheAt kCache, class S, class A>
 void dgrad(const Conv2dShape& s, const bf16_bits* dy8, const S* w, const Accumulate<A>& into_dx,
            const BackwardBuffers& buf) {
   const int64_t oh_n = s.out_h(), ow_n = s.out_w(), co8 = round_up8(s.c_out);
   if (s.stride == 1) {
     const bf16_bits* w8 = operand(taps(s) * s.c_in, s.c_out, w, buf.w8);
     const Gemm g = dgrad_gemm(s);
-    run_gemm(g, DgradA{s, oh_n, ow_n, g.m, static_cast<int>(co8), dy8},
+    run_gemm(g, DgradA<kCache>{s, oh_n, ow_n, g.m, static_cast<int>(co8), dy8},
              DgradB{s, static_cast<int>(co8), w8}, into_dx, buf.planes);
     return;
   }
@@ -666,7 +679,7 @@ void dgrad(const Conv2dShape& s, const bf16_bits* dy8, const S* w, const Accumul
     Accumulate<A> into_phase = into_dx;
     into_phase.rows = PhaseRows::of(s, ph);
     if (g.k > 0) {
-      run_gemm(g, DgradA{ph.shape, oh_n, ow_n, g.m, static_cast<int>(co8), dy8},
+      run_gemm(g, DgradA<kCache>{ph.shape, oh_n, ow_n, g.m, static_cast<int>(co8), dy8},
                DgradB{ph.shape, static_cast<int>(co8), buf.w8 + ph.first_tap * s.c_in * co8},
                into_phase, buf.planes);
     } else if (!into_dx.add && g.m > 0) {  // the sum of no planes through the epilogue: 0
@@ -692,11 +705,13 @@ void backward(const Conv2dShape& s, const A* x, const float* w, const A* dy, A* 
   if (dx) {
     const Accumulate<A> into_dx{dx, s.c_in, dx_write == GradWrite::Accumulate,
                                 rows_pair(s.c_in, dx)};
-    if (w_bf16) {
-      dgrad(s, dy8, w_bf16, into_dx, buf);
-    } else {
-      dgrad(s, dy8, w, into_dx, buf);
-    }
+    with_gather_cache([&](auto cache) {
+      if (w_bf16) {
+        dgrad<decltype(cache)::value>(s, dy8, w_bf16, into_dx, buf);
+      } else {
+        dgrad<decltype(cache)::value>(s, dy8, w, into_dx, buf);
+      }
+    });
   }
   if (dw) {
     const bf16_bits* x8 = operand(s.n * s.h * s.w, s.c_in, x, buf.x8);
@@ -718,6 +733,8 @@ void set_conv2d_bf16_tiles(Bf16Tiles t) { g_tiles = t; }
 Bf16Tiles conv2d_bf16_tiles() { return g_tiles; }
 void set_conv2d_bf16_thin(bool on) { g_thin = on; }
 bool conv2d_bf16_thin() { return g_thin; }
+void set_conv2d_bf16_gathers_through_l1(bool on) { g_gathers_through_l1 = on; }
+bool conv2d_bf16_gathers_through_l1() { return g_gathers_through_l1; }
 
 int conv2d_bf16_split_k(int64_t m, int64_t n, int64_t k) { return Gemm{"", m, n, k}.splits(); }
 

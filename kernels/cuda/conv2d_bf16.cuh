@@ -41,18 +41,32 @@ Bf16Tiles conv2d_bf16_tiles();
 // its columns). Process-wide; on by default; off to time or test the GEMM on them.
 void set_conv2d_bf16_thin(bool on);
 bool conv2d_bf16_thin();
-// set_conv2d_bf16_thin(on) for a scope; the setting as it was again at its end, however it
-// ends (tests, and kernel-bench's GEMM rows on the few-output shapes).
-class ThinConvolutions {
+
+// Whether the GEMMs' cp.async copies of the forward's A (x through each tap's window) and
+// the dgrad's A (dy likewise) keep their sources in L1 on the way (cp.async.ca), or in L2
+// only (.cg) as the other operands do. A block's taps reread the pixels its other taps read
+// a few stages before: each input pixel up to KH x KW times in one K loop (conv2d_bf16.cu,
+// docs/kernels.md v4 step 12). On by default, as CUTLASS's implicit-GEMM convolutions cache
+// activations; off to time the difference. Process-wide; v4 and v5 alike; the same bits.
+void set_conv2d_bf16_gathers_through_l1(bool on);
+bool conv2d_bf16_gathers_through_l1();
+
+// One of the process-wide switches above set for a scope, as it was again at its end,
+// however it ends (tests, and kernel-bench's rows on the other setting).
+template <bool (*kGet)(), void (*kSet)(bool)>
+class ScopedSwitch {
  public:
-  explicit ThinConvolutions(bool on) : was_(conv2d_bf16_thin()) { set_conv2d_bf16_thin(on); }
-  ~ThinConvolutions() { set_conv2d_bf16_thin(was_); }
-  ThinConvolutions(const ThinConvolutions&) = delete;
-  ThinConvolutions& operator=(const ThinConvolutions&) = delete;
+  explicit ScopedSwitch(bool on) : was_(kGet()) { kSet(on); }
+  ~ScopedSwitch() { kSet(was_); }
+  ScopedSwitch(const ScopedSwitch&) = delete;
+  ScopedSwitch& operator=(const ScopedSwitch&) = delete;
 
  private:
   bool was_;
 };
+using ThinConvolutions = ScopedSwitch<conv2d_bf16_thin, set_conv2d_bf16_thin>;
+using GathersThroughL1 =
+    ScopedSwitch<conv2d_bf16_gathers_through_l1, set_conv2d_bf16_gathers_through_l1>;
 
 // How many slices a pass's GEMM (m x n outputs, a reduction of k) cuts its reduction into:
 // as many as one wave of 128x128 tiles holds, each at least 8 stages long, at most 32

@@ -17,6 +17,7 @@
 #include "kernels/cuda/conv2d_bf16.cuh"
 #include "kernels/cuda/device_info.cuh"
 #include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/ptx.cuh"
 #include "kernels/cuda/storage.cuh"
 #include "kernels/dgrad_phases.h"
 #include "kernels/shapes.h"
@@ -66,9 +67,12 @@ struct Tile {
 // read); advance() moves every chunk 32 along k. A flag beside the address, not a null
 // address, because testing a pointer for null is two compares of 64 bits per chunk and
 // stage, and choosing between it and the base two selects more.
+// `cache`: where the copy keeps its source on the way (ptx::CacheAt): L2 only, unless the
+// loader's gather rereads what it reads (ForwardA, DgradA).
 struct Chunk {
   const bf16_bits* src;
   bool valid;
+  ptx::CacheAt cache = ptx::CacheAt::L2;
 };
 
 // Which taps of a row's window land on the input (for the dgrad: on dy), as
@@ -134,7 +138,13 @@ struct TapChannel {
 
 // Forward A: im2col(x8)[m = (n, oh, ow)][k = (kh, kw, ci)], x8 (N, H, W, Cin8). Row m's
 // window has its origin at input pixel (oh * stride - pad_top, ow * stride - pad_left), and
-// tap (kh, kw) is (kh W + kw) Cin8 elements on from it.
+// tap (kh, kw) is (kh W + kw) Cin8 elements on from it. The windows of a block's rows
+// overlap: tap (kh, kw + 1) of row m reads what tap (kh, kw) of row m + 1 read Cin8 / 32
+// stages before, so the copies go through L1 (kCache; L2 only for kernel-bench's
+// comparison, set_conv2d_bf16_gathers_through_l1). A template parameter, not a field: as a
+// run-time choice each copy became two predicated ones and the stage 12 instructions longer
+// (sm_90 SASS, the 128x128 forward's loop: 155 -> 167).
+template <ptx::CacheAt kCache = ptx::CacheAt::L1>
 struct ForwardA {
   static constexpr bool kKMajor = true;
   Conv2dShape s;
@@ -170,7 +180,7 @@ struct ForwardA {
   template <int kJ>
   __device__ Chunk chunk(const State<kJ>& st, int j) const {
     const bool valid = st.k.k_left > 0 && TapMask::lands(st.taps[j], st.k.tap_bits);
-    return {valid ? x8 + st.origin[j] + (st.k.tap_offset + st.k.c) : x8, valid};
+    return {valid ? x8 + st.origin[j] + (st.k.tap_offset + st.k.c) : x8, valid, kCache};
   }
   template <int kJ>
   __device__ void advance(State<kJ>& st) const { st.k.advance(*this, c8, s.kw); }
@@ -183,7 +193,9 @@ struct ForwardA {
 // (nh, nw) = (ih + pad_top, iw + pad_left), the row's origin is output pixel (nh, nw), tap
 // (kh, kw) is -(kh OW + kw) Cout8 elements from it, and it lands when nh - kh is in
 // [0, OH - 1] (and the same along w). OH and OW are dy's, given apart from the shape: a
-// phase's shape describes its own pixels, and dy is the whole convolution's output.
+// phase's shape describes its own pixels, and dy is the whole convolution's output. The
+// windows overlap as the forward's do: kCache as there.
+template <ptx::CacheAt kCache = ptx::CacheAt::L1>
 struct DgradA {
   static constexpr bool kKMajor = true;
   Conv2dShape s;
@@ -219,7 +231,7 @@ struct DgradA {
   template <int kJ>
   __device__ Chunk chunk(const State<kJ>& st, int j) const {
     const bool valid = st.k.k_left > 0 && TapMask::lands(st.taps[j], st.k.tap_bits);
-    return {valid ? dy8 + st.origin[j] + (st.k.tap_offset + st.k.c) : dy8, valid};
+    return {valid ? dy8 + st.origin[j] + (st.k.tap_offset + st.k.c) : dy8, valid, kCache};
   }
   template <int kJ>
   __device__ void advance(State<kJ>& st) const { st.k.advance(*this, c8, s.kw); }
@@ -594,16 +606,10 @@ void launch_split(const Gemm& g, int tile_m, int tile_n, int stage_k, float* pla
 // ---- v5 (conv2d_bf16_v5.cu) ----------------------------------------------------------------
 // The GEMM g on wgmma in schedule t (Bf16Tiles::Wgmma, WgmmaTma or WgmmaPaired), for each
 // pass's loaders and epilogue as the engine runs them: the forward, the dgrad (whole or by
-// phase) and the wgrad, on fp32 or bf16 activations.
-void run_v5(Bf16Tiles t, const Gemm& g, const ForwardA& a, const DenseRowsB& b,
-            const StoreWithAdds<float>& epilogue, float* planes);
-void run_v5(Bf16Tiles t, const Gemm& g, const ForwardA& a, const DenseRowsB& b,
-            const StoreWithAdds<bf16_bits>& epilogue, float* planes);
-void run_v5(Bf16Tiles t, const Gemm& g, const DgradA& a, const DgradB& b,
-            const Accumulate<float>& epilogue, float* planes);
-void run_v5(Bf16Tiles t, const Gemm& g, const DgradA& a, const DgradB& b,
-            const Accumulate<bf16_bits>& epilogue, float* planes);
-void run_v5(Bf16Tiles t, const Gemm& g, const WgradA& a, const DenseRowsB& b,
-            const AccumulateWgrad& epilogue, float* planes);
+// phase) and the wgrad, on fp32 or bf16 activations, the gathers through L1 or in L2 only.
+// Defined there for exactly those (its explicit instantiations).
+template <class LoadA, class LoadB, class Epilogue>
+void run_v5(Bf16Tiles t, const Gemm& g, const LoadA& a, const LoadB& b,
+            const Epilogue& epilogue, float* planes);
 
 }  // namespace ddpm::cuda::conv_bf16

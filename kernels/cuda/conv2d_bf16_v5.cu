@@ -171,10 +171,11 @@ conv_gemm_wgmma(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a,
       for (int h = 0; h < 2; ++h) {
         for (int j = 0; j < 2; ++j) {
           const Chunk ca = a.chunk(a_state, j);
-          ptx::cp_async_16(stage + a_off[h][j], ca.src, ca.valid);
+          ptx::cp_async_16(stage + a_off[h][j], ca.src, ca.valid, ca.cache);
           if constexpr (!kEngineB) {
             const Chunk cb = b.chunk(b_state, j);
-            ptx::cp_async_16(stage + sm90::kTileBytes + b_off[h][j], cb.src, cb.valid);
+            ptx::cp_async_16(stage + sm90::kTileBytes + b_off[h][j], cb.src, cb.valid,
+                             cb.cache);
           }
         }
         a.advance(a_state);
@@ -265,26 +266,25 @@ void launch_v5(Bf16Tiles t, const Gemm& g, const LoadA& a, const LoadB& b,
 
 }  // namespace
 
-void run_v5(Bf16Tiles t, const Gemm& g, const ForwardA& a, const DenseRowsB& b,
-            const StoreWithAdds<float>& epilogue, float* planes) {
+template <class LoadA, class LoadB, class Epilogue>
+void run_v5(Bf16Tiles t, const Gemm& g, const LoadA& a, const LoadB& b,
+            const Epilogue& epilogue, float* planes) {
   launch_v5(t, g, a, b, epilogue, planes);
 }
-void run_v5(Bf16Tiles t, const Gemm& g, const ForwardA& a, const DenseRowsB& b,
-            const StoreWithAdds<bf16_bits>& epilogue, float* planes) {
-  launch_v5(t, g, a, b, epilogue, planes);
-}
-void run_v5(Bf16Tiles t, const Gemm& g, const DgradA& a, const DgradB& b,
-            const Accumulate<float>& epilogue, float* planes) {
-  launch_v5(t, g, a, b, epilogue, planes);
-}
-void run_v5(Bf16Tiles t, const Gemm& g, const DgradA& a, const DgradB& b,
-            const Accumulate<bf16_bits>& epilogue, float* planes) {
-  launch_v5(t, g, a, b, epilogue, planes);
-}
-void run_v5(Bf16Tiles t, const Gemm& g, const WgradA& a, const DenseRowsB& b,
-            const AccumulateWgrad& epilogue, float* planes) {
-  launch_v5(t, g, a, b, epilogue, planes);
-}
+// What conv2d_bf16.cu runs (conv2d_bf16_gemm.cuh): each pass, each storage of the
+// activations, the gathers through L1 (ForwardA<>, DgradA<>) or in L2 only.
+#define DDPM_RUN_V5(A, B, E)                                                                \
+  template void run_v5(Bf16Tiles, const Gemm&, const A&, const B&, const E&, float*);
+#define DDPM_RUN_V5_GATHERS(cache)                                                          \
+  DDPM_RUN_V5(ForwardA<cache>, DenseRowsB, StoreWithAdds<float>)                            \
+  DDPM_RUN_V5(ForwardA<cache>, DenseRowsB, StoreWithAdds<bf16_bits>)                        \
+  DDPM_RUN_V5(DgradA<cache>, DgradB, Accumulate<float>)                                     \
+  DDPM_RUN_V5(DgradA<cache>, DgradB, Accumulate<bf16_bits>)
+DDPM_RUN_V5_GATHERS(ptx::CacheAt::L1)
+DDPM_RUN_V5_GATHERS(ptx::CacheAt::L2)
+DDPM_RUN_V5(WgradA, DenseRowsB, AccumulateWgrad)
+#undef DDPM_RUN_V5_GATHERS
+#undef DDPM_RUN_V5
 
 }  // namespace conv_bf16
 
@@ -300,9 +300,9 @@ int conv2d_bf16_v5_blocks_an_sm(Bf16Tiles t) {
     constexpr int kSizedFor = sm90::blocks_an_sm(kRing);
     const char* what = "conv v5 (wgmma)";
     return std::min(
-        {resident_blocks(conv_gemm_wgmma<kRing, ForwardA, DenseRowsB, StoreWithAdds<bf16_bits>>,
+        {resident_blocks(conv_gemm_wgmma<kRing, ForwardA<>, DenseRowsB, StoreWithAdds<bf16_bits>>,
                          sm90::kThreads, kBytes, kSizedFor, what),
-         resident_blocks(conv_gemm_wgmma<kRing, DgradA, DgradB, Accumulate<bf16_bits>>,
+         resident_blocks(conv_gemm_wgmma<kRing, DgradA<>, DgradB, Accumulate<bf16_bits>>,
                          sm90::kThreads, kBytes, kSizedFor, what),
          resident_blocks(conv_gemm_wgmma<kRing, WgradA, DenseRowsB, AccumulateWgrad>,
                          sm90::kThreads, kBytes, kSizedFor, what)});

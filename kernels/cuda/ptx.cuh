@@ -1,7 +1,8 @@
 // The three Ampere instructions a fast GEMM is made of, as small device functions (inline
 // PTX under nvcc; emulated on the CPU by tests/cuda_emulation/ptx.h, the same names):
 //
-//   cp.async.cg.shared.global   16 bytes global -> shared without passing through registers:
+//   cp.async.{cg,ca}.shared.global
+//                               16 bytes global -> shared without passing through registers:
 //                               the loads of the next stages are in flight while the warps
 //                               multiply the current one. Grouped by commit_group; a thread
 //                               waits with wait_group<N> until all but its newest N groups
@@ -36,6 +37,16 @@
 
 #include "kernels/cuda/launch.cuh"
 
+namespace ddpm::cuda::ptx {
+// Where cp.async keeps a copy's source lines on their way to shared memory: in L2 only
+// (.cg), for an operand a block reads once; or in the SM's L1 as well (.ca), for one the
+// block reads again soon. Convolution v4's forward and dgrad gather their A operand through
+// overlapping windows: the taps of a 3 x 3 kernel read each input pixel up to 9 times in one
+// block's K loop, a few stages apart (conv2d_bf16.cu), which is why CUTLASS's implicit-GEMM
+// convolutions cache activations in L1 ("CacheOperation::Always") and filters in L2 only.
+enum class CacheAt { L2, L1 };
+}  // namespace ddpm::cuda::ptx
+
 #if DDPM_CUDA_EMULATION
 #include "tests/cuda_emulation/ptx.h"
 #else
@@ -62,12 +73,19 @@ __device__ __forceinline__ SharedAddress computed_once(SharedAddress a) {
 }
 
 // 16 bytes from global `src` to shared `dst` (both 16-byte aligned); zeros when !valid
-// (src is then not read, but must still be a valid address expression).
-__device__ __forceinline__ void cp_async_16(SharedAddress dst, const void* src, bool valid) {
+// (src is then not read, but must still be a valid address expression). `at`: L2 only
+// (.cg), or L1 as well (.ca: CacheAt above); best a constant (a choice made at run time
+// issues both instructions, predicated, and their addresses twice).
+__device__ __forceinline__ void cp_async_16(SharedAddress dst, const void* src, bool valid,
+                                            CacheAt at = CacheAt::L2) {
 #if __CUDA_ARCH__ >= 800
   const int src_bytes = valid ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
-               "r"(src_bytes));
+  if (at == CacheAt::L1)
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
+                 "r"(src_bytes));
+  else
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
+                 "r"(src_bytes));
 #endif
 }
 __device__ __forceinline__ void cp_async_16(void* dst, const void* src, bool valid) {

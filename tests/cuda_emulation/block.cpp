@@ -32,12 +32,14 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <list>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <new>
 #include <numeric>
 #include <sstream>
+#include <unordered_map>
 #include <vector>
 
 #include "tests/cuda_emulation/fiber.h"
@@ -110,6 +112,12 @@ struct Thread {
   CommitGroups<AsyncCopy> copies;              // cp.async
   CommitGroups<AsyncMma> products;             // wgmma.mma_async
   std::vector<uint64_t> cp_async_destinations;  // this block's, in issue order (bank counts)
+  struct CopySource {
+    uint64_t sector;  // the source's 32-byte sector (a 16-byte chunk lies in one)
+    bool read;        // src_bytes > 0
+    bool through_l1;
+  };
+  std::vector<CopySource> cp_async_sources;  // the same copies' sources (CopyReads)
 };
 
 // An mbarrier of the block (block.h: mbarrier_*), by its shared-memory address.
@@ -490,7 +498,56 @@ uint64_t wavefronts_of_16_byte_accesses(const uint64_t* address, int n) {
   return uint64_t(most);
 }
 
-// The cp.async of each warp of the finished block b, its lanes' k-th copies taken together.
+size_t g_l1_model_bytes = 64 * 1024;
+
+// A least-recently-used set of sectors, `capacity` of them (block.h: CopyReads).
+class SectorLru {
+ public:
+  explicit SectorLru(size_t capacity) : capacity_(capacity) {}
+  // True when `sector` was held; either way it is the most recent afterwards.
+  bool touch(uint64_t sector) {
+    const auto found = where_.find(sector);
+    if (found != where_.end()) {
+      order_.splice(order_.begin(), order_, found->second);
+      return true;
+    }
+    if (capacity_ == 0) return false;
+    if (order_.size() == capacity_) {
+      where_.erase(order_.back());
+      order_.pop_back();
+    }
+    order_.push_front(sector);
+    where_[sector] = order_.begin();
+    return false;
+  }
+
+ private:
+  size_t capacity_;
+  std::list<uint64_t> order_;  // most recent first
+  std::unordered_map<uint64_t, std::list<uint64_t>::iterator> where_;
+};
+
+// Where the sources of warp instruction k (the lanes [first, last) of the block's threads)
+// came from: each distinct sector once, by the copies' kind.
+void count_copy_reads(const Block& b, size_t first, size_t last, size_t k, SectorLru& l1) {
+  CopyReads& reads = b.traffic->reads;
+  std::vector<uint64_t> seen;
+  for (size_t t = first; t < last; ++t) {
+    const Thread::CopySource& c = b.threads[t]->cp_async_sources[k];
+    if (!c.read || std::find(seen.begin(), seen.end(), c.sector) != seen.end()) continue;
+    seen.push_back(c.sector);
+    if (!c.through_l1)
+      ++reads.l2_only;
+    else if (l1.touch(c.sector))
+      ++reads.l1_hits;
+    else
+      ++reads.l1_misses;
+  }
+}
+
+// The cp.async of each warp of the finished block b, its lanes' k-th copies taken together:
+// their shared destinations' wavefronts, and (in the order the K loops keep: every warp's
+// k-th instruction, then the (k+1)-th) where their sources came from.
 void count_cp_async(const Block& b) {
   SharedTraffic& traffic = *b.traffic;
   for (size_t w = 0; w < b.warps.size(); ++w) {
@@ -514,6 +571,18 @@ void count_cp_async(const Block& b) {
       }
     }
   }
+  SectorLru l1(g_l1_model_bytes / 32);
+  size_t most = 0;
+  for (const Thread* t : b.threads) most = std::max(most, t->cp_async_sources.size());
+  for (size_t k = 0; k < most; ++k)
+    for (size_t w = 0; w < b.warps.size(); ++w) {
+      const size_t first = 32 * w, last = std::min(b.threads.size(), first + 32);
+      const size_t issued = b.threads[first]->cp_async_sources.size();
+      bool matched = k < issued;
+      for (size_t t = first; t < last; ++t)
+        matched = matched && b.threads[t]->cp_async_sources.size() == issued;
+      if (matched) count_copy_reads(b, first, last, k, l1);
+    }
 }
 
 }  // namespace
@@ -572,6 +641,7 @@ std::string run_grid(const GridSpec& spec, const std::function<void()>& body) {
       t.copies.clear();  // what a thread of the previous block left in flight
       t.products.clear();
       t.cp_async_destinations.clear();
+      t.cp_async_sources.clear();
       t.fiber.reset(thread_main, &t);
     }
     run_block(b);
@@ -741,6 +811,7 @@ void async_copy_issue(const AsyncCopy& copy) {
   }
   t.copies.open.push_back(copy);
   t.cp_async_destinations.push_back(to_bits(copy.dst));
+  t.cp_async_sources.push_back({to_bits(copy.src) / 32, copy.src_bytes > 0, copy.through_l1});
 }
 
 void count_ldmatrix(const uint64_t* row_addresses) {
@@ -757,6 +828,12 @@ void count_ldmatrix(const uint64_t* row_addresses) {
 std::map<std::string, SharedTraffic> shared_traffic() {
   std::lock_guard<std::mutex> lock(g_launch_mutex);
   return g_shared_traffic;
+}
+
+size_t l1_model_bytes() { return g_l1_model_bytes; }
+void set_l1_model_bytes(size_t bytes) {
+  std::lock_guard<std::mutex> lock(g_launch_mutex);
+  g_l1_model_bytes = bytes;
 }
 
 void reset_shared_traffic() {

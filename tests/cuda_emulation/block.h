@@ -66,6 +66,7 @@ struct AsyncCopy {
   void* dst;
   const void* src;
   size_t bytes, src_bytes;  // src_bytes < bytes: the rest is zero-filled
+  bool through_l1 = false;  // .ca (else .cg): counted in CopyReads below
 };
 void async_copy_issue(const AsyncCopy& copy);
 void async_copy_commit();
@@ -136,10 +137,28 @@ struct SharedWavefronts {
   uint64_t wavefronts = 0;    // what the banks serve them in
   uint64_t ideal = 0;         // the same instructions without a conflict
 };
+// And where cp.async's sources come from, counted in 32-byte sectors (the unit L2 serves an
+// SM in). A warp's k-th copies, taken as one instruction as above, read each distinct sector
+// once. A .cg copy's sectors all come from L2. A .ca copy's go through a model of the L1 of
+// the block's SM: a least-recently-used set of sectors, l1_model_bytes() of them per block
+// (the block's share of what shared memory leaves of an SM's L1), empty at the block's
+// start; a sector found there is a hit, any other comes from L2 and is kept. The block's
+// warps are taken in the order the K loops keep them in: each warp's k-th instruction, then
+// the (k+1)-th. Not modelled: another block on the same SM sharing its L1, and eviction by
+// other loads (the kernels it is meant for load nothing else through L1 in their loops).
+struct CopyReads {
+  uint64_t l2_only = 0;    // sectors of .cg copies
+  uint64_t l1_hits = 0;    // sectors of .ca copies the L1 model held
+  uint64_t l1_misses = 0;  // sectors of .ca copies it did not: read from L2
+};
 struct SharedTraffic {
   SharedWavefronts ldmatrix, cp_async;
   uint64_t unmatched_cp_async_warps = 0;
+  CopyReads reads;  // of the warps whose lanes matched
 };
+// The L1 model's size per block (CopyReads); 64 KB unless set. Process-wide.
+size_t l1_model_bytes();
+void set_l1_model_bytes(size_t bytes);
 // Called by one lane of a warp's ldmatrix.x4 with the 32 lanes' row addresses.
 void count_ldmatrix(const uint64_t* row_addresses);
 // What the kernels (by their launch's name) did since the last reset.

@@ -76,14 +76,18 @@ using SharedAddress = uintptr_t;
 inline SharedAddress shared_address(const void* p) { return reinterpret_cast<SharedAddress>(p); }
 inline SharedAddress computed_once(SharedAddress a) { return a; }  // a compiler hint on a GPU
 
-inline void cp_async_16(void* dst, const void* src, bool valid) {
+// `at` changes no value: the emulator counts the sectors each kind reads from L2, and those
+// an L1 of the block would have served (cuda_emu::CopyReads).
+inline void cp_async_16(void* dst, const void* src, bool valid, CacheAt at = CacheAt::L2) {
   emu_detail::require_aligned16("cp.async (shared destination)", dst);
   if (valid) emu_detail::require_aligned16("cp.async (global source)", src);
-  cuda_emu::async_copy_issue({dst, src, 16, valid ? size_t{16} : size_t{0}});
+  cuda_emu::async_copy_issue(
+      {dst, src, 16, valid ? size_t{16} : size_t{0}, /*through_l1=*/at == CacheAt::L1});
 }
 
-inline void cp_async_16(SharedAddress dst, const void* src, bool valid) {
-  cp_async_16(reinterpret_cast<void*>(dst), src, valid);
+inline void cp_async_16(SharedAddress dst, const void* src, bool valid,
+                        CacheAt at = CacheAt::L2) {
+  cp_async_16(reinterpret_cast<void*>(dst), src, valid, at);
 }
 
 inline void cp_async_commit() { cuda_emu::async_copy_commit(); }

@@ -9,6 +9,9 @@
 // with no GPU. A layout that conflicts costs a multiple of the shared-memory bandwidth the
 // mma loop lives on, and no value comparison can see it.
 //
+// And where the convolutions' copies read from (CopyReads below): the forward's and the
+// dgrad's gathers through L1, whose rereads an L1 serves, and the other operands from L2.
+//
 // What this does not cover: the kernels' plain shared loads and stores (the flash kernels'
 // fp32 staging, the epilogues' exchanges), which the emulator does not see as warp
 // instructions. On a GPU, Nsight Compute's l1tex bank-conflict counters are the final word
@@ -16,7 +19,10 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <functional>
+#include <set>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -135,6 +141,120 @@ TEST(BankConflicts, ConvolutionsV4AndV5AreConflictFree) {
                                    bws.ptr);
       });
     }
+  }
+  cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Heuristic);
+}
+
+// ---- where the convolutions' copies read from (block.h: CopyReads) ----
+
+// What a pass's gathered A (the forward's x, the dgrad's dy, through every tap's window; C
+// channels, a multiple of 16, so a pixel is C / 16 whole sectors) asks of memory, block by
+// block of `block_rows` GEMM rows: the sectors its copies request (each valid (row, tap)
+// the pixel's sectors), and the distinct ones among them (what an L1 that keeps everything
+// a block reads fetches from L2). `source(row, kh, kw, pixel)` gives the pixel a row's tap
+// reads, or false when it reads none (padding: zero-filled, no read).
+struct Sectors {
+  uint64_t requested = 0, distinct = 0;
+};
+template <class Source>
+Sectors gathered_sectors(int64_t rows, int64_t block_rows, const Conv2dShape& s, int64_t c,
+                         Source source) {
+  Sectors total;
+  for (int64_t first = 0; first < rows; first += block_rows) {
+    std::set<int64_t> pixels;
+    for (int64_t r = first; r < std::min(rows, first + block_rows); ++r)
+      for (int kh = 0; kh < s.kh; ++kh)
+        for (int kw = 0; kw < s.kw; ++kw) {
+          int64_t pixel = 0;
+          if (!source(r, kh, kw, pixel)) continue;
+          total.requested += c / 16;
+          pixels.insert(pixel);
+        }
+    total.distinct += pixels.size() * (c / 16);
+  }
+  return total;
+}
+
+// The forward's and the stride-1 dgrad's A through L1 (cp.async.ca, the default) and
+// without: their gathers request the sectors gathered_sectors counts, and an L1 holding
+// what its block reads serves all but the distinct ones (here the L1 model, 64 KB a block,
+// holds every sector a block reads: at 16 x 16 x 32 a block of 128 rows reads ~10 image
+// rows, 10 KB). Their B (the weights) is read once per block, from L2 only, either way; so
+// is every operand of the wgrad, whose K loop reads each pixel once per tap. v4's large and
+// small tiles and v5's wgmma alike (the same loaders).
+TEST(CopyReads, TheForwardAndDgradGathersRereadThroughL1) {
+  REQUIRE_GPU();
+  const Conv2dShape s = conv2d_shape(Shape{1, 16, 16, 32}, Shape{3, 3, 32, 32},
+                                     Conv2dParams::same(3));
+  const int64_t rows = s.n * s.h * s.w, k = 9 * s.c_in, n = s.n * s.h * s.w * 32;
+  const OnDevice<float> w(randoms(9 * 32 * 32, 1)), dw(9 * 32 * 32);
+  const OnDevice<uint16_t> x(bf16_randoms(n, 2)), dy(bf16_randoms(n, 3)), y(n), dx(n);
+  const OnDevice<float> fws(cuda::conv2d_bf16_forward_workspace(s));
+  const OnDevice<float> bws(cuda::conv2d_bf16_backward_workspace(s));
+  auto inside = [&](int64_t h, int64_t w_) { return h >= 0 && h < s.h && w_ >= 0 && w_ < s.w; };
+  auto forward_source = [&](int64_t r, int kh, int kw, int64_t& pixel) {
+    const int64_t oh = r / s.w, ow = r % s.w, ih = oh - s.pad_top + kh, iw = ow - s.pad_left + kw;
+    pixel = ih * s.w + iw;
+    return inside(ih, iw);
+  };
+  auto dgrad_source = [&](int64_t r, int kh, int kw, int64_t& pixel) {  // stride 1
+    const int64_t ih = r / s.w, iw = r % s.w, oh = ih + s.pad_top - kh, ow = iw + s.pad_left - kw;
+    pixel = oh * s.w + ow;
+    return inside(oh, ow);
+  };
+  for (const auto& [tiles, block_rows, name] :
+       {std::tuple{cuda::Bf16Tiles::Large, int64_t{128}, "v4 128x128"},
+        {cuda::Bf16Tiles::Small, int64_t{64}, "v4 64x64"},
+        {cuda::Bf16Tiles::Wgmma, int64_t{128}, "v5 wgmma"}}) {
+    cuda::set_conv2d_bf16_tiles(tiles);
+    const bool v5 = tiles == cuda::Bf16Tiles::Wgmma;
+    const char* kernel = v5 ? kConvV5Kernel : kConvKernel;
+    const int64_t blocks = (rows + block_rows - 1) / block_rows;
+    const uint64_t weights = blocks * k * 32 * 2 / 32;  // each block's B, its sectors
+    auto reads_of = [&](const auto& run) {
+      cuda_emu::reset_shared_traffic();
+      run();
+      return cuda_emu::shared_traffic()[kernel].reads;
+    };
+    const struct {
+      const char* pass;
+      Sectors a;
+      std::function<void()> run;
+    } passes[] = {
+        {"forward", gathered_sectors(rows, block_rows, s, 32, forward_source),
+         [&] { cuda::conv2d_bf16_forward(s, x.ptr, w.ptr, nullptr, y.ptr, fws.ptr); }},
+        {"dgrad", gathered_sectors(rows, block_rows, s, 32, dgrad_source),
+         [&] {
+           cuda::conv2d_bf16_backward(s, x.ptr, w.ptr, dy.ptr, dx.ptr, nullptr, nullptr,
+                                      bws.ptr);
+         }}};
+    for (const auto& pass : passes) {
+      const std::string what = std::string(pass.pass) + ", " + name;
+      ASSERT_GT(pass.a.requested, 2 * pass.a.distinct) << what << ": the test's own shape";
+      cuda_emu::CopyReads on, off;
+      {
+        const cuda::GathersThroughL1 l1(true);
+        on = reads_of(pass.run);
+      }
+      {
+        const cuda::GathersThroughL1 l2(false);
+        off = reads_of(pass.run);
+      }
+      EXPECT_EQ(on.l1_misses, pass.a.distinct) << what;
+      EXPECT_EQ(on.l1_hits, pass.a.requested - pass.a.distinct) << what;
+      EXPECT_EQ(on.l2_only, weights) << what;
+      EXPECT_EQ(off.l1_misses + off.l1_hits, 0u) << what;
+      EXPECT_EQ(off.l2_only, pass.a.requested + weights) << what;
+      std::printf("%-22s A's sectors from L2: %llu through L1, %llu without (%.2fx)\n",
+                  what.c_str(), static_cast<unsigned long long>(on.l1_misses),
+                  static_cast<unsigned long long>(pass.a.requested),
+                  double(pass.a.requested) / double(on.l1_misses));
+    }
+    const cuda_emu::CopyReads wgrad = reads_of([&] {
+      cuda::conv2d_bf16_backward(s, x.ptr, w.ptr, dy.ptr, nullptr, dw.ptr, nullptr, bws.ptr);
+    });
+    EXPECT_EQ(wgrad.l1_misses + wgrad.l1_hits, 0u) << "wgrad, " << name;
+    EXPECT_GT(wgrad.l2_only, 0u) << "wgrad, " << name;
   }
   cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Heuristic);
 }

@@ -674,6 +674,83 @@ TEST(Emulator, CpAsyncWavefrontsCountTheBankConflictsOfItsDestinations) {
   EXPECT_EQ(t.cp_async.instructions, 2u) << "warp 1's two, not warp 0's";
 }
 
+// `passes` times, lane l of each warp copies 16-byte chunk l of src (32 chunks: 16 sectors,
+// two lanes each), through L1 or L2 only; then one copy that reads nothing (zero-fill).
+__global__ void cp_async_rereads(const uint16_t* src, int passes, bool through_l1) {
+  DDPM_DYNAMIC_SHARED(unsigned char, tile);
+  const ddpm::cuda::ptx::CacheAt at =
+      through_l1 ? ddpm::cuda::ptx::CacheAt::L1 : ddpm::cuda::ptx::CacheAt::L2;
+  const int lane = threadIdx.x % 32;
+  for (int p = 0; p < passes; ++p) {
+    ddpm::cuda::ptx::cp_async_16(tile + 16 * threadIdx.x, src + 8 * lane, true, at);
+    ddpm::cuda::ptx::cp_async_commit();
+    ddpm::cuda::ptx::cp_async_wait<0>();
+    __syncthreads();
+  }
+  ddpm::cuda::ptx::cp_async_16(tile + 16 * threadIdx.x, src, false, at);
+  ddpm::cuda::ptx::cp_async_commit();
+  ddpm::cuda::ptx::cp_async_wait<0>();
+}
+
+// Where cp.async's sources come from (block.h: CopyReads): a warp instruction reads each
+// distinct sector once; .cg's all from L2; .ca's through each block's own L1 model, which
+// holds them for the next pass when it has room and, least recently used first, does not
+// when it has less than the 16 sectors a pass cycles through.
+TEST(Emulator, CpAsyncSourcesCountTheSectorsL2Serves) {
+  DeviceBuffer<uint16_t> src(8 * 32);
+  const size_t was = cuda_emu::l1_model_bytes();
+  struct Case {
+    bool through_l1;
+    size_t l1_bytes;
+    uint64_t l2_only, hits, misses;  // for 2 blocks of 2 warps, 3 passes
+    const char* why;
+  };
+  for (const Case& c : {
+           Case{false, 64 * 1024, 2 * 2 * 3 * 16, 0, 0, "L2 only: every pass from L2"},
+           Case{true, 64 * 1024, 0, 2 * (3 * 2 - 1) * 16, 2 * 16,
+                "L1: the block's first instruction misses, its others hit"},
+           Case{true, 15 * 32, 0, 0, 2 * 2 * 3 * 16, "an L1 of 15 sectors keeps none of 16"},
+       }) {
+    cuda_emu::set_l1_model_bytes(c.l1_bytes);
+    cuda_emu::reset_shared_traffic();
+    DDPM_LAUNCH(cp_async_rereads, 2, 64, size_t(16 * 64))(src.ptr, 3, c.through_l1);
+    const cuda_emu::CopyReads r = traffic_of("cp_async_rereads").reads;
+    EXPECT_EQ(r.l2_only, c.l2_only) << c.why;
+    EXPECT_EQ(r.l1_hits, c.hits) << c.why;
+    EXPECT_EQ(r.l1_misses, c.misses) << c.why;
+  }
+  cuda_emu::set_l1_model_bytes(was);
+}
+
+// Each lane copies sector order[i] of src (its first 16 bytes) through L1, for i < n: one
+// warp instruction reading one sector each.
+__global__ void cp_async_sector_order(const uint16_t* src, const int* order, int n) {
+  DDPM_DYNAMIC_SHARED(unsigned char, tile);
+  for (int i = 0; i < n; ++i)
+    ddpm::cuda::ptx::cp_async_16(tile + 16 * threadIdx.x, src + 16 * order[i], true,
+                                 ddpm::cuda::ptx::CacheAt::L1);
+  ddpm::cuda::ptx::cp_async_commit();
+  ddpm::cuda::ptx::cp_async_wait<0>();
+}
+
+// The L1 model evicts the least recently used sector, not the oldest: with room for two,
+// sectors 0 1 0 2 0 hit at the second and the last 0 (a first-in-first-out set would have
+// evicted 0 for 2).
+TEST(Emulator, TheL1ModelEvictsTheLeastRecentlyUsedSector) {
+  DeviceBuffer<uint16_t> src(16 * 3);
+  DeviceBuffer<int> order(5);
+  order.set({0, 1, 0, 2, 0});
+  const size_t was = cuda_emu::l1_model_bytes();
+  cuda_emu::set_l1_model_bytes(2 * 32);
+  cuda_emu::reset_shared_traffic();
+  DDPM_LAUNCH(cp_async_sector_order, 1, 32, size_t(16 * 32))(src.ptr, order.ptr, 5);
+  const cuda_emu::CopyReads r = traffic_of("cp_async_sector_order").reads;
+  EXPECT_EQ(r.l1_hits, 2u);
+  EXPECT_EQ(r.l1_misses, 3u);
+  EXPECT_EQ(r.l2_only, 0u);
+  cuda_emu::set_l1_model_bytes(was);
+}
+
 namespace ptx = ddpm::cuda::ptx;
 
 // ---- mma.sync and ldmatrix (ptx.h) ----
