@@ -12,7 +12,8 @@
 # the DRAM bytes each loss kernel really moved (docs/fused-loss.md explains the figures); on
 # the tensor-core kernels' tests, their shared-memory bank conflicts; and on conv v4 and v5
 # at the model's 32x32 layer, the direct kernels at its last (128 -> 3) and the flash
-# attention kernels at its head, where their time goes (throughput, occupancy, warp stalls).
+# attention kernels at its head, where their time goes (throughput, occupancy, warp stalls),
+# and for the convolutions where their bytes come from (L1 hits, L2 traffic).
 # Offline machines: run scripts/prepare-gpu-deps.sh where packages can be installed and bring
 # deps/ along; cuDNN is taken from the system or, failing that, from PyTorch's nvidia-cudnn
 # wheel. Stages can run in separate calls (each under a time limit): outputs accumulate in
@@ -242,6 +243,16 @@ run_profile() {
   # About 20 conv launches and 6 flash ones, a few seconds of replays each.
   ncu_bottlenecks 300 "conv res 32x32 32x32 128->128" "conv_gemm_(bf16|wgmma)" conv-32x32 \
     conv --skip-naive
+  # Where the same launches find their bytes (docs/kernels.md, v4 step 12): L1's hit rate on
+  # the forward's and dgrad's gathers (cp.async.ca by default; .cg in the "gathers in L2
+  # only" rows) and the L2 traffic. The emulator's count: 83% of the gathers' sectors hit,
+  # with 64 KB of L1 a block.
+  within 240 "$ncu_bin" --nvtx --nvtx-include "conv res 32x32 32x32 128->128/" \
+    -k "regex:conv_gemm_(bf16|wgmma)" --section MemoryWorkloadAnalysis \
+    --section MemoryWorkloadAnalysis_Tables --page details --csv \
+    "$build/apps/kernel-bench" conv --skip-naive --once > "$out/ncu-conv-l1.csv" \
+    2> "$out/ncu-conv-l1.log"
+  echo "ncu conv-l1 exit $?" | tee -a "$out/profile.status"
   ncu_bottlenecks 240 "attention 16x16, 1 head B128 L256 d256" "flash_" flash-d256 attention
   # The direct kernels of the last layer (128 -> 3: conv2d_thin.cu), whose design predicts
   # them memory- and FMA-bound at ~0.03 ms a pass: whether they are, or stall on the loads.

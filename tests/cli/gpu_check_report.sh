@@ -165,7 +165,7 @@ printf '#!/usr/bin/env bash\necho "small=${DDPM_TEST_SMALL_SHAPES:-} $*"\n' > "$
 chmod +x "$work/bin/ncu"
 PATH="$work/bin:$PATH" bash "$src/scripts/gpu-check.sh" "$work/prof" profile report > /dev/null 2>&1
 for line in "ncu exit 0" "ncu banks conv exit 0" "ncu banks flash exit 0" "ncu conv-out exit 0" \
-    "ncu gn-32x32 exit 0"; do
+    "ncu gn-32x32 exit 0" "ncu conv-l1 exit 0"; do
   grep -qx "$line" "$work/prof/profile.status" || fail "profile.status lacks: $line"
 done
 want="small=1 -k regex:conv_gemm_bf16 --launch-count 40 --section MemoryWorkloadAnalysis_Tables"
@@ -176,6 +176,10 @@ grep -qF -- '--nvtx-include conv conv_out 32x32 128->3/ -k regex:thin_' "$work/p
 grep -qF -- '--nvtx-include memory 32x32x128/ -k regex:group_norm' \
   "$work/prof/ncu-gn-32x32.csv" ||
   fail "ncu does not profile group norm on the 32x32 map"
+want="--nvtx-include conv res 32x32 32x32 128->128/ -k regex:conv_gemm_(bf16|wgmma)"
+want+=" --section MemoryWorkloadAnalysis"
+grep -qF -- "$want" "$work/prof/ncu-conv-l1.csv" ||
+  fail "ncu does not read L1's hit rate on the 32x32 convolutions"
 grep -qF "build-gpu/tests/test_cuda_attention_bf16" "$work/prof/ncu-banks-flash.csv" ||
   fail "ncu does not profile the flash kernels' test"
 grep -A2 "^## Nsight Compute: shared-memory wavefronts and bank conflicts, flash" \
