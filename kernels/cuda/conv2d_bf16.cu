@@ -67,10 +67,13 @@
 // each per SM sub-partition, which issues one instruction a cycle): scripts/sass_loops.py
 // (cuobjdump -sass of the sm_90 build) counts, per stage and warp of the 128x128 3-stage
 // kernel, 239 / 437 / 286 instructions in the forward's / dgrad's / wgrad's loop before
-// the masks and the rest of docs/kernels.md's step 5, 157 / 224 / 207 now (32 of each are
+// the masks and the rest of docs/kernels.md's step 5, 155 / 179 / 207 now (32 of each are
 // the mma; static counts, not timings). The same step also keeps shared memory as 32-bit
 // window addresses (ptx::shared_address) with per-lane ldmatrix offsets computed before
-// the loop, and the pipeline's stages as wrapping counters.
+// the loop, and the pipeline's stages as wrapping counters. The forward's and the dgrad's
+// gathers reread each pixel up to KH x KW times a K loop, a few stages apart, so they are
+// copied through L1 (cp.async.ca), the other operands in L2 only (.cg): docs/kernels.md,
+// step 12, and the emulator's count of the sectors each way (CopyReads).
 //
 // Epilogue: each thread holds pairs of adjacent columns of C in registers and hands them
 // over a row at a time, so what depends on the row (its address, its sample) is computed
