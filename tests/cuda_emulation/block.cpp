@@ -111,13 +111,13 @@ struct Thread {
   WaitingFor waiting_for = WaitingFor::Nothing;
   CommitGroups<AsyncCopy> copies;              // cp.async
   CommitGroups<AsyncMma> products;             // wgmma.mma_async
-  std::vector<uint64_t> cp_async_destinations;  // this block's, in issue order (bank counts)
-  struct CopySource {
-    uint64_t sector;  // the source's 32-byte sector (a 16-byte chunk lies in one)
-    bool read;        // src_bytes > 0
-    bool through_l1;
+  struct IssuedCopy {
+    uint64_t destination;  // its shared address (bank counts)
+    uint64_t sector;       // its source's 32-byte sector, a 16-byte chunk lying in one
+    bool read;             // src_bytes > 0
+    bool through_l1;       // .ca (CopyReads)
   };
-  std::vector<CopySource> cp_async_sources;  // the same copies' sources (CopyReads)
+  std::vector<IssuedCopy> cp_async_issued;  // this block's, in issue order
 };
 
 // An mbarrier of the block (block.h: mbarrier_*), by its shared-memory address.
@@ -533,7 +533,7 @@ void count_copy_reads(const Block& b, size_t first, size_t last, size_t k, Secto
   CopyReads& reads = b.traffic->reads;
   std::vector<uint64_t> seen;
   for (size_t t = first; t < last; ++t) {
-    const Thread::CopySource& c = b.threads[t]->cp_async_sources[k];
+    const Thread::IssuedCopy& c = b.threads[t]->cp_async_issued[k];
     if (!c.read || std::find(seen.begin(), seen.end(), c.sector) != seen.end()) continue;
     seen.push_back(c.sector);
     if (!c.through_l1)
@@ -550,38 +550,36 @@ void count_copy_reads(const Block& b, size_t first, size_t last, size_t k, Secto
 // k-th instruction, then the (k+1)-th) where their sources came from.
 void count_cp_async(const Block& b) {
   SharedTraffic& traffic = *b.traffic;
+  std::vector<size_t> issued(b.warps.size(), 0);  // each warp's copies a lane; 0: unmatched
   for (size_t w = 0; w < b.warps.size(); ++w) {
     const size_t first = 32 * w, last = std::min(b.threads.size(), first + 32);
-    const size_t issued = b.threads[first]->cp_async_destinations.size();
+    const size_t n = b.threads[first]->cp_async_issued.size();
     bool matched = true;
     for (size_t t = first; t < last; ++t)
-      matched = matched && b.threads[t]->cp_async_destinations.size() == issued;
+      matched = matched && b.threads[t]->cp_async_issued.size() == n;
     if (!matched) {
       ++traffic.unmatched_cp_async_warps;
       continue;
     }
-    for (size_t k = 0; k < issued; ++k) {
+    issued[w] = n;
+    for (size_t k = 0; k < n; ++k) {
       ++traffic.cp_async.instructions;
       for (size_t quarter = first; quarter < last; quarter += 8) {
         uint64_t address[8];
-        const int n = static_cast<int>(std::min<size_t>(8, last - quarter));
-        for (int i = 0; i < n; ++i) address[i] = b.threads[quarter + i]->cp_async_destinations[k];
-        traffic.cp_async.wavefronts += wavefronts_of_16_byte_accesses(address, n);
+        const int count = static_cast<int>(std::min<size_t>(8, last - quarter));
+        for (int i = 0; i < count; ++i)
+          address[i] = b.threads[quarter + i]->cp_async_issued[k].destination;
+        traffic.cp_async.wavefronts += wavefronts_of_16_byte_accesses(address, count);
         ++traffic.cp_async.ideal;
       }
     }
   }
   SectorLru l1(g_l1_model_bytes / 32);
-  size_t most = 0;
-  for (const Thread* t : b.threads) most = std::max(most, t->cp_async_sources.size());
+  const size_t most = *std::max_element(issued.begin(), issued.end());
   for (size_t k = 0; k < most; ++k)
     for (size_t w = 0; w < b.warps.size(); ++w) {
       const size_t first = 32 * w, last = std::min(b.threads.size(), first + 32);
-      const size_t issued = b.threads[first]->cp_async_sources.size();
-      bool matched = k < issued;
-      for (size_t t = first; t < last; ++t)
-        matched = matched && b.threads[t]->cp_async_sources.size() == issued;
-      if (matched) count_copy_reads(b, first, last, k, l1);
+      if (k < issued[w]) count_copy_reads(b, first, last, k, l1);
     }
 }
 
@@ -640,8 +638,7 @@ std::string run_grid(const GridSpec& spec, const std::function<void()>& body) {
       t.waiting_for = WaitingFor::Nothing;
       t.copies.clear();  // what a thread of the previous block left in flight
       t.products.clear();
-      t.cp_async_destinations.clear();
-      t.cp_async_sources.clear();
+      t.cp_async_issued.clear();
       t.fiber.reset(thread_main, &t);
     }
     run_block(b);
@@ -810,8 +807,8 @@ void async_copy_issue(const AsyncCopy& copy) {
     check_no_product_reads(t, copy.dst, copy.bytes, "cp.async");
   }
   t.copies.open.push_back(copy);
-  t.cp_async_destinations.push_back(to_bits(copy.dst));
-  t.cp_async_sources.push_back({to_bits(copy.src) / 32, copy.src_bytes > 0, copy.through_l1});
+  t.cp_async_issued.push_back(
+      {to_bits(copy.dst), to_bits(copy.src) / 32, copy.src_bytes > 0, copy.through_l1});
 }
 
 void count_ldmatrix(const uint64_t* row_addresses) {
