@@ -30,6 +30,9 @@ RULES = {
         ("v4 bf16, bf16 activations", "cuDNN bf16"),
     # 64x64 warp tiles (4 warps a 128x128 block) on the 8 warps of 64x32 the heuristic runs
     ("conv2d", "v4 bf16 (128x128 tiles, 64x64 warps)"): ("v4 bf16 (128x128 tiles)", "cuDNN bf16"),
+    # 256x128 tiles of 64x64 warps (8 warps, one block an SM) on the 128x128 ones of 64x64
+    ("conv2d", "v4 bf16 (256x128 tiles, 64x64 warps)"):
+        ("v4 bf16 (128x128 tiles, 64x64 warps)", "cuDNN bf16"),
     ("conv2d", "direct (few outputs), bf16 activations"):
         ("v4 bf16, bf16 activations", "cuDNN bf16"),
     ("conv2d", "direct (few outputs), bf16 activations and weight copy"):
@@ -38,6 +41,10 @@ RULES = {
         ("v4 bf16, bf16 activations", "cuDNN bf16"),
     ("conv2d", "v4 bf16 (64x64 warps), bf16 activations and weight copy"):
         ("v4 bf16, bf16 activations and weight copy", "cuDNN bf16"),
+    ("conv2d", "v4 bf16 (256x128 tiles), bf16 activations"):
+        ("v4 bf16 (64x64 warps), bf16 activations", "cuDNN bf16"),
+    ("conv2d", "v4 bf16 (256x128 tiles), bf16 activations and weight copy"):
+        ("v4 bf16 (64x64 warps), bf16 activations and weight copy", "cuDNN bf16"),
     ("conv2d", "engine on cuDNN bf16 (+ glue)"): (None, "cuDNN bf16"),
     # v5 (Hopper's wgmma) on v4 with the same operands (the wgrad reads no weights)
     ("conv2d", "v5 wgmma, bf16 activations and weight copy"):

@@ -121,15 +121,18 @@ TEST(BenchSmoke, EveryConvolutionRowRuns) {
   EXPECT_EQ(rows.count("conv2d wgrad / v4 bf16, gathers in L2 only, bf16 activations and "
                        "weight copy"),
             0u);
-  // v4 again on 64x64 warp tiles, the same three and two rows
-  for (const char* kernel : {"conv2d fwd", "conv2d dgrad", "conv2d wgrad"})
-    EXPECT_EQ(rows.count(std::string(kernel) + " / v4 bf16 (64x64 warps), bf16 activations"), 1u)
-        << kernel;
-  for (const char* kernel : {"conv2d fwd", "conv2d dgrad"})
-    EXPECT_EQ(rows.count(std::string(kernel) +
-                         " / v4 bf16 (64x64 warps), bf16 activations and weight copy"),
-              1u)
-        << kernel;
+  // v4 again on 64x64 warp tiles, in 128x128 and in 256x128 blocks, the same three and two
+  // rows
+  for (const char* tiles : {"v4 bf16 (64x64 warps)", "v4 bf16 (256x128 tiles)"}) {
+    for (const char* kernel : {"conv2d fwd", "conv2d dgrad", "conv2d wgrad"})
+      EXPECT_EQ(rows.count(std::string(kernel) + " / " + tiles + ", bf16 activations"), 1u)
+          << kernel << " / " << tiles;
+    for (const char* kernel : {"conv2d fwd", "conv2d dgrad"})
+      EXPECT_EQ(rows.count(std::string(kernel) + " / " + tiles +
+                           ", bf16 activations and weight copy"),
+                1u)
+          << kernel << " / " << tiles;
+  }
   // v5 where it runs (the emulation too): its forward and dgrad on the weights' copy, its
   // wgrad (which reads no weights), in both rings; the forward and the wgrad again with B by
   // the copy engine (the dgrad's too where Cout is a multiple of 64: no smoke shape's is)

@@ -147,6 +147,7 @@ const char* tiles_name(cuda::Bf16Tiles t) {
   return t == cuda::Bf16Tiles::Small       ? ", 64x64"
          : t == cuda::Bf16Tiles::Deep      ? ", 128x128 4-stage"
          : t == cuda::Bf16Tiles::WideWarps ? ", 128x128 64x64-warp"
+         : t == cuda::Bf16Tiles::Tall      ? ", 256x128 64x64-warp"
          : t == cuda::Bf16Tiles::Wgmma     ? ", v5 wgmma"
          : t == cuda::Bf16Tiles::WgmmaTma  ? ", v5 wgmma, TMA B"
          : t == cuda::Bf16Tiles::WgmmaPaired ? ", v5 wgmma, 3 stages, two blocks an SM"
@@ -157,7 +158,8 @@ const char* tiles_name(cuda::Bf16Tiles t) {
 // in a ring of 3 stages) where it runs: an sm_90 GPU with sm_90a code, and the emulation.
 std::vector<cuda::Bf16Tiles> every_kernel() {
   std::vector<cuda::Bf16Tiles> all = {cuda::Bf16Tiles::Large, cuda::Bf16Tiles::Deep,
-                                      cuda::Bf16Tiles::Small, cuda::Bf16Tiles::WideWarps};
+                                      cuda::Bf16Tiles::Small, cuda::Bf16Tiles::WideWarps,
+                                      cuda::Bf16Tiles::Tall};
   if (cuda::gemm_sm90_available()) {
     all.push_back(cuda::Bf16Tiles::Wgmma);
     all.push_back(cuda::Bf16Tiles::WgmmaTma);
@@ -167,8 +169,8 @@ std::vector<cuda::Bf16Tiles> every_kernel() {
 }
 #endif
 
-// Every block shape (128x128 tiles in 3 and 4 stages, 64x64, 128x128 of 64x64 warps: four
-// chunks a thread and stage where the others copy two), and v5, forced.
+// Every block shape (128x128 tiles in 3 and 4 stages, 64x64, 128x128 and 256x128 of 64x64
+// warps: four chunks a thread and stage where the others copy two), and v5, forced.
 TEST(CudaConvBf16, MatchesTheCpuOnTheSameBf16Operands) {
   REQUIRE_GPU();
 #if DDPM_WITH_CUDA
@@ -366,13 +368,15 @@ TEST(CudaConvBf16, IsDeterministicWhateverTheBlockShape) {
     const Results small = run_v4(s, o);
     cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::WideWarps);
     const Results wide = run_v4(s, o);
+    cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Tall);
+    const Results tall = run_v4(s, o);
     cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Large);
     auto in_l2_only_run = [&] {  // the forward's and dgrad's gathers not through L1
       const cuda::GathersThroughL1 l2(false);
       return run_v4(s, o);
     };
     const Results in_l2_only = in_l2_only_run();
-    for (const Results* r : {&b, &deep, &small, &wide, &in_l2_only}) {
+    for (const Results* r : {&b, &deep, &small, &wide, &tall, &in_l2_only}) {
       EXPECT_EQ(a.y, r->y);
       EXPECT_EQ(a.dx, r->dx);
       EXPECT_EQ(a.dw, r->dw);
@@ -405,7 +409,8 @@ TEST(CudaConvBf16, IsDeterministicWhateverTheBlockShape) {
     if (c.x[3] == 64) continue;
     expect_tuned_bits(cuda::Bf16Tiles::Autotune, a, s, o, "conv v4 autotune: ",
                       {" 128x128 [0-9.]+ ms,", " 128x128 4-stage [0-9.]+ ms,",
-                       " 64x64 [0-9.]+ ms,", " 128x128 64x64-warp [0-9.]+ ms,"});
+                       " 64x64 [0-9.]+ ms,", " 128x128 64x64-warp [0-9.]+ ms,",
+                       " 256x128 64x64-warp [0-9.]+ ms,"});
     if (!cuda::gemm_sm90_available()) continue;
     // v5's autotuner: its three schedules, v5's bits whichever it keeps
     expect_tuned_bits(cuda::Bf16Tiles::WgmmaAutotune, run_with(cuda::Bf16Tiles::Wgmma, s, o), s,

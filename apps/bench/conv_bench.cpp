@@ -173,6 +173,8 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
         {cuda::ConvAlgo::Bf16TensorCore, cuda::Bf16Tiles::Small, "v4 bf16 (64x64 tiles)"},
         {cuda::ConvAlgo::Bf16TensorCore, cuda::Bf16Tiles::WideWarps,
          "v4 bf16 (128x128 tiles, 64x64 warps)"},
+        {cuda::ConvAlgo::Bf16TensorCore, cuda::Bf16Tiles::Tall,
+         "v4 bf16 (256x128 tiles, 64x64 warps)"},
         // cuda_conv: cudnn, as the engine runs it: cuDNN plus the glue of conv2d_cudnn.cu
         // (weight transposition, padding and bf16 staging), next to cuDNN alone below
         {cuda::ConvAlgo::CudnnBf16, cuda::Bf16Tiles::Heuristic, "engine on cuDNN bf16 (+ glue)"}};
@@ -222,8 +224,9 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
     // the time (and, for cuDNN, transposed; a padded x staged) or, as training and sampling
     // in bf16 run them, read from the weights' bf16 copy (w16 here; v4 reads it in place
     // where both channel counts are multiples of 8): that row is v4 against cuDNN alone.
-    // v4 with the heuristic's block shape, and with 128x128 tiles of 64x64 warps (the
-    // shape that reads the least shared memory per mma: conv2d_bf16.cu)
+    // v4 with the heuristic's block shape, with 128x128 tiles of 64x64 warps (the shape
+    // that reads the least shared memory per mma: conv2d_bf16.cu), and with 256x128 tiles of
+    // them (the weights read from L2 once per 256 rows)
     // The direct kernels for few output channels (conv2d_thin.cu; the U-Net's last layer),
     // as the engine runs them by default, where they take the shape. And v4 with its
     // forward's and dgrad's gathers in L2 only (cp.async.cg), where the engine has them go
@@ -247,6 +250,10 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
          "v4 bf16 (64x64 warps), bf16 activations"},
         {cuda::ConvAlgo::Bf16TensorCore, cuda::Bf16Tiles::WideWarps, true,
          "v4 bf16 (64x64 warps), bf16 activations and weight copy"},
+        {cuda::ConvAlgo::Bf16TensorCore, cuda::Bf16Tiles::Tall, false,
+         "v4 bf16 (256x128 tiles), bf16 activations"},
+        {cuda::ConvAlgo::Bf16TensorCore, cuda::Bf16Tiles::Tall, true,
+         "v4 bf16 (256x128 tiles), bf16 activations and weight copy"},
         {cuda::ConvAlgo::Bf16TensorCore, heuristic, false,
          "direct (few outputs), bf16 activations", true},
         {cuda::ConvAlgo::Bf16TensorCore, heuristic, true,

@@ -40,8 +40,10 @@
 // blocks fit an SM's 64K registers (ptxas, sm_90: 126-128 registers, no spills; the
 // launch bounds hold every kernel to that). The same
 // tiles with 4 stages (64 KB, opted in) keep one more tile in flight; a 64x64 block of 4
-// warps (32x32 each) serves small outputs; a heuristic or a start-up autotuner picks per
-// pass and size (BlockShape below).
+// warps (32x32 each) serves small outputs; 128x128 and 256x128 blocks of 64x64 warps read
+// less shared memory per mma, the 256-row one also half the weights from L2 per FLOP (one
+// block an SM); a heuristic or a start-up autotuner picks per pass and size (BlockShape
+// below).
 //
 // Pipeline (S stages): stages 0..S-2 are requested before the loop; iteration kt waits
 // until tile kt has landed (cp.async.wait_group S-2: the S-2 newer groups may still be in
@@ -137,12 +139,22 @@ namespace {
 // Ampere SM's mma.sync, half that rate, is served either way; CUTLASS's Ampere GEMMs use 64
 // x 64 warp tiles.) The price is half the warps an SM: 2 blocks of 4 warps, where Large has
 // 2 of 8, so each warp's 4 cp.async chunks a stage and its 32 mma a k-step must hide the
-// latency with fewer warps beside it; the 4th stage is there for that. Each thread copies
-// two 16-byte chunks of each operand per stage (four in the wide-warp tile), and no shape
-// changes any output's summation order: each accumulator adds its k in order.
-template <int kM, int kN, int kWarpsM, int kWarpsN, int kPipelineStages>
+// latency with fewer warps beside it; the 4th stage is there for that. Tall: 256x128, 8
+// warps (4 x 2) of 64x64, 3 stages (72 KB), one block an SM: the wide warps' reads per mma
+// and, per FLOP, half the L2 traffic of the 128-row tiles' B (every block of a forward or a
+// dgrad reads all of the weights: the same 295 KB for each 128 rows of the 32x32 layer's
+// forward); CUTLASS's default Ampere GEMM tile (docs/kernels.md, v4 step 13). Each thread
+// copies two 16-byte chunks of each operand per stage (four in the wide-warp tile and in the
+// tall tile's A), and no shape changes any output's summation order: each accumulator adds
+// its k in order.
+// kOccupancy: the blocks an SM must hold at once (the kernel's launch bounds, which cap the
+// registers a thread at 64K / (threads x blocks)): 2 for every shape but the tall one, whose
+// 128 accumulators a thread at 256 threads leave room for one.
+template <int kM, int kN, int kWarpsM, int kWarpsN, int kPipelineStages,
+          int kBlocksAnSm = kBlocksPerSm>
 struct BlockShape {
   static constexpr int kBM = kM, kBN = kN, kStages = kPipelineStages;
+  static constexpr int kOccupancy = kBlocksAnSm;
   static constexpr int kThreads = 32 * kWarpsM * kWarpsN;
   static constexpr int kWarpM = kM / kWarpsM, kWarpN = kN / kWarpsN;
   static constexpr int kMTiles = kWarpM / 16, kNTiles = kWarpN / 8;  // mma tiles per warp
@@ -155,6 +167,7 @@ using LargeTiles = BlockShape<128, 128, 2, 4, 3>;
 using DeepTiles = BlockShape<128, 128, 2, 4, 4>;
 using SmallTiles = BlockShape<64, 64, 2, 2, 3>;
 using WideWarpTiles = BlockShape<128, 128, 2, 2, 4>;
+using TallTiles = BlockShape<256, 128, 4, 2, 3, 1>;
 
 // Where a lane points ldmatrix, in bytes from its stage's tile, for a fragment of A (16 x 16
 // at rows m0, k kk; matrices (m 0-7, k 0-7), (8-15, 0-7), (0-7, 8-15), (8-15, 8-15) in
@@ -190,13 +203,13 @@ __device__ void load_fragments(uint32_t (&r)[4], ptx::SharedAddress at) {
 
 // grid (M tiles, N tiles, splits). Block z multiplies k in [z * k_slice, (z+1) * k_slice)
 // and, when splitting, writes its partial tile to planes + z * m * n.
-// Launch bounds: two blocks an SM, the occupancy the 128x128 tiles are sized for. At 256
+// Launch bounds: the block shape's occupancy, two blocks an SM for the 128x128 tiles. At 256
 // threads that caps a thread at 128 registers, so a change that needs more spills (which
 // -Xptxas -v shows) instead of silently halving the occupancy: a draft of the masked
 // loaders took the dgrad to 156 registers, and nothing else would have said so. (At the
-// wide-warp tile's 128 threads the cap is 255.)
+// wide-warp tile's 128 threads, and the tall tile's 256 at one block an SM, the cap is 255.)
 template <class Block, class LoadA, class LoadB, class Epilogue>
-__global__ void __launch_bounds__(Block::kThreads, kBlocksPerSm)
+__global__ void __launch_bounds__(Block::kThreads, Block::kOccupancy)
 conv_gemm_bf16(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB b,
                Epilogue epilogue, float* planes) {
 #if DDPM_HAS_SM80_TENSOR_CORES
@@ -354,7 +367,8 @@ __global__ void weights_by_phase(Conv2dShape s, int64_t co8, const S* w, bf16_bi
 // Past 48 KB a kernel opts in to its dynamic shared memory (launch_gemm, through
 // opt_in_shared_memory); every sm_80+ GPU allows at least 99 KB per block (163 KB on A100,
 // 227 KB on H100).
-static_assert(DeepTiles::kSmemBytes <= 99 * 1024 && WideWarpTiles::kSmemBytes <= 99 * 1024,
+static_assert(DeepTiles::kSmemBytes <= 99 * 1024 && WideWarpTiles::kSmemBytes <= 99 * 1024 &&
+                  TallTiles::kSmemBytes <= 99 * 1024,
               "more than every sm_80+ GPU allows a block");
 static_assert(LargeTiles::kBM == kPlanTile && LargeTiles::kBN == kPlanTile,
               "the split plan counts the large tiles");
@@ -401,7 +415,7 @@ std::map<TunedKey, Bf16Tiles>& tuned() {
 // v5's three schedules (Bf16Tiles::WgmmaAutotune). Within each list every choice gives the
 // same bits, so a tuned run is as reproducible as an untuned one.
 constexpr Bf16Tiles kTunable[] = {Bf16Tiles::Large, Bf16Tiles::Deep, Bf16Tiles::Small,
-                                  Bf16Tiles::WideWarps};
+                                  Bf16Tiles::WideWarps, Bf16Tiles::Tall};
 constexpr Bf16Tiles kTunableV5[] = {Bf16Tiles::Wgmma, Bf16Tiles::WgmmaTma,
                                     Bf16Tiles::WgmmaPaired};
 
@@ -409,6 +423,7 @@ const char* tiles_name(Bf16Tiles t) {
   return t == Bf16Tiles::Small         ? "64x64"
          : t == Bf16Tiles::Deep        ? "128x128 4-stage"
          : t == Bf16Tiles::WideWarps   ? "128x128 64x64-warp"
+         : t == Bf16Tiles::Tall        ? "256x128 64x64-warp"
          : t == Bf16Tiles::Wgmma       ? "4 stages"
          : t == Bf16Tiles::WgmmaTma    ? "4 stages, TMA B"
          : t == Bf16Tiles::WgmmaPaired ? "3 stages, 2 blocks an SM"
@@ -427,6 +442,8 @@ void launch_tiles(Bf16Tiles t, const Gemm& g, LoadA a, LoadB b, Epilogue epilogu
     launch_gemm<DeepTiles>(g, a, b, epilogue, planes);
   } else if (t == Bf16Tiles::WideWarps) {
     launch_gemm<WideWarpTiles>(g, a, b, epilogue, planes);
+  } else if (t == Bf16Tiles::Tall) {
+    launch_gemm<TallTiles>(g, a, b, epilogue, planes);
   } else {
     launch_gemm<LargeTiles>(g, a, b, epilogue, planes);
   }

@@ -14,11 +14,13 @@ namespace ddpm::cuda {
 
 // The block shape each GEMM runs with: 128x128 tiles (8 warps of 64x32) in a 3-stage
 // pipeline (Large, 48 KB of shared memory) or a 4-stage one (Deep, 64 KB), 64x64 tiles (4
-// warps, Small), or 128x128 tiles of 4 warps of 64x64 in 4 stages (WideWarps, 64 KB: a
-// third fewer shared-memory reads per mma, half the warps). The heuristic takes Large when
-// its tiles alone make a wave on the GPU, else Small; Autotune times all four on the first
-// call of each pass and size (like torch.backends.cudnn.benchmark), prints the times and
-// keeps the fastest. The choice never changes the result's bits (conv2d_bf16.cu).
+// warps, Small), 128x128 tiles of 4 warps of 64x64 in 4 stages (WideWarps, 64 KB: a
+// third fewer shared-memory reads per mma, half the warps), or 256x128 tiles of 8 warps of
+// 64x64 in 3 stages (Tall, 72 KB, one block an SM: the wide warps' reads, and B read from
+// L2 once per 256 rows instead of 128). The heuristic takes Large when its tiles alone make
+// a wave on the GPU, else Small; Autotune times all five on the first call of each pass and
+// size (like torch.backends.cudnn.benchmark), prints the times and keeps the fastest. The
+// choice never changes the result's bits (conv2d_bf16.cu).
 // Wgmma (v5, forced only, until a GPU has verified it): the three passes on Hopper's wgmma
 // (128x128 tiles, 2 warpgroups, sm_90a), fed by v4's cp.async loaders. Its bits are its own
 // (the tensor cores order a k-step's sums), and it needs gemm_sm90_available()
@@ -30,7 +32,8 @@ namespace ddpm::cuda {
 // v5's three (Wgmma, WgmmaTma, WgmmaPaired) timed on the first call of each pass and size,
 // printed, the fastest kept, as Autotune does for v4's: the same bits whichever it keeps.
 enum class Bf16Tiles {
-  Heuristic, Autotune, Large, Deep, Small, WideWarps, Wgmma, WgmmaTma, WgmmaPaired, WgmmaAutotune
+  Heuristic, Autotune, Large, Deep, Small, WideWarps, Tall, Wgmma, WgmmaTma, WgmmaPaired,
+  WgmmaAutotune
 };
 void set_conv2d_bf16_tiles(Bf16Tiles t);  // process-wide; Heuristic by default
 Bf16Tiles conv2d_bf16_tiles();

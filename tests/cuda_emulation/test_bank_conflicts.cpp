@@ -108,6 +108,7 @@ TEST(BankConflicts, ConvolutionsV4AndV5AreConflictFree) {
          {std::pair{cuda::Bf16Tiles::Large, "v4 128x128"}, {cuda::Bf16Tiles::Deep, "v4 128x128x4"},
           {cuda::Bf16Tiles::Small, "v4 64x64"},
           {cuda::Bf16Tiles::WideWarps, "v4 128x128 of 64x64 warps"},
+          {cuda::Bf16Tiles::Tall, "v4 256x128 of 64x64 warps"},
           {cuda::Bf16Tiles::Wgmma, "v5 wgmma"},
           {cuda::Bf16Tiles::WgmmaPaired, "v5 wgmma, 3 stages"}}) {
       cuda::set_conv2d_bf16_tiles(tiles);
@@ -180,8 +181,9 @@ Sectors gathered_sectors(int64_t rows, int64_t block_rows, const Conv2dShape& s,
 // what its block reads serves all but the distinct ones (here the L1 model, 64 KB a block,
 // holds every sector a block reads: at 16 x 16 x 32 a block of 128 rows reads ~10 image
 // rows, 10 KB). Their B (the weights) is read once per block, from L2 only, either way; so
-// is every operand of the wgrad, whose K loop reads each pixel once per tap. v4's large and
-// small tiles and v5's wgmma alike (the same loaders).
+// is every operand of the wgrad, whose K loop reads each pixel once per tap. v4's large,
+// small and tall tiles and v5's wgmma alike (the same loaders); the tall tile's one block of
+// 256 rows reads the weights once where the large tile's two blocks read them twice.
 TEST(CopyReads, TheForwardAndDgradGathersRereadThroughL1) {
   REQUIRE_GPU();
   const Conv2dShape s = conv2d_shape(Shape{1, 16, 16, 32}, Shape{3, 3, 32, 32},
@@ -205,6 +207,7 @@ TEST(CopyReads, TheForwardAndDgradGathersRereadThroughL1) {
   for (const auto& [tiles, block_rows, name] :
        {std::tuple{cuda::Bf16Tiles::Large, int64_t{128}, "v4 128x128"},
         {cuda::Bf16Tiles::Small, int64_t{64}, "v4 64x64"},
+        {cuda::Bf16Tiles::Tall, int64_t{256}, "v4 256x128"},
         {cuda::Bf16Tiles::Wgmma, int64_t{128}, "v5 wgmma"}}) {
     cuda::set_conv2d_bf16_tiles(tiles);
     const bool v5 = tiles == cuda::Bf16Tiles::Wgmma;
