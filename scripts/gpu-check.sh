@@ -243,13 +243,14 @@ run_profile() {
   # About 20 conv launches and 6 flash ones, a few seconds of replays each.
   ncu_bottlenecks 300 "conv res 32x32 32x32 128->128" "conv_gemm_(bf16|wgmma)" conv-32x32 \
     conv --skip-naive
-  # Where the same launches find their bytes (docs/kernels.md, v4 step 12): L1's hit rate on
-  # the forward's and dgrad's gathers (cp.async.ca by default; .cg in the "gathers in L2
-  # only" rows) and the L2 traffic. The emulator's count: 83% of the gathers' sectors hit,
-  # with 64 KB of L1 a block.
+  # Where the same launches find their bytes (docs/kernels.md, v4 steps 12 and 13): L1's hit
+  # rate on the forward's and dgrad's gathers (cp.async.ca by default; .cg in the "gathers
+  # in L2 only" rows), the L2 traffic, and (launch statistics) the shared-memory split the
+  # driver took for each kernel's carveout. The emulator's count: 83% of the gathers'
+  # sectors hit with 78 KB of L1 a block (128x128 tiles), 86% with 156 KB (256x128).
   within 240 "$ncu_bin" --nvtx --nvtx-include "conv res 32x32 32x32 128->128/" \
     -k "regex:conv_gemm_(bf16|wgmma)" --section MemoryWorkloadAnalysis \
-    --section MemoryWorkloadAnalysis_Tables --page details --csv \
+    --section MemoryWorkloadAnalysis_Tables --section LaunchStats --page details --csv \
     "$build/apps/kernel-bench" conv --skip-naive --once > "$out/ncu-conv-l1.csv" \
     2> "$out/ncu-conv-l1.log"
   echo "ncu conv-l1 exit $?" | tee -a "$out/profile.status"

@@ -6,7 +6,9 @@ file's one occurrence of the old text is replaced by the new, the named test bin
 under BUILD/tests/, e.g. test_optim or cuda_emulation/emu_asan_test_diffusion_loss: a CUDA
 kernel's mutation runs on the CPU emulation; ":FILTER" after one runs only the tests a gtest
 filter names; "ctest:REGEX" runs the ctest tests REGEX names, the command line's: the ddpm
-and kernel-bench binaries are built for them) are rebuilt and run, and the mutation is reported CAUGHT (some test failed, or it no longer
+and kernel-bench binaries are built for them; "build:TARGET" builds a ninja target and runs
+nothing, for a ctest test whose binary is another, e.g. a gtest binary run with its own
+environment) are rebuilt and run, and the mutation is reported CAUGHT (some test failed, or it no longer
 builds) or SURVIVED (every test passed: a gap, or a change that is no change); the binaries run in
 their listed order and the first that fails decides, so list the quick ones first. The file is
 restored after each mutation, on an error or Ctrl-C too. A mutation whose old text no longer
@@ -56,13 +58,18 @@ def change_of(old, new, width=60):
 def targets_of(test):
     """A test binary under build/tests/ ("test_optim", "cuda_emulation/emu_asan_test_philox"),
     optionally with ":FILTER" (a gtest filter), is built by the ninja target of its file name;
-    "ctest:REGEX" (the command line's tests) by the apps'."""
+    "ctest:REGEX" (the command line's tests) by the apps'; "build:TARGET" is that target."""
     if test.startswith("ctest:"):
         return ["ddpm", "kernel-bench"]
+    if test.startswith("build:"):
+        return [test[len("build:"):]]
     return [test.split(":")[0].split("/")[-1]]
 
 
 def command_of(test, build):
+    """What runs a test entry; None for "build:TARGET", which only builds."""
+    if test.startswith("build:"):
+        return None
     if test.startswith("ctest:"):
         return ["ctest", "--test-dir", build, "-R", test[len("ctest:"):]]
     binary, _, pattern = test.partition(":")
@@ -84,6 +91,8 @@ def sweep(mutation, build):
             return "CAUGHT", "does not build"
         caught = []
         for test in tests:
+            if command_of(test, build) is None:
+                continue
             run = subprocess.run(command_of(test, build), cwd=ROOT, capture_output=True,
                                  text=True, timeout=1200)
             if run.returncode != 0:

@@ -16,6 +16,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <regex>
 #include <set>
 #include <sstream>
@@ -461,13 +462,68 @@ TEST(CudaConvBf16, SplitKFillsOneWaveAndNoMore) {
     EXPECT_TRUE(s == 1 || tiles * s <= wave) << s << " slices: " << tiles * s << " blocks";
     EXPECT_TRUE(s == kMost || tiles * (s + 1) > wave) << s << " slices leave a wave unfilled";
   }
-  EXPECT_EQ(cuda::split_k_one_wave(9, 8 * kMinSlice, kMinSlice, kMost, 2), 8);  // K too short
+  if (wave >= 9 * 8)  // room for 8 slices of 9 tiles: K too short for more
+    EXPECT_EQ(cuda::split_k_one_wave(9, 8 * kMinSlice, kMinSlice, kMost, 2), 8);
   if (cuda::sm_count() == 132) {  // v4's own plan, on the model's wgrads at batch 128
     EXPECT_EQ(cuda::conv2d_bf16_split_k(9 * 128, 128, 128 * 32 * 32), 29);
     EXPECT_EQ(cuda::conv2d_bf16_split_k(9 * 256, 256, 128 * 16 * 16), 7);
     EXPECT_EQ(cuda::conv2d_bf16_split_k(9 * 384, 256, 128 * 16 * 16), 4);
     EXPECT_EQ(cuda::conv2d_bf16_split_k(128 * 32 * 32, 128, 9 * 128), 1);  // a forward: 1024 tiles
   }
+#if DDPM_CUDA_EMULATION
+  // the emulated device with the SM count set (DDPM_EMU_SM_COUNT; a ctest runs this with 1:
+  // tests/cuda_emulation/CMakeLists.txt): 9 tiles are more than a wave of 2, so no split
+  if (const char* sms = std::getenv("DDPM_EMU_SM_COUNT")) {
+    ASSERT_EQ(cuda::sm_count(), std::atoi(sms));
+    if (cuda::sm_count() == 1) EXPECT_EQ(cuda::conv2d_bf16_split_k(9 * 128, 128, 131072), 1);
+  }
+#endif
+}
+
+// The carveout a kernel asks for (device_info.cuh, carveout_percent): the driver's rule, the
+// next capacity at or above the percent's bytes, must give the least capacity that holds the
+// blocks, on each listed device and for every need up to its largest capacity; with no list,
+// at least the need. And the values the kernels get on an H100: the 128x128 tiles (two of
+// 48 KB) and the tall tile (one of 72 KB) 100 KB, L1 the other 156; two blocks of 97 KB
+// exactly 196 KB, where 86% would round past it to 228.
+TEST(CudaConvBf16, TheCarveoutHoldsTheBlocksAndLeavesTheRestToL1) {
+  REQUIRE_GPU();
+#if DDPM_WITH_CUDA
+  constexpr size_t kKB = 1024, kReserved = 1024;
+  for (const auto& [cc, per_sm] : {std::pair{90, 228 * kKB}, {80, 164 * kKB}, {86, 100 * kKB}}) {
+    const std::vector<int> list = cuda::shared_capacities_kb(cc);
+    ASSERT_FALSE(list.empty()) << cc;
+    ASSERT_EQ(list.back() * kKB, per_sm) << cc;
+    auto driver_takes = [&](int percent) {  // the next capacity at or above percent of per_sm
+      for (int kb : list)
+        if (kb * kKB * 100 >= static_cast<size_t>(percent) * per_sm) return kb * kKB;
+      return per_sm;
+    };
+    for (int blocks : {1, 2, 3, 4})
+      for (size_t bytes = 0; blocks * (bytes + kReserved) <= per_sm; bytes += 512) {
+        const size_t need = blocks * (bytes + kReserved);
+        size_t least = per_sm;
+        for (int kb : list)
+          if (kb * kKB >= need) {
+            least = kb * kKB;
+            break;
+          }
+        const int p = cuda::carveout_percent(blocks, bytes, kReserved, per_sm, list);
+        ASSERT_TRUE(p >= 0 && p <= 100) << p;
+        ASSERT_EQ(driver_takes(p), least)
+            << "sm_" << cc << ", " << blocks << " blocks of " << bytes << " bytes: " << p << "%";
+      }
+  }
+  const std::vector<int> h100 = cuda::shared_capacities_kb(90);
+  EXPECT_EQ(cuda::carveout_percent(2, 48 * kKB, kReserved, 228 * kKB, h100), 43);  // 100 KB
+  EXPECT_EQ(cuda::carveout_percent(1, 72 * kKB, kReserved, 228 * kKB, h100), 43);  // 100 KB
+  EXPECT_EQ(cuda::carveout_percent(2, 97 * kKB, kReserved, 228 * kKB, h100), 85);  // 196 KB
+  EXPECT_EQ(cuda::carveout_percent(2, 120 * kKB, kReserved, 228 * kKB, h100), 100);
+  // a device the lists do not have: the need rounded up (never less shared memory)
+  EXPECT_TRUE(cuda::shared_capacities_kb(120).empty());
+  EXPECT_EQ(cuda::carveout_percent(2, 48 * kKB, kReserved, 228 * kKB, {}), 43);  // 42.98 up
+  EXPECT_EQ(cuda::carveout_percent(1, 227 * kKB, kReserved, 228 * kKB, {}), 100);
+#endif
 }
 
 // What the loaders assume (conv2d_bf16.cu, check_shape_limits): the gathers' masks hold 16

@@ -379,10 +379,19 @@ int64_t tiles_of(int64_t m, int64_t n) {
 }
 
 
+// Each kernel's carveout once (device_info.cuh, leave_rest_to_l1_of_resident): the shared
+// memory of the blocks an SM holds, the rest L1, where the forward's and the dgrad's
+// gathers find what their taps reread (the tall tile's 256-channel layers keep their hits
+// only with ~136 KB of it: docs/kernels.md, v4 step 13).
 template <class Block, class LoadA, class LoadB, class Epilogue>
 void launch_gemm(const Gemm& g, LoadA a, LoadB b, Epilogue epilogue, float* planes) {
   auto launch = [&](dim3 grid, int64_t k_slice) {
     opt_in_shared_memory(conv_gemm_bf16<Block, LoadA, LoadB, Epilogue>, Block::kSmemBytes);
+    static const bool carved = (leave_rest_to_l1_of_resident(
+                                    conv_gemm_bf16<Block, LoadA, LoadB, Epilogue>,
+                                    Block::kThreads, Block::kSmemBytes, Block::kOccupancy),
+                                true);
+    (void)carved;
     DDPM_LAUNCH((conv_gemm_bf16<Block, LoadA, LoadB, Epilogue>), grid, Block::kThreads,
                 Block::kSmemBytes)(g.m, g.n, g.k, k_slice, a, b, epilogue, planes);
   };

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "engine/check.h"
 #include "engine/cuda_check.h"
@@ -65,11 +66,74 @@ void opt_in_shared_memory(Kernel kernel, size_t bytes) {
                                     static_cast<int>(bytes)));
 }
 
+// The carveout: an SM's L1 and shared memory are one array (256 KB on H100 / H200, 192 KB on
+// A100), split per kernel at one of a few shared-memory capacities, in KB, by compute
+// capability (the CUDA Programming Guide's and the Ampere / Hopper tuning guides' lists);
+// empty for a device they do not list.
+inline std::vector<int> shared_capacities_kb(int cc) {
+  if (cc == 90) return {0, 8, 16, 32, 64, 100, 132, 164, 196, 228};
+  if (cc == 80 || cc == 87) return {0, 8, 16, 32, 64, 100, 132, 164};
+  if (cc == 86 || cc == 89) return {0, 8, 16, 32, 64, 100};
+  return {};
+}
+// A kernel states its preference as a percent of the most shared memory an SM has
+// (shared_per_sm), and the driver takes the next capacity at or above that many bytes; it is
+// a hint. carveout_percent: a percent that lands on the least capacity holding `blocks`
+// blocks of `bytes` each plus the system's `reserved` per block, so that the blocks fit and
+// everything else stays L1 (the convolutions' gathers go through L1: conv2d_bf16.cu). It
+// asks for floor(100 capacity / shared_per_sm) percent: at most the capacity, and above the
+// capacity below it (capacities lie at least 8 KB apart, a percent at most 2.3 KB). Rounding
+// the need itself up instead would miss a need that is exactly a capacity (two blocks of 97
+// KB and the 1 KB reserve, 196 KB): 86% of 228 KB is past 196, so the driver would take 228.
+// A device with
+// no list, or blocks needing more than its largest capacity: the need rounded up, at most
+// 100 (shared memory first: a lost block costs more than a smaller L1).
+inline int carveout_percent(int blocks, size_t bytes, size_t reserved, size_t shared_per_sm,
+                            const std::vector<int>& capacities_kb) {
+  const size_t need = static_cast<size_t>(blocks) * (bytes + reserved);
+  for (int kb : capacities_kb) {
+    const size_t capacity = static_cast<size_t>(kb) * 1024;
+    if (capacity >= need && capacity <= shared_per_sm)
+      return static_cast<int>(100 * capacity / shared_per_sm);
+  }
+  if (need >= shared_per_sm) return 100;
+  return static_cast<int>((100 * need + shared_per_sm - 1) / shared_per_sm);
+}
+
+// Sets `kernel`'s carveout (above) to hold `blocks` blocks of `bytes` dynamic shared memory
+// and to leave the rest of the SM to L1. Without it the driver chooses, and may keep shared
+// memory that no block uses in L1's place.
+template <class Kernel>
+void leave_rest_to_l1(Kernel kernel, int blocks, size_t bytes) {
+  static const int per_sm = device_attribute(cudaDevAttrMaxSharedMemoryPerMultiprocessor);
+  static const int reserved = device_attribute(cudaDevAttrReservedSharedMemoryPerBlock);
+  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                  carveout_percent(blocks, bytes, reserved, per_sm,
+                                                   shared_capacities_kb(compute_capability()))));
+}
+
+// leave_rest_to_l1 for as many blocks as an SM holds at once: the occupancy calculator's
+// count from the kernel's registers, threads and `bytes` (so that no block the registers
+// allow is lost to a small carveout), or, on the CPU emulation, which allocates no
+// registers, `bounded` (the count the kernel's launch bounds ask for).
+template <class Kernel>
+void leave_rest_to_l1_of_resident(Kernel kernel, int threads, size_t bytes, int bounded) {
+  int blocks = bounded;
+#if !defined(DDPM_CUDA_EMULATION)
+  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, threads, bytes));
+#else
+  (void)threads;
+#endif
+  leave_rest_to_l1(kernel, std::max(blocks, 1), bytes);
+}
+
 // The same, or a stop with both sizes, `what` asked for them (a kernel and its shape) and
 // what to do `instead` when the device cannot give a block that much. A kernel sized for
-// `blocks_an_sm` > 1 by its shared memory (two of 97 KB in an H100 SM's 228 KB) also asks for
-// the most shared memory and the least L1 of the SM's unified memory (the carveout: a hint,
-// as CUTLASS sets it), so that the driver does not keep L1 in the second block's place.
+// `blocks_an_sm` > 1 blocks by its shared memory (two of ~97 KB in an H100 SM's 228 KB) also
+// sets its carveout for them (leave_rest_to_l1): so that the driver does not keep L1 in the
+// second block's place, and no more, so that a kernel whose loads go through L1 keeps the
+// rest. (Others are left to the driver: a flash kernel of a small head may fit more blocks
+// than one.)
 template <class Kernel>
 void reserve_shared_memory(Kernel kernel, size_t bytes, const std::string& what,
                            const std::string& instead, int blocks_an_sm = 1) {
@@ -79,9 +143,7 @@ void reserve_shared_memory(Kernel kernel, size_t bytes, const std::string& what,
                                                     "device allows "
                                                  << most << "; " << instead);
   opt_in_shared_memory(kernel, bytes);
-  if (blocks_an_sm > 1)
-    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                    cudaSharedmemCarveoutMaxShared));
+  if (blocks_an_sm > 1) leave_rest_to_l1(kernel, blocks_an_sm, bytes);
 }
 
 // How many blocks of `kernel` (`threads` a block, `bytes` of dynamic shared memory, reserved

@@ -177,9 +177,10 @@ grep -qF -- '--nvtx-include memory 32x32x128/ -k regex:group_norm' \
   "$work/prof/ncu-gn-32x32.csv" ||
   fail "ncu does not profile group norm on the 32x32 map"
 want="--nvtx-include conv res 32x32 32x32 128->128/ -k regex:conv_gemm_(bf16|wgmma)"
-want+=" --section MemoryWorkloadAnalysis"
+want+=" --section MemoryWorkloadAnalysis --section MemoryWorkloadAnalysis_Tables"
+want+=" --section LaunchStats"
 grep -qF -- "$want" "$work/prof/ncu-conv-l1.csv" ||
-  fail "ncu does not read L1's hit rate on the 32x32 convolutions"
+  fail "ncu does not read L1's hit rate and the carveout on the 32x32 convolutions"
 grep -qF "build-gpu/tests/test_cuda_attention_bf16" "$work/prof/ncu-banks-flash.csv" ||
   fail "ncu does not profile the flash kernels' test"
 grep -A2 "^## Nsight Compute: shared-memory wavefronts and bank conflicts, flash" \

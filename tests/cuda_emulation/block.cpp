@@ -574,7 +574,7 @@ void count_cp_async(const Block& b) {
       }
     }
   }
-  SectorLru l1(g_l1_model_bytes / 32);
+  SectorLru l1((b.spec->l1_bytes ? b.spec->l1_bytes : g_l1_model_bytes) / 32);
   const size_t most = *std::max_element(issued.begin(), issued.end());
   for (size_t k = 0; k < most; ++k)
     for (size_t w = 0; w < b.warps.size(); ++w) {

@@ -20,6 +20,7 @@ struct GridSpec {
   dim3 grid, block;
   size_t dynamic_smem = 0;  // bytes of dynamic shared memory per block
   const char* kernel = "";  // for messages
+  size_t l1_bytes = 0;      // the L1 model's bytes a block (CopyReads); 0: l1_model_bytes()
 };
 
 // Calls body() once per CUDA thread of every block. Returns "" when the grid ran to the end,
@@ -142,7 +143,8 @@ struct SharedWavefronts {
 // once. A .cg copy's sectors all come from L2. A .ca copy's go through a model of the L1 of
 // the block's SM: a least-recently-used set of sectors, l1_model_bytes() of them per block
 // (the block's share of what shared memory leaves of an SM's L1), empty at the block's
-// start; a sector found there is a hit, any other comes from L2 and is kept. The block's
+// start (its size: the kernel's carveout, runtime.h's l1_bytes_per_block, when it states
+// one); a sector found there is a hit, any other comes from L2 and is kept. The block's
 // warps are taken in the order the K loops keep them in: each warp's k-th instruction, then
 // the (k+1)-th. Not modelled: another block on the same SM sharing its L1, and eviction by
 // other loads (the kernels it is meant for load nothing else through L1 in their loops).
@@ -156,7 +158,8 @@ struct SharedTraffic {
   uint64_t unmatched_cp_async_warps = 0;
   CopyReads reads;  // of the warps whose lanes matched
 };
-// The L1 model's size per block (CopyReads); 64 KB unless set. Process-wide.
+// The L1 model's size per block (CopyReads) for a kernel that states no carveout; 64 KB
+// unless set. Process-wide.
 size_t l1_model_bytes();
 void set_l1_model_bytes(size_t bytes);
 // Called by one lane of a warp's ldmatrix.x4 with the 32 lanes' row addresses.

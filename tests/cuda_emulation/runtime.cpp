@@ -76,6 +76,8 @@ thread_local LastError t_last;
 
 std::mutex g_attr_mutex;
 std::map<const void*, int> g_dynamic_smem_optin;  // kernel -> opted-in bytes
+std::map<const void*, int> g_carveout;            // kernel -> preferred carveout, percent
+int g_carveout_override = -2;                     // set_carveout_override; -2: none
 
 std::atomic<int> g_dry_runs{0};
 
@@ -90,20 +92,66 @@ bool is_device(const void* p, size_t bytes) {
 
 }  // namespace
 
+namespace {
+
+// The whole number in the environment variable `name`, `otherwise` when it is unset or
+// empty; anything but a number from `low` to `high` stops the process, naming what it wants.
+size_t env_number(const char* name, size_t otherwise, size_t low, size_t high,
+                  const char* unit) {
+  const char* env = std::getenv(name);
+  if (env == nullptr || *env == '\0') return otherwise;
+  char* end = nullptr;
+  const unsigned long long value = std::strtoull(env, &end, 10);
+  if (*end != '\0' || value < low || value > high) {
+    std::fprintf(stderr, "%s=%s: want %s from %zu to %zu\n", name, env, unit, low, high);
+    std::abort();
+  }
+  return static_cast<size_t>(value);
+}
+
+}  // namespace
+
 size_t optin_shared_bytes() {
-  static const size_t bytes = [] {
-    const char* env = std::getenv("DDPM_EMU_OPTIN_SHARED_BYTES");
-    if (env == nullptr || *env == '\0') return kOptinSharedBytes;
-    char* end = nullptr;
-    const unsigned long long value = std::strtoull(env, &end, 10);
-    if (*end != '\0' || value < kDefaultSharedBytes || value > kOptinSharedBytes) {
-      std::fprintf(stderr, "DDPM_EMU_OPTIN_SHARED_BYTES=%s: want bytes from %zu to %zu\n", env,
-                   kDefaultSharedBytes, kOptinSharedBytes);
-      std::abort();
-    }
-    return static_cast<size_t>(value);
-  }();
+  static const size_t bytes = env_number("DDPM_EMU_OPTIN_SHARED_BYTES", kOptinSharedBytes,
+                                         kDefaultSharedBytes, kOptinSharedBytes, "bytes");
   return bytes;
+}
+
+size_t l1_bytes_per_block(const void* kernel, const GridSpec& spec) {
+  int percent = -1;
+  {
+    std::lock_guard<std::mutex> lock(g_attr_mutex);
+    const auto it = g_carveout.find(kernel);
+    if (it != g_carveout.end()) percent = it->second;
+    if (g_carveout_override != -2) percent = g_carveout_override;
+  }
+  if (percent < 0) return 0;  // the driver's choice: the process-wide model
+  // An H100's shared-memory capacities (KB): the next at or above the percent, and at least
+  // one block's (the driver raises the split for a kernel that would not run otherwise).
+  const size_t block = spec.dynamic_smem + kReservedSharedBytes;
+  size_t capacity = kSharedBytesPerSm;
+  for (int kb : {0, 8, 16, 32, 64, 100, 132, 164, 196, 228}) {
+    const size_t bytes = size_t(kb) * 1024;
+    if (bytes * 100 >= size_t(percent) * kSharedBytesPerSm && bytes >= block) {
+      capacity = bytes;
+      break;
+    }
+  }
+  const uint64_t threads = uint64_t(spec.block.x) * spec.block.y * spec.block.z;
+  const uint64_t resident = std::max<uint64_t>(
+      1, std::min<uint64_t>({kMaxThreadsPerSm / threads, capacity / block, kMaxBlocksPerSm}));
+  return (kL1SharedBytesPerSm - capacity) / resident;
+}
+
+void set_carveout_override(int percent) {
+  std::lock_guard<std::mutex> lock(g_attr_mutex);
+  g_carveout_override = percent;
+}
+
+int sm_count() {
+  static const int count =
+      static_cast<int>(env_number("DDPM_EMU_SM_COUNT", kSmCount, 1, 1024, "SMs"));
+  return count;
 }
 
 void set_last_error(cudaError_t error, const std::string& detail) {
@@ -229,7 +277,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
   prop->maxThreadsPerBlock = cuda_emu::kMaxThreadsPerBlock;
   prop->major = 9;
   prop->minor = 0;
-  prop->multiProcessorCount = cuda_emu::kSmCount;
+  prop->multiProcessorCount = cuda_emu::sm_count();
   prop->memoryBusWidth = 5120;        // an H100 SXM's, as the attributes below
   prop->l2CacheSize = 50 * 1024 * 1024;
   return cudaSuccess;
@@ -247,8 +295,14 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) 
     case cudaDevAttrMaxSharedMemoryPerBlockOptin:
       *value = int(cuda_emu::optin_shared_bytes());
       break;
+    case cudaDevAttrMaxSharedMemoryPerMultiprocessor:
+      *value = int(cuda_emu::kSharedBytesPerSm);
+      break;
+    case cudaDevAttrReservedSharedMemoryPerBlock:
+      *value = int(cuda_emu::kReservedSharedBytes);
+      break;
     case cudaDevAttrMultiProcessorCount:
-      *value = cuda_emu::kSmCount;
+      *value = cuda_emu::sm_count();
       break;
     case cudaDevAttrComputeCapabilityMajor:
       *value = 9;
@@ -287,12 +341,15 @@ cudaError_t cudaGetDriverEntryPointByVersion(const char* symbol, void** function
 }
 
 cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value) {
-  if (attr == cudaFuncAttributePreferredSharedMemoryCarveout)  // the emulation has no L1
-    return value >= -1 && value <= 100
-               ? cudaSuccess
-               : fail(cudaErrorInvalidValue, "cudaFuncAttributePreferredSharedMemoryCarveout " +
-                                                 std::to_string(value) +
-                                                 " is not a percent (0-100) or -1");
+  if (attr == cudaFuncAttributePreferredSharedMemoryCarveout) {  // the L1 model's size
+    if (value < -1 || value > 100)
+      return fail(cudaErrorInvalidValue, "cudaFuncAttributePreferredSharedMemoryCarveout " +
+                                             std::to_string(value) +
+                                             " is not a percent (0-100) or -1");
+    std::lock_guard<std::mutex> lock(cuda_emu::g_attr_mutex);
+    cuda_emu::g_carveout[func] = value;
+    return cudaSuccess;
+  }
   if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize)
     return fail(cudaErrorInvalidValue, "function attribute not emulated");
   if (value < 0 || static_cast<size_t>(value) > cuda_emu::optin_shared_bytes())

@@ -59,7 +59,9 @@ enum cudaDeviceAttr {
   cudaDevAttrGlobalMemoryBusWidth = 37,
   cudaDevAttrComputeCapabilityMajor = 75,
   cudaDevAttrComputeCapabilityMinor = 76,
+  cudaDevAttrMaxSharedMemoryPerMultiprocessor = 81,
   cudaDevAttrMaxSharedMemoryPerBlockOptin = 97,
+  cudaDevAttrReservedSharedMemoryPerBlock = 111,
 };
 
 enum cudaFuncAttribute {
@@ -180,11 +182,31 @@ constexpr int kSmCount = 132;
 constexpr int kMaxThreadsPerBlock = 1024;
 constexpr size_t kDefaultSharedBytes = 48 * 1024;
 constexpr size_t kOptinSharedBytes = 227 * 1024;  // an H100's; see optin_shared_bytes()
+constexpr size_t kSharedBytesPerSm = 228 * 1024;  // an H100's (of its 256 KB of L1 and shared)
+constexpr size_t kL1SharedBytesPerSm = 256 * 1024;
+constexpr size_t kReservedSharedBytes = 1024;     // the system's, per block (sm_80 and later)
+constexpr uint64_t kMaxThreadsPerSm = 2048;
+constexpr uint64_t kMaxBlocksPerSm = 32;
 constexpr size_t kGlobalBytes = size_t(16) << 30;
 
 // The dynamic shared memory a block may opt in to: kOptinSharedBytes, or the bytes in
 // DDPM_EMU_OPTIN_SHARED_BYTES, to play a smaller device (101376 is sm_86's and sm_89's 99 KB).
 size_t optin_shared_bytes();
+// The L1 a block of `kernel` launched as `spec` has (block.h: CopyReads), when the kernel
+// stated a carveout (cudaFuncAttributePreferredSharedMemoryCarveout): the driver's split of
+// an H100 SM's 256 KB, the next shared-memory capacity at or above the percent (and at least
+// one block's), the rest L1, shared by the blocks the SM then holds by threads and shared
+// memory (registers are not emulated: a kernel held to fewer by its registers gets more L1
+// here than on a GPU). 0 without a carveout: the driver's choice, which the model does not
+// know (l1_model_bytes() then).
+size_t l1_bytes_per_block(const void* kernel, const GridSpec& spec);
+// Every kernel's carveout taken as `percent` (as if each had set it), -2 to stop: a test's
+// counterfactual (what a kernel's hits would be in another split).
+void set_carveout_override(int percent);
+// The SMs the device reports: kSmCount, or DDPM_EMU_SM_COUNT's, e.g. 1 so that the kernels
+// which size their grids or split K by the SM count (the convolutions' split-K) run each
+// block over the whole reduction (one-off counts such as docs/kernels.md's L1 table).
+int sm_count();
 
 // Sets the error cudaGetLastError returns next, with the detail cudaGetErrorString adds.
 void set_last_error(cudaError_t error, const std::string& detail);
@@ -248,7 +270,8 @@ template <class... Params, class... Args>
 void launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
             cudaStream_t stream /*every call is synchronous here*/, Args&&... args) {
   note_stream(stream);
-  const GridSpec spec{grid, block, smem, name};
+  GridSpec spec{grid, block, smem, name};
+  spec.l1_bytes = l1_bytes_per_block(reinterpret_cast<const void*>(kernel), spec);
   if (in_kernel()) {
     set_last_error(cudaErrorNotSupported, std::string(name) + ": launched from a kernel");
     return;

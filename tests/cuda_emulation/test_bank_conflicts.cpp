@@ -262,6 +262,54 @@ TEST(CopyReads, TheForwardAndDgradGathersRereadThroughL1) {
   cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Heuristic);
 }
 
+// The tall tile's carveout (device_info.cuh, leave_rest_to_l1_of_resident: one block of 72
+// KB a SM, so 100 KB of shared memory and 156 KB of L1 on an H100; the emulator sizes its L1
+// model from the carveout a kernel sets, runtime.h's l1_bytes_per_block) keeps what a
+// 256-channel map's taps reread. On a 16 x 16 x 256 map one block's 256 rows read all 256
+// pixels (128 KB) through 9 taps: with that L1 every reread hits. With the most shared
+// memory (228 KB, leaving 28 KB of L1) almost none does: the reuse between taps (kh, kw)
+// and (kh, kw + 1) is 8 stages of 16 KB apart. The whole K must run in one block: the
+// emulated device with one SM (DDPM_EMU_SM_COUNT=1, as its ctest runs it), else it skips.
+TEST(CopyReads, TheTallTilesCarveoutKeepsWhatA256ChannelMapsTapsReread) {
+  REQUIRE_GPU();
+  if (cuda_emu::sm_count() != 1)
+    GTEST_SKIP() << "needs the emulated device with one SM (DDPM_EMU_SM_COUNT=1), so that "
+                    "no block's K is split; ctest runs it so";
+  const Conv2dShape s = conv2d_shape(Shape{1, 16, 16, 256}, Shape{3, 3, 256, 32},
+                                     Conv2dParams::same(3));
+  ASSERT_EQ(cuda::conv2d_bf16_split_k(256, 32, 9 * 256), 1);
+  const int64_t rows = s.n * s.h * s.w, nx = rows * s.c_in, ny = rows * s.c_out;
+  const OnDevice<float> w(randoms(9 * s.c_in * s.c_out, 1));
+  const OnDevice<uint16_t> x(bf16_randoms(nx, 2)), y(ny);
+  const OnDevice<float> fws(cuda::conv2d_bf16_forward_workspace(s));
+  const Sectors a = gathered_sectors(rows, 256, s, s.c_in, [&](int64_t r, int kh, int kw,
+                                                               int64_t& pixel) {
+    const int64_t ih = r / s.w - s.pad_top + kh, iw = r % s.w - s.pad_left + kw;
+    pixel = ih * s.w + iw;
+    return ih >= 0 && ih < s.h && iw >= 0 && iw < s.w;
+  });
+  cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Tall);
+  auto reads = [&] {
+    cuda_emu::reset_shared_traffic();
+    cuda::conv2d_bf16_forward(s, x.ptr, w.ptr, nullptr, y.ptr, fws.ptr);
+    return cuda_emu::shared_traffic()[kConvKernel].reads;
+  };
+  const cuda_emu::CopyReads carved = reads();
+  cuda_emu::set_carveout_override(100);
+  const cuda_emu::CopyReads all_shared = reads();
+  cuda_emu::set_carveout_override(-2);
+  cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Heuristic);
+  EXPECT_EQ(carved.l1_misses, a.distinct);
+  EXPECT_EQ(carved.l1_hits, a.requested - a.distinct);
+  EXPECT_EQ(all_shared.l1_hits + all_shared.l1_misses, a.requested);
+  EXPECT_LT(all_shared.l1_hits, a.requested / 20) << "hits with 28 KB of L1";
+  std::printf("tall tile, 16x16x256: A's sectors from L2 %llu with its carveout (156 KB of L1),"
+              " %llu with all 228 KB shared (28 KB), of %llu requested\n",
+              static_cast<unsigned long long>(carved.l1_misses),
+              static_cast<unsigned long long>(all_shared.l1_misses),
+              static_cast<unsigned long long>(a.requested));
+}
+
 // The flash kernels' forward, then backward, on qkv in storage T (f32, or bf16 bits: then
 // the tiles come by cp.async; from f32 they are converted through registers, plain stores
 // that the emulator does not count).
