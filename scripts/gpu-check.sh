@@ -423,6 +423,13 @@ with open(os.path.join(out, "report.md"), "w") as f:
               if l.startswith(("conv autotune:", "attention autotune:"))]
     f.write("\n## The autotuners' choices in the auto-bf16 run (v4 or cuDNN per convolution pass; "
             "the attention's path)\n```\n" + ("\n".join(chosen) or "(none: not run)") + "\n```\n")
+    # and the block shapes' (v4's five, with the gathers through L1 and the carveout:
+    # docs/kernels.md v4 steps 12-13) and v5's schedules, per pass and GEMM size
+    shapes = [l for name in ("train-tiled-bf16.log", "train-graph-wgmma-bf16.log")
+              for l in read(name).splitlines()
+              if l.startswith(("conv v4 autotune:", "conv v5 autotune:"))]
+    f.write("\n## The block shapes the convolutions' autotuners kept (tiled-bf16: v4; "
+            "graph-wgmma-bf16: v5)\n```\n" + ("\n".join(shapes) or "(none: not run)") + "\n```\n")
     f.write("\n## Sampling, 256 images x 100 steps (engine fp32, bf16; PyTorch fp32, bf16)\n```\n" + read("sample.log") + "\n```\n")
 print(open(os.path.join(out, "report.md")).read()[:3000])
 PY

@@ -48,6 +48,9 @@ autotuned="conv autotune: dgrad (128, 32, 32, 128) k3x3 -> 128 stride 1, bf16 ac
 attention="attention autotune: batch 128, length 256, 256 channels, 1 heads (forward + backward): flash 0.300 ms -> flash"
 printf 'training the U-Net\n%s\n%s\nstep 10/20  loss 1.0\n' "$autotuned" "$attention" \
   > "$work/train-auto-bf16.log"
+# the v4 run's block-shape autotuner: its own section
+shapes="conv v4 autotune: forward 131072 x 128 x 1152 (K in 1 slices): 128x128 0.150 ms, 256x128 64x64-warp 0.120 ms, -> 256x128 64x64-warp"
+printf 'training the U-Net\n%s\nstep 10/20  loss 1.0\n' "$shapes" > "$work/train-tiled-bf16.log"
 echo "conv2d fwd  v4  1.000 ms" > "$work/kernel-bench.txt"
 shape="16x16, 1 head B128 L256 d256"  # the rows of tests/cli/data/ (a GPU run's, made up)
 cp "$src/tests/cli/data/kernel-bench-attention.json" "$work/kernel-bench.json"
@@ -65,6 +68,10 @@ for line in "- build: build exit 0" "- ctest: ctest (GPU tests) exit 0" "- ctest
 done
 grep -A4 "^## The autotuners' choices" "$md" | grep -qF "step 10/20" &&
   fail "the autotuners' section holds lines that are not theirs"
+grep -A3 "^## The block shapes the convolutions' autotuners kept" "$md" | grep -qF -- "$shapes" ||
+  fail "the block shapes' autotune lines are not in their section"
+grep -A4 "^## The block shapes the convolutions' autotuners kept" "$md" | grep -qF "step 10/20" &&
+  fail "the block shapes' section holds lines that are not theirs"
 grep -A4 "^### Each kernel against its previous version" "$md" |
   grep -qF "| attention fwd | $shape | flash bf16 (mma.sync), bf16 tensors | 0.4000 |" ||
   fail "the table of ratios (scripts/bench_ratios.py) is not in the report"
