@@ -310,6 +310,49 @@ TEST(CopyReads, TheTallTilesCarveoutKeepsWhatA256ChannelMapsTapsReread) {
               static_cast<unsigned long long>(a.requested));
 }
 
+// What docs/kernels.md (v4 steps 12 and 13) claims of the model's layers, on two of them
+// (the forward of the 32x32 128 -> 128 and the 16x16 256 -> 256 convolutions, one image):
+// the KB each block pulls from L2 per MFLOP of the layer, A + B, with every block's L1 the
+// one its kernel's carveout leaves it (78 KB for the 128x128 tiles, two an SM; 156 KB for
+// the tall tile, one). Through L1 the 128x128 tile pulls under 0.65x what it pulls in L2
+// only (the docs: 0.59), and the tall tile under 0.6x what the 128x128 tile pulls through
+// L1 (0.54): its B is read once per 256 rows, its A hits as often. One emulated SM, as the
+// test above.
+TEST(CopyReads, TheModelsLayersPullLessFromL2ThroughL1AndOnTallTiles) {
+  REQUIRE_GPU();
+  if (cuda_emu::sm_count() != 1)
+    GTEST_SKIP() << "needs the emulated device with one SM (DDPM_EMU_SM_COUNT=1), so that "
+                    "no block's K is split; ctest runs it so";
+  for (const auto& [hw, c_in, c_out] : {std::tuple{32, 128, 128}, {16, 256, 256}}) {
+    const Conv2dShape s = conv2d_shape(Shape{1, hw, hw, c_in}, Shape{3, 3, c_in, c_out},
+                                       Conv2dParams::same(3));
+    const int64_t rows = s.n * s.h * s.w;
+    const OnDevice<float> w(randoms(9 * c_in * c_out, 1));
+    const OnDevice<uint16_t> x(bf16_randoms(rows * c_in, 2)), y(rows * c_out);
+    const OnDevice<float> fws(cuda::conv2d_bf16_forward_workspace(s));
+    const double mflop = 2.0 * rows * 9 * c_in * c_out / 1e6;
+    auto kb_per_mflop = [&](cuda::Bf16Tiles tiles, bool through_l1) {
+      const cuda::GathersThroughL1 gathers(through_l1);
+      cuda::set_conv2d_bf16_tiles(tiles);
+      cuda_emu::reset_shared_traffic();
+      cuda::conv2d_bf16_forward(s, x.ptr, w.ptr, nullptr, y.ptr, fws.ptr);
+      const cuda_emu::CopyReads r = cuda_emu::shared_traffic()[kConvKernel].reads;
+      return (r.l2_only + r.l1_misses) * 32.0 / 1024 / mflop;
+    };
+    const double l2_only = kb_per_mflop(cuda::Bf16Tiles::Large, false),
+                 large = kb_per_mflop(cuda::Bf16Tiles::Large, true),
+                 tall = kb_per_mflop(cuda::Bf16Tiles::Tall, true);
+    cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Heuristic);
+    const std::string layer = std::to_string(hw) + "x" + std::to_string(hw) + " " +
+                              std::to_string(c_in) + "->" + std::to_string(c_out);
+    std::printf("%s forward, KB from L2 per MFLOP: 128x128 in L2 only %.2f, through L1 %.2f;"
+                " 256x128 through L1 %.2f\n",
+                layer.c_str(), l2_only, large, tall);
+    EXPECT_LT(large, 0.65 * l2_only) << layer;
+    EXPECT_LT(tall, 0.6 * large) << layer;
+  }
+}
+
 // The flash kernels' forward, then backward, on qkv in storage T (f32, or bf16 bits: then
 // the tiles come by cp.async; from f32 they are converted through registers, plain stores
 // that the emulator does not count).
