@@ -85,9 +85,8 @@ inline std::vector<int> shared_capacities_kb(int cc) {
 // capacity below it (capacities lie at least 8 KB apart, a percent at most 2.3 KB). Rounding
 // the need itself up instead would miss a need that is exactly a capacity (two blocks of 97
 // KB and the 1 KB reserve, 196 KB): 86% of 228 KB is past 196, so the driver would take 228.
-// A device with
-// no list, or blocks needing more than its largest capacity: the need rounded up, at most
-// 100 (shared memory first: a lost block costs more than a smaller L1).
+// A device with no list, or blocks needing more than its largest capacity: the need rounded
+// up, at most 100 (shared memory first: a lost block costs more than a smaller L1).
 inline int carveout_percent(int blocks, size_t bytes, size_t reserved, size_t shared_per_sm,
                             const std::vector<int>& capacities_kb) {
   const size_t need = static_cast<size_t>(blocks) * (bytes + reserved);
