@@ -91,10 +91,11 @@ def sweep(mutation, build):
             return "CAUGHT", "does not build"
         caught = []
         for test in tests:
-            if command_of(test, build) is None:
+            command = command_of(test, build)
+            if command is None:
                 continue
-            run = subprocess.run(command_of(test, build), cwd=ROOT, capture_output=True,
-                                 text=True, timeout=1200)
+            run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
+                                 timeout=1200)
             if run.returncode != 0:
                 caught.append(f"{test}: {', '.join(failed_tests(run.stdout)[:3]) or 'exit ' + str(run.returncode)}")
                 break  # one failing binary decides; the later (list them slowest last) need not run

@@ -228,11 +228,13 @@ void launch_wgmma(const Gemm& g, LoadA a, LoadB b, Epilogue epilogue, float* pla
     reserve_shared_memory(conv_gemm_wgmma<kRing, LoadA, LoadB, Epilogue>, kBytes,
                           "conv v5 (wgmma)", "no Hopper GPU has less", sm90::blocks_an_sm(kRing));
     // reserve_shared_memory sets the paired ring's carveout; the 4-stage ring's one block an
-    // SM states its own too: its 130 KB of shared memory, the rest (124 KB) L1 for the
-    // gathers (device_info.cuh).
+    // SM states its own as v4's kernels do: its 130 KB of shared memory, the rest (124 KB) L1
+    // for the gathers (device_info.cuh).
     if constexpr (sm90::blocks_an_sm(kRing) == 1) {
       static const bool carved =
-          (leave_rest_to_l1(conv_gemm_wgmma<kRing, LoadA, LoadB, Epilogue>, 1, kBytes), true);
+          (leave_rest_to_l1_of_resident(conv_gemm_wgmma<kRing, LoadA, LoadB, Epilogue>,
+                                        sm90::kThreads, kBytes, 1),
+           true);
       (void)carved;
     }
     DDPM_LAUNCH((conv_gemm_wgmma<kRing, LoadA, LoadB, Epilogue>), grid, sm90::kThreads, kBytes)(

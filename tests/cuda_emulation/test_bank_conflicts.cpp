@@ -176,6 +176,27 @@ Sectors gathered_sectors(int64_t rows, int64_t block_rows, const Conv2dShape& s,
   return total;
 }
 
+// The pixel a stride-1 3x3 'same' convolution's row r reads through tap (kh, kw) (in the
+// image of one sample, s.n = 1): the forward's x, or (dgrad) dy; false when it is padding.
+bool forward_source(const Conv2dShape& s, int64_t r, int kh, int kw, int64_t& pixel) {
+  const int64_t ih = r / s.w - s.pad_top + kh, iw = r % s.w - s.pad_left + kw;
+  pixel = ih * s.w + iw;
+  return ih >= 0 && ih < s.h && iw >= 0 && iw < s.w;
+}
+bool dgrad_source(const Conv2dShape& s, int64_t r, int kh, int kw, int64_t& pixel) {
+  const int64_t oh = r / s.w + s.pad_top - kh, ow = r % s.w + s.pad_left - kw;
+  pixel = oh * s.w + ow;
+  return oh >= 0 && oh < s.h && ow >= 0 && ow < s.w;
+}
+
+// The tests below that need every block to run its whole K: the emulated device with one
+// SM (DDPM_EMU_SM_COUNT=1, as their ctest runs them; tests/cuda_emulation/CMakeLists.txt),
+// else they skip, saying so.
+#define REQUIRE_ONE_EMULATED_SM()                                                          \
+  if (cuda_emu::sm_count() != 1)                                                           \
+  GTEST_SKIP() << "needs the emulated device with one SM (DDPM_EMU_SM_COUNT=1), so that " \
+                  "no block's K is split; ctest runs it so"
+
 // The forward's and the stride-1 dgrad's A through L1 (cp.async.ca, the default) and
 // without: their gathers request the sectors gathered_sectors counts, and an L1 holding
 // what its block reads serves all but the distinct ones (here the L1 model, 64 KB a block,
@@ -193,17 +214,10 @@ TEST(CopyReads, TheForwardAndDgradGathersRereadThroughL1) {
   const OnDevice<uint16_t> x(bf16_randoms(n, 2)), dy(bf16_randoms(n, 3)), y(n), dx(n);
   const OnDevice<float> fws(cuda::conv2d_bf16_forward_workspace(s));
   const OnDevice<float> bws(cuda::conv2d_bf16_backward_workspace(s));
-  auto inside = [&](int64_t h, int64_t w_) { return h >= 0 && h < s.h && w_ >= 0 && w_ < s.w; };
-  auto forward_source = [&](int64_t r, int kh, int kw, int64_t& pixel) {
-    const int64_t oh = r / s.w, ow = r % s.w, ih = oh - s.pad_top + kh, iw = ow - s.pad_left + kw;
-    pixel = ih * s.w + iw;
-    return inside(ih, iw);
+  auto forward = [&](int64_t r, int kh, int kw, int64_t& p) {
+    return forward_source(s, r, kh, kw, p);
   };
-  auto dgrad_source = [&](int64_t r, int kh, int kw, int64_t& pixel) {  // stride 1
-    const int64_t ih = r / s.w, iw = r % s.w, oh = ih + s.pad_top - kh, ow = iw + s.pad_left - kw;
-    pixel = oh * s.w + ow;
-    return inside(oh, ow);
-  };
+  auto dgrad = [&](int64_t r, int kh, int kw, int64_t& p) { return dgrad_source(s, r, kh, kw, p); };
   for (const auto& [tiles, block_rows, name] :
        {std::tuple{cuda::Bf16Tiles::Large, int64_t{128}, "v4 128x128"},
         {cuda::Bf16Tiles::Small, int64_t{64}, "v4 64x64"},
@@ -224,9 +238,9 @@ TEST(CopyReads, TheForwardAndDgradGathersRereadThroughL1) {
       Sectors a;
       std::function<void()> run;
     } passes[] = {
-        {"forward", gathered_sectors(rows, block_rows, s, 32, forward_source),
+        {"forward", gathered_sectors(rows, block_rows, s, 32, forward),
          [&] { cuda::conv2d_bf16_forward(s, x.ptr, w.ptr, nullptr, y.ptr, fws.ptr); }},
-        {"dgrad", gathered_sectors(rows, block_rows, s, 32, dgrad_source),
+        {"dgrad", gathered_sectors(rows, block_rows, s, 32, dgrad),
          [&] {
            cuda::conv2d_bf16_backward(s, x.ptr, w.ptr, dy.ptr, dx.ptr, nullptr, nullptr,
                                       bws.ptr);
@@ -268,13 +282,10 @@ TEST(CopyReads, TheForwardAndDgradGathersRereadThroughL1) {
 // 256-channel map's taps reread. On a 16 x 16 x 256 map one block's 256 rows read all 256
 // pixels (128 KB) through 9 taps: with that L1 every reread hits. With the most shared
 // memory (228 KB, leaving 28 KB of L1) almost none does: the reuse between taps (kh, kw)
-// and (kh, kw + 1) is 8 stages of 16 KB apart. The whole K must run in one block: the
-// emulated device with one SM (DDPM_EMU_SM_COUNT=1, as its ctest runs it), else it skips.
+// and (kh, kw + 1) is 8 stages of 16 KB apart. The whole K must run in one block (one SM).
 TEST(CopyReads, TheTallTilesCarveoutKeepsWhatA256ChannelMapsTapsReread) {
   REQUIRE_GPU();
-  if (cuda_emu::sm_count() != 1)
-    GTEST_SKIP() << "needs the emulated device with one SM (DDPM_EMU_SM_COUNT=1), so that "
-                    "no block's K is split; ctest runs it so";
+  REQUIRE_ONE_EMULATED_SM();
   const Conv2dShape s = conv2d_shape(Shape{1, 16, 16, 256}, Shape{3, 3, 256, 32},
                                      Conv2dParams::same(3));
   ASSERT_EQ(cuda::conv2d_bf16_split_k(256, 32, 9 * 256), 1);
@@ -284,9 +295,7 @@ TEST(CopyReads, TheTallTilesCarveoutKeepsWhatA256ChannelMapsTapsReread) {
   const OnDevice<float> fws(cuda::conv2d_bf16_forward_workspace(s));
   const Sectors a = gathered_sectors(rows, 256, s, s.c_in, [&](int64_t r, int kh, int kw,
                                                                int64_t& pixel) {
-    const int64_t ih = r / s.w - s.pad_top + kh, iw = r % s.w - s.pad_left + kw;
-    pixel = ih * s.w + iw;
-    return ih >= 0 && ih < s.h && iw >= 0 && iw < s.w;
+    return forward_source(s, r, kh, kw, pixel);
   });
   cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Tall);
   auto reads = [&] {
@@ -320,9 +329,7 @@ TEST(CopyReads, TheTallTilesCarveoutKeepsWhatA256ChannelMapsTapsReread) {
 // test above.
 TEST(CopyReads, TheModelsLayersPullLessFromL2ThroughL1AndOnTallTiles) {
   REQUIRE_GPU();
-  if (cuda_emu::sm_count() != 1)
-    GTEST_SKIP() << "needs the emulated device with one SM (DDPM_EMU_SM_COUNT=1), so that "
-                    "no block's K is split; ctest runs it so";
+  REQUIRE_ONE_EMULATED_SM();
   for (const auto& [hw, c_in, c_out] : {std::tuple{32, 128, 128}, {16, 256, 256}}) {
     const Conv2dShape s = conv2d_shape(Shape{1, hw, hw, c_in}, Shape{3, 3, c_in, c_out},
                                        Conv2dParams::same(3));
