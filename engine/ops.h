@@ -116,8 +116,8 @@ std::string conv_algorithm_unavailable(ConvAlgorithm algo);
 // v4's block shape per pass and size: by a heuristic (default), or timed on first use
 // (autotune, like torch.backends.cudnn.benchmark; prints its choices). Either way the same
 // bits. Under Wgmma, v5's schedule the same way: its 4-stage ring (the default), with B by
-// the copy engine, or in 3 stages two blocks an SM; the same bits too. Config key
-// cuda_autotune.
+// the copy engine, in 3 stages two blocks an SM, or on 256x128 tiles; the same bits too.
+// Config key cuda_autotune.
 void set_conv_autotune(bool on);
 
 // ---- group norm (engine/ops/group_norm.cpp) ----

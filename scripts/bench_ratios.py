@@ -59,6 +59,11 @@ RULES = {
         ("v5 wgmma, bf16 activations and weight copy", "cuDNN bf16"),
     ("conv2d", "v5 wgmma, 2 blocks an SM, bf16 activations"):
         ("v5 wgmma, bf16 activations", "cuDNN bf16"),
+    # v5 on 256x128 tiles (two sub-tiles a warpgroup, 3 stages) on v5's 128x128 ones
+    ("conv2d", "v5 wgmma, 256x128 tiles, bf16 activations and weight copy"):
+        ("v5 wgmma, bf16 activations and weight copy", "cuDNN bf16"),
+    ("conv2d", "v5 wgmma, 256x128 tiles, bf16 activations"):
+        ("v5 wgmma, bf16 activations", "cuDNN bf16"),
     # the upsamplers by output phase on the reference's upsample then conv (same model FLOPs)
     ("upsample+conv", "by phase (v4 bf16, bf16 activations)"):
         ("upsample, then conv (v4 bf16, bf16 activations)", None),

@@ -134,10 +134,12 @@ TEST(BenchSmoke, EveryConvolutionRowRuns) {
           << kernel << " / " << tiles;
   }
   // v5 where it runs (the emulation too): its forward and dgrad on the weights' copy, its
-  // wgrad (which reads no weights), in both rings; the forward and the wgrad again with B by
-  // the copy engine (the dgrad's too where Cout is a multiple of 64: no smoke shape's is)
+  // wgrad (which reads no weights), in both rings and on tall tiles; the forward and the
+  // wgrad again with B by the copy engine (the dgrad's too where Cout is a multiple of 64: no
+  // smoke shape's is)
   const unsigned v5 = cuda::gemm_sm90_available() ? 1u : 0u;
-  for (const char* ring : {"v5 wgmma, ", "v5 wgmma, 2 blocks an SM, "}) {
+  for (const char* ring :
+       {"v5 wgmma, ", "v5 wgmma, 2 blocks an SM, ", "v5 wgmma, 256x128 tiles, "}) {
     for (const char* kernel : {"conv2d fwd", "conv2d dgrad"})
       EXPECT_EQ(rows.count(std::string(kernel) + " / " + ring +
                            "bf16 activations and weight copy"),

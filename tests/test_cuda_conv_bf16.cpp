@@ -152,11 +152,13 @@ const char* tiles_name(cuda::Bf16Tiles t) {
          : t == cuda::Bf16Tiles::Wgmma     ? ", v5 wgmma"
          : t == cuda::Bf16Tiles::WgmmaTma  ? ", v5 wgmma, TMA B"
          : t == cuda::Bf16Tiles::WgmmaPaired ? ", v5 wgmma, 3 stages, two blocks an SM"
+         : t == cuda::Bf16Tiles::WgmmaTall   ? ", v5 wgmma, 256x128 tiles"
                                              : ", 128x128";
 }
 
 // v4's block shapes, and v5 (the three passes on wgmma; with its dense B by the copy engine;
-// in a ring of 3 stages) where it runs: an sm_90 GPU with sm_90a code, and the emulation.
+// in a ring of 3 stages; on 256x128 tiles) where it runs: an sm_90 GPU with sm_90a code, and
+// the emulation.
 std::vector<cuda::Bf16Tiles> every_kernel() {
   std::vector<cuda::Bf16Tiles> all = {cuda::Bf16Tiles::Large, cuda::Bf16Tiles::Deep,
                                       cuda::Bf16Tiles::Small, cuda::Bf16Tiles::WideWarps,
@@ -165,6 +167,7 @@ std::vector<cuda::Bf16Tiles> every_kernel() {
     all.push_back(cuda::Bf16Tiles::Wgmma);
     all.push_back(cuda::Bf16Tiles::WgmmaTma);
     all.push_back(cuda::Bf16Tiles::WgmmaPaired);
+    all.push_back(cuda::Bf16Tiles::WgmmaTall);
   }
   return all;
 }
@@ -395,9 +398,13 @@ TEST(CudaConvBf16, IsDeterministicWhateverTheBlockShape) {
       // in a ring of 3 stages (two blocks an SM): the same tiles and products, the same bits
       cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::WgmmaPaired);
       const Results paired = run_v4(s, o);
+      // on 256x128 tiles: each row's products are those of the 128x128 tile's warpgroup
+      // that owned it, the same bits
+      cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::WgmmaTall);
+      const Results v5_tall = run_v4(s, o);
       cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Wgmma);
       const Results v5_in_l2_only = in_l2_only_run();  // as v4's above
-      for (const Results* r : {&tma, &paired, &v5_in_l2_only}) {
+      for (const Results* r : {&tma, &paired, &v5_tall, &v5_in_l2_only}) {
         EXPECT_EQ(v5.y, r->y);
         EXPECT_EQ(v5.dx, r->dx);
         EXPECT_EQ(v5.dw, r->dw);
@@ -413,11 +420,11 @@ TEST(CudaConvBf16, IsDeterministicWhateverTheBlockShape) {
                        " 64x64 [0-9.]+ ms,", " 128x128 64x64-warp [0-9.]+ ms,",
                        " 256x128 64x64-warp [0-9.]+ ms,"});
     if (!cuda::gemm_sm90_available()) continue;
-    // v5's autotuner: its three schedules, v5's bits whichever it keeps
+    // v5's autotuner: its four schedules, v5's bits whichever it keeps
     expect_tuned_bits(cuda::Bf16Tiles::WgmmaAutotune, run_with(cuda::Bf16Tiles::Wgmma, s, o), s,
                       o, "conv v5 autotune: ",
                       {" 4 stages [0-9.]+ ms,", " 4 stages, TMA B [0-9.]+ ms,",
-                       " 3 stages, 2 blocks an SM [0-9.]+ ms,"});
+                       " 3 stages, 2 blocks an SM [0-9.]+ ms,", " 256x128, 3 stages [0-9.]+ ms,"});
   }
 #endif
 }
@@ -429,9 +436,10 @@ TEST(CudaConvBf16, IsDeterministicWhateverTheBlockShape) {
 // 29 slices, of a 256-channel one (36 tiles) 7, of the 384->256 upsampler's (54 tiles) 4;
 // what the rule it replaced, "at least two waves' worth", gave them: 16 (the cap), 8 and 5,
 // i.e. 144, 288 and 270 blocks for 264 places. Each slice keeps at least min_slice terms.
-// v5's rings are sized for one block an SM (4 stages, 129 KB) and two (3 stages, 97 KB, at
-// most 128 registers by the launch bounds): on an H100 / H200 the occupancy calculator must
-// agree for every pass's kernel, or the paired rows of kernel-bench time something else.
+// v5's rings are sized for one block an SM (4 stages, 129 KB; the tall tile's 3 stages, 145
+// KB) and two (3 stages, 97 KB, at most 128 registers by the launch bounds): on an H100 /
+// H200 the occupancy calculator must agree for every pass's kernel, or the paired rows of
+// kernel-bench time something else.
 // The emulation, which allocates no registers, refuses to answer and says why; elsewhere
 // there is no v5 to ask about.
 TEST(CudaConvBf16, V5RingsHoldTheBlocksAnSmTheyAreSizedFor) {
@@ -444,9 +452,10 @@ TEST(CudaConvBf16, V5RingsHoldTheBlocksAnSmTheyAreSizedFor) {
 #else
   EXPECT_EQ(cuda::conv2d_bf16_v5_blocks_an_sm(cuda::Bf16Tiles::Wgmma), 1);
   EXPECT_EQ(cuda::conv2d_bf16_v5_blocks_an_sm(cuda::Bf16Tiles::WgmmaPaired), 2);
+  EXPECT_EQ(cuda::conv2d_bf16_v5_blocks_an_sm(cuda::Bf16Tiles::WgmmaTall), 1);
 #endif
   test::expect_error([] { cuda::conv2d_bf16_v5_blocks_an_sm(cuda::Bf16Tiles::Large); },
-                     {"Wgmma or WgmmaPaired"});
+                     {"Wgmma, WgmmaPaired or WgmmaTall"});
 #endif
 }
 

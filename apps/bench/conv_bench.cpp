@@ -347,6 +347,14 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
       add_flops("conv2d dgrad", shape, paired, timer.median_ms(dgrad), flops);
       add_flops("conv2d wgrad", shape, "v5 wgmma, 2 blocks an SM, bf16 activations",
                 timer.median_ms(wgrad), flops);
+      // on 256x128 tiles (each warpgroup two sub-tiles of 64 rows): B from L2 once per 256
+      // rows
+      cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::WgmmaTall);
+      const char* tall = "v5 wgmma, 256x128 tiles, bf16 activations and weight copy";
+      add_flops("conv2d fwd", shape, tall, timer.median_ms(forward), flops);
+      add_flops("conv2d dgrad", shape, tall, timer.median_ms(dgrad), flops);
+      add_flops("conv2d wgrad", shape, "v5 wgmma, 256x128 tiles, bf16 activations",
+                timer.median_ms(wgrad), flops);
       cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Heuristic);
     }
     struct Baseline {

@@ -421,12 +421,12 @@ std::map<TunedKey, Bf16Tiles>& tuned() {
 }
 
 // What each autotuner times, in its order: v4's block shapes (each a BlockShape above), and
-// v5's three schedules (Bf16Tiles::WgmmaAutotune). Within each list every choice gives the
+// v5's four schedules (Bf16Tiles::WgmmaAutotune). Within each list every choice gives the
 // same bits, so a tuned run is as reproducible as an untuned one.
 constexpr Bf16Tiles kTunable[] = {Bf16Tiles::Large, Bf16Tiles::Deep, Bf16Tiles::Small,
                                   Bf16Tiles::WideWarps, Bf16Tiles::Tall};
 constexpr Bf16Tiles kTunableV5[] = {Bf16Tiles::Wgmma, Bf16Tiles::WgmmaTma,
-                                    Bf16Tiles::WgmmaPaired};
+                                    Bf16Tiles::WgmmaPaired, Bf16Tiles::WgmmaTall};
 
 const char* tiles_name(Bf16Tiles t) {
   return t == Bf16Tiles::Small         ? "64x64"
@@ -436,6 +436,7 @@ const char* tiles_name(Bf16Tiles t) {
          : t == Bf16Tiles::Wgmma       ? "4 stages"
          : t == Bf16Tiles::WgmmaTma    ? "4 stages, TMA B"
          : t == Bf16Tiles::WgmmaPaired ? "3 stages, 2 blocks an SM"
+         : t == Bf16Tiles::WgmmaTall   ? "256x128, 3 stages"
                                        : "128x128";
 }
 
@@ -443,7 +444,8 @@ const char* tiles_name(Bf16Tiles t) {
 template <class LoadA, class LoadB, class Epilogue>
 void launch_tiles(Bf16Tiles t, const Gemm& g, LoadA a, LoadB b, Epilogue epilogue,
                   float* planes) {
-  if (t == Bf16Tiles::Wgmma || t == Bf16Tiles::WgmmaTma || t == Bf16Tiles::WgmmaPaired) {
+  if (t == Bf16Tiles::Wgmma || t == Bf16Tiles::WgmmaTma || t == Bf16Tiles::WgmmaPaired ||
+      t == Bf16Tiles::WgmmaTall) {
     run_v5(t, g, a, b, epilogue, planes);  // conv2d_bf16_v5.cu
   } else if (t == Bf16Tiles::Small) {
     launch_gemm<SmallTiles>(g, a, b, epilogue, planes);

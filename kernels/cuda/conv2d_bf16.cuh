@@ -28,12 +28,15 @@ namespace ddpm::cuda {
 // forward's weights, the wgrad's dy, the dgrad's weights per tap when Cout is a multiple of
 // 64 after padding to 8) brought by the copy engine (TMA) instead, the same bits as Wgmma.
 // WgmmaPaired: v5 in a ring of 3 stages, not 4, so that two blocks share an SM (one's first
-// loads and epilogue behind the other's products), the same bits as Wgmma. WgmmaAutotune:
-// v5's three (Wgmma, WgmmaTma, WgmmaPaired) timed on the first call of each pass and size,
-// printed, the fastest kept, as Autotune does for v4's: the same bits whichever it keeps.
+// loads and epilogue behind the other's products), the same bits as Wgmma. WgmmaTall: v5
+// on 256x128 tiles (each warpgroup 128 rows, two wgmma a k-step; 3 stages of 48 KB, one
+// block an SM: B read from L2 once per 256 rows instead of 128), the same bits as Wgmma.
+// WgmmaAutotune: v5's four (Wgmma, WgmmaTma, WgmmaPaired, WgmmaTall) timed on the first call
+// of each pass and size, printed, the fastest kept, as Autotune does for v4's: the same bits
+// whichever it keeps.
 enum class Bf16Tiles {
   Heuristic, Autotune, Large, Deep, Small, WideWarps, Tall, Wgmma, WgmmaTma, WgmmaPaired,
-  WgmmaAutotune
+  WgmmaTall, WgmmaAutotune
 };
 void set_conv2d_bf16_tiles(Bf16Tiles t);  // process-wide; Heuristic by default
 Bf16Tiles conv2d_bf16_tiles();
@@ -76,10 +79,11 @@ using GathersThroughL1 =
 // (conv2d_bf16.cu). The same whichever block shape runs, so the shape never changes bits.
 int conv2d_bf16_split_k(int64_t m, int64_t n, int64_t k);
 
-// How many blocks of v5's kernels (Wgmma: a ring of 4 stages; WgmmaPaired: 3) an SM of the
-// current GPU holds at once, by the occupancy calculator (registers, shared memory,
-// threads): the fewest of the three passes' kernels, as bf16 activations run them. The
-// paired ring is sized for 2, the other for 1. A GPU's answer: the CPU emulation refuses.
+// How many blocks of v5's kernels (Wgmma: a ring of 4 stages; WgmmaPaired: 3; WgmmaTall: 3
+// of the tall tile) an SM of the current GPU holds at once, by the occupancy calculator
+// (registers, shared memory, threads): the fewest of the three passes' kernels, as bf16
+// activations run them. The paired ring is sized for 2, the others for 1. A GPU's answer:
+// the CPU emulation refuses.
 int conv2d_bf16_v5_blocks_an_sm(Bf16Tiles t);
 
 int64_t conv2d_bf16_forward_workspace(const Conv2dShape& s);

@@ -104,9 +104,12 @@ struct ByCopyEngine<L, std::void_t<decltype(L::kByCopyEngine)>>
 // keeps one tile of loads in flight where a lone one keeps two, and one block's first loads
 // and its epilogue overlap the other's products, where a lone block leaves the tensor cores
 // idle through both. The same tiles and products, so the same bits.
-template <bool kKMajor>
-struct WgmmaHalf : Tile<kKMajor, sm90::kTile, sm90::kThreads> {
-  using V4 = Tile<kKMajor, sm90::kTile, sm90::kThreads>;
+// kRows: the tile's rows (m or n), 128, or 256 for the tall tile's A (Bf16Tiles::WgmmaTall:
+// four chunks a thread and half stage where the 128-wide tiles have two; v4's 256x128 tile
+// maps them the same way, and the permutation below holds for either).
+template <bool kKMajor, int kRows = sm90::kTile>
+struct WgmmaHalf : Tile<kKMajor, kRows, sm90::kThreads> {
+  using V4 = Tile<kKMajor, kRows, sm90::kThreads>;
   __device__ static int row_of(int tid, int j) {
     const int r = V4::row_of(tid, j);
     if constexpr (!kKMajor) return r;
@@ -118,26 +121,33 @@ struct WgmmaHalf : Tile<kKMajor, sm90::kTile, sm90::kThreads> {
 // goes (bytes from the operand's tile): its position (mn, k) in the half, k 32 h further on.
 template <class L>
 constexpr Major kMajorOf = L::kKMajor ? Major::K : Major::MN;
-template <class L>
+template <class L, int kRows = sm90::kTile>
 __device__ int wgmma_chunk_bytes(int tid, int j, int h) {
-  using T = WgmmaHalf<L::kKMajor>;
+  using T = WgmmaHalf<L::kKMajor, kRows>;
   const int mn = L::kKMajor ? T::row_of(tid, j) : kChunk * T::chunk_of(tid, j);
   const int k = L::kKMajor ? kChunk * T::chunk_of(tid, j) : T::row_of(tid, j);
   return sm90::TileLayout<kMajorOf<L>>::offset(mn, kBK * h + k);
 }
 
-// A ring of kRing stages: sm90::kStages, or sm90::kPairedStages (two blocks an SM).
-template <int kRing, class LoadA, class LoadB, class Epilogue>
-__global__ void __launch_bounds__(sm90::kThreads, sm90::blocks_an_sm(kRing))
+// A ring of kRing stages: sm90::kStages, or sm90::kPairedStages (two blocks an SM), or
+// kTallStages for the tall tile; kSub sub-tiles of 64 rows a warpgroup (wgmma_tile.cuh): 1,
+// a 128 x 128 tile, or 2, the tall 256 x 128 one.
+template <int kRing, int kSub, class LoadA, class LoadB, class Epilogue>
+__global__ void __launch_bounds__(sm90::kThreads, sm90::blocks_an_sm(kRing, kSub))
 conv_gemm_wgmma(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a,
                 const __grid_constant__ LoadB b, Epilogue epilogue, float* planes) {
 #if DDPM_HAS_SM90A_WGMMA
   constexpr bool kEngineB = ByCopyEngine<LoadB>::value;
+  constexpr int kRowsA = sm90::tile_rows(kSub), kStageBytes = sm90::stage_bytes(kSub),
+                kBTile = sm90::a_tile_bytes(kSub);  // B's tile in a stage, after A's
+  using HalfA = WgmmaHalf<LoadA::kKMajor, kRowsA>;
+  using HalfB = WgmmaHalf<LoadB::kKMajor>;
+  constexpr int kJA = HalfA::kChunksPerThread, kJB = HalfB::kChunksPerThread;
   DDPM_DYNAMIC_SHARED(bf16_bits, smem);
   const ptx::SharedAddress tiles = ptx::computed_once(sm90::first_stage(smem));
-  const sm90::StageBarriers<kRing> landed(tiles);  // used when B is the engine's
+  const sm90::StageBarriers<kRing, kSub> landed(tiles);  // used when B is the engine's
   const int tid = threadIdx.x;
-  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * sm90::kTile;
+  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kRowsA;
   const int64_t col0 = static_cast<int64_t>(blockIdx.y) * sm90::kTile;
   const int64_t k_begin = blockIdx.z * k_slice;
   const int64_t k_end = k_begin + k_slice < k ? k_begin + k_slice : k;
@@ -145,14 +155,13 @@ conv_gemm_wgmma(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a,
       k_end > k_begin ? static_cast<int>((k_end - k_begin + sm90::kTileK - 1) / sm90::kTileK) : 0;
 
   // the thread's chunk j of half h of a stage, in bytes from its A and its B tile
-  int a_off[2][2], b_off[2][2];
-  for (int h = 0; h < 2; ++h)
-    for (int j = 0; j < 2; ++j) {
-      a_off[h][j] = wgmma_chunk_bytes<LoadA>(tid, j, h);
-      b_off[h][j] = wgmma_chunk_bytes<LoadB>(tid, j, h);
-    }
-  auto a_state = start_chunks<WgmmaHalf<LoadA::kKMajor>>(a, tid, row0, k_begin, k_end);
-  auto b_state = start_chunks<WgmmaHalf<LoadB::kKMajor>>(b, tid, col0, k_begin, k_end);
+  int a_off[2][kJA], b_off[2][kJB];
+  for (int h = 0; h < 2; ++h) {
+    for (int j = 0; j < kJA; ++j) a_off[h][j] = wgmma_chunk_bytes<LoadA, kRowsA>(tid, j, h);
+    for (int j = 0; j < kJB; ++j) b_off[h][j] = wgmma_chunk_bytes<LoadB>(tid, j, h);
+  }
+  auto a_state = start_chunks<HalfA>(a, tid, row0, k_begin, k_end);
+  auto b_state = start_chunks<HalfB>(b, tid, col0, k_begin, k_end);
   if constexpr (kEngineB) {
     if (tid == 0) landed.init();
     __syncthreads();
@@ -160,22 +169,23 @@ conv_gemm_wgmma(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a,
   // the loaders only move forward: tiles are requested in order, each once
   auto request = [&](int tile) {
     if (tile < k_tiles) {
-      const ptx::SharedAddress stage = tiles + (tile % kRing) * sm90::kStageBytes;
+      const ptx::SharedAddress stage = tiles + (tile % kRing) * kStageBytes;
       if constexpr (kEngineB) {
         if (tid == 0) {
           const ptx::SharedAddress bar = landed.of(tile);
           ptx::mbarrier_arrive_expect_tx(bar, sm90::kTileBytes);
-          b.request(stage + sm90::kTileBytes, col0, k_begin + int64_t{tile} * sm90::kTileK, bar);
+          b.request(stage + kBTile, col0, k_begin + int64_t{tile} * sm90::kTileK, bar);
         }
       }
       for (int h = 0; h < 2; ++h) {
-        for (int j = 0; j < 2; ++j) {
+        for (int j = 0; j < kJA; ++j) {
           const Chunk ca = a.chunk(a_state, j);
           ptx::cp_async_16(stage + a_off[h][j], ca.src, ca.valid, ca.cache);
-          if constexpr (!kEngineB) {
+        }
+        if constexpr (!kEngineB) {
+          for (int j = 0; j < kJB; ++j) {
             const Chunk cb = b.chunk(b_state, j);
-            ptx::cp_async_16(stage + sm90::kTileBytes + b_off[h][j], cb.src, cb.valid,
-                             cb.cache);
+            ptx::cp_async_16(stage + kBTile + b_off[h][j], cb.src, cb.valid, cb.cache);
           }
         }
         a.advance(a_state);
@@ -186,8 +196,9 @@ conv_gemm_wgmma(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a,
   };
   for (int t = 0; t < kRing - 2; ++t) request(t);
 
-  float d[64];
-  for (float& v : d) v = 0.0f;
+  float d[kSub][64];
+  for (auto& sub : d)
+    for (float& v : sub) v = 0.0f;
   const int warpgroup = tid / 128;
   for (int t = 0; t < k_tiles; ++t) {
     ptx::cp_async_wait<kRing - 3>();  // tile t has landed (this thread's chunks)
@@ -196,55 +207,59 @@ conv_gemm_wgmma(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a,
       landed.wait(t);
     __syncthreads();                  // ... everyone's; tile t-2's products are done
     request(t + kRing - 2);           // into tile t-2's stage
-    sm90::multiply_stage<kMajorOf<LoadA>, kMajorOf<LoadB>>(
-        d, tiles + (t % kRing) * sm90::kStageBytes, warpgroup, t > 0);
+    sm90::multiply_stage<kMajorOf<LoadA>, kMajorOf<LoadB>, kSub>(
+        d, tiles + (t % kRing) * kStageBytes, warpgroup, t > 0);
   }
   sm90::finish(d);
   ptx::cp_async_wait<0>();  // (only empty groups are left)
 
-  const sm90::Fragment f(tid);
+  const sm90::Fragment f(tid, kSub);
   float* const plane = gridDim.z > 1 ? planes + blockIdx.z * m * n : nullptr;
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {  // unrolled: d's index must be a constant, or d is in memory
-    const int64_t row = row0 + f.row(h);
-    if (row >= m) continue;
-    const auto out_row = plane ? typename Epilogue::Row{} : epilogue.row(row);
+  for (int i = 0; i < kSub; ++i) {
 #pragma unroll
-    for (int j = 0; j < 16; ++j) {
-      const float v[2] = {d[4 * j + 2 * h], d[4 * j + 2 * h + 1]};
-      hand_over(epilogue, out_row, plane, row, col0 + f.col(j), n, v);
+    for (int h = 0; h < 2; ++h) {  // unrolled: d's indices must be constants, or d is in memory
+      const int64_t row = row0 + f.row(h, i);
+      if (row >= m) continue;
+      const auto out_row = plane ? typename Epilogue::Row{} : epilogue.row(row);
+#pragma unroll
+      for (int j = 0; j < 16; ++j) {
+        const float v[2] = {d[i][4 * j + 2 * h], d[i][4 * j + 2 * h + 1]};
+        hand_over(epilogue, out_row, plane, row, col0 + f.col(j), n, v);
+      }
     }
   }
 #endif
 }
 
-// v5: v4's split plan, its slices whole 64-deep stages; a ring of kRing stages.
-template <int kRing = sm90::kStages, class LoadA, class LoadB, class Epilogue>
+// v5: v4's split plan, its slices whole 64-deep stages; a ring of kRing stages, kSub
+// sub-tiles of 64 rows a warpgroup (the split counts 128 x 128 tiles whatever the block's,
+// so every schedule sums the same slices: the same bits).
+template <int kRing = sm90::kStages, int kSub = 1, class LoadA, class LoadB, class Epilogue>
 void launch_wgmma(const Gemm& g, LoadA a, LoadB b, Epilogue epilogue, float* planes) {
   if (g.m == 0 || g.n == 0) return;
   CHECK(gemm_sm90_available(), "conv v5 (wgmma) " << sm90a_missing());
-  constexpr size_t kBytes = sm90::shared_bytes_with_barriers(1, kRing);  // TMA B's barriers
+  constexpr size_t kBytes = sm90::shared_bytes_with_barriers(1, kRing, kSub);  // TMA B's
+  constexpr int kBlocks = sm90::blocks_an_sm(kRing, kSub);
+  const auto kernel = conv_gemm_wgmma<kRing, kSub, LoadA, LoadB, Epilogue>;
   auto launch = [&](dim3 grid, int64_t k_slice) {
-    reserve_shared_memory(conv_gemm_wgmma<kRing, LoadA, LoadB, Epilogue>, kBytes,
-                          "conv v5 (wgmma)", "no Hopper GPU has less", sm90::blocks_an_sm(kRing));
-    // reserve_shared_memory sets the paired ring's carveout; the 4-stage ring's one block an
-    // SM states its own as v4's kernels do: its 130 KB of shared memory, the rest (124 KB) L1
-    // for the gathers (device_info.cuh).
-    if constexpr (sm90::blocks_an_sm(kRing) == 1) {
+    reserve_shared_memory(kernel, kBytes, "conv v5 (wgmma)", "no Hopper GPU has less", kBlocks);
+    // reserve_shared_memory sets the paired ring's carveout; the 4-stage ring's and the tall
+    // tile's one block an SM states its own as v4's kernels do: its 130 (146) KB of shared
+    // memory, the rest, 124 (92) KB, L1 for the gathers (device_info.cuh).
+    if constexpr (kBlocks == 1) {
       static const bool carved =
-          (leave_rest_to_l1_of_resident(conv_gemm_wgmma<kRing, LoadA, LoadB, Epilogue>,
-                                        sm90::kThreads, kBytes, 1),
-           true);
+          (leave_rest_to_l1_of_resident(kernel, sm90::kThreads, kBytes, 1), true);
       (void)carved;
     }
-    DDPM_LAUNCH((conv_gemm_wgmma<kRing, LoadA, LoadB, Epilogue>), grid, sm90::kThreads, kBytes)(
-        g.m, g.n, g.k, k_slice, a, b, epilogue, planes);
+    DDPM_LAUNCH((conv_gemm_wgmma<kRing, kSub, LoadA, LoadB, Epilogue>), grid, sm90::kThreads,
+                kBytes)(g.m, g.n, g.k, k_slice, a, b, epilogue, planes);
   };
-  launch_split(g, sm90::kTile, sm90::kTile, sm90::kTileK, planes, epilogue, launch);
+  launch_split(g, sm90::tile_rows(kSub), sm90::kTile, sm90::kTileK, planes, epilogue, launch);
 }
 
 // v5 in schedule t: B by the copy engine where t asks for it and B allows it, else a ring of
-// 4 stages (3 for WgmmaPaired) fed by v4's loaders.
+// 4 stages (3 for WgmmaPaired; 3 of the tall tile for WgmmaTall) fed by v4's loaders.
 template <class LoadA, class LoadB, class Epilogue>
 void launch_v5(Bf16Tiles t, const Gemm& g, const LoadA& a, const LoadB& b,
                const Epilogue& epilogue, float* planes) {
@@ -269,6 +284,8 @@ void launch_v5(Bf16Tiles t, const Gemm& g, const LoadA& a, const LoadB& b,
   }
   if (t == Bf16Tiles::WgmmaPaired) {
     launch_wgmma<sm90::kPairedStages>(g, a, b, epilogue, planes);
+  } else if (t == Bf16Tiles::WgmmaTall) {
+    launch_wgmma<sm90::kTallStages, 2>(g, a, b, epilogue, planes);
   } else {
     launch_wgmma(g, a, b, epilogue, planes);
   }
@@ -301,24 +318,32 @@ DDPM_RUN_V5(WgradA, DenseRowsB, AccumulateWgrad)
 using namespace conv_bf16;  // (this file's own pieces)
 
 int conv2d_bf16_v5_blocks_an_sm(Bf16Tiles t) {
-  CHECK(t == Bf16Tiles::Wgmma || t == Bf16Tiles::WgmmaPaired,
-        "conv2d_bf16_v5_blocks_an_sm: Wgmma or WgmmaPaired (the rings of 4 and 3 stages)");
+  CHECK(t == Bf16Tiles::Wgmma || t == Bf16Tiles::WgmmaPaired || t == Bf16Tiles::WgmmaTall,
+        "conv2d_bf16_v5_blocks_an_sm: Wgmma, WgmmaPaired or WgmmaTall (the rings of 4 and 3 "
+        "stages, and the tall tile's)");
   // The three passes' kernels as bf16 activations run them; the fewest blocks of the three.
-  auto fewest = [](auto ring) {
-    constexpr int kRing = decltype(ring)::value;
-    constexpr size_t kBytes = sm90::shared_bytes_with_barriers(1, kRing);
-    constexpr int kSizedFor = sm90::blocks_an_sm(kRing);
+  auto fewest = [](auto ring, auto sub) {
+    constexpr int kRing = decltype(ring)::value, kSub = decltype(sub)::value;
+    constexpr size_t kBytes = sm90::shared_bytes_with_barriers(1, kRing, kSub);
+    constexpr int kSizedFor = sm90::blocks_an_sm(kRing, kSub);
     const char* what = "conv v5 (wgmma)";
-    return std::min(
-        {resident_blocks(conv_gemm_wgmma<kRing, ForwardA<>, DenseRowsB, StoreWithAdds<bf16_bits>>,
-                         sm90::kThreads, kBytes, kSizedFor, what),
-         resident_blocks(conv_gemm_wgmma<kRing, DgradA<>, DgradB, Accumulate<bf16_bits>>,
-                         sm90::kThreads, kBytes, kSizedFor, what),
-         resident_blocks(conv_gemm_wgmma<kRing, WgradA, DenseRowsB, AccumulateWgrad>,
-                         sm90::kThreads, kBytes, kSizedFor, what)});
+    return std::min({resident_blocks(conv_gemm_wgmma<kRing, kSub, ForwardA<>, DenseRowsB,
+                                                     StoreWithAdds<bf16_bits>>,
+                                     sm90::kThreads, kBytes, kSizedFor, what),
+                     resident_blocks(conv_gemm_wgmma<kRing, kSub, DgradA<>, DgradB,
+                                                     Accumulate<bf16_bits>>,
+                                     sm90::kThreads, kBytes, kSizedFor, what),
+                     resident_blocks(conv_gemm_wgmma<kRing, kSub, WgradA, DenseRowsB,
+                                                     AccumulateWgrad>,
+                                     sm90::kThreads, kBytes, kSizedFor, what)});
   };
-  return t == Bf16Tiles::WgmmaPaired ? fewest(std::integral_constant<int, sm90::kPairedStages>{})
-                                     : fewest(std::integral_constant<int, sm90::kStages>{});
+  using One = std::integral_constant<int, 1>;
+  if (t == Bf16Tiles::WgmmaTall)
+    return fewest(std::integral_constant<int, sm90::kTallStages>{},
+                  std::integral_constant<int, 2>{});
+  return t == Bf16Tiles::WgmmaPaired
+             ? fewest(std::integral_constant<int, sm90::kPairedStages>{}, One{})
+             : fewest(std::integral_constant<int, sm90::kStages>{}, One{});
 }
 
 }  // namespace ddpm::cuda

@@ -4,6 +4,12 @@
 //
 //   block    256 threads = 2 warpgroups; warpgroup w owns rows 64 w..64 w + 63 of the tile,
 //            one wgmma.m64n128k16 per 16 of k, 64 fp32 accumulators a thread.
+//   tall     (convolution v5's Bf16Tiles::WgmmaTall) kSub = 2 sub-tiles of 64 rows a
+//            warpgroup: a 256 x 128 tile, warpgroup w owning rows 128 w..128 w + 127, two
+//            wgmma.m64n128k16 per 16 of k (one per sub-tile, the same B), 128 accumulators
+//            a thread. A's tile is 32 KB, B's 16 KB as before: each B tile brought from L2
+//            feeds twice the rows (CUTLASS's "cooperative" 256 x 128 tile). Every size
+//            below takes kSub; 1 is the 128 x 128 tile.
 //   stage    a 128 x 64 tile of A then one of B, 16 KB each, in the 128-byte swizzle
 //            (TileLayout: K-major, a 128-byte row of 64 k per m or n; or MN-major, two
 //            panels of 64 m or n, a 128-byte row of them per k); kStages = 4 stages, 128 KB,
@@ -35,20 +41,32 @@ constexpr int kTile = 128;        // rows (m) and columns (n) of the block's til
 constexpr int kTileK = 64;        // k per stage: one 128-byte swizzled row
 constexpr int kStages = 4;        // 2 tiles of loads and 1 of products in flight
 constexpr int kPairedStages = 3;  // 1 tile of loads and 1 of products, two blocks an SM
+// The tall tile's ring (conv v5's WgmmaTall, 48 KB a stage): 1 tile of loads in flight, as a
+// paired block's, but behind a stage of twice the products (2048 cycles of an SM's tensor
+// cores at their peak, ~1.1 us, against an L2 latency under 1 us); 3 stages (146 KB) leave
+// 92 KB of L1 for the gathers where 4 (194 KB) would leave 60.
+constexpr int kTallStages = 3;
 constexpr int kThreads = 256;     // 2 warpgroups
 constexpr int kTileBytes = kTile * ptx::Sw128::kRowBytes;  // 16 KB
 constexpr int kStageBytes = 2 * kTileBytes;               // A's tile, then B's
 static_assert(kTileK * 2 == ptx::Sw128::kRowBytes, "a stage's k is one swizzled row");
+// With kSub sub-tiles of 64 rows a warpgroup: A's tile has 128 kSub rows (kSub tiles of
+// 16 KB), B's follows it.
+__host__ __device__ constexpr int tile_rows(int sub) { return kTile * sub; }
+__host__ __device__ constexpr int a_tile_bytes(int sub) { return sub * kTileBytes; }
+__host__ __device__ constexpr int stage_bytes(int sub) { return a_tile_bytes(sub) + kTileBytes; }
+static_assert(stage_bytes(1) == kStageBytes, "the 128 x 128 tile is kSub = 1");
 
 // A ring of `stages` stages: its shared memory, and how many blocks an SM holds. An H100's
 // SM has 228 KB of shared memory (a block at most 227 KB, and 1 KB more is the system's)
 // and 64 K registers: two blocks of 3 stages take 2 x 98 KB and, at 128 registers a thread
-// (their __launch_bounds__), all the registers; two of 4 stages (2 x 130 KB) do not fit.
-constexpr size_t shared_bytes(int stages) {
-  return stages * kStageBytes + ptx::Sw128::kAtomBytes;
+// (their __launch_bounds__), all the registers; two of 4 stages (2 x 130 KB) do not fit,
+// nor two tall tiles (kSub = 2) of 3 stages (2 x 146 KB).
+constexpr size_t shared_bytes(int stages, int sub = 1) {
+  return stages * stage_bytes(sub) + ptx::Sw128::kAtomBytes;
 }
-constexpr int blocks_an_sm(int stages) {
-  return 2 * (shared_bytes(stages) + 1024) <= 228 * 1024 ? 2 : 1;
+constexpr int blocks_an_sm(int stages, int sub = 1) {
+  return 2 * (shared_bytes(stages, sub) + 1024) <= 228 * 1024 ? 2 : 1;
 }
 constexpr size_t kSharedBytes = shared_bytes(kStages);
 static_assert(blocks_an_sm(kStages) == 1 && blocks_an_sm(kPairedStages) == 2,
@@ -101,14 +119,14 @@ struct TileLayout<Major::MN> {  // panel p: row k holds mn 64 p..64 p + 63
 // barrier is the release of the tile before it in that stage (wait_released: parity
 // (t / kRing + 1) % 2, which a barrier still in its first phase passes at once: the first
 // kRing tiles wait for nothing).
-constexpr size_t shared_bytes_with_barriers(int sets, int stages = kStages) {
-  return shared_bytes(stages) + sets * stages * sizeof(uint64_t);
+constexpr size_t shared_bytes_with_barriers(int sets, int stages = kStages, int sub = 1) {
+  return shared_bytes(stages, sub) + sets * stages * sizeof(uint64_t);
 }
-template <int kRing = kStages>
+template <int kRing = kStages, int kSub = 1>
 struct StageBarriers {
   ptx::SharedAddress first;  // stage s's barrier: first + 8 s
   __device__ explicit StageBarriers(ptx::SharedAddress first_stage_, int set = 0)
-      : first(first_stage_ + kRing * kStageBytes + set * kRing * 8) {}
+      : first(first_stage_ + kRing * stage_bytes(kSub) + set * kRing * 8) {}
   // By one thread, before a __syncthreads: `arrivals` a phase (landed: the requesting
   // thread's one; released: every consumer thread's).
   __device__ void init(unsigned arrivals = 1) const {
@@ -145,36 +163,56 @@ __device__ __forceinline__ ptx::SharedAddress first_stage(const void* dynamic_sh
   return (ptx::shared_address(dynamic_shared) + kAtom - 1) / kAtom * kAtom;
 }
 
-// d (+)= this warpgroup's 64 rows of the stage's A times its B, A laid out kA and B kB:
-// four wgmma, one group, left in flight; returns once the group before it is done.
-// `accumulate` false: the first stage.
-template <Major kA, Major kB>
-__device__ __forceinline__ void multiply_stage(float (&d)[64], ptx::SharedAddress stage,
+// d[i] (+)= sub-tile i of this warpgroup's rows of the stage's A (rows 64 (kSub warpgroup
+// + i)..+63) times its B, A laid out kA and B kB: 4 kSub wgmma, one group, left in flight;
+// returns once the group before it is done. `accumulate` false: the first stage.
+template <Major kA, Major kB, int kSub>
+__device__ __forceinline__ void multiply_stage(float (&d)[kSub][64], ptx::SharedAddress stage,
                                                int warpgroup, bool accumulate) {
-  ptx::wgmma_fence_operands(d);
+#pragma unroll
+  for (int i = 0; i < kSub; ++i) ptx::wgmma_fence_operands(d[i]);
   ptx::wgmma_fence();
 #pragma unroll
   for (int s = 0; s < kTileK / 16; ++s)
-    ptx::wgmma_m64n128k16_bf16<kA, kB>(d, TileLayout<kA>::descriptor(stage, 64 * warpgroup, s),
-                                       TileLayout<kB>::descriptor(stage + kTileBytes, 0, s),
-                                       accumulate || s > 0);
+#pragma unroll
+    for (int i = 0; i < kSub; ++i)
+      ptx::wgmma_m64n128k16_bf16<kA, kB>(
+          d[i], TileLayout<kA>::descriptor(stage, 64 * (kSub * warpgroup + i), s),
+          TileLayout<kB>::descriptor(stage + a_tile_bytes(kSub), 0, s), accumulate || s > 0);
   ptx::wgmma_commit_group();
   ptx::wgmma_wait_group<1>();
-  ptx::wgmma_fence_operands(d);
+#pragma unroll
+  for (int i = 0; i < kSub; ++i) ptx::wgmma_fence_operands(d[i]);
+}
+// The 128 x 128 tile's (the GEMM's): one sub-tile.
+template <Major kA, Major kB>
+__device__ __forceinline__ void multiply_stage(float (&d)[64], ptx::SharedAddress stage,
+                                               int warpgroup, bool accumulate) {
+  multiply_stage<kA, kB, 1>(reinterpret_cast<float(&)[1][64]>(d), stage, warpgroup,
+                            accumulate);
 }
 
-__device__ __forceinline__ void finish(float (&d)[64]) {
+template <int kSub>
+__device__ __forceinline__ void finish(float (&d)[kSub][64]) {
   ptx::wgmma_wait_group<0>();
-  ptx::wgmma_fence_operands(d);
+#pragma unroll
+  for (int i = 0; i < kSub; ++i) ptx::wgmma_fence_operands(d[i]);
+}
+__device__ __forceinline__ void finish(float (&d)[64]) {
+  finish(reinterpret_cast<float(&)[1][64]>(d));
 }
 
 // Where a thread's accumulators are in the block's tile (ptx_sm90.cuh's fragment layout):
-// d[4j + 2h] and d[4j + 2h + 1] are row(h), columns col(j) and col(j) + 1.
+// d[i][4j + 2h] and d[i][4j + 2h + 1] (d[4j + 2h].. with one sub-tile) are row(h, i),
+// columns col(j) and col(j) + 1. `sub`: the sub-tiles of 64 rows a warpgroup.
 struct Fragment {
   int warpgroup, warp, g, t;  // warp: within the warpgroup
-  __device__ explicit Fragment(int tid)
-      : warpgroup(tid / 128), warp(tid / 32 % 4), g(tid % 32 / 4), t(tid % 4) {}
-  __device__ int row(int h) const { return 64 * warpgroup + 16 * warp + g + 8 * h; }
+  int sub;
+  __device__ explicit Fragment(int tid, int sub_ = 1)
+      : warpgroup(tid / 128), warp(tid / 32 % 4), g(tid % 32 / 4), t(tid % 4), sub(sub_) {}
+  __device__ int row(int h, int i = 0) const {
+    return 64 * (sub * warpgroup + i) + 16 * warp + g + 8 * h;
+  }
   __device__ int col(int j) const { return 8 * j + 2 * t; }
 };
 

@@ -75,7 +75,7 @@ void expect_conflict_free(const std::string& kernel, const std::string& what,
 }
 
 const char* const kConvKernel = "(conv_gemm_bf16<Block, LoadA, LoadB, Epilogue>)";
-const char* const kConvV5Kernel = "(conv_gemm_wgmma<kRing, LoadA, LoadB, Epilogue>)";
+const char* const kConvV5Kernel = "(conv_gemm_wgmma<kRing, kSub, LoadA, LoadB, Epilogue>)";
 
 // Every pass (the forward's K-major A and MN-major B, the dgrad's two K-major operands, the
 // wgrad's two MN-major ones), every block shape, both storages, channels padded and not,
@@ -102,17 +102,19 @@ TEST(BankConflicts, ConvolutionsV4AndV5AreConflictFree) {
     const std::string shape = "Cin " + std::to_string(s.c_in) + " Cout " +
                               std::to_string(s.c_out) + " stride " + std::to_string(c.stride);
     // v4's block shapes (the wide-warp one copies four chunks a thread, a warp's 32 still
-    // consecutive), and v5 in both rings (wgmma reads its tiles itself: its cp.async stores
-    // only, into the 128-byte swizzle, K-major and MN-major)
+    // consecutive), and v5 in both rings and on its tall tile (wgmma reads its tiles itself:
+    // its cp.async stores only, into the 128-byte swizzle, K-major and MN-major)
     for (const auto& [tiles, name] :
          {std::pair{cuda::Bf16Tiles::Large, "v4 128x128"}, {cuda::Bf16Tiles::Deep, "v4 128x128x4"},
           {cuda::Bf16Tiles::Small, "v4 64x64"},
           {cuda::Bf16Tiles::WideWarps, "v4 128x128 of 64x64 warps"},
           {cuda::Bf16Tiles::Tall, "v4 256x128 of 64x64 warps"},
           {cuda::Bf16Tiles::Wgmma, "v5 wgmma"},
-          {cuda::Bf16Tiles::WgmmaPaired, "v5 wgmma, 3 stages"}}) {
+          {cuda::Bf16Tiles::WgmmaPaired, "v5 wgmma, 3 stages"},
+          {cuda::Bf16Tiles::WgmmaTall, "v5 wgmma, 256x128"}}) {
       cuda::set_conv2d_bf16_tiles(tiles);
-      const bool v5 = tiles == cuda::Bf16Tiles::Wgmma || tiles == cuda::Bf16Tiles::WgmmaPaired;
+      const bool v5 = tiles == cuda::Bf16Tiles::Wgmma ||
+                      tiles == cuda::Bf16Tiles::WgmmaPaired || tiles == cuda::Bf16Tiles::WgmmaTall;
       const auto check = [&](const std::string& what, const auto& run) {
         cuda_emu::reset_shared_traffic();
         run();
@@ -222,9 +224,10 @@ TEST(CopyReads, TheForwardAndDgradGathersRereadThroughL1) {
        {std::tuple{cuda::Bf16Tiles::Large, int64_t{128}, "v4 128x128"},
         {cuda::Bf16Tiles::Small, int64_t{64}, "v4 64x64"},
         {cuda::Bf16Tiles::Tall, int64_t{256}, "v4 256x128"},
-        {cuda::Bf16Tiles::Wgmma, int64_t{128}, "v5 wgmma"}}) {
+        {cuda::Bf16Tiles::Wgmma, int64_t{128}, "v5 wgmma"},
+        {cuda::Bf16Tiles::WgmmaTall, int64_t{256}, "v5 256x128"}}) {
     cuda::set_conv2d_bf16_tiles(tiles);
-    const bool v5 = tiles == cuda::Bf16Tiles::Wgmma;
+    const bool v5 = tiles == cuda::Bf16Tiles::Wgmma || tiles == cuda::Bf16Tiles::WgmmaTall;
     const char* kernel = v5 ? kConvV5Kernel : kConvKernel;
     const int64_t blocks = (rows + block_rows - 1) / block_rows;
     const uint64_t weights = blocks * k * 32 * 2 / 32;  // each block's B, its sectors
