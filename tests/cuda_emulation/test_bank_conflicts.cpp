@@ -328,7 +328,8 @@ TEST(CopyReads, TheTallTilesCarveoutKeepsWhatA256ChannelMapsTapsReread) {
 // one its kernel's carveout leaves it (78 KB for the 128x128 tiles, two an SM; 156 KB for
 // the tall tile, one). Through L1 the 128x128 tile pulls under 0.65x what it pulls in L2
 // only (the docs: 0.59), and the tall tile under 0.6x what the 128x128 tile pulls through
-// L1 (0.54): its B is read once per 256 rows, its A hits as often. One emulated SM, as the
+// L1 (0.54): its B is read once per 256 rows, its A hits as often. And v5's two tiles (its
+// 128x128 one, its 256x128 one: docs/kernels.md, v5's tall tile). One emulated SM, as the
 // test above.
 TEST(CopyReads, TheModelsLayersPullLessFromL2ThroughL1AndOnTallTiles) {
   REQUIRE_GPU();
@@ -338,21 +339,27 @@ TEST(CopyReads, TheModelsLayersPullLessFromL2ThroughL1AndOnTallTiles) {
                                        Conv2dParams::same(3));
     const int64_t rows = s.n * s.h * s.w;
     const OnDevice<float> w(randoms(9 * c_in * c_out, 1));
-    const OnDevice<uint16_t> x(bf16_randoms(rows * c_in, 2)), y(rows * c_out);
+    const OnDevice<uint16_t> x(bf16_randoms(rows * c_in, 2)), y(rows * c_out),
+        dy(bf16_randoms(rows * c_out, 3)), dx(rows * c_in);
     const OnDevice<float> fws(cuda::conv2d_bf16_forward_workspace(s));
+    const OnDevice<float> bws(cuda::conv2d_bf16_backward_workspace(s));
     const double mflop = 2.0 * rows * 9 * c_in * c_out / 1e6;
-    auto kb_per_mflop = [&](cuda::Bf16Tiles tiles, bool through_l1) {
+    auto kb_per_mflop = [&](cuda::Bf16Tiles tiles, bool through_l1,
+                            const char* kernel = kConvKernel, bool dgrad = false) {
       const cuda::GathersThroughL1 gathers(through_l1);
       cuda::set_conv2d_bf16_tiles(tiles);
       cuda_emu::reset_shared_traffic();
-      cuda::conv2d_bf16_forward(s, x.ptr, w.ptr, nullptr, y.ptr, fws.ptr);
-      const cuda_emu::CopyReads r = cuda_emu::shared_traffic()[kConvKernel].reads;
+      if (dgrad) {
+        cuda::conv2d_bf16_backward(s, x.ptr, w.ptr, dy.ptr, dx.ptr, nullptr, nullptr, bws.ptr);
+      } else {
+        cuda::conv2d_bf16_forward(s, x.ptr, w.ptr, nullptr, y.ptr, fws.ptr);
+      }
+      const cuda_emu::CopyReads r = cuda_emu::shared_traffic()[kernel].reads;
       return (r.l2_only + r.l1_misses) * 32.0 / 1024 / mflop;
     };
     const double l2_only = kb_per_mflop(cuda::Bf16Tiles::Large, false),
                  large = kb_per_mflop(cuda::Bf16Tiles::Large, true),
                  tall = kb_per_mflop(cuda::Bf16Tiles::Tall, true);
-    cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Heuristic);
     const std::string layer = std::to_string(hw) + "x" + std::to_string(hw) + " " +
                               std::to_string(c_in) + "->" + std::to_string(c_out);
     std::printf("%s forward, KB from L2 per MFLOP: 128x128 in L2 only %.2f, through L1 %.2f;"
@@ -360,6 +367,26 @@ TEST(CopyReads, TheModelsLayersPullLessFromL2ThroughL1AndOnTallTiles) {
                 layer.c_str(), l2_only, large, tall);
     EXPECT_LT(large, 0.65 * l2_only) << layer;
     EXPECT_LT(tall, 0.6 * large) << layer;
+    // v5 (its 4-stage ring, one block an SM with 124 KB of L1; its tall tile, 92 KB)
+    const double v5 = kb_per_mflop(cuda::Bf16Tiles::Wgmma, true, kConvV5Kernel),
+                 v5_tall = kb_per_mflop(cuda::Bf16Tiles::WgmmaTall, true, kConvV5Kernel),
+                 v5_dgrad = kb_per_mflop(cuda::Bf16Tiles::Wgmma, true, kConvV5Kernel, true),
+                 v5_tall_dgrad =
+                     kb_per_mflop(cuda::Bf16Tiles::WgmmaTall, true, kConvV5Kernel, true);
+    std::printf("%s on v5, KB from L2 per MFLOP through L1: forward 128x128 %.2f, 256x128"
+                " %.2f; dgrad 128x128 %.2f, 256x128 %.2f\n",
+                layer.c_str(), v5, v5_tall, v5_dgrad, v5_tall_dgrad);
+    // v5's 128x128 tile pulls what v4's does (the same tiles, its 124 KB of L1 enough for
+    // both layers' rereads). Its tall tile's 92 KB hold a 128-channel map's: B once per 256
+    // rows, A's hits as many, 0.54x. Not a 256-channel map's, whose rereads are 4 stages of
+    // 32 KB apart: no hit, more than the 128x128 tile (which the autotuner then keeps).
+    EXPECT_EQ(v5, large) << layer;
+    // The dgrad's taps walk dy's channels as the forward's walk x's: the same at both sizes.
+    if (c_in == 128) EXPECT_LT(v5_tall, 0.6 * v5) << layer;
+    if (c_in == 256) EXPECT_GT(v5_tall, v5) << layer;
+    if (c_in == 128) EXPECT_LT(v5_tall_dgrad, 0.6 * v5_dgrad) << layer;
+    if (c_in == 256) EXPECT_GT(v5_tall_dgrad, v5_dgrad) << layer;
+    cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Heuristic);
   }
 }
 
