@@ -339,22 +339,25 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
                   timer.median_ms(dgrad), flops);
       add_flops("conv2d wgrad", shape, "v5 wgmma, TMA B, bf16 activations",
                 timer.median_ms(wgrad), flops);
+      // v5's schedules that run all three passes: forward and dgrad on the weights' copy,
+      // the wgrad (which reads no weights)
+      auto three_passes = [&](cuda::Bf16Tiles tiles, const char* with_copy,
+                              const char* wgrad_name) {
+        cuda::set_conv2d_bf16_tiles(tiles);
+        add_flops("conv2d fwd", shape, with_copy, timer.median_ms(forward), flops);
+        add_flops("conv2d dgrad", shape, with_copy, timer.median_ms(dgrad), flops);
+        add_flops("conv2d wgrad", shape, wgrad_name, timer.median_ms(wgrad), flops);
+      };
       // in a ring of 3 stages, two blocks an SM (one's prologue and epilogue behind the
       // other's products)
-      cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::WgmmaPaired);
-      const char* paired = "v5 wgmma, 2 blocks an SM, bf16 activations and weight copy";
-      add_flops("conv2d fwd", shape, paired, timer.median_ms(forward), flops);
-      add_flops("conv2d dgrad", shape, paired, timer.median_ms(dgrad), flops);
-      add_flops("conv2d wgrad", shape, "v5 wgmma, 2 blocks an SM, bf16 activations",
-                timer.median_ms(wgrad), flops);
+      three_passes(cuda::Bf16Tiles::WgmmaPaired,
+                   "v5 wgmma, 2 blocks an SM, bf16 activations and weight copy",
+                   "v5 wgmma, 2 blocks an SM, bf16 activations");
       // on 256x128 tiles (each warpgroup two sub-tiles of 64 rows): B from L2 once per 256
       // rows
-      cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::WgmmaTall);
-      const char* tall = "v5 wgmma, 256x128 tiles, bf16 activations and weight copy";
-      add_flops("conv2d fwd", shape, tall, timer.median_ms(forward), flops);
-      add_flops("conv2d dgrad", shape, tall, timer.median_ms(dgrad), flops);
-      add_flops("conv2d wgrad", shape, "v5 wgmma, 256x128 tiles, bf16 activations",
-                timer.median_ms(wgrad), flops);
+      three_passes(cuda::Bf16Tiles::WgmmaTall,
+                   "v5 wgmma, 256x128 tiles, bf16 activations and weight copy",
+                   "v5 wgmma, 256x128 tiles, bf16 activations");
       cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Heuristic);
     }
     struct Baseline {

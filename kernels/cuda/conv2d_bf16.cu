@@ -18,6 +18,9 @@
 // cp.async carries 8 consecutive k of one row; "MN-major" means consecutive rows are (the
 // wgrad's reduction runs over pixels, which are never contiguous in NHWC; the forward's B
 // is the weights (KH, KW, Cin, Cout) as they are stored, k = (kh, kw, ci) rows of Cout).
+// The forward's and the dgrad's K run in blocks of 64 channels where the channels allow
+// (KOrder, conv2d_bf16_gemm.cuh: 64 channels through every tap, then the next 64), so that
+// a tap's reread of its neighbour's pixels is a stage or two back, in L1.
 // Each operand's shared tile keeps its global layout, and ldmatrix, plain or .trans, turns
 // either into the fragments mma.sync wants. So there is one kernel, parameterised by two
 // loaders and an epilogue; the passes differ only in those, and no operand is ever
@@ -582,11 +585,13 @@ void check_shape_limits(const Conv2dShape& s) {
   const int64_t limit = int64_t{1} << 31;
   CHECK(s.h * s.w * round_up8(s.c_in) < limit &&
             s.out_h() * s.out_w() * round_up8(s.c_out) < limit &&
-            s.n * s.out_h() * s.out_w() < limit && s.n * s.h * s.w < limit,
-        "the bf16 tensor-core convolution (v4) takes images of fewer than 2^31 elements and "
-        "batches of fewer than 2^31 pixels in and out, got "
+            s.n * s.out_h() * s.out_w() < limit && s.n * s.h * s.w < limit &&
+            taps(s) * round_up8(s.c_in) * round_up8(s.c_out) < limit,
+        "the bf16 tensor-core convolution (v4) takes images of fewer than 2^31 elements "
+        "(weights too) and batches of fewer than 2^31 pixels in and out, got "
             << s.n << " x " << s.h << " x " << s.w << " x " << s.c_in << " in, " << s.out_h()
-            << " x " << s.out_w() << " x " << s.c_out << " out");
+            << " x " << s.out_w() << " x " << s.c_out << " out, weights " << s.kh << " x "
+            << s.kw << " x " << s.c_in << " x " << s.c_out);
 }
 
 // Both passes lay the workspace out the same way whether or not `base` is null (sizing).
@@ -679,9 +684,11 @@ void forward(const Conv2dShape& s, const A* x, const float* w, const float* b, A
                                   rows_pair(s.c_out, y) && rows_pair(s.c_out, residual)};
   const bf16_bits* w8 =
       w_bf16 ? forward_weights(s, w_bf16, buf.w8) : forward_weights(s, w, buf.w8);
+  const KOrder order = KOrder::of(static_cast<int>(taps(s)), static_cast<int>(c8));
   with_gather_cache([&](auto cache) {
-    const ForwardA<decltype(cache)::value> a{s, oh_n, ow_n, g.m, static_cast<int>(c8), x8};
-    run_gemm(g, a, DenseRowsB{round_up8(s.c_out), w8}, epilogue, buf.planes);
+    const ForwardA<decltype(cache)::value> a{s, oh_n, ow_n, g.m, static_cast<int>(c8),
+                                             x8, order};
+    run_gemm(g, a, TapRowsB{round_up8(s.c_out), w8, order}, epilogue, buf.planes);
   });
 }
 
@@ -698,8 +705,9 @@ void dgrad(const Conv2dShape& s, const bf16_bits* dy8, const S* w, const Accumul
   if (s.stride == 1) {
     const bf16_bits* w8 = operand(taps(s) * s.c_in, s.c_out, w, buf.w8);
     const Gemm g = dgrad_gemm(s);
-    run_gemm(g, DgradA<kCache>{s, oh_n, ow_n, g.m, static_cast<int>(co8), dy8},
-             DgradB{s, static_cast<int>(co8), w8}, into_dx, buf.planes);
+    const KOrder order = KOrder::of(static_cast<int>(taps(s)), static_cast<int>(co8));
+    run_gemm(g, DgradA<kCache>{s, oh_n, ow_n, g.m, static_cast<int>(co8), dy8, order},
+             DgradB{s, static_cast<int>(co8), w8, order}, into_dx, buf.planes);
     return;
   }
   DDPM_LAUNCH(weights_by_phase<S>, grid_for(taps(s) * s.c_in * co8), kThreads)(s, co8, w,
@@ -710,8 +718,11 @@ void dgrad(const Conv2dShape& s, const bf16_bits* dy8, const S* w, const Accumul
     Accumulate<A> into_phase = into_dx;
     into_phase.rows = PhaseRows::of(s, ph);
     if (g.k > 0) {
-      run_gemm(g, DgradA<kCache>{ph.shape, oh_n, ow_n, g.m, static_cast<int>(co8), dy8},
-               DgradB{ph.shape, static_cast<int>(co8), buf.w8 + ph.first_tap * s.c_in * co8},
+      const KOrder order =
+          KOrder::of(static_cast<int>(taps(ph.shape)), static_cast<int>(co8));
+      run_gemm(g, DgradA<kCache>{ph.shape, oh_n, ow_n, g.m, static_cast<int>(co8), dy8, order},
+               DgradB{ph.shape, static_cast<int>(co8), buf.w8 + ph.first_tap * s.c_in * co8,
+                      order},
                into_phase, buf.planes);
     } else if (!into_dx.add && g.m > 0) {  // the sum of no planes through the epilogue: 0
       DDPM_LAUNCH(reduce_planes<Accumulate<A>>, grid_for(g.m * ColumnPair::pairs(g.n)),

@@ -96,37 +96,77 @@ struct TapMask {
   }
 };
 
-// k = (kh, kw, c) over KH x KW x C8 with c fastest, advanced 32 a stage with a carry. What
-// depends on the tap (kh, kw), its element offset in the loader's layout and its two bits
-// for the rows' masks (TapMask), changes only when the tap does, so it is recomputed only on
-// a carry: a stage without one costs an add and a compare. The loader L gives
-// tap_offset(kh, kw).
+// The order of K = taps x C8 (the forward's (tap, ci), the dgrad's (tap, co)): blocks of
+// `block` channels outermost, then the tap, then the channel within the block, i.e. k =
+// (c / block, tap, c % block). block = C8 is the plain order, tap then channel (c fastest).
+// block = 64 wherever C8 is a multiple of 64 (and the kernel more than one tap), so that
+// consecutive stages read the same 64 channels through consecutive taps. Why: tap (kh, kw +
+// 1) of row m reads what tap (kh, kw) of row m + 1 read; in the plain order that reread is
+// C8 / 32 stages behind (12 at 384 channels: 96 KB of a 128-row tile's A, 192 KB of a
+// 256-row one's, past their L1), here one or two. Each loader walks its K in this order (a
+// carry into the next tap every `block` channels, into the next block after the last tap);
+// `natural` maps an index of this order to the plain one's, tap C8 + c. The order depends on
+// the shape only, so every block shape still sums in the same order (the same bits).
+struct KOrder {
+  static constexpr int kBlock = 64;  // channels a block, where C8 is a multiple of it
+  int taps = 1, c8 = 1, block = 1;   // the default: the plain order of one "tap"
+  static KOrder of(int taps, int c8) {
+    return {taps, c8, c8 % kBlock == 0 && taps > 1 ? kBlock : c8};
+  }
+  __host__ __device__ bool plain() const { return block == c8; }
+  __host__ __device__ int64_t natural(int64_t k) const {
+    const int64_t span = int64_t{taps} * block, r = k % span;
+    return r / block * c8 + k / span * block + r % block;
+  }
+};
+
+// k = (c / block, kh, kw, c % block) over KH x KW x C8 (KOrder), advanced 32 a stage with a
+// carry. What depends on the tap (kh, kw), its element offset in the loader's layout and its
+// two bits for the rows' masks (TapMask), changes only when the tap does, so it is
+// recomputed only on a carry: a stage without one costs an add and a compare. In blocks of
+// 64 channels the carry is at each block's end (found from c itself: no register more than
+// the plain order's walk), back to the block's first channel through the next tap, or past
+// the last tap into the next block.
 struct TapChannel {
   int kh = 0, kw = 0, c = 0;
   int k_left = 0;         // k_end - k: the chunk is past the K slice when <= 0
   int tap_offset = 0;     // L::tap_offset(kh, kw), elements
   uint32_t tap_bits = 0;  // TapMask::bits(kh, kw)
   template <class L>
-  __device__ void start(const L& l, int64_t k0, int64_t k_end, int c8, int kw_n) {
+  __device__ void start(const L& l, int64_t k0, int64_t k_end, const KOrder& o, int kw_n) {
     k_left = static_cast<int>(k_end - k0);
-    c = static_cast<int>(k0 % c8);
-    const int tap = static_cast<int>(k0 / c8);
+    const int64_t span = int64_t{o.taps} * o.block;
+    const int r = static_cast<int>(k0 % span), tap = r / o.block;
+    c = static_cast<int>(k0 / span) * o.block + r % o.block;
     kh = tap / kw_n;
     kw = tap % kw_n;
     retap(l);
   }
   template <class L>
-  __device__ void advance(const L& l, int c8, int kw_n) {
+  __device__ void advance(const L& l, const KOrder& o, int kw_n, int kh_n) {
     k_left -= kBK;
     c += kBK;
-    if (c < c8) return;
-    do {
-      c -= c8;
+    if (o.plain()) {  // the plain order: a carry past the tap's last channel
+      if (c < o.c8) return;
+      do {
+        c -= o.c8;
+        if (++kw == kw_n) {
+          kw = 0;
+          ++kh;
+        }
+      } while (c >= o.c8);
+    } else {  // blocks of 64 channels: past one's end when c % 64 fell below 32 (c is the
+              // thread's chunk, 0-24 into a 32-deep half)
+      if (c % KOrder::kBlock >= kBK) return;
+      c -= KOrder::kBlock;
       if (++kw == kw_n) {
         kw = 0;
-        ++kh;
+        if (++kh == kh_n) {
+          kh = 0;
+          c += KOrder::kBlock;
+        }
       }
-    } while (c >= c8);
+    }
     retap(l);
   }
   template <class L>
@@ -139,8 +179,8 @@ struct TapChannel {
 // Forward A: im2col(x8)[m = (n, oh, ow)][k = (kh, kw, ci)], x8 (N, H, W, Cin8). Row m's
 // window has its origin at input pixel (oh * stride - pad_top, ow * stride - pad_left), and
 // tap (kh, kw) is (kh W + kw) Cin8 elements on from it. The windows of a block's rows
-// overlap: tap (kh, kw + 1) of row m reads what tap (kh, kw) of row m + 1 read Cin8 / 32
-// stages before, so the copies go through L1 (kCache; L2 only for kernel-bench's
+// overlap: tap (kh, kw + 1) of row m reads what tap (kh, kw) of row m + 1 read block / 32
+// stages before (KOrder), so the copies go through L1 (kCache; L2 only for kernel-bench's
 // comparison, set_conv2d_bf16_gathers_through_l1). A template parameter, not a field: as a
 // run-time choice each copy became two predicated ones and the stage 12 instructions longer
 // (sm_90 SASS, the 128x128 forward's loop: 155 -> 167).
@@ -151,6 +191,7 @@ struct ForwardA {
   int64_t oh_n, ow_n, m;
   int c8;
   const bf16_bits* x8;
+  KOrder order;  // K's (KOrder::of(KH KW, Cin8))
   template <int kJ>
   struct State {
     int64_t origin[kJ];  // elements from x8 (negative at the image's top-left edge)
@@ -174,7 +215,7 @@ struct ForwardA {
       st.taps[j] = TapMask::side(-ih0, static_cast<int>(s.h) - ih0, s.kh) |
                    TapMask::side(-iw0, static_cast<int>(s.w) - iw0, s.kw) << 16;
     }
-    st.k.start(*this, k0, k_end, c8, s.kw);
+    st.k.start(*this, k0, k_end, order, s.kw);
     return st;
   }
   template <int kJ>
@@ -183,7 +224,7 @@ struct ForwardA {
     return {valid ? x8 + st.origin[j] + (st.k.tap_offset + st.k.c) : x8, valid, kCache};
   }
   template <int kJ>
-  __device__ void advance(State<kJ>& st) const { st.k.advance(*this, c8, s.kw); }
+  __device__ void advance(State<kJ>& st) const { st.k.advance(*this, order, s.kw, s.kh); }
 };
 
 // Dgrad A, of a stride-1 convolution (a strided convolution's dgrad runs by phase of dx,
@@ -202,6 +243,7 @@ struct DgradA {
   int64_t oh_n, ow_n, m;
   int c8;  // Cout8
   const bf16_bits* dy8;
+  KOrder order;  // K's (KOrder::of(KH KW, Cout8))
   template <int kJ>
   struct State {
     int64_t origin[kJ];
@@ -225,7 +267,7 @@ struct DgradA {
       st.taps[j] = TapMask::side(nh - last_h, nh + 1, s.kh) |
                    TapMask::side(nw - last_w, nw + 1, s.kw) << 16;
     }
-    st.k.start(*this, k0, k_end, c8, s.kw);
+    st.k.start(*this, k0, k_end, order, s.kw);
     return st;
   }
   template <int kJ>
@@ -234,35 +276,41 @@ struct DgradA {
     return {valid ? dy8 + st.origin[j] + (st.k.tap_offset + st.k.c) : dy8, valid, kCache};
   }
   template <int kJ>
-  __device__ void advance(State<kJ>& st) const { st.k.advance(*this, c8, s.kw); }
+  __device__ void advance(State<kJ>& st) const { st.k.advance(*this, order, s.kw, s.kh); }
 };
 
 // Dgrad B as (Cin rows) x (K = (kh, kw, co)) K-major: w8[kh, kw, ci, co], w8 (KH, KW, Cin,
-// Cout8). Row ci starts at ci Cout8; k = tap Cout8 + co is at tap Cin Cout8 + co from there,
+// Cout8). Row ci starts at ci Cout8; k's (tap, co) is at tap Cin Cout8 + co from there,
 // which advances with k inside a tap and jumps (Cin - 1) Cout8 more at each carry into the
-// next. So this loader needs no tap (no TapChannel): an offset, the channel and what is left
-// of the K slice, three registers where the dgrad's A already holds a TapChannel of six.
+// next in the plain order; in blocks of 64 channels (KOrder) Cin Cout8 - 64 more at each
+// block's end, and back to the first tap after the last. So this loader needs no
+// TapChannel: an offset, the channel, the tap and what is left of the K slice, where the
+// dgrad's A already holds a TapChannel of six registers. Offsets in 32 bits: the weights
+// are under 2^31 elements (check_shape_limits).
 struct DgradB {
   static constexpr bool kKMajor = true;
   Conv2dShape s;
   int c8;  // Cout8
   const bf16_bits* w8;
+  KOrder order;  // the dgrad's K (DgradA's)
   template <int kJ>
   struct State {
     bool valid[kJ];
-    int64_t origin[kJ];  // ci Cout8
-    int at, c;           // k's offset from a row's origin, and its channel co
-    int k_left;          // k_end - k
+    int origin[kJ];  // ci Cout8
+    int at, c, tap;  // k's offset from a row's origin, its channel co and its tap
+    int k_left;      // k_end - k
   };
   template <int kJ>
   __device__ State<kJ> start(const int64_t (&r)[kJ], int64_t k0, int64_t k_end) const {
     State<kJ> st;
     for (int j = 0; j < kJ; ++j) {
       st.valid[j] = r[j] < s.c_in;
-      st.origin[j] = r[j] * c8;
+      st.origin[j] = static_cast<int>(r[j]) * c8;
     }
-    st.c = static_cast<int>(k0 % c8);
-    st.at = static_cast<int>(k0 / c8) * static_cast<int>(s.c_in) * c8 + st.c;
+    const int64_t span = int64_t{order.taps} * order.block, rest = k0 % span;
+    st.tap = static_cast<int>(rest / order.block);
+    st.c = static_cast<int>(k0 / span * order.block + rest % order.block);
+    st.at = st.tap * static_cast<int>(s.c_in) * c8 + st.c;
     st.k_left = static_cast<int>(k_end - k0);
     return st;
   }
@@ -276,9 +324,21 @@ struct DgradB {
     st.k_left -= kBK;
     st.at += kBK;
     st.c += kBK;
-    while (st.c >= c8) {
-      st.c -= c8;
-      st.at += (static_cast<int>(s.c_in) - 1) * c8;
+    if (order.plain()) {
+      while (st.c >= c8) {
+        st.c -= c8;
+        st.at += (static_cast<int>(s.c_in) - 1) * c8;
+      }
+      return;
+    }
+    if (st.c % KOrder::kBlock >= kBK) return;  // blocks of 64: past one's end (TapChannel)
+    const int tap_step = static_cast<int>(s.c_in) * c8;
+    st.c -= KOrder::kBlock;
+    st.at += tap_step - KOrder::kBlock;
+    if (++st.tap == order.taps) {
+      st.tap = 0;
+      st.c += KOrder::kBlock;
+      st.at += KOrder::kBlock - order.taps * tap_step;
     }
   }
 };
@@ -346,28 +406,42 @@ struct WgradA {
   }
 };
 
-// B, MN-major, of a dense row-major matrix: rows k of `cols` bf16 (a multiple of 8), the
-// column chunks at or past `cols` zeros. The wgrad's dy8 (N*OH*OW pixels, Cout8), and the
-// forward's w8 (KH*KW*Cin8, Cout8): the weights as they are stored, k = (kh, kw, ci). Each
-// of the thread's two rows is an offset advanced 32 rows a stage: an add, no multiply.
-struct DenseRowsB {
+// B, MN-major, of a dense row-major matrix: rows of `cols` bf16 (a multiple of 8), the
+// column chunks at or past `cols` zeros. Each of the thread's rows is an offset advanced 32
+// rows a stage: an add, no multiply.
+//   DenseRowsB (RowsB<false>): K in row order. The wgrad's dy8 (N*OH*OW pixels, Cout8).
+//   TapRowsB (RowsB<true>): the forward's w8 (KH*KW*Cin8, Cout8), the weights as they are
+//     stored (row tap Cin8 + ci), walked in the forward's K order (KOrder: k's row is
+//     order.natural(k)). In blocks of 64 channels it jumps at each block's end to the next
+//     tap's rows of the block (Cin8 - 64 rows on), after the last tap to the next block's
+//     first; the rows of a thread's 32-row half of a stage lie in one block, and `half`
+//     counts the halves of the blocks' cycle through the taps. Offsets in 32 bits: the
+//     weights are under 2^31 elements (check_shape_limits).
+template <bool kInKOrder>
+struct RowsB {
   static constexpr bool kKMajor = false;
+  using Offset = std::conditional_t<kInKOrder, int, int64_t>;
   int64_t cols;
   const bf16_bits* matrix;
+  KOrder order;  // TapRowsB's
   template <int kJ>
   struct State {
     bool valid;
-    int64_t at[kJ];  // row j's chunk, elements from matrix
+    Offset at[kJ];   // row j's chunk, elements from matrix
     int k_left[kJ];  // k_end - row j
+    int half;        // TapRowsB: the stage half's place in the taps x 2 halves of a block
   };
   template <int kJ>
   __device__ State<kJ> start(int64_t col, const int64_t (&k0)[kJ], int64_t k_end) const {
     State<kJ> st;
     st.valid = col < cols;
     for (int j = 0; j < kJ; ++j) {
-      st.at[j] = k0[j] * cols + col;
+      st.at[j] = static_cast<Offset>((kInKOrder ? order.natural(k0[j]) : k0[j]) * cols + col);
       st.k_left[j] = static_cast<int>(k_end - k0[j]);
     }
+    st.half = 0;
+    if constexpr (kInKOrder)
+      st.half = static_cast<int>(k0[0] % (int64_t{order.taps} * order.block) / kBK);
     return st;
   }
   template <int kJ>
@@ -378,11 +452,23 @@ struct DenseRowsB {
   template <int kJ>
   __device__ void advance(State<kJ>& st) const {
     for (int j = 0; j < kJ; ++j) {
-      st.at[j] += kBK * cols;
+      st.at[j] += static_cast<Offset>(kBK * cols);
       st.k_left[j] -= kBK;
+    }
+    if constexpr (kInKOrder) {
+      constexpr int kHalves = KOrder::kBlock / kBK;  // a block's halves through one tap
+      if (order.plain() || ++st.half % kHalves != 0) return;
+      int rows = order.c8 - KOrder::kBlock;  // to the next tap's rows of the block
+      if (st.half == order.taps * kHalves) {  // after the last tap: the next block's first
+        st.half = 0;
+        rows += KOrder::kBlock - order.taps * order.c8;
+      }
+      for (int j = 0; j < kJ; ++j) st.at[j] += static_cast<Offset>(rows * cols);
     }
   }
 };
+using DenseRowsB = RowsB<false>;
+using TapRowsB = RowsB<true>;
 
 // ---- epilogues: what happens to C's elements (those in range) ---------------------------
 // C reaches an epilogue a row at a time. row(r) does once what depends only on the row (its

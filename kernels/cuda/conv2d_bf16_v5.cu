@@ -38,10 +38,13 @@ static_assert(sm90::kTile == kPlanTile, "the split plan counts v5's tiles");
 // thread asks for the tile's two panels a stage (request); columns past `cols` and rows
 // past the matrix's k are zeros from the engine. No thread computes a chunk's address. A K
 // slice ends on a stage boundary (v5's slices are whole 64-deep stages), so a box never
-// holds rows of the next slice. The kernel takes it as a __grid_constant__ parameter: the
+// holds rows of the next slice. In the forward's K order (KOrder) a stage's 64 rows are one
+// tap's block of 64 channels, consecutive rows of the map: the box starts at the stage's
+// first row, order.natural(k0). The kernel takes it as a __grid_constant__ parameter: the
 // copy reads the map where the launch put it.
 struct DenseRowsTmaB {
   CUtensorMap map;
+  KOrder order;  // DenseRowsB's
 #if DDPM_HAS_SM90A_WGMMA  // (v5's kernel, their only user, is compiled empty elsewhere)
   static constexpr bool kKMajor = false;
   static constexpr bool kByCopyEngine = true;
@@ -52,18 +55,20 @@ struct DenseRowsTmaB {
   // The 128 columns at col0 of rows k0..k0+63 into `tile` (the stage's B tile).
   __device__ void request(ptx::SharedAddress tile, int64_t col0, int64_t k0,
                           ptx::SharedAddress landed) const {
-    sm90::tma_tile<Major::MN>(tile, &map, static_cast<int>(col0), static_cast<int>(k0), landed);
+    sm90::tma_tile<Major::MN>(tile, &map, static_cast<int>(col0),
+                              static_cast<int>(order.natural(k0)), landed);
   }
 #endif
 };
 // Dgrad B by the copy engine (v5 only, Bf16Tiles::WgmmaTma): DgradB's w8 (taps, Cin, Cout8)
-// as a rank-3 tensor map, boxes of 128 rows (ci) of 64 co of one tap: a K-major tile, k =
-// tap Cout8 + co. Needs Cout8 a multiple of 64, so that a 64-deep stage lies in one tap
-// (every CIFAR-10 layer but the last, Cout = 3); thread 0 finds the stage's tap and first co
-// with a division per stage. Rows past Cin are zeros from the engine.
+// as a rank-3 tensor map, boxes of 128 rows (ci) of 64 co of one tap: a K-major tile, k's
+// (tap, co) in the dgrad's K order (KOrder, blocks of 64 channels). Needs Cout8 a multiple
+// of 64, so that a 64-deep stage lies in one tap (every CIFAR-10 layer but the last, Cout =
+// 3); thread 0 finds the stage's tap and first co with two divisions per stage. Rows past
+// Cin are zeros from the engine.
 struct DgradTmaB {
   CUtensorMap map;
-  int c8;  // Cout8, a multiple of 64
+  KOrder order;  // DgradB's
 #if DDPM_HAS_SM90A_WGMMA  // (as DenseRowsTmaB's)
   static constexpr bool kKMajor = true;
   static constexpr bool kByCopyEngine = true;
@@ -74,7 +79,9 @@ struct DgradTmaB {
   // Rows (ci) row0..row0+127 of k0..k0+63 into `tile` (the stage's B tile).
   __device__ void request(ptx::SharedAddress tile, int64_t row0, int64_t k0,
                           ptx::SharedAddress landed) const {
-    const int tap = static_cast<int>(k0 / c8), co = static_cast<int>(k0 % c8);
+    const int64_t span = int64_t{order.taps} * order.block, rest = k0 % span;
+    const int tap = static_cast<int>(rest / order.block),
+              co = static_cast<int>(k0 / span * order.block + rest % order.block);
     ptx::tma_load_3d(tile, &map, co, static_cast<int>(row0), tap, landed);
   }
 #endif
@@ -264,9 +271,10 @@ template <class LoadA, class LoadB, class Epilogue>
 void launch_v5(Bf16Tiles t, const Gemm& g, const LoadA& a, const LoadB& b,
                const Epilogue& epilogue, float* planes) {
   if (t == Bf16Tiles::WgmmaTma && g.k > 0) {  // B by the copy engine, where it can
-    if constexpr (std::is_same_v<LoadB, DenseRowsB>) {
+    if constexpr (std::is_same_v<LoadB, DenseRowsB> || std::is_same_v<LoadB, TapRowsB>) {
       const DenseRowsTmaB engine{bf16_tensor_map_sw128(b.matrix, g.k, b.cols, sm90::kTileK,
-                                                       "conv v5 (wgmma, TMA B)")};
+                                                       "conv v5 (wgmma, TMA B)"),
+                                 b.order};
       launch_wgmma(g, a, engine, epilogue, planes);
       return;
     }
@@ -276,7 +284,7 @@ void launch_v5(Bf16Tiles t, const Gemm& g, const LoadA& a, const LoadB& b,
         const DgradTmaB engine{
             bf16_planes_tensor_map_sw128(b.w8, taps, b.s.c_in, b.c8, sm90::kTile,
                                          "conv v5 (wgmma, TMA B) dgrad"),
-            b.c8};
+            b.order};
         launch_wgmma(g, a, engine, epilogue, planes);
         return;
       }
@@ -303,8 +311,8 @@ void run_v5(Bf16Tiles t, const Gemm& g, const LoadA& a, const LoadB& b,
 #define DDPM_RUN_V5(A, B, E)                                                                \
   template void run_v5(Bf16Tiles, const Gemm&, const A&, const B&, const E&, float*);
 #define DDPM_RUN_V5_GATHERS(cache)                                                          \
-  DDPM_RUN_V5(ForwardA<cache>, DenseRowsB, StoreWithAdds<float>)                            \
-  DDPM_RUN_V5(ForwardA<cache>, DenseRowsB, StoreWithAdds<bf16_bits>)                        \
+  DDPM_RUN_V5(ForwardA<cache>, TapRowsB, StoreWithAdds<float>)                              \
+  DDPM_RUN_V5(ForwardA<cache>, TapRowsB, StoreWithAdds<bf16_bits>)                          \
   DDPM_RUN_V5(DgradA<cache>, DgradB, Accumulate<float>)                                     \
   DDPM_RUN_V5(DgradA<cache>, DgradB, Accumulate<bf16_bits>)
 DDPM_RUN_V5_GATHERS(ptx::CacheAt::L1)
@@ -327,7 +335,7 @@ int conv2d_bf16_v5_blocks_an_sm(Bf16Tiles t) {
     constexpr size_t kBytes = sm90::shared_bytes_with_barriers(1, kRing, kSub);
     constexpr int kSizedFor = sm90::blocks_an_sm(kRing, kSub);
     const char* what = "conv v5 (wgmma)";
-    return std::min({resident_blocks(conv_gemm_wgmma<kRing, kSub, ForwardA<>, DenseRowsB,
+    return std::min({resident_blocks(conv_gemm_wgmma<kRing, kSub, ForwardA<>, TapRowsB,
                                                      StoreWithAdds<bf16_bits>>,
                                      sm90::kThreads, kBytes, kSizedFor, what),
                      resident_blocks(conv_gemm_wgmma<kRing, kSub, DgradA<>, DgradB,
