@@ -114,9 +114,16 @@ struct KOrder {
     return {taps, c8, c8 % kBlock == 0 && taps > 1 ? kBlock : c8};
   }
   __host__ __device__ bool plain() const { return block == c8; }
-  __host__ __device__ int64_t natural(int64_t k) const {
+  struct Place {
+    int tap, c;  // k's tap and channel
+  };
+  __host__ __device__ Place place(int64_t k) const {
     const int64_t span = int64_t{taps} * block, r = k % span;
-    return r / block * c8 + k / span * block + r % block;
+    return {static_cast<int>(r / block), static_cast<int>(k / span * block + r % block)};
+  }
+  __host__ __device__ int64_t natural(int64_t k) const {
+    const Place p = place(k);
+    return int64_t{p.tap} * c8 + p.c;
   }
 };
 
@@ -135,11 +142,10 @@ struct TapChannel {
   template <class L>
   __device__ void start(const L& l, int64_t k0, int64_t k_end, const KOrder& o, int kw_n) {
     k_left = static_cast<int>(k_end - k0);
-    const int64_t span = int64_t{o.taps} * o.block;
-    const int r = static_cast<int>(k0 % span), tap = r / o.block;
-    c = static_cast<int>(k0 / span) * o.block + r % o.block;
-    kh = tap / kw_n;
-    kw = tap % kw_n;
+    const KOrder::Place p = o.place(k0);
+    c = p.c;
+    kh = p.tap / kw_n;
+    kw = p.tap % kw_n;
     retap(l);
   }
   template <class L>
@@ -307,9 +313,9 @@ struct DgradB {
       st.valid[j] = r[j] < s.c_in;
       st.origin[j] = static_cast<int>(r[j]) * c8;
     }
-    const int64_t span = int64_t{order.taps} * order.block, rest = k0 % span;
-    st.tap = static_cast<int>(rest / order.block);
-    st.c = static_cast<int>(k0 / span * order.block + rest % order.block);
+    const KOrder::Place p = order.place(k0);
+    st.tap = p.tap;
+    st.c = p.c;
     st.at = st.tap * static_cast<int>(s.c_in) * c8 + st.c;
     st.k_left = static_cast<int>(k_end - k0);
     return st;
@@ -440,8 +446,10 @@ struct RowsB {
       st.k_left[j] = static_cast<int>(k_end - k0[j]);
     }
     st.half = 0;
-    if constexpr (kInKOrder)
-      st.half = static_cast<int>(k0[0] % (int64_t{order.taps} * order.block) / kBK);
+    if constexpr (kInKOrder) {  // the half's place in the cycle: its tap's, then its block's
+      const KOrder::Place p = order.place(k0[0]);
+      st.half = (p.tap * order.block + p.c % order.block) / kBK;
+    }
     return st;
   }
   template <int kJ>

@@ -64,7 +64,7 @@ struct DenseRowsTmaB {
 // as a rank-3 tensor map, boxes of 128 rows (ci) of 64 co of one tap: a K-major tile, k's
 // (tap, co) in the dgrad's K order (KOrder, blocks of 64 channels). Needs Cout8 a multiple
 // of 64, so that a 64-deep stage lies in one tap (every CIFAR-10 layer but the last, Cout =
-// 3); thread 0 finds the stage's tap and first co with two divisions per stage. Rows past
+// 3); thread 0 finds the stage's tap and first co (KOrder::place) once a stage. Rows past
 // Cin are zeros from the engine.
 struct DgradTmaB {
   CUtensorMap map;
@@ -79,10 +79,8 @@ struct DgradTmaB {
   // Rows (ci) row0..row0+127 of k0..k0+63 into `tile` (the stage's B tile).
   __device__ void request(ptx::SharedAddress tile, int64_t row0, int64_t k0,
                           ptx::SharedAddress landed) const {
-    const int64_t span = int64_t{order.taps} * order.block, rest = k0 % span;
-    const int tap = static_cast<int>(rest / order.block),
-              co = static_cast<int>(k0 / span * order.block + rest % order.block);
-    ptx::tma_load_3d(tile, &map, co, static_cast<int>(row0), tap, landed);
+    const KOrder::Place p = order.place(k0);
+    ptx::tma_load_3d(tile, &map, p.c, static_cast<int>(row0), p.tap, landed);
   }
 #endif
 };
