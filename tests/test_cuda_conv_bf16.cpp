@@ -75,10 +75,13 @@ std::vector<ConvCase> cases() {
   all.push_back({{1, 4, 4, 16}, 3, 128, Conv2dParams{2, 1, 1, 1, 1}});
   all.push_back({{2, 7, 6, 9}, 1, 5, Conv2dParams{2, 0, 0, 0, 0}});
   all.push_back({{1, 8, 8, 3}, 2, 4, Conv2dParams{3, 0, 0, 0, 0}});
-  // K in blocks of 64 channels (KOrder): the forward's and the dgrad's, two blocks each; a
-  // forward of three blocks. Split K starts v4's slices inside a block.
+  // K in blocks of 64 channels (KOrder): the forward's and the dgrad's, two blocks each (and
+  // the wgrad's columns); a forward of three blocks. Split K starts v4's slices inside a
+  // block.
   all.push_back({{2, 5, 6, 128}, 3, 128, Conv2dParams::same(3)});
   all.push_back({{1, 7, 5, 192}, 3, 24, Conv2dParams::same(3)});
+  // the wgrad's columns in blocks (WgradA) with padded input channels inside the block
+  all.push_back({{1, 5, 4, 60}, 3, 16, Conv2dParams::same(3)});
   return all;
 }
 
@@ -366,7 +369,7 @@ TEST(CudaConvBf16, IsDeterministicWhateverTheBlockShape) {
                             ConvCase{{1, 4, 4, 64}, 3, 16, Conv2dParams::same(3)},
                             ConvCase{{2, 9, 9, 65}, 3, 3, Conv2dParams{2, 1, 1, 1, 1}},
                             ConvCase{{2, 5, 6, 128}, 3, 128, Conv2dParams::same(3)}}) {
-    SCOPED_TRACE(describe(c));  // the last: K in blocks of 64 channels (KOrder), both passes
+    SCOPED_TRACE(describe(c));  // the last: K in blocks of 64 channels (KOrder), 3 passes
     const Conv2dShape s = shape_of(c);
     const Operands o = operands_for(s, 900);
     cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Large);
@@ -380,7 +383,7 @@ TEST(CudaConvBf16, IsDeterministicWhateverTheBlockShape) {
     cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Tall);
     const Results tall = run_v4(s, o);
     cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Large);
-    auto in_l2_only_run = [&] {  // the forward's and dgrad's gathers not through L1
+    auto in_l2_only_run = [&] {  // the three passes' gathers not through L1
       const cuda::GathersThroughL1 l2(false);
       return run_v4(s, o);
     };

@@ -404,7 +404,7 @@ void launch_gemm(const Gemm& g, LoadA a, LoadB b, Epilogue epilogue, float* plan
 Bf16Tiles g_tiles = Bf16Tiles::Heuristic;
 // Shapes of at most 8 output channels to the direct kernels (conv2d_thin.cu), not the GEMM.
 bool g_thin = true;
-// The forward's and the dgrad's gathers through L1 (ForwardA, DgradA: ptx::CacheAt).
+// The three passes' gathers through L1 (ForwardA, DgradA, WgradA: ptx::CacheAt).
 bool g_gathers_through_l1 = true;
 // run(cache) with cache a std::integral_constant of the CacheAt that setting asks for: the
 // loaders take it as a template argument (conv2d_bf16_gemm.cuh says why).
@@ -758,11 +758,15 @@ void backward(const Conv2dShape& s, const A* x, const float* w, const A* dy, A* 
   if (dw) {
     const bf16_bits* x8 = operand(s.n * s.h * s.w, s.c_in, x, buf.x8);
     const Gemm g = wgrad_gemm(s);
-    run_gemm(g, WgradA{s, oh_n, ow_n, g.m, static_cast<int>(ci8), x8},
-             DenseRowsB{co8, dy8},
-             AccumulateWgrad{dw, s.c_in, ci8, s.c_out, dw_write == GradWrite::Accumulate,
-                             rows_pair(s.c_out, dw)},
-             buf.planes);
+    const KOrder order = KOrder::of(static_cast<int>(taps(s)), static_cast<int>(ci8));
+    const AccumulateWgrad into_dw{dw, s.c_in, s.c_out, order,
+                                  dw_write == GradWrite::Accumulate, rows_pair(s.c_out, dw)};
+    with_gather_cache([&](auto cache) {
+      run_gemm(g,
+               WgradA<decltype(cache)::value>{s, oh_n, ow_n, g.m, static_cast<int>(ci8), x8,
+                                              order},
+               DenseRowsB{co8, dy8}, into_dw, buf.planes);
+    });
   }
 }
 

@@ -48,12 +48,13 @@ Bf16Tiles conv2d_bf16_tiles();
 void set_conv2d_bf16_thin(bool on);
 bool conv2d_bf16_thin();
 
-// Whether the GEMMs' cp.async copies of the forward's A (x through each tap's window) and
-// the dgrad's A (dy likewise) keep their sources in L1 on the way (cp.async.ca), or in L2
-// only (.cg) as the other operands do. A block's taps reread the pixels its other taps read
-// a few stages before: each input pixel up to KH x KW times in one K loop (conv2d_bf16.cu,
-// docs/kernels.md v4 step 12). On by default, as CUTLASS's implicit-GEMM convolutions cache
-// activations; off to time the difference. Process-wide; v4 and v5 alike; the same bits.
+// Whether the GEMMs' cp.async copies of the forward's A (x through each tap's window), the
+// dgrad's A (dy likewise) and the wgrad's A (x through the taps of a block's columns) keep
+// their sources in L1 on the way (cp.async.ca), or in L2 only (.cg) as the other operands
+// do. A block's taps reread the pixels its other taps read a few stages before: each input
+// pixel up to KH x KW times in one K loop (conv2d_bf16.cu, docs/kernels.md v4 steps 12 and
+// 15). On by default, as CUTLASS's implicit-GEMM convolutions cache activations; off to
+// time the difference. Process-wide; v4 and v5 alike; the same bits.
 void set_conv2d_bf16_gathers_through_l1(bool on);
 bool conv2d_bf16_gathers_through_l1();
 

@@ -349,19 +349,28 @@ struct DgradB {
   }
 };
 
-// Wgrad A, MN-major: rows k = pixel (n, oh, ow), columns m = (kh, kw, ci) of dw; the chunk
-// is 8 channels of x8 at input pixel (oh * stride - pad_top + kh, ...). The thread's column,
-// so its tap and channel, is fixed for the whole K loop; its two rows walk the pixels 32 at
-// a time with a carry, and each keeps its sample's offset, so a chunk per stage is two
-// multiply-adds for the pixel, an unsigned compare per side and 32-bit offset arithmetic
-// (an image of H W Cin8 elements under 2^31: check_shape_limits), where it was a chain of
-// 64-bit multiplies.
+// Wgrad A, MN-major: rows k = pixel (n, oh, ow), columns m = (kh, kw, ci) of dw, in the
+// order of `order` (KOrder over taps x Cin8: where Cin8 is a multiple of 64, (ci / 64, kh,
+// kw, ci % 64)); the chunk is 8 channels of x8 at input pixel (oh * stride - pad_top + kh,
+// ...). The thread's column, so its tap and channel, is fixed for the whole K loop; its
+// rows walk the pixels 32 at a time with a carry, and each keeps its sample's offset, so a
+// chunk per stage is two multiply-adds for the pixel, an unsigned compare per side and
+// 32-bit offset arithmetic (an image of H W Cin8 elements under 2^31: check_shape_limits),
+// where it was a chain of 64-bit multiplies.
+// Why the column order: a block's columns are then 64 channels through 2 taps (a 128-wide
+// tile; 4 in a 256-wide one), where in the plain order they were one tap's 128 channels,
+// and tap (kh, kw + 1) of pixel p reads what tap (kh, kw) of pixel p + 1 reads, in the same
+// stage: what a block pulls of x halves, its rereads coalesced within a warp's copy or served
+// by L1 (kCache, as ForwardA's). The order moves dw's rows, not its sums: every element adds
+// the same products in the same order (AccumulateWgrad maps the rows back).
+template <ptx::CacheAt kCache = ptx::CacheAt::L1>
 struct WgradA {
   static constexpr bool kKMajor = false;
   Conv2dShape s;
   int64_t oh_n, ow_n, m;
   int c8;  // Cin8
   const bf16_bits* x8;
+  KOrder order;  // the columns' (KOrder::of(KH KW, Cin8))
   template <int kJ>
   struct State {
     bool valid;          // the column chunk is inside M
@@ -374,10 +383,10 @@ struct WgradA {
   __device__ State<kJ> start(int64_t col, const int64_t (&k0)[kJ], int64_t k_end) const {
     State<kJ> st;
     st.valid = col < m;
-    st.ci = static_cast<int>(col % c8);
-    const int tap = static_cast<int>(col / c8);
-    st.dh = tap / s.kw - s.pad_top;
-    st.dw = tap % s.kw - s.pad_left;
+    const KOrder::Place p = order.place(col);
+    st.ci = p.c;
+    st.dh = p.tap / s.kw - s.pad_top;
+    st.dw = p.tap % s.kw - s.pad_left;
     for (int j = 0; j < kJ; ++j) {
       st.k_left[j] = static_cast<int>(k_end - k0[j]);
       st.ow[j] = static_cast<int>(k0[j] % ow_n);
@@ -394,7 +403,7 @@ struct WgradA {
                        static_cast<unsigned>(ih) < static_cast<unsigned>(s.h) &&
                        static_cast<unsigned>(iw) < static_cast<unsigned>(s.w);
     return {valid ? x8 + st.image[j] + ((ih * static_cast<int>(s.w) + iw) * c8 + st.ci) : x8,
-            valid};
+            valid, kCache};
   }
   template <int kJ>
   __device__ void advance(State<kJ>& st) const {
@@ -563,19 +572,20 @@ struct Accumulate {  // dgrad: dx += C (a bf16 dx: rounded once, after the add),
   int64_t rows_reached(int64_t m) const { return m > 0 ? rows(m - 1) + 1 : 0; }
 };
 
-// wgrad: dw += C (or dw = C) without the padded channels: C's rows are (tap, ci < Cin8),
-// its columns co < Cout8; dw is (taps, Cin, Cout).
+// wgrad: dw += C (or dw = C) without the padded channels: C's rows are (tap, ci < Cin8) in
+// WgradA's column order (KOrder), its columns co < Cout8; dw is (taps, Cin, Cout).
 struct AccumulateWgrad {
   float* dw;
-  int64_t c_in, c8, c_out;
-  bool add;     // false: the first contribution to dw (kernels/grad_write.h)
-  bool paired;  // rows_pair(c_out, dw)
+  int64_t c_in, c_out;
+  KOrder order;  // C's rows' (WgradA's)
+  bool add;      // false: the first contribution to dw (kernels/grad_write.h)
+  bool paired;   // rows_pair(c_out, dw)
   struct Row {
     float* at;  // dw's row, or null for a padded input channel
   };
   __device__ Row row(int64_t r) const {
-    const int64_t tap = r / c8, ci = r % c8;
-    return {ci < c_in ? dw + (tap * c_in + ci) * c_out : nullptr};
+    const KOrder::Place p = order.place(r);
+    return {p.c < c_in ? dw + (int64_t{p.tap} * c_in + p.c) * c_out : nullptr};
   }
   __device__ void operator()(const Row& r, int64_t col, int count, const float (&c)[2]) const {
     const int64_t real = c_out - col < count ? c_out - col : count;  // drop padded columns

@@ -305,17 +305,17 @@ void run_v5(Bf16Tiles t, const Gemm& g, const LoadA& a, const LoadB& b,
   launch_v5(t, g, a, b, epilogue, planes);
 }
 // What conv2d_bf16.cu runs (conv2d_bf16_gemm.cuh): each pass, each storage of the
-// activations, the gathers through L1 (ForwardA<>, DgradA<>) or in L2 only.
+// activations, the gathers through L1 (ForwardA<>, DgradA<>, WgradA<>) or in L2 only.
 #define DDPM_RUN_V5(A, B, E)                                                                \
   template void run_v5(Bf16Tiles, const Gemm&, const A&, const B&, const E&, float*);
 #define DDPM_RUN_V5_GATHERS(cache)                                                          \
   DDPM_RUN_V5(ForwardA<cache>, TapRowsB, StoreWithAdds<float>)                              \
   DDPM_RUN_V5(ForwardA<cache>, TapRowsB, StoreWithAdds<bf16_bits>)                          \
   DDPM_RUN_V5(DgradA<cache>, DgradB, Accumulate<float>)                                     \
-  DDPM_RUN_V5(DgradA<cache>, DgradB, Accumulate<bf16_bits>)
+  DDPM_RUN_V5(DgradA<cache>, DgradB, Accumulate<bf16_bits>)                                 \
+  DDPM_RUN_V5(WgradA<cache>, DenseRowsB, AccumulateWgrad)
 DDPM_RUN_V5_GATHERS(ptx::CacheAt::L1)
 DDPM_RUN_V5_GATHERS(ptx::CacheAt::L2)
-DDPM_RUN_V5(WgradA, DenseRowsB, AccumulateWgrad)
 #undef DDPM_RUN_V5_GATHERS
 #undef DDPM_RUN_V5
 
@@ -339,7 +339,7 @@ int conv2d_bf16_v5_blocks_an_sm(Bf16Tiles t) {
                      resident_blocks(conv_gemm_wgmma<kRing, kSub, DgradA<>, DgradB,
                                                      Accumulate<bf16_bits>>,
                                      sm90::kThreads, kBytes, kSizedFor, what),
-                     resident_blocks(conv_gemm_wgmma<kRing, kSub, WgradA, DenseRowsB,
+                     resident_blocks(conv_gemm_wgmma<kRing, kSub, WgradA<>, DenseRowsB,
                                                      AccumulateWgrad>,
                                      sm90::kThreads, kBytes, kSizedFor, what)});
   };

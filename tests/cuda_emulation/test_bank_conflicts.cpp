@@ -178,6 +178,35 @@ Sectors gathered_sectors(int64_t rows, int64_t block_rows, const Conv2dShape& s,
   return total;
 }
 
+// What the wgrad's A (x through the taps of a block's columns; C channels, a multiple of 16)
+// asks of memory, block by block of `block_cols` columns of dw (a block reads every pixel of
+// the image for its columns: one image, K unsplit): each column sector's valid (pixel, tap)
+// pairs, and the distinct pixel sectors among them. The columns run in blocks of `block`
+// channels through the taps (conv2d_bf16_gemm.cuh's KOrder: 64 where C is a multiple of 64,
+// as the kernels run them; C is the plain order, tap by tap).
+template <class Source>
+Sectors wgrad_sectors(const Conv2dShape& s, int64_t c, int64_t block, int64_t block_cols,
+                      Source source) {
+  const int64_t taps = s.kh * s.kw, span = taps * block;
+  Sectors total;
+  for (int64_t first = 0; first < taps * c; first += block_cols) {
+    std::set<std::pair<int64_t, int64_t>> columns;  // (tap, channel sector)
+    for (int64_t m = first; m < std::min(taps * c, first + block_cols); ++m)
+      columns.insert({m % span / block, (m / span * block + m % block) / 16});
+    std::set<int64_t> sectors;
+    for (const auto& [tap, sector] : columns)
+      for (int64_t r = 0; r < s.h * s.w; ++r) {
+        int64_t pixel = 0;
+        if (!source(s, r, static_cast<int>(tap / s.kw), static_cast<int>(tap % s.kw), pixel))
+          continue;
+        ++total.requested;
+        sectors.insert(pixel * (c / 16) + sector);
+      }
+    total.distinct += sectors.size();
+  }
+  return total;
+}
+
 // The pixel a stride-1 3x3 'same' convolution's row r reads through tap (kh, kw) (in the
 // image of one sample, s.n = 1): the forward's x, or (dgrad) dy; false when it is padding.
 bool forward_source(const Conv2dShape& s, int64_t r, int kh, int kw, int64_t& pixel) {
@@ -203,11 +232,15 @@ bool dgrad_source(const Conv2dShape& s, int64_t r, int kh, int kw, int64_t& pixe
 // without: their gathers request the sectors gathered_sectors counts, and an L1 holding
 // what its block reads serves all but the distinct ones (here the L1 model, 64 KB a block,
 // holds every sector a block reads: at 16 x 16 x 32 a block of 128 rows reads ~10 image
-// rows, 10 KB). Their B (the weights) is read once per block, from L2 only, either way; so
-// is every operand of the wgrad, whose K loop reads each pixel once per tap. v4's large,
-// small and tall tiles and v5's wgmma alike (the same loaders); the tall tile's one block of
-// 256 rows reads the weights once where the large tile's two blocks read them twice.
-TEST(CopyReads, TheForwardAndDgradGathersRereadThroughL1) {
+// rows, 10 KB). Their B (the weights) is read once per block, from L2 only, either way.
+// The wgrad's A likewise: a block's columns are 32 channels of 2 to 8 taps here (C = 32),
+// which read the same pixels shifted, and L1 holds the whole image (16 KB), so each block
+// pulls each distinct sector once; a warp's copy takes the sectors two of its lanes share
+// once, so what it requests is fewer than wgrad_sectors's pairs (the same without L1). Its
+// B (dy) from L2 only, all of it for each block. v4's large, small and tall tiles and v5's
+// wgmma alike (the same loaders); the tall tile's one block of 256 rows reads the weights
+// once where the large tile's two blocks read them twice.
+TEST(CopyReads, TheGathersRereadThroughL1) {
   REQUIRE_GPU();
   const Conv2dShape s = conv2d_shape(Shape{1, 16, 16, 32}, Shape{3, 3, 32, 32},
                                      Conv2dParams::same(3));
@@ -270,11 +303,27 @@ TEST(CopyReads, TheForwardAndDgradGathersRereadThroughL1) {
                   static_cast<unsigned long long>(pass.a.requested),
                   double(pass.a.requested) / double(on.l1_misses));
     }
-    const cuda_emu::CopyReads wgrad = reads_of([&] {
-      cuda::conv2d_bf16_backward(s, x.ptr, w.ptr, dy.ptr, nullptr, dw.ptr, nullptr, bws.ptr);
-    });
-    EXPECT_EQ(wgrad.l1_misses + wgrad.l1_hits, 0u) << "wgrad, " << name;
-    EXPECT_GT(wgrad.l2_only, 0u) << "wgrad, " << name;
+    const Sectors wa = wgrad_sectors(s, 32, 32, block_rows, forward_source);
+    const uint64_t wgrad_blocks = (k + block_rows - 1) / block_rows,
+                   dy_sectors = wgrad_blocks * rows * 32 * 2 / 32;
+    auto wgrad_reads = [&](bool through_l1) {
+      const cuda::GathersThroughL1 gathers(through_l1);
+      return reads_of([&] {
+        cuda::conv2d_bf16_backward(s, x.ptr, w.ptr, dy.ptr, nullptr, dw.ptr, nullptr,
+                                   bws.ptr);
+      });
+    };
+    const std::string what = std::string("wgrad, ") + name;
+    const cuda_emu::CopyReads on = wgrad_reads(true), off = wgrad_reads(false);
+    EXPECT_EQ(on.l1_misses, wa.distinct) << what;
+    EXPECT_EQ(on.l2_only, dy_sectors) << what;
+    EXPECT_LE(on.l1_hits + on.l1_misses, wa.requested) << what;
+    EXPECT_EQ(off.l1_misses + off.l1_hits, 0u) << what;
+    EXPECT_EQ(off.l2_only, on.l1_hits + on.l1_misses + dy_sectors) << what;
+    std::printf("%-22s A's sectors from L2: %llu through L1, %llu without (%.2fx)\n",
+                what.c_str(), static_cast<unsigned long long>(on.l1_misses),
+                static_cast<unsigned long long>(off.l2_only - dy_sectors),
+                double(off.l2_only - dy_sectors) / double(on.l1_misses));
   }
   cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Heuristic);
 }
@@ -339,7 +388,7 @@ TEST(CopyReads, TheModelsLayersPullLessFromL2ThroughL1AndOnTallTiles) {
     const Conv2dShape s = conv2d_shape(Shape{1, hw, hw, c_in}, Shape{3, 3, c_in, c_out},
                                        Conv2dParams::same(3));
     const int64_t rows = s.n * s.h * s.w;
-    const OnDevice<float> w(randoms(9 * c_in * c_out, 1));
+    const OnDevice<float> w(randoms(9 * c_in * c_out, 1)), dw(9 * c_in * c_out);
     const OnDevice<uint16_t> x(bf16_randoms(rows * c_in, 2)), y(rows * c_out),
         dy(bf16_randoms(rows * c_out, 3)), dx(rows * c_in);
     const OnDevice<float> fws(cuda::conv2d_bf16_forward_workspace(s));
@@ -385,6 +434,46 @@ TEST(CopyReads, TheModelsLayersPullLessFromL2ThroughL1AndOnTallTiles) {
     EXPECT_EQ(v5, large) << layer;
     EXPECT_LT(v5_tall, 0.6 * v5) << layer;
     EXPECT_LT(v5_tall_dgrad, 0.6 * v5_dgrad) << layer;
+    // The wgrad: its columns in blocks of 64 channels through the taps (WgradA), against the
+    // plain order's one tap a 128-wide block, whose copies request each (pixel, tap) sector
+    // once (computed: no block rereads a sector there); dy (B) from L2 only, the same in
+    // every order.
+    auto wgrad_reads = [&](cuda::Bf16Tiles tiles, bool through_l1, const char* kernel) {
+      const cuda::GathersThroughL1 gathers(through_l1);
+      cuda::set_conv2d_bf16_tiles(tiles);
+      cuda_emu::reset_shared_traffic();
+      cuda::conv2d_bf16_backward(s, x.ptr, w.ptr, dy.ptr, nullptr, dw.ptr, nullptr, bws.ptr);
+      return cuda_emu::shared_traffic()[kernel].reads;
+    };
+    auto kb = [&](uint64_t sectors) { return sectors * 32.0 / 1024 / mflop; };
+    auto from_l2 = [&](const cuda_emu::CopyReads& r) { return kb(r.l2_only + r.l1_misses); };
+    const cuda_emu::CopyReads w_large = wgrad_reads(cuda::Bf16Tiles::Large, true, kConvKernel);
+    const cuda_emu::CopyReads w_tall_reads =
+        wgrad_reads(cuda::Bf16Tiles::Tall, true, kConvKernel);
+    const double w_l2_only = from_l2(wgrad_reads(cuda::Bf16Tiles::Large, false, kConvKernel)),
+                 w_tall = from_l2(w_tall_reads),
+                 w_v5 = from_l2(wgrad_reads(cuda::Bf16Tiles::Wgmma, true, kConvV5Kernel)),
+                 w_v5_tall =
+                     from_l2(wgrad_reads(cuda::Bf16Tiles::WgmmaTall, true, kConvV5Kernel));
+    // x's sectors in the plain order: each block's, for each of dw's column tiles of 128 (a
+    // 256-column block of two taps read them as often: its copies cover one pixel a warp)
+    const uint64_t plain_a = wgrad_sectors(s, c_in, c_in, 128, forward_source).requested *
+                             ((c_out + 127) / 128);
+    std::printf("%s wgrad, KB from L2 per MFLOP: 128x128 tap by tap %.2f (computed), in "
+                "blocks in L2 only %.2f, through L1 %.2f (x's part %.2fx the plain order's);"
+                " 256x128 tap by tap %.2f (computed), in blocks through L1 %.2f; v5 128x128 "
+                "%.2f, 256x128 %.2f\n",
+                layer.c_str(), kb(plain_a + w_large.l2_only), w_l2_only, from_l2(w_large),
+                double(w_large.l1_misses) / double(plain_a), kb(plain_a + w_tall_reads.l2_only),
+                w_tall, w_v5, w_v5_tall);
+    // A block of 128 columns: 64 channels through 2 taps, whose rereads of x hit (x's part
+    // 0.56-0.57x on both layers); the tall tile's 4 taps and B once per 256 columns (0.57x
+    // and 0.54x of the 128x128 tile). v5's tiles pull what v4's of the same size do.
+    EXPECT_LT(w_large.l1_misses, 0.65 * plain_a) << layer;
+    EXPECT_LT(from_l2(w_large), w_l2_only) << layer;
+    EXPECT_LT(w_tall, 0.6 * from_l2(w_large)) << layer;
+    EXPECT_EQ(w_v5, from_l2(w_large)) << layer;
+    EXPECT_EQ(w_v5_tall, w_tall) << layer;
     cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Heuristic);
   }
 }
