@@ -6,7 +6,7 @@
 # with package access) and names it in the call's `carry`.
 #
 #   scripts/gpu-session.sh SECONDS STAGE...      e.g. scripts/gpu-session.sh 560 build test
-#                                                train bench report
+#                                                bench train report
 #
 # SECONDS: what the call may take (its timeout_s, less a minute for the transfers); each
 # stage then runs under what is left (gpu-check's DDPM_GPU_SECONDS, which also keeps 30 s for
