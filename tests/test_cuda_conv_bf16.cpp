@@ -80,8 +80,12 @@ std::vector<ConvCase> cases() {
   // block.
   all.push_back({{2, 5, 6, 128}, 3, 128, Conv2dParams::same(3)});
   all.push_back({{1, 7, 5, 192}, 3, 24, Conv2dParams::same(3)});
-  // the wgrad's columns in blocks (WgradA) with padded input channels inside the block
+  // the wgrad's columns in blocks (WgradA) with padded input channels inside the block;
+  // maps smaller than a stage's 32 pixels, whose wgrad steps whole images (PixelStep: 2
+  // images of 16; 3 of 9, a row and 2 columns)
   all.push_back({{1, 5, 4, 60}, 3, 16, Conv2dParams::same(3)});
+  all.push_back({{4, 4, 4, 64}, 3, 16, Conv2dParams::same(3)});
+  all.push_back({{5, 3, 3, 16}, 3, 8, Conv2dParams::same(3)});
   return all;
 }
 

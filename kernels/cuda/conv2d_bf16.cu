@@ -764,7 +764,8 @@ void backward(const Conv2dShape& s, const A* x, const float* w, const A* dy, A* 
     with_gather_cache([&](auto cache) {
       run_gemm(g,
                WgradA<decltype(cache)::value>{s, oh_n, ow_n, g.m, static_cast<int>(ci8), x8,
-                                              order},
+                                              order,
+                                              PixelStep::of(oh_n, ow_n, s.h * s.w * ci8)},
                DenseRowsB{co8, dy8}, into_dw, buf.planes);
     });
   }
