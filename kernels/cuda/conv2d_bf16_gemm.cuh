@@ -349,6 +349,22 @@ struct DgradB {
   }
 };
 
+// The wgrad's K walk (WgradA): a stage's 32 pixels as whole images, rows and columns of the
+// output map (OH x OW), worked out once on the host. A row's walk is then three adds and two
+// carries a stage (a sum of two columns or two rows under 2 OW or 2 OH carries at most
+// once), whatever the map's size. The loop it replaced carried a row at a time, 14
+// instructions a trip (sm_90 SASS) and 32 / OW trips a stage: 8 on the 4x4 maps, where it
+// doubled the 128x128 wgrad's stage.
+struct PixelStep {
+  int ow = 0, oh = 0;  // kBK % OW, kBK / OW % OH
+  int64_t images = 0;  // kBK / (OH OW) whole images, in elements of x8
+  int64_t image = 0;   // one image, elements: H W Cin8
+  static PixelStep of(int64_t oh_n, int64_t ow_n, int64_t image_elements) {
+    return {static_cast<int>(kBK % ow_n), static_cast<int>(kBK / ow_n % oh_n),
+            kBK / (oh_n * ow_n) * image_elements, image_elements};
+  }
+};
+
 // Wgrad A, MN-major: rows k = pixel (n, oh, ow), columns m = (kh, kw, ci) of dw, in the
 // order of `order` (KOrder over taps x Cin8: where Cin8 is a multiple of 64, (ci / 64, kh,
 // kw, ci % 64)); the chunk is 8 channels of x8 at input pixel (oh * stride - pad_top + kh,
@@ -363,21 +379,6 @@ struct DgradB {
 // stage: what a block pulls of x halves, its rereads coalesced within a warp's copy or served
 // by L1 (kCache, as ForwardA's). The order moves dw's rows, not its sums: every element adds
 // the same products in the same order (AccumulateWgrad maps the rows back).
-//
-// A stage's 32 pixels as whole images, rows and columns of the output map (OH x OW), worked
-// out once on the host: a row's walk is then three adds and two carries a stage (a sum of
-// two columns or two rows under 2 OW or 2 OH carries at most once), whatever the map's
-// size. The loop it replaced carried a row at a time, 14 instructions a trip (sm_90 SASS)
-// and 32 / OW trips a stage: 8 on the 4x4 maps, where it doubled the 128x128 wgrad's stage.
-struct PixelStep {
-  int ow = 0, oh = 0;      // kBK % OW, kBK / OW % OH
-  int64_t images = 0;      // kBK / (OH OW) whole images, in elements of x8
-  int64_t image = 0;       // one image, elements: H W Cin8
-  static PixelStep of(int64_t oh_n, int64_t ow_n, int64_t image_elements) {
-    return {static_cast<int>(kBK % ow_n), static_cast<int>(kBK / ow_n % oh_n),
-            kBK / (oh_n * ow_n) * image_elements, image_elements};
-  }
-};
 template <ptx::CacheAt kCache = ptx::CacheAt::L1>
 struct WgradA {
   static constexpr bool kKMajor = false;
@@ -385,8 +386,8 @@ struct WgradA {
   int64_t oh_n, ow_n, m;
   int c8;  // Cin8
   const bf16_bits* x8;
-  KOrder order;     // the columns' (KOrder::of(KH KW, Cin8))
-  PixelStep step;   // PixelStep::of(OH, OW, H W Cin8)
+  KOrder order;    // the columns' (KOrder::of(KH KW, Cin8))
+  PixelStep step;  // PixelStep::of(OH, OW, H W Cin8)
   template <int kJ>
   struct State {
     bool valid;          // the column chunk is inside M
