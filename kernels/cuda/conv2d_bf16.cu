@@ -18,9 +18,10 @@
 // cp.async carries 8 consecutive k of one row; "MN-major" means consecutive rows are (the
 // wgrad's reduction runs over pixels, which are never contiguous in NHWC; the forward's B
 // is the weights (KH, KW, Cin, Cout) as they are stored, k = (kh, kw, ci) rows of Cout).
-// The forward's and the dgrad's K run in blocks of 64 channels where the channels allow
-// (KOrder, conv2d_bf16_gemm.cuh: 64 channels through every tap, then the next 64), so that
-// a tap's reread of its neighbour's pixels is a stage or two back, in L1.
+// The forward's and the dgrad's K, and the wgrad's rows of dw, run in blocks of 64 channels
+// where the channels allow (KOrder, conv2d_bf16_gemm.cuh: 64 channels through every tap,
+// then the next 64), so that a tap's reread of its neighbour's pixels is a stage or two
+// back (the wgrad's: in the same stage, another tap of the block), in L1.
 // Each operand's shared tile keeps its global layout, and ldmatrix, plain or .trans, turns
 // either into the fragments mma.sync wants. So there is one kernel, parameterised by two
 // loaders and an epilogue; the passes differ only in those, and no operand is ever

@@ -44,7 +44,7 @@ static_assert(sm90::kTile == kPlanTile, "the split plan counts v5's tiles");
 // copy reads the map where the launch put it.
 struct DenseRowsTmaB {
   CUtensorMap map;
-  KOrder order;  // DenseRowsB's
+  KOrder order;  // TapRowsB's (the forward's K); DenseRowsB's default, rows in order
 #if DDPM_HAS_SM90A_WGMMA  // (v5's kernel, their only user, is compiled empty elsewhere)
   static constexpr bool kKMajor = false;
   static constexpr bool kByCopyEngine = true;
