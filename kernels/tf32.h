@@ -27,4 +27,29 @@ DDPM_HD float round_to_tf32(float f) {
   return f;
 }
 
+// A TF32 value as the exact sum of two bf16 values (bits, kernels/bf16.h), for the TF32
+// convolution on bf16 tensor cores (kernels/cuda/conv2d_tf32_pieces.cu): hi is t's top 16
+// bits (sign, exponent and 7 of its 10 mantissa bits), lo = t - hi, which is exact in fp32
+// and has at most 3 significant bits (t's last 3 mantissa bits), so it is a bf16 value too:
+// t = hi + lo with nothing lost, and a product of two TF32 values is the sum of the four
+// products of their pieces, each exact in fp32. Where t's low bits fall below fp32's normal
+// range (|t| < 2^-123) lo's last bits are dropped; a non-finite t is hi alone (lo 0, not
+// NaN, so that infinity stays infinity).
+struct Bf16Pieces {
+  uint16_t hi, lo;
+};
+DDPM_HD Bf16Pieces tf32_as_bf16_pieces(float f) {
+  const float t = round_to_tf32(f);
+  uint32_t u;
+  std::memcpy(&u, &t, 4);
+  const uint32_t hi_bits = u & 0xffff0000u;
+  if ((u & 0x7f800000u) == 0x7f800000u) return {static_cast<uint16_t>(hi_bits >> 16), 0};
+  float hi;
+  std::memcpy(&hi, &hi_bits, 4);
+  const float lo = t - hi;
+  uint32_t lo_bits;
+  std::memcpy(&lo_bits, &lo, 4);
+  return {static_cast<uint16_t>(hi_bits >> 16), static_cast<uint16_t>(lo_bits >> 16)};
+}
+
 }  // namespace ddpm

@@ -15,7 +15,9 @@
 // Skips, saying why, without a GPU; runs on the CPU emulation in CI.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <regex>
 #include <set>
@@ -27,6 +29,7 @@
 #include "engine/op_profile.h"
 #include "engine/ops.h"
 #include "kernels/bf16.h"
+#include "kernels/tf32.h"
 #include "kernels/cpu/conv2d.h"
 #if DDPM_WITH_CUDA
 #include "kernels/cuda/gemm_sm90.cuh"
@@ -95,9 +98,12 @@ std::vector<float> randoms(int64_t n, uint64_t stream, double scale = 1.0) {
   return test::random_tensor(Shape{n}, stream, DType::F32, scale).to_vector<float>();
 }
 
-std::vector<double> rounded(const std::vector<float>& v) {
+// v4 rounds its operands to bf16; the TF32 convolution on bf16 pieces to TF32.
+using Rounding = float (*)(float);
+
+std::vector<double> rounded(const std::vector<float>& v, Rounding round) {
   std::vector<double> r(v.size());
-  for (size_t i = 0; i < v.size(); ++i) r[i] = round_to_bf16(v[i]);
+  for (size_t i = 0; i < v.size(); ++i) r[i] = round(v[i]);
   return r;
 }
 
@@ -123,10 +129,11 @@ struct Results {
   std::vector<float> y, dx, dw, db;
 };
 
-// The reference in double on the bf16-rounded x, w and dy (the bias and its gradient stay
-// fp32 in v4, so they are not rounded).
-Results reference(const Conv2dShape& s, const Operands& o) {
-  const std::vector<double> x = rounded(o.x), w = rounded(o.w), dy = rounded(o.dy);
+// The reference in double on the rounded x, w and dy (bf16 for v4; the bias and its
+// gradient stay fp32, so they are not rounded).
+Results reference(const Conv2dShape& s, const Operands& o, Rounding round = round_to_bf16) {
+  const std::vector<double> x = rounded(o.x, round), w = rounded(o.w, round),
+                            dy = rounded(o.dy, round);
   const std::vector<double> b(o.b.begin(), o.b.end()), dy_exact(o.dy.begin(), o.dy.end());
   std::vector<double> y(o.dy.size()), dx(o.dx0.begin(), o.dx0.end()), dw(o.dw0.begin(), o.dw0.end()),
       db(o.b.size(), 0.0);
@@ -141,9 +148,9 @@ Results reference(const Conv2dShape& s, const Operands& o) {
 // read or write past any of them fails under the sanitizers. v4's epilogues must drop the
 // GEMM's padded columns (Cout8 > Cout) themselves, which hold zeros: adding them to the
 // next row's first elements changes no value, but past dw's end it is an overrun.
-Results run_v4(const Conv2dShape& s, const Operands& o) {
+Results run_v4(const Conv2dShape& s, const Operands& o,
+               cuda::ConvAlgo v4 = cuda::ConvAlgo::Bf16TensorCore) {
   using test::OnDevice;
-  const cuda::ConvAlgo v4 = cuda::ConvAlgo::Bf16TensorCore;
   const OnDevice<float> x(o.x), w(o.w), b(o.b), dy(o.dy), y(o.dy.size()), dx(o.dx0), dw(o.dw0),
       db(o.b.size());
   const OnDevice<float> fws(std::max<int64_t>(1, cuda::conv2d_forward_workspace(s, v4)));
@@ -204,6 +211,50 @@ TEST(CudaConvBf16, MatchesTheCpuOnTheSameBf16Operands) {
       test::expect_close(got.dw, want.dw, 2e-4, 2e-4, "dw", "v4", "cpu");
       test::expect_close(got.db, want.db, 2e-4, 2e-4, "db", "v4", "cpu");
     }
+  }
+  cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Heuristic);
+#endif
+}
+
+// TF32 on v4's (and v5's) GEMM, each operand as two bf16 pieces
+// (kernels/cuda/conv2d_tf32_pieces.cu), against the reference on the TF32-rounded operands:
+// the products of the pieces are exact and sum to the TF32 products, so again only the
+// order of the fp32 sums differs, now over four times the terms (the forward's and the
+// dgrad's four groups of channels, the wgrad's four batches). The bound above, 2e-4,
+// covers that: for these random operands the summation error grows with the square root
+// of the terms, twice that of the same sums in bf16; the emulation's worst, printed, is
+// 1.0e-5 of 1 + |want| (2026-12-06). A piece lost (the low one dropped: TF32 cut to bf16,
+// up to 2^-8 of each operand) is off by ~1e-3 of the values, a group of the wrong piece by
+// their size. The shapes above (the few-output ones on the GEMM: the TF32 path never hands
+// them to the direct kernels), on v4's two heuristic tiles and v5 where it runs: the pieces
+// are the same whatever GEMM multiplies them, and MatchesTheCpuOnTheSameBf16Operands holds
+// every block shape to the GEMM's part.
+TEST(CudaConvBf16, Tf32OnBf16PiecesMatchesTheCpuOnTheSameTf32Operands) {
+  REQUIRE_GPU();
+#if DDPM_WITH_CUDA
+  std::vector<cuda::Bf16Tiles> kernels = {cuda::Bf16Tiles::Large, cuda::Bf16Tiles::Small};
+  if (cuda::gemm_sm90_available()) kernels.push_back(cuda::Bf16Tiles::Wgmma);
+  for (cuda::Bf16Tiles tiles : kernels) {
+    cuda::set_conv2d_bf16_tiles(tiles);
+    uint64_t stream = 900;
+    double worst = 0.0;
+    for (const ConvCase& c : cases()) {
+      SCOPED_TRACE(describe(c) + tiles_name(tiles));
+      const Conv2dShape s = shape_of(c);
+      const Operands o = operands_for(s, stream);
+      stream += 6;
+      const Results want = reference(s, o, round_to_tf32),
+                    got = run_v4(s, o, cuda::ConvAlgo::Tf32Pieces);
+      test::expect_close(got.y, want.y, 2e-4, 2e-4, "output", "v4 tf32", "cpu");
+      test::expect_close(got.dx, want.dx, 2e-4, 2e-4, "dx", "v4 tf32", "cpu");
+      test::expect_close(got.dw, want.dw, 2e-4, 2e-4, "dw", "v4 tf32", "cpu");
+      test::expect_close(got.db, want.db, 2e-4, 2e-4, "db", "v4 tf32", "cpu");
+      for (auto [g, w] : {std::pair{&got.y, &want.y}, {&got.dx, &want.dx}, {&got.dw, &want.dw}})
+        for (size_t i = 0; i < g->size(); ++i)
+          worst = std::max(worst, std::abs(double((*g)[i]) - (*w)[i]) / (1.0 + std::abs((*w)[i])));
+    }
+    std::printf("v4 tf32 on bf16 pieces%s: worst |got - want| / (1 + |want|) %.3g\n",
+                tiles_name(tiles), worst);
   }
   cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Heuristic);
 #endif
@@ -624,6 +675,34 @@ TEST(CudaConvBf16, TheOpIsWithinBf16RoundingOfFp32) {
   }
   set_conv_algorithm(ConvAlgorithm::Tiled);
   EXPECT_EQ(cuda::conv2d_bf16_tiles(), cuda::Bf16Tiles::Heuristic);
+}
+
+// Under precision tf32 the engine's op runs the TF32 convolution on bf16 pieces by default
+// (engine/ops/conv2d.cpp): through the tape, forward and every gradient, within TF32's
+// rounding of the fp32 reference (tests/conv_op_check.h): each operand off by at most 2^-11
+// (TF32's unit roundoff), a product by 2^-10 + 2^-22, and fp32 sums of 4 K terms (K <= 3456
+// here), 4 K 2^-24 <= 8.3e-4: |gpu - cpu| <= 1.81e-3 mag + 1e-6. And the op's output is, bit
+// for bit, that of cuda::conv2d_forward with ConvAlgo::Tf32Pieces on the same operands, not
+// v3's (whose sums run in another order), so it is the pieces that ran.
+TEST(CudaConvBf16, TheTf32OpRunsOnBf16PiecesWithinTf32RoundingOfFp32) {
+  REQUIRE_GPU();
+#if DDPM_WITH_CUDA
+  set_precision(Precision::TF32);
+  test::expect_conv_op_within(1.81e-3, cases(), 950, "v4 tf32 on bf16 pieces");
+  const Conv2dShape s = shape_of({{2, 8, 8, 64}, 3, 32, Conv2dParams::same(3)});
+  const Operands o = operands_for(s, 960);
+  const auto on_gpu = [](const Shape& shape, const std::vector<float>& v) {
+    return Tensor::from_vector(shape, v).to(Device::CUDA);
+  };
+  const std::vector<float> op =
+      conv2d(on_gpu(Shape{s.n, s.h, s.w, s.c_in}, o.x), on_gpu(Shape{3, 3, s.c_in, s.c_out}, o.w),
+             on_gpu(Shape{s.c_out}, o.b), Conv2dParams::same(3))
+          .to(Device::CPU)
+          .to_vector<float>();
+  set_precision(Precision::F32);
+  EXPECT_EQ(op, run_v4(s, o, cuda::ConvAlgo::Tf32Pieces).y);
+  EXPECT_NE(op, run_v4(s, o, cuda::ConvAlgo::TensorCore).y);
+#endif
 }
 
 // On bf16 activations (engine/ops.h set_activation_dtype: x, r, y and their gradients stored

@@ -753,20 +753,33 @@ TEST(CudaOps, Conv2dTensorCoreMatchesTheCpuWithinTf32Rounding) {
     // relative to the element and (for sums that cancel) to the rms:
     // 3.4e-5 at K = 1152, 1.4e-4 at 4608. A rounding rule of the operands that differs
     // (truncation: ~1e-3 of each element, biased) still fails it.
+    // The same under TF32's default, v4 on each operand's two bf16 pieces
+    // (kernels/cuda/conv2d_tf32_pieces.cu): the same products, as four exact products each,
+    // so four times the terms in each sum (the bias gradient's excepted: a column sum of the
+    // fp32 dy either way).
     set_precision(Precision::TF32);
-    const DeviceRun cpu32 = run_on(Device::CPU, f, in), gpu32 = run_on(Device::CUDA, f, in);
-    set_precision(Precision::F32);
+    const DeviceRun cpu32 = run_on(Device::CPU, f, in);
     const Conv2dShape cs = conv2d_shape(c.x, Shape{c.k, c.k, c.x[3], c.c_out}, p);
-    const auto truncation = [](int64_t k) { return std::ldexp(double(k) / 4, -23); };
-    const double t_out = truncation(c.k * c.k * c.x[3]);       // forward: K = k k C_in
-    const double t_grads[] = {truncation(c.k * c.k * c.c_out),  // dgrad: K = k k C_out
-                              truncation(cs.n * cs.out_h() * cs.out_w()),  // wgrad, bias
-                              truncation(cs.n * cs.out_h() * cs.out_w())};
-    test::expect_close_to_rms(gpu32.out, cpu32.out, 2e-5 + t_out, "output (tf32 on both)", t_out);
-    for (size_t k = 0; k < in.size(); ++k)
-      test::expect_close_to_rms(gpu32.grads[k], cpu32.grads[k], 2e-5 + t_grads[k],
-                                "gradient of input " + std::to_string(k) + " (tf32 on both)",
-                                t_grads[k]);
+    for (const ConvAlgorithm algo : {ConvAlgorithm::TensorCore, ConvAlgorithm::Tiled}) {
+      const bool pieces = algo != ConvAlgorithm::TensorCore;
+      SCOPED_TRACE(pieces ? "v4 on bf16 pieces" : "v3");
+      set_conv_algorithm(algo);
+      const DeviceRun gpu32 = run_on(Device::CUDA, f, in);
+      const int64_t terms = pieces ? 4 : 1;
+      const auto truncation = [](int64_t k) { return std::ldexp(double(k) / 4, -23); };
+      const double t_out = truncation(terms * c.k * c.k * c.x[3]);  // forward: K = k k C_in
+      const double t_grads[] = {truncation(terms * c.k * c.k * c.c_out),  // dgrad: k k C_out
+                                truncation(terms * cs.n * cs.out_h() * cs.out_w()),  // wgrad
+                                truncation(cs.n * cs.out_h() * cs.out_w())};         // bias
+      test::expect_close_to_rms(gpu32.out, cpu32.out, 2e-5 + t_out, "output (tf32 on both)",
+                                t_out);
+      for (size_t k = 0; k < in.size(); ++k)
+        test::expect_close_to_rms(gpu32.grads[k], cpu32.grads[k], 2e-5 + t_grads[k],
+                                  "gradient of input " + std::to_string(k) + " (tf32 on both)",
+                                  t_grads[k]);
+    }
+    set_precision(Precision::F32);
+    set_conv_algorithm(ConvAlgorithm::TensorCore);
     stream += 3;
   }
   set_conv_algorithm(ConvAlgorithm::Tiled);

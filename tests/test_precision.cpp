@@ -55,6 +55,48 @@ TEST(Precision, Tf32RoundsToNearestTiesAwayFromZero) {
   EXPECT_EQ(round_to_bf16(from_bits(0x3f808000u)), from_bits(0x3f800000u));
 }
 
+// A TF32 value splits into two bf16 pieces that sum back to it exactly (the TF32 convolution
+// on bf16 tensor cores multiplies the pieces: kernels/tf32.h): on hand-worked patterns, then
+// on every mantissa of one binade and a spread of exponents and signs; and a product of two
+// TF32 values is the exact sum of its four piece products (each exact in fp32), which is
+// what lets the bf16 GEMM give a TF32 GEMM's products.
+TEST(Precision, Tf32SplitsIntoTwoBf16PiecesExactly) {
+  const Bf16Pieces one = tf32_as_bf16_pieces(from_bits(0x3f80e000u));  // 1 + 7 * 2^-10
+  EXPECT_EQ(one.hi, 0x3f80u);            // 1 + 0 * 2^-7: the top 7 mantissa bits
+  EXPECT_EQ(from_bits(uint32_t{one.lo} << 16), 7.0f / 1024);  // the last 3 bits
+  const Bf16Pieces rounded_first = tf32_as_bf16_pieces(from_bits(0x3f80f000u));  // a tie
+  EXPECT_EQ(rounded_first.hi, 0x3f81u);  // rounded to TF32 first: 1 + 2^-7, nothing left
+  EXPECT_EQ(rounded_first.lo, 0u);
+  const Bf16Pieces inf = tf32_as_bf16_pieces(std::numeric_limits<float>::infinity());
+  EXPECT_EQ(inf.hi, 0x7f80u);
+  EXPECT_EQ(inf.lo, 0u);
+  auto sum = [](Bf16Pieces p) {
+    return float_from_bf16_bits(p.hi) + float_from_bf16_bits(p.lo);
+  };
+  int checked = 0;
+  for (uint32_t mantissa = 0; mantissa < (1u << 23); mantissa += 0x1000u - 7)
+    for (uint32_t exponent : {1u, 20u, 100u, 127u, 140u, 254u})
+      for (uint32_t sign : {0u, 0x80000000u}) {
+        const float f = from_bits(sign | exponent << 23 | mantissa);
+        const float t = round_to_tf32(f);
+        if (!std::isfinite(t)) continue;
+        if (exponent < 10) continue;  // below 2^-117: lo's bits may fall under fp32's range
+        ASSERT_EQ(sum(tf32_as_bf16_pieces(f)), t) << std::hex << sign << " " << exponent
+                                                  << " " << mantissa;
+        ++checked;
+      }
+  EXPECT_GT(checked, 10000);
+  const float a = from_bits(0x3f80e000u), b = from_bits(0xbfc0a000u);  // -(1.5 + 5 2^-10)
+  const Bf16Pieces pa = tf32_as_bf16_pieces(a), pb = tf32_as_bf16_pieces(b);
+  const float ah = float_from_bf16_bits(pa.hi), al = float_from_bf16_bits(pa.lo);
+  const float bh = float_from_bf16_bits(pb.hi), bl = float_from_bf16_bits(pb.lo);
+  EXPECT_EQ(static_cast<double>(ah) * bh + static_cast<double>(ah) * bl +
+                static_cast<double>(al) * bh + static_cast<double>(al) * bl,
+            static_cast<double>(a) * b);
+  EXPECT_NE(al, 0.0f);  // both values use their last 3 bits: the test would see a lost piece
+  EXPECT_NE(bl, 0.0f);
+}
+
 struct OpRun {
   std::vector<float> y, dx, dw, db;
 };

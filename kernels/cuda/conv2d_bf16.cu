@@ -121,6 +121,7 @@
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/ptx.cuh"
 #include "kernels/cuda/storage.cuh"
+#include "kernels/cuda/workspace_carve.h"
 #include "kernels/dgrad_phases.h"
 
 namespace ddpm::cuda {
@@ -531,24 +532,6 @@ void run_gemm(const Gemm& g, LoadA a, LoadB b, Epilogue epilogue, float* planes)
   launch_tiles(pick, g, a, b, epilogue, planes);
 }
 
-// Workspace carving: bf16 buffers and fp32 planes, each 256-byte aligned, in floats.
-class Carve {
- public:
-  explicit Carve(float* base) : base_(base) {}
-  bf16_bits* bf16(int64_t count) { return reinterpret_cast<bf16_bits*>(take((count + 1) / 2)); }
-  float* floats(int64_t count) { return take(count); }
-  int64_t used() const { return used_; }
-
- private:
-  float* take(int64_t floats) {  // null for nothing: never a pointer past the end
-    float* p = base_ && floats > 0 ? base_ + used_ : nullptr;
-    used_ += (floats + 63) / 64 * 64;
-    return p;
-  }
-  float* base_;
-  int64_t used_ = 0;
-};
-
 int64_t taps(const Conv2dShape& s) { return static_cast<int64_t>(s.kh) * s.kw; }
 
 Gemm forward_gemm(const Conv2dShape& s) {
@@ -596,13 +579,23 @@ void check_shape_limits(const Conv2dShape& s) {
 }
 
 // Both passes lay the workspace out the same way whether or not `base` is null (sizing).
+// Operands::Bf16: the caller's activations are bf16 already (the bf16-operand entries), so
+// x and dy need no staging where their channels are a multiple of 8 (`operand` reads them
+// in place); Operands::Any sizes the staging for fp32 activations too (the entries whose
+// workspace functions do not know the storage).
+enum class Operands { Any, Bf16 };
+int64_t staged(Operands o, int64_t pixels, int64_t c) {
+  return o == Operands::Bf16 && c % kChunk == 0 ? 0 : pixels * round_up8(c);
+}
 struct ForwardBuffers {
   bf16_bits *x8, *w8;
   float* planes;
   int64_t floats;
-  ForwardBuffers(const Conv2dShape& s, float* base) {
+  bool placed;  // carved from a workspace (not only sized)
+  ForwardBuffers(const Conv2dShape& s, float* base, Operands o = Operands::Any)
+      : placed(base != nullptr) {
     Carve c(base);
-    x8 = c.bf16(s.n * s.h * s.w * round_up8(s.c_in));
+    x8 = c.bf16(staged(o, s.n * s.h * s.w, s.c_in));
     w8 = c.bf16(taps(s) * round_up8(s.c_in) * round_up8(s.c_out));
     planes = c.floats(forward_gemm(s).plane_floats());
     floats = c.used();
@@ -619,10 +612,11 @@ struct BackwardBuffers {
   float *planes, *bias_sums, *thin_planes;
   int64_t floats;
   bool placed;  // carved from a workspace (not only sized)
-  BackwardBuffers(const Conv2dShape& s, float* base) : placed(base != nullptr) {
+  BackwardBuffers(const Conv2dShape& s, float* base, Operands o = Operands::Any)
+      : placed(base != nullptr) {
     Carve c(base);
-    x8 = c.bf16(s.n * s.h * s.w * round_up8(s.c_in));
-    dy8 = c.bf16(s.n * s.out_h() * s.out_w() * round_up8(s.c_out));
+    x8 = c.bf16(staged(o, s.n * s.h * s.w, s.c_in));
+    dy8 = c.bf16(staged(o, s.n * s.out_h() * s.out_w(), s.c_out));
     w8 = c.bf16(taps(s) * s.c_in * round_up8(s.c_out));
     planes = c.floats(std::max(dgrad_plane_floats(s), wgrad_gemm(s).plane_floats()));
     bias_sums = c.floats(broadcast_add_backward_workspace(bias_rows(s)));  // bf16 dy's db
@@ -667,17 +661,18 @@ const bf16_bits* forward_weights(const Conv2dShape& s, const S* w, bf16_bits* st
   return staged;
 }
 
-// Both entries, for either storage of the activations A (float, or bf16 bits). w_bf16: the
+// Every entry, for either storage of the operands X and of the results A (float, or bf16
+// bits; X = A but for the bf16-operand entries, whose results are fp32). w_bf16: the
 // weights' bf16 copy (engine/weight_copy.h) or null: then w is rounded here.
-template <class A>
-void forward(const Conv2dShape& s, const A* x, const float* w, const float* b, A* y,
-             float* workspace, const float* per_sample, const A* residual,
+template <class X, class A>
+void forward(const Conv2dShape& s, const X* x, const float* w, const float* b, A* y,
+             const ForwardBuffers& buf, const float* per_sample, const A* residual,
              const bf16_bits* w_bf16) {
-  CHECK(workspace != nullptr, "the bf16 convolution needs conv2d_bf16_forward_workspace floats");
+  CHECK(buf.placed, "the bf16 convolution needs conv2d_bf16_forward_workspace floats");
   check_shape_limits(s);
-  if (g_thin && conv2d_thin_applies(s))  // few output channels: the direct kernels
-    return conv2d_thin_forward(s, x, w, w_bf16, b, per_sample, residual, y);
-  const ForwardBuffers buf(s, workspace);
+  if constexpr (std::is_same_v<X, A>)  // (the direct kernels take one storage)
+    if (g_thin && conv2d_thin_applies(s))  // few output channels: the direct kernels
+      return conv2d_thin_forward(s, x, w, w_bf16, b, per_sample, residual, y);
   const int64_t c8 = round_up8(s.c_in), oh_n = s.out_h(), ow_n = s.out_w();
   const bf16_bits* x8 = operand(s.n * s.h * s.w, s.c_in, x, buf.x8);
   const Gemm g = forward_gemm(s);
@@ -732,16 +727,17 @@ void dgrad(const Conv2dShape& s, const bf16_bits* dy8, const S* w, const Accumul
   }
 }
 
-template <class A>
-void backward(const Conv2dShape& s, const A* x, const float* w, const A* dy, A* dx, float* dw,
+template <class X, class A>
+void backward(const Conv2dShape& s, const X* x, const float* w, const X* dy, A* dx, float* dw,
               const BackwardBuffers& buf, const bf16_bits* w_bf16, GradWrite dx_write,
               GradWrite dw_write) {
   if (!dx && !dw) return;
   CHECK(buf.placed, "the bf16 convolution needs conv2d_bf16_backward_workspace floats");
   check_shape_limits(s);
-  if (g_thin && conv2d_thin_applies(s))  // few output channels: the direct kernels
-    return conv2d_thin_backward(s, x, w, w_bf16, dy, dx, dw, buf.thin_planes, dx_write,
-                                dw_write);
+  if constexpr (std::is_same_v<X, A>)  // (the direct kernels take one storage)
+    if (g_thin && conv2d_thin_applies(s))  // few output channels: the direct kernels
+      return conv2d_thin_backward(s, x, w, w_bf16, dy, dx, dw, buf.thin_planes, dx_write,
+                                  dw_write);
   const int64_t oh_n = s.out_h(), ow_n = s.out_w(), ci8 = round_up8(s.c_in),
                 co8 = round_up8(s.c_out);
   const bf16_bits* dy8 = operand(s.n * oh_n * ow_n, s.c_out, dy, buf.dy8);
@@ -797,13 +793,13 @@ int64_t conv2d_bf16_backward_workspace(const Conv2dShape& s) {
 void conv2d_bf16_forward(const Conv2dShape& s, const float* x, const float* w, const float* b,
                          float* y, float* workspace, const float* per_sample,
                          const float* residual, const uint16_t* w_bf16) {
-  forward(s, x, w, b, y, workspace, per_sample, residual, w_bf16);
+  forward(s, x, w, b, y, ForwardBuffers(s, workspace), per_sample, residual, w_bf16);
 }
 
 void conv2d_bf16_forward(const Conv2dShape& s, const uint16_t* x, const float* w, const float* b,
                          uint16_t* y, float* workspace, const float* per_sample,
                          const uint16_t* residual, const uint16_t* w_bf16) {
-  forward(s, x, w, b, y, workspace, per_sample, residual, w_bf16);
+  forward(s, x, w, b, y, ForwardBuffers(s, workspace), per_sample, residual, w_bf16);
 }
 
 void conv2d_bf16_backward(const Conv2dShape& s, const float* x, const float* w, const float* dy,
@@ -819,6 +815,34 @@ void conv2d_bf16_backward(const Conv2dShape& s, const uint16_t* x, const float* 
   const BackwardBuffers buf(s, workspace);
   backward(s, x, w, dy, dx, dw, buf, w_bf16, dx_write, dw_write);
   if (db) broadcast_add_backward(bias_rows(s), dy, db, buf.bias_sums);
+}
+
+int64_t conv2d_bf16_operands_forward_workspace(const Conv2dShape& s) {
+  return ForwardBuffers(s, nullptr, Operands::Bf16).floats;
+}
+
+void conv2d_bf16_operands_forward(const Conv2dShape& s, const uint16_t* x, const uint16_t* w,
+                                  const float* b, float* y, float* workspace,
+                                  const float* per_sample, const float* residual) {
+  forward(s, x, static_cast<const float*>(nullptr), b, y,
+          ForwardBuffers(s, workspace, Operands::Bf16), per_sample, residual, w);
+}
+
+int64_t conv2d_bf16_operands_backward_workspace(const Conv2dShape& s) {
+  return BackwardBuffers(s, nullptr, Operands::Bf16).floats;
+}
+
+void conv2d_bf16_operands_dgrad(const Conv2dShape& s, const uint16_t* dy, const uint16_t* w,
+                                float* dx, float* workspace, GradWrite dx_write) {
+  backward(s, static_cast<const uint16_t*>(nullptr), nullptr, dy, dx, nullptr,
+           BackwardBuffers(s, workspace, Operands::Bf16), w, dx_write, GradWrite::Accumulate);
+}
+
+void conv2d_bf16_operands_wgrad(const Conv2dShape& s, const uint16_t* x, const uint16_t* dy,
+                                float* dw, float* workspace, GradWrite dw_write) {
+  backward(s, x, nullptr, dy, static_cast<float*>(nullptr), dw,
+           BackwardBuffers(s, workspace, Operands::Bf16), nullptr, GradWrite::Accumulate,
+           dw_write);
 }
 
 }  // namespace ddpm::cuda

@@ -119,4 +119,24 @@ void conv2d_bf16_backward(const Conv2dShape& s, const uint16_t* x, const float* 
                           GradWrite dx_write = GradWrite::Accumulate,
                           GradWrite dw_write = GradWrite::Accumulate);
 
+// bf16 operands, fp32 results: for callers that make their own bf16 operands
+// (conv2d_tf32_pieces.cu: TF32 as sums of products of bf16 pieces). x (N, H, W, Cin), dy
+// (N, OH, OW, Cout) and w (KH, KW, Cin, Cout) as bf16 bits, read in place where their
+// channels are a multiple of 8 (padded into the workspace otherwise); y, dx and dw fp32, as
+// the fp32 entries write them. The GEMM runs every shape (never the direct kernels, which
+// take one storage). The backward's two passes are separate calls, each on its own shape
+// (the dgrad's reduction is over Cout, the wgrad's over the pixels).
+int64_t conv2d_bf16_operands_forward_workspace(const Conv2dShape& s);
+void conv2d_bf16_operands_forward(const Conv2dShape& s, const uint16_t* x, const uint16_t* w,
+                                  const float* b, float* y, float* workspace,
+                                  const float* per_sample = nullptr,
+                                  const float* residual = nullptr);
+int64_t conv2d_bf16_operands_backward_workspace(const Conv2dShape& s);
+void conv2d_bf16_operands_dgrad(const Conv2dShape& s, const uint16_t* dy, const uint16_t* w,
+                                float* dx, float* workspace,
+                                GradWrite dx_write = GradWrite::Accumulate);
+void conv2d_bf16_operands_wgrad(const Conv2dShape& s, const uint16_t* x, const uint16_t* dy,
+                                float* dw, float* workspace,
+                                GradWrite dw_write = GradWrite::Accumulate);
+
 }  // namespace ddpm::cuda
