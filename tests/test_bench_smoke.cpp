@@ -159,6 +159,10 @@ TEST(BenchSmoke, EveryConvolutionRowRuns) {
     const auto it = rows.find(row);
     return it == rows.end() ? 0 : it->second;
   };
+  // TF32 on v4's GEMM of bf16 pieces, on every smoke shape (conv_in's 3 channels and
+  // conv_out's 3 outputs padded within their groups)
+  for (const char* kernel : {"conv2d fwd", "conv2d dgrad", "conv2d wgrad"})
+    EXPECT_EQ(shapes(std::string(kernel) + " / v4 TF32 on bf16 pieces"), 3) << kernel;
   for (const char* kernel : {"conv2d fwd", "conv2d dgrad", "conv2d wgrad"}) {
     EXPECT_EQ(shapes(std::string(kernel) + " / direct (few outputs), bf16 activations"), 1)
         << kernel;
@@ -247,7 +251,7 @@ TEST(BenchSmoke, EveryTrainingStepRowRuns) {
   const std::map<std::string, int> names = run_split(bench::bench_training_step, &rows);
   // eager and graph on wgmma, and eager with v5's schedules autotuned
   const size_t v5 = cuda::gemm_sm90_available() ? 1 : 0;
-  EXPECT_EQ(names.size(), 15u + 3 * v5);
+  EXPECT_EQ(names.size(), 17u + 3 * v5);
   for (const std::string graph : {"eager ", "CUDA graph "})
     EXPECT_EQ(names.count("training step / " + graph +
                           "bf16, bf16 activations, v5 wgmma convolutions"),
@@ -264,6 +268,8 @@ TEST(BenchSmoke, EveryTrainingStepRowRuns) {
     EXPECT_EQ(names.count("training step / " + graph + "bf16, bf16 activations"), 1u) << graph;
   }
   EXPECT_EQ(names.count("training step / eager bf16, bf16 activations, no weight copy"), 1u);
+  EXPECT_EQ(names.count("training step / eager tf32"), 1u);
+  EXPECT_EQ(names.count("training step / eager tf32, cuDNN convolutions"), 1u);
   EXPECT_EQ(names.count("training step / eager bf16, bf16 activations, upsample then conv"), 1u);
   EXPECT_EQ(names.count("training step / eager bf16, cuDNN convolutions, bf16 activations"), 1u);
   for (const std::string graph : {"eager ", "CUDA graph "})

@@ -167,6 +167,9 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
         {cuda::ConvAlgo::Naive, cuda::Bf16Tiles::Heuristic, "v1 naive"},
         {cuda::ConvAlgo::Tiled, cuda::Bf16Tiles::Heuristic, "v2 tiled"},
         {cuda::ConvAlgo::TensorCore, cuda::Bf16Tiles::Heuristic, "v3 TF32 tensor cores"},
+        // precision tf32's default: v4's GEMM on each operand's two bf16 pieces, four
+        // products a TF32 product (conv2d_tf32_pieces.cu), v4's heuristic tiles
+        {cuda::ConvAlgo::Tf32Pieces, cuda::Bf16Tiles::Heuristic, "v4 TF32 on bf16 pieces"},
         {cuda::ConvAlgo::Bf16TensorCore, cuda::Bf16Tiles::Large, "v4 bf16 (128x128 tiles)"},
         {cuda::ConvAlgo::Bf16TensorCore, cuda::Bf16Tiles::Deep,
          "v4 bf16 (128x128 tiles, 4 stages)"},

@@ -61,6 +61,9 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
     for (const char* precision : {"fp32", "bf16"})
       for (const bool cudnn : {false, true})
         for (const bool graph : {false, true}) variants.push_back({precision, cudnn, graph});
+    // TF32, eager: the convolutions on v4's GEMM of bf16 pieces (precision tf32's default),
+    // and on cuDNN's TF32
+    for (const bool cudnn : {false, true}) variants.push_back({"tf32", cudnn, false});
     for (const bool graph : {false, true}) variants.push_back({"bf16", false, graph, true});
     variants.push_back({"bf16", false, false, true, false});
     variants.push_back({"bf16", false, false, true, true, false});
@@ -128,8 +131,9 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
                                 (v.autotune ? ", autotuned" : "");
     Row& r = report.add_rate("training step", shape, variant, ms, o.batch / (ms * 1e-3), "img/s");
     const double tflops = step_flops / (ms * 1e-3) * 1e-12;
-    const double peak = std::string(v.precision) == "bf16" ? report.peaks().bf16_tflops
-                                                           : report.peaks().fp32_tflops;
+    const double peak = std::string(v.precision) == "bf16"   ? report.peaks().bf16_tflops
+                        : std::string(v.precision) == "tf32" ? report.peaks().tf32_tflops
+                                                             : report.peaks().fp32_tflops;
     const DeviceWorkCounts issued = after - before;
     std::printf("  training step, %s: %.2f TFLOP per step, %.1f TFLOP/s, MFU %.1f%% of %.0f, "
                 "peak %.2f GiB; per step %llu kernel launches, %llu graph launches, %llu "

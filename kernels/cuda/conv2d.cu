@@ -352,7 +352,7 @@ const char* conv_algo_name(ConvAlgo algo) {
     case ConvAlgo::Tiled: return "v2 tiled";
     case ConvAlgo::TensorCore: return "v3 TF32";
     case ConvAlgo::Bf16TensorCore: return "v4 bf16";
-    case ConvAlgo::Tf32Pieces: return "v4 TF32 (bf16 pieces)";
+    case ConvAlgo::Tf32Pieces: return "v4 TF32 on bf16 pieces";
     case ConvAlgo::Cudnn: return "cuDNN fp32";
     case ConvAlgo::CudnnTf32: return "cuDNN TF32";
     case ConvAlgo::CudnnBf16: return "cuDNN bf16";
