@@ -105,8 +105,8 @@ Tensor conv2d_add(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2
 // tensors under BF16 (its outputs then rounded to bf16 too). Or Auto: per shape and pass,
 // the faster of our kernel of the precision's math (v2 / v3 / v4) and cuDNN's, timed once
 // on first use and printed (kernels/cuda/conv2d_autotune.cuh). Under TF32 the default is v4
-// on each operand's two bf16 pieces (kernels/cuda/conv2d_tf32_pieces.cu: v3's numbers on
-// v4's GEMM; on v5's under Wgmma); TensorCore keeps v3. Or Wgmma: the bf16 products
+// in TF32 (kernels/cuda/conv2d_tf32.cu: v3's numbers on v4's GEMM, TF32 mma.sync or bf16
+// pieces by pass); TensorCore keeps v3. Or Wgmma: the bf16 products
 // of v4 on Hopper's wgmma, convolution v5 (conv2d_bf16.cuh; an H100 / H200 and a build for
 // architecture 90, else refused: conv_algorithm_unavailable). The CPU path has one reference.
 enum class ConvAlgorithm { Naive, Tiled, TensorCore, Bf16TensorCore, Wgmma, Cudnn, Auto };

@@ -28,7 +28,7 @@ DDPM_HD float round_to_tf32(float f) {
 }
 
 // A TF32 value as the exact sum of two bf16 values (bits, kernels/bf16.h), for the TF32
-// convolution on bf16 tensor cores (kernels/cuda/conv2d_tf32_pieces.cu): hi is t's top 16
+// convolution on bf16 tensor cores (kernels/cuda/conv2d_tf32.cu): hi is t's top 16
 // bits (sign, exponent and 7 of its 10 mantissa bits), lo = t - hi, which is exact in fp32
 // and has at most 3 significant bits (t's last 3 mantissa bits), so it is a bf16 value too:
 // t = hi + lo with nothing lost, and a product of two TF32 values is the sum of the four

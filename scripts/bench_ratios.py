@@ -22,8 +22,9 @@ RULES = {
     ("conv2d", "v1 naive"): (None, "cuDNN fp32"),
     ("conv2d", "v2 tiled"): ("v1 naive", "cuDNN fp32"),
     ("conv2d", "v3 TF32 tensor cores"): ("v2 tiled", "cuDNN TF32"),
-    # TF32 on v4's GEMM, each operand as two bf16 pieces (conv2d_tf32_pieces.cu), on v3
-    ("conv2d", "v4 TF32 on bf16 pieces"): ("v3 TF32 tensor cores", "cuDNN TF32"),
+    # TF32 on v4's GEMM (conv2d_tf32.cu), on v3; and with every pass on bf16 pieces, on it
+    ("conv2d", "v4 TF32"): ("v3 TF32 tensor cores", "cuDNN TF32"),
+    ("conv2d", "v4 TF32, every pass on bf16 pieces"): ("v4 TF32", "cuDNN TF32"),
     ("conv2d", "v4 bf16 (128x128 tiles)"): ("v3 TF32 tensor cores", "cuDNN bf16"),
     ("conv2d", "v4 bf16 (128x128 tiles, 4 stages)"): ("v4 bf16 (128x128 tiles)", "cuDNN bf16"),
     ("conv2d", "v4 bf16 (64x64 tiles)"): ("v3 TF32 tensor cores", "cuDNN bf16"),

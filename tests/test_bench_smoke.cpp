@@ -159,10 +159,10 @@ TEST(BenchSmoke, EveryConvolutionRowRuns) {
     const auto it = rows.find(row);
     return it == rows.end() ? 0 : it->second;
   };
-  // TF32 on v4's GEMM of bf16 pieces, on every smoke shape (conv_in's 3 channels and
-  // conv_out's 3 outputs padded within their groups)
+  // TF32 on v4's GEMM, and with every pass on bf16 pieces, on every smoke shape
   for (const char* kernel : {"conv2d fwd", "conv2d dgrad", "conv2d wgrad"})
-    EXPECT_EQ(shapes(std::string(kernel) + " / v4 TF32 on bf16 pieces"), 3) << kernel;
+    for (const char* variant : {" / v4 TF32", " / v4 TF32, every pass on bf16 pieces"})
+      EXPECT_EQ(shapes(kernel + std::string(variant)), 3) << kernel << variant;
   for (const char* kernel : {"conv2d fwd", "conv2d dgrad", "conv2d wgrad"}) {
     EXPECT_EQ(shapes(std::string(kernel) + " / direct (few outputs), bf16 activations"), 1)
         << kernel;

@@ -42,6 +42,7 @@
 #include "kernels/cuda/conv2d.cuh"
 #include "kernels/cuda/conv2d_bf16.cuh"
 #include "kernels/cuda/conv2d_thin.cuh"
+#include "kernels/cuda/conv2d_tf32.cuh"
 #include "kernels/cuda/device_info.cuh"
 #include "tests/device_buffer.h"
 #endif
@@ -216,46 +217,57 @@ TEST(CudaConvBf16, MatchesTheCpuOnTheSameBf16Operands) {
 #endif
 }
 
-// TF32 on v4's (and v5's) GEMM, each operand as two bf16 pieces
-// (kernels/cuda/conv2d_tf32_pieces.cu), against the reference on the TF32-rounded operands:
-// the products of the pieces are exact and sum to the TF32 products, so again only the
-// order of the fp32 sums differs, now over four times the terms (the forward's and the
-// dgrad's four groups of channels, the wgrad's four batches). The bound above, 2e-4,
-// covers that: for these random operands the summation error grows with the square root
-// of the terms, twice that of the same sums in bf16; the emulation's worst, printed, is
-// 1.0e-5 of 1 + |want| (2026-12-06). A piece lost (the low one dropped: TF32 cut to bf16,
-// up to 2^-8 of each operand) is off by ~1e-3 of the values, a group of the wrong piece by
-// their size. The shapes above (the few-output ones on the GEMM: the TF32 path never hands
-// them to the direct kernels), on v4's two heuristic tiles and v5 where it runs: the pieces
-// are the same whatever GEMM multiplies them, and MatchesTheCpuOnTheSameBf16Operands holds
-// every block shape to the GEMM's part.
-TEST(CudaConvBf16, Tf32OnBf16PiecesMatchesTheCpuOnTheSameTf32Operands) {
+// v4 in TF32 (kernels/cuda/conv2d_tf32.cu) against the reference on the TF32-rounded
+// operands, both ways. TF32 products (the forward and the stride-1 dgrad where the channels
+// are a multiple of 4; on by default): rounded by cvt.rna as round_to_tf32 rounds, exact
+// products, so only the order of the fp32 sums differs (2e-4, as above); a missing cvt
+// truncates (the tensor cores, and the emulation, ignore the low 13 bits), up to 2^-10 of
+// each product, ~1e-3 of the values. bf16 pieces (the rest; every pass with
+// set_conv2d_tf32_mma(false)): the products of the pieces are exact and sum to the TF32
+// products, so again only the order of the sums differs, now over four times the terms
+// (the forward's and the dgrad's four groups of channels, the wgrad's four batches): for
+// these random operands the summation error grows with the square root of the terms,
+// within the same 2e-4. A piece lost (the low one dropped: TF32 cut to bf16, up to 2^-8 of
+// each operand) is off by ~1e-3 of the values, a group of the wrong piece by their size.
+// The emulation's worst, printed, was 1.0e-5 of 1 + |want| (2026-12-06). The shapes above
+// (odd channel counts take the pieces even in the forward; the strided ones' dgrad too; the
+// few-output ones run the GEMM: the TF32 path never hands them to the direct kernels), on
+// v4's two heuristic tiles and, where it runs, v5's (whose tiles the TF32 products leave for
+// the heuristic's): what multiplies is the GEMM that MatchesTheCpuOnTheSameBf16Operands
+// holds on every block shape.
+TEST(CudaConvBf16, TheTf32ConvolutionMatchesTheCpuOnTheSameTf32Operands) {
   REQUIRE_GPU();
 #if DDPM_WITH_CUDA
   std::vector<cuda::Bf16Tiles> kernels = {cuda::Bf16Tiles::Large, cuda::Bf16Tiles::Small};
   if (cuda::gemm_sm90_available()) kernels.push_back(cuda::Bf16Tiles::Wgmma);
-  for (cuda::Bf16Tiles tiles : kernels) {
-    cuda::set_conv2d_bf16_tiles(tiles);
-    uint64_t stream = 900;
-    double worst = 0.0;
-    for (const ConvCase& c : cases()) {
-      SCOPED_TRACE(describe(c) + tiles_name(tiles));
-      const Conv2dShape s = shape_of(c);
-      const Operands o = operands_for(s, stream);
-      stream += 6;
-      const Results want = reference(s, o, round_to_tf32),
-                    got = run_v4(s, o, cuda::ConvAlgo::Tf32Pieces);
-      test::expect_close(got.y, want.y, 2e-4, 2e-4, "output", "v4 tf32", "cpu");
-      test::expect_close(got.dx, want.dx, 2e-4, 2e-4, "dx", "v4 tf32", "cpu");
-      test::expect_close(got.dw, want.dw, 2e-4, 2e-4, "dw", "v4 tf32", "cpu");
-      test::expect_close(got.db, want.db, 2e-4, 2e-4, "db", "v4 tf32", "cpu");
-      for (auto [g, w] : {std::pair{&got.y, &want.y}, {&got.dx, &want.dx}, {&got.dw, &want.dw}})
-        for (size_t i = 0; i < g->size(); ++i)
-          worst = std::max(worst, std::abs(double((*g)[i]) - (*w)[i]) / (1.0 + std::abs((*w)[i])));
+  for (const bool mma : {true, false})
+    for (cuda::Bf16Tiles tiles : kernels) {
+      cuda::set_conv2d_tf32_mma(mma);
+      cuda::set_conv2d_bf16_tiles(tiles);
+      const std::string way = std::string(mma ? "TF32 products" : "bf16 pieces") +
+                              tiles_name(tiles);
+      uint64_t stream = 900;
+      double worst = 0.0;
+      for (const ConvCase& c : cases()) {
+        SCOPED_TRACE(describe(c) + ", " + way);
+        const Conv2dShape s = shape_of(c);
+        const Operands o = operands_for(s, stream);
+        stream += 6;
+        const Results want = reference(s, o, round_to_tf32),
+                      got = run_v4(s, o, cuda::ConvAlgo::Tf32TensorCore);
+        test::expect_close(got.y, want.y, 2e-4, 2e-4, "output", "v4 tf32", "cpu");
+        test::expect_close(got.dx, want.dx, 2e-4, 2e-4, "dx", "v4 tf32", "cpu");
+        test::expect_close(got.dw, want.dw, 2e-4, 2e-4, "dw", "v4 tf32", "cpu");
+        test::expect_close(got.db, want.db, 2e-4, 2e-4, "db", "v4 tf32", "cpu");
+        for (auto [g, w] :
+             {std::pair{&got.y, &want.y}, {&got.dx, &want.dx}, {&got.dw, &want.dw}})
+          for (size_t i = 0; i < g->size(); ++i)
+            worst = std::max(worst, std::abs(double((*g)[i]) - (*w)[i]) /
+                                        (1.0 + std::abs((*w)[i])));
+      }
+      std::printf("v4 TF32, %s: worst |got - want| / (1 + |want|) %.3g\n", way.c_str(), worst);
     }
-    std::printf("v4 tf32 on bf16 pieces%s: worst |got - want| / (1 + |want|) %.3g\n",
-                tiles_name(tiles), worst);
-  }
+  cuda::set_conv2d_tf32_mma(true);
   cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Heuristic);
 #endif
 }
@@ -677,18 +689,18 @@ TEST(CudaConvBf16, TheOpIsWithinBf16RoundingOfFp32) {
   EXPECT_EQ(cuda::conv2d_bf16_tiles(), cuda::Bf16Tiles::Heuristic);
 }
 
-// Under precision tf32 the engine's op runs the TF32 convolution on bf16 pieces by default
-// (engine/ops/conv2d.cpp): through the tape, forward and every gradient, within TF32's
-// rounding of the fp32 reference (tests/conv_op_check.h): each operand off by at most 2^-11
-// (TF32's unit roundoff), a product by 2^-10 + 2^-22, and fp32 sums of 4 K terms (K <= 3456
-// here), 4 K 2^-24 <= 8.3e-4: |gpu - cpu| <= 1.81e-3 mag + 1e-6. And the op's output is, bit
-// for bit, that of cuda::conv2d_forward with ConvAlgo::Tf32Pieces on the same operands, not
-// v3's (whose sums run in another order), so it is the pieces that ran.
-TEST(CudaConvBf16, TheTf32OpRunsOnBf16PiecesWithinTf32RoundingOfFp32) {
+// Under precision tf32 the engine's op runs v4 in TF32 by default (engine/ops/conv2d.cpp):
+// through the tape, forward and every gradient, within TF32's rounding of the fp32
+// reference (tests/conv_op_check.h): each operand off by at most 2^-11 (TF32's unit
+// roundoff), a product by 2^-10 + 2^-22, and fp32 sums of at most 4 K terms (the pieces; K <=
+// 3456 here), 4 K 2^-24 <= 8.3e-4: |gpu - cpu| <= 1.81e-3 mag + 1e-6. And the op's output
+// is, bit for bit, that of cuda::conv2d_forward with ConvAlgo::Tf32TensorCore on the same
+// operands, not v3's (whose sums run in another order): v4 in TF32 is what ran.
+TEST(CudaConvBf16, TheTf32OpRunsV4WithinTf32RoundingOfFp32) {
   REQUIRE_GPU();
 #if DDPM_WITH_CUDA
   set_precision(Precision::TF32);
-  test::expect_conv_op_within(1.81e-3, cases(), 950, "v4 tf32 on bf16 pieces");
+  test::expect_conv_op_within(1.81e-3, cases(), 950, "v4 tf32");
   const Conv2dShape s = shape_of({{2, 8, 8, 64}, 3, 32, Conv2dParams::same(3)});
   const Operands o = operands_for(s, 960);
   const auto on_gpu = [](const Shape& shape, const std::vector<float>& v) {
@@ -700,7 +712,7 @@ TEST(CudaConvBf16, TheTf32OpRunsOnBf16PiecesWithinTf32RoundingOfFp32) {
           .to(Device::CPU)
           .to_vector<float>();
   set_precision(Precision::F32);
-  EXPECT_EQ(op, run_v4(s, o, cuda::ConvAlgo::Tf32Pieces).y);
+  EXPECT_EQ(op, run_v4(s, o, cuda::ConvAlgo::Tf32TensorCore).y);
   EXPECT_NE(op, run_v4(s, o, cuda::ConvAlgo::TensorCore).y);
 #endif
 }

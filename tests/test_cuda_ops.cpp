@@ -753,19 +753,19 @@ TEST(CudaOps, Conv2dTensorCoreMatchesTheCpuWithinTf32Rounding) {
     // relative to the element and (for sums that cancel) to the rms:
     // 3.4e-5 at K = 1152, 1.4e-4 at 4608. A rounding rule of the operands that differs
     // (truncation: ~1e-3 of each element, biased) still fails it.
-    // The same under TF32's default, v4 on each operand's two bf16 pieces
-    // (kernels/cuda/conv2d_tf32_pieces.cu): the same products, as four exact products each,
-    // so four times the terms in each sum (the bias gradient's excepted: a column sum of the
-    // fp32 dy either way).
+    // The same under TF32's default, v4 in TF32 (kernels/cuda/conv2d_tf32.cu): the same
+    // products, and where they come as four exact products of bf16 pieces, four times the
+    // terms in each sum (bounded so for every pass; the bias gradient's excepted: a column
+    // sum of the fp32 dy either way).
     set_precision(Precision::TF32);
     const DeviceRun cpu32 = run_on(Device::CPU, f, in);
     const Conv2dShape cs = conv2d_shape(c.x, Shape{c.k, c.k, c.x[3], c.c_out}, p);
     for (const ConvAlgorithm algo : {ConvAlgorithm::TensorCore, ConvAlgorithm::Tiled}) {
-      const bool pieces = algo != ConvAlgorithm::TensorCore;
-      SCOPED_TRACE(pieces ? "v4 on bf16 pieces" : "v3");
+      const bool v4 = algo != ConvAlgorithm::TensorCore;
+      SCOPED_TRACE(v4 ? "v4 in TF32" : "v3");
       set_conv_algorithm(algo);
       const DeviceRun gpu32 = run_on(Device::CUDA, f, in);
-      const int64_t terms = pieces ? 4 : 1;
+      const int64_t terms = v4 ? 4 : 1;
       const auto truncation = [](int64_t k) { return std::ldexp(double(k) / 4, -23); };
       const double t_out = truncation(terms * c.k * c.k * c.x[3]);  // forward: K = k k C_in
       const double t_grads[] = {truncation(terms * c.k * c.k * c.c_out),  // dgrad: k k C_out

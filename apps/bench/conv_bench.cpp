@@ -24,6 +24,7 @@
 #include "kernels/cuda/conv2d_bf16.cuh"
 #include "kernels/cuda/conv2d_cudnn.cuh"
 #include "kernels/cuda/conv2d_thin.cuh"
+#include "kernels/cuda/conv2d_tf32.cuh"
 #include "kernels/cuda/gemm_sm90.cuh"
 
 namespace ddpm::bench {
@@ -162,14 +163,17 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
       cuda::ConvAlgo algo;
       cuda::Bf16Tiles tiles;
       const char* name;
+      bool tf32_mma = true;  // v4 TF32: TF32 products where they run (else bf16 pieces)
     };
     const Version versions[] = {
         {cuda::ConvAlgo::Naive, cuda::Bf16Tiles::Heuristic, "v1 naive"},
         {cuda::ConvAlgo::Tiled, cuda::Bf16Tiles::Heuristic, "v2 tiled"},
         {cuda::ConvAlgo::TensorCore, cuda::Bf16Tiles::Heuristic, "v3 TF32 tensor cores"},
-        // precision tf32's default: v4's GEMM on each operand's two bf16 pieces, four
-        // products a TF32 product (conv2d_tf32_pieces.cu), v4's heuristic tiles
-        {cuda::ConvAlgo::Tf32Pieces, cuda::Bf16Tiles::Heuristic, "v4 TF32 on bf16 pieces"},
+        // precision tf32's default, v4's GEMM in TF32 (conv2d_tf32.cu): TF32 mma.sync on
+        // the fp32 operands in the forward and the dgrad, bf16 pieces in the wgrad
+        {cuda::ConvAlgo::Tf32TensorCore, cuda::Bf16Tiles::Heuristic, "v4 TF32"},
+        {cuda::ConvAlgo::Tf32TensorCore, cuda::Bf16Tiles::Heuristic,
+         "v4 TF32, every pass on bf16 pieces", false},
         {cuda::ConvAlgo::Bf16TensorCore, cuda::Bf16Tiles::Large, "v4 bf16 (128x128 tiles)"},
         {cuda::ConvAlgo::Bf16TensorCore, cuda::Bf16Tiles::Deep,
          "v4 bf16 (128x128 tiles, 4 stages)"},
@@ -192,6 +196,7 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
         continue;
       }
       cuda::set_conv2d_bf16_tiles(version.tiles);
+      cuda::set_conv2d_tf32_mma(version.tf32_mma);
       // the engine's path: workspaces for v4's bf16 operands and for split-K (cuDNN: its
       // staged operands and its own)
       const int64_t ws_floats = std::max(cuda::conv2d_forward_workspace(s, algo),
@@ -214,6 +219,7 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
       }), flops);
     }
     cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Heuristic);
+    cuda::set_conv2d_tf32_mma(true);
     // cuDNN in plain fp32 (FMA math: the comparison for v1/v2) and allowed TF32 tensor
     // cores (CUDNN_TENSOR_OP_MATH: the comparison for v3, and PyTorch's default for fp32)
     // and bf16 tensors with tensor cores (the comparison for v4, and PyTorch's autocast)

@@ -71,9 +71,9 @@ cuda::ConvAlgo cuda_algo() {
            : precision() == Precision::TF32 ? cuda::ConvAlgo::AutoTf32
                                             : cuda::ConvAlgo::AutoFp32;
   if (precision() == Precision::BF16) return cuda::ConvAlgo::Bf16TensorCore;
-  if (precision() == Precision::TF32)  // v4 on TF32's bf16 pieces; v3 when asked for
+  if (precision() == Precision::TF32)  // v4 in TF32 (conv2d_tf32.cu); v3 when asked for
     return g_algorithm == ConvAlgorithm::TensorCore ? cuda::ConvAlgo::TensorCore
-                                                    : cuda::ConvAlgo::Tf32Pieces;
+                                                    : cuda::ConvAlgo::Tf32TensorCore;
   switch (g_algorithm) {
     case ConvAlgorithm::Naive: return cuda::ConvAlgo::Naive;
     case ConvAlgorithm::TensorCore: return cuda::ConvAlgo::TensorCore;

@@ -23,7 +23,7 @@
 //             (channels) and consecutive columns of B.
 //   v3 tensor cores: v2's tiling with the products on tensor cores in TF32 (WMMA), in
 //             conv2d_tensor_core.cuh; same loaders, same split-K; ~1e-3 relative rounding.
-//             (v4, conv2d_bf16.cu, is the fast one, in bf16; conv2d_tf32_pieces.cu runs the
+//             (v4, conv2d_bf16.cu, is the fast one, in bf16; conv2d_tf32.cu runs the
 //             same TF32 numbers as v3 on it.)
 //   split-K (v2 and v3, when the output tiles alone cannot fill the GPU): wgrad multiplies over
 //             K = N*OH*OW (16k-130k terms at batch 128) into an output of only
@@ -45,7 +45,7 @@
 #include "kernels/cuda/conv2d_bf16.cuh"
 #include "kernels/cuda/conv2d_cudnn.cuh"
 #include "kernels/cuda/conv2d_tensor_core.cuh"
-#include "kernels/cuda/conv2d_tf32_pieces.cuh"
+#include "kernels/cuda/conv2d_tf32.cuh"
 #include "kernels/cuda/device_info.cuh"
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/launch.cuh"
@@ -291,7 +291,7 @@ ConvAlgo ours_of(ConvAlgo a) {
     case ConvAlgo::CudnnBf16:
     case ConvAlgo::AutoBf16: return ConvAlgo::Bf16TensorCore;
     case ConvAlgo::CudnnTf32:
-    case ConvAlgo::AutoTf32: return ConvAlgo::Tf32Pieces;
+    case ConvAlgo::AutoTf32: return ConvAlgo::Tf32TensorCore;
     case ConvAlgo::Cudnn:
     case ConvAlgo::AutoFp32: return ConvAlgo::Tiled;
     default: return a;
@@ -352,7 +352,7 @@ const char* conv_algo_name(ConvAlgo algo) {
     case ConvAlgo::Tiled: return "v2 tiled";
     case ConvAlgo::TensorCore: return "v3 TF32";
     case ConvAlgo::Bf16TensorCore: return "v4 bf16";
-    case ConvAlgo::Tf32Pieces: return "v4 TF32 on bf16 pieces";
+    case ConvAlgo::Tf32TensorCore: return "v4 TF32";
     case ConvAlgo::Cudnn: return "cuDNN fp32";
     case ConvAlgo::CudnnTf32: return "cuDNN TF32";
     case ConvAlgo::CudnnBf16: return "cuDNN bf16";
@@ -368,7 +368,7 @@ bool conv2d_algo_runs(const Conv2dShape& s, ConvAlgo algo) {
 }
 
 bool conv2d_dgrad_uses_workspace(ConvAlgo algo) {
-  return algo == ConvAlgo::Bf16TensorCore || algo == ConvAlgo::Tf32Pieces || is_cudnn(algo) ||
+  return algo == ConvAlgo::Bf16TensorCore || algo == ConvAlgo::Tf32TensorCore || is_cudnn(algo) ||
          is_auto(algo);
 }
 
@@ -377,7 +377,7 @@ int64_t conv2d_forward_workspace(const Conv2dShape& s, ConvAlgo algo) {
   for (ConvAlgo a : algos_that_may_run(s, algo))
     floats = std::max(floats, is_cudnn(a) ? conv2d_cudnn_forward_workspace(s, cudnn_math(a))
                               : a == ConvAlgo::Bf16TensorCore ? conv2d_bf16_forward_workspace(s)
-                              : a == ConvAlgo::Tf32Pieces ? conv2d_tf32_pieces_forward_workspace(s)
+                              : a == ConvAlgo::Tf32TensorCore ? conv2d_tf32_forward_workspace(s)
                                                           : 0);
   return floats;
 }
@@ -391,8 +391,8 @@ void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const 
                                 w_bf16);
   if (algo == ConvAlgo::Bf16TensorCore)
     return conv2d_bf16_forward(s, x, w, b, y, workspace, per_sample, residual, w_bf16);
-  if (algo == ConvAlgo::Tf32Pieces)
-    return conv2d_tf32_pieces_forward(s, x, w, b, y, workspace, per_sample, residual);
+  if (algo == ConvAlgo::Tf32TensorCore)
+    return conv2d_tf32_forward(s, x, w, b, y, workspace, per_sample, residual);
   const int64_t oh_n = s.out_h(), ow_n = s.out_w();
   const int64_t m = s.n * oh_n * ow_n, k = static_cast<int64_t>(s.kh) * s.kw * s.c_in;
   gemm(algo, m, s.c_out, k, Im2col{s, oh_n, ow_n, x}, Dense{w, s.c_out}, b, y, false);
@@ -409,7 +409,7 @@ int64_t conv2d_backward_workspace(const Conv2dShape& s, ConvAlgo algo) {
   for (ConvAlgo a : algos_that_may_run(s, algo))
     gemm = std::max(gemm, is_cudnn(a) ? conv2d_cudnn_backward_workspace(s, cudnn_math(a))
                           : a == ConvAlgo::Bf16TensorCore ? conv2d_bf16_backward_workspace(s)
-                          : a == ConvAlgo::Tf32Pieces ? conv2d_tf32_pieces_backward_workspace(s)
+                          : a == ConvAlgo::Tf32TensorCore ? conv2d_tf32_backward_workspace(s)
                                                       : split_k_workspace(s, a));
   return gemm + broadcast_add_backward_workspace(bias_rows(s));
 }
@@ -431,9 +431,9 @@ void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const
     if (db) bias_gradient(s, dy, db, workspace, conv2d_bf16_backward_workspace(s));
     return;
   }
-  if (algo == ConvAlgo::Tf32Pieces) {
-    conv2d_tf32_pieces_backward(s, x, w, dy, dx, dw, workspace, dx_write, dw_write);
-    if (db) bias_gradient(s, dy, db, workspace, conv2d_tf32_pieces_backward_workspace(s));
+  if (algo == ConvAlgo::Tf32TensorCore) {
+    conv2d_tf32_backward(s, x, w, dy, dx, dw, workspace, dx_write, dw_write);
+    if (db) bias_gradient(s, dy, db, workspace, conv2d_tf32_backward_workspace(s));
     return;
   }
   const int64_t oh_n = s.out_h(), ow_n = s.out_w(), taps = static_cast<int64_t>(s.kh) * s.kw;

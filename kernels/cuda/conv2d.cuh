@@ -8,8 +8,9 @@
 //              relative rounding like cuDNN's default fp32 convolutions
 //   Bf16TensorCore v4: bf16 mma.sync with a cp.async pipeline and ldmatrix (conv2d_bf16.cu;
 //              sm_80+): operands rounded to bf16 (2^-8 relative), fp32 accumulation
-//   Tf32Pieces v4 in TF32: each TF32 operand as two bf16 pieces, the four products of the
-//              pieces summed by v4's GEMM (conv2d_tf32_pieces.cu; sm_80+): v3's numbers
+//   Tf32TensorCore v4 in TF32 (conv2d_tf32.cu; sm_80+): v3's numbers on v4's GEMM, by
+//              mma.m16n8k8 .tf32 on the fp32 operands (forward, stride-1 dgrad) or on
+//              each operand's two bf16 pieces (the rest)
 // and the library baseline, cuDNN (conv2d_cudnn.cu), in three maths:
 //   Cudnn      fp32 with FMA math (v1/v2's numbers), CudnnTf32: TF32 tensor cores allowed
 //              (v3's), CudnnBf16: bf16 tensors (v4's operands, and y, dx, dw rounded to bf16).
@@ -27,7 +28,7 @@
 namespace ddpm::cuda {
 
 enum class ConvAlgo {
-  Naive, Tiled, TensorCore, Bf16TensorCore, Tf32Pieces, Cudnn, CudnnTf32, CudnnBf16, AutoFp32,
+  Naive, Tiled, TensorCore, Bf16TensorCore, Tf32TensorCore, Cudnn, CudnnTf32, CudnnBf16, AutoFp32,
   AutoTf32, AutoBf16
 };
 const char* conv_algo_name(ConvAlgo algo);  // "v4 bf16", "cuDNN bf16", ...
@@ -39,7 +40,8 @@ bool conv2d_algo_runs(const Conv2dShape& s, ConvAlgo algo);
 bool conv2d_dgrad_uses_workspace(ConvAlgo algo);
 
 // workspace: conv2d_forward_workspace(s, algo) floats (0 but for v4, whose bf16 operand
-// copies live there, v4 in TF32, whose bf16 pieces do, and cuDNN, whose staged operands
+// copies live there, v4 in TF32, whose transposed weights or bf16 pieces do, and cuDNN,
+// whose staged operands
 // and own workspace do).
 // y = conv + b + per_sample[n] + residual, each addend optional: per_sample (N, Cout),
 // residual (N, OH, OW, Cout); v4 adds them in its epilogue, cuDNN's path in one pass after

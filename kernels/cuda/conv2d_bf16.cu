@@ -204,6 +204,37 @@ __device__ void load_fragments(uint32_t (&r)[4], ptx::SharedAddress at) {
     ptx::ldmatrix_x4_trans(r, at);
 }
 
+// What the tensor cores multiply, the kernel's last template parameter. Bf16Products: v4,
+// two bf16 values a fragment register, mma.m16n8k16. Tf32Products: the TF32 convolution's
+// forward and stride-1 dgrad (conv2d_tf32.cu), fp32 operands read in place as pairs of
+// 16-bit halves (x with C channels is x8 with 2C), one value a register, multiplied by
+// mma.m16n8k8: a stage's 32 halves are 16 TF32 values, its two k-steps of 16 halves two
+// m16n8k8 steps, and ldmatrix of a K-major tile gives the TF32 fragments from the same
+// addresses (ptx.cuh). Only K-major tiles: .trans moves 16-bit elements, and would split a
+// TF32 value across two registers. Rounding: the tensor cores truncate each register to
+// TF32 (its low 13 bits ignored), so adding half of TF32's last place to the bits first,
+// 0x1000 (an integer add on the magnitude: a carry rounds up), makes their truncation a
+// rounding to nearest, ties away from zero: cvt.rna's result (kernels/tf32.h, which does
+// the same add and masks), with infinity kept (0x7f801000 truncates to 0x7f800000) and
+// NaN kept. One IADD a register, where cvt.rna.tf32.f32 compiled to several instructions a
+// value (sm_90 SASS: the 128x128 forward's stage 338 instructions against 199 in bf16;
+// FSETP and IMAD among them); CUTLASS's round_half_ulp_truncate is the same trick. A's
+// registers only: B is the weights, rounded once in the caller's copy of them (the
+// forward's transposed weights, the dgrad's; conv2d_tf32.cu), which spares a stage 16 of
+// its 48 adds and the 128x128 tile its spills.
+struct Bf16Products {
+  __device__ static void round(uint32_t&) {}
+  __device__ static void mma(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+    ptx::mma_bf16_16816(d, a, b);
+  }
+};
+struct Tf32Products {
+  __device__ static void round(uint32_t& r) { r += 0x1000u; }
+  __device__ static void mma(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+    ptx::mma_tf32_1688(d, a, b);
+  }
+};
+
 // ---- the kernel ----------------------------------------------------------------------------
 
 // grid (M tiles, N tiles, splits). Block z multiplies k in [z * k_slice, (z+1) * k_slice)
@@ -213,10 +244,12 @@ __device__ void load_fragments(uint32_t (&r)[4], ptx::SharedAddress at) {
 // -Xptxas -v shows) instead of silently halving the occupancy: a draft of the masked
 // loaders took the dgrad to 156 registers, and nothing else would have said so. (At the
 // wide-warp tile's 128 threads, and the tall tile's 256 at one block an SM, the cap is 255.)
-template <class Block, class LoadA, class LoadB, class Epilogue>
+template <class Block, class LoadA, class LoadB, class Epilogue, class Products = Bf16Products>
 __global__ void __launch_bounds__(Block::kThreads, Block::kOccupancy)
 conv_gemm_bf16(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB b,
                Epilogue epilogue, float* planes) {
+  static_assert(std::is_same_v<Products, Bf16Products> || (LoadA::kKMajor && LoadB::kKMajor),
+                "TF32 fragments from K-major tiles only");
 #if DDPM_HAS_SM80_TENSOR_CORES
   constexpr int kBM = Block::kBM, kBN = Block::kBN, kWarpM = Block::kWarpM,
                 kWarpN = Block::kWarpN, kMT = Block::kMTiles, kNT = Block::kNTiles,
@@ -305,7 +338,11 @@ conv_gemm_bf16(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB 
 #pragma unroll
       for (int i = 0; i < kMT; ++i)
 #pragma unroll
-        for (int j = 0; j < kNT; ++j) ptx::mma_bf16_16816(acc[i][j], af[i], bf[j]);
+        for (int e = 0; e < 4; ++e) Products::round(af[i][e]);
+#pragma unroll
+      for (int i = 0; i < kMT; ++i)
+#pragma unroll
+        for (int j = 0; j < kNT; ++j) Products::mma(acc[i][j], af[i], bf[j]);
     }
   }
   ptx::cp_async_wait<0>();  // no copy may land in shared memory after the block is gone
@@ -388,17 +425,20 @@ int64_t tiles_of(int64_t m, int64_t n) {
 // memory of the blocks an SM holds, the rest L1, where the forward's and the dgrad's
 // gathers find what their taps reread (the tall tile's 256-channel layers keep their hits
 // only with ~136 KB of it: docs/kernels.md, v4 step 13).
-template <class Block, class LoadA, class LoadB, class Epilogue>
+template <class Block, class LoadA, class LoadB, class Epilogue, class Products = Bf16Products>
 void launch_gemm(const Gemm& g, LoadA a, LoadB b, Epilogue epilogue, float* planes) {
+  constexpr auto kernel = conv_gemm_bf16<Block, LoadA, LoadB, Epilogue, Products>;
   auto launch = [&](dim3 grid, int64_t k_slice) {
-    opt_in_shared_memory(conv_gemm_bf16<Block, LoadA, LoadB, Epilogue>, Block::kSmemBytes);
-    static const bool carved = (leave_rest_to_l1_of_resident(
-                                    conv_gemm_bf16<Block, LoadA, LoadB, Epilogue>,
-                                    Block::kThreads, Block::kSmemBytes, Block::kOccupancy),
+    opt_in_shared_memory(kernel, Block::kSmemBytes);
+    static const bool carved = (leave_rest_to_l1_of_resident(kernel, Block::kThreads,
+                                                             Block::kSmemBytes,
+                                                             Block::kOccupancy),
                                 true);
     (void)carved;
-    DDPM_LAUNCH((conv_gemm_bf16<Block, LoadA, LoadB, Epilogue>), grid, Block::kThreads,
-                Block::kSmemBytes)(g.m, g.n, g.k, k_slice, a, b, epilogue, planes);
+    // (the name as written: the emulator's reports and tests match it)
+    DDPM_LAUNCH((conv_gemm_bf16<Block, LoadA, LoadB, Epilogue, Products>), grid,
+                Block::kThreads, Block::kSmemBytes)(g.m, g.n, g.k, k_slice, a, b, epilogue,
+                                                    planes);
   };
   launch_split(g, Block::kBM, Block::kBN, kBK, planes, epilogue, launch);
 }
@@ -446,10 +486,15 @@ const char* tiles_name(Bf16Tiles t) {
 }
 
 
-template <class LoadA, class LoadB, class Epilogue>
+template <class Products = Bf16Products, class LoadA, class LoadB, class Epilogue>
 void launch_tiles(Bf16Tiles t, const Gemm& g, LoadA a, LoadB b, Epilogue epilogue,
                   float* planes) {
-  if (t == Bf16Tiles::Wgmma || t == Bf16Tiles::WgmmaTma || t == Bf16Tiles::WgmmaPaired ||
+  if constexpr (std::is_same_v<Products, Tf32Products>) {  // run_gemm: Large or Small
+    if (t == Bf16Tiles::Small)
+      launch_gemm<SmallTiles, LoadA, LoadB, Epilogue, Products>(g, a, b, epilogue, planes);
+    else
+      launch_gemm<LargeTiles, LoadA, LoadB, Epilogue, Products>(g, a, b, epilogue, planes);
+  } else if (t == Bf16Tiles::Wgmma || t == Bf16Tiles::WgmmaTma || t == Bf16Tiles::WgmmaPaired ||
       t == Bf16Tiles::WgmmaTall) {
     run_v5(t, g, a, b, epilogue, planes);  // conv2d_bf16_v5.cu
   } else if (t == Bf16Tiles::Small) {
@@ -510,26 +555,33 @@ Bf16Tiles autotune(const Bf16Tiles (&choices)[kChoices], const char* version, co
   return pick;
 }
 
-template <class LoadA, class LoadB, class Epilogue>
+// TF32 products (Tf32Products) run on the large or the small tiles only, each the one
+// forced (tests) or else the heuristic's: two kernels a pass, not twelve, for a path that
+// no GPU has timed yet (the autotuner and v5 stay bf16's).
+template <class Products = Bf16Products, class LoadA, class LoadB, class Epilogue>
 void run_gemm(const Gemm& g, LoadA a, LoadB b, Epilogue epilogue, float* planes) {
   if (g.m == 0 || g.n == 0) return;
   CHECK(compute_capability() >= 80, "the bf16 tensor-core convolution (v4) needs sm_80 or later, "
                                     "this device is sm_" << compute_capability());
   Bf16Tiles pick = g_tiles;
+  constexpr bool kTf32 = std::is_same_v<Products, Tf32Products>;
+  if (kTf32 && pick != Bf16Tiles::Large && pick != Bf16Tiles::Small) pick = Bf16Tiles::Heuristic;
   if (pick == Bf16Tiles::Heuristic) {  // large tiles when they alone fill the GPU
     pick = tiles_of<LargeTiles>(g.m, g.n) >= sm_count() ? Bf16Tiles::Large : Bf16Tiles::Small;
-  } else if (pick == Bf16Tiles::Autotune || pick == Bf16Tiles::WgmmaAutotune) {
-    const bool v5 = pick == Bf16Tiles::WgmmaAutotune;
-    const TunedKey key{v5 ? 5 : 4, std::string(g.pass), g.m, g.n, g.k};
-    auto it = tuned().find(key);
-    if (it == tuned().end())
-      it = tuned()
-               .emplace(key, v5 ? autotune(kTunableV5, "v5", g, a, b, epilogue, planes)
-                                : autotune(kTunable, "v4", g, a, b, epilogue, planes))
-               .first;
-    pick = it->second;
+  } else if constexpr (!kTf32) {
+    if (pick == Bf16Tiles::Autotune || pick == Bf16Tiles::WgmmaAutotune) {
+      const bool v5 = pick == Bf16Tiles::WgmmaAutotune;
+      const TunedKey key{v5 ? 5 : 4, std::string(g.pass), g.m, g.n, g.k};
+      auto it = tuned().find(key);
+      if (it == tuned().end())
+        it = tuned()
+                 .emplace(key, v5 ? autotune(kTunableV5, "v5", g, a, b, epilogue, planes)
+                                  : autotune(kTunable, "v4", g, a, b, epilogue, planes))
+                 .first;
+      pick = it->second;
+    }
   }
-  launch_tiles(pick, g, a, b, epilogue, planes);
+  launch_tiles<Products>(pick, g, a, b, epilogue, planes);
 }
 
 int64_t taps(const Conv2dShape& s) { return static_cast<int64_t>(s.kh) * s.kw; }
@@ -768,6 +820,27 @@ void backward(const Conv2dShape& s, const X* x, const float* w, const X* dy, A* 
   }
 }
 
+// ---- TF32 products on fp32 operands (conv2d_tf32.cu) ------------------------------------
+// An fp32 tensor of C channels read as bf16_bits of 2C: the same bytes, a TF32 value's two
+// 16-bit halves side by side, so the loaders gather it unchanged and ldmatrix hands each
+// lane whole values (Tf32Products). Every count the loaders take is then in halves: the
+// reduction's channels 2C, K = taps x 2C, a stage 16 values.
+const bf16_bits* halves(const float* p) { return reinterpret_cast<const bf16_bits*>(p); }
+
+// The loaders' limits (check_shape_limits) on the halves' counts.
+void check_halves_limits(Conv2dShape s) {
+  s.c_in *= 2;
+  s.c_out *= 2;
+  check_shape_limits(s);
+}
+
+Gemm tf32_forward_gemm(const Conv2dShape& s) {
+  return {"forward", s.n * s.out_h() * s.out_w(), s.c_out, taps(s) * 2 * s.c_in};
+}
+Gemm tf32_dgrad_gemm(const Conv2dShape& s) {
+  return {"dgrad", s.n * s.h * s.w, s.c_in, taps(s) * 2 * s.c_out};
+}
+
 }  // namespace
 }  // namespace conv_bf16
 
@@ -843,6 +916,46 @@ void conv2d_bf16_operands_wgrad(const Conv2dShape& s, const uint16_t* x, const u
   backward(s, x, nullptr, dy, static_cast<float*>(nullptr), dw,
            BackwardBuffers(s, workspace, Operands::Bf16), nullptr, GradWrite::Accumulate,
            dw_write);
+}
+
+int64_t conv2d_tf32_mma_forward_workspace(const Conv2dShape& s) {
+  return tf32_forward_gemm(s).plane_floats();
+}
+
+// B is the weights transposed, (taps, Cout, Cin): K-major rows of Cout, read by the dgrad's
+// B loader with the roles of Cin and Cout swapped (its rows are then Cout of them, each
+// taps x 2 Cin halves long, a tap 2 Cin apart).
+void conv2d_tf32_mma_forward(const Conv2dShape& s, const float* x, const float* w_t,
+                             const float* b, float* y, float* workspace,
+                             const float* per_sample, const float* residual) {
+  check_halves_limits(s);
+  const int c8 = static_cast<int>(2 * s.c_in);
+  const int64_t oh_n = s.out_h(), ow_n = s.out_w();
+  const Gemm g = tf32_forward_gemm(s);
+  const KOrder order = KOrder::of(static_cast<int>(taps(s)), c8);
+  Conv2dShape rows = s;
+  rows.c_in = s.c_out;
+  const StoreWithAdds<float> epilogue{y, b, per_sample, residual, s.c_out, oh_n * ow_n,
+                                      rows_pair(s.c_out, y) && rows_pair(s.c_out, residual)};
+  run_gemm<Tf32Products>(g, ForwardA<>{s, oh_n, ow_n, g.m, c8, halves(x), order},
+                         DgradB{rows, c8, halves(w_t), order}, epilogue, workspace);
+}
+
+int64_t conv2d_tf32_mma_dgrad_workspace(const Conv2dShape& s) {
+  return tf32_dgrad_gemm(s).plane_floats();
+}
+
+void conv2d_tf32_mma_dgrad(const Conv2dShape& s, const float* dy, const float* w, float* dx,
+                           float* workspace, GradWrite dx_write) {
+  CHECK(s.stride == 1, "the TF32 dgrad on mma.sync takes stride 1, got " << s.stride);
+  check_halves_limits(s);
+  const int c8 = static_cast<int>(2 * s.c_out);
+  const Gemm g = tf32_dgrad_gemm(s);
+  const KOrder order = KOrder::of(static_cast<int>(taps(s)), c8);
+  const Accumulate<float> into_dx{dx, s.c_in, dx_write == GradWrite::Accumulate,
+                                  rows_pair(s.c_in, dx)};
+  run_gemm<Tf32Products>(g, DgradA<>{s, s.out_h(), s.out_w(), g.m, c8, halves(dy), order},
+                         DgradB{s, c8, halves(w), order}, into_dx, workspace);
 }
 
 }  // namespace ddpm::cuda

@@ -120,7 +120,7 @@ void conv2d_bf16_backward(const Conv2dShape& s, const uint16_t* x, const float* 
                           GradWrite dw_write = GradWrite::Accumulate);
 
 // bf16 operands, fp32 results: for callers that make their own bf16 operands
-// (conv2d_tf32_pieces.cu: TF32 as sums of products of bf16 pieces). x (N, H, W, Cin), dy
+// (conv2d_tf32.cu: TF32 as sums of products of bf16 pieces). x (N, H, W, Cin), dy
 // (N, OH, OW, Cout) and w (KH, KW, Cin, Cout) as bf16 bits, read in place where their
 // channels are a multiple of 8 (padded into the workspace otherwise); y, dx and dw fp32, as
 // the fp32 entries write them. The GEMM runs every shape (never the direct kernels, which
@@ -138,5 +138,21 @@ void conv2d_bf16_operands_dgrad(const Conv2dShape& s, const uint16_t* dy, const 
 void conv2d_bf16_operands_wgrad(const Conv2dShape& s, const uint16_t* x, const uint16_t* dy,
                                 float* dw, float* workspace,
                                 GradWrite dw_write = GradWrite::Accumulate);
+
+// TF32 products on fp32 operands read in place (conv2d_tf32.cu, whose entries choose
+// between these and the bf16 pieces above): v4's kernel with mma.m16n8k8 .tf32 on the
+// large or the small tiles, rounding A (x, dy) to TF32 as cvt.rna does (conv2d_bf16.cu,
+// Tf32Products); the weights come rounded. The forward of x (N, H, W, Cin) by w_t, the
+// weights transposed to (KH, KW, Cout, Cin); the stride-1 dgrad of dy by w (KH, KW, Cin,
+// Cout). The reduction's channels (Cin, Cout) a multiple of 4 and every tensor 16-byte
+// aligned (whole 16-byte chunks of 4 values); the workspace holds the split-K planes. y and
+// dx as the fp32 entries write them.
+int64_t conv2d_tf32_mma_forward_workspace(const Conv2dShape& s);
+void conv2d_tf32_mma_forward(const Conv2dShape& s, const float* x, const float* w_t,
+                             const float* b, float* y, float* workspace,
+                             const float* per_sample = nullptr, const float* residual = nullptr);
+int64_t conv2d_tf32_mma_dgrad_workspace(const Conv2dShape& s);
+void conv2d_tf32_mma_dgrad(const Conv2dShape& s, const float* dy, const float* w, float* dx,
+                           float* workspace, GradWrite dx_write = GradWrite::Accumulate);
 
 }  // namespace ddpm::cuda

@@ -301,18 +301,14 @@ struct DgradB {
   KOrder order;  // the dgrad's K (DgradA's)
   template <int kJ>
   struct State {
-    bool valid[kJ];
-    int origin[kJ];  // ci Cout8
+    int origin[kJ];  // ci Cout8; -1 for a row past Cin (no validity flag beside it)
     int at, c, tap;  // k's offset from a row's origin, its channel co and its tap
     int k_left;      // k_end - k
   };
   template <int kJ>
   __device__ State<kJ> start(const int64_t (&r)[kJ], int64_t k0, int64_t k_end) const {
     State<kJ> st;
-    for (int j = 0; j < kJ; ++j) {
-      st.valid[j] = r[j] < s.c_in;
-      st.origin[j] = static_cast<int>(r[j]) * c8;
-    }
+    for (int j = 0; j < kJ; ++j) st.origin[j] = r[j] < s.c_in ? static_cast<int>(r[j]) * c8 : -1;
     const KOrder::Place p = order.place(k0);
     st.tap = p.tap;
     st.c = p.c;
@@ -322,7 +318,7 @@ struct DgradB {
   }
   template <int kJ>
   __device__ Chunk chunk(const State<kJ>& st, int j) const {
-    const bool valid = st.valid[j] && st.k_left > 0;
+    const bool valid = st.origin[j] >= 0 && st.k_left > 0;
     return {valid ? w8 + st.origin[j] + st.at : w8, valid};
   }
   template <int kJ>

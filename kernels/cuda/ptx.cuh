@@ -140,6 +140,25 @@ __device__ __forceinline__ void mma_bf16_16816(float (&d)[4], const uint32_t (&a
 #endif
 }
 
+// The TF32 pair of the above (the TF32 convolution, conv2d_tf32.cu): a register holds one
+// fp32 value, which the tensor cores read as TF32, ignoring its low 13 bits (truncation:
+// CUTLASS's round_toward_zero conversion to TF32 is a plain reinterpretation); d (16x8) +=
+// A (16x8) B (8x8) with, by the PTX ISA's "Matrix Fragments for mma.m16n8k8" (.tf32), a[0] =
+// A[g][t], a[1] = A[g+8][t], a[2] = A[g][t+4], a[3] = A[g+8][t+4], b[0] = B[t][g], b[1] =
+// B[t+4][g], d as above. These are the 32-bit words that ldmatrix (no .trans) gives from a
+// K-major tile whose 16-byte rows hold 4 fp32 values: the bf16 kernel's fragment addresses,
+// unchanged, serve TF32 operands read as pairs of 16-bit halves.
+__device__ __forceinline__ void mma_tf32_1688(float (&d)[4], const uint32_t (&a)[4],
+                                              const uint32_t (&b)[2]) {
+#if __CUDA_ARCH__ >= 800
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, "
+      "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+}
+
 }  // namespace ddpm::cuda::ptx
 
 #endif  // DDPM_CUDA_EMULATION

@@ -12,9 +12,9 @@
 //   library baseline, in the precision's math) | "auto" (per layer and pass the faster of
 //   ours and cuDNN's in the precision's math, timed on first use and printed),
 //   precision "fp32" (default) | "tf32" | "bf16" (convolution and linear operands rounded to
-//   TF32 / bf16, fp32 sums; on CUDA the convolutions then run on v4 (in TF32: on the
-//   operands' bf16 pieces) whatever cuda_conv says, but for cudnn, auto, wgmma (v5) and,
-//   in TF32, tensor_core (v3); docs/precision.md),
+//   TF32 / bf16, fp32 sums; on CUDA the convolutions then run on v4 (in TF32: TF32
+//   mma.sync or the operands' bf16 pieces, by pass) whatever cuda_conv says, but for cudnn,
+//   auto, wgmma (v5) and, in TF32, tensor_core (v3); docs/precision.md),
 //   cuda_autotune (v4's block shapes, or under cuda_conv "wgmma" v5's schedules, timed per
 //   layer on first use; same results; and on bf16 activations the attention's path, flash
 //   or cuBLAS's GEMMs, timed per shape: its own bits),

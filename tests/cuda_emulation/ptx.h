@@ -152,4 +152,38 @@ inline void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t
   }
 }
 
+// m16n8k8 .tf32: lane (g, t) gathers A's rows g and g + 8 (lane 4g + j holds k = j in a[0]
+// and a[1], k = j + 4 in a[2] and a[3]) and B's columns 2t, 2t + 1 (lane 4n + j holds k = j
+// in b[0], j + 4 in b[1]). The tensor cores read each register as TF32, ignoring its low 13
+// bits: so does this, so that a kernel that does not round its operands first truncates
+// here as it would on a GPU.
+inline void mma_tf32_1688(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  const uint32_t mine[6] = {a[0], a[1], a[2], a[3], b[0], b[1]};
+  uint32_t all[32][6];
+  cuda_emu::warp_exchange_registers("mma.sync.m16n8k8.tf32", mine, 6, &all[0][0]);
+  const int lane = cuda_emu::lane_id(), g = lane / 4, t = lane % 4;
+  auto tf32 = [](uint32_t r) {
+    r &= 0xffffe000u;
+    float f;
+    std::memcpy(&f, &r, 4);
+    return f;
+  };
+  float a_row[2][8], b_col[2][8];  // A's rows g, g + 8; B's columns 2t, 2t + 1; by k
+  for (int j = 0; j < 4; ++j) {
+    for (int r = 0; r < 2; ++r) {
+      a_row[r][j] = tf32(all[4 * g + j][r]);
+      a_row[r][j + 4] = tf32(all[4 * g + j][r + 2]);
+    }
+    for (int c = 0; c < 2; ++c) {
+      b_col[c][j] = tf32(all[4 * (2 * t + c) + j][4]);
+      b_col[c][j + 4] = tf32(all[4 * (2 * t + c) + j][5]);
+    }
+  }
+  for (int i = 0; i < 4; ++i) {
+    float acc = d[i];
+    for (int k = 0; k < 8; ++k) acc += a_row[i / 2][k] * b_col[i % 2][k];
+    d[i] = acc;
+  }
+}
+
 }  // namespace ddpm::cuda::ptx

@@ -74,7 +74,7 @@ void expect_conflict_free(const std::string& kernel, const std::string& what,
   EXPECT_EQ(t.cp_async.wavefronts, t.cp_async.ideal) << what;
 }
 
-const char* const kConvKernel = "(conv_gemm_bf16<Block, LoadA, LoadB, Epilogue>)";
+const char* const kConvKernel = "(conv_gemm_bf16<Block, LoadA, LoadB, Epilogue, Products>)";
 const char* const kConvV5Kernel = "(conv_gemm_wgmma<kRing, kSub, LoadA, LoadB, Epilogue>)";
 
 // Every pass (the forward's K-major A and MN-major B, the dgrad's two K-major operands, the
