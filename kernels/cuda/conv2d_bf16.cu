@@ -217,11 +217,11 @@ __device__ void load_fragments(uint32_t (&r)[4], ptx::SharedAddress at) {
 // rounding to nearest, ties away from zero: cvt.rna's result (kernels/tf32.h, which does
 // the same add and masks), with infinity kept (0x7f801000 truncates to 0x7f800000) and
 // NaN kept. One IADD a register, where cvt.rna.tf32.f32 compiled to several instructions a
-// value (sm_90 SASS: the 128x128 forward's stage 338 instructions against 199 in bf16;
-// FSETP and IMAD among them); CUTLASS's round_half_ulp_truncate is the same trick. A's
-// registers only: B is the weights, rounded once in the caller's copy of them (the
-// forward's transposed weights, the dgrad's; conv2d_tf32.cu), which spares a stage 16 of
-// its 48 adds and the 128x128 tile its spills.
+// value (FSETP and IMAD among them); CUTLASS's round_half_ulp_truncate is the same trick.
+// A's registers only: B is the weights, rounded once in the caller's copy of them (the
+// forward's transposed weights, the dgrad's; conv2d_tf32.cu), 16 adds a stage fewer. sm_90
+// SASS, a stage of the 128x128 forward: 338 instructions with cvt.rna on A and B, 261 with
+// the adds on A (no spills; the bf16 forward's: 199).
 struct Bf16Products {
   __device__ static void round(uint32_t&) {}
   __device__ static void mma(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
@@ -827,8 +827,11 @@ void backward(const Conv2dShape& s, const X* x, const float* w, const X* dy, A* 
 // reduction's channels 2C, K = taps x 2C, a stage 16 values.
 const bf16_bits* halves(const float* p) { return reinterpret_cast<const bf16_bits*>(p); }
 
-// The loaders' limits (check_shape_limits) on the halves' counts.
-void check_halves_limits(Conv2dShape s) {
+// The loaders' limits (check_shape_limits) on the halves' counts, and whole 16-byte chunks
+// of the reduction's channels (4 values).
+void check_halves_limits(Conv2dShape s, int64_t reduction_channels) {
+  CHECK(reduction_channels % 4 == 0, "the TF32 convolution on mma.sync reads 16-byte chunks "
+                                     "of 4 channels, got " << reduction_channels);
   s.c_in *= 2;
   s.c_out *= 2;
   check_shape_limits(s);
@@ -928,7 +931,7 @@ int64_t conv2d_tf32_mma_forward_workspace(const Conv2dShape& s) {
 void conv2d_tf32_mma_forward(const Conv2dShape& s, const float* x, const float* w_t,
                              const float* b, float* y, float* workspace,
                              const float* per_sample, const float* residual) {
-  check_halves_limits(s);
+  check_halves_limits(s, s.c_in);
   const int c8 = static_cast<int>(2 * s.c_in);
   const int64_t oh_n = s.out_h(), ow_n = s.out_w();
   const Gemm g = tf32_forward_gemm(s);
@@ -948,7 +951,7 @@ int64_t conv2d_tf32_mma_dgrad_workspace(const Conv2dShape& s) {
 void conv2d_tf32_mma_dgrad(const Conv2dShape& s, const float* dy, const float* w, float* dx,
                            float* workspace, GradWrite dx_write) {
   CHECK(s.stride == 1, "the TF32 dgrad on mma.sync takes stride 1, got " << s.stride);
-  check_halves_limits(s);
+  check_halves_limits(s, s.c_out);
   const int c8 = static_cast<int>(2 * s.c_out);
   const Gemm g = tf32_dgrad_gemm(s);
   const KOrder order = KOrder::of(static_cast<int>(taps(s)), c8);

@@ -39,11 +39,12 @@
 //
 // Cost. TF32 products: v4's loads and shared-memory traffic per stage, half the values a
 // stage and mma at half bf16's rate, plus 16 integer adds a warp per k-step (64x32 warp
-// tile; sm_90 SASS: 261 instructions a stage of the 128x128 tile, 229 in bf16). The
+// tile; sm_90 SASS, a stage of the 128x128 tile: 261 instructions in the forward and in the
+// dgrad, bf16's 199 and 229). The
 // pieces: 4x the bf16 products, which the tensor cores run at twice TF32's rate (twice the
 // tensor-core time of TF32 products), and operands of 8 bytes an element where fp32 has 4,
 // after a pass that reads each fp32 operand once and writes its four groups. Predicted from
-// the H200's v4 figures (docs/kernels.md): 5-15x v3, 0.2-0.5x cuDNN's TF32. Not timed yet.
+// the H200's v4 figures (docs/kernels.md): 8-17x v3, 0.2-0.45x cuDNN's TF32. Not timed yet.
 //
 // Numbers. Products of operands rounded to TF32 as cvt.rna does (round_to_tf32), exact;
 // sums in fp32 in the tensor cores' order (over 4x the terms for the pieces), so the result
@@ -117,70 +118,47 @@ Conv2dShape wgrad_shape(Conv2dShape s) {
   return s;
 }
 
-// Each layout walks the workspace the same way sizing (base null) and placing.
-struct ForwardPieces {
-  uint16_t *x, *w;
-  float* rest;
+// A pass's workspace, laid out the same way sizing (base null) and placing: the bf16 pieces
+// of its two operands (none for TF32 products), the rounded weights (TF32 products only:
+// the kernel rounds A's registers as it multiplies, B's once here; conv2d_bf16.cu,
+// Tf32Products), then the GEMM's own (the bf16-operand GEMM's workspace, or the TF32 GEMM's
+// planes).
+struct PassBuffers {
+  uint16_t *a, *b;
+  float *w, *rest;
   int64_t floats;
-  ForwardPieces(const Conv2dShape& s, float* base) {
-    const Conv2dShape g = forward_shape(s);
+  PassBuffers(float* base, int64_t a_count, int64_t b_count, int64_t w_count,
+              int64_t rest_floats) {
     Carve c(base);
-    x = c.bf16(s.n * s.h * s.w * g.c_in);
-    w = c.bf16(taps(s) * g.c_in * s.c_out);
-    rest = c.floats(conv2d_bf16_operands_forward_workspace(g));
+    a = c.bf16(a_count);
+    b = c.bf16(b_count);
+    w = c.floats(w_count);
+    rest = c.floats(rest_floats);
     floats = c.used();
   }
 };
-struct DgradPieces {
-  uint16_t *dy, *w;
-  float* rest;
-  int64_t floats;
-  DgradPieces(const Conv2dShape& s, float* base) {
-    const Conv2dShape g = dgrad_shape(s);
-    Carve c(base);
-    dy = c.bf16(s.n * s.out_h() * s.out_w() * g.c_out);
-    w = c.bf16(taps(s) * s.c_in * g.c_out);
-    rest = c.floats(conv2d_bf16_operands_backward_workspace(g));
-    floats = c.used();
-  }
-};
-struct WgradPieces {
-  uint16_t *x, *dy;
-  float* rest;
-  int64_t floats;
-  WgradPieces(const Conv2dShape& s, float* base) {
-    Carve c(base);
-    x = c.bf16(kGroups * s.n * s.h * s.w * s.c_in);
-    dy = c.bf16(kGroups * s.n * s.out_h() * s.out_w() * s.c_out);
-    rest = c.floats(conv2d_bf16_operands_backward_workspace(wgrad_shape(s)));
-    floats = c.used();
-  }
-};
-
-// The TF32 products' forward: the weights transposed and rounded, then the GEMM's planes;
-// its dgrad: the weights rounded, then the planes. (The kernel rounds A's registers as it
-// multiplies; B's, the weights, once here: conv2d_bf16.cu, Tf32Products.)
-struct ForwardProducts {
-  float *w_t, *planes;
-  int64_t floats;
-  ForwardProducts(const Conv2dShape& s, float* base) {
-    Carve c(base);
-    w_t = c.floats(taps(s) * s.c_in * s.c_out);
-    planes = c.floats(conv2d_tf32_mma_forward_workspace(s));
-    floats = c.used();
-  }
-};
-
-struct DgradProducts {
-  float *w, *planes;
-  int64_t floats;
-  DgradProducts(const Conv2dShape& s, float* base) {
-    Carve c(base);
-    w = c.floats(taps(s) * s.c_in * s.c_out);
-    planes = c.floats(conv2d_tf32_mma_dgrad_workspace(s));
-    floats = c.used();
-  }
-};
+// Pieces: the forward's x and w, the dgrad's dy and w, the wgrad's x and dy.
+PassBuffers forward_pieces(const Conv2dShape& s, float* base) {
+  const Conv2dShape g = forward_shape(s);
+  return {base, s.n * s.h * s.w * g.c_in, taps(s) * g.c_in * s.c_out, 0,
+          conv2d_bf16_operands_forward_workspace(g)};
+}
+PassBuffers dgrad_pieces(const Conv2dShape& s, float* base) {
+  const Conv2dShape g = dgrad_shape(s);
+  return {base, s.n * s.out_h() * s.out_w() * g.c_out, taps(s) * s.c_in * g.c_out, 0,
+          conv2d_bf16_operands_backward_workspace(g)};
+}
+PassBuffers wgrad_pieces(const Conv2dShape& s, float* base) {
+  return {base, kGroups * s.n * s.h * s.w * s.c_in, kGroups * s.n * s.out_h() * s.out_w() * s.c_out,
+          0, conv2d_bf16_operands_backward_workspace(wgrad_shape(s))};
+}
+// TF32 products: the forward's weights transposed and rounded, the dgrad's rounded.
+PassBuffers forward_products(const Conv2dShape& s, float* base) {
+  return {base, 0, 0, taps(s) * s.c_in * s.c_out, conv2d_tf32_mma_forward_workspace(s)};
+}
+PassBuffers dgrad_products(const Conv2dShape& s, float* base) {
+  return {base, 0, 0, taps(s) * s.c_in * s.c_out, conv2d_tf32_mma_dgrad_workspace(s)};
+}
 
 // w_t (taps, Cout, Cin) = tf32(w (taps, Cin, Cout)) per tap, the TF32 forward's K-major B.
 __global__ void transpose_taps_to_tf32(int64_t taps, int64_t c_in, int64_t c_out,
@@ -215,7 +193,7 @@ bool conv2d_tf32_mma() { return g_mma; }
 
 // Sized for either way, whichever the call takes.
 int64_t conv2d_tf32_forward_workspace(const Conv2dShape& s) {
-  return std::max(ForwardPieces(s, nullptr).floats, ForwardProducts(s, nullptr).floats);
+  return std::max(forward_pieces(s, nullptr).floats, forward_products(s, nullptr).floats);
 }
 
 void conv2d_tf32_forward(const Conv2dShape& s, const float* x, const float* w, const float* b,
@@ -223,21 +201,21 @@ void conv2d_tf32_forward(const Conv2dShape& s, const float* x, const float* w, c
                          const float* residual) {
   CHECK(workspace != nullptr, "the TF32 convolution needs conv2d_tf32_forward_workspace floats");
   if (forward_on_products(s, x)) {
-    const ForwardProducts p(s, workspace);
+    const PassBuffers p = forward_products(s, workspace);
     DDPM_LAUNCH(transpose_taps_to_tf32, grid_for(taps(s) * s.c_in * s.c_out), kThreads)(
-        taps(s), s.c_in, s.c_out, w, p.w_t);
-    return conv2d_tf32_mma_forward(s, x, p.w_t, b, y, p.planes, per_sample, residual);
+        taps(s), s.c_in, s.c_out, w, p.w);
+    return conv2d_tf32_mma_forward(s, x, p.w, b, y, p.rest, per_sample, residual);
   }
-  const ForwardPieces p(s, workspace);
+  const PassBuffers p = forward_pieces(s, workspace);
   const int64_t ci8 = round_up8(s.c_in);
-  split(s.n * s.h * s.w, s.c_in, ci8, kActivationLo, x, p.x);
-  split(taps(s), s.c_in * s.c_out, ci8 * s.c_out, kWeightLo, w, p.w);
-  conv2d_bf16_operands_forward(forward_shape(s), p.x, p.w, b, y, p.rest, per_sample, residual);
+  split(s.n * s.h * s.w, s.c_in, ci8, kActivationLo, x, p.a);
+  split(taps(s), s.c_in * s.c_out, ci8 * s.c_out, kWeightLo, w, p.b);
+  conv2d_bf16_operands_forward(forward_shape(s), p.a, p.b, b, y, p.rest, per_sample, residual);
 }
 
 int64_t conv2d_tf32_backward_workspace(const Conv2dShape& s) {
-  return std::max({DgradPieces(s, nullptr).floats, WgradPieces(s, nullptr).floats,
-                   DgradProducts(s, nullptr).floats});
+  return std::max({dgrad_pieces(s, nullptr).floats, wgrad_pieces(s, nullptr).floats,
+                   dgrad_products(s, nullptr).floats});
 }
 
 void conv2d_tf32_backward(const Conv2dShape& s, const float* x, const float* w, const float* dy,
@@ -247,21 +225,21 @@ void conv2d_tf32_backward(const Conv2dShape& s, const float* x, const float* w, 
   CHECK(workspace != nullptr, "the TF32 convolution needs conv2d_tf32_backward_workspace floats");
   const int64_t out_pixels = s.n * s.out_h() * s.out_w();
   if (dx && dgrad_on_products(s, dy, w)) {
-    const DgradProducts p(s, workspace);
+    const PassBuffers p = dgrad_products(s, workspace);
     round_to_tf32(taps(s) * s.c_in * s.c_out, w, p.w);
-    conv2d_tf32_mma_dgrad(s, dy, p.w, dx, p.planes, dx_write);
+    conv2d_tf32_mma_dgrad(s, dy, p.w, dx, p.rest, dx_write);
   } else if (dx) {
-    const DgradPieces p(s, workspace);
+    const PassBuffers p = dgrad_pieces(s, workspace);
     const int64_t co8 = round_up8(s.c_out);
-    split(out_pixels, s.c_out, co8, kActivationLo, dy, p.dy);
-    split(taps(s) * s.c_in, s.c_out, co8, kWeightLo, w, p.w);
-    conv2d_bf16_operands_dgrad(dgrad_shape(s), p.dy, p.w, dx, p.rest, dx_write);
+    split(out_pixels, s.c_out, co8, kActivationLo, dy, p.a);
+    split(taps(s) * s.c_in, s.c_out, co8, kWeightLo, w, p.b);
+    conv2d_bf16_operands_dgrad(dgrad_shape(s), p.a, p.b, dx, p.rest, dx_write);
   }
   if (dw) {  // the groups outermost: four batches of images, each whole
-    const WgradPieces p(s, workspace);
-    split(1, s.n * s.h * s.w * s.c_in, s.n * s.h * s.w * s.c_in, kActivationLo, x, p.x);
-    split(1, out_pixels * s.c_out, out_pixels * s.c_out, kWeightLo, dy, p.dy);
-    conv2d_bf16_operands_wgrad(wgrad_shape(s), p.x, p.dy, dw, p.rest, dw_write);
+    const PassBuffers p = wgrad_pieces(s, workspace);
+    split(1, s.n * s.h * s.w * s.c_in, s.n * s.h * s.w * s.c_in, kActivationLo, x, p.a);
+    split(1, out_pixels * s.c_out, out_pixels * s.c_out, kWeightLo, dy, p.b);
+    conv2d_bf16_operands_wgrad(wgrad_shape(s), p.a, p.b, dw, p.rest, dw_write);
   }
 }
 
