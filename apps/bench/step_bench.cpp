@@ -61,8 +61,8 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
     for (const char* precision : {"fp32", "bf16"})
       for (const bool cudnn : {false, true})
         for (const bool graph : {false, true}) variants.push_back({precision, cudnn, graph});
-    // TF32, eager: the convolutions on v4's GEMM of bf16 pieces (precision tf32's default),
-    // and on cuDNN's TF32
+    // TF32, eager: the convolutions on v4 in TF32 (TF32 mma.sync or bf16 pieces by pass,
+    // precision tf32's default), and on cuDNN's TF32
     for (const bool cudnn : {false, true}) variants.push_back({"tf32", cudnn, false});
     for (const bool graph : {false, true}) variants.push_back({"bf16", false, graph, true});
     variants.push_back({"bf16", false, false, true, false});
