@@ -378,7 +378,7 @@ int64_t conv2d_forward_workspace(const Conv2dShape& s, ConvAlgo algo) {
     floats = std::max(floats, is_cudnn(a) ? conv2d_cudnn_forward_workspace(s, cudnn_math(a))
                               : a == ConvAlgo::Bf16TensorCore ? conv2d_bf16_forward_workspace(s)
                               : a == ConvAlgo::Tf32TensorCore ? conv2d_tf32_forward_workspace(s)
-                                                          : 0);
+                                                              : 0);
   return floats;
 }
 
@@ -410,7 +410,7 @@ int64_t conv2d_backward_workspace(const Conv2dShape& s, ConvAlgo algo) {
     gemm = std::max(gemm, is_cudnn(a) ? conv2d_cudnn_backward_workspace(s, cudnn_math(a))
                           : a == ConvAlgo::Bf16TensorCore ? conv2d_bf16_backward_workspace(s)
                           : a == ConvAlgo::Tf32TensorCore ? conv2d_tf32_backward_workspace(s)
-                                                      : split_k_workspace(s, a));
+                                                          : split_k_workspace(s, a));
   return gemm + broadcast_add_backward_workspace(bias_rows(s));
 }
 

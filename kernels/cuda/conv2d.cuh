@@ -41,8 +41,7 @@ bool conv2d_dgrad_uses_workspace(ConvAlgo algo);
 
 // workspace: conv2d_forward_workspace(s, algo) floats (0 but for v4, whose bf16 operand
 // copies live there, v4 in TF32, whose transposed weights or bf16 pieces do, and cuDNN,
-// whose staged operands
-// and own workspace do).
+// whose staged operands and own workspace do).
 // y = conv + b + per_sample[n] + residual, each addend optional: per_sample (N, Cout),
 // residual (N, OH, OW, Cout); v4 adds them in its epilogue, cuDNN's path in one pass after
 // the library's output, v1-v3 in separate passes.

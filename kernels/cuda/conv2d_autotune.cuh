@@ -1,7 +1,7 @@
 // `cuda_conv: auto`: per convolution shape and pass, the faster of our kernel and cuDNN in
-// the precision's math (v2 or cuDNN fp32, v3 or cuDNN TF32, v4 or cuDNN bf16), timed once on
-// first use and kept, like torch.backends.cudnn.benchmark. Both candidates are held to the
-// CPU reference by their own tests, so either choice is a verified kernel.
+// the precision's math (v2 or cuDNN fp32, v4 in TF32 or cuDNN TF32, v4 or cuDNN bf16), timed
+// once on first use and kept, like torch.backends.cudnn.benchmark. Both candidates are held
+// to the CPU reference by their own tests, so either choice is a verified kernel.
 #pragma once
 
 #include "kernels/cuda/conv2d.cuh"
