@@ -60,7 +60,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <initializer_list>
 
 #include "engine/check.h"
 #include "kernels/bf16.h"
@@ -172,18 +171,16 @@ __global__ void transpose_taps_to_tf32(int64_t taps, int64_t c_in, int64_t c_out
 bool g_mma = true;
 
 // 16-byte chunks of 4 values, whole and aligned: the reduction's channels a multiple of 4
-// and the tensors 16-byte aligned (the engine's are: tensors and parameters 256-byte).
-bool chunks_whole(int64_t channels, std::initializer_list<const float*> tensors) {
-  if (channels % 4 != 0) return false;
-  for (const float* t : tensors)
-    if (reinterpret_cast<uintptr_t>(t) % 16 != 0) return false;
-  return true;
+// and the activation read in place 16-byte aligned (the engine's tensors are 256-byte). The
+// weights are read from their rounded copy in the workspace, aligned by Carve.
+bool chunks_whole(int64_t channels, const float* activation) {
+  return channels % 4 == 0 && reinterpret_cast<uintptr_t>(activation) % 16 == 0;
 }
 bool forward_on_products(const Conv2dShape& s, const float* x) {
-  return g_mma && chunks_whole(s.c_in, {x});
+  return g_mma && chunks_whole(s.c_in, x);
 }
-bool dgrad_on_products(const Conv2dShape& s, const float* dy, const float* w) {
-  return g_mma && s.stride == 1 && chunks_whole(s.c_out, {dy, w});
+bool dgrad_on_products(const Conv2dShape& s, const float* dy) {
+  return g_mma && s.stride == 1 && chunks_whole(s.c_out, dy);
 }
 
 }  // namespace
@@ -224,7 +221,7 @@ void conv2d_tf32_backward(const Conv2dShape& s, const float* x, const float* w, 
   if (!dx && !dw) return;
   CHECK(workspace != nullptr, "the TF32 convolution needs conv2d_tf32_backward_workspace floats");
   const int64_t out_pixels = s.n * s.out_h() * s.out_w();
-  if (dx && dgrad_on_products(s, dy, w)) {
+  if (dx && dgrad_on_products(s, dy)) {
     const PassBuffers p = dgrad_products(s, workspace);
     round_to_tf32(taps(s) * s.c_in * s.c_out, w, p.w);
     conv2d_tf32_mma_dgrad(s, dy, p.w, dx, p.rest, dx_write);
