@@ -106,10 +106,12 @@ Tensor conv2d_add(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2
 // the faster of our kernel of the precision's math (v2 / v4 in TF32 / v4) and cuDNN's, timed once
 // on first use and printed (kernels/cuda/conv2d_autotune.cuh). Under TF32 the default is v4
 // in TF32 (kernels/cuda/conv2d_tf32.cu: v3's numbers on v4's GEMM, TF32 mma.sync or bf16
-// pieces by pass); TensorCore keeps v3. Or Wgmma: the bf16 products
+// pieces by pass); TensorCore keeps v3. Or Bf16x6: fp32 on v4's bf16 GEMM, each operand
+// three bf16 pieces and six of their products (kernels/cuda/conv2d_pieces.cu; each product
+// within 2^-23 of itself; under TF32 and BF16 the precision's v4). Or Wgmma: the bf16 products
 // of v4 on Hopper's wgmma, convolution v5 (conv2d_bf16.cuh; an H100 / H200 and a build for
 // architecture 90, else refused: conv_algorithm_unavailable). The CPU path has one reference.
-enum class ConvAlgorithm { Naive, Tiled, TensorCore, Bf16TensorCore, Wgmma, Cudnn, Auto };
+enum class ConvAlgorithm { Naive, Tiled, TensorCore, Bf16TensorCore, Bf16x6, Wgmma, Cudnn, Auto };
 void set_conv_algorithm(ConvAlgorithm algo);
 ConvAlgorithm conv_algorithm();
 // Why `algo` cannot run on this machine's GPU (v5 without an sm_90 GPU or sm_90a code), or

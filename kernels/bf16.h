@@ -36,4 +36,27 @@ DDPM_HD float round_to_bf16(float f) {
   return float_from_bf16_bits(bf16_bits_from_float(f));
 }
 
+// An fp32 value as the exact sum of three bf16 values, for fp32 convolutions on bf16 tensor
+// cores (kernels/cuda/conv2d_pieces.cu): hi = f rounded to bf16, mid = the remainder f - hi
+// rounded, lo = what is left. Each remainder is exact in fp32, and rounding to nearest
+// leaves at most 8 significant bits after two pieces (hi and mid each take 8 of f's 24, with
+// a sign of their own), so lo is a bf16 value and f = hi + mid + lo with nothing lost:
+// |mid| <= 2^-8 |f| and |lo| <= 2^-16 |f| (halves of an ulp). Where f's last bits fall below
+// bf16's smallest subnormal, 2^-133 (|f| < 2^-110), lo drops them. A non-finite f is hi
+// alone; a finite f that rounds up past bf16's largest value keeps hi truncated (its
+// remainder is then of f's sign and |mid| < 2^-7 |f|; the sum is still exact).
+struct Bf16Triple {
+  uint16_t hi, mid, lo;
+};
+DDPM_HD Bf16Triple fp32_as_bf16_pieces(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7f800000u) == 0x7f800000u) return {bf16_bits_from_float(f), 0, 0};
+  uint16_t hi = bf16_bits_from_float(f);
+  if ((hi & 0x7f80u) == 0x7f80u) hi = static_cast<uint16_t>(u >> 16);
+  const float mid_and_lo = f - float_from_bf16_bits(hi);
+  const uint16_t mid = bf16_bits_from_float(mid_and_lo);
+  return {hi, mid, bf16_bits_from_float(mid_and_lo - float_from_bf16_bits(mid))};
+}
+
 }  // namespace ddpm

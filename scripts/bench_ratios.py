@@ -25,6 +25,7 @@ RULES = {
     # TF32 on v4's GEMM (conv2d_tf32.cu), on v3; and with every pass on bf16 pieces, on it
     ("conv2d", "v4 TF32"): ("v3 TF32 tensor cores", "cuDNN TF32"),
     ("conv2d", "v4 TF32, every pass on bf16 pieces"): ("v4 TF32", "cuDNN TF32"),
+    ("conv2d", "v4 fp32 on bf16x6"): ("v2 tiled", "cuDNN fp32"),
     ("conv2d", "v4 bf16 (128x128 tiles)"): ("v3 TF32 tensor cores", "cuDNN bf16"),
     ("conv2d", "v4 bf16 (128x128 tiles, 4 stages)"): ("v4 bf16 (128x128 tiles)", "cuDNN bf16"),
     ("conv2d", "v4 bf16 (64x64 tiles)"): ("v3 TF32 tensor cores", "cuDNN bf16"),

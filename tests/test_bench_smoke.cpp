@@ -159,9 +159,11 @@ TEST(BenchSmoke, EveryConvolutionRowRuns) {
     const auto it = rows.find(row);
     return it == rows.end() ? 0 : it->second;
   };
-  // TF32 on v4's GEMM, and with every pass on bf16 pieces, on every smoke shape
+  // TF32 on v4's GEMM, and with every pass on bf16 pieces, and fp32 on three bf16 pieces, on
+  // every smoke shape
   for (const char* kernel : {"conv2d fwd", "conv2d dgrad", "conv2d wgrad"})
-    for (const char* variant : {" / v4 TF32", " / v4 TF32, every pass on bf16 pieces"})
+    for (const char* variant :
+         {" / v4 TF32", " / v4 TF32, every pass on bf16 pieces", " / v4 fp32 on bf16x6"})
       EXPECT_EQ(shapes(kernel + std::string(variant)), 3) << kernel << variant;
   for (const char* kernel : {"conv2d fwd", "conv2d dgrad", "conv2d wgrad"}) {
     EXPECT_EQ(shapes(std::string(kernel) + " / direct (few outputs), bf16 activations"), 1)
@@ -251,7 +253,7 @@ TEST(BenchSmoke, EveryTrainingStepRowRuns) {
   const std::map<std::string, int> names = run_split(bench::bench_training_step, &rows);
   // eager and graph on wgmma, and eager with v5's schedules autotuned
   const size_t v5 = cuda::gemm_sm90_available() ? 1 : 0;
-  EXPECT_EQ(names.size(), 17u + 3 * v5);
+  EXPECT_EQ(names.size(), 18u + 3 * v5);
   for (const std::string graph : {"eager ", "CUDA graph "})
     EXPECT_EQ(names.count("training step / " + graph +
                           "bf16, bf16 activations, v5 wgmma convolutions"),
@@ -270,6 +272,7 @@ TEST(BenchSmoke, EveryTrainingStepRowRuns) {
   EXPECT_EQ(names.count("training step / eager bf16, bf16 activations, no weight copy"), 1u);
   EXPECT_EQ(names.count("training step / eager tf32"), 1u);
   EXPECT_EQ(names.count("training step / eager tf32, cuDNN convolutions"), 1u);
+  EXPECT_EQ(names.count("training step / eager fp32, v4 bf16x6 convolutions"), 1u);
   EXPECT_EQ(names.count("training step / eager bf16, bf16 activations, upsample then conv"), 1u);
   EXPECT_EQ(names.count("training step / eager bf16, cuDNN convolutions, bf16 activations"), 1u);
   for (const std::string graph : {"eager ", "CUDA graph "})

@@ -160,6 +160,15 @@ Results run_v4(const Conv2dShape& s, const Operands& o,
   cuda::conv2d_backward(s, x.ptr, w.ptr, dy.ptr, dx.ptr, dw.ptr, db.ptr, v4, bws.ptr);
   return {y.get(), dx.get(), dw.get(), db.get()};
 }
+
+// y, dx, dw and db within 2e-4 of the reference's: the bound of the fp32 convolution tests,
+// products exact (or, for bf16x6, within 2^-23 of fp32's) and fp32 sums in another order.
+void expect_within_fp32_order(const Results& got, const Results& want, const char* name) {
+  test::expect_close(got.y, want.y, 2e-4, 2e-4, "output", name, "cpu");
+  test::expect_close(got.dx, want.dx, 2e-4, 2e-4, "dx", name, "cpu");
+  test::expect_close(got.dw, want.dw, 2e-4, 2e-4, "dw", name, "cpu");
+  test::expect_close(got.db, want.db, 2e-4, 2e-4, "db", name, "cpu");
+}
 #endif
 
 #if DDPM_WITH_CUDA
@@ -190,6 +199,14 @@ std::vector<cuda::Bf16Tiles> every_kernel() {
   }
   return all;
 }
+
+// v4's two heuristic tiles and, where it runs, v5's: the kernels the TF32 and fp32 paths on
+// pieces hand their GEMMs to (their TF32 products leave v5's tiles for the heuristic's).
+std::vector<cuda::Bf16Tiles> heuristic_kernels() {
+  std::vector<cuda::Bf16Tiles> kernels = {cuda::Bf16Tiles::Large, cuda::Bf16Tiles::Small};
+  if (cuda::gemm_sm90_available()) kernels.push_back(cuda::Bf16Tiles::Wgmma);
+  return kernels;
+}
 #endif
 
 // Every block shape (128x128 tiles in 3 and 4 stages, 64x64, 128x128 and 256x128 of 64x64
@@ -207,10 +224,7 @@ TEST(CudaConvBf16, MatchesTheCpuOnTheSameBf16Operands) {
       const Operands o = operands_for(s, stream);
       stream += 6;
       const Results want = reference(s, o), got = run_v4(s, o);
-      test::expect_close(got.y, want.y, 2e-4, 2e-4, "output", "v4", "cpu");
-      test::expect_close(got.dx, want.dx, 2e-4, 2e-4, "dx", "v4", "cpu");
-      test::expect_close(got.dw, want.dw, 2e-4, 2e-4, "dw", "v4", "cpu");
-      test::expect_close(got.db, want.db, 2e-4, 2e-4, "db", "v4", "cpu");
+      expect_within_fp32_order(got, want, "v4");
     }
   }
   cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Heuristic);
@@ -238,8 +252,7 @@ TEST(CudaConvBf16, MatchesTheCpuOnTheSameBf16Operands) {
 TEST(CudaConvBf16, TheTf32ConvolutionMatchesTheCpuOnTheSameTf32Operands) {
   REQUIRE_GPU();
 #if DDPM_WITH_CUDA
-  std::vector<cuda::Bf16Tiles> kernels = {cuda::Bf16Tiles::Large, cuda::Bf16Tiles::Small};
-  if (cuda::gemm_sm90_available()) kernels.push_back(cuda::Bf16Tiles::Wgmma);
+  const std::vector<cuda::Bf16Tiles> kernels = heuristic_kernels();
   for (const bool mma : {true, false})
     for (cuda::Bf16Tiles tiles : kernels) {
       cuda::set_conv2d_tf32_mma(mma);
@@ -255,10 +268,7 @@ TEST(CudaConvBf16, TheTf32ConvolutionMatchesTheCpuOnTheSameTf32Operands) {
         stream += 6;
         const Results want = reference(s, o, round_to_tf32),
                       got = run_v4(s, o, cuda::ConvAlgo::Tf32TensorCore);
-        test::expect_close(got.y, want.y, 2e-4, 2e-4, "output", "v4 tf32", "cpu");
-        test::expect_close(got.dx, want.dx, 2e-4, 2e-4, "dx", "v4 tf32", "cpu");
-        test::expect_close(got.dw, want.dw, 2e-4, 2e-4, "dw", "v4 tf32", "cpu");
-        test::expect_close(got.db, want.db, 2e-4, 2e-4, "db", "v4 tf32", "cpu");
+        expect_within_fp32_order(got, want, "v4 tf32");
         for (auto [g, w] :
              {std::pair{&got.y, &want.y}, {&got.dx, &want.dx}, {&got.dw, &want.dw}})
           for (size_t i = 0; i < g->size(); ++i)
@@ -269,6 +279,117 @@ TEST(CudaConvBf16, TheTf32ConvolutionMatchesTheCpuOnTheSameTf32Operands) {
     }
   cuda::set_conv2d_tf32_mma(true);
   cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Heuristic);
+#endif
+}
+
+#if DDPM_WITH_CUDA
+// The CPU's fp32 convolution (cpu::conv2d_*<float>: fp32 products and sums, in order), for
+// how far an fp32 convolution's own rounding takes it from the double reference.
+Results cpu_fp32(const Conv2dShape& s, const Operands& o) {
+  std::vector<float> y(o.dy.size()), dx = o.dx0, dw = o.dw0, db(o.b.size(), 0.0f);
+  cpu::conv2d_forward<float>(s, o.x.data(), o.w.data(), o.b.data(), y.data());
+  cpu::conv2d_backward<float>(s, o.x.data(), o.w.data(), o.dy.data(), dx.data(), dw.data(),
+                              db.data());
+  return {y, dx, dw, db};
+}
+
+float unrounded(float f) { return f; }
+
+// Sum of squared differences of y, dx and dw from the reference's.
+double squared_error(const Results& got, const Results& want) {
+  double e = 0.0;
+  for (auto [g, w] : {std::pair{&got.y, &want.y}, {&got.dx, &want.dx}, {&got.dw, &want.dw}})
+    for (size_t i = 0; i < g->size(); ++i) e += (double((*g)[i]) - (*w)[i]) * ((*g)[i] - (*w)[i]);
+  return e;
+}
+#endif
+
+// v4 in fp32 (ConvAlgo::Bf16x6TensorCore, kernels/cuda/conv2d_pieces.cu: each operand three
+// bf16 pieces, six of their products) against the double reference on the fp32 operands
+// themselves, on v4's two heuristic tiles and, where it runs, v5's:
+//  - every element within the fp32 bound of the tests above (2e-4): each product is within
+//    2^-23 + 2^-32 of itself (the three left out), the sums fp32 in another order;
+//  - as accurate as an fp32 convolution: over all cases, the rms error of y, dx and dw within
+//    4x that of the CPU's fp32 convolution (cpu_fp32). The six products are six times the
+//    roundings of sequential fp32 sums (at most sqrt(6) = 2.4x the rms, less as the added
+//    terms are small; the emulation's mma sums term by term), and the products left out add
+//    up to 2^-23 of each product, about an fp32 product's own rounding. The emulation's
+//    ratio, printed: 1.55x on every kernel; with the low pieces lost (mid kept: up to 2^-16
+//    of each operand) 16.5x (2026-12-06).
+TEST(CudaConvBf16, TheBf16x6ConvolutionIsAsAccurateAsFp32) {
+  REQUIRE_GPU();
+#if DDPM_WITH_CUDA
+  const std::vector<cuda::Bf16Tiles> kernels = heuristic_kernels();
+  for (cuda::Bf16Tiles tiles : kernels) {
+    cuda::set_conv2d_bf16_tiles(tiles);
+    uint64_t stream = 1100;
+    double ours = 0.0, fp32 = 0.0;
+    for (const ConvCase& c : cases()) {
+      SCOPED_TRACE(describe(c) + tiles_name(tiles));
+      const Conv2dShape s = shape_of(c);
+      const Operands o = operands_for(s, stream);
+      stream += 6;
+      const Results want = reference(s, o, unrounded),
+                    got = run_v4(s, o, cuda::ConvAlgo::Bf16x6TensorCore);
+      expect_within_fp32_order(got, want, "v4 bf16x6");
+      ours += squared_error(got, want);
+      fp32 += squared_error(cpu_fp32(s, o), want);
+    }
+    const double ratio = std::sqrt(ours / fp32);
+    std::printf("v4 fp32 on bf16x6%s: rms error %.3gx the CPU fp32 convolution's\n",
+                tiles_name(tiles), ratio);
+    EXPECT_LE(ratio, 4.0) << tiles_name(tiles);
+  }
+  cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Heuristic);
+#endif
+}
+
+// Every piece is multiplied: where one operand of each product is a power of two, its
+// pieces are (hi, 0, 0), no product is left out, and the other operand's three pieces, all
+// in play, sum exactly to it: the convolution is exact (single products: 1x1 kernels with
+// one input channel for the forward, one output channel for the dgrad, one pixel for the
+// wgrad; zero bias and accumulators). Both ways round (the activations' pieces, then the
+// weights'), so both tables of groups are checked; a piece lost or misplaced is off by up
+// to 2^-8 or 2^-16 of the value, never zero on these random mantissas.
+TEST(CudaConvBf16, TheBf16x6ConvolutionIsExactOnProductsOfOnePieceEach) {
+  REQUIRE_GPU();
+#if DDPM_WITH_CUDA
+  auto powers_of_two = [](size_t n, uint64_t stream) {
+    std::vector<float> v = randoms(static_cast<int64_t>(n), stream);
+    for (float& e : v)
+      e = std::ldexp(e < 0 ? -1.0f : 1.0f, static_cast<int>(std::fabs(e) * 8.0f) - 6);
+    return v;
+  };
+  struct Exact {
+    ConvCase c;
+    const char* pass;
+  };
+  const Exact exact[] = {{{{2, 8, 8, 1}, 1, 16, Conv2dParams{}}, "output"},
+                         {{{2, 8, 8, 16}, 1, 1, Conv2dParams{}}, "dx"},
+                         {{{1, 1, 1, 16}, 1, 16, Conv2dParams{}}, "dw"}};
+  uint64_t stream = 1300;
+  for (const Exact& e : exact)
+    for (const bool activation_exact : {false, true}) {
+      const Conv2dShape s = shape_of(e.c);
+      SCOPED_TRACE(describe(e.c) + (activation_exact ? ", powers of two: x and dy"
+                                                     : ", powers of two: w (and dy in the wgrad)"));
+      Operands o = operands_for(s, stream);
+      stream += 8;
+      std::fill(o.b.begin(), o.b.end(), 0.0f);
+      std::fill(o.dx0.begin(), o.dx0.end(), 0.0f);
+      std::fill(o.dw0.begin(), o.dw0.end(), 0.0f);
+      // the forward's and the dgrad's activations (x, dy) against w; the wgrad's x against dy
+      const std::string pass = e.pass;
+      std::vector<float>& pow2 = pass == "dw"   ? (activation_exact ? o.x : o.dy)
+                                 : pass == "dx" ? (activation_exact ? o.dy : o.w)
+                                                : (activation_exact ? o.x : o.w);
+      pow2 = powers_of_two(pow2.size(), stream + 7);
+      const Results want = reference(s, o, unrounded),
+                    got = run_v4(s, o, cuda::ConvAlgo::Bf16x6TensorCore);
+      const std::vector<float>& g = pass == "dw" ? got.dw : pass == "dx" ? got.dx : got.y;
+      const std::vector<float>& w = pass == "dw" ? want.dw : pass == "dx" ? want.dx : want.y;
+      EXPECT_EQ(g, w) << e.pass;
+    }
 #endif
 }
 
@@ -314,10 +435,7 @@ TEST(CudaConvBf16, FewOutputChannelsRunDirectWithinTheSameBound) {
     const Operands o = operands_for(s, stream);
     stream += 6;
     const Results want = reference(s, o), got = run_v4(s, o), again = run_v4(s, o);
-    test::expect_close(got.y, want.y, 2e-4, 2e-4, "output", "direct", "cpu");
-    test::expect_close(got.dx, want.dx, 2e-4, 2e-4, "dx", "direct", "cpu");
-    test::expect_close(got.dw, want.dw, 2e-4, 2e-4, "dw", "direct", "cpu");
-    test::expect_close(got.db, want.db, 2e-4, 2e-4, "db", "direct", "cpu");
+    expect_within_fp32_order(got, want, "direct");
     EXPECT_EQ(got.y, again.y);
     EXPECT_EQ(got.dx, again.dx);
     EXPECT_EQ(got.dw, again.dw);
@@ -689,6 +807,21 @@ TEST(CudaConvBf16, TheOpIsWithinBf16RoundingOfFp32) {
   EXPECT_EQ(cuda::conv2d_bf16_tiles(), cuda::Bf16Tiles::Heuristic);
 }
 
+#if DDPM_WITH_CUDA
+// The engine's conv2d op on the GPU (3x3, same padding) on o's x, w and b, as the
+// precision and algorithm set say: its output.
+std::vector<float> op_output(const Conv2dShape& s, const Operands& o) {
+  const auto on_gpu = [](const Shape& shape, const std::vector<float>& v) {
+    return Tensor::from_vector(shape, v).to(Device::CUDA);
+  };
+  return conv2d(on_gpu(Shape{s.n, s.h, s.w, s.c_in}, o.x),
+                on_gpu(Shape{3, 3, s.c_in, s.c_out}, o.w), on_gpu(Shape{s.c_out}, o.b),
+                Conv2dParams::same(3))
+      .to(Device::CPU)
+      .to_vector<float>();
+}
+#endif
+
 // Under precision tf32 the engine's op runs v4 in TF32 by default (engine/ops/conv2d.cpp):
 // through the tape, forward and every gradient, within TF32's rounding of the fp32
 // reference (tests/conv_op_check.h): each operand off by at most 2^-11 (TF32's unit
@@ -703,17 +836,30 @@ TEST(CudaConvBf16, TheTf32OpRunsV4WithinTf32RoundingOfFp32) {
   test::expect_conv_op_within(1.81e-3, cases(), 950, "v4 tf32");
   const Conv2dShape s = shape_of({{2, 8, 8, 64}, 3, 32, Conv2dParams::same(3)});
   const Operands o = operands_for(s, 960);
-  const auto on_gpu = [](const Shape& shape, const std::vector<float>& v) {
-    return Tensor::from_vector(shape, v).to(Device::CUDA);
-  };
-  const std::vector<float> op =
-      conv2d(on_gpu(Shape{s.n, s.h, s.w, s.c_in}, o.x), on_gpu(Shape{3, 3, s.c_in, s.c_out}, o.w),
-             on_gpu(Shape{s.c_out}, o.b), Conv2dParams::same(3))
-          .to(Device::CPU)
-          .to_vector<float>();
+  const std::vector<float> op = op_output(s, o);
   set_precision(Precision::F32);
   EXPECT_EQ(op, run_v4(s, o, cuda::ConvAlgo::Tf32TensorCore).y);
   EXPECT_NE(op, run_v4(s, o, cuda::ConvAlgo::TensorCore).y);
+#endif
+}
+
+// `cuda_conv: bf16x6` (ConvAlgorithm::Bf16x6) under precision fp32 runs v4 in fp32
+// (conv2d_pieces.cu) through the tape, forward and every gradient, within fp32's rounding of
+// the CPU's fp32 op: each product within 2^-23 + 2^-32 of itself, the GPU's fp32 sums over 6 K
+// terms and the CPU's over K (K <= 3456 here), 7 K 2^-24 <= 1.45e-3 with the products':
+// |gpu - cpu| <= 1.45e-3 mag + 1e-6. And the op's output is, bit for bit, that of
+// cuda::conv2d_forward with ConvAlgo::Bf16x6TensorCore, not v2's: bf16x6 is what ran.
+TEST(CudaConvBf16, TheBf16x6OpRunsV4InFp32) {
+  REQUIRE_GPU();
+#if DDPM_WITH_CUDA
+  set_conv_algorithm(ConvAlgorithm::Bf16x6);
+  test::expect_conv_op_within(1.45e-3, cases(), 1400, "v4 bf16x6");
+  const Conv2dShape s = shape_of({{2, 8, 8, 64}, 3, 32, Conv2dParams::same(3)});
+  const Operands o = operands_for(s, 1410);
+  const std::vector<float> op = op_output(s, o);
+  set_conv_algorithm(ConvAlgorithm::Tiled);
+  EXPECT_EQ(op, run_v4(s, o, cuda::ConvAlgo::Bf16x6TensorCore).y);
+  EXPECT_NE(op, run_v4(s, o, cuda::ConvAlgo::Tiled).y);
 #endif
 }
 

@@ -474,7 +474,8 @@ void expect_gpu_step_near_cpu(const std::string& precision, const std::vector<st
 
 // Every kernel choice a config accepts (cuda_conv, cuda_attention; the default ones are the
 // tests above) takes the step the CPU takes, at its precision's bounds: fp32 kernels as the
-// fp32 path (the tests above: 1e-4, summation order only); those that round their operands
+// fp32 path (the tests above: 1e-4, summation order only; bf16x6 too, whose products are
+// within 2^-23 of fp32's, about an fp32 rounding); those that round their operands
 // as the rounded precisions' test (1e-3, 1e-2), twice that where a library rounds its
 // results once more (cuDNN, which auto may choose). v3 and v4 chosen under precision fp32
 // round where the CPU does not: measured on the emulation's small shapes, gradients 1.4e-3
@@ -493,6 +494,7 @@ TEST(CudaModel, EveryKernelChoiceTakesTheCpusStep) {
       {"fp32", {}, {"cuda_attention=straightforward"}, 1e-4, 1e-4},
       {"fp32", {}, {"cuda_conv=tensor_core"}, 1e-3, 5e-3},
       {"fp32", {}, {"cuda_conv=bf16_tensor_core"}, 1e-3, 2e-2},
+      {"fp32", {}, {"cuda_conv=bf16x6"}, 1e-4, 1e-4},
       {"bf16", f32_storage, {"cuda_conv=auto"}, 2e-3, 2e-2},
       {"bf16", f32_storage, {"cuda_conv=wgmma"}, 1e-3, 1e-2},
       // bf16's default storage (bf16 activations) on v5: the bounds of the bf16-activations

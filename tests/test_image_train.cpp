@@ -301,6 +301,8 @@ TEST(ImageTrain, TheConvolutionKeysReachTheirFields) {
   const ImageTrainConfig d = read_image_train_config(tiny_json({}), "tiny.json");
   EXPECT_EQ(d.cuda_conv, ConvAlgorithm::Tiled);
   EXPECT_FALSE(d.cuda_autotune);
+  const ImageTrainConfig e = read_image_train_config(tiny_json({"cuda_conv=bf16x6"}), "t");
+  EXPECT_EQ(e.cuda_conv, ConvAlgorithm::Bf16x6);  // fp32 on v4's GEMM
 }
 
 // How a checkpoint's products run may change when it is sampled (`ddpm sample --precision
@@ -372,7 +374,7 @@ TEST(ImageTrain, ConfigErrorsNameTheKey) {
                {"key 'device'", "cpu, cuda"});
   expect_error([] { read_image_train_config(tiny_json({"cuda_conv=fast"}), "tiny.json"); },
                {"key 'cuda_conv'",
-                "tiled, tensor_core, bf16_tensor_core, wgmma, naive, cudnn, auto"});
+                "tiled, tensor_core, bf16_tensor_core, bf16x6, wgmma, naive, cudnn, auto"});
   expect_error([] { read_image_train_config(tiny_json({"cuda_attention=flash"}), "tiny.json"); },
                {"key 'cuda_attention'", "fused, straightforward"});
   expect_error([] { read_image_train_config(tiny_json({"precision=fp16"}), "tiny.json"); },

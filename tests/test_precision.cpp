@@ -97,6 +97,68 @@ TEST(Precision, Tf32SplitsIntoTwoBf16PiecesExactly) {
   EXPECT_NE(bl, 0.0f);
 }
 
+// An fp32 value splits into three bf16 pieces that sum back to it exactly (fp32 convolutions
+// on bf16 tensor cores multiply them: kernels/bf16.h, kernels/cuda/conv2d_pieces.cu). By
+// hand: 1 + 2^-5 + 2^-13 + 2^-21, whose remainder 2^-13 (1 + 2^-8) is a tie mid rounds to
+// even; 1 + 2^-5 + 2^-8 + 2^-9, which hi rounds up, leaving a negative mid; the largest
+// float, which hi would round to infinity (kept truncated instead); infinity. Then 2,052
+// mantissas across the binade (an odd step) at five exponents and both signs: the sum exact,
+// |mid| <= 2^-8 |f| and |lo| <= 2^-16 |f|; and for pairs of them the six products bf16x6
+// keeps within 2^-23 + 2^-32 of the exact product, the nine equal to it.
+TEST(Precision, Fp32SplitsIntoThreeBf16PiecesExactly) {
+  const Bf16Triple tie = fp32_as_bf16_pieces(1.0f + 0x1p-5f + 0x1p-13f + 0x1p-21f);
+  EXPECT_EQ(tie.hi, 0x3f84u);  // 1 + 2^-5
+  EXPECT_EQ(tie.mid, 0x3900u);  // 2^-13: 2^-13 + 2^-21 is halfway to the next bf16, ties to even
+  EXPECT_EQ(tie.lo, 0x3500u);   // 2^-21
+  const Bf16Triple up = fp32_as_bf16_pieces(1.0f + 0x1p-5f + 0x1p-8f + 0x1p-9f);
+  EXPECT_EQ(float_from_bf16_bits(up.hi), 1.0f + 0x1p-5f + 0x1p-7f);  // 3/4 ulp: rounded up
+  EXPECT_EQ(float_from_bf16_bits(up.mid), -0x1p-9f);
+  EXPECT_EQ(up.lo, 0u);
+  auto sum = [](Bf16Triple p) {
+    return static_cast<double>(float_from_bf16_bits(p.hi)) + float_from_bf16_bits(p.mid) +
+           float_from_bf16_bits(p.lo);
+  };
+  const float largest = std::numeric_limits<float>::max();
+  const Bf16Triple top = fp32_as_bf16_pieces(largest);
+  EXPECT_EQ(top.hi, 0x7f7fu);  // truncated: rounding would give infinity
+  EXPECT_EQ(sum(top), static_cast<double>(largest));
+  const Bf16Triple inf = fp32_as_bf16_pieces(-std::numeric_limits<float>::infinity());
+  EXPECT_EQ(inf.hi, 0xff80u);
+  EXPECT_EQ(inf.mid | inf.lo, 0u);
+  std::vector<float> values;
+  for (uint32_t mantissa = 0; mantissa < (1u << 23); mantissa += 4089)
+    for (uint32_t exponent : {20u, 100u, 127u, 140u, 250u})
+      for (uint32_t sign : {0u, 0x80000000u}) {
+        const float f = from_bits(sign | exponent << 23 | mantissa);
+        const Bf16Triple p = fp32_as_bf16_pieces(f);
+        ASSERT_EQ(sum(p), static_cast<double>(f)) << std::hex << sign << " " << exponent
+                                                  << " " << mantissa;
+        ASSERT_LE(std::fabs(float_from_bf16_bits(p.mid)), 0x1p-8 * std::fabs(f));
+        ASSERT_LE(std::fabs(float_from_bf16_bits(p.lo)), 0x1p-16 * std::fabs(f));
+        if (exponent == 127u) values.push_back(f);
+      }
+  ASSERT_GT(values.size(), 4000u);
+  int lo_used = 0;
+  for (size_t i = 0; i + 1 < values.size(); i += 2) {
+    const Bf16Triple a = fp32_as_bf16_pieces(values[i]), b = fp32_as_bf16_pieces(values[i + 1]);
+    const double ap[3] = {float_from_bf16_bits(a.hi), float_from_bf16_bits(a.mid),
+                          float_from_bf16_bits(a.lo)};
+    const double bp[3] = {float_from_bf16_bits(b.hi), float_from_bf16_bits(b.mid),
+                          float_from_bf16_bits(b.lo)};
+    double six = 0.0, nine = 0.0;
+    for (int j = 0; j < 3; ++j)
+      for (int k = 0; k < 3; ++k) {
+        nine += ap[j] * bp[k];  // each product exact in double (16 bits), and their sum
+        if (j + k <= 2) six += ap[j] * bp[k];
+      }
+    const double exact = static_cast<double>(values[i]) * values[i + 1];
+    ASSERT_EQ(nine, exact);
+    ASSERT_LE(std::fabs(six - exact), (0x1p-23 + 0x1p-32) * std::fabs(exact));
+    lo_used += ap[2] != 0.0 && bp[2] != 0.0;
+  }
+  EXPECT_GT(lo_used, 1000);  // the low pieces are in play: a lost one would show above
+}
+
 struct OpRun {
   std::vector<float> y, dx, dw, db;
 };

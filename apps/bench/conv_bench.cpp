@@ -174,6 +174,9 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
         {cuda::ConvAlgo::Tf32TensorCore, cuda::Bf16Tiles::Heuristic, "v4 TF32"},
         {cuda::ConvAlgo::Tf32TensorCore, cuda::Bf16Tiles::Heuristic,
          "v4 TF32, every pass on bf16 pieces", false},
+        // fp32 on v4's GEMM (conv2d_pieces.cu, cuda_conv: bf16x6): each operand three bf16
+        // pieces, six of their products; against v2 and cuDNN fp32, which give its numbers
+        {cuda::ConvAlgo::Bf16x6TensorCore, cuda::Bf16Tiles::Heuristic, "v4 fp32 on bf16x6"},
         {cuda::ConvAlgo::Bf16TensorCore, cuda::Bf16Tiles::Large, "v4 bf16 (128x128 tiles)"},
         {cuda::ConvAlgo::Bf16TensorCore, cuda::Bf16Tiles::Deep,
          "v4 bf16 (128x128 tiles, 4 stages)"},

@@ -7,7 +7,9 @@
 // launches, memsets, copies, host syncs), printed and in the JSON rows. The graph rows'
 // capture happens in the warm-up, before any step is timed. Each also with cuDNN's
 // convolutions (cuda_conv: cudnn, in the same precision) and our everything else: the
-// step-level ratio of our convolutions to the library's. And the model FLOP utilisation:
+// step-level ratio of our convolutions to the library's. fp32 once more, eager, with its
+// convolutions on v4's bf16 GEMM in fp32's numbers (cuda_conv: bf16x6: three bf16 pieces an
+// operand, six products). And the model FLOP utilisation:
 // the step's matrix-product FLOPs (counted by the
 // ops in an eager step, engine/flops.h: ~4.8 TFLOP at batch 128) per second, as a fraction of
 // the device's dense peak for the precision (bf16 tensor cores, or fp32 FMA). The bf16 rows
@@ -55,6 +57,7 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
     bool wgmma = false;       // cuda_conv: wgmma (convolution v5, Hopper only)
     bool autotune = false;    // cuda_autotune: v5's schedules timed per layer
     bool auto_conv = false;   // cuda_conv: auto (v4 or cuDNN, per layer and pass)
+    bool bf16x6 = false;      // cuda_conv: bf16x6 (fp32 on v4's GEMM, conv2d_pieces.cu)
   };
   std::vector<Variant> variants;
   if (o.wants(false)) {
@@ -64,6 +67,11 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
     // TF32, eager: the convolutions on v4 in TF32 (TF32 mma.sync or bf16 pieces by pass,
     // precision tf32's default), and on cuDNN's TF32
     for (const bool cudnn : {false, true}) variants.push_back({"tf32", cudnn, false});
+    // fp32, eager, the convolutions on v4's bf16 GEMM with fp32's numbers (three bf16
+    // pieces an operand, six products): against v2's and cuDNN's fp32 rows above
+    Variant pieces{"fp32", false, false};
+    pieces.bf16x6 = true;
+    variants.push_back(pieces);
     for (const bool graph : {false, true}) variants.push_back({"bf16", false, graph, true});
     variants.push_back({"bf16", false, false, true, false});
     variants.push_back({"bf16", false, false, true, true, false});
@@ -96,7 +104,11 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
           std::string("precision=") + v.precision,
           std::string("cuda_graph=") + (v.graph ? "true" : "false"),
           std::string("cuda_conv=") +
-              (v.cudnn ? "cudnn" : v.auto_conv ? "auto" : v.wgmma ? "wgmma" : "tiled"),
+              (v.cudnn       ? "cudnn"
+               : v.auto_conv ? "auto"
+               : v.wgmma     ? "wgmma"
+               : v.bf16x6    ? "bf16x6"
+                             : "tiled"),
           std::string("activations=") + (v.bf16_activations ? "bf16" : "fp32"),
           std::string("upsample_by_phase=") + (v.by_phase ? "true" : "false"),
           std::string("cuda_autotune=") + (v.autotune ? "true" : "false"),
@@ -124,6 +136,7 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
     const std::string variant = std::string(v.graph ? "CUDA graph " : "eager ") + v.precision +
                                 (v.cudnn ? ", cuDNN convolutions" : "") +
                                 (v.auto_conv ? ", v4 or cuDNN per layer (auto)" : "") +
+                                (v.bf16x6 ? ", v4 bf16x6 convolutions" : "") +
                                 (v.bf16_activations ? ", bf16 activations" : "") +
                                 (v.weight_copy ? "" : ", no weight copy") +
                                 (v.by_phase ? "" : ", upsample then conv") +

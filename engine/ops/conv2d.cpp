@@ -77,6 +77,7 @@ cuda::ConvAlgo cuda_algo() {
   switch (g_algorithm) {
     case ConvAlgorithm::Naive: return cuda::ConvAlgo::Naive;
     case ConvAlgorithm::TensorCore: return cuda::ConvAlgo::TensorCore;
+    case ConvAlgorithm::Bf16x6: return cuda::ConvAlgo::Bf16x6TensorCore;  // fp32 on v4's GEMM
     case ConvAlgorithm::Bf16TensorCore:
     case ConvAlgorithm::Wgmma: return cuda::ConvAlgo::Bf16TensorCore;  // v5: its block shape
     default: return cuda::ConvAlgo::Tiled;

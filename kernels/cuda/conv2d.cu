@@ -44,6 +44,7 @@
 #include "kernels/cuda/conv2d_autotune.cuh"
 #include "kernels/cuda/conv2d_bf16.cuh"
 #include "kernels/cuda/conv2d_cudnn.cuh"
+#include "kernels/cuda/conv2d_pieces.cuh"
 #include "kernels/cuda/conv2d_tensor_core.cuh"
 #include "kernels/cuda/conv2d_tf32.cuh"
 #include "kernels/cuda/device_info.cuh"
@@ -353,6 +354,7 @@ const char* conv_algo_name(ConvAlgo algo) {
     case ConvAlgo::TensorCore: return "v3 TF32";
     case ConvAlgo::Bf16TensorCore: return "v4 bf16";
     case ConvAlgo::Tf32TensorCore: return "v4 TF32";
+    case ConvAlgo::Bf16x6TensorCore: return "v4 fp32 on bf16x6";
     case ConvAlgo::Cudnn: return "cuDNN fp32";
     case ConvAlgo::CudnnTf32: return "cuDNN TF32";
     case ConvAlgo::CudnnBf16: return "cuDNN bf16";
@@ -368,8 +370,8 @@ bool conv2d_algo_runs(const Conv2dShape& s, ConvAlgo algo) {
 }
 
 bool conv2d_dgrad_uses_workspace(ConvAlgo algo) {
-  return algo == ConvAlgo::Bf16TensorCore || algo == ConvAlgo::Tf32TensorCore || is_cudnn(algo) ||
-         is_auto(algo);
+  return algo == ConvAlgo::Bf16TensorCore || algo == ConvAlgo::Tf32TensorCore ||
+         algo == ConvAlgo::Bf16x6TensorCore || is_cudnn(algo) || is_auto(algo);
 }
 
 int64_t conv2d_forward_workspace(const Conv2dShape& s, ConvAlgo algo) {
@@ -378,7 +380,9 @@ int64_t conv2d_forward_workspace(const Conv2dShape& s, ConvAlgo algo) {
     floats = std::max(floats, is_cudnn(a) ? conv2d_cudnn_forward_workspace(s, cudnn_math(a))
                               : a == ConvAlgo::Bf16TensorCore ? conv2d_bf16_forward_workspace(s)
                               : a == ConvAlgo::Tf32TensorCore ? conv2d_tf32_forward_workspace(s)
-                                                              : 0);
+                              : a == ConvAlgo::Bf16x6TensorCore
+                                  ? conv2d_pieces_forward_workspace(s, PieceSplit::Fp32)
+                                  : 0);
   return floats;
 }
 
@@ -393,6 +397,9 @@ void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const 
     return conv2d_bf16_forward(s, x, w, b, y, workspace, per_sample, residual, w_bf16);
   if (algo == ConvAlgo::Tf32TensorCore)
     return conv2d_tf32_forward(s, x, w, b, y, workspace, per_sample, residual);
+  if (algo == ConvAlgo::Bf16x6TensorCore)
+    return conv2d_pieces_forward(s, PieceSplit::Fp32, x, w, b, y, workspace, per_sample,
+                                 residual);
   const int64_t oh_n = s.out_h(), ow_n = s.out_w();
   const int64_t m = s.n * oh_n * ow_n, k = static_cast<int64_t>(s.kh) * s.kw * s.c_in;
   gemm(algo, m, s.c_out, k, Im2col{s, oh_n, ow_n, x}, Dense{w, s.c_out}, b, y, false);
@@ -410,7 +417,9 @@ int64_t conv2d_backward_workspace(const Conv2dShape& s, ConvAlgo algo) {
     gemm = std::max(gemm, is_cudnn(a) ? conv2d_cudnn_backward_workspace(s, cudnn_math(a))
                           : a == ConvAlgo::Bf16TensorCore ? conv2d_bf16_backward_workspace(s)
                           : a == ConvAlgo::Tf32TensorCore ? conv2d_tf32_backward_workspace(s)
-                                                          : split_k_workspace(s, a));
+                          : a == ConvAlgo::Bf16x6TensorCore
+                              ? conv2d_pieces_backward_workspace(s, PieceSplit::Fp32)
+                              : split_k_workspace(s, a));
   return gemm + broadcast_add_backward_workspace(bias_rows(s));
 }
 
@@ -434,6 +443,13 @@ void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const
   if (algo == ConvAlgo::Tf32TensorCore) {
     conv2d_tf32_backward(s, x, w, dy, dx, dw, workspace, dx_write, dw_write);
     if (db) bias_gradient(s, dy, db, workspace, conv2d_tf32_backward_workspace(s));
+    return;
+  }
+  if (algo == ConvAlgo::Bf16x6TensorCore) {
+    conv2d_pieces_backward(s, PieceSplit::Fp32, x, w, dy, dx, dw, workspace, dx_write,
+                           dw_write);
+    if (db)
+      bias_gradient(s, dy, db, workspace, conv2d_pieces_backward_workspace(s, PieceSplit::Fp32));
     return;
   }
   const int64_t oh_n = s.out_h(), ow_n = s.out_w(), taps = static_cast<int64_t>(s.kh) * s.kw;

@@ -11,6 +11,9 @@
 //   Tf32TensorCore v4 in TF32 (conv2d_tf32.cu; sm_80+): v3's numbers on v4's GEMM, by
 //              mma.m16n8k8 .tf32 on the fp32 operands (forward, stride-1 dgrad) or on
 //              each operand's two bf16 pieces (the rest)
+//   Bf16x6TensorCore v4 in fp32 (conv2d_pieces.cu; sm_80+): each fp32 operand as three bf16
+//              pieces, the six products above 2^-16 of the whole summed by v4's bf16 GEMM:
+//              each product within 2^-23 of itself (fp32's rounding: 2^-24)
 // and the library baseline, cuDNN (conv2d_cudnn.cu), in three maths:
 //   Cudnn      fp32 with FMA math (v1/v2's numbers), CudnnTf32: TF32 tensor cores allowed
 //              (v3's), CudnnBf16: bf16 tensors (v4's operands, and y, dx, dw rounded to bf16).
@@ -28,8 +31,8 @@
 namespace ddpm::cuda {
 
 enum class ConvAlgo {
-  Naive, Tiled, TensorCore, Bf16TensorCore, Tf32TensorCore, Cudnn, CudnnTf32, CudnnBf16, AutoFp32,
-  AutoTf32, AutoBf16
+  Naive, Tiled, TensorCore, Bf16TensorCore, Tf32TensorCore, Bf16x6TensorCore, Cudnn, CudnnTf32,
+  CudnnBf16, AutoFp32, AutoTf32, AutoBf16
 };
 const char* conv_algo_name(ConvAlgo algo);  // "v4 bf16", "cuDNN bf16", ...
 // False for a cuDNN algo cuDNN cannot run on s (then our kernel of the same math runs).
@@ -40,8 +43,8 @@ bool conv2d_algo_runs(const Conv2dShape& s, ConvAlgo algo);
 bool conv2d_dgrad_uses_workspace(ConvAlgo algo);
 
 // workspace: conv2d_forward_workspace(s, algo) floats (0 but for v4, whose bf16 operand
-// copies live there, v4 in TF32, whose transposed weights or bf16 pieces do, and cuDNN,
-// whose staged operands and own workspace do).
+// copies live there, v4 in TF32 and in fp32, whose transposed weights or bf16 pieces do, and
+// cuDNN, whose staged operands and own workspace do).
 // y = conv + b + per_sample[n] + residual, each addend optional: per_sample (N, Cout),
 // residual (N, OH, OW, Cout); v4 adds them in its epilogue, cuDNN's path in one pass after
 // the library's output, v1-v3 in separate passes.

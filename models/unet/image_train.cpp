@@ -87,7 +87,7 @@ std::shared_ptr<const ImageDataset> open_dataset(const ImageTrainConfig& c, cons
 
 const std::vector<std::string>& cuda_conv_values() {
   static const std::vector<std::string> values = {
-      "tiled", "tensor_core", "bf16_tensor_core", "wgmma", "naive", "cudnn", "auto"};
+      "tiled", "tensor_core", "bf16_tensor_core", "bf16x6", "wgmma", "naive", "cudnn", "auto"};
   return values;
 }
 
@@ -143,6 +143,7 @@ ImageTrainConfig read_image_train_config(const nlohmann::json& json, const std::
   c.cuda_conv = conv == "naive"              ? ConvAlgorithm::Naive
                 : conv == "tensor_core"      ? ConvAlgorithm::TensorCore
                 : conv == "bf16_tensor_core" ? ConvAlgorithm::Bf16TensorCore
+                : conv == "bf16x6"           ? ConvAlgorithm::Bf16x6
                 : conv == "wgmma"            ? ConvAlgorithm::Wgmma
                 : conv == "cudnn"            ? ConvAlgorithm::Cudnn
                 : conv == "auto"             ? ConvAlgorithm::Auto
