@@ -12,7 +12,7 @@
 //              mma.m16n8k8 .tf32 on the fp32 operands (forward, stride-1 dgrad) or on
 //              each operand's two bf16 pieces (the rest)
 //   Bf16x6TensorCore v4 in fp32 (conv2d_pieces.cu; sm_80+): each fp32 operand as three bf16
-//              pieces, the six products above 2^-16 of the whole summed by v4's bf16 GEMM:
+//              pieces, the six largest of their nine products summed by v4's bf16 GEMM:
 //              each product within 2^-23 of itself (fp32's rounding: 2^-24)
 // and the library baseline, cuDNN (conv2d_cudnn.cu), in three maths:
 //   Cudnn      fp32 with FMA math (v1/v2's numbers), CudnnTf32: TF32 tensor cores allowed

@@ -13,9 +13,10 @@
 //
 // The three fp32 products left out (xm wl, xl wm, xl wl) are at most 2^-24 + 2^-24 + 2^-32
 // of |x w| together; an fp32 multiply's own rounding is up to 2^-24 of it. So bf16x6 gives
-// each product to within about one fp32 rounding (cuBLAS's fp32 emulation on bf16 keeps all
-// nine; Henry et al., "Leveraging the bfloat16 artificial intelligence datatype for
-// higher-precision computations", ARITH 2019, measured six to be fp32's accuracy).
+// each product to within about one fp32 rounding (Henry, Tang, Heinecke, "Leveraging the
+// bfloat16 artificial intelligence datatype for higher-precision computations", ARITH 2019,
+// build fp32 inner products from bf16 pieces this way; cuBLAS's fp32 emulation on bf16 keeps
+// all nine products).
 //
 // How. The products are more terms of the reduction: each operand is laid out as G groups
 // of pieces, the activations' (x; the dgrad's dy) and the weights' (w; the wgrad's dy) each

@@ -5,8 +5,8 @@
 //     a TF32 convolution's numbers (the TF32 convolution's way for the passes its TF32
 //     products cannot take, conv2d_tf32.cu).
 //   - Fp32: three pieces of the fp32 operand (kernels/bf16.h, fp32_as_bf16_pieces), the six
-//     products at or above 2^-16 of the whole (bf16x6): each product within 2^-23 + 2^-32
-//     of itself, fp32's own rounding is 2^-24; an fp32 convolution (ConvAlgo::Bf16x6TensorCore,
+//     largest of their nine products (bf16x6): each product within 2^-23 + 2^-32 of itself,
+//     where fp32's own rounding is 2^-24; an fp32 convolution (ConvAlgo::Bf16x6TensorCore,
 //     "v4 fp32 on bf16x6").
 // Same contracts as conv2d.cuh's fp32 entries: the forward overwrites y (plus the optional
 // adds), the backward writes or adds dx and dw (kernels/grad_write.h), either may be null;
