@@ -31,6 +31,7 @@ struct Conv2dShape {
   int pad_top = 1, pad_left = 1, pad_bottom = 1, pad_right = 1;
   DDPM_HD int64_t out_h() const { return (h + pad_top + pad_bottom - kh) / stride + 1; }
   DDPM_HD int64_t out_w() const { return (w + pad_left + pad_right - kw) / stride + 1; }
+  DDPM_HD int64_t taps() const { return static_cast<int64_t>(kh) * kw; }
 };
 
 // Group norm over x (N, S, C), S = H*W, C split into `groups` groups of C/groups channels.

@@ -584,13 +584,11 @@ void run_gemm(const Gemm& g, LoadA a, LoadB b, Epilogue epilogue, float* planes)
   launch_tiles<Products>(pick, g, a, b, epilogue, planes);
 }
 
-int64_t taps(const Conv2dShape& s) { return static_cast<int64_t>(s.kh) * s.kw; }
-
 Gemm forward_gemm(const Conv2dShape& s) {
-  return {"forward", s.n * s.out_h() * s.out_w(), s.c_out, taps(s) * round_up8(s.c_in)};
+  return {"forward", s.n * s.out_h() * s.out_w(), s.c_out, s.taps() * round_up8(s.c_in)};
 }
 Gemm dgrad_gemm(const Conv2dShape& s) {
-  return {"dgrad", s.n * s.h * s.w, s.c_in, taps(s) * round_up8(s.c_out)};
+  return {"dgrad", s.n * s.h * s.w, s.c_in, s.taps() * round_up8(s.c_out)};
 }
 // A strided dgrad runs by phase (kernels/dgrad_phases.h): phase p's GEMM, the dgrad of its
 // stride-1 convolution (K = its live taps x Cout8; 0 when none reach it).
@@ -607,7 +605,7 @@ int64_t dgrad_plane_floats(const Conv2dShape& s) {
   return most;
 }
 Gemm wgrad_gemm(const Conv2dShape& s) {
-  return {"wgrad", taps(s) * round_up8(s.c_in), round_up8(s.c_out), s.n * s.out_h() * s.out_w()};
+  return {"wgrad", s.taps() * round_up8(s.c_in), round_up8(s.c_out), s.n * s.out_h() * s.out_w()};
 }
 
 // What the loaders assume: masks of 16 taps a side (TapMask); one image's elements, in and
@@ -622,7 +620,7 @@ void check_shape_limits(const Conv2dShape& s) {
   CHECK(s.h * s.w * round_up8(s.c_in) < limit &&
             s.out_h() * s.out_w() * round_up8(s.c_out) < limit &&
             s.n * s.out_h() * s.out_w() < limit && s.n * s.h * s.w < limit &&
-            taps(s) * round_up8(s.c_in) * round_up8(s.c_out) < limit,
+            s.taps() * round_up8(s.c_in) * round_up8(s.c_out) < limit,
         "the bf16 tensor-core convolution (v4) takes images of fewer than 2^31 elements "
         "(weights too) and batches of fewer than 2^31 pixels in and out, got "
             << s.n << " x " << s.h << " x " << s.w << " x " << s.c_in << " in, " << s.out_h()
@@ -648,7 +646,7 @@ struct ForwardBuffers {
       : placed(base != nullptr) {
     Carve c(base);
     x8 = c.bf16(staged(o, s.n * s.h * s.w, s.c_in));
-    w8 = c.bf16(taps(s) * round_up8(s.c_in) * round_up8(s.c_out));
+    w8 = c.bf16(s.taps() * round_up8(s.c_in) * round_up8(s.c_out));
     planes = c.floats(forward_gemm(s).plane_floats());
     floats = c.used();
   }
@@ -669,7 +667,7 @@ struct BackwardBuffers {
     Carve c(base);
     x8 = c.bf16(staged(o, s.n * s.h * s.w, s.c_in));
     dy8 = c.bf16(staged(o, s.n * s.out_h() * s.out_w(), s.c_out));
-    w8 = c.bf16(taps(s) * s.c_in * round_up8(s.c_out));
+    w8 = c.bf16(s.taps() * s.c_in * round_up8(s.c_out));
     planes = c.floats(std::max(dgrad_plane_floats(s), wgrad_gemm(s).plane_floats()));
     bias_sums = c.floats(broadcast_add_backward_workspace(bias_rows(s)));  // bf16 dy's db
     thin_planes = c.floats(conv2d_thin_applies(s) ? conv2d_thin_backward_workspace(s) : 0);
@@ -708,8 +706,8 @@ const bf16_bits* forward_weights(const Conv2dShape& s, const S* w, bf16_bits* st
   if constexpr (std::is_same_v<S, bf16_bits>)
     if (s.c_in % kChunk == 0 && s.c_out % kChunk == 0) return w;
   const int64_t ci8 = round_up8(s.c_in), co8 = round_up8(s.c_out);
-  DDPM_LAUNCH(weights_to_bf16_padded<S>, grid_for(taps(s) * ci8 * co8), kThreads)(
-      taps(s), s.c_in, ci8, s.c_out, co8, w, staged);
+  DDPM_LAUNCH(weights_to_bf16_padded<S>, grid_for(s.taps() * ci8 * co8), kThreads)(
+      s.taps(), s.c_in, ci8, s.c_out, co8, w, staged);
   return staged;
 }
 
@@ -732,7 +730,7 @@ void forward(const Conv2dShape& s, const X* x, const float* w, const float* b, A
                                   rows_pair(s.c_out, y) && rows_pair(s.c_out, residual)};
   const bf16_bits* w8 =
       w_bf16 ? forward_weights(s, w_bf16, buf.w8) : forward_weights(s, w, buf.w8);
-  const KOrder order = KOrder::of(static_cast<int>(taps(s)), static_cast<int>(c8));
+  const KOrder order = KOrder::of(static_cast<int>(s.taps()), static_cast<int>(c8));
   with_gather_cache([&](auto cache) {
     const ForwardA<decltype(cache)::value> a{s, oh_n, ow_n, g.m, static_cast<int>(c8),
                                              x8, order};
@@ -751,14 +749,14 @@ void dgrad(const Conv2dShape& s, const bf16_bits* dy8, const S* w, const Accumul
            const BackwardBuffers& buf) {
   const int64_t oh_n = s.out_h(), ow_n = s.out_w(), co8 = round_up8(s.c_out);
   if (s.stride == 1) {
-    const bf16_bits* w8 = operand(taps(s) * s.c_in, s.c_out, w, buf.w8);
+    const bf16_bits* w8 = operand(s.taps() * s.c_in, s.c_out, w, buf.w8);
     const Gemm g = dgrad_gemm(s);
-    const KOrder order = KOrder::of(static_cast<int>(taps(s)), static_cast<int>(co8));
+    const KOrder order = KOrder::of(static_cast<int>(s.taps()), static_cast<int>(co8));
     run_gemm(g, DgradA<kCache>{s, oh_n, ow_n, g.m, static_cast<int>(co8), dy8, order},
              DgradB{s, static_cast<int>(co8), w8, order}, into_dx, buf.planes);
     return;
   }
-  DDPM_LAUNCH(weights_by_phase<S>, grid_for(taps(s) * s.c_in * co8), kThreads)(s, co8, w,
+  DDPM_LAUNCH(weights_by_phase<S>, grid_for(s.taps() * s.c_in * co8), kThreads)(s, co8, w,
                                                                               buf.w8);
   for (int p = 0; p < s.stride * s.stride; ++p) {
     const DgradPhase ph = dgrad_phase(s, p);
@@ -766,8 +764,7 @@ void dgrad(const Conv2dShape& s, const bf16_bits* dy8, const S* w, const Accumul
     Accumulate<A> into_phase = into_dx;
     into_phase.rows = PhaseRows::of(s, ph);
     if (g.k > 0) {
-      const KOrder order =
-          KOrder::of(static_cast<int>(taps(ph.shape)), static_cast<int>(co8));
+      const KOrder order = KOrder::of(static_cast<int>(ph.shape.taps()), static_cast<int>(co8));
       run_gemm(g, DgradA<kCache>{ph.shape, oh_n, ow_n, g.m, static_cast<int>(co8), dy8, order},
                DgradB{ph.shape, static_cast<int>(co8), buf.w8 + ph.first_tap * s.c_in * co8,
                       order},
@@ -807,7 +804,7 @@ void backward(const Conv2dShape& s, const X* x, const float* w, const X* dy, A* 
   if (dw) {
     const bf16_bits* x8 = operand(s.n * s.h * s.w, s.c_in, x, buf.x8);
     const Gemm g = wgrad_gemm(s);
-    const KOrder order = KOrder::of(static_cast<int>(taps(s)), static_cast<int>(ci8));
+    const KOrder order = KOrder::of(static_cast<int>(s.taps()), static_cast<int>(ci8));
     const AccumulateWgrad into_dw{dw, s.c_in, s.c_out, order,
                                   dw_write == GradWrite::Accumulate, rows_pair(s.c_out, dw)};
     with_gather_cache([&](auto cache) {
@@ -838,10 +835,10 @@ void check_halves_limits(Conv2dShape s, int64_t reduction_channels) {
 }
 
 Gemm tf32_forward_gemm(const Conv2dShape& s) {
-  return {"forward", s.n * s.out_h() * s.out_w(), s.c_out, taps(s) * 2 * s.c_in};
+  return {"forward", s.n * s.out_h() * s.out_w(), s.c_out, s.taps() * 2 * s.c_in};
 }
 Gemm tf32_dgrad_gemm(const Conv2dShape& s) {
-  return {"dgrad", s.n * s.h * s.w, s.c_in, taps(s) * 2 * s.c_out};
+  return {"dgrad", s.n * s.h * s.w, s.c_in, s.taps() * 2 * s.c_out};
 }
 
 }  // namespace
@@ -935,7 +932,7 @@ void conv2d_tf32_mma_forward(const Conv2dShape& s, const float* x, const float* 
   const int c8 = static_cast<int>(2 * s.c_in);
   const int64_t oh_n = s.out_h(), ow_n = s.out_w();
   const Gemm g = tf32_forward_gemm(s);
-  const KOrder order = KOrder::of(static_cast<int>(taps(s)), c8);
+  const KOrder order = KOrder::of(static_cast<int>(s.taps()), c8);
   Conv2dShape rows = s;
   rows.c_in = s.c_out;
   const StoreWithAdds<float> epilogue{y, b, per_sample, residual, s.c_out, oh_n * ow_n,
@@ -954,7 +951,7 @@ void conv2d_tf32_mma_dgrad(const Conv2dShape& s, const float* dy, const float* w
   check_halves_limits(s, s.c_out);
   const int c8 = static_cast<int>(2 * s.c_out);
   const Gemm g = tf32_dgrad_gemm(s);
-  const KOrder order = KOrder::of(static_cast<int>(taps(s)), c8);
+  const KOrder order = KOrder::of(static_cast<int>(s.taps()), c8);
   const Accumulate<float> into_dx{dx, s.c_in, dx_write == GradWrite::Accumulate,
                                   rows_pair(s.c_in, dx)};
   run_gemm<Tf32Products>(g, DgradA<>{s, s.out_h(), s.out_w(), g.m, c8, halves(dy), order},

@@ -12,6 +12,10 @@
 
 namespace ddpm::cuda {
 
+// A channel count as v4 lays it out: padded to a multiple of 8, whole 16-byte chunks of bf16
+// (the GEMM's loaders copy nothing smaller; the padding holds zeros).
+inline int64_t round_up8(int64_t c) { return (c + 7) / 8 * 8; }
+
 // The block shape each GEMM runs with: 128x128 tiles (8 warps of 64x32) in a 3-stage
 // pipeline (Large, 48 KB of shared memory) or a 4-stage one (Deep, 64 KB), 64x64 tiles (4
 // warps, Small), 128x128 tiles of 4 warps of 64x64 in 4 stages (WideWarps, 64 KB: a

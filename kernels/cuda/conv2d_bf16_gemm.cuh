@@ -33,8 +33,6 @@ constexpr int kChunk = 8;  // bf16 per 16-byte cp.async
 // plan sizes its one wave (below).
 constexpr int kBlocksPerSm = 2;
 
-inline int64_t round_up8(int64_t c) { return (c + 7) / 8 * 8; }
-
 // ---- shared-memory tiles ----------------------------------------------------------------
 
 // One operand's tile of one stage: K-major (kMN rows of kBK) or MN-major (kBK rows of kMN),

@@ -125,9 +125,6 @@ void split(PieceSplit split, Side side, int64_t outer, int64_t inner, int64_t in
   }
 }
 
-int64_t round_up8(int64_t c) { return (c + 7) / 8 * 8; }
-int64_t taps(const Conv2dShape& s) { return static_cast<int64_t>(s.kh) * s.kw; }
-
 // The shapes v4 runs: the forward's and the dgrad's reduction channels G groups of their
 // count padded to 8; the wgrad's images G times as many.
 Conv2dShape forward_shape(Conv2dShape s, int g) {
@@ -160,12 +157,12 @@ struct PassBuffers {
 };
 PassBuffers forward_buffers(const Conv2dShape& s, int g, float* base) {
   const Conv2dShape v4 = forward_shape(s, g);
-  return {base, s.n * s.h * s.w * v4.c_in, taps(s) * v4.c_in * s.c_out,
+  return {base, s.n * s.h * s.w * v4.c_in, s.taps() * v4.c_in * s.c_out,
           conv2d_bf16_operands_forward_workspace(v4)};
 }
 PassBuffers dgrad_buffers(const Conv2dShape& s, int g, float* base) {
   const Conv2dShape v4 = dgrad_shape(s, g);
-  return {base, s.n * s.out_h() * s.out_w() * v4.c_out, taps(s) * s.c_in * v4.c_out,
+  return {base, s.n * s.out_h() * s.out_w() * v4.c_out, s.taps() * s.c_in * v4.c_out,
           conv2d_bf16_operands_backward_workspace(v4)};
 }
 PassBuffers wgrad_buffers(const Conv2dShape& s, int g, float* base) {
@@ -188,7 +185,7 @@ void conv2d_pieces_forward(const Conv2dShape& s, PieceSplit sp, const float* x, 
   const PassBuffers p = forward_buffers(s, g, workspace);
   const int64_t ci8 = round_up8(s.c_in);
   split(sp, Side::Activation, s.n * s.h * s.w, s.c_in, ci8, x, p.a);
-  split(sp, Side::Weight, taps(s), s.c_in * s.c_out, ci8 * s.c_out, w, p.b);
+  split(sp, Side::Weight, s.taps(), s.c_in * s.c_out, ci8 * s.c_out, w, p.b);
   conv2d_bf16_operands_forward(forward_shape(s, g), p.a, p.b, b, y, p.rest, per_sample,
                                residual);
 }
@@ -210,7 +207,7 @@ void conv2d_pieces_backward(const Conv2dShape& s, PieceSplit sp, const float* x,
     const PassBuffers p = dgrad_buffers(s, g, workspace);
     const int64_t co8 = round_up8(s.c_out);
     split(sp, Side::Activation, out_pixels, s.c_out, co8, dy, p.a);
-    split(sp, Side::Weight, taps(s) * s.c_in, s.c_out, co8, w, p.b);
+    split(sp, Side::Weight, s.taps() * s.c_in, s.c_out, co8, w, p.b);
     conv2d_bf16_operands_dgrad(dgrad_shape(s, g), p.a, p.b, dx, p.rest, dx_write);
   }
   if (dw) {  // the groups outermost: G batches of images, each whole

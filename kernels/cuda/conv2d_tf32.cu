@@ -56,8 +56,6 @@
 namespace ddpm::cuda {
 namespace {
 
-int64_t taps(const Conv2dShape& s) { return static_cast<int64_t>(s.kh) * s.kw; }
-
 // A pass's workspace on TF32 products, laid out the same way sizing (base null) and placing:
 // the rounded weights (the kernel rounds A's registers as it multiplies, B's once here;
 // conv2d_bf16.cu, Tf32Products), then the TF32 GEMM's planes.
@@ -73,10 +71,10 @@ struct PassBuffers {
 };
 // TF32 products: the forward's weights transposed and rounded, the dgrad's rounded.
 PassBuffers forward_products(const Conv2dShape& s, float* base) {
-  return {base, taps(s) * s.c_in * s.c_out, conv2d_tf32_mma_forward_workspace(s)};
+  return {base, s.taps() * s.c_in * s.c_out, conv2d_tf32_mma_forward_workspace(s)};
 }
 PassBuffers dgrad_products(const Conv2dShape& s, float* base) {
-  return {base, taps(s) * s.c_in * s.c_out, conv2d_tf32_mma_dgrad_workspace(s)};
+  return {base, s.taps() * s.c_in * s.c_out, conv2d_tf32_mma_dgrad_workspace(s)};
 }
 
 // w_t (taps, Cout, Cin) = tf32(w (taps, Cin, Cout)) per tap, the TF32 forward's K-major B.
@@ -120,8 +118,8 @@ void conv2d_tf32_forward(const Conv2dShape& s, const float* x, const float* w, c
   CHECK(workspace != nullptr, "the TF32 convolution needs conv2d_tf32_forward_workspace floats");
   if (forward_on_products(s, x)) {
     const PassBuffers p = forward_products(s, workspace);
-    DDPM_LAUNCH(transpose_taps_to_tf32, grid_for(taps(s) * s.c_in * s.c_out), kThreads)(
-        taps(s), s.c_in, s.c_out, w, p.w);
+    DDPM_LAUNCH(transpose_taps_to_tf32, grid_for(s.taps() * s.c_in * s.c_out), kThreads)(
+        s.taps(), s.c_in, s.c_out, w, p.w);
     return conv2d_tf32_mma_forward(s, x, p.w, b, y, p.rest, per_sample, residual);
   }
   conv2d_pieces_forward(s, PieceSplit::Tf32, x, w, b, y, workspace, per_sample, residual);
@@ -140,7 +138,7 @@ void conv2d_tf32_backward(const Conv2dShape& s, const float* x, const float* w, 
   const bool products = dx && dgrad_on_products(s, dy);
   if (products) {
     const PassBuffers p = dgrad_products(s, workspace);
-    round_to_tf32(taps(s) * s.c_in * s.c_out, w, p.w);
+    round_to_tf32(s.taps() * s.c_in * s.c_out, w, p.w);
     conv2d_tf32_mma_dgrad(s, dy, p.w, dx, p.rest, dx_write);
   }
   conv2d_pieces_backward(s, PieceSplit::Tf32, x, w, dy, products ? nullptr : dx, dw, workspace,
