@@ -89,12 +89,12 @@ TEST(BenchSmoke, EveryAttentionRowRuns) {
       EXPECT_EQ(rows[std::string(kernel) + " / " + variant], 2) << kernel << " / " << variant;
   EXPECT_EQ(rows["attention bwd / flash bf16 (mma.sync), bf16 tensors, dq by cuBLAS"], 2);
   for (const char* kernel : {"attention fwd", "attention bwd"})
-    EXPECT_EQ(rows[std::string(kernel) + " / bf16 GEMMs (cuBLAS) and row kernels, bf16 tensors"],
-              2)
-        << kernel;
+    for (const char* variant : {"bf16 GEMMs (cuBLAS) and row kernels, bf16 tensors",
+                                "fp32 GEMMs (cuBLAS) and row kernels"})
+      EXPECT_EQ(rows[std::string(kernel) + " / " + variant], 2) << kernel << " / " << variant;
   EXPECT_EQ(rows["attention fwd / cuBLAS GEMMs only"], 2);
   EXPECT_EQ(rows["attention fwd / cuBLAS bf16 GEMMs only"], 2);
-  EXPECT_EQ(rows.size(), 13u) << "rows other than these thirteen per shape";
+  EXPECT_EQ(rows.size(), 15u) << "rows other than these fifteen per shape";
 }
 
 TEST(BenchSmoke, EveryConvolutionRowRuns) {

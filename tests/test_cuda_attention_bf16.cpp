@@ -169,7 +169,7 @@ TEST(CudaAttentionBf16, ForwardIsTheReferenceWithinBf16Rounding) {
 //  - dqkv is stored in bf16: 2^-8 of the value, which is within the bound of the reference.
 // dS itself is the same bf16 the dkv kernel multiplies by q: the dq bound above holds as is.
 //
-// The GEMM path (attention_gemm_bf16.cu) rounds P to bf16 before dS = P (dP - delta) scale
+// The GEMM path (attention_gemm.cu) rounds P to bf16 before dS = P (dP - delta) scale
 // is formed, so dS moves by 2^-8 P scale |dP - delta| more (2^-8 of bd.slack), and its
 // delta is sum_j P dP on the rounded P (2^-7 sum_j P |dP| in bd.delta, for both); its dP is
 // cuBLAS's fp32 sum of d products, within (d + 2) 2^-24 sum_c |dout_c v_c|, which moves dS
@@ -359,7 +359,7 @@ TEST(CudaAttentionBf16, BackwardOnBf16TensorsWithDqByGemmIsTheReference) {
 #endif
 }
 
-// The GEMM path (kernels/cuda/attention_gemm_bf16.cu), forward then backward, on bf16
+// The GEMM path (kernels/cuda/attention_gemm.cu), forward then backward, on bf16
 // tensors, against the same double reference. The forward's out_ic is sum_j P~_ij v_jc with
 // P~ = bf16(P (1 + e_ij)): within (2^-8 + 1e-5) sum_j P |v| (the reference on |v|) plus
 // sum_j e_ij P_ij |v_jc| plus 2^-8 of the value (out stored in bf16) plus 1e-6; lse (fp32
@@ -396,7 +396,7 @@ TEST(CudaAttentionBf16, GemmPathIsTheReferenceWithinBf16Rounding) {
       std::vector<float> out, lse, dqkv;
     };
     const auto run = [&] {
-      const auto matrices = Shape{cuda::attention_gemm_bf16_matrix_elements(s)};
+      const auto matrices = Shape{cuda::attention_gemm_matrix_elements(s)};
       const Tensor x = cast(Tensor::from_vector(Shape{n_qkv}, qkv, Device::CUDA), DType::BF16);
       const Tensor g = cast(Tensor::from_vector(Shape{n_out}, dout, Device::CUDA), DType::BF16);
       const Tensor o = Tensor::empty(Shape{n_out}, DType::BF16, Device::CUDA);
@@ -409,9 +409,9 @@ TEST(CudaAttentionBf16, GemmPathIsTheReferenceWithinBf16Rounding) {
                                                  Device::CUDA),
                              DType::BF16);
       using detail::bf16_bits;
-      cuda::attention_gemm_bf16_forward(s, bf16_bits(x), bf16_bits(o), l.data<float>(),
+      cuda::attention_gemm_forward(s, bf16_bits(x), bf16_bits(o), l.data<float>(),
                                         bf16_bits(p), f32.data<float>());
-      cuda::attention_gemm_bf16_backward(s, bf16_bits(x), bf16_bits(p), bf16_bits(g),
+      cuda::attention_gemm_backward(s, bf16_bits(x), bf16_bits(p), bf16_bits(g),
                                          bf16_bits(dx), f32.data<float>(), bf16_bits(ds),
                                          GradWrite::Assign);
       return Run{cast(o, DType::F32).to(Device::CPU).to_vector<float>(),
@@ -492,13 +492,13 @@ OpBits run_path(cuda::AttentionBf16Path path, const AttentionShape& s, const Ten
   const Tensor lse = Tensor::empty(Shape{s.b * s.heads * s.l}, DType::F32, Device::CUDA);
   const Tensor delta = Tensor::empty(Shape{s.b * s.heads * s.l}, DType::F32, Device::CUDA);
   if (path == cuda::AttentionBf16Path::Gemm) {
-    const Shape matrices{cuda::attention_gemm_bf16_matrix_elements(s)};
+    const Shape matrices{cuda::attention_gemm_matrix_elements(s)};
     const Tensor p = Tensor::empty(matrices, DType::BF16, Device::CUDA);
     const Tensor f32 = Tensor::empty(matrices, DType::F32, Device::CUDA);  // S, then dP
     const Tensor ds = Tensor::empty(matrices, DType::BF16, Device::CUDA);
-    cuda::attention_gemm_bf16_forward(s, bf16_bits(qkv), bf16_bits(o), nullptr, bf16_bits(p),
+    cuda::attention_gemm_forward(s, bf16_bits(qkv), bf16_bits(o), nullptr, bf16_bits(p),
                                       f32.data<float>());
-    cuda::attention_gemm_bf16_backward(s, bf16_bits(qkv), bf16_bits(p), bf16_bits(dout),
+    cuda::attention_gemm_backward(s, bf16_bits(qkv), bf16_bits(p), bf16_bits(dout),
                                        bf16_bits(dx), f32.data<float>(), bf16_bits(ds),
                                        GradWrite::Assign);
   } else {

@@ -492,6 +492,8 @@ TEST(CudaModel, EveryKernelChoiceTakesTheCpusStep) {
   const std::vector<Choice> choices = {
       {"fp32", {}, {"cuda_conv=naive"}, 1e-4, 1e-4},
       {"fp32", {}, {"cuda_attention=straightforward"}, 1e-4, 1e-4},
+      {"fp32", {}, {"cuda_attention=fused"}, 1e-4, 1e-4},
+      {"fp32", {}, {"cuda_attention=gemm"}, 1e-4, 1e-4},
       {"fp32", {}, {"cuda_conv=tensor_core"}, 1e-3, 5e-3},
       {"fp32", {}, {"cuda_conv=bf16_tensor_core"}, 1e-3, 2e-2},
       {"fp32", {}, {"cuda_conv=bf16x6"}, 1e-4, 1e-4},

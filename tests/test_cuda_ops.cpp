@@ -20,6 +20,7 @@
 #include "tests/test_util.h"
 
 #if DDPM_WITH_CUDA
+#include "kernels/cpu/attention.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/column_sum_plan.h"
@@ -291,6 +292,107 @@ TEST(CudaOps, AttentionFusedVersion) {
                        {rnd({1, 1024, 3 * 128}, 5, 0.2)}, 1e-4, 1e-4);
 }
 
+// cuBLAS's SGEMMs with the L x L matrices in memory (attention_gemm.cu), the same shapes and
+// bounds: the products sum in another order than the CPU's, the row kernels as the
+// straightforward version's do. Head dims 3, 5 and 9 too: fp32 rows need no alignment.
+TEST(CudaOps, AttentionGemmVersion) {
+  REQUIRE_GPU();
+  AttentionVersion version(AttentionAlgorithm::Gemm);
+  expect_attention_matches_cpu();
+}
+
+#if DDPM_WITH_CUDA
+// The fp32 GEMM version's outputs, called directly: out, lse and dqkv (written outright
+// into NaNs), with P stored over S and dS over dP (`shared`, as the op calls it) or each in
+// a buffer of its own.
+struct GemmAttentionRun {
+  std::vector<float> out, lse, dqkv;
+};
+GemmAttentionRun run_gemm_attention(const AttentionShape& s, const Tensor& qkv,
+                                    const Tensor& dout, bool shared) {
+  const Shape matrices{cuda::attention_gemm_matrix_elements(s)};
+  const auto empty = [](const Shape& shape) {
+    return Tensor::empty(shape, DType::F32, Device::CUDA);
+  };
+  const Tensor out = empty(dout.shape()), lse = empty(Shape{s.b * s.heads * s.l});
+  const Tensor scores = empty(matrices), p = shared ? scores : empty(matrices);
+  const Tensor dp = empty(matrices), ds = shared ? dp : empty(matrices);
+  const Tensor dqkv = Tensor::full(qkv.shape(), NAN, DType::F32, Device::CUDA);
+  cuda::attention_gemm_forward(s, qkv.data<float>(), out.data<float>(), lse.data<float>(),
+                               p.data<float>(), scores.data<float>());
+  cuda::attention_gemm_backward(s, qkv.data<float>(), p.data<float>(), dout.data<float>(),
+                                dqkv.data<float>(), dp.data<float>(), ds.data<float>(),
+                                GradWrite::Assign);
+  return {out.to(Device::CPU).to_vector<float>(), lse.to(Device::CPU).to_vector<float>(),
+          dqkv.to(Device::CPU).to_vector<float>()};
+}
+#endif
+
+// The op calls the fp32 GEMM version with P over S and dS over dP: each row kernel reads an
+// element before it overwrites it, in the same thread, so the bits are those of separate
+// buffers. lse, which the op does not ask for, is the CPU's (the op's test checks the rest).
+TEST(CudaOps, AttentionGemmMatricesMayShareABuffer) {
+  REQUIRE_GPU();
+#if DDPM_WITH_CUDA
+  AttentionShape s;
+  s.b = 2, s.l = 37, s.c = 2 * 24, s.heads = 2;
+  const Tensor qkv_cpu = rnd({s.b, s.l, 3 * s.c}, 21, 0.5);
+  const Tensor qkv = qkv_cpu.to(Device::CUDA), dout = rnd({s.b, s.l, s.c}, 22).to(Device::CUDA);
+  const GemmAttentionRun shared = run_gemm_attention(s, qkv, dout, true);
+  const GemmAttentionRun separate = run_gemm_attention(s, qkv, dout, false);
+  EXPECT_EQ(shared.out, separate.out);
+  EXPECT_EQ(shared.dqkv, separate.dqkv);
+  EXPECT_EQ(shared.lse, separate.lse);
+  std::vector<float> out(shared.out.size()), lse(shared.lse.size());
+  cpu::attention_forward<float>(s, qkv_cpu.data<float>(), out.data(), lse.data());
+  expect_close(shared.lse, lse, 1e-5, 1e-5, "lse");
+  expect_close(shared.out, out, 1e-4, 1e-4, "output");
+#endif
+}
+
+// The op's output bits: those of the version `a` selects.
+std::vector<float> attention_bits(AttentionAlgorithm a, const Tensor& qkv, int64_t heads) {
+  AttentionVersion version(a);
+  NoGradGuard no_grad;
+  return attention(qkv, heads).to(Device::CPU).to_vector<float>();
+}
+
+// Auto (the default) runs the GEMM version where its matrices are at most twice qkv's size
+// (L <= 6 d) and the fused kernel past that: the op's bits are the version's, and not the
+// other's (both give the CPU's numbers, so only the bits tell them apart).
+TEST(CudaOps, AttentionAutoTakesTheGemmsWhereTheMatricesAreSmall) {
+  REQUIRE_GPU();
+#if DDPM_WITH_CUDA
+  EXPECT_EQ(attention_algorithm(), AttentionAlgorithm::Auto);
+  struct Case {
+    Shape qkv;
+    int64_t heads;
+    bool gemm;  // L <= 6 d
+  };
+  // L 37 at d 18 (6 d = 108); L 70 at d 8 (48); L 48 at d 8, the bound itself
+  for (const Case& c : {Case{{2, 37, 3 * 18}, 1, true}, Case{{1, 70, 3 * 16}, 2, false},
+                        Case{{1, 48, 3 * 8}, 1, true}}) {
+    SCOPED_TRACE(c.qkv.str());
+    AttentionShape s;
+    s.b = c.qkv[0], s.l = c.qkv[1], s.c = c.qkv[2] / 3, s.heads = c.heads;
+    EXPECT_EQ(cuda::attention_gemm_fp32_pays(s), c.gemm);
+    const Tensor qkv = rnd(c.qkv, 23, 0.5).to(Device::CUDA);
+    const std::vector<float> chosen = attention_bits(AttentionAlgorithm::Auto, qkv, c.heads);
+    const std::vector<float> gemm = attention_bits(AttentionAlgorithm::Gemm, qkv, c.heads);
+    const std::vector<float> fused = attention_bits(AttentionAlgorithm::Fused, qkv, c.heads);
+    ASSERT_NE(gemm, fused) << "the two versions' bits must differ for the test to tell them apart";
+    EXPECT_EQ(chosen, c.gemm ? gemm : fused);
+  }
+  // the CIFAR-10 model's 16x16 attention (L 256, one head of 256) takes the GEMMs; a 32x32
+  // map's four heads of 32 (L 1024, matrices 10.7x qkv) the fused kernel
+  AttentionShape model;
+  model.b = 128, model.l = 256, model.c = 256, model.heads = 1;
+  EXPECT_TRUE(cuda::attention_gemm_fp32_pays(model));
+  model.l = 1024, model.c = 128, model.heads = 4;
+  EXPECT_FALSE(cuda::attention_gemm_fp32_pays(model));
+#endif
+}
+
 // Under Precision::BF16 the op runs the bf16 flash kernels on the GPU (head dims 32 and 64
 // here) and the CPU's bf16 model (kernels/cpu/attention.h: q, k, v, dout, P and dS rounded).
 // Both are within 2^-8 of the magnitude sums of the exact attention of the rounded operands
@@ -353,7 +455,8 @@ TEST(CudaOps, AttentionFusedRefusesAHeadDimPastTheDevicesSharedMemory) {
 
 TEST(CudaOps, AttentionVersionsAreDeterministic) {
   REQUIRE_GPU();
-  for (AttentionAlgorithm a : {AttentionAlgorithm::Straightforward, AttentionAlgorithm::Fused}) {
+  for (AttentionAlgorithm a : {AttentionAlgorithm::Straightforward, AttentionAlgorithm::Fused,
+                               AttentionAlgorithm::Gemm}) {
     AttentionVersion version(a);
     const auto f = [](const std::vector<Tensor>& in) { return attention(in[0], 2); };
     const std::vector<Tensor> in = {rnd({3, 100, 3 * 64}, 6, 0.5)};

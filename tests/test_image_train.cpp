@@ -376,7 +376,7 @@ TEST(ImageTrain, ConfigErrorsNameTheKey) {
                {"key 'cuda_conv'",
                 "tiled, tensor_core, bf16_tensor_core, bf16x6, wgmma, naive, cudnn, auto"});
   expect_error([] { read_image_train_config(tiny_json({"cuda_attention=flash"}), "tiny.json"); },
-               {"key 'cuda_attention'", "fused, straightforward"});
+               {"key 'cuda_attention'", "auto, fused, gemm, straightforward"});
   expect_error([] { read_image_train_config(tiny_json({"precision=fp16"}), "tiny.json"); },
                {"key 'precision'", "fp32, tf32, bf16"});
   expect_error([] { read_image_train_config(tiny_json({"cuda_autotune=\"yes\""}), "tiny.json"); },

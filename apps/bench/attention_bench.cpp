@@ -1,6 +1,7 @@
 // kernel-bench attention: the straightforward and the fused CUDA attention, forward and
-// backward, and the bf16 flash forward and backward (tensor cores; TFLOP/s against the bf16
-// peak), on fp32 tensors (converted inside the kernels) and on bf16 tensors as they are
+// backward, the straightforward one's steps on cuBLAS's fp32 SGEMMs (the op's fp32 choice
+// where L <= 6 d), and the bf16 flash forward and backward (tensor cores; TFLOP/s against
+// the bf16 peak), on fp32 tensors (converted inside the kernels) and on bf16 tensors as they are
 // (activations: bf16; the backward also with dq by cuBLAS from dS in memory; and the whole
 // attention through cuBLAS's GEMMs with the L x L matrices in memory), at the
 // CIFAR-10 model's 16x16 attention (L = 256, one head of d = 256), the same map split into 2
@@ -119,6 +120,18 @@ void bench_attention(const Options& o, Timer& timer, Report& report) {
       cuda::attention_fused_backward(s, q, out.data<float>(), lse.data<float>(),
                                      dout.data<float>(), dqkv.data<float>(), delta.data<float>());
     }), 2 * fwd_flops);
+    {  // cuBLAS's SGEMMs, P over S in one half of ws and dS over dP in the other, as the op
+       // calls them (its choice in fp32 math where L <= 6 d: the three 16x16 shapes here)
+      float* const p = ws.data<float>();
+      float* const dp = p + s.b * s.heads * s.l * s.l;
+      const char* v = "fp32 GEMMs (cuBLAS) and row kernels";
+      report.add_flops("attention fwd", shape, v, timer.median_ms([&] {
+        cuda::attention_gemm_forward(s, q, out.data<float>(), lse.data<float>(), p, p);
+      }), fwd_flops);
+      report.add_flops("attention bwd", shape, v, timer.median_ms([&] {
+        cuda::attention_gemm_backward(s, q, p, dout.data<float>(), dqkv.data<float>(), dp, dp);
+      }), 2 * fwd_flops);
+    }
     if (cuda::attention_flash_bf16_supports(s)) {  // judged against the bf16 tensor-core peak
       report.add_flops("attention fwd", shape, "flash bf16 (mma.sync)", timer.median_ms([&] {
         cuda::attention_flash_bf16_forward(s, q, out.data<float>(), lse.data<float>());
@@ -163,18 +176,18 @@ void bench_attention(const Options& o, Timer& timer, Report& report) {
     // The same through cuBLAS's GEMMs, the L x L matrices in memory (the op's choice for
     // head dims of 128 and up at L <= 6 d): its P kept from the forward for the backward.
     {
-      const Shape matrices{cuda::attention_gemm_bf16_matrix_elements(s)};
+      const Shape matrices{cuda::attention_gemm_matrix_elements(s)};
       const Tensor p16 = Tensor::empty(matrices, DType::BF16, Device::CUDA);
       const Tensor scratch = Tensor::empty(matrices, DType::F32, Device::CUDA);  // S, dP
       const Tensor ds16 = Tensor::empty(matrices, DType::BF16, Device::CUDA);
       const char* v = "bf16 GEMMs (cuBLAS) and row kernels, bf16 tensors";
       report.add_flops("attention fwd", shape, v, timer.median_ms([&] {
-        cuda::attention_gemm_bf16_forward(s, bf16_bits(qkv16), bf16_bits(out16),
+        cuda::attention_gemm_forward(s, bf16_bits(qkv16), bf16_bits(out16),
                                           lse.data<float>(), bf16_bits(p16),
                                           scratch.data<float>());
       }), fwd_flops);
       report.add_flops("attention bwd", shape, v, timer.median_ms([&] {
-        cuda::attention_gemm_bf16_backward(s, bf16_bits(qkv16), bf16_bits(p16),
+        cuda::attention_gemm_backward(s, bf16_bits(qkv16), bf16_bits(p16),
                                            bf16_bits(dout16), bf16_bits(dqkv16),
                                            scratch.data<float>(), bf16_bits(ds16));
       }), 2 * fwd_flops);

@@ -1,6 +1,7 @@
-// Op entry: multi-head self-attention over packed qkv (B, L, 3C). On CUDA, the straightforward
-// or the fused fp32 kernels (set_attention_algorithm), or under Precision::BF16 the bf16 flash
-// kernels on tensor cores; on the CPU, the reference or the fast one (set_cpu_kernels).
+// Op entry: multi-head self-attention over packed qkv (B, L, 3C). On CUDA, the straightforward,
+// the fused or the cuBLAS-GEMM fp32 kernels (set_attention_algorithm), or under
+// Precision::BF16 the bf16 flash kernels on tensor cores or the bf16 GEMM version; on the
+// CPU, the reference or the fast one (set_cpu_kernels).
 #include "engine/flops.h"
 #include "engine/ops.h"
 #include "engine/op_profile.h"
@@ -16,7 +17,7 @@ namespace ddpm {
 using detail::dispatch;
 
 namespace {
-AttentionAlgorithm g_algorithm = AttentionAlgorithm::Fused;
+AttentionAlgorithm g_algorithm = AttentionAlgorithm::Auto;
 bool g_autotune = false;
 }  // namespace
 
@@ -27,14 +28,24 @@ void set_attention_autotune(bool on) { g_autotune = on; }
 namespace {
 
 // Which kernels run the op on CUDA: the bf16 flash pair under Precision::BF16 when it takes
-// the head dim, else the fp32 version set_attention_algorithm chose.
-enum class CudaAttention { Straightforward, Fused, FlashBf16 };
+// the head dim, else the fp32 version set_attention_algorithm chose (Auto: the GEMMs where
+// attention_gemm_fp32_pays, else the fused kernel).
+enum class CudaAttention { Straightforward, Fused, Gemm, FlashBf16 };
 
 #if DDPM_WITH_CUDA
 CudaAttention cuda_choice(const AttentionShape& s) {
   if (s.bf16_probs && cuda::attention_flash_bf16_supports(s)) return CudaAttention::FlashBf16;
-  return g_algorithm == AttentionAlgorithm::Fused ? CudaAttention::Fused
-                                                  : CudaAttention::Straightforward;
+  switch (g_algorithm) {
+    case AttentionAlgorithm::Straightforward: return CudaAttention::Straightforward;
+    case AttentionAlgorithm::Fused: return CudaAttention::Fused;
+    case AttentionAlgorithm::Gemm: break;
+    case AttentionAlgorithm::Auto:
+      if (!cuda::attention_gemm_fp32_pays(s)) return CudaAttention::Fused;
+      break;
+  }
+  // the GEMM version's fp32 products do not round P and dS to bf16: under bf16 products (a
+  // head dim the flash pair does not take) the fused kernel runs, as before the GEMMs
+  return s.bf16_probs ? CudaAttention::Fused : CudaAttention::Gemm;
 }
 
 void cuda_forward(CudaAttention k, const AttentionShape& s, const Tensor& qkv, Tensor& out,
@@ -102,33 +113,45 @@ bool flash_reads_bf16(const Tensor& qkv, int64_t heads) {
 #endif
 }
 
-// attention on bf16 activations through cuBLAS's GEMMs (kernels/cuda/attention_gemm_bf16.cu):
-// the forward keeps P (bf16, B H L L) for the backward; S, dP and dS are scratch, and lse
-// is not written (the backward reads P, not lse).
-Tensor attention_bf16_gemm(const AttentionShape& s, const Tensor& qkv) {
-  using detail::bf16_bits;
-  Tensor out = Tensor::empty(Shape{s.b, s.l, s.c}, DType::BF16, Device::CUDA);
-  const Shape matrices{s.b * s.heads * s.l * s.l};  // attention_gemm_bf16_matrix_elements
-  Tensor p = Tensor::empty(matrices, DType::BF16, Device::CUDA);
+// qkv's storage as the GEMM version's entries take it: fp32, or bf16 bits.
+template <class A>
+A* stored(const Tensor& t) {
+  if constexpr (sizeof(A) == 2)
+    return detail::bf16_bits(t);
+  else
+    return t.data<float>();
+}
+
+// attention through cuBLAS's GEMMs (kernels/cuda/attention_gemm.cu), on bf16 activations
+// (A = uint16_t) or fp32 ones (A = float): the forward keeps P (B H L L, stored as qkv is)
+// for the backward; S, dP and dS are scratch (in fp32, P over S and dS over dP: one buffer
+// each), and lse is not written (the backward reads P, not lse).
+template <class A>
+Tensor attention_gemm(const AttentionShape& s, const Tensor& qkv) {
+  constexpr bool kFp32 = sizeof(A) == 4;
+  const DType storage = qkv.dtype();
+  Tensor out = Tensor::empty(Shape{s.b, s.l, s.c}, storage, Device::CUDA);
+  const Shape matrices{s.b * s.heads * s.l * s.l};  // attention_gemm_matrix_elements
+  Tensor p = Tensor::empty(matrices, storage, Device::CUDA);
   {
     OpTimer timer("attention", true);
-    const Tensor scores = Tensor::empty(matrices, DType::F32, Device::CUDA);
-    DDPM_CUDA_ONLY(cuda::attention_gemm_bf16_forward(s, bf16_bits(qkv), bf16_bits(out),
-                                                     /*lse=*/nullptr, bf16_bits(p),
-                                                     scores.data<float>()));
+    const Tensor scores = kFp32 ? p : Tensor::empty(matrices, DType::F32, Device::CUDA);
+    DDPM_CUDA_ONLY(cuda::attention_gemm_forward(s, stored<A>(qkv), stored<A>(out),
+                                                /*lse=*/nullptr, stored<A>(p),
+                                                scores.data<float>()));
   }
   if (should_record({qkv})) {
-    tape().record("attention", {out}, [s, qkv, p, matrices, gq = grad_ref(qkv)](
+    tape().record("attention", {out}, [s, qkv, p, matrices, storage, gq = grad_ref(qkv)](
                                           const std::vector<Tensor>& g) {
       const OpShape backward_shape([&] { return attention_shape_text(s); });
       count_matmul_flops(4 * attention_flops(s));
       const GradTarget dqkv = grad_target(gq);  // written outright if it is the first
       OpTimer timer("attention backward", true);
       const Tensor dp = Tensor::empty(matrices, DType::F32, Device::CUDA);
-      const Tensor ds = Tensor::empty(matrices, DType::BF16, Device::CUDA);
-      DDPM_CUDA_ONLY(cuda::attention_gemm_bf16_backward(
-          s, bf16_bits(qkv), bf16_bits(p), bf16_bits(g[0]), bf16_bits(dqkv.buffer),
-          dp.data<float>(), bf16_bits(ds), dqkv.write));
+      const Tensor ds = kFp32 ? dp : Tensor::empty(matrices, storage, Device::CUDA);
+      DDPM_CUDA_ONLY(cuda::attention_gemm_backward(
+          s, stored<A>(qkv), stored<A>(p), stored<A>(g[0]), stored<A>(dqkv.buffer),
+          dp.data<float>(), stored<A>(ds), dqkv.write));
     });
   }
   return out;
@@ -147,7 +170,7 @@ Tensor attention_bf16_activations(const Tensor& qkv, int64_t heads) {
   const cuda::AttentionBf16Path path =
       g_autotune ? cuda::attention_bf16_path_autotuned(s, should_record({qkv}))
                  : cuda::attention_bf16_path_by_rule(s);
-  if (path == cuda::AttentionBf16Path::Gemm) return attention_bf16_gemm(s, qkv);
+  if (path == cuda::AttentionBf16Path::Gemm) return attention_gemm<uint16_t>(s, qkv);
   by_gemm = path == cuda::AttentionBf16Path::FlashDqByGemm;
 #endif
   Tensor out = Tensor::empty(Shape{s.b, s.l, s.c}, DType::BF16, Device::CUDA);
@@ -196,6 +219,10 @@ Tensor attention(const Tensor& qkv, int64_t heads) {
 #if DDPM_WITH_CUDA
   if (on_gpu) kernels = cuda_choice(s);
 #endif
+  if (on_gpu && kernels == CudaAttention::Gemm) {
+    count_matmul_flops(2 * attention_flops(s));
+    return attention_gemm<float>(s, qkv);
+  }
   const bool flash = on_gpu && kernels == CudaAttention::FlashBf16;
   // bf16 is the only rounding attention takes (TF32 leaves it fp32, as PyTorch's allow_tf32
   // leaves its softmax path), so the operand is rounded only then.

@@ -7,7 +7,8 @@
 //   attention_flash_bf16.cu  the fused forward on bf16 tensor cores (mma.sync), one warp per
 //                            16 query rows, S and P in registers; its backward in
 //                            attention_flash_bf16_backward.cu;
-//   attention_gemm_bf16.cu   bf16 activations: the straightforward steps on cuBLAS's GEMMs.
+//   attention_gemm.cu        the straightforward steps on cuBLAS's GEMMs, on bf16 activations
+//                            (tensor cores) or fp32 ones (SGEMM).
 #pragma once
 
 #include <cstdint>
@@ -67,20 +68,30 @@ void attention_flash_bf16_backward(const AttentionShape& s, const uint16_t* qkv,
 bool attention_flash_bf16_dq_by_gemm_pays(const AttentionShape& s);
 int64_t attention_flash_bf16_ds_elements(const AttentionShape& s);
 
-// bf16 activations through library GEMMs (attention_gemm_bf16.cu): S, P, dP and dS in
-// memory, the five products by cuBLAS (bf16 operands, fp32 sums), softmax and dS by row
-// kernels. The forward writes out, lse (unless null: the backward does not read it) and P
-// (bf16, attention_gemm_bf16_matrix_elements: kept for the backward), with `scores` (as many floats) as scratch; the backward takes
-// that P, and dp (floats) and ds (bf16) of the same size as scratch. Head dims multiples of
-// 8. Faster than the flash pair where the matrices are small next to the products: head
-// dims of 128 and up at L <= 6 d (attention_gemm_bf16_pays; why in the .cu).
+// Through library GEMMs (attention_gemm.cu): S, P, dP and dS in memory, the five products
+// by cuBLAS (sums in fp32), softmax and dS by row kernels. Two storages: bf16 activations
+// (qkv, out, dout, dqkv, P and dS bf16; bf16 operands on tensor cores) and fp32 (every
+// operand fp32, SGEMM without TF32). The forward writes out, lse (unless null: the backward
+// does not read it) and P (attention_gemm_matrix_elements: kept for the backward), with
+// `scores` (as many floats) as scratch; the backward takes that P, and dp (floats) and ds
+// of the same size as scratch. fp32: p may be scores, and ds may be dp (one buffer each).
+// bf16: head dims multiples of 8.
+// Faster than the flash pair on bf16 activations where the matrices are small next to the
+// products: head dims of 128 and up at L <= 6 d (attention_gemm_bf16_pays; why in the .cu).
+// Faster than the fused fp32 kernel at every shape; taken in fp32 where its matrices are at
+// most twice qkv's size, L <= 6 d (attention_gemm_fp32_pays).
 bool attention_gemm_bf16_pays(const AttentionShape& s);
-int64_t attention_gemm_bf16_matrix_elements(const AttentionShape& s);
-void attention_gemm_bf16_forward(const AttentionShape& s, const uint16_t* qkv, uint16_t* out,
-                                 float* lse, uint16_t* p, float* scores);
-void attention_gemm_bf16_backward(const AttentionShape& s, const uint16_t* qkv,
-                                  const uint16_t* p, const uint16_t* dout, uint16_t* dqkv,
-                                  float* dp, uint16_t* ds,
-                                  GradWrite dqkv_write = GradWrite::Accumulate);
+bool attention_gemm_fp32_pays(const AttentionShape& s);
+int64_t attention_gemm_matrix_elements(const AttentionShape& s);
+void attention_gemm_forward(const AttentionShape& s, const uint16_t* qkv, uint16_t* out,
+                            float* lse, uint16_t* p, float* scores);
+void attention_gemm_forward(const AttentionShape& s, const float* qkv, float* out, float* lse,
+                            float* p, float* scores);
+void attention_gemm_backward(const AttentionShape& s, const uint16_t* qkv, const uint16_t* p,
+                             const uint16_t* dout, uint16_t* dqkv, float* dp, uint16_t* ds,
+                             GradWrite dqkv_write = GradWrite::Accumulate);
+void attention_gemm_backward(const AttentionShape& s, const float* qkv, const float* p,
+                             const float* dout, float* dqkv, float* dp, float* ds,
+                             GradWrite dqkv_write = GradWrite::Accumulate);
 
 }  // namespace ddpm::cuda

@@ -28,7 +28,7 @@ constexpr int64_t kMaxMatrixElements = int64_t(1) << 28;
 
 bool gemms_run(const AttentionShape& s) {
   return s.c % s.heads == 0 && s.head_dim() % 8 == 0 &&
-         attention_gemm_bf16_matrix_elements(s) <= kMaxMatrixElements;
+         attention_gemm_matrix_elements(s) <= kMaxMatrixElements;
 }
 
 AttentionBf16Path tune(const AttentionShape& s, bool backward) {
@@ -40,7 +40,7 @@ AttentionBf16Path tune(const AttentionShape& s, bool backward) {
   if (gemms_run(s) && backward) candidates.push_back(AttentionBf16Path::FlashDqByGemm);
   if (gemms_run(s)) candidates.push_back(AttentionBf16Path::Gemm);
   const int64_t rows = s.b * s.l, stats = s.b * s.heads * s.l;
-  const int64_t matrices = gemms_run(s) ? attention_gemm_bf16_matrix_elements(s) : 0;
+  const int64_t matrices = gemms_run(s) ? attention_gemm_matrix_elements(s) : 0;
   const int64_t ds = gemms_run(s) ? attention_flash_bf16_ds_elements(s) : 0;
   // bf16 buffers of n elements take n / 2 floats (rounded up)
   const auto halves = [](int64_t n) { return (n + 1) / 2; };
@@ -53,10 +53,10 @@ AttentionBf16Path tune(const AttentionShape& s, bool backward) {
   for (AttentionBf16Path path : candidates) {
     ms.push_back(autotune::median_ms([&] {
       if (path == AttentionBf16Path::Gemm) {
-        attention_gemm_bf16_forward(s, qkv.get<uint16_t>(), out.get<uint16_t>(), nullptr,
+        attention_gemm_forward(s, qkv.get<uint16_t>(), out.get<uint16_t>(), nullptr,
                                     p.get<uint16_t>(), scores.get());
         if (backward)
-          attention_gemm_bf16_backward(s, qkv.get<uint16_t>(), p.get<uint16_t>(),
+          attention_gemm_backward(s, qkv.get<uint16_t>(), p.get<uint16_t>(),
                                        dout.get<uint16_t>(), dqkv.get<uint16_t>(), dp.get(),
                                        ds_gemm.get<uint16_t>(), GradWrite::Assign);
       } else {

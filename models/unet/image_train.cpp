@@ -159,9 +159,12 @@ ImageTrainConfig read_image_train_config(const nlohmann::json& json, const std::
   const char* activations = c.precision == Precision::BF16 ? "bf16" : "fp32";
   c.activations = r.choice("activations", activations, {"fp32", "bf16"}) == "bf16" ? DType::BF16
                                                                                 : DType::F32;
-  c.cuda_attention = r.choice("cuda_attention", "fused", {"fused", "straightforward"}) == "fused"
-                         ? AttentionAlgorithm::Fused
-                         : AttentionAlgorithm::Straightforward;
+  const std::string attention =
+      r.choice("cuda_attention", "auto", {"auto", "fused", "gemm", "straightforward"});
+  c.cuda_attention = attention == "fused"            ? AttentionAlgorithm::Fused
+                     : attention == "gemm"           ? AttentionAlgorithm::Gemm
+                     : attention == "straightforward" ? AttentionAlgorithm::Straightforward
+                                                      : AttentionAlgorithm::Auto;
   c.cpu_kernels = read_cpu_kernels(r);
   r.finish();
   c.keys = r.keys();

@@ -18,7 +18,9 @@
 //   cuda_autotune (v4's block shapes, or under cuda_conv "wgmma" v5's schedules, timed per
 //   layer on first use; same results; and on bf16 activations the attention's path, flash
 //   or cuBLAS's GEMMs, timed per shape: its own bits),
-//   cuda_attention "fused" (default) | "straightforward",
+//   cuda_attention, the attention in fp32 math: "auto" (default: cuBLAS's SGEMMs where
+//   the L x L matrices are at most twice qkv, L <= 6 head dim, else fused) | "fused" |
+//   "gemm" | "straightforward" (under bf16 the bf16 kernels run whatever it says),
 //   profile_steps (the per-op GPU time of that many steps: op_profile.txt; CUDA only).
 // Outputs under out_dir (models/run_folder.h has the folder's rules: one trainer at a time,
 // no new run over an old one, nothing lost on resume): config.json (the resolved config),
@@ -77,7 +79,7 @@ struct ImageTrainConfig {
   Precision precision = Precision::F32;
   DType activations = DType::F32;  // bf16 storage of activations (needs precision bf16)
   bool cuda_autotune = false;
-  AttentionAlgorithm cuda_attention = AttentionAlgorithm::Fused;
+  AttentionAlgorithm cuda_attention = AttentionAlgorithm::Auto;
   CpuKernels cpu_kernels = cpu_fast_kernels_built() ? CpuKernels::Fast : CpuKernels::Reference;
   nlohmann::json json;  // the config as read (with overrides), stored in checkpoints
   std::vector<ConfigKey> keys;  // every key with its resolved value, default and range
