@@ -103,8 +103,8 @@ Tensor conv2d_add(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2
 // under PyTorch's autocast). Or cuDNN (kernels/cuda/conv2d_cudnn.cu), the library baseline,
 // in the math the precision says: fp32 with FMA math, TF32 tensor cores under TF32, bf16
 // tensors under BF16 (its outputs then rounded to bf16 too). Or Auto: per shape and pass,
-// the faster of our kernel of the precision's math (v2 / v4 in TF32 / v4) and cuDNN's, timed once
-// on first use and printed (kernels/cuda/conv2d_autotune.cuh). Under TF32 the default is v4
+// the fastest of our kernels of the precision's math (v2 and v4 on bf16x6 pieces / v4 in TF32
+// / v4) and cuDNN's, timed once on first use and printed (kernels/cuda/conv2d_autotune.cuh). Under TF32 the default is v4
 // in TF32 (kernels/cuda/conv2d_tf32.cu: v3's numbers on v4's GEMM, TF32 mma.sync or bf16
 // pieces by pass); TensorCore keeps v3. Or Bf16x6: fp32 on v4's bf16 GEMM, each operand
 // three bf16 pieces and six of their products (kernels/cuda/conv2d_pieces.cu; each product

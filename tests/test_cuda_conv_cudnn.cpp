@@ -195,35 +195,60 @@ TEST(CudaConvCudnn, IsDeterministicAndAccumulates) {
 }
 
 // cuda_conv: auto. Each pass of each shape is timed once (one printed line per pass and
-// shape, naming one of the two candidates; a second run of the same shapes tunes nothing),
-// and whichever it picked, the op is the CPU reference within the looser bound of the two
-// (cuDNN bf16's, above; v4 on the CPU's rounded operands is within fp32 summation).
+// shape, timing every candidate of the precision's math and naming one; a second run of the
+// same shapes tunes nothing), and whichever it picked, the op is the CPU reference within the
+// loosest bound of the candidates: in bf16 cuDNN bf16's (above; v4 on the CPU's rounded
+// operands is within fp32 summation), in fp32 cuDNN fp32's (above; v2 and v4 on bf16x6
+// pieces within fp32 summation and their products' 2^-23).
 TEST(CudaConvCudnn, AutoPicksOneVerifiedKernelPerPassOnce) {
   REQUIRE_GPU();
   PrecisionRestorer restore;
   set_conv_algorithm(ConvAlgorithm::Auto);
-  set_precision(Precision::BF16);
+  struct Math {
+    Precision precision;
+    double relative;
+    const char* name;
+    std::vector<std::string> candidates;
+  };
+  const std::vector<Math> maths = {
+      {Precision::BF16, 6e-3, "auto bf16", {"v4 bf16", "cuDNN bf16"}},
+      {Precision::F32, 2e-3, "auto fp32", {"v2 tiled", "v4 fp32 on bf16x6", "cuDNN fp32"}}};
   std::vector<test::ConvCase> cases = test::conv_cases();
   cases.resize(3);
-  testing::internal::CaptureStdout();
-  test::expect_conv_op_within(6e-3, cases, 1500, "auto bf16");
-  test::expect_conv_op_within(6e-3, cases, 1600, "auto bf16");
-  const std::string printed = testing::internal::GetCapturedStdout();
-  for (const test::ConvCase& c : cases) {
-    const Conv2dShape s = conv2d_shape(c.x, Shape{c.k, c.k, c.x[3], c.c_out}, c.p);
-    for (const char* pass : {"forward", "dgrad", "wgrad"}) {
-      const std::string line = std::string("conv autotune: ") + pass + " (" +
-                               std::to_string(s.n) + ", " + std::to_string(s.h) + ", " +
-                               std::to_string(s.w) + ", " + std::to_string(s.c_in) + ") k" +
-                               std::to_string(c.k) + "x" + std::to_string(c.k) + " -> " +
-                               std::to_string(s.c_out) + " stride " + std::to_string(s.stride);
-      size_t count = 0, at = printed.find(line);
-      for (size_t i = at; i != std::string::npos; i = printed.find(line, i + 1)) ++count;
-      ASSERT_EQ(count, 1u) << line << " in:\n" << printed;
-      const std::string choice = printed.substr(at, printed.find('\n', at) - at);
-      const bool named = choice.find("-> v4 bf16") != std::string::npos ||
-                         choice.find("-> cuDNN bf16") != std::string::npos;
-      EXPECT_TRUE(named) << choice;
+  uint64_t stream = 1500;
+  for (const Math& m : maths) {
+    SCOPED_TRACE(m.name);
+    set_precision(m.precision);
+    testing::internal::CaptureStdout();
+    test::expect_conv_op_within(m.relative, cases, stream, m.name);
+    test::expect_conv_op_within(m.relative, cases, stream + 100, m.name);
+    stream += 200;
+    const std::string printed = testing::internal::GetCapturedStdout();
+    for (const test::ConvCase& c : cases) {
+      const Conv2dShape s = conv2d_shape(c.x, Shape{c.k, c.k, c.x[3], c.c_out}, c.p);
+      for (const char* pass : {"forward", "dgrad", "wgrad"}) {
+        const std::string line = std::string("conv autotune: ") + pass + " (" +
+                                 std::to_string(s.n) + ", " + std::to_string(s.h) + ", " +
+                                 std::to_string(s.w) + ", " + std::to_string(s.c_in) + ") k" +
+                                 std::to_string(c.k) + "x" + std::to_string(c.k) + " -> " +
+                                 std::to_string(s.c_out) + " stride " +
+                                 std::to_string(s.stride);
+        size_t count = 0, at = printed.find(line);
+        for (size_t i = at; i != std::string::npos; i = printed.find(line, i + 1)) ++count;
+        ASSERT_EQ(count, 1u) << line << " in:\n" << printed;
+        const std::string choice = printed.substr(at, printed.find('\n', at) - at);
+        bool named = false;
+        for (const std::string& candidate : m.candidates) {
+          // each candidate timed (cuDNN unless it cannot run the shape), one of them chosen
+          const bool timed = choice.find(": " + candidate + " ") != std::string::npos ||
+                             choice.find(", " + candidate + " ") != std::string::npos;
+          EXPECT_TRUE(timed || (candidate.rfind("cuDNN", 0) == 0 &&
+                                choice.find("cuDNN cannot run it") != std::string::npos))
+              << candidate << " in: " << choice;
+          named = named || choice.find("-> " + candidate) != std::string::npos;
+        }
+        EXPECT_TRUE(named) << choice;
+      }
     }
   }
 }

@@ -298,30 +298,36 @@ ConvAlgo ours_of(ConvAlgo a) {
     default: return a;
   }
 }
-ConvAlgo cudnn_of(ConvAlgo a) {
-  return a == ConvAlgo::AutoBf16 ? ConvAlgo::CudnnBf16
-         : a == ConvAlgo::AutoTf32 ? ConvAlgo::CudnnTf32
-                                   : ConvAlgo::Cudnn;
+// What Auto* times: our kernels of its math, the default one first, then cuDNN's. fp32 has
+// two of ours, v2 and v4 on bf16x6 pieces (fp32's numbers on bf16 tensor cores, sm_80 and
+// later only, as v4 is).
+std::vector<ConvAlgo> auto_candidates(ConvAlgo a) {
+  if (a == ConvAlgo::AutoBf16) return {ConvAlgo::Bf16TensorCore, ConvAlgo::CudnnBf16};
+  if (a == ConvAlgo::AutoTf32) return {ConvAlgo::Tf32TensorCore, ConvAlgo::CudnnTf32};
+  if (compute_capability() < 80) return {ConvAlgo::Tiled, ConvAlgo::Cudnn};
+  return {ConvAlgo::Tiled, ConvAlgo::Bf16x6TensorCore, ConvAlgo::Cudnn};
 }
 
 // What runs pass `pass` of s: cuDNN where it has an algorithm for the shape, else our kernel
-// of the same math; under Auto* the autotuner's choice between the two, timed on operands
-// like the call's: activations of storage A (float, or bf16 bits), w_bf16 given or not.
+// of the same math; under Auto* the autotuner's choice among its candidates, timed on
+// operands like the call's: activations of storage A (float, or bf16 bits), w_bf16 given or
+// not.
 template <class A>
 ConvAlgo resolve(const Conv2dShape& s, ConvAlgo a, ConvPass pass, const uint16_t* w_bf16) {
   if (is_auto(a))
-    a = conv2d_autotuned(s, pass, ConvOperands{sizeof(A) == 2, w_bf16 != nullptr}, ours_of(a),
-                         cudnn_of(a));
+    a = conv2d_autotuned(s, pass, ConvOperands{sizeof(A) == 2, w_bf16 != nullptr},
+                         auto_candidates(a));
   return conv2d_algo_runs(s, a) ? a : ours_of(a);
 }
 
 // The algos that may run a pass of s under a: a itself (our kernel where a cuDNN algo cannot
-// run s), or under Auto* either candidate: the workspace is sized for all of them, so that
-// asking for it times nothing and fits whichever the autotuner picks.
+// run s), or under Auto* each candidate that can: the workspace is sized for all of them, so
+// that asking for it times nothing and fits whichever the autotuner picks.
 std::vector<ConvAlgo> algos_that_may_run(const Conv2dShape& s, ConvAlgo a) {
   if (!is_auto(a)) return {conv2d_algo_runs(s, a) ? a : ours_of(a)};
-  std::vector<ConvAlgo> algos{ours_of(a)};
-  if (conv2d_algo_runs(s, cudnn_of(a))) algos.push_back(cudnn_of(a));
+  std::vector<ConvAlgo> algos;
+  for (ConvAlgo c : auto_candidates(a))
+    if (conv2d_algo_runs(s, c)) algos.push_back(c);
   return algos;
 }
 

@@ -1,4 +1,4 @@
-// The per-shape choice between our convolution and cuDNN's (conv2d_autotune.cuh).
+// The per-shape choice among our convolutions and cuDNN's (conv2d_autotune.cuh).
 //
 // The operands are scratch buffers of the shape, filled with a fixed pattern of values in
 // [-0.5, 0.5) (no zeros-only or denormal inputs a kernel might run faster on), in the
@@ -10,7 +10,6 @@
 // The key is the whole shape, the pass and the operands: batch size included, since a tile
 // shape that wins at batch 128 may lose at batch 8.
 #include <algorithm>
-#include <array>
 #include <cstdio>
 #include <map>
 #include <mutex>
@@ -42,14 +41,15 @@ void run_pass(const Conv2dShape& s, ConvPass pass, ConvAlgo a, const A* x, const
     conv2d_backward(s, x, w, dy, nullptr, dw, nullptr, a, ws, w_bf16);
 }
 
-ConvAlgo tune(const Conv2dShape& s, ConvPass pass, ConvOperands operands, ConvAlgo ours,
-              ConvAlgo library) {
+ConvAlgo tune(const Conv2dShape& s, ConvPass pass, ConvOperands operands,
+              const std::vector<ConvAlgo>& offered) {
   CHECK(!autotune::capturing(),
         "cuda_conv: auto met a new convolution shape inside a CUDA graph capture ("
             << pass_name(pass) << " of (" << s.n << ", " << s.h << ", " << s.w << ", " << s.c_in
             << ") -> " << s.c_out << "): the eager steps before a capture must see every shape");
-  std::vector<ConvAlgo> candidates{ours};
-  if (conv2d_algo_runs(s, library)) candidates.push_back(library);
+  std::vector<ConvAlgo> candidates;
+  for (ConvAlgo a : offered)
+    if (conv2d_algo_runs(s, a)) candidates.push_back(a);
   const int64_t taps = static_cast<int64_t>(s.kh) * s.kw;
   const int64_t nx = s.n * s.h * s.w * s.c_in, nw = taps * s.c_in * s.c_out;
   const int64_t ny = s.n * s.out_h() * s.out_w() * s.c_out;
@@ -89,7 +89,7 @@ ConvAlgo tune(const Conv2dShape& s, ConvPass pass, ConvOperands operands, ConvAl
               operands.weight_copy ? " and weight copy" : "");
   for (size_t i = 0; i < candidates.size(); ++i)
     std::printf("%s %s %.3f ms", i ? "," : "", conv_algo_name(candidates[i]), ms[i]);
-  if (candidates.size() == 1) std::printf(" (cuDNN cannot run it)");
+  if (candidates.size() < offered.size()) std::printf(" (cuDNN cannot run it)");
   std::printf(" -> %s\n", conv_algo_name(candidates[best]));
   return candidates[best];
 }
@@ -97,18 +97,18 @@ ConvAlgo tune(const Conv2dShape& s, ConvPass pass, ConvOperands operands, ConvAl
 }  // namespace
 
 ConvAlgo conv2d_autotuned(const Conv2dShape& s, ConvPass pass, ConvOperands operands,
-                          ConvAlgo ours, ConvAlgo library) {
-  using Key = std::array<int64_t, 17>;
+                          const std::vector<ConvAlgo>& candidates) {
+  using Key = std::vector<int64_t>;  // the shape, the pass, the operands, the candidates
   static std::mutex mutex;
   static std::map<Key, ConvAlgo> choices;
-  const Key key{s.n, s.h, s.w, s.c_in, s.c_out, s.kh, s.kw, s.stride, s.pad_top, s.pad_left,
-                s.pad_bottom, s.pad_right, static_cast<int64_t>(pass),
-                static_cast<int64_t>(ours), static_cast<int64_t>(library),
-                operands.bf16_activations, operands.weight_copy};
+  Key key{s.n, s.h, s.w, s.c_in, s.c_out, s.kh, s.kw, s.stride, s.pad_top, s.pad_left,
+          s.pad_bottom, s.pad_right, static_cast<int64_t>(pass), operands.bf16_activations,
+          operands.weight_copy};
+  for (ConvAlgo a : candidates) key.push_back(static_cast<int64_t>(a));
   std::lock_guard<std::mutex> lock(mutex);
   auto found = choices.find(key);
   if (found == choices.end())
-    found = choices.emplace(key, tune(s, pass, operands, ours, library)).first;
+    found = choices.emplace(key, tune(s, pass, operands, candidates)).first;
   return found->second;
 }
 

@@ -1,8 +1,11 @@
-// `cuda_conv: auto`: per convolution shape and pass, the faster of our kernel and cuDNN in
-// the precision's math (v2 or cuDNN fp32, v4 in TF32 or cuDNN TF32, v4 or cuDNN bf16), timed
-// once on first use and kept, like torch.backends.cudnn.benchmark. Both candidates are held
-// to the CPU reference by their own tests, so either choice is a verified kernel.
+// `cuda_conv: auto`: per convolution shape and pass, the fastest of our kernels and cuDNN's
+// in the precision's math (fp32: v2, v4 on bf16x6 pieces (sm_80 and later) or cuDNN fp32;
+// TF32: v4 in TF32 or cuDNN TF32; bf16: v4 or cuDNN bf16), timed once on first use and
+// kept, like torch.backends.cudnn.benchmark. Every candidate is held to the CPU reference by
+// its own tests, so any choice is a verified kernel.
 #pragma once
+
+#include <vector>
 
 #include "kernels/cuda/conv2d.cuh"
 
@@ -21,13 +24,13 @@ struct ConvOperands {
   bool weight_copy = false;
 };
 
-// The candidate that ran `pass` of `s` on `operands` faster: `ours` or `library` (a cuDNN
-// algo; skipped when cuDNN cannot run the shape). Timed on the first call for the shape,
-// pass and operands: scratch operands of the same storage, CUDA events on the engine's
+// The candidate that ran `pass` of `s` on `operands` fastest, of `candidates` (a cuDNN algo
+// among them skipped when cuDNN cannot run the shape; the first is the fallback, and runs
+// always). Timed on the first call for the shape, pass, operands and candidates: scratch operands of the same storage, CUDA events on the engine's
 // stream, the median of 5 runs after a warm-up; the times and the choice are printed. Not
 // during a stream capture (it allocates and waits): a captured step's shapes were all seen
 // by the eager steps before it.
 ConvAlgo conv2d_autotuned(const Conv2dShape& s, ConvPass pass, ConvOperands operands,
-                          ConvAlgo ours, ConvAlgo library);
+                          const std::vector<ConvAlgo>& candidates);
 
 }  // namespace ddpm::cuda
