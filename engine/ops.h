@@ -104,9 +104,9 @@ Tensor conv2d_add(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2
 // in the math the precision says: fp32 with FMA math, TF32 tensor cores under TF32, bf16
 // tensors under BF16 (its outputs then rounded to bf16 too). Or Auto: per shape and pass,
 // the fastest of our kernels of the precision's math (v2 and v4 on bf16x6 pieces / v4 in TF32
-// / v4) and cuDNN's, timed once on first use and printed (kernels/cuda/conv2d_autotune.cuh). Under TF32 the default is v4
-// in TF32 (kernels/cuda/conv2d_tf32.cu: v3's numbers on v4's GEMM, TF32 mma.sync or bf16
-// pieces by pass); TensorCore keeps v3. Or Bf16x6: fp32 on v4's bf16 GEMM, each operand
+// / v4) and cuDNN's, timed once on first use and printed (kernels/cuda/conv2d_autotune.cuh).
+// Under TF32 the default is v4 in TF32 (kernels/cuda/conv2d_tf32.cu: v3's numbers on v4's
+// GEMM, TF32 mma.sync or bf16 pieces by pass); TensorCore keeps v3. Or Bf16x6: fp32 on v4's bf16 GEMM, each operand
 // three bf16 pieces and six of their products (kernels/cuda/conv2d_pieces.cu; each product
 // within 2^-23 of itself; under TF32 and BF16 the precision's v4). Or Wgmma: the bf16 products
 // of v4 on Hopper's wgmma, convolution v5 (conv2d_bf16.cuh; an H100 / H200 and a build for

@@ -410,10 +410,10 @@ TEST(CudaAttentionBf16, GemmPathIsTheReferenceWithinBf16Rounding) {
                              DType::BF16);
       using detail::bf16_bits;
       cuda::attention_gemm_forward(s, bf16_bits(x), bf16_bits(o), l.data<float>(),
-                                        bf16_bits(p), f32.data<float>());
+                                   bf16_bits(p), f32.data<float>());
       cuda::attention_gemm_backward(s, bf16_bits(x), bf16_bits(p), bf16_bits(g),
-                                         bf16_bits(dx), f32.data<float>(), bf16_bits(ds),
-                                         GradWrite::Assign);
+                                    bf16_bits(dx), f32.data<float>(), bf16_bits(ds),
+                                    GradWrite::Assign);
       return Run{cast(o, DType::F32).to(Device::CPU).to_vector<float>(),
                  l.to(Device::CPU).to_vector<float>(),
                  cast(dx, DType::F32).to(Device::CPU).to_vector<float>()};
@@ -497,10 +497,10 @@ OpBits run_path(cuda::AttentionBf16Path path, const AttentionShape& s, const Ten
     const Tensor f32 = Tensor::empty(matrices, DType::F32, Device::CUDA);  // S, then dP
     const Tensor ds = Tensor::empty(matrices, DType::BF16, Device::CUDA);
     cuda::attention_gemm_forward(s, bf16_bits(qkv), bf16_bits(o), nullptr, bf16_bits(p),
-                                      f32.data<float>());
+                                 f32.data<float>());
     cuda::attention_gemm_backward(s, bf16_bits(qkv), bf16_bits(p), bf16_bits(dout),
-                                       bf16_bits(dx), f32.data<float>(), bf16_bits(ds),
-                                       GradWrite::Assign);
+                                  bf16_bits(dx), f32.data<float>(), bf16_bits(ds),
+                                  GradWrite::Assign);
   } else {
     const bool by_gemm = path == cuda::AttentionBf16Path::FlashDqByGemm;
     const Tensor ds =

@@ -1,8 +1,8 @@
 // kernel-bench attention: the straightforward and the fused CUDA attention, forward and
 // backward, the straightforward one's steps on cuBLAS's fp32 SGEMMs (the op's fp32 choice
 // where L <= 6 d), and the bf16 flash forward and backward (tensor cores; TFLOP/s against
-// the bf16 peak), on fp32 tensors (converted inside the kernels) and on bf16 tensors as they are
-// (activations: bf16; the backward also with dq by cuBLAS from dS in memory; and the whole
+// the bf16 peak), on fp32 tensors (converted inside the kernels) and on bf16 tensors as they
+// are (activations: bf16; the backward also with dq by cuBLAS from dS in memory; and the whole
 // attention through cuBLAS's GEMMs with the L x L matrices in memory), at the
 // CIFAR-10 model's 16x16 attention (L = 256, one head of d = 256), the same map split into 2
 // heads of 128 and 4 of 64 (the flash backward's other block shape: one warp per 16 rows,
@@ -183,13 +183,13 @@ void bench_attention(const Options& o, Timer& timer, Report& report) {
       const char* v = "bf16 GEMMs (cuBLAS) and row kernels, bf16 tensors";
       report.add_flops("attention fwd", shape, v, timer.median_ms([&] {
         cuda::attention_gemm_forward(s, bf16_bits(qkv16), bf16_bits(out16),
-                                          lse.data<float>(), bf16_bits(p16),
-                                          scratch.data<float>());
+                                     lse.data<float>(), bf16_bits(p16),
+                                     scratch.data<float>());
       }), fwd_flops);
       report.add_flops("attention bwd", shape, v, timer.median_ms([&] {
         cuda::attention_gemm_backward(s, bf16_bits(qkv16), bf16_bits(p16),
-                                           bf16_bits(dout16), bf16_bits(dqkv16),
-                                           scratch.data<float>(), bf16_bits(ds16));
+                                      bf16_bits(dout16), bf16_bits(dqkv16),
+                                      scratch.data<float>(), bf16_bits(ds16));
       }), 2 * fwd_flops);
     }
     report.add_flops("attention fwd", shape, "cuBLAS bf16 GEMMs only", timer.median_ms([&] {

@@ -78,8 +78,9 @@ int64_t attention_flash_bf16_ds_elements(const AttentionShape& s);
 // bf16: head dims multiples of 8.
 // Faster than the flash pair on bf16 activations where the matrices are small next to the
 // products: head dims of 128 and up at L <= 6 d (attention_gemm_bf16_pays; why in the .cu).
-// Faster than the fused fp32 kernel at every shape; taken in fp32 where its matrices are at
-// most twice qkv's size, L <= 6 d (attention_gemm_fp32_pays).
+// In fp32, predicted several times faster than the fused fp32 kernel at any shape (its dot
+// products on the CUDA cores), and taken where its matrices are at most twice qkv's size,
+// L <= 6 d (attention_gemm_fp32_pays; why in the .cu).
 bool attention_gemm_bf16_pays(const AttentionShape& s);
 bool attention_gemm_fp32_pays(const AttentionShape& s);
 int64_t attention_gemm_matrix_elements(const AttentionShape& s);

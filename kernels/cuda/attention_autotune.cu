@@ -54,11 +54,11 @@ AttentionBf16Path tune(const AttentionShape& s, bool backward) {
     ms.push_back(autotune::median_ms([&] {
       if (path == AttentionBf16Path::Gemm) {
         attention_gemm_forward(s, qkv.get<uint16_t>(), out.get<uint16_t>(), nullptr,
-                                    p.get<uint16_t>(), scores.get());
+                               p.get<uint16_t>(), scores.get());
         if (backward)
           attention_gemm_backward(s, qkv.get<uint16_t>(), p.get<uint16_t>(),
-                                       dout.get<uint16_t>(), dqkv.get<uint16_t>(), dp.get(),
-                                       ds_gemm.get<uint16_t>(), GradWrite::Assign);
+                                  dout.get<uint16_t>(), dqkv.get<uint16_t>(), dp.get(),
+                                  ds_gemm.get<uint16_t>(), GradWrite::Assign);
       } else {
         attention_flash_bf16_forward(s, qkv.get<uint16_t>(), out.get<uint16_t>(), lse.get());
         if (backward)

@@ -29,15 +29,16 @@
 //
 // Forward, per (batch, head), rows i (queries), columns j (keys):
 //   S  = q k^T scale                    cuBLAS, fp32 out (scores up to ~70 need fp32's digits)
-//   P  = exp(S - lse_i), lse_i = log sum_j exp(S_ij)   softmax_rows: a block per row, P to bf16
-//   O  = P v                            cuBLAS, bf16 out
-// P is kept (bf16, B H L L) for the backward: no recomputation.
+//   P  = exp(S - lse_i), lse_i = log sum_j exp(S_ij)   softmax_rows: a block per row, P as
+//                                       stored (bf16: rounded; fp32: over S)
+//   O  = P v                            cuBLAS, out as stored
+// P is kept (B H L L, as stored) for the backward: no recomputation.
 // Backward:
 //   dP = dout v^T                       cuBLAS, fp32 out
-//   dS = P (dP - sum_j P dP) scale      ds_rows: a block per row, dS to bf16
+//   dS = P (dP - sum_j P dP) scale      ds_rows: a block per row, dS as stored (fp32: over dP)
 //   dv = P^T dout,  dq = dS k,  dk = dS^T q     cuBLAS, into dqkv (beta 1 adds, 0 assigns)
 // The row sum sum_j P_ij dP_ij is delta_i = dout_i . out_i of the flash kernels, computed
-// from the same rounded P the products use. Every product sums in cuBLAS's fixed order and
+// from the same (in bf16, rounded) P the products use. Every product sums in cuBLAS's fixed order and
 // every row kernel in a fixed block tree: deterministic.
 //
 // Layouts. The L x L matrices are (B, H, L, L), row i of (b, h) at ((b H + h) L + i) L.
