@@ -300,12 +300,15 @@ ConvAlgo ours_of(ConvAlgo a) {
 }
 // What Auto* times: our kernels of its math, the default one first, then cuDNN's. fp32 has
 // two of ours, v2 and v4 on bf16x6 pieces (fp32's numbers on bf16 tensor cores, sm_80 and
-// later only, as v4 is).
-std::vector<ConvAlgo> auto_candidates(ConvAlgo a) {
-  if (a == ConvAlgo::AutoBf16) return {ConvAlgo::Bf16TensorCore, ConvAlgo::CudnnBf16};
-  if (a == ConvAlgo::AutoTf32) return {ConvAlgo::Tf32TensorCore, ConvAlgo::CudnnTf32};
-  if (compute_capability() < 80) return {ConvAlgo::Tiled, ConvAlgo::Cudnn};
-  return {ConvAlgo::Tiled, ConvAlgo::Bf16x6TensorCore, ConvAlgo::Cudnn};
+// later only, as v4 is). Fixed lists: every convolution of an auto run asks.
+const std::vector<ConvAlgo>& auto_candidates(ConvAlgo a) {
+  static const std::vector<ConvAlgo> bf16{ConvAlgo::Bf16TensorCore, ConvAlgo::CudnnBf16},
+      tf32{ConvAlgo::Tf32TensorCore, ConvAlgo::CudnnTf32},
+      fp32{ConvAlgo::Tiled, ConvAlgo::Bf16x6TensorCore, ConvAlgo::Cudnn},
+      fp32_before_sm80{ConvAlgo::Tiled, ConvAlgo::Cudnn};
+  if (a == ConvAlgo::AutoBf16) return bf16;
+  if (a == ConvAlgo::AutoTf32) return tf32;
+  return compute_capability() >= 80 ? fp32 : fp32_before_sm80;
 }
 
 // What runs pass `pass` of s: cuDNN where it has an algorithm for the shape, else our kernel

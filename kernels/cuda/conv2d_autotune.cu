@@ -7,9 +7,10 @@
 // timing a backward pass, which accumulates, touches no gradient. A
 // warm-up run first builds what the candidate builds once (cuDNN's plan, v4's tile choice),
 // then 5 timed runs between CUDA events (kAutotuneTimedRuns), of which the median counts.
-// The key is the whole shape, the pass and the operands: batch size included, since a tile
+// The key is the whole shape, the pass, the operands and the candidates: batch size included, since a tile
 // shape that wins at batch 128 may lose at batch 8.
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <map>
 #include <mutex>
@@ -50,8 +51,7 @@ ConvAlgo tune(const Conv2dShape& s, ConvPass pass, ConvOperands operands,
   std::vector<ConvAlgo> candidates;
   for (ConvAlgo a : offered)
     if (conv2d_algo_runs(s, a)) candidates.push_back(a);
-  const int64_t taps = static_cast<int64_t>(s.kh) * s.kw;
-  const int64_t nx = s.n * s.h * s.w * s.c_in, nw = taps * s.c_in * s.c_out;
+  const int64_t nx = s.n * s.h * s.w * s.c_in, nw = s.taps() * s.c_in * s.c_out;
   const int64_t ny = s.n * s.out_h() * s.out_w() * s.c_out;
   int64_t ws_floats = 0;
   for (ConvAlgo a : candidates)
@@ -98,13 +98,20 @@ ConvAlgo tune(const Conv2dShape& s, ConvPass pass, ConvOperands operands,
 
 ConvAlgo conv2d_autotuned(const Conv2dShape& s, ConvPass pass, ConvOperands operands,
                           const std::vector<ConvAlgo>& candidates) {
-  using Key = std::vector<int64_t>;  // the shape, the pass, the operands, the candidates
+  // the shape, the pass, the operands, then the candidates (-1 past the last): no allocation
+  // on the path every convolution of an auto run takes
+  constexpr size_t kFixed = 15;
+  using Key = std::array<int64_t, kFixed + kMaxAutotuneCandidates>;
   static std::mutex mutex;
   static std::map<Key, ConvAlgo> choices;
+  CHECK(candidates.size() <= kMaxAutotuneCandidates,
+        "cuda_conv: auto takes at most " << kMaxAutotuneCandidates << " candidates, got "
+                                         << candidates.size());
   Key key{s.n, s.h, s.w, s.c_in, s.c_out, s.kh, s.kw, s.stride, s.pad_top, s.pad_left,
           s.pad_bottom, s.pad_right, static_cast<int64_t>(pass), operands.bf16_activations,
           operands.weight_copy};
-  for (ConvAlgo a : candidates) key.push_back(static_cast<int64_t>(a));
+  for (size_t i = 0; i < kMaxAutotuneCandidates; ++i)
+    key[kFixed + i] = i < candidates.size() ? static_cast<int64_t>(candidates[i]) : -1;
   std::lock_guard<std::mutex> lock(mutex);
   auto found = choices.find(key);
   if (found == choices.end())

@@ -5,6 +5,7 @@
 // its own tests, so any choice is a verified kernel.
 #pragma once
 
+#include <cstddef>
 #include <vector>
 
 #include "kernels/cuda/conv2d.cuh"
@@ -24,12 +25,13 @@ struct ConvOperands {
   bool weight_copy = false;
 };
 
-// The candidate that ran `pass` of `s` on `operands` fastest, of `candidates` (a cuDNN algo
-// among them skipped when cuDNN cannot run the shape; the first is the fallback, and runs
-// always). Timed on the first call for the shape, pass, operands and candidates: scratch operands of the same storage, CUDA events on the engine's
-// stream, the median of 5 runs after a warm-up; the times and the choice are printed. Not
+// The candidate that ran `pass` of `s` on `operands` fastest, of `candidates` (at most
+// kMaxAutotuneCandidates; a cuDNN algo among them skipped when cuDNN cannot run the shape).
+// Timed on the first call for the shape, pass, operands and candidates: scratch operands of
+// the same storage, CUDA events on the engine's stream, the median of 5 runs after a warm-up; the times and the choice are printed. Not
 // during a stream capture (it allocates and waits): a captured step's shapes were all seen
 // by the eager steps before it.
+constexpr size_t kMaxAutotuneCandidates = 3;  // fp32's: v2, v4 on bf16x6 pieces, cuDNN
 ConvAlgo conv2d_autotuned(const Conv2dShape& s, ConvPass pass, ConvOperands operands,
                           const std::vector<ConvAlgo>& candidates);
 
