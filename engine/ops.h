@@ -167,9 +167,10 @@ Tensor attention(const Tensor& qkv, int64_t heads);
 // Which CUDA attention runs in fp32 math (precisions fp32 and tf32; kernels/cuda/attention*.cu):
 // the straightforward one (scores, softmax, value product over an L x L workspace), the fused
 // online-softmax one, the same steps as the straightforward one on cuBLAS's SGEMMs
-// (attention_gemm.cu: P kept for the backward), or Auto (default): the GEMMs where their
-// L x L matrices are at most twice the size of qkv (L <= 6 head dim), else the fused one.
-// Under bf16 products the bf16 kernels run whatever this says.
+// (attention_gemm.cu: P kept for the backward while the L x L matrices are at most twice
+// the size of qkv, L <= 6 head dim, else recomputed by chunks of samples), or Auto
+// (default): the engine's pick, today the GEMMs at every shape. Under bf16 products the
+// bf16 kernels run whatever this says.
 enum class AttentionAlgorithm { Straightforward, Fused, Gemm, Auto };
 void set_attention_algorithm(AttentionAlgorithm algo);
 AttentionAlgorithm attention_algorithm();

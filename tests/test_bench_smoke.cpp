@@ -90,11 +90,12 @@ TEST(BenchSmoke, EveryAttentionRowRuns) {
   EXPECT_EQ(rows["attention bwd / flash bf16 (mma.sync), bf16 tensors, dq by cuBLAS"], 2);
   for (const char* kernel : {"attention fwd", "attention bwd"})
     for (const char* variant : {"bf16 GEMMs (cuBLAS) and row kernels, bf16 tensors",
-                                "fp32 GEMMs (cuBLAS) and row kernels"})
+                                "fp32 GEMMs (cuBLAS) and row kernels",
+                                "fp32 GEMMs (cuBLAS) and row kernels, P recomputed by chunks"})
       EXPECT_EQ(rows[std::string(kernel) + " / " + variant], 2) << kernel << " / " << variant;
   EXPECT_EQ(rows["attention fwd / cuBLAS GEMMs only"], 2);
   EXPECT_EQ(rows["attention fwd / cuBLAS bf16 GEMMs only"], 2);
-  EXPECT_EQ(rows.size(), 15u) << "rows other than these fifteen per shape";
+  EXPECT_EQ(rows.size(), 17u) << "rows other than these seventeen per shape";
 }
 
 TEST(BenchSmoke, EveryConvolutionRowRuns) {

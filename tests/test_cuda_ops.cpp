@@ -357,17 +357,17 @@ std::vector<float> attention_bits(AttentionAlgorithm a, const Tensor& qkv, int64
   return attention(qkv, heads).to(Device::CPU).to_vector<float>();
 }
 
-// Auto (the default) runs the GEMM version where its matrices are at most twice qkv's size
-// (L <= 6 d) and the fused kernel past that: the op's bits are the version's, and not the
-// other's (both give the CPU's numbers, so only the bits tell them apart).
-TEST(CudaOps, AttentionAutoTakesTheGemmsWhereTheMatricesAreSmall) {
+// Auto (the default) runs the GEMM version at every shape, on both sides of L = 6 d: the op's
+// bits are the GEMM version's, and not the fused kernel's (both give the CPU's numbers, so
+// only the bits tell them apart). Past L = 6 d the GEMM version recomputes P (below).
+TEST(CudaOps, AttentionAutoTakesTheGemmsAtEveryShape) {
   REQUIRE_GPU();
 #if DDPM_WITH_CUDA
   EXPECT_EQ(attention_algorithm(), AttentionAlgorithm::Auto);
   struct Case {
     Shape qkv;
     int64_t heads;
-    bool gemm;  // L <= 6 d
+    bool keeps_p;  // L <= 6 d
   };
   // L 37 at d 18 (6 d = 108); L 70 at d 8 (48); L 48 at d 8, the bound itself
   for (const Case& c : {Case{{2, 37, 3 * 18}, 1, true}, Case{{1, 70, 3 * 16}, 2, false},
@@ -375,21 +375,136 @@ TEST(CudaOps, AttentionAutoTakesTheGemmsWhereTheMatricesAreSmall) {
     SCOPED_TRACE(c.qkv.str());
     AttentionShape s;
     s.b = c.qkv[0], s.l = c.qkv[1], s.c = c.qkv[2] / 3, s.heads = c.heads;
-    EXPECT_EQ(cuda::attention_gemm_fp32_pays(s), c.gemm);
+    EXPECT_EQ(cuda::attention_gemm_fp32_keeps_p(s), c.keeps_p);
     const Tensor qkv = rnd(c.qkv, 23, 0.5).to(Device::CUDA);
     const std::vector<float> chosen = attention_bits(AttentionAlgorithm::Auto, qkv, c.heads);
     const std::vector<float> gemm = attention_bits(AttentionAlgorithm::Gemm, qkv, c.heads);
     const std::vector<float> fused = attention_bits(AttentionAlgorithm::Fused, qkv, c.heads);
     ASSERT_NE(gemm, fused) << "the two versions' bits must differ for the test to tell them apart";
-    EXPECT_EQ(chosen, c.gemm ? gemm : fused);
+    EXPECT_EQ(chosen, gemm);
   }
-  // the CIFAR-10 model's 16x16 attention (L 256, one head of 256) takes the GEMMs; a 32x32
-  // map's four heads of 32 (L 1024, matrices 10.7x qkv) the fused kernel
+  // the CIFAR-10 model's 16x16 attention (L 256, one head of 256) keeps P; a 32x32 map's
+  // four heads of 32 (L 1024, matrices 10.7x qkv) recomputes it in chunks of 24 samples
   AttentionShape model;
   model.b = 128, model.l = 256, model.c = 256, model.heads = 1;
-  EXPECT_TRUE(cuda::attention_gemm_fp32_pays(model));
+  EXPECT_TRUE(cuda::attention_gemm_fp32_keeps_p(model));
+  EXPECT_EQ(cuda::attention_gemm_fp32_chunk(model), 128);  // 6 B d / L = 768: the batch
   model.l = 1024, model.c = 128, model.heads = 4;
-  EXPECT_FALSE(cuda::attention_gemm_fp32_pays(model));
+  EXPECT_FALSE(cuda::attention_gemm_fp32_keeps_p(model));
+  EXPECT_EQ(cuda::attention_gemm_fp32_chunk(model), 24);  // 6 * 128 * 32 / 1024
+  model.b = 1;
+  EXPECT_EQ(cuda::attention_gemm_fp32_chunk(model), 1);  // 0.19 of a sample: one at least
+  model.b = 0;
+  EXPECT_EQ(cuda::attention_gemm_fp32_chunk(model), 1);
+#endif
+}
+
+#if DDPM_WITH_CUDA
+// The fp32 GEMM version with P recomputed, called directly in chunks of `chunk` samples:
+// out, lse and dqkv, the backward writing dqkv outright into NaNs (Assign) or adding to
+// `start` (Accumulate; unused otherwise). Each pass's matrices in buffers of one chunk's size.
+GemmAttentionRun run_recomputed_attention(const AttentionShape& s, int64_t chunk,
+                                          const Tensor& qkv, const Tensor& dout,
+                                          const Tensor& start, GradWrite write) {
+  AttentionShape first = s;
+  first.b = chunk;
+  const Shape matrices{cuda::attention_gemm_matrix_elements(first)};
+  const auto empty = [](const Shape& shape) {
+    return Tensor::empty(shape, DType::F32, Device::CUDA);
+  };
+  const Tensor out = empty(dout.shape()), lse = empty(Shape{s.b * s.heads * s.l});
+  const Tensor scratch = empty(matrices), p = empty(matrices), dp = empty(matrices);
+  const Tensor dqkv = write == GradWrite::Assign
+                          ? Tensor::full(qkv.shape(), NAN, DType::F32, Device::CUDA)
+                          : start.clone();
+  cuda::attention_gemm_recompute_forward(s, chunk, qkv.data<float>(), out.data<float>(),
+                                         lse.data<float>(), scratch.data<float>());
+  cuda::attention_gemm_recompute_backward(s, chunk, qkv.data<float>(), dout.data<float>(),
+                                          dqkv.data<float>(), p.data<float>(), dp.data<float>(),
+                                          write);
+  return {out.to(Device::CPU).to_vector<float>(), lse.to(Device::CPU).to_vector<float>(),
+          dqkv.to(Device::CPU).to_vector<float>()};
+}
+#endif
+
+// P recomputed, batch 3 in chunks of 1, 2 (a short last chunk) and 3 samples, at L 37 and
+// head dim 5 (past L = 6 d, where the op takes it), 2 heads: out, lse and dqkv against the
+// CPU's (the GEMM version's bounds), the gradient both written outright and added to an
+// earlier one. With the whole batch in one chunk the backward's P is the forward's to the
+// bit: its dqkv is the P-keeping version's (same calls, so this holds on any GPU).
+TEST(CudaOps, AttentionGemmRecomputesPByChunksOfSamples) {
+  REQUIRE_GPU();
+#if DDPM_WITH_CUDA
+  AttentionShape s;
+  s.b = 3, s.l = 37, s.c = 2 * 5, s.heads = 2;
+  const Tensor qkv_cpu = rnd({s.b, s.l, 3 * s.c}, 31, 0.7);
+  const Tensor dout_cpu = rnd({s.b, s.l, s.c}, 32);
+  const Tensor start_cpu = rnd(qkv_cpu.shape(), 33);
+  const Tensor qkv = qkv_cpu.to(Device::CUDA), dout = dout_cpu.to(Device::CUDA);
+  const Tensor start = start_cpu.to(Device::CUDA);
+  std::vector<float> out(static_cast<size_t>(s.b * s.l * s.c));
+  std::vector<float> lse(static_cast<size_t>(s.b * s.heads * s.l));
+  std::vector<float> dqkv(static_cast<size_t>(qkv_cpu.numel()), 0.0f);
+  std::vector<float> added = start_cpu.to_vector<float>();
+  cpu::attention_forward<float>(s, qkv_cpu.data<float>(), out.data(), lse.data());
+  cpu::attention_backward<float>(s, qkv_cpu.data<float>(), lse.data(), dout_cpu.data<float>(),
+                                 dqkv.data());
+  cpu::attention_backward<float>(s, qkv_cpu.data<float>(), lse.data(), dout_cpu.data<float>(),
+                                 added.data());
+  for (const int64_t chunk : {1, 2, 3}) {
+    SCOPED_TRACE("chunks of " + std::to_string(chunk));
+    const GemmAttentionRun assigned =
+        run_recomputed_attention(s, chunk, qkv, dout, start, GradWrite::Assign);
+    expect_close(assigned.out, out, 1e-4, 1e-4, "output");
+    expect_close(assigned.lse, lse, 1e-5, 1e-5, "lse");
+    expect_close(assigned.dqkv, dqkv, 1e-4, 1e-4, "dqkv written outright");
+    const GemmAttentionRun accumulated =
+        run_recomputed_attention(s, chunk, qkv, dout, start, GradWrite::Accumulate);
+    expect_close(accumulated.dqkv, added, 1e-4, 1e-4, "dqkv added to an earlier gradient");
+    EXPECT_EQ(accumulated.out, assigned.out);
+  }
+  const GemmAttentionRun whole = run_recomputed_attention(s, s.b, qkv, dout, start,
+                                                          GradWrite::Assign);
+  const GemmAttentionRun kept = run_gemm_attention(s, qkv, dout, true);
+  EXPECT_EQ(whole.out, kept.out);
+  EXPECT_EQ(whole.lse, kept.lse);
+  EXPECT_EQ(whole.dqkv, kept.dqkv);
+#endif
+}
+
+// What recomputing P is for: memory. At L 192, head dim 8 (2 heads, batch 5), the batch's
+// matrices are 8x qkv, 1.47 MB each, and kept P plus the backward's dP would peak at 2.9 MB
+// or more over the step's other tensors. The op runs chunks of one sample
+// (attention_gemm_fp32_chunk: 6 B d / L = 1.25), so a forward and backward through it
+// allocate at most two chunks' matrices (295 KB each) beside the run's six qkv-sized tensors
+// or smaller (qkv, its gradient, out, the upstream gradient and the loss's). Its output is
+// the chunked version's called directly, to the bit, and its gradient the CPU's.
+TEST(CudaOps, AttentionGemmsRecomputePWhereItWouldOutgrowQkv) {
+  REQUIRE_GPU();
+#if DDPM_WITH_CUDA
+  AttentionShape s;
+  s.b = 5, s.l = 192, s.c = 2 * 8, s.heads = 2;
+  ASSERT_FALSE(cuda::attention_gemm_fp32_keeps_p(s));
+  const int64_t chunk = cuda::attention_gemm_fp32_chunk(s);
+  ASSERT_EQ(chunk, 1);
+  const Tensor qkv_cpu = rnd({s.b, s.l, 3 * s.c}, 34, 0.5);
+  const auto attn = [&s](const std::vector<Tensor>& in) { return attention(in[0], s.heads); };
+  cuda_reset_peak_bytes_in_use();
+  const size_t before = cuda_peak_bytes_in_use();
+  const DeviceRun gpu = run_on(Device::CUDA, attn, {qkv_cpu});
+  const size_t peak = cuda_peak_bytes_in_use() - before;
+  const size_t chunk_bytes = static_cast<size_t>(chunk * s.heads * s.l * s.l) * sizeof(float);
+  const size_t batch_bytes = chunk_bytes * static_cast<size_t>(s.b / chunk);
+  const size_t qkv_bytes = static_cast<size_t>(qkv_cpu.numel()) * sizeof(float);
+  EXPECT_LE(peak, 2 * chunk_bytes + 6 * qkv_bytes);
+  EXPECT_LT(2 * chunk_bytes + 6 * qkv_bytes, 2 * batch_bytes) << "the bound must tell them apart";
+  const DeviceRun cpu = run_on(Device::CPU, attn, {qkv_cpu});
+  expect_close(gpu.out, cpu.out, 1e-4, 1e-4, "output");
+  expect_close(gpu.grads[0], cpu.grads[0], 1e-4, 1e-4, "gradient");
+  const Tensor qkv = qkv_cpu.to(Device::CUDA);
+  const Tensor dout = Tensor::zeros(Shape{s.b, s.l, s.c}, DType::F32, Device::CUDA);
+  EXPECT_EQ(gpu.out,
+            run_recomputed_attention(s, chunk, qkv, dout, Tensor(), GradWrite::Assign).out);
 #endif
 }
 
@@ -453,16 +568,21 @@ TEST(CudaOps, AttentionFusedRefusesAHeadDimPastTheDevicesSharedMemory) {
 #endif
 }
 
+// Two shapes: head dim 32 (L 100 <= 6 d: the GEMM version keeps P) and 8 (it recomputes P,
+// in chunks of one sample).
 TEST(CudaOps, AttentionVersionsAreDeterministic) {
   REQUIRE_GPU();
   for (AttentionAlgorithm a : {AttentionAlgorithm::Straightforward, AttentionAlgorithm::Fused,
                                AttentionAlgorithm::Gemm}) {
-    AttentionVersion version(a);
-    const auto f = [](const std::vector<Tensor>& in) { return attention(in[0], 2); };
-    const std::vector<Tensor> in = {rnd({3, 100, 3 * 64}, 6, 0.5)};
-    const DeviceRun first = run_on(Device::CUDA, f, in), second = run_on(Device::CUDA, f, in);
-    EXPECT_EQ(first.out, second.out);
-    EXPECT_EQ(first.grads[0], second.grads[0]);
+    for (const int64_t d : {32, 8}) {
+      SCOPED_TRACE("head dim " + std::to_string(d));
+      AttentionVersion version(a);
+      const auto f = [](const std::vector<Tensor>& in) { return attention(in[0], 2); };
+      const std::vector<Tensor> in = {rnd({3, 100, 3 * 2 * d}, 6, 0.5)};
+      const DeviceRun first = run_on(Device::CUDA, f, in), second = run_on(Device::CUDA, f, in);
+      EXPECT_EQ(first.out, second.out);
+      EXPECT_EQ(first.grads[0], second.grads[0]);
+    }
   }
 }
 

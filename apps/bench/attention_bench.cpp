@@ -1,12 +1,13 @@
 // kernel-bench attention: the straightforward and the fused CUDA attention, forward and
-// backward, the straightforward one's steps on cuBLAS's fp32 SGEMMs (the op's fp32 choice
-// where L <= 6 d), and the bf16 flash forward and backward (tensor cores; TFLOP/s against
-// the bf16 peak), on fp32 tensors (converted inside the kernels) and on bf16 tensors as they
-// are (activations: bf16; the backward also with dq by cuBLAS from dS in memory; and the whole
-// attention through cuBLAS's GEMMs with the L x L matrices in memory), at the
-// CIFAR-10 model's 16x16 attention (L = 256, one head of d = 256), the same map split into 2
-// heads of 128 and 4 of 64 (the flash backward's other block shape: one warp per 16 rows,
-// docs/kernels.md), and a 32x32 map with 4 heads (L = 1024, d = 32), next to cuBLAS floors.
+// backward, the straightforward one's steps on cuBLAS's fp32 SGEMMs (the op's fp32 choice: P
+// kept where L <= 6 d, and recomputed by chunks of samples, timed at every shape), and the bf16
+// flash forward and backward (tensor cores; TFLOP/s against the bf16 peak), on fp32 tensors
+// (converted inside the kernels) and on bf16 tensors as they are (activations: bf16; the
+// backward also with dq by cuBLAS from dS in memory; and the whole attention through cuBLAS's
+// GEMMs with the L x L matrices in memory), at the CIFAR-10 model's 16x16 attention (L = 256,
+// one head of d = 256), the same map split into 2 heads of 128 and 4 of 64 (the flash
+// backward's other block shape: one warp per 16 rows, docs/kernels.md), and a 32x32 map with 4
+// heads (L = 1024, d = 32), next to cuBLAS floors.
 //
 // FLOPs: forward 4 B H L^2 d (QK^T and PV); backward counted as 8 B H L^2 d (dV, dP, dQ, dK;
 // the recomputation of S is not counted, the usual convention), so TFLOP/s compare across
@@ -121,7 +122,7 @@ void bench_attention(const Options& o, Timer& timer, Report& report) {
                                      dout.data<float>(), dqkv.data<float>(), delta.data<float>());
     }), 2 * fwd_flops);
     {  // cuBLAS's SGEMMs, P over S in one half of ws and dS over dP in the other, as the op
-       // calls them (its choice in fp32 math where L <= 6 d: the three 16x16 shapes here)
+       // calls them (P kept: its choice in fp32 math where L <= 6 d, the 16x16 shapes here)
       float* const p = ws.data<float>();
       float* const dp = p + s.b * s.heads * s.l * s.l;
       const char* v = "fp32 GEMMs (cuBLAS) and row kernels";
@@ -130,6 +131,19 @@ void bench_attention(const Options& o, Timer& timer, Report& report) {
       }), fwd_flops);
       report.add_flops("attention bwd", shape, v, timer.median_ms([&] {
         cuda::attention_gemm_backward(s, q, p, dout.data<float>(), dqkv.data<float>(), dp, dp);
+      }), 2 * fwd_flops);
+      // P recomputed in the backward, in the op's chunks of samples (its choice past L = 6 d:
+      // the 32x32 shape here, in chunks of 6 B d / L; at the others one chunk, the batch):
+      // the price of recomputing, beside the rows above
+      const int64_t chunk = cuda::attention_gemm_fp32_chunk(s);
+      const char* r = "fp32 GEMMs (cuBLAS) and row kernels, P recomputed by chunks";
+      report.add_flops("attention fwd", shape, r, timer.median_ms([&] {
+        cuda::attention_gemm_recompute_forward(s, chunk, q, out.data<float>(), lse.data<float>(),
+                                               p);
+      }), fwd_flops);
+      report.add_flops("attention bwd", shape, r, timer.median_ms([&] {
+        cuda::attention_gemm_recompute_backward(s, chunk, q, dout.data<float>(),
+                                                dqkv.data<float>(), p, dp);
       }), 2 * fwd_flops);
     }
     if (cuda::attention_flash_bf16_supports(s)) {  // judged against the bf16 tensor-core peak

@@ -1,7 +1,8 @@
 // Op entry: multi-head self-attention over packed qkv (B, L, 3C). On CUDA, the straightforward,
-// the fused or the cuBLAS-GEMM fp32 kernels (set_attention_algorithm), or under
-// Precision::BF16 the bf16 flash kernels on tensor cores or the bf16 GEMM version; on the
-// CPU, the reference or the fast one (set_cpu_kernels).
+// the fused or the cuBLAS-GEMM fp32 kernels (set_attention_algorithm; the GEMMs' P kept or
+// recomputed by the size of the matrices), or under Precision::BF16 the bf16 flash kernels
+// on tensor cores or the bf16 GEMM version; on the CPU, the reference or the fast one
+// (set_cpu_kernels).
 #include "engine/flops.h"
 #include "engine/ops.h"
 #include "engine/op_profile.h"
@@ -28,8 +29,8 @@ void set_attention_autotune(bool on) { g_autotune = on; }
 namespace {
 
 // Which kernels run the op on CUDA: the bf16 flash pair under Precision::BF16 when it takes
-// the head dim, else the fp32 version set_attention_algorithm chose (Auto: the GEMMs where
-// attention_gemm_fp32_pays, else the fused kernel).
+// the head dim, else the fp32 version set_attention_algorithm chose (Auto: the GEMMs, at
+// every shape: P kept, or recomputed where it would outgrow qkv, attention_gemm_fp32()).
 enum class CudaAttention { Straightforward, Fused, Gemm, FlashBf16 };
 
 #if DDPM_WITH_CUDA
@@ -38,10 +39,8 @@ CudaAttention cuda_choice(const AttentionShape& s) {
   switch (g_algorithm) {
     case AttentionAlgorithm::Straightforward: return CudaAttention::Straightforward;
     case AttentionAlgorithm::Fused: return CudaAttention::Fused;
-    case AttentionAlgorithm::Gemm: break;
-    case AttentionAlgorithm::Auto:
-      if (!cuda::attention_gemm_fp32_pays(s)) return CudaAttention::Fused;
-      break;
+    case AttentionAlgorithm::Gemm:
+    case AttentionAlgorithm::Auto: break;
   }
   // the GEMM version's fp32 products do not round P and dS to bf16: under bf16 products (a
   // head dim the flash pair does not take) the fused kernel runs, as before the GEMMs
@@ -157,6 +156,50 @@ Tensor attention_gemm(const AttentionShape& s, const Tensor& qkv) {
   return out;
 }
 
+#if DDPM_WITH_CUDA
+// fp32 attention through cuBLAS's SGEMMs with P recomputed (attention_gemm.cu): the batch in
+// chunks of attention_gemm_fp32_chunk samples, each chunk's matrices in scratch that lives
+// for one pass; the tape keeps qkv alone, and the backward runs each chunk's S products and
+// softmax again.
+Tensor attention_gemm_recomputed(const AttentionShape& s, const Tensor& qkv) {
+  const int64_t chunk = cuda::attention_gemm_fp32_chunk(s);
+  AttentionShape first = s;
+  first.b = chunk;
+  const Shape matrices{cuda::attention_gemm_matrix_elements(first)};  // one chunk's
+  Tensor out = Tensor::empty(Shape{s.b, s.l, s.c}, DType::F32, Device::CUDA);
+  {
+    OpTimer timer("attention", true);
+    const Tensor scratch = Tensor::empty(matrices, DType::F32, Device::CUDA);
+    cuda::attention_gemm_recompute_forward(s, chunk, qkv.data<float>(), out.data<float>(),
+                                           /*lse=*/nullptr, scratch.data<float>());
+  }
+  if (should_record({qkv})) {
+    tape().record("attention", {out}, [s, qkv, chunk, matrices, gq = grad_ref(qkv)](
+                                          const std::vector<Tensor>& g) {
+      const OpShape backward_shape([&] { return attention_shape_text(s); });
+      count_matmul_flops(4 * attention_flops(s));  // the recomputed S products not counted
+      const GradTarget dqkv = grad_target(gq);     // written outright if it is the first
+      OpTimer timer("attention backward", true);
+      const Tensor p = Tensor::empty(matrices, DType::F32, Device::CUDA);
+      const Tensor dp = Tensor::empty(matrices, DType::F32, Device::CUDA);
+      cuda::attention_gemm_recompute_backward(s, chunk, qkv.data<float>(), g[0].data<float>(),
+                                              dqkv.buffer.data<float>(), p.data<float>(),
+                                              dp.data<float>(), dqkv.write);
+    });
+  }
+  return out;
+}
+#endif
+
+// fp32 attention through cuBLAS's SGEMMs: P kept for the backward while the batch's
+// matrices are at most twice qkv's size (L <= 6 d), else recomputed by chunks.
+Tensor attention_gemm_fp32(const AttentionShape& s, const Tensor& qkv) {
+#if DDPM_WITH_CUDA
+  if (!cuda::attention_gemm_fp32_keeps_p(s)) return attention_gemm_recomputed(s, qkv);
+#endif
+  return attention_gemm<float>(s, qkv);
+}
+
 // attention on bf16 activations with the bf16 flash kernels, or through cuBLAS's GEMMs where
 // those are faster (by the rule, or timed: set_attention_autotune): qkv, out and their
 // gradients bf16; lse fp32.
@@ -221,7 +264,7 @@ Tensor attention(const Tensor& qkv, int64_t heads) {
 #endif
   if (on_gpu && kernels == CudaAttention::Gemm) {
     count_matmul_flops(2 * attention_flops(s));
-    return attention_gemm<float>(s, qkv);
+    return attention_gemm_fp32(s, qkv);
   }
   const bool flash = on_gpu && kernels == CudaAttention::FlashBf16;
   // bf16 is the only rounding attention takes (TF32 leaves it fp32, as PyTorch's allow_tf32

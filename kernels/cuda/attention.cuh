@@ -8,7 +8,7 @@
 //                            16 query rows, S and P in registers; its backward in
 //                            attention_flash_bf16_backward.cu;
 //   attention_gemm.cu        the straightforward steps on cuBLAS's GEMMs, on bf16 activations
-//                            (tensor cores) or fp32 ones (SGEMM).
+//                            (tensor cores) or fp32 ones (SGEMM; P kept or recomputed).
 #pragma once
 
 #include <cstdint>
@@ -79,10 +79,11 @@ int64_t attention_flash_bf16_ds_elements(const AttentionShape& s);
 // Faster than the flash pair on bf16 activations where the matrices are small next to the
 // products: head dims of 128 and up at L <= 6 d (attention_gemm_bf16_pays; why in the .cu).
 // In fp32, predicted several times faster than the fused fp32 kernel at any shape (its dot
-// products on the CUDA cores), and taken where its matrices are at most twice qkv's size,
-// L <= 6 d (attention_gemm_fp32_pays; why in the .cu).
+// products on the CUDA cores): the op's choice in fp32 math, with P kept where the batch's
+// matrices are at most twice qkv's size, L <= 6 d (attention_gemm_fp32_keeps_p; why in the
+// .cu), and recomputed past that (below).
 bool attention_gemm_bf16_pays(const AttentionShape& s);
-bool attention_gemm_fp32_pays(const AttentionShape& s);
+bool attention_gemm_fp32_keeps_p(const AttentionShape& s);
 int64_t attention_gemm_matrix_elements(const AttentionShape& s);
 void attention_gemm_forward(const AttentionShape& s, const uint16_t* qkv, uint16_t* out,
                             float* lse, uint16_t* p, float* scores);
@@ -94,5 +95,19 @@ void attention_gemm_backward(const AttentionShape& s, const uint16_t* qkv, const
 void attention_gemm_backward(const AttentionShape& s, const float* qkv, const float* p,
                              const float* dout, float* dqkv, float* dp, float* ds,
                              GradWrite dqkv_write = GradWrite::Accumulate);
+
+// fp32 with P recomputed: the batch in chunks of `chunk` samples (the last may be shorter),
+// each chunk's matrices in scratch of chunk * heads * L * L floats that the next chunk
+// reuses. The forward writes out and lse (unless null) from `scratch`; the backward needs
+// nothing of the forward but qkv: it runs each chunk's S products and softmax again into p
+// (the forward's bits of P) and takes dp (as large, another buffer) for dP and dS. The op
+// takes it where L > 6 d, in chunks of attention_gemm_fp32_chunk(s) samples: as many as
+// keep a chunk's matrices within twice qkv's size (6 B d / L), at least one.
+int64_t attention_gemm_fp32_chunk(const AttentionShape& s);
+void attention_gemm_recompute_forward(const AttentionShape& s, int64_t chunk, const float* qkv,
+                                      float* out, float* lse, float* scratch);
+void attention_gemm_recompute_backward(const AttentionShape& s, int64_t chunk, const float* qkv,
+                                       const float* dout, float* dqkv, float* p, float* dp,
+                                       GradWrite dqkv_write = GradWrite::Accumulate);
 
 }  // namespace ddpm::cuda

@@ -24,22 +24,36 @@
 // backward at the model's shape (4.2 and 2.5 TFLOP/s), where cuBLAS's SGEMMs ran the
 // linear layers at 41-65% of the fp32 peak (27-43 TFLOP/s): predicted ~0.3 ms and ~0.6 ms
 // here, unmeasured. Its matrices (S and P in one buffer, dP and dS in another) are 8 bytes
-// per score; the op takes this version while they are at most twice qkv's size, L <= 6 d
-// (attention_gemm_fp32_pays: ratio L / 3d), and the fused kernel past that.
+// per score; the op keeps P for the backward while the batch's are at most twice qkv's size,
+// L <= 6 d (attention_gemm_fp32_keeps_p: ratio L / 3d), and recomputes it past that.
+//
+// P recomputed (fp32, attention_gemm_recompute_*): the batch in chunks of samples whose
+// matrices are at most twice qkv's size (attention_gemm_fp32_chunk: 6 B d / L samples, at
+// least one), each chunk's S and P in one scratch buffer the next chunk reuses; only out
+// (and lse) outlive the forward. The backward runs each chunk's S products and softmax
+// again (the same calls, so the forward's bits of P) before its own steps: a quarter more
+// products in the backward and one more pass of the softmax, for scratch that stops growing
+// with the batch and nothing L x L kept between the passes. Where the fused kernel ran
+// instead: the same H200 took it 12.3 / 36.5 ms at a 32x32 map's 4 heads of 32 (L 1024,
+// batch 128: 5.6 and 3.8 TFLOP/s), and the two forward products alone 2.48 ms there
+// (`kernel-bench attention`'s "cuBLAS GEMMs only", 28 TFLOP/s, S and P through HBM). From
+// those, with the row kernels at HBM speed: predicted ~3.6 ms forward and ~9 ms backward
+// (~3.4x and ~4x), unmeasured; chunks of 24 samples there (400 MB a buffer, 2.1 GB kept
+// for the whole batch).
 //
 // Forward, per (batch, head), rows i (queries), columns j (keys):
 //   S  = q k^T scale                    cuBLAS, fp32 out (scores up to ~70 need fp32's digits)
 //   P  = exp(S - lse_i), lse_i = log sum_j exp(S_ij)   softmax_rows: a block per row, P as
 //                                       stored (bf16: rounded; fp32: over S)
 //   O  = P v                            cuBLAS, out as stored
-// P is kept (B H L L, as stored) for the backward: no recomputation.
+// P is kept (B H L L, as stored) for the backward, or (fp32, past L = 6 d) recomputed.
 // Backward:
 //   dP = dout v^T                       cuBLAS, fp32 out
 //   dS = P (dP - sum_j P dP) scale      ds_rows: a block per row, dS as stored (fp32: over dP)
 //   dv = P^T dout,  dq = dS k,  dk = dS^T q     cuBLAS, into dqkv (beta 1 adds, 0 assigns)
 // The row sum sum_j P_ij dP_ij is delta_i = dout_i . out_i of the flash kernels, computed
-// from the same (in bf16, rounded) P the products use. Every product sums in cuBLAS's fixed order and
-// every row kernel in a fixed block tree: deterministic.
+// from the same (in bf16, rounded) P the products use. Every product sums in cuBLAS's fixed
+// order and every row kernel in a fixed block tree: deterministic.
 //
 // Layouts. The L x L matrices are (B, H, L, L), row i of (b, h) at ((b H + h) L + i) L.
 // cuBLAS is column-major, so each row-major buffer is the column-major transpose of itself
@@ -53,6 +67,7 @@
 // where "k rows" is the column-major (d x L) matrix of k's rows in qkv (ld 3C). One
 // strided-batched call per head and product (heads are not one stride apart from batch to
 // batch).
+#include <algorithm>
 #include <cmath>
 
 #include "engine/check.h"
@@ -156,10 +171,11 @@ void check(const AttentionShape& s, const char* what) {
                      : " do not split into whole heads"));
 }
 
+// The forward's first half: S = q k^T scale (the S products) and the softmax of its rows,
+// P as stored (over S if p is scores) and lse (unless null). The same calls give the same
+// bits: the recomputing backward's P is the forward's.
 template <class A>
-void forward(const AttentionShape& s, const A* qkv, A* out, float* lse, A* p, float* scores) {
-  check<A>(s, "forward");
-  if (s.b * s.l == 0) return;
+void probabilities(const AttentionShape& s, const A* qkv, A* p, float* scores, float* lse) {
   const float scale = 1.0f / sqrtf(static_cast<float>(s.head_dim()));
   for (int64_t h = 0; h < s.heads; ++h) {
     const Head head{s, h};
@@ -168,6 +184,13 @@ void forward(const AttentionShape& s, const A* qkv, A* out, float* lse, A* p, fl
   }
   const auto rows = static_cast<unsigned>(s.b * s.heads * s.l);
   DDPM_LAUNCH(softmax_rows<A>, rows, kRowThreads)(s.l, scores, p, lse);
+}
+
+template <class A>
+void forward(const AttentionShape& s, const A* qkv, A* out, float* lse, A* p, float* scores) {
+  check<A>(s, "forward");
+  if (s.b * s.l == 0) return;
+  probabilities(s, qkv, p, scores, lse);
   for (int64_t h = 0; h < s.heads; ++h) {
     const Head head{s, h};
     product<A>(s, CUBLAS_OP_N, CUBLAS_OP_N, head.d(), s.l, s.l, 1.0f, head.qkv_rows(qkv, 2),
@@ -201,6 +224,23 @@ void backward(const AttentionShape& s, const A* qkv, const A* p, const A* dout, 
   }
 }
 
+// The samples [b0, b0 + chunk) of s's batch (fewer in the last chunk): their shape, and the
+// offsets (elements) of their first sample in qkv and dqkv, in out and dout, and in lse.
+struct Chunk {
+  AttentionShape s;
+  int64_t qkv, rows, lse;
+};
+Chunk chunk_at(const AttentionShape& s, int64_t b0, int64_t chunk) {
+  AttentionShape c = s;
+  c.b = std::min(chunk, s.b - b0);
+  return {c, b0 * s.l * 3 * s.c, b0 * s.l * s.c, b0 * s.heads * s.l};
+}
+
+void check_chunk(const AttentionShape& s, int64_t chunk, const char* what) {
+  CHECK(chunk >= 1, "fp32 GEMM attention " << what << ", P recomputed: chunks of " << chunk
+                                           << " samples (at least 1) for a batch of " << s.b);
+}
+
 }  // namespace
 
 bool attention_gemm_bf16_pays(const AttentionShape& s) {
@@ -208,8 +248,15 @@ bool attention_gemm_bf16_pays(const AttentionShape& s) {
          s.l <= 6 * s.head_dim();
 }
 
-bool attention_gemm_fp32_pays(const AttentionShape& s) {
+bool attention_gemm_fp32_keeps_p(const AttentionShape& s) {
   return s.c % s.heads == 0 && s.l <= 6 * s.head_dim();
+}
+
+int64_t attention_gemm_fp32_chunk(const AttentionShape& s) {
+  const int64_t batch = std::max<int64_t>(s.b, 1);
+  if (s.l == 0) return batch;
+  // chunk H L^2 <= 2 B L 3C, C = H d
+  return std::clamp<int64_t>(6 * s.b * s.head_dim() / s.l, 1, batch);
 }
 
 int64_t attention_gemm_matrix_elements(const AttentionShape& s) {
@@ -223,6 +270,29 @@ void attention_gemm_forward(const AttentionShape& s, const uint16_t* qkv, uint16
 void attention_gemm_forward(const AttentionShape& s, const float* qkv, float* out, float* lse,
                             float* p, float* scores) {
   forward(s, qkv, out, lse, p, scores);
+}
+
+void attention_gemm_recompute_forward(const AttentionShape& s, int64_t chunk, const float* qkv,
+                                      float* out, float* lse, float* scratch) {
+  check_chunk(s, chunk, "forward");
+  for (int64_t b0 = 0; b0 < s.b; b0 += chunk) {
+    const Chunk c = chunk_at(s, b0, chunk);
+    forward(c.s, qkv + c.qkv, out + c.rows, lse == nullptr ? nullptr : lse + c.lse, scratch,
+            scratch);
+  }
+}
+
+void attention_gemm_recompute_backward(const AttentionShape& s, int64_t chunk, const float* qkv,
+                                       const float* dout, float* dqkv, float* p, float* dp,
+                                       GradWrite dqkv_write) {
+  check_chunk(s, chunk, "backward");
+  check<float>(s, "backward");
+  if (s.b * s.l == 0) return;
+  for (int64_t b0 = 0; b0 < s.b; b0 += chunk) {
+    const Chunk c = chunk_at(s, b0, chunk);
+    probabilities(c.s, qkv + c.qkv, p, p, /*lse=*/nullptr);  // the forward's P again
+    backward(c.s, qkv + c.qkv, p, dout + c.rows, dqkv + c.qkv, dp, dp, dqkv_write);
+  }
 }
 
 void attention_gemm_backward(const AttentionShape& s, const uint16_t* qkv, const uint16_t* p,
