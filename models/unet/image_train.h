@@ -18,9 +18,10 @@
 //   cuda_autotune (v4's block shapes, or under cuda_conv "wgmma" v5's schedules, timed per
 //   layer on first use; same results; and on bf16 activations the attention's path, flash
 //   or cuBLAS's GEMMs, timed per shape: its own bits),
-//   cuda_attention, the attention in fp32 math: "auto" (default: cuBLAS's SGEMMs where
-//   the L x L matrices are at most twice qkv, L <= 6 head dim, else fused) | "fused" |
-//   "gemm" | "straightforward" (under bf16 the bf16 kernels run whatever it says),
+//   cuda_attention, the attention in fp32 math: "auto" (default: today cuBLAS's SGEMMs at
+//   every shape, P kept where the L x L matrices are at most twice qkv, L <= 6 head dim,
+//   recomputed by chunks of samples past it) | "fused" | "gemm" (the same) |
+//   "straightforward" (under bf16 the bf16 kernels run whatever it says),
 //   profile_steps (the per-op GPU time of that many steps: op_profile.txt; CUDA only).
 // Outputs under out_dir (models/run_folder.h has the folder's rules: one trainer at a time,
 // no new run over an old one, nothing lost on resume): config.json (the resolved config),
