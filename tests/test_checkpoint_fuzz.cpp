@@ -190,7 +190,7 @@ TEST(SafetensorsReader, EachBrokenRuleHasItsOwnError) {
 // own writer does: readers may map the tensors in place), and what it writes reads back.
 TEST(SafetensorsReader, TheWriterAlignsTheDataAndRoundTrips) {
   const std::string path = ::testing::TempDir() + "/aligned.safetensors";
-  for (const std::string& name : {"a", "ab", "abc", "abcd", "abcde", "abcdef", "abcdefg", "abcdefgh"}) {
+  for (const char* name : {"a", "ab", "abc", "abcd", "abcde", "abcdef", "abcdefg", "abcdefgh"}) {
     const Tensor t = Tensor::from_vector<float>(Shape{3}, {1.5f, -2.0f, 0.25f});
     write_safetensors(path, {{name, t}}, {{"k", "v"}});
     const std::vector<uint8_t> bytes = read_file(path);
