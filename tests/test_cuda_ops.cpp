@@ -308,12 +308,16 @@ TEST(CudaOps, AttentionGemmVersion) {
 struct GemmAttentionRun {
   std::vector<float> out, lse, dqkv;
 };
+// Buffers for a run: uninitialised (poisoned: NaN until written), and the outputs read back.
+Tensor gpu_empty(const Shape& shape) { return Tensor::empty(shape, DType::F32, Device::CUDA); }
+GemmAttentionRun read_back(const Tensor& out, const Tensor& lse, const Tensor& dqkv) {
+  return {out.to(Device::CPU).to_vector<float>(), lse.to(Device::CPU).to_vector<float>(),
+          dqkv.to(Device::CPU).to_vector<float>()};
+}
 GemmAttentionRun run_gemm_attention(const AttentionShape& s, const Tensor& qkv,
                                     const Tensor& dout, bool shared) {
   const Shape matrices{cuda::attention_gemm_matrix_elements(s)};
-  const auto empty = [](const Shape& shape) {
-    return Tensor::empty(shape, DType::F32, Device::CUDA);
-  };
+  const auto empty = gpu_empty;
   const Tensor out = empty(dout.shape()), lse = empty(Shape{s.b * s.heads * s.l});
   const Tensor scores = empty(matrices), p = shared ? scores : empty(matrices);
   const Tensor dp = empty(matrices), ds = shared ? dp : empty(matrices);
@@ -323,8 +327,7 @@ GemmAttentionRun run_gemm_attention(const AttentionShape& s, const Tensor& qkv,
   cuda::attention_gemm_backward(s, qkv.data<float>(), p.data<float>(), dout.data<float>(),
                                 dqkv.data<float>(), dp.data<float>(), ds.data<float>(),
                                 GradWrite::Assign);
-  return {out.to(Device::CPU).to_vector<float>(), lse.to(Device::CPU).to_vector<float>(),
-          dqkv.to(Device::CPU).to_vector<float>()};
+  return read_back(out, lse, dqkv);
 }
 #endif
 
@@ -409,9 +412,7 @@ GemmAttentionRun run_recomputed_attention(const AttentionShape& s, int64_t chunk
   AttentionShape first = s;
   first.b = chunk;
   const Shape matrices{cuda::attention_gemm_matrix_elements(first)};
-  const auto empty = [](const Shape& shape) {
-    return Tensor::empty(shape, DType::F32, Device::CUDA);
-  };
+  const auto empty = gpu_empty;
   const Tensor out = empty(dout.shape()), lse = empty(Shape{s.b * s.heads * s.l});
   const Tensor scratch = empty(matrices), p = empty(matrices), dp = empty(matrices);
   const Tensor dqkv = write == GradWrite::Assign
@@ -422,8 +423,7 @@ GemmAttentionRun run_recomputed_attention(const AttentionShape& s, int64_t chunk
   cuda::attention_gemm_recompute_backward(s, chunk, qkv.data<float>(), dout.data<float>(),
                                           dqkv.data<float>(), p.data<float>(), dp.data<float>(),
                                           write);
-  return {out.to(Device::CPU).to_vector<float>(), lse.to(Device::CPU).to_vector<float>(),
-          dqkv.to(Device::CPU).to_vector<float>()};
+  return read_back(out, lse, dqkv);
 }
 #endif
 
