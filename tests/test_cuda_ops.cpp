@@ -431,7 +431,8 @@ GemmAttentionRun run_recomputed_attention(const AttentionShape& s, int64_t chunk
 // head dim 5 (past L = 6 d, where the op takes it), 2 heads: out, lse and dqkv against the
 // CPU's (the GEMM version's bounds), the gradient both written outright and added to an
 // earlier one. With the whole batch in one chunk the backward's P is the forward's to the
-// bit: its dqkv is the P-keeping version's (same calls, so this holds on any GPU).
+// bit: its dqkv is the P-keeping version's (same calls, so this holds on any GPU). A chunk
+// of no samples is an error.
 TEST(CudaOps, AttentionGemmRecomputesPByChunksOfSamples) {
   REQUIRE_GPU();
 #if DDPM_WITH_CUDA
@@ -469,6 +470,11 @@ TEST(CudaOps, AttentionGemmRecomputesPByChunksOfSamples) {
   EXPECT_EQ(whole.out, kept.out);
   EXPECT_EQ(whole.lse, kept.lse);
   EXPECT_EQ(whole.dqkv, kept.dqkv);
+  // a chunk of no samples is refused, naming the pass, the chunk and the batch
+  test::expect_error(
+      [&] { run_recomputed_attention(s, 0, qkv, dout, start, GradWrite::Assign); },
+      {"fp32 GEMM attention forward, P recomputed: chunks of 0 samples (at least 1) for a "
+       "batch of 3"});
 #endif
 }
 
