@@ -7,8 +7,9 @@ A .cu file is compiled here (nvcc -O3 -arch=sm_ARCH -cubin, from the repository 
 ptxas's register and spill report), a .cubin disassembled (cuobjdump -sass), a .sass listing
 read as it is. Per kernel: the loop (a backward branch and its body) holding the most tensor-
 core instructions (Hopper's HGMMA, else HMMA; FFMA for a kernel without any; --arch 90a for
-the wgmma kernels), its instructions per iteration (NOPs
-left out) by opcode, and the kernel's registers and spills; then each loop nested in it,
+the wgmma kernels), its instructions per iteration (NOPs left out) by opcode, the
+subroutines it calls (nvcc's 64-bit divisions, say) with their lengths, which a run issues
+once per call, and the kernel's registers and spills; then each loop nested in it,
 whose instructions the count above holds once but a run issues once per trip (a copy loop
 over a tile's rows, say). Static counts: a branch inside the loop that a run never takes
 still counts, an inner loop's trip count is not known here, and nothing is a timing.
@@ -106,6 +107,30 @@ def inner_loops(code, first, last):
     return sorted(loops, key=lambda loop: (loop[0], -loop[1]))
 
 
+def loop_calls(code, first, last):
+    """Sizes (instructions to the RET, NOPs left out) of the subroutines the loop
+    code[first:last + 1] calls, one entry per call: what a run issues beside the loop's own
+    instructions (nvcc's 64-bit division is such a subroutine). A call to just past the loop
+    is how the compiler leaves it, not a subroutine."""
+    at = {address: n for n, (address, _) in enumerate(code)}
+    leave = code[last + 1][0] if last + 1 < len(code) else None
+    sizes = []
+    for _, instruction in code[first:last + 1]:
+        m = re.search(r"\bCALL\.REL\S*\s+0x([0-9a-f]+)", instruction)
+        if not m or int(m.group(1), 16) not in at:
+            continue
+        target = int(m.group(1), 16)
+        if code[first][0] <= target <= code[last][0] or target == leave:
+            continue
+        size = 0
+        for _, i in code[at[target]:]:
+            size += opcode(i) != "NOP"
+            if opcode(i) == "RET":
+                break
+        sizes.append(size)
+    return sizes
+
+
 def access_bytes(instruction):
     """Bytes one thread moves with a global load or store (LDG / STG), by its width suffix."""
     parts = opcode_parts(instruction)
@@ -182,12 +207,17 @@ def report(sass, registers):
             body = collections.Counter(opcode(i) for _, i in code[a:b + 1])
             body.pop("NOP", None)
             inner.append((sum(body.values()), body))
-        rows.append((demangle(name), sum(ops.values()), ops[key], key, regs, ops, inner))
-    for kernel, total, keys, key, regs, ops, inner in rows:
+        calls = loop_calls(code, first, last)
+        rows.append((demangle(name), sum(ops.values()), ops[key], key, regs, ops, inner, calls))
+    for kernel, total, keys, key, regs, ops, inner, calls in rows:
         where = f"{regs[0]} registers, spills {regs[1]}/{regs[2]} bytes" if regs else "registers: -"
         common = ", ".join(f"{op} {n}" for op, n in ops.most_common(8))
         print(f"{kernel}\n    loop: {total} instructions, {keys} {key}, {total - keys} other; "
               f"{where}\n    {common}")
+        if calls:
+            print(f"    calls: {len(calls)} a trip, to subroutines of "
+                  f"{', '.join(str(n) for n in sorted(set(calls)))} instructions: "
+                  f"{total + sum(calls)} instructions a trip with them")
         for size, body in inner:
             common = ", ".join(f"{op} {n}" for op, n in body.most_common(4))
             print(f"    inner loop: {size} instructions, counted once above but run once per "

@@ -902,6 +902,30 @@ TEST(CudaOps, Conv2dBothVersionsMatchTheCpu) {
   set_conv_algorithm(ConvAlgorithm::Tiled);
 }
 
+// v1-v3 split their GEMM indices by 32-bit divisions (kernels/fast_divide.h): a batch of
+// 2^31 pixels or more, in or out, is refused before anything is read (the pointers here
+// point at nothing that large), naming the shape; the largest shape they take is not
+// allocated here, but the divisions' exactness up to 2^31 is tests/test_fast_divide.cpp's.
+TEST(CudaOps, Conv2dV1ToV3RefuseBatchesOf2To31Pixels) {
+  REQUIRE_GPU();
+#if DDPM_WITH_CUDA
+  const Tensor buffer = Tensor::zeros(Shape{64}, DType::F32, Device::CUDA);
+  float* const p = buffer.data<float>();
+  const Conv2dShape in = conv2d_shape(Shape{65536, 256, 256, 1}, Shape{1, 1, 1, 1}, {});
+  const Conv2dShape out = conv2d_shape(Shape{32768, 512, 256, 1}, Shape{1, 1, 1, 1}, {});
+  for (const cuda::ConvAlgo a :
+       {cuda::ConvAlgo::Naive, cuda::ConvAlgo::Tiled, cuda::ConvAlgo::TensorCore}) {
+    SCOPED_TRACE(cuda::conv_algo_name(a));
+    test::expect_error([&] { cuda::conv2d_forward(in, p, p, nullptr, p, a, p); },
+                       {"convolutions v1-v3 split their indices in 32 bits",
+                        "got 65536 x 256 x 256 x 1 in"});
+    test::expect_error(
+        [&] { cuda::conv2d_backward(out, p, p, p, p, p, nullptr, a, p); },
+        {"fewer than 2^31 pixels in and out", "got 32768 x 512 x 256 x 1 in"});
+  }
+#endif
+}
+
 // upsample_conv3x3 (engine/ops.h: four 2x2 convolutions of x with folded kernels, then the
 // phases interleaved) on v2: the folds are the CPU's bits (the same fp32 sums in the same
 // order, kernels/upsample_conv.h), the op and its gradients within the fp32 convolution

@@ -34,8 +34,11 @@
 // All sum each output in a fixed order (split-K included: no atomics): deterministic.
 // Backward passes accumulate (+=) into dx and dw, the tape's convention (dx = when it is
 // the first contribution: kernels/grad_write.h).
-// What limits v2: fp32 FMA throughput (no tensor cores), and the index arithmetic of the
-// gather, which a production kernel precomputes per tile; see docs for measured figures.
+// What limits v2: fp32 FMA throughput (no tensor cores), its shared-memory reads (two per
+// four FFMA), and the index arithmetic of the gather. The loaders' divisions by the shape
+// are multiplies by magic numbers (FastDivide: a K step of 8 is 383 SASS instructions for
+// 128 FFMA, where 64-bit divides made it up to 1531; docs/kernels.md); a production kernel
+// steps the indices per tile instead (v4).
 #include <algorithm>
 #include <vector>
 
@@ -50,24 +53,39 @@
 #include "kernels/cuda/device_info.cuh"
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/launch.cuh"
+#include "kernels/fast_divide.h"
 
 namespace ddpm::cuda {
 
 namespace {
 
 // ---- loaders: operand element (row, col), called only for in-range indices ----
+// A row or column index splits into (image, row, column) or (tap, channel) by divisions by
+// the shape, fixed for the launch: FastDivide (kernels/fast_divide.h) does each with one
+// multiply and a shift where 64-bit divides took ~70 instructions apiece, most of what a
+// v2 thread executed per product (check_index_limits: indices below 2^31).
+
+// A divisor of the shape; an empty extent (then nothing is loaded) divides by 1.
+FastDivide by(int64_t extent) { return FastDivide(std::max<int64_t>(extent, 1)); }
 
 // A[m, k] of the forward pass (also A^T of wgrad).
 struct Im2col {
   Conv2dShape s;
   int64_t oh_n, ow_n;
+  FastDivide by_c_in, by_kw, by_ow, by_oh;
   const float* x;  // (N, H, W, Cin)
+  Im2col(const Conv2dShape& s_, const float* x_)
+      : s(s_), oh_n(s_.out_h()), ow_n(s_.out_w()), by_c_in(by(s_.c_in)), by_kw(by(s_.kw)),
+        by_ow(by(s_.out_w())), by_oh(by(s_.out_h())), x(x_) {}
   __device__ float operator()(int64_t m, int64_t k) const {
-    const int64_t ci = k % s.c_in, tap = k / s.c_in, kw = tap % s.kw, kh = tap / s.kw;
-    const int64_t ow = m % ow_n, oh = (m / ow_n) % oh_n, n = m / (ow_n * oh_n);
-    const int64_t ih = oh * s.stride - s.pad_top + kh, iw = ow * s.stride - s.pad_left + kw;
+    const QuotientRemainder tap_ci = divide(static_cast<uint32_t>(k), by_c_in);
+    const QuotientRemainder kh_kw = divide(tap_ci.q, by_kw);
+    const QuotientRemainder row_ow = divide(static_cast<uint32_t>(m), by_ow);
+    const QuotientRemainder n_oh = divide(row_ow.q, by_oh);
+    const int64_t ih = int64_t{n_oh.r} * s.stride - s.pad_top + kh_kw.q;
+    const int64_t iw = int64_t{row_ow.r} * s.stride - s.pad_left + kh_kw.r;
     if (ih < 0 || ih >= s.h || iw < 0 || iw >= s.w) return 0.0f;
-    return x[((n * s.h + ih) * s.w + iw) * s.c_in + ci];
+    return x[((n_oh.q * s.h + ih) * s.w + iw) * s.c_in + tap_ci.r];
   }
 };
 
@@ -89,27 +107,50 @@ struct Dense {
 struct DgradA {
   Conv2dShape s;
   int64_t oh_n, ow_n;
+  FastDivide by_c_out, by_kw, by_w, by_h, by_stride;
   const float* dy;  // (N, OH, OW, Cout)
+  DgradA(const Conv2dShape& s_, const float* dy_)
+      : s(s_), oh_n(s_.out_h()), ow_n(s_.out_w()), by_c_out(by(s_.c_out)), by_kw(by(s_.kw)),
+        by_w(by(s_.w)), by_h(by(s_.h)), by_stride(by(s_.stride)), dy(dy_) {}
   __device__ float operator()(int64_t m, int64_t k) const {
-    const int64_t co = k % s.c_out, tap = k / s.c_out, kw = tap % s.kw, kh = tap / s.kw;
-    const int64_t iw = m % s.w, ih = (m / s.w) % s.h, n = m / (s.w * s.h);
-    const int64_t nh = ih + s.pad_top - kh, nw = iw + s.pad_left - kw;  // = oh*s, ow*s
-    if (nh < 0 || nw < 0 || nh % s.stride != 0 || nw % s.stride != 0) return 0.0f;
-    const int64_t oh = nh / s.stride, ow = nw / s.stride;
-    if (oh >= oh_n || ow >= ow_n) return 0.0f;
-    return dy[((n * oh_n + oh) * ow_n + ow) * s.c_out + co];
+    const QuotientRemainder tap_co = divide(static_cast<uint32_t>(k), by_c_out);
+    const QuotientRemainder kh_kw = divide(tap_co.q, by_kw);
+    const QuotientRemainder row_iw = divide(static_cast<uint32_t>(m), by_w);
+    const QuotientRemainder n_ih = divide(row_iw.q, by_h);
+    const int64_t nh = int64_t{n_ih.r} + s.pad_top - kh_kw.q;  // = oh*s
+    const int64_t nw = int64_t{row_iw.r} + s.pad_left - kh_kw.r;  // = ow*s
+    if (nh < 0 || nw < 0) return 0.0f;
+    const QuotientRemainder oh = divide(static_cast<uint32_t>(nh), by_stride);
+    const QuotientRemainder ow = divide(static_cast<uint32_t>(nw), by_stride);
+    if (oh.r != 0 || ow.r != 0 || oh.q >= oh_n || ow.q >= ow_n) return 0.0f;
+    return dy[((n_ih.q * oh_n + oh.q) * ow_n + ow.q) * s.c_out + tap_co.r];
   }
 };
 
 // B'[k', ci] of dgrad: w[kh, kw, ci, co] for k' = (kh, kw, co).
 struct DgradB {
   Conv2dShape s;
+  FastDivide by_c_out;
   const float* w;
+  DgradB(const Conv2dShape& s_, const float* w_) : s(s_), by_c_out(by(s_.c_out)), w(w_) {}
   __device__ float operator()(int64_t k, int64_t ci) const {
-    const int64_t co = k % s.c_out, tap = k / s.c_out;
-    return w[(tap * s.c_in + ci) * s.c_out + co];
+    const QuotientRemainder tap_co = divide(static_cast<uint32_t>(k), by_c_out);
+    return w[(tap_co.q * s.c_in + ci) * s.c_out + tap_co.r];
   }
 };
+
+// What the loaders' 32-bit divisions take: every index they split below 2^31 (the GEMM's
+// rows, the pixels of the batch in and out, and its K, taps times channels).
+void check_index_limits(const Conv2dShape& s) {
+  const int64_t limit = int64_t{1} << 31;
+  CHECK(s.n * s.h * s.w < limit && s.n * s.out_h() * s.out_w() < limit &&
+            s.taps() * std::max(s.c_in, s.c_out) < limit,
+        "convolutions v1-v3 split their indices in 32 bits: batches of fewer than 2^31 pixels "
+        "in and out and fewer than 2^31 taps x channels, got "
+            << s.n << " x " << s.h << " x " << s.w << " x " << s.c_in << " in, " << s.out_h()
+            << " x " << s.out_w() << " x " << s.c_out << " out, kernel " << s.kh << " x "
+            << s.kw);
+}
 
 // ---- v1: naive ----
 template <class LoadA, class LoadB>
@@ -409,9 +450,10 @@ void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const 
   if (algo == ConvAlgo::Bf16x6TensorCore)
     return conv2d_pieces_forward(s, PieceSplit::Fp32, x, w, b, y, workspace, per_sample,
                                  residual);
+  check_index_limits(s);
   const int64_t oh_n = s.out_h(), ow_n = s.out_w();
   const int64_t m = s.n * oh_n * ow_n, k = static_cast<int64_t>(s.kh) * s.kw * s.c_in;
-  gemm(algo, m, s.c_out, k, Im2col{s, oh_n, ow_n, x}, Dense{w, s.c_out}, b, y, false);
+  gemm(algo, m, s.c_out, k, Im2col(s, x), Dense{w, s.c_out}, b, y, false);
   if (per_sample)
     broadcast_add_forward(BroadcastShape{s.n, oh_n * ow_n, s.c_out, true}, y, per_sample, y);
   if (residual) add_forward(m * s.c_out, y, residual, y);
@@ -461,16 +503,15 @@ void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const
       bias_gradient(s, dy, db, workspace, conv2d_pieces_backward_workspace(s, PieceSplit::Fp32));
     return;
   }
-  const int64_t oh_n = s.out_h(), ow_n = s.out_w(), taps = static_cast<int64_t>(s.kh) * s.kw;
-  const int64_t m = s.n * oh_n * ow_n;
+  check_index_limits(s);
+  const int64_t taps = s.taps(), m = s.n * s.out_h() * s.out_w();
   if (dx)
-    gemm(algo, s.n * s.h * s.w, s.c_in, taps * s.c_out, DgradA{s, oh_n, ow_n, dy}, DgradB{s, w},
-         nullptr, dx, dx_write == GradWrite::Accumulate);
+    gemm(algo, s.n * s.h * s.w, s.c_in, taps * s.c_out, DgradA(s, dy), DgradB(s, w), nullptr, dx,
+         dx_write == GradWrite::Accumulate);
   const int64_t split_floats = split_k_workspace(s, algo);
   if (dw)
-    gemm(algo, taps * s.c_in, s.c_out, m, Transposed<Im2col>{Im2col{s, oh_n, ow_n, x}},
-         Dense{dy, s.c_out}, nullptr, dw, dw_write == GradWrite::Accumulate,
-         split_floats > 0 ? workspace : nullptr);
+    gemm(algo, taps * s.c_in, s.c_out, m, Transposed<Im2col>{Im2col(s, x)}, Dense{dy, s.c_out},
+         nullptr, dw, dw_write == GradWrite::Accumulate, split_floats > 0 ? workspace : nullptr);
   if (db) bias_gradient(s, dy, db, workspace, split_floats);
 }
 

@@ -2,9 +2,10 @@
 # scripts/sass_loops.py on a hand-written SASS listing (tests/cli/data/loops.sass): the loop
 # it reports per kernel is the one with the most HMMA (the outer of two nested loops, which
 # holds all three; NOPs not counted; the inner one is reported on a line of its own), FFMA
-# where a kernel has no HMMA, and a kernel with neither is left out; --filter keeps the
-# kernels whose name matches; --memory lists the loops with global loads and stores by access
-# width. Needs no GPU and no CUDA tools (a .sass file is read as is).
+# where a kernel has no HMMA, and a kernel with neither is left out; the subroutines a loop
+# calls are counted per call; --filter keeps the kernels whose name matches; --memory lists
+# the loops with global loads and stores by access width. Needs no GPU and no CUDA tools (a
+# .sass file is read as is).
 #   tests/cli/sass_loops.sh SOURCE_DIR WORKDIR
 set -u
 src=$1 work=$2
@@ -21,6 +22,11 @@ grep -qF "inner loop: 4 instructions, counted once above but run once per trip (
 [ "$(grep -c "inner loop" <<< "$out")" = 1 ] || fail "one inner loop in all: $out"
 grep -qF "loop: 5 instructions, 1 FFMA, 4 other" <<< "$out" || fail "the axpy's FFMA loop: $out"
 ! grep -q "copy" <<< "$out" || fail "a kernel without HMMA or FFMA is listed: $out"
+# div's loop calls a subroutine twice (3 instructions to its RET, the NOP left out) and
+# leaves by a call to just past itself, which is not a subroutine
+grep -qF "calls: 2 a trip, to subroutines of 3 instructions: 12 instructions a trip with them" \
+  <<< "$out" || fail "div's calls: $out"
+[ "$(grep -c "calls:" <<< "$out")" = 1 ] || fail "only div's loop calls subroutines: $out"
 only=$(python3 "$src/scripts/sass_loops.py" --filter axpy "$src/tests/cli/data/loops.sass" 2>&1)
 grep -q "axpy" <<< "$only" && ! grep -q "gemm" <<< "$only" || fail "--filter axpy: $only"
 # --memory: every loop with global accesses, by width (LDG.E.128 16 bytes, LDG.E 4, .U16 2),
