@@ -36,8 +36,8 @@
 // the first contribution: kernels/grad_write.h).
 // What limits v2: fp32 FMA throughput (no tensor cores), its shared-memory reads (two per
 // four FFMA), and the index arithmetic of the gather. The loaders' divisions by the shape
-// are multiplies by magic numbers (FastDivide: a K step of 8 is 383 SASS instructions for
-// 128 FFMA, where 64-bit divides made it up to 1531; docs/kernels.md); a production kernel
+// are multiplies by magic numbers (FastDivide: a forward K step of 8 is 338 SASS instructions
+// for 128 FFMA, where 64-bit divides made it up to 1531; docs/kernels.md); a production kernel
 // steps the indices per tile instead (v4).
 #include <algorithm>
 #include <vector>
@@ -71,12 +71,11 @@ FastDivide by(int64_t extent) { return FastDivide(std::max<int64_t>(extent, 1));
 // A[m, k] of the forward pass (also A^T of wgrad).
 struct Im2col {
   Conv2dShape s;
-  int64_t oh_n, ow_n;
   FastDivide by_c_in, by_kw, by_ow, by_oh;
   const float* x;  // (N, H, W, Cin)
   Im2col(const Conv2dShape& s_, const float* x_)
-      : s(s_), oh_n(s_.out_h()), ow_n(s_.out_w()), by_c_in(by(s_.c_in)), by_kw(by(s_.kw)),
-        by_ow(by(s_.out_w())), by_oh(by(s_.out_h())), x(x_) {}
+      : s(s_), by_c_in(by(s_.c_in)), by_kw(by(s_.kw)), by_ow(by(s_.out_w())),
+        by_oh(by(s_.out_h())), x(x_) {}
   __device__ float operator()(int64_t m, int64_t k) const {
     const QuotientRemainder tap_ci = divide(static_cast<uint32_t>(k), by_c_in);
     const QuotientRemainder kh_kw = divide(tap_ci.q, by_kw);
