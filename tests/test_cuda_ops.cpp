@@ -1156,6 +1156,74 @@ TEST(CudaOps, ColumnSumsUseTheWholeGpu) {
   EXPECT_EQ(p.chunks * p.chunk_rows >= p.rows && (p.chunks - 1) * p.chunk_rows < p.rows, true);
 }
 
+// v2's two block tiles, 64x64 (4x4 outputs a thread) and 128x128 (8x8), give the same bits
+// in all three passes: each output is the same sum over k in the same order, whichever
+// thread holds it (kernels/conv2d_tiled_layout.h). Shapes with partial tiles on both sides
+// (234 rows, 140 columns), a strided dgrad, and a wgrad whose reduction splits (3 x 9 x 19
+// pixels, as below); the bias's gradient is the same column sum either way. The launch
+// counts show that each forced tile is the one that ran. Against the CPU: the small tiles
+// in Conv2dBothVersionsMatchTheCpu above, the same bits.
+TEST(CudaOps, Conv2dTiledLargeAndSmallTilesAreTheSameBits) {
+  REQUIRE_GPU();
+#if DDPM_WITH_CUDA
+  struct Case {
+    Shape x;
+    int64_t k, c_out;
+    Conv2dParams p;
+  };
+  const Case cases[] = {{{2, 9, 13, 20}, 3, 140, Conv2dParams::same(3)},
+                        {{2, 10, 12, 24}, 3, 36, Conv2dParams::downsample()},
+                        {{3, 9, 19, 64}, 3, 64, Conv2dParams::same(3)}};
+  uint64_t stream = 900;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.x.str() + " -> " + std::to_string(c.c_out));
+    const Conv2dShape s = conv2d_shape(c.x, Shape{c.k, c.k, c.x[3], c.c_out}, c.p);
+    const Shape y_shape{s.n, s.out_h(), s.out_w(), s.c_out};
+    const Tensor x = rnd(c.x, stream).to(Device::CUDA);
+    const Tensor w = rnd({c.k, c.k, c.x[3], c.c_out}, stream + 1, 0.1).to(Device::CUDA);
+    const Tensor b = rnd({c.c_out}, stream + 2).to(Device::CUDA);
+    const Tensor dy = rnd(y_shape, stream + 3).to(Device::CUDA);
+    stream += 4;
+    const int64_t ws_floats = std::max(cuda::conv2d_forward_workspace(s, cuda::ConvAlgo::Tiled),
+                                       cuda::conv2d_backward_workspace(s, cuda::ConvAlgo::Tiled));
+    const Tensor ws = Tensor::empty(Shape{std::max<int64_t>(ws_floats, 1)}, DType::F32,
+                                    Device::CUDA);
+    const auto run = [&](cuda::TiledTiles tiles) {
+      cuda::set_conv2d_tiled_tiles(tiles);
+      const Tensor y = Tensor::empty(y_shape, DType::F32, Device::CUDA);
+      const Tensor dx = Tensor::full(c.x, 0.5, DType::F32).to(Device::CUDA);
+      const Tensor dw = Tensor::full(w.shape(), 0.25, DType::F32).to(Device::CUDA);
+      const Tensor db = Tensor::zeros(Shape{c.c_out}, DType::F32, Device::CUDA);
+      cuda::conv2d_forward(s, x.data<float>(), w.data<float>(), b.data<float>(), y.data<float>(),
+                           cuda::ConvAlgo::Tiled, ws.data<float>());
+      cuda::conv2d_backward(s, x.data<float>(), w.data<float>(), dy.data<float>(),
+                            dx.data<float>(), dw.data<float>(), db.data<float>(),
+                            cuda::ConvAlgo::Tiled, ws.data<float>());
+      cuda::set_conv2d_tiled_tiles(cuda::TiledTiles::Heuristic);
+      std::vector<std::vector<float>> out;
+      for (const Tensor* t : {&y, &dx, &dw, &db})
+        out.push_back(t->to(Device::CPU).to_vector<float>());
+      return out;
+    };
+    const cuda::TiledLaunches before = cuda::conv2d_tiled_launches();
+    const std::vector<std::vector<float>> small = run(cuda::TiledTiles::Small);
+    const cuda::TiledLaunches between = cuda::conv2d_tiled_launches();
+    const std::vector<std::vector<float>> large = run(cuda::TiledTiles::Large);
+    const cuda::TiledLaunches after = cuda::conv2d_tiled_launches();
+    EXPECT_EQ(between.small - before.small, 3) << "forward, dgrad, wgrad on the small tiles";
+    EXPECT_EQ(between.large, before.large);
+    EXPECT_EQ(after.large - between.large, 3) << "forward, dgrad, wgrad on the large tiles";
+    EXPECT_EQ(after.small, between.small);
+    const char* names[] = {"y", "dx", "dw", "db"};
+    for (int i = 0; i < 4; ++i) EXPECT_EQ(large[i], small[i]) << names[i];
+  }
+  // The heuristic: the large tiles where their blocks fill every SM twice over (the model's
+  // 32x32 forward at batch 128: 1024 blocks), else the small ones (its 4x4 layers' 32).
+  EXPECT_TRUE(cuda::conv2d_tiled_takes_large_tiles(128 * 32 * 32, 128, 1));
+  EXPECT_FALSE(cuda::conv2d_tiled_takes_large_tiles(128 * 4 * 4, 256, 1));
+#endif
+}
+
 // The tiled and tensor-core wgrads with a workspace split their reduction (N*OH*OW = 8192
 // terms here; 512 with small shapes) into slices summed in slice order: the same values as
 // the unsplit kernel up to float summation order (1e-4 relative; TF32's rounding is the same

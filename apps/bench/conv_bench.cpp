@@ -164,9 +164,14 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
       cuda::Bf16Tiles tiles;
       const char* name;
       bool tf32_mma = true;  // v4 TF32: TF32 products where they run (else bf16 pieces)
+      cuda::TiledTiles tiled = cuda::TiledTiles::Heuristic;  // v2's block tile
     };
     const Version versions[] = {
         {cuda::ConvAlgo::Naive, cuda::Bf16Tiles::Heuristic, "v1 naive"},
+        // v2 on 64x64 tiles, 4x4 outputs a thread (its first form), and as the engine runs
+        // it: 128x128 tiles of 8x8 where they fill the GPU (conv2d.cu); the same bits
+        {cuda::ConvAlgo::Tiled, cuda::Bf16Tiles::Heuristic, "v2 tiled (64x64 tiles)", true,
+         cuda::TiledTiles::Small},
         {cuda::ConvAlgo::Tiled, cuda::Bf16Tiles::Heuristic, "v2 tiled"},
         {cuda::ConvAlgo::TensorCore, cuda::Bf16Tiles::Heuristic, "v3 TF32 tensor cores"},
         // precision tf32's default, v4's GEMM in TF32 (conv2d_tf32.cu): TF32 mma.sync on
@@ -200,6 +205,7 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
       }
       cuda::set_conv2d_bf16_tiles(version.tiles);
       cuda::set_conv2d_tf32_mma(version.tf32_mma);
+      cuda::set_conv2d_tiled_tiles(version.tiled);
       // the engine's path: workspaces for v4's bf16 operands and for split-K (cuDNN: its
       // staged operands and its own)
       const int64_t ws_floats = std::max(cuda::conv2d_forward_workspace(s, algo),
@@ -223,6 +229,7 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
     }
     cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Heuristic);
     cuda::set_conv2d_tf32_mma(true);
+    cuda::set_conv2d_tiled_tiles(cuda::TiledTiles::Heuristic);
     // cuDNN in plain fp32 (FMA math: the comparison for v1/v2) and allowed TF32 tensor
     // cores (CUDNN_TENSOR_OP_MATH: the comparison for v3, and PyTorch's default for fp32)
     // and bf16 tensors with tensor cores (the comparison for v4, and PyTorch's autocast)

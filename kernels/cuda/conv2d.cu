@@ -16,11 +16,14 @@
 //             and readable; every operand element is re-read from global memory by every
 //             thread that needs it (no reuse), so it runs at a small fraction of peak.
 //   v2 tiled: a block computes a 64x64 tile of C with 256 threads, each owning a 4x4 grid
-//             of outputs (rows ty + 16i, columns tx + 16j: stores coalesce along tx). The
-//             K loop stages a 64x8 tile of A and an 8x64 tile of B in shared memory, so each
-//             loaded element is reused 64 times from shared memory and 4 times from
-//             registers. Loads coalesce: consecutive threads read consecutive k of A
-//             (channels) and consecutive columns of B.
+//             of outputs. The K loop stages a 64x8 tile of A and an 8x64 tile of B in shared
+//             memory, so each loaded element is reused 64 times from shared memory and 4
+//             times from registers. Loads coalesce: consecutive threads read consecutive k
+//             of A (channels) and consecutive columns of B. Then the same loop on 128x128
+//             tiles, 8x8 outputs a thread: each staged element and each shared-memory read
+//             feeds twice the products, so the gathers' index arithmetic and the reads are
+//             spread over 4 times the FFMA (kernels/conv2d_tiled_layout.h: who stages and
+//             owns what; gemm_tiled below: the two stages that overlap loads and products).
 //   v3 tensor cores: v2's tiling with the products on tensor cores in TF32 (WMMA), in
 //             conv2d_tensor_core.cuh; same loaders, same split-K; ~1e-3 relative rounding.
 //             (v4, conv2d_bf16.cu, is the fast one, in bf16; conv2d_tf32.cu runs the
@@ -34,11 +37,11 @@
 // All sum each output in a fixed order (split-K included: no atomics): deterministic.
 // Backward passes accumulate (+=) into dx and dw, the tape's convention (dx = when it is
 // the first contribution: kernels/grad_write.h).
-// What limits v2: fp32 FMA throughput (no tensor cores), its shared-memory reads (two per
-// four FFMA), and the index arithmetic of the gather. The loaders' divisions by the shape
-// are multiplies by magic numbers (FastDivide: a forward K step of 8 is 338 SASS instructions
-// for 128 FFMA, where 64-bit divides made it up to 1531; docs/kernels.md); a production kernel
-// steps the indices per tile instead (v4).
+// What limits v2: fp32 FMA throughput (no tensor cores), its shared-memory reads, and the
+// index arithmetic of the gather. The loaders' divisions by the shape are multiplies by
+// magic numbers (FastDivide: a forward K step of 8 on 64x64 tiles is 322 SASS instructions
+// for 128 FFMA, where 64-bit divides made it up to 1531; on 128x128 tiles, 819 for 512 FFMA;
+// docs/kernels.md); a production kernel steps the indices per tile instead (v4).
 #include <algorithm>
 #include <vector>
 
@@ -53,6 +56,7 @@
 #include "kernels/cuda/device_info.cuh"
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/launch.cuh"
+#include "kernels/conv2d_tiled_layout.h"
 #include "kernels/fast_divide.h"
 
 namespace ddpm::cuda {
@@ -168,64 +172,104 @@ __global__ void gemm_naive(int64_t m, int64_t n, int64_t k, LoadA a, LoadB b, co
 }
 
 // ---- v2: shared-memory tiles ----
-constexpr int kTileM = 64, kTileN = 64, kTileK = 8;
-constexpr int kTileThreads = 256;             // 16 x 16
-constexpr int kMicro = 4;                     // outputs per thread per dimension
-static_assert(kTileM == 16 * kMicro && kTileN == 16 * kMicro, "16x16 threads x 4x4 outputs");
-static_assert(kTileM == kTcTile && kTileN == kTcTile && kTcK % kTileK == 0,
-              "v2 and v3 share the split-K planner");
-static_assert(kTileM * kTileK == 2 * kTileThreads && kTileK * kTileN == 2 * kTileThreads,
-              "each thread stages two elements of each operand tile");
+// The tiles' layout, who stages what and which outputs a thread owns:
+// kernels/conv2d_tiled_layout.h (host and device code, so a CPU test checks its banks).
+// Two tile sizes, 64x64 (4x4 outputs a thread) and 128x128 (8x8), whose results are the
+// same bits: each output is one sum over k in order, whichever thread holds it.
+using Small = tiled::Layout<4>;
+using Large = tiled::Layout<8>;
+using tiled::kTileK;
+constexpr int kTileThreads = tiled::kThreads;
+static_assert(Small::kTile == kTcTile && kTcK % kTileK == 0,
+              "v2 and v3 share the split-K planner, counted in 64x64 tiles");
 
 // grid (m tiles, n tiles, splits): M, the long side (N*OH*OW rows: 4.2M at 64x256x256), on
 // x, whose limit is 2^31 - 1 (y and z stop at 65,535). Block z sums k in
 // [z * k_slice, (z+1) * k_slice) and, when splitting, writes (not adds) its partial tile to
 // c + z * m * n.
-template <class LoadA, class LoadB>
-__global__ void __launch_bounds__(kTileThreads)
+// Two stages of each tile in shared memory: a K step multiplies out of one while its
+// thread's loads for the next step (a gather: index arithmetic, then global memory) are
+// already issued into registers; they go into the other stage after the products, so a step
+// waits at one barrier instead of two, and the loads' latency overlaps the products. Each
+// output's sum runs over k in the same order as in a one-stage loop: the same bits.
+// Registers (ptxas sm_80): the small tiles held to 64 a thread, 4 blocks an SM as before the
+// second stage (62-64, no spills); the large tiles' 64 accumulators and the gathers'
+// addresses take 143-178, one block an SM (held to 128 for two, they spilled in the loop).
+template <int kMicro, class LoadA, class LoadB>
+__global__ void __launch_bounds__(kTileThreads, kMicro == 4 ? 4 : 1)
 gemm_tiled(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB b,
            const float* bias, float* c, bool accumulate) {
-  __shared__ float as[kTileK][kTileM];  // A tile, transposed: as[kk][row]
-  __shared__ float bs[kTileK][kTileN];
-  const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
-  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kTileM;
-  const int64_t col0 = static_cast<int64_t>(blockIdx.y) * kTileN;
+  using L = tiled::Layout<kMicro>;
+  __shared__ __align__(16) float as[2][L::kTileAFloats];  // A's tile, transposed: [k][row]
+  __shared__ __align__(16) float bs[2][L::kTileBFloats];  // B's tile: [k][column]
+  const int t = threadIdx.x;
+  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * L::kTile;
+  const int64_t col0 = static_cast<int64_t>(blockIdx.y) * L::kTile;
   const int64_t k_begin = blockIdx.z * k_slice;
   const int64_t k_end = k_begin + k_slice < k ? k_begin + k_slice : k;
   if (gridDim.z > 1) c += blockIdx.z * m * n;
-  float acc[kMicro][kMicro] = {};
-  for (int64_t k0 = k_begin; k0 < k_end; k0 += kTileK) {
-    for (int r = 0; r < 2; ++r) {
-      const int e = threadIdx.x + r * kTileThreads;
-      const int ar = e / kTileK, ak = e % kTileK;  // consecutive threads: consecutive k
-      const int64_t gr = row0 + ar, gk = k0 + ak;
-      as[ak][ar] = (gr < m && gk < k_end) ? a(gr, gk) : 0.0f;
-      const int bk = e / kTileN, bc = e % kTileN;  // consecutive threads: consecutive columns
-      const int64_t gk2 = k0 + bk, gc = col0 + bc;
-      bs[bk][bc] = (gk2 < k_end && gc < n) ? b(gk2, gc) : 0.0f;
+  // This thread's elements of the next K step's tiles (zeros outside the matrices).
+  float a_next[L::kShare], b_next[L::kShare];
+  const auto fetch = [&](int64_t k0) {
+#pragma unroll
+    for (int r = 0; r < L::kShare; ++r) {
+      const tiled::TileIndex ea = L::a_element(t, r), eb = L::b_element(t, r);
+      const int64_t gr = row0 + ea.outer, gk = k0 + ea.inner;
+      a_next[r] = (gr < m && gk < k_end) ? a(gr, gk) : 0.0f;
+      const int64_t gk2 = k0 + eb.outer, gc = col0 + eb.inner;
+      b_next[r] = (gk2 < k_end && gc < n) ? b(gk2, gc) : 0.0f;
     }
-    __syncthreads();
+  };
+  const auto store = [&](int stage) {
+#pragma unroll
+    for (int r = 0; r < L::kShare; ++r) {
+      const tiled::TileIndex ea = L::a_element(t, r), eb = L::b_element(t, r);
+      as[stage][L::a_offset(ea.outer, ea.inner)] = a_next[r];
+      bs[stage][L::b_offset(eb.outer, eb.inner)] = b_next[r];
+    }
+  };
+  float acc[kMicro][kMicro] = {};
+  int stage = 0;
+  if (k_begin < k_end) {
+    fetch(k_begin);
+    store(stage);
+  }
+  __syncthreads();
+  for (int64_t k0 = k_begin; k0 < k_end; k0 += kTileK) {
+    const bool more = k0 + kTileK < k_end;  // the same for the whole block
+    if (more) fetch(k0 + kTileK);
+    const float* at = as[stage];
+    const float* bt = bs[stage];
 #pragma unroll
     for (int kk = 0; kk < kTileK; ++kk) {
+      // the thread's rows of A and columns of B, 4 to a 16-byte shared-memory read
       float av[kMicro], bv[kMicro];
 #pragma unroll
-      for (int i = 0; i < kMicro; ++i) av[i] = as[kk][ty + 16 * i];
-#pragma unroll
-      for (int j = 0; j < kMicro; ++j) bv[j] = bs[kk][tx + 16 * j];
+      for (int g = 0; g < kMicro; g += tiled::kGroup) {
+        const float4 a4 = *reinterpret_cast<const float4*>(at + L::a_offset(L::row(t, g), kk));
+        const float4 b4 = *reinterpret_cast<const float4*>(bt + L::b_offset(kk, L::column(t, g)));
+        av[g] = a4.x, av[g + 1] = a4.y, av[g + 2] = a4.z, av[g + 3] = a4.w;
+        bv[g] = b4.x, bv[g + 1] = b4.y, bv[g + 2] = b4.z, bv[g + 3] = b4.w;
+      }
 #pragma unroll
       for (int i = 0; i < kMicro; ++i)
 #pragma unroll
         for (int j = 0; j < kMicro; ++j) acc[i][j] += av[i] * bv[j];
     }
-    __syncthreads();
+    if (more) {
+      // The other stage was last read before the previous barrier: free to overwrite.
+      store(stage ^ 1);
+      __syncthreads();
+      stage ^= 1;
+    }
   }
 #pragma unroll
   for (int i = 0; i < kMicro; ++i) {
-    const int64_t r = row0 + ty + 16 * i;
+    const int64_t r = row0 + L::row(t, i);
     if (r >= m) continue;
 #pragma unroll
     for (int j = 0; j < kMicro; ++j) {
-      const int64_t col = col0 + tx + 16 * j;
+      const int64_t col = col0 + L::column(t, j);
       if (col >= n) continue;
       if (gridDim.z > 1 || !accumulate) {
         c[r * n + col] = acc[i][j] + (bias ? bias[col] : 0.0f);
@@ -251,12 +295,28 @@ __global__ void reduce_splits(int64_t mn, int splits, const float* parts, float*
 constexpr int64_t kMinSlice = 256;
 constexpr int kMaxSplits = 32;
 
-int64_t tiles(int64_t m, int64_t n) {
-  return ((m + kTileM - 1) / kTileM) * ((n + kTileN - 1) / kTileN);
+int64_t tiles(int64_t m, int64_t n, int tile) {
+  return ((m + tile - 1) / tile) * ((n + tile - 1) / tile);
 }
 
+// Counted in 64x64 tiles whichever tile runs, so that the tile never changes a bit.
 int choose_splits(int64_t m, int64_t n, int64_t k) {
-  return split_k_count(tiles(m, n), k, kMinSlice, kMaxSplits);
+  return split_k_count(tiles(m, n, Small::kTile), k, kMinSlice, kMaxSplits);
+}
+
+TiledTiles g_tiled_tiles = TiledTiles::Heuristic;
+TiledLaunches g_tiled_launches;
+
+
+// v2 with kMicro x kMicro outputs a thread.
+template <int kMicro, class LoadA, class LoadB>
+void launch_tiled(int64_t m, int64_t n, int64_t k, int64_t k_slice, int splits, LoadA a,
+                  LoadB b, const float* bias, float* c, bool accumulate) {
+  constexpr int tile = tiled::Layout<kMicro>::kTile;
+  const dim3 grid(static_cast<unsigned>((m + tile - 1) / tile),
+                  static_cast<unsigned>((n + tile - 1) / tile), static_cast<unsigned>(splits));
+  DDPM_LAUNCH((gemm_tiled<kMicro, LoadA, LoadB>), grid, kTileThreads)(
+      m, n, k, k_slice, a, b, bias, c, accumulate);
 }
 
 // workspace: null (never split) or room for choose_splits(m, n, k) * m * n floats.
@@ -272,18 +332,22 @@ void gemm(ConvAlgo algo, int64_t m, int64_t n, int64_t k, LoadA a, LoadB b, cons
   const int splits = workspace ? choose_splits(m, n, k) : 1;
   // each slice a whole number of K steps (kTcK is a multiple of kTileK)
   const int64_t k_slice = ((k + splits - 1) / splits + kTcK - 1) / kTcK * kTcK;
-  const dim3 grid(static_cast<unsigned>((m + kTileM - 1) / kTileM),
-                  static_cast<unsigned>((n + kTileN - 1) / kTileN), static_cast<unsigned>(splits));
   const float* tile_bias = splits > 1 ? nullptr : bias;
   float* out = splits > 1 ? workspace : c;
   if (algo == ConvAlgo::TensorCore) {
     CHECK(compute_capability() >= 80, "the tensor-core convolution (TF32) needs sm_80 or later, "
                                       "this device is sm_" << compute_capability());
+    const dim3 grid(static_cast<unsigned>((m + kTcTile - 1) / kTcTile),
+                    static_cast<unsigned>((n + kTcTile - 1) / kTcTile),
+                    static_cast<unsigned>(splits));
     DDPM_LAUNCH((gemm_tensor_core<LoadA, LoadB>), grid, kTcThreads)(
         m, n, k, k_slice, a, b, tile_bias, out, accumulate);
+  } else if (conv2d_tiled_takes_large_tiles(m, n, splits)) {
+    launch_tiled<8>(m, n, k, k_slice, splits, a, b, tile_bias, out, accumulate);
+    ++g_tiled_launches.large;
   } else {
-    DDPM_LAUNCH((gemm_tiled<LoadA, LoadB>), grid, kTileThreads)(
-        m, n, k, k_slice, a, b, tile_bias, out, accumulate);
+    launch_tiled<4>(m, n, k, k_slice, splits, a, b, tile_bias, out, accumulate);
+    ++g_tiled_launches.small;
   }
   if (splits > 1) {
     DDPM_LAUNCH(reduce_splits, grid_for(m * n), kThreads)(m * n, splits, workspace, c, accumulate);
@@ -395,6 +459,17 @@ bool auto_backward(const Conv2dShape& s, const A* x, const float* w, const A* dy
 }
 
 }  // namespace
+
+void set_conv2d_tiled_tiles(TiledTiles t) { g_tiled_tiles = t; }
+
+// The large tiles' blocks take one an SM (up to 178 registers a thread: a quarter of the
+// blocks, each staging its tiles for 4 times the products); where they would not fill every
+// SM twice, the last wave's idle SMs cost more than the small tiles' extra instructions.
+bool conv2d_tiled_takes_large_tiles(int64_t m, int64_t n, int splits) {
+  if (g_tiled_tiles != TiledTiles::Heuristic) return g_tiled_tiles == TiledTiles::Large;
+  return tiles(m, n, Large::kTile) * splits >= 2 * static_cast<int64_t>(sm_count());
+}
+TiledLaunches conv2d_tiled_launches() { return g_tiled_launches; }
 
 const char* conv_algo_name(ConvAlgo algo) {
   switch (algo) {

@@ -2,8 +2,8 @@
 // contracts as kernels/cpu/conv2d.h (f32; forward overwrites y, backward accumulates).
 // Two versions side by side in conv2d.cu, selectable per call:
 //   Naive  v1: one thread per output value, a plain loop over the reduction
-//   Tiled  v2: implicit GEMM with 64x64 shared-memory tiles and 4x4 outputs per thread,
-//              split-K for the weight gradient when a workspace is given
+//   Tiled  v2: implicit GEMM with 64x64 or 128x128 shared-memory tiles (4x4 or 8x8 outputs
+//              a thread), split-K for the weight gradient when a workspace is given
 //   TensorCore v3: v2's tiling with TF32 tensor-core products (WMMA; sm_80+), ~1e-3
 //              relative rounding like cuDNN's default fp32 convolutions
 //   Bf16TensorCore v4: bf16 mma.sync with a cp.async pipeline and ldmatrix (conv2d_bf16.cu;
@@ -35,6 +35,19 @@ enum class ConvAlgo {
   CudnnBf16, AutoFp32, AutoTf32, AutoBf16
 };
 const char* conv_algo_name(ConvAlgo algo);  // "v4 bf16", "cuDNN bf16", ...
+// v2's block tile: 128x128 (8x8 outputs a thread) where those blocks alone give every SM
+// two, else 64x64 (4x4); or one of them forced (tests, kernel-bench). The results are the
+// same bits either way: each output is the same sum over k in the same order.
+enum class TiledTiles { Heuristic, Small, Large };
+void set_conv2d_tiled_tiles(TiledTiles t);  // process-wide; Heuristic by default
+// The choice for a GEMM of m x n outputs whose reduction splits in `splits` slices.
+bool conv2d_tiled_takes_large_tiles(int64_t m, int64_t n, int splits);
+// v2's launches so far in this process, by tile (tests: that a forced tile is what ran).
+struct TiledLaunches {
+  int64_t small = 0, large = 0;
+};
+TiledLaunches conv2d_tiled_launches();
+
 // False for a cuDNN algo cuDNN cannot run on s (then our kernel of the same math runs).
 bool conv2d_algo_runs(const Conv2dShape& s, ConvAlgo algo);
 
