@@ -8,15 +8,21 @@
 // T = 64, M = 4 (the first tiled kernel) or T = 128, M = 8 (the same work per block read
 // from shared memory by a quarter as many threads per output: 4 times the products per
 // staged element and per shared-memory read). Per K step of 8 it stages a T x 8 tile of A
-// and an 8 x T tile of B, each thread T / 32 elements of each:
-//   A: element e = t + 256 r is GEMM row e / 8 and k e % 8: consecutive threads read
-//      consecutive k, i.e. consecutive channels (the loads coalesce). The tile is kept
-//      transposed, as[k][row], so that 4 of a thread's rows are one 16-byte read. A row of
-//      as is T floats plus 4 of padding: without them the 8 k of 4 rows that a warp
-//      stores are T floats apart, 4 banks between 32 lanes (8-way conflicts); with them k
-//      moves a store T + 4 floats, 4 banks, so k (8 values) and row (4) give 32 banks.
-//   B: element e is k e / T and column e % T: consecutive threads, consecutive columns,
-//      both in memory and in bs[k][column] (32 banks, no padding needed).
+// and an 8 x T tile of B, each thread T / 32 elements of each. Both tiles are stored the
+// same way, [k][side] (side: A's row, B's column), so that 4 of a thread's rows or columns
+// are one 16-byte read, each k's row padded by 4 floats (below).
+// Which thread loads which element follows the operand's memory: consecutive threads read
+// consecutive addresses, so a warp's loads cover the fewest 32-byte sectors.
+//   along k (element e = t + 256 r is side e / 8, k e % 8): the forward's and the dgrad's
+//      A (a pixel's channels), the dgrad's B (w[tap, ci, co] walked over co);
+//   along the side (side e % T, k e / T): the wgrad's A (x: its rows are channels), the
+//      forward's B (the weights' rows of Cout) and the wgrad's (dy's rows).
+// (Walked along the side, the dgrad's B read each weight from a sector of its own, 32 a
+// warp instruction where 4 hold the data; the wgrad's A 8 where 4 do.)
+// The padding: walked along k, a warp stores 8 k of 4 sides; with rows of T floats those
+// are T floats apart, 4 banks between 32 lanes (8-way conflicts); with T + 4, k moves a
+// store 4 banks, so k (8 values) and side (4) give 32 banks. Walked along the side, a
+// warp's 32 stores are 32 consecutive floats of one k: 32 banks either way.
 // Thread t = 16 ty + tx owns rows 4 ty + 64 g + i and columns 4 tx + 64 h + j (i, j < 4;
 // g, h < M / 4): per k, M / 4 16-byte reads of A and as many of B. Groups of 4 that are
 // 64 apart, not 8 adjacent values, so that a warp's 16 tx read 256 contiguous bytes of
@@ -31,37 +37,33 @@ namespace ddpm::tiled {
 constexpr int kThreads = 256;  // 16 x 16
 constexpr int kTileK = 8;      // k per stage
 constexpr int kGroup = 4;      // a thread's outputs come in runs of 4: one float4 each
-constexpr int kPadA = 4;       // floats after each row of as
+constexpr int kPad = 4;       // floats after each k's row of a tile
 
-struct TileIndex {
-  int outer;  // A: the tile's row; B: its k
-  int inner;  // A: k; B: the column
+// An element of a tile: its place along the tile's side (A: row; B: column) and along k.
+struct TileElement {
+  int side;
+  int k;
 };
 
 template <int M>  // outputs a thread owns per dimension: 4 or 8
 struct Layout {
   static constexpr int kMicro = M;
-  static constexpr int kTile = 16 * kMicro;           // rows and columns of the block's tile
+  static constexpr int kTile = 16 * kMicro;             // rows and columns of the block's tile
   static constexpr int kShare = kTile * kTileK / kThreads;  // elements a thread stages a tile
-  static constexpr int kRowA = kTile + kPadA;          // as's row stride
-  static constexpr int kTileAFloats = kTileK * kRowA;  // one stage of as
-  static constexpr int kTileBFloats = kTileK * kTile;  // one stage of bs
+  static constexpr int kRow = kTile + kPad;            // a k's row of a tile, padded
+  static constexpr int kStageFloats = kTileK * kRow;    // one stage of one tile
   static_assert(kMicro % kGroup == 0 && kShare * kThreads == kTile * kTileK,
                 "whole runs of 4 outputs, whole shares of each tile");
-  static_assert(kRowA % 4 == 0, "a run of 4 rows of A stays one aligned 16-byte read");
+  static_assert(kRow % 4 == 0, "a run of 4 rows or columns stays one aligned 16-byte read");
 
-  // Thread t's r-th element of A's tile and of B's tile.
-  static DDPM_HD TileIndex a_element(int t, int r) {
+  // Thread t's r-th element of a tile, walked along k or along the side (above).
+  template <bool kAlongK>
+  static DDPM_HD TileElement element(int t, int r) {
     const int e = t + r * kThreads;
-    return {e / kTileK, e % kTileK};
+    return kAlongK ? TileElement{e / kTileK, e % kTileK} : TileElement{e % kTile, e / kTile};
   }
-  static DDPM_HD TileIndex b_element(int t, int r) {
-    const int e = t + r * kThreads;
-    return {e / kTile, e % kTile};
-  }
-  // Where A's (row, k) and B's (k, column) sit in their stage of shared memory, in floats.
-  static DDPM_HD int a_offset(int row, int k) { return k * kRowA + row; }
-  static DDPM_HD int b_offset(int k, int column) { return k * kTile + column; }
+  // Where (side, k) sits in its stage of shared memory, in floats: A's and B's alike.
+  static DDPM_HD int offset(int side, int k) { return k * kRow + side; }
   // The i-th of the kMicro rows (columns) thread t owns.
   static DDPM_HD int row(int t, int i) {
     return kGroup * (t / 16) + 16 * kGroup * (i / kGroup) + i % kGroup;

@@ -1,11 +1,11 @@
-// Convolution v2's shared-memory layout (kernels/conv2d_tiled_layout.h), both tile sizes,
-// checked warp by warp as the kernel uses it: every element of a K step's tiles staged by
-// exactly one thread, every output owned by exactly one; the stores of each warp on 32
-// different banks; each 16-byte read aligned, and a warp's reads of B one run of
-// contiguous bytes. Shared memory serves a warp's 4-byte accesses to 32 different banks
-// (address / 4 mod 32) in one wavefront; k accesses to one bank take k. The emulation
-// cannot count plain shared loads and stores (docs/kernels.md), so the arithmetic is
-// checked here.
+// Convolution v2's shared-memory layout (kernels/conv2d_tiled_layout.h), both tile sizes
+// and both ways of walking a tile, checked warp by warp as the kernel uses it: every element
+// of a K step's tiles staged by exactly one thread, every output owned by exactly one; each
+// warp's loads walking memory, its stores on 32 different banks; each 16-byte read aligned,
+// and a warp's reads of B one run of contiguous bytes. Shared memory serves a warp's 4-byte
+// accesses to 32 different banks (address / 4 mod 32) in one wavefront; k accesses to one
+// bank take k. The emulation cannot count plain shared loads and stores (docs/kernels.md),
+// so the arithmetic is checked here.
 #include <gtest/gtest.h>
 
 #include <set>
@@ -19,22 +19,19 @@ namespace {
 using tiled::kThreads;
 using tiled::kTileK;
 
-template <class L>
+// Walked either way, each element of a tile is staged by exactly one thread.
+template <class L, bool kAlongK>
 void expect_every_element_staged_once() {
-  std::vector<int> a(L::kTileAFloats, 0), b(L::kTileBFloats, 0);
+  std::vector<int> staged(L::kStageFloats, 0);
   for (int t = 0; t < kThreads; ++t)
     for (int r = 0; r < L::kShare; ++r) {
-      const tiled::TileIndex ea = L::a_element(t, r), eb = L::b_element(t, r);
-      ASSERT_TRUE(ea.outer < L::kTile && ea.inner < kTileK && eb.outer < kTileK &&
-                  eb.inner < L::kTile);
-      ++a[L::a_offset(ea.outer, ea.inner)];
-      ++b[L::b_offset(eb.outer, eb.inner)];
+      const tiled::TileElement e = L::template element<kAlongK>(t, r);
+      ASSERT_TRUE(e.side >= 0 && e.side < L::kTile && e.k >= 0 && e.k < kTileK);
+      ++staged[L::offset(e.side, e.k)];
     }
-  for (int row = 0; row < L::kTile; ++row)
-    for (int k = 0; k < kTileK; ++k) EXPECT_EQ(a[L::a_offset(row, k)], 1) << row << ", " << k;
-  for (int k = 0; k < kTileK; ++k)
-    for (int col = 0; col < L::kTile; ++col)
-      EXPECT_EQ(b[L::b_offset(k, col)], 1) << k << ", " << col;
+  for (int side = 0; side < L::kTile; ++side)
+    for (int k = 0; k < kTileK; ++k)
+      EXPECT_EQ(staged[L::offset(side, k)], 1) << side << ", " << k << (kAlongK ? " along k" : "");
 }
 
 template <class L>
@@ -42,25 +39,32 @@ void expect_every_output_owned_once() {
   std::vector<int> owners(L::kTile * L::kTile, 0);
   for (int t = 0; t < kThreads; ++t)
     for (int i = 0; i < L::kMicro; ++i)
-      for (int j = 0; j < L::kMicro; ++j)
-        ++owners[L::row(t, i) * L::kTile + L::column(t, j)];
+      for (int j = 0; j < L::kMicro; ++j) ++owners[L::row(t, i) * L::kTile + L::column(t, j)];
   for (int v : owners) ASSERT_EQ(v, 1);
 }
 
-// The banks of warp w's r-th store into each tile: 32 different ones.
-template <class L>
-void expect_conflict_free_stores() {
+// Each warp's r-th load walks memory: along k, 8 lanes a side read its 8 consecutive k (one
+// 32-byte sector of 8 floats, 4 sides a warp); along the side, 32 lanes read 32 consecutive
+// sides of one k. And its stores into the tile hit 32 different banks.
+template <class L, bool kAlongK>
+void expect_coalesced_loads_and_conflict_free_stores() {
   for (int w = 0; w < kThreads / 32; ++w)
     for (int r = 0; r < L::kShare; ++r) {
-      std::set<int> a_banks, b_banks;
+      std::set<int> banks;
+      const tiled::TileElement first = L::template element<kAlongK>(32 * w, r);
       for (int lane = 0; lane < 32; ++lane) {
-        const tiled::TileIndex ea = L::a_element(32 * w + lane, r);
-        const tiled::TileIndex eb = L::b_element(32 * w + lane, r);
-        a_banks.insert(L::a_offset(ea.outer, ea.inner) % 32);
-        b_banks.insert(L::b_offset(eb.outer, eb.inner) % 32);
+        const tiled::TileElement e = L::template element<kAlongK>(32 * w + lane, r);
+        if (kAlongK) {
+          EXPECT_EQ(e.k, lane % kTileK);
+          EXPECT_EQ(e.side, first.side + lane / kTileK);
+        } else {
+          EXPECT_EQ(e.k, first.k);
+          EXPECT_EQ(e.side, first.side + lane);
+        }
+        banks.insert(L::offset(e.side, e.k) % 32);
       }
-      EXPECT_EQ(a_banks.size(), 32u) << "A's store, warp " << w << ", element " << r;
-      EXPECT_EQ(b_banks.size(), 32u) << "B's store, warp " << w << ", element " << r;
+      EXPECT_EQ(banks.size(), 32u) << "warp " << w << ", element " << r
+                                   << (kAlongK ? ", along k" : ", along the side");
     }
 }
 
@@ -75,12 +79,12 @@ void expect_aligned_contiguous_reads() {
         std::set<int> a_reads, b_reads;
         for (int lane = 0; lane < 32; ++lane) {
           const int t = 32 * w + lane;
-          const int a = L::a_offset(L::row(t, g), k), b = L::b_offset(k, L::column(t, g));
+          const int a = L::offset(L::row(t, g), k), b = L::offset(L::column(t, g), k);
           ASSERT_EQ(a % 4, 0);
           ASSERT_EQ(b % 4, 0);
           for (int i = 1; i < tiled::kGroup; ++i) {  // the run is the next 4 outputs
-            ASSERT_EQ(L::a_offset(L::row(t, g + i), k), a + i);
-            ASSERT_EQ(L::b_offset(k, L::column(t, g + i)), b + i);
+            ASSERT_EQ(L::offset(L::row(t, g + i), k), a + i);
+            ASSERT_EQ(L::offset(L::column(t, g + i), k), b + i);
           }
           a_reads.insert(a);
           b_reads.insert(b);
@@ -92,15 +96,19 @@ void expect_aligned_contiguous_reads() {
 }
 
 TEST(Conv2dTiledLayout, EveryElementIsStagedOnceAndEveryOutputOwnedOnce) {
-  expect_every_element_staged_once<tiled::Layout<4>>();
-  expect_every_element_staged_once<tiled::Layout<8>>();
+  expect_every_element_staged_once<tiled::Layout<4>, true>();
+  expect_every_element_staged_once<tiled::Layout<4>, false>();
+  expect_every_element_staged_once<tiled::Layout<8>, true>();
+  expect_every_element_staged_once<tiled::Layout<8>, false>();
   expect_every_output_owned_once<tiled::Layout<4>>();
   expect_every_output_owned_once<tiled::Layout<8>>();
 }
 
-TEST(Conv2dTiledLayout, EachWarpsStoresHit32Banks) {
-  expect_conflict_free_stores<tiled::Layout<4>>();
-  expect_conflict_free_stores<tiled::Layout<8>>();
+TEST(Conv2dTiledLayout, LoadsWalkMemoryAndStoresHit32Banks) {
+  expect_coalesced_loads_and_conflict_free_stores<tiled::Layout<4>, true>();
+  expect_coalesced_loads_and_conflict_free_stores<tiled::Layout<4>, false>();
+  expect_coalesced_loads_and_conflict_free_stores<tiled::Layout<8>, true>();
+  expect_coalesced_loads_and_conflict_free_stores<tiled::Layout<8>, false>();
 }
 
 TEST(Conv2dTiledLayout, ReadsAreAlignedRunsAndBIsContiguous) {
@@ -108,13 +116,14 @@ TEST(Conv2dTiledLayout, ReadsAreAlignedRunsAndBIsContiguous) {
   expect_aligned_contiguous_reads<tiled::Layout<8>>();
 }
 
-// What the padding is for: without it, A's stores pile 8 lanes on each of 4 banks.
-TEST(Conv2dTiledLayout, WithoutThePaddingAsStoresConflict) {
+// What the padding is for: without it, the stores of a tile walked along k pile 8 lanes on
+// each of 4 banks.
+TEST(Conv2dTiledLayout, WithoutThePaddingStoresAlongKConflict) {
   using L = tiled::Layout<4>;
   std::set<int> banks;
   for (int lane = 0; lane < 32; ++lane) {
-    const tiled::TileIndex e = L::a_element(lane, 0);
-    banks.insert((e.inner * L::kTile + e.outer) % 32);  // a row stride of kTile floats
+    const tiled::TileElement e = L::element<true>(lane, 0);
+    banks.insert((e.k * L::kTile + e.side) % 32);  // a row stride of kTile floats
   }
   EXPECT_EQ(banks.size(), 4u);
 }

@@ -1221,6 +1221,27 @@ TEST(CudaOps, Conv2dTiledLargeAndSmallTilesAreTheSameBits) {
   // 32x32 forward at batch 128: 1024 blocks), else the small ones (its 4x4 layers' 32).
   EXPECT_TRUE(cuda::conv2d_tiled_takes_large_tiles(128 * 32 * 32, 128, 1));
   EXPECT_FALSE(cuda::conv2d_tiled_takes_large_tiles(128 * 4 * 4, 256, 1));
+  // The model's wgrads split (the slices read off the workspace: one plane of 9 Cin x Cout
+  // partial sums a slice, then the bias gradient's) into enough slices for the large tiles,
+  // at the 4x4 layer too, where the forward's 32 blocks are not enough.
+  struct Layer {
+    int64_t hw, c_in, c_out;
+  };
+  for (const Layer l : {Layer{32, 128, 128}, Layer{16, 256, 256}, Layer{8, 256, 256},
+                        Layer{4, 256, 256}, Layer{32, 384, 128}}) {
+    SCOPED_TRACE(std::to_string(l.hw) + "x" + std::to_string(l.hw) + " " +
+                 std::to_string(l.c_in) + "->" + std::to_string(l.c_out));
+    const Conv2dShape s = conv2d_shape(Shape{128, l.hw, l.hw, l.c_in},
+                                       Shape{3, 3, l.c_in, l.c_out}, Conv2dParams::same(3));
+    const int64_t plane = 9 * l.c_in * l.c_out;
+    const int64_t planes = cuda::conv2d_backward_workspace(s, cuda::ConvAlgo::Tiled) -
+                           cuda::broadcast_add_backward_workspace(
+                               BroadcastShape{1, 128 * l.hw * l.hw, l.c_out, false});
+    ASSERT_EQ(planes % plane, 0);
+    ASSERT_GT(planes / plane, 1) << "a wgrad that does not split";
+    EXPECT_TRUE(cuda::conv2d_tiled_takes_large_tiles(9 * l.c_in, l.c_out,
+                                                     static_cast<int>(planes / plane)));
+  }
 #endif
 }
 

@@ -64,6 +64,8 @@ namespace ddpm::cuda {
 namespace {
 
 // ---- loaders: operand element (row, col), called only for in-range indices ----
+// Each says which of its indices runs along memory (kColumnsContiguous: the column index),
+// so that the tiled kernel's threads walk that one (kernels/conv2d_tiled_layout.h).
 // A row or column index splits into (image, row, column) or (tap, channel) by divisions by
 // the shape, fixed for the launch: FastDivide (kernels/fast_divide.h) does each with one
 // multiply and a shift where 64-bit divides took ~70 instructions apiece, most of what a
@@ -74,6 +76,7 @@ FastDivide by(int64_t extent) { return FastDivide(std::max<int64_t>(extent, 1));
 
 // A[m, k] of the forward pass (also A^T of wgrad).
 struct Im2col {
+  static constexpr bool kColumnsContiguous = true;  // k: a pixel's channels
   Conv2dShape s;
   FastDivide by_c_in, by_kw, by_ow, by_oh;
   const float* x;  // (N, H, W, Cin)
@@ -95,12 +98,14 @@ struct Im2col {
 // The transpose of a loader: (row, col) -> inner(col, row).
 template <class Inner>
 struct Transposed {
+  static constexpr bool kColumnsContiguous = !Inner::kColumnsContiguous;
   Inner inner;
   __device__ float operator()(int64_t r, int64_t c) const { return inner(c, r); }
 };
 
 // A plain row-major matrix.
 struct Dense {
+  static constexpr bool kColumnsContiguous = true;
   const float* p;
   int64_t ld;
   __device__ float operator()(int64_t r, int64_t c) const { return p[r * ld + c]; }
@@ -108,6 +113,7 @@ struct Dense {
 
 // A'[m', k'] of dgrad: the output gradient that input pixel m' received through tap k'.
 struct DgradA {
+  static constexpr bool kColumnsContiguous = true;  // k': a pixel's channels of dy
   Conv2dShape s;
   int64_t oh_n, ow_n;
   FastDivide by_c_out, by_kw, by_w, by_h, by_stride;
@@ -132,6 +138,7 @@ struct DgradA {
 
 // B'[k', ci] of dgrad: w[kh, kw, ci, co] for k' = (kh, kw, co).
 struct DgradB {
+  static constexpr bool kColumnsContiguous = false;  // rows k' = (tap, co): w's last dim
   Conv2dShape s;
   FastDivide by_c_out;
   const float* w;
@@ -181,7 +188,7 @@ using Large = tiled::Layout<8>;
 using tiled::kTileK;
 constexpr int kTileThreads = tiled::kThreads;
 static_assert(Small::kTile == kTcTile && kTcK % kTileK == 0,
-              "v2 and v3 share the split-K planner, counted in 64x64 tiles");
+              "v3 runs v2's small tiles and shares its split-K planner");
 
 // grid (m tiles, n tiles, splits): M, the long side (N*OH*OW rows: 4.2M at 64x256x256), on
 // x, whose limit is 2^31 - 1 (y and z stop at 65,535). Block z sums k in
@@ -200,8 +207,11 @@ __global__ void __launch_bounds__(kTileThreads, kMicro == 4 ? 4 : 1)
 gemm_tiled(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB b,
            const float* bias, float* c, bool accumulate) {
   using L = tiled::Layout<kMicro>;
-  __shared__ __align__(16) float as[2][L::kTileAFloats];  // A's tile, transposed: [k][row]
-  __shared__ __align__(16) float bs[2][L::kTileBFloats];  // B's tile: [k][column]
+  // Each tile walked by the threads the way its operand runs in memory (the loaders say).
+  constexpr bool kAAlongK = LoadA::kColumnsContiguous;   // A's columns are k
+  constexpr bool kBAlongK = !LoadB::kColumnsContiguous;  // B's rows are
+  __shared__ __align__(16) float as[2][L::kStageFloats];  // A's tile, transposed: [k][row]
+  __shared__ __align__(16) float bs[2][L::kStageFloats];  // B's tile: [k][column]
   const int t = threadIdx.x;
   const int64_t row0 = static_cast<int64_t>(blockIdx.x) * L::kTile;
   const int64_t col0 = static_cast<int64_t>(blockIdx.y) * L::kTile;
@@ -213,19 +223,21 @@ gemm_tiled(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB b,
   const auto fetch = [&](int64_t k0) {
 #pragma unroll
     for (int r = 0; r < L::kShare; ++r) {
-      const tiled::TileIndex ea = L::a_element(t, r), eb = L::b_element(t, r);
-      const int64_t gr = row0 + ea.outer, gk = k0 + ea.inner;
+      const tiled::TileElement ea = L::template element<kAAlongK>(t, r);
+      const tiled::TileElement eb = L::template element<kBAlongK>(t, r);
+      const int64_t gr = row0 + ea.side, gk = k0 + ea.k;
       a_next[r] = (gr < m && gk < k_end) ? a(gr, gk) : 0.0f;
-      const int64_t gk2 = k0 + eb.outer, gc = col0 + eb.inner;
+      const int64_t gk2 = k0 + eb.k, gc = col0 + eb.side;
       b_next[r] = (gk2 < k_end && gc < n) ? b(gk2, gc) : 0.0f;
     }
   };
   const auto store = [&](int stage) {
 #pragma unroll
     for (int r = 0; r < L::kShare; ++r) {
-      const tiled::TileIndex ea = L::a_element(t, r), eb = L::b_element(t, r);
-      as[stage][L::a_offset(ea.outer, ea.inner)] = a_next[r];
-      bs[stage][L::b_offset(eb.outer, eb.inner)] = b_next[r];
+      const tiled::TileElement ea = L::template element<kAAlongK>(t, r);
+      const tiled::TileElement eb = L::template element<kBAlongK>(t, r);
+      as[stage][L::offset(ea.side, ea.k)] = a_next[r];
+      bs[stage][L::offset(eb.side, eb.k)] = b_next[r];
     }
   };
   float acc[kMicro][kMicro] = {};
@@ -246,8 +258,8 @@ gemm_tiled(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB b,
       float av[kMicro], bv[kMicro];
 #pragma unroll
       for (int g = 0; g < kMicro; g += tiled::kGroup) {
-        const float4 a4 = *reinterpret_cast<const float4*>(at + L::a_offset(L::row(t, g), kk));
-        const float4 b4 = *reinterpret_cast<const float4*>(bt + L::b_offset(kk, L::column(t, g)));
+        const float4 a4 = *reinterpret_cast<const float4*>(at + L::offset(L::row(t, g), kk));
+        const float4 b4 = *reinterpret_cast<const float4*>(bt + L::offset(L::column(t, g), kk));
         av[g] = a4.x, av[g + 1] = a4.y, av[g + 2] = a4.z, av[g + 3] = a4.w;
         bv[g] = b4.x, bv[g + 1] = b4.y, bv[g + 2] = b4.z, bv[g + 3] = b4.w;
       }
@@ -290,8 +302,9 @@ __global__ void reduce_splits(int64_t mn, int splits, const float* parts, float*
   }
 }
 
-// Slices of K: enough blocks for two waves of the GPU, each slice at least kMinSlice long
-// (32 K steps, so a block's tile loads are amortised), at most kMaxSplits.
+// Slices of K: enough 128x128 blocks for two waves of the GPU (one an SM), each slice at
+// least kMinSlice long (32 K steps, so a block's tile loads are amortised), at most
+// kMaxSplits.
 constexpr int64_t kMinSlice = 256;
 constexpr int kMaxSplits = 32;
 
@@ -299,9 +312,10 @@ int64_t tiles(int64_t m, int64_t n, int tile) {
   return ((m + tile - 1) / tile) * ((n + tile - 1) / tile);
 }
 
-// Counted in 64x64 tiles whichever tile runs, so that the tile never changes a bit.
+// Counted in 128x128 tiles whichever tile runs, so that the tile never changes a bit, and
+// so that a wgrad's slices give the large tiles their two waves (the small ones four).
 int choose_splits(int64_t m, int64_t n, int64_t k) {
-  return split_k_count(tiles(m, n, Small::kTile), k, kMinSlice, kMaxSplits);
+  return split_k_count(tiles(m, n, Large::kTile), k, kMinSlice, kMaxSplits);
 }
 
 TiledTiles g_tiled_tiles = TiledTiles::Heuristic;
