@@ -18,8 +18,9 @@
 //   v2 tiled: a block computes a 64x64 tile of C with 256 threads, each owning a 4x4 grid
 //             of outputs. The K loop stages a 64x8 tile of A and an 8x64 tile of B in shared
 //             memory, so each loaded element is reused 64 times from shared memory and 4
-//             times from registers. Loads coalesce: consecutive threads read consecutive k
-//             of A (channels) and consecutive columns of B. Then the same loop on 128x128
+//             times from registers. Loads coalesce: consecutive threads read consecutive
+//             addresses of each operand (its loader says which index runs along memory:
+//             channels, for all but the dgrad's B). Then the same loop on 128x128
 //             tiles, 8x8 outputs a thread: each staged element and each shared-memory read
 //             feeds twice the products, so the gathers' index arithmetic and the reads are
 //             spread over 4 times the FFMA (kernels/conv2d_tiled_layout.h: who stages and
@@ -39,8 +40,8 @@
 // the first contribution: kernels/grad_write.h).
 // What limits v2: fp32 FMA throughput (no tensor cores), its shared-memory reads, and the
 // index arithmetic of the gather. The loaders' divisions by the shape are multiplies by
-// magic numbers (FastDivide: a forward K step of 8 on 64x64 tiles is 322 SASS instructions
-// for 128 FFMA, where 64-bit divides made it up to 1531; on 128x128 tiles, 819 for 512 FFMA;
+// magic numbers (FastDivide: a forward K step of 8 on 64x64 tiles is 319 SASS instructions
+// for 128 FFMA, where 64-bit divides made it up to 1531; on 128x128 tiles, 816 for 512 FFMA;
 // docs/kernels.md); a production kernel steps the indices per tile instead (v4).
 #include <algorithm>
 #include <vector>
@@ -200,8 +201,9 @@ static_assert(Small::kTile == kTcTile && kTcK % kTileK == 0,
 // waits at one barrier instead of two, and the loads' latency overlaps the products. Each
 // output's sum runs over k in the same order as in a one-stage loop: the same bits.
 // Registers (ptxas sm_80): the small tiles held to 64 a thread, 4 blocks an SM as before the
-// second stage (62-64, no spills); the large tiles' 64 accumulators and the gathers'
-// addresses take 143-178, one block an SM (held to 128 for two, they spilled in the loop).
+// second stage (61-64, no spills); the large tiles' 64 accumulators and the gathers'
+// addresses take 125-184 (sm_90: 157-207), one block an SM (held to 128 for two, the forward
+// spilled in the loop).
 template <int kMicro, class LoadA, class LoadB>
 __global__ void __launch_bounds__(kTileThreads, kMicro == 4 ? 4 : 1)
 gemm_tiled(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB b,
@@ -320,7 +322,6 @@ int choose_splits(int64_t m, int64_t n, int64_t k) {
 
 TiledTiles g_tiled_tiles = TiledTiles::Heuristic;
 TiledLaunches g_tiled_launches;
-
 
 // v2 with kMicro x kMicro outputs a thread.
 template <int kMicro, class LoadA, class LoadB>
@@ -476,9 +477,10 @@ bool auto_backward(const Conv2dShape& s, const A* x, const float* w, const A* dy
 
 void set_conv2d_tiled_tiles(TiledTiles t) { g_tiled_tiles = t; }
 
-// The large tiles' blocks take one an SM (up to 178 registers a thread: a quarter of the
+// The large tiles' blocks take one an SM (up to 207 registers a thread: a quarter of the
 // blocks, each staging its tiles for 4 times the products); where they would not fill every
-// SM twice, the last wave's idle SMs cost more than the small tiles' extra instructions.
+// SM twice, the last wave's idle SMs would cost more than the small tiles' extra
+// instructions (a heuristic, not yet timed on a GPU; kernel-bench times both tiles).
 bool conv2d_tiled_takes_large_tiles(int64_t m, int64_t n, int splits) {
   if (g_tiled_tiles != TiledTiles::Heuristic) return g_tiled_tiles == TiledTiles::Large;
   return tiles(m, n, Large::kTile) * splits >= 2 * static_cast<int64_t>(sm_count());

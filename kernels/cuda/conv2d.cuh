@@ -35,9 +35,9 @@ enum class ConvAlgo {
   CudnnBf16, AutoFp32, AutoTf32, AutoBf16
 };
 const char* conv_algo_name(ConvAlgo algo);  // "v4 bf16", "cuDNN bf16", ...
-// v2's block tile: 128x128 (8x8 outputs a thread) where those blocks alone give every SM
-// two, else 64x64 (4x4); or one of them forced (tests, kernel-bench). The results are the
-// same bits either way: each output is the same sum over k in the same order.
+// v2's block tile: 128x128 (8x8 outputs a thread, one block an SM) where those blocks fill
+// every SM at least twice, else 64x64 (4x4); or one of them forced (tests, kernel-bench).
+// The results are the same bits either way: each output is the same sum over k in order.
 enum class TiledTiles { Heuristic, Small, Large };
 void set_conv2d_tiled_tiles(TiledTiles t);  // process-wide; Heuristic by default
 // The choice for a GEMM of m x n outputs whose reduction splits in `splits` slices.
