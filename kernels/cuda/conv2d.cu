@@ -188,8 +188,8 @@ using Small = tiled::Layout<4>;
 using Large = tiled::Layout<8>;
 using tiled::kTileK;
 constexpr int kTileThreads = tiled::kThreads;
-static_assert(Small::kTile == kTcTile && kTcK % kTileK == 0,
-              "v3 runs v2's small tiles and shares its split-K planner");
+static_assert(kTcK % kTileK == 0, "v2 and v3 share the split-K planner: a slice of whole v3 "
+                                  "K steps is whole v2 K steps");
 
 // grid (m tiles, n tiles, splits): M, the long side (N*OH*OW rows: 4.2M at 64x256x256), on
 // x, whose limit is 2^31 - 1 (y and z stop at 65,535). Block z sums k in

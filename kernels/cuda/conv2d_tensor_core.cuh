@@ -27,7 +27,7 @@
 
 namespace ddpm::cuda {
 
-constexpr int kTcTile = 64;     // C tile, both dimensions (the split-K planner assumes 64)
+constexpr int kTcTile = 64;     // C tile, both dimensions (v2's small tiles; conv2d.cu)
 constexpr int kTcK = 16;        // K per shared-memory stage: two mma k-steps
 constexpr int kTcThreads = 128; // 4 warps, 2x2 over the tile
 constexpr int kTcLdA = kTcK + 4, kTcLdB = kTcTile + 4;
