@@ -168,10 +168,13 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
     };
     const Version versions[] = {
         {cuda::ConvAlgo::Naive, cuda::Bf16Tiles::Heuristic, "v1 naive"},
-        // v2 on 64x64 tiles, 4x4 outputs a thread (its first form), and as the engine runs
-        // it: 128x128 tiles of 8x8 where they fill the GPU (conv2d.cu); the same bits
+        // v2 on 64x64 tiles, 4x4 outputs a thread (its first form), on 128x128 tiles of 8x8,
+        // and as the engine runs it: the large tiles where they fill the GPU twice
+        // (conv2d.cu), which the two rows before it check at every shape; the same bits
         {cuda::ConvAlgo::Tiled, cuda::Bf16Tiles::Heuristic, "v2 tiled (64x64 tiles)", true,
          cuda::TiledTiles::Small},
+        {cuda::ConvAlgo::Tiled, cuda::Bf16Tiles::Heuristic, "v2 tiled (128x128 tiles)", true,
+         cuda::TiledTiles::Large},
         {cuda::ConvAlgo::Tiled, cuda::Bf16Tiles::Heuristic, "v2 tiled"},
         {cuda::ConvAlgo::TensorCore, cuda::Bf16Tiles::Heuristic, "v3 TF32 tensor cores"},
         // precision tf32's default, v4's GEMM in TF32 (conv2d_tf32.cu): TF32 mma.sync on
