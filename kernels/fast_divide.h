@@ -53,4 +53,14 @@ DDPM_HD QuotientRemainder divide(uint32_t n, const FastDivide& d) {
   return {q, n - q * d.divisor};
 }
 
+// A flat index n = (outer * M + middle) * I + inner split by its two inner extents I and M
+// (a pixel's (image, row, column), a K index's (kh, kw, channel)); n < 2^31.
+struct Split3 {
+  uint32_t outer, middle, inner;
+};
+DDPM_HD Split3 split3(uint32_t n, const FastDivide& inner, const FastDivide& middle) {
+  const QuotientRemainder i = divide(n, inner), m = divide(i.q, middle);
+  return {m.q, m.r, i.r};
+}
+
 }  // namespace ddpm

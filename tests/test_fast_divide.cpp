@@ -67,6 +67,22 @@ TEST(FastDivide, TheEdgesOfTheRangeForDivisorsUpTo2To31) {
   }
 }
 
+// split3 (a pixel into (image, row, column), a K index into (kh, kw, channel)): every index
+// of a few shapes, odd extents and ones among them, as the convolutions' loaders split them.
+TEST(FastDivide, Split3TakesAFlatIndexApartByItsTwoInnerExtents) {
+  for (const uint32_t inner : {1u, 3u, 7u, 128u})
+    for (const uint32_t middle : {1u, 3u, 5u, 32u}) {
+      const FastDivide by_inner(inner), by_middle(middle);
+      for (uint32_t n = 0; n < 4 * inner * middle; ++n) {
+        const Split3 p = split3(n, by_inner, by_middle);
+        ASSERT_TRUE(p.inner < inner && p.middle < middle &&
+                    (p.outer * middle + p.middle) * inner + p.inner == n)
+            << n << " over " << middle << " x " << inner << ": (" << p.outer << ", " << p.middle
+            << ", " << p.inner << ")";
+      }
+    }
+}
+
 TEST(FastDivide, RefusesADivisorOutsideItsRange) {
   for (const int64_t d : {int64_t{0}, int64_t{-3}, int64_t{1} << 31}) {
     const std::string message = "FastDivide: divisor " + std::to_string(d) + " is not in [1, 2^31)";

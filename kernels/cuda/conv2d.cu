@@ -40,7 +40,7 @@
 // the first contribution: kernels/grad_write.h).
 // What limits v2: fp32 FMA throughput (no tensor cores), its shared-memory reads, and the
 // index arithmetic of the gather. The loaders' divisions by the shape are multiplies by
-// magic numbers (FastDivide: a forward K step of 8 on 64x64 tiles is 319 SASS instructions
+// magic numbers (FastDivide: a forward K step of 8 on 64x64 tiles is 318 SASS instructions
 // for 128 FFMA, where 64-bit divides made it up to 1531; on 128x128 tiles, 816 for 512 FFMA;
 // docs/kernels.md); a production kernel steps the indices per tile instead (v4).
 #include <algorithm>
@@ -85,14 +85,12 @@ struct Im2col {
       : s(s_), by_c_in(by(s_.c_in)), by_kw(by(s_.kw)), by_ow(by(s_.out_w())),
         by_oh(by(s_.out_h())), x(x_) {}
   __device__ float operator()(int64_t m, int64_t k) const {
-    const QuotientRemainder tap_ci = divide(static_cast<uint32_t>(k), by_c_in);
-    const QuotientRemainder kh_kw = divide(tap_ci.q, by_kw);
-    const QuotientRemainder row_ow = divide(static_cast<uint32_t>(m), by_ow);
-    const QuotientRemainder n_oh = divide(row_ow.q, by_oh);
-    const int64_t ih = int64_t{n_oh.r} * s.stride - s.pad_top + kh_kw.q;
-    const int64_t iw = int64_t{row_ow.r} * s.stride - s.pad_left + kh_kw.r;
+    const Split3 tap = split3(static_cast<uint32_t>(k), by_c_in, by_kw);  // (kh, kw, ci)
+    const Split3 out = split3(static_cast<uint32_t>(m), by_ow, by_oh);    // (n, oh, ow)
+    const int64_t ih = int64_t{out.middle} * s.stride - s.pad_top + tap.outer;
+    const int64_t iw = int64_t{out.inner} * s.stride - s.pad_left + tap.middle;
     if (ih < 0 || ih >= s.h || iw < 0 || iw >= s.w) return 0.0f;
-    return x[((n_oh.q * s.h + ih) * s.w + iw) * s.c_in + tap_ci.r];
+    return x[((out.outer * s.h + ih) * s.w + iw) * s.c_in + tap.inner];
   }
 };
 
@@ -123,17 +121,15 @@ struct DgradA {
       : s(s_), oh_n(s_.out_h()), ow_n(s_.out_w()), by_c_out(by(s_.c_out)), by_kw(by(s_.kw)),
         by_w(by(s_.w)), by_h(by(s_.h)), by_stride(by(s_.stride)), dy(dy_) {}
   __device__ float operator()(int64_t m, int64_t k) const {
-    const QuotientRemainder tap_co = divide(static_cast<uint32_t>(k), by_c_out);
-    const QuotientRemainder kh_kw = divide(tap_co.q, by_kw);
-    const QuotientRemainder row_iw = divide(static_cast<uint32_t>(m), by_w);
-    const QuotientRemainder n_ih = divide(row_iw.q, by_h);
-    const int64_t nh = int64_t{n_ih.r} + s.pad_top - kh_kw.q;  // = oh*s
-    const int64_t nw = int64_t{row_iw.r} + s.pad_left - kh_kw.r;  // = ow*s
+    const Split3 tap = split3(static_cast<uint32_t>(k), by_c_out, by_kw);  // (kh, kw, co)
+    const Split3 in = split3(static_cast<uint32_t>(m), by_w, by_h);        // (n, ih, iw)
+    const int64_t nh = int64_t{in.middle} + s.pad_top - tap.outer;  // = oh*s
+    const int64_t nw = int64_t{in.inner} + s.pad_left - tap.middle;  // = ow*s
     if (nh < 0 || nw < 0) return 0.0f;
     const QuotientRemainder oh = divide(static_cast<uint32_t>(nh), by_stride);
     const QuotientRemainder ow = divide(static_cast<uint32_t>(nw), by_stride);
     if (oh.r != 0 || ow.r != 0 || oh.q >= oh_n || ow.q >= ow_n) return 0.0f;
-    return dy[((n_ih.q * oh_n + oh.q) * ow_n + ow.q) * s.c_out + tap_co.r];
+    return dy[((in.outer * oh_n + oh.q) * ow_n + ow.q) * s.c_out + tap.inner];
   }
 };
 
@@ -202,7 +198,7 @@ static_assert(kTcK % kTileK == 0, "v2 and v3 share the split-K planner: a slice 
 // output's sum runs over k in the same order as in a one-stage loop: the same bits.
 // Registers (ptxas sm_80): the small tiles held to 64 a thread, 4 blocks an SM as before the
 // second stage (61-64, no spills); the large tiles' 64 accumulators and the gathers'
-// addresses take 125-184 (sm_90: 157-207), one block an SM (held to 128 for two, the forward
+// addresses take 140-184 (sm_90: 165-207), one block an SM (held to 128 for two, the forward
 // spilled in the loop).
 template <int kMicro, class LoadA, class LoadB>
 __global__ void __launch_bounds__(kTileThreads, kMicro == 4 ? 4 : 1)
@@ -220,26 +216,29 @@ gemm_tiled(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB b,
   const int64_t k_begin = blockIdx.z * k_slice;
   const int64_t k_end = k_begin + k_slice < k ? k_begin + k_slice : k;
   if (gridDim.z > 1) c += blockIdx.z * m * n;
-  // This thread's elements of the next K step's tiles (zeros outside the matrices).
+  // This thread's elements of each tile, and their values for the next K step (zeros
+  // outside the matrices).
+  tiled::TileElement ea[L::kShare], eb[L::kShare];
+#pragma unroll
+  for (int r = 0; r < L::kShare; ++r) {
+    ea[r] = L::template element<kAAlongK>(t, r);
+    eb[r] = L::template element<kBAlongK>(t, r);
+  }
   float a_next[L::kShare], b_next[L::kShare];
   const auto fetch = [&](int64_t k0) {
 #pragma unroll
     for (int r = 0; r < L::kShare; ++r) {
-      const tiled::TileElement ea = L::template element<kAAlongK>(t, r);
-      const tiled::TileElement eb = L::template element<kBAlongK>(t, r);
-      const int64_t gr = row0 + ea.side, gk = k0 + ea.k;
+      const int64_t gr = row0 + ea[r].side, gk = k0 + ea[r].k;
       a_next[r] = (gr < m && gk < k_end) ? a(gr, gk) : 0.0f;
-      const int64_t gk2 = k0 + eb.k, gc = col0 + eb.side;
+      const int64_t gk2 = k0 + eb[r].k, gc = col0 + eb[r].side;
       b_next[r] = (gk2 < k_end && gc < n) ? b(gk2, gc) : 0.0f;
     }
   };
   const auto store = [&](int stage) {
 #pragma unroll
     for (int r = 0; r < L::kShare; ++r) {
-      const tiled::TileElement ea = L::template element<kAAlongK>(t, r);
-      const tiled::TileElement eb = L::template element<kBAlongK>(t, r);
-      as[stage][L::offset(ea.side, ea.k)] = a_next[r];
-      bs[stage][L::offset(eb.side, eb.k)] = b_next[r];
+      as[stage][L::offset(ea[r].side, ea[r].k)] = a_next[r];
+      bs[stage][L::offset(eb[r].side, eb[r].k)] = b_next[r];
     }
   };
   float acc[kMicro][kMicro] = {};
