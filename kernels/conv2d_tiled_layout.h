@@ -56,11 +56,17 @@ struct Layout {
                 "whole runs of 4 outputs, whole shares of each tile");
   static_assert(kRow % 4 == 0, "a run of 4 rows or columns stays one aligned 16-byte read");
 
-  // Thread t's r-th element of a tile, walked along k or along the side (above).
+  // Thread t's r-th element of a tile, walked along k or along the side (above). Element
+  // e = t + 256 r: its k (along k) or side (along the side) is t's alone, since 256 is a
+  // multiple of both 8 and the tile. Written as t % 8 and t % kTile, not e % ..., so that
+  // the compiler sees a thread's elements share it: the forward's and the dgrad's gathers
+  // then split their k into (tap, channel) once a K step, not once an element.
+  static_assert(kThreads % kTileK == 0 && kThreads % kTile == 0,
+                "a thread's elements share their k (along k) or their side (along the side)");
   template <bool kAlongK>
   static DDPM_HD TileElement element(int t, int r) {
     const int e = t + r * kThreads;
-    return kAlongK ? TileElement{e / kTileK, e % kTileK} : TileElement{e % kTile, e / kTile};
+    return kAlongK ? TileElement{e / kTileK, t % kTileK} : TileElement{t % kTile, e / kTile};
   }
   // Where (side, k) sits in its stage of shared memory, in floats: A's and B's alike.
   static DDPM_HD int offset(int side, int k) { return k * kRow + side; }

@@ -40,9 +40,11 @@
 // the first contribution: kernels/grad_write.h).
 // What limits v2: fp32 FMA throughput (no tensor cores), its shared-memory reads, and the
 // index arithmetic of the gather. The loaders' divisions by the shape are multiplies by
-// magic numbers (FastDivide: a forward K step of 8 on 64x64 tiles is 318 SASS instructions
-// for 128 FFMA, where 64-bit divides made it up to 1531; on 128x128 tiles, 816 for 512 FFMA;
-// docs/kernels.md); a production kernel steps the indices per tile instead (v4).
+// magic numbers (FastDivide), and each element's index is split in two halves, the row's
+// taken once for the K loop and the column's once a K step (the loaders, below): a forward
+// K step of 8 on 64x64 tiles is 287 SASS instructions for 128 FFMA, where 64-bit divides
+// made it up to 1531; on 128x128 tiles, 742 for 512 FFMA (docs/kernels.md). A production
+// kernel steps the indices per tile and masks the taps instead (v4).
 #include <algorithm>
 #include <vector>
 
@@ -71,27 +73,62 @@ namespace {
 // the shape, fixed for the launch: FastDivide (kernels/fast_divide.h) does each with one
 // multiply and a shift where 64-bit divides took ~70 instructions apiece, most of what a
 // v2 thread executed per product (check_index_limits: indices below 2^31).
+// An element is taken in two halves: row(r) does what depends on the row alone, col(c)
+// what depends on the column alone, at(row(r), col(c), ok) the rest: the bounds, the
+// address and the load (ok false, for an element past the matrix, reads 0). v2
+// (gemm_tiled) takes each half once where it can: a thread's rows are the same for the
+// whole K loop, and its elements walked along k share their column. v1 and v3 call
+// operator()(r, c), the three in a row. The halves' arithmetic is unsigned, so that a half
+// taken for an index past the matrix (v2 takes them before it knows) wraps, not overflows;
+// such an element is never loaded. The index of a pixel of the batch (below 2^31) is taken
+// in 32 bits, and only the address in 64.
 
 // A divisor of the shape; an empty extent (then nothing is loaded) divides by 1.
 FastDivide by(int64_t extent) { return FastDivide(std::max<int64_t>(extent, 1)); }
+
+// An unsigned coordinate is inside [0, extent) in one compare: a negative one wraps past it.
+__device__ bool inside(uint32_t coordinate, uint32_t extent) { return coordinate < extent; }
+
+// p[i] where ok, else 0: the load is made either way, from p[0] where not ok, so that it
+// needs no branch (v2's gathers were a branch each around their arithmetic).
+__device__ float load(const float* p, bool ok, int64_t i) { return ok ? p[i] : 0.0f; }
 
 // A[m, k] of the forward pass (also A^T of wgrad).
 struct Im2col {
   static constexpr bool kColumnsContiguous = true;  // k: a pixel's channels
   Conv2dShape s;
   FastDivide by_c_in, by_kw, by_ow, by_oh;
+  uint32_t h, w;
   const float* x;  // (N, H, W, Cin)
   Im2col(const Conv2dShape& s_, const float* x_)
       : s(s_), by_c_in(by(s_.c_in)), by_kw(by(s_.kw)), by_ow(by(s_.out_w())),
-        by_oh(by(s_.out_h())), x(x_) {}
-  __device__ float operator()(int64_t m, int64_t k) const {
-    const Split3 tap = split3(static_cast<uint32_t>(k), by_c_in, by_kw);  // (kh, kw, ci)
-    const Split3 out = split3(static_cast<uint32_t>(m), by_ow, by_oh);    // (n, oh, ow)
-    const int64_t ih = int64_t{out.middle} * s.stride - s.pad_top + tap.outer;
-    const int64_t iw = int64_t{out.inner} * s.stride - s.pad_left + tap.middle;
-    if (ih < 0 || ih >= s.h || iw < 0 || iw >= s.w) return 0.0f;
-    return x[((out.outer * s.h + ih) * s.w + iw) * s.c_in + tap.inner];
+        by_oh(by(s_.out_h())), h(static_cast<uint32_t>(s_.h)), w(static_cast<uint32_t>(s_.w)),
+        x(x_) {}
+  // Output pixel m = (n, oh, ow): the input pixel under its window's tap (0, 0), (ih0, iw0),
+  // and that pixel's index in the batch, (n H + ih0) W + iw0 (both wrap where they fall in
+  // the padding).
+  struct Row {
+    uint32_t ih0, iw0, pixel0;
+  };
+  // k = (kh, kw, ci), and the tap's pixel offset kh W + kw.
+  struct Col {
+    uint32_t kh, kw, ci, pixel;
+  };
+  __device__ Row row(int64_t m) const {
+    const Split3 out = split3(static_cast<uint32_t>(m), by_ow, by_oh);  // (n, oh, ow)
+    const uint32_t ih0 = out.middle * s.stride - s.pad_top;
+    const uint32_t iw0 = out.inner * s.stride - s.pad_left;
+    return {ih0, iw0, (out.outer * h + ih0) * w + iw0};
   }
+  __device__ Col col(int64_t k) const {
+    const Split3 tap = split3(static_cast<uint32_t>(k), by_c_in, by_kw);  // (kh, kw, ci)
+    return {tap.outer, tap.middle, tap.inner, tap.outer * w + tap.middle};
+  }
+  __device__ float at(const Row& r, const Col& c, bool ok) const {
+    ok = ok && inside(r.ih0 + c.kh, h) && inside(r.iw0 + c.kw, w);
+    return load(x, ok, int64_t{r.pixel0 + c.pixel} * s.c_in + c.ci);
+  }
+  __device__ float operator()(int64_t m, int64_t k) const { return at(row(m), col(k), true); }
 };
 
 // The transpose of a loader: (row, col) -> inner(col, row).
@@ -99,6 +136,11 @@ template <class Inner>
 struct Transposed {
   static constexpr bool kColumnsContiguous = !Inner::kColumnsContiguous;
   Inner inner;
+  using Row = typename Inner::Col;
+  using Col = typename Inner::Row;
+  __device__ Row row(int64_t r) const { return inner.col(r); }
+  __device__ Col col(int64_t c) const { return inner.row(c); }
+  __device__ float at(const Row& r, const Col& c, bool ok) const { return inner.at(c, r, ok); }
   __device__ float operator()(int64_t r, int64_t c) const { return inner(c, r); }
 };
 
@@ -107,6 +149,17 @@ struct Dense {
   static constexpr bool kColumnsContiguous = true;
   const float* p;
   int64_t ld;
+  struct Row {
+    int64_t offset;  // r ld
+  };
+  struct Col {
+    int64_t c;
+  };
+  __device__ Row row(int64_t r) const { return {r * ld}; }
+  __device__ Col col(int64_t c) const { return {c}; }
+  __device__ float at(const Row& r, const Col& c, bool ok) const {
+    return load(p, ok, r.offset + c.c);
+  }
   __device__ float operator()(int64_t r, int64_t c) const { return p[r * ld + c]; }
 };
 
@@ -114,23 +167,43 @@ struct Dense {
 struct DgradA {
   static constexpr bool kColumnsContiguous = true;  // k': a pixel's channels of dy
   Conv2dShape s;
-  int64_t oh_n, ow_n;
+  uint32_t oh_n, ow_n;
   FastDivide by_c_out, by_kw, by_w, by_h, by_stride;
   const float* dy;  // (N, OH, OW, Cout)
   DgradA(const Conv2dShape& s_, const float* dy_)
-      : s(s_), oh_n(s_.out_h()), ow_n(s_.out_w()), by_c_out(by(s_.c_out)), by_kw(by(s_.kw)),
+      : s(s_), oh_n(static_cast<uint32_t>(s_.out_h())),
+        ow_n(static_cast<uint32_t>(s_.out_w())), by_c_out(by(s_.c_out)), by_kw(by(s_.kw)),
         by_w(by(s_.w)), by_h(by(s_.h)), by_stride(by(s_.stride)), dy(dy_) {}
-  __device__ float operator()(int64_t m, int64_t k) const {
-    const Split3 tap = split3(static_cast<uint32_t>(k), by_c_out, by_kw);  // (kh, kw, co)
-    const Split3 in = split3(static_cast<uint32_t>(m), by_w, by_h);        // (n, ih, iw)
-    const int64_t nh = int64_t{in.middle} + s.pad_top - tap.outer;  // = oh*s
-    const int64_t nw = int64_t{in.inner} + s.pad_left - tap.middle;  // = ow*s
-    if (nh < 0 || nw < 0) return 0.0f;
-    const QuotientRemainder oh = divide(static_cast<uint32_t>(nh), by_stride);
-    const QuotientRemainder ow = divide(static_cast<uint32_t>(nw), by_stride);
-    if (oh.r != 0 || ow.r != 0 || oh.q >= oh_n || ow.q >= ow_n) return 0.0f;
-    return dy[((in.outer * oh_n + oh.q) * ow_n + ow.q) * s.c_out + tap.inner];
+  // Input pixel m' = (n, ih, iw): (nh, nw) = (ih + pad_top, iw + pad_left), which tap
+  // (kh, kw) reaches from output pixel (nh - kh, nw - kw) / stride; and the sample's first
+  // output row, n OH.
+  struct Row {
+    uint32_t nh, nw, out0;
+  };
+  struct Col {
+    uint32_t kh, kw, co;
+  };
+  __device__ Row row(int64_t m) const {
+    const Split3 in = split3(static_cast<uint32_t>(m), by_w, by_h);  // (n, ih, iw)
+    return {in.middle + s.pad_top, in.inner + s.pad_left, in.outer * oh_n};
   }
+  __device__ Col col(int64_t k) const {
+    const Split3 tap = split3(static_cast<uint32_t>(k), by_c_out, by_kw);  // (kh, kw, co)
+    return {tap.outer, tap.middle, tap.inner};
+  }
+  __device__ float at(const Row& r, const Col& c, bool ok) const {
+    // oh s and ow s; below 0 they wrap past every output row and column
+    uint32_t oh = r.nh - c.kh, ow = r.nw - c.kw;
+    if (s.stride != 1) {  // the same for the whole launch
+      const QuotientRemainder qh = divide(oh, by_stride), qw = divide(ow, by_stride);
+      ok = ok && static_cast<int32_t>(oh) >= 0 && static_cast<int32_t>(ow) >= 0 &&
+           qh.r == 0 && qw.r == 0;
+      oh = qh.q, ow = qw.q;
+    }
+    ok = ok && inside(oh, oh_n) && inside(ow, ow_n);
+    return load(dy, ok, int64_t{(r.out0 + oh) * ow_n + ow} * s.c_out + c.co);
+  }
+  __device__ float operator()(int64_t m, int64_t k) const { return at(row(m), col(k), true); }
 };
 
 // B'[k', ci] of dgrad: w[kh, kw, ci, co] for k' = (kh, kw, co).
@@ -140,10 +213,21 @@ struct DgradB {
   FastDivide by_c_out;
   const float* w;
   DgradB(const Conv2dShape& s_, const float* w_) : s(s_), by_c_out(by(s_.c_out)), w(w_) {}
-  __device__ float operator()(int64_t k, int64_t ci) const {
+  struct Row {
+    int64_t offset;  // tap Cin Cout + co
+  };
+  struct Col {
+    int64_t offset;  // ci Cout
+  };
+  __device__ Row row(int64_t k) const {
     const QuotientRemainder tap_co = divide(static_cast<uint32_t>(k), by_c_out);
-    return w[(tap_co.q * s.c_in + ci) * s.c_out + tap_co.r];
+    return {int64_t{tap_co.q} * s.c_in * s.c_out + tap_co.r};
   }
+  __device__ Col col(int64_t ci) const { return {ci * s.c_out}; }
+  __device__ float at(const Row& r, const Col& c, bool ok) const {
+    return load(w, ok, r.offset + c.offset);
+  }
+  __device__ float operator()(int64_t k, int64_t ci) const { return at(row(k), col(ci), true); }
 };
 
 // What the loaders' 32-bit divisions take: every index they split below 2^31 (the GEMM's
@@ -224,14 +308,34 @@ gemm_tiled(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB b,
     ea[r] = L::template element<kAAlongK>(t, r);
     eb[r] = L::template element<kBAlongK>(t, r);
   }
+  // The halves of the elements' indices that hold for the whole K loop (the loaders' row()
+  // and col()): A's rows and B's columns; an element past the matrix is never loaded.
+  typename LoadA::Row a_row[L::kShare];
+  typename LoadB::Col b_col[L::kShare];
+  bool a_row_ok[L::kShare], b_col_ok[L::kShare];
+#pragma unroll
+  for (int r = 0; r < L::kShare; ++r) {
+    const int64_t gr = row0 + ea[r].side, gc = col0 + eb[r].side;
+    a_row_ok[r] = gr < m;
+    a_row[r] = a.row(gr);
+    b_col_ok[r] = gc < n;
+    b_col[r] = b.col(gc);
+  }
   float a_next[L::kShare], b_next[L::kShare];
   const auto fetch = [&](int64_t k0) {
+    // Walked along k, a thread's elements share their k (Layout::element): one half of it
+    // for all of them, taken here (the compiler would take it once an element).
+    const int64_t a_k = k0 + ea[0].k, b_k = k0 + eb[0].k;
+    const typename LoadA::Col a_shared = a.col(a_k);
+    const typename LoadB::Row b_shared = b.row(b_k);
 #pragma unroll
     for (int r = 0; r < L::kShare; ++r) {
-      const int64_t gr = row0 + ea[r].side, gk = k0 + ea[r].k;
-      a_next[r] = (gr < m && gk < k_end) ? a(gr, gk) : 0.0f;
-      const int64_t gk2 = k0 + eb[r].k, gc = col0 + eb[r].side;
-      b_next[r] = (gk2 < k_end && gc < n) ? b(gk2, gc) : 0.0f;
+      const int64_t gk = kAAlongK ? a_k : k0 + ea[r].k;
+      const typename LoadA::Col a_col = kAAlongK ? a_shared : a.col(gk);
+      a_next[r] = a.at(a_row[r], a_col, a_row_ok[r] && gk < k_end);
+      const int64_t gk2 = kBAlongK ? b_k : k0 + eb[r].k;
+      const typename LoadB::Row b_row = kBAlongK ? b_shared : b.row(gk2);
+      b_next[r] = b.at(b_row, b_col[r], gk2 < k_end && b_col_ok[r]);
     }
   };
   const auto store = [&](int stage) {
