@@ -58,9 +58,8 @@ struct Layout {
 
   // Thread t's r-th element of a tile, walked along k or along the side (above). Element
   // e = t + 256 r: its k (along k) or side (along the side) is t's alone, since 256 is a
-  // multiple of both 8 and the tile. Written as t % 8 and t % kTile, not e % ..., so that
-  // the compiler sees a thread's elements share it: the forward's and the dgrad's gathers
-  // then split their k into (tap, channel) once a K step, not once an element.
+  // multiple of both 8 and the tile. gemm_tiled relies on it: walked along k, it splits a
+  // thread's k into (tap, channel) once a K step for all of the thread's elements.
   static_assert(kThreads % kTileK == 0 && kThreads % kTile == 0,
                 "a thread's elements share their k (along k) or their side (along the side)");
   template <bool kAlongK>

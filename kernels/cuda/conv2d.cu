@@ -89,8 +89,9 @@ FastDivide by(int64_t extent) { return FastDivide(std::max<int64_t>(extent, 1));
 // An unsigned coordinate is inside [0, extent) in one compare: a negative one wraps past it.
 __device__ bool inside(uint32_t coordinate, uint32_t extent) { return coordinate < extent; }
 
-// p[i] where ok, else 0: the load is made either way, from p[0] where not ok, so that it
-// needs no branch (v2's gathers were a branch each around their arithmetic).
+// p[i] where ok, else 0 without reading p: every test of an element is folded into ok, so
+// that its load sits under one predicate (a load made either way, from p[0] where not ok,
+// took more instructions: docs/kernels.md).
 __device__ float load(const float* p, bool ok, int64_t i) { return ok ? p[i] : 0.0f; }
 
 // A[m, k] of the forward pass (also A^T of wgrad).
@@ -160,7 +161,7 @@ struct Dense {
   __device__ float at(const Row& r, const Col& c, bool ok) const {
     return load(p, ok, r.offset + c.c);
   }
-  __device__ float operator()(int64_t r, int64_t c) const { return p[r * ld + c]; }
+  __device__ float operator()(int64_t r, int64_t c) const { return at(row(r), col(c), true); }
 };
 
 // A'[m', k'] of dgrad: the output gradient that input pixel m' received through tap k'.
@@ -192,7 +193,7 @@ struct DgradA {
     return {tap.outer, tap.middle, tap.inner};
   }
   __device__ float at(const Row& r, const Col& c, bool ok) const {
-    // oh s and ow s; below 0 they wrap past every output row and column
+    // oh stride and ow stride; below 0 they wrap past every output row and column
     uint32_t oh = r.nh - c.kh, ow = r.nw - c.kw;
     if (s.stride != 1) {  // the same for the whole launch
       const QuotientRemainder qh = divide(oh, by_stride), qw = divide(ow, by_stride);
@@ -324,7 +325,7 @@ gemm_tiled(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB b,
   float a_next[L::kShare], b_next[L::kShare];
   const auto fetch = [&](int64_t k0) {
     // Walked along k, a thread's elements share their k (Layout::element): one half of it
-    // for all of them, taken here (the compiler would take it once an element).
+    // for all of them, taken here (left to the compiler, it was taken once an element).
     const int64_t a_k = k0 + ea[0].k, b_k = k0 + eb[0].k;
     const typename LoadA::Col a_shared = a.col(a_k);
     const typename LoadB::Row b_shared = b.row(b_k);
