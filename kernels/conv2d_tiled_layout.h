@@ -67,6 +67,20 @@ struct Layout {
     const int e = t + r * kThreads;
     return kAlongK ? TileElement{e / kTileK, t % kTileK} : TileElement{t % kTile, e / kTile};
   }
+  // The walks in runs (gemm_tiled's kRuns): thread t's share of a tile is one run of kShare
+  // consecutive elements along the operand's memory, loaded at once (a float4 on 128x128
+  // tiles, a float2 on 64x64): along k, kShare k of one side; along the side, kShare sides
+  // of one k. Its r-th element:
+  static constexpr int kRunsAlongK = kTileK / kShare;   // runs in a side's 8 k
+  static constexpr int kRunsAlongSide = kTile / kShare;  // runs in a k's row of the tile
+  static_assert(kRunsAlongK * kShare == kTileK && kRunsAlongSide * kShare == kTile &&
+                    kRunsAlongK * kTile == kThreads && kRunsAlongSide * kTileK == kThreads,
+                "one run a thread covers a tile, walked either way");
+  template <bool kAlongK>
+  static DDPM_HD TileElement run_element(int t, int r) {
+    return kAlongK ? TileElement{t / kRunsAlongK, t % kRunsAlongK * kShare + r}
+                   : TileElement{t % kRunsAlongSide * kShare + r, t / kRunsAlongSide};
+  }
   // Where (side, k) sits in its stage of shared memory, in floats: A's and B's alike.
   static DDPM_HD int offset(int side, int k) { return k * kRow + side; }
   // The i-th of the kMicro rows (columns) thread t owns.

@@ -22,7 +22,9 @@ RULES = {
     ("conv2d", "v1 naive"): (None, "cuDNN fp32"),
     ("conv2d", "v2 tiled (64x64 tiles)"): ("v1 naive", "cuDNN fp32"),
     ("conv2d", "v2 tiled (128x128 tiles)"): ("v2 tiled (64x64 tiles)", "cuDNN fp32"),
-    ("conv2d", "v2 tiled"): ("v2 tiled (64x64 tiles)", "cuDNN fp32"),
+    ("conv2d", "v2 tiled, element by element"): ("v2 tiled (64x64 tiles)", "cuDNN fp32"),
+    # the runs (16-byte gathers) against the same kernel gathering element by element
+    ("conv2d", "v2 tiled"): ("v2 tiled, element by element", "cuDNN fp32"),
     ("conv2d", "v3 TF32 tensor cores"): ("v2 tiled", "cuDNN TF32"),
     # TF32 on v4's GEMM (conv2d_tf32.cu), on v3; and with every pass on bf16 pieces, on it
     ("conv2d", "v4 TF32"): ("v3 TF32 tensor cores", "cuDNN TF32"),

@@ -160,11 +160,12 @@ TEST(BenchSmoke, EveryConvolutionRowRuns) {
     const auto it = rows.find(row);
     return it == rows.end() ? 0 : it->second;
   };
-  // v2 on either tile and as it runs, TF32 on v4's GEMM, and with every pass on bf16
-  // pieces, and fp32 on three bf16 pieces, on every smoke shape
+  // v2 on either tile, as it runs and element by element, TF32 on v4's GEMM, and with every
+  // pass on bf16 pieces, and fp32 on three bf16 pieces, on every smoke shape
   for (const char* kernel : {"conv2d fwd", "conv2d dgrad", "conv2d wgrad"})
     for (const char* variant :
-         {" / v2 tiled (64x64 tiles)", " / v2 tiled (128x128 tiles)", " / v2 tiled", " / v4 TF32",
+         {" / v2 tiled (64x64 tiles)", " / v2 tiled (128x128 tiles)", " / v2 tiled",
+          " / v2 tiled, element by element", " / v4 TF32",
           " / v4 TF32, every pass on bf16 pieces", " / v4 fp32 on bf16x6"})
       EXPECT_EQ(shapes(kernel + std::string(variant)), 3) << kernel << variant;
   for (const char* kernel : {"conv2d fwd", "conv2d dgrad", "conv2d wgrad"}) {

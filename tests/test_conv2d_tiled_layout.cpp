@@ -116,6 +116,70 @@ TEST(Conv2dTiledLayout, ReadsAreAlignedRunsAndBIsContiguous) {
   expect_aligned_contiguous_reads<tiled::Layout<8>>();
 }
 
+// Walked in runs (a thread's share one 16-byte run, 8-byte on 64x64 tiles): every element
+// staged once; each thread's run is kShare consecutive elements along memory (consecutive k
+// of one side, or consecutive sides of one k), aligned to the run; a warp's runs follow one
+// another along memory (along k, a side's 8 k are kRunsAlongK runs; along the side, the
+// warp's 32 runs are contiguous). Stored along k, a run is kShare scalars kRow apart, and a
+// warp's r-th stores hit 32 different banks; along the side, a run is one aligned 16- or
+// 8-byte store, and a warp's are one contiguous stretch, the fewest wavefronts for its bytes
+// (its r-th scalars would land 4 or 2 to a bank).
+template <class L, bool kAlongK>
+void expect_runs_along_memory_and_conflict_free_stores() {
+  std::vector<int> staged(L::kStageFloats, 0);
+  for (int t = 0; t < kThreads; ++t) {
+    const tiled::TileElement first = L::template run_element<kAlongK>(t, 0);
+    ASSERT_EQ((kAlongK ? first.k : first.side) % L::kShare, 0) << "an aligned run";
+    for (int r = 0; r < L::kShare; ++r) {
+      const tiled::TileElement e = L::template run_element<kAlongK>(t, r);
+      ASSERT_TRUE(e.side >= 0 && e.side < L::kTile && e.k >= 0 && e.k < kTileK);
+      EXPECT_EQ(e.side, first.side + (kAlongK ? 0 : r));
+      EXPECT_EQ(e.k, first.k + (kAlongK ? r : 0));
+      ++staged[L::offset(e.side, e.k)];
+    }
+    if (t % 32 == 0) continue;
+    const tiled::TileElement before = L::template run_element<kAlongK>(t - 1, 0);
+    if (kAlongK && t % L::kRunsAlongK != 0) {  // the side's next run
+      EXPECT_EQ(first.side, before.side);
+      EXPECT_EQ(first.k, before.k + L::kShare);
+    } else if (kAlongK) {  // the next side, from its first k
+      EXPECT_EQ(first.side, before.side + 1);
+      EXPECT_EQ(first.k, 0);
+    } else {
+      EXPECT_EQ(first.k, before.k);
+      EXPECT_EQ(first.side, before.side + L::kShare);
+    }
+  }
+  for (int side = 0; side < L::kTile; ++side)
+    for (int k = 0; k < kTileK; ++k) EXPECT_EQ(staged[L::offset(side, k)], 1) << side << ", " << k;
+  for (int w = 0; w < kThreads / 32; ++w) {
+    if (!kAlongK) {
+      const tiled::TileElement first = L::template run_element<kAlongK>(32 * w, 0);
+      for (int lane = 0; lane < 32; ++lane) {
+        const tiled::TileElement e = L::template run_element<kAlongK>(32 * w + lane, 0);
+        ASSERT_EQ(L::offset(e.side, e.k) % L::kShare, 0) << "an aligned vector store";
+        EXPECT_EQ(L::offset(e.side, e.k), L::offset(first.side, first.k) + lane * L::kShare);
+      }
+      continue;
+    }
+    for (int r = 0; r < L::kShare; ++r) {
+      std::set<int> banks;
+      for (int lane = 0; lane < 32; ++lane) {
+        const tiled::TileElement e = L::template run_element<kAlongK>(32 * w + lane, r);
+        banks.insert(L::offset(e.side, e.k) % 32);
+      }
+      EXPECT_EQ(banks.size(), 32u) << "warp " << w << ", element " << r;
+    }
+  }
+}
+
+TEST(Conv2dTiledLayout, RunsWalkMemoryAndTheirStoresHit32Banks) {
+  expect_runs_along_memory_and_conflict_free_stores<tiled::Layout<4>, true>();
+  expect_runs_along_memory_and_conflict_free_stores<tiled::Layout<4>, false>();
+  expect_runs_along_memory_and_conflict_free_stores<tiled::Layout<8>, true>();
+  expect_runs_along_memory_and_conflict_free_stores<tiled::Layout<8>, false>();
+}
+
 // What the padding is for: without it, the stores of a tile walked along k pile 8 lanes on
 // each of 4 banks.
 TEST(Conv2dTiledLayout, WithoutThePaddingStoresAlongKConflict) {

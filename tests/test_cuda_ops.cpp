@@ -10,6 +10,8 @@
 #include <cstdlib>
 #include <functional>
 #include <tuple>
+#include <utility>
+#include <vector>
 
 #include "engine/device.h"
 #include "engine/ops.h"
@@ -1158,11 +1160,17 @@ TEST(CudaOps, ColumnSumsUseTheWholeGpu) {
 
 // v2's two block tiles, 64x64 (4x4 outputs a thread) and 128x128 (8x8), give the same bits
 // in all three passes: each output is the same sum over k in the same order, whichever
-// thread holds it (kernels/conv2d_tiled_layout.h). Shapes with partial tiles on both sides
-// (234 rows, 140 columns), a strided dgrad, and a wgrad whose reduction splits (3 x 9 x 19
-// pixels, as below); the bias's gradient is the same column sum either way. The launch
-// counts show that each forced tile is the one that ran. Against the CPU: the small tiles
-// in Conv2dBothVersionsMatchTheCpu above, the same bits.
+// thread holds it (kernels/conv2d_tiled_layout.h). So do its two walks, element by element
+// and in runs (16-byte loads where the channels are a multiple of 4: 8-byte on the small
+// tiles): the same values staged in the same places. Shapes with partial tiles on both
+// sides (234 rows, 140 columns), a strided dgrad, a wgrad whose reduction splits (3 x 9 x
+// 19 pixels, as below), and channels that allow runs in some passes only: 3 in (runs in
+// the dgrad alone), 6 out (runs of 2, the small tiles', but not of 4), 6 in through a 2x2
+// kernel (K = 24 is a multiple of 4, but a run of 4 channels would cross into the next tap
+// on the large tiles), 3 in and 5 out (none). The bias's gradient is the same column sum
+// either way. The launch counts show that each forced tile and walk is the one that ran,
+// and that runs are the default. Against the CPU: the small tiles in
+// Conv2dBothVersionsMatchTheCpu above, the same bits.
 TEST(CudaOps, Conv2dTiledLargeAndSmallTilesAreTheSameBits) {
   REQUIRE_GPU();
 #if DDPM_WITH_CUDA
@@ -1173,7 +1181,11 @@ TEST(CudaOps, Conv2dTiledLargeAndSmallTilesAreTheSameBits) {
   };
   const Case cases[] = {{{2, 9, 13, 20}, 3, 140, Conv2dParams::same(3)},
                         {{2, 10, 12, 24}, 3, 36, Conv2dParams::downsample()},
-                        {{3, 9, 19, 64}, 3, 64, Conv2dParams::same(3)}};
+                        {{3, 9, 19, 64}, 3, 64, Conv2dParams::same(3)},
+                        {{2, 9, 13, 3}, 3, 8, Conv2dParams::same(3)},
+                        {{2, 9, 13, 8}, 3, 6, Conv2dParams::same(3)},
+                        {{2, 9, 13, 6}, 2, 8, Conv2dParams{1, 0, 0, 1, 1}},
+                        {{2, 9, 13, 3}, 3, 5, Conv2dParams::same(3)}};
   uint64_t stream = 900;
   for (const Case& c : cases) {
     SCOPED_TRACE(c.x.str() + " -> " + std::to_string(c.c_out));
@@ -1188,8 +1200,15 @@ TEST(CudaOps, Conv2dTiledLargeAndSmallTilesAreTheSameBits) {
                                        cuda::conv2d_backward_workspace(s, cuda::ConvAlgo::Tiled));
     const Tensor ws = Tensor::empty(Shape{std::max<int64_t>(ws_floats, 1)}, DType::F32,
                                     Device::CUDA);
-    const auto run = [&](cuda::TiledTiles tiles) {
+    // Passes in runs of v: the forward and wgrad need both channel counts a multiple of v,
+    // the dgrad (dy's and w's output channels) Cout alone.
+    const auto passes_in_runs = [&](int64_t v) {
+      const bool in = c.x[3] % v == 0, out = c.c_out % v == 0;
+      return int64_t{in && out} + int64_t{out} + int64_t{in && out};
+    };
+    const auto run = [&](cuda::TiledTiles tiles, bool runs) {
       cuda::set_conv2d_tiled_tiles(tiles);
+      if (!runs) cuda::set_conv2d_tiled_runs(false);  // else the default
       const Tensor y = Tensor::empty(y_shape, DType::F32, Device::CUDA);
       const Tensor dx = Tensor::full(c.x, 0.5, DType::F32).to(Device::CUDA);
       const Tensor dw = Tensor::full(w.shape(), 0.25, DType::F32).to(Device::CUDA);
@@ -1200,22 +1219,32 @@ TEST(CudaOps, Conv2dTiledLargeAndSmallTilesAreTheSameBits) {
                             dx.data<float>(), dw.data<float>(), db.data<float>(),
                             cuda::ConvAlgo::Tiled, ws.data<float>());
       cuda::set_conv2d_tiled_tiles(cuda::TiledTiles::Heuristic);
+      cuda::set_conv2d_tiled_runs(true);
       std::vector<std::vector<float>> out;
       for (const Tensor* t : {&y, &dx, &dw, &db})
         out.push_back(t->to(Device::CPU).to_vector<float>());
       return out;
     };
     const cuda::TiledLaunches before = cuda::conv2d_tiled_launches();
-    const std::vector<std::vector<float>> small = run(cuda::TiledTiles::Small);
+    const std::vector<std::vector<float>> small = run(cuda::TiledTiles::Small, true);
     const cuda::TiledLaunches between = cuda::conv2d_tiled_launches();
-    const std::vector<std::vector<float>> large = run(cuda::TiledTiles::Large);
+    const std::vector<std::vector<float>> large = run(cuda::TiledTiles::Large, true);
     const cuda::TiledLaunches after = cuda::conv2d_tiled_launches();
     EXPECT_EQ(between.small - before.small, 3) << "forward, dgrad, wgrad on the small tiles";
     EXPECT_EQ(between.large, before.large);
     EXPECT_EQ(after.large - between.large, 3) << "forward, dgrad, wgrad on the large tiles";
     EXPECT_EQ(after.small, between.small);
+    EXPECT_EQ(between.runs - before.runs, passes_in_runs(2)) << "in runs of 2, small tiles";
+    EXPECT_EQ(after.runs - between.runs, passes_in_runs(4)) << "in runs of 4, large tiles";
+    const std::vector<std::vector<float>> small_elements = run(cuda::TiledTiles::Small, false);
+    const std::vector<std::vector<float>> large_elements = run(cuda::TiledTiles::Large, false);
+    EXPECT_EQ(cuda::conv2d_tiled_launches().runs, after.runs) << "runs turned off";
     const char* names[] = {"y", "dx", "dw", "db"};
-    for (int i = 0; i < 4; ++i) EXPECT_EQ(large[i], small[i]) << names[i];
+    for (int i = 0; i < 4; ++i) {
+      EXPECT_EQ(large[i], small[i]) << names[i];
+      EXPECT_EQ(small_elements[i], small[i]) << names[i] << ", small tiles element by element";
+      EXPECT_EQ(large_elements[i], small[i]) << names[i] << ", large tiles element by element";
+    }
   }
   // The heuristic: the large tiles where their blocks fill every SM twice over (the model's
   // 32x32 forward at batch 128: 1024 blocks), else the small ones (its 4x4 layers' 32).
@@ -1242,6 +1271,42 @@ TEST(CudaOps, Conv2dTiledLargeAndSmallTilesAreTheSameBits) {
     EXPECT_TRUE(cuda::conv2d_tiled_takes_large_tiles(9 * l.c_in, l.c_out,
                                                      static_cast<int>(planes / plane)));
   }
+#endif
+}
+
+// v2 walks a tile in runs only from aligned memory: operands 4 bytes off their 16-byte
+// alignment (views into a larger buffer, one float in) are staged element by element, with
+// the same bits as aligned copies staged in runs. A float4 load from such an address is
+// undefined behaviour, which the emulation's UBSan reports.
+TEST(CudaOps, Conv2dTiledWalksInRunsOnlyFromAlignedMemory) {
+  REQUIRE_GPU();
+#if DDPM_WITH_CUDA
+  const Conv2dShape s =
+      conv2d_shape(Shape{2, 6, 7, 8}, Shape{3, 3, 8, 12}, Conv2dParams::same(3));
+  const int64_t x_n = s.n * s.h * s.w * s.c_in, w_n = 9 * s.c_in * s.c_out;
+  const int64_t y_n = s.n * s.out_h() * s.out_w() * s.c_out;
+  // each operand one float into a larger buffer, and again on its own
+  const auto operands = [](int64_t n, uint64_t stream) {
+    const std::vector<float> v = rnd({n + 1}, stream).to_vector<float>();
+    return std::make_pair(Tensor::from_vector(Shape{n + 1}, v).to(Device::CUDA),
+                          Tensor::from_vector(Shape{n}, std::vector<float>(v.begin() + 1, v.end()))
+                              .to(Device::CUDA));
+  };
+  const auto [x, x_aligned] = operands(x_n, 950);
+  const auto [w, w_aligned] = operands(w_n, 951);
+  const auto forward = [&](const float* xp, const float* wp) {
+    const Tensor y = Tensor::empty(Shape{y_n}, DType::F32, Device::CUDA);
+    cuda::conv2d_forward(s, xp, wp, nullptr, y.data<float>(), cuda::ConvAlgo::Tiled, nullptr);
+    return y.to(Device::CPU).to_vector<float>();
+  };
+  const cuda::TiledLaunches before = cuda::conv2d_tiled_launches();
+  const std::vector<float> off = forward(x.data<float>() + 1, w.data<float>() + 1);
+  const cuda::TiledLaunches between = cuda::conv2d_tiled_launches();
+  const std::vector<float> aligned = forward(x_aligned.data<float>(), w_aligned.data<float>());
+  const cuda::TiledLaunches after = cuda::conv2d_tiled_launches();
+  EXPECT_EQ(between.runs, before.runs) << "runs from memory 4 bytes off alignment";
+  EXPECT_EQ(after.runs - between.runs, 1) << "the aligned copies in runs";
+  EXPECT_EQ(off, aligned);
 #endif
 }
 

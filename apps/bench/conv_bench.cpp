@@ -165,6 +165,7 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
       const char* name;
       bool tf32_mma = true;  // v4 TF32: TF32 products where they run (else bf16 pieces)
       cuda::TiledTiles tiled = cuda::TiledTiles::Heuristic;  // v2's block tile
+      bool tiled_runs = true;  // v2 stages its tiles in 16-byte runs where the shape allows
     };
     const Version versions[] = {
         {cuda::ConvAlgo::Naive, cuda::Bf16Tiles::Heuristic, "v1 naive"},
@@ -176,6 +177,9 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
         {cuda::ConvAlgo::Tiled, cuda::Bf16Tiles::Heuristic, "v2 tiled (128x128 tiles)", true,
          cuda::TiledTiles::Large},
         {cuda::ConvAlgo::Tiled, cuda::Bf16Tiles::Heuristic, "v2 tiled"},
+        // and as it ran before its runs: every element of a tile gathered on its own
+        {cuda::ConvAlgo::Tiled, cuda::Bf16Tiles::Heuristic, "v2 tiled, element by element",
+         true, cuda::TiledTiles::Heuristic, false},
         {cuda::ConvAlgo::TensorCore, cuda::Bf16Tiles::Heuristic, "v3 TF32 tensor cores"},
         // precision tf32's default, v4's GEMM in TF32 (conv2d_tf32.cu): TF32 mma.sync on
         // the fp32 operands in the forward and the dgrad, bf16 pieces in the wgrad
@@ -209,6 +213,7 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
       cuda::set_conv2d_bf16_tiles(version.tiles);
       cuda::set_conv2d_tf32_mma(version.tf32_mma);
       cuda::set_conv2d_tiled_tiles(version.tiled);
+      cuda::set_conv2d_tiled_runs(version.tiled_runs);
       // the engine's path: workspaces for v4's bf16 operands and for split-K (cuDNN: its
       // staged operands and its own)
       const int64_t ws_floats = std::max(cuda::conv2d_forward_workspace(s, algo),
@@ -233,6 +238,7 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
     cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Heuristic);
     cuda::set_conv2d_tf32_mma(true);
     cuda::set_conv2d_tiled_tiles(cuda::TiledTiles::Heuristic);
+    cuda::set_conv2d_tiled_runs(true);
     // cuDNN in plain fp32 (FMA math: the comparison for v1/v2) and allowed TF32 tensor
     // cores (CUDNN_TENSOR_OP_MATH: the comparison for v3, and PyTorch's default for fp32)
     // and bf16 tensors with tensor cores (the comparison for v4, and PyTorch's autocast)

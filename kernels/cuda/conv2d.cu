@@ -40,11 +40,12 @@
 // the first contribution: kernels/grad_write.h).
 // What limits v2: fp32 FMA throughput (no tensor cores), its shared-memory reads, and the
 // index arithmetic of the gather. The loaders' divisions by the shape are multiplies by
-// magic numbers (FastDivide), and each element's index is split in two halves, the row's
-// taken once for the K loop and the column's once a K step (the loaders, below): a forward
-// K step of 8 on 64x64 tiles is 287 SASS instructions for 128 FFMA, where 64-bit divides
-// made it up to 1531; on 128x128 tiles, 742 for 512 FFMA (docs/kernels.md). A production
-// kernel steps the indices per tile and masks the taps instead (v4).
+// magic numbers (FastDivide), each element's index is split in two halves, the row's
+// taken once for the K loop and the column's once a K step (the loaders, below), and a
+// thread's share of a tile is one 16-byte run along memory where the channels allow: a
+// forward K step of 8 on 64x64 tiles is 223 SASS instructions for 128 FFMA, where 64-bit
+// divides made it up to 1531; on 128x128 tiles, 623 for 512 FFMA (docs/kernels.md). A
+// production kernel steps the indices per tile and masks the taps instead (v4).
 #include <algorithm>
 #include <vector>
 
@@ -94,6 +95,25 @@ __device__ bool inside(uint32_t coordinate, uint32_t extent) { return coordinate
 // took more instructions: docs/kernels.md).
 __device__ float load(const float* p, bool ok, int64_t i) { return ok ? p[i] : 0.0f; }
 
+// p[i .. i + V) where ok, else zeros: one 16-byte (V = 4) or 8-byte (V = 2) load, for v2's
+// walks in runs. p + i is V floats aligned: the loader's runs_of(V) said so on the host.
+template <int V>
+__device__ void load_run(const float* p, bool ok, int64_t i, float (&out)[V]) {
+  static_assert(V == 2 || V == 4, "runs of 2 or 4 floats");
+  if (V == 4) {
+    const float4 v = ok ? *reinterpret_cast<const float4*>(p + i) : make_float4(0, 0, 0, 0);
+    out[0] = v.x, out[1] = v.y, out[V / 2] = v.z, out[V - 1] = v.w;
+  } else {
+    const float2 v = ok ? *reinterpret_cast<const float2*>(p + i) : make_float2(0, 0);
+    out[0] = v.x, out[V - 1] = v.y;
+  }
+}
+
+// Whether p's runs of v floats from offsets that are multiples of v are aligned loads.
+bool aligned_runs(const void* p, int v) {
+  return reinterpret_cast<uintptr_t>(p) % (sizeof(float) * v) == 0;
+}
+
 // A[m, k] of the forward pass (also A^T of wgrad).
 struct Im2col {
   static constexpr bool kColumnsContiguous = true;  // k: a pixel's channels
@@ -125,11 +145,24 @@ struct Im2col {
     const Split3 tap = split3(static_cast<uint32_t>(k), by_c_in, by_kw);  // (kh, kw, ci)
     return {tap.outer, tap.middle, tap.inner, tap.outer * w + tap.middle};
   }
+  // Whether the tap lands inside the image, and where.
+  __device__ bool lands(const Row& r, const Col& c) const {
+    return inside(r.ih0 + c.kh, h) && inside(r.iw0 + c.kw, w);
+  }
+  __device__ int64_t offset(const Row& r, const Col& c) const {
+    return int64_t{r.pixel0 + c.pixel} * s.c_in + c.ci;
+  }
   __device__ float at(const Row& r, const Col& c, bool ok) const {
-    ok = ok && inside(r.ih0 + c.kh, h) && inside(r.iw0 + c.kw, w);
-    return load(x, ok, int64_t{r.pixel0 + c.pixel} * s.c_in + c.ci);
+    return load(x, ok && lands(r, c), offset(r, c));
   }
   __device__ float operator()(int64_t m, int64_t k) const { return at(row(m), col(k), true); }
+  // Runs along k (a pixel's channels): whole within a tap, and aligned, where Cin is a
+  // multiple of the run.
+  bool runs_of(int v) const { return s.c_in % v == 0 && aligned_runs(x, v); }
+  template <int V>
+  __device__ void run(const Row& r, const Col& c, bool ok, float (&out)[V]) const {
+    load_run(x, ok && lands(r, c), offset(r, c), out);
+  }
 };
 
 // The transpose of a loader: (row, col) -> inner(col, row).
@@ -143,6 +176,11 @@ struct Transposed {
   __device__ Col col(int64_t c) const { return inner.row(c); }
   __device__ float at(const Row& r, const Col& c, bool ok) const { return inner.at(c, r, ok); }
   __device__ float operator()(int64_t r, int64_t c) const { return inner(c, r); }
+  bool runs_of(int v) const { return inner.runs_of(v); }
+  template <int V>
+  __device__ void run(const Row& r, const Col& c, bool ok, float (&out)[V]) const {
+    inner.run(c, r, ok, out);
+  }
 };
 
 // A plain row-major matrix.
@@ -162,6 +200,12 @@ struct Dense {
     return load(p, ok, r.offset + c.c);
   }
   __device__ float operator()(int64_t r, int64_t c) const { return at(row(r), col(c), true); }
+  // Runs along a row.
+  bool runs_of(int v) const { return ld % v == 0 && aligned_runs(p, v); }
+  template <int V>
+  __device__ void run(const Row& r, const Col& c, bool ok, float (&out)[V]) const {
+    load_run(p, ok, r.offset + c.c, out);
+  }
 };
 
 // A'[m', k'] of dgrad: the output gradient that input pixel m' received through tap k'.
@@ -192,19 +236,36 @@ struct DgradA {
     const Split3 tap = split3(static_cast<uint32_t>(k), by_c_out, by_kw);  // (kh, kw, co)
     return {tap.outer, tap.middle, tap.inner};
   }
-  __device__ float at(const Row& r, const Col& c, bool ok) const {
+  // Whether tap (kh, kw) reaches input pixel r from an output pixel, (oh, ow).
+  __device__ bool lands(const Row& r, const Col& c, uint32_t& oh, uint32_t& ow) const {
     // oh stride and ow stride; below 0 they wrap past every output row and column
-    uint32_t oh = r.nh - c.kh, ow = r.nw - c.kw;
+    oh = r.nh - c.kh, ow = r.nw - c.kw;
+    bool ok = true;
     if (s.stride != 1) {  // the same for the whole launch
       const QuotientRemainder qh = divide(oh, by_stride), qw = divide(ow, by_stride);
-      ok = ok && static_cast<int32_t>(oh) >= 0 && static_cast<int32_t>(ow) >= 0 &&
-           qh.r == 0 && qw.r == 0;
+      ok = static_cast<int32_t>(oh) >= 0 && static_cast<int32_t>(ow) >= 0 && qh.r == 0 &&
+           qw.r == 0;
       oh = qh.q, ow = qw.q;
     }
-    ok = ok && inside(oh, oh_n) && inside(ow, ow_n);
-    return load(dy, ok, int64_t{(r.out0 + oh) * ow_n + ow} * s.c_out + c.co);
+    return ok && inside(oh, oh_n) && inside(ow, ow_n);
+  }
+  __device__ int64_t offset(const Row& r, uint32_t oh, uint32_t ow, const Col& c) const {
+    return int64_t{(r.out0 + oh) * ow_n + ow} * s.c_out + c.co;
+  }
+  __device__ float at(const Row& r, const Col& c, bool ok) const {
+    uint32_t oh, ow;
+    ok = ok && lands(r, c, oh, ow);
+    return load(dy, ok, offset(r, oh, ow, c));
   }
   __device__ float operator()(int64_t m, int64_t k) const { return at(row(m), col(k), true); }
+  // Runs along k' (an output pixel's channels of dy), where Cout is a multiple of the run.
+  bool runs_of(int v) const { return s.c_out % v == 0 && aligned_runs(dy, v); }
+  template <int V>
+  __device__ void run(const Row& r, const Col& c, bool ok, float (&out)[V]) const {
+    uint32_t oh, ow;
+    ok = ok && lands(r, c, oh, ow);
+    load_run(dy, ok, offset(r, oh, ow, c), out);
+  }
 };
 
 // B'[k', ci] of dgrad: w[kh, kw, ci, co] for k' = (kh, kw, co).
@@ -229,6 +290,12 @@ struct DgradB {
     return load(w, ok, r.offset + c.offset);
   }
   __device__ float operator()(int64_t k, int64_t ci) const { return at(row(k), col(ci), true); }
+  // Runs along k' (a tap's output channels), where Cout is a multiple of the run.
+  bool runs_of(int v) const { return s.c_out % v == 0 && aligned_runs(w, v); }
+  template <int V>
+  __device__ void run(const Row& r, const Col& c, bool ok, float (&out)[V]) const {
+    load_run(w, ok, r.offset + c.offset, out);
+  }
 };
 
 // What the loaders' 32-bit divisions take: every index they split below 2^31 (the GEMM's
@@ -285,7 +352,30 @@ static_assert(kTcK % kTileK == 0, "v2 and v3 share the split-K planner: a slice 
 // second stage (61-64, no spills); the large tiles' 64 accumulators and the gathers'
 // addresses take 140-184 (sm_90: 165-207), one block an SM (held to 128 for two, the forward
 // spilled in the loop).
-template <int kMicro, class LoadA, class LoadB>
+// A thread's run of a tile (Layout::run_element), from its first element, into its stage.
+// Along the side its kShare floats are adjacent there: one 16- or 8-byte store (a warp's
+// scalar stores would land 4 or 2 to a bank). Along k they are kRow apart: kShare scalar
+// stores, 32 banks a warp (tests/test_conv2d_tiled_layout.cpp).
+template <class L, bool kAlongK>
+__device__ void store_run(float* stage, const tiled::TileElement& first,
+                          const float (&v)[L::kShare]) {
+  float* at = stage + L::offset(first.side, first.k);
+  if constexpr (kAlongK) {
+#pragma unroll
+    for (int r = 0; r < L::kShare; ++r) at[r * L::kRow] = v[r];
+  } else if constexpr (L::kShare == 4) {
+    *reinterpret_cast<float4*>(at) = make_float4(v[0], v[1], v[2], v[3]);
+  } else {
+    static_assert(L::kShare == 2, "runs of 4 (128x128 tiles) or 2 (64x64)");
+    *reinterpret_cast<float2*>(at) = make_float2(v[0], v[1]);
+  }
+}
+
+// kRuns: each thread stages its share of a tile as one run along the operand's memory, one
+// 16-byte load (8 on 64x64 tiles) where it is kShare gathers without (Layout::run_element;
+// launch_tiled takes it where every run is whole and aligned). The same elements either
+// way, in the same places: the same bits.
+template <int kMicro, bool kRuns, class LoadA, class LoadB>
 __global__ void __launch_bounds__(kTileThreads, kMicro == 4 ? 4 : 1)
 gemm_tiled(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB b,
            const float* bias, float* c, bool accumulate) {
@@ -306,8 +396,8 @@ gemm_tiled(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB b,
   tiled::TileElement ea[L::kShare], eb[L::kShare];
 #pragma unroll
   for (int r = 0; r < L::kShare; ++r) {
-    ea[r] = L::template element<kAAlongK>(t, r);
-    eb[r] = L::template element<kBAlongK>(t, r);
+    ea[r] = kRuns ? L::template run_element<kAAlongK>(t, r) : L::template element<kAAlongK>(t, r);
+    eb[r] = kRuns ? L::template run_element<kBAlongK>(t, r) : L::template element<kBAlongK>(t, r);
   }
   // The halves of the elements' indices that hold for the whole K loop (the loaders' row()
   // and col()): A's rows and B's columns; an element past the matrix is never loaded.
@@ -329,21 +419,33 @@ gemm_tiled(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a, LoadB b,
     const int64_t a_k = k0 + ea[0].k, b_k = k0 + eb[0].k;
     const typename LoadA::Col a_shared = a.col(a_k);
     const typename LoadB::Row b_shared = b.row(b_k);
+    if constexpr (kRuns) {
+      // One run of each tile: its first element's halves; the whole run lies in the matrix
+      // or out of it (launch_tiled).
+      a.run(a_row[0], a_shared, a_row_ok[0] && a_k < k_end, a_next);
+      b.run(b_shared, b_col[0], b_k < k_end && b_col_ok[0], b_next);
+    } else {
 #pragma unroll
-    for (int r = 0; r < L::kShare; ++r) {
-      const int64_t gk = kAAlongK ? a_k : k0 + ea[r].k;
-      const typename LoadA::Col a_col = kAAlongK ? a_shared : a.col(gk);
-      a_next[r] = a.at(a_row[r], a_col, a_row_ok[r] && gk < k_end);
-      const int64_t gk2 = kBAlongK ? b_k : k0 + eb[r].k;
-      const typename LoadB::Row b_row = kBAlongK ? b_shared : b.row(gk2);
-      b_next[r] = b.at(b_row, b_col[r], gk2 < k_end && b_col_ok[r]);
+      for (int r = 0; r < L::kShare; ++r) {
+        const int64_t gk = kAAlongK ? a_k : k0 + ea[r].k;
+        const typename LoadA::Col a_col = kAAlongK ? a_shared : a.col(gk);
+        a_next[r] = a.at(a_row[r], a_col, a_row_ok[r] && gk < k_end);
+        const int64_t gk2 = kBAlongK ? b_k : k0 + eb[r].k;
+        const typename LoadB::Row b_row = kBAlongK ? b_shared : b.row(gk2);
+        b_next[r] = b.at(b_row, b_col[r], gk2 < k_end && b_col_ok[r]);
+      }
     }
   };
   const auto store = [&](int stage) {
+    if constexpr (kRuns) {
+      store_run<L, kAAlongK>(as[stage], ea[0], a_next);
+      store_run<L, kBAlongK>(bs[stage], eb[0], b_next);
+    } else {
 #pragma unroll
-    for (int r = 0; r < L::kShare; ++r) {
-      as[stage][L::offset(ea[r].side, ea[r].k)] = a_next[r];
-      bs[stage][L::offset(eb[r].side, eb[r].k)] = b_next[r];
+      for (int r = 0; r < L::kShare; ++r) {
+        as[stage][L::offset(ea[r].side, ea[r].k)] = a_next[r];
+        bs[stage][L::offset(eb[r].side, eb[r].k)] = b_next[r];
+      }
     }
   };
   float acc[kMicro][kMicro] = {};
@@ -427,15 +529,30 @@ int choose_splits(int64_t m, int64_t n, int64_t k) {
 TiledTiles g_tiled_tiles = TiledTiles::Heuristic;
 TiledLaunches g_tiled_launches;
 
-// v2 with kMicro x kMicro outputs a thread.
+bool g_tiled_runs = true;
+
+// v2 with kMicro x kMicro outputs a thread; in runs where every run of each operand is
+// whole (inside one tap's channels, and inside the matrix or out of it) and aligned.
 template <int kMicro, class LoadA, class LoadB>
 void launch_tiled(int64_t m, int64_t n, int64_t k, int64_t k_slice, int splits, LoadA a,
                   LoadB b, const float* bias, float* c, bool accumulate) {
-  constexpr int tile = tiled::Layout<kMicro>::kTile;
+  using L = tiled::Layout<kMicro>;
+  constexpr int tile = L::kTile, run = L::kShare;
+  const auto whole = [&](bool along_k, int64_t side) {
+    return along_k ? k % run == 0 && k_slice % run == 0 : side % run == 0;
+  };
+  const bool runs = g_tiled_runs && a.runs_of(run) && b.runs_of(run) &&
+                    whole(LoadA::kColumnsContiguous, m) && whole(!LoadB::kColumnsContiguous, n);
   const dim3 grid(static_cast<unsigned>((m + tile - 1) / tile),
                   static_cast<unsigned>((n + tile - 1) / tile), static_cast<unsigned>(splits));
-  DDPM_LAUNCH((gemm_tiled<kMicro, LoadA, LoadB>), grid, kTileThreads)(
-      m, n, k, k_slice, a, b, bias, c, accumulate);
+  if (runs) {
+    DDPM_LAUNCH((gemm_tiled<kMicro, true, LoadA, LoadB>), grid, kTileThreads)(
+        m, n, k, k_slice, a, b, bias, c, accumulate);
+    ++g_tiled_launches.runs;
+  } else {
+    DDPM_LAUNCH((gemm_tiled<kMicro, false, LoadA, LoadB>), grid, kTileThreads)(
+        m, n, k, k_slice, a, b, bias, c, accumulate);
+  }
 }
 
 // workspace: null (never split) or room for choose_splits(m, n, k) * m * n floats.
@@ -580,6 +697,7 @@ bool auto_backward(const Conv2dShape& s, const A* x, const float* w, const A* dy
 }  // namespace
 
 void set_conv2d_tiled_tiles(TiledTiles t) { g_tiled_tiles = t; }
+void set_conv2d_tiled_runs(bool on) { g_tiled_runs = on; }
 
 // The large tiles' blocks take one an SM (up to 207 registers a thread: a quarter of the
 // blocks, each staging its tiles for 4 times the products); where they would not fill every

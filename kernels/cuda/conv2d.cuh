@@ -42,9 +42,14 @@ enum class TiledTiles { Heuristic, Small, Large };
 void set_conv2d_tiled_tiles(TiledTiles t);  // process-wide; Heuristic by default
 // The choice for a GEMM of m x n outputs whose reduction splits in `splits` slices.
 bool conv2d_tiled_takes_large_tiles(int64_t m, int64_t n, int splits);
-// v2's launches so far in this process, by tile (tests: that a forced tile is what ran).
+// v2 stages each thread's share of a tile as one 16-byte run (8 on the 64x64 tiles) where
+// the operands allow it (channels a multiple of the run, aligned); off: element by element
+// always (tests: the same bits either way). Process-wide; on by default.
+void set_conv2d_tiled_runs(bool on);
+// v2's launches so far in this process, by tile, and how many of them in runs (tests: that
+// a forced tile or walk is what ran).
 struct TiledLaunches {
-  int64_t small = 0, large = 0;
+  int64_t small = 0, large = 0, runs = 0;
 };
 TiledLaunches conv2d_tiled_launches();
 
