@@ -350,8 +350,9 @@ static_assert(kTcK % kTileK == 0, "v2 and v3 share the split-K planner: a slice 
 // output's sum runs over k in the same order as in a one-stage loop: the same bits.
 // Registers (ptxas sm_80): the small tiles held to 64 a thread, 4 blocks an SM as before the
 // second stage (61-64, no spills); the large tiles' 64 accumulators and the gathers'
-// addresses take 140-184 (sm_90: 165-207), one block an SM (held to 128 for two, the forward
-// spilled in the loop).
+// addresses take 127-142 in runs (sm_90: 130-151) and 145-154 element by element (sm_90:
+// 159-167), one block an SM. Held to 128 for two blocks, the runs fit on sm_80, but on
+// sm_90 the forward and the dgrad spill 12 and 16 bytes in the loop (docs/kernels.md).
 // A thread's run of a tile (Layout::run_element), from its first element, into its stage.
 // Along the side its kShare floats are adjacent there: one 16- or 8-byte store (a warp's
 // scalar stores would land 4 or 2 to a bank). Along k they are kRow apart: kShare scalar
@@ -699,7 +700,7 @@ bool auto_backward(const Conv2dShape& s, const A* x, const float* w, const A* dy
 void set_conv2d_tiled_tiles(TiledTiles t) { g_tiled_tiles = t; }
 void set_conv2d_tiled_runs(bool on) { g_tiled_runs = on; }
 
-// The large tiles' blocks take one an SM (up to 207 registers a thread: a quarter of the
+// The large tiles' blocks take one an SM (up to 167 registers a thread: a quarter of the
 // blocks, each staging its tiles for 4 times the products); where they would not fill every
 // SM twice, the last wave's idle SMs would cost more than the small tiles' extra
 // instructions (a heuristic, not yet timed on a GPU; kernel-bench times both tiles).
