@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <set>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/conv2d_tiled_layout.h"
@@ -19,19 +20,36 @@ namespace {
 using tiled::kThreads;
 using tiled::kTileK;
 
-// Walked either way, each element of a tile is staged by exactly one thread.
-template <class L, bool kAlongK>
+// Thread t's r-th element of a tile: element by element (Layout::element) or in runs
+// (Layout::run_element), walked along k or along the side.
+template <class L, bool kAlongK, bool kRuns>
+tiled::TileElement staged_by(int t, int r) {
+  return kRuns ? L::template run_element<kAlongK>(t, r) : L::template element<kAlongK>(t, r);
+}
+
+// The check for each tile size (64x64, 128x128) and each direction of the walk.
+template <class Check>
+void for_each_tile_and_direction(Check check) {
+  check(tiled::Layout<4>{}, std::true_type{});
+  check(tiled::Layout<4>{}, std::false_type{});
+  check(tiled::Layout<8>{}, std::true_type{});
+  check(tiled::Layout<8>{}, std::false_type{});
+}
+
+// Walked any way, each element of a tile is staged by exactly one thread.
+template <class L, bool kAlongK, bool kRuns>
 void expect_every_element_staged_once() {
   std::vector<int> staged(L::kStageFloats, 0);
   for (int t = 0; t < kThreads; ++t)
     for (int r = 0; r < L::kShare; ++r) {
-      const tiled::TileElement e = L::template element<kAlongK>(t, r);
+      const tiled::TileElement e = staged_by<L, kAlongK, kRuns>(t, r);
       ASSERT_TRUE(e.side >= 0 && e.side < L::kTile && e.k >= 0 && e.k < kTileK);
       ++staged[L::offset(e.side, e.k)];
     }
   for (int side = 0; side < L::kTile; ++side)
     for (int k = 0; k < kTileK; ++k)
-      EXPECT_EQ(staged[L::offset(side, k)], 1) << side << ", " << k << (kAlongK ? " along k" : "");
+      EXPECT_EQ(staged[L::offset(side, k)], 1)
+          << side << ", " << k << (kAlongK ? " along k" : "") << (kRuns ? " in runs" : "");
 }
 
 template <class L>
@@ -96,19 +114,17 @@ void expect_aligned_contiguous_reads() {
 }
 
 TEST(Conv2dTiledLayout, EveryElementIsStagedOnceAndEveryOutputOwnedOnce) {
-  expect_every_element_staged_once<tiled::Layout<4>, true>();
-  expect_every_element_staged_once<tiled::Layout<4>, false>();
-  expect_every_element_staged_once<tiled::Layout<8>, true>();
-  expect_every_element_staged_once<tiled::Layout<8>, false>();
+  for_each_tile_and_direction([](auto layout, auto along_k) {
+    expect_every_element_staged_once<decltype(layout), decltype(along_k)::value, false>();
+  });
   expect_every_output_owned_once<tiled::Layout<4>>();
   expect_every_output_owned_once<tiled::Layout<8>>();
 }
 
 TEST(Conv2dTiledLayout, LoadsWalkMemoryAndStoresHit32Banks) {
-  expect_coalesced_loads_and_conflict_free_stores<tiled::Layout<4>, true>();
-  expect_coalesced_loads_and_conflict_free_stores<tiled::Layout<4>, false>();
-  expect_coalesced_loads_and_conflict_free_stores<tiled::Layout<8>, true>();
-  expect_coalesced_loads_and_conflict_free_stores<tiled::Layout<8>, false>();
+  for_each_tile_and_direction([](auto layout, auto along_k) {
+    expect_coalesced_loads_and_conflict_free_stores<decltype(layout), decltype(along_k)::value>();
+  });
 }
 
 TEST(Conv2dTiledLayout, ReadsAreAlignedRunsAndBIsContiguous) {
@@ -126,16 +142,14 @@ TEST(Conv2dTiledLayout, ReadsAreAlignedRunsAndBIsContiguous) {
 // (its r-th scalars would land 4 or 2 to a bank).
 template <class L, bool kAlongK>
 void expect_runs_along_memory_and_conflict_free_stores() {
-  std::vector<int> staged(L::kStageFloats, 0);
+  expect_every_element_staged_once<L, kAlongK, true>();
   for (int t = 0; t < kThreads; ++t) {
     const tiled::TileElement first = L::template run_element<kAlongK>(t, 0);
     ASSERT_EQ((kAlongK ? first.k : first.side) % L::kShare, 0) << "an aligned run";
     for (int r = 0; r < L::kShare; ++r) {
       const tiled::TileElement e = L::template run_element<kAlongK>(t, r);
-      ASSERT_TRUE(e.side >= 0 && e.side < L::kTile && e.k >= 0 && e.k < kTileK);
       EXPECT_EQ(e.side, first.side + (kAlongK ? 0 : r));
       EXPECT_EQ(e.k, first.k + (kAlongK ? r : 0));
-      ++staged[L::offset(e.side, e.k)];
     }
     if (t % 32 == 0) continue;
     const tiled::TileElement before = L::template run_element<kAlongK>(t - 1, 0);
@@ -150,8 +164,6 @@ void expect_runs_along_memory_and_conflict_free_stores() {
       EXPECT_EQ(first.side, before.side + L::kShare);
     }
   }
-  for (int side = 0; side < L::kTile; ++side)
-    for (int k = 0; k < kTileK; ++k) EXPECT_EQ(staged[L::offset(side, k)], 1) << side << ", " << k;
   for (int w = 0; w < kThreads / 32; ++w) {
     if (!kAlongK) {
       const tiled::TileElement first = L::template run_element<kAlongK>(32 * w, 0);
@@ -174,10 +186,10 @@ void expect_runs_along_memory_and_conflict_free_stores() {
 }
 
 TEST(Conv2dTiledLayout, RunsWalkMemoryAndTheirStoresHit32Banks) {
-  expect_runs_along_memory_and_conflict_free_stores<tiled::Layout<4>, true>();
-  expect_runs_along_memory_and_conflict_free_stores<tiled::Layout<4>, false>();
-  expect_runs_along_memory_and_conflict_free_stores<tiled::Layout<8>, true>();
-  expect_runs_along_memory_and_conflict_free_stores<tiled::Layout<8>, false>();
+  for_each_tile_and_direction([](auto layout, auto along_k) {
+    expect_runs_along_memory_and_conflict_free_stores<decltype(layout),
+                                                      decltype(along_k)::value>();
+  });
 }
 
 // What the padding is for: without it, the stores of a tile walked along k pile 8 lanes on

@@ -528,9 +528,8 @@ int choose_splits(int64_t m, int64_t n, int64_t k) {
 }
 
 TiledTiles g_tiled_tiles = TiledTiles::Heuristic;
-TiledLaunches g_tiled_launches;
-
 bool g_tiled_runs = true;
+TiledLaunches g_tiled_launches;
 
 // v2 with kMicro x kMicro outputs a thread; in runs where every run of each operand is
 // whole (inside one tap's channels, and inside the matrix or out of it) and aligned.
@@ -539,8 +538,9 @@ void launch_tiled(int64_t m, int64_t n, int64_t k, int64_t k_slice, int splits, 
                   LoadB b, const float* bias, float* c, bool accumulate) {
   using L = tiled::Layout<kMicro>;
   constexpr int tile = L::kTile, run = L::kShare;
+  // a run along k stays inside K and inside its slice (slices are whole K steps of 16)
   const auto whole = [&](bool along_k, int64_t side) {
-    return along_k ? k % run == 0 && k_slice % run == 0 : side % run == 0;
+    return along_k ? k % run == 0 : side % run == 0;
   };
   const bool runs = g_tiled_runs && a.runs_of(run) && b.runs_of(run) &&
                     whole(LoadA::kColumnsContiguous, m) && whole(!LoadB::kColumnsContiguous, n);
