@@ -131,6 +131,10 @@ std::string json_text(const nlohmann::json& v) {
   return v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
+std::string number_text(double v) {
+  return std::isnan(v) ? "NaN" : std::isinf(v) ? (v > 0 ? "+Inf" : "-Inf") : std::to_string(v);
+}
+
 int64_t parse_integer(const std::string& text, const std::string& what) {
   size_t i = text[0] == '-' || text[0] == '+' ? 1 : 0;
   bool digits = i < text.size();

@@ -69,6 +69,9 @@ CpuKernels read_cpu_kernels(ConfigReader& r);
 // A JSON value as text for a message; invalid UTF-8 (a corrupt file) is replaced, not thrown on.
 std::string json_text(const nlohmann::json& v);
 
+// A number as text for a message: std::to_string's, or NaN, +Inf, -Inf.
+std::string number_text(double v);
+
 // A whole decimal integer: "12", "-3"; not "3.7", "1e3", "0x10", "" or out of int64's range.
 // Errors name `what`.
 int64_t parse_integer(const std::string& text, const std::string& what);

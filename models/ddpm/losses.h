@@ -35,7 +35,7 @@ struct LossConfig {
   LossKind kind = LossKind::Simple;
   double hybrid_lambda = 0.001;
   // sigma_t^2 = beta_t (else beta_tilde_t, infinite at t = 0): the config's `variance`, the
-  // samplers' too (image_train.cpp, toy_train.cpp: one key)
+  // samplers' too (image_config.cpp, toy_train.cpp: one key)
   bool vlb_fixed_large = true;
   double vlb_clamp = 0.0;       // > 0: cap the VLB weight
 };
