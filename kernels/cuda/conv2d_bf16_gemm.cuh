@@ -180,6 +180,21 @@ struct TapChannel {
   }
 };
 
+// The state of a loader that gathers each row's window of taps (ForwardA, DgradA): each
+// row's window origin and its TapMask, set once at the start, and one walk along K
+// (TapChannel) for all of the thread's rows. Chunk j is its row's origin plus the tap's
+// offset and the channel, where the tap lands and K is within the slice.
+template <int kJ>
+struct WindowState {
+  int64_t origin[kJ];  // elements from the operand (negative at the image's top-left edge)
+  uint32_t taps[kJ];   // TapMask; 0: the row is past M
+  TapChannel k;
+  __device__ Chunk chunk(const bf16_bits* operand, int j, ptx::CacheAt cache) const {
+    const bool valid = k.k_left > 0 && TapMask::lands(taps[j], k.tap_bits);
+    return {valid ? operand + origin[j] + (k.tap_offset + k.c) : operand, valid, cache};
+  }
+};
+
 // Forward A: im2col(x8)[m = (n, oh, ow)][k = (kh, kw, ci)], x8 (N, H, W, Cin8). Row m's
 // window has its origin at input pixel (oh * stride - pad_top, ow * stride - pad_left), and
 // tap (kh, kw) is (kh W + kw) Cin8 elements on from it. The windows of a block's rows
@@ -197,11 +212,7 @@ struct ForwardA {
   const bf16_bits* x8;
   KOrder order;  // K's (KOrder::of(KH KW, Cin8))
   template <int kJ>
-  struct State {
-    int64_t origin[kJ];  // elements from x8 (negative at the image's top-left edge)
-    uint32_t taps[kJ];   // TapMask; 0: the row is past M
-    TapChannel k;
-  };
+  using State = WindowState<kJ>;
   __device__ int tap_offset(int kh, int kw) const {
     return (kh * static_cast<int>(s.w) + kw) * c8;
   }
@@ -224,8 +235,7 @@ struct ForwardA {
   }
   template <int kJ>
   __device__ Chunk chunk(const State<kJ>& st, int j) const {
-    const bool valid = st.k.k_left > 0 && TapMask::lands(st.taps[j], st.k.tap_bits);
-    return {valid ? x8 + st.origin[j] + (st.k.tap_offset + st.k.c) : x8, valid, kCache};
+    return st.chunk(x8, j, kCache);
   }
   template <int kJ>
   __device__ void advance(State<kJ>& st) const { st.k.advance(*this, order, s.kw, s.kh); }
@@ -249,11 +259,7 @@ struct DgradA {
   const bf16_bits* dy8;
   KOrder order;  // K's (KOrder::of(KH KW, Cout8))
   template <int kJ>
-  struct State {
-    int64_t origin[kJ];
-    uint32_t taps[kJ];
-    TapChannel k;
-  };
+  using State = WindowState<kJ>;
   __device__ int tap_offset(int kh, int kw) const {
     return -(kh * static_cast<int>(ow_n) + kw) * c8;
   }
@@ -276,8 +282,7 @@ struct DgradA {
   }
   template <int kJ>
   __device__ Chunk chunk(const State<kJ>& st, int j) const {
-    const bool valid = st.k.k_left > 0 && TapMask::lands(st.taps[j], st.k.tap_bits);
-    return {valid ? dy8 + st.origin[j] + (st.k.tap_offset + st.k.c) : dy8, valid, kCache};
+    return st.chunk(dy8, j, kCache);
   }
   template <int kJ>
   __device__ void advance(State<kJ>& st) const { st.k.advance(*this, order, s.kw, s.kh); }
