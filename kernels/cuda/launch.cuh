@@ -53,7 +53,7 @@ class KernelLaunch {
                                      "engine's: the caching allocator is single-stream "
                                      "(engine/cuda_allocator.h)");
 #if DDPM_CUDA_EMULATION
-    cuda_emu::launch(name_, kernel_, grid_, block_, shared_bytes_, stream,
+    cuda_emu::launch(name_, file_, line_, kernel_, grid_, block_, shared_bytes_, stream,
                      std::forward<Args>(args)...);
 #else
     kernel_<<<grid_, block_, shared_bytes_, stream>>>(std::forward<Args>(args)...);

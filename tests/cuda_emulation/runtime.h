@@ -249,6 +249,13 @@ bool captured(cudaStream_t stream, std::function<void()> work);
 cudaError_t refused_during_capture(const char* call);
 cudaError_t unsafe_during_capture(const char* call);
 
+// Launch coverage: with DDPM_LAUNCH_SITES naming a folder, the first time a process runs a
+// grid from a launch site (DDPM_LAUNCH's file and line), that site and the kernel's name
+// are appended to <folder>/<pid>.txt as "file:line name". scripts/launch_coverage.py holds
+// every DDPM_LAUNCH in kernels/cuda to these records: a launch no emulated test runs is
+// named (tests/cuda_emulation/CMakeLists.txt, Emulated.LaunchCoverage).
+void note_launch_site(const char* file, int line, const char* name);
+
 // run_grid, and with DDPM_EMU_PROFILE=1 the time it took added to the kernel's total, printed
 // at exit (which kernels the emulation spends its time in).
 std::string timed_run_grid(const GridSpec& spec, const std::function<void()>& body);
@@ -263,12 +270,13 @@ std::string check_pointer_argument(const char* kernel, size_t index, const T& va
   return "";
 }
 
-// kernel<<<grid, block, smem, stream>>>(args...): checks the configuration and the pointer
-// arguments, then runs the grid. Like the real launch it returns nothing; errors surface in
+// kernel<<<grid, block, smem, stream>>>(args...), launched at file:line: checks the
+// configuration and the pointer arguments, then runs the grid. Like the real launch it returns nothing; errors surface in
 // cudaGetLastError.
 template <class... Params, class... Args>
-void launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
-            cudaStream_t stream /*every call is synchronous here*/, Args&&... args) {
+void launch(const char* name, const char* file, int line, void (*kernel)(Params...), dim3 grid,
+            dim3 block, size_t smem, cudaStream_t stream /*every call is synchronous here*/,
+            Args&&... args) {
   note_stream(stream);
   GridSpec spec{grid, block, smem, name};
   spec.l1_bytes = l1_bytes_per_block(reinterpret_cast<const void*>(kernel), spec);
@@ -299,7 +307,8 @@ void launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, 
     set_last_error(cudaErrorIllegalAddress, pointer_error);
     return;
   }
-  const auto run = [spec, kernel, params] {
+  const auto run = [spec, kernel, params, file, line] {
+    note_launch_site(file, line, spec.kernel);
     const std::string trap =
         timed_run_grid(spec, [&] { std::apply([&](const auto&... p) { kernel(p...); }, params); });
     if (!trap.empty()) set_last_error(cudaErrorLaunchFailure, trap);
