@@ -1,16 +1,20 @@
 #!/usr/bin/env python3
-"""Launch coverage: does some emulated test run every kernel launch in kernels/cuda?
+"""Launch coverage: does some emulated test run every kernel of kernels/cuda?
 
     scripts/launch_coverage.py --clear FOLDER   # empty the folder (before the tests)
-    scripts/launch_coverage.py FOLDER           # the report; exit 1 on a launch not run
+    scripts/launch_coverage.py FOLDER           # the report; exit 1 on a kernel not run
 
-The CPU emulation of CUDA (tests/cuda_emulation) appends a line "file:line kernel" to
-FOLDER/<pid>.txt the first time a process runs a grid from a DDPM_LAUNCH (runtime.h,
-note_launch_site, when DDPM_LAUNCH_SITES names FOLDER; ctest sets it for every emulated
-test). This script finds every DDPM_LAUNCH in kernels/cuda (a launch written over several
-lines counts as run when any of its lines is recorded: compilers differ in which line
-__LINE__ names there; a DDPM_LAUNCH inside a macro is a launch at each use of the macro,
-where __LINE__ points) and names each one no test ran. A kernel no test launches is a kernel
+The CPU emulation of CUDA (tests/cuda_emulation) appends a line "file:line, executable,
+address, name" to FOLDER/<pid>.txt the first time a process runs a kernel from a
+DDPM_LAUNCH (runtime.h, note_launch_site, when DDPM_LAUNCH_SITES names FOLDER; ctest sets
+it for every emulated test). This script checks two things against those records:
+- every DDPM_LAUNCH in kernels/cuda ran (a launch written over several lines counts as run
+  when any of its lines is recorded: compilers differ in which line __LINE__ names there; a
+  DDPM_LAUNCH inside a macro is a launch at each use of the macro, where __LINE__ points);
+- every instantiation of a kernels/cuda kernel (its __global__ name, any template
+  arguments) that the recording executables hold ran: their symbols (nm -C) name what the
+  recorded addresses ran and what else they hold.
+It names each launch and instantiation no test ran. A kernel no test launches is a kernel
 no test checks against the CPU, however many tests its file has.
 """
 import argparse
@@ -19,9 +23,11 @@ import glob
 import os
 import re
 import shutil
+import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 def in_directive(text, line_start):
     """Whether the line starting at line_start belongs to a preprocessor directive (its own
@@ -77,19 +83,126 @@ def launches(root):
     return sorted(found)
 
 
+def kernel_names(root):
+    """The names of the __global__ functions of kernels/cuda."""
+    names = set()
+    for path in glob.glob(os.path.join(root, "kernels", "cuda", "*.cu*")):
+        text = open(path).read()
+        while "__launch_bounds__(" in text:  # (its arguments may hold parentheses)
+            at = text.index("__launch_bounds__(")
+            depth, i = 0, at + len("__launch_bounds__")
+            while True:
+                depth += text[i] == "("
+                depth -= text[i] == ")"
+                i += 1
+                if depth == 0:
+                    break
+            text = text[:at] + text[i:]
+        names.update(re.findall(r"__global__\s+(?:static\s+)?void\s+(\w+)\s*\(", text))
+    return names
+
+
+def parts(symbol):
+    """(name, what follows the parameter list) of a demangled function symbol:
+    ('ddpm::cuda::x::k<A, B<1> >', '') of 'void ddpm::cuda::x::k<A, B<1> >(long, B<1>)';
+    a lambda inside it follows its parameter list."""
+    depth = 0
+    for i, c in enumerate(symbol):
+        depth += c in "<("
+        depth -= c in ">)"
+        if c == "(" and depth == 1 and not symbol.startswith("(anonymous", i) and \
+                (i == 0 or symbol[i - 1] != " " or symbol[:i].strip() not in ("", "void")):
+            close, d = i, 0
+            for j in range(i, len(symbol)):
+                d += symbol[j] in "<("
+                d -= symbol[j] in ">)"
+                if d == 0:
+                    close = j
+                    break
+            return re.sub(r"^void ", "", symbol[:i]), symbol[close + 1:]
+    return symbol, ""
+
+
+def base_name(name):
+    """conv_gemm_bf16 of 'ddpm::cuda::x::conv_gemm_bf16<A, B<1> >'."""
+    depth, cut = 0, len(name)
+    for i, c in enumerate(name):
+        depth += c == "<"
+        depth -= c == ">"
+        if c == "<" and depth == 1:
+            cut = i
+            break
+    return name[:cut].split("::")[-1]
+
+
+def short(name):
+    """A kernel's name without namespaces."""
+    return re.sub(r"\w+::", "", name.replace("(anonymous namespace)::", ""))
+
+
+def symbols(executable):
+    """{address: demangled name} of the functions defined in an executable (nm)."""
+    out = subprocess.run(["nm", "-C", "--defined-only", executable], capture_output=True,
+                         text=True, check=True).stdout
+    table = {}
+    for row in out.splitlines():
+        parts = row.split(" ", 2)
+        if len(parts) == 3 and parts[1] in "tTwW" and "[clone" not in parts[2]:
+            table[int(parts[0], 16)] = parts[2]
+    return table
+
+
 def recorded(folder, root):
-    """{(file relative to root, line)} of every launch site the emulated tests ran."""
-    sites = set()
+    """The launch sites the emulated tests ran, {(file relative to root, line)}, and the
+    kernels they ran, {(executable, address)}."""
+    sites, kernels = set(), set()
     for path in glob.glob(os.path.join(folder, "*.txt")):
         for row in open(path):
-            m = re.match(r"(.*?):(\d+) ", row)
-            if not m:
+            parts = row.rstrip("\n").split("\t")
+            m = re.match(r"(.*):(\d+)$", parts[0])
+            if len(parts) != 4 or not m:
                 continue
             file = m.group(1)
             if os.path.isabs(file):
                 file = os.path.relpath(file, root)
             sites.add((os.path.normpath(file), int(m.group(2))))
-    return sites
+            kernels.add((parts[1], int(parts[2], 16)))
+    return sites, kernels
+
+
+def site_report(root, sites):
+    """The launch sites' lines of the report, and those no test ran."""
+    per_file = collections.defaultdict(lambda: [0, 0])
+    missed = []
+    for file, first, last, kernel in launches(root):
+        ran = any((file, n) in sites for n in range(first, last + 1))
+        per_file[file][0] += ran
+        per_file[file][1] += 1
+        if not ran:
+            missed.append(f"  {file}:{first} {kernel}")
+    total = sum(n for _, n in per_file.values())
+    lines = [f"launch coverage: {total - len(missed)} of {total} kernel launches in kernels/cuda "
+             "ran under the CPU emulation"]
+    lines += [f"  {file}: {r}/{n}" for file, (r, n) in sorted(per_file.items())]
+    return lines, missed
+
+
+def instance_report(root, kernels):
+    """The same for every instantiation of a kernels/cuda kernel that the executables
+    which recorded hold: those no test ran, by their symbols."""
+    names, linked, ran = kernel_names(root), set(), set()
+    for executable in sorted({e for e, _ in kernels}):
+        if not os.path.exists(executable):
+            continue
+        table = {a: parts(s) for a, s in symbols(executable).items()}
+        linked.update(name for name, rest in table.values()
+                      if not rest and name.startswith("ddpm::cuda") and base_name(name) in names)
+        ran.update(table[a][0] for e, a in kernels if e == executable and a in table)
+    missed = sorted(short(s) for s in linked - ran)
+    per_kernel = collections.Counter(base_name(s) for s in linked)
+    lines = [f"kernel instantiations: {len(linked) - len(missed)} of {len(linked)} that the "
+             f"emulated tests link ran ({len(per_kernel)} kernels)"]
+    return lines, [f"  {s}" for s in missed]
 
 
 def main():
@@ -102,26 +215,19 @@ def main():
         shutil.rmtree(args.folder, ignore_errors=True)
         os.makedirs(args.folder)
         return 0
-    sites = recorded(args.folder, args.root)
+    sites, kernels = recorded(args.folder, args.root)
     if not sites:
         sys.exit(f"launch_coverage: nothing recorded in {args.folder}: run the emulated tests "
                  "with DDPM_LAUNCH_SITES set to it (ctest does)")
-    per_file = collections.defaultdict(lambda: [0, 0])
-    missed = []
-    for file, first, last, kernel in launches(args.root):
-        ran = any((file, n) in sites for n in range(first, last + 1))
-        per_file[file][0] += ran
-        per_file[file][1] += 1
-        if not ran:
-            missed.append(f"  {file}:{first} {kernel}")
-    total = sum(n for _, n in per_file.values())
-    print(f"launch coverage: {total - len(missed)} of {total} kernel launches in kernels/cuda "
-          "ran under the CPU emulation")
-    for file, (r, n) in sorted(per_file.items()):
-        print(f"  {file}: {r}/{n}")
-    if missed:
-        print("launches no emulated test runs (test each against the CPU):\n" + "\n".join(missed))
-    return 1 if missed else 0
+    lines, missed_sites = site_report(args.root, sites)
+    more, missed_kernels = instance_report(args.root, kernels)
+    print("\n".join(lines + more))
+    if missed_sites:
+        print("launches no emulated test runs (test each against the CPU):\n" +
+              "\n".join(missed_sites))
+    if missed_kernels:
+        print("kernel instantiations no emulated test runs:\n" + "\n".join(missed_kernels))
+    return 1 if missed_sites or missed_kernels else 0
 
 
 if __name__ == "__main__":

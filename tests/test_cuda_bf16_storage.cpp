@@ -56,12 +56,12 @@ TEST(CudaBf16Storage, CastAndAccumulateAreTheCpusBits) {
 // out = (split(concat(upsample(x), z))[0] + [1]) + upsample(x): upsample's output is used
 // twice, so its gradient accumulates. C channels each: the concatenation's second half
 // starts at channel C, so the copies move 4-, 8- and 16-byte words for C = 6, 4 and 8
-// (kernels/cuda/resample.cu copy_as).
+// (kernels/cuda/resample.cu copy_as), and single elements for C = 3 (slice_kernel).
 TEST(CudaBf16Storage, DataMovementAndAddAreTheCpusBitsOnTheirOwnKernels) {
   REQUIRE_GPU();
   // With `earlier`, x and z already hold a gradient (a backward of their own first): the
   // backwards add to it, each sum in fp32 rounded once, the same bits on both devices.
-  for (const int64_t c : {6, 4, 8}) {
+  for (const int64_t c : {6, 4, 8, 3}) {
     for (const bool earlier : {false, true}) {
       SCOPED_TRACE(testing::Message() << "c " << c << (earlier ? ", added to an earlier gradient"
                                                                : ", the first gradient"));

@@ -236,6 +236,7 @@ TEST(CudaConvBf16, MatchesTheCpuOnTheSameBf16Operands) {
   for (cuda::Bf16Tiles tiles : every_kernel()) {
     cuda::set_conv2d_bf16_tiles(tiles);
     uint64_t stream = 700;
+    bool l2_checked = false;
     for (const ConvCase& c : cases()) {
       SCOPED_TRACE(describe(c) + tiles_name(tiles));
       const Conv2dShape s = shape_of(c);
@@ -243,6 +244,18 @@ TEST(CudaConvBf16, MatchesTheCpuOnTheSameBf16Operands) {
       stream += 6;
       const Results want = reference(s, o), got = run_v4(s, o);
       expect_within_fp32_order(got, want, "v4");
+      // the first case with Cout a multiple of 64 (v5's dgrad B by the copy engine too) with
+      // its gathers in L2 only (each block shape's own kernels, found by
+      // Emulated.LaunchCoverage): the same copies, the same bits
+      if (c.c_out % 64 == 0 && !l2_checked) {
+        l2_checked = true;
+        const cuda::GathersThroughL1 l2(false);
+        const Results l2_only = run_v4(s, o);
+        EXPECT_EQ(got.y, l2_only.y);
+        EXPECT_EQ(got.dx, l2_only.dx);
+        EXPECT_EQ(got.dw, l2_only.dw);
+        EXPECT_EQ(got.db, l2_only.db);
+      }
     }
   }
   cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Heuristic);
@@ -933,6 +946,18 @@ TEST(CudaConvBf16, TheOpOnBf16ActivationsIsTheCpuOpOnThem) {
   REQUIRE_GPU();
   set_precision(Precision::BF16);
   test::expect_conv_op_within(4.1e-3, cases(), 850, "v4 on bf16", DType::BF16);
+  // every block shape (and v5's schedules) on bf16 activations, gathers through L1 and in
+  // L2 only: each its own instantiation of the kernel (found by Emulated.LaunchCoverage);
+  // Cout 64 so that v5's dgrad takes its B by the copy engine
+  for (const cuda::Bf16Tiles tiles : every_kernel())
+    for (const bool through_l1 : {true, false}) {
+      SCOPED_TRACE(std::string(tiles_name(tiles)) + (through_l1 ? "" : ", L2 only"));
+      cuda::set_conv2d_bf16_tiles(tiles);
+      const cuda::GathersThroughL1 gathers(through_l1);
+      test::expect_conv_op_within(4.1e-3, {ConvCase{{2, 6, 6, 16}, 3, 64, Conv2dParams::same(3)}},
+                                  860, "v4 on bf16", DType::BF16);
+    }
+  cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Heuristic);
   for (const int64_t c_in : {16, 5}) {
     SCOPED_TRACE(c_in);
     const ConvCase c{{2, 6, 6, c_in}, 3, 8, Conv2dParams::same(3)};

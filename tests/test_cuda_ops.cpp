@@ -671,10 +671,13 @@ TEST(CudaOps, DropoutMaskIsTheCpuMaskAndTimestepEmbedding) {
 // reading the norm (the trainer's way). The last gated step has a NaN loss: not applied.
 TEST(CudaOps, OptimiserStepsMatchTheCpu) {
   REQUIRE_GPU();
-  enum Way { EmaAfter, EmaInPass, Gated };
-  for (const Way way : {EmaAfter, EmaInPass, Gated}) {
-  SCOPED_TRACE(way == EmaAfter ? "EMA after AdamW" : way == EmaInPass ? "EMA in AdamW's pass"
-                                                                      : "gated by the summary");
+  // GatedF64: the same losses in double (the summary kernel's f64 instantiation).
+  enum Way { EmaAfter, EmaInPass, Gated, GatedF64 };
+  for (const Way way : {EmaAfter, EmaInPass, Gated, GatedF64}) {
+  SCOPED_TRACE(way == EmaAfter    ? "EMA after AdamW"
+               : way == EmaInPass ? "EMA in AdamW's pass"
+               : way == Gated     ? "gated by the summary"
+                                  : "gated by the summary of f64 losses");
   auto run = [way](Device d) {
     ParameterStore store;
     store.add("a", Shape{1000}, Init::normal(1.0));
@@ -688,11 +691,12 @@ TEST(CudaOps, OptimiserStepsMatchTheCpu) {
     std::vector<double> norms, summaries;
     for (int step = 0; step < 4; ++step) {
       store.flat_grad().copy_from(randn(store.flat_grad().shape(), 9, step).to(d));
-      if (way == Gated) {
+      if (way >= Gated) {
         const float loss = step == 3 ? std::nanf("") : 0.25f * step;
+        const DType losses = way == GatedF64 ? DType::F64 : DType::F32;
         const Tensor summary = opt.step_summary(
-            Tensor::from_vector<float>(Shape{2}, {1.0f, 2.0f}).to(d),
-            Tensor::from_vector<float>(Shape{}, {loss}).to(d), 20.0);
+            Tensor::from_vector<float>(Shape{2}, {1.0f, 2.0f}).to(losses).to(d),
+            Tensor::from_vector<float>(Shape{}, {loss}).to(losses).to(d), 20.0);
         opt.gated_step(1e-2, summary, &ema, step);
         const std::vector<double> back = summary.to(Device::CPU).to_vector<double>();
         const StepGate g = summary_gate(back);
@@ -721,7 +725,7 @@ TEST(CudaOps, OptimiserStepsMatchTheCpu) {
   expect_close(e_gpu, e_cpu, 1e-6, 1e-5, "EMA weights");
   for (size_t i = 0; i < n_cpu.size(); ++i) EXPECT_NEAR(n_gpu[i], n_cpu[i], 1e-9 * n_cpu[i]);
   EXPECT_EQ(t_gpu, t_cpu);
-  EXPECT_EQ(t_cpu, way == Gated ? 3 : 4);  // the NaN step was refused on both devices
+  EXPECT_EQ(t_cpu, way >= Gated ? 3 : 4);  // the NaN step was refused on both devices
   ASSERT_EQ(s_gpu.size(), s_cpu.size());
   // The summaries: per-sample losses and loss copied exactly, the norm (a double sum in
   // another order) and the clip factor to 1e-9, the verdict exactly (NaN == NaN here).

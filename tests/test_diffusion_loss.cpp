@@ -242,10 +242,11 @@ class OddImages : public ImageDataset {
 };
 
 // The datasets the bytes tests run: the synthetic 32x32 RGB images, 4x5 RGB (a row is 15
-// bytes) and 4x7 grey (7).
+// bytes), 4x7 grey (7), and 3x3 RGB, whose 27 bytes a sample are not whole quads: the CUDA
+// kernels' element-by-element path (found untested by Emulated.LaunchCoverage).
 std::vector<std::shared_ptr<const ImageDataset>> byte_datasets() {
   return {std::make_shared<SyntheticImages>(64, 5), std::make_shared<OddImages>(4, 5, 3),
-          std::make_shared<OddImages>(4, 7, 1)};
+          std::make_shared<OddImages>(4, 7, 1), std::make_shared<OddImages>(3, 3, 3)};
 }
 
 // Bytes decoded (u / 127.5 - 1) and mirrored in the kernel give the batcher's float batch

@@ -11,7 +11,6 @@
 // x0 at 10 steps), run.json (command, device, start), report.html (models/run_report.h, at
 // the end), ckpt/step_N.safetensors (the last
 // keep_checkpoints of them).
-//
 #pragma once
 
 #include <atomic>

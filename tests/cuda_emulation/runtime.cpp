@@ -15,7 +15,8 @@
 #include <set>
 #include <vector>
 
-#include <unistd.h>  // getpid
+#include <dlfcn.h>   // dladdr
+#include <unistd.h>  // getpid, readlink
 
 #include "tests/cuda_emulation/tensor_map.h"
 
@@ -229,20 +230,29 @@ struct PrintProfileAtExit {
 
 }  // namespace
 
-void note_launch_site(const char* file, int line, const char* name) {
+void note_launch_site(const char* file, int line, const char* name, const void* kernel) {
   static const char* const folder = std::getenv("DDPM_LAUNCH_SITES");
   if (folder == nullptr || *folder == '\0') return;
   static std::mutex mu;
-  static std::set<std::pair<const char*, int>> seen;  // __FILE__'s pointer: one per file
+  static std::set<std::pair<const void*, int>> seen;  // a kernel from a line
   std::lock_guard<std::mutex> lock(mu);
-  if (!seen.insert({file, line}).second) return;
+  if (!seen.insert({kernel, line}).second) return;
+  static const std::string executable = [] {
+    char path[4096];
+    const ssize_t n = readlink("/proc/self/exe", path, sizeof path - 1);
+    return n > 0 ? std::string(path, static_cast<size_t>(n)) : std::string("-");
+  }();
+  Dl_info where{};  // the load address of the object holding the kernel (a PIE: nm's 0)
+  const uintptr_t base =
+      dladdr(kernel, &where) != 0 ? reinterpret_cast<uintptr_t>(where.dli_fbase) : 0;
   const std::string path = std::string(folder) + "/" + std::to_string(getpid()) + ".txt";
   FILE* f = std::fopen(path.c_str(), "a");
   if (f == nullptr) {
     std::fprintf(stderr, "cuda emulation: cannot append to %s (DDPM_LAUNCH_SITES)\n", path.c_str());
     std::abort();
   }
-  std::fprintf(f, "%s:%d %s\n", file, line, name);
+  std::fprintf(f, "%s:%d\t%s\t%zx\t%s\n", file, line, executable.c_str(),
+               static_cast<size_t>(reinterpret_cast<uintptr_t>(kernel) - base), name);
   std::fclose(f);
 }
 

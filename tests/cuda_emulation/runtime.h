@@ -250,11 +250,13 @@ cudaError_t refused_during_capture(const char* call);
 cudaError_t unsafe_during_capture(const char* call);
 
 // Launch coverage: with DDPM_LAUNCH_SITES naming a folder, the first time a process runs a
-// grid from a launch site (DDPM_LAUNCH's file and line), that site and the kernel's name
-// are appended to <folder>/<pid>.txt as "file:line name". scripts/launch_coverage.py holds
-// every DDPM_LAUNCH in kernels/cuda to these records: a launch no emulated test runs is
-// named (tests/cuda_emulation/CMakeLists.txt, Emulated.LaunchCoverage).
-void note_launch_site(const char* file, int line, const char* name);
+// kernel from a launch site (DDPM_LAUNCH's file and line), a line is appended to
+// <folder>/<pid>.txt: "file:line<TAB>executable<TAB>offset<TAB>name", the offset being the
+// kernel's address in the executable (which symbol, so which template instantiation, nm
+// says). scripts/launch_coverage.py holds every DDPM_LAUNCH in kernels/cuda and every kernel
+// instantiation the emulated tests link to these records: one no test runs is named
+// (tests/cuda_emulation/CMakeLists.txt, Emulated.LaunchCoverage).
+void note_launch_site(const char* file, int line, const char* name, const void* kernel);
 
 // run_grid, and with DDPM_EMU_PROFILE=1 the time it took added to the kernel's total, printed
 // at exit (which kernels the emulation spends its time in).
@@ -308,7 +310,7 @@ void launch(const char* name, const char* file, int line, void (*kernel)(Params.
     return;
   }
   const auto run = [spec, kernel, params, file, line] {
-    note_launch_site(file, line, spec.kernel);
+    note_launch_site(file, line, spec.kernel, reinterpret_cast<const void*>(kernel));
     const std::string trap =
         timed_run_grid(spec, [&] { std::apply([&](const auto&... p) { kernel(p...); }, params); });
     if (!trap.empty()) set_last_error(cudaErrorLaunchFailure, trap);
