@@ -50,7 +50,8 @@ record "kernels/cuda/k.cu:14" "$first" first_kernel 2
 cover() { python3 "$src/scripts/launch_coverage.py" --root "$work/repo" "$work/sites" 2>&1; }
 out=$(cover) && fail "the macro's use of tk<2> is not recorded, yet it passed: $out"
 grep -qF "3 of 4 kernel launches" <<< "$out" || fail "not 3 of 4 launches: $out"
-grep -qF "kernels/cuda/k.cu:13 tk<2>" <<< "$out" || fail "the macro's use not run is not named: $out"
+grep -qF "kernels/cuda/k.cu:13 tk<2>" <<< "$out" ||
+  fail "the macro's use not run is not named: $out"
 grep -qF "kernel instantiations: 2 of 3" <<< "$out" || fail "not 2 of 3 instantiations: $out"
 grep -qxF "  tk<2>" <<< "$out" || fail "the instantiation not run is not named: $out"
 grep -qF "commented_out" <<< "$out" && fail "a launch in a comment counted: $out"

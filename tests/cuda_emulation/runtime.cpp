@@ -242,13 +242,16 @@ void note_launch_site(const char* file, int line, const char* name, const void* 
     const ssize_t n = readlink("/proc/self/exe", path, sizeof path - 1);
     return n > 0 ? std::string(path, static_cast<size_t>(n)) : std::string("-");
   }();
-  Dl_info where{};  // the load address of the object holding the kernel (a PIE: nm's 0)
+  // The kernel's address less the load address of the executable holding it: for a
+  // position-independent executable (the default), the address nm lists it at.
+  Dl_info where{};
   const uintptr_t base =
       dladdr(kernel, &where) != 0 ? reinterpret_cast<uintptr_t>(where.dli_fbase) : 0;
   const std::string path = std::string(folder) + "/" + std::to_string(getpid()) + ".txt";
   FILE* f = std::fopen(path.c_str(), "a");
   if (f == nullptr) {
-    std::fprintf(stderr, "cuda emulation: cannot append to %s (DDPM_LAUNCH_SITES)\n", path.c_str());
+    std::fprintf(stderr, "cuda emulation: cannot append to %s (DDPM_LAUNCH_SITES)\n",
+                 path.c_str());
     std::abort();
   }
   std::fprintf(f, "%s:%d\t%s\t%zx\t%s\n", file, line, executable.c_str(),

@@ -273,8 +273,8 @@ std::string check_pointer_argument(const char* kernel, size_t index, const T& va
 }
 
 // kernel<<<grid, block, smem, stream>>>(args...), launched at file:line: checks the
-// configuration and the pointer arguments, then runs the grid. Like the real launch it returns nothing; errors surface in
-// cudaGetLastError.
+// configuration and the pointer arguments, then runs the grid. Like the real launch it
+// returns nothing; errors surface in cudaGetLastError.
 template <class... Params, class... Args>
 void launch(const char* name, const char* file, int line, void (*kernel)(Params...), dim3 grid,
             dim3 block, size_t smem, cudaStream_t stream /*every call is synchronous here*/,
