@@ -83,6 +83,17 @@ def launches(root):
     return sorted(found)
 
 
+def past_closing(text, i, opening="(", closing=")"):
+    """The index just past the bracket that closes the one at text[i]."""
+    depth = 0
+    while True:
+        depth += text[i] in opening
+        depth -= text[i] in closing
+        i += 1
+        if depth == 0:
+            return i
+
+
 def kernel_names(root):
     """The names of the __global__ functions of kernels/cuda."""
     names = set()
@@ -90,14 +101,7 @@ def kernel_names(root):
         text = open(path).read()
         while "__launch_bounds__(" in text:  # (its arguments may hold parentheses)
             at = text.index("__launch_bounds__(")
-            depth, i = 0, at + len("__launch_bounds__")
-            while True:
-                depth += text[i] == "("
-                depth -= text[i] == ")"
-                i += 1
-                if depth == 0:
-                    break
-            text = text[:at] + text[i:]
+            text = text[:at] + text[past_closing(text, at + len("__launch_bounds__")):]
         names.update(re.findall(r"__global__\s+(?:static\s+)?void\s+(\w+)\s*\(", text))
     return names
 
@@ -110,16 +114,8 @@ def parts(symbol):
     for i, c in enumerate(symbol):
         depth += c in "<("
         depth -= c in ">)"
-        if c == "(" and depth == 1 and not symbol.startswith("(anonymous", i) and \
-                (i == 0 or symbol[i - 1] != " " or symbol[:i].strip() not in ("", "void")):
-            close, d = i, 0
-            for j in range(i, len(symbol)):
-                d += symbol[j] in "<("
-                d -= symbol[j] in ">)"
-                if d == 0:
-                    close = j
-                    break
-            return re.sub(r"^void ", "", symbol[:i]), symbol[close + 1:]
+        if c == "(" and depth == 1 and not symbol.startswith("(anonymous", i):
+            return re.sub(r"^void ", "", symbol[:i]), symbol[past_closing(symbol, i, "<(", ">)"):]
     return symbol, ""
 
 
@@ -146,9 +142,9 @@ def symbols(executable):
                          text=True, check=True).stdout
     table = {}
     for row in out.splitlines():
-        parts = row.split(" ", 2)
-        if len(parts) == 3 and parts[1] in "tTwW" and "[clone" not in parts[2]:
-            table[int(parts[0], 16)] = parts[2]
+        fields = row.split(" ", 2)
+        if len(fields) == 3 and fields[1] in "tTwW" and "[clone" not in fields[2]:
+            table[int(fields[0], 16)] = fields[2]
     return table
 
 
@@ -158,15 +154,15 @@ def recorded(folder, root):
     sites, kernels = set(), set()
     for path in glob.glob(os.path.join(folder, "*.txt")):
         for row in open(path):
-            parts = row.rstrip("\n").split("\t")
-            m = re.match(r"(.*):(\d+)$", parts[0])
-            if len(parts) != 4 or not m:
+            fields = row.rstrip("\n").split("\t")
+            m = re.match(r"(.*):(\d+)$", fields[0])
+            if len(fields) != 4 or not m:
                 continue
             file = m.group(1)
             if os.path.isabs(file):
                 file = os.path.relpath(file, root)
             sites.add((os.path.normpath(file), int(m.group(2))))
-            kernels.add((parts[1], int(parts[2], 16)))
+            kernels.add((fields[1], int(fields[2], 16)))
     return sites, kernels
 
 

@@ -207,7 +207,6 @@ class TrainLoop {
   TrainLoop(ImageRun& run, RunFolder& folder, const TrainOptions& o, TrainSummary& summary,
             const Report& report)
       : run_(run), folder_(folder), o_(o), summary_(summary), report_(report), c_(run.config()),
-        distributed_(o.world != nullptr && o.world->size() > 1),
         sample_seed_(c_.trainer.seed + kSampleSeedOffset), first_(run.step_index()),
         total_(c_.trainer.steps), loss_by_t_(c_.trainer.schedule.T),
         profile_(first_ + 2, c_.device == Device::CUDA ? c_.profile_steps : 0) {}
@@ -235,7 +234,6 @@ class TrainLoop {
   TrainSummary& summary_;
   const Report& report_;
   const ImageTrainConfig& c_;
-  const bool distributed_;
   const uint64_t sample_seed_;
   const int64_t first_, total_;
   std::shared_ptr<const ImageDataset> test_split_;  // opened at the first evaluation
@@ -261,7 +259,8 @@ class TrainLoop {
 void TrainLoop::train() {
   start_ = last_report_ = Clock::now();
   last_report_queued_ = run_.step_index();
-  const int64_t ahead = distributed_ ? 0 : 1;
+  const bool distributed = o_.world != nullptr && o_.world->size() > 1;
+  const int64_t ahead = distributed ? 0 : 1;
   // What each step in flight asked of the GPU in its queueing, oldest first; its read-back's
   // is added when it resolves (counted where they happen, so a step read back in a drain,
   // nothing queued behind it, still counts its own launches, and the step queued after a

@@ -13,6 +13,7 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <tuple>
 #include <vector>
 
 #include <dlfcn.h>   // dladdr
@@ -234,9 +235,9 @@ void note_launch_site(const char* file, int line, const char* name, const void* 
   static const char* const folder = std::getenv("DDPM_LAUNCH_SITES");
   if (folder == nullptr || *folder == '\0') return;
   static std::mutex mu;
-  static std::set<std::pair<const void*, int>> seen;  // a kernel from a line
+  static std::set<std::tuple<const void*, const char*, int>> seen;  // a kernel from a line
   std::lock_guard<std::mutex> lock(mu);
-  if (!seen.insert({kernel, line}).second) return;
+  if (!seen.insert({kernel, file, line}).second) return;
   static const std::string executable = [] {
     char path[4096];
     const ssize_t n = readlink("/proc/self/exe", path, sizeof path - 1);
