@@ -91,6 +91,15 @@ std::vector<ConvCase> cases() {
   all.push_back({{1, 5, 4, 60}, 3, 16, Conv2dParams::same(3)});
   all.push_back({{4, 4, 4, 64}, 3, 16, Conv2dParams::same(3)});
   all.push_back({{5, 3, 3, 16}, 3, 8, Conv2dParams::same(3)});
+  // v5's gathered A by the im2col copy (C8 a multiple of 64, stride 1, the same corners
+  // along H and W): a second tile starting inside an image (189 rows: the box's walk from
+  // pixel 128 = image 2, row 0, column 2), a 'valid' 3x3 (corners 0 and -2); and paddings
+  // unlike along H and W, which keep the gathers: at the top and left (the lower corners),
+  // at the bottom and right (the upper ones)
+  all.push_back({{3, 9, 7, 64}, 3, 16, Conv2dParams::same(3)});
+  all.push_back({{2, 6, 5, 64}, 3, 8, Conv2dParams{1, 0, 0, 0, 0}});
+  all.push_back({{1, 6, 6, 64}, 3, 8, Conv2dParams{1, 1, 0, 1, 0}});
+  all.push_back({{1, 6, 5, 64}, 3, 64, Conv2dParams{1, 1, 1, 0, 1}});
   return all;
 }
 
@@ -199,12 +208,13 @@ const char* tiles_name(cuda::Bf16Tiles t) {
          : t == cuda::Bf16Tiles::WgmmaTma  ? ", v5 wgmma, TMA B"
          : t == cuda::Bf16Tiles::WgmmaPaired ? ", v5 wgmma, 3 stages, two blocks an SM"
          : t == cuda::Bf16Tiles::WgmmaTall   ? ", v5 wgmma, 256x128 tiles"
+         : t == cuda::Bf16Tiles::WgmmaIm2col ? ", v5 wgmma, TMA B, im2col A"
                                              : ", 128x128";
 }
 
 // v4's block shapes, and v5 (the three passes on wgmma; with its dense B by the copy engine;
-// in a ring of 3 stages; on 256x128 tiles) where it runs: an sm_90 GPU with sm_90a code, and
-// the emulation.
+// in a ring of 3 stages; on 256x128 tiles; with the forward's A by the copy engine's im2col
+// mode too) where it runs: an sm_90 GPU with sm_90a code, and the emulation.
 std::vector<cuda::Bf16Tiles> every_kernel() {
   std::vector<cuda::Bf16Tiles> all = {cuda::Bf16Tiles::Large, cuda::Bf16Tiles::Deep,
                                       cuda::Bf16Tiles::Small, cuda::Bf16Tiles::WideWarps,
@@ -214,6 +224,7 @@ std::vector<cuda::Bf16Tiles> every_kernel() {
     all.push_back(cuda::Bf16Tiles::WgmmaTma);
     all.push_back(cuda::Bf16Tiles::WgmmaPaired);
     all.push_back(cuda::Bf16Tiles::WgmmaTall);
+    all.push_back(cuda::Bf16Tiles::WgmmaIm2col);
   }
   return all;
 }
@@ -668,9 +679,13 @@ TEST(CudaConvBf16, IsDeterministicWhateverTheBlockShape) {
       // that owned it, the same bits
       cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::WgmmaTall);
       const Results v5_tall = run_v4(s, o);
+      // the forward's A by the im2col copy (on the 64- and 128-channel cases; the others
+      // keep the gathers): the same tiles again
+      cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::WgmmaIm2col);
+      const Results im2col = run_v4(s, o);
       cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Wgmma);
       const Results v5_in_l2_only = in_l2_only_run();  // as v4's above
-      for (const Results* r : {&tma, &paired, &v5_tall, &v5_in_l2_only}) {
+      for (const Results* r : {&tma, &paired, &v5_tall, &im2col, &v5_in_l2_only}) {
         EXPECT_EQ(v5.y, r->y);
         EXPECT_EQ(v5.dx, r->dx);
         EXPECT_EQ(v5.dw, r->dw);
@@ -948,13 +963,14 @@ TEST(CudaConvBf16, TheOpOnBf16ActivationsIsTheCpuOpOnThem) {
   test::expect_conv_op_within(4.1e-3, cases(), 850, "v4 on bf16", DType::BF16);
   // every block shape (and v5's schedules) on bf16 activations, gathers through L1 and in
   // L2 only: each its own instantiation of the kernel (found by Emulated.LaunchCoverage);
-  // Cout 64 so that v5's dgrad takes its B by the copy engine
+  // Cout 64 so that v5's dgrad takes its B by the copy engine, Cin 64 so that the forward
+  // takes its A by the im2col copy under WgmmaIm2col
   for (const cuda::Bf16Tiles tiles : every_kernel())
     for (const bool through_l1 : {true, false}) {
       SCOPED_TRACE(std::string(tiles_name(tiles)) + (through_l1 ? "" : ", L2 only"));
       cuda::set_conv2d_bf16_tiles(tiles);
       const cuda::GathersThroughL1 gathers(through_l1);
-      test::expect_conv_op_within(4.1e-3, {ConvCase{{2, 6, 6, 16}, 3, 64, Conv2dParams::same(3)}},
+      test::expect_conv_op_within(4.1e-3, {ConvCase{{2, 6, 6, 64}, 3, 64, Conv2dParams::same(3)}},
                                   860, "v4 on bf16", DType::BF16);
     }
   cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Heuristic);

@@ -482,6 +482,7 @@ const char* tiles_name(Bf16Tiles t) {
          : t == Bf16Tiles::WgmmaTma    ? "4 stages, TMA B"
          : t == Bf16Tiles::WgmmaPaired ? "3 stages, 2 blocks an SM"
          : t == Bf16Tiles::WgmmaTall   ? "256x128, 3 stages"
+         : t == Bf16Tiles::WgmmaIm2col ? "4 stages, TMA B, im2col A"
                                        : "128x128";
 }
 
@@ -495,7 +496,7 @@ void launch_tiles(Bf16Tiles t, const Gemm& g, LoadA a, LoadB b, Epilogue epilogu
     else
       launch_gemm<LargeTiles, LoadA, LoadB, Epilogue, Products>(g, a, b, epilogue, planes);
   } else if (t == Bf16Tiles::Wgmma || t == Bf16Tiles::WgmmaTma || t == Bf16Tiles::WgmmaPaired ||
-      t == Bf16Tiles::WgmmaTall) {
+             t == Bf16Tiles::WgmmaTall || t == Bf16Tiles::WgmmaIm2col) {
     run_v5(t, g, a, b, epilogue, planes);  // conv2d_bf16_v5.cu
   } else if (t == Bf16Tiles::Small) {
     launch_gemm<SmallTiles>(g, a, b, epilogue, planes);

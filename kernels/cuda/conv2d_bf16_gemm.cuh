@@ -723,10 +723,10 @@ void launch_split(const Gemm& g, int tile_m, int tile_n, int stage_k, float* pla
 }
 
 // ---- v5 (conv2d_bf16_v5.cu) ----------------------------------------------------------------
-// The GEMM g on wgmma in schedule t (Bf16Tiles::Wgmma, WgmmaTma, WgmmaPaired or WgmmaTall),
-// for each pass's loaders and epilogue as the engine runs them: the forward, the dgrad (whole
-// or by phase) and the wgrad, on fp32 or bf16 activations, the gathers through L1 or in L2
-// only.
+// The GEMM g on wgmma in schedule t (Bf16Tiles::Wgmma, WgmmaTma, WgmmaPaired, WgmmaTall or
+// WgmmaIm2col), for each pass's loaders and epilogue as the engine runs them: the forward,
+// the dgrad (whole or by phase) and the wgrad, on fp32 or bf16 activations, the gathers
+// through L1 or in L2 only.
 // Defined there for exactly those (its explicit instantiations).
 template <class LoadA, class LoadB, class Epilogue>
 void run_v5(Bf16Tiles t, const Gemm& g, const LoadA& a, const LoadB& b,

@@ -11,6 +11,11 @@
 // MN-major as stored, the dgrad's both K-major, the wgrad's both MN-major. Split-K as v4
 // (planes, reduce_planes), in whole 64-deep stages. The tensor cores' own order of the 16
 // products of a k-step is theirs, so v5's bits need not be v4's: each is deterministic.
+// Its schedules (Bf16Tiles): that ring of 4 stages; with B by the copy engine (TMA), and with
+// the gathered A too, by the engine's im2col mode (WgmmaTma, WgmmaIm2col: one thread asks
+// for the stage's tiles, none gathers); a ring of 3 stages, two blocks an SM (WgmmaPaired);
+// 256x128 tiles (WgmmaTall). The same tiles land in shared memory whichever brings them, so
+// every schedule gives v5's bits.
 
 #include <algorithm>
 #include <type_traits>
@@ -33,6 +38,57 @@ namespace {
 
 static_assert(sm90::kTile == kPlanTile, "the split plan counts v5's tiles");
 
+// Where the stage thread 0 requests next lies along K, for the loaders whose tiles the copy
+// engine brings: k itself, and its tap and channel in the K order (KOrder), set once from
+// the slice's first k and then walked a half stage (kBK) at a time, as the kernel calls
+// advance. KOrder::place divides 64-bit k: a subroutine of ~80 instructions a division,
+// which thread 0 would run on its warpgroup's way to the stage's products. In the plain
+// order only k is kept up (natural(k) = k there), the tap and channel of a block order.
+struct StageWalk {
+  int64_t k;
+  int tap, c, left;  // left: channels to the end of the block
+  __device__ void start(const KOrder& o, int64_t k0) {
+    k = k0;
+    const KOrder::Place p = o.place(k0);
+    tap = p.tap;
+    c = p.c;
+    left = o.block - p.c % o.block;
+  }
+  __device__ static StageWalk at(const KOrder& o, int64_t k0) {
+    StageWalk w;
+    w.start(o, k0);
+    return w;
+  }
+  __device__ void advance(const KOrder& o) {
+    k += kBK;
+    c += kBK;
+    left -= kBK;
+    if (left > 0) return;
+    left = o.block;  // the block's end: the next tap's start of it, or the next block
+    c -= o.block;
+    if (++tap == o.taps) {
+      tap = 0;
+      c += o.block;
+    }
+  }
+};
+
+// What a K-major loader whose tiles the copy engine brings (Loader: DgradTmaB, Im2colTmaA,
+// each with its K order `order`) tells the kernel: no chunks of its own, thread 0's StageWalk
+// from the slice's first k (thread 0's first chunk's).
+template <class Loader>
+struct KMajorByEngine {
+  static constexpr bool kKMajor = true;
+  static constexpr bool kByCopyEngine = true;
+  using State = StageWalk;
+  template <int kJ>
+  __device__ State start(const int64_t (&)[kJ], int64_t k0, int64_t) const {
+    return StageWalk::at(k_order(), k0);
+  }
+  __device__ void advance(State& st) const { st.advance(k_order()); }
+  __device__ const KOrder& k_order() const { return static_cast<const Loader*>(this)->order; }
+};
+
 // The same matrix delivered by the copy engine (v5 only, Bf16Tiles::WgmmaTma): a tensor map
 // of it (rows k x cols, boxes of 64 rows of k by 64 columns: an MN-major panel), and one
 // thread asks for the tile's two panels a stage (request); columns past `cols` and rows
@@ -40,23 +96,25 @@ static_assert(sm90::kTile == kPlanTile, "the split plan counts v5's tiles");
 // slice ends on a stage boundary (v5's slices are whole 64-deep stages), so a box never
 // holds rows of the next slice. In the forward's K order (KOrder) a stage's 64 rows are one
 // tap's block of 64 channels, consecutive rows of the map: the box starts at the stage's
-// first row, order.natural(k0). The kernel takes it as a __grid_constant__ parameter: the
-// copy reads the map where the launch put it.
+// first row, order.natural(k0): tap c8 + c (k in the plain order). The kernel takes it as a
+// __grid_constant__ parameter: the copy reads the map where the launch put it.
 struct DenseRowsTmaB {
   CUtensorMap map;
   KOrder order;  // TapRowsB's (the forward's K); DenseRowsB's default, rows in order
 #if DDPM_HAS_SM90A_WGMMA  // (v5's kernel, their only user, is compiled empty elsewhere)
   static constexpr bool kKMajor = false;
   static constexpr bool kByCopyEngine = true;
-  struct State {};
+  using State = StageWalk;  // thread 0's (its first row of k is the slice's first k)
   template <int kJ>
-  __device__ State start(int64_t, const int64_t (&)[kJ], int64_t) const { return {}; }
-  __device__ void advance(State&) const {}
-  // The 128 columns at col0 of rows k0..k0+63 into `tile` (the stage's B tile).
-  __device__ void request(ptx::SharedAddress tile, int64_t col0, int64_t k0,
+  __device__ State start(int64_t, const int64_t (&k)[kJ], int64_t) const {
+    return StageWalk::at(order, k[0]);
+  }
+  __device__ void advance(State& st) const { st.advance(order); }
+  // The 128 columns at col0 of the stage's 64 rows of k (st) into `tile` (its B tile).
+  __device__ void request(ptx::SharedAddress tile, int64_t col0, const State& st,
                           ptx::SharedAddress landed) const {
-    sm90::tma_tile<Major::MN>(tile, &map, static_cast<int>(col0),
-                              static_cast<int>(order.natural(k0)), landed);
+    const int64_t row = order.plain() ? st.k : int64_t{st.tap} * order.c8 + st.c;
+    sm90::tma_tile<Major::MN>(tile, &map, static_cast<int>(col0), static_cast<int>(row), landed);
   }
 #endif
 };
@@ -64,26 +122,112 @@ struct DenseRowsTmaB {
 // as a rank-3 tensor map, boxes of 128 rows (ci) of 64 co of one tap: a K-major tile, k's
 // (tap, co) in the dgrad's K order (KOrder, blocks of 64 channels). Needs Cout8 a multiple
 // of 64, so that a 64-deep stage lies in one tap (every CIFAR-10 layer but the last, Cout =
-// 3); thread 0 finds the stage's tap and first co (KOrder::place) once a stage. Rows past
-// Cin are zeros from the engine.
-struct DgradTmaB {
+// 3); thread 0 walks the stages' taps and first co (StageWalk). Rows past Cin are zeros from
+// the engine.
+struct DgradTmaB : KMajorByEngine<DgradTmaB> {
   CUtensorMap map;
   KOrder order;  // DgradB's
 #if DDPM_HAS_SM90A_WGMMA  // (as DenseRowsTmaB's)
-  static constexpr bool kKMajor = true;
-  static constexpr bool kByCopyEngine = true;
-  struct State {};
-  template <int kJ>
-  __device__ State start(const int64_t (&)[kJ], int64_t, int64_t) const { return {}; }
-  __device__ void advance(State&) const {}
-  // Rows (ci) row0..row0+127 of k0..k0+63 into `tile` (the stage's B tile).
-  __device__ void request(ptx::SharedAddress tile, int64_t row0, int64_t k0,
+  // Rows (ci) row0..row0+127 of the stage's 64 of k (st) into `tile` (its B tile).
+  __device__ void request(ptx::SharedAddress tile, int64_t row0, const State& st,
                           ptx::SharedAddress landed) const {
-    const KOrder::Place p = order.place(k0);
-    ptx::tma_load_3d(tile, &map, p.c, static_cast<int>(row0), p.tap, landed);
+    ptx::tma_load_3d(tile, &map, st.c, static_cast<int>(row0), st.tap, landed);
   }
 #endif
 };
+// A gathered A by the copy engine's im2col mode (v5 only, Bf16Tiles::WgmmaIm2col): ForwardA's
+// im2col(x8) or DgradA's window of dy8, without a thread gathering it. Both gather, for row m
+// = (n, gh, gw) of a grid of pixels, tap (kh, kw) of a 2-d window of an NHWC tensor `src`
+// (N, SH, SW, C8), stride 1; so the tensor is an im2col tensor map (tensor_map.cuh's
+// Im2colBox) whose box is the tile's 128 rows of 64 channels: row p the filter base of the
+// p-th pixel of the grid from the tile's first, the base walking the map's bounding box
+// along W, then H, then to the next image, as m counts pixels; the stage's tap is the
+// instruction's offsets, added to the base, and its 64 channels the box's. Pixels outside
+// src are zeros from the engine, as the loaders' masks make them.
+//   forward  src = x8, the grid the output's (OH x OW); pixel (gh, gw) reads x at (gh -
+//            pad_top + kh, gw - pad_left + kw): base (gh, gw) - pad, offsets (kh, kw).
+//   dgrad    src = dy8 (OH x OW), the grid dx's (H x W, a phase's own pixels when strided:
+//            DgradA); pixel (gh, gw) reads dy at (gh + pad_top - kh, gw + pad_left - kw):
+//            base (gh, gw) + pad - (K - 1), offsets (KH - 1 - kh, KW - 1 - kw), the taps
+//            flipped so that they count up from the base.
+// Either way the base of grid pixel (0, 0) is the bounding box's lower corner, and its last
+// the grid's size on from it (the upper corner: that less the tensor's size). A stage is one
+// tap's block of 64 channels (KOrder with C8 a multiple of 64), so one request a stage. Rows
+// past M run into the image after the last: zeros, never stored.
+struct Im2colTmaA : KMajorByEngine<Im2colTmaA> {
+  CUtensorMap map;
+  KOrder order;  // the gathering loader's
+  int kh_n, kw_n;
+  bool flip;      // the dgrad's taps
+  int lower;      // the bounding box's lower corner (the same along H and W)
+  int64_t grid_h, grid_w;
+#if DDPM_HAS_SM90A_WGMMA  // (as DenseRowsTmaB's)
+  struct Base {  // the filter's base for the tile's first row, found once a block
+    int w, h, n;
+  };
+  __device__ Base base_of(int64_t row0) const {
+    const int64_t gw = row0 % grid_w, gh = row0 / grid_w % grid_h, n = row0 / (grid_w * grid_h);
+    return {static_cast<int>(gw) + lower, static_cast<int>(gh) + lower, static_cast<int>(n)};
+  }
+  // The tile's 128 rows of the stage's 64 of k (st: one tap's 64 channels) into `tile` (the
+  // stage's A).
+  __device__ void request(ptx::SharedAddress tile, const Base& b, const State& st,
+                          ptx::SharedAddress landed) const {
+    const int kh = st.tap / kw_n, kw = st.tap - kh * kw_n;
+    ptx::tma_load_im2col_4d(tile, &map, st.c, b.w, b.h, b.n,
+                            static_cast<uint16_t>(flip ? kw_n - 1 - kw : kw),
+                            static_cast<uint16_t>(flip ? kh_n - 1 - kh : kh), landed);
+  }
+#endif
+};
+
+// What Im2colTmaA needs to know of a gathering loader, and whether it can stand for it:
+// stride 1 (the traversal steps one pixel), C8 a multiple of 64, the same corners along H
+// and W (tensor_map.cuh says why), within the rank-4 map's 8 bits, and filters of at most
+// 256 taps a side (the offsets' 8 bits).
+struct Im2colGather {
+  const bf16_bits* src;
+  int64_t n, src_h, src_w, c8, grid_h, grid_w;
+  int64_t lower_h, lower_w, upper_h, upper_w;  // upper: from the tensor's last pixel
+  int kh, kw, stride;
+  bool flip;
+  KOrder order;
+  bool applies() const {
+    const bool in_range = lower_h >= -128 && upper_h >= -128 && upper_h <= 127;
+    return stride == 1 && c8 % KOrder::kBlock == 0 && lower_h == lower_w && upper_h == upper_w &&
+           in_range && kh <= 256 && kw <= 256;
+  }
+  Im2colTmaA loader() const {  // its box 128 pixels: the 128-row tile's
+    const Im2colBox box{n, src_h, src_w, c8, static_cast<int>(lower_h),
+                        static_cast<int>(upper_h), sm90::kTile};
+    return {{}, bf16_im2col_tensor_map_sw128(src, box, "conv v5 (wgmma, im2col A)"),
+            order, kh, kw, flip, static_cast<int>(lower_h), grid_h, grid_w};
+  }
+};
+// The forward's gather, and the dgrad's (DgradA's is stride 1: a strided dgrad runs by
+// phase, each phase a stride-1 gather of its own pixels).
+template <ptx::CacheAt kCache>
+Im2colGather gather_of(const ForwardA<kCache>& a) {
+  const Conv2dShape& s = a.s;
+  return {a.x8, s.n, s.h, s.w, a.c8, a.oh_n, a.ow_n,
+          -s.pad_top, -s.pad_left, a.oh_n - s.h - s.pad_top, a.ow_n - s.w - s.pad_left,
+          s.kh, s.kw, s.stride, false, a.order};
+}
+template <ptx::CacheAt kCache>
+Im2colGather gather_of(const DgradA<kCache>& a) {
+  const Conv2dShape& s = a.s;
+  const int64_t lower_h = s.pad_top - (s.kh - 1), lower_w = s.pad_left - (s.kw - 1);
+  return {a.dy8, s.n, a.oh_n, a.ow_n, a.c8, s.h, s.w,
+          lower_h, lower_w, lower_h + s.h - a.oh_n, lower_w + s.w - a.ow_n,
+          s.kh, s.kw, 1, true, a.order};
+}
+template <class L>
+struct Gathers : std::false_type {};
+template <ptx::CacheAt kCache>
+struct Gathers<ForwardA<kCache>> : std::true_type {};
+template <ptx::CacheAt kCache>
+struct Gathers<DgradA<kCache>> : std::true_type {};
+
 // True for a loader whose tiles the copy engine brings (kByCopyEngine), false for the
 // cp.async ones (which do not say).
 template <class L, class = void>
@@ -139,10 +283,11 @@ __device__ int wgmma_chunk_bytes(int tid, int j, int h) {
 // a 128 x 128 tile, or 2, the tall 256 x 128 one.
 template <int kRing, int kSub, class LoadA, class LoadB, class Epilogue>
 __global__ void __launch_bounds__(sm90::kThreads, sm90::blocks_an_sm(kRing, kSub))
-conv_gemm_wgmma(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a,
+conv_gemm_wgmma(int64_t m, int64_t n, int64_t k, int64_t k_slice, const __grid_constant__ LoadA a,
                 const __grid_constant__ LoadB b, Epilogue epilogue, float* planes) {
 #if DDPM_HAS_SM90A_WGMMA
-  constexpr bool kEngineB = ByCopyEngine<LoadB>::value;
+  constexpr bool kEngineA = ByCopyEngine<LoadA>::value, kEngineB = ByCopyEngine<LoadB>::value;
+  constexpr bool kEngine = kEngineA || kEngineB;
   constexpr int kRowsA = sm90::tile_rows(kSub), kStageBytes = sm90::stage_bytes(kSub),
                 kBTile = sm90::a_tile_bytes(kSub);  // B's tile in a stage, after A's
   using HalfA = WgmmaHalf<LoadA::kKMajor, kRowsA>;
@@ -150,7 +295,7 @@ conv_gemm_wgmma(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a,
   constexpr int kJA = HalfA::kChunksPerThread, kJB = HalfB::kChunksPerThread;
   DDPM_DYNAMIC_SHARED(bf16_bits, smem);
   const ptx::SharedAddress tiles = ptx::computed_once(sm90::first_stage(smem));
-  const sm90::StageBarriers<kRing, kSub> landed(tiles);  // used when B is the engine's
+  const sm90::StageBarriers<kRing, kSub> landed(tiles);  // used when the engine loads
   const int tid = threadIdx.x;
   const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kRowsA;
   const int64_t col0 = static_cast<int64_t>(blockIdx.y) * sm90::kTile;
@@ -167,25 +312,37 @@ conv_gemm_wgmma(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a,
   }
   auto a_state = start_chunks<HalfA>(a, tid, row0, k_begin, k_end);
   auto b_state = start_chunks<HalfB>(b, tid, col0, k_begin, k_end);
-  if constexpr (kEngineB) {
+  // the bytes the engine brings a stage: its operands' tiles
+  [[maybe_unused]] constexpr uint32_t kEngineBytes =
+      (kEngineA ? sm90::a_tile_bytes(kSub) : 0) + (kEngineB ? sm90::kTileBytes : 0);
+  if constexpr (kEngine) {
     if (tid == 0) landed.init();
     __syncthreads();
   }
+  [[maybe_unused]] const auto a_base = [&] {  // the engine's A: the tile's first row, once
+    if constexpr (kEngineA)
+      return a.base_of(row0);
+    else
+      return 0;
+  }();
   // the loaders only move forward: tiles are requested in order, each once
   auto request = [&](int tile) {
     if (tile < k_tiles) {
       const ptx::SharedAddress stage = tiles + (tile % kRing) * kStageBytes;
-      if constexpr (kEngineB) {
+      if constexpr (kEngine) {
         if (tid == 0) {
           const ptx::SharedAddress bar = landed.of(tile);
-          ptx::mbarrier_arrive_expect_tx(bar, sm90::kTileBytes);
-          b.request(stage + kBTile, col0, k_begin + int64_t{tile} * sm90::kTileK, bar);
+          ptx::mbarrier_arrive_expect_tx(bar, kEngineBytes);
+          if constexpr (kEngineA) a.request(stage, a_base, a_state, bar);
+          if constexpr (kEngineB) b.request(stage + kBTile, col0, b_state, bar);
         }
       }
       for (int h = 0; h < 2; ++h) {
-        for (int j = 0; j < kJA; ++j) {
-          const Chunk ca = a.chunk(a_state, j);
-          ptx::cp_async_16(stage + a_off[h][j], ca.src, ca.valid, ca.cache);
+        if constexpr (!kEngineA) {
+          for (int j = 0; j < kJA; ++j) {
+            const Chunk ca = a.chunk(a_state, j);
+            ptx::cp_async_16(stage + a_off[h][j], ca.src, ca.valid, ca.cache);
+          }
         }
         if constexpr (!kEngineB) {
           for (int j = 0; j < kJB; ++j) {
@@ -208,7 +365,7 @@ conv_gemm_wgmma(int64_t m, int64_t n, int64_t k, int64_t k_slice, LoadA a,
   for (int t = 0; t < k_tiles; ++t) {
     ptx::cp_async_wait<kRing - 3>();  // tile t has landed (this thread's chunks)
     ptx::fence_proxy_async_shared();  // ... where the tensor cores read
-    if constexpr (kEngineB)           // ... and the engine's B
+    if constexpr (kEngine)            // ... and the engine's operands
       landed.wait(t);
     __syncthreads();                  // ... everyone's; tile t-2's products are done
     request(t + kRing - 2);           // into tile t-2's stage
@@ -263,27 +420,45 @@ void launch_wgmma(const Gemm& g, LoadA a, LoadB b, Epilogue epilogue, float* pla
   launch_split(g, sm90::tile_rows(kSub), sm90::kTile, sm90::kTileK, planes, epilogue, launch);
 }
 
-// v5 in schedule t: B by the copy engine where t asks for it and B allows it, else a ring of
-// 4 stages (3 for WgmmaPaired; 3 of the tall tile for WgmmaTall) fed by v4's loaders.
+// With B by the copy engine: A too where t is WgmmaIm2col and a's gather allows it.
+template <class LoadA, class LoadB, class Epilogue>
+void launch_engine_a(Bf16Tiles t, const Gemm& g, const LoadA& a, const LoadB& engine_b,
+                     const Epilogue& epilogue, float* planes) {
+  if constexpr (Gathers<LoadA>::value) {
+    const Im2colGather gather = gather_of(a);
+    if (t == Bf16Tiles::WgmmaIm2col && gather.applies()) {
+      launch_wgmma(g, gather.loader(), engine_b, epilogue, planes);
+      return;
+    }
+  }
+  launch_wgmma(g, a, engine_b, epilogue, planes);
+}
+
+// v5 in schedule t: B by the copy engine where t asks for it and B allows it (WgmmaTma,
+// WgmmaIm2col), the forward's or the dgrad's A too where WgmmaIm2col asks for it and the
+// shape allows it (Im2colGather::applies), else a ring of 4 stages (3 for WgmmaPaired; 3 of
+// the tall tile for WgmmaTall) fed by v4's loaders.
 template <class LoadA, class LoadB, class Epilogue>
 void launch_v5(Bf16Tiles t, const Gemm& g, const LoadA& a, const LoadB& b,
                const Epilogue& epilogue, float* planes) {
-  if (t == Bf16Tiles::WgmmaTma && g.k > 0) {  // B by the copy engine, where it can
+  const bool by_engine = t == Bf16Tiles::WgmmaTma || t == Bf16Tiles::WgmmaIm2col;
+  if (by_engine && g.k > 0) {  // B by the copy engine, where it can (and A, WgmmaIm2col's)
     if constexpr (std::is_same_v<LoadB, DenseRowsB> || std::is_same_v<LoadB, TapRowsB>) {
-      const DenseRowsTmaB engine{bf16_tensor_map_sw128(b.matrix, g.k, b.cols, sm90::kTileK,
-                                                       "conv v5 (wgmma, TMA B)"),
-                                 b.order};
-      launch_wgmma(g, a, engine, epilogue, planes);
+      const DenseRowsTmaB engine_b{bf16_tensor_map_sw128(b.matrix, g.k, b.cols, sm90::kTileK,
+                                                         "conv v5 (wgmma, TMA B)"),
+                                   b.order};
+      launch_engine_a(t, g, a, engine_b, epilogue, planes);
       return;
     }
     if constexpr (std::is_same_v<LoadB, DgradB>) {
       if (b.c8 % sm90::kTileK == 0) {
         const int64_t taps = int64_t{b.s.kh} * b.s.kw;
-        const DgradTmaB engine{
+        const DgradTmaB engine_b{
+            {},
             bf16_planes_tensor_map_sw128(b.w8, taps, b.s.c_in, b.c8, sm90::kTile,
                                          "conv v5 (wgmma, TMA B) dgrad"),
             b.order};
-        launch_wgmma(g, a, engine, epilogue, planes);
+        launch_engine_a(t, g, a, engine_b, epilogue, planes);
         return;
       }
     }

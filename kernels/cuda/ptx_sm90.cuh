@@ -56,6 +56,12 @@
 //       address per chunk. It runs in the async proxy, like wgmma: no proxy fence between
 //       them. Completion is counted in bytes on an mbarrier: each copy adds the box's bytes
 //       (all of them, zero-filled ones too) to the barrier's transaction count as it lands.
+//   cp.async.bulk.tensor.4d...im2col (the same, in the copy engine's im2col mode)
+//       The map (cuTensorMapEncodeIm2col) is an NHWC tensor with a bounding box for a
+//       filter's base; a copy of {c, w, h, n} at offsets {kw, kh} writes the map's pixels a
+//       column rows of its channels a pixel, row p the p-th base from {w, h, n} walking the
+//       box (W, then H, then the image), read at base + offsets: a convolution's gathered
+//       rows at one tap, by one thread (convolution v5's WgmmaIm2col).
 //   mbarrier (a 64-bit object in shared memory; PTX ISA "Parallel Synchronization and
 //       Communication Instructions: mbarrier"): init sets its arrival count; each phase
 //       completes when that many arrivals and every expected transaction byte are in, and
@@ -226,6 +232,29 @@ __device__ __forceinline__ void tma_load_3d(SharedAddress dst, const CUtensorMap
       : "memory");
 #else
   (void)dst, (void)map, (void)c0, (void)c1, (void)c2, (void)bar;
+#endif
+}
+
+// The im2col box of a rank-4 (NHWC) map made by cuTensorMapEncodeIm2col (tensor_map.cu's
+// bf16_im2col_tensor_map_sw128) into shared memory at dst: its pixels a column rows, row p
+// the p-th filter base from {w, h, n} inside the map's bounding box (W fastest, then H,
+// then the image), each its channels a pixel from channel c at base + {offset_w, offset_h}
+// (zeros outside the tensor: PTX ISA, "Tensor im2col mode"), completing on the mbarrier at
+// bar. The offsets are the instruction's 16-bit im2colInfo, innermost dimension first, as
+// the coordinates are.
+__device__ __forceinline__ void tma_load_im2col_4d(SharedAddress dst, const CUtensorMap* map,
+                                                   int c, int w, int h, int n, uint16_t offset_w,
+                                                   uint16_t offset_h, SharedAddress bar) {
+#if DDPM_HAS_SM90A_WGMMA
+  asm volatile(
+      "cp.async.bulk.tensor.4d.shared::cluster.global.im2col.mbarrier::complete_tx::bytes "
+      "[%0], [%1, {%2, %3, %4, %5}], [%6], {%7, %8};\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c), "r"(w), "r"(h), "r"(n), "r"(bar),
+      "h"(offset_w), "h"(offset_h)
+      : "memory");
+#else
+  (void)dst, (void)map, (void)c, (void)w, (void)h, (void)n, (void)offset_w, (void)offset_h,
+      (void)bar;
 #endif
 }
 

@@ -28,7 +28,8 @@
 //   mbarrier         block.h's transaction barriers (phases, arrivals, bytes); a wait that
 //                    cannot complete lets the block's other threads run, and traps when none
 //                    makes progress.
-//   bulk tensor copy cp.async.bulk.tensor.2d and .3d from a map of tensor_map.h's encoder:
+//   bulk tensor copy cp.async.bulk.tensor.2d and .3d from a map of tensor_map.h's encoder,
+//                    and .4d in im2col mode (an NHWC tensor's pixels by a filter's base):
 //                    queued on its mbarrier at issue (its destination checked against the
 //                    products in flight), performed at the first wait on that barrier: each
 //                    row of the box read from the tensor, zeros where it lies outside, and
@@ -153,20 +154,24 @@ inline void mbarrier_wait(SharedAddress bar, unsigned parity) {
 
 namespace emu_sm90 {
 
-// cp.async.bulk.tensor.{rank}d: the box of `map` at `coords` (rank of them, the contiguous
-// dimension's first), its rows (box[0] elements each) stored one after another, swizzled.
-inline void tma_load(SharedAddress dst, const CUtensorMap* map, const int* coords, uint32_t rank,
-                     SharedAddress bar) {
+// What every bulk tensor copy checks (a map an encoder made, of the copy's rank and mode, no
+// interleave, element strides of 1, no swizzle or the 128-byte one on rows of 128 bytes,
+// the destination aligned for it), and the map's fields.
+inline cuda_emu::TensorMapFields checked_map(const CUtensorMap* map, uint32_t rank, bool im2col,
+                                             SharedAddress dst) {
   const cuda_emu::TensorMapFields* found = cuda_emu::tensor_map_fields(map);
   if (found == nullptr)
-    cuda_emu::trap("cp.async.bulk.tensor: the tensor map was not made by cuTensorMapEncodeTiled");
+    cuda_emu::trap("cp.async.bulk.tensor: the tensor map was not made by cuTensorMapEncodeTiled "
+                   "or cuTensorMapEncodeIm2col");
   const cuda_emu::TensorMapFields f = *found;
+  if (f.im2col != im2col)
+    cuda_emu::trap(im2col ? "cp.async.bulk.tensor.im2col: the tensor map is a tiled one"
+                          : "cp.async.bulk.tensor (tiled): the tensor map is an im2col one");
   if (f.rank != rank) {
     const std::string why = "cp.async.bulk.tensor." + std::to_string(rank) +
                             "d: the tensor map is of rank " + std::to_string(f.rank);
     cuda_emu::trap(why.c_str());
   }
-  if (rank > 3) cuda_emu::trap("cp.async.bulk.tensor: ranks above 3 are not emulated");
   if (f.interleave != CU_TENSOR_MAP_INTERLEAVE_NONE)
     cuda_emu::trap("cp.async.bulk.tensor: interleaved maps are not emulated");
   for (uint32_t i = 0; i < rank; ++i)
@@ -181,6 +186,43 @@ inline void tma_load(SharedAddress dst, const CUtensorMap* map, const int* coord
     cuda_emu::trap(swizzled ? "cp.async.bulk.tensor: a 128-byte-swizzled box must land on a "
                               "1024-byte boundary of shared memory (a whole swizzle atom)"
                             : "cp.async.bulk.tensor: the destination must be 128-byte aligned");
+  return f;
+}
+
+// Row r of a box (row_bytes from `row`) stored at dst in 16-byte chunks, each at its
+// swizzled place under the 128-byte swizzle.
+inline void store_box_row(SharedAddress dst, size_t r, const unsigned char* row, size_t row_bytes,
+                          bool swizzled) {
+  const uintptr_t row_start = dst + r * row_bytes;
+  for (size_t chunk = 0; chunk < row_bytes / 16; ++chunk) {
+    const uintptr_t logical = row_start + 16 * chunk;
+    const uintptr_t physical = swizzled ? logical ^ (((logical >> 7) & 7) << 4) : logical;
+    std::memcpy(reinterpret_cast<void*>(physical), row + 16 * chunk, 16);
+  }
+}
+
+// `count` elements of the tensor's contiguous dimension from `first` (those inside [0, size)
+// copied from `src`, the element at index 0; the rest left as they are in `row`, zeros).
+inline void copy_inside(unsigned char* row, const unsigned char* src, int64_t first,
+                        int64_t count, int64_t size, uint32_t element_bytes) {
+  const int64_t x0 = std::max<int64_t>(first, 0), x1 = std::min<int64_t>(first + count, size);
+  if (x0 >= x1) return;
+  const size_t bytes = static_cast<size_t>(x1 - x0) * element_bytes;
+  if (!cuda_emu::device_accessible(src + x0 * element_bytes, bytes))
+    cuda_emu::trap("cp.async.bulk.tensor: the tensor map's rows lie outside any device "
+                   "allocation");
+  std::memcpy(row + (x0 - first) * element_bytes, src + x0 * element_bytes, bytes);
+}
+
+// cp.async.bulk.tensor.{rank}d (tiled): the box of `map` at `coords` (rank of them, the
+// contiguous dimension's first), its rows (box[0] elements each) stored one after another,
+// swizzled.
+inline void tma_load(SharedAddress dst, const CUtensorMap* map, const int* coords, uint32_t rank,
+                     SharedAddress bar) {
+  if (rank > 3) cuda_emu::trap("cp.async.bulk.tensor: ranks above 3 are not emulated");
+  const cuda_emu::TensorMapFields f = checked_map(map, rank, false, dst);
+  const bool swizzled = f.swizzle == CU_TENSOR_MAP_SWIZZLE_128B;
+  const size_t row_bytes = size_t{f.box[0]} * f.element_bytes;
   int at[3] = {0, 0, 0};
   uint32_t box[3] = {1, 1, 1};
   int64_t dims[3] = {1, 1, 1}, strides[3] = {0, 0, 0};  // strides: bytes, dimensions 1 and 2
@@ -195,26 +237,63 @@ inline void tma_load(SharedAddress dst, const CUtensorMap* map, const int* coord
   copy.bytes = row_bytes * box[1] * box[2];
   copy.perform = [f, dst, at, box, dims, strides, swizzled, row_bytes] {
     unsigned char row[256 * 8];  // a box row: at most 256 elements of 8 bytes
-    const int64_t x0 = std::max<int64_t>(at[0], 0);
-    const int64_t x1 = std::min<int64_t>(int64_t{at[0]} + box[0], dims[0]);
     for (uint32_t i2 = 0; i2 < box[2]; ++i2) {
       for (uint32_t i1 = 0; i1 < box[1]; ++i1) {
         std::memset(row, 0, row_bytes);
         const int64_t y = int64_t{at[1]} + i1, z = int64_t{at[2]} + i2;
-        if (y >= 0 && y < dims[1] && z >= 0 && z < dims[2] && x0 < x1) {
-          const unsigned char* src =
-              f.address + z * strides[2] + y * strides[1] + x0 * f.element_bytes;
-          const size_t bytes = static_cast<size_t>(x1 - x0) * f.element_bytes;
-          if (!cuda_emu::device_accessible(src, bytes))
-            cuda_emu::trap("cp.async.bulk.tensor: the tensor map's rows lie outside any device "
-                           "allocation");
-          std::memcpy(row + (x0 - at[0]) * f.element_bytes, src, bytes);
-        }
-        const uintptr_t row_start = dst + (size_t{i2} * box[1] + i1) * row_bytes;
-        for (size_t chunk = 0; chunk < row_bytes / 16; ++chunk) {
-          const uintptr_t logical = row_start + 16 * chunk;
-          const uintptr_t physical = swizzled ? logical ^ (((logical >> 7) & 7) << 4) : logical;
-          std::memcpy(reinterpret_cast<void*>(physical), row + 16 * chunk, 16);
+        if (y >= 0 && y < dims[1] && z >= 0 && z < dims[2])
+          copy_inside(row, f.address + z * strides[2] + y * strides[1], at[0], box[0], dims[0],
+                      f.element_bytes);
+        store_box_row(dst, size_t{i2} * box[1] + i1, row, row_bytes, swizzled);
+      }
+    }
+  };
+  cuda_emu::mbarrier_bulk_copy(reinterpret_cast<void*>(bar), std::move(copy));
+}
+
+// cp.async.bulk.tensor.{rank}d...im2col (PTX ISA, "Tensor im2col mode"): `coords` are the
+// channel (the contiguous dimension), the filter's base in the spatial dimensions (W, H, D:
+// rank - 2 of them) and the image n; `offsets` (rank - 2, W first) are added to the base.
+// The box is the map's pixels a column (box[1]) rows of its channels a pixel (box[0]): row p
+// is the p-th base position from coords, walking W inside the bounding box (lower .. size - 1
+// + upper along each spatial dimension), then H, then D, then n, its channels read at base +
+// offsets; elements outside the tensor are zeros. The first base must lie in the bounding
+// box (the ISA's rule; a trap here).
+inline void tma_load_im2col(SharedAddress dst, const CUtensorMap* map, const int* coords,
+                            const uint16_t* offsets, uint32_t rank, SharedAddress bar) {
+  if (rank != 4) cuda_emu::trap("cp.async.bulk.tensor.im2col: only rank 4 (NHWC) is emulated");
+  const cuda_emu::TensorMapFields f = checked_map(map, rank, true, dst);
+  const bool swizzled = f.swizzle == CU_TENSOR_MAP_SWIZZLE_128B;
+  const size_t row_bytes = size_t{f.box[0]} * f.element_bytes;
+  int64_t lo[2], hi[2];  // the bounding box along W and H
+  for (int i = 0; i < 2; ++i) {
+    lo[i] = f.lower[i];
+    hi[i] = static_cast<int64_t>(f.dims[1 + i]) - 1 + f.upper[i];
+    if (coords[1 + i] < lo[i] || coords[1 + i] > hi[i])
+      cuda_emu::trap("cp.async.bulk.tensor.im2col: the filter's base lies outside the bounding "
+                     "box");
+  }
+  const int at[4] = {coords[0], coords[1], coords[2], coords[3]};
+  const int off[2] = {offsets[0], offsets[1]};
+  cuda_emu::BulkCopy copy;
+  copy.dst = reinterpret_cast<void*>(dst);
+  copy.bytes = row_bytes * f.box[1];
+  copy.perform = [f, dst, at, off, lo, hi, swizzled, row_bytes] {
+    unsigned char row[256 * 8];
+    int64_t w = at[1], h = at[2], n = at[3];
+    for (uint32_t p = 0; p < f.box[1]; ++p) {
+      std::memset(row, 0, row_bytes);
+      const int64_t x = w + off[0], y = h + off[1];
+      if (x >= 0 && x < static_cast<int64_t>(f.dims[1]) && y >= 0 &&
+          y < static_cast<int64_t>(f.dims[2]) && n >= 0 && n < static_cast<int64_t>(f.dims[3]))
+        copy_inside(row, f.address + n * f.strides[2] + y * f.strides[1] + x * f.strides[0],
+                    at[0], f.box[0], static_cast<int64_t>(f.dims[0]), f.element_bytes);
+      store_box_row(dst, p, row, row_bytes, swizzled);
+      if (++w > hi[0]) {  // the next base: along W, then H, then the next image
+        w = lo[0];
+        if (++h > hi[1]) {
+          h = lo[1];
+          ++n;
         }
       }
     }
@@ -233,6 +312,12 @@ inline void tma_load_3d(SharedAddress dst, const CUtensorMap* map, int c0, int c
                         SharedAddress bar) {
   const int coords[3] = {c0, c1, c2};
   emu_sm90::tma_load(dst, map, coords, 3, bar);
+}
+inline void tma_load_im2col_4d(SharedAddress dst, const CUtensorMap* map, int c, int w, int h,
+                               int n, uint16_t offset_w, uint16_t offset_h, SharedAddress bar) {
+  const int coords[4] = {c, w, h, n};
+  const uint16_t offsets[2] = {offset_w, offset_h};
+  emu_sm90::tma_load_im2col(dst, map, coords, offsets, 4, bar);
 }
 
 // d (64 x 128 over the warpgroup) = a b + (accumulate ? d : 0), a and b laid out kA and kB,

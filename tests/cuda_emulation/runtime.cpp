@@ -362,10 +362,13 @@ cudaError_t cudaGetDriverEntryPointByVersion(const char* symbol, void** function
                                              unsigned int cuda_version, unsigned long long,
                                              cudaDriverEntryPointQueryResult* status) {
   if (symbol == nullptr || function == nullptr) return cudaErrorInvalidValue;
-  const bool found = std::strcmp(symbol, "cuTensorMapEncodeTiled") == 0;
-  const bool recent = cuda_version >= 12000;  // the function appeared in CUDA 12.0
-  *function = found && recent ? reinterpret_cast<void*>(&cuda_emu::tensor_map_encode_tiled)
-                              : nullptr;
+  const bool tiled = std::strcmp(symbol, "cuTensorMapEncodeTiled") == 0;
+  const bool im2col = std::strcmp(symbol, "cuTensorMapEncodeIm2col") == 0;
+  const bool found = tiled || im2col;
+  const bool recent = cuda_version >= 12000;  // both functions appeared in CUDA 12.0
+  *function = !found || !recent ? nullptr
+              : tiled           ? reinterpret_cast<void*>(&cuda_emu::tensor_map_encode_tiled)
+                                : reinterpret_cast<void*>(&cuda_emu::tensor_map_encode_im2col);
   if (status != nullptr)
     *status = !found    ? cudaDriverEntryPointSymbolNotFound
               : !recent ? cudaDriverEntryPointVersionNotSufficent

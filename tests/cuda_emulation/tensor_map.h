@@ -1,14 +1,18 @@
 // The tensor maps of Hopper's bulk tensor copy (TMA), emulated: the driver's
-// cuTensorMapEncodeTiled and the types of cuda.h it takes, so that kernels/cuda/tensor_map.cu
-// is compiled unchanged here, and what ptx_sm90.h's cp.async.bulk.tensor reads back.
+// cuTensorMapEncodeTiled and cuTensorMapEncodeIm2col and the types of cuda.h they take, so
+// that kernels/cuda/tensor_map.cu is compiled unchanged here, and what ptx_sm90.h's
+// cp.async.bulk.tensor reads back.
 //
 // On a GPU a CUtensorMap is 128 opaque bytes the driver writes and the copy engine reads.
 // Here the same bytes hold the encoder's arguments (TensorMapFields), checked first with
 // the driver's documented rules for what the engine uses (cuTensorMapEncodeTiled in the CUDA
 // Driver API reference): a 16-byte aligned address, ranks 1-5, dimensions 1..2^32, strides
 // multiples of 16 bytes under 2^40, boxes of 1-256 elements whose inner row is a multiple of
-// 16 bytes (and at most the swizzle's span), element strides 1-8. A violation returns
-// CUDA_ERROR_INVALID_VALUE, as the driver does.
+// 16 bytes (and at most the swizzle's span), element strides 1-8. The im2col encoder
+// (cuTensorMapEncodeIm2col, same reference) takes ranks 3-5 and, for the box, the
+// bounding box's corners (rank - 2 of them, within [-2^15, 2^15), [-2^7, 2^7) or [-2^4, 2^4)
+// at ranks 3, 4 and 5; the box not empty), at most 256 channels a pixel and 1024 pixels a
+// column. A violation returns CUDA_ERROR_INVALID_VALUE, as the driver does.
 // Emulated copies: element strides of 1, no interleave, and either no swizzle or the
 // 128-byte one on rows of exactly 128 bytes (what the engine uses); anything else traps.
 #pragma once
@@ -62,17 +66,20 @@ enum CUtensorMapFloatOOBfill {
 
 namespace cuda_emu {
 
-// What an emulated CUtensorMap holds: the encoder's checked arguments.
+// What an emulated CUtensorMap holds: the encoder's checked arguments. An im2col map keeps
+// its channels a pixel in box[0] and its pixels a column in box[1], and its bounding box's
+// corners in the order of the dimensions (W first: the same order as dims, one a spatial
+// dimension, dims[1..rank-2]).
 struct TensorMapFields {
-  uint64_t magic;  // kTensorMapMagic: made by the encoder below
+  uint64_t magic;  // kTensorMapMagic: made by one of the encoders below
   const unsigned char* address;
-  uint32_t rank, element_bytes;
-  CUtensorMapSwizzle swizzle;
-  CUtensorMapInterleave interleave;
+  uint8_t rank, element_bytes, swizzle, interleave;  // (the last two: the enums' values)
+  bool im2col;
   uint64_t dims[5];
   uint64_t strides[4];  // bytes between consecutive indices of dimensions 1..4
   uint16_t box[5];
   uint8_t element_strides[5];
+  int16_t lower[3], upper[3];  // im2col: the bounding box's corners (W, H, D)
 };
 static_assert(sizeof(TensorMapFields) <= sizeof(CUtensorMap), "fits the opaque bytes");
 constexpr uint64_t kTensorMapMagic = 0x5044444d544d4150ull;
@@ -83,7 +90,14 @@ CUresult CUDAAPI tensor_map_encode_tiled(
     const cuuint32_t* element_strides, CUtensorMapInterleave interleave, CUtensorMapSwizzle swizzle,
     CUtensorMapL2promotion l2_promotion, CUtensorMapFloatOOBfill oob_fill);
 
-// The fields of a map the encoder made, or null (the copy then traps).
+CUresult CUDAAPI tensor_map_encode_im2col(
+    CUtensorMap* map, CUtensorMapDataType type, cuuint32_t rank, void* address,
+    const cuuint64_t* dims, const cuuint64_t* strides, const int* lower_corner,
+    const int* upper_corner, cuuint32_t channels_per_pixel, cuuint32_t pixels_per_column,
+    const cuuint32_t* element_strides, CUtensorMapInterleave interleave, CUtensorMapSwizzle swizzle,
+    CUtensorMapL2promotion l2_promotion, CUtensorMapFloatOOBfill oob_fill);
+
+// The fields of a map an encoder made, or null (the copy then traps).
 const TensorMapFields* tensor_map_fields(const CUtensorMap* map);
 
 }  // namespace cuda_emu

@@ -1118,11 +1118,148 @@ TEST(Emulator, BulkTensorCopiesAndMbarriersTrapOnWhatTheHardwareForbids) {
   expect_error([&] {
     DDPM_LAUNCH(bulk_copies, 1, 64, kBulkSmem)(unmade, 0, 0, -1, 1, BulkFault::None, out.ptr,
                                                stale.ptr);
-  }, {"the tensor map was not made by cuTensorMapEncodeTiled"});
+  }, {"the tensor map was not made by cuTensorMapEncodeTiled or cuTensorMapEncodeIm2col"});
   expect_error([&] {  // a 3-d copy of a rank-2 map
     DDPM_LAUNCH(bulk_copies, 1, 64, kBulkSmem)(matrix.map, 0, 0, 0, 1, BulkFault::None, out.ptr,
                                                stale.ptr);
   }, {"cp.async.bulk.tensor.3d: the tensor map is of rank 2"});
+}
+
+// ---- the bulk tensor copy's im2col mode ----
+
+// An NHWC bf16 tensor of distinct nonzero bits, its im2col map (3x3 filters: the bounding
+// box's corners `lower` and `upper`, boxes of kIm2colPixels pixels of 64 channels), and one
+// box copied at a filter base and tap.
+constexpr int kImN = 2, kImH = 5, kImW = 6, kImC = 128, kIm2colPixels = 32;
+uint16_t image_bits(int64_t n, int64_t h, int64_t w, int64_t c) {
+  return static_cast<uint16_t>(1 + ((n * kImH + h) * kImW + w) * kImC + c);
+}
+
+__global__ void im2col_copy(const __grid_constant__ CUtensorMap map, int c, int w, int h, int n,
+                            int offset_w, int offset_h, uint16_t* out) {
+  DDPM_DYNAMIC_SHARED(unsigned char, smem);
+  constexpr int kStage = kIm2colPixels * 128;
+  const ptx::SharedAddress base = ptx::shared_address(smem);
+  const ptx::SharedAddress stage = (base + 1023) / 1024 * 1024;
+  const ptx::SharedAddress bar = stage + kStage;
+  if (threadIdx.x == 0) {
+    ptx::mbarrier_init(bar, 1);
+    ptx::fence_mbarrier_init();
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    ptx::mbarrier_arrive_expect_tx(bar, kStage);
+    ptx::tma_load_im2col_4d(stage, &map, c, w, h, n, static_cast<uint16_t>(offset_w),
+                            static_cast<uint16_t>(offset_h), bar);
+  }
+  ptx::mbarrier_wait(bar, 0);
+  const uint16_t* words = reinterpret_cast<const uint16_t*>(smem + (stage - base));
+  for (int i = threadIdx.x; i < kStage / 2; i += blockDim.x) out[i] = words[i];
+}
+
+struct Im2colImage {
+  DeviceBuffer<uint16_t> bits{kImN * kImH * kImW * kImC};
+  Im2colImage() {
+    std::vector<uint16_t> host(bits.count);
+    for (int n = 0; n < kImN; ++n)
+      for (int h = 0; h < kImH; ++h)
+        for (int w = 0; w < kImW; ++w)
+          for (int c = 0; c < kImC; ++c)
+            host[((n * kImH + h) * kImW + w) * kImC + c] = image_bits(n, h, w, c);
+    bits.set(host);
+  }
+  CUtensorMap map(int lower, int upper) const {
+    return ddpm::cuda::bf16_im2col_tensor_map_sw128(
+        bits.ptr, {kImN, kImH, kImW, kImC, lower, upper, kIm2colPixels}, "test image");
+  }
+};
+
+// What convolution v5 relies on: a box copied at the filter base of output pixel m0 with
+// offsets (kw, kh) is rows m0 .. m0 + 31 of im2col(x) at tap (kh, kw), channels c0 .. c0 + 63,
+// the rows running on across output rows and into the next image, zeros where the tap
+// falls in the padding and past the last image. Written here as the convolution's own
+// index arithmetic, not the engine's walk: 'same' 3x3 (corners -1, -1: OH x OW = H x W,
+// input pixel (oh - 1 + kh, ow - 1 + kw)) and 'valid' 3x3 (corners 0, -2: (H - 2) x (W - 2),
+// input pixel (oh + kh, ow + kw)).
+TEST(Emulator, TheIm2colCopyIsTheConvolutionsGatheredRows) {
+  const Im2colImage image;
+  struct Case {
+    int lower, upper, m0, kh, kw, c0;
+  };
+  const Case cases[] = {{-1, -1, 0, 0, 0, 0},    // the top-left corner: padding on two sides
+                        {-1, -1, 21, 2, 1, 64},  // from row 3 of image 0 into image 1
+                        {-1, -1, 45, 1, 2, 0},   // image 1's rows, then past the last image
+                        {0, -2, 5, 2, 2, 64}};   // valid: 3 x 4 outputs an image
+  for (const Case& c : cases) {
+    SCOPED_TRACE(testing::Message() << "corners " << c.lower << ", " << c.upper << ", pixel "
+                                    << c.m0 << ", tap (" << c.kh << ", " << c.kw << ")");
+    const int pad = -c.lower, oh_n = kImH + c.upper - c.lower, ow_n = kImW + c.upper - c.lower;
+    const int ow = c.m0 % ow_n, oh = c.m0 / ow_n % oh_n, n = c.m0 / (ow_n * oh_n);
+    DeviceBuffer<uint16_t> out(kIm2colPixels * 64);
+    DDPM_LAUNCH(im2col_copy, 1, 64, 1024 + kIm2colPixels * 128 + 8)(
+        image.map(c.lower, c.upper), c.c0, ow - pad, oh - pad, n, c.kw, c.kh, out.ptr);
+    ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+    const std::vector<uint16_t> got = out.get();
+    int wrong = 0;
+    for (int p = 0; p < kIm2colPixels; ++p) {
+      const int m = c.m0 + p;
+      const int pw = m % ow_n, ph = m / ow_n % oh_n, pn = m / (ow_n * oh_n);
+      const int y = ph - pad + c.kh, x = pw - pad + c.kw;
+      const bool inside = pn < kImN && y >= 0 && y < kImH && x >= 0 && x < kImW;
+      for (int col = 0; col < 64; ++col) {
+        const uint16_t want = inside ? image_bits(pn, y, x, c.c0 + col) : 0;
+        const int at = ptx::Sw128::offset(p, col / 8) / 2 + col % 8;
+        if (got[at] != want && wrong++ < 5)
+          ADD_FAILURE() << "row " << p << " (pixel " << m << "), channel " << c.c0 + col << ": "
+                        << got[at] << ", want " << want;
+      }
+    }
+  }
+}
+
+// The im2col encoder refuses what the driver documents it refuses (ranks 3-5, a rank-4 map's
+// corners within [-128, 127], a box that is not empty, at most 256 channels a pixel and
+// 1024 pixels a column, a pixel's channels within the swizzle's 128 bytes), the engine's
+// helper names what is wrong, and a copy traps on a filter base outside the bounding box
+// and on a map of the other mode.
+TEST(Emulator, TheIm2colEncoderAndCopyRefuseWhatTheHardwareRefuses) {
+  const Im2colImage image;
+  CUtensorMap map;
+  const cuuint64_t dims[4] = {kImC, kImW, kImH, kImN};
+  const cuuint64_t strides[3] = {kImC * 2, kImW * kImC * 2, kImH * kImW * kImC * 2};
+  const cuuint32_t unit[4] = {1, 1, 1, 1};
+  auto encode = [&](cuuint32_t rank, int lower, int upper, cuuint32_t channels,
+                    cuuint32_t pixels) {
+    const int lo[2] = {lower, lower}, hi[2] = {upper, upper};
+    return cuda_emu::tensor_map_encode_im2col(
+        &map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, rank, image.bits.ptr, dims, strides, lo, hi,
+        channels, pixels, unit, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+        CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  };
+  EXPECT_EQ(encode(4, -1, -1, 64, 128), CUDA_SUCCESS);
+  EXPECT_EQ(encode(2, -1, -1, 64, 128), CUDA_ERROR_INVALID_VALUE);   // rank 2
+  EXPECT_EQ(encode(4, -129, -1, 64, 128), CUDA_ERROR_INVALID_VALUE);  // a corner past 8 bits
+  EXPECT_EQ(encode(4, 0, -6, 64, 128), CUDA_ERROR_INVALID_VALUE);    // W: 0 .. -1, empty
+  EXPECT_EQ(encode(4, -1, -1, 128, 128), CUDA_ERROR_INVALID_VALUE);  // 256-byte pixels
+  EXPECT_EQ(encode(4, -1, -1, 64, 1025), CUDA_ERROR_INVALID_VALUE);  // 1025 pixels
+  expect_error([&] {
+    ddpm::cuda::bf16_im2col_tensor_map_sw128(image.bits.ptr, {kImN, kImH, kImW, 96, -1, -1, 128},
+                                             "operand x");
+  }, {"operand x", "96 are not a multiple"});
+  expect_error([&] {
+    ddpm::cuda::bf16_im2col_tensor_map_sw128(image.bits.ptr, {kImN, kImH, kImW, kImC, -1, 200, 128},
+                                             "operand x");
+  }, {"operand x", "the bounding box's corners -1 and 200"});
+  DeviceBuffer<uint16_t> out(kIm2colPixels * 64);
+  constexpr size_t kSmem = 1024 + kIm2colPixels * 128 + 8;
+  expect_error([&] {  // 'same' 3x3: the base runs over -1 .. 4 along W; 5 is past it
+    DDPM_LAUNCH(im2col_copy, 1, 64, kSmem)(image.map(-1, -1), 0, 5, 0, 0, 0, 0, out.ptr);
+  }, {"the filter's base lies outside the bounding box"});
+  const CUtensorMap tiled =
+      ddpm::cuda::bf16_tensor_map_sw128(image.bits.ptr, kImN * kImH * kImW, kImC, 32, "tiled");
+  expect_error([&] {
+    DDPM_LAUNCH(im2col_copy, 1, 64, kSmem)(tiled, 0, 0, 0, 0, 0, 0, out.ptr);
+  }, {"cp.async.bulk.tensor.im2col: the tensor map is a tiled one"});
 }
 
 // The encoder refuses what the driver documents it refuses: rows not a multiple of 16 bytes,
