@@ -213,7 +213,7 @@ const char* tiles_name(cuda::Bf16Tiles t) {
 }
 
 // v4's block shapes, and v5 (the three passes on wgmma; with its dense B by the copy engine;
-// in a ring of 3 stages; on 256x128 tiles; with the forward's A by the copy engine's im2col
+// in a ring of 3 stages; on 256x128 tiles; with the gathered A by the copy engine's im2col
 // mode too) where it runs: an sm_90 GPU with sm_90a code, and the emulation.
 std::vector<cuda::Bf16Tiles> every_kernel() {
   std::vector<cuda::Bf16Tiles> all = {cuda::Bf16Tiles::Large, cuda::Bf16Tiles::Deep,
@@ -679,8 +679,8 @@ TEST(CudaConvBf16, IsDeterministicWhateverTheBlockShape) {
       // that owned it, the same bits
       cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::WgmmaTall);
       const Results v5_tall = run_v4(s, o);
-      // the forward's A by the im2col copy (on the 64- and 128-channel cases; the others
-      // keep the gathers): the same tiles again
+      // the gathered A by the im2col copy (the forward's on the 64- and 128-channel cases,
+      // the dgrad's on the last; the others keep the gathers): the same tiles again
       cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::WgmmaIm2col);
       const Results im2col = run_v4(s, o);
       cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Wgmma);
@@ -963,8 +963,8 @@ TEST(CudaConvBf16, TheOpOnBf16ActivationsIsTheCpuOpOnThem) {
   test::expect_conv_op_within(4.1e-3, cases(), 850, "v4 on bf16", DType::BF16);
   // every block shape (and v5's schedules) on bf16 activations, gathers through L1 and in
   // L2 only: each its own instantiation of the kernel (found by Emulated.LaunchCoverage);
-  // Cout 64 so that v5's dgrad takes its B by the copy engine, Cin 64 so that the forward
-  // takes its A by the im2col copy under WgmmaIm2col
+  // Cout 64 so that v5's dgrad takes its B by the copy engine (and its A by the im2col copy
+  // under WgmmaIm2col), Cin 64 so that the forward takes its A by the im2col copy
   for (const cuda::Bf16Tiles tiles : every_kernel())
     for (const bool through_l1 : {true, false}) {
       SCOPED_TRACE(std::string(tiles_name(tiles)) + (through_l1 ? "" : ", L2 only"));

@@ -42,8 +42,9 @@ static_assert(sm90::kTile == kPlanTile, "the split plan counts v5's tiles");
 // engine brings: k itself, and its tap and channel in the K order (KOrder), set once from
 // the slice's first k and then walked a half stage (kBK) at a time, as the kernel calls
 // advance. KOrder::place divides 64-bit k: a subroutine of ~80 instructions a division,
-// which thread 0 would run on its warpgroup's way to the stage's products. In the plain
-// order only k is kept up (natural(k) = k there), the tap and channel of a block order.
+// which thread 0 would run on its warpgroup's way to the stage's products. k is right in
+// any order (what a plain order of several taps needs: natural(k) = k there); the tap and
+// the channel in a block order and in a plain order of one tap (its users' orders).
 struct StageWalk {
   int64_t k;
   int tap, c, left;  // left: channels to the end of the block
