@@ -48,17 +48,9 @@ static_assert(sm90::kTile == kPlanTile, "the split plan counts v5's tiles");
 struct StageWalk {
   int64_t k;
   int tap, c, left;  // left: channels to the end of the block
-  __device__ void start(const KOrder& o, int64_t k0) {
-    k = k0;
-    const KOrder::Place p = o.place(k0);
-    tap = p.tap;
-    c = p.c;
-    left = o.block - p.c % o.block;
-  }
   __device__ static StageWalk at(const KOrder& o, int64_t k0) {
-    StageWalk w;
-    w.start(o, k0);
-    return w;
+    const KOrder::Place p = o.place(k0);
+    return {k0, p.tap, p.c, o.block - p.c % o.block};
   }
   __device__ void advance(const KOrder& o) {
     k += kBK;
@@ -320,9 +312,10 @@ conv_gemm_wgmma(int64_t m, int64_t n, int64_t k, int64_t k_slice, const __grid_c
     if (tid == 0) landed.init();
     __syncthreads();
   }
-  [[maybe_unused]] const auto a_base = [&] {  // the engine's A: the tile's first row, once
+  // the engine's A: the tile's first row, once, by the one thread that requests
+  [[maybe_unused]] const auto a_base = [&] {
     if constexpr (kEngineA)
-      return a.base_of(row0);
+      return tid == 0 ? a.base_of(row0) : typename LoadA::Base{};
     else
       return 0;
   }();
