@@ -62,9 +62,11 @@ RULES = {
     ("conv2d", "v5 wgmma, TMA B, bf16 activations and weight copy"):
         ("v5 wgmma, bf16 activations and weight copy", "cuDNN bf16"),
     ("conv2d", "v5 wgmma, TMA B, bf16 activations"): ("v5 wgmma, bf16 activations", "cuDNN bf16"),
-    # the forward's A by the copy engine's im2col mode too, on B alone by the copy engine
+    # the gathered A by the copy engine's im2col mode too, on B alone by the copy engine
     ("conv2d", "v5 wgmma, TMA B, im2col A, bf16 activations and weight copy"):
         ("v5 wgmma, TMA B, bf16 activations and weight copy", "cuDNN bf16"),
+    ("conv2d", "v5 wgmma, TMA B, im2col A, bf16 activations"):
+        ("v5 wgmma, TMA B, bf16 activations", "cuDNN bf16"),
     # v5 in a ring of 3 stages, two blocks an SM, on v5's one block of 4
     ("conv2d", "v5 wgmma, 2 blocks an SM, bf16 activations and weight copy"):
         ("v5 wgmma, bf16 activations and weight copy", "cuDNN bf16"),

@@ -153,12 +153,14 @@ TEST(BenchSmoke, EveryConvolutionRowRuns) {
   EXPECT_EQ(rows.count("conv2d fwd / v5 wgmma, TMA B, bf16 activations and weight copy"), v5);
   EXPECT_EQ(rows.count("conv2d wgrad / v5 wgmma, TMA B, bf16 activations"), v5);
   EXPECT_EQ(rows.count("conv2d dgrad / v5 wgmma, TMA B, bf16 activations and weight copy"), 0u);
-  // nor the im2col copy's rows, which need Cin (forward) or Cout (dgrad) a multiple of 64
+  // nor the im2col copy's rows, which need Cin (forward, wgrad) or Cout (dgrad) a multiple
+  // of 64
   for (const char* kernel : {"conv2d fwd", "conv2d dgrad"})
     EXPECT_EQ(rows.count(std::string(kernel) +
                          " / v5 wgmma, TMA B, im2col A, bf16 activations and weight copy"),
               0u)
         << kernel;
+  EXPECT_EQ(rows.count("conv2d wgrad / v5 wgmma, TMA B, im2col A, bf16 activations"), 0u);
   EXPECT_EQ(rows.count("conv2d wgrad / v5 wgmma, bf16 activations and weight copy"), 0u);
   // the direct kernels for few output channels, on the one smoke shape they take (16 -> 3),
   // where v4's rows above time the GEMM on all three

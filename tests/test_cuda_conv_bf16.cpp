@@ -98,9 +98,12 @@ std::vector<ConvCase> cases() {
 // corners along H and W; the cases above have several): a second tile starting inside an
 // image (189 rows: the box's walk from pixel 128 = image 2, row 0, column 2), a 'valid' 3x3
 // (corners 0 and -2); and paddings unlike along H and W, which keep the gathers: at the top
-// and left (the lower corners), at the bottom and right (the upper ones).
+// and left (the lower corners), at the bottom and right (the upper ones). Then a wgrad whose
+// second K slice starts inside an image's row (2 x 18 x 18 pixels in two slices of 384: the
+// second from image 1, row 3, column 6), where the wgrad's panels start their walk.
 std::vector<ConvCase> im2col_cases() {
   return {{{3, 9, 7, 64}, 3, 16, Conv2dParams::same(3)},
+          {{2, 18, 18, 64}, 3, 8, Conv2dParams::same(3)},
           {{2, 6, 5, 64}, 3, 8, Conv2dParams{1, 0, 0, 0, 0}},
           {{1, 6, 6, 64}, 3, 8, Conv2dParams{1, 1, 0, 1, 0}},
           {{1, 6, 5, 64}, 3, 64, Conv2dParams{1, 1, 1, 0, 1}}};

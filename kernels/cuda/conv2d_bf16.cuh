@@ -36,10 +36,10 @@ inline int64_t round_up8(int64_t c) { return (c + 7) / 8 * 8; }
 // on 256x128 tiles (each warpgroup 128 rows, two wgmma a k-step; 3 stages of 48 KB, one
 // block an SM: B read from L2 once per 256 rows instead of 128), the same bits as Wgmma.
 // WgmmaIm2col: WgmmaTma with the gathered A (the forward's im2col(x), the dgrad's window of
-// dy) by the copy engine too, in its im2col mode, where the shape allows it (stride 1, the
-// gathered channels a multiple of 64 after padding to 8, the same bounding box along H and
-// W: every 3x3 layer of the CIFAR-10 model but the first), so that no thread computes an
-// address or copies a chunk; elsewhere WgmmaTma. The same bits as Wgmma. Not among the
+// dy, the wgrad's im2col(x)^T) by the copy engine too, in its im2col mode, where the shape
+// allows it (stride 1, the gathered channels a multiple of 64 after padding to 8, the same
+// bounding box along H and W: every 3x3 layer of the CIFAR-10 model but the first), so that
+// no thread computes an address or copies a chunk; elsewhere WgmmaTma. The same bits as Wgmma. Not among the
 // autotuner's choices until a GPU has run it (the im2col mode's walk is emulated from the
 // PTX ISA's description).
 // WgmmaAutotune: v5's four (Wgmma, WgmmaTma, WgmmaPaired, WgmmaTall) timed on the first call

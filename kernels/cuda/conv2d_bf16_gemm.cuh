@@ -353,7 +353,8 @@ struct DgradB {
 // carries a stage (a sum of two columns or two rows under 2 OW or 2 OH carries at most
 // once), whatever the map's size. The loop it replaced carried a row at a time, 14
 // instructions a trip (sm_90 SASS) and 32 / OW trips a stage: 8 on the 4x4 maps, where it
-// doubled the 128x128 wgrad's stage.
+// doubled the 128x128 wgrad's stage. An image counts in elements of x8 (WgradA's offsets) or
+// as one (v5's im2col copy walks the image's index: image_elements 1).
 struct PixelStep {
   int ow = 0, oh = 0;  // kBK % OW, kBK / OW % OH
   int64_t images = 0;  // kBK / (OH OW) whole images, in elements of x8
@@ -361,6 +362,17 @@ struct PixelStep {
   static PixelStep of(int64_t oh_n, int64_t ow_n, int64_t image_elements) {
     return {static_cast<int>(kBK % ow_n), static_cast<int>(kBK / ow_n % oh_n),
             kBK / (oh_n * ow_n) * image_elements, image_elements};
+  }
+  // The pixel (ow, oh) of the image at `image` moved kBK pixels on.
+  __device__ void walk(int& ow_at, int& oh_at, int64_t& image_at, int64_t ow_n,
+                       int64_t oh_n) const {
+    ow_at += ow;
+    const bool next_row = ow_at >= ow_n;
+    if (next_row) ow_at -= static_cast<int>(ow_n);
+    oh_at += oh + next_row;
+    const bool next_image = oh_at >= oh_n;
+    if (next_image) oh_at -= static_cast<int>(oh_n);
+    image_at += next_image ? images + image : images;
   }
 };
 
@@ -425,13 +437,7 @@ struct WgradA {
   __device__ void advance(State<kJ>& st) const {
     for (int j = 0; j < kJ; ++j) {
       st.k_left[j] -= kBK;
-      st.ow[j] += step.ow;
-      const bool next_row = st.ow[j] >= ow_n;
-      if (next_row) st.ow[j] -= static_cast<int>(ow_n);
-      st.oh[j] += step.oh + next_row;
-      const bool next_image = st.oh[j] >= oh_n;
-      if (next_image) st.oh[j] -= static_cast<int>(oh_n);
-      st.image[j] += next_image ? step.images + step.image : step.images;
+      step.walk(st.ow[j], st.oh[j], st.image[j], ow_n, oh_n);
     }
   }
 };

@@ -12,8 +12,8 @@
 // (planes, reduce_planes), in whole 64-deep stages. The tensor cores' own order of the 16
 // products of a k-step is theirs, so v5's bits need not be v4's: each is deterministic.
 // Its schedules (Bf16Tiles): that ring of 4 stages; with B by the copy engine (TMA), and with
-// the gathered A too, by the engine's im2col mode (WgmmaTma, WgmmaIm2col: one thread asks
-// for the stage's tiles, none gathers); a ring of 3 stages, two blocks an SM (WgmmaPaired);
+// the gathered A too, by the engine's im2col mode, in all three passes (WgmmaTma, WgmmaIm2col:
+// one thread asks for the stage's tiles, none gathers); a ring of 3 stages, two blocks an SM (WgmmaPaired);
 // 256x128 tiles (WgmmaTall). The same tiles land in shared memory whichever brings them, so
 // every schedule gives v5's bits.
 
@@ -174,6 +174,65 @@ struct Im2colTmaA : KMajorByEngine<Im2colTmaA> {
 #endif
 };
 
+// The wgrad's gathered A by the im2col mode (v5 only, Bf16Tiles::WgmmaIm2col): WgradA's
+// x8, MN-major. A stage's 64 rows of k are 64 pixels (n, oh, ow) of the output's grid; its
+// 128 columns m, two panels of 64 (TileLayout<MN>), each 64 channels of one tap (WgradA's
+// column order, KOrder's blocks: (ci / 64, kh, kw, ci % 64)). A panel is then an im2col box
+// of 64 pixels of 64 channels: pixel p's 128-byte row of channels is the panel's row k = p,
+// the MN-major layout exactly, in the same swizzle. So the forward's window of x (base
+// (oh, ow) - pad, offsets the panel's tap), two requests a stage at the same base. The
+// panels' taps and channels are the block's, found once (base_of); the base walks the
+// pixels a half stage at a time (PixelStep, images counted as one), thread 0's from its
+// first row of k, the slice's first k. Columns past m read channels past C8: zeros from
+// the engine, never stored; pixels past the last image are zeros too, as are dy's rows
+// there (DenseRowsTmaB).
+struct WgradIm2colA {
+  CUtensorMap map;  // x8's, boxes of 64 pixels
+  KOrder order;     // WgradA's (the columns')
+  int kw_n;
+  int lower;  // the bounding box's lower corner (the same along H and W)
+  int64_t grid_h, grid_w;
+  PixelStep step;  // kBK pixels on: whole images counted as one
+#if DDPM_HAS_SM90A_WGMMA  // (as DenseRowsTmaB's)
+  static constexpr bool kKMajor = false;
+  static constexpr bool kByCopyEngine = true;
+  struct State {  // the stage's first pixel
+    int ow, oh;
+    int64_t n;
+  };
+  template <int kJ>
+  __device__ State start(int64_t, const int64_t (&k)[kJ], int64_t) const {
+    return {static_cast<int>(k[0] % grid_w), static_cast<int>(k[0] / grid_w % grid_h),
+            k[0] / (grid_w * grid_h)};
+  }
+  __device__ void advance(State& st) const { step.walk(st.ow, st.oh, st.n, grid_w, grid_h); }
+  struct Panel {
+    int c;
+    uint16_t kw, kh;
+  };
+  struct Base {  // the tile's two panels, found once a block
+    Panel panel[2];
+  };
+  __device__ Base base_of(int64_t col0) const {
+    Base b;
+    for (int p = 0; p < 2; ++p) {
+      const KOrder::Place at = order.place(col0 + p * sm90::TileLayout<Major::MN>::kPanel);
+      b.panel[p] = {at.c, static_cast<uint16_t>(at.tap % kw_n),
+                    static_cast<uint16_t>(at.tap / kw_n)};
+    }
+    return b;
+  }
+  // The tile's two panels of the stage's 64 pixels (st) into `tile` (the stage's A).
+  __device__ void request(ptx::SharedAddress tile, const Base& b, const State& st,
+                          ptx::SharedAddress landed) const {
+    for (int p = 0; p < 2; ++p)
+      ptx::tma_load_im2col_4d(tile + p * sm90::TileLayout<Major::MN>::kPanelBytes, &map,
+                              b.panel[p].c, st.ow + lower, st.oh + lower,
+                              static_cast<int>(st.n), b.panel[p].kw, b.panel[p].kh, landed);
+  }
+#endif
+};
+
 // What Im2colTmaA needs to know of a gathering loader, and whether it can stand for it:
 // stride 1 (the traversal steps one pixel), C8 a multiple of 64, the same corners along H
 // and W (tensor_map.cuh says why), within the rank-4 map's 8 bits, and filters of at most
@@ -190,22 +249,41 @@ struct Im2colGather {
     return stride == 1 && c8 % KOrder::kBlock == 0 && lower_h == lower_w && upper_h == upper_w &&
            in_range && kh <= 256 && kw <= 256;
   }
-  Im2colTmaA loader() const {  // its box 128 pixels: the 128-row tile's
+  CUtensorMap map(int pixels) const {  // boxes of `pixels` pixels
     const Im2colBox box{n, src_h, src_w, c8, static_cast<int>(lower_h),
-                        static_cast<int>(upper_h), sm90::kTile};
-    return {{}, bf16_im2col_tensor_map_sw128(src, box, "conv v5 (wgmma, im2col A)"),
-            order, kh, kw, flip, static_cast<int>(lower_h), grid_h, grid_w};
+                        static_cast<int>(upper_h), pixels};
+    return bf16_im2col_tensor_map_sw128(src, box, "conv v5 (wgmma, im2col A)");
+  }
+  // The forward's and the dgrad's: K-major, the box the 128-row tile's pixels.
+  Im2colTmaA rows_loader() const {
+    return {{}, map(sm90::kTile), order, kh, kw, flip, static_cast<int>(lower_h), grid_h,
+            grid_w};
+  }
+  // The wgrad's: MN-major, the box a panel's 64 pixels of k.
+  WgradIm2colA panels_loader() const {
+    return {map(sm90::TileLayout<Major::MN>::kPanel), order, kw, static_cast<int>(lower_h),
+            grid_h, grid_w, PixelStep::of(grid_h, grid_w, 1)};
   }
 };
-// The forward's gather, and the dgrad's (DgradA's is stride 1: a strided dgrad runs by
-// phase, each phase a stride-1 gather of its own pixels).
-template <ptx::CacheAt kCache>
-Im2colGather gather_of(const ForwardA<kCache>& a) {
+// x's window at the output's pixels: the forward's gather, and the wgrad's (ForwardA,
+// WgradA: the same x8, shape and grid).
+template <class L>
+Im2colGather window_of_x(const L& a) {
   const Conv2dShape& s = a.s;
   return {a.x8, s.n, s.h, s.w, a.c8, a.oh_n, a.ow_n,
           -s.pad_top, -s.pad_left, a.oh_n - s.h - s.pad_top, a.ow_n - s.w - s.pad_left,
           s.kh, s.kw, s.stride, false, a.order};
 }
+template <ptx::CacheAt kCache>
+Im2colGather gather_of(const ForwardA<kCache>& a) {
+  return window_of_x(a);
+}
+template <ptx::CacheAt kCache>
+Im2colGather gather_of(const WgradA<kCache>& a) {
+  return window_of_x(a);
+}
+// The dgrad's (DgradA's is stride 1: a strided dgrad runs by phase, each phase a stride-1
+// gather of its own pixels).
 template <ptx::CacheAt kCache>
 Im2colGather gather_of(const DgradA<kCache>& a) {
   const Conv2dShape& s = a.s;
@@ -220,6 +298,8 @@ template <ptx::CacheAt kCache>
 struct Gathers<ForwardA<kCache>> : std::true_type {};
 template <ptx::CacheAt kCache>
 struct Gathers<DgradA<kCache>> : std::true_type {};
+template <ptx::CacheAt kCache>
+struct Gathers<WgradA<kCache>> : std::true_type {};
 
 // True for a loader whose tiles the copy engine brings (kByCopyEngine), false for the
 // cp.async ones (which do not say).
@@ -414,14 +494,18 @@ void launch_wgmma(const Gemm& g, LoadA a, LoadB b, Epilogue epilogue, float* pla
   launch_split(g, sm90::tile_rows(kSub), sm90::kTile, sm90::kTileK, planes, epilogue, launch);
 }
 
-// With B by the copy engine: A too where t is WgmmaIm2col and a's gather allows it.
+// With B by the copy engine: A too where t is WgmmaIm2col and a's gather allows it (the
+// forward's and the dgrad's K-major A as rows of pixels, the wgrad's MN-major one as panels).
 template <class LoadA, class LoadB, class Epilogue>
 void launch_engine_a(Bf16Tiles t, const Gemm& g, const LoadA& a, const LoadB& engine_b,
                      const Epilogue& epilogue, float* planes) {
   if constexpr (Gathers<LoadA>::value) {
     const Im2colGather gather = gather_of(a);
     if (t == Bf16Tiles::WgmmaIm2col && gather.applies()) {
-      launch_wgmma(g, gather.loader(), engine_b, epilogue, planes);
+      if constexpr (LoadA::kKMajor)
+        launch_wgmma(g, gather.rows_loader(), engine_b, epilogue, planes);
+      else
+        launch_wgmma(g, gather.panels_loader(), engine_b, epilogue, planes);
       return;
     }
   }
