@@ -62,11 +62,17 @@ RULES = {
     ("conv2d", "v5 wgmma, TMA B, bf16 activations and weight copy"):
         ("v5 wgmma, bf16 activations and weight copy", "cuDNN bf16"),
     ("conv2d", "v5 wgmma, TMA B, bf16 activations"): ("v5 wgmma, bf16 activations", "cuDNN bf16"),
-    # the gathered A by the copy engine's im2col mode too, on B alone by the copy engine
-    ("conv2d", "v5 wgmma, TMA B, im2col A, bf16 activations and weight copy"):
+    # the gathered A by the copy engine's im2col mode too, in the plain loop, on B alone by
+    # the copy engine; then warp-specialised, on the plain loop
+    ("conv2d", "v5 wgmma, TMA B, im2col A, plain loop, bf16 activations and weight copy"):
         ("v5 wgmma, TMA B, bf16 activations and weight copy", "cuDNN bf16"),
-    ("conv2d", "v5 wgmma, TMA B, im2col A, bf16 activations"):
+    ("conv2d", "v5 wgmma, TMA B, im2col A, plain loop, bf16 activations"):
         ("v5 wgmma, TMA B, bf16 activations", "cuDNN bf16"),
+    ("conv2d", "v5 wgmma, TMA B, im2col A, bf16 activations and weight copy"):
+        ("v5 wgmma, TMA B, im2col A, plain loop, bf16 activations and weight copy",
+         "cuDNN bf16"),
+    ("conv2d", "v5 wgmma, TMA B, im2col A, bf16 activations"):
+        ("v5 wgmma, TMA B, im2col A, plain loop, bf16 activations", "cuDNN bf16"),
     # v5 in a ring of 3 stages, two blocks an SM, on v5's one block of 4
     ("conv2d", "v5 wgmma, 2 blocks an SM, bf16 activations and weight copy"):
         ("v5 wgmma, bf16 activations and weight copy", "cuDNN bf16"),

@@ -155,12 +155,12 @@ TEST(BenchSmoke, EveryConvolutionRowRuns) {
   EXPECT_EQ(rows.count("conv2d dgrad / v5 wgmma, TMA B, bf16 activations and weight copy"), 0u);
   // nor the im2col copy's rows, which need Cin (forward, wgrad) or Cout (dgrad) a multiple
   // of 64
-  for (const char* kernel : {"conv2d fwd", "conv2d dgrad"})
-    EXPECT_EQ(rows.count(std::string(kernel) +
-                         " / v5 wgmma, TMA B, im2col A, bf16 activations and weight copy"),
-              0u)
-        << kernel;
-  EXPECT_EQ(rows.count("conv2d wgrad / v5 wgmma, TMA B, im2col A, bf16 activations"), 0u);
+  for (const char* loop : {"", "plain loop, "}) {
+    const std::string im2col = std::string(" / v5 wgmma, TMA B, im2col A, ") + loop;
+    for (const char* kernel : {"conv2d fwd", "conv2d dgrad"})
+      EXPECT_EQ(rows.count(kernel + im2col + "bf16 activations and weight copy"), 0u) << kernel;
+    EXPECT_EQ(rows.count("conv2d wgrad" + im2col + "bf16 activations"), 0u) << loop;
+  }
   EXPECT_EQ(rows.count("conv2d wgrad / v5 wgmma, bf16 activations and weight copy"), 0u);
   // the direct kernels for few output channels, on the one smoke shape they take (16 -> 3),
   // where v4's rows above time the GEMM on all three

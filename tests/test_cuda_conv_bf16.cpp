@@ -688,13 +688,19 @@ TEST(CudaConvBf16, IsDeterministicWhateverTheBlockShape) {
       // that owned it, the same bits
       cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::WgmmaTall);
       const Results v5_tall = run_v4(s, o);
-      // the gathered A by the im2col copy (the forward's on the 64- and 128-channel cases,
-      // the dgrad's on the last; the others keep the gathers): the same tiles again
+      // the gathered A by the im2col copy (the forward's and the wgrad's on the 64- and
+      // 128-channel cases, the dgrad's on the last; the others keep the gathers): the same
+      // tiles again, warp-specialised where the copy engine brings both operands, and in the
+      // plain loop
       cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::WgmmaIm2col);
       const Results im2col = run_v4(s, o);
+      const Results im2col_plain = [&] {
+        const cuda::WarpSpecialisedV5 plain(false);
+        return run_v4(s, o);
+      }();
       cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Wgmma);
       const Results v5_in_l2_only = in_l2_only_run();  // as v4's above
-      for (const Results* r : {&tma, &paired, &v5_tall, &im2col, &v5_in_l2_only}) {
+      for (const Results* r : {&tma, &paired, &v5_tall, &im2col, &im2col_plain, &v5_in_l2_only}) {
         EXPECT_EQ(v5.y, r->y);
         EXPECT_EQ(v5.dx, r->dx);
         EXPECT_EQ(v5.dw, r->dw);
@@ -973,15 +979,19 @@ TEST(CudaConvBf16, TheOpOnBf16ActivationsIsTheCpuOpOnThem) {
   // every block shape (and v5's schedules) on bf16 activations, gathers through L1 and in
   // L2 only: each its own instantiation of the kernel (found by Emulated.LaunchCoverage);
   // Cout 64 so that v5's dgrad takes its B by the copy engine (and its A by the im2col copy
-  // under WgmmaIm2col); Cin 64 where the im2col copy is to take the forward's A too (its
-  // kernels read through L2 whichever level the gathers would take)
+  // under WgmmaIm2col); Cin 64 where the im2col copy is to take the forward's and the
+  // wgrad's A too. Its kernels read through L2 whichever level the gathers would take, so
+  // its second run is its plain loop instead (not warp-specialised).
   for (const cuda::Bf16Tiles tiles : every_kernel())
-    for (const bool through_l1 : {true, false}) {
+    for (const bool first : {true, false}) {
       const bool im2col = tiles == cuda::Bf16Tiles::WgmmaIm2col;
-      if (im2col && !through_l1) continue;
-      SCOPED_TRACE(std::string(tiles_name(tiles)) + (through_l1 ? "" : ", L2 only"));
+      const bool through_l1 = first || im2col, warp_specialised = first || !im2col;
+      SCOPED_TRACE(std::string(tiles_name(tiles)) + (first      ? ""
+                                                     : im2col ? ", plain loop"
+                                                              : ", L2 only"));
       cuda::set_conv2d_bf16_tiles(tiles);
       const cuda::GathersThroughL1 gathers(through_l1);
+      const cuda::WarpSpecialisedV5 schedule(warp_specialised);
       const int64_t c_in = im2col ? 64 : 16;
       test::expect_conv_op_within(
           4.1e-3, {ConvCase{{2, 6, 6, c_in}, 3, 64, Conv2dParams::same(3)}}, 860, "v4 on bf16",

@@ -373,16 +373,22 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
       // where the pass allows it: stride 1 and Cin a multiple of 64 after padding to 8 in the
       // forward and the wgrad (x's window both), Cout so in the dgrad (whose strided phases
       // take it where their corners agree), the model's padding; elsewhere it runs as the
-      // rows above: no row
+      // rows above: no row. Warp-specialised (the default where the copy engine brings
+      // both operands), and in the plain loop of the rows above
       cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::WgmmaIm2col);
-      const char* im2col = "v5 wgmma, TMA B, im2col A, bf16 activations and weight copy";
       const bool x_window = s.stride == 1 && (s.c_in + 7) / 8 * 8 % 64 == 0;
-      if (x_window) add_flops("conv2d fwd", shape, im2col, timer.median_ms(forward), flops);
-      if ((s.c_out + 7) / 8 * 8 % 64 == 0)
-        add_flops("conv2d dgrad", shape, im2col, timer.median_ms(dgrad), flops);
-      if (x_window)
-        add_flops("conv2d wgrad", shape, "v5 wgmma, TMA B, im2col A, bf16 activations",
-                  timer.median_ms(wgrad), flops);
+      const bool dy_window = (s.c_out + 7) / 8 * 8 % 64 == 0;
+      for (const bool warp_specialised : {true, false}) {
+        const cuda::WarpSpecialisedV5 schedule(warp_specialised);
+        const std::string im2col =
+            std::string("v5 wgmma, TMA B, im2col A, ") + (warp_specialised ? "" : "plain loop, ");
+        const std::string with_copy = im2col + "bf16 activations and weight copy";
+        if (x_window) add_flops("conv2d fwd", shape, with_copy, timer.median_ms(forward), flops);
+        if (dy_window) add_flops("conv2d dgrad", shape, with_copy, timer.median_ms(dgrad), flops);
+        if (x_window)
+          add_flops("conv2d wgrad", shape, im2col + "bf16 activations", timer.median_ms(wgrad),
+                    flops);
+      }
       // v5's schedules that run all three passes: forward and dgrad on the weights' copy,
       // the wgrad (which reads no weights)
       auto three_passes = [&](cuda::Bf16Tiles tiles, const char* with_copy,

@@ -448,6 +448,8 @@ Bf16Tiles g_tiles = Bf16Tiles::Heuristic;
 bool g_thin = true;
 // The three passes' gathers through L1 (ForwardA, DgradA, WgradA: ptx::CacheAt).
 bool g_gathers_through_l1 = true;
+// v5's WgmmaIm2col warp-specialised where the copy engine brings both operands.
+bool g_v5_warp_specialised = true;
 // run(cache) with cache a std::integral_constant of the CacheAt that setting asks for: the
 // loaders take it as a template argument (conv2d_bf16_gemm.cuh says why).
 template <class Run>
@@ -853,6 +855,8 @@ void set_conv2d_bf16_thin(bool on) { g_thin = on; }
 bool conv2d_bf16_thin() { return g_thin; }
 void set_conv2d_bf16_gathers_through_l1(bool on) { g_gathers_through_l1 = on; }
 bool conv2d_bf16_gathers_through_l1() { return g_gathers_through_l1; }
+void set_conv2d_bf16_v5_warp_specialised(bool on) { g_v5_warp_specialised = on; }
+bool conv2d_bf16_v5_warp_specialised() { return g_v5_warp_specialised; }
 
 int conv2d_bf16_split_k(int64_t m, int64_t n, int64_t k) { return Gemm{"", m, n, k}.splits(); }
 

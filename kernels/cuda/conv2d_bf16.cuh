@@ -69,6 +69,15 @@ bool conv2d_bf16_thin();
 void set_conv2d_bf16_gathers_through_l1(bool on);
 bool conv2d_bf16_gathers_through_l1();
 
+// Whether v5's WgmmaIm2col, on a pass whose two operands the copy engine brings (the 3x3
+// layers' forward and wgrad with Cin, the dgrad with Cout, a multiple of 64 after padding to
+// 8), runs warp-specialised: a producer warpgroup requests, two consumer warpgroups multiply,
+// no block barrier in the loop, 3 tiles of loads in flight (conv2d_bf16_v5.cu). Off: the
+// plain loop of v5's other schedules. Process-wide; on by default; off to time or test the
+// plain loop. The same bits.
+void set_conv2d_bf16_v5_warp_specialised(bool on);
+bool conv2d_bf16_v5_warp_specialised();
+
 // One of the process-wide switches above set for a scope, as it was again at its end,
 // however it ends (tests, and kernel-bench's rows on the other setting).
 template <bool (*kGet)(), void (*kSet)(bool)>
@@ -85,6 +94,8 @@ class ScopedSwitch {
 using ThinConvolutions = ScopedSwitch<conv2d_bf16_thin, set_conv2d_bf16_thin>;
 using GathersThroughL1 =
     ScopedSwitch<conv2d_bf16_gathers_through_l1, set_conv2d_bf16_gathers_through_l1>;
+using WarpSpecialisedV5 =
+    ScopedSwitch<conv2d_bf16_v5_warp_specialised, set_conv2d_bf16_v5_warp_specialised>;
 
 // How many slices a pass's GEMM (m x n outputs, a reduction of k) cuts its reduction into:
 // as many as one wave of 128x128 tiles holds, each at least 8 stages long, at most 32

@@ -351,6 +351,59 @@ __device__ int wgmma_chunk_bytes(int tid, int j, int h) {
   return sm90::TileLayout<kMajorOf<L>>::offset(mn, kBK * h + k);
 }
 
+// A block's K slice: blockIdx.z's k_slice of k, in `tiles` stages (0 past k).
+struct Slice {
+  int64_t begin, end;
+  int tiles;
+  __device__ Slice(int64_t k, int64_t k_slice)
+      : begin(blockIdx.z * k_slice), end(begin + k_slice < k ? begin + k_slice : k),
+        tiles(end > begin ? static_cast<int>((end - begin + sm90::kTileK - 1) / sm90::kTileK)
+                          : 0) {}
+};
+
+#if DDPM_HAS_SM90A_WGMMA  // (the kernels' own pieces: compiled empty elsewhere)
+// By the thread that asks: the stage's tiles that the copy engine brings (A's, B's or both),
+// onto the stage's barrier `bar`, which then expects their bytes.
+template <int kSub, class LoadA, class LoadB, class BaseA, class StateA, class StateB>
+__device__ __forceinline__ void request_by_engine(const LoadA& a, const BaseA& a_base,
+                                                  const StateA& a_state, const LoadB& b,
+                                                  const StateB& b_state, int64_t col0,
+                                                  ptx::SharedAddress stage,
+                                                  ptx::SharedAddress bar) {
+  constexpr bool kEngineA = ByCopyEngine<LoadA>::value, kEngineB = ByCopyEngine<LoadB>::value;
+  constexpr uint32_t kEngineBytes =
+      (kEngineA ? sm90::a_tile_bytes(kSub) : 0) + (kEngineB ? sm90::kTileBytes : 0);
+  ptx::mbarrier_arrive_expect_tx(bar, kEngineBytes);
+  if constexpr (kEngineA) a.request(stage, a_base, a_state, bar);
+  if constexpr (kEngineB) b.request(stage + sm90::a_tile_bytes(kSub), col0, b_state, bar);
+}
+
+// The block's products (kSub sub-tiles of 64 rows a warpgroup; tid 0..255, the threads of
+// the two warpgroups that multiply) to the epilogue, or to the block's split-K plane.
+template <int kSub, class Epilogue>
+__device__ __forceinline__ void hand_over_tile(const float (&d)[kSub][64], int tid,
+                                               int64_t row0, int64_t col0, int64_t m,
+                                               int64_t n, const Epilogue& epilogue,
+                                               float* planes) {
+  const sm90::Fragment f(tid, kSub);
+  float* const plane = gridDim.z > 1 ? planes + blockIdx.z * m * n : nullptr;
+#pragma unroll
+  for (int i = 0; i < kSub; ++i) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {  // unrolled: d's indices must be constants, or d is in memory
+      const int64_t row = row0 + f.row(h, i);
+      if (row >= m) continue;
+      const auto out_row = plane ? typename Epilogue::Row{} : epilogue.row(row);
+#pragma unroll
+      for (int j = 0; j < 16; ++j) {
+        const float v[2] = {d[i][4 * j + 2 * h], d[i][4 * j + 2 * h + 1]};
+        hand_over(epilogue, out_row, plane, row, col0 + f.col(j), n, v);
+      }
+    }
+  }
+}
+#endif
+
 // A ring of kRing stages: sm90::kStages, or sm90::kPairedStages (two blocks an SM), or
 // kTallStages for the tall tile; kSub sub-tiles of 64 rows a warpgroup (wgmma_tile.cuh): 1,
 // a 128 x 128 tile, or 2, the tall 256 x 128 one.
@@ -372,10 +425,7 @@ conv_gemm_wgmma(int64_t m, int64_t n, int64_t k, int64_t k_slice, const __grid_c
   const int tid = threadIdx.x;
   const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kRowsA;
   const int64_t col0 = static_cast<int64_t>(blockIdx.y) * sm90::kTile;
-  const int64_t k_begin = blockIdx.z * k_slice;
-  const int64_t k_end = k_begin + k_slice < k ? k_begin + k_slice : k;
-  const int k_tiles =
-      k_end > k_begin ? static_cast<int>((k_end - k_begin + sm90::kTileK - 1) / sm90::kTileK) : 0;
+  const Slice slice(k, k_slice);
 
   // the thread's chunk j of half h of a stage, in bytes from its A and its B tile
   int a_off[2][kJA], b_off[2][kJB];
@@ -383,11 +433,8 @@ conv_gemm_wgmma(int64_t m, int64_t n, int64_t k, int64_t k_slice, const __grid_c
     for (int j = 0; j < kJA; ++j) a_off[h][j] = wgmma_chunk_bytes<LoadA, kRowsA>(tid, j, h);
     for (int j = 0; j < kJB; ++j) b_off[h][j] = wgmma_chunk_bytes<LoadB>(tid, j, h);
   }
-  auto a_state = start_chunks<HalfA>(a, tid, row0, k_begin, k_end);
-  auto b_state = start_chunks<HalfB>(b, tid, col0, k_begin, k_end);
-  // the bytes the engine brings a stage: its operands' tiles
-  [[maybe_unused]] constexpr uint32_t kEngineBytes =
-      (kEngineA ? sm90::a_tile_bytes(kSub) : 0) + (kEngineB ? sm90::kTileBytes : 0);
+  auto a_state = start_chunks<HalfA>(a, tid, row0, slice.begin, slice.end);
+  auto b_state = start_chunks<HalfB>(b, tid, col0, slice.begin, slice.end);
   if constexpr (kEngine) {
     if (tid == 0) landed.init();
     __syncthreads();
@@ -401,15 +448,11 @@ conv_gemm_wgmma(int64_t m, int64_t n, int64_t k, int64_t k_slice, const __grid_c
   }();
   // the loaders only move forward: tiles are requested in order, each once
   auto request = [&](int tile) {
-    if (tile < k_tiles) {
+    if (tile < slice.tiles) {
       const ptx::SharedAddress stage = tiles + (tile % kRing) * kStageBytes;
       if constexpr (kEngine) {
-        if (tid == 0) {
-          const ptx::SharedAddress bar = landed.of(tile);
-          ptx::mbarrier_arrive_expect_tx(bar, kEngineBytes);
-          if constexpr (kEngineA) a.request(stage, a_base, a_state, bar);
-          if constexpr (kEngineB) b.request(stage + kBTile, col0, b_state, bar);
-        }
+        if (tid == 0)
+          request_by_engine<kSub>(a, a_base, a_state, b, b_state, col0, stage, landed.of(tile));
       }
       for (int h = 0; h < 2; ++h) {
         if constexpr (!kEngineA) {
@@ -436,7 +479,7 @@ conv_gemm_wgmma(int64_t m, int64_t n, int64_t k, int64_t k_slice, const __grid_c
   for (auto& sub : d)
     for (float& v : sub) v = 0.0f;
   const int warpgroup = tid / 128;
-  for (int t = 0; t < k_tiles; ++t) {
+  for (int t = 0; t < slice.tiles; ++t) {
     ptx::cp_async_wait<kRing - 3>();  // tile t has landed (this thread's chunks)
     ptx::fence_proxy_async_shared();  // ... where the tensor cores read
     if constexpr (kEngine)            // ... and the engine's operands
@@ -448,23 +491,72 @@ conv_gemm_wgmma(int64_t m, int64_t n, int64_t k, int64_t k_slice, const __grid_c
   }
   sm90::finish(d);
   ptx::cp_async_wait<0>();  // (only empty groups are left)
+  hand_over_tile(d, tid, row0, col0, m, n, epilogue, planes);
+#endif
+}
 
-  const sm90::Fragment f(tid, kSub);
-  float* const plane = gridDim.z > 1 ? planes + blockIdx.z * m * n : nullptr;
-#pragma unroll
-  for (int i = 0; i < kSub; ++i) {
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {  // unrolled: d's indices must be constants, or d is in memory
-      const int64_t row = row0 + f.row(h, i);
-      if (row >= m) continue;
-      const auto out_row = plane ? typename Epilogue::Row{} : epilogue.row(row);
-#pragma unroll
-      for (int j = 0; j < 16; ++j) {
-        const float v[2] = {d[i][4 * j + 2 * h], d[i][4 * j + 2 * h + 1]};
-        hand_over(epilogue, out_row, plane, row, col0 + f.col(j), n, v);
+// The warp-specialised schedule, where the copy engine brings both operands (WgmmaIm2col on
+// a pass it takes whole; set_conv2d_bf16_v5_warp_specialised): gemm_sm90.cu's
+// TmaWarpSpecialized on the convolution's loaders, the 128 x 128 tile in a ring of 4. A
+// third warpgroup, the producer, comes first: its thread 0 walks the slice's stages and
+// requests each into its stage once the consumers have released the tile before it there
+// (the stage's second barrier, one arrival per consumer thread). The two consumer
+// warpgroups (the plain kernel's 256 threads, tid 0..255) wait for a tile's bytes,
+// multiply, and release the tile before it once multiply_stage has seen its products done.
+// No block barrier in the loop: up to 3 tiles of loads in flight where the plain loop keeps
+// 2, and a warpgroup ahead of the other is not held back every stage. The same tiles in the
+// same stages, the same products: the same bits. grid as launch_split's, kWsThreads threads,
+// shared_bytes_with_barriers(2): the landed and the released barriers.
+constexpr int kWsThreads = sm90::kThreads + 128;  // the producer warpgroup first
+
+template <class LoadA, class LoadB, class Epilogue>
+__global__ void __launch_bounds__(kWsThreads, 1)
+conv_gemm_wgmma_ws(int64_t m, int64_t n, int64_t k, int64_t k_slice,
+                   const __grid_constant__ LoadA a, const __grid_constant__ LoadB b,
+                   Epilogue epilogue, float* planes) {
+#if DDPM_HAS_SM90A_WGMMA
+  static_assert(ByCopyEngine<LoadA>::value && ByCopyEngine<LoadB>::value,
+                "the producer requests both operands: no consumer copies one");
+  constexpr int kRing = sm90::kStages;
+  DDPM_DYNAMIC_SHARED(bf16_bits, smem);
+  const ptx::SharedAddress tiles = ptx::computed_once(sm90::first_stage(smem));
+  const sm90::StageBarriers<kRing> landed(tiles, 0), released(tiles, 1);
+  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * sm90::kTile;
+  const int64_t col0 = static_cast<int64_t>(blockIdx.y) * sm90::kTile;
+  const Slice slice(k, k_slice);
+
+  if (threadIdx.x == 0) {
+    landed.init(1);                 // the producer's arrive.expect_tx, then the bytes
+    released.init(sm90::kThreads);  // every consumer thread
+  }
+  __syncthreads();  // the only block barrier: the barriers are initialised
+  if (threadIdx.x < 128) {  // the producer warpgroup: thread 0 requests, the rest are idle
+    if (threadIdx.x != 0) return;
+    auto a_state = start_chunks<WgmmaHalf<LoadA::kKMajor>>(a, 0, row0, slice.begin, slice.end);
+    auto b_state = start_chunks<WgmmaHalf<LoadB::kKMajor>>(b, 0, col0, slice.begin, slice.end);
+    const auto a_base = a.base_of(row0);
+    for (int t = 0; t < slice.tiles; ++t) {
+      released.wait_released(t);  // tile t - kRing's products are done (t < kRing: none)
+      request_by_engine<1>(a, a_base, a_state, b, b_state, col0,
+                           tiles + (t % kRing) * sm90::kStageBytes, landed.of(t));
+      for (int h = 0; h < 2; ++h) {  // the loaders walk K a half stage at a time
+        a.advance(a_state);
+        b.advance(b_state);
       }
     }
+    return;
   }
+  const int tid = static_cast<int>(threadIdx.x) - 128;  // 0..255, as in the plain kernel
+  float d[1][64];
+  for (float& v : d[0]) v = 0.0f;
+  for (int t = 0; t < slice.tiles; ++t) {
+    landed.wait(t);
+    sm90::multiply_stage<kMajorOf<LoadA>, kMajorOf<LoadB>, 1>(
+        d, tiles + (t % kRing) * sm90::kStageBytes, tid / 128, t > 0);
+    if (t > 0) ptx::mbarrier_arrive(released.of(t - 1));  // tile t-1's products are done
+  }
+  sm90::finish(d);
+  hand_over_tile(d, tid, row0, col0, m, n, epilogue, planes);
 #endif
 }
 
@@ -494,6 +586,32 @@ void launch_wgmma(const Gemm& g, LoadA a, LoadB b, Epilogue epilogue, float* pla
   launch_split(g, sm90::tile_rows(kSub), sm90::kTile, sm90::kTileK, planes, epilogue, launch);
 }
 
+// The warp-specialised kernel on v5's split plan (the copy engine brings both operands).
+template <class LoadA, class LoadB, class Epilogue>
+void launch_wgmma_ws(const Gemm& g, LoadA a, LoadB b, Epilogue epilogue, float* planes) {
+  if (g.m == 0 || g.n == 0) return;
+  constexpr size_t kBytes = sm90::shared_bytes_with_barriers(2);  // landed and released
+  const auto kernel = conv_gemm_wgmma_ws<LoadA, LoadB, Epilogue>;
+  auto launch = [&](dim3 grid, int64_t k_slice) {
+    reserve_shared_memory(kernel, kBytes, "conv v5 (wgmma, warp-specialised)",
+                          "no Hopper GPU has less");
+    DDPM_LAUNCH((conv_gemm_wgmma_ws<LoadA, LoadB, Epilogue>), grid, kWsThreads, kBytes)(
+        g.m, g.n, g.k, k_slice, a, b, epilogue, planes);
+  };
+  launch_split(g, sm90::kTile, sm90::kTile, sm90::kTileK, planes, epilogue, launch);
+}
+
+// Both operands by the copy engine: warp-specialised, or the plain loop
+// (set_conv2d_bf16_v5_warp_specialised).
+template <class LoadA, class LoadB, class Epilogue>
+void launch_all_by_engine(const Gemm& g, const LoadA& a, const LoadB& b,
+                          const Epilogue& epilogue, float* planes) {
+  if (conv2d_bf16_v5_warp_specialised())
+    launch_wgmma_ws(g, a, b, epilogue, planes);
+  else
+    launch_wgmma(g, a, b, epilogue, planes);
+}
+
 // With B by the copy engine: A too where t is WgmmaIm2col and a's gather allows it (the
 // forward's and the dgrad's K-major A as rows of pixels, the wgrad's MN-major one as panels).
 template <class LoadA, class LoadB, class Epilogue>
@@ -503,9 +621,9 @@ void launch_engine_a(Bf16Tiles t, const Gemm& g, const LoadA& a, const LoadB& en
     const Im2colGather gather = gather_of(a);
     if (t == Bf16Tiles::WgmmaIm2col && gather.applies()) {
       if constexpr (LoadA::kKMajor)
-        launch_wgmma(g, gather.rows_loader(), engine_b, epilogue, planes);
+        launch_all_by_engine(g, gather.rows_loader(), engine_b, epilogue, planes);
       else
-        launch_wgmma(g, gather.panels_loader(), engine_b, epilogue, planes);
+        launch_all_by_engine(g, gather.panels_loader(), engine_b, epilogue, planes);
       return;
     }
   }
