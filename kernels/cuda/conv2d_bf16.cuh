@@ -39,9 +39,10 @@ inline int64_t round_up8(int64_t c) { return (c + 7) / 8 * 8; }
 // dy, the wgrad's im2col(x)^T) by the copy engine too, in its im2col mode, where the shape
 // allows it (stride 1, the gathered channels a multiple of 64 after padding to 8, the same
 // bounding box along H and W: every 3x3 layer of the CIFAR-10 model but the first), so that
-// no thread computes an address or copies a chunk; elsewhere WgmmaTma. The same bits as Wgmma. Not among the
-// autotuner's choices until a GPU has run it (the im2col mode's walk is emulated from the
-// PTX ISA's description).
+// no thread computes an address or copies a chunk; there warp-specialised (a producer
+// warpgroup; set_conv2d_bf16_v5_warp_specialised below), elsewhere WgmmaTma. The same bits
+// as Wgmma. Not among the autotuner's choices until a GPU has run it (the im2col mode's walk
+// is emulated from the PTX ISA's description).
 // WgmmaAutotune: v5's four (Wgmma, WgmmaTma, WgmmaPaired, WgmmaTall) timed on the first call
 // of each pass and size, printed, the fastest kept, as Autotune does for v4's: the same bits
 // whichever it keeps.

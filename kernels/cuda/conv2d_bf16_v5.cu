@@ -12,9 +12,10 @@
 // (planes, reduce_planes), in whole 64-deep stages. The tensor cores' own order of the 16
 // products of a k-step is theirs, so v5's bits need not be v4's: each is deterministic.
 // Its schedules (Bf16Tiles): that ring of 4 stages; with B by the copy engine (TMA), and with
-// the gathered A too, by the engine's im2col mode, in all three passes (WgmmaTma, WgmmaIm2col:
-// one thread asks for the stage's tiles, none gathers); a ring of 3 stages, two blocks an SM (WgmmaPaired);
-// 256x128 tiles (WgmmaTall). The same tiles land in shared memory whichever brings them, so
+// the gathered A too, by the engine's im2col mode, in all three passes (WgmmaTma,
+// WgmmaIm2col: one thread asks for the stage's tiles, none gathers; where it asks for both,
+// a producer warpgroup of its own, conv_gemm_wgmma_ws); a ring of 3 stages, two blocks an SM
+// (WgmmaPaired); 256x128 tiles (WgmmaTall). The same tiles land in shared memory whichever brings them, so
 // every schedule gives v5's bits.
 
 #include <algorithm>
