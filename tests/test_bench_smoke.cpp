@@ -264,12 +264,13 @@ TEST(BenchSmoke, EveryTrainingStepRowRuns) {
   const std::map<std::string, int> names = run_split(bench::bench_training_step, &rows);
   // eager and graph on wgmma, and eager with v5's schedules autotuned
   const size_t v5 = cuda::gemm_sm90_available() ? 1 : 0;
-  EXPECT_EQ(names.size(), 18u + 3 * v5);
+  EXPECT_EQ(names.size(), 18u + 5 * v5);
   for (const std::string graph : {"eager ", "CUDA graph "})
-    EXPECT_EQ(names.count("training step / " + graph +
-                          "bf16, bf16 activations, v5 wgmma convolutions"),
-              v5)
-        << graph;
+    for (const std::string im2col : {"", ", im2col A (forced)"})
+      EXPECT_EQ(names.count("training step / " + graph +
+                            "bf16, bf16 activations, v5 wgmma convolutions" + im2col),
+                v5)
+          << graph << im2col;
   EXPECT_EQ(names.count("training step / eager bf16, bf16 activations, v5 wgmma convolutions, "
                         "autotuned"),
             v5);

@@ -380,14 +380,16 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
       const bool dy_window = (s.c_out + 7) / 8 * 8 % 64 == 0;
       for (const bool warp_specialised : {true, false}) {
         const cuda::WarpSpecialisedV5 schedule(warp_specialised);
-        const std::string im2col =
-            std::string("v5 wgmma, TMA B, im2col A, ") + (warp_specialised ? "" : "plain loop, ");
-        const std::string with_copy = im2col + "bf16 activations and weight copy";
+        const char* with_copy =
+            warp_specialised
+                ? "v5 wgmma, TMA B, im2col A, bf16 activations and weight copy"
+                : "v5 wgmma, TMA B, im2col A, plain loop, bf16 activations and weight copy";
+        const char* wgrad_name = warp_specialised
+                                     ? "v5 wgmma, TMA B, im2col A, bf16 activations"
+                                     : "v5 wgmma, TMA B, im2col A, plain loop, bf16 activations";
         if (x_window) add_flops("conv2d fwd", shape, with_copy, timer.median_ms(forward), flops);
         if (dy_window) add_flops("conv2d dgrad", shape, with_copy, timer.median_ms(dgrad), flops);
-        if (x_window)
-          add_flops("conv2d wgrad", shape, im2col + "bf16 activations", timer.median_ms(wgrad),
-                    flops);
+        if (x_window) add_flops("conv2d wgrad", shape, wgrad_name, timer.median_ms(wgrad), flops);
       }
       // v5's schedules that run all three passes: forward and dgrad on the weights' copy,
       // the wgrad (which reads no weights)

@@ -27,7 +27,10 @@
 // eager and as a graph once more on it (cuda_conv: wgmma), and eager once more with v5's
 // schedules autotuned per layer (cuda_autotune: its 4-stage ring, with B by the copy
 // engine, or 3 stages two blocks an SM; the choices are printed, the bits the same): the
-// gain is the ratio of the two eager rows.
+// gain is the ratio of the two eager rows. And eager and as a graph on v5's WgmmaIm2col,
+// forced as kernel-bench conv's rows force it (the gathered operands by the copy engine's
+// im2col mode, warp-specialised; not among the autotuner's choices until a GPU has passed
+// its tests): the step the schedule would give, against the plain v5 rows.
 // --smoke: the same variants on a U-Net of every layer kind at a fraction of the work
 // (configs/tiny.json at 8 channels, 3 levels, dropout, attention at 8x8), one step timed.
 #include <cstdio>
@@ -40,6 +43,7 @@
 #include "engine/file_io.h"
 #include "engine/flops.h"
 #include "engine/weight_copy.h"
+#include "kernels/cuda/conv2d_bf16.cuh"
 #include "kernels/cuda/gemm_sm90.cuh"
 #include "models/config_reader.h"
 #include "models/ddpm/trainer.h"
@@ -56,6 +60,7 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
     bool by_phase = true;     // upsample_by_phase: the upsamplers by output phase
     bool wgmma = false;       // cuda_conv: wgmma (convolution v5, Hopper only)
     bool autotune = false;    // cuda_autotune: v5's schedules timed per layer
+    bool im2col = false;      // v5's WgmmaIm2col forced (the run's config sets Wgmma)
     bool auto_conv = false;   // cuda_conv: auto (v4 or cuDNN, per layer and pass)
     bool bf16x6 = false;      // cuda_conv: bf16x6 (fp32 on v4's GEMM, conv2d_pieces.cu)
   };
@@ -82,7 +87,7 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
       variants.push_back(tuned);
     }
   }
-  if (o.wants(true) && cuda::gemm_sm90_available())  // the bf16-activations step on v5
+  if (o.wants(true) && cuda::gemm_sm90_available()) {  // the bf16-activations step on v5
     // eager, as a graph, and eager autotuned (the graph's gain is the other two rows')
     for (const auto& [graph, autotune] : {std::pair{false, false}, {true, false}, {false, true}}) {
       Variant v5{"bf16", false, graph, true};
@@ -90,6 +95,12 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
       v5.autotune = autotune;
       variants.push_back(v5);
     }
+    for (const bool graph : {false, true}) {  // and on its im2col schedule, forced
+      Variant im2col{"bf16", false, graph, true};
+      im2col.wgmma = im2col.im2col = true;
+      variants.push_back(im2col);
+    }
+  }
   const std::string config = o.smoke ? "configs/tiny.json" : "configs/cifar10_ddpm.json";
   std::vector<std::string> smoke_model;
   if (o.smoke)
@@ -116,6 +127,7 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
       overrides.push_back(kv);
     for (const std::string& kv : overrides) apply_override(j, kv);
     ImageRun run(read_image_train_config(j, config + " (kernel-bench step)"));
+    if (v.im2col) cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::WgmmaIm2col);  // until the end
     if (!v.weight_copy) drop_bf16_copy(run.store().flat_data());
     cuda_reset_peak_bytes_in_use();  // the weights, moments and EMA in use; then the steps'
     // A graph is captured after the trainer's eager steps: those first, so that the timer's
@@ -141,6 +153,7 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
                                 (v.weight_copy ? "" : ", no weight copy") +
                                 (v.by_phase ? "" : ", upsample then conv") +
                                 (v.wgmma ? ", v5 wgmma convolutions" : "") +
+                                (v.im2col ? ", im2col A (forced)" : "") +
                                 (v.autotune ? ", autotuned" : "");
     Row& r = report.add_rate("training step", shape, variant, ms, o.batch / (ms * 1e-3), "img/s");
     const double tflops = step_flops / (ms * 1e-3) * 1e-12;
@@ -169,6 +182,7 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
                {"copies", issued.copies},
                {"host_syncs", issued.host_syncs},
                {"late_reads", issued.late_reads}};
+    if (v.im2col) cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Wgmma);  // as the config set it
   }
 }
 

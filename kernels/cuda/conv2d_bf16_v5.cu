@@ -15,8 +15,8 @@
 // the gathered A too, by the engine's im2col mode, in all three passes (WgmmaTma,
 // WgmmaIm2col: one thread asks for the stage's tiles, none gathers; where it asks for both,
 // a producer warpgroup of its own, conv_gemm_wgmma_ws); a ring of 3 stages, two blocks an SM
-// (WgmmaPaired); 256x128 tiles (WgmmaTall). The same tiles land in shared memory whichever brings them, so
-// every schedule gives v5's bits.
+// (WgmmaPaired); 256x128 tiles (WgmmaTall). The same tiles land in shared memory whichever
+// brings them, so every schedule gives v5's bits.
 
 #include <algorithm>
 #include <type_traits>
@@ -591,6 +591,7 @@ void launch_wgmma(const Gemm& g, LoadA a, LoadB b, Epilogue epilogue, float* pla
 template <class LoadA, class LoadB, class Epilogue>
 void launch_wgmma_ws(const Gemm& g, LoadA a, LoadB b, Epilogue epilogue, float* planes) {
   if (g.m == 0 || g.n == 0) return;
+  CHECK(gemm_sm90_available(), "conv v5 (wgmma, warp-specialised) " << sm90a_missing());
   constexpr size_t kBytes = sm90::shared_bytes_with_barriers(2);  // landed and released
   const auto kernel = conv_gemm_wgmma_ws<LoadA, LoadB, Epilogue>;
   auto launch = [&](dim3 grid, int64_t k_slice) {
