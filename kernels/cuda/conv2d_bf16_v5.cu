@@ -234,10 +234,10 @@ struct WgradIm2colA {
 #endif
 };
 
-// What Im2colTmaA needs to know of a gathering loader, and whether it can stand for it:
-// stride 1 (the traversal steps one pixel), C8 a multiple of 64, the same corners along H
-// and W (tensor_map.cuh says why), within the rank-4 map's 8 bits, and filters of at most
-// 256 taps a side (the offsets' 8 bits).
+// What the im2col loaders (Im2colTmaA, WgradIm2colA) need to know of a gathering loader, and
+// whether they can stand for it: stride 1 (the traversal steps one pixel), C8 a multiple of
+// 64, the same corners along H and W (tensor_map.cuh says why), within the rank-4 map's 8
+// bits, and filters of at most 256 taps a side (the offsets' 8 bits).
 struct Im2colGather {
   const bf16_bits* src;
   int64_t n, src_h, src_w, c8, grid_h, grid_w;
