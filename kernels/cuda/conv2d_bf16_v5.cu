@@ -45,7 +45,10 @@ static_assert(sm90::kTile == kPlanTile, "the split plan counts v5's tiles");
 // advance. KOrder::place divides 64-bit k: a subroutine of ~80 instructions a division,
 // which thread 0 would run on its warpgroup's way to the stage's products. k is right in
 // any order (what a plain order of several taps needs: natural(k) = k there); the tap and
-// the channel in a block order and in a plain order of one tap (its users' orders).
+// the channel in a block order and in a plain order of one tap (its users' orders). Both
+// are compiled only with the kernels that use them (DDPM_HAS_SM90A_WGMMA; elsewhere the
+// kernel is empty and the loaders below have no members to walk with).
+#if DDPM_HAS_SM90A_WGMMA
 struct StageWalk {
   int64_t k;
   int tap, c, left;  // left: channels to the end of the block
@@ -66,12 +69,14 @@ struct StageWalk {
     }
   }
 };
+#endif
 
 // What a K-major loader whose tiles the copy engine brings (Loader: DgradTmaB, Im2colTmaA,
 // each with its K order `order`) tells the kernel: no chunks of its own, thread 0's StageWalk
 // from the slice's first k (thread 0's first chunk's).
 template <class Loader>
 struct KMajorByEngine {
+#if DDPM_HAS_SM90A_WGMMA
   static constexpr bool kKMajor = true;
   static constexpr bool kByCopyEngine = true;
   using State = StageWalk;
@@ -81,6 +86,7 @@ struct KMajorByEngine {
   }
   __device__ void advance(State& st) const { st.advance(k_order()); }
   __device__ const KOrder& k_order() const { return static_cast<const Loader*>(this)->order; }
+#endif
 };
 
 // The same matrix delivered by the copy engine (v5 only, Bf16Tiles::WgmmaTma): a tensor map
