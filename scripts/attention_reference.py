@@ -42,7 +42,7 @@ CASES = [("16x16, 1 head", 256, 256, 1), ("16x16, 2 heads", 256, 256, 2),
 BACKENDS = [("cuDNN SDPA bf16", "CUDNN_ATTENTION"), ("FlashAttention-2 bf16", "FLASH_ATTENTION"),
             ("mem-efficient bf16", "EFFICIENT_ATTENTION")]
 # The engine's rows that --compare sets against cuDNN (kernel-bench's variant names).
-ENGINE_VARIANTS = ["flash bf16 (mma.sync), bf16 tensors",
+ENGINE_VARIANTS = ["flash bf16 (wgmma), bf16 tensors", "flash bf16 (mma.sync), bf16 tensors",
                    "flash bf16 (mma.sync), bf16 tensors, dq by cuBLAS",
                    "bf16 GEMMs (cuBLAS) and row kernels, bf16 tensors", "flash bf16 (mma.sync)"]
 FLOOR_VARIANT = "cuBLAS bf16 GEMMs only"

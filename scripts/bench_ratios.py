@@ -92,6 +92,9 @@ RULES = {
     ("attention", "flash bf16 (mma.sync)"): ("fused", "cuBLAS bf16 GEMMs only"),
     ("attention", "flash bf16 (mma.sync), bf16 tensors"):
         ("flash bf16 (mma.sync)", "cuBLAS bf16 GEMMs only"),
+    # the forward on Hopper's wgmma on the same forward on mma.sync
+    ("attention", "flash bf16 (wgmma), bf16 tensors"):
+        ("flash bf16 (mma.sync), bf16 tensors", "cuBLAS bf16 GEMMs only"),
     # dS through memory and dq by cuBLAS on the dq kernel's recomputation
     ("attention", "flash bf16 (mma.sync), bf16 tensors, dq by cuBLAS"):
         ("flash bf16 (mma.sync), bf16 tensors", "cuBLAS bf16 GEMMs only"),

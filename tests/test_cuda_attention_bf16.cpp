@@ -30,6 +30,7 @@
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/attention_autotune.cuh"
 #include "kernels/cuda/device_info.cuh"
+#include "tests/require_sm90a.h"
 #endif
 
 namespace ddpm {
@@ -92,24 +93,41 @@ struct GpuRun {
   std::vector<float> out, lse;
 };
 
-GpuRun run_gpu(const AttentionShape& s, const std::vector<float>& qkv) {
+// The mma.sync forward on fp32 tensors (its conversions of q, k, v to bf16 included).
+GpuRun run_mma_sync(const AttentionShape& s, const std::vector<float>& qkv) {
   const Tensor x = Tensor::from_vector(Shape{s.b, s.l, 3 * s.c}, qkv, Device::CUDA);
   const Tensor out = Tensor::empty(Shape{s.b, s.l, s.c}, DType::F32, Device::CUDA);
   const Tensor lse = Tensor::empty(Shape{s.b, s.heads, s.l}, DType::F32, Device::CUDA);
   cuda::attention_flash_bf16_forward(s, x.data<float>(), out.data<float>(), lse.data<float>());
   return {out.to(Device::CPU).to_vector<float>(), lse.to(Device::CPU).to_vector<float>()};
 }
-#endif
 
-TEST(CudaAttentionBf16, ForwardIsTheReferenceWithinBf16Rounding) {
-  REQUIRE_GPU();
-#if DDPM_WITH_CUDA
+// The wgmma forward, on bf16 tensors: qkv rounded to bf16 on the way in (as the mma.sync
+// forward rounds it in its kernel), out widened from bf16 on the way out.
+GpuRun run_wgmma(const AttentionShape& s, const std::vector<float>& qkv) {
+  const Tensor x =
+      cast(Tensor::from_vector(Shape{s.b, s.l, 3 * s.c}, qkv, Device::CUDA), DType::BF16);
+  const Tensor out = Tensor::empty(Shape{s.b, s.l, s.c}, DType::BF16, Device::CUDA);
+  const Tensor lse = Tensor::empty(Shape{s.b, s.heads, s.l}, DType::F32, Device::CUDA);
+  cuda::attention_flash_wgmma_forward(s, detail::bf16_bits(x), detail::bf16_bits(out),
+                                      lse.data<float>());
+  return {cast(out, DType::F32).to(Device::CPU).to_vector<float>(),
+          lse.to(Device::CPU).to_vector<float>()};
+}
+
+// Every case `supports` takes, run by `run` against the reference in double on the rounded
+// operands, within the bound above; `stored_bf16`: out is stored in bf16, one rounding more
+// (2^-8 of the value, bf16's unit roundoff). Twice, for the same bits.
+template <class Run, class Supports>
+void check_forward(Run run, Supports supports, bool stored_bf16) {
   uint64_t stream = 40;
+  int checked = 0;
   for (const Case& c : cases()) {
     SCOPED_TRACE(describe(c));
     const AttentionShape s = shape_of(c);
-    ASSERT_TRUE(cuda::attention_flash_bf16_supports(s));
     const std::vector<float> qkv = qkv_of(c, s, stream++);
+    if (!supports(s)) continue;
+    ++checked;
     // The reference on the rounded operands, in double; and once more with |v| for the bound.
     std::vector<double> rounded(qkv.size()), magnitude(qkv.size());
     for (size_t i = 0; i < qkv.size(); ++i) {
@@ -122,10 +140,11 @@ TEST(CudaAttentionBf16, ForwardIsTheReferenceWithinBf16Rounding) {
     cpu::attention_forward<double>(s, rounded.data(), ref.data(), ref_lse.data());
     cpu::attention_forward<double>(s, magnitude.data(), mag.data(), mag_lse.data());
 
-    const GpuRun gpu = run_gpu(s, qkv);
+    const GpuRun gpu = run(s, qkv);
     double worst = 0;  // the largest error as a fraction of its bound
     for (size_t i = 0; i < ref.size(); ++i) {
-      const double bound = (std::ldexp(1.0, -8) + 1e-5) * mag[i] + 1e-6;
+      double bound = (std::ldexp(1.0, -8) + 1e-5) * mag[i] + 1e-6;
+      if (stored_bf16) bound += std::ldexp(std::abs(ref[i]) + bound, -8);
       const double err = std::abs(gpu.out[i] - ref[i]);
       worst = std::max(worst, err / bound);
       ASSERT_LE(err, bound) << "out element " << i << ": " << gpu.out[i] << " vs " << ref[i];
@@ -135,10 +154,31 @@ TEST(CudaAttentionBf16, ForwardIsTheReferenceWithinBf16Rounding) {
           << "lse element " << i;
     std::printf("%s: worst output error %.2f of its bf16 bound\n", describe(c).c_str(), worst);
     // The kernel has no atomics and a fixed order: the same bits every run.
-    const GpuRun again = run_gpu(s, qkv);
+    const GpuRun again = run(s, qkv);
     EXPECT_EQ(again.out, gpu.out);
     EXPECT_EQ(again.lse, gpu.lse);
   }
+  EXPECT_GE(checked, 5) << "the cases left too few shapes this kernel supports";
+}
+#endif
+
+TEST(CudaAttentionBf16, ForwardIsTheReferenceWithinBf16Rounding) {
+  REQUIRE_GPU();
+#if DDPM_WITH_CUDA
+  check_forward(run_mma_sync, cuda::attention_flash_bf16_supports, false);
+#endif
+}
+
+// The forward on Hopper's wgmma (attention_flash_wgmma.cu): the same numbers as the mma.sync
+// forward's (q, k, v in bf16, P rounded to bf16 where it multiplies V, fp32 sums), so the
+// same bound, and out's rounding as it is stored in bf16. Every case but the head dim of 32
+// (its rows are not a 128-byte column); under the emulation the wgmma products, the
+// register form's A fragments and the copy engine's boxes are emulated from the PTX ISA
+// (tests/cuda_emulation/ptx_sm90.h), so a GPU is the final word.
+TEST(CudaAttentionBf16, WgmmaForwardIsTheReferenceWithinBf16Rounding) {
+  REQUIRE_SM90A();
+#if DDPM_WITH_CUDA
+  check_forward(run_wgmma, cuda::attention_flash_wgmma_supports, true);
 #endif
 }
 
@@ -555,6 +595,10 @@ TEST(CudaAttentionBf16, TheOpRunsTheRulesPathOrTheTimedOne) {
     return cast(test::random_tensor(dims, stream, DType::F32), DType::BF16).to(Device::CUDA);
   };
   const AttentionShape s = shape(2), pinned = shape(3);
+  // the flash forward's kernel pinned to mma.sync's (run_path's), whatever this GPU has: its
+  // own choice is TheOpRunsTheTimedFlashForwardKernel's
+  for (const AttentionShape& each : {s, pinned})
+    cuda::flash_forward_kernel_remember(each, cuda::FlashForwardKernel::MmaSync);
   const Tensor qkv = bf16_on_gpu(Shape{2, 24, 192}, 150), dout = bf16_on_gpu({2, 24, 64}, 151);
   const Tensor qkv3 = bf16_on_gpu(Shape{3, 24, 192}, 152), dout3 = bf16_on_gpu({3, 24, 64}, 153);
   const auto lines = [](const std::string& printed, int64_t b) {
@@ -620,6 +664,78 @@ TEST(CudaAttentionBf16, TheOpRunsTheRulesPathOrTheTimedOne) {
 #endif
 }
 
+// With cuda_autotune on a GPU with wgmma, the op's flash forward runs the kernel timed faster
+// (attention_autotune.cuh): both timed once per shape, one printed line naming both and the
+// choice, and the op's output is the chosen kernel's bits, called directly. A second batch
+// size is pinned to wgmma (flash_forward_kernel_remember), so that the op is seen to run it
+// whichever the timing chose. The paths are pinned to the flash pair's (no backward: qkv
+// needs no gradient), so that the forward kernel is what varies.
+TEST(CudaAttentionBf16, TheOpRunsTheTimedFlashForwardKernel) {
+  REQUIRE_SM90A();
+#if DDPM_WITH_CUDA
+  using cuda::FlashForwardKernel;
+  struct Restore {
+    ~Restore() {
+      set_attention_autotune(false);
+      set_precision(Precision::F32);
+    }
+  } restore;
+  set_precision(Precision::BF16);
+  set_attention_autotune(true);
+  const auto shape = [](int64_t b) {
+    AttentionShape s;
+    s.b = b;
+    s.l = 40;
+    s.c = 128;
+    s.heads = 2;  // head dim 64
+    s.bf16_probs = true;
+    return s;
+  };
+  const AttentionShape timed = shape(2), pinned = shape(3);
+  for (const AttentionShape& each : {timed, pinned})
+    cuda::attention_bf16_path_remember(each, false, cuda::AttentionBf16Path::Flash);
+  ASSERT_TRUE(cuda::flash_forward_kernel_remember(pinned, FlashForwardKernel::Wgmma));
+  const auto direct = [](FlashForwardKernel k, const AttentionShape& s, const Tensor& qkv) {
+    const Tensor o = Tensor::empty(Shape{s.b * s.l * s.c}, DType::BF16, Device::CUDA);
+    const Tensor lse = Tensor::empty(Shape{s.b * s.heads * s.l}, DType::F32, Device::CUDA);
+    cuda::attention_flash_bf16_forward_by(k, s, detail::bf16_bits(qkv), detail::bf16_bits(o),
+                                          lse.data<float>());
+    return widened(o);
+  };
+  for (int which = 0; which < 2; ++which) {
+    const AttentionShape& s = which == 0 ? timed : pinned;
+    SCOPED_TRACE("batch " + std::to_string(s.b));
+    const Tensor qkv = cast(test::random_tensor(Shape{s.b, s.l, 3 * s.c}, 160 + s.b,
+                                                DType::F32),
+                            DType::BF16)
+                           .to(Device::CUDA);
+    testing::internal::CaptureStdout();
+    const std::vector<float> out = widened(attention(qkv, s.heads)),
+                             again = widened(attention(qkv, s.heads));
+    const std::string printed = testing::internal::GetCapturedStdout();
+    const std::string line = "attention autotune: batch " + std::to_string(s.b) +
+                             ", length 40, 128 channels, 2 heads (flash forward kernel): ";
+    const size_t at = printed.find(line);
+    FlashForwardKernel chosen = FlashForwardKernel::Wgmma;
+    if (which == 0) {  // timed: one line, naming both, and the choice
+      ASSERT_NE(at, std::string::npos) << printed;
+      EXPECT_EQ(printed.find(line, at + 1), std::string::npos) << printed;
+      const std::string text = printed.substr(at, printed.find('\n', at) - at);
+      EXPECT_NE(text.find(": mma.sync "), std::string::npos) << text;
+      EXPECT_NE(text.find(", wgmma "), std::string::npos) << text;
+      const std::string name = text.substr(text.rfind("-> ") + 3);
+      ASSERT_TRUE(name == "mma.sync" || name == "wgmma") << text;
+      chosen = name == "wgmma" ? FlashForwardKernel::Wgmma : FlashForwardKernel::MmaSync;
+      EXPECT_EQ(cuda::flash_forward_kernel_autotuned(s), chosen);
+    } else {
+      EXPECT_EQ(at, std::string::npos) << "a pinned choice is not timed: " << printed;
+    }
+    EXPECT_EQ(out, direct(chosen, s, qkv));
+    EXPECT_EQ(again, out);
+  }
+#endif
+}
+
 TEST(CudaAttentionBf16, UnsupportedHeadDimsAreRefusedWithTheReason) {
   REQUIRE_GPU();
 #if DDPM_WITH_CUDA
@@ -634,6 +750,17 @@ TEST(CudaAttentionBf16, UnsupportedHeadDimsAreRefusedWithTheReason) {
                                            lse.data<float>());
       },
       {"head dim 48", "32, 64, 128 or 256"});
+  // the wgmma forward (bf16 tensors; it checks the shape before the device)
+  EXPECT_FALSE(cuda::attention_flash_wgmma_supports(s));
+  EXPECT_FALSE(cuda::attention_flash_wgmma_supports(shape_of({1, 8, 96, 3})));  // head dim 32
+  const Tensor x16 = Tensor::zeros(Shape{1, 8, 144}, DType::BF16, Device::CUDA);
+  const Tensor out16 = Tensor::empty(Shape{1, 8, 48}, DType::BF16, Device::CUDA);
+  test::expect_error(
+      [&] {
+        cuda::attention_flash_wgmma_forward(s, detail::bf16_bits(x16), detail::bf16_bits(out16),
+                                            lse.data<float>());
+      },
+      {"head dim 48", "needs 64, 128 or 256"});
 #endif
 }
 

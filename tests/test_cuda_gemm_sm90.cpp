@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "kernels/bf16.h"
+#include "tests/require_sm90a.h"
 #include "tests/test_util.h"
 
 #if DDPM_WITH_CUDA
@@ -31,20 +32,6 @@
 namespace ddpm {
 namespace {
 
-#if DDPM_WITH_CUDA
-#define REQUIRE_SM90A()                                                                    \
-  do {                                                                                     \
-    REQUIRE_GPU();                                                                         \
-    if (!cuda::gemm_sm90_available()) {                                                    \
-      if (test::gpu_required() && cuda::compute_capability() == 90)                        \
-        FAIL() << "a compute capability 9.0 GPU, but the binary has no sm_90a code";       \
-      GTEST_SKIP() << "needs a GPU of compute capability 9.0 (H100, H200); this one is "   \
-                   << cuda::compute_capability();                                          \
-    }                                                                                      \
-  } while (0)
-#else
-#define REQUIRE_SM90A() REQUIRE_GPU()
-#endif
 
 struct GemmCase {
   int64_t m, n, k;

@@ -3,6 +3,7 @@
 // kept where L <= 6 d, and recomputed by chunks of samples, timed at every shape), and the bf16
 // flash forward and backward (tensor cores; TFLOP/s against the bf16 peak), on fp32 tensors
 // (converted inside the kernels) and on bf16 tensors as they are (activations: bf16; the
+// forward also on Hopper's wgmma, its row alone under --only-sm90; the
 // backward also with dq by cuBLAS from dS in memory; and the whole attention through cuBLAS's
 // GEMMs with the L x L matrices in memory), at the CIFAR-10 model's 16x16 attention (L = 256,
 // one head of d = 256), the same map split into 2 heads of 128 and 4 of 64 (the flash
@@ -28,6 +29,7 @@
 #include "engine/device.h"
 #include "engine/ops.h"
 #include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/gemm_sm90.cuh"
 
 namespace ddpm::bench {
 
@@ -107,6 +109,21 @@ void bench_attention(const Options& o, Timer& timer, Report& report) {
     const Tensor ws = Tensor::empty(Shape{2 * s.b * s.heads * s.l * s.l}, DType::F32, Device::CUDA);
     const Tensor delta = Tensor::empty(Shape{s.b * s.heads * s.l}, DType::F32, Device::CUDA);
     const float* q = qkv.data<float>();
+    // bf16 tensors as they are (activations: bf16)
+    const Tensor qkv16 = cast(qkv, DType::BF16), dout16 = cast(dout, DType::BF16);
+    const Tensor out16 = Tensor::zeros(out.shape(), DType::BF16, Device::CUDA);
+    const Tensor dqkv16 = Tensor::zeros(qkv.shape(), DType::BF16, Device::CUDA);
+    // The forward on Hopper's wgmma (a process of its own under --only-sm90), beside the
+    // mma.sync forward's row on the same bf16 tensors below.
+    if (o.wants(true) && cuda::gemm_sm90_available() &&
+        cuda::attention_flash_wgmma_supports(s)) {
+      report.add_flops("attention fwd", shape, "flash bf16 (wgmma), bf16 tensors",
+                       timer.median_ms([&] {
+                         cuda::attention_flash_wgmma_forward(s, bf16_bits(qkv16),
+                                                             bf16_bits(out16), lse.data<float>());
+                       }), fwd_flops);
+    }
+    if (!o.wants(false)) continue;
     report.add_flops("attention fwd", shape, "straightforward", timer.median_ms([&] {
       cuda::attention_forward(s, q, out.data<float>(), lse.data<float>(), ws.data<float>());
     }), fwd_flops);
@@ -161,9 +178,6 @@ void bench_attention(const Options& o, Timer& timer, Report& report) {
     }), fwd_flops);
     // bf16 tensors as they are (activations: bf16): the flash pair reads and writes them
     // without a conversion, next to the bf16 GEMM floor and cuDNN's SDPA (through PyTorch).
-    const Tensor qkv16 = cast(qkv, DType::BF16), dout16 = cast(dout, DType::BF16);
-    const Tensor out16 = Tensor::zeros(out.shape(), DType::BF16, Device::CUDA);
-    const Tensor dqkv16 = Tensor::zeros(qkv.shape(), DType::BF16, Device::CUDA);
     if (cuda::attention_flash_bf16_supports(s)) {
       const char* v = "flash bf16 (mma.sync), bf16 tensors";
       report.add_flops("attention fwd", shape, v, timer.median_ms([&] {

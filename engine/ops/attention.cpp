@@ -201,8 +201,8 @@ Tensor attention_gemm_fp32(const AttentionShape& s, const Tensor& qkv) {
 }
 
 // attention on bf16 activations with the bf16 flash kernels, or through cuBLAS's GEMMs where
-// those are faster (by the rule, or timed: set_attention_autotune): qkv, out and their
-// gradients bf16; lse fp32.
+// those are faster (by the rule, or timed: set_attention_autotune, which also times the
+// flash forward on wgmma where the GPU has it): qkv, out and their gradients bf16; lse fp32.
 Tensor attention_bf16_activations(const Tensor& qkv, int64_t heads) {
   AttentionShape s = checked_shape(qkv, heads);
   const OpShape op_shape([&] { return attention_shape_text(s); });
@@ -215,14 +215,16 @@ Tensor attention_bf16_activations(const Tensor& qkv, int64_t heads) {
                  : cuda::attention_bf16_path_by_rule(s);
   if (path == cuda::AttentionBf16Path::Gemm) return attention_gemm<uint16_t>(s, qkv);
   by_gemm = path == cuda::AttentionBf16Path::FlashDqByGemm;
+  const cuda::FlashForwardKernel forward_kernel =
+      g_autotune ? cuda::flash_forward_kernel_autotuned(s) : cuda::FlashForwardKernel::MmaSync;
 #endif
   Tensor out = Tensor::empty(Shape{s.b, s.l, s.c}, DType::BF16, Device::CUDA);
   Tensor lse = Tensor::empty(Shape{s.b, heads, s.l}, DType::F32, Device::CUDA);
   using detail::bf16_bits;
   {
     OpTimer timer("attention", true);
-    DDPM_CUDA_ONLY(cuda::attention_flash_bf16_forward(s, bf16_bits(qkv), bf16_bits(out),
-                                                      lse.data<float>()));
+    DDPM_CUDA_ONLY(cuda::attention_flash_bf16_forward_by(forward_kernel, s, bf16_bits(qkv),
+                                                         bf16_bits(out), lse.data<float>()));
   }
   if (should_record({qkv})) {
     tape().record("attention", {out}, [s, qkv, out, lse, by_gemm, gq = grad_ref(qkv)](

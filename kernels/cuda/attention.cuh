@@ -6,7 +6,8 @@
 //   attention_fused.cu       fused: online softmax, the L x L matrix never leaves the chip;
 //   attention_flash_bf16.cu  the fused forward on bf16 tensor cores (mma.sync), one warp per
 //                            16 query rows, S and P in registers; its backward in
-//                            attention_flash_bf16_backward.cu;
+//                            attention_flash_bf16_backward.cu; the same forward on Hopper's
+//                            wgmma in attention_flash_wgmma.cu;
 //   attention_gemm.cu        the straightforward steps on cuBLAS's GEMMs, on bf16 activations
 //                            (tensor cores) or fp32 ones (SGEMM; P kept or recomputed).
 #pragma once
@@ -66,6 +67,14 @@ void attention_flash_bf16_backward(const AttentionShape& s, const uint16_t* qkv,
                                    GradWrite dqkv_write = GradWrite::Accumulate,
                                    uint16_t* ds = nullptr);
 bool attention_flash_bf16_dq_by_gemm_pays(const AttentionShape& s);
+// The forward on Hopper's wgmma (attention_flash_wgmma.cu), on bf16 activations: the same
+// contract and numbers as the bf16 forward above (q, k, v as they are, P rounded to bf16,
+// fp32 statistics and sums), its sums in another order. Head dims 64, 128, 256 and C a
+// multiple of 8 (supports()); qkv 16-byte aligned; needs gemm_sm90_available() (an H100 or
+// H200 and a build with sm_90a code), and refuses, saying which, without it.
+bool attention_flash_wgmma_supports(const AttentionShape& s);
+void attention_flash_wgmma_forward(const AttentionShape& s, const uint16_t* qkv, uint16_t* out,
+                                   float* lse);
 int64_t attention_flash_bf16_ds_elements(const AttentionShape& s);
 
 // Through library GEMMs (attention_gemm.cu): S, P, dP and dS in memory, the five products

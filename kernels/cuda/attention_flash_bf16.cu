@@ -89,15 +89,6 @@ struct FlashTiles {
       std::min<size_t>(4, (228 * 1024) / (kSmemBytes + 1024));
 };
 
-__device__ __forceinline__ float quad_max(float v) {  // over the 4 lanes of one row (same g)
-  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
-  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
-}
-__device__ __forceinline__ float quad_sum(float v) {
-  v += __shfl_xor_sync(0xffffffffu, v, 1);
-  return v + __shfl_xor_sync(0xffffffffu, v, 2);
-}
-
 // grid (ceil(L / 64), B * H), 128 threads, FlashTiles<D>::kSmemBytes of shared memory.
 // A: the storage of qkv and out, fp32 or bf16 bits (bf16 activations).
 template <int D, class A>
@@ -174,51 +165,14 @@ flash_forward_bf16(AttentionShape s, float scale, const A* qkv, A* out, float* l
       }
     }
 
-    // Online softmax over this tile, rows g (e = 0, 1) and g + 8 (e = 2, 3), on the raw
-    // dot products: m is their running max (the scale is positive), and each exponential
-    // is exp2 of one FMA, (s - m) scale log2 e (flash_bf16.cuh, kLog2e).
-    float tile_max[2] = {-INFINITY, -INFINITY};
-    for (int n = 0; n < kNT; ++n)
-      for (int e = 0; e < 4; ++e) {
-        const int key = 8 * n + 2 * t + (e & 1);
-        if (key >= keys) sc[n][e] = -INFINITY;
-        tile_max[e / 2] = fmaxf(tile_max[e / 2], sc[n][e]);
-      }
-    // The running max m moves only when a row's would otherwise leave exponentials above
-    // 2^kStaleMaxLog2 (flash::kStaleMaxLog2, FlashAttention-4's conditional rescale): P, l
-    // and O are all relative to the same m, so a stale m changes nothing but their scale,
-    // and out = O / l and lse = m scale + log l come out the same. Moving it costs the
-    // rescale of O, D / 2 multiplies a lane (128 at d = 256); past the first tile scores
-    // seldom jump that far, and the warp skips them all (the vote keeps it uniform).
-    float new_max[2];
-    bool move = false;
-    for (int r = 0; r < 2; ++r) {
-      new_max[r] = fmaxf(m[r], quad_max(tile_max[r]));  // finite: key j0 exists
-      move |= (new_max[r] - m[r]) * scale_log2 > flash::kStaleMaxLog2;  // m = -inf: first tile
-    }
-    if (__any_sync(0xffffffffu, move)) {
-      float corr[2];
-      for (int r = 0; r < 2; ++r) {
-        corr[r] = exp2f((m[r] - new_max[r]) * scale_log2);  // 0 on the first tile
-        m[r] = new_max[r];
-        l[r] *= corr[r];
-      }
-      for (int dn = 0; dn < kDT; ++dn)
-        for (int e = 0; e < 4; ++e) o[dn][e] *= corr[e / 2];
-    }
-    const float m_log2[2] = {m[0] * scale_log2, m[1] * scale_log2};
-    for (int n = 0; n < kNT; ++n)
-      for (int e = 0; e < 4; ++e) {  // masked keys: exp2(-inf) = 0
-        sc[n][e] = exp2f(fmaf(sc[n][e], scale_log2, -m_log2[e / 2]));
-        l[e / 2] += sc[n][e];
-      }
+    // Online softmax over this tile on the raw dot products (flash::softmax_tile): S
+    // becomes P, l and m move, and O is rescaled where a row's max moved far.
+    flash::softmax_tile(sc, keys, t, scale_log2, m, l, o);
 
     // O += P V: A = P's 16-key chunk c from n-tiles 2c, 2c+1; B = V via ldmatrix.trans.
     for (int c = 0; c < kNT / 2; ++c) {
-      const uint32_t a[4] = {bf16_pair(sc[2 * c][0], sc[2 * c][1]),
-                             bf16_pair(sc[2 * c][2], sc[2 * c][3]),
-                             bf16_pair(sc[2 * c + 1][0], sc[2 * c + 1][1]),
-                             bf16_pair(sc[2 * c + 1][2], sc[2 * c + 1][3])};
+      uint32_t a[4];
+      flash::p_fragment(sc, c, a);
       for (int dn = 0; dn < kDT; dn += 2) {
         uint32_t r[4];  // matrix q8: keys 16c + 8 (q8 & 1), channels 8 dn + 8 (q8 >> 1)
         ptx::ldmatrix_x4_trans(r, v_s + (16 * c + 8 * (q8 & 1) + i8) * kLd + 8 * dn +
@@ -230,16 +184,8 @@ flash_forward_bf16(AttentionShape s, float scale, const A* qkv, A* out, float* l
     }
   }
 
-  // out = O / l, lse = m + log l; l summed over the row's 4 lanes first.
-  for (int r = 0; r < 2; ++r) {
-    l[r] = quad_sum(l[r]);
-    const int64_t i = i0 + row0 + g + 8 * r;
-    if (i >= s.l) continue;
-    A* const dst = out + (b * s.l + i) * s.c + h * D;
-    for (int dn = 0; dn < kDT; ++dn)
-      store_pair(dst, 8 * dn + 2 * t, {o[dn][2 * r] / l[r], o[dn][2 * r + 1] / l[r]});
-    if (t == 0) lse[bh * s.l + i] = m[r] * scale + logf(l[r]);
-  }
+  // out = O / l, lse = m + log l
+  flash::store_output(s, o, l, m, scale, i0 + row0 + g, b, h, t, out, lse);
 #endif
 }
 

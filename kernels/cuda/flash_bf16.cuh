@@ -1,16 +1,19 @@
-// What the bf16 flash-attention kernels share (attention_flash_bf16.cu, the forward;
-// attention_flash_bf16_backward.cu): the softmax's base-2 constant, and the staging of f32
+// What the bf16 flash-attention kernels share (attention_flash_bf16.cu and, on Hopper,
+// attention_flash_wgmma.cu, the forward; attention_flash_bf16_backward.cu): the softmax's
+// base-2 constant, the forward's online softmax and output per warp, and the staging of f32
 // rows (or bf16 rows, for bf16 activations) of the packed qkv (or dout) into padded bf16 rows
 // of shared memory. bf16 pairs for mma operands and output pairs in either storage are
 // storage.cuh's (bf16_pair, store_pair).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #include "kernels/bf16.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/ptx.cuh"
 #include "kernels/cuda/storage.cuh"
+#include "kernels/shapes.h"
 
 namespace ddpm::cuda::flash {
 
@@ -125,6 +128,109 @@ __device__ void copy_rows(uint16_t* dst, const uint16_t* src, int64_t stride, in
   for (int k = 0; k < Walk::kTrips; ++k, from += Walk::kStep * stride) {
     const bool valid = k * Walk::kStep < left;
     ptx::cp_async_16(to + k * Walk::kStep * (D + kPad), valid ? from : src, valid);
+  }
+}
+
+// The forward's per-warp steps, shared by its two versions (attention_flash_bf16.cu on
+// mma.sync, attention_flash_wgmma.cu on wgmma): both hold a warp's 16 query rows in the
+// m16n8 accumulator layout, lane (g = lane / 4, t = lane % 4) rows g (e = 0, 1) and g + 8
+// (e = 2, 3) of each 8-column n-tile: S as sc[n-tile of 8 keys][e], O as o[n-tile of 8
+// channels][e], and per row the running max m (of the raw dot products) and sum l (this
+// lane's columns only).
+__device__ __forceinline__ float quad_max(float v) {  // over the 4 lanes of one row (same g)
+  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+__device__ __forceinline__ float quad_sum(float v) {
+  v += __shfl_xor_sync(0xffffffffu, v, 1);
+  return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+
+// One key tile's online softmax, with `keys` of its kNT * 8 columns real (the rest masked):
+//   m_new = max(m, rowmax S)     (the row's 4 lanes agree through two shuffles)
+//   if m_new - m > 2^kStaleMaxLog2 / log2 e (scaled) for some row of the warp (a vote):
+//     c = exp(m - m_new);  m = m_new;  l = l c;  O = O c
+//   P = exp(S - m) in place of S;  l = l + rowsum P
+// The running max moves only when a row's would otherwise leave exponentials above
+// 2^kStaleMaxLog2 (FlashAttention-4's conditional rescale): P, l and O are all relative to
+// the same m, so a stale m changes nothing but their scale, and out = O / l and lse =
+// m scale + log l come out the same. Moving it costs the rescale of O, D / 2 multiplies a
+// lane (128 at d = 256); past the first tile scores seldom jump that far, and the warp skips
+// them all (the vote keeps it uniform). Each exponential is exp2 of one FMA, (s - m)
+// scale log2 e (kLog2e).
+template <int kNT, int kDT>
+__device__ __forceinline__ void softmax_tile(float (&sc)[kNT][4], int keys, int t,
+                                             float scale_log2, float (&m)[2], float (&l)[2],
+                                             float (&o)[kDT][4]) {
+  float tile_max[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+  for (int n = 0; n < kNT; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int key = 8 * n + 2 * t + (e & 1);
+      if (key >= keys) sc[n][e] = -INFINITY;
+      tile_max[e / 2] = fmaxf(tile_max[e / 2], sc[n][e]);
+    }
+  float new_max[2];
+  bool move = false;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    new_max[r] = fmaxf(m[r], quad_max(tile_max[r]));  // finite: the tile's first key exists
+    move |= (new_max[r] - m[r]) * scale_log2 > kStaleMaxLog2;  // m = -inf: the first tile
+  }
+  if (__any_sync(0xffffffffu, move)) {
+    float corr[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      corr[r] = exp2f((m[r] - new_max[r]) * scale_log2);  // 0 on the first tile
+      m[r] = new_max[r];
+      l[r] *= corr[r];
+    }
+#pragma unroll
+    for (int dn = 0; dn < kDT; ++dn)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) o[dn][e] *= corr[e / 2];
+  }
+  const float m_log2[2] = {m[0] * scale_log2, m[1] * scale_log2};
+#pragma unroll
+  for (int n = 0; n < kNT; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {  // masked keys: exp2(-inf) = 0
+      sc[n][e] = exp2f(fmaf(sc[n][e], scale_log2, -m_log2[e / 2]));
+      l[e / 2] += sc[n][e];
+    }
+}
+
+// P's 16-key chunk c as the A operand of O += P V, rounded to bf16 pairs: the accumulator
+// layout of n-tiles 2c and 2c + 1 is the A fragment's of one k16 chunk (a[0] = A[g][2t..],
+// a[1] = A[g+8][2t..], a[2], a[3] the same 8 keys on), so no lane needs another's values.
+template <int kNT>
+__device__ __forceinline__ void p_fragment(const float (&sc)[kNT][4], int c, uint32_t (&a)[4]) {
+  a[0] = bf16_pair(sc[2 * c][0], sc[2 * c][1]);
+  a[1] = bf16_pair(sc[2 * c][2], sc[2 * c][3]);
+  a[2] = bf16_pair(sc[2 * c + 1][0], sc[2 * c + 1][1]);
+  a[3] = bf16_pair(sc[2 * c + 1][2], sc[2 * c + 1][3]);
+}
+
+// out = O / l and lse = m scale + log l for the lane's rows g, g + 8 of the warp, whose row
+// g is query i_g of head h of sample b (bh = b heads + h); l summed over the row's 4 lanes
+// first. Rows past L are not stored.
+template <int kDT, class A>
+__device__ __forceinline__ void store_output(const AttentionShape& s, const float (&o)[kDT][4],
+                                             float (&l)[2], const float (&m)[2], float scale,
+                                             int64_t i_g, int64_t b, int64_t h, int t, A* out,
+                                             float* lse) {
+  constexpr int D = 8 * kDT;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l[r] = quad_sum(l[r]);
+    const int64_t i = i_g + 8 * r;
+    if (i >= s.l) continue;
+    A* const dst = out + (b * s.l + i) * s.c + h * D;
+#pragma unroll
+    for (int dn = 0; dn < kDT; ++dn)
+      store_pair(dst, 8 * dn + 2 * t, {o[dn][2 * r] / l[r], o[dn][2 * r + 1] / l[r]});
+    if (t == 0) lse[(b * s.heads + h) * s.l + i] = m[r] * scale + logf(l[r]);
   }
 }
 

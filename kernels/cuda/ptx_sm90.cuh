@@ -14,6 +14,16 @@
 //       Until then neither D's registers nor the shared memory being read may be touched.
 //       wgmma.fence orders the registers' earlier accesses before the next wgmma (needed
 //       before the first, and after D was written by anything else).
+//   wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16
+//       The same at n = 64 (32 floats a thread), in two forms: both operands from shared
+//       memory, or A from registers (the "RS" form, no trans bit for A): each warp of the
+//       group gives its 16 rows as four .b32 registers of bf16 pairs, laid out as mma.sync's
+//       m16n8k16 A fragment (ptx.cuh): a[0] = A[g][2t..2t+1], a[1] = A[g+8][2t..],
+//       a[2] = A[g][2t+8..], a[3] = A[g+8][2t+8..] (rows of the warp's 16, the lower half
+//       of a pair the smaller k). Like D's, those registers belong to the instruction until
+//       its wait. The flash-attention forward on wgmma (attention_flash_wgmma.cu) multiplies
+//       S = Q K^T with the first and O += P V with the second, P straight from S's
+//       accumulators, whose layout along n is this A layout along k.
 //   D's fragments (PTX ISA, "Register Fragments and Shared Memory Matrix Layouts" of wgmma,
 //       .m64nNk16 accumulators): warp w of the group holds rows 16w..16w+15 laid out as
 //       mma.sync's m16n8 accumulator (ptx.cuh), repeated along n. With g = lane / 4,
@@ -149,6 +159,12 @@ __device__ __forceinline__ void wgmma_fence_operands(float (&d)[kCount]) {
 #pragma unroll
   for (int i = 0; i < kCount; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
+// The same for the A fragments of the register form, after the wait that frees them.
+template <int kCount>
+__device__ __forceinline__ void wgmma_fence_operands(uint32_t (&a)[kCount]) {
+#pragma unroll
+  for (int i = 0; i < kCount; ++i) asm volatile("" : "+r"(a[i])::"memory");
+}
 __device__ __forceinline__ void fence_proxy_async_shared() {
 #if DDPM_HAS_SM90A_WGMMA
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
@@ -258,15 +274,22 @@ __device__ __forceinline__ void tma_load_im2col_4d(SharedAddress dst, const CUte
 #endif
 }
 
+// A wgmma's 8 accumulators from d[i] on, as asm operands; and the list of 32 of them.
+#if DDPM_HAS_SM90A_WGMMA
+#define DDPM_D8(i)                                                                     \
+  "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), \
+      "+f"(d[i + 6]), "+f"(d[i + 7])
+#define DDPM_D32_LIST                                                                   \
+  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "            \
+  "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+#endif
+
 // d (64 x 128 over the warpgroup, 64 floats a thread) = a b + (accumulate ? d : 0), a and b
 // laid out kA and kB (the instruction's trans bits).
 template <Major kA, Major kB>
 __device__ __forceinline__ void wgmma_m64n128k16_bf16(float (&d)[64], uint64_t a, uint64_t b,
                                                       bool accumulate) {
 #if DDPM_HAS_SM90A_WGMMA
-#define DDPM_D8(i)                                                                     \
-  "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), \
-      "+f"(d[i + 6]), "+f"(d[i + 7])
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
       "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
@@ -279,11 +302,48 @@ __device__ __forceinline__ void wgmma_m64n128k16_bf16(float (&d)[64], uint64_t a
         DDPM_D8(56)
       : "l"(a), "l"(b), "r"(static_cast<int>(accumulate)), "n"(kA == Major::MN ? 1 : 0),
         "n"(kB == Major::MN ? 1 : 0));
-#undef DDPM_D8
 #else
   (void)d, (void)a, (void)b, (void)accumulate;
 #endif
 }
+
+// d (64 x 64 over the warpgroup, 32 floats a thread) = a b + (accumulate ? d : 0), both from
+// shared memory, laid out kA and kB.
+template <Major kA, Major kB>
+__device__ __forceinline__ void wgmma_m64n64k16_bf16(float (&d)[32], uint64_t a, uint64_t b,
+                                                     bool accumulate) {
+#if DDPM_HAS_SM90A_WGMMA
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+               "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " DDPM_D32_LIST
+               "%32, %33, p, 1, 1, %35, %36;\n}\n"
+               : DDPM_D8(0), DDPM_D8(8), DDPM_D8(16), DDPM_D8(24)
+               : "l"(a), "l"(b), "r"(static_cast<int>(accumulate)),
+                 "n"(kA == Major::MN ? 1 : 0), "n"(kB == Major::MN ? 1 : 0));
+#else
+  (void)d, (void)a, (void)b, (void)accumulate;
+#endif
+}
+
+// The register form: A's fragment a (above), b from shared memory laid out kB.
+template <Major kB>
+__device__ __forceinline__ void wgmma_m64n64k16_bf16_rs(float (&d)[32], const uint32_t (&a)[4],
+                                                        uint64_t b, bool accumulate) {
+#if DDPM_HAS_SM90A_WGMMA
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+               "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " DDPM_D32_LIST
+               "{%32, %33, %34, %35}, %36, p, 1, 1, %38;\n}\n"
+               : DDPM_D8(0), DDPM_D8(8), DDPM_D8(16), DDPM_D8(24)
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b),
+                 "r"(static_cast<int>(accumulate)), "n"(kB == Major::MN ? 1 : 0));
+#else
+  (void)d, (void)a, (void)b, (void)accumulate;
+#endif
+}
+
+#if DDPM_HAS_SM90A_WGMMA
+#undef DDPM_D8
+#undef DDPM_D32_LIST
+#endif
 
 }  // namespace ddpm::cuda::ptx
 

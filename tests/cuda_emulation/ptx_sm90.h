@@ -10,7 +10,10 @@
 //                    accumulator in k order. So shared memory overwritten, or accumulators
 //                    read, before the wait give wrong numbers here, as they may on a GPU;
 //                    and a cp.async into the shared memory a product in flight reads traps
-//                    (block.h), since on a GPU the copy may land first.
+//                    (block.h), since on a GPU the copy may land first. Shapes m64n128k16
+//                    and m64n64k16; at n = 64 also the register form, A's fragments
+//                    gathered from the warp's lanes at issue (a lane whose A registers
+//                    hold other values at the wait traps: the instruction owns them).
 //   descriptors      the start address field holds the offset from the block's dynamic
 //                    shared memory (the emulation's shared window); only the 128-byte swizzle
 //                    with base offset 0 is implemented (what ptx_sm90.cuh uses), in both of
@@ -57,6 +60,8 @@
 namespace ddpm::cuda::ptx {
 
 namespace emu_sm90 {
+
+constexpr int kRegisterWordsForWgmma = 7;  // the register form's: b, the flag, A's four
 
 inline uintptr_t shared_base() {
   return reinterpret_cast<uintptr_t>(cuda_emu::dynamic_shared_memory());
@@ -129,6 +134,8 @@ inline uint64_t sw128_descriptor(SharedAddress start, uint32_t leading_bytes,
 inline void wgmma_fence() {}
 template <int kCount>
 inline void wgmma_fence_operands(float (&)[kCount]) {}  // a compiler hint on a GPU
+template <int kCount>
+inline void wgmma_fence_operands(uint32_t (&)[kCount]) {}
 inline void fence_proxy_async_shared() {}
 inline void wgmma_commit_group() { cuda_emu::async_mma_commit(); }
 
@@ -320,50 +327,76 @@ inline void tma_load_im2col_4d(SharedAddress dst, const CUtensorMap* map, int c,
   emu_sm90::tma_load_im2col(dst, map, coords, offsets, 4, bar);
 }
 
-// d (64 x 128 over the warpgroup) = a b + (accumulate ? d : 0), a and b laid out kA and kB,
-// performed at the wait.
-template <Major kA, Major kB>
-void wgmma_m64n128k16_bf16(float (&d)[64], uint64_t a, uint64_t b, bool accumulate) {
-  // the lanes' operands (registers: block.h's warp_exchange_registers), which must agree
-  uint32_t mine[5] = {0, 0, 0, 0, accumulate ? 1u : 0u};
-  std::memcpy(mine, &a, sizeof a);
-  std::memcpy(mine + 2, &b, sizeof b);
-  uint32_t all[32][5];
-  cuda_emu::warp_exchange_registers("wgmma.mma_async", mine, 5, &all[0][0]);
-  for (int lane = 0; lane < 32; ++lane)
-    if (std::memcmp(all[lane], mine, sizeof mine) != 0)
+namespace emu_sm90 {
+
+// A product's A: a descriptor of shared memory laid out `major`, or (the register form) the
+// warp's fragments, gathered from its lanes at issue: regs[lane] = the lane's a[0..3],
+// ptx_sm90.cuh's layout (rows g and g + 8 of the warp's 16, k 2t.. and 2t + 8..).
+struct OperandA {
+  bool in_registers = false;
+  uint64_t desc = 0;
+  Major major = Major::K;
+  uint32_t regs[32][4] = {};
+  // Element (row r of warp `warp`'s 16, k) of the 64 x 16 operand.
+  float at(const Operand& shared, int warp, int r, int k) const {
+    if (!in_registers) return element(shared, major, 16 * warp + r, k);
+    const uint32_t pair = regs[4 * (r % 8) + (k % 8) / 2][r / 8 + 2 * (k / 8)];
+    return float_from_bf16_bits(static_cast<uint16_t>(k % 2 ? pair >> 16 : pair & 0xFFFFu));
+  }
+};
+
+// d (64 x N over the warpgroup, N / 2 floats a thread) = A b + (accumulate ? d : 0), b laid
+// out kB, performed at the wait. `mine`: the calling lane's operand words, of which the first
+// `uniform` (the descriptors and the accumulate flag) must be the same in every lane of the
+// warp; with A in registers, its four words follow (a_regs: where the lane keeps them, which
+// must hold the same values at the wait: the instruction owns them until then).
+template <int N>
+void issue_wgmma(float (&d)[N / 2], OperandA a_operand, const uint32_t* a_regs, uint64_t b,
+                 Major kB, bool accumulate, const uint32_t* mine, int words, int uniform) {
+  static_assert(N % 64 == 0 && N <= 128, "the emulated shapes: n 64 and 128");
+  uint32_t all[32 * kRegisterWordsForWgmma];  // lane l's words at l * words
+  cuda_emu::warp_exchange_registers("wgmma.mma_async", mine, words, all);
+  for (int lane = 0; lane < 32; ++lane) {
+    const uint32_t* theirs = all + lane * words;
+    if (std::memcmp(theirs, mine, uniform * sizeof(uint32_t)) != 0)
       cuda_emu::trap("wgmma.mma_async: the lanes of a warp give different operands");
+    if (a_operand.in_registers) std::memcpy(a_operand.regs[lane], theirs + uniform, 16);
+  }
   const unsigned tid = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
   const unsigned threads = blockDim.x * blockDim.y * blockDim.z;
   if ((tid / 128 + 1) * 128 > threads)
     cuda_emu::trap("wgmma.mma_async: the block's threads do not make whole warpgroups of 128");
   const int warp = static_cast<int>(tid / 32 % 4), g = static_cast<int>(tid % 32 / 4),
             t = static_cast<int>(tid % 4);
+  uint32_t a_at_issue[4] = {};
+  if (a_regs) std::memcpy(a_at_issue, a_regs, sizeof a_at_issue);
   cuda_emu::AsyncMma product;
-  if (tid % 32 == 0) {  // what the warp's product reads: A's 64 rows, B's 128, whole atoms
-    product.reads = emu_sm90::atoms_read(emu_sm90::decode(a, "A"), kA, 64);
-    for (const auto& range : emu_sm90::atoms_read(emu_sm90::decode(b, "B"), kB, 128))
-      product.reads.push_back(range);
+  if (tid % 32 == 0) {  // what the warp's product reads: A's 64 rows, B's N, whole atoms
+    if (!a_operand.in_registers)
+      product.reads = atoms_read(decode(a_operand.desc, "A"), a_operand.major, 64);
+    for (const auto& range : atoms_read(decode(b, "B"), kB, N)) product.reads.push_back(range);
   }
-  product.perform = [&d, a, b, accumulate, warp, g, t] {
+  product.perform = [&d, a_operand, a_regs, a_at_issue, b, kB, accumulate, warp, g, t] {
     // every lane of the warp performs its products in the same order (its waits mirror the
     // issues), so a collective here keeps the warp together as the instruction does
     unsigned at_wait = 0;
     cuda_emu::warp_collective_begin("wgmma.wait_group", 0xffffffffu, 0, &at_wait);
     if (at_wait != 0xffffffffu) cuda_emu::trap("wgmma.wait_group needs all 32 lanes of the warp");
-    const emu_sm90::Operand A = emu_sm90::decode(a, "A"), B = emu_sm90::decode(b, "B");
-    // the lane's two rows of A and 32 columns of B, each element read once (rows g and
+    if (a_regs && std::memcmp(a_regs, a_at_issue, sizeof a_at_issue) != 0)
+      cuda_emu::trap("wgmma.mma_async: A's registers were written before the wait");
+    const Operand A = a_operand.in_registers ? Operand{} : decode(a_operand.desc, "A");
+    const Operand B = decode(b, "B");
+    // the lane's two rows of A and N / 4 columns of B, each element read once (rows g and
     // g + 8 of the warp's 16; columns 8 j + 2 t + c)
-    float a_rows[2][16], b_cols[16][2][16];
+    constexpr int kJ = N / 8;
+    float a_rows[2][16], b_cols[kJ][2][16];
     for (int k = 0; k < 16; ++k) {
-      for (int r = 0; r < 2; ++r)
-        a_rows[r][k] = emu_sm90::element(A, kA, 16 * warp + g + 8 * r, k);
-      for (int j = 0; j < 16; ++j)
-        for (int c = 0; c < 2; ++c)
-          b_cols[j][c][k] = emu_sm90::element(B, kB, 8 * j + 2 * t + c, k);
+      for (int r = 0; r < 2; ++r) a_rows[r][k] = a_operand.at(A, warp, g + 8 * r, k);
+      for (int j = 0; j < kJ; ++j)
+        for (int c = 0; c < 2; ++c) b_cols[j][c][k] = element(B, kB, 8 * j + 2 * t + c, k);
     }
-    float result[64];
-    for (int j = 0; j < 16; ++j) {
+    float result[N / 2];
+    for (int j = 0; j < kJ; ++j) {
       for (int i = 0; i < 4; ++i) {
         float acc = accumulate ? d[4 * j + i] : 0.0f;
         for (int k = 0; k < 16; ++k) acc += a_rows[i / 2][k] * b_cols[j][i % 2][k];
@@ -371,9 +404,46 @@ void wgmma_m64n128k16_bf16(float (&d)[64], uint64_t a, uint64_t b, bool accumula
       }
     }
     cuda_emu::warp_collective_end();
-    for (int i = 0; i < 64; ++i) d[i] = result[i];
+    for (int i = 0; i < N / 2; ++i) d[i] = result[i];
   };
   cuda_emu::async_mma_issue(std::move(product));
+}
+
+// Both operands from shared memory.
+template <int N>
+void issue_wgmma_ss(float (&d)[N / 2], uint64_t a, uint64_t b, Major kA, Major kB,
+                    bool accumulate) {
+  uint32_t mine[5] = {0, 0, 0, 0, accumulate ? 1u : 0u};
+  std::memcpy(mine, &a, sizeof a);
+  std::memcpy(mine + 2, &b, sizeof b);
+  OperandA operand;
+  operand.desc = a;
+  operand.major = kA;
+  issue_wgmma<N>(d, operand, nullptr, b, kB, accumulate, mine, 5, 5);
+}
+
+}  // namespace emu_sm90
+
+// d (64 x 128 over the warpgroup) = a b + (accumulate ? d : 0), a and b laid out kA and kB,
+// performed at the wait.
+template <Major kA, Major kB>
+void wgmma_m64n128k16_bf16(float (&d)[64], uint64_t a, uint64_t b, bool accumulate) {
+  emu_sm90::issue_wgmma_ss<128>(d, a, b, kA, kB, accumulate);
+}
+// The same at n = 64.
+template <Major kA, Major kB>
+void wgmma_m64n64k16_bf16(float (&d)[32], uint64_t a, uint64_t b, bool accumulate) {
+  emu_sm90::issue_wgmma_ss<64>(d, a, b, kA, kB, accumulate);
+}
+// A from the warp's registers (ptx_sm90.cuh's fragment), b laid out kB.
+template <Major kB>
+void wgmma_m64n64k16_bf16_rs(float (&d)[32], const uint32_t (&a)[4], uint64_t b,
+                             bool accumulate) {
+  uint32_t mine[7] = {0, 0, accumulate ? 1u : 0u, a[0], a[1], a[2], a[3]};
+  std::memcpy(mine, &b, sizeof b);
+  emu_sm90::OperandA operand;
+  operand.in_registers = true;
+  emu_sm90::issue_wgmma<64>(d, operand, a, b, kB, accumulate, mine, 7, 3);
 }
 
 }  // namespace ddpm::cuda::ptx
