@@ -107,7 +107,11 @@ flash_forward_wgmma(AttentionShape s, float scale, const __grid_constant__ CUten
   const ptx::SharedAddress kv_s = q_s + T::kQBytes;
   const ptx::SharedAddress q_landed = q_s + T::kBarriers;  // then stage st's at + 8 (1 + st)
 
-  const int tid = static_cast<int>(threadIdx.x), warpgroup = tid / 128;
+  // warpgroup: the same in every lane of a warp, which the compiler sees only through a
+  // shuffle from lane 0; then what is computed from it (Q's descriptor) stays in the
+  // uniform registers HGMMA reads descriptors from (CUTLASS does the same)
+  const int tid = static_cast<int>(threadIdx.x);
+  const int warpgroup = __shfl_sync(0xffffffffu, tid / 128, 0);
   const int warp = tid / 32 % 4, g = tid % 32 / 4, t = tid % 4;
   const int bh = static_cast<int>(blockIdx.y), b = bh / static_cast<int>(s.heads),
             h = bh % static_cast<int>(s.heads);
@@ -144,14 +148,22 @@ flash_forward_wgmma(AttentionShape s, float scale, const __grid_constant__ CUten
   float m[2] = {-INFINITY, -INFINITY};  // running max of rows g, g+8 (of q.k, unscaled)
   float l[2] = {0.0f, 0.0f};            // running sum (this lane's columns only)
   const float scale_log2 = scale * flash::kLog2e;
+  // The operands' descriptors at their tiles' starts, each wgmma's one add on (Sw128::moved):
+  // the warpgroup's rows of Q, and each stage's K and V.
+  using ptx::Sw128;
+  const uint64_t q_desc = KMajor::descriptor(q_s, 64 * warpgroup, 0);
+  uint64_t k_desc[kStages], v_desc[kStages];
+  for (int st = 0; st < kStages; ++st) {
+    k_desc[st] = KMajor::descriptor(kv_s + st * T::kStageBytes, 0, 0);
+    v_desc[st] = MNMajor::descriptor(kv_s + st * T::kStageBytes + T::kColumns * kBoxBytes, 0, 0);
+  }
   ptx::mbarrier_wait(q_landed, 0);
 
   for (int tile = 0; tile < tiles; ++tile) {
     ptx::mbarrier_wait(stage_landed(tile), (tile / kStages) % 2);
     __syncthreads();  // both warpgroups are done with tile - 1: its stage takes tile + 1
     if (tid == 0 && tile + 1 < tiles) request_kv(tile + 1);
-    const ptx::SharedAddress k_s = kv_s + (tile % kStages) * T::kStageBytes;
-    const ptx::SharedAddress v_s = k_s + T::kColumns * kBoxBytes;
+    const uint64_t k_tile = k_desc[tile % kStages], v_tile = v_desc[tile % kStages];
     const int keys = static_cast<int>(s.l - int64_t{kBc} * tile < kBc ? s.l - kBc * tile : kBc);
 
     // S = Q K^T: the warpgroup's 64 rows of Q by the tile's 64 keys, 16 channels a wgmma.
@@ -163,9 +175,9 @@ flash_forward_wgmma(AttentionShape s, float scale, const __grid_constant__ CUten
     for (int c = 0; c < T::kColumns; ++c)
 #pragma unroll
       for (int step = 0; step < 4; ++step)
-        ptx::wgmma_m64n64k16_bf16<Major::K, Major::K>(
-            s_acc, KMajor::descriptor(q_s + c * T::kQColumnBytes, 64 * warpgroup, step),
-            KMajor::descriptor(k_s + c * kBoxBytes, 0, step), c > 0 || step > 0);
+        ptx::wgmma_m64n64k16_bf16<Major::K, Major::K>(  // 16 channels: 32 bytes of a row
+            s_acc, Sw128::moved(q_desc, c * T::kQColumnBytes + 32 * step),
+            Sw128::moved(k_tile, c * kBoxBytes + 32 * step), c > 0 || step > 0);
     ptx::wgmma_commit_group();
     ptx::wgmma_wait_group<0>();
     ptx::wgmma_fence_operands(s_acc);
@@ -183,9 +195,10 @@ flash_forward_wgmma(AttentionShape s, float scale, const __grid_constant__ CUten
     for (int panel = 0; panel < T::kColumns; ++panel)
 #pragma unroll
       for (int kc = 0; kc < kNT / 2; ++kc)
-        ptx::wgmma_m64n64k16_bf16_rs<Major::MN>(
+        ptx::wgmma_m64n64k16_bf16_rs<Major::MN>(  // 16 keys: two 8-row atoms of a panel
             reinterpret_cast<float(&)[32]>(o[8 * panel]), p[kc],
-            MNMajor::descriptor(v_s, 64 * panel, kc), true);
+            Sw128::moved(v_tile, panel * MNMajor::kPanelBytes + 2 * Sw128::kAtomBytes * kc),
+            true);
     ptx::wgmma_commit_group();
     ptx::wgmma_wait_group<0>();  // before O is rescaled, and before the stage is reused
     ptx::wgmma_fence_operands(o_acc);

@@ -118,6 +118,14 @@ struct Sw128 {
     return uint64_t{leading_bytes >> 4} << 16 | uint64_t{stride_bytes >> 4} << 32 |
            uint64_t{kSwizzle128} << 62;
   }
+  // The descriptor `desc` with its start moved `bytes` on (a multiple of 16): the start
+  // field (bits 0-13, the shared-window address / 16) plus bytes / 16, one add where
+  // building it again takes several. Only while the start stays inside the 18-bit shared
+  // window, so that the field cannot carry into the next: true of every tile in a block's
+  // shared memory.
+  __host__ __device__ static constexpr uint64_t moved(uint64_t desc, uint32_t bytes) {
+    return desc + (bytes >> 4);
+  }
 };
 
 }  // namespace ddpm::cuda::ptx

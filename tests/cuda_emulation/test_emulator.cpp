@@ -957,6 +957,97 @@ TEST(Emulator, WgmmaTrapsOnWhatItCannotDo) {
   }, {"cp.async writes shared memory that a wgmma.mma_async of thread 0 still in flight"});
 }
 
+// The same at n = 64, both forms: A from shared memory (K-major, at the first boundary), or
+// from the warp's registers as ptx_sm90.cuh lays out the register form's fragment (a[0] =
+// A[g][2t..], a[1] = A[g+8][2t..], a[2] = A[g][2t+8..], a[3] = A[g+8][2t+8..] of the warp's
+// 16 rows, the lower half the smaller k); b (64 x 16) 8 KB on, laid out kB. With
+// `overwrite`, a lane changes its A registers between the issue and the wait.
+template <Major kB>
+__global__ void wgmma_n64_once(const float* a, const float* b, const float* d0, bool accumulate,
+                               bool from_registers, bool overwrite, float* out) {
+  DDPM_DYNAMIC_SHARED(unsigned char, smem);
+  const ptx::SharedAddress base = ptx::shared_address(smem);
+  const ptx::SharedAddress tiles = (base + 1023) / 1024 * 1024;
+  unsigned char* tile = smem + (tiles - base);
+  for (int i = threadIdx.x; i < 64 * 16; i += blockDim.x) {
+    const int row = i / 16, k = i % 16;
+    uint16_t bits = ddpm::bf16_bits_from_float(a[i]);
+    std::memcpy(tile + element_bytes<Major::K>(row, k), &bits, 2);
+    bits = ddpm::bf16_bits_from_float(b[i]);
+    std::memcpy(tile + 8192 + element_bytes<kB>(row, k), &bits, 2);
+  }
+  __syncthreads();
+  const int w = threadIdx.x / 32, g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
+  const auto pair = [&](int row, int k) {
+    return uint32_t{ddpm::bf16_bits_from_float(a[(16 * w + row) * 16 + k])} |
+           uint32_t{ddpm::bf16_bits_from_float(a[(16 * w + row) * 16 + k + 1])} << 16;
+  };
+  uint32_t frag[4] = {pair(g, 2 * t), pair(g + 8, 2 * t), pair(g, 2 * t + 8),
+                      pair(g + 8, 2 * t + 8)};
+  float d[32];
+  for (int i = 0; i < 32; ++i) d[i] = d0[threadIdx.x * 32 + i];
+  ptx::wgmma_fence();
+  const uint64_t b_desc = sm90::TileLayout<kB>::descriptor(tiles + 8192, 0, 0);
+  if (from_registers)
+    ptx::wgmma_m64n64k16_bf16_rs<kB>(d, frag, b_desc, accumulate);
+  else
+    ptx::wgmma_m64n64k16_bf16<Major::K, kB>(d, sm90::TileLayout<Major::K>::descriptor(tiles, 0, 0),
+                                            b_desc, accumulate);
+  ptx::wgmma_commit_group();
+  if (overwrite && threadIdx.x == 5) frag[2] ^= 1u;
+  ptx::wgmma_wait_group<0>();
+  ptx::wgmma_fence_operands(frag);
+  for (int i = 0; i < 32; ++i) out[threadIdx.x * 32 + i] = d[i];
+}
+
+template <Major kB>
+void check_wgmma_n64_product(bool from_registers) {
+  SCOPED_TRACE(testing::Message() << "A from " << (from_registers ? "registers" : "shared memory")
+                                  << ", b " << (kB == Major::K ? "K" : "MN") << "-major");
+  std::mt19937 rng(11);
+  std::uniform_int_distribution<int> small(-4, 4);
+  std::vector<float> a(64 * 16), b(64 * 16), d0(128 * 32);
+  for (float& v : a) v = float(small(rng));
+  for (float& v : b) v = float(small(rng));
+  for (float& v : d0) v = float(small(rng));
+  DeviceBuffer<float> da(a.size()), db(b.size()), dd0(d0.size()), out(d0.size());
+  da.set(a);
+  db.set(b);
+  dd0.set(d0);
+  for (const bool accumulate : {false, true}) {
+    DDPM_LAUNCH((wgmma_n64_once<kB>), 1, 128, kWgmmaSmem)(da.ptr, db.ptr, dd0.ptr, accumulate,
+                                                          from_registers, false, out.ptr);
+    const std::vector<float> got = out.get();
+    int wrong = 0;
+    for (int tid = 0; tid < 128; ++tid) {
+      const int w = tid / 32, g = tid % 32 / 4, t = tid % 4;
+      for (int j = 0; j < 8; ++j)
+        for (int i = 0; i < 4; ++i) {
+          const int row = 16 * w + g + 8 * (i / 2), col = 8 * j + 2 * t + i % 2;
+          float want = accumulate ? d0[tid * 32 + 4 * j + i] : 0.0f;
+          for (int k = 0; k < 16; ++k) want += a[row * 16 + k] * b[col * 16 + k];
+          if (got[tid * 32 + 4 * j + i] != want && wrong++ < 5)
+            ADD_FAILURE() << "thread " << tid << " d[" << 4 * j + i << "] = "
+                          << got[tid * 32 + 4 * j + i] << ", D[" << row << "][" << col
+                          << "] = " << want << (accumulate ? " (accumulating)" : "");
+        }
+    }
+  }
+}
+
+TEST(Emulator, WgmmaAtN64AndItsRegisterFormMatchTheDefinition) {
+  for (const bool from_registers : {false, true}) {
+    check_wgmma_n64_product<Major::K>(from_registers);
+    check_wgmma_n64_product<Major::MN>(from_registers);
+  }
+  // the register form's A belongs to the instruction until its wait
+  DeviceBuffer<float> x(128 * 32), out(128 * 32);
+  expect_error([&] {
+    DDPM_LAUNCH((wgmma_n64_once<Major::K>), 1, 128, kWgmmaSmem)(x.ptr, x.ptr, x.ptr, false, true,
+                                                                true, out.ptr);
+  }, {"A's registers were written before the wait"});
+}
+
 // ---- the bulk tensor copy (TMA) and mbarriers ----
 
 // A rows x cols bf16 matrix (bits, distinct and nonzero) and the box copies of it.
