@@ -92,7 +92,8 @@ RULES = {
     ("attention", "flash bf16 (mma.sync)"): ("fused", "cuBLAS bf16 GEMMs only"),
     ("attention", "flash bf16 (mma.sync), bf16 tensors"):
         ("flash bf16 (mma.sync)", "cuBLAS bf16 GEMMs only"),
-    # the forward on Hopper's wgmma on the same forward on mma.sync
+    # the pair on Hopper's wgmma on the same pair on mma.sync (its backward: dq by cuBLAS,
+    # as the mma.sync row's "dq by cuBLAS" is, beside it)
     ("attention", "flash bf16 (wgmma), bf16 tensors"):
         ("flash bf16 (mma.sync), bf16 tensors", "cuBLAS bf16 GEMMs only"),
     # dS through memory and dq by cuBLAS on the dq kernel's recomputation

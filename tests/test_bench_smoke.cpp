@@ -83,10 +83,11 @@ std::map<std::string, int> run_split(Section section, nlohmann::json* rows_out =
 TEST(BenchSmoke, EveryAttentionRowRuns) {
   REQUIRE_GPU();
   std::map<std::string, int> rows = run_split(bench::bench_attention);
-  // the forward on wgmma where the device has it (the smoke shapes: heads of 256 and 32, so
+  // the pair on wgmma where the device has it (the smoke shapes: heads of 256 and 32, so
   // one of the two shapes)
   const int wgmma = cuda::gemm_sm90_available() ? 1 : 0;
   EXPECT_EQ(rows["attention fwd / flash bf16 (wgmma), bf16 tensors"], wgmma);
+  EXPECT_EQ(rows["attention bwd / flash bf16 (wgmma), bf16 tensors"], wgmma);
   for (const char* variant : {"straightforward", "fused", "flash bf16 (mma.sync)",
                               "flash bf16 (mma.sync), bf16 tensors"})
     for (const char* kernel : {"attention fwd", "attention bwd"})
@@ -99,7 +100,7 @@ TEST(BenchSmoke, EveryAttentionRowRuns) {
       EXPECT_EQ(rows[std::string(kernel) + " / " + variant], 2) << kernel << " / " << variant;
   EXPECT_EQ(rows["attention fwd / cuBLAS GEMMs only"], 2);
   EXPECT_EQ(rows["attention fwd / cuBLAS bf16 GEMMs only"], 2);
-  EXPECT_EQ(rows.size(), 17u + wgmma) << "rows other than these per shape";
+  EXPECT_EQ(rows.size(), 17u + 2 * wgmma) << "rows other than these per shape";
 }
 
 TEST(BenchSmoke, EveryConvolutionRowRuns) {

@@ -30,6 +30,7 @@
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/attention_autotune.cuh"
 #include "kernels/cuda/device_info.cuh"
+#include "kernels/cuda/gemm_sm90.cuh"
 #include "tests/require_sm90a.h"
 #endif
 
@@ -305,11 +306,19 @@ Bounds bounds(const AttentionShape& s, const std::vector<double>& qkv,
 // (GradWrite::Assign), so a row the GEMM or the dkv kernel missed, or a dS element store_ds
 // missed, shows.
 #if DDPM_WITH_CUDA
-void check_backward(bool bf16_tensors) {
+// `wgmma`: the bf16 run on the backward on wgmma (attention_flash_wgmma_backward.cu, dq by
+// GEMM too: the same roundings, so the same bounds), on the shapes it supports.
+void check_backward(bool bf16_tensors, bool wgmma = false) {
   uint64_t stream = 80;
+  int checked = 0;
   for (const Case& c : cases()) {
     SCOPED_TRACE(describe(c));
     const AttentionShape s = shape_of(c);
+    if (wgmma && !cuda::attention_flash_wgmma_supports(s)) {
+      stream += 2;  // the same data as the other runs for the cases that follow
+      continue;
+    }
+    ++checked;
     const int64_t n_qkv = s.b * s.l * 3 * s.c, n_out = s.b * s.l * s.c;
     std::vector<float> qkv = qkv_of(c, s, stream++);
     std::vector<float> dout =
@@ -350,10 +359,16 @@ void check_backward(bool bf16_tensors) {
                                  DType::BF16);
         const Tensor ds = Tensor::empty(Shape{cuda::attention_flash_bf16_ds_elements(s)},
                                         DType::BF16, Device::CUDA);
-        cuda::attention_flash_bf16_backward(
-            s, detail::bf16_bits(x16), detail::bf16_bits(o16), l.data<float>(),
-            detail::bf16_bits(g16), detail::bf16_bits(dx16), delta.data<float>(),
-            GradWrite::Assign, detail::bf16_bits(ds));
+        if (wgmma)
+          cuda::attention_flash_wgmma_backward(
+              s, detail::bf16_bits(x16), detail::bf16_bits(o16), l.data<float>(),
+              detail::bf16_bits(g16), detail::bf16_bits(dx16), delta.data<float>(),
+              detail::bf16_bits(ds), GradWrite::Assign);
+        else
+          cuda::attention_flash_bf16_backward(
+              s, detail::bf16_bits(x16), detail::bf16_bits(o16), l.data<float>(),
+              detail::bf16_bits(g16), detail::bf16_bits(dx16), delta.data<float>(),
+              GradWrite::Assign, detail::bf16_bits(ds));
         return cast(dx16, DType::F32).to(Device::CPU).to_vector<float>();
       };
       const std::vector<float> got = run();
@@ -374,11 +389,13 @@ void check_backward(bool bf16_tensors) {
                               << grad[i];
       }
       std::printf("%s, %s: worst error of dq, dk, dv %.2f, %.2f, %.2f of their bf16 bounds\n",
-                  describe(c).c_str(), bf16_tensors ? "bf16 tensors" : "fp32 tensors", worst[0],
+                  describe(c).c_str(),
+                  wgmma ? "wgmma" : bf16_tensors ? "bf16 tensors" : "fp32 tensors", worst[0],
                   worst[1], worst[2]);
       EXPECT_EQ(run(), got);
     }
   }
+  EXPECT_GE(checked, 5) << "the cases left too few shapes this kernel supports";
 }
 #endif
 
@@ -396,6 +413,16 @@ TEST(CudaAttentionBf16, BackwardOnBf16TensorsWithDqByGemmIsTheReference) {
   REQUIRE_GPU();
 #if DDPM_WITH_CUDA
   check_backward(true);
+#endif
+}
+
+// The backward on Hopper's wgmma: the dk/dv kernel's products by wgmma, P^T and dS^T from
+// the accumulators into the register form, dS^T stored for dq by GEMM (the emulation's
+// reading of the PTX ISA, as the forward's).
+TEST(CudaAttentionBf16, WgmmaBackwardIsTheReferenceWithinBf16Rounding) {
+  REQUIRE_SM90A();
+#if DDPM_WITH_CUDA
+  check_backward(true, true);
 #endif
 }
 
@@ -541,6 +568,13 @@ OpBits run_path(cuda::AttentionBf16Path path, const AttentionShape& s, const Ten
     cuda::attention_gemm_backward(s, bf16_bits(qkv), bf16_bits(p), bf16_bits(dout),
                                   bf16_bits(dx), f32.data<float>(), bf16_bits(ds),
                                   GradWrite::Assign);
+  } else if (path == cuda::AttentionBf16Path::FlashWgmma) {
+    const Tensor ds = Tensor::empty(Shape{cuda::attention_flash_bf16_ds_elements(s)},
+                                    DType::BF16, Device::CUDA);
+    cuda::attention_flash_wgmma_forward(s, bf16_bits(qkv), bf16_bits(o), lse.data<float>());
+    cuda::attention_flash_wgmma_backward(s, bf16_bits(qkv), bf16_bits(o), lse.data<float>(),
+                                         bf16_bits(dout), bf16_bits(dx), delta.data<float>(),
+                                         bf16_bits(ds), GradWrite::Assign);
   } else {
     const bool by_gemm = path == cuda::AttentionBf16Path::FlashDqByGemm;
     const Tensor ds =
@@ -568,10 +602,11 @@ OpBits run_op(const Tensor& qkv0, const Tensor& dout, int64_t heads) {
 // The op on bf16 activations runs the path its rule names, or with cuda_autotune the path
 // the autotuner chose (kernels/cuda/attention_autotune.cuh): its output and qkv's gradient
 // are that path's bits, called directly on the same operands. The timing is done once per
-// shape (one printed line, naming the three candidates and the choice). Head dims of 64,
-// which every path runs and where the rule names the flash pair with dq by GEMM; a second
-// batch size's choice is set to the GEMMs (attention_bf16_path_remember), so that the op is
-// seen to follow a choice that is not the rule's, whichever the timing made.
+// shape (one printed line, naming the candidates and the choice: three, and the flash pair
+// on wgmma where the GPU has it). Head dims of 64, which every path runs and where the rule
+// names the flash pair with dq by GEMM; a second batch size's choice is set to the GEMMs
+// (attention_bf16_path_remember), so that the op is seen to follow a choice that is not the
+// rule's, whichever the timing made, and a third's to the wgmma pair where there is one.
 TEST(CudaAttentionBf16, TheOpRunsTheRulesPathOrTheTimedOne) {
   REQUIRE_GPU();
 #if DDPM_WITH_CUDA
@@ -595,10 +630,6 @@ TEST(CudaAttentionBf16, TheOpRunsTheRulesPathOrTheTimedOne) {
     return cast(test::random_tensor(dims, stream, DType::F32), DType::BF16).to(Device::CUDA);
   };
   const AttentionShape s = shape(2), pinned = shape(3);
-  // the flash forward's kernel pinned to mma.sync's (run_path's), whatever this GPU has: its
-  // own choice is TheOpRunsTheTimedFlashForwardKernel's
-  for (const AttentionShape& each : {s, pinned})
-    cuda::flash_forward_kernel_remember(each, cuda::FlashForwardKernel::MmaSync);
   const Tensor qkv = bf16_on_gpu(Shape{2, 24, 192}, 150), dout = bf16_on_gpu({2, 24, 64}, 151);
   const Tensor qkv3 = bf16_on_gpu(Shape{3, 24, 192}, 152), dout3 = bf16_on_gpu({3, 24, 64}, 153);
   const auto lines = [](const std::string& printed, int64_t b) {
@@ -630,10 +661,14 @@ TEST(CudaAttentionBf16, TheOpRunsTheRulesPathOrTheTimedOne) {
   const std::string& choice = timed[0];
   for (const char* name : {": flash ", ", flash, dq by cuBLAS ", ", cuBLAS GEMMs and row kernels "})
     EXPECT_NE(choice.find(name), std::string::npos) << name << " in " << choice;
+  // the flash pair on wgmma, a candidate where the GPU has it
+  EXPECT_EQ(choice.find(", flash on wgmma ") != std::string::npos,
+            cuda::gemm_sm90_available())
+      << choice;
   const std::string name = choice.substr(choice.rfind("-> ") + 3);
   std::vector<AttentionBf16Path> named;
-  for (const auto path :
-       {AttentionBf16Path::Flash, AttentionBf16Path::FlashDqByGemm, AttentionBf16Path::Gemm})
+  for (const auto path : {AttentionBf16Path::Flash, AttentionBf16Path::FlashDqByGemm,
+                          AttentionBf16Path::Gemm, AttentionBf16Path::FlashWgmma})
     if (name == cuda::attention_bf16_path_name(path)) named.push_back(path);
   ASSERT_EQ(named.size(), 1u) << choice;
   EXPECT_EQ(cuda::attention_bf16_path_autotuned(s, true), named[0]);
@@ -648,6 +683,17 @@ TEST(CudaAttentionBf16, TheOpRunsTheRulesPathOrTheTimedOne) {
   // and the GEMMs' bits are not the rule's path's (else the line above would prove nothing)
   EXPECT_NE(run_path(AttentionBf16Path::FlashDqByGemm, pinned, qkv3, dout3).dqkv, gemms.dqkv);
   EXPECT_FALSE(cuda::attention_bf16_path_remember(pinned, true, AttentionBf16Path::Flash));
+  // a batch of 4 pinned to the flash pair on wgmma, where the GPU has it: the op runs it
+  if (cuda::gemm_sm90_available()) {
+    const AttentionShape on_wgmma = shape(4);
+    const Tensor qkv4 = bf16_on_gpu(Shape{4, 24, 192}, 154), dout4 = bf16_on_gpu({4, 24, 64}, 155);
+    ASSERT_TRUE(
+        cuda::attention_bf16_path_remember(on_wgmma, true, AttentionBf16Path::FlashWgmma));
+    const OpBits by_wgmma = run_op(qkv4, dout4, 1);
+    const OpBits wgmma = run_path(AttentionBf16Path::FlashWgmma, on_wgmma, qkv4, dout4);
+    EXPECT_EQ(by_wgmma.out, wgmma.out);
+    EXPECT_EQ(by_wgmma.dqkv, wgmma.dqkv);
+  }
   // without a backward to come (sampling), timed apart on forwards alone, where dq by GEMM
   // is no candidate
   testing::internal::CaptureStdout();
@@ -661,78 +707,6 @@ TEST(CudaAttentionBf16, TheOpRunsTheRulesPathOrTheTimedOne) {
   EXPECT_EQ(forwards[0].substr(forwards[0].rfind("-> ") + 3),
             cuda::attention_bf16_path_name(forward_path));
   EXPECT_EQ(widened(sampled), run_path(forward_path, s, qkv, dout).out);
-#endif
-}
-
-// With cuda_autotune on a GPU with wgmma, the op's flash forward runs the kernel timed faster
-// (attention_autotune.cuh): both timed once per shape, one printed line naming both and the
-// choice, and the op's output is the chosen kernel's bits, called directly. A second batch
-// size is pinned to wgmma (flash_forward_kernel_remember), so that the op is seen to run it
-// whichever the timing chose. The paths are pinned to the flash pair's (no backward: qkv
-// needs no gradient), so that the forward kernel is what varies.
-TEST(CudaAttentionBf16, TheOpRunsTheTimedFlashForwardKernel) {
-  REQUIRE_SM90A();
-#if DDPM_WITH_CUDA
-  using cuda::FlashForwardKernel;
-  struct Restore {
-    ~Restore() {
-      set_attention_autotune(false);
-      set_precision(Precision::F32);
-    }
-  } restore;
-  set_precision(Precision::BF16);
-  set_attention_autotune(true);
-  const auto shape = [](int64_t b) {
-    AttentionShape s;
-    s.b = b;
-    s.l = 40;
-    s.c = 128;
-    s.heads = 2;  // head dim 64
-    s.bf16_probs = true;
-    return s;
-  };
-  const AttentionShape timed = shape(2), pinned = shape(3);
-  for (const AttentionShape& each : {timed, pinned})
-    cuda::attention_bf16_path_remember(each, false, cuda::AttentionBf16Path::Flash);
-  ASSERT_TRUE(cuda::flash_forward_kernel_remember(pinned, FlashForwardKernel::Wgmma));
-  const auto direct = [](FlashForwardKernel k, const AttentionShape& s, const Tensor& qkv) {
-    const Tensor o = Tensor::empty(Shape{s.b * s.l * s.c}, DType::BF16, Device::CUDA);
-    const Tensor lse = Tensor::empty(Shape{s.b * s.heads * s.l}, DType::F32, Device::CUDA);
-    cuda::attention_flash_bf16_forward_by(k, s, detail::bf16_bits(qkv), detail::bf16_bits(o),
-                                          lse.data<float>());
-    return widened(o);
-  };
-  for (int which = 0; which < 2; ++which) {
-    const AttentionShape& s = which == 0 ? timed : pinned;
-    SCOPED_TRACE("batch " + std::to_string(s.b));
-    const Tensor qkv = cast(test::random_tensor(Shape{s.b, s.l, 3 * s.c}, 160 + s.b,
-                                                DType::F32),
-                            DType::BF16)
-                           .to(Device::CUDA);
-    testing::internal::CaptureStdout();
-    const std::vector<float> out = widened(attention(qkv, s.heads)),
-                             again = widened(attention(qkv, s.heads));
-    const std::string printed = testing::internal::GetCapturedStdout();
-    const std::string line = "attention autotune: batch " + std::to_string(s.b) +
-                             ", length 40, 128 channels, 2 heads (flash forward kernel): ";
-    const size_t at = printed.find(line);
-    FlashForwardKernel chosen = FlashForwardKernel::Wgmma;
-    if (which == 0) {  // timed: one line, naming both, and the choice
-      ASSERT_NE(at, std::string::npos) << printed;
-      EXPECT_EQ(printed.find(line, at + 1), std::string::npos) << printed;
-      const std::string text = printed.substr(at, printed.find('\n', at) - at);
-      EXPECT_NE(text.find(": mma.sync "), std::string::npos) << text;
-      EXPECT_NE(text.find(", wgmma "), std::string::npos) << text;
-      const std::string name = text.substr(text.rfind("-> ") + 3);
-      ASSERT_TRUE(name == "mma.sync" || name == "wgmma") << text;
-      chosen = name == "wgmma" ? FlashForwardKernel::Wgmma : FlashForwardKernel::MmaSync;
-      EXPECT_EQ(cuda::flash_forward_kernel_autotuned(s), chosen);
-    } else {
-      EXPECT_EQ(at, std::string::npos) << "a pinned choice is not timed: " << printed;
-    }
-    EXPECT_EQ(out, direct(chosen, s, qkv));
-    EXPECT_EQ(again, out);
-  }
 #endif
 }
 

@@ -3,7 +3,7 @@
 // kept where L <= 6 d, and recomputed by chunks of samples, timed at every shape), and the bf16
 // flash forward and backward (tensor cores; TFLOP/s against the bf16 peak), on fp32 tensors
 // (converted inside the kernels) and on bf16 tensors as they are (activations: bf16; the
-// forward also on Hopper's wgmma, its row alone under --only-sm90; the
+// pair also on Hopper's wgmma, its rows alone under --only-sm90; the
 // backward also with dq by cuBLAS from dS in memory; and the whole attention through cuBLAS's
 // GEMMs with the L x L matrices in memory), at the CIFAR-10 model's 16x16 attention (L = 256,
 // one head of d = 256), the same map split into 2 heads of 128 and 4 of 64 (the flash
@@ -117,11 +117,21 @@ void bench_attention(const Options& o, Timer& timer, Report& report) {
     // mma.sync forward's row on the same bf16 tensors below.
     if (o.wants(true) && cuda::gemm_sm90_available() &&
         cuda::attention_flash_wgmma_supports(s)) {
-      report.add_flops("attention fwd", shape, "flash bf16 (wgmma), bf16 tensors",
-                       timer.median_ms([&] {
-                         cuda::attention_flash_wgmma_forward(s, bf16_bits(qkv16),
-                                                             bf16_bits(out16), lse.data<float>());
-                       }), fwd_flops);
+      const char* v = "flash bf16 (wgmma), bf16 tensors";
+      report.add_flops("attention fwd", shape, v, timer.median_ms([&] {
+        cuda::attention_flash_wgmma_forward(s, bf16_bits(qkv16), bf16_bits(out16),
+                                            lse.data<float>());
+      }), fwd_flops);
+      // its backward: dS^T through memory and dq by cuBLAS, as the mma.sync pair's "dq by
+      // cuBLAS" row
+      const Tensor ds = Tensor::empty(Shape{cuda::attention_flash_bf16_ds_elements(s)},
+                                      DType::BF16, Device::CUDA);
+      report.add_flops("attention bwd", shape, v, timer.median_ms([&] {
+        cuda::attention_flash_wgmma_backward(s, bf16_bits(qkv16), bf16_bits(out16),
+                                             lse.data<float>(), bf16_bits(dout16),
+                                             bf16_bits(dqkv16), delta.data<float>(),
+                                             bf16_bits(ds));
+      }), 2 * fwd_flops);
     }
     if (!o.wants(false)) continue;
     report.add_flops("attention fwd", shape, "straightforward", timer.median_ms([&] {

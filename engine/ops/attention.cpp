@@ -201,8 +201,8 @@ Tensor attention_gemm_fp32(const AttentionShape& s, const Tensor& qkv) {
 }
 
 // attention on bf16 activations with the bf16 flash kernels, or through cuBLAS's GEMMs where
-// those are faster (by the rule, or timed: set_attention_autotune, which also times the
-// flash forward on wgmma where the GPU has it): qkv, out and their gradients bf16; lse fp32.
+// those are faster, or on the flash pair on wgmma (by the rule, or timed:
+// set_attention_autotune; wgmma only timed): qkv, out and their gradients bf16; lse fp32.
 Tensor attention_bf16_activations(const Tensor& qkv, int64_t heads) {
   AttentionShape s = checked_shape(qkv, heads);
   const OpShape op_shape([&] { return attention_shape_text(s); });
@@ -215,19 +215,22 @@ Tensor attention_bf16_activations(const Tensor& qkv, int64_t heads) {
                  : cuda::attention_bf16_path_by_rule(s);
   if (path == cuda::AttentionBf16Path::Gemm) return attention_gemm<uint16_t>(s, qkv);
   by_gemm = path == cuda::AttentionBf16Path::FlashDqByGemm;
-  const cuda::FlashForwardKernel forward_kernel =
-      g_autotune ? cuda::flash_forward_kernel_autotuned(s) : cuda::FlashForwardKernel::MmaSync;
+  const bool on_wgmma = path == cuda::AttentionBf16Path::FlashWgmma;
+#else
+  const bool on_wgmma = false;
 #endif
   Tensor out = Tensor::empty(Shape{s.b, s.l, s.c}, DType::BF16, Device::CUDA);
   Tensor lse = Tensor::empty(Shape{s.b, heads, s.l}, DType::F32, Device::CUDA);
   using detail::bf16_bits;
   {
     OpTimer timer("attention", true);
-    DDPM_CUDA_ONLY(cuda::attention_flash_bf16_forward_by(forward_kernel, s, bf16_bits(qkv),
-                                                         bf16_bits(out), lse.data<float>()));
+    DDPM_CUDA_ONLY(if (on_wgmma) cuda::attention_flash_wgmma_forward(
+                       s, bf16_bits(qkv), bf16_bits(out), lse.data<float>());
+                   else cuda::attention_flash_bf16_forward(s, bf16_bits(qkv), bf16_bits(out),
+                                                           lse.data<float>()));
   }
   if (should_record({qkv})) {
-    tape().record("attention", {out}, [s, qkv, out, lse, by_gemm, gq = grad_ref(qkv)](
+    tape().record("attention", {out}, [s, qkv, out, lse, by_gemm, on_wgmma, gq = grad_ref(qkv)](
                                           const std::vector<Tensor>& g) {
       const OpShape backward_shape([&] { return attention_shape_text(s); });
       count_matmul_flops(4 * attention_flops(s));
@@ -235,10 +238,14 @@ Tensor attention_bf16_activations(const Tensor& qkv, int64_t heads) {
       const GradTarget dqkv = grad_target(gq);  // written outright if it is the first
       OpTimer timer("attention backward", true);
       DDPM_CUDA_ONLY(
-          const Tensor ds = by_gemm ? Tensor::empty(Shape{cuda::attention_flash_bf16_ds_elements(s)},
-                                                    DType::BF16, Device::CUDA)
-                                    : Tensor();
-          cuda::attention_flash_bf16_backward(
+          const Tensor ds = by_gemm || on_wgmma
+                                ? Tensor::empty(Shape{cuda::attention_flash_bf16_ds_elements(s)},
+                                                DType::BF16, Device::CUDA)
+                                : Tensor();
+          if (on_wgmma) cuda::attention_flash_wgmma_backward(
+              s, bf16_bits(qkv), bf16_bits(out), lse.data<float>(), bf16_bits(g[0]),
+              bf16_bits(dqkv.buffer), delta.data<float>(), bf16_bits(ds), dqkv.write);
+          else cuda::attention_flash_bf16_backward(
               s, bf16_bits(qkv), bf16_bits(out), lse.data<float>(), bf16_bits(g[0]),
               bf16_bits(dqkv.buffer), delta.data<float>(), dqkv.write,
               by_gemm ? bf16_bits(ds) : nullptr));

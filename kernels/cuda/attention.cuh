@@ -75,6 +75,14 @@ bool attention_flash_bf16_dq_by_gemm_pays(const AttentionShape& s);
 bool attention_flash_wgmma_supports(const AttentionShape& s);
 void attention_flash_wgmma_forward(const AttentionShape& s, const uint16_t* qkv, uint16_t* out,
                                    float* lse);
+// Its backward (attention_flash_wgmma_backward.cu): the dk/dv kernel on wgmma, storing dS^T
+// in `ds` (attention_flash_bf16_ds_elements(s) bf16, 16-byte aligned: required), then dq by
+// cuBLAS's GEMM from it, as the bf16 backward with dq by GEMM; delta (B * heads * L floats)
+// is scratch. qkv and dout 16-byte aligned. The same shapes and device as the forward.
+void attention_flash_wgmma_backward(const AttentionShape& s, const uint16_t* qkv,
+                                    const uint16_t* out, const float* lse, const uint16_t* dout,
+                                    uint16_t* dqkv, float* delta, uint16_t* ds,
+                                    GradWrite dqkv_write = GradWrite::Accumulate);
 int64_t attention_flash_bf16_ds_elements(const AttentionShape& s);
 
 // Through library GEMMs (attention_gemm.cu): S, P, dP and dS in memory, the five products

@@ -37,13 +37,14 @@ AttentionBf16Path tune(const AttentionShape& s, bool backward) {
         "cuda_autotune met a new attention shape inside a CUDA graph capture (batch "
             << s.b << ", length " << s.l << ", " << s.c << " channels, " << s.heads
             << " heads): the eager steps before a capture must see every shape");
-  const FlashForwardKernel forward_kernel = flash_forward_kernel_autotuned(s);
   std::vector<AttentionBf16Path> candidates{AttentionBf16Path::Flash};
   if (gemms_run(s) && backward) candidates.push_back(AttentionBf16Path::FlashDqByGemm);
   if (gemms_run(s)) candidates.push_back(AttentionBf16Path::Gemm);
+  const bool wgmma = gemm_sm90_available() && attention_flash_wgmma_supports(s);
+  if (wgmma) candidates.push_back(AttentionBf16Path::FlashWgmma);
   const int64_t rows = s.b * s.l, stats = s.b * s.heads * s.l;
   const int64_t matrices = gemms_run(s) ? attention_gemm_matrix_elements(s) : 0;
-  const int64_t ds = gemms_run(s) ? attention_flash_bf16_ds_elements(s) : 0;
+  const int64_t ds = gemms_run(s) || wgmma ? attention_flash_bf16_ds_elements(s) : 0;
   // bf16 buffers of n elements take n / 2 floats (rounded up)
   const auto halves = [](int64_t n) { return (n + 1) / 2; };
   const Scratch qkv(halves(rows * 3 * s.c)), out(halves(rows * s.c)), dout(halves(rows * s.c)),
@@ -61,9 +62,15 @@ AttentionBf16Path tune(const AttentionShape& s, bool backward) {
           attention_gemm_backward(s, qkv.get<uint16_t>(), p.get<uint16_t>(),
                                   dout.get<uint16_t>(), dqkv.get<uint16_t>(), dp.get(),
                                   ds_gemm.get<uint16_t>(), GradWrite::Assign);
+      } else if (path == AttentionBf16Path::FlashWgmma) {
+        attention_flash_wgmma_forward(s, qkv.get<uint16_t>(), out.get<uint16_t>(), lse.get());
+        if (backward)
+          attention_flash_wgmma_backward(s, qkv.get<uint16_t>(), out.get<uint16_t>(), lse.get(),
+                                         dout.get<uint16_t>(), dqkv.get<uint16_t>(),
+                                         delta.get(), ds_flash.get<uint16_t>(),
+                                         GradWrite::Assign);
       } else {
-        attention_flash_bf16_forward_by(forward_kernel, s, qkv.get<uint16_t>(),
-                                        out.get<uint16_t>(), lse.get());
+        attention_flash_bf16_forward(s, qkv.get<uint16_t>(), out.get<uint16_t>(), lse.get());
         if (backward)
           attention_flash_bf16_backward(
               s, qkv.get<uint16_t>(), out.get<uint16_t>(), lse.get(), dout.get<uint16_t>(),
@@ -90,6 +97,7 @@ const char* attention_bf16_path_name(AttentionBf16Path p) {
     case AttentionBf16Path::Flash: return "flash";
     case AttentionBf16Path::FlashDqByGemm: return "flash, dq by cuBLAS";
     case AttentionBf16Path::Gemm: return "cuBLAS GEMMs and row kernels";
+    case AttentionBf16Path::FlashWgmma: return "flash on wgmma";
   }
   return "?";
 }
@@ -98,16 +106,6 @@ AttentionBf16Path attention_bf16_path_by_rule(const AttentionShape& s) {
   if (attention_gemm_bf16_pays(s)) return AttentionBf16Path::Gemm;
   return attention_flash_bf16_dq_by_gemm_pays(s) ? AttentionBf16Path::FlashDqByGemm
                                                  : AttentionBf16Path::Flash;
-}
-
-const char* flash_forward_kernel_name(FlashForwardKernel k) {
-  return k == FlashForwardKernel::Wgmma ? "wgmma" : "mma.sync";
-}
-
-void attention_flash_bf16_forward_by(FlashForwardKernel k, const AttentionShape& s,
-                                     const uint16_t* qkv, uint16_t* out, float* lse) {
-  if (k == FlashForwardKernel::Wgmma) return attention_flash_wgmma_forward(s, qkv, out, lse);
-  attention_flash_bf16_forward(s, qkv, out, lse);
 }
 
 namespace {
@@ -128,55 +126,6 @@ AttentionBf16Path attention_bf16_path_autotuned(const AttentionShape& s, bool ba
 bool attention_bf16_path_remember(const AttentionShape& s, bool backward, AttentionBf16Path p) {
   std::lock_guard<std::mutex> lock(g_mutex);
   return g_choices.emplace(key_of(s, backward), p).second;
-}
-
-namespace {
-// The forward kernels' choices, apart from the paths' (whose timing asks for them: a
-// mutex of their own).
-std::mutex g_forward_mutex;
-std::map<Key, FlashForwardKernel> g_forward_choices;
-
-FlashForwardKernel tune_forward(const AttentionShape& s) {
-  if (!gemm_sm90_available() || !attention_flash_wgmma_supports(s))
-    return FlashForwardKernel::MmaSync;  // the one kernel that runs s
-  CHECK(!autotune::capturing(),
-        "cuda_autotune met a new attention shape inside a CUDA graph capture (batch "
-            << s.b << ", length " << s.l << ", " << s.c << " channels, " << s.heads
-            << " heads): the eager steps before a capture must see every shape");
-  const int64_t rows = s.b * s.l;
-  const auto halves = [](int64_t n) { return (n + 1) / 2; };
-  const Scratch qkv(halves(rows * 3 * s.c)), out(halves(rows * s.c)), lse(s.b * s.heads * s.l);
-  qkv.filled<uint16_t>(rows * 3 * s.c);
-  const FlashForwardKernel kernels[] = {FlashForwardKernel::MmaSync, FlashForwardKernel::Wgmma};
-  double ms[2];
-  for (int i = 0; i < 2; ++i)
-    ms[i] = autotune::median_ms([&] {
-      attention_flash_bf16_forward_by(kernels[i], s, qkv.get<uint16_t>(), out.get<uint16_t>(),
-                                      lse.get());
-    });
-  const int best = ms[1] < ms[0] ? 1 : 0;
-  std::printf("attention autotune: batch %lld, length %lld, %lld channels, %lld heads (flash "
-              "forward kernel): %s %.3f ms, %s %.3f ms -> %s\n",
-              static_cast<long long>(s.b), static_cast<long long>(s.l),
-              static_cast<long long>(s.c), static_cast<long long>(s.heads),
-              flash_forward_kernel_name(kernels[0]), ms[0], flash_forward_kernel_name(kernels[1]),
-              ms[1], flash_forward_kernel_name(kernels[best]));
-  return kernels[best];
-}
-}  // namespace
-
-FlashForwardKernel flash_forward_kernel_autotuned(const AttentionShape& s) {
-  std::lock_guard<std::mutex> lock(g_forward_mutex);
-  const Key key = key_of(s, false);
-  auto found = g_forward_choices.find(key);
-  if (found == g_forward_choices.end())
-    found = g_forward_choices.emplace(key, tune_forward(s)).first;
-  return found->second;
-}
-
-bool flash_forward_kernel_remember(const AttentionShape& s, FlashForwardKernel k) {
-  std::lock_guard<std::mutex> lock(g_forward_mutex);
-  return g_forward_choices.emplace(key_of(s, false), k).second;
 }
 
 }  // namespace ddpm::cuda

@@ -1,6 +1,6 @@
 // How the attention op runs on bf16 activations, per shape: the flash pair (dq in the dq
-// kernel, or dq by cuBLAS's GEMM from dS kept in memory) or cuBLAS's GEMMs with the L x L
-// matrices in memory (attention.cuh has each). By a rule (attention_gemm_bf16_pays,
+// kernel, or dq by cuBLAS's GEMM from dS kept in memory), cuBLAS's GEMMs with the L x L
+// matrices in memory, or on Hopper the flash pair on wgmma (attention.cuh has each). By a rule (attention_gemm_bf16_pays,
 // attention_flash_bf16_dq_by_gemm_pays: arithmetic from one H200 run's rows), or, with
 // `cuda_autotune` on, timed: each path that can run the shape, forward and backward, once
 // on its first use, the fastest kept and the times printed, as conv2d_autotune.cuh does for
@@ -8,13 +8,15 @@
 // timings of these very kernels on the GPU at hand; the timing is.
 #pragma once
 
-#include <cstdint>
-
 #include "kernels/shapes.h"
 
 namespace ddpm::cuda {
 
-enum class AttentionBf16Path { Flash, FlashDqByGemm, Gemm };
+// FlashWgmma ("flash on wgmma"): the flash pair on Hopper's wgmma (attention_flash_wgmma.cu
+// and its backward, dq by GEMM), where gemm_sm90_available() and
+// attention_flash_wgmma_supports(s); never the rule's until a GPU has timed it, a candidate
+// of the timing.
+enum class AttentionBf16Path { Flash, FlashDqByGemm, Gemm, FlashWgmma };
 const char* attention_bf16_path_name(AttentionBf16Path p);  // "flash", ...
 
 // The rule: Gemm where attention_gemm_bf16_pays, else FlashDqByGemm where dq by GEMM pays,
@@ -33,22 +35,5 @@ AttentionBf16Path attention_bf16_path_autotuned(const AttentionShape& s, bool ba
 // unless it was timed already (then false): for tests, which need a choice the rule would
 // not make.
 bool attention_bf16_path_remember(const AttentionShape& s, bool backward, AttentionBf16Path p);
-
-// Which kernel runs the flash forward on bf16 activations (the Flash paths' forward): mma.sync
-// (attention_flash_bf16.cu, every GPU from sm_80) or Hopper's wgmma (attention_flash_wgmma.cu,
-// where gemm_sm90_available() and attention_flash_wgmma_supports(s)). Without cuda_autotune,
-// mma.sync: the rule keeps what a GPU has timed until one has timed the wgmma kernel. With
-// it, both are timed once per shape where both can run (the median of 5 after a warm-up, on
-// scratch operands, as the paths are), the faster kept and printed ("attention autotune:
-// ... (flash forward kernel): mma.sync 0.082 ms, wgmma 0.061 ms -> wgmma"); elsewhere mma.sync,
-// untimed. The paths' own timing (above) runs the flash forward by this choice.
-enum class FlashForwardKernel { MmaSync, Wgmma };
-const char* flash_forward_kernel_name(FlashForwardKernel k);  // "mma.sync", "wgmma"
-FlashForwardKernel flash_forward_kernel_autotuned(const AttentionShape& s);
-// Makes `k` the choice for s unless one was made (then false): for tests.
-bool flash_forward_kernel_remember(const AttentionShape& s, FlashForwardKernel k);
-// The bf16-activation flash forward (attention.cuh's contract) by kernel k.
-void attention_flash_bf16_forward_by(FlashForwardKernel k, const AttentionShape& s,
-                                     const uint16_t* qkv, uint16_t* out, float* lse);
 
 }  // namespace ddpm::cuda

@@ -81,7 +81,38 @@
 
 namespace ddpm::cuda {
 
+namespace flash {
+
+// The row length of the dS buffer (dq by GEMM): L rounded up to 8 elements, so that every
+// row starts 16-byte aligned (cuBLAS's tensor-core loads) and a lane's pair of queries is
+// one aligned 4-byte store even when L is odd.
+int64_t ds_row_length(int64_t l) { return (l + 7) / 8 * 8; }
+
+// dq (rows of L x d per batch and head, in dqkv with ld 3C) = dS k, from dS^T stored as
+// ds[key][query] (ld ds_ld). Column-major, as cuBLAS sees the row-major buffers:
+//   dq^T (d x L, ld 3C) = k^T (d x L, ld 3C) x Y^T,  Y = ds read column-major (L x L, ld
+//   ds_ld), whose element (i, j) is dS_ij: gemm(N, T, m = d, n = L, k = L)
+// bf16 operands and dq, fp32 sums, dq = bf16(sum + float(dq)) when adding (beta 1). One
+// strided-batched call per head (heads are not one stride apart from batch to batch).
+void dq_by_gemm(const AttentionShape& s, const uint16_t* qkv, const uint16_t* ds, int64_t ds_ld,
+                uint16_t* dqkv, bool add) {
+  const auto i = [](int64_t v) { return static_cast<int>(v); };
+  const int64_t d = s.head_dim(), ld_qkv = 3 * s.c;
+  const float one = 1.0f, beta = add ? 1.0f : 0.0f;
+  for (int64_t h = 0; h < s.heads; ++h)
+    CUBLAS_CHECK(blas::api().gemm_strided_batched_ex(
+        blas::handle(), CUBLAS_OP_N, CUBLAS_OP_T, i(d), i(s.l), i(s.l), &one,
+        qkv + s.c + h * d, CUDA_R_16BF, i(ld_qkv), s.l * ld_qkv, ds + h * s.l * ds_ld,
+        CUDA_R_16BF, i(ds_ld), s.heads * s.l * ds_ld, &beta, dqkv + h * d, CUDA_R_16BF,
+        i(ld_qkv), s.l * ld_qkv, i(s.b), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+}  // namespace flash
+
 namespace {
+
+using flash::dq_by_gemm;
+using flash::ds_row_length;
 
 using flash::kPad;
 using flash::stage_rows;
@@ -103,10 +134,6 @@ struct Tiles {
 };
 constexpr int kCols = 32;  // columns per step
 
-// The row length of the dS buffer (dq by GEMM): L rounded up to 8 elements, so that every
-// row starts 16-byte aligned (cuBLAS's tensor-core loads) and a lane's pair of queries is
-// one aligned 4-byte store even when L is odd.
-int64_t ds_row_length(int64_t l) { return (l + 7) / 8 * 8; }
 
 // A: the storage of qkv and dout. bf16 rows are copied by cp.async, so the per-step tiles
 // (and the dkv kernel's column statistics) get two stages: step i + 1 in flight while step
@@ -449,25 +476,6 @@ flash_dq_bf16(AttentionShape s, float scale, const A* qkv, const float* lse,
   }
   store_rows(dqkv + (b * s.l + i0) * stride + h * D, stride, queries, w, dq, add);
 #endif
-}
-
-// dq (rows of L x d per batch and head, in dqkv with ld 3C) = dS k, from dS^T stored as
-// ds[key][query] (ld ds_ld). Column-major, as cuBLAS sees the row-major buffers:
-//   dq^T (d x L, ld 3C) = k^T (d x L, ld 3C) x Y^T,  Y = ds read column-major (L x L, ld
-//   ds_ld), whose element (i, j) is dS_ij: gemm(N, T, m = d, n = L, k = L)
-// bf16 operands and dq, fp32 sums, dq = bf16(sum + float(dq)) when adding (beta 1). One
-// strided-batched call per head (heads are not one stride apart from batch to batch).
-void dq_by_gemm(const AttentionShape& s, const uint16_t* qkv, const uint16_t* ds, int64_t ds_ld,
-                uint16_t* dqkv, bool add) {
-  const auto i = [](int64_t v) { return static_cast<int>(v); };
-  const int64_t d = s.head_dim(), ld_qkv = 3 * s.c;
-  const float one = 1.0f, beta = add ? 1.0f : 0.0f;
-  for (int64_t h = 0; h < s.heads; ++h)
-    CUBLAS_CHECK(blas::api().gemm_strided_batched_ex(
-        blas::handle(), CUBLAS_OP_N, CUBLAS_OP_T, i(d), i(s.l), i(s.l), &one,
-        qkv + s.c + h * d, CUDA_R_16BF, i(ld_qkv), s.l * ld_qkv, ds + h * s.l * ds_ld,
-        CUDA_R_16BF, i(ds_ld), s.heads * s.l * ds_ld, &beta, dqkv + h * d, CUDA_R_16BF,
-        i(ld_qkv), s.l * ld_qkv, i(s.b), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
 // ds: null (the dq kernel), or dS's buffer (attention_flash_bf16_ds_elements) for dq_by_gemm.

@@ -131,6 +131,14 @@ __device__ void copy_rows(uint16_t* dst, const uint16_t* src, int64_t stride, in
   }
 }
 
+// dq by GEMM, the backward's dq where dS^T is in memory (attention.cuh): both backwards'
+// (attention_flash_bf16_backward.cu, attention_flash_wgmma_backward.cu). Host side.
+// The row length of the dS buffer: L rounded up to 8 elements (rows 16-byte aligned).
+int64_t ds_row_length(int64_t l);
+// dq (in dqkv, bf16) = dS k by cuBLAS from ds[key][query] (ld ds_ld); added when `add`.
+void dq_by_gemm(const AttentionShape& s, const uint16_t* qkv, const uint16_t* ds, int64_t ds_ld,
+                uint16_t* dqkv, bool add);
+
 // The forward's per-warp steps, shared by its two versions (attention_flash_bf16.cu on
 // mma.sync, attention_flash_wgmma.cu on wgmma): both hold a warp's 16 query rows in the
 // m16n8 accumulator layout, lane (g = lane / 4, t = lane % 4) rows g (e = 0, 1) and g + 8

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The tuned kernels (conv v4 and v5, the direct few-output convolutions, the bf16 flash pair
-# and the flash forward on wgmma, group norm's four mappings, the wgmma GEMM) compiled for sm_90, the GPUs they are tuned for
+# and the flash pair on wgmma, group norm's four mappings, the wgmma GEMM) compiled for sm_90, the GPUs they are tuned for
 # (sm_90a for the files with wgmma kernels, as CMake builds them): ptxas must report no
 # spill stores or loads in any of them. docs/kernels.md gives their registers as
 # spill-free; a change that pushes one past its register budget (the launch bounds' minimum
@@ -15,9 +15,9 @@ fail() { echo "FAIL: $*"; exit 1; }
 total=0
 # The files with wgmma kernels as CMake builds them for Hopper: sm_90a (CMakeLists.txt)
 for f in conv2d_bf16 conv2d_bf16_v5 conv2d_thin attention_flash_bf16 attention_flash_bf16_backward \
-    attention_flash_wgmma group_norm group_norm_resident gemm_sm90; do
+    attention_flash_wgmma attention_flash_wgmma_backward group_norm group_norm_resident gemm_sm90; do
   target=-arch=sm_90
-  [[ $f == conv2d_bf16_v5 || $f == gemm_sm90 || $f == attention_flash_wgmma ]] &&
+  [[ $f == conv2d_bf16_v5 || $f == gemm_sm90 || $f == attention_flash_wgmma* ]] &&
     target=-gencode=arch=compute_90a,code=sm_90a
   "$nvcc" -std=c++17 -O3 "$target" -I "$src" -cubin -Xptxas -v -o "$work/$f.cubin" \
     "$src/kernels/cuda/$f.cu" > "$work/$f.log" 2>&1 ||
