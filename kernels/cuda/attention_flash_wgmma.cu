@@ -52,6 +52,7 @@
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/device_info.cuh"
 #include "kernels/cuda/flash_bf16.cuh"
+#include "kernels/cuda/flash_wgmma.cuh"
 #include "kernels/cuda/gemm_sm90.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/ptx_sm90.cuh"
@@ -64,8 +65,8 @@ namespace {
 
 constexpr int kThreads = 256;  // 2 warpgroups
 constexpr int kRows = 128;     // query rows a block: 64 a warpgroup
-constexpr int kBox = 64;       // a copy's box: 64 rows of 64 channels (128 bytes)
-constexpr int kBoxBytes = kBox * ptx::Sw128::kRowBytes;  // 8 KB
+using flash::kBox;  // a copy's box: 64 rows of 64 channels (flash_wgmma.cuh)
+using flash::kBoxBytes;
 constexpr int kStages = 2;
 
 // Where a block's tiles are, in bytes from the dynamic shared memory's first 1024-byte atom.
@@ -113,24 +114,18 @@ flash_forward_wgmma(AttentionShape s, float scale, const __grid_constant__ CUten
   const int tid = static_cast<int>(threadIdx.x);
   const int warpgroup = __shfl_sync(0xffffffffu, tid / 128, 0);
   const int warp = tid / 32 % 4, g = tid % 32 / 4, t = tid % 4;
-  const int bh = static_cast<int>(blockIdx.y), b = bh / static_cast<int>(s.heads),
-            h = bh % static_cast<int>(s.heads);
+  const flash::Head head(s, D);
+  const int b = head.b, h = head.h;
   const int i0 = static_cast<int>(blockIdx.x) * kRows;
   const int tiles = static_cast<int>((s.l + kBc - 1) / kBc);
-  const int q_col = h * D, k_col = static_cast<int>(s.c) + q_col,
-            v_col = k_col + static_cast<int>(s.c);
   const auto stage_landed = [&](int tile) { return q_landed + 8 * (1 + tile % kStages); };
 
   // By thread 0: K and V of `tile` into its stage, every byte counted on its barrier.
   const auto request_kv = [&](int tile) {
-    const ptx::SharedAddress stage = kv_s + (tile % kStages) * T::kStageBytes;
     const ptx::SharedAddress bar = stage_landed(tile);
     ptx::mbarrier_arrive_expect_tx(bar, T::kStageBytes);
-    for (int c = 0; c < T::kColumns; ++c) {
-      ptx::tma_load_3d(stage + c * kBoxBytes, &map, k_col + kBox * c, kBc * tile, b, bar);
-      ptx::tma_load_3d(stage + (T::kColumns + c) * kBoxBytes, &map, v_col + kBox * c,
-                       kBc * tile, b, bar);
-    }
+    flash::request_row_tiles(kv_s + (tile % kStages) * T::kStageBytes, T::kColumns, &map,
+                             head.k, &map, head.v, kBc * tile, b, bar);
   };
   if (tid == 0) {
     for (int i = 0; i <= kStages; ++i) ptx::mbarrier_init(q_landed + 8 * i, 1);
@@ -138,8 +133,8 @@ flash_forward_wgmma(AttentionShape s, float scale, const __grid_constant__ CUten
     ptx::mbarrier_arrive_expect_tx(q_landed, T::kQBytes);
     for (int c = 0; c < T::kColumns; ++c)
       for (int half = 0; half < 2; ++half)
-        ptx::tma_load_3d(q_s + c * T::kQColumnBytes + half * kBoxBytes, &map, q_col + kBox * c,
-                         i0 + kBox * half, b, q_landed);
+        ptx::tma_load_3d(q_s + c * T::kQColumnBytes + half * kBoxBytes, &map,
+                         head.q + kBox * c, i0 + kBox * half, b, q_landed);
     request_kv(0);
   }
   __syncthreads();  // the barriers' init, before anyone waits on them

@@ -46,6 +46,7 @@
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/device_info.cuh"
 #include "kernels/cuda/flash_bf16.cuh"
+#include "kernels/cuda/flash_wgmma.cuh"
 #include "kernels/cuda/gemm_sm90.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/ptx_sm90.cuh"
@@ -59,9 +60,9 @@ namespace {
 
 constexpr int kThreads = 256;  // 2 warpgroups: dv, then dk
 constexpr int kRows = 64;      // keys a block: one wgmma's rows
-constexpr int kBox = 64;       // a copy's box: 64 rows of 64 channels (128 bytes); also the
-                               // queries of a tile
-constexpr int kBoxBytes = kBox * ptx::Sw128::kRowBytes;  // 8 KB
+using flash::kBox;  // a copy's box: 64 rows of 64 channels (flash_wgmma.cuh); also the
+                   // queries of a tile
+using flash::kBoxBytes;
 constexpr int kStages = 2;
 
 // In bytes from the dynamic shared memory's first 1024-byte atom: K's D/64 columns of 64
@@ -110,25 +111,21 @@ flash_dkv_wgmma(AttentionShape s, float scale, const __grid_constant__ CUtensorM
   const int tid = static_cast<int>(threadIdx.x);
   const int warpgroup = __shfl_sync(0xffffffffu, tid / 128, 0);  // uniform: forward's note
   const int warp = tid / 32 % 4, g = tid % 32 / 4, t = tid % 4;
-  const int bh = static_cast<int>(blockIdx.y), b = bh / static_cast<int>(s.heads),
-            h = bh % static_cast<int>(s.heads);
+  const int bh = static_cast<int>(blockIdx.y);
+  const flash::Head head(s, D);
+  const int b = head.b;
   const int j0 = static_cast<int>(blockIdx.x) * kRows;
   const int keys = static_cast<int>(s.l - j0 < kRows ? s.l - j0 : kRows);
   const int tiles = static_cast<int>((s.l + kBox - 1) / kBox);
-  const int q_col = h * D, k_col = static_cast<int>(s.c) + q_col,
-            v_col = k_col + static_cast<int>(s.c);
   const auto stage_landed = [&](int tile) { return own_landed + 8 * (1 + tile % kStages); };
 
-  // By thread 0: Q and dout of query tile `tile` into its stage.
+  // By thread 0: Q and dout of query tile `tile` into its stage (dout's head columns are
+  // q's: out and dout are (B, L, C)).
   const auto request = [&](int tile) {
-    const ptx::SharedAddress stage = stages + (tile % kStages) * T::kStageBytes;
     const ptx::SharedAddress bar = stage_landed(tile);
     ptx::mbarrier_arrive_expect_tx(bar, T::kTileBytes);
-    for (int c = 0; c < T::kColumns; ++c) {
-      ptx::tma_load_3d(stage + c * kBoxBytes, &qkv_map, q_col + kBox * c, kBox * tile, b, bar);
-      ptx::tma_load_3d(stage + (T::kColumns + c) * kBoxBytes, &dout_map, q_col + kBox * c,
-                       kBox * tile, b, bar);
-    }
+    flash::request_row_tiles(stages + (tile % kStages) * T::kStageBytes, T::kColumns, &qkv_map,
+                             head.q, &dout_map, head.q, kBox * tile, b, bar);
   };
   // By threads 0..63: the tile's lse (base 2: P = exp2(s scale log2 e - lse log2 e)) and
   // delta into its stage, 0 past L.
@@ -143,10 +140,8 @@ flash_dkv_wgmma(AttentionShape s, float scale, const __grid_constant__ CUtensorM
     for (int i = 0; i <= kStages; ++i) ptx::mbarrier_init(own_landed + 8 * i, 1);
     ptx::fence_mbarrier_init();
     ptx::mbarrier_arrive_expect_tx(own_landed, T::kOwnBytes);
-    for (int c = 0; c < T::kColumns; ++c) {
-      ptx::tma_load_3d(k_s + c * kBoxBytes, &qkv_map, k_col + kBox * c, j0, b, own_landed);
-      ptx::tma_load_3d(v_s + c * kBoxBytes, &qkv_map, v_col + kBox * c, j0, b, own_landed);
-    }
+    flash::request_row_tiles(k_s, T::kColumns, &qkv_map, head.k, &qkv_map, head.v, j0, b,
+                             own_landed);  // K's columns, then V's (v_s)
     request(0);
   }
   stage_stats(0);
@@ -262,7 +257,8 @@ flash_dkv_wgmma(AttentionShape s, float scale, const __grid_constant__ CUtensorM
 
   // dk (warpgroup 1) or dv (0) of the warp's keys, rows g and g + 8, into dqkv.
   const int64_t stride = 3 * s.c;
-  uint16_t* const rows = dqkv + (int64_t{b} * s.l + j0) * stride + (warpgroup == 1 ? k_col : v_col);
+  uint16_t* const rows =
+      dqkv + (int64_t{b} * s.l + j0) * stride + (warpgroup == 1 ? head.k : head.v);
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int key = 16 * warp + g + 8 * r;

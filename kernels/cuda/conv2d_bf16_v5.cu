@@ -554,15 +554,24 @@ conv_gemm_wgmma_ws(int64_t m, int64_t n, int64_t k, int64_t k_slice,
     return;
   }
   const int tid = static_cast<int>(threadIdx.x) - 128;  // 0..255, as in the plain kernel
+  // d is zeroed only where no product runs (an empty slice): the first stage's products
+  // start from zero themselves (accumulate false). Zeroed ahead of the loop, as in the GEMM,
+  // ptxas serialized every wgmma of the loop here (its C7515 note: "non wgmma instructions
+  // defining accumulator registers ... between start and end of the pipeline stage"), a
+  // wait after each of them, where the GEMM's loop keeps a stage in flight.
+  // Build.TunedKernelsSpillNothingOnSm90 fails on that note now.
   float d[1][64];
-  for (float& v : d[0]) v = 0.0f;
-  for (int t = 0; t < slice.tiles; ++t) {
-    landed.wait(t);
-    sm90::multiply_stage<kMajorOf<LoadA>, kMajorOf<LoadB>, 1>(
-        d, tiles + (t % kRing) * sm90::kStageBytes, tid / 128, t > 0);
-    if (t > 0) ptx::mbarrier_arrive(released.of(t - 1));  // tile t-1's products are done
+  if (slice.tiles == 0) {
+    for (float& v : d[0]) v = 0.0f;
+  } else {
+    for (int t = 0; t < slice.tiles; ++t) {
+      landed.wait(t);
+      sm90::multiply_stage<kMajorOf<LoadA>, kMajorOf<LoadB>, 1>(
+          d, tiles + (t % kRing) * sm90::kStageBytes, tid / 128, t > 0);
+      if (t > 0) ptx::mbarrier_arrive(released.of(t - 1));  // tile t-1's products are done
+    }
+    sm90::finish(d);
   }
-  sm90::finish(d);
   hand_over_tile(d, tid, row0, col0, m, n, epilogue, planes);
 #endif
 }

@@ -34,6 +34,15 @@ print(-1 if spilled or not kernels else len(kernels))
 PY
   ) || fail "reading ptxas's report of $f.cu"
   [ "$n" -gt 0 ] || fail "$f.cu: kernels spill on sm_90 (above), or ptxas reported none"
+  # ptxas serializing a kernel's wgmma (C7515: a non-wgmma instruction writes accumulators
+  # while products are in flight; C7519: it injects a warpgroup.arrive before a wgmma to
+  # use registers): each wgmma then waits for the one before, and the tensor cores idle.
+  # (C7517, a warpgroup.wait on mbarrier_wait's trap path, costs nothing: ptx_sm90.cuh.)
+  if grep -qE "C7515|C7519" "$work/$f.log"; then
+    grep -E "C7515|C7519" "$work/$f.log" | sed 's/ in the function.*//; s/ in function.*//' |
+      sort | uniq -c
+    fail "$f.cu: ptxas serializes wgmma instructions (above)"
+  fi
   total=$((total + n))
 done
-echo "PASS: no spills in $total sm_90 kernels"
+echo "PASS: no spills in $total sm_90 kernels, and no wgmma serialized"

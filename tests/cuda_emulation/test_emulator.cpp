@@ -889,43 +889,56 @@ __global__ void wgmma_once(const float* a, const float* b, const float* d0, bool
 
 constexpr size_t kWgmmaSmem = 1024 + 64 * 128 + 128 * 128;
 
-// Small integers, so every sum is exact: d[4j + i] of thread (warp w, g = lane / 4,
-// t = lane % 4) must be D[16w + g + 8 (i / 2)][8j + 2t + i % 2], D = a b^T (+ d0), which is
-// ptx_sm90.cuh's statement of the PTX ISA's accumulator layout, checked here on its own;
+// Operands of small integers, so every sum is exact: a (64 x 16), b (n x 16), d0 (n / 2
+// floats a thread of 128), row-major.
+struct SmallOperands {
+  std::vector<float> a, b, d0;
+  SmallOperands(int n, unsigned seed) : a(64 * 16), b(n * 16), d0(128 * n / 2) {
+    std::mt19937 rng(seed);
+    std::uniform_int_distribution<int> small(-4, 4);
+    for (auto* v : {&a, &b, &d0})
+      for (float& x : *v) x = float(small(rng));
+  }
+};
+
+// Every thread's n / 2 accumulators `got` against D = a b^T (+ d0): d[4j + i] of thread
+// (warp w, g = lane / 4, t = lane % 4) must be D[16w + g + 8 (i / 2)][8j + 2t + i % 2],
+// ptx_sm90.cuh's statement of the PTX ISA's accumulator layout.
+void expect_accumulators(int n, const SmallOperands& x, const std::vector<float>& got,
+                         bool accumulate) {
+  int wrong = 0;
+  for (int tid = 0; tid < 128; ++tid) {
+    const int w = tid / 32, g = tid % 32 / 4, t = tid % 4;
+    for (int j = 0; j < n / 8; ++j)
+      for (int i = 0; i < 4; ++i) {
+        const int row = 16 * w + g + 8 * (i / 2), col = 8 * j + 2 * t + i % 2;
+        const int at = tid * n / 2 + 4 * j + i;
+        float want = accumulate ? x.d0[at] : 0.0f;
+        for (int k = 0; k < 16; ++k) want += x.a[row * 16 + k] * x.b[col * 16 + k];
+        if (got[at] != want && wrong++ < 5)
+          ADD_FAILURE() << "thread " << tid << " d[" << 4 * j + i << "] = " << got[at] << ", D["
+                        << row << "][" << col << "] = " << want
+                        << (accumulate ? " (accumulating)" : "");
+      }
+  }
+}
+
+// The m64n128k16 product's accumulators (expect_accumulators), checked here on their own;
 // for every pair of operand layouts (the trans bits; MN-major b has its second panel of 64
 // n at the leading byte offset), written by TileLayout and read through the descriptors.
 template <Major kA, Major kB>
 void check_wgmma_product() {
   SCOPED_TRACE(testing::Message() << "a " << (kA == Major::K ? "K" : "MN") << "-major, b "
                                   << (kB == Major::K ? "K" : "MN") << "-major");
-  std::mt19937 rng(7);
-  std::uniform_int_distribution<int> small(-4, 4);
-  std::vector<float> a(64 * 16), b(128 * 16), d0(128 * 64);
-  for (float& v : a) v = float(small(rng));
-  for (float& v : b) v = float(small(rng));
-  for (float& v : d0) v = float(small(rng));
-  DeviceBuffer<float> da(a.size()), db(b.size()), dd0(d0.size()), out(d0.size());
-  da.set(a);
-  db.set(b);
-  dd0.set(d0);
+  const SmallOperands x(128, 7);
+  DeviceBuffer<float> da(x.a.size()), db(x.b.size()), dd0(x.d0.size()), out(x.d0.size());
+  da.set(x.a);
+  db.set(x.b);
+  dd0.set(x.d0);
   for (const bool accumulate : {false, true}) {
     DDPM_LAUNCH((wgmma_once<kA, kB>), 1, 128, kWgmmaSmem)(da.ptr, db.ptr, dd0.ptr, accumulate,
                                                           WgmmaFault::None, out.ptr);
-    const std::vector<float> got = out.get();
-    int wrong = 0;
-    for (int tid = 0; tid < 128; ++tid) {
-      const int w = tid / 32, g = tid % 32 / 4, t = tid % 4;
-      for (int j = 0; j < 16; ++j)
-        for (int i = 0; i < 4; ++i) {
-          const int row = 16 * w + g + 8 * (i / 2), col = 8 * j + 2 * t + i % 2;
-          float want = accumulate ? d0[tid * 64 + 4 * j + i] : 0.0f;
-          for (int k = 0; k < 16; ++k) want += a[row * 16 + k] * b[col * 16 + k];
-          if (got[tid * 64 + 4 * j + i] != want && wrong++ < 5)
-            ADD_FAILURE() << "thread " << tid << " d[" << 4 * j + i << "] = "
-                          << got[tid * 64 + 4 * j + i] << ", D[" << row << "][" << col
-                          << "] = " << want << (accumulate ? " (accumulating)" : "");
-        }
-    }
+    expect_accumulators(128, x, out.get(), accumulate);
   }
 }
 
@@ -1004,34 +1017,15 @@ template <Major kB>
 void check_wgmma_n64_product(bool from_registers) {
   SCOPED_TRACE(testing::Message() << "A from " << (from_registers ? "registers" : "shared memory")
                                   << ", b " << (kB == Major::K ? "K" : "MN") << "-major");
-  std::mt19937 rng(11);
-  std::uniform_int_distribution<int> small(-4, 4);
-  std::vector<float> a(64 * 16), b(64 * 16), d0(128 * 32);
-  for (float& v : a) v = float(small(rng));
-  for (float& v : b) v = float(small(rng));
-  for (float& v : d0) v = float(small(rng));
-  DeviceBuffer<float> da(a.size()), db(b.size()), dd0(d0.size()), out(d0.size());
-  da.set(a);
-  db.set(b);
-  dd0.set(d0);
+  const SmallOperands x(64, 11);
+  DeviceBuffer<float> da(x.a.size()), db(x.b.size()), dd0(x.d0.size()), out(x.d0.size());
+  da.set(x.a);
+  db.set(x.b);
+  dd0.set(x.d0);
   for (const bool accumulate : {false, true}) {
     DDPM_LAUNCH((wgmma_n64_once<kB>), 1, 128, kWgmmaSmem)(da.ptr, db.ptr, dd0.ptr, accumulate,
                                                           from_registers, false, out.ptr);
-    const std::vector<float> got = out.get();
-    int wrong = 0;
-    for (int tid = 0; tid < 128; ++tid) {
-      const int w = tid / 32, g = tid % 32 / 4, t = tid % 4;
-      for (int j = 0; j < 8; ++j)
-        for (int i = 0; i < 4; ++i) {
-          const int row = 16 * w + g + 8 * (i / 2), col = 8 * j + 2 * t + i % 2;
-          float want = accumulate ? d0[tid * 32 + 4 * j + i] : 0.0f;
-          for (int k = 0; k < 16; ++k) want += a[row * 16 + k] * b[col * 16 + k];
-          if (got[tid * 32 + 4 * j + i] != want && wrong++ < 5)
-            ADD_FAILURE() << "thread " << tid << " d[" << 4 * j + i << "] = "
-                          << got[tid * 32 + 4 * j + i] << ", D[" << row << "][" << col
-                          << "] = " << want << (accumulate ? " (accumulating)" : "");
-        }
-    }
+    expect_accumulators(64, x, out.get(), accumulate);
   }
 }
 
