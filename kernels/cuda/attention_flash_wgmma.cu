@@ -108,11 +108,8 @@ flash_forward_wgmma(AttentionShape s, float scale, const __grid_constant__ CUten
   const ptx::SharedAddress kv_s = q_s + T::kQBytes;
   const ptx::SharedAddress q_landed = q_s + T::kBarriers;  // then stage st's at + 8 (1 + st)
 
-  // warpgroup: the same in every lane of a warp, which the compiler sees only through a
-  // shuffle from lane 0; then what is computed from it (Q's descriptor) stays in the
-  // uniform registers HGMMA reads descriptors from (CUTLASS does the same)
   const int tid = static_cast<int>(threadIdx.x);
-  const int warpgroup = __shfl_sync(0xffffffffu, tid / 128, 0);
+  const int warpgroup = sm90::uniform_warpgroup(tid);  // Q's descriptor in uniform registers
   const int warp = tid / 32 % 4, g = tid % 32 / 4, t = tid % 4;
   const flash::Head head(s, D);
   const int b = head.b, h = head.h;

@@ -109,7 +109,7 @@ flash_dkv_wgmma(AttentionShape s, float scale, const __grid_constant__ CUtensorM
   };
 
   const int tid = static_cast<int>(threadIdx.x);
-  const int warpgroup = __shfl_sync(0xffffffffu, tid / 128, 0);  // uniform: forward's note
+  const int warpgroup = sm90::uniform_warpgroup(tid);
   const int warp = tid / 32 % 4, g = tid % 32 / 4, t = tid % 4;
   const int bh = static_cast<int>(blockIdx.y);
   const flash::Head head(s, D);

@@ -485,7 +485,7 @@ conv_gemm_wgmma(int64_t m, int64_t n, int64_t k, int64_t k_slice, const __grid_c
   float d[kSub][64];
   for (auto& sub : d)
     for (float& v : sub) v = 0.0f;
-  const int warpgroup = tid / 128;
+  const int warpgroup = sm90::uniform_warpgroup(tid);
   for (int t = 0; t < slice.tiles; ++t) {
     ptx::cp_async_wait<kRing - 3>();  // tile t has landed (this thread's chunks)
     ptx::fence_proxy_async_shared();  // ... where the tensor cores read
@@ -554,6 +554,7 @@ conv_gemm_wgmma_ws(int64_t m, int64_t n, int64_t k, int64_t k_slice,
     return;
   }
   const int tid = static_cast<int>(threadIdx.x) - 128;  // 0..255, as in the plain kernel
+  const int warpgroup = sm90::uniform_warpgroup(tid);
   // d is zeroed only where no product runs (an empty slice): the first stage's products
   // start from zero themselves (accumulate false). Zeroed ahead of the loop, as in the GEMM,
   // ptxas serialized every wgmma of the loop here (its C7515 note: "non wgmma instructions
@@ -567,7 +568,7 @@ conv_gemm_wgmma_ws(int64_t m, int64_t n, int64_t k, int64_t k_slice,
     for (int t = 0; t < slice.tiles; ++t) {
       landed.wait(t);
       sm90::multiply_stage<kMajorOf<LoadA>, kMajorOf<LoadB>, 1>(
-          d, tiles + (t % kRing) * sm90::kStageBytes, tid / 128, t > 0);
+          d, tiles + (t % kRing) * sm90::kStageBytes, warpgroup, t > 0);
       if (t > 0) ptx::mbarrier_arrive(released.of(t - 1));  // tile t-1's products are done
     }
     sm90::finish(d);

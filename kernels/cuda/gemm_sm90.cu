@@ -153,7 +153,7 @@ gemm_bf16_sm90_kernel(int64_t m, int64_t n, int64_t k, const uint16_t* a, const 
   const int64_t m0 = static_cast<int64_t>(blockIdx.y) * kTile;
   const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kTile;
   const int k_tiles = static_cast<int>((k + kTileK - 1) / kTileK);
-  const int warpgroup = static_cast<int>(threadIdx.x) / 128;
+  const int warpgroup = sm90::uniform_warpgroup(static_cast<int>(threadIdx.x));
 
   auto request = [&](int tile) {
     if (tile < k_tiles) {
@@ -194,7 +194,7 @@ gemm_bf16_sm90_tma_kernel(int64_t m, int64_t n, int64_t k,
   const sm90::StageBarriers<kRing> landed(tiles);
   const int m0 = static_cast<int>(blockIdx.y) * kTile, n0 = static_cast<int>(blockIdx.x) * kTile;
   const int k_tiles = static_cast<int>((k + kTileK - 1) / kTileK);
-  const int warpgroup = static_cast<int>(threadIdx.x) / 128;
+  const int warpgroup = sm90::uniform_warpgroup(static_cast<int>(threadIdx.x));
   const bool loader = threadIdx.x == 0;
 
   if (loader) landed.init();
@@ -252,7 +252,7 @@ gemm_bf16_sm90_ws_kernel(int64_t m, int64_t n, int64_t k,
     return;
   }
   const int tid = static_cast<int>(threadIdx.x) - 128;  // 0..255, as in the kernels above
-  const int warpgroup = tid / 128;
+  const int warpgroup = sm90::uniform_warpgroup(tid);
   float d[64];
   for (float& v : d) v = 0.0f;
   for (int t = 0; t < k_tiles; ++t) {

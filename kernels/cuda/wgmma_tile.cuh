@@ -157,6 +157,15 @@ __device__ void tma_tile(ptx::SharedAddress dst, const CUtensorMap* map, int mn0
 
 #if DDPM_HAS_SM90A_WGMMA
 
+// The warpgroup thread `tid` is in (tid / 128), as a value the compiler knows to be the same
+// in every lane of the warp: a shuffle from lane 0. What is computed from it, A's
+// descriptors, then stays in the uniform registers wgmma reads them from; from tid / 128 they
+// were built in each thread's registers and moved over (R2UR) for every instruction.
+// (CUTLASS's canonical_warp_group_idx does the same.)
+__device__ __forceinline__ int uniform_warpgroup(int tid) {
+  return __shfl_sync(0xffffffffu, tid / 128, 0);
+}
+
 // Stage s's A tile, at first_stage(...) + s kStageBytes (its B tile kTileBytes on).
 __device__ __forceinline__ ptx::SharedAddress first_stage(const void* dynamic_shared) {
   constexpr int kAtom = ptx::Sw128::kAtomBytes;
