@@ -1,11 +1,12 @@
 // How the attention op runs on bf16 activations, per shape: the flash pair (dq in the dq
 // kernel, or dq by cuBLAS's GEMM from dS kept in memory), cuBLAS's GEMMs with the L x L
-// matrices in memory, or on Hopper the flash pair on wgmma (attention.cuh has each). By a rule (attention_gemm_bf16_pays,
-// attention_flash_bf16_dq_by_gemm_pays: arithmetic from one H200 run's rows), or, with
-// `cuda_autotune` on, timed: each path that can run the shape, forward and backward, once
-// on its first use, the fastest kept and the times printed, as conv2d_autotune.cuh does for
-// the convolutions. The rule's cut-offs were set from FLOP and byte counts, not from
-// timings of these very kernels on the GPU at hand; the timing is.
+// matrices in memory, or on Hopper the flash pair on wgmma (attention.cuh has each). By a
+// rule (attention_gemm_bf16_pays, attention_flash_bf16_dq_by_gemm_pays: arithmetic from
+// one H200 run's rows), or, with `cuda_autotune` on, timed: each path that can run the
+// shape, forward and backward, once on its first use, the fastest kept and the times
+// printed, as conv2d_autotune.cuh does for the convolutions. The rule's cut-offs were set
+// from FLOP and byte counts, not from timings of these very kernels on the GPU at hand; the
+// timing is.
 #pragma once
 
 #include "kernels/shapes.h"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The tuned kernels (conv v4 and v5, the direct few-output convolutions, the bf16 flash pair
-# and the flash pair on wgmma, group norm's four mappings, the wgmma GEMM) compiled for sm_90, the GPUs they are tuned for
-# (sm_90a for the files with wgmma kernels, as CMake builds them): ptxas must report no
-# spill stores or loads in any of them. docs/kernels.md gives their registers as
+# and the flash pair on wgmma, group norm's four mappings, the wgmma GEMM) compiled for
+# sm_90, the GPUs they are tuned for (sm_90a for the files with wgmma kernels, as CMake
+# builds them): ptxas must report no spill stores or loads in any of them. docs/kernels.md gives their registers as
 # spill-free; a change that pushes one past its register budget (the launch bounds' minimum
 # blocks, or 255) fails here, on a machine without a GPU, not as local-memory traffic in a
 # GPU session's timings (scripts/sass_loops.py shows the loop).
