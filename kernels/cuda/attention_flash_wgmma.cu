@@ -176,25 +176,12 @@ flash_forward_wgmma(AttentionShape s, float scale, const __grid_constant__ CUten
 
     flash::softmax_tile(sc, keys, t, scale_log2, m, l, o);
 
-    // O += P V: P's four 16-key chunks as A fragments, V's panel p (channels 64p..) as B.
+    // O += P V: P's four 16-key chunks as A fragments, V's panel p (channels 64p..) as B;
+    // waited for before O is rescaled, and before the stage is reused.
     uint32_t p[kNT / 2][4];
 #pragma unroll
     for (int kc = 0; kc < kNT / 2; ++kc) flash::p_fragment(sc, kc, p[kc]);
-    float(&o_acc)[4 * kDT] = reinterpret_cast<float(&)[4 * kDT]>(o);
-    ptx::wgmma_fence_operands(o_acc);
-    ptx::wgmma_fence();
-#pragma unroll
-    for (int panel = 0; panel < T::kColumns; ++panel)
-#pragma unroll
-      for (int kc = 0; kc < kNT / 2; ++kc)
-        ptx::wgmma_m64n64k16_bf16_rs<Major::MN>(  // 16 keys: two 8-row atoms of a panel
-            reinterpret_cast<float(&)[32]>(o[8 * panel]), p[kc],
-            Sw128::moved(v_tile, panel * MNMajor::kPanelBytes + 2 * Sw128::kAtomBytes * kc),
-            true);
-    ptx::wgmma_commit_group();
-    ptx::wgmma_wait_group<0>();  // before O is rescaled, and before the stage is reused
-    ptx::wgmma_fence_operands(o_acc);
-    ptx::wgmma_fence_operands(reinterpret_cast<uint32_t(&)[2 * kNT]>(p));
+    flash::accumulate_panels<T::kColumns>(o, p, v_tile);
   }
 
   flash::store_output(s, o, l, m, scale, i0 + 64 * warpgroup + 16 * warp + g, b, h, t, out,

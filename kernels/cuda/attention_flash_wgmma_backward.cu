@@ -157,7 +157,6 @@ flash_dkv_wgmma(AttentionShape s, float scale, const __grid_constant__ CUtensorM
   const uint64_t b_desc = MNMajor::descriptor(warpgroup == 1 ? stages : o_at, 0, 0);
   const float scale_log2 = scale * flash::kLog2e;
   float acc[kDT][4] = {};  // dv (warpgroup 0) or dk (1): rows g, g + 8 of the warp's keys
-  float(&acc_flat)[4 * kDT] = reinterpret_cast<float(&)[4 * kDT]>(acc);
   ptx::mbarrier_wait(own_landed, 0);
 
   // The loop over the query tiles, as the warpgroup's role has it (kDk: dk and dS^T; else
@@ -233,23 +232,9 @@ flash_dkv_wgmma(AttentionShape s, float scale, const __grid_constant__ CUtensorM
               *reinterpret_cast<uint32_t*>(rows + key * ds_ld + query) = a[kc][e];
           }
       }
-      // dv += P^T dout or dk += dS^T Q: B = the tile of dout or Q, MN-major, panel p's 16
-      // queries (two 8-row atoms) at kc.
-      const uint64_t b_tile = Sw128::moved(b_desc, stage_bytes);
-      ptx::wgmma_fence_operands(acc_flat);
-      ptx::wgmma_fence();
-#pragma unroll
-      for (int panel = 0; panel < T::kColumns; ++panel)
-#pragma unroll
-        for (int kc = 0; kc < kNT / 2; ++kc)
-          ptx::wgmma_m64n64k16_bf16_rs<Major::MN>(
-              reinterpret_cast<float(&)[32]>(acc[8 * panel]), a[kc],
-              Sw128::moved(b_tile, panel * MNMajor::kPanelBytes + 2 * Sw128::kAtomBytes * kc),
-              true);
-      ptx::wgmma_commit_group();
-      ptx::wgmma_wait_group<0>();  // before the stage is reused
-      ptx::wgmma_fence_operands(acc_flat);
-      ptx::wgmma_fence_operands(reinterpret_cast<uint32_t(&)[2 * kNT]>(a));
+      // dv += P^T dout or dk += dS^T Q (B: the tile of dout or Q, MN-major), waited for
+      // before the stage is reused.
+      flash::accumulate_panels<T::kColumns>(acc, a, Sw128::moved(b_desc, stage_bytes));
     }
   };
   if (warpgroup == 1) tiles_loop(std::true_type{});
