@@ -418,6 +418,14 @@ with open(os.path.join(out, "report.md"), "w") as f:
                 + read("ncu-banks-" + name + ".csv")[:20000] + "\n```\n")
     f.write("\n## Training benchmark (CIFAR-10 model, batch 128, 30 steps; fp32, tf32, bf16)\n```\n" + read("train.log") + "\n```\n")
     f.write("\n## PyTorch, same model and step (scripts/pytorch_reference.py; fp32, TF32, bf16 autocast)\n```\n" + read("pytorch.log") + "\n```\n")
+    # every candidate an autotuner left out, in any training run: its output was not the
+    # reference's on this GPU (kernels/cuda/autotune_check.cuh), so the kernel is wrong here
+    logs = sorted(n for n in os.listdir(out) if n.startswith("train-") and n.endswith(".log"))
+    left_out = [n + ": " + l for n in logs for l in read(n).splitlines()
+                if "autotune:" in l and (" left out (" in l or " kept untimed (" in l)]
+    f.write("\n## Autotune candidates left out: output not the reference's on this GPU "
+            "(%d training logs read)\n```\n" % len(logs) + ("\n".join(left_out) or "(none)")
+            + "\n```\n")
     # what cuda_conv=auto and cuda_autotune chose, per layer and pass, with their times
     chosen = [l for l in read("train-auto-bf16.log").splitlines()
               if l.startswith(("conv autotune:", "attention autotune:"))]

@@ -198,8 +198,9 @@ TEST(CudaConvCudnn, IsDeterministicAndAccumulates) {
 // shape, timing every candidate of the precision's math and naming one; a second run of the
 // same shapes tunes nothing), and whichever it picked, the op is the CPU reference within the
 // loosest bound of the candidates: in bf16 cuDNN bf16's (above; v4 on the CPU's rounded
-// operands is within fp32 summation), in fp32 cuDNN fp32's (above; v2 and v4 on bf16x6
-// pieces within fp32 summation and their products' 2^-23).
+// operands is within fp32 summation), in TF32 cuDNN TF32's (v4's TF32 products round the
+// same operands), in fp32 cuDNN fp32's (above; v2 and v4 on bf16x6 pieces within fp32
+// summation and their products' 2^-23).
 TEST(CudaConvCudnn, AutoPicksOneVerifiedKernelPerPassOnce) {
   REQUIRE_GPU();
   PrecisionRestorer restore;
@@ -212,6 +213,7 @@ TEST(CudaConvCudnn, AutoPicksOneVerifiedKernelPerPassOnce) {
   };
   const std::vector<Math> maths = {
       {Precision::BF16, 6e-3, "auto bf16", {"v4 bf16", "cuDNN bf16"}},
+      {Precision::TF32, 4e-3, "auto tf32", {"cuDNN TF32", "v4 TF32"}},
       {Precision::F32, 2e-3, "auto fp32", {"v2 tiled", "v4 fp32 on bf16x6", "cuDNN fp32"}}};
   std::vector<test::ConvCase> cases = test::conv_cases();
   cases.resize(3);
@@ -239,9 +241,9 @@ TEST(CudaConvCudnn, AutoPicksOneVerifiedKernelPerPassOnce) {
         const std::string choice = printed.substr(at, printed.find('\n', at) - at);
         bool named = false;
         for (const std::string& candidate : m.candidates) {
-          // each candidate timed (cuDNN unless it cannot run the shape), one of them chosen
-          const bool timed = choice.find(": " + candidate + " ") != std::string::npos ||
-                             choice.find(", " + candidate + " ") != std::string::npos;
+          // each candidate checked and timed (cuDNN unless it cannot run the shape), one
+          // of them chosen
+          const bool timed = test::autotune_timed(choice, candidate);
           EXPECT_TRUE(timed || (candidate.rfind("cuDNN", 0) == 0 &&
                                 choice.find("cuDNN cannot run it") != std::string::npos))
               << candidate << " in: " << choice;
@@ -260,8 +262,10 @@ TEST(CudaConvCudnn, AutoPicksOneVerifiedKernelPerPassOnce) {
 // picked v4 (0.244 ms) over cuDNN (0.303 ms), where on bf16 activations cuDNN takes 0.079 ms
 // and v4 0.199 (docs/gpu-runs/2026-12-04): the conversions of the fp32 path decided it.
 // Checked by the launches counted: the first auto call of a pass fills its scratch (w, the
-// copy, x, dy: 4 launches), runs each candidate 1 + kAutotuneTimedRuns times (a warm-up and
-// the timed runs: 5 on a GPU, 1 emulated), then runs the one it chose, each run as many
+// copy, x, dy: 4 launches), runs each candidate kAutotuneWarmUps + kAutotuneTimedRuns times
+// (the checked run, a warm-up on a GPU, and the timed runs: 1 + 5 on a GPU, 0 + 1 emulated,
+// where the checked run is the timed one) and compares its output with the reference's (1
+// launch, kernels/cuda/autotune_check.cuh), then runs the one it chose, each run as many
 // launches as that candidate's direct call. (A backward tunes both of its passes.) The same
 // shape on fp32 activations is tuned again, apart.
 TEST(CudaConvCudnn, AutoTimesItsCandidatesOnTheCallersOperands) {
@@ -317,9 +321,11 @@ TEST(CudaConvCudnn, AutoTimesItsCandidatesOnTheCallersOperands) {
   // (a GPU's cuDNN may have no algorithm for the shape: then v4 is the only candidate)
   const bool cudnn_runs = cuda::conv2d_cudnn_supported(s, cuda::CudnnMath::Bf16);
   const auto tuning = [&](Pass pass) {
-    return 4 + (1 + cuda::kAutotuneTimedRuns) *
-                   (direct_of(pass, ConvAlgo::Bf16TensorCore) +
-                    (cudnn_runs ? direct_of(pass, ConvAlgo::CudnnBf16) : 0));
+    const auto candidate = [&](ConvAlgo a) {
+      return (cuda::kAutotuneWarmUps + cuda::kAutotuneTimedRuns) * direct_of(pass, a) + 1;
+    };
+    return 4 + candidate(ConvAlgo::Bf16TensorCore) +
+           (cudnn_runs ? candidate(ConvAlgo::CudnnBf16) : 0);
   };
   // the candidate a printed line chose
   const auto chosen = [](const std::string& printed, const std::string& line) {

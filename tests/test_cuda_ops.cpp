@@ -24,7 +24,9 @@
 #if DDPM_WITH_CUDA
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/elementwise.h"
+#include "engine/cuda_stream.h"
 #include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/autotune_check.cuh"
 #include "kernels/cuda/column_sum_plan.h"
 #include "kernels/cuda/conv2d.cuh"
 #include "kernels/cuda/device_info.cuh"
@@ -32,6 +34,7 @@
 #include "kernels/cuda/group_norm.cuh"
 #include "kernels/cuda/linear.cuh"
 #include "kernels/cuda/resample.cuh"
+#include "tests/device_buffer.h"
 #include "tests/group_norm_version.h"
 #endif
 
@@ -1611,6 +1614,110 @@ TEST(CudaOps, BackwardZeroFillsNoActivationGradient) {
     dx.push_back(in[0].grad().to(Device::CPU).to_vector<float>());
   }
   expect_close(dx[1], dx[0], 2e-4, 2e-4, "dx");
+}
+
+// The autotuners' guard (kernels/cuda/autotune_check.cuh), with candidates of the test's
+// own: each copies a prepared output into the buffer. The reference's, one within the bound
+// (an error of 1e-3 of the largest value), one off by 0.15 of it at one element, one that
+// leaves an element unwritten and one that writes a NaN: only the first two are timed and
+// may be chosen, and the line says why each other one is not. Then: an error confined to a
+// column group is measured against that group's largest value, not the output's; under
+// Compare::Bits one bit is a difference; bf16 outputs are read as bf16; and a reference
+// whose output is not finite is kept alone, untimed.
+TEST(CudaOps, AutotunersTimeOnlyCandidatesThatComputeTheReferencesOutput) {
+  REQUIRE_GPU();
+  namespace at = cuda::autotune;
+  constexpr int64_t kN = 384;  // 12 warps' elements, over 2 blocks
+  std::vector<float> want(kN);
+  for (int64_t i = 0; i < kN; ++i) want[i] = (i % 2 ? -1.0f : 1.0f) * (1.0f + 0.1f * i);
+  const float largest = 1.0f + 0.1f * (kN - 1);
+  std::vector<std::vector<float>> variants(5, want);
+  variants[1][5] += 1e-3f * largest;
+  variants[2][300] += 0.15f * largest;
+  variants[4][100] = std::nanf("");
+  test::OnDevice<float> out(static_cast<size_t>(kN));
+  const auto copy = [&](const std::vector<float>& v, int64_t from, int64_t to) {
+    CUDA_CHECK(cudaMemcpyAsync(out.ptr + from, v.data() + from, (to - from) * sizeof(float),
+                               cudaMemcpyHostToDevice, engine_stream()));
+  };
+  const auto run = [&](size_t i) {  // candidate 3 leaves element 200 as it found it
+    if (i == 3) {
+      copy(variants[3], 0, 200);
+      copy(variants[3], 201, kN);
+    } else {
+      copy(variants[i], 0, kN);
+    }
+  };
+  {
+    const at::Check check({{out.ptr, kN, at::Compare::F32}});
+    testing::internal::CaptureStdout();
+    const std::vector<at::Timing> t = at::check_and_time(5, check, at::kSameSumsBound, run);
+    const size_t pick =
+        at::print_and_pick({"ref", "near", "off", "unwritten", "nan"}, t, at::kSameSumsBound);
+    const std::string line = testing::internal::GetCapturedStdout();
+    ASSERT_EQ(t.size(), 5u);
+    EXPECT_TRUE(t[0].kept && t[1].kept) << line;
+    EXPECT_FALSE(t[2].kept || t[3].kept || t[4].kept) << line;
+    EXPECT_EQ(t[0].error, 0.0);
+    EXPECT_NEAR(t[1].error, 1e-3, 1e-4);
+    EXPECT_NEAR(t[2].error, 0.15, 1e-3);
+    EXPECT_TRUE(std::isinf(t[3].error) && std::isinf(t[4].error));
+    EXPECT_LE(pick, 1u) << line;
+    EXPECT_NE(line.find(" off left out (error 0.15 of the largest value, bound 0.031)"),
+              std::string::npos) << line;
+    for (const char* name : {" unwritten left out (its output is not finite",
+                             " nan left out (its output is not finite"})
+      EXPECT_NE(line.find(name), std::string::npos) << line;
+    EXPECT_NE(line.find(pick == 0 ? " -> ref\n" : " -> near\n"), std::string::npos) << line;
+  }
+  {  // rows of 6 in 3 groups: the first group's values are 1e-3, the others' about 1
+    std::vector<float> grouped(kN);
+    for (int64_t i = 0; i < kN; ++i) grouped[i] = i % 6 < 2 ? 1e-3f : 1.0f + 0.01f * i;
+    std::vector<float> small_off = grouped;
+    small_off[6 * 50] += 1e-4f;  // 0.1 of its group's largest value, 1e-4 of the output's
+    const test::OnDevice<float> a(grouped), b(small_off);
+    for (int groups : {1, 3}) {
+      SCOPED_TRACE(groups);
+      test::OnDevice<float> buffer(grouped);
+      const at::Check check({{buffer.ptr, kN, at::Compare::F32, 6, groups}});
+      check.keep_as_reference();
+      CUDA_CHECK(cudaMemcpy(buffer.ptr, b.ptr, kN * sizeof(float), cudaMemcpyDeviceToDevice));
+      EXPECT_NEAR(check.error(), groups == 1 ? 1e-4 / (1.0 + 0.01 * (kN - 1)) : 0.1, 1e-5);
+    }
+  }
+  {  // bits: one ulp is a difference; the same bits are none
+    std::vector<float> one_ulp = want;
+    one_ulp[290] = std::nextafter(one_ulp[290], 100.0f);
+    test::OnDevice<float> buffer(want);
+    const test::OnDevice<float> same(want), differs(one_ulp);
+    const at::Check check({{buffer.ptr, kN, at::Compare::Bits}});
+    check.keep_as_reference();
+    EXPECT_EQ(check.error(), 0.0);
+    CUDA_CHECK(cudaMemcpy(buffer.ptr, differs.ptr, kN * sizeof(float), cudaMemcpyDeviceToDevice));
+    EXPECT_TRUE(std::isinf(check.error()));
+  }
+  {  // bf16: the elements are 16 bits; 2.0 against 2.5 at one of them is 0.2 of the largest
+    std::vector<uint16_t> bits(kN, bf16_bits_from_float(2.5f));
+    test::OnDevice<uint16_t> buffer(bits);
+    bits[kN - 1] = bf16_bits_from_float(2.0f);
+    const test::OnDevice<uint16_t> other(bits);
+    const at::Check check({{buffer.ptr, kN, at::Compare::Bf16}});
+    check.keep_as_reference();
+    CUDA_CHECK(cudaMemcpy(buffer.ptr, other.ptr, kN * sizeof(uint16_t), cudaMemcpyDeviceToDevice));
+    EXPECT_DOUBLE_EQ(check.error(), 0.2);
+  }
+  {  // a reference that is not finite: it alone, untimed
+    const at::Check check({{out.ptr, kN, at::Compare::F32}});
+    testing::internal::CaptureStdout();
+    const std::vector<at::Timing> t = at::check_and_time(
+        2, check, at::kSameSumsBound, [&](size_t i) { run(i == 0 ? 4 : 0); });
+    const size_t pick = at::print_and_pick({"ref", "fine"}, t, at::kSameSumsBound);
+    const std::string line = testing::internal::GetCapturedStdout();
+    EXPECT_EQ(pick, 0u);
+    EXPECT_TRUE(t[0].kept);
+    EXPECT_FALSE(t[1].kept);
+    EXPECT_NE(line.find(" ref kept untimed (its output is not finite"), std::string::npos) << line;
+  }
 }
 #endif
 

@@ -148,4 +148,18 @@ void expect_error(F&& f, std::initializer_list<const char*> parts) {
   }
 }
 
+// Whether an autotuner's line (kernels/cuda/autotune_check.cuh's format) timed the
+// candidate `name`: "NAME 0.123 ms" after ": " or ", ", where one it left out reads "NAME
+// left out (...)" and a reference it could not check "NAME kept untimed (...)".
+inline bool autotune_timed(const std::string& line, const std::string& name) {
+  for (const char* before : {": ", ", "}) {
+    const std::string entry = before + name + " ";
+    for (size_t at = line.find(entry); at != std::string::npos; at = line.find(entry, at + 1)) {
+      const size_t next = at + entry.size();
+      if (next < line.size() && line[next] >= '0' && line[next] <= '9') return true;
+    }
+  }
+  return false;
+}
+
 }  // namespace ddpm::test

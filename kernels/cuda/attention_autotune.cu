@@ -1,10 +1,11 @@
 // The per-shape choice of attention_autotune.cuh. The candidates run through the same entry
 // points the op calls (attention.cuh), the forward, then for training the backward (the
 // first contribution to dqkv written outright, as a step's is), on scratch buffers filled
-// with a fixed pattern (autotune_timing.cuh): qkv and dout bf16, out, lse, delta and the
-// paths' own matrices as the op allocates them. The key is the whole shape (batch, length,
-// channels, heads) and whether a backward follows.
-#include <algorithm>
+// with a fixed pattern (autotune_scratch.cuh): qkv and dout bf16, out, lse, delta and the
+// paths' own matrices as the op allocates them. Each candidate's first run is checked
+// against the first's, the mma.sync flash pair (autotune_check.cuh): out, or for training
+// dqkv, within kSameSumsBound of the largest value of each of its thirds. The key is the
+// whole shape (batch, length, channels, heads) and whether a backward follows.
 #include <array>
 #include <cstdio>
 #include <map>
@@ -13,7 +14,8 @@
 
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/attention_autotune.cuh"
-#include "kernels/cuda/autotune_timing.cuh"
+#include "kernels/cuda/autotune_check.cuh"
+#include "kernels/cuda/autotune_scratch.cuh"
 #include "kernels/cuda/gemm_sm90.cuh"
 
 namespace ddpm::cuda {
@@ -52,42 +54,44 @@ AttentionBf16Path tune(const AttentionShape& s, bool backward) {
       p(halves(matrices)), scores(matrices), dp(matrices), ds_gemm(halves(matrices));
   qkv.filled<uint16_t>(rows * 3 * s.c);
   dout.filled<uint16_t>(rows * s.c);
-  std::vector<double> ms;
-  for (AttentionBf16Path path : candidates) {
-    ms.push_back(autotune::median_ms([&] {
-      if (path == AttentionBf16Path::Gemm) {
-        attention_gemm_forward(s, qkv.get<uint16_t>(), out.get<uint16_t>(), nullptr,
-                               p.get<uint16_t>(), scores.get());
-        if (backward)
-          attention_gemm_backward(s, qkv.get<uint16_t>(), p.get<uint16_t>(),
-                                  dout.get<uint16_t>(), dqkv.get<uint16_t>(), dp.get(),
-                                  ds_gemm.get<uint16_t>(), GradWrite::Assign);
-      } else if (path == AttentionBf16Path::FlashWgmma) {
-        attention_flash_wgmma_forward(s, qkv.get<uint16_t>(), out.get<uint16_t>(), lse.get());
-        if (backward)
-          attention_flash_wgmma_backward(s, qkv.get<uint16_t>(), out.get<uint16_t>(), lse.get(),
-                                         dout.get<uint16_t>(), dqkv.get<uint16_t>(),
-                                         delta.get(), ds_flash.get<uint16_t>(),
-                                         GradWrite::Assign);
-      } else {
-        attention_flash_bf16_forward(s, qkv.get<uint16_t>(), out.get<uint16_t>(), lse.get());
-        if (backward)
-          attention_flash_bf16_backward(
-              s, qkv.get<uint16_t>(), out.get<uint16_t>(), lse.get(), dout.get<uint16_t>(),
-              dqkv.get<uint16_t>(), delta.get(), GradWrite::Assign,
-              path == AttentionBf16Path::FlashDqByGemm ? ds_flash.get<uint16_t>() : nullptr);
-      }
-    }));
-  }
-  const size_t best = static_cast<size_t>(std::min_element(ms.begin(), ms.end()) - ms.begin());
+  // out (a forward alone), or dqkv (its q, k and v thirds each held to its own scale;
+  // assigned: nvcc 13.0's front end crashed on a conditional expression of these aggregates)
+  autotune::Output checked{out.get(), rows * s.c, autotune::Compare::Bf16};
+  if (backward) checked = {dqkv.get(), rows * 3 * s.c, autotune::Compare::Bf16, 3 * s.c, 3};
+  const autotune::Check check({checked});
+  const auto run = [&](size_t i) {
+    const AttentionBf16Path path = candidates[i];
+    if (path == AttentionBf16Path::Gemm) {
+      attention_gemm_forward(s, qkv.get<uint16_t>(), out.get<uint16_t>(), nullptr,
+                             p.get<uint16_t>(), scores.get());
+      if (backward)
+        attention_gemm_backward(s, qkv.get<uint16_t>(), p.get<uint16_t>(), dout.get<uint16_t>(),
+                                dqkv.get<uint16_t>(), dp.get(), ds_gemm.get<uint16_t>(),
+                                GradWrite::Assign);
+    } else if (path == AttentionBf16Path::FlashWgmma) {
+      attention_flash_wgmma_forward(s, qkv.get<uint16_t>(), out.get<uint16_t>(), lse.get());
+      if (backward)
+        attention_flash_wgmma_backward(s, qkv.get<uint16_t>(), out.get<uint16_t>(), lse.get(),
+                                       dout.get<uint16_t>(), dqkv.get<uint16_t>(), delta.get(),
+                                       ds_flash.get<uint16_t>(), GradWrite::Assign);
+    } else {
+      attention_flash_bf16_forward(s, qkv.get<uint16_t>(), out.get<uint16_t>(), lse.get());
+      if (backward)
+        attention_flash_bf16_backward(
+            s, qkv.get<uint16_t>(), out.get<uint16_t>(), lse.get(), dout.get<uint16_t>(),
+            dqkv.get<uint16_t>(), delta.get(), GradWrite::Assign,
+            path == AttentionBf16Path::FlashDqByGemm ? ds_flash.get<uint16_t>() : nullptr);
+    }
+  };
+  const std::vector<autotune::Timing> timings =
+      autotune::check_and_time(candidates.size(), check, autotune::kSameSumsBound, run);
   std::printf("attention autotune: batch %lld, length %lld, %lld channels, %lld heads (%s):",
               static_cast<long long>(s.b), static_cast<long long>(s.l),
               static_cast<long long>(s.c), static_cast<long long>(s.heads),
               backward ? "forward + backward" : "forward");
-  for (size_t i = 0; i < candidates.size(); ++i)
-    std::printf("%s %s %.3f ms", i ? "," : "", attention_bf16_path_name(candidates[i]), ms[i]);
-  std::printf(" -> %s\n", attention_bf16_path_name(candidates[best]));
-  return candidates[best];
+  std::vector<const char*> names;
+  for (AttentionBf16Path path : candidates) names.push_back(attention_bf16_path_name(path));
+  return candidates[autotune::print_and_pick(names, timings, autotune::kSameSumsBound)];
 }
 
 }  // namespace

@@ -639,12 +639,15 @@ ConvAlgo ours_of(ConvAlgo a) {
     default: return a;
   }
 }
-// What Auto* times: our kernels of its math, the default one first, then cuDNN's. fp32 has
-// two of ours, v2 and v4 on bf16x6 pieces (fp32's numbers on bf16 tensor cores, sm_80 and
-// later only, as v4 is). Fixed lists: every convolution of an auto run asks.
+// What Auto* times: our kernels of its math and cuDNN's. The first is the one the others
+// are checked against (kernels/cuda/autotune_check.cuh), a kernel that has passed its tests
+// on a GPU: v4 in bf16, v2 in fp32, and cuDNN in TF32, where v4's TF32 products (2026-12-06)
+// have not run on one yet. fp32 has two of ours, v2 and v4 on bf16x6 pieces (fp32's numbers
+// on bf16 tensor cores, sm_80 and later only, as v4 is). Fixed lists: every convolution of
+// an auto run asks.
 const std::vector<ConvAlgo>& auto_candidates(ConvAlgo a) {
   static const std::vector<ConvAlgo> bf16{ConvAlgo::Bf16TensorCore, ConvAlgo::CudnnBf16},
-      tf32{ConvAlgo::Tf32TensorCore, ConvAlgo::CudnnTf32},
+      tf32{ConvAlgo::CudnnTf32, ConvAlgo::Tf32TensorCore},
       fp32{ConvAlgo::Tiled, ConvAlgo::Bf16x6TensorCore, ConvAlgo::Cudnn},
       fp32_before_sm80{ConvAlgo::Tiled, ConvAlgo::Cudnn};
   if (a == ConvAlgo::AutoBf16) return bf16;

@@ -4,11 +4,12 @@
 // [-0.5, 0.5) (no zeros-only or denormal inputs a kernel might run faster on), in the
 // storage the caller's call has (ConvOperands: fp32 or bf16 activations, and a bf16 copy of
 // the weights or none), through the same entry points; the outputs are scratch too, so
-// timing a backward pass, which accumulates, touches no gradient. A
-// warm-up run first builds what the candidate builds once (cuDNN's plan, v4's tile choice),
-// then 5 timed runs between CUDA events (kAutotuneTimedRuns), of which the median counts.
-// The key is the whole shape, the pass, the operands and the candidates: batch size included, since a tile
-// shape that wins at batch 128 may lose at batch 8.
+// timing a backward pass touches no gradient. Each candidate's first run (its warm-up:
+// cuDNN's plan, v4's tile choice) is checked against the first candidate's
+// (autotune_check.cuh: within kSameSumsBound of its largest value), then 5 timed runs
+// between CUDA events (kAutotuneTimedRuns), of which the median counts. The key is the
+// whole shape, the pass, the operands and the candidates: batch size included, since a
+// tile shape that wins at batch 128 may lose at batch 8.
 #include <algorithm>
 #include <array>
 #include <cstdio>
@@ -16,30 +17,33 @@
 #include <mutex>
 #include <vector>
 
-#include "kernels/cuda/autotune_timing.cuh"
+#include "kernels/cuda/autotune_check.cuh"
+#include "kernels/cuda/autotune_scratch.cuh"
 #include "kernels/cuda/conv2d_autotune.cuh"
 
 namespace ddpm::cuda {
 
 namespace {
 
-using autotune::median_ms;
 using autotune::Scratch;
 
 const char* pass_name(ConvPass pass) {
   return pass == ConvPass::Forward ? "forward" : pass == ConvPass::Dgrad ? "dgrad" : "wgrad";
 }
 
-// Runs `pass` of s with algo a on scratch operands of storage A (float, or bf16 bits).
+// Runs `pass` of s with algo a on scratch operands of storage A (float, or bf16 bits); a
+// backward pass writes its output outright (GradWrite::Assign), as a step's first
+// contribution to a gradient is, so that each run's output is the pass's alone.
 template <class A>
 void run_pass(const Conv2dShape& s, ConvPass pass, ConvAlgo a, const A* x, const float* w,
               const A* dy, A* y, A* dx, float* dw, float* ws, const uint16_t* w_bf16) {
   if (pass == ConvPass::Forward)
     conv2d_forward(s, x, w, nullptr, y, a, ws, nullptr, nullptr, w_bf16);
   else if (pass == ConvPass::Dgrad)
-    conv2d_backward(s, x, w, dy, dx, nullptr, nullptr, a, ws, w_bf16);
+    conv2d_backward(s, x, w, dy, dx, nullptr, nullptr, a, ws, w_bf16, GradWrite::Assign);
   else
-    conv2d_backward(s, x, w, dy, nullptr, dw, nullptr, a, ws, w_bf16);
+    conv2d_backward(s, x, w, dy, nullptr, dw, nullptr, a, ws, w_bf16, GradWrite::Assign,
+                    GradWrite::Assign);
 }
 
 ConvAlgo tune(const Conv2dShape& s, ConvPass pass, ConvOperands operands,
@@ -62,36 +66,41 @@ ConvAlgo tune(const Conv2dShape& s, ConvPass pass, ConvOperands operands,
   const float* wp = w.filled(nw);
   const uint16_t* w_bf16 = operands.weight_copy ? w_copy.filled<uint16_t>(nw) : nullptr;
   // x and dy filled, y the forward's output (dy's buffer: one pass runs at a time)
-  if (operands.bf16_activations) {
+  const bool bf16 = operands.bf16_activations;
+  if (bf16) {
     x.filled<uint16_t>(nx);
     y.filled<uint16_t>(ny);
   } else {
     x.filled(nx);
     y.filled(ny);
   }
-  std::vector<double> ms;
-  for (ConvAlgo a : candidates) {
-    ms.push_back(median_ms([&] {
-      if (operands.bf16_activations)
-        run_pass(s, pass, a, x.get<uint16_t>(), wp, y.get<uint16_t>(), y.get<uint16_t>(),
-                 dx.get<uint16_t>(), dw.get(), ws.get(), w_bf16);
-      else
-        run_pass(s, pass, a, x.get(), wp, y.get(), y.get(), dx.get(), dw.get(), ws.get(),
-                 w_bf16);
-    }));
-  }
-  const size_t best = static_cast<size_t>(std::min_element(ms.begin(), ms.end()) - ms.begin());
+  // the pass's output: y, dx (the activations' storage) or dw (fp32). (Assigned, not chosen
+  // by a conditional expression of aggregates: nvcc 13.0's front end crashed on that one.)
+  const autotune::Compare activations = bf16 ? autotune::Compare::Bf16 : autotune::Compare::F32;
+  autotune::Output output{dw.get(), nw, autotune::Compare::F32};
+  if (pass == ConvPass::Forward) output = {y.get(), ny, activations};
+  if (pass == ConvPass::Dgrad) output = {dx.get(), nx, activations};
+  const autotune::Check check({output});
+  const std::vector<autotune::Timing> timings =
+      autotune::check_and_time(candidates.size(), check, autotune::kSameSumsBound, [&](size_t i) {
+        if (bf16)
+          run_pass(s, pass, candidates[i], x.get<uint16_t>(), wp, y.get<uint16_t>(),
+                   y.get<uint16_t>(), dx.get<uint16_t>(), dw.get(), ws.get(), w_bf16);
+        else
+          run_pass(s, pass, candidates[i], x.get(), wp, y.get(), y.get(), dx.get(), dw.get(),
+                   ws.get(), w_bf16);
+      });
   std::printf("conv autotune: %s (%lld, %lld, %lld, %lld) k%dx%d -> %lld stride %d, %s%s:",
               pass_name(pass), static_cast<long long>(s.n), static_cast<long long>(s.h),
               static_cast<long long>(s.w), static_cast<long long>(s.c_in), s.kh, s.kw,
               static_cast<long long>(s.c_out), s.stride,
-              operands.bf16_activations ? "bf16 activations" : "fp32 activations",
+              bf16 ? "bf16 activations" : "fp32 activations",
               operands.weight_copy ? " and weight copy" : "");
-  for (size_t i = 0; i < candidates.size(); ++i)
-    std::printf("%s %s %.3f ms", i ? "," : "", conv_algo_name(candidates[i]), ms[i]);
-  if (candidates.size() < offered.size()) std::printf(" (cuDNN cannot run it)");
-  std::printf(" -> %s\n", conv_algo_name(candidates[best]));
-  return candidates[best];
+  std::vector<const char*> names;
+  for (ConvAlgo a : candidates) names.push_back(conv_algo_name(a));
+  return candidates[autotune::print_and_pick(
+      names, timings, autotune::kSameSumsBound,
+      candidates.size() < offered.size() ? " (cuDNN cannot run it)" : "")];
 }
 
 }  // namespace

@@ -102,9 +102,7 @@
 // the choice of kernel, the autotuner); conv2d_bf16_gemm.cuh the loaders, the epilogues and
 // the split plan, which v4 and v5 share; conv2d_bf16_v5.cu v5's kernel (sm_90a).
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
-#include <limits>
 #include <map>
 #include <string>
 #include <tuple>
@@ -113,6 +111,7 @@
 
 #include "engine/cuda_check.h"
 #include "kernels/bf16.h"
+#include "kernels/cuda/autotune_check.cuh"
 #include "kernels/cuda/conv2d_bf16.cuh"
 #include "kernels/cuda/conv2d_bf16_gemm.cuh"
 #include "kernels/cuda/conv2d_thin.cuh"
@@ -513,49 +512,36 @@ void launch_tiles(Bf16Tiles t, const Gemm& g, LoadA a, LoadB b, Epilogue epilogu
   }
 }
 
-// Median of 5 timed runs (kAutotuneTimedRuns, after one warm-up: kAutotuneWarmUps) of
-// every choice (v4's block shapes, or v5's schedules) on this call's operands, with the
+// Every choice (v4's block shapes, or v5's schedules) on this call's operands, with the
 // call's own epilogue storing into scratch memory (Epilogue::into: the real output may be
 // accumulated into, and must not be touched; rows_reached sizes it, a strided dgrad's
 // phases writing rows spread over all of dx), so what is timed is the kernel that will
-// run; prints the times and the choice.
+// run: each checked against the first (autotune_check.cuh: the same bits, as every choice
+// of a list gives by design, or left out), then the median of 5 timed runs
+// (kAutotuneTimedRuns, after the checked one); prints the times and the choice.
 template <class LoadA, class LoadB, class Epilogue, size_t kChoices>
 Bf16Tiles autotune(const Bf16Tiles (&choices)[kChoices], const char* version, const Gemm& g,
                    LoadA a, LoadB b, const Epilogue& epilogue, float* planes) {
-  // every epilogue's rows are n wide (its ld); fp32, the widest output
+  // every epilogue's rows are n wide (its ld); room for fp32, the widest output, compared
+  // as 32-bit words (a bf16 output leaves the rest NaN bytes for every choice alike)
+  const int64_t words = epilogue.rows_reached(g.m) * g.n;
   float* scratch = nullptr;
-  CUDA_CHECK(cudaMalloc(&scratch, epilogue.rows_reached(g.m) * g.n * sizeof(float)));
+  CUDA_CHECK(cudaMalloc(&scratch, words * sizeof(float)));
   const Epilogue discard = epilogue.into(scratch);
-  auto time_ms = [&](Bf16Tiles t) {
-    for (int r = 0; r < kAutotuneWarmUps; ++r) launch_tiles(t, g, a, b, discard, planes);
-    std::vector<double> ms;
-    for (int r = 0; r < kAutotuneTimedRuns; ++r) {
-      CUDA_CHECK(cudaDeviceSynchronize());
-      const auto t0 = std::chrono::steady_clock::now();
-      launch_tiles(t, g, a, b, discard, planes);
-      CUDA_CHECK(cudaDeviceSynchronize());
-      ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
-                       .count());
-    }
-    std::sort(ms.begin(), ms.end());
-    return ms[ms.size() / 2];
-  };
+  std::vector<autotune::Timing> timings;
+  {
+    const autotune::Check check({{scratch, words, autotune::Compare::Bits}});
+    timings = autotune::check_and_time(kChoices, check, 0.0, [&](size_t i) {
+      launch_tiles(choices[i], g, a, b, discard, planes);
+    });
+  }
+  CUDA_CHECK(cudaFree(scratch));
   std::printf("conv %s autotune: %s %lld x %lld x %lld (K in %d slices):", version, g.pass,
               static_cast<long long>(g.m), static_cast<long long>(g.n),
               static_cast<long long>(g.k), g.splits());
-  Bf16Tiles pick = choices[0];
-  double best = std::numeric_limits<double>::infinity();
-  for (Bf16Tiles t : choices) {
-    const double ms = time_ms(t);
-    std::printf(" %s %.3f ms,", tiles_name(t), ms);
-    if (ms < best) {
-      pick = t;
-      best = ms;
-    }
-  }
-  CUDA_CHECK(cudaFree(scratch));
-  std::printf(" -> %s\n", tiles_name(pick));
-  return pick;
+  std::vector<const char*> names;
+  for (Bf16Tiles t : choices) names.push_back(tiles_name(t));
+  return choices[autotune::print_and_pick(names, timings, 0.0)];
 }
 
 // TF32 products (Tf32Products) run on the large or the small tiles only, each the one

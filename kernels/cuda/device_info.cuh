@@ -28,12 +28,12 @@ inline int sm_count() {
   return count;
 }
 
-// How many timed runs an autotuner takes the median of (after one warm-up): 5 on a GPU. On
-// the CPU emulation 1: its times are the CPU's, each run takes seconds, and the choice is
-// made only so that the code making it runs (the emulated test of `cuda_conv: auto` spent
-// most of its time in these runs). The bf16 convolution's autotuner also skips its warm-up
-// there (kAutotuneWarmUps: a GPU's first launch of a kernel pays for loading it; the
-// emulation's costs the same as any other).
+// How many timed runs an autotuner takes the median of, after the checked run that is also
+// a candidate's warm-up (kernels/cuda/autotune_check.cuh): 5 on a GPU. On the CPU
+// emulation 1, the checked run itself (kAutotuneWarmUps 0): its times are the CPU's, each
+// run takes seconds, and the choice is made only so that the code making it runs (the
+// emulated test of `cuda_conv: auto` spent most of its time in these runs). A GPU's first
+// launch of a kernel pays for loading it; the emulation's costs the same as any other.
 #if defined(DDPM_CUDA_EMULATION)
 constexpr int kAutotuneTimedRuns = 1;
 constexpr int kAutotuneWarmUps = 0;

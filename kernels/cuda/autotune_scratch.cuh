@@ -1,14 +1,12 @@
-// What the autotuners that choose between whole kernels share (conv2d_autotune.cu: v4 or
-// cuDNN per convolution pass; attention_autotune.cu: the flash pair or cuBLAS's GEMMs per
-// attention shape): scratch operands filled with a fixed pattern, and the median time of a
-// few runs between CUDA events on the engine's stream. Internal to kernels/cuda.
+// What the autotuners share for their operands (conv2d_autotune.cu: v4 or cuDNN per
+// convolution pass; attention_autotune.cu: the flash pairs or cuBLAS's GEMMs per attention
+// shape): scratch buffers filled with a fixed pattern, and whether a capture forbids timing
+// now. How a candidate is checked and timed: autotune_check.cuh. Internal to kernels/cuda.
 #pragma once
 
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <cstdint>
-#include <vector>
 
 #include "engine/cuda_check.h"
 #include "engine/cuda_stream.h"
@@ -56,28 +54,6 @@ inline bool capturing() {
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   CUDA_CHECK(cudaStreamIsCapturing(engine_stream(), &capture));
   return capture != cudaStreamCaptureStatusNone;
-}
-
-// Median ms of kAutotuneTimedRuns runs after a warm-up (which builds what a candidate builds
-// once: a library's plan, a tile choice), between events on the engine's stream.
-template <class Run>
-double median_ms(Run run) {
-  run();
-  cudaEvent_t start = nullptr, end = nullptr;
-  CUDA_CHECK(cudaEventCreate(&start));
-  CUDA_CHECK(cudaEventCreate(&end));
-  std::vector<float> ms(kAutotuneTimedRuns);
-  for (float& m : ms) {
-    CUDA_CHECK(cudaEventRecord(start, engine_stream()));
-    run();
-    CUDA_CHECK(cudaEventRecord(end, engine_stream()));
-    CUDA_CHECK(cudaEventSynchronize(end));
-    CUDA_CHECK(cudaEventElapsedTime(&m, start, end));
-  }
-  CUDA_CHECK(cudaEventDestroy(start));
-  CUDA_CHECK(cudaEventDestroy(end));
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
 }
 
 }  // namespace ddpm::cuda::autotune
