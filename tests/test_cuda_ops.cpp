@@ -1623,7 +1623,7 @@ TEST(CudaOps, BackwardZeroFillsNoActivationGradient) {
 // may be chosen, and the line says why each other one is not. Then: an error confined to a
 // column group is measured against that group's largest value, not the output's; under
 // Compare::Bits one bit is a difference; bf16 outputs are read as bf16; and a reference
-// whose output is not finite is kept alone, untimed.
+// whose output is not finite (a NaN, an infinity) is kept alone, untimed.
 TEST(CudaOps, AutotunersTimeOnlyCandidatesThatComputeTheReferencesOutput) {
   REQUIRE_GPU();
   namespace at = cuda::autotune;
@@ -1631,10 +1631,11 @@ TEST(CudaOps, AutotunersTimeOnlyCandidatesThatComputeTheReferencesOutput) {
   std::vector<float> want(kN);
   for (int64_t i = 0; i < kN; ++i) want[i] = (i % 2 ? -1.0f : 1.0f) * (1.0f + 0.1f * i);
   const float largest = 1.0f + 0.1f * (kN - 1);
-  std::vector<std::vector<float>> variants(5, want);
+  std::vector<std::vector<float>> variants(6, want);
   variants[1][5] += 1e-3f * largest;
   variants[2][300] += 0.15f * largest;
   variants[4][100] = std::nanf("");
+  variants[5][50] = INFINITY;  // for the reference below
   test::OnDevice<float> out(static_cast<size_t>(kN));
   const auto copy = [&](const std::vector<float>& v, int64_t from, int64_t to) {
     CUDA_CHECK(cudaMemcpyAsync(out.ptr + from, v.data() + from, (to - from) * sizeof(float),
@@ -1706,11 +1707,12 @@ TEST(CudaOps, AutotunersTimeOnlyCandidatesThatComputeTheReferencesOutput) {
     CUDA_CHECK(cudaMemcpy(buffer.ptr, other.ptr, kN * sizeof(uint16_t), cudaMemcpyDeviceToDevice));
     EXPECT_DOUBLE_EQ(check.error(), 0.2);
   }
-  {  // a reference that is not finite: it alone, untimed
+  for (size_t not_finite : {4, 5}) {  // a reference with a NaN, or an infinity: it alone
+    SCOPED_TRACE(not_finite);
     const at::Check check({{out.ptr, kN, at::Compare::F32}});
     testing::internal::CaptureStdout();
     const std::vector<at::Timing> t = at::check_and_time(
-        2, check, at::kSameSumsBound, [&](size_t i) { run(i == 0 ? 4 : 0); });
+        2, check, at::kSameSumsBound, [&](size_t i) { run(i == 0 ? not_finite : 0); });
     const size_t pick = at::print_and_pick({"ref", "fine"}, t, at::kSameSumsBound);
     const std::string line = testing::internal::GetCapturedStdout();
     EXPECT_EQ(pick, 0u);

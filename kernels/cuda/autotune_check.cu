@@ -146,8 +146,10 @@ std::vector<Timing> check_and_time(size_t count, const Check& check, double boun
     check.poison();
     const double checked_ms = timed_run(i);
     if (i == 0) check.keep_as_reference();
-    t.error = check.error();  // the reference against itself: 0, or infinite if not finite
-    t.kept = t.error <= bound && (i == 0 || timings[0].kept);
+    // the reference against itself: 0, or infinite if not finite, and then so is every
+    // other candidate's error against it
+    t.error = check.error();
+    t.kept = t.error <= bound;
     if (!t.kept) continue;
     std::vector<double> ms;
     for (int r = 0; r < kAutotuneTimedRuns; ++r)
