@@ -179,6 +179,10 @@ AttentionAlgorithm attention_algorithm();
 // fastest, timed on its first use with a forward and a backward and printed
 // (kernels/cuda/attention_autotune.cuh). Config key cuda_autotune, with the convolutions'.
 void set_attention_autotune(bool on);
+// Whether that timing also takes the paths no GPU has run yet (the flash pair on wgmma): a
+// wrong result is caught and left out, but a trap would end the run. Off by default; config
+// key cuda_autotune_unverified.
+void set_attention_autotune_unverified(bool on);
 
 // ---- reductions and loss (engine/ops/reduce.cpp) ----
 Tensor sum(const Tensor& x);                           // -> scalar

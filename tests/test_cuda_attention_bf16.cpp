@@ -603,7 +603,7 @@ OpBits run_op(const Tensor& qkv0, const Tensor& dout, int64_t heads) {
 // the autotuner chose (kernels/cuda/attention_autotune.cuh): its output and qkv's gradient
 // are that path's bits, called directly on the same operands. The timing is done once per
 // shape (one printed line, naming the candidates and the choice: three, and the flash pair
-// on wgmma where the GPU has it). Head dims of 64, which every path runs and where the rule
+// on wgmma where the GPU has it and cuda_autotune_unverified asks for it). Head dims of 64, which every path runs and where the rule
 // names the flash pair with dq by GEMM; a second batch size's choice is set to the GEMMs
 // (attention_bf16_path_remember), so that the op is seen to follow a choice that is not the
 // rule's, whichever the timing made, and a third's to the wgmma pair where there is one.
@@ -614,6 +614,7 @@ TEST(CudaAttentionBf16, TheOpRunsTheRulesPathOrTheTimedOne) {
   struct Restore {
     ~Restore() {
       set_attention_autotune(false);
+      set_attention_autotune_unverified(false);
       set_precision(Precision::F32);
     }
   } restore;
@@ -650,6 +651,7 @@ TEST(CudaAttentionBf16, TheOpRunsTheRulesPathOrTheTimedOne) {
   EXPECT_EQ(by_rule.dqkv, rules_path.dqkv);
   // timed: once, then the same choice
   set_attention_autotune(true);
+  set_attention_autotune_unverified(true);  // the flash pair on wgmma timed too
   ASSERT_TRUE(cuda::attention_bf16_path_remember(pinned, true, AttentionBf16Path::Gemm));
   testing::internal::CaptureStdout();
   const OpBits tuned = run_op(qkv, dout, 1), again = run_op(qkv, dout, 1);
@@ -695,7 +697,8 @@ TEST(CudaAttentionBf16, TheOpRunsTheRulesPathOrTheTimedOne) {
     EXPECT_EQ(by_wgmma.dqkv, wgmma.dqkv);
   }
   // without a backward to come (sampling), timed apart on forwards alone, where dq by GEMM
-  // is no candidate
+  // is no candidate; and the paths no GPU has run left out, as by default
+  set_attention_autotune_unverified(false);
   testing::internal::CaptureStdout();
   const Tensor sampled = attention(qkv, 1);  // qkv needs no gradient
   const std::string forward_only = testing::internal::GetCapturedStdout();
@@ -703,6 +706,7 @@ TEST(CudaAttentionBf16, TheOpRunsTheRulesPathOrTheTimedOne) {
   ASSERT_EQ(forwards.size(), 1u) << forward_only;
   EXPECT_NE(forwards[0].find("(forward): flash "), std::string::npos) << forwards[0];
   EXPECT_TRUE(test::autotune_timed(forwards[0], "cuBLAS GEMMs and row kernels")) << forwards[0];
+  EXPECT_EQ(forwards[0].find("flash on wgmma"), std::string::npos) << forwards[0];
   EXPECT_EQ(forwards[0].find("dq by cuBLAS"), std::string::npos) << forwards[0];
   const AttentionBf16Path forward_path = cuda::attention_bf16_path_autotuned(s, false);
   EXPECT_EQ(forwards[0].substr(forwards[0].rfind("-> ") + 3),

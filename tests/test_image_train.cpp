@@ -292,15 +292,18 @@ TEST(ImageTrain, EveryRecipeKeyReachesItsField) {
 
 // The GPU keys reach their fields; v5 (cuda_conv wgmma) may be autotuned like v4, since its
 // schedules give the same bits (reading a config needs no GPU: a run checks v5 before it
-// starts, conv_algorithm_unavailable).
+// starts, conv_algorithm_unavailable); the kernels no GPU has run are timed only when asked.
 TEST(ImageTrain, TheConvolutionKeysReachTheirFields) {
-  const ImageTrainConfig c =
-      read_image_train_config(tiny_json({"cuda_conv=wgmma", "cuda_autotune=true"}), "tiny.json");
+  const ImageTrainConfig c = read_image_train_config(
+      tiny_json({"cuda_conv=wgmma", "cuda_autotune=true", "cuda_autotune_unverified=true"}),
+      "tiny.json");
   EXPECT_EQ(c.cuda_conv, ConvAlgorithm::Wgmma);
   EXPECT_TRUE(c.cuda_autotune);
+  EXPECT_TRUE(c.cuda_autotune_unverified);
   const ImageTrainConfig d = read_image_train_config(tiny_json({}), "tiny.json");
   EXPECT_EQ(d.cuda_conv, ConvAlgorithm::Tiled);
   EXPECT_FALSE(d.cuda_autotune);
+  EXPECT_FALSE(d.cuda_autotune_unverified);
   const ImageTrainConfig e = read_image_train_config(tiny_json({"cuda_conv=bf16x6"}), "t");
   EXPECT_EQ(e.cuda_conv, ConvAlgorithm::Bf16x6);  // fp32 on v4's GEMM
 }
@@ -381,6 +384,9 @@ TEST(ImageTrain, ConfigErrorsNameTheKey) {
                {"key 'precision'", "fp32, tf32, bf16"});
   expect_error([] { read_image_train_config(tiny_json({"cuda_autotune=\"yes\""}), "tiny.json"); },
                {"key 'cuda_autotune'"});
+  expect_error(
+      [] { read_image_train_config(tiny_json({"cuda_autotune_unverified=1"}), "tiny.json"); },
+      {"key 'cuda_autotune_unverified'"});
   expect_error([] { read_image_train_config(tiny_json({"fused_loss=\"yes\""}), "tiny.json"); },
                {"fused_loss"});
   expect_error([] { read_image_train_config(tiny_json({"profile_steps=-1"}), "tiny.json"); },

@@ -26,8 +26,10 @@
 // Where convolution v5 runs (an H100 / H200 with sm_90a code), the bf16-activations step
 // eager and as a graph once more on it (cuda_conv: wgmma), and eager once more with v5's
 // schedules autotuned per layer (cuda_autotune: its 4-stage ring, with B by the copy
-// engine, or 3 stages two blocks an SM; the choices are printed, the bits the same): the
-// gain is the ratio of the two eager rows. And eager and as a graph on v5's WgmmaIm2col,
+// engine, or 3 stages two blocks an SM; the choices are printed, the bits the same) and
+// the attention's path too, the flash pair on wgmma among them (cuda_autotune_unverified:
+// these rows run in the --only-sm90 process, where a trap ends only theirs): the gain is
+// the ratio of the two eager rows. And eager and as a graph on v5's WgmmaIm2col,
 // forced as kernel-bench conv's rows force it (the gathered operands by the copy engine's
 // im2col mode, warp-specialised; not among the autotuner's choices until a GPU has passed
 // its tests): the step the schedule would give, against the plain v5 rows.
@@ -123,6 +125,7 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
           std::string("activations=") + (v.bf16_activations ? "bf16" : "fp32"),
           std::string("upsample_by_phase=") + (v.by_phase ? "true" : "false"),
           std::string("cuda_autotune=") + (v.autotune ? "true" : "false"),
+          std::string("cuda_autotune_unverified=") + (v.autotune ? "true" : "false"),
           std::string("out_dir=/tmp/kernel-bench-step")})
       overrides.push_back(kv);
     for (const std::string& kv : overrides) apply_override(j, kv);

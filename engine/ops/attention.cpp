@@ -25,6 +25,13 @@ bool g_autotune = false;
 void set_attention_algorithm(AttentionAlgorithm algo) { g_algorithm = algo; }
 AttentionAlgorithm attention_algorithm() { return g_algorithm; }
 void set_attention_autotune(bool on) { g_autotune = on; }
+void set_attention_autotune_unverified(bool on) {
+#if DDPM_WITH_CUDA
+  cuda::set_attention_autotune_unverified(on);
+#else
+  (void)on;  // without CUDA there is nothing to time
+#endif
+}
 
 namespace {
 

@@ -24,6 +24,8 @@ namespace {
 
 using autotune::Scratch;
 
+bool g_unverified = false;  // set_attention_autotune_unverified
+
 // The GEMM paths' B H L L matrices, each at most this many elements (2^28: S and dP in fp32,
 // P and dS in bf16, 3 GiB of scratch in all), so that timing them cannot exhaust the memory
 // a long sequence's flash pair never needs.
@@ -42,7 +44,8 @@ AttentionBf16Path tune(const AttentionShape& s, bool backward) {
   std::vector<AttentionBf16Path> candidates{AttentionBf16Path::Flash};
   if (gemms_run(s) && backward) candidates.push_back(AttentionBf16Path::FlashDqByGemm);
   if (gemms_run(s)) candidates.push_back(AttentionBf16Path::Gemm);
-  const bool wgmma = gemm_sm90_available() && attention_flash_wgmma_supports(s);
+  const bool wgmma =
+      g_unverified && gemm_sm90_available() && attention_flash_wgmma_supports(s);
   if (wgmma) candidates.push_back(AttentionBf16Path::FlashWgmma);
   const int64_t rows = s.b * s.l, stats = s.b * s.heads * s.l;
   const int64_t matrices = gemms_run(s) ? attention_gemm_matrix_elements(s) : 0;
@@ -113,11 +116,19 @@ AttentionBf16Path attention_bf16_path_by_rule(const AttentionShape& s) {
 }
 
 namespace {
-using Key = std::array<int64_t, 5>;  // batch, length, channels, heads, backward
+// batch, length, channels, heads, backward, unverified paths taken
+using Key = std::array<int64_t, 6>;
 std::mutex g_mutex;
 std::map<Key, AttentionBf16Path> g_choices;
-Key key_of(const AttentionShape& s, bool backward) { return {s.b, s.l, s.c, s.heads, backward}; }
+Key key_of(const AttentionShape& s, bool backward) {
+  return {s.b, s.l, s.c, s.heads, backward, g_unverified};
+}
 }  // namespace
+
+void set_attention_autotune_unverified(bool on) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  g_unverified = on;
+}
 
 AttentionBf16Path attention_bf16_path_autotuned(const AttentionShape& s, bool backward) {
   std::lock_guard<std::mutex> lock(g_mutex);

@@ -16,7 +16,7 @@ namespace ddpm::cuda {
 // FlashWgmma ("flash on wgmma"): the flash pair on Hopper's wgmma (attention_flash_wgmma.cu
 // and its backward, dq by GEMM), where gemm_sm90_available() and
 // attention_flash_wgmma_supports(s); never the rule's until a GPU has timed it, a candidate
-// of the timing.
+// of the timing where set_attention_autotune_unverified allows it.
 enum class AttentionBf16Path { Flash, FlashDqByGemm, Gemm, FlashWgmma };
 const char* attention_bf16_path_name(AttentionBf16Path p);  // "flash", ...
 
@@ -32,6 +32,14 @@ AttentionBf16Path attention_bf16_path_by_rule(const AttentionShape& s);
 // autotune: ..."). Not during a stream capture (it allocates and waits): a captured step's
 // shapes were all seen by the eager steps before it.
 AttentionBf16Path attention_bf16_path_autotuned(const AttentionShape& s, bool backward);
+// Whether the timing also takes the paths no GPU has run yet: today the flash pair on wgmma
+// (2026-12-07). Its tiles arrive by the copy engine and its warps wait on mbarriers; where a
+// GPU reads the PTX ISA otherwise than the CPU emulation does, a wait that never completes
+// traps (ptx_sm90.cuh), and a trap ends the process's CUDA context, the training run with
+// it. The check of each candidate's output (autotune_check.cuh) catches a wrong result, not
+// a trap. Off by default (config key cuda_autotune_unverified); part of the choice's key.
+void set_attention_autotune_unverified(bool on);
+
 // Makes `p` the autotuned choice for s and `backward`, as if it had been timed fastest,
 // unless it was timed already (then false): for tests, which need a choice the rule would
 // not make.

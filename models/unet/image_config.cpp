@@ -71,6 +71,7 @@ ImageTrainConfig read_image_train_config(const nlohmann::json& json, const std::
                 : conv == "auto"             ? ConvAlgorithm::Auto
                                              : ConvAlgorithm::Tiled;
   c.cuda_autotune = r.boolean("cuda_autotune", c.cuda_autotune);
+  c.cuda_autotune_unverified = r.boolean("cuda_autotune_unverified", c.cuda_autotune_unverified);
   const std::string precision = r.choice("precision", "fp32", {"fp32", "tf32", "bf16"});
   c.precision = precision == "bf16"   ? Precision::BF16
                 : precision == "tf32" ? Precision::TF32
@@ -136,7 +137,8 @@ const std::set<std::string> kArchitectureKeys = {
 // sums).
 const std::set<std::string> kFreeKeys = {
     "steps", "out_dir", "log_every", "sample_every", "ckpt_every", "keep_checkpoints",
-    "n_samples", "device", "cuda_conv", "cuda_autotune", "cuda_attention", "cpu_kernels",
+    "n_samples", "device", "cuda_conv", "cuda_autotune", "cuda_autotune_unverified",
+    "cuda_attention", "cpu_kernels",
     "upsample_by_phase", "data_dir", "sampler",
     "sample_steps", "eta", "variance", "clip_x0", "clip_range", "nonfinite", "eval_every",
     "eval_images", "eval_timesteps", "profile_steps"};

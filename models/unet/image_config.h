@@ -18,7 +18,9 @@
 //   auto, wgmma (v5) and, in TF32, tensor_core (v3); docs/precision.md),
 //   cuda_autotune (v4's block shapes, or under cuda_conv "wgmma" v5's schedules, timed per
 //   layer on first use; same results; and on bf16 activations the attention's path, flash
-//   or cuBLAS's GEMMs, timed per shape: its own bits),
+//   or cuBLAS's GEMMs, timed per shape: its own bits; each candidate checked against a
+//   GPU-verified one first), cuda_autotune_unverified (false: that timing also takes the
+//   paths no GPU has run yet, the flash pair on wgmma, which could trap),
 //   cuda_attention, the attention in fp32 math: "auto" (default: today cuBLAS's SGEMMs at
 //   every shape, P kept where the L x L matrices are at most twice qkv, L <= 6 head dim,
 //   recomputed by chunks of samples past it) | "fused" | "gemm" (the same) |
@@ -62,6 +64,7 @@ struct ImageTrainConfig {
   Precision precision = Precision::F32;
   DType activations = DType::F32;  // bf16 storage of activations (needs precision bf16)
   bool cuda_autotune = false;
+  bool cuda_autotune_unverified = false;
   AttentionAlgorithm cuda_attention = AttentionAlgorithm::Auto;
   CpuKernels cpu_kernels = cpu_fast_kernels_built() ? CpuKernels::Fast : CpuKernels::Reference;
   nlohmann::json json;  // the config as read (with overrides), stored in checkpoints

@@ -43,6 +43,7 @@ ImageRun::ImageRun(const ImageTrainConfig& c, bool with_data) : config_(c) {
   set_activation_dtype(c.activations);
   set_conv_autotune(c.cuda_autotune);
   set_attention_autotune(c.cuda_autotune);
+  set_attention_autotune_unverified(c.cuda_autotune_unverified);
   set_attention_algorithm(c.cuda_attention);
   set_cpu_kernels(c.cpu_kernels);
   unet_ = std::make_unique<UNet>(store_, c.unet);
