@@ -697,8 +697,7 @@ TEST(CudaAttentionBf16, TheOpRunsTheRulesPathOrTheTimedOne) {
     EXPECT_EQ(by_wgmma.dqkv, wgmma.dqkv);
   }
   // without a backward to come (sampling), timed apart on forwards alone, where dq by GEMM
-  // is no candidate; and the paths no GPU has run left out, as by default
-  set_attention_autotune_unverified(false);
+  // is no candidate
   testing::internal::CaptureStdout();
   const Tensor sampled = attention(qkv, 1);  // qkv needs no gradient
   const std::string forward_only = testing::internal::GetCapturedStdout();
@@ -706,12 +705,22 @@ TEST(CudaAttentionBf16, TheOpRunsTheRulesPathOrTheTimedOne) {
   ASSERT_EQ(forwards.size(), 1u) << forward_only;
   EXPECT_NE(forwards[0].find("(forward): flash "), std::string::npos) << forwards[0];
   EXPECT_TRUE(test::autotune_timed(forwards[0], "cuBLAS GEMMs and row kernels")) << forwards[0];
-  EXPECT_EQ(forwards[0].find("flash on wgmma"), std::string::npos) << forwards[0];
+  EXPECT_EQ(test::autotune_timed(forwards[0], "flash on wgmma"), cuda::gemm_sm90_available())
+      << forwards[0];
   EXPECT_EQ(forwards[0].find("dq by cuBLAS"), std::string::npos) << forwards[0];
   const AttentionBf16Path forward_path = cuda::attention_bf16_path_autotuned(s, false);
   EXPECT_EQ(forwards[0].substr(forwards[0].rfind("-> ") + 3),
             cuda::attention_bf16_path_name(forward_path));
   EXPECT_EQ(widened(sampled), run_path(forward_path, s, qkv, dout).out);
+  // the paths no GPU has run left out, as by default: a fifth batch size's forward
+  set_attention_autotune_unverified(false);
+  testing::internal::CaptureStdout();
+  (void)attention(bf16_on_gpu(Shape{5, 24, 192}, 156), 1);
+  const std::string verified = testing::internal::GetCapturedStdout();
+  const std::vector<std::string> fives = lines(verified, 5);
+  ASSERT_EQ(fives.size(), 1u) << verified;
+  EXPECT_TRUE(test::autotune_timed(fives[0], "flash")) << fives[0];
+  EXPECT_EQ(fives[0].find("flash on wgmma"), std::string::npos) << fives[0];
 #endif
 }
 
