@@ -1,6 +1,7 @@
 // `ddpm eval`: the variational bound in bits/dim of a checkpoint on a data split.
 // `ddpm export`: a data split written as the FID tools read it (the reference statistics'
 // input; samples are exported by `ddpm sample --format`).
+#include <algorithm>
 #include <cstdio>
 
 #include "apps/checkpoint_run.h"

@@ -1,4 +1,5 @@
 // The commands that look rather than train: info, config, schedule, device, demo.
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 

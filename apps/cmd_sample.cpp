@@ -2,6 +2,7 @@
 // or N of them exported for the FID tools (--format npz|png).
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>

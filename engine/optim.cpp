@@ -1,5 +1,6 @@
 #include "engine/optim.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "engine/op_profile.h"

@@ -1,5 +1,6 @@
 #include "engine/png.h"
 
+#include <algorithm>
 #include <array>
 
 #include "engine/check.h"

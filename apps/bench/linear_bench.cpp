@@ -10,6 +10,7 @@
 // FLOPs: forward 2 M K N, backward (dx and dw) 4 M K N; the bias is not counted. Each
 // variant's rate is judged against the peak of its arithmetic (FP32 FMA, TF32 or bf16 tensor
 // cores).
+#include <algorithm>
 #include <cstdio>
 
 #include "apps/bench/bench.h"

@@ -1,5 +1,7 @@
 #include "models/ddpm/losses.h"
 
+#include <algorithm>
+
 namespace ddpm {
 
 LossKind parse_loss_kind(const std::string& name) {

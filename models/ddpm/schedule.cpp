@@ -1,5 +1,6 @@
 #include "models/ddpm/schedule.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <sstream>

@@ -1,5 +1,6 @@
 #include "models/toy/datasets2d.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 

@@ -1,5 +1,6 @@
 #include "models/toy/toy_train.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <sstream>
