@@ -1666,6 +1666,8 @@ TEST(CudaOps, AutotunersTimeOnlyCandidatesThatComputeTheReferencesOutput) {
     EXPECT_LE(pick, 1u) << line;
     EXPECT_NE(line.find(" off left out (error 0.15 of the largest value, bound 0.031)"),
               std::string::npos) << line;
+    EXPECT_NE(line.find(" ms (off by 1.0e-03 of the largest), off "), std::string::npos) << line;
+    EXPECT_EQ(line.find(" ms (off by 0"), std::string::npos) << line;  // the reference's
     for (const char* name : {" unwritten left out (its output is not finite",
                              " nan left out (its output is not finite"})
       EXPECT_NE(line.find(name), std::string::npos) << line;

@@ -171,6 +171,8 @@ size_t print_and_pick(const std::vector<const char*>& names, const std::vector<T
     std::printf("%s %s", i ? "," : "", names[i]);
     if (t.kept && t.error > bound)  // the reference, not finite
       std::printf(" kept untimed (its output is not finite: nothing to check the others by)");
+    else if (t.kept && t.error > 0.0)  // how far from the reference (the same sums otherwise)
+      std::printf(" %.3f ms (off by %.1e of the largest)", t.ms, t.error);
     else if (t.kept)
       std::printf(" %.3f ms", t.ms);
     else if (std::isfinite(t.error))

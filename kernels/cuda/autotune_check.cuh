@@ -99,9 +99,10 @@ std::vector<Timing> check_and_time(size_t count, const Check& check, double boun
                                    const std::function<void(size_t)>& run);
 
 // The fastest candidate kept (the reference when it is the only one), after printing each:
-// ", "-separated, "NAME 0.123 ms" for one timed, "NAME left out (error E of the largest
-// value, bound B)" or "NAME left out (its output is not finite, or not the reference's
-// bits)" for one that disagreed, then `note`, " -> NAME" and a newline.
+// ", "-separated, "NAME 0.123 ms" for one timed (with "(off by E of the largest)" after it
+// where its output differs from the reference's within the bound), "NAME left out (error E
+// of the largest value, bound B)" or "NAME left out (its output is not finite, or not the
+// reference's bits)" for one that disagreed, then `note`, " -> NAME" and a newline.
 size_t print_and_pick(const std::vector<const char*>& names, const std::vector<Timing>& timings,
                       double bound, const char* note = "");
 
