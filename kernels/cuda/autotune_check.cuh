@@ -1,7 +1,7 @@
 // The autotuners' guard: a candidate is timed, and may be chosen, only if what it computed
 // is what the reference computed on the same operands. The reference is the first candidate
-// of each list, the longest-verified kernel (v2 or v4, the mma.sync flash pair, v4's 128x128
-// tile, v5's first schedule: each of them passed its tests on a GPU); the others include
+// of each list, the longest-verified kernel (v2, v4 or cuDNN, the mma.sync flash pair, v4's
+// 128x128 tile, v5's first schedule: each of them passed its tests on a GPU); the others include
 // kernels no GPU has run yet, whose tests rest on the CPU emulation's reading of the PTX
 // ISA. Without the guard, a new kernel that is fast because it is wrong (a fragment laid out
 // the wrong way, a tile never stored) would be the one kept, and a training run would go on
@@ -14,8 +14,6 @@
 // also the candidate's warm-up; then it is timed. Declarations only, so that the tests can
 // hold the chooser to its word with candidates of their own.
 #pragma once
-
-#include <cuda_runtime.h>
 
 #include <cstddef>
 #include <cstdint>
