@@ -27,10 +27,11 @@ AttentionBf16Path attention_bf16_path_by_rule(const AttentionShape& s);
 // The path that ran s fastest, a forward and a backward (training), or a forward alone
 // (`backward` false: sampling, where FlashDqByGemm is Flash): each path that can run s (the
 // GEMM ones need head dims that are multiples of 8, and hold B H L L matrices: at most 2^28
-// elements each), on scratch operands, CUDA events on the engine's stream, the median of 5
-// runs after a warm-up; the times and the choice printed once per shape and kind ("attention
-// autotune: ..."). Not during a stream capture (it allocates and waits): a captured step's
-// shapes were all seen by the eager steps before it.
+// elements each), on scratch operands, each path's first run checked against the flash
+// pair's (autotune_check.cuh; one that differs is left out), then the median of 5 runs
+// between CUDA events on the engine's stream; the times and the choice printed once per
+// shape and kind ("attention autotune: ..."). Not during a stream capture (it allocates
+// and waits): a captured step's shapes were all seen by the eager steps before it.
 AttentionBf16Path attention_bf16_path_autotuned(const AttentionShape& s, bool backward);
 // Whether the timing also takes the paths no GPU has run yet: today the flash pair on wgmma
 // (2026-12-07). Its tiles arrive by the copy engine and its warps wait on mbarriers; where a

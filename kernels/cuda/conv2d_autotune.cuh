@@ -28,9 +28,11 @@ struct ConvOperands {
 // The candidate that ran `pass` of `s` on `operands` fastest, of `candidates` (at most
 // kMaxAutotuneCandidates; a cuDNN algo among them skipped when cuDNN cannot run the shape).
 // Timed on the first call for the shape, pass, operands and candidates: scratch operands of
-// the same storage, CUDA events on the engine's stream, the median of 5 runs after a warm-up; the times and the choice are printed. Not
-// during a stream capture (it allocates and waits): a captured step's shapes were all seen
-// by the eager steps before it.
+// the same storage, each candidate's first run checked against the first candidate's
+// (autotune_check.cuh; one that differs is left out), then the median of 5 runs between
+// CUDA events on the engine's stream; the times and the choice are printed. Not during a
+// stream capture (it allocates and waits): a captured step's shapes were all seen by the
+// eager steps before it.
 constexpr size_t kMaxAutotuneCandidates = 3;  // fp32's: v2, v4 on bf16x6 pieces, cuDNN
 ConvAlgo conv2d_autotuned(const Conv2dShape& s, ConvPass pass, ConvOperands operands,
                           const std::vector<ConvAlgo>& candidates);
