@@ -75,12 +75,6 @@ __device__ __forceinline__ void load_rows(float* dst, int ld, int tile, const fl
   }
 }
 
-__device__ __forceinline__ float warp_max(float v) {
-  for (int offset = 16; offset > 0; offset >>= 1)
-    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
-  return v;
-}
-
 // grid (ceil(L / kBr), B * H), kThreads threads, forward_smem_bytes(d) of shared memory.
 __global__ void forward_kernel(AttentionShape s, float scale, const float* qkv, float* out,
                                float* lse) {

@@ -49,10 +49,8 @@ __global__ void compare_kernel(int64_t n, int64_t row, int groups, const void* w
     scale[g] = fmaxf(scale[g], s);
   }
   for (int g = 0; g < groups; ++g) {
-    for (int offset = 16; offset > 0; offset >>= 1) {
-      diff[g] = fmaxf(diff[g], __shfl_xor_sync(0xffffffffu, diff[g], offset));
-      scale[g] = fmaxf(scale[g], __shfl_xor_sync(0xffffffffu, scale[g], offset));
-    }
+    diff[g] = warp_max(diff[g]);
+    scale[g] = warp_max(scale[g]);
     if (threadIdx.x % 32 == 0) {
       atomicMax(maxima + 2 * g, __float_as_uint(diff[g]));
       atomicMax(maxima + 2 * g + 1, __float_as_uint(scale[g]));

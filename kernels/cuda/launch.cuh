@@ -123,6 +123,13 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
+// The max of v over the warp (every lane gets the result), in the same butterfly order.
+__device__ __forceinline__ float warp_max(float v) {
+  for (int offset = 16; offset > 0; offset >>= 1)
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+  return v;
+}
+
 // Sum of v over the block (blockDim.x a multiple of 32, at most 1024); every thread gets
 // the result. `scratch` holds 32 floats of shared memory.
 __device__ __forceinline__ float block_sum(float v, float* scratch) {
@@ -138,8 +145,7 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
 
 // The max of v over the block, as block_sum.
 __device__ __forceinline__ float block_max(float v, float* scratch) {
-  for (int offset = 16; offset > 0; offset >>= 1)
-    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+  v = warp_max(v);
   __syncthreads();  // scratch may still be read by a previous call
   if ((threadIdx.x & 31) == 0) scratch[threadIdx.x >> 5] = v;
   __syncthreads();
