@@ -121,7 +121,9 @@ std::string conv_algorithm_unavailable(ConvAlgorithm algo);
 // (autotune, like torch.backends.cudnn.benchmark; prints its choices). Either way the same
 // bits. Under Wgmma, v5's schedule the same way: its 4-stage ring (the default), with B by
 // the copy engine, in 3 stages two blocks an SM, or on 256x128 tiles; the same bits too.
-// Config key cuda_autotune.
+// And under Cudnn and Auto, cuDNN's algorithm per shape and pass: the fastest of its
+// deterministic ones, timed (kernels/cuda/conv2d_cudnn_plan.cuh), where it is otherwise its
+// heuristics' first; not the same bits, each within its rounding. Config key cuda_autotune.
 void set_conv_autotune(bool on);
 
 // ---- group norm (engine/ops/group_norm.cpp) ----

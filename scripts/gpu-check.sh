@@ -424,16 +424,19 @@ with open(os.path.join(out, "report.md"), "w") as f:
     # every candidate an autotuner left out, in any training run: its output was not the
     # reference's on this GPU (kernels/cuda/autotune_check.cuh), so the kernel is wrong here
     logs = sorted(n for n in os.listdir(out) if n.startswith("train-") and n.endswith(".log"))
+    # (and cuDNN's algorithms timed under cuda_autotune: "cudnn benchmark: ..." lines)
+    tuned = ("autotune:", "cudnn benchmark:")
     left_out = [n + ": " + l for n in logs for l in read(n).splitlines()
-                if "autotune:" in l and (" left out (" in l or " kept untimed (" in l)]
+                if any(t in l for t in tuned) and (" left out (" in l or " kept untimed (" in l)]
     f.write("\n## Autotune candidates left out: output not the reference's on this GPU "
             "(%d training logs read)\n```\n" % len(logs) + ("\n".join(left_out) or "(none)")
             + "\n```\n")
     # what cuda_conv=auto and cuda_autotune chose, per layer and pass, with their times
     chosen = [l for l in read("train-auto-bf16.log").splitlines()
-              if l.startswith(("conv autotune:", "attention autotune:"))]
+              if l.startswith(("conv autotune:", "attention autotune:", "cudnn benchmark:"))]
     f.write("\n## The autotuners' choices in the auto-bf16 run (v4 or cuDNN per convolution pass; "
-            "the attention's path)\n```\n" + ("\n".join(chosen) or "(none: not run)") + "\n```\n")
+            "the attention's path; cuDNN's algorithms)\n```\n" + ("\n".join(chosen) or
+                                                                   "(none: not run)") + "\n```\n")
     # and the block shapes' (v4's five, with the gathers through L1 and the carveout:
     # docs/kernels.md v4 steps 12-13) and v5's schedules, per pass and GEMM size
     shapes = [l for name in ("train-tiled-bf16.log", "train-graph-wgmma-bf16.log")

@@ -20,6 +20,7 @@
 #include <cmath>
 #include <map>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -33,12 +34,13 @@
 #include "engine/device.h"
 #include "kernels/bf16.h"
 #include "kernels/cuda/conv2d.cuh"
+#include "kernels/cuda/conv2d_bf16.cuh"  // ScopedSwitch
 #include "kernels/cuda/conv2d_cudnn.cuh"
 #include "kernels/cuda/device_info.cuh"
 #include "tests/device_buffer.h"
 #endif
 #if DDPM_CUDA_EMULATION
-#include "tests/cuda_emulation/cudnn.h"  // cuda_emu::cudnn_refuse_inputs_below
+#include "tests/cuda_emulation/cudnn.h"  // cudnn_refuse_inputs_below, cudnn_break_algorithm
 #endif
 
 namespace ddpm {
@@ -357,6 +359,96 @@ TEST(CudaConvCudnn, AutoTimesItsCandidatesOnTheCallersOperands) {
        i = printed.find("conv autotune: ", i + 1))
     ++lines;
   EXPECT_EQ(lines, 4u) << printed;
+}
+#endif
+
+#if DDPM_WITH_CUDA
+// cuda_autotune under cuda_conv: cudnn times cuDNN's algorithms (kernels/cuda/
+// conv2d_cudnn_plan.cuh). Per new shape, math and pass one line: every algorithm the
+// heuristics rank that can run, is deterministic and needs at most the workspace cap checked
+// and timed, the heuristics' pick (the reference) among them, the others named with why not,
+// and one of the timed ones kept, which the plan's line then names and the op runs: the CPU
+// reference within the math's bound (above). A second run of the same shapes times nothing.
+// The emulated cuDNN's ranking is known (tests/cuda_emulation/cudnn.cpp): the forward times
+// 1 and 0, not 4 (a terabyte of workspace) nor 6 (cannot run); the dgrad times 1 and 3, not
+// 0 (not deterministic); the wgrad times 1 and 6, not 0 nor 3; and with algorithm 3 made
+// wrong, the dgrad's check leaves it out.
+TEST(CudaConvCudnn, TheBenchmarkTimesCudnnsDeterministicAlgorithmsAndKeepsACheckedOne) {
+  REQUIRE_GPU();
+  PrecisionRestorer restore;
+  const cuda::ScopedSwitch<cuda::conv2d_cudnn_benchmark, cuda::set_conv2d_cudnn_benchmark>
+      benchmark(true);
+  set_conv_algorithm(ConvAlgorithm::Cudnn);
+#if DDPM_CUDA_EMULATION
+  struct Unbreak {
+    ~Unbreak() { cuda_emu::cudnn_break_algorithm(-1); }
+  } unbreak;
+  cuda_emu::cudnn_break_algorithm(3);
+#endif
+  std::vector<test::ConvCase> cases = test::conv_cases();
+  cases.resize(3);
+  uint64_t stream = 1900;
+  for (const auto& [precision, bound, math] :
+       {std::tuple{Precision::BF16, 6e-3, "bf16"}, std::tuple{Precision::F32, 2e-3, "fp32"}}) {
+    SCOPED_TRACE(math);
+    set_precision(precision);
+    testing::internal::CaptureStdout();
+    test::expect_conv_op_within(bound, cases, stream, math);
+    test::expect_conv_op_within(bound, cases, stream + 100, math);
+    stream += 200;
+    const std::string printed = testing::internal::GetCapturedStdout();
+    for (const test::ConvCase& c : cases) {
+      const Conv2dShape s = conv2d_shape(c.x, Shape{c.k, c.k, c.x[3], c.c_out}, c.p);
+#if !DDPM_CUDA_EMULATION
+      if (!cuda::conv2d_cudnn_supported(s, precision == Precision::BF16 ? cuda::CudnnMath::Bf16
+                                                                         : cuda::CudnnMath::Fp32))
+        continue;  // a GPU's cuDNN may have no algorithm for a few channels: nothing timed
+#endif
+      const std::string shape =
+          "(" + std::to_string(s.n) + ", " + std::to_string(s.h) + ", " + std::to_string(s.w) +
+          ", " + std::to_string(s.c_in) + ") k" + std::to_string(c.k) + "x" +
+          std::to_string(c.k) + " -> " + std::to_string(s.c_out) + " stride " +
+          std::to_string(s.stride) + " pad " + std::to_string(s.pad_top) + "," +
+          std::to_string(s.pad_left) + "," + std::to_string(s.pad_bottom) + "," +
+          std::to_string(s.pad_right) + " " + math;
+      std::string plan_line = "cudnn: conv " + shape + ":";
+      for (const char* pass : {"forward", "dgrad", "wgrad"}) {
+        const std::string head = std::string("cudnn benchmark: ") + pass + " " + shape + ":";
+        size_t count = 0, at = printed.find(head);
+        for (size_t i = at; i != std::string::npos; i = printed.find(head, i + 1)) ++count;
+        ASSERT_EQ(count, 1u) << head << " in:\n" << printed;
+        const std::string line = printed.substr(at, printed.find('\n', at) - at);
+        const size_t arrow = line.rfind(" -> algo ");
+        ASSERT_NE(arrow, std::string::npos) << line;
+        const std::string kept = line.substr(arrow + 4);  // "algo N"
+        EXPECT_TRUE(test::autotune_timed(line, kept)) << line;
+        plan_line += std::string(pass == std::string("forward") ? " " : ", ") + pass + " " + kept;
+#if DDPM_CUDA_EMULATION
+        const std::string pass_name = pass;
+        if (pass_name == "forward") {
+          EXPECT_TRUE(test::autotune_timed(line, "algo 1") && test::autotune_timed(line, "algo 0"))
+              << line;
+          EXPECT_NE(line.find("(not timed: algo 4, 1048576 MiB of workspace)"), std::string::npos)
+              << line;
+          EXPECT_EQ(line.find("algo 6"), std::string::npos) << line;  // cannot run: not named
+        } else if (pass_name == "dgrad") {
+          EXPECT_TRUE(test::autotune_timed(line, "algo 1")) << line;
+          EXPECT_NE(line.find("algo 3 left out (error 1"), std::string::npos) << line;
+          EXPECT_NE(line.find("(not timed: algo 0, not deterministic)"), std::string::npos)
+              << line;
+        } else {
+          EXPECT_TRUE(test::autotune_timed(line, "algo 1") && test::autotune_timed(line, "algo 6"))
+              << line;
+          EXPECT_NE(line.find("(not timed: algo 0, not deterministic; algo 3, not "
+                              "deterministic)"),
+                    std::string::npos)
+              << line;
+        }
+#endif
+      }
+      EXPECT_NE(printed.find(plan_line), std::string::npos) << plan_line << " in:\n" << printed;
+    }
+  }
 }
 #endif
 

@@ -104,6 +104,49 @@ struct CudnnConv {
   }
 };
 
+// One pass of cuDNN's at its fastest: every algorithm its heuristics rank (rank(count,
+// &returned, perf), the pass's v7 query) that can run within the engine's benchmark cap,
+// deterministic or not, as torch.backends.cudnn.benchmark chooses by default, each timed
+// (run(algo, workspace, bytes) makes the call); printed, "  SHAPE: NAME PASS: algo 1 0.0780
+// ms, algo 0 (non-deterministic) 0.0700 ms -> algo 0", and the fastest's time returned (-1
+// when none ran).
+template <class Perf, class Rank, class Run>
+double fastest_algorithm(Timer& timer, const char* shape, const char* name, const char* pass,
+                         Rank rank, Run run) {
+  Perf perf[8];  // every algorithm of a pass (cuDNN 9: at most 8)
+  int n = 0;
+  CUDNN_CHECK(rank(8, &n, perf));
+  double best = -1.0;
+  int best_algo = -1;
+  const char* sep = "";  // before every entry but the first
+  std::printf("  %s: %s %s:", shape, name, pass);
+  for (int i = 0; i < n; ++i) {
+    const Perf& p = perf[i];
+    if (p.status != CUDNN_STATUS_SUCCESS || p.memory > cuda::kCudnnBenchmarkWorkspaceCap) continue;
+    const Tensor ws = p.memory ? Tensor::empty(Shape{static_cast<int64_t>((p.memory + 3) / 4)},
+                                               DType::F32, Device::CUDA)
+                               : Tensor();
+    void* const wsp = ws.defined() ? ws.raw() : nullptr;
+    const int algo = static_cast<int>(p.algo);
+    const cudnnStatus_t status = run(p.algo, wsp, p.memory);  // once, untimed: can it run?
+    if (status != CUDNN_STATUS_SUCCESS) {
+      std::printf("%s algo %d refused (%s)", sep, algo, cudnnGetErrorString(status));
+      sep = ",";
+      continue;
+    }
+    const double ms = timer.median_ms([&] { CUDNN_CHECK(run(p.algo, wsp, p.memory)); });
+    std::printf("%s algo %d%s %.4f ms", sep, algo,
+                p.determinism == CUDNN_DETERMINISTIC ? "" : " (non-deterministic)", ms);
+    sep = ",";
+    if (best < 0 || ms < best) {
+      best = ms;
+      best_algo = algo;
+    }
+  }
+  std::printf(" -> algo %d\n", best_algo);
+  return best;
+}
+
 struct ConvShape {
   const char* name;
   int64_t h, c_in, c_out;
@@ -454,6 +497,43 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
                                                    cd.conv, cd.bwd_filter, cd.ws, cd.ws_bytes,
                                                    &zero, cd.w, dwc.raw()));
       }), flops);
+      if (!bf16) continue;
+      // and bf16 at its fastest: every algorithm timed, the heuristics' pick above among
+      // them (PyTorch's torch.backends.cudnn.benchmark = True, the comparison its users see)
+      const char* at_best = "cuDNN bf16, fastest algorithm";
+      const auto add_best = [&](const char* kernel, double ms) {
+        if (ms >= 0) add_flops(kernel, shape, at_best, ms, flops);
+      };
+      add_best("conv2d fwd", fastest_algorithm<cudnnConvolutionFwdAlgoPerf_t>(
+          timer, shape, name, "forward",
+          [&](int count, int* n, cudnnConvolutionFwdAlgoPerf_t* perf) {
+            return cudnnGetConvolutionForwardAlgorithm_v7(cudnn, cd.x, cd.w, cd.conv, cd.y,
+                                                          count, n, perf);
+          },
+          [&](cudnnConvolutionFwdAlgo_t a, void* ws, size_t bytes) {
+            return cudnnConvolutionForward(cudnn, &one, cd.x, xc.raw(), cd.w, wc.raw(), cd.conv,
+                                           a, ws, bytes, &zero, cd.y, yc.raw());
+          }));
+      add_best("conv2d dgrad", fastest_algorithm<cudnnConvolutionBwdDataAlgoPerf_t>(
+          timer, shape, name, "dgrad",
+          [&](int count, int* n, cudnnConvolutionBwdDataAlgoPerf_t* perf) {
+            return cudnnGetConvolutionBackwardDataAlgorithm_v7(cudnn, cd.w, cd.y, cd.conv, cd.x,
+                                                               count, n, perf);
+          },
+          [&](cudnnConvolutionBwdDataAlgo_t a, void* ws, size_t bytes) {
+            return cudnnConvolutionBackwardData(cudnn, &one, cd.w, wc.raw(), cd.y, yc.raw(),
+                                                cd.conv, a, ws, bytes, &zero, cd.x, dxc.raw());
+          }));
+      add_best("conv2d wgrad", fastest_algorithm<cudnnConvolutionBwdFilterAlgoPerf_t>(
+          timer, shape, name, "wgrad",
+          [&](int count, int* n, cudnnConvolutionBwdFilterAlgoPerf_t* perf) {
+            return cudnnGetConvolutionBackwardFilterAlgorithm_v7(cudnn, cd.x, cd.y, cd.conv,
+                                                                 cd.w, count, n, perf);
+          },
+          [&](cudnnConvolutionBwdFilterAlgo_t a, void* ws, size_t bytes) {
+            return cudnnConvolutionBackwardFilter(cudnn, &one, cd.x, xc.raw(), cd.y, yc.raw(),
+                                                  cd.conv, a, ws, bytes, &zero, cd.w, dwc.raw());
+          }));
     }
   }
   CUDNN_CHECK(cudnnDestroy(cudnn));

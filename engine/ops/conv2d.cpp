@@ -13,6 +13,7 @@
 #include "kernels/cpu_fast/conv2d.h"
 #include "kernels/cuda/conv2d.cuh"
 #include "kernels/cuda/conv2d_bf16.cuh"
+#include "kernels/cuda/conv2d_cudnn.cuh"
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/gemm_sm90.cuh"
 #include "kernels/shape_text.h"
@@ -46,6 +47,9 @@ void set_conv_algorithm(ConvAlgorithm algo) {
 void set_conv_autotune(bool on) {
   g_autotune = on;
   set_bf16_tiles();
+#if DDPM_WITH_CUDA
+  cuda::set_conv2d_cudnn_benchmark(on);  // cuDNN's algorithms timed too
+#endif
 }
 ConvAlgorithm conv_algorithm() { return g_algorithm; }
 

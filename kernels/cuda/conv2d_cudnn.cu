@@ -22,33 +22,17 @@
 // fp32 with symmetric padding stages only the weights, and the input gradient is cuDNN's own
 // accumulation into dx (beta = 1).
 //
-// Algorithms come from cuDNN's v7 heuristics, asked once per shape and math and kept (a
-// plan): the first that succeeds and is deterministic (a resumed run repeats bit for bit, as
-// with our kernels; cuDNN's non-deterministic wgrads use atomics), else the first that
-// succeeds. Each plan is printed once. cudnnFind (timing every algorithm) is not used: it
-// allocates and synchronises, which a captured step cannot.
-//
-// cuDNN is opened (dlopen) on first use, as cuBLAS is (linear.cu): its libraries are ~1 GB
-// and most runs never call it. Under the CPU emulation the emulated cuDNN
-// (tests/cuda_emulation/cudnn.h) is called directly.
-#if !DDPM_CUDA_EMULATION
-#include <dlfcn.h>
-#endif
-
+// Which algorithm cuDNN runs per shape and pass (its heuristics' pick, or the fastest of its
+// deterministic algorithms under cuda_autotune), the library and the handle: the plans of
+// conv2d_cudnn_plan.cuh.
 #include <cudnn.h>
 
 #include <algorithm>
-#include <array>
-#include <cstdio>
-#include <map>
-#include <mutex>
-#include <sstream>
-#include <string>
 #include <type_traits>
 
 #include "engine/check.h"
-#include "engine/cuda_stream.h"
 #include "kernels/cuda/conv2d_cudnn.cuh"
+#include "kernels/cuda/conv2d_cudnn_plan.cuh"
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/row_adds.cuh"
@@ -56,73 +40,11 @@
 
 namespace ddpm::cuda {
 
+using cudnn_detail::handle;
+using cudnn_detail::Plan;
+using cudnn_detail::supported_plan;
+
 namespace {
-
-// ---- the library: every function the engine calls, loaded once ----
-
-#define DDPM_CUDNN_FUNCTIONS(X)                                                             \
-  X(cudnnCreate) X(cudnnSetStream) X(cudnnGetErrorString) X(cudnnCreateTensorDescriptor)    \
-  X(cudnnSetTensor4dDescriptor) X(cudnnCreateFilterDescriptor) X(cudnnSetFilter4dDescriptor) \
-  X(cudnnCreateConvolutionDescriptor) X(cudnnSetConvolution2dDescriptor)                    \
-  X(cudnnSetConvolutionMathType) X(cudnnGetConvolutionForwardAlgorithm_v7)                   \
-  X(cudnnGetConvolutionBackwardDataAlgorithm_v7)                                            \
-  X(cudnnGetConvolutionBackwardFilterAlgorithm_v7) X(cudnnGetConvolutionForwardWorkspaceSize) \
-  X(cudnnGetConvolutionBackwardDataWorkspaceSize)                                           \
-  X(cudnnGetConvolutionBackwardFilterWorkspaceSize) X(cudnnConvolutionForward)              \
-  X(cudnnConvolutionBackwardData) X(cudnnConvolutionBackwardFilter)
-
-struct Cudnn {
-#define DDPM_CUDNN_FIELD(f) decltype(&::f) f;
-  DDPM_CUDNN_FUNCTIONS(DDPM_CUDNN_FIELD)
-#undef DDPM_CUDNN_FIELD
-};
-
-const Cudnn& cudnn() {
-  static const Cudnn api = [] {
-    Cudnn a{};
-#if DDPM_CUDA_EMULATION
-#define DDPM_CUDNN_DIRECT(f) a.f = &::f;
-    DDPM_CUDNN_FUNCTIONS(DDPM_CUDNN_DIRECT)
-#undef DDPM_CUDNN_DIRECT
-#else
-    const std::string soname = "libcudnn.so." + std::to_string(CUDNN_MAJOR);
-    void* lib = dlopen(soname.c_str(), RTLD_NOW | RTLD_LOCAL);
-#ifdef DDPM_CUDNN_LIBRARY_DIR
-    if (lib == nullptr)
-      lib = dlopen((DDPM_CUDNN_LIBRARY_DIR "/" + soname).c_str(), RTLD_NOW | RTLD_LOCAL);
-#endif
-    CHECK(lib != nullptr, "cuda_conv: cudnn needs cuDNN " << CUDNN_MAJOR << ": cannot load "
-                                                          << soname << ": " << dlerror());
-    const auto symbol = [&](const char* name) {
-      void* p = dlsym(lib, name);
-      CHECK(p != nullptr, "cuDNN (" << soname << ") has no " << name);
-      return p;
-    };
-#define DDPM_CUDNN_SYMBOL(f) a.f = reinterpret_cast<decltype(&::f)>(symbol(#f));
-    DDPM_CUDNN_FUNCTIONS(DDPM_CUDNN_SYMBOL)
-#undef DDPM_CUDNN_SYMBOL
-#endif
-    return a;
-  }();
-  return api;
-}
-
-void check(cudnnStatus_t status, const char* call, const char* file, int line) {
-  if (status != CUDNN_STATUS_SUCCESS)
-    throw_error(file, line, std::string("cuDNN error: ") + cudnn().cudnnGetErrorString(status),
-                call);
-}
-#define DDPM_CUDNN(call) check(cudnn().call, #call, __FILE__, __LINE__)
-
-cudnnHandle_t handle() {
-  static const cudnnHandle_t h = [] {
-    cudnnHandle_t created = nullptr;
-    DDPM_CUDNN(cudnnCreate(&created));
-    DDPM_CUDNN(cudnnSetStream(created, engine_stream()));  // engine/cuda_stream.h
-    return created;
-  }();
-  return h;
-}
 
 // ---- the staging passes (one thread per element; kThreads: launch.cuh's default) ----
 
@@ -185,142 +107,6 @@ void transpose(int64_t rows, int64_t cols, const In* a, Out* b) {
                   static_cast<unsigned>((rows + kTile - 1) / kTile));
   DDPM_LAUNCH((transpose_kernel<In, Out, kAccumulate>), grid, dim3(kTile, kTileRows))(rows, cols,
                                                                                         a, b);
-}
-
-// ---- plans: descriptors and algorithms per shape and math ----
-
-struct Plan {
-  bool supported = false;
-  std::string why;  // when not supported
-  cudnnTensorDescriptor_t x = nullptr, y = nullptr;
-  cudnnFilterDescriptor_t w = nullptr;
-  cudnnConvolutionDescriptor_t conv = nullptr;
-  cudnnConvolutionFwdAlgo_t fwd{};
-  cudnnConvolutionBwdDataAlgo_t data{};
-  cudnnConvolutionBwdFilterAlgo_t filter{};
-  size_t fwd_bytes = 0, data_bytes = 0, filter_bytes = 0;  // cuDNN's workspaces
-  int64_t in_h = 0, in_w = 0;  // the input cuDNN convolves: x padded when asymmetric
-  int top = 0, left = 0;       // where x sits in it
-  bool padded = false;         // asymmetric padding: x is staged with the extra zeros
-};
-
-const char* math_name(CudnnMath m) {
-  return m == CudnnMath::Bf16 ? "bf16" : m == CudnnMath::Tf32 ? "TF32" : "fp32";
-}
-
-std::string describe(const Conv2dShape& s, CudnnMath m) {
-  std::ostringstream os;
-  os << "(" << s.n << ", " << s.h << ", " << s.w << ", " << s.c_in << ") k" << s.kh << "x" << s.kw
-     << " -> " << s.c_out << " stride " << s.stride << " pad " << s.pad_top << "," << s.pad_left
-     << "," << s.pad_bottom << "," << s.pad_right << " " << math_name(m);
-  return os.str();
-}
-
-// The first candidate that succeeded and is deterministic, else the first that succeeded.
-template <class Perf>
-bool choose(cudnnStatus_t status, int returned, const Perf* perf, decltype(Perf::algo)* algo,
-            std::string* why, const char* pass) {
-  if (status != CUDNN_STATUS_SUCCESS) {
-    *why = std::string(pass) + " heuristics: " + cudnn().cudnnGetErrorString(status);
-    return false;
-  }
-  for (bool deterministic : {true, false})
-    for (int i = 0; i < returned; ++i)
-      if (perf[i].status == CUDNN_STATUS_SUCCESS &&
-          (!deterministic || perf[i].determinism == CUDNN_DETERMINISTIC)) {
-        *algo = perf[i].algo;
-        return true;
-      }
-  *why = std::string("no ") + pass + " algorithm";
-  return false;
-}
-
-Plan make_plan(const Conv2dShape& s, CudnnMath math) {
-  Plan p;
-  const int pad_h = std::min(s.pad_top, s.pad_bottom), pad_w = std::min(s.pad_left, s.pad_right);
-  p.in_h = s.h + s.pad_top + s.pad_bottom - 2 * pad_h;
-  p.in_w = s.w + s.pad_left + s.pad_right - 2 * pad_w;
-  p.top = s.pad_top - pad_h;
-  p.left = s.pad_left - pad_w;
-  p.padded = p.in_h != s.h || p.in_w != s.w;
-  const cudnnDataType_t data = math == CudnnMath::Bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
-  const cudnnMathType_t mode = math == CudnnMath::Fp32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH;
-  const auto i = [](int64_t v) { return static_cast<int>(v); };
-  const Cudnn& api = cudnn();
-  // A descriptor cuDNN refuses makes the shape unsupported (and says which call), not fatal.
-  const auto ok = [&](cudnnStatus_t status, const char* what) {
-    if (status != CUDNN_STATUS_SUCCESS && p.why.empty())
-      p.why = std::string(what) + ": " + api.cudnnGetErrorString(status);
-    return p.why.empty();
-  };
-  DDPM_CUDNN(cudnnCreateTensorDescriptor(&p.x));
-  DDPM_CUDNN(cudnnCreateTensorDescriptor(&p.y));
-  DDPM_CUDNN(cudnnCreateFilterDescriptor(&p.w));
-  DDPM_CUDNN(cudnnCreateConvolutionDescriptor(&p.conv));
-  if (!ok(api.cudnnSetTensor4dDescriptor(p.x, CUDNN_TENSOR_NHWC, data, i(s.n), i(s.c_in),
-                                         i(p.in_h), i(p.in_w)), "input descriptor") ||
-      !ok(api.cudnnSetTensor4dDescriptor(p.y, CUDNN_TENSOR_NHWC, data, i(s.n), i(s.c_out),
-                                         i(s.out_h()), i(s.out_w())), "output descriptor") ||
-      !ok(api.cudnnSetFilter4dDescriptor(p.w, data, CUDNN_TENSOR_NHWC, i(s.c_out), i(s.c_in), s.kh,
-                                         s.kw), "filter descriptor") ||
-      !ok(api.cudnnSetConvolution2dDescriptor(p.conv, pad_h, pad_w, s.stride, s.stride, 1, 1,
-                                              CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
-          "convolution descriptor") ||
-      !ok(api.cudnnSetConvolutionMathType(p.conv, mode), "math type"))
-    return p;
-  constexpr int kCandidates = 8;  // cuDNN's list, best first; enough to find a deterministic one
-  int n = 0;  // (set by each query before choose reads it: separate statements)
-  cudnnConvolutionFwdAlgoPerf_t fp[kCandidates];
-  cudnnStatus_t status = api.cudnnGetConvolutionForwardAlgorithm_v7(handle(), p.x, p.w, p.conv,
-                                                                    p.y, kCandidates, &n, fp);
-  if (!choose(status, n, fp, &p.fwd, &p.why, "forward")) return p;
-  cudnnConvolutionBwdDataAlgoPerf_t dp[kCandidates];
-  status = api.cudnnGetConvolutionBackwardDataAlgorithm_v7(handle(), p.w, p.y, p.conv, p.x,
-                                                           kCandidates, &n, dp);
-  if (!choose(status, n, dp, &p.data, &p.why, "dgrad")) return p;
-  cudnnConvolutionBwdFilterAlgoPerf_t wp[kCandidates];
-  status = api.cudnnGetConvolutionBackwardFilterAlgorithm_v7(handle(), p.x, p.y, p.conv, p.w,
-                                                             kCandidates, &n, wp);
-  if (!choose(status, n, wp, &p.filter, &p.why, "wgrad")) return p;
-  if (!ok(api.cudnnGetConvolutionForwardWorkspaceSize(handle(), p.x, p.w, p.conv, p.y, p.fwd,
-                                                      &p.fwd_bytes), "forward workspace") ||
-      !ok(api.cudnnGetConvolutionBackwardDataWorkspaceSize(handle(), p.w, p.y, p.conv, p.x, p.data,
-                                                           &p.data_bytes), "dgrad workspace") ||
-      !ok(api.cudnnGetConvolutionBackwardFilterWorkspaceSize(handle(), p.x, p.y, p.conv, p.w,
-                                                             p.filter, &p.filter_bytes),
-          "wgrad workspace"))
-    return p;
-  p.supported = true;
-  return p;
-}
-
-const Plan& plan(const Conv2dShape& s, CudnnMath math) {
-  static std::mutex mutex;
-  // Never destroyed, like the handle: the descriptors must outlive every use, and at exit
-  // cuDNN may already be unloaded.
-  static auto& plans = *new std::map<std::array<int64_t, 13>, Plan>();
-  const std::array<int64_t, 13> key{s.n, s.h, s.w, s.c_in, s.c_out, s.kh, s.kw, s.stride,
-                                    s.pad_top, s.pad_left, s.pad_bottom, s.pad_right,
-                                    static_cast<int64_t>(math)};
-  std::lock_guard<std::mutex> lock(mutex);
-  auto found = plans.find(key);
-  if (found != plans.end()) return found->second;
-  const Plan& p = plans.emplace(key, make_plan(s, math)).first->second;
-  if (p.supported)
-    std::printf("cudnn: conv %s: forward algo %d, dgrad algo %d, wgrad algo %d, workspace "
-                "%.2f MiB\n", describe(s, math).c_str(), static_cast<int>(p.fwd),
-                static_cast<int>(p.data), static_cast<int>(p.filter),
-                std::max({p.fwd_bytes, p.data_bytes, p.filter_bytes}) / 1048576.0);
-  else
-    std::printf("cudnn: conv %s: cuDNN cannot run it (%s); the engine's own kernel runs this "
-                "shape\n", describe(s, math).c_str(), p.why.c_str());
-  return p;
-}
-
-const Plan& supported_plan(const Conv2dShape& s, CudnnMath math) {
-  const Plan& p = plan(s, math);
-  CHECK(p.supported, "cuDNN cannot run the convolution " << describe(s, math) << ": " << p.why);
-  return p;
 }
 
 // ---- the workspace: staged operands and cuDNN's own, each 256-byte aligned ----
@@ -466,7 +252,7 @@ void backward(const Conv2dShape& s, const Plan& p, const A* x, const float* w, c
 }  // namespace
 
 bool conv2d_cudnn_supported(const Conv2dShape& s, CudnnMath math) {
-  return plan(s, math).supported;
+  return cudnn_detail::plan(s, math).supported;
 }
 
 int64_t conv2d_cudnn_forward_workspace(const Conv2dShape& s, CudnnMath math) {

@@ -4,6 +4,7 @@
 // The glue cuDNN needs, and its cost, are in conv2d_cudnn.cu's design comment.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "kernels/grad_write.h"
@@ -16,6 +17,18 @@ namespace ddpm::cuda {
 // accumulation (PyTorch's autocast): x, w and dy are rounded to bf16, and so are cuDNN's
 // outputs y, dx and dw before they are widened back to our fp32 tensors.
 enum class CudnnMath { Fp32, Tf32, Bf16 };
+
+// Under benchmark (off by default; config key cuda_autotune), each shape's plan times every
+// deterministic algorithm cuDNN's heuristics rank for a pass and keeps the fastest, as
+// torch.backends.cudnn.benchmark does; else it takes the heuristics' first deterministic
+// one (conv2d_cudnn_plan.cuh). Either way printed once per shape and math.
+void set_conv2d_cudnn_benchmark(bool on);
+bool conv2d_cudnn_benchmark();
+// The most workspace an algorithm may ask for to be timed under benchmark (and in
+// kernel-bench's "fastest algorithm" rows): the order of the model's largest activation
+// (128 x 32 x 32 x 384 bf16: 96 MiB); cuDNN's FFT algorithms can ask for gigabytes at batch
+// 128, which every call of the step would then allocate.
+constexpr size_t kCudnnBenchmarkWorkspaceCap = size_t{256} << 20;
 
 // False when cuDNN has no algorithm for the problem (its heuristics return none with a
 // success status); conv2d.cu then runs our own kernel for that shape and says so once.

@@ -46,8 +46,10 @@ echo "step 10 | loss 0.1 | 812.5 img/s" > "$work/train.log"
 # the auto run's log: the autotuners' lines go to the report, the others not
 autotuned="conv autotune: dgrad (128, 32, 32, 128) k3x3 -> 128 stride 1, bf16 activations and weight copy: v4 bf16 0.199 ms, cuDNN bf16 0.079 ms -> cuDNN bf16"
 attention="attention autotune: batch 128, length 256, 256 channels, 1 heads (forward + backward): flash 0.300 ms -> flash"
-printf 'training the U-Net\n%s\n%s\nstep 10/20  loss 1.0\n' "$autotuned" "$attention" \
-  > "$work/train-auto-bf16.log"
+# and cuDNN's algorithms, timed under cuda_autotune (kernels/cuda/conv2d_cudnn_plan.cuh)
+benchmarked="cudnn benchmark: wgrad (128, 32, 32, 128) k3x3 -> 128 stride 1 pad 1,1,1,1 bf16: algo 1 0.074 ms, algo 6 0.069 ms -> algo 6"
+printf 'training the U-Net\n%s\n%s\n%s\nstep 10/20  loss 1.0\n' "$autotuned" "$attention" \
+  "$benchmarked" > "$work/train-auto-bf16.log"
 # the v4 run's block-shape autotuner: its own section
 shapes="conv v4 autotune: forward 131072 x 128 x 1152 (K in 1 slices): 128x128 0.150 ms, 256x128 64x64-warp 0.120 ms, -> 256x128 64x64-warp"
 printf 'training the U-Net\n%s\nstep 10/20  loss 1.0\n' "$shapes" > "$work/train-tiled-bf16.log"
@@ -55,6 +57,8 @@ printf 'training the U-Net\n%s\nstep 10/20  loss 1.0\n' "$shapes" > "$work/train
 # its own, with its log, whichever training run printed it
 left_out="attention autotune: batch 128, length 256, 256 channels, 1 heads (forward + backward): flash 0.300 ms, flash on wgmma left out (error 0.5 of the largest value, bound 0.031) -> flash"
 printf 'training the U-Net\n%s\n' "$left_out" > "$work/train-graph-wgmma-bf16.log"
+cudnn_left_out="cudnn benchmark: dgrad (128, 16, 16, 256) k3x3 -> 256 stride 1 pad 1,1,1,1 bf16: algo 1 0.067 ms, algo 3 left out (error 1 of the largest value, bound 0.031) -> algo 1"
+printf 'training the U-Net\n%s\n' "$cudnn_left_out" > "$work/train-cudnn-bf16.log"
 echo "conv2d fwd  v4  1.000 ms" > "$work/kernel-bench.txt"
 shape="16x16, 1 head B128 L256 d256"  # the rows of tests/cli/data/ (a GPU run's, made up)
 cp "$src/tests/cli/data/kernel-bench-attention.json" "$work/kernel-bench.json"
@@ -66,14 +70,18 @@ md="$work/report.md"
 for line in "- build: build exit 0" "- ctest: ctest (GPU tests) exit 0" "- ctest, CPU tests: (not run)" \
     "- train: train exit 0" "100% tests passed, 0 tests failed out of 86" \
     "racecheck test_cuda_ops exit 1" "conv2d fwd  v4  1.000 ms" "812.5 img/s" "$measured" \
-    "$autotuned" "$attention" \
+    "$autotuned" "$attention" "$benchmarked" \
     "| fwd | $shape | flash bf16 (mma.sync), bf16 tensors | 0.4000 | 0.3000 | 0.75x | 0.2500 |"; do
   grep -qF -- "$line" "$md" || fail "report.md lacks: $line"
 done
-grep -A2 "^## Autotune candidates left out" "$md" | grep -qF -- "train-graph-wgmma-bf16.log: $left_out" ||
-  fail "the autotuners' left-out candidates are not in their section"
-grep -A3 "^## Autotune candidates left out" "$md" | grep -qF -- "$autotuned" &&
-  fail "the left-out section holds lines that left nothing out"
+for entry in "train-graph-wgmma-bf16.log: $left_out" "train-cudnn-bf16.log: $cudnn_left_out"; do
+  grep -A3 "^## Autotune candidates left out" "$md" | grep -qF -- "$entry" ||
+    fail "the autotuners' left-out candidates are not in their section: $entry"
+done
+for kept in "$autotuned" "$benchmarked"; do
+  grep -A4 "^## Autotune candidates left out" "$md" | grep -qF -- "$kept" &&
+    fail "the left-out section holds lines that left nothing out: $kept"
+done
 grep -A4 "^## The autotuners' choices" "$md" | grep -qF "step 10/20" &&
   fail "the autotuners' section holds lines that are not theirs"
 grep -A3 "^## The block shapes the convolutions' autotuners kept" "$md" | grep -qF -- "$shapes" ||

@@ -1,5 +1,6 @@
 #include "tests/cuda_emulation/cudnn.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -146,33 +147,93 @@ cudnnStatus_t check_problem(cudnnTensorDescriptor_t x, cudnnFilterDescriptor_t w
   return CUDNN_STATUS_SUCCESS;
 }
 
-// Every emulated algorithm asks for one float per output channel.
-size_t required_workspace(cudnnFilterDescriptor_t w) { return sizeof(float) * w->k; }
+enum class Pass { Forward, Data, Filter };
+
+// The heuristics' ranking of each pass, best first: the algorithm's number, whether it can
+// run, its determinism and its workspace in floats per output channel (kTerabyte: a
+// terabyte, which no benchmark may allocate).
+struct Ranked {
+  int algo;
+  bool runs;
+  cudnnDeterminism_t determinism;
+  size_t floats_per_output_channel;
+};
+constexpr size_t kTerabyte = ~size_t{0};
+constexpr Ranked kForward[] = {
+    {CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM, true, CUDNN_DETERMINISTIC, 1},
+    {CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, true, CUDNN_DETERMINISTIC, 0},
+    {CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD, false, CUDNN_DETERMINISTIC, 1},
+    {CUDNN_CONVOLUTION_FWD_ALGO_FFT, true, CUDNN_DETERMINISTIC, kTerabyte}};
+constexpr Ranked kData[] = {
+    {CUDNN_CONVOLUTION_BWD_DATA_ALGO_1, true, CUDNN_DETERMINISTIC, 1},
+    {CUDNN_CONVOLUTION_BWD_DATA_ALGO_0, true, CUDNN_NON_DETERMINISTIC, 1},
+    {CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING, true, CUDNN_DETERMINISTIC, 2}};
+constexpr Ranked kFilter[] = {
+    {CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1, true, CUDNN_DETERMINISTIC, 1},
+    {CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0, true, CUDNN_NON_DETERMINISTIC, 1},
+    {CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3, true, CUDNN_NON_DETERMINISTIC, 1},
+    {CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT_TILING, true, CUDNN_DETERMINISTIC, 2}};
+
+template <size_t kN>
+std::vector<Ranked> as_list(const Ranked (&r)[kN]) {
+  return std::vector<Ranked>(r, r + kN);
+}
+std::vector<Ranked> ranking(Pass pass) {
+  return pass == Pass::Forward ? as_list(kForward)
+         : pass == Pass::Data  ? as_list(kData)
+                               : as_list(kFilter);
+}
+
+// The entry of `algo` in the pass's ranking, or null when the pass has no such algorithm.
+const Ranked* find(Pass pass, int algo) {
+  static const std::vector<Ranked> lists[] = {ranking(Pass::Forward), ranking(Pass::Data),
+                                              ranking(Pass::Filter)};
+  for (const Ranked& r : lists[static_cast<int>(pass)])
+    if (r.algo == algo) return &r;
+  return nullptr;
+}
+
+size_t required_workspace(const Ranked& r, cudnnFilterDescriptor_t w) {
+  const size_t floats = r.floats_per_output_channel;
+  return floats == kTerabyte ? size_t{1} << 40 : sizeof(float) * w->k * floats;
+}
 
 int g_refuse_below = 0;  // cuda_emu::cudnn_refuse_inputs_below
+int g_broken = -1;       // cuda_emu::cudnn_break_algorithm
 
-template <class Perf, class Algo>
-cudnnStatus_t heuristic(cudnnTensorDescriptor_t x, cudnnFilterDescriptor_t w,
+template <class Perf>
+cudnnStatus_t heuristic(Pass pass, cudnnTensorDescriptor_t x, cudnnFilterDescriptor_t w,
                         cudnnConvolutionDescriptor_t conv, cudnnTensorDescriptor_t y,
-                        int requested, int* returned, Perf* perf, Algo algo) {
+                        int requested, int* returned, Perf* perf) {
   if (requested < 1 || returned == nullptr || perf == nullptr) return CUDNN_STATUS_BAD_PARAM;
   const cudnnStatus_t status = check_problem(x, w, conv, y);
   if (status != CUDNN_STATUS_SUCCESS) return status;
-  const cudnnStatus_t candidate =
-      x->c < g_refuse_below ? CUDNN_STATUS_NOT_SUPPORTED : CUDNN_STATUS_SUCCESS;
-  *perf = Perf{algo, candidate, -1.0f, required_workspace(w), CUDNN_DETERMINISTIC, conv->math,
-               {0, 0, 0}};
-  *returned = 1;
+  using Algo = decltype(Perf::algo);
+  const std::vector<Ranked> list = ranking(pass);
+  if (x->c < g_refuse_below) {  // one candidate, which cannot run
+    *perf = Perf{static_cast<Algo>(list[0].algo), CUDNN_STATUS_NOT_SUPPORTED, -1.0f,
+                 required_workspace(list[0], w), CUDNN_DETERMINISTIC, conv->math, {0, 0, 0}};
+    *returned = 1;
+    return CUDNN_STATUS_SUCCESS;
+  }
+  *returned = std::min(requested, static_cast<int>(list.size()));
+  for (int i = 0; i < *returned; ++i)
+    perf[i] = Perf{static_cast<Algo>(list[i].algo),
+                   list[i].runs ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_NOT_SUPPORTED, -1.0f,
+                   required_workspace(list[i], w), list[i].determinism, conv->math, {0, 0, 0}};
   return CUDNN_STATUS_SUCCESS;
 }
 
-cudnnStatus_t workspace_size(cudnnTensorDescriptor_t x, cudnnFilterDescriptor_t w,
-                             cudnnConvolutionDescriptor_t conv, cudnnTensorDescriptor_t y,
-                             size_t* bytes) {
+cudnnStatus_t workspace_size(Pass pass, int algo, cudnnTensorDescriptor_t x,
+                             cudnnFilterDescriptor_t w, cudnnConvolutionDescriptor_t conv,
+                             cudnnTensorDescriptor_t y, size_t* bytes) {
   if (bytes == nullptr) return CUDNN_STATUS_BAD_PARAM;
   const cudnnStatus_t status = check_problem(x, w, conv, y);
-  if (status == CUDNN_STATUS_SUCCESS) *bytes = required_workspace(w);
-  return status;
+  if (status != CUDNN_STATUS_SUCCESS) return status;
+  const Ranked* r = find(pass, algo);
+  if (r == nullptr || !r->runs) return CUDNN_STATUS_NOT_SUPPORTED;
+  *bytes = required_workspace(*r, w);
+  return CUDNN_STATUS_SUCCESS;
 }
 
 size_t elements(const cudnnTensorStruct* t) { return size_t(t->n) * t->c * t->h * t->w; }
@@ -208,8 +269,6 @@ void store(const std::vector<double>& acc, double alpha, double beta, void* out,
     }
   }
 }
-
-enum class Pass { Forward, Data, Filter };
 
 // One loop nest for the three passes: every (output pixel, filter tap) pair that lands
 // inside the input contributes its channel products to the pass's output.
@@ -248,24 +307,31 @@ std::vector<double> convolve(Pass pass, const cudnnTensorStruct* xd, const cudnn
 
 // The checks every convolution call makes, then the pass: run now, or recorded by a capture
 // of the handle's stream and run by each launch of its graph.
-cudnnStatus_t run(cudnnHandle_t handle, Pass pass, const void* alpha, cudnnTensorDescriptor_t xd,
-                  const void* x, cudnnFilterDescriptor_t wd, const void* w,
-                  cudnnConvolutionDescriptor_t conv, void* workspace, size_t workspace_bytes,
-                  const void* beta, cudnnTensorDescriptor_t yd, const void* y, void* out) {
+cudnnStatus_t run(cudnnHandle_t handle, Pass pass, int algo, const void* alpha,
+                  cudnnTensorDescriptor_t xd, const void* x, cudnnFilterDescriptor_t wd,
+                  const void* w, cudnnConvolutionDescriptor_t conv, void* workspace,
+                  size_t workspace_bytes, const void* beta, cudnnTensorDescriptor_t yd,
+                  const void* y, void* out) {
   if (handle == nullptr) return CUDNN_STATUS_NOT_INITIALIZED;
   if (alpha == nullptr || beta == nullptr) return CUDNN_STATUS_BAD_PARAM;
   const cudnnStatus_t status = check_problem(xd, wd, conv, yd);
   if (status != CUDNN_STATUS_SUCCESS) return status;
-  if (workspace_bytes < required_workspace(wd)) return CUDNN_STATUS_BAD_PARAM;
+  const Ranked* ranked = find(pass, algo);
+  if (ranked == nullptr || !ranked->runs) return CUDNN_STATUS_NOT_SUPPORTED;
+  const size_t needed = required_workspace(*ranked, wd);
+  if (workspace_bytes < needed) return CUDNN_STATUS_BAD_PARAM;
   cuda_emu::note_stream(handle->stream);
   const size_t bytes = element_bytes(xd->type);
-  if (!cuda_emu::device_accessible(workspace, required_workspace(wd)) ||
+  // (an algorithm that needs no workspace takes a null one)
+  if ((needed > 0 && !cuda_emu::device_accessible(workspace, needed)) ||
       !cuda_emu::device_accessible(x, elements(xd) * bytes) ||
       !cuda_emu::device_accessible(w, elements(wd) * bytes) ||
       !cuda_emu::device_accessible(y, elements(yd) * bytes))
     return CUDNN_STATUS_EXECUTION_FAILED;
   // alpha and beta are host floats for float and bf16 data; read now, as cuDNN does
-  const double a = *static_cast<const float*>(alpha), b = *static_cast<const float*>(beta);
+  // (a broken algorithm's result twice what it should be: cuda_emu::cudnn_break_algorithm)
+  const double a = *static_cast<const float*>(alpha) * (algo == g_broken ? 2.0 : 1.0);
+  const double b = *static_cast<const float*>(beta);
   const cudnnDataType_t type = xd->type;
   const cudnnMathType_t math = conv->math;
   // copies: the descriptors may be changed or destroyed before a captured call replays
@@ -291,14 +357,14 @@ cudnnStatus_t run(cudnnHandle_t handle, Pass pass, const void* alpha, cudnnTenso
 }  // namespace
 
 void cuda_emu::cudnn_refuse_inputs_below(int channels) { g_refuse_below = channels; }
+void cuda_emu::cudnn_break_algorithm(int algo) { g_broken = algo; }
 
 cudnnStatus_t cudnnGetConvolutionForwardAlgorithm_v7(
     cudnnHandle_t handle, cudnnTensorDescriptor_t x, cudnnFilterDescriptor_t w,
     cudnnConvolutionDescriptor_t conv, cudnnTensorDescriptor_t y, int requested, int* returned,
     cudnnConvolutionFwdAlgoPerf_t* perf) {
   if (handle == nullptr) return CUDNN_STATUS_NOT_INITIALIZED;
-  return heuristic(x, w, conv, y, requested, returned, perf,
-                   CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM);
+  return heuristic(Pass::Forward, x, w, conv, y, requested, returned, perf);
 }
 
 cudnnStatus_t cudnnGetConvolutionBackwardDataAlgorithm_v7(
@@ -306,7 +372,7 @@ cudnnStatus_t cudnnGetConvolutionBackwardDataAlgorithm_v7(
     cudnnConvolutionDescriptor_t conv, cudnnTensorDescriptor_t dx, int requested, int* returned,
     cudnnConvolutionBwdDataAlgoPerf_t* perf) {
   if (handle == nullptr) return CUDNN_STATUS_NOT_INITIALIZED;
-  return heuristic(dx, w, conv, dy, requested, returned, perf, CUDNN_CONVOLUTION_BWD_DATA_ALGO_1);
+  return heuristic(Pass::Data, dx, w, conv, dy, requested, returned, perf);
 }
 
 cudnnStatus_t cudnnGetConvolutionBackwardFilterAlgorithm_v7(
@@ -314,8 +380,7 @@ cudnnStatus_t cudnnGetConvolutionBackwardFilterAlgorithm_v7(
     cudnnConvolutionDescriptor_t conv, cudnnFilterDescriptor_t dw, int requested, int* returned,
     cudnnConvolutionBwdFilterAlgoPerf_t* perf) {
   if (handle == nullptr) return CUDNN_STATUS_NOT_INITIALIZED;
-  return heuristic(x, dw, conv, dy, requested, returned, perf,
-                   CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1);
+  return heuristic(Pass::Filter, x, dw, conv, dy, requested, returned, perf);
 }
 
 cudnnStatus_t cudnnGetConvolutionForwardWorkspaceSize(cudnnHandle_t handle,
@@ -323,9 +388,10 @@ cudnnStatus_t cudnnGetConvolutionForwardWorkspaceSize(cudnnHandle_t handle,
                                                       cudnnFilterDescriptor_t w,
                                                       cudnnConvolutionDescriptor_t conv,
                                                       cudnnTensorDescriptor_t y,
-                                                      cudnnConvolutionFwdAlgo_t, size_t* bytes) {
+                                                      cudnnConvolutionFwdAlgo_t algo,
+                                                      size_t* bytes) {
   if (handle == nullptr) return CUDNN_STATUS_NOT_INITIALIZED;
-  return workspace_size(x, w, conv, y, bytes);
+  return workspace_size(Pass::Forward, algo, x, w, conv, y, bytes);
 }
 
 cudnnStatus_t cudnnGetConvolutionBackwardDataWorkspaceSize(cudnnHandle_t handle,
@@ -333,10 +399,10 @@ cudnnStatus_t cudnnGetConvolutionBackwardDataWorkspaceSize(cudnnHandle_t handle,
                                                            cudnnTensorDescriptor_t dy,
                                                            cudnnConvolutionDescriptor_t conv,
                                                            cudnnTensorDescriptor_t dx,
-                                                           cudnnConvolutionBwdDataAlgo_t,
+                                                           cudnnConvolutionBwdDataAlgo_t algo,
                                                            size_t* bytes) {
   if (handle == nullptr) return CUDNN_STATUS_NOT_INITIALIZED;
-  return workspace_size(dx, w, conv, dy, bytes);
+  return workspace_size(Pass::Data, algo, dx, w, conv, dy, bytes);
 }
 
 cudnnStatus_t cudnnGetConvolutionBackwardFilterWorkspaceSize(cudnnHandle_t handle,
@@ -344,19 +410,20 @@ cudnnStatus_t cudnnGetConvolutionBackwardFilterWorkspaceSize(cudnnHandle_t handl
                                                              cudnnTensorDescriptor_t dy,
                                                              cudnnConvolutionDescriptor_t conv,
                                                              cudnnFilterDescriptor_t dw,
-                                                             cudnnConvolutionBwdFilterAlgo_t,
+                                                             cudnnConvolutionBwdFilterAlgo_t algo,
                                                              size_t* bytes) {
   if (handle == nullptr) return CUDNN_STATUS_NOT_INITIALIZED;
-  return workspace_size(x, dw, conv, dy, bytes);
+  return workspace_size(Pass::Filter, algo, x, dw, conv, dy, bytes);
 }
 
 cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t handle, const void* alpha,
                                       cudnnTensorDescriptor_t x_desc, const void* x,
                                       cudnnFilterDescriptor_t w_desc, const void* w,
-                                      cudnnConvolutionDescriptor_t conv, cudnnConvolutionFwdAlgo_t,
-                                      void* workspace, size_t workspace_bytes, const void* beta,
+                                      cudnnConvolutionDescriptor_t conv,
+                                      cudnnConvolutionFwdAlgo_t algo, void* workspace,
+                                      size_t workspace_bytes, const void* beta,
                                       cudnnTensorDescriptor_t y_desc, void* y) {
-  return run(handle, Pass::Forward, alpha, x_desc, x, w_desc, w, conv, workspace,
+  return run(handle, Pass::Forward, algo, alpha, x_desc, x, w_desc, w, conv, workspace,
              workspace_bytes, beta, y_desc, y, y);
 }
 
@@ -364,20 +431,21 @@ cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t handle, const void* alp
                                            cudnnFilterDescriptor_t w_desc, const void* w,
                                            cudnnTensorDescriptor_t dy_desc, const void* dy,
                                            cudnnConvolutionDescriptor_t conv,
-                                           cudnnConvolutionBwdDataAlgo_t, void* workspace,
+                                           cudnnConvolutionBwdDataAlgo_t algo, void* workspace,
                                            size_t workspace_bytes, const void* beta,
                                            cudnnTensorDescriptor_t dx_desc, void* dx) {
-  return run(handle, Pass::Data, alpha, dx_desc, dx, w_desc, w, conv, workspace, workspace_bytes,
-             beta, dy_desc, dy, dx);
+  return run(handle, Pass::Data, algo, alpha, dx_desc, dx, w_desc, w, conv, workspace,
+             workspace_bytes, beta, dy_desc, dy, dx);
 }
 
 cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t handle, const void* alpha,
                                              cudnnTensorDescriptor_t x_desc, const void* x,
                                              cudnnTensorDescriptor_t dy_desc, const void* dy,
                                              cudnnConvolutionDescriptor_t conv,
-                                             cudnnConvolutionBwdFilterAlgo_t, void* workspace,
-                                             size_t workspace_bytes, const void* beta,
-                                             cudnnFilterDescriptor_t dw_desc, void* dw) {
-  return run(handle, Pass::Filter, alpha, x_desc, x, dw_desc, dw, conv, workspace,
+                                             cudnnConvolutionBwdFilterAlgo_t algo,
+                                             void* workspace, size_t workspace_bytes,
+                                             const void* beta, cudnnFilterDescriptor_t dw_desc,
+                                             void* dw) {
+  return run(handle, Pass::Filter, algo, alpha, x_desc, x, dw_desc, dw, conv, workspace,
              workspace_bytes, beta, dy_desc, dy, dw);
 }

@@ -15,9 +15,15 @@
 //     nearest even); CUDNN_TENSOR_OP_MATH on float data rounds the operands to TF32 first,
 //     as tensor cores do, CUDNN_FMA_MATH does not;
 //   - y = alpha conv + beta y (beta 0 never reads y, which may hold NaNs);
-//   - every algorithm asks for a workspace (one float per output channel, so the engine's
-//     workspace plumbing is exercised); a smaller one is CUDNN_STATUS_BAD_PARAM, a buffer that
-//     is not device memory CUDNN_STATUS_EXECUTION_FAILED;
+//   - the v7 heuristics rank several algorithms per pass, as cuDNN's do: first a
+//     deterministic one asking for a workspace of one float per output channel (so the
+//     engine's workspace plumbing is exercised), then others (cudnn.cpp's table):
+//     deterministic ones asking for none or two floats per output channel, non-deterministic
+//     ones, one that cannot run (CUDNN_STATUS_NOT_SUPPORTED) and one asking for a terabyte.
+//     All compute the same sums, one way. A call with a smaller workspace than its
+//     algorithm's is CUDNN_STATUS_BAD_PARAM, with an algorithm the pass cannot run
+//     CUDNN_STATUS_NOT_SUPPORTED, with a buffer that is not device memory
+//     CUDNN_STATUS_EXECUTION_FAILED;
 //   - calls on a captured stream are recorded and run by each launch of the graph.
 // Anything else (NCHW, another data type, dilation, groups) is CUDNN_STATUS_NOT_SUPPORTED.
 // The enum values are cuDNN 9's. A test can make the heuristics find no algorithm for inputs
@@ -44,11 +50,16 @@ enum cudnnTensorFormat_t { CUDNN_TENSOR_NCHW = 0, CUDNN_TENSOR_NHWC = 1 };
 enum cudnnConvolutionMode_t { CUDNN_CONVOLUTION = 0, CUDNN_CROSS_CORRELATION = 1 };
 enum cudnnDeterminism_t { CUDNN_NON_DETERMINISTIC = 0, CUDNN_DETERMINISTIC = 1 };
 enum cudnnConvolutionFwdAlgo_t { CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM = 0,
-                                 CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM = 1 };
+                                 CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM = 1,
+                                 CUDNN_CONVOLUTION_FWD_ALGO_FFT = 4,
+                                 CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD = 6 };
 enum cudnnConvolutionBwdDataAlgo_t { CUDNN_CONVOLUTION_BWD_DATA_ALGO_0 = 0,
-                                     CUDNN_CONVOLUTION_BWD_DATA_ALGO_1 = 1 };
+                                     CUDNN_CONVOLUTION_BWD_DATA_ALGO_1 = 1,
+                                     CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING = 3 };
 enum cudnnConvolutionBwdFilterAlgo_t { CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0 = 0,
-                                       CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1 = 1 };
+                                       CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1 = 1,
+                                       CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3 = 3,
+                                       CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT_TILING = 6 };
 
 template <class Algo>
 struct cudnnAlgoPerfEmulated {
@@ -68,6 +79,10 @@ namespace cuda_emu {
 // From now on the v7 heuristics return one candidate with CUDNN_STATUS_NOT_SUPPORTED for an
 // input of fewer than `channels` channels (0: never, the default).
 void cudnn_refuse_inputs_below(int channels);
+// From now on every convolution call with algorithm number `algo` (in any pass that has it)
+// writes twice its result: a wrong algorithm, for the tests of what times and chooses among
+// them (conv2d_cudnn_plan.cuh). -1: none (the default).
+void cudnn_break_algorithm(int algo);
 }  // namespace cuda_emu
 
 struct cudnnContext;

@@ -314,14 +314,14 @@ TEST(Emulator, CudnnConvolvesAsDocumented) {
   w.set({1, 0, 0, 0, 0, 0, 0, 1});
   y.set({100, 100, 100, 100, 100, 100, 100, 100});
   size_t bytes = 0;
-  ASSERT_EQ(cudnnGetConvolutionForwardWorkspaceSize(h, xd, wd, cd, yd,
-                                                    CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, &bytes),
+  ASSERT_EQ(cudnnGetConvolutionForwardWorkspaceSize(
+                h, xd, wd, cd, yd, CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM, &bytes),
             CUDNN_STATUS_SUCCESS);
   EXPECT_EQ(bytes, 2 * sizeof(float));
   const float one = 1.0f, half = 0.5f;
   ASSERT_EQ(cudnnConvolutionForward(h, &one, xd, x.ptr, wd, w.ptr, cd,
-                                    CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, ws.ptr, bytes, &half,
-                                    yd, y.ptr),
+                                    CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM, ws.ptr, bytes,
+                                    &half, yd, y.ptr),
             CUDNN_STATUS_SUCCESS);
   // y (1, 2, 2, 2): (x[p][q], x[p+1][q+1]) + 50 at each of the 4 output pixels
   EXPECT_EQ(y.get(), (std::vector<float>{51, 55, 52, 56, 54, 58, 55, 59}));
@@ -340,15 +340,56 @@ TEST(Emulator, CudnnConvolvesAsDocumented) {
                                            &zero, wd, dw.ptr),
             CUDNN_STATUS_SUCCESS);
   EXPECT_EQ(dw.get(), (std::vector<float>{12, 16, 24, 28, 12, 16, 24, 28}));
+  // the heuristics' ranking (cudnn.cpp's table): the forward's algorithms 1, 0, 6 (cannot
+  // run), 4 (a terabyte of workspace); algorithm 0 needs no workspace and takes a null one,
+  // the same sums; made wrong (cudnn_break_algorithm), it doubles them
+  {
+    int count = 0;
+    cudnnConvolutionFwdAlgoPerf_t ranked[8];
+    ASSERT_EQ(cudnnGetConvolutionForwardAlgorithm_v7(h, xd, wd, cd, yd, 8, &count, ranked),
+              CUDNN_STATUS_SUCCESS);
+    ASSERT_EQ(count, 4);
+    EXPECT_EQ(ranked[0].algo, CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM);
+    EXPECT_EQ(ranked[0].memory, 2 * sizeof(float));
+    EXPECT_EQ(ranked[1].algo, CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM);
+    EXPECT_EQ(ranked[1].memory, 0u);
+    EXPECT_EQ(ranked[2].status, CUDNN_STATUS_NOT_SUPPORTED);
+    EXPECT_EQ(ranked[3].memory, size_t{1} << 40);
+    size_t none = 1;
+    ASSERT_EQ(cudnnGetConvolutionForwardWorkspaceSize(
+                  h, xd, wd, cd, yd, CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, &none),
+              CUDNN_STATUS_SUCCESS);
+    EXPECT_EQ(none, 0u);
+    EXPECT_EQ(cudnnGetConvolutionForwardWorkspaceSize(
+                  h, xd, wd, cd, yd, CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD, &none),
+              CUDNN_STATUS_NOT_SUPPORTED);
+    const float zero_beta = 0.0f;
+    ASSERT_EQ(cudnnConvolutionForward(h, &one, xd, x.ptr, wd, w.ptr, cd,
+                                      CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, nullptr, 0,
+                                      &zero_beta, yd, y.ptr),
+              CUDNN_STATUS_SUCCESS);
+    EXPECT_EQ(y.get(), (std::vector<float>{1, 5, 2, 6, 4, 8, 5, 9}));
+    EXPECT_EQ(cudnnConvolutionForward(h, &one, xd, x.ptr, wd, w.ptr, cd,
+                                      CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD, ws.ptr, bytes,
+                                      &zero_beta, yd, y.ptr),
+              CUDNN_STATUS_NOT_SUPPORTED);
+    cuda_emu::cudnn_break_algorithm(CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM);
+    ASSERT_EQ(cudnnConvolutionForward(h, &one, xd, x.ptr, wd, w.ptr, cd,
+                                      CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, nullptr, 0,
+                                      &zero_beta, yd, y.ptr),
+              CUDNN_STATUS_SUCCESS);
+    cuda_emu::cudnn_break_algorithm(-1);
+    EXPECT_EQ(y.get(), (std::vector<float>{2, 10, 4, 12, 8, 16, 10, 18}));
+  }
   // refusals: a workspace too small, host memory, descriptors that disagree, NCHW
   EXPECT_EQ(cudnnConvolutionForward(h, &one, xd, x.ptr, wd, w.ptr, cd,
-                                    CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, ws.ptr, bytes - 1,
-                                    &zero, yd, y.ptr),
+                                    CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM, ws.ptr,
+                                    bytes - 1, &zero, yd, y.ptr),
             CUDNN_STATUS_BAD_PARAM);
   std::vector<float> host(8);
   EXPECT_EQ(cudnnConvolutionForward(h, &one, xd, x.ptr, wd, w.ptr, cd,
-                                    CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, ws.ptr, bytes, &zero,
-                                    yd, host.data()),
+                                    CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM, ws.ptr, bytes,
+                                    &zero, yd, host.data()),
             CUDNN_STATUS_EXECUTION_FAILED);
   ASSERT_EQ(cudnnSetTensor4dDescriptor(yd, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, 1, 2, 3, 3),
             CUDNN_STATUS_SUCCESS);
@@ -369,8 +410,8 @@ TEST(Emulator, CudnnConvolvesAsDocumented) {
   xb.set({ddpm::bf16_bits_from_float(1.0f + 1.0f / 128)});  // 1 + 2^-7: exact in bf16
   wb.set({ddpm::bf16_bits_from_float(1.0f + 1.0f / 128)});
   ASSERT_EQ(cudnnConvolutionForward(h, &one, xd, xb.ptr, wd, wb.ptr, cd,
-                                    CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, ws.ptr, bytes, &zero,
-                                    yd, yb.ptr),
+                                    CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM, ws.ptr, bytes,
+                                    &zero, yd, yb.ptr),
             CUDNN_STATUS_SUCCESS);
   // (1 + 2^-7)^2 = 1 + 2^-6 + 2^-14: the 2^-14 is below bf16's half step, so 1 + 2^-6
   EXPECT_EQ(ddpm::float_from_bf16_bits(yb.get()[0]), 1.0f + 1.0f / 64);
