@@ -31,16 +31,16 @@
 #include "tests/test_util.h"
 
 #if DDPM_WITH_CUDA
+#include "engine/cuda_graph.h"
 #include "engine/device.h"
 #include "kernels/bf16.h"
 #include "kernels/cuda/conv2d.cuh"
-#include "kernels/cuda/conv2d_bf16.cuh"  // ScopedSwitch
 #include "kernels/cuda/conv2d_cudnn.cuh"
 #include "kernels/cuda/device_info.cuh"
 #include "tests/device_buffer.h"
 #endif
 #if DDPM_CUDA_EMULATION
-#include "tests/cuda_emulation/cudnn.h"  // cudnn_refuse_inputs_below, cudnn_break_algorithm
+#include "tests/cuda_emulation/cudnn.h"  // cudnn_refuse_inputs_below, _break_, _slow_algorithm
 #endif
 
 namespace ddpm {
@@ -371,19 +371,28 @@ TEST(CudaConvCudnn, AutoTimesItsCandidatesOnTheCallersOperands) {
 // reference within the math's bound (above). A second run of the same shapes times nothing.
 // The emulated cuDNN's ranking is known (tests/cuda_emulation/cudnn.cpp): the forward times
 // 1 and 0, not 4 (a terabyte of workspace) nor 6 (cannot run); the dgrad times 1 and 3, not
-// 0 (not deterministic); the wgrad times 1 and 6, not 0 nor 3; and with algorithm 3 made
-// wrong, the dgrad's check leaves it out.
+// 0 (not deterministic); the wgrad times 1 and 6, not 0 nor 3; with algorithm 3 made
+// wrong, the dgrad's check leaves it out; and with algorithm 1 made 20 ms slower, the plans
+// keep 0, 1 and 6 (6 asks for twice 1's workspace, which the op's calls must then have).
+// Through the config key's setter (set_conv_autotune).
 TEST(CudaConvCudnn, TheBenchmarkTimesCudnnsDeterministicAlgorithmsAndKeepsACheckedOne) {
   REQUIRE_GPU();
   PrecisionRestorer restore;
-  const cuda::ScopedSwitch<cuda::conv2d_cudnn_benchmark, cuda::set_conv2d_cudnn_benchmark>
-      benchmark(true);
+  struct AutotuneOff {
+    ~AutotuneOff() { set_conv_autotune(false); }
+  } autotune_off;
+  set_conv_autotune(true);  // the config key's setter: cuDNN's algorithms timed too
+  ASSERT_TRUE(cuda::conv2d_cudnn_benchmark());
   set_conv_algorithm(ConvAlgorithm::Cudnn);
 #if DDPM_CUDA_EMULATION
   struct Unbreak {
-    ~Unbreak() { cuda_emu::cudnn_break_algorithm(-1); }
+    ~Unbreak() {
+      cuda_emu::cudnn_break_algorithm(-1);
+      cuda_emu::cudnn_slow_algorithm(-1, 0.0);
+    }
   } unbreak;
   cuda_emu::cudnn_break_algorithm(3);
+  cuda_emu::cudnn_slow_algorithm(1, 20.0);  // the heuristics' pick: another one is kept
 #endif
   std::vector<test::ConvCase> cases = test::conv_cases();
   cases.resize(3);
@@ -447,8 +456,31 @@ TEST(CudaConvCudnn, TheBenchmarkTimesCudnnsDeterministicAlgorithmsAndKeepsACheck
 #endif
       }
       EXPECT_NE(printed.find(plan_line), std::string::npos) << plan_line << " in:\n" << printed;
+#if DDPM_CUDA_EMULATION  // algorithm 1 slowed, 3 wrong: 0, 1 (the dgrad's only one left), 6
+      EXPECT_NE(plan_line.find(": forward algo 0, dgrad algo 1, wgrad algo 6"), std::string::npos)
+          << plan_line;
+#endif
     }
   }
+}
+#endif
+
+#if DDPM_WITH_CUDA
+// The benchmark allocates and waits, which a capture cannot hold: a shape first met inside a
+// CUDA graph's capture with cuda_autotune on is an error that says so (the eager steps before
+// a capture see every shape), and the failed capture is ended.
+TEST(CudaConvCudnn, TheBenchmarkRefusesANewShapeInsideACapture) {
+  REQUIRE_GPU();
+  struct AutotuneOff {
+    ~AutotuneOff() { set_conv_autotune(false); }
+  } autotune_off;
+  set_conv_autotune(true);
+  const Conv2dShape s = conv2d_shape(Shape{1, 5, 5, 8}, Shape{3, 3, 8, 16}, Conv2dParams::same(3));
+  CudaGraph graph;
+  test::expect_error(
+      [&] { graph.capture([&] { (void)cuda::conv2d_cudnn_supported(s, cuda::CudnnMath::Bf16); }); },
+      {"cuda_autotune", "(1, 5, 5, 8) k3x3 -> 16", "inside a CUDA graph capture"});
+  EXPECT_FALSE(engine_stream_capturing());
 }
 #endif
 

@@ -1,7 +1,9 @@
 #include "tests/cuda_emulation/cudnn.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
+#include <thread>
 #include <vector>
 
 #include "kernels/bf16.h"
@@ -200,6 +202,8 @@ size_t required_workspace(const Ranked& r, cudnnFilterDescriptor_t w) {
 
 int g_refuse_below = 0;  // cuda_emu::cudnn_refuse_inputs_below
 int g_broken = -1;       // cuda_emu::cudnn_break_algorithm
+int g_slow = -1;         // cuda_emu::cudnn_slow_algorithm: the algorithm, and by how much
+double g_slow_ms = 0.0;
 
 template <class Perf>
 cudnnStatus_t heuristic(Pass pass, cudnnTensorDescriptor_t x, cudnnFilterDescriptor_t w,
@@ -338,7 +342,10 @@ cudnnStatus_t run(cudnnHandle_t handle, Pass pass, int algo, const void* alpha,
   const cudnnTensorStruct xs = *xd, ys = *yd;
   const cudnnFilterStruct ws = *wd;
   const cudnnConvolutionStruct cs = *conv;
+  const double slow_ms = algo == g_slow ? g_slow_ms : 0.0;
   const auto work = [=] {
+    if (slow_ms > 0)
+      std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(slow_ms));
     const auto operand = [&](const void* p, size_t n) { return decode(p, n, type, math); };
     const size_t nx = elements(&xs), nw = elements(&ws), ny = elements(&ys);
     std::vector<double> acc;
@@ -358,6 +365,10 @@ cudnnStatus_t run(cudnnHandle_t handle, Pass pass, int algo, const void* alpha,
 
 void cuda_emu::cudnn_refuse_inputs_below(int channels) { g_refuse_below = channels; }
 void cuda_emu::cudnn_break_algorithm(int algo) { g_broken = algo; }
+void cuda_emu::cudnn_slow_algorithm(int algo, double ms) {
+  g_slow = algo;
+  g_slow_ms = ms;
+}
 
 cudnnStatus_t cudnnGetConvolutionForwardAlgorithm_v7(
     cudnnHandle_t handle, cudnnTensorDescriptor_t x, cudnnFilterDescriptor_t w,

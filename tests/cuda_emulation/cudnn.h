@@ -83,6 +83,9 @@ void cudnn_refuse_inputs_below(int channels);
 // writes twice its result: a wrong algorithm, for the tests of what times and chooses among
 // them (conv2d_cudnn_plan.cuh). -1: none (the default).
 void cudnn_break_algorithm(int algo);
+// From now on every convolution call with algorithm number `algo` takes `ms` milliseconds
+// longer: a slow algorithm, so that a test knows which one timing keeps. -1: none.
+void cudnn_slow_algorithm(int algo, double ms);
 }  // namespace cuda_emu
 
 struct cudnnContext;
