@@ -431,6 +431,15 @@ TEST(CudaConvCudnn, TheBenchmarkTimesCudnnsDeterministicAlgorithmsAndKeepsACheck
         ASSERT_NE(arrow, std::string::npos) << line;
         const std::string kept = line.substr(arrow + 4);  // "algo N"
         EXPECT_TRUE(test::autotune_timed(line, kept)) << line;
+        // each candidate once (the heuristics' pick among them)
+        const std::string listed = line.substr(0, std::min(line.find(" (not timed"), arrow));
+        for (int a = 0; a < 8; ++a) {
+          const std::string entry = "algo " + std::to_string(a) + " ";
+          size_t times = 0;
+          for (size_t i = listed.find(entry); i != std::string::npos; i = listed.find(entry, i + 1))
+            ++times;
+          EXPECT_LE(times, 1u) << entry << "in: " << line;
+        }
         plan_line += std::string(pass == std::string("forward") ? " " : ", ") + pass + " " + kept;
 #if DDPM_CUDA_EMULATION
         const std::string pass_name = pass;
