@@ -166,14 +166,18 @@ std::vector<Candidate<decltype(Perf::algo)>> candidates(const Ranked<Perf>& r,
   return c;
 }
 
-// Times one pass's candidates with the engine's chooser and returns the one kept (its
-// workspace in *bytes): run(algo, workspace, bytes) makes cuDNN's call into `out`. A call
-// cuDNN refuses leaves the output as the chooser poisoned it (NaN), so that candidate is
-// left out, its status in its name.
-template <class Algo, class Run>
-Algo time_pass(const char* pass, const std::string& shape,
-               const std::vector<Candidate<Algo>>& c, const std::string& skipped,
-               const autotune::Output& out, Run run, size_t* bytes) {
+// One pass timed: its candidates (above) run through the engine's chooser, and the one
+// kept becomes the plan's (*algo, its workspace *bytes; on entry the heuristics' pick).
+// run(algo, workspace, bytes) makes cuDNN's call into `out`. A call cuDNN refuses leaves
+// the output as the chooser poisoned it (NaN), so that candidate is left out, its status in
+// its name.
+template <class Perf, class BytesOf, class Run>
+void time_pass(const char* pass, const std::string& shape, const Ranked<Perf>& ranked,
+               BytesOf bytes_of, const autotune::Output& out, Run run,
+               decltype(Perf::algo)* algo, size_t* bytes) {
+  using Algo = decltype(Perf::algo);
+  std::string skipped;
+  const std::vector<Candidate<Algo>> c = candidates(ranked, *algo, *bytes, bytes_of, &skipped);
   size_t most = 0;
   for (const Candidate<Algo>& k : c) most = std::max(most, k.bytes);
   const autotune::Scratch workspace(static_cast<int64_t>((most + 3) / 4));
@@ -196,8 +200,8 @@ Algo time_pass(const char* pass, const std::string& shape,
   std::printf("cudnn benchmark: %s %s:", pass, shape.c_str());
   const size_t kept = autotune::print_and_pick(names, timings, autotune::kSameSumsBound,
                                                skipped.c_str());
+  *algo = c[kept].algo;
   *bytes = c[kept].bytes;
-  return c[kept].algo;
 }
 
 // The plan's algorithms timed (conv2d_cudnn_plan.cuh): scratch operands of the shape in the
@@ -225,50 +229,41 @@ void benchmark(const Conv2dShape& s, CudnnMath math, Plan& p, const Ranked<FwdPe
   const autotune::Compare compare = bf16 ? autotune::Compare::Bf16 : autotune::Compare::F32;
   const Cudnn& api = cudnn();
   const float one = 1.0f, zero = 0.0f;
-  std::string skipped;
-  const auto fwd_c = candidates(
-      fwd, p.fwd, p.fwd_bytes,
+  time_pass(
+      "forward", shape, fwd,
       [&](cudnnConvolutionFwdAlgo_t a, size_t* b) {
         return api.cudnnGetConvolutionForwardWorkspaceSize(handle(), p.x, p.w, p.conv, p.y, a, b);
       },
-      &skipped);
-  p.fwd = time_pass(
-      "forward", shape, fwd_c, skipped, {y.get(), ny, compare},
+      {y.get(), ny, compare},
       [&](cudnnConvolutionFwdAlgo_t a, void* ws, size_t bytes) {
         return api.cudnnConvolutionForward(handle(), &one, p.x, x.get(), p.w, w.get(), p.conv, a,
                                            ws, bytes, &zero, p.y, y.get());
       },
-      &p.fwd_bytes);
-  skipped.clear();
-  const auto data_c = candidates(
-      data, p.data, p.data_bytes,
+      &p.fwd, &p.fwd_bytes);
+  time_pass(
+      "dgrad", shape, data,
       [&](cudnnConvolutionBwdDataAlgo_t a, size_t* b) {
         return api.cudnnGetConvolutionBackwardDataWorkspaceSize(handle(), p.w, p.y, p.conv, p.x,
                                                                 a, b);
       },
-      &skipped);
-  p.data = time_pass(
-      "dgrad", shape, data_c, skipped, {dx.get(), nx, compare},
+      {dx.get(), nx, compare},
       [&](cudnnConvolutionBwdDataAlgo_t a, void* ws, size_t bytes) {
         return api.cudnnConvolutionBackwardData(handle(), &one, p.w, w.get(), p.y, dy.get(),
                                                 p.conv, a, ws, bytes, &zero, p.x, dx.get());
       },
-      &p.data_bytes);
-  skipped.clear();
-  const auto filter_c = candidates(
-      filter, p.filter, p.filter_bytes,
+      &p.data, &p.data_bytes);
+  time_pass(
+      "wgrad", shape, filter,
       [&](cudnnConvolutionBwdFilterAlgo_t a, size_t* b) {
         return api.cudnnGetConvolutionBackwardFilterWorkspaceSize(handle(), p.x, p.y, p.conv,
                                                                   p.w, a, b);
       },
-      &skipped);
-  p.filter = time_pass(
-      "wgrad", shape, filter_c, skipped, {dw.get(), nw, compare},
+      {dw.get(), nw, compare},
       [&](cudnnConvolutionBwdFilterAlgo_t a, void* ws, size_t bytes) {
         return api.cudnnConvolutionBackwardFilter(handle(), &one, p.x, x.get(), p.y, dy.get(),
                                                   p.conv, a, ws, bytes, &zero, p.w, dw.get());
       },
-      &p.filter_bytes);
+      &p.filter, &p.filter_bytes);
 }
 
 Plan make_plan(const Conv2dShape& s, CudnnMath math) {
