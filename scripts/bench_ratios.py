@@ -54,8 +54,10 @@ RULES = {
     ("conv2d", "v4 bf16 (256x128 tiles), bf16 activations and weight copy"):
         ("v4 bf16 (64x64 warps), bf16 activations and weight copy", "cuDNN bf16"),
     ("conv2d", "engine on cuDNN bf16 (+ glue)"): (None, "cuDNN bf16"),
-    # cuDNN bf16 at its fastest (every algorithm timed, PyTorch's benchmark mode) on its
-    # heuristics' pick, the library column's baseline of every bf16 row here
+    # cuDNN at its fastest (every algorithm timed, PyTorch's benchmark mode) on its
+    # heuristics' pick, the library column's baseline of every row here
+    ("conv2d", "cuDNN fp32, fastest algorithm"): ("cuDNN fp32", None),
+    ("conv2d", "cuDNN TF32, fastest algorithm"): ("cuDNN TF32", None),
     ("conv2d", "cuDNN bf16, fastest algorithm"): ("cuDNN bf16", None),
     # v5 (Hopper's wgmma) on v4 with the same operands (the wgrad reads no weights)
     ("conv2d", "v5 wgmma, bf16 activations and weight copy"):

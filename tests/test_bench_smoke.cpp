@@ -111,15 +111,17 @@ TEST(BenchSmoke, EveryConvolutionRowRuns) {
                                 "engine on cuDNN bf16, bf16 activations (+ glue)"})
       EXPECT_EQ(rows.count(std::string(kernel) + " / " + variant), 1u)
           << kernel << " / " << variant;
-  // cuDNN bf16 alone at its fastest too, a row wherever its heuristics' row is: every
-  // algorithm that runs timed (conv_bench.cpp)
+  // cuDNN alone at its fastest too, in each math, a row wherever its heuristics' row is:
+  // every algorithm that runs timed (conv_bench.cpp)
   for (const std::string kernel : {"conv2d fwd", "conv2d dgrad", "conv2d wgrad"}) {
     const auto count = [&](const std::string& name) {
       const auto found = rows.find(kernel + " / " + name);
       return found == rows.end() ? 0 : found->second;
     };
-    EXPECT_GT(count("cuDNN bf16"), 0) << kernel;
-    EXPECT_EQ(count("cuDNN bf16, fastest algorithm"), count("cuDNN bf16")) << kernel;
+    for (const std::string math : {"cuDNN fp32", "cuDNN TF32", "cuDNN bf16"}) {
+      EXPECT_GT(count(math), 0) << kernel << " / " << math;
+      EXPECT_EQ(count(math + ", fastest algorithm"), count(math)) << kernel << " / " << math;
+    }
   }
   // with the weights' copy as training reads it: fwd and dgrad (the wgrad reads no weights)
   for (const char* kernel : {"conv2d fwd", "conv2d dgrad"})

@@ -107,9 +107,10 @@ struct CudnnConv {
 // One pass of cuDNN's at its fastest: every algorithm its heuristics rank (rank(count,
 // &returned, perf), the pass's v7 query) that can run within the engine's benchmark cap,
 // deterministic or not, as torch.backends.cudnn.benchmark chooses by default, each timed
-// (run(algo, workspace, bytes) makes the call); printed, "  SHAPE: NAME PASS: algo 1 0.0780
-// ms, algo 0 (non-deterministic) 0.0700 ms -> algo 0", and the fastest's time returned (-1
-// when none ran).
+// (run(algo, workspace, bytes) makes the call) by a short search (the median of 5 runs
+// after 1: fp32's slower algorithms take milliseconds a run), printed, "  SHAPE: NAME PASS:
+// algo 1 0.0780 ms, algo 0 (non-deterministic) 0.0700 ms -> algo 0", then the fastest timed
+// as every row is; its time returned (-1 when none ran).
 template <class Perf, class Rank, class Run>
 double fastest_algorithm(Timer& timer, const char* shape, const char* name, const char* pass,
                          Rank rank, Run run) {
@@ -117,7 +118,7 @@ double fastest_algorithm(Timer& timer, const char* shape, const char* name, cons
   int n = 0;
   CUDNN_CHECK(rank(8, &n, perf));
   double best = -1.0;
-  int best_algo = -1;
+  int best_algo = -1, best_at = -1;
   const char* sep = "";  // before every entry but the first
   std::printf("  %s: %s %s:", shape, name, pass);
   for (int i = 0; i < n; ++i) {
@@ -134,17 +135,24 @@ double fastest_algorithm(Timer& timer, const char* shape, const char* name, cons
       sep = ",";
       continue;
     }
-    const double ms = timer.median_ms([&] { CUDNN_CHECK(run(p.algo, wsp, p.memory)); });
+    const double ms = timer.median_ms([&] { CUDNN_CHECK(run(p.algo, wsp, p.memory)); }, 1, 5);
     std::printf("%s algo %d%s %.4f ms", sep, algo,
                 p.determinism == CUDNN_DETERMINISTIC ? "" : " (non-deterministic)", ms);
     sep = ",";
     if (best < 0 || ms < best) {
       best = ms;
       best_algo = algo;
+      best_at = i;
     }
   }
   std::printf(" -> algo %d\n", best_algo);
-  return best;
+  if (best_at < 0) return -1.0;
+  const Perf& p = perf[best_at];
+  const Tensor ws = p.memory ? Tensor::empty(Shape{static_cast<int64_t>((p.memory + 3) / 4)},
+                                             DType::F32, Device::CUDA)
+                             : Tensor();
+  void* const wsp = ws.defined() ? ws.raw() : nullptr;
+  return timer.median_ms([&] { CUDNN_CHECK(run(p.algo, wsp, p.memory)); });
 }
 
 struct ConvShape {
@@ -459,10 +467,14 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
       cudnnMathType_t math;
       cudnnDataType_t data;
       const char* name;
+      const char* fastest;  // its rows with every algorithm timed
     };
-    for (const Baseline& base : {Baseline{CUDNN_FMA_MATH, CUDNN_DATA_FLOAT, "cuDNN fp32"},
-                                 Baseline{CUDNN_TENSOR_OP_MATH, CUDNN_DATA_FLOAT, "cuDNN TF32"},
-                                 Baseline{CUDNN_TENSOR_OP_MATH, CUDNN_DATA_BFLOAT16, "cuDNN bf16"}}) {
+    for (const Baseline& base :
+         {Baseline{CUDNN_FMA_MATH, CUDNN_DATA_FLOAT, "cuDNN fp32", "cuDNN fp32, fastest algorithm"},
+          Baseline{CUDNN_TENSOR_OP_MATH, CUDNN_DATA_FLOAT, "cuDNN TF32",
+                   "cuDNN TF32, fastest algorithm"},
+          Baseline{CUDNN_TENSOR_OP_MATH, CUDNN_DATA_BFLOAT16, "cuDNN bf16",
+                   "cuDNN bf16, fastest algorithm"}}) {
       if (!o.wants(false)) break;
       const char* name = base.name;
       const bool bf16 = base.data == CUDNN_DATA_BFLOAT16;
@@ -497,12 +509,11 @@ void bench_convolutions(const Options& o, Timer& timer, Report& report) {
                                                    cd.conv, cd.bwd_filter, cd.ws, cd.ws_bytes,
                                                    &zero, cd.w, dwc.raw()));
       }), flops);
-      if (!bf16) continue;
-      // and bf16 at its fastest: every algorithm timed, the heuristics' pick above among
-      // them (PyTorch's torch.backends.cudnn.benchmark = True, the comparison its users see)
-      const char* at_best = "cuDNN bf16, fastest algorithm";
+      // and at its fastest: every algorithm timed, the heuristics' pick above among them
+      // (PyTorch's torch.backends.cudnn.benchmark = True, the comparison its users see; in
+      // fp32 perhaps Winograd's or FFT's transforms, which multiply less)
       const auto add_best = [&](const char* kernel, double ms) {
-        if (ms >= 0) add_flops(kernel, shape, at_best, ms, flops);
+        if (ms >= 0) add_flops(kernel, shape, base.fastest, ms, flops);
       };
       add_best("conv2d fwd", fastest_algorithm<cudnnConvolutionFwdAlgoPerf_t>(
           timer, shape, name, "forward",
