@@ -661,6 +661,10 @@ TEST(CudaAttentionBf16, TheOpRunsTheRulesPathOrTheTimedOne) {
   const std::vector<std::string> timed = lines(printed, 2);
   ASSERT_EQ(timed.size(), 1u) << printed;
   const std::string& choice = timed[0];
+  // a backward follows: each candidate held to the reference's dqkv, by thirds
+  EXPECT_NE(choice.find("(forward + backward, dqkv checked by its thirds): flash "),
+            std::string::npos)
+      << choice;
   // each path checked against the flash pair and timed
   for (const char* name : {"flash", "flash, dq by cuBLAS", "cuBLAS GEMMs and row kernels"})
     EXPECT_TRUE(test::autotune_timed(choice, name)) << name << " in " << choice;
@@ -703,7 +707,8 @@ TEST(CudaAttentionBf16, TheOpRunsTheRulesPathOrTheTimedOne) {
   const std::string forward_only = testing::internal::GetCapturedStdout();
   const std::vector<std::string> forwards = lines(forward_only, 2);
   ASSERT_EQ(forwards.size(), 1u) << forward_only;
-  EXPECT_NE(forwards[0].find("(forward): flash "), std::string::npos) << forwards[0];
+  EXPECT_NE(forwards[0].find("(forward, out checked): flash "), std::string::npos)
+      << forwards[0];
   EXPECT_TRUE(test::autotune_timed(forwards[0], "cuBLAS GEMMs and row kernels")) << forwards[0];
   EXPECT_EQ(test::autotune_timed(forwards[0], "flash on wgmma"), cuda::gemm_sm90_available())
       << forwards[0];

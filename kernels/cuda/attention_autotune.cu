@@ -88,10 +88,13 @@ AttentionBf16Path tune(const AttentionShape& s, bool backward) {
   };
   const std::vector<autotune::Timing> timings =
       autotune::check_and_time(candidates.size(), check, autotune::kSameSumsBound, run);
+  // the line says what was checked (the output each candidate's first run was held to)
   std::printf("attention autotune: batch %lld, length %lld, %lld channels, %lld heads (%s):",
               static_cast<long long>(s.b), static_cast<long long>(s.l),
               static_cast<long long>(s.c), static_cast<long long>(s.heads),
-              backward ? "forward + backward" : "forward");
+              checked.p != dqkv.get() ? "forward, out checked"
+              : checked.groups == 3   ? "forward + backward, dqkv checked by its thirds"
+                                      : "forward + backward, dqkv checked whole");
   std::vector<const char*> names;
   for (AttentionBf16Path path : candidates) names.push_back(attention_bf16_path_name(path));
   return candidates[autotune::print_and_pick(names, timings, autotune::kSameSumsBound)];

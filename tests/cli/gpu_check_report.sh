@@ -45,7 +45,7 @@ echo "train exit 0" > "$work/train.status"
 echo "step 10 | loss 0.1 | 812.5 img/s" > "$work/train.log"
 # the auto run's log: the autotuners' lines go to the report, the others not
 autotuned="conv autotune: dgrad (128, 32, 32, 128) k3x3 -> 128 stride 1, bf16 activations and weight copy: v4 bf16 0.199 ms, cuDNN bf16 0.079 ms -> cuDNN bf16"
-attention="attention autotune: batch 128, length 256, 256 channels, 1 heads (forward + backward): flash 0.300 ms -> flash"
+attention="attention autotune: batch 128, length 256, 256 channels, 1 heads (forward + backward, dqkv checked by its thirds): flash 0.300 ms -> flash"
 # and cuDNN's algorithms, timed under cuda_autotune (kernels/cuda/conv2d_cudnn_plan.cuh)
 benchmarked="cudnn benchmark: wgrad (128, 32, 32, 128) k3x3 -> 128 stride 1 pad 1,1,1,1 bf16: algo 1 0.074 ms, algo 6 0.069 ms -> algo 6"
 printf 'training the U-Net\n%s\n%s\n%s\nstep 10/20  loss 1.0\n' "$autotuned" "$attention" \
@@ -55,7 +55,7 @@ shapes="conv v4 autotune: forward 131072 x 128 x 1152 (K in 1 slices): 128x128 0
 printf 'training the U-Net\n%s\nstep 10/20  loss 1.0\n' "$shapes" > "$work/train-tiled-bf16.log"
 # a candidate an autotuner left out (kernels/cuda/autotune_check.cuh): named in a section of
 # its own, with its log, whichever training run printed it
-left_out="attention autotune: batch 128, length 256, 256 channels, 1 heads (forward + backward): flash 0.300 ms, flash on wgmma left out (error 0.5 of the largest value, bound 0.031) -> flash"
+left_out="attention autotune: batch 128, length 256, 256 channels, 1 heads (forward + backward, dqkv checked by its thirds): flash 0.300 ms, flash on wgmma left out (error 0.5 of the largest value, bound 0.031) -> flash"
 printf 'training the U-Net\n%s\n' "$left_out" > "$work/train-graph-wgmma-bf16.log"
 cudnn_left_out="cudnn benchmark: dgrad (128, 16, 16, 256) k3x3 -> 256 stride 1 pad 1,1,1,1 bf16: algo 1 0.067 ms, algo 3 left out (error 1 of the largest value, bound 0.031) -> algo 1"
 printf 'training the U-Net\n%s\n' "$cudnn_left_out" > "$work/train-cudnn-bf16.log"
