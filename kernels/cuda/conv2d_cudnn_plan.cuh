@@ -14,9 +14,9 @@
 //    shape through the chooser every autotuner of the engine uses (autotune_check.cuh). The
 //    heuristics' own pick is the reference; each other algorithm's output is checked against
 //    it before it is timed; the fastest is kept. One line per shape and pass names what each
-//    took. Why not cudnnFind: it times by its own rules and checks nothing, and it would
-//    take non-deterministic algorithms too; PyTorch's benchmark takes them (its default
-//    torch.backends.cudnn.deterministic is false), ours does not, for the reason above.
+//    took. Why not cudnnFind: it times by its own rules and checks no output. PyTorch's
+//    benchmark also takes the non-deterministic algorithms (its default
+//    torch.backends.cudnn.deterministic is false); ours does not, for the reason above.
 // The timing allocates and waits, which a CUDA graph's capture cannot hold: with benchmark
 // on, a shape must first be seen by an eager call (as under cuda_conv: auto).
 #pragma once
