@@ -437,6 +437,12 @@ with open(os.path.join(out, "report.md"), "w") as f:
     f.write("\n## The autotuners' choices in the auto-bf16 run (v4 or cuDNN per convolution pass; "
             "the attention's path; cuDNN's algorithms)\n```\n" + ("\n".join(chosen) or
                                                                    "(none: not run)") + "\n```\n")
+    # cuDNN's algorithms timed in the cudnn-bf16 run (cuda_autotune): the heuristics' pick
+    # first, then each other deterministic one, per shape and pass
+    timed = [l for l in read("train-cudnn-bf16.log").splitlines()
+             if l.startswith("cudnn benchmark:")]
+    f.write("\n## cuDNN's algorithms timed in the cudnn-bf16 run (the heuristics' pick first)\n"
+            "```\n" + ("\n".join(timed) or "(none: not run)") + "\n```\n")
     # and the block shapes' (v4's five, with the gathers through L1 and the carveout:
     # docs/kernels.md v4 steps 12-13) and v5's schedules, per pass and GEMM size
     shapes = [l for name in ("train-tiled-bf16.log", "train-graph-wgmma-bf16.log")

@@ -58,7 +58,9 @@ printf 'training the U-Net\n%s\nstep 10/20  loss 1.0\n' "$shapes" > "$work/train
 left_out="attention autotune: batch 128, length 256, 256 channels, 1 heads (forward + backward, dqkv checked by its thirds): flash 0.300 ms, flash on wgmma left out (error 0.5 of the largest value, bound 0.031) -> flash"
 printf 'training the U-Net\n%s\n' "$left_out" > "$work/train-graph-wgmma-bf16.log"
 cudnn_left_out="cudnn benchmark: dgrad (128, 16, 16, 256) k3x3 -> 256 stride 1 pad 1,1,1,1 bf16: algo 1 0.067 ms, algo 3 left out (error 1 of the largest value, bound 0.031) -> algo 1"
-printf 'training the U-Net\n%s\n' "$cudnn_left_out" > "$work/train-cudnn-bf16.log"
+cudnn_kept="cudnn benchmark: forward (128, 16, 16, 256) k3x3 -> 256 stride 1 pad 1,1,1,1 bf16: algo 1 0.071 ms, algo 0 0.094 ms -> algo 1"
+printf 'training the U-Net\n%s\n%s\nstep 10/20  loss 1.0\n' "$cudnn_left_out" "$cudnn_kept" \
+  > "$work/train-cudnn-bf16.log"
 echo "conv2d fwd  v4  1.000 ms" > "$work/kernel-bench.txt"
 shape="16x16, 1 head B128 L256 d256"  # the rows of tests/cli/data/ (a GPU run's, made up)
 cp "$src/tests/cli/data/kernel-bench-attention.json" "$work/kernel-bench.json"
@@ -82,6 +84,12 @@ for kept in "$autotuned" "$benchmarked"; do
   grep -A4 "^## Autotune candidates left out" "$md" | grep -qF -- "$kept" &&
     fail "the left-out section holds lines that left nothing out: $kept"
 done
+for line in "$cudnn_left_out" "$cudnn_kept"; do
+  grep -A4 "^## cuDNN's algorithms timed in the cudnn-bf16 run" "$md" | grep -qF -- "$line" ||
+    fail "the cudnn-bf16 run's benchmark lines are not in their section: $line"
+done
+grep -A4 "^## cuDNN's algorithms timed" "$md" | grep -qF "step 10/20" &&
+  fail "the cuDNN section holds lines that are not the benchmark's"
 grep -A4 "^## The autotuners' choices" "$md" | grep -qF "step 10/20" &&
   fail "the autotuners' section holds lines that are not theirs"
 grep -A3 "^## The block shapes the convolutions' autotuners kept" "$md" | grep -qF -- "$shapes" ||
