@@ -278,10 +278,18 @@ TEST(BenchSmoke, EveryGemmRowRuns) {
 TEST(BenchSmoke, EveryTrainingStepRowRuns) {
   REQUIRE_GPU();
   nlohmann::json rows;
+  testing::internal::CaptureStdout();
   const std::map<std::string, int> names = run_split(bench::bench_training_step, &rows);
+  const std::string printed = testing::internal::GetCapturedStdout();
+  // the rows with cuDNN's algorithms timed time them, in both maths (their plans' lines)
+  for (const char* math : {" fp32: algo ", " bf16: algo "})
+    EXPECT_NE(printed.find(std::string("cudnn benchmark: forward (") + "1, 32, 32, 3) k3x3 -> 8 "
+                           "stride 1 pad 1,1,1,1" + math),
+              std::string::npos)
+        << math;
   // eager and graph on wgmma, and eager with v5's schedules autotuned
   const size_t v5 = cuda::gemm_sm90_available() ? 1 : 0;
-  EXPECT_EQ(names.size(), 18u + 5 * v5);
+  EXPECT_EQ(names.size(), 20u + 5 * v5);
   for (const std::string graph : {"eager ", "CUDA graph "})
     for (const std::string im2col : {"", ", im2col A (forced)"})
       EXPECT_EQ(names.count("training step / " + graph +
@@ -304,6 +312,13 @@ TEST(BenchSmoke, EveryTrainingStepRowRuns) {
   EXPECT_EQ(names.count("training step / eager fp32, v4 bf16x6 convolutions"), 1u);
   EXPECT_EQ(names.count("training step / eager bf16, bf16 activations, upsample then conv"), 1u);
   EXPECT_EQ(names.count("training step / eager bf16, cuDNN convolutions, bf16 activations"), 1u);
+  // and the two cuDNN steps with cuDNN's algorithms timed (cuda_autotune), beside them
+  EXPECT_EQ(names.count("training step / eager fp32, cuDNN convolutions, cuDNN's algorithms "
+                        "timed"),
+            1u);
+  EXPECT_EQ(names.count("training step / eager bf16, cuDNN convolutions, bf16 activations, "
+                        "cuDNN's algorithms timed"),
+            1u);
   for (const std::string graph : {"eager ", "CUDA graph "})
     EXPECT_EQ(names.count("training step / " + graph +
                           "bf16, v4 or cuDNN per layer (auto), bf16 activations"),

@@ -46,6 +46,7 @@
 #include "engine/flops.h"
 #include "engine/weight_copy.h"
 #include "kernels/cuda/conv2d_bf16.cuh"
+#include "kernels/cuda/conv2d_cudnn.cuh"
 #include "kernels/cuda/gemm_sm90.cuh"
 #include "models/config_reader.h"
 #include "models/ddpm/trainer.h"
@@ -65,6 +66,11 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
     bool im2col = false;      // v5's WgmmaIm2col forced (the run's config sets Wgmma)
     bool auto_conv = false;   // cuda_conv: auto (v4 or cuDNN, per layer and pass)
     bool bf16x6 = false;      // cuda_conv: bf16x6 (fp32 on v4's GEMM, conv2d_pieces.cu)
+    // cuDNN's algorithms timed per layer and pass (conv2d_cudnn_plan.cuh; what cuda_autotune
+    // does under cuda_conv: cudnn, set alone here, so that nothing else the key tunes, the
+    // attention's path, differs from the heuristic row): PyTorch's benchmark mode against
+    // the heuristics' pick, in the same process
+    bool cudnn_timed = false;
   };
   std::vector<Variant> variants;
   if (o.wants(false)) {
@@ -83,6 +89,11 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
     variants.push_back({"bf16", false, false, true, false});
     variants.push_back({"bf16", false, false, true, true, false});
     variants.push_back({"bf16", true, false, true});
+    for (const char* precision : {"fp32", "bf16"}) {  // the two cuDNN rows above, timed
+      Variant timed{precision, true, false, std::string(precision) == "bf16"};
+      timed.cudnn_timed = true;
+      variants.push_back(timed);
+    }
     for (const bool graph : {false, true}) {
       Variant tuned{"bf16", false, graph, true};
       tuned.auto_conv = true;
@@ -131,6 +142,7 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
     for (const std::string& kv : overrides) apply_override(j, kv);
     ImageRun run(read_image_train_config(j, config + " (kernel-bench step)"));
     if (v.im2col) cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::WgmmaIm2col);  // until the end
+    if (v.cudnn_timed) cuda::set_conv2d_cudnn_benchmark(true);  // until the next row's run
     if (!v.weight_copy) drop_bf16_copy(run.store().flat_data());
     cuda_reset_peak_bytes_in_use();  // the weights, moments and EMA in use; then the steps'
     // A graph is captured after the trainer's eager steps: those first, so that the timer's
@@ -157,7 +169,8 @@ void bench_training_step(const Options& o, Timer& timer, Report& report) {
                                 (v.by_phase ? "" : ", upsample then conv") +
                                 (v.wgmma ? ", v5 wgmma convolutions" : "") +
                                 (v.im2col ? ", im2col A (forced)" : "") +
-                                (v.autotune ? ", autotuned" : "");
+                                (v.autotune ? ", autotuned" : "") +
+                                (v.cudnn_timed ? ", cuDNN's algorithms timed" : "");
     Row& r = report.add_rate("training step", shape, variant, ms, o.batch / (ms * 1e-3), "img/s");
     const double tflops = step_flops / (ms * 1e-3) * 1e-12;
     const double peak = std::string(v.precision) == "bf16"   ? report.peaks().bf16_tflops
