@@ -53,6 +53,15 @@ struct PrecisionRestorer {
   }
 };
 
+// cuda_autotune's convolutions on (set_conv_autotune, the config key's setter) for a scope,
+// off again at its end, however it ends.
+struct ConvAutotuneOn {
+  ConvAutotuneOn() { set_conv_autotune(true); }
+  ~ConvAutotuneOn() { set_conv_autotune(false); }
+  ConvAutotuneOn(const ConvAutotuneOn&) = delete;
+  ConvAutotuneOn& operator=(const ConvAutotuneOn&) = delete;
+};
+
 #if DDPM_WITH_CUDA
 // A shape cuDNN has no algorithm for runs on our kernel instead, which would pass the
 // comparison without testing the glue: every shape must have run on cuDNN. The emulated cuDNN
@@ -378,10 +387,7 @@ TEST(CudaConvCudnn, AutoTimesItsCandidatesOnTheCallersOperands) {
 TEST(CudaConvCudnn, TheBenchmarkTimesCudnnsDeterministicAlgorithmsAndKeepsACheckedOne) {
   REQUIRE_GPU();
   PrecisionRestorer restore;
-  struct AutotuneOff {
-    ~AutotuneOff() { set_conv_autotune(false); }
-  } autotune_off;
-  set_conv_autotune(true);  // the config key's setter: cuDNN's algorithms timed too
+  const ConvAutotuneOn autotune_on;  // the config key's setter: cuDNN's algorithms timed too
   ASSERT_TRUE(cuda::conv2d_cudnn_benchmark());
   set_conv_algorithm(ConvAlgorithm::Cudnn);
 #if DDPM_CUDA_EMULATION
@@ -480,10 +486,7 @@ TEST(CudaConvCudnn, TheBenchmarkTimesCudnnsDeterministicAlgorithmsAndKeepsACheck
 // a capture see every shape), and the failed capture is ended.
 TEST(CudaConvCudnn, TheBenchmarkRefusesANewShapeInsideACapture) {
   REQUIRE_GPU();
-  struct AutotuneOff {
-    ~AutotuneOff() { set_conv_autotune(false); }
-  } autotune_off;
-  set_conv_autotune(true);
+  const ConvAutotuneOn autotune_on;
   const Conv2dShape s = conv2d_shape(Shape{1, 5, 5, 8}, Shape{3, 3, 8, 16}, Conv2dParams::same(3));
   CudaGraph graph;
   test::expect_error(

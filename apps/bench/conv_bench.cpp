@@ -119,6 +119,7 @@ double fastest_algorithm(Timer& timer, const char* shape, const char* name, cons
   CUDNN_CHECK(rank(8, &n, perf));
   double best = -1.0;
   int best_algo = -1, best_at = -1;
+  Tensor best_ws;  // the fastest's workspace, kept for its row
   const char* sep = "";  // before every entry but the first
   std::printf("  %s: %s %s:", shape, name, pass);
   for (int i = 0; i < n; ++i) {
@@ -143,15 +144,13 @@ double fastest_algorithm(Timer& timer, const char* shape, const char* name, cons
       best = ms;
       best_algo = algo;
       best_at = i;
+      best_ws = ws;
     }
   }
   std::printf(" -> algo %d\n", best_algo);
   if (best_at < 0) return -1.0;
   const Perf& p = perf[best_at];
-  const Tensor ws = p.memory ? Tensor::empty(Shape{static_cast<int64_t>((p.memory + 3) / 4)},
-                                             DType::F32, Device::CUDA)
-                             : Tensor();
-  void* const wsp = ws.defined() ? ws.raw() : nullptr;
+  void* const wsp = best_ws.defined() ? best_ws.raw() : nullptr;
   return timer.median_ms([&] { CUDNN_CHECK(run(p.algo, wsp, p.memory)); });
 }
 

@@ -180,17 +180,15 @@ template <size_t kN>
 std::vector<Ranked> as_list(const Ranked (&r)[kN]) {
   return std::vector<Ranked>(r, r + kN);
 }
-std::vector<Ranked> ranking(Pass pass) {
-  return pass == Pass::Forward ? as_list(kForward)
-         : pass == Pass::Data  ? as_list(kData)
-                               : as_list(kFilter);
+const std::vector<Ranked>& ranking(Pass pass) {
+  static const std::vector<Ranked> lists[] = {as_list(kForward), as_list(kData),
+                                              as_list(kFilter)};
+  return lists[static_cast<int>(pass)];
 }
 
 // The entry of `algo` in the pass's ranking, or null when the pass has no such algorithm.
 const Ranked* find(Pass pass, int algo) {
-  static const std::vector<Ranked> lists[] = {ranking(Pass::Forward), ranking(Pass::Data),
-                                              ranking(Pass::Filter)};
-  for (const Ranked& r : lists[static_cast<int>(pass)])
+  for (const Ranked& r : ranking(pass))
     if (r.algo == algo) return &r;
   return nullptr;
 }
@@ -213,7 +211,7 @@ cudnnStatus_t heuristic(Pass pass, cudnnTensorDescriptor_t x, cudnnFilterDescrip
   const cudnnStatus_t status = check_problem(x, w, conv, y);
   if (status != CUDNN_STATUS_SUCCESS) return status;
   using Algo = decltype(Perf::algo);
-  const std::vector<Ranked> list = ranking(pass);
+  const std::vector<Ranked>& list = ranking(pass);
   if (x->c < g_refuse_below) {  // one candidate, which cannot run
     *perf = Perf{static_cast<Algo>(list[0].algo), CUDNN_STATUS_NOT_SUPPORTED, -1.0f,
                  required_workspace(list[0], w), CUDNN_DETERMINISTIC, conv->math, {0, 0, 0}};
