@@ -109,6 +109,14 @@ RULES = {
         ("flash bf16 (mma.sync), bf16 tensors", "cuBLAS bf16 GEMMs only"),
     ("linear", "SGEMM TF32 (+ rounding)"): ("SGEMM fp32", None),
     ("linear", "GemmEx bf16 (+ conversion)"): ("SGEMM TF32 (+ rounding)", None),
+    # the forward's bias in cuBLASLt's epilogue on the same product and a pass after it
+    ("linear", "SGEMM fp32, bias in cuBLASLt's epilogue"): ("SGEMM fp32", None),
+    ("linear", "SGEMM TF32 (+ rounding), bias in cuBLASLt's epilogue"):
+        ("SGEMM TF32 (+ rounding)", None),
+    ("linear", "GemmEx bf16 (+ conversion), bias in cuBLASLt's epilogue"):
+        ("GemmEx bf16 (+ conversion)", None),
+    ("linear", "GemmEx bf16, bf16 activations, bias in cuBLASLt's epilogue"):
+        ("GemmEx bf16, bf16 activations", None),
     # Hopper's wgmma GEMM on cuBLAS's bf16 GEMM, same operands and layout
     ("gemm", "wgmma bf16 (128x128 tiles, 4 stages)"): (None, "cuBLAS bf16 (GemmEx, TN)"),
     ("gemm", "wgmma bf16 (128x128 tiles, 4 stages), both MN-major"):

@@ -223,6 +223,12 @@ TEST(BenchSmoke, EveryMemoryLinearAndLossRowRuns) {
             "corrupt / fused f32 x0", "corrupt / fused f32 x0, two quads a thread"})
         EXPECT_EQ(rows.count(row), 1u) << row;
     }
+    if (section == bench::bench_linear) {  // each forward with its bias by a pass, and not
+      for (const std::string way : {"SGEMM fp32", "SGEMM TF32 (+ rounding)",
+                                    "GemmEx bf16 (+ conversion)", "GemmEx bf16, bf16 activations"})
+        for (const std::string bias : {"", ", bias in cuBLASLt's epilogue"})
+          EXPECT_EQ(rows.count("linear fwd / " + way + bias), 1u) << way << bias;
+    }
     if (section != bench::bench_memory_bound) continue;
     // group norm in every mapping onto blocks, in f32 and bf16 storage
     for (const std::string mapping :

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -17,6 +18,9 @@
 #include "engine/ops.h"
 #include "engine/ops/op_util.h"
 #include "tests/test_util.h"
+#if DDPM_WITH_CUDA
+#include "kernels/cuda/gemm_lt.cuh"
+#endif
 
 namespace ddpm {
 namespace {
@@ -128,8 +132,22 @@ TEST(CudaBf16Storage, InterleavedPhasesAreTheCpusBits) {
   }
 }
 
-// linear on bf16 activations: cublasGemmEx reads x and dy as they are; the CPU runs the f32
-// op on widened copies (precision bf16 rounds w on both). The same bf16 products, summed in
+// cuBLASLt's bias epilogue on or off (kernels/cuda/gemm_lt.cuh); nothing without CUDA, where
+// the test skips.
+void set_bias_epilogue(bool on) {
+#if DDPM_WITH_CUDA
+  cuda::lt::set_bias_epilogue(on);
+#else
+  (void)on;
+#endif
+}
+
+// linear on bf16 activations: cuBLAS reads x and dy as they are; the CPU runs the f32 op on
+// widened copies (precision bf16 rounds w on both, and b where y is bf16). y comes out of
+// cuBLASLt's epilogue, or with it switched off (where cuBLASLt has no algorithm) out of
+// row_adds.cuh's pass over the fp32 product: both are held to the CPU, so the pass's
+// mappings stay tested (runs of 8 where n is a multiple of 8, pairs for even n, single
+// elements). The same bf16 products, summed in
 // fp32 in different orders (2e-4 of the products' magnitude sum, as tests/conv_op_check.h
 // derives), then y and dx rounded to bf16 (the neighbouring value at worst: 2^-8 more):
 // 4.1e-3 of the magnitude sum for y and dx, 2e-4 for the fp32 dw and db. With `earlier`,
@@ -139,13 +157,20 @@ TEST(CudaBf16Storage, InterleavedPhasesAreTheCpusBits) {
 // once more on each side, 2^-8 of the value's magnitude added to its bound.
 TEST(CudaBf16Storage, LinearReadsBf16ActivationsAsTheyAre) {
   REQUIRE_GPU();
-  // y's bias pass (row_adds.cuh) moves runs of 8 (n a multiple of 8), pairs (even n) or
-  // single elements; each the first gradient, then one added to an earlier gradient
-  using Case = std::pair<int64_t, bool>;
-  for (const auto& [n, earlier] : {Case{40, false}, Case{40, true}, Case{38, false},
-                                   Case{7, false}, Case{7, true}}) {
+  struct Restore {
+    ~Restore() { set_bias_epilogue(true); }
+  } restore;
+  // each the first gradient, then one added to an earlier gradient
+  using Case = std::tuple<int64_t, bool, bool>;
+  for (const auto& [n, earlier, epilogue] :
+       {Case{40, false, true}, Case{40, true, true}, Case{38, false, true}, Case{7, false, true},
+        Case{7, true, true}, Case{40, false, false}, Case{40, true, false},
+        Case{38, false, false}, Case{7, false, false}, Case{7, true, false}}) {
     SCOPED_TRACE(testing::Message() << "n " << n << (earlier ? ", added to an earlier gradient"
-                                                             : ", the first gradient"));
+                                                             : ", the first gradient")
+                                    << (epilogue ? ", y in cuBLASLt's epilogue"
+                                                 : ", y by row_adds' pass"));
+    set_bias_epilogue(epilogue);
     set_precision(Precision::BF16);
     const Shape xs{2, 5, 24};
     std::vector<std::vector<float>> runs[3];  // CPU, GPU, CPU on magnitudes

@@ -31,11 +31,15 @@
 #include "kernels/cuda/conv2d.cuh"
 #include "kernels/cuda/device_info.cuh"
 #include "kernels/cuda/elementwise.cuh"
+#include "kernels/cuda/gemm_lt.cuh"
 #include "kernels/cuda/group_norm.cuh"
 #include "kernels/cuda/linear.cuh"
 #include "kernels/cuda/resample.cuh"
 #include "tests/device_buffer.h"
 #include "tests/group_norm_version.h"
+#endif
+#if DDPM_CUDA_EMULATION
+#include "tests/cuda_emulation/cublaslt.h"  // cublaslt_find_no_algorithm, cublaslt_matmuls
 #endif
 
 namespace ddpm {
@@ -216,6 +220,130 @@ TEST(CudaOps, LinearUnderBf16AndTf32MultipliesRoundedOperands) {
     }
   }
 }
+
+#if DDPM_WITH_CUDA
+// The forward's bias in cuBLASLt's epilogue (kernels/cuda/gemm_lt.cuh), on each of the four
+// forward paths: fp32, TF32, bf16 products on fp32 activations, bf16 activations. Each runs
+// one pass fewer than with the epilogue switched off (the broadcast add; on bf16
+// activations two: the bias widened from its bf16 value, and row_adds' add and rounding),
+// and gives what the two passes give: the same bits under the emulation, whose products sum
+// one way; on a GPU, where cuBLASLt and cuBLAS may pick algorithms that sum the 24 products
+// in different orders, within fp32's rounding of those sums (1e-5 of the value, and as
+// much absolute for values near 0), and for a bf16 output the neighbouring bf16 value
+// (2^-8 of the value) on top.
+TEST(CudaOps, LinearAddsItsBiasInCublasLtsEpilogue) {
+  REQUIRE_GPU();
+  struct Path {
+    const char* name;
+    Precision precision;
+    bool bf16_activations;
+    uint64_t passes_saved;
+  };
+  const Path paths[] = {{"fp32", Precision::F32, false, 1},
+                        {"tf32", Precision::TF32, false, 1},
+                        {"bf16 products", Precision::BF16, false, 1},
+                        {"bf16 activations", Precision::BF16, true, 2}};
+  const Tensor x32 = rnd({3, 5, 24}, 1).to(Device::CUDA);
+  const Tensor w = rnd({24, 40}, 2, 0.2).to(Device::CUDA), b = rnd({40}, 3).to(Device::CUDA);
+  for (const Path& path : paths) {
+    SCOPED_TRACE(path.name);
+    set_precision(path.precision);
+    const Tensor x = path.bf16_activations ? cast(x32, DType::BF16) : x32;
+    std::vector<float> out[2];  // the epilogue on, off
+    uint64_t launches[2];
+    for (int off = 0; off < 2; ++off) {
+      cuda::lt::set_bias_epilogue(off == 0);
+      const DeviceWorkCounts before = device_work_counts();
+      testing::internal::CaptureStdout();
+      const Tensor y = linear(x, w, b);
+      const std::string printed = testing::internal::GetCapturedStdout();
+      launches[off] = (device_work_counts() - before).launches;
+      EXPECT_EQ(printed.find("cuBLASLt has no algorithm"), std::string::npos) << printed;
+      ASSERT_EQ(y.dtype(), x.dtype());
+      out[off] = cast(y, DType::F32).to(Device::CPU).to_vector<float>();
+    }
+    cuda::lt::set_bias_epilogue(true);
+    set_precision(Precision::F32);
+    EXPECT_EQ(launches[1], launches[0] + path.passes_saved);
+#if DDPM_CUDA_EMULATION
+    EXPECT_EQ(out[0], out[1]);
+#else
+    const double rounding = path.bf16_activations ? std::ldexp(1.0, -8) : 0.0;
+    for (size_t i = 0; i < out[0].size(); ++i)
+      ASSERT_NEAR(out[0][i], out[1][i], (1e-5 + rounding) * std::fabs(out[1][i]) + 1e-5)
+          << "element " << i;
+#endif
+  }
+}
+#endif
+
+#if DDPM_WITH_CUDA
+// Without a bias, a linear layer on bf16 activations stores its product in bf16 as cuBLAS
+// sums it: one rounding, no pass after it (the one launch is w's conversion: a plain tensor
+// has no bf16 copy). The CPU's widened op rounds its own fp32 sums of the same bf16
+// products once: within one bf16 rounding of the products' magnitude sum (2^-8, as
+// CudaBf16Storage.LinearReadsBf16ActivationsAsTheyAre derives it), plus fp32's of the sums.
+TEST(CudaOps, LinearOnBf16ActivationsWithoutABiasRoundsTheProductOnce) {
+  REQUIRE_GPU();
+  set_precision(Precision::BF16);
+  const Tensor x = cast(rnd({3, 5, 24}, 7), DType::BF16), w = rnd({24, 40}, 8, 0.2);
+  const Tensor xg = x.to(Device::CUDA), wg = w.to(Device::CUDA);
+  const DeviceWorkCounts before = device_work_counts();
+  const Tensor yg = linear(xg, wg, Tensor());
+  const uint64_t launches = (device_work_counts() - before).launches;
+  const std::vector<float> gpu = cast(yg, DType::F32).to(Device::CPU).to_vector<float>();
+  const std::vector<float> cpu = cast(linear(x, w, Tensor()), DType::F32).to_vector<float>();
+  const auto magnitudes = [](const Tensor& t) {
+    std::vector<float> v = cast(t, DType::F32).to_vector<float>();
+    for (float& e : v) e = std::fabs(e);
+    return Tensor::from_vector(t.shape(), v);
+  };
+  const std::vector<float> magnitude =
+      linear(magnitudes(x), magnitudes(w), Tensor()).to_vector<float>();
+  set_precision(Precision::F32);
+  ASSERT_EQ(yg.dtype(), DType::BF16);
+  EXPECT_EQ(launches, 1u);
+  ASSERT_EQ(gpu.size(), cpu.size());
+  for (size_t i = 0; i < gpu.size(); ++i)
+    ASSERT_NEAR(gpu[i], cpu[i], (std::ldexp(1.0, -8) + 1e-5) * magnitude[i] + 1e-6)
+        << "element " << i;
+}
+#endif
+
+#if DDPM_CUDA_EMULATION
+// Where cuBLASLt has no algorithm for a problem (the emulated library made to find none),
+// the layer takes the two passes, with the same result, and a line says so, once: the
+// problem is planned once.
+TEST(CudaOps, LinearWithoutACublasLtAlgorithmTakesTheTwoPasses) {
+  REQUIRE_GPU();
+  struct Restore {
+    ~Restore() {
+      cuda_emu::cublaslt_find_no_algorithm(false);
+      set_precision(Precision::F32);
+    }
+  } restore;
+  set_precision(Precision::BF16);
+  const Tensor x = cast(rnd({7, 33}, 4), DType::BF16).to(Device::CUDA);
+  const Tensor w = rnd({33, 16}, 5, 0.2).to(Device::CUDA), b = rnd({16}, 6).to(Device::CUDA);
+  cuda::lt::set_bias_epilogue(false);
+  const std::vector<float> two_passes =
+      cast(linear(x, w, b), DType::F32).to(Device::CPU).to_vector<float>();
+  cuda::lt::set_bias_epilogue(true);
+  cuda_emu::cublaslt_find_no_algorithm(true);
+  for (int call = 0; call < 2; ++call) {
+    SCOPED_TRACE(call == 0 ? "planned" : "the plan kept");
+    const int64_t matmuls = cuda_emu::cublaslt_matmuls();
+    testing::internal::CaptureStdout();
+    const Tensor y = linear(x, w, b);
+    const std::string printed = testing::internal::GetCapturedStdout();
+    EXPECT_EQ(cast(y, DType::F32).to(Device::CPU).to_vector<float>(), two_passes);
+    EXPECT_EQ(cuda_emu::cublaslt_matmuls(), matmuls);
+    const std::string line = "linear: cuBLASLt has no algorithm adding the bias in its epilogue "
+                             "for M 7 K 33 N 16 (bf16 operands, bf16 output, bias aligned to ";
+    EXPECT_EQ(printed.find(line) != std::string::npos, call == 0) << printed;
+  }
+}
+#endif
 
 // Runs the test body with one CUDA attention version selected, restoring the default.
 class AttentionVersion {

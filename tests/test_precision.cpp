@@ -221,6 +221,30 @@ TEST(Precision, ConvolutionAndLinearMultiplyRoundedOperands) {
   set_cpu_kernels(cpu_fast_kernels_built() ? CpuKernels::Fast : CpuKernels::Reference);
 }
 
+// A linear layer whose output is stored in bf16 adds its bias as the bias's bf16 value, as
+// the GPU does (cuBLASLt's epilogue takes a bias of the output's type: kernels/cuda/
+// linear.cuh), and its gradient is dy's fp32 sum all the same; an fp32 output adds the fp32
+// bias. By hand: 1 x 1 + b with b = 2^-8 + 2^-17, whose bf16 value is 2^-8 (8 significant
+// bits; TF32's 11 would keep b whole): bf16(1 + 2^-8) is a tie that rounds to the even 1,
+// where bf16(1 + b) would round up to 1 + 2^-7; in fp32, 1 + b is exact.
+TEST(Precision, ALinearStoredInBf16AddsItsBiasAsBf16) {
+  set_precision(Precision::BF16);
+  const float b_value = std::ldexp(1.0f, -8) + std::ldexp(1.0f, -17);
+  Tensor w = Tensor::from_vector<float>(Shape{1, 1}, {1.0f});
+  Tensor b = Tensor::from_vector<float>(Shape{1}, {b_value});
+  w.set_requires_grad(true);
+  b.set_requires_grad(true);
+  const Tensor x32 = Tensor::from_vector<float>(Shape{1, 1}, {1.0f});
+  const Tensor y16 = linear(cast(x32, DType::BF16), w, b);
+  ASSERT_EQ(y16.dtype(), DType::BF16);
+  EXPECT_EQ(cast(y16, DType::F32).to_vector<float>(), std::vector<float>{1.0f});
+  tape().backward(y16, Tensor::from_vector<float>(Shape{1, 1}, {0.375f}).to(DType::BF16));
+  EXPECT_EQ(b.grad().to_vector<float>(), std::vector<float>{0.375f});
+  EXPECT_EQ(w.grad().to_vector<float>(), std::vector<float>{0.375f});
+  EXPECT_EQ(linear(x32, w, b).to_vector<float>(), std::vector<float>{1.0f + b_value});
+  set_precision(Precision::F32);
+}
+
 // Attention under bf16: q, k, v and dout rounded by the op, P and dS by the kernels where
 // they multiply (AttentionShape::bf16_probs), as the GPU's flash kernels do; TF32 leaves
 // attention fp32. Held to the bound of the flash kernels' test: each output within

@@ -4,18 +4,23 @@
 // rounded to TF32 beforehand (the rounding kernel timed with it, as the engine runs it), and
 // cublasGemmEx on bf16 copies with fp32 accumulation (the conversions timed with it); and as
 // training on bf16 activations runs it: x, dy, y and dx bf16 tensors read and written as they
-// are, w from the weights' bf16 copy (y = bf16(sum + b) by a pass over the fp32 sum; dx
-// rounded in cuBLAS's epilogue).
+// are, w from the weights' bf16 copy (dx rounded in cuBLAS's epilogue). Each forward twice:
+// the bias added by a second pass over the product (the rows named as before, with
+// cuBLASLt's epilogue switched off: y = bf16(sum + b) by a pass over the fp32 sum on bf16
+// activations), and "..., bias in cuBLASLt's epilogue", the engine's default
+// (kernels/cuda/gemm_lt.cuh: y stored once; on bf16 activations b from the copy too).
 //
 // FLOPs: forward 2 M K N, backward (dx and dw) 4 M K N; the bias is not counted. Each
 // variant's rate is judged against the peak of its arithmetic (FP32 FMA, TF32 or bf16 tensor
 // cores).
 #include <algorithm>
 #include <cstdio>
+#include <functional>
 
 #include "apps/bench/bench.h"
 #include "engine/ops.h"
 #include "kernels/cuda/elementwise.cuh"
+#include "kernels/cuda/gemm_lt.cuh"
 #include "kernels/cuda/linear.cuh"
 
 namespace ddpm::bench {
@@ -52,17 +57,25 @@ void bench_linear(const Options& o, Timer& timer, Report& report) {
         Shape{std::max(cuda::linear_bf16_forward_workspace(s), cuda::linear_bf16_backward_workspace(s))},
         DType::F32, Device::CUDA);
     const auto f = [](const Tensor& t) { return t.data<float>(); };
-    report.add_flops("linear fwd", shape, "SGEMM fp32", timer.median_ms([&] {
-      cuda::linear_forward(s, f(x), f(w), f(b), f(y));
-    }), fwd_flops);
+    // a forward with the bias by a second pass (`pass`), then in cuBLASLt's epilogue
+    // (`epilogue`; both names written out, as scripts/bench_ratios.py finds them)
+    const auto forward = [&](const char* pass, const char* epilogue,
+                             const std::function<void()>& run) {
+      cuda::lt::set_bias_epilogue(false);
+      report.add_flops("linear fwd", shape, pass, timer.median_ms(run), fwd_flops);
+      cuda::lt::set_bias_epilogue(true);
+      report.add_flops("linear fwd", shape, epilogue, timer.median_ms(run), fwd_flops);
+    };
+    forward("SGEMM fp32", "SGEMM fp32, bias in cuBLASLt's epilogue",
+            [&] { cuda::linear_forward(s, f(x), f(w), f(b), f(y)); });
     report.add_flops("linear bwd", shape, "SGEMM fp32", timer.median_ms([&] {
       cuda::linear_backward(s, f(x), f(w), f(dy), f(dx), f(dw), f(db), f(col));
     }), 2 * fwd_flops);
-    report.add_flops("linear fwd", shape, "SGEMM TF32 (+ rounding)", timer.median_ms([&] {
+    forward("SGEMM TF32 (+ rounding)", "SGEMM TF32 (+ rounding), bias in cuBLASLt's epilogue", [&] {
       cuda::round_to_tf32(x.numel(), f(x), f(xr));
       cuda::round_to_tf32(w.numel(), f(w), f(wr));
       cuda::linear_forward(s, f(xr), f(wr), f(b), f(y), /*tf32=*/true);
-    }), fwd_flops);
+    });
     report.add_flops("linear bwd", shape, "SGEMM TF32 (+ rounding)", timer.median_ms([&] {
       cuda::round_to_tf32(x.numel(), f(x), f(xr));
       cuda::round_to_tf32(w.numel(), f(w), f(wr));
@@ -70,22 +83,25 @@ void bench_linear(const Options& o, Timer& timer, Report& report) {
       cuda::linear_backward(s, f(xr), f(wr), f(dyr), f(dx), f(dw), nullptr, nullptr, true);
       cuda::linear_backward(s, f(x), f(w), f(dy), nullptr, nullptr, f(db), f(col));
     }), 2 * fwd_flops);
-    report.add_flops("linear fwd", shape, "GemmEx bf16 (+ conversion)", timer.median_ms([&] {
-      cuda::linear_bf16_forward(s, f(x), f(w), f(b), f(y), f(ws));
-    }), fwd_flops);
+    forward("GemmEx bf16 (+ conversion)",
+            "GemmEx bf16 (+ conversion), bias in cuBLASLt's epilogue",
+            [&] { cuda::linear_bf16_forward(s, f(x), f(w), f(b), f(y), f(ws)); });
     report.add_flops("linear bwd", shape, "GemmEx bf16 (+ conversion)", timer.median_ms([&] {
       cuda::linear_bf16_backward(s, f(x), f(w), f(dy), f(dx), f(dw), f(db), f(ws));
     }), 2 * fwd_flops);
     const Tensor x16 = cast(x, DType::BF16), dy16 = cast(dy, DType::BF16);
     const Tensor w16 = cast(w, DType::BF16), y16 = Tensor::empty(y.shape(), DType::BF16, Device::CUDA);
+    const Tensor b16 = cast(b, DType::BF16);  // the bias's bf16 copy, as the weights' buffer keeps
     const Tensor dx16 = Tensor::zeros(x.shape(), DType::BF16, Device::CUDA);
     const Tensor ws16 = Tensor::empty(
         Shape{std::max<int64_t>(1, std::max(cuda::linear_bf16_activations_forward_workspace(s),
                                             cuda::linear_bf16_activations_backward_workspace(s)))},
         DType::F32, Device::CUDA);
-    report.add_flops("linear fwd", shape, "GemmEx bf16, bf16 activations", timer.median_ms([&] {
-      cuda::linear_bf16_forward(s, bf16_bits(x16), f(w), f(b), bf16_bits(y16), f(ws16), bf16_bits(w16));
-    }), fwd_flops);
+    forward("GemmEx bf16, bf16 activations",
+            "GemmEx bf16, bf16 activations, bias in cuBLASLt's epilogue", [&] {
+      cuda::linear_bf16_forward(s, bf16_bits(x16), f(w), f(b), bf16_bits(y16), f(ws16),
+                                bf16_bits(w16), bf16_bits(b16));
+    });
     report.add_flops("linear bwd", shape, "GemmEx bf16, bf16 activations", timer.median_ms([&] {
       cuda::linear_bf16_backward(s, bf16_bits(x16), f(w), bf16_bits(dy16), bf16_bits(dx16), f(dw), f(db),
                                  f(ws16), bf16_bits(w16));

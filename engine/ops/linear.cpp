@@ -69,7 +69,8 @@ Tensor linear_bf16_activations(const Tensor& x, const Tensor& w, const Tensor& b
     DDPM_CUDA_ONLY(
         const Tensor ws = detail::cuda_workspace(cuda::linear_bf16_activations_forward_workspace(s));
         cuda::linear_bf16_forward(s, bf16_bits(x), w.data<float>(), ptr_or_null<float>(b),
-                                  bf16_bits(y), ws.data<float>(), bf16_copy_of(w)));
+                                  bf16_bits(y), ws.data<float>(), bf16_copy_of(w),
+                                  b.defined() ? bf16_copy_of(b) : nullptr));
   }
   if (should_record({x, w, b})) {
     tape().record("linear", {y}, [s, x, w, gx = grad_ref(x), gw = grad_ref(w),
@@ -90,6 +91,11 @@ Tensor linear_bf16_activations(const Tensor& x, const Tensor& w, const Tensor& b
   return y;
 }
 
+// The f32 op. bias_in_bf16: its output is to be stored in bf16, so the bias is added as its
+// bf16 value, as the GPU adds it there (cuBLASLt's epilogue takes a bias of the output's type:
+// kernels/cuda/linear.cuh); its gradient is the fp32 sum of dy all the same.
+Tensor linear_f32(const Tensor& x, const Tensor& w, const Tensor& b, bool bias_in_bf16);
+
 }  // namespace
 
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
@@ -97,7 +103,14 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   if (detail::cuda_bf16({x}) && !detail::any_bf16({w, b}) && precision() == Precision::BF16)
     return linear_bf16_activations(x, w, b);
   if (detail::any_bf16({x, w, b}))  // the CPU: the f32 op on widened copies, the reference
-    return cast(linear(detail::widen(x), detail::widen(w), detail::widen(b)), DType::BF16);
+    return cast(linear_f32(detail::widen(x), detail::widen(w), detail::widen(b), true),
+                DType::BF16);
+  return linear_f32(x, w, b, false);
+}
+
+namespace {
+
+Tensor linear_f32(const Tensor& x, const Tensor& w, const Tensor& b, bool bias_in_bf16) {
   detail::check_float("linear", "x", x);
   detail::check_compatible("linear", "w", w, "x", x);
   if (b.defined()) detail::check_compatible("linear", "b", b, "x", x);
@@ -112,20 +125,21 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   const bool gpu_bf16 = bf16_gemm(x);
   const Tensor xo = gpu_bf16 ? x : detail::matmul_operand(x);
   const Tensor wo = gpu_bf16 ? w : detail::matmul_operand(w);
+  const Tensor bo = bias_in_bf16 && b.defined() ? detail::bf16_rounded(b) : b;
   dispatch("linear", x, [&](auto tag) {
     using T = decltype(tag);
-    cpu::linear_forward<T>(s, xo.data<T>(), wo.data<T>(), ptr_or_null<T>(b), y.data<T>());
+    cpu::linear_forward<T>(s, xo.data<T>(), wo.data<T>(), ptr_or_null<T>(bo), y.data<T>());
   }, [&] {
     DDPM_CPU_FAST_ONLY(cpu_fast::linear_forward(s, xo.data<float>(), wo.data<float>(),
-                                                ptr_or_null<float>(b), y.data<float>()));
+                                                ptr_or_null<float>(bo), y.data<float>()));
   }, [&] {
     DDPM_CUDA_ONLY(
         if (gpu_bf16) {
           const Tensor ws = detail::cuda_workspace(cuda::linear_bf16_forward_workspace(s));
-          cuda::linear_bf16_forward(s, x.data<float>(), w.data<float>(), ptr_or_null<float>(b),
+          cuda::linear_bf16_forward(s, x.data<float>(), w.data<float>(), ptr_or_null<float>(bo),
                                     y.data<float>(), ws.data<float>(), bf16_copy_of(w));
         } else {
-          cuda::linear_forward(s, xo.data<float>(), wo.data<float>(), ptr_or_null<float>(b),
+          cuda::linear_forward(s, xo.data<float>(), wo.data<float>(), ptr_or_null<float>(bo),
                                y.data<float>(), tf32_gemm(x));
         });
   });
@@ -181,5 +195,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   }
   return y;
 }
+
+}  // namespace
 
 }  // namespace ddpm

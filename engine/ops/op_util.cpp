@@ -75,10 +75,9 @@ bool rounds_operands(const Tensor& t) {
   return precision() != Precision::F32 && t.dtype() == DType::F32;
 }
 
-Tensor matmul_operand(const Tensor& t) {
-  if (!rounds_operands(t)) return t;
+namespace {
+Tensor rounded(const Tensor& t, bool bf16) {
   Tensor r = Tensor::empty(t.shape(), DType::F32, t.device());
-  const bool bf16 = precision() == Precision::BF16;
   const int64_t n = t.numel();
   const float* x = t.data<float>();
   float* y = r.data<float>();
@@ -88,6 +87,16 @@ Tensor matmul_operand(const Tensor& t) {
     bf16 ? cpu::round_to_bf16(n, x, y) : cpu::round_to_tf32(n, x, y);
   }
   return r;
+}
+}  // namespace
+
+Tensor matmul_operand(const Tensor& t) {
+  return rounds_operands(t) ? rounded(t, precision() == Precision::BF16) : t;
+}
+
+Tensor bf16_rounded(const Tensor& t) {
+  CHECK(t.dtype() == DType::F32, "bf16_rounded: " << t.describe() << " is not f32");
+  return rounded(t, true);
 }
 
 }  // namespace ddpm::detail

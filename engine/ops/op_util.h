@@ -111,6 +111,9 @@ Tensor conv2d_counted(const Tensor& x, const Tensor& w, const Tensor& b, const C
 // new tensor on the same device); under F32, t itself.
 bool rounds_operands(const Tensor& t);
 Tensor matmul_operand(const Tensor& t);
+// float(bf16(t)) for an f32 t, whatever the precision (a new tensor on t's device, recorded
+// on no tape).
+Tensor bf16_rounded(const Tensor& t);
 
 // ---- bf16 storage (engine/ops/cast.cpp) ----
 // t's data as bf16 bits (kernels/bf16.h), the element type the kernels take; t must be bf16.

@@ -1,6 +1,8 @@
 // cuBLAS for the kernels that hand a plain GEMM to it (DESIGN.md: cuBLAS may serve plain
 // GEMMs): the linear layers (linear.cu) and the flash attention backward's dq
-// (attention_flash_bf16_backward.cu). One handle per math mode, on the engine's stream.
+// (attention_flash_bf16_backward.cu). One handle per math mode, on the engine's stream. And
+// cuBLASLt (a library of its own in the toolkit) for the products whose bias it adds in its
+// epilogue (gemm_lt.cu): its entries, and one handle (its calls take the stream).
 //
 // cuBLAS is opened (dlopen) when the first product runs, not when the program starts: a
 // loaded libcublas costs ~216 MB of resident memory (measured: a program that only links it
@@ -8,6 +10,7 @@
 // pay. Under the CPU emulation the emulated cuBLAS is called directly.
 #pragma once
 
+#include <cublasLt.h>
 #include <cublas_v2.h>
 
 namespace ddpm::cuda::blas {
@@ -37,5 +40,24 @@ const Api& api();
 // The handle for `math` (CUBLAS_DEFAULT_MATH or CUBLAS_TF32_TENSOR_OP_MATH), created on first
 // use on the engine's stream (engine/cuda_stream.h).
 cublasHandle_t handle(cublasMath_t math = CUBLAS_DEFAULT_MATH);
+
+struct LtApi {
+  decltype(&cublasLtCreate) create;
+  decltype(&cublasLtMatmulDescCreate) desc_create;
+  decltype(&cublasLtMatmulDescDestroy) desc_destroy;
+  decltype(&cublasLtMatmulDescSetAttribute) desc_set;
+  decltype(&cublasLtMatrixLayoutCreate) layout_create;
+  decltype(&cublasLtMatrixLayoutDestroy) layout_destroy;
+  decltype(&cublasLtMatmulPreferenceCreate) pref_create;
+  decltype(&cublasLtMatmulPreferenceDestroy) pref_destroy;
+  decltype(&cublasLtMatmulPreferenceSetAttribute) pref_set;
+  decltype(&cublasLtMatmulAlgoGetHeuristic) heuristic;
+  decltype(&cublasLtMatmul) matmul;
+};
+
+// cuBLASLt's entries, loaded on the first call (libcublasLt, beside libcublas); a clear error
+// if it cannot be opened.
+const LtApi& lt_api();
+cublasLtHandle_t lt_handle();
 
 }  // namespace ddpm::cuda::blas

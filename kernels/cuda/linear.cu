@@ -6,8 +6,11 @@
 //   dx^T = w dy^T           gemm(T, N, m=K, n=M, k=N, A = w (ld N), B = dy (ld N)), beta 1
 //                           (0 when dx is written outright: kernels/grad_write.h)
 //   dw^T = dy^T x           gemm(N, T, m=N, n=K, k=M, A = dy (ld N), B = x (ld K)), beta 1
-// The bias is added, and its gradient summed, by the broadcast kernels of elementwise.cu (on
-// bf16 activations added by row_adds.cuh's pass, which rounds y once).
+// The bias is added in cuBLASLt's epilogue (gemm_lt.cuh: one product, y stored once), and
+// where cuBLASLt has no algorithm for the problem by a pass after the product (the broadcast
+// kernel of elementwise.cu, or on bf16 activations row_adds.cuh's, which rounds y once); its
+// gradient is summed by the broadcast kernels. cuBLASLt takes the bias in y's type, so on
+// bf16 activations y = bf16(sum + bf16(b)): the bias read, like w, from its bf16 copy.
 //
 // Three kinds of operands, the same three products:
 //   fp32   SGEMM with cuBLAS's default math (CUBLAS_DEFAULT_MATH: no TF32);
@@ -20,12 +23,14 @@
 //          result is the SGEMM of the rounded operands up to the order of the sums, at bf16
 //          tensor-core speed, and the CPU's bf16 path (rounded operands, fp32 math) is its
 //          reference. With bf16 activations end to end the conversions go away.
-// cuBLAS and its handles (opened on first use): kernels/cuda/blas.cuh.
+// cuBLAS, cuBLASLt and their handles (opened on first use): kernels/cuda/blas.cuh.
 #include <string>
 
 #include "engine/cuda_check.h"
 #include "kernels/cuda/blas.cuh"
+#include "kernels/cuda/cast.cuh"
 #include "kernels/cuda/elementwise.cuh"
+#include "kernels/cuda/gemm_lt.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/linear.cuh"
 #include "kernels/cuda/row_adds.cuh"
@@ -88,12 +93,26 @@ struct Bf16Workspace {
 
 BroadcastShape bias_shape(const LinearShape& s) { return BroadcastShape{1, s.m, s.n, false}; }
 
+int64_t padded(int64_t floats) { return (floats + 3) / 4 * 4; }  // to 16 bytes
+
+// y^T = w^T x^T + b, the bias in cuBLASLt's epilogue (gemm_lt.cuh), y and b of one type (fp32,
+// or bf16 bits with y_bf16); false, having run nothing, where cuBLASLt has no algorithm.
+bool with_bias(Operands kind, const LinearShape& s, const void* x, const void* w, const void* b,
+               void* y, bool y_bf16 = false) {
+  const lt::Operands lt_kind = kind == Operands::Bf16   ? lt::Operands::Bf16
+                               : kind == Operands::Tf32 ? lt::Operands::Tf32
+                                                        : lt::Operands::F32;
+  return lt::gemm_bias(lt::BiasGemm{s.n, s.m, s.k, lt_kind, y_bf16}, w, x, b, y);
+}
+
 }  // namespace
 
 void linear_forward(const LinearShape& s, const float* x, const float* w, const float* b, float* y,
                     bool tf32) {
   if (s.m == 0 || s.n == 0) return;
-  forward_product(tf32 ? Operands::Tf32 : Operands::F32, s, x, w, y);
+  const Operands kind = tf32 ? Operands::Tf32 : Operands::F32;
+  if (b && with_bias(kind, s, x, w, b, y)) return;
+  forward_product(kind, s, x, w, y);
   if (b) broadcast_add_forward(bias_shape(s), y, b, y);
 }
 
@@ -125,6 +144,7 @@ void linear_bf16_forward(const LinearShape& s, const float* x, const float* w, c
   Bf16Workspace ws{reinterpret_cast<uint16_t*>(workspace)};
   const uint16_t* xb = ws.convert(x, s.m * s.k);
   const uint16_t* wb = ws.weights(w, w_bf16, s.k * s.n);
+  if (b && with_bias(Operands::Bf16, s, xb, wb, b, y)) return;
   forward_product(Operands::Bf16, s, xb, wb, y);
   if (b) broadcast_add_forward(bias_shape(s), y, b, y);
 }
@@ -152,18 +172,30 @@ void linear_bf16_backward(const LinearShape& s, const float* x, const float* w, 
 }
 
 int64_t linear_bf16_activations_forward_workspace(const LinearShape& s) {
-  return Bf16Workspace::floats(s.k * s.n) + s.m * s.n;
+  return Bf16Workspace::floats(s.k * s.n) + Bf16Workspace::floats(s.n) + padded(s.n) + s.m * s.n;
 }
 
 void linear_bf16_forward(const LinearShape& s, const uint16_t* x, const float* w, const float* b,
-                         uint16_t* y, float* workspace, const uint16_t* w_bf16) {
+                         uint16_t* y, float* workspace, const uint16_t* w_bf16,
+                         const uint16_t* b_bf16) {
   if (s.m == 0 || s.n == 0) return;
   Bf16Workspace ws{reinterpret_cast<uint16_t*>(workspace)};
   const uint16_t* wb = ws.weights(w, w_bf16, s.k * s.n);
-  float* acc = reinterpret_cast<float*>(ws.next);
+  if (!b) {  // y = bf16(sum), rounded by cuBLAS as it stores
+    gemm(Operands::Bf16, CUBLAS_OP_N, CUBLAS_OP_N, s.n, s.m, s.k, wb, s.n, x, s.k, 0.0f, y, s.n,
+         CUDA_R_16BF);
+    return;
+  }
+  // y = bf16(sum + float(bf16(b))): in cuBLASLt's epilogue, which takes a bias of y's type
+  const uint16_t* bb = ws.weights(b, b_bf16, s.n);
+  if (with_bias(Operands::Bf16, s, x, wb, bb, y, /*y_bf16=*/true)) return;
+  // else the same sums in two passes: the fp32 product, then the add and the one rounding
+  // (row_adds.cuh), with the bias widened back from its bf16 value
+  float* const bias = reinterpret_cast<float*>(ws.next);
+  float* const acc = bias + padded(s.n);  // 16-byte aligned, as row_adds' runs want
+  from_bf16_bits(s.n, bb, bias);  // cast.cuh
   forward_product(Operands::Bf16, s, x, wb, acc);
-  // y = bf16(acc + b): the bias add and its one rounding (row_adds.cuh)
-  add_to_rows(s.m, s.n, 1, acc, b, nullptr, static_cast<const uint16_t*>(nullptr), y);
+  add_to_rows(s.m, s.n, 1, acc, bias, nullptr, static_cast<const uint16_t*>(nullptr), y);
 }
 
 int64_t linear_bf16_activations_backward_workspace(const LinearShape& s) {

@@ -1,5 +1,6 @@
-// Linear layers on the GPU through cuBLAS (DESIGN.md: cuBLAS may serve plain GEMMs); same
-// contract as kernels/cpu/linear.h (f32; forward overwrites, backward accumulates).
+// Linear layers on the GPU through cuBLAS (DESIGN.md: cuBLAS may serve plain GEMMs), the
+// forward's bias added in cuBLASLt's epilogue (gemm_lt.cuh); same contract as
+// kernels/cpu/linear.h (f32; forward overwrites, backward accumulates).
 #pragma once
 
 #include <cstdint>
@@ -36,12 +37,14 @@ void linear_bf16_backward(const LinearShape& s, const float* x, const float* w, 
                           GradWrite dx_write = GradWrite::Accumulate);
 
 // bf16 activations (engine activation dtype bf16): x, y, dy and dx as bf16 bits, read as they
-// are; w converted (or its w_bf16 read), the products summed in fp32, then y = bf16(sum + b)
-// (the sum in the workspace, then a pass) and dx = bf16(float(dx) + sum) (in the GEMM's
-// epilogue), each rounded once; dw and db (from the bf16 dy) in fp32.
+// are; w and b converted (or their w_bf16 and b_bf16 read), the products summed in fp32, then
+// y = bf16(sum + float(bf16(b))) (in cuBLASLt's epilogue, which takes a bias of y's type;
+// where it has no algorithm, the sum in the workspace, then a pass) and dx = bf16(float(dx) +
+// sum) (in the GEMM's epilogue), each rounded once; dw and db (from the bf16 dy) in fp32.
 int64_t linear_bf16_activations_forward_workspace(const LinearShape& s);
 void linear_bf16_forward(const LinearShape& s, const uint16_t* x, const float* w, const float* b,
-                         uint16_t* y, float* workspace, const uint16_t* w_bf16 = nullptr);
+                         uint16_t* y, float* workspace, const uint16_t* w_bf16 = nullptr,
+                         const uint16_t* b_bf16 = nullptr);
 int64_t linear_bf16_activations_backward_workspace(const LinearShape& s);
 void linear_bf16_backward(const LinearShape& s, const uint16_t* x, const float* w,
                           const uint16_t* dy, uint16_t* dx, float* dw, float* db,

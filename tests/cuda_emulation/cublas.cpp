@@ -1,9 +1,8 @@
 #include "tests/cuda_emulation/cublas.h"
 
-#include <algorithm>
 #include <cstdint>
 
-#include "kernels/bf16.h"
+#include "tests/cuda_emulation/column_major_gemm.h"
 
 struct cublasContext {
   cublasMath_t math = CUBLAS_DEFAULT_MATH;
@@ -34,59 +33,14 @@ cublasStatus_t cublasSetStream(cublasHandle_t handle, cudaStream_t stream) {
 
 namespace {
 
-float element(const float* p, size_t i) { return p[i]; }
-float element(const uint16_t* p, size_t i) { return ddpm::float_from_bf16_bits(p[i]); }
-void put(float* p, size_t i, double v) { p[i] = static_cast<float>(v); }
-void put(uint16_t* p, size_t i, double v) {  // rounded once, to nearest even
-  p[i] = ddpm::bf16_bits_from_float(static_cast<float>(v));
-}
-
-// C (m x n) = alpha op(A) op(B) + beta C for operands of element type T (float or bf16 bits)
-// and C of type O (float, or bf16 bits: the sum rounded to float, then to bf16).
+// cuBLAS's product on the handle's stream (column_major_gemm.h)
 template <class T, class O = float>
 cublasStatus_t gemm(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb,
                     int m, int n, int k, float alpha, const T* A, int lda, const T* B, int ldb,
                     float beta, O* C, int ldc) {
   if (handle == nullptr) return CUBLAS_STATUS_NOT_INITIALIZED;
-  cuda_emu::note_stream(handle->stream);
-  // cuBLAS's rules: the leading dimension covers the stored rows of each operand.
-  const int a_rows = transa == CUBLAS_OP_N ? m : k, b_rows = transb == CUBLAS_OP_N ? k : n;
-  if (m < 0 || n < 0 || k < 0 || lda < std::max(1, a_rows) || ldb < std::max(1, b_rows) ||
-      ldc < std::max(1, m))
-    return CUBLAS_STATUS_INVALID_VALUE;
-  if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
-  // Every operand the product reads must be device memory, whole.
-  const int a_cols = transa == CUBLAS_OP_N ? k : m, b_cols = transb == CUBLAS_OP_N ? n : k;
-  auto extent = [](int ld, int rows, int cols, size_t bytes) {
-    return (static_cast<size_t>(cols - 1) * ld + rows) * bytes;
-  };
-  if ((k > 0 && (!cuda_emu::device_accessible(A, extent(lda, a_rows, a_cols, sizeof(T))) ||
-                 !cuda_emu::device_accessible(B, extent(ldb, b_rows, b_cols, sizeof(T))))) ||
-      !cuda_emu::device_accessible(C, extent(ldc, m, n, sizeof(O))))
-    return CUBLAS_STATUS_EXECUTION_FAILED;
-  // The product itself: run now, or recorded by a capture of the handle's stream and run by
-  // each launch of its graph (cuBLAS calls are captured like kernels on a GPU).
-  const auto product = [=] {
-    for (int j = 0; j < n; ++j) {
-      for (int i = 0; i < m; ++i) {
-        double acc = 0;
-        for (int p = 0; p < k; ++p) {
-          const float a = transa == CUBLAS_OP_N ? element(A, i + static_cast<size_t>(p) * lda)
-                                                : element(A, p + static_cast<size_t>(i) * lda);
-          const float b = transb == CUBLAS_OP_N ? element(B, p + static_cast<size_t>(j) * ldb)
-                                                : element(B, j + static_cast<size_t>(p) * ldb);
-          acc += static_cast<double>(a) * b;
-        }
-        const size_t at = i + static_cast<size_t>(j) * ldc;
-        // beta = 0 must not read C (it may hold NaNs, as fresh device memory does here)
-        put(C, at, static_cast<float>(alpha * acc + (beta == 0.0f ? 0.0
-                                                     : static_cast<double>(beta) *
-                                                           element(C, at))));
-      }
-    }
-  };
-  if (!cuda_emu::captured(handle->stream, product)) product();
-  return CUBLAS_STATUS_SUCCESS;
+  return cuda_emu::gemm_detail::gemm(handle->stream, transa, transb, m, n, k, alpha, A, lda, B,
+                                     ldb, beta, C, ldc);
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 // sanitizer to report the fault (tests/cuda_emulation/CMakeLists.txt).
 #include <gtest/gtest.h>
 
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cudnn.h>
 #include <mma.h>
@@ -283,6 +284,119 @@ TEST(Emulator, ACapturedCublasProductRunsAtEachLaunch) {
   EXPECT_EQ(cudaGraphExecDestroy(exec), cudaSuccess);
   EXPECT_EQ(cudaGraphDestroy(graph), cudaSuccess);
   EXPECT_EQ(cublasDestroy(handle), CUBLAS_STATUS_SUCCESS);
+}
+
+// The emulated cuBLASLt's contract (cublaslt.h), pinned on numbers worked by hand: D = A B +
+// bias per row of the column-major D, the bias of D's type added to the fp32 sum before the
+// one rounding to D's type; the heuristics find nothing for an fp32 bias on a bf16 D (the
+// bias is of D's type), nor for anything once told to; a matmul with an algorithm found for
+// another problem is refused; a captured matmul runs at each launch of its graph.
+TEST(Emulator, CublasLtAddsABiasOfItsOutputsTypeInItsEpilogue) {
+  cublasLtHandle_t h = nullptr;
+  ASSERT_EQ(cublasLtCreate(&h), CUBLAS_STATUS_SUCCESS);
+  // A (2 x 2) = [[1, 3], [2, 4]] (column-major {1, 2, 3, 4}), B = I, bias {0.5, -1}
+  DeviceBuffer<float> a(4), b(4), d(4), bias(2);
+  a.set({1, 2, 3, 4});
+  b.set({1, 0, 0, 1});
+  bias.set({0.5f, -1.0f});
+  // bf16: A = [[1, 1], [1, 1]], B = [[1], [2^-8]] (k 2, n 1): the sum 1 + 2^-8 is a tie
+  // that the bias 2^-8 (a bf16 value) carries up: bf16(1 + 2^-8 + 2^-8) = 1 + 2^-7; rounded
+  // before the bias it would be bf16(bf16(1 + 2^-8) + 2^-8) = bf16(1 + 2^-8) = 1.
+  const uint16_t one = ddpm::bf16_bits_from_float(1.0f);
+  const uint16_t eps = ddpm::bf16_bits_from_float(std::ldexp(1.0f, -8));
+  DeviceBuffer<uint16_t> a16(4), b16(2), d16(2), bias16(2);
+  a16.set({one, one, one, one});
+  b16.set({one, eps});
+  bias16.set({eps, eps});
+  struct Problem {
+    cudaDataType in, out;
+    int32_t bias_type;
+    uint64_t k, n;
+  };
+  const auto plan = [&](const Problem& p, cublasLtMatmulDesc_t* desc,
+                        cublasLtMatrixLayout_t* la, cublasLtMatrixLayout_t* lb,
+                        cublasLtMatrixLayout_t* ld, cublasLtMatmulHeuristicResult_t* r) {
+    EXPECT_EQ(cublasLtMatmulDescCreate(desc, CUBLAS_COMPUTE_32F, CUDA_R_32F),
+              CUBLAS_STATUS_SUCCESS);
+    const uint32_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    EXPECT_EQ(cublasLtMatmulDescSetAttribute(*desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
+                                             sizeof epilogue),
+              CUBLAS_STATUS_SUCCESS);
+    EXPECT_EQ(cublasLtMatmulDescSetAttribute(*desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
+                                             &p.bias_type, sizeof p.bias_type),
+              CUBLAS_STATUS_SUCCESS);
+    EXPECT_EQ(cublasLtMatrixLayoutCreate(la, p.in, 2, p.k, 2), CUBLAS_STATUS_SUCCESS);
+    EXPECT_EQ(cublasLtMatrixLayoutCreate(lb, p.in, p.k, p.n, p.k), CUBLAS_STATUS_SUCCESS);
+    EXPECT_EQ(cublasLtMatrixLayoutCreate(ld, p.out, 2, p.n, 2), CUBLAS_STATUS_SUCCESS);
+    cublasLtMatmulPreference_t pref = nullptr;
+    EXPECT_EQ(cublasLtMatmulPreferenceCreate(&pref), CUBLAS_STATUS_SUCCESS);
+    int found = -1;
+    const cublasStatus_t s =
+        cublasLtMatmulAlgoGetHeuristic(h, *desc, *la, *lb, *ld, *ld, pref, 1, r, &found);
+    EXPECT_EQ(cublasLtMatmulPreferenceDestroy(pref), CUBLAS_STATUS_SUCCESS);
+    return s == CUBLAS_STATUS_SUCCESS ? found : 0;
+  };
+  const cudaStream_t s = ddpm::engine_stream();
+  const float alpha = 1.0f, beta = 0.0f;
+  cublasLtMatmulDesc_t desc = nullptr, desc16 = nullptr, mixed = nullptr;
+  cublasLtMatrixLayout_t la, lb, ld, la16, lb16, ld16, lam, lbm, ldm;
+  cublasLtMatmulHeuristicResult_t r{}, r16{}, rm{};
+  ASSERT_EQ(plan({CUDA_R_32F, CUDA_R_32F, CUDA_R_32F, 2, 2}, &desc, &la, &lb, &ld, &r), 1);
+  EXPECT_EQ(r.workspaceSize, 0u);
+  const void* bias_ptr = bias.ptr;
+  ASSERT_EQ(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_ptr,
+                                           sizeof bias_ptr),
+            CUBLAS_STATUS_SUCCESS);
+  ASSERT_EQ(cublasLtMatmul(h, desc, &alpha, a.ptr, la, b.ptr, lb, &beta, d.ptr, ld, d.ptr, ld,
+                           &r.algo, nullptr, 0, s),
+            CUBLAS_STATUS_SUCCESS);
+  EXPECT_EQ(d.get(), (std::vector<float>{1.5f, 1.0f, 3.5f, 3.0f}));
+  // the bf16 problem with a bf16 bias
+  ASSERT_EQ(plan({CUDA_R_16BF, CUDA_R_16BF, CUDA_R_16BF, 2, 1}, &desc16, &la16, &lb16, &ld16,
+                 &r16),
+            1);
+  const void* bias16_ptr = bias16.ptr;
+  ASSERT_EQ(cublasLtMatmulDescSetAttribute(desc16, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                           &bias16_ptr, sizeof bias16_ptr),
+            CUBLAS_STATUS_SUCCESS);
+  ASSERT_EQ(cublasLtMatmul(h, desc16, &alpha, a16.ptr, la16, b16.ptr, lb16, &beta, d16.ptr, ld16,
+                           d16.ptr, ld16, &r16.algo, nullptr, 0, s),
+            CUBLAS_STATUS_SUCCESS);
+  const uint16_t up = ddpm::bf16_bits_from_float(1.0f + std::ldexp(1.0f, -7));
+  EXPECT_EQ(d16.get(), (std::vector<uint16_t>{up, up}));
+  // another problem's algorithm: refused
+  EXPECT_EQ(cublasLtMatmul(h, desc16, &alpha, a16.ptr, la16, b16.ptr, lb16, &beta, d16.ptr, ld16,
+                           d16.ptr, ld16, &r.algo, nullptr, 0, s),
+            CUBLAS_STATUS_INVALID_VALUE);
+  // an fp32 bias for a bf16 D: no algorithm
+  EXPECT_EQ(plan({CUDA_R_16BF, CUDA_R_16BF, CUDA_R_32F, 2, 1}, &mixed, &lam, &lbm, &ldm, &rm), 0);
+  // none at all, when told
+  cuda_emu::cublaslt_find_no_algorithm(true);
+  cublasLtMatmulDesc_t none = nullptr;
+  cublasLtMatrixLayout_t lan, lbn, ldn;
+  cublasLtMatmulHeuristicResult_t rn{};
+  EXPECT_EQ(plan({CUDA_R_32F, CUDA_R_32F, CUDA_R_32F, 2, 2}, &none, &lan, &lbn, &ldn, &rn), 0);
+  cuda_emu::cublaslt_find_no_algorithm(false);
+  // captured: run by each launch, not at the call (D = A B + bias, then again: the same D)
+  d.set({0, 0, 0, 0});
+  ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), cudaSuccess);
+  ASSERT_EQ(cublasLtMatmul(h, desc, &alpha, a.ptr, la, b.ptr, lb, &beta, d.ptr, ld, d.ptr, ld,
+                           &r.algo, nullptr, 0, s),
+            CUBLAS_STATUS_SUCCESS);
+  cudaGraph_t graph = nullptr;
+  ASSERT_EQ(cudaStreamEndCapture(s, &graph), cudaSuccess);
+  EXPECT_EQ(d.get(), std::vector<float>(4, 0.0f)) << "a captured matmul does not run";
+  cudaGraphExec_t exec = nullptr;
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph), cudaSuccess);
+  ASSERT_EQ(cudaGraphLaunch(exec, s), cudaSuccess);
+  EXPECT_EQ(d.get(), (std::vector<float>{1.5f, 1.0f, 3.5f, 3.0f}));
+  EXPECT_EQ(cudaGraphExecDestroy(exec), cudaSuccess);
+  EXPECT_EQ(cudaGraphDestroy(graph), cudaSuccess);
+  for (cublasLtMatmulDesc_t dsc : {desc, desc16, mixed, none})
+    EXPECT_EQ(cublasLtMatmulDescDestroy(dsc), CUBLAS_STATUS_SUCCESS);
+  for (cublasLtMatrixLayout_t l : {la, lb, ld, la16, lb16, ld16, lam, lbm, ldm, lan, lbn, ldn})
+    EXPECT_EQ(cublasLtMatrixLayoutDestroy(l), CUBLAS_STATUS_SUCCESS);
+  EXPECT_EQ(cublasLtDestroy(h), CUBLAS_STATUS_SUCCESS);
 }
 
 // The emulated cuDNN's contract, pinned on numbers worked by hand: a filter in NHWC format is
