@@ -450,6 +450,12 @@ with open(os.path.join(out, "report.md"), "w") as f:
               if l.startswith(("conv v4 autotune:", "conv v5 autotune:"))]
     f.write("\n## The block shapes the convolutions' autotuners kept (tiled-bf16: v4; "
             "graph-wgmma-bf16: v5)\n```\n" + ("\n".join(shapes) or "(none: not run)") + "\n```\n")
+    # the linear layers whose bias cuBLASLt could not add in its epilogue (kernels/cuda/
+    # gemm_lt.cuh): they ran the product, then a pass, as before; once per problem and log
+    refused = sorted({n + ": " + l for n in logs + ["kernel-bench.txt", "sample.log"]
+                      for l in read(n).splitlines() if l.startswith("linear: cuBLASLt has no")})
+    f.write("\n## Linear layers without cuBLASLt's bias epilogue (the product, then a pass)\n"
+            "```\n" + ("\n".join(refused) or "(none)") + "\n```\n")
     f.write("\n## Sampling, 256 images x 100 steps (engine fp32, bf16; PyTorch fp32, bf16)\n```\n" + read("sample.log") + "\n```\n")
 print(open(os.path.join(out, "report.md")).read()[:3000])
 PY
