@@ -233,6 +233,12 @@ TEST(CudaOps, LinearUnderBf16AndTf32MultipliesRoundedOperands) {
 // (2^-8 of the value) on top.
 TEST(CudaOps, LinearAddsItsBiasInCublasLtsEpilogue) {
   REQUIRE_GPU();
+  struct Restore {  // for the tests after this one, whichever assertion stops it
+    ~Restore() {
+      cuda::lt::set_bias_epilogue(true);
+      set_precision(Precision::F32);
+    }
+  } restore;
   struct Path {
     const char* name;
     Precision precision;
@@ -262,8 +268,6 @@ TEST(CudaOps, LinearAddsItsBiasInCublasLtsEpilogue) {
       ASSERT_EQ(y.dtype(), x.dtype());
       out[off] = cast(y, DType::F32).to(Device::CPU).to_vector<float>();
     }
-    cuda::lt::set_bias_epilogue(true);
-    set_precision(Precision::F32);
     EXPECT_EQ(launches[1], launches[0] + path.passes_saved);
 #if DDPM_CUDA_EMULATION
     EXPECT_EQ(out[0], out[1]);
@@ -285,6 +289,9 @@ TEST(CudaOps, LinearAddsItsBiasInCublasLtsEpilogue) {
 // CudaBf16Storage.LinearReadsBf16ActivationsAsTheyAre derives it), plus fp32's of the sums.
 TEST(CudaOps, LinearOnBf16ActivationsWithoutABiasRoundsTheProductOnce) {
   REQUIRE_GPU();
+  struct Restore {
+    ~Restore() { set_precision(Precision::F32); }
+  } restore;
   set_precision(Precision::BF16);
   const Tensor x = cast(rnd({3, 5, 24}, 7), DType::BF16), w = rnd({24, 40}, 8, 0.2);
   const Tensor xg = x.to(Device::CUDA), wg = w.to(Device::CUDA);
@@ -300,7 +307,6 @@ TEST(CudaOps, LinearOnBf16ActivationsWithoutABiasRoundsTheProductOnce) {
   };
   const std::vector<float> magnitude =
       linear(magnitudes(x), magnitudes(w), Tensor()).to_vector<float>();
-  set_precision(Precision::F32);
   ASSERT_EQ(yg.dtype(), DType::BF16);
   EXPECT_EQ(launches, 1u);
   ASSERT_EQ(gpu.size(), cpu.size());

@@ -228,6 +228,9 @@ TEST(Precision, ConvolutionAndLinearMultiplyRoundedOperands) {
 // bits; TF32's 11 would keep b whole): bf16(1 + 2^-8) is a tie that rounds to the even 1,
 // where bf16(1 + b) would round up to 1 + 2^-7; in fp32, 1 + b is exact.
 TEST(Precision, ALinearStoredInBf16AddsItsBiasAsBf16) {
+  struct Restore {
+    ~Restore() { set_precision(Precision::F32); }
+  } restore;
   set_precision(Precision::BF16);
   const float b_value = std::ldexp(1.0f, -8) + std::ldexp(1.0f, -17);
   Tensor w = Tensor::from_vector<float>(Shape{1, 1}, {1.0f});
@@ -242,7 +245,6 @@ TEST(Precision, ALinearStoredInBf16AddsItsBiasAsBf16) {
   EXPECT_EQ(b.grad().to_vector<float>(), std::vector<float>{0.375f});
   EXPECT_EQ(w.grad().to_vector<float>(), std::vector<float>{0.375f});
   EXPECT_EQ(linear(x32, w, b).to_vector<float>(), std::vector<float>{1.0f + b_value});
-  set_precision(Precision::F32);
 }
 
 // Attention under bf16: q, k, v and dout rounded by the op, P and dS by the kernels where
