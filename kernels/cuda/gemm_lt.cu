@@ -35,11 +35,17 @@ struct Plan {
   cublasLtMatmulAlgo_t algo{};
 };
 
+// The pointers' alignments in bytes, a plan's alone: the heuristics are told A's, B's and
+// D's; the bias has no preference of its own.
+struct Alignments {
+  uint32_t a, b, d, bias;
+  auto tied() const { return std::tie(a, b, d, bias); }
+};
+
 using Key = std::tuple<int64_t, int64_t, int64_t, int, bool, uint32_t, uint32_t, uint32_t,
                        uint32_t>;
 
-Plan make_plan(const BiasGemm& g, uint32_t align_a, uint32_t align_b, uint32_t align_d,
-               uint32_t align_bias) {
+Plan make_plan(const BiasGemm& g, const Alignments& align) {
   const blas::LtApi& api = blas::lt_api();
   Plan p;
   const cublasComputeType_t compute =
@@ -61,10 +67,10 @@ Plan make_plan(const BiasGemm& g, uint32_t align_a, uint32_t align_b, uint32_t a
   CUBLAS_CHECK(api.pref_set(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &no_workspace,
                             sizeof no_workspace));
   const std::pair<cublasLtMatmulPreferenceAttributes_t, uint32_t> aligns[] = {
-      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, align_a},
-      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, align_b},
-      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, align_d},
-      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, align_d}};
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, align.a},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, align.b},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, align.d},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, align.d}};
   for (const auto& [attr, bytes] : aligns)
     CUBLAS_CHECK(api.pref_set(pref, attr, &bytes, sizeof bytes));
   cublasLtMatmulHeuristicResult_t result{};
@@ -76,7 +82,7 @@ Plan make_plan(const BiasGemm& g, uint32_t align_a, uint32_t align_b, uint32_t a
   CUBLAS_CHECK(api.pref_destroy(pref));
   // the bias's own alignment has no preference: below 16 bytes, the two-pass path
   p.ok = s == CUBLAS_STATUS_SUCCESS && found > 0 && result.state == CUBLAS_STATUS_SUCCESS &&
-         result.workspaceSize == 0 && align_bias >= 16;
+         result.workspaceSize == 0 && align.bias >= 16;
   p.algo = result.algo;
   if (!p.ok)  // once per problem: each is planned once
     std::printf("linear: cuBLASLt has no algorithm adding the bias in its epilogue for M %lld "
@@ -87,7 +93,7 @@ Plan make_plan(const BiasGemm& g, uint32_t align_a, uint32_t align_b, uint32_t a
                 g.operands == Operands::Bf16   ? "bf16"
                 : g.operands == Operands::Tf32 ? "TF32"
                                                : "fp32",
-                g.d_bf16 ? "bf16" : "fp32", align_bias);
+                g.d_bf16 ? "bf16" : "fp32", align.bias);
   return p;
 }
 
@@ -102,14 +108,13 @@ bool gemm_bias(const BiasGemm& g, const void* a, const void* b, const void* bias
   // Never destroyed, as cuDNN's plans (conv2d_cudnn_plan.cu): the descriptors must outlive
   // every use, and at exit cuBLASLt may already be unloaded.
   static auto& plans = *new std::map<Key, Plan>();
-  const Key key{g.m, g.n, g.k, static_cast<int>(g.operands), g.d_bf16, alignment(a),
-                alignment(b), alignment(d), alignment(bias)};
+  const Alignments align{alignment(a), alignment(b), alignment(d), alignment(bias)};
+  const Key key = std::tuple_cat(std::make_tuple(g.m, g.n, g.k, static_cast<int>(g.operands),
+                                                 g.d_bf16),
+                                 align.tied());
   std::lock_guard<std::mutex> lock(mutex);
   auto it = plans.find(key);
-  if (it == plans.end())
-    it = plans.emplace(key, make_plan(g, std::get<5>(key), std::get<6>(key), std::get<7>(key),
-                                      std::get<8>(key)))
-             .first;
+  if (it == plans.end()) it = plans.emplace(key, make_plan(g, align)).first;
   const Plan& p = it->second;
   if (!p.ok) return false;
   const blas::LtApi& api = blas::lt_api();

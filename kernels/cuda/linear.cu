@@ -40,7 +40,7 @@ namespace ddpm::cuda {
 
 namespace {
 
-enum class Operands { F32, Tf32, Bf16 };
+using Operands = lt::Operands;  // fp32, TF32-rounded fp32, bf16: one enum for both libraries
 
 // C (m x n, column-major) = op(A) op(B) + beta C; A and B fp32 or bf16 bits; C fp32, or
 // with bf16 operands bf16 bits (c_type CUDA_R_16BF: the fp32 sum plus beta float(C), rounded
@@ -99,10 +99,7 @@ int64_t padded(int64_t floats) { return (floats + 3) / 4 * 4; }  // to 16 bytes
 // or bf16 bits with y_bf16); false, having run nothing, where cuBLASLt has no algorithm.
 bool with_bias(Operands kind, const LinearShape& s, const void* x, const void* w, const void* b,
                void* y, bool y_bf16 = false) {
-  const lt::Operands lt_kind = kind == Operands::Bf16   ? lt::Operands::Bf16
-                               : kind == Operands::Tf32 ? lt::Operands::Tf32
-                                                        : lt::Operands::F32;
-  return lt::gemm_bias(lt::BiasGemm{s.n, s.m, s.k, lt_kind, y_bf16}, w, x, b, y);
+  return lt::gemm_bias(lt::BiasGemm{s.n, s.m, s.k, kind, y_bf16}, w, x, b, y);
 }
 
 }  // namespace

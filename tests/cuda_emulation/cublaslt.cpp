@@ -17,9 +17,7 @@ struct cublasLtMatrixLayoutOpaque_t {
   uint64_t rows, cols;
   int64_t ld;
 };
-struct cublasLtMatmulPreferenceOpaque_t {
-  uint64_t max_workspace = 0;
-};
+struct cublasLtMatmulPreferenceOpaque_t {};  // its attributes checked, none changes the answer
 
 namespace {
 
@@ -30,18 +28,18 @@ constexpr uint64_t kAlgoTag = 0x4c74416c676fULL;  // "LtAlgo": this emulation's 
 // The problem an algorithm was found for, packed into its opaque words, so that a matmul
 // with another problem's algorithm is refused.
 void describe(const cublasLtMatmulDescOpaque_t& d, const cublasLtMatrixLayoutOpaque_t& a,
-              const cublasLtMatrixLayoutOpaque_t& b, const cublasLtMatrixLayoutOpaque_t& c,
+              const cublasLtMatrixLayoutOpaque_t& b, const cublasLtMatrixLayoutOpaque_t& dd,
               uint64_t out[8]) {
   out[0] = kAlgoTag;
   out[1] = static_cast<uint64_t>(d.compute) | static_cast<uint64_t>(d.transa) << 8 |
            static_cast<uint64_t>(d.transb) << 16 | static_cast<uint64_t>(d.epilogue) << 24 |
            static_cast<uint64_t>(static_cast<uint32_t>(d.bias_type)) << 32;
-  out[2] = static_cast<uint64_t>(a.type) | static_cast<uint64_t>(c.type) << 8;
+  out[2] = static_cast<uint64_t>(a.type) | static_cast<uint64_t>(dd.type) << 8;
   out[3] = a.rows;
   out[4] = a.cols;
   out[5] = b.cols;
   out[6] = static_cast<uint64_t>(a.ld) ^ static_cast<uint64_t>(b.ld) << 21 ^
-           static_cast<uint64_t>(c.ld) << 42;
+           static_cast<uint64_t>(dd.ld) << 42;
   out[7] = 0;
 }
 
@@ -170,12 +168,10 @@ cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t p
                                                     cublasLtMatmulPreferenceAttributes_t attr,
                                                     const void* buf, size_t sizeInBytes) {
   if (pref == nullptr || buf == nullptr) return CUBLAS_STATUS_INVALID_VALUE;
-  if (attr == CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES) {
-    if (sizeInBytes != sizeof(uint64_t)) return CUBLAS_STATUS_INVALID_VALUE;
-    std::memcpy(&pref->max_workspace, buf, sizeof(uint64_t));
-    return CUBLAS_STATUS_SUCCESS;
-  }
-  // the alignments: every emulated algorithm runs at any alignment of its element type
+  // the emulated algorithm needs no workspace and runs at any alignment of its element
+  // type, so only the sizes are checked
+  if (attr == CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES)
+    return sizeInBytes == sizeof(uint64_t) ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_INVALID_VALUE;
   const bool alignment = attr >= CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES &&
                          attr <= CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES;
   return alignment && sizeInBytes == sizeof(uint32_t) ? CUBLAS_STATUS_SUCCESS
