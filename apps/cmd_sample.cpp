@@ -97,11 +97,9 @@ int run(int argc, char** argv) {
     // Timed: the sampling loop from queueing to the last step done (device_synchronize), and
     // what it asked of the GPU per denoising step (the figure issue 15's sampling goal is in).
     const int steps = sc.steps > 0 ? sc.steps : c.trainer.schedule.T;
-    // --profile: the GPU time of every op of the loop (engine/op_profile.h), per step
-    const bool profile = args.has("profile") && c.device == Device::CUDA;
-    if (args.has("profile") && !profile)
-      std::printf("--profile times GPU work; sampling on %s: nothing profiled\n",
-                  device_name(c.device));
+    // --profile: the time of every op of the loop (engine/op_profile.h), per step: the GPU's
+    // on CUDA, the CPU's wall clock on the CPU
+    const bool profile = args.has("profile");
     if (args.has("graph") && c.device != Device::CUDA)
       std::printf("--graph captures GPU work; sampling on %s: eager steps\n",
                   device_name(c.device));
@@ -126,8 +124,15 @@ int run(int argc, char** argv) {
                 double(after.host_syncs - before.host_syncs) / steps);
     if (profile) {
       set_op_profiling(false);
-      std::printf("op profile of the sampling loop (GPU time per denoising step):\n%s",
-                  format_op_profile(op_profile_take(), steps).c_str());
+      const std::vector<OpTime> times = op_profile_take();
+      const bool cpu = c.device != Device::CUDA;
+      std::printf("op profile of the sampling loop (%s time per denoising step):\n%s",
+                  cpu ? "CPU" : "GPU", format_op_profile(times, steps).c_str());
+      double ops_ms = 0;
+      for (const OpTime& t : times) ops_ms += t.ms;
+      if (cpu)  // the CPU's ops run as they are called: the loop's time is theirs and the host's
+        std::printf("%.1f%% of the loop's wall clock in the ops above (the rest: the host's work "
+                    "between them)\n", seconds > 0 ? 100 * ops_ms / (1e3 * seconds) : 0.0);
     }
     write_image_grid(out, x0, 8);
     std::printf("wrote %s: %lld samples (%s weights, step %lld)\n", out.c_str(),
@@ -151,7 +156,8 @@ const Command kSample = {
     "default. --progressive writes each sample's predicted x0 at 10 steps from noise to the\n"
     "end; --interpolate decodes N noises along a slerp between two with deterministic DDIM.\n"
     "A plain grid is timed: seconds, ms per step, launches and host syncs per step; with\n"
-    "--profile (CUDA) also the GPU time of every op per step (CUDA events).\n"
+    "--profile also the time of every op per step: the GPU's (CUDA events), or on the CPU\n"
+    "its wall clock (each op's own, the ops it calls apart).\n"
     "--graph (CUDA; also the run's cuda_graph key) captures the denoising step as one CUDA\n"
     "graph after one eager step and replays it: the same samples, one launch per step.\n"
     "--precision and --cuda-conv (the config's cuda_conv values: auto times ours against\n"

@@ -259,6 +259,7 @@ void expect_op_profile_of_a_step(const std::string& precision) {
   std::map<std::string, OpTime> by_name;
   for (const OpTime& t : times) {
     EXPECT_GE(t.ms, 0.0) << t.name;
+    EXPECT_FALSE(t.cpu) << t.name << ": an op of a GPU step ran on CPU tensors";
     by_name[t.name] = t;
   }
   for (const char* name : {"conv2d", "conv2d backward", "group_norm_silu_dropout",
@@ -299,29 +300,6 @@ void expect_op_profile_of_a_step(const std::string& precision) {
 TEST(CudaModel, TheOpProfileTimesEveryOpOfAStep) {
   REQUIRE_GPU();
   for (const char* precision : {"fp32", "bf16"}) expect_op_profile_of_a_step(precision);
-}
-
-// The op profile's table by shape (engine/op_profile.h), on made-up times: the costliest
-// (op, shape) pairs across ops, most time first, at most top_shapes of them, each with its
-// share of the sum and of its op; none without shapes. Needs no GPU.
-TEST(OpProfile, TheTableListsTheCostliestShapesAcrossOps) {
-  const std::vector<OpTime> times = {
-      {"conv2d", 4, 12.0, {{"(1, 8, 8, 4) k3x3 -> 4 stride 1", 3, 9.0},
-                           {"(1, 4, 4, 4) k3x3 -> 4 stride 1", 1, 3.0}}},
-      {"linear", 2, 6.0, {{"16 x 4 -> 8", 2, 6.0}}},
-      {"add", 1, 4.0, {}}};
-  const std::string table = format_op_profile(times, 2, 2);
-  const size_t big = table.find("(1, 8, 8, 4) k3x3 -> 4 stride 1");
-  const size_t lin = table.find("16 x 4 -> 8");
-  ASSERT_NE(big, std::string::npos) << table;
-  ASSERT_NE(lin, std::string::npos) << table;
-  EXPECT_LT(big, lin);                                                   // most time first
-  EXPECT_EQ(table.find("(1, 4, 4, 4)"), std::string::npos) << table;     // past top_shapes
-  EXPECT_NE(table.find("the 2 costliest (op, shape) pairs"), std::string::npos) << table;
-  // 9 of the sum's 22 ms (40.9%), 75% of conv2d's; per step (2): 4.5 ms, 1.5 calls
-  EXPECT_NE(table.find("     1.5      4.500   40.9%   75.0%"), std::string::npos) << table;
-  const std::vector<OpTime> no_shapes = {{"add", 1, 4.0, {}}};
-  EXPECT_EQ(format_op_profile(no_shapes, 1).find("costliest"), std::string::npos);
 }
 
 // A short GPU training run of the small config into a fresh folder under the test's temp

@@ -48,8 +48,8 @@ void accumulate_stored(const Tensor& dst, const Tensor& src, double alpha) {
   const auto a = static_cast<float>(alpha);
   const int64_t n = dst.numel();
   const bool dst16 = dst.dtype() == DType::BF16, src16 = src.dtype() == DType::BF16;
+  OpTimer timer("accumulate", dst.device() == Device::CUDA);
   if (dst.device() == Device::CUDA) {
-    OpTimer timer("accumulate", true);
     DDPM_CUDA_ONLY(if (dst16 && src16) cuda::axpy_stored(n, a, bf16_bits(src), bf16_bits(dst));
                    else if (dst16) cuda::axpy_stored(n, a, src.data<float>(), bf16_bits(dst));
                    else cuda::axpy_stored(n, a, bf16_bits(src), dst.data<float>()));
@@ -72,14 +72,16 @@ Tensor cast(const Tensor& x, DType dtype) {
   Tensor y = Tensor::empty(x.shape(), dtype, x.device());
   const int64_t n = x.numel();
   const bool narrow = dtype == DType::BF16;
-  if (x.device() == Device::CUDA) {
-    OpTimer timer("cast", true);
-    DDPM_CUDA_ONLY(if (narrow) cuda::to_bf16_bits(n, x.data<float>(), detail::bf16_bits(y));
-                   else cuda::from_bf16_bits(n, detail::bf16_bits(x), y.data<float>()));
-  } else if (narrow) {
-    cpu::to_bf16_bits(n, x.data<float>(), detail::bf16_bits(y));
-  } else {
-    cpu::from_bf16_bits(n, detail::bf16_bits(x), y.data<float>());
+  {
+    OpTimer timer("cast", x.device() == Device::CUDA);
+    if (x.device() == Device::CUDA) {
+      DDPM_CUDA_ONLY(if (narrow) cuda::to_bf16_bits(n, x.data<float>(), detail::bf16_bits(y));
+                     else cuda::from_bf16_bits(n, detail::bf16_bits(x), y.data<float>()));
+    } else if (narrow) {
+      cpu::to_bf16_bits(n, x.data<float>(), detail::bf16_bits(y));
+    } else {
+      cpu::from_bf16_bits(n, detail::bf16_bits(x), y.data<float>());
+    }
   }
   if (should_record({x})) {
     tape().record("cast", {y}, [gx = grad_ref(x)](const std::vector<Tensor>& g) {

@@ -179,15 +179,18 @@ Tensor group_norm_bf16(const char* op, const Tensor& x, const Tensor& gamma, con
   Tensor mean = Tensor::empty(Shape{s.n, groups}, DType::F32, x.device());
   Tensor rstd = Tensor::empty(Shape{s.n, groups}, DType::F32, x.device());
   const cpu::DropoutKeys keys{drop.p, drop.seed, drop.stream.base};
-  if (x.device() == Device::CUDA) {
-    OpTimer timer(op, true);
-    DDPM_CUDA_ONLY(cuda::group_norm_forward_bf16(s, bf16_bits(x), gamma.data<float>(),
-                                                 beta.data<float>(), bf16_bits(y),
-                                                 mean.data<float>(), rstd.data<float>(), silu,
-                                                 drop));
-  } else {
-    cpu::group_norm_forward_bf16(s, bf16_bits(x), gamma.data<float>(), beta.data<float>(),
-                                 bf16_bits(y), mean.data<float>(), rstd.data<float>(), silu, keys);
+  {
+    OpTimer timer(op, x.device() == Device::CUDA);
+    if (x.device() == Device::CUDA) {
+      DDPM_CUDA_ONLY(cuda::group_norm_forward_bf16(s, bf16_bits(x), gamma.data<float>(),
+                                                   beta.data<float>(), bf16_bits(y),
+                                                   mean.data<float>(), rstd.data<float>(), silu,
+                                                   drop));
+    } else {
+      cpu::group_norm_forward_bf16(s, bf16_bits(x), gamma.data<float>(), beta.data<float>(),
+                                   bf16_bits(y), mean.data<float>(), rstd.data<float>(), silu,
+                                   keys);
+    }
   }
   if (should_record({x, gamma, beta})) {
     tape().record(op, {y}, [op, silu, s, drop, keys, x, gamma, beta, mean, rstd,
@@ -199,9 +202,9 @@ Tensor group_norm_bf16(const char* op, const Tensor& x, const Tensor& gamma, con
       const Tensor dx = detail::buffer_on(dx_to, x.device());
       const Tensor dgamma = detail::grad_or_null(gg), dbeta = detail::grad_or_null(gb);
       uint16_t* const dx_bits = dx.defined() ? bf16_bits(dx) : nullptr;
+      const std::string backward_op = std::string(op) + " backward";
+      OpTimer timer(backward_op.c_str(), x.device() == Device::CUDA);
       if (x.device() == Device::CUDA) {
-        const std::string backward_op = std::string(op) + " backward";
-        OpTimer timer(backward_op.c_str(), true);
         DDPM_CUDA_ONLY(
             const Tensor ws = detail::cuda_workspace(
                 dgamma.defined() || dbeta.defined() ? cuda::group_norm_backward_workspace(s) : 0);

@@ -50,12 +50,13 @@ void dispatch_cpu(const char* op, const Tensor& x, F&& f) {
 // Calls cpu(T{}) for a CPU tensor (T = float or double), or cuda() for a CUDA tensor, which
 // must be f32. Op entries write the CUDA call inside DDPM_CUDA_ONLY(...) so a build without
 // CUDA still compiles (it can hold no CUDA tensor, so that branch never runs there). The
-// CUDA call is timed under the op's name when op profiling is on (engine/op_profile.h).
+// call is timed under the op's name when op profiling is on (engine/op_profile.h: the GPU's
+// time for a CUDA call, the CPU's for a CPU call).
 template <class Cpu, class Cuda>
 void dispatch(const char* op, const Tensor& x, Cpu&& cpu, Cuda&& cuda) {
+  OpTimer timer(op, x.device() == Device::CUDA);
   if (x.device() == Device::CUDA) {
     CHECK(x.dtype() == DType::F32, "op '" << op << "' on CUDA supports f32, got " << x.describe());
-    OpTimer timer(op, true);
     cuda();
     return;
   }
@@ -77,6 +78,7 @@ inline bool runs_cpu_reference(const Tensor& x) {
 template <class Cpu, class Fast, class Cuda>
 void dispatch(const char* op, const Tensor& x, Cpu&& cpu, Fast&& fast, Cuda&& cuda) {
   if (runs_cpu_fast(x)) {
+    OpTimer timer(op, false);
     fast();
     return;
   }

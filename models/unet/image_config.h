@@ -25,7 +25,8 @@
 //   every shape, P kept where the L x L matrices are at most twice qkv, L <= 6 head dim,
 //   recomputed by chunks of samples past it) | "fused" | "gemm" (the same) |
 //   "straightforward" (under bf16 the bf16 kernels run whatever it says),
-//   profile_steps (the per-op GPU time of that many steps: op_profile.txt; CUDA only).
+//   profile_steps (the per-op time of that many steps: op_profile.txt; on the GPU its
+//   time by CUDA events, on the CPU the wall clock).
 #pragma once
 
 #include <set>

@@ -143,9 +143,11 @@ TrainSummary train_steps_only(ImageRun& run, const TrainOptions& o, Collective& 
 
 // profile_steps: the op profile (engine/op_profile.h) of the steps queued in
 // [from, from + count), taken once they are all queued (one wait for the GPU, between steps).
+// On the CPU, whose steps run as they are queued, the window's wall clock too: what the ops
+// leave of it is the host's own work between them (the batch, the tape, logging).
 class OpProfileWindow {
  public:
-  OpProfileWindow(int64_t from, int64_t count) : from_(from), count_(count) {}
+  OpProfileWindow(int64_t from, int64_t count, bool cpu) : from_(from), count_(count), cpu_(cpu) {}
   // Before step `step` is queued; returns the profile when the window closes here.
   std::string before_queue(int64_t step) {
     std::string done;
@@ -153,6 +155,7 @@ class OpProfileWindow {
     if (count_ > 0 && step == from_) {
       set_op_profiling(true);
       started_ = step;
+      start_ = std::chrono::steady_clock::now();
     }
     return done;
   }
@@ -160,14 +163,32 @@ class OpProfileWindow {
   std::string finish(int64_t step) {
     if (started_ < 0 || step == started_) return "";
     set_op_profiling(false);
+    const double wall_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_)
+            .count();
     const int64_t steps = step - started_;
     started_ = -1;
-    return "op profile of steps " + std::to_string(step - steps + 1) + "-" + std::to_string(step) +
-           " (GPU time per step):\n" + format_op_profile(op_profile_take(), steps);
+    const std::vector<OpTime> times = op_profile_take();
+    std::string text = "op profile of steps " + std::to_string(step - steps + 1) + "-" +
+                       std::to_string(step) + (cpu_ ? " (CPU" : " (GPU") +
+                       " time per step):\n" + format_op_profile(times, steps);
+    if (cpu_) {
+      double ops_ms = 0;
+      for (const OpTime& t : times) ops_ms += t.ms;
+      char line[200];
+      std::snprintf(line, sizeof line,
+                    "wall clock of the steps: %.3f ms per step, %.1f%% of it in the ops above "
+                    "(the rest: the host's work between them)\n",
+                    wall_ms / steps, wall_ms > 0 ? 100 * ops_ms / wall_ms : 0.0);
+      text += line;
+    }
+    return text;
   }
 
  private:
   int64_t from_, count_, started_ = -1;
+  bool cpu_;
+  std::chrono::steady_clock::time_point start_;
 };
 
 // The logged interval's loss per tenth of [0, T): metrics.jsonl's loss_by_t.
@@ -209,7 +230,7 @@ class TrainLoop {
       : run_(run), folder_(folder), o_(o), summary_(summary), report_(report), c_(run.config()),
         sample_seed_(c_.trainer.seed + kSampleSeedOffset), first_(run.step_index()),
         total_(c_.trainer.steps), loss_by_t_(c_.trainer.schedule.T),
-        profile_(first_ + 2, c_.device == Device::CUDA ? c_.profile_steps : 0) {}
+        profile_(first_ + 2, c_.profile_steps, c_.device != Device::CUDA) {}
 
   // Every step to 'steps', or to a stop.
   void train();
@@ -438,8 +459,6 @@ void TrainLoop::finish() {
 // The keys this run cannot honour, each a note (the run goes on without them).
 void note_ignored_keys(const ImageRun& run, TrainSummary& summary) {
   const ImageTrainConfig& c = run.config();
-  if (c.profile_steps > 0 && c.device != Device::CUDA)
-    summary.notes.push_back("profile_steps: the op profile times GPU work; this run is on the CPU");
   if (c.trainer.cuda_graph && c.device != Device::CUDA)
     summary.notes.push_back("cuda_graph: CUDA graphs are GPU work; this run's steps are eager");
   else if (c.trainer.cuda_graph && run.sharded())
