@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstdio>
 #include <map>
 #include <string>
 #include <vector>
@@ -185,10 +186,12 @@ void expect_op_profile_of_a_cpu_step(const std::string& precision, const std::st
     for (const OpShapeTime& s : t.shapes) calls += s.calls;
     EXPECT_EQ(calls, t.calls) << name;
   }
-  if (precision == "bf16") {
+  if (precision == "bf16") {  // the CPU's bf16 ops: f32 ops on widened copies, cast back
     EXPECT_GT(ops["cast"].calls, 0);
+    EXPECT_GT(ops["accumulate"].calls, 0);  // a bf16 gradient's second contribution
   }
-  const std::string table = format_op_profile(times, 1);
+  const std::string table = format_op_profile(times, 1, 0);
+  std::printf("%s", table.c_str());
   EXPECT_NE(table.find("op (CPU time, wall clock, own)"), std::string::npos) << table;
   run.step();  // profiling off
   EXPECT_TRUE(op_profile_take().empty());
