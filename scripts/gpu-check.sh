@@ -408,6 +408,8 @@ with open(os.path.join(out, "report.md"), "w") as f:
     if os.path.exists(os.path.join(out, "kernel-bench.json")):
         f.write("\n### Each kernel against its previous version and its library (scripts/bench_ratios.py)\n\n"
                 + os.popen("python3 scripts/bench_ratios.py " + os.path.join(out, "kernel-bench.json")).read() + "\n")
+        f.write("\n### The times predicted without a GPU, against this run (scripts/predictions.py)\n\n"
+                + os.popen("python3 scripts/predictions.py " + os.path.join(out, "kernel-bench.json")).read() + "\n")
     f.write("\n## Attention: cuDNN SDPA and PyTorch's kernels (scripts/attention_reference.py)\n```\n"
             + read("attention-pytorch.txt") + "\n```\n")
     if all(os.path.exists(os.path.join(out, n)) for n in ("kernel-bench.json", "attention-pytorch.json")):

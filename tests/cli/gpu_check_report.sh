@@ -105,6 +105,8 @@ grep -A4 "^## The block shapes the convolutions' autotuners kept" "$md" | grep -
 grep -A4 "^### Each kernel against its previous version" "$md" |
   grep -qF "| attention fwd | $shape | flash bf16 (mma.sync), bf16 tensors | 0.4000 |" ||
   fail "the table of ratios (scripts/bench_ratios.py) is not in the report"
+grep -A40 "^### The times predicted without a GPU" "$md" | grep -qF "predictions held." ||
+  fail "the predictions' table (scripts/predictions.py) is not in the report"
 grep -A2 "^## Sampling" "$md" | grep -qF "(not run)" || fail "the missing sampling stage is not '(not run)'"
 python3 -c "
 import json, sys
