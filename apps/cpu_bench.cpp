@@ -33,6 +33,7 @@
 #include <cblas.h>
 
 #include "kernels/cpu_fast/conv2d.h"
+#include "kernels/cpu_fast/gemm.h"
 #include "kernels/cpu_fast/linear.h"
 #endif
 
@@ -56,6 +57,28 @@ double median_seconds(const std::function<void()>& fn, int reps) {
   }
   std::sort(t.begin(), t.end());
   return t[t.size() / 2];
+}
+
+// The medians of fns[i]'s times, the calls interleaved (fns[0], fns[1], ..., fns[0], ...)
+// after two warm-up calls each, so that a noisy neighbour slows them alike: how two
+// versions of one thing are compared on a shared machine.
+std::vector<double> interleaved_median_seconds(const std::vector<std::function<void()>>& fns,
+                                               int reps) {
+  for (const auto& fn : fns)
+    for (int i = 0; i < 2; ++i) fn();
+  std::vector<std::vector<double>> t(fns.size());
+  for (int r = 0; r < reps; ++r)
+    for (size_t f = 0; f < fns.size(); ++f) {
+      const auto a = std::chrono::steady_clock::now();
+      fns[f]();
+      t[f].push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - a).count());
+    }
+  std::vector<double> medians;
+  for (std::vector<double>& times : t) {
+    std::sort(times.begin(), times.end());
+    medians.push_back(times[times.size() / 2]);
+  }
+  return medians;
 }
 
 nlohmann::json g_rows = nlohmann::json::array();
@@ -194,8 +217,10 @@ void bench_ops(const Options& o) {
     }
   }
   set_cpu_kernels(kernels_before);
-  // linear: the CIFAR model's time-embedding MLP and an attention projection at 16x16
-  for (const LinearShape& s : {LinearShape{128, 512, 512}, LinearShape{4 * 256, 256, 768}}) {
+  // linear: the CIFAR model's time-embedding MLP, an attention projection at 16x16, and a
+  // fashion.json 1x1 skip at batch 32
+  for (const LinearShape& s : {LinearShape{128, 512, 512}, LinearShape{4 * 256, 256, 768},
+                               LinearShape{32 * 784, 96, 32}}) {
     const std::vector<float> x = randoms(s.m * s.k, 1), w = randoms(s.k * s.n, 2), b = randoms(s.n, 3);
     std::vector<float> y(s.m * s.n);
     char shape[64];
@@ -206,7 +231,17 @@ void bench_ops(const Options& o) {
           cpu::linear_forward<float>(s, x.data(), w.data(), b.data(), y.data());
         }, o.reps), flops);
 #if DDPM_WITH_CPU_FAST
-    row("linear fwd", shape, "fast (OpenBLAS)", median_seconds([&] {
+    // the product alone in OpenBLAS's SGEMM and in oneDNN's, the measurement behind
+    // kernels/cpu_fast/gemm.h's choice; then the engine's fast op (oneDNN, and the bias)
+    const int m = static_cast<int>(s.m), n = static_cast<int>(s.n), k = static_cast<int>(s.k);
+    row("linear fwd", shape, "GEMM only, OpenBLAS", median_seconds([&] {
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, x.data(), k,
+                      w.data(), n, 0.0f, y.data(), n);
+        }, o.reps), flops);
+    row("linear fwd", shape, "GEMM only, oneDNN", median_seconds([&] {
+          cpu_fast::sgemm(false, false, m, n, k, 1.0f, x.data(), k, w.data(), n, 0.0f, y.data(), n);
+        }, o.reps), flops);
+    row("linear fwd", shape, "fast (oneDNN)", median_seconds([&] {
           cpu_fast::linear_forward(s, x.data(), w.data(), b.data(), y.data());
         }, o.reps), flops);
 #endif
@@ -238,17 +273,45 @@ void bench_steps(const Options& o) {
       apply_override(j, "device=cpu");
       const ImageTrainConfig config = read_image_train_config(j, c.config);
       ImageRun run(config);
-      const double secs = median_seconds([&] { run.step(); }, std::max(3, o.reps / 2));
       char shape[64];
       std::snprintf(shape, sizeof shape, "%s batch %lld", c.config, (long long)config.batch_size);
-      row("train step", shape, kernels + std::string(c.note), secs, 0, config.batch_size);
-      if (c.sample) {  // 16 images, 50 DDIM steps, the EMA weights: what a run ends with
-        SamplerConfig sc = config.sampler;
-        sc.kind = SamplerKind::Ddim;
-        sc.steps = 50;
-        const double s = median_seconds([&] { run.sample(16, 1, sc, true); }, 3);
-        row("sample", "16 images, 50 DDIM steps", kernels, s, 0, 16);
+      SamplerConfig sc = config.sampler;  // 16 images, 50 DDIM steps, the EMA weights: what
+      sc.kind = SamplerKind::Ddim;        // a run ends with
+      sc.steps = 50;
+      const auto step = [&] { run.step(); };
+      const auto sample = [&] { run.sample(16, 1, sc, true); };
+      const std::string variant = kernels + std::string(c.note);
+#if DDPM_WITH_CPU_FAST
+      if (!std::strcmp(kernels, "fast")) {
+        // the fast kernels' products on oneDNN's sgemm (theirs) and on OpenBLAS's, in turn
+        const auto on = [](cpu_fast::GemmLibrary library, const std::function<void()>& fn) {
+          return [library, fn] {
+            cpu_fast::set_gemm_library(library);
+            fn();
+            cpu_fast::set_gemm_library(cpu_fast::GemmLibrary::OneDnn);
+          };
+        };
+        const auto both = [&](const std::function<void()>& fn, int reps) {
+          return interleaved_median_seconds({on(cpu_fast::GemmLibrary::OneDnn, fn),
+                                             on(cpu_fast::GemmLibrary::OpenBlas, fn)},
+                                            reps);
+        };
+        const std::vector<double> secs = both(step, std::max(3, o.reps / 2));
+        row("train step", shape, variant, secs[0], 0, config.batch_size);
+        row("train step", shape, variant + ", OpenBLAS GEMMs", secs[1], 0, config.batch_size);
+        if (c.sample) {
+          const std::vector<double> s = both(sample, 3);
+          row("sample", "16 images, 50 DDIM steps", kernels, s[0], 0, 16);
+          row("sample", "16 images, 50 DDIM steps", kernels + std::string(", OpenBLAS GEMMs"),
+              s[1], 0, 16);
+        }
+        continue;
       }
+#endif
+      row("train step", shape, variant, median_seconds(step, std::max(3, o.reps / 2)), 0,
+          config.batch_size);
+      if (c.sample)
+        row("sample", "16 images, 50 DDIM steps", kernels, median_seconds(sample, 3), 0, 16);
     }
   }
 }

@@ -1,5 +1,5 @@
-// The fast CPU kernels (kernels/cpu_fast: oneDNN convolutions, OpenBLAS linear layers and
-// attention products) against the reference kernels they stand beside: the same f32 inputs
+// The fast CPU kernels (kernels/cpu_fast: oneDNN convolutions, linear layers and attention
+// products on oneDNN's sgemm, or OpenBLAS's) against the reference kernels they stand beside: the same f32 inputs
 // through each, outputs and every gradient compared, on awkward shapes and the CIFAR-10
 // model's shapes; the whole tiny U-Net's step; determinism; f64 staying on the reference.
 // Skips, saying why, in a build without oneDNN and OpenBLAS.
@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <functional>
+#include <random>
 #include <utility>
 #include <vector>
 
@@ -22,6 +23,7 @@
 
 #include "kernels/cpu/optim.h"
 #include "kernels/cpu_fast/conv2d.h"
+#include "kernels/cpu_fast/gemm.h"
 #include "kernels/cpu_fast/group_norm.h"
 #include "kernels/cpu_fast/vector_ops.h"
 #endif
@@ -131,8 +133,76 @@ TEST(CpuFast, ConvolutionsMatchTheReference) {
   }
 }
 
-TEST(CpuFast, LinearLayersMatchTheReference) {
+#if DDPM_WITH_CPU_FAST
+// The GEMM library for a scope, restored however the test ends.
+struct GemmLibraryScope {
+  explicit GemmLibraryScope(cpu_fast::GemmLibrary library) : before(cpu_fast::gemm_library()) {
+    cpu_fast::set_gemm_library(library);
+  }
+  ~GemmLibraryScope() { cpu_fast::set_gemm_library(before); }
+  cpu_fast::GemmLibrary before;
+};
+constexpr cpu_fast::GemmLibrary kGemmLibraries[] = {cpu_fast::GemmLibrary::OneDnn,
+                                                    cpu_fast::GemmLibrary::OpenBlas};
+
+// n values uniform in [-1, 1) from `seed`.
+std::vector<float> uniforms(int64_t n, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (float& x : v) x = u(rng);
+  return v;
+}
+#endif
+
+// cpu_fast::sgemm on both libraries, in the four layouts of its operands, row-major with
+// leading dimensions longer than the rows (the attention reads q, k and v in place, 3C
+// apart): C = alpha op(A) op(B) + beta C against a double loop, the columns of C past n
+// untouched, and with beta 0 a C of NaNs overwritten, not read. K = 37: fp32 sums of 37
+// products of values in [-1, 1], within 1e-5 of the exact ones.
+TEST(CpuFast, TheGemmIsTheRowMajorProductInEveryLayout) {
   REQUIRE_FAST();
+#if DDPM_WITH_CPU_FAST
+  const int64_t m = 13, n = 11, k = 37, pad = 3;
+  for (cpu_fast::GemmLibrary library : kGemmLibraries) {
+    const GemmLibraryScope scope(library);
+    for (int layout = 0; layout < 4; ++layout) {
+      const bool ta = layout & 1, tb = layout & 2;
+      SCOPED_TRACE(testing::Message() << "library " << static_cast<int>(library) << ", trans_a "
+                                      << ta << ", trans_b " << tb);
+      const int64_t lda = (ta ? m : k) + pad, ldb = (tb ? k : n) + pad, ldc = n + pad;
+      const std::vector<float> a = uniforms((ta ? k : m) * lda, 1),
+                               b = uniforms((tb ? n : k) * ldb, 2);
+      const auto at = [&](int64_t i, int64_t p) { return ta ? a[p * lda + i] : a[i * lda + p]; };
+      const auto bt = [&](int64_t p, int64_t j) { return tb ? b[j * ldb + p] : b[p * ldb + j]; };
+      for (const float beta : {1.0f, 0.0f}) {
+        std::vector<float> c = uniforms(m * ldc, 3);
+        if (beta == 0.0f)
+          for (int64_t i = 0; i < m; ++i)
+            for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = std::nanf("");
+        const std::vector<float> before = c;
+        cpu_fast::sgemm(ta, tb, m, n, k, 0.5f, a.data(), lda, b.data(), ldb, beta, c.data(), ldc);
+        for (int64_t i = 0; i < m; ++i) {
+          for (int64_t j = 0; j < ldc; ++j) {
+            if (j >= n) {
+              EXPECT_EQ(c[i * ldc + j], before[i * ldc + j]) << "past n at " << i << ", " << j;
+              continue;
+            }
+            double want = beta == 0.0f ? 0.0 : before[i * ldc + j];
+            for (int64_t p = 0; p < k; ++p) want += 0.5 * double(at(i, p)) * double(bt(p, j));
+            EXPECT_NEAR(c[i * ldc + j], want, 1e-5) << "at " << i << ", " << j << ", beta " << beta;
+          }
+        }
+      }
+    }
+  }
+#endif
+}
+
+#if DDPM_WITH_CPU_FAST
+// Linear layers on the fast kernels against the reference: awkward shapes, then the CIFAR
+// model's time-embedding MLP and an attention projection (K up to 512).
+void expect_linear_layers_agree() {
   const auto lin = [](const std::vector<Tensor>& in) { return linear(in[0], in[1], in[2]); };
   expect_kernels_agree(lin, {rnd({19, 7}, 1), rnd({7, 5}, 2), rnd({5}, 3)}, 1e-5, 1e-5);
   expect_kernels_agree([](const std::vector<Tensor>& in) { return linear(in[0], in[1], Tensor()); },
@@ -141,10 +211,25 @@ TEST(CpuFast, LinearLayersMatchTheReference) {
   expect_kernels_agree(lin, {rnd({128, 512}, 1), rnd({512, 512}, 2, 0.04), rnd({512}, 3)}, 2e-4, 2e-4);
   expect_kernels_agree(lin, {rnd({2, 256, 256}, 1), rnd({256, 768}, 2, 0.06), rnd({768}, 3)}, 2e-4, 2e-4);
 }
+#endif
 
-// Softmax over up to 256 keys, d-long dot products, in another order: 1e-4 as on CUDA.
-TEST(CpuFast, AttentionMatchesTheReference) {
+TEST(CpuFast, LinearLayersMatchTheReference) {
   REQUIRE_FAST();
+#if DDPM_WITH_CPU_FAST
+  for (cpu_fast::GemmLibrary library : kGemmLibraries) {
+    const GemmLibraryScope scope(library);
+    SCOPED_TRACE(testing::Message() << "library " << static_cast<int>(library));
+    expect_linear_layers_agree();
+  }
+#endif
+}
+
+
+// Softmax over up to 256 keys, d-long dot products, in another order: 1e-4 as on CUDA. On
+// both GEMM libraries: the (batch, head) pairs run their products one a thread where there
+// are enough of them (the 3-head case), otherwise each product on all threads.
+#if DDPM_WITH_CPU_FAST
+void expect_attention_agrees() {
   const auto attn = [](int64_t heads) {
     return [heads](const std::vector<Tensor>& in) { return attention(in[0], heads); };
   };
@@ -158,6 +243,18 @@ TEST(CpuFast, AttentionMatchesTheReference) {
   set_precision(Precision::BF16);
   expect_kernels_agree(attn(2), {rnd({2, 37, 3 * 32}, 7, 0.5)}, 1e-4, 1e-4);
   set_precision(Precision::F32);
+}
+#endif
+
+TEST(CpuFast, AttentionMatchesTheReference) {
+  REQUIRE_FAST();
+#if DDPM_WITH_CPU_FAST
+  for (cpu_fast::GemmLibrary library : kGemmLibraries) {
+    const GemmLibraryScope scope(library);
+    SCOPED_TRACE(testing::Message() << "library " << static_cast<int>(library));
+    expect_attention_agrees();
+  }
+#endif
 }
 
 // eps where the reference has it, inside the root: groups whose variance (1e-6) is eps's

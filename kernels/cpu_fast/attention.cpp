@@ -1,6 +1,5 @@
 #include "kernels/cpu_fast/attention.h"
 
-#include <cblas.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -9,6 +8,7 @@
 
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu_fast/fast_exp.h"
+#include "kernels/cpu_fast/gemm.h"
 
 namespace ddpm::cpu_fast {
 
@@ -16,8 +16,8 @@ namespace {
 
 // S = scale q k^T for one head: (L x L) row-major in `out`.
 void scores(const AttentionShape& s, const float* q, const float* k, float scale, float* out) {
-  const int l = static_cast<int>(s.l), d = static_cast<int>(s.head_dim()), ld = static_cast<int>(3 * s.c);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, l, l, d, scale, q, ld, k, ld, 0.0f, out, l);
+  const int64_t l = s.l, ld = 3 * s.c;
+  sgemm(false, true, l, l, s.head_dim(), scale, q, ld, k, ld, 0.0f, out, l);
 }
 
 // row[j] = e^(row[j] - shift), j < n; returns their sum. Out of line so the loop vectorises
@@ -66,17 +66,14 @@ void attention_forward(const AttentionShape& s, const float* qkv, float* out, fl
       lse[p * l + i] = m + std::log(sum);
     }
     if (s.bf16_probs) cpu::round_to_bf16(l * l, sc, sc);  // P as an operand
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(l), static_cast<int>(d),
-                static_cast<int>(l), 1.0f, sc, static_cast<int>(l), q + 2 * c, static_cast<int>(3 * c),
-                0.0f, out + b * l * c + h * d, static_cast<int>(c));
+    sgemm(false, false, l, d, l, 1.0f, sc, l, q + 2 * c, 3 * c, 0.0f, out + b * l * c + h * d, c);
   });
 }
 
 void attention_backward(const AttentionShape& s, const float* qkv, const float* lse,
                         const float* dout, float* dqkv) {
   const int64_t l = s.l, c = s.c, d = s.head_dim();
-  const int il = static_cast<int>(l), id = static_cast<int>(d), ld = static_cast<int>(3 * c),
-            ic = static_cast<int>(c);
+  const int64_t ld = 3 * c;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   for_each_head(s, true, [&](int64_t p, float* prob, float* dp) {
     const int64_t b = p / s.heads, h = p % s.heads;
@@ -87,7 +84,7 @@ void attention_backward(const AttentionShape& s, const float* qkv, const float* 
     scores(s, q, k, scale, prob);
     for (int64_t i = 0; i < l; ++i) exp_shifted(prob + i * l, l, lse[p * l + i]);  // P from the LSE
     // dP = dout v^T
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, il, il, id, 1.0f, g, ic, v, ld, 0.0f, dp, il);
+    sgemm(false, true, l, l, d, 1.0f, g, c, v, ld, 0.0f, dp, l);
     for (int64_t i = 0; i < l; ++i) {  // dS = P (dP - rowsum(P dP)) scale, over dP
       const float* pr = prob + i * l;
       float* dr = dp + i * l;
@@ -102,9 +99,9 @@ void attention_backward(const AttentionShape& s, const float* qkv, const float* 
       cpu::round_to_bf16(l * l, dp, dp);
     }
     // dv += P^T dout;  dq += dS k;  dk += dS^T q
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, il, id, il, 1.0f, prob, il, g, ic, 1.0f, dv, ld);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, il, id, il, 1.0f, dp, il, k, ld, 1.0f, dq, ld);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, il, id, il, 1.0f, dp, il, q, ld, 1.0f, dk, ld);
+    sgemm(true, false, l, d, l, 1.0f, prob, l, g, c, 1.0f, dv, ld);
+    sgemm(false, false, l, d, l, 1.0f, dp, l, k, ld, 1.0f, dq, ld);
+    sgemm(true, false, l, d, l, 1.0f, dp, l, q, ld, 1.0f, dk, ld);
   });
 }
 

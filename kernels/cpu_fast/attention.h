@@ -1,6 +1,7 @@
-// Self-attention on the CPU with its two products in OpenBLAS's SGEMM: the fast float path
-// beside the reference kernels/cpu/attention.h, with the same contract (packed qkv (B, L, 3C),
-// out (B, L, C), lse (B, H, L); backward recomputes P from lse and accumulates into dqkv).
+// Self-attention on the CPU with its products in oneDNN's sgemm (kernels/cpu_fast/gemm.h):
+// the fast float path beside the reference kernels/cpu/attention.h, with the same contract
+// (packed qkv (B, L, 3C), out (B, L, C), lse (B, H, L); backward recomputes P from lse and
+// accumulates into dqkv).
 //
 // Per (batch, head): S = scale q k^T (an L x L GEMM reading q and k in place: their rows are
 // 3C apart), a row softmax that saves the log-sum-exp, out = P v (a GEMM writing straight into
