@@ -142,8 +142,17 @@ struct GemmLibraryScope {
   ~GemmLibraryScope() { cpu_fast::set_gemm_library(before); }
   cpu_fast::GemmLibrary before;
 };
-constexpr cpu_fast::GemmLibrary kGemmLibraries[] = {cpu_fast::GemmLibrary::OneDnn,
-                                                    cpu_fast::GemmLibrary::OpenBlas};
+// Runs check() on each GEMM library of the fast path: oneDNN's (its own) and OpenBLAS's.
+template <class Check>
+void on_each_gemm_library(Check check) {
+  for (cpu_fast::GemmLibrary library :
+       {cpu_fast::GemmLibrary::OneDnn, cpu_fast::GemmLibrary::OpenBlas}) {
+    const GemmLibraryScope scope(library);
+    SCOPED_TRACE(library == cpu_fast::GemmLibrary::OneDnn ? "oneDNN's sgemm"
+                                                          : "OpenBLAS's sgemm");
+    check();
+  }
+}
 
 // n values uniform in [-1, 1) from `seed`.
 std::vector<float> uniforms(int64_t n, unsigned seed) {
@@ -167,12 +176,10 @@ TEST(CpuFast, TheGemmIsTheRowMajorProductInEveryLayout) {
   // measure against
   EXPECT_EQ(cpu_fast::gemm_library(), cpu_fast::GemmLibrary::OneDnn);
   const int64_t m = 13, n = 11, k = 37, pad = 3;
-  for (cpu_fast::GemmLibrary library : kGemmLibraries) {
-    const GemmLibraryScope scope(library);
+  on_each_gemm_library([&] {
     for (int layout = 0; layout < 4; ++layout) {
       const bool ta = layout & 1, tb = layout & 2;
-      SCOPED_TRACE(testing::Message() << "library " << static_cast<int>(library) << ", trans_a "
-                                      << ta << ", trans_b " << tb);
+      SCOPED_TRACE(testing::Message() << "trans_a " << ta << ", trans_b " << tb);
       const int64_t lda = (ta ? m : k) + pad, ldb = (tb ? k : n) + pad, ldc = n + pad;
       const std::vector<float> a = uniforms((ta ? k : m) * lda, 1),
                                b = uniforms((tb ? n : k) * ldb, 2);
@@ -198,7 +205,7 @@ TEST(CpuFast, TheGemmIsTheRowMajorProductInEveryLayout) {
         }
       }
     }
-  }
+  });
 #endif
 }
 
@@ -219,11 +226,7 @@ void expect_linear_layers_agree() {
 TEST(CpuFast, LinearLayersMatchTheReference) {
   REQUIRE_FAST();
 #if DDPM_WITH_CPU_FAST
-  for (cpu_fast::GemmLibrary library : kGemmLibraries) {
-    const GemmLibraryScope scope(library);
-    SCOPED_TRACE(testing::Message() << "library " << static_cast<int>(library));
-    expect_linear_layers_agree();
-  }
+  on_each_gemm_library(expect_linear_layers_agree);
 #endif
 }
 
@@ -252,11 +255,7 @@ void expect_attention_agrees() {
 TEST(CpuFast, AttentionMatchesTheReference) {
   REQUIRE_FAST();
 #if DDPM_WITH_CPU_FAST
-  for (cpu_fast::GemmLibrary library : kGemmLibraries) {
-    const GemmLibraryScope scope(library);
-    SCOPED_TRACE(testing::Message() << "library " << static_cast<int>(library));
-    expect_attention_agrees();
-  }
+  on_each_gemm_library(expect_attention_agrees);
 #endif
 }
 

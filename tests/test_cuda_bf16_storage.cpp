@@ -17,6 +17,7 @@
 #include "engine/op_profile.h"
 #include "engine/ops.h"
 #include "engine/ops/op_util.h"
+#include "tests/op_profile_checks.h"
 #include "tests/test_util.h"
 #if DDPM_WITH_CUDA
 #include "kernels/cuda/gemm_lt.cuh"
@@ -83,7 +84,7 @@ TEST(CudaBf16Storage, DataMovementAndAddAreTheCpusBitsOnTheirOwnKernels) {
         const Tensor out = add(add(parts[0], parts[1]), u);
         tape().backward(out, random_bf16(zs, 22, d));
         if (d == Device::CUDA) {
-          for (const OpTime& t : op_profile_take()) names += t.name + "; ";
+          names += test::gpu_ops_taken();
           set_op_profiling(false);
         }
         for (const Tensor& t : {out, x.grad(), z.grad()}) {
@@ -120,7 +121,7 @@ TEST(CudaBf16Storage, InterleavedPhasesAreTheCpusBits) {
       const Tensor y = interleave_phases(phases);
       tape().backward(y, random_bf16(Shape{2, 6, 10, c}, 45, d));
       if (d == Device::CUDA) {
-        for (const OpTime& t : op_profile_take()) names += t.name + "; ";
+        names += test::gpu_ops_taken();
         set_op_profiling(false);
       }
       results[d == Device::CUDA].push_back(bits_of(y));
@@ -198,7 +199,7 @@ TEST(CudaBf16Storage, LinearReadsBf16ActivationsAsTheyAre) {
       const Tensor y = linear(x, w, b);
       tape().backward(y, dy.clone());
       if (run == 1) {
-        for (const OpTime& t : op_profile_take()) names += t.name + "; ";
+        names += test::gpu_ops_taken();
         set_op_profiling(false);
       }
       ASSERT_EQ(y.dtype(), DType::BF16);
@@ -274,7 +275,7 @@ TEST(CudaBf16Storage, AttentionReadsBf16ActivationsAsTheyAre) {
         const Tensor y = attention(qkv, c.heads);
         tape().backward(y, random_bf16(y.shape(), 41, d));
         if (d == Device::CUDA) {
-          for (const OpTime& t : op_profile_take()) names += t.name + "; ";
+          names += test::gpu_ops_taken();
           set_op_profiling(false);
         }
         ASSERT_EQ(y.dtype(), DType::BF16);

@@ -37,6 +37,7 @@
 #endif
 #include "tests/conv_cases.h"
 #include "tests/conv_op_check.h"
+#include "tests/op_profile_checks.h"
 #include "tests/test_util.h"
 
 #if DDPM_WITH_CUDA
@@ -1012,7 +1013,7 @@ TEST(CudaConvBf16, TheOpOnBf16ActivationsIsTheCpuOpOnThem) {
     const Tensor y = conv2d_add(x, w, Tensor(), c.p, Tensor(), r);
     tape().backward(y, Tensor::zeros(y.shape(), DType::BF16, Device::CUDA));
     std::string names;
-    for (const OpTime& t : op_profile_take()) names += t.name + "; ";
+    names += test::gpu_ops_taken();
     set_op_profiling(false);
     EXPECT_EQ(y.dtype(), DType::BF16);
     EXPECT_EQ(x.grad().dtype(), DType::BF16);

@@ -28,6 +28,7 @@
 #include "engine/ops.h"
 #include "tests/conv_cases.h"
 #include "tests/conv_op_check.h"
+#include "tests/op_profile_checks.h"
 #include "tests/test_util.h"
 
 #if DDPM_WITH_CUDA
@@ -143,7 +144,7 @@ TEST(CudaConvCudnn, ReadsBf16ActivationsAsTheyAre) {
     tape().backward(y, cast(test::random_tensor(y.shape(), 1792, DType::F32), DType::BF16)
                            .to(Device::CUDA));
     std::string names;
-    for (const OpTime& t : op_profile_take()) names += t.name + "; ";
+    names += test::gpu_ops_taken();
     set_op_profiling(false);
     testing::internal::GetCapturedStdout();
     EXPECT_EQ(names.find("cast"), std::string::npos) << names;

@@ -17,6 +17,7 @@
 #include "engine/op_profile.h"
 #include "models/unet/image_train.h"
 #include "tests/cuda_model_config.h"
+#include "tests/op_profile_checks.h"
 #include "tests/test_util.h"
 
 #if DDPM_WITH_CUDA
@@ -256,32 +257,7 @@ void expect_op_profile_of_a_step(const std::string& precision) {
   run.step();
   set_op_profiling(false);
   const std::vector<OpTime> times = op_profile_take();
-  std::map<std::string, OpTime> by_name;
-  for (const OpTime& t : times) {
-    EXPECT_GE(t.ms, 0.0) << t.name;
-    EXPECT_FALSE(t.cpu) << t.name << ": an op of a GPU step ran on CPU tensors";
-    by_name[t.name] = t;
-  }
-  for (const char* name : {"conv2d", "conv2d backward", "group_norm_silu_dropout",
-                           "group_norm_silu_dropout backward", "attention", "attention backward",
-                           "linear", "linear backward", "diffusion_corrupt",
-                           "diffusion_loss_fused", "AdamW + EMA", "step summary (norm, gate)"})
-    EXPECT_EQ(by_name.count(name), 1u) << name;
-  EXPECT_EQ(by_name["diffusion_loss_fused"].calls, 1);
-  EXPECT_EQ(by_name["AdamW + EMA"].calls, 1);
-  EXPECT_EQ(by_name["step summary (norm, gate)"].calls, 1);
-  // every convolution's forward has its backward
-  EXPECT_GT(by_name["conv2d"].calls, 5);
-  EXPECT_EQ(by_name["conv2d backward"].calls, by_name["conv2d"].calls);
-  // the ops that name their shapes (OpShape) name them on every call: the linear layers'
-  // M x K -> N, the convolutions' layers, forward and backward
-  for (const char* name : {"linear", "linear backward", "conv2d", "conv2d backward",
-                           "attention", "attention backward", "group_norm_silu_dropout"}) {
-    const OpTime& t = by_name[name];
-    int64_t calls = 0;
-    for (const OpShapeTime& s : t.shapes) calls += s.calls;
-    EXPECT_EQ(calls, t.calls) << name;
-  }
+  std::map<std::string, OpTime> by_name = test::expect_every_op_of_a_step(times, /*cpu=*/false);
   EXPECT_GE(by_name["linear"].shapes.size(), 3u);  // time embeddings, skips, attention's
   EXPECT_NE(by_name["linear"].shapes[0].shape.find(" -> "), std::string::npos);
   EXPECT_GE(by_name["conv2d"].shapes.size(), 3u);
