@@ -128,11 +128,12 @@ int run(int argc, char** argv) {
       const bool cpu = c.device != Device::CUDA;
       std::printf("op profile of the sampling loop (%s time per denoising step):\n%s",
                   cpu ? "CPU" : "GPU", format_op_profile(times, steps).c_str());
-      double ops_ms = 0;
-      for (const OpTime& t : times) ops_ms += t.ms;
-      if (cpu)  // the CPU's ops run as they are called: the loop's time is theirs and the host's
+      if (cpu) {  // the CPU's ops run as they are called: the loop's time is theirs and the host's
+        double ops_ms = 0;
+        for (const OpTime& t : times) ops_ms += t.ms;
         std::printf("%.1f%% of the loop's wall clock in the ops above (the rest: the host's work "
                     "between them)\n", seconds > 0 ? 100 * ops_ms / (1e3 * seconds) : 0.0);
+      }
     }
     write_image_grid(out, x0, 8);
     std::printf("wrote %s: %lld samples (%s weights, step %lld)\n", out.c_str(),

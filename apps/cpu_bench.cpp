@@ -47,18 +47,6 @@ struct Options {
   std::string kernels;  // step: only "reference" or "fast" (default: both)
 };
 
-double median_seconds(const std::function<void()>& fn, int reps) {
-  for (int i = 0; i < 2; ++i) fn();
-  std::vector<double> t;
-  for (int i = 0; i < reps; ++i) {
-    const auto a = std::chrono::steady_clock::now();
-    fn();
-    t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - a).count());
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
-
 // The medians of fns[i]'s times, the calls interleaved (fns[0], fns[1], ..., fns[0], ...)
 // after two warm-up calls each, so that a noisy neighbour slows them alike: how two
 // versions of one thing are compared on a shared machine.
@@ -79,6 +67,11 @@ std::vector<double> interleaved_median_seconds(const std::vector<std::function<v
     medians.push_back(times[times.size() / 2]);
   }
   return medians;
+}
+
+// fn's median time over reps calls, after two warm-up calls.
+double median_seconds(const std::function<void()>& fn, int reps) {
+  return interleaved_median_seconds({fn}, reps)[0];
 }
 
 nlohmann::json g_rows = nlohmann::json::array();
