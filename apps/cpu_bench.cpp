@@ -26,6 +26,7 @@
 #include "engine/ops.h"
 #include "kernels/cpu/conv2d.h"
 #include "kernels/cpu/linear.h"
+#include "kernels/cpu/random.h"
 #include "models/config_reader.h"
 #include "models/unet/image_train.h"
 
@@ -35,6 +36,7 @@
 #include "kernels/cpu_fast/conv2d.h"
 #include "kernels/cpu_fast/gemm.h"
 #include "kernels/cpu_fast/linear.h"
+#include "kernels/cpu_fast/random.h"
 #endif
 
 namespace ddpm {
@@ -77,8 +79,9 @@ double median_seconds(const std::function<void()>& fn, int reps) {
 nlohmann::json g_rows = nlohmann::json::array();
 
 // One printed and recorded measurement: GFLOP/s for an op (flops > 0), img/s for a step.
+// GB/s for a memory-bound op (bytes > 0).
 void row(const std::string& op, const std::string& shape, const std::string& variant,
-         double seconds, double flops, int64_t images = 0) {
+         double seconds, double flops, int64_t images = 0, double bytes = 0) {
   nlohmann::json r = {{"op", op}, {"shape", shape}, {"variant", variant}, {"ms", seconds * 1e3}};
   std::printf("%-12s %-30s %-20s %10.3f ms", op.c_str(), shape.c_str(), variant.c_str(),
               seconds * 1e3);
@@ -89,6 +92,10 @@ void row(const std::string& op, const std::string& shape, const std::string& var
   if (images > 0) {
     r["images_per_second"] = static_cast<double>(images) / seconds;
     std::printf(" %9.1f img/s", static_cast<double>(images) / seconds);
+  }
+  if (bytes > 0) {
+    r["gb_per_s"] = bytes / seconds * 1e-9;
+    std::printf(" %9.1f GB/s", bytes / seconds * 1e-9);
   }
   std::printf("\n");
   g_rows.push_back(r);
@@ -241,6 +248,32 @@ void bench_ops(const Options& o) {
   }
 }
 
+// Dropout at the CIFAR-10 model's 32x32 activations (batch 8, 128 channels: 1M elements),
+// forward (in place, as the fused group_norm_silu_dropout calls it) and backward, p = 0.1.
+// The Philox draws are the work, not the 8 bytes an element moves (read and write, or read
+// and add), which the GB/s column counts.
+void bench_dropout(const Options& o) {
+  const int64_t n = int64_t{8} * 32 * 32 * 128;
+  const float p = 0.1f;
+  const std::vector<float> x = randoms(n, 1);
+  std::vector<float> y = x;
+  const auto rows = [&](const char* variant, const std::function<void()>& fwd,
+                        const std::function<void()>& bwd) {
+    row("dropout fwd", "cifar 32x32 n8 128 ch", variant, median_seconds(fwd, o.reps), 0, 0,
+        8.0 * static_cast<double>(n));
+    row("dropout bwd", "cifar 32x32 n8 128 ch", variant, median_seconds(bwd, o.reps), 0, 0,
+        8.0 * static_cast<double>(n));
+  };
+  rows("reference",
+       [&] { cpu::dropout_forward<float>(n, p, 7, 3, y.data(), y.data()); },
+       [&] { cpu::dropout_backward<float>(n, p, 7, 3, x.data(), y.data()); });
+#if DDPM_WITH_CPU_FAST
+  rows("fast",
+       [&] { cpu_fast::dropout_forward(n, p, 7, 3, y.data(), y.data()); },
+       [&] { cpu_fast::dropout_backward(n, p, 7, 3, x.data(), y.data()); });
+#endif
+}
+
 void bench_steps(const Options& o) {
   struct StepCase {
     const char* config;
@@ -330,7 +363,10 @@ int run(int argc, char** argv) {
   if (!ops && !steps) ops = steps = true;
   std::printf("cpu-bench: %d threads, fast kernels %s\n", omp_get_max_threads(),
               cpu_fast_kernels_built() ? "built (oneDNN, OpenBLAS)" : "not built");
-  if (ops) bench_ops(o);
+  if (ops) {
+    bench_ops(o);
+    bench_dropout(o);
+  }
   if (steps) bench_steps(o);
   if (!o.json.empty()) write_file_atomic(o.json, g_rows.dump(2) + "\n");
   return 0;

@@ -358,12 +358,13 @@ TEST(CpuFast, ConvolutionAndGroupNormWriteAFirstGradientOutright) {
 #endif
 }
 
-// Dropout draws four mask bits per Philox block instead of one: the same mask as the
-// reference, so the forward is the same bits; the backward's dy / (1 - p) may be one FMA
-// (1 rounding instead of 2): within an ulp. Odd lengths exercise the last partial block.
+// Dropout draws four mask bits per Philox block instead of one, 16 blocks (64 elements) at
+// once: the same mask as the reference, so the forward is the same bits; the backward's
+// dy / (1 - p) may be one FMA (1 rounding instead of 2): within an ulp. Odd lengths exercise
+// the last partial block, lengths around 64 the last partial chunk of 16 blocks.
 TEST(CpuFast, DropoutDrawsTheReferenceMask) {
   REQUIRE_FAST();
-  for (const int64_t n : {2, 3, 4, 5, 1023, 4 * 16 * 16 * 256 + 1}) {
+  for (const int64_t n : {2, 3, 4, 5, 63, 64, 65, 1023, 4 * 16 * 16 * 256 + 1}) {
     SCOPED_TRACE(n);
     const Tensor x = rnd({n}, 40);
     const auto f = [](const std::vector<Tensor>& t) { return dropout(t[0], 0.3, 7, 0xD7000000000123ull); };
