@@ -50,7 +50,8 @@ int run(int argc, char** argv) {
   const Args args(argc, argv,
                   {"ckpt", "out", "n", "sampler", "steps", "eta", "seed", "device", "precision",
                    "cuda-conv", "format", "batch"},
-                  {"ema", "no-ema", "progressive", "interpolate", "profile", "graph"});
+                  {"ema", "no-ema", "progressive", "interpolate", "profile", "graph",
+                   "no-warmup"});
   const std::string out = args.require("out");
   const std::string format = args.get("format", "grid");
   CHECK(!(args.has("ema") && args.has("no-ema")), "give --ema or --no-ema, not both");
@@ -103,6 +104,23 @@ int run(int argc, char** argv) {
     if (args.has("graph") && c.device != Device::CUDA)
       std::printf("--graph captures GPU work; sampling on %s: eager steps\n",
                   device_name(c.device));
+    // First an untimed loop of 2 steps (--no-warmup: time the first use too). The first call
+    // of each shape builds what later calls reuse: oneDNN's JIT GEMM kernels and convolution
+    // plans on the CPU (25 ms for the fashion model's 16 x 32 -> 128 time-embedding GEMM, half
+    // a millisecond of each of 50 DDIM steps), cuDNN's plans, cuBLAS's handles and the
+    // autotuner's choices on a GPU. That is the process's cost, not a denoising step's; and
+    // PyTorch's sampling figure (scripts/pytorch_reference.py) is timed after a warm-up too.
+    if (!args.has("no-warmup")) {
+      SamplerConfig warm = sc;
+      warm.steps = std::min(2, steps);
+      const auto warm_start = std::chrono::steady_clock::now();
+      run.sample(n, seed, warm, ema);
+      device_synchronize(c.device);
+      std::printf("warm-up: %d steps in %.3f s, not timed below (--no-warmup times the first "
+                  "use too)\n", warm.steps,
+                  std::chrono::duration<double>(std::chrono::steady_clock::now() - warm_start)
+                      .count());
+    }
     set_op_profiling(profile);
     const DeviceWorkCounts before = device_work_counts();
     const auto start = std::chrono::steady_clock::now();
@@ -149,16 +167,17 @@ const Command kSample = {
     "usage: ddpm sample --ckpt FILE --out FILE.png [--n N] [--sampler ddpm|ddim] [--steps K]\n"
     "                   [--eta E] [--ema|--no-ema] [--seed S] [--device cpu|cuda]\n"
     "                   [--precision fp32|tf32|bf16] [--cuda-conv ALGORITHM]\n"
-    "                   [--progressive | --interpolate] [--profile | --graph]\n"
+    "                   [--progressive | --interpolate] [--profile | --graph] [--no-warmup]\n"
     "       ddpm sample --ckpt FILE --format npz|png --out FILE.npz|FOLDER --n N [--batch B] ...\n"
     "\n"
     "Draws N samples (default 64) from a checkpoint with its config's sampler, or the one\n"
     "given: --steps K respaces to K steps (0: all T), --eta is DDIM's noise. EMA weights by\n"
     "default. --progressive writes each sample's predicted x0 at 10 steps from noise to the\n"
     "end; --interpolate decodes N noises along a slerp between two with deterministic DDIM.\n"
-    "A plain grid is timed: seconds, ms per step, launches and host syncs per step; with\n"
-    "--profile also the time of every op per step: the GPU's (CUDA events), or on the CPU\n"
-    "its wall clock (each op's own, the ops it calls apart).\n"
+    "A plain grid is timed: seconds, ms per step, launches and host syncs per step, after an\n"
+    "untimed loop of 2 steps that pays for the first use of each shape (--no-warmup: time it\n"
+    "too); with --profile also the time of every op per step: the GPU's (CUDA events), or on\n"
+    "the CPU its wall clock (each op's own, the ops it calls apart).\n"
     "--graph (CUDA; also the run's cuda_graph key) captures the denoising step as one CUDA\n"
     "graph after one eager step and replays it: the same samples, one launch per step.\n"
     "--precision and --cuda-conv (the config's cuda_conv values: auto times ours against\n"
