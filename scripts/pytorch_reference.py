@@ -6,7 +6,9 @@ ch 128, mult (1, 2, 2, 2), 2 res blocks per level, attention at 16x16, dropout 0
 32 groups (eps 1e-6), 4ch time MLP, TF-'SAME' stride-2 downsampling, nearest 2x + conv
 upsampling. The script checks that it has exactly 35,746,307 parameters, the engine's count
 (`ddpm info --config configs/cifar10_ddpm.json`), and stops otherwise: a timing of a
-different model would compare nothing.
+different model would compare nothing. That it is the same function, not only as many
+parameters, tests/test_unet_pytorch.cpp checks: the engine's output and gradients against
+this model's on the same weights (scripts/pytorch_unet_match.py writes PyTorch's side).
 
 One step: uniform timesteps, Gaussian noise, x_t, the epsilon prediction, MSE, backward,
 global-norm clipping at 1, Adam (lr 2e-4), EMA 0.9999, as the engine's step with

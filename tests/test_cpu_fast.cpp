@@ -37,15 +37,7 @@ using test::conv_cases;
 #define REQUIRE_FAST() \
   if (!cpu_fast_kernels_built()) GTEST_SKIP() << "built without oneDNN and OpenBLAS"
 
-// Runs the test with one kind of CPU kernels, restoring the setting after.
-class Kernels {
- public:
-  explicit Kernels(CpuKernels k) : saved_(cpu_kernels()) { set_cpu_kernels(k); }
-  ~Kernels() { set_cpu_kernels(saved_); }
-
- private:
-  CpuKernels saved_;
-};
+using Kernels = test::UseCpuKernels;
 
 struct KernelRun {
   std::vector<float> out;

@@ -770,8 +770,9 @@ TEST(CudaConvBf16, SplitKFillsOneWaveAndNoMore) {
     EXPECT_TRUE(s == 1 || tiles * s <= wave) << s << " slices: " << tiles * s << " blocks";
     EXPECT_TRUE(s == kMost || tiles * (s + 1) > wave) << s << " slices leave a wave unfilled";
   }
-  if (wave >= 9 * 8)  // room for 8 slices of 9 tiles: K too short for more
+  if (wave >= 9 * 8) {  // room for 8 slices of 9 tiles: K too short for more
     EXPECT_EQ(cuda::split_k_one_wave(9, 8 * kMinSlice, kMinSlice, kMost, 2), 8);
+  }
   if (cuda::sm_count() == 132) {  // v4's own plan, on the model's wgrads at batch 128
     EXPECT_EQ(cuda::conv2d_bf16_split_k(9 * 128, 128, 128 * 32 * 32), 29);
     EXPECT_EQ(cuda::conv2d_bf16_split_k(9 * 256, 256, 128 * 16 * 16), 7);
@@ -783,7 +784,9 @@ TEST(CudaConvBf16, SplitKFillsOneWaveAndNoMore) {
   // tests/cuda_emulation/CMakeLists.txt): 9 tiles are more than a wave of 2, so no split
   if (const char* sms = std::getenv("DDPM_EMU_SM_COUNT")) {
     ASSERT_EQ(cuda::sm_count(), std::atoi(sms));
-    if (cuda::sm_count() == 1) EXPECT_EQ(cuda::conv2d_bf16_split_k(9 * 128, 128, 131072), 1);
+    if (cuda::sm_count() == 1) {
+      EXPECT_EQ(cuda::conv2d_bf16_split_k(9 * 128, 128, 131072), 1);
+    }
   }
 #endif
 }

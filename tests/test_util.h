@@ -79,6 +79,18 @@ inline void redraw_parameters(const ParameterStore& store, DType dtype = DType::
     p.copy_from(random_tensor(p.shape(), stream++, dtype, 0.4));
 }
 
+// Runs the enclosing scope on one kind of CPU kernels, restoring the setting after.
+class UseCpuKernels {
+ public:
+  explicit UseCpuKernels(CpuKernels k) : saved_(cpu_kernels()) { set_cpu_kernels(k); }
+  ~UseCpuKernels() { set_cpu_kernels(saved_); }
+  UseCpuKernels(const UseCpuKernels&) = delete;
+  UseCpuKernels& operator=(const UseCpuKernels&) = delete;
+
+ private:
+  CpuKernels saved_;
+};
+
 // Values of a CPU tensor as doubles, whatever its float dtype.
 inline std::vector<double> values(const Tensor& t) {
   Tensor d = t.to(Device::CPU).to(DType::F64);
