@@ -55,15 +55,17 @@ const Tensor& entry(const SafetensorsFile& f, const std::string& name) {
 
 // max |got - want| <= tol * max |want| over one tensor: the engine's fp32 error, PyTorch's
 // float64 values being exact to their rounding to fp32. Each value is a chain of about 30
-// layers (forward and back), each a sum of at most 9 x 48 = 432 products rounded to fp32
-// (u = 2^-24 = 6e-8). Such a sum's rounding error grows like sqrt(K) u ~ 1.2e-6 relative to
-// the sum of its terms' magnitudes, ~3.7e-5 over 30 layers if every one added its worst;
-// and a gradient summed over the batch's pixels (the biases', the time projections') may
+// layers (forward and back), each a sum of at most 9 x 32 = 288 products (the widest
+// convolution's) or 128 pixels (a weight gradient's) rounded to fp32 (u = 2^-24 = 6e-8).
+// Such a sum's rounding error typically grows like sqrt(K) u ~ 1e-6 of the sum of its
+// terms' magnitudes: ~3e-5 over 30 layers were every layer's error to add in one direction.
+// And a gradient summed over the batch's pixels (the biases', the time projections') may
 // cancel to a value smaller than its terms, which the bound on max |want| does not see.
-// Measured: 4.7e-6 to 5.5e-6 (the time projection's weight gradient, such a sum), 1e-6 or
-// less elsewhere. 5e-5 is ~10 times that; a wrong wiring (a missing residual, SiLU or
-// normalisation, an operand order, the norm's eps at 1e-3) moves values by 1e-3 to 1 of
-// their scale (tests/mutations/unet_wiring.json, all caught here).
+// Measured worst: 4.7e-6 to 5.5e-6 on the CPU's kernels, 7.2e-6 on the emulated GPU (the
+// time projection's weight gradient, such a sum). 5e-5 is 7 times the largest; a wrong
+// wiring (a missing residual, SiLU or normalisation, an operand order, the norm's eps at
+// 1e-3) moves values by 1e-3 to 1 of their scale (tests/mutations/unet_wiring.json, all
+// caught here).
 constexpr double kTol = 5e-5;
 
 double relative_error(const Tensor& got, const Tensor& want) {

@@ -1,7 +1,5 @@
 #include "kernels/cpu_fast/random.h"
 
-#include <algorithm>
-
 #include "engine/philox.h"
 
 namespace ddpm::cpu_fast {
