@@ -43,6 +43,10 @@ for config in ("tiny.json", "fashion.json", "cifar10_ddpm.json"):
 PY
 }
 if [[ ${1:-} == --summarise ]]; then
+  [[ $# == 4 && -d $2 ]] || {
+    echo "cpu-vs-pytorch: usage: --summarise DIR ROUNDS THREADS (DIR: a folder of a run's files)"
+    exit 2
+  }
   summarise "$2" "$3" "$4"
   exit
 fi

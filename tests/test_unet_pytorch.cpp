@@ -32,7 +32,10 @@ namespace {
 const char* const kFile = DDPM_SOURCE_DIR "/tests/data/pytorch_unet_small.safetensors";
 
 UNetConfig config_of(const SafetensorsFile& f, bool by_phase) {
-  const nlohmann::json j = nlohmann::json::parse(f.metadata.at("config"));
+  const auto config = f.metadata.find("config");
+  if (config == f.metadata.end())
+    throw std::runtime_error(std::string(kFile) + " has no \"config\" metadata");
+  const nlohmann::json j = nlohmann::json::parse(config->second);
   UNetConfig c;
   c.image_size = j.at("image_size");
   c.in_channels = j.at("in_channels");

@@ -5,7 +5,8 @@
 #     "fast, OpenBLAS GEMMs" and "fast, upsample then conv" rows beside them, which the
 #     sampling median once mixed in (2026-12-07);
 #   - PyTorch's is its faster layout's median over the rounds, and the ratio engine / PyTorch;
-#   - a config without sampling rows prints no sampling line.
+#   - a config without sampling rows prints no sampling line;
+#   - a bad command line gets the usage.
 #   tests/cli/cpu_vs_pytorch.sh SOURCE_DIR WORKDIR
 set -u
 src=$1 work=$2
@@ -45,4 +46,9 @@ expect fashion.json "sample 16, 50 DDIM steps" 1000.0 2000.0 0.50 nchw
 expect cifar10_ddpm.json "training step" 400.0 800.0 0.50 nhwc
 [ "$(grep -c '^cifar10_ddpm.json' "$work/table.txt")" = 1 ] ||
   fail "a sampling line for cifar10_ddpm.json, which has no sampling rows"
-echo "PASS: the table from made-up rounds"
+# a bad command line: the usage, not a shell error
+bash "$src/scripts/cpu-vs-pytorch.sh" --summarise "$work/none" 3 2 > "$work/bad.txt" 2>&1 &&
+  fail "--summarise of a missing folder succeeded"
+grep -q "usage: --summarise DIR ROUNDS THREADS" "$work/bad.txt" ||
+  fail "--summarise of a missing folder: $(cat "$work/bad.txt")"
+echo "PASS: the table from made-up rounds, and the usage for a bad line"
