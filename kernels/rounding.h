@@ -10,13 +10,25 @@
 
 namespace ddpm {
 
+// A value the compiler may not fuse with the operation it feeds. Under the CPU emulation
+// the kernels are built with contraction on, as nvcc builds them (tests/cuda_emulation/
+// CMakeLists.txt), so there a * b + c becomes one FMA unless the product passes through
+// here; elsewhere on the host nothing contracts (-ffp-contract=off) and this is nothing.
+template <class T>
+inline T unfused(T v) {
+#if DDPM_CUDA_EMULATION
+  asm("" : "+m"(v));  // the value leaves through memory: no longer a product to fuse
+#endif
+  return v;
+}
+
 template <class T>
 DDPM_HD T mul_rn(T a, T b) {
 #ifdef __CUDA_ARCH__
   if constexpr (std::is_same_v<T, float>) return __fmul_rn(a, b);
   else return __dmul_rn(a, b);
 #else
-  return a * b;
+  return unfused(a * b);
 #endif
 }
 
@@ -26,7 +38,7 @@ DDPM_HD T add_rn(T a, T b) {
   if constexpr (std::is_same_v<T, float>) return __fadd_rn(a, b);
   else return __dadd_rn(a, b);
 #else
-  return a + b;
+  return unfused(a) + unfused(b);
 #endif
 }
 

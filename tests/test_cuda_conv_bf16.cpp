@@ -364,15 +364,18 @@ double squared_error(const Results& got, const Results& want) {
 //  - every element within the fp32 bound of the tests above (2e-4, plus the tensor cores'
 //    truncation over six terms a product on a GPU): each product is within 2^-23 + 2^-32 of
 //    itself (the three left out), the sums fp32 in another order;
-//  - on the emulation, as accurate as an fp32 convolution: over all cases, the rms error of
-//    y, dx and dw within 4x that of the CPU's fp32 convolution (cpu_fp32). The emulation,
-//    like the CPU, rounds each sum to nearest (its mma term by term): the six products are
-//    six times the roundings (at most sqrt(6) = 2.4x the rms, less as the added terms are
-//    small), and the products left out add up to 2^-23 of each product, about an fp32
-//    product's own rounding. Printed: 1.55x on every kernel; with the low pieces lost (mid
-//    kept: up to 2^-16 of each operand) 16.5x (2026-12-06). On a GPU the ratio is printed,
-//    not bounded: the tensor cores' truncating sums lose ulps with every 4 terms, as v4's
-//    bf16 GEMM does on its own (the next test holds the products there).
+//  - on the emulation, close to an fp32 convolution: over all cases, the rms error of y, dx
+//    and dw within 8x that of the CPU's fp32 convolution (cpu_fp32). Rounded to nearest,
+//    the six products would be six times the roundings (at most sqrt(6) = 2.4x the rms),
+//    and the products left out add up to 2^-23 of each product, about an fp32 product's own
+//    rounding: 1.55x was printed when the emulation's mma added that way (2026-12-06). But
+//    the tensor cores truncate each block's sum (tests/cuda_emulation/tensor_core_sum.h,
+//    which the emulation follows since 2026-12-07): about half an ulp of the running sum
+//    lost per block of products, always toward zero, so the error grows with K where
+//    rounding errors cancel. Printed now: 5.24x on every kernel; with the low pieces lost
+//    (mid kept: up to 2^-16 of each operand) 16.8x. The bound sits between, 1.5x above the
+//    first and half the second. On a GPU the ratio is printed, not bounded: its bf16 sums
+//    are the model's only if the model's block of 8 is the GPU's (test_tensor_core_sum).
 TEST(CudaConvBf16, TheBf16x6ConvolutionIsAsAccurateAsFp32) {
   REQUIRE_GPU();
 #if DDPM_WITH_CUDA
@@ -395,7 +398,7 @@ TEST(CudaConvBf16, TheBf16x6ConvolutionIsAsAccurateAsFp32) {
     std::printf("v4 fp32 on bf16x6%s: rms error %.3gx the CPU fp32 convolution's\n",
                 tiles_name(tiles), ratio);
 #if DDPM_CUDA_EMULATION
-    EXPECT_LE(ratio, 4.0) << tiles_name(tiles);
+    EXPECT_LE(ratio, 8.0) << tiles_name(tiles);
 #endif
   }
   cuda::set_conv2d_bf16_tiles(cuda::Bf16Tiles::Heuristic);

@@ -1181,6 +1181,48 @@ TEST(CudaOps, Conv2dTensorCoreMatchesTheCpuWithinTf32Rounding) {
   set_conv_algorithm(ConvAlgorithm::Tiled);
 }
 
+// The emulation's tensor-core sums (tests/cuda_emulation/tensor_core_sum.h) held to the bits
+// an H200 gave on 2026-12-04 (docs/gpu-runs/2026-12-04/ctest-gpu.log), when the test above
+// failed there and printed them: conv v3 in TF32 on the CIFAR-10 model's 4x4 convolution
+// (512 -> 256 channels), the 13th of conv_cases (stream 536). The emulated kernel issues the
+// H200's instructions in the H200's order on the same operands, so only the instruction's
+// arithmetic can make the bits differ. Rounding to nearest, the emulation's sums before,
+// gave none of them (the CPU's sums are 104-581 ulps away); the model gives all ten, and the
+// 65 other elements that log printed (at eight other shapes, 40-1139 ulps from the CPU's).
+// A GPU of another generation may add differently: the test asks for a Hopper (sm_90).
+TEST(CudaOps, Conv2dTensorCoreSumsAreTheH200sBits) {
+  REQUIRE_GPU();
+#if DDPM_WITH_CUDA && !DDPM_CUDA_EMULATION
+  if (cuda::compute_capability() != 90)
+    GTEST_SKIP() << "the bits are a Hopper's (sm_90); this device is sm_"
+                 << cuda::compute_capability();
+#endif
+  const Shape x{2, 4, 4, 512};
+  const uint64_t stream = 536;  // 500 + 3 x the case's place in conv_cases
+  const std::vector<Tensor> in = {rnd(x, stream),
+                                  rnd({3, 3, 512, 256}, stream + 1, 1.0 / std::sqrt(9.0 * 512)),
+                                  rnd({256}, stream + 2)};
+  const auto f = [](const std::vector<Tensor>& t) {
+    return conv2d(t[0], t[1], t[2], Conv2dParams::same(3));
+  };
+  set_conv_algorithm(ConvAlgorithm::TensorCore);
+  set_precision(Precision::TF32);
+  const DeviceRun gpu = run_on(Device::CUDA, f, in);
+  set_precision(Precision::F32);
+  set_conv_algorithm(ConvAlgorithm::Tiled);
+  struct Element {
+    size_t index;
+    float h200;
+  };
+  const Element outputs[] = {{301, 0x1.06bf92p+1f}, {344, 0x1.37d81cp-1f}, {392, -0x1.3991e8p+1f},
+                             {426, 0x1.3798acp+1f}, {470, -0x1.b8ab94p-1f}};
+  const Element dgrads[] = {{532, 0x1.26dc96p+0f}, {611, -0x1.4a7984p+0f}, {712, -0x1.7ab35cp+0f},
+                            {836, -0x1.53292cp+0f}, {875, 0x1.435978p+0f}};
+  for (const Element& e : outputs) EXPECT_EQ(gpu.out.at(e.index), e.h200) << "output " << e.index;
+  for (const Element& e : dgrads)
+    EXPECT_EQ(gpu.grads[0].at(e.index), e.h200) << "dgrad " << e.index;
+}
+
 #if DDPM_WITH_CUDA
 constexpr int64_t kPad = 64;
 constexpr float kSentinel = -12345.0f;

@@ -22,9 +22,12 @@ namespace ddpm::cuda {
 
 __device__ __forceinline__ float silu_value(float h) { return __fdividef(h, 1.0f + __expf(-h)); }
 
+// Its one multiply-add is an fmaf, not left to the compiler: the kernels that compute silu'
+// (the dh pass, the fused backward) must give the same bits, and whether a compiler fuses
+// an a * b + c can depend on the code around it (see norm_affine, group_norm_slab.cuh).
 __device__ __forceinline__ float silu_derivative(float h) {
   const float s = __fdividef(1.0f, 1.0f + __expf(-h));
-  return s * (1.0f + h * (1.0f - s));
+  return s * fmaf(h, 1.0f - s, 1.0f);
 }
 
 }  // namespace ddpm::cuda

@@ -121,7 +121,7 @@ __global__ void group_norm_forward_kernel(GroupNormShape s, const T* x, const fl
   const float keep_scale = 1.0f / (1.0f - drop.p);  // as the dropout op computes it
   for (int64_t i = threadIdx.x; i < count; i += blockDim.x) {
     const int64_t off = (i / cg) * s.c + i % cg, c = c0 + i % cg;
-    const float h = (load(xs, off) - mu) * r * gamma[c] + beta[c];
+    const float h = norm_affine(load(xs, off), mu, r, gamma[c], beta[c]);
     const float v = kSilu ? silu_value(h) : h;
     if (drop.p > 0.0f)
       store(ys, off, dropout_keeps(drop, n * s.s * s.c + c0 + off) ? v * keep_scale : 0.0f);
@@ -140,7 +140,7 @@ __global__ void group_norm_silu_dh_kernel(GroupNormShape s, const T* x, const fl
   const float keep_scale = 1.0f / (1.0f - drop.p);
   DDPM_GRID_STRIDE(i, total) {
     const int64_t c = i % s.c, g = (i / (s.s * s.c)) * s.groups + c / cg;
-    const float h = (load(x, i) - mean[g]) * rstd[g] * gamma[c] + beta[c];
+    const float h = norm_affine(load(x, i), mean[g], rstd[g], gamma[c], beta[c]);
     store(dh, i, silu_grad(h, load(dy, i), drop, keep_scale,
                            drop.p > 0.0f && dropout_keeps(drop, i)));
   }
@@ -339,7 +339,7 @@ __device__ __forceinline__ void norm_output_grad(const T* x, const T* dy, int64_
   if constexpr (kSiluIn) {
 #pragma unroll
     for (int e = 0; e < kN; ++e) {
-      const float h = (xv[e] - mu[e]) * r[e] * gm[e] + bt[e];
+      const float h = norm_affine(xv[e], mu[e], r[e], gm[e], bt[e]);
       dv[e] = as_stored<T>(dv[e] * silu_derivative(h));
     }
   }
@@ -377,9 +377,9 @@ __global__ void __launch_bounds__(kThreads)
     for (int e = 0; e < kN; ++e) {
       const float g = dv[e] * gm[e], xc = xv[e] - mu[e];
       v[0][e] += g;
-      v[1][e] += g * xc * r[e];
+      v[1][e] = fmaf(g * xc, r[e], v[1][e]);  // fmaf: see norm_affine
       if constexpr (kSampleSums) {
-        v[2][e] += dv[e] * xc * r[e];
+        v[2][e] = fmaf(dv[e] * xc, r[e], v[2][e]);
         v[3][e] += dv[e];
       }
     }
@@ -462,7 +462,7 @@ __global__ void __launch_bounds__(kThreads)
     load_run(dy, i, dv);
 #pragma unroll
     for (int e = 0; e < kN; ++e) {
-      const float h = (xv[e] - mu[e]) * r[e] * gm[e] + bt[e];
+      const float h = norm_affine(xv[e], mu[e], r[e], gm[e], bt[e]);
       out[e] = silu_grad(h, dv[e], drop, keep_scale, keep[e]);
     }
     store_run(dh, i, out);

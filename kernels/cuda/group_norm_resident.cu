@@ -220,14 +220,14 @@ __global__ void __launch_bounds__(kResidentMaxThreads)
       if (drop.p > 0.0f) run_keeps(drop, t.first + k * t.step, keep);
 #pragma unroll
       for (int e = 0; e < kRun; ++e) {
-        const float h = (xv[e] - mu[e]) * r[e] * gm[e] + beta[t.c + e];
+        const float h = norm_affine(xv[e], mu[e], r[e], gm[e], beta[t.c + e]);
         dv[e] = as_stored<T>(silu_grad(h, dv[e], drop, keep_scale, keep[e]));
       }
       pack_run(dv, gr[k]);  // exact: every dv[e] is already a value of T
     }
 #pragma unroll
     for (int e = 0; e < kRun; ++e) {
-      v[0][e] += dv[e] * ((xv[e] - mu[e]) * r[e]);
+      v[0][e] = fmaf(dv[e], (xv[e] - mu[e]) * r[e], v[0][e]);  // fmaf: see norm_affine
       v[1][e] += dv[e];
     }
   }

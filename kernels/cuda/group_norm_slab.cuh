@@ -17,6 +17,18 @@
 
 namespace ddpm::cuda::group_norm_detail {
 
+// The norm's output before any SiLU, h = (x - mean) rstd gamma + beta, with its one fused
+// multiply-add spelled out. Several kernels compute h for the same element (the forward, the
+// dh pass, the fused backward's recomputation) and their results must be the same bits;
+// written as a plain expression, whether the compiler fuses the last product with the add
+// depends on the code around it. Under the CPU emulation, which compiles the kernels with
+// contraction on, g++ fused it in one kernel and not another, and the fused GN + SiLU
+// backward missed the two-kernel chain's bits (2026-12-07). nvcc fuses it this way too.
+__device__ __forceinline__ float norm_affine(float x, float mean, float rstd, float gamma,
+                                             float beta) {
+  return fmaf((x - mean) * rstd, gamma, beta);
+}
+
 // Dropout's factor for flat element i: 1/(1-p) kept, 0 dropped (as the dropout op decides).
 // d has its stream read (read_key), so .base is the stream.
 __device__ __forceinline__ bool dropout_keeps(const DropoutSpec& d, int64_t i) {
@@ -166,8 +178,10 @@ __device__ __forceinline__ void input_grad_run(const float (&xv)[kN], const floa
                                                float (&out)[kN]) {
 #pragma unroll
   for (int e = 0; e < kN; ++e) {
-    const float d = r[e] * (dv[e] * gm[e] - mean_g[e] - (xv[e] - mu[e]) * r[e] * mean_gx[e]);
-    out[e] = add ? out[e] + d : d;
+    // r (dv gamma - mean_g - xhat mean_gx), each multiply-add an fmaf (see norm_affine)
+    const float xhat = (xv[e] - mu[e]) * r[e];
+    const float inner = fmaf(-xhat, mean_gx[e], fmaf(dv[e], gm[e], -mean_g[e]));
+    out[e] = add ? fmaf(r[e], inner, out[e]) : r[e] * inner;
   }
 }
 
@@ -204,7 +218,7 @@ __device__ __forceinline__ void normalized_run(const float (&xv)[kN], const floa
                                                float (&out)[kN]) {
 #pragma unroll
   for (int e = 0; e < kN; ++e) {
-    const float h = (xv[e] - mu[e]) * r[e] * gm[e] + bt[e];
+    const float h = norm_affine(xv[e], mu[e], r[e], gm[e], bt[e]);
     const float o = kSilu ? silu_value(h) : h;
     out[e] = drop.p > 0.0f ? (keep[e] ? o * keep_scale : 0.0f) : o;
   }

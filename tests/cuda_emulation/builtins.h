@@ -21,6 +21,8 @@
 #include <limits>
 #include <type_traits>
 
+#include "kernels/rounding.h"
+
 #define __global__
 #define __device__
 #define __host__
@@ -245,22 +247,24 @@ inline float __fdividef(float a, float b) {
 inline float __saturatef(float x) {
   return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x);
 }
-// Correctly rounded single operations: the host compiles with -ffp-contract=off, so a plain
-// operator is already one rounding.
+// Correctly rounded single operations, which nvcc never fuses into an FMA. The emulated
+// kernels are built with contraction on where the CPU has FMA instructions, as nvcc builds
+// them (CMakeLists.txt here): the operands and products pass through ddpm::unfused
+// (kernels/rounding.h), so these stay one rounding each.
 inline float __fmul_rn(float a, float b) {
-  return a * b;
+  return ddpm::unfused(a * b);
 }
 inline float __fadd_rn(float a, float b) {
-  return a + b;
+  return ddpm::unfused(a) + ddpm::unfused(b);
 }
 inline float __fmaf_rn(float a, float b, float c) {
   return std::fma(a, b, c);
 }
 inline double __dmul_rn(double a, double b) {
-  return a * b;
+  return ddpm::unfused(a * b);
 }
 inline double __dadd_rn(double a, double b) {
-  return a + b;
+  return ddpm::unfused(a) + ddpm::unfused(b);
 }
 inline unsigned __float_as_uint(float f) {
   return cuda_emu::from_bits<unsigned>(cuda_emu::to_bits(f));

@@ -16,8 +16,9 @@
 //   mma.sync     a warp collective like WMMA's (wmma.h): the lanes' registers are copied
 //                to every lane (block.h: warp_exchange_registers, which orders no memory),
 //                gathered into A (16x16) and B (16x8) by the fragment layout, and each lane
-//                computes its four elements of D: bf16 products (exact in fp32), summed in
-//                fp32 in k order.
+//                computes its four elements of D: bf16 products (exact in fp32), added as
+//                the tensor cores add them, in blocks truncated toward zero
+//                (tensor_core_sum.h), not by round-to-nearest fp32 adds.
 // What this cannot prove: a layout misread the same way here and in a kernel passes here
 // and fails on a GPU; the GPU tests remain the final word.
 #pragma once
@@ -29,6 +30,7 @@
 #include "kernels/bf16.h"
 #include "tests/cuda_emulation/block.h"
 #include "tests/cuda_emulation/builtins.h"
+#include "tests/cuda_emulation/tensor_core_sum.h"
 
 namespace ddpm::cuda::ptx {
 
@@ -145,11 +147,8 @@ inline void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t
       }
     }
   }
-  for (int i = 0; i < 4; ++i) {
-    float acc = d[i];
-    for (int k = 0; k < 16; ++k) acc += a_row[i / 2][k] * b_col[i % 2][k];
-    d[i] = acc;
-  }
+  for (int i = 0; i < 4; ++i)
+    d[i] = cuda_emu::tensor_core_dot(d[i], a_row[i / 2], b_col[i % 2], 16, cuda_emu::kBf16Sum);
 }
 
 // m16n8k8 .tf32: lane (g, t) gathers A's rows g and g + 8 (lane 4g + j holds k = j in a[0]
@@ -179,11 +178,8 @@ inline void mma_tf32_1688(float (&d)[4], const uint32_t (&a)[4], const uint32_t 
       b_col[c][j + 4] = tf32(all[4 * (2 * t + c) + j][5]);
     }
   }
-  for (int i = 0; i < 4; ++i) {
-    float acc = d[i];
-    for (int k = 0; k < 8; ++k) acc += a_row[i / 2][k] * b_col[i % 2][k];
-    d[i] = acc;
-  }
+  for (int i = 0; i < 4; ++i)
+    d[i] = cuda_emu::tensor_core_dot(d[i], a_row[i / 2], b_col[i % 2], 8, cuda_emu::kTf32Sum);
 }
 
 }  // namespace ddpm::cuda::ptx

@@ -56,6 +56,7 @@
 #include "tests/cuda_emulation/builtins.h"
 #include "tests/cuda_emulation/runtime.h"
 #include "tests/cuda_emulation/tensor_map.h"
+#include "tests/cuda_emulation/tensor_core_sum.h"
 
 namespace ddpm::cuda::ptx {
 
@@ -398,9 +399,9 @@ void issue_wgmma(float (&d)[N / 2], OperandA a_operand, const uint32_t* a_regs, 
     float result[N / 2];
     for (int j = 0; j < kJ; ++j) {
       for (int i = 0; i < 4; ++i) {
-        float acc = accumulate ? d[4 * j + i] : 0.0f;
-        for (int k = 0; k < 16; ++k) acc += a_rows[i / 2][k] * b_cols[j][i % 2][k];
-        result[4 * j + i] = acc;
+        result[4 * j + i] = cuda_emu::tensor_core_dot(accumulate ? d[4 * j + i] : 0.0f,
+                                                      a_rows[i / 2], b_cols[j][i % 2], 16,
+                                                      cuda_emu::kBf16Sum);
       }
     }
     cuda_emu::warp_collective_end();

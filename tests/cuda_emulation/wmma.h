@@ -12,8 +12,9 @@
 // not, and then only a GPU tells.
 //
 // Like the hardware, mma_sync reads only the top 19 bits of each fp32 operand (a TF32
-// value: the low 13 mantissa bits are dropped, not rounded), multiplies exactly and adds in
-// fp32 in k order. load/store trap on what the PTX ISA requires: a 256-bit aligned pointer,
+// value: the low 13 mantissa bits are dropped, not rounded), multiplies exactly and adds as
+// the tensor cores add, in blocks of 4 truncated toward zero (tensor_core_sum.h: an H200's
+// bits). load/store trap on what the PTX ISA requires: a 256-bit aligned pointer,
 // a leading dimension that is a multiple of 16 bytes, the same pointer and leading
 // dimension in every lane, and all 32 lanes present.
 //
@@ -29,6 +30,7 @@
 
 #include "tests/cuda_emulation/block.h"
 #include "tests/cuda_emulation/builtins.h"
+#include "tests/cuda_emulation/tensor_core_sum.h"
 
 namespace nvcuda::wmma {
 
@@ -187,9 +189,9 @@ void mma_sync(fragment<accumulator, M, N, K, TC>& d, const fragment<matrix_a, M,
   TC result[MapC::kCount];  // d may be c
   for (int i = 0; i < MapC::kCount; ++i) {
     const detail::Coord p = MapC::at(lane, i);
-    float acc = c.x[i];
-    for (int k = 0; k < K; ++k) acc += full_a[p.row][k] * full_b[k][p.col];
-    result[i] = acc;
+    float b_col[K];
+    for (int k = 0; k < K; ++k) b_col[k] = full_b[k][p.col];
+    result[i] = cuda_emu::tensor_core_dot(c.x[i], full_a[p.row], b_col, K, cuda_emu::kTf32Sum);
   }
   for (int i = 0; i < MapC::kCount; ++i) d.x[i] = result[i];
 }
