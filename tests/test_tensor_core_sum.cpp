@@ -209,6 +209,19 @@ TEST(CudaTensorCoreSum, Bf16SumsAreTheModels) {
   cuda::tensor_core_probe_bf16(a.ptr, b.ptr, c.ptr, d.ptr, kK);
   expect_the_models_bits(d.get(), p, 16, cuda_emu::kBf16Sum);
 }
+
+TEST(CudaTensorCoreSum, TheProbeRefusesAKItsInstructionsDoNotTile) {
+  REQUIRE_GPU();
+  test::OnDevice<uint16_t> a(size_t(kRows) * 24), b(size_t(24) * kCols);
+  test::OnDevice<float> c(kRows * kCols), d(kRows * kCols), af(size_t(kRows) * 12),
+      bf(size_t(12) * kCols);
+  test::expect_error([&] { cuda::tensor_core_probe_bf16(a.ptr, b.ptr, c.ptr, d.ptr, 24); },
+                     {"multiple of 16", "got 24"});
+  test::expect_error([&] { cuda::tensor_core_probe_tf32(af.ptr, bf.ptr, c.ptr, d.ptr, 12); },
+                     {"multiple of 8", "got 12"});
+  test::expect_error([&] { cuda::tensor_core_probe_tf32(af.ptr, bf.ptr, c.ptr, d.ptr, 2048); },
+                     {"up to 1024", "got 2048"});
+}
 #endif
 
 }  // namespace

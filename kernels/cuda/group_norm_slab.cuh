@@ -23,7 +23,9 @@ namespace ddpm::cuda::group_norm_detail {
 // written as a plain expression, whether the compiler fuses the last product with the add
 // depends on the code around it. Under the CPU emulation, which compiles the kernels with
 // contraction on, g++ fused it in one kernel and not another, and the fused GN + SiLU
-// backward missed the two-kernel chain's bits (2026-12-07). nvcc fuses it this way too.
+// backward missed the two-kernel chain's bits (2026-12-07). This is the FMA nvcc forms from
+// the plain expression (the last product with the add), so a GPU's h should not move; not
+// checked in its SASS yet.
 __device__ __forceinline__ float norm_affine(float x, float mean, float rstd, float gamma,
                                              float beta) {
   return fmaf((x - mean) * rstd, gamma, beta);
