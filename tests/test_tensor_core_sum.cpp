@@ -121,19 +121,17 @@ struct Candidate {
   Model sum;
 };
 
+std::string name_of(TensorCoreSum how) {
+  return "blocks of " + std::to_string(how.block) + ", " + std::to_string(how.extra_bits) +
+         " extra bits";
+}
+
 std::vector<Candidate> candidates(int k_per_instruction) {
   std::vector<Candidate> all = {{"round-to-nearest fp32 adds", nearest_fp32}};
   for (int block = 1; block <= k_per_instruction; block *= 2)
     for (int extra : {0, 1, 2, 3, 4, 8})
-      all.push_back({"blocks of " + std::to_string(block) + ", " + std::to_string(extra) +
-                         " extra bits",
-                     block_model({block, extra})});
+      all.push_back({name_of({block, extra}), block_model({block, extra})});
   return all;
-}
-
-std::string name_of(TensorCoreSum how) {
-  return "blocks of " + std::to_string(how.block) + ", " + std::to_string(how.extra_bits) +
-         " extra bits";
 }
 
 // Every other candidate gives other bits than `chosen` somewhere in the probe: so a GPU's

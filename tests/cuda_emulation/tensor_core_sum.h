@@ -31,6 +31,7 @@
 // 1104 ulps. `CudaOps.Conv2dTensorCoreSumsAreTheH200sBits` (test_cuda_ops.cpp) holds ten.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -87,8 +88,7 @@ inline float block_fma(float c, const double* products, int n, int extra_bits) {
   int largest = INT32_MIN;
   if (c != 0.0f) largest = exponent_of(c);
   for (int i = 0; i < n; ++i)
-    if (products[i] != 0.0 && exponent_of(products[i]) > largest)
-      largest = exponent_of(products[i]);
+    if (products[i] != 0.0) largest = std::max(largest, exponent_of(products[i]));
   if (largest == INT32_MIN) return c + 0.0f;  // all zero (+0 unless c is -0 and no product)
   // fp32's last place for the largest term is 2^(largest - 23); the alignment keeps
   // extra_bits more. Every truncated term is a multiple of it below 2^(largest + 1) in
